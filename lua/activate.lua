@@ -1,0 +1,21 @@
+--[[ activate: sell an ID from inventory, loading its face value, and record the sale.
+KEYS[1] ID hash            ts:{bN}:id:<idHash>
+KEYS[2] inventory set      ts:{bN}:inv:<product>
+KEYS[3] sale records       ts:{bN}:sales (stream)
+ARGV[1] now (ms)
+ARGV[2] product the caller expects the ID to belong to
+ARGV[3] channel (e.g. 'manual', 'web')
+ARGV[4] price paid (micro-units)
+ARGV[5] reference (operator name, payment reference)
+Returns {'ok', balance, recordId} or {'err', reason}.
+]]
+local f = redis.call('HMGET', KEYS[1], 'st', 'prod', 'face', 'cur')
+if not f[1] then return { 'err', 'unknown_id' } end
+if f[2] ~= ARGV[2] then return { 'err', 'wrong_product' } end
+if f[1] ~= 'minted' then return { 'err', 'already_active' } end
+local idh = string.match(KEYS[1], 'id:(.+)$')
+redis.call('SREM', KEYS[2], idh)
+redis.call('HSET', KEYS[1], 'st', 'sold', 'bal', f[3], 'sold', ARGV[1])
+local rec = redis.call('XADD', KEYS[3], '*', 'id', idh, 'product', f[2], 'face', f[3], 'currency', f[4],
+  'price', ARGV[4], 'channel', ARGV[3], 'ref', ARGV[5], 'time', ARGV[1])
+return { 'ok', tonumber(f[3]), rec }

@@ -1,0 +1,21 @@
+--[[ set_state: block an ID (fraud, refund, loss) or lift the block.
+KEYS[1] ID hash   ts:{bN}:id:<idHash>
+ARGV[1] 'block' or 'unblock'
+ARGV[2] reason (kept on the ID)
+ARGV[3] now (ms)
+Returns {'ok', newState} or {'err', reason}. A block keeps the balance untouched;
+live calls are not cut here but their next start is refused.
+]]
+local st = redis.call('HGET', KEYS[1], 'st')
+if not st then return { 'err', 'unknown_id' } end
+if ARGV[1] == 'block' then
+  if st ~= 'blocked' then
+    redis.call('HSET', KEYS[1], 'st', 'blocked', 'prev', st, 'why', ARGV[2], 'blk', ARGV[3])
+  end
+  return { 'ok', 'blocked' }
+end
+if st ~= 'blocked' then return { 'err', 'not_blocked' } end
+local prev = redis.call('HGET', KEYS[1], 'prev')
+redis.call('HSET', KEYS[1], 'st', prev)
+redis.call('HDEL', KEYS[1], 'prev', 'why', 'blk')
+return { 'ok', prev }

@@ -1,0 +1,78 @@
+import type { Context } from '../app/context';
+import { checkId } from '../ids/idnum';
+import { keys } from '../redis/keys';
+
+/** Operator actions on single IDs, shared by the CLI and the admin HTTP API. */
+export type Outcome<T> = ({ ok: true } & T) | { ok: false; reason: string };
+
+export interface IdStatus {
+  state: string;
+  product: string;
+  kind: string;
+  currency: string;
+  face: number;
+  balance: number;
+  activeCalls: number;
+  minted: number;
+  sold?: number;
+  firstUse?: number;
+  expires?: number;
+  blockedWhy?: string;
+}
+
+function locate(ctx: Context, input: unknown): Outcome<{ key: string; hash: string; bucket: number }> {
+  const c = checkId(input, ctx.cfg.idLength);
+  if (!c.ok) return c;
+  const { hash, bucket } = ctx.ids.hash(c.id);
+  return { ok: true, key: keys.id(bucket, hash), hash, bucket };
+}
+
+const num = (v: string | undefined): number | undefined => (v && v !== '0' ? Number(v) : undefined);
+
+export async function idStatus(ctx: Context, input: unknown): Promise<Outcome<IdStatus>> {
+  const loc = locate(ctx, input);
+  if (!loc.ok) return loc;
+  const h = await ctx.redis.hgetall(loc.key);
+  if (!h.st) return { ok: false, reason: 'unknown_id' };
+  return {
+    ok: true,
+    state: h.st,
+    product: h.prod ?? '',
+    kind: h.kind ?? '',
+    currency: h.cur ?? '',
+    face: Number(h.face),
+    balance: Number(h.bal),
+    activeCalls: Number(h.act ?? 0),
+    minted: Number(h.mint),
+    sold: num(h.sold),
+    firstUse: num(h.first),
+    expires: num(h.exp),
+    blockedWhy: h.why,
+  };
+}
+
+export async function activateId(
+  ctx: Context,
+  input: unknown,
+  opts: { channel?: string; price?: number; ref?: string } = {},
+): Promise<Outcome<{ balance: number; record: string }>> {
+  const loc = locate(ctx, input);
+  if (!loc.ok) return loc;
+  const product = await ctx.redis.hget(loc.key, 'prod');
+  if (!product) return { ok: false, reason: 'unknown_id' };
+  const r = await ctx.scripts.run<['ok', number, string] | ['err', string]>(
+    'activate',
+    [loc.key, keys.inventory(loc.bucket, product), keys.sales(loc.bucket)],
+    [Date.now(), product, opts.channel ?? 'manual', opts.price ?? 0, opts.ref ?? ''],
+  );
+  if (r[0] === 'err') return { ok: false, reason: r[1] };
+  return { ok: true, balance: r[1], record: r[2] };
+}
+
+export async function setIdState(ctx: Context, input: unknown, action: 'block' | 'unblock', why = ''): Promise<Outcome<{ state: string }>> {
+  const loc = locate(ctx, input);
+  if (!loc.ok) return loc;
+  const r = await ctx.scripts.run<['ok', string] | ['err', string]>('set_state', [loc.key], [action, why, Date.now()]);
+  if (r[0] === 'err') return { ok: false, reason: r[1] };
+  return { ok: true, state: r[1] };
+}

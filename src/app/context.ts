@@ -1,0 +1,46 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config';
+import { IdKeys } from '../ids/secrets';
+import { connectRedis, waitReady, type RedisClient } from '../redis/connect';
+import { Scripts } from '../redis/scripts';
+import { resolveSecret } from './secret';
+
+/** What every part of Tessera (gateway, CLI, benchmarks) opens first. */
+export interface Context {
+  cfg: Config;
+  log: Logger;
+  redis: RedisClient;
+  scripts: Scripts;
+  ids: IdKeys;
+  close(): Promise<void>;
+}
+
+/** Where the embedded Redis of a running `npm start` listens, for the CLI to find it. */
+export const embeddedUrlFile = (cfg: Config): string => join(cfg.dataDir, 'redis.url');
+
+export function redisUrlFor(cfg: Config): string | undefined {
+  if (cfg.redis.url || cfg.redis.cluster) return cfg.redis.url;
+  const file = embeddedUrlFile(cfg);
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  throw new Error('no Redis configured: set REDIS_URL (or REDIS_CLUSTER), or start the gateway with `npm start` first');
+}
+
+export async function openContext(cfg: Config, log: Logger, url = redisUrlFor(cfg)): Promise<Context> {
+  const redis = connectRedis(cfg, url);
+  await waitReady(redis);
+  const scripts = new Scripts(redis);
+  await scripts.load();
+  const ids = new IdKeys(resolveSecret(cfg), cfg.buckets);
+  return {
+    cfg,
+    log,
+    redis,
+    scripts,
+    ids,
+    async close() {
+      redis.disconnect();
+    },
+  };
+}

@@ -1,0 +1,54 @@
+import { readFileSync } from 'node:fs';
+import { parse } from 'csv-parse/sync';
+
+/**
+ * Catalog files as operators write them: JSON (an array, or an object holding
+ * one) or CSV with a header row. Values are validated by the catalog store.
+ *
+ * products.csv: name,kind,currency,face,price,plan,thresholds,expiryDays,maxCalls,title
+ *               (thresholds separated by spaces or semicolons, e.g. "300;60;10")
+ * rates.csv:    plan,prefix,rate,fee
+ */
+type Row = Record<string, string>;
+
+function readRows(file: string): { json?: unknown; rows?: Row[] } {
+  const text = readFileSync(file, 'utf8');
+  if (/\.json$/i.test(file) || /^\s*[[{]/.test(text)) return { json: JSON.parse(text) };
+  return { rows: parse(text, { columns: true, skip_empty_lines: true, trim: true, comment: '#' }) as Row[] };
+}
+
+const arrayIn = (json: unknown, field: string): unknown[] => {
+  if (Array.isArray(json)) return json;
+  const inner = (json as Record<string, unknown> | null)?.[field];
+  if (Array.isArray(inner)) return inner;
+  throw new Error(`expected an array or {"${field}": [...]}`);
+};
+
+const blankToUndefined = (row: Row): Record<string, string | undefined> =>
+  Object.fromEntries(Object.entries(row).map(([k, v]) => [k, v === '' ? undefined : v]));
+
+export function readProductsFile(file: string): unknown[] {
+  const { json, rows } = readRows(file);
+  if (json !== undefined) return arrayIn(json, 'products');
+  return rows!.map((r) => {
+    const row = blankToUndefined(r);
+    return {
+      ...row,
+      thresholds: row.thresholds?.split(/[\s;|]+/).filter(Boolean).map(Number),
+    };
+  });
+}
+
+export function readPlansFile(file: string): unknown[] {
+  const { json, rows } = readRows(file);
+  if (json !== undefined) return arrayIn(json, 'plans');
+  const plans = new Map<string, { name: string; rates: Record<string, string | undefined>[] }>();
+  for (const r of rows!) {
+    const { plan, ...rate } = blankToUndefined(r);
+    if (!plan) throw new Error(`rates file ${file}: a row without a plan`);
+    let p = plans.get(plan);
+    if (!p) plans.set(plan, (p = { name: plan, rates: [] }));
+    p.rates.push({ ...rate, prefix: rate.prefix ?? '' });
+  }
+  return [...plans.values()];
+}

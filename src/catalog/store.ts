@@ -1,0 +1,106 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { RedisClient } from '../redis/connect';
+import { keys } from '../redis/keys';
+import { ajv, describeErrors, type Checked } from '../protocol/validator';
+import { Product, RatePlan, TokenInfo, type Role } from './schema';
+
+/**
+ * The catalog as stored in Redis: one hash per kind of record (name -> JSON),
+ * a version counter, and a channel that announces each change so gateways
+ * refresh their in-memory copy without a restart.
+ */
+export interface CatalogData {
+  version: number;
+  products: Map<string, Product>;
+  plans: Map<string, RatePlan>;
+  /** sha256(token) -> what the token may do */
+  tokens: Map<string, TokenInfo>;
+}
+
+const checkProduct = ajv.compile<Product>(Product);
+const checkPlan = ajv.compile<RatePlan>(RatePlan);
+const checkToken = ajv.compile<TokenInfo>(TokenInfo);
+
+function parseAll<T>(hash: Record<string, string>, check: Checked<T>): Map<string, T> {
+  const out = new Map<string, T>();
+  for (const [name, json] of Object.entries(hash)) {
+    const v: unknown = JSON.parse(json);
+    // A record that no longer parses is skipped rather than taking the gateway down.
+    if (check(v)) out.set(name, v);
+  }
+  return out;
+}
+
+export async function readCatalog(redis: RedisClient): Promise<CatalogData> {
+  const [ver, products, plans, tokens] = await Promise.all([
+    redis.get(keys.catalogVersion),
+    redis.hgetall(keys.products),
+    redis.hgetall(keys.plans),
+    redis.hgetall(keys.tokens),
+  ]);
+  return {
+    version: Number(ver ?? 0),
+    products: parseAll(products, checkProduct),
+    plans: parseAll(plans, checkPlan),
+    tokens: parseAll(tokens, checkToken),
+  };
+}
+
+async function bump(redis: RedisClient): Promise<number> {
+  const v = await redis.incr(keys.catalogVersion);
+  await redis.publish(keys.catalogChannel, String(v));
+  return v;
+}
+
+function validated<T>(items: unknown[], check: Checked<T>, what: string): T[] {
+  return items.map((item, i) => {
+    if (!check(item)) throw new Error(`${what} #${i + 1}: ${describeErrors(check.errors)}`);
+    return item;
+  });
+}
+
+export async function putProducts(redis: RedisClient, items: unknown[]): Promise<Product[]> {
+  const products = validated(items, checkProduct, 'product');
+  if (products.length) await redis.hset(keys.products, ...products.flatMap((p) => [p.name, JSON.stringify(p)]));
+  await bump(redis);
+  return products;
+}
+
+export async function putPlans(redis: RedisClient, items: unknown[]): Promise<RatePlan[]> {
+  const plans = validated(items, checkPlan, 'rate plan');
+  for (const p of plans) {
+    const seen = new Set<string>();
+    for (const r of p.rates) {
+      if (seen.has(r.prefix)) throw new Error(`rate plan ${p.name}: prefix '${r.prefix}' appears twice`);
+      seen.add(r.prefix);
+    }
+  }
+  if (plans.length) await redis.hset(keys.plans, ...plans.flatMap((p) => [p.name, JSON.stringify(p)]));
+  await bump(redis);
+  return plans;
+}
+
+export const tokenHash = (token: string): string => createHash('sha256').update(token).digest('hex');
+
+export async function createToken(
+  redis: RedisClient,
+  spec: { name: string; role: Role; venue?: string; gate?: string },
+): Promise<{ token: string; info: TokenInfo }> {
+  const info: TokenInfo = { ...spec, created: Date.now() };
+  if (!checkToken(info)) throw new Error(`token: ${describeErrors(checkToken.errors)}`);
+  const token = `tsk_${randomBytes(32).toString('base64url')}`;
+  await redis.hset(keys.tokens, tokenHash(token), JSON.stringify(info));
+  await bump(redis);
+  return { token, info };
+}
+
+/** Revokes every token with this name; returns how many. */
+export async function revokeTokens(redis: RedisClient, name: string): Promise<number> {
+  const all = await redis.hgetall(keys.tokens);
+  const gone = Object.entries(all)
+    .filter(([, json]) => (JSON.parse(json) as TokenInfo).name === name)
+    .map(([h]) => h);
+  if (gone.length) await redis.hdel(keys.tokens, ...gone);
+  await bump(redis);
+  return gone.length;
+}

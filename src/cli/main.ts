@@ -1,0 +1,51 @@
+import { parseArgs } from 'node:util';
+import { openContext, type Context } from '../app/context';
+import { ConfigError, loadConfig } from '../config/config';
+import { createLogger } from '../observability/log';
+import { commands } from './commands';
+
+/** `npx tessera <command> …`: operator tasks against the same Redis the gateway uses. */
+export interface Cli {
+  ctx: () => Promise<Context>;
+  args: string[];
+  out: (line: string) => void;
+}
+
+const USAGE = `usage: tessera <command> [options]
+
+${Object.entries(commands)
+  .map(([name, c]) => `  ${name.padEnd(16)} ${c.summary}\n${c.usage ? `  ${''.padEnd(16)} ${c.usage}\n` : ''}`)
+  .join('')}
+Redis: REDIS_URL or REDIS_CLUSTER, else the embedded Redis of a running \`npm start\`.`;
+
+export async function runCli(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  const cmd = name ? commands[name] : undefined;
+  if (!cmd) {
+    process.stderr.write(`${name && name !== 'help' && name !== '--help' ? `unknown command: ${name}\n` : ''}${USAGE}\n`);
+    return name && name !== 'help' && name !== '--help' ? 2 : 0;
+  }
+  let ctx: Context | undefined;
+  try {
+    const cfg = loadConfig();
+    const log = createLogger(process.env.LOG_LEVEL ?? 'warn', 'tessera-cli');
+    const cli: Cli = {
+      args: rest,
+      out: (line) => process.stdout.write(line + '\n'),
+      ctx: async () => (ctx ??= await openContext(cfg, log)),
+    };
+    return (await cmd.run(cli)) ?? 0;
+  } catch (err) {
+    const usage = err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    process.stderr.write(`tessera ${name}: ${err instanceof Error ? err.message : String(err)}\n`);
+    return usage ? 2 : 1;
+  } finally {
+    await ctx?.close();
+  }
+}
+
+export { parseArgs };
+
+if (require.main === module) {
+  runCli(process.argv.slice(2)).then((code) => process.exit(code));
+}

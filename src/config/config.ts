@@ -1,0 +1,104 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { ajv, describeErrors } from '../protocol/validator';
+
+/**
+ * Every setting comes from the environment, has a default where one is safe,
+ * and is validated once at start: a bad value stops the process with a message
+ * that names the variable, rather than surfacing later as odd behaviour.
+ */
+const Int = (min: number, max: number, def: number) => Type.Integer({ minimum: min, maximum: max, default: def });
+
+const EnvSchema = Type.Object({
+  HOST: Type.String({ default: '0.0.0.0', minLength: 1 }),
+  PORT: Int(0, 65535, 8080),
+  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' }),
+  DATA_DIR: Type.String({ default: 'var', minLength: 1 }),
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  REDIS_CLUSTER: Type.Optional(Type.String({ pattern: '^[^,:\\s]+:\\d+(,[^,:\\s]+:\\d+)*$' })),
+  REDIS_PORT: Int(0, 65535, 0),
+  TESSERA_SECRET: Type.Optional(Type.String({ pattern: '^[0-9a-fA-F]{64,}$' })),
+  ID_LENGTH: Int(12, 24, 16),
+  BUCKETS: Int(1, 16384, 1024),
+  TICK_INTERVAL_MS: Int(100, 60_000, 1000),
+  STALE_AFTER_MS: Int(0, 3_600_000, 0),
+  REAP_INTERVAL_MS: Int(100, 600_000, 5000),
+  SESSION_TTL_SEC: Int(60, 90 * 86400, 7 * 86400),
+  CATALOG_POLL_MS: Int(100, 600_000, 5000),
+  MAX_FRAME_BYTES: Int(64, 16 * 1024 * 1024, 256 * 1024),
+  MAX_BATCH: Int(1, 100_000, 2000),
+  MAX_INFLIGHT: Int(1, 1_000_000, 20_000),
+  MAX_BACKPRESSURE_BYTES: Int(1024, 1 << 30, 8 * 1024 * 1024),
+  WS_IDLE_TIMEOUT_SEC: Int(0, 960, 120),
+  REDIS_TIMEOUT_MS: Int(50, 60_000, 2000),
+});
+type Env = Static<typeof EnvSchema>;
+
+export interface Config {
+  host: string;
+  port: number;
+  logLevel: string;
+  dataDir: string;
+  redis: { url?: string; cluster?: { host: string; port: number }[]; embeddedPort: number; timeoutMs: number };
+  /** 32+ bytes of key material; undefined means "derive or create a dev secret under dataDir". */
+  secret?: Buffer;
+  idLength: number;
+  buckets: number;
+  tickIntervalMs: number;
+  staleAfterMs: number;
+  reapIntervalMs: number;
+  sessionTtlSec: number;
+  catalogPollMs: number;
+  maxFrameBytes: number;
+  maxBatch: number;
+  maxInflight: number;
+  maxBackpressureBytes: number;
+  wsIdleTimeoutSec: number;
+}
+
+const checkEnv = ajv.compile<Env>(EnvSchema);
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
+  const raw: Record<string, unknown> = {};
+  for (const key of Object.keys(EnvSchema.properties)) {
+    const v = env[key];
+    if (v !== undefined && v !== '') raw[key] = v;
+  }
+  // ajv is configured with coerceTypes, so "8080" becomes 8080 and defaults fill in.
+  if (!checkEnv(raw)) throw new ConfigError(`invalid configuration: ${describeErrors(checkEnv.errors)}`);
+  const e = raw as Env;
+  if (e.REDIS_URL && e.REDIS_CLUSTER) throw new ConfigError('invalid configuration: set REDIS_URL or REDIS_CLUSTER, not both');
+  const cfg: Config = {
+    host: e.HOST,
+    port: e.PORT,
+    logLevel: e.LOG_LEVEL,
+    dataDir: e.DATA_DIR,
+    redis: {
+      url: e.REDIS_URL,
+      cluster: e.REDIS_CLUSTER?.split(',').map((hp) => {
+        const i = hp.lastIndexOf(':');
+        return { host: hp.slice(0, i), port: Number(hp.slice(i + 1)) };
+      }),
+      embeddedPort: e.REDIS_PORT,
+      timeoutMs: e.REDIS_TIMEOUT_MS,
+    },
+    secret: e.TESSERA_SECRET ? Buffer.from(e.TESSERA_SECRET, 'hex') : undefined,
+    idLength: e.ID_LENGTH,
+    buckets: e.BUCKETS,
+    tickIntervalMs: e.TICK_INTERVAL_MS,
+    // A call is stale after three missed ticks, but never sooner than 10 s: switches batch and jitter.
+    staleAfterMs: e.STALE_AFTER_MS || Math.max(3 * e.TICK_INTERVAL_MS, 10_000),
+    reapIntervalMs: e.REAP_INTERVAL_MS,
+    sessionTtlSec: e.SESSION_TTL_SEC,
+    catalogPollMs: e.CATALOG_POLL_MS,
+    maxFrameBytes: e.MAX_FRAME_BYTES,
+    maxBatch: e.MAX_BATCH,
+    maxInflight: e.MAX_INFLIGHT,
+    maxBackpressureBytes: e.MAX_BACKPRESSURE_BYTES,
+    wsIdleTimeoutSec: e.WS_IDLE_TIMEOUT_SEC,
+  };
+  return { ...cfg, ...overrides };
+}

@@ -1,0 +1,46 @@
+import type { WebSocket } from 'uWebSockets.js';
+import type { TokenInfo } from '../catalog/schema';
+import { encodeFrame, type Encoding } from '../protocol/codec';
+
+export interface ConnData {
+  token: TokenInfo;
+  path: string;
+  conn?: Conn;
+}
+
+/**
+ * One client connection. Replies and pushes queue here and leave in one frame
+ * per encoding per event-loop turn (an array when there are several), which
+ * keeps syscalls and encoder calls per message low at high tick rates.
+ */
+export class Conn {
+  inflight = 0;
+  closed = false;
+  private out: Record<Encoding, object[]> = { msgpack: [], json: [] };
+  private scheduled = false;
+
+  constructor(
+    readonly ws: WebSocket<ConnData>,
+    readonly token: TokenInfo,
+  ) {}
+
+  send(msg: object, enc: Encoding): void {
+    if (this.closed) return;
+    this.out[enc].push(msg);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.closed) return;
+    const { msgpack, json } = this.out;
+    this.out = { msgpack: [], json: [] };
+    this.ws.cork(() => {
+      if (msgpack.length) this.ws.send(encodeFrame(msgpack, 'msgpack'), true);
+      if (json.length) this.ws.send(encodeFrame(json, 'json'), false);
+    });
+  };
+}

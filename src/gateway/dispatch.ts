@@ -1,0 +1,102 @@
+import type { Logger } from 'pino';
+import type { Config } from '../config/config';
+import type { Metrics } from '../observability/metrics';
+import { decodeFrame, type Encoding } from '../protocol/codec';
+import { schemaReason, type Checked } from '../protocol/switch';
+import type { Conn } from './connection';
+
+/** A request handler: gets a schema-checked message, sends what it has to say through `reply`. */
+export type Handler<T> = (msg: T, conn: Conn, reply: (m: object) => void) => Promise<void>;
+
+export interface Route<T = unknown> {
+  check: Checked<T>;
+  handle: Handler<T>;
+}
+
+export type Routes = Record<string, Route<any>>;
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Maps a thrown error to the reason a client sees: Redis trouble is `unavailable`, anything else `internal`. */
+export function failureReason(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  return /Connection|connect|ECONN|timed? ?out|Stream isn't writeable|ETIMEDOUT|CLUSTERDOWN|TRYAGAIN|LOADING|MASTERDOWN|READONLY/i.test(msg)
+    ? 'unavailable'
+    : 'internal';
+}
+
+/**
+ * Decodes a frame (one message or an array), validates each message against its
+ * op's schema and runs the op's handler. Every failure becomes an `error`
+ * message with a stable reason; nothing a client sends closes the connection
+ * except frames past the hard size limit, which uWS enforces.
+ */
+export class Dispatcher {
+  constructor(
+    private readonly routes: Routes,
+    private readonly cfg: Config,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {}
+
+  onFrame(conn: Conn, data: ArrayBuffer, isBinary: boolean): void {
+    const enc: Encoding = isBinary ? 'msgpack' : 'json';
+    const fail = (reason: string, message: string, extra: object = {}): void => {
+      this.metrics.events.inc({ op: 'frame', outcome: reason });
+      conn.send({ op: 'error', ...extra, reason, message }, enc);
+    };
+    if (data.byteLength > this.cfg.maxFrameBytes) return fail('frame_too_large', `frame of ${data.byteLength} bytes exceeds ${this.cfg.maxFrameBytes}`);
+    let body: unknown;
+    try {
+      body = decodeFrame(data, isBinary);
+    } catch {
+      return fail('bad_frame', isBinary ? 'frame is not valid MessagePack' : 'frame is not valid JSON');
+    }
+    if (Array.isArray(body)) {
+      if (body.length > this.cfg.maxBatch) return fail('batch_too_large', `${body.length} messages in one frame, at most ${this.cfg.maxBatch}`);
+      for (const m of body) this.onMessage(conn, m, enc);
+    } else {
+      this.onMessage(conn, body, enc);
+    }
+  }
+
+  private onMessage(conn: Conn, m: unknown, enc: Encoding): void {
+    const reply = (out: object): void => conn.send(out, enc);
+    if (!isObject(m)) return this.reject(reply, 'message', 'bad_message', 'a message is a map with an op');
+    const echo = refAndCall(m);
+    const op = m.op;
+    if (op === undefined) return this.reject(reply, 'message', 'missing_field', 'op is required', echo);
+    const route = typeof op === 'string' && Object.hasOwn(this.routes, op) ? this.routes[op] : undefined;
+    if (!route) return this.reject(reply, 'message', 'unknown_op', `unknown op ${JSON.stringify(op).slice(0, 40)}`, echo);
+    if (!route.check(m)) {
+      const { reason, message } = schemaReason(route.check.errors);
+      return this.reject(reply, op as string, reason, message, echo);
+    }
+    if (conn.inflight >= this.cfg.maxInflight) return this.reject(reply, op as string, 'overloaded', 'too many requests in flight on this connection', echo);
+    conn.inflight++;
+    route.handle(m, conn, reply).then(
+      () => {
+        conn.inflight--;
+      },
+      (err: unknown) => {
+        conn.inflight--;
+        const reason = failureReason(err);
+        if (reason === 'internal') this.log.error({ err, op }, 'handler failed');
+        this.reject(reply, op as string, reason, reason === 'unavailable' ? 'storage unavailable, try again' : 'internal error', echo);
+      },
+    );
+  }
+
+  private reject(reply: (m: object) => void, op: string, reason: string, message: string, echo: object = {}): void {
+    this.metrics.events.inc({ op, outcome: reason });
+    reply({ op: 'error', ...echo, reason, message });
+  }
+}
+
+/** ref and call echoed back on errors, when they are of a sane type. */
+function refAndCall(m: Record<string, unknown>): { ref?: unknown; call?: unknown } {
+  const out: { ref?: unknown; call?: unknown } = {};
+  if ((typeof m.ref === 'string' && m.ref.length <= 64) || Number.isSafeInteger(m.ref)) out.ref = m.ref;
+  if (typeof m.call === 'string' && m.call.length <= 64) out.call = m.call;
+  return out;
+}

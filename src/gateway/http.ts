@@ -1,0 +1,103 @@
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import type { CatalogCache } from '../catalog/cache';
+import type { Role, TokenInfo } from '../catalog/schema';
+
+/** Small helpers over uWS' HTTP API: JSON in and out, bearer auth, abort-safe async replies. */
+export const STATUS: Record<number, string> = {
+  200: '200 OK',
+  201: '201 Created',
+  400: '400 Bad Request',
+  401: '401 Unauthorized',
+  402: '402 Payment Required',
+  403: '403 Forbidden',
+  404: '404 Not Found',
+  409: '409 Conflict',
+  413: '413 Payload Too Large',
+  415: '415 Unsupported Media Type',
+  422: '422 Unprocessable Entity',
+  429: '429 Too Many Requests',
+  500: '500 Internal Server Error',
+  503: '503 Service Unavailable',
+};
+
+export interface Reply {
+  aborted: boolean;
+  send(status: number, body: string, contentType?: string): void;
+  json(status: number, body: unknown): void;
+  error(status: number, reason: string, message: string): void;
+}
+
+/** Must be called synchronously in the route handler: uWS requires onAborted before any await. */
+export function replyFor(res: HttpResponse): Reply {
+  const r: Reply = {
+    aborted: false,
+    send(status, body, contentType = 'application/json') {
+      if (r.aborted) return;
+      res.cork(() => {
+        res.writeStatus(STATUS[status] ?? `${status} Status`).writeHeader('Content-Type', contentType).end(body);
+      });
+    },
+    json(status, body) {
+      r.send(status, JSON.stringify(body));
+    },
+    error(status, reason, message) {
+      r.json(status, { error: { reason, message } });
+    },
+  };
+  res.onAborted(() => {
+    r.aborted = true;
+  });
+  return r;
+}
+
+export class BodyError extends Error {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Reads the whole body, refusing more than `limit` bytes; parses JSON (an empty body is {}). */
+export function readJson(res: HttpResponse, limit: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let failed = false;
+    res.onData((chunk, isLast) => {
+      if (failed) return;
+      size += chunk.byteLength;
+      if (size > limit) {
+        failed = true;
+        return reject(new BodyError(413, 'body_too_large', `body exceeds ${limit} bytes`));
+      }
+      // uWS frees the chunk after this callback: copy it.
+      chunks.push(Buffer.from(new Uint8Array(chunk)));
+      if (!isLast) return;
+      const text = Buffer.concat(chunks).toString('utf8');
+      if (text.trim() === '') return resolve({});
+      try {
+        resolve(JSON.parse(text));
+      } catch {
+        reject(new BodyError(400, 'bad_json', 'body is not valid JSON'));
+      }
+    });
+  });
+}
+
+export function bearer(req: HttpRequest): string {
+  const h = req.getHeader('authorization');
+  return h.startsWith('Bearer ') ? h.slice(7).trim() : '';
+}
+
+export type AuthResult = { ok: true; token: TokenInfo } | { ok: false; status: 401 | 403; reason: string; message: string };
+
+export function authorize(catalog: CatalogCache, token: string, roles: readonly Role[]): AuthResult {
+  if (!token) return { ok: false, status: 401, reason: 'unauthorized', message: 'bearer token required' };
+  const info = catalog.token(token);
+  if (!info) return { ok: false, status: 401, reason: 'unauthorized', message: 'unknown token' };
+  if (!roles.includes(info.role)) return { ok: false, status: 403, reason: 'forbidden', message: `role ${info.role} may not use this endpoint` };
+  return { ok: true, token: info };
+}

@@ -1,0 +1,58 @@
+import type { Metering } from '../metering/service';
+import type { Metrics } from '../observability/metrics';
+import { compile, PingMsg, StartMsg, StopMsg, TickMsg } from '../protocol/switch';
+import type { Route, Routes } from './dispatch';
+
+/** The switch protocol's ops (docs/protocol.md) on top of the metering service. */
+export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
+  const start: Route<StartMsg> = {
+    check: compile(StartMsg),
+    async handle(m, conn, reply) {
+      const dest = m.dest.startsWith('+') ? m.dest.slice(1) : m.dest;
+      const r = await metering.start(conn.token.name, m.call, m.id, dest);
+      metrics.events.inc({ op: 'start', outcome: r.ok ? 'ok' : r.reason });
+      if (!r.ok) return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.reason, message: `call refused: ${r.reason}` });
+      reply({ op: 'started', ref: m.ref, call: m.call, maxSec: r.maxSec, balance: r.balance, rate: r.rate, fee: r.fee });
+    },
+  };
+
+  const tick: Route<TickMsg> = {
+    check: compile(TickMsg),
+    async handle(m, conn, reply) {
+      const r = await metering.tick(conn.token.name, m.call, m.sec);
+      metrics.events.inc({ op: 'tick', outcome: r.code });
+      if (r.code === 'unknown_call' || r.code === 'call_conflict' || (r.code === 'call_ended' && m.ref !== undefined)) {
+        return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.code, message: `tick refused: ${r.code}` });
+      }
+      if (r.code === 'call_ended') return;
+      for (const level of r.alerts) {
+        metrics.alerts.inc({ level });
+        reply({ op: 'alert', call: m.call, secLeft: r.secLeft, balance: r.balance, level });
+      }
+      if (r.cut) {
+        metrics.cutoffs.inc({ reason: r.cut });
+        reply({ op: 'cutoff', call: m.call, reason: r.cut });
+      }
+      if (m.ref !== undefined) reply({ op: 'ticked', ref: m.ref, call: m.call, balance: r.balance, secLeft: r.secLeft });
+    },
+  };
+
+  const stop: Route<StopMsg> = {
+    check: compile(StopMsg),
+    async handle(m, conn, reply) {
+      const r = await metering.stop(conn.token.name, m.call, m.sec, m.cause ?? 'normal');
+      metrics.events.inc({ op: 'stop', outcome: r.ok ? 'ok' : r.reason });
+      if (!r.ok) return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.reason, message: `stop refused: ${r.reason}` });
+      reply({ op: 'stopped', ref: m.ref, call: m.call, billedSec: r.billedSec, cost: r.cost, balance: r.balance });
+    },
+  };
+
+  const ping: Route<PingMsg> = {
+    check: compile(PingMsg),
+    async handle(m, _conn, reply) {
+      reply({ op: 'pong', ref: m.ref, time: Date.now() });
+    },
+  };
+
+  return { start, tick, stop, ping };
+}

@@ -1,0 +1,54 @@
+import type { Context } from '../app/context';
+import type { Product } from '../catalog/schema';
+import { keys } from '../redis/keys';
+import { generateId } from './idnum';
+
+const PER_CALL = 100;
+const IN_FLIGHT = 32;
+
+/**
+ * Mints `count` IDs of a product into inventory. IDs are grouped by bucket so
+ * one script call writes up to 100 of them in one slot; the rare hash already
+ * taken is minted again. `emit` receives each clear ID exactly once, after
+ * Redis has it: the only moment the clear number leaves the process.
+ */
+export async function mintIds(ctx: Context, product: Product, count: number, emit: (id: string) => void): Promise<number> {
+  const terms = [product.name, product.kind, product.currency, product.face, product.plan, product.thresholds.join(','), product.maxCalls, product.expiryDays];
+  let minted = 0;
+  let want = count;
+  const inflight = new Set<Promise<void>>();
+  while (want > 0) {
+    const batch = Math.min(want, 20_000);
+    want -= batch;
+    const byBucket = new Map<number, { id: string; key: string }[]>();
+    for (let i = 0; i < batch; i++) {
+      const id = generateId(ctx.cfg.idLength);
+      const { hash, bucket } = ctx.ids.hash(id);
+      let list = byBucket.get(bucket);
+      if (!list) byBucket.set(bucket, (list = []));
+      list.push({ id, key: keys.id(bucket, hash) });
+    }
+    for (const [bucket, list] of byBucket) {
+      for (let i = 0; i < list.length; i += PER_CALL) {
+        const chunk = list.slice(i, i + PER_CALL);
+        const p = ctx.scripts
+          .run<number[]>('mint', [keys.inventory(bucket, product.name), ...chunk.map((c) => c.key)], [Date.now(), ...terms, ...chunk.map((c) => ctx.ids.seal(c.id))])
+          .then((taken) => {
+            const clash = new Set(taken.map((n) => n - 1));
+            chunk.forEach((c, j) => {
+              if (!clash.has(j)) {
+                emit(c.id);
+                minted++;
+              }
+            });
+            want += clash.size;
+          });
+        inflight.add(p);
+        void p.finally(() => inflight.delete(p));
+        if (inflight.size >= IN_FLIGHT) await Promise.race(inflight);
+      }
+    }
+    await Promise.all(inflight);
+  }
+  return minted;
+}

@@ -1,0 +1,75 @@
+import type { Logger } from 'pino';
+import type { Config } from '../config/config';
+import type { Metrics } from '../observability/metrics';
+import type { RedisClient } from '../redis/connect';
+import { keys } from '../redis/keys';
+import type { Scripts } from '../redis/scripts';
+
+type RawReap = ['ok', number, number, number, string, number] | ['skip'];
+
+/**
+ * Closes calls whose switch went quiet, billed up to their last tick. It walks
+ * the per-bucket live sets, so each step touches one slot and the same code
+ * serves Redis Cluster; every gateway may run it at once because call_reap
+ * re-checks staleness inside the script.
+ */
+export class Reaper {
+  private timer?: NodeJS.Timeout;
+  private running = false;
+
+  constructor(
+    private readonly cfg: Config,
+    private readonly redis: RedisClient,
+    private readonly scripts: Scripts,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.sweep(), this.cfg.reapIntervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** One pass over every bucket; returns how many calls it closed. */
+  async sweep(now = Date.now()): Promise<number> {
+    if (this.running) return 0;
+    this.running = true;
+    let closed = 0;
+    try {
+      const staleBefore = now - this.cfg.staleAfterMs;
+      const perBucket = await Promise.all(
+        Array.from({ length: this.cfg.buckets }, (_, b) => this.redis.zrangebyscore(keys.live(b), '-inf', `(${staleBefore}`, 'LIMIT', 0, 500)),
+      );
+      const jobs: Promise<void>[] = [];
+      perBucket.forEach((sessions, bucket) => {
+        for (const session of sessions) {
+          jobs.push(
+            (async () => {
+              const idKey = await this.redis.hget(session, 'id');
+              if (!idKey) {
+                await this.redis.zrem(keys.live(bucket), session);
+                return;
+              }
+              const r = await this.scripts.run<RawReap>('call_reap', [session, idKey, keys.live(bucket), keys.cdr(bucket)], [now, staleBefore, this.cfg.sessionTtlSec]);
+              if (r[0] === 'ok') {
+                closed++;
+                this.metrics.reaped.inc();
+                this.log.info({ session, billedSec: r[1], cost: r[2], balance: r[3], record: r[4] }, 'stale call closed');
+              }
+            })(),
+          );
+        }
+      });
+      await Promise.all(jobs);
+    } catch (err) {
+      this.log.warn({ err }, 'reaper sweep failed');
+    } finally {
+      this.running = false;
+    }
+    return closed;
+  }
+}

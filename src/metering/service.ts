@@ -1,0 +1,146 @@
+import type { CatalogCache } from '../catalog/cache';
+import type { Config } from '../config/config';
+import { checkId } from '../ids/idnum';
+import type { IdKeys } from '../ids/secrets';
+import type { Metrics } from '../observability/metrics';
+import { keys } from '../redis/keys';
+import type { Scripts } from '../redis/scripts';
+import { callKeysFor, type CallKeys, CallLocator } from './locator';
+import type { RedisClient } from '../redis/connect';
+
+export type StartResult =
+  | { ok: true; maxSec: number; balance: number; rate: number; fee: number; duplicate: boolean }
+  | { ok: false; reason: string };
+
+export type TickCode = 'ok' | 'dup' | 'unknown_call' | 'call_ended' | 'call_conflict';
+export interface TickResult {
+  code: TickCode;
+  balance: number;
+  secLeft: number;
+  /** Thresholds (seconds left) crossed by this tick, highest first. */
+  alerts: number[];
+  /** Why the switch must cut the call now, or '' */
+  cut: string;
+}
+
+export type StopResult =
+  | { ok: true; billedSec: number; cost: number; balance: number; record: string; duplicate: boolean }
+  | { ok: false; reason: string };
+
+type RawStart = ['ok', number, number, number, number, number] | ['err', string];
+type RawTick = [TickCode, number, number, number[], string];
+type RawStop = ['ok', number, number, number, string, number] | ['err', string];
+
+const callKeyOf = (sw: string, call: string): string => `${sw}:${call}`;
+
+interface PendingTick {
+  ck: CallKeys;
+  sec: number;
+  resolve: (r: TickResult) => void;
+  reject: (e: unknown) => void;
+}
+
+/**
+ * Call metering on top of the Lua scripts: admission, per-second billing and
+ * close. Ticks that arrive in the same event-loop turn are grouped by bucket
+ * and billed by one script call per bucket, which is what keeps Redis, not the
+ * gateway, the limit at high call volume.
+ */
+export class Metering {
+  readonly locator: CallLocator;
+  private pending = new Map<number, PendingTick[]>();
+  private flushScheduled = false;
+
+  constructor(
+    private readonly cfg: Config,
+    private readonly redis: RedisClient,
+    private readonly scripts: Scripts,
+    private readonly ids: IdKeys,
+    private readonly catalog: CatalogCache,
+    private readonly metrics: Metrics,
+    private readonly maxTicksPerScript = 64,
+  ) {
+    this.locator = new CallLocator(redis, ids, cfg.sessionTtlSec);
+  }
+
+  private async timed<T>(script: Parameters<Scripts['run']>[0], k: readonly string[], a: readonly (string | number)[]): Promise<T> {
+    const t0 = performance.now();
+    try {
+      return await this.scripts.run<T>(script, k, a);
+    } finally {
+      this.metrics.scriptSeconds.observe({ script }, (performance.now() - t0) / 1000);
+    }
+  }
+
+  async start(sw: string, call: string, idInput: unknown, dest: string): Promise<StartResult> {
+    const checked = checkId(idInput, this.cfg.idLength);
+    if (!checked.ok) return checked;
+    const { hash, bucket } = this.ids.hash(checked.id);
+    const callKey = callKeyOf(sw, call);
+    const ck = callKeysFor(keys.id(bucket, hash), callKey);
+    const r = await this.timed<RawStart>('call_start', [ck.id, ck.session, ck.live], [Date.now(), dest, sw, call, hash, ...this.catalog.rateArgs(dest)]);
+    if (r[0] === 'err') return { ok: false, reason: r[1] };
+    if (!r[5]) await this.locator.remember(callKey, ck);
+    return { ok: true, maxSec: r[1], balance: r[2], rate: r[3], fee: r[4], duplicate: r[5] === 1 };
+  }
+
+  async tick(sw: string, call: string, sec: number): Promise<TickResult> {
+    const ck = await this.locator.find(callKeyOf(sw, call));
+    if (!ck) return { code: 'unknown_call', balance: 0, secLeft: 0, alerts: [], cut: '' };
+    return new Promise<TickResult>((resolve, reject) => {
+      let group = this.pending.get(ck.bucket);
+      if (!group) this.pending.set(ck.bucket, (group = []));
+      group.push({ ck, sec, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(this.flush);
+      }
+    });
+  }
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    const groups = this.pending;
+    this.pending = new Map();
+    const now = Date.now();
+    for (const group of groups.values()) {
+      for (let i = 0; i < group.length; i += this.maxTicksPerScript) this.billTicks(group.slice(i, i + this.maxTicksPerScript), now);
+    }
+  };
+
+  private billTicks(batch: PendingTick[], now: number): void {
+    const k: string[] = [batch[0]!.ck.live];
+    const a: number[] = [now];
+    for (const t of batch) {
+      k.push(t.ck.session, t.ck.id);
+      a.push(t.sec);
+    }
+    this.timed<RawTick[]>('call_tick', k, a).then(
+      (rows) => {
+        for (let i = 0; i < batch.length; i++) {
+          const r = rows[i]!;
+          batch[i]!.resolve({ code: r[0], balance: r[1], secLeft: r[2], alerts: r[3], cut: r[4] });
+        }
+      },
+      (err: unknown) => {
+        for (const t of batch) t.reject(err);
+      },
+    );
+  }
+
+  async stop(sw: string, call: string, sec: number, cause: string): Promise<StopResult> {
+    const callKey = callKeyOf(sw, call);
+    const ck = await this.locator.find(callKey);
+    if (!ck) return { ok: false, reason: 'unknown_call' };
+    const r = await this.timed<RawStop>('call_stop', [ck.session, ck.id, ck.live, ck.cdr], [Date.now(), sec, cause, this.cfg.sessionTtlSec]);
+    if (r[0] === 'err') return { ok: false, reason: r[1] };
+    this.locator.forget(callKey);
+    return { ok: true, billedSec: r[1], cost: r[2], balance: r[3], record: r[4], duplicate: r[5] === 1 };
+  }
+
+  /** Live sessions across all buckets, for the active-calls gauge. */
+  async countActive(): Promise<number> {
+    const counts = await Promise.all(Array.from({ length: this.cfg.buckets }, (_, b) => this.redis.zcard(keys.live(b))));
+    return counts.reduce((s, n) => s + n, 0);
+  }
+}

@@ -1,0 +1,55 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** One registry per gateway instance, so several gateways in one process (tests) never collide. */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly events = new Counter({
+    name: 'tessera_events_total',
+    help: 'Protocol messages handled, by op and outcome (ok or an error reason)',
+    labelNames: ['op', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly scriptSeconds = new Histogram({
+    name: 'tessera_script_duration_seconds',
+    help: 'Round-trip time of Lua script calls, by script',
+    labelNames: ['script'] as const,
+    buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 2],
+    registers: [this.registry],
+  });
+  readonly alerts = new Counter({
+    name: 'tessera_alerts_total',
+    help: 'Low-balance alerts fired, by threshold (seconds left)',
+    labelNames: ['level'] as const,
+    registers: [this.registry],
+  });
+  readonly cutoffs = new Counter({
+    name: 'tessera_cutoffs_total',
+    help: 'Cut-off orders sent to switches, by reason',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly reaped = new Counter({
+    name: 'tessera_reaped_calls_total',
+    help: 'Stale calls closed by the reaper',
+    registers: [this.registry],
+  });
+  readonly connections = new Gauge({
+    name: 'tessera_ws_connections',
+    help: 'Open WebSocket connections, by path',
+    labelNames: ['path'] as const,
+    registers: [this.registry],
+  });
+  readonly activeCalls: Gauge;
+
+  constructor(countActiveCalls: () => Promise<number>) {
+    collectDefaultMetrics({ register: this.registry });
+    this.activeCalls = new Gauge({
+      name: 'tessera_active_calls',
+      help: 'Live call sessions in Redis (all gateways)',
+      registers: [this.registry],
+      async collect() {
+        this.set(await countActiveCalls());
+      },
+    });
+  }
+}

@@ -1,0 +1,44 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import type { ErrorObject } from 'ajv';
+import { describeErrors, wireAjv, type Checked } from './validator';
+
+export type { Checked };
+
+/** The switch protocol's requests (docs/protocol.md). Extra fields are ignored for forward compatibility. */
+export const Ref = Type.Union([Type.String({ maxLength: 64 }), Type.Integer({ minimum: -(2 ** 53), maximum: 2 ** 53 })]);
+export const CallId = Type.String({ pattern: '^[A-Za-z0-9._:@-]{1,64}$' });
+/** Seconds since answer; a week is far beyond any real call. */
+const Seconds = Type.Integer({ minimum: 0, maximum: 7 * 86400 });
+
+export const StartMsg = Type.Object({
+  op: Type.Literal('start'),
+  ref: Ref,
+  call: CallId,
+  id: Type.String({ maxLength: 40 }),
+  dest: Type.String({ pattern: '^\\+?[0-9]{1,20}$' }),
+});
+export const TickMsg = Type.Object({ op: Type.Literal('tick'), call: CallId, sec: Seconds, ref: Type.Optional(Ref) });
+export const StopMsg = Type.Object({
+  op: Type.Literal('stop'),
+  ref: Ref,
+  call: CallId,
+  sec: Seconds,
+  cause: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,32}$' })),
+});
+export const PingMsg = Type.Object({ op: Type.Literal('ping'), ref: Type.Optional(Ref) });
+
+export type StartMsg = Static<typeof StartMsg>;
+export type TickMsg = Static<typeof TickMsg>;
+export type StopMsg = Static<typeof StopMsg>;
+export type PingMsg = Static<typeof PingMsg>;
+
+export function compile<T extends TSchema>(schema: T): Checked<Static<T>> {
+  return wireAjv.compile<Static<T>>(schema) as Checked<Static<T>>;
+}
+
+/** Stable machine-readable reason for the first schema violation. */
+export function schemaReason(errors: ErrorObject[] | null | undefined): { reason: string; message: string } {
+  const first = errors?.[0];
+  const reason = first?.keyword === 'required' ? 'missing_field' : first?.keyword === 'type' ? 'bad_type' : 'bad_value';
+  return { reason, message: describeErrors(errors) };
+}

@@ -1,0 +1,23 @@
+import Ajv, { type ErrorObject } from 'ajv';
+
+/** A compiled validator: a type guard that leaves its errors behind. */
+export interface Checked<T> {
+  (v: unknown): v is T;
+  errors?: ErrorObject[] | null;
+}
+
+/** For configuration and files: strings from the environment or CSV become numbers, defaults fill in. */
+export const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true, strict: false });
+
+/** For the wire: no coercion, a wrong type is the client's error and must be reported as such. */
+export const wireAjv = new Ajv({ coerceTypes: false, useDefaults: false, allErrors: false, strict: false });
+
+export function describeErrors(errors: ErrorObject[] | null | undefined): string {
+  if (!errors || errors.length === 0) return 'invalid';
+  return errors
+    .map((e) => {
+      const where = e.instancePath ? e.instancePath.slice(1).replace(/\//g, '.') : (e.params as { missingProperty?: string }).missingProperty ?? 'value';
+      return `${where} ${e.message ?? 'is invalid'}`;
+    })
+    .join('; ');
+}

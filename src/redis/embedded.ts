@@ -1,0 +1,99 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { resolve } from 'node:path';
+import Redis from 'ioredis';
+
+/**
+ * A redis-server child process for development and tests: persistence on
+ * (AOF, fsync every second), data in its own directory, bound to loopback.
+ * It exits with its parent (stdin pipe closes), so no orphan outlives a crash.
+ */
+export interface EmbeddedRedis {
+  url: string;
+  port: number;
+  dir: string;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? res(addr.port) : rej(new Error('no port'))));
+    });
+  });
+}
+
+export interface EmbeddedOptions {
+  dir: string;
+  port?: number;
+  /** false for throwaway test instances: no AOF, no RDB. */
+  persist?: boolean;
+  extraArgs?: string[];
+}
+
+export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<EmbeddedRedis> {
+  const dir = resolve(opts.dir);
+  mkdirSync(dir, { recursive: true });
+  const port = opts.port || (await freePort());
+  const persist = opts.persist ?? true;
+  const args = [
+    '--port', String(port),
+    '--bind', '127.0.0.1',
+    '--dir', dir,
+    '--save', persist ? '900 1 300 10 60 10000' : '',
+    '--appendonly', persist ? 'yes' : 'no',
+    '--appendfsync', 'everysec',
+    '--daemonize', 'no',
+    '--protected-mode', 'yes',
+    '--loglevel', 'warning',
+    ...(opts.extraArgs ?? []),
+  ];
+  const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const killOnExit = (): void => void child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+
+  const url = `redis://127.0.0.1:${port}`;
+  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  probe.on('error', () => undefined); // refused while redis-server boots: expected
+  const deadline = Date.now() + 10_000;
+  try {
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`redis-server exited (${child.exitCode}): ${stderr.trim()}`);
+      try {
+        if (probe.status !== 'ready') await probe.connect();
+        // LOADING while the AOF replays: wait for it.
+        if ((await probe.ping()) === 'PONG') break;
+      } catch {
+        probe.disconnect();
+      }
+      if (Date.now() > deadline) throw new Error(`redis-server did not start on ${port}: ${stderr.trim()}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  } finally {
+    probe.disconnect();
+  }
+
+  return {
+    url,
+    port,
+    dir,
+    process: child,
+    async stop() {
+      process.removeListener('exit', killOnExit);
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await exited;
+      }
+    },
+  };
+}

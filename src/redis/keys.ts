@@ -1,0 +1,37 @@
+/**
+ * Every key one script call touches shares a hash tag, `{b<N>}`, the bucket of
+ * the ID hash, so each call lands on one Redis Cluster slot. Catalog keys are
+ * global but are read only by the gateway and the CLI, never inside a script.
+ */
+export const PREFIX = 'ts:';
+
+export const tag = (bucket: number): string => `${PREFIX}{b${bucket}}:`;
+
+export const keys = {
+  id: (bucket: number, hash: string) => `${tag(bucket)}id:${hash}`,
+  call: (bucket: number, callKey: string) => `${tag(bucket)}call:${callKey}`,
+  /** Sorted set of live call sessions in a bucket, scored by last activity (ms). */
+  live: (bucket: number) => `${tag(bucket)}live`,
+  /** Call detail records of a bucket (stream). */
+  cdr: (bucket: number) => `${tag(bucket)}cdr`,
+  /** Sale and activation records of a bucket (stream). */
+  sales: (bucket: number) => `${tag(bucket)}sales`,
+  /** Unsold IDs of a product in a bucket (set of ID hashes). */
+  inventory: (bucket: number, product: string) => `${tag(bucket)}inv:${product}`,
+  /** Where a switch's call lives: call key -> ID key. Tagged by the call key's own bucket. */
+  callIndex: (bucket: number, callKey: string) => `${tag(bucket)}cx:${callKey}`,
+
+  products: `${PREFIX}cat:products`,
+  plans: `${PREFIX}cat:plans`,
+  tokens: `${PREFIX}cat:tokens`,
+  catalogVersion: `${PREFIX}cat:ver`,
+  catalogChannel: `${PREFIX}cat:changed`,
+} as const;
+
+const BUCKET_RE = /\{b(\d+)\}/;
+
+export function bucketOfKey(key: string): number {
+  const m = BUCKET_RE.exec(key);
+  if (!m) throw new Error(`key without bucket tag: ${key}`);
+  return Number(m[1]);
+}
