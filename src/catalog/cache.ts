@@ -54,6 +54,14 @@ export class CatalogCache {
     return this.data.tokens.get(tokenHash(token));
   }
 
+  /** Refreshes when Redis knows a token this copy does not (yet): new tokens work at once. */
+  async refreshIfTokenKnown(token: string): Promise<void> {
+    if (!(await this.redis.hexists(keys.tokens, tokenHash(token)))) return;
+    await this.refresh();
+    // The refresh we joined may have read the catalog before the token was written.
+    if (!this.token(token)) await this.refresh();
+  }
+
   /** The destination's rate in every plan that has one, flat as call_start wants it. */
   rateArgs(dest: string): (string | number)[] {
     const out: (string | number)[] = [];

@@ -11,7 +11,7 @@ import { Metrics } from '../observability/metrics';
 import { connectRedis, waitReady } from '../redis/connect';
 import { Conn, type ConnData } from './connection';
 import { Dispatcher, failureReason, type Routes } from './dispatch';
-import { authorize, bearer, BodyError, readJson, replyFor, type Reply } from './http';
+import { authorize, bearer, BodyError, readJson, replyFor, type AuthResult, type Reply } from './http';
 import { switchRoutes } from './switch';
 
 export interface Gateway {
@@ -66,23 +66,26 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
       idleTimeout: cfg.wsIdleTimeoutSec,
       sendPingsAutomatically: true,
       upgrade(res, req, context) {
-        const auth = authorize(catalog, bearer(req) || new URLSearchParams(req.getQuery() ?? '').get('token') || '', [role]);
-        if (!auth.ok) {
-          metrics.events.inc({ op: 'upgrade', outcome: auth.reason });
+        // Headers must be read before any await: uWS reuses req afterwards.
+        const tok = bearer(req) || new URLSearchParams(req.getQuery() ?? '').get('token') || '';
+        const key = req.getHeader('sec-websocket-key');
+        const protocol = req.getHeader('sec-websocket-protocol');
+        const extensions = req.getHeader('sec-websocket-extensions');
+        let aborted = false;
+        res.onAborted(() => (aborted = true));
+        void authorizeFresh(tok, [role]).then((auth) => {
+          if (aborted) return;
           res.cork(() => {
-            res.writeStatus(auth.status === 401 ? '401 Unauthorized' : '403 Forbidden')
-              .writeHeader('Content-Type', 'application/json')
-              .end(JSON.stringify({ error: { reason: auth.reason, message: auth.message } }));
+            if (!auth.ok) {
+              metrics.events.inc({ op: 'upgrade', outcome: auth.reason });
+              res.writeStatus(auth.status === 401 ? '401 Unauthorized' : '403 Forbidden')
+                .writeHeader('Content-Type', 'application/json')
+                .end(JSON.stringify({ error: { reason: auth.reason, message: auth.message } }));
+              return;
+            }
+            res.upgrade<ConnData>({ token: auth.token, path }, key, protocol, extensions, context);
           });
-          return;
-        }
-        res.upgrade<ConnData>(
-          { token: auth.token, path },
-          req.getHeader('sec-websocket-key'),
-          req.getHeader('sec-websocket-protocol'),
-          req.getHeader('sec-websocket-extensions'),
-          context,
-        );
+        });
       },
       open(ws) {
         const data = ws.getUserData();
@@ -100,6 +103,15 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
         metrics.connections.dec({ path });
       },
     });
+  }
+
+  /**
+   * Authorizes from the cached catalog; a token the cache does not know yet (created
+   * a moment ago, announcement still in flight) is looked up in Redis once.
+   */
+  async function authorizeFresh(tok: string, roles: Role[]): Promise<AuthResult> {
+    if (tok && !catalog.token(tok)) await catalog.refreshIfTokenKnown(tok).catch(() => undefined);
+    return authorize(catalog, tok, roles);
   }
 
   app.get('/healthz', (res) => {
@@ -132,11 +144,15 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   ): void {
     app[method](pattern, (res: HttpResponse, req) => {
       const reply = replyFor(res);
-      const auth = authorize(catalog, bearer(req), roles);
+      const tok = bearer(req);
       const p = Array.from({ length: params }, (_, i) => decodeURIComponent(req.getParameter(i) ?? ''));
       const body = method === 'post' ? readJson(res, 64 * 1024) : Promise.resolve({});
-      if (!auth.ok) return reply.error(auth.status, auth.reason, auth.message);
-      void run(reply, async () => fn({ body: await body, params: p }));
+      body.catch(() => undefined); // reported by run(), once authorized
+      void (async () => {
+        const auth = await authorizeFresh(tok, roles);
+        if (!auth.ok) return reply.error(auth.status, auth.reason, auth.message);
+        await run(reply, async () => fn({ body: await body, params: p }));
+      })();
     });
   }
 
