@@ -19,6 +19,8 @@ ${Object.entries(commands)
 Redis: REDIS_URL or REDIS_CLUSTER, else the embedded Redis of a running \`npm start\`.`;
 
 export async function runCli(argv: string[]): Promise<number> {
+  // `tessera token create` and `tessera token-create` are the same command.
+  if (argv.length >= 2 && commands[`${argv[0]}-${argv[1]}`]) argv = [`${argv[0]}-${argv[1]}`, ...argv.slice(2)];
   const [name, ...rest] = argv;
   const cmd = name ? commands[name] : undefined;
   if (!cmd) {

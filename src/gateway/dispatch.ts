@@ -42,7 +42,7 @@ export class Dispatcher {
   onFrame(conn: Conn, data: ArrayBuffer, isBinary: boolean): void {
     const enc: Encoding = isBinary ? 'msgpack' : 'json';
     const fail = (reason: string, message: string, extra: object = {}): void => {
-      this.metrics.events.inc({ op: 'frame', outcome: reason });
+      this.metrics.event('frame', reason);
       conn.send({ op: 'error', ...extra, reason, message }, enc);
     };
     if (data.byteLength > this.cfg.maxFrameBytes) return fail('frame_too_large', `frame of ${data.byteLength} bytes exceeds ${this.cfg.maxFrameBytes}`);
@@ -63,16 +63,15 @@ export class Dispatcher {
   private onMessage(conn: Conn, m: unknown, enc: Encoding): void {
     const reply = (out: object): void => conn.send(out, enc);
     if (!isObject(m)) return this.reject(reply, 'message', 'bad_message', 'a message is a map with an op');
-    const echo = refAndCall(m);
     const op = m.op;
-    if (op === undefined) return this.reject(reply, 'message', 'missing_field', 'op is required', echo);
+    if (op === undefined) return this.reject(reply, 'message', 'missing_field', 'op is required', m);
     const route = typeof op === 'string' && Object.hasOwn(this.routes, op) ? this.routes[op] : undefined;
-    if (!route) return this.reject(reply, 'message', 'unknown_op', `unknown op ${JSON.stringify(op).slice(0, 40)}`, echo);
+    if (!route) return this.reject(reply, 'message', 'unknown_op', `unknown op ${JSON.stringify(op).slice(0, 40)}`, m);
     if (!route.check(m)) {
       const { reason, message } = schemaReason(route.check.errors);
-      return this.reject(reply, op as string, reason, message, echo);
+      return this.reject(reply, op as string, reason, message, m);
     }
-    if (conn.inflight >= this.cfg.maxInflight) return this.reject(reply, op as string, 'overloaded', 'too many requests in flight on this connection', echo);
+    if (conn.inflight >= this.cfg.maxInflight) return this.reject(reply, op as string, 'overloaded', 'too many requests in flight on this connection', m);
     conn.inflight++;
     route.handle(m, conn, reply).then(
       () => {
@@ -82,18 +81,18 @@ export class Dispatcher {
         conn.inflight--;
         const reason = failureReason(err);
         if (reason === 'internal') this.log.error({ err, op }, 'handler failed');
-        this.reject(reply, op as string, reason, reason === 'unavailable' ? 'storage unavailable, try again' : 'internal error', echo);
+        this.reject(reply, op as string, reason, reason === 'unavailable' ? 'storage unavailable, try again' : 'internal error', m);
       },
     );
   }
 
-  private reject(reply: (m: object) => void, op: string, reason: string, message: string, echo: object = {}): void {
-    this.metrics.events.inc({ op, outcome: reason });
-    reply({ op: 'error', ...echo, reason, message });
+  /** `m` is the offending message: its ref and call are echoed when they are of a sane type. */
+  private reject(reply: (m: object) => void, op: string, reason: string, message: string, m?: Record<string, unknown>): void {
+    this.metrics.event(op, reason);
+    reply({ op: 'error', ...(m && refAndCall(m)), reason, message });
   }
 }
 
-/** ref and call echoed back on errors, when they are of a sane type. */
 function refAndCall(m: Record<string, unknown>): { ref?: unknown; call?: unknown } {
   const out: { ref?: unknown; call?: unknown } = {};
   if ((typeof m.ref === 'string' && m.ref.length <= 64) || Number.isSafeInteger(m.ref)) out.ref = m.ref;

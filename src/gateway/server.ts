@@ -77,7 +77,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
           if (aborted) return;
           res.cork(() => {
             if (!auth.ok) {
-              metrics.events.inc({ op: 'upgrade', outcome: auth.reason });
+              metrics.event('upgrade', auth.reason);
               res.writeStatus(auth.status === 401 ? '401 Unauthorized' : '403 Forbidden')
                 .writeHeader('Content-Type', 'application/json')
                 .end(JSON.stringify({ error: { reason: auth.reason, message: auth.message } }));

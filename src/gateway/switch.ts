@@ -10,7 +10,7 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
     async handle(m, conn, reply) {
       const dest = m.dest.startsWith('+') ? m.dest.slice(1) : m.dest;
       const r = await metering.start(conn.token.name, m.call, m.id, dest);
-      metrics.events.inc({ op: 'start', outcome: r.ok ? 'ok' : r.reason });
+      metrics.event('start', r.ok ? 'ok' : r.reason);
       if (!r.ok) return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.reason, message: `call refused: ${r.reason}` });
       reply({ op: 'started', ref: m.ref, call: m.call, maxSec: r.maxSec, balance: r.balance, rate: r.rate, fee: r.fee });
     },
@@ -20,7 +20,7 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
     check: compile(TickMsg),
     async handle(m, conn, reply) {
       const r = await metering.tick(conn.token.name, m.call, m.sec);
-      metrics.events.inc({ op: 'tick', outcome: r.code });
+      metrics.event('tick', r.code);
       if (r.code === 'unknown_call' || r.code === 'call_conflict' || (r.code === 'call_ended' && m.ref !== undefined)) {
         return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.code, message: `tick refused: ${r.code}` });
       }
@@ -41,7 +41,7 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
     check: compile(StopMsg),
     async handle(m, conn, reply) {
       const r = await metering.stop(conn.token.name, m.call, m.sec, m.cause ?? 'normal');
-      metrics.events.inc({ op: 'stop', outcome: r.ok ? 'ok' : r.reason });
+      metrics.event('stop', r.ok ? 'ok' : r.reason);
       if (!r.ok) return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.reason, message: `stop refused: ${r.reason}` });
       reply({ op: 'stopped', ref: m.ref, call: m.call, billedSec: r.billedSec, cost: r.cost, balance: r.balance });
     },

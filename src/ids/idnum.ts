@@ -1,5 +1,5 @@
-import { randomFillSync } from 'node:crypto';
 import { luhnDigit, luhnValid } from './luhn';
+import { randomByte } from './random';
 
 /**
  * ID numbers: (length - 1) digits from a CSPRNG plus a Luhn check digit, so a
@@ -8,16 +8,9 @@ import { luhnDigit, luhnValid } from './luhn';
  */
 export type IdCheck = { ok: true; id: string } | { ok: false; reason: 'bad_format' | 'bad_checksum' };
 
-const pool = Buffer.alloc(4096);
-let poolPos = pool.length;
-
 function randomDigit(first: boolean): number {
   for (;;) {
-    if (poolPos >= pool.length) {
-      randomFillSync(pool);
-      poolPos = 0;
-    }
-    const b = pool[poolPos++]!;
+    const b = randomByte();
     // Rejection sampling keeps digits uniform: 250 is the largest multiple of 10 below 256.
     if (b >= 250) continue;
     const d = b % 10;

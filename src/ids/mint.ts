@@ -4,7 +4,8 @@ import { keys } from '../redis/keys';
 import { generateId } from './idnum';
 
 const PER_CALL = 100;
-const IN_FLIGHT = 32;
+const IN_FLIGHT = 256;
+const BATCH = 20_000;
 
 /**
  * Mints `count` IDs of a product into inventory. IDs are grouped by bucket so
@@ -17,8 +18,14 @@ export async function mintIds(ctx: Context, product: Product, count: number, emi
   let minted = 0;
   let want = count;
   const inflight = new Set<Promise<void>>();
-  while (want > 0) {
-    const batch = Math.min(want, 20_000);
+  // Generation (CPU here) and writing (CPU in Redis) overlap: while one batch is
+  // generated, up to IN_FLIGHT script calls of the previous ones keep Redis busy.
+  while (want > 0 || inflight.size > 0) {
+    if (want === 0) {
+      await Promise.race(inflight);
+      continue;
+    }
+    const batch = Math.min(want, BATCH);
     want -= batch;
     const byBucket = new Map<number, { id: string; key: string }[]>();
     for (let i = 0; i < batch; i++) {
@@ -48,7 +55,6 @@ export async function mintIds(ctx: Context, product: Product, count: number, emi
         if (inflight.size >= IN_FLIGHT) await Promise.race(inflight);
       }
     }
-    await Promise.all(inflight);
   }
   return minted;
 }

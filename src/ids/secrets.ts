@@ -1,4 +1,5 @@
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync } from 'node:crypto';
+import { randomCopy } from './random';
 
 /**
  * Key material derived from the one server secret. Redis sees only keyed hashes
@@ -36,7 +37,7 @@ export class IdKeys {
   }
 
   seal(id: string): string {
-    const iv = randomBytes(12);
+    const iv = randomCopy(12);
     const c = createCipheriv('aes-256-gcm', this.sealKey, iv);
     const ct = Buffer.concat([c.update(id, 'utf8'), c.final()]);
     return Buffer.concat([iv, c.getAuthTag(), ct]).toString('base64');

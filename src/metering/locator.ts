@@ -40,6 +40,10 @@ export class CallLocator {
     await this.redis.set(this.indexKey(callKey), ck.id, 'EX', this.ttlSec);
   }
 
+  cached(callKey: string): CallKeys | undefined {
+    return this.cache.get(callKey);
+  }
+
   /** Local map first, then the index in Redis; undefined when no gateway ever started this call. */
   async find(callKey: string): Promise<CallKeys | undefined> {
     const hit = this.cache.get(callKey);

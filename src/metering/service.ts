@@ -31,6 +31,8 @@ type RawStart = ['ok', number, number, number, number, number] | ['err', string]
 type RawTick = [TickCode, number, number, number[], string];
 type RawStop = ['ok', number, number, number, string, number] | ['err', string];
 
+const UNKNOWN_CALL: TickResult = Object.freeze({ code: 'unknown_call', balance: 0, secLeft: 0, alerts: [], cut: '' });
+
 const callKeyOf = (sw: string, call: string): string => `${sw}:${call}`;
 
 interface PendingTick {
@@ -84,9 +86,15 @@ export class Metering {
     return { ok: true, maxSec: r[1], balance: r[2], rate: r[3], fee: r[4], duplicate: r[5] === 1 };
   }
 
-  async tick(sw: string, call: string, sec: number): Promise<TickResult> {
-    const ck = await this.locator.find(callKeyOf(sw, call));
-    if (!ck) return { code: 'unknown_call', balance: 0, secLeft: 0, alerts: [], cut: '' };
+  tick(sw: string, call: string, sec: number): Promise<TickResult> {
+    const callKey = callKeyOf(sw, call);
+    // The hot path: a call this gateway already knows is queued without an await.
+    const ck = this.locator.cached(callKey);
+    if (ck) return this.enqueue(ck, sec);
+    return this.locator.find(callKey).then((found) => (found ? this.enqueue(found, sec) : UNKNOWN_CALL));
+  }
+
+  private enqueue(ck: CallKeys, sec: number): Promise<TickResult> {
     return new Promise<TickResult>((resolve, reject) => {
       let group = this.pending.get(ck.bucket);
       if (!group) this.pending.set(ck.bucket, (group = []));

@@ -40,6 +40,15 @@ export class Metrics {
     registers: [this.registry],
   });
   readonly activeCalls: Gauge;
+  private readonly eventChildren = new Map<string, { inc(): void }>();
+
+  /** events{op,outcome}++ with the labelled child cached: this runs once per message. */
+  event(op: string, outcome: string): void {
+    const k = `${op}\u0000${outcome}`;
+    let c = this.eventChildren.get(k);
+    if (!c) this.eventChildren.set(k, (c = this.events.labels(op, outcome)));
+    c.inc();
+  }
 
   constructor(countActiveCalls: () => Promise<number>) {
     collectDefaultMetrics({ register: this.registry });
