@@ -2,7 +2,8 @@
 -- Per-second: (sec - billed) * rate, plus the connection fee with the first billed
 -- second. The balance never goes below zero: what cannot be taken is kept as
 -- `short` on the session so the record shows it. Thresholds (seconds left at the
--- call's rate) fire once each; the balance reaching zero exhausts the ID.
+-- call's rate) fire once each. When the balance can no longer pay one more second
+-- at this call's rate the switch is told to cut; at zero the ID is exhausted.
 -- Returns balance, seconds left, fired thresholds, cut-off reason ('' while the call may go on).
 local function charge(skey, ikey, sec, now)
   local s = redis.call('HMGET', skey, 'rate', 'fee', 'billed', 'cost', 'short', 'thr', 'ans', 'cut')
@@ -33,11 +34,11 @@ local function charge(skey, ikey, sec, now)
         upd[#upd + 1] = table.concat(keep, ',')
       end
     end
-    if bal == 0 then
+    if left == 0 then
       cut = 'exhausted'
       upd[#upd + 1] = 'cut'
       upd[#upd + 1] = cut
-      if redis.call('HGET', ikey, 'st') == 'sold' then redis.call('HSET', ikey, 'st', 'exhausted') end
+      if bal == 0 and redis.call('HGET', ikey, 'st') == 'sold' then redis.call('HSET', ikey, 'st', 'exhausted') end
     end
     redis.call('HSET', skey, unpack(upd))
   end

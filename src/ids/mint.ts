@@ -12,9 +12,10 @@ const BATCH = 20_000;
  * one script call writes up to 100 of them in one slot; the rare hash already
  * taken is minted again. `emit` receives each clear ID exactly once, after
  * Redis has it: the only moment the clear number leaves the process.
+ * Thresholds are stored highest first, the order their alerts must fire in.
  */
 export async function mintIds(ctx: Context, product: Product, count: number, emit: (id: string) => void): Promise<number> {
-  const terms = [product.name, product.kind, product.currency, product.face, product.plan, product.thresholds.join(','), product.maxCalls, product.expiryDays];
+  const terms = [product.name, product.kind, product.currency, product.face, product.plan, [...new Set(product.thresholds)].sort((a, b) => b - a).join(','), product.maxCalls, product.expiryDays];
   let minted = 0;
   let want = count;
   const inflight = new Set<Promise<void>>();

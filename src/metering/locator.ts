@@ -35,9 +35,23 @@ export class CallLocator {
     return keys.callIndex(this.ids.bucketOf(callKey), callKey);
   }
 
-  async remember(callKey: string, ck: CallKeys): Promise<void> {
+  /**
+   * Claims the call id for this ID: 'new' when this start is the first, 'same'
+   * when the call already belongs to this ID (a retry), 'taken' when it belongs
+   * to another ID.
+   */
+  async claim(callKey: string, ck: CallKeys): Promise<'new' | 'same' | 'taken'> {
+    const known = this.cache.get(callKey);
+    if (known) return known.id === ck.id ? 'same' : 'taken';
+    const prev = await this.redis.set(this.indexKey(callKey), ck.id, 'EX', this.ttlSec, 'NX', 'GET');
+    if (prev !== null && prev !== ck.id) return 'taken';
     this.put(callKey, ck);
-    await this.redis.set(this.indexKey(callKey), ck.id, 'EX', this.ttlSec);
+    return prev === null ? 'new' : 'same';
+  }
+
+  async release(callKey: string): Promise<void> {
+    this.cache.delete(callKey);
+    await this.redis.del(this.indexKey(callKey));
   }
 
   cached(callKey: string): CallKeys | undefined {

@@ -80,9 +80,16 @@ export class Metering {
     const { hash, bucket } = this.ids.hash(checked.id);
     const callKey = callKeyOf(sw, call);
     const ck = callKeysFor(keys.id(bucket, hash), callKey);
+    // A call id names one call: claim it for this ID before admitting, so the same
+    // id with another ID (whose session would live in another bucket) is refused.
+    const claim = await this.locator.claim(callKey, ck);
+    if (claim === 'taken') return { ok: false, reason: 'call_conflict' };
     const r = await this.timed<RawStart>('call_start', [ck.id, ck.session, ck.live], [Date.now(), dest, sw, call, hash, ...this.catalog.rateArgs(dest)]);
-    if (r[0] === 'err') return { ok: false, reason: r[1] };
-    if (!r[5]) await this.locator.remember(callKey, ck);
+    if (r[0] === 'err') {
+      // A refused call leaves no index behind (guessed IDs must not fill Redis).
+      if (claim === 'new' && r[1] !== 'call_conflict' && r[1] !== 'call_ended') await this.locator.release(callKey);
+      return { ok: false, reason: r[1] };
+    }
     return { ok: true, maxSec: r[1], balance: r[2], rate: r[3], fee: r[4], duplicate: r[5] === 1 };
   }
 

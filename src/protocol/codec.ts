@@ -4,7 +4,15 @@ import { Packr } from 'msgpackr';
  * Frames are MessagePack (binary) or JSON (text) with one schema. Plain maps,
  * no msgpackr records: any MessagePack library on a switch must read our frames.
  */
-const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+const packr = new Packr({
+  useRecords: false,
+  mapsAsObjects: true,
+  moreTypes: false,
+  // Switches that send every integer as int64 (Go, Java) must decode to plain numbers:
+  // 'auto' gives a number when safe, else a BigInt, which the schemas refuse.
+  // (msgpackr's types lack 'auto'.)
+  int64AsType: 'auto' as 'number',
+});
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 export type Encoding = 'msgpack' | 'json';
@@ -16,6 +24,20 @@ export function decodeFrame(data: ArrayBuffer, isBinary: boolean): unknown {
 }
 
 export function encodeFrame(msgs: readonly object[], enc: Encoding): Uint8Array | string {
-  const body = msgs.length === 1 ? msgs[0] : msgs;
-  return enc === 'msgpack' ? packr.pack(body) : JSON.stringify(body);
+  if (enc === 'json') return JSON.stringify(msgs.length === 1 ? msgs[0] : msgs);
+  const wide = msgs.map(int64Fields);
+  return packr.pack(wide.length === 1 ? wide[0] : wide);
+}
+
+/**
+ * msgpackr writes integers beyond 32 bits as float64; exact up to 2^53, but a
+ * switch's decoder may insist on an integer type for money. Such fields (our
+ * messages are flat) go out as int64 instead.
+ */
+function int64Fields(msg: object): object {
+  let out: Record<string, unknown> | undefined;
+  for (const [k, v] of Object.entries(msg)) {
+    if (typeof v === 'number' && Number.isSafeInteger(v) && (v > 0xffffffff || v < -0x80000000)) (out ??= { ...msg })[k] = BigInt(v);
+  }
+  return out ?? msg;
 }

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Redis from 'ioredis';
 import WebSocket from 'ws';
-import { pack, unpack } from 'msgpackr';
+import { pack, Unpackr } from 'msgpackr';
 import { openContext, type Context } from '../../src/app/context';
 import { putPlans, putProducts, createToken } from '../../src/catalog/store';
 import { loadConfig, type Config } from '../../src/config/config';
@@ -19,6 +19,9 @@ import type { Product } from '../../src/catalog/schema';
  * gateway on a free port, real WebSocket clients. Nothing is mocked.
  */
 export const TEST_SECRET = 'ab'.repeat(32);
+
+/** The gateway sends amounts beyond 32 bits as int64; a JS switch reads them back as numbers. */
+const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'auto' as 'number' });
 
 export interface Harness {
   redis: EmbeddedRedis;
@@ -111,7 +114,7 @@ export class Client {
     readonly binary: boolean,
   ) {
     ws.on('message', (data, isBinary) => {
-      const body = isBinary ? unpack(data as Buffer) : JSON.parse(data.toString());
+      const body = isBinary ? unpackr.unpack(data as Buffer) : JSON.parse(data.toString());
       for (const m of Array.isArray(body) ? body : [body]) {
         this.received.push(m);
         this.waiters = this.waiters.filter((w) => (w.pred(m) ? (w.resolve(m), false) : true));
