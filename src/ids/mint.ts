@@ -2,6 +2,7 @@ import type { Context } from '../app/context';
 import type { Product } from '../catalog/schema';
 import { keys } from '../redis/keys';
 import { generateId } from './idnum';
+import { productTerms } from '../catalog/terms';
 
 const PER_CALL = 100;
 const IN_FLIGHT = 256;
@@ -12,10 +13,10 @@ const BATCH = 20_000;
  * one script call writes up to 100 of them in one slot; the rare hash already
  * taken is minted again. `emit` receives each clear ID exactly once, after
  * Redis has it: the only moment the clear number leaves the process.
- * Thresholds are stored highest first, the order their alerts must fire in.
  */
 export async function mintIds(ctx: Context, product: Product, count: number, emit: (id: string) => void): Promise<number> {
-  const terms = [product.name, product.kind, product.currency, product.face, product.plan, [...new Set(product.thresholds)].sort((a, b) => b - a).join(','), product.maxCalls, product.expiryDays];
+  const fields = productTerms(product);
+  const terms = [fields.length / 2, ...fields];
   let minted = 0;
   let want = count;
   const inflight = new Set<Promise<void>>();
