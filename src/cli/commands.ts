@@ -1,4 +1,4 @@
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { activateId, idStatus, setIdState } from '../admin/ids';
@@ -41,11 +41,16 @@ function outcome(cli: Cli, r: { ok: boolean; reason?: string }): number {
   return 0;
 }
 
+/**
+ * Opens the output before any work is done, so a file that cannot be created
+ * fails the command before IDs exist whose numbers would be lost. IDs and
+ * records are sensitive: files are created readable by the operator only, and
+ * never overwritten.
+ */
 function openOut(path: string | undefined): { write: (s: string) => void; done: () => Promise<void> } {
   if (!path) return { write: (s) => process.stdout.write(s), done: async () => undefined };
-  // IDs and records are sensitive: files are readable by the operator only.
-  const ws: WriteStream = createWriteStream(path, { mode: 0o600, flags: 'wx' });
-  return { write: (s) => ws.write(s), done: () => new Promise((r) => ws.end(r)) };
+  const fd = openSync(path, 'wx', 0o600);
+  return { write: (s) => writeSync(fd, s), done: async () => closeSync(fd) };
 }
 
 export const commands: Record<string, Command> = {

@@ -24,6 +24,15 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
+/** A malformed percent-escape is the client's problem: it becomes a value no lookup accepts. */
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return '\u0000';
+  }
+}
+
 const REASON_STATUS: Record<string, number> = {
   bad_format: 400,
   bad_checksum: 400,
@@ -145,7 +154,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
     app[method](pattern, (res: HttpResponse, req) => {
       const reply = replyFor(res);
       const tok = bearer(req);
-      const p = Array.from({ length: params }, (_, i) => decodeURIComponent(req.getParameter(i) ?? ''));
+      const p = Array.from({ length: params }, (_, i) => safeDecode(req.getParameter(i) ?? ''));
       const body = method === 'post' ? readJson(res, 64 * 1024) : Promise.resolve({});
       body.catch(() => undefined); // reported by run(), once authorized
       void (async () => {

@@ -1,4 +1,4 @@
-import { Packr } from 'msgpackr';
+import { C1, Packr } from 'msgpackr';
 
 /**
  * Frames are MessagePack (binary) or JSON (text) with one schema. Plain maps,
@@ -20,7 +20,22 @@ export type Encoding = 'msgpack' | 'json';
 export function decodeFrame(data: ArrayBuffer, isBinary: boolean): unknown {
   // uWS reuses the frame's memory after the handler returns: decode now, keep nothing.
   const bytes = new Uint8Array(data);
-  return isBinary ? packr.unpack(bytes) : JSON.parse(utf8.decode(bytes));
+  if (!isBinary) return JSON.parse(utf8.decode(bytes));
+  const body: unknown = packr.unpack(bytes);
+  if (holdsNeverUsed(body)) throw new Error('MessagePack 0xC1 (never used)');
+  return body;
+}
+
+/**
+ * msgpackr decodes the reserved byte 0xC1 to a marker instead of failing. Frames
+ * are an array of flat maps, so looking two levels down finds every marker a
+ * valid message could hold; anything deeper fails its schema anyway.
+ */
+function holdsNeverUsed(v: unknown, depth = 0): boolean {
+  if (v === C1) return true;
+  if (depth > 2 || typeof v !== 'object' || v === null) return false;
+  for (const x of Array.isArray(v) ? v : Object.values(v)) if (holdsNeverUsed(x, depth + 1)) return true;
+  return false;
 }
 
 export function encodeFrame(msgs: readonly object[], enc: Encoding): Uint8Array | string {

@@ -1,0 +1,480 @@
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parse } from 'csv-parse/sync';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { runCli } from '../../src/cli/main';
+import { readCatalog } from '../../src/catalog/store';
+import type { Gateway } from '../../src/gateway/server';
+import { checkId, generateId } from '../../src/ids/idnum';
+import { keys } from '../../src/redis/keys';
+import { Client, gateway, seedCatalog, startHarness, TEST_SECRET, talkProduct, token, type Harness } from '../helpers/env';
+
+/**
+ * The operator CLI, run in-process through runCli against the harness Redis:
+ * same secret, same bucket count, so the gateway and the test see what it writes.
+ */
+let h: Harness;
+let gw: Gateway;
+const ENV_KEYS = ['REDIS_URL', 'REDIS_CLUSTER', 'TESSERA_SECRET', 'DATA_DIR', 'BUCKETS', 'LOG_LEVEL', 'ID_LENGTH'] as const;
+const savedEnv: Record<string, string | undefined> = {};
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h);
+  gw = await gateway(h);
+  for (const k of ENV_KEYS) savedEnv[k] = process.env[k];
+  delete process.env.REDIS_CLUSTER;
+  delete process.env.ID_LENGTH;
+  Object.assign(process.env, { REDIS_URL: h.redis.url, TESSERA_SECRET: TEST_SECRET, DATA_DIR: h.dir, BUCKETS: String(h.cfg.buckets), LOG_LEVEL: 'silent' });
+});
+afterAll(async () => {
+  for (const k of ENV_KEYS) {
+    if (savedEnv[k] === undefined) delete process.env[k];
+    else process.env[k] = savedEnv[k];
+  }
+  await gw?.close();
+  await h?.stop();
+});
+
+interface Run {
+  code: number;
+  out: string;
+  err: string;
+}
+
+/** Runs one CLI command in-process, capturing what it writes to stdout and stderr. */
+async function cli(...args: string[]): Promise<Run> {
+  let out = '';
+  let err = '';
+  const capture = (sink: (s: string) => void) =>
+    ((chunk: string | Uint8Array, ...rest: unknown[]): boolean => {
+      sink(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
+      const cb = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
+      cb?.();
+      return true;
+    }) as typeof process.stdout.write;
+  const o = vi.spyOn(process.stdout, 'write').mockImplementation(capture((s) => (out += s)));
+  const e = vi.spyOn(process.stderr, 'write').mockImplementation(capture((s) => (err += s)));
+  try {
+    const code = await runCli(args);
+    return { code, out, err };
+  } finally {
+    o.mockRestore();
+    e.mockRestore();
+  }
+}
+
+const lines = (s: string): string[] => s.split('\n').filter((l) => l !== '');
+const file = (name: string, text: string): string => {
+  const p = join(h.dir, name);
+  writeFileSync(p, text);
+  return p;
+};
+
+/** All ID hashes in Redis of one product, with their state. */
+async function idsInRedis(product: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  let cursor = '0';
+  do {
+    const [next, found] = await h.r.scan(cursor, 'MATCH', 'ts:{b*}:id:*', 'COUNT', 1000);
+    cursor = next;
+    for (const key of found) {
+      const [st, prod] = await h.r.hmget(key, 'st', 'prod');
+      if (prod === product) out.set(key, st ?? '');
+    }
+  } while (cursor !== '0');
+  return out;
+}
+
+async function inventorySize(product: string): Promise<number> {
+  let n = 0;
+  for (let b = 0; b < h.cfg.buckets; b++) n += await h.r.scard(keys.inventory(b, product));
+  return n;
+}
+
+/** Mints n IDs of a product through the CLI and returns them. */
+async function cliMint(product: string, n: number): Promise<string[]> {
+  const r = await cli('mint', '--product', product, '--count', String(n));
+  expect(r.code).toBe(0);
+  return lines(r.out);
+}
+
+describe('catalog-load', () => {
+  it('loads plans from CSV and products from JSON', async () => {
+    const plans = file('rates.csv', ['# plan,prefix,rate,fee', 'plan,prefix,rate,fee', 'cplan,,80,', 'cplan,33,150,2000', 'cplan,336,900,0', ''].join('\n'));
+    const products = file(
+      'products.json',
+      JSON.stringify([{ name: 'ctalk', kind: 'talk', currency: 'USD', face: 2_000_000, price: 1_800_000, plan: 'cplan', thresholds: [60, 10], expiryDays: 30, maxCalls: 2 }]),
+    );
+    const r = await cli('catalog-load', '--plans', plans, '--products', products);
+    expect(r).toEqual({ code: 0, out: 'loaded 1 rate plan(s)\nloaded 1 product(s)\n', err: '' });
+    const cat = await readCatalog(h.r);
+    expect(cat.plans.get('cplan')).toEqual({
+      name: 'cplan',
+      rates: [
+        { prefix: '', rate: 80, fee: 0 },
+        { prefix: '33', rate: 150, fee: 2000 },
+        { prefix: '336', rate: 900, fee: 0 },
+      ],
+    });
+    expect(cat.products.get('ctalk')).toEqual({ name: 'ctalk', kind: 'talk', currency: 'USD', face: 2_000_000, price: 1_800_000, plan: 'cplan', thresholds: [60, 10], expiryDays: 30, maxCalls: 2 });
+  });
+
+  it('loads plans from JSON and products from CSV; the running gateway meters with them at once', async () => {
+    const plans = file('rates.json', JSON.stringify({ plans: [{ name: 'jplan', rates: [{ prefix: '1', rate: 40 }, { prefix: '1800', rate: 1, fee: 0 }] }] }));
+    const products = file('products.csv', 'name,kind,currency,face,price,plan,thresholds,expiryDays,maxCalls,title\njtalk,talk,EUR,400000,400000,jplan,120;30,,,Forty cents\n');
+    const r = await cli('catalog-load', '--products', products, '--plans', plans);
+    expect(r.code).toBe(0);
+    expect(lines(r.out)).toEqual(['loaded 1 rate plan(s)', 'loaded 1 product(s)']);
+    const cat = await readCatalog(h.r);
+    expect(cat.products.get('jtalk')).toEqual({ name: 'jtalk', kind: 'talk', title: 'Forty cents', currency: 'EUR', face: 400_000, price: 400_000, plan: 'jplan', thresholds: [120, 30], expiryDays: 180, maxCalls: 1 });
+
+    const [id] = (await cliMint('jtalk', 1)) as [string];
+    expect((await cli('activate', id)).code).toBe(0);
+    const c = await Client.connect(gw.port, await token(h));
+    const s = await c.request({ op: 'start', ref: 1, call: 'jt-1', id, dest: '12125550100' });
+    expect(s).toMatchObject({ op: 'started', maxSec: 10_000, balance: 400_000, rate: 40, fee: 0 });
+    await c.request({ op: 'stop', ref: 2, call: 'jt-1', sec: 0 });
+    await c.close();
+  });
+
+  it('refuses an invalid file with a message and exit code 1, loading nothing of it', async () => {
+    const before = await h.r.get(keys.catalogVersion);
+    const dup = file('dup.csv', 'plan,prefix,rate,fee\nbad,44,200,0\nbad,44,300,0\n');
+    const r = await cli('catalog-load', '--plans', dup);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe("tessera catalog-load: rate plan bad: prefix '44' appears twice\n");
+    const neg = file('neg.json', JSON.stringify([{ name: 'neg', rates: [{ prefix: '1', rate: -3 }] }]));
+    const r2 = await cli('catalog-load', '--plans', neg);
+    expect(r2.code).toBe(1);
+    expect(r2.err).toMatch(/rate plan #1: rates\.0\.rate must be >= 1/);
+    expect(await h.r.hget(keys.plans, 'bad')).toBeNull();
+    expect(await h.r.hget(keys.plans, 'neg')).toBeNull();
+    expect(await h.r.get(keys.catalogVersion)).toBe(before);
+  });
+
+  it('without --products or --plans: usage error, exit 2', async () => {
+    const r = await cli('catalog-load');
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('give --products and/or --plans');
+  });
+});
+
+describe('mint', () => {
+  it('mint --count 1000 --out FILE: 1000 distinct valid IDs, file mode 0600, 1000 minted ID hashes and inventory entries', async () => {
+    await cli('catalog-load', '--products', file('k.json', JSON.stringify([talkProduct({ name: 'cli1k' })])));
+    const out = join(h.dir, 'ids-1k.txt');
+    const r = await cli('mint', '--product', 'cli1k', '--count', '1000', '--out', out);
+    expect(r.code).toBe(0);
+    expect(r.out).toBe('');
+    expect(r.err).toMatch(new RegExp(`^minted 1000 ID\\(s\\) of cli1k in \\d+ ms into ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\n$`));
+
+    expect(statSync(out).mode & 0o777).toBe(0o600);
+    const ids = lines(readFileSync(out, 'utf8'));
+    expect(ids).toHaveLength(1000);
+    expect(new Set(ids).size).toBe(1000);
+    for (const id of ids) {
+      expect(id).toMatch(/^[1-9][0-9]{15}$/);
+      expect(checkId(id, 16)).toEqual({ ok: true, id });
+    }
+
+    const inRedis = await idsInRedis('cli1k');
+    expect(inRedis.size).toBe(1000);
+    expect([...inRedis.values()].every((st) => st === 'minted')).toBe(true);
+    expect(await inventorySize('cli1k')).toBe(1000);
+    // Each printed ID is exactly one of those hashes, in its bucket's inventory; Redis never holds the clear number.
+    for (const id of ids) {
+      const { hash, bucket } = h.ctx.ids.hash(id);
+      expect(inRedis.get(keys.id(bucket, hash))).toBe('minted');
+      expect(await h.r.sismember(keys.inventory(bucket, 'cli1k'), hash)).toBe(1);
+    }
+    for (const id of ids.slice(0, 5)) {
+      const { hash, bucket } = h.ctx.ids.hash(id);
+      const fields = await h.r.hgetall(keys.id(bucket, hash));
+      expect(Object.values(fields).some((v) => v.includes(id))).toBe(false);
+      expect(h.ctx.ids.unseal(fields.seal!)).toBe(id);
+    }
+  });
+
+  it('without --out the IDs go to stdout', async () => {
+    const ids = await cliMint('talk', 3);
+    expect(ids).toHaveLength(3);
+    for (const id of ids) expect(checkId(id, 16)).toEqual({ ok: true, id });
+  });
+
+  it('refuses a bad count (exit 2) and an unknown product (exit 1), minting nothing', async () => {
+    const bad = await cli('mint', '--product', 'talk', '--count', 'lots');
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain('--count must be a whole number');
+    const unknown = await cli('mint', '--product', 'nope', '--count', '5');
+    expect(unknown.code).toBe(1);
+    expect(unknown.err).toBe('tessera mint: unknown product: nope\n');
+    expect((await idsInRedis('nope')).size).toBe(0);
+    const opt = await cli('mint', '--product', 'talk', '--count', '1', '--colour', 'red');
+    expect(opt.code).toBe(2);
+  });
+
+  it('--out onto an existing file is refused cleanly: no crash, the file kept, nothing minted', async () => {
+    // Run as a child process: the failure mode to rule out is an unhandled stream error that kills the process.
+    await cli('catalog-load', '--products', file('x.json', JSON.stringify([talkProduct({ name: 'clobber' })])));
+    const out = file('already-there.txt', 'keep me\n');
+    const r = await spawnCli(['mint', '--product', 'clobber', '--count', '5', '--out', out]);
+    expect(r.err).not.toContain("Unhandled 'error' event");
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(out);
+    expect(readFileSync(out, 'utf8')).toBe('keep me\n');
+    // IDs minted but never written anywhere would be lost for good.
+    expect((await idsInRedis('clobber')).size).toBe(0);
+  });
+});
+
+/** The CLI as a separate process (through tsx: no build needed). */
+function spawnCli(args: string[]): Promise<Run> {
+  const root = resolve(__dirname, '..', '..');
+  const tsx = join(root, 'node_modules', '.bin', 'tsx');
+  if (!existsSync(tsx)) throw new Error('tsx not installed');
+  return new Promise((done, fail) => {
+    const child = spawn(tsx, [join(root, 'src', 'cli', 'main.ts'), ...args], { cwd: root, env: { ...process.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', fail);
+    child.on('close', (code) => done({ code: code ?? -1, out, err }));
+  });
+}
+
+describe('activate, lookup, block, unblock', () => {
+  it('activate then lookup', async () => {
+    const [id] = (await cliMint('talk', 1)) as [string];
+    const before = await cli('lookup', id);
+    expect(before.code).toBe(0);
+    expect(JSON.parse(before.out)).toMatchObject({ state: 'minted', product: 'talk', face: 1_000_000, balance: 0, activeCalls: 0 });
+
+    const a = await cli('activate', id, '--price', '950000', '--ref', 'shop-1');
+    expect(a.code).toBe(0);
+    const act = JSON.parse(a.out) as { balance: number; record: string };
+    expect(act).toEqual({ balance: 1_000_000, record: expect.stringMatching(/^\d+-\d+$/) });
+    const { hash, bucket } = h.ctx.ids.hash(id);
+    const [[, flat]] = (await h.r.xrange(keys.sales(bucket), act.record, act.record)) as [[string, string[]]];
+    expect(flat).toEqual(['id', hash, 'product', 'talk', 'face', '1000000', 'currency', 'EUR', 'price', '950000', 'channel', 'manual', 'ref', 'shop-1', 'time', expect.stringMatching(/^\d+$/)]);
+
+    // Typed with dashes, as an operator reads it off a card.
+    const dashed = id.replace(/(\d{4})(?=\d)/g, '$1-');
+    const after = await cli('lookup', dashed);
+    expect(after.code).toBe(0);
+    const st = JSON.parse(after.out) as Record<string, unknown>;
+    expect(st).toMatchObject({ state: 'sold', product: 'talk', kind: 'talk', currency: 'EUR', face: 1_000_000, balance: 1_000_000, activeCalls: 0 });
+    expect(st.sold).toEqual(expect.any(Number));
+
+    const twice = await cli('activate', id);
+    expect(twice).toEqual({ code: 1, out: '', err: 'refused: already_active\n' });
+  });
+
+  it('refusals: unknown ID, bad checksum, bad format → exit 1 with the reason', async () => {
+    const unknown = generateId(16);
+    expect(await cli('lookup', unknown)).toEqual({ code: 1, out: '', err: 'refused: unknown_id\n' });
+    expect(await cli('activate', unknown)).toEqual({ code: 1, out: '', err: 'refused: unknown_id\n' });
+    const badCheck = unknown.slice(0, -1) + String((Number(unknown.slice(-1)) + 1) % 10);
+    expect(await cli('lookup', badCheck)).toEqual({ code: 1, out: '', err: 'refused: bad_checksum\n' });
+    expect(await cli('block', 'abc')).toEqual({ code: 1, out: '', err: 'refused: bad_format\n' });
+    const missing = await cli('lookup');
+    expect(missing.code).toBe(2);
+  });
+
+  it('block and unblock; a blocked ID cannot start a call', async () => {
+    const [id] = (await cliMint('talk', 1)) as [string];
+    expect((await cli('activate', id)).code).toBe(0);
+    const b = await cli('block', id, '--reason', 'chargeback');
+    expect(b.code).toBe(0);
+    expect(JSON.parse(b.out)).toEqual({ state: 'blocked' });
+    const l = JSON.parse((await cli('lookup', id)).out) as Record<string, unknown>;
+    expect(l).toMatchObject({ state: 'blocked', blockedWhy: 'chargeback', balance: 1_000_000 });
+
+    const c = await Client.connect(gw.port, await token(h));
+    expect(await c.request({ op: 'start', ref: 1, call: 'cli-blk', id, dest: '4912345' })).toMatchObject({ op: 'error', reason: 'blocked' });
+
+    const u = await cli('unblock', id);
+    expect(u.code).toBe(0);
+    expect(JSON.parse(u.out)).toEqual({ state: 'sold' });
+    expect(JSON.parse((await cli('lookup', id)).out)).toMatchObject({ state: 'sold', balance: 1_000_000 });
+    expect(await c.request({ op: 'start', ref: 2, call: 'cli-blk-2', id, dest: '4912345' })).toMatchObject({ op: 'started', balance: 1_000_000 });
+    await c.request({ op: 'stop', ref: 3, call: 'cli-blk-2', sec: 0 });
+    await c.close();
+
+    expect(await cli('unblock', id)).toEqual({ code: 1, out: '', err: 'refused: not_blocked\n' });
+  });
+});
+
+describe('tokens', () => {
+  it('token-create, token-list, token-revoke; the gateway honours them', async () => {
+    const r = await cli('token-create', '--role', 'switch', '--name', 'cli-sw');
+    expect(r.code).toBe(0);
+    const created = JSON.parse(r.out) as { token: string; name: string; role: string; created: number };
+    expect(created).toEqual({ token: expect.stringMatching(/^tsk_[A-Za-z0-9_-]{43}$/), name: 'cli-sw', role: 'switch', created: expect.any(Number) });
+    // Redis keeps only the hash of the token.
+    const stored = await h.r.hgetall(keys.tokens);
+    expect(JSON.stringify(stored)).not.toContain(created.token);
+
+    const c = await Client.connect(gw.port, created.token);
+    expect(await c.request({ op: 'ping', ref: 1 })).toMatchObject({ op: 'pong' });
+    await c.close();
+
+    const list = await cli('token-list');
+    expect(list.code).toBe(0);
+    expect(list.out).not.toContain(created.token);
+    const infos = lines(list.out).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(infos).toContainEqual({ name: 'cli-sw', role: 'switch', created: created.created });
+
+    const rev = await cli('token-revoke', '--name', 'cli-sw');
+    expect(rev).toEqual({ code: 0, out: 'revoked 1 token(s)\n', err: '' });
+    expect(lines((await cli('token-list')).out).map((l) => (JSON.parse(l) as { name: string }).name)).not.toContain('cli-sw');
+    expect((await cli('token-revoke', '--name', 'cli-sw')).out).toBe('revoked 0 token(s)\n');
+
+    // The gateway drops the revoked token as soon as the change reaches it.
+    const deadline = Date.now() + 3000;
+    let status = 0;
+    while (Date.now() < deadline) {
+      try {
+        const again = await Client.connect(gw.port, created.token);
+        await again.close();
+        await new Promise((res) => setTimeout(res, 50));
+      } catch (e) {
+        status = (e as { status?: number }).status ?? -1;
+        break;
+      }
+    }
+    expect(status).toBe(401);
+  });
+
+  it('a scanner token carries its venue; a bad role is refused', async () => {
+    const r = await cli('token-create', '--role', 'scanner', '--name', 'gate-a', '--venue', 'arena');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ name: 'gate-a', role: 'scanner', venue: 'arena' });
+    const bad = await cli('token-create', '--role', 'root', '--name', 'x');
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/^tessera token-create: token: role /);
+    expect(lines((await cli('token-list')).out).map((l) => (JSON.parse(l) as { name: string }).name)).not.toContain('x');
+  });
+});
+
+describe('export', () => {
+  it('exports a call detail record as CSV and NDJSON', async () => {
+    const [id] = (await cliMint('talk', 1)) as [string];
+    expect((await cli('activate', id)).code).toBe(0);
+    const swName = 'sw-export';
+    const c = await Client.connect(gw.port, await token(h, 'switch', swName));
+    await c.request({ op: 'start', ref: 1, call: 'exp-1', id, dest: '4412345' });
+    await c.request({ op: 'tick', ref: 2, call: 'exp-1', sec: 5 });
+    expect(await c.request({ op: 'stop', ref: 3, call: 'exp-1', sec: 7, cause: 'busy' })).toMatchObject({ billedSec: 7, cost: 1400, balance: 998_600 });
+    await c.close();
+    const { hash, bucket } = h.ctx.ids.hash(id);
+
+    const nd = await cli('export', 'calls', '--format', 'ndjson');
+    expect(nd.code).toBe(0);
+    const recs = lines(nd.out).map((l) => JSON.parse(l) as Record<string, string>);
+    expect(nd.err).toBe(`exported ${recs.length} record(s)\n`);
+    const mine = recs.filter((r) => r.switch === swName);
+    expect(mine).toHaveLength(1);
+    const rec = mine[0]!;
+    expect(rec).toEqual({
+      record: expect.stringMatching(new RegExp(`^${bucket}/\\d+-\\d+$`)),
+      time: expect.stringMatching(/^\d+$/),
+      switch: swName,
+      call: 'exp-1',
+      id: hash,
+      dest: '4412345',
+      start: expect.stringMatching(/^\d+$/),
+      answer: expect.stringMatching(/^\d+$/),
+      end: expect.stringMatching(/^\d+$/),
+      sec: '7',
+      rate: '200',
+      fee: '0',
+      cost: '1400',
+      short: '0',
+      bal: '998600',
+      cause: 'busy',
+    });
+    expect(nd.out).not.toContain(id);
+    // Records come in time order.
+    const times = recs.map((r) => Number(r.time));
+    expect(times).toEqual([...times].sort((a, b) => a - b));
+
+    const csv = await cli('export', 'calls', '--format', 'csv');
+    expect(csv.code).toBe(0);
+    expect(lines(csv.out)[0]).toBe('record,time,switch,call,id,dest,start,answer,end,sec,rate,fee,cost,short,bal,cause');
+    const rows = parse(csv.out, { columns: true }) as Record<string, string>[];
+    expect(rows).toHaveLength(recs.length);
+    expect(rows.filter((r) => r.switch === swName)).toEqual([rec]);
+
+    // Default format is CSV; --out writes a 0600 file.
+    const outFile = join(h.dir, 'calls.csv');
+    const f = await cli('export', 'calls', '--out', outFile);
+    expect(f.code).toBe(0);
+    expect(f.out).toBe('');
+    expect(readFileSync(outFile, 'utf8')).toBe(csv.out);
+    expect(statSync(outFile).mode & 0o777).toBe(0o600);
+
+    // A window that ends before the call excludes it.
+    const none = await cli('export', 'calls', '--format', 'ndjson', '--until', String(Number(rec.time) - 1));
+    expect(lines(none.out).filter((l) => (JSON.parse(l) as Record<string, string>).switch === swName)).toHaveLength(0);
+  });
+
+  it('exports sales', async () => {
+    const [id] = (await cliMint('talk', 1)) as [string];
+    expect((await cli('activate', id, '--price', '123', '--ref', 'exp-sale')).code).toBe(0);
+    const r = await cli('export', 'sales', '--format', 'ndjson');
+    expect(r.code).toBe(0);
+    const mine = lines(r.out)
+      .map((l) => JSON.parse(l) as Record<string, string>)
+      .filter((x) => x.ref === 'exp-sale');
+    expect(mine).toEqual([
+      { record: expect.any(String), time: expect.any(String), id: h.ctx.ids.hash(id).hash, product: 'talk', face: '1000000', currency: 'EUR', price: '123', channel: 'manual', ref: 'exp-sale' },
+    ]);
+  });
+
+  it('refuses a bad kind or format (exit 2)', async () => {
+    expect((await cli('export', 'cows')).code).toBe(2);
+    expect((await cli('export', 'calls', '--format', 'xml')).code).toBe(2);
+  });
+});
+
+describe('commands', () => {
+  it('an unknown command exits 2 with the usage', async () => {
+    const r = await cli('frobnicate');
+    expect(r.code).toBe(2);
+    expect(r.out).toBe('');
+    expect(r.err).toMatch(/^unknown command: frobnicate\nusage: tessera <command>/);
+  });
+
+  it('help lists the commands and exits 0', async () => {
+    const r = await cli('help');
+    expect(r.code).toBe(0);
+    for (const c of ['catalog-load', 'mint', 'activate', 'block', 'unblock', 'lookup', 'token-create', 'token-list', 'token-revoke', 'export']) expect(r.err).toContain(`  ${c} `);
+  });
+
+  it('a bad environment is a usage error naming the variable (exit 2)', async () => {
+    const saved = process.env.BUCKETS;
+    process.env.BUCKETS = '0';
+    try {
+      const r = await cli('lookup', generateId(16));
+      expect(r.code).toBe(2);
+      expect(r.err).toContain('BUCKETS');
+    } finally {
+      process.env.BUCKETS = saved;
+    }
+  });
+
+  it('demo: loads the demo catalog, makes tokens, sells one ID that can call', async () => {
+    const r = await cli('demo');
+    expect(r.code).toBe(0);
+    const d = JSON.parse(r.out) as { id: string; product: string; balance: number; switchToken: string; adminToken: string };
+    expect(d).toMatchObject({ product: 'talk-10', balance: 10_000_000 });
+    expect(checkId(d.id, 16)).toEqual({ ok: true, id: d.id });
+    const c = await Client.connect(gw.port, d.switchToken);
+    expect(await c.request({ op: 'start', ref: 1, call: 'demo-1', id: d.id, dest: '33612345678' })).toMatchObject({ op: 'started', rate: 1200, fee: 50_000, maxSec: Math.floor((10_000_000 - 50_000) / 1200) });
+    await c.request({ op: 'stop', ref: 2, call: 'demo-1', sec: 0 });
+    await c.close();
+  });
+});

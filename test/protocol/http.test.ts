@@ -1,0 +1,275 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Client, gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
+import type { Gateway } from '../../src/gateway/server';
+import { generateId } from '../../src/ids/idnum';
+import { keys } from '../../src/redis/keys';
+import { sample } from './wire';
+
+/** The gateway's HTTP side: health, readiness, Prometheus metrics and the admin ID endpoints. */
+let h: Harness;
+let gw: Gateway;
+let base: string;
+let admin: string;
+let sw: string;
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h);
+  gw = await gateway(h);
+  base = `http://127.0.0.1:${gw.port}`;
+  admin = await token(h, 'admin');
+  sw = await token(h, 'switch');
+});
+afterAll(async () => {
+  await gw?.close();
+  await h?.stop();
+});
+
+const FACE = 1_000_000;
+
+async function call(method: 'GET' | 'POST', path: string, tok?: string, body?: string): Promise<{ status: number; json: any; type: string | null }> {
+  const headers: Record<string, string> = {};
+  if (tok) headers.Authorization = `Bearer ${tok}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(`${base}${path}`, { method, headers, body });
+  const text = await res.text();
+  return { status: res.status, json: text ? JSON.parse(text) : undefined, type: res.headers.get('content-type') };
+}
+
+/** A well-formed ID (right length, good check digit) that was never minted. */
+const unminted = (): string => generateId(16);
+/** The same ID with its check digit off by one: caught before Redis. */
+const badCheck = (id: string): string => id.slice(0, -1) + String((Number(id.slice(-1)) + 1) % 10);
+
+describe('health', () => {
+  it('GET /healthz → 200', async () => {
+    const r = await call('GET', '/healthz');
+    expect(r.status).toBe(200);
+    expect(r.json).toEqual({ ok: true });
+  });
+
+  it('GET /readyz → 200 with Redis up and scripts loaded', async () => {
+    const r = await call('GET', '/readyz');
+    expect(r.status).toBe(200);
+    expect(r.json).toEqual({ ok: true, catalogVersion: Number(await h.r.get(keys.catalogVersion)) });
+  });
+
+  it('an unknown path → 404 not_found, for GET and POST', async () => {
+    for (const [method, path] of [
+      ['GET', '/nope'],
+      ['POST', '/v1/admin/ids'],
+      ['GET', '/v1/ids/123/whatever'],
+    ] as const) {
+      const r = await call(method, path, admin);
+      expect(r.status).toBe(404);
+      expect(r.json).toEqual({ error: { reason: 'not_found', message: expect.any(String) } });
+    }
+  });
+});
+
+describe('metrics', () => {
+  it('GET /metrics exposes events by op and outcome, active calls, script latency', async () => {
+    // A gateway of its own, so its counters hold exactly this test's traffic.
+    const g = await gateway(h);
+    try {
+      const [id1, id2] = (await soldIds(h, talkProduct(), 2)) as [string, string];
+      const c = await Client.connect(g.port, sw);
+      await expect(Client.connect(g.port, '')).rejects.toMatchObject({ status: 401 });
+      expect(await c.request({ op: 'start', ref: 1, call: 'm1', id: id1, dest: '4912345' })).toMatchObject({ op: 'started' });
+      expect(await c.request({ op: 'tick', ref: 2, call: 'm1', sec: 3 })).toMatchObject({ op: 'ticked' });
+      expect(await c.request({ op: 'stop', ref: 3, call: 'm1', sec: 4 })).toMatchObject({ op: 'stopped' });
+      expect(await c.request({ op: 'start', ref: 4, call: 'm2', id: id2, dest: '4912345' })).toMatchObject({ op: 'started' });
+      expect(await c.request({ op: 'start', ref: 5, call: 'm3', id: unminted(), dest: '4912345' })).toMatchObject({ reason: 'unknown_id' });
+      expect(await c.request({ op: 'dance', ref: 6 })).toMatchObject({ reason: 'unknown_op' });
+      c.sendRaw('not json', false);
+      await c.waitFor((m) => m.reason === 'bad_frame');
+
+      const res = await fetch(`http://127.0.0.1:${g.port}/metrics`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+      const text = await res.text();
+      expect(text).toContain('# TYPE tessera_events_total counter');
+      expect(text).toContain('# TYPE tessera_script_duration_seconds histogram');
+      expect(sample(text, 'tessera_events_total', { op: 'start', outcome: 'ok' })).toBe(2);
+      expect(sample(text, 'tessera_events_total', { op: 'start', outcome: 'unknown_id' })).toBe(1);
+      expect(sample(text, 'tessera_events_total', { op: 'tick', outcome: 'ok' })).toBe(1);
+      expect(sample(text, 'tessera_events_total', { op: 'stop', outcome: 'ok' })).toBe(1);
+      expect(sample(text, 'tessera_events_total', { op: 'message', outcome: 'unknown_op' })).toBe(1);
+      expect(sample(text, 'tessera_events_total', { op: 'frame', outcome: 'bad_frame' })).toBe(1);
+      expect(sample(text, 'tessera_events_total', { op: 'upgrade', outcome: 'unauthorized' })).toBe(1);
+      // m2 is still live; m1 is closed. The gauge counts sessions in Redis.
+      expect(sample(text, 'tessera_active_calls')).toBe(1);
+      expect(sample(text, 'tessera_ws_connections', { path: '/v1/switch' })).toBe(1);
+      expect(sample(text, 'tessera_script_duration_seconds_count', { script: 'call_start' })).toBe(3);
+      expect(sample(text, 'tessera_script_duration_seconds_count', { script: 'call_tick' })).toBe(1);
+      expect(sample(text, 'tessera_script_duration_seconds_count', { script: 'call_stop' })).toBe(1);
+      expect(sample(text, 'tessera_script_duration_seconds_bucket', { script: 'call_start', le: '+Inf' })).toBe(3);
+      expect(sample(text, 'tessera_script_duration_seconds_sum', { script: 'call_start' })).toBeGreaterThan(0);
+
+      expect(await c.request({ op: 'stop', ref: 7, call: 'm2', sec: 1 })).toMatchObject({ op: 'stopped' });
+      const after = await (await fetch(`http://127.0.0.1:${g.port}/metrics`)).text();
+      expect(sample(after, 'tessera_active_calls')).toBe(0);
+      expect(sample(after, 'tessera_events_total', { op: 'stop', outcome: 'ok' })).toBe(2);
+      await c.close();
+    } finally {
+      await g.close();
+    }
+  });
+});
+
+describe('admin ID endpoints', () => {
+  it('GET /v1/ids/:id/status with an admin token', async () => {
+    const [id] = (await soldIds(h, talkProduct())) as [string];
+    const r = await call('GET', `/v1/ids/${id}/status`, admin);
+    expect(r.status).toBe(200);
+    expect(r.type).toBe('application/json');
+    expect(r.json).toMatchObject({ state: 'sold', product: 'talk', kind: 'talk', currency: 'EUR', face: FACE, balance: FACE, activeCalls: 0 });
+    expect(r.json.ok).toBeUndefined();
+    // Spaces and dashes as a person types them are fine.
+    const dashed = id.replace(/(\d{4})(?=\d)/g, '$1-');
+    const d = await call('GET', `/v1/ids/${dashed}/status`, admin);
+    expect(d.status).toBe(200);
+    expect(d.json.balance).toBe(FACE);
+  });
+
+  it('activate a minted ID → 200 with balance and sale record; twice → 409 already_active', async () => {
+    const [id] = (await mint(h, talkProduct())) as [string];
+    expect((await call('GET', `/v1/ids/${id}/status`, admin)).json.state).toBe('minted');
+
+    const r = await call('POST', `/v1/admin/ids/${id}/activate`, admin, JSON.stringify({ price: 900_000, ref: 'till-7' }));
+    expect(r.status).toBe(200);
+    expect(r.json).toEqual({ balance: FACE, record: expect.stringMatching(/^\d+-\d+$/) });
+    const { hash, bucket } = h.ctx.ids.hash(id);
+    const sale = await h.r.xrange(keys.sales(bucket), r.json.record, r.json.record);
+    expect(sale).toHaveLength(1);
+    const fields = Object.fromEntries(sale[0]![1].reduce<[string, string][]>((acc, v, i, a) => (i % 2 ? acc : [...acc, [v, a[i + 1]!]]), []));
+    expect(fields).toMatchObject({ id: hash, product: 'talk', face: String(FACE), price: '900000', channel: 'admin', ref: 'till-7' });
+    expect(await h.r.sismember(keys.inventory(bucket, 'talk'), hash)).toBe(0);
+    expect((await call('GET', `/v1/ids/${id}/status`, admin)).json).toMatchObject({ state: 'sold', balance: FACE });
+
+    const again = await call('POST', `/v1/admin/ids/${id}/activate`, admin, '{}');
+    expect(again.status).toBe(409);
+    expect(again.json).toEqual({ error: { reason: 'already_active', message: expect.any(String) } });
+  });
+
+  it('activate with a bad price or a body that is not JSON is refused', async () => {
+    const [id] = (await mint(h, talkProduct())) as [string];
+    const neg = await call('POST', `/v1/admin/ids/${id}/activate`, admin, JSON.stringify({ price: -1 }));
+    expect(neg.status).toBe(422);
+    expect(neg.json).toEqual({ error: { reason: 'bad_price', message: expect.any(String) } });
+    const junk = await call('POST', `/v1/admin/ids/${id}/activate`, admin, '{price:');
+    expect(junk.status).toBe(400);
+    expect(junk.json).toEqual({ error: { reason: 'bad_json', message: expect.any(String) } });
+    // Neither sold it.
+    expect((await call('GET', `/v1/ids/${id}/status`, admin)).json.state).toBe('minted');
+  });
+
+  it('block and unblock', async () => {
+    const [id] = (await soldIds(h, talkProduct())) as [string];
+    const b = await call('POST', `/v1/admin/ids/${id}/block`, admin, JSON.stringify({ reason: 'card reported stolen' }));
+    expect(b.status).toBe(200);
+    expect(b.json).toEqual({ state: 'blocked' });
+    expect((await call('GET', `/v1/ids/${id}/status`, admin)).json).toMatchObject({ state: 'blocked', blockedWhy: 'card reported stolen', balance: FACE });
+
+    // A blocked ID cannot start a call.
+    const c = await Client.connect(gw.port, sw);
+    expect(await c.request({ op: 'start', ref: 1, call: 'blk-1', id, dest: '4912345' })).toMatchObject({ op: 'error', reason: 'blocked' });
+
+    const u = await call('POST', `/v1/admin/ids/${id}/unblock`, admin);
+    expect(u.status).toBe(200);
+    expect(u.json).toEqual({ state: 'sold' });
+    const st = (await call('GET', `/v1/ids/${id}/status`, admin)).json;
+    expect(st.state).toBe('sold');
+    expect(st.blockedWhy).toBeUndefined();
+    expect(await c.request({ op: 'start', ref: 2, call: 'blk-2', id, dest: '4912345' })).toMatchObject({ op: 'started', balance: FACE });
+    await c.request({ op: 'stop', ref: 3, call: 'blk-2', sec: 0 });
+    await c.close();
+
+    const again = await call('POST', `/v1/admin/ids/${id}/unblock`, admin);
+    expect(again.status).toBe(409);
+    expect(again.json).toEqual({ error: { reason: 'not_blocked', message: expect.any(String) } });
+  });
+
+  it('a minted (unsold) ID blocked and unblocked goes back to minted', async () => {
+    const [id] = (await mint(h, talkProduct())) as [string];
+    expect((await call('POST', `/v1/admin/ids/${id}/block`, admin)).json).toEqual({ state: 'blocked' });
+    expect((await call('POST', `/v1/admin/ids/${id}/unblock`, admin)).json).toEqual({ state: 'minted' });
+  });
+
+  const ENDPOINTS = [
+    ['GET', 'status'],
+    ['POST', 'activate'],
+    ['POST', 'block'],
+    ['POST', 'unblock'],
+  ] as const;
+  const pathOf = (what: string, id: string): string => (what === 'status' ? `/v1/ids/${id}/status` : `/v1/admin/ids/${id}/${what}`);
+
+  it.each(ENDPOINTS)('%s %s: no token → 401, unknown token → 401, switch token → 403', async (method, what) => {
+    const [id] = (await soldIds(h, talkProduct())) as [string];
+    const none = await call(method, pathOf(what, id));
+    expect(none.status).toBe(401);
+    expect(none.json).toEqual({ error: { reason: 'unauthorized', message: expect.any(String) } });
+    const bogus = await call(method, pathOf(what, id), 'tsk_bogus');
+    expect(bogus.status).toBe(401);
+    expect(bogus.json.error.reason).toBe('unauthorized');
+    const wrong = await call(method, pathOf(what, id), sw);
+    expect(wrong.status).toBe(403);
+    expect(wrong.json).toEqual({ error: { reason: 'forbidden', message: expect.any(String) } });
+    // Refused requests changed nothing.
+    expect((await call('GET', `/v1/ids/${id}/status`, admin)).json).toMatchObject({ state: 'sold', balance: FACE });
+  });
+
+  it.each(ENDPOINTS)('%s %s: unknown ID → 404 unknown_id, bad checksum → 400, bad format → 400', async (method, what) => {
+    const body = method === 'POST' ? '{}' : undefined;
+    const unknown = await call(method, pathOf(what, unminted()), admin, body);
+    expect(unknown.status).toBe(404);
+    expect(unknown.json).toEqual({ error: { reason: 'unknown_id', message: expect.any(String) } });
+    const check = await call(method, pathOf(what, badCheck(unminted())), admin, body);
+    expect(check.status).toBe(400);
+    expect(check.json).toEqual({ error: { reason: 'bad_checksum', message: expect.any(String) } });
+    const format = await call(method, pathOf(what, '12345abc'), admin, body);
+    expect(format.status).toBe(400);
+    expect(format.json).toEqual({ error: { reason: 'bad_format', message: expect.any(String) } });
+  });
+});
+
+describe('malformed requests', () => {
+  it('a body over 64 KiB → 413 body_too_large', async () => {
+    const [id] = (await mint(h, talkProduct())) as [string];
+    const r = await call('POST', `/v1/admin/ids/${id}/activate`, admin, JSON.stringify({ pad: 'x'.repeat(70_000) }));
+    expect(r.status).toBe(413);
+    expect(r.json).toEqual({ error: { reason: 'body_too_large', message: expect.any(String) } });
+    expect((await call('GET', `/v1/ids/${id}/status`, admin)).json.state).toBe('minted');
+  });
+
+  it('a malformed percent-escape in the ID is a client error, and the gateway keeps serving', async () => {
+    // decodeURIComponent('%E0%A4%A') throws: it must become a 4xx, not an exception in the request handler.
+    const timeout = (): AbortSignal => AbortSignal.timeout(1000);
+    const noTok = await fetch(`${base}/v1/ids/%E0%A4%A/status`, { signal: timeout() }).then(
+      async (res) => ({ status: res.status, json: JSON.parse(await res.text()) as unknown }),
+      (err: unknown) => ({ status: 0, json: String(err) }),
+    );
+    expect(noTok).toEqual({ status: 401, json: { error: { reason: 'unauthorized', message: expect.any(String) } } });
+    const withTok = await fetch(`${base}/v1/ids/%E0%A4%A/status`, { headers: { Authorization: `Bearer ${admin}` }, signal: timeout() }).then(
+      async (res) => ({ status: res.status, json: JSON.parse(await res.text()) as unknown }),
+      (err: unknown) => ({ status: 0, json: String(err) }),
+    );
+    expect(withTok).toEqual({ status: 400, json: { error: { reason: 'bad_format', message: expect.any(String) } } });
+    expect((await call('GET', '/healthz')).status).toBe(200);
+  });
+});
+
+describe('readiness without Redis', () => {
+  // Last in this file: it stops this file's Redis.
+  it('GET /readyz → 503 redis_unreachable once Redis is gone; /healthz stays 200', async () => {
+    await h.redis.stop();
+    const deadline = Date.now() + 5000;
+    let r = await call('GET', '/readyz');
+    while (r.status !== 503 && Date.now() < deadline) {
+      await new Promise((res) => setTimeout(res, 50));
+      r = await call('GET', '/readyz');
+    }
+    expect(r.status).toBe(503);
+    expect(r.json).toEqual({ ok: false, reason: 'redis_unreachable' });
+    expect((await call('GET', '/healthz')).status).toBe(200);
+  });
+});

@@ -1,0 +1,152 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readPlansFile, readProductsFile } from '../../src/catalog/files';
+import { putPlans, putProducts, readCatalog } from '../../src/catalog/store';
+import { keys } from '../../src/redis/keys';
+import { startHarness, type Harness } from '../helpers/env';
+
+let dir: string;
+let h: Harness;
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'tessera-catalog-'));
+  h = await startHarness();
+});
+afterAll(async () => {
+  rmSync(dir, { recursive: true, force: true });
+  await h?.stop();
+});
+
+const file = (name: string, text: string): string => {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+};
+
+const CARD = { name: 'card5', kind: 'talk', currency: 'EUR', face: 5_000_000, price: 4_500_000, plan: 'intl', thresholds: [120, 30], expiryDays: 90, maxCalls: 2 };
+
+describe('catalog files', () => {
+  it('products from CSV: numbers coerced, thresholds split, blanks take the defaults', async () => {
+    const p = file(
+      'products.csv',
+      [
+        'name,kind,currency,face,price,plan,thresholds,expiryDays,maxCalls,title',
+        '# a comment line',
+        'card5,talk,EUR,5000000,4500000,intl,120;30,90,2,Five euro card',
+        'card10,talk,USD,10000000,9000000,intl,300 60 10,,,',
+        '',
+      ].join('\n'),
+    );
+    const rows = readProductsFile(p);
+    expect(rows).toHaveLength(2);
+    const stored = await putProducts(h.ctx.redis, rows);
+    expect(stored).toEqual([
+      { ...CARD, title: 'Five euro card' },
+      { name: 'card10', kind: 'talk', currency: 'USD', face: 10_000_000, price: 9_000_000, plan: 'intl', thresholds: [300, 60, 10], expiryDays: 180, maxCalls: 1 },
+    ]);
+    const cat = await readCatalog(h.r);
+    expect(cat.products.get('card10')).toEqual(stored[1]);
+    expect(cat.products.get('card5')).toEqual(stored[0]);
+  });
+
+  it('products from JSON: an array, or an object holding "products"', () => {
+    expect(readProductsFile(file('p1.json', JSON.stringify([CARD])))).toEqual([CARD]);
+    expect(readProductsFile(file('p2.json', JSON.stringify({ products: [CARD] })))).toEqual([CARD]);
+    // Content sniffing: JSON in a file without the extension.
+    expect(readProductsFile(file('p3.txt', `  ${JSON.stringify([CARD])}`))).toEqual([CARD]);
+    expect(() => readProductsFile(file('p4.json', JSON.stringify({ items: [CARD] })))).toThrow(/expected an array or \{"products": \[\.\.\.\]\}/);
+    expect(() => readProductsFile(file('p5.json', '[{"name":'))).toThrow();
+  });
+
+  it('rate plans from CSV: rows grouped by plan, empty prefix means everything, fee defaults to 0', async () => {
+    const p = file('rates.csv', ['plan,prefix,rate,fee', 'intl,,100,', 'intl,44,200,0', 'intl,449,1000,5000', 'local,1,5,'].join('\n'));
+    const plans = readPlansFile(p);
+    const stored = await putPlans(h.ctx.redis, plans);
+    expect(stored).toEqual([
+      {
+        name: 'intl',
+        rates: [
+          { prefix: '', rate: 100, fee: 0 },
+          { prefix: '44', rate: 200, fee: 0 },
+          { prefix: '449', rate: 1000, fee: 5000 },
+        ],
+      },
+      { name: 'local', rates: [{ prefix: '1', rate: 5, fee: 0 }] },
+    ]);
+    expect((await readCatalog(h.r)).plans.get('intl')).toEqual(stored[0]);
+  });
+
+  it('rate plans from JSON', () => {
+    const plan = { name: 'j', rates: [{ prefix: '33', rate: 7 }] };
+    expect(readPlansFile(file('r1.json', JSON.stringify({ plans: [plan] })))).toEqual([plan]);
+    expect(readPlansFile(file('r2.json', JSON.stringify([plan])))).toEqual([plan]);
+  });
+
+  it('a rates CSV row without a plan is refused', () => {
+    expect(() => readPlansFile(file('r3.csv', 'plan,prefix,rate,fee\n,44,200,0\n'))).toThrow(/a row without a plan/);
+  });
+});
+
+describe('putProducts / putPlans refuse invalid records with a message', () => {
+  const version = async (): Promise<number> => Number(await h.r.get(keys.catalogVersion));
+
+  it('a duplicate prefix in a plan; nothing of the batch is written', async () => {
+    const v0 = await version();
+    await expect(
+      putPlans(h.ctx.redis, [
+        { name: 'fine', rates: [{ prefix: '1', rate: 5 }] },
+        { name: 'dup', rates: [{ prefix: '44', rate: 200 }, { prefix: '44', rate: 300 }] },
+      ]),
+    ).rejects.toThrow("rate plan dup: prefix '44' appears twice");
+    expect(await h.r.hget(keys.plans, 'fine')).toBeNull();
+    expect(await h.r.hget(keys.plans, 'dup')).toBeNull();
+    expect(await version()).toBe(v0);
+  });
+
+  it.each([
+    ['a negative rate', { name: 'neg', rates: [{ prefix: '44', rate: -5 }] }, /rate plan #1: rates\.0\.rate must be >= 1/],
+    ['a zero rate', { name: 'zero', rates: [{ prefix: '44', rate: 0 }] }, /rates\.0\.rate must be >= 1/],
+    ['a prefix with letters', { name: 'abc', rates: [{ prefix: '44a', rate: 5 }] }, /rates\.0\.prefix must match pattern/],
+    ['a negative fee', { name: 'fee', rates: [{ prefix: '44', rate: 5, fee: -1 }] }, /rates\.0\.fee must be >= 0/],
+    ['no rates', { name: 'empty', rates: [] }, /rates must NOT have fewer than 1 items/],
+    ['an unknown field', { name: 'x', rates: [{ prefix: '1', rate: 5, cost: 3 }] }, /must NOT have additional properties/],
+  ])('a plan with %s', async (_what, plan, message) => {
+    const v0 = await version();
+    await expect(putPlans(h.ctx.redis, [plan])).rejects.toThrow(message);
+    expect(await h.r.hget(keys.plans, plan.name)).toBeNull();
+    expect(await version()).toBe(v0);
+  });
+
+  it.each([
+    ['an unknown kind', { ...CARD, name: 'k1', kind: 'coffee' }, /^product #2: kind must be equal to constant/],
+    ['a negative price', { ...CARD, name: 'k2', price: -1 }, /price must be >= 0/],
+    ['a zero face value', { ...CARD, name: 'k3', face: 0 }, /face must be >= 1/],
+    ['a lower-case currency', { ...CARD, name: 'k4', currency: 'eur' }, /currency must match pattern/],
+    ['a missing plan', { name: 'k5', kind: 'talk', currency: 'EUR', face: 1, price: 1 }, /must have required property 'plan'/],
+    ['a bad name', { ...CARD, name: 'has space' }, /name must match pattern/],
+    ['a fractional face', { ...CARD, name: 'k6', face: 10.5 }, /face must be integer/],
+  ])('a product with %s', async (_what, product, message) => {
+    const v0 = await version();
+    // A valid record first: the batch is all or nothing, so it is not written either.
+    await expect(putProducts(h.ctx.redis, [{ ...CARD, name: 'ok-first' }, product])).rejects.toThrow(message);
+    expect(await h.r.hget(keys.products, 'ok-first')).toBeNull();
+    expect(await h.r.hget(keys.products, String(product.name))).toBeNull();
+    expect(await version()).toBe(v0);
+  });
+
+  it('the record number in the message points at the bad record', async () => {
+    await expect(putProducts(h.ctx.redis, [CARD, { ...CARD, name: 'k7', kind: 'goods' }])).rejects.toThrow(/^product #2: kind/);
+  });
+
+  it('a valid load bumps the version and announces it', async () => {
+    const sub = h.r.duplicate();
+    const got = new Promise<string>((r) => sub.on('message', (_c: string, m: string) => r(m)));
+    await sub.subscribe(keys.catalogChannel);
+    const v0 = await version();
+    await putProducts(h.ctx.redis, [{ ...CARD, name: 'k8' }]);
+    expect(await version()).toBe(v0 + 1);
+    expect(await got).toBe(String(v0 + 1));
+    sub.disconnect();
+  });
+});
