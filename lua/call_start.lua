@@ -7,7 +7,8 @@ ARGV[2] dialled destination (digits)
 ARGV[3] switch name
 ARGV[4] call id (as the switch sent it)
 ARGV[5] ID hash (for the call record)
-ARGV[6..] triples: rate plan name, rate (micro-units/s), connection fee (micro-units):
+ARGV[6] ring grace (ms): an unanswered call counts as stale this much later than an answered one
+ARGV[7..] triples: rate plan name, rate (micro-units/s), connection fee (micro-units):
           the destination's rate in every plan that has one; the ID's plan picks.
 Returns {'ok', maxSec, balance, rate, fee, duplicate(0|1)} or {'err', reason}.
 A repeated start of a live call returns the first answer and changes nothing.
@@ -36,7 +37,7 @@ local bal = tonumber(f[3])
 if bal <= 0 then return { 'err', 'exhausted' } end
 
 local rate, fee
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   if ARGV[i] == f[4] then
     rate, fee = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
     break
@@ -64,5 +65,6 @@ local expd = tonumber(f[8]) or 0
 if exp == 0 and expd > 0 then
   redis.call('HSET', KEYS[1], 'exp', int(now + expd * 86400000), 'first', int(now))
 end
-redis.call('ZADD', KEYS[3], int(now), KEYS[2])
+-- Until its first tick a call may ring: the reaper gives it the ring grace on top.
+redis.call('ZADD', KEYS[3], int(now + tonumber(ARGV[6])), KEYS[2])
 return { 'ok', maxs, bal, rate, fee, 0 }

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import { PrefixTable } from './rateplan';
-import type { Product, TokenInfo } from './schema';
+import type { Item, Product, TokenInfo } from './schema';
 import { readCatalog, tokenHash, type CatalogData } from './store';
 
 /**
@@ -11,7 +11,7 @@ import { readCatalog, tokenHash, type CatalogData } from './store';
  * announcements lost while the subscriber was reconnecting.
  */
 export class CatalogCache {
-  private data: CatalogData = { version: -1, products: new Map(), plans: new Map(), tokens: new Map() };
+  private data: CatalogData = { version: -1, products: new Map(), plans: new Map(), tokens: new Map(), items: new Map() };
   private tables = new Map<string, PrefixTable>();
   private poll?: NodeJS.Timeout;
   private refreshing?: Promise<void>;
@@ -47,6 +47,10 @@ export class CatalogCache {
 
   get products(): Product[] {
     return [...this.data.products.values()];
+  }
+
+  item(venue: string, item: string): Item | undefined {
+    return this.data.items.get(`${venue}/${item}`);
   }
 
   token(token: string): TokenInfo | undefined {

@@ -8,27 +8,95 @@ import { Type, type Static } from '@sinclair/typebox';
 const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' });
 const Micro = Type.Integer({ minimum: 0, maximum: 1e15 });
 
+/** Fields every product has. */
+const common = {
+  name: Name,
+  title: Type.Optional(Type.String({ maxLength: 200 })),
+  currency: Type.String({ pattern: '^[A-Z]{3}$' }),
+  price: Micro,
+};
+/** Validity after first use; 0 means no expiry. */
+const ExpiryDays = (def: number) => Type.Integer({ minimum: 0, maximum: 3650, default: def });
+/** Where an ID may be redeemed; empty means at every venue. */
+const Venues = Type.Array(Name, { maxItems: 10_000, default: [] });
+/** A point in time: milliseconds since the epoch, or an ISO 8601 string. */
+const Instant = Type.Union([Type.Integer({ minimum: 0 }), Type.String({ minLength: 4, maxLength: 40 })]);
+
 export const TalkProduct = Type.Object(
   {
-    name: Name,
+    ...common,
     kind: Type.Literal('talk'),
-    title: Type.Optional(Type.String({ maxLength: 200 })),
-    currency: Type.String({ pattern: '^[A-Z]{3}$' }),
     face: Type.Integer({ minimum: 1, maximum: 1e15 }),
-    price: Micro,
     plan: Name,
     /** Seconds left at which the switch is warned, each once per call. */
     thresholds: Type.Array(Type.Integer({ minimum: 1, maximum: 86400 }), { default: [300, 60, 10], maxItems: 16 }),
-    /** Validity after first use; 0 means no expiry. */
-    expiryDays: Type.Integer({ minimum: 0, maximum: 3650, default: 180 }),
+    expiryDays: ExpiryDays(180),
     maxCalls: Type.Integer({ minimum: 1, maximum: 100, default: 1 }),
   },
   { additionalProperties: false },
 );
 export type TalkProduct = Static<typeof TalkProduct>;
 
-export const Product = TalkProduct;
-export type Product = TalkProduct;
+/** A ticket: N entries at the listed venues (and gates), inside a validity window. */
+export const EntryProduct = Type.Object(
+  {
+    ...common,
+    kind: Type.Literal('entry'),
+    entries: Type.Integer({ minimum: 1, maximum: 10_000, default: 1 }),
+    venues: Type.Array(Name, { minItems: 1, maxItems: 10_000 }),
+    gates: Type.Array(Name, { maxItems: 10_000, default: [] }),
+    validFrom: Type.Optional(Instant),
+    validUntil: Type.Optional(Instant),
+    /** After an exit scan the holder may come back in without using another entry. */
+    reentry: Type.Boolean({ default: false }),
+    expiryDays: ExpiryDays(0),
+  },
+  { additionalProperties: false },
+);
+export type EntryProduct = Static<typeof EntryProduct>;
+
+/** Stored value spent on items from a venue's item catalog. */
+export const GoodsProduct = Type.Object(
+  {
+    ...common,
+    kind: Type.Literal('goods'),
+    face: Type.Integer({ minimum: 1, maximum: 1e15 }),
+    venues: Venues,
+    expiryDays: ExpiryDays(365),
+  },
+  { additionalProperties: false },
+);
+export type GoodsProduct = Static<typeof GoodsProduct>;
+
+/** A fixed number of uses of one named service. */
+export const ServiceProduct = Type.Object(
+  {
+    ...common,
+    kind: Type.Literal('service'),
+    service: Name,
+    uses: Type.Integer({ minimum: 1, maximum: 10_000 }),
+    venues: Venues,
+    expiryDays: ExpiryDays(365),
+  },
+  { additionalProperties: false },
+);
+export type ServiceProduct = Static<typeof ServiceProduct>;
+
+export const PRODUCT_SCHEMAS = { talk: TalkProduct, entry: EntryProduct, goods: GoodsProduct, service: ServiceProduct } as const;
+export type Kind = keyof typeof PRODUCT_SCHEMAS;
+export type Product = TalkProduct | EntryProduct | GoodsProduct | ServiceProduct;
+
+/** An item a venue sells against goods IDs. */
+export const Item = Type.Object(
+  {
+    venue: Name,
+    item: Name,
+    price: Type.Integer({ minimum: 1, maximum: 1e15 }),
+    title: Type.Optional(Type.String({ maxLength: 200 })),
+  },
+  { additionalProperties: false },
+);
+export type Item = Static<typeof Item>;
 
 export const Rate = Type.Object(
   {

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import { ajv, describeErrors, type Checked } from '../protocol/validator';
-import { Product, RatePlan, TokenInfo, type Role } from './schema';
+import { Item, PRODUCT_SCHEMAS, RatePlan, TokenInfo, type Kind, type Product, type Role } from './schema';
 
 /**
  * The catalog as stored in Redis: one hash per kind of record (name -> JSON),
@@ -15,9 +15,50 @@ export interface CatalogData {
   plans: Map<string, RatePlan>;
   /** sha256(token) -> what the token may do */
   tokens: Map<string, TokenInfo>;
+  /** `venue/item` -> item */
+  items: Map<string, Item>;
 }
 
-const checkProduct = ajv.compile<Product>(Product);
+const productChecks = Object.fromEntries(
+  Object.entries(PRODUCT_SCHEMAS).map(([kind, schema]) => [kind, ajv.compile<Product>(schema) as Checked<Product>]),
+) as unknown as Record<Kind, Checked<Product>>;
+const checkItem = ajv.compile<Item>(Item);
+
+/**
+ * Products are checked against the schema of their own kind (clearer errors than
+ * one union), and validity instants become milliseconds.
+ */
+const checkProduct: Checked<Product> = Object.assign(
+  (v: unknown): v is Product => {
+    const kind = (v as { kind?: unknown } | null)?.kind;
+    const check = typeof kind === 'string' && Object.hasOwn(productChecks, kind) ? productChecks[kind as Kind] : undefined;
+    if (!check) {
+      checkProduct.errors = [{ instancePath: '/kind', keyword: 'enum', params: {}, schemaPath: '', message: `must be one of ${Object.keys(PRODUCT_SCHEMAS).join(', ')}` }];
+      return false;
+    }
+    if (!check(v)) {
+      checkProduct.errors = check.errors;
+      return false;
+    }
+    if (v.kind === 'entry') {
+      const from = toMs(v.validFrom);
+      const until = toMs(v.validUntil);
+      if (Number.isNaN(from) || Number.isNaN(until) || (from && until && until <= from)) {
+        checkProduct.errors = [{ instancePath: '/validUntil', keyword: 'range', params: {}, schemaPath: '', message: 'validFrom/validUntil must be dates with validUntil after validFrom' }];
+        return false;
+      }
+      if (from) v.validFrom = from;
+      if (until) v.validUntil = until;
+    }
+    return true;
+  },
+  { errors: null as Checked<Product>['errors'] },
+);
+
+function toMs(v: number | string | undefined): number {
+  if (v === undefined) return 0;
+  return typeof v === 'number' ? v : Date.parse(v);
+}
 const checkPlan = ajv.compile<RatePlan>(RatePlan);
 const checkToken = ajv.compile<TokenInfo>(TokenInfo);
 
@@ -32,17 +73,19 @@ function parseAll<T>(hash: Record<string, string>, check: Checked<T>): Map<strin
 }
 
 export async function readCatalog(redis: RedisClient): Promise<CatalogData> {
-  const [ver, products, plans, tokens] = await Promise.all([
+  const [ver, products, plans, tokens, items] = await Promise.all([
     redis.get(keys.catalogVersion),
     redis.hgetall(keys.products),
     redis.hgetall(keys.plans),
     redis.hgetall(keys.tokens),
+    redis.hgetall(keys.items),
   ]);
   return {
     version: Number(ver ?? 0),
     products: parseAll(products, checkProduct),
     plans: parseAll(plans, checkPlan),
     tokens: parseAll(tokens, checkToken),
+    items: parseAll(items, checkItem),
   };
 }
 
@@ -78,6 +121,13 @@ export async function putPlans(redis: RedisClient, items: unknown[]): Promise<Ra
   if (plans.length) await redis.hset(keys.plans, ...plans.flatMap((p) => [p.name, JSON.stringify(p)]));
   await bump(redis);
   return plans;
+}
+
+export async function putItems(redis: RedisClient, rows: unknown[]): Promise<Item[]> {
+  const items = validated(rows, checkItem, 'item');
+  if (items.length) await redis.hset(keys.items, ...items.flatMap((i) => [`${i.venue}/${i.item}`, JSON.stringify(i)]));
+  await bump(redis);
+  return items;
 }
 
 export const tokenHash = (token: string): string => createHash('sha256').update(token).digest('hex');

@@ -3,11 +3,32 @@ import type { Product } from './schema';
 /**
  * The product terms copied onto each ID at mint, as ID-hash field/value pairs.
  * An ID keeps the terms it was sold under; only rates are read live.
- * `face` is the value an ID starts with once sold: micro-units for talk and goods.
+ * `face` is the value an ID starts with once sold: micro-units for talk and goods,
+ * entries for tickets, uses for services. Redemptions subtract from it alike,
+ * so value sold = balance + records holds for every kind.
  */
 export function productTerms(p: Product): (string | number)[] {
-  const common = ['prod', p.name, 'kind', p.kind, 'cur', p.currency, 'face', p.face, 'expd', p.expiryDays];
-  // Highest first: the order in which one tick crossing several must announce them.
-  const thresholds = [...new Set(p.thresholds)].sort((a, b) => b - a).join(',');
-  return [...common, 'plan', p.plan, 'thr', thresholds, 'maxc', p.maxCalls];
+  const common = ['prod', p.name, 'kind', p.kind, 'cur', p.currency, 'expd', p.expiryDays];
+  switch (p.kind) {
+    case 'talk': {
+      // Highest first: the order in which one tick crossing several must announce them.
+      const thresholds = [...new Set(p.thresholds)].sort((a, b) => b - a).join(',');
+      return [...common, 'face', p.face, 'plan', p.plan, 'thr', thresholds, 'maxc', p.maxCalls];
+    }
+    case 'entry':
+      return [
+        ...common,
+        'face', p.entries,
+        'venues', p.venues.join(','),
+        'gates', p.gates.join(','),
+        'from', Number(p.validFrom ?? 0),
+        'until', Number(p.validUntil ?? 0),
+        'reent', p.reentry ? 1 : 0,
+        'inside', 0,
+      ];
+    case 'goods':
+      return [...common, 'face', p.face, 'venues', p.venues.join(',')];
+    case 'service':
+      return [...common, 'face', p.uses, 'svc', p.service, 'venues', p.venues.join(',')];
+  }
 }

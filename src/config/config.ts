@@ -21,6 +21,7 @@ const EnvSchema = Type.Object({
   BUCKETS: Int(1, 16384, 1024),
   TICK_INTERVAL_MS: Int(100, 60_000, 1000),
   STALE_AFTER_MS: Int(0, 3_600_000, 0),
+  RING_TIMEOUT_MS: Int(0, 3_600_000, 180_000),
   REAP_INTERVAL_MS: Int(100, 600_000, 5000),
   SESSION_TTL_SEC: Int(60, 90 * 86400, 7 * 86400),
   CATALOG_POLL_MS: Int(100, 600_000, 5000),
@@ -30,6 +31,9 @@ const EnvSchema = Type.Object({
   MAX_BACKPRESSURE_BYTES: Int(1024, 1 << 30, 8 * 1024 * 1024),
   WS_IDLE_TIMEOUT_SEC: Int(0, 960, 120),
   REDIS_TIMEOUT_MS: Int(50, 60_000, 2000),
+  SCAN_TTL_SEC: Int(60, 366 * 86400, 30 * 86400),
+  GUESS_LIMIT: Int(1, 1_000_000, 20),
+  GUESS_WINDOW_SEC: Int(1, 86400, 60),
 });
 type Env = Static<typeof EnvSchema>;
 
@@ -45,6 +49,8 @@ export interface Config {
   buckets: number;
   tickIntervalMs: number;
   staleAfterMs: number;
+  /** How long a call may ring (no tick yet) before the reaper closes it. */
+  ringTimeoutMs: number;
   reapIntervalMs: number;
   sessionTtlSec: number;
   catalogPollMs: number;
@@ -53,6 +59,11 @@ export interface Config {
   maxInflight: number;
   maxBackpressureBytes: number;
   wsIdleTimeoutSec: number;
+  /** How long a scan's first answer is kept for retries and reversal. */
+  scanTtlSec: number;
+  /** unknown_id answers one scanner may get per window before it is throttled. */
+  guessLimit: number;
+  guessWindowSec: number;
 }
 
 const checkEnv = ajv.compile<Env>(EnvSchema);
@@ -91,6 +102,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     tickIntervalMs: e.TICK_INTERVAL_MS,
     // A call is stale after three missed ticks, but never sooner than 10 s: switches batch and jitter.
     staleAfterMs: e.STALE_AFTER_MS || Math.max(3 * e.TICK_INTERVAL_MS, 10_000),
+    ringTimeoutMs: e.RING_TIMEOUT_MS,
     reapIntervalMs: e.REAP_INTERVAL_MS,
     sessionTtlSec: e.SESSION_TTL_SEC,
     catalogPollMs: e.CATALOG_POLL_MS,
@@ -99,6 +111,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxInflight: e.MAX_INFLIGHT,
     maxBackpressureBytes: e.MAX_BACKPRESSURE_BYTES,
     wsIdleTimeoutSec: e.WS_IDLE_TIMEOUT_SEC,
+    scanTtlSec: e.SCAN_TTL_SEC,
+    guessLimit: e.GUESS_LIMIT,
+    guessWindowSec: e.GUESS_WINDOW_SEC,
   };
   return { ...cfg, ...overrides };
 }

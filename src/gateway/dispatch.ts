@@ -20,7 +20,7 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 /** Maps a thrown error to the reason a client sees: Redis trouble is `unavailable`, anything else `internal`. */
 export function failureReason(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);
-  return /Connection|connect|ECONN|timed? ?out|Stream isn't writeable|ETIMEDOUT|CLUSTERDOWN|TRYAGAIN|LOADING|MASTERDOWN|READONLY/i.test(msg)
+  return /Connection|connect|ECONN|timed? ?out|Stream isn't writeable|ETIMEDOUT|CLUSTERDOWN|TRYAGAIN|LOADING|MASTERDOWN|READONLY|OOM|BUSY/i.test(msg)
     ? 'unavailable'
     : 'internal';
 }

@@ -24,13 +24,17 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
       if (r.code === 'unknown_call' || r.code === 'call_conflict' || (r.code === 'call_ended' && m.ref !== undefined)) {
         return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.code, message: `tick refused: ${r.code}` });
       }
-      if (r.code === 'call_ended') return;
+      if (r.code === 'call_ended') {
+        // Closed by the reaper while the switch still talks: tell it to hang up, or the call runs unmetered.
+        if (r.cut === 'stale') reply({ op: 'cutoff', call: m.call, reason: 'stale' });
+        return;
+      }
       for (const level of r.alerts) {
         metrics.alerts.inc({ level });
         reply({ op: 'alert', call: m.call, secLeft: r.secLeft, balance: r.balance, level });
       }
       if (r.cut) {
-        metrics.cutoffs.inc({ reason: r.cut });
+        if (r.freshCut) metrics.cutoffs.inc({ reason: r.cut });
         reply({ op: 'cutoff', call: m.call, reason: r.cut });
       }
       if (m.ref !== undefined) reply({ op: 'ticked', ref: m.ref, call: m.call, balance: r.balance, secLeft: r.secLeft });

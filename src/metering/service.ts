@@ -19,8 +19,10 @@ export interface TickResult {
   secLeft: number;
   /** Thresholds (seconds left) crossed by this tick, highest first. */
   alerts: number[];
-  /** Why the switch must cut the call now, or '' */
+  /** Why the switch must cut the call now, or ''; for call_ended, how the call was closed. */
   cut: string;
+  /** This tick ordered the cut-off (later ticks repeat it). */
+  freshCut: boolean;
 }
 
 export type StopResult =
@@ -28,10 +30,10 @@ export type StopResult =
   | { ok: false; reason: string };
 
 type RawStart = ['ok', number, number, number, number, number] | ['err', string];
-type RawTick = [TickCode, number, number, number[], string];
+type RawTick = [TickCode, number, number, number[], string, number];
 type RawStop = ['ok', number, number, number, string, number] | ['err', string];
 
-const UNKNOWN_CALL: TickResult = Object.freeze({ code: 'unknown_call', balance: 0, secLeft: 0, alerts: [], cut: '' });
+const UNKNOWN_CALL: TickResult = Object.freeze({ code: 'unknown_call', balance: 0, secLeft: 0, alerts: [], cut: '', freshCut: false });
 
 const callKeyOf = (sw: string, call: string): string => `${sw}:${call}`;
 
@@ -52,6 +54,7 @@ export class Metering {
   readonly locator: CallLocator;
   private pending = new Map<number, PendingTick[]>();
   private flushScheduled = false;
+  private afterFlush: (() => void)[] = [];
 
   constructor(
     private readonly cfg: Config,
@@ -84,7 +87,7 @@ export class Metering {
     // id with another ID (whose session would live in another bucket) is refused.
     const claim = await this.locator.claim(callKey, ck);
     if (claim === 'taken') return { ok: false, reason: 'call_conflict' };
-    const r = await this.timed<RawStart>('call_start', [ck.id, ck.session, ck.live], [Date.now(), dest, sw, call, hash, ...this.catalog.rateArgs(dest)]);
+    const r = await this.timed<RawStart>('call_start', [ck.id, ck.session, ck.live], [Date.now(), dest, sw, call, hash, Math.max(0, this.cfg.ringTimeoutMs - this.cfg.staleAfterMs), ...this.catalog.rateArgs(dest)]);
     if (r[0] === 'err') {
       // A refused call leaves no index behind (guessed IDs must not fill Redis).
       if (claim === 'new' && r[1] !== 'call_conflict' && r[1] !== 'call_ended') await this.locator.release(callKey);
@@ -121,7 +124,20 @@ export class Metering {
     for (const group of groups.values()) {
       for (let i = 0; i < group.length; i += this.maxTicksPerScript) this.billTicks(group.slice(i, i + this.maxTicksPerScript), now);
     }
+    const waiting = this.afterFlush;
+    this.afterFlush = [];
+    for (const go of waiting) go();
   };
+
+  /**
+   * Resolves once the ticks queued so far are on their way to Redis. A stop sent
+   * behind a tick must not overtake it: Redis runs commands of one connection in
+   * the order they were written, so writing after the flush keeps that order.
+   */
+  private ticksSent(): Promise<void> | undefined {
+    if (!this.flushScheduled) return undefined;
+    return new Promise((resolve) => this.afterFlush.push(resolve));
+  }
 
   private billTicks(batch: PendingTick[], now: number): void {
     const k: string[] = [batch[0]!.ck.live];
@@ -134,7 +150,7 @@ export class Metering {
       (rows) => {
         for (let i = 0; i < batch.length; i++) {
           const r = rows[i]!;
-          batch[i]!.resolve({ code: r[0], balance: r[1], secLeft: r[2], alerts: r[3], cut: r[4] });
+          batch[i]!.resolve({ code: r[0], balance: r[1], secLeft: r[2], alerts: r[3], cut: r[4], freshCut: r[5] === 1 });
         }
       },
       (err: unknown) => {
@@ -147,6 +163,7 @@ export class Metering {
     const callKey = callKeyOf(sw, call);
     const ck = await this.locator.find(callKey);
     if (!ck) return { ok: false, reason: 'unknown_call' };
+    await this.ticksSent();
     const r = await this.timed<RawStop>('call_stop', [ck.session, ck.id, ck.live, ck.cdr], [Date.now(), sec, cause, this.cfg.sessionTtlSec]);
     if (r[0] === 'err') return { ok: false, reason: r[1] };
     this.locator.forget(callKey);

@@ -33,6 +33,16 @@ export class Metrics {
     help: 'Stale calls closed by the reaper',
     registers: [this.registry],
   });
+  readonly unknownIds = new Counter({
+    name: 'tessera_unknown_id_scans_total',
+    help: 'Scans answered unknown_id (guessing shows here first)',
+    registers: [this.registry],
+  });
+  readonly throttled = new Counter({
+    name: 'tessera_scanner_throttled_total',
+    help: 'Times a scanner went over the unknown_id limit and was throttled',
+    registers: [this.registry],
+  });
   readonly connections = new Gauge({
     name: 'tessera_ws_connections',
     help: 'Open WebSocket connections, by path',

@@ -7,7 +7,8 @@ import Redis from 'ioredis';
 /**
  * A redis-server child process for development and tests: persistence on
  * (AOF, fsync every second), data in its own directory, bound to loopback.
- * It exits with its parent (stdin pipe closes), so no orphan outlives a crash.
+ * It runs under a small sh watchdog that stops it when our stdin pipe closes,
+ * so it ends with the gateway even when the gateway is killed with SIGKILL.
  */
 export interface EmbeddedRedis {
   url: string;
@@ -54,12 +55,15 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
     '--loglevel', 'warning',
     ...(opts.extraArgs ?? []),
   ];
-  const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // sh waits for redis-server and exits with its code; a reader kills it on EOF from us.
+  // (A background job's stdin is /dev/null, hence our pipe kept on fd 3 for the reader.)
+  const watchdog = 'exec 3<&0; redis-server "$@" & r=$!; (read _ <&3; kill -TERM $r 2>/dev/null) & wait $r';
+  const child = spawn('sh', ['-c', watchdog, 'tessera-redis', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   child.stdout?.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const killOnExit = (): void => void child.kill('SIGKILL');
+  const killOnExit = (): void => void child.stdin?.destroy();
   process.once('exit', killOnExit);
 
   const url = `redis://127.0.0.1:${port}`;
@@ -91,7 +95,7 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
     async stop() {
       process.removeListener('exit', killOnExit);
       if (child.exitCode === null) {
-        child.kill('SIGTERM');
+        child.stdin?.end();
         await exited;
       }
     },

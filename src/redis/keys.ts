@@ -18,12 +18,21 @@ export const keys = {
   sales: (bucket: number) => `${tag(bucket)}sales`,
   /** Unsold IDs of a product in a bucket (set of ID hashes). */
   inventory: (bucket: number, product: string) => `${tag(bucket)}inv:${product}`,
+  /** Redemption and reversal records of a bucket (stream). */
+  redemptions: (bucket: number) => `${tag(bucket)}red`,
+  /** A scanner's scan: its first answer, for retries and reversal. In the ID's bucket. */
+  scan: (bucket: number, scanKey: string) => `${tag(bucket)}scan:${scanKey}`,
+  /** Where a scanner's scan went: scan key -> ID key and terms. Tagged by the scan key's own bucket. */
+  scanIndex: (bucket: number, scanKey: string) => `${tag(bucket)}sx:${scanKey}`,
+  /** unknown_id answers to one scanner in the current window. */
+  guesses: (bucket: number, scanner: string) => `${tag(bucket)}guess:${scanner}`,
   /** Where a switch's call lives: call key -> ID key. Tagged by the call key's own bucket. */
   callIndex: (bucket: number, callKey: string) => `${tag(bucket)}cx:${callKey}`,
 
   products: `${PREFIX}cat:products`,
   plans: `${PREFIX}cat:plans`,
   tokens: `${PREFIX}cat:tokens`,
+  items: `${PREFIX}cat:items`,
   catalogVersion: `${PREFIX}cat:ver`,
   catalogChannel: `${PREFIX}cat:changed`,
 } as const;

@@ -45,7 +45,10 @@ export type ScriptName =
   | 'call_reap'
   | 'mint'
   | 'activate'
-  | 'set_state';
+  | 'set_state'
+  | 'redeem'
+  | 'validate'
+  | 'reverse';
 
 type Runner = (numKeys: number, ...keysAndArgs: (string | number)[]) => Promise<unknown>;
 

@@ -12,7 +12,7 @@ import { mintIds } from '../../src/ids/mint';
 import { activateId } from '../../src/admin/ids';
 import { createLogger } from '../../src/observability/log';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/redis/embedded';
-import type { Product } from '../../src/catalog/schema';
+import type { Product, TalkProduct } from '../../src/catalog/schema';
 
 /**
  * Test harness: a real redis-server on a free port per test file, a real
@@ -66,7 +66,7 @@ export const STD_RATES = [
   { prefix: '449', rate: 1000, fee: 5000 },
 ];
 
-export function talkProduct(over: Partial<Product> = {}): Product {
+export function talkProduct(over: Partial<TalkProduct> = {}): TalkProduct {
   return { name: 'talk', kind: 'talk', currency: 'EUR', face: 1_000_000, price: 1_000_000, plan: 'std', thresholds: [300, 60, 10], expiryDays: 30, maxCalls: 1, ...over };
 }
 

@@ -38,7 +38,7 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
   let c: Client;
   let sw: string;
   beforeAll(async () => {
-    gw = await gateway(h, { staleAfterMs: 300, reapIntervalMs: 100 });
+    gw = await gateway(h, { staleAfterMs: 300, ringTimeoutMs: 300, reapIntervalMs: 100 });
     ({ c, name: sw } = await connectSwitch(h, gw.port));
   });
   afterAll(async () => {
@@ -115,7 +115,7 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
   let c: Client;
   let sw: string;
   beforeAll(async () => {
-    gw = await gateway(h, { staleAfterMs: 300, reapIntervalMs: 600_000 });
+    gw = await gateway(h, { staleAfterMs: 300, ringTimeoutMs: 300, reapIntervalMs: 600_000 });
     ({ c, name: sw } = await connectSwitch(h, gw.port));
   });
   afterAll(async () => {

@@ -119,7 +119,7 @@ describe('putProducts / putPlans refuse invalid records with a message', () => {
   });
 
   it.each([
-    ['an unknown kind', { ...CARD, name: 'k1', kind: 'coffee' }, /^product #2: kind must be equal to constant/],
+    ['an unknown kind', { ...CARD, name: 'k1', kind: 'coffee' }, /^product #2: kind must be one of talk, entry, goods, service/],
     ['a negative price', { ...CARD, name: 'k2', price: -1 }, /price must be >= 0/],
     ['a zero face value', { ...CARD, name: 'k3', face: 0 }, /face must be >= 1/],
     ['a lower-case currency', { ...CARD, name: 'k4', currency: 'eur' }, /currency must match pattern/],
@@ -136,7 +136,7 @@ describe('putProducts / putPlans refuse invalid records with a message', () => {
   });
 
   it('the record number in the message points at the bad record', async () => {
-    await expect(putProducts(h.ctx.redis, [CARD, { ...CARD, name: 'k7', kind: 'goods' }])).rejects.toThrow(/^product #2: kind/);
+    await expect(putProducts(h.ctx.redis, [CARD, { ...CARD, name: 'k7', face: 0 }])).rejects.toThrow(/^product #2: face must be >= 1/);
   });
 
   it('a valid load bumps the version and announces it', async () => {

@@ -17,6 +17,7 @@ describe('loadConfig', () => {
       buckets: 1024,
       tickIntervalMs: 1000,
       staleAfterMs: 10_000,
+      ringTimeoutMs: 180_000,
       reapIntervalMs: 5000,
       sessionTtlSec: 7 * 86400,
       catalogPollMs: 5000,
@@ -25,6 +26,9 @@ describe('loadConfig', () => {
       maxInflight: 20_000,
       maxBackpressureBytes: 8 * 1024 * 1024,
       wsIdleTimeoutSec: 120,
+      scanTtlSec: 30 * 86400,
+      guessLimit: 20,
+      guessWindowSec: 60,
     });
   });
 

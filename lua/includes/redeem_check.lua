@@ -1,0 +1,44 @@
+-- Decides what one scan of a ticket, stored-value or service ID would do, without
+-- changing anything (validate and redeem share it, so a preview never disagrees
+-- with the real thing). Returns
+--   { 'ok', kind, action, amount, left } where action is entry | reentry | exit | spend | use
+--   { 'no', reason, detail... }          details: already_redeemed -> first time, venue, gate;
+--                                        insufficient_value -> value left; not_yet_valid -> valid from
+local function listed(csv, name)
+  for v in string.gmatch(csv, '[^,]+') do
+    if v == name then return true end
+  end
+  return false
+end
+
+local function redeem_check(ikey, now, venue, gate, item, amount, dir)
+  local f = redis.call('HMGET', ikey, 'st', 'kind', 'bal', 'exp', 'venues', 'gates', 'from', 'until',
+    'reent', 'inside', 'first', 'fven', 'fgate', 'svc')
+  local st, kind = f[1], f[2]
+  if not st then return { 'no', 'unknown_id' } end
+  if kind == 'talk' then return { 'no', 'wrong_kind' } end
+  if st == 'blocked' or st == 'expired' then return { 'no', st } end
+  if st ~= 'sold' then return { 'no', 'not_active' } end
+  local exp, from, till = tonumber(f[4]) or 0, tonumber(f[7]) or 0, tonumber(f[8]) or 0
+  if (exp > 0 and now >= exp) or (till > 0 and now > till) then return { 'no', 'expired' } end
+  if from > 0 and now < from then return { 'no', 'not_yet_valid', from } end
+  if (f[5] or '') ~= '' and not listed(f[5], venue) then return { 'no', 'wrong_venue' } end
+  if kind == 'entry' and (f[6] or '') ~= '' and not listed(f[6], gate) then return { 'no', 'wrong_gate' } end
+  local bal = tonumber(f[3])
+  local used_up = { 'no', 'already_redeemed', tonumber(f[11]) or 0, f[12] or '', f[13] or '' }
+  if kind == 'goods' then
+    -- amount < 0: no item given, or not one this venue sells.
+    if amount < 0 then return { 'no', 'unknown_item' } end
+    if bal < amount then return { 'no', 'insufficient_value', bal } end
+    return { 'ok', kind, 'spend', amount, bal - amount }
+  elseif kind == 'service' then
+    if item ~= '' and item ~= f[14] then return { 'no', 'unknown_item' } end
+    if bal < 1 then return used_up end
+    return { 'ok', kind, 'use', 1, bal - 1 }
+  end
+  -- entry
+  if dir == 'out' then return { 'ok', kind, 'exit', 0, bal } end
+  if f[9] == '1' and f[10] == '0' and (tonumber(f[11]) or 0) > 0 then return { 'ok', kind, 'reentry', 0, bal } end
+  if bal < 1 then return used_up end
+  return { 'ok', kind, 'entry', 1, bal - 1 }
+end

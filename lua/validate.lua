@@ -1,0 +1,10 @@
+--[[ validate: what a redeem would answer now, changing nothing (a scanner's preview).
+KEYS[1] ID hash   ts:{bN}:id:<idHash>
+ARGV[1] now (ms)
+ARGV[2] venue            ARGV[3] gate ('' if none)
+ARGV[4] item ('' if none) ARGV[5] amount (micro-units, goods only)
+ARGV[6] direction: 'in' or 'out'
+Returns { 'ok', kind, action, amount, left } or { 'no', reason, detail... } (see includes/redeem_check.lua).
+]]
+-- @include "redeem_check"
+return redeem_check(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6])

@@ -1,0 +1,62 @@
+import type { Answer } from './service';
+
+/**
+ * How an answer looks on the wire (WebSocket and HTTP alike): what was granted,
+ * named for the kind, or the refusal with what a gate screen needs to show.
+ */
+const LEFT_FIELD: Record<string, string> = { entry: 'entriesLeft', goods: 'valueLeft', service: 'usesLeft' };
+
+const MESSAGES: Record<string, string> = {
+  unknown_id: 'no such ID',
+  bad_checksum: 'the ID is mistyped (check digit)',
+  bad_format: 'not an ID number',
+  not_active: 'the ID has not been sold',
+  blocked: 'the ID is blocked',
+  expired: 'the ID has expired',
+  not_yet_valid: 'not valid yet',
+  wrong_venue: 'not valid at this venue',
+  wrong_gate: 'not valid at this gate',
+  already_redeemed: 'already used',
+  insufficient_value: 'not enough value left',
+  unknown_item: 'this item is not sold here',
+  wrong_kind: 'this ID is not for this use',
+  scan_conflict: 'this scan id was used for another ID or item',
+  unknown_scan: 'no redemption with this scan id',
+  throttled: 'too many unknown IDs; wait',
+  no_venue: 'this scanner token has no venue',
+  bad_value: 'bad quantity or price',
+};
+
+export function granted(a: Extract<Answer, { ok: true }>, item?: string): Record<string, unknown> {
+  const out: Record<string, unknown> = { kind: a.kind, action: a.action, amount: a.amount, [LEFT_FIELD[a.kind] ?? 'left']: a.left };
+  if (item) out.item = item;
+  if (a.duplicate) out.duplicate = true;
+  return out;
+}
+
+export function refusal(a: Extract<Answer, { ok: false }>): Record<string, unknown> {
+  const { ok: _ok, reason, ...details } = a;
+  return { reason, message: MESSAGES[reason] ?? reason.replace(/_/g, ' '), ...details };
+}
+
+/** HTTP status of a refusal. */
+export const REFUSAL_STATUS: Record<string, number> = {
+  bad_format: 400,
+  bad_checksum: 400,
+  bad_value: 400,
+  unknown_id: 404,
+  unknown_scan: 404,
+  unknown_item: 404,
+  blocked: 403,
+  wrong_venue: 403,
+  wrong_gate: 403,
+  no_venue: 403,
+  already_redeemed: 409,
+  scan_conflict: 409,
+  expired: 410,
+  throttled: 429,
+  not_active: 422,
+  not_yet_valid: 422,
+  wrong_kind: 422,
+  insufficient_value: 422,
+};
