@@ -8,6 +8,8 @@ import { parse } from 'csv-parse/sync';
  * products.csv: name,kind,currency,face,price,plan,thresholds,expiryDays,maxCalls,title
  *               (thresholds separated by spaces or semicolons, e.g. "300;60;10")
  * rates.csv:    plan,prefix,rate,fee
+ * items.csv:    venue,item,price,title
+ * Entry products in CSV list venues and gates separated like thresholds.
  */
 type Row = Record<string, string>;
 
@@ -24,18 +26,24 @@ const arrayIn = (json: unknown, field: string): unknown[] => {
   throw new Error(`expected an array or {"${field}": [...]}`);
 };
 
-const blankToUndefined = (row: Row): Record<string, string | undefined> =>
-  Object.fromEntries(Object.entries(row).map(([k, v]) => [k, v === '' ? undefined : v]));
+/** Blank cells are absent fields (so schema defaults apply). */
+const blankToUndefined = (row: Row): Record<string, string | undefined> => Object.fromEntries(Object.entries(row).filter(([, v]) => v !== ''));
+
+const defined = (o: Record<string, unknown>): Record<string, unknown> => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
 
 export function readProductsFile(file: string): unknown[] {
   const { json, rows } = readRows(file);
   if (json !== undefined) return arrayIn(json, 'products');
   return rows!.map((r) => {
     const row = blankToUndefined(r);
-    return {
+    const list = (v: string | undefined): string[] | undefined => v?.split(/[\s;|]+/).filter(Boolean);
+    return defined({
       ...row,
-      thresholds: row.thresholds?.split(/[\s;|]+/).filter(Boolean).map(Number),
-    };
+      thresholds: list(row.thresholds)?.map(Number),
+      venues: list(row.venues),
+      gates: list(row.gates),
+      reentry: row.reentry === undefined ? undefined : /^(1|true|yes)$/i.test(row.reentry),
+    });
   });
 }
 
@@ -51,4 +59,10 @@ export function readPlansFile(file: string): unknown[] {
     p.rates.push({ ...rate, prefix: rate.prefix ?? '' });
   }
   return [...plans.values()];
+}
+
+export function readItemsFile(file: string): unknown[] {
+  const { json, rows } = readRows(file);
+  if (json !== undefined) return arrayIn(json, 'items');
+  return rows!.map(blankToUndefined);
 }

@@ -138,6 +138,8 @@ export async function createToken(
 ): Promise<{ token: string; info: TokenInfo }> {
   const info: TokenInfo = { ...spec, created: Date.now() };
   if (!checkToken(info)) throw new Error(`token: ${describeErrors(checkToken.errors)}`);
+  // A scanner redeems for its venue only, so it must have one.
+  if (info.role === 'scanner' && !info.venue) throw new Error('token: a scanner token needs --venue');
   const token = `tsk_${randomBytes(32).toString('base64url')}`;
   await redis.hset(keys.tokens, tokenHash(token), JSON.stringify(info));
   await bump(redis);

@@ -2,9 +2,9 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { activateId, idStatus, setIdState } from '../admin/ids';
-import { readPlansFile, readProductsFile } from '../catalog/files';
+import { readItemsFile, readPlansFile, readProductsFile } from '../catalog/files';
 import type { Role } from '../catalog/schema';
-import { createToken, putPlans, putProducts, readCatalog, revokeTokens } from '../catalog/store';
+import { createToken, putItems, putPlans, putProducts, readCatalog, revokeTokens } from '../catalog/store';
 import { mintIds } from '../ids/mint';
 import { findRepoDir } from '../redis/scripts';
 import { exportRecords } from './export';
@@ -55,12 +55,13 @@ function openOut(path: string | undefined): { write: (s: string) => void; done: 
 
 export const commands: Record<string, Command> = {
   'catalog-load': {
-    summary: 'load products and rate plans into Redis (gateways refresh at once)',
-    usage: '--products FILE.json|csv  --plans FILE.json|csv',
+    summary: 'load products, rate plans and venue items into Redis (gateways refresh at once)',
+    usage: '[--products FILE.json|csv] [--plans FILE.json|csv] [--items FILE.json|csv]',
     async run(cli) {
-      const { values } = opts(cli, { products: { type: 'string' }, plans: { type: 'string' } });
-      if (!values.products && !values.plans) throw Object.assign(new Error('give --products and/or --plans'), { code: 'ERR_PARSE_ARGS_MISSING' });
+      const { values } = opts(cli, { products: { type: 'string' }, plans: { type: 'string' }, items: { type: 'string' } });
+      if (!values.products && !values.plans && !values.items) throw Object.assign(new Error('give --products, --plans and/or --items'), { code: 'ERR_PARSE_ARGS_MISSING' });
       const ctx = await cli.ctx();
+      if (values.items) cli.out(`loaded ${(await putItems(ctx.redis, readItemsFile(values.items))).length} item(s)`);
       // Plans first, so no product ever points at a plan the gateways do not have yet.
       if (values.plans) cli.out(`loaded ${(await putPlans(ctx.redis, readPlansFile(values.plans))).length} rate plan(s)`);
       if (values.products) cli.out(`loaded ${(await putProducts(ctx.redis, readProductsFile(values.products))).length} product(s)`);
@@ -70,7 +71,7 @@ export const commands: Record<string, Command> = {
     summary: 'print the catalog as JSON',
     async run(cli) {
       const cat = await readCatalog((await cli.ctx()).redis);
-      cli.out(JSON.stringify({ version: cat.version, products: [...cat.products.values()], plans: [...cat.plans.values()] }, null, 2));
+      cli.out(JSON.stringify({ version: cat.version, products: [...cat.products.values()], plans: [...cat.plans.values()], items: [...cat.items.values()] }, null, 2));
     },
   },
   mint: {
@@ -160,12 +161,12 @@ export const commands: Record<string, Command> = {
     },
   },
   export: {
-    summary: 'export records: calls (CDRs) or sales, as CSV or NDJSON',
-    usage: 'calls|sales [--format csv|ndjson] [--since MS] [--until MS] [--out FILE]',
+    summary: 'export records: calls (CDRs), redemptions or sales, as CSV or NDJSON',
+    usage: 'calls|redemptions|sales [--format csv|ndjson] [--since MS] [--until MS] [--out FILE]',
     async run(cli) {
       const { values, positionals } = opts(cli, { format: { type: 'string', default: 'csv' }, since: { type: 'string' }, until: { type: 'string' }, out: { type: 'string' } }, 1);
       const kind = positionals[0];
-      if (kind !== 'calls' && kind !== 'sales') throw Object.assign(new Error('export calls|sales'), { code: 'ERR_PARSE_ARGS_VALUE' });
+      if (kind !== 'calls' && kind !== 'sales' && kind !== 'redemptions') throw Object.assign(new Error('export calls|redemptions|sales'), { code: 'ERR_PARSE_ARGS_VALUE' });
       if (values.format !== 'csv' && values.format !== 'ndjson') throw Object.assign(new Error('--format csv|ndjson'), { code: 'ERR_PARSE_ARGS_VALUE' });
       const out = openOut(values.out);
       const n = await exportRecords(await cli.ctx(), kind, values.format, out.write, {

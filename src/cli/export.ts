@@ -5,9 +5,12 @@ import { keys } from '../redis/keys';
 const FIELDS = {
   calls: ['record', 'time', 'switch', 'call', 'id', 'dest', 'start', 'answer', 'end', 'sec', 'rate', 'fee', 'cost', 'short', 'bal', 'cause'],
   sales: ['record', 'time', 'id', 'product', 'face', 'currency', 'price', 'channel', 'ref'],
+  redemptions: ['record', 'time', 'type', 'scan', 'scanner', 'id', 'kind', 'action', 'venue', 'gate', 'item', 'qty', 'amount', 'before', 'after', 'reason'],
 } as const;
 
-const streamOf = { calls: keys.cdr, sales: keys.sales } as const;
+export type RecordKind = keyof typeof FIELDS;
+
+const streamOf = { calls: keys.cdr, sales: keys.sales, redemptions: keys.redemptions } as const;
 
 /**
  * Reads every bucket's record stream (paged XRANGE, one slot at a time, so it
@@ -15,7 +18,7 @@ const streamOf = { calls: keys.cdr, sales: keys.sales } as const;
  */
 export async function exportRecords(
   ctx: Context,
-  kind: 'calls' | 'sales',
+  kind: RecordKind,
   format: 'csv' | 'ndjson',
   write: (s: string) => void,
   range: { since?: number; until?: number } = {},

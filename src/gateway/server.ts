@@ -1,6 +1,5 @@
 import uWS, { type HttpResponse, type TemplatedApp, type us_listen_socket } from 'uWebSockets.js';
 import type { Logger } from 'pino';
-import { activateId, idStatus, setIdState, type Outcome } from '../admin/ids';
 import { openContext, type Context } from '../app/context';
 import { CatalogCache } from '../catalog/cache';
 import type { Role } from '../catalog/schema';
@@ -10,8 +9,12 @@ import { Metering } from '../metering/service';
 import { Metrics } from '../observability/metrics';
 import { connectRedis, waitReady } from '../redis/connect';
 import { Conn, type ConnData } from './connection';
-import { Dispatcher, failureReason, type Routes } from './dispatch';
-import { authorize, bearer, BodyError, readJson, replyFor, type AuthResult, type Reply } from './http';
+import { Dispatcher, type Routes } from './dispatch';
+import { authorize, bearer, replyFor, type AuthResult } from './http';
+import { HttpApi } from './http-api';
+import { adminRoutes } from './admin-routes';
+import { scannerHttp, scannerRoutes } from './scanner';
+import { Redemption } from '../redemption/service';
 import { switchRoutes } from './switch';
 
 export interface Gateway {
@@ -19,28 +22,11 @@ export interface Gateway {
   ctx: Context;
   catalog: CatalogCache;
   metering: Metering;
+  redemption: Redemption;
   reaper: Reaper;
   metrics: Metrics;
   close(): Promise<void>;
 }
-
-/** A malformed percent-escape is the client's problem: it becomes a value no lookup accepts. */
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return '\u0000';
-  }
-}
-
-const REASON_STATUS: Record<string, number> = {
-  bad_format: 400,
-  bad_checksum: 400,
-  unknown_id: 404,
-  already_active: 409,
-  wrong_product: 409,
-  not_blocked: 409,
-};
 
 /**
  * The gateway process: WebSocket endpoints for switches, operator HTTP
@@ -61,7 +47,9 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
 
   const app = uWS.App();
   const conns = new Set<Conn>();
+  const redemption = new Redemption(cfg, ctx.redis, ctx.scripts, ctx.ids, catalog, metrics);
   wsEndpoint(app, '/v1/switch', 'switch', switchRoutes(metering, metrics));
+  wsEndpoint(app, '/v1/scanner', 'scanner', scannerRoutes(ctx, redemption, metrics));
 
   function wsEndpoint(app: TemplatedApp, path: string, role: Role, routes: Routes): void {
     const dispatcher = new Dispatcher(routes, cfg, metrics, log);
@@ -143,57 +131,9 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
     );
   });
 
-  /** Runs an authenticated JSON endpoint; maps reasons and failures to status codes in one place. */
-  function api(
-    method: 'get' | 'post',
-    pattern: string,
-    roles: Role[],
-    params: number,
-    fn: (args: { body: unknown; params: string[] }) => Promise<Outcome<object>>,
-  ): void {
-    app[method](pattern, (res: HttpResponse, req) => {
-      const reply = replyFor(res);
-      const tok = bearer(req);
-      const p = Array.from({ length: params }, (_, i) => safeDecode(req.getParameter(i) ?? ''));
-      const body = method === 'post' ? readJson(res, 64 * 1024) : Promise.resolve({});
-      body.catch(() => undefined); // reported by run(), once authorized
-      void (async () => {
-        const auth = await authorizeFresh(tok, roles);
-        if (!auth.ok) return reply.error(auth.status, auth.reason, auth.message);
-        await run(reply, async () => fn({ body: await body, params: p }));
-      })();
-    });
-  }
-
-  async function run(reply: Reply, fn: () => Promise<Outcome<object>>): Promise<void> {
-    try {
-      const r = await fn();
-      if (r.ok) {
-        const { ok: _ok, ...rest } = r;
-        return reply.json(200, rest);
-      }
-      reply.error(REASON_STATUS[r.reason] ?? 422, r.reason, r.reason.replace(/_/g, ' '));
-    } catch (err) {
-      if (err instanceof BodyError) return reply.error(err.status, err.reason, err.message);
-      const reason = failureReason(err);
-      if (reason === 'internal') log.error({ err }, 'http handler failed');
-      reply.error(reason === 'unavailable' ? 503 : 500, reason, reason === 'unavailable' ? 'storage unavailable, try again' : 'internal error');
-    }
-  }
-
-  const str = (body: unknown, field: string): string | undefined => {
-    const v = (body as Record<string, unknown> | null)?.[field];
-    return typeof v === 'string' ? v : undefined;
-  };
-
-  api('get', '/v1/ids/:id/status', ['admin'], 1, ({ params }) => idStatus(ctx, params[0]));
-  api('post', '/v1/admin/ids/:id/activate', ['admin'], 1, ({ params, body }) => {
-    const price = (body as Record<string, unknown>)?.price;
-    if (price !== undefined && !(Number.isSafeInteger(price) && (price as number) >= 0)) return Promise.resolve({ ok: false, reason: 'bad_price' });
-    return activateId(ctx, params[0], { channel: 'admin', price: price as number | undefined, ref: str(body, 'ref') });
-  });
-  api('post', '/v1/admin/ids/:id/block', ['admin'], 1, ({ params, body }) => setIdState(ctx, params[0], 'block', str(body, 'reason') ?? ''));
-  api('post', '/v1/admin/ids/:id/unblock', ['admin'], 1, ({ params }) => setIdState(ctx, params[0], 'unblock'));
+  const api = new HttpApi(app, authorizeFresh, log);
+  adminRoutes(api, ctx);
+  scannerHttp(api, redemption, metrics);
 
   app.any('/*', (res) => {
     res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end('{"error":{"reason":"not_found","message":"no such endpoint"}}');
@@ -210,6 +150,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
     ctx,
     catalog,
     metering,
+    redemption,
     reaper,
     metrics,
     async close() {

@@ -154,10 +154,10 @@ describe('catalog-load', () => {
     expect(await h.r.get(keys.catalogVersion)).toBe(before);
   });
 
-  it('without --products or --plans: usage error, exit 2', async () => {
+  it('without --products, --plans or --items: usage error, exit 2', async () => {
     const r = await cli('catalog-load');
     expect(r.code).toBe(2);
-    expect(r.err).toContain('give --products and/or --plans');
+    expect(r.err).toContain('give --products, --plans and/or --items');
   });
 });
 

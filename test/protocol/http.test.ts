@@ -154,8 +154,8 @@ describe('admin ID endpoints', () => {
   it('activate with a bad price or a body that is not JSON is refused', async () => {
     const [id] = (await mint(h, talkProduct())) as [string];
     const neg = await call('POST', `/v1/admin/ids/${id}/activate`, admin, JSON.stringify({ price: -1 }));
-    expect(neg.status).toBe(422);
-    expect(neg.json).toEqual({ error: { reason: 'bad_price', message: expect.any(String) } });
+    expect(neg.status).toBe(400);
+    expect(neg.json).toEqual({ error: { reason: 'bad_value', message: 'price must be >= 0' } });
     const junk = await call('POST', `/v1/admin/ids/${id}/activate`, admin, '{price:');
     expect(junk.status).toBe(400);
     expect(junk.json).toEqual({ error: { reason: 'bad_json', message: expect.any(String) } });

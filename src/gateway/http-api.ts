@@ -1,0 +1,100 @@
+import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import type { Logger } from 'pino';
+import type { Role, TokenInfo } from '../catalog/schema';
+import { schemaReason, type Checked } from '../protocol/switch';
+import { failureReason } from './dispatch';
+import { BodyError, bearer, readJson, replyFor, type AuthResult } from './http';
+
+/**
+ * JSON endpoints under /v1/: bearer auth by role, body size limit and schema,
+ * and one table from a refusal's reason to its HTTP status, so every endpoint
+ * answers the same way: 200 with the result, or {error: {reason, message, ...}}.
+ */
+export type ApiResult = ({ ok: true } & object) | ({ ok: false; reason: string; message?: string } & object);
+
+export interface ApiArgs<B> {
+  body: B;
+  params: string[];
+  token: TokenInfo;
+}
+
+const STATUS_OF: Record<string, number> = {
+  bad_format: 400,
+  bad_checksum: 400,
+  bad_value: 400,
+  unknown_id: 404,
+  unknown_scan: 404,
+  unknown_item: 404,
+  blocked: 403,
+  wrong_venue: 403,
+  wrong_gate: 403,
+  no_venue: 403,
+  already_active: 409,
+  wrong_product: 409,
+  not_blocked: 409,
+  already_redeemed: 409,
+  scan_conflict: 409,
+  expired: 410,
+  throttled: 429,
+};
+
+/** A malformed percent-escape is the client's problem: it becomes a value no lookup accepts. */
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return '\u0000';
+  }
+}
+
+export class HttpApi {
+  constructor(
+    private readonly app: TemplatedApp,
+    private readonly authorize: (token: string, roles: Role[]) => Promise<AuthResult>,
+    private readonly log: Logger,
+    private readonly bodyLimit = 64 * 1024,
+  ) {}
+
+  get(pattern: string, roles: Role[], fn: (a: ApiArgs<unknown>) => Promise<ApiResult>): void {
+    this.route('get', pattern, roles, undefined, fn);
+  }
+
+  post<B>(pattern: string, roles: Role[], schema: Checked<B> | undefined, fn: (a: ApiArgs<B>) => Promise<ApiResult>): void {
+    this.route('post', pattern, roles, schema, fn);
+  }
+
+  private route<B>(method: 'get' | 'post', pattern: string, roles: Role[], schema: Checked<B> | undefined, fn: (a: ApiArgs<B>) => Promise<ApiResult>): void {
+    const nParams = pattern.split('/').filter((p) => p.startsWith(':')).length;
+    this.app[method](pattern, (res: HttpResponse, req) => {
+      // uWS: everything from req is read now, and onAborted is set before any await.
+      const reply = replyFor(res);
+      const tok = bearer(req);
+      const params = Array.from({ length: nParams }, (_, i) => safeDecode(req.getParameter(i) ?? ''));
+      const body = method === 'post' ? readJson(res, this.bodyLimit) : Promise.resolve({});
+      body.catch(() => undefined); // reported below, once authorized
+      void (async () => {
+        try {
+          const auth = await this.authorize(tok, roles);
+          if (!auth.ok) return reply.error(auth.status, auth.reason, auth.message);
+          const b = await body;
+          if (schema && !schema(b)) {
+            const { reason, message } = schemaReason(schema.errors);
+            return reply.error(400, reason, message);
+          }
+          const r = await fn({ body: b as B, params, token: auth.token });
+          if (r.ok) {
+            const { ok: _ok, ...rest } = r;
+            return reply.json(200, rest);
+          }
+          const { ok: _ok, reason, message, ...details } = r as { ok: false; reason: string; message?: string };
+          reply.json(STATUS_OF[reason] ?? 422, { error: { reason, message: message ?? reason.replace(/_/g, ' '), ...details } });
+        } catch (err) {
+          if (err instanceof BodyError) return reply.error(err.status, err.reason, err.message);
+          const reason = failureReason(err);
+          if (reason === 'internal') this.log.error({ err }, 'http handler failed');
+          reply.error(reason === 'unavailable' ? 503 : 500, reason, reason === 'unavailable' ? 'storage unavailable, try again' : 'internal error');
+        }
+      })();
+    });
+  }
+}

@@ -1,0 +1,64 @@
+import type { Context } from '../app/context';
+import type { Metrics } from '../observability/metrics';
+import { RedeemBody, RedeemMsg, ReverseBody, ReverseMsg, StatusMsg, ValidateBody, ValidateMsg } from '../protocol/scanner';
+import { compile, PingMsg } from '../protocol/switch';
+import { granted, refusal } from '../redemption/answers';
+import type { Answer, Redemption } from '../redemption/service';
+import { idStatus } from '../admin/ids';
+import type { Route, Routes } from './dispatch';
+import type { ApiResult, HttpApi } from './http-api';
+
+/** What both transports answer: granted fields, or the refusal with its details. */
+function result(a: Answer, item?: string): ApiResult {
+  return a.ok ? { ok: true, ...granted(a, item) } : { ok: false, ...refusal(a) } as ApiResult;
+}
+
+/** The scanner protocol's ops over WebSocket (docs/scanners.md). */
+export function scannerRoutes(ctx: Context, redemption: Redemption, metrics: Metrics): Routes {
+  const answer = (op: string, ok: string, a: Answer, echo: object, item?: string): object => {
+    metrics.event(op, a.ok ? 'ok' : a.reason);
+    return a.ok ? { op: ok, ...echo, ...granted(a, item) } : { op: 'refused', ...echo, ...refusal(a) };
+  };
+  const redeem: Route<RedeemMsg> = {
+    check: compile(RedeemMsg),
+    async handle(m, conn, reply) {
+      reply(answer('redeem', 'redeemed', await redemption.redeem(conn.token, m), { ref: m.ref, scan: m.scan }, m.item));
+    },
+  };
+  const validate: Route<ValidateMsg> = {
+    check: compile(ValidateMsg),
+    async handle(m, conn, reply) {
+      reply(answer('validate', 'valid', await redemption.validate(conn.token, m), { ref: m.ref }, m.item));
+    },
+  };
+  const reverse: Route<ReverseMsg> = {
+    check: compile(ReverseMsg),
+    async handle(m, conn, reply) {
+      reply(answer('reverse', 'reversed', await redemption.reverse(conn.token, m.scan, m.reason ?? ''), { ref: m.ref, scan: m.scan }));
+    },
+  };
+  const status: Route<StatusMsg> = {
+    check: compile(StatusMsg),
+    async handle(m, _conn, reply) {
+      const s = await idStatus(ctx, m.id);
+      metrics.event('status', s.ok ? 'ok' : s.reason);
+      const { ok: _ok, ...rest } = s;
+      reply(s.ok ? { op: 'status', ref: m.ref, ...rest } : { op: 'refused', ref: m.ref, ...refusal(s) });
+    },
+  };
+  const ping: Route<PingMsg> = {
+    check: compile(PingMsg),
+    async handle(m, _conn, reply) {
+      reply({ op: 'pong', ref: m.ref, time: Date.now() });
+    },
+  };
+  return { redeem, validate, reverse, status, ping };
+}
+
+/** The same operations over HTTP for tills and scanners that do not keep a socket. */
+export function scannerHttp(api: HttpApi, redemption: Redemption, metrics: Metrics): void {
+  const count = (op: string, a: Answer): Answer => (metrics.event(op, a.ok ? 'ok' : a.reason), a);
+  api.post('/v1/redeem', ['scanner'], compile(RedeemBody), async ({ body, token }) => result(count('redeem', await redemption.redeem(token, body)), body.item));
+  api.post('/v1/validate', ['scanner'], compile(ValidateBody), async ({ body, token }) => result(count('validate', await redemption.validate(token, body)), body.item));
+  api.post('/v1/reverse', ['scanner'], compile(ReverseBody), async ({ body, token }) => result(count('reverse', await redemption.reverse(token, body.scan, body.reason ?? ''))));
+}
