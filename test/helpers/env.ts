@@ -78,8 +78,13 @@ export async function seedCatalog(h: Harness, products: Product[] = [talkProduct
   await putProducts(h.ctx.redis, products);
 }
 
-export async function token(h: Harness, role: 'switch' | 'scanner' | 'sales' | 'admin' = 'switch', name = `sw-${role}-${Math.random().toString(36).slice(2, 8)}`): Promise<string> {
-  return (await createToken(h.ctx.redis, { name, role })).token;
+export async function token(
+  h: Harness,
+  role: 'switch' | 'scanner' | 'sales' | 'admin' = 'switch',
+  name = `sw-${role}-${Math.random().toString(36).slice(2, 8)}`,
+  bind: { venue?: string; gate?: string } = role === 'scanner' ? { venue: 'arena' } : {},
+): Promise<string> {
+  return (await createToken(h.ctx.redis, { name, role, ...bind })).token;
 }
 
 export async function mint(h: Harness, product: Product, n = 1): Promise<string[]> {
