@@ -98,13 +98,16 @@ export class Redemption {
     } else {
       const scanKey = `${token.name}:${req.scan}`;
       const terms = `${idKey}|${item}|${qty}|${dir}`;
-      const claimed = await this.redis.set(keys.scanIndex(this.ids.bucketOf(scanKey), scanKey), terms, 'EX', this.cfg.scanTtlSec, 'NX', 'GET');
+      const indexKey = keys.scanIndex(this.ids.bucketOf(scanKey), scanKey);
+      const claimed = await this.redis.set(indexKey, terms, 'EX', this.cfg.scanTtlSec, 'NX', 'GET');
       if (claimed !== null && claimed !== terms) return { ok: false, reason: 'scan_conflict' };
       raw = await this.scripts.run<Raw>(
         'redeem',
         [idKey, keys.scan(bucket, scanKey), keys.redemptions(bucket)],
         [now, venue, gate, item, amount, qty, dir, token.name, req.scan, hash, this.cfg.scanTtlSec],
       );
+      // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis).
+      if (raw[0] === 'no' && claimed === null) await this.redis.del(indexKey);
     }
     this.metrics.scriptSeconds.observe({ script: op }, (performance.now() - t0) / 1000);
     const answer = toAnswer(raw);
