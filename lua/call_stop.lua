@@ -12,10 +12,12 @@ Returns {'ok', billedSec, cost, balance, recordId, duplicate(0|1)} or {'err', re
 -- @include "num"
 -- @include "charge"
 -- @include "close"
-local s = redis.call('HMGET', KEYS[1], 'st', 'id', 'billed', 'cost', 'bal1', 'rec')
-if not s[1] then return { 'err', 'unknown_call' } end
-if s[2] ~= KEYS[2] then return { 'err', 'call_conflict' } end
-if s[1] == 'closed' then return { 'ok', tonumber(s[3]), tonumber(s[4]), tonumber(s[5]), s[6], 1 } end
+local s = read_session(KEYS[1])
+if not s.st then return { 'err', 'unknown_call' } end
+if s.id ~= KEYS[2] then return { 'err', 'call_conflict' } end
+if s.st == 'closed' then return { 'ok', tonumber(s.billed), tonumber(s.cost), tonumber(s.bal1), s.rec, 1 } end
 local now = tonumber(ARGV[1])
-charge(KEYS[1], KEYS[2], tonumber(ARGV[2]), now)
+local upd = {}
+charge(s, KEYS[2], tonumber(ARGV[2]), now, upd)
+if #upd > 0 then redis.call('HSET', KEYS[1], unpack(upd)) end
 return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, ARGV[3], tonumber(ARGV[4]))

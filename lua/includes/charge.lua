@@ -1,50 +1,68 @@
--- Bills a live call session up to `sec` seconds after answer.
--- Per-second: (sec - billed) * rate, plus the connection fee with the first billed
--- second. The balance never goes below zero: what cannot be taken is kept as
--- `short` on the session so the record shows it. Thresholds (seconds left at the
--- call's rate) fire once each. When the balance can no longer pay one more second
--- at this call's rate the switch is told to cut; at zero the ID is exhausted.
--- Returns balance, seconds left, fired thresholds, cut-off reason ('' while the call may go on),
--- and 1 when this very call of charge() ordered the cut-off (0 when it was ordered before).
-local function charge(skey, ikey, sec, now)
-  local s = redis.call('HMGET', skey, 'rate', 'fee', 'billed', 'cost', 'short', 'thr', 'ans', 'cut', 'start')
-  local rate, fee, billed = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
-  local bal = tonumber(redis.call('HGET', ikey, 'bal')) or 0
+-- Per-second billing of a live call session, shared by call_tick and call_stop.
+--
+-- read_session() reads, in one HMGET, every session field a script needs.
+-- charge() bills up to `sec` seconds after answer: (sec - billed) * rate, plus the
+-- connection fee with the first billed second. The balance never goes below
+-- zero: what cannot be taken is kept as `short` so the record shows it.
+-- Thresholds (seconds left at the call's rate) fire once each. When the balance
+-- can no longer pay one more second at this rate the switch is told to cut; at
+-- zero the ID is exhausted; a blocked ID cuts its calls too.
+-- charge() appends the session fields to write to `upd` (the caller writes them
+-- once) and returns balance, seconds left, fired thresholds, cut-off reason
+-- ('' while the call may go on), and 1 when this very call ordered the cut-off.
+local SESSION_FIELDS = { 'st', 'id', 'billed', 'rate', 'fee', 'cost', 'short', 'thr', 'ans', 'cut', 'start', 'seen', 'cause', 'bal1', 'rec' }
+
+local function read_session(skey)
+  local v = redis.call('HMGET', skey, unpack(SESSION_FIELDS))
+  local s = {}
+  for i, f in ipairs(SESSION_FIELDS) do s[f] = v[i] end
+  return s
+end
+
+local function charge(s, ikey, sec, now, upd)
+  local rate, fee, billed = tonumber(s.rate), tonumber(s.fee), tonumber(s.billed)
+  local idf = redis.call('HMGET', ikey, 'bal', 'st')
+  local bal, st = tonumber(idf[1]) or 0, idf[2]
   local alerts = {}
-  local cut = s[8] or ''
+  local cut = s.cut or ''
   local fresh = 0
+  local function put(k, v)
+    upd[#upd + 1] = k
+    upd[#upd + 1] = v
+  end
   if sec > billed then
     local owed = (sec - billed) * rate
     if billed == 0 then owed = owed + fee end
     local take = owed
     if take > bal then take = bal end
     bal = bal - take
-    redis.call('HSET', ikey, 'bal', int(bal))
-    local upd = { 'billed', int(sec), 'cost', int(tonumber(s[4]) + take), 'short', int(tonumber(s[5]) + owed - take) }
-    if s[7] == '' then
-      upd[#upd + 1] = 'ans'
+    if bal == 0 and st == 'sold' then
+      st = 'exhausted'
+      redis.call('HSET', ikey, 'bal', '0', 'st', st)
+    else
+      redis.call('HSET', ikey, 'bal', int(bal))
+    end
+    put('billed', int(sec))
+    put('cost', int(tonumber(s.cost) + take))
+    put('short', int(tonumber(s.short) + owed - take))
+    if s.ans == '' then
       -- Answered `sec` seconds ago, but never before the call started (clock steps, late first tick).
-      upd[#upd + 1] = int(math.max(tonumber(s[9]), now - sec * 1000))
+      put('ans', int(math.max(tonumber(s.start), now - sec * 1000)))
     end
     local left = math.floor(bal / rate)
-    if s[6] ~= '' then
+    if s.thr ~= '' then
       local keep = {}
-      for t in string.gmatch(s[6], '%d+') do
+      for t in string.gmatch(s.thr, '%d+') do
         if left <= tonumber(t) then alerts[#alerts + 1] = tonumber(t) else keep[#keep + 1] = t end
       end
-      if #alerts > 0 then
-        upd[#upd + 1] = 'thr'
-        upd[#upd + 1] = table.concat(keep, ',')
-      end
+      if #alerts > 0 then put('thr', table.concat(keep, ',')) end
     end
-    if left == 0 and cut == '' then
-      fresh = 1
-      cut = 'exhausted'
-      upd[#upd + 1] = 'cut'
-      upd[#upd + 1] = cut
-    end
-    if bal == 0 and redis.call('HGET', ikey, 'st') == 'sold' then redis.call('HSET', ikey, 'st', 'exhausted') end
-    redis.call('HSET', skey, unpack(upd))
+    if left == 0 and cut == '' then cut = 'exhausted' end
+  end
+  if cut == '' and st == 'blocked' then cut = 'blocked' end
+  if cut ~= (s.cut or '') then
+    fresh = 1
+    put('cut', cut)
   end
   return bal, math.floor(bal / rate), alerts, cut, fresh
 end

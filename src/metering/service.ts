@@ -52,6 +52,8 @@ interface PendingTick {
  */
 export class Metering {
   readonly locator: CallLocator;
+  /** How often a ticking call's score in the live set is refreshed: well inside the stale time. */
+  private readonly liveRefreshMs: number;
   private pending = new Map<number, PendingTick[]>();
   private flushScheduled = false;
   private afterFlush: (() => void)[] = [];
@@ -66,6 +68,7 @@ export class Metering {
     private readonly maxTicksPerScript = 64,
   ) {
     this.locator = new CallLocator(redis, ids, cfg.sessionTtlSec);
+    this.liveRefreshMs = Math.min(2000, Math.floor(cfg.staleAfterMs / 3));
   }
 
   private async timed<T>(script: Parameters<Scripts['run']>[0], k: readonly string[], a: readonly (string | number)[]): Promise<T> {
@@ -141,7 +144,7 @@ export class Metering {
 
   private billTicks(batch: PendingTick[], now: number): void {
     const k: string[] = [batch[0]!.ck.live];
-    const a: number[] = [now];
+    const a: number[] = [now, this.liveRefreshMs];
     for (const t of batch) {
       k.push(t.ck.session, t.ck.id);
       a.push(t.sec);
