@@ -8,20 +8,20 @@ ARGV[4] item ('' if none) ARGV[5] amount (micro-units, goods only)   ARGV[6] qua
 ARGV[7] direction: 'in' or 'out'
 ARGV[8] scanner (token name)   ARGV[9] scan id   ARGV[10] ID hash (for the record)
 ARGV[11] TTL (s) of the scan record, which answers retries
-Returns { 'ok', kind, action, amount, left, recordId, duplicate(0|1) },
+Returns { 'ok', kind, action, amount, left, recordId, duplicate(0|1), reversed since(0|1) },
         { 'no', reason, detail... } (nothing changed, nothing stored), or { 'no', 'scan_conflict' }.
 A retry of a scan returns the first answer; the same scan id with other terms is a conflict.
 ]]
 -- @include "num"
 -- @include "redeem_check"
 local now = tonumber(ARGV[1])
-local prev = redis.call('HMGET', KEYS[2], 'id', 'item', 'qty', 'dir', 'kind', 'action', 'amount', 'left', 'rec')
+local prev = redis.call('HMGET', KEYS[2], 'id', 'item', 'qty', 'dir', 'kind', 'action', 'amount', 'left', 'rec', 'st')
 if prev[1] then
   if prev[1] ~= KEYS[1] or prev[2] ~= ARGV[4] or prev[3] ~= ARGV[6] or prev[4] ~= ARGV[7] then return { 'no', 'scan_conflict' } end
-  return { 'ok', prev[5], prev[6], tonumber(prev[7]), tonumber(prev[8]), prev[9], 1 }
+  return { 'ok', prev[5], prev[6], tonumber(prev[7]), tonumber(prev[8]), prev[9], 1, prev[10] == 'reversed' and 1 or 0 }
 end
 
-local r = redeem_check(KEYS[1], now, ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[7])
+local r = redeem_check(KEYS[1], now, ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7])
 if r[1] ~= 'ok' then return r end
 local kind, action, amount, left = r[2], r[3], r[4], r[5]
 local before = left + amount
@@ -49,4 +49,4 @@ redis.call('HSET', KEYS[2], 'id', KEYS[1], 'item', ARGV[4], 'qty', ARGV[6], 'dir
   'action', action, 'amount', int(amount), 'left', int(left), 'rec', rec, 'venue', ARGV[2], 'gate', ARGV[3],
   'idh', ARGV[10], 'time', int(now), 'st', 'ok')
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[11]))
-return { 'ok', kind, action, amount, left, rec, 0 }
+return { 'ok', kind, action, amount, left, rec, 0, 0 }

@@ -21,9 +21,11 @@ local now = tonumber(ARGV[1])
 local bal = tonumber(redis.call('HGET', KEYS[2], 'bal')) or 0
 local left = bal + amount
 local upd = { 'bal', int(left) }
-if s[3] == 'entry' and (s[4] == 'entry' or s[4] == 'reentry') then
+-- Undoing a way in leaves the holder outside; undoing an exit puts them back inside
+-- (so nobody else comes in on the ticket as a re-entry).
+if s[3] == 'entry' then
   upd[#upd + 1] = 'inside'
-  upd[#upd + 1] = '0'
+  upd[#upd + 1] = s[4] == 'exit' and '1' or '0'
 end
 redis.call('HSET', KEYS[2], unpack(upd))
 local scan = string.match(KEYS[1], 'scan:[^:]+:(.+)$')

@@ -4,7 +4,8 @@ ARGV[1] now (ms)
 ARGV[2] venue            ARGV[3] gate ('' if none)
 ARGV[4] item ('' if none) ARGV[5] amount (micro-units, goods only)
 ARGV[6] direction: 'in' or 'out'
+ARGV[7] quantity (entries or uses for tickets and services)
 Returns { 'ok', kind, action, amount, left } or { 'no', reason, detail... } (see includes/redeem_check.lua).
 ]]
 -- @include "redeem_check"
-return redeem_check(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6])
+return redeem_check(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[7]), ARGV[6])

@@ -52,6 +52,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`tessera: ${err.message}\n`);
+    process.exit(2);
+  }
   process.stderr.write(`tessera: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
   process.exit(1);
 });

@@ -11,9 +11,9 @@ local function listed(csv, name)
   return false
 end
 
-local function redeem_check(ikey, now, venue, gate, item, amount, dir)
+local function redeem_check(ikey, now, venue, gate, item, amount, qty, dir)
   local f = redis.call('HMGET', ikey, 'st', 'kind', 'bal', 'exp', 'venues', 'gates', 'from', 'until',
-    'reent', 'inside', 'first', 'fven', 'fgate', 'svc')
+    'reent', 'inside', 'first', 'fven', 'fgate', 'svc', 'face')
   local st, kind = f[1], f[2]
   if not st then return { 'no', 'unknown_id' } end
   if kind == 'talk' then return { 'no', 'wrong_kind' } end
@@ -34,11 +34,15 @@ local function redeem_check(ikey, now, venue, gate, item, amount, dir)
   elseif kind == 'service' then
     if item ~= '' and item ~= f[14] then return { 'no', 'unknown_item' } end
     if bal < 1 then return used_up end
-    return { 'ok', kind, 'use', 1, bal - 1 }
+    if bal < qty then return { 'no', 'insufficient_value', bal } end
+    return { 'ok', kind, 'use', qty, bal - qty }
   end
-  -- entry
+  -- entry: a ticket is not paid with at a till
+  if item ~= '' then return { 'no', 'wrong_kind' } end
   if dir == 'out' then return { 'ok', kind, 'exit', 0, bal } end
-  if f[9] == '1' and f[10] == '0' and (tonumber(f[11]) or 0) > 0 then return { 'ok', kind, 'reentry', 0, bal } end
+  -- Back in after an exit, as long as an entry is in use (a reversed entry is not).
+  if f[9] == '1' and f[10] == '0' and bal < tonumber(f[15]) then return { 'ok', kind, 'reentry', 0, bal } end
   if bal < 1 then return used_up end
-  return { 'ok', kind, 'entry', 1, bal - 1 }
+  if bal < qty then return { 'no', 'insufficient_value', bal } end
+  return { 'ok', kind, 'entry', qty, bal - qty }
 end

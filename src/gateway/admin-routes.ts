@@ -2,18 +2,21 @@ import { Type } from '@sinclair/typebox';
 import { activateId, idStatus, setIdState } from '../admin/ids';
 import type { Context } from '../app/context';
 import { compile } from '../protocol/switch';
-import type { HttpApi } from './http-api';
+import type { Redemption } from '../redemption/service';
+import type { ApiResult, HttpApi } from './http-api';
 
 const ActivateBody = Type.Object({ price: Type.Optional(Type.Integer({ minimum: 0, maximum: 1e15 })), ref: Type.Optional(Type.String({ maxLength: 200 })) });
 const BlockBody = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 200 })) });
 
 /** Operator endpoints on single IDs (the CLI does the same through src/admin). */
-export function adminRoutes(api: HttpApi, ctx: Context): void {
+export function adminRoutes(api: HttpApi, ctx: Context, redemption: Redemption): void {
   api.post('/v1/admin/ids/:id/activate', ['admin'], compile(ActivateBody), ({ params, body }) =>
     activateId(ctx, params[0], { channel: 'admin', price: body.price, ref: body.ref }),
   );
   api.post('/v1/admin/ids/:id/block', ['admin'], compile(BlockBody), ({ params, body }) => setIdState(ctx, params[0], 'block', body.reason ?? ''));
   api.post('/v1/admin/ids/:id/unblock', ['admin'], undefined, ({ params }) => setIdState(ctx, params[0], 'unblock'));
-  // Scanners may look an ID up too (issue: gate screens); they see the same status.
-  api.get('/v1/ids/:id/status', ['admin', 'scanner'], ({ params }) => idStatus(ctx, params[0]));
+  // Scanners may look an ID up too, throttled like their scans.
+  api.get('/v1/ids/:id/status', ['admin', 'scanner'], ({ params, token }) =>
+    token.role === 'scanner' ? (redemption.status(token, params[0]) as Promise<ApiResult>) : idStatus(ctx, params[0]),
+  );
 }

@@ -86,8 +86,10 @@ export class HttpApi {
             const { ok: _ok, ...rest } = r;
             return reply.json(200, rest);
           }
-          const { ok: _ok, reason, message, ...details } = r as { ok: false; reason: string; message?: string };
-          reply.json(STATUS_OF[reason] ?? 422, { error: { reason, message: message ?? reason.replace(/_/g, ' '), ...details } });
+          const { ok: _ok, reason, message, ...details } = r as { ok: false; reason: string; message?: string; retryAfter?: number };
+          const status = STATUS_OF[reason] ?? 422;
+          const headers: Record<string, string> = details.retryAfter ? { 'Retry-After': String(details.retryAfter) } : {};
+          reply.send(status, JSON.stringify({ error: { reason, message: message ?? reason.replace(/_/g, ' '), ...details } }), 'application/json', headers);
         } catch (err) {
           if (err instanceof BodyError) return reply.error(err.status, err.reason, err.message);
           const reason = failureReason(err);

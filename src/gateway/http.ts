@@ -22,7 +22,7 @@ export const STATUS: Record<number, string> = {
 
 export interface Reply {
   aborted: boolean;
-  send(status: number, body: string, contentType?: string): void;
+  send(status: number, body: string, contentType?: string, headers?: Record<string, string>): void;
   json(status: number, body: unknown): void;
   error(status: number, reason: string, message: string): void;
 }
@@ -31,10 +31,12 @@ export interface Reply {
 export function replyFor(res: HttpResponse): Reply {
   const r: Reply = {
     aborted: false,
-    send(status, body, contentType = 'application/json') {
+    send(status, body, contentType = 'application/json', headers = {}) {
       if (r.aborted) return;
       res.cork(() => {
-        res.writeStatus(STATUS[status] ?? `${status} Status`).writeHeader('Content-Type', contentType).end(body);
+        res.writeStatus(STATUS[status] ?? `${status} Status`).writeHeader('Content-Type', contentType);
+        for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
+        res.end(body);
       });
     },
     json(status, body) {

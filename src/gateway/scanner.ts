@@ -1,10 +1,8 @@
-import type { Context } from '../app/context';
 import type { Metrics } from '../observability/metrics';
 import { RedeemBody, RedeemMsg, ReverseBody, ReverseMsg, StatusMsg, ValidateBody, ValidateMsg } from '../protocol/scanner';
 import { compile, PingMsg } from '../protocol/switch';
 import { granted, refusal } from '../redemption/answers';
 import type { Answer, Redemption } from '../redemption/service';
-import { idStatus } from '../admin/ids';
 import type { Route, Routes } from './dispatch';
 import type { ApiResult, HttpApi } from './http-api';
 
@@ -14,7 +12,7 @@ function result(a: Answer, item?: string): ApiResult {
 }
 
 /** The scanner protocol's ops over WebSocket (docs/scanners.md). */
-export function scannerRoutes(ctx: Context, redemption: Redemption, metrics: Metrics): Routes {
+export function scannerRoutes(redemption: Redemption, metrics: Metrics): Routes {
   const answer = (op: string, ok: string, a: Answer, echo: object, item?: string): object => {
     metrics.event(op, a.ok ? 'ok' : a.reason);
     return a.ok ? { op: ok, ...echo, ...granted(a, item) } : { op: 'refused', ...echo, ...refusal(a) };
@@ -39,11 +37,11 @@ export function scannerRoutes(ctx: Context, redemption: Redemption, metrics: Met
   };
   const status: Route<StatusMsg> = {
     check: compile(StatusMsg),
-    async handle(m, _conn, reply) {
-      const s = await idStatus(ctx, m.id);
+    async handle(m, conn, reply) {
+      const s = await redemption.status(conn.token, m.id);
       metrics.event('status', s.ok ? 'ok' : s.reason);
       const { ok: _ok, ...rest } = s;
-      reply(s.ok ? { op: 'status', ref: m.ref, ...rest } : { op: 'refused', ref: m.ref, ...refusal(s) });
+      reply(s.ok ? { op: 'status', ref: m.ref, ...rest } : { op: 'refused', ref: m.ref, ...refusal(s as Extract<Answer, { ok: false }>) });
     },
   };
   const ping: Route<PingMsg> = {

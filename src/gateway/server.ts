@@ -47,9 +47,9 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
 
   const app = uWS.App();
   const conns = new Set<Conn>();
-  const redemption = new Redemption(cfg, ctx.redis, ctx.scripts, ctx.ids, catalog, metrics);
+  const redemption = new Redemption(ctx, catalog, metrics);
   wsEndpoint(app, '/v1/switch', 'switch', switchRoutes(metering, metrics));
-  wsEndpoint(app, '/v1/scanner', 'scanner', scannerRoutes(ctx, redemption, metrics));
+  wsEndpoint(app, '/v1/scanner', 'scanner', scannerRoutes(redemption, metrics));
 
   function wsEndpoint(app: TemplatedApp, path: string, role: Role, routes: Routes): void {
     const dispatcher = new Dispatcher(routes, cfg, metrics, log);
@@ -132,7 +132,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   });
 
   const api = new HttpApi(app, authorizeFresh, log);
-  adminRoutes(api, ctx);
+  adminRoutes(api, ctx, redemption);
   scannerHttp(api, redemption, metrics);
 
   app.any('/*', (res) => {

@@ -26,7 +26,10 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
       }
       if (r.code === 'call_ended') {
         // Closed by the reaper while the switch still talks: tell it to hang up, or the call runs unmetered.
-        if (r.cut === 'stale') reply({ op: 'cutoff', call: m.call, reason: 'stale' });
+        if (r.cut === 'stale') {
+          metrics.cutoffs.inc({ reason: 'stale' });
+          reply({ op: 'cutoff', call: m.call, reason: 'stale' });
+        }
         return;
       }
       for (const level of r.alerts) {

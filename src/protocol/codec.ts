@@ -46,13 +46,18 @@ export function encodeFrame(msgs: readonly object[], enc: Encoding): Uint8Array 
 
 /**
  * msgpackr writes integers beyond 32 bits as float64; exact up to 2^53, but a
- * switch's decoder may insist on an integer type for money. Such fields (our
- * messages are flat) go out as int64 instead.
+ * client's decoder may insist on an integer type for money and times. Such
+ * fields go out as int64 instead (our messages are flat maps, with at most one
+ * nested map, e.g. firstUsed).
  */
-function int64Fields(msg: object): object {
+function int64Fields(msg: object, depth = 0): object {
   let out: Record<string, unknown> | undefined;
   for (const [k, v] of Object.entries(msg)) {
     if (typeof v === 'number' && Number.isSafeInteger(v) && (v > 0xffffffff || v < -0x80000000)) (out ??= { ...msg })[k] = BigInt(v);
+    else if (depth === 0 && typeof v === 'object' && v !== null && !Array.isArray(v)) {
+      const inner = int64Fields(v, 1);
+      if (inner !== v) (out ??= { ...msg })[k] = inner;
+    }
   }
   return out ?? msg;
 }

@@ -31,6 +31,7 @@ export function granted(a: Extract<Answer, { ok: true }>, item?: string): Record
   const out: Record<string, unknown> = { kind: a.kind, action: a.action, amount: a.amount, [LEFT_FIELD[a.kind] ?? 'left']: a.left };
   if (item) out.item = item;
   if (a.duplicate) out.duplicate = true;
+  if (a.reversed) out.reversed = true;
   return out;
 }
 
@@ -38,25 +39,3 @@ export function refusal(a: Extract<Answer, { ok: false }>): Record<string, unkno
   const { ok: _ok, reason, ...details } = a;
   return { reason, message: MESSAGES[reason] ?? reason.replace(/_/g, ' '), ...details };
 }
-
-/** HTTP status of a refusal. */
-export const REFUSAL_STATUS: Record<string, number> = {
-  bad_format: 400,
-  bad_checksum: 400,
-  bad_value: 400,
-  unknown_id: 404,
-  unknown_scan: 404,
-  unknown_item: 404,
-  blocked: 403,
-  wrong_venue: 403,
-  wrong_gate: 403,
-  no_venue: 403,
-  already_redeemed: 409,
-  scan_conflict: 409,
-  expired: 410,
-  throttled: 429,
-  not_active: 422,
-  not_yet_valid: 422,
-  wrong_kind: 422,
-  insufficient_value: 422,
-};

@@ -1,3 +1,5 @@
+import { idStatus, type IdStatus, type Outcome } from '../admin/ids';
+import type { Context } from '../app/context';
 import type { CatalogCache } from '../catalog/cache';
 import type { TokenInfo } from '../catalog/schema';
 import type { Config } from '../config/config';
@@ -34,6 +36,8 @@ export interface Granted {
   left: number;
   record?: string;
   duplicate?: boolean;
+  /** On a retry: the redemption has been reversed since. */
+  reversed?: boolean;
 }
 
 export interface Refusal {
@@ -46,21 +50,24 @@ export interface Refusal {
 
 export type Answer = ({ ok: true } & Granted) | ({ ok: false } & Refusal);
 
-type Raw = ['ok', string, string, number, number, string?, number?] | ['no', string, ...(string | number)[]];
+type Raw = ['ok', string, string, number, number, string?, number?, number?] | ['no', string, ...(string | number)[]];
 type RawReverse = ['ok', string, number, number, string, number] | ['no', string];
 
 export class Redemption {
   readonly throttle: GuessThrottle;
 
+  private readonly cfg: Config;
+  private readonly redis: RedisClient;
+  private readonly scripts: Scripts;
+  private readonly ids: IdKeys;
+
   constructor(
-    private readonly cfg: Config,
-    private readonly redis: RedisClient,
-    private readonly scripts: Scripts,
-    private readonly ids: IdKeys,
+    private readonly ctx: Context,
     private readonly catalog: CatalogCache,
     private readonly metrics: Metrics,
   ) {
-    this.throttle = new GuessThrottle(redis, ids, cfg.guessLimit, cfg.guessWindowSec);
+    ({ cfg: this.cfg, redis: this.redis, scripts: this.scripts, ids: this.ids } = ctx);
+    this.throttle = new GuessThrottle(ctx.redis, ctx.ids, ctx.cfg.guessLimit, ctx.cfg.guessWindowSec);
   }
 
   redeem(token: TokenInfo, req: ScanRequest): Promise<Answer> {
@@ -94,7 +101,7 @@ export class Redemption {
     let raw: Raw;
     const t0 = performance.now();
     if (op === 'validate') {
-      raw = await this.scripts.run<Raw>('validate', [idKey], [now, venue, gate, item, amount, dir]);
+      raw = await this.scripts.run<Raw>('validate', [idKey], [now, venue, gate, item, amount, dir, qty]);
     } else {
       const scanKey = `${token.name}:${req.scan}`;
       const terms = `${idKey}|${item}|${qty}|${dir}`;
@@ -111,11 +118,22 @@ export class Redemption {
     }
     this.metrics.scriptSeconds.observe({ script: op }, (performance.now() - t0) / 1000);
     const answer = toAnswer(raw);
-    if (!answer.ok && answer.reason === 'unknown_id') {
-      this.metrics.unknownIds.inc();
-      if (await this.throttle.miss(token.name)) this.metrics.throttled.inc();
-    }
+    if (!answer.ok && answer.reason === 'unknown_id') await this.missed(token.name);
     return answer;
+  }
+
+  /** A scanner's look at an ID: throttled and counted like a scan, so it is no way around the guess limit. */
+  async status(token: TokenInfo, id: unknown): Promise<Outcome<IdStatus> | ({ ok: false } & Refusal)> {
+    const wait = this.throttle.retryAfter(token.name);
+    if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
+    const s = await idStatus(this.ctx, id);
+    if (!s.ok && s.reason === 'unknown_id') await this.missed(token.name);
+    return s;
+  }
+
+  private async missed(scanner: string): Promise<void> {
+    this.metrics.unknownIds.inc();
+    if (await this.throttle.miss(scanner)) this.metrics.throttled.inc();
   }
 
   /** Undoes one earlier redemption of this scanner, by its scan id, once. */
@@ -134,7 +152,7 @@ export class Redemption {
 }
 
 function toAnswer(r: Raw): Answer {
-  if (r[0] === 'ok') return { ok: true, kind: r[1], action: r[2], amount: r[3], left: r[4], record: r[5], duplicate: r[6] === 1 };
+  if (r[0] === 'ok') return { ok: true, kind: r[1], action: r[2], amount: r[3], left: r[4], record: r[5], duplicate: r[6] === 1, reversed: r[7] === 1 };
   const reason = r[1];
   switch (reason) {
     case 'already_redeemed':

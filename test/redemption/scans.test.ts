@@ -1,0 +1,352 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { gateway, seedCatalog, soldIds, startHarness, type Harness, type Msg } from '../helpers/env';
+import {
+  balanceOf,
+  hashOf,
+  http,
+  idFields,
+  loadRedemptionCatalog,
+  PRICE,
+  recordsOf,
+  Scanner,
+  scannerToken,
+  streamLength,
+  uniq,
+  VENUE,
+  WALLET_FACE,
+  type Catalog,
+} from './util';
+
+/**
+ * Scan ids: a retry returns the first answer and changes nothing, the same scan
+ * id for something else is a conflict, a reversal undoes one scan once, and
+ * fifty scanners racing for one single-entry ticket let exactly one person in.
+ */
+let h: Harness;
+let gw: Gateway;
+let cat: Catalog;
+let tok: string;
+let name: string;
+let s: Scanner;
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h);
+  cat = await loadRedemptionCatalog(h);
+  gw = await gateway(h);
+  ({ tok, name } = await scannerToken(h));
+  s = await Scanner.connect(gw.port, tok);
+});
+afterAll(async () => {
+  await s?.close();
+  await gw?.close();
+  await h?.stop();
+});
+
+const sold = async (p: Parameters<typeof soldIds>[1]): Promise<string> => (await soldIds(h, p, 1))[0]!;
+const CONFLICT = { op: 'refused', reason: 'scan_conflict', message: 'this scan id was used for another ID or item' };
+
+describe('idempotent retries', () => {
+  it('entry: a retry returns the first answer with duplicate:true and lets nobody else in', async () => {
+    const id = await sold(cat.ticket);
+    const scan = uniq();
+    const first = await s.redeem({ scan, id });
+    expect(first).toEqual({ op: 'redeemed', scan, kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
+    const fields = await idFields(h, id);
+    const len = await streamLength(h, id);
+    for (let i = 0; i < 3; i++) expect(await s.redeem({ scan, id })).toEqual({ ...first, duplicate: true });
+    expect(await idFields(h, id)).toEqual(fields);
+    expect(await streamLength(h, id)).toBe(len);
+    expect(await recordsOf(h, id)).toHaveLength(1);
+  });
+
+  it('goods: a late retry returns the value left at the time of the first answer, and debits nothing', async () => {
+    const id = await sold(cat.wallet);
+    const a = uniq('a');
+    const b = uniq('b');
+    expect(await s.redeem({ scan: a, id, item: 'beer' })).toEqual({ op: 'redeemed', scan: a, kind: 'goods', action: 'spend', amount: PRICE.beer, valueLeft: 5_500_000, item: 'beer' });
+    expect(await s.redeem({ scan: b, id, item: 'water', qty: 2 })).toMatchObject({ op: 'redeemed', valueLeft: 3_500_000 });
+    const len = await streamLength(h, id);
+    expect(await s.redeem({ scan: a, id, item: 'beer' })).toEqual({ op: 'redeemed', scan: a, kind: 'goods', action: 'spend', amount: PRICE.beer, valueLeft: 5_500_000, item: 'beer', duplicate: true });
+    expect(await s.redeem({ scan: b, id, item: 'water', qty: 2 })).toMatchObject({ op: 'redeemed', valueLeft: 3_500_000, duplicate: true });
+    expect(await balanceOf(h, id)).toBe(3_500_000);
+    expect(await streamLength(h, id)).toBe(len);
+  });
+
+  it('service: a retry uses nothing', async () => {
+    const id = await sold(cat.spa);
+    const scan = uniq();
+    expect(await s.redeem({ scan, id, item: 'massage' })).toMatchObject({ op: 'redeemed', usesLeft: 1 });
+    expect(await s.redeem({ scan, id, item: 'massage' })).toEqual({ op: 'redeemed', scan, kind: 'service', action: 'use', amount: 1, usesLeft: 1, item: 'massage', duplicate: true });
+    expect(await balanceOf(h, id)).toBe(1);
+  });
+
+  it('a scanner that lost its socket retries over HTTP with the same scan id: the first answer, no second debit', async () => {
+    const id = await sold(cat.wallet);
+    const scan = uniq();
+    expect(await s.redeem({ scan, id, item: 'beer' })).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.beer });
+    const r = await http(gw.port, 'POST', '/v1/redeem', tok, { scan, id, item: 'beer' });
+    expect(r).toEqual({ status: 200, json: { kind: 'goods', action: 'spend', amount: PRICE.beer, valueLeft: WALLET_FACE - PRICE.beer, item: 'beer', duplicate: true } });
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.beer);
+    expect(await recordsOf(h, id)).toHaveLength(1);
+  });
+
+  it('twenty copies of one scan sent at once: one redemption, every answer the same grant', async () => {
+    const id = await sold(cat.wallet);
+    const scan = uniq();
+    const answers = await Promise.all(Array.from({ length: 20 }, () => s.redeem({ scan, id, item: 'water' })));
+    const want = { op: 'redeemed', scan, kind: 'goods', action: 'spend', amount: PRICE.water, valueLeft: WALLET_FACE - PRICE.water, item: 'water' };
+    expect(answers.filter((a) => !a.duplicate)).toEqual([want]);
+    expect(answers.filter((a) => a.duplicate)).toEqual(Array(19).fill({ ...want, duplicate: true }));
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
+    expect(await recordsOf(h, id)).toHaveLength(1);
+  });
+});
+
+describe('scan_conflict', () => {
+  it('the same scan id with another ID, item, quantity or direction is refused and changes nothing', async () => {
+    const [id, other] = (await soldIds(h, cat.wallet, 2)) as [string, string];
+    const scan = uniq();
+    expect(await s.redeem({ scan, id, item: 'water' })).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.water });
+    expect(await s.redeem({ scan, id: other, item: 'water' })).toEqual({ ...CONFLICT, scan });
+    expect(await s.redeem({ scan, id, item: 'beer' })).toEqual({ ...CONFLICT, scan });
+    expect(await s.redeem({ scan, id, item: 'water', qty: 2 })).toEqual({ ...CONFLICT, scan });
+    expect(await s.redeem({ scan, id, item: 'water', dir: 'out' })).toEqual({ ...CONFLICT, scan });
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
+    expect(await balanceOf(h, other)).toBe(WALLET_FACE);
+    expect(await recordsOf(h, other)).toEqual([]);
+    // The conflicts did not disturb the first answer: a true retry still gets it.
+    expect(await s.redeem({ scan, id, item: 'water', qty: 1 })).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.water, duplicate: true });
+  });
+
+  it('a ticket scan id reused for another ticket is a conflict: the second ticket is not used', async () => {
+    const [a, b] = (await soldIds(h, cat.ticket, 2)) as [string, string];
+    const scan = uniq();
+    expect(await s.redeem({ scan, id: a })).toMatchObject({ op: 'redeemed' });
+    expect(await s.redeem({ scan, id: b })).toEqual({ ...CONFLICT, scan });
+    expect(await balanceOf(h, b)).toBe(1);
+  });
+
+  it('scan ids belong to one scanner: another scanner may use the same scan id', async () => {
+    const [a, b] = (await soldIds(h, cat.ticket, 2)) as [string, string];
+    const other = await Scanner.connect(gw.port, (await scannerToken(h)).tok);
+    expect(await s.redeem({ scan: 'shared-1', id: a })).toMatchObject({ op: 'redeemed', entriesLeft: 0 });
+    expect(await other.redeem({ scan: 'shared-1', id: b })).toEqual({ op: 'redeemed', scan: 'shared-1', kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
+    await other.close();
+  });
+
+  it('a refused scan keeps nothing: its scan id may be used again for another ID', async () => {
+    const [used, fresh] = (await soldIds(h, cat.ticket, 2)) as [string, string];
+    await s.redeem({ scan: uniq(), id: used });
+    const scan = uniq();
+    expect(await s.redeem({ scan, id: used })).toMatchObject({ op: 'refused', reason: 'already_redeemed' });
+    expect(await s.redeem({ scan, id: fresh })).toEqual({ op: 'redeemed', scan, kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
+  });
+});
+
+describe('reverse', () => {
+  it('goods: gives the value back once; a second reverse answers the same with duplicate:true', async () => {
+    const id = await sold(cat.wallet);
+    const scan = uniq();
+    const t0 = Date.now();
+    await s.redeem({ scan, id, item: 'beer', qty: 2 });
+    await s.redeem({ scan: uniq(), id, item: 'water' });
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE - 2 * PRICE.beer - PRICE.water);
+
+    const first = await s.reverse(scan, 'not handed over');
+    expect(first).toEqual({ op: 'reversed', scan, kind: 'goods', action: 'reverse', amount: 2 * PRICE.beer, valueLeft: WALLET_FACE - PRICE.water });
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
+    const len = await streamLength(h, id);
+    expect(await s.reverse(scan, 'again')).toEqual({ ...first, duplicate: true });
+    expect(await s.reverse(scan)).toEqual({ ...first, duplicate: true });
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
+    expect(await streamLength(h, id)).toBe(len);
+
+    const recs = await recordsOf(h, id);
+    expect(recs).toHaveLength(3);
+    const rev = recs[2]!;
+    expect(rev).toEqual({
+      streamId: expect.any(String),
+      type: 'reverse',
+      scan,
+      scanner: name,
+      id: hashOf(h, id),
+      kind: 'goods',
+      action: 'spend',
+      venue: VENUE,
+      gate: '',
+      item: 'beer',
+      qty: '2',
+      amount: String(-2 * PRICE.beer),
+      before: String(WALLET_FACE - 2 * PRICE.beer - PRICE.water),
+      after: String(WALLET_FACE - PRICE.water),
+      time: expect.any(String),
+      reason: 'not handed over',
+    });
+    expect(Number(rev.time)).toBeGreaterThanOrEqual(t0);
+    expect(Number(rev.time)).toBeLessThanOrEqual(Date.now());
+
+    // A retry of the reversed redeem returns its first answer and takes nothing again.
+    expect(await s.redeem({ scan, id, item: 'beer', qty: 2 })).toMatchObject({ op: 'redeemed', amount: 2 * PRICE.beer, duplicate: true });
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
+    expect(await recordsOf(h, id)).toHaveLength(3);
+  });
+
+  it('entry: gives the entry back once', async () => {
+    const id = await sold(cat.ticket);
+    const scan = uniq();
+    await s.redeem({ scan, id, gate: 'east' });
+    expect(await s.reverse(scan, 'misread')).toEqual({ op: 'reversed', scan, kind: 'entry', action: 'reverse', amount: 1, entriesLeft: 1 });
+    expect(await s.reverse(scan, 'misread')).toEqual({ op: 'reversed', scan, kind: 'entry', action: 'reverse', amount: 1, entriesLeft: 1, duplicate: true });
+    const f = await idFields(h, id);
+    expect(f.bal).toBe('1');
+    expect(f.inside).not.toBe('1'); // the holder is not inside
+    expect((await recordsOf(h, id)).map((r) => [r.type, r.action, r.amount, r.before, r.after, r.gate])).toEqual([
+      ['redeem', 'entry', '1', '1', '0', 'east'],
+      ['reverse', 'entry', '-1', '0', '1', 'east'],
+    ]);
+    // The entry is there to use again, once.
+    expect(await s.redeem({ scan: uniq(), id })).toMatchObject({ op: 'redeemed', action: 'entry', entriesLeft: 0 });
+    expect(await s.redeem({ scan: uniq(), id })).toMatchObject({ op: 'refused', reason: 'already_redeemed' });
+  });
+
+  it('service: gives the use back once', async () => {
+    const id = await sold(cat.spa);
+    const scan = uniq();
+    await s.redeem({ scan, id });
+    await s.redeem({ scan: uniq(), id });
+    expect(await balanceOf(h, id)).toBe(0);
+    expect(await s.reverse(scan)).toEqual({ op: 'reversed', scan, kind: 'service', action: 'reverse', amount: 1, usesLeft: 1 });
+    expect(await s.reverse(scan)).toMatchObject({ usesLeft: 1, duplicate: true });
+    expect(await balanceOf(h, id)).toBe(1);
+  });
+
+  it('a reversed entry on a re-entry ticket leaves one entry: one admission after it, not two', async () => {
+    const id = await sold(cat.reentry);
+    const scan = uniq();
+    await s.redeem({ scan, id });
+    expect(await s.reverse(scan, 'misread')).toMatchObject({ op: 'reversed', entriesLeft: 1 });
+    // The holder is not inside and has one entry: coming in uses it, and a second
+    // "in" while the first holder is inside is a second person.
+    const ins = [await s.redeem({ scan: uniq('in'), id }), await s.redeem({ scan: uniq('in2'), id })];
+    expect(ins.map((a) => [a.op, a.action ?? a.reason, a.entriesLeft])).toEqual([
+      ['redeemed', 'entry', 0],
+      ['refused', 'already_redeemed', undefined],
+    ]);
+    expect(await balanceOf(h, id)).toBe(0);
+  });
+
+  it('a reversed exit on a re-entry ticket puts the holder back inside: nobody else comes in on it', async () => {
+    const id = await sold(cat.reentry);
+    await s.redeem({ scan: uniq('in'), id });
+    const out = uniq('out');
+    expect(await s.redeem({ scan: out, id, dir: 'out' })).toMatchObject({ op: 'redeemed', action: 'exit' });
+    expect(await s.reverse(out, 'misread')).toEqual({ op: 'reversed', scan: out, kind: 'entry', action: 'reverse', amount: 0, entriesLeft: 0 });
+    // The holder never left, so an "in" on the same ticket is a second person.
+    expect(await s.redeem({ scan: uniq('in2'), id })).toMatchObject({ op: 'refused', reason: 'already_redeemed' });
+  });
+
+  it('unknown_scan: never redeemed, refused, or another scanner\'s scan', async () => {
+    expect(await s.reverse('never-seen')).toEqual({ op: 'refused', scan: 'never-seen', reason: 'unknown_scan', message: 'no redemption with this scan id' });
+    const id = await sold(cat.wallet);
+    const refused = uniq();
+    expect(await s.redeem({ scan: refused, id, item: 'beer', qty: 3 })).toMatchObject({ op: 'refused', reason: 'insufficient_value' });
+    expect(await s.reverse(refused)).toMatchObject({ op: 'refused', scan: refused, reason: 'unknown_scan' });
+    const mine = uniq();
+    await s.redeem({ scan: mine, id, item: 'beer' });
+    const other = await Scanner.connect(gw.port, (await scannerToken(h)).tok);
+    expect(await other.reverse(mine)).toMatchObject({ op: 'refused', reason: 'unknown_scan' });
+    await other.close();
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.beer);
+    expect(await recordsOf(h, id)).toHaveLength(1);
+  });
+});
+
+describe('conservation', () => {
+  it('after a mixed run on one goods ID, face = value left + the sum of its record amounts', async () => {
+    const id = await sold(cat.wallet);
+    const scans = Array.from({ length: 8 }, (_, i) => uniq(`m${i}`));
+    const ops: Promise<Msg>[] = [
+      s.redeem({ scan: scans[0]!, id, item: 'water', qty: 2 }),
+      s.redeem({ scan: scans[1]!, id, item: 'beer' }),
+      s.redeem({ scan: scans[2]!, id, item: 'water' }),
+      s.redeem({ scan: scans[3]!, id, item: 'beer', qty: 2 }),
+      s.redeem({ scan: scans[4]!, id, item: 'cake' }),
+    ];
+    await Promise.all(ops);
+    await s.redeem({ scan: scans[0]!, id, item: 'water', qty: 2 }); // retry
+    await s.reverse(scans[1]!);
+    await s.reverse(scans[1]!); // second reverse gives nothing
+    await s.validate({ id, item: 'beer' });
+    await s.redeem({ scan: scans[5]!, id, item: 'beer' });
+    await http(gw.port, 'POST', '/v1/redeem', tok, { scan: scans[6]!, id, item: 'water' });
+    await http(gw.port, 'POST', '/v1/reverse', tok, { scan: scans[2]! });
+    await s.redeem({ scan: scans[7]!, id, item: 'water', qty: 5 });
+
+    const recs = await recordsOf(h, id);
+    const bal = await balanceOf(h, id);
+    expect(recs.filter((r) => r.type === 'reverse')).toHaveLength(2);
+    expect(recs.every((r) => (r.type === 'reverse') === Number(r.amount) < 0)).toBe(true);
+    expect(WALLET_FACE).toBe(bal + recs.reduce((sum, r) => sum + Number(r.amount), 0));
+    // Each record starts where the one before ended.
+    let prev = WALLET_FACE;
+    for (const r of recs) {
+      expect(Number(r.before)).toBe(prev);
+      expect(Number(r.after)).toBe(Number(r.before) - Number(r.amount));
+      prev = Number(r.after);
+    }
+    expect(prev).toBe(bal);
+    expect(bal).toBeGreaterThanOrEqual(0);
+  });
+});
+
+describe('concurrency', () => {
+  it('50 scanners on 50 sockets redeem one single-entry ticket at once: exactly one ok', async () => {
+    const id = await sold(cat.ticket);
+    const scanners = await Promise.all(
+      Array.from({ length: 50 }, async (_, i) => Scanner.connect(gw.port, (await scannerToken(h, { venue: VENUE, gate: `g${i}` })).tok, { binary: i % 2 === 0 })),
+    );
+    try {
+      const answers = await Promise.all(scanners.map((sc, i) => sc.redeem({ scan: `race-${i}`, id })));
+      const ok = answers.filter((a) => a.op === 'redeemed');
+      expect(ok).toHaveLength(1);
+      expect(ok[0]).toMatchObject({ kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
+      const winner = answers.indexOf(ok[0]!);
+      const f = await idFields(h, id);
+      expect(f.fgate).toBe(`g${winner}`);
+      const refused = answers.filter((a) => a.op !== 'redeemed');
+      expect(refused).toHaveLength(49);
+      for (const r of refused) {
+        expect(r).toEqual({ op: 'refused', scan: r.scan, reason: 'already_redeemed', message: 'already used', firstUsed: { time: Number(f.first), venue: VENUE, gate: `g${winner}` } });
+      }
+      const recs = await recordsOf(h, id);
+      expect(recs).toHaveLength(1);
+      expect(recs[0]).toMatchObject({ scan: `race-${winner}`, gate: `g${winner}`, amount: '1', before: '1', after: '0' });
+      expect(await balanceOf(h, id)).toBe(0);
+    } finally {
+      await Promise.all(scanners.map((sc) => sc.close()));
+    }
+  });
+
+  it('50 HTTP requests redeem one single-entry ticket at once: exactly one 200', async () => {
+    const id = await sold(cat.ticket);
+    const rs = await Promise.all(Array.from({ length: 50 }, (_, i) => http(gw.port, 'POST', '/v1/redeem', tok, { scan: `hrace-${i}`, id })));
+    expect(rs.filter((r) => r.status === 200)).toEqual([{ status: 200, json: { kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 } }]);
+    const conflicts = rs.filter((r) => r.status === 409);
+    expect(conflicts).toHaveLength(49);
+    for (const r of conflicts) expect(r.json.error).toMatchObject({ reason: 'already_redeemed', firstUsed: { venue: VENUE, gate: '' } });
+    expect(await recordsOf(h, id)).toHaveLength(1);
+  });
+
+  it('50 spends of 1.00 on a 10.00 wallet at once: exactly ten go through, the value ends at 0', async () => {
+    const id = await sold(cat.wallet);
+    const answers = await Promise.all(Array.from({ length: 50 }, (_, i) => s.redeem({ scan: `spend-${i}`, id, item: 'water' })));
+    const ok = answers.filter((a) => a.op === 'redeemed');
+    expect(ok).toHaveLength(10);
+    expect(ok.map((a) => a.valueLeft).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => n * 1_000_000));
+    expect(answers.filter((a) => a.op === 'refused')).toEqual(Array(40).fill(expect.objectContaining({ op: 'refused', reason: 'insufficient_value', valueLeft: 0 })));
+    expect(await balanceOf(h, id)).toBe(0);
+    expect(await recordsOf(h, id)).toHaveLength(10);
+  });
+});

@@ -1,0 +1,352 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { setIdState } from '../../src/admin/ids';
+import { createToken, tokenHash } from '../../src/catalog/store';
+import type { Gateway } from '../../src/gateway/server';
+import { generateId } from '../../src/ids/idnum';
+import { keys } from '../../src/redis/keys';
+import { Client, gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness, type Msg } from '../helpers/env';
+import {
+  balanceOf,
+  http,
+  idFields,
+  loadRedemptionCatalog,
+  metric,
+  metricsText,
+  OTHER_VENUE,
+  PRICE,
+  recordsOf,
+  Scanner,
+  scannerToken,
+  sleep,
+  uniq,
+  until,
+  VENUE,
+  WALLET_FACE,
+  type Catalog,
+} from './util';
+
+/**
+ * The scanner protocol on the wire: MessagePack and JSON over /v1/scanner with
+ * the reply in the request's encoding, the same operations over HTTP with the
+ * status code of each answer, bearer auth by role, the ID status lookup, a
+ * ticket on the switch socket, and the throttle on guessed IDs.
+ */
+let h: Harness;
+let gw: Gateway;
+let cat: Catalog;
+let scan: { tok: string; name: string };
+let switchTok: string;
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h);
+  cat = await loadRedemptionCatalog(h);
+  gw = await gateway(h);
+  scan = await scannerToken(h);
+  switchTok = await token(h, 'switch');
+});
+afterAll(async () => {
+  await gw?.close();
+  await h?.stop();
+});
+
+const sold = async (p: Parameters<typeof soldIds>[1]): Promise<string> => (await soldIds(h, p, 1))[0]!;
+const badCheck = (id: string): string => id.slice(0, -1) + String((Number(id.slice(-1)) + 1) % 10);
+const post = (path: string, body: unknown, tok = scan.tok) => http(gw.port, 'POST', path, tok, body);
+
+describe.each([
+  { enc: 'JSON text frames', binary: false },
+  { enc: 'MessagePack binary frames', binary: true },
+])('/v1/scanner in $enc', ({ binary }) => {
+  it('redeem, validate, reverse, status, ping: every reply in the request encoding', async () => {
+    const id = await sold(cat.wallet);
+    const s = await Scanner.connect(gw.port, scan.tok, { binary });
+    const sc = uniq();
+
+    const v = await s.requestGot({ op: 'validate', ref: 'v', id, item: 'beer' });
+    expect(v).toEqual({ binary, msg: { op: 'valid', ref: 'v', kind: 'goods', action: 'spend', amount: PRICE.beer, valueLeft: WALLET_FACE - PRICE.beer, item: 'beer' } });
+    const r = await s.requestGot({ op: 'redeem', ref: 7, scan: sc, id, item: 'beer' });
+    expect(r).toEqual({ binary, msg: { op: 'redeemed', ref: 7, scan: sc, kind: 'goods', action: 'spend', amount: PRICE.beer, valueLeft: WALLET_FACE - PRICE.beer, item: 'beer' } });
+    const d = await s.requestGot({ op: 'redeem', ref: 8, scan: sc, id, item: 'beer' });
+    expect(d).toEqual({ binary, msg: { ...r.msg, ref: 8, duplicate: true } });
+    const no = await s.requestGot({ op: 'redeem', ref: 9, scan: uniq(), id, item: 'beer', qty: 3 });
+    expect(no).toEqual({ binary, msg: { op: 'refused', ref: 9, scan: no.msg.scan, reason: 'insufficient_value', message: 'not enough value left', valueLeft: WALLET_FACE - PRICE.beer } });
+    const rv = await s.requestGot({ op: 'reverse', ref: 'rv', scan: sc, reason: 'till error' });
+    expect(rv).toEqual({ binary, msg: { op: 'reversed', ref: 'rv', scan: sc, kind: 'goods', action: 'reverse', amount: PRICE.beer, valueLeft: WALLET_FACE } });
+
+    const f = await idFields(h, id);
+    const st = await s.requestGot({ op: 'status', ref: 'st', id });
+    expect(st.binary).toBe(binary);
+    expect(st.msg).toEqual({
+      op: 'status',
+      ref: 'st',
+      state: 'sold',
+      product: 'wallet',
+      kind: 'goods',
+      currency: 'EUR',
+      face: WALLET_FACE,
+      balance: WALLET_FACE,
+      activeCalls: 0,
+      minted: Number(f.mint),
+      sold: Number(f.sold),
+      firstUse: Number(f.first),
+      expires: Number(f.exp),
+    });
+    expect(await s.requestGot({ op: 'status', ref: 'st2', id: generateId(16) })).toEqual({ binary, msg: { op: 'refused', ref: 'st2', reason: 'unknown_id', message: 'no such ID' } });
+
+    const p = await s.requestGot({ op: 'ping', ref: 'p' });
+    expect(p).toEqual({ binary, msg: { op: 'pong', ref: 'p', time: expect.any(Number) } });
+    expect(s.got.every((g) => g.binary === binary)).toBe(true);
+    await s.close();
+  });
+
+  it('one frame may carry an array of requests; each is answered', async () => {
+    const [a, b] = (await soldIds(h, cat.ticket, 2)) as [string, string];
+    const s = await Scanner.connect(gw.port, scan.tok, { binary });
+    const sa = uniq();
+    s.send([
+      { op: 'redeem', ref: 'a', scan: sa, id: a },
+      { op: 'validate', ref: 'b', id: b },
+      { op: 'ping', ref: 'c' },
+      { op: 'redeem', ref: 'd', id: b },
+    ]);
+    const [ra, rb, rc, rd] = await Promise.all(['a', 'b', 'c', 'd'].map((ref) => s.waitFor((m) => m.ref === ref)));
+    expect(ra).toEqual({ binary, msg: { op: 'redeemed', ref: 'a', scan: sa, kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 } });
+    expect(rb).toEqual({ binary, msg: { op: 'valid', ref: 'b', kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 } });
+    expect(rc!.msg.op).toBe('pong');
+    // A redeem without a scan id is refused by the schema: nothing is used.
+    expect(rd).toEqual({ binary, msg: { op: 'error', ref: 'd', reason: 'missing_field', message: expect.stringContaining('scan') } });
+    expect(await balanceOf(h, b)).toBe(1);
+    await s.close();
+  });
+});
+
+describe('encodings on one socket', () => {
+  it('a scanner may mix JSON and MessagePack frames; each reply follows its own request', async () => {
+    const id = await sold(cat.ticket3);
+    const s = await Scanner.connect(gw.port, scan.tok);
+    const a = await s.requestGot({ op: 'redeem', scan: uniq(), id }, false);
+    const b = await s.requestGot({ op: 'redeem', scan: uniq(), id }, true);
+    const c = await s.requestGot({ op: 'validate', id }, false);
+    expect([a, b, c].map((g) => [g.binary, g.msg.op, g.msg.entriesLeft])).toEqual([
+      [false, 'redeemed', 2],
+      [true, 'redeemed', 1],
+      [false, 'valid', 0],
+    ]);
+    await s.close();
+  });
+});
+
+describe('HTTP: POST /v1/redeem, /v1/validate, /v1/reverse', () => {
+  const err = (reason: string, message: string, extra: object = {}) => ({ error: { reason, message, ...extra } });
+
+  it('ok answers are 200 with what was granted', async () => {
+    const t = await sold(cat.ticket);
+    const w = await sold(cat.wallet);
+    const sv = await sold(cat.spa);
+    expect(await post('/v1/validate', { id: t, gate: 'east' })).toEqual({ status: 200, json: { kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 } });
+    expect(await post('/v1/redeem', { scan: 'h1', id: t, gate: 'east' })).toEqual({ status: 200, json: { kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 } });
+    expect(await post('/v1/redeem', { scan: 'h1', id: t, gate: 'east' })).toEqual({ status: 200, json: { kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0, duplicate: true } });
+    expect(await post('/v1/redeem', { scan: 'h2', id: w, item: 'water', qty: 4 })).toEqual({
+      status: 200,
+      json: { kind: 'goods', action: 'spend', amount: 4 * PRICE.water, valueLeft: WALLET_FACE - 4 * PRICE.water, item: 'water' },
+    });
+    expect(await post('/v1/redeem', { scan: 'h3', id: sv, item: 'massage' })).toEqual({ status: 200, json: { kind: 'service', action: 'use', amount: 1, usesLeft: 1, item: 'massage' } });
+    expect(await post('/v1/reverse', { scan: 'h2', reason: 'refund' })).toEqual({ status: 200, json: { kind: 'goods', action: 'reverse', amount: 4 * PRICE.water, valueLeft: WALLET_FACE } });
+    expect(await post('/v1/reverse', { scan: 'h2', reason: 'refund' })).toEqual({ status: 200, json: { kind: 'goods', action: 'reverse', amount: 4 * PRICE.water, valueLeft: WALLET_FACE, duplicate: true } });
+    expect(await balanceOf(h, w)).toBe(WALLET_FACE);
+    expect((await recordsOf(h, t)).map((r) => [r.scan, r.scanner, r.gate])).toEqual([['h1', scan.name, 'east']]);
+  });
+
+  it('every refusal with its status code and {error: {reason, message, ...details}}', async () => {
+    const used = await sold(cat.ticket);
+    expect((await post('/v1/redeem', { scan: uniq(), id: used, gate: 'g1' })).status).toBe(200);
+    const f = await idFields(h, used);
+    const poor = await sold(cat.wallet);
+    expect((await post('/v1/redeem', { scan: uniq(), id: poor, item: 'beer', qty: 2 })).status).toBe(200);
+    const [unsold] = await mint(h, cat.ticket);
+    const blocked = await sold(cat.ticket);
+    await setIdState(h.ctx, blocked, 'block');
+    const [talk] = await soldIds(h, talkProduct());
+    const conflictScan = uniq();
+    const w2 = await sold(cat.wallet);
+    expect((await post('/v1/redeem', { scan: conflictScan, id: w2, item: 'water' })).status).toBe(200);
+    const southTok = (await scannerToken(h, { venue: VENUE, gate: 'south' })).tok;
+    const clubTok = (await scannerToken(h, { venue: OTHER_VENUE })).tok;
+
+    const cases: [string, unknown, number, object, string?][] = [
+      ['/v1/redeem', { scan: uniq(), id: badCheck(used) }, 400, err('bad_checksum', 'the ID is mistyped (check digit)')],
+      ['/v1/redeem', { scan: uniq(), id: '1234' }, 400, err('bad_format', 'not an ID number')],
+      ['/v1/redeem', { scan: uniq(), id: generateId(16) }, 404, err('unknown_id', 'no such ID')],
+      ['/v1/redeem', { scan: uniq(), id: unsold }, 422, err('not_active', 'the ID has not been sold')],
+      ['/v1/redeem', { scan: uniq(), id: blocked }, 403, err('blocked', 'the ID is blocked')],
+      ['/v1/redeem', { scan: uniq(), id: await sold(cat.past) }, 410, err('expired', 'the ID has expired')],
+      ['/v1/redeem', { scan: uniq(), id: await sold(cat.future) }, 422, err('not_yet_valid', 'not valid yet', { validFrom: cat.future.validFrom })],
+      ['/v1/redeem', { scan: uniq(), id: await sold(cat.ticket) }, 403, err('wrong_venue', 'not valid at this venue'), clubTok],
+      ['/v1/redeem', { scan: uniq(), id: await sold(cat.gated), gate: 'north' }, 403, err('wrong_gate', 'not valid at this gate'), southTok],
+      ['/v1/redeem', { scan: uniq(), id: used }, 409, err('already_redeemed', 'already used', { firstUsed: { time: Number(f.first), venue: VENUE, gate: 'g1' } })],
+      ['/v1/redeem', { scan: uniq(), id: poor, item: 'beer' }, 422, err('insufficient_value', 'not enough value left', { valueLeft: 1_000_000 })],
+      ['/v1/redeem', { scan: uniq(), id: poor, item: 'cocktail' }, 404, err('unknown_item', 'this item is not sold here')],
+      ['/v1/redeem', { scan: uniq(), id: talk }, 422, err('wrong_kind', 'this ID is not for this use')],
+      ['/v1/redeem', { scan: conflictScan, id: w2, item: 'beer' }, 409, err('scan_conflict', 'this scan id was used for another ID or item')],
+      ['/v1/validate', { id: used }, 409, err('already_redeemed', 'already used', { firstUsed: { time: Number(f.first), venue: VENUE, gate: 'g1' } })],
+      ['/v1/validate', { id: blocked }, 403, err('blocked', 'the ID is blocked')],
+      ['/v1/reverse', { scan: 'never-redeemed' }, 404, err('unknown_scan', 'no redemption with this scan id')],
+    ];
+    for (const [path, body, status, json, tok] of cases) {
+      expect({ path, body, ...(await post(path, body, tok)) }).toEqual({ path, body, status, json });
+    }
+    // None of it changed a balance.
+    expect(await balanceOf(h, unsold!)).toBe(0);
+    expect(await balanceOf(h, blocked)).toBe(1);
+    expect(await balanceOf(h, talk!)).toBe(talkProduct().face);
+    expect(await balanceOf(h, poor)).toBe(1_000_000);
+    expect(await balanceOf(h, w2)).toBe(WALLET_FACE - PRICE.water);
+  });
+
+  it('malformed bodies are 400 with the schema reason', async () => {
+    expect(await post('/v1/redeem', { id: generateId(16) })).toEqual({ status: 400, json: { error: { reason: 'missing_field', message: expect.stringContaining('scan') } } });
+    expect((await post('/v1/redeem', { scan: 'x', id: 1234567890123456 })).json.error.reason).toBe('bad_type');
+    expect((await post('/v1/redeem', { scan: 'x', id: generateId(16), qty: 0 })).json.error.reason).toBe('bad_value');
+    expect((await post('/v1/redeem', { scan: 'x', id: generateId(16), dir: 'up' })).status).toBe(400);
+    expect((await post('/v1/redeem', { scan: 'has space', id: generateId(16) })).status).toBe(400);
+    expect((await post('/v1/reverse', {})).json).toEqual({ error: { reason: 'missing_field', message: expect.any(String) } });
+  });
+});
+
+describe('auth', () => {
+  it('/v1/scanner: no token → 401, unknown token → 401, a switch token → 403; /v1/switch refuses a scanner token', async () => {
+    await expect(Scanner.connect(gw.port, '')).rejects.toMatchObject({ status: 401 });
+    await expect(Scanner.connect(gw.port, 'tsk_nope')).rejects.toMatchObject({ status: 401 });
+    const e = await Scanner.connect(gw.port, switchTok).catch((x: { status: number; body: string }) => x);
+    expect(e).toMatchObject({ status: 403 });
+    expect(JSON.parse((e as { body: string }).body)).toEqual({ error: { reason: 'forbidden', message: 'role switch may not use this endpoint' } });
+    await expect(Scanner.connect(gw.port, scan.tok, { path: '/v1/switch' })).rejects.toMatchObject({ status: 403 });
+    // The token may also come as ?token= (browsers cannot set headers on a WebSocket).
+    const q = await Scanner.connect(gw.port, '', { path: `/v1/scanner?token=${encodeURIComponent(scan.tok)}` });
+    expect((await q.request({ op: 'ping', ref: 1 })).op).toBe('pong');
+    await q.close();
+  });
+
+  it('HTTP scanner endpoints: none → 401, a switch or sales token → 403', async () => {
+    const sales = await token(h, 'sales');
+    const id = await sold(cat.ticket);
+    for (const path of ['/v1/redeem', '/v1/validate', '/v1/reverse']) {
+      const body = { scan: uniq(), id };
+      expect(await http(gw.port, 'POST', path, undefined, body)).toEqual({ status: 401, json: { error: { reason: 'unauthorized', message: 'bearer token required' } } });
+      expect(await http(gw.port, 'POST', path, 'tsk_nope', body)).toEqual({ status: 401, json: { error: { reason: 'unauthorized', message: 'unknown token' } } });
+      expect(await http(gw.port, 'POST', path, switchTok, body)).toEqual({ status: 403, json: { error: { reason: 'forbidden', message: 'role switch may not use this endpoint' } } });
+      expect((await http(gw.port, 'POST', path, sales, body)).status).toBe(403);
+    }
+    expect(await balanceOf(h, id)).toBe(1);
+    expect(await recordsOf(h, id)).toEqual([]);
+  });
+
+  it('a scanner token needs a venue: the store refuses one without, and a stored one without redeems nothing', async () => {
+    await expect(createToken(h.ctx.redis, { name: 'novenue', role: 'scanner' })).rejects.toThrow('a scanner token needs --venue');
+    // One written around the store (an older catalog) is refused at every scan.
+    const raw = 'tsk_raw-scanner-without-venue';
+    await h.r.hset(keys.tokens, tokenHash(raw), JSON.stringify({ name: 'raw-scanner', role: 'scanner', created: Date.now() }));
+    const id = await sold(cat.ticket);
+    expect(await http(gw.port, 'POST', '/v1/redeem', raw, { scan: 'nv', id })).toEqual({ status: 403, json: { error: { reason: 'no_venue', message: 'this scanner token has no venue' } } });
+    expect(await balanceOf(h, id)).toBe(1);
+  });
+
+  it('GET /v1/ids/:id/status: scanner or admin; not switch; not without a token', async () => {
+    const id = await sold(cat.ticket);
+    await post('/v1/redeem', { scan: uniq(), id });
+    const f = await idFields(h, id);
+    const want = { state: 'sold', product: 'ticket', kind: 'entry', currency: 'EUR', face: 1, balance: 0, activeCalls: 0, minted: Number(f.mint), sold: Number(f.sold), firstUse: Number(f.first) };
+    expect(await http(gw.port, 'GET', `/v1/ids/${id}/status`, scan.tok)).toEqual({ status: 200, json: want });
+    expect(await http(gw.port, 'GET', `/v1/ids/${id}/status`, await token(h, 'admin'))).toEqual({ status: 200, json: want });
+    expect((await http(gw.port, 'GET', `/v1/ids/${id}/status`, switchTok)).status).toBe(403);
+    expect((await http(gw.port, 'GET', `/v1/ids/${id}/status`)).status).toBe(401);
+    expect(await http(gw.port, 'GET', `/v1/ids/${generateId(16)}/status`, scan.tok)).toEqual({ status: 404, json: { error: { reason: 'unknown_id', message: 'unknown id' } } });
+    expect((await http(gw.port, 'GET', `/v1/ids/${badCheck(id)}/status`, scan.tok)).json.error.reason).toBe('bad_checksum');
+  });
+});
+
+describe('wrong_kind on the switch socket', () => {
+  it('a ticket, a goods or a service ID on a call start is refused wrong_kind and nothing is used', async () => {
+    const c = await Client.connect(gw.port, switchTok);
+    for (const p of [cat.ticket, cat.wallet, cat.spa]) {
+      const id = await sold(p);
+      const call = uniq('call');
+      expect(await c.request({ op: 'start', ref: call, call, id, dest: '4912345' })).toEqual({ op: 'error', ref: call, call, reason: 'wrong_kind', message: 'call refused: wrong_kind' });
+      expect(await balanceOf(h, id)).toBe(p.kind === 'goods' ? WALLET_FACE : p.kind === 'service' ? 2 : 1);
+    }
+    await c.close();
+  });
+});
+
+describe('throttling guessed IDs', () => {
+  const LIMIT = 3;
+  const WINDOW = 2;
+
+  it('guessLimit unknown IDs are answered normally, the one over the limit still unknown_id, then throttled (docs/scanners.md)', async () => {
+    const g = await gateway(h, { guessLimit: LIMIT, guessWindowSec: WINDOW });
+    try {
+      const s = await Scanner.connect(g.port, (await scannerToken(h)).tok);
+      const answers: Msg[] = [];
+      for (let i = 0; i < LIMIT + 3; i++) answers.push(await s.redeem({ scan: uniq(), id: generateId(16) }));
+      expect(answers.map((a) => a.reason)).toEqual([...Array(LIMIT + 1).fill('unknown_id'), 'throttled', 'throttled']);
+      const m = await metricsText(g.port);
+      expect(metric(m, 'tessera_unknown_id_scans_total')).toBe(LIMIT + 1);
+      expect(metric(m, 'tessera_scanner_throttled_total')).toBe(1);
+      await s.close();
+    } finally {
+      await g.close();
+    }
+  });
+
+  it('once throttled: every scan of that scanner waits, others go on, /metrics counts it, and after the window it works again', async () => {
+    const g = await gateway(h, { guessLimit: LIMIT, guessWindowSec: WINDOW });
+    try {
+      const a = await scannerToken(h);
+      const sa = await Scanner.connect(g.port, a.tok);
+      const sb = await Scanner.connect(g.port, (await scannerToken(h)).tok, { binary: true });
+      const [t1, t2, t3, t4] = (await soldIds(h, cat.ticket, 4)) as [string, string, string, string];
+
+      let unknown = 0;
+      let throttled: Msg | undefined;
+      for (let i = 0; i < LIMIT + 3 && !throttled; i++) {
+        const r = await sa.redeem({ scan: uniq(), id: generateId(16) });
+        if (r.reason === 'unknown_id') unknown++;
+        else throttled = r;
+      }
+      expect(throttled).toEqual({ op: 'refused', scan: throttled?.scan, reason: 'throttled', message: 'too many unknown IDs; wait', retryAfter: expect.any(Number) });
+      expect(unknown).toBe(LIMIT + 1);
+
+      // While throttled, even a real ticket waits (no Redis lookup at all), over every op and transport.
+      const r1 = await sa.redeem({ scan: uniq(), id: t1 });
+      expect(r1).toMatchObject({ op: 'refused', reason: 'throttled' });
+      expect(r1.retryAfter).toBeGreaterThanOrEqual(1);
+      expect(r1.retryAfter).toBeLessThanOrEqual(WINDOW);
+      expect(await sa.validate({ id: t1 })).toMatchObject({ op: 'refused', reason: 'throttled' });
+      const viaHttp = await http(g.port, 'POST', '/v1/redeem', a.tok, { scan: uniq(), id: t1 });
+      expect(viaHttp).toEqual({ status: 429, json: { error: { reason: 'throttled', message: 'too many unknown IDs; wait', retryAfter: expect.any(Number) } } });
+      expect(await balanceOf(h, t1)).toBe(1);
+
+      // Another scanner is not affected.
+      expect(await sb.redeem({ scan: 'b1', id: t2 })).toEqual({ op: 'redeemed', scan: 'b1', kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
+      expect(await sb.redeem({ scan: 'b2', id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'unknown_id' });
+      unknown++;
+
+      const m = await metricsText(g.port);
+      expect(metric(m, 'tessera_unknown_id_scans_total')).toBe(unknown);
+      expect(metric(m, 'tessera_scanner_throttled_total')).toBe(1);
+
+      // Wait out the window (the guess counter in Redis goes with it).
+      await sleep(r1.retryAfter * 1000);
+      await until(async () => (await h.r.keys(`ts:{b*}:guess:${a.name}`)).length === 0, 3000);
+      await until(async () => (await sa.validate({ id: t3 })).op === 'valid', 3000);
+      expect(await sa.redeem({ scan: uniq(), id: t3 })).toMatchObject({ op: 'redeemed', entriesLeft: 0 });
+      expect(await sa.redeem({ scan: uniq(), id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'unknown_id' });
+      expect(await sa.redeem({ scan: uniq(), id: t4 })).toMatchObject({ op: 'redeemed', entriesLeft: 0 });
+      expect(metric(await metricsText(g.port), 'tessera_scanner_throttled_total')).toBe(1);
+      await Promise.all([sa.close(), sb.close()]);
+    } finally {
+      await g.close();
+    }
+  });
+});
