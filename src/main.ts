@@ -5,6 +5,7 @@ import { ConfigError, loadConfig, type Config } from './config/config';
 import { startGateway } from './gateway/server';
 import { createLogger } from './observability/log';
 import { startEmbeddedRedis, type EmbeddedRedis } from './redis/embedded';
+import { DEMO_MEMBERS, Sandbox } from './sandbox/server';
 
 /** `npm start`: the gateway, with its own Redis child process when none is configured. */
 async function main(): Promise<void> {
@@ -31,6 +32,17 @@ async function main(): Promise<void> {
     });
   }
 
+  let sandbox: Sandbox | undefined;
+  if (!cfg.provider.url) {
+    sandbox = new Sandbox();
+    const port = await sandbox.listen(cfg.provider.sandboxPort);
+    cfg.provider.url = `http://127.0.0.1:${port}`;
+    log.warn(
+      { url: cfg.provider.url, members: DEMO_MEMBERS.map((m) => ({ name: m.name, card: m.card, pin: m.pin })) },
+      'PROVIDER_URL not set: the sandbox payment provider runs beside the gateway (no real money); set PROVIDER_URL for a real one',
+    );
+  }
+
   const gw = await startGateway(cfg, log, embedded?.url ?? cfg.redis.url);
   log.info({ url: `ws://localhost:${gw.port}/v1/switch` }, 'ready: switches connect here; `npx tessera demo` loads a demo catalog and ID');
 
@@ -40,6 +52,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'shutting down');
     await gw.close();
+    await sandbox?.close();
     if (embedded) {
       embedded.process.removeAllListeners('exit');
       await embedded.stop();

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import { PrefixTable } from './rateplan';
-import type { Item, Product, TokenInfo } from './schema';
+import type { AccessArea, Item, Product, TokenInfo } from './schema';
 import { readCatalog, tokenHash, type CatalogData } from './store';
 
 /**
@@ -11,7 +11,7 @@ import { readCatalog, tokenHash, type CatalogData } from './store';
  * announcements lost while the subscriber was reconnecting.
  */
 export class CatalogCache {
-  private data: CatalogData = { version: -1, products: new Map(), plans: new Map(), tokens: new Map(), items: new Map() };
+  private data: CatalogData = { version: -1, products: new Map(), plans: new Map(), tokens: new Map(), items: new Map(), access: new Map() };
   private tables = new Map<string, PrefixTable>();
   private poll?: NodeJS.Timeout;
   private refreshing?: Promise<void>;
@@ -49,6 +49,14 @@ export class CatalogCache {
     return [...this.data.products.values()];
   }
 
+  get areas(): AccessArea[] {
+    return [...this.data.access.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  area(area: string): AccessArea | undefined {
+    return this.data.access.get(area);
+  }
+
   item(venue: string, item: string): Item | undefined {
     return this.data.items.get(`${venue}/${item}`);
   }
@@ -64,6 +72,10 @@ export class CatalogCache {
     await this.refresh();
     // The refresh we joined may have read the catalog before the token was written.
     if (!this.token(token)) await this.refresh();
+  }
+
+  rateFor(plan: string, dest: string): { rate: number; fee: number } | undefined {
+    return this.tables.get(plan)?.lookup(dest);
   }
 
   /** The destination's rate in every plan that has one, flat as call_start wants it. */

@@ -66,3 +66,18 @@ export function readItemsFile(file: string): unknown[] {
   if (json !== undefined) return arrayIn(json, 'items');
   return rows!.map(blankToUndefined);
 }
+
+/** access.csv: area,name,countryCode,number,label,notes (one row per number; area fields from its first row). */
+export function readAccessFile(file: string): unknown[] {
+  const { json, rows } = readRows(file);
+  if (json !== undefined) return arrayIn(json, 'areas');
+  const areas = new Map<string, Record<string, unknown> & { numbers: Record<string, unknown>[] }>();
+  for (const r of rows!) {
+    const { area, name, countryCode, number, label, notes } = blankToUndefined(r);
+    if (!area) throw new Error(`access file ${file}: a row without an area`);
+    let a = areas.get(area);
+    if (!a) areas.set(area, (a = { ...defined({ area, name, countryCode, notes }), numbers: [] }));
+    a.numbers.push(defined({ number, label }));
+  }
+  return [...areas.values()];
+}

@@ -132,3 +132,26 @@ export const TokenInfo = Type.Object(
   { additionalProperties: false },
 );
 export type TokenInfo = Static<typeof TokenInfo>;
+
+/** Where a traveller is: the local numbers to dial into the service. */
+export const AccessArea = Type.Object(
+  {
+    area: Name,
+    name: Type.String({ minLength: 1, maxLength: 100 }),
+    /** International dialling code of the country the area is in, e.g. "81". */
+    countryCode: Type.Optional(Type.String({ pattern: '^[0-9]{1,4}$' })),
+    numbers: Type.Array(
+      Type.Object(
+        {
+          number: Type.String({ pattern: '^\\+?[0-9 ()-]{3,30}$' }),
+          label: Type.Optional(Type.String({ maxLength: 100 })),
+        },
+        { additionalProperties: false },
+      ),
+      { minItems: 1, maxItems: 50 },
+    ),
+    notes: Type.Optional(Type.String({ maxLength: 1000 })),
+  },
+  { additionalProperties: false },
+);
+export type AccessArea = Static<typeof AccessArea>;

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import { ajv, describeErrors, type Checked } from '../protocol/validator';
-import { Item, PRODUCT_SCHEMAS, RatePlan, TokenInfo, type Kind, type Product, type Role } from './schema';
+import { AccessArea, Item, PRODUCT_SCHEMAS, RatePlan, TokenInfo, type Kind, type Product, type Role } from './schema';
 
 /**
  * The catalog as stored in Redis: one hash per kind of record (name -> JSON),
@@ -17,12 +17,14 @@ export interface CatalogData {
   tokens: Map<string, TokenInfo>;
   /** `venue/item` -> item */
   items: Map<string, Item>;
+  access: Map<string, AccessArea>;
 }
 
 const productChecks = Object.fromEntries(
   Object.entries(PRODUCT_SCHEMAS).map(([kind, schema]) => [kind, ajv.compile<Product>(schema) as Checked<Product>]),
 ) as unknown as Record<Kind, Checked<Product>>;
 const checkItem = ajv.compile<Item>(Item);
+const checkArea = ajv.compile<AccessArea>(AccessArea);
 
 /**
  * Products are checked against the schema of their own kind (clearer errors than
@@ -73,12 +75,13 @@ function parseAll<T>(hash: Record<string, string>, check: Checked<T>): Map<strin
 }
 
 export async function readCatalog(redis: RedisClient): Promise<CatalogData> {
-  const [ver, products, plans, tokens, items] = await Promise.all([
+  const [ver, products, plans, tokens, items, access] = await Promise.all([
     redis.get(keys.catalogVersion),
     redis.hgetall(keys.products),
     redis.hgetall(keys.plans),
     redis.hgetall(keys.tokens),
     redis.hgetall(keys.items),
+    redis.hgetall(keys.access),
   ]);
   return {
     version: Number(ver ?? 0),
@@ -86,6 +89,7 @@ export async function readCatalog(redis: RedisClient): Promise<CatalogData> {
     plans: parseAll(plans, checkPlan),
     tokens: parseAll(tokens, checkToken),
     items: parseAll(items, checkItem),
+    access: parseAll(access, checkArea),
   };
 }
 
@@ -128,6 +132,13 @@ export async function putItems(redis: RedisClient, rows: unknown[]): Promise<Ite
   if (items.length) await redis.hset(keys.items, ...items.flatMap((i) => [`${i.venue}/${i.item}`, JSON.stringify(i)]));
   await bump(redis);
   return items;
+}
+
+export async function putAccess(redis: RedisClient, rows: unknown[]): Promise<AccessArea[]> {
+  const areas = validated(rows, checkArea, 'access area');
+  if (areas.length) await redis.hset(keys.access, ...areas.flatMap((a) => [a.area, JSON.stringify(a)]));
+  await bump(redis);
+  return areas;
 }
 
 export const tokenHash = (token: string): string => createHash('sha256').update(token).digest('hex');

@@ -31,6 +31,16 @@ const EnvSchema = Type.Object({
   MAX_BACKPRESSURE_BYTES: Int(1024, 1 << 30, 8 * 1024 * 1024),
   WS_IDLE_TIMEOUT_SEC: Int(0, 960, 120),
   REDIS_TIMEOUT_MS: Int(50, 60_000, 2000),
+  PUBLIC_URL: Type.Optional(Type.String({ pattern: '^https?://[^\\s]+$' })),
+  PROVIDER_URL: Type.Optional(Type.String({ pattern: '^https?://[^\\s]+$' })),
+  PROVIDER_KEY: Type.Optional(Type.String({ maxLength: 200 })),
+  PROVIDER_TIMEOUT_MS: Int(50, 120_000, 5000),
+  SANDBOX_PORT: Int(0, 65535, 0),
+  HOLD_MS: Int(1000, 3_600_000, 600_000),
+  PURCHASE_LEASE_MS: Int(100, 600_000, 30_000),
+  PIN_MAX_TRIES: Int(1, 100, 5),
+  PIN_LOCK_SEC: Int(1, 86400, 900),
+  PIN_MAX_TRIES_PER_CLIENT: Int(1, 100_000, 20),
   SCAN_TTL_SEC: Int(60, 366 * 86400, 30 * 86400),
   GUESS_LIMIT: Int(1, 1_000_000, 20),
   GUESS_WINDOW_SEC: Int(1, 86400, 60),
@@ -59,6 +69,15 @@ export interface Config {
   maxInflight: number;
   maxBackpressureBytes: number;
   wsIdleTimeoutSec: number;
+  /** Where buyers reach us: check and access-number links are built on it. */
+  publicUrl?: string;
+  /** The card company; unset: the sandbox provider is started beside the gateway. */
+  provider: { url?: string; key?: string; timeoutMs: number; sandboxPort: number };
+  /** How long an ID stays reserved for a purchase in progress. */
+  holdMs: number;
+  purchaseLeaseMs: number;
+  /** Wrong PINs before a check link locks, for how long, and per client address. */
+  pin: { maxTries: number; lockSec: number; maxTriesPerClient: number };
   /** How long a scan's first answer is kept for retries and reversal. */
   scanTtlSec: number;
   /** unknown_id answers one scanner may get per window before it is throttled. */
@@ -111,6 +130,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxInflight: e.MAX_INFLIGHT,
     maxBackpressureBytes: e.MAX_BACKPRESSURE_BYTES,
     wsIdleTimeoutSec: e.WS_IDLE_TIMEOUT_SEC,
+    publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
+    provider: { url: e.PROVIDER_URL, key: e.PROVIDER_KEY, timeoutMs: e.PROVIDER_TIMEOUT_MS, sandboxPort: e.SANDBOX_PORT },
+    holdMs: e.HOLD_MS,
+    purchaseLeaseMs: e.PURCHASE_LEASE_MS,
+    pin: { maxTries: e.PIN_MAX_TRIES, lockSec: e.PIN_LOCK_SEC, maxTriesPerClient: e.PIN_MAX_TRIES_PER_CLIENT },
     scanTtlSec: e.SCAN_TTL_SEC,
     guessLimit: e.GUESS_LIMIT,
     guessWindowSec: e.GUESS_WINDOW_SEC,

@@ -10,13 +10,19 @@ import { BodyError, bearer, readJson, replyFor, type AuthResult } from './http';
  * and one table from a refusal's reason to its HTTP status, so every endpoint
  * answers the same way: 200 with the result, or {error: {reason, message, ...}}.
  */
-export type ApiResult = ({ ok: true } & object) | ({ ok: false; reason: string; message?: string } & object);
+/** A refusal may name its own HTTP status (`httpStatus`, not sent); else the table below decides. */
+export type ApiResult = ({ ok: true } & object) | ({ ok: false; reason: string; message?: string; httpStatus?: number } & object);
 
 export interface ApiArgs<B> {
   body: B;
   params: string[];
+  /** The caller's token; a placeholder with role 'public' on endpoints open to all. */
   token: TokenInfo;
+  idempotencyKey: string;
 }
+
+/** Stands in for a token on open endpoints; their handlers must not look at it. */
+const PUBLIC: TokenInfo = { name: 'public', role: 'sales', created: 0 };
 
 const STATUS_OF: Record<string, number> = {
   bad_format: 400,
@@ -33,6 +39,18 @@ const STATUS_OF: Record<string, number> = {
   wrong_product: 409,
   not_blocked: 409,
   already_redeemed: 409,
+  already_used: 409,
+  not_sold: 409,
+  out_of_stock: 409,
+  in_progress: 409,
+  idempotency_conflict: 422,
+  missing_idempotency_key: 400,
+  unknown_product: 404,
+  payment_pending: 503,
+  not_member: 402,
+  insufficient_funds: 402,
+  card_invalid: 402,
+  wrong_card_pin: 402,
   scan_conflict: 409,
   expired: 410,
   throttled: 429,
@@ -55,6 +73,7 @@ export class HttpApi {
     private readonly bodyLimit = 64 * 1024,
   ) {}
 
+  /** roles [] : open to everyone (no token needed). */
   get(pattern: string, roles: Role[], fn: (a: ApiArgs<unknown>) => Promise<ApiResult>): void {
     this.route('get', pattern, roles, undefined, fn);
   }
@@ -69,25 +88,26 @@ export class HttpApi {
       // uWS: everything from req is read now, and onAborted is set before any await.
       const reply = replyFor(res);
       const tok = bearer(req);
+      const idempotencyKey = req.getHeader('idempotency-key');
       const params = Array.from({ length: nParams }, (_, i) => safeDecode(req.getParameter(i) ?? ''));
       const body = method === 'post' ? readJson(res, this.bodyLimit) : Promise.resolve({});
       body.catch(() => undefined); // reported below, once authorized
       void (async () => {
         try {
-          const auth = await this.authorize(tok, roles);
+          const auth = roles.length === 0 ? ({ ok: true, token: PUBLIC } as const) : await this.authorize(tok, roles);
           if (!auth.ok) return reply.error(auth.status, auth.reason, auth.message);
           const b = await body;
           if (schema && !schema(b)) {
             const { reason, message } = schemaReason(schema.errors);
             return reply.error(400, reason, message);
           }
-          const r = await fn({ body: b as B, params, token: auth.token });
+          const r = await fn({ body: b as B, params, token: auth.token, idempotencyKey });
           if (r.ok) {
             const { ok: _ok, ...rest } = r;
             return reply.json(200, rest);
           }
-          const { ok: _ok, reason, message, ...details } = r as { ok: false; reason: string; message?: string; retryAfter?: number };
-          const status = STATUS_OF[reason] ?? 422;
+          const { ok: _ok, reason, message, httpStatus, ...details } = r as { ok: false; reason: string; message?: string; retryAfter?: number; httpStatus?: number };
+          const status = httpStatus ?? STATUS_OF[reason] ?? 422;
           const headers: Record<string, string> = details.retryAfter ? { 'Retry-After': String(details.retryAfter) } : {};
           reply.send(status, JSON.stringify({ error: { reason, message: message ?? reason.replace(/_/g, ' '), ...details } }), 'application/json', headers);
         } catch (err) {

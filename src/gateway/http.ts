@@ -62,8 +62,8 @@ export class BodyError extends Error {
   }
 }
 
-/** Reads the whole body, refusing more than `limit` bytes; parses JSON (an empty body is {}). */
-export function readJson(res: HttpResponse, limit: number): Promise<unknown> {
+/** Reads the whole body, refusing more than `limit` bytes. */
+export function readBody(res: HttpResponse, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -77,16 +77,25 @@ export function readJson(res: HttpResponse, limit: number): Promise<unknown> {
       }
       // uWS frees the chunk after this callback: copy it.
       chunks.push(Buffer.from(new Uint8Array(chunk)));
-      if (!isLast) return;
-      const text = Buffer.concat(chunks).toString('utf8');
-      if (text.trim() === '') return resolve({});
-      try {
-        resolve(JSON.parse(text));
-      } catch {
-        reject(new BodyError(400, 'bad_json', 'body is not valid JSON'));
-      }
+      if (isLast) resolve(Buffer.concat(chunks).toString('utf8'));
     });
   });
+}
+
+/** The body as JSON (an empty body is {}). */
+export async function readJson(res: HttpResponse, limit: number): Promise<unknown> {
+  const text = await readBody(res, limit);
+  if (text.trim() === '') return {};
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new BodyError(400, 'bad_json', 'body is not valid JSON');
+  }
+}
+
+/** An HTML form post (application/x-www-form-urlencoded). */
+export async function readForm(res: HttpResponse, limit: number): Promise<URLSearchParams> {
+  return new URLSearchParams(await readBody(res, limit));
 }
 
 export function bearer(req: HttpRequest): string {

@@ -15,6 +15,12 @@ import { HttpApi } from './http-api';
 import { adminRoutes } from './admin-routes';
 import { scannerHttp, scannerRoutes } from './scanner';
 import { Redemption } from '../redemption/service';
+import { CheckLinks } from '../sales/check';
+import { Inventory } from '../sales/inventory';
+import { HttpProvider } from '../sales/provider';
+import { Purchases } from '../sales/purchase';
+import { pageRoutes } from '../pages/routes';
+import { salesRoutes } from './sales-routes';
 import { switchRoutes } from './switch';
 
 export interface Gateway {
@@ -23,6 +29,8 @@ export interface Gateway {
   catalog: CatalogCache;
   metering: Metering;
   redemption: Redemption;
+  purchases: Purchases;
+  inventory: Inventory;
   reaper: Reaper;
   metrics: Metrics;
   close(): Promise<void>;
@@ -48,6 +56,15 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   const app = uWS.App();
   const conns = new Set<Conn>();
   const redemption = new Redemption(ctx, catalog, metrics);
+  if (!cfg.provider.url) throw new Error('no payment provider: set PROVIDER_URL (npm start runs the sandbox provider when it is unset)');
+  const provider = new HttpProvider(cfg.provider.url, cfg.provider.timeoutMs, cfg.provider.key);
+  const inventory = new Inventory(ctx);
+  let port = 0;
+  const publicUrl = (): string => cfg.publicUrl ?? `http://localhost:${port}`;
+  const purchases = new Purchases(ctx, catalog, inventory, provider, publicUrl, log);
+  const checks = new CheckLinks(ctx);
+  const holdSweep = setInterval(() => void inventory.sweepHolds().catch((err: unknown) => log.warn({ err }, 'hold sweep failed')), Math.min(cfg.holdMs, 30_000));
+  holdSweep.unref();
   wsEndpoint(app, '/v1/switch', 'switch', switchRoutes(metering, metrics));
   wsEndpoint(app, '/v1/scanner', 'scanner', scannerRoutes(redemption, metrics));
 
@@ -134,6 +151,8 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   const api = new HttpApi(app, authorizeFresh, log);
   adminRoutes(api, ctx, redemption);
   scannerHttp(api, redemption, metrics);
+  salesRoutes(api, ctx, catalog, inventory, purchases, provider);
+  pageRoutes(app, { catalog, inventory, purchases, checks, publicUrl, log });
 
   app.any('/*', (res) => {
     res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end('{"error":{"reason":"not_found","message":"no such endpoint"}}');
@@ -142,7 +161,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
     app.listen(cfg.host, cfg.port, (sock) => (sock ? resolve(sock) : reject(new Error(`cannot listen on ${cfg.host}:${cfg.port}`))));
   });
-  const port = uWS.us_socket_local_port(listenSocket);
+  port = uWS.us_socket_local_port(listenSocket);
   log.info({ port }, 'gateway listening');
 
   return {
@@ -151,9 +170,12 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
     catalog,
     metering,
     redemption,
+    purchases,
+    inventory,
     reaper,
     metrics,
     async close() {
+      clearInterval(holdSweep);
       reaper.stop();
       catalog.stop();
       uWS.us_listen_socket_close(listenSocket);

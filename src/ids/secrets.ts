@@ -36,6 +36,11 @@ export class IdKeys {
     return createHmac('sha256', this.hmacKey).update(text).digest().readUInt32BE(0) % this.buckets;
   }
 
+  /** Keyed hash (hex) of any text: request fingerprints, reproducible link tokens. */
+  mac(text: string): string {
+    return createHmac('sha256', this.hmacKey).update(text).digest('hex');
+  }
+
   seal(id: string): string {
     const iv = randomCopy(12);
     const c = createCipheriv('aes-256-gcm', this.sealKey, iv);

@@ -26,6 +26,14 @@ export const keys = {
   scanIndex: (bucket: number, scanKey: string) => `${tag(bucket)}sx:${scanKey}`,
   /** unknown_id answers to one scanner in the current window. */
   guesses: (bucket: number, scanner: string) => `${tag(bucket)}guess:${scanner}`,
+  /** IDs held for purchases in progress: ID hash -> held until (ms). */
+  reservations: (bucket: number) => `${tag(bucket)}resv`,
+  /** A check link: keyed hash of its token -> ID hash. In the ID's bucket. */
+  check: (bucket: number, tokenHash: string) => `${tag(bucket)}chk:${tokenHash}`,
+  /** A purchase by its Idempotency-Key (keyed hash), tagged by that hash's own bucket. */
+  purchase: (bucket: number, keyHash: string) => `${tag(bucket)}pur:${keyHash}`,
+  /** Wrong PINs from one client address in the current window. */
+  pinMisses: (bucket: number, client: string) => `${tag(bucket)}pinip:${client}`,
   /** Where a switch's call lives: call key -> ID key. Tagged by the call key's own bucket. */
   callIndex: (bucket: number, callKey: string) => `${tag(bucket)}cx:${callKey}`,
 
@@ -33,6 +41,7 @@ export const keys = {
   plans: `${PREFIX}cat:plans`,
   tokens: `${PREFIX}cat:tokens`,
   items: `${PREFIX}cat:items`,
+  access: `${PREFIX}cat:access`,
   catalogVersion: `${PREFIX}cat:ver`,
   catalogChannel: `${PREFIX}cat:changed`,
 } as const;

@@ -48,7 +48,13 @@ export type ScriptName =
   | 'set_state'
   | 'redeem'
   | 'validate'
-  | 'reverse';
+  | 'reverse'
+  | 'reserve'
+  | 'release'
+  | 'sell'
+  | 'purchase_claim'
+  | 'pin_attempt'
+  | 'refund';
 
 type Runner = (numKeys: number, ...keysAndArgs: (string | number)[]) => Promise<unknown>;
 

@@ -12,6 +12,7 @@ import { mintIds } from '../../src/ids/mint';
 import { activateId } from '../../src/admin/ids';
 import { createLogger } from '../../src/observability/log';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/redis/embedded';
+import { Sandbox } from '../../src/sandbox/server';
 import type { Product, TalkProduct } from '../../src/catalog/schema';
 
 /**
@@ -25,6 +26,8 @@ const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'auto' as 'numbe
 
 export interface Harness {
   redis: EmbeddedRedis;
+  /** The sandbox card company every gateway of this harness pays through. */
+  sandbox: Sandbox;
   cfg: Config;
   /** Direct Redis access for assertions. */
   r: Redis;
@@ -37,11 +40,15 @@ export interface Harness {
 export async function startHarness(env: Record<string, string> = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-test-'));
   const redis = await startEmbeddedRedis({ dir: join(dir, 'redis'), persist: false });
-  const cfg = loadConfig({ TESSERA_SECRET: TEST_SECRET, DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', REDIS_URL: redis.url, BUCKETS: '64', ...env });
+  const sandbox = new Sandbox();
+  const sandboxPort = await sandbox.listen();
+  const cfg = loadConfig({
+    PROVIDER_URL: `http://127.0.0.1:${sandboxPort}`, TESSERA_SECRET: TEST_SECRET, DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', REDIS_URL: redis.url, BUCKETS: '64', ...env });
   const ctx = await openContext(cfg, createLogger('silent'), redis.url);
   const r = new Redis(redis.url);
   return {
     redis,
+    sandbox,
     cfg,
     r,
     ctx,
@@ -50,6 +57,7 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
       r.disconnect();
       await ctx.close();
       await redis.stop();
+      await sandbox.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -1,0 +1,22 @@
+--[[ purchase_claim: claim a purchase by its Idempotency-Key, or find where it stands.
+KEYS[1] purchase record    ts:{bN}:pur:<key hash>
+ARGV[1] now (ms)
+ARGV[2] request fingerprint (keyed hash of product, PIN and payment details)
+ARGV[3] lease (ms): how long this attempt owns the purchase before a retry may take over
+ARGV[4] TTL (s) of the record
+Returns {'new'} (created, owned), {'resume', state} (an earlier attempt stopped midway; now owned),
+{'done', state} (finished: the answer is in the record), {'busy'} (another attempt owns it),
+or {'conflict'} (the same key was used for a different request).
+]]
+local f = redis.call('HMGET', KEYS[1], 'fp', 'st', 'lease')
+local now = tonumber(ARGV[1])
+if not f[1] then
+  redis.call('HSET', KEYS[1], 'fp', ARGV[2], 'st', 'new', 'lease', string.format('%d', now + tonumber(ARGV[3])), 'created', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+  return { 'new' }
+end
+if f[1] ~= ARGV[2] then return { 'conflict' } end
+if f[2] == 'done' or f[2] == 'declined' then return { 'done', f[2] } end
+if tonumber(f[3]) > now then return { 'busy' } end
+redis.call('HSET', KEYS[1], 'lease', string.format('%d', now + tonumber(ARGV[3])))
+return { 'resume', f[2] }

@@ -1,0 +1,22 @@
+--[[ refund: take back an unused sold ID (the card company is asked to void the payment after).
+KEYS[1] ID hash              ts:{bN}:id:<idHash>
+KEYS[2] sale records         ts:{bN}:sales (stream)
+ARGV[1] now (ms)   ARGV[2] reason   ARGV[3] operator
+Returns {'ok', value taken back, recordId, purchase reference, duplicate(0|1)} or {'err', reason}:
+unknown_id, not_sold, already_used (a call or a redemption happened: refuse, nothing changes).
+The ID is blocked with its value at zero, and a refund record holds the value taken back, so
+value sold = balance + call, redemption and refund records still holds.
+]]
+local f = redis.call('HMGET', KEYS[1], 'st', 'bal', 'face', 'first', 'act', 'pref', 'refrec', 'prod', 'cur', 'why')
+if not f[1] then return { 'err', 'unknown_id' } end
+if f[7] then return { 'ok', tonumber(f[3]), f[7], f[6] or '', 1 } end
+if f[1] ~= 'sold' then return { 'err', 'not_sold' } end
+if (tonumber(f[4]) or 0) > 0 or tonumber(f[2]) ~= tonumber(f[3]) or (tonumber(f[5]) or 0) > 0 then
+  return { 'err', 'already_used' }
+end
+local idh = string.match(KEYS[1], 'id:(.+)$')
+local rec = redis.call('XADD', KEYS[2], '*', 'type', 'refund', 'id', idh, 'product', f[8], 'face', f[3],
+  'currency', f[9], 'amount', f[2], 'ref', f[6] or '', 'channel', ARGV[3], 'reason', ARGV[2], 'time', ARGV[1])
+redis.call('HSET', KEYS[1], 'st', 'blocked', 'prev', 'sold', 'why', 'refunded: ' .. ARGV[2], 'blk', ARGV[1],
+  'bal', '0', 'refrec', rec)
+return { 'ok', tonumber(f[2]), rec, f[6] or '', 0 }

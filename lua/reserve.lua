@@ -1,0 +1,11 @@
+--[[ reserve: take one unsold ID of a product out of a bucket's inventory for a purchase.
+KEYS[1] inventory set        ts:{bN}:inv:<product>
+KEYS[2] reservations zset    ts:{bN}:resv   (ID hash -> held until, ms)
+ARGV[1] held until (ms): after that the sweeper puts it back unless it was sold
+Returns the ID hash, or false when this bucket has none left.
+SPOP makes two buyers never get the same ID.
+]]
+local h = redis.call('SPOP', KEYS[1])
+if not h then return false end
+redis.call('ZADD', KEYS[2], ARGV[1], h)
+return h

@@ -1,0 +1,58 @@
+import { idStatus, type IdStatus, type Outcome } from '../admin/ids';
+import type { Context } from '../app/context';
+import { checkId } from '../ids/idnum';
+import { keys } from '../redis/keys';
+import type { PaymentProvider } from './provider';
+
+/** Operator actions on sales: look one up, refund it. Shared by the CLI and the admin API. */
+export interface SaleView {
+  status: IdStatus;
+  sale?: Record<string, string>;
+  refund?: Record<string, string>;
+}
+
+function locate(ctx: Context, input: unknown): Outcome<{ key: string; bucket: number }> {
+  const c = checkId(input, ctx.cfg.idLength);
+  if (!c.ok) return c;
+  const { hash, bucket } = ctx.ids.hash(c.id);
+  return { ok: true, key: keys.id(bucket, hash), bucket };
+}
+
+async function recordAt(ctx: Context, stream: string, id: string | null | undefined): Promise<Record<string, string> | undefined> {
+  if (!id) return undefined;
+  const [entry] = await ctx.redis.xrange(stream, id, id);
+  if (!entry) return undefined;
+  const out: Record<string, string> = { record: entry[0] };
+  for (let i = 0; i < entry[1].length; i += 2) out[entry[1][i]!] = entry[1][i + 1]!;
+  return out;
+}
+
+export async function lookupSale(ctx: Context, input: unknown): Promise<Outcome<SaleView>> {
+  const loc = locate(ctx, input);
+  if (!loc.ok) return loc;
+  const status = await idStatus(ctx, input);
+  if (!status.ok) return status;
+  const [srec, refrec] = await ctx.redis.hmget(loc.key, 'srec', 'refrec');
+  const { ok: _ok, ...s } = status;
+  return { ok: true, status: s, sale: await recordAt(ctx, keys.sales(loc.bucket), srec), refund: await recordAt(ctx, keys.sales(loc.bucket), refrec) };
+}
+
+/**
+ * Refunds an unused ID: blocks it and records the refund in one script call,
+ * then voids the payment at the card company. A used ID is refused and nothing
+ * changes. Repeating a refund repeats the (idempotent) void.
+ */
+export async function refundSale(ctx: Context, provider: PaymentProvider, input: unknown, reason: string, operator: string): Promise<Outcome<{ refunded: number; record: string; provider: string; duplicate: boolean }>> {
+  const loc = locate(ctx, input);
+  if (!loc.ok) return loc;
+  const r = await ctx.scripts.run<['ok', number, string, string, number] | ['err', string]>('refund', [loc.key, keys.sales(loc.bucket)], [Date.now(), reason, operator]);
+  if (r[0] === 'err') return { ok: false, reason: r[1] };
+  const [, refunded, record, ref, dup] = r;
+  let providerStatus = 'not_paid_through_a_provider';
+  if (ref) {
+    const v = await provider.void(ref);
+    // Voided before (a repeated refund) is what we want too.
+    providerStatus = v.status === 'declined' ? (v.reason === 'payment_voided' ? 'voided' : `void_refused: ${v.reason}`) : v.status;
+  }
+  return { ok: true, refunded, record, provider: providerStatus, duplicate: dup === 1 };
+}

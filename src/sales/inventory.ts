@@ -1,0 +1,80 @@
+import type { Context } from '../app/context';
+import { keys } from '../redis/keys';
+
+/**
+ * Unsold IDs live in per-bucket sets, so reserving one is a single-slot SPOP.
+ * This keeps a short-lived picture of which buckets still hold stock of a
+ * product, so a reservation goes straight to a bucket that has some; a bucket
+ * found empty is dropped from the picture, and only when the picture is empty
+ * is Redis asked again, so "out of stock" is said only when it is true.
+ */
+export class Inventory {
+  private readonly stock = new Map<string, { at: number; counts: Map<number, number> }>();
+
+  constructor(
+    private readonly ctx: Context,
+    private readonly maxAgeMs = 2000,
+  ) {}
+
+  /** Units of a product left in inventory (all buckets). */
+  async available(product: string): Promise<number> {
+    let total = 0;
+    for (const n of (await this.counts(product, false)).values()) total += n;
+    return total;
+  }
+
+  private async counts(product: string, fresh: boolean): Promise<Map<number, number>> {
+    const known = this.stock.get(product);
+    if (!fresh && known && Date.now() - known.at < this.maxAgeMs) return known.counts;
+    const { buckets } = this.ctx.cfg;
+    const n = await Promise.all(Array.from({ length: buckets }, (_, b) => this.ctx.redis.scard(keys.inventory(b, product))));
+    const counts = new Map<number, number>();
+    n.forEach((c, b) => c > 0 && counts.set(b, c));
+    this.stock.set(product, { at: Date.now(), counts });
+    return counts;
+  }
+
+  /** Reserves one ID of the product until `until` (ms); undefined when none is left anywhere. */
+  async reserve(product: string, until: number): Promise<{ idHash: string; bucket: number } | undefined> {
+    for (let fresh = false; ; fresh = true) {
+      const counts = await this.counts(product, fresh);
+      while (counts.size > 0) {
+        const buckets = [...counts.keys()];
+        const bucket = buckets[Math.floor(Math.random() * buckets.length)]!;
+        const idHash = await this.ctx.scripts.run<string | null>('reserve', [keys.inventory(bucket, product), keys.reservations(bucket)], [until]);
+        if (idHash) {
+          const left = (counts.get(bucket) ?? 1) - 1;
+          if (left > 0) counts.set(bucket, left);
+          else counts.delete(bucket);
+          return { idHash, bucket };
+        }
+        counts.delete(bucket);
+      }
+      if (fresh) return undefined;
+    }
+  }
+
+  /** Puts a reserved ID back (only while it is still reserved, i.e. not sold). */
+  async release(product: string, bucket: number, idHash: string): Promise<boolean> {
+    const r = await this.ctx.scripts.run<number>('release', [keys.inventory(bucket, product), keys.reservations(bucket)], [idHash, 0]);
+    if (r === 1) this.stock.delete(product);
+    return r === 1;
+  }
+
+  /** Returns holds that ran out to inventory; run periodically by every gateway (the script re-checks). */
+  async sweepHolds(now = Date.now()): Promise<number> {
+    const { buckets } = this.ctx.cfg;
+    let released = 0;
+    await Promise.all(
+      Array.from({ length: buckets }, async (_, b) => {
+        const expired = await this.ctx.redis.zrangebyscore(keys.reservations(b), '-inf', `(${now}`, 'LIMIT', 0, 200);
+        for (const idHash of expired) {
+          const product = await this.ctx.redis.hget(keys.id(b, idHash), 'prod');
+          if (!product) continue;
+          released += await this.ctx.scripts.run<number>('release', [keys.inventory(b, product), keys.reservations(b)], [idHash, now]);
+        }
+      }),
+    );
+    return released;
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * The card company as Tessera sees it. Every call is idempotent by the
+ * purchase reference, so after a timeout the outcome is found by asking
+ * `status`, and a repeated authorize or capture never charges twice.
+ */
+export interface PayRequest {
+  reference: string;
+  card: string;
+  cardPin: string;
+  amount: number;
+  currency: string;
+}
+
+/** 'unknown': no answer (timeout, network): ask `status` before doing anything else. */
+export type Outcome =
+  | { status: 'approved'; authId: string }
+  | { status: 'captured'; commission: number }
+  | { status: 'voided' }
+  | { status: 'declined'; reason: string }
+  | { status: 'unknown'; detail: string };
+
+export type PaymentState = 'none' | 'authorized' | 'captured' | 'voided' | 'declined';
+
+export interface PaymentStatus {
+  state: PaymentState;
+  authId?: string;
+  commission?: number;
+  reason?: string;
+}
+
+export interface PaymentProvider {
+  authorize(req: PayRequest): Promise<Outcome>;
+  capture(reference: string): Promise<Outcome>;
+  /** Cancels an authorization, or refunds a capture. */
+  void(reference: string): Promise<Outcome>;
+  status(reference: string): Promise<PaymentStatus | { state: 'unknown'; detail: string }>;
+}
+
+/** A provider that speaks JSON over HTTP (the sandbox provider speaks the same). */
+export class HttpProvider implements PaymentProvider {
+  constructor(
+    private readonly baseUrl: string,
+    private readonly timeoutMs: number,
+    private readonly apiKey = '',
+  ) {}
+
+  private async call(method: 'GET' | 'POST', path: string, body?: object): Promise<{ code: number; json: Record<string, unknown> } | { detail: string }> {
+    try {
+      const res = await fetch(new URL(path, this.baseUrl), {
+        method,
+        headers: { 'content-type': 'application/json', ...(this.apiKey ? { authorization: `Bearer ${this.apiKey}` } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+      const text = await res.text();
+      return { code: res.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+    } catch (err) {
+      return { detail: err instanceof Error ? err.message : String(err) };
+    }
+  }
+
+  private outcome(r: Awaited<ReturnType<HttpProvider['call']>>): Outcome {
+    if ('detail' in r) return { status: 'unknown', detail: r.detail };
+    const j = r.json;
+    switch (j.status) {
+      case 'approved':
+        return { status: 'approved', authId: String(j.authId) };
+      case 'captured':
+        return { status: 'captured', commission: Number(j.commission ?? 0) };
+      case 'voided':
+        return { status: 'voided' };
+      case 'declined':
+        return { status: 'declined', reason: String(j.reason ?? 'declined') };
+      default:
+        // A 5xx or an answer we cannot read says nothing about what happened.
+        return { status: 'unknown', detail: `HTTP ${r.code}` };
+    }
+  }
+
+  async authorize(req: PayRequest): Promise<Outcome> {
+    return this.outcome(await this.call('POST', '/v1/authorize', req));
+  }
+
+  async capture(reference: string): Promise<Outcome> {
+    return this.outcome(await this.call('POST', '/v1/capture', { reference }));
+  }
+
+  async void(reference: string): Promise<Outcome> {
+    return this.outcome(await this.call('POST', '/v1/void', { reference }));
+  }
+
+  async status(reference: string): Promise<PaymentStatus | { state: 'unknown'; detail: string }> {
+    const r = await this.call('GET', `/v1/payments/${encodeURIComponent(reference)}`);
+    if ('detail' in r) return { state: 'unknown', detail: r.detail };
+    if (r.code === 404) return { state: 'none' };
+    if (r.code !== 200) return { state: 'unknown', detail: `HTTP ${r.code}` };
+    const j = r.json;
+    return { state: j.state as PaymentState, authId: j.authId as string | undefined, commission: j.commission as number | undefined, reason: j.reason as string | undefined };
+  }
+}

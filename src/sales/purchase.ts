@@ -1,0 +1,222 @@
+import type { Logger } from 'pino';
+import type { Context } from '../app/context';
+import type { CatalogCache } from '../catalog/cache';
+import type { Product } from '../catalog/schema';
+import { keys } from '../redis/keys';
+import type { Inventory } from './inventory';
+import { hashPin } from './pin';
+import type { PaymentProvider } from './provider';
+
+/**
+ * One purchase, start to finish, safe to retry at any point: reserve an ID,
+ * authorize and capture at the card company, then sell the ID with the buyer's
+ * PIN and record the sale. Where it stands is kept in Redis under the
+ * Idempotency-Key, so a retry (or another gateway) picks up exactly where an
+ * earlier attempt stopped, and asks the provider when an answer was lost.
+ */
+export interface PurchaseRequest {
+  product: string;
+  pin: string;
+  card: string;
+  cardPin: string;
+}
+
+export interface Sold {
+  id: string;
+  checkUrl: string;
+  accessUrl: string;
+  product: string;
+  price: number;
+  currency: string;
+}
+
+export type PurchaseResult = ({ ok: true } & Sold) | { ok: false; status: number; reason: string; message: string };
+
+type State = 'new' | 'reserved' | 'authorizing' | 'authorized' | 'capturing' | 'captured' | 'done' | 'declined';
+
+interface Record {
+  st: State;
+  product?: string;
+  idHash?: string;
+  bucket?: string;
+  commission?: string;
+  answer?: string;
+  reason?: string;
+}
+
+const fail = (status: number, reason: string, message: string): PurchaseResult => ({ ok: false, status, reason, message });
+
+const DECLINE_MESSAGES: { [reason: string]: string } = {
+  not_member: 'the card company does not know this card holder',
+  insufficient_funds: 'not enough credit on the card',
+  card_invalid: 'the card number is not valid',
+  wrong_card_pin: 'the card PIN is wrong',
+  out_of_stock: 'sold out',
+  unknown_product: 'no such product',
+};
+
+export class Purchases {
+  constructor(
+    private readonly ctx: Context,
+    private readonly catalog: CatalogCache,
+    private readonly inventory: Inventory,
+    private readonly provider: PaymentProvider,
+    private readonly publicUrl: () => string,
+    private readonly log: Logger,
+  ) {}
+
+  private recordKey(idemKey: string): { key: string; ref: string } {
+    const h = this.ctx.ids.mac(`purchase:${idemKey}`).slice(0, 32);
+    return { key: keys.purchase(this.ctx.ids.bucketOf(h), h), ref: `tsp_${h}` };
+  }
+
+  async purchase(channel: string, idemKey: string, req: PurchaseRequest): Promise<PurchaseResult> {
+    const { key, ref } = this.recordKey(idemKey);
+    // Keyed: the fingerprint must not let a Redis reader test PINs or card numbers.
+    const fp = this.ctx.ids.mac(JSON.stringify([req.product, req.pin, req.card, req.cardPin]));
+    const claim = await this.ctx.scripts.run<[string, string?]>('purchase_claim', [key], [Date.now(), fp, this.ctx.cfg.purchaseLeaseMs, 30 * 86400]);
+    switch (claim[0]) {
+      case 'conflict':
+        return fail(422, 'idempotency_conflict', 'this Idempotency-Key was used for another purchase');
+      case 'busy':
+        return fail(409, 'in_progress', 'this purchase is being processed; retry shortly');
+      case 'done':
+        return this.answerOf(await this.read(key));
+    }
+    try {
+      return await this.run(key, ref, channel, req, await this.read(key));
+    } finally {
+      // Let a retry take over at once instead of waiting for the lease.
+      await this.ctx.redis.hset(key, 'lease', '0');
+    }
+  }
+
+  private async read(key: string): Promise<Record> {
+    return (await this.ctx.redis.hgetall(key)) as unknown as Record;
+  }
+
+  private set(key: string, fields: { [k: string]: string | number }): Promise<number> {
+    return this.ctx.redis.hset(key, fields);
+  }
+
+  private answerOf(r: Record): PurchaseResult {
+    if (r.st === 'declined') {
+      const reason = r.reason ?? 'declined';
+      const status = reason === 'out_of_stock' ? 409 : reason === 'unknown_product' ? 404 : 402;
+      return fail(status, reason, DECLINE_MESSAGES[reason] ?? `declined by the card company: ${reason}`);
+    }
+    const sold = JSON.parse(r.answer!) as Sold & { sealed: string };
+    const { sealed, ...rest } = sold;
+    return { ok: true, ...rest, id: this.ctx.ids.unseal(sealed) };
+  }
+
+  private async decline(key: string, reason: string, r: Record): Promise<PurchaseResult> {
+    if (r.idHash && r.product) await this.inventory.release(r.product, Number(r.bucket), r.idHash);
+    await this.set(key, { st: 'declined', reason });
+    return this.answerOf({ st: 'declined', reason });
+  }
+
+  private pending(): PurchaseResult {
+    return fail(503, 'payment_pending', 'the card company did not answer; retry with the same Idempotency-Key');
+  }
+
+  private async run(key: string, ref: string, channel: string, req: PurchaseRequest, r: Record): Promise<PurchaseResult> {
+    const product = this.catalog.product(r.product ?? req.product);
+    if (!product) return this.decline(key, 'unknown_product', r);
+
+    // An attempt that lost its answer resumes by asking the card company what happened.
+    if (r.st === 'authorizing' || r.st === 'capturing') {
+      const s = await this.provider.status(ref);
+      if (s.state === 'unknown') return this.pending();
+      if (s.state === 'declined' || s.state === 'voided') return this.decline(key, s.reason ?? s.state, r);
+      if (s.state === 'none') r.st = 'reserved';
+      if (s.state === 'authorized') r.st = 'authorized';
+      if (s.state === 'captured') {
+        r.st = 'captured';
+        r.commission = String(s.commission ?? 0);
+        await this.set(key, { st: 'captured', commission: r.commission });
+      }
+    }
+
+    if (r.st === 'new') {
+      const held = await this.inventory.reserve(product.name, Date.now() + this.ctx.cfg.holdMs);
+      if (!held) return this.decline(key, 'out_of_stock', r);
+      Object.assign(r, { st: 'reserved', product: product.name, idHash: held.idHash, bucket: String(held.bucket) });
+      await this.set(key, { st: 'reserved', product: product.name, idHash: held.idHash, bucket: held.bucket });
+    }
+
+    if (r.st === 'reserved') {
+      await this.set(key, { st: 'authorizing' });
+      const a = await this.provider.authorize({ reference: ref, card: req.card, cardPin: req.cardPin, amount: product.price, currency: product.currency });
+      if (a.status === 'unknown') return this.pending();
+      if (a.status === 'declined') return this.decline(key, a.reason, r);
+      r.st = 'authorized';
+      await this.set(key, { st: 'authorized' });
+    }
+
+    if (r.st === 'authorized') {
+      await this.set(key, { st: 'capturing' });
+      const c = await this.provider.capture(ref);
+      if (c.status === 'unknown') return this.pending();
+      if (c.status !== 'captured') {
+        // Do not leave the buyer's credit held for an ID they will not get.
+        await this.provider.void(ref);
+        return this.decline(key, c.status === 'declined' ? c.reason : 'capture_failed', r);
+      }
+      r.st = 'captured';
+      r.commission = String(c.commission);
+      await this.set(key, { st: 'captured', commission: c.commission });
+    }
+
+    if (r.st !== 'captured') throw new Error(`purchase ${ref} in unexpected state ${r.st}`);
+    return this.sell(key, ref, channel, req, product, r);
+  }
+
+  /** Paid for: sell the held ID (or, if its hold ran out meanwhile, another one). */
+  private async sell(key: string, ref: string, channel: string, req: PurchaseRequest, product: Product, r: Record): Promise<PurchaseResult> {
+    const pinHash = await hashPin(req.pin);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const bucket = Number(r.bucket);
+      const idKey = keys.id(bucket, r.idHash!);
+      // Reproducible, so a retry after a crash gives the buyer the same link.
+      const token = this.ctx.ids.mac(`check:${ref}:${r.idHash}`).slice(0, 32);
+      const res = await this.ctx.scripts.run<['ok', number, string, number] | ['err', string]>(
+        'sell',
+        [idKey, keys.reservations(bucket), keys.sales(bucket), keys.check(bucket, this.ctx.ids.mac(`chk:${token}`).slice(0, 32))],
+        [Date.now(), product.name, product.price, channel, ref, ref, Number(r.commission ?? 0), pinHash],
+      );
+      if (res[0] === 'ok') {
+        const sealed = await this.ctx.redis.hget(idKey, 'seal');
+        const base = this.publicUrl();
+        const sold: Sold = {
+          id: this.ctx.ids.unseal(sealed!),
+          checkUrl: `${base}/check/${bucket}/${token}`,
+          accessUrl: `${base}/access`,
+          product: product.name,
+          price: product.price,
+          currency: product.currency,
+        };
+        const { id, ...rest } = sold;
+        await this.set(key, { st: 'done', answer: JSON.stringify({ ...rest, sealed }) });
+        return { ok: true, ...sold, id };
+      }
+      if (res[1] !== 'not_reserved') throw new Error(`sell refused: ${res[1]}`);
+      // The hold ran out while the card company took its time: take another ID.
+      const held = await this.inventory.reserve(product.name, Date.now() + this.ctx.cfg.holdMs);
+      if (!held) {
+        this.log.warn({ ref }, 'paid but sold out meanwhile: voiding the payment');
+        await this.provider.void(ref);
+        return this.decline(key, 'out_of_stock', { st: 'captured' });
+      }
+      Object.assign(r, { idHash: held.idHash, bucket: String(held.bucket) });
+      await this.set(key, { idHash: held.idHash, bucket: held.bucket });
+    }
+    throw new Error(`purchase ${ref}: could not sell`);
+  }
+
+  /** Where a purchase stands, for operators (by Idempotency-Key). */
+  async lookup(idemKey: string): Promise<Record | undefined> {
+    const r = await this.read(this.recordKey(idemKey).key);
+    return r.st ? r : undefined;
+  }
+}
