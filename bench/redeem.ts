@@ -1,0 +1,221 @@
+/**
+ * bench/redeem.ts: redemption benchmark, `npm run bench:redeem [-- flags]`.
+ *
+ * Sets everything up from nothing: its own redis-server (AOF, appendfsync
+ * everysec, as in production), a goods product with a venue item, a scanner
+ * token, N sold IDs; runs the gateway as a separate child process; then
+ *   1. WebSocket: M scanner connections, each keeping W frames of F redeem
+ *      messages in flight (MessagePack), every scan a new scan id, so every
+ *      message is a real debit;
+ *   2. HTTP: autocannon against POST /v1/redeem, every request a new scan id;
+ *   3. the ceiling: redis-benchmark EVALSHA of lua/redeem.lua (debit path) on
+ *      the same Redis, with the gateway idle.
+ * Prints redemptions/s and p50/p99 for each, the ceiling and the ratios, then
+ * one JSON line.
+ *
+ * Flags: --ids N [2000]  --duration S [10]  --conns M [20]  --frame F [50]
+ *        --window W [2]  --http-conns C [64]  --rb-requests N [200000]
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import { Packr } from 'msgpackr';
+import WebSocket from 'ws';
+import { openContext } from '../src/app/context';
+import { createToken, putItems, putProducts } from '../src/catalog/store';
+import type { GoodsProduct } from '../src/catalog/schema';
+import { loadConfig } from '../src/config/config';
+import { mintIds } from '../src/ids/mint';
+import { createLogger } from '../src/observability/log';
+import { keys } from '../src/redis/keys';
+import { readScripts } from '../src/redis/scripts';
+import { freePort, startEmbeddedRedis } from '../src/redis/embedded';
+import { fmtLatency, newHist, recordMs, summarize } from './hist';
+
+const SECRET = 'cd'.repeat(32);
+const VENUE = 'bench-venue';
+const PRICE = 1000;
+
+const { values: flags } = parseArgs({
+  options: {
+    ids: { type: 'string', default: '2000' },
+    duration: { type: 'string', default: '10' },
+    conns: { type: 'string', default: '20' },
+    frame: { type: 'string', default: '50' },
+    window: { type: 'string', default: '2' },
+    'http-conns': { type: 'string', default: '64' },
+    'rb-requests': { type: 'string', default: '200000' },
+  },
+});
+const N = Number(flags.ids);
+const DURATION = Number(flags.duration);
+const CONNS = Number(flags.conns);
+const FRAME = Number(flags.frame);
+const WINDOW = Number(flags.window);
+const HTTP_CONNS = Number(flags['http-conns']);
+
+const children: ChildProcess[] = [];
+process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
+
+function cpuTicks(pid: number | undefined): number {
+  if (!pid) return 0;
+  const stat = spawnSync('cat', [`/proc/${pid}/stat`]).stdout.toString().split(') ')[1]?.split(' ') ?? [];
+  return Number(stat[11] ?? 0) + Number(stat[12] ?? 0);
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-redeem-'));
+  const redis = await startEmbeddedRedis({ dir: join(dir, 'redis') });
+  const env = { TESSERA_SECRET: SECRET, REDIS_URL: redis.url, DATA_DIR: dir, LOG_LEVEL: 'warn', BUCKETS: '1024' };
+  const cfg = loadConfig(env);
+  const ctx = await openContext(cfg, createLogger('warn'), redis.url);
+
+  const product: GoodsProduct = { name: 'bench-wallet', kind: 'goods', currency: 'EUR', face: 1e12, price: 1e12, venues: [VENUE], expiryDays: 0 };
+  await putProducts(ctx.redis, [product]);
+  await putItems(ctx.redis, [{ venue: VENUE, item: 'coffee', price: PRICE }]);
+  const { token } = await createToken(ctx.redis, { name: 'bench-scanner', role: 'scanner', venue: VENUE });
+  const ids: string[] = [];
+  await mintIds(ctx, product, N, (id) => ids.push(id));
+  await Promise.all(
+    ids.map((id) => {
+      const { hash, bucket } = ctx.ids.hash(id);
+      return ctx.scripts.run('activate', [keys.id(bucket, hash), keys.inventory(bucket, product.name), keys.sales(bucket)], [Date.now(), product.name, 'bench', 0, 'bench']);
+    }),
+  );
+
+  const port = await freePort();
+  const gw = spawn(process.execPath, [join(__dirname, 'gateway-child.js')], {
+    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', PROVIDER_URL: 'http://127.0.0.1:9' },
+    stdio: ['pipe', 'inherit', 'inherit'],
+  });
+  children.push(gw);
+  for (let i = 0; ; i++) {
+    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok).catch(() => false);
+    if (ok) break;
+    if (i > 200) throw new Error('gateway did not start');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  console.log(`tessera bench:redeem  ids=${N} duration=${DURATION}s ws: conns=${CONNS} frame=${FRAME} window=${WINDOW}  http: conns=${HTTP_CONNS}  (node ${process.version})`);
+  let scanSeq = 0;
+  const nextScan = (): string => `s${(scanSeq++).toString(36)}`;
+  const pick = (): string => ids[Math.floor(Math.random() * ids.length)]!;
+
+  // --- 1. WebSocket scanners ----------------------------------------------------
+  const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'auto' as 'number' });
+  const wsHist = newHist();
+  const wsOutcomes: Record<string, number> = {};
+  let wsDone = 0;
+  // redis-server runs under a watchdog shell: ask Redis for its own pid.
+  const redisPid = Number(/process_id:(\d+)/.exec(await ctx.redis.info('server'))?.[1]);
+  const gw0 = cpuTicks(gw.pid);
+  const r0 = cpuTicks(redisPid);
+  const t0 = performance.now();
+  const until = t0 + DURATION * 1000;
+  await Promise.all(
+    Array.from({ length: CONNS }, (_, c) =>
+      new Promise<void>((resolve, reject) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/scanner`, { headers: { Authorization: `Bearer ${token}` } });
+        const sentAt = new Map<number, number>();
+        let ref = c * 1e9;
+        let inFlight = 0;
+        const sendFrame = (): void => {
+          const msgs = [];
+          const now = performance.now();
+          for (let i = 0; i < FRAME; i++) {
+            ref++;
+            sentAt.set(ref, now);
+            msgs.push({ op: 'redeem', ref, scan: nextScan(), id: pick(), item: 'coffee' });
+          }
+          inFlight += FRAME;
+          ws.send(packr.pack(msgs));
+        };
+        ws.on('open', () => {
+          for (let w = 0; w < WINDOW; w++) sendFrame();
+        });
+        ws.on('error', reject);
+        ws.on('message', (data: Buffer) => {
+          const body = packr.unpack(data) as Record<string, unknown> | Record<string, unknown>[];
+          const now = performance.now();
+          for (const m of Array.isArray(body) ? body : [body]) {
+            const at = sentAt.get(m.ref as number);
+            if (at === undefined) continue;
+            sentAt.delete(m.ref as number);
+            recordMs(wsHist, now - at);
+            const outcome = m.op === 'redeemed' ? 'ok' : String(m.reason);
+            wsOutcomes[outcome] = (wsOutcomes[outcome] ?? 0) + 1;
+            wsDone++;
+            inFlight--;
+          }
+          // Keep the window full until the time is up, then drain.
+          while (performance.now() < until && inFlight <= (WINDOW - 1) * FRAME) sendFrame();
+          if (inFlight === 0 && performance.now() >= until) {
+            ws.close();
+            resolve();
+          }
+        });
+      }),
+    ),
+  );
+  const wsSec = (performance.now() - t0) / 1000;
+  const wsGwCpu = (cpuTicks(gw.pid) - gw0) / 100 / wsSec;
+  const wsRedisCpu = (cpuTicks(redisPid) - r0) / 100 / wsSec;
+  const wsRate = Math.round(wsDone / wsSec);
+  const ws = summarize(wsHist);
+
+  // --- 2. HTTP -----------------------------------------------------------------
+  const http = await autocannon({
+    url: `http://127.0.0.1:${port}/v1/redeem`,
+    method: 'POST',
+    connections: HTTP_CONNS,
+    duration: DURATION,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    requests: [{ setupRequest: (req) => ({ ...req, body: JSON.stringify({ scan: nextScan(), id: pick(), item: 'coffee' }) }) }],
+  });
+  const httpRate = Math.round(http.requests.average);
+
+  // --- 3. Ceiling: redis-benchmark EVALSHA redeem.lua -----------------------------
+  gw.stdin?.end();
+  await new Promise((r) => gw.once('exit', r));
+  const redeem = readScripts().find((s) => s.name === 'redeem')!;
+  const id0 = ids[0]!;
+  const { hash, bucket } = ctx.ids.hash(id0);
+  // Every call a fresh scan key (random up to 1e9): the debit path, as in the runs above.
+  const rb = spawnSync(
+    'redis-benchmark',
+    [
+      '-p', String(redis.port), '-n', String(flags['rb-requests']), '-c', '50', '-P', '16', '-r', '1000000000', '--csv',
+      'EVALSHA', redeem.sha, '3', keys.id(bucket, hash), keys.scan(bucket, 'rb:__rand_int__'), keys.redemptions(bucket),
+      String(Date.now()), VENUE, '', 'coffee', String(PRICE), '1', 'in', 'rb', '__rand_int__', hash, '600',
+    ],
+    { encoding: 'utf8' },
+  );
+  const ceiling = Math.round(Number(/"([\d.]+)"/.exec(rb.stdout.split('\n').find((l) => l.includes('EVALSHA')) ?? '')?.[1] ?? 0));
+
+  const records = (await Promise.all(Array.from({ length: cfg.buckets }, (_, b) => ctx.redis.xlen(keys.redemptions(b))))).reduce((a, b) => a + b, 0);
+  console.log('\nresults');
+  console.log(`  websocket        ${wsRate.toLocaleString('en')} redemptions/s  (${wsDone.toLocaleString('en')} in ${wsSec.toFixed(1)} s; outcomes ${JSON.stringify(wsOutcomes)}; gateway CPU ${(wsGwCpu * 100).toFixed(0)}%, redis ${(wsRedisCpu * 100).toFixed(0)}%)`);
+  console.log(`  ${fmtLatency('ws redeem', ws)}`);
+  console.log(`  http             ${httpRate.toLocaleString('en')} req/s  p50 ${http.latency.p50} ms  p99 ${http.latency.p99} ms  (2xx ${http['2xx']}, non-2xx ${http.non2xx}, errors ${http.errors}, timeouts ${http.timeouts})`);
+  console.log(`  ceiling          ${ceiling.toLocaleString('en')} EVALSHA/s of redeem.lua (redis-benchmark -c 50 -P 16, debit path)`);
+  console.log(`  ratio            websocket/ceiling ${(wsRate / ceiling).toFixed(3)}, http/ceiling ${(httpRate / ceiling).toFixed(3)}`);
+  console.log(`  records          ${records.toLocaleString('en')} redemption records in Redis (ws ok + http 2xx + ceiling calls)`);
+  const target = wsRate >= 40_000 && httpRate >= 20_000 && ws.p99 < 20 && http.latency.p99 < 20;
+  console.log(`\ntarget (issue 3: ≥ 40,000/s over WebSocket and ≥ 20,000 req/s over HTTP, p99 < 20 ms, 2 cores, load generator included): ${target ? 'met' : 'NOT met'}`);
+  console.log(
+    JSON.stringify({ bench: 'redeem', ws: { perSec: wsRate, latencyMs: ws, outcomes: wsOutcomes, gatewayCpu: wsGwCpu, redisCpu: wsRedisCpu }, http: { perSec: httpRate, p50: http.latency.p50, p99: http.latency.p99, non2xx: http.non2xx }, ceiling, targetMet: target }),
+  );
+  await ctx.close();
+  await redis.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
