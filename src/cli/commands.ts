@@ -2,11 +2,17 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { activateId, idStatus, setIdState } from '../admin/ids';
-import { readItemsFile, readPlansFile, readProductsFile } from '../catalog/files';
+import { readAccessFile, readItemsFile, readPlansFile, readProductsFile } from '../catalog/files';
 import type { Role } from '../catalog/schema';
-import { createToken, putItems, putPlans, putProducts, readCatalog, revokeTokens } from '../catalog/store';
+import { createToken, putAccess, putItems, putPlans, putProducts, readCatalog, revokeTokens } from '../catalog/store';
+import { loadConfig } from '../config/config';
+import { luhnValid } from '../ids/luhn';
 import { mintIds } from '../ids/mint';
 import { findRepoDir } from '../redis/scripts';
+import { lookupSale, refundSale } from '../sales/admin';
+import { Inventory } from '../sales/inventory';
+import { HttpProvider } from '../sales/provider';
+import { DEMO_MEMBERS, readMembers, Sandbox, type Member } from '../sandbox/server';
 import { exportRecords } from './export';
 import { runDemoCall } from './call';
 import type { Cli } from './main';
@@ -24,11 +30,43 @@ const opts = <O extends NonNullable<ParseArgsConfig['options']>>(cli: Cli, optio
   return r;
 };
 
+const usageError = (message: string): Error => Object.assign(new Error(message), { code: 'ERR_PARSE_ARGS_VALUE' });
+
 const intArg = (v: unknown, what: string): number => {
   const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 0) throw Object.assign(new Error(`${what} must be a whole number`), { code: 'ERR_PARSE_ARGS_VALUE' });
+  if (!Number.isSafeInteger(n) || n < 0) throw usageError(`${what} must be a whole number`);
   return n;
 };
+
+/**
+ * A members file for the sandbox card company, checked here because the
+ * sandbox takes it as is: a member it could never approve (card failing the
+ * Luhn check, numeric PIN, no limit) is an error now rather than a puzzling
+ * decline later.
+ */
+function checkMembers(json: unknown, file: string): Member[] {
+  const list = Array.isArray(json) ? json : (json as { members?: unknown } | null)?.members;
+  if (!Array.isArray(list) || list.length === 0) throw new Error(`${file}: expected a non-empty array of members, or {"members": [...]}`);
+  const seen = new Set<string>();
+  return list.map((m: Record<string, unknown>, i) => {
+    const bad = (what: string): never => {
+      throw new Error(`${file}: member #${i + 1}: ${what}`);
+    };
+    if (typeof m !== 'object' || m === null) bad('not an object');
+    const { name, card, pin, limit, used = 0 } = m;
+    if (typeof name !== 'string' || !name) bad('name must be a non-empty string');
+    if (typeof card !== 'string' || !/^[0-9]{12,19}$/.test(card) || !luhnValid(card)) bad('card must be 12 to 19 digits (a string) with a valid Luhn check digit');
+    if (typeof pin !== 'string' || !/^[0-9]{1,12}$/.test(pin)) bad('pin must be a string of 1 to 12 digits');
+    if (!Number.isSafeInteger(limit) || (limit as number) < 0) bad('limit must be a whole number of micro-units');
+    if (!Number.isSafeInteger(used) || (used as number) < 0) bad('used must be a whole number of micro-units');
+    if (seen.has(card as string)) bad(`card ${card as string} appears twice`);
+    seen.add(card as string);
+    return { name, card, pin, limit, used } as Member;
+  });
+}
+
+/** Micro-units as a plain amount with two decimals (the sandbox's members have no currency). */
+const amount = (micro: number): string => (micro / 1e6).toFixed(2);
 
 /** Prints an Outcome as JSON; a refusal goes to stderr and exits 1. */
 function outcome(cli: Cli, r: { ok: boolean; reason?: string }): number {
@@ -55,23 +93,33 @@ function openOut(path: string | undefined): { write: (s: string) => void; done: 
 
 export const commands: Record<string, Command> = {
   'catalog-load': {
-    summary: 'load products, rate plans and venue items into Redis (gateways refresh at once)',
-    usage: '[--products FILE.json|csv] [--plans FILE.json|csv] [--items FILE.json|csv]',
+    summary: 'load products, rate plans, venue items and access numbers into Redis (gateways refresh at once)',
+    usage: '[--products FILE.json|csv] [--plans FILE.json|csv] [--items FILE.json|csv] [--access FILE.json|csv]',
     async run(cli) {
-      const { values } = opts(cli, { products: { type: 'string' }, plans: { type: 'string' }, items: { type: 'string' } });
-      if (!values.products && !values.plans && !values.items) throw Object.assign(new Error('give --products, --plans and/or --items'), { code: 'ERR_PARSE_ARGS_MISSING' });
+      const { values } = opts(cli, { products: { type: 'string' }, plans: { type: 'string' }, items: { type: 'string' }, access: { type: 'string' } });
+      if (!values.products && !values.plans && !values.items && !values.access) {
+        throw Object.assign(new Error('give --products, --plans and/or --items, or --access'), { code: 'ERR_PARSE_ARGS_MISSING' });
+      }
+      // Every file is read (and parsed) before anything is written: one that cannot be read loads nothing.
+      const items = values.items ? readItemsFile(values.items) : undefined;
+      const plans = values.plans ? readPlansFile(values.plans) : undefined;
+      const products = values.products ? readProductsFile(values.products) : undefined;
+      const access = values.access ? readAccessFile(values.access) : undefined;
       const ctx = await cli.ctx();
-      if (values.items) cli.out(`loaded ${(await putItems(ctx.redis, readItemsFile(values.items))).length} item(s)`);
+      if (items) cli.out(`loaded ${(await putItems(ctx.redis, items)).length} item(s)`);
       // Plans first, so no product ever points at a plan the gateways do not have yet.
-      if (values.plans) cli.out(`loaded ${(await putPlans(ctx.redis, readPlansFile(values.plans))).length} rate plan(s)`);
-      if (values.products) cli.out(`loaded ${(await putProducts(ctx.redis, readProductsFile(values.products))).length} product(s)`);
+      if (plans) cli.out(`loaded ${(await putPlans(ctx.redis, plans)).length} rate plan(s)`);
+      if (products) cli.out(`loaded ${(await putProducts(ctx.redis, products)).length} product(s)`);
+      if (access) cli.out(`loaded ${(await putAccess(ctx.redis, access)).length} access area(s)`);
     },
   },
   'catalog-show': {
-    summary: 'print the catalog as JSON',
+    summary: 'print the catalog as JSON (products, rate plans, venue items, access areas)',
     async run(cli) {
       const cat = await readCatalog((await cli.ctx()).redis);
-      cli.out(JSON.stringify({ version: cat.version, products: [...cat.products.values()], plans: [...cat.plans.values()], items: [...cat.items.values()] }, null, 2));
+      cli.out(
+        JSON.stringify({ version: cat.version, products: [...cat.products.values()], plans: [...cat.plans.values()], items: [...cat.items.values()], access: [...cat.access.values()] }, null, 2),
+      );
     },
   },
   mint: {
@@ -160,6 +208,87 @@ export const commands: Record<string, Command> = {
       cli.out(`revoked ${await revokeTokens((await cli.ctx()).redis, values.name ?? '')} token(s)`);
     },
   },
+  'sale-lookup': {
+    summary: 'show a sold ID: its state and balance, its sale record (price, provider reference, commission, net) and any refund',
+    usage: 'ID',
+    async run(cli) {
+      const { positionals } = opts(cli, {}, 1);
+      return outcome(cli, await lookupSale(await cli.ctx(), positionals[0]));
+    },
+  },
+  'sale-refund': {
+    summary: 'refund an unused sold ID: block it, record the refund, void the payment at the card company (PROVIDER_URL)',
+    usage: 'ID [--reason TEXT]',
+    async run(cli) {
+      const { values, positionals } = opts(cli, { reason: { type: 'string' } }, 1);
+      // Checked before Redis is touched: without the card company nothing should change.
+      const { url, key, timeoutMs } = loadConfig().provider;
+      if (!url) {
+        throw Object.assign(
+          new Error(
+            'PROVIDER_URL is not set: a refund voids the payment at the card company, so the CLI must know where it is. ' +
+              "Set PROVIDER_URL (and PROVIDER_KEY) as the gateway has them; with `npm start`'s own sandbox, use the URL it logs at start, " +
+              'or refund through the gateway: POST /v1/admin/sales/{id}/refund with an admin token',
+          ),
+          { code: 'ERR_PARSE_ARGS_MISSING' },
+        );
+      }
+      const ctx = await cli.ctx();
+      const operator = `cli:${process.env.USER ?? process.env.LOGNAME ?? 'unknown'}`;
+      const r = await refundSale(ctx, new HttpProvider(url, timeoutMs, key), positionals[0], values.reason ?? '', operator);
+      const code = outcome(cli, r);
+      if (r.ok && r.provider !== 'voided' && r.provider !== 'not_paid_through_a_provider') {
+        // The ID is blocked and the refund recorded either way; only the money is in doubt.
+        process.stderr.write(`the card company did not confirm the void (${r.provider}): run the same refund again, it only repeats the void\n`);
+        return 1;
+      }
+      return code;
+    },
+  },
+  'sandbox-provider': {
+    summary: 'run the sandbox card company (test members, no real money) in the foreground until Ctrl-C; needs no Redis',
+    usage: '[--port N] [--host ADDR] [--members FILE.json] [--commission-bp N] [--latency-ms N] [--fail-rate F]',
+    async run(cli) {
+      const { values } = opts(cli, {
+        port: { type: 'string' },
+        host: { type: 'string', default: '127.0.0.1' },
+        members: { type: 'string' },
+        'commission-bp': { type: 'string', default: '250' },
+        'latency-ms': { type: 'string', default: '0' },
+        'fail-rate': { type: 'string', default: '0' },
+      });
+      const port = values.port === undefined ? loadConfig().provider.sandboxPort : intArg(values.port, '--port');
+      if (port > 65535) throw usageError('--port must be 0 to 65535');
+      const commissionBp = intArg(values['commission-bp'], '--commission-bp');
+      if (commissionBp > 10_000) throw usageError('--commission-bp must be 0 to 10000 (basis points: 250 = 2.5%)');
+      const latencyMs = intArg(values['latency-ms'], '--latency-ms');
+      const failRate = Number(values['fail-rate']);
+      if (!(failRate >= 0 && failRate <= 1)) throw usageError('--fail-rate must be between 0 and 1');
+      const members = values.members ? checkMembers(readMembers(values.members), values.members) : DEMO_MEMBERS;
+
+      const sandbox = new Sandbox({ members, commissionBp, faults: { latencyMs, failRate } });
+      const host = values.host!;
+      const bound = await sandbox.listen(port, host);
+      const url = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host}:${bound}`;
+      cli.out(`sandbox payment provider on ${url} (test members only, no real money)`);
+      cli.out(`  point the gateway at it: PROVIDER_URL=${url}`);
+      cli.out(`  commission ${commissionBp} bp (${(commissionBp / 100).toFixed(2)}%), latency ${latencyMs} ms, fail rate ${failRate}`);
+      cli.out('  members (card PIN, credit used / limit):');
+      for (const m of sandbox.members.values()) cli.out(`    ${m.name.padEnd(20)} card ${m.card}  card PIN ${m.pin.padEnd(5)} ${amount(m.used)} / ${amount(m.limit)}`);
+      cli.out('  Ctrl-C stops it; payments are kept in memory only.');
+      await new Promise<void>((resolve) => {
+        const stop = (): void => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          resolve();
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+      await sandbox.close();
+      cli.out('sandbox payment provider stopped');
+    },
+  },
   export: {
     summary: 'export records: calls (CDRs), redemptions or sales, as CSV or NDJSON',
     usage: 'calls|redemptions|sales [--format csv|ndjson] [--since MS] [--until MS] [--out FILE]',
@@ -178,19 +307,33 @@ export const commands: Record<string, Command> = {
     },
   },
   demo: {
-    summary: 'load the demo catalog, create demo tokens, mint and activate one demo ID',
+    summary: 'load the demo catalog and access numbers, create demo tokens, mint and activate one demo ID, put 20 of each talk product on sale',
     async run(cli) {
       const ctx = await cli.ctx();
       const dir = findRepoDir(join('deploy', 'demo'));
       await putPlans(ctx.redis, readPlansFile(join(dir, 'rates.csv')));
       const products = await putProducts(ctx.redis, readProductsFile(join(dir, 'products.json')));
+      const areas = await putAccess(ctx.redis, readAccessFile(join(dir, 'access.csv')));
       const sw = await createToken(ctx.redis, { name: `demo-switch-${Date.now().toString(36)}`, role: 'switch' });
       const admin = await createToken(ctx.redis, { name: `demo-admin-${Date.now().toString(36)}`, role: 'admin' });
       const ids: string[] = [];
       await mintIds(ctx, products[0]!, 1, (id) => ids.push(id));
       const act = await activateId(ctx, ids[0], { channel: 'manual', price: products[0]!.price, ref: 'demo' });
       if (!act.ok) throw new Error(`activation failed: ${act.reason}`);
-      cli.out(JSON.stringify({ id: ids[0], product: products[0]!.name, balance: act.balance, switchToken: sw.token, adminToken: admin.token }, null, 2));
+      // Stock for the buy page: the numbers are not printed, buyers get them when they pay.
+      const inventory = new Inventory(ctx);
+      const onSale: Record<string, number> = {};
+      for (const p of products.filter((x) => x.kind === 'talk')) {
+        await mintIds(ctx, p, 20, () => undefined);
+        onSale[p.name] = await inventory.available(p.name);
+      }
+      cli.out(
+        JSON.stringify(
+          { id: ids[0], product: products[0]!.name, balance: act.balance, switchToken: sw.token, adminToken: admin.token, onSale, accessAreas: areas.map((a) => a.area) },
+          null,
+          2,
+        ),
+      );
     },
   },
   call: {

@@ -4,7 +4,9 @@ import { keys } from '../redis/keys';
 
 const FIELDS = {
   calls: ['record', 'time', 'switch', 'call', 'id', 'dest', 'start', 'answer', 'end', 'sec', 'rate', 'fee', 'cost', 'short', 'bal', 'cause'],
-  sales: ['record', 'time', 'id', 'product', 'face', 'currency', 'price', 'channel', 'ref'],
+  // Sales and refunds share the stream: `type` is empty for a sale and `refund` for a refund; refunds carry
+  // `amount` (the value taken back) and `reason`, sales through a card company `provider`, `commission`, `net`.
+  sales: ['record', 'time', 'id', 'product', 'face', 'currency', 'price', 'channel', 'ref', 'type', 'amount', 'provider', 'commission', 'net', 'reason'],
   redemptions: ['record', 'time', 'type', 'scan', 'scanner', 'id', 'kind', 'action', 'venue', 'gate', 'item', 'qty', 'amount', 'before', 'after', 'reason'],
 } as const;
 

@@ -27,7 +27,8 @@ const EnvSchema = Type.Object({
   CATALOG_POLL_MS: Int(100, 600_000, 5000),
   MAX_FRAME_BYTES: Int(64, 16 * 1024 * 1024, 256 * 1024),
   MAX_BATCH: Int(1, 100_000, 2000),
-  MAX_INFLIGHT: Int(1, 1_000_000, 20_000),
+  MAX_INFLIGHT: Int(1, 1_000_000, 5_000),
+  MAX_INFLIGHT_TOTAL: Int(1, 10_000_000, 50_000),
   MAX_BACKPRESSURE_BYTES: Int(1024, 1 << 30, 8 * 1024 * 1024),
   WS_IDLE_TIMEOUT_SEC: Int(0, 960, 120),
   REDIS_TIMEOUT_MS: Int(50, 60_000, 2000),
@@ -67,6 +68,8 @@ export interface Config {
   maxFrameBytes: number;
   maxBatch: number;
   maxInflight: number;
+  /** Requests in flight in the whole gateway before new ones are refused `overloaded`. */
+  maxInflightTotal: number;
   maxBackpressureBytes: number;
   wsIdleTimeoutSec: number;
   /** Where buyers reach us: check and access-number links are built on it. */
@@ -128,6 +131,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxFrameBytes: e.MAX_FRAME_BYTES,
     maxBatch: e.MAX_BATCH,
     maxInflight: e.MAX_INFLIGHT,
+    maxInflightTotal: e.MAX_INFLIGHT_TOTAL,
     maxBackpressureBytes: e.MAX_BACKPRESSURE_BYTES,
     wsIdleTimeoutSec: e.WS_IDLE_TIMEOUT_SEC,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),

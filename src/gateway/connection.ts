@@ -19,6 +19,12 @@ export class Conn {
   private out: Record<Encoding, object[]> = { msgpack: [], json: [] };
   private scheduled = false;
 
+  /** One reply function per encoding, made once: no closure per message on the hot path. */
+  readonly reply: Record<Encoding, (msg: object) => void> = {
+    msgpack: (msg) => this.send(msg, 'msgpack'),
+    json: (msg) => this.send(msg, 'json'),
+  };
+
   constructor(
     readonly ws: WebSocket<ConnData>,
     readonly token: TokenInfo,

@@ -31,12 +31,19 @@ export function failureReason(err: unknown): string {
  * message with a stable reason; nothing a client sends closes the connection
  * except frames past the hard size limit, which uWS enforces.
  */
+/** Requests in flight in the whole gateway (all connections, all endpoints). */
+export interface Load {
+  inflight: number;
+  max: number;
+}
+
 export class Dispatcher {
   constructor(
     private readonly routes: Routes,
     private readonly cfg: Config,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly load: Load,
   ) {}
 
   onFrame(conn: Conn, data: ArrayBuffer, isBinary: boolean): void {
@@ -61,7 +68,7 @@ export class Dispatcher {
   }
 
   private onMessage(conn: Conn, m: unknown, enc: Encoding): void {
-    const reply = (out: object): void => conn.send(out, enc);
+    const reply = conn.reply[enc];
     if (!isObject(m)) return this.reject(reply, 'message', 'bad_message', 'a message is a map with an op');
     const op = m.op;
     if (op === undefined) return this.reject(reply, 'message', 'missing_field', 'op is required', m);
@@ -72,13 +79,18 @@ export class Dispatcher {
       return this.reject(reply, op as string, reason, message, m);
     }
     if (conn.inflight >= this.cfg.maxInflight) return this.reject(reply, op as string, 'overloaded', 'too many requests in flight on this connection', m);
+    // Past the gateway-wide bound, refuse at once: a queue that only grows ends in timeouts for everyone.
+    if (this.load.inflight >= this.load.max) return this.reject(reply, op as string, 'overloaded', 'the gateway is at capacity, retry shortly', m);
     conn.inflight++;
+    this.load.inflight++;
     route.handle(m, conn, reply).then(
       () => {
         conn.inflight--;
+        this.load.inflight--;
       },
       (err: unknown) => {
         conn.inflight--;
+        this.load.inflight--;
         const reason = failureReason(err);
         if (reason === 'internal') this.log.error({ err, op }, 'handler failed');
         this.reject(reply, op as string, reason, reason === 'unavailable' ? 'storage unavailable, try again' : 'internal error', m);

@@ -54,6 +54,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   reaper.start();
 
   const app = uWS.App();
+  const load = { inflight: 0, max: cfg.maxInflightTotal };
   const conns = new Set<Conn>();
   const redemption = new Redemption(ctx, catalog, metrics);
   if (!cfg.provider.url) throw new Error('no payment provider: set PROVIDER_URL (npm start runs the sandbox provider when it is unset)');
@@ -69,7 +70,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   wsEndpoint(app, '/v1/scanner', 'scanner', scannerRoutes(redemption, metrics));
 
   function wsEndpoint(app: TemplatedApp, path: string, role: Role, routes: Routes): void {
-    const dispatcher = new Dispatcher(routes, cfg, metrics, log);
+    const dispatcher = new Dispatcher(routes, cfg, metrics, log, load);
     app.ws<ConnData>(path, {
       compression: uWS.DISABLED,
       // The hard limit: past it uWS closes the connection. Frames between the soft
