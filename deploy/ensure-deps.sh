@@ -1,8 +1,37 @@
 #!/bin/sh
 # Installs what `npm start` and `npm test` need and a fresh Debian machine lacks:
-# the Node packages, and Debian's redis-server unless REDIS_URL/REDIS_CLUSTER point elsewhere.
+# the Node packages, Debian's redis-server unless REDIS_URL/REDIS_CLUSTER point elsewhere,
+# and Debian's chromium for the browser tests of the web pages (test/pages; not for `npm start`).
+#
+#   sh deploy/ensure-deps.sh            everything (`npm test`, .ci/run)
+#   sh deploy/ensure-deps.sh chromium   only the browser (what test/pages runs when it is missing)
 set -e
 cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+APT_UPDATED=""
+apt_install() {
+  if [ -z "$APT_UPDATED" ]; then
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_chromium() {
+  # playwright-core drives Debian's build (executablePath /usr/bin/chromium);
+  # `npx playwright install` cannot download a browser here.
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "tessera: installing Debian's chromium (browser tests)" >&2
+    apt_install chromium fonts-dejavu-core
+  fi
+}
+
+if [ "${1:-}" = "chromium" ]; then
+  ensure_chromium
+  exit 0
+fi
 
 if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
   echo "tessera: installing Node packages" >&2
@@ -11,9 +40,12 @@ fi
 
 if ! command -v redis-server >/dev/null 2>&1 && [ -z "${REDIS_URL}${REDIS_CLUSTER}" ]; then
   echo "tessera: installing Debian's redis-server" >&2
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null
+  apt_install redis-server redis-tools
   # The package starts a system-wide Redis on 6379; Tessera runs its own, so leave that one be.
+fi
+
+# A server started with `npm start` serves its pages to other people's browsers: it needs none.
+# Without it the browser tests say why and skip (and fail under CI, which must run them).
+if [ "${npm_lifecycle_event:-}" != "start" ]; then
+  ensure_chromium || echo "tessera: could not install chromium; test/pages will not run" >&2
 fi

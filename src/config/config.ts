@@ -40,6 +40,7 @@ const EnvSchema = Type.Object({
   HOLD_MS: Int(1000, 3_600_000, 600_000),
   PURCHASE_LEASE_MS: Int(100, 600_000, 30_000),
   PIN_MAX_TRIES: Int(1, 100, 5),
+  TRUST_PROXY: Type.Union([Type.Literal('0'), Type.Literal('1')], { default: '0' }),
   PIN_LOCK_SEC: Int(1, 86400, 900),
   PIN_MAX_TRIES_PER_CLIENT: Int(1, 100_000, 20),
   SCAN_TTL_SEC: Int(60, 366 * 86400, 30 * 86400),
@@ -78,6 +79,8 @@ export interface Config {
   provider: { url?: string; key?: string; timeoutMs: number; sandboxPort: number };
   /** How long an ID stays reserved for a purchase in progress. */
   holdMs: number;
+  /** Take the client address from X-Forwarded-For (only behind a proxy that sets it). */
+  trustProxy: boolean;
   purchaseLeaseMs: number;
   /** Wrong PINs before a check link locks, for how long, and per client address. */
   pin: { maxTries: number; lockSec: number; maxTriesPerClient: number };
@@ -137,6 +140,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
     provider: { url: e.PROVIDER_URL, key: e.PROVIDER_KEY, timeoutMs: e.PROVIDER_TIMEOUT_MS, sandboxPort: e.SANDBOX_PORT },
     holdMs: e.HOLD_MS,
+    trustProxy: e.TRUST_PROXY === '1',
     purchaseLeaseMs: e.PURCHASE_LEASE_MS,
     pin: { maxTries: e.PIN_MAX_TRIES, lockSec: e.PIN_LOCK_SEC, maxTriesPerClient: e.PIN_MAX_TRIES_PER_CLIENT },
     scanTtlSec: e.SCAN_TTL_SEC,

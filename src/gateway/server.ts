@@ -153,7 +153,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   adminRoutes(api, ctx, redemption);
   scannerHttp(api, redemption, metrics);
   salesRoutes(api, ctx, catalog, inventory, purchases, provider);
-  pageRoutes(app, { catalog, inventory, purchases, checks, publicUrl, log });
+  pageRoutes(app, { catalog, inventory, purchases, checks, publicUrl, trustProxy: cfg.trustProxy, log });
 
   app.any('/*', (res) => {
     res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end('{"error":{"reason":"not_found","message":"no such endpoint"}}');

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { CatalogCache } from '../catalog/cache';
 import type { AccessArea } from '../catalog/schema';
@@ -21,14 +21,25 @@ export interface PageDeps {
   purchases: Purchases;
   checks: CheckLinks;
   publicUrl: () => string;
+  trustProxy: boolean;
   log: Logger;
 }
 
 const FORM_LIMIT = 16 * 1024;
 const HTML = 'text/html; charset=utf-8';
 
-function clientAddress(res: HttpResponse): string {
-  return Buffer.from(res.getRemoteAddressAsText()).toString('utf8');
+/** Before first use an ID's validity is counted in days from that first use. */
+function validity(days: number | undefined): string {
+  return days ? `${days} days after first use` : 'no expiry';
+}
+
+/**
+ * The buyer's address, for the per-client PIN lockout. Behind a reverse proxy
+ * (TRUST_PROXY=1) it is the first address of X-Forwarded-For, else the socket's.
+ */
+function clientAddress(res: HttpResponse, req: HttpRequest, trustProxy: boolean): string {
+  const forwarded = trustProxy ? req.getHeader('x-forwarded-for').split(',')[0]?.trim() : '';
+  return forwarded || Buffer.from(res.getRemoteAddressAsText()).toString('utf8');
 }
 
 export function pageRoutes(app: TemplatedApp, d: PageDeps): void {
@@ -41,10 +52,13 @@ export function pageRoutes(app: TemplatedApp, d: PageDeps): void {
   };
 
   // --- Buy -------------------------------------------------------------------
-  const buyForm = async (error?: string): Promise<Html> => {
-    const products = (await Promise.all(d.catalog.products.map((p) => productView(p, d.catalog, d.inventory)))).filter((p) => p.kind === 'talk');
+  /** `keep`: the nonce of a purchase whose outcome is not known yet; submitting again continues it. */
+  const buyForm = async (error?: string, keep?: string): Promise<Html> => {
+    // Cheapest first: the catalog's own order is whatever Redis hands back.
+    const talk = d.catalog.products.filter((p) => p.kind === 'talk').sort((a, b) => a.price - b.price || a.name.localeCompare(b.name));
+    const products = await Promise.all(talk.map((p) => productView(p, d.catalog, d.inventory)));
     // One nonce per form: a double submit or a reload of the POST is the same purchase.
-    const nonce = randomBytes(16).toString('hex');
+    const nonce = keep ?? randomBytes(16).toString('hex');
     return html`<h1>Buy talk time</h1>
 ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
 <form method="post" action="/buy">
@@ -76,10 +90,10 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
     guard(reply, async () => send(reply, 200, 'Buy', await buyForm()));
   });
 
-  app.post('/buy', (res) => {
+  app.post('/buy', (res, req) => {
     const reply = replyFor(res);
     const form = readForm(res, FORM_LIMIT);
-    const client = clientAddress(res);
+    const client = clientAddress(res, req, d.trustProxy);
     guard(reply, async () => {
       const f = await form;
       const pin = f.get('pin') ?? '';
@@ -89,7 +103,13 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
       if (!/^[0-9]{8,19}$/.test(card)) return send(reply, 400, 'Buy', await buyForm('Please enter the card number (digits only).'));
       if (!/^[0-9a-f]{32}$/.test(nonce)) return send(reply, 400, 'Buy', await buyForm('The form expired; please try again.'));
       const r = await d.purchases.purchase(`web:${client}`, `web/${nonce}`, { product: f.get('product') ?? '', pin, card, cardPin: f.get('cardPin') ?? '' });
-      if (!r.ok) return send(reply, r.status, 'Not sold', html`<h1>Payment not completed</h1><p class="error" role="alert">${r.message}</p><p>Nothing was sold${r.status === 503 ? ' yet' : ''}.</p>${await buyForm()}`);
+      if (!r.ok) {
+        // Outcome unknown (card company silent, or still working): the form keeps this purchase's
+        // nonce, so submitting the same details again finishes it and never charges twice.
+        const pending = r.reason === 'payment_pending' || r.reason === 'in_progress';
+        const text = pending ? 'The card company has not answered yet. Submit the same details again in a moment: you will not be charged twice.' : r.message;
+        return send(reply, r.status, 'Not sold', html`<h1>Payment not completed</h1><p class="error" role="alert">${text}</p><p>Nothing was sold${pending ? ' yet' : ''}.</p>${await buyForm(undefined, pending ? nonce : undefined)}`);
+      }
       send(
         reply,
         200,
@@ -97,8 +117,8 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
         html`<h1>Thank you</h1>
 <p class="ok">The ID number you purchased is</p>
 <p class="id" id="id-number">${r.id.replace(/(\d{4})(?=\d)/g, '$1 ')}</p>
-<p>${r.product}: ${money(r.price, r.currency)}</p>
-<p>Keep this link; with your PIN it shows the number again:<br><a id="check-url" href="${r.checkUrl}">${r.checkUrl}</a></p>
+<p>${d.catalog.product(r.product)?.title ?? r.product}: ${money(r.price, r.currency)}</p>
+<p>Keep this link; with your PIN it shows the number again:<br><a id="check-url" class="url" href="${r.checkUrl}">${r.checkUrl}</a></p>
 <p>To call, dial the local access number of the place you are in: <a id="access-url" href="${r.accessUrl}">access numbers</a>.</p>`,
       );
     });
@@ -125,7 +145,7 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
     const token = req.getParameter(1) ?? '';
     const action = `/check/${encodeURIComponent(bucket)}/${encodeURIComponent(token)}`;
     const form = readForm(res, FORM_LIMIT);
-    const client = clientAddress(res);
+    const client = clientAddress(res, req, d.trustProxy);
     guard(reply, async () => {
       const r = await d.checks.check(bucket, token, (await form).get('pin') ?? '', client);
       if (!r.ok) {
@@ -145,7 +165,7 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
 <table>
 <tr><th>Balance</th><td id="balance">${r.kind === 'talk' || r.kind === 'goods' ? money(r.balance, r.currency) : String(r.balance)}</td></tr>
 <tr><th>State</th><td>${r.state}</td></tr>
-<tr><th>Valid until</th><td id="expires">${r.expires ? new Date(r.expires).toISOString().slice(0, 10) : 'one year after first use'}</td></tr>
+<tr><th>Valid until</th><td id="expires">${r.expires ? new Date(r.expires).toISOString().slice(0, 10) : validity(r.validDays)}</td></tr>
 </table>
 <p><a href="/access">Access numbers</a></p>`,
       );

@@ -9,7 +9,7 @@ import { verifyPin } from './pin';
  * links is locked out too.
  */
 export type CheckResult =
-  | { ok: true; id: string; product: string; kind: string; balance: number; currency: string; state: string; expires?: number }
+  | { ok: true; id: string; product: string; kind: string; balance: number; currency: string; state: string; expires?: number; validDays: number }
   | { ok: false; reason: 'wrong_pin' | 'locked'; triesLeft?: number; until?: number };
 
 type Attempt = ['open'] | ['locked', number] | ['wrong', number];
@@ -21,29 +21,30 @@ export class CheckLinks {
     const { cfg, ids, redis, scripts } = this.ctx;
     const lockMs = cfg.pin.lockSec * 1000;
     const now = Date.now();
+    // Counted before the (slow) PIN check, so a burst of parallel guesses cannot slip past the limit;
+    // a right PIN gives its count back.
     const clientKey = keys.pinMisses(ids.bucketOf(client), client);
-    const clientMisses = Number((await redis.get(clientKey)) ?? 0);
-    if (clientMisses >= cfg.pin.maxTriesPerClient) return { ok: false, reason: 'locked', until: now + Number(await redis.pttl(clientKey)) };
+    const counted = await redis.multi().incr(clientKey).expire(clientKey, cfg.pin.lockSec, 'NX').pttl(clientKey).exec();
+    const attempts = Number(counted?.[0]?.[1]);
+    if (attempts > cfg.pin.maxTriesPerClient) return { ok: false, reason: 'locked', until: now + Number(counted?.[2]?.[1]) };
 
     const bucket = Number(bucketText);
     const idHash = Number.isInteger(bucket) && bucket >= 0 && bucket < cfg.buckets && /^[0-9a-f]{32}$/.test(token) ? await redis.get(keys.check(bucket, ids.mac(`chk:${token}`).slice(0, 32))) : null;
-    const miss = async (): Promise<CheckResult> => {
-      await redis.multi().incr(clientKey).expire(clientKey, cfg.pin.lockSec, 'NX').exec();
-      return { ok: false, reason: 'wrong_pin' };
-    };
     // An unknown link answers like a wrong PIN: no telling which links exist.
-    if (!idHash) return miss();
+    if (!idHash) return { ok: false, reason: 'wrong_pin' };
     const idKey = keys.id(bucket, idHash);
     const gate = await scripts.run<Attempt>('pin_attempt', [idKey], [now, 'check', cfg.pin.maxTries, lockMs]);
     if (gate[0] === 'locked') return { ok: false, reason: 'locked', until: gate[1] };
 
     const h = await redis.hgetall(idKey);
     if (!h.pin || !(await verifyPin(pin, h.pin))) {
-      await redis.multi().incr(clientKey).expire(clientKey, cfg.pin.lockSec, 'NX').exec();
       const r = await scripts.run<Attempt>('pin_attempt', [idKey], [Date.now(), 'wrong', cfg.pin.maxTries, lockMs]);
       return r[0] === 'locked' ? { ok: false, reason: 'locked', until: r[1] } : { ok: false, reason: 'wrong_pin', triesLeft: r[1] as number };
     }
-    await scripts.run<Attempt>('pin_attempt', [idKey], [Date.now(), 'ok', cfg.pin.maxTries, lockMs]);
+    await redis.decr(clientKey);
+    // The link may have locked while this PIN was being verified (wrong PINs sent at the same time).
+    const done = await scripts.run<Attempt>('pin_attempt', [idKey], [Date.now(), 'ok', cfg.pin.maxTries, lockMs]);
+    if (done[0] === 'locked') return { ok: false, reason: 'locked', until: done[1] };
     const exp = Number(h.exp ?? 0);
     return {
       ok: true,
@@ -53,6 +54,7 @@ export class CheckLinks {
       balance: Number(h.bal),
       currency: h.cur ?? '',
       state: h.st ?? '',
+      validDays: Number(h.expd ?? 0),
       ...(exp > 0 ? { expires: exp } : {}),
     };
   }

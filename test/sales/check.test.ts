@@ -1,0 +1,253 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../helpers/env';
+import { addMember, baseOf, buy, callWith, http, idFields, newKey, product, sleep, type Buyer, type Res } from './util';
+
+/**
+ * The check link: its token and the buyer's PIN together show the ID again.
+ * A wrong PIN (or a link that does not exist) shows nothing about the ID;
+ * too many wrong PINs lock the link, and a client address spraying links.
+ */
+let h: Harness;
+/** Per-link lock after 5 wrong PINs for 2 s; the per-client limit out of the way. */
+let gw: Gateway;
+/** The same, with 3 wrong PINs per client address before it is locked out. */
+let gwC: Gateway;
+let salesTok: string;
+let buyer: Buyer;
+
+const P = product('talk-c', { face: 1_000_000, price: 1_000_000, expiryDays: 30 });
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h, [P]);
+  await mint(h, P, 60);
+  gw = await gateway(h, { pin: { maxTries: 5, lockSec: 2, maxTriesPerClient: 1000 } });
+  gwC = await gateway(h, { pin: { maxTries: 5, lockSec: 2, maxTriesPerClient: 3 } });
+  salesTok = await token(h, 'sales', 'shop-c');
+  buyer = await addMember(h, 1_000_000_000);
+});
+afterAll(async () => {
+  await gw?.close();
+  await gwC?.close();
+  await h?.stop();
+});
+
+/** Every test starts with no wrong PINs counted against the test's address. */
+async function clearClientCounts(): Promise<void> {
+  const found = await h.r.keys('ts:{b*}:pinip:*');
+  if (found.length) await h.r.del(...found);
+}
+beforeEach(clearClientCounts);
+
+interface Bought {
+  id: string;
+  pin: string;
+  /** /check/<bucket>/<token> */
+  path: string;
+}
+
+async function buyOne(pin = String(1000 + Math.floor(Math.random() * 9000))): Promise<Bought> {
+  const r = await buy(gw, salesTok, newKey(), 'talk-c', buyer, pin);
+  if (r.status !== 200) throw new Error(`buy: ${r.status} ${r.text}`);
+  return { id: r.json.id, pin, path: new URL(r.json.checkUrl).pathname };
+}
+
+const grouped = (id: string): string => id.replace(/(\d{4})(?=\d)/g, '$1 ');
+const check = (g: Gateway, path: string, pin: string): Promise<Res> => http(baseOf(g), 'POST', path, { form: { pin } });
+const wrongPin = (b: Bought): string => (b.pin === '0000' ? '1111' : '0000');
+
+/** The page shows nothing of the ID: not the number, bare or grouped, nor a balance. */
+function expectNothingOf(r: Res, id: string): void {
+  expect(r.text).not.toContain(id);
+  expect(r.text).not.toContain(grouped(id));
+  expect(r.text).not.toContain('id-number');
+  expect(r.text).not.toContain('balance');
+  expect(r.text).not.toContain('The ID number you purchased is');
+}
+
+describe('check link', () => {
+  it('GET shows the PIN form, posting back to the link, and nothing of the ID', async () => {
+    const b = await buyOne();
+    const r = await http(baseOf(gw), 'GET', b.path);
+    expect(r.status).toBe(200);
+    expect(r.type).toBe('text/html; charset=utf-8');
+    expect(r.text).toContain(`<form method="post" action="${b.path}">`);
+    expect(r.text).toContain('name="pin"');
+    expectNothingOf(r, b.id);
+  });
+
+  it('the right PIN shows the ID with its balance, state and expiry', async () => {
+    const b = await buyOne('73519');
+    const r = await check(gw, b.path, '73519');
+    expect(r.status).toBe(200);
+    expect(r.type).toBe('text/html; charset=utf-8');
+    expect(r.text).toContain('The ID number you purchased is');
+    const shown = /<p class="id" id="id-number">([0-9 ]+)<\/p>/.exec(r.text);
+    expect(shown?.[1]).toBe(grouped(b.id));
+    expect(shown![1]!.replace(/ /g, '')).toBe(b.id);
+    expect(r.text).toContain('<td id="balance">1.00 EUR</td>');
+    expect(r.text).toContain('<td>sold</td>');
+  });
+
+  it('before first use the page states the product’s own validity (30 days after first use), not another', async () => {
+    const b = await buyOne();
+    const r = await check(gw, b.path, b.pin);
+    expect(r.status).toBe(200);
+    const expires = /<td id="expires">([^<]*)<\/td>/.exec(r.text)?.[1];
+    expect(expires).toContain('30 days');
+    expect(expires).not.toContain('one year');
+  });
+
+  it('after a call the page shows the balance left and the expiry date', async () => {
+    const b = await buyOne();
+    // 100 s at 100 micro/s: 0.99 EUR left.
+    await callWith(h, gw, b.id, 100);
+    const f = await idFields(h, b.id);
+    expect(f.bal).toBe('990000');
+    const exp = Number(f.exp);
+    expect(exp).toBe(Number(f.first) + 30 * 86_400_000);
+    const r = await check(gw, b.path, b.pin);
+    expect(r.status).toBe(200);
+    expect(/<td id="balance">([^<]*)<\/td>/.exec(r.text)?.[1]).toBe('0.99 EUR');
+    expect(/<td id="expires">([^<]*)<\/td>/.exec(r.text)?.[1]).toBe(new Date(exp).toISOString().slice(0, 10));
+  });
+
+  it('a wrong PIN: 403, the form again, nothing of the ID', async () => {
+    const b = await buyOne('2580');
+    for (const pin of ['2581', '', '25800', '<script>']) {
+      const r = await check(gw, b.path, pin);
+      expect(r.status, pin).toBe(403);
+      expect(r.text).toContain('That PIN does not match this link.');
+      expect(r.text).toContain(`action="${b.path}"`);
+      expectNothingOf(r, b.id);
+    }
+    expect((await check(gw, b.path, '2580')).status).toBe(200);
+  });
+
+  it('only the link’s own PIN opens it: another ID’s PIN does not', async () => {
+    const a = await buyOne('1111');
+    const b = await buyOne('2222');
+    const r = await check(gw, b.path, '1111');
+    expect(r.status).toBe(403);
+    expectNothingOf(r, a.id);
+    expectNothingOf(r, b.id);
+  });
+
+  it('an unknown link answers exactly like a wrong PIN', async () => {
+    const b = await buyOne();
+    const wrong = await check(gw, b.path, wrongPin(b));
+    const [, , bucket] = b.path.split('/');
+    const unknown = [
+      `/check/${bucket}/${randomBytes(16).toString('hex')}`,
+      `/check/${h.cfg.buckets + 5}/${randomBytes(16).toString('hex')}`,
+      `/check/abc/${randomBytes(16).toString('hex')}`,
+      `/check/${bucket}/not-a-token`,
+    ];
+    for (const path of unknown) {
+      const r = await check(gw, path, b.pin);
+      expect(r.status, path).toBe(403);
+      expect(r.type).toBe(wrong.type);
+      // The same page but for the form's own action.
+      expect(r.text.replace(/action="[^"]*"/, '')).toBe(wrong.text.replace(/action="[^"]*"/, ''));
+      expectNothingOf(r, b.id);
+    }
+    // Its form, too, looks like any other link's.
+    const form = await http(baseOf(gw), 'GET', unknown[0]!);
+    expect(form.status).toBe(200);
+    expect(form.text).toBe((await http(baseOf(gw), 'GET', b.path)).text.replace(b.path, unknown[0]!));
+  });
+});
+
+describe('lockout', () => {
+  it('five wrong PINs lock the link (429) even for the right PIN; it opens again after the lock time', async () => {
+    const b = await buyOne('8642');
+    for (let i = 1; i <= 4; i++) {
+      const r = await check(gw, b.path, '1357');
+      expect(r.status, `wrong PIN #${i}`).toBe(403);
+    }
+    const fifth = await check(gw, b.path, '1357');
+    expect(fifth.status).toBe(429);
+    const lockedAt = Date.now();
+    const right = await check(gw, b.path, '8642');
+    expect(right.status).toBe(429);
+    expect(right.text).toContain('Too many wrong PINs.');
+    expectNothingOf(right, b.id);
+    expectNothingOf(fifth, b.id);
+
+    // Other links are not affected.
+    const other = await buyOne();
+    expect((await check(gw, other.path, other.pin)).status).toBe(200);
+
+    // Still locked just before the 2 s are up, open after.
+    await sleep(lockedAt + 1500 - Date.now());
+    expect((await check(gw, b.path, '8642')).status).toBe(429);
+    await sleep(lockedAt + 2200 - Date.now());
+    const open = await check(gw, b.path, '8642');
+    expect(open.status).toBe(200);
+    expect(open.text).toContain(grouped(b.id));
+    // The count starts over: four more wrong PINs do not lock it.
+    for (let i = 0; i < 4; i++) expect((await check(gw, b.path, '1357')).status).toBe(403);
+  });
+
+  it('a burst of wrong PINs sent at once gets no more tries than one after the other', async () => {
+    const b = await buyOne('6543');
+    // Twelve wrong PINs at once, then the right one while they are still being checked.
+    const burst = Array.from({ length: 12 }, () => check(gw, b.path, '1111'));
+    await sleep(30);
+    const right = await check(gw, b.path, '6543');
+    const wrong = await Promise.all(burst);
+    // At most five PINs are ever compared per lock period: the rest are refused as locked.
+    expect(wrong.filter((r) => r.status === 403).length).toBeLessThanOrEqual(4);
+    expect(wrong.filter((r) => r.status === 429).length).toBeGreaterThanOrEqual(8);
+    // Twelve wrong PINs came first: the link is locked, and the right PIN shows nothing.
+    expect(right.status).toBe(429);
+    expectNothingOf(right, b.id);
+  });
+
+  it('the right PIN resets the count of wrong ones', async () => {
+    const b = await buyOne('9753');
+    for (let i = 0; i < 4; i++) expect((await check(gw, b.path, '1111')).status).toBe(403);
+    expect((await check(gw, b.path, '9753')).status).toBe(200);
+    for (let i = 0; i < 4; i++) expect((await check(gw, b.path, '1111')).status).toBe(403);
+    expect((await check(gw, b.path, '9753')).status).toBe(200);
+    expect((await idFields(h, b.id)).pinfail).toBe('0');
+  });
+
+  it('per client address: wrong PINs spread over several links lock the client out, for the lock time', async () => {
+    const links = [await buyOne(), await buyOne(), await buyOne()];
+    const target = await buyOne();
+    for (const l of links) expect((await check(gwC, l.path, wrongPin(l))).status).toBe(403);
+    const t0 = Date.now();
+    // Now even a right PIN on a link never tried is refused, showing nothing.
+    const r = await check(gwC, target.path, target.pin);
+    expect(r.status).toBe(429);
+    expect(r.text).toContain('Too many wrong PINs.');
+    expectNothingOf(r, target.id);
+    // No link was locked by itself: it is the client.
+    for (const l of [...links, target]) expect((await idFields(h, l.id)).pinlock ?? '0').toBe('0');
+
+    await sleep(t0 + 2300 - Date.now());
+    expect((await check(gwC, target.path, target.pin)).status).toBe(200);
+  });
+
+  it('per client address: a burst over many links at once gets no more tries than one after the other', async () => {
+    const links = await Promise.all(Array.from({ length: 8 }, () => buyOne()));
+    const target = await buyOne();
+    const burst = links.map((l) => check(gwC, l.path, wrongPin(l)));
+    await sleep(30);
+    const right = await check(gwC, target.path, target.pin);
+    const wrong = await Promise.all(burst);
+    // Three wrong PINs per client: the other five are refused unchecked, and so is the late right one.
+    expect(wrong.filter((r) => r.status === 403).length).toBeLessThanOrEqual(3);
+    expect(right.status).toBe(429);
+    expectNothingOf(right, target.id);
+  });
+
+  it('per client address: unknown links count as wrong PINs', async () => {
+    const target = await buyOne();
+    for (let i = 0; i < 3; i++) expect((await check(gwC, `/check/0/${randomBytes(16).toString('hex')}`, '1234')).status).toBe(403);
+    expect((await check(gwC, target.path, target.pin)).status).toBe(429);
+  });
+});

@@ -1,0 +1,382 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { EntryProduct, GoodsProduct, ServiceProduct } from '../../src/catalog/schema';
+import type { Gateway } from '../../src/gateway/server';
+import { luhnValid } from '../../src/ids/luhn';
+import { keys } from '../../src/redis/keys';
+import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../helpers/env';
+import {
+  addMember,
+  badLuhn,
+  baseOf,
+  buy,
+  callWith,
+  cardNumber,
+  commissionOf,
+  hashOf,
+  http,
+  idFields,
+  newKey,
+  NO_FAULTS,
+  payment,
+  PIN,
+  product,
+  purchaseBody,
+  recordsOf,
+  reservations,
+  saleRecords,
+  setFaults,
+  stock,
+  usedCredit,
+} from './util';
+
+/**
+ * Buying an ID over the sales API against real Redis and the sandbox card
+ * company over HTTP: the catalog, approvals, every decline, idempotent retries
+ * and who may call.
+ */
+let h: Harness;
+let gw: Gateway;
+let base: string;
+const SALES = 'shop-1';
+let salesTok: string;
+
+const TALK = product('talk-5', { title: 'Talk 5', face: 5_000_000, price: 5_500_000 });
+/** Price above face and not a round number, so commission rounding shows. */
+const SOLD = product('talk-a', { face: 1_000_000, price: 1_234_567 });
+const DECL = product('talk-d', { face: 2_000_000, price: 2_000_000 });
+const IDEM = product('talk-i', { face: 1_000_000, price: 1_000_000 });
+const GOODS: GoodsProduct = { name: 'wallet', kind: 'goods', currency: 'EUR', face: 10_000_000, price: 9_000_000, venues: [], expiryDays: 365 };
+const TICKET: EntryProduct = { name: 'ticket', kind: 'entry', currency: 'EUR', price: 30_000_000, entries: 2, venues: ['arena'], gates: [], reentry: false, expiryDays: 0 };
+const SAUNA: ServiceProduct = { name: 'sauna', kind: 'service', currency: 'USD', price: 12_000_000, service: 'sauna', uses: 5, venues: [], expiryDays: 365 };
+
+/** The sandbox's reference for a purchase made with this token name and key. */
+const refOf = (tokName: string, key: string): string => `tsp_${h.ctx.ids.mac(`purchase:${tokName}/${key}`).slice(0, 32)}`;
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h, [TALK, SOLD, DECL, IDEM, GOODS, TICKET, SAUNA]);
+  await mint(h, TALK, 7);
+  await mint(h, SOLD, 3);
+  await mint(h, DECL, 5);
+  await mint(h, IDEM, 10);
+  await mint(h, GOODS, 2);
+  await mint(h, SAUNA, 1);
+  gw = await gateway(h);
+  base = baseOf(gw);
+  salesTok = await token(h, 'sales', SALES);
+});
+afterAll(async () => {
+  await gw?.close();
+  await h?.stop();
+});
+beforeEach(async () => {
+  await setFaults(h, NO_FAULTS);
+});
+
+describe('GET /v1/products', () => {
+  it('lists every product with kind, face, price, currency, talk time and stock; no token needed', async () => {
+    const r = await http(base, 'GET', '/v1/products');
+    expect(r.status).toBe(200);
+    const byName = new Map((r.json.products as { name: string }[]).map((p) => [p.name, p]));
+    expect(byName.size).toBe(7);
+    // Plan std's catch-all rate is 100 micro/s: 5.00 EUR buys 50 000 s.
+    expect(byName.get('talk-5')).toEqual({ name: 'talk-5', title: 'Talk 5', kind: 'talk', face: 5_000_000, price: 5_500_000, currency: 'EUR', talkTimeSec: 50_000, available: 7 });
+    expect(byName.get('talk-a')).toEqual({ name: 'talk-a', title: 'talk-a', kind: 'talk', face: 1_000_000, price: 1_234_567, currency: 'EUR', talkTimeSec: 10_000, available: 3 });
+    expect(byName.get('wallet')).toEqual({ name: 'wallet', title: 'wallet', kind: 'goods', face: 10_000_000, price: 9_000_000, currency: 'EUR', available: 2 });
+    expect(byName.get('ticket')).toEqual({ name: 'ticket', title: 'ticket', kind: 'entry', entries: 2, price: 30_000_000, currency: 'EUR', available: 0 });
+    expect(byName.get('sauna')).toEqual({ name: 'sauna', title: 'sauna', kind: 'service', service: 'sauna', uses: 5, price: 12_000_000, currency: 'USD', available: 1 });
+  });
+
+  it('available follows the stock: a sale takes one off', async () => {
+    const buyer = await addMember(h, 100_000_000);
+    const before = (await http(base, 'GET', '/v1/products')).json.products.find((p: { name: string }) => p.name === 'talk-5').available;
+    expect(before).toBe(await stock(h, 'talk-5'));
+    expect((await buy(gw, salesTok, newKey(), 'talk-5', buyer)).status).toBe(200);
+    const after = (await http(base, 'GET', '/v1/products')).json.products.find((p: { name: string }) => p.name === 'talk-5').available;
+    expect(after).toBe(before - 1);
+    expect(after).toBe(await stock(h, 'talk-5'));
+  });
+});
+
+describe('approval', () => {
+  it('answers the ID and its links, sells it with the PIN, records the sale, charges the member, and the ID calls', async () => {
+    const buyer = await addMember(h, 10_000_000);
+    const key = newKey('ok');
+    const stockBefore = await stock(h, 'talk-a');
+    const r = await buy(gw, salesTok, key, 'talk-a', buyer);
+    expect(r.status).toBe(200);
+    expect(r.type).toBe('application/json');
+    expect(r.json).toEqual({
+      id: expect.stringMatching(/^[1-9][0-9]{15}$/),
+      checkUrl: expect.stringMatching(new RegExp(`^http://localhost:${gw.port}/check/[0-9]+/[0-9a-f]{32}$`)),
+      accessUrl: `http://localhost:${gw.port}/access`,
+      product: 'talk-a',
+      price: 1_234_567,
+      currency: 'EUR',
+    });
+    const id: string = r.json.id;
+    expect(luhnValid(id)).toBe(true);
+    const { hash, bucket } = h.ctx.ids.hash(id);
+    expect(r.json.checkUrl.split('/')[4]).toBe(String(bucket));
+
+    // Sold in Redis with its face value, a scrypt PIN hash and the purchase reference.
+    const ref = refOf(SALES, key);
+    const f = await idFields(h, id);
+    expect(f).toMatchObject({ st: 'sold', prod: 'talk-a', bal: '1000000', face: '1000000', pref: ref, pinfail: '0', act: '0', exp: '0' });
+    expect(f.pin).toMatch(/^scrypt\$16384\$8\$1\$/);
+    expect(Object.values(f).join(' ')).not.toContain(id);
+    expect(await stock(h, 'talk-a')).toBe(stockBefore - 1);
+    expect((await reservations(h)).has(hash)).toBe(false);
+
+    // One sale record in the ID's bucket stream: price, provider reference, commission, net.
+    const commission = commissionOf(1_234_567);
+    expect(commission).toBe(30_864);
+    const recs = await recordsOf(h, hash);
+    expect(recs).toEqual([
+      {
+        stream: `${bucket}/${f.srec}`,
+        id: hash,
+        product: 'talk-a',
+        face: '1000000',
+        currency: 'EUR',
+        price: '1234567',
+        channel: `api:${SALES}`,
+        ref,
+        provider: ref,
+        commission: String(commission),
+        net: String(1_234_567 - commission),
+        time: expect.stringMatching(/^\d{13}$/),
+      },
+    ]);
+    expect(recs[0]!.stream.startsWith(`${bucket}/`)).toBe(true);
+
+    // The card company captured the price and charged the member once.
+    expect(await payment(h, ref)).toEqual({ status: 200, body: { state: 'captured', authId: expect.stringMatching(/^auth_/), commission } });
+    expect(await usedCredit(h, buyer.card)).toBe(1_234_567);
+
+    // The new ID makes a call through the switch protocol: 10 s at 100 micro/s.
+    const { started, stopped } = await callWith(h, gw, id, 10);
+    expect(started).toMatchObject({ op: 'started', balance: 1_000_000, maxSec: 10_000 });
+    expect(stopped).toMatchObject({ op: 'stopped', billedSec: 10, cost: 1000, balance: 999_000 });
+    expect((await idFields(h, id)).bal).toBe('999000');
+  });
+
+  it('card numbers may be typed with spaces', async () => {
+    const buyer = await addMember(h, 10_000_000);
+    const spaced = { ...buyer, card: buyer.card.replace(/(\d{4})(?=\d)/g, '$1 ') };
+    const r = await buy(gw, salesTok, newKey(), 'talk-a', spaced);
+    expect(r.status).toBe(200);
+    expect(await usedCredit(h, buyer.card)).toBe(1_234_567);
+  });
+
+  it('two purchases by the same member get two different IDs and two charges', async () => {
+    const buyer = await addMember(h, 10_000_000);
+    const a = await buy(gw, salesTok, newKey(), 'talk-i', buyer);
+    const b = await buy(gw, salesTok, newKey(), 'talk-i', buyer);
+    expect([a.status, b.status]).toEqual([200, 200]);
+    expect(a.json.id).not.toBe(b.json.id);
+    expect(a.json.checkUrl).not.toBe(b.json.checkUrl);
+    expect(await usedCredit(h, buyer.card)).toBe(2_000_000);
+  });
+});
+
+describe('declines: 402 with the reason, nothing sold', () => {
+  const cases: { reason: string; message: string; buyer: () => Promise<{ card: string; cardPin: string; member?: string }> }[] = [
+    { reason: 'not_member', message: 'the card company does not know this card holder', buyer: async () => ({ card: cardNumber(), cardPin: '2468' }) },
+    {
+      reason: 'insufficient_funds',
+      message: 'not enough credit on the card',
+      // 1.99 EUR of credit for a 2.00 EUR product.
+      buyer: async () => {
+        const m = await addMember(h, 1_990_000);
+        return { ...m, member: m.card };
+      },
+    },
+    {
+      reason: 'card_invalid',
+      message: 'the card number is not valid',
+      buyer: async () => {
+        const m = await addMember(h, 100_000_000);
+        return { card: badLuhn(m.card), cardPin: m.cardPin, member: m.card };
+      },
+    },
+    {
+      reason: 'wrong_card_pin',
+      message: 'the card PIN is wrong',
+      buyer: async () => {
+        const m = await addMember(h, 100_000_000, '1111');
+        return { card: m.card, cardPin: '2222', member: m.card };
+      },
+    },
+  ];
+
+  for (const c of cases) {
+    it(c.reason, async () => {
+      const b = await c.buyer();
+      const stockBefore = await stock(h, 'talk-d');
+      const inventoryBefore = await h.r.sunion(...Array.from({ length: h.cfg.buckets }, (_, i) => keys.inventory(i, 'talk-d')));
+      const recordsBefore = (await saleRecords(h)).length;
+      const key = newKey(c.reason);
+      const r = await buy(gw, salesTok, key, 'talk-d', b);
+      expect(r.status).toBe(402);
+      expect(r.json).toEqual({ error: { reason: c.reason, message: c.message } });
+
+      // Nothing sold: the reserved ID is back in inventory, no hold, no sale record.
+      expect(await stock(h, 'talk-d')).toBe(stockBefore);
+      const inventoryAfter = await h.r.sunion(...Array.from({ length: h.cfg.buckets }, (_, i) => keys.inventory(i, 'talk-d')));
+      expect(new Set(inventoryAfter)).toEqual(new Set(inventoryBefore));
+      expect((await reservations(h)).size).toBe(0);
+      expect((await saleRecords(h)).length).toBe(recordsBefore);
+      // The card company declined, and nothing is held on the member's card.
+      expect(await payment(h, refOf(SALES, key))).toEqual({ status: 200, body: { state: 'declined', reason: c.reason } });
+      if (b.member) expect(await usedCredit(h, b.member)).toBe(0);
+
+      // A retry with the same key gets the same decline without asking the card company again.
+      const again = await buy(gw, salesTok, key, 'talk-d', b);
+      expect(again.status).toBe(402);
+      expect(again.json).toEqual(r.json);
+      expect(await stock(h, 'talk-d')).toBe(stockBefore);
+    });
+  }
+
+  it('a declined purchase stays declined for its key even once the card would pass', async () => {
+    const m = await addMember(h, 1_000_000);
+    const key = newKey('poor');
+    expect((await buy(gw, salesTok, key, 'talk-d', m)).json.error.reason).toBe('insufficient_funds');
+    // The member's credit is raised; the same key still answers the first decline, a new key buys.
+    await fetch(`${h.cfg.provider.url}/_sandbox/members`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'rich now', card: m.card, pin: m.cardPin, limit: 100_000_000 }) });
+    const again = await buy(gw, salesTok, key, 'talk-d', m);
+    expect(again.status).toBe(402);
+    expect(again.json.error.reason).toBe('insufficient_funds');
+    expect(await usedCredit(h, m.card)).toBe(0);
+    const fresh = await buy(gw, salesTok, newKey(), 'talk-d', m);
+    expect(fresh.status).toBe(200);
+    expect(await usedCredit(h, m.card)).toBe(2_000_000);
+  });
+
+  it('an unknown product: 404 unknown_product, nothing reserved, the card company is not asked', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey();
+    const r = await buy(gw, salesTok, key, 'no-such-product', m);
+    expect(r.status).toBe(404);
+    expect(r.json).toEqual({ error: { reason: 'unknown_product', message: 'no such product' } });
+    expect((await reservations(h)).size).toBe(0);
+    expect((await payment(h, refOf(SALES, key))).status).toBe(404);
+    expect(await usedCredit(h, m.card)).toBe(0);
+  });
+});
+
+describe('idempotent retries', () => {
+  it('the same Idempotency-Key returns the first answer and charges once', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('same');
+    const stockBefore = await stock(h, 'talk-i');
+    const first = await buy(gw, salesTok, key, 'talk-i', m);
+    expect(first.status).toBe(200);
+    for (let i = 0; i < 3; i++) {
+      const again = await buy(gw, salesTok, key, 'talk-i', m);
+      expect(again.status).toBe(200);
+      expect(again.json).toEqual(first.json);
+    }
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
+    expect(await stock(h, 'talk-i')).toBe(stockBefore - 1);
+    expect(await recordsOf(h, hashOf(h, first.json.id))).toHaveLength(1);
+    expect((await saleRecords(h)).filter((x) => x.ref === refOf(SALES, key))).toHaveLength(1);
+  });
+
+  it('a retry while the first attempt is still at the card company: 409 in_progress, then the first answer', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('busy');
+    await setFaults(h, { latencyMs: 400 });
+    const first = buy(gw, salesTok, key, 'talk-i', m);
+    await new Promise((r) => setTimeout(r, 100));
+    const during = await buy(gw, salesTok, key, 'talk-i', m);
+    expect(during.status).toBe(409);
+    expect(during.json).toEqual({ error: { reason: 'in_progress', message: 'this purchase is being processed; retry shortly' } });
+    const done = await first;
+    expect(done.status).toBe(200);
+    const after = await buy(gw, salesTok, key, 'talk-i', m);
+    expect(after.json).toEqual(done.json);
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
+  });
+
+  it('the same key with a different body: 422 idempotency_conflict, nothing charged', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('conf');
+    const first = await buy(gw, salesTok, key, 'talk-i', m);
+    expect(first.status).toBe(200);
+    const variants = [
+      purchaseBody('talk-i', m, '9999'),
+      purchaseBody('talk-5', m),
+      purchaseBody('talk-i', { card: m.card, cardPin: '0000' }),
+      purchaseBody('talk-i', { card: cardNumber(), cardPin: m.cardPin }),
+    ];
+    for (const body of variants) {
+      const r = await http(base, 'POST', '/v1/purchases', { token: salesTok, idem: key, body });
+      expect(r.status, JSON.stringify(body)).toBe(422);
+      expect(r.json).toEqual({ error: { reason: 'idempotency_conflict', message: 'this Idempotency-Key was used for another purchase' } });
+    }
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
+    expect((await buy(gw, salesTok, key, 'talk-i', m)).json).toEqual(first.json);
+  });
+
+  it('an Idempotency-Key is the sales client’s own: another token with the same key makes another purchase', async () => {
+    const other = await token(h, 'sales', 'shop-2');
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('shared');
+    const a = await buy(gw, salesTok, key, 'talk-i', m);
+    const b = await buy(gw, other, key, 'talk-i', m);
+    expect([a.status, b.status]).toEqual([200, 200]);
+    expect(a.json.id).not.toBe(b.json.id);
+    expect(await usedCredit(h, m.card)).toBe(2_000_000);
+  });
+
+  it('a missing or malformed Idempotency-Key: 400, nothing reserved or charged', async () => {
+    const m = await addMember(h, 100_000_000);
+    const stockBefore = await stock(h, 'talk-i');
+    const none = await http(base, 'POST', '/v1/purchases', { token: salesTok, body: purchaseBody('talk-i', m) });
+    expect(none.status).toBe(400);
+    expect(none.json.error.reason).toBe('missing_idempotency_key');
+    for (const bad of ['short', 'has space in it', 'x'.repeat(129), 'semi;colon!']) {
+      const r = await http(base, 'POST', '/v1/purchases', { token: salesTok, idem: bad, body: purchaseBody('talk-i', m) });
+      expect(r.status, bad).toBe(400);
+      expect(r.json.error.reason).toBe('missing_idempotency_key');
+    }
+    expect(await stock(h, 'talk-i')).toBe(stockBefore);
+    expect((await reservations(h)).size).toBe(0);
+    expect(await usedCredit(h, m.card)).toBe(0);
+  });
+
+  it('no token → 401, an unknown token → 401, a token of another role → 403; nothing charged', async () => {
+    const m = await addMember(h, 100_000_000);
+    const body = purchaseBody('talk-i', m);
+    const noTok = await http(base, 'POST', '/v1/purchases', { idem: newKey(), body });
+    expect(noTok.status).toBe(401);
+    expect(noTok.json.error.reason).toBe('unauthorized');
+    const unknown = await http(base, 'POST', '/v1/purchases', { token: 'tsk_not-a-token', idem: newKey(), body });
+    expect(unknown.status).toBe(401);
+    expect(unknown.json.error.reason).toBe('unauthorized');
+    for (const role of ['switch', 'scanner', 'admin'] as const) {
+      const r = await http(base, 'POST', '/v1/purchases', { token: await token(h, role), idem: newKey(), body });
+      expect(r.status, role).toBe(403);
+      expect(r.json.error.reason).toBe('forbidden');
+    }
+    expect(await usedCredit(h, m.card)).toBe(0);
+  });
+
+  it('a malformed body: 400 with the field at fault, nothing charged', async () => {
+    const m = await addMember(h, 100_000_000);
+    const bad: [unknown, string][] = [
+      [{ ...purchaseBody('talk-i', m), pin: '12' }, 'bad_value'],
+      [{ ...purchaseBody('talk-i', m), pin: 'abcd' }, 'bad_value'],
+      [{ product: 'talk-i', pin: PIN }, 'missing_field'],
+      [{ ...purchaseBody('talk-i', m), payment: { card: 'x', cardPin: '1' } }, 'bad_value'],
+    ];
+    for (const [body, reason] of bad) {
+      const r = await http(base, 'POST', '/v1/purchases', { token: salesTok, idem: newKey(), body });
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect(r.json.error.reason).toBe(reason);
+    }
+    expect(await usedCredit(h, m.card)).toBe(0);
+  });
+});

@@ -1,0 +1,114 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../helpers/env';
+import { addMember, baseOf, buy, hashOf, http, idFields, newKey, payment, product, reservations, saleRecords, stock, usedCredit } from './util';
+
+/**
+ * Inventory: out_of_stock only when nothing is left, and under a rush of buyers
+ * on two gateway copies every remaining ID is sold exactly once.
+ */
+let h: Harness;
+let gw: Gateway;
+let gw2: Gateway;
+const SALES = 'shop-s';
+let salesTok: string;
+
+const ONE = product('talk-one', { price: 2_000_000 });
+const NONE = product('talk-none');
+const RUSH = product('talk-rush', { face: 1_000_000, price: 1_100_000 });
+
+const refOf = (key: string): string => `tsp_${h.ctx.ids.mac(`purchase:${SALES}/${key}`).slice(0, 32)}`;
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h, [ONE, NONE, RUSH]);
+  await mint(h, ONE, 1);
+  await mint(h, RUSH, 103);
+  gw = await gateway(h);
+  gw2 = await gateway(h);
+  salesTok = await token(h, 'sales', SALES);
+});
+afterAll(async () => {
+  await gw?.close();
+  await gw2?.close();
+  await h?.stop();
+});
+
+const SOLD_OUT = { error: { reason: 'out_of_stock', message: 'sold out' } };
+
+describe('out_of_stock', () => {
+  it('409 out_of_stock once the last ID is sold; the card company is not asked', async () => {
+    const m = await addMember(h, 100_000_000);
+    const first = await buy(gw, salesTok, newKey(), 'talk-one', m);
+    expect(first.status).toBe(200);
+    expect(await stock(h, 'talk-one')).toBe(0);
+    for (const g of [gw, gw2]) {
+      const key = newKey('empty');
+      const r = await buy(g, salesTok, key, 'talk-one', m);
+      expect(r.status).toBe(409);
+      expect(r.json).toEqual(SOLD_OUT);
+      expect((await payment(h, refOf(key))).status).toBe(404);
+      // The refusal is the key's answer from now on.
+      expect((await buy(g, salesTok, key, 'talk-one', m)).json).toEqual(SOLD_OUT);
+    }
+    expect(await usedCredit(h, m.card)).toBe(2_000_000);
+    const listed = (await http(baseOf(gw), 'GET', '/v1/products')).json.products.find((p: { name: string }) => p.name === 'talk-one');
+    expect(listed.available).toBe(0);
+  });
+
+  it('a product never minted is out of stock', async () => {
+    const m = await addMember(h, 100_000_000);
+    const r = await buy(gw, salesTok, newKey(), 'talk-none', m);
+    expect(r.status).toBe(409);
+    expect(r.json).toEqual(SOLD_OUT);
+    expect(await usedCredit(h, m.card)).toBe(0);
+  });
+
+  it('new stock sells at once after a sold-out answer (no stale "sold out")', async () => {
+    const m = await addMember(h, 100_000_000);
+    expect((await buy(gw, salesTok, newKey(), 'talk-one', m)).status).toBe(409);
+    const [id] = await mint(h, ONE, 1);
+    const r = await buy(gw, salesTok, newKey(), 'talk-one', m);
+    expect(r.status).toBe(200);
+    expect(r.json.id).toBe(id);
+  });
+});
+
+describe('a rush on the last 100 IDs', () => {
+  it('200 concurrent purchases over two gateways: exactly 100 sold, 100 out_of_stock, no ID twice', async () => {
+    const m = await addMember(h, 1_000_000_000_000);
+    // Three sold first: what is left are the last 100.
+    for (let i = 0; i < 3; i++) expect((await buy(gw, salesTok, newKey(), 'talk-rush', m)).status).toBe(200);
+    expect(await stock(h, 'talk-rush')).toBe(100);
+    const before = (await saleRecords(h)).filter((r) => r.product === 'talk-rush').length;
+    expect(before).toBe(3);
+
+    const keysUsed = Array.from({ length: 200 }, (_, i) => newKey(`rush${i}`));
+    const results = await Promise.all(keysUsed.map((k, i) => buy(i % 2 ? gw2 : gw, salesTok, k, 'talk-rush', m)));
+
+    const ok = results.filter((r) => r.status === 200);
+    const refused = results.filter((r) => r.status !== 200);
+    expect(ok).toHaveLength(100);
+    expect(refused).toHaveLength(100);
+    for (const r of refused) expect(r.json).toEqual(SOLD_OUT);
+    const ids = ok.map((r) => r.json.id as string);
+    expect(new Set(ids).size).toBe(100);
+    expect(new Set(ok.map((r) => r.json.checkUrl as string)).size).toBe(100);
+
+    expect(await stock(h, 'talk-rush')).toBe(0);
+    expect((await reservations(h)).size).toBe(0);
+    const recs = (await saleRecords(h)).filter((r) => r.product === 'talk-rush');
+    expect(recs).toHaveLength(103);
+    const soldHashes = recs.slice().map((r) => r.id);
+    expect(new Set(soldHashes).size).toBe(103);
+    for (const id of ids) {
+      expect(soldHashes).toContain(hashOf(h, id));
+      expect((await idFields(h, id)).st).toBe('sold');
+    }
+    // Charged exactly for what was sold; refused buyers never reached the card company.
+    expect(await usedCredit(h, m.card)).toBe(103 * 1_100_000);
+    const refusedKeys = keysUsed.filter((_, i) => results[i]!.status !== 200);
+    for (const k of refusedKeys.slice(0, 10)) expect((await payment(h, refOf(k))).status).toBe(404);
+    expect([...h.sandbox.payments.values()].filter((p) => p.card === m.card && p.state === 'captured')).toHaveLength(103);
+  });
+});

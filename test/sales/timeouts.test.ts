@@ -1,0 +1,277 @@
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../helpers/env';
+import {
+  addMember,
+  buy,
+  commissionOf,
+  hashOf,
+  inventoryHashes,
+  newKey,
+  NO_FAULTS,
+  payment,
+  product,
+  recordsOf,
+  reservations,
+  saleRecords,
+  setFaults,
+  sleep,
+  stock,
+  usedCredit,
+} from './util';
+
+/**
+ * The card company does not answer: the purchase says payment_pending (503),
+ * and a retry with the same Idempotency-Key finds out what happened by asking
+ * the card company, then finishes the sale or releases the ID, never charging
+ * twice. The sandbox's hangNext makes a call do its work and never answer.
+ */
+let h: Harness;
+let gw: Gateway;
+const SALES = 'shop-t';
+let salesTok: string;
+const PRICE = 3_000_000;
+const P = product('talk-t', { face: 2_500_000, price: PRICE });
+/** One unit only: for a buyer who comes back after the last ID went to someone else. */
+const LAST = product('talk-last', { face: 1_000_000, price: 1_500_000 });
+const PENDING = { error: { reason: 'payment_pending', message: 'the card company did not answer; retry with the same Idempotency-Key' } };
+
+const refOf = (key: string): string => `tsp_${h.ctx.ids.mac(`purchase:${SALES}/${key}`).slice(0, 32)}`;
+
+/** Counts the sandbox's authorize and capture calls (the methods its HTTP handler runs). */
+const calls = { authorize: 0, capture: 0 };
+const orig = { authorize: undefined as unknown as Harness['sandbox']['authorize'], capture: undefined as unknown as Harness['sandbox']['capture'] };
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h, [P, LAST]);
+  await mint(h, P, 20);
+  await mint(h, LAST, 1);
+  gw = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
+  salesTok = await token(h, 'sales', SALES);
+  orig.authorize = h.sandbox.authorize.bind(h.sandbox);
+  orig.capture = h.sandbox.capture.bind(h.sandbox);
+  h.sandbox.authorize = (b) => (calls.authorize++, orig.authorize(b));
+  h.sandbox.capture = (ref) => (calls.capture++, orig.capture(ref));
+});
+afterAll(async () => {
+  await gw?.close();
+  await h?.stop();
+});
+beforeEach(async () => {
+  calls.authorize = 0;
+  calls.capture = 0;
+  await setFaults(h, NO_FAULTS);
+});
+afterEach(async () => {
+  h.sandbox.authorize = (b) => (calls.authorize++, orig.authorize(b));
+});
+
+describe('unknown outcome at authorize', () => {
+  it('503 payment_pending; the retry asks the card company, captures and sells, charging once', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('hang-auth');
+    const stockBefore = await stock(h, 'talk-t');
+    await setFaults(h, { hangNext: 1 });
+    const t0 = Date.now();
+    const first = await buy(gw, salesTok, key, 'talk-t', m);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+    expect(first.status).toBe(503);
+    expect(first.json).toEqual(PENDING);
+
+    // The card company did authorize (the answer was lost); the ID is held, not sold.
+    const ref = refOf(key);
+    expect(await payment(h, ref)).toEqual({ status: 200, body: { state: 'authorized', authId: expect.stringMatching(/^auth_/) } });
+    expect(await usedCredit(h, m.card)).toBe(PRICE);
+    expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
+    expect((await reservations(h)).size).toBe(1);
+    expect((await saleRecords(h)).filter((r) => r.ref === ref)).toHaveLength(0);
+    expect(calls).toEqual({ authorize: 1, capture: 0 });
+
+    const second = await buy(gw, salesTok, key, 'talk-t', m);
+    expect(second.status).toBe(200);
+    expect(second.json).toMatchObject({ product: 'talk-t', price: PRICE, currency: 'EUR' });
+    // Resolved by asking for the payment's status: no second authorize.
+    expect(calls).toEqual({ authorize: 1, capture: 1 });
+    expect(await usedCredit(h, m.card)).toBe(PRICE);
+    expect(await payment(h, ref)).toMatchObject({ status: 200, body: { state: 'captured', commission: commissionOf(PRICE) } });
+    expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
+    expect((await reservations(h)).size).toBe(0);
+    const recs = await recordsOf(h, hashOf(h, second.json.id));
+    expect(recs).toHaveLength(1);
+    expect(recs[0]).toMatchObject({ ref, provider: ref, price: String(PRICE), commission: String(commissionOf(PRICE)), net: String(PRICE - commissionOf(PRICE)) });
+
+    // And from then on the same answer, with nothing more asked of the card company.
+    const third = await buy(gw, salesTok, key, 'talk-t', m);
+    expect(third.json).toEqual(second.json);
+    expect(calls).toEqual({ authorize: 1, capture: 1 });
+  });
+
+  it('a decline discovered on the retry: 402 with the card company’s reason, the ID goes back', async () => {
+    const m = await addMember(h, PRICE - 1);
+    const key = newKey('hang-decl');
+    const stockBefore = await stock(h, 'talk-t');
+    await setFaults(h, { hangNext: 1 });
+    const first = await buy(gw, salesTok, key, 'talk-t', m);
+    expect(first.status).toBe(503);
+    expect(first.json).toEqual(PENDING);
+    expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
+    expect(await payment(h, refOf(key))).toEqual({ status: 200, body: { state: 'declined', reason: 'insufficient_funds' } });
+
+    const second = await buy(gw, salesTok, key, 'talk-t', m);
+    expect(second.status).toBe(402);
+    expect(second.json).toEqual({ error: { reason: 'insufficient_funds', message: 'not enough credit on the card' } });
+    expect(calls).toEqual({ authorize: 1, capture: 0 });
+    expect(await stock(h, 'talk-t')).toBe(stockBefore);
+    expect((await reservations(h)).size).toBe(0);
+    expect((await saleRecords(h)).filter((r) => r.ref === refOf(key))).toHaveLength(0);
+    expect(await usedCredit(h, m.card)).toBe(0);
+    expect((await buy(gw, salesTok, key, 'talk-t', m)).json).toEqual(second.json);
+  });
+
+  it('the request never reached the card company (503s): pending while it is down, a plain purchase once it is back', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('down');
+    const stockBefore = await stock(h, 'talk-t');
+    await setFaults(h, { failRate: 1 });
+    const first = await buy(gw, salesTok, key, 'talk-t', m);
+    expect(first.status).toBe(503);
+    expect(first.json).toEqual(PENDING);
+    // Still down: the status question fails too, so it is still pending.
+    const second = await buy(gw, salesTok, key, 'talk-t', m);
+    expect(second.status).toBe(503);
+    expect(second.json).toEqual(PENDING);
+    expect(calls).toEqual({ authorize: 0, capture: 0 });
+    expect(h.sandbox.payments.has(refOf(key))).toBe(false);
+    expect(await usedCredit(h, m.card)).toBe(0);
+    expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
+
+    await setFaults(h, { failRate: 0 });
+    const third = await buy(gw, salesTok, key, 'talk-t', m);
+    expect(third.status).toBe(200);
+    expect(calls).toEqual({ authorize: 1, capture: 1 });
+    expect(await usedCredit(h, m.card)).toBe(PRICE);
+    expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
+    expect((await reservations(h)).size).toBe(0);
+    expect(await recordsOf(h, hashOf(h, third.json.id))).toHaveLength(1);
+  });
+});
+
+describe('unknown outcome at capture', () => {
+  it('503 payment_pending; the retry finds the payment captured and sells with its commission, charging once', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('hang-cap');
+    const stockBefore = await stock(h, 'talk-t');
+    // Authorize answers; the call after it (the capture) does its work and never answers.
+    h.sandbox.authorize = (b) => {
+      calls.authorize++;
+      const p = orig.authorize(b);
+      h.sandbox.faults.hangNext = 1;
+      return p;
+    };
+    const first = await buy(gw, salesTok, key, 'talk-t', m);
+    expect(first.status).toBe(503);
+    expect(first.json).toEqual(PENDING);
+    expect(calls).toEqual({ authorize: 1, capture: 1 });
+    const ref = refOf(key);
+    expect(await payment(h, ref)).toMatchObject({ status: 200, body: { state: 'captured', commission: commissionOf(PRICE) } });
+    expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
+    expect((await saleRecords(h)).filter((r) => r.ref === ref)).toHaveLength(0);
+
+    const second = await buy(gw, salesTok, key, 'talk-t', m);
+    expect(second.status).toBe(200);
+    expect(calls).toEqual({ authorize: 1, capture: 1 });
+    expect(await usedCredit(h, m.card)).toBe(PRICE);
+    const recs = await recordsOf(h, hashOf(h, second.json.id));
+    expect(recs).toHaveLength(1);
+    expect(recs[0]).toMatchObject({ ref, price: String(PRICE), commission: String(commissionOf(PRICE)), net: String(PRICE - commissionOf(PRICE)) });
+    expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
+    expect((await reservations(h)).size).toBe(0);
+  });
+});
+
+describe('expired holds', () => {
+  it('a reservation left by an attempt that never came back returns to inventory once its hold runs out', async () => {
+    const g = await gateway(h, { holdMs: 60_000, provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    try {
+      const m = await addMember(h, 100_000_000);
+      const before = await inventoryHashes(h, 'talk-t');
+      await setFaults(h, { hangNext: 1 });
+      const t0 = Date.now();
+      expect((await buy(g, salesTok, newKey('gone'), 'talk-t', m)).status).toBe(503);
+      const held = await reservations(h);
+      expect(held.size).toBe(1);
+      const [idHash, until] = [...held][0]!;
+      expect(before.has(idHash)).toBe(true);
+      expect((await inventoryHashes(h, 'talk-t')).has(idHash)).toBe(false);
+      expect(until).toBeGreaterThanOrEqual(t0 + 60_000);
+      expect(until).toBeLessThanOrEqual(Date.now() + 60_000);
+
+      // Before the hold runs out the sweep leaves it alone; after, it puts it back, once.
+      expect(await g.inventory.sweepHolds(until - 1)).toBe(0);
+      expect((await reservations(h)).size).toBe(1);
+      expect(await g.inventory.sweepHolds(until + 1)).toBe(1);
+      expect(await g.inventory.sweepHolds(until + 1)).toBe(0);
+      expect((await reservations(h)).size).toBe(0);
+      expect(await inventoryHashes(h, 'talk-t')).toEqual(before);
+    } finally {
+      await g.close();
+    }
+  });
+
+  it('with a short hold, the buyer who comes back after the sweep still gets an ID and is charged once', async () => {
+    const g = await gateway(h, { holdMs: 800, provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    try {
+      const m = await addMember(h, 100_000_000);
+      const key = newKey('late');
+      const stockBefore = await stock(h, 'talk-t');
+      await setFaults(h, { hangNext: 1 });
+      const t0 = Date.now();
+      expect((await buy(g, salesTok, key, 'talk-t', m)).status).toBe(503);
+      expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
+      await sleep(t0 + 900 - Date.now());
+      // The gateway sweeps on its own every holdMs; whichever sweep ran, the hold is gone.
+      await g.inventory.sweepHolds();
+      expect((await reservations(h)).size).toBe(0);
+      expect(await stock(h, 'talk-t')).toBe(stockBefore);
+
+      const r = await buy(g, salesTok, key, 'talk-t', m);
+      expect(r.status).toBe(200);
+      expect(await usedCredit(h, m.card)).toBe(PRICE);
+      expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
+      expect((await reservations(h)).size).toBe(0);
+      expect(await recordsOf(h, hashOf(h, r.json.id))).toHaveLength(1);
+    } finally {
+      await g.close();
+    }
+  });
+
+  it('paid, but the held ID ran out and was sold to someone else meanwhile: the payment is voided, 409 out_of_stock', async () => {
+    const g = await gateway(h, { holdMs: 800, provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    try {
+      const late = await addMember(h, 100_000_000);
+      const other = await addMember(h, 100_000_000);
+      const key = newKey('late-last');
+      await setFaults(h, { hangNext: 1 });
+      const t0 = Date.now();
+      expect((await buy(g, salesTok, key, 'talk-last', late)).status).toBe(503);
+      expect(await stock(h, 'talk-last')).toBe(0);
+      await sleep(t0 + 900 - Date.now());
+      await g.inventory.sweepHolds();
+      expect(await stock(h, 'talk-last')).toBe(1);
+      const sold = await buy(g, salesTok, newKey('other'), 'talk-last', other);
+      expect(sold.status).toBe(200);
+
+      const r = await buy(g, salesTok, key, 'talk-last', late);
+      expect(r.status).toBe(409);
+      expect(r.json).toEqual({ error: { reason: 'out_of_stock', message: 'sold out' } });
+      expect(await payment(h, refOf(key))).toMatchObject({ status: 200, body: { state: 'voided' } });
+      expect(await usedCredit(h, late.card)).toBe(0);
+      expect(await usedCredit(h, other.card)).toBe(1_500_000);
+      expect((await saleRecords(h)).filter((x) => x.product === 'talk-last').map((x) => x.id)).toEqual([hashOf(h, sold.json.id)]);
+      expect((await buy(g, salesTok, key, 'talk-last', late)).json).toEqual(r.json);
+    } finally {
+      await g.close();
+    }
+  });
+});

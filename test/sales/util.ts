@@ -1,0 +1,225 @@
+import { randomBytes } from 'node:crypto';
+import { vi } from 'vitest';
+import { putProducts } from '../../src/catalog/store';
+import type { Product } from '../../src/catalog/schema';
+import { runCli } from '../../src/cli/main';
+import type { Gateway } from '../../src/gateway/server';
+import { luhnDigit } from '../../src/ids/luhn';
+import { keys } from '../../src/redis/keys';
+import type { Faults, Member } from '../../src/sandbox/server';
+import { Client, talkProduct, TEST_SECRET, token, type Harness } from '../helpers/env';
+
+/**
+ * Shared pieces of the sales tests: HTTP calls to the gateway, the sandbox card
+ * company's test controls (over HTTP), card numbers, and reads of inventory,
+ * reservations and the sale streams straight from Redis.
+ */
+
+export const PIN = '4711';
+/** A unique, well-formed Idempotency-Key. */
+export const newKey = (tag = 'k'): string => `${tag}-${randomBytes(8).toString('hex')}`;
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export interface Res {
+  status: number;
+  json: any;
+  text: string;
+  type: string | null;
+}
+
+export async function http(
+  base: string,
+  method: 'GET' | 'POST',
+  path: string,
+  opts: { token?: string; body?: unknown; idem?: string; form?: Record<string, string>; headers?: Record<string, string> } = {},
+): Promise<Res> {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
+  if (opts.idem !== undefined) headers['Idempotency-Key'] = opts.idem;
+  let body: string | undefined;
+  if (opts.form) {
+    headers['Content-Type'] = 'application/x-www-form-urlencoded';
+    body = new URLSearchParams(opts.form).toString();
+  } else if (opts.body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    body = JSON.stringify(opts.body);
+  }
+  const res = await fetch(`${base}${path}`, { method, headers, body });
+  const text = await res.text();
+  const type = res.headers.get('content-type');
+  let json: any;
+  if (type?.startsWith('application/json') && text) json = JSON.parse(text);
+  return { status: res.status, json, text, type };
+}
+
+export const baseOf = (gw: Gateway): string => `http://127.0.0.1:${gw.port}`;
+
+/** A card number with a good Luhn check digit (16 digits, starts with 5: never a demo member). */
+export function cardNumber(): string {
+  let body = '5';
+  for (let i = 0; i < 14; i++) body += String(randomBytes(1)[0]! % 10);
+  return body + String(luhnDigit(body));
+}
+
+/** The same card number with its check digit off by one. */
+export const badLuhn = (card: string): string => card.slice(0, -1) + String((Number(card.slice(-1)) + 1) % 10);
+
+export interface Buyer {
+  card: string;
+  cardPin: string;
+}
+
+/** Registers a member at the sandbox card company (POST /_sandbox/members). */
+export async function addMember(h: Harness, limit: number, cardPin = '2468'): Promise<Buyer> {
+  const card = cardNumber();
+  const r = await fetch(`${h.cfg.provider.url}/_sandbox/members`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: `Member ${card.slice(-4)}`, card, pin: cardPin, limit, used: 0 } satisfies Member),
+  });
+  if (r.status !== 200) throw new Error(`add member: HTTP ${r.status}`);
+  return { card, cardPin };
+}
+
+/** A member's credit used, as the sandbox reports it over HTTP. */
+export async function usedCredit(h: Harness, card: string): Promise<number> {
+  const all = (await (await fetch(`${h.cfg.provider.url}/_sandbox/members`)).json()) as Member[];
+  const m = all.find((x) => x.card === card);
+  if (!m) throw new Error(`no member ${card}`);
+  return m.used;
+}
+
+/** Sets sandbox faults over HTTP; returns what the sandbox now has. */
+export async function setFaults(h: Harness, f: Partial<Faults>): Promise<Faults> {
+  const r = await fetch(`${h.cfg.provider.url}/_sandbox/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(f) });
+  return (await r.json()) as Faults;
+}
+
+export const NO_FAULTS: Faults = { latencyMs: 0, failRate: 0, hangRate: 0, hangNext: 0 };
+
+/** The sandbox payment of a purchase reference (its state, amount, commission), over HTTP. */
+export async function payment(h: Harness, ref: string): Promise<{ status: number; body: any }> {
+  const r = await fetch(`${h.cfg.provider.url}/v1/payments/${encodeURIComponent(ref)}`);
+  return { status: r.status, body: await r.json() };
+}
+
+export function purchaseBody(product: string, buyer: Buyer, pin = PIN): { product: string; pin: string; payment: Buyer } {
+  return { product, pin, payment: { card: buyer.card, cardPin: buyer.cardPin } };
+}
+
+export function buy(gw: Gateway, salesToken: string, key: string, product: string, buyer: Buyer, pin = PIN): Promise<Res> {
+  return http(baseOf(gw), 'POST', '/v1/purchases', { token: salesToken, idem: key, body: purchaseBody(product, buyer, pin) });
+}
+
+/** Unsold IDs of a product left in inventory, all buckets (read from Redis, no cache). */
+export async function stock(h: Harness, product: string): Promise<number> {
+  let n = 0;
+  for (let b = 0; b < h.cfg.buckets; b++) n += await h.r.scard(keys.inventory(b, product));
+  return n;
+}
+
+/** All ID hashes in inventory of a product. */
+export async function inventoryHashes(h: Harness, product: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (let b = 0; b < h.cfg.buckets; b++) for (const m of await h.r.smembers(keys.inventory(b, product))) out.add(m);
+  return out;
+}
+
+/** IDs held for purchases in progress, all buckets: ID hash -> held until. */
+export async function reservations(h: Harness): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (let b = 0; b < h.cfg.buckets; b++) {
+    const flat = await h.r.zrange(keys.reservations(b), '0', '-1', 'WITHSCORES');
+    for (let i = 0; i < flat.length; i += 2) out.set(flat[i]!, Number(flat[i + 1]));
+  }
+  return out;
+}
+
+export type Rec = Record<string, string> & { stream: string };
+
+/** Every record of every bucket's sales stream (sales, activations, refunds). */
+export async function saleRecords(h: Harness): Promise<Rec[]> {
+  const out: Rec[] = [];
+  for (let b = 0; b < h.cfg.buckets; b++) {
+    for (const [id, flat] of await h.r.xrange(keys.sales(b), '-', '+')) {
+      const rec: Rec = { stream: `${b}/${id}` };
+      for (let i = 0; i + 1 < flat.length; i += 2) rec[flat[i]!] = flat[i + 1]!;
+      out.push(rec);
+    }
+  }
+  return out;
+}
+
+export const recordsOf = async (h: Harness, idHash: string): Promise<Rec[]> => (await saleRecords(h)).filter((r) => r.id === idHash);
+
+export const hashOf = (h: Harness, id: string): string => h.ctx.ids.hash(id).hash;
+
+export function idKeyOf(h: Harness, id: string): string {
+  const { hash, bucket } = h.ctx.ids.hash(id);
+  return keys.id(bucket, hash);
+}
+
+export const idFields = (h: Harness, id: string): Promise<Record<string, string>> => h.r.hgetall(idKeyOf(h, id));
+
+/** Adds products after the gateway started and waits until it sells them. */
+export async function addProducts(h: Harness, gw: Gateway, products: Product[]): Promise<void> {
+  await putProducts(h.ctx.redis, products);
+  const end = Date.now() + 5000;
+  while (!products.every((p) => gw.catalog.product(p.name))) {
+    if (Date.now() > end) throw new Error('gateway did not pick up the products');
+    await sleep(20);
+  }
+}
+
+/** A talk product of its own name (so its stock is the test's alone). */
+export const product = (name: string, over: Parameters<typeof talkProduct>[0] = {}): Product => talkProduct({ name, ...over });
+
+/**
+ * Places one call of `sec` seconds on the ID through the switch protocol
+ * (dest falls to plan std's catch-all rate, 100 micro/s) and returns the stop answer.
+ */
+export async function callWith(h: Harness, gw: Gateway, id: string, sec: number): Promise<Record<string, any>> {
+  const c = await Client.connect(gw.port, await token(h, 'switch'));
+  try {
+    const call = `c-${randomBytes(6).toString('hex')}`;
+    const started = await c.request({ op: 'start', ref: 1, call, id, dest: '4912345' });
+    if (started.op !== 'started') throw new Error(`start: ${JSON.stringify(started)}`);
+    return { started, stopped: await c.request({ op: 'stop', ref: 2, call, sec }) };
+  } finally {
+    await c.close();
+  }
+}
+
+/** Runs one CLI command in-process against the harness Redis, capturing stdout and stderr. */
+export async function cli(h: Harness, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const envKeys = ['REDIS_URL', 'REDIS_CLUSTER', 'TESSERA_SECRET', 'DATA_DIR', 'BUCKETS', 'LOG_LEVEL', 'ID_LENGTH'] as const;
+  const saved: Record<string, string | undefined> = {};
+  for (const k of envKeys) saved[k] = process.env[k];
+  delete process.env.REDIS_CLUSTER;
+  delete process.env.ID_LENGTH;
+  Object.assign(process.env, { REDIS_URL: h.redis.url, TESSERA_SECRET: TEST_SECRET, DATA_DIR: h.dir, BUCKETS: String(h.cfg.buckets), LOG_LEVEL: 'silent' });
+  let out = '';
+  let err = '';
+  const capture = (sink: (s: string) => void) =>
+    ((chunk: string | Uint8Array, ...rest: unknown[]): boolean => {
+      sink(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
+      const cb = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
+      cb?.();
+      return true;
+    }) as typeof process.stdout.write;
+  const o = vi.spyOn(process.stdout, 'write').mockImplementation(capture((s) => (out += s)));
+  const e = vi.spyOn(process.stderr, 'write').mockImplementation(capture((s) => (err += s)));
+  try {
+    return { code: await runCli(args), out, err };
+  } finally {
+    o.mockRestore();
+    e.mockRestore();
+    for (const k of envKeys) {
+      if (saved[k] === undefined) delete process.env[k];
+      else process.env[k] = saved[k];
+    }
+  }
+}
+
+/** Commission the sandbox keeps by default: 250 basis points, rounded down. */
+export const commissionOf = (price: number, bp = 250): number => Math.floor((price * bp) / 10_000);
