@@ -15,7 +15,7 @@ if f[2] ~= ARGV[2] then return { 'err', 'wrong_product' } end
 if f[1] ~= 'minted' then return { 'err', 'already_active' } end
 local idh = string.match(KEYS[1], 'id:(.+)$')
 redis.call('SREM', KEYS[2], idh)
-redis.call('HSET', KEYS[1], 'st', 'sold', 'bal', f[3], 'sold', ARGV[1])
 local rec = redis.call('XADD', KEYS[3], '*', 'id', idh, 'product', f[2], 'face', f[3], 'currency', f[4],
   'price', ARGV[4], 'channel', ARGV[3], 'ref', ARGV[5], 'time', ARGV[1])
+redis.call('HSET', KEYS[1], 'st', 'sold', 'bal', f[3], 'sold', ARGV[1], 'srec', rec)
 return { 'ok', tonumber(f[3]), rec }

@@ -1,5 +1,6 @@
 --[[ purchase_claim: claim a purchase by its Idempotency-Key, or find where it stands.
 KEYS[1] purchase record    ts:{bN}:pur:<key hash>
+KEYS[2] open purchases     ts:{bN}:purs (zset: record key -> created, ms), for the abandoned-purchase sweep
 ARGV[1] now (ms)
 ARGV[2] request fingerprint (keyed hash of product, PIN and payment details)
 ARGV[3] lease (ms): how long this attempt owns the purchase before a retry may take over
@@ -13,6 +14,7 @@ local now = tonumber(ARGV[1])
 if not f[1] then
   redis.call('HSET', KEYS[1], 'fp', ARGV[2], 'st', 'new', 'lease', string.format('%d', now + tonumber(ARGV[3])), 'created', ARGV[1])
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+  redis.call('ZADD', KEYS[2], ARGV[1], KEYS[1])
   return { 'new' }
 end
 if f[1] ~= ARGV[2] then return { 'conflict' } end

@@ -37,6 +37,7 @@ async function main(): Promise<void> {
     sandbox = new Sandbox();
     const port = await sandbox.listen(cfg.provider.sandboxPort);
     cfg.provider.url = `http://127.0.0.1:${port}`;
+    writeFileSync(join(cfg.dataDir, 'provider.url'), cfg.provider.url + '\n');
     log.warn(
       { url: cfg.provider.url, members: DEMO_MEMBERS.map((m) => ({ name: m.name, card: m.card, pin: m.pin })) },
       'PROVIDER_URL not set: the sandbox payment provider runs beside the gateway (no real money); set PROVIDER_URL for a real one',
@@ -57,6 +58,7 @@ async function main(): Promise<void> {
       embedded.process.removeAllListeners('exit');
       await embedded.stop();
       rmSync(embeddedUrlFile(cfg), { force: true });
+      rmSync(join(cfg.dataDir, 'provider.url'), { force: true });
     }
     process.exit(0);
   };

@@ -1,4 +1,4 @@
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { activateId, idStatus, setIdState } from '../admin/ids';
@@ -67,6 +67,10 @@ function checkMembers(json: unknown, file: string): Member[] {
 
 /** Micro-units as a plain amount with two decimals (the sandbox's members have no currency). */
 const amount = (micro: number): string => (micro / 1e6).toFixed(2);
+
+function readIfExists(file: string): string | undefined {
+  return existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined;
+}
 
 /** Prints an Outcome as JSON; a refusal goes to stderr and exits 1. */
 function outcome(cli: Cli, r: { ok: boolean; reason?: string }): number {
@@ -222,7 +226,10 @@ export const commands: Record<string, Command> = {
     async run(cli) {
       const { values, positionals } = opts(cli, { reason: { type: 'string' } }, 1);
       // Checked before Redis is touched: without the card company nothing should change.
-      const { url, key, timeoutMs } = loadConfig().provider;
+      const cfg = loadConfig();
+      const { key, timeoutMs } = cfg.provider;
+      // With npm start's own sandbox, the gateway writes where it listens next to redis.url.
+      const url = cfg.provider.url ?? readIfExists(join(cfg.dataDir, 'provider.url'));
       if (!url) {
         throw Object.assign(
           new Error(

@@ -62,9 +62,16 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   const inventory = new Inventory(ctx);
   let port = 0;
   const publicUrl = (): string => cfg.publicUrl ?? `http://localhost:${port}`;
-  const purchases = new Purchases(ctx, catalog, inventory, provider, publicUrl, log);
+  const purchases = new Purchases(ctx, catalog, inventory, provider, publicUrl, log, metrics);
   const checks = new CheckLinks(ctx);
-  const holdSweep = setInterval(() => void inventory.sweepHolds().catch((err: unknown) => log.warn({ err }, 'hold sweep failed')), Math.min(cfg.holdMs, 30_000));
+  const holdSweep = setInterval(
+    () =>
+      void (async () => {
+        await purchases.sweepAbandoned();
+        await inventory.sweepHolds();
+      })().catch((err: unknown) => log.warn({ err }, 'hold sweep failed')),
+    Math.min(cfg.holdMs, 30_000),
+  );
   holdSweep.unref();
   wsEndpoint(app, '/v1/switch', 'switch', switchRoutes(metering, metrics));
   wsEndpoint(app, '/v1/scanner', 'scanner', scannerRoutes(redemption, metrics));

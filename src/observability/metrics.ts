@@ -43,6 +43,12 @@ export class Metrics {
     help: 'Times a scanner went over the unknown_id limit and was throttled',
     registers: [this.registry],
   });
+  readonly purchases = new Counter({
+    name: 'tessera_purchases_total',
+    help: 'Purchase attempts by outcome: sold, or the decline/refusal reason',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
   readonly connections = new Gauge({
     name: 'tessera_ws_connections',
     help: 'Open WebSocket connections, by path',

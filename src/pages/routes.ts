@@ -35,10 +35,11 @@ function validity(days: number | undefined): string {
 
 /**
  * The buyer's address, for the per-client PIN lockout. Behind a reverse proxy
- * (TRUST_PROXY=1) it is the first address of X-Forwarded-For, else the socket's.
+ * (TRUST_PROXY=1) it is the last address of X-Forwarded-For, else the socket's.
  */
 function clientAddress(res: HttpResponse, req: HttpRequest, trustProxy: boolean): string {
-  const forwarded = trustProxy ? req.getHeader('x-forwarded-for').split(',')[0]?.trim() : '';
+  // The last entry is the one our own proxy added; earlier ones are whatever the client sent.
+  const forwarded = trustProxy ? req.getHeader('x-forwarded-for').split(',').pop()?.trim() : '';
   return forwarded || Buffer.from(res.getRemoteAddressAsText()).toString('utf8');
 }
 
@@ -102,7 +103,7 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
       if (!/^[0-9]{4,12}$/.test(pin)) return send(reply, 400, 'Buy', await buyForm('The PIN must be 4 to 12 digits.'));
       if (!/^[0-9]{8,19}$/.test(card)) return send(reply, 400, 'Buy', await buyForm('Please enter the card number (digits only).'));
       if (!/^[0-9a-f]{32}$/.test(nonce)) return send(reply, 400, 'Buy', await buyForm('The form expired; please try again.'));
-      const r = await d.purchases.purchase(`web:${client}`, `web/${nonce}`, { product: f.get('product') ?? '', pin, card, cardPin: f.get('cardPin') ?? '' });
+      const r = await d.purchases.purchase('web', `web/${nonce}`, { product: f.get('product') ?? '', pin, card, cardPin: f.get('cardPin') ?? '' });
       if (!r.ok) {
         // Outcome unknown (card company silent, or still working): the form keeps this purchase's
         // nonce, so submitting the same details again finishes it and never charges twice.
@@ -200,7 +201,7 @@ ${areas.length ? html`<ul>${areas.map((a) => html`<li><a href="/access/${encodeU
 <ol>
   <li>dial the access number above;</li>
   <li>enter your ID number when asked;</li>
-  <li>dial the country code, the area code and the number you are calling${a.countryCode ? html` (for example ${a.countryCode} … from abroad)` : ''}.</li>
+  <li>dial the country code, the area code and the number you are calling (the country code even for a number in ${a.name}${a.countryCode ? html`: ${a.countryCode}` : ''}).</li>
 </ol>
 ${a.notes ? html`<p>${a.notes}</p>` : ''}
 <p><a href="/access">Another area</a></p>`,

@@ -32,6 +32,8 @@ export const keys = {
   check: (bucket: number, tokenHash: string) => `${tag(bucket)}chk:${tokenHash}`,
   /** A purchase by its Idempotency-Key (keyed hash), tagged by that hash's own bucket. */
   purchase: (bucket: number, keyHash: string) => `${tag(bucket)}pur:${keyHash}`,
+  /** Purchases not finished yet: record key -> created (ms), swept when abandoned. */
+  openPurchases: (bucket: number) => `${tag(bucket)}purs`,
   /** Wrong PINs from one client address in the current window. */
   pinMisses: (bucket: number, client: string) => `${tag(bucket)}pinip:${client}`,
   /** Where a switch's call lives: call key -> ID key. Tagged by the call key's own bucket. */

@@ -6,6 +6,7 @@ import { keys } from '../redis/keys';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
 import type { PaymentProvider } from './provider';
+import type { Metrics } from '../observability/metrics';
 
 /**
  * One purchase, start to finish, safe to retry at any point: reserve an ID,
@@ -44,6 +45,8 @@ interface Record {
   reason?: string;
 }
 
+const PURCHASE_TTL_SEC = 30 * 86400;
+
 const fail = (status: number, reason: string, message: string): PurchaseResult => ({ ok: false, status, reason, message });
 
 const DECLINE_MESSAGES: { [reason: string]: string } = {
@@ -52,6 +55,7 @@ const DECLINE_MESSAGES: { [reason: string]: string } = {
   card_invalid: 'the card number is not valid',
   wrong_card_pin: 'the card PIN is wrong',
   out_of_stock: 'sold out',
+  abandoned: 'the purchase was not completed in time; any payment was cancelled',
   unknown_product: 'no such product',
 };
 
@@ -63,18 +67,26 @@ export class Purchases {
     private readonly provider: PaymentProvider,
     private readonly publicUrl: () => string,
     private readonly log: Logger,
+    private readonly metrics?: Metrics,
   ) {}
 
-  private recordKey(idemKey: string): { key: string; ref: string } {
+  private recordKey(idemKey: string): { key: string; ref: string; open: string } {
     const h = this.ctx.ids.mac(`purchase:${idemKey}`).slice(0, 32);
-    return { key: keys.purchase(this.ctx.ids.bucketOf(h), h), ref: `tsp_${h}` };
+    const bucket = this.ctx.ids.bucketOf(h);
+    return { key: keys.purchase(bucket, h), ref: `tsp_${h}`, open: keys.openPurchases(bucket) };
   }
 
   async purchase(channel: string, idemKey: string, req: PurchaseRequest): Promise<PurchaseResult> {
-    const { key, ref } = this.recordKey(idemKey);
+    const r = await this.attempt(channel, idemKey, req);
+    this.metrics?.purchases.inc({ outcome: r.ok ? 'sold' : r.reason });
+    return r;
+  }
+
+  private async attempt(channel: string, idemKey: string, req: PurchaseRequest): Promise<PurchaseResult> {
+    const { key, ref, open } = this.recordKey(idemKey);
     // Keyed: the fingerprint must not let a Redis reader test PINs or card numbers.
     const fp = this.ctx.ids.mac(JSON.stringify([req.product, req.pin, req.card, req.cardPin]));
-    const claim = await this.ctx.scripts.run<[string, string?]>('purchase_claim', [key], [Date.now(), fp, this.ctx.cfg.purchaseLeaseMs, 30 * 86400]);
+    const claim = await this.ctx.scripts.run<[string, string?]>('purchase_claim', [key, open], [Date.now(), fp, this.ctx.cfg.purchaseLeaseMs, PURCHASE_TTL_SEC]);
     switch (claim[0]) {
       case 'conflict':
         return fail(422, 'idempotency_conflict', 'this Idempotency-Key was used for another purchase');
@@ -95,8 +107,10 @@ export class Purchases {
     return (await this.ctx.redis.hgetall(key)) as unknown as Record;
   }
 
-  private set(key: string, fields: { [k: string]: string | number }): Promise<number> {
-    return this.ctx.redis.hset(key, fields);
+  private async set(key: string, fields: { [k: string]: string | number }): Promise<void> {
+    await this.ctx.redis.hset(key, fields);
+    // A purchase that ended leaves the open set; the key's bucket tag names the set's.
+    if (fields.st === 'done' || fields.st === 'declined') await this.ctx.redis.zrem(key.replace(/pur:[^:]+$/, 'purs'), key);
   }
 
   private answerOf(r: Record): PurchaseResult {
@@ -212,6 +226,45 @@ export class Purchases {
       await this.set(key, { idHash: held.idHash, bucket: held.bucket });
     }
     throw new Error(`purchase ${ref}: could not sell`);
+  }
+
+  /**
+   * Purchases left midway for longer than a hold (the buyer never came back
+   * after an unknown outcome) are settled from the provider's side: whatever
+   * was authorized or captured is voided, the held ID goes back to stock, and
+   * the purchase ends declined 'abandoned'. Nobody keeps paying for an ID they
+   * never saw. Every gateway may sweep: the claim's lease makes one win.
+   */
+  async sweepAbandoned(now = Date.now()): Promise<number> {
+    const { buckets, holdMs, purchaseLeaseMs } = this.ctx.cfg;
+    let settled = 0;
+    for (let b = 0; b < buckets; b++) {
+      const open = keys.openPurchases(b);
+      for (const key of await this.ctx.redis.zrangebyscore(open, '-inf', `(${now - holdMs}`, 'LIMIT', 0, 100)) {
+        const r = await this.read(key);
+        if (!r.st || r.st === 'done' || r.st === 'declined') {
+          await this.ctx.redis.zrem(open, key);
+          continue;
+        }
+        const claim = await this.ctx.scripts.run<[string]>('purchase_claim', [key, open], [now, (r as unknown as { fp: string }).fp, purchaseLeaseMs, PURCHASE_TTL_SEC]);
+        if (claim[0] !== 'resume') continue;
+        const ref = `tsp_${key.slice(key.lastIndexOf(':') + 1)}`;
+        try {
+          const s = await this.provider.status(ref);
+          if (s.state === 'unknown') continue;
+          if (s.state === 'authorized' || s.state === 'captured') {
+            const v = await this.provider.void(ref);
+            if (v.status !== 'voided') continue;
+          }
+          await this.decline(key, 'abandoned', r);
+          settled++;
+          this.log.warn({ ref, was: s.state }, 'abandoned purchase settled: payment voided, ID back in stock');
+        } finally {
+          await this.ctx.redis.hset(key, 'lease', '0');
+        }
+      }
+    }
+    return settled;
   }
 
   /** Where a purchase stands, for operators (by Idempotency-Key). */

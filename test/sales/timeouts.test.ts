@@ -275,3 +275,35 @@ describe('expired holds', () => {
     }
   });
 });
+
+describe('a buyer who never comes back', () => {
+  it('an abandoned purchase is settled after a hold: payment voided, credit released, ID back in stock, retry says abandoned', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('abandon');
+    const stockBefore = await stock(h, 'talk-t');
+    await setFaults(h, { hangNext: 1 });
+    expect((await buy(gw, salesTok, key, 'talk-t', m)).status).toBe(503);
+    const ref = refOf(key);
+    expect(await usedCredit(h, m.card)).toBe(PRICE);
+    expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
+
+    // Not yet: the purchase is younger than a hold.
+    expect(await gw.purchases.sweepAbandoned()).toBe(0);
+    expect(await usedCredit(h, m.card)).toBe(PRICE);
+
+    // A hold later nobody has retried: settled once, from the card company's side.
+    const later = Date.now() + h.cfg.holdMs + 1000;
+    expect(await gw.purchases.sweepAbandoned(later)).toBe(1);
+    expect(await gw.purchases.sweepAbandoned(later)).toBe(0);
+    expect((await payment(h, ref)).body.state).toBe('voided');
+    expect(await usedCredit(h, m.card)).toBe(0);
+    expect(await stock(h, 'talk-t')).toBe(stockBefore);
+    expect((await reservations(h)).size).toBe(0);
+    expect((await saleRecords(h)).filter((r) => r.ref === ref)).toHaveLength(0);
+
+    const late = await buy(gw, salesTok, key, 'talk-t', m);
+    expect(late.status).toBe(402);
+    expect(late.json.error.reason).toBe('abandoned');
+    expect(await usedCredit(h, m.card)).toBe(0);
+  });
+});
