@@ -1,4 +1,4 @@
-import { rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { embeddedUrlFile } from './app/context';
 import { ConfigError, loadConfig, type Config } from './config/config';
@@ -37,6 +37,7 @@ async function main(): Promise<void> {
     sandbox = new Sandbox();
     const port = await sandbox.listen(cfg.provider.sandboxPort);
     cfg.provider.url = `http://127.0.0.1:${port}`;
+    mkdirSync(cfg.dataDir, { recursive: true });
     writeFileSync(join(cfg.dataDir, 'provider.url'), cfg.provider.url + '\n');
     log.warn(
       { url: cfg.provider.url, members: DEMO_MEMBERS.map((m) => ({ name: m.name, card: m.card, pin: m.pin })) },
