@@ -58,7 +58,7 @@ end
 redis.call('HSET', KEYS[2],
   'st', 'live', 'sw', ARGV[3], 'call', ARGV[4], 'idh', ARGV[5], 'id', KEYS[1], 'dest', ARGV[2],
   'start', int(now), 'ans', '', 'rate', int(rate), 'fee', int(fee), 'maxs', int(maxs), 'bal0', int(bal),
-  'billed', '0', 'cost', '0', 'short', '0', 'thr', table.concat(thr, ','), 'cut', '', 'seen', int(now))
+  'billed', '0', 'short', '0', 'thr', table.concat(thr, ','), 'cut', '', 'seen', int(now))
 redis.call('HINCRBY', KEYS[1], 'act', 1)
 -- Expiry counts from first use.
 local expd = tonumber(f[8]) or 0

@@ -10,7 +10,10 @@
 -- charge() appends the session fields to write to `upd` (the caller writes them
 -- once) and returns balance, seconds left, fired thresholds, cut-off reason
 -- ('' while the call may go on), and 1 when this very call ordered the cut-off.
-local SESSION_FIELDS = { 'st', 'id', 'billed', 'rate', 'fee', 'cost', 'short', 'thr', 'ans', 'cut', 'start', 'seen', 'cause', 'bal1', 'rec' }
+-- This runs for every tick of every call: it writes only what changed (the cost
+-- is derived at close, see close.lua) and looks at the thresholds only when the
+-- highest one left is reached.
+local SESSION_FIELDS = { 'st', 'id', 'billed', 'rate', 'fee', 'short', 'thr', 'ans', 'cut', 'start', 'seen', 'cause', 'bal1', 'rec', 'cost' }
 
 local function read_session(skey)
   local v = redis.call('HMGET', skey, unpack(SESSION_FIELDS))
@@ -43,14 +46,14 @@ local function charge(s, ikey, sec, now, upd)
       redis.call('HSET', ikey, 'bal', int(bal))
     end
     put('billed', int(sec))
-    put('cost', int(tonumber(s.cost) + take))
-    put('short', int(tonumber(s.short) + owed - take))
+    if take < owed then put('short', int(tonumber(s.short) + owed - take)) end
     if s.ans == '' then
       -- Answered `sec` seconds ago, but never before the call started (clock steps, late first tick).
       put('ans', int(math.max(tonumber(s.start), now - sec * 1000)))
     end
     local left = math.floor(bal / rate)
-    if s.thr ~= '' then
+    -- Thresholds are stored highest first: nothing to do until the first is reached.
+    if s.thr ~= '' and left <= tonumber(string.match(s.thr, '^%d+')) then
       local keep = {}
       for t in string.gmatch(s.thr, '%d+') do
         if left <= tonumber(t) then alerts[#alerts + 1] = tonumber(t) else keep[#keep + 1] = t end
