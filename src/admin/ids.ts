@@ -20,7 +20,8 @@ export interface IdStatus {
   blockedWhy?: string;
 }
 
-function locate(ctx: Context, input: unknown): Outcome<{ key: string; hash: string; bucket: number }> {
+/** An ID as typed, checked, and where it lives in Redis. */
+export function locate(ctx: Context, input: unknown): Outcome<{ key: string; hash: string; bucket: number }> {
   const c = checkId(input, ctx.cfg.idLength);
   if (!c.ok) return c;
   const { hash, bucket } = ctx.ids.hash(c.id);

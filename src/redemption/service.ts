@@ -7,7 +7,7 @@ import { checkId } from '../ids/idnum';
 import type { IdKeys } from '../ids/secrets';
 import type { Metrics } from '../observability/metrics';
 import type { RedisClient } from '../redis/connect';
-import { keys } from '../redis/keys';
+import { bucketOfKey, keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
 import { GuessThrottle } from './throttle';
 
@@ -142,7 +142,7 @@ export class Redemption {
     const terms = await this.redis.get(keys.scanIndex(this.ids.bucketOf(scanKey), scanKey));
     if (!terms) return { ok: false, reason: 'unknown_scan' };
     const idKey = terms.slice(0, terms.indexOf('|'));
-    const bucket = Number(/\{b(\d+)\}/.exec(idKey)?.[1]);
+    const bucket = bucketOfKey(idKey);
     const t0 = performance.now();
     const r = await this.scripts.run<RawReverse>('reverse', [keys.scan(bucket, scanKey), idKey, keys.redemptions(bucket)], [Date.now(), token.name, reason]);
     this.metrics.scriptSeconds.observe({ script: 'reverse' }, (performance.now() - t0) / 1000);

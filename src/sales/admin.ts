@@ -1,6 +1,5 @@
-import { idStatus, type IdStatus, type Outcome } from '../admin/ids';
+import { idStatus, locate, type IdStatus, type Outcome } from '../admin/ids';
 import type { Context } from '../app/context';
-import { checkId } from '../ids/idnum';
 import { keys } from '../redis/keys';
 import type { PaymentProvider } from './provider';
 
@@ -9,13 +8,6 @@ export interface SaleView {
   status: IdStatus;
   sale?: Record<string, string>;
   refund?: Record<string, string>;
-}
-
-function locate(ctx: Context, input: unknown): Outcome<{ key: string; bucket: number }> {
-  const c = checkId(input, ctx.cfg.idLength);
-  if (!c.ok) return c;
-  const { hash, bucket } = ctx.ids.hash(c.id);
-  return { ok: true, key: keys.id(bucket, hash), bucket };
 }
 
 async function recordAt(ctx: Context, stream: string, id: string | null | undefined): Promise<Record<string, string> | undefined> {

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Context } from '../app/context';
 import type { CatalogCache } from '../catalog/cache';
 import type { Product } from '../catalog/schema';
-import { keys } from '../redis/keys';
+import { bucketOfKey, keys } from '../redis/keys';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
 import type { PaymentProvider } from './provider';
@@ -109,8 +109,8 @@ export class Purchases {
 
   private async set(key: string, fields: { [k: string]: string | number }): Promise<void> {
     await this.ctx.redis.hset(key, fields);
-    // A purchase that ended leaves the open set; the key's bucket tag names the set's.
-    if (fields.st === 'done' || fields.st === 'declined') await this.ctx.redis.zrem(key.replace(/pur:[^:]+$/, 'purs'), key);
+    // A purchase that ended leaves the open set (same bucket as its record).
+    if (fields.st === 'done' || fields.st === 'declined') await this.ctx.redis.zrem(keys.openPurchases(bucketOfKey(key)), key);
   }
 
   private answerOf(r: Record): PurchaseResult {
