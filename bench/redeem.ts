@@ -16,7 +16,7 @@
  * Flags: --ids N [2000]  --duration S [10]  --conns M [20]  --frame F [50]
  *        --window W [2]  --http-conns C [64]  --rb-requests N [200000]
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,7 +32,8 @@ import { mintIds } from '../src/ids/mint';
 import { createLogger } from '../src/observability/log';
 import { keys } from '../src/redis/keys';
 import { readScripts } from '../src/redis/scripts';
-import { freePort, startEmbeddedRedis } from '../src/redis/embedded';
+import { startEmbeddedRedis } from '../src/redis/embedded';
+import { cpuSec, killChildren, startGatewayChild, stopChild } from './common';
 import { fmtLatency, newHist, recordMs, summarize } from './hist';
 
 const SECRET = 'cd'.repeat(32);
@@ -57,14 +58,7 @@ const FRAME = Number(flags.frame);
 const WINDOW = Number(flags.window);
 const HTTP_CONNS = Number(flags['http-conns']);
 
-const children: ChildProcess[] = [];
-process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
-
-function cpuTicks(pid: number | undefined): number {
-  if (!pid) return 0;
-  const stat = spawnSync('cat', [`/proc/${pid}/stat`]).stdout.toString().split(') ')[1]?.split(' ') ?? [];
-  return Number(stat[11] ?? 0) + Number(stat[12] ?? 0);
-}
+process.on('exit', killChildren);
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-redeem-'));
@@ -86,18 +80,16 @@ async function main(): Promise<void> {
     }),
   );
 
-  const port = await freePort();
-  const gw = spawn(process.execPath, [join(__dirname, 'gateway-child.js')], {
-    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', PROVIDER_URL: 'http://127.0.0.1:9' },
-    stdio: ['pipe', 'inherit', 'inherit'],
+  // GW_PROF=DIR: profile the gateway (written when it exits).
+  const prof = process.env.GW_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.GW_PROF] : [];
+  const { proc: gw, port } = await startGatewayChild({
+    redisUrl: redis.url,
+    dataDir: dir,
+    secret: SECRET,
+    env: { BUCKETS: env.BUCKETS, PROVIDER_URL: 'http://127.0.0.1:9' },
+    nodeArgs: prof,
+    inheritOutput: true,
   });
-  children.push(gw);
-  for (let i = 0; ; i++) {
-    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok).catch(() => false);
-    if (ok) break;
-    if (i > 200) throw new Error('gateway did not start');
-    await new Promise((r) => setTimeout(r, 50));
-  }
   console.log(`tessera bench:redeem  ids=${N} duration=${DURATION}s ws: conns=${CONNS} frame=${FRAME} window=${WINDOW}  http: conns=${HTTP_CONNS}  (node ${process.version})`);
   let scanSeq = 0;
   const nextScan = (): string => `s${(scanSeq++).toString(36)}`;
@@ -110,8 +102,8 @@ async function main(): Promise<void> {
   let wsDone = 0;
   // redis-server runs under a watchdog shell: ask Redis for its own pid.
   const redisPid = Number(/process_id:(\d+)/.exec(await ctx.redis.info('server'))?.[1]);
-  const gw0 = cpuTicks(gw.pid);
-  const r0 = cpuTicks(redisPid);
+  const gw0 = cpuSec(gw.pid);
+  const r0 = cpuSec(redisPid);
   const t0 = performance.now();
   const until = t0 + DURATION * 1000;
   await Promise.all(
@@ -160,8 +152,8 @@ async function main(): Promise<void> {
     ),
   );
   const wsSec = (performance.now() - t0) / 1000;
-  const wsGwCpu = (cpuTicks(gw.pid) - gw0) / 100 / wsSec;
-  const wsRedisCpu = (cpuTicks(redisPid) - r0) / 100 / wsSec;
+  const wsGwCpu = (cpuSec(gw.pid) - gw0) / wsSec;
+  const wsRedisCpu = (cpuSec(redisPid) - r0) / wsSec;
   const wsRate = Math.round(wsDone / wsSec);
   const ws = summarize(wsHist);
 
@@ -177,8 +169,7 @@ async function main(): Promise<void> {
   const httpRate = Math.round(http.requests.average);
 
   // --- 3. Ceiling: redis-benchmark EVALSHA redeem.lua -----------------------------
-  gw.stdin?.end();
-  await new Promise((r) => gw.once('exit', r));
+  await stopChild(gw);
   const redeem = readScripts().find((s) => s.name === 'redeem')!;
   const id0 = ids[0]!;
   const { hash, bucket } = ctx.ids.hash(id0);

@@ -33,22 +33,19 @@
  * The buyer's PIN is hashed with scrypt on every purchase (memory-hard on
  * purpose): that hash, not Redis or the provider, bounds purchases/s.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import { openContext, type Context } from '../src/app/context';
+import type { Context } from '../src/app/context';
 import type { RatePlan, TalkProduct } from '../src/catalog/schema';
 import { createToken, putPlans, putProducts } from '../src/catalog/store';
-import { loadConfig } from '../src/config/config';
 import { luhnDigit } from '../src/ids/luhn';
 import { mintIds } from '../src/ids/mint';
-import { createLogger } from '../src/observability/log';
-import { freePort, startEmbeddedRedis, type EmbeddedRedis } from '../src/redis/embedded';
 import { keys } from '../src/redis/keys';
 import { hashPin } from '../src/sales/pin';
+import { children, cleanUpOnExit, cpuSec, fmtInt, gwEnvFlag, intFlag, keepLogs, makeTmp, ownCpuSec, parseFlags, removeTmp, runMain, startBenchRedis, startGatewayChild, statusKb, stopChild, watchdog } from './common';
 import { fmtLatency, newHist, recordMs, summarize } from './hist';
 
 const USAGE = `npm run bench:sales -- [flags]
@@ -80,9 +77,9 @@ interface Options {
 }
 
 function options(argv: string[]): Options {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
+  const values = parseFlags(
+    argv,
+    {
       duration: { type: 'string', default: '15' },
       connections: { type: 'string', default: '16' },
       ids: { type: 'string', default: '20000' },
@@ -91,33 +88,16 @@ function options(argv: string[]): Options {
       'gw-env': { type: 'string', multiple: true, default: [] },
       keep: { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
     },
-    strict: true,
-    allowPositionals: false,
-  });
-  if (values.help) {
-    process.stdout.write(USAGE);
-    process.exit(0);
-  }
-  const int = (name: string, v: string | undefined, min: number, max = Number.MAX_SAFE_INTEGER): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name}: expected an integer in ${min}..${max}, got ${v}`);
-    return n;
-  };
-  const gwEnv: Record<string, string> = {};
-  for (const kv of values['gw-env'] ?? []) {
-    const i = kv.indexOf('=');
-    if (i <= 0) throw new Error(`--gw-env: K=V, got ${kv}`);
-    gwEnv[kv.slice(0, i)] = kv.slice(i + 1);
-  }
+    USAGE,
+  );
   return {
-    duration: int('duration', values.duration, 1, 86_400),
-    connections: int('connections', values.connections, 1, 10_000),
-    ids: int('ids', values.ids, 1, 10_000_000),
-    price: int('price', values.price, 1, 1e12),
-    providerLatencyMs: int('provider-latency-ms', values['provider-latency-ms'], 0, 60_000),
-    gwEnv,
+    duration: intFlag('duration', values.duration, 1, 86_400),
+    connections: intFlag('connections', values.connections, 1, 10_000),
+    ids: intFlag('ids', values.ids, 1, 10_000_000),
+    price: intFlag('price', values.price, 1, 1e12),
+    providerLatencyMs: intFlag('provider-latency-ms', values['provider-latency-ms'], 0, 60_000),
+    gwEnv: gwEnvFlag(values['gw-env']),
     keep: values.keep ?? false,
     quiet: values.quiet ?? false,
   };
@@ -131,93 +111,8 @@ const PIN = '4711';
 /** The bench's card holder: Luhn-valid, never one of the demo members, credit beyond reach. */
 const CARD = ((body: string) => body + String(luhnDigit(body)))('400000000099000');
 const CARD_PIN = '2580';
-const children = new Set<ChildProcess>();
-let tmp = '';
-let keepTmp = false;
-let redis: EmbeddedRedis | undefined;
-let redisPid: number | undefined;
 
-function killChildren(): void {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  if (redis && redis.process.exitCode === null) redis.process.kill('SIGKILL');
-  if (redisPid) {
-    try {
-      process.kill(redisPid, 'SIGKILL');
-    } catch {
-      /* gone already */
-    }
-  }
-}
-
-function cleanupAndExit(code: number): never {
-  killChildren();
-  if (tmp && !keepTmp) rmSync(tmp, { recursive: true, force: true });
-  process.exit(code);
-}
-
-process.on('exit', killChildren);
-process.on('SIGINT', () => {
-  process.stderr.write('\nbench: interrupted, cleaning up\n');
-  cleanupAndExit(130);
-});
-process.on('SIGTERM', () => cleanupAndExit(143));
-
-/**
- * Kills pid when this process goes away, even by SIGKILL: a shell holding our
- * stdin pipe does it on EOF. (The gateway child watches its own stdin.)
- */
-function watchdog(pid: number | undefined): ChildProcess | undefined {
-  if (!pid) return undefined;
-  const w = spawn('sh', ['-c', `read _ || true; kill -KILL ${pid} 2>/dev/null`], { stdio: ['pipe', 'ignore', 'ignore'] });
-  w.on('error', () => undefined);
-  children.add(w);
-  w.once('exit', () => children.delete(w));
-  return w;
-}
-
-const CLK_TCK = (() => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return Number.isInteger(n) && n > 0 ? n : 100;
-})();
-
-/** CPU seconds (user + system, all threads) a process has used so far. */
-function cpuSec(pid: number | undefined): number {
-  if (!pid) return 0;
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  } catch {
-    return 0;
-  }
-}
-
-function peakRssMb(pid: number | undefined): number {
-  if (!pid) return 0;
-  try {
-    const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Math.round(Number(m[1]) / 1024) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-const ownCpuSec = (): number => {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
-};
-
-function keepLogs(proc: ChildProcess): string[] {
-  const logs: string[] = [];
-  const keep = (d: Buffer): void => {
-    for (const line of d.toString().split('\n')) if (line.trim()) logs.push(line.length > 400 ? line.slice(0, 400) + '…' : line);
-    if (logs.length > 200) logs.splice(0, logs.length - 200);
-  };
-  proc.stdout!.on('data', keep);
-  proc.stderr!.on('data', keep);
-  return logs;
-}
+cleanUpOnExit();
 
 /** `tessera sandbox-provider` (the compiled CLI) with the bench member; resolves with its URL. */
 async function startSandbox(dir: string, opts: Options): Promise<{ proc: ChildProcess; url: string; logs: string[] }> {
@@ -241,49 +136,6 @@ async function startSandbox(dir: string, opts: Options): Promise<{ proc: ChildPr
     if (Date.now() > deadline) throw new Error(`sandbox provider printed no URL after 20 s:\n${logs.join('\n')}`);
     await new Promise((r) => setTimeout(r, 20));
   }
-}
-
-async function startGateway(redisUrl: string, providerUrl: string, dataDir: string, opts: Options): Promise<{ proc: ChildProcess; port: number; logs: string[] }> {
-  const port = await freePort();
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    REDIS_URL: redisUrl,
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    TESSERA_SECRET: SECRET,
-    LOG_LEVEL: 'warn',
-    DATA_DIR: dataDir,
-    PROVIDER_URL: providerUrl,
-    ...opts.gwEnv,
-  };
-  delete env.REDIS_CLUSTER;
-  delete env.PUBLIC_URL;
-  const proc = spawn(process.execPath, [join(__dirname, 'gateway-child.js')], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-  children.add(proc);
-  const logs = keepLogs(proc);
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`gateway exited (${proc.exitCode ?? proc.signalCode}):\n${logs.join('\n')}`);
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200) break;
-    } catch {
-      /* not listening yet */
-    }
-    if (Date.now() > deadline) throw new Error(`gateway not ready on ${port} after 20 s:\n${logs.join('\n')}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { proc, port, logs };
-}
-
-async function stop(proc: ChildProcess, signal: NodeJS.Signals = 'SIGINT'): Promise<void> {
-  if (proc.exitCode === null && proc.signalCode === null) {
-    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-    proc.kill(signal);
-    const t = setTimeout(() => proc.kill('SIGKILL'), 15_000);
-    await exited;
-    clearTimeout(t);
-  }
-  children.delete(proc);
 }
 
 // ------------------------------------------------------------------ Redis
@@ -328,27 +180,22 @@ async function purchase(base: string, token: string, key: string): Promise<Answe
   return readAnswer(res.status, await res.text());
 }
 
-const fmtInt = (n: number): string => Math.round(n).toLocaleString('en-US');
 const count = (m: Map<string, number>, k: string): void => void m.set(k, (m.get(k) ?? 0) + 1);
 const entries = (m: Map<string | number, number>): string => [...m].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k}=${fmtInt(v)}`).join(' ') || 'none';
 
 async function main(): Promise<void> {
   const opts = options(process.argv.slice(2));
-  keepTmp = opts.keep;
   const tStart = performance.now();
   const cores = availableParallelism();
-  tmp = mkdtempSync(join(tmpdir(), 'tessera-bench-sales-'));
+  const tmp = makeTmp('tessera-bench-sales-', opts.keep);
   console.log(
     `tessera bench:sales  duration=${opts.duration}s connections=${opts.connections} ids=${opts.ids} price=${opts.price} provider-latency=${opts.providerLatencyMs}ms` +
       `${Object.keys(opts.gwEnv).length ? ` gw-env=${Object.entries(opts.gwEnv).map(([k, v]) => `${k}=${v}`).join(',')}` : ''}  (node ${process.version}, ${cores} cores)`,
   );
 
   // Redis, catalog, inventory, token.
-  redis = await startEmbeddedRedis({ dir: join(tmp, 'redis'), persist: true });
-  const cfg = loadConfig({ TESSERA_SECRET: SECRET, DATA_DIR: join(tmp, 'cli'), LOG_LEVEL: 'silent', REDIS_URL: redis.url, ...opts.gwEnv, REDIS_TIMEOUT_MS: '60000' });
-  const ctx = await openContext(cfg, createLogger('silent'), redis.url);
-  redisPid = Number(/^process_id:(\d+)/m.exec((await ctx.redis.info('server')) as string)?.[1]) || redis.process.pid;
-  const redisDog = watchdog(redisPid);
+  const br = await startBenchRedis({ TESSERA_SECRET: SECRET, DATA_DIR: join(tmp, 'cli'), LOG_LEVEL: 'silent', ...opts.gwEnv, REDIS_TIMEOUT_MS: '60000' });
+  const { redis, ctx, pid: redisPid } = br;
   const plan: RatePlan = { name: 'bench', rates: [{ prefix: '', rate: 1000, fee: 0 }] };
   const product: TalkProduct = { name: PRODUCT, kind: 'talk', currency: 'EUR', face: opts.price, price: opts.price, plan: 'bench', thresholds: [60], expiryDays: 180, maxCalls: 1 };
   await putPlans(ctx.redis, [plan]);
@@ -378,7 +225,7 @@ async function main(): Promise<void> {
   const sandbox = await startSandbox(join(tmp, 'sandbox'), opts).catch((err: unknown) => {
     throw new Error(`${err instanceof Error ? err.message : String(err)}\n(is dist/ built? npm run bench:sales builds it)`);
   });
-  const gw = await startGateway(redis.url, sandbox.url, join(tmp, 'gateway'), opts);
+  const gw = await startGatewayChild({ redisUrl: redis.url, dataDir: join(tmp, 'gateway'), secret: SECRET, env: { PROVIDER_URL: sandbox.url }, gwEnv: opts.gwEnv, unset: ['PUBLIC_URL'] });
   const base = `http://127.0.0.1:${gw.port}`;
   console.log(`sandbox provider: ${sandbox.url} (pid ${sandbox.proc.pid}); gateway: pid ${gw.proc.pid} on port ${gw.port}`);
 
@@ -510,10 +357,10 @@ async function main(): Promise<void> {
   const recordsMatch = records === totalOk && sold === totalOk && dupIds === 0 && pending.length === 0;
   const lat = summarize(hist);
   const purchasesPerSec = Math.round((loadOk / opts.duration) * 10) / 10;
-  const gwPeakRss = peakRssMb(gw.proc.pid);
+  const gwPeakRss = Math.round(statusKb(gw.proc.pid, 'VmHWM') / 1024);
   const gwLogs = gw.logs.filter((l) => /"level":(40|50|60)/.test(l));
-  await stop(gw.proc);
-  await stop(sandbox.proc);
+  await stopChild(gw.proc);
+  await stopChild(sandbox.proc);
 
   const pct = (sec: number): number => Math.round((sec / loadSec) * 100);
   const gwCpuPct = pct(cpu1.gw - cpu0.gw);
@@ -569,21 +416,10 @@ async function main(): Promise<void> {
     timeSec: { load: Math.round(loadSec * 10) / 10, total: Math.round(totalSec * 10) / 10 },
   };
 
-  await ctx.close();
-  await redis.stop();
-  redis = undefined;
-  redisPid = undefined;
-  redisDog?.kill('SIGKILL');
-  if (!opts.keep) rmSync(tmp, { recursive: true, force: true });
-  else console.log(`kept ${tmp}`);
+  await br.stop();
+  removeTmp();
   console.log(JSON.stringify(json));
   if (!recordsMatch) process.exitCode = 1;
 }
 
-main().then(
-  () => process.exit(process.exitCode ?? 0),
-  (err: unknown) => {
-    process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-    cleanupAndExit(1);
-  },
-);
+runMain(main);

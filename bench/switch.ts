@@ -53,24 +53,21 @@
  * crosses a threshold to receiving its alert), stop→stopped, in ms (HdrHistogram).
  * Profiling the load generator itself: `node --cpu-prof dist/bench/switch.js ...`.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import Redis from 'ioredis';
 import WebSocket from 'ws';
-import { openContext, type Context } from '../src/app/context';
+import type { Context } from '../src/app/context';
 import type { Product, RatePlan, TalkProduct } from '../src/catalog/schema';
 import { createToken, putPlans, putProducts } from '../src/catalog/store';
-import { loadConfig } from '../src/config/config';
 import { mintIds } from '../src/ids/mint';
-import { createLogger } from '../src/observability/log';
-import { freePort, startEmbeddedRedis, type EmbeddedRedis } from '../src/redis/embedded';
 import { callKeysFor } from '../src/metering/locator';
 import { keys } from '../src/redis/keys';
 import { readScripts } from '../src/redis/scripts';
+import { children, cleanUpOnExit, cpuSec, fmtInt, gwEnvFlag, intFlag, makeTmp, ownCpuSec, parseFlags, removeTmp, runMain, startBenchRedis, startGatewayChild, statusKb, stopChild, type GatewayChild } from './common';
 import { decodeHist, fmtLatency, newHist, summarize, type LatencySummary } from './hist';
 import { Engine, type CallSpec, type Counters, type EngineConfig, type EngineResult, type FromWorker, type HistName } from './loadgen';
 import { summarizeProfile, type ProfileSummary } from './profile';
@@ -137,9 +134,9 @@ interface Options {
 }
 
 function options(argv: string[]): Options {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
+  const values = parseFlags(
+    argv,
+    {
       mode: { type: 'string', default: 'calls' },
       calls: { type: 'string', default: '10000' },
       conns: { type: 'string', default: '20' },
@@ -163,53 +160,37 @@ function options(argv: string[]): Options {
       'no-ceiling': { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
     },
-    strict: true,
-    allowPositionals: false,
-  });
-  if (values.help) {
-    process.stdout.write(USAGE);
-    process.exit(0);
-  }
-  const int = (name: string, v: string | undefined, min: number, max = Number.MAX_SAFE_INTEGER): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name}: expected an integer in ${min}..${max}, got ${v}`);
-    return n;
-  };
+    USAGE,
+  );
   const mode = values.mode;
   if (mode !== 'calls' && mode !== 'max') throw new Error(`--mode: calls or max, got ${mode}`);
   const alertFrac = Number(values['alert-frac']);
   if (!(alertFrac >= 0 && alertFrac <= 1)) throw new Error(`--alert-frac: 0..1, got ${values['alert-frac']}`);
   const ramp = Number(values.ramp);
   if (!(ramp >= 0 && ramp <= 3600)) throw new Error(`--ramp: seconds, got ${values.ramp}`);
-  const gwEnv: Record<string, string> = {};
-  for (const kv of values['gw-env'] ?? []) {
-    const i = kv.indexOf('=');
-    if (i <= 0) throw new Error(`--gw-env: K=V, got ${kv}`);
-    gwEnv[kv.slice(0, i)] = kv.slice(i + 1);
-  }
+  const gwEnv = gwEnvFlag(values['gw-env']);
   const o: Options = {
     mode,
-    calls: int('calls', values.calls, 1, 5_000_000),
-    conns: int('conns', values.conns, 1, 10_000),
-    duration: int('duration', values.duration, 1, 86_400),
-    refEvery: int('ref-every', values['ref-every'] ?? (mode === 'max' ? '1' : '10'), 1),
+    calls: intFlag('calls', values.calls, 1, 5_000_000),
+    conns: intFlag('conns', values.conns, 1, 10_000),
+    duration: intFlag('duration', values.duration, 1, 86_400),
+    refEvery: intFlag('ref-every', values['ref-every'] ?? (mode === 'max' ? '1' : '10'), 1),
     alertFrac,
     ramp,
-    slotMs: int('slot-ms', values['slot-ms'], 1, 1000),
-    frame: int('frame', values.frame, 1, 2000),
-    window: int('window', values.window, 1, 1000),
-    workers: int('workers', values.workers, 1, 64),
+    slotMs: intFlag('slot-ms', values['slot-ms'], 1, 1000),
+    frame: intFlag('frame', values.frame, 1, 2000),
+    window: intFlag('window', values.window, 1, 1000),
+    workers: intFlag('workers', values.workers, 1, 64),
     gwEnv,
     gwLog: values['gw-log'],
     gwNodeArgs: values['gw-node-arg'] ?? [],
     profile: values.profile ?? false,
     profileDir: values['profile-dir'],
-    rbRequests: int('rb-requests', values['rb-requests'], 1000),
-    rbClients: int('rb-clients', values['rb-clients'], 1, 10_000),
-    rbPipeline: int('rb-pipeline', values['rb-pipeline'], 1, 10_000),
-    rbBatch: int('rb-batch', values['rb-batch'], 0, 1000),
+    rbRequests: intFlag('rb-requests', values['rb-requests'], 1000),
+    rbClients: intFlag('rb-clients', values['rb-clients'], 1, 10_000),
+    rbPipeline: intFlag('rb-pipeline', values['rb-pipeline'], 1, 10_000),
+    rbBatch: intFlag('rb-batch', values['rb-batch'], 0, 1000),
     ceiling: !values['no-ceiling'],
     keep: values.keep ?? false,
     quiet: values.quiet ?? false,
@@ -222,147 +203,23 @@ function options(argv: string[]): Options {
 
 const SECRET = 'be'.repeat(32);
 const SWITCH_NAME = 'bench-switch';
-const children = new Set<ChildProcess>();
-let tmp = '';
-let keepTmp = false;
-let redis: EmbeddedRedis | undefined;
-/** redis-server's own pid (startEmbeddedRedis may run it under a wrapper shell). */
-let redisPid: number | undefined;
 
-function killChildren(): void {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  if (redis && redis.process.exitCode === null) redis.process.kill('SIGKILL');
-  if (redisPid) {
-    try {
-      process.kill(redisPid, 'SIGKILL');
-    } catch {
-      /* gone already */
-    }
-  }
-}
+cleanUpOnExit();
 
-function cleanupAndExit(code: number): never {
-  killChildren();
-  if (tmp && !keepTmp) rmSync(tmp, { recursive: true, force: true });
-  process.exit(code);
-}
-
-process.on('exit', killChildren);
-process.on('SIGINT', () => {
-  process.stderr.write('\nbench: interrupted, cleaning up\n');
-  cleanupAndExit(130);
-});
-process.on('SIGTERM', () => cleanupAndExit(143));
-
-/**
- * startEmbeddedRedis kills its redis-server when this process exits, but not if
- * it is SIGKILLed: a shell holding our stdin pipe does it then (EOF on read).
- */
-function redisWatchdog(pid: number | undefined): ChildProcess | undefined {
-  if (!pid) return undefined;
-  const w = spawn('sh', ['-c', `read _ || true; kill -KILL ${pid} 2>/dev/null`], { stdio: ['pipe', 'ignore', 'ignore'] });
-  w.on('error', () => undefined);
-  children.add(w);
-  w.once('exit', () => children.delete(w));
-  return w;
-}
-
-const CLK_TCK = (() => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return Number.isInteger(n) && n > 0 ? n : 100;
-})();
-
-/** CPU seconds (user + system) a process has used so far. */
-function cpuSec(pid: number | undefined): number {
-  if (!pid) return 0;
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  } catch {
-    return 0;
-  }
-}
-
-function statusKb(pid: number | undefined, field: 'VmHWM' | 'VmRSS'): number {
-  if (!pid) return 0;
-  try {
-    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-const ownCpuSec = (): number => {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
-};
-
-interface GatewayChild {
-  proc: ChildProcess;
-  port: number;
-  logs: string[];
+interface SwitchGateway extends GatewayChild {
   profileDir?: string;
 }
 
-async function startGatewayChild(redisUrl: string, dataDir: string, opts: Options): Promise<GatewayChild> {
-  const port = await freePort();
+async function startGateway(redisUrl: string, dataDir: string, opts: Options): Promise<SwitchGateway> {
   const profileDir = opts.profile ? (opts.profileDir ?? mkdtempSync(join(tmpdir(), 'tessera-bench-prof-'))) : undefined;
   const nodeArgs = [...opts.gwNodeArgs, ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])];
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    REDIS_URL: redisUrl,
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    TESSERA_SECRET: SECRET,
-    LOG_LEVEL: 'warn',
-    DATA_DIR: dataDir,
-    ...opts.gwEnv,
-  };
-  delete env.REDIS_CLUSTER;
-  const proc = spawn(process.execPath, [...nodeArgs, join(__dirname, 'gateway-child.js')], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-  children.add(proc);
-  const logs: string[] = [];
-  const keep = (d: Buffer): void => {
-    for (const line of d.toString().split('\n')) if (line.trim()) logs.push(line.length > 400 ? line.slice(0, 400) + '…' : line);
-    if (logs.length > 200) logs.splice(0, logs.length - 200);
-  };
-  proc.stdout!.on('data', keep);
-  proc.stderr!.on('data', keep);
-  if (opts.gwLog) {
-    const file = createWriteStream(opts.gwLog);
-    file.on('error', (err) => process.stderr.write(`bench: --gw-log: ${err.message}\n`));
-    proc.stdout!.pipe(file, { end: false });
-    proc.stderr!.pipe(file, { end: false });
-    proc.once('exit', () => setTimeout(() => file.end(), 100));
-  }
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`gateway exited (${proc.exitCode ?? proc.signalCode}):\n${logs.join('\n')}`);
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}/readyz`);
-      if (r.status === 200) break;
-    } catch {
-      /* not listening yet */
-    }
-    if (Date.now() > deadline) throw new Error(`gateway not ready on ${port} after 20 s:\n${logs.join('\n')}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { proc, port, logs, profileDir };
+  const gw = await startGatewayChild({ redisUrl, dataDir, secret: SECRET, gwEnv: opts.gwEnv, nodeArgs, logFile: opts.gwLog });
+  return { ...gw, profileDir };
 }
 
-async function stopGatewayChild(gw: GatewayChild): Promise<string | undefined> {
-  const { proc } = gw;
-  if (proc.exitCode === null && proc.signalCode === null) {
-    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-    proc.kill('SIGINT');
-    const t = setTimeout(() => proc.kill('SIGKILL'), 15_000);
-    await exited;
-    clearTimeout(t);
-  }
-  children.delete(proc);
+/** Stops the gateway; returns its newest .cpuprofile when profiled. */
+async function stopGateway(gw: SwitchGateway): Promise<string | undefined> {
+  await stopChild(gw.proc);
   if (!gw.profileDir) return undefined;
   const files = readdirSync(gw.profileDir)
     .filter((f) => f.endsWith('.cpuprofile'))
@@ -904,13 +761,10 @@ function splitEngines(opts: Options, calls: CallSpec[], url: string, token: stri
   });
 }
 
-const fmtInt = (n: number): string => Math.round(n).toLocaleString('en-US');
-
 async function main(): Promise<void> {
   const opts = options(process.argv.slice(2));
-  keepTmp = opts.keep;
   const tStart = performance.now();
-  tmp = mkdtempSync(join(tmpdir(), 'tessera-bench-'));
+  const tmp = makeTmp('tessera-bench-', opts.keep);
   const a = alertPlan(opts);
   console.log(
     `tessera bench:switch  mode=${opts.mode} calls=${opts.calls} conns=${opts.conns} duration=${opts.duration}s ref-every=${opts.refEvery} alert-frac=${opts.alertFrac}` +
@@ -919,12 +773,9 @@ async function main(): Promise<void> {
   );
 
   // Redis as in production: AOF, appendfsync everysec.
-  redis = await startEmbeddedRedis({ dir: join(tmp, 'redis'), persist: true });
   // Same settings as the gateway (BUCKETS must match), but patient: setup and cloning are bulk work.
-  const cfg = loadConfig({ TESSERA_SECRET: SECRET, DATA_DIR: join(tmp, 'cli'), LOG_LEVEL: 'silent', REDIS_URL: redis.url, HOST: '127.0.0.1', PORT: '0', ...opts.gwEnv, REDIS_TIMEOUT_MS: '60000' });
-  const ctx = await openContext(cfg, createLogger('silent'), redis.url);
-  redisPid = Number(/^process_id:(\d+)/m.exec((await ctx.redis.info('server')) as string)?.[1]) || redis.process.pid;
-  const watchdog = redisWatchdog(redisPid);
+  const br = await startBenchRedis({ TESSERA_SECRET: SECRET, DATA_DIR: join(tmp, 'cli'), LOG_LEVEL: 'silent', HOST: '127.0.0.1', PORT: '0', ...opts.gwEnv, REDIS_TIMEOUT_MS: '60000' });
+  const { redis, ctx, pid: redisPid } = br;
 
   const p = products(opts);
   await putPlans(ctx.redis, [PLAN]);
@@ -948,7 +799,7 @@ async function main(): Promise<void> {
     else calls.push({ id: talkIds[ti]!, dest: OTHER_DESTS[ti++ % OTHER_DESTS.length]!, alert: false });
   }
 
-  const gw = await startGatewayChild(redis.url, join(tmp, 'gateway'), opts);
+  const gw = await startGateway(redis.url, join(tmp, 'gateway'), opts);
   const setupSec = (performance.now() - tStart) / 1000;
   console.log(`gateway: pid ${gw.proc.pid} on port ${gw.port}${gw.profileDir ? ` (cpu profile → ${gw.profileDir})` : ''}`);
 
@@ -973,7 +824,7 @@ async function main(): Promise<void> {
       ceilingError = err instanceof Error ? err.message : String(err);
     }
   }
-  const profileFile = await stopGatewayChild(gw);
+  const profileFile = await stopGateway(gw);
 
   // Throughput. max: ticks answered over the ticking window. calls: the offered
   // rate is fixed, so the median of the per-second timeline is what was sustained.
@@ -1086,20 +937,9 @@ async function main(): Promise<void> {
     profile: profile ? { file: profile.file, byModule: profile.byModule, topFunctions: profile.topFunctions.slice(0, 15) } : undefined,
   };
 
-  await ctx.close();
-  await redis.stop();
-  redis = undefined;
-  redisPid = undefined;
-  watchdog?.kill('SIGKILL');
-  if (!opts.keep) rmSync(tmp, { recursive: true, force: true });
-  else console.log(`kept ${tmp}`);
+  await br.stop();
+  removeTmp();
   console.log(JSON.stringify(json));
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-    cleanupAndExit(1);
-  },
-);
+runMain(main);

@@ -1,14 +1,14 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { runCli } from '../../src/cli/main';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readCatalog } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { checkId, generateId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
-import { Client, gateway, seedCatalog, startHarness, TEST_SECRET, talkProduct, token, type Harness } from '../helpers/env';
+import { cli, cliEnv, harnessFile, lines, setEnv, type CliRun } from '../helpers/cli';
+import { Client, gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../helpers/env';
 
 /**
  * The operator CLI, run in-process through runCli against the harness Redis:
@@ -16,61 +16,21 @@ import { Client, gateway, seedCatalog, startHarness, TEST_SECRET, talkProduct, t
  */
 let h: Harness;
 let gw: Gateway;
-const ENV_KEYS = ['REDIS_URL', 'REDIS_CLUSTER', 'TESSERA_SECRET', 'DATA_DIR', 'BUCKETS', 'LOG_LEVEL', 'ID_LENGTH'] as const;
-const savedEnv: Record<string, string | undefined> = {};
+let restoreEnv: (() => void) | undefined;
 
 beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h);
   gw = await gateway(h);
-  for (const k of ENV_KEYS) savedEnv[k] = process.env[k];
-  delete process.env.REDIS_CLUSTER;
-  delete process.env.ID_LENGTH;
-  Object.assign(process.env, { REDIS_URL: h.redis.url, TESSERA_SECRET: TEST_SECRET, DATA_DIR: h.dir, BUCKETS: String(h.cfg.buckets), LOG_LEVEL: 'silent' });
+  restoreEnv = setEnv(cliEnv(h));
 });
 afterAll(async () => {
-  for (const k of ENV_KEYS) {
-    if (savedEnv[k] === undefined) delete process.env[k];
-    else process.env[k] = savedEnv[k];
-  }
+  restoreEnv?.();
   await gw?.close();
   await h?.stop();
 });
 
-interface Run {
-  code: number;
-  out: string;
-  err: string;
-}
-
-/** Runs one CLI command in-process, capturing what it writes to stdout and stderr. */
-async function cli(...args: string[]): Promise<Run> {
-  let out = '';
-  let err = '';
-  const capture = (sink: (s: string) => void) =>
-    ((chunk: string | Uint8Array, ...rest: unknown[]): boolean => {
-      sink(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
-      const cb = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
-      cb?.();
-      return true;
-    }) as typeof process.stdout.write;
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation(capture((s) => (out += s)));
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation(capture((s) => (err += s)));
-  try {
-    const code = await runCli(args);
-    return { code, out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
-
-const lines = (s: string): string[] => s.split('\n').filter((l) => l !== '');
-const file = (name: string, text: string): string => {
-  const p = join(h.dir, name);
-  writeFileSync(p, text);
-  return p;
-};
+const file = (name: string, text: string): string => harnessFile(h, name, text);
 
 /** All ID hashes in Redis of one product, with their state. */
 async function idsInRedis(product: string): Promise<Map<string, string>> {
@@ -230,7 +190,7 @@ describe('mint', () => {
 });
 
 /** The CLI as a separate process (through tsx: no build needed). */
-function spawnCli(args: string[]): Promise<Run> {
+function spawnCli(args: string[]): Promise<CliRun> {
   const root = resolve(__dirname, '..', '..');
   const tsx = join(root, 'node_modules', '.bin', 'tsx');
   if (!existsSync(tsx)) throw new Error('tsx not installed');

@@ -4,13 +4,13 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readCatalog } from '../../src/catalog/store';
-import { runCli } from '../../src/cli/main';
 import type { Gateway } from '../../src/gateway/server';
 import { checkId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
-import { Client, gateway, mint, seedCatalog, startHarness, talkProduct, TEST_SECRET, token, type Harness } from '../helpers/env';
+import { cli, cliEnv, harnessFile, lines, setEnv } from '../helpers/cli';
+import { Client, gateway, mint, seedCatalog, startHarness, talkProduct, token, type Harness } from '../helpers/env';
 
 /**
  * The sales commands of the operator CLI: access numbers, sale lookup and
@@ -22,8 +22,7 @@ import { Client, gateway, mint, seedCatalog, startHarness, talkProduct, TEST_SEC
 let h: Harness;
 let gw: Gateway;
 let sales: string;
-const ENV_KEYS = ['REDIS_URL', 'REDIS_CLUSTER', 'TESSERA_SECRET', 'DATA_DIR', 'BUCKETS', 'LOG_LEVEL', 'ID_LENGTH', 'PROVIDER_URL', 'PROVIDER_KEY', 'PROVIDER_TIMEOUT_MS', 'SANDBOX_PORT'] as const;
-const savedEnv: Record<string, string | undefined> = {};
+let restoreEnv: (() => void) | undefined;
 const PRODUCT = talkProduct({ name: 'cli-sale', price: 900_000 });
 const ALICE = { card: '4000000000000002', cardPin: '1234' };
 
@@ -32,60 +31,15 @@ beforeAll(async () => {
   await seedCatalog(h, [talkProduct(), PRODUCT]);
   gw = await gateway(h);
   sales = await token(h, 'sales', 'cli-sales-shop');
-  for (const k of ENV_KEYS) savedEnv[k] = process.env[k];
-  for (const k of ['REDIS_CLUSTER', 'ID_LENGTH', 'PROVIDER_KEY', 'PROVIDER_TIMEOUT_MS', 'SANDBOX_PORT']) delete process.env[k];
-  Object.assign(process.env, {
-    REDIS_URL: h.redis.url,
-    TESSERA_SECRET: TEST_SECRET,
-    DATA_DIR: h.dir,
-    BUCKETS: String(h.cfg.buckets),
-    LOG_LEVEL: 'silent',
-    PROVIDER_URL: h.cfg.provider.url,
-  });
+  restoreEnv = setEnv(cliEnv(h, { PROVIDER_URL: h.cfg.provider.url, PROVIDER_KEY: undefined, PROVIDER_TIMEOUT_MS: undefined, SANDBOX_PORT: undefined }));
 });
 afterAll(async () => {
-  for (const k of ENV_KEYS) {
-    if (savedEnv[k] === undefined) delete process.env[k];
-    else process.env[k] = savedEnv[k];
-  }
+  restoreEnv?.();
   await gw?.close();
   await h?.stop();
 });
 
-interface Run {
-  code: number;
-  out: string;
-  err: string;
-}
-
-/** Runs one CLI command in-process, capturing what it writes to stdout and stderr. */
-async function cli(...args: string[]): Promise<Run> {
-  let out = '';
-  let err = '';
-  const capture = (sink: (s: string) => void) =>
-    ((chunk: string | Uint8Array, ...rest: unknown[]): boolean => {
-      sink(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
-      const cb = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
-      cb?.();
-      return true;
-    }) as typeof process.stdout.write;
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation(capture((s) => (out += s)));
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation(capture((s) => (err += s)));
-  try {
-    const code = await runCli(args);
-    return { code, out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
-
-const lines = (s: string): string[] => s.split('\n').filter((l) => l !== '');
-const file = (name: string, text: string): string => {
-  const p = join(h.dir, name);
-  writeFileSync(p, text);
-  return p;
-};
+const file = (name: string, text: string): string => harnessFile(h, name, text);
 const base = (): string => `http://127.0.0.1:${gw.port}`;
 
 /** Buys one ID of PRODUCT through POST /v1/purchases with Alice's card. */

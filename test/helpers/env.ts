@@ -114,6 +114,27 @@ export async function soldIds(h: Harness, product: Product, n = 1): Promise<stri
 export type Msg = Record<string, any>;
 
 /**
+ * The first of `got` at index >= from whose message matches pred, received
+ * already or later: `onArrival` keeps a check to run when more arrive. Rejects
+ * after timeoutMs with the last five messages.
+ */
+export function waitForGot<G extends { msg: Msg }>(got: G[], onArrival: (check: () => void) => void, pred: (m: Msg) => boolean, from: number, timeoutMs: number): Promise<G> {
+  return new Promise((resolve, reject) => {
+    const deadline = setTimeout(() => reject(new Error(`timed out; last received: ${JSON.stringify(got.slice(-5).map((g) => g.msg))}`)), timeoutMs);
+    const check = (): void => {
+      const hit = got.slice(from).find((g) => pred(g.msg));
+      if (hit) {
+        clearTimeout(deadline);
+        resolve(hit);
+      } else {
+        onArrival(check);
+      }
+    };
+    check();
+  });
+}
+
+/**
  * A switch (or scanner) client over a real socket. Collects every message the
  * gateway sends (frames holding arrays are flattened) and lets a test wait for
  * the one it expects.

@@ -1,7 +1,7 @@
 import { request } from 'node:http';
 import WebSocket from 'ws';
 import { pack, Unpackr } from 'msgpackr';
-import type { Msg } from '../helpers/env';
+import { waitForGot, type Msg } from '../helpers/env';
 
 /** The gateway sends integers beyond 32 bits as int64; a JS switch reads them back as numbers ('auto'). */
 const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'auto' as 'number' });
@@ -77,19 +77,7 @@ export class Wire {
 
   /** First message at index >= from matching pred (already received or future). */
   waitFor(pred: (m: Msg) => boolean, from = 0, timeoutMs = 5000): Promise<Got> {
-    return new Promise((resolve, reject) => {
-      const deadline = setTimeout(() => reject(new Error(`timed out; last received: ${JSON.stringify(this.got.slice(-5).map((g) => g.msg))}`)), timeoutMs);
-      const check = (): void => {
-        const hit = this.got.slice(from).find((g) => pred(g.msg));
-        if (hit) {
-          clearTimeout(deadline);
-          resolve(hit);
-        } else {
-          this.waiters.push(check);
-        }
-      };
-      check();
-    });
+    return waitForGot(this.got, (check) => this.waiters.push(check), pred, from, timeoutMs);
   }
 
   /** Sends a message carrying a ref and waits for the answer with that ref. */

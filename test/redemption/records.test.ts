@@ -1,15 +1,15 @@
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { putItems, putProducts, readCatalog } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
-import { gateway, seedCatalog, soldIds, startHarness, TEST_SECRET, type Harness } from '../helpers/env';
+import { cli, cliEnv, harnessFile, lines, setEnv } from '../helpers/cli';
+import { gateway, seedCatalog, soldIds, startHarness, type Harness } from '../helpers/env';
 import {
   allRecords,
   balanceOf,
-  cli,
   DAY,
   hashOf,
   loadRedemptionCatalog,
@@ -33,35 +33,23 @@ import {
 let h: Harness;
 let gw: Gateway;
 let cat: Catalog;
-const ENV_KEYS = ['REDIS_URL', 'REDIS_CLUSTER', 'TESSERA_SECRET', 'DATA_DIR', 'BUCKETS', 'LOG_LEVEL', 'ID_LENGTH'] as const;
-const savedEnv: Record<string, string | undefined> = {};
+let restoreEnv: (() => void) | undefined;
 
 beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h);
   cat = await loadRedemptionCatalog(h);
   gw = await gateway(h);
-  for (const k of ENV_KEYS) savedEnv[k] = process.env[k];
-  delete process.env.REDIS_CLUSTER;
-  delete process.env.ID_LENGTH;
-  Object.assign(process.env, { REDIS_URL: h.redis.url, TESSERA_SECRET: TEST_SECRET, DATA_DIR: h.dir, BUCKETS: String(h.cfg.buckets), LOG_LEVEL: 'silent' });
+  restoreEnv = setEnv(cliEnv(h));
 });
 afterAll(async () => {
-  for (const k of ENV_KEYS) {
-    if (savedEnv[k] === undefined) delete process.env[k];
-    else process.env[k] = savedEnv[k];
-  }
+  restoreEnv?.();
   await gw?.close();
   await h?.stop();
 });
 
 const sold = async (p: Parameters<typeof soldIds>[1]): Promise<string> => (await soldIds(h, p, 1))[0]!;
-const lines = (s: string): string[] => s.split('\n').filter((l) => l !== '');
-const file = (name: string, text: string): string => {
-  const p = join(h.dir, name);
-  writeFileSync(p, text);
-  return p;
-};
+const file = (name: string, text: string): string => harnessFile(h, name, text);
 const EXPORT_FIELDS = ['record', 'time', 'type', 'scan', 'scanner', 'id', 'kind', 'action', 'venue', 'gate', 'item', 'qty', 'amount', 'before', 'after', 'reason'];
 
 describe('records', () => {

@@ -1,17 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import { pack, Unpackr } from 'msgpackr';
-import { vi } from 'vitest';
 import { putItems, putProducts } from '../../src/catalog/store';
 import type { EntryProduct, GoodsProduct, Product, ServiceProduct } from '../../src/catalog/schema';
-import { runCli } from '../../src/cli/main';
 import { keys } from '../../src/redis/keys';
-import { token, type Harness, type Msg } from '../helpers/env';
+import { token, waitForGot, type Harness, type Msg } from '../helpers/env';
 
 /**
  * Shared pieces of the redemption tests: a catalog of entry, goods and service
  * products at two venues, a scanner socket that keeps each reply's encoding,
- * HTTP calls, reads of the bucket streams, Prometheus samples and the CLI.
+ * HTTP calls, reads of the bucket streams and Prometheus samples. (The CLI:
+ * test/helpers/cli.ts.)
  */
 
 export const VENUE = 'arena';
@@ -206,19 +205,7 @@ export class Scanner {
   }
 
   waitFor(pred: (m: Msg) => boolean, from = 0, timeoutMs = 5000): Promise<Got> {
-    return new Promise((resolve, reject) => {
-      const deadline = setTimeout(() => reject(new Error(`timed out; last received: ${JSON.stringify(this.got.slice(-5).map((g) => g.msg))}`)), timeoutMs);
-      const check = (): void => {
-        const hit = this.got.slice(from).find((g) => pred(g.msg));
-        if (hit) {
-          clearTimeout(deadline);
-          resolve(hit);
-        } else {
-          this.waiters.push(check);
-        }
-      };
-      check();
-    });
+    return waitForGot(this.got, (check) => this.waiters.push(check), pred, from, timeoutMs);
   }
 
   /** Sends a message (a ref is added when missing) and waits for the reply with its ref. */
@@ -283,34 +270,4 @@ export function metric(text: string, name: string): number | undefined {
 export async function metricsText(port: number): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${port}/metrics`);
   return res.text();
-}
-
-// ---------------------------------------------------------------- CLI
-
-export interface Run {
-  code: number;
-  out: string;
-  err: string;
-}
-
-/** Runs one CLI command in-process (process.env must point at the harness), capturing stdout and stderr. */
-export async function cli(...args: string[]): Promise<Run> {
-  let out = '';
-  let err = '';
-  const capture = (sink: (s: string) => void) =>
-    ((chunk: string | Uint8Array, ...rest: unknown[]): boolean => {
-      sink(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
-      const cb = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
-      cb?.();
-      return true;
-    }) as typeof process.stdout.write;
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation(capture((s) => (out += s)));
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation(capture((s) => (err += s)));
-  try {
-    const code = await runCli(args);
-    return { code, out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
 }

@@ -4,13 +4,13 @@ import { putAccess } from '../../src/catalog/store';
 import type { AccessArea } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
+import { runCliIn } from '../helpers/cli';
 import { Client, gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../helpers/env';
 import {
   addMember,
   baseOf,
   buy,
   callWith,
-  cli,
   commissionOf,
   hashOf,
   http,
@@ -19,6 +19,7 @@ import {
   NO_FAULTS,
   payment,
   product,
+  purchaseRef,
   recordsOf,
   setFaults,
   sleep,
@@ -71,7 +72,7 @@ async function buyOne(): Promise<Bought> {
   const key = newKey('adm');
   const r = await buy(gw, salesTok, key, 'talk-r', buyer);
   if (r.status !== 200) throw new Error(`buy: ${r.status} ${r.text}`);
-  return { id: r.json.id, ref: `tsp_${h.ctx.ids.mac(`purchase:${SALES}/${key}`).slice(0, 32)}`, buyer };
+  return { id: r.json.id, ref: purchaseRef(h, SALES, key), buyer };
 }
 
 const refund = (id: string, reason?: string, tok = adminTok) =>
@@ -248,7 +249,7 @@ describe('export sales (CLI)', () => {
     const rr = await refund(refunded.id, 'exported');
     expect(rr.status).toBe(200);
 
-    const r = await cli(h, 'export', 'sales', '--format', 'ndjson');
+    const r = await runCliIn(h, 'export', 'sales', '--format', 'ndjson');
     expect(r.code).toBe(0);
     const rows = r.out
       .split('\n')
@@ -280,7 +281,7 @@ describe('export sales (CLI)', () => {
   it('CSV tells sales and refunds apart and carries commission and net', async () => {
     const b = await buyOne();
     expect((await refund(b.id, 'csv')).status).toBe(200);
-    const r = await cli(h, 'export', 'sales', '--format', 'csv');
+    const r = await runCliIn(h, 'export', 'sales', '--format', 'csv');
     expect(r.code).toBe(0);
     const rows = parse(r.out, { columns: true }) as Record<string, string>[];
     const mine = rows.filter((x) => x.id === hashOf(h, b.id));

@@ -21,6 +21,7 @@ import {
   PIN,
   product,
   purchaseBody,
+  purchaseRef,
   recordsOf,
   reservations,
   saleRecords,
@@ -50,7 +51,7 @@ const TICKET: EntryProduct = { name: 'ticket', kind: 'entry', currency: 'EUR', p
 const SAUNA: ServiceProduct = { name: 'sauna', kind: 'service', currency: 'USD', price: 12_000_000, service: 'sauna', uses: 5, venues: [], expiryDays: 365 };
 
 /** The sandbox's reference for a purchase made with this token name and key. */
-const refOf = (tokName: string, key: string): string => `tsp_${h.ctx.ids.mac(`purchase:${tokName}/${key}`).slice(0, 32)}`;
+const refOf = (tokName: string, key: string): string => purchaseRef(h, tokName, key);
 
 beforeAll(async () => {
   h = await startHarness();

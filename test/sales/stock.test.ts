@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../helpers/env';
-import { addMember, baseOf, buy, hashOf, http, idFields, newKey, payment, product, reservations, saleRecords, stock, usedCredit } from './util';
+import { addMember, baseOf, buy, hashOf, http, idFields, newKey, payment, product, purchaseRef, reservations, saleRecords, stock, usedCredit } from './util';
 
 /**
  * Inventory: out_of_stock only when nothing is left, and under a rush of buyers
@@ -17,7 +17,7 @@ const ONE = product('talk-one', { price: 2_000_000 });
 const NONE = product('talk-none');
 const RUSH = product('talk-rush', { face: 1_000_000, price: 1_100_000 });
 
-const refOf = (key: string): string => `tsp_${h.ctx.ids.mac(`purchase:${SALES}/${key}`).slice(0, 32)}`;
+const refOf = (key: string): string => purchaseRef(h, SALES, key);
 
 beforeAll(async () => {
   h = await startHarness();

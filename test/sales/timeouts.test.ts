@@ -11,6 +11,7 @@ import {
   NO_FAULTS,
   payment,
   product,
+  purchaseRef,
   recordsOf,
   reservations,
   saleRecords,
@@ -36,7 +37,7 @@ const P = product('talk-t', { face: 2_500_000, price: PRICE });
 const LAST = product('talk-last', { face: 1_000_000, price: 1_500_000 });
 const PENDING = { error: { reason: 'payment_pending', message: 'the card company did not answer; retry with the same Idempotency-Key' } };
 
-const refOf = (key: string): string => `tsp_${h.ctx.ids.mac(`purchase:${SALES}/${key}`).slice(0, 32)}`;
+const refOf = (key: string): string => purchaseRef(h, SALES, key);
 
 /** Counts the sandbox's authorize and capture calls (the methods its HTTP handler runs). */
 const calls = { authorize: 0, capture: 0 };

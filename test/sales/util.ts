@@ -1,13 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { vi } from 'vitest';
 import { putProducts } from '../../src/catalog/store';
 import type { Product } from '../../src/catalog/schema';
-import { runCli } from '../../src/cli/main';
 import type { Gateway } from '../../src/gateway/server';
 import { luhnDigit } from '../../src/ids/luhn';
 import { keys } from '../../src/redis/keys';
 import type { Faults, Member } from '../../src/sandbox/server';
-import { Client, talkProduct, TEST_SECRET, token, type Harness } from '../helpers/env';
+import { Client, talkProduct, token, type Harness } from '../helpers/env';
 
 /**
  * Shared pieces of the sales tests: HTTP calls to the gateway, the sandbox card
@@ -103,6 +101,9 @@ export async function payment(h: Harness, ref: string): Promise<{ status: number
   return { status: r.status, body: await r.json() };
 }
 
+/** The sandbox's reference for a purchase made with this sales token name and Idempotency-Key. */
+export const purchaseRef = (h: Harness, tokName: string, key: string): string => `tsp_${h.ctx.ids.mac(`purchase:${tokName}/${key}`).slice(0, 32)}`;
+
 export function purchaseBody(product: string, buyer: Buyer, pin = PIN): { product: string; pin: string; payment: Buyer } {
   return { product, pin, payment: { card: buyer.card, cardPin: buyer.cardPin } };
 }
@@ -187,37 +188,6 @@ export async function callWith(h: Harness, gw: Gateway, id: string, sec: number)
     return { started, stopped: await c.request({ op: 'stop', ref: 2, call, sec }) };
   } finally {
     await c.close();
-  }
-}
-
-/** Runs one CLI command in-process against the harness Redis, capturing stdout and stderr. */
-export async function cli(h: Harness, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const envKeys = ['REDIS_URL', 'REDIS_CLUSTER', 'TESSERA_SECRET', 'DATA_DIR', 'BUCKETS', 'LOG_LEVEL', 'ID_LENGTH'] as const;
-  const saved: Record<string, string | undefined> = {};
-  for (const k of envKeys) saved[k] = process.env[k];
-  delete process.env.REDIS_CLUSTER;
-  delete process.env.ID_LENGTH;
-  Object.assign(process.env, { REDIS_URL: h.redis.url, TESSERA_SECRET: TEST_SECRET, DATA_DIR: h.dir, BUCKETS: String(h.cfg.buckets), LOG_LEVEL: 'silent' });
-  let out = '';
-  let err = '';
-  const capture = (sink: (s: string) => void) =>
-    ((chunk: string | Uint8Array, ...rest: unknown[]): boolean => {
-      sink(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
-      const cb = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
-      cb?.();
-      return true;
-    }) as typeof process.stdout.write;
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation(capture((s) => (out += s)));
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation(capture((s) => (err += s)));
-  try {
-    return { code: await runCli(args), out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-    for (const k of envKeys) {
-      if (saved[k] === undefined) delete process.env[k];
-      else process.env[k] = saved[k];
-    }
   }
 }
 
