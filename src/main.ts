@@ -22,14 +22,15 @@ async function main(): Promise<void> {
   const log = createLogger(cfg.logLevel);
 
   let embedded: EmbeddedRedis | undefined;
+  const onRedisExit = (code: number | null): void => {
+    log.fatal({ code }, 'embedded Redis exited');
+    process.exit(1);
+  };
   if (!cfg.redis.url && !cfg.redis.cluster) {
     embedded = await startEmbeddedRedis({ dir: join(cfg.dataDir, 'redis'), port: cfg.redis.embeddedPort || undefined });
     writeFileSync(embeddedUrlFile(cfg), embedded.url + '\n');
     log.info({ url: embedded.url, dir: embedded.dir }, 'embedded Redis started (AOF, appendfsync everysec); set REDIS_URL to use your own');
-    embedded.process.once('exit', (code) => {
-      log.fatal({ code }, 'embedded Redis exited');
-      process.exit(1);
-    });
+    embedded.process.once('exit', onRedisExit);
   }
 
   let sandbox: Sandbox | undefined;
@@ -56,7 +57,8 @@ async function main(): Promise<void> {
     await gw.close();
     await sandbox?.close();
     if (embedded) {
-      embedded.process.removeAllListeners('exit');
+      // Only our own listener: the one inside stop() must still see Redis exit.
+      embedded.process.removeListener('exit', onRedisExit);
       await embedded.stop();
       rmSync(embeddedUrlFile(cfg), { force: true });
       rmSync(join(cfg.dataDir, 'provider.url'), { force: true });
