@@ -48,6 +48,7 @@ const { values: flags } = parseArgs({
     frame: { type: 'string', default: '50' },
     window: { type: 'string', default: '2' },
     'http-conns': { type: 'string', default: '64' },
+    'http-duration': { type: 'string' },
     'rb-requests': { type: 'string', default: '200000' },
   },
 });
@@ -162,7 +163,8 @@ async function main(): Promise<void> {
     url: `http://127.0.0.1:${port}/v1/redeem`,
     method: 'POST',
     connections: HTTP_CONNS,
-    duration: DURATION,
+    // --http-duration 0 skips this part (e.g. to profile the WebSocket path alone).
+    duration: Number(flags['http-duration'] ?? DURATION) || 0.01,
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
     requests: [{ setupRequest: (req) => ({ ...req, body: JSON.stringify({ scan: nextScan(), id: pick(), item: 'coffee' }) }) }],
   });
