@@ -1,10 +1,34 @@
-import type { Metering } from '../metering/service';
+import type { Metering, TickResult } from '../metering/service';
 import type { Metrics } from '../observability/metrics';
 import { compile, PingMsg, StartMsg, StopMsg, TickMsg } from '../protocol/switch';
 import type { Route, Routes } from './dispatch';
 
 /** The switch protocol's ops (docs/protocol.md) on top of the metering service. */
 export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
+  const answerTick = (m: TickMsg, r: TickResult, reply: (msg: object) => void): void => {
+    metrics.event('tick', r.code);
+    if (r.code === 'unknown_call' || r.code === 'call_conflict' || (r.code === 'call_ended' && m.ref !== undefined)) {
+      return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.code, message: `tick refused: ${r.code}` });
+    }
+    if (r.code === 'call_ended') {
+      // Closed by the reaper while the switch still talks: tell it to hang up, or the call runs unmetered.
+      if (r.cut === 'stale') {
+        metrics.cutoffs.inc({ reason: 'stale' });
+        reply({ op: 'cutoff', call: m.call, reason: 'stale' });
+      }
+      return;
+    }
+    for (const level of r.alerts) {
+      metrics.alerts.inc({ level });
+      reply({ op: 'alert', call: m.call, secLeft: r.secLeft, balance: r.balance, level });
+    }
+    if (r.cut) {
+      if (r.freshCut) metrics.cutoffs.inc({ reason: r.cut });
+      reply({ op: 'cutoff', call: m.call, reason: r.cut });
+    }
+    if (m.ref !== undefined) reply({ op: 'ticked', ref: m.ref, call: m.call, balance: r.balance, secLeft: r.secLeft });
+  };
+
   const start: Route<StartMsg> = {
     check: compile(StartMsg),
     async handle(m, conn, reply) {
@@ -18,29 +42,12 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
 
   const tick: Route<TickMsg> = {
     check: compile(TickMsg),
-    async handle(m, conn, reply) {
-      const r = await metering.tick(conn.token.name, m.call, m.sec);
-      metrics.event('tick', r.code);
-      if (r.code === 'unknown_call' || r.code === 'call_conflict' || (r.code === 'call_ended' && m.ref !== undefined)) {
-        return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.code, message: `tick refused: ${r.code}` });
-      }
-      if (r.code === 'call_ended') {
-        // Closed by the reaper while the switch still talks: tell it to hang up, or the call runs unmetered.
-        if (r.cut === 'stale') {
-          metrics.cutoffs.inc({ reason: 'stale' });
-          reply({ op: 'cutoff', call: m.call, reason: 'stale' });
-        }
-        return;
-      }
-      for (const level of r.alerts) {
-        metrics.alerts.inc({ level });
-        reply({ op: 'alert', call: m.call, secLeft: r.secLeft, balance: r.balance, level });
-      }
-      if (r.cut) {
-        if (r.freshCut) metrics.cutoffs.inc({ reason: r.cut });
-        reply({ op: 'cutoff', call: m.call, reason: r.cut });
-      }
-      if (m.ref !== undefined) reply({ op: 'ticked', ref: m.ref, call: m.call, balance: r.balance, secLeft: r.secLeft });
+    handleCb(m, conn, reply, done) {
+      metering.tick(conn.token.name, m.call, m.sec, (err, r) => {
+        if (err || !r) return done(err ?? new Error('no tick result'));
+        answerTick(m, r, reply);
+        done();
+      });
     },
   };
 

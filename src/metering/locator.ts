@@ -21,8 +21,12 @@ export function callKeysFor(idKey: string, callKey: string): CallKeys {
   return { session: keys.call(bucket, callKey), id: idKey, live: keys.live(bucket), cdr: keys.cdr(bucket), bucket };
 }
 
+export const callKeyOf = (sw: string, call: string): string => `${sw}:${call}`;
+
 export class CallLocator {
-  private readonly cache = new Map<string, CallKeys>();
+  /** switch -> call -> keys: looked up per tick without building a key string. */
+  private readonly cache = new Map<string, Map<string, CallKeys>>();
+  private size = 0;
 
   constructor(
     private readonly redis: RedisClient,
@@ -40,42 +44,49 @@ export class CallLocator {
    * when the call already belongs to this ID (a retry), 'taken' when it belongs
    * to another ID.
    */
-  async claim(callKey: string, ck: CallKeys): Promise<'new' | 'same' | 'taken'> {
-    const known = this.cache.get(callKey);
+  async claim(sw: string, call: string, ck: CallKeys): Promise<'new' | 'same' | 'taken'> {
+    const known = this.cached(sw, call);
     if (known) return known.id === ck.id ? 'same' : 'taken';
-    const prev = await this.redis.set(this.indexKey(callKey), ck.id, 'EX', this.ttlSec, 'NX', 'GET');
+    const prev = await this.redis.set(this.indexKey(callKeyOf(sw, call)), ck.id, 'EX', this.ttlSec, 'NX', 'GET');
     if (prev !== null && prev !== ck.id) return 'taken';
-    this.put(callKey, ck);
+    this.put(sw, call, ck);
     return prev === null ? 'new' : 'same';
   }
 
-  async release(callKey: string): Promise<void> {
-    this.cache.delete(callKey);
-    await this.redis.del(this.indexKey(callKey));
+  async release(sw: string, call: string): Promise<void> {
+    this.forget(sw, call);
+    await this.redis.del(this.indexKey(callKeyOf(sw, call)));
   }
 
-  cached(callKey: string): CallKeys | undefined {
-    return this.cache.get(callKey);
+  cached(sw: string, call: string): CallKeys | undefined {
+    return this.cache.get(sw)?.get(call);
   }
 
   /** Local map first, then the index in Redis; undefined when no gateway ever started this call. */
-  async find(callKey: string): Promise<CallKeys | undefined> {
-    const hit = this.cache.get(callKey);
+  async find(sw: string, call: string): Promise<CallKeys | undefined> {
+    const hit = this.cached(sw, call);
     if (hit) return hit;
+    const callKey = callKeyOf(sw, call);
     const idKey = await this.redis.get(this.indexKey(callKey));
     if (!idKey) return undefined;
     const ck = callKeysFor(idKey, callKey);
-    this.put(callKey, ck);
+    this.put(sw, call, ck);
     return ck;
   }
 
-  forget(callKey: string): void {
-    this.cache.delete(callKey);
+  forget(sw: string, call: string): void {
+    if (this.cache.get(sw)?.delete(call)) this.size--;
   }
 
-  private put(callKey: string, ck: CallKeys): void {
+  private put(sw: string, call: string, ck: CallKeys): void {
     // Calls whose stop never came would otherwise pile up; the index in Redis still answers.
-    if (this.cache.size >= this.maxCached) this.cache.clear();
-    this.cache.set(callKey, ck);
+    if (this.size >= this.maxCached) {
+      this.cache.clear();
+      this.size = 0;
+    }
+    let calls = this.cache.get(sw);
+    if (!calls) this.cache.set(sw, (calls = new Map()));
+    if (!calls.has(call)) this.size++;
+    calls.set(call, ck);
   }
 }

@@ -5,7 +5,7 @@ import type { IdKeys } from '../ids/secrets';
 import type { Metrics } from '../observability/metrics';
 import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
-import { callKeysFor, type CallKeys, CallLocator } from './locator';
+import { callKeyOf, callKeysFor, type CallKeys, CallLocator } from './locator';
 import type { RedisClient } from '../redis/connect';
 
 export type StartResult =
@@ -35,13 +35,14 @@ type RawStop = ['ok', number, number, number, string, number] | ['err', string];
 
 const UNKNOWN_CALL: TickResult = Object.freeze({ code: 'unknown_call', balance: 0, secLeft: 0, alerts: [], cut: '', freshCut: false });
 
-const callKeyOf = (sw: string, call: string): string => `${sw}:${call}`;
+
+/** Ticks answer through a callback, not a promise: this is the path every second of every call takes. */
+export type TickCallback = (err: unknown, r?: TickResult) => void;
 
 interface PendingTick {
   ck: CallKeys;
   sec: number;
-  resolve: (r: TickResult) => void;
-  reject: (e: unknown) => void;
+  done: TickCallback;
 }
 
 /**
@@ -76,7 +77,7 @@ export class Metering {
     try {
       return await this.scripts.run<T>(script, k, a);
     } finally {
-      this.metrics.scriptSeconds.observe({ script }, (performance.now() - t0) / 1000);
+      this.metrics.scriptTime(script, performance.now() - t0);
     }
   }
 
@@ -84,39 +85,35 @@ export class Metering {
     const checked = checkId(idInput, this.cfg.idLength);
     if (!checked.ok) return checked;
     const { hash, bucket } = this.ids.hash(checked.id);
-    const callKey = callKeyOf(sw, call);
-    const ck = callKeysFor(keys.id(bucket, hash), callKey);
+    const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));
     // A call id names one call: claim it for this ID before admitting, so the same
     // id with another ID (whose session would live in another bucket) is refused.
-    const claim = await this.locator.claim(callKey, ck);
+    const claim = await this.locator.claim(sw, call, ck);
     if (claim === 'taken') return { ok: false, reason: 'call_conflict' };
     const r = await this.timed<RawStart>('call_start', [ck.id, ck.session, ck.live], [Date.now(), dest, sw, call, hash, Math.max(0, this.cfg.ringTimeoutMs - this.cfg.staleAfterMs), ...this.catalog.rateArgs(dest)]);
     if (r[0] === 'err') {
       // A refused call leaves no index behind (guessed IDs must not fill Redis).
-      if (claim === 'new' && r[1] !== 'call_conflict' && r[1] !== 'call_ended') await this.locator.release(callKey);
+      if (claim === 'new' && r[1] !== 'call_conflict' && r[1] !== 'call_ended') await this.locator.release(sw, call);
       return { ok: false, reason: r[1] };
     }
     return { ok: true, maxSec: r[1], balance: r[2], rate: r[3], fee: r[4], duplicate: r[5] === 1 };
   }
 
-  tick(sw: string, call: string, sec: number): Promise<TickResult> {
-    const callKey = callKeyOf(sw, call);
-    // The hot path: a call this gateway already knows is queued without an await.
-    const ck = this.locator.cached(callKey);
-    if (ck) return this.enqueue(ck, sec);
-    return this.locator.find(callKey).then((found) => (found ? this.enqueue(found, sec) : UNKNOWN_CALL));
+  tick(sw: string, call: string, sec: number, done: TickCallback): void {
+    // The hot path: a call this gateway already knows is queued at once.
+    const ck = this.locator.cached(sw, call);
+    if (ck) return this.enqueue(ck, sec, done);
+    this.locator.find(sw, call).then((found) => (found ? this.enqueue(found, sec, done) : done(null, UNKNOWN_CALL)), done);
   }
 
-  private enqueue(ck: CallKeys, sec: number): Promise<TickResult> {
-    return new Promise<TickResult>((resolve, reject) => {
-      let group = this.pending.get(ck.bucket);
-      if (!group) this.pending.set(ck.bucket, (group = []));
-      group.push({ ck, sec, resolve, reject });
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(this.flush);
-      }
-    });
+  private enqueue(ck: CallKeys, sec: number, done: TickCallback): void {
+    let group = this.pending.get(ck.bucket);
+    if (!group) this.pending.set(ck.bucket, (group = []));
+    group.push({ ck, sec, done });
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flush);
+    }
   }
 
   private readonly flush = (): void => {
@@ -149,27 +146,28 @@ export class Metering {
       k.push(t.ck.session, t.ck.id);
       a.push(t.sec);
     }
-    this.timed<RawTick[]>('call_tick', k, a).then(
+    const t0 = performance.now();
+    this.scripts.run<RawTick[]>('call_tick', k, a).then(
       (rows) => {
+        this.metrics.scriptTime('call_tick', performance.now() - t0);
         for (let i = 0; i < batch.length; i++) {
           const r = rows[i]!;
-          batch[i]!.resolve({ code: r[0], balance: r[1], secLeft: r[2], alerts: r[3], cut: r[4], freshCut: r[5] === 1 });
+          batch[i]!.done(null, { code: r[0], balance: r[1], secLeft: r[2], alerts: r[3], cut: r[4], freshCut: r[5] === 1 });
         }
       },
       (err: unknown) => {
-        for (const t of batch) t.reject(err);
+        for (const t of batch) t.done(err);
       },
     );
   }
 
   async stop(sw: string, call: string, sec: number, cause: string): Promise<StopResult> {
-    const callKey = callKeyOf(sw, call);
-    const ck = await this.locator.find(callKey);
+    const ck = await this.locator.find(sw, call);
     if (!ck) return { ok: false, reason: 'unknown_call' };
     await this.ticksSent();
     const r = await this.timed<RawStop>('call_stop', [ck.session, ck.id, ck.live, ck.cdr], [Date.now(), sec, cause, this.cfg.sessionTtlSec]);
     if (r[0] === 'err') return { ok: false, reason: r[1] };
-    this.locator.forget(callKey);
+    this.locator.forget(sw, call);
     return { ok: true, billedSec: r[1], cost: r[2], balance: r[3], record: r[4], duplicate: r[5] === 1 };
   }
 

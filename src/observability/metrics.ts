@@ -58,6 +58,15 @@ export class Metrics {
   readonly activeCalls: Gauge;
   private readonly eventChildren = new Map<string, { inc(): void }>();
 
+  private readonly scriptChildren = new Map<string, { observe(v: number): void }>();
+
+  /** Script round trip in milliseconds, the labelled child cached (once per script call). */
+  scriptTime(script: string, ms: number): void {
+    let c = this.scriptChildren.get(script);
+    if (!c) this.scriptChildren.set(script, (c = this.scriptSeconds.labels(script)));
+    c.observe(ms / 1000);
+  }
+
   /** events{op,outcome}++ with the labelled child cached: this runs once per message. */
   event(op: string, outcome: string): void {
     const k = `${op}\u0000${outcome}`;

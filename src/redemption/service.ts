@@ -116,7 +116,7 @@ export class Redemption {
       // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis).
       if (raw[0] === 'no' && claimed === null) await this.redis.del(indexKey);
     }
-    this.metrics.scriptSeconds.observe({ script: op }, (performance.now() - t0) / 1000);
+    this.metrics.scriptTime(op, performance.now() - t0);
     const answer = toAnswer(raw);
     if (!answer.ok && answer.reason === 'unknown_id') await this.missed(token.name);
     return answer;
@@ -145,7 +145,7 @@ export class Redemption {
     const bucket = bucketOfKey(idKey);
     const t0 = performance.now();
     const r = await this.scripts.run<RawReverse>('reverse', [keys.scan(bucket, scanKey), idKey, keys.redemptions(bucket)], [Date.now(), token.name, reason]);
-    this.metrics.scriptSeconds.observe({ script: 'reverse' }, (performance.now() - t0) / 1000);
+    this.metrics.scriptTime('reverse', performance.now() - t0);
     if (r[0] === 'no') return { ok: false, reason: r[1] };
     return { ok: true, kind: r[1], action: 'reverse', amount: r[2], left: r[3], record: r[4], duplicate: r[5] === 1 };
   }
