@@ -1,4 +1,4 @@
-import uWS, { type HttpResponse, type TemplatedApp, type us_listen_socket } from 'uWebSockets.js';
+import uWS, { type TemplatedApp, type us_listen_socket } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import { openContext, type Context } from '../app/context';
 import { CatalogCache } from '../catalog/cache';

@@ -91,10 +91,9 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
     guard(reply, async () => send(reply, 200, 'Buy', await buyForm()));
   });
 
-  app.post('/buy', (res, req) => {
+  app.post('/buy', (res) => {
     const reply = replyFor(res);
     const form = readForm(res, FORM_LIMIT);
-    const client = clientAddress(res, req, d.trustProxy);
     guard(reply, async () => {
       const f = await form;
       const pin = f.get('pin') ?? '';

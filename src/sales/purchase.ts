@@ -266,10 +266,4 @@ export class Purchases {
     }
     return settled;
   }
-
-  /** Where a purchase stands, for operators (by Idempotency-Key). */
-  async lookup(idemKey: string): Promise<Record | undefined> {
-    const r = await this.read(this.recordKey(idemKey).key);
-    return r.st ? r : undefined;
-  }
 }
