@@ -302,8 +302,8 @@ export const commands: Record<string, Command> = {
     async run(cli) {
       const { values, positionals } = opts(cli, { format: { type: 'string', default: 'csv' }, since: { type: 'string' }, until: { type: 'string' }, out: { type: 'string' } }, 1);
       const kind = positionals[0];
-      if (kind !== 'calls' && kind !== 'sales' && kind !== 'redemptions') throw Object.assign(new Error('export calls|redemptions|sales'), { code: 'ERR_PARSE_ARGS_VALUE' });
-      if (values.format !== 'csv' && values.format !== 'ndjson') throw Object.assign(new Error('--format csv|ndjson'), { code: 'ERR_PARSE_ARGS_VALUE' });
+      if (kind !== 'calls' && kind !== 'sales' && kind !== 'redemptions') throw usageError('export calls|redemptions|sales');
+      if (values.format !== 'csv' && values.format !== 'ndjson') throw usageError('--format csv|ndjson');
       const out = openOut(values.out);
       const n = await exportRecords(await cli.ctx(), kind, values.format, out.write, {
         since: values.since === undefined ? undefined : intArg(values.since, '--since'),
