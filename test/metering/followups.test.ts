@@ -163,26 +163,41 @@ describe('on a gateway with default timers', () => {
     await gw?.close();
   });
 
+  /**
+   * Starts a call on `c`, sends `frames` (ticks, with `tr` on the last tick to
+   * answer) and then the stop at `sec` through `via`, and checks that the stop
+   * did not overtake the ticks: both answers exact, balance down by sec × 100.
+   */
+  async function tickThenStop(via: Client, id: string, tag: string, sec: number, bal: number, oneFrame: boolean): Promise<{ call: string; bal: number }> {
+    const call = newCall(tag);
+    expect(await c.request({ op: 'start', ref: ref(), call, id, dest: DEST })).toMatchObject({ op: 'started', balance: bal });
+    const tr = ref();
+    const sr = ref();
+    const ticks: Msg[] = oneFrame ? [{ op: 'tick', call, sec, ref: tr }] : range(1, sec).map((s) => ({ op: 'tick', call, sec: s }));
+    ticks[ticks.length - 1]!.ref = tr;
+    const stop = { op: 'stop', call, sec, ref: sr };
+    if (oneFrame) via.send([...ticks, stop]);
+    else {
+      via.send(ticks);
+      via.send(stop);
+    }
+    const stopped = await via.waitFor((m) => m.ref === sr);
+    const ticked = await via.waitFor((m) => m.ref === tr);
+    const after = bal - sec * 100;
+    expect(ticked).toEqual({ op: 'ticked', ref: tr, call, balance: after, secLeft: after / 100 });
+    expect(stopped).toEqual({ op: 'stopped', ref: sr, call, billedSec: sec, cost: sec * 100, balance: after });
+    return { call, bal: after };
+  }
+
   describe('a stop never overtakes ticks sent before it', () => {
     it('tick and stop in one frame, 20 times on one ID', async () => {
       const [id] = await soldIds(h, P_STD);
       let bal = 1_000_000;
       for (let i = 0; i < 20; i++) {
-        const call = newCall('ord');
-        expect(await c.request({ op: 'start', ref: ref(), call, id: id!, dest: DEST })).toMatchObject({ op: 'started', balance: bal });
-        const tr = ref();
-        const sr = ref();
-        c.send([
-          { op: 'tick', call, sec: 5, ref: tr },
-          { op: 'stop', call, sec: 5, ref: sr },
-        ]);
-        const stopped = await c.waitFor((m) => m.ref === sr);
-        const ticked = await c.waitFor((m) => m.ref === tr);
-        bal -= 500;
-        expect(ticked).toEqual({ op: 'ticked', ref: tr, call, balance: bal, secLeft: bal / 100 });
-        expect(stopped).toEqual({ op: 'stopped', ref: sr, call, billedSec: 5, cost: 500, balance: bal });
-        expect(msgs(c, call, 'error')).toEqual([]);
-        expect(await cdrsOf(h, id!, call)).toMatchObject([{ sec: '5', cost: '500', cause: 'normal' }]);
+        const r = await tickThenStop(c, id!, 'ord', 5, bal, true);
+        bal = r.bal;
+        expect(msgs(c, r.call, 'error')).toEqual([]);
+        expect(await cdrsOf(h, id!, r.call)).toMatchObject([{ sec: '5', cost: '500', cause: 'normal' }]);
       }
       expect(await idFields(h, id!)).toMatchObject({ act: '0', bal: String(bal) });
     });
@@ -213,20 +228,9 @@ describe('on a gateway with default timers', () => {
       const [id] = await soldIds(h, P_STD);
       let bal = 1_000_000;
       for (let i = 0; i < 20; i++) {
-        const call = newCall('ord2');
-        expect(await c.request({ op: 'start', ref: ref(), call, id: id!, dest: DEST })).toMatchObject({ op: 'started' });
-        const tr = ref();
-        const sr = ref();
-        const ticks: Msg[] = range(1, 10).map((sec) => ({ op: 'tick', call, sec }));
-        ticks[ticks.length - 1]!.ref = tr;
-        c.send(ticks);
-        c.send({ op: 'stop', call, sec: 10, ref: sr });
-        const stopped = await c.waitFor((m) => m.ref === sr);
-        const ticked = await c.waitFor((m) => m.ref === tr);
-        bal -= 1000;
-        expect(ticked).toEqual({ op: 'ticked', ref: tr, call, balance: bal, secLeft: bal / 100 });
-        expect(stopped).toEqual({ op: 'stopped', ref: sr, call, billedSec: 10, cost: 1000, balance: bal });
-        expect(msgs(c, call, 'error')).toEqual([]);
+        const r = await tickThenStop(c, id!, 'ord2', 10, bal, false);
+        bal = r.bal;
+        expect(msgs(c, r.call, 'error')).toEqual([]);
       }
       expect(await idFields(h, id!)).toMatchObject({ act: '0', bal: String(bal) });
     });
@@ -239,21 +243,7 @@ describe('on a gateway with default timers', () => {
         try {
           const [id] = await soldIds(h, P_STD);
           let bal = 1_000_000;
-          for (let i = 0; i < 20; i++) {
-            const call = newCall('cold');
-            expect(await c.request({ op: 'start', ref: ref(), call, id: id!, dest: DEST })).toMatchObject({ op: 'started', balance: bal });
-            const tr = ref();
-            const sr = ref();
-            oc.send([
-              { op: 'tick', call, sec: 5, ref: tr },
-              { op: 'stop', call, sec: 5, ref: sr },
-            ]);
-            const stopped = await oc.waitFor((m) => m.ref === sr);
-            const ticked = await oc.waitFor((m) => m.ref === tr);
-            bal -= 500;
-            expect(ticked).toEqual({ op: 'ticked', ref: tr, call, balance: bal, secLeft: bal / 100 });
-            expect(stopped).toEqual({ op: 'stopped', ref: sr, call, billedSec: 5, cost: 500, balance: bal });
-          }
+          for (let i = 0; i < 20; i++) bal = (await tickThenStop(oc, id!, 'cold', 5, bal, true)).bal;
           expect(await idFields(h, id!)).toMatchObject({ act: '0', bal: String(bal) });
         } finally {
           await oc.close();
