@@ -38,6 +38,7 @@ const EnvSchema = Type.Object({
   PROVIDER_TIMEOUT_MS: Int(50, 120_000, 5000),
   SANDBOX_PORT: Int(0, 65535, 0),
   HOLD_MS: Int(1000, 3_600_000, 600_000),
+  ABANDON_AFTER_MS: Int(1000, 7 * 86_400_000, 1_800_000),
   PURCHASE_LEASE_MS: Int(100, 600_000, 30_000),
   PIN_MAX_TRIES: Int(1, 100, 5),
   TRUST_PROXY: Type.Union([Type.Literal('0'), Type.Literal('1')], { default: '0' }),
@@ -79,6 +80,8 @@ export interface Config {
   provider: { url?: string; key?: string; timeoutMs: number; sandboxPort: number };
   /** How long an ID stays reserved for a purchase in progress. */
   holdMs: number;
+  /** How long a buyer has to retry an unfinished purchase before its payment is voided. */
+  abandonAfterMs: number;
   /** Take the client address from X-Forwarded-For (only behind a proxy that sets it). */
   trustProxy: boolean;
   purchaseLeaseMs: number;
@@ -140,6 +143,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
     provider: { url: e.PROVIDER_URL, key: e.PROVIDER_KEY, timeoutMs: e.PROVIDER_TIMEOUT_MS, sandboxPort: e.SANDBOX_PORT },
     holdMs: e.HOLD_MS,
+    abandonAfterMs: e.ABANDON_AFTER_MS,
     trustProxy: e.TRUST_PROXY === '1',
     purchaseLeaseMs: e.PURCHASE_LEASE_MS,
     pin: { maxTries: e.PIN_MAX_TRIES, lockSec: e.PIN_LOCK_SEC, maxTriesPerClient: e.PIN_MAX_TRIES_PER_CLIENT },

@@ -229,18 +229,18 @@ export class Purchases {
   }
 
   /**
-   * Purchases left midway for longer than a hold (the buyer never came back
+   * Purchases left midway for longer than ABANDON_AFTER_MS (the buyer never came back
    * after an unknown outcome) are settled from the provider's side: whatever
    * was authorized or captured is voided, the held ID goes back to stock, and
    * the purchase ends declined 'abandoned'. Nobody keeps paying for an ID they
    * never saw. Every gateway may sweep: the claim's lease makes one win.
    */
   async sweepAbandoned(now = Date.now()): Promise<number> {
-    const { buckets, holdMs, purchaseLeaseMs } = this.ctx.cfg;
+    const { buckets, abandonAfterMs, purchaseLeaseMs } = this.ctx.cfg;
     let settled = 0;
     for (let b = 0; b < buckets; b++) {
       const open = keys.openPurchases(b);
-      for (const key of await this.ctx.redis.zrangebyscore(open, '-inf', `(${now - holdMs}`, 'LIMIT', 0, 100)) {
+      for (const key of await this.ctx.redis.zrangebyscore(open, '-inf', `(${now - abandonAfterMs}`, 'LIMIT', 0, 100)) {
         const r = await this.read(key);
         if (!r.st || r.st === 'done' || r.st === 'declined') {
           await this.ctx.redis.zrem(open, key);

@@ -30,6 +30,7 @@ describe('loadConfig', () => {
       publicUrl: undefined,
       provider: { url: undefined, key: undefined, timeoutMs: 5000, sandboxPort: 0 },
       holdMs: 600_000,
+      abandonAfterMs: 1_800_000,
       trustProxy: false,
       purchaseLeaseMs: 30_000,
       pin: { maxTries: 5, lockSec: 900, maxTriesPerClient: 20 },
