@@ -1,25 +1,39 @@
---[[ pin_attempt: count a PIN attempt on a check link; lock the link after too many wrong ones.
+--[[ pin_attempt: count PIN attempts on a check link; lock the link after too many wrong ones.
 KEYS[1] ID hash                    ts:{bN}:id:<idHash>
 ARGV[1] now (ms)
-ARGV[2] 'check' (before verifying: is the link locked?), 'ok' (right PIN) or 'wrong'
+ARGV[2] 'try' (before verifying), 'ok' (that PIN was right) or 'wrong' (it was not)
 ARGV[3] wrong PINs allowed before the lock
 ARGV[4] lock time (ms)
-Returns {'open'}, {'locked', until ms}, or after 'wrong' {'wrong', tries left} / {'locked', until}.
+ARGV[5] for 'wrong': the attempt's number, as 'try' answered it
+Returns 'try':   {'open', attempt number} or {'locked', until ms}
+        'ok':    {'open'} or {'locked', until} (the link locked while this PIN was verified)
+        'wrong': {'wrong', tries left} or {'locked', until}
+A try is counted before its PIN is compared (scrypt takes tens of ms): a burst of
+parallel guesses gets no more comparisons than guesses one after the other.
 ]]
 local f = redis.call('HMGET', KEYS[1], 'pinfail', 'pinlock')
-local now = tonumber(ARGV[1])
+local now, max = tonumber(ARGV[1]), tonumber(ARGV[3])
 local lock = tonumber(f[2]) or 0
 if lock > now then return { 'locked', lock } end
-if ARGV[2] == 'check' then return { 'open' } end
-if ARGV[2] == 'ok' then
-  redis.call('HSET', KEYS[1], 'pinfail', '0')
-  return { 'open' }
-end
-local fails = (tonumber(f[1]) or 0) + 1
-if fails >= tonumber(ARGV[3]) then
+
+local function lock_now()
   lock = now + tonumber(ARGV[4])
   redis.call('HSET', KEYS[1], 'pinfail', '0', 'pinlock', string.format('%d', lock))
   return { 'locked', lock }
 end
-redis.call('HSET', KEYS[1], 'pinfail', string.format('%d', fails))
-return { 'wrong', tonumber(ARGV[3]) - fails }
+
+local op = ARGV[2]
+if op == 'try' then
+  local n = (tonumber(f[1]) or 0) + 1
+  -- Tries past the limit are never compared (they were sent alongside the ones that used it up).
+  if n > max then return lock_now() end
+  redis.call('HSET', KEYS[1], 'pinfail', string.format('%d', n))
+  return { 'open', n }
+end
+if op == 'ok' then
+  redis.call('HSET', KEYS[1], 'pinfail', '0')
+  return { 'open' }
+end
+local n = tonumber(ARGV[5])
+if n >= max then return lock_now() end
+return { 'wrong', max - n }

@@ -12,7 +12,7 @@ export type CheckResult =
   | { ok: true; id: string; product: string; kind: string; balance: number; currency: string; state: string; expires?: number; validDays: number }
   | { ok: false; reason: 'wrong_pin' | 'locked'; triesLeft?: number; until?: number };
 
-type Attempt = ['open'] | ['locked', number] | ['wrong', number];
+type Attempt = ['open', number?] | ['locked', number] | ['wrong', number];
 
 export class CheckLinks {
   constructor(private readonly ctx: Context) {}
@@ -33,12 +33,14 @@ export class CheckLinks {
     // An unknown link answers like a wrong PIN: no telling which links exist.
     if (!idHash) return { ok: false, reason: 'wrong_pin' };
     const idKey = keys.id(bucket, idHash);
-    const gate = await scripts.run<Attempt>('pin_attempt', [idKey], [now, 'check', cfg.pin.maxTries, lockMs]);
+    // Counted before the PIN is compared, like the per-client count above.
+    const gate = await scripts.run<Attempt>('pin_attempt', [idKey], [now, 'try', cfg.pin.maxTries, lockMs]);
     if (gate[0] === 'locked') return { ok: false, reason: 'locked', until: gate[1] };
+    const attempt = gate[1] as number;
 
     const h = await redis.hgetall(idKey);
     if (!h.pin || !(await verifyPin(pin, h.pin))) {
-      const r = await scripts.run<Attempt>('pin_attempt', [idKey], [Date.now(), 'wrong', cfg.pin.maxTries, lockMs]);
+      const r = await scripts.run<Attempt>('pin_attempt', [idKey], [Date.now(), 'wrong', cfg.pin.maxTries, lockMs, attempt]);
       return r[0] === 'locked' ? { ok: false, reason: 'locked', until: r[1] } : { ok: false, reason: 'wrong_pin', triesLeft: r[1] as number };
     }
     await redis.decr(clientKey);
