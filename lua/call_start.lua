@@ -55,10 +55,11 @@ for t in string.gmatch(f[9] or '', '%d+') do
   if tonumber(t) < maxs then thr[#thr + 1] = t end
 end
 
+-- What every tick reads comes first: a small hash is a list that HMGET walks (includes/charge.lua).
 redis.call('HSET', KEYS[2],
-  'st', 'live', 'sw', ARGV[3], 'call', ARGV[4], 'idh', ARGV[5], 'id', KEYS[1], 'dest', ARGV[2],
-  'start', int(now), 'ans', '', 'rate', int(rate), 'fee', int(fee), 'maxs', int(maxs), 'bal0', int(bal),
-  'billed', '0', 'short', '0', 'thr', table.concat(thr, ','), 'cut', '', 'seen', int(now))
+  'st', 'live', 'id', KEYS[1], 'billed', '0', 'rate', int(rate), 'seen', int(now), 'thr', table.concat(thr, ','),
+  'cut', '', 'ans', '', 'fee', int(fee), 'short', '0', 'start', int(now),
+  'sw', ARGV[3], 'call', ARGV[4], 'idh', ARGV[5], 'dest', ARGV[2], 'maxs', int(maxs), 'bal0', int(bal))
 redis.call('HINCRBY', KEYS[1], 'act', 1)
 -- Expiry counts from first use.
 local expd = tonumber(f[8]) or 0

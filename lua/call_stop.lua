@@ -15,9 +15,12 @@ Returns {'ok', billedSec, cost, balance, recordId, duplicate(0|1)} or {'err', re
 local s = read_session(KEYS[1])
 if not s.st then return { 'err', 'unknown_call' } end
 if s.id ~= KEYS[2] then return { 'err', 'call_conflict' } end
-if s.st == 'closed' then return { 'ok', tonumber(s.billed), tonumber(s.cost), tonumber(s.bal1), s.rec, 1 } end
+if s.st == 'closed' then
+  local c = redis.call('HMGET', KEYS[1], 'cost', 'bal1', 'rec')
+  return { 'ok', tonumber(s.billed), tonumber(c[1]), tonumber(c[2]), c[3], 1 }
+end
 local now = tonumber(ARGV[1])
 local upd = {}
-charge(s, KEYS[2], tonumber(ARGV[2]), now, upd)
+charge(s, KEYS[1], KEYS[2], tonumber(ARGV[2]), now, upd)
 if #upd > 0 then redis.call('HSET', KEYS[1], unpack(upd)) end
 return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, ARGV[3], tonumber(ARGV[4]))

@@ -18,7 +18,7 @@ export interface TickResult {
   balance: number;
   secLeft: number;
   /** Thresholds (seconds left) crossed by this tick, highest first. */
-  alerts: number[];
+  alerts: readonly number[];
   /** Why the switch must cut the call now, or ''; for call_ended, how the call was closed. */
   cut: string;
   /** This tick ordered the cut-off (later ticks repeat it). */
@@ -30,10 +30,12 @@ export type StopResult =
   | { ok: false; reason: string };
 
 type RawStart = ['ok', number, number, number, number, number] | ['err', string];
-type RawTick = [TickCode, number, number, number[], string, number];
+/** call_tick's answer: six entries per tick, flat (lua/call_tick.lua). */
+type RawTicks = (string | number)[];
 type RawStop = ['ok', number, number, number, string, number] | ['err', string];
 
-const UNKNOWN_CALL: TickResult = Object.freeze({ code: 'unknown_call', balance: 0, secLeft: 0, alerts: [], cut: '', freshCut: false });
+const NO_ALERTS: readonly number[] = Object.freeze([]);
+const UNKNOWN_CALL: TickResult = Object.freeze({ code: 'unknown_call', balance: 0, secLeft: 0, alerts: NO_ALERTS, cut: '', freshCut: false });
 
 
 /** Ticks answer through a callback, not a promise: this is the path every second of every call takes. */
@@ -147,12 +149,19 @@ export class Metering {
       a.push(t.sec);
     }
     const t0 = performance.now();
-    this.scripts.run<RawTick[]>('call_tick', k, a).then(
+    this.scripts.run<RawTicks>('call_tick', k, a).then(
       (rows) => {
         this.metrics.scriptTime('call_tick', performance.now() - t0);
-        for (let i = 0; i < batch.length; i++) {
-          const r = rows[i]!;
-          batch[i]!.done(null, { code: r[0], balance: r[1], secLeft: r[2], alerts: r[3], cut: r[4], freshCut: r[5] === 1 });
+        for (let i = 0, o = 0; i < batch.length; i++, o += 6) {
+          const alerts = rows[o + 3] as string;
+          batch[i]!.done(null, {
+            code: rows[o] as TickCode,
+            balance: rows[o + 1] as number,
+            secLeft: rows[o + 2] as number,
+            alerts: alerts === '' ? NO_ALERTS : alerts.split(',').map(Number),
+            cut: rows[o + 4] as string,
+            freshCut: rows[o + 5] === 1,
+          });
         }
       },
       (err: unknown) => {
