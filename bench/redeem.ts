@@ -64,7 +64,7 @@ process.on('exit', killChildren);
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-redeem-'));
   const redis = await startEmbeddedRedis({ dir: join(dir, 'redis') });
-  const env = { TESSERA_SECRET: SECRET, REDIS_URL: redis.url, DATA_DIR: dir, LOG_LEVEL: 'warn', BUCKETS: '1024' };
+  const env = { TESSERA_SECRET: SECRET, REDIS_URL: redis.url, DATA_DIR: dir, LOG_LEVEL: 'warn', BUCKETS: '64' };
   const cfg = loadConfig(env);
   const ctx = await openContext(cfg, createLogger('warn'), redis.url);
 

@@ -5,6 +5,7 @@ import type { Config } from '../config/config';
 import { IdKeys } from '../ids/secrets';
 import { connectRedis, waitReady, type RedisClient } from '../redis/connect';
 import { Scripts } from '../redis/scripts';
+import { pinLayout } from './layout';
 import { resolveSecret } from './secret';
 
 /** What every part of Tessera (gateway, CLI, benchmarks) opens first. */
@@ -33,6 +34,12 @@ export async function openContext(cfg: Config, log: Logger, url = redisUrlFor(cf
   const scripts = new Scripts(redis);
   await scripts.load();
   const ids = new IdKeys(resolveSecret(cfg, (msg) => log.warn(msg)), cfg.buckets);
+  try {
+    await pinLayout(redis, cfg, ids);
+  } catch (err) {
+    redis.disconnect();
+    throw err;
+  }
   return {
     cfg,
     log,

@@ -18,7 +18,7 @@ const EnvSchema = Type.Object({
   REDIS_PORT: Int(0, 65535, 0),
   TESSERA_SECRET: Type.Optional(Type.String({ pattern: '^[0-9a-fA-F]{64,}$' })),
   ID_LENGTH: Int(12, 24, 16),
-  BUCKETS: Int(1, 16384, 1024),
+  BUCKETS: Int(1, 16384, 64),
   TICK_INTERVAL_MS: Int(100, 60_000, 1000),
   STALE_AFTER_MS: Int(0, 3_600_000, 0),
   RING_TIMEOUT_MS: Int(0, 3_600_000, 180_000),

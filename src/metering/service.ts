@@ -124,7 +124,8 @@ export class Metering {
     this.pending = new Map();
     const now = Date.now();
     for (const group of groups.values()) {
-      for (let i = 0; i < group.length; i += this.maxTicksPerScript) this.billTicks(group.slice(i, i + this.maxTicksPerScript), now);
+      if (group.length <= this.maxTicksPerScript) this.billTicks(group, now);
+      else for (let i = 0; i < group.length; i += this.maxTicksPerScript) this.billTicks(group.slice(i, i + this.maxTicksPerScript), now);
     }
     const waiting = this.afterFlush;
     this.afterFlush = [];
@@ -142,14 +143,22 @@ export class Metering {
   }
 
   private billTicks(batch: PendingTick[], now: number): void {
-    const k: string[] = [batch[0]!.ck.live];
-    const a: number[] = [now, this.liveRefreshMs];
-    for (const t of batch) {
-      k.push(t.ck.session, t.ck.id);
-      a.push(t.sec);
+    // One array in call order (key count, keys, arguments): lua/call_tick.lua's layout.
+    const n = batch.length;
+    const call: (string | number)[] = new Array(2 + 3 * n + 2);
+    call[0] = 1 + 2 * n;
+    call[1] = batch[0]!.ck.live;
+    const argAt = 2 + 2 * n;
+    call[argAt] = now;
+    call[argAt + 1] = this.liveRefreshMs;
+    for (let i = 0; i < n; i++) {
+      const t = batch[i]!;
+      call[2 + 2 * i] = t.ck.session;
+      call[3 + 2 * i] = t.ck.id;
+      call[argAt + 2 + i] = t.sec;
     }
     const t0 = performance.now();
-    this.scripts.run<RawTicks>('call_tick', k, a).then(
+    this.scripts.runFlat<RawTicks>('call_tick', call).then(
       (rows) => {
         this.metrics.scriptTime('call_tick', performance.now() - t0);
         for (let i = 0, o = 0; i < batch.length; i++, o += 6) {

@@ -3,12 +3,9 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 /** One registry per gateway instance, so several gateways in one process (tests) never collide. */
 export class Metrics {
   readonly registry = new Registry();
-  readonly events = new Counter({
-    name: 'tessera_events_total',
-    help: 'Protocol messages handled, by op and outcome (ok or an error reason)',
-    labelNames: ['op', 'outcome'] as const,
-    registers: [this.registry],
-  });
+  /** op -> outcome -> messages since the last scrape: a number bump per message, handed to prom-client when scraped. */
+  private readonly eventCounts = new Map<string, Map<string, { n: number }>>();
+  readonly events: Counter<'op' | 'outcome'>;
   readonly scriptSeconds = new Histogram({
     name: 'tessera_script_duration_seconds',
     help: 'Round-trip time of Lua script calls, by script',
@@ -56,7 +53,6 @@ export class Metrics {
     registers: [this.registry],
   });
   readonly activeCalls: Gauge;
-  private readonly eventChildren = new Map<string, { inc(): void }>();
 
   private readonly scriptChildren = new Map<string, { observe(v: number): void }>();
 
@@ -67,15 +63,34 @@ export class Metrics {
     c.observe(ms / 1000);
   }
 
-  /** events{op,outcome}++ with the labelled child cached: this runs once per message. */
+  /**
+   * events{op,outcome}++. This runs once per message: no key string is built and
+   * prom-client (which hashes the labels on every inc) is only touched when scraped.
+   */
   event(op: string, outcome: string): void {
-    const k = `${op}\u0000${outcome}`;
-    let c = this.eventChildren.get(k);
-    if (!c) this.eventChildren.set(k, (c = this.events.labels(op, outcome)));
-    c.inc();
+    let byOutcome = this.eventCounts.get(op);
+    if (!byOutcome) this.eventCounts.set(op, (byOutcome = new Map()));
+    const c = byOutcome.get(outcome);
+    if (c) c.n++;
+    else byOutcome.set(outcome, { n: 1 });
   }
 
   constructor(countActiveCalls: () => Promise<number>) {
+    const counts = this.eventCounts;
+    this.events = new Counter({
+      name: 'tessera_events_total',
+      help: 'Protocol messages handled, by op and outcome (ok or an error reason)',
+      labelNames: ['op', 'outcome'] as const,
+      registers: [this.registry],
+      collect() {
+        for (const [op, byOutcome] of counts) {
+          for (const [outcome, c] of byOutcome) {
+            if (c.n > 0) this.inc({ op, outcome }, c.n);
+            c.n = 0;
+          }
+        }
+      },
+    });
     collectDefaultMetrics({ register: this.registry });
     this.activeCalls = new Gauge({
       name: 'tessera_active_calls',

@@ -47,9 +47,13 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
     '--port', String(port),
     '--bind', '127.0.0.1',
     '--dir', dir,
-    '--save', persist ? '900 1 300 10 60 10000' : '',
+    // The AOF is the persistence. No timed RDB snapshots on top: each one forks the
+    // whole dataset while calls tick (backups take an explicit BGSAVE, docs/operations.md).
+    // Every tick appends to the AOF, so its rewrite waits for real growth, not the 64mb default.
+    '--save', '',
     '--appendonly', persist ? 'yes' : 'no',
     '--appendfsync', 'everysec',
+    '--auto-aof-rewrite-min-size', '512mb',
     '--daemonize', 'no',
     '--protected-mode', 'yes',
     '--loglevel', 'warning',

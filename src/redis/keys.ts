@@ -45,6 +45,8 @@ export const keys = {
   items: `${PREFIX}cat:items`,
   access: `${PREFIX}cat:access`,
   catalogVersion: `${PREFIX}cat:ver`,
+  /** BUCKETS, ID_LENGTH and a fingerprint of the secret, as the first process found them (src/app/layout.ts). */
+  layout: `${PREFIX}layout`,
   catalogChannel: `${PREFIX}cat:changed`,
 } as const;
 

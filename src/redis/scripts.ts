@@ -90,6 +90,13 @@ export class Scripts {
     return fn.call(this.client, keys.length, ...keys, ...args) as Promise<T>;
   }
 
+  /** For hot paths that build the call in one array: the key count, the keys, then the arguments. */
+  runFlat<T = unknown>(name: ScriptName, numKeysKeysArgs: (string | number)[]): Promise<T> {
+    const fn = (this.client as unknown as Record<string, Runner>)[name];
+    if (!fn) throw new Error(`unknown script ${name}`);
+    return fn.apply(this.client, numKeysKeysArgs as [number, ...(string | number)[]]) as Promise<T>;
+  }
+
   get names(): string[] {
     return [...this.byName.keys()];
   }

@@ -14,7 +14,7 @@ describe('loadConfig', () => {
       redis: { url: undefined, cluster: undefined, embeddedPort: 0, timeoutMs: 2000 },
       secret: undefined,
       idLength: 16,
-      buckets: 1024,
+      buckets: 64,
       tickIntervalMs: 1000,
       staleAfterMs: 10_000,
       ringTimeoutMs: 180_000,
@@ -41,13 +41,13 @@ describe('loadConfig', () => {
   });
 
   it('an empty string counts as unset', () => {
-    expect(loadConfig({ PORT: '', BUCKETS: '', LOG_LEVEL: '' })).toMatchObject({ port: 8080, buckets: 1024, logLevel: 'info' });
+    expect(loadConfig({ PORT: '', BUCKETS: '', LOG_LEVEL: '' })).toMatchObject({ port: 8080, buckets: 64, logLevel: 'info' });
   });
 
   it('coerces numeric strings', () => {
     const c = loadConfig({
       PORT: '9090',
-      BUCKETS: '64',
+      BUCKETS: '128',
       ID_LENGTH: '20',
       TICK_INTERVAL_MS: '5000',
       MAX_FRAME_BYTES: '1024',
@@ -58,7 +58,7 @@ describe('loadConfig', () => {
       HOST: '127.0.0.1',
       DATA_DIR: '/tmp/x',
     });
-    expect(c).toMatchObject({ port: 9090, buckets: 64, idLength: 20, tickIntervalMs: 5000, maxFrameBytes: 1024, maxBatch: 5, maxInflight: 1, logLevel: 'debug', host: '127.0.0.1', dataDir: '/tmp/x' });
+    expect(c).toMatchObject({ port: 9090, buckets: 128, idLength: 20, tickIntervalMs: 5000, maxFrameBytes: 1024, maxBatch: 5, maxInflight: 1, logLevel: 'debug', host: '127.0.0.1', dataDir: '/tmp/x' });
     expect(c.redis.timeoutMs).toBe(750);
     expect(typeof c.port).toBe('number');
   });

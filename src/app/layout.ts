@@ -1,0 +1,20 @@
+import { ConfigError, type Config } from '../config/config';
+import type { IdKeys } from '../ids/secrets';
+import type { RedisClient } from '../redis/connect';
+import { keys } from '../redis/keys';
+
+/**
+ * BUCKETS, ID_LENGTH and the secret decide where every ID lives and how it is
+ * found. The first process to open a Redis writes them down (the secret as a
+ * keyed fingerprint); any later one configured otherwise refuses to start,
+ * instead of answering unknown_id for every ID already sold.
+ */
+export async function pinLayout(redis: RedisClient, cfg: Config, ids: IdKeys): Promise<void> {
+  const mine = { buckets: cfg.buckets, idLength: cfg.idLength, secret: ids.mac('tessera:layout').slice(0, 16) };
+  const prev = await redis.set(keys.layout, JSON.stringify(mine), 'NX', 'GET');
+  if (prev === null) return;
+  const theirs = JSON.parse(prev) as typeof mine;
+  if (theirs.buckets !== mine.buckets) throw new ConfigError(`BUCKETS=${mine.buckets}, but this Redis holds data laid out in ${theirs.buckets} buckets: set BUCKETS=${theirs.buckets}`);
+  if (theirs.idLength !== mine.idLength) throw new ConfigError(`ID_LENGTH=${mine.idLength}, but this Redis holds IDs of ${theirs.idLength} digits: set ID_LENGTH=${theirs.idLength}`);
+  if (theirs.secret !== mine.secret) throw new ConfigError('TESSERA_SECRET differs from the one this Redis\'s IDs were minted with: set that secret');
+}
