@@ -6,8 +6,11 @@ export type RedisClient = Redis | Cluster;
 
 export function connectRedis(cfg: Config, url: string | undefined, extra: RedisOptions = {}): RedisClient {
   const options: RedisOptions = {
-    // Coalesces the many small EVALSHAs of one event-loop turn into one write.
-    enableAutoPipelining: true,
+    // No auto-pipelining: ioredis keeps one auto-pipeline in flight per node and
+    // queues the next behind its whole round trip (stop-and-wait). Under call load
+    // that queue, not Redis, set the latency; every command now goes out at once.
+    // Ticks are batched per bucket by the metering service instead.
+    enableAutoPipelining: false,
     // Fail fast while Redis is away: the gateway answers `unavailable` rather than queueing calls it cannot meter.
     enableOfflineQueue: false,
     commandTimeout: cfg.redis.timeoutMs,
@@ -18,7 +21,7 @@ export function connectRedis(cfg: Config, url: string | undefined, extra: RedisO
   };
   if (cfg.redis.cluster) {
     return new Cluster(cfg.redis.cluster, {
-      enableAutoPipelining: true,
+      enableAutoPipelining: false,
       enableOfflineQueue: false,
       redisOptions: options,
       lazyConnect: true,
