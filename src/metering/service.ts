@@ -57,9 +57,13 @@ export class Metering {
   readonly locator: CallLocator;
   /** How often a ticking call's score in the live set is refreshed: well inside the stale time. */
   private readonly liveRefreshMs: number;
+  /** Ticks waiting for their bucket's next call_tick, by bucket. */
   private pending = new Map<number, PendingTick[]>();
+  /** call_tick calls in flight, by bucket. */
+  private readonly busy = new Map<number, number>();
+  /** Stops waiting for their bucket's queued ticks to be written, by bucket. */
+  private readonly waiters = new Map<number, (() => void)[]>();
   private flushScheduled = false;
-  private afterFlush: (() => void)[] = [];
 
   constructor(
     private readonly cfg: Config,
@@ -112,37 +116,64 @@ export class Metering {
     let group = this.pending.get(ck.bucket);
     if (!group) this.pending.set(ck.bucket, (group = []));
     group.push({ ck, sec, done });
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(this.flush);
-    }
+    if (!this.busy.has(ck.bucket)) this.scheduleFlush();
   }
 
-  private readonly flush = (): void => {
-    this.flushScheduled = false;
-    const groups = this.pending;
-    this.pending = new Map();
-    const now = Date.now();
-    for (const group of groups.values()) {
-      if (group.length <= this.maxTicksPerScript) this.billTicks(group, now);
-      else for (let i = 0; i < group.length; i += this.maxTicksPerScript) this.billTicks(group.slice(i, i + this.maxTicksPerScript), now);
-    }
-    const waiting = this.afterFlush;
-    this.afterFlush = [];
-    for (const go of waiting) go();
-  };
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(this.flush);
+  }
 
   /**
-   * Resolves once the ticks queued so far are on their way to Redis. A stop sent
-   * behind a tick must not overtake it: Redis runs commands of one connection in
-   * the order they were written, so writing after the flush keeps that order.
+   * Group commit: a bucket has at most one round of call_tick in flight. Ticks
+   * that arrive meanwhile wait for it and go together in the next, so batches
+   * grow with the load and the cost per tick falls as the rate rises, instead of
+   * a queue building up behind one small script per tick. With nothing in
+   * flight a tick goes out in the event-loop turn it arrived in.
    */
-  private ticksSent(): Promise<void> | undefined {
-    if (!this.flushScheduled) return undefined;
-    return new Promise((resolve) => this.afterFlush.push(resolve));
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    const now = Date.now();
+    for (const [bucket, group] of this.pending) {
+      if (this.busy.has(bucket)) continue;
+      this.pending.delete(bucket);
+      const max = this.maxTicksPerScript;
+      const calls = Math.ceil(group.length / max);
+      this.busy.set(bucket, calls);
+      if (calls === 1) this.billTicks(bucket, group, now);
+      else for (let i = 0; i < group.length; i += max) this.billTicks(bucket, group.slice(i, i + max), now);
+      const waiting = this.waiters.get(bucket);
+      if (waiting) {
+        this.waiters.delete(bucket);
+        for (const go of waiting) go();
+      }
+    }
+  };
+
+  private settled(bucket: number): void {
+    const left = this.busy.get(bucket)! - 1;
+    if (left > 0) return void this.busy.set(bucket, left);
+    this.busy.delete(bucket);
+    if (this.pending.has(bucket)) this.scheduleFlush();
   }
 
-  private billTicks(batch: PendingTick[], now: number): void {
+  /**
+   * Resolves once the ticks queued for this bucket are on their way to Redis. A
+   * stop sent behind a tick must not overtake it: Redis runs the commands of one
+   * connection in the order they were written, so writing after them keeps that
+   * order.
+   */
+  private ticksSent(bucket: number): Promise<void> | undefined {
+    if (!this.pending.has(bucket)) return undefined;
+    return new Promise((resolve) => {
+      const waiting = this.waiters.get(bucket);
+      if (waiting) waiting.push(resolve);
+      else this.waiters.set(bucket, [resolve]);
+    });
+  }
+
+  private billTicks(bucket: number, batch: PendingTick[], now: number): void {
     // One array in call order (key count, keys, arguments): lua/call_tick.lua's layout.
     const n = batch.length;
     const call: (string | number)[] = new Array(2 + 3 * n + 2);
@@ -160,6 +191,7 @@ export class Metering {
     const t0 = performance.now();
     this.scripts.runFlat<RawTicks>('call_tick', call).then(
       (rows) => {
+        this.settled(bucket);
         this.metrics.scriptTime('call_tick', performance.now() - t0);
         for (let i = 0, o = 0; i < batch.length; i++, o += 6) {
           const alerts = rows[o + 3] as string;
@@ -174,6 +206,7 @@ export class Metering {
         }
       },
       (err: unknown) => {
+        this.settled(bucket);
         for (const t of batch) t.done(err);
       },
     );
@@ -182,7 +215,7 @@ export class Metering {
   async stop(sw: string, call: string, sec: number, cause: string): Promise<StopResult> {
     const ck = await this.locator.find(sw, call);
     if (!ck) return { ok: false, reason: 'unknown_call' };
-    await this.ticksSent();
+    await this.ticksSent(ck.bucket);
     const r = await this.timed<RawStop>('call_stop', [ck.session, ck.id, ck.live, ck.cdr], [Date.now(), sec, cause, this.cfg.sessionTtlSec]);
     if (r[0] === 'err') return { ok: false, reason: r[1] };
     this.locator.forget(sw, call);

@@ -254,6 +254,44 @@ describe('on a gateway with default timers', () => {
     });
   });
 
+  it('group commit: ticks that reach a bucket while its call_tick is in flight go in one next call, and a stop behind them waits for them', async () => {
+    // Five calls in one bucket (64 buckets: among 300 IDs one bucket has five).
+    const ids = await soldIds(h, P_STD, 300);
+    const byBucket = new Map<number, string[]>();
+    for (const id of ids) byBucket.set(bucketOf(h, id), [...(byBucket.get(bucketOf(h, id)) ?? []), id]);
+    const same = [...byBucket.values()].sort((a, b) => b.length - a.length)[0]!.slice(0, 5);
+    expect(same).toHaveLength(5);
+    const calls: string[] = [];
+    for (const id of same) {
+      const call = newCall('gc');
+      expect(await c.request({ op: 'start', ref: ref(), call, id, dest: DEST })).toMatchObject({ op: 'started' });
+      calls.push(call);
+    }
+    const tickScripts = async (): Promise<number> => (await gw.metrics.scriptSeconds.get()).values.find((v) => v.metricName?.endsWith('_count') && v.labels.script === 'call_tick')?.value ?? 0;
+    const before = await tickScripts();
+
+    // Redis holds scripts back for a moment: the first tick's call_tick stays in flight.
+    await h.r.client('PAUSE', 400, 'WRITE');
+    const tr = calls.map(() => ref());
+    c.send({ op: 'tick', call: calls[0], sec: 2, ref: tr[0] });
+    await sleep(60);
+    // Each in its own frame and event-loop turn: without group commit, four more scripts.
+    for (let i = 1; i < 5; i++) {
+      c.send({ op: 'tick', call: calls[i], sec: 2 + i, ref: tr[i] });
+      await sleep(15);
+    }
+    const sr = ref();
+    c.send({ op: 'stop', call: calls[4], sec: 6, ref: sr });
+
+    for (let i = 0; i < 5; i++) {
+      const bal = 1_000_000 - (2 + i) * 100;
+      expect(await c.waitFor((m) => m.ref === tr[i])).toEqual({ op: 'ticked', ref: tr[i], call: calls[i], balance: bal, secLeft: bal / 100 });
+    }
+    expect(await c.waitFor((m) => m.ref === sr)).toEqual({ op: 'stopped', ref: sr, call: calls[4], billedSec: 6, cost: 600, balance: 1_000_000 - 600 });
+    expect((await tickScripts()) - before).toBe(2);
+    for (const call of calls.slice(0, 4)) await c.request({ op: 'stop', ref: ref(), call, sec: 10 });
+  });
+
   describe('cut-offs are counted once', () => {
     const cutoffs = async (reason: string): Promise<number> => {
       const text = await (await fetch(`http://127.0.0.1:${gw.port}/metrics`)).text();
