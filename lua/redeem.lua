@@ -21,7 +21,7 @@ if prev[1] then
   return { 'ok', prev[5], prev[6], tonumber(prev[7]), tonumber(prev[8]), prev[9], 1, prev[10] == 'reversed' and 1 or 0 }
 end
 
-local r = redeem_check(KEYS[1], now, ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7])
+local r, f = redeem_check(KEYS[1], now, ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7])
 if r[1] ~= 'ok' then return r end
 local kind, action, amount, left = r[2], r[3], r[4], r[5]
 local before = left + amount
@@ -31,11 +31,11 @@ if kind == 'entry' then
   upd[#upd + 1] = 'inside'
   upd[#upd + 1] = action == 'exit' and '0' or '1'
 end
-if (tonumber(redis.call('HGET', KEYS[1], 'first')) or 0) == 0 and action ~= 'exit' then
+if (tonumber(f[11]) or 0) == 0 and action ~= 'exit' then
   for _, v in ipairs({ 'first', int(now), 'fven', ARGV[2], 'fgate', ARGV[3] }) do upd[#upd + 1] = v end
   -- Stored value and services count their validity from first use.
-  local expd = tonumber(redis.call('HGET', KEYS[1], 'expd')) or 0
-  if expd > 0 and (tonumber(redis.call('HGET', KEYS[1], 'exp')) or 0) == 0 then
+  local expd = tonumber(f[16]) or 0
+  if expd > 0 and (tonumber(f[4]) or 0) == 0 then
     upd[#upd + 1] = 'exp'
     upd[#upd + 1] = int(now + expd * 86400000)
   end

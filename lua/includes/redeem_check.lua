@@ -4,6 +4,8 @@
 --   { 'ok', kind, action, amount, left } where action is entry | reentry | exit | spend | use
 --   { 'no', reason, detail... }          details: already_redeemed -> first time, venue, gate;
 --                                        insufficient_value -> value left; not_yet_valid -> valid from
+-- and, second, the ID fields it read (redeem uses them for the first-use fields:
+-- one HMGET per scan, nothing read twice).
 local function listed(csv, name)
   for v in string.gmatch(csv, '[^,]+') do
     if v == name then return true end
@@ -11,9 +13,7 @@ local function listed(csv, name)
   return false
 end
 
-local function redeem_check(ikey, now, venue, gate, item, amount, qty, dir)
-  local f = redis.call('HMGET', ikey, 'st', 'kind', 'bal', 'exp', 'venues', 'gates', 'from', 'until',
-    'reent', 'inside', 'first', 'fven', 'fgate', 'svc', 'face')
+local function decide(f, now, venue, gate, item, amount, qty, dir)
   local st, kind = f[1], f[2]
   if not st then return { 'no', 'unknown_id' } end
   if kind == 'talk' then return { 'no', 'wrong_kind' } end
@@ -45,4 +45,10 @@ local function redeem_check(ikey, now, venue, gate, item, amount, qty, dir)
   if bal < 1 then return used_up end
   if bal < qty then return { 'no', 'insufficient_value', bal } end
   return { 'ok', kind, 'entry', qty, bal - qty }
+end
+
+local function redeem_check(ikey, now, venue, gate, item, amount, qty, dir)
+  local f = redis.call('HMGET', ikey, 'st', 'kind', 'bal', 'exp', 'venues', 'gates', 'from', 'until',
+    'reent', 'inside', 'first', 'fven', 'fgate', 'svc', 'face', 'expd')
+  return decide(f, now, venue, gate, item, amount, qty, dir), f
 end
