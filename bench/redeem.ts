@@ -13,8 +13,8 @@
  * Prints redemptions/s and p50/p99 for each, the ceiling and the ratios, then
  * one JSON line.
  *
- * Flags: --ids N [2000]  --duration S [10]  --conns M [20]  --frame F [50]
- *        --window W [2]  --http-conns C [64]  --rb-requests N [200000]
+ * Flags: --ids N [2000]  --duration S [10]  --conns M [20]  --frame F [10]
+ *        --window W [1] (200 scans in flight; thousands only add queueing and GC)  --http-conns C [64]  --rb-requests N [200000]
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -45,8 +45,8 @@ const { values: flags } = parseArgs({
     ids: { type: 'string', default: '2000' },
     duration: { type: 'string', default: '10' },
     conns: { type: 'string', default: '20' },
-    frame: { type: 'string', default: '50' },
-    window: { type: 'string', default: '2' },
+    frame: { type: 'string', default: '10' },
+    window: { type: 'string', default: '1' },
     'http-conns': { type: 'string', default: '64' },
     'http-duration': { type: 'string' },
     'rb-requests': { type: 'string', default: '200000' },

@@ -28,7 +28,8 @@
  *                          thresholds during the run [0.2]
  *   --ramp S               calls mode: starts spread over S seconds [1]
  *   --slot-ms MS           calls mode: timer granularity [10]
- *   --frame F              max mode: ticks per frame [50]
+ *   --frame F              max mode: ticks per frame [25] (500 ticks in flight over 20
+ *                          connections: by Little's law about 8 ms at 60,000 ticks/s)
  *   --window W             max mode: frames in flight per connection [1]
  *                          (ticks in flight = conns × window × frame; by Little's law
  *                          tick latency ≈ in flight ÷ ticks/s: lower it for latency)
@@ -82,7 +83,7 @@ const USAGE = `npm run bench:switch -- [flags]
   --alert-frac F         share of calls whose product crosses thresholds during the run [0.2]
   --ramp S               calls mode: starts spread over S seconds [1]
   --slot-ms MS           calls mode: timer granularity [10]
-  --frame F              max mode: ticks per frame [50]
+  --frame F              max mode: ticks per frame [25]
   --window W             max mode: frames in flight per connection [1]
                          (in flight = conns × window × frame; latency ≈ in flight ÷ ticks/s)
   --workers K            load generator worker threads [1]
@@ -145,7 +146,7 @@ function options(argv: string[]): Options {
       'alert-frac': { type: 'string', default: '0.2' },
       ramp: { type: 'string', default: '1' },
       'slot-ms': { type: 'string', default: '10' },
-      frame: { type: 'string', default: '50' },
+      frame: { type: 'string', default: '25' },
       window: { type: 'string', default: '1' },
       workers: { type: 'string', default: '1' },
       'gw-env': { type: 'string', multiple: true, default: [] },
@@ -642,8 +643,9 @@ async function measureCeiling(ctx: Context, redisPort: number, call: CeilingCall
     throw new Error(`unexpected call_tick layout from the gateway: ${call.tickArgs.join(' ').slice(0, 300)} (bench/switch.ts measureCeiling)`);
   }
   // That very command again, by hand: a repeat of sec 1 must be a dup.
-  const probe = (await ctx.redis.call('EVALSHA', sha, ...call.tickArgs)) as unknown[][];
-  if (probe[0]?.[0] !== 'dup') throw new Error(`call_tick answered ${JSON.stringify(probe).slice(0, 200)} to a repeated sec 1 (bench/switch.ts measureCeiling)`);
+  // call_tick answers flat, six entries per tick: the first is the code.
+  const probe = (await ctx.redis.call('EVALSHA', sha, ...call.tickArgs)) as unknown[];
+  if (probe[0] !== 'dup') throw new Error(`call_tick answered ${JSON.stringify(probe).slice(0, 200)} to a repeated sec 1 (bench/switch.ts measureCeiling)`);
 
   // Sessions for the mixed and batched runs: as many as that run's ticks (half of -n, to keep a short
   // run short), which is what gives the ~80% debit share. Unlike production, where a bucket's live set
