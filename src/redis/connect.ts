@@ -38,10 +38,13 @@ export function connectRedis(cfg: Config, url: string | undefined, extra: RedisO
 }
 
 /**
- * Commands issued in one event-loop turn leave in one write: the socket is
- * corked at the first write of a turn and uncorked in the turn's check phase.
- * ioredis writes every command as it comes, and one syscall per command cost a
- * redemption more CPU than all the rest of its handling.
+ * Commands issued by one callback (a WebSocket frame's messages, the replies of
+ * one Redis read, a batch flush) leave in one write: the socket is corked at the
+ * first write and uncorked on process.nextTick, which runs as soon as that
+ * callback and its promise continuations are done. ioredis writes every command
+ * as it comes, and one syscall per command cost a redemption more CPU than all
+ * the rest of its handling; setImmediate instead would hold the write back for a
+ * whole event-loop iteration.
  */
 function coalesceWrites(client: Redis): void {
   client.on('connect', () => {
@@ -56,7 +59,7 @@ function coalesceWrites(client: Redis): void {
       if (!corked) {
         corked = true;
         stream.cork();
-        setImmediate(uncork);
+        process.nextTick(uncork);
       }
       return write.apply(this, args);
     } as Socket['write'];
