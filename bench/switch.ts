@@ -643,9 +643,9 @@ async function measureCeiling(ctx: Context, redisPort: number, call: CeilingCall
     throw new Error(`unexpected call_tick layout from the gateway: ${call.tickArgs.join(' ').slice(0, 300)} (bench/switch.ts measureCeiling)`);
   }
   // That very command again, by hand: a repeat of sec 1 must be a dup.
-  // call_tick answers flat, six entries per tick: the first is the code.
+  // call_tick answers flat, three entries per tick: the first is the code (1: dup).
   const probe = (await ctx.redis.call('EVALSHA', sha, ...call.tickArgs)) as unknown[];
-  if (probe[0] !== 'dup') throw new Error(`call_tick answered ${JSON.stringify(probe).slice(0, 200)} to a repeated sec 1 (bench/switch.ts measureCeiling)`);
+  if (probe[0] !== 1) throw new Error(`call_tick answered ${JSON.stringify(probe).slice(0, 200)} to a repeated sec 1 (bench/switch.ts measureCeiling)`);
 
   // Sessions for the mixed and batched runs: as many as that run's ticks (half of -n, to keep a short
   // run short), which is what gives the ~80% debit share. Unlike production, where a bucket's live set

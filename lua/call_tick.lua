@@ -5,32 +5,39 @@ KEYS[2i+1]   its ID hash       ts:{bN}:id:<idHash>
 ARGV[1]      now (ms)
 ARGV[2]      how often (ms) a call's place in the live set is refreshed; the reaper allows for it
 ARGV[2+i]    seconds since answer for call i (monotonic; a repeat or a step back changes nothing)
-Returns one flat array, six entries per call (flat: no Lua table per call to convert):
-  code, balance, secLeft, fired thresholds ('300,60' or ''), cut-off reason or '', new cut-off (0|1)
-  code: 'ok' (billed), 'dup' (nothing new to bill), 'unknown_call', 'call_ended', 'call_conflict'.
-  For call_ended the reason field holds the stop cause ('stale' when the reaper closed it).
+Returns one flat array of integers but for the rare extras (no Lua table or string per tick
+to convert, in Redis or in the gateway):
+  three entries per call i: code, balance, secLeft
+    code: 0 ok (billed), 1 dup (nothing new to bill), 2 unknown_call, 3 call_ended, 4 call_conflict
+  then, for the calls that have any, in order, four entries:
+    i, fired thresholds ('300,60' or ''), cut-off reason or '', new cut-off (0|1)
+    For call_ended the reason holds the stop cause ('stale' when the reaper closed it).
 ]]
 -- @include "num"
 -- @include "charge"
 local now, refresh = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out, o = {}, 0
-local function put(code, bal, left, alerts, cut, fresh)
-  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = code, bal, left, alerts, cut, fresh
-  o = o + 6
+local n = #ARGV - 2
+local out, extra = {}, {}
+local function put(i, code, bal, left, alerts, cut, fresh)
+  out[3 * i - 2], out[3 * i - 1], out[3 * i] = code, bal, left
+  if alerts ~= '' or cut ~= '' then
+    local e = #extra
+    extra[e + 1], extra[e + 2], extra[e + 3], extra[e + 4] = i, alerts, cut, fresh
+  end
 end
-for i = 1, #ARGV - 2 do
+for i = 1, n do
   local skey, ikey = KEYS[2 * i], KEYS[2 * i + 1]
   local sec = tonumber(ARGV[2 + i])
   local s = read_session(skey)
   if not s.st then
-    put('unknown_call', 0, 0, '', '', 0)
+    put(i, 2, 0, 0, '', '', 0)
   elseif s.id ~= ikey then
-    put('call_conflict', 0, 0, '', '', 0)
+    put(i, 4, 0, 0, '', '', 0)
   elseif s.st ~= 'live' then
-    put('call_ended', 0, 0, '', redis.call('HGET', skey, 'cause') or '', 0)
+    put(i, 3, 0, 0, '', redis.call('HGET', skey, 'cause') or '', 0)
   else
-    local code = 'dup'
-    if sec > tonumber(s.billed) then code = 'ok' end
+    local code = 1
+    if sec > tonumber(s.billed) then code = 0 end
     local upd = {}
     local bal, left, alerts, cut, fresh = charge(s, skey, ikey, sec, now, upd)
     -- The reaper goes by the live set's score; refreshing it on every tick would double the writes.
@@ -41,7 +48,8 @@ for i = 1, #ARGV - 2 do
       upd[#upd + 1] = int(now)
     end
     if #upd > 0 then redis.call('HSET', skey, unpack(upd)) end
-    put(code, bal, left, alerts, cut, fresh)
+    put(i, code, bal, left, alerts, cut, fresh)
   end
 end
+for j = 1, #extra do out[3 * n + j] = extra[j] end
 return out

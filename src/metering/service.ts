@@ -30,8 +30,9 @@ export type StopResult =
   | { ok: false; reason: string };
 
 type RawStart = ['ok', number, number, number, number, number] | ['err', string];
-/** call_tick's answer: six entries per tick, flat (lua/call_tick.lua). */
-type RawTicks = (string | number)[];
+/** call_tick's answer (lua/call_tick.lua): code, balance, secLeft per tick, then [i, alerts, cut, fresh] for the few with more to say. */
+type RawTicks = (number | string)[];
+const TICK_CODES: readonly TickCode[] = ['ok', 'dup', 'unknown_call', 'call_ended', 'call_conflict'];
 type RawStop = ['ok', number, number, number, string, number] | ['err', string];
 
 const NO_ALERTS: readonly number[] = Object.freeze([]);
@@ -193,16 +194,20 @@ export class Metering {
       (rows) => {
         this.settled(bucket);
         this.metrics.scriptTime('call_tick', performance.now() - t0);
-        for (let i = 0, o = 0; i < batch.length; i++, o += 6) {
-          const alerts = rows[o + 3] as string;
-          batch[i]!.done(null, {
-            code: rows[o] as TickCode,
-            balance: rows[o + 1] as number,
-            secLeft: rows[o + 2] as number,
-            alerts: alerts === '' ? NO_ALERTS : alerts.split(',').map(Number),
-            cut: rows[o + 4] as string,
-            freshCut: rows[o + 5] === 1,
-          });
+        const n = batch.length;
+        let x = 3 * n;
+        for (let i = 0; i < n; i++) {
+          let alerts = NO_ALERTS;
+          let cut = '';
+          let freshCut = false;
+          if (rows[x] === i + 1) {
+            const fired = rows[x + 1] as string;
+            if (fired !== '') alerts = fired.split(',').map(Number);
+            cut = rows[x + 2] as string;
+            freshCut = rows[x + 3] === 1;
+            x += 4;
+          }
+          batch[i]!.done(null, { code: TICK_CODES[rows[3 * i] as number]!, balance: rows[3 * i + 1] as number, secLeft: rows[3 * i + 2] as number, alerts, cut, freshCut });
         }
       },
       (err: unknown) => {
