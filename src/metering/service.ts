@@ -50,9 +50,9 @@ interface PendingTick {
 
 /**
  * Call metering on top of the Lua scripts: admission, per-second billing and
- * close. Ticks that arrive in the same event-loop turn are grouped by bucket
- * and billed by one script call per bucket, which is what keeps Redis, not the
- * gateway, the limit at high call volume.
+ * close. Ticks are grouped by bucket and billed by one script call per bucket
+ * and round (see flush), which is what keeps the cost per tick falling as the
+ * call volume rises.
  */
 export class Metering {
   readonly locator: CallLocator;

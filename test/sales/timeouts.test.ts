@@ -278,7 +278,7 @@ describe('expired holds', () => {
 });
 
 describe('a buyer who never comes back', () => {
-  it('an abandoned purchase is settled after a hold: payment voided, credit released, ID back in stock, retry says abandoned', async () => {
+  it('an abandoned purchase is settled after ABANDON_AFTER_MS, not at the end of its hold: payment voided, credit released, ID back in stock, retry says abandoned', async () => {
     const m = await addMember(h, 100_000_000);
     const key = newKey('abandon');
     const stockBefore = await stock(h, 'talk-t');
