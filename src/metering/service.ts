@@ -6,7 +6,7 @@ import type { Metrics } from '../observability/metrics';
 import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
 import { callKeyOf, callKeysFor, type CallKeys, CallLocator } from './locator';
-import type { RedisClient } from '../redis/connect';
+import { sendNow, type RedisClient } from '../redis/connect';
 
 export type StartResult =
   | { ok: true; maxSec: number; balance: number; rate: number; fee: number; duplicate: boolean }
@@ -150,6 +150,8 @@ export class Metering {
         for (const go of waiting) go();
       }
     }
+    // This runs in the check phase: without this the batch would wait a whole loop iteration.
+    sendNow(this.redis);
   };
 
   private settled(bucket: number): void {

@@ -10,7 +10,7 @@ export function connectRedis(cfg: Config, url: string | undefined, extra: RedisO
     // No auto-pipelining: ioredis keeps one auto-pipeline in flight per node and
     // queues the next behind its whole round trip (stop-and-wait). Under call load
     // that queue, not Redis, set the latency. coalesceWrites() keeps its one good
-    // part: one write per event-loop turn.
+    // part: one write for many commands.
     enableAutoPipelining: false,
     // Fail fast while Redis is away: the gateway answers `unavailable` rather than queueing calls it cannot meter.
     enableOfflineQueue: false,
@@ -38,32 +38,43 @@ export function connectRedis(cfg: Config, url: string | undefined, extra: RedisO
 }
 
 /**
- * Commands issued by one callback (a WebSocket frame's messages, the replies of
- * one Redis read, a batch flush) leave in one write: the socket is corked at the
- * first write and uncorked on process.nextTick, which runs as soon as that
- * callback and its promise continuations are done. ioredis writes every command
- * as it comes, and one syscall per command cost a redemption more CPU than all
- * the rest of its handling; setImmediate instead would hold the write back for a
- * whole event-loop iteration.
+ * Commands issued in one event-loop iteration leave in one write: the socket is
+ * corked at the first write and uncorked in the iteration's check phase
+ * (setImmediate), after every I/O callback of the poll phase (all the frames and
+ * requests that came in, all the replies that were read) has issued its
+ * commands. ioredis writes every command as it comes, and a syscall per command
+ * cost a redemption more CPU than all the rest of its handling. Code that runs
+ * in the check phase itself (the tick batcher) calls sendNow() rather than wait
+ * for the next iteration.
  */
+const uncorkers = new WeakMap<Redis, () => void>();
+
 function coalesceWrites(client: Redis): void {
   client.on('connect', () => {
     const stream = (client as unknown as { stream: Socket }).stream;
     const write = stream.write;
     let corked = false;
     const uncork = (): void => {
+      if (!corked) return;
       corked = false;
       stream.uncork();
     };
+    uncorkers.set(client, uncork);
     stream.write = function (this: Socket, ...args: Parameters<Socket['write']>): boolean {
       if (!corked) {
         corked = true;
         stream.cork();
-        process.nextTick(uncork);
+        setImmediate(uncork);
       }
       return write.apply(this, args);
     } as Socket['write'];
   });
+}
+
+/** Writes what this client holds back now (see coalesceWrites). */
+export function sendNow(client: RedisClient): void {
+  if (client instanceof Cluster) for (const node of client.nodes('master')) uncorkers.get(node)?.();
+  else uncorkers.get(client)?.();
 }
 
 /** Connect and wait until Redis answers, with the offline queue off this needs an explicit wait. */
