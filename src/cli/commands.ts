@@ -1,6 +1,7 @@
 import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { audit } from '../admin/audit';
 import { activateId, idStatus, setIdState } from '../admin/ids';
 import { readAccessFile, readItemsFile, readPlansFile, readProductsFile } from '../catalog/files';
 import type { Role } from '../catalog/schema';
@@ -210,6 +211,28 @@ export const commands: Record<string, Command> = {
     async run(cli) {
       const { values } = opts(cli, { name: { type: 'string' } });
       cli.out(`revoked ${await revokeTokens((await cli.ctx()).redis, values.name ?? '')} token(s)`);
+    },
+  },
+  audit: {
+    summary: 'conservation check, from Redis alone: for every ID, value sold = balance + calls + redemptions + refunds; exit 1 on any difference',
+    usage: '[--json] [--max N]',
+    async run(cli) {
+      const { values } = opts(cli, { json: { type: 'boolean', default: false }, max: { type: 'string', default: '50' } });
+      const max = intArg(values.max, '--max');
+      const r = await audit(await cli.ctx());
+      if (values.json) process.stdout.write(JSON.stringify({ ...r, ok: r.problems.length === 0 }) + '\n');
+      else {
+        const n = (v: number): string => v.toLocaleString('en');
+        process.stdout.write(
+          `${n(r.ids)} IDs, ${n(r.sold)} sold: value sold ${n(r.valueSold)} = balances ${n(r.balances)} + calls ${n(r.calls)} + redemptions ${n(r.redeemed)} + refunds ${n(r.refunded)}\n`,
+        );
+        for (const p of r.problems.slice(0, max)) {
+          process.stdout.write(`  bucket ${p.bucket} id ${p.id} (${p.state || 'no ID'}): ${p.problem}; sold ${p.sold}, balance ${p.balance}, calls ${p.calls}, redeemed ${p.redeemed}, refunded ${p.refunded}, difference ${p.difference}\n`);
+        }
+        if (r.problems.length > max) process.stdout.write(`  … and ${r.problems.length - max} more (--max, --json)\n`);
+        process.stdout.write(r.problems.length === 0 ? 'audit: ok, every ID balances\n' : `audit: ${r.problems.length} ID(s) do not balance\n`);
+      }
+      return r.problems.length === 0 ? 0 : 1;
     },
   },
   'sale-lookup': {

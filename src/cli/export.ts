@@ -1,5 +1,6 @@
 import { stringify } from 'csv-stringify/sync';
 import type { Context } from '../app/context';
+import { readStream } from '../admin/records';
 import { keys } from '../redis/keys';
 
 const FIELDS = {
@@ -15,8 +16,7 @@ export type RecordKind = keyof typeof FIELDS;
 const streamOf = { calls: keys.cdr, sales: keys.sales, redemptions: keys.redemptions } as const;
 
 /**
- * Reads every bucket's record stream (paged XRANGE, one slot at a time, so it
- * works on a cluster) and writes the records in time order.
+ * Reads every bucket's record stream and writes the records in time order.
  */
 export async function exportRecords(
   ctx: Context,
@@ -29,17 +29,7 @@ export async function exportRecords(
   const start = range.since !== undefined ? String(range.since) : '-';
   const end = range.until !== undefined ? String(range.until) : '+';
   for (let b = 0; b < ctx.cfg.buckets; b++) {
-    let from = start;
-    for (;;) {
-      const page = await ctx.redis.xrange(streamOf[kind](b), from, end, 'COUNT', 1000);
-      for (const [id, flat] of page) {
-        const rec: Record<string, string> = { record: `${b}/${id}`, time: id.split('-')[0]! };
-        for (let i = 0; i < flat.length; i += 2) rec[flat[i]!] = flat[i + 1]!;
-        all.push(rec);
-      }
-      if (page.length < 1000) break;
-      from = `(${page[page.length - 1]![0]}`;
-    }
+    for await (const { id, fields } of readStream(ctx, streamOf[kind](b), start, end)) all.push({ record: `${b}/${id}`, time: id.split('-')[0]!, ...fields });
   }
   all.sort((a, b) => Number(a.time) - Number(b.time));
   const fields = FIELDS[kind];
