@@ -1,0 +1,69 @@
+#!/bin/sh
+# A local Redis Cluster from Debian's redis-server: 3 primaries and 3 replicas on
+# 127.0.0.1, for development and the test suite (deploy/cluster/README.md is the
+# production recipe).
+#
+#   deploy/cluster/local-cluster.sh start DIR [BASE_PORT]   nodes on BASE_PORT..BASE_PORT+5 (default 7001)
+#   deploy/cluster/local-cluster.sh stop DIR
+#
+# start prints the REDIS_CLUSTER value on its last line and returns once every
+# node says cluster_state:ok. Each node keeps its data, log and pid in DIR/PORT;
+# the cluster bus uses PORT+10000. AOF everysec as in production.
+set -eu
+
+usage() { echo "usage: $0 start DIR [BASE_PORT] | stop DIR" >&2; exit 2; }
+[ $# -ge 2 ] || usage
+cmd=$1
+dir=$2
+
+case "$cmd" in
+start)
+  base=${3:-7001}
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  nodes=""
+  for i in 0 1 2 3 4 5; do
+    port=$((base + i))
+    mkdir -p "$dir/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/$port" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+      --cluster-require-full-coverage yes \
+      --appendonly yes --appendfsync everysec --save '' \
+      --daemonize yes --pidfile "$dir/$port/redis.pid" --logfile "$dir/$port/redis.log" \
+      --loglevel warning
+    echo "$port" >> "$dir/ports"
+    nodes="$nodes 127.0.0.1:$port"
+  done
+  for port in $(cat "$dir/ports"); do
+    tries=0
+    until redis-cli -p "$port" ping >/dev/null 2>&1; do
+      tries=$((tries + 1)); [ $tries -lt 100 ] || { echo "node $port did not start: $(cat "$dir/$port/redis.log")" >&2; exit 1; }
+      sleep 0.05
+    done
+  done
+  # shellcheck disable=SC2086
+  redis-cli --cluster create $nodes --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1 || { cat "$dir/create.log" >&2; exit 1; }
+  for port in $(cat "$dir/ports"); do
+    tries=0
+    until redis-cli -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; do
+      tries=$((tries + 1)); [ $tries -lt 200 ] || { echo "node $port: cluster not ok" >&2; exit 1; }
+      sleep 0.05
+    done
+  done
+  echo "REDIS_CLUSTER=$(echo $nodes | tr ' ' ',')"
+  ;;
+stop)
+  [ -f "$dir/ports" ] || exit 0
+  for port in $(cat "$dir/ports"); do
+    pidfile="$dir/$port/redis.pid"
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null || true
+  done
+  for port in $(cat "$dir/ports"); do
+    pidfile="$dir/$port/redis.pid"
+    tries=0
+    while [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null && [ $tries -lt 100 ]; do tries=$((tries + 1)); sleep 0.05; done
+  done
+  rm -f "$dir/ports"
+  ;;
+*) usage ;;
+esac

@@ -1,0 +1,177 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { Cluster } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { activateId } from '../../src/admin/ids';
+import { openContext, type Context } from '../../src/app/context';
+import type { GoodsProduct } from '../../src/catalog/schema';
+import { createToken, putItems, putPlans, putProducts } from '../../src/catalog/store';
+import { loadConfig } from '../../src/config/config';
+import { startGateway, type Gateway } from '../../src/gateway/server';
+import { mintIds } from '../../src/ids/mint';
+import { createLogger } from '../../src/observability/log';
+import { DEMO_MEMBERS, Sandbox } from '../../src/sandbox/server';
+import { cli, setEnv } from '../helpers/cli';
+import { Client, STD_RATES, talkProduct, TEST_SECRET } from '../helpers/env';
+import { http } from '../redemption/util';
+import { newKey, purchaseBody } from '../sales/util';
+
+/**
+ * Every feature on a real Redis Cluster (3 primaries, 3 replicas started by
+ * deploy/cluster/local-cluster.sh) with no code change, only REDIS_CLUSTER:
+ * calls started on one gateway and ticked and stopped on another, a catalog
+ * change reaching both, redemption with a retry and a reversal, a purchase
+ * through the card company, export and the audit from the CLI.
+ */
+const SCRIPT = resolve(__dirname, '../../deploy/cluster/local-cluster.sh');
+const run = promisify(execFile);
+let dir: string;
+let ctx: Context;
+let sandbox: Sandbox;
+let env: Record<string, string>;
+let g1: Gateway;
+let g2: Gateway;
+
+const TALK = talkProduct({ name: 'talk-c', face: 1_000_000, price: 1_000_000 });
+const WALLET: GoodsProduct = { name: 'wallet-c', kind: 'goods', currency: 'EUR', face: 10_000_000, price: 10_000_000, venues: [], expiryDays: 0 };
+
+/** A base port with six free ports and their cluster bus ports (+10000). */
+async function freeBase(): Promise<number> {
+  const free = (port: number): Promise<boolean> =>
+    new Promise((ok) => {
+      const s = createServer().once('error', () => ok(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => ok(true)));
+    });
+  for (;;) {
+    const base = 20000 + Math.floor(Math.random() * 30000);
+    let all = true;
+    for (let i = 0; i < 6 && all; i++) all = (await free(base + i)) && (await free(base + i + 10000));
+    if (all) return base;
+  }
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'tessera-cluster-'));
+  const { stdout } = await run('sh', [SCRIPT, 'start', join(dir, 'nodes'), String(await freeBase())]);
+  const cluster = /REDIS_CLUSTER=(\S+)/.exec(stdout)![1]!;
+  sandbox = new Sandbox();
+  const sandboxPort = await sandbox.listen();
+  env = { REDIS_CLUSTER: cluster, TESSERA_SECRET: TEST_SECRET, DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', PROVIDER_URL: `http://127.0.0.1:${sandboxPort}` };
+  const cfg = loadConfig(env);
+  ctx = await openContext(cfg, createLogger('silent'));
+  await putPlans(ctx.redis, [{ name: 'std', rates: STD_RATES }]);
+  await putProducts(ctx.redis, [TALK, WALLET]);
+  await putItems(ctx.redis, [{ venue: 'arena', item: 'beer', price: 4_500_000 }]);
+  g1 = await startGateway(cfg, createLogger('silent'));
+  g2 = await startGateway(cfg, createLogger('silent'));
+}, 60_000);
+
+afterAll(async () => {
+  await g1?.close();
+  await g2?.close();
+  await ctx?.close();
+  await sandbox?.close();
+  if (dir) {
+    await run('sh', [SCRIPT, 'stop', join(dir, 'nodes')]).catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+async function sold(product: typeof TALK | typeof WALLET, n: number): Promise<string[]> {
+  const ids: string[] = [];
+  await mintIds(ctx, product, n, (id) => ids.push(id));
+  for (const id of ids) expect((await activateId(ctx, id, { price: product.price })).ok).toBe(true);
+  return ids;
+}
+
+async function runCli(...args: string[]): Promise<{ code: number; out: string }> {
+  const restore = setEnv({ ...env, REDIS_URL: undefined, BUCKETS: undefined });
+  try {
+    return await cli(...args);
+  } finally {
+    restore();
+  }
+}
+
+describe('on a 3-primary, 3-replica Redis Cluster', () => {
+  it('has six nodes: three primaries, each with a replica', async () => {
+    const primary = (ctx.redis as Cluster).nodes('master')[0]!;
+    const lines = ((await primary.call('CLUSTER', 'NODES')) as string).trim().split('\n');
+    expect(lines).toHaveLength(6);
+    expect(lines.filter((l) => / master /.test(l.replace('myself,', '')))).toHaveLength(3);
+    expect(lines.filter((l) => / slave /.test(l.replace('myself,', '')))).toHaveLength(3);
+  });
+
+  it('calls on IDs spread over every primary: started on one gateway, ticked and stopped on another', async () => {
+    const ids = await sold(TALK, 24);
+    // The IDs' keys live on all three primaries.
+    const perNode = await Promise.all((ctx.redis as Cluster).nodes('master').map((n) => n.dbsize()));
+    for (const n of perNode) expect(n).toBeGreaterThan(0);
+
+    const swTok = (await createToken(ctx.redis, { name: 'sw-cluster', role: 'switch' })).token;
+    const a = await Client.connect(g1.port, swTok);
+    const b = await Client.connect(g2.port, swTok);
+    try {
+      for (const [i, id] of ids.entries()) {
+        expect(await a.request({ op: 'start', ref: `s${i}`, call: `c${i}`, id, dest: '4912345' })).toMatchObject({ op: 'started', maxSec: 10_000 });
+      }
+      for (const i of ids.keys()) expect(await b.request({ op: 'tick', ref: `t${i}`, call: `c${i}`, sec: 3 + i })).toMatchObject({ op: 'ticked', balance: 1_000_000 - (3 + i) * 100 });
+      for (const i of ids.keys()) {
+        expect(await a.request({ op: 'stop', ref: `e${i}`, call: `c${i}`, sec: 5 + i })).toEqual({ op: 'stopped', ref: `e${i}`, call: `c${i}`, billedSec: 5 + i, cost: (5 + i) * 100, balance: 1_000_000 - (5 + i) * 100 });
+      }
+    } finally {
+      await a.close();
+      await b.close();
+    }
+    const exported = await runCli('export', 'calls', '--format', 'ndjson');
+    expect(exported.code).toBe(0);
+    expect(exported.out.trim().split('\n')).toHaveLength(ids.length);
+  });
+
+  it('a catalog change reaches both gateways', async () => {
+    await putProducts(ctx.redis, [{ ...TALK, name: 'talk-new' }]);
+    const tok = (await createToken(ctx.redis, { name: 'sales-c', role: 'sales' })).token;
+    for (const g of [g1, g2]) {
+      let names: string[] = [];
+      for (let i = 0; i < 100 && !names.includes('talk-new'); i++) {
+        const r = await fetch(`http://127.0.0.1:${g.port}/v1/products`, { headers: { Authorization: `Bearer ${tok}` } });
+        names = ((await r.json()) as { products: { name: string }[] }).products.map((p) => p.name);
+        if (!names.includes('talk-new')) await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(names).toContain('talk-new');
+    }
+  });
+
+  it('redemption: a retry returns the first answer, a reversal gives the value back once', async () => {
+    const [wallet] = await sold(WALLET, 1);
+    const tok = (await createToken(ctx.redis, { name: 'scn-c', role: 'scanner', venue: 'arena' })).token;
+    const first = await http(g1.port, 'POST', '/v1/redeem', tok, { scan: 'scan-1', id: wallet, item: 'beer' });
+    expect(first).toEqual({ status: 200, json: { kind: 'goods', action: 'spend', amount: 4_500_000, item: 'beer', valueLeft: 5_500_000 } });
+    expect(await http(g2.port, 'POST', '/v1/redeem', tok, { scan: 'scan-1', id: wallet, item: 'beer' })).toMatchObject({ status: 200, json: { valueLeft: 5_500_000, duplicate: true } });
+    expect(await http(g2.port, 'POST', '/v1/reverse', tok, { scan: 'scan-1' })).toMatchObject({ status: 200, json: { action: 'reverse', valueLeft: 10_000_000 } });
+    expect(await http(g1.port, 'POST', '/v1/reverse', tok, { scan: 'scan-1' })).toMatchObject({ status: 200, json: { valueLeft: 10_000_000, duplicate: true } });
+  });
+
+  it('a purchase through the card company, then the audit balances every ID', async () => {
+    await mintIds(ctx, TALK, 3, () => undefined);
+    const tok = (await createToken(ctx.redis, { name: 'sales-c2', role: 'sales' })).token;
+    const alice = DEMO_MEMBERS[0]!;
+    const r = await fetch(`http://127.0.0.1:${g1.port}/v1/purchases`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${tok}`, 'Content-Type': 'application/json', 'Idempotency-Key': newKey('c') },
+      body: JSON.stringify(purchaseBody(TALK.name, { card: alice.card, cardPin: alice.pin })),
+    });
+    expect(r.status).toBe(200);
+    expect(((await r.json()) as { id: string }).id).toMatch(/^\d{16}$/);
+
+    const audit = await runCli('audit', '--json');
+    const report = JSON.parse(audit.out) as { ok: boolean; sold: number; problems: unknown[] };
+    expect(report.problems).toEqual([]);
+    expect(audit.code).toBe(0);
+    expect(report.sold).toBe(24 + 1 + 1);
+  });
+});
