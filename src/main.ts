@@ -1,24 +1,28 @@
+import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { embeddedUrlFile } from './app/context';
+import { resolveSecret } from './app/secret';
 import { ConfigError, loadConfig, type Config } from './config/config';
 import { startGateway } from './gateway/server';
 import { createLogger } from './observability/log';
 import { startEmbeddedRedis, type EmbeddedRedis } from './redis/embedded';
 import { DEMO_MEMBERS, Sandbox } from './sandbox/server';
 
-/** `npm start`: the gateway, with its own Redis child process when none is configured. */
+/**
+ * `npm start [-- --workers N]`: the gateway, with its own Redis child process
+ * when none is configured. With --workers N, this process keeps the embedded
+ * Redis and the sandbox card company and runs N gateway processes that all
+ * listen on PORT (SO_REUSEPORT: the kernel spreads the connections); a worker
+ * that dies is started again.
+ */
 async function main(): Promise<void> {
-  let cfg: Config;
-  try {
-    cfg = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`tessera: ${err.message}\n`);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const { values } = parseArgs({ options: { workers: { type: 'string', default: '1' } }, strict: true });
+  const workers = Number(values.workers);
+  const cfg = loadConfig();
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new ConfigError(`--workers must be 1 to 64, not ${values.workers}`);
+  if (workers > 1 && cfg.port === 0) throw new ConfigError('--workers needs a fixed PORT: the workers share it');
   const log = createLogger(cfg.logLevel);
 
   let embedded: EmbeddedRedis | undefined;
@@ -46,15 +50,43 @@ async function main(): Promise<void> {
     );
   }
 
-  const gw = await startGateway(cfg, log, embedded?.url ?? cfg.redis.url);
-  log.info({ url: `ws://localhost:${gw.port}/v1/switch` }, 'ready: switches connect here; `npx tessera demo` loads a demo catalog and ID');
-
   let stopping = false;
+  let stopGateways: () => Promise<void>;
+  if (workers === 1) {
+    const gw = await startGateway(cfg, log, embedded?.url ?? cfg.redis.url);
+    log.info({ url: `ws://localhost:${gw.port}/v1/switch` }, 'ready: switches connect here; `npx tessera demo` loads a demo catalog and ID');
+    stopGateways = () => gw.close();
+    // A worker of --workers: when the process that started it is gone (even by kill -9), so is it.
+    if (process.channel) process.once('disconnect', () => void shutdown('parent gone'));
+  } else {
+    // Written now, so that every worker reads the same development secret.
+    resolveSecret(cfg, (msg) => log.warn(msg));
+    const env = { ...process.env, PROVIDER_URL: cfg.provider.url, ...(embedded ? { REDIS_URL: embedded.url } : {}) };
+    const running = new Set<ChildProcess>();
+    const startWorker = (n: number): void => {
+      const child = fork(__filename, [], { env });
+      running.add(child);
+      child.once('exit', (code, signal) => {
+        running.delete(child);
+        if (stopping) return;
+        log.error({ worker: n, pid: child.pid, code, signal }, 'gateway worker exited; starting another');
+        setTimeout(() => startWorker(n), 500).unref();
+      });
+    };
+    for (let n = 1; n <= workers; n++) startWorker(n);
+    log.info({ workers, url: `ws://localhost:${cfg.port}/v1/switch` }, 'started gateway workers on one port');
+    stopGateways = async () => {
+      const exited = [...running].map((c) => new Promise((r) => c.once('exit', r)));
+      for (const c of running) c.kill('SIGTERM');
+      await Promise.all(exited);
+    };
+  }
+
   const shutdown = async (signal: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
-    await gw.close();
+    await stopGateways();
     await sandbox?.close();
     if (embedded) {
       // Only our own listener: the one inside stop() must still see Redis exit.

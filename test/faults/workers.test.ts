@@ -1,0 +1,127 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../src/redis/embedded';
+import { runCliIn } from '../helpers/cli';
+import { Client, seedCatalog, soldIds, startHarness, talkProduct, token, TEST_SECRET, type Harness } from '../helpers/env';
+
+/**
+ * `npm start -- --workers 2`: two gateway processes on one port. A worker
+ * killed with SIGKILL in the middle of 1,000 live calls: the switch connections
+ * it held drop, reconnect (to whichever worker the kernel picks), and every
+ * call goes on and is billed exactly what the switch measured; the dead worker
+ * is replaced; the audit balances; SIGTERM stops them all.
+ */
+const ROOT = resolve(__dirname, '../..');
+const TALK = talkProduct({ name: 'talk-w', face: 10_000_000, price: 10_000_000, thresholds: [] });
+const DEST = '4912345'; // 100 micro-units a second
+const CALLS = 1000;
+const CONNS = 20;
+let h: Harness;
+let dir: string;
+let port: number;
+let primary: ChildProcess;
+let log = '';
+
+function workerPids(): number[] {
+  try {
+    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(primary.pid)], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => Number(l.trim()))
+      .filter((n) => n > 0);
+  } catch {
+    return []; // ps exits 1 when there is none
+  }
+}
+
+async function until(what: string, fn: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await fn())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; gateway log: ${log.slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const healthy = (): Promise<boolean> =>
+  fetch(`http://127.0.0.1:${port}/readyz`)
+    .then((r) => r.status === 200)
+    .catch(() => false);
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h, [TALK]);
+  dir = mkdtempSync(join(tmpdir(), 'tessera-workers-'));
+  port = await freePort();
+  primary = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), '--workers', '2'], {
+    cwd: ROOT,
+    env: { ...process.env, REDIS_URL: h.redis.url, PROVIDER_URL: h.cfg.provider.url, TESSERA_SECRET: TEST_SECRET, BUCKETS: String(h.cfg.buckets), DATA_DIR: dir, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  primary.stdout!.on('data', (d: Buffer) => (log += d.toString()));
+  primary.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  // Generous: on a clean clone tsx compiles the sources for three processes first.
+  await until('two workers', async () => workerPids().length === 2 && (await healthy()), 50_000);
+}, 60_000);
+
+afterAll(async () => {
+  if (primary && primary.exitCode === null) primary.kill('SIGKILL');
+  await h?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('--workers 2, one of them killed with SIGKILL mid-traffic', () => {
+  it('every call continues through another worker and is billed exactly; the worker is replaced; the audit balances', async () => {
+    const swTok = await token(h, 'switch', 'sw-workers');
+    const ids = await soldIds(h, TALK, CALLS);
+    const conns: Client[] = [];
+    for (let i = 0; i < CONNS; i++) conns.push(await Client.connect(port, swTok));
+    const connOf = (i: number): number => i % CONNS;
+
+    // 1,000 calls, answered and ticked to second 3.
+    await Promise.all(ids.map((id, i) => conns[connOf(i)]!.request({ op: 'start', ref: `s${i}`, call: `c${i}`, id, dest: DEST })));
+    for (const sec of [1, 2, 3]) {
+      await Promise.all(ids.map((_, i) => conns[connOf(i)]!.request({ op: 'tick', ref: `t${sec}-${i}`, call: `c${i}`, sec })));
+    }
+
+    // One worker dies. Its connections drop; the switch reconnects them.
+    const [victim, survivor] = workerPids();
+    process.kill(victim!, 'SIGKILL');
+    await until('the dropped connections', () => conns.some((c) => c.ws.readyState === c.ws.CLOSED));
+    for (let i = 0; i < CONNS; i++) {
+      if (conns[i]!.ws.readyState !== conns[i]!.ws.OPEN) {
+        await until('a worker taking connections', async () => (await healthy()));
+        conns[i] = await Client.connect(port, swTok);
+      }
+    }
+    expect(conns.every((c) => c.ws.readyState === c.ws.OPEN)).toBe(true);
+
+    // The switch goes on: ticks 4 and 5, then the stop at 5 s. Ticks sent while the worker
+    // died were never answered; the next tick carries the elapsed seconds, so nothing is lost.
+    for (const sec of [4, 5]) {
+      const r = await Promise.all(ids.map((_, i) => conns[connOf(i)]!.request({ op: 'tick', ref: `u${sec}-${i}`, call: `c${i}`, sec })));
+      expect(r.every((m) => m.op === 'ticked')).toBe(true);
+    }
+    const stops = await Promise.all(ids.map((_, i) => conns[connOf(i)]!.request({ op: 'stop', ref: `e${i}`, call: `c${i}`, sec: 5 })));
+    for (const s of stops) expect(s).toMatchObject({ op: 'stopped', billedSec: 5, cost: 500, balance: 10_000_000 - 500 });
+    for (const c of conns) await c.close();
+
+    // The primary replaced the dead worker.
+    await until('a new worker', () => workerPids().length === 2 && !workerPids().includes(victim!));
+    expect(workerPids()).toContain(survivor);
+    expect(log).toContain('gateway worker exited; starting another');
+
+    const audit = await runCliIn(h, 'audit', '--json');
+    expect(JSON.parse(audit.out)).toMatchObject({ ok: true, problems: [] });
+    expect(audit.code).toBe(0);
+  }, 120_000);
+
+  it('SIGTERM stops the primary and every worker', async () => {
+    const pids = workerPids();
+    const exited = new Promise<number | null>((r) => primary.once('exit', (code) => r(code)));
+    primary.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  }, 30_000);
+});
