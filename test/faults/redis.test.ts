@@ -1,0 +1,171 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Redis from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openContext, type Context } from '../../src/app/context';
+import { putPlans, putProducts } from '../../src/catalog/store';
+import { loadConfig, type Config } from '../../src/config/config';
+import { startGateway, type Gateway } from '../../src/gateway/server';
+import { createLogger } from '../../src/observability/log';
+import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/redis/embedded';
+import { Sandbox } from '../../src/sandbox/server';
+import { activateId } from '../../src/admin/ids';
+import { mintIds } from '../../src/ids/mint';
+import { createToken } from '../../src/catalog/store';
+import { cli, cliEnv, setEnv } from '../helpers/cli';
+import { Client, STD_RATES, talkProduct, TEST_SECRET } from '../helpers/env';
+
+/**
+ * Redis faults, with the persistence production uses (AOF, appendfsync
+ * everysec): Redis frozen for 5 s (the gateway answers `unavailable` within
+ * REDIS_TIMEOUT_MS, never hangs, and carries on by itself, billing the call by
+ * the seconds the switch reports), and Redis killed with SIGKILL and started
+ * again on its data (everything acknowledged more than the fsync second before
+ * the kill is there, and the audit balances).
+ */
+const TALK = talkProduct({ name: 'talk-f', face: 10_000_000, price: 10_000_000, thresholds: [] });
+const DEST = '4912345'; // 100 micro-units a second
+const TIMEOUT_MS = 400;
+let dir: string;
+let redis: EmbeddedRedis;
+let sandbox: Sandbox;
+let cfg: Config;
+let ctx: Context;
+let gw: Gateway;
+let sw: Client;
+let n = 0;
+
+async function startRedis(port?: number): Promise<EmbeddedRedis> {
+  return startEmbeddedRedis({ dir: join(dir, 'redis'), persist: true, port });
+}
+
+/** The redis-server process itself (the embedded one runs under a small sh watchdog). */
+async function redisPid(): Promise<number> {
+  const r = new Redis(redis.url);
+  try {
+    return Number(/process_id:(\d+)/.exec((await r.info('server')) as string)![1]);
+  } finally {
+    r.disconnect();
+  }
+}
+
+async function sold(count: number): Promise<string[]> {
+  const ids: string[] = [];
+  await mintIds(ctx, TALK, count, (id) => ids.push(id));
+  for (const id of ids) expect((await activateId(ctx, id, { price: TALK.price })).ok).toBe(true);
+  return ids;
+}
+
+async function audit(): Promise<{ code: number; report: { ok: boolean; problems: unknown[]; sold: number } }> {
+  const restore = setEnv(cliEnv({ redis, cfg, dir }));
+  try {
+    const r = await cli('audit', '--json');
+    return { code: r.code, report: JSON.parse(r.out) };
+  } finally {
+    restore();
+  }
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'tessera-faults-'));
+  redis = await startRedis();
+  sandbox = new Sandbox();
+  const sandboxPort = await sandbox.listen();
+  cfg = loadConfig({ REDIS_URL: redis.url, TESSERA_SECRET: TEST_SECRET, DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', PROVIDER_URL: `http://127.0.0.1:${sandboxPort}`, REDIS_TIMEOUT_MS: String(TIMEOUT_MS) });
+  ctx = await openContext(cfg, createLogger('silent'), redis.url);
+  await putPlans(ctx.redis, [{ name: 'std', rates: STD_RATES }]);
+  await putProducts(ctx.redis, [TALK]);
+  gw = await startGateway(cfg, createLogger('silent'), redis.url);
+  sw = await Client.connect(gw.port, (await createToken(ctx.redis, { name: 'sw-f', role: 'switch' })).token);
+}, 30_000);
+
+afterAll(async () => {
+  await sw?.close();
+  await gw?.close();
+  await ctx?.close();
+  await sandbox?.close();
+  await redis?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('Redis frozen for 5 s', () => {
+  it('ticks and starts are answered unavailable within the timeout, nothing hangs, and the call bills on afterwards', async () => {
+    const [id, late] = await sold(2);
+    const call = `frz-${++n}`;
+    expect(await sw.request({ op: 'start', ref: 's', call, id, dest: DEST })).toMatchObject({ op: 'started' });
+    expect(await sw.request({ op: 'tick', ref: 't1', call, sec: 1 })).toMatchObject({ op: 'ticked', balance: 10_000_000 - 100 });
+
+    const pid = await redisPid();
+    process.kill(pid, 'SIGSTOP');
+    const frozenAt = Date.now();
+    try {
+      const answers: { ms: number; m: Record<string, unknown> }[] = [];
+      // The switch keeps ticking once a second, and another call tries to start.
+      for (let sec = 2; sec <= 5; sec++) {
+        const t0 = Date.now();
+        const ticks = sw.request({ op: 'tick', ref: `t${sec}`, call, sec }, 5000);
+        const start = sw.request({ op: 'start', ref: `s${sec}`, call: `frz-late-${n}-${sec}`, id: late!, dest: DEST }, 5000);
+        for (const m of await Promise.all([ticks, start])) answers.push({ ms: Date.now() - t0, m });
+        await new Promise((r) => setTimeout(r, Math.max(0, frozenAt + (sec - 1) * 1000 - Date.now())));
+      }
+      for (const a of answers) {
+        expect(a.m).toMatchObject({ op: 'error', reason: 'unavailable' });
+        // REDIS_TIMEOUT_MS and a margin for the event loop: quickly, never a hang.
+        expect(a.ms).toBeLessThan(TIMEOUT_MS + 600);
+      }
+      expect(Date.now() - frozenAt).toBeGreaterThanOrEqual(4000);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+
+    // Back by itself: the next tick bills every second since the last one that was billed.
+    let next: Record<string, unknown> = {};
+    for (let i = 0; i < 50; i++) {
+      next = await sw.request({ op: 'tick', ref: `t6-${i}`, call, sec: 6 });
+      if (next.op === 'ticked') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(next).toMatchObject({ op: 'ticked', balance: 10_000_000 - 600 });
+    expect(await sw.request({ op: 'stop', ref: 'e', call, sec: 7 })).toMatchObject({ op: 'stopped', billedSec: 7, cost: 700 });
+  }, 30_000);
+});
+
+describe('Redis killed with SIGKILL and started again on its AOF', () => {
+  it('everything acknowledged more than a second before the kill is back, the gateway reconnects, the audit balances', async () => {
+    const ids = await sold(50);
+    for (const [i, id] of ids.entries()) {
+      const call = `k-${i}`;
+      expect(await sw.request({ op: 'start', ref: `ks${i}`, call, id, dest: DEST })).toMatchObject({ op: 'started' });
+      expect(await sw.request({ op: 'stop', ref: `ke${i}`, call, sec: 10 + i })).toMatchObject({ op: 'stopped', cost: (10 + i) * 100 });
+    }
+    // The loss window of appendfsync everysec: about a second. Wait it out, then kill.
+    await new Promise((r) => setTimeout(r, 1500));
+    const port = redis.port;
+    process.kill(await redisPid(), 'SIGKILL');
+    await new Promise<void>((r) => (redis.process.exitCode !== null ? r() : redis.process.once('exit', () => r())));
+    redis = await startRedis(port);
+
+    // The gateway reconnects by itself and finds every call closed, billed as acknowledged.
+    let again: Record<string, unknown> = {};
+    for (let i = 0; i < 100; i++) {
+      again = await sw.request({ op: 'stop', ref: `again-${i}`, call: 'k-0', sec: 10 });
+      if (again.op === 'stopped') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(again).toMatchObject({ op: 'stopped', billedSec: 10, cost: 1000, balance: 10_000_000 - 1000 });
+    const r = new Redis(redis.url);
+    try {
+      for (const [i, id] of ids.entries()) {
+        const { hash, bucket } = ctx.ids.hash(id);
+        expect(await r.hget(`ts:{b${bucket}}:id:${hash}`, 'bal')).toBe(String(10_000_000 - (10 + i) * 100));
+      }
+    } finally {
+      r.disconnect();
+    }
+    const { code, report } = await audit();
+    expect(report.problems).toEqual([]);
+    expect(code).toBe(0);
+    expect(report.sold).toBeGreaterThanOrEqual(52);
+  }, 60_000);
+});
