@@ -131,6 +131,40 @@ describe('Redis frozen for 5 s', () => {
   }, 30_000);
 });
 
+describe('Redis slow to answer', () => {
+  it('requests past the in-flight bound are refused overloaded at once instead of queueing; the rest finish when Redis is back', async () => {
+    const small = await startGateway({ ...cfg, maxInflightTotal: 100, redis: { ...cfg.redis, timeoutMs: 3000 } }, createLogger('silent'), redis.url);
+    const c = await Client.connect(small.port, (await createToken(ctx.redis, { name: 'sw-slow', role: 'switch' })).token);
+    try {
+      const [id] = await sold(1);
+      expect(await c.request({ op: 'start', ref: 'slow-s', call: 'slow', id, dest: DEST })).toMatchObject({ op: 'started' });
+      const pid = await redisPid();
+      process.kill(pid, 'SIGSTOP');
+      const t0 = Date.now();
+      try {
+        c.send(Array.from({ length: 1000 }, (_, i) => ({ op: 'tick', ref: `tk-${i}`, call: 'slow', sec: 1 + i })));
+        // 900 refused at once, while Redis still sleeps.
+        const refused = () => c.received.filter((m) => String(m.ref).startsWith('tk-') && m.reason === 'overloaded').length;
+        for (let i = 0; i < 100 && refused() < 900; i++) await new Promise((r) => setTimeout(r, 10));
+        expect(refused()).toBe(900);
+        expect(Date.now() - t0).toBeLessThan(1000);
+      } finally {
+        process.kill(pid, 'SIGCONT');
+      }
+      // The 100 admitted are answered once Redis is back, and the call is billed to the highest second admitted.
+      const answered = () => c.received.filter((m) => String(m.ref).startsWith('tk-')).length;
+      for (let i = 0; i < 300 && answered() < 1000; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(answered()).toBe(1000);
+      const ticked = c.received.filter((m) => String(m.ref).startsWith('tk-') && m.op === 'ticked');
+      expect(ticked).toHaveLength(100);
+      expect(await c.request({ op: 'stop', ref: 'slow-e', call: 'slow', sec: 100 })).toMatchObject({ op: 'stopped', billedSec: 100, cost: 10_000 });
+    } finally {
+      await c.close();
+      await small.close();
+    }
+  }, 30_000);
+});
+
 describe('Redis killed with SIGKILL and started again on its AOF', () => {
   it('everything acknowledged more than a second before the kill is back, the gateway reconnects, the audit balances', async () => {
     const ids = await sold(50);
