@@ -28,7 +28,7 @@ start)
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/$port" \
       --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
       --cluster-require-full-coverage yes \
-      --appendonly yes --appendfsync everysec --save '' \
+      --appendonly yes --appendfsync everysec --save '' --repl-diskless-sync-delay 0 \
       --daemonize yes --pidfile "$dir/$port/redis.pid" --logfile "$dir/$port/redis.log" \
       --loglevel warning
     echo "$port" >> "$dir/ports"
@@ -47,6 +47,20 @@ start)
     tries=0
     until redis-cli -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; do
       tries=$((tries + 1)); [ $tries -lt 200 ] || { echo "node $port: cluster not ok" >&2; exit 1; }
+      sleep 0.05
+    done
+  done
+  # ...and until the replicas have taken their places (create assigns them last) and
+  # finished their first sync: a replica that never synced may not take over.
+  tries=0
+  until [ "$(redis-cli -p "$base" cluster nodes | grep -c ' slave ')" -eq 3 ]; do
+    tries=$((tries + 1)); [ $tries -lt 200 ] || { echo "replicas did not attach" >&2; exit 1; }
+    sleep 0.05
+  done
+  for port in $(cat "$dir/ports"); do
+    tries=0
+    while redis-cli -p "$port" info replication | grep -q '^role:slave' && ! redis-cli -p "$port" info replication | grep -q 'master_link_status:up'; do
+      tries=$((tries + 1)); [ $tries -lt 400 ] || { echo "replica $port did not sync" >&2; exit 1; }
       sleep 0.05
     done
   done

@@ -20,7 +20,8 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 /** Maps a thrown error to the reason a client sees: Redis trouble is `unavailable`, anything else `internal`. */
 export function failureReason(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);
-  return /Connection|connect|ECONN|timed? ?out|Stream isn't writeable|ETIMEDOUT|CLUSTERDOWN|TRYAGAIN|LOADING|MASTERDOWN|READONLY|OOM|BUSY/i.test(msg)
+  // A cluster in failover answers MOVED until every client has the new slot map: storage trouble too.
+  return /Connection|connect|ECONN|timed? ?out|Stream isn't writeable|ETIMEDOUT|CLUSTERDOWN|TRYAGAIN|LOADING|MASTERDOWN|READONLY|OOM|BUSY|Cluster redirections|MOVED|slots cache/i.test(msg)
     ? 'unavailable'
     : 'internal';
 }

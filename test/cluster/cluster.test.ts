@@ -174,4 +174,41 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
     expect(audit.code).toBe(0);
     expect(report.sold).toBe(24 + 1 + 1);
   });
+
+  it('a primary killed with SIGKILL: its replica takes over and every call goes on, billed exactly; the audit balances', async () => {
+    const ids = await sold(TALK, 30);
+    const swTok = (await createToken(ctx.redis, { name: 'sw-failover', role: 'switch' })).token;
+    const c = await Client.connect(g1.port, swTok);
+    try {
+      for (const [i, id] of ids.entries()) expect(await c.request({ op: 'start', ref: `fs${i}`, call: `f${i}`, id, dest: '4912345' })).toMatchObject({ op: 'started' });
+      for (const i of ids.keys()) expect(await c.request({ op: 'tick', ref: `ft${i}`, call: `f${i}`, sec: 3 })).toMatchObject({ op: 'ticked' });
+      // Let replication catch up (it is asynchronous), then kill the first primary.
+      await new Promise((r) => setTimeout(r, 300));
+      const primary = (ctx.redis as Cluster).nodes('master')[0]!;
+      const pid = Number(/process_id:(\d+)/.exec((await primary.info('server')) as string)![1]);
+      process.kill(pid, 'SIGKILL');
+
+      // The switch keeps ticking; calls on the dead primary's buckets answer unavailable until the failover.
+      const pending = new Set(ids.keys());
+      const deadline = Date.now() + 30_000;
+      let round = 0;
+      while (pending.size > 0 && Date.now() < deadline) {
+        round++;
+        for (const i of [...pending]) {
+          const r = await c.request({ op: 'tick', ref: `fu${round}-${i}`, call: `f${i}`, sec: 6 });
+          if (r.op === 'ticked') pending.delete(i);
+          else expect(r).toMatchObject({ op: 'error', reason: 'unavailable' });
+        }
+        if (pending.size > 0) await new Promise((r) => setTimeout(r, 250));
+      }
+      expect([...pending]).toEqual([]);
+      for (const i of ids.keys()) {
+        expect(await c.request({ op: 'stop', ref: `fe${i}`, call: `f${i}`, sec: 8 })).toMatchObject({ op: 'stopped', billedSec: 8, cost: 800, balance: 1_000_000 - 800 });
+      }
+    } finally {
+      await c.close();
+    }
+    const audit = await runCli('audit', '--json');
+    expect(JSON.parse(audit.out)).toMatchObject({ ok: true, problems: [] });
+  }, 60_000);
 });
