@@ -5,6 +5,8 @@ import { encodeFrame, type Encoding } from '../protocol/codec';
 export interface ConnData {
   token: TokenInfo;
   path: string;
+  /** Counted against MAX_CONNECTIONS_PER_CLIENT until the connection closes. */
+  client: string;
   conn?: Conn;
 }
 

@@ -2,7 +2,7 @@ import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { Role, TokenInfo } from '../catalog/schema';
 import { schemaReason, type Checked } from '../protocol/switch';
-import { failureReason } from './dispatch';
+import { failureReason, type Load } from './dispatch';
 import { BodyError, bearer, readJson, replyFor, type AuthResult } from './http';
 
 /**
@@ -70,6 +70,8 @@ export class HttpApi {
     private readonly app: TemplatedApp,
     private readonly authorize: (token: string, roles: Role[]) => Promise<AuthResult>,
     private readonly log: Logger,
+    /** Shared with the WebSocket endpoints: MAX_INFLIGHT_TOTAL bounds HTTP requests too. */
+    private readonly load: Load,
     private readonly bodyLimit = 64 * 1024,
   ) {}
 
@@ -87,6 +89,8 @@ export class HttpApi {
     this.app[method](pattern, (res: HttpResponse, req) => {
       // uWS: everything from req is read now, and onAborted is set before any await.
       const reply = replyFor(res);
+      if (this.load.inflight >= this.load.max) return reply.error(503, 'overloaded', 'the gateway is at capacity, retry shortly');
+      this.load.inflight++;
       const tok = bearer(req);
       const idempotencyKey = req.getHeader('idempotency-key');
       const params = Array.from({ length: nParams }, (_, i) => safeDecode(req.getParameter(i) ?? ''));
@@ -115,6 +119,8 @@ export class HttpApi {
           const reason = failureReason(err);
           if (reason === 'internal') this.log.error({ err }, 'http handler failed');
           reply.error(reason === 'unavailable' ? 503 : 500, reason, reason === 'unavailable' ? 'storage unavailable, try again' : 'internal error');
+        } finally {
+          this.load.inflight--;
         }
       })();
     });

@@ -98,6 +98,17 @@ export async function readForm(res: HttpResponse, limit: number): Promise<URLSea
   return new URLSearchParams(await readBody(res, limit));
 }
 
+/**
+ * The client's address (per-client limits: PIN tries, connections). Behind a
+ * reverse proxy (TRUST_PROXY=1) it is the last address of X-Forwarded-For, else
+ * the socket's.
+ */
+export function clientAddress(res: HttpResponse, req: HttpRequest, trustProxy: boolean): string {
+  // The last entry is the one our own proxy added; earlier ones are whatever the client sent.
+  const forwarded = trustProxy ? req.getHeader('x-forwarded-for').split(',').pop()?.trim() : '';
+  return forwarded || Buffer.from(res.getRemoteAddressAsText()).toString('utf8');
+}
+
 export function bearer(req: HttpRequest): string {
   const h = req.getHeader('authorization');
   return h.startsWith('Bearer ') ? h.slice(7).trim() : '';

@@ -10,7 +10,7 @@ import { Metrics } from '../observability/metrics';
 import { connectRedis, waitReady } from '../redis/connect';
 import { Conn, type ConnData } from './connection';
 import { Dispatcher, type Routes } from './dispatch';
-import { authorize, bearer, replyFor, type AuthResult } from './http';
+import { authorize, bearer, clientAddress, replyFor, type AuthResult } from './http';
 import { HttpApi } from './http-api';
 import { adminRoutes } from './admin-routes';
 import { scannerHttp, scannerRoutes } from './scanner';
@@ -56,6 +56,8 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   const app = uWS.App();
   const load = { inflight: 0, max: cfg.maxInflightTotal };
   const conns = new Set<Conn>();
+  /** Open WebSocket connections by client address (MAX_CONNECTIONS_PER_CLIENT). */
+  const perClient = new Map<string, number>();
   const redemption = new Redemption(ctx, catalog, metrics);
   if (!cfg.provider.url) throw new Error('no payment provider: set PROVIDER_URL (npm start runs the sandbox provider when it is unset)');
   const provider = new HttpProvider(cfg.provider.url, cfg.provider.timeoutMs, cfg.provider.key);
@@ -90,6 +92,15 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
       upgrade(res, req, context) {
         // Headers must be read before any await: uWS reuses req afterwards.
         const tok = bearer(req) || new URLSearchParams(req.getQuery() ?? '').get('token') || '';
+        const client = clientAddress(res, req, cfg.trustProxy);
+        // Refused before the token is even looked at: a flood must cost us as little as possible.
+        const full = conns.size >= cfg.maxConnections ? 'the gateway' : (perClient.get(client) ?? 0) >= cfg.maxConnectionsPerClient ? 'this client' : '';
+        if (full) {
+          metrics.event('upgrade', 'too_many_connections');
+          res.writeStatus('503 Service Unavailable').writeHeader('Content-Type', 'application/json')
+            .end(JSON.stringify({ error: { reason: 'too_many_connections', message: `${full} has as many connections as it may` } }));
+          return;
+        }
         const key = req.getHeader('sec-websocket-key');
         const protocol = req.getHeader('sec-websocket-protocol');
         const extensions = req.getHeader('sec-websocket-extensions');
@@ -105,7 +116,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
                 .end(JSON.stringify({ error: { reason: auth.reason, message: auth.message } }));
               return;
             }
-            res.upgrade<ConnData>({ token: auth.token, path }, key, protocol, extensions, context);
+            res.upgrade<ConnData>({ token: auth.token, path, client }, key, protocol, extensions, context);
           });
         });
       },
@@ -113,6 +124,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
         const data = ws.getUserData();
         data.conn = new Conn(ws, data.token);
         conns.add(data.conn);
+        perClient.set(data.client, (perClient.get(data.client) ?? 0) + 1);
         metrics.connections.inc({ path });
       },
       message(ws, message, isBinary) {
@@ -122,6 +134,10 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
         const conn = ws.getUserData().conn!;
         conn.closed = true;
         conns.delete(conn);
+        const client = ws.getUserData().client;
+        const left = (perClient.get(client) ?? 1) - 1;
+        if (left > 0) perClient.set(client, left);
+        else perClient.delete(client);
         metrics.connections.dec({ path });
       },
     });
@@ -156,7 +172,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
     );
   });
 
-  const api = new HttpApi(app, authorizeFresh, log);
+  const api = new HttpApi(app, authorizeFresh, log, load);
   adminRoutes(api, ctx, redemption);
   scannerHttp(api, redemption, metrics);
   salesRoutes(api, ctx, catalog, inventory, purchases, provider);

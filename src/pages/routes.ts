@@ -3,7 +3,7 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { CatalogCache } from '../catalog/cache';
 import type { AccessArea } from '../catalog/schema';
-import { readForm, replyFor, type Reply } from '../gateway/http';
+import { clientAddress, readForm, replyFor, type Reply } from '../gateway/http';
 import { productView } from '../gateway/sales-routes';
 import type { CheckLinks } from '../sales/check';
 import type { Inventory } from '../sales/inventory';
@@ -31,16 +31,6 @@ const HTML = 'text/html; charset=utf-8';
 /** Before first use an ID's validity is counted in days from that first use. */
 function validity(days: number | undefined): string {
   return days ? `${days} days after first use` : 'no expiry';
-}
-
-/**
- * The buyer's address, for the per-client PIN lockout. Behind a reverse proxy
- * (TRUST_PROXY=1) it is the last address of X-Forwarded-For, else the socket's.
- */
-function clientAddress(res: HttpResponse, req: HttpRequest, trustProxy: boolean): string {
-  // The last entry is the one our own proxy added; earlier ones are whatever the client sent.
-  const forwarded = trustProxy ? req.getHeader('x-forwarded-for').split(',').pop()?.trim() : '';
-  return forwarded || Buffer.from(res.getRemoteAddressAsText()).toString('utf8');
 }
 
 export function pageRoutes(app: TemplatedApp, d: PageDeps): void {

@@ -25,6 +25,8 @@ describe('loadConfig', () => {
       maxBatch: 2000,
       maxInflight: 5_000,
       maxInflightTotal: 50_000,
+      maxConnections: 20_000,
+      maxConnectionsPerClient: 1_000,
       maxBackpressureBytes: 8 * 1024 * 1024,
       wsIdleTimeoutSec: 120,
       publicUrl: undefined,

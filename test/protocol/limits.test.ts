@@ -1,0 +1,124 @@
+import { connect } from 'node:net';
+import Redis from 'ioredis';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { gateway, seedCatalog, startHarness, token, type Harness } from '../helpers/env';
+
+/**
+ * Limits against floods and slow clients: WebSocket connections per gateway
+ * and per client address, HTTP requests in flight (MAX_INFLIGHT_TOTAL, shared
+ * with the WebSocket endpoints), and uWS's own 10 s deadline on a request whose
+ * headers or body trickle in (slow-loris).
+ */
+let h: Harness;
+let tok: string;
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h);
+  tok = await token(h, 'switch');
+});
+afterAll(async () => h?.stop());
+
+/** Opens a switch connection; resolves with the socket, or with the HTTP refusal of the upgrade. */
+function open(gw: Gateway, headers: Record<string, string> = {}): Promise<{ ws?: WebSocket; status?: number; body?: unknown }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/v1/switch`, { headers: { Authorization: `Bearer ${tok}`, ...headers } });
+    ws.once('open', () => resolve({ ws }));
+    ws.once('unexpected-response', (_req, res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => (text += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode, body: JSON.parse(text) }));
+    });
+    ws.once('error', reject);
+  });
+}
+
+const closeAll = (list: { ws?: WebSocket }[]): Promise<unknown> =>
+  Promise.all(list.map((c) => c.ws && new Promise((r) => (c.ws!.once('close', r), c.ws!.close()))));
+
+describe('WebSocket connection limits', () => {
+  it('past MAX_CONNECTIONS an upgrade is refused 503 too_many_connections, before the token is looked at; a freed place is taken again', async () => {
+    const gw = await gateway(h, { maxConnections: 3 });
+    const opened = [await open(gw), await open(gw), await open(gw)];
+    try {
+      expect(opened.every((c) => c.ws)).toBe(true);
+      expect(await open(gw)).toEqual({ status: 503, body: { error: { reason: 'too_many_connections', message: 'the gateway has as many connections as it may' } } });
+      await closeAll([opened.pop()!]);
+      await new Promise((r) => setTimeout(r, 50));
+      const again = await open(gw);
+      expect(again.ws).toBeDefined();
+      opened.push(again);
+    } finally {
+      await closeAll(opened);
+      await gw.close();
+    }
+  });
+
+  it('past MAX_CONNECTIONS_PER_CLIENT one address is refused while others still connect (behind a proxy: by X-Forwarded-For)', async () => {
+    const gw = await gateway(h, { maxConnectionsPerClient: 2, trustProxy: true });
+    const a = { 'X-Forwarded-For': '198.51.100.7' };
+    const opened = [await open(gw, a), await open(gw, a)];
+    try {
+      expect(await open(gw, a)).toMatchObject({ status: 503, body: { error: { reason: 'too_many_connections', message: 'this client has as many connections as it may' } } });
+      const other = await open(gw, { 'X-Forwarded-For': '198.51.100.8' });
+      expect(other.ws).toBeDefined();
+      opened.push(other);
+    } finally {
+      await closeAll(opened);
+      await gw.close();
+    }
+  });
+});
+
+describe('HTTP requests in flight', () => {
+  it('past MAX_INFLIGHT_TOTAL a request is answered 503 overloaded at once instead of queueing', async () => {
+    const gw = await gateway(h, { maxInflightTotal: 1, redis: { ...h.cfg.redis, timeoutMs: 5000 } });
+    const scanner = await token(h, 'scanner');
+    const r = new Redis(h.redis.url);
+    const pid = Number(/process_id:(\d+)/.exec((await r.info('server')) as string)![1]);
+    r.disconnect();
+    const post = () =>
+      fetch(`http://127.0.0.1:${gw.port}/v1/redeem`, { method: 'POST', headers: { Authorization: `Bearer ${scanner}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ scan: 's1', id: '4000000000000002' }) });
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const first = post(); // held: Redis does not answer
+      await new Promise((r) => setTimeout(r, 100));
+      const t0 = Date.now();
+      const second = await post();
+      expect(second.status).toBe(503);
+      expect(await second.json()).toEqual({ error: { reason: 'overloaded', message: 'the gateway is at capacity, retry shortly' } });
+      expect(Date.now() - t0).toBeLessThan(500);
+      process.kill(pid, 'SIGCONT');
+      expect((await first).status).toBeLessThan(500);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+      await gw.close();
+    }
+  });
+});
+
+describe('slow clients (slow-loris)', () => {
+  it('a request whose body trickles in is cut off after about 10 s, whatever it still sends', async () => {
+    const gw = await gateway(h);
+    const scanner = await token(h, 'scanner');
+    try {
+      const closedAfter = await new Promise<number>((resolve) => {
+        const s = connect(gw.port, '127.0.0.1', () => {
+          s.write(`POST /v1/redeem HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${scanner}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n`);
+          const t0 = Date.now();
+          const drip = setInterval(() => !s.destroyed && s.write(' '), 1000);
+          s.on('close', () => {
+            clearInterval(drip);
+            resolve(Date.now() - t0);
+          });
+          s.on('error', () => undefined);
+        });
+      });
+      expect(closedAfter).toBeGreaterThan(5_000);
+      expect(closedAfter).toBeLessThan(16_000);
+    } finally {
+      await gw.close();
+    }
+  }, 25_000);
+});
