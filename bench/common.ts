@@ -164,8 +164,10 @@ export interface GatewayChildOptions {
   env?: NodeJS.ProcessEnv;
   /** The --gw-env of the bench's command line: last, over everything else. */
   gwEnv?: Record<string, string>;
-  /** Variables taken out of the environment (REDIS_CLUSTER always is: the bench's Redis is one server). */
+  /** Variables taken out of the environment (REDIS_CLUSTER always is, unless `cluster` is given). */
   unset?: string[];
+  /** REDIS_CLUSTER for the gateway, instead of redisUrl. */
+  cluster?: string;
   /** Node flags before the script (--cpu-prof, ...). */
   nodeArgs?: string[];
   /** Also write its stdout and stderr to this file. */
@@ -182,7 +184,7 @@ export async function startGatewayChild(o: GatewayChildOptions): Promise<Gateway
   const port = await freePort();
   const env: NodeJS.ProcessEnv = {
     ...process.env,
-    REDIS_URL: o.redisUrl,
+    ...(o.cluster ? { REDIS_CLUSTER: o.cluster } : { REDIS_URL: o.redisUrl }),
     PORT: String(port),
     HOST: '127.0.0.1',
     TESSERA_SECRET: o.secret,
@@ -191,7 +193,7 @@ export async function startGatewayChild(o: GatewayChildOptions): Promise<Gateway
     ...o.env,
     ...o.gwEnv,
   };
-  for (const k of ['REDIS_CLUSTER', ...(o.unset ?? [])]) delete env[k];
+  for (const k of [o.cluster ? 'REDIS_URL' : 'REDIS_CLUSTER', ...(o.unset ?? [])]) delete env[k];
   const proc = spawn(process.execPath, [...(o.nodeArgs ?? []), join(__dirname, 'gateway-child.js')], { env, stdio: ['pipe', o.inheritOutput ? 'inherit' : 'pipe', o.inheritOutput ? 'inherit' : 'pipe'] });
   children.add(proc);
   const logs = o.inheritOutput ? [] : keepLogs(proc);

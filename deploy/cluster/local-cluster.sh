@@ -5,13 +5,25 @@
 #
 #   deploy/cluster/local-cluster.sh start DIR [BASE_PORT]   nodes on BASE_PORT..BASE_PORT+5 (default 7001)
 #   deploy/cluster/local-cluster.sh stop DIR
+#   deploy/cluster/local-cluster.sh node DIR PORT          start one node again (after a crash: it
+#                                                          rejoins with its identity and data)
 #
 # start prints the REDIS_CLUSTER value on its last line and returns once every
 # node says cluster_state:ok. Each node keeps its data, log and pid in DIR/PORT;
 # the cluster bus uses PORT+10000. AOF everysec as in production.
 set -eu
 
-usage() { echo "usage: $0 start DIR [BASE_PORT] | stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start DIR [BASE_PORT] | stop DIR | node DIR PORT" >&2; exit 2; }
+
+start_node() { # DIR PORT
+  mkdir -p "$1/$2"
+  redis-server --port "$2" --bind 127.0.0.1 --dir "$1/$2" \
+    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+    --cluster-require-full-coverage yes \
+    --appendonly yes --appendfsync everysec --save '' --repl-diskless-sync-delay 0 \
+    --daemonize yes --pidfile "$1/$2/redis.pid" --logfile "$1/$2/redis.log" \
+    --loglevel warning
+}
 [ $# -ge 2 ] || usage
 cmd=$1
 dir=$2
@@ -24,13 +36,7 @@ start)
   nodes=""
   for i in 0 1 2 3 4 5; do
     port=$((base + i))
-    mkdir -p "$dir/$port"
-    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/$port" \
-      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
-      --cluster-require-full-coverage yes \
-      --appendonly yes --appendfsync everysec --save '' --repl-diskless-sync-delay 0 \
-      --daemonize yes --pidfile "$dir/$port/redis.pid" --logfile "$dir/$port/redis.log" \
-      --loglevel warning
+    start_node "$dir" "$port"
     echo "$port" >> "$dir/ports"
     nodes="$nodes 127.0.0.1:$port"
   done
@@ -78,6 +84,10 @@ stop)
     while [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null && [ $tries -lt 100 ]; do tries=$((tries + 1)); sleep 0.05; done
   done
   rm -f "$dir/ports"
+  ;;
+node)
+  [ $# -eq 3 ] || usage
+  start_node "$(cd "$dir" && pwd)" "$3"
   ;;
 *) usage ;;
 esac

@@ -127,7 +127,13 @@ function check(report: AuditReport, bucket: number, id: string, state: string, b
 /** Every ID key, by bucket: one SCAN over the Redis (or each cluster primary). */
 async function idKeysByBucket(ctx: Context): Promise<Map<number, string[]>> {
   const out = new Map<number, string[]>();
-  const nodes: Redis[] = ctx.redis instanceof Cluster ? ctx.redis.nodes('master') : [ctx.redis];
+  let nodes: Redis[] = [ctx.redis as Redis];
+  if (ctx.redis instanceof Cluster) {
+    // The primaries of now, not of when this client last looked: a failover may have moved them.
+    const cluster = ctx.redis;
+    await new Promise<void>((ok, no) => cluster.refreshSlotsCache((err) => (err ? no(err) : ok())));
+    nodes = cluster.nodes('master');
+  }
   for (const node of nodes) {
     let cursor = '0';
     do {

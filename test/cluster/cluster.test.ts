@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -14,6 +13,7 @@ import { loadConfig } from '../../src/config/config';
 import { startGateway, type Gateway } from '../../src/gateway/server';
 import { mintIds } from '../../src/ids/mint';
 import { createLogger } from '../../src/observability/log';
+import { freeClusterBase } from '../../src/redis/embedded';
 import { DEMO_MEMBERS, Sandbox } from '../../src/sandbox/server';
 import { cli, setEnv } from '../helpers/cli';
 import { Client, STD_RATES, talkProduct, TEST_SECRET } from '../helpers/env';
@@ -39,24 +39,9 @@ let g2: Gateway;
 const TALK = talkProduct({ name: 'talk-c', face: 1_000_000, price: 1_000_000 });
 const WALLET: GoodsProduct = { name: 'wallet-c', kind: 'goods', currency: 'EUR', face: 10_000_000, price: 10_000_000, venues: [], expiryDays: 0 };
 
-/** A base port with six free ports and their cluster bus ports (+10000). */
-async function freeBase(): Promise<number> {
-  const free = (port: number): Promise<boolean> =>
-    new Promise((ok) => {
-      const s = createServer().once('error', () => ok(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => ok(true)));
-    });
-  for (;;) {
-    const base = 20000 + Math.floor(Math.random() * 30000);
-    let all = true;
-    for (let i = 0; i < 6 && all; i++) all = (await free(base + i)) && (await free(base + i + 10000));
-    if (all) return base;
-  }
-}
-
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'tessera-cluster-'));
-  const { stdout } = await run('sh', [SCRIPT, 'start', join(dir, 'nodes'), String(await freeBase())]);
+  const { stdout } = await run('sh', [SCRIPT, 'start', join(dir, 'nodes'), String(await freeClusterBase())]);
   const cluster = /REDIS_CLUSTER=(\S+)/.exec(stdout)![1]!;
   sandbox = new Sandbox();
   const sandboxPort = await sandbox.listen();

@@ -1,0 +1,411 @@
+/**
+ * bench/soak.ts: `npm run bench:soak [-- flags]`, mixed traffic on a Redis
+ * Cluster for a long while with a fault injected every minute.
+ *
+ * Sets up a local 3-primary, 3-replica cluster (deploy/cluster/local-cluster.sh),
+ * the sandbox card company, a catalog, IDs, and two gateway processes. Then, for
+ * --minutes:
+ *   calls        --calls simulated calls at a time over 4 switch connections (two
+ *                per gateway), each ticking once a second (every tick with a ref)
+ *                for 10 to 60 s, then stopping; a new call takes its place.
+ *                A dropped connection reconnects to a live gateway and goes on.
+ *   redemptions  --redeem-rate goods redemptions a second over HTTP, each a new scan.
+ *   sales        --sale-rate purchases a second through the card company, retried
+ *                with the same Idempotency-Key while the answer is unsure.
+ *   faults       every --fault-every seconds the next of: SIGKILL gateway A (started
+ *                again 3 s later); SIGKILL a cluster primary (its replica takes over,
+ *                the node is started again 10 s later and rejoins as a replica);
+ *                SIGSTOP a primary for 5 s; SIGKILL gateway B.
+ * At the end every call is stopped, and it prints throughput, latency p50/p99 and
+ * errors by reason for each kind of traffic, the calls whose billed seconds differ
+ * from what the switch measured by more than 1, and `audit` over the whole cluster.
+ * Last line: JSON.
+ *
+ * Flags: --minutes M [10]  --calls N [300]  --redeem-rate R [100]  --sale-rate S [1]
+ *        --fault-every SEC [60]  --no-faults  --keep  --quiet
+ */
+import { spawnSync } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import WebSocket from 'ws';
+import { pack, Unpackr } from 'msgpackr';
+import { activateId } from '../src/admin/ids';
+import { audit } from '../src/admin/audit';
+import { openContext, type Context } from '../src/app/context';
+import type { GoodsProduct, TalkProduct } from '../src/catalog/schema';
+import { createToken, putItems, putPlans, putProducts } from '../src/catalog/store';
+import { loadConfig } from '../src/config/config';
+import { mintIds } from '../src/ids/mint';
+import { createLogger } from '../src/observability/log';
+import { freeClusterBase } from '../src/redis/embedded';
+import { Sandbox } from '../src/sandbox/server';
+import { cleanUpOnExit, fmtInt, intFlag, makeTmp, parseFlags, removeTmp, runMain, startGatewayChild, stopChild, type GatewayChild } from './common';
+import { fmtLatency, newHist, recordMs, summarize, type Hist } from './hist';
+
+const USAGE = `npm run bench:soak -- [flags]
+
+  --minutes M         how long [10]
+  --calls N           simultaneous calls [300]
+  --redeem-rate R     redemptions a second [100]
+  --sale-rate S       purchases a second [1]
+  --fault-every SEC   seconds between faults [60]
+  --no-faults         traffic only
+  --keep              keep the temp dir (cluster data, logs)
+  --quiet             no per-10-second timeline
+  --help`;
+
+const SECRET = 'ef'.repeat(32);
+const SCRIPT = resolve(__dirname, '../../deploy/cluster/local-cluster.sh');
+const DEST = '4912345';
+const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'auto' as 'number' });
+
+interface Stat {
+  ok: number;
+  errors: Map<string, number>;
+  hist: Hist;
+}
+const stat = (): Stat => ({ ok: 0, errors: new Map(), hist: newHist() });
+const fail = (s: Stat, reason: string): void => void s.errors.set(reason, (s.errors.get(reason) ?? 0) + 1);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A switch connection that reconnects to a live gateway whenever it drops; answers matched by ref. */
+class Switch {
+  private ws?: WebSocket;
+  private waiting = new Map<string, { resolve: (m: Record<string, unknown>) => void; sent: number }>();
+  private refs = 0;
+  constructor(
+    private readonly name: string,
+    private readonly token: string,
+    private readonly ports: () => number[],
+    private prefer: number,
+  ) {}
+
+  async connect(): Promise<void> {
+    for (;;) {
+      const ports = this.ports();
+      const port = ports[this.prefer++ % Math.max(1, ports.length)];
+      if (port) {
+        try {
+          this.ws = await new Promise<WebSocket>((ok, no) => {
+            const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/switch`, { headers: { Authorization: `Bearer ${this.token}` } });
+            ws.binaryType = 'nodebuffer';
+            ws.once('open', () => ok(ws));
+            ws.once('error', no);
+          });
+          this.ws.on('message', (data: Buffer) => {
+            const body = unpackr.unpack(data) as unknown;
+            for (const m of (Array.isArray(body) ? body : [body]) as Record<string, unknown>[]) {
+              const w = m.ref !== undefined ? this.waiting.get(String(m.ref)) : undefined;
+              if (w) {
+                this.waiting.delete(String(m.ref));
+                w.resolve(m);
+              }
+            }
+          });
+          this.ws.once('close', () => {
+            // Whatever was in flight on it is lost: its senders see a timeout and go on.
+            this.ws = undefined;
+            void sleep(200).then(() => this.connect());
+          });
+          return;
+        } catch {
+          /* that gateway is down: the next */
+        }
+      }
+      await sleep(200);
+    }
+  }
+
+  /** Sends one message; resolves with its answer, or {op:'timeout'} after ms. */
+  request(m: Record<string, unknown>, ms = 3000): Promise<Record<string, unknown>> {
+    const ref = `${this.name}-${++this.refs}`;
+    return new Promise((resolvePromise) => {
+      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return resolvePromise({ op: 'error', reason: 'disconnected' });
+      const timer = setTimeout(() => {
+        this.waiting.delete(ref);
+        resolvePromise({ op: 'timeout' });
+      }, ms);
+      this.waiting.set(ref, {
+        sent: performance.now(),
+        resolve: (a) => {
+          clearTimeout(timer);
+          resolvePromise(a);
+        },
+      });
+      this.ws.send(pack({ ...m, ref }));
+    });
+  }
+
+  close(): void {
+    this.ws?.removeAllListeners('close');
+    this.ws?.close();
+  }
+}
+
+runMain(async () => {
+  const values = parseFlags(
+    process.argv.slice(2),
+    {
+      minutes: { type: 'string', default: '10' },
+      calls: { type: 'string', default: '300' },
+      'redeem-rate': { type: 'string', default: '100' },
+      'sale-rate': { type: 'string', default: '1' },
+      'fault-every': { type: 'string', default: '60' },
+      'no-faults': { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
+      quiet: { type: 'boolean', default: false },
+    },
+    USAGE,
+  );
+  const minutes = intFlag('minutes', values.minutes, 1, 24 * 60);
+  const CALLS = intFlag('calls', values.calls, 1, 100_000);
+  const redeemRate = intFlag('redeem-rate', values['redeem-rate'], 0, 100_000);
+  const saleRate = intFlag('sale-rate', values['sale-rate'], 0, 1000);
+  const faultEvery = intFlag('fault-every', values['fault-every'], 5, 3600);
+  cleanUpOnExit();
+  const tmp = makeTmp('tessera-soak-', values.keep);
+  const nodesDir = join(tmp, 'cluster');
+  console.log(`tessera bench:soak  minutes=${minutes} calls=${CALLS} redeem-rate=${redeemRate}/s sale-rate=${saleRate}/s faults=${values['no-faults'] ? 'off' : `every ${faultEvery} s`}`);
+
+  // ------------------------------------------------------------------ set-up
+  const base = await freeClusterBase();
+  const started = spawnSync('sh', [SCRIPT, 'start', nodesDir, String(base)], { encoding: 'utf8' });
+  if (started.status !== 0) throw new Error(`cluster: ${started.stderr}`);
+  process.on('exit', () => spawnSync('sh', [SCRIPT, 'stop', nodesDir]));
+  const cluster = /REDIS_CLUSTER=(\S+)/.exec(started.stdout)![1]!;
+  // One member with the credit for a long run of purchases.
+  const BUYER = { name: 'Soak Buyer', card: '4000000000000036', pin: '2468', limit: 1_000_000_000_000_000, used: 0 };
+  const sandbox = new Sandbox({ members: [BUYER] });
+  const providerUrl = `http://127.0.0.1:${await sandbox.listen()}`;
+  const env = { REDIS_CLUSTER: cluster, TESSERA_SECRET: SECRET, DATA_DIR: tmp, LOG_LEVEL: 'silent', PROVIDER_URL: providerUrl };
+  const ctx: Context = await openContext(loadConfig(env), createLogger('silent'));
+  const talk: TalkProduct = { name: 'soak-talk', kind: 'talk', currency: 'EUR', face: 1_000_000_000, price: 1_000_000, plan: 'std', thresholds: [300, 60], expiryDays: 365, maxCalls: 1 };
+  const stock: TalkProduct = { ...talk, name: 'soak-stock', face: 10_000_000, price: 10_000_000 };
+  const wallet: GoodsProduct = { name: 'soak-wallet', kind: 'goods', currency: 'EUR', face: 1_000_000_000_000, price: 1_000_000, venues: [], expiryDays: 365 };
+  await putPlans(ctx.redis, [{ name: 'std', rates: [{ prefix: '', rate: 100, fee: 0 }] }]);
+  await putProducts(ctx.redis, [talk, stock, wallet]);
+  await putItems(ctx.redis, [{ venue: 'arena', item: 'coffee', price: 2_500_000 }]);
+  const swTok = (await createToken(ctx.redis, { name: 'soak-switch', role: 'switch' })).token;
+  const scanTok = (await createToken(ctx.redis, { name: 'soak-scanner', role: 'scanner', venue: 'arena' })).token;
+  const salesTok = (await createToken(ctx.redis, { name: 'soak-sales', role: 'sales' })).token;
+  const sold = async (p: TalkProduct | GoodsProduct, n: number): Promise<string[]> => {
+    const ids: string[] = [];
+    await mintIds(ctx, p, n, (id) => ids.push(id));
+    for (const id of ids) await activateId(ctx, id, { price: p.price });
+    return ids;
+  };
+  const t0Setup = performance.now();
+  const freeIds = await sold(talk, CALLS * 2);
+  const wallets = await sold(wallet, 500);
+  await mintIds(ctx, stock, Math.ceil(minutes * 60 * saleRate * 1.2) + 10, () => undefined);
+  const gws: (GatewayChild | undefined)[] = [];
+  const startGw = async (i: number): Promise<void> => {
+    gws[i] = await startGatewayChild({ redisUrl: '', cluster, dataDir: tmp, secret: SECRET, env: { PROVIDER_URL: providerUrl } });
+  };
+  await startGw(0);
+  await startGw(1);
+  const ports = (): number[] => gws.filter((g): g is GatewayChild => !!g && g.proc.exitCode === null && g.proc.signalCode === null).map((g) => g.port);
+  console.log(`setup: cluster ${cluster}; ${fmtInt(freeIds.length + wallets.length)} IDs sold in ${((performance.now() - t0Setup) / 1000).toFixed(1)} s; gateways on ${ports().join(', ')}`);
+
+  // ------------------------------------------------------------------ traffic
+  const S = { start: stat(), tick: stat(), stop: stat(), redeem: stat(), sale: stat() };
+  const billing = { calls: 0, off: 0, worst: 0 };
+  const switches = [0, 1, 2, 3].map((i) => new Switch(`sw${i}`, swTok, ports, i));
+  await Promise.all(switches.map((s) => s.connect()));
+  const endAt = Date.now() + minutes * 60_000;
+  let running = true;
+  let callSeq = 0;
+
+  const timed = async (s: Stat, fn: () => Promise<{ ok: boolean; reason?: string }>): Promise<{ ok: boolean; reason?: string }> => {
+    const t0 = performance.now();
+    const r = await fn();
+    if (r.ok) {
+      s.ok++;
+      recordMs(s.hist, performance.now() - t0);
+    } else fail(s, r.reason ?? 'unknown');
+    return r;
+  };
+
+  const callSlot = async (slot: number): Promise<void> => {
+    const sw = switches[slot % switches.length]!;
+    while (running) {
+      const id = freeIds.shift();
+      if (!id) return;
+      const call = `call-${++callSeq}`;
+      let admitted = false;
+      for (let tries = 0; tries < 20 && running && !admitted; tries++) {
+        const r = await timed(S.start, async () => {
+          const a = await sw.request({ op: 'start', call, id, dest: DEST });
+          return a.op === 'started' ? { ok: true } : { ok: false, reason: String(a.reason ?? a.op) };
+        });
+        admitted = r.ok;
+        if (!admitted) await sleep(500);
+      }
+      if (!admitted) {
+        freeIds.push(id);
+        continue;
+      }
+      const length = 10 + Math.floor(Math.random() * 50);
+      const t0 = Date.now();
+      let sec = 0;
+      while (sec < length && (running || sec < 2)) {
+        await sleep(Math.max(0, t0 + (sec + 1) * 1000 - Date.now()));
+        sec = Math.floor((Date.now() - t0) / 1000);
+        void timed(S.tick, async () => {
+          const a = await sw.request({ op: 'tick', call, sec });
+          return a.op === 'ticked' ? { ok: true } : { ok: false, reason: String(a.reason ?? a.op) };
+        });
+      }
+      // The stop is retried until it is answered: a repeated stop returns the first record.
+      let billed: number | undefined;
+      for (let tries = 0; tries < 60 && billed === undefined; tries++) {
+        const t0Stop = performance.now();
+        const r = await sw.request({ op: 'stop', call, sec, cause: 'normal' });
+        if (r.op === 'stopped') {
+          billed = Number(r.billedSec);
+          recordMs(S.stop.hist, performance.now() - t0Stop);
+        }
+        else {
+          fail(S.stop, String(r.reason ?? r.op));
+          await sleep(500);
+        }
+      }
+      if (billed !== undefined) {
+        S.stop.ok++;
+        billing.calls++;
+        const off = Math.abs(billed - sec);
+        billing.worst = Math.max(billing.worst, off);
+        if (off > 1) billing.off++;
+      }
+      freeIds.push(id);
+    }
+  };
+
+  const http = async (path: string, token: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown> }> => {
+    const p = ports();
+    if (p.length === 0) return { status: 0, json: { error: { reason: 'no_gateway' } } };
+    try {
+      const res = await fetch(`http://127.0.0.1:${p[Math.floor(Math.random() * p.length)]}${path}`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', ...headers },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(5000),
+      });
+      return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+    } catch {
+      return { status: 0, json: { error: { reason: 'connection_failed' } } };
+    }
+  };
+  const reasonOf = (j: Record<string, unknown>): string => String((j.error as { reason?: string } | undefined)?.reason ?? 'unknown');
+  let scans = 0;
+  const redeemTimer = setInterval(() => {
+    for (let i = 0; i < redeemRate / 10; i++) {
+      void timed(S.redeem, async () => {
+        const r = await http('/v1/redeem', scanTok, { scan: `soak-${++scans}`, id: wallets[scans % wallets.length], item: 'coffee' });
+        return r.status === 200 ? { ok: true } : { ok: false, reason: reasonOf(r.json) };
+      });
+    }
+  }, 100);
+  let purchases = 0;
+  const saleTimer = setInterval(() => {
+    for (let i = 0; i < saleRate; i++) {
+      const key = `soak-purchase-${++purchases}`;
+      void timed(S.sale, async () => {
+        for (let tries = 0; ; tries++) {
+          const r = await http('/v1/purchases', salesTok, { product: stock.name, pin: '4711', payment: { card: BUYER.card, cardPin: BUYER.pin } }, { 'Idempotency-Key': key });
+          if (r.status === 200) return { ok: true };
+          const reason = reasonOf(r.json);
+          if (tries >= 5 || !['payment_pending', 'unavailable', 'in_progress', 'connection_failed', 'no_gateway', 'overloaded'].includes(reason)) return { ok: false, reason };
+          await sleep(1000);
+        }
+      });
+    }
+  }, 1000);
+  const slots = Array.from({ length: CALLS }, (_, i) => sleep((i * 1000) / CALLS).then(() => callSlot(i)));
+
+  // ------------------------------------------------------------------ faults
+  const faults: string[] = [];
+  const nodePid = (port: number): number => Number(spawnSync('redis-cli', ['-p', String(port), 'info', 'server'], { encoding: 'utf8' }).stdout.match(/process_id:(\d+)/)?.[1] ?? 0);
+  const primaryPort = (): number => {
+    const out = spawnSync('redis-cli', ['-p', String(base + 1), 'cluster', 'nodes'], { encoding: 'utf8' }).stdout;
+    const line = out.split('\n').find((l) => / master /.test(l.replace('myself,', '')) && !l.includes('fail'));
+    return Number(/:(\d+)@/.exec(line ?? '')?.[1] ?? base);
+  };
+  const FAULTS: (() => Promise<string>)[] = [
+    async () => {
+      gws[0]!.proc.kill('SIGKILL');
+      setTimeout(() => void startGw(0), 3000);
+      return 'SIGKILL gateway A (back in 3 s)';
+    },
+    async () => {
+      const port = primaryPort();
+      process.kill(nodePid(port), 'SIGKILL');
+      setTimeout(() => spawnSync('sh', [SCRIPT, 'node', nodesDir, String(port)]), 10_000);
+      return `SIGKILL primary ${port} (restarted in 10 s)`;
+    },
+    async () => {
+      const port = primaryPort();
+      const pid = nodePid(port);
+      process.kill(pid, 'SIGSTOP');
+      setTimeout(() => process.kill(pid, 'SIGCONT'), 5000);
+      return `SIGSTOP primary ${port} for 5 s`;
+    },
+    async () => {
+      gws[1]!.proc.kill('SIGKILL');
+      setTimeout(() => void startGw(1), 3000);
+      return 'SIGKILL gateway B (back in 3 s)';
+    },
+  ];
+  const tStart = Date.now();
+  let nextFault = tStart + faultEvery * 1000;
+  let lastLine = tStart;
+  const last = { tick: 0, redeem: 0, sale: 0 };
+  while (Date.now() < endAt) {
+    await sleep(250);
+    if (!values['no-faults'] && Date.now() >= nextFault) {
+      nextFault += faultEvery * 1000;
+      const what = await FAULTS[faults.length % FAULTS.length]!();
+      faults.push(`${Math.round((Date.now() - tStart) / 1000)} s: ${what}`);
+      console.log(`  fault  ${faults[faults.length - 1]}`);
+    }
+    if (!values.quiet && Date.now() - lastLine >= 10_000) {
+      const dt = (Date.now() - lastLine) / 1000;
+      const errs = [S.start, S.tick, S.stop, S.redeem, S.sale].reduce((n, s) => n + [...s.errors.values()].reduce((a, b) => a + b, 0), 0);
+      console.log(
+        `  t=${String(Math.round((Date.now() - tStart) / 1000)).padStart(4)}s  ticks ${fmtInt((S.tick.ok - last.tick) / dt)}/s  redemptions ${fmtInt((S.redeem.ok - last.redeem) / dt)}/s  sales ${((S.sale.ok - last.sale) / dt).toFixed(1)}/s  errors so far ${fmtInt(errs)}  gateways ${ports().length}`,
+      );
+      Object.assign(last, { tick: S.tick.ok, redeem: S.redeem.ok, sale: S.sale.ok });
+      lastLine = Date.now();
+    }
+  }
+
+  // ------------------------------------------------------------------ wind down
+  running = false;
+  clearInterval(redeemTimer);
+  clearInterval(saleTimer);
+  await Promise.all(slots);
+  await sleep(2000);
+  const wall = (Date.now() - tStart) / 1000;
+  const report = await audit(ctx);
+
+  console.log('\nresults');
+  const out: Record<string, unknown> = {};
+  for (const [name, s] of Object.entries(S)) {
+    const lat = summarize(s.hist);
+    const errors = Object.fromEntries([...s.errors].sort((a, b) => b[1] - a[1]));
+    out[name] = { ok: s.ok, perSec: Math.round((s.ok / wall) * 10) / 10, latency: lat, errors };
+    console.log(`  ${name.padEnd(8)} ${fmtInt(s.ok).padStart(9)} ok (${(s.ok / wall).toFixed(1)}/s)  errors ${JSON.stringify(errors)}`);
+    console.log(`  ${fmtLatency(`${name}`, lat)}`);
+  }
+  console.log(`  billing  ${fmtInt(billing.calls)} calls stopped; billed seconds off by more than 1 from the switch's: ${billing.off} (worst ${billing.worst})`);
+  console.log(`  faults   ${faults.length ? faults.join('; ') : 'none'}`);
+  console.log(`  audit    ${report.problems.length === 0 ? 'ok' : `${report.problems.length} ID(s) do not balance`}: ${fmtInt(report.sold)} IDs sold, value ${fmtInt(report.valueSold)} = balances ${fmtInt(report.balances)} + calls ${fmtInt(report.calls)} + redemptions ${fmtInt(report.redeemed)} + refunds ${fmtInt(report.refunded)}`);
+  console.log(JSON.stringify({ minutes, calls: CALLS, redeemRate, saleRate, wallSec: wall, ...out, billing, faults, audit: { ok: report.problems.length === 0, problems: report.problems.slice(0, 20), sold: report.sold } }));
+
+  for (const s of switches) s.close();
+  for (const g of gws) if (g) await stopChild(g.proc);
+  await ctx.close();
+  await sandbox.close();
+  removeTmp();
+  if (report.problems.length > 0 || billing.off > 0) process.exitCode = 1;
+});
+
