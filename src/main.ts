@@ -69,6 +69,11 @@ async function main(): Promise<void> {
       child.once('exit', (code, signal) => {
         running.delete(child);
         if (stopping) return;
+        // A configuration error would only repeat: stop instead of restarting it forever.
+        if (code === 2) {
+          log.fatal({ worker: n }, 'gateway worker refused its configuration; stopping');
+          return void shutdown('worker configuration error', 2);
+        }
         log.error({ worker: n, pid: child.pid, code, signal }, 'gateway worker exited; starting another');
         setTimeout(() => startWorker(n), 500).unref();
       });
@@ -82,7 +87,7 @@ async function main(): Promise<void> {
     };
   }
 
-  const shutdown = async (signal: string): Promise<void> => {
+  const shutdown = async (signal: string, exitCode = 0): Promise<void> => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
@@ -95,7 +100,7 @@ async function main(): Promise<void> {
       rmSync(embeddedUrlFile(cfg), { force: true });
       rmSync(join(cfg.dataDir, 'provider.url'), { force: true });
     }
-    process.exit(0);
+    process.exit(exitCode);
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGTERM', () => void shutdown('SIGTERM'));

@@ -37,6 +37,8 @@ let g1: Gateway;
 let g2: Gateway;
 
 const TALK = talkProduct({ name: 'talk-c', face: 1_000_000, price: 1_000_000 });
+/** 10 s at 100/s; an alert at 5 s left. */
+const SHORT = talkProduct({ name: 'talk-short', face: 1000, price: 1000, thresholds: [5] });
 const WALLET: GoodsProduct = { name: 'wallet-c', kind: 'goods', currency: 'EUR', face: 10_000_000, price: 10_000_000, venues: [], expiryDays: 0 };
 
 beforeAll(async () => {
@@ -49,7 +51,7 @@ beforeAll(async () => {
   const cfg = loadConfig(env);
   ctx = await openContext(cfg, createLogger('silent'));
   await putPlans(ctx.redis, [{ name: 'std', rates: STD_RATES }]);
-  await putProducts(ctx.redis, [TALK, WALLET]);
+  await putProducts(ctx.redis, [TALK, SHORT, WALLET]);
   await putItems(ctx.redis, [{ venue: 'arena', item: 'beer', price: 4_500_000 }]);
   g1 = await startGateway(cfg, createLogger('silent'));
   g2 = await startGateway(cfg, createLogger('silent'));
@@ -66,7 +68,7 @@ afterAll(async () => {
   }
 });
 
-async function sold(product: typeof TALK | typeof WALLET, n: number): Promise<string[]> {
+async function sold(product: typeof TALK | typeof WALLET | typeof SHORT, n: number): Promise<string[]> {
   const ids: string[] = [];
   await mintIds(ctx, product, n, (id) => ids.push(id));
   for (const id of ids) expect((await activateId(ctx, id, { price: product.price })).ok).toBe(true);
@@ -117,6 +119,25 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
     expect(exported.out.trim().split('\n')).toHaveLength(ids.length);
   });
 
+  it('an alert and the cut-off go to the connection the ticks come on, on whichever gateway', async () => {
+    const [id] = await sold(SHORT, 1);
+    const swTok = (await createToken(ctx.redis, { name: 'sw-alert', role: 'switch' })).token;
+    const a = await Client.connect(g1.port, swTok);
+    const b = await Client.connect(g2.port, swTok);
+    try {
+      expect(await a.request({ op: 'start', ref: 'as', call: 'al', id, dest: '4912345' })).toMatchObject({ op: 'started', maxSec: 10 });
+      b.send({ op: 'tick', call: 'al', sec: 6 });
+      expect(await b.waitFor((m) => m.op === 'alert' && m.call === 'al')).toEqual({ op: 'alert', call: 'al', secLeft: 4, balance: 400, level: 5 });
+      b.send({ op: 'tick', call: 'al', sec: 10 });
+      expect(await b.waitFor((m) => m.op === 'cutoff' && m.call === 'al')).toEqual({ op: 'cutoff', call: 'al', reason: 'exhausted' });
+      expect(a.received.filter((m) => m.call === 'al' && (m.op === 'alert' || m.op === 'cutoff'))).toEqual([]);
+      expect(await b.request({ op: 'stop', ref: 'ae', call: 'al', sec: 10 })).toMatchObject({ op: 'stopped', billedSec: 10, cost: 1000, balance: 0 });
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
   it('a catalog change reaches both gateways', async () => {
     await putProducts(ctx.redis, [{ ...TALK, name: 'talk-new' }]);
     const tok = (await createToken(ctx.redis, { name: 'sales-c', role: 'sales' })).token;
@@ -157,7 +178,7 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
     const report = JSON.parse(audit.out) as { ok: boolean; sold: number; problems: unknown[] };
     expect(report.problems).toEqual([]);
     expect(audit.code).toBe(0);
-    expect(report.sold).toBe(24 + 1 + 1);
+    expect(report.sold).toBe(24 + 1 + 1 + 1);
   });
 
   it('a primary killed with SIGKILL: its replica takes over and every call goes on, billed exactly; the audit balances', async () => {

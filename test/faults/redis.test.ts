@@ -22,7 +22,8 @@ import { Client, STD_RATES, talkProduct, TEST_SECRET } from '../helpers/env';
  * REDIS_TIMEOUT_MS, never hangs, and carries on by itself, billing the call by
  * the seconds the switch reports), and Redis killed with SIGKILL and started
  * again on its data (everything acknowledged more than the fsync second before
- * the kill is there, and the audit balances).
+ * the kill is there). That last test's audit covers every ID of the file, so it
+ * checks the faults before it too.
  */
 const TALK = talkProduct({ name: 'talk-f', face: 10_000_000, price: 10_000_000, thresholds: [] });
 const DEST = '4912345'; // 100 micro-units a second

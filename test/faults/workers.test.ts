@@ -62,8 +62,8 @@ beforeAll(async () => {
   primary.stdout!.on('data', (d: Buffer) => (log += d.toString()));
   primary.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   // Generous: on a clean clone tsx compiles the sources for three processes first.
-  await until('two workers', async () => workerPids().length === 2 && (await healthy()), 50_000);
-}, 60_000);
+  await until('two workers', async () => workerPids().length === 2 && (await healthy()), 80_000);
+}, 90_000);
 
 afterAll(async () => {
   if (primary && primary.exitCode === null) primary.kill('SIGKILL');
