@@ -170,7 +170,12 @@ runMain(async () => {
   const base = await freeClusterBase();
   const started = spawnSync('sh', [SCRIPT, 'start', nodesDir, String(base)], { encoding: 'utf8' });
   if (started.status !== 0) throw new Error(`cluster: ${started.stderr}`);
-  process.on('exit', () => spawnSync('sh', [SCRIPT, 'stop', nodesDir]));
+  // By port, not through the node directories: those go with the temp dir, and a node
+  // restarted after a fault has a new pid.
+  const stopCluster = (): void => {
+    for (let port = base; port < base + 6; port++) spawnSync('redis-cli', ['-p', String(port), 'shutdown', 'nosave'], { stdio: 'ignore', timeout: 5000 });
+  };
+  process.on('exit', stopCluster);
   const cluster = /REDIS_CLUSTER=(\S+)/.exec(started.stdout)![1]!;
   // One member with the credit for a long run of purchases.
   const BUYER = { name: 'Soak Buyer', card: '4000000000000036', pin: '2468', limit: 1_000_000_000_000_000, used: 0 };
@@ -405,6 +410,7 @@ runMain(async () => {
   for (const g of gws) if (g) await stopChild(g.proc);
   await ctx.close();
   await sandbox.close();
+  stopCluster();
   removeTmp();
   if (report.problems.length > 0 || billing.off > 0) process.exitCode = 1;
 });
