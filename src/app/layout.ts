@@ -11,10 +11,31 @@ import { keys } from '../redis/keys';
  */
 export async function pinLayout(redis: RedisClient, cfg: Config, ids: IdKeys): Promise<void> {
   const mine = { buckets: cfg.buckets, idLength: cfg.idLength, secret: ids.mac('tessera:layout').slice(0, 16) };
+  if (!(await redis.exists(keys.layout))) await refuseOlderLayout(redis, cfg);
   const prev = await redis.set(keys.layout, JSON.stringify(mine), 'NX', 'GET');
   if (prev === null) return;
   const theirs = JSON.parse(prev) as typeof mine;
   if (theirs.buckets !== mine.buckets) throw new ConfigError(`BUCKETS=${mine.buckets}, but this Redis holds data laid out in ${theirs.buckets} buckets: set BUCKETS=${theirs.buckets}`);
   if (theirs.idLength !== mine.idLength) throw new ConfigError(`ID_LENGTH=${mine.idLength}, but this Redis holds IDs of ${theirs.idLength} digits: set ID_LENGTH=${theirs.idLength}`);
   if (theirs.secret !== mine.secret) throw new ConfigError('TESSERA_SECRET differs from the one this Redis\'s IDs were minted with: set that secret');
+}
+
+/**
+ * Data from before the pin (1024 buckets was the default then) has no record of
+ * its layout: a look at some of its ID keys tells whether they fit this one.
+ */
+async function refuseOlderLayout(redis: RedisClient, cfg: Config): Promise<void> {
+  const nodes = 'nodes' in redis ? redis.nodes('master') : [redis];
+  for (const node of nodes) {
+    let cursor = '0';
+    for (let i = 0; i < 20; i++) {
+      const [next, found] = await node.scan(cursor, 'MATCH', 'ts:{b*}:id:*', 'COUNT', 1000);
+      for (const key of found) {
+        const bucket = Number(/^ts:\{b(\d+)\}/.exec(key)?.[1]);
+        if (bucket >= cfg.buckets) throw new ConfigError(`BUCKETS=${cfg.buckets}, but this Redis holds IDs in bucket ${bucket}: it was laid out with more buckets (1024 was the default before 64); set BUCKETS to that number`);
+      }
+      cursor = next;
+      if (cursor === '0') break;
+    }
+  }
 }

@@ -1,8 +1,10 @@
+import Redis from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openContext } from '../../src/app/context';
 import { ConfigError } from '../../src/config/config';
 import { keys } from '../../src/redis/keys';
 import { createLogger } from '../../src/observability/log';
+import { startEmbeddedRedis } from '../../src/redis/embedded';
 import { startHarness, type Harness } from '../helpers/env';
 
 let h: Harness;
@@ -39,5 +41,25 @@ describe('the data layout is pinned in Redis by the first process', () => {
     expect((err as Error).message).toMatch(message);
     // Nothing was overwritten: the right settings still open it.
     expect(JSON.parse((await h.r.get(keys.layout))!).buckets).toBe(64);
+  });
+});
+
+describe('data from before the pin', () => {
+  it('IDs in buckets past BUCKETS (laid out with the old default of 1024) are refused, and nothing is pinned', async () => {
+    const old = await startEmbeddedRedis({ dir: `${h.dir}/old-redis`, persist: false });
+    try {
+      const r = new Redis(old.url);
+      await r.hset('ts:{b700}:id:0123456789abcdef0123456789abcdef', 'st', 'sold', 'bal', '1000');
+      const err = await openContext({ ...h.cfg, redis: { ...h.cfg.redis, url: old.url } }, createLogger('silent'), old.url).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as Error).message).toMatch(/holds IDs in bucket 700: it was laid out with more buckets/);
+      expect(await r.get(keys.layout)).toBeNull();
+      r.disconnect();
+    } finally {
+      await old.stop();
+    }
   });
 });
