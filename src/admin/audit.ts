@@ -1,7 +1,6 @@
-import type { Redis } from 'ioredis';
-import { Cluster } from 'ioredis';
 import type { Context } from '../app/context';
 import { keys } from '../redis/keys';
+import { scanIdKeys } from '../redis/scan';
 import { readStream } from './records';
 
 /**
@@ -52,11 +51,14 @@ interface Sums {
   refunded: number;
 }
 
-const ID_KEY = /^ts:\{b(\d+)\}:id:([0-9a-f]+)$/;
-
 export async function audit(ctx: Context): Promise<AuditReport> {
   const report: AuditReport = { ids: 0, sold: 0, valueSold: 0, balances: 0, calls: 0, redeemed: 0, refunded: 0, problems: [] };
-  const idsByBucket = await idKeysByBucket(ctx);
+  const idsByBucket = new Map<number, string[]>();
+  for await (const { bucket, hash } of scanIdKeys(ctx.redis)) {
+    const list = idsByBucket.get(bucket);
+    if (list) list.push(hash);
+    else idsByBucket.set(bucket, [hash]);
+  }
   for (let b = 0; b < ctx.cfg.buckets; b++) {
     const sums = new Map<string, Sums>();
     const of = (id: string): Sums => {
@@ -122,32 +124,4 @@ function check(report: AuditReport, bucket: number, id: string, state: string, b
   const r = row(bucket, id, state, balance, s, '');
   if (s.sales > 1) report.problems.push({ ...r, problem: `sold ${s.sales} times` });
   else if (r.difference !== 0) report.problems.push({ ...r, problem: r.difference > 0 ? 'value missing' : 'more taken than sold' });
-}
-
-/** Every ID key, by bucket: one SCAN over the Redis (or each cluster primary). */
-async function idKeysByBucket(ctx: Context): Promise<Map<number, string[]>> {
-  const out = new Map<number, string[]>();
-  let nodes: Redis[] = [ctx.redis as Redis];
-  if (ctx.redis instanceof Cluster) {
-    // The primaries of now, not of when this client last looked: a failover may have moved them.
-    const cluster = ctx.redis;
-    await new Promise<void>((ok, no) => cluster.refreshSlotsCache((err) => (err ? no(err) : ok())));
-    nodes = cluster.nodes('master');
-  }
-  for (const node of nodes) {
-    let cursor = '0';
-    do {
-      const [next, found] = await node.scan(cursor, 'MATCH', 'ts:{b*}:id:*', 'COUNT', 1000);
-      cursor = next;
-      for (const key of found) {
-        const m = ID_KEY.exec(key);
-        if (!m) continue;
-        const b = Number(m[1]);
-        let list = out.get(b);
-        if (!list) out.set(b, (list = []));
-        list.push(m[2]!);
-      }
-    } while (cursor !== '0');
-  }
-  return out;
 }

@@ -2,6 +2,7 @@ import { ConfigError, type Config } from '../config/config';
 import type { IdKeys } from '../ids/secrets';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
+import { scanIdKeys } from '../redis/scan';
 
 /**
  * BUCKETS, ID_LENGTH and the secret decide where every ID lives and how it is
@@ -25,17 +26,7 @@ export async function pinLayout(redis: RedisClient, cfg: Config, ids: IdKeys): P
  * its layout: a look at some of its ID keys tells whether they fit this one.
  */
 async function refuseOlderLayout(redis: RedisClient, cfg: Config): Promise<void> {
-  const nodes = 'nodes' in redis ? redis.nodes('master') : [redis];
-  for (const node of nodes) {
-    let cursor = '0';
-    for (let i = 0; i < 20; i++) {
-      const [next, found] = await node.scan(cursor, 'MATCH', 'ts:{b*}:id:*', 'COUNT', 1000);
-      for (const key of found) {
-        const bucket = Number(/^ts:\{b(\d+)\}/.exec(key)?.[1]);
-        if (bucket >= cfg.buckets) throw new ConfigError(`BUCKETS=${cfg.buckets}, but this Redis holds IDs in bucket ${bucket}: it was laid out with more buckets (1024 was the default before 64); set BUCKETS to that number`);
-      }
-      cursor = next;
-      if (cursor === '0') break;
-    }
+  for await (const { bucket } of scanIdKeys(redis, 20)) {
+    if (bucket >= cfg.buckets) throw new ConfigError(`BUCKETS=${cfg.buckets}, but this Redis holds IDs in bucket ${bucket}: it was laid out with more buckets (1024 was the default before 64); set BUCKETS to that number`);
   }
 }

@@ -85,9 +85,7 @@ export class Scripts {
   }
 
   run<T = unknown>(name: ScriptName, keys: readonly string[], args: readonly (string | number)[]): Promise<T> {
-    const fn = (this.client as unknown as Record<string, Runner>)[name];
-    if (!fn) throw new Error(`unknown script ${name}`);
-    return fn.call(this.client, keys.length, ...keys, ...args) as Promise<T>;
+    return this.runFlat<T>(name, [keys.length, ...keys, ...args]);
   }
 
   /** For hot paths that build the call in one array: the key count, the keys, then the arguments. */

@@ -13,7 +13,7 @@ import { Sandbox } from '../../src/sandbox/server';
 import { activateId } from '../../src/admin/ids';
 import { mintIds } from '../../src/ids/mint';
 import { createToken } from '../../src/catalog/store';
-import { cli, cliEnv, setEnv } from '../helpers/cli';
+import { runCliIn } from '../helpers/cli';
 import { Client, STD_RATES, talkProduct, TEST_SECRET } from '../helpers/env';
 
 /**
@@ -59,13 +59,8 @@ async function sold(count: number): Promise<string[]> {
 }
 
 async function audit(): Promise<{ code: number; report: { ok: boolean; problems: unknown[]; sold: number } }> {
-  const restore = setEnv(cliEnv({ redis, cfg, dir }));
-  try {
-    const r = await cli('audit', '--json');
-    return { code: r.code, report: JSON.parse(r.out) };
-  } finally {
-    restore();
-  }
+  const r = await runCliIn({ redis, cfg, dir }, 'audit', '--json');
+  return { code: r.code, report: JSON.parse(r.out) };
 }
 
 beforeAll(async () => {

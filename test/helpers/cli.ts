@@ -86,7 +86,7 @@ export async function cli(...args: string[]): Promise<CliRun> {
 }
 
 /** Runs one CLI command in-process against the harness, with cliEnv(h) for this run only. */
-export async function runCliIn(h: Harness, ...args: string[]): Promise<CliRun> {
+export async function runCliIn(h: Parameters<typeof cliEnv>[0], ...args: string[]): Promise<CliRun> {
   const restore = setEnv(cliEnv(h));
   try {
     return await cli(...args);

@@ -1,0 +1,27 @@
+import type { Redis } from 'ioredis';
+import { Cluster } from 'ioredis';
+import type { RedisClient } from './connect';
+import { bucketOfKey } from './keys';
+
+/**
+ * Every ID key (`ts:{bN}:id:<hash>`), as bucket and hash: a SCAN over the Redis,
+ * or over each cluster primary as the cluster has them now (a failover may have
+ * moved them since this client last looked). `maxPages` stops each node's scan
+ * early, for a sample.
+ */
+export async function* scanIdKeys(redis: RedisClient, maxPages = Infinity): AsyncGenerator<{ bucket: number; hash: string }> {
+  let nodes: Redis[] = [redis as Redis];
+  if (redis instanceof Cluster) {
+    await new Promise<void>((ok, no) => redis.refreshSlotsCache((err) => (err ? no(err) : ok())));
+    nodes = redis.nodes('master');
+  }
+  for (const node of nodes) {
+    let cursor = '0';
+    for (let page = 0; page < maxPages; page++) {
+      const [next, found] = await node.scan(cursor, 'MATCH', 'ts:{b*}:id:*', 'COUNT', 1000);
+      for (const key of found) yield { bucket: bucketOfKey(key), hash: key.slice(key.indexOf(':id:') + 4) };
+      cursor = next;
+      if (cursor === '0') break;
+    }
+  }
+}
