@@ -1,52 +1,71 @@
---[[ redeem: use an entry, spend value or use a service, once per scan id.
-KEYS[1] ID hash              ts:{bN}:id:<idHash>
-KEYS[2] scan record          ts:{bN}:scan:<scanner>:<scan>
-KEYS[3] redemption records   ts:{bN}:red (stream)
-ARGV[1] now (ms)
-ARGV[2] venue            ARGV[3] gate ('' if none)
-ARGV[4] item ('' if none) ARGV[5] amount (micro-units, goods only)   ARGV[6] quantity
-ARGV[7] direction: 'in' or 'out'
-ARGV[8] scanner (token name)   ARGV[9] scan id   ARGV[10] ID hash (for the record)
-ARGV[11] TTL (s) of the scan record, which answers retries
-Returns { 'ok', kind, action, amount, left, recordId, duplicate(0|1), reversed since(0|1) },
-        { 'no', reason, detail... } (nothing changed, nothing stored), or { 'no', 'scan_conflict' }.
-A retry of a scan returns the first answer; the same scan id with other terms is a conflict.
+--[[ redeem: use entries, spend value or use services for one or more scans of one bucket, once per
+scan id. Scans are applied in order, so two scans of one ID in a batch see each other.
+KEYS[1]     redemption records   ts:{bN}:red (stream)
+KEYS[2i]    ID hash              ts:{bN}:id:<idHash>             (i = 1..n)
+KEYS[2i+1]  scan record          ts:{bN}:scan:<scanner>:<scan>  (string, includes/scan_record.lua)
+ARGV[1] now (ms)   ARGV[2] TTL (s) of the scan records, which answer retries
+ARGV[3+10(i-1)..12+10(i-1)] scan i: venue, gate ('' if none), item ('' if none),
+        amount (micro-units, goods only; -1 the venue does not sell the item), quantity,
+        direction ('in' | 'out'), scanner (token name), scan id, ID hash (for the record),
+        claimed: 1 when scan_claim claimed the scan id just now (so it has no record to look
+        up: the claim is older than any record of it and lives as long), 0 for a retry
+Returns one flat array, eight entries per scan:
+  'ok', kind, action, amount, left, recordId, duplicate (0|1), reversed since (0|1)
+  'no', reason, detail, detail, detail, 0, 0, 0   (nothing changed, nothing stored)
+A retry of a scan returns the first answer; the same scan id with other terms is scan_conflict.
 ]]
 -- @include "num"
 -- @include "redeem_check"
-local now = tonumber(ARGV[1])
-local prev = redis.call('HMGET', KEYS[2], 'id', 'item', 'qty', 'dir', 'kind', 'action', 'amount', 'left', 'rec', 'st')
-if prev[1] then
-  if prev[1] ~= KEYS[1] or prev[2] ~= ARGV[4] or prev[3] ~= ARGV[6] or prev[4] ~= ARGV[7] then return { 'no', 'scan_conflict' } end
-  return { 'ok', prev[5], prev[6], tonumber(prev[7]), tonumber(prev[8]), prev[9], 1, prev[10] == 'reversed' and 1 or 0 }
+-- @include "scan_record"
+local now, ttl = tonumber(ARGV[1]), ARGV[2]
+local out = {}
+
+local function put(i, r)
+  local o = 8 * (i - 1)
+  for j = 1, 8 do out[o + j] = r[j] or 0 end
 end
 
-local r, f = redeem_check(KEYS[1], now, ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7])
-if r[1] ~= 'ok' then return r end
-local kind, action, amount, left = r[2], r[3], r[4], r[5]
-local before = left + amount
-
-local upd = { 'bal', int(left) }
-if kind == 'entry' then
-  upd[#upd + 1] = 'inside'
-  upd[#upd + 1] = action == 'exit' and '0' or '1'
-end
-if (tonumber(f[11]) or 0) == 0 and action ~= 'exit' then
-  for _, v in ipairs({ 'first', int(now), 'fven', ARGV[2], 'fgate', ARGV[3] }) do upd[#upd + 1] = v end
-  -- Stored value and services count their validity from first use.
-  local expd = tonumber(f[16]) or 0
-  if expd > 0 and (tonumber(f[4]) or 0) == 0 then
-    upd[#upd + 1] = 'exp'
-    upd[#upd + 1] = int(now + expd * 86400000)
+local function redeem_one(ikey, skey, venue, gate, item, amount, qty, dir, scanner, scan, idh, claimed)
+  if claimed ~= '1' then
+    local prev = scan_unpack(redis.call('GET', skey))
+    if prev then
+      if prev.id ~= ikey or prev.item ~= item or prev.qty ~= qty or prev.dir ~= dir then return { 'no', 'scan_conflict' } end
+      return { 'ok', prev.kind, prev.action, tonumber(prev.amount), tonumber(prev.left), prev.rec, 1, prev.st == 'reversed' and 1 or 0 }
+    end
   end
-end
-redis.call('HSET', KEYS[1], unpack(upd))
 
-local rec = redis.call('XADD', KEYS[3], '*', 'type', 'redeem', 'scan', ARGV[9], 'scanner', ARGV[8],
-  'id', ARGV[10], 'kind', kind, 'action', action, 'venue', ARGV[2], 'gate', ARGV[3], 'item', ARGV[4],
-  'qty', ARGV[6], 'amount', int(amount), 'before', int(before), 'after', int(left), 'time', int(now))
-redis.call('HSET', KEYS[2], 'id', KEYS[1], 'item', ARGV[4], 'qty', ARGV[6], 'dir', ARGV[7], 'kind', kind,
-  'action', action, 'amount', int(amount), 'left', int(left), 'rec', rec, 'venue', ARGV[2], 'gate', ARGV[3],
-  'idh', ARGV[10], 'time', int(now), 'st', 'ok')
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[11]))
-return { 'ok', kind, action, amount, left, rec, 0, 0 }
+  local r, f = redeem_check(ikey, now, venue, gate, item, tonumber(amount), tonumber(qty), dir)
+  if r[1] ~= 'ok' then return r end
+  local kind, action, amt, left = r[2], r[3], r[4], r[5]
+
+  local upd = { 'bal', int(left) }
+  if kind == 'entry' then
+    upd[#upd + 1] = 'inside'
+    upd[#upd + 1] = action == 'exit' and '0' or '1'
+  end
+  if (tonumber(f[11]) or 0) == 0 and action ~= 'exit' then
+    for _, v in ipairs({ 'first', int(now), 'fven', venue, 'fgate', gate }) do upd[#upd + 1] = v end
+    -- Stored value and services count their validity from first use.
+    local expd = tonumber(f[16]) or 0
+    if expd > 0 and (tonumber(f[4]) or 0) == 0 then
+      upd[#upd + 1] = 'exp'
+      upd[#upd + 1] = int(now + expd * 86400000)
+    end
+  end
+  redis.call('HSET', ikey, unpack(upd))
+
+  local rec = redis.call('XADD', KEYS[1], '*', 'type', 'redeem', 'scan', scan, 'scanner', scanner,
+    'id', idh, 'kind', kind, 'action', action, 'venue', venue, 'gate', gate, 'item', item,
+    'qty', qty, 'amount', int(amt), 'before', int(left + amt), 'after', int(left), 'time', int(now))
+  redis.call('SET', skey, scan_pack({ id = ikey, item = item, qty = qty, dir = dir, kind = kind, action = action,
+    amount = int(amt), left = int(left), rec = rec, venue = venue, gate = gate, idh = idh, time = int(now), st = 'ok' }),
+    'EX', ttl)
+  return { 'ok', kind, action, amt, left, rec, 0, 0 }
+end
+
+for i = 1, (#KEYS - 1) / 2 do
+  local a = 3 + 10 * (i - 1)
+  put(i, redeem_one(KEYS[2 * i], KEYS[2 * i + 1], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
+    ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]))
+end
+return out

@@ -1,5 +1,5 @@
 --[[ reverse: undo one earlier redemption by its scan id, once (goods not handed over, a gate misread).
-KEYS[1] scan record          ts:{bN}:scan:<scanner>:<scan>
+KEYS[1] scan record          ts:{bN}:scan:<scanner>:<scan>  (string, includes/scan_record.lua)
 KEYS[2] ID hash              ts:{bN}:id:<idHash>
 KEYS[3] redemption records   ts:{bN}:red (stream)
 ARGV[1] now (ms)
@@ -10,12 +10,12 @@ unknown_scan (never redeemed, or a refusal), scan_conflict (the scan belongs to 
 A second reverse of the same scan returns the first answer and gives nothing back again.
 ]]
 -- @include "num"
-local s = redis.call('HMGET', KEYS[1], 'id', 'st', 'kind', 'action', 'amount', 'venue', 'gate', 'item', 'qty', 'idh',
-  'revrec', 'revleft')
-if not s[1] then return { 'no', 'unknown_scan' } end
-if s[1] ~= KEYS[2] then return { 'no', 'scan_conflict' } end
-local amount = tonumber(s[5])
-if s[2] == 'reversed' then return { 'ok', s[3], amount, tonumber(s[12]), s[11], 1 } end
+-- @include "scan_record"
+local s = scan_unpack(redis.call('GET', KEYS[1]))
+if not s then return { 'no', 'unknown_scan' } end
+if s.id ~= KEYS[2] then return { 'no', 'scan_conflict' } end
+local amount = tonumber(s.amount)
+if s.st == 'reversed' then return { 'ok', s.kind, amount, tonumber(s.revleft), s.revrec, 1 } end
 
 local now = tonumber(ARGV[1])
 local bal = tonumber(redis.call('HGET', KEYS[2], 'bal')) or 0
@@ -23,14 +23,15 @@ local left = bal + amount
 local upd = { 'bal', int(left) }
 -- Undoing a way in leaves the holder outside; undoing an exit puts them back inside
 -- (so nobody else comes in on the ticket as a re-entry).
-if s[3] == 'entry' then
+if s.kind == 'entry' then
   upd[#upd + 1] = 'inside'
-  upd[#upd + 1] = s[4] == 'exit' and '1' or '0'
+  upd[#upd + 1] = s.action == 'exit' and '1' or '0'
 end
 redis.call('HSET', KEYS[2], unpack(upd))
 local scan = string.match(KEYS[1], 'scan:[^:]+:(.+)$')
 local rec = redis.call('XADD', KEYS[3], '*', 'type', 'reverse', 'scan', scan, 'scanner', ARGV[2],
-  'id', s[10], 'kind', s[3], 'action', s[4], 'venue', s[6], 'gate', s[7], 'item', s[8], 'qty', s[9],
+  'id', s.idh, 'kind', s.kind, 'action', s.action, 'venue', s.venue, 'gate', s.gate, 'item', s.item, 'qty', s.qty,
   'amount', int(-amount), 'before', int(bal), 'after', int(left), 'time', int(now), 'reason', ARGV[3])
-redis.call('HSET', KEYS[1], 'st', 'reversed', 'revrec', rec, 'revleft', int(left), 'revtime', int(now))
-return { 'ok', s[3], amount, left, rec, 0 }
+s.st, s.revrec, s.revleft, s.revtime = 'reversed', rec, int(left), int(now)
+redis.call('SET', KEYS[1], scan_pack(s), 'KEEPTTL')
+return { 'ok', s.kind, amount, left, rec, 0 }

@@ -6,7 +6,8 @@ import type { Metrics } from '../observability/metrics';
 import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
 import { callKeyOf, callKeysFor, type CallKeys, CallLocator } from './locator';
-import { sendNow, type RedisClient } from '../redis/connect';
+import type { RedisClient } from '../redis/connect';
+import { GroupCommit } from '../redis/group-commit';
 
 export type StartResult =
   | { ok: true; maxSec: number; balance: number; rate: number; fee: number; duplicate: boolean }
@@ -51,20 +52,15 @@ interface PendingTick {
 /**
  * Call metering on top of the Lua scripts: admission, per-second billing and
  * close. Ticks are grouped by bucket and billed by one script call per bucket
- * and round (see flush), which is what keeps the cost per tick falling as the
+ * and round (see GroupCommit), which is what keeps the cost per tick falling as the
  * call volume rises.
  */
 export class Metering {
   readonly locator: CallLocator;
   /** How often a ticking call's score in the live set is refreshed: well inside the stale time. */
   private readonly liveRefreshMs: number;
-  /** Ticks waiting for their bucket's next call_tick, by bucket. */
-  private pending = new Map<number, PendingTick[]>();
-  /** call_tick calls in flight, by bucket. */
-  private readonly busy = new Map<number, number>();
-  /** Stops waiting for their bucket's queued ticks to be written, by bucket. */
-  private readonly waiters = new Map<number, (() => void)[]>();
-  private flushScheduled = false;
+  /** Ticks wait here for their bucket's next call_tick (group commit). */
+  private readonly ticks: GroupCommit<PendingTick>;
 
   constructor(
     private readonly cfg: Config,
@@ -73,10 +69,11 @@ export class Metering {
     private readonly ids: IdKeys,
     private readonly catalog: CatalogCache,
     private readonly metrics: Metrics,
-    private readonly maxTicksPerScript = 64,
+    maxTicksPerScript = 64,
   ) {
     this.locator = new CallLocator(redis, ids, cfg.sessionTtlSec);
     this.liveRefreshMs = Math.min(2000, Math.floor(cfg.staleAfterMs / 3));
+    this.ticks = new GroupCommit(redis, this.billTicks, maxTicksPerScript);
   }
 
   private async timed<T>(script: Parameters<Scripts['run']>[0], k: readonly string[], a: readonly (string | number)[]): Promise<T> {
@@ -114,69 +111,12 @@ export class Metering {
   }
 
   private enqueue(ck: CallKeys, sec: number, done: TickCallback): void {
-    let group = this.pending.get(ck.bucket);
-    if (!group) this.pending.set(ck.bucket, (group = []));
-    group.push({ ck, sec, done });
-    if (!this.busy.has(ck.bucket)) this.scheduleFlush();
+    this.ticks.add(ck.bucket, { ck, sec, done });
   }
 
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(this.flush);
-  }
-
-  /**
-   * Group commit: a bucket has at most one round of call_tick in flight. Ticks
-   * that arrive meanwhile wait for it and go together in the next, so batches
-   * grow with the load and the cost per tick falls as the rate rises, instead of
-   * a queue building up behind one small script per tick. With nothing in
-   * flight a tick goes out in the event-loop turn it arrived in.
-   */
-  private readonly flush = (): void => {
-    this.flushScheduled = false;
+  /** Ticks are grouped by bucket and billed by one call_tick per bucket and round (GroupCommit). */
+  private readonly billTicks = (_bucket: number, batch: PendingTick[], settled: () => void): void => {
     const now = Date.now();
-    for (const [bucket, group] of this.pending) {
-      if (this.busy.has(bucket)) continue;
-      this.pending.delete(bucket);
-      const max = this.maxTicksPerScript;
-      const calls = Math.ceil(group.length / max);
-      this.busy.set(bucket, calls);
-      if (calls === 1) this.billTicks(bucket, group, now);
-      else for (let i = 0; i < group.length; i += max) this.billTicks(bucket, group.slice(i, i + max), now);
-      const waiting = this.waiters.get(bucket);
-      if (waiting) {
-        this.waiters.delete(bucket);
-        for (const go of waiting) go();
-      }
-    }
-    // This runs in the check phase: without this the batch would wait a whole loop iteration.
-    sendNow(this.redis);
-  };
-
-  private settled(bucket: number): void {
-    const left = this.busy.get(bucket)! - 1;
-    if (left > 0) return void this.busy.set(bucket, left);
-    this.busy.delete(bucket);
-    if (this.pending.has(bucket)) this.scheduleFlush();
-  }
-
-  /**
-   * Resolves once the ticks queued for this bucket are on their way to Redis. A
-   * stop sent behind a tick must not overtake it: Redis runs the commands of one
-   * connection in the order they were written, so writing after them keeps that
-   * order.
-   */
-  private ticksSent(bucket: number): Promise<void> | undefined {
-    if (!this.pending.has(bucket)) return undefined;
-    return new Promise((resolve) => {
-      const waiting = this.waiters.get(bucket);
-      if (waiting) waiting.push(resolve);
-      else this.waiters.set(bucket, [resolve]);
-    });
-  }
-
-  private billTicks(bucket: number, batch: PendingTick[], now: number): void {
     // One array in call order (key count, keys, arguments): lua/call_tick.lua's layout.
     const n = batch.length;
     const call: (string | number)[] = new Array(2 + 3 * n + 2);
@@ -194,7 +134,7 @@ export class Metering {
     const t0 = performance.now();
     this.scripts.runFlat<RawTicks>('call_tick', call).then(
       (rows) => {
-        this.settled(bucket);
+        settled();
         this.metrics.scriptTime('call_tick', performance.now() - t0);
         const n = batch.length;
         let x = 3 * n;
@@ -213,16 +153,17 @@ export class Metering {
         }
       },
       (err: unknown) => {
-        this.settled(bucket);
+        settled();
         for (const t of batch) t.done(err);
       },
     );
-  }
+  };
 
   async stop(sw: string, call: string, sec: number, cause: string): Promise<StopResult> {
     const ck = await this.locator.find(sw, call);
     if (!ck) return { ok: false, reason: 'unknown_call' };
-    await this.ticksSent(ck.bucket);
+    // A stop sent behind a tick must not overtake it.
+    await this.ticks.sent(ck.bucket);
     const r = await this.timed<RawStop>('call_stop', [ck.session, ck.id, ck.live, ck.cdr], [Date.now(), sec, cause, this.cfg.sessionTtlSec]);
     if (r[0] === 'err') return { ok: false, reason: r[1] };
     this.locator.forget(sw, call);

@@ -9,11 +9,18 @@ import type { Metrics } from '../observability/metrics';
 import type { RedisClient } from '../redis/connect';
 import { bucketOfKey, keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
+import { GroupCommit } from '../redis/group-commit';
 import { GuessThrottle } from './throttle';
 
+/** Scans per script call: Redis runs nothing else meanwhile, so a batch stays short. */
+const MAX_SCANS_PER_SCRIPT = 32;
+/** How much longer a scan id's claim lives than the scan's record (s). */
+const CLAIM_MARGIN_SEC = 60;
+
 /**
- * Redemption at venue gates and tills: one atomic script call per scan, the
- * record written with the change. A scan id names one redemption of one
+ * Redemption at venue gates and tills: every scan applied atomically by a
+ * script, the record written with the change (the scans of one bucket that
+ * arrive together share a script call). A scan id names one redemption of one
  * scanner: retries return the first answer, and an index (in the scan id's own
  * bucket, claimed before the script runs) refuses the same scan id for another
  * ID or item, wherever that ID's bucket is.
@@ -51,6 +58,45 @@ export interface Refusal {
 export type Answer = ({ ok: true } & Granted) | ({ ok: false } & Refusal);
 
 type Raw = ['ok', string, string, number, number, string?, number?, number?] | ['no', string, ...(string | number)[]];
+/** What a scan resolves to without Redis: its ID, where the scanner stands, what it asks for. */
+class Terms {
+  constructor(
+    readonly idKey: string,
+    readonly idHash: string,
+    readonly bucket: number,
+    readonly venue: string,
+    readonly gate: string,
+    readonly item: string,
+    readonly qty: number,
+    readonly dir: string,
+    /** Micro-units for goods; -1 when the venue does not sell the item. */
+    readonly amount: number,
+  ) {}
+}
+
+/** A redeem on its way through the claim and redeem rounds (a class: one shape, no map changes on the hot path). */
+class PendingScan {
+  /** scan_claim's answer: 0 claimed by this scan, 1 a retry of a claimed one, 2 taken (CLAIM_TAKEN) by other terms. */
+  claim = 0;
+  raw: Raw = SCAN_CONFLICT;
+
+  constructor(
+    readonly t: Terms,
+    readonly scanner: string,
+    readonly scan: string,
+    readonly scanKey: string,
+    readonly scanBucket: number,
+    readonly indexKey: string,
+    /** What the index holds for this scan: the ID key, item, quantity and direction. */
+    readonly claimTerms: string,
+    readonly resolve: (p: PendingScan) => void,
+    readonly reject: (err: unknown) => void,
+  ) {}
+}
+
+const SCAN_CONFLICT: Raw = ['no', 'scan_conflict'];
+const CLAIM_TAKEN = 2;
+
 type RawReverse = ['ok', string, number, number, string, number] | ['no', string];
 
 export class Redemption {
@@ -60,6 +106,10 @@ export class Redemption {
   private readonly redis: RedisClient;
   private readonly scripts: Scripts;
   private readonly ids: IdKeys;
+  /** Scans waiting for their scan key's bucket's next scan_claim. */
+  private readonly claims: GroupCommit<PendingScan>;
+  /** Claimed scans waiting for their ID's bucket's next redeem. */
+  private readonly redeems: GroupCommit<PendingScan>;
 
   constructor(
     private readonly ctx: Context,
@@ -68,59 +118,132 @@ export class Redemption {
   ) {
     ({ cfg: this.cfg, redis: this.redis, scripts: this.scripts, ids: this.ids } = ctx);
     this.throttle = new GuessThrottle(ctx.redis, ctx.ids, ctx.cfg.guessLimit, ctx.cfg.guessWindowSec);
+    this.claims = new GroupCommit(ctx.redis, this.sendClaims, MAX_SCANS_PER_SCRIPT);
+    this.redeems = new GroupCommit(ctx.redis, this.sendRedeems, MAX_SCANS_PER_SCRIPT);
   }
 
-  redeem(token: TokenInfo, req: ScanRequest): Promise<Answer> {
-    return this.scanOp('redeem', token, req);
+  /**
+   * Redeems go in two group-committed rounds: the scan ids are claimed in their
+   * own buckets (scan_claim), then applied in their IDs' buckets (redeem), each
+   * round one script call per bucket for all the scans that came in meanwhile.
+   */
+  async redeem(token: TokenInfo, req: ScanRequest): Promise<Answer> {
+    const t = this.prepare(token, req);
+    if (!(t instanceof Terms)) return t;
+    const scanKey = `${token.name}:${req.scan}`;
+    const scanBucket = this.ids.bucketOf(scanKey);
+    const p = await new Promise<PendingScan>((resolve, reject) => {
+      const claimTerms = `${t.idKey}|${t.item}|${t.qty}|${t.dir}`;
+      this.claims.add(scanBucket, new PendingScan(t, token.name, req.scan, scanKey, scanBucket, keys.scanIndex(scanBucket, scanKey), claimTerms, resolve, reject));
+    });
+    // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis).
+    if (p.raw[0] === 'no' && p.claim === 0) await this.redis.del(p.indexKey);
+    return this.answered(token, p.raw);
   }
 
-  validate(token: TokenInfo, req: Omit<ScanRequest, 'scan'>): Promise<Answer> {
-    return this.scanOp('validate', token, { ...req, scan: '' });
+  async validate(token: TokenInfo, req: Omit<ScanRequest, 'scan'>): Promise<Answer> {
+    const t = this.prepare(token, { ...req, scan: '' });
+    if (!(t instanceof Terms)) return t;
+    const t0 = performance.now();
+    const raw = await this.scripts.run<Raw>('validate', [t.idKey], [Date.now(), t.venue, t.gate, t.item, t.amount, t.dir, t.qty]);
+    this.metrics.scriptTime('validate', performance.now() - t0);
+    return this.answered(token, raw);
   }
 
-  private async scanOp(op: 'redeem' | 'validate', token: TokenInfo, req: ScanRequest): Promise<Answer> {
+  /** The checks that need no Redis, and the terms of the scan. */
+  private prepare(token: TokenInfo, req: ScanRequest): Terms | ({ ok: false } & Refusal) {
     const wait = this.throttle.retryAfter(token.name);
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
     const venue = token.venue;
     if (!venue) return { ok: false, reason: 'no_venue' };
-    // A scanner bound to a gate redeems there, whatever it sends.
-    const gate = token.gate ?? req.gate ?? '';
     const checked = checkId(req.id, this.cfg.idLength);
     if (!checked.ok) return checked;
     const { hash, bucket } = this.ids.hash(checked.id);
-    const idKey = keys.id(bucket, hash);
     const item = req.item ?? '';
     const qty = req.qty ?? 1;
-    const dir = req.dir ?? 'in';
     // Goods are priced from the venue's item list; -1 tells the script the venue does not sell it.
     const price = item ? this.catalog.item(venue, item)?.price : undefined;
     const amount = price === undefined ? -1 : price * qty;
     if (!Number.isSafeInteger(amount)) return { ok: false, reason: 'bad_value' };
-    const now = Date.now();
+    // A scanner bound to a gate redeems there, whatever it sends.
+    return new Terms(keys.id(bucket, hash), hash, bucket, venue, token.gate ?? req.gate ?? '', item, qty, req.dir ?? 'in', amount);
+  }
 
-    let raw: Raw;
-    const t0 = performance.now();
-    if (op === 'validate') {
-      raw = await this.scripts.run<Raw>('validate', [idKey], [now, venue, gate, item, amount, dir, qty]);
-    } else {
-      const scanKey = `${token.name}:${req.scan}`;
-      const terms = `${idKey}|${item}|${qty}|${dir}`;
-      const indexKey = keys.scanIndex(this.ids.bucketOf(scanKey), scanKey);
-      const claimed = await this.redis.set(indexKey, terms, 'EX', this.cfg.scanTtlSec, 'NX', 'GET');
-      if (claimed !== null && claimed !== terms) return { ok: false, reason: 'scan_conflict' };
-      raw = await this.scripts.run<Raw>(
-        'redeem',
-        [idKey, keys.scan(bucket, scanKey), keys.redemptions(bucket)],
-        [now, venue, gate, item, amount, qty, dir, token.name, req.scan, hash, this.cfg.scanTtlSec],
-      );
-      // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis).
-      if (raw[0] === 'no' && claimed === null) await this.redis.del(indexKey);
-    }
-    this.metrics.scriptTime(op, performance.now() - t0);
+  private async answered(token: TokenInfo, raw: Raw): Promise<Answer> {
     const answer = toAnswer(raw);
     if (!answer.ok && answer.reason === 'unknown_id') await this.missed(token.name);
     return answer;
   }
+
+  private readonly sendClaims = (_bucket: number, batch: PendingScan[], settled: () => void): void => {
+    const n = batch.length;
+    const call: (string | number)[] = new Array(2 + 2 * n);
+    call[0] = n;
+    // A claim outlives its scan's record, so a scan id claimed anew has no record to look up.
+    call[1 + n] = this.cfg.scanTtlSec + CLAIM_MARGIN_SEC;
+    for (let i = 0; i < n; i++) {
+      call[1 + i] = batch[i]!.indexKey;
+      call[2 + n + i] = batch[i]!.claimTerms;
+    }
+    this.scripts.runFlat<number[]>('scan_claim', call).then(
+      (codes) => {
+        settled();
+        for (let i = 0; i < n; i++) {
+          const p = batch[i]!;
+          p.claim = codes[i]!;
+          if (p.claim === CLAIM_TAKEN) p.resolve(p);
+          else this.redeems.add(p.t.bucket, p);
+        }
+      },
+      (err: unknown) => {
+        settled();
+        for (const p of batch) p.reject(err);
+      },
+    );
+  };
+
+  private readonly sendRedeems = (bucket: number, batch: PendingScan[], settled: () => void): void => {
+    // One array in call order (key count, keys, arguments): lua/redeem.lua's layout.
+    const n = batch.length;
+    const call: (string | number)[] = new Array(2 + 2 * n + 2 + 10 * n);
+    call[0] = 1 + 2 * n;
+    call[1] = keys.redemptions(bucket);
+    let a = 2 + 2 * n;
+    call[a++] = Date.now();
+    call[a++] = this.cfg.scanTtlSec;
+    for (let i = 0; i < n; i++) {
+      const p = batch[i]!;
+      const t = p.t;
+      call[2 + 2 * i] = t.idKey;
+      call[3 + 2 * i] = keys.scan(bucket, p.scanKey);
+      call[a++] = t.venue;
+      call[a++] = t.gate;
+      call[a++] = t.item;
+      call[a++] = t.amount;
+      call[a++] = t.qty;
+      call[a++] = t.dir;
+      call[a++] = p.scanner;
+      call[a++] = p.scan;
+      call[a++] = t.idHash;
+      call[a++] = p.claim === 0 ? 1 : 0;
+    }
+    const t0 = performance.now();
+    this.scripts.runFlat<(string | number)[]>('redeem', call).then(
+      (rows) => {
+        settled();
+        this.metrics.scriptTime('redeem', performance.now() - t0);
+        for (let i = 0; i < n; i++) {
+          const p = batch[i]!;
+          p.raw = rows.slice(8 * i, 8 * i + 8) as Raw;
+          p.resolve(p);
+        }
+      },
+      (err: unknown) => {
+        settled();
+        for (const p of batch) p.reject(err);
+      },
+    );
+  };
 
   /** A scanner's look at an ID: throttled and counted like a scan, so it is no way around the guess limit. */
   async status(token: TokenInfo, id: unknown): Promise<Outcome<IdStatus> | ({ ok: false } & Refusal)> {
@@ -165,3 +288,4 @@ function toAnswer(r: Raw): Answer {
       return { ok: false, reason };
   }
 }
+

@@ -47,6 +47,7 @@ export type ScriptName =
   | 'activate'
   | 'set_state'
   | 'redeem'
+  | 'scan_claim'
   | 'validate'
   | 'reverse'
   | 'reserve'

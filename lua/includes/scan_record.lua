@@ -1,0 +1,21 @@
+-- A scan's record: its first answer (for retries) and what a reversal needs, packed in one
+-- string ('|' never occurs in names, scan ids or ID keys: the protocol's patterns exclude it).
+-- One string key with a TTL is the cheapest record Redis keeps: one SET, one GET.
+local SCAN_FIELDS = { 'id', 'item', 'qty', 'dir', 'kind', 'action', 'amount', 'left', 'rec', 'venue', 'gate',
+  'idh', 'time', 'st', 'revrec', 'revleft', 'revtime' }
+
+local function scan_pack(r)
+  local parts = {}
+  for i, name in ipairs(SCAN_FIELDS) do parts[i] = r[name] or '' end
+  return table.concat(parts, '|')
+end
+
+local function scan_unpack(s)
+  if not s then return nil end
+  local r, i = {}, 1
+  for v in string.gmatch(s .. '|', '([^|]*)|') do
+    r[SCAN_FIELDS[i]] = v
+    i = i + 1
+  end
+  return r
+end
