@@ -27,7 +27,7 @@ end
 
 local function redeem_one(ikey, skey, venue, gate, item, amount, qty, dir, scanner, scan, idh, claimed)
   if claimed ~= '1' then
-    local prev = scan_unpack(redis.call('GET', skey))
+    local prev = scan_read(skey)
     if prev then
       if prev.id ~= ikey or prev.item ~= item or prev.qty ~= qty or prev.dir ~= dir then return { 'no', 'scan_conflict' } end
       return { 'ok', prev.kind, prev.action, tonumber(prev.amount), tonumber(prev.left), prev.rec, 1, prev.st == 'reversed' and 1 or 0 }

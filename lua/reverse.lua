@@ -11,7 +11,7 @@ A second reverse of the same scan returns the first answer and gives nothing bac
 ]]
 -- @include "num"
 -- @include "scan_record"
-local s = scan_unpack(redis.call('GET', KEYS[1]))
+local s = scan_read(KEYS[1])
 if not s then return { 'no', 'unknown_scan' } end
 if s.id ~= KEYS[2] then return { 'no', 'scan_conflict' } end
 local amount = tonumber(s.amount)

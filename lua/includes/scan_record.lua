@@ -19,3 +19,13 @@ local function scan_unpack(s)
   end
   return r
 end
+
+-- Reads a scan's record. Records written before they were packed are hashes: still read, so a
+-- retry or reversal across an upgrade is answered, not redeemed again.
+local function scan_read(key)
+  local s = redis.pcall('GET', key)
+  if type(s) ~= 'table' or not s.err then return scan_unpack(s) end
+  local flat, r = redis.call('HGETALL', key), {}
+  for i = 1, #flat, 2 do r[flat[i]] = flat[i + 1] end
+  return r
+end

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
+import { keys } from '../../src/redis/keys';
 import { gateway, seedCatalog, soldIds, startHarness, type Harness, type Msg } from '../helpers/env';
 import {
   balanceOf,
@@ -101,6 +102,25 @@ describe('idempotent retries', () => {
     expect(answers.filter((a) => a.duplicate)).toEqual(Array(19).fill({ ...want, duplicate: true }));
     expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
     expect(await recordsOf(h, id)).toHaveLength(1);
+  });
+  it('a scan recorded before records were packed (a hash) is still answered as a retry, and reversed once', async () => {
+    const id = await sold(cat.wallet);
+    const scan = uniq();
+    const first = await s.redeem({ scan, id, item: 'beer' });
+    expect(first).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.beer });
+    // Rewrite the record the way earlier versions kept it: a hash with the same fields.
+    const { bucket } = h.ctx.ids.hash(id);
+    const key = keys.scan(bucket, `${name}:${scan}`);
+    const names = ['id', 'item', 'qty', 'dir', 'kind', 'action', 'amount', 'left', 'rec', 'venue', 'gate', 'idh', 'time', 'st'];
+    const values = ((await h.r.get(key)) ?? '').split('|');
+    await h.r.del(key);
+    await h.r.hset(key, Object.fromEntries(names.map((n, i) => [n, values[i]!])));
+    expect(await s.redeem({ scan, id, item: 'beer' })).toEqual({ ...first, duplicate: true });
+    expect(await s.redeem({ scan, id, item: 'water' })).toEqual({ ...CONFLICT, scan });
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.beer);
+    expect(await s.reverse(scan, 'upgrade')).toMatchObject({ op: 'reversed', amount: PRICE.beer, valueLeft: WALLET_FACE });
+    expect(await s.reverse(scan, 'upgrade')).toMatchObject({ op: 'reversed', valueLeft: WALLET_FACE, duplicate: true });
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE);
   });
 });
 
