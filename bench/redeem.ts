@@ -8,8 +8,10 @@
  *      messages in flight (MessagePack), every scan a new scan id, so every
  *      message is a real debit;
  *   2. HTTP: autocannon against POST /v1/redeem, every request a new scan id;
- *   3. the ceiling: redis-benchmark EVALSHA of lua/redeem.lua (debit path) on
- *      the same Redis, with the gateway idle, one scan per call and eight.
+ *   3. the ceilings: autocannon alone against a no-op endpoint (what the load
+ *      generator leaves room for on this machine), and redis-benchmark EVALSHA
+ *      of lua/redeem.lua (debit path) on the same Redis with the gateway idle,
+ *      one scan per call and eight.
  * Prints redemptions/s and p50/p99 for each, the ceiling and the ratios, then
  * one JSON line.
  *
@@ -23,6 +25,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { Packr } from 'msgpackr';
+import uWS from 'uWebSockets.js';
 import WebSocket from 'ws';
 import { openContext } from '../src/app/context';
 import { createToken, putItems, putProducts } from '../src/catalog/store';
@@ -183,8 +186,9 @@ async function main(): Promise<void> {
   const httpSec = (performance.now() - ht0) / 1000;
   const httpCpu = `gateway CPU ${pct((cpuSec(gw.pid) - hg0) / httpSec)}, redis ${pct((cpuSec(redisPid) - hr0) / httpSec)}, load generator ${pct(cpuOf(process.cpuUsage(hl0)) / httpSec)}`;
 
-  // --- 3. Ceiling: redis-benchmark EVALSHA redeem.lua -----------------------------
+  // --- 3. Ceilings: the load generator alone, redis-benchmark EVALSHA redeem.lua --
   await stopChild(gw);
+  const httpAlone = await autocannonAlone(HTTP_CONNS, Math.min(5, DURATION));
   const redeem = readScripts().find((s) => s.name === 'redeem')!;
   const id0 = ids[0]!;
   const { hash, bucket } = ctx.ids.hash(id0);
@@ -214,6 +218,7 @@ async function main(): Promise<void> {
   console.log(`  websocket        ${wsRate.toLocaleString('en')} redemptions/s  (${wsDone.toLocaleString('en')} in ${wsSec.toFixed(1)} s; outcomes ${JSON.stringify(wsOutcomes)}; gateway CPU ${pct(wsGwCpu)}, redis ${pct(wsRedisCpu)}, load generator ${pct(wsLoadCpu)})`);
   console.log(`  ${fmtLatency('ws redeem', ws)}`);
   console.log(`  http             ${httpRate.toLocaleString('en')} req/s  p50 ${http.latency.p50} ms  p99 ${http.latency.p99} ms  (2xx ${http['2xx']}, non-2xx ${http.non2xx}, errors ${http.errors}, timeouts ${http.timeouts}; ${httpCpu})`);
+  console.log(`  http, alone      ${httpAlone.perSec.toLocaleString('en')} req/s from autocannon against a no-op uWS endpoint in this process (${pct(httpAlone.cpu)} CPU): what the load generator leaves room for`);
   console.log(`  ceiling          ${ceiling.toLocaleString('en')} EVALSHA/s of redeem.lua (redis-benchmark -c 50 -P 16, debit path)`);
   console.log(`  ceiling, batched ${ceilingBatched.toLocaleString('en')} redemptions/s, ${BATCH} scans per EVALSHA`);
   console.log(`  ratio            websocket/ceiling ${(wsRate / ceiling).toFixed(3)}, http/ceiling ${(httpRate / ceiling).toFixed(3)}`);
@@ -221,11 +226,39 @@ async function main(): Promise<void> {
   const target = wsRate >= 40_000 && httpRate >= 20_000 && ws.p99 < 20 && http.latency.p99 < 20;
   console.log(`\ntarget (issue 3: ≥ 40,000/s over WebSocket and ≥ 20,000 req/s over HTTP, p99 < 20 ms, 2 cores, load generator included): ${target ? 'met' : 'NOT met'}`);
   console.log(
-    JSON.stringify({ bench: 'redeem', ws: { perSec: wsRate, latencyMs: ws, outcomes: wsOutcomes, gatewayCpu: wsGwCpu, redisCpu: wsRedisCpu, loadCpu: wsLoadCpu }, http: { perSec: httpRate, p50: http.latency.p50, p99: http.latency.p99, non2xx: http.non2xx }, ceiling, ceilingBatched, targetMet: target }),
+    JSON.stringify({ bench: 'redeem', ws: { perSec: wsRate, latencyMs: ws, outcomes: wsOutcomes, gatewayCpu: wsGwCpu, redisCpu: wsRedisCpu, loadCpu: wsLoadCpu }, http: { perSec: httpRate, p50: http.latency.p50, p99: http.latency.p99, non2xx: http.non2xx }, ceiling, ceilingBatched, httpAlone: httpAlone.perSec, targetMet: target }),
   );
   await ctx.close();
   await redis.stop();
   rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * autocannon's own rate on this machine, with the same connections and body,
+ * against an endpoint that answers at once: the HTTP figure above cannot pass it.
+ */
+async function autocannonAlone(connections: number, duration: number): Promise<{ perSec: number; cpu: number }> {
+  const app = uWS.App().post('/*', (res) => {
+    res.onAborted(() => undefined);
+    res.onData((_chunk, last) => {
+      if (last) res.cork(() => res.writeHeader('content-type', 'application/json').end('{"kind":"goods","action":"spend","amount":1000,"valueLeft":0,"item":"coffee"}'));
+    });
+  });
+  const listen = await new Promise<uWS.us_listen_socket>((resolve, reject) => app.listen('127.0.0.1', 0, (ls) => (ls ? resolve(ls) : reject(new Error('listen failed')))));
+  const port = uWS.us_socket_local_port(listen);
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const r = await autocannon({
+    url: `http://127.0.0.1:${port}/v1/redeem`,
+    method: 'POST',
+    connections,
+    duration,
+    headers: { authorization: 'Bearer x', 'content-type': 'application/json' },
+    requests: [{ setupRequest: (req) => ({ ...req, body: JSON.stringify({ scan: 'alone', id: '4000000000000002', item: 'coffee' }) }) }],
+  });
+  const cpu = cpuOf(process.cpuUsage(c0)) / ((performance.now() - t0) / 1000);
+  uWS.us_listen_socket_close(listen);
+  return { perSec: Math.round(r.requests.average), cpu };
 }
 
 main().then(
