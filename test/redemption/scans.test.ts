@@ -369,4 +369,21 @@ describe('concurrency', () => {
     expect(await balanceOf(h, id)).toBe(0);
     expect(await recordsOf(h, id)).toHaveLength(10);
   });
+
+  it('scans of one bucket that arrive together share a redeem call (group commit), each still applied once and in order', async () => {
+    const id = await sold(cat.wallet);
+    const evalshaCalls = async (): Promise<number> => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await h.r.info('commandstats'))?.[1] ?? 0);
+    await h.r.config('RESETSTAT');
+    const from = s.got.length;
+    // One frame: the gateway sees all ten in one event-loop turn (the wallet holds ten waters).
+    s.send(Array.from({ length: 10 }, (_, i) => ({ op: 'redeem', ref: 9000 + i, scan: `batch-${i}`, id, item: 'water' })));
+    const got = await Promise.all(Array.from({ length: 10 }, (_, i) => s.waitFor((m) => m.ref === 9000 + i, from)));
+    expect(got.map((g) => g.msg.op)).toEqual(Array(10).fill('redeemed'));
+    expect(got.map((g) => g.msg.valueLeft as number).sort((a, b) => b - a)).toEqual(Array.from({ length: 10 }, (_, i) => WALLET_FACE - (i + 1) * PRICE.water));
+    expect(await balanceOf(h, id)).toBe(0);
+    expect(await recordsOf(h, id)).toHaveLength(10);
+    // One scan_claim per scan-key bucket (at most ten) and a redeem call or two for the ID's bucket,
+    // where a call per scan and round would make twenty.
+    expect(await evalshaCalls()).toBeLessThanOrEqual(13);
+  });
 });
