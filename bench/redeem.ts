@@ -109,6 +109,7 @@ async function main(): Promise<void> {
   const wsHist = newHist();
   const wsOutcomes: Record<string, number> = {};
   let wsDone = 0;
+  let wsFrames = 0;
   // redis-server runs under a watchdog shell: ask Redis for its own pid.
   const redisPid = Number(/process_id:(\d+)/.exec(await ctx.redis.info('server'))?.[1]);
   const gw0 = cpuSec(gw.pid);
@@ -140,6 +141,7 @@ async function main(): Promise<void> {
         });
         ws.on('error', reject);
         ws.on('message', (data: Buffer) => {
+          wsFrames++;
           const body = packr.unpack(data) as Record<string, unknown> | Record<string, unknown>[];
           const now = performance.now();
           for (const m of Array.isArray(body) ? body : [body]) {
@@ -218,7 +220,7 @@ async function main(): Promise<void> {
 
   const records = (await Promise.all(Array.from({ length: cfg.buckets }, (_, b) => ctx.redis.xlen(keys.redemptions(b))))).reduce((a, b) => a + b, 0);
   console.log('\nresults');
-  console.log(`  websocket        ${wsRate.toLocaleString('en')} redemptions/s  (${wsDone.toLocaleString('en')} in ${wsSec.toFixed(1)} s; outcomes ${JSON.stringify(wsOutcomes)}; gateway CPU ${pct(wsGwCpu)}, redis ${pct(wsRedisCpu)}, load generator ${pct(wsLoadCpu)}; ${wsScripts.toFixed(2)} script calls per redemption)`);
+  console.log(`  websocket        ${wsRate.toLocaleString('en')} redemptions/s  (${wsDone.toLocaleString('en')} in ${wsSec.toFixed(1)} s; outcomes ${JSON.stringify(wsOutcomes)}; gateway CPU ${pct(wsGwCpu)}, redis ${pct(wsRedisCpu)}, load generator ${pct(wsLoadCpu)}; ${wsScripts.toFixed(2)} script calls per redemption, ${(wsDone / Math.max(1, wsFrames)).toFixed(1)} answers per frame)`);
   console.log(`  ${fmtLatency('ws redeem', ws)}`);
   console.log(`  http             ${httpRate.toLocaleString('en')} req/s  p50 ${http.latency.p50} ms  p99 ${http.latency.p99} ms  (2xx ${http['2xx']}, non-2xx ${http.non2xx}, errors ${http.errors}, timeouts ${http.timeouts}; ${httpCpu})`);
   console.log(`  http, alone      ${httpAlone.perSec.toLocaleString('en')} req/s from autocannon against a no-op uWS endpoint in this process (${pct(httpAlone.cpu)} CPU): what the load generator leaves room for`);
@@ -229,7 +231,7 @@ async function main(): Promise<void> {
   const target = wsRate >= 40_000 && httpRate >= 20_000 && ws.p99 < 20 && http.latency.p99 < 20;
   console.log(`\ntarget (issue 3: ≥ 40,000/s over WebSocket and ≥ 20,000 req/s over HTTP, p99 < 20 ms, 2 cores, load generator included): ${target ? 'met' : 'NOT met'}`);
   console.log(
-    JSON.stringify({ bench: 'redeem', ws: { perSec: wsRate, latencyMs: ws, outcomes: wsOutcomes, gatewayCpu: wsGwCpu, redisCpu: wsRedisCpu, loadCpu: wsLoadCpu, scriptsPerRedemption: wsScripts }, http: { perSec: httpRate, p50: http.latency.p50, p99: http.latency.p99, non2xx: http.non2xx }, ceiling, ceilingBatched, httpAlone: httpAlone.perSec, targetMet: target }),
+    JSON.stringify({ bench: 'redeem', ws: { perSec: wsRate, latencyMs: ws, outcomes: wsOutcomes, gatewayCpu: wsGwCpu, redisCpu: wsRedisCpu, loadCpu: wsLoadCpu, scriptsPerRedemption: wsScripts, answersPerFrame: wsDone / Math.max(1, wsFrames) }, http: { perSec: httpRate, p50: http.latency.p50, p99: http.latency.p99, non2xx: http.non2xx }, ceiling, ceilingBatched, httpAlone: httpAlone.perSec, targetMet: target }),
   );
   await ctx.close();
   await redis.stop();
