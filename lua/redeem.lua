@@ -17,7 +17,9 @@ A retry of a scan returns the first answer; the same scan id with other terms is
 -- @include "num"
 -- @include "redeem_check"
 -- @include "scan_record"
-local now, ttl = tonumber(ARGV[1]), ARGV[2]
+-- now also as the gateway's digits: the records take it as text, with no formatting per scan.
+local nows, ttl = ARGV[1], ARGV[2]
+local now = tonumber(nows)
 local out = {}
 
 local function put(i, r)
@@ -38,13 +40,14 @@ local function redeem_one(ikey, skey, venue, gate, item, amount, qty, dir, scann
   if r[1] ~= 'ok' then return r end
   local kind, action, amt, left = r[2], r[3], r[4], r[5]
 
-  local upd = { 'bal', int(left) }
+  local lefts, amts = int(left), int(amt)
+  local upd = { 'bal', lefts }
   if kind == 'entry' then
     upd[#upd + 1] = 'inside'
     upd[#upd + 1] = action == 'exit' and '0' or '1'
   end
   if (tonumber(f[11]) or 0) == 0 and action ~= 'exit' then
-    for _, v in ipairs({ 'first', int(now), 'fven', venue, 'fgate', gate }) do upd[#upd + 1] = v end
+    for _, v in ipairs({ 'first', nows, 'fven', venue, 'fgate', gate }) do upd[#upd + 1] = v end
     -- Stored value and services count their validity from first use.
     local expd = tonumber(f[16]) or 0
     if expd > 0 and (tonumber(f[4]) or 0) == 0 then
@@ -56,9 +59,8 @@ local function redeem_one(ikey, skey, venue, gate, item, amount, qty, dir, scann
 
   local rec = redis.call('XADD', KEYS[1], '*', 'type', 'redeem', 'scan', scan, 'scanner', scanner,
     'id', idh, 'kind', kind, 'action', action, 'venue', venue, 'gate', gate, 'item', item,
-    'qty', qty, 'amount', int(amt), 'before', int(left + amt), 'after', int(left), 'time', int(now))
-  redis.call('SET', skey, scan_pack({ id = ikey, item = item, qty = qty, dir = dir, kind = kind, action = action,
-    amount = int(amt), left = int(left), rec = rec, venue = venue, gate = gate, idh = idh, time = int(now), st = 'ok' }),
+    'qty', qty, 'amount', amts, 'before', int(left + amt), 'after', lefts, 'time', nows)
+  redis.call('SET', skey, scan_pack(ikey, item, qty, dir, kind, action, amts, lefts, rec, venue, gate, idh, nows, 'ok'),
     'EX', ttl)
   return { 'ok', kind, action, amt, left, rec, 0, 0 }
 end

@@ -32,6 +32,6 @@ local scan = string.match(KEYS[1], 'scan:[^:]+:(.+)$')
 local rec = redis.call('XADD', KEYS[3], '*', 'type', 'reverse', 'scan', scan, 'scanner', ARGV[2],
   'id', s.idh, 'kind', s.kind, 'action', s.action, 'venue', s.venue, 'gate', s.gate, 'item', s.item, 'qty', s.qty,
   'amount', int(-amount), 'before', int(bal), 'after', int(left), 'time', int(now), 'reason', ARGV[3])
-s.st, s.revrec, s.revleft, s.revtime = 'reversed', rec, int(left), int(now)
-redis.call('SET', KEYS[1], scan_pack(s), 'KEEPTTL')
+redis.call('SET', KEYS[1], scan_pack(s.id, s.item, s.qty, s.dir, s.kind, s.action, s.amount, s.left, s.rec, s.venue, s.gate,
+  s.idh, s.time, 'reversed', rec, int(left), int(now)), 'KEEPTTL')
 return { 'ok', s.kind, amount, left, rec, 0 }

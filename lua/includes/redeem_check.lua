@@ -13,6 +13,10 @@ local function listed(csv, name)
   return false
 end
 
+local function used_up(f)
+  return { 'no', 'already_redeemed', tonumber(f[11]) or 0, f[12] or '', f[13] or '' }
+end
+
 local function decide(f, now, venue, gate, item, amount, qty, dir)
   local st, kind = f[1], f[2]
   if not st then return { 'no', 'unknown_id' } end
@@ -25,7 +29,6 @@ local function decide(f, now, venue, gate, item, amount, qty, dir)
   if (f[5] or '') ~= '' and not listed(f[5], venue) then return { 'no', 'wrong_venue' } end
   if kind == 'entry' and (f[6] or '') ~= '' and not listed(f[6], gate) then return { 'no', 'wrong_gate' } end
   local bal = tonumber(f[3])
-  local used_up = { 'no', 'already_redeemed', tonumber(f[11]) or 0, f[12] or '', f[13] or '' }
   if kind == 'goods' then
     -- amount < 0: no item given, or not one this venue sells.
     if amount < 0 then return { 'no', 'unknown_item' } end
@@ -33,7 +36,7 @@ local function decide(f, now, venue, gate, item, amount, qty, dir)
     return { 'ok', kind, 'spend', amount, bal - amount }
   elseif kind == 'service' then
     if item ~= '' and item ~= f[14] then return { 'no', 'unknown_item' } end
-    if bal < 1 then return used_up end
+    if bal < 1 then return used_up(f) end
     if bal < qty then return { 'no', 'insufficient_value', bal } end
     return { 'ok', kind, 'use', qty, bal - qty }
   end
@@ -42,7 +45,7 @@ local function decide(f, now, venue, gate, item, amount, qty, dir)
   if dir == 'out' then return { 'ok', kind, 'exit', 0, bal } end
   -- Back in after an exit, as long as an entry is in use (a reversed entry is not).
   if f[9] == '1' and f[10] == '0' and bal < tonumber(f[15]) then return { 'ok', kind, 'reentry', 0, bal } end
-  if bal < 1 then return used_up end
+  if bal < 1 then return used_up(f) end
   if bal < qty then return { 'no', 'insufficient_value', bal } end
   return { 'ok', kind, 'entry', qty, bal - qty }
 end

@@ -4,10 +4,11 @@
 local SCAN_FIELDS = { 'id', 'item', 'qty', 'dir', 'kind', 'action', 'amount', 'left', 'rec', 'venue', 'gate',
   'idh', 'time', 'st', 'revrec', 'revleft', 'revtime' }
 
-local function scan_pack(r)
-  local parts = {}
-  for i, name in ipairs(SCAN_FIELDS) do parts[i] = r[name] or '' end
-  return table.concat(parts, '|')
+-- One concatenation, no table: this runs for every granted scan.
+local function scan_pack(id, item, qty, dir, kind, action, amount, left, rec, venue, gate, idh, time, st, revrec, revleft, revtime)
+  return id .. '|' .. item .. '|' .. qty .. '|' .. dir .. '|' .. kind .. '|' .. action .. '|' .. amount .. '|' .. left .. '|'
+    .. rec .. '|' .. venue .. '|' .. gate .. '|' .. idh .. '|' .. time .. '|' .. st .. '|' .. (revrec or '') .. '|'
+    .. (revleft or '') .. '|' .. (revtime or '')
 end
 
 local function scan_unpack(s)
