@@ -66,6 +66,10 @@ const HTTP_CONNS = Number(flags['http-conns']);
 
 process.on('exit', killChildren);
 
+async function usedMemory(redis: { info(section: string): Promise<string> }): Promise<number> {
+  return Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1] ?? 0);
+}
+
 const cpuOf = (u: NodeJS.CpuUsage): number => (u.user + u.system) / 1e6;
 const pct = (share: number): string => `${(share * 100).toFixed(0)}%`;
 
@@ -116,6 +120,7 @@ async function main(): Promise<void> {
   const r0 = cpuSec(redisPid);
   const l0 = process.cpuUsage();
   await ctx.redis.config('RESETSTAT');
+  const mem0 = await usedMemory(ctx.redis);
   const t0 = performance.now();
   const until = t0 + DURATION * 1000;
   await Promise.all(
@@ -168,6 +173,8 @@ async function main(): Promise<void> {
   const wsGwCpu = (cpuSec(gw.pid) - gw0) / wsSec;
   const wsRedisCpu = (cpuSec(redisPid) - r0) / wsSec;
   const wsLoadCpu = cpuOf(process.cpuUsage(l0)) / wsSec;
+  // What a redemption keeps in Redis: the claim and the scan record (both until SCAN_TTL_SEC) and the stream entry.
+  const wsBytes = ((await usedMemory(ctx.redis)) - mem0) / Math.max(1, wsDone);
   // Script calls per redemption (scan_claim + redeem): the size of the gateway's batches.
   const wsScripts = Number(/cmdstat_evalsha:calls=(\d+)/.exec(await ctx.redis.info('commandstats'))?.[1] ?? 0) / Math.max(1, wsDone);
   const wsRate = Math.round(wsDone / wsSec);
@@ -222,6 +229,7 @@ async function main(): Promise<void> {
   console.log('\nresults');
   console.log(`  websocket        ${wsRate.toLocaleString('en')} redemptions/s  (${wsDone.toLocaleString('en')} in ${wsSec.toFixed(1)} s; outcomes ${JSON.stringify(wsOutcomes)}; gateway CPU ${pct(wsGwCpu)}, redis ${pct(wsRedisCpu)}, load generator ${pct(wsLoadCpu)}; ${wsScripts.toFixed(2)} script calls per redemption, ${(wsDone / Math.max(1, wsFrames)).toFixed(1)} answers per frame)`);
   console.log(`  ${fmtLatency('ws redeem', ws)}`);
+  console.log(`  memory           ${Math.round(wsBytes)} bytes of Redis memory per redemption (claim and scan record for SCAN_TTL_SEC, stream entry until trimmed)`);
   console.log(`  http             ${httpRate.toLocaleString('en')} req/s  p50 ${http.latency.p50} ms  p99 ${http.latency.p99} ms  (2xx ${http['2xx']}, non-2xx ${http.non2xx}, errors ${http.errors}, timeouts ${http.timeouts}; ${httpCpu})`);
   console.log(`  http, alone      ${httpAlone.perSec.toLocaleString('en')} req/s from autocannon against a no-op uWS endpoint in this process (${pct(httpAlone.cpu)} CPU): what the load generator leaves room for`);
   console.log(`  ceiling          ${ceiling.toLocaleString('en')} EVALSHA/s of redeem.lua (redis-benchmark -c 50 -P 16, debit path)`);
@@ -231,7 +239,7 @@ async function main(): Promise<void> {
   const target = wsRate >= 40_000 && httpRate >= 20_000 && ws.p99 < 20 && http.latency.p99 < 20;
   console.log(`\ntarget (issue 3: ≥ 40,000/s over WebSocket and ≥ 20,000 req/s over HTTP, p99 < 20 ms, 2 cores, load generator included): ${target ? 'met' : 'NOT met'}`);
   console.log(
-    JSON.stringify({ bench: 'redeem', ws: { perSec: wsRate, latencyMs: ws, outcomes: wsOutcomes, gatewayCpu: wsGwCpu, redisCpu: wsRedisCpu, loadCpu: wsLoadCpu, scriptsPerRedemption: wsScripts, answersPerFrame: wsDone / Math.max(1, wsFrames) }, http: { perSec: httpRate, p50: http.latency.p50, p99: http.latency.p99, non2xx: http.non2xx }, ceiling, ceilingBatched, httpAlone: httpAlone.perSec, targetMet: target }),
+    JSON.stringify({ bench: 'redeem', ws: { perSec: wsRate, latencyMs: ws, outcomes: wsOutcomes, gatewayCpu: wsGwCpu, redisCpu: wsRedisCpu, loadCpu: wsLoadCpu, scriptsPerRedemption: wsScripts, answersPerFrame: wsDone / Math.max(1, wsFrames), bytesPerRedemption: Math.round(wsBytes) }, http: { perSec: httpRate, p50: http.latency.p50, p99: http.latency.p99, non2xx: http.non2xx }, ceiling, ceilingBatched, httpAlone: httpAlone.perSec, targetMet: target }),
   );
   await ctx.close();
   await redis.stop();
