@@ -11,13 +11,32 @@
 # start prints the REDIS_CLUSTER value on its last line and returns once every
 # node says cluster_state:ok. Each node keeps its data, log and pid in DIR/PORT;
 # the cluster bus uses PORT+10000. AOF everysec as in production.
+#
+# With REDIS_PASSWORD in the environment every node requires it (requirepass, and
+# masterauth for its replica); give the same REDIS_PASSWORD to `node` and to the
+# gateway (docs/operations.md, REDIS_PASSWORD).
 set -eu
+
+auth=""
+if [ -n "${REDIS_PASSWORD:-}" ]; then
+  auth=yes
+  # redis-cli reads it from here, for every call below including --cluster create.
+  REDISCLI_AUTH=$REDIS_PASSWORD
+  export REDISCLI_AUTH
+fi
 
 usage() { echo "usage: $0 start DIR [BASE_PORT] | stop DIR | node DIR PORT" >&2; exit 2; }
 
 start_node() { # DIR PORT
   mkdir -p "$1/$2"
-  redis-server --port "$2" --bind 127.0.0.1 --dir "$1/$2" \
+  # The password goes in the node's own config file (mode 600), not on its command line, where ps shows it.
+  if [ -n "$auth" ]; then
+    printf 'requirepass "%s"\nmasterauth "%s"\n' "$REDIS_PASSWORD" "$REDIS_PASSWORD" > "$1/$2/auth.conf"
+    chmod 600 "$1/$2/auth.conf"
+  else
+    : > "$1/$2/auth.conf"
+  fi
+  redis-server "$1/$2/auth.conf" --port "$2" --bind 127.0.0.1 --dir "$1/$2" \
     --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
     --cluster-require-full-coverage yes \
     --appendonly yes --appendfsync everysec --save '' --repl-diskless-sync-delay 0 \

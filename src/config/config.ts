@@ -15,6 +15,8 @@ const EnvSchema = Type.Object({
   DATA_DIR: Type.String({ default: 'var', minLength: 1 }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   REDIS_CLUSTER: Type.Optional(Type.String({ pattern: '^[^,:\\s]+:\\d+(,[^,:\\s]+:\\d+)*$' })),
+  REDIS_USERNAME: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  REDIS_PASSWORD: Type.Optional(Type.String({ minLength: 1, maxLength: 1000 })),
   REDIS_PORT: Int(0, 65535, 0),
   TESSERA_SECRET: Type.Optional(Type.String({ pattern: '^[0-9a-fA-F]{64,}$' })),
   ID_LENGTH: Int(12, 24, 16),
@@ -57,7 +59,15 @@ export interface Config {
   port: number;
   logLevel: string;
   dataDir: string;
-  redis: { url?: string; cluster?: { host: string; port: number }[]; embeddedPort: number; timeoutMs: number };
+  redis: {
+    url?: string;
+    cluster?: { host: string; port: number }[];
+    /** Credentials of the cluster's nodes (with REDIS_URL they go in the URL). */
+    username?: string;
+    password?: string;
+    embeddedPort: number;
+    timeoutMs: number;
+  };
   /** 32+ bytes of key material; undefined means "derive or create a dev secret under dataDir". */
   secret?: Buffer;
   idLength: number;
@@ -115,6 +125,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   if (!checkEnv(raw)) throw new ConfigError(`invalid configuration: ${describeErrors(checkEnv.errors)}`);
   const e = raw as Env;
   if (e.REDIS_URL && e.REDIS_CLUSTER) throw new ConfigError('invalid configuration: set REDIS_URL or REDIS_CLUSTER, not both');
+  // One place for credentials: a second that could disagree with the URL's would be a trap.
+  if ((e.REDIS_PASSWORD || e.REDIS_USERNAME) && !e.REDIS_CLUSTER)
+    throw new ConfigError('invalid configuration: REDIS_USERNAME and REDIS_PASSWORD go with REDIS_CLUSTER; with REDIS_URL put them in the URL (redis://user:password@host:port)');
   const cfg: Config = {
     host: e.HOST,
     port: e.PORT,
@@ -126,6 +139,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
         const i = hp.lastIndexOf(':');
         return { host: hp.slice(0, i), port: Number(hp.slice(i + 1)) };
       }),
+      username: e.REDIS_USERNAME,
+      password: e.REDIS_PASSWORD,
       embeddedPort: e.REDIS_PORT,
       timeoutMs: e.REDIS_TIMEOUT_MS,
     },

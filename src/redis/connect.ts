@@ -24,7 +24,7 @@ export function connectRedis(cfg: Config, url: string | undefined, extra: RedisO
     const cluster = new Cluster(cfg.redis.cluster, {
       enableAutoPipelining: false,
       enableOfflineQueue: false,
-      redisOptions: options,
+      redisOptions: { ...options, username: cfg.redis.username, password: cfg.redis.password },
       lazyConnect: true,
       clusterRetryStrategy: (n) => Math.min(100 * n, 2000),
     });

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -28,6 +29,7 @@ import { newKey, purchaseBody } from '../sales/util';
  * through the card company, export and the audit from the CLI.
  */
 const SCRIPT = resolve(__dirname, '../../deploy/cluster/local-cluster.sh');
+const PASSWORD = 'cluster-test-password';
 const run = promisify(execFile);
 let dir: string;
 let ctx: Context;
@@ -43,11 +45,12 @@ const WALLET: GoodsProduct = { name: 'wallet-c', kind: 'goods', currency: 'EUR',
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'tessera-cluster-'));
-  const { stdout } = await run('sh', [SCRIPT, 'start', join(dir, 'nodes'), String(await freeClusterBase())]);
+  // The nodes require a password, as production clusters do: the gateway and the CLI get it from REDIS_PASSWORD.
+  const { stdout } = await run('sh', [SCRIPT, 'start', join(dir, 'nodes'), String(await freeClusterBase())], { env: { ...process.env, REDIS_PASSWORD: PASSWORD } });
   const cluster = /REDIS_CLUSTER=(\S+)/.exec(stdout)![1]!;
   sandbox = new Sandbox();
   const sandboxPort = await sandbox.listen();
-  env = { REDIS_CLUSTER: cluster, TESSERA_SECRET: TEST_SECRET, DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', PROVIDER_URL: `http://127.0.0.1:${sandboxPort}` };
+  env = { REDIS_CLUSTER: cluster, REDIS_PASSWORD: PASSWORD, TESSERA_SECRET: TEST_SECRET, DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', PROVIDER_URL: `http://127.0.0.1:${sandboxPort}` };
   const cfg = loadConfig(env);
   ctx = await openContext(cfg, createLogger('silent'));
   await putPlans(ctx.redis, [{ name: 'std', rates: STD_RATES }]);
@@ -91,6 +94,18 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
     expect(lines).toHaveLength(6);
     expect(lines.filter((l) => / master /.test(l.replace('myself,', '')))).toHaveLength(3);
     expect(lines.filter((l) => / slave /.test(l.replace('myself,', '')))).toHaveLength(3);
+  });
+
+  it('the nodes require the password: a client without it is refused, the gateways (REDIS_PASSWORD) are in', async () => {
+    const { host, port } = loadConfig(env).redis.cluster![0]!;
+    // A raw connection, as any client without credentials: ioredis would give up at its HELLO.
+    const answer = await new Promise<string>((resolve, reject) => {
+      const sock = createConnection(port, host, () => sock.write('GET ts:layout\r\n'));
+      sock.once('data', (d) => (sock.destroy(), resolve(d.toString())));
+      sock.once('error', reject);
+    });
+    expect(answer).toMatch(/^-NOAUTH/);
+    expect(JSON.parse((await ctx.redis.get('ts:layout'))!)).toMatchObject({ buckets: 64 });
   });
 
   it('calls on IDs spread over every primary: started on one gateway, ticked and stopped on another', async () => {

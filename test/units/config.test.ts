@@ -11,7 +11,7 @@ describe('loadConfig', () => {
       port: 8080,
       logLevel: 'info',
       dataDir: 'var',
-      redis: { url: undefined, cluster: undefined, embeddedPort: 0, timeoutMs: 2000 },
+      redis: { url: undefined, cluster: undefined, username: undefined, password: undefined, embeddedPort: 0, timeoutMs: 2000 },
       secret: undefined,
       idLength: 16,
       buckets: 64,
@@ -81,6 +81,13 @@ describe('loadConfig', () => {
       { host: '10.0.0.2', port: 7001 },
     ]);
     expect(k.redis.url).toBeUndefined();
+    const a = loadConfig({ REDIS_CLUSTER: 'r1:7000', REDIS_USERNAME: 'tessera', REDIS_PASSWORD: 's3cret' });
+    expect(a.redis).toMatchObject({ username: 'tessera', password: 's3cret' });
+  });
+
+  it('cluster credentials only with REDIS_CLUSTER: with REDIS_URL they belong in the URL', () => {
+    expect(() => loadConfig({ REDIS_URL: 'redis://h:6379', REDIS_PASSWORD: 'x' })).toThrow(/REDIS_USERNAME and REDIS_PASSWORD go with REDIS_CLUSTER/);
+    expect(() => loadConfig({ REDIS_USERNAME: 'u' })).toThrow(/put them in the URL/);
   });
 
   it('overrides win over the environment', () => {
