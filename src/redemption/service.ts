@@ -78,6 +78,7 @@ class Terms {
 class PendingScan {
   /** scan_claim's answer: 0 claimed by this scan, 1 a retry of a claimed one, 2 taken (CLAIM_TAKEN) by other terms. */
   claim = 0;
+  /** The answer: the redeem script's, or scan_conflict from the claim. */
   raw: Raw = SCAN_CONFLICT;
 
   constructor(
@@ -85,7 +86,6 @@ class PendingScan {
     readonly scanner: string,
     readonly scan: string,
     readonly scanKey: string,
-    readonly scanBucket: number,
     readonly indexKey: string,
     /** What the index holds for this scan: the ID key, item, quantity and direction. */
     readonly claimTerms: string,
@@ -134,7 +134,7 @@ export class Redemption {
     const scanBucket = this.ids.bucketOf(scanKey);
     const p = await new Promise<PendingScan>((resolve, reject) => {
       const claimTerms = `${t.idKey}|${t.item}|${t.qty}|${t.dir}`;
-      this.claims.add(scanBucket, new PendingScan(t, token.name, req.scan, scanKey, scanBucket, keys.scanIndex(scanBucket, scanKey), claimTerms, resolve, reject));
+      this.claims.add(scanBucket, new PendingScan(t, token.name, req.scan, scanKey, keys.scanIndex(scanBucket, scanKey), claimTerms, resolve, reject));
     });
     // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis).
     if (p.raw[0] === 'no' && p.claim === 0) await this.redis.del(p.indexKey);
@@ -185,9 +185,11 @@ export class Redemption {
       call[1 + i] = batch[i]!.indexKey;
       call[2 + n + i] = batch[i]!.claimTerms;
     }
+    const t0 = performance.now();
     this.scripts.runFlat<number[]>('scan_claim', call).then(
       (codes) => {
         settled();
+        this.metrics.scriptTime('scan_claim', performance.now() - t0);
         for (let i = 0; i < n; i++) {
           const p = batch[i]!;
           p.claim = codes[i]!;
