@@ -12,6 +12,7 @@ ARGV[3+10(i-1)..12+10(i-1)] scan i: venue, gate ('' if none), item ('' if none),
 Returns one flat array, eight entries per scan:
   'ok', kind, action, amount, left, recordId, duplicate (0|1), reversed since (0|1)
   'no', reason, detail, detail, detail, 0, 0, 0   (nothing changed, nothing stored)
+  'err', message, 0, 0, 0, 0, 0, 0                (the scan failed in the script; the others went on)
 A retry of a scan returns the first answer; the same scan id with other terms is scan_conflict.
 ]]
 -- @include "num"
@@ -67,7 +68,9 @@ end
 
 for i = 1, (#KEYS - 1) / 2 do
   local a = 3 + 10 * (i - 1)
-  put(i, redeem_one(KEYS[2 * i], KEYS[2 * i + 1], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
-    ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]))
+  -- One scan's failure (a damaged ID hash, say) is that scan's alone, not its batch's.
+  local ok, r = pcall(redeem_one, KEYS[2 * i], KEYS[2 * i + 1], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
+    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
+  put(i, ok and r or { 'err', tostring(type(r) == 'table' and r.err or r) })
 end
 return out

@@ -236,8 +236,12 @@ export class Redemption {
         this.metrics.scriptTime('redeem', performance.now() - t0);
         for (let i = 0; i < n; i++) {
           const p = batch[i]!;
-          p.raw = rows.slice(8 * i, 8 * i + 8) as Raw;
-          p.resolve(p);
+          const row = rows.slice(8 * i, 8 * i + 8);
+          if (row[0] === 'err') p.reject(new Error(`redeem failed: ${row[1]}`));
+          else {
+            p.raw = row as Raw;
+            p.resolve(p);
+          }
         }
       },
       (err: unknown) => {

@@ -7,6 +7,7 @@ import {
   hashOf,
   http,
   idFields,
+  idKeyOf,
   loadRedemptionCatalog,
   PRICE,
   recordsOf,
@@ -368,6 +369,23 @@ describe('concurrency', () => {
     expect(answers.filter((a) => a.op === 'refused')).toEqual(Array(40).fill(expect.objectContaining({ op: 'refused', reason: 'insufficient_value', valueLeft: 0 })));
     expect(await balanceOf(h, id)).toBe(0);
     expect(await recordsOf(h, id)).toHaveLength(10);
+  });
+
+  it('a scan that fails in the script (a damaged ID) fails alone: the scan batched with it goes through', async () => {
+    const ids = await soldIds(h, cat.wallet, 24);
+    const byBucket = new Map<number, string[]>();
+    for (const id of ids) byBucket.set(h.ctx.ids.hash(id).bucket, [...(byBucket.get(h.ctx.ids.hash(id).bucket) ?? []), id]);
+    const [bad, good] = [...byBucket.values()].find((g) => g.length >= 2)!;
+    await h.r.hset(idKeyOf(h, bad!), 'bal', 'not-a-number');
+    const from = s.got.length;
+    s.send([
+      { op: 'redeem', ref: 9100, scan: uniq('bad'), id: bad, item: 'water' },
+      { op: 'redeem', ref: 9101, scan: uniq('good'), id: good, item: 'water' },
+    ]);
+    const [b, g] = await Promise.all([s.waitFor((m) => m.ref === 9100, from), s.waitFor((m) => m.ref === 9101, from)]);
+    expect(b.msg).toMatchObject({ op: 'error', reason: 'internal' });
+    expect(g.msg).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.water });
+    expect(await balanceOf(h, good!)).toBe(WALLET_FACE - PRICE.water);
   });
 
   it('scans of one bucket that arrive together share a redeem call (group commit), each still applied once and in order', async () => {
