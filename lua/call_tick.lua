@@ -8,7 +8,8 @@ ARGV[2+i]    seconds since answer for call i (monotonic; a repeat or a step back
 Returns one flat array of integers but for the rare extras (no Lua table or string per tick
 to convert, in Redis or in the gateway):
   three entries per call i: code, balance, secLeft
-    code: 0 ok (billed), 1 dup (nothing new to bill), 2 unknown_call, 3 call_ended, 4 call_conflict
+    code: 0 ok (billed), 1 dup (nothing new to bill), 2 unknown_call, 3 call_ended, 4 call_conflict,
+          5 failed in the script (the reason field holds the error; the other calls went on)
   then, for the calls that have any, in order, four entries:
     i, fired thresholds ('300,60' or ''), cut-off reason or '', new cut-off (0|1)
     For call_ended the reason holds the stop cause ('stale' when the reaper closed it).
@@ -25,7 +26,7 @@ local function put(i, code, bal, left, alerts, cut, fresh)
     extra[e + 1], extra[e + 2], extra[e + 3], extra[e + 4] = i, alerts, cut, fresh
   end
 end
-for i = 1, n do
+local function bill(i)
   local skey, ikey = KEYS[2 * i], KEYS[2 * i + 1]
   local sec = tonumber(ARGV[2 + i])
   local s = read_session(skey)
@@ -50,6 +51,12 @@ for i = 1, n do
     if #upd > 0 then redis.call('HSET', skey, unpack(upd)) end
     put(i, code, bal, left, alerts, cut, fresh)
   end
+end
+
+for i = 1, n do
+  -- One call's failure (a damaged session or ID hash) is that call's alone, not its bucket's.
+  local ok, err = pcall(bill, i)
+  if not ok then put(i, 5, 0, 0, '', tostring(type(err) == 'table' and err.err or err), 0) end
 end
 for j = 1, #extra do out[3 * n + j] = extra[j] end
 return out

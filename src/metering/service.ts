@@ -34,6 +34,8 @@ type RawStart = ['ok', number, number, number, number, number] | ['err', string]
 /** call_tick's answer (lua/call_tick.lua): code, balance, secLeft per tick, then [i, alerts, cut, fresh] for the few with more to say. */
 type RawTicks = (number | string)[];
 const TICK_CODES: readonly TickCode[] = ['ok', 'dup', 'unknown_call', 'call_ended', 'call_conflict'];
+/** call_tick's code for a call that failed in the script; its reason field holds the error. */
+const TICK_FAILED = 5;
 type RawStop = ['ok', number, number, number, string, number] | ['err', string];
 
 const NO_ALERTS: readonly number[] = Object.freeze([]);
@@ -149,7 +151,9 @@ export class Metering {
             freshCut = rows[x + 3] === 1;
             x += 4;
           }
-          batch[i]!.done(null, { code: TICK_CODES[rows[3 * i] as number]!, balance: rows[3 * i + 1] as number, secLeft: rows[3 * i + 2] as number, alerts, cut, freshCut });
+          const code = rows[3 * i] as number;
+          if (code === TICK_FAILED) batch[i]!.done(new Error(`call_tick failed: ${cut}`));
+          else batch[i]!.done(null, { code: TICK_CODES[code]!, balance: rows[3 * i + 1] as number, secLeft: rows[3 * i + 2] as number, alerts, cut, freshCut });
         }
       },
       (err: unknown) => {

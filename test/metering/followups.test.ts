@@ -13,7 +13,7 @@ import { setIdState } from '../../src/admin/ids';
 import { resolveSecret } from '../../src/app/secret';
 import { loadConfig } from '../../src/config/config';
 import { keys } from '../../src/redis/keys';
-import { bucketOf, cdrsOf, connectSwitch, idFields, msgs, newCall, range, sessionKey, sleep, until } from './util';
+import { bucketOf, cdrsOf, connectSwitch, idFields, idKeyOf, msgs, newCall, range, sessionKey, sleep, until } from './util';
 
 /**
  * Follow-ups to the metering core: ring grace before reaping, cut-off for ticks
@@ -290,6 +290,29 @@ describe('on a gateway with default timers', () => {
     expect(await c.waitFor((m) => m.ref === sr)).toEqual({ op: 'stopped', ref: sr, call: calls[4], billedSec: 6, cost: 600, balance: 1_000_000 - 600 });
     expect((await tickScripts()) - before).toBe(2);
     for (const call of calls.slice(0, 4)) await c.request({ op: 'stop', ref: ref(), call, sec: 10 });
+  });
+
+  it('a call that fails in call_tick (a damaged ID key) fails alone: the call billed in the same script goes on', async () => {
+    const ids = await soldIds(h, P_STD, 300);
+    const byBucket = new Map<number, string[]>();
+    for (const id of ids) byBucket.set(bucketOf(h, id), [...(byBucket.get(bucketOf(h, id)) ?? []), id]);
+    const [bad, good] = [...byBucket.values()].find((g) => g.length >= 2)!;
+    const calls = [newCall('bad'), newCall('good')];
+    for (const [i, id] of [bad!, good!].entries()) {
+      expect(await c.request({ op: 'start', ref: ref(), call: calls[i], id, dest: DEST })).toMatchObject({ op: 'started' });
+    }
+    // Damaged beyond reading: the ID's key holds a string, so call_tick's HMGET on it fails.
+    await h.r.del(idKeyOf(h, bad!));
+    await h.r.set(idKeyOf(h, bad!), 'damaged');
+    const [rb, rg] = [ref(), ref()];
+    // One frame: both ticks reach their bucket in one event-loop turn, so one call_tick bills both.
+    c.send([
+      { op: 'tick', call: calls[0], sec: 3, ref: rb },
+      { op: 'tick', call: calls[1], sec: 3, ref: rg },
+    ]);
+    expect(await c.waitFor((m) => m.ref === rb)).toMatchObject({ op: 'error', reason: 'internal' });
+    expect(await c.waitFor((m) => m.ref === rg)).toEqual({ op: 'ticked', ref: rg, call: calls[1], balance: 1_000_000 - 300, secLeft: (1_000_000 - 300) / 100 });
+    await c.request({ op: 'stop', ref: ref(), call: calls[1], sec: 3 });
   });
 
   describe('cut-offs are counted once', () => {
