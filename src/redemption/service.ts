@@ -76,7 +76,7 @@ class Terms {
 
 /** A redeem on its way through the claim and redeem rounds (a class: one shape, no map changes on the hot path). */
 class PendingScan {
-  /** scan_claim's answer: 0 claimed by this scan, 1 a retry of a claimed one, 2 taken (CLAIM_TAKEN) by other terms. */
+  /** scan_claim's answer: 0 claimed by this scan, 1 a retry of a claimed one, 2 taken by other terms, 3 failed. */
   claim = 0;
   /** The answer: the redeem script's, or scan_conflict from the claim. */
   raw: Raw = SCAN_CONFLICT;
@@ -96,6 +96,7 @@ class PendingScan {
 
 const SCAN_CONFLICT: Raw = ['no', 'scan_conflict'];
 const CLAIM_TAKEN = 2;
+const CLAIM_FAILED = 3;
 
 type RawReverse = ['ok', string, number, number, string, number] | ['no', string];
 
@@ -194,6 +195,7 @@ export class Redemption {
           const p = batch[i]!;
           p.claim = codes[i]!;
           if (p.claim === CLAIM_TAKEN) p.resolve(p);
+          else if (p.claim === CLAIM_FAILED) p.reject(new Error(`scan_claim failed on ${p.indexKey}`));
           else this.redeems.add(p.t.bucket, p);
         }
       },

@@ -388,6 +388,25 @@ describe('concurrency', () => {
     expect(await balanceOf(h, good!)).toBe(WALLET_FACE - PRICE.water);
   });
 
+  it('a scan whose claim fails (a damaged index key) fails alone: the scan claimed in the same call goes through', async () => {
+    const [a, b] = (await soldIds(h, cat.wallet, 2)) as [string, string];
+    // Two scan ids whose claims share a bucket, so one scan_claim takes both.
+    const bucketOfScan = (scan: string): number => h.ctx.ids.bucketOf(`${name}:${scan}`);
+    const bad = uniq('bad');
+    let good = uniq('good');
+    while (bucketOfScan(good) !== bucketOfScan(bad)) good = uniq('good');
+    await h.r.hset(keys.scanIndex(bucketOfScan(bad), `${name}:${bad}`), 'damaged', '1');
+    const from = s.got.length;
+    s.send([
+      { op: 'redeem', ref: 9200, scan: bad, id: a, item: 'water' },
+      { op: 'redeem', ref: 9201, scan: good, id: b, item: 'water' },
+    ]);
+    const [rb, rg] = await Promise.all([s.waitFor((m) => m.ref === 9200, from), s.waitFor((m) => m.ref === 9201, from)]);
+    expect(rb.msg).toMatchObject({ op: 'error', reason: 'internal' });
+    expect(rg.msg).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.water });
+    expect(await balanceOf(h, a)).toBe(WALLET_FACE);
+  });
+
   it('scans of one bucket that arrive together share a redeem call (group commit), each still applied once and in order', async () => {
     const id = await sold(cat.wallet);
     const evalshaCalls = async (): Promise<number> => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await h.r.info('commandstats'))?.[1] ?? 0);
