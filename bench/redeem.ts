@@ -211,7 +211,7 @@ async function main(): Promise<void> {
     const scanArgs: string[] = [];
     for (let i = 0; i < batch; i++) {
       keysArgs.push(keys.id(bucket, hash), keys.scan(bucket, `rb:${i}:__rand_int__`));
-      scanArgs.push(VENUE, '', 'coffee', String(PRICE), '1', 'in', 'rb', `${i}:__rand_int__`, hash, '1');
+      scanArgs.push(VENUE, '', 'coffee', String(PRICE), '1', 'in', 'rb', `${i}:__rand_int__`, hash);
     }
     const requests = Math.ceil(Number(flags['rb-requests']) / batch);
     const rb = spawnSync(

@@ -4,11 +4,9 @@ KEYS[1]     redemption records   ts:{bN}:red (stream)
 KEYS[2i]    ID hash              ts:{bN}:id:<idHash>             (i = 1..n)
 KEYS[2i+1]  scan record          ts:{bN}:scan:<scanner>:<scan>  (string, includes/scan_record.lua)
 ARGV[1] now (ms)   ARGV[2] TTL (s) of the scan records, which answer retries
-ARGV[3+10(i-1)..12+10(i-1)] scan i: venue, gate ('' if none), item ('' if none),
+ARGV[3+9(i-1)..11+9(i-1)] scan i: venue, gate ('' if none), item ('' if none),
         amount (micro-units, goods only; -1 the venue does not sell the item), quantity,
-        direction ('in' | 'out'), scanner (token name), scan id, ID hash (for the record),
-        claimed: 1 when scan_claim claimed the scan id just now (so it has no record to look
-        up: the claim is older than any record of it and lives as long), 0 for a retry
+        direction ('in' | 'out'), scanner (token name), scan id, ID hash (for the record)
 Returns one flat array, eight entries per scan:
   'ok', kind, action, amount, left, recordId, duplicate (0|1), reversed since (0|1)
   'no', reason, detail, detail, detail, 0, 0, 0   (nothing changed, nothing stored)
@@ -28,13 +26,13 @@ local function put(i, r)
   for j = 1, 8 do out[o + j] = r[j] or 0 end
 end
 
-local function redeem_one(ikey, skey, venue, gate, item, amount, qty, dir, scanner, scan, idh, claimed)
-  if claimed ~= '1' then
-    local prev = scan_read(skey)
-    if prev then
-      if prev.id ~= ikey or prev.item ~= item or prev.qty ~= qty or prev.dir ~= dir then return { 'no', 'scan_conflict' } end
-      return { 'ok', prev.kind, prev.action, tonumber(prev.amount), tonumber(prev.left), prev.rec, 1, prev.st == 'reversed' and 1 or 0 }
-    end
+local function redeem_one(ikey, skey, venue, gate, item, amount, qty, dir, scanner, scan, idh)
+  -- Looked up even when the claim is new: a refused scan's claim is deleted, and a retry racing
+  -- that delete may have been granted meanwhile. The record, not the claim, says what happened.
+  local prev = scan_read(skey)
+  if prev then
+    if prev.id ~= ikey or prev.item ~= item or prev.qty ~= qty or prev.dir ~= dir then return { 'no', 'scan_conflict' } end
+    return { 'ok', prev.kind, prev.action, tonumber(prev.amount), tonumber(prev.left), prev.rec, 1, prev.st == 'reversed' and 1 or 0 }
   end
 
   local r, f = redeem_check(ikey, now, venue, gate, item, tonumber(amount), tonumber(qty), dir)
@@ -67,10 +65,10 @@ local function redeem_one(ikey, skey, venue, gate, item, amount, qty, dir, scann
 end
 
 for i = 1, (#KEYS - 1) / 2 do
-  local a = 3 + 10 * (i - 1)
+  local a = 3 + 9 * (i - 1)
   -- One scan's failure (a damaged ID hash, say) is that scan's alone, not its batch's.
   local ok, r = pcall(redeem_one, KEYS[2 * i], KEYS[2 * i + 1], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
-    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
+    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
   put(i, ok and r or { 'err', tostring(type(r) == 'table' and r.err or r) })
 end
 return out

@@ -14,8 +14,6 @@ import { GuessThrottle } from './throttle';
 
 /** Scans per script call: Redis runs nothing else meanwhile, so a batch stays short. */
 const MAX_SCANS_PER_SCRIPT = 32;
-/** How much longer a scan id's claim lives than the scan's record (s). */
-const CLAIM_MARGIN_SEC = 60;
 
 /**
  * Redemption at venue gates and tills: every scan applied atomically by a
@@ -180,8 +178,7 @@ export class Redemption {
     const n = batch.length;
     const call: (string | number)[] = new Array(2 + 2 * n);
     call[0] = n;
-    // A claim outlives its scan's record, so a scan id claimed anew has no record to look up.
-    call[1 + n] = this.cfg.scanTtlSec + CLAIM_MARGIN_SEC;
+    call[1 + n] = this.cfg.scanTtlSec;
     for (let i = 0; i < n; i++) {
       call[1 + i] = batch[i]!.indexKey;
       call[2 + n + i] = batch[i]!.claimTerms;
@@ -209,7 +206,7 @@ export class Redemption {
   private readonly sendRedeems = (bucket: number, batch: PendingScan[], settled: () => void): void => {
     // One array in call order (key count, keys, arguments): lua/redeem.lua's layout.
     const n = batch.length;
-    const call: (string | number)[] = new Array(2 + 2 * n + 2 + 10 * n);
+    const call: (string | number)[] = new Array(2 + 2 * n + 2 + 9 * n);
     call[0] = 1 + 2 * n;
     call[1] = keys.redemptions(bucket);
     let a = 2 + 2 * n;
@@ -229,7 +226,6 @@ export class Redemption {
       call[a++] = p.scanner;
       call[a++] = p.scan;
       call[a++] = t.idHash;
-      call[a++] = p.claim === 0 ? 1 : 0;
     }
     const t0 = performance.now();
     this.scripts.runFlat<(string | number)[]>('redeem', call).then(
