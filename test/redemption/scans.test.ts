@@ -104,6 +104,19 @@ describe('idempotent retries', () => {
     expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
     expect(await recordsOf(h, id)).toHaveLength(1);
   });
+  it("a granted scan whose claim is gone (a retry that raced a refusal's delete) is still answered from its record, not redeemed again", async () => {
+    const id = await sold(cat.wallet);
+    const scan = uniq();
+    const first = await s.redeem({ scan, id, item: 'water' });
+    expect(first).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.water });
+    // The state that race leaves: the record in the ID's bucket, no claim.
+    const scanKey = `${name}:${scan}`;
+    expect(await h.r.del(keys.scanIndex(h.ctx.ids.bucketOf(scanKey), scanKey))).toBe(1);
+    expect(await s.redeem({ scan, id, item: 'water' })).toEqual({ ...first, duplicate: true });
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
+    expect(await recordsOf(h, id)).toHaveLength(1);
+  });
+
   it('a scan recorded before records were packed (a hash) is still answered as a retry, and reversed once', async () => {
     const id = await sold(cat.wallet);
     const scan = uniq();
