@@ -21,7 +21,8 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 export function failureReason(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);
   // A cluster in failover answers MOVED until every client has the new slot map: storage trouble too.
-  return /Connection|connect|ECONN|timed? ?out|Stream isn't writeable|ETIMEDOUT|CLUSTERDOWN|TRYAGAIN|LOADING|MASTERDOWN|READONLY|OOM|BUSY|MISCONF|Cluster redirections|MOVED|slots cache/i.test(msg)
+  // So are a cluster client with no node to talk to and a command out of retries (ioredis' own messages).
+  return /Connection|connect|ECONN|timed? ?out|Stream isn't writeable|ETIMEDOUT|CLUSTERDOWN|TRYAGAIN|LOADING|MASTERDOWN|READONLY|OOM|BUSY|MISCONF|Cluster redirections|MOVED|slots cache|Cluster isn't ready|None of startup nodes|max retries per request/i.test(msg)
     ? 'unavailable'
     : 'internal';
 }
