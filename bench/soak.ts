@@ -25,6 +25,7 @@
  *        --fault-every SEC [60]  --no-faults  --keep  --quiet
  */
 import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import WebSocket from 'ws';
 import { pack, Unpackr } from 'msgpackr';
@@ -203,8 +204,12 @@ runMain(async () => {
   const wallets = await sold(wallet, 500);
   await mintIds(ctx, stock, Math.ceil(minutes * 60 * saleRate * 1.2) + 10, () => undefined);
   const gws: (GatewayChild | undefined)[] = [];
+  // Every gateway process writes its log to a file of its own: errors are counted at the end.
+  const gwLogs: string[] = [];
   const startGw = async (i: number): Promise<void> => {
-    gws[i] = await startGatewayChild({ redisUrl: '', cluster, dataDir: tmp, secret: SECRET, env: { PROVIDER_URL: providerUrl } });
+    const logFile = join(tmp, `gateway-${i}-${gwLogs.length}.log`);
+    gwLogs.push(logFile);
+    gws[i] = await startGatewayChild({ redisUrl: '', cluster, dataDir: tmp, secret: SECRET, env: { PROVIDER_URL: providerUrl }, logFile });
   };
   await startGw(0);
   await startGw(1);
@@ -404,10 +409,12 @@ runMain(async () => {
   console.log(`  billing  ${fmtInt(billing.calls)} calls stopped; billed seconds off by more than 1 from the switch's: ${billing.off} (worst ${billing.worst})`);
   console.log(`  faults   ${faults.length ? faults.join('; ') : 'none'}`);
   console.log(`  audit    ${report.problems.length === 0 ? 'ok' : `${report.problems.length} ID(s) do not balance`}: ${fmtInt(report.sold)} IDs sold, value ${fmtInt(report.valueSold)} = balances ${fmtInt(report.balances)} + calls ${fmtInt(report.calls)} + redemptions ${fmtInt(report.redeemed)} + refunds ${fmtInt(report.refunded)}`);
-  console.log(JSON.stringify({ minutes, calls: CALLS, redeemRate, saleRate, wallSec: wall, ...out, billing, faults, audit: { ok: report.problems.length === 0, problems: report.problems.slice(0, 20), sold: report.sold } }));
+  for (const g of gws) if (g) await stopChild(g.proc);
+  const gwErrors = errorLines(gwLogs);
+  console.log(`  gateway  ${gwErrors.total} error log lines${gwErrors.total ? `: ${JSON.stringify(gwErrors.byMessage)}` : ''}`);
+  console.log(JSON.stringify({ minutes, calls: CALLS, redeemRate, saleRate, wallSec: wall, ...out, billing, faults, gatewayErrors: gwErrors, audit: { ok: report.problems.length === 0, problems: report.problems.slice(0, 20), sold: report.sold } }));
 
   for (const s of switches) s.close();
-  for (const g of gws) if (g) await stopChild(g.proc);
   await ctx.close();
   await sandbox.close();
   stopCluster();
@@ -415,3 +422,25 @@ runMain(async () => {
   if (report.problems.length > 0 || billing.off > 0) process.exitCode = 1;
 });
 
+/** Error-level lines (pino level 50 and up) of the gateways' log files, counted by message. */
+function errorLines(files: string[]): { total: number; byMessage: Record<string, number> } {
+  const byMessage: Record<string, number> = {};
+  let total = 0;
+  for (const file of files) {
+    if (!existsSync(file)) continue;
+    for (const line of readFileSync(file, 'utf8').split('\n')) {
+      if (!line.startsWith('{')) continue;
+      let entry: { level?: number; msg?: string; err?: { message?: string } };
+      try {
+        entry = JSON.parse(line) as typeof entry;
+      } catch {
+        continue;
+      }
+      if ((entry.level ?? 0) < 50) continue;
+      total++;
+      const key = `${entry.msg ?? ''}: ${entry.err?.message ?? ''}`.slice(0, 200);
+      byMessage[key] = (byMessage[key] ?? 0) + 1;
+    }
+  }
+  return { total, byMessage };
+}
