@@ -7,16 +7,6 @@ import { sendNow, type RedisClient } from './connect';
 export type SendBatch<T> = (bucket: number, batch: T[], settled: () => void) => void;
 
 /**
- * Group commit by bucket: a bucket has at most one round of script calls in
- * flight. Work that arrives meanwhile waits for it and goes together in the
- * next, so batches grow with the load and the cost per item falls as the rate
- * rises, instead of a queue building up behind one small script call per item.
- * With nothing in flight an item goes out in the event-loop turn it arrived in.
- *
- * A bucket's rounds leave in the order their items arrived, so two items of one
- * bucket are applied in arrival order (a retry never overtakes its first try).
- */
-/**
  * The flushes of every GroupCommit on one client run together in one
  * check-phase callback and leave in one write: claims, redeems and ticks that
  * are ready in the same event-loop turn cost one syscall, not one each.
@@ -56,6 +46,16 @@ function phaseOf(redis: RedisClient): FlushPhase {
   return phase;
 }
 
+/**
+ * Group commit by bucket: a bucket has at most one round of script calls in
+ * flight. Work that arrives meanwhile waits for it and goes together in the
+ * next, so batches grow with the load and the cost per item falls as the rate
+ * rises, instead of a queue building up behind one small script call per item.
+ * With nothing in flight an item goes out in the event-loop turn it arrived in.
+ *
+ * A bucket's rounds leave in the order their items arrived, so two items of one
+ * bucket are applied in arrival order (a retry never overtakes its first try).
+ */
 export class GroupCommit<T> {
   /** Items waiting for their bucket's next round, by bucket. */
   private pending = new Map<number, T[]>();
