@@ -205,7 +205,7 @@ async function main(): Promise<void> {
   const id0 = ids[0]!;
   const { hash, bucket } = ctx.ids.hash(id0);
   // Every call a fresh scan key (random up to 1e9): the debit path, as in the runs above.
-  // Once with one scan per call, once with BATCH (the gateway's batches under load are about that size).
+  // Once with one scan per call, once with BATCH: what batching saves Redis (the gateway's batches hold fewer, 'script calls per redemption' says how many).
   const ceilingOf = (batch: number): number => {
     const keysArgs: string[] = [keys.redemptions(bucket)];
     const scanArgs: string[] = [];
