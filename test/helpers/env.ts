@@ -101,6 +101,18 @@ export async function mint(h: Harness, product: Product, n = 1): Promise<string[
   return ids;
 }
 
+/** `n` of these IDs that share one hash-tag bucket (so one batched script call can take them together). */
+export function sameBucketIds(h: Harness, ids: readonly string[], n: number): string[] {
+  const byBucket = new Map<number, string[]>();
+  for (const id of ids) {
+    const b = h.ctx.ids.hash(id).bucket;
+    byBucket.set(b, [...(byBucket.get(b) ?? []), id]);
+  }
+  const largest = [...byBucket.values()].sort((a, b) => b.length - a.length)[0] ?? [];
+  if (largest.length < n) throw new Error(`no ${n} of ${ids.length} IDs share a bucket`);
+  return largest.slice(0, n);
+}
+
 /** Mints and sells IDs of a product. */
 export async function soldIds(h: Harness, product: Product, n = 1): Promise<string[]> {
   const ids = await mint(h, product, n);

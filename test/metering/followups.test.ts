@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pack } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness, type Msg } from '../helpers/env';
+import { Client, gateway, sameBucketIds, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness, type Msg } from '../helpers/env';
 import { sample, Wire } from '../protocol/wire';
 import type { Gateway } from '../../src/gateway/server';
 import type { Product } from '../../src/catalog/schema';
@@ -257,9 +257,7 @@ describe('on a gateway with default timers', () => {
   it('group commit: ticks that reach a bucket while its call_tick is in flight go in one next call, and a stop behind them waits for them', async () => {
     // Five calls in one bucket (64 buckets: among 300 IDs one bucket has five).
     const ids = await soldIds(h, P_STD, 300);
-    const byBucket = new Map<number, string[]>();
-    for (const id of ids) byBucket.set(bucketOf(h, id), [...(byBucket.get(bucketOf(h, id)) ?? []), id]);
-    const same = [...byBucket.values()].sort((a, b) => b.length - a.length)[0]!.slice(0, 5);
+    const same = sameBucketIds(h, ids, 5);
     expect(same).toHaveLength(5);
     const calls: string[] = [];
     for (const id of same) {
@@ -294,9 +292,7 @@ describe('on a gateway with default timers', () => {
 
   it('a call that fails in call_tick (a damaged ID key) fails alone: the call billed in the same script goes on', async () => {
     const ids = await soldIds(h, P_STD, 300);
-    const byBucket = new Map<number, string[]>();
-    for (const id of ids) byBucket.set(bucketOf(h, id), [...(byBucket.get(bucketOf(h, id)) ?? []), id]);
-    const [bad, good] = [...byBucket.values()].find((g) => g.length >= 2)!;
+    const [bad, good] = sameBucketIds(h, ids, 2);
     const calls = [newCall('bad'), newCall('good')];
     for (const [i, id] of [bad!, good!].entries()) {
       expect(await c.request({ op: 'start', ref: ref(), call: calls[i], id, dest: DEST })).toMatchObject({ op: 'started' });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
-import { gateway, seedCatalog, soldIds, startHarness, type Harness, type Msg } from '../helpers/env';
+import { gateway, sameBucketIds, seedCatalog, soldIds, startHarness, type Harness, type Msg } from '../helpers/env';
 import {
   balanceOf,
   hashOf,
@@ -104,6 +104,7 @@ describe('idempotent retries', () => {
     expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
     expect(await recordsOf(h, id)).toHaveLength(1);
   });
+
   it("a granted scan whose claim is gone (a retry that raced a refusal's delete) is still answered from its record, not redeemed again", async () => {
     const id = await sold(cat.wallet);
     const scan = uniq();
@@ -386,9 +387,7 @@ describe('concurrency', () => {
 
   it('a scan that fails in the script (a damaged ID) fails alone: the scan batched with it goes through', async () => {
     const ids = await soldIds(h, cat.wallet, 24);
-    const byBucket = new Map<number, string[]>();
-    for (const id of ids) byBucket.set(h.ctx.ids.hash(id).bucket, [...(byBucket.get(h.ctx.ids.hash(id).bucket) ?? []), id]);
-    const [bad, good] = [...byBucket.values()].find((g) => g.length >= 2)!;
+    const [bad, good] = sameBucketIds(h, ids, 2);
     await h.r.hset(idKeyOf(h, bad!), 'bal', 'not-a-number');
     const from = s.got.length;
     s.send([
