@@ -1,6 +1,6 @@
 --[[ redeem: use entries, spend value or use services for one or more scans of one bucket, once per
 scan id. Scans are applied in order, so two scans of one ID in a batch see each other.
-KEYS[1]     redemption records   ts:{bN}:red (stream)
+KEYS[1]     redemption records   ts:{bN}:red (stream; one packed field per entry, includes/red_record.lua)
 KEYS[2i]    ID hash              ts:{bN}:id:<idHash>             (i = 1..n)
 KEYS[2i+1]  scan record          ts:{bN}:scan:<scanner>:<scan>  (string, includes/scan_record.lua)
 ARGV[1] now (ms)   ARGV[2] TTL (s) of the scan records, which answer retries
@@ -16,6 +16,7 @@ A retry of a scan returns the first answer; the same scan id with other terms is
 -- @include "num"
 -- @include "redeem_check"
 -- @include "scan_record"
+-- @include "red_record"
 -- now also as the gateway's digits: the records take it as text, with no formatting per scan.
 local nows, ttl = ARGV[1], ARGV[2]
 local now = tonumber(nows)
@@ -45,10 +46,11 @@ local function redeem_one(ikey, skey, venue, gate, item, amount, qty, dir, scann
     upd[#upd + 1] = 'inside'
     upd[#upd + 1] = action == 'exit' and '0' or '1'
   end
-  if (tonumber(f[11]) or 0) == 0 and action ~= 'exit' then
-    for _, v in ipairs({ 'first', nows, 'fven', venue, 'fgate', gate }) do upd[#upd + 1] = v end
+  if (tonumber(f[8]) or 0) == 0 and action ~= 'exit' then
+    upd[#upd + 1], upd[#upd + 2], upd[#upd + 3], upd[#upd + 4], upd[#upd + 5], upd[#upd + 6] =
+      'first', nows, 'fven', venue, 'fgate', gate
     -- Stored value and services count their validity from first use.
-    local expd = tonumber(f[16]) or 0
+    local expd = tonumber(redis.call('HGET', ikey, 'expd')) or 0
     if expd > 0 and (tonumber(f[4]) or 0) == 0 then
       upd[#upd + 1] = 'exp'
       upd[#upd + 1] = int(now + expd * 86400000)
@@ -56,9 +58,8 @@ local function redeem_one(ikey, skey, venue, gate, item, amount, qty, dir, scann
   end
   redis.call('HSET', ikey, unpack(upd))
 
-  local rec = redis.call('XADD', KEYS[1], '*', 'type', 'redeem', 'scan', scan, 'scanner', scanner,
-    'id', idh, 'kind', kind, 'action', action, 'venue', venue, 'gate', gate, 'item', item,
-    'qty', qty, 'amount', amts, 'before', int(left + amt), 'after', lefts, 'time', nows)
+  local rec = redis.call('XADD', KEYS[1], '*', RED_FIELD,
+    red_pack('redeem', scan, scanner, idh, kind, action, venue, gate, item, qty, amts, int(left + amt), lefts, nows, ''))
   redis.call('SET', skey, scan_pack(ikey, item, qty, dir, kind, action, amts, lefts, rec, venue, gate, idh, nows, 'ok'),
     'EX', ttl)
   return { 'ok', kind, action, amt, left, rec, 0, 0 }

@@ -1,7 +1,7 @@
 --[[ reverse: undo one earlier redemption by its scan id, once (goods not handed over, a gate misread).
 KEYS[1] scan record          ts:{bN}:scan:<scanner>:<scan>  (string, includes/scan_record.lua)
 KEYS[2] ID hash              ts:{bN}:id:<idHash>
-KEYS[3] redemption records   ts:{bN}:red (stream)
+KEYS[3] redemption records   ts:{bN}:red (stream, includes/red_record.lua)
 ARGV[1] now (ms)
 ARGV[2] who reverses (token name)
 ARGV[3] reason
@@ -11,6 +11,7 @@ A second reverse of the same scan returns the first answer and gives nothing bac
 ]]
 -- @include "num"
 -- @include "scan_record"
+-- @include "red_record"
 local s = scan_read(KEYS[1])
 if not s then return { 'no', 'unknown_scan' } end
 if s.id ~= KEYS[2] then return { 'no', 'scan_conflict' } end
@@ -29,9 +30,8 @@ if s.kind == 'entry' then
 end
 redis.call('HSET', KEYS[2], unpack(upd))
 local scan = string.match(KEYS[1], 'scan:[^:]+:(.+)$')
-local rec = redis.call('XADD', KEYS[3], '*', 'type', 'reverse', 'scan', scan, 'scanner', ARGV[2],
-  'id', s.idh, 'kind', s.kind, 'action', s.action, 'venue', s.venue, 'gate', s.gate, 'item', s.item, 'qty', s.qty,
-  'amount', int(-amount), 'before', int(bal), 'after', int(left), 'time', int(now), 'reason', ARGV[3])
+local rec = redis.call('XADD', KEYS[3], '*', RED_FIELD, red_pack('reverse', scan, ARGV[2], s.idh, s.kind, s.action,
+  s.venue, s.gate, s.item, s.qty, int(-amount), int(bal), int(left), int(now), ARGV[3]))
 redis.call('SET', KEYS[1], scan_pack(s.id, s.item, s.qty, s.dir, s.kind, s.action, s.amount, s.left, s.rec, s.venue, s.gate,
   s.idh, s.time, 'reversed', rec, int(left), int(now)), 'KEEPTTL')
 return { 'ok', s.kind, amount, left, rec, 0 }

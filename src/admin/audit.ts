@@ -1,6 +1,7 @@
 import type { Context } from '../app/context';
 import { keys } from '../redis/keys';
 import { scanIdKeys } from '../redis/scan';
+import { redemptionFields } from '../redemption/record';
 import { readStream } from './records';
 
 /**
@@ -74,7 +75,7 @@ export async function audit(ctx: Context): Promise<AuditReport> {
       }
     }
     for await (const { fields: r } of readStream(ctx, keys.cdr(b))) of(r.id!).calls += Number(r.cost);
-    for await (const { fields: r } of readStream(ctx, keys.redemptions(b))) of(r.id!).redeemed += Number(r.amount);
+    for await (const { fields: r } of readStream(ctx, keys.redemptions(b), '-', '+', redemptionFields)) of(r.id!).redeemed += Number(r.amount);
     // Live calls have taken their billed seconds from the balance but have no record yet.
     for (const session of await ctx.redis.zrange(keys.live(b), '0', '-1')) {
       const [st, idh, billed, rate, fee, short] = await ctx.redis.hmget(session, 'st', 'idh', 'billed', 'rate', 'fee', 'short');

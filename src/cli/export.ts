@@ -1,6 +1,7 @@
 import { stringify } from 'csv-stringify/sync';
 import type { Context } from '../app/context';
-import { readStream } from '../admin/records';
+import { namedFields, readStream, type DecodeFields } from '../admin/records';
+import { redemptionFields } from '../redemption/record';
 import { keys } from '../redis/keys';
 
 const FIELDS = {
@@ -14,6 +15,7 @@ const FIELDS = {
 export type RecordKind = keyof typeof FIELDS;
 
 const streamOf = { calls: keys.cdr, sales: keys.sales, redemptions: keys.redemptions } as const;
+const decodeOf: Record<RecordKind, DecodeFields> = { calls: namedFields, sales: namedFields, redemptions: redemptionFields };
 
 /**
  * Reads every bucket's record stream and writes the records in time order.
@@ -29,7 +31,7 @@ export async function exportRecords(
   const start = range.since !== undefined ? String(range.since) : '-';
   const end = range.until !== undefined ? String(range.until) : '+';
   for (let b = 0; b < ctx.cfg.buckets; b++) {
-    for await (const { id, fields } of readStream(ctx, streamOf[kind](b), start, end)) all.push({ record: `${b}/${id}`, time: id.split('-')[0]!, ...fields });
+    for await (const { id, fields } of readStream(ctx, streamOf[kind](b), start, end, decodeOf[kind])) all.push({ record: `${b}/${id}`, time: id.split('-')[0]!, ...fields });
   }
   all.sort((a, b) => Number(a.time) - Number(b.time));
   const fields = FIELDS[kind];

@@ -147,6 +147,25 @@ describe('export redemptions', () => {
     for (const o of objs) expect(o).toEqual(want.get(o.record!));
   });
 
+  it('a reversal reason holding the packing separator comes back whole; records written with named fields by earlier versions are exported too', async () => {
+    const s = await Scanner.connect(gw.port, (await scannerToken(h)).tok);
+    const w = await sold(cat.wallet);
+    const sc = uniq('bar');
+    await s.redeem({ scan: sc, id: w, item: 'water' });
+    await s.reverse(sc, 'till|2 | jammed');
+    await s.close();
+    const { bucket } = h.ctx.ids.hash(w);
+    const legacy = { type: 'redeem', scan: uniq('old'), scanner: 'old-till', id: hashOf(h, w), kind: 'goods', action: 'spend', venue: VENUE, gate: '', item: 'water', qty: '1', amount: '7', before: '100', after: '93', time: String(Date.now()) };
+    const legacyId = await h.r.xadd(keys.redemptions(bucket), '*', ...Object.entries(legacy).flat());
+
+    const nd = await cli('export', 'redemptions', '--format', 'ndjson');
+    expect(nd.code).toBe(0);
+    const objs = lines(nd.out).map((l) => JSON.parse(l) as Record<string, string>);
+    expect(objs.find((o) => o.type === 'reverse' && o.scan === sc)).toMatchObject({ reason: 'till|2 | jammed', amount: String(-PRICE.water), after: String(WALLET_FACE) });
+    expect(objs.find((o) => o.scan === legacy.scan)).toEqual({ record: `${bucket}/${legacyId}`, ...legacy });
+    await h.r.xdel(keys.redemptions(bucket), legacyId!);
+  });
+
   it('--out writes a file readable by the operator only; --since/--until select by time', async () => {
     const s = await Scanner.connect(gw.port, (await scannerToken(h)).tok);
     const id = await sold(cat.ticket3);

@@ -4,6 +4,7 @@ import { pack, Unpackr } from 'msgpackr';
 import { putItems, putProducts } from '../../src/catalog/store';
 import type { EntryProduct, GoodsProduct, Product, ServiceProduct } from '../../src/catalog/schema';
 import { keys } from '../../src/redis/keys';
+import { redemptionFields } from '../../src/redemption/record';
 import { token, waitForGot, type Harness, type Msg } from '../helpers/env';
 
 /**
@@ -127,8 +128,7 @@ export async function recordsOf(h: Harness, id: string): Promise<Rec[]> {
   const rows = await h.r.xrange(keys.redemptions(bucket), '-', '+');
   const out: Rec[] = [];
   for (const [streamId, flat] of rows) {
-    const rec: Record<string, string> = {};
-    for (let i = 0; i + 1 < flat.length; i += 2) rec[flat[i]!] = flat[i + 1]!;
+    const rec = redemptionFields(flat);
     if (rec.id === hash) out.push({ ...rec, streamId });
   }
   return out;
@@ -144,9 +144,7 @@ export async function allRecords(h: Harness): Promise<Rec[]> {
   const out: Rec[] = [];
   for (let b = 0; b < h.cfg.buckets; b++) {
     for (const [streamId, flat] of await h.r.xrange(keys.redemptions(b), '-', '+')) {
-      const rec: Record<string, string> = {};
-      for (let i = 0; i + 1 < flat.length; i += 2) rec[flat[i]!] = flat[i + 1]!;
-      out.push({ ...rec, streamId: `${b}/${streamId}` });
+      out.push({ ...redemptionFields(flat), streamId: `${b}/${streamId}` });
     }
   }
   return out;
