@@ -28,7 +28,15 @@ const MESSAGES: Record<string, string> = {
 };
 
 export function granted(a: Extract<Answer, { ok: true }>, item?: string): Record<string, unknown> {
-  const out: Record<string, unknown> = { kind: a.kind, action: a.action, amount: a.amount, [LEFT_FIELD[a.kind] ?? 'left']: a.left };
+  return grantedInto({}, a, item);
+}
+
+/** The granted fields added to `out` (a reply already holding op, ref and scan). */
+export function grantedInto(out: Record<string, unknown>, a: Extract<Answer, { ok: true }>, item?: string): Record<string, unknown> {
+  out.kind = a.kind;
+  out.action = a.action;
+  out.amount = a.amount;
+  out[LEFT_FIELD[a.kind] ?? 'left'] = a.left;
   if (item) out.item = item;
   if (a.duplicate) out.duplicate = true;
   if (a.reversed) out.reversed = true;

@@ -72,23 +72,23 @@ class Terms {
   ) {}
 }
 
+/** Called once with a redemption's answer, or with the error that kept it from one. */
+export type AnswerCallback = (err: unknown, answer?: Answer) => void;
+
 /** A redeem on its way through the claim and redeem rounds (a class: one shape, no map changes on the hot path). */
 class PendingScan {
   /** scan_claim's answer: 0 claimed by this scan, 1 a retry of a claimed one, 2 taken by other terms, 3 failed. */
   claim = 0;
-  /** The answer: the redeem script's, or scan_conflict from the claim. */
-  raw: Raw = SCAN_CONFLICT;
 
   constructor(
     readonly t: Terms,
-    readonly scanner: string,
+    readonly token: TokenInfo,
     readonly scan: string,
     readonly scanKey: string,
     readonly indexKey: string,
     /** What the index holds for this scan: the ID key, item, quantity and direction. */
     readonly claimTerms: string,
-    readonly resolve: (p: PendingScan) => void,
-    readonly reject: (err: unknown) => void,
+    readonly done: AnswerCallback,
   ) {}
 }
 
@@ -125,19 +125,33 @@ export class Redemption {
    * Redeems go in two group-committed rounds: the scan ids are claimed in their
    * own buckets (scan_claim), then applied in their IDs' buckets (redeem), each
    * round one script call per bucket for all the scans that came in meanwhile.
+   * Callback style, like ticks: no promise per scan on the hot path.
    */
-  async redeem(token: TokenInfo, req: ScanRequest): Promise<Answer> {
+  redeemCb(token: TokenInfo, req: ScanRequest, done: AnswerCallback): void {
     const t = this.prepare(token, req);
-    if (!(t instanceof Terms)) return t;
+    if (!(t instanceof Terms)) return done(undefined, t);
     const scanKey = `${token.name}:${req.scan}`;
     const scanBucket = this.ids.bucketOf(scanKey);
-    const p = await new Promise<PendingScan>((resolve, reject) => {
-      const claimTerms = `${t.idKey}|${t.item}|${t.qty}|${t.dir}`;
-      this.claims.add(scanBucket, new PendingScan(t, token.name, req.scan, scanKey, keys.scanIndex(scanBucket, scanKey), claimTerms, resolve, reject));
-    });
+    const claimTerms = `${t.idKey}|${t.item}|${t.qty}|${t.dir}`;
+    this.claims.add(scanBucket, new PendingScan(t, token, req.scan, scanKey, keys.scanIndex(scanBucket, scanKey), claimTerms, done));
+  }
+
+  redeem(token: TokenInfo, req: ScanRequest): Promise<Answer> {
+    return new Promise((resolve, reject) => this.redeemCb(token, req, (err, a) => (a ? resolve(a) : reject(err))));
+  }
+
+  /** Hands a scan its answer; a refusal first drops what it claimed and counts a guess. */
+  private settle(p: PendingScan, raw: Raw | readonly (string | number)[], at: number): void {
+    const a = toAnswer(raw, at);
+    if (a.ok) return p.done(undefined, a);
     // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis).
-    if (p.raw[0] === 'no' && p.claim === 0) await this.redis.del(p.indexKey);
-    return this.answered(token, p.raw);
+    const dropped = p.claim === 0 ? this.redis.del(p.indexKey) : undefined;
+    const counted = a.reason === 'unknown_id' ? this.missed(p.token.name) : undefined;
+    if (!dropped && !counted) return p.done(undefined, a);
+    Promise.all([dropped, counted]).then(
+      () => p.done(undefined, a),
+      (err: unknown) => p.done(err),
+    );
   }
 
   async validate(token: TokenInfo, req: Omit<ScanRequest, 'scan'>): Promise<Answer> {
@@ -169,7 +183,7 @@ export class Redemption {
   }
 
   private async answered(token: TokenInfo, raw: Raw): Promise<Answer> {
-    const answer = toAnswer(raw);
+    const answer = toAnswer(raw, 0);
     if (!answer.ok && answer.reason === 'unknown_id') await this.missed(token.name);
     return answer;
   }
@@ -191,14 +205,14 @@ export class Redemption {
         for (let i = 0; i < n; i++) {
           const p = batch[i]!;
           p.claim = codes[i]!;
-          if (p.claim === CLAIM_TAKEN) p.resolve(p);
-          else if (p.claim === CLAIM_FAILED) p.reject(new Error(`scan_claim failed on ${p.indexKey}`));
+          if (p.claim === CLAIM_TAKEN) this.settle(p, SCAN_CONFLICT, 0);
+          else if (p.claim === CLAIM_FAILED) p.done(new Error(`scan_claim failed on ${p.indexKey}`));
           else this.redeems.add(p.t.bucket, p);
         }
       },
       (err: unknown) => {
         settled();
-        for (const p of batch) p.reject(err);
+        for (const p of batch) p.done(err);
       },
     );
   };
@@ -223,7 +237,7 @@ export class Redemption {
       call[a++] = t.amount;
       call[a++] = t.qty;
       call[a++] = t.dir;
-      call[a++] = p.scanner;
+      call[a++] = p.token.name;
       call[a++] = p.scan;
       call[a++] = t.idHash;
     }
@@ -234,17 +248,13 @@ export class Redemption {
         this.metrics.scriptTime('redeem', performance.now() - t0);
         for (let i = 0; i < n; i++) {
           const p = batch[i]!;
-          const row = rows.slice(8 * i, 8 * i + 8);
-          if (row[0] === 'err') p.reject(new Error(`redeem failed: ${row[1]}`));
-          else {
-            p.raw = row as Raw;
-            p.resolve(p);
-          }
+          if (rows[8 * i] === 'err') p.done(new Error(`redeem failed: ${rows[8 * i + 1]}`));
+          else this.settle(p, rows, 8 * i);
         }
       },
       (err: unknown) => {
         settled();
-        for (const p of batch) p.reject(err);
+        for (const p of batch) p.done(err);
       },
     );
   };
@@ -278,18 +288,20 @@ export class Redemption {
   }
 }
 
-function toAnswer(r: Raw): Answer {
-  if (r[0] === 'ok') return { ok: true, kind: r[1], action: r[2], amount: r[3], left: r[4], record: r[5], duplicate: r[6] === 1, reversed: r[7] === 1 };
-  const reason = r[1];
+/** The answer in a script's reply at `at` (redeem answers eight entries per scan in one flat array). */
+function toAnswer(r: Raw | readonly (string | number)[], at: number): Answer {
+  if (r[at] === 'ok') {
+    return { ok: true, kind: r[at + 1] as string, action: r[at + 2] as string, amount: r[at + 3] as number, left: r[at + 4] as number, record: r[at + 5] as string, duplicate: r[at + 6] === 1, reversed: r[at + 7] === 1 };
+  }
+  const reason = r[at + 1] as string;
   switch (reason) {
     case 'already_redeemed':
-      return { ok: false, reason, firstUsed: { time: Number(r[2]), venue: String(r[3]), gate: String(r[4]) } };
+      return { ok: false, reason, firstUsed: { time: Number(r[at + 2]), venue: String(r[at + 3]), gate: String(r[at + 4]) } };
     case 'insufficient_value':
-      return { ok: false, reason, valueLeft: Number(r[2]) };
+      return { ok: false, reason, valueLeft: Number(r[at + 2]) };
     case 'not_yet_valid':
-      return { ok: false, reason, validFrom: Number(r[2]) };
+      return { ok: false, reason, validFrom: Number(r[at + 2]) };
     default:
       return { ok: false, reason };
   }
 }
-
