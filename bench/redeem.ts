@@ -72,6 +72,8 @@ async function usedMemory(redis: { info(section: string): Promise<string> }): Pr
 
 const cpuOf = (u: NodeJS.CpuUsage): number => (u.user + u.system) / 1e6;
 const pct = (share: number): string => `${(share * 100).toFixed(0)}%`;
+/** CPU time per operation in µs, from a process's share of a core and the rate. */
+const us = (share: number, perSec: number): string => `${((share / Math.max(1, perSec)) * 1e6).toFixed(1)} µs`;
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-redeem-'));
@@ -196,7 +198,8 @@ async function main(): Promise<void> {
   });
   const httpRate = Math.round(http.requests.average);
   const httpSec = (performance.now() - ht0) / 1000;
-  const httpCpu = `gateway CPU ${pct((cpuSec(gw.pid) - hg0) / httpSec)}, redis ${pct((cpuSec(redisPid) - hr0) / httpSec)}, load generator ${pct(cpuOf(process.cpuUsage(hl0)) / httpSec)}`;
+  const [hgw, hredis, hload] = [(cpuSec(gw.pid) - hg0) / httpSec, (cpuSec(redisPid) - hr0) / httpSec, cpuOf(process.cpuUsage(hl0)) / httpSec];
+  const httpCpu = `gateway CPU ${pct(hgw)}, redis ${pct(hredis)}, load generator ${pct(hload)}; CPU per request: gateway ${us(hgw, httpRate)}, redis ${us(hredis, httpRate)}, load generator ${us(hload, httpRate)}`;
 
   // --- 3. Ceilings: the load generator alone, redis-benchmark EVALSHA redeem.lua --
   await stopChild(gw);
@@ -227,7 +230,7 @@ async function main(): Promise<void> {
 
   const records = (await Promise.all(Array.from({ length: cfg.buckets }, (_, b) => ctx.redis.xlen(keys.redemptions(b))))).reduce((a, b) => a + b, 0);
   console.log('\nresults');
-  console.log(`  websocket        ${wsRate.toLocaleString('en')} redemptions/s  (${wsDone.toLocaleString('en')} in ${wsSec.toFixed(1)} s; outcomes ${JSON.stringify(wsOutcomes)}; gateway CPU ${pct(wsGwCpu)}, redis ${pct(wsRedisCpu)}, load generator ${pct(wsLoadCpu)}; ${wsScripts.toFixed(2)} script calls per redemption, ${(wsDone / Math.max(1, wsFrames)).toFixed(1)} answers per frame)`);
+  console.log(`  websocket        ${wsRate.toLocaleString('en')} redemptions/s  (${wsDone.toLocaleString('en')} in ${wsSec.toFixed(1)} s; outcomes ${JSON.stringify(wsOutcomes)}; gateway CPU ${pct(wsGwCpu)}, redis ${pct(wsRedisCpu)}, load generator ${pct(wsLoadCpu)}; CPU per redemption: gateway ${us(wsGwCpu, wsRate)}, redis ${us(wsRedisCpu, wsRate)}, load generator ${us(wsLoadCpu, wsRate)}; ${wsScripts.toFixed(2)} script calls per redemption, ${(wsDone / Math.max(1, wsFrames)).toFixed(1)} answers per frame)`);
   console.log(`  ${fmtLatency('ws redeem', ws)}`);
   console.log(`  memory           ${Math.round(wsBytes)} bytes of Redis memory per redemption (claim and scan record for SCAN_TTL_SEC, stream entry until trimmed)`);
   console.log(`  http             ${httpRate.toLocaleString('en')} req/s  p50 ${http.latency.p50} ms  p99 ${http.latency.p99} ms  (2xx ${http['2xx']}, non-2xx ${http.non2xx}, errors ${http.errors}, timeouts ${http.timeouts}; ${httpCpu})`);
