@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
+import { claimBucketOf } from '../../src/redemption/service';
 import { keys } from '../../src/redis/keys';
 import { gateway, sameBucketIds, seedCatalog, soldIds, startHarness, type Harness, type Msg } from '../helpers/env';
 import {
@@ -47,6 +48,7 @@ afterAll(async () => {
 });
 
 const sold = async (p: Parameters<typeof soldIds>[1]): Promise<string> => (await soldIds(h, p, 1))[0]!;
+const claimKey = (scanKey: string): string => keys.scanIndex(claimBucketOf(h.ctx.ids, h.cfg.buckets, scanKey), scanKey);
 const CONFLICT = { op: 'refused', reason: 'scan_conflict', message: 'this scan id was used for another ID or item' };
 
 describe('idempotent retries', () => {
@@ -112,10 +114,23 @@ describe('idempotent retries', () => {
     expect(first).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.water });
     // The state that race leaves: the record in the ID's bucket, no claim.
     const scanKey = `${name}:${scan}`;
-    expect(await h.r.del(keys.scanIndex(h.ctx.ids.bucketOf(scanKey), scanKey))).toBe(1);
+    expect(await h.r.del(claimKey(scanKey))).toBe(1);
     expect(await s.redeem({ scan, id, item: 'water' })).toEqual({ ...first, duplicate: true });
     expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
     expect(await recordsOf(h, id)).toHaveLength(1);
+  });
+
+  it('a scan claimed where earlier versions kept claims (the HMAC bucket of the scan key) is still reversed, once', async () => {
+    const id = await sold(cat.wallet);
+    const legacyOf = (scanKey: string): string => keys.scanIndex(h.ctx.ids.bucketOf(scanKey), scanKey);
+    let scan = uniq();
+    while (legacyOf(`${name}:${scan}`) === claimKey(`${name}:${scan}`)) scan = uniq();
+    await s.redeem({ scan, id, item: 'water' });
+    const scanKey = `${name}:${scan}`;
+    await h.r.rename(claimKey(scanKey), legacyOf(scanKey));
+    expect(await s.reverse(scan)).toMatchObject({ op: 'reversed', scan, amount: PRICE.water, valueLeft: WALLET_FACE });
+    expect(await s.reverse(scan)).toMatchObject({ op: 'reversed', duplicate: true });
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE);
   });
 
   it('a scan recorded before records were packed (a hash) is still answered as a retry, and reversed once', async () => {
@@ -403,11 +418,11 @@ describe('concurrency', () => {
   it('a scan whose claim fails (a damaged index key) fails alone: the scan claimed in the same call goes through', async () => {
     const [a, b] = (await soldIds(h, cat.wallet, 2)) as [string, string];
     // Two scan ids whose claims share a bucket, so one scan_claim takes both.
-    const bucketOfScan = (scan: string): number => h.ctx.ids.bucketOf(`${name}:${scan}`);
+    const bucketOfScan = (scan: string): number => claimBucketOf(h.ctx.ids, h.cfg.buckets, `${name}:${scan}`);
     const bad = uniq('bad');
     let good = uniq('good');
     while (bucketOfScan(good) !== bucketOfScan(bad)) good = uniq('good');
-    await h.r.hset(keys.scanIndex(bucketOfScan(bad), `${name}:${bad}`), 'damaged', '1');
+    await h.r.hset(claimKey(`${name}:${bad}`), 'damaged', '1');
     const from = s.got.length;
     s.send([
       { op: 'redeem', ref: 9200, scan: bad, id: a, item: 'water' },

@@ -134,6 +134,24 @@ describe('IdKeys', () => {
     expect(new IdKeys(A, 1024).bucketOf('sw:call-1')).toBe(createHmac('sha256', key).update('sw:call-1').digest().readUInt32BE(0) % 1024);
   });
 
+  it('spreadOf: keyed by the secret, in range, every place used', () => {
+    const a = new IdKeys(A, 64);
+    const b = new IdKeys(B, 64);
+    const used = new Set<number>();
+    let same = 0;
+    for (let i = 0; i < 800; i++) {
+      const p = a.spreadOf(`scanner:s${i}`, 8);
+      expect(p).toBeGreaterThanOrEqual(0);
+      expect(p).toBeLessThan(8);
+      expect(a.spreadOf(`scanner:s${i}`, 8)).toBe(p);
+      used.add(p);
+      if (b.spreadOf(`scanner:s${i}`, 8) === p) same++;
+    }
+    expect(used.size).toBe(8);
+    // Another secret spreads otherwise: about one in eight agree by chance.
+    expect(same).toBeLessThan(200);
+  });
+
   it('another secret gives another hash', () => {
     expect(new IdKeys(B, 64).hash(id).hash).not.toBe(new IdKeys(A, 64).hash(id).hash);
   });
