@@ -170,6 +170,8 @@ export interface GatewayChildOptions {
   cluster?: string;
   /** Node flags before the script (--cpu-prof, ...). */
   nodeArgs?: string[];
+  /** The gateway's own arguments (`--workers N`). */
+  args?: string[];
   /** Also write its stdout and stderr to this file. */
   logFile?: string;
   /** Its stdout and stderr go to ours instead of being kept. */
@@ -194,7 +196,7 @@ export async function startGatewayChild(o: GatewayChildOptions): Promise<Gateway
     ...o.gwEnv,
   };
   for (const k of [o.cluster ? 'REDIS_URL' : 'REDIS_CLUSTER', ...(o.unset ?? [])]) delete env[k];
-  const proc = spawn(process.execPath, [...(o.nodeArgs ?? []), join(__dirname, 'gateway-child.js')], { env, stdio: ['pipe', o.inheritOutput ? 'inherit' : 'pipe', o.inheritOutput ? 'inherit' : 'pipe'] });
+  const proc = spawn(process.execPath, [...(o.nodeArgs ?? []), join(__dirname, 'gateway-child.js'), ...(o.args ?? [])], { env, stdio: ['pipe', o.inheritOutput ? 'inherit' : 'pipe', o.inheritOutput ? 'inherit' : 'pipe'] });
   children.add(proc);
   const logs = o.inheritOutput ? [] : keepLogs(proc);
   if (o.logFile && !o.inheritOutput) {
@@ -248,6 +250,18 @@ export function cpuSec(pid: number | undefined): number {
   } catch {
     return 0;
   }
+}
+
+/** CPU seconds of a process and every process below it (the workers of `--workers N`). */
+export function cpuSecTree(pid: number | undefined): number {
+  if (!pid) return 0;
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+  } catch {
+    /* gone */
+  }
+  return cpuSec(pid) + children.reduce((sum, c) => sum + cpuSecTree(c), 0);
 }
 
 /** A kB field of /proc/PID/status: VmHWM (peak RSS) or VmRSS. */

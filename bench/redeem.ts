@@ -17,6 +17,7 @@
  *
  * Flags: --ids N [2000]  --duration S [10]  --conns M [20]  --frame F [10]
  *        --window W [1] (200 scans in flight; thousands only add queueing and GC)  --http-conns C [64]  --rb-requests N [200000]
+ *        --workers N [1] (gateway processes on one port, as `npm start -- --workers N`)
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -36,7 +37,7 @@ import { createLogger } from '../src/observability/log';
 import { keys } from '../src/redis/keys';
 import { readScripts } from '../src/redis/scripts';
 import { startEmbeddedRedis } from '../src/redis/embedded';
-import { cpuSec, killChildren, startGatewayChild, stopChild } from './common';
+import { cpuSec, cpuSecTree, killChildren, startGatewayChild, stopChild } from './common';
 import { fmtLatency, newHist, recordMs, summarize } from './hist';
 
 const SECRET = 'cd'.repeat(32);
@@ -53,6 +54,7 @@ const { values: flags } = parseArgs({
     frame: { type: 'string', default: '10' },
     window: { type: 'string', default: '1' },
     'http-conns': { type: 'string', default: '64' },
+    workers: { type: 'string', default: '1' },
     'http-duration': { type: 'string' },
     'rb-requests': { type: 'string', default: '200000' },
   },
@@ -103,6 +105,7 @@ async function main(): Promise<void> {
     secret: SECRET,
     env: { BUCKETS: env.BUCKETS, PROVIDER_URL: 'http://127.0.0.1:9' },
     nodeArgs: prof,
+    args: ['--workers', flags.workers!],
     inheritOutput: true,
   });
   console.log(`tessera bench:redeem  ids=${N} duration=${DURATION}s ws: conns=${CONNS} frame=${FRAME} window=${WINDOW}  http: conns=${HTTP_CONNS}  (node ${process.version})`);
@@ -118,7 +121,7 @@ async function main(): Promise<void> {
   let wsFrames = 0;
   // redis-server runs under a watchdog shell: ask Redis for its own pid.
   const redisPid = Number(/process_id:(\d+)/.exec(await ctx.redis.info('server'))?.[1]);
-  const gw0 = cpuSec(gw.pid);
+  const gw0 = cpuSecTree(gw.pid);
   const r0 = cpuSec(redisPid);
   const l0 = process.cpuUsage();
   await ctx.redis.config('RESETSTAT');
@@ -172,7 +175,7 @@ async function main(): Promise<void> {
     ),
   );
   const wsSec = (performance.now() - t0) / 1000;
-  const wsGwCpu = (cpuSec(gw.pid) - gw0) / wsSec;
+  const wsGwCpu = (cpuSecTree(gw.pid) - gw0) / wsSec;
   const wsRedisCpu = (cpuSec(redisPid) - r0) / wsSec;
   const wsLoadCpu = cpuOf(process.cpuUsage(l0)) / wsSec;
   // What a redemption keeps in Redis: the claim and the scan record (both until SCAN_TTL_SEC) and the stream entry.
@@ -183,7 +186,7 @@ async function main(): Promise<void> {
   const ws = summarize(wsHist);
 
   // --- 2. HTTP -----------------------------------------------------------------
-  const hg0 = cpuSec(gw.pid);
+  const hg0 = cpuSecTree(gw.pid);
   const hr0 = cpuSec(redisPid);
   const hl0 = process.cpuUsage();
   const ht0 = performance.now();
@@ -198,7 +201,7 @@ async function main(): Promise<void> {
   });
   const httpRate = Math.round(http.requests.average);
   const httpSec = (performance.now() - ht0) / 1000;
-  const [hgw, hredis, hload] = [(cpuSec(gw.pid) - hg0) / httpSec, (cpuSec(redisPid) - hr0) / httpSec, cpuOf(process.cpuUsage(hl0)) / httpSec];
+  const [hgw, hredis, hload] = [(cpuSecTree(gw.pid) - hg0) / httpSec, (cpuSec(redisPid) - hr0) / httpSec, cpuOf(process.cpuUsage(hl0)) / httpSec];
   const httpCpu = `gateway CPU ${pct(hgw)}, redis ${pct(hredis)}, load generator ${pct(hload)}; CPU per request: gateway ${us(hgw, httpRate)}, redis ${us(hredis, httpRate)}, load generator ${us(hload, httpRate)}`;
 
   // --- 3. Ceilings: the load generator alone, redis-benchmark EVALSHA redeem.lua --
