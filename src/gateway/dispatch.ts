@@ -86,7 +86,18 @@ export class Dispatcher {
     conn.inflight++;
     this.load.inflight++;
     if ('handleCb' in route) {
-      route.handleCb(m, conn, reply, (err) => this.finish(conn, reply, op as string, m, err));
+      let finished = false;
+      const done = (err?: unknown): void => {
+        if (finished) return;
+        finished = true;
+        this.finish(conn, reply, op as string, m, err);
+      };
+      // A handler that throws before it calls back fails its message, not the frame and the messages after it.
+      try {
+        route.handleCb(m, conn, reply, done);
+      } catch (err) {
+        done(err ?? new Error('handler failed'));
+      }
       return;
     }
     route.handle(m, conn, reply).then(

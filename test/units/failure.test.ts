@@ -1,7 +1,13 @@
 import { Cluster } from 'ioredis';
 import MaxRetriesPerRequestError from 'ioredis/built/errors/MaxRetriesPerRequestError';
 import { describe, expect, it } from 'vitest';
-import { failureReason } from '../../src/gateway/dispatch';
+import { Type } from '@sinclair/typebox';
+import type { Logger } from 'pino';
+import type { Config } from '../../src/config/config';
+import type { Conn } from '../../src/gateway/connection';
+import { Dispatcher, failureReason, type Routes } from '../../src/gateway/dispatch';
+import type { Metrics } from '../../src/observability/metrics';
+import { compile } from '../../src/protocol/switch';
 import { freePort } from '../../src/redis/embedded';
 
 /**
@@ -29,5 +35,26 @@ describe('failureReason', () => {
 
   it('a bug is internal', () => {
     expect(failureReason(new TypeError("Cannot read properties of undefined (reading 'x')"))).toBe('internal');
+  });
+});
+
+describe('Dispatcher', () => {
+  it('a callback handler that throws fails its own message, internal, and the messages after it in the frame still run', () => {
+    const replies: object[] = [];
+    const conn = { inflight: 0, reply: { json: (m: object) => replies.push(m), msgpack: (m: object) => replies.push(m) }, send: (m: object) => replies.push(m) } as unknown as Conn;
+    const load = { inflight: 0, max: 100 };
+    const check = compile(Type.Object({ op: Type.String(), ref: Type.Number() }));
+    const routes: Routes = {
+      boom: { check, handleCb: () => { throw new Error('bug'); } },
+      echo: { check, handleCb: (m: { ref: number }, _c, reply, done) => { reply({ op: 'echoed', ref: m.ref }); done(); } },
+    };
+    const cfg = { maxFrameBytes: 1 << 20, maxBatch: 10, maxInflight: 10 } as Config;
+    const metrics = { event: () => undefined } as unknown as Metrics;
+    const log = { error: () => undefined } as unknown as Logger;
+    const frame = new TextEncoder().encode(JSON.stringify([{ op: 'boom', ref: 1 }, { op: 'echo', ref: 2 }]));
+    new Dispatcher(routes, cfg, metrics, log, load).onFrame(conn, frame.buffer as ArrayBuffer, false);
+    expect(replies).toEqual([{ op: 'error', ref: 1, reason: 'internal', message: 'internal error' }, { op: 'echoed', ref: 2 }]);
+    expect(conn.inflight).toBe(0);
+    expect(load.inflight).toBe(0);
   });
 });
