@@ -58,7 +58,10 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   const conns = new Set<Conn>();
   /** Open WebSocket connections by client address (MAX_CONNECTIONS_PER_CLIENT). */
   const perClient = new Map<string, number>();
-  const redemption = new Redemption(ctx, catalog, metrics);
+  // Scan claims get a connection of their own (src/redemption/service.ts says why).
+  const claimRedis = connectRedis(cfg, redisUrl);
+  await waitReady(claimRedis);
+  const redemption = new Redemption(ctx, catalog, metrics, claimRedis);
   if (!cfg.provider.url) throw new Error('no payment provider: set PROVIDER_URL (npm start runs the sandbox provider when it is unset)');
   const provider = new HttpProvider(cfg.provider.url, cfg.provider.timeoutMs, cfg.provider.key);
   const inventory = new Inventory(ctx);
@@ -158,7 +161,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
 
   app.get('/readyz', (res) => {
     const reply = replyFor(res);
-    ctx.redis.ping().then(
+    Promise.all([ctx.redis.ping(), claimRedis.ping()]).then(
       () => (ctx.scripts.loaded ? reply.json(200, { ok: true, catalogVersion: catalog.version }) : reply.json(503, { ok: false, reason: 'scripts_not_loaded' })),
       () => reply.json(503, { ok: false, reason: 'redis_unreachable' }),
     );
@@ -205,6 +208,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
       uWS.us_listen_socket_close(listenSocket);
       for (const c of conns) if (!c.closed) c.ws.end(1001, 'gateway shutting down');
       subscriber.disconnect();
+      claimRedis.disconnect();
       await ctx.close();
     },
   };

@@ -8,7 +8,7 @@ import type { IdKeys } from '../ids/secrets';
 import type { Metrics } from '../observability/metrics';
 import type { RedisClient } from '../redis/connect';
 import { bucketOfKey, keys } from '../redis/keys';
-import type { Scripts } from '../redis/scripts';
+import { Scripts } from '../redis/scripts';
 import { GroupCommit } from '../redis/group-commit';
 import { GuessThrottle } from './throttle';
 
@@ -116,6 +116,9 @@ export class Redemption {
   private readonly cfg: Config;
   private readonly redis: RedisClient;
   private readonly scripts: Scripts;
+  /** The connection of scan claims, and its scripts. */
+  private readonly claimRedis: RedisClient;
+  private readonly claimScripts: Scripts;
   private readonly ids: IdKeys;
   /** Scans waiting for their scan key's bucket's next scan_claim. */
   private readonly claims: GroupCommit<PendingScan>;
@@ -126,10 +129,21 @@ export class Redemption {
     private readonly ctx: Context,
     private readonly catalog: CatalogCache,
     private readonly metrics: Metrics,
+    /**
+     * Claims go over a connection of their own (default: the context's). Redis
+     * serves its clients in turn, one read of each per event-loop iteration: on
+     * the shared connection a claim queued behind every redeem written before
+     * it, and claims are the first round of every redemption. On its own
+     * connection a claim waits for at most one read of the others: 20,000 ->
+     * 24,000-29,000 redemptions/s in bench:redeem.
+     */
+    claimRedis: RedisClient = ctx.redis,
   ) {
     ({ cfg: this.cfg, redis: this.redis, scripts: this.scripts, ids: this.ids } = ctx);
+    this.claimRedis = claimRedis;
+    this.claimScripts = claimRedis === ctx.redis ? ctx.scripts : new Scripts(claimRedis);
     this.throttle = new GuessThrottle(ctx.redis, ctx.ids, ctx.cfg.guessLimit, ctx.cfg.guessWindowSec);
-    this.claims = new GroupCommit(ctx.redis, this.sendClaims, MAX_SCANS_PER_SCRIPT);
+    this.claims = new GroupCommit(claimRedis, this.sendClaims, MAX_SCANS_PER_SCRIPT);
     this.redeems = new GroupCommit(ctx.redis, this.sendRedeems, MAX_SCANS_PER_SCRIPT);
   }
 
@@ -157,7 +171,8 @@ export class Redemption {
     const a = toAnswer(raw, at);
     if (a.ok) return p.done(undefined, a);
     // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis).
-    const dropped = p.claim === 0 ? this.redis.del(p.indexKey) : undefined;
+    // On the claims' connection, so a retry's claim written after it finds the claim gone.
+    const dropped = p.claim === 0 ? this.claimRedis.del(p.indexKey) : undefined;
     const counted = a.reason === 'unknown_id' ? this.missed(p.token.name) : undefined;
     if (!dropped && !counted) return p.done(undefined, a);
     Promise.all([dropped, counted]).then(
@@ -210,7 +225,7 @@ export class Redemption {
       call[2 + n + i] = batch[i]!.claimTerms;
     }
     const t0 = performance.now();
-    this.scripts.runFlat<number[]>('scan_claim', call).then(
+    this.claimScripts.runFlat<number[]>('scan_claim', call).then(
       (codes) => {
         settled();
         this.metrics.scriptTime('scan_claim', performance.now() - t0);
@@ -294,8 +309,8 @@ export class Redemption {
     const scanKey = `${token.name}:${scan}`;
     // Claims made before they were spread over CLAIM_BUCKETS sit in the HMAC bucket of the scan key.
     const terms =
-      (await this.redis.get(keys.scanIndex(this.claimBucketOf(scanKey), scanKey))) ??
-      (await this.redis.get(keys.scanIndex(this.ids.bucketOf(scanKey), scanKey)));
+      (await this.claimRedis.get(keys.scanIndex(this.claimBucketOf(scanKey), scanKey))) ??
+      (await this.claimRedis.get(keys.scanIndex(this.ids.bucketOf(scanKey), scanKey)));
     if (!terms) return { ok: false, reason: 'unknown_scan' };
     const idKey = terms.slice(0, terms.indexOf('|'));
     const bucket = bucketOfKey(idKey);
