@@ -1,3 +1,5 @@
+import { namedFields } from '../admin/records';
+
 /**
  * Redemption and reversal records: each stream entry holds its values packed in
  * one field, `r`, in this order (lua/includes/red_record.lua packs them). Only
@@ -9,8 +11,8 @@ const LAST = REDEMPTION_FIELDS.length - 1;
 
 /** A record's fields by name, from the stream entry's flat field list (records written before packing had them named). */
 export function redemptionFields(flat: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
   if (flat.length === 2 && flat[0] === 'r') {
+    const out: Record<string, string> = {};
     const packed = flat[1]!;
     let at = 0;
     for (let i = 0; i < LAST; i++) {
@@ -19,11 +21,10 @@ export function redemptionFields(flat: readonly string[]): Record<string, string
       out[REDEMPTION_FIELDS[i]!] = packed.slice(at, bar);
       at = bar + 1;
     }
-    out.reason = packed.slice(at);
     // A redemption has no reason: as before packing, the field is absent rather than empty.
-    if (out.reason === '' && out.type !== 'reverse') delete out.reason;
+    const reason = packed.slice(at);
+    if (reason !== '' || out.type === 'reverse') out.reason = reason;
     return out;
   }
-  for (let i = 0; i + 1 < flat.length; i += 2) out[flat[i]!] = flat[i + 1]!;
-  return out;
+  return namedFields(flat);
 }
