@@ -1,6 +1,6 @@
 -- A redemption or reversal record: one stream field holding the values in a fixed order
 -- (src/redemption/record.ts names them). A stream entry costs Redis per field: fourteen
--- fields took a third of a redemption's script time, one takes a tenth.
+-- fields were 56,000 of a scan's 198,000 instructions, one is 24,000 (callgrind).
 -- '|' occurs in none but the last, the reversal's free-text reason.
 local RED_FIELD = 'r'
 
