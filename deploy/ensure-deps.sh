@@ -1,5 +1,5 @@
 #!/bin/sh
-# Installs what `npm start` and `npm test` need and a fresh Debian machine lacks:
+# Installs what `npm start`, `npm test` and the benchmarks need and a fresh Debian machine lacks:
 # the Node packages, Debian's redis-server unless REDIS_URL/REDIS_CLUSTER point elsewhere,
 # and Debian's chromium for the browser tests of the web pages (test/pages; not for `npm start`).
 #
@@ -44,8 +44,10 @@ if ! command -v redis-server >/dev/null 2>&1 && [ -z "${REDIS_URL}${REDIS_CLUSTE
   # The package starts a system-wide Redis on 6379; Tessera runs its own, so leave that one be.
 fi
 
-# A server started with `npm start` serves its pages to other people's browsers: it needs none.
-# Without it the browser tests say why and skip (and fail under CI, which must run them).
-if [ "${npm_lifecycle_event:-}" != "start" ]; then
-  ensure_chromium || echo "tessera: could not install chromium; test/pages will not run" >&2
-fi
+# A server started with `npm start` serves its pages to other people's browsers, and a
+# benchmark drives no browser: neither needs one. Without it the browser tests say why and
+# skip (and fail under CI, which must run them).
+case "${npm_lifecycle_event:-}" in
+  start | bench:*) ;;
+  *) ensure_chromium || echo "tessera: could not install chromium; test/pages will not run" >&2 ;;
+esac
