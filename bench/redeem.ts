@@ -12,7 +12,8 @@
  *      generator leaves room for on this machine), and redis-benchmark EVALSHA
  *      of lua/redeem.lua (debit path) on the same Redis with the gateway idle,
  *      one scan per call and eight.
- * Prints redemptions/s and p50/p99 for each, the ceiling and the ratios, then
+ * Prints redemptions/s and p50/p99 for each, the ceiling and the ratios, the
+ * rate at which the measured CPU per redemption would fill both cores, then
  * one JSON line.
  *
  * Flags: --ids N [2000]  --duration S [10]  --conns M [20]  --frame F [10]
@@ -76,6 +77,8 @@ const cpuOf = (u: NodeJS.CpuUsage): number => (u.user + u.system) / 1e6;
 const pct = (share: number): string => `${(share * 100).toFixed(0)}%`;
 /** CPU time per operation in µs, from a process's share of a core and the rate. */
 const us = (share: number, perSec: number): string => `${((share / Math.max(1, perSec)) * 1e6).toFixed(1)} µs`;
+/** The rate two fully busy cores would reach at the measured CPU per operation (all processes summed): no run can pass it. */
+const coreBound = (share: number, perSec: number): string => `${Math.round((2 * Math.max(1, perSec)) / Math.max(share, 1e-9)).toLocaleString('en')}/s (${us(share, perSec)} in all)`;
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-redeem-'));
@@ -240,6 +243,7 @@ async function main(): Promise<void> {
   console.log(`  http, alone      ${httpAlone.perSec.toLocaleString('en')} req/s from autocannon against a no-op uWS endpoint in this process (${pct(httpAlone.cpu)} CPU): what the load generator leaves room for`);
   console.log(`  ceiling          ${ceiling.toLocaleString('en')} EVALSHA/s of redeem.lua (redis-benchmark -c 50 -P 16, debit path)`);
   console.log(`  ceiling, batched ${ceilingBatched.toLocaleString('en')} redemptions/s, ${BATCH} scans per EVALSHA`);
+  console.log(`  2-core bound     websocket ${coreBound(wsGwCpu + wsRedisCpu + wsLoadCpu, wsRate)}, http ${coreBound(hgw + hredis + hload, httpRate)}: the rate at which these CPU costs per redemption would fill both cores (the targets need at most 50 µs over WebSocket, 100 µs over HTTP)`);
   console.log(`  ratio            websocket/ceiling ${(wsRate / ceiling).toFixed(3)}, http/ceiling ${(httpRate / ceiling).toFixed(3)}`);
   console.log(`  records          ${records.toLocaleString('en')} redemption records in Redis (ws ok + http 2xx + ceiling calls)`);
   const target = wsRate >= 40_000 && httpRate >= 20_000 && ws.p99 < 20 && http.latency.p99 < 20;
