@@ -16,15 +16,12 @@
  * rate at which the measured CPU per redemption would fill both cores, then
  * one JSON line.
  *
- * Flags: --ids N [2000]  --duration S [10]  --conns M [20]  --frame F [10]
- *        --window W [1] (200 scans in flight; thousands only add queueing and GC)  --http-conns C [64]  --rb-requests N [200000]
- *        --workers N [1] (gateway processes on one port, as `npm start -- --workers N`)
+ * Flags: see USAGE below, or `npm run bench:redeem -- --help`.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { Packr } from 'msgpackr';
 import uWS from 'uWebSockets.js';
@@ -38,7 +35,7 @@ import { createLogger } from '../src/observability/log';
 import { keys } from '../src/redis/keys';
 import { readScripts } from '../src/redis/scripts';
 import { startEmbeddedRedis } from '../src/redis/embedded';
-import { cpuSec, cpuSecTree, killChildren, startGatewayChild, stopChild } from './common';
+import { cpuSec, cpuSecTree, intFlag, killChildren, parseFlags, startGatewayChild, stopChild } from './common';
 import { fmtLatency, newHist, recordMs, summarize } from './hist';
 
 const SECRET = 'cd'.repeat(32);
@@ -47,25 +44,61 @@ const PRICE = 1000;
 /** Scans per script call for the batched ceiling. */
 const BATCH = 8;
 
-const { values: flags } = parseArgs({
-  options: {
+const USAGE = `npm run bench:redeem -- [flags]
+
+  --ids N            sold IDs the scans pick from at random [2000]
+  --duration S       seconds of WebSocket load [10]
+  --conns M          scanner connections [20]
+  --frame F          redeem messages per frame [10]
+  --window W         closed loop: frames in flight per connection [1]
+                     (200 scans in flight; thousands only add queueing and GC)
+  --rate R           open loop: R scans/s over all connections on a schedule,
+                     latency from the scheduled send time; 0 is closed loop [0]
+  --http-conns C     autocannon connections [64]
+  --http-duration S  seconds of HTTP load; 0 skips it [as --duration]
+  --workers N        gateway processes on one port, as npm start -- --workers N [1]
+  --rb-requests N    redis-benchmark -n for the ceilings [200000]
+  --help
+
+Prints redemptions/s and latency for each load, the CPU of every process per
+redemption, the 2-core bound, the ceilings and the ratios; last line: JSON.
+`;
+
+const flags = parseFlags(
+  process.argv.slice(2),
+  {
     ids: { type: 'string', default: '2000' },
     duration: { type: 'string', default: '10' },
     conns: { type: 'string', default: '20' },
     frame: { type: 'string', default: '10' },
     window: { type: 'string', default: '1' },
+    rate: { type: 'string', default: '0' },
     'http-conns': { type: 'string', default: '64' },
     workers: { type: 'string', default: '1' },
     'http-duration': { type: 'string' },
     'rb-requests': { type: 'string', default: '200000' },
   },
-});
-const N = Number(flags.ids);
-const DURATION = Number(flags.duration);
-const CONNS = Number(flags.conns);
-const FRAME = Number(flags.frame);
-const WINDOW = Number(flags.window);
-const HTTP_CONNS = Number(flags['http-conns']);
+  USAGE,
+);
+const N = intFlag('ids', flags.ids, 1);
+const DURATION = intFlag('duration', flags.duration, 1);
+const CONNS = intFlag('conns', flags.conns, 1);
+const FRAME = intFlag('frame', flags.frame, 1);
+const WINDOW = intFlag('window', flags.window, 1);
+const HTTP_CONNS = intFlag('http-conns', flags['http-conns'], 1);
+const HTTP_DURATION = intFlag('http-duration', flags['http-duration'] ?? String(DURATION), 0);
+const RB_REQUESTS = intFlag('rb-requests', flags['rb-requests'], 1);
+/** Scans per second over all scanner connections (open loop); 0: closed loop, WINDOW frames in flight per connection. */
+const RATE = intFlag('rate', flags.rate, 0);
+/** Open loop: scans one connection may have in flight before the pacer sheds (counts) the next frames. */
+const MAX_BACKLOG = 5_000;
+
+interface Scanner {
+  inFlight: number;
+  sendFrame(at: number): void;
+  /** Resolves once the connection has no scan in flight after the run's end, and closes it. */
+  finish(): Promise<void>;
+}
 
 process.on('exit', killChildren);
 
@@ -108,10 +141,10 @@ async function main(): Promise<void> {
     secret: SECRET,
     env: { BUCKETS: env.BUCKETS, PROVIDER_URL: 'http://127.0.0.1:9' },
     nodeArgs: prof,
-    args: ['--workers', flags.workers!],
+    args: ['--workers', String(intFlag('workers', flags.workers, 1))],
     inheritOutput: true,
   });
-  console.log(`tessera bench:redeem  ids=${N} duration=${DURATION}s ws: conns=${CONNS} frame=${FRAME} window=${WINDOW}  http: conns=${HTTP_CONNS}  (node ${process.version})`);
+  console.log(`tessera bench:redeem  ids=${N} duration=${DURATION}s ws: conns=${CONNS} frame=${FRAME} ${RATE ? `rate=${RATE}/s (open loop)` : `window=${WINDOW}`}  http: conns=${HTTP_CONNS}  (node ${process.version})`);
   let scanSeq = 0;
   const nextScan = (): string => `s${(scanSeq++).toString(36)}`;
   const pick = (): string => ids[Math.floor(Math.random() * ids.length)]!;
@@ -129,29 +162,44 @@ async function main(): Promise<void> {
   const l0 = process.cpuUsage();
   await ctx.redis.config('RESETSTAT');
   const mem0 = await usedMemory(ctx.redis);
-  const t0 = performance.now();
-  const until = t0 + DURATION * 1000;
-  await Promise.all(
+  let t0 = performance.now();
+  let until = t0 + DURATION * 1000;
+  /** Open loop: scans the pacer could not send because a connection had MAX_BACKLOG in flight. */
+  let shed = 0;
+  /** Open loop: the pacer may still send; a connection closes only after it has stopped. */
+  let pacing = RATE > 0;
+  const scanners = await Promise.all(
     Array.from({ length: CONNS }, (_, c) =>
-      new Promise<void>((resolve, reject) => {
+      new Promise<Scanner>((opened, reject) => {
         const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/scanner`, { headers: { Authorization: `Bearer ${token}` } });
         const sentAt = new Map<number, number>();
         let ref = c * 1e9;
-        let inFlight = 0;
-        const sendFrame = (): void => {
+        let drained = (): void => undefined;
+        const done = new Promise<void>((resolve) => (drained = resolve));
+        const close = (): void => {
+          ws.close();
+          drained();
+        };
+        // `at`: when the frame was meant to leave (open loop), so a backlog counts in the latency.
+        const sendFrame = (at: number): void => {
           const msgs = [];
-          const now = performance.now();
           for (let i = 0; i < FRAME; i++) {
             ref++;
-            sentAt.set(ref, now);
+            sentAt.set(ref, at);
             msgs.push({ op: 'redeem', ref, scan: nextScan(), id: pick(), item: 'coffee' });
           }
-          inFlight += FRAME;
+          scanner.inFlight += FRAME;
           ws.send(packr.pack(msgs));
         };
-        ws.on('open', () => {
-          for (let w = 0; w < WINDOW; w++) sendFrame();
-        });
+        const scanner: Scanner = {
+          inFlight: 0,
+          sendFrame,
+          finish: () => {
+            if (scanner.inFlight === 0) close();
+            return done;
+          },
+        };
+        ws.on('open', () => opened(scanner));
         ws.on('error', reject);
         ws.on('message', (data: Buffer) => {
           wsFrames++;
@@ -165,18 +213,41 @@ async function main(): Promise<void> {
             const outcome = m.op === 'redeemed' ? 'ok' : String(m.reason);
             wsOutcomes[outcome] = (wsOutcomes[outcome] ?? 0) + 1;
             wsDone++;
-            inFlight--;
+            scanner.inFlight--;
           }
-          // Keep the window full until the time is up, then drain.
-          while (performance.now() < until && inFlight <= (WINDOW - 1) * FRAME) sendFrame();
-          if (inFlight === 0 && performance.now() >= until) {
-            ws.close();
-            resolve();
-          }
+          // Closed loop: keep the window full until the time is up, then drain.
+          while (!RATE && now < until && scanner.inFlight <= (WINDOW - 1) * FRAME) sendFrame(performance.now());
+          if (scanner.inFlight === 0 && now >= until && !pacing) close();
         });
       }),
     ),
   );
+  t0 = performance.now();
+  until = t0 + DURATION * 1000;
+  if (RATE) {
+    // Open loop: frames leave on a schedule, round robin, whatever the answers do, as people reach gates.
+    const frameMs = (1000 * FRAME) / RATE;
+    let frames = 0;
+    await new Promise<void>((resolve) => {
+      const pace = setInterval(() => {
+        const now = performance.now();
+        const due = Math.min(Math.floor((Math.min(now, until) - t0) / frameMs), Math.ceil((DURATION * 1000) / frameMs));
+        for (; frames < due; frames++) {
+          const s = scanners[frames % CONNS]!;
+          if (s.inFlight >= MAX_BACKLOG) shed += FRAME;
+          else s.sendFrame(t0 + frames * frameMs);
+        }
+        if (now >= until) {
+          clearInterval(pace);
+          pacing = false;
+          resolve();
+        }
+      }, 1);
+    });
+  } else {
+    for (const s of scanners) for (let w = 0; w < WINDOW; w++) s.sendFrame(performance.now());
+  }
+  await Promise.all(scanners.map((s) => s.finish()));
   const wsSec = (performance.now() - t0) / 1000;
   const wsGwCpu = (cpuSecTree(gw.pid) - gw0) / wsSec;
   const wsRedisCpu = (cpuSec(redisPid) - r0) / wsSec;
@@ -198,7 +269,7 @@ async function main(): Promise<void> {
     method: 'POST',
     connections: HTTP_CONNS,
     // --http-duration 0 skips this part (e.g. to profile the WebSocket path alone).
-    duration: Number(flags['http-duration'] ?? DURATION) || 0.01,
+    duration: HTTP_DURATION || 0.01,
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
     requests: [{ setupRequest: (req) => ({ ...req, body: JSON.stringify({ scan: nextScan(), id: pick(), item: 'coffee' }) }) }],
   });
@@ -222,7 +293,7 @@ async function main(): Promise<void> {
       keysArgs.push(keys.id(bucket, hash), keys.scan(bucket, `rb:${i}:__rand_int__`));
       scanArgs.push(VENUE, '', 'coffee', String(PRICE), '1', 'in', 'rb', `${i}:__rand_int__`, hash);
     }
-    const requests = Math.ceil(Number(flags['rb-requests']) / batch);
+    const requests = Math.ceil(RB_REQUESTS / batch);
     const rb = spawnSync(
       'redis-benchmark',
       ['-p', String(redis.port), '-n', String(requests), '-c', '50', '-P', '16', '-r', '1000000000', '--csv',
@@ -236,7 +307,7 @@ async function main(): Promise<void> {
 
   const records = (await Promise.all(Array.from({ length: cfg.buckets }, (_, b) => ctx.redis.xlen(keys.redemptions(b))))).reduce((a, b) => a + b, 0);
   console.log('\nresults');
-  console.log(`  websocket        ${wsRate.toLocaleString('en')} redemptions/s  (${wsDone.toLocaleString('en')} in ${wsSec.toFixed(1)} s; outcomes ${JSON.stringify(wsOutcomes)}; gateway CPU ${pct(wsGwCpu)}, redis ${pct(wsRedisCpu)}, load generator ${pct(wsLoadCpu)}; CPU per redemption: gateway ${us(wsGwCpu, wsRate)}, redis ${us(wsRedisCpu, wsRate)}, load generator ${us(wsLoadCpu, wsRate)}; ${wsScripts.toFixed(2)} script calls per redemption, ${(wsDone / Math.max(1, wsFrames)).toFixed(1)} answers per frame)`);
+  console.log(`  websocket        ${wsRate.toLocaleString('en')} redemptions/s  (${wsDone.toLocaleString('en')} in ${wsSec.toFixed(1)} s; outcomes ${JSON.stringify(wsOutcomes)}${RATE ? `; offered ${RATE.toLocaleString('en')}/s, shed ${shed.toLocaleString('en')}` : ''}; gateway CPU ${pct(wsGwCpu)}, redis ${pct(wsRedisCpu)}, load generator ${pct(wsLoadCpu)}; CPU per redemption: gateway ${us(wsGwCpu, wsRate)}, redis ${us(wsRedisCpu, wsRate)}, load generator ${us(wsLoadCpu, wsRate)}; ${wsScripts.toFixed(2)} script calls per redemption, ${(wsDone / Math.max(1, wsFrames)).toFixed(1)} answers per frame)`);
   console.log(`  ${fmtLatency('ws redeem', ws)}`);
   console.log(`  memory           ${Math.round(wsBytes)} bytes of Redis memory per redemption (claim and scan record for SCAN_TTL_SEC, stream entry until trimmed)`);
   console.log(`  http             ${httpRate.toLocaleString('en')} req/s  p50 ${http.latency.p50} ms  p99 ${http.latency.p99} ms  (2xx ${http['2xx']}, non-2xx ${http.non2xx}, errors ${http.errors}, timeouts ${http.timeouts}; ${httpCpu})`);
@@ -249,7 +320,7 @@ async function main(): Promise<void> {
   const target = wsRate >= 40_000 && httpRate >= 20_000 && ws.p99 < 20 && http.latency.p99 < 20;
   console.log(`\ntarget (issue 3: ≥ 40,000/s over WebSocket and ≥ 20,000 req/s over HTTP, p99 < 20 ms, 2 cores, load generator included): ${target ? 'met' : 'NOT met'}`);
   console.log(
-    JSON.stringify({ bench: 'redeem', ws: { perSec: wsRate, latencyMs: ws, outcomes: wsOutcomes, gatewayCpu: wsGwCpu, redisCpu: wsRedisCpu, loadCpu: wsLoadCpu, scriptsPerRedemption: wsScripts, answersPerFrame: wsDone / Math.max(1, wsFrames), bytesPerRedemption: Math.round(wsBytes) }, http: { perSec: httpRate, p50: http.latency.p50, p99: http.latency.p99, non2xx: http.non2xx }, ceiling, ceilingBatched, httpAlone: httpAlone.perSec, targetMet: target }),
+    JSON.stringify({ bench: 'redeem', ws: { perSec: wsRate, latencyMs: ws, outcomes: wsOutcomes, gatewayCpu: wsGwCpu, redisCpu: wsRedisCpu, loadCpu: wsLoadCpu, scriptsPerRedemption: wsScripts, offered: RATE || undefined, shed, answersPerFrame: wsDone / Math.max(1, wsFrames), bytesPerRedemption: Math.round(wsBytes) }, http: { perSec: httpRate, p50: http.latency.p50, p99: http.latency.p99, non2xx: http.non2xx }, ceiling, ceilingBatched, httpAlone: httpAlone.perSec, targetMet: target }),
   );
   await ctx.close();
   await redis.stop();
