@@ -231,7 +231,7 @@ async function main(): Promise<void> {
     await new Promise<void>((resolve) => {
       const pace = setInterval(() => {
         const now = performance.now();
-        const due = Math.min(Math.floor((Math.min(now, until) - t0) / frameMs), Math.ceil((DURATION * 1000) / frameMs));
+        const due = Math.floor((Math.min(now, until) - t0) / frameMs);
         for (; frames < due; frames++) {
           const s = scanners[frames % CONNS]!;
           if (s.inFlight >= MAX_BACKLOG) shed += FRAME;
