@@ -1,4 +1,5 @@
 import { idStatus, locate, type IdStatus, type Outcome } from '../admin/ids';
+import { namedFields } from '../admin/records';
 import type { Context } from '../app/context';
 import { keys } from '../redis/keys';
 import type { PaymentProvider } from './provider';
@@ -14,9 +15,7 @@ async function recordAt(ctx: Context, stream: string, id: string | null | undefi
   if (!id) return undefined;
   const [entry] = await ctx.redis.xrange(stream, id, id);
   if (!entry) return undefined;
-  const out: Record<string, string> = { record: entry[0] };
-  for (let i = 0; i < entry[1].length; i += 2) out[entry[1][i]!] = entry[1][i + 1]!;
-  return out;
+  return { record: entry[0], ...namedFields(entry[1]) };
 }
 
 export async function lookupSale(ctx: Context, input: unknown): Promise<Outcome<SaleView>> {
