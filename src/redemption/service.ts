@@ -173,7 +173,7 @@ export class Redemption {
     // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis).
     // On the claims' connection, so a retry's claim written after it finds the claim gone.
     const dropped = p.claim === 0 ? this.claimRedis.del(p.indexKey) : undefined;
-    const counted = a.reason === 'unknown_id' ? this.missed(p.token.name) : undefined;
+    const counted = this.countGuess(p.token.name, a);
     if (!dropped && !counted) return p.done(undefined, a);
     Promise.all([dropped, counted]).then(
       () => p.done(undefined, a),
@@ -187,7 +187,9 @@ export class Redemption {
     const t0 = performance.now();
     const raw = await this.scripts.run<Raw>('validate', [t.idKey], [Date.now(), t.venue, t.gate, t.item, t.amount, t.dir, t.qty]);
     this.metrics.scriptTime('validate', performance.now() - t0);
-    return this.answered(token, raw);
+    const answer = toAnswer(raw, 0);
+    await this.countGuess(token.name, answer);
+    return answer;
   }
 
   /** The checks that need no Redis, and the terms of the scan. */
@@ -207,12 +209,6 @@ export class Redemption {
     if (!Number.isSafeInteger(amount)) return { ok: false, reason: 'bad_value' };
     // A scanner bound to a gate redeems there, whatever it sends.
     return new Terms(keys.id(bucket, hash), hash, bucket, venue, token.gate ?? req.gate ?? '', item, qty, req.dir ?? 'in', amount);
-  }
-
-  private async answered(token: TokenInfo, raw: Raw): Promise<Answer> {
-    const answer = toAnswer(raw, 0);
-    if (!answer.ok && answer.reason === 'unknown_id') await this.missed(token.name);
-    return answer;
   }
 
   private readonly sendClaims = (_bucket: number, batch: PendingScan[], settled: () => void): void => {
@@ -291,8 +287,13 @@ export class Redemption {
     const wait = this.throttle.retryAfter(token.name);
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
     const s = await idStatus(this.ctx, id);
-    if (!s.ok && s.reason === 'unknown_id') await this.missed(token.name);
+    await this.countGuess(token.name, s);
     return s;
+  }
+
+  /** An `unknown_id` answer is a guess: counted in /metrics and against the scanner's guess limit (undefined otherwise). */
+  private countGuess(scanner: string, a: { ok: boolean; reason?: string }): Promise<void> | undefined {
+    return !a.ok && a.reason === 'unknown_id' ? this.missed(scanner) : undefined;
   }
 
   private async missed(scanner: string): Promise<void> {

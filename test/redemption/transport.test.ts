@@ -299,6 +299,27 @@ describe('throttling guessed IDs', () => {
     }
   });
 
+  it('unknown IDs asked by validate and status, over both transports, count as guesses like redeems', async () => {
+    const g = await gateway(h, { guessLimit: LIMIT, guessWindowSec: WINDOW });
+    try {
+      const { tok } = await scannerToken(h);
+      const s = await Scanner.connect(g.port, tok);
+      // LIMIT + 1 guesses, none of them a redeem: the next ask of any kind is throttled.
+      expect(await s.validate({ id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'unknown_id' });
+      expect(await s.request({ op: 'status', ref: 'g1', id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'unknown_id' });
+      expect((await http(g.port, 'POST', '/v1/validate', tok, { id: generateId(16) })).json.error.reason).toBe('unknown_id');
+      expect((await http(g.port, 'GET', `/v1/ids/${generateId(16)}/status`, tok)).json.error.reason).toBe('unknown_id');
+      expect(await s.redeem({ scan: uniq(), id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'throttled' });
+      expect((await http(g.port, 'GET', `/v1/ids/${generateId(16)}/status`, tok)).status).toBe(429);
+      const m = await metricsText(g.port);
+      expect(metric(m, 'tessera_unknown_id_scans_total')).toBe(LIMIT + 1);
+      expect(metric(m, 'tessera_scanner_throttled_total')).toBe(1);
+      await s.close();
+    } finally {
+      await g.close();
+    }
+  });
+
   it('once throttled: every scan of that scanner waits, others go on, /metrics counts it, and after the window it works again', async () => {
     const g = await gateway(h, { guessLimit: LIMIT, guessWindowSec: WINDOW });
     try {
