@@ -283,6 +283,13 @@ describe('throttling guessed IDs', () => {
   const LIMIT = 3;
   const WINDOW = 2;
 
+  /** What /metrics says of guessing: unknown_id answers, and scanners throttled. */
+  async function expectGuessCounts(port: number, unknown: number, throttled: number): Promise<void> {
+    const m = await metricsText(port);
+    expect(metric(m, 'tessera_unknown_id_scans_total')).toBe(unknown);
+    expect(metric(m, 'tessera_scanner_throttled_total')).toBe(throttled);
+  }
+
   it('guessLimit unknown IDs are answered normally, the one over the limit still unknown_id, then throttled (docs/scanners.md)', async () => {
     const g = await gateway(h, { guessLimit: LIMIT, guessWindowSec: WINDOW });
     try {
@@ -290,9 +297,7 @@ describe('throttling guessed IDs', () => {
       const answers: Msg[] = [];
       for (let i = 0; i < LIMIT + 3; i++) answers.push(await s.redeem({ scan: uniq(), id: generateId(16) }));
       expect(answers.map((a) => a.reason)).toEqual([...Array(LIMIT + 1).fill('unknown_id'), 'throttled', 'throttled']);
-      const m = await metricsText(g.port);
-      expect(metric(m, 'tessera_unknown_id_scans_total')).toBe(LIMIT + 1);
-      expect(metric(m, 'tessera_scanner_throttled_total')).toBe(1);
+      await expectGuessCounts(g.port, LIMIT + 1, 1);
       await s.close();
     } finally {
       await g.close();
@@ -311,9 +316,7 @@ describe('throttling guessed IDs', () => {
       expect((await http(g.port, 'GET', `/v1/ids/${generateId(16)}/status`, tok)).json.error.reason).toBe('unknown_id');
       expect(await s.redeem({ scan: uniq(), id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'throttled' });
       expect((await http(g.port, 'GET', `/v1/ids/${generateId(16)}/status`, tok)).status).toBe(429);
-      const m = await metricsText(g.port);
-      expect(metric(m, 'tessera_unknown_id_scans_total')).toBe(LIMIT + 1);
-      expect(metric(m, 'tessera_scanner_throttled_total')).toBe(1);
+      await expectGuessCounts(g.port, LIMIT + 1, 1);
       await s.close();
     } finally {
       await g.close();
@@ -353,9 +356,7 @@ describe('throttling guessed IDs', () => {
       expect(await sb.redeem({ scan: 'b2', id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'unknown_id' });
       unknown++;
 
-      const m = await metricsText(g.port);
-      expect(metric(m, 'tessera_unknown_id_scans_total')).toBe(unknown);
-      expect(metric(m, 'tessera_scanner_throttled_total')).toBe(1);
+      await expectGuessCounts(g.port, unknown, 1);
 
       // Wait out the window (the guess counter in Redis goes with it).
       await sleep(r1.retryAfter * 1000);
