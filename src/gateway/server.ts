@@ -107,20 +107,27 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
         const key = req.getHeader('sec-websocket-key');
         const protocol = req.getHeader('sec-websocket-protocol');
         const extensions = req.getHeader('sec-websocket-extensions');
+        const finish = (auth: AuthResult): void => {
+          if (!auth.ok) {
+            metrics.event('upgrade', auth.reason);
+            res.writeStatus(auth.status === 401 ? '401 Unauthorized' : '403 Forbidden')
+              .writeHeader('Content-Type', 'application/json')
+              .end(JSON.stringify({ error: { reason: auth.reason, message: auth.message } }));
+            return;
+          }
+          res.upgrade<ConnData>({ token: auth.token, path, client }, key, protocol, extensions, context);
+        };
+        // A token the cache knows is upgraded here and now. The async path is only for a token
+        // created a moment ago, and it upgrades uncorked: uWS' cork() after an async upgrade can
+        // misread the reallocated socket and close the new WebSocket right after open
+        // (uNetworking/uWebSockets#1928, fixed upstream in #1929, not in the build we pin).
+        if (!tok || catalog.token(tok)) return finish(authorize(catalog, tok, [role]));
         let aborted = false;
         res.onAborted(() => (aborted = true));
         void authorizeFresh(tok, [role]).then((auth) => {
           if (aborted) return;
-          res.cork(() => {
-            if (!auth.ok) {
-              metrics.event('upgrade', auth.reason);
-              res.writeStatus(auth.status === 401 ? '401 Unauthorized' : '403 Forbidden')
-                .writeHeader('Content-Type', 'application/json')
-                .end(JSON.stringify({ error: { reason: auth.reason, message: auth.message } }));
-              return;
-            }
-            res.upgrade<ConnData>({ token: auth.token, path, client }, key, protocol, extensions, context);
-          });
+          if (auth.ok) finish(auth);
+          else res.cork(() => finish(auth));
         });
       },
       open(ws) {
