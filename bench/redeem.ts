@@ -30,7 +30,7 @@ import { openContext } from '../src/app/context';
 import { createToken, putItems, putProducts } from '../src/catalog/store';
 import type { GoodsProduct } from '../src/catalog/schema';
 import { loadConfig } from '../src/config/config';
-import { mintIds } from '../src/ids/mint';
+import { mintIds } from '../src/ledger/mint';
 import { createLogger } from '../src/observability/log';
 import { keys } from '../src/redis/keys';
 import { readScripts } from '../src/redis/scripts';

@@ -42,7 +42,7 @@ import type { Context } from '../src/app/context';
 import type { RatePlan, TalkProduct } from '../src/catalog/schema';
 import { createToken, putPlans, putProducts } from '../src/catalog/store';
 import { luhnDigit } from '../src/ids/luhn';
-import { mintIds } from '../src/ids/mint';
+import { mintIds } from '../src/ledger/mint';
 import { keys } from '../src/redis/keys';
 import { hashPin } from '../src/sales/pin';
 import { children, cleanUpOnExit, cpuSec, fmtInt, gwEnvFlag, intFlag, keepLogs, makeTmp, ownCpuSec, parseFlags, removeTmp, runMain, startBenchRedis, startGatewayChild, statusKb, stopChild, watchdog } from './common';

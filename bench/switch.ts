@@ -64,7 +64,7 @@ import WebSocket from 'ws';
 import type { Context } from '../src/app/context';
 import type { Product, RatePlan, TalkProduct } from '../src/catalog/schema';
 import { createToken, putPlans, putProducts } from '../src/catalog/store';
-import { mintIds } from '../src/ids/mint';
+import { mintIds } from '../src/ledger/mint';
 import { callKeysFor } from '../src/metering/locator';
 import { keys } from '../src/redis/keys';
 import { readScripts } from '../src/redis/scripts';

@@ -8,7 +8,7 @@ import { ConfigError, loadConfig, type Config } from './config/config';
 import { startGateway } from './gateway/server';
 import { createLogger } from './observability/log';
 import { startEmbeddedRedis, type EmbeddedRedis } from './redis/embedded';
-import { DEMO_MEMBERS, Sandbox } from './sandbox/server';
+import { DEMO_MEMBERS, Sandbox } from './dev/sandbox';
 
 /**
  * `npm start [-- --workers N]`: the gateway, with its own Redis child process

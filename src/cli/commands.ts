@@ -1,20 +1,20 @@
 import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { audit } from '../admin/audit';
-import { activateId, idStatus, setIdState } from '../admin/ids';
+import { audit } from '../ledger/audit';
+import { activateId, idStatus, setIdState } from '../ledger/ids';
 import { readAccessFile, readItemsFile, readPlansFile, readProductsFile } from '../catalog/files';
 import type { Role } from '../catalog/schema';
 import { createToken, putAccess, putItems, putPlans, putProducts, readCatalog, revokeTokens } from '../catalog/store';
 import { loadConfig } from '../config/config';
 import { luhnValid } from '../ids/luhn';
-import { mintIds } from '../ids/mint';
+import { mintIds } from '../ledger/mint';
 import { findRepoDir } from '../redis/scripts';
 import { lookupSale, refundSale } from '../sales/admin';
 import { Inventory } from '../sales/inventory';
 import { HttpProvider } from '../sales/provider';
-import { DEMO_MEMBERS, readMembers, Sandbox, type Member } from '../sandbox/server';
-import { exportRecords } from './export';
+import { DEMO_MEMBERS, readMembers, Sandbox, type Member } from '../dev/sandbox';
+import { exportRecords } from '../ledger/export';
 import { runDemoCall } from './call';
 import type { Cli } from './main';
 

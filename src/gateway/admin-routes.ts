@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { activateId, idStatus, setIdState } from '../admin/ids';
+import { activateId, idStatus, setIdState } from '../ledger/ids';
 import type { Context } from '../app/context';
 import { compile } from '../protocol/switch';
 import type { Redemption } from '../redemption/service';

@@ -1,4 +1,4 @@
-import { idStatus, type IdStatus, type Outcome } from '../admin/ids';
+import { idStatus, type IdStatus, type Outcome } from '../ledger/ids';
 import type { Context } from '../app/context';
 import type { CatalogCache } from '../catalog/cache';
 import type { TokenInfo } from '../catalog/schema';

@@ -1,5 +1,5 @@
-import { idStatus, locate, type IdStatus, type Outcome } from '../admin/ids';
-import { namedFields } from '../admin/records';
+import { idStatus, locate, type IdStatus, type Outcome } from '../ledger/ids';
+import { namedFields } from '../ledger/records';
 import type { Context } from '../app/context';
 import { keys } from '../redis/keys';
 import type { PaymentProvider } from './provider';

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AuditReport } from '../../src/admin/audit';
+import type { AuditReport } from '../../src/ledger/audit';
 import { keys } from '../../src/redis/keys';
 import { refundSale } from '../../src/sales/admin';
 import { HttpProvider } from '../../src/sales/provider';

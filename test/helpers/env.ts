@@ -8,11 +8,11 @@ import { openContext, type Context } from '../../src/app/context';
 import { putPlans, putProducts, createToken } from '../../src/catalog/store';
 import { loadConfig, type Config } from '../../src/config/config';
 import { startGateway, type Gateway } from '../../src/gateway/server';
-import { mintIds } from '../../src/ids/mint';
-import { activateId } from '../../src/admin/ids';
+import { mintIds } from '../../src/ledger/mint';
+import { activateId } from '../../src/ledger/ids';
 import { createLogger } from '../../src/observability/log';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/redis/embedded';
-import { Sandbox } from '../../src/sandbox/server';
+import { Sandbox } from '../../src/dev/sandbox';
 import type { Product, TalkProduct } from '../../src/catalog/schema';
 
 /**

@@ -3,7 +3,7 @@ import { Client, gateway, seedCatalog, soldIds, startHarness, talkProduct, token
 import type { Gateway } from '../../src/gateway/server';
 import type { Product } from '../../src/catalog/schema';
 import { putPlans } from '../../src/catalog/store';
-import { setIdState } from '../../src/admin/ids';
+import { setIdState } from '../../src/ledger/ids';
 import { keys } from '../../src/redis/keys';
 import { bucketOf, cdrsOf, connectSwitch, idFields, msgs, newCall, range, sendTicks, sessionKey, sleep } from './util';
 

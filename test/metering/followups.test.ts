@@ -9,7 +9,7 @@ import { Client, gateway, sameBucketIds, seedCatalog, soldIds, startHarness, tal
 import { sample, Wire } from '../protocol/wire';
 import type { Gateway } from '../../src/gateway/server';
 import type { Product } from '../../src/catalog/schema';
-import { setIdState } from '../../src/admin/ids';
+import { setIdState } from '../../src/ledger/ids';
 import { resolveSecret } from '../../src/app/secret';
 import { loadConfig } from '../../src/config/config';
 import { keys } from '../../src/redis/keys';

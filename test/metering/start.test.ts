@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, type Harness, type Msg } from '../helpers/env';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
-import { activateId, setIdState } from '../../src/admin/ids';
+import { activateId, setIdState } from '../../src/ledger/ids';
 import { bucketOf, connectSwitch, idFields, idKeyOf, newCall, sessionKey } from './util';
 
 /**

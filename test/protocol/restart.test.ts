@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
 import type { Gateway } from '../../src/gateway/server';
-import { idStatus } from '../../src/admin/ids';
+import { idStatus } from '../../src/ledger/ids';
 
 /**
  * The gateway keeps nothing that matters: a call started on one copy goes on

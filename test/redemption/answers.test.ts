@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { activateId, setIdState } from '../../src/admin/ids';
+import { activateId, setIdState } from '../../src/ledger/ids';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
 import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../helpers/env';

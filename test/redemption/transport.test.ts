@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { setIdState } from '../../src/admin/ids';
+import { setIdState } from '../../src/ledger/ids';
 import { createToken, tokenHash } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';

@@ -4,7 +4,7 @@ import { pack, Unpackr } from 'msgpackr';
 import { putItems, putProducts } from '../../src/catalog/store';
 import type { EntryProduct, GoodsProduct, Product, ServiceProduct } from '../../src/catalog/schema';
 import { keys } from '../../src/redis/keys';
-import { redemptionFields } from '../../src/redemption/record';
+import { redemptionFields } from '../../src/ledger/redemption-record';
 import { token, waitForGot, type Harness, type Msg } from '../helpers/env';
 
 /**

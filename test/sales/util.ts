@@ -4,7 +4,7 @@ import type { Product } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { luhnDigit } from '../../src/ids/luhn';
 import { keys } from '../../src/redis/keys';
-import type { Faults, Member } from '../../src/sandbox/server';
+import type { Faults, Member } from '../../src/dev/sandbox';
 import { Client, talkProduct, token, type Harness } from '../helpers/env';
 
 /**

@@ -1,4 +1,4 @@
-import { namedFields } from '../admin/records';
+import { namedFields } from './records';
 
 /**
  * Redemption and reversal records: each stream entry holds its values packed in

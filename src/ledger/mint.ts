@@ -1,7 +1,7 @@
 import type { Context } from '../app/context';
 import type { Product } from '../catalog/schema';
 import { keys } from '../redis/keys';
-import { generateId } from './idnum';
+import { generateId } from '../ids/idnum';
 import { productTerms } from '../catalog/terms';
 
 const PER_CALL = 100;

@@ -1,7 +1,7 @@
 import { stringify } from 'csv-stringify/sync';
 import type { Context } from '../app/context';
-import { namedFields, readStream, type DecodeFields } from '../admin/records';
-import { redemptionFields } from '../redemption/record';
+import { namedFields, readStream, type DecodeFields } from './records';
+import { redemptionFields } from './redemption-record';
 import { keys } from '../redis/keys';
 
 const FIELDS = {

@@ -1,7 +1,7 @@
 import type { Context } from '../app/context';
 import { keys } from '../redis/keys';
 import { scanIdKeys } from '../redis/scan';
-import { redemptionFields } from '../redemption/record';
+import { redemptionFields } from './redemption-record';
 import { readStream } from './records';
 
 /**
