@@ -27,41 +27,45 @@ export function findRepoDir(sub: string): string {
 
 const INCLUDE = /^--\s*@include\s+"([\w-]+)"\s*$/gm;
 
+/**
+ * A script's text with its includes expanded in place, recursively: an include
+ * may include others, each piece appears once (where it is first included) and
+ * a cycle is an error rather than a stack overflow.
+ */
+export function expandIncludes(text: string, readInclude: (name: string) => string, where = 'script'): string {
+  const done = new Set<string>();
+  const expand = (body: string, chain: string[]): string =>
+    body.replace(INCLUDE, (_, name: string) => {
+      if (chain.includes(name)) throw new Error(`include cycle in ${where}: ${[...chain, name].join(' -> ')}`);
+      if (done.has(name)) return '';
+      done.add(name);
+      return expand(readInclude(name), [...chain, name]);
+    });
+  return expand(text, []);
+}
+
+/** Every lua/*.lua file is a script named after its file; lua/includes/ holds the shared pieces. */
 export function readScripts(dir = findRepoDir('lua')): Script[] {
   const include = (name: string): string => readFileSync(join(dir, 'includes', `${name}.lua`), 'utf8');
   return readdirSync(dir)
     .filter((f) => f.endsWith('.lua'))
     .sort()
     .map((file) => {
-      const lua = readFileSync(join(dir, file), 'utf8').replace(INCLUDE, (_, name: string) => include(name));
+      const lua = expandIncludes(readFileSync(join(dir, file), 'utf8'), include, file);
       return { name: file.slice(0, -4), lua, sha: createHash('sha1').update(lua).digest('hex') };
     });
 }
 
-export type ScriptName =
-  | 'call_start'
-  | 'call_tick'
-  | 'call_stop'
-  | 'call_reap'
-  | 'mint'
-  | 'activate'
-  | 'set_state'
-  | 'redeem'
-  | 'scan_claim'
-  | 'validate'
-  | 'reverse'
-  | 'reserve'
-  | 'release'
-  | 'sell'
-  | 'purchase_claim'
-  | 'pin_attempt'
-  | 'refund';
-
 type Runner = (numKeys: number, ...keysAndArgs: (string | number)[]) => Promise<unknown>;
+
+/** Told the round-trip time of every script call (the gateway feeds its latency histogram). */
+export type ScriptTimer = (script: string, ms: number) => void;
 
 export class Scripts {
   private readonly byName = new Map<string, Script>();
   loaded = false;
+  /** Set by whoever keeps metrics; every call through run/runFlat is timed into it. */
+  timer: ScriptTimer | undefined;
 
   constructor(
     private readonly client: RedisClient,
@@ -85,15 +89,27 @@ export class Scripts {
     this.loaded = true;
   }
 
-  run<T = unknown>(name: ScriptName, keys: readonly string[], args: readonly (string | number)[]): Promise<T> {
+  run<T = unknown>(name: string, keys: readonly string[], args: readonly (string | number)[]): Promise<T> {
     return this.runFlat<T>(name, [keys.length, ...keys, ...args]);
   }
 
   /** For hot paths that build the call in one array: the key count, the keys, then the arguments. */
-  runFlat<T = unknown>(name: ScriptName, numKeysKeysArgs: (string | number)[]): Promise<T> {
-    const fn = (this.client as unknown as Record<string, Runner>)[name];
+  runFlat<T = unknown>(name: string, numKeysKeysArgs: (string | number)[]): Promise<T> {
+    const fn = this.byName.has(name) ? (this.client as unknown as Record<string, Runner>)[name] : undefined;
     if (!fn) throw new Error(`unknown script ${name}`);
-    return fn.apply(this.client, numKeysKeysArgs as [number, ...(string | number)[]]) as Promise<T>;
+    const timer = this.timer;
+    if (!timer) return fn.apply(this.client, numKeysKeysArgs as [number, ...(string | number)[]]) as Promise<T>;
+    const t0 = performance.now();
+    return (fn.apply(this.client, numKeysKeysArgs as [number, ...(string | number)[]]) as Promise<T>).then(
+      (reply) => {
+        timer(name, performance.now() - t0);
+        return reply;
+      },
+      (err: unknown) => {
+        timer(name, performance.now() - t0);
+        throw err;
+      },
+    );
   }
 
   get names(): string[] {
