@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { ajv, describeErrors } from '../protocol/validator';
+import Ajv from 'ajv';
 
 /**
  * Every setting comes from the environment, has a default where one is safe,
@@ -109,7 +109,13 @@ export interface Config {
   guessWindowSec: number;
 }
 
-const checkEnv = ajv.compile<Env>(EnvSchema);
+// Its own Ajv, not the wire's: the environment's strings become numbers, defaults fill in, every error is told.
+const checkEnv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true, strict: false }).compile<Env>(EnvSchema);
+
+/** `PORT must be <= 65535; ...`: the variable named as it is set. */
+function describeErrors(errors: typeof checkEnv.errors): string {
+  return (errors ?? []).map((e) => `${e.instancePath.slice(1) || (e.params as { missingProperty?: string }).missingProperty || 'value'} ${e.message ?? 'is invalid'}`).join('; ') || 'invalid';
+}
 
 export class ConfigError extends Error {
   override name = 'ConfigError';

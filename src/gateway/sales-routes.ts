@@ -1,9 +1,11 @@
+import { statusOf } from '../protocol/reasons';
 import { Type } from '@sinclair/typebox';
 import type { Context } from '../app/context';
 import type { CatalogCache } from '../catalog/cache';
 import type { Product } from '../catalog/schema';
 import { compile } from '../protocol/switch';
-import { lookupSale, refundSale } from '../sales/admin';
+import { lookupSale } from '../ledger/sale-lookup';
+import { refundSale } from '../sales/admin';
 import type { Inventory } from '../sales/inventory';
 import { PIN_PATTERN } from '../sales/pin';
 import type { PaymentProvider } from '../sales/provider';
@@ -41,7 +43,8 @@ export function purchaseResult(r: PurchaseResult): ApiResult {
     const { ok: _ok, ...sold } = r;
     return { ok: true, ...sold };
   }
-  return { ok: false, reason: r.reason, message: r.message, httpStatus: r.status };
+  // A reason outside the catalogue is the card company's decline.
+  return { ok: false, reason: r.reason, message: r.message, httpStatus: statusOf(r.reason, 402) };
 }
 
 /** The sales API: catalog, purchases (Idempotency-Key), access numbers, and the operator's sale tools. */

@@ -1,9 +1,13 @@
 import type { Context } from '../app/context';
 import { checkId } from '../ids/idnum';
 import { keys } from '../redis/keys';
+import { activate, setState } from './scripts';
 
-/** Operator actions on single IDs, shared by the CLI and the admin HTTP API. */
-export type Outcome<T> = ({ ok: true } & T) | { ok: false; reason: string };
+/**
+ * Operator actions on single IDs, shared by the CLI and the admin HTTP API.
+ * Each answers its result, or a refusal with a reason of protocol/reasons.ts.
+ */
+export type Refusable<T> = ({ ok: true } & T) | { ok: false; reason: string };
 
 export interface IdStatus {
   state: string;
@@ -21,7 +25,7 @@ export interface IdStatus {
 }
 
 /** An ID as typed, checked, and where it lives in Redis. */
-export function locate(ctx: Context, input: unknown): Outcome<{ key: string; hash: string; bucket: number }> {
+export function locate(ctx: Context, input: unknown): Refusable<{ key: string; hash: string; bucket: number }> {
   const c = checkId(input, ctx.cfg.idLength);
   if (!c.ok) return c;
   const { hash, bucket } = ctx.ids.hash(c.id);
@@ -30,7 +34,7 @@ export function locate(ctx: Context, input: unknown): Outcome<{ key: string; has
 
 const num = (v: string | undefined): number | undefined => (v && v !== '0' ? Number(v) : undefined);
 
-export async function idStatus(ctx: Context, input: unknown): Promise<Outcome<IdStatus>> {
+export async function idStatus(ctx: Context, input: unknown): Promise<Refusable<IdStatus>> {
   const loc = locate(ctx, input);
   if (!loc.ok) return loc;
   const h = await ctx.redis.hgetall(loc.key);
@@ -56,24 +60,16 @@ export async function activateId(
   ctx: Context,
   input: unknown,
   opts: { channel?: string; price?: number; ref?: string } = {},
-): Promise<Outcome<{ balance: number; record: string }>> {
+): Promise<Refusable<{ balance: number; record: string }>> {
   const loc = locate(ctx, input);
   if (!loc.ok) return loc;
   const product = await ctx.redis.hget(loc.key, 'prod');
   if (!product) return { ok: false, reason: 'unknown_id' };
-  const r = await ctx.scripts.run<['ok', number, string] | ['err', string]>(
-    'activate',
-    [loc.key, keys.inventory(loc.bucket, product), keys.sales(loc.bucket)],
-    [Date.now(), product, opts.channel ?? 'manual', opts.price ?? 0, opts.ref ?? ''],
-  );
-  if (r[0] === 'err') return { ok: false, reason: r[1] };
-  return { ok: true, balance: r[1], record: r[2] };
+  return activate(ctx.scripts, loc, { product, channel: opts.channel ?? 'manual', price: opts.price ?? 0, ref: opts.ref ?? '' });
 }
 
-export async function setIdState(ctx: Context, input: unknown, action: 'block' | 'unblock', why = ''): Promise<Outcome<{ state: string }>> {
+export async function setIdState(ctx: Context, input: unknown, action: 'block' | 'unblock', why = ''): Promise<Refusable<{ state: string }>> {
   const loc = locate(ctx, input);
   if (!loc.ok) return loc;
-  const r = await ctx.scripts.run<['ok', string] | ['err', string]>('set_state', [loc.key], [action, why, Date.now()]);
-  if (r[0] === 'err') return { ok: false, reason: r[1] };
-  return { ok: true, state: r[1] };
+  return setState(ctx.scripts, loc, action, why);
 }

@@ -1,6 +1,7 @@
 import type { Context } from '../app/context';
 import type { Product } from '../catalog/schema';
 import { keys } from '../redis/keys';
+import { mintInto } from './scripts';
 import { generateId } from '../ids/idnum';
 import { productTerms } from '../catalog/terms';
 
@@ -15,8 +16,7 @@ const BATCH = 20_000;
  * Redis has it: the only moment the clear number leaves the process.
  */
 export async function mintIds(ctx: Context, product: Product, count: number, emit: (id: string) => void): Promise<number> {
-  const fields = productTerms(product);
-  const terms = [fields.length / 2, ...fields];
+  const terms = productTerms(product);
   let minted = 0;
   let want = count;
   const inflight = new Set<Promise<void>>();
@@ -40,10 +40,8 @@ export async function mintIds(ctx: Context, product: Product, count: number, emi
     for (const [bucket, list] of byBucket) {
       for (let i = 0; i < list.length; i += PER_CALL) {
         const chunk = list.slice(i, i + PER_CALL);
-        const p = ctx.scripts
-          .run<number[]>('mint', [keys.inventory(bucket, product.name), ...chunk.map((c) => c.key)], [Date.now(), ...terms, ...chunk.map((c) => ctx.ids.seal(c.id))])
-          .then((taken) => {
-            const clash = new Set(taken.map((n) => n - 1));
+        const sealed = chunk.map((c) => ({ key: c.key, sealed: ctx.ids.seal(c.id) }));
+        const p = mintInto(ctx.scripts, bucket, product.name, terms, sealed).then((clash) => {
             chunk.forEach((c, j) => {
               if (!clash.has(j)) {
                 emit(c.id);

@@ -1,3 +1,4 @@
+import { statusOf } from '../protocol/reasons';
 import { randomBytes } from 'node:crypto';
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
@@ -98,7 +99,7 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
         // nonce, so submitting the same details again finishes it and never charges twice.
         const pending = r.reason === 'payment_pending' || r.reason === 'in_progress';
         const text = pending ? 'The card company has not answered yet. Submit the same details again in a moment: you will not be charged twice.' : r.message;
-        return send(reply, r.status, 'Not sold', html`<h1>Payment not completed</h1><p class="error" role="alert">${text}</p><p>Nothing was sold${pending ? ' yet' : ''}.</p>${await buyForm(undefined, pending ? nonce : undefined)}`);
+        return send(reply, statusOf(r.reason, 402), 'Not sold', html`<h1>Payment not completed</h1><p class="error" role="alert">${text}</p><p>Nothing was sold${pending ? ' yet' : ''}.</p>${await buyForm(undefined, pending ? nonce : undefined)}`);
       }
       send(
         reply,

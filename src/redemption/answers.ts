@@ -1,3 +1,4 @@
+import { messageOf } from '../protocol/reasons';
 import type { Answer } from './service';
 
 /**
@@ -6,26 +7,6 @@ import type { Answer } from './service';
  */
 const LEFT_FIELD: Record<string, string> = { entry: 'entriesLeft', goods: 'valueLeft', service: 'usesLeft' };
 
-const MESSAGES: Record<string, string> = {
-  unknown_id: 'no such ID',
-  bad_checksum: 'the ID is mistyped (check digit)',
-  bad_format: 'not an ID number',
-  not_active: 'the ID has not been sold',
-  blocked: 'the ID is blocked',
-  expired: 'the ID has expired',
-  not_yet_valid: 'not valid yet',
-  wrong_venue: 'not valid at this venue',
-  wrong_gate: 'not valid at this gate',
-  already_redeemed: 'already used',
-  insufficient_value: 'not enough value left',
-  unknown_item: 'this item is not sold here',
-  wrong_kind: 'this ID is not for this use',
-  scan_conflict: 'this scan id was used for another ID or item',
-  unknown_scan: 'no redemption with this scan id',
-  throttled: 'too many unknown IDs; wait',
-  no_venue: 'this scanner token has no venue',
-  bad_value: 'bad quantity or price',
-};
 
 export function granted(a: Extract<Answer, { ok: true }>, item?: string): Record<string, unknown> {
   return grantedInto({}, a, item);
@@ -45,5 +26,5 @@ export function grantedInto(out: Record<string, unknown>, a: Extract<Answer, { o
 
 export function refusal(a: Extract<Answer, { ok: false }>): Record<string, unknown> {
   const { ok: _ok, reason, ...details } = a;
-  return { reason, message: MESSAGES[reason] ?? reason.replace(/_/g, ' '), ...details };
+  return { reason, message: messageOf(reason), ...details };
 }

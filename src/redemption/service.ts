@@ -1,4 +1,4 @@
-import { idStatus, type IdStatus, type Outcome } from '../ledger/ids';
+import { idStatus, type IdStatus, type Refusable } from '../ledger/ids';
 import type { Context } from '../app/context';
 import type { CatalogCache } from '../catalog/cache';
 import type { TokenInfo } from '../catalog/schema';
@@ -283,7 +283,7 @@ export class Redemption {
   };
 
   /** A scanner's look at an ID: throttled and counted like a scan, so it is no way around the guess limit. */
-  async status(token: TokenInfo, id: unknown): Promise<Outcome<IdStatus> | ({ ok: false } & Refusal)> {
+  async status(token: TokenInfo, id: unknown): Promise<Refusable<IdStatus> | ({ ok: false } & Refusal)> {
     const wait = this.throttle.retryAfter(token.name);
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
     const s = await idStatus(this.ctx, id);

@@ -1,6 +1,7 @@
 import type { Context } from '../app/context';
 import { keys } from '../redis/keys';
 import { verifyPin } from './pin';
+import { pinAttempt } from './scripts';
 
 /**
  * The check link: its token and the buyer's PIN together show the ID again.
@@ -11,8 +12,6 @@ import { verifyPin } from './pin';
 export type CheckResult =
   | { ok: true; id: string; product: string; kind: string; balance: number; currency: string; state: string; expires?: number; validDays: number }
   | { ok: false; reason: 'wrong_pin' | 'locked'; triesLeft?: number; until?: number };
-
-type Attempt = ['open', number?] | ['locked', number] | ['wrong', number];
 
 export class CheckLinks {
   constructor(private readonly ctx: Context) {}
@@ -34,19 +33,20 @@ export class CheckLinks {
     if (!idHash) return { ok: false, reason: 'wrong_pin' };
     const idKey = keys.id(bucket, idHash);
     // Counted before the PIN is compared, like the per-client count above.
-    const gate = await scripts.run<Attempt>('pin_attempt', [idKey], [now, 'try', cfg.pin.maxTries, lockMs]);
-    if (gate[0] === 'locked') return { ok: false, reason: 'locked', until: gate[1] };
-    const attempt = gate[1] as number;
+    const limits = { maxTries: cfg.pin.maxTries, lockMs };
+    const gate = await pinAttempt(scripts, idKey, 'try', limits);
+    if (gate.state === 'locked') return { ok: false, reason: 'locked', until: gate.until };
+    const attempt = gate.state === 'open' ? gate.attempt : 0;
 
     const h = await redis.hgetall(idKey);
     if (!h.pin || !(await verifyPin(pin, h.pin))) {
-      const r = await scripts.run<Attempt>('pin_attempt', [idKey], [Date.now(), 'wrong', cfg.pin.maxTries, lockMs, attempt]);
-      return r[0] === 'locked' ? { ok: false, reason: 'locked', until: r[1] } : { ok: false, reason: 'wrong_pin', triesLeft: r[1] as number };
+      const r = await pinAttempt(scripts, idKey, 'wrong', limits, attempt);
+      return r.state === 'locked' ? { ok: false, reason: 'locked', until: r.until } : { ok: false, reason: 'wrong_pin', triesLeft: r.state === 'wrong' ? r.triesLeft : 0 };
     }
     await redis.decr(clientKey);
     // The link may have locked while this PIN was being verified (wrong PINs sent at the same time).
-    const done = await scripts.run<Attempt>('pin_attempt', [idKey], [Date.now(), 'ok', cfg.pin.maxTries, lockMs]);
-    if (done[0] === 'locked') return { ok: false, reason: 'locked', until: done[1] };
+    const done = await pinAttempt(scripts, idKey, 'ok', limits);
+    if (done.state === 'locked') return { ok: false, reason: 'locked', until: done.until };
     const exp = Number(h.exp ?? 0);
     return {
       ok: true,

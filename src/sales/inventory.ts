@@ -1,5 +1,6 @@
 import type { Context } from '../app/context';
 import { keys } from '../redis/keys';
+import { releaseId, reserveId } from './scripts';
 
 /**
  * Unsold IDs live in per-bucket sets, so reserving one is a single-slot SPOP.
@@ -41,7 +42,7 @@ export class Inventory {
       while (counts.size > 0) {
         const buckets = [...counts.keys()];
         const bucket = buckets[Math.floor(Math.random() * buckets.length)]!;
-        const idHash = await this.ctx.scripts.run<string | null>('reserve', [keys.inventory(bucket, product), keys.reservations(bucket)], [until]);
+        const idHash = await reserveId(this.ctx.scripts, bucket, product, until);
         if (idHash) {
           const left = (counts.get(bucket) ?? 1) - 1;
           if (left > 0) counts.set(bucket, left);
@@ -56,9 +57,9 @@ export class Inventory {
 
   /** Puts a reserved ID back (only while it is still reserved, i.e. not sold). */
   async release(product: string, bucket: number, idHash: string): Promise<boolean> {
-    const r = await this.ctx.scripts.run<number>('release', [keys.inventory(bucket, product), keys.reservations(bucket)], [idHash, 0]);
-    if (r === 1) this.stock.delete(product);
-    return r === 1;
+    const released = await releaseId(this.ctx.scripts, bucket, product, idHash, 0);
+    if (released) this.stock.delete(product);
+    return released;
   }
 
   /** Returns holds that ran out to inventory; run periodically by every gateway (the script re-checks). */
@@ -71,7 +72,7 @@ export class Inventory {
         for (const idHash of expired) {
           const product = await this.ctx.redis.hget(keys.id(b, idHash), 'prod');
           if (!product) continue;
-          released += await this.ctx.scripts.run<number>('release', [keys.inventory(b, product), keys.reservations(b)], [idHash, now]);
+          if (await releaseId(this.ctx.scripts, b, product, idHash, now)) released++;
         }
       }),
     );

@@ -5,8 +5,10 @@ import type { Product } from '../catalog/schema';
 import { bucketOfKey, keys } from '../redis/keys';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
+import { claimPurchase, sellId } from './scripts';
 import type { PaymentProvider } from './provider';
 import type { Metrics } from '../observability/metrics';
+import { isReason, messageOf, type Reason } from '../protocol/reasons';
 
 /**
  * One purchase, start to finish, safe to retry at any point: reserve an ID,
@@ -31,12 +33,15 @@ export interface Sold {
   currency: string;
 }
 
-export type PurchaseResult = ({ ok: true } & Sold) | { ok: false; status: number; reason: string; message: string };
+/** A refusal's reason is one of the catalogue's (protocol/reasons.ts) or, for a decline, the card company's own. */
+export type PurchaseResult = ({ ok: true } & Sold) | { ok: false; reason: string; message: string };
 
 type State = 'new' | 'reserved' | 'authorizing' | 'authorized' | 'capturing' | 'captured' | 'done' | 'declined';
 
-interface Record {
+interface PurchaseRecord {
   st: State;
+  /** Keyed fingerprint of the request the purchase was claimed for. */
+  fp?: string;
   product?: string;
   idHash?: string;
   bucket?: string;
@@ -47,17 +52,7 @@ interface Record {
 
 const PURCHASE_TTL_SEC = 30 * 86400;
 
-const fail = (status: number, reason: string, message: string): PurchaseResult => ({ ok: false, status, reason, message });
-
-const DECLINE_MESSAGES: { [reason: string]: string } = {
-  not_member: 'the card company does not know this card holder',
-  insufficient_funds: 'not enough credit on the card',
-  card_invalid: 'the card number is not valid',
-  wrong_card_pin: 'the card PIN is wrong',
-  out_of_stock: 'sold out',
-  abandoned: 'the purchase was not completed in time; any payment was cancelled',
-  unknown_product: 'no such product',
-};
+const fail = (reason: Reason, message = messageOf(reason)): PurchaseResult => ({ ok: false, reason, message });
 
 export class Purchases {
   constructor(
@@ -86,12 +81,12 @@ export class Purchases {
     const { key, ref, open } = this.recordKey(idemKey);
     // Keyed: the fingerprint must not let a Redis reader test PINs or card numbers.
     const fp = this.ctx.ids.mac(JSON.stringify([req.product, req.pin, req.card, req.cardPin]));
-    const claim = await this.ctx.scripts.run<[string, string?]>('purchase_claim', [key, open], [Date.now(), fp, this.ctx.cfg.purchaseLeaseMs, PURCHASE_TTL_SEC]);
-    switch (claim[0]) {
+    const claim = await claimPurchase(this.ctx.scripts, { key, open, fingerprint: fp, leaseMs: this.ctx.cfg.purchaseLeaseMs, ttlSec: PURCHASE_TTL_SEC });
+    switch (claim) {
       case 'conflict':
-        return fail(422, 'idempotency_conflict', 'this Idempotency-Key was used for another purchase');
+        return fail('idempotency_conflict');
       case 'busy':
-        return fail(409, 'in_progress', 'this purchase is being processed; retry shortly');
+        return fail('in_progress');
       case 'done':
         return this.answerOf(await this.read(key));
     }
@@ -103,8 +98,8 @@ export class Purchases {
     }
   }
 
-  private async read(key: string): Promise<Record> {
-    return (await this.ctx.redis.hgetall(key)) as unknown as Record;
+  private async read(key: string): Promise<PurchaseRecord> {
+    return (await this.ctx.redis.hgetall(key)) as unknown as PurchaseRecord;
   }
 
   private async set(key: string, fields: { [k: string]: string | number }): Promise<void> {
@@ -113,28 +108,29 @@ export class Purchases {
     if (fields.st === 'done' || fields.st === 'declined') await this.ctx.redis.zrem(keys.openPurchases(bucketOfKey(key)), key);
   }
 
-  private answerOf(r: Record): PurchaseResult {
+  private answerOf(r: PurchaseRecord): PurchaseResult {
     if (r.st === 'declined') {
       const reason = r.reason ?? 'declined';
-      const status = reason === 'out_of_stock' ? 409 : reason === 'unknown_product' ? 404 : 402;
-      return fail(status, reason, DECLINE_MESSAGES[reason] ?? `declined by the card company: ${reason}`);
+      // Ours are in the catalogue; any other reason is the card company's decline.
+      if (isReason(reason)) return fail(reason);
+      return { ok: false, reason, message: `declined by the card company: ${reason}` };
     }
     const sold = JSON.parse(r.answer!) as Sold & { sealed: string };
     const { sealed, ...rest } = sold;
     return { ok: true, ...rest, id: this.ctx.ids.unseal(sealed) };
   }
 
-  private async decline(key: string, reason: string, r: Record): Promise<PurchaseResult> {
+  private async decline(key: string, reason: string, r: PurchaseRecord): Promise<PurchaseResult> {
     if (r.idHash && r.product) await this.inventory.release(r.product, Number(r.bucket), r.idHash);
     await this.set(key, { st: 'declined', reason });
     return this.answerOf({ st: 'declined', reason });
   }
 
   private pending(): PurchaseResult {
-    return fail(503, 'payment_pending', 'the card company did not answer; retry with the same Idempotency-Key');
+    return fail('payment_pending');
   }
 
-  private async run(key: string, ref: string, channel: string, req: PurchaseRequest, r: Record): Promise<PurchaseResult> {
+  private async run(key: string, ref: string, channel: string, req: PurchaseRequest, r: PurchaseRecord): Promise<PurchaseResult> {
     const product = this.catalog.product(r.product ?? req.product);
     if (!product) return this.decline(key, 'unknown_product', r);
 
@@ -187,19 +183,26 @@ export class Purchases {
   }
 
   /** Paid for: sell the held ID (or, if its hold ran out meanwhile, another one). */
-  private async sell(key: string, ref: string, channel: string, req: PurchaseRequest, product: Product, r: Record): Promise<PurchaseResult> {
+  private async sell(key: string, ref: string, channel: string, req: PurchaseRequest, product: Product, r: PurchaseRecord): Promise<PurchaseResult> {
     const pinHash = await hashPin(req.pin);
     for (let attempt = 0; attempt < 5; attempt++) {
       const bucket = Number(r.bucket);
       const idKey = keys.id(bucket, r.idHash!);
       // Reproducible, so a retry after a crash gives the buyer the same link.
       const token = this.ctx.ids.mac(`check:${ref}:${r.idHash}`).slice(0, 32);
-      const res = await this.ctx.scripts.run<['ok', number, string, number] | ['err', string]>(
-        'sell',
-        [idKey, keys.reservations(bucket), keys.sales(bucket), keys.check(bucket, this.ctx.ids.mac(`chk:${token}`).slice(0, 32))],
-        [Date.now(), product.name, product.price, channel, ref, ref, Number(r.commission ?? 0), pinHash],
-      );
-      if (res[0] === 'ok') {
+      const res = await sellId(this.ctx.scripts, {
+        idKey,
+        bucket,
+        checkHash: this.ctx.ids.mac(`chk:${token}`).slice(0, 32),
+        product: product.name,
+        price: product.price,
+        channel,
+        purchaseRef: ref,
+        providerRef: ref,
+        commission: Number(r.commission ?? 0),
+        pinHash,
+      });
+      if (res.ok) {
         const sealed = await this.ctx.redis.hget(idKey, 'seal');
         const base = this.publicUrl();
         const sold: Sold = {
@@ -214,7 +217,7 @@ export class Purchases {
         await this.set(key, { st: 'done', answer: JSON.stringify({ ...rest, sealed }) });
         return { ok: true, ...sold, id };
       }
-      if (res[1] !== 'not_reserved') throw new Error(`sell refused: ${res[1]}`);
+      if (res.reason !== 'not_reserved') throw new Error(`sell refused: ${res.reason}`);
       // The hold ran out while the card company took its time: take another ID.
       const held = await this.inventory.reserve(product.name, Date.now() + this.ctx.cfg.holdMs);
       if (!held) {
@@ -246,8 +249,8 @@ export class Purchases {
           await this.ctx.redis.zrem(open, key);
           continue;
         }
-        const claim = await this.ctx.scripts.run<[string]>('purchase_claim', [key, open], [now, (r as unknown as { fp: string }).fp, purchaseLeaseMs, PURCHASE_TTL_SEC]);
-        if (claim[0] !== 'resume') continue;
+        const claim = await claimPurchase(this.ctx.scripts, { key, open, fingerprint: r.fp ?? '', leaseMs: purchaseLeaseMs, ttlSec: PURCHASE_TTL_SEC }, now);
+        if (claim !== 'resume') continue;
         const ref = `tsp_${key.slice(key.lastIndexOf(':') + 1)}`;
         try {
           const s = await this.provider.status(ref);

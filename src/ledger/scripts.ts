@@ -1,0 +1,65 @@
+/**
+ * The ledger's Lua scripts (lua/mint, activate, set_state): one function each,
+ * building KEYS/ARGV from named arguments and decoding the reply into a named
+ * type. Nothing else in ledger/ calls a script or reads a raw reply.
+ */
+import { keys } from '../redis/keys';
+import { replyError } from '../redis/reply';
+import type { Scripts } from '../redis/scripts';
+
+/** An ID as the scripts find it: its key and bucket. */
+export interface IdPlace {
+  key: string;
+  bucket: number;
+}
+
+/**
+ * Writes new IDs of one product and one bucket into inventory, each with the
+ * product's terms (field/value pairs) and its sealed clear number. Answers the
+ * indexes (0-based, into `ids`) of hashes that already existed: nothing was
+ * written for them and they must be minted again.
+ */
+export async function mintInto(
+  scripts: Scripts,
+  bucket: number,
+  product: string,
+  terms: readonly (string | number)[],
+  ids: readonly { key: string; sealed: string }[],
+  now = Date.now(),
+): Promise<Set<number>> {
+  const r = await scripts.run(
+    'mint',
+    [keys.inventory(bucket, product), ...ids.map((i) => i.key)],
+    [now, terms.length / 2, ...terms, ...ids.map((i) => i.sealed)],
+  );
+  if (!Array.isArray(r)) throw replyError('mint', r);
+  return new Set(r.map((n) => Number(n) - 1));
+}
+
+export type ActivateReply = { ok: true; balance: number; record: string } | { ok: false; reason: string };
+
+export interface Activation {
+  /** The product the caller expects the ID to belong to. */
+  product: string;
+  channel: string;
+  price: number;
+  ref: string;
+}
+
+/** Sells an ID from inventory by hand or through a channel, loading its face value, and records the sale. */
+export async function activate(scripts: Scripts, id: IdPlace, a: Activation, now = Date.now()): Promise<ActivateReply> {
+  const r = await scripts.run('activate', [id.key, keys.inventory(id.bucket, a.product), keys.sales(id.bucket)], [now, a.product, a.channel, a.price, a.ref]);
+  if (Array.isArray(r) && r[0] === 'ok') return { ok: true, balance: Number(r[1]), record: String(r[2] ?? '') };
+  if (Array.isArray(r) && r[0] === 'err' && typeof r[1] === 'string') return { ok: false, reason: r[1] };
+  throw replyError('activate', r);
+}
+
+export type SetStateReply = { ok: true; state: string } | { ok: false; reason: string };
+
+/** Blocks an ID (the reason is kept on it) or lifts the block. */
+export async function setState(scripts: Scripts, id: IdPlace, action: 'block' | 'unblock', why: string, now = Date.now()): Promise<SetStateReply> {
+  const r = await scripts.run('set_state', [id.key], [action, why, now]);
+  if (Array.isArray(r) && r[0] === 'ok' && typeof r[1] === 'string') return { ok: true, state: r[1] };
+  if (Array.isArray(r) && r[0] === 'err' && typeof r[1] === 'string') return { ok: false, reason: r[1] };
+  throw replyError('set_state', r);
+}

@@ -1,0 +1,109 @@
+/**
+ * The sales domain's Lua scripts (lua/reserve, release, sell, purchase_claim,
+ * pin_attempt, refund): one function each, building KEYS/ARGV from named
+ * arguments and decoding the reply into a named type. Nothing else in sales/
+ * calls a script or reads a raw reply.
+ */
+import { keys } from '../redis/keys';
+import type { Scripts } from '../redis/scripts';
+import { replyError } from '../redis/reply';
+
+/** Takes one unsold ID of a product from a bucket's inventory until `until` (ms); null when the bucket has none. */
+export async function reserveId(scripts: Scripts, bucket: number, product: string, until: number): Promise<string | null> {
+  const r = await scripts.run('reserve', [keys.inventory(bucket, product), keys.reservations(bucket)], [until]);
+  if (r === null || typeof r === 'string') return r;
+  throw replyError('reserve', r);
+}
+
+/** Puts a reserved ID back; `heldBefore` 0 releases whatever its hold, else only a hold that ran out before it. */
+export async function releaseId(scripts: Scripts, bucket: number, product: string, idHash: string, heldBefore: number): Promise<boolean> {
+  const r = await scripts.run('release', [keys.inventory(bucket, product), keys.reservations(bucket)], [idHash, heldBefore]);
+  if (r !== 0 && r !== 1) throw replyError('release', r);
+  return r === 1;
+}
+
+export interface SaleTerms {
+  idKey: string;
+  bucket: number;
+  /** Keyed hash of the check-link token. */
+  checkHash: string;
+  product: string;
+  price: number;
+  channel: string;
+  purchaseRef: string;
+  providerRef: string;
+  commission: number;
+  pinHash: string;
+}
+
+export type SellReply = { ok: true; face: number; record: string; duplicate: boolean } | { ok: false; reason: 'not_reserved' | 'wrong_product' | 'already_active' };
+
+/** Sells a reserved ID with its PIN and check link and records the sale; a retry for the same purchase answers the first sale. */
+export async function sellId(scripts: Scripts, t: SaleTerms, now = Date.now()): Promise<SellReply> {
+  const r = await scripts.run(
+    'sell',
+    [t.idKey, keys.reservations(t.bucket), keys.sales(t.bucket), keys.check(t.bucket, t.checkHash)],
+    [now, t.product, t.price, t.channel, t.purchaseRef, t.providerRef, t.commission, t.pinHash],
+  );
+  if (Array.isArray(r) && r[0] === 'ok') return { ok: true, face: Number(r[1]), record: String(r[2] ?? ''), duplicate: r[3] === 1 };
+  if (Array.isArray(r) && r[0] === 'err' && (r[1] === 'not_reserved' || r[1] === 'wrong_product' || r[1] === 'already_active')) return { ok: false, reason: r[1] };
+  throw replyError('sell', r);
+}
+
+/** Where a purchase stands once claimed by its Idempotency-Key. */
+export type PurchaseClaim = 'new' | 'resume' | 'done' | 'busy' | 'conflict';
+const CLAIMS: readonly string[] = ['new', 'resume', 'done', 'busy', 'conflict'] satisfies PurchaseClaim[];
+
+export interface ClaimTerms {
+  /** The purchase record and the open-purchases set of its bucket. */
+  key: string;
+  open: string;
+  /** Keyed fingerprint of the request: the same key with other details is a conflict. */
+  fingerprint: string;
+  leaseMs: number;
+  ttlSec: number;
+}
+
+/** Claims a purchase for this attempt, or tells who has it and how far it got. */
+export async function claimPurchase(scripts: Scripts, c: ClaimTerms, now = Date.now()): Promise<PurchaseClaim> {
+  const r = await scripts.run('purchase_claim', [c.key, c.open], [now, c.fingerprint, c.leaseMs, c.ttlSec]);
+  if (Array.isArray(r) && typeof r[0] === 'string' && CLAIMS.includes(r[0])) return r[0] as PurchaseClaim;
+  throw replyError('purchase_claim', r);
+}
+
+/** A check link's PIN gate: open (with the attempt's number), a wrong PIN (with tries left), or locked until a time (ms). */
+export type PinGate = { state: 'open'; attempt: number } | { state: 'wrong'; triesLeft: number } | { state: 'locked'; until: number };
+
+export interface PinLimits {
+  maxTries: number;
+  lockMs: number;
+}
+
+/**
+ * One step of a PIN check: 'try' before the PIN is compared (counted first, so
+ * parallel guesses get no more comparisons), then 'ok' or 'wrong' with the
+ * attempt's number as 'try' answered it.
+ */
+export async function pinAttempt(scripts: Scripts, idKey: string, step: 'try' | 'ok' | 'wrong', limits: PinLimits, attempt?: number): Promise<PinGate> {
+  const args: (string | number)[] = [Date.now(), step, limits.maxTries, limits.lockMs];
+  if (attempt !== undefined) args.push(attempt);
+  const r = await scripts.run('pin_attempt', [idKey], args);
+  if (Array.isArray(r)) {
+    if (r[0] === 'open') return { state: 'open', attempt: Number(r[1] ?? 0) };
+    if (r[0] === 'wrong' && typeof r[1] === 'number') return { state: 'wrong', triesLeft: r[1] };
+    if (r[0] === 'locked' && typeof r[1] === 'number') return { state: 'locked', until: r[1] };
+  }
+  throw replyError('pin_attempt', r);
+}
+
+export type RefundReply =
+  | { ok: true; refunded: number; record: string; purchaseRef: string; duplicate: boolean }
+  | { ok: false; reason: 'unknown_id' | 'not_sold' | 'already_used' };
+
+/** Takes back an unused sold ID: blocked, value to zero, a refund record. */
+export async function refundId(scripts: Scripts, loc: { key: string; bucket: number }, reason: string, operator: string, now = Date.now()): Promise<RefundReply> {
+  const r = await scripts.run('refund', [loc.key, keys.sales(loc.bucket)], [now, reason, operator]);
+  if (Array.isArray(r) && r[0] === 'ok') return { ok: true, refunded: Number(r[1]), record: String(r[2] ?? ''), purchaseRef: String(r[3] ?? ''), duplicate: r[4] === 1 };
+  if (Array.isArray(r) && r[0] === 'err' && (r[1] === 'unknown_id' || r[1] === 'not_sold' || r[1] === 'already_used')) return { ok: false, reason: r[1] };
+  throw replyError('refund', r);
+}
