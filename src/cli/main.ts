@@ -1,15 +1,9 @@
-import { parseArgs } from 'node:util';
+/** The `tessera` entry point: picks the command, gives it its context, maps errors to exit codes. */
 import { openContext, type Context } from '../app/context';
 import { ConfigError, loadConfig } from '../config/config';
 import { createLogger } from '../observability/log';
+import type { Cli } from './command';
 import { commands } from './commands';
-
-/** `npx tessera <command> …`: operator tasks against the same Redis the gateway uses. */
-export interface Cli {
-  ctx: () => Promise<Context>;
-  args: string[];
-  out: (line: string) => void;
-}
 
 const USAGE = `usage: tessera <command> [options]
 
@@ -45,8 +39,6 @@ export async function runCli(argv: string[]): Promise<number> {
     await ctx?.close();
   }
 }
-
-export { parseArgs };
 
 if (require.main === module) {
   runCli(process.argv.slice(2)).then((code) => process.exit(code));

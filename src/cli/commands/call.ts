@@ -1,11 +1,39 @@
+/** `tessera call`: a tiny switch client that places one call through the gateway. */
 import WebSocket from 'ws';
+import { intArg, parseOptions, type Command } from '../command';
+
+export const callCommands: Record<string, Command> = {
+  call: {
+    summary: 'act as a switch: place one call and print what the gateway says',
+    usage: '--id ID --dest DIGITS --token SWITCH_TOKEN [--url ws://localhost:8080/v1/switch] [--seconds N] [--json]',
+    async run(cli) {
+      const { values } = parseOptions(cli, {
+        id: { type: 'string' },
+        dest: { type: 'string' },
+        token: { type: 'string' },
+        url: { type: 'string', default: `ws://localhost:${process.env.PORT ?? 8080}/v1/switch` },
+        seconds: { type: 'string', default: '0' },
+        json: { type: 'boolean', default: false },
+      });
+      return runDemoCall({
+        url: values.url!,
+        token: values.token ?? '',
+        id: values.id ?? '',
+        dest: values.dest ?? '',
+        seconds: intArg(values.seconds, '--seconds'),
+        json: values.json ?? false,
+        out: cli.out,
+      });
+    },
+  },
+};
 
 /**
  * A tiny switch for the README tour: starts one call, ticks every second and
  * prints what the gateway answers, until the gateway cuts the call, the
  * requested seconds pass, or Ctrl-C (which stops the call cleanly).
  */
-export function runDemoCall(o: { url: string; token: string; id: string; dest: string; seconds: number; json: boolean; out: (l: string) => void }): Promise<number> {
+function runDemoCall(o: { url: string; token: string; id: string; dest: string; seconds: number; json: boolean; out: (l: string) => void }): Promise<number> {
   return new Promise((resolve) => {
     const ws = new WebSocket(o.url, { headers: { Authorization: `Bearer ${o.token}` } });
     const call = `demo-${Date.now().toString(36)}`;

@@ -1,0 +1,66 @@
+/**
+ * What every CLI command is and the helpers the command groups share: option
+ * parsing, usage errors, printing an outcome, opening an output file. Command
+ * groups import this module, never main.ts, so the entry point and its
+ * commands do not import each other.
+ */
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { Context } from '../app/context';
+
+/** `npx tessera <command> …`: operator tasks against the same Redis the gateway uses. */
+export interface Cli {
+  ctx: () => Promise<Context>;
+  args: string[];
+  out: (line: string) => void;
+}
+
+export interface Command {
+  summary: string;
+  usage?: string;
+  run(cli: Cli): Promise<number | void>;
+}
+
+/**
+ * The command's options, strictly, and exactly `positionals` positional
+ * arguments. Its errors carry an ERR_PARSE_ARGS code, which runCli turns into
+ * exit code 2.
+ */
+export const parseOptions = <O extends NonNullable<ParseArgsConfig['options']>>(cli: Cli, options: O, positionals = 0) => {
+  const r = parseArgs({ args: cli.args, options, allowPositionals: true, strict: true });
+  if (r.positionals.length > positionals) throw Object.assign(new Error(`unexpected argument: ${r.positionals[positionals]}`), { code: 'ERR_PARSE_ARGS_UNEXPECTED' });
+  if (r.positionals.length < positionals) throw Object.assign(new Error('missing argument'), { code: 'ERR_PARSE_ARGS_MISSING' });
+  return r;
+};
+
+/** A bad option value: exit code 2, like a parse error. */
+export const usageError = (message: string): Error => Object.assign(new Error(message), { code: 'ERR_PARSE_ARGS_VALUE' });
+
+export const intArg = (v: unknown, what: string): number => {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw usageError(`${what} must be a whole number`);
+  return n;
+};
+
+/** Prints an Outcome as JSON; a refusal goes to stderr and exits 1. */
+export function outcome(cli: Cli, r: { ok: boolean; reason?: string }): number {
+  if (!r.ok) {
+    process.stderr.write(`refused: ${r.reason}\n`);
+    return 1;
+  }
+  const { ok: _ok, ...rest } = r;
+  cli.out(JSON.stringify(rest, null, 2));
+  return 0;
+}
+
+/**
+ * Opens the output before any work is done, so a file that cannot be created
+ * fails the command before IDs exist whose numbers would be lost. IDs and
+ * records are sensitive: files are created readable by the operator only, and
+ * never overwritten.
+ */
+export function openOut(path: string | undefined): { write: (s: string) => void; done: () => Promise<void> } {
+  if (!path) return { write: (s) => process.stdout.write(s), done: async () => undefined };
+  const fd = openSync(path, 'wx', 0o600);
+  return { write: (s) => writeSync(fd, s), done: async () => closeSync(fd) };
+}

@@ -1,0 +1,65 @@
+/** Minting IDs and handling one ID by hand: sell, block, unblock, look up. */
+import { readCatalog } from '../../catalog/store';
+import { activateId, idStatus, setIdState } from '../../ledger/ids';
+import { mintIds } from '../../ledger/mint';
+import { intArg, openOut, outcome, parseOptions, type Command } from '../command';
+
+export const idCommands: Record<string, Command> = {
+  mint: {
+    summary: 'mint IDs into a product\'s inventory; prints them (or writes --out, mode 0600) once',
+    usage: '--product NAME --count N [--out FILE]',
+    async run(cli) {
+      const { values } = parseOptions(cli, { product: { type: 'string' }, count: { type: 'string' }, out: { type: 'string' } });
+      const count = intArg(values.count, '--count');
+      const ctx = await cli.ctx();
+      const product = (await readCatalog(ctx.redis)).products.get(values.product ?? '');
+      if (!product) throw new Error(`unknown product: ${values.product}`);
+      const out = openOut(values.out);
+      const t0 = Date.now();
+      let buf = '';
+      const n = await mintIds(ctx, product, count, (id) => {
+        buf += id + '\n';
+        if (buf.length > 1 << 16) {
+          out.write(buf);
+          buf = '';
+        }
+      });
+      out.write(buf);
+      await out.done();
+      process.stderr.write(`minted ${n} ID(s) of ${product.name} in ${Date.now() - t0} ms${values.out ? ` into ${values.out}` : ''}\n`);
+    },
+  },
+  activate: {
+    summary: 'sell an ID by hand: loads its face value and records the sale',
+    usage: 'ID [--price MICRO] [--ref TEXT]',
+    async run(cli) {
+      const { values, positionals } = parseOptions(cli, { price: { type: 'string' }, ref: { type: 'string' } }, 1);
+      const price = values.price === undefined ? undefined : intArg(values.price, '--price');
+      return outcome(cli, await activateId(await cli.ctx(), positionals[0], { channel: 'manual', price, ref: values.ref ?? process.env.USER ?? '' }));
+    },
+  },
+  block: {
+    summary: 'block an ID (its live calls are cut at their next tick)',
+    usage: 'ID [--reason TEXT]',
+    async run(cli) {
+      const { values, positionals } = parseOptions(cli, { reason: { type: 'string' } }, 1);
+      return outcome(cli, await setIdState(await cli.ctx(), positionals[0], 'block', values.reason ?? ''));
+    },
+  },
+  unblock: {
+    summary: 'lift a block',
+    usage: 'ID',
+    async run(cli) {
+      const { positionals } = parseOptions(cli, {}, 1);
+      return outcome(cli, await setIdState(await cli.ctx(), positionals[0], 'unblock'));
+    },
+  },
+  lookup: {
+    summary: 'show an ID\'s state, balance and expiry',
+    usage: 'ID',
+    async run(cli) {
+      const { positionals } = parseOptions(cli, {}, 1);
+      return outcome(cli, await idStatus(await cli.ctx(), positionals[0]));
+    },
+  },
+};

@@ -1,0 +1,26 @@
+/**
+ * Every CLI command by name. The order of this table is the order of the
+ * usage text, so audit and export, though one group, each keep their own
+ * place in it.
+ */
+import type { Command } from '../command';
+import { callCommands } from './call';
+import { catalogCommands } from './catalog';
+import { demoCommands } from './demo';
+import { idCommands } from './ids';
+import { recordCommands } from './records';
+import { saleCommands } from './sales';
+import { sandboxCommands } from './sandbox';
+import { tokenCommands } from './tokens';
+
+export const commands: Record<string, Command> = {
+  ...catalogCommands,
+  ...idCommands,
+  ...tokenCommands,
+  audit: recordCommands.audit,
+  ...saleCommands,
+  ...sandboxCommands,
+  export: recordCommands.export,
+  ...demoCommands,
+  ...callCommands,
+};

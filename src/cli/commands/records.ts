@@ -1,0 +1,46 @@
+/** The records Redis keeps: the conservation audit over them, and their export. */
+import { audit } from '../../ledger/audit';
+import { exportRecords } from '../../ledger/export';
+import { intArg, openOut, parseOptions, usageError, type Command } from '../command';
+
+export const recordCommands: Record<'audit' | 'export', Command> = {
+  audit: {
+    summary: 'conservation check, from Redis alone: for every ID, value sold = balance + calls + redemptions + refunds; exit 1 on any difference',
+    usage: '[--json] [--max N]',
+    async run(cli) {
+      const { values } = parseOptions(cli, { json: { type: 'boolean', default: false }, max: { type: 'string', default: '50' } });
+      const max = intArg(values.max, '--max');
+      const r = await audit(await cli.ctx());
+      if (values.json) process.stdout.write(JSON.stringify({ ...r, ok: r.problems.length === 0 }) + '\n');
+      else {
+        const n = (v: number): string => v.toLocaleString('en');
+        process.stdout.write(
+          `${n(r.ids)} IDs, ${n(r.sold)} sold: value sold ${n(r.valueSold)} = balances ${n(r.balances)} + calls ${n(r.calls)} + redemptions ${n(r.redeemed)} + refunds ${n(r.refunded)}\n`,
+        );
+        for (const p of r.problems.slice(0, max)) {
+          process.stdout.write(`  bucket ${p.bucket} id ${p.id} (${p.state || 'no ID'}): ${p.problem}; sold ${p.sold}, balance ${p.balance}, calls ${p.calls}, redeemed ${p.redeemed}, refunded ${p.refunded}, difference ${p.difference}\n`);
+        }
+        if (r.problems.length > max) process.stdout.write(`  … and ${r.problems.length - max} more (--max, --json)\n`);
+        process.stdout.write(r.problems.length === 0 ? 'audit: ok, every ID balances\n' : `audit: ${r.problems.length} ID(s) do not balance\n`);
+      }
+      return r.problems.length === 0 ? 0 : 1;
+    },
+  },
+  export: {
+    summary: 'export records: calls (CDRs), redemptions or sales, as CSV or NDJSON',
+    usage: 'calls|redemptions|sales [--format csv|ndjson] [--since MS] [--until MS] [--out FILE]',
+    async run(cli) {
+      const { values, positionals } = parseOptions(cli, { format: { type: 'string', default: 'csv' }, since: { type: 'string' }, until: { type: 'string' }, out: { type: 'string' } }, 1);
+      const kind = positionals[0];
+      if (kind !== 'calls' && kind !== 'sales' && kind !== 'redemptions') throw usageError('export calls|redemptions|sales');
+      if (values.format !== 'csv' && values.format !== 'ndjson') throw usageError('--format csv|ndjson');
+      const out = openOut(values.out);
+      const n = await exportRecords(await cli.ctx(), kind, values.format, out.write, {
+        since: values.since === undefined ? undefined : intArg(values.since, '--since'),
+        until: values.until === undefined ? undefined : intArg(values.until, '--until'),
+      });
+      await out.done();
+      process.stderr.write(`exported ${n} record(s)\n`);
+    },
+  },
+};
