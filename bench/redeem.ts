@@ -19,30 +19,30 @@
  * Flags: see USAGE below, or `npm run bench:redeem -- --help`.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { Packr } from 'msgpackr';
 import uWS from 'uWebSockets.js';
 import WebSocket from 'ws';
-import { openContext } from '../src/app/context';
-import { createToken, putItems, putProducts } from '../src/catalog/store';
+import type { Context } from '../src/app/context';
 import type { GoodsProduct } from '../src/catalog/schema';
-import { loadConfig } from '../src/config/config';
-import { mintIds } from '../src/ledger/mint';
-import { createLogger } from '../src/observability/log';
+import { createToken, putItems, putProducts } from '../src/catalog/store';
 import { keys } from '../src/redis/keys';
 import { readScripts } from '../src/redis/scripts';
-import { startEmbeddedRedis } from '../src/redis/embedded';
-import { cpuSec, cpuSecTree, intFlag, killChildren, parseFlags, startGatewayChild, stopChild } from './common';
-import { fmtLatency, newHist, recordMs, summarize } from './hist';
+import { cpuSec, cpuSecTree, cpuUsed, ownCpuSec, readCpu, type CpuReading } from './lib/cpu';
+import { intFlag, parseFlags } from './lib/flags';
+import { startGatewayChild, type GatewayChild } from './lib/gateway';
+import { fmtLatency, newHist, recordMs, summarize, type Hist, type LatencySummary } from './lib/hist';
+import { cleanUpOnExit, makeTmp, removeTmp, runMain, stopChild } from './lib/process';
+import { mintSold, startBenchRedis, usedMemory, type BenchRedis } from './lib/redis';
+import { printJsonLine } from './lib/report';
 
 const SECRET = 'cd'.repeat(32);
 const VENUE = 'bench-venue';
 const PRICE = 1000;
 /** Scans per script call for the batched ceiling. */
 const BATCH = 8;
+/** Open loop: scans one connection may have in flight before the pacer sheds (counts) the next frames. */
+const MAX_BACKLOG = 5_000;
 
 const USAGE = `npm run bench:redeem -- [flags]
 
@@ -64,34 +64,99 @@ Prints redemptions/s and latency for each load, the CPU of every process per
 redemption, the 2-core bound, the ceilings and the ratios; last line: JSON.
 `;
 
-const flags = parseFlags(
-  process.argv.slice(2),
-  {
-    ids: { type: 'string', default: '2000' },
-    duration: { type: 'string', default: '10' },
-    conns: { type: 'string', default: '20' },
-    frame: { type: 'string', default: '10' },
-    window: { type: 'string', default: '1' },
-    rate: { type: 'string', default: '0' },
-    'http-conns': { type: 'string', default: '64' },
-    workers: { type: 'string', default: '1' },
-    'http-duration': { type: 'string' },
-    'rb-requests': { type: 'string', default: '200000' },
-  },
-  USAGE,
-);
-const N = intFlag('ids', flags.ids, 1);
-const DURATION = intFlag('duration', flags.duration, 1);
-const CONNS = intFlag('conns', flags.conns, 1);
-const FRAME = intFlag('frame', flags.frame, 1);
-const WINDOW = intFlag('window', flags.window, 1);
-const HTTP_CONNS = intFlag('http-conns', flags['http-conns'], 1);
-const HTTP_DURATION = intFlag('http-duration', flags['http-duration'] ?? String(DURATION), 0);
-const RB_REQUESTS = intFlag('rb-requests', flags['rb-requests'], 1);
-/** Scans per second over all scanner connections (open loop); 0: closed loop, WINDOW frames in flight per connection. */
-const RATE = intFlag('rate', flags.rate, 0);
-/** Open loop: scans one connection may have in flight before the pacer sheds (counts) the next frames. */
-const MAX_BACKLOG = 5_000;
+interface Options {
+  ids: number;
+  duration: number;
+  conns: number;
+  frame: number;
+  window: number;
+  /** Scans per second over all scanner connections (open loop); 0: closed loop, `window` frames in flight per connection. */
+  rate: number;
+  httpConns: number;
+  httpDuration: number;
+  workers: number;
+  rbRequests: number;
+}
+
+function options(argv: string[]): Options {
+  const flags = parseFlags(
+    argv,
+    {
+      ids: { type: 'string', default: '2000' },
+      duration: { type: 'string', default: '10' },
+      conns: { type: 'string', default: '20' },
+      frame: { type: 'string', default: '10' },
+      window: { type: 'string', default: '1' },
+      rate: { type: 'string', default: '0' },
+      'http-conns': { type: 'string', default: '64' },
+      workers: { type: 'string', default: '1' },
+      'http-duration': { type: 'string' },
+      'rb-requests': { type: 'string', default: '200000' },
+    },
+    USAGE,
+  );
+  const duration = intFlag('duration', flags.duration, 1);
+  return {
+    ids: intFlag('ids', flags.ids, 1),
+    duration,
+    conns: intFlag('conns', flags.conns, 1),
+    frame: intFlag('frame', flags.frame, 1),
+    window: intFlag('window', flags.window, 1),
+    rate: intFlag('rate', flags.rate, 0),
+    httpConns: intFlag('http-conns', flags['http-conns'], 1),
+    httpDuration: intFlag('http-duration', flags['http-duration'] ?? String(duration), 0),
+    workers: intFlag('workers', flags.workers, 1),
+    rbRequests: intFlag('rb-requests', flags['rb-requests'], 1),
+  };
+}
+
+const pct = (share: number): string => `${(share * 100).toFixed(0)}%`;
+/** CPU time per operation in µs, from a process's share of a core and the rate. */
+const us = (share: number, perSec: number): string => `${((share / Math.max(1, perSec)) * 1e6).toFixed(1)} µs`;
+/** The rate two fully busy cores would reach at the measured CPU per operation (all processes summed): no run can pass it. */
+const coreBound = (share: number, perSec: number): number => Math.round((2 * Math.max(1, perSec)) / Math.max(share, 1e-9));
+
+cleanUpOnExit();
+
+// ------------------------------------------------------------------ set up
+
+interface Setup {
+  br: BenchRedis;
+  ctx: Context;
+  token: string;
+  ids: string[];
+  gw: GatewayChild;
+  /** A new scan id each call. */
+  nextScan(): string;
+  /** A sold ID at random. */
+  pick(): string;
+}
+
+/** Redis, a goods product with its venue item, a scanner token, the sold IDs, then the gateway (GW_PROF=DIR: under --cpu-prof). */
+async function setUp(opts: Options): Promise<Setup> {
+  const dir = makeTmp('tessera-bench-redeem-', false);
+  const br = await startBenchRedis({ TESSERA_SECRET: SECRET, DATA_DIR: dir, LOG_LEVEL: 'warn', BUCKETS: '64' }, 'warn');
+  const { ctx } = br;
+  const product: GoodsProduct = { name: 'bench-wallet', kind: 'goods', currency: 'EUR', face: 1e12, price: 1e12, venues: [VENUE], expiryDays: 0 };
+  await putProducts(ctx.redis, [product]);
+  await putItems(ctx.redis, [{ venue: VENUE, item: 'coffee', price: PRICE }]);
+  const { token } = await createToken(ctx.redis, { name: 'bench-scanner', role: 'scanner', venue: VENUE });
+  const ids = await mintSold(ctx, product, opts.ids, { price: 0, ref: 'bench' });
+  const prof = process.env.GW_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.GW_PROF] : [];
+  const gw = await startGatewayChild({
+    redisUrl: br.redis.url,
+    dataDir: dir,
+    secret: SECRET,
+    env: { BUCKETS: '64', PROVIDER_URL: 'http://127.0.0.1:9' },
+    nodeArgs: prof,
+    args: ['--workers', String(opts.workers)],
+    inheritOutput: true,
+  });
+  let scanSeq = 0;
+  return { br, ctx, token, ids, gw, nextScan: () => `s${(scanSeq++).toString(36)}`, pick: () => ids[Math.floor(Math.random() * ids.length)]! };
+}
+
+// -------------------------------------------------------- 1. WebSocket scanners
 
 interface Scanner {
   inFlight: number;
@@ -100,234 +165,168 @@ interface Scanner {
   finish(): Promise<void>;
 }
 
-process.on('exit', killChildren);
-
-async function usedMemory(redis: { info(section: string): Promise<string> }): Promise<number> {
-  return Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1] ?? 0);
-}
-
-const cpuOf = (u: NodeJS.CpuUsage): number => (u.user + u.system) / 1e6;
-const pct = (share: number): string => `${(share * 100).toFixed(0)}%`;
-/** CPU time per operation in µs, from a process's share of a core and the rate. */
-const us = (share: number, perSec: number): string => `${((share / Math.max(1, perSec)) * 1e6).toFixed(1)} µs`;
-/** The rate two fully busy cores would reach at the measured CPU per operation (all processes summed): no run can pass it. */
-const coreBound = (share: number, perSec: number): number => Math.round((2 * Math.max(1, perSec)) / Math.max(share, 1e-9));
-
-async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-redeem-'));
-  const redis = await startEmbeddedRedis({ dir: join(dir, 'redis') });
-  const env = { TESSERA_SECRET: SECRET, REDIS_URL: redis.url, DATA_DIR: dir, LOG_LEVEL: 'warn', BUCKETS: '64' };
-  const cfg = loadConfig(env);
-  const ctx = await openContext(cfg, createLogger('warn'), redis.url);
-
-  const product: GoodsProduct = { name: 'bench-wallet', kind: 'goods', currency: 'EUR', face: 1e12, price: 1e12, venues: [VENUE], expiryDays: 0 };
-  await putProducts(ctx.redis, [product]);
-  await putItems(ctx.redis, [{ venue: VENUE, item: 'coffee', price: PRICE }]);
-  const { token } = await createToken(ctx.redis, { name: 'bench-scanner', role: 'scanner', venue: VENUE });
-  const ids: string[] = [];
-  await mintIds(ctx, product, N, (id) => ids.push(id));
-  await Promise.all(
-    ids.map((id) => {
-      const { hash, bucket } = ctx.ids.hash(id);
-      return ctx.scripts.run('activate', [keys.id(bucket, hash), keys.inventory(bucket, product.name), keys.sales(bucket)], [Date.now(), product.name, 'bench', 0, 'bench']);
-    }),
-  );
-
-  // GW_PROF=DIR: profile the gateway (written when it exits).
-  const prof = process.env.GW_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.GW_PROF] : [];
-  const { proc: gw, port } = await startGatewayChild({
-    redisUrl: redis.url,
-    dataDir: dir,
-    secret: SECRET,
-    env: { BUCKETS: env.BUCKETS, PROVIDER_URL: 'http://127.0.0.1:9' },
-    nodeArgs: prof,
-    args: ['--workers', String(intFlag('workers', flags.workers, 1))],
-    inheritOutput: true,
-  });
-  console.log(`tessera bench:redeem  ids=${N} duration=${DURATION}s ws: conns=${CONNS} frame=${FRAME} ${RATE ? `rate=${RATE}/s (open loop)` : `window=${WINDOW}`}  http: conns=${HTTP_CONNS}  (node ${process.version})`);
-  let scanSeq = 0;
-  const nextScan = (): string => `s${(scanSeq++).toString(36)}`;
-  const pick = (): string => ids[Math.floor(Math.random() * ids.length)]!;
-
-  // --- 1. WebSocket scanners ----------------------------------------------------
-  const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'auto' as 'number' });
-  const wsHist = newHist();
-  const wsOutcomes: Record<string, number> = {};
-  let wsDone = 0;
-  let wsFrames = 0;
-  // redis-server runs under a watchdog shell: ask Redis for its own pid.
-  const redisPid = Number(/process_id:(\d+)/.exec(await ctx.redis.info('server'))?.[1]);
-  const gw0 = cpuSecTree(gw.pid);
-  const r0 = cpuSec(redisPid);
-  const l0 = process.cpuUsage();
-  await ctx.redis.config('RESETSTAT');
-  const mem0 = await usedMemory(ctx.redis);
-  let t0 = performance.now();
-  let until = t0 + DURATION * 1000;
-  /** Open loop: scans the pacer could not send because a connection had MAX_BACKLOG in flight. */
-  let shed = 0;
+/** What every scanner connection adds to, and the run's clock. */
+interface WsLoad {
+  hist: Hist;
+  outcomes: Record<string, number>;
+  done: number;
+  frames: number;
+  until: number;
   /** Open loop: the pacer may still send; a connection closes only after it has stopped. */
-  let pacing = RATE > 0;
-  const scanners = await Promise.all(
-    Array.from({ length: CONNS }, (_, c) =>
-      new Promise<Scanner>((opened, reject) => {
-        const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/scanner`, { headers: { Authorization: `Bearer ${token}` } });
-        const sentAt = new Map<number, number>();
-        let ref = c * 1e9;
-        let drained = (): void => undefined;
-        const done = new Promise<void>((resolve) => (drained = resolve));
-        const close = (): void => {
-          ws.close();
-          drained();
-        };
-        // `at`: when the frame was meant to leave (open loop), so a backlog counts in the latency.
-        const sendFrame = (at: number): void => {
-          const msgs = [];
-          for (let i = 0; i < FRAME; i++) {
-            ref++;
-            sentAt.set(ref, at);
-            msgs.push({ op: 'redeem', ref, scan: nextScan(), id: pick(), item: 'coffee' });
-          }
-          scanner.inFlight += FRAME;
-          ws.send(packr.pack(msgs));
-        };
-        const scanner: Scanner = {
-          inFlight: 0,
-          sendFrame,
-          finish: () => {
-            if (scanner.inFlight === 0) close();
-            return done;
-          },
-        };
-        ws.on('open', () => opened(scanner));
-        ws.on('error', reject);
-        ws.on('message', (data: Buffer) => {
-          wsFrames++;
-          const body = packr.unpack(data) as Record<string, unknown> | Record<string, unknown>[];
-          const now = performance.now();
-          for (const m of Array.isArray(body) ? body : [body]) {
-            const at = sentAt.get(m.ref as number);
-            if (at === undefined) continue;
-            sentAt.delete(m.ref as number);
-            recordMs(wsHist, now - at);
-            const outcome = m.op === 'redeemed' ? 'ok' : String(m.reason);
-            wsOutcomes[outcome] = (wsOutcomes[outcome] ?? 0) + 1;
-            wsDone++;
-            scanner.inFlight--;
-          }
-          // Closed loop: keep the window full until the time is up, then drain.
-          while (!RATE && now < until && scanner.inFlight <= (WINDOW - 1) * FRAME) sendFrame(performance.now());
-          if (scanner.inFlight === 0 && now >= until && !pacing) close();
-        });
-      }),
-    ),
-  );
-  t0 = performance.now();
-  until = t0 + DURATION * 1000;
-  if (RATE) {
-    // Open loop: frames leave on a schedule, round robin, whatever the answers do, as people reach gates.
-    const frameMs = (1000 * FRAME) / RATE;
-    let frames = 0;
-    await new Promise<void>((resolve) => {
-      const pace = setInterval(() => {
-        const now = performance.now();
-        const due = Math.floor((Math.min(now, until) - t0) / frameMs);
-        for (; frames < due; frames++) {
-          const s = scanners[frames % CONNS]!;
-          if (s.inFlight >= MAX_BACKLOG) shed += FRAME;
-          else s.sendFrame(t0 + frames * frameMs);
-        }
-        if (now >= until) {
-          clearInterval(pace);
-          pacing = false;
-          resolve();
-        }
-      }, 1);
-    });
-  } else {
-    for (const s of scanners) for (let w = 0; w < WINDOW; w++) s.sendFrame(performance.now());
-  }
-  await Promise.all(scanners.map((s) => s.finish()));
-  const wsSec = (performance.now() - t0) / 1000;
-  const wsGwCpu = (cpuSecTree(gw.pid) - gw0) / wsSec;
-  const wsRedisCpu = (cpuSec(redisPid) - r0) / wsSec;
-  const wsLoadCpu = cpuOf(process.cpuUsage(l0)) / wsSec;
-  // What a redemption keeps in Redis: the claim and the scan record (both until SCAN_TTL_SEC) and the stream entry.
-  const wsBytes = ((await usedMemory(ctx.redis)) - mem0) / Math.max(1, wsDone);
-  // Script calls per redemption (scan_claim + redeem): the size of the gateway's batches.
-  const wsScripts = Number(/cmdstat_evalsha:calls=(\d+)/.exec(await ctx.redis.info('commandstats'))?.[1] ?? 0) / Math.max(1, wsDone);
-  const wsRate = Math.round(wsDone / wsSec);
-  const ws = summarize(wsHist);
-
-  // --- 2. HTTP -----------------------------------------------------------------
-  const hg0 = cpuSecTree(gw.pid);
-  const hr0 = cpuSec(redisPid);
-  const hl0 = process.cpuUsage();
-  const ht0 = performance.now();
-  const http = await autocannon({
-    url: `http://127.0.0.1:${port}/v1/redeem`,
-    method: 'POST',
-    connections: HTTP_CONNS,
-    // --http-duration 0 skips this part (e.g. to profile the WebSocket path alone).
-    duration: HTTP_DURATION || 0.01,
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    requests: [{ setupRequest: (req) => ({ ...req, body: JSON.stringify({ scan: nextScan(), id: pick(), item: 'coffee' }) }) }],
-  });
-  const httpRate = Math.round(http.requests.average);
-  const httpSec = (performance.now() - ht0) / 1000;
-  const [hgw, hredis, hload] = [(cpuSecTree(gw.pid) - hg0) / httpSec, (cpuSec(redisPid) - hr0) / httpSec, cpuOf(process.cpuUsage(hl0)) / httpSec];
-  const httpCpu = `gateway CPU ${pct(hgw)}, redis ${pct(hredis)}, load generator ${pct(hload)}; CPU per request: gateway ${us(hgw, httpRate)}, redis ${us(hredis, httpRate)}, load generator ${us(hload, httpRate)}`;
-
-  // --- 3. Ceilings: the load generator alone, redis-benchmark EVALSHA redeem.lua --
-  await stopChild(gw);
-  const httpAlone = await autocannonAlone(HTTP_CONNS, Math.min(5, DURATION));
-  const redeem = readScripts().find((s) => s.name === 'redeem')!;
-  const id0 = ids[0]!;
-  const { hash, bucket } = ctx.ids.hash(id0);
-  // Every call a fresh scan key (random up to 1e9): the debit path, as in the runs above.
-  // Once with one scan per call, once with BATCH: what batching saves Redis (the gateway's batches hold fewer, 'script calls per redemption' says how many).
-  const ceilingOf = (batch: number): number => {
-    const keysArgs: string[] = [keys.redemptions(bucket)];
-    const scanArgs: string[] = [];
-    for (let i = 0; i < batch; i++) {
-      keysArgs.push(keys.id(bucket, hash), keys.scan(bucket, `rb:${i}:__rand_int__`));
-      scanArgs.push(VENUE, '', 'coffee', String(PRICE), '1', 'in', 'rb', `${i}:__rand_int__`, hash);
-    }
-    const requests = Math.ceil(RB_REQUESTS / batch);
-    const rb = spawnSync(
-      'redis-benchmark',
-      ['-p', String(redis.port), '-n', String(requests), '-c', '50', '-P', '16', '-r', '1000000000', '--csv',
-        'EVALSHA', redeem.sha, String(keysArgs.length), ...keysArgs, String(Date.now()), '600', ...scanArgs],
-      { encoding: 'utf8' },
-    );
-    return batch * Math.round(Number(/"([\d.]+)"/.exec(rb.stdout.split('\n').find((l) => l.includes('EVALSHA')) ?? '')?.[1] ?? 0));
-  };
-  const ceiling = ceilingOf(1);
-  const ceilingBatched = ceilingOf(BATCH);
-
-  const records = (await Promise.all(Array.from({ length: cfg.buckets }, (_, b) => ctx.redis.xlen(keys.redemptions(b))))).reduce((a, b) => a + b, 0);
-  console.log('\nresults');
-  console.log(`  websocket        ${wsRate.toLocaleString('en')} redemptions/s  (${wsDone.toLocaleString('en')} in ${wsSec.toFixed(1)} s; outcomes ${JSON.stringify(wsOutcomes)}${RATE ? `; offered ${RATE.toLocaleString('en')}/s, shed ${shed.toLocaleString('en')}` : ''}; gateway CPU ${pct(wsGwCpu)}, redis ${pct(wsRedisCpu)}, load generator ${pct(wsLoadCpu)}; CPU per redemption: gateway ${us(wsGwCpu, wsRate)}, redis ${us(wsRedisCpu, wsRate)}, load generator ${us(wsLoadCpu, wsRate)}; ${wsScripts.toFixed(2)} script calls per redemption, ${(wsDone / Math.max(1, wsFrames)).toFixed(1)} answers per frame)`);
-  console.log(`  ${fmtLatency('ws redeem', ws)}`);
-  console.log(`  memory           ${Math.round(wsBytes)} bytes of Redis memory per redemption (claim and scan record for SCAN_TTL_SEC, stream entry until trimmed)`);
-  console.log(`  http             ${httpRate.toLocaleString('en')} req/s  p50 ${http.latency.p50} ms  p99 ${http.latency.p99} ms  (2xx ${http['2xx']}, non-2xx ${http.non2xx}, errors ${http.errors}, timeouts ${http.timeouts}; ${httpCpu})`);
-  console.log(`  http, alone      ${httpAlone.perSec.toLocaleString('en')} req/s from autocannon against a no-op uWS endpoint in this process (${pct(httpAlone.cpu)} CPU): what the load generator leaves room for`);
-  console.log(`  ceiling          ${ceiling.toLocaleString('en')} EVALSHA/s of redeem.lua (redis-benchmark -c 50 -P 16, debit path)`);
-  console.log(`  ceiling, batched ${ceilingBatched.toLocaleString('en')} redemptions/s, ${BATCH} scans per EVALSHA`);
-  const [wsCpu, httpCpuAll] = [wsGwCpu + wsRedisCpu + wsLoadCpu, hgw + hredis + hload];
-  const bound = { ws: coreBound(wsCpu, wsRate), http: coreBound(httpCpuAll, httpRate) };
-  console.log(`  2-core bound     websocket ${bound.ws.toLocaleString('en')}/s (${us(wsCpu, wsRate)} in all), http ${bound.http.toLocaleString('en')}/s (${us(httpCpuAll, httpRate)} in all): the rate at which these CPU costs per redemption would fill both cores (the targets need at most 50 µs over WebSocket, 100 µs over HTTP)`);
-  console.log(`  ratio            websocket/ceiling ${(wsRate / ceiling).toFixed(3)}, http/ceiling ${(httpRate / ceiling).toFixed(3)}`);
-  console.log(`  records          ${records.toLocaleString('en')} redemption records in Redis (ws ok + http 2xx + ceiling calls)`);
-  const target = wsRate >= 40_000 && httpRate >= 20_000 && ws.p99 < 20 && http.latency.p99 < 20;
-  console.log(`\ntarget (issue 3: ≥ 40,000/s over WebSocket and ≥ 20,000 req/s over HTTP, p99 < 20 ms, 2 cores, load generator included): ${target ? 'met' : 'NOT met'}`);
-  console.log(
-    JSON.stringify({ bench: 'redeem', ws: { perSec: wsRate, latencyMs: ws, outcomes: wsOutcomes, gatewayCpu: wsGwCpu, redisCpu: wsRedisCpu, loadCpu: wsLoadCpu, scriptsPerRedemption: wsScripts, offered: RATE || undefined, shed, answersPerFrame: wsDone / Math.max(1, wsFrames), bytesPerRedemption: Math.round(wsBytes) }, http: { perSec: httpRate, p50: http.latency.p50, p99: http.latency.p99, non2xx: http.non2xx }, ceiling, ceilingBatched, httpAlone: httpAlone.perSec, bound, targetMet: target }),
-  );
-  await ctx.close();
-  await redis.stop();
-  rmSync(dir, { recursive: true, force: true });
+  pacing: boolean;
 }
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'auto' as 'number' });
+
+/** One scanner connection, open. Closed loop: it keeps its window full until the time is up, then drains. */
+function openScanner(c: number, opts: Options, s: Setup, load: WsLoad): Promise<Scanner> {
+  return new Promise<Scanner>((opened, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${s.gw.port}/v1/scanner`, { headers: { Authorization: `Bearer ${s.token}` } });
+    const sentAt = new Map<number, number>();
+    let ref = c * 1e9;
+    let drained = (): void => undefined;
+    const done = new Promise<void>((resolve) => (drained = resolve));
+    const close = (): void => {
+      ws.close();
+      drained();
+    };
+    // `at`: when the frame was meant to leave (open loop), so a backlog counts in the latency.
+    const sendFrame = (at: number): void => {
+      const msgs = [];
+      for (let i = 0; i < opts.frame; i++) {
+        ref++;
+        sentAt.set(ref, at);
+        msgs.push({ op: 'redeem', ref, scan: s.nextScan(), id: s.pick(), item: 'coffee' });
+      }
+      scanner.inFlight += opts.frame;
+      ws.send(packr.pack(msgs));
+    };
+    const scanner: Scanner = {
+      inFlight: 0,
+      sendFrame,
+      finish: () => {
+        if (scanner.inFlight === 0) close();
+        return done;
+      },
+    };
+    ws.on('open', () => opened(scanner));
+    ws.on('error', reject);
+    ws.on('message', (data: Buffer) => {
+      load.frames++;
+      const body = packr.unpack(data) as Record<string, unknown> | Record<string, unknown>[];
+      const now = performance.now();
+      for (const m of Array.isArray(body) ? body : [body]) {
+        const at = sentAt.get(m.ref as number);
+        if (at === undefined) continue;
+        sentAt.delete(m.ref as number);
+        recordMs(load.hist, now - at);
+        const outcome = m.op === 'redeemed' ? 'ok' : String(m.reason);
+        load.outcomes[outcome] = (load.outcomes[outcome] ?? 0) + 1;
+        load.done++;
+        scanner.inFlight--;
+      }
+      while (!opts.rate && now < load.until && scanner.inFlight <= (opts.window - 1) * opts.frame) sendFrame(performance.now());
+      if (scanner.inFlight === 0 && now >= load.until && !load.pacing) close();
+    });
+  });
+}
+
+/**
+ * Open loop: frames leave on a schedule, round robin, whatever the answers do,
+ * as people reach gates. Resolves with the scans shed because a connection had
+ * MAX_BACKLOG in flight.
+ */
+function pace(scanners: Scanner[], opts: Options, load: WsLoad, t0: number): Promise<number> {
+  const frameMs = (1000 * opts.frame) / opts.rate;
+  let frames = 0;
+  let shed = 0;
+  return new Promise<number>((resolve) => {
+    const timer = setInterval(() => {
+      const now = performance.now();
+      const due = Math.floor((Math.min(now, load.until) - t0) / frameMs);
+      for (; frames < due; frames++) {
+        const s = scanners[frames % opts.conns]!;
+        if (s.inFlight >= MAX_BACKLOG) shed += opts.frame;
+        else s.sendFrame(t0 + frames * frameMs);
+      }
+      if (now >= load.until) {
+        clearInterval(timer);
+        load.pacing = false;
+        resolve(shed);
+      }
+    }, 1);
+  });
+}
+
+interface WsResult {
+  perSec: number;
+  done: number;
+  frames: number;
+  sec: number;
+  latency: LatencySummary;
+  outcomes: Record<string, number>;
+  shed: number;
+  /** Each process' share of a core: gateway (and its workers), redis, this process. */
+  cpu: { gw: number; rd: number; lg: number };
+  /** Redis memory a redemption keeps: the claim and the scan record (both until SCAN_TTL_SEC) and the stream entry. */
+  bytes: number;
+  /** Script calls per redemption (scan_claim + redeem): the size of the gateway's batches. */
+  scripts: number;
+}
+
+type CpuSource = 'gw' | 'rd' | 'lg';
+const cpuSources = (s: Setup): Record<CpuSource, () => number> => ({ gw: () => cpuSecTree(s.gw.proc.pid), rd: () => cpuSec(s.br.pid), lg: ownCpuSec });
+/** Each process' share of one core since `from`, over sec seconds. */
+function cpuShares(from: CpuReading<CpuSource>, s: Setup, sec: number): { gw: number; rd: number; lg: number } {
+  const used = cpuUsed(from, readCpu(cpuSources(s)));
+  return { gw: used.gw / sec, rd: used.rd / sec, lg: used.lg / sec };
+}
+
+async function runScanners(opts: Options, s: Setup): Promise<WsResult> {
+  const { ctx } = s;
+  const load: WsLoad = { hist: newHist(), outcomes: {}, done: 0, frames: 0, until: Infinity, pacing: opts.rate > 0 };
+  const cpu0 = readCpu(cpuSources(s));
+  await ctx.redis.config('RESETSTAT');
+  const mem0 = await usedMemory(ctx);
+  load.until = performance.now() + opts.duration * 1000;
+  const scanners = await Promise.all(Array.from({ length: opts.conns }, (_, c) => openScanner(c, opts, s, load)));
+  const t0 = performance.now();
+  load.until = t0 + opts.duration * 1000;
+  let shed = 0;
+  if (opts.rate) shed = await pace(scanners, opts, load, t0);
+  else for (const sc of scanners) for (let w = 0; w < opts.window; w++) sc.sendFrame(performance.now());
+  await Promise.all(scanners.map((sc) => sc.finish()));
+  const sec = (performance.now() - t0) / 1000;
+  const cpu = cpuShares(cpu0, s, sec);
+  const bytes = ((await usedMemory(ctx)) - mem0) / Math.max(1, load.done);
+  const scripts = Number(/cmdstat_evalsha:calls=(\d+)/.exec(await ctx.redis.info('commandstats'))?.[1] ?? 0) / Math.max(1, load.done);
+  return { perSec: Math.round(load.done / sec), done: load.done, frames: load.frames, sec, latency: summarize(load.hist), outcomes: load.outcomes, shed, cpu, bytes, scripts };
+}
+
+// ------------------------------------------------------------------ 2. HTTP
+
+interface HttpResult {
+  result: autocannon.Result;
+  perSec: number;
+  cpu: { gw: number; rd: number; lg: number };
+}
+
+async function runHttp(opts: Options, s: Setup): Promise<HttpResult> {
+  const cpu0 = readCpu(cpuSources(s));
+  const result = await autocannon({
+    url: `http://127.0.0.1:${s.gw.port}/v1/redeem`,
+    method: 'POST',
+    connections: opts.httpConns,
+    // --http-duration 0 skips this part (e.g. to profile the WebSocket path alone).
+    duration: opts.httpDuration || 0.01,
+    headers: { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' },
+    requests: [{ setupRequest: (req) => ({ ...req, body: JSON.stringify({ scan: s.nextScan(), id: s.pick(), item: 'coffee' }) }) }],
+  });
+  const perSec = Math.round(result.requests.average);
+  return { result, perSec, cpu: cpuShares(cpu0, s, (performance.now() - cpu0.t) / 1000) };
+}
+
+// ------------------------------------------------------------- 3. ceilings
 
 /**
  * autocannon's own rate on this machine, with the same connections and body,
@@ -342,8 +341,7 @@ async function autocannonAlone(connections: number, duration: number): Promise<{
   });
   const listen = await new Promise<uWS.us_listen_socket>((resolve, reject) => app.listen('127.0.0.1', 0, (ls) => (ls ? resolve(ls) : reject(new Error('listen failed')))));
   const port = uWS.us_socket_local_port(listen);
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
+  const cpu0 = readCpu({ lg: ownCpuSec });
   const r = await autocannon({
     url: `http://127.0.0.1:${port}/v1/redeem`,
     method: 'POST',
@@ -352,15 +350,98 @@ async function autocannonAlone(connections: number, duration: number): Promise<{
     headers: { authorization: 'Bearer x', 'content-type': 'application/json' },
     requests: [{ setupRequest: (req) => ({ ...req, body: JSON.stringify({ scan: 'alone', id: '4000000000000002', item: 'coffee' }) }) }],
   });
-  const cpu = cpuOf(process.cpuUsage(c0)) / ((performance.now() - t0) / 1000);
+  const cpu1 = readCpu({ lg: ownCpuSec });
   uWS.us_listen_socket_close(listen);
-  return { perSec: Math.round(r.requests.average), cpu };
+  return { perSec: Math.round(r.requests.average), cpu: cpuUsed(cpu0, cpu1).lg / ((cpu1.t - cpu0.t) / 1000) };
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+/**
+ * redis-benchmark EVALSHA of redeem.lua, batch scans per call, every scan a
+ * fresh scan key (random up to 1e9): the debit path, as in the runs above.
+ */
+function redeemCeiling(s: Setup, opts: Options, batch: number): number {
+  const redeem = readScripts().find((x) => x.name === 'redeem')!;
+  const { hash, bucket } = s.ctx.ids.hash(s.ids[0]!);
+  const keysArgs: string[] = [keys.redemptions(bucket)];
+  const scanArgs: string[] = [];
+  for (let i = 0; i < batch; i++) {
+    keysArgs.push(keys.id(bucket, hash), keys.scan(bucket, `rb:${i}:__rand_int__`));
+    scanArgs.push(VENUE, '', 'coffee', String(PRICE), '1', 'in', 'rb', `${i}:__rand_int__`, hash);
+  }
+  const requests = Math.ceil(opts.rbRequests / batch);
+  const rb = spawnSync(
+    'redis-benchmark',
+    ['-p', String(s.br.redis.port), '-n', String(requests), '-c', '50', '-P', '16', '-r', '1000000000', '--csv',
+      'EVALSHA', redeem.sha, String(keysArgs.length), ...keysArgs, String(Date.now()), '600', ...scanArgs],
+    { encoding: 'utf8' },
+  );
+  return batch * Math.round(Number(/"([\d.]+)"/.exec(rb.stdout.split('\n').find((l) => l.includes('EVALSHA')) ?? '')?.[1] ?? 0));
+}
+
+interface Ceilings {
+  httpAlone: { perSec: number; cpu: number };
+  /** One scan per call, and BATCH: what batching saves Redis (the gateway's batches hold fewer, 'script calls per redemption' says how many). */
+  ceiling: number;
+  ceilingBatched: number;
+  /** Redemption records in Redis once everything ran. */
+  records: number;
+}
+
+/** The gateway stopped: autocannon alone, then redis-benchmark. */
+async function measureCeilings(opts: Options, s: Setup): Promise<Ceilings> {
+  await stopChild(s.gw.proc);
+  const httpAlone = await autocannonAlone(opts.httpConns, Math.min(5, opts.duration));
+  const ceiling = redeemCeiling(s, opts, 1);
+  const ceilingBatched = redeemCeiling(s, opts, BATCH);
+  const records = (await Promise.all(Array.from({ length: s.ctx.cfg.buckets }, (_, b) => s.ctx.redis.xlen(keys.redemptions(b))))).reduce((a, b) => a + b, 0);
+  return { httpAlone, ceiling, ceilingBatched, records };
+}
+
+// ------------------------------------------------------------------ report
+
+function report(opts: Options, ws: WsResult, h: HttpResult, c: Ceilings): object {
+  const http = h.result;
+  const httpCpu = `gateway CPU ${pct(h.cpu.gw)}, redis ${pct(h.cpu.rd)}, load generator ${pct(h.cpu.lg)}; CPU per request: gateway ${us(h.cpu.gw, h.perSec)}, redis ${us(h.cpu.rd, h.perSec)}, load generator ${us(h.cpu.lg, h.perSec)}`;
+  console.log('\nresults');
+  console.log(`  websocket        ${ws.perSec.toLocaleString('en')} redemptions/s  (${ws.done.toLocaleString('en')} in ${ws.sec.toFixed(1)} s; outcomes ${JSON.stringify(ws.outcomes)}${opts.rate ? `; offered ${opts.rate.toLocaleString('en')}/s, shed ${ws.shed.toLocaleString('en')}` : ''}; gateway CPU ${pct(ws.cpu.gw)}, redis ${pct(ws.cpu.rd)}, load generator ${pct(ws.cpu.lg)}; CPU per redemption: gateway ${us(ws.cpu.gw, ws.perSec)}, redis ${us(ws.cpu.rd, ws.perSec)}, load generator ${us(ws.cpu.lg, ws.perSec)}; ${ws.scripts.toFixed(2)} script calls per redemption, ${(ws.done / Math.max(1, ws.frames)).toFixed(1)} answers per frame)`);
+  console.log(`  ${fmtLatency('ws redeem', ws.latency)}`);
+  console.log(`  memory           ${Math.round(ws.bytes)} bytes of Redis memory per redemption (claim and scan record for SCAN_TTL_SEC, stream entry until trimmed)`);
+  console.log(`  http             ${h.perSec.toLocaleString('en')} req/s  p50 ${http.latency.p50} ms  p99 ${http.latency.p99} ms  (2xx ${http['2xx']}, non-2xx ${http.non2xx}, errors ${http.errors}, timeouts ${http.timeouts}; ${httpCpu})`);
+  console.log(`  http, alone      ${c.httpAlone.perSec.toLocaleString('en')} req/s from autocannon against a no-op uWS endpoint in this process (${pct(c.httpAlone.cpu)} CPU): what the load generator leaves room for`);
+  console.log(`  ceiling          ${c.ceiling.toLocaleString('en')} EVALSHA/s of redeem.lua (redis-benchmark -c 50 -P 16, debit path)`);
+  console.log(`  ceiling, batched ${c.ceilingBatched.toLocaleString('en')} redemptions/s, ${BATCH} scans per EVALSHA`);
+  const [wsCpu, httpCpuAll] = [ws.cpu.gw + ws.cpu.rd + ws.cpu.lg, h.cpu.gw + h.cpu.rd + h.cpu.lg];
+  const bound = { ws: coreBound(wsCpu, ws.perSec), http: coreBound(httpCpuAll, h.perSec) };
+  console.log(`  2-core bound     websocket ${bound.ws.toLocaleString('en')}/s (${us(wsCpu, ws.perSec)} in all), http ${bound.http.toLocaleString('en')}/s (${us(httpCpuAll, h.perSec)} in all): the rate at which these CPU costs per redemption would fill both cores (the targets need at most 50 µs over WebSocket, 100 µs over HTTP)`);
+  console.log(`  ratio            websocket/ceiling ${(ws.perSec / c.ceiling).toFixed(3)}, http/ceiling ${(h.perSec / c.ceiling).toFixed(3)}`);
+  console.log(`  records          ${c.records.toLocaleString('en')} redemption records in Redis (ws ok + http 2xx + ceiling calls)`);
+  const target = ws.perSec >= 40_000 && h.perSec >= 20_000 && ws.latency.p99 < 20 && http.latency.p99 < 20;
+  console.log(`\ntarget (issue 3: ≥ 40,000/s over WebSocket and ≥ 20,000 req/s over HTTP, p99 < 20 ms, 2 cores, load generator included): ${target ? 'met' : 'NOT met'}`);
+  return {
+    bench: 'redeem',
+    ws: { perSec: ws.perSec, latencyMs: ws.latency, outcomes: ws.outcomes, gatewayCpu: ws.cpu.gw, redisCpu: ws.cpu.rd, loadCpu: ws.cpu.lg, scriptsPerRedemption: ws.scripts, offered: opts.rate || undefined, shed: ws.shed, answersPerFrame: ws.done / Math.max(1, ws.frames), bytesPerRedemption: Math.round(ws.bytes) },
+    http: { perSec: h.perSec, p50: http.latency.p50, p99: http.latency.p99, non2xx: http.non2xx },
+    ceiling: c.ceiling,
+    ceilingBatched: c.ceilingBatched,
+    httpAlone: c.httpAlone.perSec,
+    bound,
+    targetMet: target,
+  };
+}
+
+// -------------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const opts = options(process.argv.slice(2));
+  const setup = await setUp(opts);
+  console.log(`tessera bench:redeem  ids=${opts.ids} duration=${opts.duration}s ws: conns=${opts.conns} frame=${opts.frame} ${opts.rate ? `rate=${opts.rate}/s (open loop)` : `window=${opts.window}`}  http: conns=${opts.httpConns}  (node ${process.version})`);
+  const ws = await runScanners(opts, setup);
+  const http = await runHttp(opts, setup);
+  const ceilings = await measureCeilings(opts, setup);
+  const figures = report(opts, ws, http, ceilings);
+  printJsonLine(figures);
+  await setup.br.stop();
+  removeTmp();
+}
+
+runMain(main);

@@ -26,7 +26,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import WebSocket from 'ws';
 import { pack, Unpackr } from 'msgpackr';
 import { activateId } from '../src/ledger/ids';
@@ -39,8 +39,11 @@ import { mintIds } from '../src/ledger/mint';
 import { createLogger } from '../src/observability/log';
 import { freeClusterBase } from '../src/redis/embedded';
 import { Sandbox } from '../src/dev/sandbox';
-import { cleanUpOnExit, fmtInt, intFlag, makeTmp, parseFlags, removeTmp, runMain, startGatewayChild, stopChild, type GatewayChild } from './common';
-import { fmtLatency, newHist, recordMs, summarize, type Hist } from './hist';
+import { intFlag, parseFlags } from './lib/flags';
+import { startGatewayChild, type GatewayChild } from './lib/gateway';
+import { fmtLatency, newHist, recordMs, summarize, type Hist } from './lib/hist';
+import { cleanUpOnExit, makeTmp, removeTmp, ROOT, runMain, sleep, stopChild } from './lib/process';
+import { fmtInt, printJsonLine } from './lib/report';
 
 const USAGE = `npm run bench:soak -- [flags]
 
@@ -55,9 +58,47 @@ const USAGE = `npm run bench:soak -- [flags]
   --help`;
 
 const SECRET = 'ef'.repeat(32);
-const SCRIPT = resolve(__dirname, '../../deploy/cluster/local-cluster.sh');
+const SCRIPT = join(ROOT, 'deploy', 'cluster', 'local-cluster.sh');
 const DEST = '4912345';
 const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'auto' as 'number' });
+
+interface Options {
+  minutes: number;
+  calls: number;
+  redeemRate: number;
+  saleRate: number;
+  faultEvery: number;
+  faults: boolean;
+  keep: boolean;
+  quiet: boolean;
+}
+
+function options(argv: string[]): Options {
+  const values = parseFlags(
+    argv,
+    {
+      minutes: { type: 'string', default: '10' },
+      calls: { type: 'string', default: '300' },
+      'redeem-rate': { type: 'string', default: '100' },
+      'sale-rate': { type: 'string', default: '1' },
+      'fault-every': { type: 'string', default: '60' },
+      'no-faults': { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
+      quiet: { type: 'boolean', default: false },
+    },
+    USAGE,
+  );
+  return {
+    minutes: intFlag('minutes', values.minutes, 1, 24 * 60),
+    calls: intFlag('calls', values.calls, 1, 100_000),
+    redeemRate: intFlag('redeem-rate', values['redeem-rate'], 0, 100_000),
+    saleRate: intFlag('sale-rate', values['sale-rate'], 0, 1000),
+    faultEvery: intFlag('fault-every', values['fault-every'], 5, 3600),
+    faults: !values['no-faults'],
+    keep: values.keep ?? false,
+    quiet: values.quiet ?? false,
+  };
+}
 
 interface Stat {
   ok: number;
@@ -66,10 +107,9 @@ interface Stat {
 }
 const stat = (): Stat => ({ ok: 0, errors: new Map(), hist: newHist() });
 const fail = (s: Stat, reason: string): void => void s.errors.set(reason, (s.errors.get(reason) ?? 0) + 1);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A switch connection that reconnects to a live gateway whenever it drops; answers matched by ref. */
-class Switch {
+class SwitchConn {
   private ws?: WebSocket;
   private waiting = new Map<string, { resolve: (m: Record<string, unknown>) => void; sent: number }>();
   private refs = 0;
@@ -142,53 +182,48 @@ class Switch {
   }
 }
 
-runMain(async () => {
-  const values = parseFlags(
-    process.argv.slice(2),
-    {
-      minutes: { type: 'string', default: '10' },
-      calls: { type: 'string', default: '300' },
-      'redeem-rate': { type: 'string', default: '100' },
-      'sale-rate': { type: 'string', default: '1' },
-      'fault-every': { type: 'string', default: '60' },
-      'no-faults': { type: 'boolean', default: false },
-      keep: { type: 'boolean', default: false },
-      quiet: { type: 'boolean', default: false },
-    },
-    USAGE,
-  );
-  const minutes = intFlag('minutes', values.minutes, 1, 24 * 60);
-  const CALLS = intFlag('calls', values.calls, 1, 100_000);
-  const redeemRate = intFlag('redeem-rate', values['redeem-rate'], 0, 100_000);
-  const saleRate = intFlag('sale-rate', values['sale-rate'], 0, 1000);
-  const faultEvery = intFlag('fault-every', values['fault-every'], 5, 3600);
-  cleanUpOnExit();
-  const tmp = makeTmp('tessera-soak-', values.keep);
-  const nodesDir = join(tmp, 'cluster');
-  console.log(`tessera bench:soak  minutes=${minutes} calls=${CALLS} redeem-rate=${redeemRate}/s sale-rate=${saleRate}/s faults=${values['no-faults'] ? 'off' : `every ${faultEvery} s`}`);
+// ------------------------------------------------------------------ set up
 
-  // ------------------------------------------------------------------ set-up
+/** A local 3-primary, 3-replica cluster, stopped by port (a node restarted after a fault has a new pid). */
+interface Cluster {
+  url: string;
+  base: number;
+  nodesDir: string;
+  stop(): void;
+}
+
+async function startCluster(tmp: string): Promise<Cluster> {
+  const nodesDir = join(tmp, 'cluster');
   const base = await freeClusterBase();
   const started = spawnSync('sh', [SCRIPT, 'start', nodesDir, String(base)], { encoding: 'utf8' });
   if (started.status !== 0) throw new Error(`cluster: ${started.stderr}`);
-  // By port, not through the node directories: those go with the temp dir, and a node
-  // restarted after a fault has a new pid.
-  const stopCluster = (): void => {
+  // By port, not through the node directories: those go with the temp dir.
+  const stop = (): void => {
     for (let port = base; port < base + 6; port++) spawnSync('redis-cli', ['-p', String(port), 'shutdown', 'nosave'], { stdio: 'ignore', timeout: 5000 });
   };
-  process.on('exit', stopCluster);
-  const cluster = /REDIS_CLUSTER=(\S+)/.exec(started.stdout)![1]!;
-  // One member with the credit for a long run of purchases.
-  const BUYER = { name: 'Soak Buyer', card: '4000000000000036', pin: '2468', limit: 1_000_000_000_000_000, used: 0 };
-  const sandbox = new Sandbox({ members: [BUYER] });
-  const providerUrl = `http://127.0.0.1:${await sandbox.listen()}`;
-  const env = { REDIS_CLUSTER: cluster, TESSERA_SECRET: SECRET, DATA_DIR: tmp, LOG_LEVEL: 'silent', PROVIDER_URL: providerUrl };
-  const ctx: Context = await openContext(loadConfig(env), createLogger('silent'));
-  const talk: TalkProduct = { name: 'soak-talk', kind: 'talk', currency: 'EUR', face: 1_000_000_000, price: 1_000_000, plan: 'std', thresholds: [300, 60], expiryDays: 365, maxCalls: 1 };
-  const stock: TalkProduct = { ...talk, name: 'soak-stock', face: 10_000_000, price: 10_000_000 };
-  const wallet: GoodsProduct = { name: 'soak-wallet', kind: 'goods', currency: 'EUR', face: 1_000_000_000_000, price: 1_000_000, venues: [], expiryDays: 365 };
+  process.on('exit', stop);
+  return { url: /REDIS_CLUSTER=(\S+)/.exec(started.stdout)![1]!, base, nodesDir, stop };
+}
+
+/** One member with the credit for a long run of purchases. */
+const BUYER = { name: 'Soak Buyer', card: '4000000000000036', pin: '2468', limit: 1_000_000_000_000_000, used: 0 };
+const TALK: TalkProduct = { name: 'soak-talk', kind: 'talk', currency: 'EUR', face: 1_000_000_000, price: 1_000_000, plan: 'std', thresholds: [300, 60], expiryDays: 365, maxCalls: 1 };
+const STOCK: TalkProduct = { ...TALK, name: 'soak-stock', face: 10_000_000, price: 10_000_000 };
+const WALLET: GoodsProduct = { name: 'soak-wallet', kind: 'goods', currency: 'EUR', face: 1_000_000_000_000, price: 1_000_000, venues: [], expiryDays: 365 };
+
+interface Catalog {
+  swTok: string;
+  scanTok: string;
+  salesTok: string;
+  /** Sold talk IDs not in a call right now. */
+  freeIds: string[];
+  wallets: string[];
+}
+
+/** The plan, products and item, a token per role, sold IDs for the calls and wallets, stock for the sales. */
+async function loadCatalog(ctx: Context, opts: Options): Promise<Catalog> {
   await putPlans(ctx.redis, [{ name: 'std', rates: [{ prefix: '', rate: 100, fee: 0 }] }]);
-  await putProducts(ctx.redis, [talk, stock, wallet]);
+  await putProducts(ctx.redis, [TALK, STOCK, WALLET]);
   await putItems(ctx.redis, [{ venue: 'arena', item: 'coffee', price: 2_500_000 }]);
   const swTok = (await createToken(ctx.redis, { name: 'soak-switch', role: 'switch' })).token;
   const scanTok = (await createToken(ctx.redis, { name: 'soak-scanner', role: 'scanner', venue: 'arena' })).token;
@@ -199,33 +234,80 @@ runMain(async () => {
     for (const id of ids) await activateId(ctx, id, { price: p.price });
     return ids;
   };
+  const freeIds = await sold(TALK, opts.calls * 2);
+  const wallets = await sold(WALLET, 500);
+  await mintIds(ctx, STOCK, Math.ceil(opts.minutes * 60 * opts.saleRate * 1.2) + 10, () => undefined);
+  return { swTok, scanTok, salesTok, freeIds, wallets };
+}
+
+/** The two gateway processes; each one started writes its log to a file of its own (errors are counted at the end). */
+class Gateways {
+  readonly gws: (GatewayChild | undefined)[] = [];
+  readonly logFiles: string[] = [];
+  constructor(
+    private readonly tmp: string,
+    private readonly cluster: string,
+    private readonly providerUrl: string,
+  ) {}
+
+  async start(i: number): Promise<void> {
+    const logFile = join(this.tmp, `gateway-${i}-${this.logFiles.length}.log`);
+    this.logFiles.push(logFile);
+    this.gws[i] = await startGatewayChild({ redisUrl: '', cluster: this.cluster, dataDir: this.tmp, secret: SECRET, env: { PROVIDER_URL: this.providerUrl }, logFile });
+  }
+
+  /** The ports of the gateways alive now. */
+  ports(): number[] {
+    return this.gws.filter((g): g is GatewayChild => !!g && g.proc.exitCode === null && g.proc.signalCode === null).map((g) => g.port);
+  }
+}
+
+interface Setup {
+  tmp: string;
+  cluster: Cluster;
+  sandbox: Sandbox;
+  ctx: Context;
+  catalog: Catalog;
+  gateways: Gateways;
+}
+
+async function setUp(opts: Options): Promise<Setup> {
+  const tmp = makeTmp('tessera-soak-', opts.keep);
+  console.log(`tessera bench:soak  minutes=${opts.minutes} calls=${opts.calls} redeem-rate=${opts.redeemRate}/s sale-rate=${opts.saleRate}/s faults=${!opts.faults ? 'off' : `every ${opts.faultEvery} s`}`);
+  const cluster = await startCluster(tmp);
+  const sandbox = new Sandbox({ members: [BUYER] });
+  const providerUrl = `http://127.0.0.1:${await sandbox.listen()}`;
+  const env = { REDIS_CLUSTER: cluster.url, TESSERA_SECRET: SECRET, DATA_DIR: tmp, LOG_LEVEL: 'silent', PROVIDER_URL: providerUrl };
+  const ctx: Context = await openContext(loadConfig(env), createLogger('silent'));
   const t0Setup = performance.now();
-  const freeIds = await sold(talk, CALLS * 2);
-  const wallets = await sold(wallet, 500);
-  await mintIds(ctx, stock, Math.ceil(minutes * 60 * saleRate * 1.2) + 10, () => undefined);
-  const gws: (GatewayChild | undefined)[] = [];
-  // Every gateway process writes its log to a file of its own: errors are counted at the end.
-  const gwLogs: string[] = [];
-  const startGw = async (i: number): Promise<void> => {
-    const logFile = join(tmp, `gateway-${i}-${gwLogs.length}.log`);
-    gwLogs.push(logFile);
-    gws[i] = await startGatewayChild({ redisUrl: '', cluster, dataDir: tmp, secret: SECRET, env: { PROVIDER_URL: providerUrl }, logFile });
-  };
-  await startGw(0);
-  await startGw(1);
-  const ports = (): number[] => gws.filter((g): g is GatewayChild => !!g && g.proc.exitCode === null && g.proc.signalCode === null).map((g) => g.port);
-  console.log(`setup: cluster ${cluster}; ${fmtInt(freeIds.length + wallets.length)} IDs sold in ${((performance.now() - t0Setup) / 1000).toFixed(1)} s; gateways on ${ports().join(', ')}`);
+  const catalog = await loadCatalog(ctx, opts);
+  const gateways = new Gateways(tmp, cluster.url, providerUrl);
+  await gateways.start(0);
+  await gateways.start(1);
+  console.log(`setup: cluster ${cluster.url}; ${fmtInt(catalog.freeIds.length + catalog.wallets.length)} IDs sold in ${((performance.now() - t0Setup) / 1000).toFixed(1)} s; gateways on ${gateways.ports().join(', ')}`);
+  return { tmp, cluster, sandbox, ctx, catalog, gateways };
+}
 
-  // ------------------------------------------------------------------ traffic
-  const S = { start: stat(), tick: stat(), stop: stat(), redeem: stat(), sale: stat() };
-  const billing = { calls: 0, off: 0, worst: 0 };
-  const switches = [0, 1, 2, 3].map((i) => new Switch(`sw${i}`, swTok, ports, i));
-  await Promise.all(switches.map((s) => s.connect()));
-  const endAt = Date.now() + minutes * 60_000;
-  let running = true;
-  let callSeq = 0;
+// ----------------------------------------------------------------- traffic
 
-  const timed = async (s: Stat, fn: () => Promise<{ ok: boolean; reason?: string }>): Promise<{ ok: boolean; reason?: string }> => {
+type Result = { ok: boolean; reason?: string };
+
+/** The running traffic: what it counts, and how to stop it. */
+class Traffic {
+  readonly S = { start: stat(), tick: stat(), stop: stat(), redeem: stat(), sale: stat() };
+  readonly billing = { calls: 0, off: 0, worst: 0 };
+  running = true;
+  private callSeq = 0;
+  private scans = 0;
+  private purchases = 0;
+
+  constructor(
+    private readonly s: Setup,
+    private readonly switches: SwitchConn[],
+  ) {}
+
+  /** Times fn into s when it succeeds, counts its reason when not. */
+  async timed(s: Stat, fn: () => Promise<Result>): Promise<Result> {
     const t0 = performance.now();
     const r = await fn();
     if (r.ok) {
@@ -233,65 +315,77 @@ runMain(async () => {
       recordMs(s.hist, performance.now() - t0);
     } else fail(s, r.reason ?? 'unknown');
     return r;
-  };
+  }
 
-  const callSlot = async (slot: number): Promise<void> => {
-    const sw = switches[slot % switches.length]!;
-    while (running) {
+  /** One call slot: calls one after another on a free ID until the traffic stops. */
+  async callSlot(slot: number): Promise<void> {
+    const sw = this.switches[slot % this.switches.length]!;
+    const { freeIds } = this.s.catalog;
+    while (this.running) {
       const id = freeIds.shift();
       if (!id) return;
-      const call = `call-${++callSeq}`;
-      let admitted = false;
-      for (let tries = 0; tries < 20 && running && !admitted; tries++) {
-        const r = await timed(S.start, async () => {
-          const a = await sw.request({ op: 'start', call, id, dest: DEST });
-          return a.op === 'started' ? { ok: true } : { ok: false, reason: String(a.reason ?? a.op) };
-        });
-        admitted = r.ok;
-        if (!admitted) await sleep(500);
-      }
-      if (!admitted) {
-        freeIds.push(id);
-        continue;
-      }
-      const length = 10 + Math.floor(Math.random() * 50);
-      const t0 = Date.now();
-      let sec = 0;
-      while (sec < length && (running || sec < 2)) {
-        await sleep(Math.max(0, t0 + (sec + 1) * 1000 - Date.now()));
-        sec = Math.floor((Date.now() - t0) / 1000);
-        void timed(S.tick, async () => {
-          const a = await sw.request({ op: 'tick', call, sec });
-          return a.op === 'ticked' ? { ok: true } : { ok: false, reason: String(a.reason ?? a.op) };
-        });
-      }
-      // The stop is retried until it is answered: a repeated stop returns the first record.
-      let billed: number | undefined;
-      for (let tries = 0; tries < 60 && billed === undefined; tries++) {
-        const t0Stop = performance.now();
-        const r = await sw.request({ op: 'stop', call, sec, cause: 'normal' });
-        if (r.op === 'stopped') {
-          billed = Number(r.billedSec);
-          recordMs(S.stop.hist, performance.now() - t0Stop);
-        }
-        else {
-          fail(S.stop, String(r.reason ?? r.op));
-          await sleep(500);
-        }
-      }
-      if (billed !== undefined) {
-        S.stop.ok++;
-        billing.calls++;
-        const off = Math.abs(billed - sec);
-        billing.worst = Math.max(billing.worst, off);
-        if (off > 1) billing.off++;
-      }
+      const call = `call-${++this.callSeq}`;
+      if (await this.admit(sw, call, id)) await this.stopCall(sw, call, await this.tickCall(sw, call));
       freeIds.push(id);
     }
-  };
+  }
 
-  const http = async (path: string, token: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown> }> => {
-    const p = ports();
+  /** Starts the call, retried while refused (20 tries). */
+  private async admit(sw: SwitchConn, call: string, id: string): Promise<boolean> {
+    let admitted = false;
+    for (let tries = 0; tries < 20 && this.running && !admitted; tries++) {
+      const r = await this.timed(this.S.start, async () => {
+        const a = await sw.request({ op: 'start', call, id, dest: DEST });
+        return a.op === 'started' ? { ok: true } : { ok: false, reason: String(a.reason ?? a.op) };
+      });
+      admitted = r.ok;
+      if (!admitted) await sleep(500);
+    }
+    return admitted;
+  }
+
+  /** A tick a second for 10 to 60 s (at least 2 once the traffic stops); returns the last sec. */
+  private async tickCall(sw: SwitchConn, call: string): Promise<number> {
+    const length = 10 + Math.floor(Math.random() * 50);
+    const t0 = Date.now();
+    let sec = 0;
+    while (sec < length && (this.running || sec < 2)) {
+      await sleep(Math.max(0, t0 + (sec + 1) * 1000 - Date.now()));
+      sec = Math.floor((Date.now() - t0) / 1000);
+      void this.timed(this.S.tick, async () => {
+        const a = await sw.request({ op: 'tick', call, sec });
+        return a.op === 'ticked' ? { ok: true } : { ok: false, reason: String(a.reason ?? a.op) };
+      });
+    }
+    return sec;
+  }
+
+  /** The stop is retried until it is answered: a repeated stop returns the first record. */
+  private async stopCall(sw: SwitchConn, call: string, sec: number): Promise<void> {
+    let billed: number | undefined;
+    for (let tries = 0; tries < 60 && billed === undefined; tries++) {
+      const t0Stop = performance.now();
+      const r = await sw.request({ op: 'stop', call, sec, cause: 'normal' });
+      if (r.op === 'stopped') {
+        billed = Number(r.billedSec);
+        recordMs(this.S.stop.hist, performance.now() - t0Stop);
+      } else {
+        fail(this.S.stop, String(r.reason ?? r.op));
+        await sleep(500);
+      }
+    }
+    if (billed !== undefined) {
+      this.S.stop.ok++;
+      this.billing.calls++;
+      const off = Math.abs(billed - sec);
+      this.billing.worst = Math.max(this.billing.worst, off);
+      if (off > 1) this.billing.off++;
+    }
+  }
+
+  /** A POST to a live gateway at random; status 0 when none answers. */
+  private async http(path: string, token: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown> }> {
+    const p = this.s.gateways.ports();
     if (p.length === 0) return { status: 0, json: { error: { reason: 'no_gateway' } } };
     try {
       const res = await fetch(`http://127.0.0.1:${p[Math.floor(Math.random() * p.length)]}${path}`, {
@@ -304,46 +398,73 @@ runMain(async () => {
     } catch {
       return { status: 0, json: { error: { reason: 'connection_failed' } } };
     }
-  };
-  const reasonOf = (j: Record<string, unknown>): string => String((j.error as { reason?: string } | undefined)?.reason ?? 'unknown');
-  let scans = 0;
-  const redeemTimer = setInterval(() => {
-    for (let i = 0; i < redeemRate / 10; i++) {
-      void timed(S.redeem, async () => {
-        const r = await http('/v1/redeem', scanTok, { scan: `soak-${++scans}`, id: wallets[scans % wallets.length], item: 'coffee' });
-        return r.status === 200 ? { ok: true } : { ok: false, reason: reasonOf(r.json) };
-      });
-    }
-  }, 100);
-  let purchases = 0;
-  const saleTimer = setInterval(() => {
-    for (let i = 0; i < saleRate; i++) {
-      const key = `soak-purchase-${++purchases}`;
-      void timed(S.sale, async () => {
-        for (let tries = 0; ; tries++) {
-          const r = await http('/v1/purchases', salesTok, { product: stock.name, pin: '4711', payment: { card: BUYER.card, cardPin: BUYER.pin } }, { 'Idempotency-Key': key });
-          if (r.status === 200) return { ok: true };
-          const reason = reasonOf(r.json);
-          if (tries >= 5 || !['payment_pending', 'unavailable', 'in_progress', 'connection_failed', 'no_gateway', 'overloaded'].includes(reason)) return { ok: false, reason };
-          await sleep(1000);
-        }
-      });
-    }
-  }, 1000);
-  const slots = Array.from({ length: CALLS }, (_, i) => sleep((i * 1000) / CALLS).then(() => callSlot(i)));
+  }
 
-  // ------------------------------------------------------------------ faults
-  const faults: string[] = [];
+  redeem(): void {
+    const { scanTok, wallets } = this.s.catalog;
+    void this.timed(this.S.redeem, async () => {
+      const r = await this.http('/v1/redeem', scanTok, { scan: `soak-${++this.scans}`, id: wallets[this.scans % wallets.length], item: 'coffee' });
+      return r.status === 200 ? { ok: true } : { ok: false, reason: reasonOf(r.json) };
+    });
+  }
+
+  /** A purchase, retried with the same Idempotency-Key while the answer is unsure. */
+  purchase(): void {
+    const key = `soak-purchase-${++this.purchases}`;
+    const { salesTok } = this.s.catalog;
+    void this.timed(this.S.sale, async () => {
+      for (let tries = 0; ; tries++) {
+        const r = await this.http('/v1/purchases', salesTok, { product: STOCK.name, pin: '4711', payment: { card: BUYER.card, cardPin: BUYER.pin } }, { 'Idempotency-Key': key });
+        if (r.status === 200) return { ok: true };
+        const reason = reasonOf(r.json);
+        if (tries >= 5 || !['payment_pending', 'unavailable', 'in_progress', 'connection_failed', 'no_gateway', 'overloaded'].includes(reason)) return { ok: false, reason };
+        await sleep(1000);
+      }
+    });
+  }
+
+  errorCount(): number {
+    return Object.values(this.S).reduce((n, s) => n + [...s.errors.values()].reduce((a, b) => a + b, 0), 0);
+  }
+}
+
+const reasonOf = (j: Record<string, unknown>): string => String((j.error as { reason?: string } | undefined)?.reason ?? 'unknown');
+
+/** Starts every kind of traffic; `stop` ends it and waits for every call to stop. */
+function startTraffic(opts: Options, t: Traffic): { stop(): Promise<void> } {
+  const redeemTimer = setInterval(() => {
+    for (let i = 0; i < opts.redeemRate / 10; i++) t.redeem();
+  }, 100);
+  const saleTimer = setInterval(() => {
+    for (let i = 0; i < opts.saleRate; i++) t.purchase();
+  }, 1000);
+  const slots = Array.from({ length: opts.calls }, (_, i) => sleep((i * 1000) / opts.calls).then(() => t.callSlot(i)));
+  return {
+    async stop() {
+      t.running = false;
+      clearInterval(redeemTimer);
+      clearInterval(saleTimer);
+      await Promise.all(slots);
+    },
+  };
+}
+
+// ------------------------------------------------------------------ faults
+
+/** The faults in turn: SIGKILL gateway A, SIGKILL a primary, SIGSTOP a primary, SIGKILL gateway B. */
+function faultList(s: Setup): (() => Promise<string>)[] {
+  const { base, nodesDir } = s.cluster;
+  const gws = s.gateways;
   const nodePid = (port: number): number => Number(spawnSync('redis-cli', ['-p', String(port), 'info', 'server'], { encoding: 'utf8' }).stdout.match(/process_id:(\d+)/)?.[1] ?? 0);
   const primaryPort = (): number => {
     const out = spawnSync('redis-cli', ['-p', String(base + 1), 'cluster', 'nodes'], { encoding: 'utf8' }).stdout;
     const line = out.split('\n').find((l) => / master /.test(l.replace('myself,', '')) && !l.includes('fail'));
     return Number(/:(\d+)@/.exec(line ?? '')?.[1] ?? base);
   };
-  const FAULTS: (() => Promise<string>)[] = [
+  return [
     async () => {
-      gws[0]!.proc.kill('SIGKILL');
-      setTimeout(() => void startGw(0), 3000);
+      gws.gws[0]!.proc.kill('SIGKILL');
+      setTimeout(() => void gws.start(0), 3000);
       return 'SIGKILL gateway A (back in 3 s)';
     },
     async () => {
@@ -360,67 +481,95 @@ runMain(async () => {
       return `SIGSTOP primary ${port} for 5 s`;
     },
     async () => {
-      gws[1]!.proc.kill('SIGKILL');
-      setTimeout(() => void startGw(1), 3000);
+      gws.gws[1]!.proc.kill('SIGKILL');
+      setTimeout(() => void gws.start(1), 3000);
       return 'SIGKILL gateway B (back in 3 s)';
     },
   ];
+}
+
+/** Until the end: a fault every --fault-every seconds, a timeline line every 10 s. Returns the faults injected and when the run began. */
+async function runFaults(opts: Options, s: Setup, t: Traffic): Promise<{ faults: string[]; tStart: number }> {
+  const FAULTS = faultList(s);
+  const faults: string[] = [];
+  const endAt = Date.now() + opts.minutes * 60_000;
   const tStart = Date.now();
-  let nextFault = tStart + faultEvery * 1000;
+  let nextFault = tStart + opts.faultEvery * 1000;
   let lastLine = tStart;
   const last = { tick: 0, redeem: 0, sale: 0 };
   while (Date.now() < endAt) {
     await sleep(250);
-    if (!values['no-faults'] && Date.now() >= nextFault) {
-      nextFault += faultEvery * 1000;
+    if (opts.faults && Date.now() >= nextFault) {
+      nextFault += opts.faultEvery * 1000;
       const what = await FAULTS[faults.length % FAULTS.length]!();
       faults.push(`${Math.round((Date.now() - tStart) / 1000)} s: ${what}`);
       console.log(`  fault  ${faults[faults.length - 1]}`);
     }
-    if (!values.quiet && Date.now() - lastLine >= 10_000) {
+    if (!opts.quiet && Date.now() - lastLine >= 10_000) {
       const dt = (Date.now() - lastLine) / 1000;
-      const errs = [S.start, S.tick, S.stop, S.redeem, S.sale].reduce((n, s) => n + [...s.errors.values()].reduce((a, b) => a + b, 0), 0);
+      const { S } = t;
       console.log(
-        `  t=${String(Math.round((Date.now() - tStart) / 1000)).padStart(4)}s  ticks ${fmtInt((S.tick.ok - last.tick) / dt)}/s  redemptions ${fmtInt((S.redeem.ok - last.redeem) / dt)}/s  sales ${((S.sale.ok - last.sale) / dt).toFixed(1)}/s  errors so far ${fmtInt(errs)}  gateways ${ports().length}`,
+        `  t=${String(Math.round((Date.now() - tStart) / 1000)).padStart(4)}s  ticks ${fmtInt((S.tick.ok - last.tick) / dt)}/s  redemptions ${fmtInt((S.redeem.ok - last.redeem) / dt)}/s  sales ${((S.sale.ok - last.sale) / dt).toFixed(1)}/s  errors so far ${fmtInt(t.errorCount())}  gateways ${s.gateways.ports().length}`,
       );
       Object.assign(last, { tick: S.tick.ok, redeem: S.redeem.ok, sale: S.sale.ok });
       lastLine = Date.now();
     }
   }
+  return { faults, tStart };
+}
 
-  // ------------------------------------------------------------------ wind down
-  running = false;
-  clearInterval(redeemTimer);
-  clearInterval(saleTimer);
-  await Promise.all(slots);
-  await sleep(2000);
-  const wall = (Date.now() - tStart) / 1000;
-  const report = await audit(ctx);
+// ------------------------------------------------------------------ report
 
+/** Prints each kind of traffic, billing, faults and the audit; returns the per-kind figures. */
+function printResults(t: Traffic, faults: string[], report: Awaited<ReturnType<typeof audit>>, wall: number): Record<string, unknown> {
   console.log('\nresults');
   const out: Record<string, unknown> = {};
-  for (const [name, s] of Object.entries(S)) {
+  for (const [name, s] of Object.entries(t.S)) {
     const lat = summarize(s.hist);
     const errors = Object.fromEntries([...s.errors].sort((a, b) => b[1] - a[1]));
     out[name] = { ok: s.ok, perSec: Math.round((s.ok / wall) * 10) / 10, latency: lat, errors };
     console.log(`  ${name.padEnd(8)} ${fmtInt(s.ok).padStart(9)} ok (${(s.ok / wall).toFixed(1)}/s)  errors ${JSON.stringify(errors)}`);
     console.log(`  ${fmtLatency(`${name}`, lat)}`);
   }
+  const { billing } = t;
   console.log(`  billing  ${fmtInt(billing.calls)} calls stopped; billed seconds off by more than 1 from the switch's: ${billing.off} (worst ${billing.worst})`);
   console.log(`  faults   ${faults.length ? faults.join('; ') : 'none'}`);
   console.log(`  audit    ${report.problems.length === 0 ? 'ok' : `${report.problems.length} ID(s) do not balance`}: ${fmtInt(report.sold)} IDs sold, value ${fmtInt(report.valueSold)} = balances ${fmtInt(report.balances)} + calls ${fmtInt(report.calls)} + redemptions ${fmtInt(report.redeemed)} + refunds ${fmtInt(report.refunded)}`);
-  for (const g of gws) if (g) await stopChild(g.proc);
-  const gwErrors = errorLines(gwLogs);
-  console.log(`  gateway  ${gwErrors.total} error log lines${gwErrors.total ? `: ${JSON.stringify(gwErrors.byMessage)}` : ''}`);
-  console.log(JSON.stringify({ minutes, calls: CALLS, redeemRate, saleRate, wallSec: wall, ...out, billing, faults, gatewayErrors: gwErrors, audit: { ok: report.problems.length === 0, problems: report.problems.slice(0, 20), sold: report.sold } }));
+  return out;
+}
 
-  for (const s of switches) s.close();
-  await ctx.close();
-  await sandbox.close();
-  stopCluster();
+// -------------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const opts = options(process.argv.slice(2));
+  cleanUpOnExit();
+  const s = await setUp(opts);
+  const switches = [0, 1, 2, 3].map((i) => new SwitchConn(`sw${i}`, s.catalog.swTok, () => s.gateways.ports(), i));
+  await Promise.all(switches.map((sw) => sw.connect()));
+  const t = new Traffic(s, switches);
+  const traffic = startTraffic(opts, t);
+  const { faults, tStart } = await runFaults(opts, s, t);
+
+  await traffic.stop();
+  await sleep(2000);
+  const wall = (Date.now() - tStart) / 1000;
+  const report = await audit(s.ctx);
+  const out = printResults(t, faults, report, wall);
+  for (const g of s.gateways.gws) if (g) await stopChild(g.proc);
+  const gwErrors = errorLines(s.gateways.logFiles);
+  console.log(`  gateway  ${gwErrors.total} error log lines${gwErrors.total ? `: ${JSON.stringify(gwErrors.byMessage)}` : ''}`);
+  const { billing } = t;
+  printJsonLine({ minutes: opts.minutes, calls: opts.calls, redeemRate: opts.redeemRate, saleRate: opts.saleRate, wallSec: wall, ...out, billing, faults, gatewayErrors: gwErrors, audit: { ok: report.problems.length === 0, problems: report.problems.slice(0, 20), sold: report.sold } });
+
+  for (const sw of switches) sw.close();
+  await s.ctx.close();
+  await s.sandbox.close();
+  s.cluster.stop();
   removeTmp();
   if (report.problems.length > 0 || billing.off > 0) process.exitCode = 1;
-});
+}
+
+runMain(main);
 
 /** Error-level lines (pino level 50 and up) of the gateways' log files, counted by message. */
 function errorLines(files: string[]): { total: number; byMessage: Record<string, number> } {

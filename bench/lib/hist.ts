@@ -1,3 +1,4 @@
+/** Latency histograms (HdrHistogram) and their summaries in milliseconds. */
 import * as hdr from 'hdr-histogram-js';
 
 /** Latency histograms in microseconds (HdrHistogram, 3 significant digits, up to an hour). */

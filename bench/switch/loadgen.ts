@@ -18,7 +18,7 @@
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Packr, Unpackr } from 'msgpackr';
 import WebSocket from 'ws';
-import { encodeHist, newHist, recordMs, type Hist } from './hist';
+import { encodeHist, newHist, recordMs, type Hist } from '../lib/hist';
 
 export interface CallSpec {
   id: string;
@@ -621,6 +621,9 @@ export class Engine {
 }
 
 // ------------------------------------------------------------- worker entry
+
+/** This module's file, for bench/switch/load.ts to start it in worker threads. */
+export const LOADGEN_FILE = __filename;
 
 export type ToWorker = { type: 'go' };
 export type FromWorker =

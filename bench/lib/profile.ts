@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs';
-
 /**
  * A short reading of a V8 .cpuprofile (node --cpu-prof): self time by function
  * and by module (package in node_modules, tessera source file, node internals,
  * GC), as a share of the busy (non-idle) time.
  */
+import { readFileSync } from 'node:fs';
+
 interface ProfileNode {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };

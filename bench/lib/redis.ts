@@ -1,0 +1,109 @@
+/**
+ * The benchmarks' own redis-server and what they read from it: catalog-free
+ * setup (sold IDs) and INFO figures (forks, fsyncs, memory, command counts).
+ */
+import { join } from 'node:path';
+import { openContext, type Context } from '../../src/app/context';
+import type { Product } from '../../src/catalog/schema';
+import { loadConfig } from '../../src/config/config';
+import { mintIds } from '../../src/ledger/mint';
+import { createLogger } from '../../src/observability/log';
+import type { RedisClient } from '../../src/redis/connect';
+import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/redis/embedded';
+import { keys } from '../../src/redis/keys';
+import { cleanup, watchdog } from './process';
+
+/** redis-server's own pid, from INFO server (it may run under a wrapper shell). */
+export async function redisServerPid(r: RedisClient, redis: EmbeddedRedis): Promise<number | undefined> {
+  return Number(/^process_id:(\d+)/m.exec((await r.info('server')) as string)?.[1]) || redis.process.pid;
+}
+
+export interface BenchRedis {
+  redis: EmbeddedRedis;
+  /** redis-server's own pid. */
+  pid: number | undefined;
+  /** A context on it (config from env, REDIS_URL its URL). */
+  ctx: Context;
+  /** Closes the context and stops redis-server. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The bench's own redis-server in the temp dir's redis/ (AOF, appendfsync
+ * everysec, as in production), killed with the bench even if that is SIGKILLed.
+ * The context logs at logLevel (silent unless told).
+ */
+export async function startBenchRedis(env: Record<string, string>, logLevel = 'silent'): Promise<BenchRedis> {
+  const redis = await startEmbeddedRedis({ dir: join(cleanup.tmp, 'redis'), persist: true });
+  cleanup.redis = redis;
+  const ctx = await openContext(loadConfig({ REDIS_URL: redis.url, ...env }), createLogger(logLevel), redis.url);
+  const pid = await redisServerPid(ctx.redis, redis);
+  cleanup.redisPid = pid;
+  const dog = watchdog(pid);
+  return {
+    redis,
+    pid,
+    ctx,
+    async stop() {
+      await ctx.close();
+      await redis.stop();
+      cleanup.redis = undefined;
+      cleanup.redisPid = undefined;
+      dog?.kill('SIGKILL');
+    },
+  };
+}
+
+/**
+ * Mints count IDs of product and sells them through activate.lua directly
+ * (what activateId does, minus its product lookup), 2,000 in flight at a
+ * time: autopipelined. price and ref are the sale's.
+ */
+export async function mintSold(ctx: Context, product: Product, count: number, sale: { price: number; ref: string }): Promise<string[]> {
+  const ids: string[] = [];
+  if (count === 0) return ids;
+  await mintIds(ctx, product, count, (id) => ids.push(id));
+  const now = Date.now();
+  for (let i = 0; i < ids.length; i += 2000) {
+    await Promise.all(
+      ids.slice(i, i + 2000).map(async (id) => {
+        const { hash, bucket } = ctx.ids.hash(id);
+        const r = await ctx.scripts.run<['ok', number, string] | ['err', string]>(
+          'activate',
+          [keys.id(bucket, hash), keys.inventory(bucket, product.name), keys.sales(bucket)],
+          [now, product.name, 'bench', sale.price, sale.ref],
+        );
+        if (r[0] !== 'ok') throw new Error(`activate ${product.name}: ${r[1]}`);
+      }),
+    );
+  }
+  return ids;
+}
+
+/** A number from a section of INFO, 0 when absent. */
+export async function infoNumber(ctx: Context, section: string, re: RegExp): Promise<number> {
+  return Number(re.exec((await ctx.redis.info(section)) as string)?.[1] ?? 0);
+}
+
+/** Background forks (AOF rewrite, RDB snapshot) so far; they compete for the same two cores. */
+export const totalForks = (ctx: Context): Promise<number> => infoNumber(ctx, 'stats', /^total_forks:(\d+)/m);
+
+/**
+ * Times Redis held back its AOF write because the previous fsync was still
+ * running (appendfsync everysec on a busy disk): each one stalls every client
+ * for up to 2 s, which shows as a gap in the timeline.
+ */
+export const delayedFsyncs = (ctx: Context): Promise<number> => infoNumber(ctx, 'persistence', /^aof_delayed_fsync:(\d+)/m);
+
+/** Bytes of memory Redis uses for data and overhead (INFO used_memory). */
+export const usedMemory = (ctx: Context): Promise<number> => infoNumber(ctx, 'memory', /used_memory:(\d+)/);
+
+/** Waits (up to 60 s) for a running AOF rewrite or RDB snapshot to finish, so a measurement does not start inside one. */
+export async function quiesce(ctx: Context): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    const info = (await ctx.redis.info('persistence')) as string;
+    if (!/^(aof_rewrite|rdb_bgsave)_in_progress:1/m.test(info)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -1,0 +1,292 @@
+/**
+ * bench:switch's ceiling: redis-benchmark calling lua/call_tick.lua by SHA on
+ * the bench's Redis with the gateway stopped, the rate the gateway's ticks are
+ * compared with.
+ */
+import { spawn } from 'node:child_process';
+import Redis from 'ioredis';
+import WebSocket from 'ws';
+import type { Context } from '../../src/app/context';
+import { callKeysFor } from '../../src/metering/locator';
+import { keys } from '../../src/redis/keys';
+import { readScripts } from '../../src/redis/scripts';
+import { children } from '../lib/process';
+import { quiesce, totalForks } from '../lib/redis';
+import { ALERT_DEST } from './catalog';
+import type { Options } from './options';
+
+export interface RbRun {
+  command: string;
+  evalshaPerSec: number;
+  ticksPerSec: number;
+  /** Share of ticks that took the debit path (sec > billed), from Redis' HSET count. */
+  debitShare: number;
+  /** Redis' own time per EVALSHA (INFO commandstats usec_per_call), without protocol and I/O. */
+  serverUsecPerCall: number;
+  /** AOF rewrites / RDB snapshots that started during the run. */
+  forks: number;
+}
+
+export interface Ceiling {
+  sha: string;
+  dupPath: RbRun;
+  mixed: RbRun;
+  /** Single-tick EVALSHA rate had every tick debited, solved from the two runs above. */
+  debitPathPerSec: number;
+  debitPathDerived: boolean;
+  batched?: RbRun & { batch: number };
+}
+
+export interface CeilingCall {
+  session: string;
+  bucket: number;
+  /** The session hash as call_start wrote it (nothing billed yet). */
+  template: Record<string, string>;
+  sha: string;
+  /** What the gateway sent after EVALSHA <sha> for this call's tick at sec 1: numkeys, KEYS, ARGV. */
+  tickArgs: string[];
+}
+
+// ------------------------------------------------------------ the live call
+
+type Reply = Record<string, unknown>;
+
+/** A JSON switch connection to the gateway that waits for the answer to each request (10 s at most). */
+async function jsonSwitch(gwPort: number, token: string): Promise<{ ws: WebSocket; request(m: Reply): Promise<Reply> }> {
+  const ws = new WebSocket(`ws://127.0.0.1:${gwPort}/v1/switch`, { headers: { Authorization: `Bearer ${token}` }, perMessageDeflate: false });
+  const replies: Reply[] = [];
+  let wake: (() => void) | undefined;
+  ws.on('message', (data: Buffer) => {
+    const body = JSON.parse(data.toString('utf8')) as Reply | Reply[];
+    replies.push(...(Array.isArray(body) ? body : [body]));
+    wake?.();
+  });
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  const request = async (m: Reply): Promise<Reply> => {
+    ws.send(JSON.stringify(m));
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const r = replies.find((x) => x.ref === m.ref && x.op !== 'alert' && x.op !== 'cutoff');
+      if (r) return r;
+      if (Date.now() > deadline) throw new Error(`no answer to ${String(m.op)} from the gateway`);
+      await new Promise<void>((res) => {
+        wake = res;
+        setTimeout(res, 50);
+      });
+    }
+  };
+  return { ws, request };
+}
+
+/** Sends the tick at sec 1 and captures, with MONITOR, the EVALSHA the gateway sends for it. */
+async function captureTick(redisUrl: string, sha: string, session: string, tick: () => Promise<Reply>): Promise<string[] | undefined> {
+  const base = new Redis(redisUrl);
+  const mon = await base.monitor();
+  let tickArgs: string[] | undefined;
+  mon.on('monitor', (_time: string, args: string[]) => {
+    if (!tickArgs && args[0]?.toLowerCase() === 'evalsha' && args[1] === sha && args.includes(session)) tickArgs = args.slice(2);
+  });
+  await new Promise((r) => setTimeout(r, 50));
+  try {
+    const ticked = await tick();
+    if (ticked.op !== 'ticked') throw new Error(`tick for the ceiling: ${String(ticked.reason)}`);
+    for (let i = 0; i < 40 && !tickArgs; i++) await new Promise((r) => setTimeout(r, 25));
+  } finally {
+    mon.disconnect();
+    base.disconnect();
+  }
+  return tickArgs;
+}
+
+/**
+ * Opens the ceiling's live call through the gateway itself (start, then one
+ * tick at sec 1), so the session is exactly what a switch's call produces;
+ * the template is read between the two, before anything was billed. The
+ * gateway's EVALSHA for that tick is captured with MONITOR: redis-benchmark
+ * then repeats exactly what the gateway sends (KEYS and ARGV layout included,
+ * whatever lua/call_tick.lua currently takes).
+ */
+export async function openCeilingCall(ctx: Context, redisUrl: string, gwPort: number, token: string, switchName: string, rbId: string): Promise<CeilingCall> {
+  const tick = readScripts().find((x) => x.name === 'call_tick');
+  if (!tick) throw new Error('lua/call_tick.lua not found');
+  const { ws, request } = await jsonSwitch(gwPort, token);
+  try {
+    const call = 'rb-live-1';
+    const started = await request({ op: 'start', ref: 'rb1', call, id: rbId, dest: ALERT_DEST });
+    if (started.op !== 'started') throw new Error(`start for the ceiling: ${String(started.reason)}`);
+    const { hash, bucket } = ctx.ids.hash(rbId);
+    const ck = callKeysFor(keys.id(bucket, hash), `${switchName}:${call}`);
+    const template = await ctx.redis.hgetall(ck.session);
+    if (!template.st) throw new Error(`no session at ${ck.session}: has the session key scheme changed? (bench/switch/ceiling.ts openCeilingCall)`);
+    const tickArgs = await captureTick(redisUrl, tick.sha, ck.session, () => request({ op: 'tick', ref: 'rb2', call, sec: 1 }));
+    if (!tickArgs) throw new Error(`MONITOR did not show the gateway's EVALSHA ${tick.sha.slice(0, 8)}… for ${ck.session}`);
+    return { session: ck.session, bucket: ck.bucket, template, sha: tick.sha, tickArgs };
+  } finally {
+    ws.terminate();
+  }
+}
+
+// ------------------------------------------------------------ redis-benchmark
+
+function redisBenchmark(port: number, opts: Options, n: number, random: number | undefined, cmd: string[]): Promise<number> {
+  const args = ['-h', '127.0.0.1', '-p', String(port), '-n', String(n), '-c', String(opts.rbClients), '-P', String(opts.rbPipeline), '-q'];
+  if (random) args.push('-r', String(random));
+  args.push(...cmd);
+  return new Promise((resolve, reject) => {
+    const p = spawn('redis-benchmark', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(p);
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    p.on('error', reject);
+    p.on('exit', (code) => {
+      children.delete(p);
+      const all = [...out.matchAll(/([\d.]+) requests per second/g)];
+      const last = all[all.length - 1];
+      if (code !== 0 || !last) return reject(new Error(`redis-benchmark failed (${code}): ${out.slice(-500)}`));
+      if (/ERR|NOSCRIPT/.test(out)) return reject(new Error(`redis-benchmark got errors: ${out.slice(-500)}`));
+      resolve(Number(last[1]));
+    });
+  });
+}
+
+async function commandCalls(ctx: Context): Promise<{ hset: number; evalsha: number; evalshaUsec: number }> {
+  const info = (await ctx.redis.info('commandstats')) as string;
+  const stat = (cmd: string, field: string): number => Number(new RegExp(`^cmdstat_${cmd}:.*\\b${field}=([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
+  return { hset: stat('hset', 'calls'), evalsha: stat('evalsha', 'calls'), evalshaUsec: stat('evalsha', 'usec_per_call') };
+}
+
+/** One redis-benchmark run, with Redis' own counts of what it did; prints a line. */
+async function rbRun(ctx: Context, redisPort: number, opts: Options, label: string, n: number, random: number | undefined, cmd: string[], ticksPer: number): Promise<RbRun> {
+  await quiesce(ctx);
+  await ctx.redis.config('RESETSTAT');
+  const forks0 = await totalForks(ctx);
+  const rate = await redisBenchmark(redisPort, opts, n, random, cmd);
+  const c = await commandCalls(ctx);
+  const forks = (await totalForks(ctx)) - forks0;
+  const debits = c.hset / 2;
+  const ticks = c.evalsha * ticksPer;
+  const r: RbRun = {
+    command: `redis-benchmark -n ${n} -c ${opts.rbClients} -P ${opts.rbPipeline}${random ? ` -r ${random}` : ''} ${cmd.slice(0, 8).join(' ')}${cmd.length > 8 ? ' …' : ''}`,
+    evalshaPerSec: Math.round(rate),
+    ticksPerSec: Math.round(rate * ticksPer),
+    debitShare: ticks ? Math.round((debits / ticks) * 1000) / 1000 : 0,
+    serverUsecPerCall: c.evalshaUsec,
+    forks,
+  };
+  console.log(
+    `  ${label.padEnd(12)} ${String(r.evalshaPerSec).padStart(8)} EVALSHA/s = ${String(r.ticksPerSec).padStart(8)} ticks/s  debit share ${(r.debitShare * 100).toFixed(1).padStart(5)}%` +
+      `  Redis time ${r.serverUsecPerCall.toFixed(1)} µs/EVALSHA = ${(r.serverUsecPerCall / ticksPer).toFixed(1)} µs/tick${forks ? `  (${forks} AOF rewrite/RDB fork during the run)` : ''}`,
+  );
+  return r;
+}
+
+/**
+ * Bench-only: writes copies of one session hash under `prefix + 12-digit index`
+ * for indexes from..to-1, with its `call` field renamed to match (keys not
+ * declared: fine on the single Redis the bench runs).
+ */
+const CLONE_LUA = `
+local prefix, from, to = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local fv, callAt = {}, nil
+for i = 4, #ARGV do fv[#fv + 1] = ARGV[i] end
+for i = 1, #fv, 2 do if fv[i] == 'call' then callAt = i + 1 end end
+for k = from, to - 1 do
+  local id = string.format('%012d', k)
+  if callAt then fv[callAt] = 'rb-' .. id end
+  redis.call('HSET', prefix .. id, unpack(fv))
+end
+return to - from`;
+
+/** K fresh copies of the session (nothing billed) under clonePrefix; prints how long it took. */
+async function cloneSessions(ctx: Context, template: Record<string, string>, clonePrefix: string, K: number): Promise<void> {
+  const t0 = performance.now();
+  // Server-side, 5,000 per script call: sending 100k HSETs from here took seconds on a busy machine.
+  const flat = Object.entries(template).flat();
+  for (let i = 0; i < K; i += 5000) await ctx.redis.eval(CLONE_LUA, 0, clonePrefix, i, Math.min(K, i + 5000), ...flat);
+  console.log(`  (${K} sessions cloned for the next run in ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+}
+
+/** The single-tick rate had every tick debited, solved from the dup-path and mixed runs; prints a line. */
+function solveDebitPath(dupPath: RbRun, mixed: RbRun): { debitPathPerSec: number; derived: boolean } {
+  const f = mixed.debitShare;
+  let debitPathPerSec = mixed.evalshaPerSec;
+  let derived = false;
+  if (f > 0 && f < 0.999 && dupPath.evalshaPerSec > 0) {
+    const tDebit = (1 / mixed.evalshaPerSec - (1 - f) / dupPath.evalshaPerSec) / f;
+    // The debit path cannot be faster than the dup path; noise can make the solve say so.
+    if (tDebit > 0 && 1 / tDebit <= dupPath.evalshaPerSec * 1.02) {
+      debitPathPerSec = Math.round(1 / tDebit);
+      derived = true;
+    }
+  }
+  console.log(`  ${'debit path'.padEnd(12)} ${String(debitPathPerSec).padStart(8)} EVALSHA/s ${derived ? '(solved from the two runs above)' : '(mixed run as is: the solve was not usable)'}`);
+  return { debitPathPerSec, derived };
+}
+
+/** The gateway's single-tick call, checked: numkeys 3, KEYS live, session, ID; ARGV fixed values (now, …), then sec. */
+async function checkedTickLayout(ctx: Context, call: CeilingCall): Promise<{ live: string; idKey: string; fixed: string[] }> {
+  const [numkeys, live, keySess, idKey, ...argv] = call.tickArgs;
+  if (numkeys !== '3' || keySess !== call.session || argv[argv.length - 1] !== '1' || !live || !idKey) {
+    throw new Error(`unexpected call_tick layout from the gateway: ${call.tickArgs.join(' ').slice(0, 300)} (bench/switch/ceiling.ts measureCeiling)`);
+  }
+  // That very command again, by hand: a repeat of sec 1 must be a dup.
+  // call_tick answers flat, three entries per tick: the first is the code (1: dup).
+  const probe = (await ctx.redis.call('EVALSHA', call.sha, ...call.tickArgs)) as unknown[];
+  if (probe[0] !== 1) throw new Error(`call_tick answered ${JSON.stringify(probe).slice(0, 200)} to a repeated sec 1 (bench/switch/ceiling.ts measureCeiling)`);
+  return { live, idKey, fixed: argv.slice(0, -1) };
+}
+
+/**
+ * The ceiling, with the gateway stopped.
+ *
+ * A tick only takes the debit path (HSET balance and session, threshold check)
+ * when its sec is above what the session has billed; a repeated sec takes the
+ * cheaper 'dup' path (reads and a ZADD). redis-benchmark cannot send a
+ * monotonic counter, so:
+ *  1. dupPath: -n --rb-requests repeats of the very EVALSHA the gateway sent
+ *     (captured with MONITOR) for the tick at sec 1 of a call started through
+ *     it: same keys, same sec, so every one is a dup.
+ *  2. mixed: that session (as call_start wrote it) cloned to K = --rb-requests/2
+ *     sessions, K ticks, the session key and sec both __rand_int__ in 0..K-1
+ *     (sec bounded like the protocol's). Each session's first hit always
+ *     debits, later hits debit only above the highest sec seen: about 80% of
+ *     ticks debit. The exact share is measured, not assumed: each debit does
+ *     two HSETs and nothing else in the tick does one (INFO commandstats).
+ *  3. debit path: with f the debit share, time per tick t_mix = f·t_debit +
+ *     (1-f)·t_dup, solved for t_debit. This is the figure the gateway's ticks
+ *     (all debits) are compared with.
+ *  4. batched (--rb-batch B): B ticks per EVALSHA on random sessions, the shape
+ *     of the gateway's per-bucket batches at their largest.
+ */
+export async function measureCeiling(ctx: Context, redisPort: number, call: CeilingCall, opts: Options): Promise<Ceiling> {
+  const { bucket, template, sha } = call;
+  const { live, idKey, fixed } = await checkedTickLayout(ctx, call);
+  // Sessions for the mixed and batched runs: as many as that run's ticks (half of -n, to keep a short
+  // run short), which is what gives the ~80% debit share. Unlike production, where a bucket's live set
+  // holds tens of calls, they all sit in one bucket: its ZADD works on a K-member sorted set (a few µs).
+  const K = Math.max(1000, Math.floor(opts.rbRequests / 2));
+  const clonePrefix = keys.call(bucket, 'bench-rb:rb-');
+  const run = (label: string, n: number, random: number | undefined, cmd: string[], ticksPer: number): Promise<RbRun> => rbRun(ctx, redisPort, opts, label, n, random, cmd, ticksPer);
+
+  const dupPath = await run('dup path', opts.rbRequests, undefined, ['EVALSHA', sha, ...call.tickArgs], 1);
+  await cloneSessions(ctx, template, clonePrefix, K);
+  const mixed = await run('mixed', K, K, ['EVALSHA', sha, '3', live, `${clonePrefix}__rand_int__`, idKey, ...fixed, '__rand_int__'], 1);
+  const { debitPathPerSec, derived } = solveDebitPath(dupPath, mixed);
+
+  let batched: Ceiling['batched'];
+  if (opts.rbBatch > 1) {
+    await cloneSessions(ctx, template, clonePrefix, K); // fresh sessions (billed 0) so the batch debits as much as the mixed run did
+    const B = opts.rbBatch;
+    const cmd = ['EVALSHA', sha, String(2 * B + 1), live];
+    for (let j = 0; j < B; j++) cmd.push(`${clonePrefix}__rand_int__`, idKey);
+    cmd.push(...fixed);
+    for (let j = 0; j < B; j++) cmd.push('__rand_int__');
+    const r = await run(`batch of ${B}`, Math.max(500, Math.ceil(K / B)), K, cmd, B);
+    batched = { ...r, batch: B };
+  }
+  return { sha, dupPath, mixed, debitPathPerSec, debitPathDerived: derived, batched };
+}

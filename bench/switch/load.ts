@@ -1,0 +1,196 @@
+/**
+ * bench:switch's load phase: the load generator's engines (in this thread, or
+ * one per worker thread with --workers K), a per-second timeline of the rates
+ * and every process' CPU, and the engines' results merged.
+ */
+import { Worker } from 'node:worker_threads';
+import { cpuPct, cpuSec, cpuUsed, ownCpuSec, readCpu, statusKb, type CpuReading } from '../lib/cpu';
+import { decodeHist, newHist, summarize, type LatencySummary } from '../lib/hist';
+import { alertPlan } from './catalog';
+import { Engine, LOADGEN_FILE, type CallSpec, type Counters, type EngineConfig, type EngineResult, type FromWorker, type HistName } from './loadgen';
+import type { Options } from './options';
+
+export interface TimelineRow {
+  t: number;
+  ticks: number;
+  ticked: number;
+  starts: number;
+  gwCpu: number;
+  redisCpu: number;
+  loadgenCpu: number;
+  gwRssMb: number;
+}
+
+export interface LoadOutcome {
+  results: EngineResult[];
+  timeline: TimelineRow[];
+  wallSec: number;
+  gwCpuSec: number;
+  redisCpuSec: number;
+  loadgenCpuSec: number;
+}
+
+/** Engines connected and waiting: `snapshot` reads their counters so far, `go` runs them to the end. */
+interface Engines {
+  snapshot(): Counters[];
+  go(): Promise<EngineResult[]>;
+}
+
+export function sumCounters(list: Counters[]): Counters {
+  const out = { ...list[0]! };
+  for (const c of list.slice(1)) for (const k of Object.keys(out) as (keyof Counters)[]) out[k] += c[k];
+  return out;
+}
+
+/** Splits the calls and connections among --workers engines, each with its own call prefix and seed. */
+export function splitEngines(opts: Options, calls: CallSpec[], url: string, token: string): EngineConfig[] {
+  const a = alertPlan(opts);
+  const W = opts.workers;
+  return Array.from({ length: W }, (_, w) => {
+    // Worker w owns connections w, w+W, …; a call on global connection g = i % conns goes with it.
+    const conns = Math.floor(opts.conns / W) + (w < opts.conns % W ? 1 : 0);
+    const mine = calls.filter((_, i) => (i % opts.conns) % W === w);
+    return {
+      mode: opts.mode,
+      url,
+      token,
+      conns,
+      calls: mine,
+      callPrefix: `w${w}.`,
+      duration: opts.duration,
+      refEvery: opts.refEvery,
+      ramp: opts.ramp,
+      slotMs: opts.slotMs,
+      frame: opts.frame,
+      window: opts.window,
+      setupFrame: 500,
+      alertMaxSec: a.maxSec,
+      crossings: a.crossings,
+      seed: 0x7e55e7a + w,
+    };
+  });
+}
+
+async function engineInThread(cfg: EngineConfig): Promise<Engines> {
+  const engine = new Engine(cfg);
+  await engine.connect();
+  return { snapshot: () => [engine.c], go: async () => [await engine.run()] };
+}
+
+/**
+ * A worker thread running loadgen.ts. Run from TypeScript sources, the thread
+ * registers tsx itself: Node 20 applies `--import tsx` hooks to the main thread only.
+ */
+function startWorker(cfg: EngineConfig): Worker {
+  const entry = LOADGEN_FILE.endsWith('.ts') ? `require(${JSON.stringify(require.resolve('tsx/cjs'))}); ` : '';
+  return new Worker(`${entry}require(${JSON.stringify(LOADGEN_FILE)});`, { eval: true, workerData: { role: 'loadgen', cfg } });
+}
+
+async function enginesInWorkers(cfgs: EngineConfig[]): Promise<Engines> {
+  const latest: Counters[] = [];
+  const workers = cfgs.map(startWorker);
+  const results: Promise<EngineResult>[] = [];
+  const ready = workers.map(
+    (w, k) =>
+      new Promise<void>((resolve, reject) => {
+        results[k] = new Promise<EngineResult>((res, rej) => {
+          w.on('message', (m: FromWorker) => {
+            if (m.type === 'ready') resolve();
+            else if (m.type === 'progress') latest[k] = m.counters;
+            else if (m.type === 'result') {
+              latest[k] = m.result.counters;
+              res(m.result);
+            } else if (m.type === 'error') {
+              reject(new Error(m.message));
+              rej(new Error(m.message));
+            }
+          });
+          w.on('error', (e) => (reject(e), rej(e)));
+        });
+        results[k]!.catch(() => undefined);
+      }),
+  );
+  await Promise.all(ready);
+  return {
+    snapshot: () => latest.filter(Boolean),
+    go: async () => {
+      for (const w of workers) w.postMessage({ type: 'go' });
+      const r = await Promise.all(results);
+      await Promise.all(workers.map((w) => w.terminate()));
+      return r;
+    },
+  };
+}
+
+type CpuSource = 'gw' | 'rd' | 'lg';
+
+/** Once a second: a timeline row from the engines' counters and the processes' CPU, printed unless --quiet. */
+function timelineSampler(engines: Engines, read: () => CpuReading<CpuSource>, gwPid: number, t0: CpuReading<CpuSource>, quiet: boolean): { timeline: TimelineRow[]; sample(): void } {
+  const timeline: TimelineRow[] = [];
+  let prev = { cpu: t0, ticks: 0, ticked: 0, starts: 0 };
+  const sample = (): void => {
+    const snap = engines.snapshot();
+    if (snap.length === 0) return;
+    const c = sumCounters(snap);
+    const cpu = read();
+    const dt = (cpu.t - prev.cpu.t) / 1000;
+    const pct = cpuPct(prev.cpu, cpu);
+    const row: TimelineRow = {
+      t: Math.round((cpu.t - t0.t) / 1000),
+      ticks: Math.round((c.ticksDone - prev.ticks) / dt),
+      ticked: Math.round((c.ticked - prev.ticked) / dt),
+      starts: Math.round((c.startsSent - prev.starts) / dt),
+      gwCpu: pct.gw,
+      redisCpu: pct.rd,
+      loadgenCpu: pct.lg,
+      gwRssMb: Math.round(statusKb(gwPid, 'VmRSS') / 1024),
+    };
+    timeline.push(row);
+    prev = { cpu, ticks: c.ticksDone, ticked: c.ticked, starts: c.startsSent };
+    if (!quiet) {
+      console.log(
+        `  t=${String(row.t).padStart(3)}s  ticks ${String(row.ticks).padStart(7)}/s  ticked ${String(row.ticked).padStart(7)}/s  starts ${String(row.starts).padStart(6)}/s` +
+          `  cpu: gateway ${String(row.gwCpu).padStart(3)}%  redis ${String(row.redisCpu).padStart(3)}%  loadgen ${String(row.loadgenCpu).padStart(3)}%  gw rss ${row.gwRssMb} MB`,
+      );
+    }
+  };
+  return { timeline, sample };
+}
+
+/** Connects the engines, runs them to the end with the timeline going, and measures every process' CPU. */
+export async function runLoad(cfgs: EngineConfig[], gwPid: number, redisPid: number | undefined, opts: Options): Promise<LoadOutcome> {
+  const engines = cfgs.length === 1 ? await engineInThread(cfgs[0]!) : await enginesInWorkers(cfgs);
+  const read = (): CpuReading<CpuSource> => readCpu({ gw: () => cpuSec(gwPid), rd: () => cpuSec(redisPid), lg: ownCpuSec });
+  const cpu0 = read();
+  const { timeline, sample } = timelineSampler(engines, read, gwPid, cpu0, opts.quiet);
+  const timer = setInterval(sample, 1000);
+  const results = await engines.go();
+  clearInterval(timer);
+  const wallSec = (performance.now() - cpu0.t) / 1000;
+  const used = cpuUsed(cpu0, read());
+  return { results, timeline, wallSec, gwCpuSec: used.gw, redisCpuSec: used.rd, loadgenCpuSec: used.lg };
+}
+
+export interface MergedResults {
+  counters: Counters;
+  errors: Record<string, number>;
+  lat: Record<HistName, LatencySummary>;
+  /** Date.now() of the first tick sent and of the last tick done, over every engine. */
+  tickStart: number;
+  tickEnd: number;
+}
+
+export function mergeResults(results: EngineResult[]): MergedResults {
+  const counters = sumCounters(results.map((r) => r.counters));
+  const errors: Record<string, number> = {};
+  for (const r of results) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
+  const names: HistName[] = ['start', 'tick', 'tickSteady', 'alert', 'stop', 'lag'];
+  const lat = {} as Record<HistName, LatencySummary>;
+  for (const n of names) {
+    const h = newHist();
+    for (const r of results) h.add(decodeHist(r.hist[n]));
+    lat[n] = summarize(h);
+  }
+  const starts = results.map((r) => r.tickStart).filter((t) => t > 0);
+  return { counters, errors, lat, tickStart: starts.length ? Math.min(...starts) : 0, tickEnd: Math.max(...results.map((r) => r.tickEnd)) };
+}

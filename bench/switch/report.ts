@@ -1,0 +1,161 @@
+/** bench:switch's report: the results lines, the gateway's CPU profile, the target, and the JSON line's figures. */
+import { fmtLatency } from '../lib/hist';
+import type { ProfileSummary } from '../lib/profile';
+import { fmtInt, round1 } from '../lib/report';
+import type { Ceiling } from './ceiling';
+import type { LoadOutcome, MergedResults } from './load';
+import type { GatewayMetrics } from './metrics';
+import type { Options } from './options';
+
+/** What the load phase measured, the gateway stopped. */
+export interface LoadPhase {
+  load: LoadOutcome;
+  merged: MergedResults;
+  loadForks: number;
+  loadDelayedFsyncs: number;
+  /** The gateway's /metrics, or why they could not be read. */
+  scraped: GatewayMetrics | string;
+  gwPeakRssMb: number;
+  /** The gateway's warning and error lines. */
+  gwLogs: string[];
+}
+
+export interface Throughput {
+  ticksPerSec: number;
+  peak: number;
+  tickWindowSec: number;
+}
+
+export interface CeilingPhase {
+  ceiling?: Ceiling;
+  ceilingError?: string;
+  ceilingSec: number;
+}
+
+export interface SwitchRun {
+  opts: Options;
+  phase: LoadPhase;
+  rate: Throughput;
+  ceiling: CeilingPhase;
+  profile?: ProfileSummary;
+  setupSec: number;
+  tStart: number;
+}
+
+const pct = (sec: number, wall: number): number => Math.round((sec / wall) * 100);
+
+function printCounts(r: SwitchRun): void {
+  const { opts, phase, rate } = r;
+  const { merged } = phase;
+  const c = merged.counters;
+  console.log(
+    `  ticks/s          ${fmtInt(rate.ticksPerSec)}  ${opts.mode === 'max' ? `(${fmtInt(c.ticksDone)} ticks answered in ${rate.tickWindowSec.toFixed(1)} s)` : `(median of the per-second timeline; peak ${fmtInt(rate.peak)}; ${fmtInt(c.ticksSent)} ticks sent)`}`,
+  );
+  console.log(`  calls            ${fmtInt(c.started)} started, ${fmtInt(c.stopped)} stopped, ${fmtInt(c.unfinished)} unfinished, billedSec ≠ last sec on ${fmtInt(c.billingMismatch)}`);
+  console.log(`  ${fmtLatency('start→started', merged.lat.start)}`);
+  console.log(`  ${fmtLatency('tick→ticked', merged.lat.tick)}`);
+  if (opts.mode === 'calls') console.log(`  ${fmtLatency('  after starts', merged.lat.tickSteady)}   (ticks sent once every start was answered)`);
+  console.log(`  ${fmtLatency('tick→alert', merged.lat.alert)}`);
+  console.log(`  ${fmtLatency('stop→stopped', merged.lat.stop)}`);
+  if (opts.mode === 'calls') console.log(`  ${fmtLatency('send lag', merged.lat.lag)}   (load generator behind its schedule)`);
+  console.log(`  alerts           ${fmtInt(c.alerts)} received (${fmtInt(c.alertsUnmatched)} unmatched), cut-offs ${fmtInt(c.cutoffs)}, start answered late ${fmtInt(c.startPending)}×`);
+  const errs = Object.entries(merged.errors).sort((x, y) => y[1] - x[1]);
+  console.log(`  errors           ${errs.length ? errs.map(([k, v]) => `${k}=${v}`).join(' ') : 'none'}`);
+}
+
+function printGateway(phase: LoadPhase): void {
+  const { scraped, gwLogs, load } = phase;
+  if (typeof scraped === 'string') console.log(`  gateway metrics  unavailable: ${scraped}`);
+  else {
+    console.log(`  gateway ticks    ${Object.entries(scraped.tickOutcomes).map(([k, v]) => `${k}=${v}`).join(' ')}; ${fmtInt(scraped.tickScriptCalls)} call_tick scripts, ${scraped.ticksPerScript} ticks/script, ${scraped.tickScriptAvgMs} ms avg round trip`);
+    const ge = Object.entries(scraped.errorOutcomes);
+    if (ge.length) console.log(`  gateway errors   ${ge.map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  }
+  if (gwLogs.length) console.log(`  gateway warnings ${gwLogs.length}, last: ${gwLogs[gwLogs.length - 1]}`);
+  console.log(
+    `  gateway          peak RSS ${phase.gwPeakRssMb} MB, CPU ${load.gwCpuSec.toFixed(1)} s = ${pct(load.gwCpuSec, load.wallSec)}% of one core over ${load.wallSec.toFixed(1)} s` +
+      `; redis ${pct(load.redisCpuSec, load.wallSec)}% (${phase.loadForks} AOF rewrite/RDB forks, ${phase.loadDelayedFsyncs} delayed AOF fsyncs); load generator ${pct(load.loadgenCpuSec, load.wallSec)}%`,
+  );
+}
+
+/** gateway ticks/s over the ceiling, one tick per EVALSHA and batched. */
+function ratios(r: SwitchRun): { ratio?: number; ratioBatched?: number } {
+  const { ceiling } = r.ceiling;
+  const t = r.rate.ticksPerSec;
+  return {
+    ratio: ceiling ? Math.round((t / ceiling.debitPathPerSec) * 1000) / 1000 : undefined,
+    ratioBatched: ceiling?.batched ? Math.round((t / ceiling.batched.ticksPerSec) * 1000) / 1000 : undefined,
+  };
+}
+
+function printCeiling(r: SwitchRun): void {
+  const { ceiling } = r.ceiling;
+  const { ratio, ratioBatched } = ratios(r);
+  if (ceiling) {
+    console.log(`  ceiling          ${fmtInt(ceiling.debitPathPerSec)} ticks/s (one tick per EVALSHA, debit path); gateway/ceiling = ${ratio}`);
+    if (ceiling.batched) console.log(`  ceiling batched  ${fmtInt(ceiling.batched.ticksPerSec)} ticks/s (${ceiling.batched.batch} ticks per EVALSHA); gateway/batched = ${ratioBatched}`);
+  }
+}
+
+function printProfile(profile: ProfileSummary): void {
+  console.log(`\ngateway CPU profile ${profile.file}: ${fmtInt(profile.busyMs)} ms busy, ${fmtInt(profile.idleMs)} ms idle`);
+  console.log('  self time by module:');
+  for (const m of profile.byModule.slice(0, 12)) console.log(`    ${String(m.pct).padStart(5)}%  ${fmtInt(m.selfMs).padStart(7)} ms  ${m.module}`);
+  console.log('  hottest functions (self time):');
+  for (const f of profile.topFunctions.slice(0, 20)) console.log(`    ${String(f.pct).padStart(5)}%  ${fmtInt(f.selfMs).padStart(7)} ms  ${f.name}  ${f.where}`);
+}
+
+const targetMet = (r: SwitchRun): boolean => r.rate.ticksPerSec >= 60_000 && r.phase.merged.lat.tick.count > 0 && r.phase.merged.lat.tick.p99 < 20;
+
+function printTarget(r: SwitchRun): void {
+  const { opts, rate } = r;
+  const tick = r.phase.merged.lat.tick;
+  console.log(
+    `\ntarget (issue 2: ≥ 60,000 ticks/s with tick→ticked p99 < 20 ms, 2 cores, load generator included): ${targetMet(r) ? 'met' : 'NOT met'}` +
+      ` — ${fmtInt(rate.ticksPerSec)} ticks/s, p99 ${tick.p99.toFixed(2)} ms${opts.mode === 'calls' && opts.calls < 60_000 ? ' (calls mode offers only --calls ticks/s: use --calls 60000 or --mode max)' : ''}`,
+  );
+}
+
+function figures(r: SwitchRun, totalSec: number): object {
+  const { opts, phase, rate } = r;
+  const { load, merged } = phase;
+  const { ceiling, ceilingError, ceilingSec } = r.ceiling;
+  const { profile } = r;
+  return {
+    bench: 'switch',
+    mode: opts.mode,
+    params: { calls: opts.calls, conns: opts.conns, duration: opts.duration, refEvery: opts.refEvery, alertFrac: opts.alertFrac, ramp: opts.ramp, frame: opts.frame, window: opts.window, workers: opts.workers, gwEnv: opts.gwEnv, gwNodeArgs: opts.gwNodeArgs },
+    ticksPerSec: rate.ticksPerSec,
+    ticksPeakPerSec: rate.peak,
+    ticksSent: merged.counters.ticksSent,
+    ticksAnswered: merged.counters.ticked,
+    latencyMs: merged.lat,
+    counters: merged.counters,
+    errors: merged.errors,
+    gateway: { peakRssMb: phase.gwPeakRssMb, cpuSec: round1(load.gwCpuSec), cpuPct: pct(load.gwCpuSec, load.wallSec), metrics: typeof phase.scraped === 'string' ? { error: phase.scraped } : phase.scraped },
+    redisCpuPct: pct(load.redisCpuSec, load.wallSec),
+    redisForksDuringLoad: phase.loadForks,
+    redisDelayedFsyncsDuringLoad: phase.loadDelayedFsyncs,
+    loadgenCpuPct: pct(load.loadgenCpuSec, load.wallSec),
+    wallSec: round1(load.wallSec),
+    timeline: load.timeline,
+    ceiling: ceiling ?? (ceilingError ? { error: ceilingError } : undefined),
+    ...ratios(r),
+    targetMet: targetMet(r),
+    timeSec: { setup: round1(r.setupSec), load: round1(load.wallSec), ceiling: round1(ceilingSec), total: round1(totalSec) },
+    profile: profile ? { file: profile.file, byModule: profile.byModule, topFunctions: profile.topFunctions.slice(0, 15) } : undefined,
+  };
+}
+
+/** Prints the results; returns the figures of the JSON line. */
+export function report(r: SwitchRun): object {
+  console.log('\nresults');
+  printCounts(r);
+  printGateway(r.phase);
+  printCeiling(r);
+  if (r.profile) printProfile(r.profile);
+  printTarget(r);
+  const totalSec = (performance.now() - r.tStart) / 1000;
+  console.log(`time: setup ${r.setupSec.toFixed(1)} s, load ${r.phase.load.wallSec.toFixed(1)} s, ceiling ${r.ceiling.ceilingSec.toFixed(1)} s, total ${totalSec.toFixed(1)} s`);
+  return figures(r, totalSec);
+}
