@@ -49,7 +49,8 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   await catalog.start();
   let metering!: Metering;
   const metrics = new Metrics(() => metering.countActive());
-  metering = new Metering(cfg, ctx.redis, ctx.scripts, ctx.ids, catalog, metrics);
+  ctx.scripts.timer = (script, ms) => metrics.scriptTime(script, ms);
+  metering = new Metering(cfg, ctx.redis, ctx.scripts, ctx.ids, catalog);
   const reaper = new Reaper(cfg, ctx.redis, ctx.scripts, metrics, log);
   reaper.start();
 

@@ -4,8 +4,7 @@ import type { Metrics } from '../observability/metrics';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
-
-type RawReap = ['ok', number, number, number, string, number] | ['skip'];
+import { callReap } from './scripts';
 
 /**
  * Closes calls whose switch went quiet, billed up to their last tick. It walks
@@ -54,11 +53,11 @@ export class Reaper {
                 await this.redis.zrem(keys.live(bucket), session);
                 return;
               }
-              const r = await this.scripts.run<RawReap>('call_reap', [session, idKey, keys.live(bucket), keys.cdr(bucket)], [now, staleBefore, this.cfg.sessionTtlSec]);
-              if (r[0] === 'ok') {
+              const r = await callReap(this.scripts, { session, id: idKey, live: keys.live(bucket), cdr: keys.cdr(bucket) }, now, staleBefore, this.cfg.sessionTtlSec);
+              if (r.closed) {
                 closed++;
                 this.metrics.reaped.inc();
-                this.log.info({ session, billedSec: r[1], cost: r[2], balance: r[3], record: r[4] }, 'stale call closed');
+                this.log.info({ session, billedSec: r.billedSec, cost: r.cost, balance: r.balance, record: r.record }, 'stale call closed');
               }
             })(),
           );

@@ -7,10 +7,14 @@ import { checkId } from '../ids/idnum';
 import type { IdKeys } from '../ids/secrets';
 import type { Metrics } from '../observability/metrics';
 import type { RedisClient } from '../redis/connect';
-import { bucketOfKey, keys } from '../redis/keys';
+import { keys } from '../redis/keys';
 import { Scripts } from '../redis/scripts';
 import { GroupCommit } from '../redis/group-commit';
+import * as script from './scripts';
+import { CLAIMED, CLAIM_TAKEN, type Answer, type ClaimCode, type ClaimItem, type RedeemItem, type Refusal, type ScanTerms } from './scripts';
 import { GuessThrottle } from './throttle';
+
+export type { Answer, Granted, Refusal } from './scripts';
 
 /** Scans per script call: Redis runs nothing else meanwhile, so a batch stays short. */
 const MAX_SCANS_PER_SCRIPT = 32;
@@ -44,32 +48,8 @@ export interface ScanRequest {
   dir?: 'in' | 'out';
 }
 
-export interface Granted {
-  kind: string;
-  action: string;
-  /** What was taken: entries or uses (1, or 0 for an exit or re-entry), or micro-units for goods. */
-  amount: number;
-  /** What is left: entries, uses or micro-units. */
-  left: number;
-  record?: string;
-  duplicate?: boolean;
-  /** On a retry: the redemption has been reversed since. */
-  reversed?: boolean;
-}
-
-export interface Refusal {
-  reason: string;
-  firstUsed?: { time: number; venue: string; gate: string };
-  valueLeft?: number;
-  validFrom?: number;
-  retryAfter?: number;
-}
-
-export type Answer = ({ ok: true } & Granted) | ({ ok: false } & Refusal);
-
-type Raw = ['ok', string, string, number, number, string?, number?, number?] | ['no', string, ...(string | number)[]];
 /** What a scan resolves to without Redis: its ID, where the scanner stands, what it asks for. */
-class Terms {
+class Terms implements ScanTerms {
   constructor(
     readonly idKey: string,
     readonly idHash: string,
@@ -88,13 +68,14 @@ class Terms {
 export type AnswerCallback = (err: unknown, answer?: Answer) => void;
 
 /** A redeem on its way through the claim and redeem rounds (a class: one shape, no map changes on the hot path). */
-class PendingScan {
-  /** scan_claim's answer: 0 claimed by this scan, 1 a retry of a claimed one, 2 taken by other terms, 3 failed. */
-  claim = 0;
+class PendingScan implements ClaimItem, RedeemItem {
+  /** scan_claim's answer: claimed by this scan, a retry of a claimed one, or taken by other terms. */
+  claim: ClaimCode = CLAIMED;
 
   constructor(
     readonly t: Terms,
-    readonly token: TokenInfo,
+    /** The scanner's token name. */
+    readonly scanner: string,
     readonly scan: string,
     readonly scanKey: string,
     readonly indexKey: string,
@@ -103,12 +84,6 @@ class PendingScan {
     readonly done: AnswerCallback,
   ) {}
 }
-
-const SCAN_CONFLICT: Raw = ['no', 'scan_conflict'];
-const CLAIM_TAKEN = 2;
-const CLAIM_FAILED = 3;
-
-type RawReverse = ['ok', string, number, number, string, number] | ['no', string];
 
 export class Redemption {
   readonly throttle: GuessThrottle;
@@ -142,6 +117,8 @@ export class Redemption {
     ({ cfg: this.cfg, redis: this.redis, scripts: this.scripts, ids: this.ids } = ctx);
     this.claimRedis = claimRedis;
     this.claimScripts = claimRedis === ctx.redis ? ctx.scripts : new Scripts(claimRedis);
+    // Timed into the same histogram as the context's (whose timer the gateway sets before building this).
+    this.claimScripts.timer = ctx.scripts.timer;
     this.throttle = new GuessThrottle(ctx.redis, ctx.ids, ctx.cfg.guessLimit, ctx.cfg.guessWindowSec);
     this.claims = new GroupCommit(claimRedis, this.sendClaims, MAX_SCANS_PER_SCRIPT);
     this.redeems = new GroupCommit(ctx.redis, this.sendRedeems, MAX_SCANS_PER_SCRIPT);
@@ -159,7 +136,7 @@ export class Redemption {
     const scanKey = `${token.name}:${req.scan}`;
     const scanBucket = this.claimBucketOf(scanKey);
     const claimTerms = `${t.idKey}|${t.item}|${t.qty}|${t.dir}`;
-    this.claims.add(scanBucket, new PendingScan(t, token, req.scan, scanKey, keys.scanIndex(scanBucket, scanKey), claimTerms, done));
+    this.claims.add(scanBucket, new PendingScan(t, token.name, req.scan, scanKey, keys.scanIndex(scanBucket, scanKey), claimTerms, done));
   }
 
   redeem(token: TokenInfo, req: ScanRequest): Promise<Answer> {
@@ -167,13 +144,12 @@ export class Redemption {
   }
 
   /** Hands a scan its answer; a refusal first drops what it claimed and counts a guess. */
-  private settle(p: PendingScan, raw: Raw | readonly (string | number)[], at: number): void {
-    const a = toAnswer(raw, at);
+  private settle(p: PendingScan, a: Answer): void {
     if (a.ok) return p.done(undefined, a);
     // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis).
     // On the claims' connection, so a retry's claim written after it finds the claim gone.
-    const dropped = p.claim === 0 ? this.claimRedis.del(p.indexKey) : undefined;
-    const counted = this.countGuess(p.token.name, a);
+    const dropped = p.claim === CLAIMED ? this.claimRedis.del(p.indexKey) : undefined;
+    const counted = this.countGuess(p.scanner, a);
     if (!dropped && !counted) return p.done(undefined, a);
     Promise.all([dropped, counted]).then(
       () => p.done(undefined, a),
@@ -184,10 +160,7 @@ export class Redemption {
   async validate(token: TokenInfo, req: Omit<ScanRequest, 'scan'>): Promise<Answer> {
     const t = this.prepare(token, { ...req, scan: '' });
     if (!(t instanceof Terms)) return t;
-    const t0 = performance.now();
-    const raw = await this.scripts.run<Raw>('validate', [t.idKey], [Date.now(), t.venue, t.gate, t.item, t.amount, t.dir, t.qty]);
-    this.metrics.scriptTime('validate', performance.now() - t0);
-    const answer = toAnswer(raw, 0);
+    const answer = await script.validate(this.scripts, t, Date.now());
     await this.countGuess(token.name, answer);
     return answer;
   }
@@ -212,74 +185,23 @@ export class Redemption {
   }
 
   private readonly sendClaims = (_bucket: number, batch: PendingScan[], settled: () => void): void => {
-    const n = batch.length;
-    const call: (string | number)[] = new Array(2 + 2 * n);
-    call[0] = n;
-    call[1 + n] = this.cfg.scanTtlSec;
-    for (let i = 0; i < n; i++) {
-      call[1 + i] = batch[i]!.indexKey;
-      call[2 + n + i] = batch[i]!.claimTerms;
-    }
-    const t0 = performance.now();
-    this.claimScripts.runFlat<number[]>('scan_claim', call).then(
-      (codes) => {
-        settled();
-        this.metrics.scriptTime('scan_claim', performance.now() - t0);
-        for (let i = 0; i < n; i++) {
-          const p = batch[i]!;
-          p.claim = codes[i]!;
-          if (p.claim === CLAIM_TAKEN) this.settle(p, SCAN_CONFLICT, 0);
-          else if (p.claim === CLAIM_FAILED) p.done(new Error(`scan_claim failed on ${p.indexKey}`));
-          else this.redeems.add(p.t.bucket, p);
-        }
-      },
-      (err: unknown) => {
-        settled();
-        for (const p of batch) p.done(err);
-      },
-    );
+    script.scanClaim(this.claimScripts, batch, this.cfg.scanTtlSec, settled, this.claimed);
+  };
+
+  private readonly claimed = (p: PendingScan, err: unknown, claim?: ClaimCode): void => {
+    if (claim === undefined) return p.done(err);
+    p.claim = claim;
+    if (claim === CLAIM_TAKEN) this.settle(p, { ok: false, reason: 'scan_conflict' });
+    else this.redeems.add(p.t.bucket, p);
   };
 
   private readonly sendRedeems = (bucket: number, batch: PendingScan[], settled: () => void): void => {
-    // One array in call order (key count, keys, arguments): lua/redeem.lua's layout.
-    const n = batch.length;
-    const call: (string | number)[] = new Array(2 + 2 * n + 2 + 9 * n);
-    call[0] = 1 + 2 * n;
-    call[1] = keys.redemptions(bucket);
-    let a = 2 + 2 * n;
-    call[a++] = Date.now();
-    call[a++] = this.cfg.scanTtlSec;
-    for (let i = 0; i < n; i++) {
-      const p = batch[i]!;
-      const t = p.t;
-      call[2 + 2 * i] = t.idKey;
-      call[3 + 2 * i] = keys.scan(bucket, p.scanKey);
-      call[a++] = t.venue;
-      call[a++] = t.gate;
-      call[a++] = t.item;
-      call[a++] = t.amount;
-      call[a++] = t.qty;
-      call[a++] = t.dir;
-      call[a++] = p.token.name;
-      call[a++] = p.scan;
-      call[a++] = t.idHash;
-    }
-    const t0 = performance.now();
-    this.scripts.runFlat<(string | number)[]>('redeem', call).then(
-      (rows) => {
-        settled();
-        this.metrics.scriptTime('redeem', performance.now() - t0);
-        for (let i = 0; i < n; i++) {
-          const p = batch[i]!;
-          if (rows[8 * i] === 'err') p.done(new Error(`redeem failed: ${rows[8 * i + 1]}`));
-          else this.settle(p, rows, 8 * i);
-        }
-      },
-      (err: unknown) => {
-        settled();
-        for (const p of batch) p.done(err);
-      },
-    );
+    script.redeem(this.scripts, bucket, batch, Date.now(), this.cfg.scanTtlSec, settled, this.redeemed);
+  };
+
+  private readonly redeemed = (p: PendingScan, err: unknown, a?: Answer): void => {
+    if (a) this.settle(p, a);
+    else p.done(err);
   };
 
   /** A scanner's look at an ID: throttled and counted like a scan, so it is no way around the guess limit. */
@@ -314,29 +236,6 @@ export class Redemption {
       (await this.claimRedis.get(keys.scanIndex(this.ids.bucketOf(scanKey), scanKey)));
     if (!terms) return { ok: false, reason: 'unknown_scan' };
     const idKey = terms.slice(0, terms.indexOf('|'));
-    const bucket = bucketOfKey(idKey);
-    const t0 = performance.now();
-    const r = await this.scripts.run<RawReverse>('reverse', [keys.scan(bucket, scanKey), idKey, keys.redemptions(bucket)], [Date.now(), token.name, reason]);
-    this.metrics.scriptTime('reverse', performance.now() - t0);
-    if (r[0] === 'no') return { ok: false, reason: r[1] };
-    return { ok: true, kind: r[1], action: 'reverse', amount: r[2], left: r[3], record: r[4], duplicate: r[5] === 1 };
-  }
-}
-
-/** The answer in a script's reply at `at` (redeem answers eight entries per scan in one flat array). */
-function toAnswer(r: Raw | readonly (string | number)[], at: number): Answer {
-  if (r[at] === 'ok') {
-    return { ok: true, kind: r[at + 1] as string, action: r[at + 2] as string, amount: r[at + 3] as number, left: r[at + 4] as number, record: r[at + 5] as string, duplicate: r[at + 6] === 1, reversed: r[at + 7] === 1 };
-  }
-  const reason = r[at + 1] as string;
-  switch (reason) {
-    case 'already_redeemed':
-      return { ok: false, reason, firstUsed: { time: Number(r[at + 2]), venue: String(r[at + 3]), gate: String(r[at + 4]) } };
-    case 'insufficient_value':
-      return { ok: false, reason, valueLeft: Number(r[at + 2]) };
-    case 'not_yet_valid':
-      return { ok: false, reason, validFrom: Number(r[at + 2]) };
-    default:
-      return { ok: false, reason };
+    return script.reverse(this.scripts, scanKey, idKey, Date.now(), token.name, reason);
   }
 }

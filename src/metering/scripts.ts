@@ -1,0 +1,172 @@
+/**
+ * The metering domain's Lua scripts (lua/call_*.lua), one function each: it
+ * lays out KEYS and ARGV as the script's header says and decodes the reply into
+ * a named type, so no other file reads a raw reply. Every call goes through
+ * Scripts, which times it (Scripts.timer).
+ */
+import type { Scripts } from '../redis/scripts';
+import type { CallKeys } from './locator';
+
+export type StartResult =
+  | { ok: true; maxSec: number; balance: number; rate: number; fee: number; duplicate: boolean }
+  | { ok: false; reason: string };
+
+export type TickCode = 'ok' | 'dup' | 'unknown_call' | 'call_ended' | 'call_conflict';
+export interface TickResult {
+  code: TickCode;
+  balance: number;
+  secLeft: number;
+  /** Thresholds (seconds left) crossed by this tick, highest first. */
+  alerts: readonly number[];
+  /** Why the switch must cut the call now, or ''; for call_ended, how the call was closed. */
+  cut: string;
+  /** This tick ordered the cut-off (later ticks repeat it). */
+  freshCut: boolean;
+}
+
+export type StopResult =
+  | { ok: true; billedSec: number; cost: number; balance: number; record: string; duplicate: boolean }
+  | { ok: false; reason: string };
+
+/** call_reap closed the call, or skipped it (no longer stale, or already closed). */
+export type ReapResult = { closed: true; billedSec: number; cost: number; balance: number; record: string } | { closed: false };
+
+/** Ticks answer through a callback, not a promise: this is the path every second of every call takes. */
+export type TickCallback = (err: unknown, r?: TickResult) => void;
+
+/** One tick waiting for its bucket's call_tick. */
+export interface TickItem {
+  readonly ck: CallKeys;
+  readonly sec: number;
+  readonly done: TickCallback;
+}
+
+export interface StartArgs {
+  now: number;
+  dest: string;
+  sw: string;
+  call: string;
+  idHash: string;
+  /** How much later than an answered call an unanswered one counts as stale (ms). */
+  ringGraceMs: number;
+  /** The destination's rate in every plan that has one: name, rate, fee triples (CatalogCache.rateArgs). */
+  rates: readonly (string | number)[];
+}
+
+/** A reply that is not what the script's header promises: a bug or a damaged key, never an answer. */
+function malformed(script: string, reply: unknown): Error {
+  return new Error(`${script}: unexpected reply ${String(JSON.stringify(reply)).slice(0, 200)}`);
+}
+
+/** A reply that is an array led by its tag ('ok', 'err', 'skip'). */
+function tagged(script: string, reply: unknown): readonly unknown[] {
+  if (!Array.isArray(reply) || typeof reply[0] !== 'string') throw malformed(script, reply);
+  return reply;
+}
+
+function num(script: string, r: readonly unknown[], i: number): number {
+  const v = r[i];
+  if (typeof v !== 'number') throw malformed(script, r);
+  return v;
+}
+
+function str(script: string, r: readonly unknown[], i: number): string {
+  const v = r[i];
+  if (typeof v !== 'string') throw malformed(script, r);
+  return v;
+}
+
+export async function callStart(scripts: Scripts, ck: CallKeys, a: StartArgs): Promise<StartResult> {
+  const r = tagged('call_start', await scripts.run('call_start', [ck.id, ck.session, ck.live], [a.now, a.dest, a.sw, a.call, a.idHash, a.ringGraceMs, ...a.rates]));
+  if (r[0] === 'err') return { ok: false, reason: str('call_start', r, 1) };
+  if (r[0] !== 'ok') throw malformed('call_start', r);
+  return { ok: true, maxSec: num('call_start', r, 1), balance: num('call_start', r, 2), rate: num('call_start', r, 3), fee: num('call_start', r, 4), duplicate: r[5] === 1 };
+}
+
+const TICK_CODES: readonly TickCode[] = ['ok', 'dup', 'unknown_call', 'call_ended', 'call_conflict'];
+/** call_tick's code for a call that failed in the script; its reason field holds the error. */
+const TICK_FAILED = 5;
+const NO_ALERTS: readonly number[] = Object.freeze([]);
+
+/**
+ * Bills one bucket's ticks in one call_tick and answers each tick's callback,
+ * in order, after `settled`. The call is one array (key count, keys, arguments)
+ * and the reply is read in place: nothing is allocated per tick but its answer.
+ */
+export function callTick(scripts: Scripts, batch: readonly TickItem[], now: number, refreshMs: number, settled: () => void): void {
+  const n = batch.length;
+  const call: (string | number)[] = new Array(2 + 3 * n + 2);
+  call[0] = 1 + 2 * n;
+  call[1] = batch[0]!.ck.live;
+  const argAt = 2 + 2 * n;
+  call[argAt] = now;
+  call[argAt + 1] = refreshMs;
+  for (let i = 0; i < n; i++) {
+    const t = batch[i]!;
+    call[2 + 2 * i] = t.ck.session;
+    call[3 + 2 * i] = t.ck.id;
+    call[argAt + 2 + i] = t.sec;
+  }
+  scripts.runFlat('call_tick', call).then(
+    (rows) => {
+      settled();
+      answerTicks(batch, rows);
+    },
+    (err: unknown) => {
+      settled();
+      for (const t of batch) t.done(err);
+    },
+  );
+}
+
+/** call_tick's reply: code, balance, secLeft per tick, then [i, alerts, cut, fresh] for the few with more to say. */
+function answerTicks(batch: readonly TickItem[], reply: unknown): void {
+  const n = batch.length;
+  if (!Array.isArray(reply) || reply.length < 3 * n) {
+    const err = malformed('call_tick', reply);
+    for (const t of batch) t.done(err);
+    return;
+  }
+  const rows: readonly unknown[] = reply;
+  let x = 3 * n;
+  for (let i = 0; i < n; i++) {
+    let alerts = NO_ALERTS;
+    let cut = '';
+    let freshCut = false;
+    let bad = false;
+    if (rows[x] === i + 1) {
+      const fired = rows[x + 1];
+      const why = rows[x + 2];
+      if (typeof fired === 'string' && typeof why === 'string') {
+        if (fired !== '') alerts = fired.split(',').map(Number);
+        cut = why;
+        freshCut = rows[x + 3] === 1;
+      } else bad = true;
+      x += 4;
+    }
+    const code = rows[3 * i];
+    const balance = rows[3 * i + 1];
+    const secLeft = rows[3 * i + 2];
+    const name = typeof code === 'number' ? TICK_CODES[code] : undefined;
+    if (code === TICK_FAILED && !bad) batch[i]!.done(new Error(`call_tick failed: ${cut}`));
+    else if (name === undefined || typeof balance !== 'number' || typeof secLeft !== 'number' || bad) batch[i]!.done(malformed('call_tick', rows));
+    else batch[i]!.done(null, { code: name, balance, secLeft, alerts, cut, freshCut });
+  }
+}
+
+export async function callStop(scripts: Scripts, ck: CallKeys, now: number, sec: number, cause: string, ttlSec: number): Promise<StopResult> {
+  const r = tagged('call_stop', await scripts.run('call_stop', [ck.session, ck.id, ck.live, ck.cdr], [now, sec, cause, ttlSec]));
+  if (r[0] === 'err') return { ok: false, reason: str('call_stop', r, 1) };
+  if (r[0] !== 'ok') throw malformed('call_stop', r);
+  return { ok: true, billedSec: num('call_stop', r, 1), cost: num('call_stop', r, 2), balance: num('call_stop', r, 3), record: str('call_stop', r, 4), duplicate: r[5] === 1 };
+}
+
+/** The keys call_reap needs: a session found in a bucket's live set, and its ID's hash. */
+export type ReapKeys = Pick<CallKeys, 'session' | 'id' | 'live' | 'cdr'>;
+
+export async function callReap(scripts: Scripts, k: ReapKeys, now: number, staleBefore: number, ttlSec: number): Promise<ReapResult> {
+  const r = tagged('call_reap', await scripts.run('call_reap', [k.session, k.id, k.live, k.cdr], [now, staleBefore, ttlSec]));
+  if (r[0] === 'skip') return { closed: false };
+  if (r[0] !== 'ok') throw malformed('call_reap', r);
+  return { closed: true, billedSec: num('call_reap', r, 1), cost: num('call_reap', r, 2), balance: num('call_reap', r, 3), record: str('call_reap', r, 4) };
+}

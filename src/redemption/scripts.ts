@@ -1,0 +1,237 @@
+/**
+ * The redemption domain's Lua scripts (lua/scan_claim, redeem, validate and
+ * reverse), one function each: it lays out KEYS and ARGV as the script's header
+ * says and decodes the reply into a named type, so no other file reads a raw
+ * reply. Every call goes through Scripts, which times it (Scripts.timer).
+ */
+import { bucketOfKey, keys } from '../redis/keys';
+import type { Scripts } from '../redis/scripts';
+
+export interface Granted {
+  kind: string;
+  action: string;
+  /** What was taken: entries or uses (1, or 0 for an exit or re-entry), or micro-units for goods. */
+  amount: number;
+  /** What is left: entries, uses or micro-units. */
+  left: number;
+  record?: string;
+  duplicate?: boolean;
+  /** On a retry: the redemption has been reversed since. */
+  reversed?: boolean;
+}
+
+export interface Refusal {
+  reason: string;
+  firstUsed?: { time: number; venue: string; gate: string };
+  valueLeft?: number;
+  validFrom?: number;
+  retryAfter?: number;
+}
+
+/** A scan's answer: from a script, or a refusal the gateway makes without one (throttled, bad_format...). */
+export type Answer = ({ ok: true } & Granted) | ({ ok: false } & Refusal);
+
+/** What a scan asks of an ID, resolved without Redis: the arguments of redeem and validate. */
+export interface ScanTerms {
+  readonly idKey: string;
+  readonly idHash: string;
+  readonly venue: string;
+  readonly gate: string;
+  readonly item: string;
+  readonly qty: number;
+  readonly dir: string;
+  /** Micro-units for goods; -1 when the venue does not sell the item. */
+  readonly amount: number;
+}
+
+/** A scan waiting for its scan key's bucket's next scan_claim. */
+export interface ClaimItem {
+  /** The scan index key, in the claim bucket. */
+  readonly indexKey: string;
+  /** What the index holds for this scan: the ID key, item, quantity and direction. */
+  readonly claimTerms: string;
+}
+
+/** A claimed scan waiting for its ID's bucket's next redeem. */
+export interface RedeemItem {
+  readonly t: ScanTerms;
+  /** The scanner's token name. */
+  readonly scanner: string;
+  readonly scan: string;
+  /** '<scanner>:<scan id>' */
+  readonly scanKey: string;
+}
+
+/** scan_claim's answer for one scan: claimed by this scan now... */
+export const CLAIMED = 0;
+/** ...already claimed with the same terms (a retry)... */
+export const CLAIM_RETRY = 1;
+/** ...or claimed with other terms (scan_conflict). */
+export const CLAIM_TAKEN = 2;
+export type ClaimCode = typeof CLAIMED | typeof CLAIM_RETRY | typeof CLAIM_TAKEN;
+/** scan_claim's code for a key that is not a string. */
+const CLAIM_FAILED = 3;
+
+/** Called once per scan of a batch, in order: with its answer, or with the error that kept it from one. */
+export type EachScan<T, R> = (item: T, err: unknown, r?: R) => void;
+
+/** A reply that is not what the script's header promises: a bug or a damaged key, never an answer. */
+function malformed(script: string, reply: unknown): Error {
+  return new Error(`${script}: unexpected reply ${String(JSON.stringify(reply)).slice(0, 200)}`);
+}
+
+/** A reply that is an array led by its tag ('ok', 'no'). */
+function tagged(script: string, reply: unknown): readonly unknown[] {
+  if (!Array.isArray(reply) || typeof reply[0] !== 'string') throw malformed(script, reply);
+  return reply;
+}
+
+function num(script: string, r: readonly unknown[], i: number): number {
+  const v = r[i];
+  if (typeof v !== 'number') throw malformed(script, r);
+  return v;
+}
+
+function str(script: string, r: readonly unknown[], i: number): string {
+  const v = r[i];
+  if (typeof v !== 'string') throw malformed(script, r);
+  return v;
+}
+
+/**
+ * Claims one claim bucket's scan ids in one scan_claim and hands each scan its
+ * claim, in order, after `settled`.
+ */
+export function scanClaim<T extends ClaimItem>(scripts: Scripts, batch: readonly T[], ttlSec: number, settled: () => void, each: EachScan<T, ClaimCode>): void {
+  const n = batch.length;
+  const call: (string | number)[] = new Array(2 + 2 * n);
+  call[0] = n;
+  call[1 + n] = ttlSec;
+  for (let i = 0; i < n; i++) {
+    call[1 + i] = batch[i]!.indexKey;
+    call[2 + n + i] = batch[i]!.claimTerms;
+  }
+  scripts.runFlat('scan_claim', call).then(
+    (reply) => {
+      settled();
+      if (!Array.isArray(reply) || reply.length < n) {
+        const err = malformed('scan_claim', reply);
+        for (const p of batch) each(p, err);
+        return;
+      }
+      const codes: readonly unknown[] = reply;
+      for (let i = 0; i < n; i++) {
+        const p = batch[i]!;
+        const code = codes[i];
+        if (code === CLAIMED || code === CLAIM_RETRY || code === CLAIM_TAKEN) each(p, undefined, code);
+        else if (code === CLAIM_FAILED) each(p, new Error(`scan_claim failed on ${p.indexKey}`));
+        else each(p, malformed('scan_claim', codes));
+      }
+    },
+    (err: unknown) => {
+      settled();
+      for (const p of batch) each(p, err);
+    },
+  );
+}
+
+/**
+ * Applies one bucket's claimed scans in one redeem and hands each scan its
+ * answer, in order, after `settled`. The call is one array (key count, keys,
+ * arguments) and the reply, eight entries per scan, is read in place.
+ */
+export function redeem<T extends RedeemItem>(scripts: Scripts, bucket: number, batch: readonly T[], now: number, ttlSec: number, settled: () => void, each: EachScan<T, Answer>): void {
+  const n = batch.length;
+  const call: (string | number)[] = new Array(2 + 2 * n + 2 + 9 * n);
+  call[0] = 1 + 2 * n;
+  call[1] = keys.redemptions(bucket);
+  let a = 2 + 2 * n;
+  call[a++] = now;
+  call[a++] = ttlSec;
+  for (let i = 0; i < n; i++) {
+    const p = batch[i]!;
+    const t = p.t;
+    call[2 + 2 * i] = t.idKey;
+    call[3 + 2 * i] = keys.scan(bucket, p.scanKey);
+    call[a++] = t.venue;
+    call[a++] = t.gate;
+    call[a++] = t.item;
+    call[a++] = t.amount;
+    call[a++] = t.qty;
+    call[a++] = t.dir;
+    call[a++] = p.scanner;
+    call[a++] = p.scan;
+    call[a++] = t.idHash;
+  }
+  scripts.runFlat('redeem', call).then(
+    (reply) => {
+      settled();
+      if (!Array.isArray(reply) || reply.length < 8 * n) {
+        const err = malformed('redeem', reply);
+        for (const p of batch) each(p, err);
+        return;
+      }
+      const rows: readonly unknown[] = reply;
+      for (let i = 0; i < n; i++) {
+        const p = batch[i]!;
+        if (rows[8 * i] === 'err') {
+          each(p, new Error(`redeem failed: ${String(rows[8 * i + 1])}`));
+          continue;
+        }
+        let answer: Answer;
+        try {
+          answer = answerAt('redeem', rows, 8 * i);
+        } catch (err) {
+          each(p, err);
+          continue;
+        }
+        each(p, undefined, answer);
+      }
+    },
+    (err: unknown) => {
+      settled();
+      for (const p of batch) each(p, err);
+    },
+  );
+}
+
+/** What a redeem of these terms would answer now, changing nothing. */
+export async function validate(scripts: Scripts, t: ScanTerms, now: number): Promise<Answer> {
+  const r = tagged('validate', await scripts.run('validate', [t.idKey], [now, t.venue, t.gate, t.item, t.amount, t.dir, t.qty]));
+  return answerAt('validate', r, 0);
+}
+
+/** Undoes the redemption recorded under scanKey ('<scanner>:<scan id>') on the ID at idKey. */
+export async function reverse(scripts: Scripts, scanKey: string, idKey: string, now: number, scanner: string, reason: string): Promise<Answer> {
+  const bucket = bucketOfKey(idKey);
+  const r = tagged('reverse', await scripts.run('reverse', [keys.scan(bucket, scanKey), idKey, keys.redemptions(bucket)], [now, scanner, reason]));
+  if (r[0] === 'no') return { ok: false, reason: str('reverse', r, 1) };
+  if (r[0] !== 'ok') throw malformed('reverse', r);
+  return { ok: true, kind: str('reverse', r, 1), action: 'reverse', amount: num('reverse', r, 2), left: num('reverse', r, 3), record: str('reverse', r, 4), duplicate: r[5] === 1 };
+}
+
+/**
+ * The answer at `at` in a redeem or validate reply: 'ok', kind, action, amount,
+ * left[, recordId, duplicate, reversed] or 'no', reason, details... (validate
+ * answers the first five of a grant only).
+ */
+function answerAt(script: string, r: readonly unknown[], at: number): Answer {
+  const tag = r[at];
+  if (tag === 'ok') {
+    const record = r[at + 5];
+    if (record !== undefined && typeof record !== 'string') throw malformed(script, r);
+    return { ok: true, kind: str(script, r, at + 1), action: str(script, r, at + 2), amount: num(script, r, at + 3), left: num(script, r, at + 4), record, duplicate: r[at + 6] === 1, reversed: r[at + 7] === 1 };
+  }
+  if (tag !== 'no') throw malformed(script, r);
+  const reason = str(script, r, at + 1);
+  switch (reason) {
+    case 'already_redeemed':
+      return { ok: false, reason, firstUsed: { time: Number(r[at + 2]), venue: String(r[at + 3]), gate: String(r[at + 4]) } };
+    case 'insufficient_value':
+      return { ok: false, reason, valueLeft: Number(r[at + 2]) };
+    case 'not_yet_valid':
+      return { ok: false, reason, validFrom: Number(r[at + 2]) };
+    default:
+      return { ok: false, reason };
+  }
+}
