@@ -12,16 +12,16 @@ import { Conn, type ConnData } from './connection';
 import { Dispatcher, type Routes } from './dispatch';
 import { authorize, bearer, clientAddress, replyFor, type AuthResult } from './http';
 import { HttpApi } from './http-api';
-import { adminRoutes } from './admin-routes';
-import { scannerHttp, scannerRoutes } from './scanner';
+import { adminRoutes } from './routes/admin';
+import { scannerHttp, scannerRoutes } from './routes/scanner';
 import { Redemption } from '../redemption/service';
 import { CheckLinks } from '../sales/check';
 import { Inventory } from '../sales/inventory';
 import { HttpProvider } from '../sales/provider';
 import { Purchases } from '../sales/purchase';
-import { pageRoutes } from '../pages/routes';
-import { salesRoutes } from './sales-routes';
-import { switchRoutes } from './switch';
+import { pageRoutes } from './routes/pages';
+import { salesRoutes } from './routes/sales';
+import { switchRoutes } from './routes/switch';
 
 export interface Gateway {
   port: number;

@@ -1,14 +1,14 @@
 import { Type } from '@sinclair/typebox';
-import type { Context } from '../app/context';
-import type { CatalogCache } from '../catalog/cache';
-import type { Product } from '../catalog/schema';
-import { compile } from '../protocol/switch';
-import { lookupSale, refundSale } from '../sales/admin';
-import type { Inventory } from '../sales/inventory';
-import { PIN_PATTERN } from '../sales/pin';
-import type { PaymentProvider } from '../sales/provider';
-import type { PurchaseResult, Purchases } from '../sales/purchase';
-import type { ApiResult, HttpApi } from './http-api';
+import type { Context } from '../../app/context';
+import type { CatalogCache } from '../../catalog/cache';
+import type { Product } from '../../catalog/schema';
+import { compile } from '../../protocol/switch';
+import { lookupSale, refundSale } from '../../sales/admin';
+import type { Inventory } from '../../sales/inventory';
+import { PIN_PATTERN } from '../../sales/pin';
+import type { PaymentProvider } from '../../sales/provider';
+import type { PurchaseResult, Purchases } from '../../sales/purchase';
+import type { ApiResult, HttpApi } from '../http-api';
 
 export const PurchaseBody = Type.Object({
   product: Type.String({ maxLength: 64 }),

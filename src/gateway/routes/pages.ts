@@ -1,14 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
-import type { CatalogCache } from '../catalog/cache';
-import type { AccessArea } from '../catalog/schema';
-import { clientAddress, readForm, replyFor, type Reply } from '../gateway/http';
-import { productView } from '../gateway/sales-routes';
-import type { CheckLinks } from '../sales/check';
-import type { Inventory } from '../sales/inventory';
-import type { Purchases } from '../sales/purchase';
-import { duration, html, money, page, type Html } from './html';
+import type { CatalogCache } from '../../catalog/cache';
+import type { AccessArea } from '../../catalog/schema';
+import { clientAddress, readForm, replyFor, type Reply } from '../http';
+import { productView } from './sales';
+import type { CheckLinks } from '../../sales/check';
+import type { Inventory } from '../../sales/inventory';
+import type { Purchases } from '../../sales/purchase';
+import { duration, html, money, page, type Html } from './pages/html';
 
 /**
  * The buyer's pages: buy, result, check (ID + PIN shows the ID again) and

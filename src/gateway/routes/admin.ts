@@ -1,9 +1,9 @@
 import { Type } from '@sinclair/typebox';
-import { activateId, idStatus, setIdState } from '../ledger/ids';
-import type { Context } from '../app/context';
-import { compile } from '../protocol/switch';
-import type { Redemption } from '../redemption/service';
-import type { ApiResult, HttpApi } from './http-api';
+import { activateId, idStatus, setIdState } from '../../ledger/ids';
+import type { Context } from '../../app/context';
+import { compile } from '../../protocol/switch';
+import type { Redemption } from '../../redemption/service';
+import type { ApiResult, HttpApi } from '../http-api';
 
 const ActivateBody = Type.Object({ price: Type.Optional(Type.Integer({ minimum: 0, maximum: 1e15 })), ref: Type.Optional(Type.String({ maxLength: 200 })) });
 const BlockBody = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 200 })) });
