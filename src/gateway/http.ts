@@ -123,3 +123,12 @@ export function authorize(catalog: CatalogCache, token: string, roles: readonly 
   if (!roles.includes(info.role)) return { ok: false, status: 403, reason: 'forbidden', message: `role ${info.role} may not use this endpoint` };
   return { ok: true, token: info };
 }
+
+/**
+ * Authorizes from the cached catalog; a token the cache does not know yet (created
+ * a moment ago, announcement still in flight) is looked up in Redis once.
+ */
+export async function authorizeFresh(catalog: CatalogCache, token: string, roles: readonly Role[]): Promise<AuthResult> {
+  if (token && !catalog.token(token)) await catalog.refreshIfTokenKnown(token).catch(() => undefined);
+  return authorize(catalog, token, roles);
+}

@@ -1,7 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { Context } from '../../app/context';
 import type { CatalogCache } from '../../catalog/cache';
-import type { Product } from '../../catalog/schema';
 import { compile } from '../../protocol/switch';
 import { lookupSale, refundSale } from '../../sales/admin';
 import type { Inventory } from '../../sales/inventory';
@@ -9,6 +8,7 @@ import { PIN_PATTERN } from '../../sales/pin';
 import type { PaymentProvider } from '../../sales/provider';
 import type { PurchaseResult, Purchases } from '../../sales/purchase';
 import type { ApiResult, HttpApi } from '../http-api';
+import { productView } from './product-view';
 
 export const PurchaseBody = Type.Object({
   product: Type.String({ maxLength: 64 }),
@@ -20,21 +20,6 @@ export const PurchaseBody = Type.Object({
 });
 const RefundBody = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 200 })) });
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{8,128}$/;
-
-/** What a buyer sees of a product: price, value, talk time at the plan's base rate, stock. */
-export async function productView(p: Product, catalog: CatalogCache, inventory: Inventory): Promise<Record<string, unknown>> {
-  const view: Record<string, unknown> = { name: p.name, title: p.title ?? p.name, kind: p.kind, price: p.price, currency: p.currency };
-  if (p.kind === 'talk' || p.kind === 'goods') view.face = p.face;
-  if (p.kind === 'talk') {
-    // Talk time at the plan's catch-all rate (prefix ''): what "minutes" usually means on a card.
-    const base = catalog.rateFor(p.plan, '');
-    if (base) view.talkTimeSec = Math.floor(p.face / base.rate);
-  }
-  if (p.kind === 'entry') view.entries = p.entries;
-  if (p.kind === 'service') Object.assign(view, { service: p.service, uses: p.uses });
-  view.available = await inventory.available(p.name);
-  return view;
-}
 
 export function purchaseResult(r: PurchaseResult): ApiResult {
   if (r.ok) {
