@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { CatalogCache } from '../../catalog/cache';
+import { BuyForm } from '../../protocol/sales';
 import type { CheckLinks } from '../../sales/check';
 import type { Inventory } from '../../sales/inventory';
 import type { Purchases } from '../../sales/purchase';
@@ -64,9 +65,9 @@ export function pageRoutes(app: TemplatedApp, d: PageDeps): void {
       const pin = f.get('pin') ?? '';
       const card = (f.get('card') ?? '').replace(/[\s-]/g, '');
       const nonce = f.get('nonce') ?? '';
-      if (!/^[0-9]{4,12}$/.test(pin)) return send(reply, 400, 'Buy', await buy('The PIN must be 4 to 12 digits.'));
-      if (!/^[0-9]{8,19}$/.test(card)) return send(reply, 400, 'Buy', await buy('Please enter the card number (digits only).'));
-      if (!/^[0-9a-f]{32}$/.test(nonce)) return send(reply, 400, 'Buy', await buy('The form expired; please try again.'));
+      if (!BuyForm.pin.test(pin)) return send(reply, 400, 'Buy', await buy('The PIN must be 4 to 12 digits.'));
+      if (!BuyForm.card.test(card)) return send(reply, 400, 'Buy', await buy('Please enter the card number (digits only).'));
+      if (!BuyForm.nonce.test(nonce)) return send(reply, 400, 'Buy', await buy('The form expired; please try again.'));
       const r = await d.purchases.purchase('web', `web/${nonce}`, { product: f.get('product') ?? '', pin, card, cardPin: f.get('cardPin') ?? '' });
       if (!r.ok) {
         // Outcome unknown (card company silent, or still working): the form keeps this purchase's

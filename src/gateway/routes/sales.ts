@@ -1,25 +1,13 @@
-import { Type } from '@sinclair/typebox';
 import type { Context } from '../../app/context';
 import type { CatalogCache } from '../../catalog/cache';
+import { IDEMPOTENCY_KEY, PurchaseBody, RefundBody } from '../../protocol/sales';
 import { compile } from '../../protocol/switch';
 import { lookupSale, refundSale } from '../../sales/admin';
 import type { Inventory } from '../../sales/inventory';
-import { PIN_PATTERN } from '../../sales/pin';
 import type { PaymentProvider } from '../../sales/provider';
 import type { PurchaseResult, Purchases } from '../../sales/purchase';
 import type { ApiResult, HttpApi } from '../http-api';
 import { productView } from './product-view';
-
-export const PurchaseBody = Type.Object({
-  product: Type.String({ maxLength: 64 }),
-  pin: Type.String({ pattern: PIN_PATTERN }),
-  payment: Type.Object({
-    card: Type.String({ pattern: '^[0-9 ]{8,23}$' }),
-    cardPin: Type.String({ maxLength: 12 }),
-  }),
-});
-const RefundBody = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 200 })) });
-const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{8,128}$/;
 
 export function purchaseResult(r: PurchaseResult): ApiResult {
   if (r.ok) {
