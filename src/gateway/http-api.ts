@@ -2,7 +2,8 @@ import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { Role, TokenInfo } from '../catalog/schema';
 import { schemaReason, type Checked } from '../protocol/switch';
-import { failureReason, type Load } from './dispatch';
+import { failureReason } from '../redis/failure';
+import type { Load } from './dispatch';
 import { BodyError, bearer, readJson, replyFor, type AuthResult } from './http';
 
 /**
