@@ -18,18 +18,18 @@ export type Routes = Record<string, Route<any>>;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/**
- * Decodes a frame (one message or an array), validates each message against its
- * op's schema and runs the op's handler. Every failure becomes an `error`
- * message with a stable reason; nothing a client sends closes the connection
- * except frames past the hard size limit, which uWS enforces.
- */
 /** Requests in flight in the whole gateway (all connections, all endpoints). */
 export interface Load {
   inflight: number;
   max: number;
 }
 
+/**
+ * Decodes a frame (one message or an array), validates each message against its
+ * op's schema and runs the op's handler. Every failure becomes an `error`
+ * message with a stable reason; nothing a client sends closes the connection
+ * except frames past the hard size limit, which uWS enforces.
+ */
 export class Dispatcher {
   constructor(
     private readonly routes: Routes,

@@ -1,3 +1,8 @@
+/**
+ * JSON endpoints under /v1/: bearer auth by role, body size limit and schema,
+ * and one table from a refusal's reason to its HTTP status, so every endpoint
+ * answers the same way: 200 with the result, or {error: {reason, message, ...}}.
+ */
 import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { Role, TokenInfo } from '../catalog/schema';
@@ -6,11 +11,6 @@ import { failureReason } from '../redis/failure';
 import type { Load } from './dispatch';
 import { BodyError, bearer, readJson, replyFor, type AuthResult } from './http';
 
-/**
- * JSON endpoints under /v1/: bearer auth by role, body size limit and schema,
- * and one table from a refusal's reason to its HTTP status, so every endpoint
- * answers the same way: 200 with the result, or {error: {reason, message, ...}}.
- */
 /** A refusal may name its own HTTP status (`httpStatus`, not sent); else the table below decides. */
 export type ApiResult = ({ ok: true } & object) | ({ ok: false; reason: string; message?: string; httpStatus?: number } & object);
 

@@ -1,8 +1,8 @@
+/** Small helpers over uWS' HTTP API: JSON in and out, bearer auth, abort-safe async replies. */
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { CatalogCache } from '../catalog/cache';
 import type { Role, TokenInfo } from '../catalog/schema';
 
-/** Small helpers over uWS' HTTP API: JSON in and out, bearer auth, abort-safe async replies. */
 export const STATUS: Record<number, string> = {
   200: '200 OK',
   201: '201 Created',
