@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config';
 import type { Metrics } from '../observability/metrics';
 import { decodeFrame, type Encoding } from '../protocol/codec';
-import { schemaReason, type Checked } from '../protocol/switch';
+import { schemaReason, type Checked } from '../protocol/validator';
+import { failureReason } from '../redis/failure';
 import type { Conn } from './connection';
 
 /** A request handler: gets a schema-checked message, sends what it has to say through `reply`. */
@@ -17,14 +18,10 @@ export type Routes = Record<string, Route<any>>;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** Maps a thrown error to the reason a client sees: Redis trouble is `unavailable`, anything else `internal`. */
-export function failureReason(err: unknown): string {
-  const msg = err instanceof Error ? err.message : String(err);
-  // A cluster in failover answers MOVED until every client has the new slot map: storage trouble too.
-  // So are a cluster client with no node to talk to and a command out of retries (ioredis' own messages).
-  return /Connection|connect|ECONN|timed? ?out|Stream isn't writeable|ETIMEDOUT|CLUSTERDOWN|TRYAGAIN|LOADING|MASTERDOWN|READONLY|OOM|BUSY|MISCONF|Cluster redirections|MOVED|slots cache|Cluster isn't ready|None of startup nodes|max retries per request/i.test(msg)
-    ? 'unavailable'
-    : 'internal';
+/** Requests in flight in the whole gateway (all connections, all endpoints). */
+export interface Load {
+  inflight: number;
+  max: number;
 }
 
 /**
@@ -33,12 +30,6 @@ export function failureReason(err: unknown): string {
  * message with a stable reason; nothing a client sends closes the connection
  * except frames past the hard size limit, which uWS enforces.
  */
-/** Requests in flight in the whole gateway (all connections, all endpoints). */
-export interface Load {
-  inflight: number;
-  max: number;
-}
-
 export class Dispatcher {
   constructor(
     private readonly routes: Routes,

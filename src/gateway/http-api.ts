@@ -1,16 +1,22 @@
-import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
-import type { Logger } from 'pino';
-import type { Role, TokenInfo } from '../catalog/schema';
-import { schemaReason, type Checked } from '../protocol/switch';
-import { failureReason, type Load } from './dispatch';
-import { BodyError, bearer, readJson, replyFor, type AuthResult } from './http';
-
 /**
  * JSON endpoints under /v1/: bearer auth by role, body size limit and schema,
  * and one table from a refusal's reason to its HTTP status, so every endpoint
  * answers the same way: 200 with the result, or {error: {reason, message, ...}}.
  */
-/** A refusal may name its own HTTP status (`httpStatus`, not sent); else the table below decides. */
+import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import type { Logger } from 'pino';
+import type { Role, TokenInfo } from '../catalog/schema';
+import { schemaReason, type Checked } from '../protocol/validator';
+import { failureReason } from '../redis/failure';
+import type { Load } from './dispatch';
+import { BodyError, bearer, readJson, replyFor, type AuthResult } from './http';
+import { messageOf, statusOf } from '../protocol/reasons';
+
+/**
+ * A refusal's HTTP status and default message come from the reasons catalogue
+ * (protocol/reasons.ts); a route may set `httpStatus` (not sent) for a reason
+ * outside it, such as a card company's own decline.
+ */
 export type ApiResult = ({ ok: true } & object) | ({ ok: false; reason: string; message?: string; httpStatus?: number } & object);
 
 export interface ApiArgs<B> {
@@ -24,37 +30,6 @@ export interface ApiArgs<B> {
 /** Stands in for a token on open endpoints; their handlers must not look at it. */
 const PUBLIC: TokenInfo = { name: 'public', role: 'sales', created: 0 };
 
-const STATUS_OF: Record<string, number> = {
-  bad_format: 400,
-  bad_checksum: 400,
-  bad_value: 400,
-  unknown_id: 404,
-  unknown_scan: 404,
-  unknown_item: 404,
-  blocked: 403,
-  wrong_venue: 403,
-  wrong_gate: 403,
-  no_venue: 403,
-  already_active: 409,
-  wrong_product: 409,
-  not_blocked: 409,
-  already_redeemed: 409,
-  already_used: 409,
-  not_sold: 409,
-  out_of_stock: 409,
-  in_progress: 409,
-  idempotency_conflict: 422,
-  missing_idempotency_key: 400,
-  unknown_product: 404,
-  payment_pending: 503,
-  not_member: 402,
-  insufficient_funds: 402,
-  card_invalid: 402,
-  wrong_card_pin: 402,
-  scan_conflict: 409,
-  expired: 410,
-  throttled: 429,
-};
 
 /** A malformed percent-escape is the client's problem: it becomes a value no lookup accepts. */
 function safeDecode(s: string): string {
@@ -89,7 +64,7 @@ export class HttpApi {
     this.app[method](pattern, (res: HttpResponse, req) => {
       // uWS: everything from req is read now, and onAborted is set before any await.
       const reply = replyFor(res);
-      if (this.load.inflight >= this.load.max) return reply.error(503, 'overloaded', 'the gateway is at capacity, retry shortly');
+      if (this.load.inflight >= this.load.max) return reply.error('overloaded');
       this.load.inflight++;
       const tok = bearer(req);
       const idempotencyKey = req.getHeader('idempotency-key');
@@ -99,11 +74,11 @@ export class HttpApi {
       void (async () => {
         try {
           const auth = roles.length === 0 ? ({ ok: true, token: PUBLIC } as const) : await this.authorize(tok, roles);
-          if (!auth.ok) return reply.error(auth.status, auth.reason, auth.message);
+          if (!auth.ok) return reply.error(auth.reason, auth.message);
           const b = await body;
           if (schema && !schema(b)) {
             const { reason, message } = schemaReason(schema.errors);
-            return reply.error(400, reason, message);
+            return reply.error(reason, message);
           }
           const r = await fn({ body: b as B, params, token: auth.token, idempotencyKey });
           if (r.ok) {
@@ -111,14 +86,14 @@ export class HttpApi {
             return reply.json(200, rest);
           }
           const { ok: _ok, reason, message, httpStatus, ...details } = r as { ok: false; reason: string; message?: string; retryAfter?: number; httpStatus?: number };
-          const status = httpStatus ?? STATUS_OF[reason] ?? 422;
+          const status = httpStatus ?? statusOf(reason);
           const headers: Record<string, string> = details.retryAfter ? { 'Retry-After': String(details.retryAfter) } : {};
-          reply.send(status, JSON.stringify({ error: { reason, message: message ?? reason.replace(/_/g, ' '), ...details } }), 'application/json', headers);
+          reply.send(status, JSON.stringify({ error: { reason, message: message ?? messageOf(reason), ...details } }), 'application/json', headers);
         } catch (err) {
-          if (err instanceof BodyError) return reply.error(err.status, err.reason, err.message);
+          if (err instanceof BodyError) return reply.error(err.reason, err.message);
           const reason = failureReason(err);
           if (reason === 'internal') this.log.error({ err }, 'http handler failed');
-          reply.error(reason === 'unavailable' ? 503 : 500, reason, reason === 'unavailable' ? 'storage unavailable, try again' : 'internal error');
+          reply.error(reason);
         } finally {
           this.load.inflight--;
         }

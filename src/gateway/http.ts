@@ -1,8 +1,9 @@
+/** Small helpers over uWS' HTTP API: JSON in and out, bearer auth, abort-safe async replies. */
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { CatalogCache } from '../catalog/cache';
 import type { Role, TokenInfo } from '../catalog/schema';
+import { messageOf, statusOf, type Reason } from '../protocol/reasons';
 
-/** Small helpers over uWS' HTTP API: JSON in and out, bearer auth, abort-safe async replies. */
 export const STATUS: Record<number, string> = {
   200: '200 OK',
   201: '201 Created',
@@ -24,7 +25,8 @@ export interface Reply {
   aborted: boolean;
   send(status: number, body: string, contentType?: string, headers?: Record<string, string>): void;
   json(status: number, body: unknown): void;
-  error(status: number, reason: string, message: string): void;
+  /** `{error: {reason, message}}` with the reason's status from the catalogue. */
+  error(reason: Reason, message?: string): void;
 }
 
 /** Must be called synchronously in the route handler: uWS requires onAborted before any await. */
@@ -34,7 +36,7 @@ export function replyFor(res: HttpResponse): Reply {
     send(status, body, contentType = 'application/json', headers = {}) {
       if (r.aborted) return;
       res.cork(() => {
-        res.writeStatus(STATUS[status] ?? `${status} Status`).writeHeader('Content-Type', contentType);
+        res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType);
         for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
         res.end(body);
       });
@@ -42,8 +44,8 @@ export function replyFor(res: HttpResponse): Reply {
     json(status, body) {
       r.send(status, JSON.stringify(body));
     },
-    error(status, reason, message) {
-      r.json(status, { error: { reason, message } });
+    error(reason, message = messageOf(reason)) {
+      r.json(statusOf(reason), { error: { reason, message } });
     },
   };
   res.onAborted(() => {
@@ -54,13 +56,15 @@ export function replyFor(res: HttpResponse): Reply {
 
 export class BodyError extends Error {
   constructor(
-    readonly status: number,
-    readonly reason: string,
+    readonly reason: Reason,
     message: string,
   ) {
     super(message);
   }
 }
+
+/** The status line uWS writes for a status code. */
+export const statusLine = (status: number): string => STATUS[status] ?? `${status} Status`;
 
 /** Reads the whole body, refusing more than `limit` bytes. */
 export function readBody(res: HttpResponse, limit: number): Promise<string> {
@@ -73,7 +77,7 @@ export function readBody(res: HttpResponse, limit: number): Promise<string> {
       size += chunk.byteLength;
       if (size > limit) {
         failed = true;
-        return reject(new BodyError(413, 'body_too_large', `body exceeds ${limit} bytes`));
+        return reject(new BodyError('body_too_large', `body exceeds ${limit} bytes`));
       }
       // uWS frees the chunk after this callback: copy it.
       chunks.push(Buffer.from(new Uint8Array(chunk)));
@@ -89,7 +93,7 @@ export async function readJson(res: HttpResponse, limit: number): Promise<unknow
   try {
     return JSON.parse(text);
   } catch {
-    throw new BodyError(400, 'bad_json', 'body is not valid JSON');
+    throw new BodyError('bad_json', 'body is not valid JSON');
   }
 }
 
@@ -114,12 +118,21 @@ export function bearer(req: HttpRequest): string {
   return h.startsWith('Bearer ') ? h.slice(7).trim() : '';
 }
 
-export type AuthResult = { ok: true; token: TokenInfo } | { ok: false; status: 401 | 403; reason: string; message: string };
+export type AuthResult = { ok: true; token: TokenInfo } | { ok: false; reason: 'unauthorized' | 'forbidden'; message: string };
 
 export function authorize(catalog: CatalogCache, token: string, roles: readonly Role[]): AuthResult {
-  if (!token) return { ok: false, status: 401, reason: 'unauthorized', message: 'bearer token required' };
+  if (!token) return { ok: false, reason: 'unauthorized', message: 'bearer token required' };
   const info = catalog.token(token);
-  if (!info) return { ok: false, status: 401, reason: 'unauthorized', message: 'unknown token' };
-  if (!roles.includes(info.role)) return { ok: false, status: 403, reason: 'forbidden', message: `role ${info.role} may not use this endpoint` };
+  if (!info) return { ok: false, reason: 'unauthorized', message: 'unknown token' };
+  if (!roles.includes(info.role)) return { ok: false, reason: 'forbidden', message: `role ${info.role} may not use this endpoint` };
   return { ok: true, token: info };
+}
+
+/**
+ * Authorizes from the cached catalog; a token the cache does not know yet (created
+ * a moment ago, announcement still in flight) is looked up in Redis once.
+ */
+export async function authorizeFresh(catalog: CatalogCache, token: string, roles: readonly Role[]): Promise<AuthResult> {
+  if (token && !catalog.token(token)) await catalog.refreshIfTokenKnown(token).catch(() => undefined);
+  return authorize(catalog, token, roles);
 }

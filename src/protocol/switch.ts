@@ -1,8 +1,4 @@
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import type { ErrorObject } from 'ajv';
-import { describeErrors, wireAjv, type Checked } from './validator';
-
-export type { Checked };
+import { Type, type Static } from '@sinclair/typebox';
 
 /** The switch protocol's requests (docs/protocol.md). Extra fields are ignored for forward compatibility. */
 export const Ref = Type.Union([Type.String({ maxLength: 64 }), Type.Integer({ minimum: -(2 ** 53), maximum: 2 ** 53 })]);
@@ -31,14 +27,3 @@ export type StartMsg = Static<typeof StartMsg>;
 export type TickMsg = Static<typeof TickMsg>;
 export type StopMsg = Static<typeof StopMsg>;
 export type PingMsg = Static<typeof PingMsg>;
-
-export function compile<T extends TSchema>(schema: T): Checked<Static<T>> {
-  return wireAjv.compile<Static<T>>(schema) as Checked<Static<T>>;
-}
-
-/** Stable machine-readable reason for the first schema violation. */
-export function schemaReason(errors: ErrorObject[] | null | undefined): { reason: string; message: string } {
-  const first = errors?.[0];
-  const reason = first?.keyword === 'required' ? 'missing_field' : first?.keyword === 'type' ? 'bad_type' : 'bad_value';
-  return { reason, message: describeErrors(errors) };
-}

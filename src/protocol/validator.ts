@@ -1,4 +1,6 @@
+import type { Static, TSchema } from '@sinclair/typebox';
 import Ajv, { type ErrorObject } from 'ajv';
+import type { Reason } from './reasons';
 
 /** A compiled validator: a type guard that leaves its errors behind. */
 export interface Checked<T> {
@@ -20,4 +22,16 @@ export function describeErrors(errors: ErrorObject[] | null | undefined): string
       return `${where} ${e.message ?? 'is invalid'}`;
     })
     .join('; ');
+}
+
+/** A wire schema's validator. */
+export function compile<T extends TSchema>(schema: T): Checked<Static<T>> {
+  return wireAjv.compile<Static<T>>(schema) as Checked<Static<T>>;
+}
+
+/** Stable machine-readable reason for the first schema violation. */
+export function schemaReason(errors: ErrorObject[] | null | undefined): { reason: Reason; message: string } {
+  const first = errors?.[0];
+  const reason = first?.keyword === 'required' ? 'missing_field' : first?.keyword === 'type' ? 'bad_type' : 'bad_value';
+  return { reason, message: describeErrors(errors) };
 }

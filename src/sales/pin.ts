@@ -25,6 +25,3 @@ export async function verifyPin(pin: string, encoded: string): Promise<boolean> 
   const got = await derive(pin, Buffer.from(salt, 'base64'), { N: Number(n), r: Number(r), p: Number(p), maxmem: COST.maxmem });
   return got.length === want.length && timingSafeEqual(got, want);
 }
-
-/** Buyers choose 4 to 12 digits. */
-export const PIN_PATTERN = '^[0-9]{4,12}$';

@@ -1,14 +1,16 @@
-import { Cluster } from 'ioredis';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import Redis, { Cluster } from 'ioredis';
 import MaxRetriesPerRequestError from 'ioredis/built/errors/MaxRetriesPerRequestError';
 import { describe, expect, it } from 'vitest';
 import { Type } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import type { Config } from '../../src/config/config';
 import type { Conn } from '../../src/gateway/connection';
-import { Dispatcher, failureReason, type Routes } from '../../src/gateway/dispatch';
+import { Dispatcher, type Routes } from '../../src/gateway/dispatch';
 import type { Metrics } from '../../src/observability/metrics';
-import { compile } from '../../src/protocol/switch';
+import { compile } from '../../src/protocol/validator';
 import { freePort } from '../../src/redis/embedded';
+import { failureReason } from '../../src/redis/failure';
 
 /**
  * What a client is told when Redis fails: storage trouble is `unavailable`
@@ -36,7 +38,57 @@ describe('failureReason', () => {
   it('a bug is internal', () => {
     expect(failureReason(new TypeError("Cannot read properties of undefined (reading 'x')"))).toBe('internal');
   });
+
+  it('an error reply is unavailable by its code only: a server loading, read-only or out of memory, not a script bug that mentions a timeout', async () => {
+    const replies = {
+      loading: '-LOADING Redis is loading the dataset in memory',
+      readonly: "-READONLY You can't write against a read only replica. script: 756928dd, on @user_script:1.",
+      oom: "-OOM command not allowed when used memory > 'maxmemory'.",
+      busykey: '-BUSYKEY Target key name already exists.',
+      wrongtype: '-WRONGTYPE Operation against a key holding the wrong kind of value',
+      script: "-ERR user_script:1: Script attempted to access nonexistent global variable 'timeout' script: 0b72898c, on @user_script:1.",
+    };
+    const got: Record<string, string> = {};
+    for (const [name, reply] of Object.entries(replies)) {
+      got[name] = failureReason(await withFakeRedis((sock) => sock.write(reply + '\r\n'), (redis) => redis.get('x')));
+    }
+    expect(got).toEqual({ loading: 'unavailable', readonly: 'unavailable', oom: 'unavailable', busykey: 'internal', wrongtype: 'internal', script: 'internal' });
+  });
+
+  it('a command timeout, a connection closed under a command and a refused connection: unavailable', async () => {
+    const timedOut = await withFakeRedis(() => undefined, (redis) => redis.get('x'), { commandTimeout: 50 });
+    expect(timedOut).toMatchObject({ message: 'Command timed out' });
+    expect(failureReason(timedOut)).toBe('unavailable');
+    const closed = await withFakeRedis((sock) => sock.destroy(), (redis) => redis.get('x'));
+    expect(failureReason(closed)).toBe('unavailable');
+    // What ioredis emits when it cannot connect: Node's own error, told by its code.
+    const port = await freePort();
+    const refused = await new Promise<unknown>((resolve) => connect(port, '127.0.0.1').on('error', resolve));
+    expect(refused).toMatchObject({ code: 'ECONNREFUSED' });
+    expect(failureReason(refused)).toBe('unavailable');
+  });
+
+  it('an error reply a batch script relays as text keeps its code', () => {
+    expect(failureReason(new Error("redeem failed: READONLY You can't write against a read only replica."))).toBe('unavailable');
+    expect(failureReason(new Error('call_tick failed: user_script:40: attempt to compare nil with number'))).toBe('internal');
+  });
 });
+
+/** Runs `command` on an ioredis client whose server answers each command with `answer`; resolves to what it threw. */
+async function withFakeRedis(answer: (sock: Socket) => void, command: (redis: Redis) => Promise<unknown>, options: { commandTimeout?: number } = {}): Promise<unknown> {
+  const server: Server = createServer((sock) => sock.on('data', () => answer(sock)));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  // RESP2 and no handshake: the fake answers every command alike.
+  const redis = new Redis(port, '127.0.0.1', { protocol: 2, disableClientInfo: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null, ...options });
+  redis.on('error', () => undefined);
+  try {
+    return await command(redis).then(() => undefined, (err: unknown) => err);
+  } finally {
+    redis.disconnect();
+    await new Promise((resolve) => server.close(resolve));
+  }
+}
 
 describe('Dispatcher', () => {
   it('a callback handler that throws fails its own message, internal, and the messages after it in the frame still run', () => {

@@ -1,10 +1,11 @@
-import type { Metrics } from '../observability/metrics';
-import { RedeemBody, RedeemMsg, ReverseBody, ReverseMsg, StatusMsg, ValidateBody, ValidateMsg } from '../protocol/scanner';
-import { compile, PingMsg } from '../protocol/switch';
-import { granted, grantedInto, refusal } from '../redemption/answers';
-import type { Answer, Redemption } from '../redemption/service';
-import type { Route, Routes } from './dispatch';
-import type { ApiResult, HttpApi } from './http-api';
+import type { Metrics } from '../../observability/metrics';
+import { RedeemBody, RedeemMsg, ReverseBody, ReverseMsg, StatusMsg, ValidateBody, ValidateMsg } from '../../protocol/scanner';
+import { PingMsg } from '../../protocol/switch';
+import { compile } from '../../protocol/validator';
+import { granted, grantedInto, refusal } from '../../redemption/answers';
+import type { Answer, Redemption } from '../../redemption/service';
+import type { Route, Routes } from '../dispatch';
+import type { ApiResult, HttpApi } from '../http-api';
 
 /** What both transports answer: granted fields, or the refusal with its details. */
 function result(a: Answer, item?: string): ApiResult {

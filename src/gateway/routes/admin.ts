@@ -1,14 +1,11 @@
-import { Type } from '@sinclair/typebox';
-import { activateId, idStatus, setIdState } from '../ledger/ids';
-import type { Context } from '../app/context';
-import { compile } from '../protocol/switch';
-import type { Redemption } from '../redemption/service';
-import type { ApiResult, HttpApi } from './http-api';
+import { activateId, idStatus, setIdState } from '../../ledger/ids';
+import type { Context } from '../../app/context';
+import { ActivateBody, BlockBody } from '../../protocol/admin';
+import { compile } from '../../protocol/validator';
+import type { Redemption } from '../../redemption/service';
+import type { ApiResult, HttpApi } from '../http-api';
 
-const ActivateBody = Type.Object({ price: Type.Optional(Type.Integer({ minimum: 0, maximum: 1e15 })), ref: Type.Optional(Type.String({ maxLength: 200 })) });
-const BlockBody = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 200 })) });
-
-/** Operator endpoints on single IDs (the CLI does the same through src/admin). */
+/** Operator endpoints on single IDs (the CLI does the same through src/ledger). */
 export function adminRoutes(api: HttpApi, ctx: Context, redemption: Redemption): void {
   api.post('/v1/admin/ids/:id/activate', ['admin'], compile(ActivateBody), ({ params, body }) =>
     activateId(ctx, params[0], { channel: 'admin', price: body.price, ref: body.ref }),

@@ -1,7 +1,8 @@
-import type { Metering, TickResult } from '../metering/service';
-import type { Metrics } from '../observability/metrics';
-import { compile, PingMsg, StartMsg, StopMsg, TickMsg } from '../protocol/switch';
-import type { Route, Routes } from './dispatch';
+import type { Metering, TickResult } from '../../metering/service';
+import type { Metrics } from '../../observability/metrics';
+import { PingMsg, StartMsg, StopMsg, TickMsg } from '../../protocol/switch';
+import { compile } from '../../protocol/validator';
+import type { Route, Routes } from '../dispatch';
 
 /** The switch protocol's ops (docs/protocol.md) on top of the metering service. */
 export function switchRoutes(metering: Metering, metrics: Metrics): Routes {

@@ -1,0 +1,42 @@
+import type { Context } from '../../app/context';
+import type { CatalogCache } from '../../catalog/cache';
+import { IDEMPOTENCY_KEY, PurchaseBody, RefundBody } from '../../protocol/sales';
+import { compile } from '../../protocol/validator';
+import { lookupSale } from '../../ledger/sale-lookup';
+import { statusOf } from '../../protocol/reasons';
+import { refundSale } from '../../sales/admin';
+import type { Inventory } from '../../sales/inventory';
+import type { PaymentProvider } from '../../sales/provider';
+import type { PurchaseResult, Purchases } from '../../sales/purchase';
+import type { ApiResult, HttpApi } from '../http-api';
+import { productView } from './product-view';
+
+export function purchaseResult(r: PurchaseResult): ApiResult {
+  if (r.ok) {
+    const { ok: _ok, ...sold } = r;
+    return { ok: true, ...sold };
+  }
+  // A reason outside the catalogue is the card company's own decline: 402.
+  return { ok: false, reason: r.reason, message: r.message, httpStatus: statusOf(r.reason, 402) };
+}
+
+/** The sales API: catalog, purchases (Idempotency-Key), access numbers, and the operator's sale tools. */
+export function salesRoutes(api: HttpApi, ctx: Context, catalog: CatalogCache, inventory: Inventory, purchases: Purchases, provider: PaymentProvider): void {
+  api.get('/v1/products', [], async () => ({ ok: true, products: await Promise.all(catalog.products.map((p) => productView(p, catalog, inventory))) }));
+
+  api.post('/v1/purchases', ['sales'], compile(PurchaseBody), async ({ body, idempotencyKey, token }) => {
+    if (!IDEMPOTENCY_KEY.test(idempotencyKey)) return { ok: false, reason: 'missing_idempotency_key', message: 'send an Idempotency-Key header (8 to 128 of A-Z a-z 0-9 . _ : -)' };
+    const r = await purchases.purchase(`api:${token.name}`, `${token.name}/${idempotencyKey}`, {
+      product: body.product,
+      pin: body.pin,
+      card: body.payment.card.replace(/ /g, ''),
+      cardPin: body.payment.cardPin,
+    });
+    return purchaseResult(r);
+  });
+
+  api.get('/v1/access-numbers', [], async () => ({ ok: true, areas: catalog.areas }));
+
+  api.get('/v1/admin/sales/:id', ['admin'], ({ params }) => lookupSale(ctx, params[0]));
+  api.post('/v1/admin/sales/:id/refund', ['admin'], compile(RefundBody), ({ params, body, token }) => refundSale(ctx, provider, params[0], body.reason ?? '', token.name));
+}

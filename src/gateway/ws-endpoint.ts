@@ -1,0 +1,120 @@
+/**
+ * The WebSocket endpoints: who may upgrade (connection limits first, then the
+ * token), the frame and backpressure limits, and the open connections, which
+ * the gateway ends when it shuts down.
+ */
+import uWS, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_socket_context_t, type WebSocket } from 'uWebSockets.js';
+import type { Logger } from 'pino';
+import type { CatalogCache } from '../catalog/cache';
+import type { Role } from '../catalog/schema';
+import type { Config } from '../config/config';
+import type { Metrics } from '../observability/metrics';
+import { Conn, type ConnData } from './connection';
+import { Dispatcher, type Load, type Routes } from './dispatch';
+import { authorize, authorizeFresh, bearer, clientAddress, statusLine, type AuthResult } from './http';
+import { statusOf } from '../protocol/reasons';
+
+export interface WsDeps {
+  cfg: Config;
+  catalog: CatalogCache;
+  metrics: Metrics;
+  log: Logger;
+  /** Shared with the HTTP API: MAX_INFLIGHT_TOTAL bounds both. */
+  load: Load;
+}
+
+export class WsEndpoints {
+  /** Open connections on every endpoint (MAX_CONNECTIONS). */
+  private readonly conns = new Set<Conn>();
+  /** Open connections by client address (MAX_CONNECTIONS_PER_CLIENT). */
+  private readonly perClient = new Map<string, number>();
+
+  constructor(
+    private readonly app: TemplatedApp,
+    private readonly d: WsDeps,
+  ) {}
+
+  /** Serves `routes` at `path` to tokens of `role`. */
+  serve(path: string, role: Role, routes: Routes): void {
+    const { cfg } = this.d;
+    const dispatcher = new Dispatcher(routes, cfg, this.d.metrics, this.d.log, this.d.load);
+    this.app.ws<ConnData>(path, {
+      compression: uWS.DISABLED,
+      // The hard limit: past it uWS closes the connection. Frames between the soft
+      // limit (MAX_FRAME_BYTES) and this get an error and the connection stays up.
+      maxPayloadLength: Math.max(cfg.maxFrameBytes * 4, 1024 * 1024),
+      maxBackpressure: cfg.maxBackpressureBytes,
+      closeOnBackpressureLimit: 1,
+      idleTimeout: cfg.wsIdleTimeoutSec,
+      sendPingsAutomatically: true,
+      upgrade: (res, req, context) => this.upgrade(res, req, context, path, role),
+      open: (ws) => this.opened(ws, path),
+      message: (ws, message, isBinary) => dispatcher.onFrame(ws.getUserData().conn!, message, isBinary),
+      close: (ws) => this.closed(ws, path),
+    });
+  }
+
+  /** Ends every open connection: the gateway is going away (1001). */
+  closeAll(): void {
+    for (const c of this.conns) if (!c.closed) c.ws.end(1001, 'gateway shutting down');
+  }
+
+  private upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t, path: string, role: Role): void {
+    const { cfg, catalog, metrics } = this.d;
+    // Headers must be read before any await: uWS reuses req afterwards.
+    const tok = bearer(req) || new URLSearchParams(req.getQuery() ?? '').get('token') || '';
+    const client = clientAddress(res, req, cfg.trustProxy);
+    // Refused before the token is even looked at: a flood must cost us as little as possible.
+    const full = this.conns.size >= cfg.maxConnections ? 'the gateway' : (this.perClient.get(client) ?? 0) >= cfg.maxConnectionsPerClient ? 'this client' : '';
+    if (full) {
+      metrics.event('upgrade', 'too_many_connections');
+      res.writeStatus(statusLine(statusOf('too_many_connections'))).writeHeader('Content-Type', 'application/json')
+        .end(JSON.stringify({ error: { reason: 'too_many_connections', message: `${full} has as many connections as it may` } }));
+      return;
+    }
+    const key = req.getHeader('sec-websocket-key');
+    const protocol = req.getHeader('sec-websocket-protocol');
+    const extensions = req.getHeader('sec-websocket-extensions');
+    const finish = (auth: AuthResult): void => {
+      if (!auth.ok) {
+        metrics.event('upgrade', auth.reason);
+        res.writeStatus(statusLine(statusOf(auth.reason)))
+          .writeHeader('Content-Type', 'application/json')
+          .end(JSON.stringify({ error: { reason: auth.reason, message: auth.message } }));
+        return;
+      }
+      res.upgrade<ConnData>({ token: auth.token, path, client }, key, protocol, extensions, context);
+    };
+    // A token the cache knows is upgraded here and now. The async path is only for a token
+    // created a moment ago, and it upgrades uncorked: uWS' cork() after an async upgrade can
+    // misread the reallocated socket and close the new WebSocket right after open
+    // (uNetworking/uWebSockets#1928, fixed upstream in #1929, not in the build we pin).
+    if (!tok || catalog.token(tok)) return finish(authorize(catalog, tok, [role]));
+    let aborted = false;
+    res.onAborted(() => (aborted = true));
+    void authorizeFresh(catalog, tok, [role]).then((auth) => {
+      if (aborted) return;
+      if (auth.ok) finish(auth);
+      else res.cork(() => finish(auth));
+    });
+  }
+
+  private opened(ws: WebSocket<ConnData>, path: string): void {
+    const data = ws.getUserData();
+    data.conn = new Conn(ws, data.token);
+    this.conns.add(data.conn);
+    this.perClient.set(data.client, (this.perClient.get(data.client) ?? 0) + 1);
+    this.d.metrics.connections.inc({ path });
+  }
+
+  private closed(ws: WebSocket<ConnData>, path: string): void {
+    const conn = ws.getUserData().conn!;
+    conn.closed = true;
+    this.conns.delete(conn);
+    const client = ws.getUserData().client;
+    const left = (this.perClient.get(client) ?? 1) - 1;
+    if (left > 0) this.perClient.set(client, left);
+    else this.perClient.delete(client);
+    this.d.metrics.connections.dec({ path });
+  }
+}

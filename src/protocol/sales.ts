@@ -1,0 +1,33 @@
+/** Requests of the sales API (docs/sales.md) and the buy page's form. */
+import { Type, type Static } from '@sinclair/typebox';
+
+/** Buyers choose 4 to 12 digits. Unanchored, as an HTML form's `pattern` wants it. */
+export const PIN_DIGITS = '[0-9]{4,12}';
+export const PIN_PATTERN = `^${PIN_DIGITS}$`;
+
+export const PurchaseBody = Type.Object({
+  product: Type.String({ maxLength: 64 }),
+  pin: Type.String({ pattern: PIN_PATTERN }),
+  payment: Type.Object({
+    card: Type.String({ pattern: '^[0-9 ]{8,23}$' }),
+    cardPin: Type.String({ maxLength: 12 }),
+  }),
+});
+export const RefundBody = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 200 })) });
+
+/** The Idempotency-Key header a purchase must carry. */
+export const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{8,128}$/;
+
+/**
+ * The buy page's form (POST /buy), checked field by field so the page can say
+ * which one is wrong: the card number once its spaces and dashes are gone, and
+ * the form's nonce (one purchase per form).
+ */
+export const BuyForm = {
+  pin: new RegExp(PIN_PATTERN),
+  card: /^[0-9]{8,19}$/,
+  nonce: /^[0-9a-f]{32}$/,
+} as const;
+
+export type PurchaseBody = Static<typeof PurchaseBody>;
+export type RefundBody = Static<typeof RefundBody>;
