@@ -7,8 +7,9 @@ import { readCatalog } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { checkId, generateId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
-import { cli, cliEnv, harnessFile, lines, setEnv, type CliRun } from '../helpers/cli';
-import { Client, gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../helpers/env';
+import { cli, cliEnv, harnessFile, lines, setEnv, type CliRun } from '../support/cli';
+import { gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { Client } from '../support/ws-client';
 
 /**
  * The operator CLI, run in-process through runCli against the harness Redis:

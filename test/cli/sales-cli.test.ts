@@ -9,8 +9,9 @@ import { readCatalog } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { checkId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
-import { cli, cliEnv, harnessFile, lines, setEnv } from '../helpers/cli';
-import { Client, gateway, mint, seedCatalog, startHarness, talkProduct, token, type Harness } from '../helpers/env';
+import { cli, cliEnv, harnessFile, lines, setEnv } from '../support/cli';
+import { gateway, mint, seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { Client } from '../support/ws-client';
 
 /**
  * The sales commands of the operator CLI: access numbers, sale lookup and

@@ -16,10 +16,11 @@ import { mintIds } from '../../src/ids/mint';
 import { createLogger } from '../../src/observability/log';
 import { freeClusterBase } from '../../src/redis/embedded';
 import { DEMO_MEMBERS, Sandbox } from '../../src/sandbox/server';
-import { cli, setEnv } from '../helpers/cli';
-import { Client, STD_RATES, talkProduct, TEST_SECRET } from '../helpers/env';
-import { http } from '../redemption/util';
-import { newKey, purchaseBody } from '../sales/util';
+import { cli, setEnv } from '../support/cli';
+import { STD_RATES, talkProduct, TEST_SECRET } from '../support/harness';
+import { jsonCall } from '../support/http';
+import { Client } from '../support/ws-client';
+import { newKey, purchaseBody } from '../sales/fixtures';
 
 /**
  * Every feature on a real Redis Cluster (3 primaries, 3 replicas started by
@@ -170,11 +171,11 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
   it('redemption: a retry returns the first answer, a reversal gives the value back once', async () => {
     const [wallet] = await sold(WALLET, 1);
     const tok = (await createToken(ctx.redis, { name: 'scn-c', role: 'scanner', venue: 'arena' })).token;
-    const first = await http(g1.port, 'POST', '/v1/redeem', tok, { scan: 'scan-1', id: wallet, item: 'beer' });
+    const first = await jsonCall(g1, 'POST', '/v1/redeem', { token: tok, body: { scan: 'scan-1', id: wallet, item: 'beer' } });
     expect(first).toEqual({ status: 200, json: { kind: 'goods', action: 'spend', amount: 4_500_000, item: 'beer', valueLeft: 5_500_000 } });
-    expect(await http(g2.port, 'POST', '/v1/redeem', tok, { scan: 'scan-1', id: wallet, item: 'beer' })).toMatchObject({ status: 200, json: { valueLeft: 5_500_000, duplicate: true } });
-    expect(await http(g2.port, 'POST', '/v1/reverse', tok, { scan: 'scan-1' })).toMatchObject({ status: 200, json: { action: 'reverse', valueLeft: 10_000_000 } });
-    expect(await http(g1.port, 'POST', '/v1/reverse', tok, { scan: 'scan-1' })).toMatchObject({ status: 200, json: { valueLeft: 10_000_000, duplicate: true } });
+    expect(await jsonCall(g2, 'POST', '/v1/redeem', { token: tok, body: { scan: 'scan-1', id: wallet, item: 'beer' } })).toMatchObject({ status: 200, json: { valueLeft: 5_500_000, duplicate: true } });
+    expect(await jsonCall(g2, 'POST', '/v1/reverse', { token: tok, body: { scan: 'scan-1' } })).toMatchObject({ status: 200, json: { action: 'reverse', valueLeft: 10_000_000 } });
+    expect(await jsonCall(g1, 'POST', '/v1/reverse', { token: tok, body: { scan: 'scan-1' } })).toMatchObject({ status: 200, json: { valueLeft: 10_000_000, duplicate: true } });
   });
 
   it('a purchase through the card company, then the audit balances every ID', async () => {

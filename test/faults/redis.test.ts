@@ -13,8 +13,9 @@ import { Sandbox } from '../../src/sandbox/server';
 import { activateId } from '../../src/admin/ids';
 import { mintIds } from '../../src/ids/mint';
 import { createToken } from '../../src/catalog/store';
-import { runCliIn } from '../helpers/cli';
-import { Client, STD_RATES, talkProduct, TEST_SECRET } from '../helpers/env';
+import { runCliIn } from '../support/cli';
+import { STD_RATES, talkProduct, TEST_SECRET } from '../support/harness';
+import { Client } from '../support/ws-client';
 
 /**
  * Redis faults, with the persistence production uses (AOF, appendfsync

@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/redis/embedded';
-import { runCliIn } from '../helpers/cli';
-import { Client, seedCatalog, soldIds, startHarness, talkProduct, token, TEST_SECRET, type Harness } from '../helpers/env';
+import { runCliIn } from '../support/cli';
+import { seedCatalog, soldIds, startHarness, talkProduct, TEST_SECRET, token, type Harness } from '../support/harness';
+import { Client } from '../support/ws-client';
 
 /**
  * `npm start -- --workers 2`: two gateway processes on one port. A worker

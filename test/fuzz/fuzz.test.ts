@@ -7,8 +7,8 @@ import { pack, unpack } from 'msgpackr';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
-import { loadRedemptionCatalog } from '../redemption/util';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { loadRedemptionCatalog } from '../redemption/fixtures';
 
 /**
  * Hostile input, for a bounded time per endpoint: random bytes, random

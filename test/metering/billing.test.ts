@@ -1,11 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness, type Msg } from '../helpers/env';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { bucketOf, idFields } from '../support/redis';
+import { sleep } from '../support/wait';
+import { Client, type Msg } from '../support/ws-client';
+import { cdrsOf, connectSwitch, msgs, newCall, range, sendTicks, sessionKey } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
 import type { Product } from '../../src/catalog/schema';
 import { putPlans } from '../../src/catalog/store';
 import { setIdState } from '../../src/admin/ids';
 import { keys } from '../../src/redis/keys';
-import { bucketOf, cdrsOf, connectSwitch, idFields, msgs, newCall, range, sendTicks, sessionKey, sleep } from './util';
 
 /**
  * Per-second billing against real Redis through real switch sockets: exact

@@ -5,15 +5,18 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pack } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, gateway, sameBucketIds, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness, type Msg } from '../helpers/env';
-import { sample, Wire } from '../protocol/wire';
+import { gateway, sameBucketIds, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { sample } from '../support/metrics';
+import { bucketOf, idFields, idKeyOf } from '../support/redis';
+import { sleep, until } from '../support/wait';
+import { Client, Wire, type Msg } from '../support/ws-client';
+import { cdrsOf, connectSwitch, msgs, newCall, range, sessionKey } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
 import type { Product } from '../../src/catalog/schema';
 import { setIdState } from '../../src/admin/ids';
 import { resolveSecret } from '../../src/app/secret';
 import { loadConfig } from '../../src/config/config';
 import { keys } from '../../src/redis/keys';
-import { bucketOf, cdrsOf, connectSwitch, idFields, idKeyOf, msgs, newCall, range, sessionKey, sleep, until } from './util';
 
 /**
  * Follow-ups to the metering core: ring grace before reaping, cut-off for ticks

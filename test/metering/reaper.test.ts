@@ -1,8 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness, type Msg } from '../helpers/env';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { bucketOf, idFields } from '../support/redis';
+import { sleep, until } from '../support/wait';
+import { Client, type Msg } from '../support/ws-client';
+import { cdrsOf, connectSwitch, newCall, sessionKey } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
-import { bucketOf, cdrsOf, connectSwitch, idFields, newCall, sessionKey, sleep, until } from './util';
 
 /**
  * Stale calls: a switch that goes quiet has its calls closed by the reaper,

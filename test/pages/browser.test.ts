@@ -5,7 +5,7 @@ import type { Page } from 'playwright-core';
 import { putAccess } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
-import { gateway, mint, seedCatalog, startHarness, talkProduct, type Harness } from '../helpers/env';
+import { gateway, mint, seedCatalog, startHarness, talkProduct, type Harness } from '../support/harness';
 import { ensureChromium, follow, launchPhone, layout, PHONE, scriptsAreOff, submit, text, type Phone } from './browser';
 
 /**

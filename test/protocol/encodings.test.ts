@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { Client, upgrade, Wire, type Got } from '../support/ws-client';
 import type { Gateway } from '../../src/gateway/server';
-import { upgrade, Wire, type Got } from './wire';
 
 /**
  * The switch wire format: MessagePack in binary frames, JSON in text frames,

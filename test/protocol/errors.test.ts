@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness, type Msg } from '../helpers/env';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { Wire, type Got, type Msg } from '../support/ws-client';
 import type { Gateway } from '../../src/gateway/server';
 import { pack } from 'msgpackr';
-import { Wire, type Got } from './wire';
 
 /**
  * Bad frames and bad messages: each gets `error` with a stable reason (ref and

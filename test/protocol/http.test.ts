@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
+import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { sample } from '../support/metrics';
+import { Client } from '../support/ws-client';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
-import { sample } from './wire';
 
 /** The gateway's HTTP side: health, readiness, Prometheus metrics and the admin ID endpoints. */
 let h: Harness;

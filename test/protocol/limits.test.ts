@@ -3,7 +3,7 @@ import Redis from 'ioredis';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
-import { gateway, seedCatalog, startHarness, token, type Harness } from '../helpers/env';
+import { gateway, seedCatalog, startHarness, token, type Harness } from '../support/harness';
 
 /**
  * Limits against floods and slow clients: WebSocket connections per gateway

@@ -5,25 +5,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { putItems, putProducts, readCatalog } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
-import { cli, cliEnv, harnessFile, lines, setEnv } from '../helpers/cli';
-import { gateway, seedCatalog, soldIds, startHarness, type Harness } from '../helpers/env';
-import {
-  allRecords,
-  balanceOf,
-  DAY,
-  hashOf,
-  loadRedemptionCatalog,
-  PRICE,
-  recordsOf,
-  Scanner,
-  scannerToken,
-  until,
-  uniq,
-  VENUE,
-  WALLET_FACE,
-  type Catalog,
-  type Rec,
-} from './util';
+import { cli, cliEnv, harnessFile, lines, setEnv } from '../support/cli';
+import { gateway, seedCatalog, soldIds, startHarness, uniq, type Harness } from '../support/harness';
+import { balanceOf, hashOf } from '../support/redis';
+import { until } from '../support/wait';
+import { Scanner } from '../support/ws-client';
+import { allRecords, DAY, loadRedemptionCatalog, PRICE, recordsOf, scannerToken, VENUE, WALLET_FACE, type Catalog, type Rec } from './fixtures';
 
 /**
  * What redemption leaves behind: one record per redemption and reversal in the

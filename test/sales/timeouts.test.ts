@@ -1,11 +1,12 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
-import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../helpers/env';
+import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
+import { hashOf } from '../support/redis';
+import { sleep } from '../support/wait';
 import {
   addMember,
   buy,
   commissionOf,
-  hashOf,
   inventoryHashes,
   newKey,
   NO_FAULTS,
@@ -16,10 +17,9 @@ import {
   reservations,
   saleRecords,
   setFaults,
-  sleep,
   stock,
   usedCredit,
-} from './util';
+} from './fixtures';
 
 /**
  * The card company does not answer: the purchase says payment_pending (503),
