@@ -9,6 +9,7 @@ import { checkId, generateId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
 import { cli, cliEnv, harnessFile, lines, setEnv, type CliRun } from '../support/cli';
 import { gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { sleep } from '../support/wait';
 import { Client } from '../support/ws-client';
 
 /**
@@ -300,7 +301,7 @@ describe('tokens', () => {
       try {
         const again = await Client.connect(gw.port, created.token);
         await again.close();
-        await new Promise((res) => setTimeout(res, 50));
+        await sleep(50);
       } catch (e) {
         status = (e as { status?: number }).status ?? -1;
         break;

@@ -19,6 +19,7 @@ import { DEMO_MEMBERS, Sandbox } from '../../src/sandbox/server';
 import { cli, setEnv } from '../support/cli';
 import { STD_RATES, talkProduct, TEST_SECRET } from '../support/harness';
 import { jsonCall } from '../support/http';
+import { sleep } from '../support/wait';
 import { Client } from '../support/ws-client';
 import { newKey, purchaseBody } from '../sales/fixtures';
 
@@ -162,7 +163,7 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
       for (let i = 0; i < 100 && !names.includes('talk-new'); i++) {
         const r = await fetch(`http://127.0.0.1:${g.port}/v1/products`, { headers: { Authorization: `Bearer ${tok}` } });
         names = ((await r.json()) as { products: { name: string }[] }).products.map((p) => p.name);
-        if (!names.includes('talk-new')) await new Promise((r) => setTimeout(r, 20));
+        if (!names.includes('talk-new')) await sleep(20);
       }
       expect(names).toContain('talk-new');
     }
@@ -205,7 +206,7 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
       for (const [i, id] of ids.entries()) expect(await c.request({ op: 'start', ref: `fs${i}`, call: `f${i}`, id, dest: '4912345' })).toMatchObject({ op: 'started' });
       for (const i of ids.keys()) expect(await c.request({ op: 'tick', ref: `ft${i}`, call: `f${i}`, sec: 3 })).toMatchObject({ op: 'ticked' });
       // Let replication catch up (it is asynchronous), then kill the first primary.
-      await new Promise((r) => setTimeout(r, 300));
+      await sleep(300);
       const primary = (ctx.redis as Cluster).nodes('master')[0]!;
       const pid = Number(/process_id:(\d+)/.exec((await primary.info('server')) as string)![1]);
       process.kill(pid, 'SIGKILL');
@@ -221,7 +222,7 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
           if (r.op === 'ticked') pending.delete(i);
           else expect(r).toMatchObject({ op: 'error', reason: 'unavailable' });
         }
-        if (pending.size > 0) await new Promise((r) => setTimeout(r, 250));
+        if (pending.size > 0) await sleep(250);
       }
       expect([...pending]).toEqual([]);
       for (const i of ids.keys()) {

@@ -8,7 +8,7 @@ import { keys } from '../../src/redis/keys';
 import { cli, cliEnv, harnessFile, lines, setEnv } from '../support/cli';
 import { gateway, seedCatalog, soldIds, startHarness, uniq, type Harness } from '../support/harness';
 import { balanceOf, hashOf } from '../support/redis';
-import { until } from '../support/wait';
+import { sleep, until } from '../support/wait';
 import { Scanner } from '../support/ws-client';
 import { allRecords, DAY, loadRedemptionCatalog, PRICE, recordsOf, scannerToken, VENUE, WALLET_FACE, type Catalog, type Rec } from './fixtures';
 
@@ -157,9 +157,9 @@ describe('export redemptions', () => {
     const s = await Scanner.connect(gw.port, (await scannerToken(h)).tok);
     const id = await sold(cat.ticket3);
     await s.redeem({ scan: uniq(), id });
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
     const mid = Date.now();
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
     const late = uniq('late');
     await s.redeem({ scan: late, id });
     await s.close();

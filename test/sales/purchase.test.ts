@@ -6,6 +6,7 @@ import { keys } from '../../src/redis/keys';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
 import { http } from '../support/http';
 import { hashOf, idFields } from '../support/redis';
+import { sleep } from '../support/wait';
 import {
   addMember,
   badLuhn,
@@ -286,7 +287,7 @@ describe('idempotent retries', () => {
     const key = newKey('busy');
     await setFaults(h, { latencyMs: 400 });
     const first = buy(gw, salesTok, key, 'talk-i', m);
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
     const during = await buy(gw, salesTok, key, 'talk-i', m);
     expect(during.status).toBe(409);
     expect(during.json).toEqual({ error: { reason: 'in_progress', message: 'this purchase is being processed; retry shortly' } });
