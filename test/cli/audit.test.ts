@@ -1,3 +1,9 @@
+/**
+ * `tessera audit`: value sold = balance + calls + redemptions + refunds, for
+ * every ID, from Redis alone. A day of mixed traffic balances; a balance or a
+ * record changed behind Tessera's back is reported with the ID and the
+ * difference, and the exit code says so.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditReport } from '../../src/admin/audit';
 import { keys } from '../../src/redis/keys';
@@ -12,12 +18,6 @@ import { type Client } from '../support/ws-client';
 import { connectSwitch, newCall } from '../metering/fixtures';
 import { loadRedemptionCatalog, PRICE, scannerToken, WALLET_FACE, type Catalog } from '../redemption/fixtures';
 
-/**
- * `tessera audit`: value sold = balance + calls + redemptions + refunds, for
- * every ID, from Redis alone. A day of mixed traffic balances; a balance or a
- * record changed behind Tessera's back is reported with the ID and the
- * difference, and the exit code says so.
- */
 let h: Harness;
 let gw: Gateway;
 let sw: Client;

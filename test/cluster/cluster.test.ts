@@ -1,3 +1,10 @@
+/**
+ * Every feature on a real Redis Cluster (3 primaries, 3 replicas started by
+ * deploy/cluster/local-cluster.sh) with no code change, only REDIS_CLUSTER:
+ * calls started on one gateway and ticked and stopped on another, a catalog
+ * change reaching both, redemption with a retry and a reversal, a purchase
+ * through the card company, export and the audit from the CLI.
+ */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createConnection } from 'node:net';
@@ -23,13 +30,6 @@ import { sleep } from '../support/wait';
 import { Client } from '../support/ws-client';
 import { newKey, purchaseBody } from '../sales/fixtures';
 
-/**
- * Every feature on a real Redis Cluster (3 primaries, 3 replicas started by
- * deploy/cluster/local-cluster.sh) with no code change, only REDIS_CLUSTER:
- * calls started on one gateway and ticked and stopped on another, a catalog
- * change reaching both, redemption with a retry and a reversal, a purchase
- * through the card company, export and the audit from the CLI.
- */
 const SCRIPT = resolve(__dirname, '../../deploy/cluster/local-cluster.sh');
 const PASSWORD = 'cluster-test-password';
 const run = promisify(execFile);

@@ -1,3 +1,12 @@
+/**
+ * Redis faults, with the persistence production uses (AOF, appendfsync
+ * everysec): Redis frozen for 5 s (the gateway answers `unavailable` within
+ * REDIS_TIMEOUT_MS, never hangs, and carries on by itself, billing the call by
+ * the seconds the switch reports), and Redis killed with SIGKILL and started
+ * again on its data (everything acknowledged more than the fsync second before
+ * the kill is there). That last test's audit covers every ID of the file, so it
+ * checks the faults before it too.
+ */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,15 +27,6 @@ import { STD_RATES, talkProduct, TEST_SECRET } from '../support/harness';
 import { sleep } from '../support/wait';
 import { Client } from '../support/ws-client';
 
-/**
- * Redis faults, with the persistence production uses (AOF, appendfsync
- * everysec): Redis frozen for 5 s (the gateway answers `unavailable` within
- * REDIS_TIMEOUT_MS, never hangs, and carries on by itself, billing the call by
- * the seconds the switch reports), and Redis killed with SIGKILL and started
- * again on its data (everything acknowledged more than the fsync second before
- * the kill is there). That last test's audit covers every ID of the file, so it
- * checks the faults before it too.
- */
 const TALK = talkProduct({ name: 'talk-f', face: 10_000_000, price: 10_000_000, thresholds: [] });
 const DEST = '4912345'; // 100 micro-units a second
 const TIMEOUT_MS = 400;

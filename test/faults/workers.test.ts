@@ -1,3 +1,10 @@
+/**
+ * `npm start -- --workers 2`: two gateway processes on one port. A worker
+ * killed with SIGKILL in the middle of 1,000 live calls: the switch connections
+ * it held drop, reconnect (to whichever worker the kernel picks), and every
+ * call goes on and is billed exactly what the switch measured; the dead worker
+ * is replaced; the audit balances; SIGTERM stops them all.
+ */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,13 +16,6 @@ import { seedCatalog, soldIds, startHarness, talkProduct, TEST_SECRET, token, ty
 import { until } from '../support/wait';
 import { Client } from '../support/ws-client';
 
-/**
- * `npm start -- --workers 2`: two gateway processes on one port. A worker
- * killed with SIGKILL in the middle of 1,000 live calls: the switch connections
- * it held drop, reconnect (to whichever worker the kernel picks), and every
- * call goes on and is billed exactly what the switch measured; the dead worker
- * is replaced; the audit balances; SIGTERM stops them all.
- */
 const ROOT = resolve(__dirname, '../..');
 const TALK = talkProduct({ name: 'talk-w', face: 10_000_000, price: 10_000_000, thresholds: [] });
 const DEST = '4912345'; // 100 micro-units a second

@@ -1,3 +1,9 @@
+/**
+ * Per-second billing against real Redis through real switch sockets: exact
+ * debits, thresholds, cut-off, connection fees, idempotent ticks and stops,
+ * concurrent calls on one ID, blocks mid-call, large amounts, and the answer
+ * time a call detail record gives.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { bucketOf, idFields } from '../support/redis';
@@ -10,12 +16,6 @@ import { putPlans } from '../../src/catalog/store';
 import { setIdState } from '../../src/admin/ids';
 import { keys } from '../../src/redis/keys';
 
-/**
- * Per-second billing against real Redis through real switch sockets: exact
- * debits, thresholds, cut-off, connection fees, idempotent ticks and stops,
- * concurrent calls on one ID, blocks mid-call, large amounts, and the answer
- * time a call detail record gives.
- */
 let h: Harness;
 let gw: Gateway;
 let c: Client;

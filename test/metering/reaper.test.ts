@@ -1,3 +1,10 @@
+/**
+ * Stale calls: a switch that goes quiet has its calls closed by the reaper,
+ * billed up to the last tick, with the concurrency slot freed and a record
+ * written; a later stop from the switch answers that same record. A call
+ * still ringing (never ticked) is left until the ring timeout, and a tick on a
+ * reaped call is told to cut off.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { bucketOf, idFields } from '../support/redis';
@@ -7,13 +14,6 @@ import { cdrsOf, connectSwitch, msgs, newCall, sessionKey } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
 
-/**
- * Stale calls: a switch that goes quiet has its calls closed by the reaper,
- * billed up to the last tick, with the concurrency slot freed and a record
- * written; a later stop from the switch answers that same record. A call
- * still ringing (never ticked) is left until the ring timeout, and a tick on a
- * reaped call is told to cut off.
- */
 let h: Harness;
 const DEST = '4912345'; // 100 micro/s, no fee
 const DEST449 = '4491234'; // 1000 micro/s + 5000 fee

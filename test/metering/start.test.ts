@@ -1,3 +1,7 @@
+/**
+ * call_start admission against real Redis: every refusal reason,
+ * duplicate starts, and call id conflicts.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
 import { bucketOf, idFields, idKeyOf } from '../support/redis';
@@ -7,10 +11,6 @@ import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
 import { activateId, setIdState } from '../../src/admin/ids';
 
-/**
- * call_start admission against real Redis: every refusal reason of issue 2,
- * duplicate starts, and call id conflicts.
- */
 let h: Harness;
 let gw: Gateway;
 let c: Client;

@@ -1,3 +1,8 @@
+/**
+ * The switch wire format: MessagePack in binary frames, JSON in text frames,
+ * one schema, the reply in the request's encoding, one frame carrying one
+ * message or an array of them; the bearer token checked at upgrade.
+ */
 import { pack } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
@@ -5,11 +10,6 @@ import { idFields } from '../support/redis';
 import { Client, upgrade, Wire, type Got } from '../support/ws-client';
 import type { Gateway } from '../../src/gateway/server';
 
-/**
- * The switch wire format: MessagePack in binary frames, JSON in text frames,
- * one schema, the reply in the request's encoding, one frame carrying one
- * message or an array of them; the bearer token checked at upgrade.
- */
 let h: Harness;
 let gw: Gateway;
 let tok: string;

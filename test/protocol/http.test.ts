@@ -1,3 +1,4 @@
+/** The gateway's HTTP side: health, readiness, Prometheus metrics and the admin ID endpoints. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { http, type Res } from '../support/http';
@@ -8,7 +9,6 @@ import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
 
-/** The gateway's HTTP side: health, readiness, Prometheus metrics and the admin ID endpoints. */
 let h: Harness;
 let gw: Gateway;
 let base: string;

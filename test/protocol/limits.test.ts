@@ -1,3 +1,9 @@
+/**
+ * Limits against floods and slow clients: WebSocket connections per gateway
+ * and per client address, HTTP requests in flight (MAX_INFLIGHT_TOTAL, shared
+ * with the WebSocket endpoints), and uWS's own 10 s deadline on a request whose
+ * headers or body trickle in (slow-loris).
+ */
 import { connect } from 'node:net';
 import Redis from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -6,12 +12,6 @@ import { gateway, seedCatalog, startHarness, token, type Harness } from '../supp
 import { sleep } from '../support/wait';
 import { WsClient, type UpgradeRefused } from '../support/ws-client';
 
-/**
- * Limits against floods and slow clients: WebSocket connections per gateway
- * and per client address, HTTP requests in flight (MAX_INFLIGHT_TOTAL, shared
- * with the WebSocket endpoints), and uWS's own 10 s deadline on a request whose
- * headers or body trickle in (slow-loris).
- */
 let h: Harness;
 let tok: string;
 beforeAll(async () => {

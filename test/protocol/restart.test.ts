@@ -1,14 +1,14 @@
+/**
+ * The gateway keeps nothing that matters: a call started on one copy goes on
+ * through another (after a restart, or concurrently), found through the call
+ * index in Redis, billed exactly once per second, closed with one record.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { Client } from '../support/ws-client';
 import type { Gateway } from '../../src/gateway/server';
 import { idStatus } from '../../src/admin/ids';
 
-/**
- * The gateway keeps nothing that matters: a call started on one copy goes on
- * through another (after a restart, or concurrently), found through the call
- * index in Redis, billed exactly once per second, closed with one record.
- */
 let h: Harness;
 const open: Gateway[] = [];
 beforeAll(async () => {

@@ -1,3 +1,8 @@
+/**
+ * Every answer of the scanner protocol, over a real
+ * /v1/scanner socket against a real Redis: what `ok` grants for each kind of
+ * product, and each refusal with the details a gate screen shows.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { activateId, setIdState } from '../../src/admin/ids';
 import type { Gateway } from '../../src/gateway/server';
@@ -7,11 +12,6 @@ import { balanceOf, idFields, idKeyOf } from '../support/redis';
 import { Scanner } from '../support/ws-client';
 import { DAY, loadRedemptionCatalog, OTHER_VENUE, PRICE, recordsOf, scannerToken, streamLength, VENUE, WALLET_FACE, type Catalog } from './fixtures';
 
-/**
- * Every answer of the scanner protocol (issue 3 part 4), over a real
- * /v1/scanner socket against a real Redis: what `ok` grants for each kind of
- * product, and each refusal with the details a gate screen shows.
- */
 let h: Harness;
 let gw: Gateway;
 let cat: Catalog;

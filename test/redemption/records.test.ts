@@ -1,3 +1,8 @@
+/**
+ * What redemption leaves behind: one record per redemption and reversal in the
+ * ID's bucket stream, exported by `tessera export redemptions` as CSV and
+ * NDJSON; and the redemption catalog as operators load it (JSON and CSV).
+ */
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
@@ -12,11 +17,6 @@ import { sleep, until } from '../support/wait';
 import { Scanner } from '../support/ws-client';
 import { allRecords, DAY, loadRedemptionCatalog, PRICE, recordsOf, scannerToken, VENUE, WALLET_FACE, type Catalog, type Rec } from './fixtures';
 
-/**
- * What redemption leaves behind: one record per redemption and reversal in the
- * ID's bucket stream, exported by `tessera export redemptions` as CSV and
- * NDJSON; and the redemption catalog as operators load it (JSON and CSV).
- */
 let h: Harness;
 let gw: Gateway;
 let cat: Catalog;

@@ -1,3 +1,8 @@
+/**
+ * Scan ids: a retry returns the first answer and changes nothing, the same scan
+ * id for something else is a conflict, a reversal undoes one scan once, and
+ * fifty scanners racing for one single-entry ticket let exactly one person in.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { claimBucketOf } from '../../src/redemption/service';
@@ -8,11 +13,6 @@ import { balanceOf, hashOf, idFields, idKeyOf } from '../support/redis';
 import { Scanner, type Msg } from '../support/ws-client';
 import { loadRedemptionCatalog, PRICE, recordsOf, scannerToken, streamLength, VENUE, WALLET_FACE, type Catalog } from './fixtures';
 
-/**
- * Scan ids: a retry returns the first answer and changes nothing, the same scan
- * id for something else is a conflict, a reversal undoes one scan once, and
- * fifty scanners racing for one single-entry ticket let exactly one person in.
- */
 let h: Harness;
 let gw: Gateway;
 let cat: Catalog;

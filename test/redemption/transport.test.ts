@@ -1,3 +1,9 @@
+/**
+ * The scanner protocol on the wire: MessagePack and JSON over /v1/scanner with
+ * the reply in the request's encoding, the same operations over HTTP with the
+ * status code of each answer, bearer auth by role, the ID status lookup, a
+ * ticket on the switch socket, and the throttle on guessed IDs.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setIdState } from '../../src/admin/ids';
 import { createToken, tokenHash } from '../../src/catalog/store';
@@ -12,12 +18,6 @@ import { sleep, until } from '../support/wait';
 import { Client, Scanner, type Msg } from '../support/ws-client';
 import { loadRedemptionCatalog, OTHER_VENUE, PRICE, recordsOf, scannerToken, VENUE, WALLET_FACE, type Catalog } from './fixtures';
 
-/**
- * The scanner protocol on the wire: MessagePack and JSON over /v1/scanner with
- * the reply in the request's encoding, the same operations over HTTP with the
- * status code of each answer, bearer auth by role, the ID status lookup, a
- * ticket on the switch socket, and the throttle on guessed IDs.
- */
 let h: Harness;
 let gw: Gateway;
 let cat: Catalog;

@@ -1,3 +1,8 @@
+/**
+ * The operator's side of sales: look a sale up, refund it (void at the card
+ * company, block the ID if unused; refuse if used), export sales and refunds;
+ * and the access numbers, as JSON and as pages.
+ */
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { putAccess } from '../../src/catalog/store';
@@ -26,11 +31,6 @@ import {
   type Buyer,
 } from './fixtures';
 
-/**
- * The operator's side of sales: look a sale up, refund it (void at the card
- * company, block the ID if unused; refuse if used), export sales and refunds;
- * and the access numbers, as JSON and as pages.
- */
 let h: Harness;
 let gw: Gateway;
 const SALES = 'shop-adm';

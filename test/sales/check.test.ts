@@ -1,3 +1,8 @@
+/**
+ * The check link: its token and the buyer's PIN together show the ID again.
+ * A wrong PIN (or a link that does not exist) shows nothing about the ID;
+ * too many wrong PINs lock the link, and a client address spraying links.
+ */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
@@ -7,11 +12,6 @@ import { idFields } from '../support/redis';
 import { sleep } from '../support/wait';
 import { addMember, buy, callWith, newKey, product, type Buyer } from './fixtures';
 
-/**
- * The check link: its token and the buyer's PIN together show the ID again.
- * A wrong PIN (or a link that does not exist) shows nothing about the ID;
- * too many wrong PINs lock the link, and a client address spraying links.
- */
 let h: Harness;
 /** Per-link lock after 5 wrong PINs for 2 s; the per-client limit out of the way. */
 let gw: Gateway;

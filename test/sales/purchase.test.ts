@@ -1,3 +1,8 @@
+/**
+ * Buying an ID over the sales API against real Redis and the sandbox card
+ * company over HTTP: the catalog, approvals, every decline, idempotent retries
+ * and who may call.
+ */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { EntryProduct, GoodsProduct, ServiceProduct } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
@@ -29,11 +34,6 @@ import {
   usedCredit,
 } from './fixtures';
 
-/**
- * Buying an ID over the sales API against real Redis and the sandbox card
- * company over HTTP: the catalog, approvals, every decline, idempotent retries
- * and who may call.
- */
 let h: Harness;
 let gw: Gateway;
 const SALES = 'shop-1';

@@ -1,3 +1,7 @@
+/**
+ * Inventory: out_of_stock only when nothing is left, and under a rush of buyers
+ * on two gateway copies every remaining ID is sold exactly once.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
@@ -5,10 +9,6 @@ import { http } from '../support/http';
 import { hashOf, idFields } from '../support/redis';
 import { addMember, buy, newKey, payment, product, purchaseRef, reservations, saleRecords, stock, usedCredit } from './fixtures';
 
-/**
- * Inventory: out_of_stock only when nothing is left, and under a rush of buyers
- * on two gateway copies every remaining ID is sold exactly once.
- */
 let h: Harness;
 let gw: Gateway;
 let gw2: Gateway;

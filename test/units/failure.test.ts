@@ -1,3 +1,8 @@
+/**
+ * What a client is told when Redis fails: storage trouble is `unavailable`
+ * (retry later), never `internal`. The errors come from ioredis itself, so a
+ * changed message in a new version shows up here, not in production.
+ */
 import { Cluster } from 'ioredis';
 import MaxRetriesPerRequestError from 'ioredis/built/errors/MaxRetriesPerRequestError';
 import { describe, expect, it } from 'vitest';
@@ -10,11 +15,6 @@ import type { Metrics } from '../../src/observability/metrics';
 import { compile } from '../../src/protocol/switch';
 import { freePort } from '../../src/redis/embedded';
 
-/**
- * What a client is told when Redis fails: storage trouble is `unavailable`
- * (retry later), never `internal`. The errors come from ioredis itself, so a
- * changed message in a new version shows up here, not in production.
- */
 describe('failureReason', () => {
   it('a cluster whose nodes are all down: unavailable', async () => {
     const port = await freePort();

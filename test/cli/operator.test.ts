@@ -1,3 +1,7 @@
+/**
+ * The operator CLI, run in-process through runCli against the harness Redis:
+ * same secret, same bucket count, so the gateway and the test see what it writes.
+ */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -12,10 +16,6 @@ import { gateway, seedCatalog, startHarness, talkProduct, token, type Harness } 
 import { sleep } from '../support/wait';
 import { Client } from '../support/ws-client';
 
-/**
- * The operator CLI, run in-process through runCli against the harness Redis:
- * same secret, same bucket count, so the gateway and the test see what it writes.
- */
 let h: Harness;
 let gw: Gateway;
 let restoreEnv: (() => void) | undefined;

@@ -1,3 +1,11 @@
+/**
+ * Hostile input, for a bounded time per endpoint: random bytes, random
+ * MessagePack and JSON values, message-shaped maps with wrong types, negative,
+ * huge and fractional numbers, unicode, deep nesting and oversize frames, at
+ * both WebSocket endpoints and every HTTP route. The gateway never crashes,
+ * keeps answering, says every refusal with a reason the docs list, and its
+ * heap does not grow past a bound.
+ */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
@@ -12,14 +20,6 @@ import { sleep } from '../support/wait';
 import { WsClient } from '../support/ws-client';
 import { loadRedemptionCatalog } from '../redemption/fixtures';
 
-/**
- * Hostile input, for a bounded time per endpoint: random bytes, random
- * MessagePack and JSON values, message-shaped maps with wrong types, negative,
- * huge and fractional numbers, unicode, deep nesting and oversize frames, at
- * both WebSocket endpoints and every HTTP route. The gateway never crashes,
- * keeps answering, says every refusal with a reason the docs list, and its
- * heap does not grow past a bound.
- */
 let h: Harness;
 let gw: Gateway;
 const tokens: Record<string, string> = {};

@@ -1,3 +1,10 @@
+/**
+ * The sales commands of the operator CLI: access numbers, sale lookup and
+ * refund (voiding at the sandbox card company over HTTP), the sales export with
+ * refund fields, the demo's stock and access numbers, and `sandbox-provider` as
+ * a process of its own. In-process through runCli like test/cli/operator.test.ts,
+ * against the harness Redis, gateway and sandbox.
+ */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,13 +22,6 @@ import { idKeyOf } from '../support/redis';
 import { sleep } from '../support/wait';
 import { Client } from '../support/ws-client';
 
-/**
- * The sales commands of the operator CLI: access numbers, sale lookup and
- * refund (voiding at the sandbox card company over HTTP), the sales export with
- * refund fields, the demo's stock and access numbers, and `sandbox-provider` as
- * a process of its own. In-process through runCli like test/cli/cli.test.ts,
- * against the harness Redis, gateway and sandbox.
- */
 let h: Harness;
 let gw: Gateway;
 let sales: string;
