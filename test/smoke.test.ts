@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from './helpers/env';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from './support/harness';
+import { Client } from './support/ws-client';
 import type { Gateway } from '../src/gateway/server';
 
 let h: Harness;

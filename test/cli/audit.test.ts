@@ -1,20 +1,23 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AuditReport } from '../../src/ledger/audit';
-import { keys } from '../../src/redis/keys';
-import { refundSale } from '../../src/sales/admin';
-import { HttpProvider } from '../../src/sales/provider';
-import type { Gateway } from '../../src/gateway/server';
-import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, type Client, type Harness } from '../helpers/env';
-import { runCliIn } from '../helpers/cli';
-import { connectSwitch, newCall } from '../metering/util';
-import { hashOf, http, loadRedemptionCatalog, PRICE, scannerToken, uniq, WALLET_FACE, type Catalog } from '../redemption/util';
-
 /**
  * `tessera audit`: value sold = balance + calls + redemptions + refunds, for
  * every ID, from Redis alone. A day of mixed traffic balances; a balance or a
  * record changed behind Tessera's back is reported with the ID and the
  * difference, and the exit code says so.
  */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AuditReport } from '../../src/ledger/audit';
+import { keys } from '../../src/redis/keys';
+import { refundSale } from '../../src/sales/admin';
+import { HttpProvider } from '../../src/sales/provider';
+import type { Gateway } from '../../src/gateway/server';
+import { runCliIn } from '../support/cli';
+import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, uniq, type Harness } from '../support/harness';
+import { jsonCall } from '../support/http';
+import { hashOf } from '../support/redis';
+import { type Client } from '../support/ws-client';
+import { connectSwitch, newCall } from '../metering/fixtures';
+import { loadRedemptionCatalog, PRICE, scannerToken, WALLET_FACE, type Catalog } from '../redemption/fixtures';
+
 let h: Harness;
 let gw: Gateway;
 let sw: Client;
@@ -64,11 +67,11 @@ describe('tessera audit', () => {
     const { tok } = await scannerToken(h);
     wallet = (await soldIds(h, cat.wallet))[0]!;
     const [ticket] = await soldIds(h, cat.ticket3);
-    expect((await http(gw.port, 'POST', '/v1/redeem', tok, { scan: uniq(), id: wallet, item: 'beer' })).status).toBe(200);
+    expect((await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: uniq(), id: wallet, item: 'beer' } })).status).toBe(200);
     const water = uniq();
-    expect((await http(gw.port, 'POST', '/v1/redeem', tok, { scan: water, id: wallet, item: 'water' })).status).toBe(200);
-    expect((await http(gw.port, 'POST', '/v1/reverse', tok, { scan: water })).status).toBe(200);
-    expect((await http(gw.port, 'POST', '/v1/redeem', tok, { scan: uniq(), id: ticket })).status).toBe(200);
+    expect((await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: water, id: wallet, item: 'water' } })).status).toBe(200);
+    expect((await jsonCall(gw, 'POST', '/v1/reverse', { token: tok, body: { scan: water } })).status).toBe(200);
+    expect((await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: uniq(), id: ticket } })).status).toBe(200);
     // Stock nobody bought.
     await mint(h, TALK, 5);
 

@@ -1,3 +1,10 @@
+/**
+ * Every feature on a real Redis Cluster (3 primaries, 3 replicas started by
+ * deploy/cluster/local-cluster.sh) with no code change, only REDIS_CLUSTER:
+ * calls started on one gateway and ticked and stopped on another, a catalog
+ * change reaching both, redemption with a retry and a reversal, a purchase
+ * through the card company, export and the audit from the CLI.
+ */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createConnection } from 'node:net';
@@ -16,18 +23,13 @@ import { mintIds } from '../../src/ledger/mint';
 import { createLogger } from '../../src/observability/log';
 import { freeClusterBase } from '../../src/redis/embedded';
 import { DEMO_MEMBERS, Sandbox } from '../../src/dev/sandbox';
-import { cli, setEnv } from '../helpers/cli';
-import { Client, STD_RATES, talkProduct, TEST_SECRET } from '../helpers/env';
-import { http } from '../redemption/util';
-import { newKey, purchaseBody } from '../sales/util';
+import { cli, setEnv } from '../support/cli';
+import { STD_RATES, talkProduct, TEST_SECRET } from '../support/harness';
+import { jsonCall } from '../support/http';
+import { sleep } from '../support/wait';
+import { Client } from '../support/ws-client';
+import { newKey, purchaseBody } from '../sales/fixtures';
 
-/**
- * Every feature on a real Redis Cluster (3 primaries, 3 replicas started by
- * deploy/cluster/local-cluster.sh) with no code change, only REDIS_CLUSTER:
- * calls started on one gateway and ticked and stopped on another, a catalog
- * change reaching both, redemption with a retry and a reversal, a purchase
- * through the card company, export and the audit from the CLI.
- */
 const SCRIPT = resolve(__dirname, '../../deploy/cluster/local-cluster.sh');
 const PASSWORD = 'cluster-test-password';
 const run = promisify(execFile);
@@ -161,7 +163,7 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
       for (let i = 0; i < 100 && !names.includes('talk-new'); i++) {
         const r = await fetch(`http://127.0.0.1:${g.port}/v1/products`, { headers: { Authorization: `Bearer ${tok}` } });
         names = ((await r.json()) as { products: { name: string }[] }).products.map((p) => p.name);
-        if (!names.includes('talk-new')) await new Promise((r) => setTimeout(r, 20));
+        if (!names.includes('talk-new')) await sleep(20);
       }
       expect(names).toContain('talk-new');
     }
@@ -170,11 +172,11 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
   it('redemption: a retry returns the first answer, a reversal gives the value back once', async () => {
     const [wallet] = await sold(WALLET, 1);
     const tok = (await createToken(ctx.redis, { name: 'scn-c', role: 'scanner', venue: 'arena' })).token;
-    const first = await http(g1.port, 'POST', '/v1/redeem', tok, { scan: 'scan-1', id: wallet, item: 'beer' });
+    const first = await jsonCall(g1, 'POST', '/v1/redeem', { token: tok, body: { scan: 'scan-1', id: wallet, item: 'beer' } });
     expect(first).toEqual({ status: 200, json: { kind: 'goods', action: 'spend', amount: 4_500_000, item: 'beer', valueLeft: 5_500_000 } });
-    expect(await http(g2.port, 'POST', '/v1/redeem', tok, { scan: 'scan-1', id: wallet, item: 'beer' })).toMatchObject({ status: 200, json: { valueLeft: 5_500_000, duplicate: true } });
-    expect(await http(g2.port, 'POST', '/v1/reverse', tok, { scan: 'scan-1' })).toMatchObject({ status: 200, json: { action: 'reverse', valueLeft: 10_000_000 } });
-    expect(await http(g1.port, 'POST', '/v1/reverse', tok, { scan: 'scan-1' })).toMatchObject({ status: 200, json: { valueLeft: 10_000_000, duplicate: true } });
+    expect(await jsonCall(g2, 'POST', '/v1/redeem', { token: tok, body: { scan: 'scan-1', id: wallet, item: 'beer' } })).toMatchObject({ status: 200, json: { valueLeft: 5_500_000, duplicate: true } });
+    expect(await jsonCall(g2, 'POST', '/v1/reverse', { token: tok, body: { scan: 'scan-1' } })).toMatchObject({ status: 200, json: { action: 'reverse', valueLeft: 10_000_000 } });
+    expect(await jsonCall(g1, 'POST', '/v1/reverse', { token: tok, body: { scan: 'scan-1' } })).toMatchObject({ status: 200, json: { valueLeft: 10_000_000, duplicate: true } });
   });
 
   it('a purchase through the card company, then the audit balances every ID', async () => {
@@ -204,7 +206,7 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
       for (const [i, id] of ids.entries()) expect(await c.request({ op: 'start', ref: `fs${i}`, call: `f${i}`, id, dest: '4912345' })).toMatchObject({ op: 'started' });
       for (const i of ids.keys()) expect(await c.request({ op: 'tick', ref: `ft${i}`, call: `f${i}`, sec: 3 })).toMatchObject({ op: 'ticked' });
       // Let replication catch up (it is asynchronous), then kill the first primary.
-      await new Promise((r) => setTimeout(r, 300));
+      await sleep(300);
       const primary = (ctx.redis as Cluster).nodes('master')[0]!;
       const pid = Number(/process_id:(\d+)/.exec((await primary.info('server')) as string)![1]);
       process.kill(pid, 'SIGKILL');
@@ -220,7 +222,7 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
           if (r.op === 'ticked') pending.delete(i);
           else expect(r).toMatchObject({ op: 'error', reason: 'unavailable' });
         }
-        if (pending.size > 0) await new Promise((r) => setTimeout(r, 250));
+        if (pending.size > 0) await sleep(250);
       }
       expect([...pending]).toEqual([]);
       for (const i of ids.keys()) {

@@ -1,3 +1,12 @@
+/**
+ * Redis faults, with the persistence production uses (AOF, appendfsync
+ * everysec): Redis frozen for 5 s (the gateway answers `unavailable` within
+ * REDIS_TIMEOUT_MS, never hangs, and carries on by itself, billing the call by
+ * the seconds the switch reports), and Redis killed with SIGKILL and started
+ * again on its data (everything acknowledged more than the fsync second before
+ * the kill is there). That last test's audit covers every ID of the file, so it
+ * checks the faults before it too.
+ */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,18 +22,11 @@ import { Sandbox } from '../../src/dev/sandbox';
 import { activateId } from '../../src/ledger/ids';
 import { mintIds } from '../../src/ledger/mint';
 import { createToken } from '../../src/catalog/store';
-import { runCliIn } from '../helpers/cli';
-import { Client, STD_RATES, talkProduct, TEST_SECRET } from '../helpers/env';
+import { runCliIn } from '../support/cli';
+import { STD_RATES, talkProduct, TEST_SECRET } from '../support/harness';
+import { sleep } from '../support/wait';
+import { Client } from '../support/ws-client';
 
-/**
- * Redis faults, with the persistence production uses (AOF, appendfsync
- * everysec): Redis frozen for 5 s (the gateway answers `unavailable` within
- * REDIS_TIMEOUT_MS, never hangs, and carries on by itself, billing the call by
- * the seconds the switch reports), and Redis killed with SIGKILL and started
- * again on its data (everything acknowledged more than the fsync second before
- * the kill is there). That last test's audit covers every ID of the file, so it
- * checks the faults before it too.
- */
 const TALK = talkProduct({ name: 'talk-f', face: 10_000_000, price: 10_000_000, thresholds: [] });
 const DEST = '4912345'; // 100 micro-units a second
 const TIMEOUT_MS = 400;
@@ -103,7 +105,7 @@ describe('Redis frozen for 5 s', () => {
         const ticks = sw.request({ op: 'tick', ref: `t${sec}`, call, sec }, 5000);
         const start = sw.request({ op: 'start', ref: `s${sec}`, call: `frz-late-${n}-${sec}`, id: late!, dest: DEST }, 5000);
         for (const m of await Promise.all([ticks, start])) answers.push({ ms: Date.now() - t0, m });
-        await new Promise((r) => setTimeout(r, Math.max(0, frozenAt + (sec - 1) * 1000 - Date.now())));
+        await sleep(Math.max(0, frozenAt + (sec - 1) * 1000 - Date.now()));
       }
       for (const a of answers) {
         expect(a.m).toMatchObject({ op: 'error', reason: 'unavailable' });
@@ -120,7 +122,7 @@ describe('Redis frozen for 5 s', () => {
     for (let i = 0; i < 50; i++) {
       next = await sw.request({ op: 'tick', ref: `t6-${i}`, call, sec: 6 });
       if (next.op === 'ticked') break;
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
     expect(next).toMatchObject({ op: 'ticked', balance: 10_000_000 - 600 });
     expect(await sw.request({ op: 'stop', ref: 'e', call, sec: 7 })).toMatchObject({ op: 'stopped', billedSec: 7, cost: 700 });
@@ -141,7 +143,7 @@ describe('Redis slow to answer', () => {
         c.send(Array.from({ length: 1000 }, (_, i) => ({ op: 'tick', ref: `tk-${i}`, call: 'slow', sec: 1 + i })));
         // 900 refused at once, while Redis still sleeps.
         const refused = () => c.received.filter((m) => String(m.ref).startsWith('tk-') && m.reason === 'overloaded').length;
-        for (let i = 0; i < 100 && refused() < 900; i++) await new Promise((r) => setTimeout(r, 10));
+        for (let i = 0; i < 100 && refused() < 900; i++) await sleep(10);
         expect(refused()).toBe(900);
         expect(Date.now() - t0).toBeLessThan(1000);
       } finally {
@@ -149,7 +151,7 @@ describe('Redis slow to answer', () => {
       }
       // The 100 admitted are answered once Redis is back, and the call is billed to the highest second admitted.
       const answered = () => c.received.filter((m) => String(m.ref).startsWith('tk-')).length;
-      for (let i = 0; i < 300 && answered() < 1000; i++) await new Promise((r) => setTimeout(r, 10));
+      for (let i = 0; i < 300 && answered() < 1000; i++) await sleep(10);
       expect(answered()).toBe(1000);
       const ticked = c.received.filter((m) => String(m.ref).startsWith('tk-') && m.op === 'ticked');
       expect(ticked).toHaveLength(100);
@@ -170,7 +172,7 @@ describe('Redis killed with SIGKILL and started again on its AOF', () => {
       expect(await sw.request({ op: 'stop', ref: `ke${i}`, call, sec: 10 + i })).toMatchObject({ op: 'stopped', cost: (10 + i) * 100 });
     }
     // The loss window of appendfsync everysec: about a second. Wait it out, then kill.
-    await new Promise((r) => setTimeout(r, 1500));
+    await sleep(1500);
     const port = redis.port;
     process.kill(await redisPid(), 'SIGKILL');
     await new Promise<void>((r) => (redis.process.exitCode !== null ? r() : redis.process.once('exit', () => r())));
@@ -181,7 +183,7 @@ describe('Redis killed with SIGKILL and started again on its AOF', () => {
     for (let i = 0; i < 100; i++) {
       again = await sw.request({ op: 'stop', ref: `again-${i}`, call: 'k-0', sec: 10 });
       if (again.op === 'stopped') break;
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
     expect(again).toMatchObject({ op: 'stopped', billedSec: 10, cost: 1000, balance: 10_000_000 - 1000 });
     const r = new Redis(redis.url);

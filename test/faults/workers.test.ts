@@ -1,12 +1,3 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../src/redis/embedded';
-import { runCliIn } from '../helpers/cli';
-import { Client, seedCatalog, soldIds, startHarness, talkProduct, token, TEST_SECRET, type Harness } from '../helpers/env';
-
 /**
  * `npm start -- --workers 2`: two gateway processes on one port. A worker
  * killed with SIGKILL in the middle of 1,000 live calls: the switch connections
@@ -14,6 +5,17 @@ import { Client, seedCatalog, soldIds, startHarness, talkProduct, token, TEST_SE
  * call goes on and is billed exactly what the switch measured; the dead worker
  * is replaced; the audit balances; SIGTERM stops them all.
  */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../src/redis/embedded';
+import { runCliIn } from '../support/cli';
+import { seedCatalog, soldIds, startHarness, talkProduct, TEST_SECRET, token, type Harness } from '../support/harness';
+import { until } from '../support/wait';
+import { Client } from '../support/ws-client';
+
 const ROOT = resolve(__dirname, '../..');
 const TALK = talkProduct({ name: 'talk-w', face: 10_000_000, price: 10_000_000, thresholds: [] });
 const DEST = '4912345'; // 100 micro-units a second
@@ -38,11 +40,12 @@ function workerPids(): number[] {
   }
 }
 
-async function until(what: string, fn: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; gateway log: ${log.slice(-2000)}`);
-    await new Promise((r) => setTimeout(r, 50));
+/** Polls until fn holds (up to ms), with the gateway's log in the error when it does not. */
+async function waitUntil(what: string, fn: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
+  try {
+    await until(fn, ms, 50, what);
+  } catch (e) {
+    throw new Error(`${(e as Error).message}; gateway log: ${log.slice(-2000)}`);
   }
 }
 
@@ -64,7 +67,7 @@ beforeAll(async () => {
   primary.stdout!.on('data', (d: Buffer) => (log += d.toString()));
   primary.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   // Generous: on a clean clone tsx compiles the sources for three processes first.
-  await until('two workers', async () => workerPids().length === 2 && (await healthy()), 80_000);
+  await waitUntil('two workers', async () => workerPids().length === 2 && (await healthy()), 80_000);
 }, 90_000);
 
 afterAll(async () => {
@@ -90,10 +93,10 @@ describe('--workers 2, one of them killed with SIGKILL mid-traffic', () => {
     // One worker dies. Its connections drop; the switch reconnects them.
     const [victim, survivor] = workerPids();
     process.kill(victim!, 'SIGKILL');
-    await until('the dropped connections', () => conns.some((c) => c.ws.readyState === c.ws.CLOSED));
+    await waitUntil('the dropped connections', () => conns.some((c) => c.ws.readyState === c.ws.CLOSED));
     for (let i = 0; i < CONNS; i++) {
       if (conns[i]!.ws.readyState !== conns[i]!.ws.OPEN) {
-        await until('a worker taking connections', async () => (await healthy()));
+        await waitUntil('a worker taking connections', async () => (await healthy()));
         conns[i] = await Client.connect(port, swTok);
       }
     }
@@ -110,7 +113,7 @@ describe('--workers 2, one of them killed with SIGKILL mid-traffic', () => {
     for (const c of conns) await c.close();
 
     // The primary replaced the dead worker.
-    await until('a new worker', () => workerPids().length === 2 && !workerPids().includes(victim!));
+    await waitUntil('a new worker', () => workerPids().length === 2 && !workerPids().includes(victim!));
     expect(workerPids()).toContain(survivor);
     expect(log).toContain('gateway worker exited; starting another');
 

@@ -1,17 +1,21 @@
+/**
+ * Per-second billing against real Redis through real switch sockets: exact
+ * debits, thresholds, cut-off, connection fees, idempotent ticks and stops,
+ * concurrent calls on one ID, blocks mid-call, large amounts, and the answer
+ * time a call detail record gives.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness, type Msg } from '../helpers/env';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { bucketOf, idFields } from '../support/redis';
+import { sleep } from '../support/wait';
+import { Client, type Msg } from '../support/ws-client';
+import { cdrsOf, connectSwitch, msgs, newCall, range, sendTicks, sessionKey } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
 import type { Product } from '../../src/catalog/schema';
 import { putPlans } from '../../src/catalog/store';
 import { setIdState } from '../../src/ledger/ids';
 import { keys } from '../../src/redis/keys';
-import { bucketOf, cdrsOf, connectSwitch, idFields, msgs, newCall, range, sendTicks, sessionKey, sleep } from './util';
 
-/**
- * Per-second billing against real Redis through real switch sockets: exact
- * debits, thresholds, cut-off, connection fees, idempotent ticks and stops,
- * concurrent calls on one ID, blocks mid-call and large amounts.
- */
 let h: Harness;
 let gw: Gateway;
 let c: Client;
@@ -534,5 +538,23 @@ describe('large amounts', () => {
     const [rec] = await cdrsOf(h, id, call);
     expect(rec).toMatchObject({ cost: '1000000000000000', short: '2000000000000', bal: '0', rate: '1000000000000' });
     expect(await idFields(h, id)).toMatchObject({ bal: '0', st: 'exhausted', face: '1000000000000000' });
+  });
+});
+
+describe('answer time', () => {
+  it('is never before the start, even when the first tick claims more seconds than have passed', async () => {
+    const { id, call, started } = await begin(talkProduct());
+    expect(started.op).toBe('started');
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 100 })).toMatchObject({ op: 'ticked', balance: 990_000 });
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 100 })).toMatchObject({ billedSec: 100, cost: 10_000 });
+    const [rec] = await cdrsOf(h, id, call);
+    expect(rec).toBeDefined();
+    const start = Number(rec!.start);
+    const answer = Number(rec!.answer);
+    expect(start).toBeGreaterThan(0);
+    expect(answer).toBeGreaterThanOrEqual(start);
+    // now - 100 s is long before the start: the answer is clamped to the start itself.
+    expect(answer).toBe(start);
+    expect(Number(rec!.end)).toBeGreaterThanOrEqual(answer);
   });
 });

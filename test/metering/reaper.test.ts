@@ -1,14 +1,19 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness, type Msg } from '../helpers/env';
-import type { Gateway } from '../../src/gateway/server';
-import { keys } from '../../src/redis/keys';
-import { bucketOf, cdrsOf, connectSwitch, idFields, newCall, sessionKey, sleep, until } from './util';
-
 /**
  * Stale calls: a switch that goes quiet has its calls closed by the reaper,
  * billed up to the last tick, with the concurrency slot freed and a record
- * written; a later stop from the switch answers that same record.
+ * written; a later stop from the switch answers that same record. A call
+ * still ringing (never ticked) is left until the ring timeout, and a tick on a
+ * reaped call is told to cut off.
  */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { bucketOf, idFields } from '../support/redis';
+import { sleep, until } from '../support/wait';
+import { Client, type Msg } from '../support/ws-client';
+import { cdrsOf, connectSwitch, msgs, newCall, sessionKey } from './fixtures';
+import type { Gateway } from '../../src/gateway/server';
+import { keys } from '../../src/redis/keys';
+
 let h: Harness;
 const DEST = '4912345'; // 100 micro/s, no fee
 const DEST449 = '4491234'; // 1000 micro/s + 5000 fee
@@ -178,5 +183,104 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
     } finally {
       await c2.close();
     }
+  });
+});
+
+describe('ring grace and reaped calls (stale after 300 ms, ring timeout 1500 ms, sweep every 100 ms)', () => {
+  let gw: Gateway;
+  let c: Client;
+  let sw: string;
+  beforeAll(async () => {
+    gw = await gateway(h, { staleAfterMs: 300, ringTimeoutMs: 1500, reapIntervalMs: 100 });
+    ({ c, name: sw } = await connectSwitch(h, gw.port));
+  });
+  afterAll(async () => {
+    await c?.close();
+    await gw?.close();
+  });
+
+  /** A call on `c` whose start was answered `started`. */
+  async function startedCall(client: Client): Promise<{ id: string; call: string; started: Msg }> {
+    const b = await begin(client);
+    expect(b.started.op).toBe('started');
+    return b;
+  }
+
+  /** Every message of a call that arrived at index >= from. */
+  const callMsgsFrom = (client: Client, call: string, from: number): Msg[] => client.received.slice(from).filter((m) => m.call === call);
+
+  it('a ringing call (never ticked) lives until the ring timeout; an answered one is reaped after staleAfterMs', async () => {
+    const t0 = Date.now();
+    const ringing = await startedCall(c);
+    const answered = await startedCall(c);
+    const tickAt = Date.now();
+    expect(await c.request({ op: 'tick', ref: ref(), call: answered.call, sec: 1 })).toMatchObject({ op: 'ticked', balance: 999_900 });
+
+    // The answered call goes stale 300 ms after its tick, long before the ring timeout.
+    await until(async () => (await cdrsOf(h, answered.id, answered.call)).length > 0, 1400, 20);
+    const ans = await cdrsOf(h, answered.id, answered.call);
+    expect(ans).toHaveLength(1);
+    expect(ans[0]).toMatchObject({ switch: sw, call: answered.call, sec: '1', cost: '100', bal: '999900', cause: 'stale' });
+    expect(Number(ans[0]!.end) - tickAt).toBeGreaterThanOrEqual(300);
+    expect(await idFields(h, answered.id)).toMatchObject({ act: '0', bal: '999900', st: 'sold' });
+
+    // ~800 ms after the start the ringing call is still live: no record, slot held.
+    const wait = t0 + 800 - Date.now();
+    if (wait > 0) await sleep(wait);
+    expect(Date.now() - t0).toBeLessThan(1400);
+    expect(await cdrsOf(h, ringing.id, ringing.call)).toEqual([]);
+    expect(await h.r.hget(sessionKey(h, ringing.id, sw, ringing.call), 'st')).toBe('live');
+    expect(await liveScore(ringing.id, sw, ringing.call)).not.toBeNull();
+    expect(await idFields(h, ringing.id)).toMatchObject({ act: '1', bal: '1000000' });
+
+    // After the ring timeout it is closed at zero cost.
+    await until(async () => (await cdrsOf(h, ringing.id, ringing.call)).length > 0, 3000, 20);
+    const rec = await cdrsOf(h, ringing.id, ringing.call);
+    expect(rec).toHaveLength(1);
+    expect(rec[0]).toMatchObject({ switch: sw, call: ringing.call, sec: '0', cost: '0', short: '0', answer: '', bal: '1000000', cause: 'stale' });
+    const rang = Number(rec[0]!.end) - Number(rec[0]!.start);
+    expect(rang).toBeGreaterThanOrEqual(1500);
+    expect(rang).toBeLessThan(3000);
+    expect(await liveScore(ringing.id, sw, ringing.call)).toBeNull();
+    expect(await idFields(h, ringing.id)).toMatchObject({ act: '0', bal: '1000000', st: 'sold' });
+  });
+
+  it('a tick without ref on a call the reaper closed gets cutoff stale; nothing is billed', async () => {
+    const { id, call } = await startedCall(c);
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 2 })).toMatchObject({ op: 'ticked', balance: 999_800 });
+    await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000, 20);
+
+    const from = c.received.length;
+    const barrier = ref();
+    // One frame: the bare tick, then a tick with ref whose answer comes after the first one's.
+    c.send([
+      { op: 'tick', call, sec: 3 },
+      { op: 'tick', call, sec: 4, ref: barrier },
+    ]);
+    await c.waitFor((m) => m.ref === barrier);
+    expect(callMsgsFrom(c, call, from)).toEqual([
+      { op: 'cutoff', call, reason: 'stale' },
+      { op: 'error', ref: barrier, call, reason: 'call_ended', message: expect.any(String) },
+    ]);
+    expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '999800' });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '2', cost: '200', cause: 'stale' }]);
+  });
+
+  it('a tick without ref on a call the switch stopped normally gets nothing', async () => {
+    const { id, call } = await startedCall(c);
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 2 })).toMatchObject({ op: 'ticked' });
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 2 })).toMatchObject({ op: 'stopped', billedSec: 2, cost: 200, balance: 999_800 });
+
+    const from = c.received.length;
+    const barrier = ref();
+    c.send([
+      { op: 'tick', call, sec: 3 },
+      { op: 'tick', call, sec: 4, ref: barrier },
+    ]);
+    await c.waitFor((m) => m.ref === barrier);
+    expect(callMsgsFrom(c, call, from)).toEqual([{ op: 'error', ref: barrier, call, reason: 'call_ended', message: expect.any(String) }]);
+    expect(msgs(c, call, 'cutoff')).toEqual([]);
+    expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '999800' });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '2', cost: '200', cause: 'normal' }]);
   });
 });

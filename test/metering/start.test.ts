@@ -1,14 +1,16 @@
+/**
+ * call_start admission against real Redis: every refusal reason,
+ * duplicate starts, and call id conflicts.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, type Harness, type Msg } from '../helpers/env';
+import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
+import { bucketOf, idFields, idKeyOf } from '../support/redis';
+import { Client, type Msg } from '../support/ws-client';
+import { connectSwitch, newCall, sessionKey } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
 import { activateId, setIdState } from '../../src/ledger/ids';
-import { bucketOf, connectSwitch, idFields, idKeyOf, newCall, sessionKey } from './util';
 
-/**
- * call_start admission against real Redis: every refusal reason of issue 2,
- * duplicate starts, and call id conflicts.
- */
 let h: Harness;
 let gw: Gateway;
 let c: Client;

@@ -1,19 +1,24 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
-import type { Gateway } from '../../src/gateway/server';
-import { upgrade, Wire, type Got } from './wire';
-
 /**
  * The switch wire format: MessagePack in binary frames, JSON in text frames,
  * one schema, the reply in the request's encoding, one frame carrying one
  * message or an array of them; the bearer token checked at upgrade.
  */
+import { pack } from 'msgpackr';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { idFields } from '../support/redis';
+import { Client, upgrade, Wire, type Got } from '../support/ws-client';
+import type { Gateway } from '../../src/gateway/server';
+
 let h: Harness;
 let gw: Gateway;
 let tok: string;
+/** A balance beyond 32 bits, with no thresholds to announce. */
+const BIG_FACE = 10_000_000_000;
+const P_BIG = talkProduct({ name: 'talkbig', face: BIG_FACE, price: 1000, thresholds: [] });
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [talkProduct(), talkProduct({ name: 'big', face: 10_000_000_000, price: 10_000_000_000 })]);
+  await seedCatalog(h, [talkProduct(), talkProduct({ name: 'big', face: 10_000_000_000, price: 10_000_000_000 }), P_BIG]);
   gw = await gateway(h);
   tok = await token(h, 'switch');
 });
@@ -124,6 +129,69 @@ describe('64-bit integers in MessagePack', () => {
     const j = await w.request({ op: 'stop', ref: 2, call: 'big-1', sec: 1 }, false);
     expect(j.msg).toEqual({ op: 'stopped', ref: 2, call: 'big-1', billedSec: 1, cost: 100, balance: 9_999_999_900 });
     expect(w.frames[j.frame]!.raw.toString()).toContain('"balance":9999999900');
+    await w.close();
+  });
+
+  /** The integer stored under `key` in a raw MessagePack frame, with its type byte. */
+  function rawInt(raw: Buffer, key: string): { type: number; value: bigint } {
+    const k = Buffer.concat([Buffer.from([0xa0 | key.length]), Buffer.from(key, 'utf8')]);
+    const at = raw.indexOf(k);
+    if (at < 0) throw new Error(`no ${key} in ${raw.toString('hex')}`);
+    const p = at + k.length;
+    const type = raw[p]!;
+    if (type === 0xcf) return { type, value: raw.readBigUInt64BE(p + 1) };
+    if (type === 0xd3) return { type, value: raw.readBigInt64BE(p + 1) };
+    return { type, value: -1n };
+  }
+
+  it('a tick whose sec is an int64 (0xd3) or uint64 (0xcf) is read as a number; a balance beyond 2^32 goes out as int64', async () => {
+    let refs = 0;
+    const ref = (): string => `w${++refs}`;
+    const [id] = await soldIds(h, P_BIG);
+    const w = await Wire.connect(gw.port, tok);
+    const call = 'i64-wire';
+    const sref = ref();
+    const started = await w.request({ op: 'start', ref: sref, call, id: id!, dest: '4912345' }, true);
+    expect(started.binary).toBe(true);
+    expect(started.msg).toEqual({ op: 'started', ref: sref, call, maxSec: BIG_FACE / 100, balance: BIG_FACE, rate: 100, fee: 0 });
+    const sraw = w.frames[started.frame]!.raw;
+    const sb = rawInt(sraw, 'balance');
+    expect([0xcf, 0xd3]).toContain(sb.type);
+    expect(sb.value).toBe(BigInt(BIG_FACE));
+
+    // sec = 7 as int64: a3 'sec' d3 00 00 00 00 00 00 00 07
+    const tref = ref();
+    const bytes = Buffer.from(pack({ op: 'tick', ref: tref, call, sec: 7n }));
+    const secI64 = Buffer.from('a3736563d30000000000000007', 'hex');
+    expect(bytes.includes(secI64)).toBe(true);
+    let from = w.got.length;
+    w.raw(bytes, true);
+    const t1 = await w.waitFor((m) => m.ref === tref, from);
+    expect(t1.msg).toEqual({ op: 'ticked', ref: tref, call, balance: BIG_FACE - 700, secLeft: (BIG_FACE - 700) / 100 });
+    const tb = rawInt(w.frames[t1.frame]!.raw, 'balance');
+    expect([0xcf, 0xd3]).toContain(tb.type);
+    expect(tb.value).toBe(BigInt(BIG_FACE - 700));
+
+    // The same with uint64 (0xcf), as some switches send it.
+    const uref = ref();
+    const ubytes = Buffer.from(pack({ op: 'tick', ref: uref, call, sec: 9n }));
+    const at = ubytes.indexOf(Buffer.from('a3736563d3', 'hex'));
+    expect(at).toBeGreaterThanOrEqual(0);
+    ubytes[at + 4] = 0xcf;
+    expect(ubytes.includes(Buffer.from('a3736563cf0000000000000009', 'hex'))).toBe(true);
+    from = w.got.length;
+    w.raw(ubytes, true);
+    expect((await w.waitFor((m) => m.ref === uref, from)).msg).toEqual({ op: 'ticked', ref: uref, call, balance: BIG_FACE - 900, secLeft: (BIG_FACE - 900) / 100 });
+
+    // An int64 too large for a double-exact number is refused, and the connection stays up.
+    const bref = ref();
+    from = w.got.length;
+    w.raw(Buffer.from(pack({ op: 'tick', ref: bref, call, sec: 2n ** 60n })), true);
+    expect((await w.waitFor((m) => m.ref === bref, from)).msg).toMatchObject({ op: 'error', ref: bref, reason: 'bad_type' });
+
+    const stop = await w.request({ op: 'stop', ref: ref(), call, sec: 9 }, true);
+    expect(stop.msg).toMatchObject({ op: 'stopped', billedSec: 9, cost: 900, balance: BIG_FACE - 900 });
+    expect(await idFields(h, id!)).toMatchObject({ bal: String(BIG_FACE - 900), act: '0' });
     await w.close();
   });
 });

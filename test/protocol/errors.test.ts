@@ -1,14 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness, type Msg } from '../helpers/env';
-import type { Gateway } from '../../src/gateway/server';
-import { pack } from 'msgpackr';
-import { Wire, type Got } from './wire';
-
 /**
  * Bad frames and bad messages: each gets `error` with a stable reason (ref and
  * call echoed when the message had them), in the request's encoding, and the
  * connection stays up: proven by running a call start afterwards.
  */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { Wire, type Got, type Msg } from '../support/ws-client';
+import type { Gateway } from '../../src/gateway/server';
+import { pack } from 'msgpackr';
+
 let h: Harness;
 let gw: Gateway;
 let tok: string;

@@ -1,11 +1,14 @@
+/** The gateway's HTTP side: health, readiness, Prometheus metrics and the admin ID endpoints. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
+import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { http, type Res } from '../support/http';
+import { metricsText, sample } from '../support/metrics';
+import { sleep } from '../support/wait';
+import { Client } from '../support/ws-client';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
-import { sample } from './wire';
 
-/** The gateway's HTTP side: health, readiness, Prometheus metrics and the admin ID endpoints. */
 let h: Harness;
 let gw: Gateway;
 let base: string;
@@ -26,14 +29,8 @@ afterAll(async () => {
 
 const FACE = 1_000_000;
 
-async function call(method: 'GET' | 'POST', path: string, tok?: string, body?: string): Promise<{ status: number; json: any; type: string | null }> {
-  const headers: Record<string, string> = {};
-  if (tok) headers.Authorization = `Bearer ${tok}`;
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const res = await fetch(`${base}${path}`, { method, headers, body });
-  const text = await res.text();
-  return { status: res.status, json: text ? JSON.parse(text) : undefined, type: res.headers.get('content-type') };
-}
+/** A call on this file's gateway; `body` goes as it is (labelled JSON), so it may be malformed. */
+const call = (method: 'GET' | 'POST', path: string, tok?: string, body?: string): Promise<Res> => http(gw, method, path, { token: tok, raw: body });
 
 /** A well-formed ID (right length, good check digit) that was never minted. */
 const unminted = (): string => generateId(16);
@@ -83,10 +80,10 @@ describe('metrics', () => {
       c.sendRaw('not json', false);
       await c.waitFor((m) => m.reason === 'bad_frame');
 
-      const res = await fetch(`http://127.0.0.1:${g.port}/metrics`);
+      const res = await http(g, 'GET', '/metrics');
       expect(res.status).toBe(200);
-      expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
-      const text = await res.text();
+      expect(res.type).toMatch(/^text\/plain; version=0\.0\.4/);
+      const text = res.text;
       expect(text).toContain('# TYPE tessera_events_total counter');
       expect(text).toContain('# TYPE tessera_script_duration_seconds histogram');
       expect(sample(text, 'tessera_events_total', { op: 'start', outcome: 'ok' })).toBe(2);
@@ -106,7 +103,7 @@ describe('metrics', () => {
       expect(sample(text, 'tessera_script_duration_seconds_sum', { script: 'call_start' })).toBeGreaterThan(0);
 
       expect(await c.request({ op: 'stop', ref: 7, call: 'm2', sec: 1 })).toMatchObject({ op: 'stopped' });
-      const after = await (await fetch(`http://127.0.0.1:${g.port}/metrics`)).text();
+      const after = await metricsText(g.port);
       expect(sample(after, 'tessera_active_calls')).toBe(0);
       expect(sample(after, 'tessera_events_total', { op: 'stop', outcome: 'ok' })).toBe(2);
       await c.close();
@@ -265,7 +262,7 @@ describe('readiness without Redis', () => {
     const deadline = Date.now() + 5000;
     let r = await call('GET', '/readyz');
     while (r.status !== 503 && Date.now() < deadline) {
-      await new Promise((res) => setTimeout(res, 50));
+      await sleep(50);
       r = await call('GET', '/readyz');
     }
     expect(r.status).toBe(503);

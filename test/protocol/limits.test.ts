@@ -1,16 +1,17 @@
-import { connect } from 'node:net';
-import Redis from 'ioredis';
-import WebSocket from 'ws';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Gateway } from '../../src/gateway/server';
-import { gateway, seedCatalog, startHarness, token, type Harness } from '../helpers/env';
-
 /**
  * Limits against floods and slow clients: WebSocket connections per gateway
  * and per client address, HTTP requests in flight (MAX_INFLIGHT_TOTAL, shared
  * with the WebSocket endpoints), and uWS's own 10 s deadline on a request whose
  * headers or body trickle in (slow-loris).
  */
+import { connect } from 'node:net';
+import Redis from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { gateway, seedCatalog, startHarness, token, type Harness } from '../support/harness';
+import { sleep } from '../support/wait';
+import { WsClient, type UpgradeRefused } from '../support/ws-client';
+
 let h: Harness;
 let tok: string;
 beforeAll(async () => {
@@ -20,22 +21,18 @@ beforeAll(async () => {
 });
 afterAll(async () => h?.stop());
 
-/** Opens a switch connection; resolves with the socket, or with the HTTP refusal of the upgrade. */
-function open(gw: Gateway, headers: Record<string, string> = {}): Promise<{ ws?: WebSocket; status?: number; body?: unknown }> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/v1/switch`, { headers: { Authorization: `Bearer ${tok}`, ...headers } });
-    ws.once('open', () => resolve({ ws }));
-    ws.once('unexpected-response', (_req, res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => (text += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode, body: JSON.parse(text) }));
-    });
-    ws.once('error', reject);
-  });
+/** Opens a switch connection; resolves with the client, or with the HTTP refusal of the upgrade. */
+function open(gw: Gateway, headers: Record<string, string> = {}): Promise<{ ws?: WsClient; status?: number; body?: unknown }> {
+  return WsClient.connect(gw.port, tok, { headers }).then(
+    (ws) => ({ ws }),
+    (e: UpgradeRefused) => {
+      if (e.status === undefined) throw e;
+      return { status: e.status, body: JSON.parse(e.body) };
+    },
+  );
 }
 
-const closeAll = (list: { ws?: WebSocket }[]): Promise<unknown> =>
-  Promise.all(list.map((c) => c.ws && new Promise((r) => (c.ws!.once('close', r), c.ws!.close()))));
+const closeAll = (list: { ws?: WsClient }[]): Promise<unknown> => Promise.all(list.map((c) => c.ws?.close()));
 
 describe('WebSocket connection limits', () => {
   it('past MAX_CONNECTIONS an upgrade is refused 503 too_many_connections, before the token is looked at; a freed place is taken again', async () => {
@@ -45,7 +42,7 @@ describe('WebSocket connection limits', () => {
       expect(opened.every((c) => c.ws)).toBe(true);
       expect(await open(gw)).toEqual({ status: 503, body: { error: { reason: 'too_many_connections', message: 'the gateway has as many connections as it may' } } });
       await closeAll([opened.pop()!]);
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
       const again = await open(gw);
       expect(again.ws).toBeDefined();
       opened.push(again);
@@ -83,7 +80,7 @@ describe('HTTP requests in flight', () => {
     process.kill(pid, 'SIGSTOP');
     try {
       const first = post(); // held: Redis does not answer
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
       const t0 = Date.now();
       const second = await post();
       expect(second.status).toBe(503);

@@ -1,13 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
-import type { Gateway } from '../../src/gateway/server';
-import { idStatus } from '../../src/ledger/ids';
-
 /**
  * The gateway keeps nothing that matters: a call started on one copy goes on
  * through another (after a restart, or concurrently), found through the call
  * index in Redis, billed exactly once per second, closed with one record.
  */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { Client } from '../support/ws-client';
+import type { Gateway } from '../../src/gateway/server';
+import { idStatus } from '../../src/ledger/ids';
+
 let h: Harness;
 const open: Gateway[] = [];
 beforeAll(async () => {

@@ -5,10 +5,12 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../helpers/env';
-import { connectSwitch, cdrsOf, newCall, until } from '../metering/util';
-import { loadRedemptionCatalog, metricsText, Scanner, scannerToken, uniq, type Catalog } from '../redemption/util';
-import { sample } from './wire';
+import { cdrsOf, connectSwitch, newCall } from '../metering/fixtures';
+import { loadRedemptionCatalog, scannerToken, type Catalog } from '../redemption/fixtures';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, uniq, type Harness } from '../support/harness';
+import { metricsText, sample } from '../support/metrics';
+import { until } from '../support/wait';
+import { Scanner } from '../support/ws-client';
 
 let h: Harness;
 let gw: Gateway;

@@ -1,31 +1,17 @@
+/**
+ * Every answer of the scanner protocol, over a real
+ * /v1/scanner socket against a real Redis: what `ok` grants for each kind of
+ * product, and each refusal with the details a gate screen shows.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { activateId, setIdState } from '../../src/ledger/ids';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
-import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../helpers/env';
-import {
-  balanceOf,
-  DAY,
-  idFields,
-  idKeyOf,
-  loadRedemptionCatalog,
-  OTHER_VENUE,
-  PRICE,
-  recordsOf,
-  Scanner,
-  scannerToken,
-  streamLength,
-  uniq,
-  VENUE,
-  WALLET_FACE,
-  type Catalog,
-} from './util';
+import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, uniq, type Harness } from '../support/harness';
+import { balanceOf, idFields, idKeyOf } from '../support/redis';
+import { Scanner } from '../support/ws-client';
+import { DAY, loadRedemptionCatalog, OTHER_VENUE, PRICE, recordsOf, scannerToken, streamLength, VENUE, WALLET_FACE, type Catalog } from './fixtures';
 
-/**
- * Every answer of the scanner protocol (issue 3 part 4), over a real
- * /v1/scanner socket against a real Redis: what `ok` grants for each kind of
- * product, and each refusal with the details a gate screen shows.
- */
 let h: Harness;
 let gw: Gateway;
 let cat: Catalog;

@@ -1,3 +1,8 @@
+/**
+ * What redemption leaves behind: one record per redemption and reversal in the
+ * ID's bucket stream, exported by `tessera export redemptions` as CSV and
+ * NDJSON; and the redemption catalog as operators load it (JSON and CSV).
+ */
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
@@ -5,31 +10,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { putItems, putProducts, readCatalog } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
-import { cli, cliEnv, harnessFile, lines, setEnv } from '../helpers/cli';
-import { gateway, seedCatalog, soldIds, startHarness, type Harness } from '../helpers/env';
-import {
-  allRecords,
-  balanceOf,
-  DAY,
-  hashOf,
-  loadRedemptionCatalog,
-  PRICE,
-  recordsOf,
-  Scanner,
-  scannerToken,
-  until,
-  uniq,
-  VENUE,
-  WALLET_FACE,
-  type Catalog,
-  type Rec,
-} from './util';
+import { cli, cliEnv, harnessFile, lines, setEnv } from '../support/cli';
+import { gateway, seedCatalog, soldIds, startHarness, uniq, type Harness } from '../support/harness';
+import { balanceOf, hashOf } from '../support/redis';
+import { sleep, until } from '../support/wait';
+import { Scanner } from '../support/ws-client';
+import { allRecords, DAY, loadRedemptionCatalog, PRICE, recordsOf, scannerToken, VENUE, WALLET_FACE, type Catalog, type Rec } from './fixtures';
 
-/**
- * What redemption leaves behind: one record per redemption and reversal in the
- * ID's bucket stream, exported by `tessera export redemptions` as CSV and
- * NDJSON; and the redemption catalog as operators load it (JSON and CSV).
- */
 let h: Harness;
 let gw: Gateway;
 let cat: Catalog;
@@ -170,9 +157,9 @@ describe('export redemptions', () => {
     const s = await Scanner.connect(gw.port, (await scannerToken(h)).tok);
     const id = await sold(cat.ticket3);
     await s.redeem({ scan: uniq(), id });
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
     const mid = Date.now();
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
     const late = uniq('late');
     await s.redeem({ scan: late, id });
     await s.close();

@@ -1,31 +1,18 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Gateway } from '../../src/gateway/server';
-import { claimBucketOf } from '../../src/redemption/service';
-import { keys } from '../../src/redis/keys';
-import { gateway, sameBucketIds, seedCatalog, soldIds, startHarness, type Harness, type Msg } from '../helpers/env';
-import {
-  balanceOf,
-  hashOf,
-  http,
-  idFields,
-  idKeyOf,
-  loadRedemptionCatalog,
-  PRICE,
-  recordsOf,
-  Scanner,
-  scannerToken,
-  streamLength,
-  uniq,
-  VENUE,
-  WALLET_FACE,
-  type Catalog,
-} from './util';
-
 /**
  * Scan ids: a retry returns the first answer and changes nothing, the same scan
  * id for something else is a conflict, a reversal undoes one scan once, and
  * fifty scanners racing for one single-entry ticket let exactly one person in.
  */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { claimBucketOf } from '../../src/redemption/service';
+import { keys } from '../../src/redis/keys';
+import { gateway, sameBucketIds, seedCatalog, soldIds, startHarness, uniq, type Harness } from '../support/harness';
+import { jsonCall } from '../support/http';
+import { balanceOf, hashOf, idFields, idKeyOf } from '../support/redis';
+import { Scanner, type Msg } from '../support/ws-client';
+import { loadRedemptionCatalog, PRICE, recordsOf, scannerToken, streamLength, VENUE, WALLET_FACE, type Catalog } from './fixtures';
+
 let h: Harness;
 let gw: Gateway;
 let cat: Catalog;
@@ -90,7 +77,7 @@ describe('idempotent retries', () => {
     const id = await sold(cat.wallet);
     const scan = uniq();
     expect(await s.redeem({ scan, id, item: 'beer' })).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.beer });
-    const r = await http(gw.port, 'POST', '/v1/redeem', tok, { scan, id, item: 'beer' });
+    const r = await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan, id, item: 'beer' } });
     expect(r).toEqual({ status: 200, json: { kind: 'goods', action: 'spend', amount: PRICE.beer, valueLeft: WALLET_FACE - PRICE.beer, item: 'beer', duplicate: true } });
     expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.beer);
     expect(await recordsOf(h, id)).toHaveLength(1);
@@ -330,8 +317,8 @@ describe('conservation', () => {
     await s.reverse(scans[1]!); // second reverse gives nothing
     await s.validate({ id, item: 'beer' });
     await s.redeem({ scan: scans[5]!, id, item: 'beer' });
-    await http(gw.port, 'POST', '/v1/redeem', tok, { scan: scans[6]!, id, item: 'water' });
-    await http(gw.port, 'POST', '/v1/reverse', tok, { scan: scans[2]! });
+    await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: scans[6]!, id, item: 'water' } });
+    await jsonCall(gw, 'POST', '/v1/reverse', { token: tok, body: { scan: scans[2]! } });
     await s.redeem({ scan: scans[7]!, id, item: 'water', qty: 5 });
 
     const recs = await recordsOf(h, id);
@@ -381,7 +368,7 @@ describe('concurrency', () => {
 
   it('50 HTTP requests redeem one single-entry ticket at once: exactly one 200', async () => {
     const id = await sold(cat.ticket);
-    const rs = await Promise.all(Array.from({ length: 50 }, (_, i) => http(gw.port, 'POST', '/v1/redeem', tok, { scan: `hrace-${i}`, id })));
+    const rs = await Promise.all(Array.from({ length: 50 }, (_, i) => jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: `hrace-${i}`, id } })));
     expect(rs.filter((r) => r.status === 200)).toEqual([{ status: 200, json: { kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 } }]);
     const conflicts = rs.filter((r) => r.status === 409);
     expect(conflicts).toHaveLength(49);

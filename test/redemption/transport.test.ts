@@ -1,36 +1,23 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { setIdState } from '../../src/ledger/ids';
-import { createToken, tokenHash } from '../../src/catalog/store';
-import type { Gateway } from '../../src/gateway/server';
-import { generateId } from '../../src/ids/idnum';
-import { keys } from '../../src/redis/keys';
-import { Client, gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness, type Msg } from '../helpers/env';
-import {
-  balanceOf,
-  http,
-  idFields,
-  loadRedemptionCatalog,
-  metric,
-  metricsText,
-  OTHER_VENUE,
-  PRICE,
-  recordsOf,
-  Scanner,
-  scannerToken,
-  sleep,
-  uniq,
-  until,
-  VENUE,
-  WALLET_FACE,
-  type Catalog,
-} from './util';
-
 /**
  * The scanner protocol on the wire: MessagePack and JSON over /v1/scanner with
  * the reply in the request's encoding, the same operations over HTTP with the
  * status code of each answer, bearer auth by role, the ID status lookup, a
  * ticket on the switch socket, and the throttle on guessed IDs.
  */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { setIdState } from '../../src/ledger/ids';
+import { createToken, tokenHash } from '../../src/catalog/store';
+import type { Gateway } from '../../src/gateway/server';
+import { generateId } from '../../src/ids/idnum';
+import { keys } from '../../src/redis/keys';
+import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, token, uniq, type Harness } from '../support/harness';
+import { jsonCall } from '../support/http';
+import { metricsText, sample } from '../support/metrics';
+import { balanceOf, idFields } from '../support/redis';
+import { sleep, until } from '../support/wait';
+import { Client, Scanner, type Msg } from '../support/ws-client';
+import { loadRedemptionCatalog, OTHER_VENUE, PRICE, recordsOf, scannerToken, VENUE, WALLET_FACE, type Catalog } from './fixtures';
+
 let h: Harness;
 let gw: Gateway;
 let cat: Catalog;
@@ -52,7 +39,7 @@ afterAll(async () => {
 
 const sold = async (p: Parameters<typeof soldIds>[1]): Promise<string> => (await soldIds(h, p, 1))[0]!;
 const badCheck = (id: string): string => id.slice(0, -1) + String((Number(id.slice(-1)) + 1) % 10);
-const post = (path: string, body: unknown, tok = scan.tok) => http(gw.port, 'POST', path, tok, body);
+const post = (path: string, body: unknown, tok = scan.tok) => jsonCall(gw, 'POST', path, { token: tok, body });
 
 describe.each([
   { enc: 'JSON text frames', binary: false },
@@ -233,10 +220,10 @@ describe('auth', () => {
     const id = await sold(cat.ticket);
     for (const path of ['/v1/redeem', '/v1/validate', '/v1/reverse']) {
       const body = { scan: uniq(), id };
-      expect(await http(gw.port, 'POST', path, undefined, body)).toEqual({ status: 401, json: { error: { reason: 'unauthorized', message: 'bearer token required' } } });
-      expect(await http(gw.port, 'POST', path, 'tsk_nope', body)).toEqual({ status: 401, json: { error: { reason: 'unauthorized', message: 'unknown token' } } });
-      expect(await http(gw.port, 'POST', path, switchTok, body)).toEqual({ status: 403, json: { error: { reason: 'forbidden', message: 'role switch may not use this endpoint' } } });
-      expect((await http(gw.port, 'POST', path, sales, body)).status).toBe(403);
+      expect(await jsonCall(gw, 'POST', path, { body })).toEqual({ status: 401, json: { error: { reason: 'unauthorized', message: 'bearer token required' } } });
+      expect(await jsonCall(gw, 'POST', path, { token: 'tsk_nope', body })).toEqual({ status: 401, json: { error: { reason: 'unauthorized', message: 'unknown token' } } });
+      expect(await jsonCall(gw, 'POST', path, { token: switchTok, body })).toEqual({ status: 403, json: { error: { reason: 'forbidden', message: 'role switch may not use this endpoint' } } });
+      expect((await jsonCall(gw, 'POST', path, { token: sales, body })).status).toBe(403);
     }
     expect(await balanceOf(h, id)).toBe(1);
     expect(await recordsOf(h, id)).toEqual([]);
@@ -248,7 +235,7 @@ describe('auth', () => {
     const raw = 'tsk_raw-scanner-without-venue';
     await h.r.hset(keys.tokens, tokenHash(raw), JSON.stringify({ name: 'raw-scanner', role: 'scanner', created: Date.now() }));
     const id = await sold(cat.ticket);
-    expect(await http(gw.port, 'POST', '/v1/redeem', raw, { scan: 'nv', id })).toEqual({ status: 403, json: { error: { reason: 'no_venue', message: 'this scanner token has no venue' } } });
+    expect(await jsonCall(gw, 'POST', '/v1/redeem', { token: raw, body: { scan: 'nv', id } })).toEqual({ status: 403, json: { error: { reason: 'no_venue', message: 'this scanner token has no venue' } } });
     expect(await balanceOf(h, id)).toBe(1);
   });
 
@@ -257,12 +244,12 @@ describe('auth', () => {
     await post('/v1/redeem', { scan: uniq(), id });
     const f = await idFields(h, id);
     const want = { state: 'sold', product: 'ticket', kind: 'entry', currency: 'EUR', face: 1, balance: 0, activeCalls: 0, minted: Number(f.mint), sold: Number(f.sold), firstUse: Number(f.first) };
-    expect(await http(gw.port, 'GET', `/v1/ids/${id}/status`, scan.tok)).toEqual({ status: 200, json: want });
-    expect(await http(gw.port, 'GET', `/v1/ids/${id}/status`, await token(h, 'admin'))).toEqual({ status: 200, json: want });
-    expect((await http(gw.port, 'GET', `/v1/ids/${id}/status`, switchTok)).status).toBe(403);
-    expect((await http(gw.port, 'GET', `/v1/ids/${id}/status`)).status).toBe(401);
-    expect(await http(gw.port, 'GET', `/v1/ids/${generateId(16)}/status`, scan.tok)).toEqual({ status: 404, json: { error: { reason: 'unknown_id', message: 'unknown id' } } });
-    expect((await http(gw.port, 'GET', `/v1/ids/${badCheck(id)}/status`, scan.tok)).json.error.reason).toBe('bad_checksum');
+    expect(await jsonCall(gw, 'GET', `/v1/ids/${id}/status`, { token: scan.tok })).toEqual({ status: 200, json: want });
+    expect(await jsonCall(gw, 'GET', `/v1/ids/${id}/status`, { token: await token(h, 'admin') })).toEqual({ status: 200, json: want });
+    expect((await jsonCall(gw, 'GET', `/v1/ids/${id}/status`, { token: switchTok })).status).toBe(403);
+    expect((await jsonCall(gw, 'GET', `/v1/ids/${id}/status`)).status).toBe(401);
+    expect(await jsonCall(gw, 'GET', `/v1/ids/${generateId(16)}/status`, { token: scan.tok })).toEqual({ status: 404, json: { error: { reason: 'unknown_id', message: 'unknown id' } } });
+    expect((await jsonCall(gw, 'GET', `/v1/ids/${badCheck(id)}/status`, { token: scan.tok })).json.error.reason).toBe('bad_checksum');
   });
 });
 
@@ -286,8 +273,8 @@ describe('throttling guessed IDs', () => {
   /** What /metrics says of guessing: unknown_id answers, and scanners throttled. */
   async function expectGuessCounts(port: number, unknown: number, throttled: number): Promise<void> {
     const m = await metricsText(port);
-    expect(metric(m, 'tessera_unknown_id_scans_total')).toBe(unknown);
-    expect(metric(m, 'tessera_scanner_throttled_total')).toBe(throttled);
+    expect(sample(m, 'tessera_unknown_id_scans_total')).toBe(unknown);
+    expect(sample(m, 'tessera_scanner_throttled_total')).toBe(throttled);
   }
 
   it('guessLimit unknown IDs are answered normally, the one over the limit still unknown_id, then throttled (docs/scanners.md)', async () => {
@@ -312,10 +299,10 @@ describe('throttling guessed IDs', () => {
       // LIMIT + 1 guesses, none of them a redeem: the next ask of any kind is throttled.
       expect(await s.validate({ id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'unknown_id' });
       expect(await s.request({ op: 'status', ref: 'g1', id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'unknown_id' });
-      expect((await http(g.port, 'POST', '/v1/validate', tok, { id: generateId(16) })).json.error.reason).toBe('unknown_id');
-      expect((await http(g.port, 'GET', `/v1/ids/${generateId(16)}/status`, tok)).json.error.reason).toBe('unknown_id');
+      expect((await jsonCall(g, 'POST', '/v1/validate', { token: tok, body: { id: generateId(16) } })).json.error.reason).toBe('unknown_id');
+      expect((await jsonCall(g, 'GET', `/v1/ids/${generateId(16)}/status`, { token: tok })).json.error.reason).toBe('unknown_id');
       expect(await s.redeem({ scan: uniq(), id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'throttled' });
-      expect((await http(g.port, 'GET', `/v1/ids/${generateId(16)}/status`, tok)).status).toBe(429);
+      expect((await jsonCall(g, 'GET', `/v1/ids/${generateId(16)}/status`, { token: tok })).status).toBe(429);
       await expectGuessCounts(g.port, LIMIT + 1, 1);
       await s.close();
     } finally {
@@ -347,7 +334,7 @@ describe('throttling guessed IDs', () => {
       expect(r1.retryAfter).toBeGreaterThanOrEqual(1);
       expect(r1.retryAfter).toBeLessThanOrEqual(WINDOW);
       expect(await sa.validate({ id: t1 })).toMatchObject({ op: 'refused', reason: 'throttled' });
-      const viaHttp = await http(g.port, 'POST', '/v1/redeem', a.tok, { scan: uniq(), id: t1 });
+      const viaHttp = await jsonCall(g, 'POST', '/v1/redeem', { token: a.tok, body: { scan: uniq(), id: t1 } });
       expect(viaHttp).toEqual({ status: 429, json: { error: { reason: 'throttled', message: 'too many unknown IDs; wait', retryAfter: expect.any(Number) } } });
       expect(await balanceOf(h, t1)).toBe(1);
 
@@ -365,7 +352,7 @@ describe('throttling guessed IDs', () => {
       expect(await sa.redeem({ scan: uniq(), id: t3 })).toMatchObject({ op: 'redeemed', entriesLeft: 0 });
       expect(await sa.redeem({ scan: uniq(), id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'unknown_id' });
       expect(await sa.redeem({ scan: uniq(), id: t4 })).toMatchObject({ op: 'redeemed', entriesLeft: 0 });
-      expect(metric(await metricsText(g.port), 'tessera_scanner_throttled_total')).toBe(1);
+      expect(sample(await metricsText(g.port), 'tessera_scanner_throttled_total')).toBe(1);
       await Promise.all([sa.close(), sb.close()]);
     } finally {
       await g.close();

@@ -1,20 +1,25 @@
+/**
+ * The operator's side of sales: look a sale up, refund it (void at the card
+ * company, block the ID if unused; refuse if used), export sales and refunds;
+ * and the access numbers, as JSON and as pages.
+ */
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { putAccess } from '../../src/catalog/store';
 import type { AccessArea } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
-import { runCliIn } from '../helpers/cli';
-import { Client, gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../helpers/env';
+import { runCliIn } from '../support/cli';
+import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
+import { http } from '../support/http';
+import { hashOf, idFields } from '../support/redis';
+import { sleep } from '../support/wait';
+import { Client } from '../support/ws-client';
 import {
   addMember,
-  baseOf,
   buy,
   callWith,
   commissionOf,
-  hashOf,
-  http,
-  idFields,
   newKey,
   NO_FAULTS,
   payment,
@@ -22,19 +27,12 @@ import {
   purchaseRef,
   recordsOf,
   setFaults,
-  sleep,
   usedCredit,
   type Buyer,
-} from './util';
+} from './fixtures';
 
-/**
- * The operator's side of sales: look a sale up, refund it (void at the card
- * company, block the ID if unused; refuse if used), export sales and refunds;
- * and the access numbers, as JSON and as pages.
- */
 let h: Harness;
 let gw: Gateway;
-let base: string;
 const SALES = 'shop-adm';
 const ADMIN = 'ops-anna';
 let salesTok: string;
@@ -49,7 +47,6 @@ beforeAll(async () => {
   await seedCatalog(h, [P]);
   await mint(h, P, 20);
   gw = await gateway(h);
-  base = baseOf(gw);
   salesTok = await token(h, 'sales', SALES);
   adminTok = await token(h, 'admin', ADMIN);
 });
@@ -76,8 +73,8 @@ async function buyOne(): Promise<Bought> {
 }
 
 const refund = (id: string, reason?: string, tok = adminTok) =>
-  http(base, 'POST', `/v1/admin/sales/${encodeURIComponent(id)}/refund`, { token: tok, body: reason === undefined ? {} : { reason } });
-const lookup = (id: string, tok = adminTok) => http(base, 'GET', `/v1/admin/sales/${encodeURIComponent(id)}`, { token: tok });
+  http(gw, 'POST', `/v1/admin/sales/${encodeURIComponent(id)}/refund`, { token: tok, body: reason === undefined ? {} : { reason } });
+const lookup = (id: string, tok = adminTok) => http(gw, 'GET', `/v1/admin/sales/${encodeURIComponent(id)}`, { token: tok });
 
 describe('sale lookup', () => {
   it('GET /v1/admin/sales/:id shows the ID’s state and its sale record', async () => {
@@ -304,10 +301,10 @@ describe('access numbers', () => {
   const PARIS: AccessArea = { area: 'fr-paris', name: 'France: Paris', countryCode: '33', numbers: [{ number: '+33 1 23 45 67 89' }] };
 
   it('none published yet: an empty list and a page that says so', async () => {
-    const j = await http(base, 'GET', '/v1/access-numbers');
+    const j = await http(gw, 'GET', '/v1/access-numbers');
     expect(j.status).toBe(200);
     expect(j.json).toEqual({ areas: [] });
-    const p = await http(base, 'GET', '/access');
+    const p = await http(gw, 'GET', '/access');
     expect(p.status).toBe(200);
     expect(p.text).toContain('No access numbers are published yet.');
   });
@@ -317,12 +314,12 @@ describe('access numbers', () => {
     const end = Date.now() + 5000;
     while (!gw.catalog.area('fr-paris') && Date.now() < end) await sleep(20);
 
-    const j = await http(base, 'GET', '/v1/access-numbers');
+    const j = await http(gw, 'GET', '/v1/access-numbers');
     expect(j.status).toBe(200);
     // Sorted by name.
     expect(j.json).toEqual({ areas: [PARIS, TOKYO] });
 
-    const list = await http(base, 'GET', '/access');
+    const list = await http(gw, 'GET', '/access');
     expect(list.status).toBe(200);
     expect(list.type).toBe('text/html; charset=utf-8');
     expect(list.text).toContain('Where are you now?');
@@ -330,7 +327,7 @@ describe('access numbers', () => {
     expect(list.text).toContain('<a href="/access/fr-paris">France: Paris</a>');
     expect(list.text.indexOf('France: Paris')).toBeLessThan(list.text.indexOf('Japan: Tokyo'));
 
-    const tokyo = await http(base, 'GET', '/access/jp-tokyo');
+    const tokyo = await http(gw, 'GET', '/access/jp-tokyo');
     expect(tokyo.status).toBe(200);
     expect(tokyo.text).toContain('<h1>Japan: Tokyo</h1>');
     expect(tokyo.text).toContain('<li><strong>+81 3 1234 5678</strong> (toll free)</li>');
@@ -345,7 +342,7 @@ describe('access numbers', () => {
     expect(tokyo.text).toContain('Payphones need a &lt;10 yen&gt; coin &amp; patience.');
     expect(tokyo.text).not.toContain('<10 yen>');
 
-    const paris = await http(base, 'GET', '/access/fr-paris');
+    const paris = await http(gw, 'GET', '/access/fr-paris');
     expect(paris.status).toBe(200);
     expect(paris.text).toContain('<strong>+33 1 23 45 67 89</strong>');
     expect(paris.text).not.toContain('+81 3 1234 5678');
@@ -353,7 +350,7 @@ describe('access numbers', () => {
 
   it('an unknown area → 404 page pointing back to the list', async () => {
     for (const area of ['mars-base', 'JP-TOKYO', '%3Cscript%3E']) {
-      const r = await http(base, 'GET', `/access/${area}`);
+      const r = await http(gw, 'GET', `/access/${area}`);
       expect(r.status, area).toBe(404);
       expect(r.type).toBe('text/html; charset=utf-8');
       expect(r.text).toContain('Unknown area');
@@ -366,9 +363,9 @@ describe('access numbers', () => {
     await putAccess(h.ctx.redis, [{ ...PARIS, numbers: [{ number: '+33 9 99 99 99 99', label: 'new' }] }]);
     const end = Date.now() + 5000;
     while (gw.catalog.area('fr-paris')?.numbers[0]?.number !== '+33 9 99 99 99 99' && Date.now() < end) await sleep(20);
-    const r = await http(base, 'GET', '/access/fr-paris');
+    const r = await http(gw, 'GET', '/access/fr-paris');
     expect(r.text).toContain('<strong>+33 9 99 99 99 99</strong> (new)');
     expect(r.text).not.toContain('+33 1 23 45 67 89');
-    expect((await http(base, 'GET', '/v1/access-numbers')).json.areas[0].numbers).toEqual([{ number: '+33 9 99 99 99 99', label: 'new' }]);
+    expect((await http(gw, 'GET', '/v1/access-numbers')).json.areas[0].numbers).toEqual([{ number: '+33 9 99 99 99 99', label: 'new' }]);
   });
 });

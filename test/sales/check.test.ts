@@ -1,14 +1,17 @@
-import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { Gateway } from '../../src/gateway/server';
-import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../helpers/env';
-import { addMember, baseOf, buy, callWith, http, idFields, newKey, product, sleep, type Buyer, type Res } from './util';
-
 /**
  * The check link: its token and the buyer's PIN together show the ID again.
  * A wrong PIN (or a link that does not exist) shows nothing about the ID;
  * too many wrong PINs lock the link, and a client address spraying links.
  */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
+import { http, type Res } from '../support/http';
+import { idFields } from '../support/redis';
+import { sleep } from '../support/wait';
+import { addMember, buy, callWith, newKey, product, type Buyer } from './fixtures';
+
 let h: Harness;
 /** Per-link lock after 5 wrong PINs for 2 s; the per-client limit out of the way. */
 let gw: Gateway;
@@ -55,7 +58,7 @@ async function buyOne(pin = String(1000 + Math.floor(Math.random() * 9000))): Pr
 }
 
 const grouped = (id: string): string => id.replace(/(\d{4})(?=\d)/g, '$1 ');
-const check = (g: Gateway, path: string, pin: string): Promise<Res> => http(baseOf(g), 'POST', path, { form: { pin } });
+const check = (g: Gateway, path: string, pin: string): Promise<Res> => http(g, 'POST', path, { form: { pin } });
 const wrongPin = (b: Bought): string => (b.pin === '0000' ? '1111' : '0000');
 
 /** The page shows nothing of the ID: not the number, bare or grouped, nor a balance. */
@@ -70,7 +73,7 @@ function expectNothingOf(r: Res, id: string): void {
 describe('check link', () => {
   it('GET shows the PIN form, posting back to the link, and nothing of the ID', async () => {
     const b = await buyOne();
-    const r = await http(baseOf(gw), 'GET', b.path);
+    const r = await http(gw, 'GET', b.path);
     expect(r.status).toBe(200);
     expect(r.type).toBe('text/html; charset=utf-8');
     expect(r.text).toContain(`<form method="post" action="${b.path}">`);
@@ -154,9 +157,9 @@ describe('check link', () => {
       expectNothingOf(r, b.id);
     }
     // Its form, too, looks like any other link's.
-    const form = await http(baseOf(gw), 'GET', unknown[0]!);
+    const form = await http(gw, 'GET', unknown[0]!);
     expect(form.status).toBe(200);
-    expect(form.text).toBe((await http(baseOf(gw), 'GET', b.path)).text.replace(b.path, unknown[0]!));
+    expect(form.text).toBe((await http(gw, 'GET', b.path)).text.replace(b.path, unknown[0]!));
   });
 });
 

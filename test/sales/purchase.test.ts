@@ -1,20 +1,24 @@
+/**
+ * Buying an ID over the sales API against real Redis and the sandbox card
+ * company over HTTP: the catalog, approvals, every decline, idempotent retries
+ * and who may call.
+ */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { EntryProduct, GoodsProduct, ServiceProduct } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { luhnValid } from '../../src/ids/luhn';
 import { keys } from '../../src/redis/keys';
-import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../helpers/env';
+import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
+import { http } from '../support/http';
+import { hashOf, idFields } from '../support/redis';
+import { sleep } from '../support/wait';
 import {
   addMember,
   badLuhn,
-  baseOf,
   buy,
   callWith,
   cardNumber,
   commissionOf,
-  hashOf,
-  http,
-  idFields,
   newKey,
   NO_FAULTS,
   payment,
@@ -28,16 +32,10 @@ import {
   setFaults,
   stock,
   usedCredit,
-} from './util';
+} from './fixtures';
 
-/**
- * Buying an ID over the sales API against real Redis and the sandbox card
- * company over HTTP: the catalog, approvals, every decline, idempotent retries
- * and who may call.
- */
 let h: Harness;
 let gw: Gateway;
-let base: string;
 const SALES = 'shop-1';
 let salesTok: string;
 
@@ -63,7 +61,6 @@ beforeAll(async () => {
   await mint(h, GOODS, 2);
   await mint(h, SAUNA, 1);
   gw = await gateway(h);
-  base = baseOf(gw);
   salesTok = await token(h, 'sales', SALES);
 });
 afterAll(async () => {
@@ -76,7 +73,7 @@ beforeEach(async () => {
 
 describe('GET /v1/products', () => {
   it('lists every product with kind, face, price, currency, talk time and stock; no token needed', async () => {
-    const r = await http(base, 'GET', '/v1/products');
+    const r = await http(gw, 'GET', '/v1/products');
     expect(r.status).toBe(200);
     const byName = new Map((r.json.products as { name: string }[]).map((p) => [p.name, p]));
     expect(byName.size).toBe(7);
@@ -90,10 +87,10 @@ describe('GET /v1/products', () => {
 
   it('available follows the stock: a sale takes one off', async () => {
     const buyer = await addMember(h, 100_000_000);
-    const before = (await http(base, 'GET', '/v1/products')).json.products.find((p: { name: string }) => p.name === 'talk-5').available;
+    const before = (await http(gw, 'GET', '/v1/products')).json.products.find((p: { name: string }) => p.name === 'talk-5').available;
     expect(before).toBe(await stock(h, 'talk-5'));
     expect((await buy(gw, salesTok, newKey(), 'talk-5', buyer)).status).toBe(200);
-    const after = (await http(base, 'GET', '/v1/products')).json.products.find((p: { name: string }) => p.name === 'talk-5').available;
+    const after = (await http(gw, 'GET', '/v1/products')).json.products.find((p: { name: string }) => p.name === 'talk-5').available;
     expect(after).toBe(before - 1);
     expect(after).toBe(await stock(h, 'talk-5'));
   });
@@ -290,7 +287,7 @@ describe('idempotent retries', () => {
     const key = newKey('busy');
     await setFaults(h, { latencyMs: 400 });
     const first = buy(gw, salesTok, key, 'talk-i', m);
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
     const during = await buy(gw, salesTok, key, 'talk-i', m);
     expect(during.status).toBe(409);
     expect(during.json).toEqual({ error: { reason: 'in_progress', message: 'this purchase is being processed; retry shortly' } });
@@ -313,7 +310,7 @@ describe('idempotent retries', () => {
       purchaseBody('talk-i', { card: cardNumber(), cardPin: m.cardPin }),
     ];
     for (const body of variants) {
-      const r = await http(base, 'POST', '/v1/purchases', { token: salesTok, idem: key, body });
+      const r = await http(gw, 'POST', '/v1/purchases', { token: salesTok, idem: key, body });
       expect(r.status, JSON.stringify(body)).toBe(422);
       expect(r.json).toEqual({ error: { reason: 'idempotency_conflict', message: 'this Idempotency-Key was used for another purchase' } });
     }
@@ -335,11 +332,11 @@ describe('idempotent retries', () => {
   it('a missing or malformed Idempotency-Key: 400, nothing reserved or charged', async () => {
     const m = await addMember(h, 100_000_000);
     const stockBefore = await stock(h, 'talk-i');
-    const none = await http(base, 'POST', '/v1/purchases', { token: salesTok, body: purchaseBody('talk-i', m) });
+    const none = await http(gw, 'POST', '/v1/purchases', { token: salesTok, body: purchaseBody('talk-i', m) });
     expect(none.status).toBe(400);
     expect(none.json.error.reason).toBe('missing_idempotency_key');
     for (const bad of ['short', 'has space in it', 'x'.repeat(129), 'semi;colon!']) {
-      const r = await http(base, 'POST', '/v1/purchases', { token: salesTok, idem: bad, body: purchaseBody('talk-i', m) });
+      const r = await http(gw, 'POST', '/v1/purchases', { token: salesTok, idem: bad, body: purchaseBody('talk-i', m) });
       expect(r.status, bad).toBe(400);
       expect(r.json.error.reason).toBe('missing_idempotency_key');
     }
@@ -351,14 +348,14 @@ describe('idempotent retries', () => {
   it('no token → 401, an unknown token → 401, a token of another role → 403; nothing charged', async () => {
     const m = await addMember(h, 100_000_000);
     const body = purchaseBody('talk-i', m);
-    const noTok = await http(base, 'POST', '/v1/purchases', { idem: newKey(), body });
+    const noTok = await http(gw, 'POST', '/v1/purchases', { idem: newKey(), body });
     expect(noTok.status).toBe(401);
     expect(noTok.json.error.reason).toBe('unauthorized');
-    const unknown = await http(base, 'POST', '/v1/purchases', { token: 'tsk_not-a-token', idem: newKey(), body });
+    const unknown = await http(gw, 'POST', '/v1/purchases', { token: 'tsk_not-a-token', idem: newKey(), body });
     expect(unknown.status).toBe(401);
     expect(unknown.json.error.reason).toBe('unauthorized');
     for (const role of ['switch', 'scanner', 'admin'] as const) {
-      const r = await http(base, 'POST', '/v1/purchases', { token: await token(h, role), idem: newKey(), body });
+      const r = await http(gw, 'POST', '/v1/purchases', { token: await token(h, role), idem: newKey(), body });
       expect(r.status, role).toBe(403);
       expect(r.json.error.reason).toBe('forbidden');
     }
@@ -374,7 +371,7 @@ describe('idempotent retries', () => {
       [{ ...purchaseBody('talk-i', m), payment: { card: 'x', cardPin: '1' } }, 'bad_value'],
     ];
     for (const [body, reason] of bad) {
-      const r = await http(base, 'POST', '/v1/purchases', { token: salesTok, idem: newKey(), body });
+      const r = await http(gw, 'POST', '/v1/purchases', { token: salesTok, idem: newKey(), body });
       expect(r.status, JSON.stringify(body)).toBe(400);
       expect(r.json.error.reason).toBe(reason);
     }

@@ -1,12 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Gateway } from '../../src/gateway/server';
-import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../helpers/env';
-import { addMember, baseOf, buy, hashOf, http, idFields, newKey, payment, product, purchaseRef, reservations, saleRecords, stock, usedCredit } from './util';
-
 /**
  * Inventory: out_of_stock only when nothing is left, and under a rush of buyers
  * on two gateway copies every remaining ID is sold exactly once.
  */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
+import { http } from '../support/http';
+import { hashOf, idFields } from '../support/redis';
+import { addMember, buy, newKey, payment, product, purchaseRef, reservations, saleRecords, stock, usedCredit } from './fixtures';
+
 let h: Harness;
 let gw: Gateway;
 let gw2: Gateway;
@@ -52,7 +54,7 @@ describe('out_of_stock', () => {
       expect((await buy(g, salesTok, key, 'talk-one', m)).json).toEqual(SOLD_OUT);
     }
     expect(await usedCredit(h, m.card)).toBe(2_000_000);
-    const listed = (await http(baseOf(gw), 'GET', '/v1/products')).json.products.find((p: { name: string }) => p.name === 'talk-one');
+    const listed = (await http(gw, 'GET', '/v1/products')).json.products.find((p: { name: string }) => p.name === 'talk-one');
     expect(listed.available).toBe(0);
   });
 

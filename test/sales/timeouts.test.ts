@@ -1,11 +1,18 @@
+/**
+ * The card company does not answer: the purchase says payment_pending (503),
+ * and a retry with the same Idempotency-Key finds out what happened by asking
+ * the card company, then finishes the sale or releases the ID, never charging
+ * twice. The sandbox's hangNext makes a call do its work and never answer.
+ */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
-import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../helpers/env';
+import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
+import { hashOf } from '../support/redis';
+import { sleep } from '../support/wait';
 import {
   addMember,
   buy,
   commissionOf,
-  hashOf,
   inventoryHashes,
   newKey,
   NO_FAULTS,
@@ -16,17 +23,10 @@ import {
   reservations,
   saleRecords,
   setFaults,
-  sleep,
   stock,
   usedCredit,
-} from './util';
+} from './fixtures';
 
-/**
- * The card company does not answer: the purchase says payment_pending (503),
- * and a retry with the same Idempotency-Key finds out what happened by asking
- * the card company, then finishes the sale or releases the ID, never charging
- * twice. The sandbox's hangNext makes a call do its work and never answer.
- */
 let h: Harness;
 let gw: Gateway;
 const SALES = 'shop-t';

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readPlansFile, readProductsFile } from '../../src/catalog/files';
 import { putPlans, putProducts, readCatalog } from '../../src/catalog/store';
 import { keys } from '../../src/redis/keys';
-import { startHarness, type Harness } from '../helpers/env';
+import { startHarness, type Harness } from '../support/harness';
 
 let dir: string;
 let h: Harness;

@@ -1,3 +1,8 @@
+/**
+ * What a client is told when Redis fails: storage trouble is `unavailable`
+ * (retry later), never `internal`. The errors come from ioredis itself, so a
+ * changed message in a new version shows up here, not in production.
+ */
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import Redis, { Cluster } from 'ioredis';
 import MaxRetriesPerRequestError from 'ioredis/built/errors/MaxRetriesPerRequestError';
@@ -12,11 +17,6 @@ import { compile } from '../../src/protocol/validator';
 import { freePort } from '../../src/redis/embedded';
 import { failureReason } from '../../src/redis/failure';
 
-/**
- * What a client is told when Redis fails: storage trouble is `unavailable`
- * (retry later), never `internal`. The errors come from ioredis itself, so a
- * changed message in a new version shows up here, not in production.
- */
 describe('failureReason', () => {
   it('a cluster whose nodes are all down: unavailable', async () => {
     const port = await freePort();

@@ -5,7 +5,7 @@ import { ConfigError } from '../../src/config/config';
 import { keys } from '../../src/redis/keys';
 import { createLogger } from '../../src/observability/log';
 import { startEmbeddedRedis } from '../../src/redis/embedded';
-import { startHarness, type Harness } from '../helpers/env';
+import { startHarness, type Harness } from '../support/harness';
 
 let h: Harness;
 beforeAll(async () => {

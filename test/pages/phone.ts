@@ -1,14 +1,15 @@
+/**
+ * Debian's Chromium driven by playwright-core, as a phone with JavaScript
+ * switched off: the buyer's pages must work as plain HTML forms.
+ * (`npx playwright install` cannot download a browser here; Debian's can be installed.)
+ */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 
-/**
- * Debian's Chromium driven by playwright-core, as a phone with JavaScript
- * switched off: the buyer's pages must work as plain HTML forms.
- * (`npx playwright install` cannot download a browser here; Debian's can be installed.)
- */
+/** Debian's Chromium, the browser the pages are tested in. */
 export const CHROMIUM = '/usr/bin/chromium';
 
 /** A phone: what the pages must be readable on. */

@@ -1,3 +1,7 @@
+/**
+ * The operator CLI, run in-process through runCli against the harness Redis:
+ * same secret, same bucket count, so the gateway and the test see what it writes.
+ */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -7,13 +11,11 @@ import { readCatalog } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { checkId, generateId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
-import { cli, cliEnv, harnessFile, lines, setEnv, type CliRun } from '../helpers/cli';
-import { Client, gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../helpers/env';
+import { cli, cliEnv, harnessFile, lines, setEnv, type CliRun } from '../support/cli';
+import { gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { sleep } from '../support/wait';
+import { Client } from '../support/ws-client';
 
-/**
- * The operator CLI, run in-process through runCli against the harness Redis:
- * same secret, same bucket count, so the gateway and the test see what it writes.
- */
 let h: Harness;
 let gw: Gateway;
 let restoreEnv: (() => void) | undefined;
@@ -299,7 +301,7 @@ describe('tokens', () => {
       try {
         const again = await Client.connect(gw.port, created.token);
         await again.close();
-        await new Promise((res) => setTimeout(res, 50));
+        await sleep(50);
       } catch (e) {
         status = (e as { status?: number }).status ?? -1;
         break;

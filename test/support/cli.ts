@@ -1,15 +1,14 @@
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { vi } from 'vitest';
-import { runCli } from '../../src/cli/main';
-import { TEST_SECRET, type Harness } from './env';
-
 /**
  * The operator CLI run in-process (src/cli/main.ts runCli) against a test
  * harness: the environment that points it at the harness Redis (same secret,
  * same bucket count, so the gateway and the test see what it writes), and a
  * runner that captures what it writes to stdout and stderr.
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { vi } from 'vitest';
+import { runCli } from '../../src/cli/main';
+import { TEST_SECRET, type Harness } from './harness';
 
 export interface CliRun {
   code: number;

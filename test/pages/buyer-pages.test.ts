@@ -1,3 +1,9 @@
+/**
+ * The buyer's pages in a real browser: Debian's Chromium, as a phone, with
+ * JavaScript switched off, against a real gateway, Redis and sandbox card
+ * company. Buy, see a decline, recover the ID with the PIN, get locked out,
+ * find the access number. Every page must fit the phone's width.
+ */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -5,20 +11,14 @@ import type { Page } from 'playwright-core';
 import { putAccess } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
-import { gateway, mint, seedCatalog, startHarness, talkProduct, type Harness } from '../helpers/env';
-import { ensureChromium, follow, launchPhone, layout, PHONE, scriptsAreOff, submit, text, type Phone } from './browser';
+import { gateway, mint, seedCatalog, startHarness, talkProduct, type Harness } from '../support/harness';
+import { ensureChromium, follow, launchPhone, layout, PHONE, scriptsAreOff, submit, text, type Phone } from './phone';
 
-/**
- * The buyer's pages in a real browser: Debian's Chromium, as a phone, with
- * JavaScript switched off, against a real gateway, Redis and sandbox card
- * company. Buy, see a decline, recover the ID with the PIN, get locked out,
- * find the access number. Every page must fit the phone's width.
- */
 const chromium = ensureChromium();
 if (!chromium.ok) {
   // Only where Debian's chromium can be neither found nor installed; CI installs it.
   if (process.env.CI) throw new Error(`browser tests cannot run: ${chromium.why}`);
-  console.warn(`SKIPPED test/pages/browser.test.ts: ${chromium.why}`);
+  console.warn(`SKIPPED test/pages/buyer-pages.test.ts: ${chromium.why}`);
 }
 
 const ALICE = { card: '4000 0000 0000 0002', cardPin: '1234' };

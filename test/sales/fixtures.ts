@@ -1,3 +1,8 @@
+/**
+ * Sales test fixtures: purchases over HTTP, the sandbox card company's test
+ * controls (over HTTP), card numbers, and reads of inventory, reservations and
+ * the sale streams straight from Redis.
+ */
 import { randomBytes } from 'node:crypto';
 import { putProducts } from '../../src/catalog/store';
 import type { Product } from '../../src/catalog/schema';
@@ -5,53 +10,15 @@ import type { Gateway } from '../../src/gateway/server';
 import { luhnDigit } from '../../src/ids/luhn';
 import { keys } from '../../src/redis/keys';
 import type { Faults, Member } from '../../src/dev/sandbox';
-import { Client, talkProduct, token, type Harness } from '../helpers/env';
-
-/**
- * Shared pieces of the sales tests: HTTP calls to the gateway, the sandbox card
- * company's test controls (over HTTP), card numbers, and reads of inventory,
- * reservations and the sale streams straight from Redis.
- */
+import { http, type Res } from '../support/http';
+import { talkProduct, token, uniq, type Harness } from '../support/harness';
+import { streamFields } from '../support/redis';
+import { sleep } from '../support/wait';
+import { Client } from '../support/ws-client';
 
 export const PIN = '4711';
 /** A unique, well-formed Idempotency-Key. */
-export const newKey = (tag = 'k'): string => `${tag}-${randomBytes(8).toString('hex')}`;
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-export interface Res {
-  status: number;
-  json: any;
-  text: string;
-  type: string | null;
-}
-
-export async function http(
-  base: string,
-  method: 'GET' | 'POST',
-  path: string,
-  opts: { token?: string; body?: unknown; idem?: string; form?: Record<string, string>; headers?: Record<string, string> } = {},
-): Promise<Res> {
-  const headers: Record<string, string> = { ...opts.headers };
-  if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
-  if (opts.idem !== undefined) headers['Idempotency-Key'] = opts.idem;
-  let body: string | undefined;
-  if (opts.form) {
-    headers['Content-Type'] = 'application/x-www-form-urlencoded';
-    body = new URLSearchParams(opts.form).toString();
-  } else if (opts.body !== undefined) {
-    headers['Content-Type'] = 'application/json';
-    body = JSON.stringify(opts.body);
-  }
-  const res = await fetch(`${base}${path}`, { method, headers, body });
-  const text = await res.text();
-  const type = res.headers.get('content-type');
-  let json: any;
-  if (type?.startsWith('application/json') && text) json = JSON.parse(text);
-  return { status: res.status, json, text, type };
-}
-
-export const baseOf = (gw: Gateway): string => `http://127.0.0.1:${gw.port}`;
-
+export const newKey = (tag = 'k'): string => uniq(tag, 8);
 /** A card number with a good Luhn check digit (16 digits, starts with 5: never a demo member). */
 export function cardNumber(): string {
   let body = '5';
@@ -109,7 +76,7 @@ export function purchaseBody(product: string, buyer: Buyer, pin = PIN): { produc
 }
 
 export function buy(gw: Gateway, salesToken: string, key: string, product: string, buyer: Buyer, pin = PIN): Promise<Res> {
-  return http(baseOf(gw), 'POST', '/v1/purchases', { token: salesToken, idem: key, body: purchaseBody(product, buyer, pin) });
+  return http(gw, 'POST', '/v1/purchases', { token: salesToken, idem: key, body: purchaseBody(product, buyer, pin) });
 }
 
 /** Unsold IDs of a product left in inventory, all buckets (read from Redis, no cache). */
@@ -143,24 +110,13 @@ export async function saleRecords(h: Harness): Promise<Rec[]> {
   const out: Rec[] = [];
   for (let b = 0; b < h.cfg.buckets; b++) {
     for (const [id, flat] of await h.r.xrange(keys.sales(b), '-', '+')) {
-      const rec: Rec = { stream: `${b}/${id}` };
-      for (let i = 0; i + 1 < flat.length; i += 2) rec[flat[i]!] = flat[i + 1]!;
-      out.push(rec);
+      out.push({ ...streamFields(flat), stream: `${b}/${id}` });
     }
   }
   return out;
 }
 
 export const recordsOf = async (h: Harness, idHash: string): Promise<Rec[]> => (await saleRecords(h)).filter((r) => r.id === idHash);
-
-export const hashOf = (h: Harness, id: string): string => h.ctx.ids.hash(id).hash;
-
-export function idKeyOf(h: Harness, id: string): string {
-  const { hash, bucket } = h.ctx.ids.hash(id);
-  return keys.id(bucket, hash);
-}
-
-export const idFields = (h: Harness, id: string): Promise<Record<string, string>> => h.r.hgetall(idKeyOf(h, id));
 
 /** Adds products after the gateway started and waits until it sells them. */
 export async function addProducts(h: Harness, gw: Gateway, products: Product[]): Promise<void> {
@@ -182,7 +138,7 @@ export const product = (name: string, over: Parameters<typeof talkProduct>[0] = 
 export async function callWith(h: Harness, gw: Gateway, id: string, sec: number): Promise<Record<string, any>> {
   const c = await Client.connect(gw.port, await token(h, 'switch'));
   try {
-    const call = `c-${randomBytes(6).toString('hex')}`;
+    const call = uniq('c');
     const started = await c.request({ op: 'start', ref: 1, call, id, dest: '4912345' });
     if (started.op !== 'started') throw new Error(`start: ${JSON.stringify(started)}`);
     return { started, stopped: await c.request({ op: 'stop', ref: 2, call, sec }) };

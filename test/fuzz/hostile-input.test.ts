@@ -1,15 +1,3 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
-import fc from 'fast-check';
-import { pack, unpack } from 'msgpackr';
-import WebSocket from 'ws';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Gateway } from '../../src/gateway/server';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
-import { loadRedemptionCatalog } from '../redemption/util';
-
 /**
  * Hostile input, for a bounded time per endpoint: random bytes, random
  * MessagePack and JSON values, message-shaped maps with wrong types, negative,
@@ -18,6 +6,20 @@ import { loadRedemptionCatalog } from '../redemption/util';
  * keeps answering, says every refusal with a reason the docs list, and its
  * heap does not grow past a bound.
  */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import fc from 'fast-check';
+import { pack } from 'msgpackr';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { sleep } from '../support/wait';
+import { WsClient } from '../support/ws-client';
+import { loadRedemptionCatalog } from '../redemption/fixtures';
+
 let h: Harness;
 let gw: Gateway;
 const tokens: Record<string, string> = {};
@@ -96,51 +98,36 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
 
 // ---------------------------------------------------------------- helpers
 
-class Socket {
-  received: Record<string, unknown>[] = [];
-  closed = false;
-  private constructor(readonly ws: WebSocket) {
-    ws.on('message', (data: Buffer, isBinary) => {
-      const body = isBinary ? unpack(data) : JSON.parse(data.toString());
-      for (const m of Array.isArray(body) ? body : [body]) this.received.push(m as Record<string, unknown>);
-    });
-    ws.on('close', () => (this.closed = true));
+const isClosed = (s: WsClient): boolean => s.ws.readyState === WebSocket.CLOSED;
+
+/** Sends a ping behind whatever came before and waits for its pong: everything before it has been answered. */
+async function settle(s: WsClient): Promise<boolean> {
+  const ref = `settle-${Math.random()}`;
+  s.send({ op: 'ping', ref }, false);
+  for (let i = 0; i < 500 && !isClosed(s); i++) {
+    if (s.received.some((m) => m.ref === ref)) return true;
+    await sleep(10);
   }
-  static open(path: string, tok: string): Promise<Socket> {
-    return new Promise((ok, fail) => {
-      const ws = new WebSocket(`ws://127.0.0.1:${gw.port}${path}`, { headers: { Authorization: `Bearer ${tok}` } });
-      ws.once('open', () => ok(new Socket(ws)));
-      ws.once('error', fail);
-    });
-  }
-  /** Sends a ping behind whatever came before and waits for its pong: everything before it has been answered. */
-  async settle(): Promise<boolean> {
-    const ref = `settle-${Math.random()}`;
-    this.ws.send(JSON.stringify({ op: 'ping', ref }));
-    for (let i = 0; i < 500 && !this.closed; i++) {
-      if (this.received.some((m) => m.ref === ref)) return true;
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    return false;
-  }
+  return false;
 }
 
 async function fuzzSocket(path: string, tok: string): Promise<void> {
-  let s = await Socket.open(path, tok);
+  const open = (): Promise<WsClient> => WsClient.connect(gw.port, tok, { path });
+  let s = await open();
   const reasons = new Set<string>();
   await fc.assert(
     fc.asyncProperty(frame, async (f) => {
-      if (s.closed) s = await Socket.open(path, tok);
-      s.received = [];
-      s.ws.send(f.data, { binary: f.binary });
-      const answered = await s.settle();
+      if (isClosed(s)) s = await open();
+      const from = s.received.length;
+      s.sendRaw(f.data, f.binary);
+      const answered = await settle(s);
       // Only a frame past the hard size limit may end the connection; anything else is answered.
       if (!answered) {
-        expect(s.closed).toBe(true);
+        expect(isClosed(s)).toBe(true);
         expect(f.data.length).toBeGreaterThan(256 * 1024);
         return;
       }
-      for (const m of s.received) {
+      for (const m of s.received.slice(from)) {
         // A scanner's refusal ('refused') is a reason too.
         if (m.op !== 'error' && m.op !== 'refused') continue;
         reasons.add(String(m.reason));

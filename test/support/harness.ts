@@ -1,9 +1,12 @@
+/**
+ * Test harness: a real redis-server on a free port per test file, a real
+ * gateway on a free port, real WebSocket clients. Nothing is mocked.
+ */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Redis from 'ioredis';
-import WebSocket from 'ws';
-import { pack, Unpackr } from 'msgpackr';
 import { openContext, type Context } from '../../src/app/context';
 import { putPlans, putProducts, createToken } from '../../src/catalog/store';
 import { loadConfig, type Config } from '../../src/config/config';
@@ -15,14 +18,8 @@ import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/redis/embedded
 import { Sandbox } from '../../src/dev/sandbox';
 import type { Product, TalkProduct } from '../../src/catalog/schema';
 
-/**
- * Test harness: a real redis-server on a free port per test file, a real
- * gateway on a free port, real WebSocket clients. Nothing is mocked.
- */
+/** The secret every harness (and every CLI run against it) shares. */
 export const TEST_SECRET = 'ab'.repeat(32);
-
-/** The gateway sends amounts beyond 32 bits as int64; a JS switch reads them back as numbers. */
-const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'auto' as 'number' });
 
 export interface Harness {
   redis: EmbeddedRedis;
@@ -123,90 +120,5 @@ export async function soldIds(h: Harness, product: Product, n = 1): Promise<stri
   return ids;
 }
 
-export type Msg = Record<string, any>;
-
-/**
- * The first of `got` at index >= from whose message matches pred, received
- * already or later: `onArrival` keeps a check to run when more arrive. Rejects
- * after timeoutMs with the last five messages.
- */
-export function waitForGot<G extends { msg: Msg }>(got: G[], onArrival: (check: () => void) => void, pred: (m: Msg) => boolean, from: number, timeoutMs: number): Promise<G> {
-  return new Promise((resolve, reject) => {
-    const deadline = setTimeout(() => reject(new Error(`timed out; last received: ${JSON.stringify(got.slice(-5).map((g) => g.msg))}`)), timeoutMs);
-    const check = (): void => {
-      const hit = got.slice(from).find((g) => pred(g.msg));
-      if (hit) {
-        clearTimeout(deadline);
-        resolve(hit);
-      } else {
-        onArrival(check);
-      }
-    };
-    check();
-  });
-}
-
-/**
- * A switch (or scanner) client over a real socket. Collects every message the
- * gateway sends (frames holding arrays are flattened) and lets a test wait for
- * the one it expects.
- */
-export class Client {
-  readonly received: Msg[] = [];
-  private waiters: { pred: (m: Msg) => boolean; resolve: (m: Msg) => void }[] = [];
-
-  private constructor(
-    readonly ws: WebSocket,
-    readonly binary: boolean,
-  ) {
-    ws.on('message', (data, isBinary) => {
-      const body = isBinary ? unpackr.unpack(data as Buffer) : JSON.parse(data.toString());
-      for (const m of Array.isArray(body) ? body : [body]) {
-        this.received.push(m);
-        this.waiters = this.waiters.filter((w) => (w.pred(m) ? (w.resolve(m), false) : true));
-      }
-    });
-  }
-
-  static connect(port: number, tok: string, opts: { binary?: boolean; path?: string } = {}): Promise<Client> {
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(`ws://127.0.0.1:${port}${opts.path ?? '/v1/switch'}`, { headers: tok ? { Authorization: `Bearer ${tok}` } : {} });
-      const c = new Client(ws, opts.binary ?? false);
-      ws.once('open', () => resolve(c));
-      ws.once('error', reject);
-      ws.once('unexpected-response', (_req, res) => reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode })));
-    });
-  }
-
-  send(m: unknown): void {
-    this.ws.send(this.binary ? pack(m) : JSON.stringify(m));
-  }
-
-  sendRaw(data: Buffer | string, binary: boolean): void {
-    this.ws.send(data, { binary });
-  }
-
-  /** Waits for the first message (already received or future) matching pred. */
-  waitFor(pred: (m: Msg) => boolean, timeoutMs = 5000): Promise<Msg> {
-    const seen = this.received.find(pred);
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`timed out; received: ${JSON.stringify(this.received.slice(-5))}`)), timeoutMs);
-      this.waiters.push({ pred, resolve: (m) => (clearTimeout(t), resolve(m)) });
-    });
-  }
-
-  /** Sends a request with a ref and waits for the reply with that ref. */
-  async request(m: Msg, timeoutMs?: number): Promise<Msg> {
-    this.send(m);
-    return this.waitFor((x) => x.ref === m.ref && x.op !== 'alert' && x.op !== 'cutoff', timeoutMs);
-  }
-
-  close(): Promise<void> {
-    return new Promise((resolve) => {
-      if (this.ws.readyState === WebSocket.CLOSED) return resolve();
-      this.ws.once('close', () => resolve());
-      this.ws.close();
-    });
-  }
-}
+/** A unique name: `tag-` and random hex (call ids, scan ids, token names, keys). */
+export const uniq = (tag = 's', bytes = 6): string => `${tag}-${randomBytes(bytes).toString('hex')}`;

@@ -1,5 +1,11 @@
+/**
+ * The sales commands of the operator CLI: access numbers, sale lookup and
+ * refund (voiding at the sandbox card company over HTTP), the sales export with
+ * refund fields, the demo's stock and access numbers, and `sandbox-provider` as
+ * a process of its own. In-process through runCli like test/cli/operator.test.ts,
+ * against the harness Redis, gateway and sandbox.
+ */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -9,16 +15,13 @@ import { readCatalog } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { checkId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
-import { cli, cliEnv, harnessFile, lines, setEnv } from '../helpers/cli';
-import { Client, gateway, mint, seedCatalog, startHarness, talkProduct, token, type Harness } from '../helpers/env';
+import { cli, cliEnv, harnessFile, lines, setEnv } from '../support/cli';
+import { gateway, mint, seedCatalog, startHarness, talkProduct, token, uniq, type Harness } from '../support/harness';
+import { http } from '../support/http';
+import { idKeyOf } from '../support/redis';
+import { sleep } from '../support/wait';
+import { Client } from '../support/ws-client';
 
-/**
- * The sales commands of the operator CLI: access numbers, sale lookup and
- * refund (voiding at the sandbox card company over HTTP), the sales export with
- * refund fields, the demo's stock and access numbers, and `sandbox-provider` as
- * a process of its own. In-process through runCli like test/cli/cli.test.ts,
- * against the harness Redis, gateway and sandbox.
- */
 let h: Harness;
 let gw: Gateway;
 let sales: string;
@@ -40,28 +43,19 @@ afterAll(async () => {
 });
 
 const file = (name: string, text: string): string => harnessFile(h, name, text);
-const base = (): string => `http://127.0.0.1:${gw.port}`;
 
 /** Buys one ID of PRODUCT through POST /v1/purchases with Alice's card. */
 async function buy(): Promise<{ id: string; reference: string }> {
   await mint(h, PRODUCT, 1);
-  const res = await fetch(`${base()}/v1/purchases`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${sales}`, 'Content-Type': 'application/json', 'Idempotency-Key': `cli-${randomBytes(8).toString('hex')}` },
-    body: JSON.stringify({ product: PRODUCT.name, pin: '2468', payment: ALICE }),
-  });
-  const body = (await res.json()) as { id: string };
+  const res = await http(gw, 'POST', '/v1/purchases', { token: sales, idem: uniq('cli', 8), body: { product: PRODUCT.name, pin: '2468', payment: ALICE } });
+  const body = res.json as { id: string };
   expect(res.status, JSON.stringify(body)).toBe(200);
-  const { hash, bucket } = h.ctx.ids.hash(body.id);
-  const reference = (await h.r.hget(keys.id(bucket, hash), 'pref'))!;
+  const reference = (await h.r.hget(idKeyOf(h, body.id), 'pref'))!;
   expect(reference).toMatch(/^tsp_/);
   return { id: body.id, reference };
 }
 
-async function idState(id: string): Promise<string | null> {
-  const { hash, bucket } = h.ctx.ids.hash(id);
-  return h.r.hget(keys.id(bucket, hash), 'st');
-}
+const idState = (id: string): Promise<string | null> => h.r.hget(idKeyOf(h, id), 'st');
 
 const ACCESS_CSV = [
   '# area,name,countryCode,number,label,notes',
@@ -96,14 +90,14 @@ describe('catalog-load --access and catalog-show', () => {
     const deadline = Date.now() + 3000;
     let areas: { area: string }[] = [];
     while (Date.now() < deadline) {
-      areas = ((await (await fetch(`${base()}/v1/access-numbers`)).json()) as { areas: { area: string }[] }).areas;
+      areas = ((await http(gw, 'GET', '/v1/access-numbers')).json as { areas: { area: string }[] }).areas;
       if (areas.some((a) => a.area === 'jp-osaka')) break;
-      await new Promise((res) => setTimeout(res, 50));
+      await sleep(50);
     }
     expect(areas).toContainEqual(osaka);
-    const page = await fetch(`${base()}/access/jp-osaka`);
+    const page = await http(gw, 'GET', '/access/jp-osaka');
     expect(page.status).toBe(200);
-    expect(await page.text()).toContain('0120-555-101');
+    expect(page.text).toContain('0120-555-101');
   });
 
   it('loads JSON ({"areas": [...]}) through the two-word form; loading an area again replaces it', async () => {
@@ -337,9 +331,9 @@ describe('demo', () => {
     const deadline = Date.now() + 3000;
     let products: { name: string; available: number }[] = [];
     while (Date.now() < deadline) {
-      products = ((await (await fetch(`${base()}/v1/products`)).json()) as { products: { name: string; available: number }[] }).products;
+      products = ((await http(gw, 'GET', '/v1/products')).json as { products: { name: string; available: number }[] }).products;
       if (products.some((p) => p.name === 'talk-25-duo')) break;
-      await new Promise((res) => setTimeout(res, 50));
+      await sleep(50);
     }
     expect(products.find((p) => p.name === 'talk-10')?.available).toBe(20);
     expect(products.find((p) => p.name === 'talk-25-duo')?.available).toBe(20);

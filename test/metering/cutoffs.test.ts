@@ -1,0 +1,126 @@
+/**
+ * Cut-offs: a call is told to cut as soon as its balance can no longer pay a
+ * second, every later tick repeats the order, and each cut-off is counted
+ * once in /metrics.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
+import { metricsText, sample } from '../support/metrics';
+import { idFields } from '../support/redis';
+import type { Client, Msg } from '../support/ws-client';
+import { cdrsOf, connectSwitch, msgs, newCall, range } from './fixtures';
+import type { Gateway } from '../../src/gateway/server';
+import type { Product } from '../../src/catalog/schema';
+import { setIdState } from '../../src/ledger/ids';
+
+let h: Harness;
+let gw: Gateway;
+let c: Client;
+let refs = 0;
+const ref = (): number => ++refs;
+
+/** plan std: 100 micro/s, no fee */
+const DEST = '4912345';
+const P_STD = talkProduct();
+/** Enough for 10 s and a half at 100/s; no thresholds, so only cut-offs come back. */
+const P_1050 = talkProduct({ name: 'talk1050', face: 1050, price: 1050, thresholds: [], maxCalls: 2 });
+/** Exactly 10 s at 100/s. */
+const P_1000 = talkProduct({ name: 'talk1000', face: 1000, price: 1000, thresholds: [] });
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h, [P_STD, P_1050, P_1000]);
+  gw = await gateway(h);
+  ({ c } = await connectSwitch(h, gw.port));
+});
+afterAll(async () => {
+  await c?.close();
+  await gw?.close();
+  await h?.stop();
+});
+
+async function begin(product: Product = P_STD): Promise<{ id: string; call: string; started: Msg }> {
+  const [id] = await soldIds(h, product);
+  const call = newCall();
+  const started = await c.request({ op: 'start', ref: ref(), call, id: id!, dest: DEST });
+  expect(started.op).toBe('started');
+  return { id: id!, call, started };
+}
+
+describe('cut-offs are counted once', () => {
+  const cutoffs = async (reason: string): Promise<number> => {
+    return sample(await metricsText(gw.port), 'tessera_cutoffs_total', { reason }) ?? 0;
+  };
+
+  it('an exhausted call that keeps ticking is told to cut on each tick, counted once', async () => {
+    const before = await cutoffs('exhausted');
+    const { id, call, started } = await begin(P_1000);
+    expect(started).toMatchObject({ maxSec: 10, balance: 1000, rate: 100 });
+    const r10 = ref();
+    const ticks: Msg[] = range(1, 10).map((sec) => ({ op: 'tick', call, sec }));
+    ticks[9]!.ref = r10;
+    c.send(ticks);
+    expect(await c.waitFor((m) => m.ref === r10)).toEqual({ op: 'ticked', ref: r10, call, balance: 0, secLeft: 0 });
+    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted' }]);
+    expect(await idFields(h, id)).toMatchObject({ st: 'exhausted', bal: '0' });
+    expect(await cutoffs('exhausted')).toBe(before + 1);
+
+    // The switch talks on: every further tick (new seconds, or a repeat) repeats the order.
+    for (const sec of [11, 12, 13, 13]) {
+      expect(await c.request({ op: 'tick', ref: ref(), call, sec })).toMatchObject({ op: 'ticked', balance: 0, secLeft: 0 });
+    }
+    expect(msgs(c, call, 'cutoff')).toEqual(Array.from({ length: 5 }, () => ({ op: 'cutoff', call, reason: 'exhausted' })));
+    expect(await cutoffs('exhausted')).toBe(before + 1);
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 13 })).toMatchObject({ op: 'stopped', billedSec: 13, cost: 1000, balance: 0 });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '13', cost: '1000', short: '300', bal: '0' }]);
+    expect(await cutoffs('exhausted')).toBe(before + 1);
+  });
+
+  it('a blocked ID gets cutoff blocked on each later tick, counted once', async () => {
+    const beforeB = await cutoffs('blocked');
+    const beforeE = await cutoffs('exhausted');
+    const { id, call } = await begin();
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 1 })).toMatchObject({ balance: 999_900 });
+    expect(await setIdState(h.ctx, id, 'block', 'test')).toEqual({ ok: true, state: 'blocked' });
+    for (const sec of [2, 3, 3, 4]) {
+      expect(await c.request({ op: 'tick', ref: ref(), call, sec })).toMatchObject({ op: 'ticked' });
+    }
+    expect(msgs(c, call, 'cutoff')).toEqual(Array.from({ length: 4 }, () => ({ op: 'cutoff', call, reason: 'blocked' })));
+    expect(await cutoffs('blocked')).toBe(beforeB + 1);
+    expect(await cutoffs('exhausted')).toBe(beforeE);
+    await c.request({ op: 'stop', ref: ref(), call, sec: 4 });
+    expect(await cutoffs('blocked')).toBe(beforeB + 1);
+  });
+});
+
+describe('cut as soon as a second can no longer be paid', () => {
+  it('face 1050 at 100/s: cut at 10 s with 50 left; the ID stays sold; sec 11 takes the 50 and exhausts it', async () => {
+    const { id, call, started } = await begin(P_1050);
+    expect(started).toMatchObject({ maxSec: 10, balance: 1050, rate: 100, fee: 0 });
+    const r9 = ref();
+    c.send(range(1, 9).map((sec) => ({ op: 'tick', call, sec, ...(sec === 9 ? { ref: r9 } : {}) })));
+    expect(await c.waitFor((m) => m.ref === r9)).toEqual({ op: 'ticked', ref: r9, call, balance: 150, secLeft: 1 });
+    expect(msgs(c, call, 'cutoff')).toEqual([]);
+
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 10 })).toMatchObject({ op: 'ticked', balance: 50, secLeft: 0 });
+    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted' }]);
+    expect(await idFields(h, id)).toMatchObject({ st: 'sold', bal: '50', act: '1' });
+
+    // 50 cannot pay a second at 100/s: a new call on this (two-call) ID is refused.
+    const other = newCall();
+    expect(await c.request({ op: 'start', ref: ref(), call: other, id, dest: DEST })).toMatchObject({ op: 'error', call: other, reason: 'insufficient_balance' });
+    expect(await idFields(h, id)).toMatchObject({ st: 'sold', bal: '50', act: '1' });
+
+    // The switch talks on: second 11 takes the last 50, 50 short, and the ID is exhausted.
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 11 })).toMatchObject({ op: 'ticked', balance: 0, secLeft: 0 });
+    expect(msgs(c, call, 'cutoff')).toEqual([
+      { op: 'cutoff', call, reason: 'exhausted' },
+      { op: 'cutoff', call, reason: 'exhausted' },
+    ]);
+    expect(await idFields(h, id)).toMatchObject({ st: 'exhausted', bal: '0' });
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 11 })).toMatchObject({ op: 'stopped', billedSec: 11, cost: 1050, balance: 0 });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '11', cost: '1050', short: '50', bal: '0' }]);
+    expect(await idFields(h, id)).toMatchObject({ st: 'exhausted', bal: '0', act: '0' });
+    expect(await c.request({ op: 'start', ref: ref(), call: newCall(), id, dest: DEST })).toMatchObject({ op: 'error', reason: 'exhausted' });
+  });
+});

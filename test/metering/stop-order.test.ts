@@ -1,0 +1,125 @@
+/**
+ * A stop never overtakes the ticks a switch sent before it: in one frame, in
+ * the next frame, over many calls at once, and through a gateway that never
+ * saw the start. Both answers exact, each second billed once.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { idFields } from '../support/redis';
+import { Client, type Msg } from '../support/ws-client';
+import { cdrsOf, connectSwitch, msgs, newCall, range } from './fixtures';
+import type { Gateway } from '../../src/gateway/server';
+
+let h: Harness;
+let gw: Gateway;
+let c: Client;
+let sw: string;
+let refs = 0;
+const ref = (): number => ++refs;
+
+/** plan std: 100 micro/s, no fee */
+const DEST = '4912345';
+const P_STD = talkProduct();
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h, [P_STD]);
+  gw = await gateway(h);
+  ({ c, name: sw } = await connectSwitch(h, gw.port));
+});
+afterAll(async () => {
+  await c?.close();
+  await gw?.close();
+  await h?.stop();
+});
+
+/**
+ * Starts a call on `c`, sends `frames` (ticks, with `tr` on the last tick to
+ * answer) and then the stop at `sec` through `via`, and checks that the stop
+ * did not overtake the ticks: both answers exact, balance down by sec × 100.
+ */
+async function tickThenStop(via: Client, id: string, tag: string, sec: number, bal: number, oneFrame: boolean): Promise<{ call: string; bal: number }> {
+  const call = newCall(tag);
+  expect(await c.request({ op: 'start', ref: ref(), call, id, dest: DEST })).toMatchObject({ op: 'started', balance: bal });
+  const tr = ref();
+  const sr = ref();
+  const ticks: Msg[] = oneFrame ? [{ op: 'tick', call, sec, ref: tr }] : range(1, sec).map((s) => ({ op: 'tick', call, sec: s }));
+  ticks[ticks.length - 1]!.ref = tr;
+  const stop = { op: 'stop', call, sec, ref: sr };
+  if (oneFrame) via.send([...ticks, stop]);
+  else {
+    via.send(ticks);
+    via.send(stop);
+  }
+  const stopped = await via.waitFor((m) => m.ref === sr);
+  const ticked = await via.waitFor((m) => m.ref === tr);
+  const after = bal - sec * 100;
+  expect(ticked).toEqual({ op: 'ticked', ref: tr, call, balance: after, secLeft: after / 100 });
+  expect(stopped).toEqual({ op: 'stopped', ref: sr, call, billedSec: sec, cost: sec * 100, balance: after });
+  return { call, bal: after };
+}
+
+describe('a stop never overtakes ticks sent before it', () => {
+  it('tick and stop in one frame, 20 times on one ID', async () => {
+    const [id] = await soldIds(h, P_STD);
+    let bal = 1_000_000;
+    for (let i = 0; i < 20; i++) {
+      const r = await tickThenStop(c, id!, 'ord', 5, bal, true);
+      bal = r.bal;
+      expect(msgs(c, r.call, 'error')).toEqual([]);
+      expect(await cdrsOf(h, id!, r.call)).toMatchObject([{ sec: '5', cost: '500', cause: 'normal' }]);
+    }
+    expect(await idFields(h, id!)).toMatchObject({ act: '0', bal: String(bal) });
+  });
+
+  it('20 calls, all ticks and stops interleaved in one frame', async () => {
+    const ids = await soldIds(h, P_STD, 20);
+    const calls: string[] = [];
+    for (const id of ids) {
+      const call = newCall('mix');
+      expect(await c.request({ op: 'start', ref: ref(), call, id, dest: DEST })).toMatchObject({ op: 'started' });
+      calls.push(call);
+    }
+    const frame: Msg[] = [];
+    const tr = calls.map(() => ref());
+    const sr = calls.map(() => ref());
+    calls.forEach((call, i) => frame.push({ op: 'tick', call, sec: 3 + i, ref: tr[i] }, { op: 'stop', call, sec: 3 + i, ref: sr[i] }));
+    c.send(frame);
+    for (let i = 0; i < calls.length; i++) {
+      const sec = 3 + i;
+      const bal = 1_000_000 - sec * 100;
+      expect(await c.waitFor((m) => m.ref === sr[i])).toEqual({ op: 'stopped', ref: sr[i], call: calls[i], billedSec: sec, cost: sec * 100, balance: bal });
+      expect(await c.waitFor((m) => m.ref === tr[i])).toEqual({ op: 'ticked', ref: tr[i], call: calls[i], balance: bal, secLeft: bal / 100 });
+      expect(msgs(c, calls[i]!, 'error')).toEqual([]);
+    }
+  });
+
+  it('ticks in one frame and the stop in the next frame right after, 20 times', async () => {
+    const [id] = await soldIds(h, P_STD);
+    let bal = 1_000_000;
+    for (let i = 0; i < 20; i++) {
+      const r = await tickThenStop(c, id!, 'ord2', 10, bal, false);
+      bal = r.bal;
+      expect(msgs(c, r.call, 'error')).toEqual([]);
+    }
+    expect(await idFields(h, id!)).toMatchObject({ act: '0', bal: String(bal) });
+  });
+
+  it('also on a gateway that never saw the start (the call is looked up in Redis), 20 times', async () => {
+    const other = await gateway(h);
+    try {
+      // The same switch (token name) starts on one gateway and ticks and stops through another.
+      const oc = await Client.connect(other.port, await token(h, 'switch', sw));
+      try {
+        const [id] = await soldIds(h, P_STD);
+        let bal = 1_000_000;
+        for (let i = 0; i < 20; i++) bal = (await tickThenStop(oc, id!, 'cold', 5, bal, true)).bal;
+        expect(await idFields(h, id!)).toMatchObject({ act: '0', bal: String(bal) });
+      } finally {
+        await oc.close();
+      }
+    } finally {
+      await other.close();
+    }
+  });
+});

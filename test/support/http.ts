@@ -1,0 +1,56 @@
+/** HTTP calls to a gateway (or any server on 127.0.0.1), with what tests look at in the reply. */
+
+export interface Res {
+  status: number;
+  /** The body parsed, when the reply says it is JSON. */
+  json: any;
+  text: string;
+  type: string | null;
+}
+
+export interface HttpOptions {
+  /** Bearer token. */
+  token?: string;
+  /** Sent as JSON. */
+  body?: unknown;
+  /** Sent as it is, labelled JSON: for malformed bodies. */
+  raw?: string;
+  /** Sent as an HTML form. */
+  form?: Record<string, string>;
+  /** Idempotency-Key header. */
+  idem?: string;
+  headers?: Record<string, string>;
+}
+
+export const baseOf = (at: { port: number }): string => `http://127.0.0.1:${at.port}`;
+
+export async function http(at: { port: number }, method: 'GET' | 'POST', path: string, opts: HttpOptions = {}): Promise<Res> {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
+  if (opts.idem !== undefined) headers['Idempotency-Key'] = opts.idem;
+  let body: string | undefined;
+  if (opts.form) {
+    headers['Content-Type'] = 'application/x-www-form-urlencoded';
+    body = new URLSearchParams(opts.form).toString();
+  } else if (opts.raw !== undefined || opts.body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    body = opts.raw ?? JSON.stringify(opts.body);
+  }
+  const res = await fetch(`${baseOf(at)}${path}`, { method, headers, body });
+  const text = await res.text();
+  const type = res.headers.get('content-type');
+  let json: any;
+  if (type?.startsWith('application/json') && text) json = JSON.parse(text);
+  return { status: res.status, json, text, type };
+}
+
+/** A JSON API's answer: status and parsed body alone, what tests of those routes compare whole. */
+export interface JsonAnswer {
+  status: number;
+  json: any;
+}
+
+export async function jsonCall(at: { port: number }, method: 'GET' | 'POST', path: string, opts: HttpOptions = {}): Promise<JsonAnswer> {
+  const { status, json } = await http(at, method, path, opts);
+  return { status, json };
+}
