@@ -114,7 +114,8 @@ const pct = (share: number): string => `${(share * 100).toFixed(0)}%`;
 /** CPU time per operation in µs, from a process's share of a core and the rate. */
 const us = (share: number, perSec: number): string => `${((share / Math.max(1, perSec)) * 1e6).toFixed(1)} µs`;
 /** The rate two fully busy cores would reach at the measured CPU per operation (all processes summed): no run can pass it. */
-const coreBound = (share: number, perSec: number): number => Math.round((2 * Math.max(1, perSec)) / Math.max(share, 1e-9));
+const coreBound = (share: number, perSec: number): number =>
+  Math.round((2 * Math.max(1, perSec)) / Math.max(share, 1e-9));
 
 cleanUpOnExit();
 
@@ -137,7 +138,15 @@ async function setUp(opts: Options): Promise<Setup> {
   const dir = makeTmp('tessera-bench-redeem-', false);
   const br = await startBenchRedis({ TESSERA_SECRET: SECRET, DATA_DIR: dir, LOG_LEVEL: 'warn', BUCKETS: '64' }, 'warn');
   const { ctx } = br;
-  const product: GoodsProduct = { name: 'bench-wallet', kind: 'goods', currency: 'EUR', face: 1e12, price: 1e12, venues: [VENUE], expiryDays: 0 };
+  const product: GoodsProduct = {
+    name: 'bench-wallet',
+    kind: 'goods',
+    currency: 'EUR',
+    face: 1e12,
+    price: 1e12,
+    venues: [VENUE],
+    expiryDays: 0,
+  };
   await putProducts(ctx.redis, [product]);
   await putItems(ctx.redis, [{ venue: VENUE, item: 'coffee', price: PRICE }]);
   const { token } = await createToken(ctx.redis, { name: 'bench-scanner', role: 'scanner', venue: VENUE });
@@ -153,7 +162,15 @@ async function setUp(opts: Options): Promise<Setup> {
     inheritOutput: true,
   });
   let scanSeq = 0;
-  return { br, ctx, token, ids, gw, nextScan: () => `s${(scanSeq++).toString(36)}`, pick: () => ids[Math.floor(Math.random() * ids.length)]! };
+  return {
+    br,
+    ctx,
+    token,
+    ids,
+    gw,
+    nextScan: () => `s${(scanSeq++).toString(36)}`,
+    pick: () => ids[Math.floor(Math.random() * ids.length)]!,
+  };
 }
 
 // -------------------------------------------------------- 1. WebSocket scanners
@@ -181,7 +198,9 @@ const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: '
 /** One scanner connection, open. Closed loop: it keeps its window full until the time is up, then drains. */
 function openScanner(c: number, opts: Options, s: Setup, load: WsLoad): Promise<Scanner> {
   return new Promise<Scanner>((opened, reject) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${s.gw.port}/v1/scanner`, { headers: { Authorization: `Bearer ${s.token}` } });
+    const ws = new WebSocket(`ws://127.0.0.1:${s.gw.port}/v1/scanner`, {
+      headers: { Authorization: `Bearer ${s.token}` },
+    });
     const sentAt = new Map<number, number>();
     let ref = c * 1e9;
     let drained = (): void => undefined;
@@ -225,7 +244,8 @@ function openScanner(c: number, opts: Options, s: Setup, load: WsLoad): Promise<
         load.done++;
         scanner.inFlight--;
       }
-      while (!opts.rate && now < load.until && scanner.inFlight <= (opts.window - 1) * opts.frame) sendFrame(performance.now());
+      while (!opts.rate && now < load.until && scanner.inFlight <= (opts.window - 1) * opts.frame)
+        sendFrame(performance.now());
       if (scanner.inFlight === 0 && now >= load.until && !load.pacing) close();
     });
   });
@@ -275,7 +295,11 @@ interface WsResult {
 }
 
 type CpuSource = 'gw' | 'rd' | 'lg';
-const cpuSources = (s: Setup): Record<CpuSource, () => number> => ({ gw: () => cpuSecTree(s.gw.proc.pid), rd: () => cpuSec(s.br.pid), lg: ownCpuSec });
+const cpuSources = (s: Setup): Record<CpuSource, () => number> => ({
+  gw: () => cpuSecTree(s.gw.proc.pid),
+  rd: () => cpuSec(s.br.pid),
+  lg: ownCpuSec,
+});
 /** Each process' share of one core since `from`, over sec seconds. */
 function cpuShares(from: CpuReading<CpuSource>, s: Setup, sec: number): { gw: number; rd: number; lg: number } {
   const used = cpuUsed(from, readCpu(cpuSources(s)));
@@ -299,8 +323,20 @@ async function runScanners(opts: Options, s: Setup): Promise<WsResult> {
   const sec = (performance.now() - t0) / 1000;
   const cpu = cpuShares(cpu0, s, sec);
   const bytes = ((await usedMemory(ctx)) - mem0) / Math.max(1, load.done);
-  const scripts = Number(/cmdstat_evalsha:calls=(\d+)/.exec(await ctx.redis.info('commandstats'))?.[1] ?? 0) / Math.max(1, load.done);
-  return { perSec: Math.round(load.done / sec), done: load.done, frames: load.frames, sec, latency: summarize(load.hist), outcomes: load.outcomes, shed, cpu, bytes, scripts };
+  const scripts =
+    Number(/cmdstat_evalsha:calls=(\d+)/.exec(await ctx.redis.info('commandstats'))?.[1] ?? 0) / Math.max(1, load.done);
+  return {
+    perSec: Math.round(load.done / sec),
+    done: load.done,
+    frames: load.frames,
+    sec,
+    latency: summarize(load.hist),
+    outcomes: load.outcomes,
+    shed,
+    cpu,
+    bytes,
+    scripts,
+  };
 }
 
 // ------------------------------------------------------------------ 2. HTTP
@@ -320,7 +356,11 @@ async function runHttp(opts: Options, s: Setup): Promise<HttpResult> {
     // --http-duration 0 skips this part (e.g. to profile the WebSocket path alone).
     duration: opts.httpDuration || 0.01,
     headers: { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' },
-    requests: [{ setupRequest: (req) => ({ ...req, body: JSON.stringify({ scan: s.nextScan(), id: s.pick(), item: 'coffee' }) }) }],
+    requests: [
+      {
+        setupRequest: (req) => ({ ...req, body: JSON.stringify({ scan: s.nextScan(), id: s.pick(), item: 'coffee' }) }),
+      },
+    ],
   });
   const perSec = Math.round(result.requests.average);
   return { result, perSec, cpu: cpuShares(cpu0, s, (performance.now() - cpu0.t) / 1000) };
@@ -336,10 +376,17 @@ async function autocannonAlone(connections: number, duration: number): Promise<{
   const app = uWS.App().post('/*', (res) => {
     res.onAborted(() => undefined);
     res.onData((_chunk, last) => {
-      if (last) res.cork(() => res.writeHeader('content-type', 'application/json').end('{"kind":"goods","action":"spend","amount":1000,"valueLeft":0,"item":"coffee"}'));
+      if (last)
+        res.cork(() =>
+          res
+            .writeHeader('content-type', 'application/json')
+            .end('{"kind":"goods","action":"spend","amount":1000,"valueLeft":0,"item":"coffee"}'),
+        );
     });
   });
-  const listen = await new Promise<uWS.us_listen_socket>((resolve, reject) => app.listen('127.0.0.1', 0, (ls) => (ls ? resolve(ls) : reject(new Error('listen failed')))));
+  const listen = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
+    app.listen('127.0.0.1', 0, (ls) => (ls ? resolve(ls) : reject(new Error('listen failed')))),
+  );
   const port = uWS.us_socket_local_port(listen);
   const cpu0 = readCpu({ lg: ownCpuSec });
   const r = await autocannon({
@@ -348,7 +395,14 @@ async function autocannonAlone(connections: number, duration: number): Promise<{
     connections,
     duration,
     headers: { authorization: 'Bearer x', 'content-type': 'application/json' },
-    requests: [{ setupRequest: (req) => ({ ...req, body: JSON.stringify({ scan: 'alone', id: '4000000000000002', item: 'coffee' }) }) }],
+    requests: [
+      {
+        setupRequest: (req) => ({
+          ...req,
+          body: JSON.stringify({ scan: 'alone', id: '4000000000000002', item: 'coffee' }),
+        }),
+      },
+    ],
   });
   const cpu1 = readCpu({ lg: ownCpuSec });
   uWS.us_listen_socket_close(listen);
@@ -371,11 +425,32 @@ function redeemCeiling(s: Setup, opts: Options, batch: number): number {
   const requests = Math.ceil(opts.rbRequests / batch);
   const rb = spawnSync(
     'redis-benchmark',
-    ['-p', String(s.br.redis.port), '-n', String(requests), '-c', '50', '-P', '16', '-r', '1000000000', '--csv',
-      'EVALSHA', redeem.sha, String(keysArgs.length), ...keysArgs, String(Date.now()), '600', ...scanArgs],
+    [
+      '-p',
+      String(s.br.redis.port),
+      '-n',
+      String(requests),
+      '-c',
+      '50',
+      '-P',
+      '16',
+      '-r',
+      '1000000000',
+      '--csv',
+      'EVALSHA',
+      redeem.sha,
+      String(keysArgs.length),
+      ...keysArgs,
+      String(Date.now()),
+      '600',
+      ...scanArgs,
+    ],
     { encoding: 'utf8' },
   );
-  return batch * Math.round(Number(/"([\d.]+)"/.exec(rb.stdout.split('\n').find((l) => l.includes('EVALSHA')) ?? '')?.[1] ?? 0));
+  return (
+    batch *
+    Math.round(Number(/"([\d.]+)"/.exec(rb.stdout.split('\n').find((l) => l.includes('EVALSHA')) ?? '')?.[1] ?? 0))
+  );
 }
 
 interface Ceilings {
@@ -393,7 +468,9 @@ async function measureCeilings(opts: Options, s: Setup): Promise<Ceilings> {
   const httpAlone = await autocannonAlone(opts.httpConns, Math.min(5, opts.duration));
   const ceiling = redeemCeiling(s, opts, 1);
   const ceilingBatched = redeemCeiling(s, opts, BATCH);
-  const records = (await Promise.all(Array.from({ length: s.ctx.cfg.buckets }, (_, b) => s.ctx.redis.xlen(keys.redemptions(b))))).reduce((a, b) => a + b, 0);
+  const records = (
+    await Promise.all(Array.from({ length: s.ctx.cfg.buckets }, (_, b) => s.ctx.redis.xlen(keys.redemptions(b))))
+  ).reduce((a, b) => a + b, 0);
   return { httpAlone, ceiling, ceilingBatched, records };
 }
 
@@ -403,23 +480,53 @@ function report(opts: Options, ws: WsResult, h: HttpResult, c: Ceilings): object
   const http = h.result;
   const httpCpu = `gateway CPU ${pct(h.cpu.gw)}, redis ${pct(h.cpu.rd)}, load generator ${pct(h.cpu.lg)}; CPU per request: gateway ${us(h.cpu.gw, h.perSec)}, redis ${us(h.cpu.rd, h.perSec)}, load generator ${us(h.cpu.lg, h.perSec)}`;
   console.log('\nresults');
-  console.log(`  websocket        ${ws.perSec.toLocaleString('en')} redemptions/s  (${ws.done.toLocaleString('en')} in ${ws.sec.toFixed(1)} s; outcomes ${JSON.stringify(ws.outcomes)}${opts.rate ? `; offered ${opts.rate.toLocaleString('en')}/s, shed ${ws.shed.toLocaleString('en')}` : ''}; gateway CPU ${pct(ws.cpu.gw)}, redis ${pct(ws.cpu.rd)}, load generator ${pct(ws.cpu.lg)}; CPU per redemption: gateway ${us(ws.cpu.gw, ws.perSec)}, redis ${us(ws.cpu.rd, ws.perSec)}, load generator ${us(ws.cpu.lg, ws.perSec)}; ${ws.scripts.toFixed(2)} script calls per redemption, ${(ws.done / Math.max(1, ws.frames)).toFixed(1)} answers per frame)`);
+  console.log(
+    `  websocket        ${ws.perSec.toLocaleString('en')} redemptions/s  (${ws.done.toLocaleString('en')} in ${ws.sec.toFixed(1)} s; outcomes ${JSON.stringify(ws.outcomes)}${opts.rate ? `; offered ${opts.rate.toLocaleString('en')}/s, shed ${ws.shed.toLocaleString('en')}` : ''}; gateway CPU ${pct(ws.cpu.gw)}, redis ${pct(ws.cpu.rd)}, load generator ${pct(ws.cpu.lg)}; CPU per redemption: gateway ${us(ws.cpu.gw, ws.perSec)}, redis ${us(ws.cpu.rd, ws.perSec)}, load generator ${us(ws.cpu.lg, ws.perSec)}; ${ws.scripts.toFixed(2)} script calls per redemption, ${(ws.done / Math.max(1, ws.frames)).toFixed(1)} answers per frame)`,
+  );
   console.log(`  ${fmtLatency('ws redeem', ws.latency)}`);
-  console.log(`  memory           ${Math.round(ws.bytes)} bytes of Redis memory per redemption (claim and scan record for SCAN_TTL_SEC, stream entry until trimmed)`);
-  console.log(`  http             ${h.perSec.toLocaleString('en')} req/s  p50 ${http.latency.p50} ms  p99 ${http.latency.p99} ms  (2xx ${http['2xx']}, non-2xx ${http.non2xx}, errors ${http.errors}, timeouts ${http.timeouts}; ${httpCpu})`);
-  console.log(`  http, alone      ${c.httpAlone.perSec.toLocaleString('en')} req/s from autocannon against a no-op uWS endpoint in this process (${pct(c.httpAlone.cpu)} CPU): what the load generator leaves room for`);
-  console.log(`  ceiling          ${c.ceiling.toLocaleString('en')} EVALSHA/s of redeem.lua (redis-benchmark -c 50 -P 16, debit path)`);
+  console.log(
+    `  memory           ${Math.round(ws.bytes)} bytes of Redis memory per redemption (claim and scan record for SCAN_TTL_SEC, stream entry until trimmed)`,
+  );
+  console.log(
+    `  http             ${h.perSec.toLocaleString('en')} req/s  p50 ${http.latency.p50} ms  p99 ${http.latency.p99} ms  (2xx ${http['2xx']}, non-2xx ${http.non2xx}, errors ${http.errors}, timeouts ${http.timeouts}; ${httpCpu})`,
+  );
+  console.log(
+    `  http, alone      ${c.httpAlone.perSec.toLocaleString('en')} req/s from autocannon against a no-op uWS endpoint in this process (${pct(c.httpAlone.cpu)} CPU): what the load generator leaves room for`,
+  );
+  console.log(
+    `  ceiling          ${c.ceiling.toLocaleString('en')} EVALSHA/s of redeem.lua (redis-benchmark -c 50 -P 16, debit path)`,
+  );
   console.log(`  ceiling, batched ${c.ceilingBatched.toLocaleString('en')} redemptions/s, ${BATCH} scans per EVALSHA`);
   const [wsCpu, httpCpuAll] = [ws.cpu.gw + ws.cpu.rd + ws.cpu.lg, h.cpu.gw + h.cpu.rd + h.cpu.lg];
   const bound = { ws: coreBound(wsCpu, ws.perSec), http: coreBound(httpCpuAll, h.perSec) };
-  console.log(`  2-core bound     websocket ${bound.ws.toLocaleString('en')}/s (${us(wsCpu, ws.perSec)} in all), http ${bound.http.toLocaleString('en')}/s (${us(httpCpuAll, h.perSec)} in all): the rate at which these CPU costs per redemption would fill both cores (the targets need at most 50 µs over WebSocket, 100 µs over HTTP)`);
-  console.log(`  ratio            websocket/ceiling ${(ws.perSec / c.ceiling).toFixed(3)}, http/ceiling ${(h.perSec / c.ceiling).toFixed(3)}`);
-  console.log(`  records          ${c.records.toLocaleString('en')} redemption records in Redis (ws ok + http 2xx + ceiling calls)`);
+  console.log(
+    `  2-core bound     websocket ${bound.ws.toLocaleString('en')}/s (${us(wsCpu, ws.perSec)} in all), http ${bound.http.toLocaleString('en')}/s (${us(httpCpuAll, h.perSec)} in all): the rate at which these CPU costs per redemption would fill both cores (the targets need at most 50 µs over WebSocket, 100 µs over HTTP)`,
+  );
+  console.log(
+    `  ratio            websocket/ceiling ${(ws.perSec / c.ceiling).toFixed(3)}, http/ceiling ${(h.perSec / c.ceiling).toFixed(3)}`,
+  );
+  console.log(
+    `  records          ${c.records.toLocaleString('en')} redemption records in Redis (ws ok + http 2xx + ceiling calls)`,
+  );
   const target = ws.perSec >= 40_000 && h.perSec >= 20_000 && ws.latency.p99 < 20 && http.latency.p99 < 20;
-  console.log(`\ntarget (issue 3: ≥ 40,000/s over WebSocket and ≥ 20,000 req/s over HTTP, p99 < 20 ms, 2 cores, load generator included): ${target ? 'met' : 'NOT met'}`);
+  console.log(
+    `\ntarget (issue 3: ≥ 40,000/s over WebSocket and ≥ 20,000 req/s over HTTP, p99 < 20 ms, 2 cores, load generator included): ${target ? 'met' : 'NOT met'}`,
+  );
   return {
     bench: 'redeem',
-    ws: { perSec: ws.perSec, latencyMs: ws.latency, outcomes: ws.outcomes, gatewayCpu: ws.cpu.gw, redisCpu: ws.cpu.rd, loadCpu: ws.cpu.lg, scriptsPerRedemption: ws.scripts, offered: opts.rate || undefined, shed: ws.shed, answersPerFrame: ws.done / Math.max(1, ws.frames), bytesPerRedemption: Math.round(ws.bytes) },
+    ws: {
+      perSec: ws.perSec,
+      latencyMs: ws.latency,
+      outcomes: ws.outcomes,
+      gatewayCpu: ws.cpu.gw,
+      redisCpu: ws.cpu.rd,
+      loadCpu: ws.cpu.lg,
+      scriptsPerRedemption: ws.scripts,
+      offered: opts.rate || undefined,
+      shed: ws.shed,
+      answersPerFrame: ws.done / Math.max(1, ws.frames),
+      bytesPerRedemption: Math.round(ws.bytes),
+    },
     http: { perSec: h.perSec, p50: http.latency.p50, p99: http.latency.p99, non2xx: http.non2xx },
     ceiling: c.ceiling,
     ceilingBatched: c.ceilingBatched,
@@ -434,7 +541,9 @@ function report(opts: Options, ws: WsResult, h: HttpResult, c: Ceilings): object
 async function main(): Promise<void> {
   const opts = options(process.argv.slice(2));
   const setup = await setUp(opts);
-  console.log(`tessera bench:redeem  ids=${opts.ids} duration=${opts.duration}s ws: conns=${opts.conns} frame=${opts.frame} ${opts.rate ? `rate=${opts.rate}/s (open loop)` : `window=${opts.window}`}  http: conns=${opts.httpConns}  (node ${process.version})`);
+  console.log(
+    `tessera bench:redeem  ids=${opts.ids} duration=${opts.duration}s ws: conns=${opts.conns} frame=${opts.frame} ${opts.rate ? `rate=${opts.rate}/s (open loop)` : `window=${opts.window}`}  http: conns=${opts.httpConns}  (node ${process.version})`,
+  );
   const ws = await runScanners(opts, setup);
   const http = await runHttp(opts, setup);
   const ceilings = await measureCeilings(opts, setup);

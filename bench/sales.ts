@@ -49,7 +49,18 @@ import { cpuPct, cpuSec, cpuUsed, ownCpuSec, readCpu, statusKb, type CpuReading 
 import { gwEnvFlag, intFlag, parseFlags } from './lib/flags';
 import { startGatewayChild, warningLines, type GatewayChild } from './lib/gateway';
 import { fmtLatency, newHist, recordMs, summarize } from './lib/hist';
-import { children, cleanUpOnExit, keepLogs, makeTmp, removeTmp, ROOT, runMain, sleep, stopChild, watchdog } from './lib/process';
+import {
+  children,
+  cleanUpOnExit,
+  keepLogs,
+  makeTmp,
+  removeTmp,
+  ROOT,
+  runMain,
+  sleep,
+  stopChild,
+  watchdog,
+} from './lib/process';
 import { startBenchRedis, type BenchRedis } from './lib/redis';
 import { count, fmtCounts, fmtInt, printJsonLine, round1 } from './lib/report';
 
@@ -131,9 +142,16 @@ interface Sandbox {
 async function startSandbox(dir: string, opts: Options): Promise<Sandbox> {
   mkdirSync(dir, { recursive: true });
   const members = join(dir, 'members.json');
-  writeFileSync(members, JSON.stringify([{ name: 'Bench Buyer', card: CARD, pin: CARD_PIN, limit: 9_000_000_000_000_000 }]));
+  writeFileSync(
+    members,
+    JSON.stringify([{ name: 'Bench Buyer', card: CARD, pin: CARD_PIN, limit: 9_000_000_000_000_000 }]),
+  );
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, DATA_DIR: dir, LOG_LEVEL: 'warn' };
-  const proc = spawn(process.execPath, [CLI_MAIN, 'sandbox-provider', '--port', '0', '--members', members, '--latency-ms', String(opts.providerLatencyMs)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(
+    process.execPath,
+    [CLI_MAIN, 'sandbox-provider', '--port', '0', '--members', members, '--latency-ms', String(opts.providerLatencyMs)],
+    { env, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   children.add(proc);
   watchdog(proc.pid);
   const logs = keepLogs(proc);
@@ -141,7 +159,8 @@ async function startSandbox(dir: string, opts: Options): Promise<Sandbox> {
   for (;;) {
     const m = logs.map((l) => /sandbox payment provider on (http:\/\/\S+)/.exec(l)).find(Boolean);
     if (m) return { proc, url: m[1]!, logs };
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`sandbox provider exited (${proc.exitCode ?? proc.signalCode}):\n${logs.join('\n')}`);
+    if (proc.exitCode !== null || proc.signalCode !== null)
+      throw new Error(`sandbox provider exited (${proc.exitCode ?? proc.signalCode}):\n${logs.join('\n')}`);
     if (Date.now() > deadline) throw new Error(`sandbox provider printed no URL after 20 s:\n${logs.join('\n')}`);
     await sleep(20);
   }
@@ -153,22 +172,42 @@ async function saleRecords(ctx: Context): Promise<number> {
 }
 
 async function inventory(ctx: Context): Promise<number> {
-  const n = await Promise.all(Array.from({ length: ctx.cfg.buckets }, (_, b) => ctx.redis.scard(keys.inventory(b, PRODUCT))));
+  const n = await Promise.all(
+    Array.from({ length: ctx.cfg.buckets }, (_, b) => ctx.redis.scard(keys.inventory(b, PRODUCT))),
+  );
   return n.reduce((a, b) => a + b, 0);
 }
 
 /** Redis, the plan and product, the IDs minted into inventory, the sales token. */
 async function prepareRedis(opts: Options, tmp: string): Promise<{ br: BenchRedis; token: string }> {
-  const br = await startBenchRedis({ TESSERA_SECRET: SECRET, DATA_DIR: join(tmp, 'cli'), LOG_LEVEL: 'silent', ...opts.gwEnv, REDIS_TIMEOUT_MS: '60000' });
+  const br = await startBenchRedis({
+    TESSERA_SECRET: SECRET,
+    DATA_DIR: join(tmp, 'cli'),
+    LOG_LEVEL: 'silent',
+    ...opts.gwEnv,
+    REDIS_TIMEOUT_MS: '60000',
+  });
   const { ctx } = br;
   const plan: RatePlan = { name: 'bench', rates: [{ prefix: '', rate: 1000, fee: 0 }] };
-  const product: TalkProduct = { name: PRODUCT, kind: 'talk', currency: 'EUR', face: opts.price, price: opts.price, plan: 'bench', thresholds: [60], expiryDays: 180, maxCalls: 1 };
+  const product: TalkProduct = {
+    name: PRODUCT,
+    kind: 'talk',
+    currency: 'EUR',
+    face: opts.price,
+    price: opts.price,
+    plan: 'bench',
+    thresholds: [60],
+    expiryDays: 180,
+    maxCalls: 1,
+  };
   await putPlans(ctx.redis, [plan]);
   await putProducts(ctx.redis, [product]);
   const { token } = await createToken(ctx.redis, { name: 'bench-shop', role: 'sales' });
   const tMint = performance.now();
   await mintIds(ctx, product, opts.ids, () => undefined);
-  console.log(`setup: redis ${br.redis.url} (AOF everysec), ${fmtInt(opts.ids)} IDs of ${PRODUCT} minted in ${((performance.now() - tMint) / 1000).toFixed(1)} s`);
+  console.log(
+    `setup: redis ${br.redis.url} (AOF everysec), ${fmtInt(opts.ids)} IDs of ${PRODUCT} minted in ${((performance.now() - tMint) / 1000).toFixed(1)} s`,
+  );
   return { br, token };
 }
 
@@ -220,15 +259,32 @@ async function setUp(opts: Options): Promise<Setup> {
   const tmp = makeTmp('tessera-bench-sales-', opts.keep);
   console.log(
     `tessera bench:sales  duration=${opts.duration}s connections=${opts.connections} ids=${opts.ids} price=${opts.price} provider-latency=${opts.providerLatencyMs}ms` +
-      `${Object.keys(opts.gwEnv).length ? ` gw-env=${Object.entries(opts.gwEnv).map(([k, v]) => `${k}=${v}`).join(',')}` : ''}  (node ${process.version}, ${cores} cores)`,
+      `${
+        Object.keys(opts.gwEnv).length
+          ? ` gw-env=${Object.entries(opts.gwEnv)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(',')}`
+          : ''
+      }  (node ${process.version}, ${cores} cores)`,
   );
   const { br, token } = await prepareRedis(opts, tmp);
   const scrypt = await measureScrypt(opts, cores);
   const sandbox = await startSandbox(join(tmp, 'sandbox'), opts).catch((err: unknown) => {
-    throw new Error(`${err instanceof Error ? err.message : String(err)}\n(is dist/ built? npm run bench:sales builds it)`);
+    throw new Error(
+      `${err instanceof Error ? err.message : String(err)}\n(is dist/ built? npm run bench:sales builds it)`,
+    );
   });
-  const gw = await startGatewayChild({ redisUrl: br.redis.url, dataDir: join(tmp, 'gateway'), secret: SECRET, env: { PROVIDER_URL: sandbox.url }, gwEnv: opts.gwEnv, unset: ['PUBLIC_URL'] });
-  console.log(`sandbox provider: ${sandbox.url} (pid ${sandbox.proc.pid}); gateway: pid ${gw.proc.pid} on port ${gw.port}`);
+  const gw = await startGatewayChild({
+    redisUrl: br.redis.url,
+    dataDir: join(tmp, 'gateway'),
+    secret: SECRET,
+    env: { PROVIDER_URL: sandbox.url },
+    gwEnv: opts.gwEnv,
+    unset: ['PUBLIC_URL'],
+  });
+  console.log(
+    `sandbox provider: ${sandbox.url} (pid ${sandbox.proc.pid}); gateway: pid ${gw.proc.pid} on port ${gw.port}`,
+  );
   return { tStart, cores, br, token, scrypt, sandbox, gw, base: `http://127.0.0.1:${gw.port}` };
 }
 
@@ -266,7 +322,9 @@ async function purchase(base: string, token: string, key: string): Promise<Answe
 async function warmUp(opts: Options, s: Setup): Promise<number> {
   const warm = new Map<string, number>();
   for (let round = 0; round < 2; round++) {
-    const answers = await Promise.all(Array.from({ length: opts.connections }, (_, i) => purchase(s.base, s.token, `warm-${round}-${i}`)));
+    const answers = await Promise.all(
+      Array.from({ length: opts.connections }, (_, i) => purchase(s.base, s.token, `warm-${round}-${i}`)),
+    );
     for (const a of answers) count(warm, String(a.status));
   }
   const warmOk = warm.get('200') ?? 0;
@@ -310,17 +368,35 @@ interface TimelineRow {
 }
 
 type CpuSource = 'gw' | 'rd' | 'sb' | 'me';
-const cpuSources = (s: Setup): Record<CpuSource, () => number> => ({ gw: () => cpuSec(s.gw.proc.pid), rd: () => cpuSec(s.br.pid), sb: () => cpuSec(s.sandbox.proc.pid), me: ownCpuSec });
+const cpuSources = (s: Setup): Record<CpuSource, () => number> => ({
+  gw: () => cpuSec(s.gw.proc.pid),
+  rd: () => cpuSec(s.br.pid),
+  sb: () => cpuSec(s.sandbox.proc.pid),
+  me: ownCpuSec,
+});
 
 /** Once a second: purchases/s and every process' CPU, printed unless --quiet. */
-function startTimeline(opts: Options, s: Setup, tally: Tally, cpu0: CpuReading<CpuSource>): { timeline: TimelineRow[]; stop(): void } {
+function startTimeline(
+  opts: Options,
+  s: Setup,
+  tally: Tally,
+  cpu0: CpuReading<CpuSource>,
+): { timeline: TimelineRow[]; stop(): void } {
   const timeline: TimelineRow[] = [];
   let prev = cpu0;
   const timer = setInterval(() => {
     const cur = readCpu(cpuSources(s));
     const dt = (cur.t - prev.t) / 1000;
     const pct = cpuPct(prev, cur);
-    const row: TimelineRow = { t: Math.round((cur.t - cpu0.t) / 1000), ok: Math.round(tally.okThisSecond / dt), other: Math.round(tally.otherThisSecond / dt), gwCpu: pct.gw, redisCpu: pct.rd, sandboxCpu: pct.sb, benchCpu: pct.me };
+    const row: TimelineRow = {
+      t: Math.round((cur.t - cpu0.t) / 1000),
+      ok: Math.round(tally.okThisSecond / dt),
+      other: Math.round(tally.otherThisSecond / dt),
+      gwCpu: pct.gw,
+      redisCpu: pct.rd,
+      sandboxCpu: pct.sb,
+      benchCpu: pct.me,
+    };
     timeline.push(row);
     tally.okThisSecond = 0;
     tally.otherThisSecond = 0;
@@ -397,7 +473,10 @@ async function runLoad(opts: Options, s: Setup, tally: Tally): Promise<LoadResul
  * key again until the answer is final. Returns the answers by status, and how
  * many were 200.
  */
-async function settle(s: Setup, tally: Tally): Promise<{ settled: Map<string, number>; settledOk: number; unsettled: number }> {
+async function settle(
+  s: Setup,
+  tally: Tally,
+): Promise<{ settled: Map<string, number>; settledOk: number; unsettled: number }> {
   const settled = new Map<string, number>();
   let settledOk = 0;
   const pending = [...tally.sent];
@@ -440,16 +519,21 @@ function printResults(opts: Options, s: Setup, t: Tally, o: Outcome, consistent:
   const pct = (sec: number): number => Math.round((sec / o.load.loadSec) * 100);
   const { cpu } = o.load;
   console.log('\nresults');
-  console.log(`  purchases/s      ${Math.round((loadOk / opts.duration) * 10) / 10}  (${fmtInt(loadOk)} sold in ${opts.duration} s; ${fmtInt(answered)} answers, ${fmtInt(answered - loadOk)} not 200)`);
+  console.log(
+    `  purchases/s      ${Math.round((loadOk / opts.duration) * 10) / 10}  (${fmtInt(loadOk)} sold in ${opts.duration} s; ${fmtInt(answered)} answers, ${fmtInt(answered - loadOk)} not 200)`,
+  );
   console.log(`  ${fmtLatency('latency', summarize(t.hist))}`);
   console.log(`  status codes     ${fmtCounts(t.statuses)}`);
   console.log(`  refusals         ${fmtCounts(t.reasons)}`);
-  console.log(`  in flight at end ${fmtInt(o.load.inFlightAtEnd)}, settled by retrying with the same Idempotency-Key: ${fmtCounts(o.settled)}`);
+  console.log(
+    `  in flight at end ${fmtInt(o.load.inFlightAtEnd)}, settled by retrying with the same Idempotency-Key: ${fmtCounts(o.settled)}`,
+  );
   console.log(
     `  sale records     ${fmtInt(o.records)} in Redis for ${fmtInt(loadOk + o.settledOk)} answers 200 (${fmtInt(loadOk)} + ${fmtInt(o.settledOk)} settled); inventory down ${fmtInt(o.sold)}; IDs handed out twice: ${t.dupIds}` +
       `  → ${consistent ? 'consistent' : 'MISMATCH'}`,
   );
-  if ((t.reasons.get('out_of_stock') ?? 0) > 0) console.log(`  warning          inventory ran out: give more --ids (purchases/s is then not the gateway's rate)`);
+  if ((t.reasons.get('out_of_stock') ?? 0) > 0)
+    console.log(`  warning          inventory ran out: give more --ids (purchases/s is then not the gateway's rate)`);
   if (o.gwLogs.length) console.log(`  gateway warnings ${o.gwLogs.length}, last: ${o.gwLogs[o.gwLogs.length - 1]}`);
   console.log(
     `  CPU              gateway ${pct(cpu.gw)}% of one core (peak RSS ${o.gwPeakRss} MB), redis ${pct(cpu.rd)}%, sandbox ${pct(cpu.sb)}%, bench + autocannon ${pct(cpu.me)}%, over ${o.load.loadSec.toFixed(1)} s on ${s.cores} cores`,
@@ -471,7 +555,14 @@ function figures(opts: Options, s: Setup, t: Tally, o: Outcome, consistent: bool
   const { N, r, p, hashMs, hashWallMs, hashCeiling } = s.scrypt;
   return {
     bench: 'sales',
-    params: { duration: opts.duration, connections: opts.connections, ids: opts.ids, price: opts.price, providerLatencyMs: opts.providerLatencyMs, gwEnv: opts.gwEnv },
+    params: {
+      duration: opts.duration,
+      connections: opts.connections,
+      ids: opts.ids,
+      price: opts.price,
+      providerLatencyMs: opts.providerLatencyMs,
+      gwEnv: opts.gwEnv,
+    },
     cores: s.cores,
     purchasesPerSec: Math.round((loadOk / opts.duration) * 10) / 10,
     sold: loadOk,
@@ -487,8 +578,19 @@ function figures(opts: Options, s: Setup, t: Tally, o: Outcome, consistent: bool
     inventorySold: o.sold,
     duplicateIds: t.dupIds,
     consistent,
-    scrypt: { N: Number(N), r: Number(r), p: Number(p), cpuMsPerHash: round1(hashMs), wallMsPerHash: round1(hashWallMs), ceilingPerSec: hashCeiling },
-    gateway: { cpuPct: pct(cpu.gw), cpuMsPerPurchase: round1(loadOk ? (cpu.gw * 1000) / loadOk : 0), peakRssMb: o.gwPeakRss },
+    scrypt: {
+      N: Number(N),
+      r: Number(r),
+      p: Number(p),
+      cpuMsPerHash: round1(hashMs),
+      wallMsPerHash: round1(hashWallMs),
+      ceilingPerSec: hashCeiling,
+    },
+    gateway: {
+      cpuPct: pct(cpu.gw),
+      cpuMsPerPurchase: round1(loadOk ? (cpu.gw * 1000) / loadOk : 0),
+      peakRssMb: o.gwPeakRss,
+    },
     redisCpuPct: pct(cpu.rd),
     sandboxCpuPct: pct(cpu.sb),
     benchCpuPct: pct(cpu.me),

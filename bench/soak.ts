@@ -127,7 +127,9 @@ class SwitchConn {
       if (port) {
         try {
           this.ws = await new Promise<WebSocket>((ok, no) => {
-            const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/switch`, { headers: { Authorization: `Bearer ${this.token}` } });
+            const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/switch`, {
+              headers: { Authorization: `Bearer ${this.token}` },
+            });
             ws.binaryType = 'nodebuffer';
             ws.once('open', () => ok(ws));
             ws.once('error', no);
@@ -160,7 +162,8 @@ class SwitchConn {
   request(m: Record<string, unknown>, ms = 3000): Promise<Record<string, unknown>> {
     const ref = `${this.name}-${++this.refs}`;
     return new Promise((resolvePromise) => {
-      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return resolvePromise({ op: 'error', reason: 'disconnected' });
+      if (!this.ws || this.ws.readyState !== WebSocket.OPEN)
+        return resolvePromise({ op: 'error', reason: 'disconnected' });
       const timer = setTimeout(() => {
         this.waiting.delete(ref);
         resolvePromise({ op: 'timeout' });
@@ -199,7 +202,8 @@ async function startCluster(tmp: string): Promise<Cluster> {
   if (started.status !== 0) throw new Error(`cluster: ${started.stderr}`);
   // By port, not through the node directories: those go with the temp dir.
   const stop = (): void => {
-    for (let port = base; port < base + 6; port++) spawnSync('redis-cli', ['-p', String(port), 'shutdown', 'nosave'], { stdio: 'ignore', timeout: 5000 });
+    for (let port = base; port < base + 6; port++)
+      spawnSync('redis-cli', ['-p', String(port), 'shutdown', 'nosave'], { stdio: 'ignore', timeout: 5000 });
   };
   process.on('exit', stop);
   return { url: /REDIS_CLUSTER=(\S+)/.exec(started.stdout)![1]!, base, nodesDir, stop };
@@ -207,9 +211,27 @@ async function startCluster(tmp: string): Promise<Cluster> {
 
 /** One member with the credit for a long run of purchases. */
 const BUYER = { name: 'Soak Buyer', card: '4000000000000036', pin: '2468', limit: 1_000_000_000_000_000, used: 0 };
-const TALK: TalkProduct = { name: 'soak-talk', kind: 'talk', currency: 'EUR', face: 1_000_000_000, price: 1_000_000, plan: 'std', thresholds: [300, 60], expiryDays: 365, maxCalls: 1 };
+const TALK: TalkProduct = {
+  name: 'soak-talk',
+  kind: 'talk',
+  currency: 'EUR',
+  face: 1_000_000_000,
+  price: 1_000_000,
+  plan: 'std',
+  thresholds: [300, 60],
+  expiryDays: 365,
+  maxCalls: 1,
+};
 const STOCK: TalkProduct = { ...TALK, name: 'soak-stock', face: 10_000_000, price: 10_000_000 };
-const WALLET: GoodsProduct = { name: 'soak-wallet', kind: 'goods', currency: 'EUR', face: 1_000_000_000_000, price: 1_000_000, venues: [], expiryDays: 365 };
+const WALLET: GoodsProduct = {
+  name: 'soak-wallet',
+  kind: 'goods',
+  currency: 'EUR',
+  face: 1_000_000_000_000,
+  price: 1_000_000,
+  venues: [],
+  expiryDays: 365,
+};
 
 interface Catalog {
   swTok: string;
@@ -253,12 +275,21 @@ class Gateways {
   async start(i: number): Promise<void> {
     const logFile = join(this.tmp, `gateway-${i}-${this.logFiles.length}.log`);
     this.logFiles.push(logFile);
-    this.gws[i] = await startGatewayChild({ redisUrl: '', cluster: this.cluster, dataDir: this.tmp, secret: SECRET, env: { PROVIDER_URL: this.providerUrl }, logFile });
+    this.gws[i] = await startGatewayChild({
+      redisUrl: '',
+      cluster: this.cluster,
+      dataDir: this.tmp,
+      secret: SECRET,
+      env: { PROVIDER_URL: this.providerUrl },
+      logFile,
+    });
   }
 
   /** The ports of the gateways alive now. */
   ports(): number[] {
-    return this.gws.filter((g): g is GatewayChild => !!g && g.proc.exitCode === null && g.proc.signalCode === null).map((g) => g.port);
+    return this.gws
+      .filter((g): g is GatewayChild => !!g && g.proc.exitCode === null && g.proc.signalCode === null)
+      .map((g) => g.port);
   }
 }
 
@@ -273,18 +304,28 @@ interface Setup {
 
 async function setUp(opts: Options): Promise<Setup> {
   const tmp = makeTmp('tessera-soak-', opts.keep);
-  console.log(`tessera bench:soak  minutes=${opts.minutes} calls=${opts.calls} redeem-rate=${opts.redeemRate}/s sale-rate=${opts.saleRate}/s faults=${!opts.faults ? 'off' : `every ${opts.faultEvery} s`}`);
+  console.log(
+    `tessera bench:soak  minutes=${opts.minutes} calls=${opts.calls} redeem-rate=${opts.redeemRate}/s sale-rate=${opts.saleRate}/s faults=${!opts.faults ? 'off' : `every ${opts.faultEvery} s`}`,
+  );
   const cluster = await startCluster(tmp);
   const sandbox = new Sandbox({ members: [BUYER] });
   const providerUrl = `http://127.0.0.1:${await sandbox.listen()}`;
-  const env = { REDIS_CLUSTER: cluster.url, TESSERA_SECRET: SECRET, DATA_DIR: tmp, LOG_LEVEL: 'silent', PROVIDER_URL: providerUrl };
+  const env = {
+    REDIS_CLUSTER: cluster.url,
+    TESSERA_SECRET: SECRET,
+    DATA_DIR: tmp,
+    LOG_LEVEL: 'silent',
+    PROVIDER_URL: providerUrl,
+  };
   const ctx: Context = await openContext(loadConfig(env), createLogger('silent'));
   const t0Setup = performance.now();
   const catalog = await loadCatalog(ctx, opts);
   const gateways = new Gateways(tmp, cluster.url, providerUrl);
   await gateways.start(0);
   await gateways.start(1);
-  console.log(`setup: cluster ${cluster.url}; ${fmtInt(catalog.freeIds.length + catalog.wallets.length)} IDs sold in ${((performance.now() - t0Setup) / 1000).toFixed(1)} s; gateways on ${gateways.ports().join(', ')}`);
+  console.log(
+    `setup: cluster ${cluster.url}; ${fmtInt(catalog.freeIds.length + catalog.wallets.length)} IDs sold in ${((performance.now() - t0Setup) / 1000).toFixed(1)} s; gateways on ${gateways.ports().join(', ')}`,
+  );
   return { tmp, cluster, sandbox, ctx, catalog, gateways };
 }
 
@@ -384,7 +425,12 @@ class Traffic {
   }
 
   /** A POST to a live gateway at random; status 0 when none answers. */
-  private async http(path: string, token: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown> }> {
+  private async http(
+    path: string,
+    token: string,
+    body: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<{ status: number; json: Record<string, unknown> }> {
     const p = this.s.gateways.ports();
     if (p.length === 0) return { status: 0, json: { error: { reason: 'no_gateway' } } };
     try {
@@ -403,7 +449,11 @@ class Traffic {
   redeem(): void {
     const { scanTok, wallets } = this.s.catalog;
     void this.timed(this.S.redeem, async () => {
-      const r = await this.http('/v1/redeem', scanTok, { scan: `soak-${++this.scans}`, id: wallets[this.scans % wallets.length], item: 'coffee' });
+      const r = await this.http('/v1/redeem', scanTok, {
+        scan: `soak-${++this.scans}`,
+        id: wallets[this.scans % wallets.length],
+        item: 'coffee',
+      });
       return r.status === 200 ? { ok: true } : { ok: false, reason: reasonOf(r.json) };
     });
   }
@@ -414,10 +464,21 @@ class Traffic {
     const { salesTok } = this.s.catalog;
     void this.timed(this.S.sale, async () => {
       for (let tries = 0; ; tries++) {
-        const r = await this.http('/v1/purchases', salesTok, { product: STOCK.name, pin: '4711', payment: { card: BUYER.card, cardPin: BUYER.pin } }, { 'Idempotency-Key': key });
+        const r = await this.http(
+          '/v1/purchases',
+          salesTok,
+          { product: STOCK.name, pin: '4711', payment: { card: BUYER.card, cardPin: BUYER.pin } },
+          { 'Idempotency-Key': key },
+        );
         if (r.status === 200) return { ok: true };
         const reason = reasonOf(r.json);
-        if (tries >= 5 || !['payment_pending', 'unavailable', 'in_progress', 'connection_failed', 'no_gateway', 'overloaded'].includes(reason)) return { ok: false, reason };
+        if (
+          tries >= 5 ||
+          !['payment_pending', 'unavailable', 'in_progress', 'connection_failed', 'no_gateway', 'overloaded'].includes(
+            reason,
+          )
+        )
+          return { ok: false, reason };
         await sleep(1000);
       }
     });
@@ -428,7 +489,8 @@ class Traffic {
   }
 }
 
-const reasonOf = (j: Record<string, unknown>): string => String((j.error as { reason?: string } | undefined)?.reason ?? 'unknown');
+const reasonOf = (j: Record<string, unknown>): string =>
+  String((j.error as { reason?: string } | undefined)?.reason ?? 'unknown');
 
 /** Starts every kind of traffic; `stop` ends it and waits for every call to stop. */
 function startTraffic(opts: Options, t: Traffic): { stop(): Promise<void> } {
@@ -455,7 +517,12 @@ function startTraffic(opts: Options, t: Traffic): { stop(): Promise<void> } {
 function faultList(s: Setup): (() => Promise<string>)[] {
   const { base, nodesDir } = s.cluster;
   const gws = s.gateways;
-  const nodePid = (port: number): number => Number(spawnSync('redis-cli', ['-p', String(port), 'info', 'server'], { encoding: 'utf8' }).stdout.match(/process_id:(\d+)/)?.[1] ?? 0);
+  const nodePid = (port: number): number =>
+    Number(
+      spawnSync('redis-cli', ['-p', String(port), 'info', 'server'], { encoding: 'utf8' }).stdout.match(
+        /process_id:(\d+)/,
+      )?.[1] ?? 0,
+    );
   const primaryPort = (): number => {
     const out = spawnSync('redis-cli', ['-p', String(base + 1), 'cluster', 'nodes'], { encoding: 'utf8' }).stdout;
     const line = out.split('\n').find((l) => / master /.test(l.replace('myself,', '')) && !l.includes('fail'));
@@ -521,20 +588,31 @@ async function runFaults(opts: Options, s: Setup, t: Traffic): Promise<{ faults:
 // ------------------------------------------------------------------ report
 
 /** Prints each kind of traffic, billing, faults and the audit; returns the per-kind figures. */
-function printResults(t: Traffic, faults: string[], report: Awaited<ReturnType<typeof audit>>, wall: number): Record<string, unknown> {
+function printResults(
+  t: Traffic,
+  faults: string[],
+  report: Awaited<ReturnType<typeof audit>>,
+  wall: number,
+): Record<string, unknown> {
   console.log('\nresults');
   const out: Record<string, unknown> = {};
   for (const [name, s] of Object.entries(t.S)) {
     const lat = summarize(s.hist);
     const errors = Object.fromEntries([...s.errors].sort((a, b) => b[1] - a[1]));
     out[name] = { ok: s.ok, perSec: Math.round((s.ok / wall) * 10) / 10, latency: lat, errors };
-    console.log(`  ${name.padEnd(8)} ${fmtInt(s.ok).padStart(9)} ok (${(s.ok / wall).toFixed(1)}/s)  errors ${JSON.stringify(errors)}`);
+    console.log(
+      `  ${name.padEnd(8)} ${fmtInt(s.ok).padStart(9)} ok (${(s.ok / wall).toFixed(1)}/s)  errors ${JSON.stringify(errors)}`,
+    );
     console.log(`  ${fmtLatency(`${name}`, lat)}`);
   }
   const { billing } = t;
-  console.log(`  billing  ${fmtInt(billing.calls)} calls stopped; billed seconds off by more than 1 from the switch's: ${billing.off} (worst ${billing.worst})`);
+  console.log(
+    `  billing  ${fmtInt(billing.calls)} calls stopped; billed seconds off by more than 1 from the switch's: ${billing.off} (worst ${billing.worst})`,
+  );
   console.log(`  faults   ${faults.length ? faults.join('; ') : 'none'}`);
-  console.log(`  audit    ${report.problems.length === 0 ? 'ok' : `${report.problems.length} ID(s) do not balance`}: ${fmtInt(report.sold)} IDs sold, value ${fmtInt(report.valueSold)} = balances ${fmtInt(report.balances)} + calls ${fmtInt(report.calls)} + redemptions ${fmtInt(report.redeemed)} + refunds ${fmtInt(report.refunded)}`);
+  console.log(
+    `  audit    ${report.problems.length === 0 ? 'ok' : `${report.problems.length} ID(s) do not balance`}: ${fmtInt(report.sold)} IDs sold, value ${fmtInt(report.valueSold)} = balances ${fmtInt(report.balances)} + calls ${fmtInt(report.calls)} + redemptions ${fmtInt(report.redeemed)} + refunds ${fmtInt(report.refunded)}`,
+  );
   return out;
 }
 
@@ -557,9 +635,22 @@ async function main(): Promise<void> {
   const out = printResults(t, faults, report, wall);
   for (const g of s.gateways.gws) if (g) await stopChild(g.proc);
   const gwErrors = errorLines(s.gateways.logFiles);
-  console.log(`  gateway  ${gwErrors.total} error log lines${gwErrors.total ? `: ${JSON.stringify(gwErrors.byMessage)}` : ''}`);
+  console.log(
+    `  gateway  ${gwErrors.total} error log lines${gwErrors.total ? `: ${JSON.stringify(gwErrors.byMessage)}` : ''}`,
+  );
   const { billing } = t;
-  printJsonLine({ minutes: opts.minutes, calls: opts.calls, redeemRate: opts.redeemRate, saleRate: opts.saleRate, wallSec: wall, ...out, billing, faults, gatewayErrors: gwErrors, audit: { ok: report.problems.length === 0, problems: report.problems.slice(0, 20), sold: report.sold } });
+  printJsonLine({
+    minutes: opts.minutes,
+    calls: opts.calls,
+    redeemRate: opts.redeemRate,
+    saleRate: opts.saleRate,
+    wallSec: wall,
+    ...out,
+    billing,
+    faults,
+    gatewayErrors: gwErrors,
+    audit: { ok: report.problems.length === 0, problems: report.problems.slice(0, 20), sold: report.sold },
+  });
 
   for (const sw of switches) sw.close();
   await s.ctx.close();

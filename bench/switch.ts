@@ -87,7 +87,14 @@ interface SwitchGateway extends GatewayChild {
 async function startGateway(redisUrl: string, dataDir: string, opts: Options): Promise<SwitchGateway> {
   const profileDir = opts.profile ? (opts.profileDir ?? mkdtempSync(join(tmpdir(), 'tessera-bench-prof-'))) : undefined;
   const nodeArgs = [...opts.gwNodeArgs, ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])];
-  const gw = await startGatewayChild({ redisUrl, dataDir, secret: SECRET, gwEnv: opts.gwEnv, nodeArgs, logFile: opts.gwLog });
+  const gw = await startGatewayChild({
+    redisUrl,
+    dataDir,
+    secret: SECRET,
+    gwEnv: opts.gwEnv,
+    nodeArgs,
+    logFile: opts.gwLog,
+  });
   return { ...gw, profileDir };
 }
 
@@ -120,11 +127,21 @@ async function setUp(opts: Options): Promise<Setup> {
       ` workers=${opts.workers}  (node ${process.version}, ${spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()} cores)`,
   );
   // Same settings as the gateway (BUCKETS must match), but patient: setup and cloning are bulk work.
-  const br = await startBenchRedis({ TESSERA_SECRET: SECRET, DATA_DIR: join(tmp, 'cli'), LOG_LEVEL: 'silent', HOST: '127.0.0.1', PORT: '0', ...opts.gwEnv, REDIS_TIMEOUT_MS: '60000' });
+  const br = await startBenchRedis({
+    TESSERA_SECRET: SECRET,
+    DATA_DIR: join(tmp, 'cli'),
+    LOG_LEVEL: 'silent',
+    HOST: '127.0.0.1',
+    PORT: '0',
+    ...opts.gwEnv,
+    REDIS_TIMEOUT_MS: '60000',
+  });
   const catalog = await loadCatalog(br.ctx, br.redis.url, opts);
   const gw = await startGateway(br.redis.url, join(tmp, 'gateway'), opts);
   const setupSec = (performance.now() - tStart) / 1000;
-  console.log(`gateway: pid ${gw.proc.pid} on port ${gw.port}${gw.profileDir ? ` (cpu profile → ${gw.profileDir})` : ''}`);
+  console.log(
+    `gateway: pid ${gw.proc.pid} on port ${gw.port}${gw.profileDir ? ` (cpu profile → ${gw.profileDir})` : ''}`,
+  );
   return { tStart, br, catalog, gw, setupSec };
 }
 
@@ -141,7 +158,11 @@ interface Measured extends LoadPhase {
 async function measureLoad(opts: Options, s: Setup): Promise<Measured> {
   const { br, gw, catalog } = s;
   const { ctx } = br;
-  console.log(opts.mode === 'calls' ? `calls: start, ${opts.duration} ticks at 1/s, stop; offered ≈ ${fmtInt(opts.calls)} ticks/s` : `max: ${opts.window} × ${opts.frame} ticks in flight per connection for ${opts.duration} s`);
+  console.log(
+    opts.mode === 'calls'
+      ? `calls: start, ${opts.duration} ticks at 1/s, stop; offered ≈ ${fmtInt(opts.calls)} ticks/s`
+      : `max: ${opts.window} × ${opts.frame} ticks in flight per connection for ${opts.duration} s`,
+  );
   const engines = splitEngines(opts, catalog.calls, `ws://127.0.0.1:${gw.port}/v1/switch`, catalog.token);
   const forks0 = await totalForks(ctx);
   const fsync0 = await delayedFsyncs(ctx);
@@ -162,7 +183,18 @@ async function measureLoad(opts: Options, s: Setup): Promise<Measured> {
     }
   }
   const profileFile = await stopGateway(gw);
-  return { load, merged, loadForks, loadDelayedFsyncs, scraped, gwPeakRssMb, gwLogs, ceilingCall, ceilingError, profileFile };
+  return {
+    load,
+    merged,
+    loadForks,
+    loadDelayedFsyncs,
+    scraped,
+    gwPeakRssMb,
+    gwLogs,
+    ceilingCall,
+    ceilingError,
+    profileFile,
+  };
 }
 
 /**
@@ -171,8 +203,12 @@ async function measureLoad(opts: Options, s: Setup): Promise<Measured> {
  */
 function throughput(opts: Options, m: Measured): Throughput {
   const c = m.merged.counters;
-  const tickWindowSec = m.merged.tickEnd > m.merged.tickStart ? (m.merged.tickEnd - m.merged.tickStart) / 1000 : m.load.wallSec;
-  const busy = m.load.timeline.filter((r) => r.ticks > 0).map((r) => r.ticks).sort((x, y) => x - y);
+  const tickWindowSec =
+    m.merged.tickEnd > m.merged.tickStart ? (m.merged.tickEnd - m.merged.tickStart) / 1000 : m.load.wallSec;
+  const busy = m.load.timeline
+    .filter((r) => r.ticks > 0)
+    .map((r) => r.ticks)
+    .sort((x, y) => x - y);
   const median = busy.length ? busy[Math.floor(busy.length / 2)]! : 0;
   const ticksPerSec = opts.mode === 'max' ? Math.round(c.ticksDone / tickWindowSec) : median;
   const peak = busy.length ? busy[busy.length - 1]! : 0;
@@ -206,7 +242,15 @@ async function main(): Promise<void> {
   const rate = throughput(opts, measured);
   const profile = measured.profileFile ? summarizeProfile(measured.profileFile) : undefined;
   const ceiling = await ceilingPhase(opts, setup, measured);
-  const figures = report({ opts, phase: measured, rate, ceiling, profile, setupSec: setup.setupSec, tStart: setup.tStart });
+  const figures = report({
+    opts,
+    phase: measured,
+    rate,
+    ceiling,
+    profile,
+    setupSec: setup.setupSec,
+    tStart: setup.tStart,
+  });
   await setup.br.stop();
   removeTmp();
   printJsonLine(figures);

@@ -21,7 +21,8 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: { workers: { type: 'string', default: '1' } }, strict: true });
   const workers = Number(values.workers);
   const cfg = loadConfig();
-  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new ConfigError(`--workers must be 1 to 64, not ${values.workers}`);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64)
+    throw new ConfigError(`--workers must be 1 to 64, not ${values.workers}`);
   if (workers > 1 && cfg.port === 0) throw new ConfigError('--workers needs a fixed PORT: the workers share it');
   const log = createLogger(cfg.logLevel);
 
@@ -33,7 +34,10 @@ async function main(): Promise<void> {
   if (!cfg.redis.url && !cfg.redis.cluster) {
     embedded = await startEmbeddedRedis({ dir: join(cfg.dataDir, 'redis'), port: cfg.redis.embeddedPort || undefined });
     writeFileSync(embeddedUrlFile(cfg), embedded.url + '\n');
-    log.info({ url: embedded.url, dir: embedded.dir }, 'embedded Redis started (AOF, appendfsync everysec); set REDIS_URL to use your own');
+    log.info(
+      { url: embedded.url, dir: embedded.dir },
+      'embedded Redis started (AOF, appendfsync everysec); set REDIS_URL to use your own',
+    );
     embedded.process.once('exit', onRedisExit);
   }
 
@@ -54,7 +58,10 @@ async function main(): Promise<void> {
   let stopGateways: () => Promise<void>;
   if (workers === 1) {
     const gw = await startGateway(cfg, log, embedded?.url ?? cfg.redis.url);
-    log.info({ url: `ws://localhost:${gw.port}/v1/switch` }, 'ready: switches connect here; `npx tessera demo` loads a demo catalog and ID');
+    log.info(
+      { url: `ws://localhost:${gw.port}/v1/switch` },
+      'ready: switches connect here; `npx tessera demo` loads a demo catalog and ID',
+    );
     stopGateways = () => gw.close();
     // A worker of --workers: when the process that started it is gone (even by kill -9), so is it.
     if (process.channel) process.once('disconnect', () => void shutdown('parent gone'));
@@ -111,6 +118,6 @@ main().catch((err: unknown) => {
     process.stderr.write(`tessera: ${err.message}\n`);
     process.exit(2);
   }
-  process.stderr.write(`tessera: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.stderr.write(`tessera: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

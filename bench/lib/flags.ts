@@ -2,8 +2,17 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 /** The command line's flags (strict, no positionals), plus --help: prints usage and exits 0. */
-export function parseFlags<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O, usage: string) {
-  const { values } = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', default: false } }, strict: true, allowPositionals: false });
+export function parseFlags<O extends NonNullable<ParseArgsConfig['options']>>(
+  argv: string[],
+  options: O,
+  usage: string,
+) {
+  const { values } = parseArgs({
+    args: argv,
+    options: { ...options, help: { type: 'boolean', default: false } },
+    strict: true,
+    allowPositionals: false,
+  });
   if ((values as { help?: boolean }).help) {
     process.stdout.write(usage);
     process.exit(0);
@@ -14,7 +23,8 @@ export function parseFlags<O extends NonNullable<ParseArgsConfig['options']>>(ar
 /** An integer flag value in min..max, else an error naming the flag. */
 export function intFlag(name: string, v: string | undefined, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name}: expected an integer in ${min}..${max}, got ${v}`);
+  if (!Number.isInteger(n) || n < min || n > max)
+    throw new Error(`--${name}: expected an integer in ${min}..${max}, got ${v}`);
   return n;
 }
 

@@ -63,9 +63,13 @@ function gatewayEnv(o: GatewayChildOptions, port: number): NodeJS.ProcessEnv {
  * what makes `node --cpu-prof` write its profile.
  */
 function spawnGateway(o: GatewayChildOptions, port: number): ChildProcess {
-  if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} not found: build first (npm run -s build; npm run bench:* does)`);
+  if (!existsSync(GATEWAY_MAIN))
+    throw new Error(`${GATEWAY_MAIN} not found: build first (npm run -s build; npm run bench:* does)`);
   const output = o.inheritOutput ? 'inherit' : 'pipe';
-  const proc = spawn(process.execPath, [...(o.nodeArgs ?? []), GATEWAY_MAIN, ...(o.args ?? [])], { env: gatewayEnv(o, port), stdio: ['ignore', output, output] });
+  const proc = spawn(process.execPath, [...(o.nodeArgs ?? []), GATEWAY_MAIN, ...(o.args ?? [])], {
+    env: gatewayEnv(o, port),
+    stdio: ['ignore', output, output],
+  });
   children.add(proc);
   const dog = watchdog(proc.pid, 'INT');
   proc.once('exit', () => dog?.kill('SIGKILL'));
@@ -83,7 +87,8 @@ function copyOutput(proc: ChildProcess, logFile: string): void {
 async function waitReady(proc: ChildProcess, port: number, logs: string[]): Promise<void> {
   const deadline = Date.now() + 20_000;
   for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`gateway exited (${proc.exitCode ?? proc.signalCode}):\n${logs.join('\n')}`);
+    if (proc.exitCode !== null || proc.signalCode !== null)
+      throw new Error(`gateway exited (${proc.exitCode ?? proc.signalCode}):\n${logs.join('\n')}`);
     try {
       if ((await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200) return;
     } catch {

@@ -5,7 +5,12 @@ import * as hdr from 'hdr-histogram-js';
 export type Hist = hdr.Histogram;
 
 export const newHist = (): Hist =>
-  hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3, autoResize: true });
+  hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 3_600_000_000,
+    numberOfSignificantValueDigits: 3,
+    autoResize: true,
+  });
 
 /** Records a duration given in milliseconds (performance.now() deltas). */
 export function recordMs(h: Hist, ms: number): void {

@@ -71,7 +71,9 @@ export function runMain(main: () => Promise<void>): void {
  */
 export function watchdog(pid: number | undefined, signal: 'KILL' | 'INT' = 'KILL'): ChildProcess | undefined {
   if (!pid) return undefined;
-  const w = spawn('sh', ['-c', `read _ || true; kill -${signal} ${pid} 2>/dev/null`], { stdio: ['pipe', 'ignore', 'ignore'] });
+  const w = spawn('sh', ['-c', `read _ || true; kill -${signal} ${pid} 2>/dev/null`], {
+    stdio: ['pipe', 'ignore', 'ignore'],
+  });
   w.on('error', () => undefined);
   children.add(w);
   w.once('exit', () => children.delete(w));
@@ -82,7 +84,8 @@ export function watchdog(pid: number | undefined, signal: 'KILL' | 'INT' = 'KILL
 export function keepLogs(proc: ChildProcess): string[] {
   const logs: string[] = [];
   const keep = (d: Buffer): void => {
-    for (const line of d.toString().split('\n')) if (line.trim()) logs.push(line.length > 400 ? line.slice(0, 400) + '…' : line);
+    for (const line of d.toString().split('\n'))
+      if (line.trim()) logs.push(line.length > 400 ? line.slice(0, 400) + '…' : line);
     if (logs.length > 200) logs.splice(0, logs.length - 200);
   };
   proc.stdout!.on('data', keep);

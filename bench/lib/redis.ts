@@ -59,7 +59,12 @@ export async function startBenchRedis(env: Record<string, string>, logLevel = 's
  * (what activateId does, minus its product lookup), 2,000 in flight at a
  * time: autopipelined. price and ref are the sale's.
  */
-export async function mintSold(ctx: Context, product: Product, count: number, sale: { price: number; ref: string }): Promise<string[]> {
+export async function mintSold(
+  ctx: Context,
+  product: Product,
+  count: number,
+  sale: { price: number; ref: string },
+): Promise<string[]> {
   const ids: string[] = [];
   if (count === 0) return ids;
   await mintIds(ctx, product, count, (id) => ids.push(id));
@@ -93,7 +98,8 @@ export const totalForks = (ctx: Context): Promise<number> => infoNumber(ctx, 'st
  * running (appendfsync everysec on a busy disk): each one stalls every client
  * for up to 2 s, which shows as a gap in the timeline.
  */
-export const delayedFsyncs = (ctx: Context): Promise<number> => infoNumber(ctx, 'persistence', /^aof_delayed_fsync:(\d+)/m);
+export const delayedFsyncs = (ctx: Context): Promise<number> =>
+  infoNumber(ctx, 'persistence', /^aof_delayed_fsync:(\d+)/m);
 
 /** Bytes of memory Redis uses for data and overhead (INFO used_memory). */
 export const usedMemory = (ctx: Context): Promise<number> => infoNumber(ctx, 'memory', /used_memory:(\d+)/);

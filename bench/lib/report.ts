@@ -10,7 +10,10 @@ export const count = (m: Map<string, number>, k: string): void => void m.set(k, 
 
 /** `k=v` pairs, largest first, or 'none'. */
 export const fmtCounts = (m: Map<string | number, number>): string =>
-  [...m].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k}=${fmtInt(v)}`).join(' ') || 'none';
+  [...m]
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${k}=${fmtInt(v)}`)
+    .join(' ') || 'none';
 
 /** The last line of every benchmark: every figure, as one line of JSON. */
 export function printJsonLine(figures: object): void {

@@ -36,7 +36,9 @@ const ALERT_RATE = 1000;
 export function alertPlan(opts: Options): { crossings: number[]; maxSec: number } {
   if (opts.mode === 'calls') {
     const d = opts.duration;
-    const crossings = [...new Set([Math.ceil(d / 3), Math.ceil((2 * d) / 3), d])].filter((c) => c >= 1).sort((a, b) => a - b);
+    const crossings = [...new Set([Math.ceil(d / 3), Math.ceil((2 * d) / 3), d])]
+      .filter((c) => c >= 1)
+      .sort((a, b) => a - b);
     return { crossings, maxSec: d + 10 };
   }
   const crossings = [5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560];
@@ -48,7 +50,13 @@ function products(opts: Options): { talk: TalkProduct; alert: TalkProduct; rb: T
   const base = { kind: 'talk' as const, currency: 'EUR', plan: PLAN.name, expiryDays: 0, maxCalls: 1 };
   return {
     talk: { ...base, name: 'bench-talk', face: 1_000_000_000_000, price: 0, thresholds: [300, 60, 10] },
-    alert: { ...base, name: 'bench-alert', face: a.maxSec * ALERT_RATE, price: 0, thresholds: a.crossings.map((c) => a.maxSec - c).sort((x, y) => y - x) },
+    alert: {
+      ...base,
+      name: 'bench-alert',
+      face: a.maxSec * ALERT_RATE,
+      price: 0,
+      thresholds: a.crossings.map((c) => a.maxSec - c).sort((x, y) => y - x),
+    },
     rb: { ...base, name: 'bench-rb', face: 1_000_000_000_000_000, price: 0, thresholds: [300, 60, 10] },
   };
 }
@@ -85,8 +93,13 @@ export async function loadCatalog(ctx: Context, redisUrl: string, opts: Options)
   const { token } = await createToken(ctx.redis, { name: SWITCH_NAME, role: 'switch' });
   const nAlert = Math.round(opts.calls * opts.alertFrac);
   const tMint = performance.now();
-  const sell = (product: TalkProduct, n: number): Promise<string[]> => mintSold(ctx, product, n, { price: product.price, ref: '' });
-  const [talkIds, alertIds, rbIds] = await Promise.all([sell(p.talk, opts.calls - nAlert), sell(p.alert, nAlert), sell(p.rb, 1)]);
+  const sell = (product: TalkProduct, n: number): Promise<string[]> =>
+    mintSold(ctx, product, n, { price: product.price, ref: '' });
+  const [talkIds, alertIds, rbIds] = await Promise.all([
+    sell(p.talk, opts.calls - nAlert),
+    sell(p.alert, nAlert),
+    sell(p.rb, 1),
+  ]);
   console.log(
     `setup: redis ${redisUrl} (AOF everysec), ${fmtInt(opts.calls)} IDs minted and sold in ${((performance.now() - tMint) / 1000).toFixed(1)} s` +
       ` (${fmtInt(nAlert)} on bench-alert: maxSec ${a.maxSec}, thresholds ${p.alert.thresholds.join(',')} → alerts at sec ${a.crossings.join(',')})`,

@@ -52,8 +52,14 @@ export interface CeilingCall {
 type Reply = Record<string, unknown>;
 
 /** A JSON switch connection to the gateway that waits for the answer to each request (10 s at most). */
-async function jsonSwitch(gwPort: number, token: string): Promise<{ ws: WebSocket; request(m: Reply): Promise<Reply> }> {
-  const ws = new WebSocket(`ws://127.0.0.1:${gwPort}/v1/switch`, { headers: { Authorization: `Bearer ${token}` }, perMessageDeflate: false });
+async function jsonSwitch(
+  gwPort: number,
+  token: string,
+): Promise<{ ws: WebSocket; request(m: Reply): Promise<Reply> }> {
+  const ws = new WebSocket(`ws://127.0.0.1:${gwPort}/v1/switch`, {
+    headers: { Authorization: `Bearer ${token}` },
+    perMessageDeflate: false,
+  });
   const replies: Reply[] = [];
   let wake: (() => void) | undefined;
   ws.on('message', (data: Buffer) => {
@@ -82,12 +88,18 @@ async function jsonSwitch(gwPort: number, token: string): Promise<{ ws: WebSocke
 }
 
 /** Sends the tick at sec 1 and captures, with MONITOR, the EVALSHA the gateway sends for it. */
-async function captureTick(redisUrl: string, sha: string, session: string, tick: () => Promise<Reply>): Promise<string[] | undefined> {
+async function captureTick(
+  redisUrl: string,
+  sha: string,
+  session: string,
+  tick: () => Promise<Reply>,
+): Promise<string[] | undefined> {
   const base = new Redis(redisUrl);
   const mon = await base.monitor();
   let tickArgs: string[] | undefined;
   mon.on('monitor', (_time: string, args: string[]) => {
-    if (!tickArgs && args[0]?.toLowerCase() === 'evalsha' && args[1] === sha && args.includes(session)) tickArgs = args.slice(2);
+    if (!tickArgs && args[0]?.toLowerCase() === 'evalsha' && args[1] === sha && args.includes(session))
+      tickArgs = args.slice(2);
   });
   await new Promise((r) => setTimeout(r, 50));
   try {
@@ -109,7 +121,14 @@ async function captureTick(redisUrl: string, sha: string, session: string, tick:
  * then repeats exactly what the gateway sends (KEYS and ARGV layout included,
  * whatever lua/call_tick.lua currently takes).
  */
-export async function openCeilingCall(ctx: Context, redisUrl: string, gwPort: number, token: string, switchName: string, rbId: string): Promise<CeilingCall> {
+export async function openCeilingCall(
+  ctx: Context,
+  redisUrl: string,
+  gwPort: number,
+  token: string,
+  switchName: string,
+  rbId: string,
+): Promise<CeilingCall> {
   const tick = readScripts().find((x) => x.name === 'call_tick');
   if (!tick) throw new Error('lua/call_tick.lua not found');
   const { ws, request } = await jsonSwitch(gwPort, token);
@@ -120,9 +139,15 @@ export async function openCeilingCall(ctx: Context, redisUrl: string, gwPort: nu
     const { hash, bucket } = ctx.ids.hash(rbId);
     const ck = callKeysFor(keys.id(bucket, hash), `${switchName}:${call}`);
     const template = await ctx.redis.hgetall(ck.session);
-    if (!template.st) throw new Error(`no session at ${ck.session}: has the session key scheme changed? (bench/switch/ceiling.ts openCeilingCall)`);
-    const tickArgs = await captureTick(redisUrl, tick.sha, ck.session, () => request({ op: 'tick', ref: 'rb2', call, sec: 1 }));
-    if (!tickArgs) throw new Error(`MONITOR did not show the gateway's EVALSHA ${tick.sha.slice(0, 8)}… for ${ck.session}`);
+    if (!template.st)
+      throw new Error(
+        `no session at ${ck.session}: has the session key scheme changed? (bench/switch/ceiling.ts openCeilingCall)`,
+      );
+    const tickArgs = await captureTick(redisUrl, tick.sha, ck.session, () =>
+      request({ op: 'tick', ref: 'rb2', call, sec: 1 }),
+    );
+    if (!tickArgs)
+      throw new Error(`MONITOR did not show the gateway's EVALSHA ${tick.sha.slice(0, 8)}… for ${ck.session}`);
     return { session: ck.session, bucket: ck.bucket, template, sha: tick.sha, tickArgs };
   } finally {
     ws.terminate();
@@ -131,8 +156,26 @@ export async function openCeilingCall(ctx: Context, redisUrl: string, gwPort: nu
 
 // ------------------------------------------------------------ redis-benchmark
 
-function redisBenchmark(port: number, opts: Options, n: number, random: number | undefined, cmd: string[]): Promise<number> {
-  const args = ['-h', '127.0.0.1', '-p', String(port), '-n', String(n), '-c', String(opts.rbClients), '-P', String(opts.rbPipeline), '-q'];
+function redisBenchmark(
+  port: number,
+  opts: Options,
+  n: number,
+  random: number | undefined,
+  cmd: string[],
+): Promise<number> {
+  const args = [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(port),
+    '-n',
+    String(n),
+    '-c',
+    String(opts.rbClients),
+    '-P',
+    String(opts.rbPipeline),
+    '-q',
+  ];
   if (random) args.push('-r', String(random));
   args.push(...cmd);
   return new Promise((resolve, reject) => {
@@ -155,12 +198,26 @@ function redisBenchmark(port: number, opts: Options, n: number, random: number |
 
 async function commandCalls(ctx: Context): Promise<{ hset: number; evalsha: number; evalshaUsec: number }> {
   const info = (await ctx.redis.info('commandstats')) as string;
-  const stat = (cmd: string, field: string): number => Number(new RegExp(`^cmdstat_${cmd}:.*\\b${field}=([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
-  return { hset: stat('hset', 'calls'), evalsha: stat('evalsha', 'calls'), evalshaUsec: stat('evalsha', 'usec_per_call') };
+  const stat = (cmd: string, field: string): number =>
+    Number(new RegExp(`^cmdstat_${cmd}:.*\\b${field}=([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
+  return {
+    hset: stat('hset', 'calls'),
+    evalsha: stat('evalsha', 'calls'),
+    evalshaUsec: stat('evalsha', 'usec_per_call'),
+  };
 }
 
 /** One redis-benchmark run, with Redis' own counts of what it did; prints a line. */
-async function rbRun(ctx: Context, redisPort: number, opts: Options, label: string, n: number, random: number | undefined, cmd: string[], ticksPer: number): Promise<RbRun> {
+async function rbRun(
+  ctx: Context,
+  redisPort: number,
+  opts: Options,
+  label: string,
+  n: number,
+  random: number | undefined,
+  cmd: string[],
+  ticksPer: number,
+): Promise<RbRun> {
   await quiesce(ctx);
   await ctx.redis.config('RESETSTAT');
   const forks0 = await totalForks(ctx);
@@ -202,7 +259,12 @@ end
 return to - from`;
 
 /** K fresh copies of the session (nothing billed) under clonePrefix; prints how long it took. */
-async function cloneSessions(ctx: Context, template: Record<string, string>, clonePrefix: string, K: number): Promise<void> {
+async function cloneSessions(
+  ctx: Context,
+  template: Record<string, string>,
+  clonePrefix: string,
+  K: number,
+): Promise<void> {
   const t0 = performance.now();
   // Server-side, 5,000 per script call: sending 100k HSETs from here took seconds on a busy machine.
   const flat = Object.entries(template).flat();
@@ -223,20 +285,30 @@ function solveDebitPath(dupPath: RbRun, mixed: RbRun): { debitPathPerSec: number
       derived = true;
     }
   }
-  console.log(`  ${'debit path'.padEnd(12)} ${String(debitPathPerSec).padStart(8)} EVALSHA/s ${derived ? '(solved from the two runs above)' : '(mixed run as is: the solve was not usable)'}`);
+  console.log(
+    `  ${'debit path'.padEnd(12)} ${String(debitPathPerSec).padStart(8)} EVALSHA/s ${derived ? '(solved from the two runs above)' : '(mixed run as is: the solve was not usable)'}`,
+  );
   return { debitPathPerSec, derived };
 }
 
 /** The gateway's single-tick call, checked: numkeys 3, KEYS live, session, ID; ARGV fixed values (now, …), then sec. */
-async function checkedTickLayout(ctx: Context, call: CeilingCall): Promise<{ live: string; idKey: string; fixed: string[] }> {
+async function checkedTickLayout(
+  ctx: Context,
+  call: CeilingCall,
+): Promise<{ live: string; idKey: string; fixed: string[] }> {
   const [numkeys, live, keySess, idKey, ...argv] = call.tickArgs;
   if (numkeys !== '3' || keySess !== call.session || argv[argv.length - 1] !== '1' || !live || !idKey) {
-    throw new Error(`unexpected call_tick layout from the gateway: ${call.tickArgs.join(' ').slice(0, 300)} (bench/switch/ceiling.ts measureCeiling)`);
+    throw new Error(
+      `unexpected call_tick layout from the gateway: ${call.tickArgs.join(' ').slice(0, 300)} (bench/switch/ceiling.ts measureCeiling)`,
+    );
   }
   // That very command again, by hand: a repeat of sec 1 must be a dup.
   // call_tick answers flat, three entries per tick: the first is the code (1: dup).
   const probe = (await ctx.redis.call('EVALSHA', call.sha, ...call.tickArgs)) as unknown[];
-  if (probe[0] !== 1) throw new Error(`call_tick answered ${JSON.stringify(probe).slice(0, 200)} to a repeated sec 1 (bench/switch/ceiling.ts measureCeiling)`);
+  if (probe[0] !== 1)
+    throw new Error(
+      `call_tick answered ${JSON.stringify(probe).slice(0, 200)} to a repeated sec 1 (bench/switch/ceiling.ts measureCeiling)`,
+    );
   return { live, idKey, fixed: argv.slice(0, -1) };
 }
 
@@ -262,7 +334,12 @@ async function checkedTickLayout(ctx: Context, call: CeilingCall): Promise<{ liv
  *  4. batched (--rb-batch B): B ticks per EVALSHA on random sessions, the shape
  *     of the gateway's per-bucket batches at their largest.
  */
-export async function measureCeiling(ctx: Context, redisPort: number, call: CeilingCall, opts: Options): Promise<Ceiling> {
+export async function measureCeiling(
+  ctx: Context,
+  redisPort: number,
+  call: CeilingCall,
+  opts: Options,
+): Promise<Ceiling> {
   const { bucket, template, sha } = call;
   const { live, idKey, fixed } = await checkedTickLayout(ctx, call);
   // Sessions for the mixed and batched runs: as many as that run's ticks (half of -n, to keep a short
@@ -270,11 +347,18 @@ export async function measureCeiling(ctx: Context, redisPort: number, call: Ceil
   // holds tens of calls, they all sit in one bucket: its ZADD works on a K-member sorted set (a few µs).
   const K = Math.max(1000, Math.floor(opts.rbRequests / 2));
   const clonePrefix = keys.call(bucket, 'bench-rb:rb-');
-  const run = (label: string, n: number, random: number | undefined, cmd: string[], ticksPer: number): Promise<RbRun> => rbRun(ctx, redisPort, opts, label, n, random, cmd, ticksPer);
+  const run = (label: string, n: number, random: number | undefined, cmd: string[], ticksPer: number): Promise<RbRun> =>
+    rbRun(ctx, redisPort, opts, label, n, random, cmd, ticksPer);
 
   const dupPath = await run('dup path', opts.rbRequests, undefined, ['EVALSHA', sha, ...call.tickArgs], 1);
   await cloneSessions(ctx, template, clonePrefix, K);
-  const mixed = await run('mixed', K, K, ['EVALSHA', sha, '3', live, `${clonePrefix}__rand_int__`, idKey, ...fixed, '__rand_int__'], 1);
+  const mixed = await run(
+    'mixed',
+    K,
+    K,
+    ['EVALSHA', sha, '3', live, `${clonePrefix}__rand_int__`, idKey, ...fixed, '__rand_int__'],
+    1,
+  );
   const { debitPathPerSec, derived } = solveDebitPath(dupPath, mixed);
 
   let batched: Ceiling['batched'];

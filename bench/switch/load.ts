@@ -7,7 +7,16 @@ import { Worker } from 'node:worker_threads';
 import { cpuPct, cpuSec, cpuUsed, ownCpuSec, readCpu, statusKb, type CpuReading } from '../lib/cpu';
 import { decodeHist, newHist, summarize, type LatencySummary } from '../lib/hist';
 import { alertPlan } from './catalog';
-import { Engine, LOADGEN_FILE, type CallSpec, type Counters, type EngineConfig, type EngineResult, type FromWorker, type HistName } from './loadgen';
+import {
+  Engine,
+  LOADGEN_FILE,
+  type CallSpec,
+  type Counters,
+  type EngineConfig,
+  type EngineResult,
+  type FromWorker,
+  type HistName,
+} from './loadgen';
 import type { Options } from './options';
 
 export interface TimelineRow {
@@ -83,7 +92,10 @@ async function engineInThread(cfg: EngineConfig): Promise<Engines> {
  */
 function startWorker(cfg: EngineConfig): Worker {
   const entry = LOADGEN_FILE.endsWith('.ts') ? `require(${JSON.stringify(require.resolve('tsx/cjs'))}); ` : '';
-  return new Worker(`${entry}require(${JSON.stringify(LOADGEN_FILE)});`, { eval: true, workerData: { role: 'loadgen', cfg } });
+  return new Worker(`${entry}require(${JSON.stringify(LOADGEN_FILE)});`, {
+    eval: true,
+    workerData: { role: 'loadgen', cfg },
+  });
 }
 
 async function enginesInWorkers(cfgs: EngineConfig[]): Promise<Engines> {
@@ -125,7 +137,13 @@ async function enginesInWorkers(cfgs: EngineConfig[]): Promise<Engines> {
 type CpuSource = 'gw' | 'rd' | 'lg';
 
 /** Once a second: a timeline row from the engines' counters and the processes' CPU, printed unless --quiet. */
-function timelineSampler(engines: Engines, read: () => CpuReading<CpuSource>, gwPid: number, t0: CpuReading<CpuSource>, quiet: boolean): { timeline: TimelineRow[]; sample(): void } {
+function timelineSampler(
+  engines: Engines,
+  read: () => CpuReading<CpuSource>,
+  gwPid: number,
+  t0: CpuReading<CpuSource>,
+  quiet: boolean,
+): { timeline: TimelineRow[]; sample(): void } {
   const timeline: TimelineRow[] = [];
   let prev = { cpu: t0, ticks: 0, ticked: 0, starts: 0 };
   const sample = (): void => {
@@ -158,9 +176,15 @@ function timelineSampler(engines: Engines, read: () => CpuReading<CpuSource>, gw
 }
 
 /** Connects the engines, runs them to the end with the timeline going, and measures every process' CPU. */
-export async function runLoad(cfgs: EngineConfig[], gwPid: number, redisPid: number | undefined, opts: Options): Promise<LoadOutcome> {
+export async function runLoad(
+  cfgs: EngineConfig[],
+  gwPid: number,
+  redisPid: number | undefined,
+  opts: Options,
+): Promise<LoadOutcome> {
   const engines = cfgs.length === 1 ? await engineInThread(cfgs[0]!) : await enginesInWorkers(cfgs);
-  const read = (): CpuReading<CpuSource> => readCpu({ gw: () => cpuSec(gwPid), rd: () => cpuSec(redisPid), lg: ownCpuSec });
+  const read = (): CpuReading<CpuSource> =>
+    readCpu({ gw: () => cpuSec(gwPid), rd: () => cpuSec(redisPid), lg: ownCpuSec });
   const cpu0 = read();
   const { timeline, sample } = timelineSampler(engines, read, gwPid, cpu0, opts.quiet);
   const timer = setInterval(sample, 1000);
@@ -192,5 +216,11 @@ export function mergeResults(results: EngineResult[]): MergedResults {
     lat[n] = summarize(h);
   }
   const starts = results.map((r) => r.tickStart).filter((t) => t > 0);
-  return { counters, errors, lat, tickStart: starts.length ? Math.min(...starts) : 0, tickEnd: Math.max(...results.map((r) => r.tickEnd)) };
+  return {
+    counters,
+    errors,
+    lat,
+    tickStart: starts.length ? Math.min(...starts) : 0,
+    tickEnd: Math.max(...results.map((r) => r.tickEnd)),
+  };
 }

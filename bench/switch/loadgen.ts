@@ -135,7 +135,14 @@ type Msg = Record<string, unknown>;
 export class Engine {
   readonly c = zeroCounters();
   private readonly errors = new Map<string, number>();
-  private readonly h: Record<HistName, Hist> = { start: newHist(), tick: newHist(), tickSteady: newHist(), alert: newHist(), stop: newHist(), lag: newHist() };
+  private readonly h: Record<HistName, Hist> = {
+    start: newHist(),
+    tick: newHist(),
+    tickSteady: newHist(),
+    alert: newHist(),
+    stop: newHist(),
+    lag: newHist(),
+  };
   private startsAnswered = 0;
   private steadyFrom = Infinity;
   private readonly packr = new Packr({ useRecords: false });
@@ -202,7 +209,10 @@ export class Engine {
         { length: this.cfg.conns },
         (_, c) =>
           new Promise<WebSocket>((resolve, reject) => {
-            const ws = new WebSocket(this.cfg.url, { headers: { Authorization: `Bearer ${this.cfg.token}` }, perMessageDeflate: false });
+            const ws = new WebSocket(this.cfg.url, {
+              headers: { Authorization: `Bearer ${this.cfg.token}` },
+              perMessageDeflate: false,
+            });
             ws.binaryType = 'nodebuffer';
             let open = false;
             ws.once('open', () => {
@@ -210,7 +220,9 @@ export class Engine {
               resolve(ws);
             });
             ws.on('error', (e) => (open ? this.err(`ws_error:${e.message}`) : reject(e)));
-            ws.once('unexpected-response', (_req, res) => reject(new Error(`WebSocket upgrade refused: HTTP ${res.statusCode}`)));
+            ws.once('unexpected-response', (_req, res) =>
+              reject(new Error(`WebSocket upgrade refused: HTTP ${res.statusCode}`)),
+            );
             ws.on('message', (data: Buffer, isBinary: boolean) => this.onFrame(c, data, isBinary));
             ws.on('close', () => {
               if (!this.closing) this.err('disconnected');
@@ -394,7 +406,9 @@ export class Engine {
         const s = this.slotOf(m.ref);
         const kind = s >= 0 ? this.refKind[s] : 0;
         // Only ticks go without a ref: an error without one answers such a tick.
-        this.err(`${kind === K_START ? 'start' : kind === K_TICK ? 'tick' : kind === K_STOP ? 'stop' : m.ref === undefined ? 'tick(no ref)' : 'unmatched'}:${String(m.reason)}`);
+        this.err(
+          `${kind === K_START ? 'start' : kind === K_TICK ? 'tick' : kind === K_STOP ? 'stop' : m.ref === undefined ? 'tick(no ref)' : 'unmatched'}:${String(m.reason)}`,
+        );
         const i = this.idxOf(m.call);
         if (kind === K_TICK && this.cfg.mode === 'max') this.frameAnswered(this.refFrame[s]!, now);
         if (kind === K_START) this.startAnswered(now);
@@ -496,11 +510,14 @@ export class Engine {
     await new Promise<void>((resolve) => {
       this.drained = resolve;
       // Frames a dead connection or a lost reply never complete: stop waiting 30 s after the end.
-      giveUp = setTimeout(() => {
-        this.err('drain_timeout');
-        this.drained = undefined;
-        resolve();
-      }, duration * 1000 + 30_000);
+      giveUp = setTimeout(
+        () => {
+          this.err('drain_timeout');
+          this.drained = undefined;
+          resolve();
+        },
+        duration * 1000 + 30_000,
+      );
       for (let c = 0; c < this.cfg.conns; c++) this.pumpTicks(c);
     });
     clearTimeout(stopAt);
@@ -562,7 +579,8 @@ export class Engine {
 
   private checkDrained(): void {
     if (this.running || !this.drained) return;
-    for (let c = 0; c < this.cfg.conns; c++) if (this.outstanding[c]! > 0 && this.ws[c]!.readyState === WebSocket.OPEN) return;
+    for (let c = 0; c < this.cfg.conns; c++)
+      if (this.outstanding[c]! > 0 && this.ws[c]!.readyState === WebSocket.OPEN) return;
     const d = this.drained;
     this.drained = undefined;
     d();
@@ -571,7 +589,9 @@ export class Engine {
   /** Max mode's setup and teardown: starts (or stops) every call, setupFrame per frame, two frames in flight per connection. */
   private async phase(kind: 'start' | 'stop'): Promise<void> {
     const per = this.cfg.setupFrame;
-    const lists = this.byConn.map((l) => l.filter((i) => (kind === 'start' ? this.st[i] === IDLE : this.st[i] === LIVE)));
+    const lists = this.byConn.map((l) =>
+      l.filter((i) => (kind === 'start' ? this.st[i] === IDLE : this.st[i] === LIVE)),
+    );
     const pos = new Int32Array(this.cfg.conns);
     const left = new Int32Array(this.cfg.conns);
     const timeout = 30_000 + (this.n / 1000) * 1000;
@@ -640,7 +660,10 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | undefined)
       port.postMessage({ type: 'ready' } satisfies FromWorker);
       port.once('message', (msg: ToWorker) => {
         if (msg.type !== 'go') return;
-        const progress = setInterval(() => port.postMessage({ type: 'progress', counters: { ...engine.c } } satisfies FromWorker), 250);
+        const progress = setInterval(
+          () => port.postMessage({ type: 'progress', counters: { ...engine.c } } satisfies FromWorker),
+          250,
+        );
         engine.run().then(
           (result) => {
             clearInterval(progress);
@@ -650,6 +673,10 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | undefined)
         );
       });
     },
-    (err: unknown) => port.postMessage({ type: 'error', message: err instanceof Error ? err.message : String(err) } satisfies FromWorker),
+    (err: unknown) =>
+      port.postMessage({
+        type: 'error',
+        message: err instanceof Error ? err.message : String(err),
+      } satisfies FromWorker),
   );
 }

@@ -51,14 +51,22 @@ function printCounts(r: SwitchRun): void {
   console.log(
     `  ticks/s          ${fmtInt(rate.ticksPerSec)}  ${opts.mode === 'max' ? `(${fmtInt(c.ticksDone)} ticks answered in ${rate.tickWindowSec.toFixed(1)} s)` : `(median of the per-second timeline; peak ${fmtInt(rate.peak)}; ${fmtInt(c.ticksSent)} ticks sent)`}`,
   );
-  console.log(`  calls            ${fmtInt(c.started)} started, ${fmtInt(c.stopped)} stopped, ${fmtInt(c.unfinished)} unfinished, billedSec ≠ last sec on ${fmtInt(c.billingMismatch)}`);
+  console.log(
+    `  calls            ${fmtInt(c.started)} started, ${fmtInt(c.stopped)} stopped, ${fmtInt(c.unfinished)} unfinished, billedSec ≠ last sec on ${fmtInt(c.billingMismatch)}`,
+  );
   console.log(`  ${fmtLatency('start→started', merged.lat.start)}`);
   console.log(`  ${fmtLatency('tick→ticked', merged.lat.tick)}`);
-  if (opts.mode === 'calls') console.log(`  ${fmtLatency('  after starts', merged.lat.tickSteady)}   (ticks sent once every start was answered)`);
+  if (opts.mode === 'calls')
+    console.log(
+      `  ${fmtLatency('  after starts', merged.lat.tickSteady)}   (ticks sent once every start was answered)`,
+    );
   console.log(`  ${fmtLatency('tick→alert', merged.lat.alert)}`);
   console.log(`  ${fmtLatency('stop→stopped', merged.lat.stop)}`);
-  if (opts.mode === 'calls') console.log(`  ${fmtLatency('send lag', merged.lat.lag)}   (load generator behind its schedule)`);
-  console.log(`  alerts           ${fmtInt(c.alerts)} received (${fmtInt(c.alertsUnmatched)} unmatched), cut-offs ${fmtInt(c.cutoffs)}, start answered late ${fmtInt(c.startPending)}×`);
+  if (opts.mode === 'calls')
+    console.log(`  ${fmtLatency('send lag', merged.lat.lag)}   (load generator behind its schedule)`);
+  console.log(
+    `  alerts           ${fmtInt(c.alerts)} received (${fmtInt(c.alertsUnmatched)} unmatched), cut-offs ${fmtInt(c.cutoffs)}, start answered late ${fmtInt(c.startPending)}×`,
+  );
   const errs = Object.entries(merged.errors).sort((x, y) => y[1] - x[1]);
   console.log(`  errors           ${errs.length ? errs.map(([k, v]) => `${k}=${v}`).join(' ') : 'none'}`);
 }
@@ -67,7 +75,13 @@ function printGateway(phase: LoadPhase): void {
   const { scraped, gwLogs, load } = phase;
   if (typeof scraped === 'string') console.log(`  gateway metrics  unavailable: ${scraped}`);
   else {
-    console.log(`  gateway ticks    ${Object.entries(scraped.tickOutcomes).map(([k, v]) => `${k}=${v}`).join(' ')}; ${fmtInt(scraped.tickScriptCalls)} call_tick scripts, ${scraped.ticksPerScript} ticks/script, ${scraped.tickScriptAvgMs} ms avg round trip`);
+    console.log(
+      `  gateway ticks    ${Object.entries(scraped.tickOutcomes)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(
+          ' ',
+        )}; ${fmtInt(scraped.tickScriptCalls)} call_tick scripts, ${scraped.ticksPerScript} ticks/script, ${scraped.tickScriptAvgMs} ms avg round trip`,
+    );
     const ge = Object.entries(scraped.errorOutcomes);
     if (ge.length) console.log(`  gateway errors   ${ge.map(([k, v]) => `${k}=${v}`).join(' ')}`);
   }
@@ -92,20 +106,30 @@ function printCeiling(r: SwitchRun): void {
   const { ceiling } = r.ceiling;
   const { ratio, ratioBatched } = ratios(r);
   if (ceiling) {
-    console.log(`  ceiling          ${fmtInt(ceiling.debitPathPerSec)} ticks/s (one tick per EVALSHA, debit path); gateway/ceiling = ${ratio}`);
-    if (ceiling.batched) console.log(`  ceiling batched  ${fmtInt(ceiling.batched.ticksPerSec)} ticks/s (${ceiling.batched.batch} ticks per EVALSHA); gateway/batched = ${ratioBatched}`);
+    console.log(
+      `  ceiling          ${fmtInt(ceiling.debitPathPerSec)} ticks/s (one tick per EVALSHA, debit path); gateway/ceiling = ${ratio}`,
+    );
+    if (ceiling.batched)
+      console.log(
+        `  ceiling batched  ${fmtInt(ceiling.batched.ticksPerSec)} ticks/s (${ceiling.batched.batch} ticks per EVALSHA); gateway/batched = ${ratioBatched}`,
+      );
   }
 }
 
 function printProfile(profile: ProfileSummary): void {
-  console.log(`\ngateway CPU profile ${profile.file}: ${fmtInt(profile.busyMs)} ms busy, ${fmtInt(profile.idleMs)} ms idle`);
+  console.log(
+    `\ngateway CPU profile ${profile.file}: ${fmtInt(profile.busyMs)} ms busy, ${fmtInt(profile.idleMs)} ms idle`,
+  );
   console.log('  self time by module:');
-  for (const m of profile.byModule.slice(0, 12)) console.log(`    ${String(m.pct).padStart(5)}%  ${fmtInt(m.selfMs).padStart(7)} ms  ${m.module}`);
+  for (const m of profile.byModule.slice(0, 12))
+    console.log(`    ${String(m.pct).padStart(5)}%  ${fmtInt(m.selfMs).padStart(7)} ms  ${m.module}`);
   console.log('  hottest functions (self time):');
-  for (const f of profile.topFunctions.slice(0, 20)) console.log(`    ${String(f.pct).padStart(5)}%  ${fmtInt(f.selfMs).padStart(7)} ms  ${f.name}  ${f.where}`);
+  for (const f of profile.topFunctions.slice(0, 20))
+    console.log(`    ${String(f.pct).padStart(5)}%  ${fmtInt(f.selfMs).padStart(7)} ms  ${f.name}  ${f.where}`);
 }
 
-const targetMet = (r: SwitchRun): boolean => r.rate.ticksPerSec >= 60_000 && r.phase.merged.lat.tick.count > 0 && r.phase.merged.lat.tick.p99 < 20;
+const targetMet = (r: SwitchRun): boolean =>
+  r.rate.ticksPerSec >= 60_000 && r.phase.merged.lat.tick.count > 0 && r.phase.merged.lat.tick.p99 < 20;
 
 function printTarget(r: SwitchRun): void {
   const { opts, rate } = r;
@@ -124,7 +148,19 @@ function figures(r: SwitchRun, totalSec: number): object {
   return {
     bench: 'switch',
     mode: opts.mode,
-    params: { calls: opts.calls, conns: opts.conns, duration: opts.duration, refEvery: opts.refEvery, alertFrac: opts.alertFrac, ramp: opts.ramp, frame: opts.frame, window: opts.window, workers: opts.workers, gwEnv: opts.gwEnv, gwNodeArgs: opts.gwNodeArgs },
+    params: {
+      calls: opts.calls,
+      conns: opts.conns,
+      duration: opts.duration,
+      refEvery: opts.refEvery,
+      alertFrac: opts.alertFrac,
+      ramp: opts.ramp,
+      frame: opts.frame,
+      window: opts.window,
+      workers: opts.workers,
+      gwEnv: opts.gwEnv,
+      gwNodeArgs: opts.gwNodeArgs,
+    },
     ticksPerSec: rate.ticksPerSec,
     ticksPeakPerSec: rate.peak,
     ticksSent: merged.counters.ticksSent,
@@ -132,7 +168,12 @@ function figures(r: SwitchRun, totalSec: number): object {
     latencyMs: merged.lat,
     counters: merged.counters,
     errors: merged.errors,
-    gateway: { peakRssMb: phase.gwPeakRssMb, cpuSec: round1(load.gwCpuSec), cpuPct: pct(load.gwCpuSec, load.wallSec), metrics: typeof phase.scraped === 'string' ? { error: phase.scraped } : phase.scraped },
+    gateway: {
+      peakRssMb: phase.gwPeakRssMb,
+      cpuSec: round1(load.gwCpuSec),
+      cpuPct: pct(load.gwCpuSec, load.wallSec),
+      metrics: typeof phase.scraped === 'string' ? { error: phase.scraped } : phase.scraped,
+    },
     redisCpuPct: pct(load.redisCpuSec, load.wallSec),
     redisForksDuringLoad: phase.loadForks,
     redisDelayedFsyncsDuringLoad: phase.loadDelayedFsyncs,
@@ -142,8 +183,15 @@ function figures(r: SwitchRun, totalSec: number): object {
     ceiling: ceiling ?? (ceilingError ? { error: ceilingError } : undefined),
     ...ratios(r),
     targetMet: targetMet(r),
-    timeSec: { setup: round1(r.setupSec), load: round1(load.wallSec), ceiling: round1(ceilingSec), total: round1(totalSec) },
-    profile: profile ? { file: profile.file, byModule: profile.byModule, topFunctions: profile.topFunctions.slice(0, 15) } : undefined,
+    timeSec: {
+      setup: round1(r.setupSec),
+      load: round1(load.wallSec),
+      ceiling: round1(ceilingSec),
+      total: round1(totalSec),
+    },
+    profile: profile
+      ? { file: profile.file, byModule: profile.byModule, topFunctions: profile.topFunctions.slice(0, 15) }
+      : undefined,
   };
 }
 
@@ -156,6 +204,8 @@ export function report(r: SwitchRun): object {
   if (r.profile) printProfile(r.profile);
   printTarget(r);
   const totalSec = (performance.now() - r.tStart) / 1000;
-  console.log(`time: setup ${r.setupSec.toFixed(1)} s, load ${r.phase.load.wallSec.toFixed(1)} s, ceiling ${r.ceiling.ceilingSec.toFixed(1)} s, total ${totalSec.toFixed(1)} s`);
+  console.log(
+    `time: setup ${r.setupSec.toFixed(1)} s, load ${r.phase.load.wallSec.toFixed(1)} s, ceiling ${r.ceiling.ceilingSec.toFixed(1)} s, total ${totalSec.toFixed(1)} s`,
+  );
   return figures(r, totalSec);
 }

@@ -33,7 +33,10 @@ export async function openContext(cfg: Config, log: Logger, url = redisUrlFor(cf
   await waitReady(redis);
   const scripts = new Scripts(redis);
   await scripts.load();
-  const ids = new IdKeys(resolveSecret(cfg, (msg) => log.warn(msg)), cfg.buckets);
+  const ids = new IdKeys(
+    resolveSecret(cfg, (msg) => log.warn(msg)),
+    cfg.buckets,
+  );
   try {
     await pinLayout(redis, cfg, ids);
   } catch (err) {

@@ -16,9 +16,16 @@ export async function pinLayout(redis: RedisClient, cfg: Config, ids: IdKeys): P
   const prev = await redis.set(keys.layout, JSON.stringify(mine), 'NX', 'GET');
   if (prev === null) return;
   const theirs = JSON.parse(prev) as typeof mine;
-  if (theirs.buckets !== mine.buckets) throw new ConfigError(`BUCKETS=${mine.buckets}, but this Redis holds data laid out in ${theirs.buckets} buckets: set BUCKETS=${theirs.buckets}`);
-  if (theirs.idLength !== mine.idLength) throw new ConfigError(`ID_LENGTH=${mine.idLength}, but this Redis holds IDs of ${theirs.idLength} digits: set ID_LENGTH=${theirs.idLength}`);
-  if (theirs.secret !== mine.secret) throw new ConfigError('TESSERA_SECRET differs from the one this Redis\'s IDs were minted with: set that secret');
+  if (theirs.buckets !== mine.buckets)
+    throw new ConfigError(
+      `BUCKETS=${mine.buckets}, but this Redis holds data laid out in ${theirs.buckets} buckets: set BUCKETS=${theirs.buckets}`,
+    );
+  if (theirs.idLength !== mine.idLength)
+    throw new ConfigError(
+      `ID_LENGTH=${mine.idLength}, but this Redis holds IDs of ${theirs.idLength} digits: set ID_LENGTH=${theirs.idLength}`,
+    );
+  if (theirs.secret !== mine.secret)
+    throw new ConfigError("TESSERA_SECRET differs from the one this Redis's IDs were minted with: set that secret");
 }
 
 /**
@@ -27,6 +34,9 @@ export async function pinLayout(redis: RedisClient, cfg: Config, ids: IdKeys): P
  */
 async function refuseOlderLayout(redis: RedisClient, cfg: Config): Promise<void> {
   for await (const { bucket } of scanIdKeys(redis, 20)) {
-    if (bucket >= cfg.buckets) throw new ConfigError(`BUCKETS=${cfg.buckets}, but this Redis holds IDs in bucket ${bucket}: it was laid out with more buckets (1024 was the default before 64); set BUCKETS to that number`);
+    if (bucket >= cfg.buckets)
+      throw new ConfigError(
+        `BUCKETS=${cfg.buckets}, but this Redis holds IDs in bucket ${bucket}: it was laid out with more buckets (1024 was the default before 64); set BUCKETS to that number`,
+      );
   }
 }

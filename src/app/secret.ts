@@ -14,7 +14,9 @@ export function resolveSecret(cfg: Config, warn: (msg: string) => void = () => u
   if (existsSync(file)) return Buffer.from(readFileSync(file, 'utf8').trim(), 'hex');
   // A new secret beside a Redis that already holds IDs would make every one of them unfindable.
   if (cfg.redis.url || cfg.redis.cluster) {
-    throw new ConfigError(`TESSERA_SECRET is not set and ${file} does not exist: set the secret this Redis's IDs were minted with`);
+    throw new ConfigError(
+      `TESSERA_SECRET is not set and ${file} does not exist: set the secret this Redis's IDs were minted with`,
+    );
   }
   warn(`TESSERA_SECRET not set: generated a development secret in ${file}; back it up, IDs cannot be found without it`);
   mkdirSync(cfg.dataDir, { recursive: true });

@@ -11,7 +11,14 @@ import { readCatalog, tokenHash, type CatalogData } from './store';
  * announcements lost while the subscriber was reconnecting.
  */
 export class CatalogCache {
-  private data: CatalogData = { version: -1, products: new Map(), plans: new Map(), tokens: new Map(), items: new Map(), access: new Map() };
+  private data: CatalogData = {
+    version: -1,
+    products: new Map(),
+    plans: new Map(),
+    tokens: new Map(),
+    items: new Map(),
+    access: new Map(),
+  };
   private tables = new Map<string, PrefixTable>();
   private poll?: NodeJS.Timeout;
   private refreshing?: Promise<void>;
@@ -97,7 +104,10 @@ export class CatalogCache {
         for (const [name, plan] of data.plans) tables.set(name, new PrefixTable(plan));
         this.data = data;
         this.tables = tables;
-        this.log.info({ version: data.version, products: data.products.size, plans: data.plans.size, tokens: data.tokens.size }, 'catalog loaded');
+        this.log.info(
+          { version: data.version, products: data.products.size, plans: data.plans.size, tokens: data.tokens.size },
+          'catalog loaded',
+        );
       } finally {
         this.refreshing = undefined;
       }

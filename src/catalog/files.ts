@@ -27,9 +27,11 @@ const arrayIn = (json: unknown, field: string): unknown[] => {
 };
 
 /** Blank cells are absent fields (so schema defaults apply). */
-const blankToUndefined = (row: Row): Record<string, string | undefined> => Object.fromEntries(Object.entries(row).filter(([, v]) => v !== ''));
+const blankToUndefined = (row: Row): Record<string, string | undefined> =>
+  Object.fromEntries(Object.entries(row).filter(([, v]) => v !== ''));
 
-const defined = (o: Record<string, unknown>): Record<string, unknown> => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+const defined = (o: Record<string, unknown>): Record<string, unknown> =>
+  Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
 
 export function readProductsFile(file: string): unknown[] {
   const { json, rows } = readRows(file);

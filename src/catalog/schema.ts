@@ -82,7 +82,12 @@ export const ServiceProduct = Type.Object(
 );
 export type ServiceProduct = Static<typeof ServiceProduct>;
 
-export const PRODUCT_SCHEMAS = { talk: TalkProduct, entry: EntryProduct, goods: GoodsProduct, service: ServiceProduct } as const;
+export const PRODUCT_SCHEMAS = {
+  talk: TalkProduct,
+  entry: EntryProduct,
+  goods: GoodsProduct,
+  service: ServiceProduct,
+} as const;
 export type Kind = keyof typeof PRODUCT_SCHEMAS;
 export type Product = TalkProduct | EntryProduct | GoodsProduct | ServiceProduct;
 
@@ -118,7 +123,12 @@ export const RatePlan = Type.Object(
 );
 export type RatePlan = Static<typeof RatePlan>;
 
-export const Role = Type.Union([Type.Literal('switch'), Type.Literal('scanner'), Type.Literal('sales'), Type.Literal('admin')]);
+export const Role = Type.Union([
+  Type.Literal('switch'),
+  Type.Literal('scanner'),
+  Type.Literal('sales'),
+  Type.Literal('admin'),
+]);
 export type Role = Static<typeof Role>;
 
 export const TokenInfo = Type.Object(

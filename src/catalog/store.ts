@@ -33,9 +33,18 @@ const checkArea = ajv.compile<AccessArea>(AccessArea);
 const checkProduct: Checked<Product> = Object.assign(
   (v: unknown): v is Product => {
     const kind = (v as { kind?: unknown } | null)?.kind;
-    const check = typeof kind === 'string' && Object.hasOwn(productChecks, kind) ? productChecks[kind as Kind] : undefined;
+    const check =
+      typeof kind === 'string' && Object.hasOwn(productChecks, kind) ? productChecks[kind as Kind] : undefined;
     if (!check) {
-      checkProduct.errors = [{ instancePath: '/kind', keyword: 'enum', params: {}, schemaPath: '', message: `must be one of ${Object.keys(PRODUCT_SCHEMAS).join(', ')}` }];
+      checkProduct.errors = [
+        {
+          instancePath: '/kind',
+          keyword: 'enum',
+          params: {},
+          schemaPath: '',
+          message: `must be one of ${Object.keys(PRODUCT_SCHEMAS).join(', ')}`,
+        },
+      ];
       return false;
     }
     if (!check(v)) {
@@ -46,7 +55,15 @@ const checkProduct: Checked<Product> = Object.assign(
       const from = toMs(v.validFrom);
       const until = toMs(v.validUntil);
       if (Number.isNaN(from) || Number.isNaN(until) || (from && until && until <= from)) {
-        checkProduct.errors = [{ instancePath: '/validUntil', keyword: 'range', params: {}, schemaPath: '', message: 'validFrom/validUntil must be dates with validUntil after validFrom' }];
+        checkProduct.errors = [
+          {
+            instancePath: '/validUntil',
+            keyword: 'range',
+            params: {},
+            schemaPath: '',
+            message: 'validFrom/validUntil must be dates with validUntil after validFrom',
+          },
+        ];
         return false;
       }
       if (from) v.validFrom = from;

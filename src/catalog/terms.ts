@@ -18,13 +18,20 @@ export function productTerms(p: Product): (string | number)[] {
     case 'entry':
       return [
         ...common,
-        'face', p.entries,
-        'venues', p.venues.join(','),
-        'gates', p.gates.join(','),
-        'from', Number(p.validFrom ?? 0),
-        'until', Number(p.validUntil ?? 0),
-        'reent', p.reentry ? 1 : 0,
-        'inside', 0,
+        'face',
+        p.entries,
+        'venues',
+        p.venues.join(','),
+        'gates',
+        p.gates.join(','),
+        'from',
+        Number(p.validFrom ?? 0),
+        'until',
+        Number(p.validUntil ?? 0),
+        'reent',
+        p.reentry ? 1 : 0,
+        'inside',
+        0,
       ];
     case 'goods':
       return [...common, 'face', p.face, 'venues', p.venues.join(',')];

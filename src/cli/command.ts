@@ -26,15 +26,24 @@ export interface Command {
  * arguments. Its errors carry an ERR_PARSE_ARGS code, which runCli turns into
  * exit code 2.
  */
-export const parseOptions = <O extends NonNullable<ParseArgsConfig['options']>>(cli: Cli, options: O, positionals = 0) => {
+export const parseOptions = <O extends NonNullable<ParseArgsConfig['options']>>(
+  cli: Cli,
+  options: O,
+  positionals = 0,
+) => {
   const r = parseArgs({ args: cli.args, options, allowPositionals: true, strict: true });
-  if (r.positionals.length > positionals) throw Object.assign(new Error(`unexpected argument: ${r.positionals[positionals]}`), { code: 'ERR_PARSE_ARGS_UNEXPECTED' });
-  if (r.positionals.length < positionals) throw Object.assign(new Error('missing argument'), { code: 'ERR_PARSE_ARGS_MISSING' });
+  if (r.positionals.length > positionals)
+    throw Object.assign(new Error(`unexpected argument: ${r.positionals[positionals]}`), {
+      code: 'ERR_PARSE_ARGS_UNEXPECTED',
+    });
+  if (r.positionals.length < positionals)
+    throw Object.assign(new Error('missing argument'), { code: 'ERR_PARSE_ARGS_MISSING' });
   return r;
 };
 
 /** A bad option value: exit code 2, like a parse error. */
-export const usageError = (message: string): Error => Object.assign(new Error(message), { code: 'ERR_PARSE_ARGS_VALUE' });
+export const usageError = (message: string): Error =>
+  Object.assign(new Error(message), { code: 'ERR_PARSE_ARGS_VALUE' });
 
 export const intArg = (v: unknown, what: string): number => {
   const n = Number(v);

@@ -18,7 +18,9 @@ export async function runCli(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   const cmd = name ? commands[name] : undefined;
   if (!cmd) {
-    process.stderr.write(`${name && name !== 'help' && name !== '--help' ? `unknown command: ${name}\n` : ''}${USAGE}\n`);
+    process.stderr.write(
+      `${name && name !== 'help' && name !== '--help' ? `unknown command: ${name}\n` : ''}${USAGE}\n`,
+    );
     return name && name !== 'help' && name !== '--help' ? 2 : 0;
   }
   let ctx: Context | undefined;

@@ -11,7 +11,10 @@ const Int = (min: number, max: number, def: number) => Type.Integer({ minimum: m
 const EnvSchema = Type.Object({
   HOST: Type.String({ default: '0.0.0.0', minLength: 1 }),
   PORT: Int(0, 65535, 8080),
-  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    { default: 'info' },
+  ),
   DATA_DIR: Type.String({ default: 'var', minLength: 1 }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   REDIS_CLUSTER: Type.Optional(Type.String({ pattern: '^[^,:\\s]+:\\d+(,[^,:\\s]+:\\d+)*$' })),
@@ -110,11 +113,20 @@ export interface Config {
 }
 
 // Its own Ajv, not the wire's: the environment's strings become numbers, defaults fill in, every error is told.
-const checkEnv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true, strict: false }).compile<Env>(EnvSchema);
+const checkEnv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true, strict: false }).compile<Env>(
+  EnvSchema,
+);
 
 /** `PORT must be <= 65535; ...`: the variable named as it is set. */
 function describeErrors(errors: typeof checkEnv.errors): string {
-  return (errors ?? []).map((e) => `${e.instancePath.slice(1) || (e.params as { missingProperty?: string }).missingProperty || 'value'} ${e.message ?? 'is invalid'}`).join('; ') || 'invalid';
+  return (
+    (errors ?? [])
+      .map(
+        (e) =>
+          `${e.instancePath.slice(1) || (e.params as { missingProperty?: string }).missingProperty || 'value'} ${e.message ?? 'is invalid'}`,
+      )
+      .join('; ') || 'invalid'
+  );
 }
 
 export class ConfigError extends Error {
@@ -130,10 +142,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   // ajv is configured with coerceTypes, so "8080" becomes 8080 and defaults fill in.
   if (!checkEnv(raw)) throw new ConfigError(`invalid configuration: ${describeErrors(checkEnv.errors)}`);
   const e = raw as Env;
-  if (e.REDIS_URL && e.REDIS_CLUSTER) throw new ConfigError('invalid configuration: set REDIS_URL or REDIS_CLUSTER, not both');
+  if (e.REDIS_URL && e.REDIS_CLUSTER)
+    throw new ConfigError('invalid configuration: set REDIS_URL or REDIS_CLUSTER, not both');
   // One place for credentials: a second that could disagree with the URL's would be a trap.
   if ((e.REDIS_PASSWORD || e.REDIS_USERNAME) && !e.REDIS_CLUSTER)
-    throw new ConfigError('invalid configuration: REDIS_USERNAME and REDIS_PASSWORD go with REDIS_CLUSTER; with REDIS_URL put them in the URL (redis://user:password@host:port)');
+    throw new ConfigError(
+      'invalid configuration: REDIS_USERNAME and REDIS_PASSWORD go with REDIS_CLUSTER; with REDIS_URL put them in the URL (redis://user:password@host:port)',
+    );
   const cfg: Config = {
     host: e.HOST,
     port: e.PORT,
@@ -169,7 +184,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxBackpressureBytes: e.MAX_BACKPRESSURE_BYTES,
     wsIdleTimeoutSec: e.WS_IDLE_TIMEOUT_SEC,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
-    provider: { url: e.PROVIDER_URL, key: e.PROVIDER_KEY, timeoutMs: e.PROVIDER_TIMEOUT_MS, sandboxPort: e.SANDBOX_PORT },
+    provider: {
+      url: e.PROVIDER_URL,
+      key: e.PROVIDER_KEY,
+      timeoutMs: e.PROVIDER_TIMEOUT_MS,
+      sandboxPort: e.SANDBOX_PORT,
+    },
     holdMs: e.HOLD_MS,
     abandonAfterMs: e.ABANDON_AFTER_MS,
     trustProxy: e.TRUST_PROXY === '1',

@@ -75,7 +75,14 @@ export class Sandbox {
     const known = this.payments.get(b.reference);
     if (known) return known;
     const decline = (reason: string): Payment => {
-      const p: Payment = { reference: b.reference, card: b.card, amount: b.amount, currency: b.currency, state: 'declined', reason };
+      const p: Payment = {
+        reference: b.reference,
+        card: b.card,
+        amount: b.amount,
+        currency: b.currency,
+        state: 'declined',
+        reason,
+      };
       this.payments.set(b.reference, p);
       return p;
     };
@@ -85,7 +92,14 @@ export class Sandbox {
     if (m.pin !== b.cardPin) return decline('wrong_card_pin');
     if (m.used + b.amount > m.limit) return decline('insufficient_funds');
     m.used += b.amount;
-    const p: Payment = { reference: b.reference, card: b.card, amount: b.amount, currency: b.currency, state: 'authorized', authId: `auth_${randomBytes(6).toString('hex')}` };
+    const p: Payment = {
+      reference: b.reference,
+      card: b.card,
+      amount: b.amount,
+      currency: b.currency,
+      state: 'authorized',
+      authId: `auth_${randomBytes(6).toString('hex')}`,
+    };
     this.payments.set(b.reference, p);
     return p;
   }
@@ -167,9 +181,12 @@ export class Sandbox {
 
     const ref = typeof body.reference === 'string' ? body.reference : '';
     if (url.pathname === '/v1/authorize' && req.method === 'POST') {
-      if (!ref || typeof body.amount !== 'number' || typeof body.card !== 'string') return answer(400, { error: 'bad_request' });
+      if (!ref || typeof body.amount !== 'number' || typeof body.card !== 'string')
+        return answer(400, { error: 'bad_request' });
       const p = this.authorize(body as never);
-      return p.state === 'declined' ? answer(402, { status: 'declined', reason: p.reason }) : answer(200, { status: 'approved', authId: p.authId });
+      return p.state === 'declined'
+        ? answer(402, { status: 'declined', reason: p.reason })
+        : answer(200, { status: 'approved', authId: p.authId });
     }
     if (url.pathname === '/v1/capture' && req.method === 'POST') {
       const p = this.capture(ref);

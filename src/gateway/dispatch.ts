@@ -10,9 +10,15 @@ import type { Conn } from './connection';
 export type Handler<T> = (msg: T, conn: Conn, reply: (m: object) => void) => Promise<void>;
 
 /** Callback style, for the hottest op (ticks): no promise per message. Call `done` exactly once. */
-export type CallbackHandler<T> = (msg: T, conn: Conn, reply: (m: object) => void, done: (err?: unknown) => void) => void;
+export type CallbackHandler<T> = (
+  msg: T,
+  conn: Conn,
+  reply: (m: object) => void,
+  done: (err?: unknown) => void,
+) => void;
 
-export type Route<T = unknown> = { check: Checked<T>; handle: Handler<T> } | { check: Checked<T>; handleCb: CallbackHandler<T> };
+export type Route<T = unknown> =
+  { check: Checked<T>; handle: Handler<T> } | { check: Checked<T>; handleCb: CallbackHandler<T> };
 
 export type Routes = Record<string, Route<any>>;
 
@@ -45,7 +51,8 @@ export class Dispatcher {
       this.metrics.event('frame', reason);
       conn.send({ op: 'error', ...extra, reason, message }, enc);
     };
-    if (data.byteLength > this.cfg.maxFrameBytes) return fail('frame_too_large', `frame of ${data.byteLength} bytes exceeds ${this.cfg.maxFrameBytes}`);
+    if (data.byteLength > this.cfg.maxFrameBytes)
+      return fail('frame_too_large', `frame of ${data.byteLength} bytes exceeds ${this.cfg.maxFrameBytes}`);
     let body: unknown;
     try {
       body = decodeFrame(data, isBinary);
@@ -53,7 +60,8 @@ export class Dispatcher {
       return fail('bad_frame', isBinary ? 'frame is not valid MessagePack' : 'frame is not valid JSON');
     }
     if (Array.isArray(body)) {
-      if (body.length > this.cfg.maxBatch) return fail('batch_too_large', `${body.length} messages in one frame, at most ${this.cfg.maxBatch}`);
+      if (body.length > this.cfg.maxBatch)
+        return fail('batch_too_large', `${body.length} messages in one frame, at most ${this.cfg.maxBatch}`);
       for (const m of body) this.onMessage(conn, m, enc);
     } else {
       this.onMessage(conn, body, enc);
@@ -71,9 +79,11 @@ export class Dispatcher {
       const { reason, message } = schemaReason(route.check.errors);
       return this.reject(reply, op as string, reason, message, m);
     }
-    if (conn.inflight >= this.cfg.maxInflight) return this.reject(reply, op as string, 'overloaded', 'too many requests in flight on this connection', m);
+    if (conn.inflight >= this.cfg.maxInflight)
+      return this.reject(reply, op as string, 'overloaded', 'too many requests in flight on this connection', m);
     // Past the gateway-wide bound, refuse at once: a queue that only grows ends in timeouts for everyone.
-    if (this.load.inflight >= this.load.max) return this.reject(reply, op as string, 'overloaded', 'the gateway is at capacity, retry shortly', m);
+    if (this.load.inflight >= this.load.max)
+      return this.reject(reply, op as string, 'overloaded', 'the gateway is at capacity, retry shortly', m);
     conn.inflight++;
     this.load.inflight++;
     if ('handleCb' in route) {
@@ -107,7 +117,13 @@ export class Dispatcher {
   }
 
   /** `m` is the offending message: its ref and call are echoed when they are of a sane type. */
-  private reject(reply: (m: object) => void, op: string, reason: string, message: string, m?: Record<string, unknown>): void {
+  private reject(
+    reply: (m: object) => void,
+    op: string,
+    reason: string,
+    message: string,
+    m?: Record<string, unknown>,
+  ): void {
     this.metrics.event(op, reason);
     reply({ op: 'error', ...(m && refAndCall(m)), reason, message });
   }

@@ -17,7 +17,8 @@ import { messageOf, statusOf } from '../protocol/reasons';
  * (protocol/reasons.ts); a route may set `httpStatus` (not sent) for a reason
  * outside it, such as a card company's own decline.
  */
-export type ApiResult = ({ ok: true } & object) | ({ ok: false; reason: string; message?: string; httpStatus?: number } & object);
+export type ApiResult =
+  ({ ok: true } & object) | ({ ok: false; reason: string; message?: string; httpStatus?: number } & object);
 
 export interface ApiArgs<B> {
   body: B;
@@ -29,7 +30,6 @@ export interface ApiArgs<B> {
 
 /** Stands in for a token on open endpoints; their handlers must not look at it. */
 const PUBLIC: TokenInfo = { name: 'public', role: 'sales', created: 0 };
-
 
 /** A malformed percent-escape is the client's problem: it becomes a value no lookup accepts. */
 function safeDecode(s: string): string {
@@ -55,11 +55,22 @@ export class HttpApi {
     this.route('get', pattern, roles, undefined, fn);
   }
 
-  post<B>(pattern: string, roles: Role[], schema: Checked<B> | undefined, fn: (a: ApiArgs<B>) => Promise<ApiResult>): void {
+  post<B>(
+    pattern: string,
+    roles: Role[],
+    schema: Checked<B> | undefined,
+    fn: (a: ApiArgs<B>) => Promise<ApiResult>,
+  ): void {
     this.route('post', pattern, roles, schema, fn);
   }
 
-  private route<B>(method: 'get' | 'post', pattern: string, roles: Role[], schema: Checked<B> | undefined, fn: (a: ApiArgs<B>) => Promise<ApiResult>): void {
+  private route<B>(
+    method: 'get' | 'post',
+    pattern: string,
+    roles: Role[],
+    schema: Checked<B> | undefined,
+    fn: (a: ApiArgs<B>) => Promise<ApiResult>,
+  ): void {
     const nParams = pattern.split('/').filter((p) => p.startsWith(':')).length;
     this.app[method](pattern, (res: HttpResponse, req) => {
       // uWS: everything from req is read now, and onAborted is set before any await.
@@ -85,10 +96,23 @@ export class HttpApi {
             const { ok: _ok, ...rest } = r;
             return reply.json(200, rest);
           }
-          const { ok: _ok, reason, message, httpStatus, ...details } = r as { ok: false; reason: string; message?: string; retryAfter?: number; httpStatus?: number };
+          const {
+            ok: _ok,
+            reason,
+            message,
+            httpStatus,
+            ...details
+          } = r as { ok: false; reason: string; message?: string; retryAfter?: number; httpStatus?: number };
           const status = httpStatus ?? statusOf(reason);
-          const headers: Record<string, string> = details.retryAfter ? { 'Retry-After': String(details.retryAfter) } : {};
-          reply.send(status, JSON.stringify({ error: { reason, message: message ?? messageOf(reason), ...details } }), 'application/json', headers);
+          const headers: Record<string, string> = details.retryAfter
+            ? { 'Retry-After': String(details.retryAfter) }
+            : {};
+          reply.send(
+            status,
+            JSON.stringify({ error: { reason, message: message ?? messageOf(reason), ...details } }),
+            'application/json',
+            headers,
+          );
         } catch (err) {
           if (err instanceof BodyError) return reply.error(err.reason, err.message);
           const reason = failureReason(err);

@@ -118,13 +118,15 @@ export function bearer(req: HttpRequest): string {
   return h.startsWith('Bearer ') ? h.slice(7).trim() : '';
 }
 
-export type AuthResult = { ok: true; token: TokenInfo } | { ok: false; reason: 'unauthorized' | 'forbidden'; message: string };
+export type AuthResult =
+  { ok: true; token: TokenInfo } | { ok: false; reason: 'unauthorized' | 'forbidden'; message: string };
 
 export function authorize(catalog: CatalogCache, token: string, roles: readonly Role[]): AuthResult {
   if (!token) return { ok: false, reason: 'unauthorized', message: 'bearer token required' };
   const info = catalog.token(token);
   if (!info) return { ok: false, reason: 'unauthorized', message: 'unknown token' };
-  if (!roles.includes(info.role)) return { ok: false, reason: 'forbidden', message: `role ${info.role} may not use this endpoint` };
+  if (!roles.includes(info.role))
+    return { ok: false, reason: 'forbidden', message: `role ${info.role} may not use this endpoint` };
   return { ok: true, token: info };
 }
 
@@ -132,7 +134,11 @@ export function authorize(catalog: CatalogCache, token: string, roles: readonly 
  * Authorizes from the cached catalog; a token the cache does not know yet (created
  * a moment ago, announcement still in flight) is looked up in Redis once.
  */
-export async function authorizeFresh(catalog: CatalogCache, token: string, roles: readonly Role[]): Promise<AuthResult> {
+export async function authorizeFresh(
+  catalog: CatalogCache,
+  token: string,
+  roles: readonly Role[],
+): Promise<AuthResult> {
   if (token && !catalog.token(token)) await catalog.refreshIfTokenKnown(token).catch(() => undefined);
   return authorize(catalog, token, roles);
 }

@@ -76,7 +76,15 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   adminRoutes(api, s.ctx, s.redemption);
   scannerHttp(api, s.redemption, s.metrics);
   salesRoutes(api, s.ctx, s.catalog, s.inventory, s.purchases, s.provider);
-  pageRoutes(app, { catalog: s.catalog, inventory: s.inventory, purchases: s.purchases, checks: s.checks, publicUrl, trustProxy: cfg.trustProxy, log });
+  pageRoutes(app, {
+    catalog: s.catalog,
+    inventory: s.inventory,
+    purchases: s.purchases,
+    checks: s.checks,
+    publicUrl,
+    trustProxy: cfg.trustProxy,
+    log,
+  });
   notFoundRoute(app);
 
   const listenSocket = await listen(app, cfg);
@@ -107,9 +115,18 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   };
 }
 
-async function openServices(cfg: Config, log: Logger, redisUrl: string | undefined, publicUrl: () => string): Promise<Services> {
+async function openServices(
+  cfg: Config,
+  log: Logger,
+  redisUrl: string | undefined,
+  publicUrl: () => string,
+): Promise<Services> {
   const ctx = await openContext(cfg, log, redisUrl);
-  const subscriber = connectRedis(cfg, redisUrl, { enableOfflineQueue: true, commandTimeout: undefined, maxRetriesPerRequest: null });
+  const subscriber = connectRedis(cfg, redisUrl, {
+    enableOfflineQueue: true,
+    commandTimeout: undefined,
+    maxRetriesPerRequest: null,
+  });
   await waitReady(subscriber);
   const catalog = new CatalogCache(ctx.redis, subscriber, log, cfg.catalogPollMs);
   await catalog.start();
@@ -123,12 +140,26 @@ async function openServices(cfg: Config, log: Logger, redisUrl: string | undefin
   const claimRedis = connectRedis(cfg, redisUrl);
   await waitReady(claimRedis);
   const redemption = new Redemption(ctx, catalog, metrics, claimRedis);
-  if (!cfg.provider.url) throw new Error('no payment provider: set PROVIDER_URL (npm start runs the sandbox provider when it is unset)');
+  if (!cfg.provider.url)
+    throw new Error('no payment provider: set PROVIDER_URL (npm start runs the sandbox provider when it is unset)');
   const provider = new HttpProvider(cfg.provider.url, cfg.provider.timeoutMs, cfg.provider.key);
   const inventory = new Inventory(ctx);
   const purchases = new Purchases(ctx, catalog, inventory, provider, publicUrl, log, metrics);
   const checks = new CheckLinks(ctx);
-  return { ctx, subscriber, claimRedis, catalog, metrics, metering, reaper, redemption, provider, inventory, purchases, checks };
+  return {
+    ctx,
+    subscriber,
+    claimRedis,
+    catalog,
+    metrics,
+    metering,
+    reaper,
+    redemption,
+    provider,
+    inventory,
+    purchases,
+    checks,
+  };
 }
 
 /** Settles purchases left midway and returns holds that ran out to stock, on every gateway (the scripts make one win). */
@@ -147,6 +178,8 @@ function startHoldSweep(cfg: Config, log: Logger, s: Services): NodeJS.Timeout {
 
 function listen(app: TemplatedApp, cfg: Config): Promise<us_listen_socket> {
   return new Promise((resolve, reject) => {
-    app.listen(cfg.host, cfg.port, (sock) => (sock ? resolve(sock) : reject(new Error(`cannot listen on ${cfg.host}:${cfg.port}`))));
+    app.listen(cfg.host, cfg.port, (sock) =>
+      sock ? resolve(sock) : reject(new Error(`cannot listen on ${cfg.host}:${cfg.port}`)),
+    );
   });
 }

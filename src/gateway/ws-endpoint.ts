@@ -3,7 +3,13 @@
  * token), the frame and backpressure limits, and the open connections, which
  * the gateway ends when it shuts down.
  */
-import uWS, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_socket_context_t, type WebSocket } from 'uWebSockets.js';
+import uWS, {
+  type HttpRequest,
+  type HttpResponse,
+  type TemplatedApp,
+  type us_socket_context_t,
+  type WebSocket,
+} from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { CatalogCache } from '../catalog/cache';
 import type { Role } from '../catalog/schema';
@@ -65,11 +71,22 @@ export class WsEndpoints {
     const tok = bearer(req) || new URLSearchParams(req.getQuery() ?? '').get('token') || '';
     const client = clientAddress(res, req, cfg.trustProxy);
     // Refused before the token is even looked at: a flood must cost us as little as possible.
-    const full = this.conns.size >= cfg.maxConnections ? 'the gateway' : (this.perClient.get(client) ?? 0) >= cfg.maxConnectionsPerClient ? 'this client' : '';
+    const full =
+      this.conns.size >= cfg.maxConnections
+        ? 'the gateway'
+        : (this.perClient.get(client) ?? 0) >= cfg.maxConnectionsPerClient
+          ? 'this client'
+          : '';
     if (full) {
       metrics.event('upgrade', 'too_many_connections');
-      res.writeStatus(statusLine(statusOf('too_many_connections'))).writeHeader('Content-Type', 'application/json')
-        .end(JSON.stringify({ error: { reason: 'too_many_connections', message: `${full} has as many connections as it may` } }));
+      res
+        .writeStatus(statusLine(statusOf('too_many_connections')))
+        .writeHeader('Content-Type', 'application/json')
+        .end(
+          JSON.stringify({
+            error: { reason: 'too_many_connections', message: `${full} has as many connections as it may` },
+          }),
+        );
       return;
     }
     const key = req.getHeader('sec-websocket-key');
@@ -78,7 +95,8 @@ export class WsEndpoints {
     const finish = (auth: AuthResult): void => {
       if (!auth.ok) {
         metrics.event('upgrade', auth.reason);
-        res.writeStatus(statusLine(statusOf(auth.reason)))
+        res
+          .writeStatus(statusLine(statusOf(auth.reason)))
           .writeHeader('Content-Type', 'application/json')
           .end(JSON.stringify({ error: { reason: auth.reason, message: auth.message } }));
         return;

@@ -53,7 +53,16 @@ interface Sums {
 }
 
 export async function audit(ctx: Context): Promise<AuditReport> {
-  const report: AuditReport = { ids: 0, sold: 0, valueSold: 0, balances: 0, calls: 0, redeemed: 0, refunded: 0, problems: [] };
+  const report: AuditReport = {
+    ids: 0,
+    sold: 0,
+    valueSold: 0,
+    balances: 0,
+    calls: 0,
+    redeemed: 0,
+    refunded: 0,
+    problems: [],
+  };
   const idsByBucket = new Map<number, string[]>();
   for await (const { bucket, hash } of scanIdKeys(ctx.redis)) {
     const list = idsByBucket.get(bucket);
@@ -75,10 +84,19 @@ export async function audit(ctx: Context): Promise<AuditReport> {
       }
     }
     for await (const { fields: r } of readStream(ctx, keys.cdr(b))) of(r.id!).calls += Number(r.cost);
-    for await (const { fields: r } of readStream(ctx, keys.redemptions(b), '-', '+', redemptionFields)) of(r.id!).redeemed += Number(r.amount);
+    for await (const { fields: r } of readStream(ctx, keys.redemptions(b), '-', '+', redemptionFields))
+      of(r.id!).redeemed += Number(r.amount);
     // Live calls have taken their billed seconds from the balance but have no record yet.
     for (const session of await ctx.redis.zrange(keys.live(b), '0', '-1')) {
-      const [st, idh, billed, rate, fee, short] = await ctx.redis.hmget(session, 'st', 'idh', 'billed', 'rate', 'fee', 'short');
+      const [st, idh, billed, rate, fee, short] = await ctx.redis.hmget(
+        session,
+        'st',
+        'idh',
+        'billed',
+        'rate',
+        'fee',
+        'short',
+      );
       if (st !== 'live' || !idh || Number(billed) <= 0) continue;
       of(idh).calls += Number(billed) * Number(rate) + Number(fee) - Number(short);
     }
@@ -96,25 +114,52 @@ export async function audit(ctx: Context): Promise<AuditReport> {
         check(report, b, id, st ?? '', Number(bal ?? 0), sums.get(id));
       });
     }
-    for (const [id, s] of sums) if (!seen.has(id)) report.problems.push(row(b, id, '', 0, s, 'records for an ID that does not exist'));
+    for (const [id, s] of sums)
+      if (!seen.has(id)) report.problems.push(row(b, id, '', 0, s, 'records for an ID that does not exist'));
   }
   return report;
 }
 
-function row(bucket: number, id: string, state: string, balance: number, s: Sums | undefined, problem: string): AuditRow {
+function row(
+  bucket: number,
+  id: string,
+  state: string,
+  balance: number,
+  s: Sums | undefined,
+  problem: string,
+): AuditRow {
   const sold = s?.sold ?? 0;
   const calls = s?.calls ?? 0;
   const redeemed = s?.redeemed ?? 0;
   const refunded = s?.refunded ?? 0;
-  return { bucket, id, state, sold, balance, calls, redeemed, refunded, difference: sold - (balance + calls + redeemed + refunded), problem };
+  return {
+    bucket,
+    id,
+    state,
+    sold,
+    balance,
+    calls,
+    redeemed,
+    refunded,
+    difference: sold - (balance + calls + redeemed + refunded),
+    problem,
+  };
 }
 
-function check(report: AuditReport, bucket: number, id: string, state: string, balance: number, s: Sums | undefined): void {
+function check(
+  report: AuditReport,
+  bucket: number,
+  id: string,
+  state: string,
+  balance: number,
+  s: Sums | undefined,
+): void {
   report.ids++;
   report.balances += balance;
   if (!s || s.sales === 0) {
     // Never sold: nothing may have been loaded onto it or taken from it.
-    if (balance !== 0 || s) report.problems.push(row(bucket, id, state, balance, s, 'value or records on an ID that was never sold'));
+    if (balance !== 0 || s)
+      report.problems.push(row(bucket, id, state, balance, s, 'value or records on an ID that was never sold'));
     return;
   }
   report.sold++;
@@ -124,5 +169,6 @@ function check(report: AuditReport, bucket: number, id: string, state: string, b
   report.refunded += s.refunded;
   const r = row(bucket, id, state, balance, s, '');
   if (s.sales > 1) report.problems.push({ ...r, problem: `sold ${s.sales} times` });
-  else if (r.difference !== 0) report.problems.push({ ...r, problem: r.difference > 0 ? 'value missing' : 'more taken than sold' });
+  else if (r.difference !== 0)
+    report.problems.push({ ...r, problem: r.difference > 0 ? 'value missing' : 'more taken than sold' });
 }

@@ -5,17 +5,71 @@ import { redemptionFields } from './redemption-record';
 import { keys } from '../redis/keys';
 
 const FIELDS = {
-  calls: ['record', 'time', 'switch', 'call', 'id', 'dest', 'start', 'answer', 'end', 'sec', 'rate', 'fee', 'cost', 'short', 'bal', 'cause'],
+  calls: [
+    'record',
+    'time',
+    'switch',
+    'call',
+    'id',
+    'dest',
+    'start',
+    'answer',
+    'end',
+    'sec',
+    'rate',
+    'fee',
+    'cost',
+    'short',
+    'bal',
+    'cause',
+  ],
   // Sales and refunds share the stream: `type` is empty for a sale and `refund` for a refund; refunds carry
   // `amount` (the value taken back) and `reason`, sales through a card company `provider`, `commission`, `net`.
-  sales: ['record', 'time', 'id', 'product', 'face', 'currency', 'price', 'channel', 'ref', 'type', 'amount', 'provider', 'commission', 'net', 'reason'],
-  redemptions: ['record', 'time', 'type', 'scan', 'scanner', 'id', 'kind', 'action', 'venue', 'gate', 'item', 'qty', 'amount', 'before', 'after', 'reason'],
+  sales: [
+    'record',
+    'time',
+    'id',
+    'product',
+    'face',
+    'currency',
+    'price',
+    'channel',
+    'ref',
+    'type',
+    'amount',
+    'provider',
+    'commission',
+    'net',
+    'reason',
+  ],
+  redemptions: [
+    'record',
+    'time',
+    'type',
+    'scan',
+    'scanner',
+    'id',
+    'kind',
+    'action',
+    'venue',
+    'gate',
+    'item',
+    'qty',
+    'amount',
+    'before',
+    'after',
+    'reason',
+  ],
 } as const;
 
 export type RecordKind = keyof typeof FIELDS;
 
 const streamOf = { calls: keys.cdr, sales: keys.sales, redemptions: keys.redemptions } as const;
-const decodeOf: Record<RecordKind, DecodeFields> = { calls: namedFields, sales: namedFields, redemptions: redemptionFields };
+const decodeOf: Record<RecordKind, DecodeFields> = {
+  calls: namedFields,
+  sales: namedFields,
+  redemptions: redemptionFields,
+};
 
 /**
  * Reads every bucket's record stream and writes the records in time order.
@@ -31,13 +85,15 @@ export async function exportRecords(
   const start = range.since !== undefined ? String(range.since) : '-';
   const end = range.until !== undefined ? String(range.until) : '+';
   for (let b = 0; b < ctx.cfg.buckets; b++) {
-    for await (const { id, fields } of readStream(ctx, streamOf[kind](b), start, end, decodeOf[kind])) all.push({ record: `${b}/${id}`, time: id.split('-')[0]!, ...fields });
+    for await (const { id, fields } of readStream(ctx, streamOf[kind](b), start, end, decodeOf[kind]))
+      all.push({ record: `${b}/${id}`, time: id.split('-')[0]!, ...fields });
   }
   all.sort((a, b) => Number(a.time) - Number(b.time));
   const fields = FIELDS[kind];
   if (format === 'csv') {
     write(stringify([fields as readonly string[] as string[]]));
-    for (let i = 0; i < all.length; i += 1000) write(stringify(all.slice(i, i + 1000).map((r) => fields.map((f) => r[f] ?? ''))));
+    for (let i = 0; i < all.length; i += 1000)
+      write(stringify(all.slice(i, i + 1000).map((r) => fields.map((f) => r[f] ?? ''))));
   } else {
     for (const r of all) write(JSON.stringify(r) + '\n');
   }

@@ -65,10 +65,20 @@ export async function activateId(
   if (!loc.ok) return loc;
   const product = await ctx.redis.hget(loc.key, 'prod');
   if (!product) return { ok: false, reason: 'unknown_id' };
-  return activate(ctx.scripts, loc, { product, channel: opts.channel ?? 'manual', price: opts.price ?? 0, ref: opts.ref ?? '' });
+  return activate(ctx.scripts, loc, {
+    product,
+    channel: opts.channel ?? 'manual',
+    price: opts.price ?? 0,
+    ref: opts.ref ?? '',
+  });
 }
 
-export async function setIdState(ctx: Context, input: unknown, action: 'block' | 'unblock', why = ''): Promise<Refusable<{ state: string }>> {
+export async function setIdState(
+  ctx: Context,
+  input: unknown,
+  action: 'block' | 'unblock',
+  why = '',
+): Promise<Refusable<{ state: string }>> {
   const loc = locate(ctx, input);
   if (!loc.ok) return loc;
   return setState(ctx.scripts, loc, action, why);

@@ -15,7 +15,12 @@ const BATCH = 20_000;
  * taken is minted again. `emit` receives each clear ID exactly once, after
  * Redis has it: the only moment the clear number leaves the process.
  */
-export async function mintIds(ctx: Context, product: Product, count: number, emit: (id: string) => void): Promise<number> {
+export async function mintIds(
+  ctx: Context,
+  product: Product,
+  count: number,
+  emit: (id: string) => void,
+): Promise<number> {
   const terms = productTerms(product);
   let minted = 0;
   let want = count;
@@ -42,14 +47,14 @@ export async function mintIds(ctx: Context, product: Product, count: number, emi
         const chunk = list.slice(i, i + PER_CALL);
         const sealed = chunk.map((c) => ({ key: c.key, sealed: ctx.ids.seal(c.id) }));
         const p = mintInto(ctx.scripts, bucket, product.name, terms, sealed).then((clash) => {
-            chunk.forEach((c, j) => {
-              if (!clash.has(j)) {
-                emit(c.id);
-                minted++;
-              }
-            });
-            want += clash.size;
+          chunk.forEach((c, j) => {
+            if (!clash.has(j)) {
+              emit(c.id);
+              minted++;
+            }
           });
+          want += clash.size;
+        });
         inflight.add(p);
         void p.finally(() => inflight.delete(p));
         if (inflight.size >= IN_FLIGHT) await Promise.race(inflight);

@@ -30,7 +30,11 @@ export async function* readStream(
 }
 
 /** One record by its stream id, with the id as `record`; undefined when there is none. */
-export async function recordAt(ctx: Context, stream: string, id: string | null | undefined): Promise<Record<string, string> | undefined> {
+export async function recordAt(
+  ctx: Context,
+  stream: string,
+  id: string | null | undefined,
+): Promise<Record<string, string> | undefined> {
   if (!id) return undefined;
   const [entry] = await ctx.redis.xrange(stream, id, id);
   if (!entry) return undefined;

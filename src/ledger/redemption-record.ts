@@ -5,7 +5,23 @@ import { namedFields } from './records';
  * one field, `r`, in this order (lua/includes/red_record.lua packs them). Only
  * the last, a reversal's free-text reason, may hold '|'.
  */
-export const REDEMPTION_FIELDS = ['type', 'scan', 'scanner', 'id', 'kind', 'action', 'venue', 'gate', 'item', 'qty', 'amount', 'before', 'after', 'time', 'reason'] as const;
+export const REDEMPTION_FIELDS = [
+  'type',
+  'scan',
+  'scanner',
+  'id',
+  'kind',
+  'action',
+  'venue',
+  'gate',
+  'item',
+  'qty',
+  'amount',
+  'before',
+  'after',
+  'time',
+  'reason',
+] as const;
 
 const LAST = REDEMPTION_FIELDS.length - 1;
 

@@ -48,7 +48,11 @@ export interface Activation {
 
 /** Sells an ID from inventory by hand or through a channel, loading its face value, and records the sale. */
 export async function activate(scripts: Scripts, id: IdPlace, a: Activation, now = Date.now()): Promise<ActivateReply> {
-  const r = await scripts.run('activate', [id.key, keys.inventory(id.bucket, a.product), keys.sales(id.bucket)], [now, a.product, a.channel, a.price, a.ref]);
+  const r = await scripts.run(
+    'activate',
+    [id.key, keys.inventory(id.bucket, a.product), keys.sales(id.bucket)],
+    [now, a.product, a.channel, a.price, a.ref],
+  );
   if (Array.isArray(r) && r[0] === 'ok') return { ok: true, balance: Number(r[1]), record: String(r[2] ?? '') };
   if (Array.isArray(r) && r[0] === 'err' && typeof r[1] === 'string') return { ok: false, reason: r[1] };
   throw replyError('activate', r);
@@ -57,7 +61,13 @@ export async function activate(scripts: Scripts, id: IdPlace, a: Activation, now
 export type SetStateReply = { ok: true; state: string } | { ok: false; reason: string };
 
 /** Blocks an ID (the reason is kept on it) or lifts the block. */
-export async function setState(scripts: Scripts, id: IdPlace, action: 'block' | 'unblock', why: string, now = Date.now()): Promise<SetStateReply> {
+export async function setState(
+  scripts: Scripts,
+  id: IdPlace,
+  action: 'block' | 'unblock',
+  why: string,
+  now = Date.now(),
+): Promise<SetStateReply> {
   const r = await scripts.run('set_state', [id.key], [action, why, now]);
   if (Array.isArray(r) && r[0] === 'ok' && typeof r[1] === 'string') return { ok: true, state: r[1] };
   if (Array.isArray(r) && r[0] === 'err' && typeof r[1] === 'string') return { ok: false, reason: r[1] };

@@ -41,7 +41,9 @@ export class Reaper {
     try {
       const staleBefore = now - this.cfg.staleAfterMs;
       const perBucket = await Promise.all(
-        Array.from({ length: this.cfg.buckets }, (_, b) => this.redis.zrangebyscore(keys.live(b), '-inf', `(${staleBefore}`, 'LIMIT', 0, 500)),
+        Array.from({ length: this.cfg.buckets }, (_, b) =>
+          this.redis.zrangebyscore(keys.live(b), '-inf', `(${staleBefore}`, 'LIMIT', 0, 500),
+        ),
       );
       const jobs: Promise<void>[] = [];
       perBucket.forEach((sessions, bucket) => {
@@ -53,11 +55,20 @@ export class Reaper {
                 await this.redis.zrem(keys.live(bucket), session);
                 return;
               }
-              const r = await callReap(this.scripts, { session, id: idKey, live: keys.live(bucket), cdr: keys.cdr(bucket) }, now, staleBefore, this.cfg.sessionTtlSec);
+              const r = await callReap(
+                this.scripts,
+                { session, id: idKey, live: keys.live(bucket), cdr: keys.cdr(bucket) },
+                now,
+                staleBefore,
+                this.cfg.sessionTtlSec,
+              );
               if (r.closed) {
                 closed++;
                 this.metrics.reaped.inc();
-                this.log.info({ session, billedSec: r.billedSec, cost: r.cost, balance: r.balance, record: r.record }, 'stale call closed');
+                this.log.info(
+                  { session, billedSec: r.billedSec, cost: r.cost, balance: r.balance, record: r.record },
+                  'stale call closed',
+                );
               }
             })(),
           );

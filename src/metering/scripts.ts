@@ -29,7 +29,8 @@ export type StopResult =
   | { ok: false; reason: string };
 
 /** call_reap closed the call, or skipped it (no longer stale, or already closed). */
-export type ReapResult = { closed: true; billedSec: number; cost: number; balance: number; record: string } | { closed: false };
+export type ReapResult =
+  { closed: true; billedSec: number; cost: number; balance: number; record: string } | { closed: false };
 
 /** Ticks answer through a callback, not a promise: this is the path every second of every call takes. */
 export type TickCallback = (err: unknown, r?: TickResult) => void;
@@ -77,10 +78,24 @@ function str(script: string, r: readonly unknown[], i: number): string {
 }
 
 export async function callStart(scripts: Scripts, ck: CallKeys, a: StartArgs): Promise<StartResult> {
-  const r = tagged('call_start', await scripts.run('call_start', [ck.id, ck.session, ck.live], [a.now, a.dest, a.sw, a.call, a.idHash, a.ringGraceMs, ...a.rates]));
+  const r = tagged(
+    'call_start',
+    await scripts.run(
+      'call_start',
+      [ck.id, ck.session, ck.live],
+      [a.now, a.dest, a.sw, a.call, a.idHash, a.ringGraceMs, ...a.rates],
+    ),
+  );
   if (r[0] === 'err') return { ok: false, reason: str('call_start', r, 1) };
   if (r[0] !== 'ok') throw malformed('call_start', r);
-  return { ok: true, maxSec: num('call_start', r, 1), balance: num('call_start', r, 2), rate: num('call_start', r, 3), fee: num('call_start', r, 4), duplicate: r[5] === 1 };
+  return {
+    ok: true,
+    maxSec: num('call_start', r, 1),
+    balance: num('call_start', r, 2),
+    rate: num('call_start', r, 3),
+    fee: num('call_start', r, 4),
+    duplicate: r[5] === 1,
+  };
 }
 
 const TICK_CODES: readonly TickCode[] = ['ok', 'dup', 'unknown_call', 'call_ended', 'call_conflict'];
@@ -93,7 +108,13 @@ const NO_ALERTS: readonly number[] = Object.freeze([]);
  * in order, after `settled`. The call is one array (key count, keys, arguments)
  * and the reply is read in place: nothing is allocated per tick but its answer.
  */
-export function callTick(scripts: Scripts, batch: readonly TickItem[], now: number, refreshMs: number, settled: () => void): void {
+export function callTick(
+  scripts: Scripts,
+  batch: readonly TickItem[],
+  now: number,
+  refreshMs: number,
+  settled: () => void,
+): void {
   const n = batch.length;
   const call: (string | number)[] = new Array(2 + 3 * n + 2);
   call[0] = 1 + 2 * n;
@@ -149,24 +170,57 @@ function answerTicks(batch: readonly TickItem[], reply: unknown): void {
     const secLeft = rows[3 * i + 2];
     const name = typeof code === 'number' ? TICK_CODES[code] : undefined;
     if (code === TICK_FAILED && !bad) batch[i]!.done(new Error(`call_tick failed: ${cut}`));
-    else if (name === undefined || typeof balance !== 'number' || typeof secLeft !== 'number' || bad) batch[i]!.done(malformed('call_tick', rows));
+    else if (name === undefined || typeof balance !== 'number' || typeof secLeft !== 'number' || bad)
+      batch[i]!.done(malformed('call_tick', rows));
     else batch[i]!.done(null, { code: name, balance, secLeft, alerts, cut, freshCut });
   }
 }
 
-export async function callStop(scripts: Scripts, ck: CallKeys, now: number, sec: number, cause: string, ttlSec: number): Promise<StopResult> {
-  const r = tagged('call_stop', await scripts.run('call_stop', [ck.session, ck.id, ck.live, ck.cdr], [now, sec, cause, ttlSec]));
+export async function callStop(
+  scripts: Scripts,
+  ck: CallKeys,
+  now: number,
+  sec: number,
+  cause: string,
+  ttlSec: number,
+): Promise<StopResult> {
+  const r = tagged(
+    'call_stop',
+    await scripts.run('call_stop', [ck.session, ck.id, ck.live, ck.cdr], [now, sec, cause, ttlSec]),
+  );
   if (r[0] === 'err') return { ok: false, reason: str('call_stop', r, 1) };
   if (r[0] !== 'ok') throw malformed('call_stop', r);
-  return { ok: true, billedSec: num('call_stop', r, 1), cost: num('call_stop', r, 2), balance: num('call_stop', r, 3), record: str('call_stop', r, 4), duplicate: r[5] === 1 };
+  return {
+    ok: true,
+    billedSec: num('call_stop', r, 1),
+    cost: num('call_stop', r, 2),
+    balance: num('call_stop', r, 3),
+    record: str('call_stop', r, 4),
+    duplicate: r[5] === 1,
+  };
 }
 
 /** The keys call_reap needs: a session found in a bucket's live set, and its ID's hash. */
 export type ReapKeys = Pick<CallKeys, 'session' | 'id' | 'live' | 'cdr'>;
 
-export async function callReap(scripts: Scripts, k: ReapKeys, now: number, staleBefore: number, ttlSec: number): Promise<ReapResult> {
-  const r = tagged('call_reap', await scripts.run('call_reap', [k.session, k.id, k.live, k.cdr], [now, staleBefore, ttlSec]));
+export async function callReap(
+  scripts: Scripts,
+  k: ReapKeys,
+  now: number,
+  staleBefore: number,
+  ttlSec: number,
+): Promise<ReapResult> {
+  const r = tagged(
+    'call_reap',
+    await scripts.run('call_reap', [k.session, k.id, k.live, k.cdr], [now, staleBefore, ttlSec]),
+  );
   if (r[0] === 'skip') return { closed: false };
   if (r[0] !== 'ok') throw malformed('call_reap', r);
-  return { closed: true, billedSec: num('call_reap', r, 1), cost: num('call_reap', r, 2), balance: num('call_reap', r, 3), record: str('call_reap', r, 4) };
+  return {
+    closed: true,
+    billedSec: num('call_reap', r, 1),
+    cost: num('call_reap', r, 2),
+    balance: num('call_reap', r, 3),
+    record: str('call_reap', r, 4),
+  };
 }

@@ -7,11 +7,27 @@ import type { Scripts } from '../redis/scripts';
 import type { RedisClient } from '../redis/connect';
 import { GroupCommit } from '../redis/group-commit';
 import { callKeyOf, callKeysFor, type CallKeys, CallLocator } from './locator';
-import { callStart, callStop, callTick, type StartResult, type StopResult, type TickCallback, type TickItem, type TickResult } from './scripts';
+import {
+  callStart,
+  callStop,
+  callTick,
+  type StartResult,
+  type StopResult,
+  type TickCallback,
+  type TickItem,
+  type TickResult,
+} from './scripts';
 
 export type { StartResult, StopResult, TickCallback, TickCode, TickResult } from './scripts';
 
-const UNKNOWN_CALL: TickResult = Object.freeze({ code: 'unknown_call', balance: 0, secLeft: 0, alerts: Object.freeze([]), cut: '', freshCut: false });
+const UNKNOWN_CALL: TickResult = Object.freeze({
+  code: 'unknown_call',
+  balance: 0,
+  secLeft: 0,
+  alerts: Object.freeze([]),
+  cut: '',
+  freshCut: false,
+});
 
 /**
  * Call metering on top of the Lua scripts: admission, per-second billing and
@@ -49,9 +65,18 @@ export class Metering {
     const claim = await this.locator.claim(sw, call, ck);
     if (claim === 'taken') return { ok: false, reason: 'call_conflict' };
     const ringGraceMs = Math.max(0, this.cfg.ringTimeoutMs - this.cfg.staleAfterMs);
-    const r = await callStart(this.scripts, ck, { now: Date.now(), dest, sw, call, idHash: hash, ringGraceMs, rates: this.catalog.rateArgs(dest) });
+    const r = await callStart(this.scripts, ck, {
+      now: Date.now(),
+      dest,
+      sw,
+      call,
+      idHash: hash,
+      ringGraceMs,
+      rates: this.catalog.rateArgs(dest),
+    });
     // A refused call leaves no index behind (guessed IDs must not fill Redis).
-    if (!r.ok && claim === 'new' && r.reason !== 'call_conflict' && r.reason !== 'call_ended') await this.locator.release(sw, call);
+    if (!r.ok && claim === 'new' && r.reason !== 'call_conflict' && r.reason !== 'call_ended')
+      await this.locator.release(sw, call);
     return r;
   }
 
@@ -59,7 +84,9 @@ export class Metering {
     // The hot path: a call this gateway already knows is queued at once.
     const ck = this.locator.cached(sw, call);
     if (ck) return this.enqueue(ck, sec, done);
-    this.locator.find(sw, call).then((found) => (found ? this.enqueue(found, sec, done) : done(null, UNKNOWN_CALL)), done);
+    this.locator
+      .find(sw, call)
+      .then((found) => (found ? this.enqueue(found, sec, done) : done(null, UNKNOWN_CALL)), done);
   }
 
   private enqueue(ck: CallKeys, sec: number, done: TickCallback): void {
@@ -83,7 +110,9 @@ export class Metering {
 
   /** Live sessions across all buckets, for the active-calls gauge. */
   async countActive(): Promise<number> {
-    const counts = await Promise.all(Array.from({ length: this.cfg.buckets }, (_, b) => this.redis.zcard(keys.live(b))));
+    const counts = await Promise.all(
+      Array.from({ length: this.cfg.buckets }, (_, b) => this.redis.zcard(keys.live(b))),
+    );
     return counts.reduce((s, n) => s + n, 0);
   }
 }

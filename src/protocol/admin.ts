@@ -1,7 +1,10 @@
 /** Request bodies of the operator's endpoints on single IDs (docs/operations.md, HTTP API). */
 import { Type, type Static } from '@sinclair/typebox';
 
-export const ActivateBody = Type.Object({ price: Type.Optional(Type.Integer({ minimum: 0, maximum: 1e15 })), ref: Type.Optional(Type.String({ maxLength: 200 })) });
+export const ActivateBody = Type.Object({
+  price: Type.Optional(Type.Integer({ minimum: 0, maximum: 1e15 })),
+  ref: Type.Optional(Type.String({ maxLength: 200 })),
+});
 export const BlockBody = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 200 })) });
 
 export type ActivateBody = Static<typeof ActivateBody>;

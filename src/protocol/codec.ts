@@ -56,7 +56,8 @@ function int64Fields(msg: object, depth = 0): object {
   // for...in, not Object.entries: this runs for every message sent and must not allocate.
   for (const k in m) {
     const v = m[k];
-    if (typeof v === 'number' && Number.isSafeInteger(v) && (v > 0xffffffff || v < -0x80000000)) (out ??= { ...msg })[k] = BigInt(v);
+    if (typeof v === 'number' && Number.isSafeInteger(v) && (v > 0xffffffff || v < -0x80000000))
+      (out ??= { ...msg })[k] = BigInt(v);
     else if (depth === 0 && typeof v === 'object' && v !== null && !Array.isArray(v)) {
       const inner = int64Fields(v, 1);
       if (inner !== v) (out ??= { ...msg })[k] = inner;

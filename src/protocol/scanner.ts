@@ -22,7 +22,12 @@ export const ReverseBody = Type.Object({ scan: ScanId, reason: Type.Optional(Typ
 
 export const RedeemMsg = Type.Object({ op: Type.Literal('redeem'), ref: Ref, scan: ScanId, ...scanFields });
 export const ValidateMsg = Type.Object({ op: Type.Literal('validate'), ref: Ref, ...scanFields });
-export const ReverseMsg = Type.Object({ op: Type.Literal('reverse'), ref: Ref, scan: ScanId, reason: Type.Optional(Type.String({ maxLength: 200 })) });
+export const ReverseMsg = Type.Object({
+  op: Type.Literal('reverse'),
+  ref: Ref,
+  scan: ScanId,
+  reason: Type.Optional(Type.String({ maxLength: 200 })),
+});
 export const StatusMsg = Type.Object({ op: Type.Literal('status'), ref: Ref, id: Type.String({ maxLength: 40 }) });
 
 export type RedeemBody = Static<typeof RedeemBody>;

@@ -1,7 +1,10 @@
 import { Type, type Static } from '@sinclair/typebox';
 
 /** The switch protocol's requests (docs/protocol.md). Extra fields are ignored for forward compatibility. */
-export const Ref = Type.Union([Type.String({ maxLength: 64 }), Type.Integer({ minimum: -(2 ** 53), maximum: 2 ** 53 })]);
+export const Ref = Type.Union([
+  Type.String({ maxLength: 64 }),
+  Type.Integer({ minimum: -(2 ** 53), maximum: 2 ** 53 }),
+]);
 export const CallId = Type.String({ pattern: '^[A-Za-z0-9._:@-]{1,64}$' });
 /** Seconds since answer; a week is far beyond any real call. */
 const Seconds = Type.Integer({ minimum: 0, maximum: 7 * 86400 });

@@ -18,7 +18,9 @@ export function describeErrors(errors: ErrorObject[] | null | undefined): string
   if (!errors || errors.length === 0) return 'invalid';
   return errors
     .map((e) => {
-      const where = e.instancePath ? e.instancePath.slice(1).replace(/\//g, '.') : (e.params as { missingProperty?: string }).missingProperty ?? 'value';
+      const where = e.instancePath
+        ? e.instancePath.slice(1).replace(/\//g, '.')
+        : ((e.params as { missingProperty?: string }).missingProperty ?? 'value');
       return `${where} ${e.message ?? 'is invalid'}`;
     })
     .join('; ');

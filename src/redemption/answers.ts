@@ -7,13 +7,16 @@ import type { Answer } from './service';
  */
 const LEFT_FIELD: Record<string, string> = { entry: 'entriesLeft', goods: 'valueLeft', service: 'usesLeft' };
 
-
 export function granted(a: Extract<Answer, { ok: true }>, item?: string): Record<string, unknown> {
   return grantedInto({}, a, item);
 }
 
 /** The granted fields added to `out` (a reply already holding op, ref and scan). */
-export function grantedInto(out: Record<string, unknown>, a: Extract<Answer, { ok: true }>, item?: string): Record<string, unknown> {
+export function grantedInto(
+  out: Record<string, unknown>,
+  a: Extract<Answer, { ok: true }>,
+  item?: string,
+): Record<string, unknown> {
   out.kind = a.kind;
   out.action = a.action;
   out.amount = a.amount;

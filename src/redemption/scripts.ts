@@ -102,7 +102,13 @@ function str(script: string, r: readonly unknown[], i: number): string {
  * Claims one claim bucket's scan ids in one scan_claim and hands each scan its
  * claim, in order, after `settled`.
  */
-export function scanClaim<T extends ClaimItem>(scripts: Scripts, batch: readonly T[], ttlSec: number, settled: () => void, each: EachScan<T, ClaimCode>): void {
+export function scanClaim<T extends ClaimItem>(
+  scripts: Scripts,
+  batch: readonly T[],
+  ttlSec: number,
+  settled: () => void,
+  each: EachScan<T, ClaimCode>,
+): void {
   const n = batch.length;
   const call: (string | number)[] = new Array(2 + 2 * n);
   call[0] = n;
@@ -140,7 +146,15 @@ export function scanClaim<T extends ClaimItem>(scripts: Scripts, batch: readonly
  * answer, in order, after `settled`. The call is one array (key count, keys,
  * arguments) and the reply, eight entries per scan, is read in place.
  */
-export function redeem<T extends RedeemItem>(scripts: Scripts, bucket: number, batch: readonly T[], now: number, ttlSec: number, settled: () => void, each: EachScan<T, Answer>): void {
+export function redeem<T extends RedeemItem>(
+  scripts: Scripts,
+  bucket: number,
+  batch: readonly T[],
+  now: number,
+  ttlSec: number,
+  settled: () => void,
+  each: EachScan<T, Answer>,
+): void {
   const n = batch.length;
   const call: (string | number)[] = new Array(2 + 2 * n + 2 + 9 * n);
   call[0] = 1 + 2 * n;
@@ -197,17 +211,38 @@ export function redeem<T extends RedeemItem>(scripts: Scripts, bucket: number, b
 
 /** What a redeem of these terms would answer now, changing nothing. */
 export async function validate(scripts: Scripts, t: ScanTerms, now: number): Promise<Answer> {
-  const r = tagged('validate', await scripts.run('validate', [t.idKey], [now, t.venue, t.gate, t.item, t.amount, t.dir, t.qty]));
+  const r = tagged(
+    'validate',
+    await scripts.run('validate', [t.idKey], [now, t.venue, t.gate, t.item, t.amount, t.dir, t.qty]),
+  );
   return answerAt('validate', r, 0);
 }
 
 /** Undoes the redemption recorded under scanKey ('<scanner>:<scan id>') on the ID at idKey. */
-export async function reverse(scripts: Scripts, scanKey: string, idKey: string, now: number, scanner: string, reason: string): Promise<Answer> {
+export async function reverse(
+  scripts: Scripts,
+  scanKey: string,
+  idKey: string,
+  now: number,
+  scanner: string,
+  reason: string,
+): Promise<Answer> {
   const bucket = bucketOfKey(idKey);
-  const r = tagged('reverse', await scripts.run('reverse', [keys.scan(bucket, scanKey), idKey, keys.redemptions(bucket)], [now, scanner, reason]));
+  const r = tagged(
+    'reverse',
+    await scripts.run('reverse', [keys.scan(bucket, scanKey), idKey, keys.redemptions(bucket)], [now, scanner, reason]),
+  );
   if (r[0] === 'no') return { ok: false, reason: str('reverse', r, 1) };
   if (r[0] !== 'ok') throw malformed('reverse', r);
-  return { ok: true, kind: str('reverse', r, 1), action: 'reverse', amount: num('reverse', r, 2), left: num('reverse', r, 3), record: str('reverse', r, 4), duplicate: r[5] === 1 };
+  return {
+    ok: true,
+    kind: str('reverse', r, 1),
+    action: 'reverse',
+    amount: num('reverse', r, 2),
+    left: num('reverse', r, 3),
+    record: str('reverse', r, 4),
+    duplicate: r[5] === 1,
+  };
 }
 
 /**
@@ -220,13 +255,26 @@ function answerAt(script: string, r: readonly unknown[], at: number): Answer {
   if (tag === 'ok') {
     const record = r[at + 5];
     if (record !== undefined && typeof record !== 'string') throw malformed(script, r);
-    return { ok: true, kind: str(script, r, at + 1), action: str(script, r, at + 2), amount: num(script, r, at + 3), left: num(script, r, at + 4), record, duplicate: r[at + 6] === 1, reversed: r[at + 7] === 1 };
+    return {
+      ok: true,
+      kind: str(script, r, at + 1),
+      action: str(script, r, at + 2),
+      amount: num(script, r, at + 3),
+      left: num(script, r, at + 4),
+      record,
+      duplicate: r[at + 6] === 1,
+      reversed: r[at + 7] === 1,
+    };
   }
   if (tag !== 'no') throw malformed(script, r);
   const reason = str(script, r, at + 1);
   switch (reason) {
     case 'already_redeemed':
-      return { ok: false, reason, firstUsed: { time: Number(r[at + 2]), venue: String(r[at + 3]), gate: String(r[at + 4]) } };
+      return {
+        ok: false,
+        reason,
+        firstUsed: { time: Number(r[at + 2]), venue: String(r[at + 3]), gate: String(r[at + 4]) },
+      };
     case 'insufficient_value':
       return { ok: false, reason, valueLeft: Number(r[at + 2]) };
     case 'not_yet_valid':

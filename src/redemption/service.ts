@@ -11,7 +11,16 @@ import { keys } from '../redis/keys';
 import { Scripts } from '../redis/scripts';
 import { GroupCommit } from '../redis/group-commit';
 import * as script from './scripts';
-import { CLAIMED, CLAIM_TAKEN, type Answer, type ClaimCode, type ClaimItem, type RedeemItem, type Refusal, type ScanTerms } from './scripts';
+import {
+  CLAIMED,
+  CLAIM_TAKEN,
+  type Answer,
+  type ClaimCode,
+  type ClaimItem,
+  type RedeemItem,
+  type Refusal,
+  type ScanTerms,
+} from './scripts';
 import { GuessThrottle } from './throttle';
 
 export type { Answer, Granted, Refusal } from './scripts';
@@ -136,7 +145,10 @@ export class Redemption {
     const scanKey = `${token.name}:${req.scan}`;
     const scanBucket = this.claimBucketOf(scanKey);
     const claimTerms = `${t.idKey}|${t.item}|${t.qty}|${t.dir}`;
-    this.claims.add(scanBucket, new PendingScan(t, token.name, req.scan, scanKey, keys.scanIndex(scanBucket, scanKey), claimTerms, done));
+    this.claims.add(
+      scanBucket,
+      new PendingScan(t, token.name, req.scan, scanKey, keys.scanIndex(scanBucket, scanKey), claimTerms, done),
+    );
   }
 
   redeem(token: TokenInfo, req: ScanRequest): Promise<Answer> {
@@ -181,7 +193,17 @@ export class Redemption {
     const amount = price === undefined ? -1 : price * qty;
     if (!Number.isSafeInteger(amount)) return { ok: false, reason: 'bad_value' };
     // A scanner bound to a gate redeems there, whatever it sends.
-    return new Terms(keys.id(bucket, hash), hash, bucket, venue, token.gate ?? req.gate ?? '', item, qty, req.dir ?? 'in', amount);
+    return new Terms(
+      keys.id(bucket, hash),
+      hash,
+      bucket,
+      venue,
+      token.gate ?? req.gate ?? '',
+      item,
+      qty,
+      req.dir ?? 'in',
+      amount,
+    );
   }
 
   private readonly sendClaims = (_bucket: number, batch: PendingScan[], settled: () => void): void => {

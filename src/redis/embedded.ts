@@ -62,19 +62,29 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
   const port = opts.port || (await freePort());
   const persist = opts.persist ?? true;
   const args = [
-    '--port', String(port),
-    '--bind', '127.0.0.1',
-    '--dir', dir,
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
     // The AOF is the persistence. No timed RDB snapshots on top: each one forks the
     // whole dataset while calls tick (backups take an explicit BGSAVE, docs/operations.md).
     // Every tick appends to the AOF, so its rewrite waits for real growth, not the 64mb default.
-    '--save', '',
-    '--appendonly', persist ? 'yes' : 'no',
-    '--appendfsync', 'everysec',
-    '--auto-aof-rewrite-min-size', '512mb',
-    '--daemonize', 'no',
-    '--protected-mode', 'yes',
-    '--loglevel', 'warning',
+    '--save',
+    '',
+    '--appendonly',
+    persist ? 'yes' : 'no',
+    '--appendfsync',
+    'everysec',
+    '--auto-aof-rewrite-min-size',
+    '512mb',
+    '--daemonize',
+    'no',
+    '--protected-mode',
+    'yes',
+    '--loglevel',
+    'warning',
     ...(opts.extraArgs ?? []),
   ];
   // sh waits for redis-server and exits with its code; a reader kills it on EOF from us.

@@ -16,7 +16,17 @@ export type FailureReason = 'unavailable' | 'internal';
  * data (LOADING), out of memory (OOM), busy in a script (BUSY), unable to persist
  * (MISCONF). Any other error reply (ERR, WRONGTYPE, NOSCRIPT...) is a bug.
  */
-const UNAVAILABLE_CODES = ['CLUSTERDOWN', 'TRYAGAIN', 'MOVED', 'MASTERDOWN', 'READONLY', 'LOADING', 'OOM', 'BUSY', 'MISCONF'];
+const UNAVAILABLE_CODES = [
+  'CLUSTERDOWN',
+  'TRYAGAIN',
+  'MOVED',
+  'MASTERDOWN',
+  'READONLY',
+  'LOADING',
+  'OOM',
+  'BUSY',
+  'MISCONF',
+];
 const unavailableCode = new Set(UNAVAILABLE_CODES);
 
 /** Node's codes for a connection to Redis that could not be made or broke. */
@@ -41,7 +51,8 @@ const RELAYED_CODE = new RegExp(`\\b(?:${UNAVAILABLE_CODES.join('|')})\\b`);
 /** Maps a thrown error to the reason a client sees: Redis trouble is `unavailable`, anything else `internal`. */
 export function failureReason(err: unknown): FailureReason {
   if (!(err instanceof Error)) return 'internal';
-  if (err instanceof ReplyError) return unavailableCode.has(err.message.split(' ', 1)[0] ?? '') ? 'unavailable' : 'internal';
+  if (err instanceof ReplyError)
+    return unavailableCode.has(err.message.split(' ', 1)[0] ?? '') ? 'unavailable' : 'internal';
   if (err instanceof MaxRetriesPerRequestError || err instanceof ClusterAllFailedError) return 'unavailable';
   const { code, syscall } = err as NodeJS.ErrnoException;
   if ((code !== undefined && NETWORK_CODES.has(code)) || syscall === 'connect') return 'unavailable';

@@ -9,7 +9,10 @@ import { bucketOfKey } from './keys';
  * moved them since this client last looked). `maxPages` stops each node's scan
  * early, for a sample.
  */
-export async function* scanIdKeys(redis: RedisClient, maxPages = Infinity): AsyncGenerator<{ bucket: number; hash: string }> {
+export async function* scanIdKeys(
+  redis: RedisClient,
+  maxPages = Infinity,
+): AsyncGenerator<{ bucket: number; hash: string }> {
   let nodes: Redis[] = [redis as Redis];
   if (redis instanceof Cluster) {
     await new Promise<void>((ok, no) => redis.refreshSlotsCache((err) => (err ? no(err) : ok())));

@@ -8,7 +8,13 @@ import { refundId } from './scripts';
  * then voids the payment at the card company. A used ID is refused and nothing
  * changes. Repeating a refund repeats the (idempotent) void.
  */
-export async function refundSale(ctx: Context, provider: PaymentProvider, input: unknown, reason: string, operator: string): Promise<Refusable<{ refunded: number; record: string; provider: string; duplicate: boolean }>> {
+export async function refundSale(
+  ctx: Context,
+  provider: PaymentProvider,
+  input: unknown,
+  reason: string,
+  operator: string,
+): Promise<Refusable<{ refunded: number; record: string; provider: string; duplicate: boolean }>> {
   const loc = locate(ctx, input);
   if (!loc.ok) return loc;
   const r = await refundId(ctx.scripts, loc, reason, operator);
@@ -18,7 +24,8 @@ export async function refundSale(ctx: Context, provider: PaymentProvider, input:
   if (ref) {
     const v = await provider.void(ref);
     // Voided before (a repeated refund) is what we want too.
-    providerStatus = v.status === 'declined' ? (v.reason === 'payment_voided' ? 'voided' : `void_refused: ${v.reason}`) : v.status;
+    providerStatus =
+      v.status === 'declined' ? (v.reason === 'payment_voided' ? 'voided' : `void_refused: ${v.reason}`) : v.status;
   }
   return { ok: true, refunded, record, provider: providerStatus, duplicate };
 }

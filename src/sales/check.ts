@@ -10,7 +10,17 @@ import { pinAttempt } from './scripts';
  * links is locked out too.
  */
 export type CheckResult =
-  | { ok: true; id: string; product: string; kind: string; balance: number; currency: string; state: string; expires?: number; validDays: number }
+  | {
+      ok: true;
+      id: string;
+      product: string;
+      kind: string;
+      balance: number;
+      currency: string;
+      state: string;
+      expires?: number;
+      validDays: number;
+    }
   | { ok: false; reason: 'wrong_pin' | 'locked'; triesLeft?: number; until?: number };
 
 export class CheckLinks {
@@ -25,10 +35,14 @@ export class CheckLinks {
     const clientKey = keys.pinMisses(ids.bucketOf(client), client);
     const counted = await redis.multi().incr(clientKey).expire(clientKey, cfg.pin.lockSec, 'NX').pttl(clientKey).exec();
     const attempts = Number(counted?.[0]?.[1]);
-    if (attempts > cfg.pin.maxTriesPerClient) return { ok: false, reason: 'locked', until: now + Number(counted?.[2]?.[1]) };
+    if (attempts > cfg.pin.maxTriesPerClient)
+      return { ok: false, reason: 'locked', until: now + Number(counted?.[2]?.[1]) };
 
     const bucket = Number(bucketText);
-    const idHash = Number.isInteger(bucket) && bucket >= 0 && bucket < cfg.buckets && /^[0-9a-f]{32}$/.test(token) ? await redis.get(keys.check(bucket, ids.mac(`chk:${token}`).slice(0, 32))) : null;
+    const idHash =
+      Number.isInteger(bucket) && bucket >= 0 && bucket < cfg.buckets && /^[0-9a-f]{32}$/.test(token)
+        ? await redis.get(keys.check(bucket, ids.mac(`chk:${token}`).slice(0, 32)))
+        : null;
     // An unknown link answers like a wrong PIN: no telling which links exist.
     if (!idHash) return { ok: false, reason: 'wrong_pin' };
     const idKey = keys.id(bucket, idHash);
@@ -41,7 +55,9 @@ export class CheckLinks {
     const h = await redis.hgetall(idKey);
     if (!h.pin || !(await verifyPin(pin, h.pin))) {
       const r = await pinAttempt(scripts, idKey, 'wrong', limits, attempt);
-      return r.state === 'locked' ? { ok: false, reason: 'locked', until: r.until } : { ok: false, reason: 'wrong_pin', triesLeft: r.state === 'wrong' ? r.triesLeft : 0 };
+      return r.state === 'locked'
+        ? { ok: false, reason: 'locked', until: r.until }
+        : { ok: false, reason: 'wrong_pin', triesLeft: r.state === 'wrong' ? r.triesLeft : 0 };
     }
     await redis.decr(clientKey);
     // The link may have locked while this PIN was being verified (wrong PINs sent at the same time).

@@ -28,7 +28,9 @@ export class Inventory {
     const known = this.stock.get(product);
     if (!fresh && known && Date.now() - known.at < this.maxAgeMs) return known.counts;
     const { buckets } = this.ctx.cfg;
-    const n = await Promise.all(Array.from({ length: buckets }, (_, b) => this.ctx.redis.scard(keys.inventory(b, product))));
+    const n = await Promise.all(
+      Array.from({ length: buckets }, (_, b) => this.ctx.redis.scard(keys.inventory(b, product))),
+    );
     const counts = new Map<number, number>();
     n.forEach((c, b) => c > 0 && counts.set(b, c));
     this.stock.set(product, { at: Date.now(), counts });

@@ -44,11 +44,18 @@ export class HttpProvider implements PaymentProvider {
     private readonly apiKey = '',
   ) {}
 
-  private async call(method: 'GET' | 'POST', path: string, body?: object): Promise<{ code: number; json: Record<string, unknown> } | { detail: string }> {
+  private async call(
+    method: 'GET' | 'POST',
+    path: string,
+    body?: object,
+  ): Promise<{ code: number; json: Record<string, unknown> } | { detail: string }> {
     try {
       const res = await fetch(new URL(path, this.baseUrl), {
         method,
-        headers: { 'content-type': 'application/json', ...(this.apiKey ? { authorization: `Bearer ${this.apiKey}` } : {}) },
+        headers: {
+          'content-type': 'application/json',
+          ...(this.apiKey ? { authorization: `Bearer ${this.apiKey}` } : {}),
+        },
         body: body ? JSON.stringify(body) : undefined,
         signal: AbortSignal.timeout(this.timeoutMs),
       });
@@ -95,6 +102,11 @@ export class HttpProvider implements PaymentProvider {
     if (r.code === 404) return { state: 'none' };
     if (r.code !== 200) return { state: 'unknown', detail: `HTTP ${r.code}` };
     const j = r.json;
-    return { state: j.state as PaymentState, authId: j.authId as string | undefined, commission: j.commission as number | undefined, reason: j.reason as string | undefined };
+    return {
+      state: j.state as PaymentState,
+      authId: j.authId as string | undefined,
+      commission: j.commission as number | undefined,
+      reason: j.reason as string | undefined,
+    };
   }
 }

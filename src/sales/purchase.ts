@@ -81,7 +81,13 @@ export class Purchases {
     const { key, ref, open } = this.recordKey(idemKey);
     // Keyed: the fingerprint must not let a Redis reader test PINs or card numbers.
     const fp = this.ctx.ids.mac(JSON.stringify([req.product, req.pin, req.card, req.cardPin]));
-    const claim = await claimPurchase(this.ctx.scripts, { key, open, fingerprint: fp, leaseMs: this.ctx.cfg.purchaseLeaseMs, ttlSec: PURCHASE_TTL_SEC });
+    const claim = await claimPurchase(this.ctx.scripts, {
+      key,
+      open,
+      fingerprint: fp,
+      leaseMs: this.ctx.cfg.purchaseLeaseMs,
+      ttlSec: PURCHASE_TTL_SEC,
+    });
     switch (claim) {
       case 'conflict':
         return fail('idempotency_conflict');
@@ -105,7 +111,8 @@ export class Purchases {
   private async set(key: string, fields: { [k: string]: string | number }): Promise<void> {
     await this.ctx.redis.hset(key, fields);
     // A purchase that ended leaves the open set (same bucket as its record).
-    if (fields.st === 'done' || fields.st === 'declined') await this.ctx.redis.zrem(keys.openPurchases(bucketOfKey(key)), key);
+    if (fields.st === 'done' || fields.st === 'declined')
+      await this.ctx.redis.zrem(keys.openPurchases(bucketOfKey(key)), key);
   }
 
   private answerOf(r: PurchaseRecord): PurchaseResult {
@@ -130,7 +137,13 @@ export class Purchases {
     return fail('payment_pending');
   }
 
-  private async run(key: string, ref: string, channel: string, req: PurchaseRequest, r: PurchaseRecord): Promise<PurchaseResult> {
+  private async run(
+    key: string,
+    ref: string,
+    channel: string,
+    req: PurchaseRequest,
+    r: PurchaseRecord,
+  ): Promise<PurchaseResult> {
     const product = this.catalog.product(r.product ?? req.product);
     if (!product) return this.decline(key, 'unknown_product', r);
 
@@ -157,7 +170,13 @@ export class Purchases {
 
     if (r.st === 'reserved') {
       await this.set(key, { st: 'authorizing' });
-      const a = await this.provider.authorize({ reference: ref, card: req.card, cardPin: req.cardPin, amount: product.price, currency: product.currency });
+      const a = await this.provider.authorize({
+        reference: ref,
+        card: req.card,
+        cardPin: req.cardPin,
+        amount: product.price,
+        currency: product.currency,
+      });
       if (a.status === 'unknown') return this.pending();
       if (a.status === 'declined') return this.decline(key, a.reason, r);
       r.st = 'authorized';
@@ -183,7 +202,14 @@ export class Purchases {
   }
 
   /** Paid for: sell the held ID (or, if its hold ran out meanwhile, another one). */
-  private async sell(key: string, ref: string, channel: string, req: PurchaseRequest, product: Product, r: PurchaseRecord): Promise<PurchaseResult> {
+  private async sell(
+    key: string,
+    ref: string,
+    channel: string,
+    req: PurchaseRequest,
+    product: Product,
+    r: PurchaseRecord,
+  ): Promise<PurchaseResult> {
     const pinHash = await hashPin(req.pin);
     for (let attempt = 0; attempt < 5; attempt++) {
       const bucket = Number(r.bucket);
@@ -249,7 +275,11 @@ export class Purchases {
           await this.ctx.redis.zrem(open, key);
           continue;
         }
-        const claim = await claimPurchase(this.ctx.scripts, { key, open, fingerprint: r.fp ?? '', leaseMs: purchaseLeaseMs, ttlSec: PURCHASE_TTL_SEC }, now);
+        const claim = await claimPurchase(
+          this.ctx.scripts,
+          { key, open, fingerprint: r.fp ?? '', leaseMs: purchaseLeaseMs, ttlSec: PURCHASE_TTL_SEC },
+          now,
+        );
         if (claim !== 'resume') continue;
         const ref = `tsp_${key.slice(key.lastIndexOf(':') + 1)}`;
         try {

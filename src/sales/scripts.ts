@@ -9,15 +9,30 @@ import type { Scripts } from '../redis/scripts';
 import { replyError } from '../redis/reply';
 
 /** Takes one unsold ID of a product from a bucket's inventory until `until` (ms); null when the bucket has none. */
-export async function reserveId(scripts: Scripts, bucket: number, product: string, until: number): Promise<string | null> {
+export async function reserveId(
+  scripts: Scripts,
+  bucket: number,
+  product: string,
+  until: number,
+): Promise<string | null> {
   const r = await scripts.run('reserve', [keys.inventory(bucket, product), keys.reservations(bucket)], [until]);
   if (r === null || typeof r === 'string') return r;
   throw replyError('reserve', r);
 }
 
 /** Puts a reserved ID back; `heldBefore` 0 releases whatever its hold, else only a hold that ran out before it. */
-export async function releaseId(scripts: Scripts, bucket: number, product: string, idHash: string, heldBefore: number): Promise<boolean> {
-  const r = await scripts.run('release', [keys.inventory(bucket, product), keys.reservations(bucket)], [idHash, heldBefore]);
+export async function releaseId(
+  scripts: Scripts,
+  bucket: number,
+  product: string,
+  idHash: string,
+  heldBefore: number,
+): Promise<boolean> {
+  const r = await scripts.run(
+    'release',
+    [keys.inventory(bucket, product), keys.reservations(bucket)],
+    [idHash, heldBefore],
+  );
   if (r !== 0 && r !== 1) throw replyError('release', r);
   return r === 1;
 }
@@ -36,7 +51,9 @@ export interface SaleTerms {
   pinHash: string;
 }
 
-export type SellReply = { ok: true; face: number; record: string; duplicate: boolean } | { ok: false; reason: 'not_reserved' | 'wrong_product' | 'already_active' };
+export type SellReply =
+  | { ok: true; face: number; record: string; duplicate: boolean }
+  | { ok: false; reason: 'not_reserved' | 'wrong_product' | 'already_active' };
 
 /** Sells a reserved ID with its PIN and check link and records the sale; a retry for the same purchase answers the first sale. */
 export async function sellId(scripts: Scripts, t: SaleTerms, now = Date.now()): Promise<SellReply> {
@@ -45,8 +62,14 @@ export async function sellId(scripts: Scripts, t: SaleTerms, now = Date.now()): 
     [t.idKey, keys.reservations(t.bucket), keys.sales(t.bucket), keys.check(t.bucket, t.checkHash)],
     [now, t.product, t.price, t.channel, t.purchaseRef, t.providerRef, t.commission, t.pinHash],
   );
-  if (Array.isArray(r) && r[0] === 'ok') return { ok: true, face: Number(r[1]), record: String(r[2] ?? ''), duplicate: r[3] === 1 };
-  if (Array.isArray(r) && r[0] === 'err' && (r[1] === 'not_reserved' || r[1] === 'wrong_product' || r[1] === 'already_active')) return { ok: false, reason: r[1] };
+  if (Array.isArray(r) && r[0] === 'ok')
+    return { ok: true, face: Number(r[1]), record: String(r[2] ?? ''), duplicate: r[3] === 1 };
+  if (
+    Array.isArray(r) &&
+    r[0] === 'err' &&
+    (r[1] === 'not_reserved' || r[1] === 'wrong_product' || r[1] === 'already_active')
+  )
+    return { ok: false, reason: r[1] };
   throw replyError('sell', r);
 }
 
@@ -72,7 +95,8 @@ export async function claimPurchase(scripts: Scripts, c: ClaimTerms, now = Date.
 }
 
 /** A check link's PIN gate: open (with the attempt's number), a wrong PIN (with tries left), or locked until a time (ms). */
-export type PinGate = { state: 'open'; attempt: number } | { state: 'wrong'; triesLeft: number } | { state: 'locked'; until: number };
+export type PinGate =
+  { state: 'open'; attempt: number } | { state: 'wrong'; triesLeft: number } | { state: 'locked'; until: number };
 
 export interface PinLimits {
   maxTries: number;
@@ -84,7 +108,13 @@ export interface PinLimits {
  * parallel guesses get no more comparisons), then 'ok' or 'wrong' with the
  * attempt's number as 'try' answered it.
  */
-export async function pinAttempt(scripts: Scripts, idKey: string, step: 'try' | 'ok' | 'wrong', limits: PinLimits, attempt?: number): Promise<PinGate> {
+export async function pinAttempt(
+  scripts: Scripts,
+  idKey: string,
+  step: 'try' | 'ok' | 'wrong',
+  limits: PinLimits,
+  attempt?: number,
+): Promise<PinGate> {
   const args: (string | number)[] = [Date.now(), step, limits.maxTries, limits.lockMs];
   if (attempt !== undefined) args.push(attempt);
   const r = await scripts.run('pin_attempt', [idKey], args);
@@ -101,9 +131,23 @@ export type RefundReply =
   | { ok: false; reason: 'unknown_id' | 'not_sold' | 'already_used' };
 
 /** Takes back an unused sold ID: blocked, value to zero, a refund record. */
-export async function refundId(scripts: Scripts, loc: { key: string; bucket: number }, reason: string, operator: string, now = Date.now()): Promise<RefundReply> {
+export async function refundId(
+  scripts: Scripts,
+  loc: { key: string; bucket: number },
+  reason: string,
+  operator: string,
+  now = Date.now(),
+): Promise<RefundReply> {
   const r = await scripts.run('refund', [loc.key, keys.sales(loc.bucket)], [now, reason, operator]);
-  if (Array.isArray(r) && r[0] === 'ok') return { ok: true, refunded: Number(r[1]), record: String(r[2] ?? ''), purchaseRef: String(r[3] ?? ''), duplicate: r[4] === 1 };
-  if (Array.isArray(r) && r[0] === 'err' && (r[1] === 'unknown_id' || r[1] === 'not_sold' || r[1] === 'already_used')) return { ok: false, reason: r[1] };
+  if (Array.isArray(r) && r[0] === 'ok')
+    return {
+      ok: true,
+      refunded: Number(r[1]),
+      record: String(r[2] ?? ''),
+      purchaseRef: String(r[3] ?? ''),
+      duplicate: r[4] === 1,
+    };
+  if (Array.isArray(r) && r[0] === 'err' && (r[1] === 'unknown_id' || r[1] === 'not_sold' || r[1] === 'already_used'))
+    return { ok: false, reason: r[1] };
   throw replyError('refund', r);
 }

@@ -54,12 +54,22 @@ describe('tessera audit', () => {
     // Talk: one call of 10 s, stopped; one of 5 s so far, still live; one ID refunded unused.
     const [a, b, unused] = await soldIds(h, TALK, 3);
     const c1 = newCall('aud');
-    expect(await sw.request({ op: 'start', ref: uniq('r'), call: c1, id: a!, dest: DEST })).toMatchObject({ op: 'started' });
-    expect(await sw.request({ op: 'stop', ref: uniq('r'), call: c1, sec: 10 })).toMatchObject({ op: 'stopped', cost: 1000 });
+    expect(await sw.request({ op: 'start', ref: uniq('r'), call: c1, id: a!, dest: DEST })).toMatchObject({
+      op: 'started',
+    });
+    expect(await sw.request({ op: 'stop', ref: uniq('r'), call: c1, sec: 10 })).toMatchObject({
+      op: 'stopped',
+      cost: 1000,
+    });
     callEnded = a!;
     const c2 = newCall('aud');
-    expect(await sw.request({ op: 'start', ref: uniq('r'), call: c2, id: b!, dest: DEST })).toMatchObject({ op: 'started' });
-    expect(await sw.request({ op: 'tick', ref: uniq('r'), call: c2, sec: 5 })).toMatchObject({ op: 'ticked', balance: 1_000_000 - 500 });
+    expect(await sw.request({ op: 'start', ref: uniq('r'), call: c2, id: b!, dest: DEST })).toMatchObject({
+      op: 'started',
+    });
+    expect(await sw.request({ op: 'tick', ref: uniq('r'), call: c2, sec: 5 })).toMatchObject({
+      op: 'ticked',
+      balance: 1_000_000 - 500,
+    });
     const refund = await refundSale(h.ctx, new HttpProvider(h.cfg.provider.url!, 2000), unused, 'test', 'test');
     expect(refund.ok).toBe(true);
 
@@ -67,11 +77,19 @@ describe('tessera audit', () => {
     const { tok } = await scannerToken(h);
     wallet = (await soldIds(h, cat.wallet))[0]!;
     const [ticket] = await soldIds(h, cat.ticket3);
-    expect((await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: uniq(), id: wallet, item: 'beer' } })).status).toBe(200);
+    expect(
+      (await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: uniq(), id: wallet, item: 'beer' } }))
+        .status,
+    ).toBe(200);
     const water = uniq();
-    expect((await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: water, id: wallet, item: 'water' } })).status).toBe(200);
+    expect(
+      (await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: water, id: wallet, item: 'water' } }))
+        .status,
+    ).toBe(200);
     expect((await jsonCall(gw, 'POST', '/v1/reverse', { token: tok, body: { scan: water } })).status).toBe(200);
-    expect((await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: uniq(), id: ticket } })).status).toBe(200);
+    expect((await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: uniq(), id: ticket } })).status).toBe(
+      200,
+    );
     // Stock nobody bought.
     await mint(h, TALK, 5);
 
@@ -99,7 +117,9 @@ describe('tessera audit', () => {
       const { code, r } = await audit();
       expect(code).toBe(1);
       expect(r.ok).toBe(false);
-      expect(r.problems).toEqual([expect.objectContaining({ id: hashOf(h, wallet), problem: 'more taken than sold', difference: -7 })]);
+      expect(r.problems).toEqual([
+        expect.objectContaining({ id: hashOf(h, wallet), problem: 'more taken than sold', difference: -7 }),
+      ]);
       const text = await runCliIn(h, 'audit');
       expect(text.code).toBe(1);
       expect(text.out).toContain(`id ${hashOf(h, wallet)} (sold): more taken than sold`);
@@ -115,6 +135,8 @@ describe('tessera audit', () => {
     await h.r.xdel(keys.cdr(b), rec![0]);
     const { code, r } = await audit();
     expect(code).toBe(1);
-    expect(r.problems).toEqual([expect.objectContaining({ id: hashOf(h, callEnded), problem: 'value missing', difference: 1000 })]);
+    expect(r.problems).toEqual([
+      expect.objectContaining({ id: hashOf(h, callEnded), problem: 'value missing', difference: 1000 }),
+    ]);
   });
 });

@@ -64,10 +64,27 @@ async function cliMint(product: string, n: number): Promise<string[]> {
 
 describe('catalog-load', () => {
   it('loads plans from CSV and products from JSON', async () => {
-    const plans = file('rates.csv', ['# plan,prefix,rate,fee', 'plan,prefix,rate,fee', 'cplan,,80,', 'cplan,33,150,2000', 'cplan,336,900,0', ''].join('\n'));
+    const plans = file(
+      'rates.csv',
+      ['# plan,prefix,rate,fee', 'plan,prefix,rate,fee', 'cplan,,80,', 'cplan,33,150,2000', 'cplan,336,900,0', ''].join(
+        '\n',
+      ),
+    );
     const products = file(
       'products.json',
-      JSON.stringify([{ name: 'ctalk', kind: 'talk', currency: 'USD', face: 2_000_000, price: 1_800_000, plan: 'cplan', thresholds: [60, 10], expiryDays: 30, maxCalls: 2 }]),
+      JSON.stringify([
+        {
+          name: 'ctalk',
+          kind: 'talk',
+          currency: 'USD',
+          face: 2_000_000,
+          price: 1_800_000,
+          plan: 'cplan',
+          thresholds: [60, 10],
+          expiryDays: 30,
+          maxCalls: 2,
+        },
+      ]),
     );
     const r = await cli('catalog-load', '--plans', plans, '--products', products);
     expect(r).toEqual({ code: 0, out: 'loaded 1 rate plan(s)\nloaded 1 product(s)\n', err: '' });
@@ -80,17 +97,54 @@ describe('catalog-load', () => {
         { prefix: '336', rate: 900, fee: 0 },
       ],
     });
-    expect(cat.products.get('ctalk')).toEqual({ name: 'ctalk', kind: 'talk', currency: 'USD', face: 2_000_000, price: 1_800_000, plan: 'cplan', thresholds: [60, 10], expiryDays: 30, maxCalls: 2 });
+    expect(cat.products.get('ctalk')).toEqual({
+      name: 'ctalk',
+      kind: 'talk',
+      currency: 'USD',
+      face: 2_000_000,
+      price: 1_800_000,
+      plan: 'cplan',
+      thresholds: [60, 10],
+      expiryDays: 30,
+      maxCalls: 2,
+    });
   });
 
   it('loads plans from JSON and products from CSV; the running gateway meters with them at once', async () => {
-    const plans = file('rates.json', JSON.stringify({ plans: [{ name: 'jplan', rates: [{ prefix: '1', rate: 40 }, { prefix: '1800', rate: 1, fee: 0 }] }] }));
-    const products = file('products.csv', 'name,kind,currency,face,price,plan,thresholds,expiryDays,maxCalls,title\njtalk,talk,EUR,400000,400000,jplan,120;30,,,Forty cents\n');
+    const plans = file(
+      'rates.json',
+      JSON.stringify({
+        plans: [
+          {
+            name: 'jplan',
+            rates: [
+              { prefix: '1', rate: 40 },
+              { prefix: '1800', rate: 1, fee: 0 },
+            ],
+          },
+        ],
+      }),
+    );
+    const products = file(
+      'products.csv',
+      'name,kind,currency,face,price,plan,thresholds,expiryDays,maxCalls,title\njtalk,talk,EUR,400000,400000,jplan,120;30,,,Forty cents\n',
+    );
     const r = await cli('catalog-load', '--products', products, '--plans', plans);
     expect(r.code).toBe(0);
     expect(lines(r.out)).toEqual(['loaded 1 rate plan(s)', 'loaded 1 product(s)']);
     const cat = await readCatalog(h.r);
-    expect(cat.products.get('jtalk')).toEqual({ name: 'jtalk', kind: 'talk', title: 'Forty cents', currency: 'EUR', face: 400_000, price: 400_000, plan: 'jplan', thresholds: [120, 30], expiryDays: 180, maxCalls: 1 });
+    expect(cat.products.get('jtalk')).toEqual({
+      name: 'jtalk',
+      kind: 'talk',
+      title: 'Forty cents',
+      currency: 'EUR',
+      face: 400_000,
+      price: 400_000,
+      plan: 'jplan',
+      thresholds: [120, 30],
+      expiryDays: 180,
+      maxCalls: 1,
+    });
 
     const [id] = (await cliMint('jtalk', 1)) as [string];
     expect((await cli('activate', id)).code).toBe(0);
@@ -130,7 +184,9 @@ describe('mint', () => {
     const r = await cli('mint', '--product', 'cli1k', '--count', '1000', '--out', out);
     expect(r.code).toBe(0);
     expect(r.out).toBe('');
-    expect(r.err).toMatch(new RegExp(`^minted 1000 ID\\(s\\) of cli1k in \\d+ ms into ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\n$`));
+    expect(r.err).toMatch(
+      new RegExp(`^minted 1000 ID\\(s\\) of cli1k in \\d+ ms into ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\n$`),
+    );
 
     expect(statSync(out).mode & 0o777).toBe(0o600);
     const ids = lines(readFileSync(out, 'utf8'));
@@ -197,7 +253,11 @@ function spawnCli(args: string[]): Promise<CliRun> {
   const tsx = join(root, 'node_modules', '.bin', 'tsx');
   if (!existsSync(tsx)) throw new Error('tsx not installed');
   return new Promise((done, fail) => {
-    const child = spawn(tsx, [join(root, 'src', 'cli', 'main.ts'), ...args], { cwd: root, env: { ...process.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(tsx, [join(root, 'src', 'cli', 'main.ts'), ...args], {
+      cwd: root,
+      env: { ...process.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -212,7 +272,13 @@ describe('activate, lookup, block, unblock', () => {
     const [id] = (await cliMint('talk', 1)) as [string];
     const before = await cli('lookup', id);
     expect(before.code).toBe(0);
-    expect(JSON.parse(before.out)).toMatchObject({ state: 'minted', product: 'talk', face: 1_000_000, balance: 0, activeCalls: 0 });
+    expect(JSON.parse(before.out)).toMatchObject({
+      state: 'minted',
+      product: 'talk',
+      face: 1_000_000,
+      balance: 0,
+      activeCalls: 0,
+    });
 
     const a = await cli('activate', id, '--price', '950000', '--ref', 'shop-1');
     expect(a.code).toBe(0);
@@ -220,14 +286,39 @@ describe('activate, lookup, block, unblock', () => {
     expect(act).toEqual({ balance: 1_000_000, record: expect.stringMatching(/^\d+-\d+$/) });
     const { hash, bucket } = h.ctx.ids.hash(id);
     const [[, flat]] = (await h.r.xrange(keys.sales(bucket), act.record, act.record)) as [[string, string[]]];
-    expect(flat).toEqual(['id', hash, 'product', 'talk', 'face', '1000000', 'currency', 'EUR', 'price', '950000', 'channel', 'manual', 'ref', 'shop-1', 'time', expect.stringMatching(/^\d+$/)]);
+    expect(flat).toEqual([
+      'id',
+      hash,
+      'product',
+      'talk',
+      'face',
+      '1000000',
+      'currency',
+      'EUR',
+      'price',
+      '950000',
+      'channel',
+      'manual',
+      'ref',
+      'shop-1',
+      'time',
+      expect.stringMatching(/^\d+$/),
+    ]);
 
     // Typed with dashes, as an operator reads it off a card.
     const dashed = id.replace(/(\d{4})(?=\d)/g, '$1-');
     const after = await cli('lookup', dashed);
     expect(after.code).toBe(0);
     const st = JSON.parse(after.out) as Record<string, unknown>;
-    expect(st).toMatchObject({ state: 'sold', product: 'talk', kind: 'talk', currency: 'EUR', face: 1_000_000, balance: 1_000_000, activeCalls: 0 });
+    expect(st).toMatchObject({
+      state: 'sold',
+      product: 'talk',
+      kind: 'talk',
+      currency: 'EUR',
+      face: 1_000_000,
+      balance: 1_000_000,
+      activeCalls: 0,
+    });
     expect(st.sold).toEqual(expect.any(Number));
 
     const twice = await cli('activate', id);
@@ -255,13 +346,19 @@ describe('activate, lookup, block, unblock', () => {
     expect(l).toMatchObject({ state: 'blocked', blockedWhy: 'chargeback', balance: 1_000_000 });
 
     const c = await Client.connect(gw.port, await token(h));
-    expect(await c.request({ op: 'start', ref: 1, call: 'cli-blk', id, dest: '4912345' })).toMatchObject({ op: 'error', reason: 'blocked' });
+    expect(await c.request({ op: 'start', ref: 1, call: 'cli-blk', id, dest: '4912345' })).toMatchObject({
+      op: 'error',
+      reason: 'blocked',
+    });
 
     const u = await cli('unblock', id);
     expect(u.code).toBe(0);
     expect(JSON.parse(u.out)).toEqual({ state: 'sold' });
     expect(JSON.parse((await cli('lookup', id)).out)).toMatchObject({ state: 'sold', balance: 1_000_000 });
-    expect(await c.request({ op: 'start', ref: 2, call: 'cli-blk-2', id, dest: '4912345' })).toMatchObject({ op: 'started', balance: 1_000_000 });
+    expect(await c.request({ op: 'start', ref: 2, call: 'cli-blk-2', id, dest: '4912345' })).toMatchObject({
+      op: 'started',
+      balance: 1_000_000,
+    });
     await c.request({ op: 'stop', ref: 3, call: 'cli-blk-2', sec: 0 });
     await c.close();
 
@@ -274,7 +371,12 @@ describe('tokens', () => {
     const r = await cli('token-create', '--role', 'switch', '--name', 'cli-sw');
     expect(r.code).toBe(0);
     const created = JSON.parse(r.out) as { token: string; name: string; role: string; created: number };
-    expect(created).toEqual({ token: expect.stringMatching(/^tsk_[A-Za-z0-9_-]{43}$/), name: 'cli-sw', role: 'switch', created: expect.any(Number) });
+    expect(created).toEqual({
+      token: expect.stringMatching(/^tsk_[A-Za-z0-9_-]{43}$/),
+      name: 'cli-sw',
+      role: 'switch',
+      created: expect.any(Number),
+    });
     // Redis keeps only the hash of the token.
     const stored = await h.r.hgetall(keys.tokens);
     expect(JSON.stringify(stored)).not.toContain(created.token);
@@ -291,7 +393,9 @@ describe('tokens', () => {
 
     const rev = await cli('token-revoke', '--name', 'cli-sw');
     expect(rev).toEqual({ code: 0, out: 'revoked 1 token(s)\n', err: '' });
-    expect(lines((await cli('token-list')).out).map((l) => (JSON.parse(l) as { name: string }).name)).not.toContain('cli-sw');
+    expect(lines((await cli('token-list')).out).map((l) => (JSON.parse(l) as { name: string }).name)).not.toContain(
+      'cli-sw',
+    );
     expect((await cli('token-revoke', '--name', 'cli-sw')).out).toBe('revoked 0 token(s)\n');
 
     // The gateway drops the revoked token as soon as the change reaches it.
@@ -317,7 +421,9 @@ describe('tokens', () => {
     const bad = await cli('token-create', '--role', 'root', '--name', 'x');
     expect(bad.code).toBe(1);
     expect(bad.err).toMatch(/^tessera token-create: token: role /);
-    expect(lines((await cli('token-list')).out).map((l) => (JSON.parse(l) as { name: string }).name)).not.toContain('x');
+    expect(lines((await cli('token-list')).out).map((l) => (JSON.parse(l) as { name: string }).name)).not.toContain(
+      'x',
+    );
   });
 });
 
@@ -329,7 +435,11 @@ describe('export', () => {
     const c = await Client.connect(gw.port, await token(h, 'switch', swName));
     await c.request({ op: 'start', ref: 1, call: 'exp-1', id, dest: '4412345' });
     await c.request({ op: 'tick', ref: 2, call: 'exp-1', sec: 5 });
-    expect(await c.request({ op: 'stop', ref: 3, call: 'exp-1', sec: 7, cause: 'busy' })).toMatchObject({ billedSec: 7, cost: 1400, balance: 998_600 });
+    expect(await c.request({ op: 'stop', ref: 3, call: 'exp-1', sec: 7, cause: 'busy' })).toMatchObject({
+      billedSec: 7,
+      cost: 1400,
+      balance: 998_600,
+    });
     await c.close();
     const { hash, bucket } = h.ctx.ids.hash(id);
 
@@ -365,7 +475,9 @@ describe('export', () => {
 
     const csv = await cli('export', 'calls', '--format', 'csv');
     expect(csv.code).toBe(0);
-    expect(lines(csv.out)[0]).toBe('record,time,switch,call,id,dest,start,answer,end,sec,rate,fee,cost,short,bal,cause');
+    expect(lines(csv.out)[0]).toBe(
+      'record,time,switch,call,id,dest,start,answer,end,sec,rate,fee,cost,short,bal,cause',
+    );
     const rows = parse(csv.out, { columns: true }) as Record<string, string>[];
     expect(rows).toHaveLength(recs.length);
     expect(rows.filter((r) => r.switch === swName)).toEqual([rec]);
@@ -392,7 +504,17 @@ describe('export', () => {
       .map((l) => JSON.parse(l) as Record<string, string>)
       .filter((x) => x.ref === 'exp-sale');
     expect(mine).toEqual([
-      { record: expect.any(String), time: expect.any(String), id: h.ctx.ids.hash(id).hash, product: 'talk', face: '1000000', currency: 'EUR', price: '123', channel: 'manual', ref: 'exp-sale' },
+      {
+        record: expect.any(String),
+        time: expect.any(String),
+        id: h.ctx.ids.hash(id).hash,
+        product: 'talk',
+        face: '1000000',
+        currency: 'EUR',
+        price: '123',
+        channel: 'manual',
+        ref: 'exp-sale',
+      },
     ]);
   });
 
@@ -413,7 +535,19 @@ describe('commands', () => {
   it('help lists the commands and exits 0', async () => {
     const r = await cli('help');
     expect(r.code).toBe(0);
-    for (const c of ['catalog-load', 'mint', 'activate', 'block', 'unblock', 'lookup', 'token-create', 'token-list', 'token-revoke', 'export']) expect(r.err).toContain(`  ${c} `);
+    for (const c of [
+      'catalog-load',
+      'mint',
+      'activate',
+      'block',
+      'unblock',
+      'lookup',
+      'token-create',
+      'token-list',
+      'token-revoke',
+      'export',
+    ])
+      expect(r.err).toContain(`  ${c} `);
   });
 
   it('a bad environment is a usage error naming the variable (exit 2)', async () => {
@@ -431,11 +565,22 @@ describe('commands', () => {
   it('demo: loads the demo catalog, makes tokens, sells one ID that can call', async () => {
     const r = await cli('demo');
     expect(r.code).toBe(0);
-    const d = JSON.parse(r.out) as { id: string; product: string; balance: number; switchToken: string; adminToken: string };
+    const d = JSON.parse(r.out) as {
+      id: string;
+      product: string;
+      balance: number;
+      switchToken: string;
+      adminToken: string;
+    };
     expect(d).toMatchObject({ product: 'talk-10', balance: 10_000_000 });
     expect(checkId(d.id, 16)).toEqual({ ok: true, id: d.id });
     const c = await Client.connect(gw.port, d.switchToken);
-    expect(await c.request({ op: 'start', ref: 1, call: 'demo-1', id: d.id, dest: '33612345678' })).toMatchObject({ op: 'started', rate: 1200, fee: 50_000, maxSec: Math.floor((10_000_000 - 50_000) / 1200) });
+    expect(await c.request({ op: 'start', ref: 1, call: 'demo-1', id: d.id, dest: '33612345678' })).toMatchObject({
+      op: 'started',
+      rate: 1200,
+      fee: 50_000,
+      maxSec: Math.floor((10_000_000 - 50_000) / 1200),
+    });
     await c.request({ op: 'stop', ref: 2, call: 'demo-1', sec: 0 });
     await c.close();
   });

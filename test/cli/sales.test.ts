@@ -34,7 +34,14 @@ beforeAll(async () => {
   await seedCatalog(h, [talkProduct(), PRODUCT]);
   gw = await gateway(h);
   sales = await token(h, 'sales', 'cli-sales-shop');
-  restoreEnv = setEnv(cliEnv(h, { PROVIDER_URL: h.cfg.provider.url, PROVIDER_KEY: undefined, PROVIDER_TIMEOUT_MS: undefined, SANDBOX_PORT: undefined }));
+  restoreEnv = setEnv(
+    cliEnv(h, {
+      PROVIDER_URL: h.cfg.provider.url,
+      PROVIDER_KEY: undefined,
+      PROVIDER_TIMEOUT_MS: undefined,
+      SANDBOX_PORT: undefined,
+    }),
+  );
 });
 afterAll(async () => {
   restoreEnv?.();
@@ -47,7 +54,11 @@ const file = (name: string, text: string): string => harnessFile(h, name, text);
 /** Buys one ID of PRODUCT through POST /v1/purchases with Alice's card. */
 async function buy(): Promise<{ id: string; reference: string }> {
   await mint(h, PRODUCT, 1);
-  const res = await http(gw, 'POST', '/v1/purchases', { token: sales, idem: uniq('cli', 8), body: { product: PRODUCT.name, pin: '2468', payment: ALICE } });
+  const res = await http(gw, 'POST', '/v1/purchases', {
+    token: sales,
+    idem: uniq('cli', 8),
+    body: { product: PRODUCT.name, pin: '2468', payment: ALICE },
+  });
   const body = res.json as { id: string };
   expect(res.status, JSON.stringify(body)).toBe(200);
   const reference = (await h.r.hget(idKeyOf(h, body.id), 'pref'))!;
@@ -75,7 +86,10 @@ describe('catalog-load --access and catalog-show', () => {
       name: 'Japan – Osaka',
       countryCode: '81',
       notes: 'Dial 0 first from a hotel room, then the number.',
-      numbers: [{ number: '06-5550-0101', label: 'Osaka city' }, { number: '0120-555-101', label: 'Toll-free' }],
+      numbers: [
+        { number: '06-5550-0101', label: 'Osaka city' },
+        { number: '0120-555-101', label: 'Toll-free' },
+      ],
     };
     expect((await readCatalog(h.r)).access.get('jp-osaka')).toEqual(osaka);
 
@@ -83,7 +97,12 @@ describe('catalog-load --access and catalog-show', () => {
     expect(show.code).toBe(0);
     const shown = JSON.parse(show.out) as { access: unknown[]; products: { name: string }[] };
     expect(shown.access).toContainEqual(osaka);
-    expect(shown.access).toContainEqual({ area: 'de-berlin', name: 'Germany – Berlin', countryCode: '49', numbers: [{ number: '030 5550 0101' }] });
+    expect(shown.access).toContainEqual({
+      area: 'de-berlin',
+      name: 'Germany – Berlin',
+      countryCode: '49',
+      numbers: [{ number: '030 5550 0101' }],
+    });
     expect(shown.products.map((p) => p.name)).toContain(PRODUCT.name);
 
     // The gateway refreshes on the announcement: the JSON and the page show the new area.
@@ -101,15 +120,35 @@ describe('catalog-load --access and catalog-show', () => {
   });
 
   it('loads JSON ({"areas": [...]}) through the two-word form; loading an area again replaces it', async () => {
-    const json = file('access.json', JSON.stringify({ areas: [{ area: 'de-berlin', name: 'Germany – Berlin', countryCode: '49', numbers: [{ number: '030 5550 0202', label: 'new' }] }] }));
+    const json = file(
+      'access.json',
+      JSON.stringify({
+        areas: [
+          {
+            area: 'de-berlin',
+            name: 'Germany – Berlin',
+            countryCode: '49',
+            numbers: [{ number: '030 5550 0202', label: 'new' }],
+          },
+        ],
+      }),
+    );
     const r = await cli('catalog', 'load', '--access', json);
     expect(r).toEqual({ code: 0, out: 'loaded 1 access area(s)\n', err: '' });
-    expect((await readCatalog(h.r)).access.get('de-berlin')).toEqual({ area: 'de-berlin', name: 'Germany – Berlin', countryCode: '49', numbers: [{ number: '030 5550 0202', label: 'new' }] });
+    expect((await readCatalog(h.r)).access.get('de-berlin')).toEqual({
+      area: 'de-berlin',
+      name: 'Germany – Berlin',
+      countryCode: '49',
+      numbers: [{ number: '030 5550 0202', label: 'new' }],
+    });
   });
 
   it('refuses a bad access file with exit 1 and loads nothing of it', async () => {
     const before = await h.r.get(keys.catalogVersion);
-    const bad = file('bad-access.csv', 'area,name,countryCode,number\nfr-lyon,France – Lyon,33,04 55 50 01 01\nfr-nice,France – Nice,33,call us\n');
+    const bad = file(
+      'bad-access.csv',
+      'area,name,countryCode,number\nfr-lyon,France – Lyon,33,04 55 50 01 01\nfr-nice,France – Nice,33,call us\n',
+    );
     const r = await cli('catalog-load', '--access', bad);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/^tessera catalog-load: access area #2: numbers\.0\.number /);
@@ -119,7 +158,13 @@ describe('catalog-load --access and catalog-show', () => {
     expect(noArea.code).toBe(1);
     expect(noArea.err).toContain('a row without an area');
     // A missing file is reported before anything else is written.
-    const missing = await cli('catalog-load', '--products', file('p-ok.json', JSON.stringify([talkProduct({ name: 'never-loaded' })])), '--access', join(h.dir, 'nope.csv'));
+    const missing = await cli(
+      'catalog-load',
+      '--products',
+      file('p-ok.json', JSON.stringify([talkProduct({ name: 'never-loaded' })])),
+      '--access',
+      join(h.dir, 'nope.csv'),
+    );
     expect(missing.code).toBe(1);
     expect(missing.err).toContain('nope.csv');
     expect((await readCatalog(h.r)).products.has('never-loaded')).toBe(false);
@@ -138,7 +183,15 @@ describe('sale-lookup', () => {
     const r = await cli('sale-lookup', id);
     expect(r.code).toBe(0);
     const v = JSON.parse(r.out) as { status: Record<string, unknown>; sale: Record<string, string>; refund?: unknown };
-    expect(v.status).toMatchObject({ state: 'sold', product: PRODUCT.name, kind: 'talk', currency: 'EUR', face: 1_000_000, balance: 1_000_000, activeCalls: 0 });
+    expect(v.status).toMatchObject({
+      state: 'sold',
+      product: PRODUCT.name,
+      kind: 'talk',
+      currency: 'EUR',
+      face: 1_000_000,
+      balance: 1_000_000,
+      activeCalls: 0,
+    });
     const commission = Math.floor((900_000 * h.sandbox.commissionBp) / 10_000);
     expect(v.sale).toMatchObject({
       record: expect.stringMatching(/^\d+-\d+$/),
@@ -187,28 +240,56 @@ describe('sale-refund', () => {
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     const out = JSON.parse(r.out) as Record<string, unknown>;
-    expect(out).toEqual({ refunded: 1_000_000, record: expect.stringMatching(/^\d+-\d+$/), provider: 'voided', duplicate: false });
+    expect(out).toEqual({
+      refunded: 1_000_000,
+      record: expect.stringMatching(/^\d+-\d+$/),
+      provider: 'voided',
+      duplicate: false,
+    });
     expect(h.sandbox.payments.get(reference)?.state).toBe('voided');
     expect(alice.used).toBe(usedBefore - 900_000);
     expect(await idState(id)).toBe('blocked');
 
-    const look = JSON.parse((await cli('sale-lookup', id)).out) as { status: Record<string, unknown>; refund: Record<string, string> };
-    expect(look.status).toMatchObject({ state: 'blocked', balance: 0, blockedWhy: 'refunded: customer changed their mind' });
-    expect(look.refund).toMatchObject({ record: out.record, type: 'refund', amount: '1000000', ref: reference, reason: 'customer changed their mind', channel: expect.stringMatching(/^cli:/) });
+    const look = JSON.parse((await cli('sale-lookup', id)).out) as {
+      status: Record<string, unknown>;
+      refund: Record<string, string>;
+    };
+    expect(look.status).toMatchObject({
+      state: 'blocked',
+      balance: 0,
+      blockedWhy: 'refunded: customer changed their mind',
+    });
+    expect(look.refund).toMatchObject({
+      record: out.record,
+      type: 'refund',
+      amount: '1000000',
+      ref: reference,
+      reason: 'customer changed their mind',
+      channel: expect.stringMatching(/^cli:/),
+    });
 
     const again = await cli('sale', 'refund', id);
     expect(again.code).toBe(0);
-    expect(JSON.parse(again.out)).toEqual({ refunded: 1_000_000, record: out.record, provider: 'voided', duplicate: true });
+    expect(JSON.parse(again.out)).toEqual({
+      refunded: 1_000_000,
+      record: out.record,
+      provider: 'voided',
+      duplicate: true,
+    });
     // No refund twice in the records.
     const { bucket } = h.ctx.ids.hash(id);
-    const refunds = (await h.r.xrange(keys.sales(bucket), '-', '+')).filter(([, f]) => f.includes('refund') && f.includes(reference));
+    const refunds = (await h.r.xrange(keys.sales(bucket), '-', '+')).filter(
+      ([, f]) => f.includes('refund') && f.includes(reference),
+    );
     expect(refunds).toHaveLength(1);
   });
 
   it('refuses an ID that has been used (a call was made), changing nothing', async () => {
     const { id, reference } = await buy();
     const c = await Client.connect(gw.port, await token(h));
-    expect(await c.request({ op: 'start', ref: 1, call: `cli-used-${id}`, id, dest: '4412345' })).toMatchObject({ op: 'started' });
+    expect(await c.request({ op: 'start', ref: 1, call: `cli-used-${id}`, id, dest: '4412345' })).toMatchObject({
+      op: 'started',
+    });
     await c.request({ op: 'tick', ref: 2, call: `cli-used-${id}`, sec: 2 });
     await c.request({ op: 'stop', ref: 3, call: `cli-used-${id}`, sec: 2 });
     await c.close();
@@ -307,7 +388,9 @@ describe('export sales', () => {
 
     const csv = await cli('export', 'sales');
     expect(csv.code).toBe(0);
-    expect(lines(csv.out)[0]).toBe('record,time,id,product,face,currency,price,channel,ref,type,amount,provider,commission,net,reason');
+    expect(lines(csv.out)[0]).toBe(
+      'record,time,id,product,face,currency,price,channel,ref,type,amount,provider,commission,net,reason',
+    );
     const rows = (parse(csv.out, { columns: true }) as Record<string, string>[]).filter((x) => x.ref === reference);
     expect(rows.map((x) => [x.type, x.price, x.amount, x.provider, x.commission, x.net, x.reason])).toEqual([
       ['', '900000', '', reference, commission, String(900_000 - Number(commission)), ''],
@@ -331,7 +414,8 @@ describe('demo', () => {
     const deadline = Date.now() + 3000;
     let products: { name: string; available: number }[] = [];
     while (Date.now() < deadline) {
-      products = ((await http(gw, 'GET', '/v1/products')).json as { products: { name: string; available: number }[] }).products;
+      products = ((await http(gw, 'GET', '/v1/products')).json as { products: { name: string; available: number }[] })
+        .products;
       if (products.some((p) => p.name === 'talk-25-duo')) break;
       await sleep(50);
     }
@@ -349,17 +433,30 @@ describe('sandbox-provider (its own process)', () => {
   });
 
   /** Starts the command; resolves with the URL it prints, or with its exit when it fails. */
-  function start(args: string[]): Promise<{ child: ChildProcess; url?: string; out: () => string; err: () => string; exited: Promise<number> }> {
+  function start(
+    args: string[],
+  ): Promise<{ child: ChildProcess; url?: string; out: () => string; err: () => string; exited: Promise<number> }> {
     if (!existsSync(tsx)) throw new Error('tsx not installed');
     // No Redis at all: the command must not need one.
-    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, DATA_DIR: mkdtempSync(join(tmpdir(), 'tessera-sbx-')) };
-    const child = spawn(tsx, [join(root, 'src', 'cli', 'main.ts'), 'sandbox-provider', ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      DATA_DIR: mkdtempSync(join(tmpdir(), 'tessera-sbx-')),
+    };
+    const child = spawn(tsx, [join(root, 'src', 'cli', 'main.ts'), 'sandbox-provider', ...args], {
+      cwd: root,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     running.push(child);
     let out = '';
     let err = '';
     const exited = new Promise<number>((res) => child.once('close', (code) => res(code ?? -1)));
     return new Promise((done, fail) => {
-      const timer = setTimeout(() => fail(new Error(`no URL printed within 20 s; stdout: ${out} stderr: ${err}`)), 20_000);
+      const timer = setTimeout(
+        () => fail(new Error(`no URL printed within 20 s; stdout: ${out} stderr: ${err}`)),
+        20_000,
+      );
       child.stdout!.on('data', (d: Buffer) => {
         out += d.toString();
         const m = /sandbox payment provider on (http:\/\/\S+)/.exec(out);
@@ -390,11 +487,21 @@ describe('sandbox-provider (its own process)', () => {
     const auth = await fetch(`${s.url}/v1/authorize`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ reference: 'r1', card: '4000000000000002', cardPin: '1234', amount: 2_000_000, currency: 'EUR' }),
+      body: JSON.stringify({
+        reference: 'r1',
+        card: '4000000000000002',
+        cardPin: '1234',
+        amount: 2_000_000,
+        currency: 'EUR',
+      }),
     });
     expect(auth.status).toBe(200);
     expect(await auth.json()).toMatchObject({ status: 'approved' });
-    const cap = await fetch(`${s.url}/v1/capture`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ reference: 'r1' }) });
+    const cap = await fetch(`${s.url}/v1/capture`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ reference: 'r1' }),
+    });
     expect(await cap.json()).toEqual({ status: 'captured', commission: 50_000 });
 
     s.child.kill('SIGINT');
@@ -404,19 +511,59 @@ describe('sandbox-provider (its own process)', () => {
 
   it('takes its members, commission and faults from the flags', async () => {
     const members = join(mkdtempSync(join(tmpdir(), 'tessera-sbx-m-')), 'members.json');
-    writeFileSync(members, JSON.stringify([{ name: 'Dora Test', card: '4111111111111111', pin: '9999', limit: 3_000_000 }]));
+    writeFileSync(
+      members,
+      JSON.stringify([{ name: 'Dora Test', card: '4111111111111111', pin: '9999', limit: 3_000_000 }]),
+    );
     const s = await start(['--port', '0', '--members', members, '--commission-bp', '1000', '--latency-ms', '150']);
     expect(s.out()).toMatch(/Dora Test\s+card 4111111111111111\s+card PIN 9999\s+0\.00 \/ 3\.00/);
     expect(s.out()).not.toContain('Alice');
     expect(s.out()).toContain('commission 1000 bp (10.00%), latency 150 ms');
     const post = (path: string, body: object): Promise<Response> =>
-      fetch(`${s.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      fetch(`${s.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
     const t0 = Date.now();
-    expect(await (await post('/v1/authorize', { reference: 'a', card: '4000000000000002', cardPin: '1234', amount: 1, currency: 'EUR' })).json()).toEqual({ status: 'declined', reason: 'not_member' });
+    expect(
+      await (
+        await post('/v1/authorize', {
+          reference: 'a',
+          card: '4000000000000002',
+          cardPin: '1234',
+          amount: 1,
+          currency: 'EUR',
+        })
+      ).json(),
+    ).toEqual({ status: 'declined', reason: 'not_member' });
     expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
-    expect(await (await post('/v1/authorize', { reference: 'b', card: '4111111111111111', cardPin: '9999', amount: 4_000_000, currency: 'EUR' })).json()).toEqual({ status: 'declined', reason: 'insufficient_funds' });
-    expect((await post('/v1/authorize', { reference: 'c', card: '4111111111111111', cardPin: '9999', amount: 2_000_000, currency: 'EUR' })).status).toBe(200);
-    expect(await (await post('/v1/capture', { reference: 'c' })).json()).toEqual({ status: 'captured', commission: 200_000 });
+    expect(
+      await (
+        await post('/v1/authorize', {
+          reference: 'b',
+          card: '4111111111111111',
+          cardPin: '9999',
+          amount: 4_000_000,
+          currency: 'EUR',
+        })
+      ).json(),
+    ).toEqual({ status: 'declined', reason: 'insufficient_funds' });
+    expect(
+      (
+        await post('/v1/authorize', {
+          reference: 'c',
+          card: '4111111111111111',
+          cardPin: '9999',
+          amount: 2_000_000,
+          currency: 'EUR',
+        })
+      ).status,
+    ).toBe(200);
+    expect(await (await post('/v1/capture', { reference: 'c' })).json()).toEqual({
+      status: 'captured',
+      commission: 200_000,
+    });
     s.child.kill('SIGTERM');
     expect(await s.exited).toBe(0);
   });
@@ -430,7 +577,10 @@ describe('sandbox-provider (its own process)', () => {
     expect(r.err()).toContain('member #1: card must be 12 to 19 digits (a string) with a valid Luhn check digit');
     expect(r.url).toBeUndefined();
     const numericPin = join(dir, 'pin.json');
-    writeFileSync(numericPin, JSON.stringify({ members: [{ name: 'Eve', card: '4000000000000002', pin: 1234, limit: 1 }] }));
+    writeFileSync(
+      numericPin,
+      JSON.stringify({ members: [{ name: 'Eve', card: '4000000000000002', pin: 1234, limit: 1 }] }),
+    );
     const p = await start(['--members', numericPin]);
     expect(await p.exited).toBe(1);
     expect(p.err()).toContain('pin must be a string');

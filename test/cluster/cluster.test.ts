@@ -43,16 +43,35 @@ let g2: Gateway;
 const TALK = talkProduct({ name: 'talk-c', face: 1_000_000, price: 1_000_000 });
 /** 10 s at 100/s; an alert at 5 s left. */
 const SHORT = talkProduct({ name: 'talk-short', face: 1000, price: 1000, thresholds: [5] });
-const WALLET: GoodsProduct = { name: 'wallet-c', kind: 'goods', currency: 'EUR', face: 10_000_000, price: 10_000_000, venues: [], expiryDays: 0 };
+const WALLET: GoodsProduct = {
+  name: 'wallet-c',
+  kind: 'goods',
+  currency: 'EUR',
+  face: 10_000_000,
+  price: 10_000_000,
+  venues: [],
+  expiryDays: 0,
+};
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'tessera-cluster-'));
   // The nodes require a password, as production clusters do: the gateway and the CLI get it from REDIS_PASSWORD.
-  const { stdout } = await run('sh', [SCRIPT, 'start', join(dir, 'nodes'), String(await freeClusterBase())], { env: { ...process.env, REDIS_PASSWORD: PASSWORD } });
+  const { stdout } = await run('sh', [SCRIPT, 'start', join(dir, 'nodes'), String(await freeClusterBase())], {
+    env: { ...process.env, REDIS_PASSWORD: PASSWORD },
+  });
   const cluster = /REDIS_CLUSTER=(\S+)/.exec(stdout)![1]!;
   sandbox = new Sandbox();
   const sandboxPort = await sandbox.listen();
-  env = { REDIS_CLUSTER: cluster, REDIS_PASSWORD: PASSWORD, TESSERA_SECRET: TEST_SECRET, DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', PROVIDER_URL: `http://127.0.0.1:${sandboxPort}` };
+  env = {
+    REDIS_CLUSTER: cluster,
+    REDIS_PASSWORD: PASSWORD,
+    TESSERA_SECRET: TEST_SECRET,
+    DATA_DIR: dir,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'silent',
+    PROVIDER_URL: `http://127.0.0.1:${sandboxPort}`,
+  };
   const cfg = loadConfig(env);
   ctx = await openContext(cfg, createLogger('silent'));
   await putPlans(ctx.redis, [{ name: 'std', rates: STD_RATES }]);
@@ -121,11 +140,25 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
     const b = await Client.connect(g2.port, swTok);
     try {
       for (const [i, id] of ids.entries()) {
-        expect(await a.request({ op: 'start', ref: `s${i}`, call: `c${i}`, id, dest: '4912345' })).toMatchObject({ op: 'started', maxSec: 10_000 });
+        expect(await a.request({ op: 'start', ref: `s${i}`, call: `c${i}`, id, dest: '4912345' })).toMatchObject({
+          op: 'started',
+          maxSec: 10_000,
+        });
       }
-      for (const i of ids.keys()) expect(await b.request({ op: 'tick', ref: `t${i}`, call: `c${i}`, sec: 3 + i })).toMatchObject({ op: 'ticked', balance: 1_000_000 - (3 + i) * 100 });
+      for (const i of ids.keys())
+        expect(await b.request({ op: 'tick', ref: `t${i}`, call: `c${i}`, sec: 3 + i })).toMatchObject({
+          op: 'ticked',
+          balance: 1_000_000 - (3 + i) * 100,
+        });
       for (const i of ids.keys()) {
-        expect(await a.request({ op: 'stop', ref: `e${i}`, call: `c${i}`, sec: 5 + i })).toEqual({ op: 'stopped', ref: `e${i}`, call: `c${i}`, billedSec: 5 + i, cost: (5 + i) * 100, balance: 1_000_000 - (5 + i) * 100 });
+        expect(await a.request({ op: 'stop', ref: `e${i}`, call: `c${i}`, sec: 5 + i })).toEqual({
+          op: 'stopped',
+          ref: `e${i}`,
+          call: `c${i}`,
+          billedSec: 5 + i,
+          cost: (5 + i) * 100,
+          balance: 1_000_000 - (5 + i) * 100,
+        });
       }
     } finally {
       await a.close();
@@ -142,13 +175,31 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
     const a = await Client.connect(g1.port, swTok);
     const b = await Client.connect(g2.port, swTok);
     try {
-      expect(await a.request({ op: 'start', ref: 'as', call: 'al', id, dest: '4912345' })).toMatchObject({ op: 'started', maxSec: 10 });
+      expect(await a.request({ op: 'start', ref: 'as', call: 'al', id, dest: '4912345' })).toMatchObject({
+        op: 'started',
+        maxSec: 10,
+      });
       b.send({ op: 'tick', call: 'al', sec: 6 });
-      expect(await b.waitFor((m) => m.op === 'alert' && m.call === 'al')).toEqual({ op: 'alert', call: 'al', secLeft: 4, balance: 400, level: 5 });
+      expect(await b.waitFor((m) => m.op === 'alert' && m.call === 'al')).toEqual({
+        op: 'alert',
+        call: 'al',
+        secLeft: 4,
+        balance: 400,
+        level: 5,
+      });
       b.send({ op: 'tick', call: 'al', sec: 10 });
-      expect(await b.waitFor((m) => m.op === 'cutoff' && m.call === 'al')).toEqual({ op: 'cutoff', call: 'al', reason: 'exhausted' });
+      expect(await b.waitFor((m) => m.op === 'cutoff' && m.call === 'al')).toEqual({
+        op: 'cutoff',
+        call: 'al',
+        reason: 'exhausted',
+      });
       expect(a.received.filter((m) => m.call === 'al' && (m.op === 'alert' || m.op === 'cutoff'))).toEqual([]);
-      expect(await b.request({ op: 'stop', ref: 'ae', call: 'al', sec: 10 })).toMatchObject({ op: 'stopped', billedSec: 10, cost: 1000, balance: 0 });
+      expect(await b.request({ op: 'stop', ref: 'ae', call: 'al', sec: 10 })).toMatchObject({
+        op: 'stopped',
+        billedSec: 10,
+        cost: 1000,
+        balance: 0,
+      });
     } finally {
       await a.close();
       await b.close();
@@ -161,7 +212,9 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
     for (const g of [g1, g2]) {
       let names: string[] = [];
       for (let i = 0; i < 100 && !names.includes('talk-new'); i++) {
-        const r = await fetch(`http://127.0.0.1:${g.port}/v1/products`, { headers: { Authorization: `Bearer ${tok}` } });
+        const r = await fetch(`http://127.0.0.1:${g.port}/v1/products`, {
+          headers: { Authorization: `Bearer ${tok}` },
+        });
         names = ((await r.json()) as { products: { name: string }[] }).products.map((p) => p.name);
         if (!names.includes('talk-new')) await sleep(20);
       }
@@ -172,11 +225,25 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
   it('redemption: a retry returns the first answer, a reversal gives the value back once', async () => {
     const [wallet] = await sold(WALLET, 1);
     const tok = (await createToken(ctx.redis, { name: 'scn-c', role: 'scanner', venue: 'arena' })).token;
-    const first = await jsonCall(g1, 'POST', '/v1/redeem', { token: tok, body: { scan: 'scan-1', id: wallet, item: 'beer' } });
-    expect(first).toEqual({ status: 200, json: { kind: 'goods', action: 'spend', amount: 4_500_000, item: 'beer', valueLeft: 5_500_000 } });
-    expect(await jsonCall(g2, 'POST', '/v1/redeem', { token: tok, body: { scan: 'scan-1', id: wallet, item: 'beer' } })).toMatchObject({ status: 200, json: { valueLeft: 5_500_000, duplicate: true } });
-    expect(await jsonCall(g2, 'POST', '/v1/reverse', { token: tok, body: { scan: 'scan-1' } })).toMatchObject({ status: 200, json: { action: 'reverse', valueLeft: 10_000_000 } });
-    expect(await jsonCall(g1, 'POST', '/v1/reverse', { token: tok, body: { scan: 'scan-1' } })).toMatchObject({ status: 200, json: { valueLeft: 10_000_000, duplicate: true } });
+    const first = await jsonCall(g1, 'POST', '/v1/redeem', {
+      token: tok,
+      body: { scan: 'scan-1', id: wallet, item: 'beer' },
+    });
+    expect(first).toEqual({
+      status: 200,
+      json: { kind: 'goods', action: 'spend', amount: 4_500_000, item: 'beer', valueLeft: 5_500_000 },
+    });
+    expect(
+      await jsonCall(g2, 'POST', '/v1/redeem', { token: tok, body: { scan: 'scan-1', id: wallet, item: 'beer' } }),
+    ).toMatchObject({ status: 200, json: { valueLeft: 5_500_000, duplicate: true } });
+    expect(await jsonCall(g2, 'POST', '/v1/reverse', { token: tok, body: { scan: 'scan-1' } })).toMatchObject({
+      status: 200,
+      json: { action: 'reverse', valueLeft: 10_000_000 },
+    });
+    expect(await jsonCall(g1, 'POST', '/v1/reverse', { token: tok, body: { scan: 'scan-1' } })).toMatchObject({
+      status: 200,
+      json: { valueLeft: 10_000_000, duplicate: true },
+    });
   });
 
   it('a purchase through the card company, then the audit balances every ID', async () => {
@@ -203,8 +270,12 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
     const swTok = (await createToken(ctx.redis, { name: 'sw-failover', role: 'switch' })).token;
     const c = await Client.connect(g1.port, swTok);
     try {
-      for (const [i, id] of ids.entries()) expect(await c.request({ op: 'start', ref: `fs${i}`, call: `f${i}`, id, dest: '4912345' })).toMatchObject({ op: 'started' });
-      for (const i of ids.keys()) expect(await c.request({ op: 'tick', ref: `ft${i}`, call: `f${i}`, sec: 3 })).toMatchObject({ op: 'ticked' });
+      for (const [i, id] of ids.entries())
+        expect(await c.request({ op: 'start', ref: `fs${i}`, call: `f${i}`, id, dest: '4912345' })).toMatchObject({
+          op: 'started',
+        });
+      for (const i of ids.keys())
+        expect(await c.request({ op: 'tick', ref: `ft${i}`, call: `f${i}`, sec: 3 })).toMatchObject({ op: 'ticked' });
       // Let replication catch up (it is asynchronous), then kill the first primary.
       await sleep(300);
       const primary = (ctx.redis as Cluster).nodes('master')[0]!;
@@ -226,7 +297,12 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
       }
       expect([...pending]).toEqual([]);
       for (const i of ids.keys()) {
-        expect(await c.request({ op: 'stop', ref: `fe${i}`, call: `f${i}`, sec: 8 })).toMatchObject({ op: 'stopped', billedSec: 8, cost: 800, balance: 1_000_000 - 800 });
+        expect(await c.request({ op: 'stop', ref: `fe${i}`, call: `f${i}`, sec: 8 })).toMatchObject({
+          op: 'stopped',
+          billedSec: 8,
+          cost: 800,
+          balance: 1_000_000 - 800,
+        });
       }
     } finally {
       await c.close();

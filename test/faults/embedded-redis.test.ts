@@ -42,7 +42,10 @@ describe('embedded Redis ends with its parent', () => {
       ].join('\n'),
     );
     // node --import tsx runs the script in this very process (the tsx CLI would add a wrapper process).
-    const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', script], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let port = 0;
     try {
       let out = '';

@@ -70,7 +70,16 @@ beforeAll(async () => {
   redis = await startRedis();
   sandbox = new Sandbox();
   const sandboxPort = await sandbox.listen();
-  cfg = loadConfig({ REDIS_URL: redis.url, TESSERA_SECRET: TEST_SECRET, DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', PROVIDER_URL: `http://127.0.0.1:${sandboxPort}`, REDIS_TIMEOUT_MS: String(TIMEOUT_MS) });
+  cfg = loadConfig({
+    REDIS_URL: redis.url,
+    TESSERA_SECRET: TEST_SECRET,
+    DATA_DIR: dir,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'silent',
+    PROVIDER_URL: `http://127.0.0.1:${sandboxPort}`,
+    REDIS_TIMEOUT_MS: String(TIMEOUT_MS),
+  });
   ctx = await openContext(cfg, createLogger('silent'), redis.url);
   await putPlans(ctx.redis, [{ name: 'std', rates: STD_RATES }]);
   await putProducts(ctx.redis, [TALK]);
@@ -92,7 +101,10 @@ describe('Redis frozen for 5 s', () => {
     const [id, late] = await sold(2);
     const call = `frz-${++n}`;
     expect(await sw.request({ op: 'start', ref: 's', call, id, dest: DEST })).toMatchObject({ op: 'started' });
-    expect(await sw.request({ op: 'tick', ref: 't1', call, sec: 1 })).toMatchObject({ op: 'ticked', balance: 10_000_000 - 100 });
+    expect(await sw.request({ op: 'tick', ref: 't1', call, sec: 1 })).toMatchObject({
+      op: 'ticked',
+      balance: 10_000_000 - 100,
+    });
 
     const pid = await redisPid();
     process.kill(pid, 'SIGSTOP');
@@ -103,7 +115,10 @@ describe('Redis frozen for 5 s', () => {
       for (let sec = 2; sec <= 5; sec++) {
         const t0 = Date.now();
         const ticks = sw.request({ op: 'tick', ref: `t${sec}`, call, sec }, 5000);
-        const start = sw.request({ op: 'start', ref: `s${sec}`, call: `frz-late-${n}-${sec}`, id: late!, dest: DEST }, 5000);
+        const start = sw.request(
+          { op: 'start', ref: `s${sec}`, call: `frz-late-${n}-${sec}`, id: late!, dest: DEST },
+          5000,
+        );
         for (const m of await Promise.all([ticks, start])) answers.push({ ms: Date.now() - t0, m });
         await sleep(Math.max(0, frozenAt + (sec - 1) * 1000 - Date.now()));
       }
@@ -125,24 +140,38 @@ describe('Redis frozen for 5 s', () => {
       await sleep(100);
     }
     expect(next).toMatchObject({ op: 'ticked', balance: 10_000_000 - 600 });
-    expect(await sw.request({ op: 'stop', ref: 'e', call, sec: 7 })).toMatchObject({ op: 'stopped', billedSec: 7, cost: 700 });
+    expect(await sw.request({ op: 'stop', ref: 'e', call, sec: 7 })).toMatchObject({
+      op: 'stopped',
+      billedSec: 7,
+      cost: 700,
+    });
   }, 30_000);
 });
 
 describe('Redis slow to answer', () => {
   it('requests past the in-flight bound are refused overloaded at once instead of queueing; the rest finish when Redis is back', async () => {
-    const small = await startGateway({ ...cfg, maxInflightTotal: 100, redis: { ...cfg.redis, timeoutMs: 3000 } }, createLogger('silent'), redis.url);
-    const c = await Client.connect(small.port, (await createToken(ctx.redis, { name: 'sw-slow', role: 'switch' })).token);
+    const small = await startGateway(
+      { ...cfg, maxInflightTotal: 100, redis: { ...cfg.redis, timeoutMs: 3000 } },
+      createLogger('silent'),
+      redis.url,
+    );
+    const c = await Client.connect(
+      small.port,
+      (await createToken(ctx.redis, { name: 'sw-slow', role: 'switch' })).token,
+    );
     try {
       const [id] = await sold(1);
-      expect(await c.request({ op: 'start', ref: 'slow-s', call: 'slow', id, dest: DEST })).toMatchObject({ op: 'started' });
+      expect(await c.request({ op: 'start', ref: 'slow-s', call: 'slow', id, dest: DEST })).toMatchObject({
+        op: 'started',
+      });
       const pid = await redisPid();
       process.kill(pid, 'SIGSTOP');
       const t0 = Date.now();
       try {
         c.send(Array.from({ length: 1000 }, (_, i) => ({ op: 'tick', ref: `tk-${i}`, call: 'slow', sec: 1 + i })));
         // 900 refused at once, while Redis still sleeps.
-        const refused = () => c.received.filter((m) => String(m.ref).startsWith('tk-') && m.reason === 'overloaded').length;
+        const refused = () =>
+          c.received.filter((m) => String(m.ref).startsWith('tk-') && m.reason === 'overloaded').length;
         for (let i = 0; i < 100 && refused() < 900; i++) await sleep(10);
         expect(refused()).toBe(900);
         expect(Date.now() - t0).toBeLessThan(1000);
@@ -155,7 +184,11 @@ describe('Redis slow to answer', () => {
       expect(answered()).toBe(1000);
       const ticked = c.received.filter((m) => String(m.ref).startsWith('tk-') && m.op === 'ticked');
       expect(ticked).toHaveLength(100);
-      expect(await c.request({ op: 'stop', ref: 'slow-e', call: 'slow', sec: 100 })).toMatchObject({ op: 'stopped', billedSec: 100, cost: 10_000 });
+      expect(await c.request({ op: 'stop', ref: 'slow-e', call: 'slow', sec: 100 })).toMatchObject({
+        op: 'stopped',
+        billedSec: 100,
+        cost: 10_000,
+      });
     } finally {
       await c.close();
       await small.close();
@@ -169,7 +202,10 @@ describe('Redis killed with SIGKILL and started again on its AOF', () => {
     for (const [i, id] of ids.entries()) {
       const call = `k-${i}`;
       expect(await sw.request({ op: 'start', ref: `ks${i}`, call, id, dest: DEST })).toMatchObject({ op: 'started' });
-      expect(await sw.request({ op: 'stop', ref: `ke${i}`, call, sec: 10 + i })).toMatchObject({ op: 'stopped', cost: (10 + i) * 100 });
+      expect(await sw.request({ op: 'stop', ref: `ke${i}`, call, sec: 10 + i })).toMatchObject({
+        op: 'stopped',
+        cost: (10 + i) * 100,
+      });
     }
     // The loss window of appendfsync everysec: about a second. Wait it out, then kill.
     await sleep(1500);

@@ -61,7 +61,17 @@ beforeAll(async () => {
   port = await freePort();
   primary = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), '--workers', '2'], {
     cwd: ROOT,
-    env: { ...process.env, REDIS_URL: h.redis.url, PROVIDER_URL: h.cfg.provider.url, TESSERA_SECRET: TEST_SECRET, BUCKETS: String(h.cfg.buckets), DATA_DIR: dir, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info' },
+    env: {
+      ...process.env,
+      REDIS_URL: h.redis.url,
+      PROVIDER_URL: h.cfg.provider.url,
+      TESSERA_SECRET: TEST_SECRET,
+      BUCKETS: String(h.cfg.buckets),
+      DATA_DIR: dir,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'info',
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   primary.stdout!.on('data', (d: Buffer) => (log += d.toString()));
@@ -85,9 +95,13 @@ describe('--workers 2, one of them killed with SIGKILL mid-traffic', () => {
     const connOf = (i: number): number => i % CONNS;
 
     // 1,000 calls, answered and ticked to second 3.
-    await Promise.all(ids.map((id, i) => conns[connOf(i)]!.request({ op: 'start', ref: `s${i}`, call: `c${i}`, id, dest: DEST })));
+    await Promise.all(
+      ids.map((id, i) => conns[connOf(i)]!.request({ op: 'start', ref: `s${i}`, call: `c${i}`, id, dest: DEST })),
+    );
     for (const sec of [1, 2, 3]) {
-      await Promise.all(ids.map((_, i) => conns[connOf(i)]!.request({ op: 'tick', ref: `t${sec}-${i}`, call: `c${i}`, sec })));
+      await Promise.all(
+        ids.map((_, i) => conns[connOf(i)]!.request({ op: 'tick', ref: `t${sec}-${i}`, call: `c${i}`, sec })),
+      );
     }
 
     // One worker dies. Its connections drop; the switch reconnects them.
@@ -96,7 +110,7 @@ describe('--workers 2, one of them killed with SIGKILL mid-traffic', () => {
     await waitUntil('the dropped connections', () => conns.some((c) => c.ws.readyState === c.ws.CLOSED));
     for (let i = 0; i < CONNS; i++) {
       if (conns[i]!.ws.readyState !== conns[i]!.ws.OPEN) {
-        await waitUntil('a worker taking connections', async () => (await healthy()));
+        await waitUntil('a worker taking connections', async () => await healthy());
         conns[i] = await Client.connect(port, swTok);
       }
     }
@@ -105,11 +119,16 @@ describe('--workers 2, one of them killed with SIGKILL mid-traffic', () => {
     // The switch goes on: ticks 4 and 5, then the stop at 5 s. Ticks sent while the worker
     // died were never answered; the next tick carries the elapsed seconds, so nothing is lost.
     for (const sec of [4, 5]) {
-      const r = await Promise.all(ids.map((_, i) => conns[connOf(i)]!.request({ op: 'tick', ref: `u${sec}-${i}`, call: `c${i}`, sec })));
+      const r = await Promise.all(
+        ids.map((_, i) => conns[connOf(i)]!.request({ op: 'tick', ref: `u${sec}-${i}`, call: `c${i}`, sec })),
+      );
       expect(r.every((m) => m.op === 'ticked')).toBe(true);
     }
-    const stops = await Promise.all(ids.map((_, i) => conns[connOf(i)]!.request({ op: 'stop', ref: `e${i}`, call: `c${i}`, sec: 5 })));
-    for (const s of stops) expect(s).toMatchObject({ op: 'stopped', billedSec: 5, cost: 500, balance: 10_000_000 - 500 });
+    const stops = await Promise.all(
+      ids.map((_, i) => conns[connOf(i)]!.request({ op: 'stop', ref: `e${i}`, call: `c${i}`, sec: 5 })),
+    );
+    for (const s of stops)
+      expect(s).toMatchObject({ op: 'stopped', billedSec: 5, cost: 500, balance: 10_000_000 - 500 });
     for (const c of conns) await c.close();
 
     // The primary replaced the dead worker.

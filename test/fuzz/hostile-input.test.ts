@@ -26,8 +26,11 @@ const tokens: Record<string, string> = {};
 let ids: string[] = [];
 
 // The reasons the docs give integrators: any reason outside them is a bug.
-const DOCS = readdirSync(join(__dirname, '../../docs')).map((f) => readFileSync(join(__dirname, '../../docs', f), 'utf8')).join('\n');
-const documented = (reason: unknown): boolean => typeof reason === 'string' && /^[a-z][a-z_]*$/.test(reason) && DOCS.includes('`' + reason + '`');
+const DOCS = readdirSync(join(__dirname, '../../docs'))
+  .map((f) => readFileSync(join(__dirname, '../../docs', f), 'utf8'))
+  .join('\n');
+const documented = (reason: unknown): boolean =>
+  typeof reason === 'string' && /^[a-z][a-z_]*$/.test(reason) && DOCS.includes('`' + reason + '`');
 
 setFlagsFromString('--expose_gc');
 const gc = runInNewContext('gc') as () => void;
@@ -54,29 +57,47 @@ const scalar = fc.oneof(
   fc.constantFrom(0, -1, 2 ** 53, -(2 ** 53), Number.MAX_SAFE_INTEGER + 2, 1e308, NaN, Infinity),
   fc.string(),
   fc.string({ unit: 'grapheme', maxLength: 40 }),
-  fc.constantFrom('', ' ', '\u0000', '💥'.repeat(50), '4'.repeat(16), '4000000000000002', '../../etc/passwd', '<script>'),
+  fc.constantFrom(
+    '',
+    ' ',
+    '\u0000',
+    '💥'.repeat(50),
+    '4'.repeat(16),
+    '4000000000000002',
+    '../../etc/passwd',
+    '<script>',
+  ),
   fc.boolean(),
   fc.constant(null),
 );
-const anyValue = fc.oneof({ depthSize: 'small' }, scalar, fc.array(scalar, { maxLength: 5 }), fc.dictionary(fc.string({ maxLength: 8 }), scalar, { maxKeys: 5 }));
+const anyValue = fc.oneof(
+  { depthSize: 'small' },
+  scalar,
+  fc.array(scalar, { maxLength: 5 }),
+  fc.dictionary(fc.string({ maxLength: 8 }), scalar, { maxKeys: 5 }),
+);
 const OPS = ['start', 'tick', 'stop', 'ping', 'redeem', 'validate', 'reverse', 'status', 'unknown', '', 'START'];
 /** Maps shaped like messages, every field possibly missing or of a wrong type; a real ID now and then. */
-const messageLike = fc.record(
-  {
-    op: fc.oneof(fc.constantFrom(...OPS), scalar),
-    ref: fc.oneof(scalar, fc.string({ maxLength: 100 })),
-    call: anyValue,
-    id: fc.oneof(anyValue, fc.constantFrom(...[0, 1, 2].map((i) => `@${i}`))),
-    dest: anyValue,
-    sec: anyValue,
-    scan: anyValue,
-    item: anyValue,
-    qty: anyValue,
-    dir: fc.oneof(fc.constantFrom('in', 'out'), scalar),
-    cause: anyValue,
-  },
-  { requiredKeys: [] },
-).map((m) => (m.id && typeof m.id === 'string' && m.id.startsWith('@') ? { ...m, id: ids[Number(m.id.slice(1))] } : m));
+const messageLike = fc
+  .record(
+    {
+      op: fc.oneof(fc.constantFrom(...OPS), scalar),
+      ref: fc.oneof(scalar, fc.string({ maxLength: 100 })),
+      call: anyValue,
+      id: fc.oneof(anyValue, fc.constantFrom(...[0, 1, 2].map((i) => `@${i}`))),
+      dest: anyValue,
+      sec: anyValue,
+      scan: anyValue,
+      item: anyValue,
+      qty: anyValue,
+      dir: fc.oneof(fc.constantFrom('in', 'out'), scalar),
+      cause: anyValue,
+    },
+    { requiredKeys: [] },
+  )
+  .map((m) =>
+    m.id && typeof m.id === 'string' && m.id.startsWith('@') ? { ...m, id: ids[Number(m.id.slice(1))] } : m,
+  );
 
 /** Text that JSON.parse mostly refuses, and some that it accepts. */
 const deep = (n: number): string => '['.repeat(n) + ']'.repeat(n);
@@ -183,7 +204,12 @@ describe('hostile input never crashes the gateway, and every refusal has a docum
       fc.asyncProperty(
         fc.constantFrom(...ROUTES),
         fc.oneof(fc.string({ maxLength: 40 }), fc.constantFrom('', '%00', '..', '4'.repeat(200), '💥', ids[0]!)),
-        fc.oneof(fc.string({ maxLength: 400 }), messageLike.map((m) => JSON.stringify(m)), anyValue.map((v) => JSON.stringify(v) ?? ''), fc.integer({ min: 10, max: 3000 }).map(deep)),
+        fc.oneof(
+          fc.string({ maxLength: 400 }),
+          messageLike.map((m) => JSON.stringify(m)),
+          anyValue.map((v) => JSON.stringify(v) ?? ''),
+          fc.integer({ min: 10, max: 3000 }).map(deep),
+        ),
         fc.constantFrom('application/json', 'text/plain', 'application/x-www-form-urlencoded', ''),
         fc.constantFrom(...Object.keys(tokens), 'none', 'bogus'),
         fc.option(fc.string({ maxLength: 80 })),
@@ -194,7 +220,11 @@ describe('hostile input never crashes the gateway, and every refusal has a docum
           if (role === 'bogus') headers.Authorization = 'Bearer ' + 'b'.repeat(40);
           else if (role !== 'none') headers.Authorization = `Bearer ${tokens[role]}`;
           if (idem !== null) headers['Idempotency-Key'] = idem.replace(/[^\x20-\x7e]/g, '');
-          const res = await fetch(`http://127.0.0.1:${gw.port}${path}`, { method, headers, body: method === 'POST' ? body : undefined });
+          const res = await fetch(`http://127.0.0.1:${gw.port}${path}`, {
+            method,
+            headers,
+            body: method === 'POST' ? body : undefined,
+          });
           statuses.add(res.status);
           const text = await res.text();
           expect(res.status, `${method} ${path}: ${text.slice(0, 200)}`).toBeLessThan(500);

@@ -56,12 +56,14 @@ async function begin(product: Product, dest = DEST, client = c): Promise<{ id: s
   expect(started.op).toBe('started');
   return { id: id!, call, started };
 }
-const tick = (call: string, sec: number, client = c): Promise<Msg> => client.request({ op: 'tick', ref: ref(), call, sec });
+const tick = (call: string, sec: number, client = c): Promise<Msg> =>
+  client.request({ op: 'tick', ref: ref(), call, sec });
 const stop = (call: string, sec: number, cause?: string, client = c): Promise<Msg> =>
   client.request({ op: 'stop', ref: ref(), call, sec, ...(cause ? { cause } : {}) });
 
 /** Levels, secLeft and balance of every alert of a call, in arrival order. */
-const alertsOf = (call: string, client = c): [number, number, number][] => msgs(client, call, 'alert').map((m) => [m.level, m.secLeft, m.balance]);
+const alertsOf = (call: string, client = c): [number, number, number][] =>
+  msgs(client, call, 'alert').map((m) => [m.level, m.secLeft, m.balance]);
 
 describe('per-second debit', () => {
   it('a one-hour call of 3600 ticks bills exactly 3600 x rate', async () => {
@@ -70,11 +72,24 @@ describe('per-second debit', () => {
     const t0 = Date.now();
     sendTicks(c, call, range(1, 3600), 100, 'last');
     const last = await c.waitFor((m) => m.ref === 'last', 10_000);
-    expect(last).toEqual({ op: 'ticked', ref: 'last', call, balance: 1_000_000 - 3600 * 200, secLeft: (1_000_000 - 3600 * 200) / 200 });
+    expect(last).toEqual({
+      op: 'ticked',
+      ref: 'last',
+      call,
+      balance: 1_000_000 - 3600 * 200,
+      secLeft: (1_000_000 - 3600 * 200) / 200,
+    });
     expect(await idFields(h, id)).toMatchObject({ bal: '280000', act: '1', st: 'sold' });
 
     const stopped = await stop(call, 3600, 'caller_hangup');
-    expect(stopped).toEqual({ op: 'stopped', ref: stopped.ref, call, billedSec: 3600, cost: 720_000, balance: 280_000 });
+    expect(stopped).toEqual({
+      op: 'stopped',
+      ref: stopped.ref,
+      call,
+      billedSec: 3600,
+      cost: 720_000,
+      balance: 280_000,
+    });
     expect(await idFields(h, id)).toMatchObject({ bal: '280000', act: '0', st: 'sold' });
     // Thresholds were never near; nothing else came back for this call.
     expect(msgs(c, call, 'alert')).toEqual([]);
@@ -136,7 +151,9 @@ describe('per-second debit', () => {
     const { id, call } = await begin(talkProduct(), DEST449);
     expect(await stop(call, 0)).toMatchObject({ billedSec: 0, cost: 0, balance: 1_000_000 });
     expect(await idFields(h, id)).toMatchObject({ bal: '1000000', act: '0' });
-    expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '0', cost: '0', fee: '5000', short: '0', bal: '1000000', answer: '' }]);
+    expect(await cdrsOf(h, id, call)).toMatchObject([
+      { sec: '0', cost: '0', fee: '5000', short: '0', bal: '1000000', answer: '' },
+    ]);
   });
 });
 
@@ -151,7 +168,8 @@ describe('thresholds', () => {
       [60, 60, 6000],
       [10, 10, 1000],
     ]);
-    for (const a of msgs(c, call, 'alert')) expect(Object.keys(a).sort()).toEqual(['balance', 'call', 'level', 'op', 'secLeft']);
+    for (const a of msgs(c, call, 'alert'))
+      expect(Object.keys(a).sort()).toEqual(['balance', 'call', 'level', 'op', 'secLeft']);
     expect(msgs(c, call, 'cutoff')).toEqual([]);
     // Ticks again over the same seconds fire nothing new.
     sendTicks(c, call, range(90, 399), 100);
@@ -231,11 +249,16 @@ describe('cut-off at zero', () => {
     expect(await c.waitFor((m) => m.ref === 'at105')).toMatchObject({ balance: 0, secLeft: 0 });
     expect(msgs(c, call, 'cutoff').every((m) => m.reason === 'exhausted')).toBe(true);
     expect(msgs(c, call, 'cutoff').length).toBeGreaterThanOrEqual(1);
-    for (const m of c.received.filter((x) => x.call === call && 'balance' in x)) expect(m.balance).toBeGreaterThanOrEqual(0);
+    for (const m of c.received.filter((x) => x.call === call && 'balance' in x))
+      expect(m.balance).toBeGreaterThanOrEqual(0);
     expect((await idFields(h, id)).bal).toBe('0');
 
     const again = newCall();
-    expect(await c.request({ op: 'start', ref: ref(), call: again, id, dest: DEST })).toMatchObject({ op: 'error', call: again, reason: 'exhausted' });
+    expect(await c.request({ op: 'start', ref: ref(), call: again, id, dest: DEST })).toMatchObject({
+      op: 'error',
+      call: again,
+      reason: 'exhausted',
+    });
 
     expect(await stop(call, 105)).toMatchObject({ op: 'stopped', billedSec: 105, cost: 10_000, balance: 0 });
     expect(await idFields(h, id)).toMatchObject({ st: 'exhausted', bal: '0', act: '0' });
@@ -320,19 +343,39 @@ describe('repeated and out-of-order ticks', () => {
   it('unknown_call for a tick (with or without ref) and a stop of a call never started', async () => {
     const call = newCall();
     c.send({ op: 'tick', call, sec: 1 });
-    expect(await c.waitFor((m) => m.call === call && m.op === 'error')).toMatchObject({ op: 'error', call, reason: 'unknown_call' });
+    expect(await c.waitFor((m) => m.call === call && m.op === 'error')).toMatchObject({
+      op: 'error',
+      call,
+      reason: 'unknown_call',
+    });
     const r1 = ref();
-    expect(await c.request({ op: 'tick', ref: r1, call, sec: 2 })).toMatchObject({ op: 'error', ref: r1, call, reason: 'unknown_call' });
+    expect(await c.request({ op: 'tick', ref: r1, call, sec: 2 })).toMatchObject({
+      op: 'error',
+      ref: r1,
+      call,
+      reason: 'unknown_call',
+    });
     const r2 = ref();
-    expect(await c.request({ op: 'stop', ref: r2, call, sec: 2 })).toMatchObject({ op: 'error', ref: r2, call, reason: 'unknown_call' });
+    expect(await c.request({ op: 'stop', ref: r2, call, sec: 2 })).toMatchObject({
+      op: 'error',
+      ref: r2,
+      call,
+      reason: 'unknown_call',
+    });
   });
 
   it("another switch cannot tick or stop this switch's call", async () => {
     const { id, call } = await begin(talkProduct());
     const { c: other } = await connectSwitch(h, gw.port);
     try {
-      expect(await other.request({ op: 'tick', ref: 1, call, sec: 50 })).toMatchObject({ op: 'error', reason: 'unknown_call' });
-      expect(await other.request({ op: 'stop', ref: 2, call, sec: 50 })).toMatchObject({ op: 'error', reason: 'unknown_call' });
+      expect(await other.request({ op: 'tick', ref: 1, call, sec: 50 })).toMatchObject({
+        op: 'error',
+        reason: 'unknown_call',
+      });
+      expect(await other.request({ op: 'stop', ref: 2, call, sec: 50 })).toMatchObject({
+        op: 'error',
+        reason: 'unknown_call',
+      });
     } finally {
       await other.close();
     }
@@ -345,7 +388,12 @@ describe('repeated and out-of-order ticks', () => {
     expect(await stop(call, 6)).toMatchObject({ billedSec: 6, cost: 600, balance: 999_400 });
     c.send({ op: 'tick', call, sec: 20 });
     const r = ref();
-    expect(await c.request({ op: 'tick', ref: r, call, sec: 30 })).toMatchObject({ op: 'error', ref: r, call, reason: 'call_ended' });
+    expect(await c.request({ op: 'tick', ref: r, call, sec: 30 })).toMatchObject({
+      op: 'error',
+      ref: r,
+      call,
+      reason: 'call_ended',
+    });
     expect(msgs(c, call, 'error')).toHaveLength(1);
     expect(await idFields(h, id)).toMatchObject({ bal: '999400', act: '0' });
   });
@@ -383,11 +431,22 @@ describe('duplicate stop', () => {
     try {
       const id = (await soldIds(h, talkProduct()))[0]!;
       const call = newCall();
-      expect(await c1.request({ op: 'start', ref: 1, call, id, dest: DEST })).toMatchObject({ op: 'started', maxSec: 10000 });
+      expect(await c1.request({ op: 'start', ref: 1, call, id, dest: DEST })).toMatchObject({
+        op: 'started',
+        maxSec: 10000,
+      });
       expect(await c1.request({ op: 'tick', ref: 2, call, sec: 4 })).toMatchObject({ balance: 999_600 });
       // The call goes on at the other gateway: same session, same billing.
-      expect(await c2.request({ op: 'tick', ref: 3, call, sec: 9 })).toMatchObject({ op: 'ticked', balance: 999_100, secLeft: 9991 });
-      expect(await c2.request({ op: 'start', ref: 4, call, id, dest: DEST })).toMatchObject({ op: 'started', maxSec: 10000, balance: 1_000_000 });
+      expect(await c2.request({ op: 'tick', ref: 3, call, sec: 9 })).toMatchObject({
+        op: 'ticked',
+        balance: 999_100,
+        secLeft: 9991,
+      });
+      expect(await c2.request({ op: 'start', ref: 4, call, id, dest: DEST })).toMatchObject({
+        op: 'started',
+        maxSec: 10000,
+        balance: 1_000_000,
+      });
       const first = await c2.request({ op: 'stop', ref: 5, call, sec: 11 });
       expect(first).toMatchObject({ op: 'stopped', billedSec: 11, cost: 1100, balance: 998_900 });
       const again = await c1.request({ op: 'stop', ref: 6, call, sec: 11 });
@@ -407,8 +466,14 @@ describe('two calls on one ID', () => {
     const id = (await soldIds(h, talkProduct({ face: 10_000, maxCalls: 2, thresholds: [] })))[0]!;
     const a = newCall();
     const b = newCall();
-    expect(await c.request({ op: 'start', ref: ref(), call: a, id, dest: DEST })).toMatchObject({ op: 'started', maxSec: 100 });
-    expect(await c.request({ op: 'start', ref: ref(), call: b, id, dest: DEST })).toMatchObject({ op: 'started', maxSec: 100 });
+    expect(await c.request({ op: 'start', ref: ref(), call: a, id, dest: DEST })).toMatchObject({
+      op: 'started',
+      maxSec: 100,
+    });
+    expect(await c.request({ op: 'start', ref: ref(), call: b, id, dest: DEST })).toMatchObject({
+      op: 'started',
+      maxSec: 100,
+    });
     expect((await idFields(h, id)).act).toBe('2');
 
     let sec = 0;
@@ -451,11 +516,17 @@ describe('two calls on one ID', () => {
     await c.request({ op: 'start', ref: ref(), call: a, id, dest: DEST });
     await c.request({ op: 'start', ref: ref(), call: b, id, dest: DEST44 });
     // a at 100/s, b at 200/s: 30 s each costs 3000 + 6000.
-    c.send([...range(1, 30).map((sec) => ({ op: 'tick', call: a, sec })), ...range(1, 30).map((sec) => ({ op: 'tick', call: b, sec }))]);
+    c.send([
+      ...range(1, 30).map((sec) => ({ op: 'tick', call: a, sec })),
+      ...range(1, 30).map((sec) => ({ op: 'tick', call: b, sec })),
+    ]);
     expect(await tick(a, 30)).toMatchObject({ balance: 1000, secLeft: 10 });
     expect(await tick(b, 30)).toMatchObject({ balance: 1000, secLeft: 5 });
     // Both run on past the end in one frame: the balance stops at 0.
-    c.send([...range(31, 60).map((sec) => ({ op: 'tick', call: a, sec })), ...range(31, 60).map((sec) => ({ op: 'tick', call: b, sec }))]);
+    c.send([
+      ...range(31, 60).map((sec) => ({ op: 'tick', call: a, sec })),
+      ...range(31, 60).map((sec) => ({ op: 'tick', call: b, sec })),
+    ]);
     expect(await tick(b, 60)).toMatchObject({ balance: 0, secLeft: 0 });
     const sa = await stop(a, 60);
     const sb = await stop(b, 60);
@@ -476,7 +547,10 @@ describe('block during a live call', () => {
     expect(await stop(call, 6)).toMatchObject({ billedSec: 6, cost: 600, balance: 999_400 });
     expect(await idFields(h, id)).toMatchObject({ st: 'blocked', bal: '999400', act: '0' });
     const again = newCall();
-    expect(await c.request({ op: 'start', ref: ref(), call: again, id, dest: DEST })).toMatchObject({ op: 'error', reason: 'blocked' });
+    expect(await c.request({ op: 'start', ref: ref(), call: again, id, dest: DEST })).toMatchObject({
+      op: 'error',
+      reason: 'blocked',
+    });
   });
 
   it('a repeated tick after a block also orders the cut-off', async () => {
@@ -501,18 +575,33 @@ describe('large amounts', () => {
       expect(maxSec).toBe(809_992);
 
       const bal1 = bi(face) - bi(600_000) * bi(BIG.rate) - bi(BIG.fee);
-      expect(await tick(call, 600_000, bin.c)).toMatchObject({ balance: Number(bal1), secLeft: Number(bal1 / bi(BIG.rate)) });
+      expect(await tick(call, 600_000, bin.c)).toMatchObject({
+        balance: Number(bal1),
+        secLeft: Number(bal1 / bi(BIG.rate)),
+      });
       expect((await idFields(h, id)).bal).toBe(bal1.toString());
 
       const bal2 = bal1 - bi(4800) * bi(BIG.rate);
       const cost = bi(face) - bal2;
-      expect(await stop(call, 604_800, undefined, bin.c)).toMatchObject({ billedSec: 604_800, cost: Number(cost), balance: Number(bal2) });
+      expect(await stop(call, 604_800, undefined, bin.c)).toMatchObject({
+        billedSec: 604_800,
+        cost: Number(cost),
+        balance: Number(bal2),
+      });
       const f = await idFields(h, id);
       expect(f.bal).toBe(bal2.toString());
       const [rec] = await cdrsOf(h, id, call);
-      expect(rec).toMatchObject({ sec: '604800', rate: String(BIG.rate), fee: String(BIG.fee), cost: cost.toString(), short: '0', bal: bal2.toString() });
+      expect(rec).toMatchObject({
+        sec: '604800',
+        rate: String(BIG.rate),
+        fee: String(BIG.fee),
+        cost: cost.toString(),
+        short: '0',
+        bal: bal2.toString(),
+      });
       expect(await h.r.hget(sessionKey(h, id, bin.name, call), 'bal0')).toBe('100000000000000');
-      for (const [k, v] of Object.entries(rec!)) if (/^(start|answer|end|sec|rate|fee|cost|short|bal)$/.test(k)) expect(v, k).toMatch(/^\d+$/);
+      for (const [k, v] of Object.entries(rec!))
+        if (/^(start|answer|end|sec|rate|fee|cost|short|bal)$/.test(k)) expect(v, k).toMatch(/^\d+$/);
     } finally {
       await bin.c.close();
     }
@@ -545,7 +634,10 @@ describe('answer time', () => {
   it('is never before the start, even when the first tick claims more seconds than have passed', async () => {
     const { id, call, started } = await begin(talkProduct());
     expect(started.op).toBe('started');
-    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 100 })).toMatchObject({ op: 'ticked', balance: 990_000 });
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 100 })).toMatchObject({
+      op: 'ticked',
+      balance: 990_000,
+    });
     expect(await c.request({ op: 'stop', ref: ref(), call, sec: 100 })).toMatchObject({ billedSec: 100, cost: 10_000 });
     const [rec] = await cdrsOf(h, id, call);
     expect(rec).toBeDefined();

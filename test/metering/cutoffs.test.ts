@@ -67,11 +67,22 @@ describe('cut-offs are counted once', () => {
 
     // The switch talks on: every further tick (new seconds, or a repeat) repeats the order.
     for (const sec of [11, 12, 13, 13]) {
-      expect(await c.request({ op: 'tick', ref: ref(), call, sec })).toMatchObject({ op: 'ticked', balance: 0, secLeft: 0 });
+      expect(await c.request({ op: 'tick', ref: ref(), call, sec })).toMatchObject({
+        op: 'ticked',
+        balance: 0,
+        secLeft: 0,
+      });
     }
-    expect(msgs(c, call, 'cutoff')).toEqual(Array.from({ length: 5 }, () => ({ op: 'cutoff', call, reason: 'exhausted' })));
+    expect(msgs(c, call, 'cutoff')).toEqual(
+      Array.from({ length: 5 }, () => ({ op: 'cutoff', call, reason: 'exhausted' })),
+    );
     expect(await cutoffs('exhausted')).toBe(before + 1);
-    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 13 })).toMatchObject({ op: 'stopped', billedSec: 13, cost: 1000, balance: 0 });
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 13 })).toMatchObject({
+      op: 'stopped',
+      billedSec: 13,
+      cost: 1000,
+      balance: 0,
+    });
     expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '13', cost: '1000', short: '300', bal: '0' }]);
     expect(await cutoffs('exhausted')).toBe(before + 1);
   });
@@ -85,7 +96,9 @@ describe('cut-offs are counted once', () => {
     for (const sec of [2, 3, 3, 4]) {
       expect(await c.request({ op: 'tick', ref: ref(), call, sec })).toMatchObject({ op: 'ticked' });
     }
-    expect(msgs(c, call, 'cutoff')).toEqual(Array.from({ length: 4 }, () => ({ op: 'cutoff', call, reason: 'blocked' })));
+    expect(msgs(c, call, 'cutoff')).toEqual(
+      Array.from({ length: 4 }, () => ({ op: 'cutoff', call, reason: 'blocked' })),
+    );
     expect(await cutoffs('blocked')).toBe(beforeB + 1);
     expect(await cutoffs('exhausted')).toBe(beforeE);
     await c.request({ op: 'stop', ref: ref(), call, sec: 4 });
@@ -102,25 +115,45 @@ describe('cut as soon as a second can no longer be paid', () => {
     expect(await c.waitFor((m) => m.ref === r9)).toEqual({ op: 'ticked', ref: r9, call, balance: 150, secLeft: 1 });
     expect(msgs(c, call, 'cutoff')).toEqual([]);
 
-    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 10 })).toMatchObject({ op: 'ticked', balance: 50, secLeft: 0 });
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 10 })).toMatchObject({
+      op: 'ticked',
+      balance: 50,
+      secLeft: 0,
+    });
     expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted' }]);
     expect(await idFields(h, id)).toMatchObject({ st: 'sold', bal: '50', act: '1' });
 
     // 50 cannot pay a second at 100/s: a new call on this (two-call) ID is refused.
     const other = newCall();
-    expect(await c.request({ op: 'start', ref: ref(), call: other, id, dest: DEST })).toMatchObject({ op: 'error', call: other, reason: 'insufficient_balance' });
+    expect(await c.request({ op: 'start', ref: ref(), call: other, id, dest: DEST })).toMatchObject({
+      op: 'error',
+      call: other,
+      reason: 'insufficient_balance',
+    });
     expect(await idFields(h, id)).toMatchObject({ st: 'sold', bal: '50', act: '1' });
 
     // The switch talks on: second 11 takes the last 50, 50 short, and the ID is exhausted.
-    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 11 })).toMatchObject({ op: 'ticked', balance: 0, secLeft: 0 });
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 11 })).toMatchObject({
+      op: 'ticked',
+      balance: 0,
+      secLeft: 0,
+    });
     expect(msgs(c, call, 'cutoff')).toEqual([
       { op: 'cutoff', call, reason: 'exhausted' },
       { op: 'cutoff', call, reason: 'exhausted' },
     ]);
     expect(await idFields(h, id)).toMatchObject({ st: 'exhausted', bal: '0' });
-    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 11 })).toMatchObject({ op: 'stopped', billedSec: 11, cost: 1050, balance: 0 });
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 11 })).toMatchObject({
+      op: 'stopped',
+      billedSec: 11,
+      cost: 1050,
+      balance: 0,
+    });
     expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '11', cost: '1050', short: '50', bal: '0' }]);
     expect(await idFields(h, id)).toMatchObject({ st: 'exhausted', bal: '0', act: '0' });
-    expect(await c.request({ op: 'start', ref: ref(), call: newCall(), id, dest: DEST })).toMatchObject({ op: 'error', reason: 'exhausted' });
+    expect(await c.request({ op: 'start', ref: ref(), call: newCall(), id, dest: DEST })).toMatchObject({
+      op: 'error',
+      reason: 'exhausted',
+    });
   });
 });

@@ -17,7 +17,8 @@ export async function cdrsOf(h: Harness, id: string, call: string): Promise<Reco
 }
 
 /** Messages for a call of a given op, in arrival order. */
-export const msgs = (c: Client, call: string, op: string): Msg[] => c.received.filter((m) => m.call === call && m.op === op);
+export const msgs = (c: Client, call: string, op: string): Msg[] =>
+  c.received.filter((m) => m.call === call && m.op === op);
 
 /** Sends ticks for secs as array frames of `per` messages each; the very last tick carries `ref` when given. */
 export function sendTicks(c: Client, call: string, secs: number[], per = 100, lastRef?: string | number): void {
@@ -31,7 +32,11 @@ export function sendTicks(c: Client, call: string, secs: number[], per = 100, la
 export const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 /** A switch connection with a token of a known (unique) name: calls live under that name. */
-export async function connectSwitch(h: Harness, port: number, opts: { binary?: boolean } = {}): Promise<{ c: Client; name: string }> {
+export async function connectSwitch(
+  h: Harness,
+  port: number,
+  opts: { binary?: boolean } = {},
+): Promise<{ c: Client; name: string }> {
   const name = uniq('sw', 4);
   const c = await Client.connect(port, await token(h, 'switch', name), opts);
   return { c, name };

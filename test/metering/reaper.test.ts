@@ -28,7 +28,8 @@ afterAll(async () => {
   await h?.stop();
 });
 
-const liveScore = (id: string, sw: string, call: string): Promise<string | null> => h.r.zscore(keys.live(bucketOf(h, id)), sessionKey(h, id, sw, call));
+const liveScore = (id: string, sw: string, call: string): Promise<string | null> =>
+  h.r.zscore(keys.live(bucketOf(h, id)), sessionKey(h, id, sw, call));
 
 async function begin(c: Client, dest = DEST, maxCalls = 1): Promise<{ id: string; call: string; started: Msg }> {
   const [id] = await soldIds(h, talkProduct({ maxCalls }));
@@ -55,14 +56,27 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
     const { id, call } = await begin(c);
     c.send([1, 2].map((sec) => ({ op: 'tick', call, sec })));
     const lastTickAt = Date.now();
-    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 3 })).toMatchObject({ op: 'ticked', balance: 999_700, secLeft: 9997 });
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 3 })).toMatchObject({
+      op: 'ticked',
+      balance: 999_700,
+      secLeft: 9997,
+    });
     expect(await liveScore(id, sw, call)).not.toBeNull();
 
     await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000);
     const recs = await cdrsOf(h, id, call);
     expect(recs).toHaveLength(1);
     const rec = recs[0]!;
-    expect(rec).toMatchObject({ switch: sw, call, sec: '3', rate: '100', cost: '300', short: '0', bal: '999700', cause: 'stale' });
+    expect(rec).toMatchObject({
+      switch: sw,
+      call,
+      sec: '3',
+      rate: '100',
+      cost: '300',
+      short: '0',
+      bal: '999700',
+      cause: 'stale',
+    });
     expect(Number(rec.end) - lastTickAt).toBeGreaterThanOrEqual(300);
     expect(await liveScore(id, sw, call)).toBeNull();
     expect(await h.r.zcard(keys.live(bucketOf(h, id)))).toBe(0);
@@ -71,13 +85,31 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
 
     // The slot is free: a new call on this one-call ID is admitted.
     const next = newCall();
-    expect(await c.request({ op: 'start', ref: ref(), call: next, id, dest: DEST })).toMatchObject({ op: 'started', maxSec: 9997, balance: 999_700 });
-    expect(await c.request({ op: 'stop', ref: ref(), call: next, sec: 1 })).toMatchObject({ billedSec: 1, cost: 100, balance: 999_600 });
+    expect(await c.request({ op: 'start', ref: ref(), call: next, id, dest: DEST })).toMatchObject({
+      op: 'started',
+      maxSec: 9997,
+      balance: 999_700,
+    });
+    expect(await c.request({ op: 'stop', ref: ref(), call: next, sec: 1 })).toMatchObject({
+      billedSec: 1,
+      cost: 100,
+      balance: 999_600,
+    });
 
     // The switch wakes up: its tick is refused, its stop gets the reaper's record and charges nothing.
     const r = ref();
-    expect(await c.request({ op: 'tick', ref: r, call, sec: 9 })).toMatchObject({ op: 'error', ref: r, reason: 'call_ended' });
-    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 9 })).toMatchObject({ op: 'stopped', call, billedSec: 3, cost: 300, balance: 999_700 });
+    expect(await c.request({ op: 'tick', ref: r, call, sec: 9 })).toMatchObject({
+      op: 'error',
+      ref: r,
+      reason: 'call_ended',
+    });
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 9 })).toMatchObject({
+      op: 'stopped',
+      call,
+      billedSec: 3,
+      cost: 300,
+      balance: 999_700,
+    });
     expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '999600' });
     expect(await cdrsOf(h, id, call)).toHaveLength(1);
   });
@@ -90,7 +122,10 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
     while ((await cdrsOf(h, quiet.id, quiet.call)).length === 0) {
       if (Date.now() > deadline) throw new Error('quiet call never reaped');
       sec++;
-      expect(await c.request({ op: 'tick', ref: ref(), call: busy.call, sec })).toMatchObject({ op: 'ticked', balance: 1_000_000 - sec * 100 });
+      expect(await c.request({ op: 'tick', ref: ref(), call: busy.call, sec })).toMatchObject({
+        op: 'ticked',
+        balance: 1_000_000 - sec * 100,
+      });
       await sleep(50);
     }
     // Keep ticking a while longer: still live.
@@ -102,7 +137,11 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
     expect(await liveScore(busy.id, sw, busy.call)).not.toBeNull();
     expect(await h.r.hget(sessionKey(h, busy.id, sw, busy.call), 'st')).toBe('live');
     expect(await cdrsOf(h, busy.id, busy.call)).toEqual([]);
-    expect(await c.request({ op: 'stop', ref: ref(), call: busy.call, sec })).toMatchObject({ billedSec: sec, cost: sec * 100, balance: 1_000_000 - sec * 100 });
+    expect(await c.request({ op: 'stop', ref: ref(), call: busy.call, sec })).toMatchObject({
+      billedSec: sec,
+      cost: sec * 100,
+      balance: 1_000_000 - sec * 100,
+    });
     expect(await cdrsOf(h, busy.id, busy.call)).toMatchObject([{ cause: 'normal', sec: String(sec) }]);
     expect(await cdrsOf(h, quiet.id, quiet.call)).toMatchObject([{ cause: 'stale', sec: '0', cost: '0' }]);
   });
@@ -110,7 +149,9 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
   it('a call never ticked is closed at zero cost, connection fee not charged', async () => {
     const { id, call } = await begin(c, DEST449);
     await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000);
-    expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '0', cost: '0', fee: '5000', bal: '1000000', answer: '', cause: 'stale' }]);
+    expect(await cdrsOf(h, id, call)).toMatchObject([
+      { sec: '0', cost: '0', fee: '5000', bal: '1000000', answer: '', cause: 'stale' },
+    ]);
     expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '1000000' });
   });
 });
@@ -140,7 +181,11 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
     expect(await liveScore(id, sw, call)).toBeNull();
     expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '2', cost: '200', bal: '999800', cause: 'stale' }]);
     expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '999800' });
-    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 5 })).toMatchObject({ billedSec: 2, cost: 200, balance: 999_800 });
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 5 })).toMatchObject({
+      billedSec: 2,
+      cost: 200,
+      balance: 999_800,
+    });
     expect(await cdrsOf(h, id, call)).toHaveLength(1);
   });
 
@@ -156,7 +201,11 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
     expect(await c.request({ op: 'tick', ref: ref(), call, sec: 2 })).toMatchObject({ balance: 999_800 });
     await sleep(200);
     expect(await gw.reaper.sweep()).toBe(0);
-    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 4 })).toMatchObject({ billedSec: 4, cost: 400, balance: 999_600 });
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 4 })).toMatchObject({
+      billedSec: 4,
+      cost: 400,
+      balance: 999_600,
+    });
     expect(await cdrsOf(h, id, call)).toMatchObject([{ cause: 'normal', sec: '4' }]);
   });
 
@@ -174,12 +223,19 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
 
     await sleep(350);
     expect(await gw.reaper.sweep()).toBe(1);
-    expect(await cdrsOf(h, id!, call)).toMatchObject([{ switch: name, sec: '7', cost: '700', bal: '999300', cause: 'stale' }]);
+    expect(await cdrsOf(h, id!, call)).toMatchObject([
+      { switch: name, sec: '7', cost: '700', bal: '999300', cause: 'stale' },
+    ]);
     expect(await idFields(h, id!)).toMatchObject({ act: '0', bal: '999300' });
     // The switch reconnects to the surviving gateway and stops: the same record.
     const c2 = await Client.connect(gw.port, tok);
     try {
-      expect(await c2.request({ op: 'stop', ref: 3, call, sec: 12 })).toMatchObject({ op: 'stopped', billedSec: 7, cost: 700, balance: 999_300 });
+      expect(await c2.request({ op: 'stop', ref: 3, call, sec: 12 })).toMatchObject({
+        op: 'stopped',
+        billedSec: 7,
+        cost: 700,
+        balance: 999_300,
+      });
     } finally {
       await c2.close();
     }
@@ -207,20 +263,31 @@ describe('ring grace and reaped calls (stale after 300 ms, ring timeout 1500 ms,
   }
 
   /** Every message of a call that arrived at index >= from. */
-  const callMsgsFrom = (client: Client, call: string, from: number): Msg[] => client.received.slice(from).filter((m) => m.call === call);
+  const callMsgsFrom = (client: Client, call: string, from: number): Msg[] =>
+    client.received.slice(from).filter((m) => m.call === call);
 
   it('a ringing call (never ticked) lives until the ring timeout; an answered one is reaped after staleAfterMs', async () => {
     const t0 = Date.now();
     const ringing = await startedCall(c);
     const answered = await startedCall(c);
     const tickAt = Date.now();
-    expect(await c.request({ op: 'tick', ref: ref(), call: answered.call, sec: 1 })).toMatchObject({ op: 'ticked', balance: 999_900 });
+    expect(await c.request({ op: 'tick', ref: ref(), call: answered.call, sec: 1 })).toMatchObject({
+      op: 'ticked',
+      balance: 999_900,
+    });
 
     // The answered call goes stale 300 ms after its tick, long before the ring timeout.
     await until(async () => (await cdrsOf(h, answered.id, answered.call)).length > 0, 1400, 20);
     const ans = await cdrsOf(h, answered.id, answered.call);
     expect(ans).toHaveLength(1);
-    expect(ans[0]).toMatchObject({ switch: sw, call: answered.call, sec: '1', cost: '100', bal: '999900', cause: 'stale' });
+    expect(ans[0]).toMatchObject({
+      switch: sw,
+      call: answered.call,
+      sec: '1',
+      cost: '100',
+      bal: '999900',
+      cause: 'stale',
+    });
     expect(Number(ans[0]!.end) - tickAt).toBeGreaterThanOrEqual(300);
     expect(await idFields(h, answered.id)).toMatchObject({ act: '0', bal: '999900', st: 'sold' });
 
@@ -237,7 +304,16 @@ describe('ring grace and reaped calls (stale after 300 ms, ring timeout 1500 ms,
     await until(async () => (await cdrsOf(h, ringing.id, ringing.call)).length > 0, 3000, 20);
     const rec = await cdrsOf(h, ringing.id, ringing.call);
     expect(rec).toHaveLength(1);
-    expect(rec[0]).toMatchObject({ switch: sw, call: ringing.call, sec: '0', cost: '0', short: '0', answer: '', bal: '1000000', cause: 'stale' });
+    expect(rec[0]).toMatchObject({
+      switch: sw,
+      call: ringing.call,
+      sec: '0',
+      cost: '0',
+      short: '0',
+      answer: '',
+      bal: '1000000',
+      cause: 'stale',
+    });
     const rang = Number(rec[0]!.end) - Number(rec[0]!.start);
     expect(rang).toBeGreaterThanOrEqual(1500);
     expect(rang).toBeLessThan(3000);
@@ -269,7 +345,12 @@ describe('ring grace and reaped calls (stale after 300 ms, ring timeout 1500 ms,
   it('a tick without ref on a call the switch stopped normally gets nothing', async () => {
     const { id, call } = await startedCall(c);
     expect(await c.request({ op: 'tick', ref: ref(), call, sec: 2 })).toMatchObject({ op: 'ticked' });
-    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 2 })).toMatchObject({ op: 'stopped', billedSec: 2, cost: 200, balance: 999_800 });
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 2 })).toMatchObject({
+      op: 'stopped',
+      billedSec: 2,
+      cost: 200,
+      balance: 999_800,
+    });
 
     const from = c.received.length;
     const barrier = ref();
@@ -278,7 +359,9 @@ describe('ring grace and reaped calls (stale after 300 ms, ring timeout 1500 ms,
       { op: 'tick', call, sec: 4, ref: barrier },
     ]);
     await c.waitFor((m) => m.ref === barrier);
-    expect(callMsgsFrom(c, call, from)).toEqual([{ op: 'error', ref: barrier, call, reason: 'call_ended', message: expect.any(String) }]);
+    expect(callMsgsFrom(c, call, from)).toEqual([
+      { op: 'error', ref: barrier, call, reason: 'call_ended', message: expect.any(String) },
+    ]);
     expect(msgs(c, call, 'cutoff')).toEqual([]);
     expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '999800' });
     expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '2', cost: '200', cause: 'normal' }]);

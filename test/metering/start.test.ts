@@ -187,7 +187,13 @@ describe('call_start refusals', () => {
     // One micro-unit more buys exactly one second.
     const [id2] = await soldIds(h, talkProduct({ face: 6000 }));
     const call = newCall();
-    expect(await start(id2!, call, '4491234')).toMatchObject({ op: 'started', maxSec: 1, balance: 6000, rate: 1000, fee: 5000 });
+    expect(await start(id2!, call, '4491234')).toMatchObject({
+      op: 'started',
+      maxSec: 1,
+      balance: 6000,
+      rate: 1000,
+      fee: 5000,
+    });
     await stop(call, 0);
   });
 
@@ -205,7 +211,14 @@ describe('call_start refusals', () => {
     ];
     for (const [dest, rate, fee, maxSec] of cases) {
       const call = newCall();
-      expect(await start(id!, call, dest), dest).toMatchObject({ op: 'started', call, rate, fee, maxSec, balance: 1_234_567 });
+      expect(await start(id!, call, dest), dest).toMatchObject({
+        op: 'started',
+        call,
+        rate,
+        fee,
+        maxSec,
+        balance: 1_234_567,
+      });
       await stop(call, 0);
     }
   });
@@ -298,8 +311,15 @@ describe('duplicate start and call id conflicts', () => {
     try {
       const call = newCall();
       expect(await start(idA!, call)).toMatchObject({ op: 'started' });
-      expect(await other.request({ op: 'start', ref: 1, call, id: idB, dest: DEST })).toMatchObject({ op: 'started', balance: 1_000_000 });
-      expect(await other.request({ op: 'stop', ref: 2, call, sec: 7 })).toMatchObject({ billedSec: 7, cost: 700, balance: 999_300 });
+      expect(await other.request({ op: 'start', ref: 1, call, id: idB, dest: DEST })).toMatchObject({
+        op: 'started',
+        balance: 1_000_000,
+      });
+      expect(await other.request({ op: 'stop', ref: 2, call, sec: 7 })).toMatchObject({
+        billedSec: 7,
+        cost: 700,
+        balance: 999_300,
+      });
       expect(await stop(call, 3)).toMatchObject({ billedSec: 3, cost: 300, balance: 999_700 });
     } finally {
       await other.close();

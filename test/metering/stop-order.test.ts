@@ -38,12 +38,24 @@ afterAll(async () => {
  * answer) and then the stop at `sec` through `via`, and checks that the stop
  * did not overtake the ticks: both answers exact, balance down by sec × 100.
  */
-async function tickThenStop(via: Client, id: string, tag: string, sec: number, bal: number, oneFrame: boolean): Promise<{ call: string; bal: number }> {
+async function tickThenStop(
+  via: Client,
+  id: string,
+  tag: string,
+  sec: number,
+  bal: number,
+  oneFrame: boolean,
+): Promise<{ call: string; bal: number }> {
   const call = newCall(tag);
-  expect(await c.request({ op: 'start', ref: ref(), call, id, dest: DEST })).toMatchObject({ op: 'started', balance: bal });
+  expect(await c.request({ op: 'start', ref: ref(), call, id, dest: DEST })).toMatchObject({
+    op: 'started',
+    balance: bal,
+  });
   const tr = ref();
   const sr = ref();
-  const ticks: Msg[] = oneFrame ? [{ op: 'tick', call, sec, ref: tr }] : range(1, sec).map((s) => ({ op: 'tick', call, sec: s }));
+  const ticks: Msg[] = oneFrame
+    ? [{ op: 'tick', call, sec, ref: tr }]
+    : range(1, sec).map((s) => ({ op: 'tick', call, sec: s }));
   ticks[ticks.length - 1]!.ref = tr;
   const stop = { op: 'stop', call, sec, ref: sr };
   if (oneFrame) via.send([...ticks, stop]);
@@ -83,13 +95,28 @@ describe('a stop never overtakes ticks sent before it', () => {
     const frame: Msg[] = [];
     const tr = calls.map(() => ref());
     const sr = calls.map(() => ref());
-    calls.forEach((call, i) => frame.push({ op: 'tick', call, sec: 3 + i, ref: tr[i] }, { op: 'stop', call, sec: 3 + i, ref: sr[i] }));
+    calls.forEach((call, i) =>
+      frame.push({ op: 'tick', call, sec: 3 + i, ref: tr[i] }, { op: 'stop', call, sec: 3 + i, ref: sr[i] }),
+    );
     c.send(frame);
     for (let i = 0; i < calls.length; i++) {
       const sec = 3 + i;
       const bal = 1_000_000 - sec * 100;
-      expect(await c.waitFor((m) => m.ref === sr[i])).toEqual({ op: 'stopped', ref: sr[i], call: calls[i], billedSec: sec, cost: sec * 100, balance: bal });
-      expect(await c.waitFor((m) => m.ref === tr[i])).toEqual({ op: 'ticked', ref: tr[i], call: calls[i], balance: bal, secLeft: bal / 100 });
+      expect(await c.waitFor((m) => m.ref === sr[i])).toEqual({
+        op: 'stopped',
+        ref: sr[i],
+        call: calls[i],
+        billedSec: sec,
+        cost: sec * 100,
+        balance: bal,
+      });
+      expect(await c.waitFor((m) => m.ref === tr[i])).toEqual({
+        op: 'ticked',
+        ref: tr[i],
+        call: calls[i],
+        balance: bal,
+        secLeft: bal / 100,
+      });
       expect(msgs(c, calls[i]!, 'error')).toEqual([]);
     }
   });

@@ -4,7 +4,15 @@
  * a call that fails inside a shared script fails alone.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gateway, sameBucketIds, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
+import {
+  gateway,
+  sameBucketIds,
+  seedCatalog,
+  soldIds,
+  startHarness,
+  talkProduct,
+  type Harness,
+} from '../support/harness';
 import { idKeyOf } from '../support/redis';
 import { sleep } from '../support/wait';
 import type { Client } from '../support/ws-client';
@@ -45,7 +53,10 @@ describe('call_tick batched per bucket', () => {
       expect(await c.request({ op: 'start', ref: ref(), call, id, dest: DEST })).toMatchObject({ op: 'started' });
       calls.push(call);
     }
-    const tickScripts = async (): Promise<number> => (await gw.metrics.scriptSeconds.get()).values.find((v) => v.metricName?.endsWith('_count') && v.labels.script === 'call_tick')?.value ?? 0;
+    const tickScripts = async (): Promise<number> =>
+      (await gw.metrics.scriptSeconds.get()).values.find(
+        (v) => v.metricName?.endsWith('_count') && v.labels.script === 'call_tick',
+      )?.value ?? 0;
     const before = await tickScripts();
 
     // Redis holds scripts back for a moment: the first tick's call_tick stays in flight.
@@ -63,9 +74,22 @@ describe('call_tick batched per bucket', () => {
 
     for (let i = 0; i < 5; i++) {
       const bal = 1_000_000 - (2 + i) * 100;
-      expect(await c.waitFor((m) => m.ref === tr[i])).toEqual({ op: 'ticked', ref: tr[i], call: calls[i], balance: bal, secLeft: bal / 100 });
+      expect(await c.waitFor((m) => m.ref === tr[i])).toEqual({
+        op: 'ticked',
+        ref: tr[i],
+        call: calls[i],
+        balance: bal,
+        secLeft: bal / 100,
+      });
     }
-    expect(await c.waitFor((m) => m.ref === sr)).toEqual({ op: 'stopped', ref: sr, call: calls[4], billedSec: 6, cost: 600, balance: 1_000_000 - 600 });
+    expect(await c.waitFor((m) => m.ref === sr)).toEqual({
+      op: 'stopped',
+      ref: sr,
+      call: calls[4],
+      billedSec: 6,
+      cost: 600,
+      balance: 1_000_000 - 600,
+    });
     expect((await tickScripts()) - before).toBe(2);
     for (const call of calls.slice(0, 4)) await c.request({ op: 'stop', ref: ref(), call, sec: 10 });
   });
@@ -75,7 +99,9 @@ describe('call_tick batched per bucket', () => {
     const [bad, good] = sameBucketIds(h, ids, 2);
     const calls = [newCall('bad'), newCall('good')];
     for (const [i, id] of [bad!, good!].entries()) {
-      expect(await c.request({ op: 'start', ref: ref(), call: calls[i], id, dest: DEST })).toMatchObject({ op: 'started' });
+      expect(await c.request({ op: 'start', ref: ref(), call: calls[i], id, dest: DEST })).toMatchObject({
+        op: 'started',
+      });
     }
     // Damaged beyond reading: the ID's key holds a string, so call_tick's HMGET on it fails.
     await h.r.del(idKeyOf(h, bad!));
@@ -87,7 +113,13 @@ describe('call_tick batched per bucket', () => {
       { op: 'tick', call: calls[1], sec: 3, ref: rg },
     ]);
     expect(await c.waitFor((m) => m.ref === rb)).toMatchObject({ op: 'error', reason: 'internal' });
-    expect(await c.waitFor((m) => m.ref === rg)).toEqual({ op: 'ticked', ref: rg, call: calls[1], balance: 1_000_000 - 300, secLeft: (1_000_000 - 300) / 100 });
+    expect(await c.waitFor((m) => m.ref === rg)).toEqual({
+      op: 'ticked',
+      ref: rg,
+      call: calls[1],
+      balance: 1_000_000 - 300,
+      secLeft: (1_000_000 - 300) / 100,
+    });
     await c.request({ op: 'stop', ref: ref(), call: calls[1], sec: 3 });
   });
 });

@@ -129,7 +129,9 @@ describe.skipIf(!chromium.ok)('buyer pages in Chromium, phone-sized, without Jav
     const before = { stock: await stock('talk'), sales: await sales() };
     expect((await page.goto(`${base}/`))?.url()).toBe(`${base}/buy`);
     expect(await text(page)).toContain('Buy talk time');
-    const options = await page.$$eval('#product option', (os) => os.map((o) => (o as unknown as { textContent: string }).textContent));
+    const options = await page.$$eval('#product option', (os) =>
+      os.map((o) => (o as unknown as { textContent: string }).textContent),
+    );
     // Cheapest first, with price and talk time at the plan's base rate (100 micro-units a second).
     expect(options).toEqual(['Talk 1: 1.00 EUR, about 2 h 46 min', 'Talk 50: 50.00 EUR, about 138 h 53 min']);
     await fitsPhone('buy');
@@ -235,7 +237,12 @@ describe.skipIf(!chromium.ok)('buyer pages in Chromium, phone-sized, without Jav
   });
 
   it('locks the check link after 5 wrong PINs, even against the right one', async () => {
-    const r = await gw.purchases.purchase('test', 'pages/lockout', { product: 'talk', pin: '8642', card: digits(ALICE.card), cardPin: ALICE.cardPin });
+    const r = await gw.purchases.purchase('test', 'pages/lockout', {
+      product: 'talk',
+      pin: '8642',
+      card: digits(ALICE.card),
+      cardPin: ALICE.cardPin,
+    });
     if (!r.ok) throw new Error(`purchase: ${r.reason}`);
     const link = r.checkUrl.replace('localhost', '127.0.0.1');
     for (let i = 1; i <= 4; i++) {
@@ -267,12 +274,16 @@ describe.skipIf(!chromium.ok)('buyer pages in Chromium, phone-sized, without Jav
     expect(await follow(page, 'nav >> text=Access numbers')).toBe(200);
     expect(page.url()).toBe(`${base}/access`);
     expect(await text(page)).toContain('Where are you now?');
-    expect(await page.$$eval('ul li a', (as) => as.map((a) => (a as unknown as { textContent: string }).textContent))).toEqual(['Germany', 'Japan: Tokyo']);
+    expect(
+      await page.$$eval('ul li a', (as) => as.map((a) => (a as unknown as { textContent: string }).textContent)),
+    ).toEqual(['Germany', 'Japan: Tokyo']);
     await fitsPhone('access');
 
     expect(await follow(page, 'text=Japan: Tokyo')).toBe(200);
     expect(page.url()).toBe(`${base}/access/jp-tokyo`);
-    const numbers = await page.$$eval('#numbers li', (ls) => ls.map((l) => (l as unknown as { textContent: string }).textContent));
+    const numbers = await page.$$eval('#numbers li', (ls) =>
+      ls.map((l) => (l as unknown as { textContent: string }).textContent),
+    );
     expect(numbers).toEqual(['+81 3 4578 1234 (toll free)', '+81 3 4578 5678']);
     const t = await text(page);
     expect(t).toContain('dial the access number above');

@@ -40,7 +40,10 @@ export function ensureChromium(): { ok: true } | { ok: false; why: string } {
   const script = resolve(__dirname, '../../deploy/ensure-deps.sh');
   const r = spawnSync('sh', [script, 'chromium'], { stdio: ['ignore', 'inherit', 'inherit'], timeout: 10 * 60_000 });
   if (existsSync(CHROMIUM)) return { ok: true };
-  return { ok: false, why: `${CHROMIUM} is missing and \`sh deploy/ensure-deps.sh chromium\` could not install it (exit ${r.status ?? r.error?.message ?? r.signal})` };
+  return {
+    ok: false,
+    why: `${CHROMIUM} is missing and \`sh deploy/ensure-deps.sh chromium\` could not install it (exit ${r.status ?? r.error?.message ?? r.signal})`,
+  };
 }
 
 export interface Phone {
@@ -83,7 +86,12 @@ export async function launchPhone(): Promise<Phone> {
  * server answered with is shown. Returns that answer's HTTP status.
  */
 async function navigateBy(page: Page, selector: string, method?: string): Promise<number> {
-  const response = page.waitForResponse((r) => r.request().isNavigationRequest() && r.frame() === page.mainFrame() && (!method || r.request().method() === method));
+  const response = page.waitForResponse(
+    (r) =>
+      r.request().isNavigationRequest() &&
+      r.frame() === page.mainFrame() &&
+      (!method || r.request().method() === method),
+  );
   // The answer arrives before the new page replaces the old one: wait for that too.
   const committed = page.waitForEvent('framenavigated', { predicate: (f) => f === page.mainFrame() });
   await page.tap(selector);

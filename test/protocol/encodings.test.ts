@@ -18,7 +18,11 @@ const BIG_FACE = 10_000_000_000;
 const P_BIG = talkProduct({ name: 'talkbig', face: BIG_FACE, price: 1000, thresholds: [] });
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [talkProduct(), talkProduct({ name: 'big', face: 10_000_000_000, price: 10_000_000_000 }), P_BIG]);
+  await seedCatalog(h, [
+    talkProduct(),
+    talkProduct({ name: 'big', face: 10_000_000_000, price: 10_000_000_000 }),
+    P_BIG,
+  ]);
   gw = await gateway(h);
   tok = await token(h, 'switch');
 });
@@ -44,7 +48,13 @@ describe.each([
     w.send({ op: 'tick', call, sec: 1 }, binary);
     const ticked = await w.request({ op: 'tick', ref: 'r2', call, sec: 3 }, binary);
     expect(ticked.binary).toBe(binary);
-    expect(ticked.msg).toEqual({ op: 'ticked', ref: 'r2', call, balance: 1_000_000 - 3 * 200, secLeft: (1_000_000 - 600) / 200 });
+    expect(ticked.msg).toEqual({
+      op: 'ticked',
+      ref: 'r2',
+      call,
+      balance: 1_000_000 - 3 * 200,
+      secLeft: (1_000_000 - 600) / 200,
+    });
 
     const stopped = await w.request({ op: 'stop', ref: 'r3', call, sec: 4, cause: 'normal' }, binary);
     expect(stopped.binary).toBe(binary);
@@ -60,7 +70,13 @@ describe.each([
     const w = await Wire.connect(gw.port, tok);
     const e = await w.request({ op: 'stop', ref: 'e1', call: 'never-started', sec: 1 }, binary);
     expect(e.binary).toBe(binary);
-    expect(e.msg).toEqual({ op: 'error', ref: 'e1', call: 'never-started', reason: 'unknown_call', message: expect.any(String) });
+    expect(e.msg).toEqual({
+      op: 'error',
+      ref: 'e1',
+      call: 'never-started',
+      reason: 'unknown_call',
+      message: expect.any(String),
+    });
     await w.close();
   });
 });
@@ -105,7 +121,15 @@ describe('64-bit integers in MessagePack', () => {
       return w.waitFor((x) => x.ref === Number(m.ref), from);
     };
     const s = await ask({ op: 'start', ref: 9n, call: 'i64', id, dest: '4912345' });
-    expect(s.msg).toEqual({ op: 'started', ref: 9, call: 'i64', maxSec: 10_000, balance: 1_000_000, rate: 100, fee: 0 });
+    expect(s.msg).toEqual({
+      op: 'started',
+      ref: 9,
+      call: 'i64',
+      maxSec: 10_000,
+      balance: 1_000_000,
+      rate: 100,
+      fee: 0,
+    });
     const t = await ask({ op: 'tick', ref: 10n, call: 'i64', sec: 3n });
     expect(t.msg).toEqual({ op: 'ticked', ref: 10, call: 'i64', balance: 999_700, secLeft: 9_997 });
     const e = await ask({ op: 'stop', ref: 11n, call: 'i64', sec: 4n });
@@ -117,7 +141,15 @@ describe('64-bit integers in MessagePack', () => {
     const [id] = await soldIds(h, talkProduct({ name: 'big', face: 10_000_000_000, price: 10_000_000_000 }));
     const w = await Wire.connect(gw.port, tok);
     const s = await w.request({ op: 'start', ref: 1, call: 'big-1', id, dest: '4912345' }, true);
-    expect(s.msg).toEqual({ op: 'started', ref: 1, call: 'big-1', maxSec: 100_000_000, balance: 10_000_000_000, rate: 100, fee: 0 });
+    expect(s.msg).toEqual({
+      op: 'started',
+      ref: 1,
+      call: 'big-1',
+      maxSec: 100_000_000,
+      balance: 10_000_000_000,
+      rate: 100,
+      fee: 0,
+    });
     const int64 = Buffer.alloc(9);
     int64[0] = 0xd3;
     int64.writeBigInt64BE(10_000_000_000n, 1);
@@ -153,7 +185,15 @@ describe('64-bit integers in MessagePack', () => {
     const sref = ref();
     const started = await w.request({ op: 'start', ref: sref, call, id: id!, dest: '4912345' }, true);
     expect(started.binary).toBe(true);
-    expect(started.msg).toEqual({ op: 'started', ref: sref, call, maxSec: BIG_FACE / 100, balance: BIG_FACE, rate: 100, fee: 0 });
+    expect(started.msg).toEqual({
+      op: 'started',
+      ref: sref,
+      call,
+      maxSec: BIG_FACE / 100,
+      balance: BIG_FACE,
+      rate: 100,
+      fee: 0,
+    });
     const sraw = w.frames[started.frame]!.raw;
     const sb = rawInt(sraw, 'balance');
     expect([0xcf, 0xd3]).toContain(sb.type);
@@ -181,13 +221,23 @@ describe('64-bit integers in MessagePack', () => {
     expect(ubytes.includes(Buffer.from('a3736563cf0000000000000009', 'hex'))).toBe(true);
     from = w.got.length;
     w.raw(ubytes, true);
-    expect((await w.waitFor((m) => m.ref === uref, from)).msg).toEqual({ op: 'ticked', ref: uref, call, balance: BIG_FACE - 900, secLeft: (BIG_FACE - 900) / 100 });
+    expect((await w.waitFor((m) => m.ref === uref, from)).msg).toEqual({
+      op: 'ticked',
+      ref: uref,
+      call,
+      balance: BIG_FACE - 900,
+      secLeft: (BIG_FACE - 900) / 100,
+    });
 
     // An int64 too large for a double-exact number is refused, and the connection stays up.
     const bref = ref();
     from = w.got.length;
     w.raw(Buffer.from(pack({ op: 'tick', ref: bref, call, sec: 2n ** 60n })), true);
-    expect((await w.waitFor((m) => m.ref === bref, from)).msg).toMatchObject({ op: 'error', ref: bref, reason: 'bad_type' });
+    expect((await w.waitFor((m) => m.ref === bref, from)).msg).toMatchObject({
+      op: 'error',
+      ref: bref,
+      reason: 'bad_type',
+    });
 
     const stop = await w.request({ op: 'stop', ref: ref(), call, sec: 9 }, true);
     expect(stop.msg).toMatchObject({ op: 'stopped', billedSec: 9, cost: 900, balance: BIG_FACE - 900 });
@@ -228,7 +278,14 @@ describe('one frame, many messages', () => {
   it('an array of pings is answered by one array frame of pongs, in order', async () => {
     for (const binary of [false, true]) {
       const w = await Wire.connect(gw.port, tok);
-      w.send([{ op: 'ping', ref: 1 }, { op: 'ping', ref: 2 }, { op: 'ping', ref: 3 }], binary);
+      w.send(
+        [
+          { op: 'ping', ref: 1 },
+          { op: 'ping', ref: 2 },
+          { op: 'ping', ref: 3 },
+        ],
+        binary,
+      );
       const frames = await w.frameCount(1);
       expect(frames[0]!.binary).toBe(binary);
       const body = frames[0]!.body as { op: string; ref: number }[];
@@ -250,18 +307,39 @@ describe('one frame, many messages', () => {
     for (let i = 0; i < 3; i++) {
       const s = await w.waitFor((m) => m.ref === `s${i}`);
       expect(s.binary).toBe(true);
-      expect(s.msg).toEqual({ op: 'started', ref: `s${i}`, call: calls[i], maxSec: 10_000, balance: 1_000_000, rate: 100, fee: 0 });
+      expect(s.msg).toEqual({
+        op: 'started',
+        ref: `s${i}`,
+        call: calls[i],
+        maxSec: 10_000,
+        balance: 1_000_000,
+        rate: 100,
+        fee: 0,
+      });
     }
     w.pack(calls.map((call, i) => ({ op: 'tick', ref: `t${i}`, call, sec: 10 * (i + 1) })));
     for (let i = 0; i < 3; i++) {
       const t = await w.waitFor((m) => m.ref === `t${i}`);
-      expect(t.msg).toEqual({ op: 'ticked', ref: `t${i}`, call: calls[i], balance: 1_000_000 - 1000 * (i + 1), secLeft: 10_000 - 10 * (i + 1) });
+      expect(t.msg).toEqual({
+        op: 'ticked',
+        ref: `t${i}`,
+        call: calls[i],
+        balance: 1_000_000 - 1000 * (i + 1),
+        secLeft: 10_000 - 10 * (i + 1),
+      });
     }
     w.pack(calls.map((call, i) => ({ op: 'stop', ref: `e${i}`, call, sec: 10 * (i + 1) + 1 })));
     for (let i = 0; i < 3; i++) {
       const e = await w.waitFor((m) => m.ref === `e${i}`);
       const sec = 10 * (i + 1) + 1;
-      expect(e.msg).toEqual({ op: 'stopped', ref: `e${i}`, call: calls[i], billedSec: sec, cost: sec * 100, balance: 1_000_000 - sec * 100 });
+      expect(e.msg).toEqual({
+        op: 'stopped',
+        ref: `e${i}`,
+        call: calls[i],
+        billedSec: sec,
+        cost: sec * 100,
+        balance: 1_000_000 - sec * 100,
+      });
     }
     // Each ref answered exactly once.
     for (const ref of ['s0', 's1', 's2', 't0', 't1', 't2', 'e0', 'e1', 'e2']) expect(w.withRef(ref)).toHaveLength(1);

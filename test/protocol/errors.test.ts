@@ -31,7 +31,15 @@ async function alive(w: Wire, binary: boolean): Promise<void> {
   const call = `alive-${++seq}`;
   const s = await w.request({ op: 'start', ref: `${call}-s`, call, id: ID, dest: '4912345' }, binary);
   expect(s.binary).toBe(binary);
-  expect(s.msg).toEqual({ op: 'started', ref: `${call}-s`, call, maxSec: 10_000, balance: 1_000_000, rate: 100, fee: 0 });
+  expect(s.msg).toEqual({
+    op: 'started',
+    ref: `${call}-s`,
+    call,
+    maxSec: 10_000,
+    balance: 1_000_000,
+    rate: 100,
+    fee: 0,
+  });
   const e = await w.request({ op: 'stop', ref: `${call}-e`, call, sec: 0 }, binary);
   expect(e.msg).toEqual({ op: 'stopped', ref: `${call}-e`, call, billedSec: 0, cost: 0, balance: 1_000_000 });
   expect(w.ws.readyState).toBe(w.ws.OPEN);
@@ -52,7 +60,11 @@ const ENCODINGS = [
 describe('bad_frame', () => {
   it('a text frame that is not JSON', async () => {
     const w = await Wire.connect(gw.port, tok);
-    const e = await provoke(w, () => w.raw('{"op":"start", "ref": 1,', false), (m) => m.reason === 'bad_frame');
+    const e = await provoke(
+      w,
+      () => w.raw('{"op":"start", "ref": 1,', false),
+      (m) => m.reason === 'bad_frame',
+    );
     expect(e.binary).toBe(false);
     expect(e.msg).toEqual({ op: 'error', reason: 'bad_frame', message: 'frame is not valid JSON' });
     await alive(w, false);
@@ -62,7 +74,11 @@ describe('bad_frame', () => {
   it('a binary frame that is truncated MessagePack', async () => {
     const w = await Wire.connect(gw.port, tok);
     // fixmap of one entry whose key string is cut short.
-    const e = await provoke(w, () => w.raw(Buffer.from([0x81, 0xa2, 0x6f]), true), (m) => m.reason === 'bad_frame');
+    const e = await provoke(
+      w,
+      () => w.raw(Buffer.from([0x81, 0xa2, 0x6f]), true),
+      (m) => m.reason === 'bad_frame',
+    );
     expect(e.binary).toBe(true);
     expect(e.msg).toEqual({ op: 'error', reason: 'bad_frame', message: 'frame is not valid MessagePack' });
     await alive(w, true);
@@ -71,7 +87,11 @@ describe('bad_frame', () => {
 
   it('a binary frame with trailing bytes after the message', async () => {
     const w = await Wire.connect(gw.port, tok);
-    const e = await provoke(w, () => w.raw(Buffer.from([0xc0, 0x00]), true), (m) => m.reason === 'bad_frame');
+    const e = await provoke(
+      w,
+      () => w.raw(Buffer.from([0xc0, 0x00]), true),
+      (m) => m.reason === 'bad_frame',
+    );
     expect(e.msg).toEqual({ op: 'error', reason: 'bad_frame', message: 'frame is not valid MessagePack' });
     await alive(w, true);
     await w.close();
@@ -79,7 +99,11 @@ describe('bad_frame', () => {
 
   it('a binary frame holding 0xC1, the byte MessagePack never uses', async () => {
     const w = await Wire.connect(gw.port, tok);
-    const e = await provoke(w, () => w.raw(Buffer.from([0xc1]), true), () => true);
+    const e = await provoke(
+      w,
+      () => w.raw(Buffer.from([0xc1]), true),
+      () => true,
+    );
     expect(e.binary).toBe(true);
     expect(e.msg).toEqual({ op: 'error', reason: 'bad_frame', message: 'frame is not valid MessagePack' });
     await alive(w, true);
@@ -98,7 +122,11 @@ describe.each(ENCODINGS)('message errors in $enc', ({ binary }) => {
 
   it('bad_message: a number, a string, null instead of a map', async () => {
     for (const body of [42, 'hello', null, true]) {
-      const e = await provoke(w, () => w.send(body, binary), (m) => m.reason === 'bad_message');
+      const e = await provoke(
+        w,
+        () => w.send(body, binary),
+        (m) => m.reason === 'bad_message',
+      );
       expect(e.binary).toBe(binary);
       expect(e.msg).toEqual({ op: 'error', reason: 'bad_message', message: 'a message is a map with an op' });
     }
@@ -106,49 +134,141 @@ describe.each(ENCODINGS)('message errors in $enc', ({ binary }) => {
   });
 
   it('missing_field: no op (ref echoed)', async () => {
-    const e = await provoke(w, () => w.send({ ref: 'noop-1', call: 'c-noop' }, binary), (m) => m.ref === 'noop-1');
+    const e = await provoke(
+      w,
+      () => w.send({ ref: 'noop-1', call: 'c-noop' }, binary),
+      (m) => m.ref === 'noop-1',
+    );
     expect(e.binary).toBe(binary);
-    expect(e.msg).toEqual({ op: 'error', ref: 'noop-1', call: 'c-noop', reason: 'missing_field', message: 'op is required' });
+    expect(e.msg).toEqual({
+      op: 'error',
+      ref: 'noop-1',
+      call: 'c-noop',
+      reason: 'missing_field',
+      message: 'op is required',
+    });
     await alive(w, binary);
   });
 
   it('missing_field: start without call', async () => {
-    const e = await provoke(w, () => w.send({ op: 'start', ref: 'nocall', id: ID, dest: '4912345' }, binary), (m) => m.ref === 'nocall');
-    expect(e.msg).toEqual({ op: 'error', ref: 'nocall', reason: 'missing_field', message: expect.stringContaining('call') });
+    const e = await provoke(
+      w,
+      () => w.send({ op: 'start', ref: 'nocall', id: ID, dest: '4912345' }, binary),
+      (m) => m.ref === 'nocall',
+    );
+    expect(e.msg).toEqual({
+      op: 'error',
+      ref: 'nocall',
+      reason: 'missing_field',
+      message: expect.stringContaining('call'),
+    });
     await alive(w, binary);
   });
 
   it('missing_field: stop without sec, tick without call', async () => {
-    const a = await provoke(w, () => w.send({ op: 'stop', ref: 'nosec', call: 'c-x' }, binary), (m) => m.ref === 'nosec');
-    expect(a.msg).toEqual({ op: 'error', ref: 'nosec', call: 'c-x', reason: 'missing_field', message: expect.stringContaining('sec') });
-    const b = await provoke(w, () => w.send({ op: 'tick', ref: 'nocall-t', sec: 3 }, binary), (m) => m.ref === 'nocall-t');
-    expect(b.msg).toEqual({ op: 'error', ref: 'nocall-t', reason: 'missing_field', message: expect.stringContaining('call') });
+    const a = await provoke(
+      w,
+      () => w.send({ op: 'stop', ref: 'nosec', call: 'c-x' }, binary),
+      (m) => m.ref === 'nosec',
+    );
+    expect(a.msg).toEqual({
+      op: 'error',
+      ref: 'nosec',
+      call: 'c-x',
+      reason: 'missing_field',
+      message: expect.stringContaining('sec'),
+    });
+    const b = await provoke(
+      w,
+      () => w.send({ op: 'tick', ref: 'nocall-t', sec: 3 }, binary),
+      (m) => m.ref === 'nocall-t',
+    );
+    expect(b.msg).toEqual({
+      op: 'error',
+      ref: 'nocall-t',
+      reason: 'missing_field',
+      message: expect.stringContaining('call'),
+    });
     await alive(w, binary);
   });
 
   it('unknown_op, with ref and call echoed', async () => {
-    const e = await provoke(w, () => w.send({ op: 'dance', ref: 'u1', call: 'c-dance' }, binary), (m) => m.ref === 'u1');
+    const e = await provoke(
+      w,
+      () => w.send({ op: 'dance', ref: 'u1', call: 'c-dance' }, binary),
+      (m) => m.ref === 'u1',
+    );
     expect(e.binary).toBe(binary);
-    expect(e.msg).toEqual({ op: 'error', ref: 'u1', call: 'c-dance', reason: 'unknown_op', message: expect.stringContaining('dance') });
+    expect(e.msg).toEqual({
+      op: 'error',
+      ref: 'u1',
+      call: 'c-dance',
+      reason: 'unknown_op',
+      message: expect.stringContaining('dance'),
+    });
     // Names that exist on every JS object are not ops either; nor is a non-string op.
     for (const [i, op] of (['constructor', '__proto__', 'toString', 5, ''] as unknown[]).entries()) {
-      const x = await provoke(w, () => w.send({ op, ref: `u-${i}` }, binary), (m) => m.ref === `u-${i}`);
+      const x = await provoke(
+        w,
+        () => w.send({ op, ref: `u-${i}` }, binary),
+        (m) => m.ref === `u-${i}`,
+      );
       expect(x.msg).toEqual({ op: 'error', ref: `u-${i}`, reason: 'unknown_op', message: expect.any(String) });
     }
     await alive(w, binary);
   });
 
   it('bad_type: sec as a string, id as a number, a fractional sec', async () => {
-    const a = await provoke(w, () => w.send({ op: 'tick', ref: 't1', call: 'c-t', sec: '5' }, binary), (m) => m.ref === 't1');
+    const a = await provoke(
+      w,
+      () => w.send({ op: 'tick', ref: 't1', call: 'c-t', sec: '5' }, binary),
+      (m) => m.ref === 't1',
+    );
     expect(a.binary).toBe(binary);
-    expect(a.msg).toEqual({ op: 'error', ref: 't1', call: 'c-t', reason: 'bad_type', message: expect.stringContaining('sec') });
-    const b = await provoke(w, () => w.send({ op: 'stop', ref: 't2', call: 'c-t', sec: '5' }, binary), (m) => m.ref === 't2');
-    expect(b.msg).toEqual({ op: 'error', ref: 't2', call: 'c-t', reason: 'bad_type', message: expect.stringContaining('sec') });
-    const c = await provoke(w, () => w.send({ op: 'start', ref: 't3', call: 'c-t', id: 4111111111111111, dest: '4912345' }, binary), (m) => m.ref === 't3');
-    expect(c.msg).toEqual({ op: 'error', ref: 't3', call: 'c-t', reason: 'bad_type', message: expect.stringContaining('id') });
+    expect(a.msg).toEqual({
+      op: 'error',
+      ref: 't1',
+      call: 'c-t',
+      reason: 'bad_type',
+      message: expect.stringContaining('sec'),
+    });
+    const b = await provoke(
+      w,
+      () => w.send({ op: 'stop', ref: 't2', call: 'c-t', sec: '5' }, binary),
+      (m) => m.ref === 't2',
+    );
+    expect(b.msg).toEqual({
+      op: 'error',
+      ref: 't2',
+      call: 'c-t',
+      reason: 'bad_type',
+      message: expect.stringContaining('sec'),
+    });
+    const c = await provoke(
+      w,
+      () => w.send({ op: 'start', ref: 't3', call: 'c-t', id: 4111111111111111, dest: '4912345' }, binary),
+      (m) => m.ref === 't3',
+    );
+    expect(c.msg).toEqual({
+      op: 'error',
+      ref: 't3',
+      call: 'c-t',
+      reason: 'bad_type',
+      message: expect.stringContaining('id'),
+    });
     // A fractional second is not an integer: a type error too.
-    const d = await provoke(w, () => w.send({ op: 'tick', ref: 't4', call: 'c-t', sec: 1.5 }, binary), (m) => m.ref === 't4');
-    expect(d.msg).toEqual({ op: 'error', ref: 't4', call: 'c-t', reason: 'bad_type', message: expect.stringContaining('sec') });
+    const d = await provoke(
+      w,
+      () => w.send({ op: 'tick', ref: 't4', call: 'c-t', sec: 1.5 }, binary),
+      (m) => m.ref === 't4',
+    );
+    expect(d.msg).toEqual({
+      op: 'error',
+      ref: 't4',
+      call: 'c-t',
+      reason: 'bad_type',
+      message: expect.stringContaining('sec'),
+    });
     await alive(w, binary);
   });
 
@@ -162,9 +282,19 @@ describe.each(ENCODINGS)('message errors in $enc', ({ binary }) => {
       [{ op: 'stop', ref: 'v6', call: 'c-v', sec: 1, cause: 'no spaces please' }, 'cause'],
     ];
     for (const [m, field] of cases) {
-      const e = await provoke(w, () => w.send(m, binary), (x) => x.ref === m.ref);
+      const e = await provoke(
+        w,
+        () => w.send(m, binary),
+        (x) => x.ref === m.ref,
+      );
       expect(e.binary).toBe(binary);
-      expect(e.msg).toEqual({ op: 'error', ref: m.ref, call: m.call, reason: 'bad_value', message: expect.stringContaining(field) });
+      expect(e.msg).toEqual({
+        op: 'error',
+        ref: m.ref,
+        call: m.call,
+        reason: 'bad_value',
+        message: expect.stringContaining(field),
+      });
     }
     await alive(w, binary);
   });
@@ -181,7 +311,13 @@ describe('refused by metering: ref and call echoed', () => {
   it.each(ENCODINGS)('$enc: unknown_call, bad_checksum, bad_format', async ({ binary }) => {
     const w = await Wire.connect(gw.port, tok);
     const a = await w.request({ op: 'tick', ref: 'm1', call: 'ghost', sec: 5 }, binary);
-    expect(a.msg).toEqual({ op: 'error', ref: 'm1', call: 'ghost', reason: 'unknown_call', message: expect.any(String) });
+    expect(a.msg).toEqual({
+      op: 'error',
+      ref: 'm1',
+      call: 'ghost',
+      reason: 'unknown_call',
+      message: expect.any(String),
+    });
     const bad = ID.slice(0, -1) + String((Number(ID.slice(-1)) + 1) % 10);
     const b = await w.request({ op: 'start', ref: 'm2', call: 'ck', id: bad, dest: '4912345' }, binary);
     expect(b.msg).toEqual({ op: 'error', ref: 'm2', call: 'ck', reason: 'bad_checksum', message: expect.any(String) });
@@ -218,16 +354,28 @@ describe('frame_too_large', () => {
     })();
     expect(ok.msg.op).toBe('pong');
 
-    const e = await provoke(w, () => w.raw(pingOf(1025, 'over'), false), (m) => m.reason === 'frame_too_large');
+    const e = await provoke(
+      w,
+      () => w.raw(pingOf(1025, 'over'), false),
+      (m) => m.reason === 'frame_too_large',
+    );
     expect(e.binary).toBe(false);
     expect(e.msg).toEqual({ op: 'error', reason: 'frame_too_large', message: 'frame of 1025 bytes exceeds 1024' });
     expect(w.withRef('over')).toHaveLength(0);
     await alive(w, false);
 
     const packed = pack({ op: 'ping', ref: 'bin', pad: 'y'.repeat(5000) });
-    const eb = await provoke(w, () => w.raw(packed, true), (m) => m.reason === 'frame_too_large');
+    const eb = await provoke(
+      w,
+      () => w.raw(packed, true),
+      (m) => m.reason === 'frame_too_large',
+    );
     expect(eb.binary).toBe(true);
-    expect(eb.msg).toEqual({ op: 'error', reason: 'frame_too_large', message: `frame of ${packed.length} bytes exceeds 1024` });
+    expect(eb.msg).toEqual({
+      op: 'error',
+      reason: 'frame_too_large',
+      message: `frame of ${packed.length} bytes exceeds 1024`,
+    });
     expect(w.withRef('bin')).toHaveLength(0);
     await alive(w, true);
     await w.close();
@@ -259,7 +407,11 @@ describe('batch_too_large', () => {
   it.each(ENCODINGS)('$enc: 6 messages in a frame are refused as a whole, 5 are answered', async ({ binary }) => {
     const w = await Wire.connect(gwb.port, tok);
     const six = Array.from({ length: 6 }, (_, i) => ({ op: 'ping', ref: `six-${i}` }));
-    const e = await provoke(w, () => w.send(six, binary), (m) => m.reason === 'batch_too_large');
+    const e = await provoke(
+      w,
+      () => w.send(six, binary),
+      (m) => m.reason === 'batch_too_large',
+    );
     expect(e.binary).toBe(binary);
     expect(e.msg).toEqual({ op: 'error', reason: 'batch_too_large', message: '6 messages in one frame, at most 5' });
 
@@ -282,37 +434,62 @@ describe('overloaded', () => {
     await one?.close();
   });
 
-  it.each(ENCODINGS)('$enc: with one request in flight allowed, the rest of a burst is refused with ref and call', async ({ binary }) => {
-    const ids = await soldIds(h, talkProduct(), 3);
-    const w = await Wire.connect(one.port, tok);
-    const tag = binary ? 'b' : 'j';
-    w.send(
-      ids.map((id, i) => ({ op: 'start', ref: `${tag}${i}`, call: `ov-${tag}-${i}`, id, dest: '4912345' })),
-      binary,
-    );
-    const first = await w.waitFor((m) => m.ref === `${tag}0`);
-    expect(first.msg).toEqual({ op: 'started', ref: `${tag}0`, call: `ov-${tag}-0`, maxSec: 10_000, balance: 1_000_000, rate: 100, fee: 0 });
-    for (const i of [1, 2]) {
-      const e = await w.waitFor((m) => m.ref === `${tag}${i}`);
-      expect(e.binary).toBe(binary);
-      expect(e.msg).toEqual({ op: 'error', ref: `${tag}${i}`, call: `ov-${tag}-${i}`, reason: 'overloaded', message: expect.any(String) });
-    }
-    // The refused starts changed nothing: their IDs have no live call.
-    for (const id of ids.slice(1)) {
-      const { hash, bucket } = h.ctx.ids.hash(id);
-      expect(await h.r.hget(`ts:{b${bucket}}:id:${hash}`, 'act')).toBe('0');
-    }
-    // Once the burst is over, requests go through again.
-    const stop = await w.request({ op: 'stop', ref: `${tag}-stop`, call: `ov-${tag}-0`, sec: 2 }, binary);
-    expect(stop.msg).toEqual({ op: 'stopped', ref: `${tag}-stop`, call: `ov-${tag}-0`, billedSec: 2, cost: 200, balance: 999_800 });
-    await alive(w, binary);
-    await w.close();
-  });
+  it.each(ENCODINGS)(
+    '$enc: with one request in flight allowed, the rest of a burst is refused with ref and call',
+    async ({ binary }) => {
+      const ids = await soldIds(h, talkProduct(), 3);
+      const w = await Wire.connect(one.port, tok);
+      const tag = binary ? 'b' : 'j';
+      w.send(
+        ids.map((id, i) => ({ op: 'start', ref: `${tag}${i}`, call: `ov-${tag}-${i}`, id, dest: '4912345' })),
+        binary,
+      );
+      const first = await w.waitFor((m) => m.ref === `${tag}0`);
+      expect(first.msg).toEqual({
+        op: 'started',
+        ref: `${tag}0`,
+        call: `ov-${tag}-0`,
+        maxSec: 10_000,
+        balance: 1_000_000,
+        rate: 100,
+        fee: 0,
+      });
+      for (const i of [1, 2]) {
+        const e = await w.waitFor((m) => m.ref === `${tag}${i}`);
+        expect(e.binary).toBe(binary);
+        expect(e.msg).toEqual({
+          op: 'error',
+          ref: `${tag}${i}`,
+          call: `ov-${tag}-${i}`,
+          reason: 'overloaded',
+          message: expect.any(String),
+        });
+      }
+      // The refused starts changed nothing: their IDs have no live call.
+      for (const id of ids.slice(1)) {
+        const { hash, bucket } = h.ctx.ids.hash(id);
+        expect(await h.r.hget(`ts:{b${bucket}}:id:${hash}`, 'act')).toBe('0');
+      }
+      // Once the burst is over, requests go through again.
+      const stop = await w.request({ op: 'stop', ref: `${tag}-stop`, call: `ov-${tag}-0`, sec: 2 }, binary);
+      expect(stop.msg).toEqual({
+        op: 'stopped',
+        ref: `${tag}-stop`,
+        call: `ov-${tag}-0`,
+        billedSec: 2,
+        cost: 200,
+        balance: 999_800,
+      });
+      await alive(w, binary);
+      await w.close();
+    },
+  );
 
   it('a burst of separate frames: every request answered once, each either served or overloaded', async () => {
     const w = await Wire.connect(one.port, tok);
     const n = 30;
-    for (let i = 0; i < n; i++) w.json({ op: 'start', ref: `burst-${i}`, call: `burst-${i}`, id: '4111111111111111', dest: '4912345' });
+    for (let i = 0; i < n; i++)
+      w.json({ op: 'start', ref: `burst-${i}`, call: `burst-${i}`, id: '4111111111111111', dest: '4912345' });
     const answers = await Promise.all(Array.from({ length: n }, (_, i) => w.waitFor((m) => m.ref === `burst-${i}`)));
     const reasons = answers.map((a) => a.msg.reason as string);
     // The ID is not minted: a served start says unknown_id; the others were turned away.

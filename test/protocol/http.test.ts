@@ -1,6 +1,15 @@
 /** The gateway's HTTP side: health, readiness, Prometheus metrics and the admin ID endpoints. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import {
+  gateway,
+  mint,
+  seedCatalog,
+  soldIds,
+  startHarness,
+  talkProduct,
+  token,
+  type Harness,
+} from '../support/harness';
 import { http, type Res } from '../support/http';
 import { metricsText, sample } from '../support/metrics';
 import { sleep } from '../support/wait';
@@ -30,7 +39,8 @@ afterAll(async () => {
 const FACE = 1_000_000;
 
 /** A call on this file's gateway; `body` goes as it is (labelled JSON), so it may be malformed. */
-const call = (method: 'GET' | 'POST', path: string, tok?: string, body?: string): Promise<Res> => http(gw, method, path, { token: tok, raw: body });
+const call = (method: 'GET' | 'POST', path: string, tok?: string, body?: string): Promise<Res> =>
+  http(gw, method, path, { token: tok, raw: body });
 
 /** A well-formed ID (right length, good check digit) that was never minted. */
 const unminted = (): string => generateId(16);
@@ -71,11 +81,17 @@ describe('metrics', () => {
       const [id1, id2] = (await soldIds(h, talkProduct(), 2)) as [string, string];
       const c = await Client.connect(g.port, sw);
       await expect(Client.connect(g.port, '')).rejects.toMatchObject({ status: 401 });
-      expect(await c.request({ op: 'start', ref: 1, call: 'm1', id: id1, dest: '4912345' })).toMatchObject({ op: 'started' });
+      expect(await c.request({ op: 'start', ref: 1, call: 'm1', id: id1, dest: '4912345' })).toMatchObject({
+        op: 'started',
+      });
       expect(await c.request({ op: 'tick', ref: 2, call: 'm1', sec: 3 })).toMatchObject({ op: 'ticked' });
       expect(await c.request({ op: 'stop', ref: 3, call: 'm1', sec: 4 })).toMatchObject({ op: 'stopped' });
-      expect(await c.request({ op: 'start', ref: 4, call: 'm2', id: id2, dest: '4912345' })).toMatchObject({ op: 'started' });
-      expect(await c.request({ op: 'start', ref: 5, call: 'm3', id: unminted(), dest: '4912345' })).toMatchObject({ reason: 'unknown_id' });
+      expect(await c.request({ op: 'start', ref: 4, call: 'm2', id: id2, dest: '4912345' })).toMatchObject({
+        op: 'started',
+      });
+      expect(await c.request({ op: 'start', ref: 5, call: 'm3', id: unminted(), dest: '4912345' })).toMatchObject({
+        reason: 'unknown_id',
+      });
       expect(await c.request({ op: 'dance', ref: 6 })).toMatchObject({ reason: 'unknown_op' });
       c.sendRaw('not json', false);
       await c.waitFor((m) => m.reason === 'bad_frame');
@@ -119,7 +135,15 @@ describe('admin ID endpoints', () => {
     const r = await call('GET', `/v1/ids/${id}/status`, admin);
     expect(r.status).toBe(200);
     expect(r.type).toBe('application/json');
-    expect(r.json).toMatchObject({ state: 'sold', product: 'talk', kind: 'talk', currency: 'EUR', face: FACE, balance: FACE, activeCalls: 0 });
+    expect(r.json).toMatchObject({
+      state: 'sold',
+      product: 'talk',
+      kind: 'talk',
+      currency: 'EUR',
+      face: FACE,
+      balance: FACE,
+      activeCalls: 0,
+    });
     expect(r.json.ok).toBeUndefined();
     // Spaces and dashes as a person types them are fine.
     const dashed = id.replace(/(\d{4})(?=\d)/g, '$1-');
@@ -132,14 +156,28 @@ describe('admin ID endpoints', () => {
     const [id] = (await mint(h, talkProduct())) as [string];
     expect((await call('GET', `/v1/ids/${id}/status`, admin)).json.state).toBe('minted');
 
-    const r = await call('POST', `/v1/admin/ids/${id}/activate`, admin, JSON.stringify({ price: 900_000, ref: 'till-7' }));
+    const r = await call(
+      'POST',
+      `/v1/admin/ids/${id}/activate`,
+      admin,
+      JSON.stringify({ price: 900_000, ref: 'till-7' }),
+    );
     expect(r.status).toBe(200);
     expect(r.json).toEqual({ balance: FACE, record: expect.stringMatching(/^\d+-\d+$/) });
     const { hash, bucket } = h.ctx.ids.hash(id);
     const sale = await h.r.xrange(keys.sales(bucket), r.json.record, r.json.record);
     expect(sale).toHaveLength(1);
-    const fields = Object.fromEntries(sale[0]![1].reduce<[string, string][]>((acc, v, i, a) => (i % 2 ? acc : [...acc, [v, a[i + 1]!]]), []));
-    expect(fields).toMatchObject({ id: hash, product: 'talk', face: String(FACE), price: '900000', channel: 'admin', ref: 'till-7' });
+    const fields = Object.fromEntries(
+      sale[0]![1].reduce<[string, string][]>((acc, v, i, a) => (i % 2 ? acc : [...acc, [v, a[i + 1]!]]), []),
+    );
+    expect(fields).toMatchObject({
+      id: hash,
+      product: 'talk',
+      face: String(FACE),
+      price: '900000',
+      channel: 'admin',
+      ref: 'till-7',
+    });
     expect(await h.r.sismember(keys.inventory(bucket, 'talk'), hash)).toBe(0);
     expect((await call('GET', `/v1/ids/${id}/status`, admin)).json).toMatchObject({ state: 'sold', balance: FACE });
 
@@ -162,14 +200,26 @@ describe('admin ID endpoints', () => {
 
   it('block and unblock', async () => {
     const [id] = (await soldIds(h, talkProduct())) as [string];
-    const b = await call('POST', `/v1/admin/ids/${id}/block`, admin, JSON.stringify({ reason: 'card reported stolen' }));
+    const b = await call(
+      'POST',
+      `/v1/admin/ids/${id}/block`,
+      admin,
+      JSON.stringify({ reason: 'card reported stolen' }),
+    );
     expect(b.status).toBe(200);
     expect(b.json).toEqual({ state: 'blocked' });
-    expect((await call('GET', `/v1/ids/${id}/status`, admin)).json).toMatchObject({ state: 'blocked', blockedWhy: 'card reported stolen', balance: FACE });
+    expect((await call('GET', `/v1/ids/${id}/status`, admin)).json).toMatchObject({
+      state: 'blocked',
+      blockedWhy: 'card reported stolen',
+      balance: FACE,
+    });
 
     // A blocked ID cannot start a call.
     const c = await Client.connect(gw.port, sw);
-    expect(await c.request({ op: 'start', ref: 1, call: 'blk-1', id, dest: '4912345' })).toMatchObject({ op: 'error', reason: 'blocked' });
+    expect(await c.request({ op: 'start', ref: 1, call: 'blk-1', id, dest: '4912345' })).toMatchObject({
+      op: 'error',
+      reason: 'blocked',
+    });
 
     const u = await call('POST', `/v1/admin/ids/${id}/unblock`, admin);
     expect(u.status).toBe(200);
@@ -177,7 +227,10 @@ describe('admin ID endpoints', () => {
     const st = (await call('GET', `/v1/ids/${id}/status`, admin)).json;
     expect(st.state).toBe('sold');
     expect(st.blockedWhy).toBeUndefined();
-    expect(await c.request({ op: 'start', ref: 2, call: 'blk-2', id, dest: '4912345' })).toMatchObject({ op: 'started', balance: FACE });
+    expect(await c.request({ op: 'start', ref: 2, call: 'blk-2', id, dest: '4912345' })).toMatchObject({
+      op: 'started',
+      balance: FACE,
+    });
     await c.request({ op: 'stop', ref: 3, call: 'blk-2', sec: 0 });
     await c.close();
 
@@ -198,7 +251,8 @@ describe('admin ID endpoints', () => {
     ['POST', 'block'],
     ['POST', 'unblock'],
   ] as const;
-  const pathOf = (what: string, id: string): string => (what === 'status' ? `/v1/ids/${id}/status` : `/v1/admin/ids/${id}/${what}`);
+  const pathOf = (what: string, id: string): string =>
+    what === 'status' ? `/v1/ids/${id}/status` : `/v1/admin/ids/${id}/${what}`;
 
   it.each(ENDPOINTS)('%s %s: no token → 401, unknown token → 401, switch token → 403', async (method, what) => {
     const [id] = (await soldIds(h, talkProduct())) as [string];
@@ -215,18 +269,21 @@ describe('admin ID endpoints', () => {
     expect((await call('GET', `/v1/ids/${id}/status`, admin)).json).toMatchObject({ state: 'sold', balance: FACE });
   });
 
-  it.each(ENDPOINTS)('%s %s: unknown ID → 404 unknown_id, bad checksum → 400, bad format → 400', async (method, what) => {
-    const body = method === 'POST' ? '{}' : undefined;
-    const unknown = await call(method, pathOf(what, unminted()), admin, body);
-    expect(unknown.status).toBe(404);
-    expect(unknown.json).toEqual({ error: { reason: 'unknown_id', message: expect.any(String) } });
-    const check = await call(method, pathOf(what, badCheck(unminted())), admin, body);
-    expect(check.status).toBe(400);
-    expect(check.json).toEqual({ error: { reason: 'bad_checksum', message: expect.any(String) } });
-    const format = await call(method, pathOf(what, '12345abc'), admin, body);
-    expect(format.status).toBe(400);
-    expect(format.json).toEqual({ error: { reason: 'bad_format', message: expect.any(String) } });
-  });
+  it.each(ENDPOINTS)(
+    '%s %s: unknown ID → 404 unknown_id, bad checksum → 400, bad format → 400',
+    async (method, what) => {
+      const body = method === 'POST' ? '{}' : undefined;
+      const unknown = await call(method, pathOf(what, unminted()), admin, body);
+      expect(unknown.status).toBe(404);
+      expect(unknown.json).toEqual({ error: { reason: 'unknown_id', message: expect.any(String) } });
+      const check = await call(method, pathOf(what, badCheck(unminted())), admin, body);
+      expect(check.status).toBe(400);
+      expect(check.json).toEqual({ error: { reason: 'bad_checksum', message: expect.any(String) } });
+      const format = await call(method, pathOf(what, '12345abc'), admin, body);
+      expect(format.status).toBe(400);
+      expect(format.json).toEqual({ error: { reason: 'bad_format', message: expect.any(String) } });
+    },
+  );
 });
 
 describe('malformed requests', () => {
@@ -246,7 +303,10 @@ describe('malformed requests', () => {
       (err: unknown) => ({ status: 0, json: String(err) }),
     );
     expect(noTok).toEqual({ status: 401, json: { error: { reason: 'unauthorized', message: expect.any(String) } } });
-    const withTok = await fetch(`${base}/v1/ids/%E0%A4%A/status`, { headers: { Authorization: `Bearer ${admin}` }, signal: timeout() }).then(
+    const withTok = await fetch(`${base}/v1/ids/%E0%A4%A/status`, {
+      headers: { Authorization: `Bearer ${admin}` },
+      signal: timeout(),
+    }).then(
       async (res) => ({ status: res.status, json: JSON.parse(await res.text()) as unknown }),
       (err: unknown) => ({ status: 0, json: String(err) }),
     );

@@ -22,7 +22,10 @@ beforeAll(async () => {
 afterAll(async () => h?.stop());
 
 /** Opens a switch connection; resolves with the client, or with the HTTP refusal of the upgrade. */
-function open(gw: Gateway, headers: Record<string, string> = {}): Promise<{ ws?: WsClient; status?: number; body?: unknown }> {
+function open(
+  gw: Gateway,
+  headers: Record<string, string> = {},
+): Promise<{ ws?: WsClient; status?: number; body?: unknown }> {
   return WsClient.connect(gw.port, tok, { headers }).then(
     (ws) => ({ ws }),
     (e: UpgradeRefused) => {
@@ -40,7 +43,10 @@ describe('WebSocket connection limits', () => {
     const opened = [await open(gw), await open(gw), await open(gw)];
     try {
       expect(opened.every((c) => c.ws)).toBe(true);
-      expect(await open(gw)).toEqual({ status: 503, body: { error: { reason: 'too_many_connections', message: 'the gateway has as many connections as it may' } } });
+      expect(await open(gw)).toEqual({
+        status: 503,
+        body: { error: { reason: 'too_many_connections', message: 'the gateway has as many connections as it may' } },
+      });
       await closeAll([opened.pop()!]);
       await sleep(50);
       const again = await open(gw);
@@ -57,7 +63,10 @@ describe('WebSocket connection limits', () => {
     const a = { 'X-Forwarded-For': '198.51.100.7' };
     const opened = [await open(gw, a), await open(gw, a)];
     try {
-      expect(await open(gw, a)).toMatchObject({ status: 503, body: { error: { reason: 'too_many_connections', message: 'this client has as many connections as it may' } } });
+      expect(await open(gw, a)).toMatchObject({
+        status: 503,
+        body: { error: { reason: 'too_many_connections', message: 'this client has as many connections as it may' } },
+      });
       const other = await open(gw, { 'X-Forwarded-For': '198.51.100.8' });
       expect(other.ws).toBeDefined();
       opened.push(other);
@@ -76,7 +85,11 @@ describe('HTTP requests in flight', () => {
     const pid = Number(/process_id:(\d+)/.exec((await r.info('server')) as string)![1]);
     r.disconnect();
     const post = () =>
-      fetch(`http://127.0.0.1:${gw.port}/v1/redeem`, { method: 'POST', headers: { Authorization: `Bearer ${scanner}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ scan: 's1', id: '4000000000000002' }) });
+      fetch(`http://127.0.0.1:${gw.port}/v1/redeem`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${scanner}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ scan: 's1', id: '4000000000000002' }),
+      });
     process.kill(pid, 'SIGSTOP');
     try {
       const first = post(); // held: Redis does not answer
@@ -84,7 +97,9 @@ describe('HTTP requests in flight', () => {
       const t0 = Date.now();
       const second = await post();
       expect(second.status).toBe(503);
-      expect(await second.json()).toEqual({ error: { reason: 'overloaded', message: 'the gateway is at capacity, retry shortly' } });
+      expect(await second.json()).toEqual({
+        error: { reason: 'overloaded', message: 'the gateway is at capacity, retry shortly' },
+      });
       expect(Date.now() - t0).toBeLessThan(1000);
       process.kill(pid, 'SIGCONT');
       expect((await first).status).toBeLessThan(500);
@@ -102,7 +117,9 @@ describe('slow clients (slow-loris)', () => {
     try {
       const closedAfter = await new Promise<number>((resolve) => {
         const s = connect(gw.port, '127.0.0.1', () => {
-          s.write(`POST /v1/redeem HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${scanner}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n`);
+          s.write(
+            `POST /v1/redeem HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${scanner}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n`,
+          );
           const t0 = Date.now();
           const drip = setInterval(() => !s.destroyed && s.write(' '), 1000);
           s.on('close', () => {

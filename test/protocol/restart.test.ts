@@ -60,7 +60,13 @@ describe('gateway restart mid-call', () => {
     expect(started).toMatchObject({ op: 'started', call, maxSec: FACE / RATE, balance: FACE, rate: RATE });
     for (let sec = 1; sec <= 10; sec++) {
       const t = await ca.request({ op: 'tick', ref: `a${sec}`, call, sec });
-      expect(t).toEqual({ op: 'ticked', ref: `a${sec}`, call, balance: FACE - sec * RATE, secLeft: (FACE - sec * RATE) / RATE });
+      expect(t).toEqual({
+        op: 'ticked',
+        ref: `a${sec}`,
+        call,
+        balance: FACE - sec * RATE,
+        secLeft: (FACE - sec * RATE) / RATE,
+      });
     }
 
     const closedByServer = new Promise<number>((r) => ca.ws.once('close', (code) => r(code)));
@@ -70,17 +76,43 @@ describe('gateway restart mid-call', () => {
     const b = await gw();
     const cb = await Client.connect(b.port, tok, { binary: true });
     // The last tick repeated after the reconnect bills nothing.
-    expect(await cb.request({ op: 'tick', ref: 'b10', call, sec: 10 })).toEqual({ op: 'ticked', ref: 'b10', call, balance: FACE - 10 * RATE, secLeft: 9_990 });
+    expect(await cb.request({ op: 'tick', ref: 'b10', call, sec: 10 })).toEqual({
+      op: 'ticked',
+      ref: 'b10',
+      call,
+      balance: FACE - 10 * RATE,
+      secLeft: 9_990,
+    });
     for (let sec = 11; sec <= 20; sec++) {
       const t = await cb.request({ op: 'tick', ref: `b${sec}`, call, sec });
-      expect(t).toEqual({ op: 'ticked', ref: `b${sec}`, call, balance: FACE - sec * RATE, secLeft: (FACE - sec * RATE) / RATE });
+      expect(t).toEqual({
+        op: 'ticked',
+        ref: `b${sec}`,
+        call,
+        balance: FACE - sec * RATE,
+        secLeft: (FACE - sec * RATE) / RATE,
+      });
     }
     const stopped = await cb.request({ op: 'stop', ref: 'e', call, sec: 25, cause: 'normal' });
-    expect(stopped).toEqual({ op: 'stopped', ref: 'e', call, billedSec: 25, cost: 25 * RATE, balance: FACE - 25 * RATE });
+    expect(stopped).toEqual({
+      op: 'stopped',
+      ref: 'e',
+      call,
+      billedSec: 25,
+      cost: 25 * RATE,
+      balance: FACE - 25 * RATE,
+    });
 
     const cdrs = await cdrsOf(name, call);
     expect(cdrs).toHaveLength(1);
-    expect(cdrs[0]).toMatchObject({ sec: '25', rate: String(RATE), cost: String(25 * RATE), bal: String(FACE - 25 * RATE), cause: 'normal', dest: '4912345' });
+    expect(cdrs[0]).toMatchObject({
+      sec: '25',
+      rate: String(RATE),
+      cost: String(25 * RATE),
+      bal: String(FACE - 25 * RATE),
+      cause: 'normal',
+      dest: '4912345',
+    });
 
     const st = await idStatus(h.ctx, id);
     expect(st).toMatchObject({ ok: true, state: 'sold', balance: FACE - 25 * RATE, activeCalls: 0 });
@@ -118,15 +150,55 @@ describe('two gateways at once', () => {
     const ca = await Client.connect(a.port, tok);
     const cb = await Client.connect(b.port, tok);
 
-    expect(await ca.request({ op: 'start', ref: 1, call, id, dest: '4912345' })).toMatchObject({ op: 'started', maxSec: 10_000 });
-    expect(await cb.request({ op: 'tick', ref: 2, call, sec: 5 })).toEqual({ op: 'ticked', ref: 2, call, balance: FACE - 500, secLeft: 9_995 });
-    expect(await ca.request({ op: 'tick', ref: 3, call, sec: 8 })).toEqual({ op: 'ticked', ref: 3, call, balance: FACE - 800, secLeft: 9_992 });
+    expect(await ca.request({ op: 'start', ref: 1, call, id, dest: '4912345' })).toMatchObject({
+      op: 'started',
+      maxSec: 10_000,
+    });
+    expect(await cb.request({ op: 'tick', ref: 2, call, sec: 5 })).toEqual({
+      op: 'ticked',
+      ref: 2,
+      call,
+      balance: FACE - 500,
+      secLeft: 9_995,
+    });
+    expect(await ca.request({ op: 'tick', ref: 3, call, sec: 8 })).toEqual({
+      op: 'ticked',
+      ref: 3,
+      call,
+      balance: FACE - 800,
+      secLeft: 9_992,
+    });
     // A tick that goes back, on the other gateway, changes nothing.
-    expect(await cb.request({ op: 'tick', ref: 4, call, sec: 6 })).toEqual({ op: 'ticked', ref: 4, call, balance: FACE - 800, secLeft: 9_992 });
-    expect(await cb.request({ op: 'stop', ref: 5, call, sec: 12 })).toEqual({ op: 'stopped', ref: 5, call, billedSec: 12, cost: 1200, balance: FACE - 1200 });
+    expect(await cb.request({ op: 'tick', ref: 4, call, sec: 6 })).toEqual({
+      op: 'ticked',
+      ref: 4,
+      call,
+      balance: FACE - 800,
+      secLeft: 9_992,
+    });
+    expect(await cb.request({ op: 'stop', ref: 5, call, sec: 12 })).toEqual({
+      op: 'stopped',
+      ref: 5,
+      call,
+      billedSec: 12,
+      cost: 1200,
+      balance: FACE - 1200,
+    });
     // The first gateway, which started the call, sees it closed: the same record, nothing billed twice.
-    expect(await ca.request({ op: 'stop', ref: 6, call, sec: 20 })).toEqual({ op: 'stopped', ref: 6, call, billedSec: 12, cost: 1200, balance: FACE - 1200 });
-    expect(await ca.request({ op: 'tick', ref: 7, call, sec: 21 })).toMatchObject({ op: 'error', ref: 7, call, reason: 'call_ended' });
+    expect(await ca.request({ op: 'stop', ref: 6, call, sec: 20 })).toEqual({
+      op: 'stopped',
+      ref: 6,
+      call,
+      billedSec: 12,
+      cost: 1200,
+      balance: FACE - 1200,
+    });
+    expect(await ca.request({ op: 'tick', ref: 7, call, sec: 21 })).toMatchObject({
+      op: 'error',
+      ref: 7,
+      call,
+      reason: 'call_ended',
+    });
 
     expect(await cdrsOf(name, call)).toHaveLength(1);
     expect(await idStatus(h.ctx, id)).toMatchObject({ ok: true, balance: FACE - 1200, activeCalls: 0 });
@@ -141,9 +213,26 @@ describe('two gateways at once', () => {
     const owner = await Client.connect(a.port, await token(h, 'switch', 'sw-owner'));
     const other = await Client.connect(b.port, await token(h, 'switch', 'sw-other'));
     await owner.request({ op: 'start', ref: 1, call: 'mine', id, dest: '4912345' });
-    expect(await other.request({ op: 'tick', ref: 2, call: 'mine', sec: 50 })).toMatchObject({ op: 'error', ref: 2, call: 'mine', reason: 'unknown_call' });
-    expect(await other.request({ op: 'stop', ref: 3, call: 'mine', sec: 50 })).toMatchObject({ op: 'error', ref: 3, call: 'mine', reason: 'unknown_call' });
-    expect(await owner.request({ op: 'stop', ref: 4, call: 'mine', sec: 3 })).toEqual({ op: 'stopped', ref: 4, call: 'mine', billedSec: 3, cost: 300, balance: FACE - 300 });
+    expect(await other.request({ op: 'tick', ref: 2, call: 'mine', sec: 50 })).toMatchObject({
+      op: 'error',
+      ref: 2,
+      call: 'mine',
+      reason: 'unknown_call',
+    });
+    expect(await other.request({ op: 'stop', ref: 3, call: 'mine', sec: 50 })).toMatchObject({
+      op: 'error',
+      ref: 3,
+      call: 'mine',
+      reason: 'unknown_call',
+    });
+    expect(await owner.request({ op: 'stop', ref: 4, call: 'mine', sec: 3 })).toEqual({
+      op: 'stopped',
+      ref: 4,
+      call: 'mine',
+      billedSec: 3,
+      cost: 300,
+      balance: FACE - 300,
+    });
     await owner.close();
     await other.close();
   });

@@ -27,7 +27,8 @@ afterAll(async () => {
   await h?.stop();
 });
 
-const count = (text: string, script: string): number | undefined => sample(text, 'tessera_script_duration_seconds_count', { script });
+const count = (text: string, script: string): number | undefined =>
+  sample(text, 'tessera_script_duration_seconds_count', { script });
 
 it('times every metering and redemption script call into tessera_script_duration_seconds', async () => {
   const { c } = await connectSwitch(h, gw.port);
@@ -37,7 +38,9 @@ it('times every metering and redemption script call into tessera_script_duration
   expect(await c.request({ op: 'tick', ref: 2, call, sec: 1 })).toMatchObject({ op: 'ticked' });
   expect(await c.request({ op: 'stop', ref: 3, call, sec: 1 })).toMatchObject({ op: 'stopped' });
   const gone = newCall();
-  expect(await c.request({ op: 'start', ref: 4, call: gone, id: quiet, dest: '4912345' })).toMatchObject({ op: 'started' });
+  expect(await c.request({ op: 'start', ref: 4, call: gone, id: quiet, dest: '4912345' })).toMatchObject({
+    op: 'started',
+  });
   await until(async () => (await cdrsOf(h, quiet, gone)).length > 0);
   await c.close();
 

@@ -10,7 +10,18 @@ import { generateId } from '../../src/ids/idnum';
 import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, uniq, type Harness } from '../support/harness';
 import { balanceOf, idFields, idKeyOf } from '../support/redis';
 import { Scanner } from '../support/ws-client';
-import { DAY, loadRedemptionCatalog, OTHER_VENUE, PRICE, recordsOf, scannerToken, streamLength, VENUE, WALLET_FACE, type Catalog } from './fixtures';
+import {
+  DAY,
+  loadRedemptionCatalog,
+  OTHER_VENUE,
+  PRICE,
+  recordsOf,
+  scannerToken,
+  streamLength,
+  VENUE,
+  WALLET_FACE,
+  type Catalog,
+} from './fixtures';
 
 let h: Harness;
 let gw: Gateway;
@@ -54,7 +65,14 @@ describe('ok: entry tickets', () => {
     const id = await sold(cat.ticket);
     const scan = uniq();
     const t0 = Date.now();
-    expect(await arena.redeem({ scan, id, gate: 'east' })).toEqual({ op: 'redeemed', scan, kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
+    expect(await arena.redeem({ scan, id, gate: 'east' })).toEqual({
+      op: 'redeemed',
+      scan,
+      kind: 'entry',
+      action: 'entry',
+      amount: 1,
+      entriesLeft: 0,
+    });
     const t1 = Date.now();
     const f = await idFields(h, id);
     expect(f).toMatchObject({ bal: '0', inside: '1', fven: VENUE, fgate: 'east' });
@@ -79,7 +97,14 @@ describe('ok: entry tickets', () => {
     const id = await sold(cat.ticket3);
     for (const left of [2, 1, 0]) {
       const scan = uniq();
-      expect(await arena.redeem({ scan, id })).toEqual({ op: 'redeemed', scan, kind: 'entry', action: 'entry', amount: 1, entriesLeft: left });
+      expect(await arena.redeem({ scan, id })).toEqual({
+        op: 'redeemed',
+        scan,
+        kind: 'entry',
+        action: 'entry',
+        amount: 1,
+        entriesLeft: left,
+      });
       expect(await balanceOf(h, id)).toBe(left);
     }
     const r = await arena.redeem({ scan: uniq(), id });
@@ -112,14 +137,30 @@ describe('ok: goods (stored value)', () => {
   it('prices come from the scanning venue: the same item costs what that venue charges', async () => {
     const id = await sold(cat.wallet);
     const scan = uniq();
-    expect(await club.redeem({ scan, id, item: 'beer' })).toEqual({ op: 'redeemed', scan, kind: 'goods', action: 'spend', amount: PRICE.clubBeer, valueLeft: WALLET_FACE - PRICE.clubBeer, item: 'beer' });
+    expect(await club.redeem({ scan, id, item: 'beer' })).toEqual({
+      op: 'redeemed',
+      scan,
+      kind: 'goods',
+      action: 'spend',
+      amount: PRICE.clubBeer,
+      valueLeft: WALLET_FACE - PRICE.clubBeer,
+      item: 'beer',
+    });
   });
 
   it('partial debits down to exactly 0, then insufficient_value with the value left (0)', async () => {
     const id = await sold(cat.wallet);
     // 10.00 = 2 × 4.50 + 1.00
     const s1 = uniq();
-    expect(await arena.redeem({ scan: s1, id, item: 'beer', qty: 2 })).toEqual({ op: 'redeemed', scan: s1, kind: 'goods', action: 'spend', amount: 2 * PRICE.beer, valueLeft: 1_000_000, item: 'beer' });
+    expect(await arena.redeem({ scan: s1, id, item: 'beer', qty: 2 })).toEqual({
+      op: 'redeemed',
+      scan: s1,
+      kind: 'goods',
+      action: 'spend',
+      amount: 2 * PRICE.beer,
+      valueLeft: 1_000_000,
+      item: 'beer',
+    });
     // More than is left: refused with what is left, nothing taken.
     const s2 = uniq();
     expect(await arena.redeem({ scan: s2, id, item: 'beer' })).toEqual({
@@ -130,10 +171,24 @@ describe('ok: goods (stored value)', () => {
       valueLeft: 1_000_000,
     });
     const s3 = uniq();
-    expect(await arena.redeem({ scan: s3, id, item: 'water' })).toEqual({ op: 'redeemed', scan: s3, kind: 'goods', action: 'spend', amount: PRICE.water, valueLeft: 0, item: 'water' });
+    expect(await arena.redeem({ scan: s3, id, item: 'water' })).toEqual({
+      op: 'redeemed',
+      scan: s3,
+      kind: 'goods',
+      action: 'spend',
+      amount: PRICE.water,
+      valueLeft: 0,
+      item: 'water',
+    });
     expect(await balanceOf(h, id)).toBe(0);
     const s4 = uniq();
-    expect(await arena.redeem({ scan: s4, id, item: 'water' })).toEqual({ op: 'refused', scan: s4, reason: 'insufficient_value', message: 'not enough value left', valueLeft: 0 });
+    expect(await arena.redeem({ scan: s4, id, item: 'water' })).toEqual({
+      op: 'refused',
+      scan: s4,
+      reason: 'insufficient_value',
+      message: 'not enough value left',
+      valueLeft: 0,
+    });
     expect(await balanceOf(h, id)).toBe(0);
     expect((await recordsOf(h, id)).map((r) => [r.amount, r.before, r.after])).toEqual([
       [String(2 * PRICE.beer), String(WALLET_FACE), '1000000'],
@@ -144,7 +199,10 @@ describe('ok: goods (stored value)', () => {
   it('a goods ID is valid for expiryDays from its first use: exp is set then, and once past, expired', async () => {
     const id = await sold(cat.wallet);
     expect((await idFields(h, id)).exp).toBe('0');
-    expect(await arena.redeem({ scan: uniq(), id, item: 'water' })).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.water });
+    expect(await arena.redeem({ scan: uniq(), id, item: 'water' })).toMatchObject({
+      op: 'redeemed',
+      valueLeft: WALLET_FACE - PRICE.water,
+    });
     const f = await idFields(h, id);
     expect(Number(f.exp)).toBe(Number(f.first) + cat.wallet.expiryDays * DAY);
     expect(cat.wallet.expiryDays).toBe(365);
@@ -154,7 +212,12 @@ describe('ok: goods (stored value)', () => {
 
     await h.r.hset(idKeyOf(h, id), 'exp', Date.now() - 1);
     const scan = uniq();
-    expect(await arena.redeem({ scan, id, item: 'water' })).toEqual({ op: 'refused', scan, reason: 'expired', message: 'the ID has expired' });
+    expect(await arena.redeem({ scan, id, item: 'water' })).toEqual({
+      op: 'refused',
+      scan,
+      reason: 'expired',
+      message: 'the ID has expired',
+    });
     expect(await balanceOf(h, id)).toBe(WALLET_FACE - 2 * PRICE.water);
   });
 });
@@ -163,12 +226,32 @@ describe('ok: services', () => {
   it('counts uses down; the item is optional and, when given, must be the service', async () => {
     const id = await sold(cat.spa);
     const s1 = uniq();
-    expect(await arena.redeem({ scan: s1, id })).toEqual({ op: 'redeemed', scan: s1, kind: 'service', action: 'use', amount: 1, usesLeft: 1 });
+    expect(await arena.redeem({ scan: s1, id })).toEqual({
+      op: 'redeemed',
+      scan: s1,
+      kind: 'service',
+      action: 'use',
+      amount: 1,
+      usesLeft: 1,
+    });
     const bad = uniq();
-    expect(await arena.redeem({ scan: bad, id, item: 'haircut' })).toEqual({ op: 'refused', scan: bad, reason: 'unknown_item', message: 'this item is not sold here' });
+    expect(await arena.redeem({ scan: bad, id, item: 'haircut' })).toEqual({
+      op: 'refused',
+      scan: bad,
+      reason: 'unknown_item',
+      message: 'this item is not sold here',
+    });
     expect(await balanceOf(h, id)).toBe(1);
     const s2 = uniq();
-    expect(await arena.redeem({ scan: s2, id, item: 'massage' })).toEqual({ op: 'redeemed', scan: s2, kind: 'service', action: 'use', amount: 1, usesLeft: 0, item: 'massage' });
+    expect(await arena.redeem({ scan: s2, id, item: 'massage' })).toEqual({
+      op: 'redeemed',
+      scan: s2,
+      kind: 'service',
+      action: 'use',
+      amount: 1,
+      usesLeft: 0,
+      item: 'massage',
+    });
     const s3 = uniq();
     const first = Number((await idFields(h, id)).first);
     expect(await arena.redeem({ scan: s3, id, item: 'massage' })).toEqual({
@@ -187,18 +270,40 @@ describe('refusals before Redis is asked', () => {
   it('bad_checksum for a mistyped ID, bad_format for what is not an ID', async () => {
     const [id] = await soldIds(h, cat.ticket);
     const scan = uniq();
-    expect(await arena.redeem({ scan, id: badCheck(id!) })).toEqual({ op: 'refused', scan, reason: 'bad_checksum', message: 'the ID is mistyped (check digit)' });
+    expect(await arena.redeem({ scan, id: badCheck(id!) })).toEqual({
+      op: 'refused',
+      scan,
+      reason: 'bad_checksum',
+      message: 'the ID is mistyped (check digit)',
+    });
     for (const bad of ['12345', 'abcdabcdabcdabcd', `${id}0`, '']) {
-      expect(await arena.redeem({ scan, id: bad })).toEqual({ op: 'refused', scan, reason: 'bad_format', message: 'not an ID number' });
+      expect(await arena.redeem({ scan, id: bad })).toEqual({
+        op: 'refused',
+        scan,
+        reason: 'bad_format',
+        message: 'not an ID number',
+      });
     }
     // Spaces and dashes as a person types them are fine.
     const typed = `${id!.slice(0, 4)} ${id!.slice(4, 8)}-${id!.slice(8)}`;
-    expect(await arena.redeem({ scan, id: typed })).toEqual({ op: 'redeemed', scan, kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
+    expect(await arena.redeem({ scan, id: typed })).toEqual({
+      op: 'redeemed',
+      scan,
+      kind: 'entry',
+      action: 'entry',
+      amount: 1,
+      entriesLeft: 0,
+    });
   });
 
   it('unknown_id for a well-formed ID that was never minted', async () => {
     const scan = uniq();
-    expect(await arena.redeem({ scan, id: generateId(16) })).toEqual({ op: 'refused', scan, reason: 'unknown_id', message: 'no such ID' });
+    expect(await arena.redeem({ scan, id: generateId(16) })).toEqual({
+      op: 'refused',
+      scan,
+      reason: 'unknown_id',
+      message: 'no such ID',
+    });
   });
 });
 
@@ -206,7 +311,12 @@ describe('refusals by life cycle and validity', () => {
   it('not_active: minted but not sold; the same ID redeems once sold', async () => {
     const [id] = await mint(h, cat.ticket);
     const scan = uniq();
-    expect(await arena.redeem({ scan, id: id! })).toEqual({ op: 'refused', scan, reason: 'not_active', message: 'the ID has not been sold' });
+    expect(await arena.redeem({ scan, id: id! })).toEqual({
+      op: 'refused',
+      scan,
+      reason: 'not_active',
+      message: 'the ID has not been sold',
+    });
     expect(await balanceOf(h, id!)).toBe(0);
     expect(await activateId(h.ctx, id!, { price: 1 })).toMatchObject({ ok: true });
     // The refused scan id was not kept: the retry now redeems.
@@ -217,16 +327,29 @@ describe('refusals by life cycle and validity', () => {
     const id = await sold(cat.wallet);
     expect(await setIdState(h.ctx, id, 'block', 'stolen')).toEqual({ ok: true, state: 'blocked' });
     const scan = uniq();
-    expect(await arena.redeem({ scan, id, item: 'beer' })).toEqual({ op: 'refused', scan, reason: 'blocked', message: 'the ID is blocked' });
+    expect(await arena.redeem({ scan, id, item: 'beer' })).toEqual({
+      op: 'refused',
+      scan,
+      reason: 'blocked',
+      message: 'the ID is blocked',
+    });
     expect(await balanceOf(h, id)).toBe(WALLET_FACE);
     await setIdState(h.ctx, id, 'unblock');
-    expect(await arena.redeem({ scan, id, item: 'beer' })).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.beer });
+    expect(await arena.redeem({ scan, id, item: 'beer' })).toMatchObject({
+      op: 'redeemed',
+      valueLeft: WALLET_FACE - PRICE.beer,
+    });
   });
 
   it('expired: a ticket past its validUntil', async () => {
     const id = await sold(cat.past);
     const scan = uniq();
-    expect(await arena.redeem({ scan, id })).toEqual({ op: 'refused', scan, reason: 'expired', message: 'the ID has expired' });
+    expect(await arena.redeem({ scan, id })).toEqual({
+      op: 'refused',
+      scan,
+      reason: 'expired',
+      message: 'the ID has expired',
+    });
     expect(await balanceOf(h, id)).toBe(1);
   });
 
@@ -235,7 +358,12 @@ describe('refusals by life cycle and validity', () => {
     expect(await arena.redeem({ scan: uniq(), id })).toMatchObject({ op: 'redeemed', entriesLeft: 2 });
     await h.r.hset(idKeyOf(h, id), 'exp', Date.now() - 1000);
     const scan = uniq();
-    expect(await arena.redeem({ scan, id })).toEqual({ op: 'refused', scan, reason: 'expired', message: 'the ID has expired' });
+    expect(await arena.redeem({ scan, id })).toEqual({
+      op: 'refused',
+      scan,
+      reason: 'expired',
+      message: 'the ID has expired',
+    });
     // exp just ahead: valid again (the check compares with now, nothing was changed by the refusal).
     await h.r.hset(idKeyOf(h, id), 'exp', Date.now() + 60_000);
     expect(await arena.redeem({ scan, id })).toMatchObject({ op: 'redeemed', entriesLeft: 1 });
@@ -245,7 +373,13 @@ describe('refusals by life cycle and validity', () => {
     const id = await sold(cat.future);
     expect(typeof cat.future.validFrom).toBe('number');
     const scan = uniq();
-    expect(await arena.redeem({ scan, id })).toEqual({ op: 'refused', scan, reason: 'not_yet_valid', message: 'not valid yet', validFrom: cat.future.validFrom });
+    expect(await arena.redeem({ scan, id })).toEqual({
+      op: 'refused',
+      scan,
+      reason: 'not_yet_valid',
+      message: 'not valid yet',
+      validFrom: cat.future.validFrom,
+    });
     expect(await balanceOf(h, id)).toBe(1);
   });
 });
@@ -254,9 +388,19 @@ describe('refusals by place: venue and gate', () => {
   it('wrong_venue: a scanner of another venue, whatever venue it claims in the message', async () => {
     const id = await sold(cat.ticket);
     const scan = uniq();
-    expect(await club.redeem({ scan, id, venue: VENUE })).toEqual({ op: 'refused', scan, reason: 'wrong_venue', message: 'not valid at this venue' });
+    expect(await club.redeem({ scan, id, venue: VENUE })).toEqual({
+      op: 'refused',
+      scan,
+      reason: 'wrong_venue',
+      message: 'not valid at this venue',
+    });
     const w = await sold(cat.arenaWallet);
-    expect(await club.redeem({ scan, id: w, item: 'beer', venue: VENUE })).toEqual({ op: 'refused', scan, reason: 'wrong_venue', message: 'not valid at this venue' });
+    expect(await club.redeem({ scan, id: w, item: 'beer', venue: VENUE })).toEqual({
+      op: 'refused',
+      scan,
+      reason: 'wrong_venue',
+      message: 'not valid at this venue',
+    });
     expect(await balanceOf(h, id)).toBe(1);
     expect(await balanceOf(h, w)).toBe(WALLET_FACE);
   });
@@ -264,22 +408,51 @@ describe('refusals by place: venue and gate', () => {
   it('wrong_gate: a scanner without a gate uses the gate it sends', async () => {
     const id = await sold(cat.gated);
     const s1 = uniq();
-    expect(await arena.redeem({ scan: s1, id, gate: 'south' })).toEqual({ op: 'refused', scan: s1, reason: 'wrong_gate', message: 'not valid at this gate' });
+    expect(await arena.redeem({ scan: s1, id, gate: 'south' })).toEqual({
+      op: 'refused',
+      scan: s1,
+      reason: 'wrong_gate',
+      message: 'not valid at this gate',
+    });
     const s2 = uniq();
-    expect(await arena.redeem({ scan: s2, id })).toEqual({ op: 'refused', scan: s2, reason: 'wrong_gate', message: 'not valid at this gate' });
+    expect(await arena.redeem({ scan: s2, id })).toEqual({
+      op: 'refused',
+      scan: s2,
+      reason: 'wrong_gate',
+      message: 'not valid at this gate',
+    });
     const s3 = uniq();
-    expect(await arena.redeem({ scan: s3, id, gate: 'north' })).toEqual({ op: 'redeemed', scan: s3, kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
+    expect(await arena.redeem({ scan: s3, id, gate: 'north' })).toEqual({
+      op: 'redeemed',
+      scan: s3,
+      kind: 'entry',
+      action: 'entry',
+      amount: 1,
+      entriesLeft: 0,
+    });
     expect((await recordsOf(h, id)).map((r) => [r.scanner, r.venue, r.gate])).toEqual([[arenaName, VENUE, 'north']]);
   });
 
   it('wrong_gate: a scanner bound to a gate cannot redeem for another gate, whatever gate it sends', async () => {
     const id = await sold(cat.gated);
     const s1 = uniq();
-    expect(await south.redeem({ scan: s1, id, gate: 'north' })).toEqual({ op: 'refused', scan: s1, reason: 'wrong_gate', message: 'not valid at this gate' });
+    expect(await south.redeem({ scan: s1, id, gate: 'north' })).toEqual({
+      op: 'refused',
+      scan: s1,
+      reason: 'wrong_gate',
+      message: 'not valid at this gate',
+    });
     expect(await balanceOf(h, id)).toBe(1);
     // The north scanner redeems at north even when it claims south; the record says north.
     const s2 = uniq();
-    expect(await north.redeem({ scan: s2, id, gate: 'south' })).toEqual({ op: 'redeemed', scan: s2, kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
+    expect(await north.redeem({ scan: s2, id, gate: 'south' })).toEqual({
+      op: 'redeemed',
+      scan: s2,
+      kind: 'entry',
+      action: 'entry',
+      amount: 1,
+      entriesLeft: 0,
+    });
     expect((await recordsOf(h, id)).map((r) => [r.scanner, r.venue, r.gate])).toEqual([[northName, VENUE, 'north']]);
     expect((await idFields(h, id)).fgate).toBe('north');
   });
@@ -290,7 +463,12 @@ describe('refusals by what is asked', () => {
     const id = await sold(cat.wallet);
     for (const item of ['cake', 'cocktail', undefined]) {
       const scan = uniq();
-      expect(await arena.redeem({ scan, id, ...(item ? { item } : {}) })).toEqual({ op: 'refused', scan, reason: 'unknown_item', message: 'this item is not sold here' });
+      expect(await arena.redeem({ scan, id, ...(item ? { item } : {}) })).toEqual({
+        op: 'refused',
+        scan,
+        reason: 'unknown_item',
+        message: 'this item is not sold here',
+      });
     }
     expect(await balanceOf(h, id)).toBe(WALLET_FACE);
     expect(await recordsOf(h, id)).toEqual([]);
@@ -299,8 +477,18 @@ describe('refusals by what is asked', () => {
   it('wrong_kind: a talk ID at a gate', async () => {
     const [talk] = await soldIds(h, talkProduct());
     const scan = uniq();
-    expect(await arena.redeem({ scan, id: talk! })).toEqual({ op: 'refused', scan, reason: 'wrong_kind', message: 'this ID is not for this use' });
-    expect(await arena.redeem({ scan, id: talk!, item: 'beer' })).toEqual({ op: 'refused', scan, reason: 'wrong_kind', message: 'this ID is not for this use' });
+    expect(await arena.redeem({ scan, id: talk! })).toEqual({
+      op: 'refused',
+      scan,
+      reason: 'wrong_kind',
+      message: 'this ID is not for this use',
+    });
+    expect(await arena.redeem({ scan, id: talk!, item: 'beer' })).toEqual({
+      op: 'refused',
+      scan,
+      reason: 'wrong_kind',
+      message: 'this ID is not for this use',
+    });
     expect(await balanceOf(h, talk!)).toBe(talkProduct().face);
     expect(await recordsOf(h, talk!)).toEqual([]);
   });
@@ -310,15 +498,44 @@ describe('re-entry', () => {
   it('a re-entry ticket: in, out, back in without using an entry; twice in a row is already_redeemed', async () => {
     const id = await sold(cat.reentry);
     const s = [uniq('a'), uniq('b'), uniq('c'), uniq('d'), uniq('e'), uniq('f')] as const;
-    expect(await north.redeem({ scan: s[0], id })).toEqual({ op: 'redeemed', scan: s[0], kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
+    expect(await north.redeem({ scan: s[0], id })).toEqual({
+      op: 'redeemed',
+      scan: s[0],
+      kind: 'entry',
+      action: 'entry',
+      amount: 1,
+      entriesLeft: 0,
+    });
     const first = Number((await idFields(h, id)).first);
     // Still inside: a second "in" is a second person.
-    expect(await arena.redeem({ scan: s[1], id })).toMatchObject({ op: 'refused', reason: 'already_redeemed', firstUsed: { time: first, venue: VENUE, gate: 'north' } });
-    expect(await north.redeem({ scan: s[2], id, dir: 'out' })).toEqual({ op: 'redeemed', scan: s[2], kind: 'entry', action: 'exit', amount: 0, entriesLeft: 0 });
+    expect(await arena.redeem({ scan: s[1], id })).toMatchObject({
+      op: 'refused',
+      reason: 'already_redeemed',
+      firstUsed: { time: first, venue: VENUE, gate: 'north' },
+    });
+    expect(await north.redeem({ scan: s[2], id, dir: 'out' })).toEqual({
+      op: 'redeemed',
+      scan: s[2],
+      kind: 'entry',
+      action: 'exit',
+      amount: 0,
+      entriesLeft: 0,
+    });
     expect((await idFields(h, id)).inside).toBe('0');
-    expect(await south.redeem({ scan: s[3], id })).toEqual({ op: 'redeemed', scan: s[3], kind: 'entry', action: 'reentry', amount: 0, entriesLeft: 0 });
+    expect(await south.redeem({ scan: s[3], id })).toEqual({
+      op: 'redeemed',
+      scan: s[3],
+      kind: 'entry',
+      action: 'reentry',
+      amount: 0,
+      entriesLeft: 0,
+    });
     expect((await idFields(h, id)).inside).toBe('1');
-    expect(await south.redeem({ scan: s[4], id })).toMatchObject({ op: 'refused', reason: 'already_redeemed', firstUsed: { time: first, venue: VENUE, gate: 'north' } });
+    expect(await south.redeem({ scan: s[4], id })).toMatchObject({
+      op: 'refused',
+      reason: 'already_redeemed',
+      firstUsed: { time: first, venue: VENUE, gate: 'north' },
+    });
     // The exit does not move the first use.
     expect(Number((await idFields(h, id)).first)).toBe(first);
     expect((await recordsOf(h, id)).map((r) => [r.action, r.amount, r.before, r.after, r.gate])).toEqual([
@@ -331,7 +548,12 @@ describe('re-entry', () => {
   it('without re-entry, an exit scan does not let the holder back in', async () => {
     const id = await sold(cat.ticket);
     expect(await arena.redeem({ scan: uniq(), id })).toMatchObject({ op: 'redeemed', action: 'entry', entriesLeft: 0 });
-    expect(await arena.redeem({ scan: uniq(), id, dir: 'out' })).toMatchObject({ op: 'redeemed', action: 'exit', amount: 0, entriesLeft: 0 });
+    expect(await arena.redeem({ scan: uniq(), id, dir: 'out' })).toMatchObject({
+      op: 'redeemed',
+      action: 'exit',
+      amount: 0,
+      entriesLeft: 0,
+    });
     expect(await arena.redeem({ scan: uniq(), id })).toMatchObject({ op: 'refused', reason: 'already_redeemed' });
     expect(await balanceOf(h, id)).toBe(0);
   });
@@ -342,12 +564,31 @@ describe('validate: the same checks, nothing changed', () => {
     const id = await sold(cat.ticket);
     const before = await idFields(h, id);
     const len = await streamLength(h, id);
-    expect(await arena.validate({ id })).toEqual({ op: 'valid', kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
-    expect(await arena.validate({ id })).toEqual({ op: 'valid', kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
+    expect(await arena.validate({ id })).toEqual({
+      op: 'valid',
+      kind: 'entry',
+      action: 'entry',
+      amount: 1,
+      entriesLeft: 0,
+    });
+    expect(await arena.validate({ id })).toEqual({
+      op: 'valid',
+      kind: 'entry',
+      action: 'entry',
+      amount: 1,
+      entriesLeft: 0,
+    });
     expect(await idFields(h, id)).toEqual(before);
     expect(await streamLength(h, id)).toBe(len);
     // And the real thing agrees with the preview.
-    expect(await arena.redeem({ scan: 'v1', id })).toEqual({ op: 'redeemed', scan: 'v1', kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
+    expect(await arena.redeem({ scan: 'v1', id })).toEqual({
+      op: 'redeemed',
+      scan: 'v1',
+      kind: 'entry',
+      action: 'entry',
+      amount: 1,
+      entriesLeft: 0,
+    });
   });
 
   it('a used ticket says already_redeemed, with the first use', async () => {
@@ -365,9 +606,25 @@ describe('validate: the same checks, nothing changed', () => {
 
   it('goods: the value left after the item, without debiting; refusals as redeem gives them', async () => {
     const id = await sold(cat.wallet);
-    expect(await arena.validate({ id, item: 'beer', qty: 2 })).toEqual({ op: 'valid', kind: 'goods', action: 'spend', amount: 2 * PRICE.beer, valueLeft: 1_000_000, item: 'beer' });
-    expect(await arena.validate({ id, item: 'beer', qty: 3 })).toEqual({ op: 'refused', reason: 'insufficient_value', message: 'not enough value left', valueLeft: WALLET_FACE });
-    expect(await arena.validate({ id, item: 'cake' })).toEqual({ op: 'refused', reason: 'unknown_item', message: 'this item is not sold here' });
+    expect(await arena.validate({ id, item: 'beer', qty: 2 })).toEqual({
+      op: 'valid',
+      kind: 'goods',
+      action: 'spend',
+      amount: 2 * PRICE.beer,
+      valueLeft: 1_000_000,
+      item: 'beer',
+    });
+    expect(await arena.validate({ id, item: 'beer', qty: 3 })).toEqual({
+      op: 'refused',
+      reason: 'insufficient_value',
+      message: 'not enough value left',
+      valueLeft: WALLET_FACE,
+    });
+    expect(await arena.validate({ id, item: 'cake' })).toEqual({
+      op: 'refused',
+      reason: 'unknown_item',
+      message: 'this item is not sold here',
+    });
     expect(await balanceOf(h, id)).toBe(WALLET_FACE);
     expect((await idFields(h, id)).first).toBeUndefined();
     expect(await recordsOf(h, id)).toEqual([]);
@@ -380,7 +637,11 @@ describe('validate: the same checks, nothing changed', () => {
     expect(await south.validate({ id: g, gate: 'north' })).toMatchObject({ op: 'refused', reason: 'wrong_gate' });
     expect(await north.validate({ id: g })).toMatchObject({ op: 'valid', entriesLeft: 0 });
     const f = await sold(cat.future);
-    expect(await arena.validate({ id: f })).toMatchObject({ op: 'refused', reason: 'not_yet_valid', validFrom: cat.future.validFrom });
+    expect(await arena.validate({ id: f })).toMatchObject({
+      op: 'refused',
+      reason: 'not_yet_valid',
+      validFrom: cat.future.validFrom,
+    });
     const [m] = await mint(h, cat.ticket);
     expect(await arena.validate({ id: m! })).toMatchObject({ op: 'refused', reason: 'not_active' });
     expect(await arena.validate({ id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'unknown_id' });

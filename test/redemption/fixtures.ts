@@ -44,14 +44,24 @@ export interface Catalog {
  */
 export async function loadRedemptionCatalog(h: Harness): Promise<Catalog> {
   const now = Date.now();
-  const entry = (over: Partial<EntryProduct>): Record<string, unknown> => ({ kind: 'entry', currency: 'EUR', price: 50_000_000, venues: [VENUE], ...over });
+  const entry = (over: Partial<EntryProduct>): Record<string, unknown> => ({
+    kind: 'entry',
+    currency: 'EUR',
+    price: 50_000_000,
+    venues: [VENUE],
+    ...over,
+  });
   const loaded = await putProducts(h.ctx.redis, [
     entry({ name: 'ticket' }),
     entry({ name: 'ticket3', entries: 3 }),
     entry({ name: 'gated', gates: ['north'] }),
     entry({ name: 'reentry', reentry: true }),
     entry({ name: 'future', validFrom: now + DAY, validUntil: now + 2 * DAY }),
-    entry({ name: 'past', validFrom: new Date(now - 2 * DAY).toISOString(), validUntil: new Date(now - DAY).toISOString() }),
+    entry({
+      name: 'past',
+      validFrom: new Date(now - 2 * DAY).toISOString(),
+      validUntil: new Date(now - DAY).toISOString(),
+    }),
     { name: 'wallet', kind: 'goods', currency: 'EUR', face: WALLET_FACE, price: WALLET_FACE },
     { name: 'arenaWallet', kind: 'goods', currency: 'EUR', face: WALLET_FACE, price: WALLET_FACE, venues: [VENUE] },
     { name: 'spa', kind: 'service', currency: 'EUR', price: 80_000_000, service: 'massage', uses: 2, venues: [VENUE] },
@@ -78,7 +88,10 @@ export async function loadRedemptionCatalog(h: Harness): Promise<Catalog> {
 }
 
 /** A scanner token with a unique name, bound to a venue (and maybe a gate). */
-export async function scannerToken(h: Harness, bind: { venue?: string; gate?: string } = { venue: VENUE }): Promise<{ tok: string; name: string }> {
+export async function scannerToken(
+  h: Harness,
+  bind: { venue?: string; gate?: string } = { venue: VENUE },
+): Promise<{ tok: string; name: string }> {
   const name = uniq('scn');
   return { tok: await token(h, 'scanner', name, bind), name };
 }

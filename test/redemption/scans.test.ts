@@ -11,7 +11,16 @@ import { gateway, sameBucketIds, seedCatalog, soldIds, startHarness, uniq, type 
 import { jsonCall } from '../support/http';
 import { balanceOf, hashOf, idFields, idKeyOf } from '../support/redis';
 import { Scanner, type Msg } from '../support/ws-client';
-import { loadRedemptionCatalog, PRICE, recordsOf, scannerToken, streamLength, VENUE, WALLET_FACE, type Catalog } from './fixtures';
+import {
+  loadRedemptionCatalog,
+  PRICE,
+  recordsOf,
+  scannerToken,
+  streamLength,
+  VENUE,
+  WALLET_FACE,
+  type Catalog,
+} from './fixtures';
 
 let h: Harness;
 let gw: Gateway;
@@ -56,11 +65,35 @@ describe('idempotent retries', () => {
     const id = await sold(cat.wallet);
     const a = uniq('a');
     const b = uniq('b');
-    expect(await s.redeem({ scan: a, id, item: 'beer' })).toEqual({ op: 'redeemed', scan: a, kind: 'goods', action: 'spend', amount: PRICE.beer, valueLeft: 5_500_000, item: 'beer' });
-    expect(await s.redeem({ scan: b, id, item: 'water', qty: 2 })).toMatchObject({ op: 'redeemed', valueLeft: 3_500_000 });
+    expect(await s.redeem({ scan: a, id, item: 'beer' })).toEqual({
+      op: 'redeemed',
+      scan: a,
+      kind: 'goods',
+      action: 'spend',
+      amount: PRICE.beer,
+      valueLeft: 5_500_000,
+      item: 'beer',
+    });
+    expect(await s.redeem({ scan: b, id, item: 'water', qty: 2 })).toMatchObject({
+      op: 'redeemed',
+      valueLeft: 3_500_000,
+    });
     const len = await streamLength(h, id);
-    expect(await s.redeem({ scan: a, id, item: 'beer' })).toEqual({ op: 'redeemed', scan: a, kind: 'goods', action: 'spend', amount: PRICE.beer, valueLeft: 5_500_000, item: 'beer', duplicate: true });
-    expect(await s.redeem({ scan: b, id, item: 'water', qty: 2 })).toMatchObject({ op: 'redeemed', valueLeft: 3_500_000, duplicate: true });
+    expect(await s.redeem({ scan: a, id, item: 'beer' })).toEqual({
+      op: 'redeemed',
+      scan: a,
+      kind: 'goods',
+      action: 'spend',
+      amount: PRICE.beer,
+      valueLeft: 5_500_000,
+      item: 'beer',
+      duplicate: true,
+    });
+    expect(await s.redeem({ scan: b, id, item: 'water', qty: 2 })).toMatchObject({
+      op: 'redeemed',
+      valueLeft: 3_500_000,
+      duplicate: true,
+    });
     expect(await balanceOf(h, id)).toBe(3_500_000);
     expect(await streamLength(h, id)).toBe(len);
   });
@@ -69,16 +102,38 @@ describe('idempotent retries', () => {
     const id = await sold(cat.spa);
     const scan = uniq();
     expect(await s.redeem({ scan, id, item: 'massage' })).toMatchObject({ op: 'redeemed', usesLeft: 1 });
-    expect(await s.redeem({ scan, id, item: 'massage' })).toEqual({ op: 'redeemed', scan, kind: 'service', action: 'use', amount: 1, usesLeft: 1, item: 'massage', duplicate: true });
+    expect(await s.redeem({ scan, id, item: 'massage' })).toEqual({
+      op: 'redeemed',
+      scan,
+      kind: 'service',
+      action: 'use',
+      amount: 1,
+      usesLeft: 1,
+      item: 'massage',
+      duplicate: true,
+    });
     expect(await balanceOf(h, id)).toBe(1);
   });
 
   it('a scanner that lost its socket retries over HTTP with the same scan id: the first answer, no second debit', async () => {
     const id = await sold(cat.wallet);
     const scan = uniq();
-    expect(await s.redeem({ scan, id, item: 'beer' })).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.beer });
+    expect(await s.redeem({ scan, id, item: 'beer' })).toMatchObject({
+      op: 'redeemed',
+      valueLeft: WALLET_FACE - PRICE.beer,
+    });
     const r = await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan, id, item: 'beer' } });
-    expect(r).toEqual({ status: 200, json: { kind: 'goods', action: 'spend', amount: PRICE.beer, valueLeft: WALLET_FACE - PRICE.beer, item: 'beer', duplicate: true } });
+    expect(r).toEqual({
+      status: 200,
+      json: {
+        kind: 'goods',
+        action: 'spend',
+        amount: PRICE.beer,
+        valueLeft: WALLET_FACE - PRICE.beer,
+        item: 'beer',
+        duplicate: true,
+      },
+    });
     expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.beer);
     expect(await recordsOf(h, id)).toHaveLength(1);
   });
@@ -87,7 +142,15 @@ describe('idempotent retries', () => {
     const id = await sold(cat.wallet);
     const scan = uniq();
     const answers = await Promise.all(Array.from({ length: 20 }, () => s.redeem({ scan, id, item: 'water' })));
-    const want = { op: 'redeemed', scan, kind: 'goods', action: 'spend', amount: PRICE.water, valueLeft: WALLET_FACE - PRICE.water, item: 'water' };
+    const want = {
+      op: 'redeemed',
+      scan,
+      kind: 'goods',
+      action: 'spend',
+      amount: PRICE.water,
+      valueLeft: WALLET_FACE - PRICE.water,
+      item: 'water',
+    };
     expect(answers.filter((a) => !a.duplicate)).toEqual([want]);
     expect(answers.filter((a) => a.duplicate)).toEqual(Array(19).fill({ ...want, duplicate: true }));
     expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
@@ -128,14 +191,33 @@ describe('idempotent retries', () => {
     // Rewrite the record the way earlier versions kept it: a hash with the same fields.
     const { bucket } = h.ctx.ids.hash(id);
     const key = keys.scan(bucket, `${name}:${scan}`);
-    const names = ['id', 'item', 'qty', 'dir', 'kind', 'action', 'amount', 'left', 'rec', 'venue', 'gate', 'idh', 'time', 'st'];
+    const names = [
+      'id',
+      'item',
+      'qty',
+      'dir',
+      'kind',
+      'action',
+      'amount',
+      'left',
+      'rec',
+      'venue',
+      'gate',
+      'idh',
+      'time',
+      'st',
+    ];
     const values = ((await h.r.get(key)) ?? '').split('|');
     await h.r.del(key);
     await h.r.hset(key, Object.fromEntries(names.map((n, i) => [n, values[i]!])));
     expect(await s.redeem({ scan, id, item: 'beer' })).toEqual({ ...first, duplicate: true });
     expect(await s.redeem({ scan, id, item: 'water' })).toEqual({ ...CONFLICT, scan });
     expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.beer);
-    expect(await s.reverse(scan, 'upgrade')).toMatchObject({ op: 'reversed', amount: PRICE.beer, valueLeft: WALLET_FACE });
+    expect(await s.reverse(scan, 'upgrade')).toMatchObject({
+      op: 'reversed',
+      amount: PRICE.beer,
+      valueLeft: WALLET_FACE,
+    });
     expect(await s.reverse(scan, 'upgrade')).toMatchObject({ op: 'reversed', valueLeft: WALLET_FACE, duplicate: true });
     expect(await balanceOf(h, id)).toBe(WALLET_FACE);
   });
@@ -145,7 +227,10 @@ describe('scan_conflict', () => {
   it('the same scan id with another ID, item, quantity or direction is refused and changes nothing', async () => {
     const [id, other] = (await soldIds(h, cat.wallet, 2)) as [string, string];
     const scan = uniq();
-    expect(await s.redeem({ scan, id, item: 'water' })).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.water });
+    expect(await s.redeem({ scan, id, item: 'water' })).toMatchObject({
+      op: 'redeemed',
+      valueLeft: WALLET_FACE - PRICE.water,
+    });
     expect(await s.redeem({ scan, id: other, item: 'water' })).toEqual({ ...CONFLICT, scan });
     expect(await s.redeem({ scan, id, item: 'beer' })).toEqual({ ...CONFLICT, scan });
     expect(await s.redeem({ scan, id, item: 'water', qty: 2 })).toEqual({ ...CONFLICT, scan });
@@ -154,7 +239,11 @@ describe('scan_conflict', () => {
     expect(await balanceOf(h, other)).toBe(WALLET_FACE);
     expect(await recordsOf(h, other)).toEqual([]);
     // The conflicts did not disturb the first answer: a true retry still gets it.
-    expect(await s.redeem({ scan, id, item: 'water', qty: 1 })).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.water, duplicate: true });
+    expect(await s.redeem({ scan, id, item: 'water', qty: 1 })).toMatchObject({
+      op: 'redeemed',
+      valueLeft: WALLET_FACE - PRICE.water,
+      duplicate: true,
+    });
   });
 
   it('a ticket scan id reused for another ticket is a conflict: the second ticket is not used', async () => {
@@ -169,7 +258,14 @@ describe('scan_conflict', () => {
     const [a, b] = (await soldIds(h, cat.ticket, 2)) as [string, string];
     const other = await Scanner.connect(gw.port, (await scannerToken(h)).tok);
     expect(await s.redeem({ scan: 'shared-1', id: a })).toMatchObject({ op: 'redeemed', entriesLeft: 0 });
-    expect(await other.redeem({ scan: 'shared-1', id: b })).toEqual({ op: 'redeemed', scan: 'shared-1', kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
+    expect(await other.redeem({ scan: 'shared-1', id: b })).toEqual({
+      op: 'redeemed',
+      scan: 'shared-1',
+      kind: 'entry',
+      action: 'entry',
+      amount: 1,
+      entriesLeft: 0,
+    });
     await other.close();
   });
 
@@ -178,7 +274,14 @@ describe('scan_conflict', () => {
     await s.redeem({ scan: uniq(), id: used });
     const scan = uniq();
     expect(await s.redeem({ scan, id: used })).toMatchObject({ op: 'refused', reason: 'already_redeemed' });
-    expect(await s.redeem({ scan, id: fresh })).toEqual({ op: 'redeemed', scan, kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
+    expect(await s.redeem({ scan, id: fresh })).toEqual({
+      op: 'redeemed',
+      scan,
+      kind: 'entry',
+      action: 'entry',
+      amount: 1,
+      entriesLeft: 0,
+    });
   });
 });
 
@@ -192,7 +295,14 @@ describe('reverse', () => {
     expect(await balanceOf(h, id)).toBe(WALLET_FACE - 2 * PRICE.beer - PRICE.water);
 
     const first = await s.reverse(scan, 'not handed over');
-    expect(first).toEqual({ op: 'reversed', scan, kind: 'goods', action: 'reverse', amount: 2 * PRICE.beer, valueLeft: WALLET_FACE - PRICE.water });
+    expect(first).toEqual({
+      op: 'reversed',
+      scan,
+      kind: 'goods',
+      action: 'reverse',
+      amount: 2 * PRICE.beer,
+      valueLeft: WALLET_FACE - PRICE.water,
+    });
     expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
     const len = await streamLength(h, id);
     expect(await s.reverse(scan, 'again')).toEqual({ ...first, duplicate: true });
@@ -225,7 +335,11 @@ describe('reverse', () => {
     expect(Number(rev.time)).toBeLessThanOrEqual(Date.now());
 
     // A retry of the reversed redeem returns its first answer and takes nothing again.
-    expect(await s.redeem({ scan, id, item: 'beer', qty: 2 })).toMatchObject({ op: 'redeemed', amount: 2 * PRICE.beer, duplicate: true });
+    expect(await s.redeem({ scan, id, item: 'beer', qty: 2 })).toMatchObject({
+      op: 'redeemed',
+      amount: 2 * PRICE.beer,
+      duplicate: true,
+    });
     expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
     expect(await recordsOf(h, id)).toHaveLength(3);
   });
@@ -234,8 +348,23 @@ describe('reverse', () => {
     const id = await sold(cat.ticket);
     const scan = uniq();
     await s.redeem({ scan, id, gate: 'east' });
-    expect(await s.reverse(scan, 'misread')).toEqual({ op: 'reversed', scan, kind: 'entry', action: 'reverse', amount: 1, entriesLeft: 1 });
-    expect(await s.reverse(scan, 'misread')).toEqual({ op: 'reversed', scan, kind: 'entry', action: 'reverse', amount: 1, entriesLeft: 1, duplicate: true });
+    expect(await s.reverse(scan, 'misread')).toEqual({
+      op: 'reversed',
+      scan,
+      kind: 'entry',
+      action: 'reverse',
+      amount: 1,
+      entriesLeft: 1,
+    });
+    expect(await s.reverse(scan, 'misread')).toEqual({
+      op: 'reversed',
+      scan,
+      kind: 'entry',
+      action: 'reverse',
+      amount: 1,
+      entriesLeft: 1,
+      duplicate: true,
+    });
     const f = await idFields(h, id);
     expect(f.bal).toBe('1');
     expect(f.inside).not.toBe('1'); // the holder is not inside
@@ -254,7 +383,14 @@ describe('reverse', () => {
     await s.redeem({ scan, id });
     await s.redeem({ scan: uniq(), id });
     expect(await balanceOf(h, id)).toBe(0);
-    expect(await s.reverse(scan)).toEqual({ op: 'reversed', scan, kind: 'service', action: 'reverse', amount: 1, usesLeft: 1 });
+    expect(await s.reverse(scan)).toEqual({
+      op: 'reversed',
+      scan,
+      kind: 'service',
+      action: 'reverse',
+      amount: 1,
+      usesLeft: 1,
+    });
     expect(await s.reverse(scan)).toMatchObject({ usesLeft: 1, duplicate: true });
     expect(await balanceOf(h, id)).toBe(1);
   });
@@ -279,16 +415,31 @@ describe('reverse', () => {
     await s.redeem({ scan: uniq('in'), id });
     const out = uniq('out');
     expect(await s.redeem({ scan: out, id, dir: 'out' })).toMatchObject({ op: 'redeemed', action: 'exit' });
-    expect(await s.reverse(out, 'misread')).toEqual({ op: 'reversed', scan: out, kind: 'entry', action: 'reverse', amount: 0, entriesLeft: 0 });
+    expect(await s.reverse(out, 'misread')).toEqual({
+      op: 'reversed',
+      scan: out,
+      kind: 'entry',
+      action: 'reverse',
+      amount: 0,
+      entriesLeft: 0,
+    });
     // The holder never left, so an "in" on the same ticket is a second person.
     expect(await s.redeem({ scan: uniq('in2'), id })).toMatchObject({ op: 'refused', reason: 'already_redeemed' });
   });
 
-  it('unknown_scan: never redeemed, refused, or another scanner\'s scan', async () => {
-    expect(await s.reverse('never-seen')).toEqual({ op: 'refused', scan: 'never-seen', reason: 'unknown_scan', message: 'no redemption with this scan id' });
+  it("unknown_scan: never redeemed, refused, or another scanner's scan", async () => {
+    expect(await s.reverse('never-seen')).toEqual({
+      op: 'refused',
+      scan: 'never-seen',
+      reason: 'unknown_scan',
+      message: 'no redemption with this scan id',
+    });
     const id = await sold(cat.wallet);
     const refused = uniq();
-    expect(await s.redeem({ scan: refused, id, item: 'beer', qty: 3 })).toMatchObject({ op: 'refused', reason: 'insufficient_value' });
+    expect(await s.redeem({ scan: refused, id, item: 'beer', qty: 3 })).toMatchObject({
+      op: 'refused',
+      reason: 'insufficient_value',
+    });
     expect(await s.reverse(refused)).toMatchObject({ op: 'refused', scan: refused, reason: 'unknown_scan' });
     const mine = uniq();
     await s.redeem({ scan: mine, id, item: 'beer' });
@@ -342,7 +493,9 @@ describe('concurrency', () => {
   it('50 scanners on 50 sockets redeem one single-entry ticket at once: exactly one ok', async () => {
     const id = await sold(cat.ticket);
     const scanners = await Promise.all(
-      Array.from({ length: 50 }, async (_, i) => Scanner.connect(gw.port, (await scannerToken(h, { venue: VENUE, gate: `g${i}` })).tok, { binary: i % 2 === 0 })),
+      Array.from({ length: 50 }, async (_, i) =>
+        Scanner.connect(gw.port, (await scannerToken(h, { venue: VENUE, gate: `g${i}` })).tok, { binary: i % 2 === 0 }),
+      ),
     );
     try {
       const answers = await Promise.all(scanners.map((sc, i) => sc.redeem({ scan: `race-${i}`, id })));
@@ -355,11 +508,23 @@ describe('concurrency', () => {
       const refused = answers.filter((a) => a.op !== 'redeemed');
       expect(refused).toHaveLength(49);
       for (const r of refused) {
-        expect(r).toEqual({ op: 'refused', scan: r.scan, reason: 'already_redeemed', message: 'already used', firstUsed: { time: Number(f.first), venue: VENUE, gate: `g${winner}` } });
+        expect(r).toEqual({
+          op: 'refused',
+          scan: r.scan,
+          reason: 'already_redeemed',
+          message: 'already used',
+          firstUsed: { time: Number(f.first), venue: VENUE, gate: `g${winner}` },
+        });
       }
       const recs = await recordsOf(h, id);
       expect(recs).toHaveLength(1);
-      expect(recs[0]).toMatchObject({ scan: `race-${winner}`, gate: `g${winner}`, amount: '1', before: '1', after: '0' });
+      expect(recs[0]).toMatchObject({
+        scan: `race-${winner}`,
+        gate: `g${winner}`,
+        amount: '1',
+        before: '1',
+        after: '0',
+      });
       expect(await balanceOf(h, id)).toBe(0);
     } finally {
       await Promise.all(scanners.map((sc) => sc.close()));
@@ -368,21 +533,34 @@ describe('concurrency', () => {
 
   it('50 HTTP requests redeem one single-entry ticket at once: exactly one 200', async () => {
     const id = await sold(cat.ticket);
-    const rs = await Promise.all(Array.from({ length: 50 }, (_, i) => jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: `hrace-${i}`, id } })));
-    expect(rs.filter((r) => r.status === 200)).toEqual([{ status: 200, json: { kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 } }]);
+    const rs = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: `hrace-${i}`, id } }),
+      ),
+    );
+    expect(rs.filter((r) => r.status === 200)).toEqual([
+      { status: 200, json: { kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 } },
+    ]);
     const conflicts = rs.filter((r) => r.status === 409);
     expect(conflicts).toHaveLength(49);
-    for (const r of conflicts) expect(r.json.error).toMatchObject({ reason: 'already_redeemed', firstUsed: { venue: VENUE, gate: '' } });
+    for (const r of conflicts)
+      expect(r.json.error).toMatchObject({ reason: 'already_redeemed', firstUsed: { venue: VENUE, gate: '' } });
     expect(await recordsOf(h, id)).toHaveLength(1);
   });
 
   it('50 spends of 1.00 on a 10.00 wallet at once: exactly ten go through, the value ends at 0', async () => {
     const id = await sold(cat.wallet);
-    const answers = await Promise.all(Array.from({ length: 50 }, (_, i) => s.redeem({ scan: `spend-${i}`, id, item: 'water' })));
+    const answers = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => s.redeem({ scan: `spend-${i}`, id, item: 'water' })),
+    );
     const ok = answers.filter((a) => a.op === 'redeemed');
     expect(ok).toHaveLength(10);
-    expect(ok.map((a) => a.valueLeft).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => n * 1_000_000));
-    expect(answers.filter((a) => a.op === 'refused')).toEqual(Array(40).fill(expect.objectContaining({ op: 'refused', reason: 'insufficient_value', valueLeft: 0 })));
+    expect(ok.map((a) => a.valueLeft).sort((a, b) => a - b)).toEqual(
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => n * 1_000_000),
+    );
+    expect(answers.filter((a) => a.op === 'refused')).toEqual(
+      Array(40).fill(expect.objectContaining({ op: 'refused', reason: 'insufficient_value', valueLeft: 0 })),
+    );
     expect(await balanceOf(h, id)).toBe(0);
     expect(await recordsOf(h, id)).toHaveLength(10);
   });
@@ -415,7 +593,10 @@ describe('concurrency', () => {
       { op: 'redeem', ref: 9200, scan: bad, id: a, item: 'water' },
       { op: 'redeem', ref: 9201, scan: good, id: b, item: 'water' },
     ]);
-    const [rb, rg] = await Promise.all([s.waitFor((m) => m.ref === 9200, from), s.waitFor((m) => m.ref === 9201, from)]);
+    const [rb, rg] = await Promise.all([
+      s.waitFor((m) => m.ref === 9200, from),
+      s.waitFor((m) => m.ref === 9201, from),
+    ]);
     expect(rb.msg).toMatchObject({ op: 'error', reason: 'internal' });
     expect(rg.msg).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.water });
     expect(await balanceOf(h, a)).toBe(WALLET_FACE);
@@ -423,14 +604,19 @@ describe('concurrency', () => {
 
   it('scans of one bucket that arrive together share a redeem call (group commit), each still applied once and in order', async () => {
     const id = await sold(cat.wallet);
-    const evalshaCalls = async (): Promise<number> => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await h.r.info('commandstats'))?.[1] ?? 0);
+    const evalshaCalls = async (): Promise<number> =>
+      Number(/cmdstat_evalsha:calls=(\d+)/.exec(await h.r.info('commandstats'))?.[1] ?? 0);
     await h.r.config('RESETSTAT');
     const from = s.got.length;
     // One frame: the gateway sees all ten in one event-loop turn (the wallet holds ten waters).
-    s.send(Array.from({ length: 10 }, (_, i) => ({ op: 'redeem', ref: 9000 + i, scan: `batch-${i}`, id, item: 'water' })));
+    s.send(
+      Array.from({ length: 10 }, (_, i) => ({ op: 'redeem', ref: 9000 + i, scan: `batch-${i}`, id, item: 'water' })),
+    );
     const got = await Promise.all(Array.from({ length: 10 }, (_, i) => s.waitFor((m) => m.ref === 9000 + i, from)));
     expect(got.map((g) => g.msg.op)).toEqual(Array(10).fill('redeemed'));
-    expect(got.map((g) => g.msg.valueLeft as number).sort((a, b) => b - a)).toEqual(Array.from({ length: 10 }, (_, i) => WALLET_FACE - (i + 1) * PRICE.water));
+    expect(got.map((g) => g.msg.valueLeft as number).sort((a, b) => b - a)).toEqual(
+      Array.from({ length: 10 }, (_, i) => WALLET_FACE - (i + 1) * PRICE.water),
+    );
     expect(await balanceOf(h, id)).toBe(0);
     expect(await recordsOf(h, id)).toHaveLength(10);
     // One scan_claim per scan-key bucket (at most ten) and a redeem call or two for the ID's bucket,

@@ -10,13 +10,32 @@ import { createToken, tokenHash } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
-import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, token, uniq, type Harness } from '../support/harness';
+import {
+  gateway,
+  mint,
+  seedCatalog,
+  soldIds,
+  startHarness,
+  talkProduct,
+  token,
+  uniq,
+  type Harness,
+} from '../support/harness';
 import { jsonCall } from '../support/http';
 import { metricsText, sample } from '../support/metrics';
 import { balanceOf, idFields } from '../support/redis';
 import { sleep, until } from '../support/wait';
 import { Client, Scanner, type Msg } from '../support/ws-client';
-import { loadRedemptionCatalog, OTHER_VENUE, PRICE, recordsOf, scannerToken, VENUE, WALLET_FACE, type Catalog } from './fixtures';
+import {
+  loadRedemptionCatalog,
+  OTHER_VENUE,
+  PRICE,
+  recordsOf,
+  scannerToken,
+  VENUE,
+  WALLET_FACE,
+  type Catalog,
+} from './fixtures';
 
 let h: Harness;
 let gw: Gateway;
@@ -51,15 +70,59 @@ describe.each([
     const sc = uniq();
 
     const v = await s.requestGot({ op: 'validate', ref: 'v', id, item: 'beer' });
-    expect(v).toEqual({ binary, msg: { op: 'valid', ref: 'v', kind: 'goods', action: 'spend', amount: PRICE.beer, valueLeft: WALLET_FACE - PRICE.beer, item: 'beer' } });
+    expect(v).toEqual({
+      binary,
+      msg: {
+        op: 'valid',
+        ref: 'v',
+        kind: 'goods',
+        action: 'spend',
+        amount: PRICE.beer,
+        valueLeft: WALLET_FACE - PRICE.beer,
+        item: 'beer',
+      },
+    });
     const r = await s.requestGot({ op: 'redeem', ref: 7, scan: sc, id, item: 'beer' });
-    expect(r).toEqual({ binary, msg: { op: 'redeemed', ref: 7, scan: sc, kind: 'goods', action: 'spend', amount: PRICE.beer, valueLeft: WALLET_FACE - PRICE.beer, item: 'beer' } });
+    expect(r).toEqual({
+      binary,
+      msg: {
+        op: 'redeemed',
+        ref: 7,
+        scan: sc,
+        kind: 'goods',
+        action: 'spend',
+        amount: PRICE.beer,
+        valueLeft: WALLET_FACE - PRICE.beer,
+        item: 'beer',
+      },
+    });
     const d = await s.requestGot({ op: 'redeem', ref: 8, scan: sc, id, item: 'beer' });
     expect(d).toEqual({ binary, msg: { ...r.msg, ref: 8, duplicate: true } });
     const no = await s.requestGot({ op: 'redeem', ref: 9, scan: uniq(), id, item: 'beer', qty: 3 });
-    expect(no).toEqual({ binary, msg: { op: 'refused', ref: 9, scan: no.msg.scan, reason: 'insufficient_value', message: 'not enough value left', valueLeft: WALLET_FACE - PRICE.beer } });
+    expect(no).toEqual({
+      binary,
+      msg: {
+        op: 'refused',
+        ref: 9,
+        scan: no.msg.scan,
+        reason: 'insufficient_value',
+        message: 'not enough value left',
+        valueLeft: WALLET_FACE - PRICE.beer,
+      },
+    });
     const rv = await s.requestGot({ op: 'reverse', ref: 'rv', scan: sc, reason: 'till error' });
-    expect(rv).toEqual({ binary, msg: { op: 'reversed', ref: 'rv', scan: sc, kind: 'goods', action: 'reverse', amount: PRICE.beer, valueLeft: WALLET_FACE } });
+    expect(rv).toEqual({
+      binary,
+      msg: {
+        op: 'reversed',
+        ref: 'rv',
+        scan: sc,
+        kind: 'goods',
+        action: 'reverse',
+        amount: PRICE.beer,
+        valueLeft: WALLET_FACE,
+      },
+    });
 
     const f = await idFields(h, id);
     const st = await s.requestGot({ op: 'status', ref: 'st', id });
@@ -79,7 +142,10 @@ describe.each([
       firstUse: Number(f.first),
       expires: Number(f.exp),
     });
-    expect(await s.requestGot({ op: 'status', ref: 'st2', id: generateId(16) })).toEqual({ binary, msg: { op: 'refused', ref: 'st2', reason: 'unknown_id', message: 'no such ID' } });
+    expect(await s.requestGot({ op: 'status', ref: 'st2', id: generateId(16) })).toEqual({
+      binary,
+      msg: { op: 'refused', ref: 'st2', reason: 'unknown_id', message: 'no such ID' },
+    });
 
     const p = await s.requestGot({ op: 'ping', ref: 'p' });
     expect(p).toEqual({ binary, msg: { op: 'pong', ref: 'p', time: expect.any(Number) } });
@@ -98,11 +164,20 @@ describe.each([
       { op: 'redeem', ref: 'd', id: b },
     ]);
     const [ra, rb, rc, rd] = await Promise.all(['a', 'b', 'c', 'd'].map((ref) => s.waitFor((m) => m.ref === ref)));
-    expect(ra).toEqual({ binary, msg: { op: 'redeemed', ref: 'a', scan: sa, kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 } });
-    expect(rb).toEqual({ binary, msg: { op: 'valid', ref: 'b', kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 } });
+    expect(ra).toEqual({
+      binary,
+      msg: { op: 'redeemed', ref: 'a', scan: sa, kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 },
+    });
+    expect(rb).toEqual({
+      binary,
+      msg: { op: 'valid', ref: 'b', kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 },
+    });
     expect(rc!.msg.op).toBe('pong');
     // A redeem without a scan id is refused by the schema: nothing is used.
-    expect(rd).toEqual({ binary, msg: { op: 'error', ref: 'd', reason: 'missing_field', message: expect.stringContaining('scan') } });
+    expect(rd).toEqual({
+      binary,
+      msg: { op: 'error', ref: 'd', reason: 'missing_field', message: expect.stringContaining('scan') },
+    });
     expect(await balanceOf(h, b)).toBe(1);
     await s.close();
   });
@@ -131,16 +206,40 @@ describe('HTTP: POST /v1/redeem, /v1/validate, /v1/reverse', () => {
     const t = await sold(cat.ticket);
     const w = await sold(cat.wallet);
     const sv = await sold(cat.spa);
-    expect(await post('/v1/validate', { id: t, gate: 'east' })).toEqual({ status: 200, json: { kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 } });
-    expect(await post('/v1/redeem', { scan: 'h1', id: t, gate: 'east' })).toEqual({ status: 200, json: { kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 } });
-    expect(await post('/v1/redeem', { scan: 'h1', id: t, gate: 'east' })).toEqual({ status: 200, json: { kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0, duplicate: true } });
+    expect(await post('/v1/validate', { id: t, gate: 'east' })).toEqual({
+      status: 200,
+      json: { kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 },
+    });
+    expect(await post('/v1/redeem', { scan: 'h1', id: t, gate: 'east' })).toEqual({
+      status: 200,
+      json: { kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 },
+    });
+    expect(await post('/v1/redeem', { scan: 'h1', id: t, gate: 'east' })).toEqual({
+      status: 200,
+      json: { kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0, duplicate: true },
+    });
     expect(await post('/v1/redeem', { scan: 'h2', id: w, item: 'water', qty: 4 })).toEqual({
       status: 200,
-      json: { kind: 'goods', action: 'spend', amount: 4 * PRICE.water, valueLeft: WALLET_FACE - 4 * PRICE.water, item: 'water' },
+      json: {
+        kind: 'goods',
+        action: 'spend',
+        amount: 4 * PRICE.water,
+        valueLeft: WALLET_FACE - 4 * PRICE.water,
+        item: 'water',
+      },
     });
-    expect(await post('/v1/redeem', { scan: 'h3', id: sv, item: 'massage' })).toEqual({ status: 200, json: { kind: 'service', action: 'use', amount: 1, usesLeft: 1, item: 'massage' } });
-    expect(await post('/v1/reverse', { scan: 'h2', reason: 'refund' })).toEqual({ status: 200, json: { kind: 'goods', action: 'reverse', amount: 4 * PRICE.water, valueLeft: WALLET_FACE } });
-    expect(await post('/v1/reverse', { scan: 'h2', reason: 'refund' })).toEqual({ status: 200, json: { kind: 'goods', action: 'reverse', amount: 4 * PRICE.water, valueLeft: WALLET_FACE, duplicate: true } });
+    expect(await post('/v1/redeem', { scan: 'h3', id: sv, item: 'massage' })).toEqual({
+      status: 200,
+      json: { kind: 'service', action: 'use', amount: 1, usesLeft: 1, item: 'massage' },
+    });
+    expect(await post('/v1/reverse', { scan: 'h2', reason: 'refund' })).toEqual({
+      status: 200,
+      json: { kind: 'goods', action: 'reverse', amount: 4 * PRICE.water, valueLeft: WALLET_FACE },
+    });
+    expect(await post('/v1/reverse', { scan: 'h2', reason: 'refund' })).toEqual({
+      status: 200,
+      json: { kind: 'goods', action: 'reverse', amount: 4 * PRICE.water, valueLeft: WALLET_FACE, duplicate: true },
+    });
     expect(await balanceOf(h, w)).toBe(WALLET_FACE);
     expect((await recordsOf(h, t)).map((r) => [r.scan, r.scanner, r.gate])).toEqual([['h1', scan.name, 'east']]);
   });
@@ -162,21 +261,68 @@ describe('HTTP: POST /v1/redeem, /v1/validate, /v1/reverse', () => {
     const clubTok = (await scannerToken(h, { venue: OTHER_VENUE })).tok;
 
     const cases: [string, unknown, number, object, string?][] = [
-      ['/v1/redeem', { scan: uniq(), id: badCheck(used) }, 400, err('bad_checksum', 'the ID is mistyped (check digit)')],
+      [
+        '/v1/redeem',
+        { scan: uniq(), id: badCheck(used) },
+        400,
+        err('bad_checksum', 'the ID is mistyped (check digit)'),
+      ],
       ['/v1/redeem', { scan: uniq(), id: '1234' }, 400, err('bad_format', 'not an ID number')],
       ['/v1/redeem', { scan: uniq(), id: generateId(16) }, 404, err('unknown_id', 'no such ID')],
       ['/v1/redeem', { scan: uniq(), id: unsold }, 422, err('not_active', 'the ID has not been sold')],
       ['/v1/redeem', { scan: uniq(), id: blocked }, 403, err('blocked', 'the ID is blocked')],
       ['/v1/redeem', { scan: uniq(), id: await sold(cat.past) }, 410, err('expired', 'the ID has expired')],
-      ['/v1/redeem', { scan: uniq(), id: await sold(cat.future) }, 422, err('not_yet_valid', 'not valid yet', { validFrom: cat.future.validFrom })],
-      ['/v1/redeem', { scan: uniq(), id: await sold(cat.ticket) }, 403, err('wrong_venue', 'not valid at this venue'), clubTok],
-      ['/v1/redeem', { scan: uniq(), id: await sold(cat.gated), gate: 'north' }, 403, err('wrong_gate', 'not valid at this gate'), southTok],
-      ['/v1/redeem', { scan: uniq(), id: used }, 409, err('already_redeemed', 'already used', { firstUsed: { time: Number(f.first), venue: VENUE, gate: 'g1' } })],
-      ['/v1/redeem', { scan: uniq(), id: poor, item: 'beer' }, 422, err('insufficient_value', 'not enough value left', { valueLeft: 1_000_000 })],
-      ['/v1/redeem', { scan: uniq(), id: poor, item: 'cocktail' }, 404, err('unknown_item', 'this item is not sold here')],
+      [
+        '/v1/redeem',
+        { scan: uniq(), id: await sold(cat.future) },
+        422,
+        err('not_yet_valid', 'not valid yet', { validFrom: cat.future.validFrom }),
+      ],
+      [
+        '/v1/redeem',
+        { scan: uniq(), id: await sold(cat.ticket) },
+        403,
+        err('wrong_venue', 'not valid at this venue'),
+        clubTok,
+      ],
+      [
+        '/v1/redeem',
+        { scan: uniq(), id: await sold(cat.gated), gate: 'north' },
+        403,
+        err('wrong_gate', 'not valid at this gate'),
+        southTok,
+      ],
+      [
+        '/v1/redeem',
+        { scan: uniq(), id: used },
+        409,
+        err('already_redeemed', 'already used', { firstUsed: { time: Number(f.first), venue: VENUE, gate: 'g1' } }),
+      ],
+      [
+        '/v1/redeem',
+        { scan: uniq(), id: poor, item: 'beer' },
+        422,
+        err('insufficient_value', 'not enough value left', { valueLeft: 1_000_000 }),
+      ],
+      [
+        '/v1/redeem',
+        { scan: uniq(), id: poor, item: 'cocktail' },
+        404,
+        err('unknown_item', 'this item is not sold here'),
+      ],
       ['/v1/redeem', { scan: uniq(), id: talk }, 422, err('wrong_kind', 'this ID is not for this use')],
-      ['/v1/redeem', { scan: conflictScan, id: w2, item: 'beer' }, 409, err('scan_conflict', 'this scan id was used for another ID or item')],
-      ['/v1/validate', { id: used }, 409, err('already_redeemed', 'already used', { firstUsed: { time: Number(f.first), venue: VENUE, gate: 'g1' } })],
+      [
+        '/v1/redeem',
+        { scan: conflictScan, id: w2, item: 'beer' },
+        409,
+        err('scan_conflict', 'this scan id was used for another ID or item'),
+      ],
+      [
+        '/v1/validate',
+        { id: used },
+        409,
+        err('already_redeemed', 'already used', { firstUsed: { time: Number(f.first), venue: VENUE, gate: 'g1' } }),
+      ],
       ['/v1/validate', { id: blocked }, 403, err('blocked', 'the ID is blocked')],
       ['/v1/reverse', { scan: 'never-redeemed' }, 404, err('unknown_scan', 'no redemption with this scan id')],
     ];
@@ -192,12 +338,17 @@ describe('HTTP: POST /v1/redeem, /v1/validate, /v1/reverse', () => {
   });
 
   it('malformed bodies are 400 with the schema reason', async () => {
-    expect(await post('/v1/redeem', { id: generateId(16) })).toEqual({ status: 400, json: { error: { reason: 'missing_field', message: expect.stringContaining('scan') } } });
+    expect(await post('/v1/redeem', { id: generateId(16) })).toEqual({
+      status: 400,
+      json: { error: { reason: 'missing_field', message: expect.stringContaining('scan') } },
+    });
     expect((await post('/v1/redeem', { scan: 'x', id: 1234567890123456 })).json.error.reason).toBe('bad_type');
     expect((await post('/v1/redeem', { scan: 'x', id: generateId(16), qty: 0 })).json.error.reason).toBe('bad_value');
     expect((await post('/v1/redeem', { scan: 'x', id: generateId(16), dir: 'up' })).status).toBe(400);
     expect((await post('/v1/redeem', { scan: 'has space', id: generateId(16) })).status).toBe(400);
-    expect((await post('/v1/reverse', {})).json).toEqual({ error: { reason: 'missing_field', message: expect.any(String) } });
+    expect((await post('/v1/reverse', {})).json).toEqual({
+      error: { reason: 'missing_field', message: expect.any(String) },
+    });
   });
 });
 
@@ -207,7 +358,9 @@ describe('auth', () => {
     await expect(Scanner.connect(gw.port, 'tsk_nope')).rejects.toMatchObject({ status: 401 });
     const e = await Scanner.connect(gw.port, switchTok).catch((x: { status: number; body: string }) => x);
     expect(e).toMatchObject({ status: 403 });
-    expect(JSON.parse((e as { body: string }).body)).toEqual({ error: { reason: 'forbidden', message: 'role switch may not use this endpoint' } });
+    expect(JSON.parse((e as { body: string }).body)).toEqual({
+      error: { reason: 'forbidden', message: 'role switch may not use this endpoint' },
+    });
     await expect(Scanner.connect(gw.port, scan.tok, { path: '/v1/switch' })).rejects.toMatchObject({ status: 403 });
     // The token may also come as ?token= (browsers cannot set headers on a WebSocket).
     const q = await Scanner.connect(gw.port, '', { path: `/v1/scanner?token=${encodeURIComponent(scan.tok)}` });
@@ -220,9 +373,18 @@ describe('auth', () => {
     const id = await sold(cat.ticket);
     for (const path of ['/v1/redeem', '/v1/validate', '/v1/reverse']) {
       const body = { scan: uniq(), id };
-      expect(await jsonCall(gw, 'POST', path, { body })).toEqual({ status: 401, json: { error: { reason: 'unauthorized', message: 'bearer token required' } } });
-      expect(await jsonCall(gw, 'POST', path, { token: 'tsk_nope', body })).toEqual({ status: 401, json: { error: { reason: 'unauthorized', message: 'unknown token' } } });
-      expect(await jsonCall(gw, 'POST', path, { token: switchTok, body })).toEqual({ status: 403, json: { error: { reason: 'forbidden', message: 'role switch may not use this endpoint' } } });
+      expect(await jsonCall(gw, 'POST', path, { body })).toEqual({
+        status: 401,
+        json: { error: { reason: 'unauthorized', message: 'bearer token required' } },
+      });
+      expect(await jsonCall(gw, 'POST', path, { token: 'tsk_nope', body })).toEqual({
+        status: 401,
+        json: { error: { reason: 'unauthorized', message: 'unknown token' } },
+      });
+      expect(await jsonCall(gw, 'POST', path, { token: switchTok, body })).toEqual({
+        status: 403,
+        json: { error: { reason: 'forbidden', message: 'role switch may not use this endpoint' } },
+      });
       expect((await jsonCall(gw, 'POST', path, { token: sales, body })).status).toBe(403);
     }
     expect(await balanceOf(h, id)).toBe(1);
@@ -230,12 +392,21 @@ describe('auth', () => {
   });
 
   it('a scanner token needs a venue: the store refuses one without, and a stored one without redeems nothing', async () => {
-    await expect(createToken(h.ctx.redis, { name: 'novenue', role: 'scanner' })).rejects.toThrow('a scanner token needs --venue');
+    await expect(createToken(h.ctx.redis, { name: 'novenue', role: 'scanner' })).rejects.toThrow(
+      'a scanner token needs --venue',
+    );
     // One written around the store (an older catalog) is refused at every scan.
     const raw = 'tsk_raw-scanner-without-venue';
-    await h.r.hset(keys.tokens, tokenHash(raw), JSON.stringify({ name: 'raw-scanner', role: 'scanner', created: Date.now() }));
+    await h.r.hset(
+      keys.tokens,
+      tokenHash(raw),
+      JSON.stringify({ name: 'raw-scanner', role: 'scanner', created: Date.now() }),
+    );
     const id = await sold(cat.ticket);
-    expect(await jsonCall(gw, 'POST', '/v1/redeem', { token: raw, body: { scan: 'nv', id } })).toEqual({ status: 403, json: { error: { reason: 'no_venue', message: 'this scanner token has no venue' } } });
+    expect(await jsonCall(gw, 'POST', '/v1/redeem', { token: raw, body: { scan: 'nv', id } })).toEqual({
+      status: 403,
+      json: { error: { reason: 'no_venue', message: 'this scanner token has no venue' } },
+    });
     expect(await balanceOf(h, id)).toBe(1);
   });
 
@@ -243,13 +414,32 @@ describe('auth', () => {
     const id = await sold(cat.ticket);
     await post('/v1/redeem', { scan: uniq(), id });
     const f = await idFields(h, id);
-    const want = { state: 'sold', product: 'ticket', kind: 'entry', currency: 'EUR', face: 1, balance: 0, activeCalls: 0, minted: Number(f.mint), sold: Number(f.sold), firstUse: Number(f.first) };
+    const want = {
+      state: 'sold',
+      product: 'ticket',
+      kind: 'entry',
+      currency: 'EUR',
+      face: 1,
+      balance: 0,
+      activeCalls: 0,
+      minted: Number(f.mint),
+      sold: Number(f.sold),
+      firstUse: Number(f.first),
+    };
     expect(await jsonCall(gw, 'GET', `/v1/ids/${id}/status`, { token: scan.tok })).toEqual({ status: 200, json: want });
-    expect(await jsonCall(gw, 'GET', `/v1/ids/${id}/status`, { token: await token(h, 'admin') })).toEqual({ status: 200, json: want });
+    expect(await jsonCall(gw, 'GET', `/v1/ids/${id}/status`, { token: await token(h, 'admin') })).toEqual({
+      status: 200,
+      json: want,
+    });
     expect((await jsonCall(gw, 'GET', `/v1/ids/${id}/status`, { token: switchTok })).status).toBe(403);
     expect((await jsonCall(gw, 'GET', `/v1/ids/${id}/status`)).status).toBe(401);
-    expect(await jsonCall(gw, 'GET', `/v1/ids/${generateId(16)}/status`, { token: scan.tok })).toEqual({ status: 404, json: { error: { reason: 'unknown_id', message: 'unknown id' } } });
-    expect((await jsonCall(gw, 'GET', `/v1/ids/${badCheck(id)}/status`, { token: scan.tok })).json.error.reason).toBe('bad_checksum');
+    expect(await jsonCall(gw, 'GET', `/v1/ids/${generateId(16)}/status`, { token: scan.tok })).toEqual({
+      status: 404,
+      json: { error: { reason: 'unknown_id', message: 'unknown id' } },
+    });
+    expect((await jsonCall(gw, 'GET', `/v1/ids/${badCheck(id)}/status`, { token: scan.tok })).json.error.reason).toBe(
+      'bad_checksum',
+    );
   });
 });
 
@@ -259,7 +449,13 @@ describe('wrong_kind on the switch socket', () => {
     for (const p of [cat.ticket, cat.wallet, cat.spa]) {
       const id = await sold(p);
       const call = uniq('call');
-      expect(await c.request({ op: 'start', ref: call, call, id, dest: '4912345' })).toEqual({ op: 'error', ref: call, call, reason: 'wrong_kind', message: 'call refused: wrong_kind' });
+      expect(await c.request({ op: 'start', ref: call, call, id, dest: '4912345' })).toEqual({
+        op: 'error',
+        ref: call,
+        call,
+        reason: 'wrong_kind',
+        message: 'call refused: wrong_kind',
+      });
       expect(await balanceOf(h, id)).toBe(p.kind === 'goods' ? WALLET_FACE : p.kind === 'service' ? 2 : 1);
     }
     await c.close();
@@ -298,10 +494,20 @@ describe('throttling guessed IDs', () => {
       const s = await Scanner.connect(g.port, tok);
       // LIMIT + 1 guesses, none of them a redeem: the next ask of any kind is throttled.
       expect(await s.validate({ id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'unknown_id' });
-      expect(await s.request({ op: 'status', ref: 'g1', id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'unknown_id' });
-      expect((await jsonCall(g, 'POST', '/v1/validate', { token: tok, body: { id: generateId(16) } })).json.error.reason).toBe('unknown_id');
-      expect((await jsonCall(g, 'GET', `/v1/ids/${generateId(16)}/status`, { token: tok })).json.error.reason).toBe('unknown_id');
-      expect(await s.redeem({ scan: uniq(), id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'throttled' });
+      expect(await s.request({ op: 'status', ref: 'g1', id: generateId(16) })).toMatchObject({
+        op: 'refused',
+        reason: 'unknown_id',
+      });
+      expect(
+        (await jsonCall(g, 'POST', '/v1/validate', { token: tok, body: { id: generateId(16) } })).json.error.reason,
+      ).toBe('unknown_id');
+      expect((await jsonCall(g, 'GET', `/v1/ids/${generateId(16)}/status`, { token: tok })).json.error.reason).toBe(
+        'unknown_id',
+      );
+      expect(await s.redeem({ scan: uniq(), id: generateId(16) })).toMatchObject({
+        op: 'refused',
+        reason: 'throttled',
+      });
       expect((await jsonCall(g, 'GET', `/v1/ids/${generateId(16)}/status`, { token: tok })).status).toBe(429);
       await expectGuessCounts(g.port, LIMIT + 1, 1);
       await s.close();
@@ -325,7 +531,13 @@ describe('throttling guessed IDs', () => {
         if (r.reason === 'unknown_id') unknown++;
         else throttled = r;
       }
-      expect(throttled).toEqual({ op: 'refused', scan: throttled?.scan, reason: 'throttled', message: 'too many unknown IDs; wait', retryAfter: expect.any(Number) });
+      expect(throttled).toEqual({
+        op: 'refused',
+        scan: throttled?.scan,
+        reason: 'throttled',
+        message: 'too many unknown IDs; wait',
+        retryAfter: expect.any(Number),
+      });
       expect(unknown).toBe(LIMIT + 1);
 
       // While throttled, even a real ticket waits (no Redis lookup at all), over every op and transport.
@@ -335,12 +547,25 @@ describe('throttling guessed IDs', () => {
       expect(r1.retryAfter).toBeLessThanOrEqual(WINDOW);
       expect(await sa.validate({ id: t1 })).toMatchObject({ op: 'refused', reason: 'throttled' });
       const viaHttp = await jsonCall(g, 'POST', '/v1/redeem', { token: a.tok, body: { scan: uniq(), id: t1 } });
-      expect(viaHttp).toEqual({ status: 429, json: { error: { reason: 'throttled', message: 'too many unknown IDs; wait', retryAfter: expect.any(Number) } } });
+      expect(viaHttp).toEqual({
+        status: 429,
+        json: { error: { reason: 'throttled', message: 'too many unknown IDs; wait', retryAfter: expect.any(Number) } },
+      });
       expect(await balanceOf(h, t1)).toBe(1);
 
       // Another scanner is not affected.
-      expect(await sb.redeem({ scan: 'b1', id: t2 })).toEqual({ op: 'redeemed', scan: 'b1', kind: 'entry', action: 'entry', amount: 1, entriesLeft: 0 });
-      expect(await sb.redeem({ scan: 'b2', id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'unknown_id' });
+      expect(await sb.redeem({ scan: 'b1', id: t2 })).toEqual({
+        op: 'redeemed',
+        scan: 'b1',
+        kind: 'entry',
+        action: 'entry',
+        amount: 1,
+        entriesLeft: 0,
+      });
+      expect(await sb.redeem({ scan: 'b2', id: generateId(16) })).toMatchObject({
+        op: 'refused',
+        reason: 'unknown_id',
+      });
       unknown++;
 
       await expectGuessCounts(g.port, unknown, 1);
@@ -350,7 +575,10 @@ describe('throttling guessed IDs', () => {
       await until(async () => (await h.r.keys(`ts:{b*}:guess:${a.name}`)).length === 0, 3000);
       await until(async () => (await sa.validate({ id: t3 })).op === 'valid', 3000);
       expect(await sa.redeem({ scan: uniq(), id: t3 })).toMatchObject({ op: 'redeemed', entriesLeft: 0 });
-      expect(await sa.redeem({ scan: uniq(), id: generateId(16) })).toMatchObject({ op: 'refused', reason: 'unknown_id' });
+      expect(await sa.redeem({ scan: uniq(), id: generateId(16) })).toMatchObject({
+        op: 'refused',
+        reason: 'unknown_id',
+      });
       expect(await sa.redeem({ scan: uniq(), id: t4 })).toMatchObject({ op: 'redeemed', entriesLeft: 0 });
       expect(sample(await metricsText(g.port), 'tessera_scanner_throttled_total')).toBe(1);
       await Promise.all([sa.close(), sb.close()]);

@@ -73,8 +73,12 @@ async function buyOne(): Promise<Bought> {
 }
 
 const refund = (id: string, reason?: string, tok = adminTok) =>
-  http(gw, 'POST', `/v1/admin/sales/${encodeURIComponent(id)}/refund`, { token: tok, body: reason === undefined ? {} : { reason } });
-const lookup = (id: string, tok = adminTok) => http(gw, 'GET', `/v1/admin/sales/${encodeURIComponent(id)}`, { token: tok });
+  http(gw, 'POST', `/v1/admin/sales/${encodeURIComponent(id)}/refund`, {
+    token: tok,
+    body: reason === undefined ? {} : { reason },
+  });
+const lookup = (id: string, tok = adminTok) =>
+  http(gw, 'GET', `/v1/admin/sales/${encodeURIComponent(id)}`, { token: tok });
 
 describe('sale lookup', () => {
   it('GET /v1/admin/sales/:id shows the ID’s state and its sale record', async () => {
@@ -84,7 +88,15 @@ describe('sale lookup', () => {
     const { hash, bucket } = h.ctx.ids.hash(b.id);
     const srec = (await idFields(h, b.id)).srec!;
     expect(r.json).toEqual({
-      status: expect.objectContaining({ state: 'sold', product: 'talk-r', kind: 'talk', currency: 'EUR', face: FACE, balance: FACE, activeCalls: 0 }),
+      status: expect.objectContaining({
+        state: 'sold',
+        product: 'talk-r',
+        kind: 'talk',
+        currency: 'EUR',
+        face: FACE,
+        balance: FACE,
+        activeCalls: 0,
+      }),
       sale: {
         record: srec,
         id: hash,
@@ -123,7 +135,12 @@ describe('refund', () => {
 
     const r = await refund(b.id, 'bought by mistake');
     expect(r.status).toBe(200);
-    expect(r.json).toEqual({ refunded: FACE, record: expect.stringMatching(/^\d+-\d+$/), provider: 'voided', duplicate: false });
+    expect(r.json).toEqual({
+      refunded: FACE,
+      record: expect.stringMatching(/^\d+-\d+$/),
+      provider: 'voided',
+      duplicate: false,
+    });
 
     const f = await idFields(h, b.id);
     expect(f).toMatchObject({ st: 'blocked', bal: '0', why: 'refunded: bought by mistake', refrec: r.json.record });
@@ -148,7 +165,10 @@ describe('refund', () => {
     // The ID no longer calls.
     const c = await Client.connect(gw.port, await token(h, 'switch'));
     try {
-      expect(await c.request({ op: 'start', ref: 1, call: 'after-refund', id: b.id, dest: '4912345' })).toMatchObject({ op: 'error', reason: 'blocked' });
+      expect(await c.request({ op: 'start', ref: 1, call: 'after-refund', id: b.id, dest: '4912345' })).toMatchObject({
+        op: 'error',
+        reason: 'blocked',
+      });
     } finally {
       await c.close();
     }
@@ -218,7 +238,12 @@ describe('refund', () => {
     const [id] = await soldIds(h, P);
     const r = await refund(id!, 'manual sale');
     expect(r.status).toBe(200);
-    expect(r.json).toEqual({ refunded: FACE, record: expect.any(String), provider: 'not_paid_through_a_provider', duplicate: false });
+    expect(r.json).toEqual({
+      refunded: FACE,
+      record: expect.any(String),
+      provider: 'not_paid_through_a_provider',
+      duplicate: false,
+    });
   });
 
   it('refusals: unknown ID 404, not sold 409, mistyped 400, not admin 403, no token 401', async () => {
@@ -271,7 +296,15 @@ describe('export sales (CLI)', () => {
       ]);
     }
     const refunds = rows.filter((x) => x.type === 'refund' && x.id === hashOf(h, refunded.id));
-    expect(refunds).toEqual([expect.objectContaining({ type: 'refund', amount: String(FACE), ref: refunded.ref, reason: 'exported', channel: ADMIN })]);
+    expect(refunds).toEqual([
+      expect.objectContaining({
+        type: 'refund',
+        amount: String(FACE),
+        ref: refunded.ref,
+        reason: 'exported',
+        channel: ADMIN,
+      }),
+    ]);
     expect(rows.filter((x) => x.type === 'refund' && x.id === hashOf(h, sold.id))).toHaveLength(0);
   });
 
@@ -284,7 +317,12 @@ describe('export sales (CLI)', () => {
     const mine = rows.filter((x) => x.id === hashOf(h, b.id));
     expect(mine).toHaveLength(2);
     const [sale, back] = mine as [Record<string, string>, Record<string, string>];
-    expect(sale).toMatchObject({ price: String(PRICE), commission: String(commissionOf(PRICE)), net: String(PRICE - commissionOf(PRICE)), ref: b.ref });
+    expect(sale).toMatchObject({
+      price: String(PRICE),
+      commission: String(commissionOf(PRICE)),
+      net: String(PRICE - commissionOf(PRICE)),
+      ref: b.ref,
+    });
     expect(sale.type ?? '').not.toBe('refund');
     expect(back).toMatchObject({ type: 'refund', ref: b.ref });
   });
@@ -298,7 +336,12 @@ describe('access numbers', () => {
     numbers: [{ number: '+81 3 1234 5678', label: 'toll free' }, { number: '03-9876-5432' }],
     notes: 'Payphones need a <10 yen> coin & patience.',
   };
-  const PARIS: AccessArea = { area: 'fr-paris', name: 'France: Paris', countryCode: '33', numbers: [{ number: '+33 1 23 45 67 89' }] };
+  const PARIS: AccessArea = {
+    area: 'fr-paris',
+    name: 'France: Paris',
+    countryCode: '33',
+    numbers: [{ number: '+33 1 23 45 67 89' }],
+  };
 
   it('none published yet: an empty list and a page that says so', async () => {
     const j = await http(gw, 'GET', '/v1/access-numbers');
@@ -333,7 +376,11 @@ describe('access numbers', () => {
     expect(tokyo.text).toContain('<li><strong>+81 3 1234 5678</strong> (toll free)</li>');
     expect(tokyo.text).toContain('<li><strong>03-9876-5432</strong></li>');
     // The sequence: access number, then the ID, then country code, area code and number.
-    const seq = ['dial the access number above', 'enter your ID number', 'dial the country code, the area code and the number'];
+    const seq = [
+      'dial the access number above',
+      'enter your ID number',
+      'dial the country code, the area code and the number',
+    ];
     const at = seq.map((s) => tokyo.text.indexOf(s));
     expect(at.every((i) => i > 0)).toBe(true);
     expect([...at].sort((a, b) => a - b)).toEqual(at);
@@ -366,6 +413,8 @@ describe('access numbers', () => {
     const r = await http(gw, 'GET', '/access/fr-paris');
     expect(r.text).toContain('<strong>+33 9 99 99 99 99</strong> (new)');
     expect(r.text).not.toContain('+33 1 23 45 67 89');
-    expect((await http(gw, 'GET', '/v1/access-numbers')).json.areas[0].numbers).toEqual([{ number: '+33 9 99 99 99 99', label: 'new' }]);
+    expect((await http(gw, 'GET', '/v1/access-numbers')).json.areas[0].numbers).toEqual([
+      { number: '+33 9 99 99 99 99', label: 'new' },
+    ]);
   });
 });

@@ -250,7 +250,8 @@ describe('lockout', () => {
 
   it('per client address: unknown links count as wrong PINs', async () => {
     const target = await buyOne();
-    for (let i = 0; i < 3; i++) expect((await check(gwC, `/check/0/${randomBytes(16).toString('hex')}`, '1234')).status).toBe(403);
+    for (let i = 0; i < 3; i++)
+      expect((await check(gwC, `/check/0/${randomBytes(16).toString('hex')}`, '1234')).status).toBe(403);
     expect((await check(gwC, target.path, target.pin)).status).toBe(429);
   });
 });

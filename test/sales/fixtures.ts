@@ -56,7 +56,11 @@ export async function usedCredit(h: Harness, card: string): Promise<number> {
 
 /** Sets sandbox faults over HTTP; returns what the sandbox now has. */
 export async function setFaults(h: Harness, f: Partial<Faults>): Promise<Faults> {
-  const r = await fetch(`${h.cfg.provider.url}/_sandbox/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(f) });
+  const r = await fetch(`${h.cfg.provider.url}/_sandbox/faults`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(f),
+  });
   return (await r.json()) as Faults;
 }
 
@@ -69,13 +73,25 @@ export async function payment(h: Harness, ref: string): Promise<{ status: number
 }
 
 /** The sandbox's reference for a purchase made with this sales token name and Idempotency-Key. */
-export const purchaseRef = (h: Harness, tokName: string, key: string): string => `tsp_${h.ctx.ids.mac(`purchase:${tokName}/${key}`).slice(0, 32)}`;
+export const purchaseRef = (h: Harness, tokName: string, key: string): string =>
+  `tsp_${h.ctx.ids.mac(`purchase:${tokName}/${key}`).slice(0, 32)}`;
 
-export function purchaseBody(product: string, buyer: Buyer, pin = PIN): { product: string; pin: string; payment: Buyer } {
+export function purchaseBody(
+  product: string,
+  buyer: Buyer,
+  pin = PIN,
+): { product: string; pin: string; payment: Buyer } {
   return { product, pin, payment: { card: buyer.card, cardPin: buyer.cardPin } };
 }
 
-export function buy(gw: Gateway, salesToken: string, key: string, product: string, buyer: Buyer, pin = PIN): Promise<Res> {
+export function buy(
+  gw: Gateway,
+  salesToken: string,
+  key: string,
+  product: string,
+  buyer: Buyer,
+  pin = PIN,
+): Promise<Res> {
   return http(gw, 'POST', '/v1/purchases', { token: salesToken, idem: key, body: purchaseBody(product, buyer, pin) });
 }
 
@@ -116,7 +132,8 @@ export async function saleRecords(h: Harness): Promise<Rec[]> {
   return out;
 }
 
-export const recordsOf = async (h: Harness, idHash: string): Promise<Rec[]> => (await saleRecords(h)).filter((r) => r.id === idHash);
+export const recordsOf = async (h: Harness, idHash: string): Promise<Rec[]> =>
+  (await saleRecords(h)).filter((r) => r.id === idHash);
 
 /** Adds products after the gateway started and waits until it sells them. */
 export async function addProducts(h: Harness, gw: Gateway, products: Product[]): Promise<void> {
@@ -129,7 +146,8 @@ export async function addProducts(h: Harness, gw: Gateway, products: Product[]):
 }
 
 /** A talk product of its own name (so its stock is the test's alone). */
-export const product = (name: string, over: Parameters<typeof talkProduct>[0] = {}): Product => talkProduct({ name, ...over });
+export const product = (name: string, over: Parameters<typeof talkProduct>[0] = {}): Product =>
+  talkProduct({ name, ...over });
 
 /**
  * Places one call of `sec` seconds on the ID through the switch protocol

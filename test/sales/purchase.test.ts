@@ -44,9 +44,36 @@ const TALK = product('talk-5', { title: 'Talk 5', face: 5_000_000, price: 5_500_
 const SOLD = product('talk-a', { face: 1_000_000, price: 1_234_567 });
 const DECL = product('talk-d', { face: 2_000_000, price: 2_000_000 });
 const IDEM = product('talk-i', { face: 1_000_000, price: 1_000_000 });
-const GOODS: GoodsProduct = { name: 'wallet', kind: 'goods', currency: 'EUR', face: 10_000_000, price: 9_000_000, venues: [], expiryDays: 365 };
-const TICKET: EntryProduct = { name: 'ticket', kind: 'entry', currency: 'EUR', price: 30_000_000, entries: 2, venues: ['arena'], gates: [], reentry: false, expiryDays: 0 };
-const SAUNA: ServiceProduct = { name: 'sauna', kind: 'service', currency: 'USD', price: 12_000_000, service: 'sauna', uses: 5, venues: [], expiryDays: 365 };
+const GOODS: GoodsProduct = {
+  name: 'wallet',
+  kind: 'goods',
+  currency: 'EUR',
+  face: 10_000_000,
+  price: 9_000_000,
+  venues: [],
+  expiryDays: 365,
+};
+const TICKET: EntryProduct = {
+  name: 'ticket',
+  kind: 'entry',
+  currency: 'EUR',
+  price: 30_000_000,
+  entries: 2,
+  venues: ['arena'],
+  gates: [],
+  reentry: false,
+  expiryDays: 0,
+};
+const SAUNA: ServiceProduct = {
+  name: 'sauna',
+  kind: 'service',
+  currency: 'USD',
+  price: 12_000_000,
+  service: 'sauna',
+  uses: 5,
+  venues: [],
+  expiryDays: 365,
+};
 
 /** The sandbox's reference for a purchase made with this token name and key. */
 const refOf = (tokName: string, key: string): string => purchaseRef(h, tokName, key);
@@ -78,19 +105,66 @@ describe('GET /v1/products', () => {
     const byName = new Map((r.json.products as { name: string }[]).map((p) => [p.name, p]));
     expect(byName.size).toBe(7);
     // Plan std's catch-all rate is 100 micro/s: 5.00 EUR buys 50 000 s.
-    expect(byName.get('talk-5')).toEqual({ name: 'talk-5', title: 'Talk 5', kind: 'talk', face: 5_000_000, price: 5_500_000, currency: 'EUR', talkTimeSec: 50_000, available: 7 });
-    expect(byName.get('talk-a')).toEqual({ name: 'talk-a', title: 'talk-a', kind: 'talk', face: 1_000_000, price: 1_234_567, currency: 'EUR', talkTimeSec: 10_000, available: 3 });
-    expect(byName.get('wallet')).toEqual({ name: 'wallet', title: 'wallet', kind: 'goods', face: 10_000_000, price: 9_000_000, currency: 'EUR', available: 2 });
-    expect(byName.get('ticket')).toEqual({ name: 'ticket', title: 'ticket', kind: 'entry', entries: 2, price: 30_000_000, currency: 'EUR', available: 0 });
-    expect(byName.get('sauna')).toEqual({ name: 'sauna', title: 'sauna', kind: 'service', service: 'sauna', uses: 5, price: 12_000_000, currency: 'USD', available: 1 });
+    expect(byName.get('talk-5')).toEqual({
+      name: 'talk-5',
+      title: 'Talk 5',
+      kind: 'talk',
+      face: 5_000_000,
+      price: 5_500_000,
+      currency: 'EUR',
+      talkTimeSec: 50_000,
+      available: 7,
+    });
+    expect(byName.get('talk-a')).toEqual({
+      name: 'talk-a',
+      title: 'talk-a',
+      kind: 'talk',
+      face: 1_000_000,
+      price: 1_234_567,
+      currency: 'EUR',
+      talkTimeSec: 10_000,
+      available: 3,
+    });
+    expect(byName.get('wallet')).toEqual({
+      name: 'wallet',
+      title: 'wallet',
+      kind: 'goods',
+      face: 10_000_000,
+      price: 9_000_000,
+      currency: 'EUR',
+      available: 2,
+    });
+    expect(byName.get('ticket')).toEqual({
+      name: 'ticket',
+      title: 'ticket',
+      kind: 'entry',
+      entries: 2,
+      price: 30_000_000,
+      currency: 'EUR',
+      available: 0,
+    });
+    expect(byName.get('sauna')).toEqual({
+      name: 'sauna',
+      title: 'sauna',
+      kind: 'service',
+      service: 'sauna',
+      uses: 5,
+      price: 12_000_000,
+      currency: 'USD',
+      available: 1,
+    });
   });
 
   it('available follows the stock: a sale takes one off', async () => {
     const buyer = await addMember(h, 100_000_000);
-    const before = (await http(gw, 'GET', '/v1/products')).json.products.find((p: { name: string }) => p.name === 'talk-5').available;
+    const before = (await http(gw, 'GET', '/v1/products')).json.products.find(
+      (p: { name: string }) => p.name === 'talk-5',
+    ).available;
     expect(before).toBe(await stock(h, 'talk-5'));
     expect((await buy(gw, salesTok, newKey(), 'talk-5', buyer)).status).toBe(200);
-    const after = (await http(gw, 'GET', '/v1/products')).json.products.find((p: { name: string }) => p.name === 'talk-5').available;
+    const after = (await http(gw, 'GET', '/v1/products')).json.products.find(
+      (p: { name: string }) => p.name === 'talk-5',
+    ).available;
     expect(after).toBe(before - 1);
     expect(after).toBe(await stock(h, 'talk-5'));
   });
@@ -120,7 +194,16 @@ describe('approval', () => {
     // Sold in Redis with its face value, a scrypt PIN hash and the purchase reference.
     const ref = refOf(SALES, key);
     const f = await idFields(h, id);
-    expect(f).toMatchObject({ st: 'sold', prod: 'talk-a', bal: '1000000', face: '1000000', pref: ref, pinfail: '0', act: '0', exp: '0' });
+    expect(f).toMatchObject({
+      st: 'sold',
+      prod: 'talk-a',
+      bal: '1000000',
+      face: '1000000',
+      pref: ref,
+      pinfail: '0',
+      act: '0',
+      exp: '0',
+    });
     expect(f.pin).toMatch(/^scrypt\$16384\$8\$1\$/);
     expect(Object.values(f).join(' ')).not.toContain(id);
     expect(await stock(h, 'talk-a')).toBe(stockBefore - 1);
@@ -149,7 +232,10 @@ describe('approval', () => {
     expect(recs[0]!.stream.startsWith(`${bucket}/`)).toBe(true);
 
     // The card company captured the price and charged the member once.
-    expect(await payment(h, ref)).toEqual({ status: 200, body: { state: 'captured', authId: expect.stringMatching(/^auth_/), commission } });
+    expect(await payment(h, ref)).toEqual({
+      status: 200,
+      body: { state: 'captured', authId: expect.stringMatching(/^auth_/), commission },
+    });
     expect(await usedCredit(h, buyer.card)).toBe(1_234_567);
 
     // The new ID makes a call through the switch protocol: 10 s at 100 micro/s.
@@ -179,8 +265,16 @@ describe('approval', () => {
 });
 
 describe('declines: 402 with the reason, nothing sold', () => {
-  const cases: { reason: string; message: string; buyer: () => Promise<{ card: string; cardPin: string; member?: string }> }[] = [
-    { reason: 'not_member', message: 'the card company does not know this card holder', buyer: async () => ({ card: cardNumber(), cardPin: '2468' }) },
+  const cases: {
+    reason: string;
+    message: string;
+    buyer: () => Promise<{ card: string; cardPin: string; member?: string }>;
+  }[] = [
+    {
+      reason: 'not_member',
+      message: 'the card company does not know this card holder',
+      buyer: async () => ({ card: cardNumber(), cardPin: '2468' }),
+    },
     {
       reason: 'insufficient_funds',
       message: 'not enough credit on the card',
@@ -212,7 +306,9 @@ describe('declines: 402 with the reason, nothing sold', () => {
     it(c.reason, async () => {
       const b = await c.buyer();
       const stockBefore = await stock(h, 'talk-d');
-      const inventoryBefore = await h.r.sunion(...Array.from({ length: h.cfg.buckets }, (_, i) => keys.inventory(i, 'talk-d')));
+      const inventoryBefore = await h.r.sunion(
+        ...Array.from({ length: h.cfg.buckets }, (_, i) => keys.inventory(i, 'talk-d')),
+      );
       const recordsBefore = (await saleRecords(h)).length;
       const key = newKey(c.reason);
       const r = await buy(gw, salesTok, key, 'talk-d', b);
@@ -221,12 +317,17 @@ describe('declines: 402 with the reason, nothing sold', () => {
 
       // Nothing sold: the reserved ID is back in inventory, no hold, no sale record.
       expect(await stock(h, 'talk-d')).toBe(stockBefore);
-      const inventoryAfter = await h.r.sunion(...Array.from({ length: h.cfg.buckets }, (_, i) => keys.inventory(i, 'talk-d')));
+      const inventoryAfter = await h.r.sunion(
+        ...Array.from({ length: h.cfg.buckets }, (_, i) => keys.inventory(i, 'talk-d')),
+      );
       expect(new Set(inventoryAfter)).toEqual(new Set(inventoryBefore));
       expect((await reservations(h)).size).toBe(0);
       expect((await saleRecords(h)).length).toBe(recordsBefore);
       // The card company declined, and nothing is held on the member's card.
-      expect(await payment(h, refOf(SALES, key))).toEqual({ status: 200, body: { state: 'declined', reason: c.reason } });
+      expect(await payment(h, refOf(SALES, key))).toEqual({
+        status: 200,
+        body: { state: 'declined', reason: c.reason },
+      });
       if (b.member) expect(await usedCredit(h, b.member)).toBe(0);
 
       // A retry with the same key gets the same decline without asking the card company again.
@@ -242,7 +343,11 @@ describe('declines: 402 with the reason, nothing sold', () => {
     const key = newKey('poor');
     expect((await buy(gw, salesTok, key, 'talk-d', m)).json.error.reason).toBe('insufficient_funds');
     // The member's credit is raised; the same key still answers the first decline, a new key buys.
-    await fetch(`${h.cfg.provider.url}/_sandbox/members`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'rich now', card: m.card, pin: m.cardPin, limit: 100_000_000 }) });
+    await fetch(`${h.cfg.provider.url}/_sandbox/members`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'rich now', card: m.card, pin: m.cardPin, limit: 100_000_000 }),
+    });
     const again = await buy(gw, salesTok, key, 'talk-d', m);
     expect(again.status).toBe(402);
     expect(again.json.error.reason).toBe('insufficient_funds');
@@ -290,7 +395,9 @@ describe('idempotent retries', () => {
     await sleep(100);
     const during = await buy(gw, salesTok, key, 'talk-i', m);
     expect(during.status).toBe(409);
-    expect(during.json).toEqual({ error: { reason: 'in_progress', message: 'this purchase is being processed; retry shortly' } });
+    expect(during.json).toEqual({
+      error: { reason: 'in_progress', message: 'this purchase is being processed; retry shortly' },
+    });
     const done = await first;
     expect(done.status).toBe(200);
     const after = await buy(gw, salesTok, key, 'talk-i', m);
@@ -312,7 +419,9 @@ describe('idempotent retries', () => {
     for (const body of variants) {
       const r = await http(gw, 'POST', '/v1/purchases', { token: salesTok, idem: key, body });
       expect(r.status, JSON.stringify(body)).toBe(422);
-      expect(r.json).toEqual({ error: { reason: 'idempotency_conflict', message: 'this Idempotency-Key was used for another purchase' } });
+      expect(r.json).toEqual({
+        error: { reason: 'idempotency_conflict', message: 'this Idempotency-Key was used for another purchase' },
+      });
     }
     expect(await usedCredit(h, m.card)).toBe(1_000_000);
     expect((await buy(gw, salesTok, key, 'talk-i', m)).json).toEqual(first.json);
@@ -336,7 +445,11 @@ describe('idempotent retries', () => {
     expect(none.status).toBe(400);
     expect(none.json.error.reason).toBe('missing_idempotency_key');
     for (const bad of ['short', 'has space in it', 'x'.repeat(129), 'semi;colon!']) {
-      const r = await http(gw, 'POST', '/v1/purchases', { token: salesTok, idem: bad, body: purchaseBody('talk-i', m) });
+      const r = await http(gw, 'POST', '/v1/purchases', {
+        token: salesTok,
+        idem: bad,
+        body: purchaseBody('talk-i', m),
+      });
       expect(r.status, bad).toBe(400);
       expect(r.json.error.reason).toBe('missing_idempotency_key');
     }

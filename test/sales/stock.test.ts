@@ -7,7 +7,18 @@ import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
 import { http } from '../support/http';
 import { hashOf, idFields } from '../support/redis';
-import { addMember, buy, newKey, payment, product, purchaseRef, reservations, saleRecords, stock, usedCredit } from './fixtures';
+import {
+  addMember,
+  buy,
+  newKey,
+  payment,
+  product,
+  purchaseRef,
+  reservations,
+  saleRecords,
+  stock,
+  usedCredit,
+} from './fixtures';
 
 let h: Harness;
 let gw: Gateway;
@@ -54,7 +65,9 @@ describe('out_of_stock', () => {
       expect((await buy(g, salesTok, key, 'talk-one', m)).json).toEqual(SOLD_OUT);
     }
     expect(await usedCredit(h, m.card)).toBe(2_000_000);
-    const listed = (await http(gw, 'GET', '/v1/products')).json.products.find((p: { name: string }) => p.name === 'talk-one');
+    const listed = (await http(gw, 'GET', '/v1/products')).json.products.find(
+      (p: { name: string }) => p.name === 'talk-one',
+    );
     expect(listed.available).toBe(0);
   });
 
@@ -111,6 +124,8 @@ describe('a rush on the last 100 IDs', () => {
     expect(await usedCredit(h, m.card)).toBe(103 * 1_100_000);
     const refusedKeys = keysUsed.filter((_, i) => results[i]!.status !== 200);
     for (const k of refusedKeys.slice(0, 10)) expect((await payment(h, refOf(k))).status).toBe(404);
-    expect([...h.sandbox.payments.values()].filter((p) => p.card === m.card && p.state === 'captured')).toHaveLength(103);
+    expect([...h.sandbox.payments.values()].filter((p) => p.card === m.card && p.state === 'captured')).toHaveLength(
+      103,
+    );
   });
 });

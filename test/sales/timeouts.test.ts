@@ -35,13 +35,18 @@ const PRICE = 3_000_000;
 const P = product('talk-t', { face: 2_500_000, price: PRICE });
 /** One unit only: for a buyer who comes back after the last ID went to someone else. */
 const LAST = product('talk-last', { face: 1_000_000, price: 1_500_000 });
-const PENDING = { error: { reason: 'payment_pending', message: 'the card company did not answer; retry with the same Idempotency-Key' } };
+const PENDING = {
+  error: { reason: 'payment_pending', message: 'the card company did not answer; retry with the same Idempotency-Key' },
+};
 
 const refOf = (key: string): string => purchaseRef(h, SALES, key);
 
 /** Counts the sandbox's authorize and capture calls (the methods its HTTP handler runs). */
 const calls = { authorize: 0, capture: 0 };
-const orig = { authorize: undefined as unknown as Harness['sandbox']['authorize'], capture: undefined as unknown as Harness['sandbox']['capture'] };
+const orig = {
+  authorize: undefined as unknown as Harness['sandbox']['authorize'],
+  capture: undefined as unknown as Harness['sandbox']['capture'],
+};
 
 beforeAll(async () => {
   h = await startHarness();
@@ -82,7 +87,10 @@ describe('unknown outcome at authorize', () => {
 
     // The card company did authorize (the answer was lost); the ID is held, not sold.
     const ref = refOf(key);
-    expect(await payment(h, ref)).toEqual({ status: 200, body: { state: 'authorized', authId: expect.stringMatching(/^auth_/) } });
+    expect(await payment(h, ref)).toEqual({
+      status: 200,
+      body: { state: 'authorized', authId: expect.stringMatching(/^auth_/) },
+    });
     expect(await usedCredit(h, m.card)).toBe(PRICE);
     expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
     expect((await reservations(h)).size).toBe(1);
@@ -95,12 +103,21 @@ describe('unknown outcome at authorize', () => {
     // Resolved by asking for the payment's status: no second authorize.
     expect(calls).toEqual({ authorize: 1, capture: 1 });
     expect(await usedCredit(h, m.card)).toBe(PRICE);
-    expect(await payment(h, ref)).toMatchObject({ status: 200, body: { state: 'captured', commission: commissionOf(PRICE) } });
+    expect(await payment(h, ref)).toMatchObject({
+      status: 200,
+      body: { state: 'captured', commission: commissionOf(PRICE) },
+    });
     expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
     expect((await reservations(h)).size).toBe(0);
     const recs = await recordsOf(h, hashOf(h, second.json.id));
     expect(recs).toHaveLength(1);
-    expect(recs[0]).toMatchObject({ ref, provider: ref, price: String(PRICE), commission: String(commissionOf(PRICE)), net: String(PRICE - commissionOf(PRICE)) });
+    expect(recs[0]).toMatchObject({
+      ref,
+      provider: ref,
+      price: String(PRICE),
+      commission: String(commissionOf(PRICE)),
+      net: String(PRICE - commissionOf(PRICE)),
+    });
 
     // And from then on the same answer, with nothing more asked of the card company.
     const third = await buy(gw, salesTok, key, 'talk-t', m);
@@ -117,7 +134,10 @@ describe('unknown outcome at authorize', () => {
     expect(first.status).toBe(503);
     expect(first.json).toEqual(PENDING);
     expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
-    expect(await payment(h, refOf(key))).toEqual({ status: 200, body: { state: 'declined', reason: 'insufficient_funds' } });
+    expect(await payment(h, refOf(key))).toEqual({
+      status: 200,
+      body: { state: 'declined', reason: 'insufficient_funds' },
+    });
 
     const second = await buy(gw, salesTok, key, 'talk-t', m);
     expect(second.status).toBe(402);
@@ -175,7 +195,10 @@ describe('unknown outcome at capture', () => {
     expect(first.json).toEqual(PENDING);
     expect(calls).toEqual({ authorize: 1, capture: 1 });
     const ref = refOf(key);
-    expect(await payment(h, ref)).toMatchObject({ status: 200, body: { state: 'captured', commission: commissionOf(PRICE) } });
+    expect(await payment(h, ref)).toMatchObject({
+      status: 200,
+      body: { state: 'captured', commission: commissionOf(PRICE) },
+    });
     expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
     expect((await saleRecords(h)).filter((r) => r.ref === ref)).toHaveLength(0);
 
@@ -185,7 +208,12 @@ describe('unknown outcome at capture', () => {
     expect(await usedCredit(h, m.card)).toBe(PRICE);
     const recs = await recordsOf(h, hashOf(h, second.json.id));
     expect(recs).toHaveLength(1);
-    expect(recs[0]).toMatchObject({ ref, price: String(PRICE), commission: String(commissionOf(PRICE)), net: String(PRICE - commissionOf(PRICE)) });
+    expect(recs[0]).toMatchObject({
+      ref,
+      price: String(PRICE),
+      commission: String(commissionOf(PRICE)),
+      net: String(PRICE - commissionOf(PRICE)),
+    });
     expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
     expect((await reservations(h)).size).toBe(0);
   });
@@ -269,7 +297,9 @@ describe('expired holds', () => {
       expect(await payment(h, refOf(key))).toMatchObject({ status: 200, body: { state: 'voided' } });
       expect(await usedCredit(h, late.card)).toBe(0);
       expect(await usedCredit(h, other.card)).toBe(1_500_000);
-      expect((await saleRecords(h)).filter((x) => x.product === 'talk-last').map((x) => x.id)).toEqual([hashOf(h, sold.json.id)]);
+      expect((await saleRecords(h)).filter((x) => x.product === 'talk-last').map((x) => x.id)).toEqual([
+        hashOf(h, sold.json.id),
+      ]);
       expect((await buy(g, salesTok, key, 'talk-last', late)).json).toEqual(r.json);
     } finally {
       await g.close();

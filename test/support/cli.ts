@@ -24,7 +24,10 @@ export type EnvVars = Record<string, string | undefined>;
  * secret, data dir and bucket count, silent logs, the default ID length; then
  * `extra`.
  */
-export function cliEnv(h: Pick<Harness, 'dir'> & { redis: { url: string }; cfg: { buckets: number } }, extra: EnvVars = {}): EnvVars {
+export function cliEnv(
+  h: Pick<Harness, 'dir'> & { redis: { url: string }; cfg: { buckets: number } },
+  extra: EnvVars = {},
+): EnvVars {
   return {
     REDIS_URL: h.redis.url,
     REDIS_CLUSTER: undefined,

@@ -40,7 +40,16 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
   const sandbox = new Sandbox();
   const sandboxPort = await sandbox.listen();
   const cfg = loadConfig({
-    PROVIDER_URL: `http://127.0.0.1:${sandboxPort}`, TESSERA_SECRET: TEST_SECRET, DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', REDIS_URL: redis.url, BUCKETS: '64', ...env });
+    PROVIDER_URL: `http://127.0.0.1:${sandboxPort}`,
+    TESSERA_SECRET: TEST_SECRET,
+    DATA_DIR: dir,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'silent',
+    REDIS_URL: redis.url,
+    BUCKETS: '64',
+    ...env,
+  });
   const ctx = await openContext(cfg, createLogger('silent'), redis.url);
   const r = new Redis(redis.url);
   return {
@@ -72,7 +81,18 @@ export const STD_RATES = [
 ];
 
 export function talkProduct(over: Partial<TalkProduct> = {}): TalkProduct {
-  return { name: 'talk', kind: 'talk', currency: 'EUR', face: 1_000_000, price: 1_000_000, plan: 'std', thresholds: [300, 60, 10], expiryDays: 30, maxCalls: 1, ...over };
+  return {
+    name: 'talk',
+    kind: 'talk',
+    currency: 'EUR',
+    face: 1_000_000,
+    price: 1_000_000,
+    plan: 'std',
+    thresholds: [300, 60, 10],
+    expiryDays: 30,
+    maxCalls: 1,
+    ...over,
+  };
 }
 
 export async function seedCatalog(h: Harness, products: Product[] = [talkProduct()]): Promise<void> {

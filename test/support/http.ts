@@ -24,7 +24,12 @@ export interface HttpOptions {
 
 export const baseOf = (at: { port: number }): string => `http://127.0.0.1:${at.port}`;
 
-export async function http(at: { port: number }, method: 'GET' | 'POST', path: string, opts: HttpOptions = {}): Promise<Res> {
+export async function http(
+  at: { port: number },
+  method: 'GET' | 'POST',
+  path: string,
+  opts: HttpOptions = {},
+): Promise<Res> {
   const headers: Record<string, string> = { ...opts.headers };
   if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
   if (opts.idem !== undefined) headers['Idempotency-Key'] = opts.idem;
@@ -50,7 +55,12 @@ export interface JsonAnswer {
   json: any;
 }
 
-export async function jsonCall(at: { port: number }, method: 'GET' | 'POST', path: string, opts: HttpOptions = {}): Promise<JsonAnswer> {
+export async function jsonCall(
+  at: { port: number },
+  method: 'GET' | 'POST',
+  path: string,
+  opts: HttpOptions = {},
+): Promise<JsonAnswer> {
   const { status, json } = await http(at, method, path, opts);
   return { status, json };
 }

@@ -69,7 +69,9 @@ export class WsClient {
       this.waiters = [];
       for (const f of w) f();
     });
-    this.closed = new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    this.closed = new Promise((resolve) =>
+      ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
   }
 
   /**
@@ -77,10 +79,17 @@ export class WsClient {
    * is open, so no message is missed. A refused upgrade rejects with an
    * UpgradeRefused.
    */
-  static dial<C extends WsClient>(make: (ws: WebSocket) => C, port: number, tok: string | undefined, opts: ConnectOptions & { path: string }): Promise<C> {
+  static dial<C extends WsClient>(
+    make: (ws: WebSocket) => C,
+    port: number,
+    tok: string | undefined,
+    opts: ConnectOptions & { path: string },
+  ): Promise<C> {
     return new Promise((resolve, reject) => {
       const url = `ws://127.0.0.1:${port}${opts.path}${opts.query ? `?${opts.query}` : ''}`;
-      const ws = new WebSocket(url, { headers: { ...(tok ? { Authorization: `Bearer ${tok}` } : {}), ...opts.headers } });
+      const ws = new WebSocket(url, {
+        headers: { ...(tok ? { Authorization: `Bearer ${tok}` } : {}), ...opts.headers },
+      });
       const client = make(ws);
       ws.once('open', () => resolve(client));
       ws.once('error', reject);
@@ -88,13 +97,18 @@ export class WsClient {
         let body = '';
         res.setEncoding('utf8');
         res.on('data', (d: string) => (body += d));
-        res.on('end', () => reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode, body })));
+        res.on('end', () =>
+          reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode, body })),
+        );
       });
     });
   }
 
   static connect(port: number, tok: string | undefined, opts: ConnectOptions = {}): Promise<WsClient> {
-    return WsClient.dial((ws) => new WsClient(ws, opts.binary), port, tok, { ...opts, path: opts.path ?? '/v1/switch' });
+    return WsClient.dial((ws) => new WsClient(ws, opts.binary), port, tok, {
+      ...opts,
+      path: opts.path ?? '/v1/switch',
+    });
   }
 
   send(m: unknown, binary = this.binary): void {
@@ -112,7 +126,10 @@ export class WsClient {
    */
   arrival(pred: (m: Msg) => boolean, from = 0, timeoutMs = 5000): Promise<Got> {
     return new Promise((resolve, reject) => {
-      const deadline = setTimeout(() => reject(new Error(`timed out; last received: ${JSON.stringify(this.got.slice(-5).map((g) => g.msg))}`)), timeoutMs);
+      const deadline = setTimeout(
+        () => reject(new Error(`timed out; last received: ${JSON.stringify(this.got.slice(-5).map((g) => g.msg))}`)),
+        timeoutMs,
+      );
       const check = (): void => {
         const hit = this.got.slice(from).find((g) => pred(g.msg));
         if (hit) {
@@ -175,7 +192,10 @@ export class Scanner extends WsClient {
   private nextRef = 1;
 
   static override connect(port: number, tok: string, opts: ConnectOptions = {}): Promise<Scanner> {
-    return WsClient.dial((ws) => new Scanner(ws, opts.binary), port, tok, { ...opts, path: opts.path ?? '/v1/scanner' });
+    return WsClient.dial((ws) => new Scanner(ws, opts.binary), port, tok, {
+      ...opts,
+      path: opts.path ?? '/v1/scanner',
+    });
   }
 
   async waitFor(pred: (m: Msg) => boolean, from = 0, timeoutMs = 5000): Promise<Reply> {
@@ -195,18 +215,26 @@ export class Scanner extends WsClient {
   }
 
   /** redeem: the reply without its ref (scan is echoed). */
-  async redeem(fields: { scan: string; id: string; item?: string; qty?: number; gate?: string; dir?: 'in' | 'out' } & Msg): Promise<Msg> {
+  async redeem(
+    fields: { scan: string; id: string; item?: string; qty?: number; gate?: string; dir?: 'in' | 'out' } & Msg,
+  ): Promise<Msg> {
     const { ref: _ref, ...rest } = await this.request({ op: 'redeem', ...fields });
     return rest;
   }
 
-  async validate(fields: { id: string; item?: string; qty?: number; gate?: string; dir?: 'in' | 'out' } & Msg): Promise<Msg> {
+  async validate(
+    fields: { id: string; item?: string; qty?: number; gate?: string; dir?: 'in' | 'out' } & Msg,
+  ): Promise<Msg> {
     const { ref: _ref, ...rest } = await this.request({ op: 'validate', ...fields });
     return rest;
   }
 
   async reverse(scan: string, reason?: string): Promise<Msg> {
-    const { ref: _ref, ...rest } = await this.request({ op: 'reverse', scan, ...(reason === undefined ? {} : { reason }) });
+    const { ref: _ref, ...rest } = await this.request({
+      op: 'reverse',
+      scan,
+      ...(reason === undefined ? {} : { reason }),
+    });
     return rest;
   }
 }
@@ -216,7 +244,11 @@ export class Scanner extends WsClient {
  * with their frame (type, boundaries, bytes), which the shared Client hides.
  */
 export class Wire extends WsClient {
-  static override connect(port: number, tok: string | undefined, opts: Omit<ConnectOptions, 'binary'> = {}): Promise<Wire> {
+  static override connect(
+    port: number,
+    tok: string | undefined,
+    opts: Omit<ConnectOptions, 'binary'> = {},
+  ): Promise<Wire> {
     return WsClient.dial((ws) => new Wire(ws), port, tok, { ...opts, path: opts.path ?? '/v1/switch' });
   }
 
@@ -246,7 +278,11 @@ export class Wire extends WsClient {
 }
 
 /** A WebSocket upgrade request by hand, to see the status and body of a refused upgrade. */
-export function upgrade(port: number, headers: Record<string, string>, path = '/v1/switch'): Promise<{ status: number; body: string }> {
+export function upgrade(
+  port: number,
+  headers: Record<string, string>,
+  path = '/v1/switch',
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = httpRequest({
       host: '127.0.0.1',

@@ -24,7 +24,17 @@ const file = (name: string, text: string): string => {
   return p;
 };
 
-const CARD = { name: 'card5', kind: 'talk', currency: 'EUR', face: 5_000_000, price: 4_500_000, plan: 'intl', thresholds: [120, 30], expiryDays: 90, maxCalls: 2 };
+const CARD = {
+  name: 'card5',
+  kind: 'talk',
+  currency: 'EUR',
+  face: 5_000_000,
+  price: 4_500_000,
+  plan: 'intl',
+  thresholds: [120, 30],
+  expiryDays: 90,
+  maxCalls: 2,
+};
 
 describe('catalog files', () => {
   it('products from CSV: numbers coerced, thresholds split, blanks take the defaults', async () => {
@@ -43,7 +53,17 @@ describe('catalog files', () => {
     const stored = await putProducts(h.ctx.redis, rows);
     expect(stored).toEqual([
       { ...CARD, title: 'Five euro card' },
-      { name: 'card10', kind: 'talk', currency: 'USD', face: 10_000_000, price: 9_000_000, plan: 'intl', thresholds: [300, 60, 10], expiryDays: 180, maxCalls: 1 },
+      {
+        name: 'card10',
+        kind: 'talk',
+        currency: 'USD',
+        face: 10_000_000,
+        price: 9_000_000,
+        plan: 'intl',
+        thresholds: [300, 60, 10],
+        expiryDays: 180,
+        maxCalls: 1,
+      },
     ]);
     const cat = await readCatalog(h.r);
     expect(cat.products.get('card10')).toEqual(stored[1]);
@@ -55,12 +75,17 @@ describe('catalog files', () => {
     expect(readProductsFile(file('p2.json', JSON.stringify({ products: [CARD] })))).toEqual([CARD]);
     // Content sniffing: JSON in a file without the extension.
     expect(readProductsFile(file('p3.txt', `  ${JSON.stringify([CARD])}`))).toEqual([CARD]);
-    expect(() => readProductsFile(file('p4.json', JSON.stringify({ items: [CARD] })))).toThrow(/expected an array or \{"products": \[\.\.\.\]\}/);
+    expect(() => readProductsFile(file('p4.json', JSON.stringify({ items: [CARD] })))).toThrow(
+      /expected an array or \{"products": \[\.\.\.\]\}/,
+    );
     expect(() => readProductsFile(file('p5.json', '[{"name":'))).toThrow();
   });
 
   it('rate plans from CSV: rows grouped by plan, empty prefix means everything, fee defaults to 0', async () => {
-    const p = file('rates.csv', ['plan,prefix,rate,fee', 'intl,,100,', 'intl,44,200,0', 'intl,449,1000,5000', 'local,1,5,'].join('\n'));
+    const p = file(
+      'rates.csv',
+      ['plan,prefix,rate,fee', 'intl,,100,', 'intl,44,200,0', 'intl,449,1000,5000', 'local,1,5,'].join('\n'),
+    );
     const plans = readPlansFile(p);
     const stored = await putPlans(h.ctx.redis, plans);
     expect(stored).toEqual([
@@ -96,7 +121,13 @@ describe('putProducts / putPlans refuse invalid records with a message', () => {
     await expect(
       putPlans(h.ctx.redis, [
         { name: 'fine', rates: [{ prefix: '1', rate: 5 }] },
-        { name: 'dup', rates: [{ prefix: '44', rate: 200 }, { prefix: '44', rate: 300 }] },
+        {
+          name: 'dup',
+          rates: [
+            { prefix: '44', rate: 200 },
+            { prefix: '44', rate: 300 },
+          ],
+        },
       ]),
     ).rejects.toThrow("rate plan dup: prefix '44' appears twice");
     expect(await h.r.hget(keys.plans, 'fine')).toBeNull();
@@ -105,12 +136,24 @@ describe('putProducts / putPlans refuse invalid records with a message', () => {
   });
 
   it.each([
-    ['a negative rate', { name: 'neg', rates: [{ prefix: '44', rate: -5 }] }, /rate plan #1: rates\.0\.rate must be >= 1/],
+    [
+      'a negative rate',
+      { name: 'neg', rates: [{ prefix: '44', rate: -5 }] },
+      /rate plan #1: rates\.0\.rate must be >= 1/,
+    ],
     ['a zero rate', { name: 'zero', rates: [{ prefix: '44', rate: 0 }] }, /rates\.0\.rate must be >= 1/],
-    ['a prefix with letters', { name: 'abc', rates: [{ prefix: '44a', rate: 5 }] }, /rates\.0\.prefix must match pattern/],
+    [
+      'a prefix with letters',
+      { name: 'abc', rates: [{ prefix: '44a', rate: 5 }] },
+      /rates\.0\.prefix must match pattern/,
+    ],
     ['a negative fee', { name: 'fee', rates: [{ prefix: '44', rate: 5, fee: -1 }] }, /rates\.0\.fee must be >= 0/],
     ['no rates', { name: 'empty', rates: [] }, /rates must NOT have fewer than 1 items/],
-    ['an unknown field', { name: 'x', rates: [{ prefix: '1', rate: 5, cost: 3 }] }, /must NOT have additional properties/],
+    [
+      'an unknown field',
+      { name: 'x', rates: [{ prefix: '1', rate: 5, cost: 3 }] },
+      /must NOT have additional properties/,
+    ],
   ])('a plan with %s', async (_what, plan, message) => {
     const v0 = await version();
     await expect(putPlans(h.ctx.redis, [plan])).rejects.toThrow(message);
@@ -119,11 +162,19 @@ describe('putProducts / putPlans refuse invalid records with a message', () => {
   });
 
   it.each([
-    ['an unknown kind', { ...CARD, name: 'k1', kind: 'coffee' }, /^product #2: kind must be one of talk, entry, goods, service/],
+    [
+      'an unknown kind',
+      { ...CARD, name: 'k1', kind: 'coffee' },
+      /^product #2: kind must be one of talk, entry, goods, service/,
+    ],
     ['a negative price', { ...CARD, name: 'k2', price: -1 }, /price must be >= 0/],
     ['a zero face value', { ...CARD, name: 'k3', face: 0 }, /face must be >= 1/],
     ['a lower-case currency', { ...CARD, name: 'k4', currency: 'eur' }, /currency must match pattern/],
-    ['a missing plan', { name: 'k5', kind: 'talk', currency: 'EUR', face: 1, price: 1 }, /must have required property 'plan'/],
+    [
+      'a missing plan',
+      { name: 'k5', kind: 'talk', currency: 'EUR', face: 1, price: 1 },
+      /must have required property 'plan'/,
+    ],
     ['a bad name', { ...CARD, name: 'has space' }, /name must match pattern/],
     ['a fractional face', { ...CARD, name: 'k6', face: 10.5 }, /face must be integer/],
   ])('a product with %s', async (_what, product, message) => {
@@ -136,7 +187,9 @@ describe('putProducts / putPlans refuse invalid records with a message', () => {
   });
 
   it('the record number in the message points at the bad record', async () => {
-    await expect(putProducts(h.ctx.redis, [CARD, { ...CARD, name: 'k7', face: 0 }])).rejects.toThrow(/^product #2: face must be >= 1/);
+    await expect(putProducts(h.ctx.redis, [CARD, { ...CARD, name: 'k7', face: 0 }])).rejects.toThrow(
+      /^product #2: face must be >= 1/,
+    );
   });
 
   it('a valid load bumps the version and announces it', async () => {

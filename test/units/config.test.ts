@@ -11,7 +11,14 @@ describe('loadConfig', () => {
       port: 8080,
       logLevel: 'info',
       dataDir: 'var',
-      redis: { url: undefined, cluster: undefined, username: undefined, password: undefined, embeddedPort: 0, timeoutMs: 2000 },
+      redis: {
+        url: undefined,
+        cluster: undefined,
+        username: undefined,
+        password: undefined,
+        embeddedPort: 0,
+        timeoutMs: 2000,
+      },
       secret: undefined,
       idLength: 16,
       buckets: 64,
@@ -43,7 +50,11 @@ describe('loadConfig', () => {
   });
 
   it('an empty string counts as unset', () => {
-    expect(loadConfig({ PORT: '', BUCKETS: '', LOG_LEVEL: '' })).toMatchObject({ port: 8080, buckets: 64, logLevel: 'info' });
+    expect(loadConfig({ PORT: '', BUCKETS: '', LOG_LEVEL: '' })).toMatchObject({
+      port: 8080,
+      buckets: 64,
+      logLevel: 'info',
+    });
   });
 
   it('coerces numeric strings', () => {
@@ -60,7 +71,18 @@ describe('loadConfig', () => {
       HOST: '127.0.0.1',
       DATA_DIR: '/tmp/x',
     });
-    expect(c).toMatchObject({ port: 9090, buckets: 128, idLength: 20, tickIntervalMs: 5000, maxFrameBytes: 1024, maxBatch: 5, maxInflight: 1, logLevel: 'debug', host: '127.0.0.1', dataDir: '/tmp/x' });
+    expect(c).toMatchObject({
+      port: 9090,
+      buckets: 128,
+      idLength: 20,
+      tickIntervalMs: 5000,
+      maxFrameBytes: 1024,
+      maxBatch: 5,
+      maxInflight: 1,
+      logLevel: 'debug',
+      host: '127.0.0.1',
+      dataDir: '/tmp/x',
+    });
     expect(c.redis.timeoutMs).toBe(750);
     expect(typeof c.port).toBe('number');
   });
@@ -86,7 +108,9 @@ describe('loadConfig', () => {
   });
 
   it('cluster credentials only with REDIS_CLUSTER: with REDIS_URL they belong in the URL', () => {
-    expect(() => loadConfig({ REDIS_URL: 'redis://h:6379', REDIS_PASSWORD: 'x' })).toThrow(/REDIS_USERNAME and REDIS_PASSWORD go with REDIS_CLUSTER/);
+    expect(() => loadConfig({ REDIS_URL: 'redis://h:6379', REDIS_PASSWORD: 'x' })).toThrow(
+      /REDIS_USERNAME and REDIS_PASSWORD go with REDIS_CLUSTER/,
+    );
     expect(() => loadConfig({ REDIS_USERNAME: 'u' })).toThrow(/put them in the URL/);
   });
 
@@ -123,7 +147,9 @@ describe('loadConfig', () => {
 
   it('REDIS_URL and REDIS_CLUSTER together are refused', () => {
     expect(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', REDIS_CLUSTER: 'r1:7000' })).toThrow(ConfigError);
-    expect(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', REDIS_CLUSTER: 'r1:7000' })).toThrow(/REDIS_URL or REDIS_CLUSTER, not both/);
+    expect(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', REDIS_CLUSTER: 'r1:7000' })).toThrow(
+      /REDIS_URL or REDIS_CLUSTER, not both/,
+    );
   });
 
   it('reads process.env by default', () => {

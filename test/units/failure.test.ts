@@ -20,12 +20,22 @@ import { failureReason } from '../../src/redis/failure';
 describe('failureReason', () => {
   it('a cluster whose nodes are all down: unavailable', async () => {
     const port = await freePort();
-    const cluster = new Cluster([{ host: '127.0.0.1', port }], { lazyConnect: true, enableOfflineQueue: false, clusterRetryStrategy: () => null });
+    const cluster = new Cluster([{ host: '127.0.0.1', port }], {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      clusterRetryStrategy: () => null,
+    });
     cluster.on('error', () => undefined);
-    const refused = await cluster.connect().then(() => undefined, (err: unknown) => err);
+    const refused = await cluster.connect().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     expect(refused).toBeInstanceOf(Error);
     expect(failureReason(refused)).toBe('unavailable');
-    const notReady = await cluster.get('x').then(() => undefined, (err: unknown) => err);
+    const notReady = await cluster.get('x').then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     expect(notReady).toBeInstanceOf(Error);
     expect(failureReason(notReady)).toBe('unavailable');
     cluster.disconnect();
@@ -46,20 +56,40 @@ describe('failureReason', () => {
       oom: "-OOM command not allowed when used memory > 'maxmemory'.",
       busykey: '-BUSYKEY Target key name already exists.',
       wrongtype: '-WRONGTYPE Operation against a key holding the wrong kind of value',
-      script: "-ERR user_script:1: Script attempted to access nonexistent global variable 'timeout' script: 0b72898c, on @user_script:1.",
+      script:
+        "-ERR user_script:1: Script attempted to access nonexistent global variable 'timeout' script: 0b72898c, on @user_script:1.",
     };
     const got: Record<string, string> = {};
     for (const [name, reply] of Object.entries(replies)) {
-      got[name] = failureReason(await withFakeRedis((sock) => sock.write(reply + '\r\n'), (redis) => redis.get('x')));
+      got[name] = failureReason(
+        await withFakeRedis(
+          (sock) => sock.write(reply + '\r\n'),
+          (redis) => redis.get('x'),
+        ),
+      );
     }
-    expect(got).toEqual({ loading: 'unavailable', readonly: 'unavailable', oom: 'unavailable', busykey: 'internal', wrongtype: 'internal', script: 'internal' });
+    expect(got).toEqual({
+      loading: 'unavailable',
+      readonly: 'unavailable',
+      oom: 'unavailable',
+      busykey: 'internal',
+      wrongtype: 'internal',
+      script: 'internal',
+    });
   });
 
   it('a command timeout, a connection closed under a command and a refused connection: unavailable', async () => {
-    const timedOut = await withFakeRedis(() => undefined, (redis) => redis.get('x'), { commandTimeout: 50 });
+    const timedOut = await withFakeRedis(
+      () => undefined,
+      (redis) => redis.get('x'),
+      { commandTimeout: 50 },
+    );
     expect(timedOut).toMatchObject({ message: 'Command timed out' });
     expect(failureReason(timedOut)).toBe('unavailable');
-    const closed = await withFakeRedis((sock) => sock.destroy(), (redis) => redis.get('x'));
+    const closed = await withFakeRedis(
+      (sock) => sock.destroy(),
+      (redis) => redis.get('x'),
+    );
     expect(failureReason(closed)).toBe('unavailable');
     // What ioredis emits when it cannot connect: Node's own error, told by its code.
     const port = await freePort();
@@ -69,21 +99,39 @@ describe('failureReason', () => {
   });
 
   it('an error reply a batch script relays as text keeps its code', () => {
-    expect(failureReason(new Error("redeem failed: READONLY You can't write against a read only replica."))).toBe('unavailable');
-    expect(failureReason(new Error('call_tick failed: user_script:40: attempt to compare nil with number'))).toBe('internal');
+    expect(failureReason(new Error("redeem failed: READONLY You can't write against a read only replica."))).toBe(
+      'unavailable',
+    );
+    expect(failureReason(new Error('call_tick failed: user_script:40: attempt to compare nil with number'))).toBe(
+      'internal',
+    );
   });
 });
 
 /** Runs `command` on an ioredis client whose server answers each command with `answer`; resolves to what it threw. */
-async function withFakeRedis(answer: (sock: Socket) => void, command: (redis: Redis) => Promise<unknown>, options: { commandTimeout?: number } = {}): Promise<unknown> {
+async function withFakeRedis(
+  answer: (sock: Socket) => void,
+  command: (redis: Redis) => Promise<unknown>,
+  options: { commandTimeout?: number } = {},
+): Promise<unknown> {
   const server: Server = createServer((sock) => sock.on('data', () => answer(sock)));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
   // RESP2 and no handshake: the fake answers every command alike.
-  const redis = new Redis(port, '127.0.0.1', { protocol: 2, disableClientInfo: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null, ...options });
+  const redis = new Redis(port, '127.0.0.1', {
+    protocol: 2,
+    disableClientInfo: true,
+    enableReadyCheck: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    ...options,
+  });
   redis.on('error', () => undefined);
   try {
-    return await command(redis).then(() => undefined, (err: unknown) => err);
+    return await command(redis).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
   } finally {
     redis.disconnect();
     await new Promise((resolve) => server.close(resolve));
@@ -93,19 +141,42 @@ async function withFakeRedis(answer: (sock: Socket) => void, command: (redis: Re
 describe('Dispatcher', () => {
   it('a callback handler that throws fails its own message, internal, and the messages after it in the frame still run', () => {
     const replies: object[] = [];
-    const conn = { inflight: 0, reply: { json: (m: object) => replies.push(m), msgpack: (m: object) => replies.push(m) }, send: (m: object) => replies.push(m) } as unknown as Conn;
+    const conn = {
+      inflight: 0,
+      reply: { json: (m: object) => replies.push(m), msgpack: (m: object) => replies.push(m) },
+      send: (m: object) => replies.push(m),
+    } as unknown as Conn;
     const load = { inflight: 0, max: 100 };
     const check = compile(Type.Object({ op: Type.String(), ref: Type.Number() }));
     const routes: Routes = {
-      boom: { check, handleCb: () => { throw new Error('bug'); } },
-      echo: { check, handleCb: (m: { ref: number }, _c, reply, done) => { reply({ op: 'echoed', ref: m.ref }); done(); } },
+      boom: {
+        check,
+        handleCb: () => {
+          throw new Error('bug');
+        },
+      },
+      echo: {
+        check,
+        handleCb: (m: { ref: number }, _c, reply, done) => {
+          reply({ op: 'echoed', ref: m.ref });
+          done();
+        },
+      },
     };
     const cfg = { maxFrameBytes: 1 << 20, maxBatch: 10, maxInflight: 10 } as Config;
     const metrics = { event: () => undefined } as unknown as Metrics;
     const log = { error: () => undefined } as unknown as Logger;
-    const frame = new TextEncoder().encode(JSON.stringify([{ op: 'boom', ref: 1 }, { op: 'echo', ref: 2 }]));
+    const frame = new TextEncoder().encode(
+      JSON.stringify([
+        { op: 'boom', ref: 1 },
+        { op: 'echo', ref: 2 },
+      ]),
+    );
     new Dispatcher(routes, cfg, metrics, log, load).onFrame(conn, frame.buffer as ArrayBuffer, false);
-    expect(replies).toEqual([{ op: 'error', ref: 1, reason: 'internal', message: 'internal error' }, { op: 'echoed', ref: 2 }]);
+    expect(replies).toEqual([
+      { op: 'error', ref: 1, reason: 'internal', message: 'internal error' },
+      { op: 'echoed', ref: 2 },
+    ]);
     expect(conn.inflight).toBe(0);
     expect(load.inflight).toBe(0);
   });

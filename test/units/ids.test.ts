@@ -5,13 +5,19 @@ import { checkId, generateId } from '../../src/ids/idnum';
 import { IdKeys } from '../../src/ids/secrets';
 
 describe('Luhn', () => {
-  it.each(['79927398713', '4111111111111111', '4012888888881881', '378282246310005', '5555555555554444', '6011111111111117', '0', '18'])(
-    '%s is valid',
-    (n) => {
-      expect(luhnValid(n)).toBe(true);
-      expect(luhnDigit(n.slice(0, -1))).toBe(Number(n.slice(-1)));
-    },
-  );
+  it.each([
+    '79927398713',
+    '4111111111111111',
+    '4012888888881881',
+    '378282246310005',
+    '5555555555554444',
+    '6011111111111117',
+    '0',
+    '18',
+  ])('%s is valid', (n) => {
+    expect(luhnValid(n)).toBe(true);
+    expect(luhnDigit(n.slice(0, -1))).toBe(Number(n.slice(-1)));
+  });
 
   it('computes the known check digits', () => {
     expect(luhnDigit('7992739871')).toBe(3);
@@ -21,9 +27,12 @@ describe('Luhn', () => {
     expect(luhnDigit('')).toBe(0);
   });
 
-  it.each(['79927398710', '79927398711', '79927398714', '4111111111111112', '378282246310006', '19'])('%s is invalid', (n) => {
-    expect(luhnValid(n)).toBe(false);
-  });
+  it.each(['79927398710', '79927398711', '79927398714', '4111111111111112', '378282246310006', '19'])(
+    '%s is invalid',
+    (n) => {
+      expect(luhnValid(n)).toBe(false);
+    },
+  );
 
   it('catches every single-digit error', () => {
     const good = '4012888888881881';
@@ -40,7 +49,7 @@ describe('Luhn', () => {
     for (let i = 0; i + 1 < good.length; i++) {
       const a = good[i]!;
       const b = good[i + 1]!;
-      if (a === b || (a + b === '09') || (a + b === '90')) continue;
+      if (a === b || a + b === '09' || a + b === '90') continue;
       expect(luhnValid(good.slice(0, i) + b + a + good.slice(i + 2)), `swap at ${i}`).toBe(false);
     }
   });
@@ -130,8 +139,13 @@ describe('IdKeys', () => {
   it('is HMAC-SHA-256 under an HKDF-derived key: pinned so IDs in Redis stay findable', () => {
     const key = Buffer.from(hkdfSync('sha256', A, 'tessera', 'id-hmac', 32));
     const mac = createHmac('sha256', key).update(id).digest();
-    expect(new IdKeys(A, 1024).hash(id)).toEqual({ hash: mac.toString('hex', 0, 16), bucket: mac.readUInt32BE(16) % 1024 });
-    expect(new IdKeys(A, 1024).bucketOf('sw:call-1')).toBe(createHmac('sha256', key).update('sw:call-1').digest().readUInt32BE(0) % 1024);
+    expect(new IdKeys(A, 1024).hash(id)).toEqual({
+      hash: mac.toString('hex', 0, 16),
+      bucket: mac.readUInt32BE(16) % 1024,
+    });
+    expect(new IdKeys(A, 1024).bucketOf('sw:call-1')).toBe(
+      createHmac('sha256', key).update('sw:call-1').digest().readUInt32BE(0) % 1024,
+    );
   });
 
   it('spreadOf: keyed by the secret, in range, every place used', () => {

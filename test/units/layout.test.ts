@@ -50,7 +50,11 @@ describe('data from before the pin', () => {
     try {
       const r = new Redis(old.url);
       await r.hset('ts:{b700}:id:0123456789abcdef0123456789abcdef', 'st', 'sold', 'bal', '1000');
-      const err = await openContext({ ...h.cfg, redis: { ...h.cfg.redis, url: old.url } }, createLogger('silent'), old.url).then(
+      const err = await openContext(
+        { ...h.cfg, redis: { ...h.cfg.redis, url: old.url } },
+        createLogger('silent'),
+        old.url,
+      ).then(
         () => undefined,
         (e: unknown) => e,
       );

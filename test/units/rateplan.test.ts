@@ -33,7 +33,13 @@ describe('PrefixTable: longest prefix wins', () => {
   });
 
   it('without a catch-all prefix, an unmatched destination has no rate', () => {
-    const n = new PrefixTable({ name: 'n', rates: [{ prefix: '999', rate: 7, fee: 1 }, { prefix: '99912', rate: 9, fee: 0 }] });
+    const n = new PrefixTable({
+      name: 'n',
+      rates: [
+        { prefix: '999', rate: 7, fee: 1 },
+        { prefix: '99912', rate: 9, fee: 0 },
+      ],
+    });
     expect(n.lookup('12')).toBeUndefined();
     expect(n.lookup('99')).toBeUndefined();
     expect(n.lookup('')).toBeUndefined();

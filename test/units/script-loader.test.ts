@@ -29,7 +29,9 @@ describe('script loader', () => {
       },
     );
     const [main] = readScripts(dir);
-    expect(main!.lua).toBe('local function leaf() return 1 end\n\nlocal function outer() return leaf() end\n\n\nreturn leaf() + outer()\n');
+    expect(main!.lua).toBe(
+      'local function leaf() return 1 end\n\nlocal function outer() return leaf() end\n\n\nreturn leaf() + outer()\n',
+    );
     expect(main!.lua.match(/function leaf/g)).toHaveLength(1);
     expect(main!.sha).toMatch(/^[0-9a-f]{40}$/);
   });

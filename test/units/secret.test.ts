@@ -61,7 +61,11 @@ describe('resolveSecret', () => {
     const s = resolveSecret(loadConfig({ DATA_DIR: dir, REDIS_URL: 'redis://127.0.0.1:6399' }));
     expect(s.toString('hex')).toBe(hex);
     const env = 'ef'.repeat(32);
-    expect(resolveSecret(loadConfig({ DATA_DIR: dir, REDIS_URL: 'redis://127.0.0.1:6399', TESSERA_SECRET: env })).toString('hex')).toBe(env);
+    expect(
+      resolveSecret(loadConfig({ DATA_DIR: dir, REDIS_URL: 'redis://127.0.0.1:6399', TESSERA_SECRET: env })).toString(
+        'hex',
+      ),
+    ).toBe(env);
     expect(readFileSync(join(dir, 'secret'), 'utf8')).toBe(`${hex}\n`);
   });
 });

@@ -33,7 +33,15 @@ export const callCommands: Record<string, Command> = {
  * prints what the gateway answers, until the gateway cuts the call, the
  * requested seconds pass, or Ctrl-C (which stops the call cleanly).
  */
-function runDemoCall(o: { url: string; token: string; id: string; dest: string; seconds: number; json: boolean; out: (l: string) => void }): Promise<number> {
+function runDemoCall(o: {
+  url: string;
+  token: string;
+  id: string;
+  dest: string;
+  seconds: number;
+  json: boolean;
+  out: (l: string) => void;
+}): Promise<number> {
   return new Promise((resolve) => {
     const ws = new WebSocket(o.url, { headers: { Authorization: `Bearer ${o.token}` } });
     const call = `demo-${Date.now().toString(36)}`;

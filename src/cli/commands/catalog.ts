@@ -8,9 +8,16 @@ export const catalogCommands: Record<string, Command> = {
     summary: 'load products, rate plans, venue items and access numbers into Redis (gateways refresh at once)',
     usage: '[--products FILE.json|csv] [--plans FILE.json|csv] [--items FILE.json|csv] [--access FILE.json|csv]',
     async run(cli) {
-      const { values } = parseOptions(cli, { products: { type: 'string' }, plans: { type: 'string' }, items: { type: 'string' }, access: { type: 'string' } });
+      const { values } = parseOptions(cli, {
+        products: { type: 'string' },
+        plans: { type: 'string' },
+        items: { type: 'string' },
+        access: { type: 'string' },
+      });
       if (!values.products && !values.plans && !values.items && !values.access) {
-        throw Object.assign(new Error('give --products, --plans and/or --items, or --access'), { code: 'ERR_PARSE_ARGS_MISSING' });
+        throw Object.assign(new Error('give --products, --plans and/or --items, or --access'), {
+          code: 'ERR_PARSE_ARGS_MISSING',
+        });
       }
       // Every file is read (and parsed) before anything is written: one that cannot be read loads nothing.
       const items = values.items ? readItemsFile(values.items) : undefined;
@@ -30,7 +37,17 @@ export const catalogCommands: Record<string, Command> = {
     async run(cli) {
       const cat = await readCatalog((await cli.ctx()).redis);
       cli.out(
-        JSON.stringify({ version: cat.version, products: [...cat.products.values()], plans: [...cat.plans.values()], items: [...cat.items.values()], access: [...cat.access.values()] }, null, 2),
+        JSON.stringify(
+          {
+            version: cat.version,
+            products: [...cat.products.values()],
+            plans: [...cat.plans.values()],
+            items: [...cat.items.values()],
+            access: [...cat.access.values()],
+          },
+          null,
+          2,
+        ),
       );
     },
   },

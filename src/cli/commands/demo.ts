@@ -10,7 +10,8 @@ import type { Command } from '../command';
 
 export const demoCommands: Record<string, Command> = {
   demo: {
-    summary: 'load the demo catalog and access numbers, create demo tokens, mint and activate one demo ID, put 20 of each talk product on sale',
+    summary:
+      'load the demo catalog and access numbers, create demo tokens, mint and activate one demo ID, put 20 of each talk product on sale',
     async run(cli) {
       const ctx = await cli.ctx();
       const dir = findRepoDir(join('deploy', 'demo'));
@@ -32,7 +33,15 @@ export const demoCommands: Record<string, Command> = {
       }
       cli.out(
         JSON.stringify(
-          { id: ids[0], product: products[0]!.name, balance: act.balance, switchToken: sw.token, adminToken: admin.token, onSale, accessAreas: areas.map((a) => a.area) },
+          {
+            id: ids[0],
+            product: products[0]!.name,
+            balance: act.balance,
+            switchToken: sw.token,
+            adminToken: admin.token,
+            onSale,
+            accessAreas: areas.map((a) => a.area),
+          },
           null,
           2,
         ),

@@ -6,10 +6,14 @@ import { intArg, openOut, outcome, parseOptions, type Command } from '../command
 
 export const idCommands: Record<string, Command> = {
   mint: {
-    summary: 'mint IDs into a product\'s inventory; prints them (or writes --out, mode 0600) once',
+    summary: "mint IDs into a product's inventory; prints them (or writes --out, mode 0600) once",
     usage: '--product NAME --count N [--out FILE]',
     async run(cli) {
-      const { values } = parseOptions(cli, { product: { type: 'string' }, count: { type: 'string' }, out: { type: 'string' } });
+      const { values } = parseOptions(cli, {
+        product: { type: 'string' },
+        count: { type: 'string' },
+        out: { type: 'string' },
+      });
       const count = intArg(values.count, '--count');
       const ctx = await cli.ctx();
       const product = (await readCatalog(ctx.redis)).products.get(values.product ?? '');
@@ -26,7 +30,9 @@ export const idCommands: Record<string, Command> = {
       });
       out.write(buf);
       await out.done();
-      process.stderr.write(`minted ${n} ID(s) of ${product.name} in ${Date.now() - t0} ms${values.out ? ` into ${values.out}` : ''}\n`);
+      process.stderr.write(
+        `minted ${n} ID(s) of ${product.name} in ${Date.now() - t0} ms${values.out ? ` into ${values.out}` : ''}\n`,
+      );
     },
   },
   activate: {
@@ -35,7 +41,14 @@ export const idCommands: Record<string, Command> = {
     async run(cli) {
       const { values, positionals } = parseOptions(cli, { price: { type: 'string' }, ref: { type: 'string' } }, 1);
       const price = values.price === undefined ? undefined : intArg(values.price, '--price');
-      return outcome(cli, await activateId(await cli.ctx(), positionals[0], { channel: 'manual', price, ref: values.ref ?? process.env.USER ?? '' }));
+      return outcome(
+        cli,
+        await activateId(await cli.ctx(), positionals[0], {
+          channel: 'manual',
+          price,
+          ref: values.ref ?? process.env.USER ?? '',
+        }),
+      );
     },
   },
   block: {
@@ -55,7 +68,7 @@ export const idCommands: Record<string, Command> = {
     },
   },
   lookup: {
-    summary: 'show an ID\'s state, balance and expiry',
+    summary: "show an ID's state, balance and expiry",
     usage: 'ID',
     async run(cli) {
       const { positionals } = parseOptions(cli, {}, 1);

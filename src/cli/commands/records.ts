@@ -5,10 +5,14 @@ import { intArg, openOut, parseOptions, usageError, type Command } from '../comm
 
 export const recordCommands: Record<'audit' | 'export', Command> = {
   audit: {
-    summary: 'conservation check, from Redis alone: for every ID, value sold = balance + calls + redemptions + refunds; exit 1 on any difference',
+    summary:
+      'conservation check, from Redis alone: for every ID, value sold = balance + calls + redemptions + refunds; exit 1 on any difference',
     usage: '[--json] [--max N]',
     async run(cli) {
-      const { values } = parseOptions(cli, { json: { type: 'boolean', default: false }, max: { type: 'string', default: '50' } });
+      const { values } = parseOptions(cli, {
+        json: { type: 'boolean', default: false },
+        max: { type: 'string', default: '50' },
+      });
       const max = intArg(values.max, '--max');
       const r = await audit(await cli.ctx());
       if (values.json) process.stdout.write(JSON.stringify({ ...r, ok: r.problems.length === 0 }) + '\n');
@@ -18,10 +22,16 @@ export const recordCommands: Record<'audit' | 'export', Command> = {
           `${n(r.ids)} IDs, ${n(r.sold)} sold: value sold ${n(r.valueSold)} = balances ${n(r.balances)} + calls ${n(r.calls)} + redemptions ${n(r.redeemed)} + refunds ${n(r.refunded)}\n`,
         );
         for (const p of r.problems.slice(0, max)) {
-          process.stdout.write(`  bucket ${p.bucket} id ${p.id} (${p.state || 'no ID'}): ${p.problem}; sold ${p.sold}, balance ${p.balance}, calls ${p.calls}, redeemed ${p.redeemed}, refunded ${p.refunded}, difference ${p.difference}\n`);
+          process.stdout.write(
+            `  bucket ${p.bucket} id ${p.id} (${p.state || 'no ID'}): ${p.problem}; sold ${p.sold}, balance ${p.balance}, calls ${p.calls}, redeemed ${p.redeemed}, refunded ${p.refunded}, difference ${p.difference}\n`,
+          );
         }
         if (r.problems.length > max) process.stdout.write(`  … and ${r.problems.length - max} more (--max, --json)\n`);
-        process.stdout.write(r.problems.length === 0 ? 'audit: ok, every ID balances\n' : `audit: ${r.problems.length} ID(s) do not balance\n`);
+        process.stdout.write(
+          r.problems.length === 0
+            ? 'audit: ok, every ID balances\n'
+            : `audit: ${r.problems.length} ID(s) do not balance\n`,
+        );
       }
       return r.problems.length === 0 ? 0 : 1;
     },
@@ -30,9 +40,19 @@ export const recordCommands: Record<'audit' | 'export', Command> = {
     summary: 'export records: calls (CDRs), redemptions or sales, as CSV or NDJSON',
     usage: 'calls|redemptions|sales [--format csv|ndjson] [--since MS] [--until MS] [--out FILE]',
     async run(cli) {
-      const { values, positionals } = parseOptions(cli, { format: { type: 'string', default: 'csv' }, since: { type: 'string' }, until: { type: 'string' }, out: { type: 'string' } }, 1);
+      const { values, positionals } = parseOptions(
+        cli,
+        {
+          format: { type: 'string', default: 'csv' },
+          since: { type: 'string' },
+          until: { type: 'string' },
+          out: { type: 'string' },
+        },
+        1,
+      );
       const kind = positionals[0];
-      if (kind !== 'calls' && kind !== 'sales' && kind !== 'redemptions') throw usageError('export calls|redemptions|sales');
+      if (kind !== 'calls' && kind !== 'sales' && kind !== 'redemptions')
+        throw usageError('export calls|redemptions|sales');
       if (values.format !== 'csv' && values.format !== 'ndjson') throw usageError('--format csv|ndjson');
       const out = openOut(values.out);
       const n = await exportRecords(await cli.ctx(), kind, values.format, out.write, {

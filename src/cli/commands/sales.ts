@@ -13,7 +13,8 @@ function readIfExists(file: string): string | undefined {
 
 export const saleCommands: Record<string, Command> = {
   'sale-lookup': {
-    summary: 'show a sold ID: its state and balance, its sale record (price, provider reference, commission, net) and any refund',
+    summary:
+      'show a sold ID: its state and balance, its sale record (price, provider reference, commission, net) and any refund',
     usage: 'ID',
     async run(cli) {
       const { positionals } = parseOptions(cli, {}, 1);
@@ -21,7 +22,8 @@ export const saleCommands: Record<string, Command> = {
     },
   },
   'sale-refund': {
-    summary: 'refund an unused sold ID: block it, record the refund, void the payment at the card company (PROVIDER_URL)',
+    summary:
+      'refund an unused sold ID: block it, record the refund, void the payment at the card company (PROVIDER_URL)',
     usage: 'ID [--reason TEXT]',
     async run(cli) {
       const { values, positionals } = parseOptions(cli, { reason: { type: 'string' } }, 1);
@@ -42,11 +44,19 @@ export const saleCommands: Record<string, Command> = {
       }
       const ctx = await cli.ctx();
       const operator = `cli:${process.env.USER ?? process.env.LOGNAME ?? 'unknown'}`;
-      const r = await refundSale(ctx, new HttpProvider(url, timeoutMs, key), positionals[0], values.reason ?? '', operator);
+      const r = await refundSale(
+        ctx,
+        new HttpProvider(url, timeoutMs, key),
+        positionals[0],
+        values.reason ?? '',
+        operator,
+      );
       const code = outcome(cli, r);
       if (r.ok && r.provider !== 'voided' && r.provider !== 'not_paid_through_a_provider') {
         // The ID is blocked and the refund recorded either way; only the money is in doubt.
-        process.stderr.write(`the card company did not confirm the void (${r.provider}): run the same refund again, it only repeats the void\n`);
+        process.stderr.write(
+          `the card company did not confirm the void (${r.provider}): run the same refund again, it only repeats the void\n`,
+        );
         return 1;
       }
       return code;

@@ -12,7 +12,8 @@ import { intArg, parseOptions, usageError, type Command } from '../command';
  */
 function checkMembers(json: unknown, file: string): Member[] {
   const list = Array.isArray(json) ? json : (json as { members?: unknown } | null)?.members;
-  if (!Array.isArray(list) || list.length === 0) throw new Error(`${file}: expected a non-empty array of members, or {"members": [...]}`);
+  if (!Array.isArray(list) || list.length === 0)
+    throw new Error(`${file}: expected a non-empty array of members, or {"members": [...]}`);
   const seen = new Set<string>();
   return list.map((m: Record<string, unknown>, i) => {
     const bad = (what: string): never => {
@@ -21,7 +22,8 @@ function checkMembers(json: unknown, file: string): Member[] {
     if (typeof m !== 'object' || m === null) bad('not an object');
     const { name, card, pin, limit, used = 0 } = m;
     if (typeof name !== 'string' || !name) bad('name must be a non-empty string');
-    if (typeof card !== 'string' || !/^[0-9]{12,19}$/.test(card) || !luhnValid(card)) bad('card must be 12 to 19 digits (a string) with a valid Luhn check digit');
+    if (typeof card !== 'string' || !/^[0-9]{12,19}$/.test(card) || !luhnValid(card))
+      bad('card must be 12 to 19 digits (a string) with a valid Luhn check digit');
     if (typeof pin !== 'string' || !/^[0-9]{1,12}$/.test(pin)) bad('pin must be a string of 1 to 12 digits');
     if (!Number.isSafeInteger(limit) || (limit as number) < 0) bad('limit must be a whole number of micro-units');
     if (!Number.isSafeInteger(used) || (used as number) < 0) bad('used must be a whole number of micro-units');
@@ -36,7 +38,8 @@ const amount = (micro: number): string => (micro / 1e6).toFixed(2);
 
 export const sandboxCommands: Record<string, Command> = {
   'sandbox-provider': {
-    summary: 'run the sandbox card company (test members, no real money) in the foreground until Ctrl-C; needs no Redis',
+    summary:
+      'run the sandbox card company (test members, no real money) in the foreground until Ctrl-C; needs no Redis',
     usage: '[--port N] [--host ADDR] [--members FILE.json] [--commission-bp N] [--latency-ms N] [--fail-rate F]',
     async run(cli) {
       const { values } = parseOptions(cli, {
@@ -62,9 +65,14 @@ export const sandboxCommands: Record<string, Command> = {
       const url = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host}:${bound}`;
       cli.out(`sandbox payment provider on ${url} (test members only, no real money)`);
       cli.out(`  point the gateway at it: PROVIDER_URL=${url}`);
-      cli.out(`  commission ${commissionBp} bp (${(commissionBp / 100).toFixed(2)}%), latency ${latencyMs} ms, fail rate ${failRate}`);
+      cli.out(
+        `  commission ${commissionBp} bp (${(commissionBp / 100).toFixed(2)}%), latency ${latencyMs} ms, fail rate ${failRate}`,
+      );
       cli.out('  members (card PIN, credit used / limit):');
-      for (const m of sandbox.members.values()) cli.out(`    ${m.name.padEnd(20)} card ${m.card}  card PIN ${m.pin.padEnd(5)} ${amount(m.used)} / ${amount(m.limit)}`);
+      for (const m of sandbox.members.values())
+        cli.out(
+          `    ${m.name.padEnd(20)} card ${m.card}  card PIN ${m.pin.padEnd(5)} ${amount(m.used)} / ${amount(m.limit)}`,
+        );
       cli.out('  Ctrl-C stops it; payments are kept in memory only.');
       await new Promise<void>((resolve) => {
         const stop = (): void => {

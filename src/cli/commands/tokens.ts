@@ -8,7 +8,12 @@ export const tokenCommands: Record<string, Command> = {
     summary: 'create a client token (printed once; Redis keeps only its hash)',
     usage: '--role switch|scanner|sales|admin --name NAME [--venue V] [--gate G]',
     async run(cli) {
-      const { values } = parseOptions(cli, { role: { type: 'string' }, name: { type: 'string' }, venue: { type: 'string' }, gate: { type: 'string' } });
+      const { values } = parseOptions(cli, {
+        role: { type: 'string' },
+        name: { type: 'string' },
+        venue: { type: 'string' },
+        gate: { type: 'string' },
+      });
       const { token, info } = await createToken((await cli.ctx()).redis, {
         name: values.name ?? '',
         role: values.role as Role,

@@ -22,7 +22,10 @@ export function opsRoutes(app: TemplatedApp, d: OpsDeps): void {
   app.get('/readyz', (res) => {
     const reply = replyFor(res);
     Promise.all([d.ctx.redis.ping(), d.claimRedis.ping()]).then(
-      () => (d.ctx.scripts.loaded ? reply.json(200, { ok: true, catalogVersion: d.catalog.version }) : reply.json(503, { ok: false, reason: 'scripts_not_loaded' })),
+      () =>
+        d.ctx.scripts.loaded
+          ? reply.json(200, { ok: true, catalogVersion: d.catalog.version })
+          : reply.json(503, { ok: false, reason: 'scripts_not_loaded' }),
       () => reply.json(503, { ok: false, reason: 'redis_unreachable' }),
     );
   });
@@ -39,6 +42,9 @@ export function opsRoutes(app: TemplatedApp, d: OpsDeps): void {
 /** Any path no route serves: a JSON 404. Registered after every other route. */
 export function notFoundRoute(app: TemplatedApp): void {
   app.any('/*', (res) => {
-    res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end('{"error":{"reason":"not_found","message":"no such endpoint"}}');
+    res
+      .writeStatus('404 Not Found')
+      .writeHeader('Content-Type', 'application/json')
+      .end('{"error":{"reason":"not_found","message":"no such endpoint"}}');
   });
 }

@@ -13,7 +13,17 @@ import type { Inventory } from '../../sales/inventory';
 import type { Purchases } from '../../sales/purchase';
 import { clientAddress, readForm, replyFor, type Reply } from '../http';
 import { page, type Html } from './pages/html';
-import { areaPage, areasPage, buyForm, checkedPage, checkForm, failedPage, notSoldPage, soldPage, unknownAreaPage } from './pages/views';
+import {
+  areaPage,
+  areasPage,
+  buyForm,
+  checkedPage,
+  checkForm,
+  failedPage,
+  notSoldPage,
+  soldPage,
+  unknownAreaPage,
+} from './pages/views';
 import { productView } from './product-view';
 import { statusOf } from '../../protocol/reasons';
 
@@ -31,7 +41,8 @@ const FORM_LIMIT = 16 * 1024;
 const HTML = 'text/html; charset=utf-8';
 
 export function pageRoutes(app: TemplatedApp, d: PageDeps): void {
-  const send = (reply: Reply, status: number, title: string, body: Html): void => reply.send(status, page(title, body), HTML);
+  const send = (reply: Reply, status: number, title: string, body: Html): void =>
+    reply.send(status, page(title, body), HTML);
   const guard = (reply: Reply, fn: () => Promise<void>): void => {
     fn().catch((err: unknown) => {
       d.log.error({ err }, 'page failed');
@@ -43,7 +54,9 @@ export function pageRoutes(app: TemplatedApp, d: PageDeps): void {
   /** `keep`: the nonce of a purchase whose outcome is not known yet; submitting again continues it. */
   const buy = async (error?: string, keep?: string): Promise<Html> => {
     // Cheapest first: the catalog's own order is whatever Redis hands back.
-    const talk = d.catalog.products.filter((p) => p.kind === 'talk').sort((a, b) => a.price - b.price || a.name.localeCompare(b.name));
+    const talk = d.catalog.products
+      .filter((p) => p.kind === 'talk')
+      .sort((a, b) => a.price - b.price || a.name.localeCompare(b.name));
     const products = await Promise.all(talk.map((p) => productView(p, d.catalog, d.inventory)));
     // One nonce per form: a double submit or a reload of the POST is the same purchase.
     return buyForm(products, keep ?? randomBytes(16).toString('hex'), error);
@@ -67,15 +80,28 @@ export function pageRoutes(app: TemplatedApp, d: PageDeps): void {
       const card = (f.get('card') ?? '').replace(/[\s-]/g, '');
       const nonce = f.get('nonce') ?? '';
       if (!BuyForm.pin.test(pin)) return send(reply, 400, 'Buy', await buy('The PIN must be 4 to 12 digits.'));
-      if (!BuyForm.card.test(card)) return send(reply, 400, 'Buy', await buy('Please enter the card number (digits only).'));
+      if (!BuyForm.card.test(card))
+        return send(reply, 400, 'Buy', await buy('Please enter the card number (digits only).'));
       if (!BuyForm.nonce.test(nonce)) return send(reply, 400, 'Buy', await buy('The form expired; please try again.'));
-      const r = await d.purchases.purchase('web', `web/${nonce}`, { product: f.get('product') ?? '', pin, card, cardPin: f.get('cardPin') ?? '' });
+      const r = await d.purchases.purchase('web', `web/${nonce}`, {
+        product: f.get('product') ?? '',
+        pin,
+        card,
+        cardPin: f.get('cardPin') ?? '',
+      });
       if (!r.ok) {
         // Outcome unknown (card company silent, or still working): the form keeps this purchase's
         // nonce, so submitting the same details again finishes it and never charges twice.
         const pending = r.reason === 'payment_pending' || r.reason === 'in_progress';
-        const text = pending ? 'The card company has not answered yet. Submit the same details again in a moment: you will not be charged twice.' : r.message;
-        return send(reply, statusOf(r.reason, 402), 'Not sold', notSoldPage(text, pending, await buy(undefined, pending ? nonce : undefined)));
+        const text = pending
+          ? 'The card company has not answered yet. Submit the same details again in a moment: you will not be charged twice.'
+          : r.message;
+        return send(
+          reply,
+          statusOf(r.reason, 402),
+          'Not sold',
+          notSoldPage(text, pending, await buy(undefined, pending ? nonce : undefined)),
+        );
       }
       send(reply, 200, 'Your number', soldPage(r, d.catalog.product(r.product)?.title ?? r.product));
     });

@@ -3,8 +3,18 @@ import type { Product } from '../../catalog/schema';
 import type { Inventory } from '../../sales/inventory';
 
 /** What a buyer sees of a product (the sales API and the buy page): price, value, talk time at the plan's base rate, stock. */
-export async function productView(p: Product, catalog: CatalogCache, inventory: Inventory): Promise<Record<string, unknown>> {
-  const view: Record<string, unknown> = { name: p.name, title: p.title ?? p.name, kind: p.kind, price: p.price, currency: p.currency };
+export async function productView(
+  p: Product,
+  catalog: CatalogCache,
+  inventory: Inventory,
+): Promise<Record<string, unknown>> {
+  const view: Record<string, unknown> = {
+    name: p.name,
+    title: p.title ?? p.name,
+    kind: p.kind,
+    price: p.price,
+    currency: p.currency,
+  };
   if (p.kind === 'talk' || p.kind === 'goods') view.face = p.face;
   if (p.kind === 'talk') {
     // Talk time at the plan's catch-all rate (prefix ''): what "minutes" usually means on a card.

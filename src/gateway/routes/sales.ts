@@ -21,11 +21,26 @@ export function purchaseResult(r: PurchaseResult): ApiResult {
 }
 
 /** The sales API: catalog, purchases (Idempotency-Key), access numbers, and the operator's sale tools. */
-export function salesRoutes(api: HttpApi, ctx: Context, catalog: CatalogCache, inventory: Inventory, purchases: Purchases, provider: PaymentProvider): void {
-  api.get('/v1/products', [], async () => ({ ok: true, products: await Promise.all(catalog.products.map((p) => productView(p, catalog, inventory))) }));
+export function salesRoutes(
+  api: HttpApi,
+  ctx: Context,
+  catalog: CatalogCache,
+  inventory: Inventory,
+  purchases: Purchases,
+  provider: PaymentProvider,
+): void {
+  api.get('/v1/products', [], async () => ({
+    ok: true,
+    products: await Promise.all(catalog.products.map((p) => productView(p, catalog, inventory))),
+  }));
 
   api.post('/v1/purchases', ['sales'], compile(PurchaseBody), async ({ body, idempotencyKey, token }) => {
-    if (!IDEMPOTENCY_KEY.test(idempotencyKey)) return { ok: false, reason: 'missing_idempotency_key', message: 'send an Idempotency-Key header (8 to 128 of A-Z a-z 0-9 . _ : -)' };
+    if (!IDEMPOTENCY_KEY.test(idempotencyKey))
+      return {
+        ok: false,
+        reason: 'missing_idempotency_key',
+        message: 'send an Idempotency-Key header (8 to 128 of A-Z a-z 0-9 . _ : -)',
+      };
     const r = await purchases.purchase(`api:${token.name}`, `${token.name}/${idempotencyKey}`, {
       product: body.product,
       pin: body.pin,
@@ -38,5 +53,7 @@ export function salesRoutes(api: HttpApi, ctx: Context, catalog: CatalogCache, i
   api.get('/v1/access-numbers', [], async () => ({ ok: true, areas: catalog.areas }));
 
   api.get('/v1/admin/sales/:id', ['admin'], ({ params }) => lookupSale(ctx, params[0]));
-  api.post('/v1/admin/sales/:id/refund', ['admin'], compile(RefundBody), ({ params, body, token }) => refundSale(ctx, provider, params[0], body.reason ?? '', token.name));
+  api.post('/v1/admin/sales/:id/refund', ['admin'], compile(RefundBody), ({ params, body, token }) =>
+    refundSale(ctx, provider, params[0], body.reason ?? '', token.name),
+  );
 }

@@ -1,5 +1,13 @@
 import type { Metrics } from '../../observability/metrics';
-import { RedeemBody, RedeemMsg, ReverseBody, ReverseMsg, StatusMsg, ValidateBody, ValidateMsg } from '../../protocol/scanner';
+import {
+  RedeemBody,
+  RedeemMsg,
+  ReverseBody,
+  ReverseMsg,
+  StatusMsg,
+  ValidateBody,
+  ValidateMsg,
+} from '../../protocol/scanner';
 import { PingMsg } from '../../protocol/switch';
 import { compile } from '../../protocol/validator';
 import { granted, grantedInto, refusal } from '../../redemption/answers';
@@ -9,7 +17,7 @@ import type { ApiResult, HttpApi } from '../http-api';
 
 /** What both transports answer: granted fields, or the refusal with its details. */
 function result(a: Answer, item?: string): ApiResult {
-  return a.ok ? { ok: true, ...granted(a, item) } : { ok: false, ...refusal(a) } as ApiResult;
+  return a.ok ? { ok: true, ...granted(a, item) } : ({ ok: false, ...refusal(a) } as ApiResult);
 }
 
 /** The scanner protocol's ops over WebSocket (docs/scanners.md). */
@@ -25,7 +33,11 @@ export function scannerRoutes(redemption: Redemption, metrics: Metrics): Routes 
       redemption.redeemCb(conn.token, m, (err, a) => {
         if (!a) return done(err ?? new Error('no answer'));
         metrics.event('redeem', a.ok ? 'ok' : a.reason);
-        reply(a.ok ? grantedInto({ op: 'redeemed', ref: m.ref, scan: m.scan }, a, m.item) : { op: 'refused', ref: m.ref, scan: m.scan, ...refusal(a) });
+        reply(
+          a.ok
+            ? grantedInto({ op: 'redeemed', ref: m.ref, scan: m.scan }, a, m.item)
+            : { op: 'refused', ref: m.ref, scan: m.scan, ...refusal(a) },
+        );
         done();
       });
     },
@@ -39,7 +51,12 @@ export function scannerRoutes(redemption: Redemption, metrics: Metrics): Routes 
   const reverse: Route<ReverseMsg> = {
     check: compile(ReverseMsg),
     async handle(m, conn, reply) {
-      reply(answer('reverse', 'reversed', await redemption.reverse(conn.token, m.scan, m.reason ?? ''), { ref: m.ref, scan: m.scan }));
+      reply(
+        answer('reverse', 'reversed', await redemption.reverse(conn.token, m.scan, m.reason ?? ''), {
+          ref: m.ref,
+          scan: m.scan,
+        }),
+      );
     },
   };
   const status: Route<StatusMsg> = {
@@ -48,7 +65,11 @@ export function scannerRoutes(redemption: Redemption, metrics: Metrics): Routes 
       const s = await redemption.status(conn.token, m.id);
       metrics.event('status', s.ok ? 'ok' : s.reason);
       const { ok: _ok, ...rest } = s;
-      reply(s.ok ? { op: 'status', ref: m.ref, ...rest } : { op: 'refused', ref: m.ref, ...refusal(s as Extract<Answer, { ok: false }>) });
+      reply(
+        s.ok
+          ? { op: 'status', ref: m.ref, ...rest }
+          : { op: 'refused', ref: m.ref, ...refusal(s as Extract<Answer, { ok: false }>) },
+      );
     },
   };
   const ping: Route<PingMsg> = {
@@ -63,7 +84,13 @@ export function scannerRoutes(redemption: Redemption, metrics: Metrics): Routes 
 /** The same operations over HTTP for tills and scanners that do not keep a socket. */
 export function scannerHttp(api: HttpApi, redemption: Redemption, metrics: Metrics): void {
   const count = (op: string, a: Answer): Answer => (metrics.event(op, a.ok ? 'ok' : a.reason), a);
-  api.post('/v1/redeem', ['scanner'], compile(RedeemBody), async ({ body, token }) => result(count('redeem', await redemption.redeem(token, body)), body.item));
-  api.post('/v1/validate', ['scanner'], compile(ValidateBody), async ({ body, token }) => result(count('validate', await redemption.validate(token, body)), body.item));
-  api.post('/v1/reverse', ['scanner'], compile(ReverseBody), async ({ body, token }) => result(count('reverse', await redemption.reverse(token, body.scan, body.reason ?? ''))));
+  api.post('/v1/redeem', ['scanner'], compile(RedeemBody), async ({ body, token }) =>
+    result(count('redeem', await redemption.redeem(token, body)), body.item),
+  );
+  api.post('/v1/validate', ['scanner'], compile(ValidateBody), async ({ body, token }) =>
+    result(count('validate', await redemption.validate(token, body)), body.item),
+  );
+  api.post('/v1/reverse', ['scanner'], compile(ReverseBody), async ({ body, token }) =>
+    result(count('reverse', await redemption.reverse(token, body.scan, body.reason ?? ''))),
+  );
 }

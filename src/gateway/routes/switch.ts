@@ -36,8 +36,17 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
       const dest = m.dest.startsWith('+') ? m.dest.slice(1) : m.dest;
       const r = await metering.start(conn.token.name, m.call, m.id, dest);
       metrics.event('start', r.ok ? 'ok' : r.reason);
-      if (!r.ok) return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.reason, message: `call refused: ${r.reason}` });
-      reply({ op: 'started', ref: m.ref, call: m.call, maxSec: r.maxSec, balance: r.balance, rate: r.rate, fee: r.fee });
+      if (!r.ok)
+        return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.reason, message: `call refused: ${r.reason}` });
+      reply({
+        op: 'started',
+        ref: m.ref,
+        call: m.call,
+        maxSec: r.maxSec,
+        balance: r.balance,
+        rate: r.rate,
+        fee: r.fee,
+      });
     },
   };
 
@@ -57,7 +66,8 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
     async handle(m, conn, reply) {
       const r = await metering.stop(conn.token.name, m.call, m.sec, m.cause ?? 'normal');
       metrics.event('stop', r.ok ? 'ok' : r.reason);
-      if (!r.ok) return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.reason, message: `stop refused: ${r.reason}` });
+      if (!r.ok)
+        return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.reason, message: `stop refused: ${r.reason}` });
       reply({ op: 'stopped', ref: m.ref, call: m.call, billedSec: r.billedSec, cost: r.cost, balance: r.balance });
     },
   };
