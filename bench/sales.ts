@@ -381,7 +381,7 @@ function startTimeline(
   s: Setup,
   tally: Tally,
   cpu0: CpuReading<CpuSource>,
-): { timeline: TimelineRow[]; stop(): void } {
+): { timeline: TimelineRow[]; stop: () => void } {
   const timeline: TimelineRow[] = [];
   let prev = cpu0;
   const timer = setInterval(() => {
@@ -442,7 +442,7 @@ function autocannonLoad(opts: Options, s: Setup, tally: Tally): Promise<autocann
           },
         ],
       },
-      (err, res) => (err ? reject(err) : resolve(res)),
+      (err, res) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(res)),
     );
     instance.on('response', (_client, _status, _bytes, responseTime) => recordMs(tally.hist, responseTime));
   });

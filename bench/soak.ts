@@ -136,7 +136,7 @@ class SwitchConn {
           });
           this.ws.on('message', (data: Buffer) => {
             const body = unpackr.unpack(data) as unknown;
-            for (const m of (Array.isArray(body) ? body : [body]) as Record<string, unknown>[]) {
+            for (const m of (Array.isArray(body) ? body : [body]) as { ref?: string | number }[]) {
               const w = m.ref !== undefined ? this.waiting.get(String(m.ref)) : undefined;
               if (w) {
                 this.waiting.delete(String(m.ref));

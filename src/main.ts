@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { embeddedUrlFile } from './app/context';
 import { resolveSecret } from './app/secret';
-import { ConfigError, loadConfig, type Config } from './config/config';
+import { ConfigError, loadConfig } from './config/config';
 import { startGateway } from './gateway/server';
 import { createLogger } from './observability/log';
 import { startEmbeddedRedis, type EmbeddedRedis } from './redis/embedded';

@@ -15,7 +15,7 @@ import { cleanup, watchdog } from './process';
 
 /** redis-server's own pid, from INFO server (it may run under a wrapper shell). */
 export async function redisServerPid(r: RedisClient, redis: EmbeddedRedis): Promise<number | undefined> {
-  return Number(/^process_id:(\d+)/m.exec((await r.info('server')) as string)?.[1]) || redis.process.pid;
+  return Number(/^process_id:(\d+)/m.exec(await r.info('server'))?.[1]) || redis.process.pid;
 }
 
 export interface BenchRedis {
@@ -87,7 +87,7 @@ export async function mintSold(
 
 /** A number from a section of INFO, 0 when absent. */
 export async function infoNumber(ctx: Context, section: string, re: RegExp): Promise<number> {
-  return Number(re.exec((await ctx.redis.info(section)) as string)?.[1] ?? 0);
+  return Number(re.exec(await ctx.redis.info(section))?.[1] ?? 0);
 }
 
 /** Background forks (AOF rewrite, RDB snapshot) so far; they compete for the same two cores. */
@@ -108,7 +108,7 @@ export const usedMemory = (ctx: Context): Promise<number> => infoNumber(ctx, 'me
 export async function quiesce(ctx: Context): Promise<void> {
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
-    const info = (await ctx.redis.info('persistence')) as string;
+    const info = await ctx.redis.info('persistence');
     if (!/^(aof_rewrite|rdb_bgsave)_in_progress:1/m.test(info)) return;
     await new Promise((r) => setTimeout(r, 100));
   }

@@ -55,7 +55,7 @@ type Reply = Record<string, unknown>;
 async function jsonSwitch(
   gwPort: number,
   token: string,
-): Promise<{ ws: WebSocket; request(m: Reply): Promise<Reply> }> {
+): Promise<{ ws: WebSocket; request: (m: Reply) => Promise<Reply> }> {
   const ws = new WebSocket(`ws://127.0.0.1:${gwPort}/v1/switch`, {
     headers: { Authorization: `Bearer ${token}` },
     perMessageDeflate: false,
@@ -197,7 +197,7 @@ function redisBenchmark(
 }
 
 async function commandCalls(ctx: Context): Promise<{ hset: number; evalsha: number; evalshaUsec: number }> {
-  const info = (await ctx.redis.info('commandstats')) as string;
+  const info = await ctx.redis.info('commandstats');
   const stat = (cmd: string, field: string): number =>
     Number(new RegExp(`^cmdstat_${cmd}:.*\\b${field}=([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
   return {

@@ -119,7 +119,7 @@ async function enginesInWorkers(cfgs: EngineConfig[]): Promise<Engines> {
           });
           w.on('error', (e) => (reject(e), rej(e)));
         });
-        results[k]!.catch(() => undefined);
+        results[k].catch(() => undefined);
       }),
   );
   await Promise.all(ready);
@@ -143,7 +143,7 @@ function timelineSampler(
   gwPid: number,
   t0: CpuReading<CpuSource>,
   quiet: boolean,
-): { timeline: TimelineRow[]; sample(): void } {
+): { timeline: TimelineRow[]; sample: () => void } {
   const timeline: TimelineRow[] = [];
   let prev = { cpu: t0, ticks: 0, ticked: 0, starts: 0 };
   const sample = (): void => {

@@ -547,7 +547,7 @@ export class Engine {
       const fid = this.nextFrame++;
       const fs = fid & FMASK;
       const now = performance.now();
-      const msgs: Msg[] = new Array(pick.length);
+      const msgs = new Array<Msg>(pick.length);
       let refs = 0;
       for (let j = 0; j < pick.length; j++) {
         const i = pick[j]!;

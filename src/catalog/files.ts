@@ -16,7 +16,7 @@ type Row = Record<string, string>;
 function readRows(file: string): { json?: unknown; rows?: Row[] } {
   const text = readFileSync(file, 'utf8');
   if (/\.json$/i.test(file) || /^\s*[[{]/.test(text)) return { json: JSON.parse(text) };
-  return { rows: parse(text, { columns: true, skip_empty_lines: true, trim: true, comment: '#' }) as Row[] };
+  return { rows: parse<Row>(text, { columns: true, skip_empty_lines: true, trim: true, comment: '#' }) };
 }
 
 const arrayIn = (json: unknown, field: string): unknown[] => {

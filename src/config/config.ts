@@ -141,7 +141,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   }
   // ajv is configured with coerceTypes, so "8080" becomes 8080 and defaults fill in.
   if (!checkEnv(raw)) throw new ConfigError(`invalid configuration: ${describeErrors(checkEnv.errors)}`);
-  const e = raw as Env;
+  const e = raw;
   if (e.REDIS_URL && e.REDIS_CLUSTER)
     throw new ConfigError('invalid configuration: set REDIS_URL or REDIS_CLUSTER, not both');
   // One place for credentials: a second that could disagree with the URL's would be a trap.

@@ -20,6 +20,7 @@ export type CallbackHandler<T> = (
 export type Route<T = unknown> =
   { check: Checked<T>; handle: Handler<T> } | { check: Checked<T>; handleCb: CallbackHandler<T> };
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- each op's route checks its own message type
 export type Routes = Record<string, Route<any>>;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);

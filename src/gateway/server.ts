@@ -130,6 +130,7 @@ async function openServices(
   await waitReady(subscriber);
   const catalog = new CatalogCache(ctx.redis, subscriber, log, cfg.catalogPollMs);
   await catalog.start();
+  // eslint-disable-next-line prefer-const -- assigned after Metrics, which reads it lazily
   let metering!: Metering;
   const metrics = new Metrics(() => metering.countActive());
   // Before any service is built: the redemption service copies it onto its claim connection's scripts.

@@ -91,7 +91,7 @@ export async function exportRecords(
   all.sort((a, b) => Number(a.time) - Number(b.time));
   const fields = FIELDS[kind];
   if (format === 'csv') {
-    write(stringify([fields as readonly string[] as string[]]));
+    write(stringify([fields]));
     for (let i = 0; i < all.length; i += 1000)
       write(stringify(all.slice(i, i + 1000).map((r) => fields.map((f) => r[f] ?? ''))));
   } else {

@@ -85,7 +85,7 @@ export class CallLocator {
       this.size = 0;
     }
     let calls = this.cache.get(sw);
-    if (!calls) this.cache.set(sw, (calls = new Map()));
+    if (!calls) this.cache.set(sw, (calls = new Map<string, CallKeys>()));
     if (!calls.has(call)) this.size++;
     calls.set(call, ck);
   }

@@ -116,7 +116,7 @@ export function callTick(
   settled: () => void,
 ): void {
   const n = batch.length;
-  const call: (string | number)[] = new Array(2 + 3 * n + 2);
+  const call = new Array<string | number>(2 + 3 * n + 2);
   call[0] = 1 + 2 * n;
   call[1] = batch[0]!.ck.live;
   const argAt = 2 + 2 * n;

@@ -69,7 +69,7 @@ export class Metrics {
    */
   event(op: string, outcome: string): void {
     let byOutcome = this.eventCounts.get(op);
-    if (!byOutcome) this.eventCounts.set(op, (byOutcome = new Map()));
+    if (!byOutcome) this.eventCounts.set(op, (byOutcome = new Map<string, { n: number }>()));
     const c = byOutcome.get(outcome);
     if (c) c.n++;
     else byOutcome.set(outcome, { n: 1 });

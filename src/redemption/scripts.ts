@@ -110,7 +110,7 @@ export function scanClaim<T extends ClaimItem>(
   each: EachScan<T, ClaimCode>,
 ): void {
   const n = batch.length;
-  const call: (string | number)[] = new Array(2 + 2 * n);
+  const call = new Array<string | number>(2 + 2 * n);
   call[0] = n;
   call[1 + n] = ttlSec;
   for (let i = 0; i < n; i++) {
@@ -156,7 +156,7 @@ export function redeem<T extends RedeemItem>(
   each: EachScan<T, Answer>,
 ): void {
   const n = batch.length;
-  const call: (string | number)[] = new Array(2 + 2 * n + 2 + 9 * n);
+  const call = new Array<string | number>(2 + 2 * n + 2 + 9 * n);
   call[0] = 1 + 2 * n;
   call[1] = keys.redemptions(bucket);
   let a = 2 + 2 * n;

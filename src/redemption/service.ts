@@ -152,7 +152,11 @@ export class Redemption {
   }
 
   redeem(token: TokenInfo, req: ScanRequest): Promise<Answer> {
-    return new Promise((resolve, reject) => this.redeemCb(token, req, (err, a) => (a ? resolve(a) : reject(err))));
+    return new Promise((resolve, reject) =>
+      this.redeemCb(token, req, (err, a) =>
+        a ? resolve(a) : reject(err instanceof Error ? err : new Error(String(err))),
+      ),
+    );
   }
 
   /** Hands a scan its answer; a refusal first drops what it claimed and counts a guess. */

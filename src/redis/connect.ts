@@ -52,7 +52,7 @@ const uncorkers = new WeakMap<Redis, () => void>();
 function coalesceWrites(client: Redis): void {
   client.on('connect', () => {
     const stream = (client as unknown as { stream: Socket }).stream;
-    const write = stream.write;
+    const write = stream.write.bind(stream);
     let corked = false;
     const uncork = (): void => {
       if (!corked) return;
@@ -66,7 +66,7 @@ function coalesceWrites(client: Redis): void {
         stream.cork();
         setImmediate(uncork);
       }
-      return write.apply(this, args);
+      return write(...args);
     } as Socket['write'];
   });
 }

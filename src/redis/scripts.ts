@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { Cluster } from 'ioredis';
 import type { RedisClient } from './connect';
 
 /**
@@ -79,7 +78,7 @@ export class Scripts {
 
   /** SCRIPT LOAD on every primary (or the one Redis). */
   async load(): Promise<void> {
-    const nodes = 'nodes' in this.client ? (this.client as Cluster).nodes('master') : [this.client];
+    const nodes = 'nodes' in this.client ? this.client.nodes('master') : [this.client];
     for (const node of nodes) {
       for (const s of this.byName.values()) {
         const sha = await node.script('LOAD', s.lua);

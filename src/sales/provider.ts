@@ -77,7 +77,7 @@ export class HttpProvider implements PaymentProvider {
       case 'voided':
         return { status: 'voided' };
       case 'declined':
-        return { status: 'declined', reason: String(j.reason ?? 'declined') };
+        return { status: 'declined', reason: typeof j.reason === 'string' ? j.reason : 'declined' };
       default:
         // A 5xx or an answer we cannot read says nothing about what happened.
         return { status: 'unknown', detail: `HTTP ${r.code}` };

@@ -69,7 +69,7 @@ export async function sellId(scripts: Scripts, t: SaleTerms, now = Date.now()): 
     r[0] === 'err' &&
     (r[1] === 'not_reserved' || r[1] === 'wrong_product' || r[1] === 'already_active')
   )
-    return { ok: false, reason: r[1] };
+    return { ok: false, reason: r[1] as 'not_reserved' | 'wrong_product' | 'already_active' };
   throw replyError('sell', r);
 }
 
@@ -148,6 +148,6 @@ export async function refundId(
       duplicate: r[4] === 1,
     };
   if (Array.isArray(r) && r[0] === 'err' && (r[1] === 'unknown_id' || r[1] === 'not_sold' || r[1] === 'already_used'))
-    return { ok: false, reason: r[1] };
+    return { ok: false, reason: r[1] as 'unknown_id' | 'not_sold' | 'already_used' };
   throw replyError('refund', r);
 }

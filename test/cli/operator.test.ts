@@ -478,7 +478,7 @@ describe('export', () => {
     expect(lines(csv.out)[0]).toBe(
       'record,time,switch,call,id,dest,start,answer,end,sec,rate,fee,cost,short,bal,cause',
     );
-    const rows = parse(csv.out, { columns: true }) as Record<string, string>[];
+    const rows = parse<Record<string, string>>(csv.out, { columns: true });
     expect(rows).toHaveLength(recs.length);
     expect(rows.filter((r) => r.switch === swName)).toEqual([rec]);
 

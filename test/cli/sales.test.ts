@@ -391,7 +391,7 @@ describe('export sales', () => {
     expect(lines(csv.out)[0]).toBe(
       'record,time,id,product,face,currency,price,channel,ref,type,amount,provider,commission,net,reason',
     );
-    const rows = (parse(csv.out, { columns: true }) as Record<string, string>[]).filter((x) => x.ref === reference);
+    const rows = parse<Record<string, string>>(csv.out, { columns: true }).filter((x) => x.ref === reference);
     expect(rows.map((x) => [x.type, x.price, x.amount, x.provider, x.commission, x.net, x.reason])).toEqual([
       ['', '900000', '', reference, commission, String(900_000 - Number(commission)), ''],
       ['refund', '', '1000000', '', '', '', 'export test'],
@@ -457,7 +457,7 @@ describe('sandbox-provider (its own process)', () => {
         () => fail(new Error(`no URL printed within 20 s; stdout: ${out} stderr: ${err}`)),
         20_000,
       );
-      child.stdout!.on('data', (d: Buffer) => {
+      child.stdout.on('data', (d: Buffer) => {
         out += d.toString();
         const m = /sandbox payment provider on (http:\/\/\S+)/.exec(out);
         if (m && out.includes('Ctrl-C')) {
@@ -465,7 +465,7 @@ describe('sandbox-provider (its own process)', () => {
           done({ child, url: m[1], out: () => out, err: () => err, exited });
         }
       });
-      child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
       child.once('error', fail);
       void exited.then(() => {
         clearTimeout(timer);

@@ -92,7 +92,7 @@ afterAll(async () => {
   }
 });
 
-async function sold(product: typeof TALK | typeof WALLET | typeof SHORT, n: number): Promise<string[]> {
+async function sold(product: typeof TALK | typeof WALLET, n: number): Promise<string[]> {
   const ids: string[] = [];
   await mintIds(ctx, product, n, (id) => ids.push(id));
   for (const id of ids) expect((await activateId(ctx, id, { price: product.price })).ok).toBe(true);
@@ -279,7 +279,7 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
       // Let replication catch up (it is asynchronous), then kill the first primary.
       await sleep(300);
       const primary = (ctx.redis as Cluster).nodes('master')[0]!;
-      const pid = Number(/process_id:(\d+)/.exec((await primary.info('server')) as string)![1]);
+      const pid = Number(/process_id:(\d+)/.exec(await primary.info('server'))![1]);
       process.kill(pid, 'SIGKILL');
 
       // The switch keeps ticking; calls on the dead primary's buckets answer unavailable until the failover.

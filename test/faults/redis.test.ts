@@ -47,7 +47,7 @@ async function startRedis(port?: number): Promise<EmbeddedRedis> {
 async function redisPid(): Promise<number> {
   const r = new Redis(redis.url);
   try {
-    return Number(/process_id:(\d+)/.exec((await r.info('server')) as string)![1]);
+    return Number(/process_id:(\d+)/.exec(await r.info('server'))![1]);
   } finally {
     r.disconnect();
   }

@@ -45,7 +45,7 @@ async function waitUntil(what: string, fn: () => boolean | Promise<boolean>, ms 
   try {
     await until(fn, ms, 50, what);
   } catch (e) {
-    throw new Error(`${(e as Error).message}; gateway log: ${log.slice(-2000)}`);
+    throw new Error(`${(e as Error).message}; gateway log: ${log.slice(-2000)}`, { cause: e });
   }
 }
 

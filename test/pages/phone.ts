@@ -131,7 +131,7 @@ export interface Layout {
  */
 export function layout(page: Page): Promise<Layout> {
   // A string, not a function: the project compiles without the DOM library.
-  return page.evaluate(`(() => {
+  return page.evaluate<Layout>(`(() => {
     const w = window.innerWidth;
     const name = (e) => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ').join('.') : '');
     const all = [...document.body.querySelectorAll('*')];
@@ -154,7 +154,7 @@ export function layout(page: Page): Promise<Layout> {
       smallestFontPx: smallest,
       tinyTargets,
     };
-  })()`) as Promise<Layout>;
+  })()`);
 }
 
 /**

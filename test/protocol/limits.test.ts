@@ -35,7 +35,8 @@ function open(
   );
 }
 
-const closeAll = (list: { ws?: WsClient }[]): Promise<unknown> => Promise.all(list.map((c) => c.ws?.close()));
+const closeAll = (list: { ws?: WsClient }[]): Promise<unknown> =>
+  Promise.all(list.map((c) => c.ws?.close() ?? Promise.resolve()));
 
 describe('WebSocket connection limits', () => {
   it('past MAX_CONNECTIONS an upgrade is refused 503 too_many_connections, before the token is looked at; a freed place is taken again', async () => {
@@ -82,7 +83,7 @@ describe('HTTP requests in flight', () => {
     const gw = await gateway(h, { maxInflightTotal: 1, redis: { ...h.cfg.redis, timeoutMs: 5000 } });
     const scanner = await token(h, 'scanner');
     const r = new Redis(h.redis.url);
-    const pid = Number(/process_id:(\d+)/.exec((await r.info('server')) as string)![1]);
+    const pid = Number(/process_id:(\d+)/.exec(await r.info('server'))![1]);
     r.disconnect();
     const post = () =>
       fetch(`http://127.0.0.1:${gw.port}/v1/redeem`, {

@@ -242,7 +242,7 @@ describe('export redemptions', () => {
     expect(csv.code).toBe(0);
     expect(csv.err).toBe(`exported ${recs.length} record(s)\n`);
     expect(lines(csv.out)[0]).toBe(EXPORT_FIELDS.join(','));
-    const rows = parse(csv.out, { columns: true }) as Record<string, string>[];
+    const rows = parse<Record<string, string>>(csv.out, { columns: true });
     expect(byRecord(rows)).toEqual(exported(recs));
     // In time order.
     const times = rows.map((r) => Number(r.time));

@@ -313,7 +313,7 @@ describe('export sales (CLI)', () => {
     expect((await refund(b.id, 'csv')).status).toBe(200);
     const r = await runCliIn(h, 'export', 'sales', '--format', 'csv');
     expect(r.code).toBe(0);
-    const rows = parse(r.out, { columns: true }) as Record<string, string>[];
+    const rows = parse<Record<string, string>>(r.out, { columns: true });
     const mine = rows.filter((x) => x.id === hashOf(h, b.id));
     expect(mine).toHaveLength(2);
     const [sale, back] = mine as [Record<string, string>, Record<string, string>];

@@ -172,7 +172,7 @@ describe('Dispatcher', () => {
         { op: 'echo', ref: 2 },
       ]),
     );
-    new Dispatcher(routes, cfg, metrics, log, load).onFrame(conn, frame.buffer as ArrayBuffer, false);
+    new Dispatcher(routes, cfg, metrics, log, load).onFrame(conn, frame.buffer, false);
     expect(replies).toEqual([
       { op: 'error', ref: 1, reason: 'internal', message: 'internal error' },
       { op: 'echoed', ref: 2 },

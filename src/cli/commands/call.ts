@@ -16,7 +16,7 @@ export const callCommands: Record<string, Command> = {
         json: { type: 'boolean', default: false },
       });
       return runDemoCall({
-        url: values.url!,
+        url: values.url,
         token: values.token ?? '',
         id: values.id ?? '',
         dest: values.dest ?? '',
@@ -65,7 +65,9 @@ function runDemoCall(o: {
     ws.on('open', () => send({ op: 'start', ref: 'start', call, id: o.id, dest: o.dest }));
     process.once('SIGINT', () => stop('hangup'));
     ws.on('message', (data) => {
-      const msgs = ([] as Record<string, unknown>[]).concat(JSON.parse(data.toString()));
+      const body = JSON.parse(Buffer.from(data as Buffer).toString('utf8')) as
+        Record<string, unknown> | Record<string, unknown>[];
+      const msgs = Array.isArray(body) ? body : [body];
       for (const m of msgs) {
         o.out(o.json ? JSON.stringify(m) : describe(m));
         if (m.op === 'started') {
@@ -86,7 +88,9 @@ function runDemoCall(o: {
   });
 }
 
-function describe(m: Record<string, unknown>): string {
+function describe(msg: Record<string, unknown>): string {
+  // Fields as the gateway sends them: numbers and short strings.
+  const m = msg as Record<string, string | number>;
   switch (m.op) {
     case 'started':
       return `started: may talk ${m.maxSec} s, balance ${m.balance}, rate ${m.rate}/s`;
@@ -99,6 +103,6 @@ function describe(m: Record<string, unknown>): string {
     case 'stopped':
       return `stopped: billed ${m.billedSec} s, cost ${m.cost}, balance ${m.balance}`;
     default:
-      return JSON.stringify(m);
+      return JSON.stringify(msg);
   }
 }

@@ -60,7 +60,7 @@ export const sandboxCommands: Record<string, Command> = {
       const members = values.members ? checkMembers(readMembers(values.members), values.members) : DEMO_MEMBERS;
 
       const sandbox = new Sandbox({ members, commissionBp, faults: { latencyMs, failRate } });
-      const host = values.host!;
+      const host = values.host;
       const bound = await sandbox.listen(port, host);
       const url = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host}:${bound}`;
       cli.out(`sandbox payment provider on ${url} (test members only, no real money)`);

@@ -3,7 +3,7 @@ import type { Context } from '../../app/context';
 import { ActivateBody, BlockBody } from '../../protocol/admin';
 import { compile } from '../../protocol/validator';
 import type { Redemption } from '../../redemption/service';
-import type { ApiResult, HttpApi } from '../http-api';
+import type { HttpApi } from '../http-api';
 
 /** Operator endpoints on single IDs (the CLI does the same through src/ledger). */
 export function adminRoutes(api: HttpApi, ctx: Context, redemption: Redemption): void {
@@ -16,6 +16,6 @@ export function adminRoutes(api: HttpApi, ctx: Context, redemption: Redemption):
   api.post('/v1/admin/ids/:id/unblock', ['admin'], undefined, ({ params }) => setIdState(ctx, params[0], 'unblock'));
   // Scanners may look an ID up too, throttled like their scans.
   api.get('/v1/ids/:id/status', ['admin', 'scanner'], ({ params, token }) =>
-    token.role === 'scanner' ? (redemption.status(token, params[0]) as Promise<ApiResult>) : idStatus(ctx, params[0]),
+    token.role === 'scanner' ? redemption.status(token, params[0]) : idStatus(ctx, params[0]),
   );
 }

@@ -65,11 +65,7 @@ export function scannerRoutes(redemption: Redemption, metrics: Metrics): Routes 
       const s = await redemption.status(conn.token, m.id);
       metrics.event('status', s.ok ? 'ok' : s.reason);
       const { ok: _ok, ...rest } = s;
-      reply(
-        s.ok
-          ? { op: 'status', ref: m.ref, ...rest }
-          : { op: 'refused', ref: m.ref, ...refusal(s as Extract<Answer, { ok: false }>) },
-      );
+      reply(s.ok ? { op: 'status', ref: m.ref, ...rest } : { op: 'refused', ref: m.ref, ...refusal(s) });
     },
   };
   const ping: Route<PingMsg> = {
