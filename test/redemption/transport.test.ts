@@ -435,7 +435,7 @@ describe('auth', () => {
     expect((await jsonCall(gw, 'GET', `/v1/ids/${id}/status`)).status).toBe(401);
     expect(await jsonCall(gw, 'GET', `/v1/ids/${generateId(16)}/status`, { token: scan.tok })).toEqual({
       status: 404,
-      json: { error: { reason: 'unknown_id', message: 'unknown id' } },
+      json: { error: { reason: 'unknown_id', message: 'no such ID' } },
     });
     expect((await jsonCall(gw, 'GET', `/v1/ids/${badCheck(id)}/status`, { token: scan.tok })).json.error.reason).toBe(
       'bad_checksum',
