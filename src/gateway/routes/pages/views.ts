@@ -14,117 +14,77 @@ function validity(days: number | undefined): string {
 const spaced = (id: string): string => id.replace(/(\d{4})(?=\d)/g, '$1 ');
 
 export const failedPage = (): Html =>
-  html`<h1>Something went wrong</h1>
-    <p class="error">Please try again in a moment.</p>`;
+  html`<h1>Something went wrong</h1><p class="error">Please try again in a moment.</p>`;
 
 /** `products`: buyer views of the talk products, in the order shown; `nonce` ties the form to one purchase. */
-export const buyForm = (products: Record<string, unknown>[], nonce: string, error?: string): Html =>
-  html`<h1>Buy talk time</h1>
-    ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
-    <form method="post" action="/buy">
-      <input type="hidden" name="nonce" value="${nonce}" />
-      <label for="product">Talk-time class</label>
-      <select id="product" name="product" required>
-        ${products.map(
-          (p) =>
-            html`<option value="${String(p.name)}" ${(p.available as number) > 0 ? '' : html` disabled`}>
-              ${String(p.title)}:
-              ${money(p.price as number, String(p.currency))}${
-                p.talkTimeSec ? html`, about ${duration(p.talkTimeSec as number)}` : ''
-              }${(p.available as number) > 0 ? '' : ' (sold out)'}
-            </option>`,
-        )}
-      </select>
-      <label for="pin">Choose a PIN (4 to 12 digits) to find your number again</label>
-      <input id="pin" name="pin" inputmode="numeric" pattern="${PIN_DIGITS}" autocomplete="new-password" required />
-      <label for="card">Card number</label>
-      <input id="card" name="card" inputmode="numeric" autocomplete="cc-number" required />
-      <label for="cardPin">Card PIN</label>
-      <input id="cardPin" name="cardPin" type="password" inputmode="numeric" autocomplete="off" required />
-      <button type="submit">Pay and get my number</button>
-    </form>`;
+export const buyForm = (
+  products: Record<string, unknown>[],
+  nonce: string,
+  error?: string,
+): Html => html`<h1>Buy talk time</h1>
+${error ? html`<p class="error" role="alert">${error}</p>` : ''}
+<form method="post" action="/buy">
+  <input type="hidden" name="nonce" value="${nonce}">
+  <label for="product">Talk-time class</label>
+  <select id="product" name="product" required>
+    ${products.map(
+      (p) =>
+        html`<option value="${String(p.name)}"${(p.available as number) > 0 ? '' : html` disabled`}>${String(p.title)}: ${money(p.price as number, String(p.currency))}${
+          p.talkTimeSec ? html`, about ${duration(p.talkTimeSec as number)}` : ''
+        }${(p.available as number) > 0 ? '' : ' (sold out)'}</option>`,
+    )}
+  </select>
+  <label for="pin">Choose a PIN (4 to 12 digits) to find your number again</label>
+  <input id="pin" name="pin" inputmode="numeric" pattern="${PIN_DIGITS}" autocomplete="new-password" required>
+  <label for="card">Card number</label>
+  <input id="card" name="card" inputmode="numeric" autocomplete="cc-number" required>
+  <label for="cardPin">Card PIN</label>
+  <input id="cardPin" name="cardPin" type="password" inputmode="numeric" autocomplete="off" required>
+  <button type="submit">Pay and get my number</button>
+</form>`;
 
 /** `pending`: the outcome is not known yet, and `form` continues the same purchase. */
 export const notSoldPage = (text: string, pending: boolean, form: Html): Html =>
-  html`<h1>Payment not completed</h1>
-    <p class="error" role="alert">${text}</p>
-    <p>Nothing was sold${pending ? ' yet' : ''}.</p>
-    ${form}`;
+  html`<h1>Payment not completed</h1><p class="error" role="alert">${text}</p><p>Nothing was sold${pending ? ' yet' : ''}.</p>${form}`;
 
-export const soldPage = (r: Sold, productTitle: string): Html =>
-  html`<h1>Thank you</h1>
-    <p class="ok">The ID number you purchased is</p>
-    <p class="id" id="id-number">${spaced(r.id)}</p>
-    <p>${productTitle}: ${money(r.price, r.currency)}</p>
-    <p>
-      Keep this link; with your PIN it shows the number again:<br /><a id="check-url" class="url" href="${r.checkUrl}"
-        >${r.checkUrl}</a
-      >
-    </p>
-    <p>
-      To call, dial the local access number of the place you are in:
-      <a id="access-url" href="${r.accessUrl}">access numbers</a>.
-    </p>`;
+export const soldPage = (r: Sold, productTitle: string): Html => html`<h1>Thank you</h1>
+<p class="ok">The ID number you purchased is</p>
+<p class="id" id="id-number">${spaced(r.id)}</p>
+<p>${productTitle}: ${money(r.price, r.currency)}</p>
+<p>Keep this link; with your PIN it shows the number again:<br><a id="check-url" class="url" href="${r.checkUrl}">${r.checkUrl}</a></p>
+<p>To call, dial the local access number of the place you are in: <a id="access-url" href="${r.accessUrl}">access numbers</a>.</p>`;
 
-export const checkForm = (action: string, error?: string): Html =>
-  html`<h1>Find your ID number</h1>
-    ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
-    <form method="post" action="${action}">
-      <label for="pin">Your PIN</label>
-      <input id="pin" name="pin" type="password" inputmode="numeric" autocomplete="off" required />
-      <button type="submit">Show my number</button>
-    </form>`;
+export const checkForm = (action: string, error?: string): Html => html`<h1>Find your ID number</h1>
+${error ? html`<p class="error" role="alert">${error}</p>` : ''}
+<form method="post" action="${action}">
+  <label for="pin">Your PIN</label>
+  <input id="pin" name="pin" type="password" inputmode="numeric" autocomplete="off" required>
+  <button type="submit">Show my number</button>
+</form>`;
 
-export const checkedPage = (r: Extract<CheckResult, { ok: true }>): Html =>
-  html`<h1>Your ID number</h1>
-    <p class="ok">The ID number you purchased is</p>
-    <p class="id" id="id-number">${spaced(r.id)}</p>
-    <table>
-      <tr>
-        <th>Balance</th>
-        <td id="balance">
-          ${r.kind === 'talk' || r.kind === 'goods' ? money(r.balance, r.currency) : String(r.balance)}
-        </td>
-      </tr>
-      <tr>
-        <th>State</th>
-        <td>${r.state}</td>
-      </tr>
-      <tr>
-        <th>Valid until</th>
-        <td id="expires">${r.expires ? new Date(r.expires).toISOString().slice(0, 10) : validity(r.validDays)}</td>
-      </tr>
-    </table>
-    <p><a href="/access">Access numbers</a></p>`;
+export const checkedPage = (r: Extract<CheckResult, { ok: true }>): Html => html`<h1>Your ID number</h1>
+<p class="ok">The ID number you purchased is</p>
+<p class="id" id="id-number">${spaced(r.id)}</p>
+<table>
+<tr><th>Balance</th><td id="balance">${r.kind === 'talk' || r.kind === 'goods' ? money(r.balance, r.currency) : String(r.balance)}</td></tr>
+<tr><th>State</th><td>${r.state}</td></tr>
+<tr><th>Valid until</th><td id="expires">${r.expires ? new Date(r.expires).toISOString().slice(0, 10) : validity(r.validDays)}</td></tr>
+</table>
+<p><a href="/access">Access numbers</a></p>`;
 
-export const areasPage = (areas: readonly AccessArea[]): Html =>
-  html`<h1>Where are you now?</h1>
-    ${
-      areas.length
-        ? html`<ul>
-            ${areas.map((a) => html`<li><a href="/access/${encodeURIComponent(a.area)}">${a.name}</a></li>`)}
-          </ul>`
-        : html`<p>No access numbers are published yet.</p>`
-    }`;
+export const areasPage = (areas: readonly AccessArea[]): Html => html`<h1>Where are you now?</h1>
+${areas.length ? html`<ul>${areas.map((a) => html`<li><a href="/access/${encodeURIComponent(a.area)}">${a.name}</a></li>`)}</ul>` : html`<p>No access numbers are published yet.</p>`}`;
 
-export const unknownAreaPage = (): Html =>
-  html`<h1>Unknown area</h1>
-    <p><a href="/access">Choose your area</a></p>`;
+export const unknownAreaPage = (): Html => html`<h1>Unknown area</h1><p><a href="/access">Choose your area</a></p>`;
 
-export const areaPage = (a: AccessArea): Html =>
-  html`<h1>${a.name}</h1>
-    <p>Dial one of these numbers:</p>
-    <ul id="numbers">
-      ${a.numbers.map((n) => html`<li><strong>${n.number}</strong>${n.label ? html` (${n.label})` : ''}</li>`)}
-    </ul>
-    <h2>Then</h2>
-    <ol>
-      <li>dial the access number above;</li>
-      <li>enter your ID number when asked;</li>
-      <li>
-        dial the country code, the area code and the number you are calling (the country code even for a number in
-        ${a.name}${a.countryCode ? html`: ${a.countryCode}` : ''}).
-      </li>
-    </ol>
-    ${a.notes ? html`<p>${a.notes}</p>` : ''}
-    <p><a href="/access">Another area</a></p>`;
+export const areaPage = (a: AccessArea): Html => html`<h1>${a.name}</h1>
+<p>Dial one of these numbers:</p>
+<ul id="numbers">${a.numbers.map((n) => html`<li><strong>${n.number}</strong>${n.label ? html` (${n.label})` : ''}</li>`)}</ul>
+<h2>Then</h2>
+<ol>
+  <li>dial the access number above;</li>
+  <li>enter your ID number when asked;</li>
+  <li>dial the country code, the area code and the number you are calling (the country code even for a number in ${a.name}${a.countryCode ? html`: ${a.countryCode}` : ''}).</li>
+</ol>
+${a.notes ? html`<p>${a.notes}</p>` : ''}
+<p><a href="/access">Another area</a></p>`;
