@@ -1,6 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { parse } from 'csv-parse/sync';
-
 /**
  * Catalog files as operators write them: JSON (an array, or an object holding
  * one) or CSV with a header row. Values are validated by the catalog store.
@@ -11,6 +8,9 @@ import { parse } from 'csv-parse/sync';
  * items.csv:    venue,item,price,title
  * Entry products in CSV list venues and gates separated like thresholds.
  */
+import { readFileSync } from 'node:fs';
+import { parse } from 'csv-parse/sync';
+
 type Row = Record<string, string>;
 
 function readRows(file: string): { json?: unknown; rows?: Row[] } {

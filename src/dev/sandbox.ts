@@ -1,8 +1,3 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { luhnValid } from '../ids/luhn';
-
 /**
  * The sandbox card company: a member database (name, card number, card PIN,
  * credit limit, used credit) and the provider API Tessera's HttpProvider speaks
@@ -10,6 +5,11 @@ import { luhnValid } from '../ids/luhn';
  * configurable latency, failure injection and a commission rate. State is kept
  * in memory: it is a sandbox.
  */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { luhnValid } from '../ids/luhn';
+
 export interface Member {
   name: string;
   card: string;

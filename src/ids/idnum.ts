@@ -1,11 +1,11 @@
-import { luhnDigit, luhnValid } from './luhn';
-import { randomByte } from './random';
-
 /**
  * ID numbers: (length - 1) digits from a CSPRNG plus a Luhn check digit, so a
  * mistyped number is refused before Redis is asked. The first digit is never 0
  * so the number keeps its length when a spreadsheet or a keypad drops zeros.
  */
+import { luhnDigit, luhnValid } from './luhn';
+import { randomByte } from './random';
+
 export type IdCheck = { ok: true; id: string } | { ok: false; reason: 'bad_format' | 'bad_checksum' };
 
 function randomDigit(first: boolean): number {

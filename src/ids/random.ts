@@ -1,9 +1,9 @@
-import { randomFillSync } from 'node:crypto';
-
 /**
  * CSPRNG bytes served from a refilled pool: one getrandom syscall per 64 KiB
  * instead of one per ID, which is what makes minting a million IDs fast.
  */
+import { randomFillSync } from 'node:crypto';
+
 const pool = Buffer.alloc(64 * 1024);
 let pos = pool.length;
 

@@ -1,11 +1,11 @@
-import { createCipheriv, createDecipheriv, createHmac, hash as digest, hkdfSync } from 'node:crypto';
-import { randomCopy } from './random';
-
 /**
  * Key material derived from the one server secret. Redis sees only keyed hashes
  * of ID numbers; the clear number is kept sealed (AES-256-GCM) for the
  * PIN-protected check page, so a Redis dump gives away no usable ID.
  */
+import { createCipheriv, createDecipheriv, createHmac, hash as digest, hkdfSync } from 'node:crypto';
+import { randomCopy } from './random';
+
 export interface IdHash {
   /** 32 hex chars of HMAC-SHA-256(id): the ID's name inside Redis. */
   hash: string;

@@ -1,13 +1,13 @@
-import type { IdKeys } from '../ids/secrets';
-import type { RedisClient } from '../redis/connect';
-import { bucketOfKey, keys } from '../redis/keys';
-
 /**
  * Ticks and stops name only the call, but a call's session lives in its ID's
  * bucket. The start writes a small index (call -> ID key, in the call's own
  * bucket) so that any gateway, including one that never saw the start, can find
  * the call; a bounded in-process map saves that lookup on every later tick.
  */
+import type { IdKeys } from '../ids/secrets';
+import type { RedisClient } from '../redis/connect';
+import { bucketOfKey, keys } from '../redis/keys';
+
 export interface CallKeys {
   session: string;
   id: string;

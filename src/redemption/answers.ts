@@ -1,10 +1,10 @@
-import { messageOf } from '../protocol/reasons';
-import type { Answer } from './service';
-
 /**
  * How an answer looks on the wire (WebSocket and HTTP alike): what was granted,
  * named for the kind, or the refusal with what a gate screen needs to show.
  */
+import { messageOf } from '../protocol/reasons';
+import type { Answer } from './service';
+
 const LEFT_FIELD: Record<string, string> = { entry: 'entriesLeft', goods: 'valueLeft', service: 'usesLeft' };
 
 export function granted(a: Extract<Answer, { ok: true }>, item?: string): Record<string, unknown> {

@@ -1,15 +1,15 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { resolve } from 'node:path';
-import Redis from 'ioredis';
-
 /**
  * A redis-server child process for development and tests: persistence on
  * (AOF, fsync every second), data in its own directory, bound to loopback.
  * It runs under a small sh watchdog that stops it when our stdin pipe closes,
  * so it ends with the gateway even when the gateway is killed with SIGKILL.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { resolve } from 'node:path';
+import Redis from 'ioredis';
+
 export interface EmbeddedRedis {
   url: string;
   port: number;

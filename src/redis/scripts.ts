@@ -1,8 +1,3 @@
-import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import type { RedisClient } from './connect';
-
 /**
  * Lua scripts live one per file in lua/, with shared pieces in lua/includes/
  * pulled in by `-- @include "name"` (the BullMQ way). Each is registered with
@@ -10,6 +5,11 @@ import type { RedisClient } from './connect';
  * reloads it) on NOSCRIPT; at start every script is also SCRIPT LOADed on every
  * primary so the first calls already hit by SHA and /readyz can say so.
  */
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { RedisClient } from './connect';
+
 export interface Script {
   name: string;
   lua: string;

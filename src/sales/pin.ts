@@ -1,10 +1,10 @@
-import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
-
 /**
  * Buyer PINs are stored as scrypt hashes (memory-hard, salted), never in clear:
  * a Redis dump does not give away the PINs that unlock check pages. The cost
  * parameters travel with the hash so they can be raised later.
  */
+import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+
 const COST: ScryptOptions = { N: 1 << 14, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
 const KEYLEN = 32;
 
