@@ -20,7 +20,7 @@ import type { Metrics } from '../observability/metrics';
 import { Conn, type ConnData } from './connection';
 import { Dispatcher, type Load, type Routes } from './dispatch';
 import { authorize, authorizeFresh, bearer, clientAddress, statusLine, type AuthResult } from './http';
-import { statusOf } from '../protocol/reasons';
+import { messageOf, statusOf } from '../protocol/reasons';
 
 /**
  * Close codes of a connection whose token no longer grants it (docs/protocol.md,
@@ -146,9 +146,22 @@ export class WsEndpoints {
     // misread the reallocated socket and close the new WebSocket right after open
     // (uNetworking/uWebSockets#1928, fixed upstream in #1929, not in the build we pin).
     if (!tok || catalog.token(tok)) return finish(authorize(catalog, tok, [role]));
+    // A token the cache does not know costs a Redis lookup: counted in flight like any
+    // request, so a flood of made-up tokens is refused rather than queued.
+    const { load } = this.d;
+    if (load.inflight >= load.max) {
+      metrics.event('upgrade', 'overloaded');
+      res
+        .writeStatus(statusLine(statusOf('overloaded')))
+        .writeHeader('Content-Type', 'application/json')
+        .end(JSON.stringify({ error: { reason: 'overloaded', message: messageOf('overloaded') } }));
+      return;
+    }
+    load.inflight++;
     let aborted = false;
     res.onAborted(() => (aborted = true));
     void authorizeFresh(catalog, tok, [role]).then((auth) => {
+      load.inflight--;
       if (aborted) return;
       if (auth.ok) finish(auth);
       else res.cork(() => finish(auth));

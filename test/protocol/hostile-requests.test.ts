@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, type Gateway } from '../../src/gateway/server';
-import { seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { baseOf, http, jsonCall } from '../support/http';
 import { upgrade, Wire } from '../support/ws-client';
 
@@ -138,5 +138,27 @@ describe('hostile anonymous requests', () => {
     }
     expect(errorLines()).toEqual([]);
     expect(await send('/healthz')).toBe(200);
+  });
+});
+
+describe('upgrades with made-up tokens', () => {
+  it('their Redis lookups count against MAX_INFLIGHT_TOTAL: past it an upgrade is refused 503 overloaded at once', async () => {
+    const small = await gateway(h, { maxInflightTotal: 2 });
+    try {
+      // Redis holds every lookup while paused: the first two upgrades wait, the others must not queue.
+      await h.r.call('CLIENT', 'PAUSE', '3000', 'ALL');
+      const answers = await Promise.all(
+        Array.from({ length: 5 }, (_, i) => upgrade(small.port, { Authorization: `Bearer tsk_madeup${i}` })),
+      );
+      const statuses = answers.map((a) => a.status).sort();
+      expect(statuses).toEqual([401, 401, 503, 503, 503]);
+      expect(answers.filter((a) => a.status === 503).map((a) => JSON.parse(a.body).error.reason)).toEqual([
+        'overloaded',
+        'overloaded',
+        'overloaded',
+      ]);
+    } finally {
+      await small.close();
+    }
   });
 });
