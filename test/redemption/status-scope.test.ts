@@ -73,10 +73,16 @@ describe('a scanner reads the status of IDs it could redeem only', () => {
     await s.close();
   });
 
-  it('an ID outside its scope counts as a guess: past GUESS_LIMIT the scanner is throttled', async () => {
+  it('an ID outside its scope counts as a guess: past GUESS_LIMIT the scanner is throttled, 429 with Retry-After', async () => {
     const tok = await token(h, 'scanner');
     const [talk] = await soldIds(h, talkProduct());
     for (let i = 0; i < 9; i++) await jsonCall(gw, 'GET', `/v1/ids/${talk}/status`, { token: tok });
-    expect((await jsonCall(gw, 'GET', `/v1/ids/${talk}/status`, { token: tok })).json.error.reason).toBe('throttled');
+    const r = await fetch(`http://127.0.0.1:${gw.port}/v1/ids/${talk}/status`, {
+      headers: { Authorization: `Bearer ${tok}` },
+    });
+    const body = (await r.json()) as { error: { reason: string; retryAfter: number } };
+    expect([r.status, body.error.reason]).toEqual([429, 'throttled']);
+    // The header says what the body says (docs/scanners.md).
+    expect(r.headers.get('retry-after')).toBe(String(body.error.retryAfter));
   });
 });
