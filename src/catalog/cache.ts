@@ -5,10 +5,23 @@ import { PrefixTable } from './rateplan';
 import type { AccessArea, Item, Product, TokenInfo } from './schema';
 import { readCatalog, tokenHash, type CatalogData } from './store';
 
+/** A token whose grant a refresh took away (`revoked`) or altered: role, venue or gate (`changed`). */
+export interface TokenChange {
+  /** sha256 of the token, as the catalog keys it. */
+  hash: string;
+  change: 'revoked' | 'changed';
+}
+
+/** Whether two grants of one token let it do the same things. */
+export const sameGrant = (a: TokenInfo, b: TokenInfo): boolean =>
+  a.name === b.name && a.role === b.role && a.venue === b.venue && a.gate === b.gate;
+
 /**
  * The gateway's in-memory copy of the catalog. Refreshed when the change channel
  * announces a new version, and by a version poll as a safety net for
- * announcements lost while the subscriber was reconnecting.
+ * announcements lost while the subscriber was reconnecting. Each refresh tells
+ * the token listeners which tokens it revoked or changed, so open connections
+ * of those tokens can be closed.
  */
 export class CatalogCache {
   private data: CatalogData = {
@@ -22,6 +35,9 @@ export class CatalogCache {
   private tables = new Map<string, PrefixTable>();
   private poll?: NodeJS.Timeout;
   private refreshing?: Promise<void>;
+  /** A refresh asked for while one was reading: it runs after, so no announcement is lost to a stale read. */
+  private queued?: Promise<void>;
+  private readonly tokenListeners: ((changes: TokenChange[]) => void)[] = [];
 
   constructor(
     private readonly redis: RedisClient,
@@ -33,7 +49,8 @@ export class CatalogCache {
   async start(): Promise<void> {
     await this.refresh();
     this.subscriber.on('message', (channel: string) => {
-      if (channel === keys.catalogChannel) void this.refresh();
+      if (channel === keys.catalogChannel)
+        this.refresh().catch((err: unknown) => this.log.warn({ err }, 'catalog refresh failed'));
     });
     await this.subscriber.subscribe(keys.catalogChannel);
     this.poll = setInterval(() => void this.checkVersion(), this.pollMs);
@@ -73,6 +90,16 @@ export class CatalogCache {
     return this.data.tokens.get(tokenHash(token));
   }
 
+  /** The grant of a token by its hash (what a connection keeps instead of the secret). */
+  tokenByHash(hash: string): TokenInfo | undefined {
+    return this.data.tokens.get(hash);
+  }
+
+  /** Called after every refresh that revoked or changed tokens. */
+  onTokenChange(listener: (changes: TokenChange[]) => void): void {
+    this.tokenListeners.push(listener);
+  }
+
   /** Refreshes when Redis knows a token this copy does not (yet): new tokens work at once. */
   async refreshIfTokenKnown(token: string): Promise<void> {
     if (!(await this.redis.hexists(keys.tokens, tokenHash(token)))) return;
@@ -95,24 +122,47 @@ export class CatalogCache {
     return out;
   }
 
-  async refresh(): Promise<void> {
-    // Coalesce bursts of announcements into one read.
-    this.refreshing ??= (async () => {
+  refresh(): Promise<void> {
+    // Bursts of announcements coalesce into one read, plus one more after it: a read
+    // that started before the last change was written must not be the last word.
+    if (!this.refreshing) {
+      this.refreshing = this.load().finally(() => (this.refreshing = undefined));
+      return this.refreshing;
+    }
+    this.queued ??= this.refreshing
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = undefined;
+        return this.refresh();
+      });
+    return this.queued;
+  }
+
+  private async load(): Promise<void> {
+    const data = await readCatalog(this.redis);
+    const tables = new Map<string, PrefixTable>();
+    for (const [name, plan] of data.plans) tables.set(name, new PrefixTable(plan));
+    const before = this.data.tokens;
+    this.data = data;
+    this.tables = tables;
+    this.log.info(
+      { version: data.version, products: data.products.size, plans: data.plans.size, tokens: data.tokens.size },
+      'catalog loaded',
+    );
+    const changes: TokenChange[] = [];
+    for (const [hash, was] of before) {
+      const now = data.tokens.get(hash);
+      if (!now) changes.push({ hash, change: 'revoked' });
+      else if (!sameGrant(was, now)) changes.push({ hash, change: 'changed' });
+    }
+    if (!changes.length) return;
+    for (const listener of this.tokenListeners) {
       try {
-        const data = await readCatalog(this.redis);
-        const tables = new Map<string, PrefixTable>();
-        for (const [name, plan] of data.plans) tables.set(name, new PrefixTable(plan));
-        this.data = data;
-        this.tables = tables;
-        this.log.info(
-          { version: data.version, products: data.products.size, plans: data.plans.size, tokens: data.tokens.size },
-          'catalog loaded',
-        );
-      } finally {
-        this.refreshing = undefined;
+        listener(changes);
+      } catch (err) {
+        this.log.warn({ err }, 'token change listener failed');
       }
-    })();
-    return this.refreshing;
+    }
   }
 
   private async checkVersion(): Promise<void> {

@@ -174,6 +174,32 @@ export async function createToken(
   return { token, info };
 }
 
+/**
+ * Changes what every token with this name may do (role, venue, gate; `gate: ''`
+ * unbinds it from its gate) and returns how many. Gateways close the open
+ * connections of a changed token: the client reconnects under its new grant.
+ */
+export async function updateTokens(
+  redis: RedisClient,
+  name: string,
+  change: { role?: Role; venue?: string; gate?: string },
+): Promise<number> {
+  const all = await redis.hgetall(keys.tokens);
+  const updated: string[] = [];
+  for (const [h, json] of Object.entries(all)) {
+    const was = JSON.parse(json) as TokenInfo;
+    if (was.name !== name) continue;
+    const info: TokenInfo = { ...was, ...change };
+    if (info.gate === '') delete info.gate;
+    if (!checkToken(info)) throw new Error(`token: ${describeErrors(checkToken.errors)}`);
+    if (info.role === 'scanner' && !info.venue) throw new Error('token: a scanner token needs --venue');
+    updated.push(h, JSON.stringify(info));
+  }
+  if (updated.length) await redis.hset(keys.tokens, ...updated);
+  await bump(redis);
+  return updated.length / 2;
+}
+
 /** Revokes every token with this name; returns how many. */
 export async function revokeTokens(redis: RedisClient, name: string): Promise<number> {
   const all = await redis.hgetall(keys.tokens);

@@ -4,6 +4,8 @@ import { encodeFrame, type Encoding } from '../protocol/codec';
 
 export interface ConnData {
   token: TokenInfo;
+  /** sha256 of the token: how a revocation or a change of the token finds its connections. */
+  tokenHash: string;
   path: string;
   /** Counted against MAX_CONNECTIONS_PER_CLIENT until the connection closes. */
   client: string;
@@ -30,7 +32,15 @@ export class Conn {
   constructor(
     readonly ws: WebSocket<ConnData>,
     readonly token: TokenInfo,
+    readonly tokenHash: string,
   ) {}
+
+  /** Closes the connection with a close frame; nothing more is sent on it. */
+  end(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ws.end(code, reason);
+  }
 
   send(msg: object, enc: Encoding): void {
     if (this.closed) return;

@@ -113,9 +113,10 @@ export function clientAddress(res: HttpResponse, req: HttpRequest, trustProxy: b
   return forwarded || Buffer.from(res.getRemoteAddressAsText()).toString('utf8');
 }
 
+/** The token of an `Authorization: Bearer` header; the scheme is case-insensitive (RFC 9110 §11.1). */
 export function bearer(req: HttpRequest): string {
-  const h = req.getHeader('authorization');
-  return h.startsWith('Bearer ') ? h.slice(7).trim() : '';
+  const m = /^bearer[ \t]+(\S+)[ \t]*$/i.exec(req.getHeader('authorization'));
+  return m ? m[1]! : '';
 }
 
 export type AuthResult =

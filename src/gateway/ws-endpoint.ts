@@ -1,7 +1,8 @@
 /**
  * The WebSocket endpoints: who may upgrade (connection limits first, then the
  * token), the frame and backpressure limits, and the open connections, which
- * the gateway ends when it shuts down.
+ * the gateway ends when their token is revoked or changed, and when it shuts
+ * down.
  */
 import uWS, {
   type HttpRequest,
@@ -11,14 +12,24 @@ import uWS, {
   type WebSocket,
 } from 'uWebSockets.js';
 import type { Logger } from 'pino';
-import type { CatalogCache } from '../catalog/cache';
+import { sameGrant, type CatalogCache, type TokenChange } from '../catalog/cache';
+import { tokenHash } from '../catalog/store';
 import type { Role } from '../catalog/schema';
 import type { Config } from '../config/config';
 import type { Metrics } from '../observability/metrics';
 import { Conn, type ConnData } from './connection';
 import { Dispatcher, type Load, type Routes } from './dispatch';
 import { authorize, authorizeFresh, bearer, clientAddress, statusLine, type AuthResult } from './http';
-import { statusOf } from '../protocol/reasons';
+import { messageOf, statusOf } from '../protocol/reasons';
+
+/**
+ * Close codes of a connection whose token no longer grants it (docs/protocol.md,
+ * docs/scanners.md). The close reason is the name.
+ */
+export const CLOSE_TOKEN = {
+  token_revoked: 4001,
+  token_changed: 4003,
+} as const;
 
 export interface WsDeps {
   cfg: Config;
@@ -34,11 +45,15 @@ export class WsEndpoints {
   private readonly conns = new Set<Conn>();
   /** Open connections by client address (MAX_CONNECTIONS_PER_CLIENT). */
   private readonly perClient = new Map<string, number>();
+  /** Open connections by the sha256 of their token. */
+  private readonly byToken = new Map<string, Set<Conn>>();
 
   constructor(
     private readonly app: TemplatedApp,
     private readonly d: WsDeps,
-  ) {}
+  ) {
+    d.catalog.onTokenChange((changes) => this.tokensChanged(changes));
+  }
 
   /** Serves `routes` at `path` to tokens of `role`. */
   serve(path: string, role: Role, routes: Routes): void {
@@ -62,7 +77,24 @@ export class WsEndpoints {
 
   /** Ends every open connection: the gateway is going away (1001). */
   closeAll(): void {
-    for (const c of this.conns) if (!c.closed) c.ws.end(1001, 'gateway shutting down');
+    for (const c of [...this.conns]) c.end(1001, 'gateway shutting down');
+  }
+
+  /**
+   * A revoked or changed token loses its open connections at once (in-flight
+   * requests finish; their answers are dropped). A changed one may reconnect
+   * under its new grant.
+   */
+  private tokensChanged(changes: TokenChange[]): void {
+    for (const { hash, change } of changes) {
+      const conns = this.byToken.get(hash);
+      if (!conns) continue;
+      const reason = change === 'revoked' ? 'token_revoked' : 'token_changed';
+      for (const c of [...conns]) {
+        this.d.metrics.event('connection', reason);
+        c.end(CLOSE_TOKEN[reason], reason);
+      }
+    }
   }
 
   private upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t, path: string, role: Role): void {
@@ -101,16 +133,35 @@ export class WsEndpoints {
           .end(JSON.stringify({ error: { reason: auth.reason, message: auth.message } }));
         return;
       }
-      res.upgrade<ConnData>({ token: auth.token, path, client }, key, protocol, extensions, context);
+      res.upgrade<ConnData>(
+        { token: auth.token, tokenHash: tokenHash(tok), path, client },
+        key,
+        protocol,
+        extensions,
+        context,
+      );
     };
     // A token the cache knows is upgraded here and now. The async path is only for a token
     // created a moment ago, and it upgrades uncorked: uWS' cork() after an async upgrade can
     // misread the reallocated socket and close the new WebSocket right after open
     // (uNetworking/uWebSockets#1928, fixed upstream in #1929, not in the build we pin).
     if (!tok || catalog.token(tok)) return finish(authorize(catalog, tok, [role]));
+    // A token the cache does not know costs a Redis lookup: counted in flight like any
+    // request, so a flood of made-up tokens is refused rather than queued.
+    const { load } = this.d;
+    if (load.inflight >= load.max) {
+      metrics.event('upgrade', 'overloaded');
+      res
+        .writeStatus(statusLine(statusOf('overloaded')))
+        .writeHeader('Content-Type', 'application/json')
+        .end(JSON.stringify({ error: { reason: 'overloaded', message: messageOf('overloaded') } }));
+      return;
+    }
+    load.inflight++;
     let aborted = false;
     res.onAborted(() => (aborted = true));
     void authorizeFresh(catalog, tok, [role]).then((auth) => {
+      load.inflight--;
       if (aborted) return;
       if (auth.ok) finish(auth);
       else res.cork(() => finish(auth));
@@ -119,16 +170,27 @@ export class WsEndpoints {
 
   private opened(ws: WebSocket<ConnData>, path: string): void {
     const data = ws.getUserData();
-    data.conn = new Conn(ws, data.token);
-    this.conns.add(data.conn);
+    const conn = new Conn(ws, data.token, data.tokenHash);
+    data.conn = conn;
+    this.conns.add(conn);
     this.perClient.set(data.client, (this.perClient.get(data.client) ?? 0) + 1);
+    let same = this.byToken.get(conn.tokenHash);
+    if (!same) this.byToken.set(conn.tokenHash, (same = new Set()));
+    same.add(conn);
     this.d.metrics.connections.inc({ path });
+    // Revoked or changed while the upgrade was on its way: the change was announced before this connection existed.
+    const now = this.d.catalog.tokenByHash(conn.tokenHash);
+    if (!now || !sameGrant(now, conn.token))
+      this.tokensChanged([{ hash: conn.tokenHash, change: now ? 'changed' : 'revoked' }]);
   }
 
   private closed(ws: WebSocket<ConnData>, path: string): void {
     const conn = ws.getUserData().conn!;
     conn.closed = true;
     this.conns.delete(conn);
+    const same = this.byToken.get(conn.tokenHash);
+    same?.delete(conn);
+    if (same?.size === 0) this.byToken.delete(conn.tokenHash);
     const client = ws.getUserData().client;
     const left = (this.perClient.get(client) ?? 1) - 1;
     if (left > 0) this.perClient.set(client, left);

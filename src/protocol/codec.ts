@@ -13,6 +13,10 @@ const packr = new Packr({
   // (msgpackr's types lack 'auto'.)
   int64AsType: 'auto' as 'number',
 });
+/**
+ * uWS fails a connection whose text frame is not UTF-8 before a handler sees it
+ * (RFC 6455 §8.1, docs/protocol.md); fatal keeps this decoder strict all the same.
+ */
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 export type Encoding = 'msgpack' | 'json';

@@ -1,4 +1,4 @@
-import { idStatus, type IdStatus, type Refusable } from '../ledger/ids';
+import { idStatus, locate, type IdStatus, type Refusable } from '../ledger/ids';
 import type { Context } from '../app/context';
 import type { CatalogCache } from '../catalog/cache';
 import type { TokenInfo } from '../catalog/schema';
@@ -230,13 +230,32 @@ export class Redemption {
     else p.done(err);
   };
 
-  /** A scanner's look at an ID: throttled and counted like a scan, so it is no way around the guess limit. */
+  /**
+   * A scanner's look at an ID: throttled and counted like a scan, so it is no way
+   * around the guess limit. Only IDs it could redeem are shown (not talk time, and
+   * for its venue, or every venue): any other ID answers `unknown_id`, counted as a
+   * guess too, exactly as an ID that does not exist, so the answer tells nothing.
+   */
   async status(token: TokenInfo, id: unknown): Promise<Refusable<IdStatus> | ({ ok: false } & Refusal)> {
     const wait = this.throttle.retryAfter(token.name);
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
-    const s = await idStatus(this.ctx, id);
+    const venue = token.venue;
+    if (!venue) return { ok: false, reason: 'no_venue' };
+    const found = await idStatus(this.ctx, id);
+    const s =
+      found.ok && !(await this.redeemableAt(venue, id, found)) ? { ok: false as const, reason: 'unknown_id' } : found;
     await this.countGuess(token.name, s);
     return s;
+  }
+
+  /** Whether a scanner of this venue could redeem the ID: a ticket, goods or service ID valid at the venue. */
+  private async redeemableAt(venue: string, id: unknown, s: IdStatus): Promise<boolean> {
+    if (s.kind === 'talk' || s.kind === '') return false;
+    const loc = locate(this.ctx, id);
+    if (!loc.ok) return false;
+    // As the redeem script reads it: the venues copied onto the ID at mint, empty for every venue.
+    const venues = (await this.redis.hget(loc.key, 'venues')) ?? '';
+    return venues === '' || venues.split(',').includes(venue);
   }
 
   /** An `unknown_id` answer is a guess: counted in /metrics and against the scanner's guess limit (undefined otherwise). */

@@ -27,7 +27,7 @@ describe('loadConfig', () => {
       ringTimeoutMs: 180_000,
       reapIntervalMs: 5000,
       sessionTtlSec: 7 * 86400,
-      catalogPollMs: 5000,
+      catalogPollMs: 1000,
       maxFrameBytes: 256 * 1024,
       maxBatch: 2000,
       maxInflight: 5_000,

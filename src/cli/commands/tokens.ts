@@ -1,6 +1,6 @@
 /** Client tokens: create (the secret is printed once), list, revoke. */
 import type { Role } from '../../catalog/schema';
-import { createToken, readCatalog, revokeTokens } from '../../catalog/store';
+import { createToken, readCatalog, revokeTokens, updateTokens } from '../../catalog/store';
 import { parseOptions, type Command } from '../command';
 
 export const tokenCommands: Record<string, Command> = {
@@ -28,6 +28,24 @@ export const tokenCommands: Record<string, Command> = {
     async run(cli) {
       const cat = await readCatalog((await cli.ctx()).redis);
       for (const t of cat.tokens.values()) cli.out(JSON.stringify(t));
+    },
+  },
+  'token-update': {
+    summary: 'change the role, venue or gate of every token with this name (open connections are closed)',
+    usage: "--name NAME [--role R] [--venue V] [--gate G | --gate '']",
+    async run(cli) {
+      const { values } = parseOptions(cli, {
+        name: { type: 'string' },
+        role: { type: 'string' },
+        venue: { type: 'string' },
+        gate: { type: 'string' },
+      });
+      const n = await updateTokens((await cli.ctx()).redis, values.name ?? '', {
+        ...(values.role ? { role: values.role as Role } : {}),
+        ...(values.venue ? { venue: values.venue } : {}),
+        ...(values.gate !== undefined ? { gate: values.gate } : {}),
+      });
+      cli.out(`updated ${n} token(s)`);
     },
   },
   'token-revoke': {

@@ -11,7 +11,8 @@ import { BuyForm } from '../../protocol/sales';
 import type { CheckLinks } from '../../sales/check';
 import type { Inventory } from '../../sales/inventory';
 import type { Purchases } from '../../sales/purchase';
-import { clientAddress, readForm, replyFor, type Reply } from '../http';
+import { failureReason } from '../../redis/failure';
+import { BodyError, clientAddress, readForm, replyFor, type Reply } from '../http';
 import { page, type Html } from './pages/html';
 import {
   areaPage,
@@ -20,6 +21,7 @@ import {
   checkedPage,
   checkForm,
   failedPage,
+  formRefusedPage,
   notSoldPage,
   soldPage,
   unknownAreaPage,
@@ -45,6 +47,12 @@ export function pageRoutes(app: TemplatedApp, d: PageDeps): void {
     reply.send(status, page(title, body), HTML);
   const guard = (reply: Reply, fn: () => Promise<void>): void => {
     fn().catch((err: unknown) => {
+      // A form over the limit is the client's doing: a 413 page, nothing logged.
+      if (err instanceof BodyError) return send(reply, statusOf(err.reason), 'Sorry', formRefusedPage(err.reason));
+      if (failureReason(err) === 'unavailable') {
+        d.log.warn({ err }, 'page failed: storage unavailable');
+        return send(reply, statusOf('unavailable'), 'Sorry', failedPage());
+      }
       d.log.error({ err }, 'page failed');
       send(reply, 500, 'Sorry', failedPage());
     });

@@ -16,6 +16,14 @@ const spaced = (id: string): string => id.replace(/(\d{4})(?=\d)/g, '$1 ');
 export const failedPage = (): Html =>
   html`<h1>Something went wrong</h1><p class="error">Please try again in a moment.</p>`;
 
+/** A form the gateway would not read: too large (or otherwise malformed). */
+export const formRefusedPage = (reason: string): Html =>
+  html`<h1>Form not accepted</h1>
+    <p class="error">
+      ${reason === 'body_too_large' ? 'The form was larger than this page ever sends.' : 'The form could not be read.'}
+      Please go back and submit it again.
+    </p>`;
+
 /** `products`: buyer views of the talk products, in the order shown; `nonce` ties the form to one purchase. */
 export const buyForm = (
   products: Record<string, unknown>[],

@@ -1,0 +1,164 @@
+/**
+ * What an anonymous or careless client can send at the gateway's edges: forms
+ * and JSON bodies over the limit (413, never 500), invalid UTF-8 in a text frame,
+ * the `Authorization` scheme in any case, and a batch of hostile requests none of
+ * which may make the gateway log at error level.
+ */
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startGateway, type Gateway } from '../../src/gateway/server';
+import { gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { baseOf, http, jsonCall } from '../support/http';
+import { upgrade, Wire } from '../support/ws-client';
+
+let h: Harness;
+let gw: Gateway;
+/** Every line the gateway logged, parsed. */
+const logged: { level: number; msg?: string }[] = [];
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h, [talkProduct()]);
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line) logged.push(JSON.parse(line));
+      done();
+    },
+  });
+  gw = await startGateway(h.cfg, pino({ level: 'trace' }, sink), h.redis.url);
+});
+afterAll(async () => {
+  await gw?.close();
+  await h?.stop();
+});
+
+const errorLines = (): unknown[] => logged.filter((l) => l.level >= 50);
+
+describe('bodies over the limit', () => {
+  it('the buy and check forms answer 413 with a page, the JSON API 413 body_too_large; nothing at error level', async () => {
+    const big = { pin: '1234', card: '4111', nonce: 'a'.repeat(32), pad: 'x'.repeat(20_000) };
+    for (const path of ['/buy', '/check/b1/sometoken']) {
+      const r = await http(gw, 'POST', path, { form: big });
+      expect(r.status, path).toBe(413);
+      expect(r.type).toBe('text/html; charset=utf-8');
+    }
+    const sales = await token(h, 'sales');
+    expect(
+      await jsonCall(gw, 'POST', '/v1/purchases', {
+        token: sales,
+        idem: 'k1',
+        raw: JSON.stringify({ pad: 'x'.repeat(70_000) }),
+      }),
+    ).toEqual({ status: 413, json: { error: { reason: 'body_too_large', message: expect.any(String) } } });
+    expect(errorLines()).toEqual([]);
+    expect((await http(gw, 'GET', '/buy')).status).toBe(200);
+  });
+});
+
+describe('Authorization scheme', () => {
+  it('bearer, BEARER and Bearer all carry the token, over HTTP and at a WebSocket upgrade', async () => {
+    const admin = await token(h, 'admin');
+    const sw = await token(h, 'switch');
+    for (const scheme of ['bearer', 'BEARER', 'Bearer', 'bEaReR']) {
+      const r = await http(gw, 'GET', '/v1/ids/4111111111111111/status', {
+        headers: { Authorization: `${scheme} ${admin}` },
+      });
+      expect(r.status, scheme).not.toBe(401);
+      expect((await upgrade(gw.port, { Authorization: `${scheme} ${sw}` })).status, scheme).toBe(101);
+    }
+    expect((await upgrade(gw.port, { Authorization: `Basic ${sw}` })).status).toBe(401);
+    expect((await upgrade(gw.port, { Authorization: `Bearer${sw}` })).status).toBe(401);
+  });
+});
+
+describe('text frames', () => {
+  it('invalid UTF-8 fails the connection (RFC 6455 §8.1) before any handler; valid UTF-8 that is not JSON gets bad_frame and the connection stays up', async () => {
+    const tok = await token(h, 'switch');
+    const w = await Wire.connect(gw.port, tok);
+    w.raw(Buffer.from('{"op":"ping","ref":"a"}', 'utf8'), false);
+    await w.waitFor((m) => m.op === 'pong' && m.ref === 'a');
+    w.raw('{"op": ping}', false);
+    expect((await w.waitFor((m) => m.op === 'error')).msg).toMatchObject({ reason: 'bad_frame' });
+    w.raw(Buffer.from('{"op":"ping","ref":"b"}', 'utf8'), false);
+    await w.waitFor((m) => m.op === 'pong' && m.ref === 'b');
+
+    const answered = w.received.length;
+    w.raw(Buffer.from([0x7b, 0x22, 0x6f, 0x70, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d]), false);
+    // uWS drops the connection without a close frame: the client sees 1006.
+    expect((await w.closed).code).toBe(1006);
+    expect(w.received.length).toBe(answered);
+    // The gateway goes on serving, the same token included.
+    const again = await Wire.connect(gw.port, tok);
+    expect((await again.request({ op: 'ping', ref: 'c' }, false)).msg.op).toBe('pong');
+    await again.close();
+  });
+});
+
+describe('hostile anonymous requests', () => {
+  it('none of them makes the gateway log at error level, and it keeps serving', async () => {
+    const base = baseOf(gw);
+    const send = async (path: string, init: RequestInit = {}): Promise<number> => {
+      const r = await fetch(`${base}${path}`, { ...init, signal: AbortSignal.timeout(15_000) });
+      await r.arrayBuffer();
+      return r.status;
+    };
+    const invalidUtf8 = Buffer.from([0xff, 0xfe, 0xc0, 0xaf, 0x3d, 0x26]);
+    const cases: [string, RequestInit][] = [
+      ['/buy', { method: 'POST', body: 'pin=' + 'x'.repeat(100_000) }],
+      ['/buy', { method: 'POST', body: invalidUtf8 }],
+      [
+        '/buy',
+        { method: 'POST', body: '%%%&&&==%E0%A4%A', headers: { 'Content-Type': 'application/x-www-form-urlencoded' } },
+      ],
+      ['/buy', { method: 'POST', body: 'product=talk&pin=1234&card=4111111111111111&nonce=' + 'z'.repeat(32) }],
+      ['/buy', { method: 'POST', body: 'product=__proto__&pin=1234&card=4111111111111111&nonce=' + 'a1'.repeat(16) }],
+      ['/check/%E0%A4%A/%ff', { method: 'POST', body: 'pin=1234' }],
+      ['/check/99999999/' + 'A'.repeat(500), { method: 'POST', body: invalidUtf8 }],
+      ['/check/b1/t', { method: 'POST', body: 'pin=' + '9'.repeat(40_000) }],
+      ['/access/%00', {}],
+      ['/access/' + 'a'.repeat(5000), {}],
+      ['/v1/products', { headers: { 'X-Forwarded-For': 'not-an-address, ' + ','.repeat(1000) } }],
+      [
+        '/v1/purchases',
+        { method: 'POST', body: invalidUtf8, headers: { Authorization: 'Bearer ' + 'x'.repeat(4000) } },
+      ],
+      ['/v1/purchases', { method: 'POST', body: 'x'.repeat(200_000), headers: { Authorization: 'bearer' } }],
+      ['/v1/redeem', { method: 'POST', body: '{"scan":1}', headers: { Authorization: 'BEARER  \t' } }],
+      ['/v1/ids/%ff%fe/status', { headers: { Authorization: 'Bearer tsk_nope' } }],
+      ['/v1/switch', { headers: { Upgrade: 'websocket', Connection: 'Upgrade' } }],
+      ['/metrics', { method: 'POST', body: 'x' }],
+      ['/nowhere/' + '%'.repeat(100), { method: 'PUT', body: 'x'.repeat(70_000) }],
+    ];
+    for (const [path, init] of cases) {
+      const status = await send(path, init).catch((err: unknown) => String(err));
+      expect(typeof status === 'number' ? status < 500 || status === 503 : true, `${path}: ${String(status)}`).toBe(
+        true,
+      );
+    }
+    expect(errorLines()).toEqual([]);
+    expect(await send('/healthz')).toBe(200);
+  });
+});
+
+describe('upgrades with made-up tokens', () => {
+  it('their Redis lookups count against MAX_INFLIGHT_TOTAL: past it an upgrade is refused 503 overloaded at once', async () => {
+    const small = await gateway(h, { maxInflightTotal: 2 });
+    try {
+      // Redis holds every lookup while paused: the first two upgrades wait, the others must not queue.
+      await h.r.call('CLIENT', 'PAUSE', '3000', 'ALL');
+      const answers = await Promise.all(
+        Array.from({ length: 5 }, (_, i) => upgrade(small.port, { Authorization: `Bearer tsk_madeup${i}` })),
+      );
+      const statuses = answers.map((a) => a.status).sort();
+      expect(statuses).toEqual([401, 401, 503, 503, 503]);
+      expect(answers.filter((a) => a.status === 503).map((a) => JSON.parse(a.body).error.reason)).toEqual([
+        'overloaded',
+        'overloaded',
+        'overloaded',
+      ]);
+    } finally {
+      await small.close();
+    }
+  });
+});

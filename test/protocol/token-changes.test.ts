@@ -1,0 +1,107 @@
+/**
+ * A token revoked or changed by an operator loses its open connections on every
+ * gateway sharing the Redis, not just new upgrades: switch and scanner sockets
+ * are closed with 4001 token_revoked or 4003 token_changed, and connections of
+ * other tokens stay up.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { keys } from '../../src/redis/keys';
+import { tokenHash } from '../../src/catalog/store';
+import {
+  gateway,
+  seedCatalog,
+  soldIds,
+  startHarness,
+  talkProduct,
+  token,
+  uniq,
+  type Harness,
+} from '../support/harness';
+import { runCliIn } from '../support/cli';
+import { Client, Scanner, WsClient } from '../support/ws-client';
+import { loadRedemptionCatalog, OTHER_VENUE, type Catalog } from '../redemption/fixtures';
+
+let h: Harness;
+let gwA: Gateway;
+let gwB: Gateway;
+let cat: Catalog;
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h);
+  cat = await loadRedemptionCatalog(h);
+  gwA = await gateway(h);
+  gwB = await gateway(h);
+});
+afterAll(async () => {
+  await gwA?.close();
+  await gwB?.close();
+  await h?.stop();
+});
+
+/** The connection is still served: a ping is answered. */
+async function alive(c: WsClient): Promise<void> {
+  const ref = uniq('p');
+  c.send({ op: 'ping', ref });
+  await c.arrival((m) => m.ref === ref && m.op === 'pong');
+}
+
+describe('open connections follow their token', () => {
+  it('token-revoke closes the switch sockets of that token on every gateway with 4001 token_revoked; others stay up', async () => {
+    const name = uniq('sw');
+    const tok = await token(h, 'switch', name);
+    const other = await token(h, 'switch');
+    const onA = await Client.connect(gwA.port, tok);
+    const onB = await Client.connect(gwB.port, tok);
+    const bystander = await Client.connect(gwB.port, other);
+    const [id] = await soldIds(h, talkProduct());
+    const call = uniq('c');
+    expect((await onB.request({ op: 'start', ref: 1, call, id, dest: '33612345678' })).op).toBe('started');
+
+    expect(await runCliIn(h, 'token-revoke', '--name', name)).toMatchObject({ code: 0 });
+
+    expect(await onA.closed).toEqual({ code: 4001, reason: 'token_revoked' });
+    expect(await onB.closed).toEqual({ code: 4001, reason: 'token_revoked' });
+    await alive(bystander);
+    // A new upgrade with it is refused, on either gateway.
+    await expect(Client.connect(gwB.port, tok)).rejects.toMatchObject({ status: 401 });
+    await bystander.close();
+  });
+
+  it('a scanner socket is closed with 4003 token_changed when its venue changes, and reconnects under the new venue', async () => {
+    const name = uniq('gate');
+    const tok = await token(h, 'scanner', name);
+    const s = await Scanner.connect(gwB.port, tok);
+    const [id] = await soldIds(h, cat.wallet);
+    expect((await s.validate({ id: id!, item: 'beer' })).op).toBe('valid');
+    const untouched = await Scanner.connect(gwB.port, await token(h, 'scanner'));
+
+    expect(await runCliIn(h, 'token-update', '--name', name, '--venue', OTHER_VENUE)).toMatchObject({ code: 0 });
+
+    expect(await s.closed).toEqual({ code: 4003, reason: 'token_changed' });
+    await alive(untouched);
+    // The same secret now scans at the other venue: its item list prices the beer.
+    const again = await Scanner.connect(gwA.port, tok);
+    expect(await again.validate({ id: id!, item: 'cocktail' })).toMatchObject({ op: 'valid' });
+    await again.close();
+    await untouched.close();
+  });
+
+  it('a change of role closes the socket too (4003)', async () => {
+    const name = uniq('sw');
+    const tok = await token(h, 'switch', name);
+    const c = await Client.connect(gwA.port, tok);
+    expect(await runCliIn(h, 'token-update', '--name', name, '--role', 'admin')).toMatchObject({ code: 0 });
+    expect(await c.closed).toEqual({ code: 4003, reason: 'token_changed' });
+  });
+
+  it('a revocation whose announcement was lost still closes the socket, by the version poll', async () => {
+    const tok = await token(h, 'scanner');
+    const s = await Scanner.connect(gwA.port, tok);
+    // What revokeTokens does, minus the PUBLISH: as if the subscriber missed it.
+    await h.r.hdel(keys.tokens, tokenHash(tok));
+    await h.r.incr(keys.catalogVersion);
+    expect(await s.closed).toEqual({ code: 4001, reason: 'token_revoked' });
+  });
+});
