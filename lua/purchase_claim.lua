@@ -4,15 +4,20 @@ KEYS[2] open purchases     ts:{bN}:purs (zset: record key -> created, ms), for t
 ARGV[1] now (ms)
 ARGV[2] request fingerprint (keyed hash of product, PIN and payment details)
 ARGV[3] lease (ms): how long this attempt owns the purchase before a retry may take over
-ARGV[4] TTL (s) of the record
+ARGV[4] TTL (s) of a new record (the purchase's end sets the TTL of its answer)
+ARGV[5] product, ARGV[6] price (micro-units), ARGV[7] currency: the terms of a new purchase, fixed here
+        once and used by every later step; empty: only resume (the abandoned-purchase sweep)
 Returns {'new'} (created, owned), {'resume', state} (an earlier attempt stopped midway; now owned),
 {'done', state} (finished: the answer is in the record), {'busy'} (another attempt owns it),
-or {'conflict'} (the same key was used for a different request).
+{'conflict'} (the same key was used for a different request), or {'gone'} (no such record, and
+ARGV[5] empty: nothing is created).
 ]]
 local f = redis.call('HMGET', KEYS[1], 'fp', 'st', 'lease')
 local now = tonumber(ARGV[1])
 if not f[1] then
-  redis.call('HSET', KEYS[1], 'fp', ARGV[2], 'st', 'new', 'lease', string.format('%d', now + tonumber(ARGV[3])), 'created', ARGV[1])
+  if ARGV[5] == '' then return { 'gone' } end
+  redis.call('HSET', KEYS[1], 'fp', ARGV[2], 'st', 'new', 'lease', string.format('%d', now + tonumber(ARGV[3])),
+    'created', ARGV[1], 'product', ARGV[5], 'price', ARGV[6], 'cur', ARGV[7])
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
   redis.call('ZADD', KEYS[2], ARGV[1], KEYS[1])
   return { 'new' }

@@ -47,6 +47,10 @@ const EnvSchema = Type.Object({
   HOLD_MS: Int(1000, 3_600_000, 600_000),
   ABANDON_AFTER_MS: Int(1000, 7 * 86_400_000, 1_800_000),
   PURCHASE_LEASE_MS: Int(100, 600_000, 30_000),
+  PURCHASE_DECLINED_TTL_SEC: Int(60, 30 * 86400, 3600),
+  BUY_LIMIT_WINDOW_SEC: Int(1, 86400, 3600),
+  BUY_LIMIT_PER_CLIENT: Int(1, 1_000_000, 20),
+  BUY_LIMIT_TOTAL: Int(1, 10_000_000, 5000),
   PIN_MAX_TRIES: Int(1, 100, 5),
   TRUST_PROXY: Type.Union([Type.Literal('0'), Type.Literal('1')], { default: '0' }),
   PIN_LOCK_SEC: Int(1, 86400, 900),
@@ -103,6 +107,14 @@ export interface Config {
   /** Take the client address from X-Forwarded-For (only behind a proxy that sets it). */
   trustProxy: boolean;
   purchaseLeaseMs: number;
+  /** How long a declined purchase's answer is kept for retries with its key. */
+  purchaseDeclinedTtlSec: number;
+  /**
+   * Purchases anonymous buyers (the buy page) may start per window: from one
+   * client address, and from all of them together. Retries of a purchase already
+   * started are not counted.
+   */
+  buyLimit: { windowSec: number; perClient: number; total: number };
   /** Wrong PINs before a check link locks, for how long, and per client address. */
   pin: { maxTries: number; lockSec: number; maxTriesPerClient: number };
   /** How long a scan's first answer is kept for retries and reversal. */
@@ -194,6 +206,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     abandonAfterMs: e.ABANDON_AFTER_MS,
     trustProxy: e.TRUST_PROXY === '1',
     purchaseLeaseMs: e.PURCHASE_LEASE_MS,
+    purchaseDeclinedTtlSec: e.PURCHASE_DECLINED_TTL_SEC,
+    buyLimit: { windowSec: e.BUY_LIMIT_WINDOW_SEC, perClient: e.BUY_LIMIT_PER_CLIENT, total: e.BUY_LIMIT_TOTAL },
     pin: { maxTries: e.PIN_MAX_TRIES, lockSec: e.PIN_LOCK_SEC, maxTriesPerClient: e.PIN_MAX_TRIES_PER_CLIENT },
     scanTtlSec: e.SCAN_TTL_SEC,
     guessLimit: e.GUESS_LIMIT,

@@ -73,6 +73,7 @@ export const REASONS = {
   // Sales
   unknown_product: reason(404, 'no such product'),
   out_of_stock: reason(409, 'sold out'),
+  too_many_purchases: reason(429, 'too many purchases started; retry after the time in Retry-After'),
   in_progress: reason(409, 'this purchase is being processed; retry shortly'),
   idempotency_conflict: reason(422, 'this Idempotency-Key was used for another purchase'),
   missing_idempotency_key: reason(400, 'send an Idempotency-Key header'),

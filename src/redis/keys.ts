@@ -34,6 +34,13 @@ export const keys = {
   purchase: (bucket: number, keyHash: string) => `${tag(bucket)}pur:${keyHash}`,
   /** Purchases not finished yet: record key -> created (ms), swept when abandoned. */
   openPurchases: (bucket: number) => `${tag(bucket)}purs`,
+  /**
+   * Purchases started by anonymous buyers in the current window, from one client
+   * address (keyed hash) and in total. Both in bucket 0's slot, so one script
+   * call counts against both.
+   */
+  buysOfClient: (clientHash: string) => `${tag(0)}buyc:${clientHash}`,
+  buysTotal: `${tag(0)}buyall`,
   /** Wrong PINs from one client address in the current window. */
   pinMisses: (bucket: number, client: string) => `${tag(bucket)}pinip:${client}`,
   /** Where a switch's call lives: call key -> ID key. Tagged by the call key's own bucket. */

@@ -24,6 +24,12 @@ export class Inventory {
     return total;
   }
 
+  /** Whether any ID of the product is left: the picture when it shows some, else Redis asked afresh. */
+  async inStock(product: string): Promise<boolean> {
+    if ((await this.counts(product, false)).size > 0) return true;
+    return (await this.counts(product, true)).size > 0;
+  }
+
   private async counts(product: string, fresh: boolean): Promise<Map<number, number>> {
     const known = this.stock.get(product);
     if (!fresh && known && Date.now() - known.at < this.maxAgeMs) return known.counts;

@@ -5,17 +5,21 @@ import type { Product } from '../catalog/schema';
 import { bucketOfKey, keys } from '../redis/keys';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
-import { claimPurchase, sellId } from './scripts';
+import { admitPurchase, claimPurchase, sellId } from './scripts';
 import type { PaymentProvider } from './provider';
 import type { Metrics } from '../observability/metrics';
 import { isReason, messageOf, type Reason } from '../protocol/reasons';
+import { PIN_PATTERN } from '../protocol/sales';
 
 /**
- * One purchase, start to finish, safe to retry at any point: reserve an ID,
- * authorize and capture at the card company, then sell the ID with the buyer's
- * PIN and record the sale. Where it stands is kept in Redis under the
- * Idempotency-Key, so a retry (or another gateway) picks up exactly where an
- * earlier attempt stopped, and asks the provider when an answer was lost.
+ * One purchase, start to finish, safe to retry at any point: check the request,
+ * fix its price, authorize at the card company, only then reserve an ID,
+ * capture, and sell the ID with the buyer's PIN and record the sale. Where it
+ * stands is kept in Redis under the Idempotency-Key, so a retry (or another
+ * gateway) picks up exactly where an earlier attempt stopped, and asks the
+ * provider when an answer was lost. Nothing is written for a request that fails
+ * its checks, and an anonymous buyer's new purchases are counted per client
+ * address and in total (BUY_LIMIT_*).
  */
 export interface PurchaseRequest {
   product: string;
@@ -33,9 +37,17 @@ export interface Sold {
   currency: string;
 }
 
-/** A refusal's reason is one of the catalogue's (protocol/reasons.ts) or, for a decline, the card company's own. */
-export type PurchaseResult = ({ ok: true } & Sold) | { ok: false; reason: string; message: string };
+/**
+ * A refusal's reason is one of the catalogue's (protocol/reasons.ts) or, for a decline, the card company's own;
+ * `retryAfter` (seconds) comes with too_many_purchases.
+ */
+export type PurchaseResult =
+  ({ ok: true } & Sold) | { ok: false; reason: string; message: string; retryAfter?: number };
 
+/**
+ * `reserved` is only found in records written before IDs were reserved after
+ * authorizing; such a record resumes as `new` with the ID it holds.
+ */
 type State = 'new' | 'reserved' | 'authorizing' | 'authorized' | 'capturing' | 'captured' | 'done' | 'declined';
 
 interface PurchaseRecord {
@@ -43,6 +55,10 @@ interface PurchaseRecord {
   /** Keyed fingerprint of the request the purchase was claimed for. */
   fp?: string;
   product?: string;
+  /** Price (micro-units) and currency, fixed when the purchase started. */
+  price?: string;
+  cur?: string;
+  /** The ID held for it, once the card company authorized. */
   idHash?: string;
   bucket?: string;
   commission?: string;
@@ -50,9 +66,63 @@ interface PurchaseRecord {
   reason?: string;
 }
 
-const PURCHASE_TTL_SEC = 30 * 86400;
+/** A sold purchase's answer is kept this long for retries (a declined one PURCHASE_DECLINED_TTL_SEC). */
+const SOLD_TTL_SEC = 30 * 86400;
+/** An unfinished one lives a day past ABANDON_AFTER_MS, by when the sweep has settled it. */
+const openTtlSec = (abandonAfterMs: number): number => Math.ceil(abandonAfterMs / 1000) + 86400;
 
 const fail = (reason: Reason, message = messageOf(reason)): PurchaseResult => ({ ok: false, reason, message });
+
+/**
+ * Whether a product is on sale to the public (the buy page and the sales API).
+ * The one place that says so: the product's web-shop sales-channel flag feeds
+ * it once products carry one; until then every product is.
+ */
+export function isOnPublicSale(_product: Product): boolean {
+  return true;
+}
+
+const CARD_DIGITS = /^[0-9]{12,19}$/;
+const CARD_PIN = /^[0-9]{4,12}$/;
+const PIN = new RegExp(PIN_PATTERN);
+
+/**
+ * The checks a purchase passes before anything is written: the buyer's PIN, the
+ * card number (12 to 19 digits once spaces are gone) and card PIN well-formed.
+ * Whether the product exists and is on public sale is checked next, by the caller.
+ */
+export function malformedPurchase(req: PurchaseRequest): PurchaseResult | undefined {
+  if (!PIN.test(req.pin)) return fail('bad_value', 'the PIN must be 4 to 12 digits');
+  if (!CARD_DIGITS.test(req.card)) return fail('card_invalid');
+  if (!CARD_PIN.test(req.cardPin)) return fail('bad_value', 'the card PIN must be 4 to 12 digits');
+  return undefined;
+}
+
+/**
+ * An anonymous buyer as the limits count it: an IPv4 address as it is, an IPv6
+ * address by its /64 (what one subscriber is usually given), an IPv4-mapped
+ * IPv6 address as its IPv4 address.
+ */
+export function clientGroup(address: string): string {
+  const a = address.trim().toLowerCase();
+  if (!a.includes(':')) return a;
+  const dotted = /(?:^|:)(\d{1,3}(?:\.\d{1,3}){3})$/.exec(a);
+  if (dotted) return dotted[1]!;
+  const [head = '', tail] = a.split('::');
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups =
+    tail === undefined ? h : [...h, ...Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+  const n = groups.map((g) => parseInt(g || '0', 16));
+  if (n.length !== 8 || n.some((x) => !(x >= 0 && x <= 0xffff))) return a;
+  // ::ffff:a.b.c.d written in hex (as some servers report IPv4 clients of a dual-stack socket).
+  if (n.slice(0, 5).every((x) => x === 0) && n[5] === 0xffff)
+    return [n[6]! >> 8, n[6]! & 255, n[7]! >> 8, n[7]! & 255].join('.');
+  return `${n
+    .slice(0, 4)
+    .map((x) => x.toString(16))
+    .join(':')}::/64`;
+}
 
 export class Purchases {
   constructor(
@@ -71,14 +141,57 @@ export class Purchases {
     return { key: keys.purchase(bucket, h), ref: `tsp_${h}`, open: keys.openPurchases(bucket) };
   }
 
-  async purchase(channel: string, idemKey: string, req: PurchaseRequest): Promise<PurchaseResult> {
-    const r = await this.attempt(channel, idemKey, req);
+  /**
+   * `client`: the address of an anonymous buyer (the buy page), whose new
+   * purchases count against BUY_LIMIT_PER_CLIENT and BUY_LIMIT_TOTAL.
+   */
+  async purchase(channel: string, idemKey: string, req: PurchaseRequest, client?: string): Promise<PurchaseResult> {
+    const r = await this.attempt(channel, idemKey, req, client);
     this.metrics?.purchases.inc({ outcome: r.ok ? 'sold' : r.reason });
     return r;
   }
 
-  private async attempt(channel: string, idemKey: string, req: PurchaseRequest): Promise<PurchaseResult> {
+  private async attempt(
+    channel: string,
+    idemKey: string,
+    req: PurchaseRequest,
+    client: string | undefined,
+  ): Promise<PurchaseResult> {
+    // Deterministic checks first: a refusal here writes nothing, and a retry gets the same refusal.
+    const malformed = malformedPurchase(req);
+    if (malformed) return malformed;
     const { key, ref, open } = this.recordKey(idemKey);
+    const product = this.catalog.product(req.product);
+    const onSale = product !== undefined && isOnPublicSale(product);
+    // A purchase already started goes on (or answers) whatever its product or stock has become since.
+    let started: boolean | undefined;
+    const isStarted = async (): Promise<boolean> => (started ??= (await this.ctx.redis.exists(key)) === 1);
+    if (!onSale && !(await isStarted())) return fail('unknown_product');
+    // Sold out: said before anything is written or the card company is asked. (Stock is taken only after
+    // the card company authorizes, so a buyer may still find it gone then: the payment is voided.)
+    if (onSale && !(await this.inventory.inStock(product.name)) && !(await isStarted())) return fail('out_of_stock');
+    if (client !== undefined && !(await isStarted())) {
+      const { perClient, total, windowSec } = this.ctx.cfg.buyLimit;
+      const admitted = await admitPurchase(
+        this.ctx.scripts,
+        this.ctx.ids.mac(`buyer:${clientGroup(client)}`).slice(0, 32),
+        {
+          perClient,
+          total,
+          windowMs: windowSec * 1000,
+        },
+      );
+      if (!admitted.ok)
+        return {
+          ok: false,
+          reason: 'too_many_purchases',
+          message:
+            admitted.by === 'client'
+              ? 'too many purchases from this address; retry after the time in Retry-After'
+              : 'too many purchases right now; retry after the time in Retry-After',
+          retryAfter: Math.max(1, Math.ceil(admitted.waitMs / 1000)),
+        };
+    }
     // Keyed: the fingerprint must not let a Redis reader test PINs or card numbers.
     const fp = this.ctx.ids.mac(JSON.stringify([req.product, req.pin, req.card, req.cardPin]));
     const claim = await claimPurchase(this.ctx.scripts, {
@@ -86,9 +199,13 @@ export class Purchases {
       open,
       fingerprint: fp,
       leaseMs: this.ctx.cfg.purchaseLeaseMs,
-      ttlSec: PURCHASE_TTL_SEC,
+      ttlSec: openTtlSec(this.ctx.cfg.abandonAfterMs),
+      // The price and currency are fixed here, once: what is authorized, sold, recorded and answered.
+      terms: onSale ? { product: product.name, price: product.price, currency: product.currency } : undefined,
     });
     switch (claim) {
+      case 'gone':
+        return fail('unknown_product');
       case 'conflict':
         return fail('idempotency_conflict');
       case 'busy':
@@ -110,9 +227,12 @@ export class Purchases {
 
   private async set(key: string, fields: { [k: string]: string | number }): Promise<void> {
     await this.ctx.redis.hset(key, fields);
-    // A purchase that ended leaves the open set (same bucket as its record).
-    if (fields.st === 'done' || fields.st === 'declined')
+    // A purchase that ended keeps its answer for retries, a sale's longer than a decline's,
+    // and leaves the open set (same bucket as its record).
+    if (fields.st === 'done' || fields.st === 'declined') {
+      await this.ctx.redis.expire(key, fields.st === 'done' ? SOLD_TTL_SEC : this.ctx.cfg.purchaseDeclinedTtlSec);
       await this.ctx.redis.zrem(keys.openPurchases(bucketOfKey(key)), key);
+    }
   }
 
   private answerOf(r: PurchaseRecord): PurchaseResult {
@@ -137,6 +257,23 @@ export class Purchases {
     return fail('payment_pending');
   }
 
+  /** Cancels what the card company holds, then declines; when it does not answer, the purchase stays as it is. */
+  private async voidThenDecline(key: string, ref: string, reason: string, r: PurchaseRecord): Promise<PurchaseResult> {
+    const v = await this.provider.void(ref);
+    // Still unknown: a retry (or the abandoned-purchase sweep) voids it.
+    if (v.status === 'unknown') return this.pending();
+    return this.decline(key, reason, r);
+  }
+
+  /** Takes an ID of the purchase's product for it; false when none is left. */
+  private async hold(key: string, r: PurchaseRecord): Promise<boolean> {
+    const held = await this.inventory.reserve(r.product!, Date.now() + this.ctx.cfg.holdMs);
+    if (!held) return false;
+    Object.assign(r, { idHash: held.idHash, bucket: String(held.bucket) });
+    await this.set(key, { idHash: held.idHash, bucket: held.bucket });
+    return true;
+  }
+
   private async run(
     key: string,
     ref: string,
@@ -144,15 +281,21 @@ export class Purchases {
     req: PurchaseRequest,
     r: PurchaseRecord,
   ): Promise<PurchaseResult> {
-    const product = this.catalog.product(r.product ?? req.product);
-    if (!product) return this.decline(key, 'unknown_product', r);
+    if (r.price === undefined || r.cur === undefined || r.product === undefined) {
+      // A record from before terms were fixed at the start: fix them now, once.
+      const product = this.catalog.product(r.product ?? req.product);
+      if (!product) return this.decline(key, 'unknown_product', r);
+      Object.assign(r, { product: product.name, price: String(product.price), cur: product.currency });
+      await this.set(key, { product: product.name, price: product.price, cur: product.currency });
+    }
+    if (r.st === 'reserved') r.st = 'new';
 
     // An attempt that lost its answer resumes by asking the card company what happened.
     if (r.st === 'authorizing' || r.st === 'capturing') {
       const s = await this.provider.status(ref);
       if (s.state === 'unknown') return this.pending();
       if (s.state === 'declined' || s.state === 'voided') return this.decline(key, s.reason ?? s.state, r);
-      if (s.state === 'none') r.st = 'reserved';
+      if (s.state === 'none') r.st = 'new';
       if (s.state === 'authorized') r.st = 'authorized';
       if (s.state === 'captured') {
         r.st = 'captured';
@@ -162,20 +305,13 @@ export class Purchases {
     }
 
     if (r.st === 'new') {
-      const held = await this.inventory.reserve(product.name, Date.now() + this.ctx.cfg.holdMs);
-      if (!held) return this.decline(key, 'out_of_stock', r);
-      Object.assign(r, { st: 'reserved', product: product.name, idHash: held.idHash, bucket: String(held.bucket) });
-      await this.set(key, { st: 'reserved', product: product.name, idHash: held.idHash, bucket: held.bucket });
-    }
-
-    if (r.st === 'reserved') {
       await this.set(key, { st: 'authorizing' });
       const a = await this.provider.authorize({
         reference: ref,
         card: req.card,
         cardPin: req.cardPin,
-        amount: product.price,
-        currency: product.currency,
+        amount: Number(r.price),
+        currency: r.cur!,
       });
       if (a.status === 'unknown') return this.pending();
       if (a.status === 'declined') return this.decline(key, a.reason, r);
@@ -184,33 +320,42 @@ export class Purchases {
     }
 
     if (r.st === 'authorized') {
+      // Stock is taken only once the card company holds the money: a declined card, or one whose
+      // answer never came, holds no ID.
+      if (!r.idHash && !(await this.hold(key, r))) return this.voidThenDecline(key, ref, 'out_of_stock', r);
       await this.set(key, { st: 'capturing' });
       const c = await this.provider.capture(ref);
       if (c.status === 'unknown') return this.pending();
-      if (c.status !== 'captured') {
+      if (c.status !== 'captured')
         // Do not leave the buyer's credit held for an ID they will not get.
-        await this.provider.void(ref);
-        return this.decline(key, c.status === 'declined' ? c.reason : 'capture_failed', r);
-      }
+        return this.voidThenDecline(key, ref, c.status === 'declined' ? c.reason : 'capture_failed', r);
       r.st = 'captured';
       r.commission = String(c.commission);
       await this.set(key, { st: 'captured', commission: c.commission });
     }
 
     if (r.st !== 'captured') throw new Error(`purchase ${ref} in unexpected state ${r.st}`);
-    return this.sell(key, ref, channel, req, product, r);
+    return this.sell(key, ref, channel, req, r);
   }
 
-  /** Paid for: sell the held ID (or, if its hold ran out meanwhile, another one). */
+  /** Paid for: sell the held ID (or, if its hold ran out meanwhile, another one), at the purchase's own price. */
   private async sell(
     key: string,
     ref: string,
     channel: string,
     req: PurchaseRequest,
-    product: Product,
     r: PurchaseRecord,
   ): Promise<PurchaseResult> {
     const pinHash = await hashPin(req.pin);
+    const product = r.product!;
+    const price = Number(r.price);
+    const currency = r.cur!;
+    // Paid with no ID held (the hold ran out and was taken): another one, or the payment goes back.
+    const outOfStock = (): Promise<PurchaseResult> => {
+      this.log.warn({ ref }, 'paid but sold out meanwhile: voiding the payment');
+      return this.voidThenDecline(key, ref, 'out_of_stock', { st: 'captured' });
+    };
+    if (!r.idHash && !(await this.hold(key, r))) return outOfStock();
     for (let attempt = 0; attempt < 5; attempt++) {
       const bucket = Number(r.bucket);
       const idKey = keys.id(bucket, r.idHash!);
@@ -220,8 +365,9 @@ export class Purchases {
         idKey,
         bucket,
         checkHash: this.ctx.ids.mac(`chk:${token}`).slice(0, 32),
-        product: product.name,
-        price: product.price,
+        product,
+        price,
+        currency,
         channel,
         purchaseRef: ref,
         providerRef: ref,
@@ -235,9 +381,9 @@ export class Purchases {
           id: this.ctx.ids.unseal(sealed!),
           checkUrl: `${base}/check/${bucket}/${token}`,
           accessUrl: `${base}/access`,
-          product: product.name,
-          price: product.price,
-          currency: product.currency,
+          product,
+          price,
+          currency,
         };
         const { id, ...rest } = sold;
         await this.set(key, { st: 'done', answer: JSON.stringify({ ...rest, sealed }) });
@@ -245,14 +391,7 @@ export class Purchases {
       }
       if (res.reason !== 'not_reserved') throw new Error(`sell refused: ${res.reason}`);
       // The hold ran out while the card company took its time: take another ID.
-      const held = await this.inventory.reserve(product.name, Date.now() + this.ctx.cfg.holdMs);
-      if (!held) {
-        this.log.warn({ ref }, 'paid but sold out meanwhile: voiding the payment');
-        await this.provider.void(ref);
-        return this.decline(key, 'out_of_stock', { st: 'captured' });
-      }
-      Object.assign(r, { idHash: held.idHash, bucket: String(held.bucket) });
-      await this.set(key, { idHash: held.idHash, bucket: held.bucket });
+      if (!(await this.hold(key, r))) return outOfStock();
     }
     throw new Error(`purchase ${ref}: could not sell`);
   }
@@ -277,9 +416,10 @@ export class Purchases {
         }
         const claim = await claimPurchase(
           this.ctx.scripts,
-          { key, open, fingerprint: r.fp ?? '', leaseMs: purchaseLeaseMs, ttlSec: PURCHASE_TTL_SEC },
+          { key, open, fingerprint: r.fp ?? '', leaseMs: purchaseLeaseMs, ttlSec: openTtlSec(abandonAfterMs) },
           now,
         );
+        if (claim === 'gone') await this.ctx.redis.zrem(open, key);
         if (claim !== 'resume') continue;
         const ref = `tsp_${key.slice(key.lastIndexOf(':') + 1)}`;
         try {

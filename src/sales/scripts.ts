@@ -1,6 +1,6 @@
 /**
  * The sales domain's Lua scripts (lua/reserve, release, sell, purchase_claim,
- * pin_attempt, refund): one function each, building KEYS/ARGV from named
+ * purchase_admit, pin_attempt, refund): one function each, building KEYS/ARGV from named
  * arguments and decoding the reply into a named type. Nothing else in sales/
  * calls a script or reads a raw reply.
  */
@@ -44,6 +44,8 @@ export interface SaleTerms {
   checkHash: string;
   product: string;
   price: number;
+  /** The price's currency. */
+  currency: string;
   channel: string;
   purchaseRef: string;
   providerRef: string;
@@ -60,7 +62,7 @@ export async function sellId(scripts: Scripts, t: SaleTerms, now = Date.now()): 
   const r = await scripts.run(
     'sell',
     [t.idKey, keys.reservations(t.bucket), keys.sales(t.bucket), keys.check(t.bucket, t.checkHash)],
-    [now, t.product, t.price, t.channel, t.purchaseRef, t.providerRef, t.commission, t.pinHash],
+    [now, t.product, t.price, t.channel, t.purchaseRef, t.providerRef, t.commission, t.pinHash, t.currency],
   );
   if (Array.isArray(r) && r[0] === 'ok')
     return { ok: true, face: Number(r[1]), record: String(r[2] ?? ''), duplicate: r[3] === 1 };
@@ -74,8 +76,8 @@ export async function sellId(scripts: Scripts, t: SaleTerms, now = Date.now()): 
 }
 
 /** Where a purchase stands once claimed by its Idempotency-Key. */
-export type PurchaseClaim = 'new' | 'resume' | 'done' | 'busy' | 'conflict';
-const CLAIMS: readonly string[] = ['new', 'resume', 'done', 'busy', 'conflict'] satisfies PurchaseClaim[];
+export type PurchaseClaim = 'new' | 'resume' | 'done' | 'busy' | 'conflict' | 'gone';
+const CLAIMS: readonly string[] = ['new', 'resume', 'done', 'busy', 'conflict', 'gone'] satisfies PurchaseClaim[];
 
 export interface ClaimTerms {
   /** The purchase record and the open-purchases set of its bucket. */
@@ -84,14 +86,42 @@ export interface ClaimTerms {
   /** Keyed fingerprint of the request: the same key with other details is a conflict. */
   fingerprint: string;
   leaseMs: number;
+  /** TTL of a new record. */
   ttlSec: number;
+  /** A new purchase's terms, fixed in its record; without them an absent record is 'gone' (not created). */
+  terms?: { product: string; price: number; currency: string };
 }
 
 /** Claims a purchase for this attempt, or tells who has it and how far it got. */
 export async function claimPurchase(scripts: Scripts, c: ClaimTerms, now = Date.now()): Promise<PurchaseClaim> {
-  const r = await scripts.run('purchase_claim', [c.key, c.open], [now, c.fingerprint, c.leaseMs, c.ttlSec]);
+  const t = c.terms;
+  const r = await scripts.run(
+    'purchase_claim',
+    [c.key, c.open],
+    [now, c.fingerprint, c.leaseMs, c.ttlSec, t?.product ?? '', t?.price ?? 0, t?.currency ?? ''],
+  );
   if (Array.isArray(r) && typeof r[0] === 'string' && CLAIMS.includes(r[0])) return r[0] as PurchaseClaim;
   throw replyError('purchase_claim', r);
+}
+
+/** An anonymous buyer's new purchase admitted, or refused by its client's count or the total, for `waitMs`. */
+export type Admission = { ok: true } | { ok: false; by: 'client' | 'total'; waitMs: number };
+
+/** Counts a new purchase of an anonymous buyer against the per-client and total limits of the window. */
+export async function admitPurchase(
+  scripts: Scripts,
+  clientHash: string,
+  limits: { perClient: number; total: number; windowMs: number },
+): Promise<Admission> {
+  const r = await scripts.run(
+    'purchase_admit',
+    [keys.buysOfClient(clientHash), keys.buysTotal],
+    [limits.perClient, limits.total, limits.windowMs],
+  );
+  if (Array.isArray(r) && r[0] === 'ok') return { ok: true };
+  if (Array.isArray(r) && (r[0] === 'client' || r[0] === 'total') && typeof r[1] === 'number')
+    return { ok: false, by: r[0] as 'client' | 'total', waitMs: r[1] };
+  throw replyError('purchase_admit', r);
 }
 
 /** A check link's PIN gate: open (with the attempt's number), a wrong PIN (with tries left), or locked until a time (ms). */

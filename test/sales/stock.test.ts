@@ -37,8 +37,11 @@ beforeAll(async () => {
   await seedCatalog(h, [ONE, NONE, RUSH]);
   await mint(h, ONE, 1);
   await mint(h, RUSH, 103);
-  gw = await gateway(h);
-  gw2 = await gateway(h);
+  // In a rush every buyer is authorized before an ID is taken: on a loaded test machine the in-process
+  // card company may take longer than the default timeout to answer them all.
+  const patient = { provider: { ...h.cfg.provider, timeoutMs: 30_000 } };
+  gw = await gateway(h, patient);
+  gw2 = await gateway(h, patient);
   salesTok = await token(h, 'sales', SALES);
 });
 afterAll(async () => {
@@ -120,10 +123,14 @@ describe('a rush on the last 100 IDs', () => {
       expect(soldHashes).toContain(hashOf(h, id));
       expect((await idFields(h, id)).st).toBe('sold');
     }
-    // Charged exactly for what was sold; refused buyers never reached the card company.
+    // Charged exactly for what was sold. A refused buyer either found it sold out before the card company
+    // was asked, or was authorized first (stock is taken only then) and that authorization was voided.
     expect(await usedCredit(h, m.card)).toBe(103 * 1_100_000);
     const refusedKeys = keysUsed.filter((_, i) => results[i]!.status !== 200);
-    for (const k of refusedKeys.slice(0, 10)) expect((await payment(h, refOf(k))).status).toBe(404);
+    for (const k of refusedKeys) {
+      const p = await payment(h, refOf(k));
+      expect(p.status === 404 || p.body.state === 'voided').toBe(true);
+    }
     expect([...h.sandbox.payments.values()].filter((p) => p.card === m.card && p.state === 'captured')).toHaveLength(
       103,
     );

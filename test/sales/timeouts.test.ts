@@ -8,7 +8,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
 import { hashOf } from '../support/redis';
-import { sleep } from '../support/wait';
+import { putProducts } from '../../src/catalog/store';
+import { sleep, until } from '../support/wait';
 import {
   addMember,
   buy,
@@ -33,6 +34,8 @@ const SALES = 'shop-t';
 let salesTok: string;
 const PRICE = 3_000_000;
 const P = product('talk-t', { face: 2_500_000, price: PRICE });
+/** Its price changes while a purchase of it is pending. */
+const REPRICED = product('talk-repriced', { face: 2_500_000, price: 4_000_000 });
 /** One unit only: for a buyer who comes back after the last ID went to someone else. */
 const LAST = product('talk-last', { face: 1_000_000, price: 1_500_000 });
 const PENDING = {
@@ -50,7 +53,8 @@ const orig = {
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [P, LAST]);
+  await seedCatalog(h, [P, LAST, REPRICED]);
+  await mint(h, REPRICED, 2);
   await mint(h, P, 20);
   await mint(h, LAST, 1);
   gw = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
@@ -73,6 +77,23 @@ afterEach(async () => {
   h.sandbox.authorize = (b) => (calls.authorize++, orig.authorize(b));
 });
 
+/** Authorize answers; the capture after it does its work and never answers: the purchase stops holding an ID. */
+function hangAtCapture(): void {
+  h.sandbox.authorize = (b) => {
+    calls.authorize++;
+    h.sandbox.authorize = (b2) => (calls.authorize++, orig.authorize(b2));
+    const p = orig.authorize(b);
+    h.sandbox.faults.hangNext = 1;
+    return p;
+  };
+}
+
+/** Waits until every hold has run out (holds are taken after the card company authorized, so not at a known time). */
+async function holdsRunOut(): Promise<void> {
+  const untils = [...(await reservations(h)).values()];
+  await sleep(Math.max(0, ...untils) + 100 - Date.now());
+}
+
 describe('unknown outcome at authorize', () => {
   it('503 payment_pending; the retry asks the card company, captures and sells, charging once', async () => {
     const m = await addMember(h, 100_000_000);
@@ -85,15 +106,15 @@ describe('unknown outcome at authorize', () => {
     expect(first.status).toBe(503);
     expect(first.json).toEqual(PENDING);
 
-    // The card company did authorize (the answer was lost); the ID is held, not sold.
+    // The card company did authorize (the answer was lost); no ID is held yet: stock is taken once authorized.
     const ref = refOf(key);
     expect(await payment(h, ref)).toEqual({
       status: 200,
       body: { state: 'authorized', authId: expect.stringMatching(/^auth_/) },
     });
     expect(await usedCredit(h, m.card)).toBe(PRICE);
-    expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
-    expect((await reservations(h)).size).toBe(1);
+    expect(await stock(h, 'talk-t')).toBe(stockBefore);
+    expect((await reservations(h)).size).toBe(0);
     expect((await saleRecords(h)).filter((r) => r.ref === ref)).toHaveLength(0);
     expect(calls).toEqual({ authorize: 1, capture: 0 });
 
@@ -125,7 +146,7 @@ describe('unknown outcome at authorize', () => {
     expect(calls).toEqual({ authorize: 1, capture: 1 });
   });
 
-  it('a decline discovered on the retry: 402 with the card company’s reason, the ID goes back', async () => {
+  it('a decline discovered on the retry: 402 with the card company’s reason, no ID was held', async () => {
     const m = await addMember(h, PRICE - 1);
     const key = newKey('hang-decl');
     const stockBefore = await stock(h, 'talk-t');
@@ -133,7 +154,8 @@ describe('unknown outcome at authorize', () => {
     const first = await buy(gw, salesTok, key, 'talk-t', m);
     expect(first.status).toBe(503);
     expect(first.json).toEqual(PENDING);
-    expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
+    expect(await stock(h, 'talk-t')).toBe(stockBefore);
+    expect((await reservations(h)).size).toBe(0);
     expect(await payment(h, refOf(key))).toEqual({
       status: 200,
       body: { state: 'declined', reason: 'insufficient_funds' },
@@ -165,7 +187,7 @@ describe('unknown outcome at authorize', () => {
     expect(calls).toEqual({ authorize: 0, capture: 0 });
     expect(h.sandbox.payments.has(refOf(key))).toBe(false);
     expect(await usedCredit(h, m.card)).toBe(0);
-    expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
+    expect(await stock(h, 'talk-t')).toBe(stockBefore);
 
     await setFaults(h, { failRate: 0 });
     const third = await buy(gw, salesTok, key, 'talk-t', m);
@@ -183,13 +205,7 @@ describe('unknown outcome at capture', () => {
     const m = await addMember(h, 100_000_000);
     const key = newKey('hang-cap');
     const stockBefore = await stock(h, 'talk-t');
-    // Authorize answers; the call after it (the capture) does its work and never answers.
-    h.sandbox.authorize = (b) => {
-      calls.authorize++;
-      const p = orig.authorize(b);
-      h.sandbox.faults.hangNext = 1;
-      return p;
-    };
+    hangAtCapture();
     const first = await buy(gw, salesTok, key, 'talk-t', m);
     expect(first.status).toBe(503);
     expect(first.json).toEqual(PENDING);
@@ -225,7 +241,7 @@ describe('expired holds', () => {
     try {
       const m = await addMember(h, 100_000_000);
       const before = await inventoryHashes(h, 'talk-t');
-      await setFaults(h, { hangNext: 1 });
+      hangAtCapture();
       const t0 = Date.now();
       expect((await buy(g, salesTok, newKey('gone'), 'talk-t', m)).status).toBe(503);
       const held = await reservations(h);
@@ -254,11 +270,10 @@ describe('expired holds', () => {
       const m = await addMember(h, 100_000_000);
       const key = newKey('late');
       const stockBefore = await stock(h, 'talk-t');
-      await setFaults(h, { hangNext: 1 });
-      const t0 = Date.now();
+      hangAtCapture();
       expect((await buy(g, salesTok, key, 'talk-t', m)).status).toBe(503);
       expect(await stock(h, 'talk-t')).toBe(stockBefore - 1);
-      await sleep(t0 + 900 - Date.now());
+      await holdsRunOut();
       // The gateway sweeps on its own every holdMs; whichever sweep ran, the hold is gone.
       await g.inventory.sweepHolds();
       expect((await reservations(h)).size).toBe(0);
@@ -281,11 +296,10 @@ describe('expired holds', () => {
       const late = await addMember(h, 100_000_000);
       const other = await addMember(h, 100_000_000);
       const key = newKey('late-last');
-      await setFaults(h, { hangNext: 1 });
-      const t0 = Date.now();
+      hangAtCapture();
       expect((await buy(g, salesTok, key, 'talk-last', late)).status).toBe(503);
       expect(await stock(h, 'talk-last')).toBe(0);
-      await sleep(t0 + 900 - Date.now());
+      await holdsRunOut();
       await g.inventory.sweepHolds();
       expect(await stock(h, 'talk-last')).toBe(1);
       const sold = await buy(g, salesTok, newKey('other'), 'talk-last', other);
@@ -312,7 +326,7 @@ describe('a buyer who never comes back', () => {
     const m = await addMember(h, 100_000_000);
     const key = newKey('abandon');
     const stockBefore = await stock(h, 'talk-t');
-    await setFaults(h, { hangNext: 1 });
+    hangAtCapture();
     expect((await buy(gw, salesTok, key, 'talk-t', m)).status).toBe(503);
     const ref = refOf(key);
     expect(await usedCredit(h, m.card)).toBe(PRICE);
@@ -339,5 +353,42 @@ describe('a buyer who never comes back', () => {
     expect(late.status).toBe(402);
     expect(late.json.error.reason).toBe('abandoned');
     expect(await usedCredit(h, m.card)).toBe(0);
+  });
+});
+
+describe('the price of a purchase', () => {
+  it('is fixed when it starts: repriced while the card company hangs, the retry charges, records and answers the first price', async () => {
+    const first = REPRICED.price;
+    const next = 9_000_000;
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('reprice');
+    await setFaults(h, { hangNext: 1 });
+    expect((await buy(gw, salesTok, key, REPRICED.name, m)).status).toBe(503);
+
+    await putProducts(h.ctx.redis, [{ ...REPRICED, price: next }]);
+    await until(() => gw.catalog.product(REPRICED.name)?.price === next, 10_000, 20, 'the new price');
+
+    const r = await buy(gw, salesTok, key, REPRICED.name, m);
+    expect(r.status).toBe(200);
+    expect(r.json).toMatchObject({ product: REPRICED.name, price: first, currency: 'EUR' });
+    expect(await usedCredit(h, m.card)).toBe(first);
+    expect(await payment(h, refOf(key))).toMatchObject({
+      status: 200,
+      body: { state: 'captured', commission: commissionOf(first) },
+    });
+    const recs = await recordsOf(h, hashOf(h, r.json.id));
+    expect(recs).toHaveLength(1);
+    expect(recs[0]).toMatchObject({
+      price: String(first),
+      currency: 'EUR',
+      commission: String(commissionOf(first)),
+      net: String(first - commissionOf(first)),
+    });
+    // The same answer again; and a new purchase pays the new price.
+    expect((await buy(gw, salesTok, key, REPRICED.name, m)).json).toEqual(r.json);
+    const fresh = await buy(gw, salesTok, newKey('repriced-new'), REPRICED.name, m);
+    expect(fresh.status).toBe(200);
+    expect(fresh.json.price).toBe(next);
+    expect(await usedCredit(h, m.card)).toBe(first + next);
   });
 });

@@ -79,8 +79,9 @@ export function pageRoutes(app: TemplatedApp, d: PageDeps): void {
     guard(reply, async () => send(reply, 200, 'Buy', await buy()));
   });
 
-  app.post('/buy', (res) => {
+  app.post('/buy', (res, req) => {
     const reply = replyFor(res);
+    const client = clientAddress(res, req, d.trustProxy);
     const form = readForm(res, FORM_LIMIT);
     guard(reply, async () => {
       const f = await form;
@@ -91,12 +92,13 @@ export function pageRoutes(app: TemplatedApp, d: PageDeps): void {
       if (!BuyForm.card.test(card))
         return send(reply, 400, 'Buy', await buy('Please enter the card number (digits only).'));
       if (!BuyForm.nonce.test(nonce)) return send(reply, 400, 'Buy', await buy('The form expired; please try again.'));
-      const r = await d.purchases.purchase('web', `web/${nonce}`, {
-        product: f.get('product') ?? '',
-        pin,
-        card,
-        cardPin: f.get('cardPin') ?? '',
-      });
+      // The same checks as the sales API's (product on sale, card and PIN well-formed), before anything is written.
+      const r = await d.purchases.purchase(
+        'web',
+        `web/${nonce}`,
+        { product: f.get('product') ?? '', pin, card, cardPin: f.get('cardPin') ?? '' },
+        client,
+      );
       if (!r.ok) {
         // Outcome unknown (card company silent, or still working): the form keeps this purchase's
         // nonce, so submitting the same details again finishes it and never charges twice.
@@ -104,12 +106,9 @@ export function pageRoutes(app: TemplatedApp, d: PageDeps): void {
         const text = pending
           ? 'The card company has not answered yet. Submit the same details again in a moment: you will not be charged twice.'
           : r.message;
-        return send(
-          reply,
-          statusOf(r.reason, 402),
-          'Not sold',
-          notSoldPage(text, pending, await buy(undefined, pending ? nonce : undefined)),
-        );
+        const body = page('Not sold', notSoldPage(text, pending, await buy(undefined, pending ? nonce : undefined)));
+        const headers: Record<string, string> = r.retryAfter ? { 'Retry-After': String(r.retryAfter) } : {};
+        return reply.send(statusOf(r.reason, 402), body, HTML, headers);
       }
       send(reply, 200, 'Your number', soldPage(r, d.catalog.product(r.product)?.title ?? r.product));
     });
