@@ -94,7 +94,7 @@ export interface Config {
   wsIdleTimeoutSec: number;
   /** Where buyers reach us: check and access-number links are built on it. */
   publicUrl?: string;
-  /** The card company; unset: the sandbox provider is started beside the gateway. */
+  /** The card company; unset: the gateway refuses to start unless the sandbox is asked for (`--sandbox`). */
   provider: { url?: string; key?: string; timeoutMs: number; sandboxPort: number };
   /** How long an ID stays reserved for a purchase in progress. */
   holdMs: number;
@@ -200,4 +200,29 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     guessWindowSec: e.GUESS_WINDOW_SEC,
   };
   return { ...cfg, ...overrides };
+}
+
+/**
+ * Which card company a gateway start sells through: the configured one
+ * (PROVIDER_URL), or the sandbox card company when it was asked for with
+ * `--sandbox` (what `npm start` passes) outside production. A start with
+ * neither refuses: silently selling real IDs against the sandbox's test
+ * cards would give them away.
+ */
+export function paymentSetup(
+  cfg: Pick<Config, 'provider'>,
+  sandboxAsked: boolean,
+  nodeEnv: string | undefined = process.env.NODE_ENV,
+): 'provider' | 'sandbox' {
+  if (cfg.provider.url) return 'provider';
+  if (!sandboxAsked)
+    throw new ConfigError(
+      'no card company: set PROVIDER_URL (and PROVIDER_KEY) to sell IDs; ' +
+        'the sandbox card company (test cards, no real money) runs only with --sandbox, as `npm start` does',
+    );
+  if (nodeEnv === 'production')
+    throw new ConfigError(
+      '--sandbox with NODE_ENV=production: the sandbox card company (test cards, no real money) is for development only; set PROVIDER_URL',
+    );
+  return 'sandbox';
 }

@@ -1,5 +1,7 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config/config';
+import { ConfigError, loadConfig, paymentSetup } from '../../src/config/config';
 
 const SECRET = 'ab'.repeat(32);
 
@@ -162,4 +164,62 @@ describe('loadConfig', () => {
       else process.env.MAX_BATCH = saved;
     }
   });
+});
+
+describe('which card company a start sells through', () => {
+  const withProvider = loadConfig({ PROVIDER_URL: 'https://pay.example.com' });
+  const without = loadConfig({});
+
+  it('PROVIDER_URL set: that card company, with or without --sandbox, in production too', () => {
+    expect(paymentSetup(withProvider, false, 'production')).toBe('provider');
+    expect(paymentSetup(withProvider, true, undefined)).toBe('provider');
+  });
+
+  it('no PROVIDER_URL and no --sandbox: refused, naming PROVIDER_URL and --sandbox', () => {
+    for (const env of [undefined, 'production', 'development'])
+      expect(() => paymentSetup(without, false, env)).toThrow(
+        new ConfigError(
+          'no card company: set PROVIDER_URL (and PROVIDER_KEY) to sell IDs; ' +
+            'the sandbox card company (test cards, no real money) runs only with --sandbox, as `npm start` does',
+        ),
+      );
+  });
+
+  it('--sandbox without PROVIDER_URL: the sandbox, but never with NODE_ENV=production', () => {
+    expect(paymentSetup(without, true, undefined)).toBe('sandbox');
+    expect(paymentSetup(without, true, 'development')).toBe('sandbox');
+    expect(() => paymentSetup(without, true, 'production')).toThrow(/--sandbox with NODE_ENV=production/);
+  });
+
+  it('the gateway started as systemd runs it, without PROVIDER_URL, exits 2 with the message and starts nothing', async () => {
+    const root = join(__dirname, '..', '..');
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      // A Redis that is never reached: the start must stop before it.
+      REDIS_URL: 'redis://127.0.0.1:9',
+      TESSERA_SECRET: SECRET,
+      PORT: '0',
+      NODE_ENV: 'production',
+    };
+    delete env.PROVIDER_URL;
+    delete env.REDIS_CLUSTER;
+    const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'src', 'main.ts')], {
+      cwd: root,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+    const code = await new Promise<number | null>((resolve) => {
+      const kill = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      child.once('exit', (c) => {
+        clearTimeout(kill);
+        resolve(c);
+      });
+    });
+    expect(out).toContain('tessera: no card company: set PROVIDER_URL');
+    expect(out).not.toContain('sandbox card company runs beside the gateway');
+    expect(code).toBe(2);
+  }, 30_000);
 });
