@@ -50,6 +50,7 @@ const EnvSchema = Type.Object({
   PIN_MAX_TRIES: Int(1, 100, 5),
   TRUST_PROXY: Type.Union([Type.Literal('0'), Type.Literal('1')], { default: '0' }),
   PIN_LOCK_SEC: Int(1, 86400, 900),
+  PIN_LOCK_MAX_SEC: Int(1, 30 * 86400, 86400),
   PIN_MAX_TRIES_PER_CLIENT: Int(1, 100_000, 20),
   SCAN_TTL_SEC: Int(60, 366 * 86400, 30 * 86400),
   GUESS_LIMIT: Int(1, 1_000_000, 20),
@@ -103,8 +104,11 @@ export interface Config {
   /** Take the client address from X-Forwarded-For (only behind a proxy that sets it). */
   trustProxy: boolean;
   purchaseLeaseMs: number;
-  /** Wrong PINs before a check link locks, for how long, and per client address. */
-  pin: { maxTries: number; lockSec: number; maxTriesPerClient: number };
+  /**
+   * Wrong PINs before a check link locks, for how long (the first lock; each further
+   * lock doubles it, up to lockMaxSec), and per client address.
+   */
+  pin: { maxTries: number; lockSec: number; lockMaxSec: number; maxTriesPerClient: number };
   /** How long a scan's first answer is kept for retries and reversal. */
   scanTtlSec: number;
   /** unknown_id answers one scanner may get per window before it is throttled. */
@@ -194,7 +198,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     abandonAfterMs: e.ABANDON_AFTER_MS,
     trustProxy: e.TRUST_PROXY === '1',
     purchaseLeaseMs: e.PURCHASE_LEASE_MS,
-    pin: { maxTries: e.PIN_MAX_TRIES, lockSec: e.PIN_LOCK_SEC, maxTriesPerClient: e.PIN_MAX_TRIES_PER_CLIENT },
+    pin: {
+      maxTries: e.PIN_MAX_TRIES,
+      lockSec: e.PIN_LOCK_SEC,
+      lockMaxSec: Math.max(e.PIN_LOCK_MAX_SEC, e.PIN_LOCK_SEC),
+      maxTriesPerClient: e.PIN_MAX_TRIES_PER_CLIENT,
+    },
     scanTtlSec: e.SCAN_TTL_SEC,
     guessLimit: e.GUESS_LIMIT,
     guessWindowSec: e.GUESS_WINDOW_SEC,

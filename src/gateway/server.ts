@@ -84,6 +84,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
     publicUrl,
     trustProxy: cfg.trustProxy,
     log,
+    formMac: (cookie) => s.ctx.ids.mac(`form:${cookie}`).slice(0, 32),
   });
   notFoundRoute(app);
 

@@ -44,7 +44,7 @@ describe('loadConfig', () => {
       abandonAfterMs: 1_800_000,
       trustProxy: false,
       purchaseLeaseMs: 30_000,
-      pin: { maxTries: 5, lockSec: 900, maxTriesPerClient: 20 },
+      pin: { maxTries: 5, lockSec: 900, lockMaxSec: 86400, maxTriesPerClient: 20 },
       scanTtlSec: 30 * 86400,
       guessLimit: 20,
       guessWindowSec: 60,
