@@ -10,6 +10,7 @@ import { putAccess } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { formSession, http, postPageForm, type FormSession, type Res } from '../support/http';
+import { idFields } from '../support/redis';
 import { addMember, buy, newKey, stock, type Buyer } from '../sales/fixtures';
 
 const WEB = talkProduct({ name: 'talk-web', title: 'Talk on the web', webShop: true });
@@ -163,6 +164,9 @@ describe('forms are taken only from our own pages in the same browser', () => {
     });
     expect(crossSite.status).toBe(403);
     expect(crossSite.text).not.toContain('id="id-number"');
+    // Neither was counted as a try on the link.
+    const id = /id="id-number">([0-9 ]+)</.exec(sold.text)![1]!.replace(/ /g, '');
+    expect((await idFields(h, id)).pinfail).toBe('0');
     // The same browser, from the link's own page: shown.
     const own = await postPageForm(gw, checkPath, { pin: '4711' }, s);
     expect(own.status).toBe(200);
