@@ -91,6 +91,8 @@ async function startGateway(redisUrl: string, dataDir: string, opts: Options): P
     redisUrl,
     dataDir,
     secret: SECRET,
+    // Metering only: nothing is sold, but a gateway does not start without a card company.
+    env: { PROVIDER_URL: 'http://127.0.0.1:9' },
     gwEnv: opts.gwEnv,
     nodeArgs,
     logFile: opts.gwLog,

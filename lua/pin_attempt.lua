@@ -3,22 +3,29 @@ KEYS[1] ID hash                    ts:{bN}:id:<idHash>
 ARGV[1] now (ms)
 ARGV[2] 'try' (before verifying), 'ok' (that PIN was right) or 'wrong' (it was not)
 ARGV[3] wrong PINs allowed before the lock
-ARGV[4] lock time (ms)
+ARGV[4] first lock time (ms)
 ARGV[5] for 'wrong': the attempt's number, as 'try' answered it
+ARGV[6] longest lock time (ms)
 Returns 'try':   {'open', attempt number} or {'locked', until ms}
         'ok':    {'open'} or {'locked', until} (the link locked while this PIN was verified)
         'wrong': {'wrong', tries left} or {'locked', until}
 A try is counted before its PIN is compared (scrypt takes tens of ms): a burst of
 parallel guesses gets no more comparisons than guesses one after the other.
+Each lock lasts twice as long as the one before (ARGV[4], then 2x, 4x, ... up to
+ARGV[6]); a right PIN starts the count of locks again.
+Fields: pinfail (wrong PINs since the last lock), pinlock (locked until, ms), pinlocks (locks so far).
 ]]
-local f = redis.call('HMGET', KEYS[1], 'pinfail', 'pinlock')
+local f = redis.call('HMGET', KEYS[1], 'pinfail', 'pinlock', 'pinlocks')
 local now, max = tonumber(ARGV[1]), tonumber(ARGV[3])
 local lock = tonumber(f[2]) or 0
 if lock > now then return { 'locked', lock } end
 
 local function lock_now()
-  lock = now + tonumber(ARGV[4])
-  redis.call('HSET', KEYS[1], 'pinfail', '0', 'pinlock', string.format('%d', lock))
+  local locks = (tonumber(f[3]) or 0) + 1
+  -- 2^(locks-1) capped before it can overflow: 2^40 x any first lock is past every cap.
+  local ms = math.min(tonumber(ARGV[4]) * 2 ^ math.min(locks - 1, 40), tonumber(ARGV[6]))
+  lock = now + ms
+  redis.call('HSET', KEYS[1], 'pinfail', '0', 'pinlock', string.format('%d', lock), 'pinlocks', string.format('%d', locks))
   return { 'locked', lock }
 end
 
@@ -31,7 +38,7 @@ if op == 'try' then
   return { 'open', n }
 end
 if op == 'ok' then
-  redis.call('HSET', KEYS[1], 'pinfail', '0')
+  redis.call('HSET', KEYS[1], 'pinfail', '0', 'pinlocks', '0')
   return { 'open' }
 end
 local n = tonumber(ARGV[5])

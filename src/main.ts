@@ -4,23 +4,31 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { embeddedUrlFile } from './app/context';
 import { resolveSecret } from './app/secret';
-import { ConfigError, loadConfig } from './config/config';
+import { ConfigError, loadConfig, paymentSetup } from './config/config';
 import { startGateway } from './gateway/server';
 import { createLogger } from './observability/log';
 import { startEmbeddedRedis, type EmbeddedRedis } from './redis/embedded';
 import { DEMO_MEMBERS, Sandbox } from './dev/sandbox';
 
 /**
- * `npm start [-- --workers N]`: the gateway, with its own Redis child process
- * when none is configured. With --workers N, this process keeps the embedded
+ * `node dist/src/main.js [--sandbox] [--workers N]` (`npm start` passes
+ * --sandbox): the gateway, with its own Redis child process when none is
+ * configured. --sandbox runs the sandbox card company beside it when
+ * PROVIDER_URL is unset (never with NODE_ENV=production); without either the
+ * gateway refuses to start. With --workers N, this process keeps the embedded
  * Redis and the sandbox card company and runs N gateway processes that all
  * listen on PORT (SO_REUSEPORT: the kernel spreads the connections); a worker
  * that dies is started again.
  */
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { workers: { type: 'string', default: '1' } }, strict: true });
+  const { values } = parseArgs({
+    options: { workers: { type: 'string', default: '1' }, sandbox: { type: 'boolean', default: false } },
+    strict: true,
+  });
   const workers = Number(values.workers);
   const cfg = loadConfig();
+  // Before anything starts: a configuration that cannot sell safely stops here (exit code 2).
+  const payments = paymentSetup(cfg, values.sandbox);
   if (!Number.isInteger(workers) || workers < 1 || workers > 64)
     throw new ConfigError(`--workers must be 1 to 64, not ${values.workers}`);
   if (workers > 1 && cfg.port === 0) throw new ConfigError('--workers needs a fixed PORT: the workers share it');
@@ -42,7 +50,7 @@ async function main(): Promise<void> {
   }
 
   let sandbox: Sandbox | undefined;
-  if (!cfg.provider.url) {
+  if (payments === 'sandbox') {
     sandbox = new Sandbox();
     const port = await sandbox.listen(cfg.provider.sandboxPort);
     cfg.provider.url = `http://127.0.0.1:${port}`;
@@ -50,7 +58,7 @@ async function main(): Promise<void> {
     writeFileSync(join(cfg.dataDir, 'provider.url'), cfg.provider.url + '\n');
     log.warn(
       { url: cfg.provider.url, members: DEMO_MEMBERS.map((m) => ({ name: m.name, card: m.card, pin: m.pin })) },
-      'PROVIDER_URL not set: the sandbox payment provider runs beside the gateway (no real money); set PROVIDER_URL for a real one',
+      '--sandbox: the sandbox card company runs beside the gateway (test cards, no real money); set PROVIDER_URL for a real one',
     );
   }
 

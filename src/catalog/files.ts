@@ -2,8 +2,9 @@
  * Catalog files as operators write them: JSON (an array, or an object holding
  * one) or CSV with a header row. Values are validated by the catalog store.
  *
- * products.csv: name,kind,currency,face,price,plan,thresholds,expiryDays,maxCalls,title
- *               (thresholds separated by spaces or semicolons, e.g. "300;60;10")
+ * products.csv: name,kind,currency,face,price,plan,thresholds,expiryDays,maxCalls,title,webShop
+ *               (thresholds separated by spaces or semicolons, e.g. "300;60;10"; webShop 1/true/yes
+ *               puts the product on public sale)
  * rates.csv:    plan,prefix,rate,fee
  * items.csv:    venue,item,price,title
  * Entry products in CSV list venues and gates separated like thresholds.
@@ -30,6 +31,8 @@ const arrayIn = (json: unknown, field: string): unknown[] => {
 const blankToUndefined = (row: Row): Record<string, string | undefined> =>
   Object.fromEntries(Object.entries(row).filter(([, v]) => v !== ''));
 
+const flag = (v: string | undefined): boolean | undefined => (v === undefined ? undefined : /^(1|true|yes)$/i.test(v));
+
 const defined = (o: Record<string, unknown>): Record<string, unknown> =>
   Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
 
@@ -44,7 +47,8 @@ export function readProductsFile(file: string): unknown[] {
       thresholds: list(row.thresholds)?.map(Number),
       venues: list(row.venues),
       gates: list(row.gates),
-      reentry: row.reentry === undefined ? undefined : /^(1|true|yes)$/i.test(row.reentry),
+      reentry: flag(row.reentry),
+      webShop: flag(row.webShop),
     });
   });
 }

@@ -14,6 +14,11 @@ const common = {
   title: Type.Optional(Type.String({ maxLength: 200 })),
   currency: Type.String({ pattern: '^[A-Z]{3}$' }),
   price: Micro,
+  /**
+   * On public sale: the buy page and anonymous buyers see and buy it. Absent or
+   * false: only a sales token (POST /v1/purchases) or the operator sells it.
+   */
+  webShop: Type.Optional(Type.Boolean()),
 };
 /** Validity after first use; 0 means no expiry. */
 const ExpiryDays = (def: number) => Type.Integer({ minimum: 0, maximum: 3650, default: def });
@@ -90,6 +95,9 @@ export const PRODUCT_SCHEMAS = {
 } as const;
 export type Kind = keyof typeof PRODUCT_SCHEMAS;
 export type Product = TalkProduct | EntryProduct | GoodsProduct | ServiceProduct;
+
+/** Whether anonymous buyers (the buy page, the public product list) may buy a product: only when flagged `webShop`. */
+export const isOnPublicSale = (p: Product): boolean => p.webShop === true;
 
 /** An item a venue sells against goods IDs. */
 export const Item = Type.Object(

@@ -54,6 +54,7 @@ const EnvSchema = Type.Object({
   PIN_MAX_TRIES: Int(1, 100, 5),
   TRUST_PROXY: Type.Union([Type.Literal('0'), Type.Literal('1')], { default: '0' }),
   PIN_LOCK_SEC: Int(1, 86400, 900),
+  PIN_LOCK_MAX_SEC: Int(1, 30 * 86400, 86400),
   PIN_MAX_TRIES_PER_CLIENT: Int(1, 100_000, 20),
   SCAN_TTL_SEC: Int(60, 366 * 86400, 30 * 86400),
   GUESS_LIMIT: Int(1, 1_000_000, 20),
@@ -98,7 +99,7 @@ export interface Config {
   wsIdleTimeoutSec: number;
   /** Where buyers reach us: check and access-number links are built on it. */
   publicUrl?: string;
-  /** The card company; unset: the sandbox provider is started beside the gateway. */
+  /** The card company; unset: the gateway refuses to start unless the sandbox is asked for (`--sandbox`). */
   provider: { url?: string; key?: string; timeoutMs: number; sandboxPort: number };
   /** How long an ID stays reserved for a purchase in progress. */
   holdMs: number;
@@ -115,8 +116,11 @@ export interface Config {
    * started are not counted.
    */
   buyLimit: { windowSec: number; perClient: number; total: number };
-  /** Wrong PINs before a check link locks, for how long, and per client address. */
-  pin: { maxTries: number; lockSec: number; maxTriesPerClient: number };
+  /**
+   * Wrong PINs before a check link locks, for how long (the first lock; each further
+   * lock doubles it, up to lockMaxSec), and per client address.
+   */
+  pin: { maxTries: number; lockSec: number; lockMaxSec: number; maxTriesPerClient: number };
   /** How long a scan's first answer is kept for retries and reversal. */
   scanTtlSec: number;
   /** unknown_id answers one scanner may get per window before it is throttled. */
@@ -208,10 +212,40 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     purchaseLeaseMs: e.PURCHASE_LEASE_MS,
     purchaseDeclinedTtlSec: e.PURCHASE_DECLINED_TTL_SEC,
     buyLimit: { windowSec: e.BUY_LIMIT_WINDOW_SEC, perClient: e.BUY_LIMIT_PER_CLIENT, total: e.BUY_LIMIT_TOTAL },
-    pin: { maxTries: e.PIN_MAX_TRIES, lockSec: e.PIN_LOCK_SEC, maxTriesPerClient: e.PIN_MAX_TRIES_PER_CLIENT },
+    pin: {
+      maxTries: e.PIN_MAX_TRIES,
+      lockSec: e.PIN_LOCK_SEC,
+      lockMaxSec: Math.max(e.PIN_LOCK_MAX_SEC, e.PIN_LOCK_SEC),
+      maxTriesPerClient: e.PIN_MAX_TRIES_PER_CLIENT,
+    },
     scanTtlSec: e.SCAN_TTL_SEC,
     guessLimit: e.GUESS_LIMIT,
     guessWindowSec: e.GUESS_WINDOW_SEC,
   };
   return { ...cfg, ...overrides };
+}
+
+/**
+ * Which card company a gateway start sells through: the configured one
+ * (PROVIDER_URL), or the sandbox card company when it was asked for with
+ * `--sandbox` (what `npm start` passes) outside production. A start with
+ * neither refuses: silently selling real IDs against the sandbox's test
+ * cards would give them away.
+ */
+export function paymentSetup(
+  cfg: Pick<Config, 'provider'>,
+  sandboxAsked: boolean,
+  nodeEnv: string | undefined = process.env.NODE_ENV,
+): 'provider' | 'sandbox' {
+  if (cfg.provider.url) return 'provider';
+  if (!sandboxAsked)
+    throw new ConfigError(
+      'no card company: set PROVIDER_URL (and PROVIDER_KEY) to sell IDs; ' +
+        'the sandbox card company (test cards, no real money) runs only with --sandbox, as `npm start` does',
+    );
+  if (nodeEnv === 'production')
+    throw new ConfigError(
+      '--sandbox with NODE_ENV=production: the sandbox card company (test cards, no real money) is for development only; set PROVIDER_URL',
+    );
+  return 'sandbox';
 }

@@ -84,6 +84,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
     publicUrl,
     trustProxy: cfg.trustProxy,
     log,
+    formMac: (cookie) => s.ctx.ids.mac(`form:${cookie}`).slice(0, 32),
   });
   notFoundRoute(app);
 
@@ -142,7 +143,7 @@ async function openServices(
   await waitReady(claimRedis);
   const redemption = new Redemption(ctx, catalog, metrics, claimRedis);
   if (!cfg.provider.url)
-    throw new Error('no payment provider: set PROVIDER_URL (npm start runs the sandbox provider when it is unset)');
+    throw new Error('no payment provider: set PROVIDER_URL (`npm start` runs the sandbox card company with --sandbox)');
   const provider = new HttpProvider(cfg.provider.url, cfg.provider.timeoutMs, cfg.provider.key);
   const inventory = new Inventory(ctx);
   const purchases = new Purchases(ctx, catalog, inventory, provider, publicUrl, log, metrics);

@@ -1,13 +1,15 @@
 import type { Context } from '../app/context';
 import { keys } from '../redis/keys';
-import { verifyPin } from './pin';
+import { hashPin, verifyPin } from './pin';
 import { pinAttempt } from './scripts';
 
 /**
  * The check link: its token and the buyer's PIN together show the ID again.
- * A wrong PIN shows nothing about the ID (nor whether the link exists); five
- * wrong PINs lock the link for a while, and a client address spraying many
- * links is locked out too.
+ * A wrong PIN shows nothing about the ID, and an unknown link answers like a
+ * real one with a wrong PIN, after a PIN verification just as slow (against a
+ * dummy hash). Five wrong PINs lock the link; each lock lasts twice as long as
+ * the one before, up to PIN_LOCK_MAX_SEC, until a right PIN. A client address
+ * spraying many links is locked out too.
  */
 export type CheckResult =
   | {
@@ -21,14 +23,20 @@ export type CheckResult =
       expires?: number;
       validDays: number;
     }
-  | { ok: false; reason: 'wrong_pin' | 'locked'; triesLeft?: number; until?: number };
+  /** `client`: the client address is locked out (wrong PINs over many links), not the link. */
+  | { ok: false; reason: 'wrong_pin' | 'locked'; triesLeft?: number; until?: number; client?: true };
 
 export class CheckLinks {
-  constructor(private readonly ctx: Context) {}
+  /** A hash no PIN is checked against for real: unknown links pay for a verification too. */
+  private dummy?: Promise<string>;
+
+  constructor(
+    private readonly ctx: Context,
+    private readonly verify: (pin: string, encoded: string) => Promise<boolean> = verifyPin,
+  ) {}
 
   async check(bucketText: string, token: string, pin: string, client: string): Promise<CheckResult> {
     const { cfg, ids, redis, scripts } = this.ctx;
-    const lockMs = cfg.pin.lockSec * 1000;
     const now = Date.now();
     // Counted before the (slow) PIN check, so a burst of parallel guesses cannot slip past the limit;
     // a right PIN gives its count back.
@@ -36,24 +44,27 @@ export class CheckLinks {
     const counted = await redis.multi().incr(clientKey).expire(clientKey, cfg.pin.lockSec, 'NX').pttl(clientKey).exec();
     const attempts = Number(counted?.[0]?.[1]);
     if (attempts > cfg.pin.maxTriesPerClient)
-      return { ok: false, reason: 'locked', until: now + Number(counted?.[2]?.[1]) };
+      return { ok: false, reason: 'locked', until: now + Number(counted?.[2]?.[1]), client: true };
 
     const bucket = Number(bucketText);
     const idHash =
       Number.isInteger(bucket) && bucket >= 0 && bucket < cfg.buckets && /^[0-9a-f]{32}$/.test(token)
         ? await redis.get(keys.check(bucket, ids.mac(`chk:${token}`).slice(0, 32)))
         : null;
-    // An unknown link answers like a wrong PIN: no telling which links exist.
-    if (!idHash) return { ok: false, reason: 'wrong_pin' };
+    // An unknown link answers like a wrong PIN, and as slowly: no telling which links exist.
+    if (!idHash) {
+      await this.verify(pin, await (this.dummy ??= hashPin('0000')));
+      return { ok: false, reason: 'wrong_pin' };
+    }
     const idKey = keys.id(bucket, idHash);
     // Counted before the PIN is compared, like the per-client count above.
-    const limits = { maxTries: cfg.pin.maxTries, lockMs };
+    const limits = { maxTries: cfg.pin.maxTries, lockMs: cfg.pin.lockSec * 1000, maxLockMs: cfg.pin.lockMaxSec * 1000 };
     const gate = await pinAttempt(scripts, idKey, 'try', limits);
     if (gate.state === 'locked') return { ok: false, reason: 'locked', until: gate.until };
     const attempt = gate.state === 'open' ? gate.attempt : 0;
 
     const h = await redis.hgetall(idKey);
-    if (!h.pin || !(await verifyPin(pin, h.pin))) {
+    if (!h.pin || !(await this.verify(pin, h.pin))) {
       const r = await pinAttempt(scripts, idKey, 'wrong', limits, attempt);
       return r.state === 'locked'
         ? { ok: false, reason: 'locked', until: r.until }

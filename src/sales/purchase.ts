@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Context } from '../app/context';
 import type { CatalogCache } from '../catalog/cache';
-import type { Product } from '../catalog/schema';
+import { isOnPublicSale, type Product } from '../catalog/schema';
 import { bucketOfKey, keys } from '../redis/keys';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
@@ -72,15 +72,6 @@ const SOLD_TTL_SEC = 30 * 86400;
 const openTtlSec = (abandonAfterMs: number): number => Math.ceil(abandonAfterMs / 1000) + 86400;
 
 const fail = (reason: Reason, message = messageOf(reason)): PurchaseResult => ({ ok: false, reason, message });
-
-/**
- * Whether a product is on sale to the public (the buy page and the sales API).
- * The one place that says so: the product's web-shop sales-channel flag feeds
- * it once products carry one; until then every product is.
- */
-export function isOnPublicSale(_product: Product): boolean {
-  return true;
-}
 
 const CARD_DIGITS = /^[0-9]{12,19}$/;
 const CARD_PIN = /^[0-9]{4,12}$/;
@@ -162,7 +153,8 @@ export class Purchases {
     if (malformed) return malformed;
     const { key, ref, open } = this.recordKey(idemKey);
     const product = this.catalog.product(req.product);
-    const onSale = product !== undefined && isOnPublicSale(product);
+    // Anonymous buyers (the buy page) get what is on public sale; a sales token sells every product.
+    const onSale = product !== undefined && (channel !== 'web' || isOnPublicSale(product));
     // A purchase already started goes on (or answers) whatever its product or stock has become since.
     let started: boolean | undefined;
     const isStarted = async (): Promise<boolean> => (started ??= (await this.ctx.redis.exists(key)) === 1);

@@ -130,7 +130,9 @@ export type PinGate =
 
 export interface PinLimits {
   maxTries: number;
+  /** The first lock; each further one doubles, up to maxLockMs. */
   lockMs: number;
+  maxLockMs: number;
 }
 
 /**
@@ -145,8 +147,7 @@ export async function pinAttempt(
   limits: PinLimits,
   attempt?: number,
 ): Promise<PinGate> {
-  const args: (string | number)[] = [Date.now(), step, limits.maxTries, limits.lockMs];
-  if (attempt !== undefined) args.push(attempt);
+  const args: (string | number)[] = [Date.now(), step, limits.maxTries, limits.lockMs, attempt ?? 0, limits.maxLockMs];
   const r = await scripts.run('pin_attempt', [idKey], args);
   if (Array.isArray(r)) {
     if (r[0] === 'open') return { state: 'open', attempt: Number(r[1] ?? 0) };

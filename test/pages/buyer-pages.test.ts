@@ -101,7 +101,7 @@ describe.skipIf(!chromium.ok)('buyer pages in Chromium, phone-sized, without Jav
     await seedCatalog(h, [SMALL, BIG]);
     await putAccess(h.ctx.redis, AREAS);
     minted = [...(await mint(h, SMALL, 5)), ...(await mint(h, BIG, 2))];
-    gw = await gateway(h, { pin: { maxTries: 5, lockSec: 60, maxTriesPerClient: 1000 } });
+    gw = await gateway(h, { pin: { maxTries: 5, lockSec: 60, lockMaxSec: 60, maxTriesPerClient: 1000 } });
     base = `http://127.0.0.1:${gw.port}`;
     phone = await launchPhone();
     page = phone.page;
@@ -252,11 +252,13 @@ describe.skipIf(!chromium.ok)('buyer pages in Chromium, phone-sized, without Jav
     const t0 = Date.now();
     expect(await checkWith(link, '0000'), 'wrong PIN 5').toBe(429);
     const until = new Date(t0 + 60_000);
-    const hhmm = (d: Date): string => d.toISOString().slice(11, 16);
+    const stamp = (d: Date): string => d.toISOString().slice(0, 16).replace('T', ' ');
     const t = await text(page);
-    expect(t).toMatch(/Too many wrong PINs\. Try again after \d\d:\d\d UTC\./);
+    expect(t).toMatch(
+      /Too many wrong PINs: this link is locked until \d{4}-\d\d-\d\d \d\d:\d\d UTC\. Try again then\./,
+    );
     // About a minute from now (lockSec 60); the minute may tick over meanwhile.
-    expect([hhmm(until), hhmm(new Date(until.getTime() + 2000))]).toContain(/after (\d\d:\d\d)/.exec(t)![1]);
+    expect([stamp(until), stamp(new Date(until.getTime() + 2000))]).toContain(/until ([-\d]+ \d\d:\d\d)/.exec(t)![1]);
     await fitsPhone('check-locked');
 
     expect(await checkWith(link, '8642'), 'the right PIN while locked').toBe(429);

@@ -11,7 +11,7 @@ import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
 import { clientGroup } from '../../src/sales/purchase';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
-import { baseOf, http } from '../support/http';
+import { baseOf, formSession, http } from '../support/http';
 import { until } from '../support/wait';
 import { addMember, cardNumber, NO_FAULTS, PIN, product, setFaults, stock, type Buyer } from './fixtures';
 
@@ -61,13 +61,17 @@ async function buyPage(
   buyer: Buyer,
   opts: { nonce?: string; from?: string; pin?: string } = {},
 ): Promise<BuyAnswer> {
+  // A browser's form: the page's cookie and the form token made from it (the page's CSRF defence).
+  const session = await formSession(gw);
   const res = await fetch(`${baseOf(gw)}/buy`, {
     method: 'POST',
     headers: {
       'content-type': 'application/x-www-form-urlencoded',
+      cookie: session.cookie,
       ...(opts.from ? { 'x-forwarded-for': opts.from } : {}),
     },
     body: new URLSearchParams({
+      form: session.token,
       product: p,
       pin: opts.pin ?? PIN,
       card: buyer.card,
@@ -89,7 +93,7 @@ describe('nothing is written for a request that fails its checks', () => {
     const m = await addMember(h, 100_000_000);
     const before = await dataKeys();
     const cases: [Buyer & { product: string }, number, string][] = [
-      [{ product: 'no-such-product', ...m }, 404, 'no such product'],
+      [{ product: 'no-such-product', ...m }, 404, 'not on sale here'],
       [{ product: 'talk-empty', ...m }, 409, 'sold out'],
       [{ product: 'talk-b', card: '123456789', cardPin: m.cardPin }, 402, 'the card number is not valid'],
       [{ product: 'talk-b', card: m.card, cardPin: 'x'.repeat(5000) }, 400, 'the card PIN must be 4 to 12 digits'],

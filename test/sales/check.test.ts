@@ -7,8 +7,10 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
-import { http, type Res } from '../support/http';
-import { idFields } from '../support/redis';
+import { formSession, http, postPageForm, type FormSession, type Res } from '../support/http';
+import { CheckLinks } from '../../src/sales/check';
+import { verifyPin } from '../../src/sales/pin';
+import { idFields, idKeyOf } from '../support/redis';
 import { sleep } from '../support/wait';
 import { addMember, buy, callWith, newKey, product, type Buyer } from './fixtures';
 
@@ -26,8 +28,8 @@ beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h, [P]);
   await mint(h, P, 60);
-  gw = await gateway(h, { pin: { maxTries: 5, lockSec: 2, maxTriesPerClient: 1000 } });
-  gwC = await gateway(h, { pin: { maxTries: 5, lockSec: 2, maxTriesPerClient: 3 } });
+  gw = await gateway(h, { pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 1000 } });
+  gwC = await gateway(h, { pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 3 } });
   salesTok = await token(h, 'sales', 'shop-c');
   buyer = await addMember(h, 1_000_000_000);
 });
@@ -58,7 +60,12 @@ async function buyOne(pin = String(1000 + Math.floor(Math.random() * 9000))): Pr
 }
 
 const grouped = (id: string): string => id.replace(/(\d{4})(?=\d)/g, '$1 ');
-const check = (g: Gateway, path: string, pin: string): Promise<Res> => http(g, 'POST', path, { form: { pin } });
+/** One browser per gateway: its form cookie and token, as a check link's page gave them. */
+const sessions = new Map<Gateway, Promise<FormSession>>();
+const check = async (g: Gateway, path: string, pin: string): Promise<Res> => {
+  if (!sessions.has(g)) sessions.set(g, formSession(g, '/check/0/' + '0'.repeat(32)));
+  return postPageForm(g, path, { pin }, await sessions.get(g));
+};
 const wrongPin = (b: Bought): string => (b.pin === '0000' ? '1111' : '0000');
 
 /** The page shows nothing of the ID: not the number, bare or grouped, nor a balance. */
@@ -159,7 +166,79 @@ describe('check link', () => {
     // Its form, too, looks like any other link's.
     const form = await http(gw, 'GET', unknown[0]!);
     expect(form.status).toBe(200);
-    expect(form.text).toBe((await http(gw, 'GET', b.path)).text.replace(b.path, unknown[0]!));
+    const token = (t: string): string => t.replace(/name="form" value="[^"]*"/, '');
+    expect(token(form.text)).toBe(token((await http(gw, 'GET', b.path)).text.replace(b.path, unknown[0]!)));
+  });
+});
+
+describe('unknown links', () => {
+  it('an unknown link costs a PIN verification, like a real link with a wrong PIN', async () => {
+    let verified = 0;
+    const counting = (pin: string, encoded: string): Promise<boolean> => {
+      verified++;
+      return verifyPin(pin, encoded);
+    };
+    const links = new CheckLinks(h.ctx, counting);
+    const b = await buyOne();
+    const [, , bucket, tok] = b.path.split('/');
+    expect(await links.check(bucket!, tok!, wrongPin(b), 'client-a')).toMatchObject({ ok: false, reason: 'wrong_pin' });
+    expect(verified).toBe(1);
+    for (const [bk, t] of [
+      [bucket!, randomBytes(16).toString('hex')],
+      ['abc', randomBytes(16).toString('hex')],
+      [bucket!, 'not-a-token'],
+    ]) {
+      expect(await links.check(bk!, t!, b.pin, 'client-b')).toEqual({ ok: false, reason: 'wrong_pin' });
+    }
+    expect(verified).toBe(4);
+  });
+});
+
+describe('escalating locks', () => {
+  /** One step of the PIN gate at a chosen time: first lock 1 s, at most 3 s, 2 wrong PINs allowed. */
+  const step = (key: string, now: number, op: 'try' | 'ok' | 'wrong', attempt = 0): Promise<unknown> =>
+    h.ctx.scripts.run('pin_attempt', [key], [now, op, 2, 1000, attempt, 3000]);
+  /** Two wrong PINs at `now`: the lock's end. */
+  async function lockAt(key: string, now: number): Promise<number> {
+    for (let i = 1; i <= 2; i++) {
+      const [state, n] = (await step(key, now, 'try')) as [string, number];
+      expect(state).toBe('open');
+      const r = (await step(key, now, 'wrong', n)) as [string, number];
+      if (i === 2) {
+        expect(r[0]).toBe('locked');
+        return r[1];
+      }
+    }
+    throw new Error('unreachable');
+  }
+
+  it('each lock lasts twice as long as the one before, up to the longest; a right PIN starts over', async () => {
+    const b = await buyOne();
+    const key = idKeyOf(h, b.id);
+    const t0 = 1_000_000_000_000;
+    expect(await lockAt(key, t0)).toBe(t0 + 1000);
+    // Still locked just before the end, whatever is sent.
+    expect(await step(key, t0 + 999, 'try')).toEqual(['locked', t0 + 1000]);
+    expect(await lockAt(key, t0 + 1000)).toBe(t0 + 3000);
+    expect(await lockAt(key, t0 + 3000)).toBe(t0 + 6000);
+    expect(await lockAt(key, t0 + 6000)).toBe(t0 + 9000);
+    expect((await idFields(h, b.id)).pinlocks).toBe('4');
+    // The owner's right PIN: the next lock is the first one again.
+    expect(await step(key, t0 + 9000, 'ok')).toEqual(['open']);
+    expect(await lockAt(key, t0 + 9000)).toBe(t0 + 10_000);
+  });
+
+  it('the locked page tells the owner until when, and Retry-After says how long', async () => {
+    const b = await buyOne('8642');
+    for (let i = 1; i <= 4; i++) expect((await check(gw, b.path, '1357')).status).toBe(403);
+    const r = await check(gw, b.path, '1357');
+    expect(r.status).toBe(429);
+    const until = Number((await idFields(h, b.id)).pinlock);
+    const when = new Date(until).toISOString().slice(0, 16).replace('T', ' ');
+    expect(r.text).toContain(`Too many wrong PINs: this link is locked until ${when} UTC. Try again then.`);
+    expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(Number(r.headers.get('retry-after'))).toBeLessThanOrEqual(2);
+    expectNothingOf(r, b.id);
   });
 });
 
@@ -175,7 +254,7 @@ describe('lockout', () => {
     const lockedAt = Date.now();
     const right = await check(gw, b.path, '8642');
     expect(right.status).toBe(429);
-    expect(right.text).toContain('Too many wrong PINs.');
+    expect(right.text).toContain('Too many wrong PINs');
     expectNothingOf(right, b.id);
     expectNothingOf(fifth, b.id);
 
@@ -226,7 +305,7 @@ describe('lockout', () => {
     // Now even a right PIN on a link never tried is refused, showing nothing.
     const r = await check(gwC, target.path, target.pin);
     expect(r.status).toBe(429);
-    expect(r.text).toContain('Too many wrong PINs.');
+    expect(r.text).toContain('Too many wrong PINs');
     expectNothingOf(r, target.id);
     // No link was locked by itself: it is the client.
     for (const l of [...links, target]) expect((await idFields(h, l.id)).pinlock ?? '0').toBe('0');

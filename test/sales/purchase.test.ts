@@ -52,6 +52,7 @@ const GOODS: GoodsProduct = {
   price: 9_000_000,
   venues: [],
   expiryDays: 365,
+  webShop: true,
 };
 const TICKET: EntryProduct = {
   name: 'ticket',
@@ -63,6 +64,7 @@ const TICKET: EntryProduct = {
   gates: [],
   reentry: false,
   expiryDays: 0,
+  webShop: true,
 };
 const SAUNA: ServiceProduct = {
   name: 'sauna',
@@ -73,6 +75,7 @@ const SAUNA: ServiceProduct = {
   uses: 5,
   venues: [],
   expiryDays: 365,
+  webShop: true,
 };
 
 /** The sandbox's reference for a purchase made with this token name and key. */
@@ -99,7 +102,7 @@ beforeEach(async () => {
 });
 
 describe('GET /v1/products', () => {
-  it('lists every product with kind, face, price, currency, talk time and stock; no token needed', async () => {
+  it('lists every product on public sale with kind, face, price, currency, talk time and stock; no token needed', async () => {
     const r = await http(gw, 'GET', '/v1/products');
     expect(r.status).toBe(200);
     const byName = new Map((r.json.products as { name: string }[]).map((p) => [p.name, p]));

@@ -80,6 +80,7 @@ export const STD_RATES = [
   { prefix: '449', rate: 1000, fee: 5000 },
 ];
 
+/** A talk product on plan std, on public sale (`webShop`) like the demo's talk products. */
 export function talkProduct(over: Partial<TalkProduct> = {}): TalkProduct {
   return {
     name: 'talk',
@@ -91,6 +92,7 @@ export function talkProduct(over: Partial<TalkProduct> = {}): TalkProduct {
     thresholds: [300, 60, 10],
     expiryDays: 30,
     maxCalls: 1,
+    webShop: true,
     ...over,
   };
 }

@@ -6,6 +6,7 @@ export interface Res {
   json: any;
   text: string;
   type: string | null;
+  headers: Headers;
 }
 
 export interface HttpOptions {
@@ -46,7 +47,7 @@ export async function http(
   const type = res.headers.get('content-type');
   let json: any;
   if (type?.startsWith('application/json') && text) json = JSON.parse(text);
-  return { status: res.status, json, text, type };
+  return { status: res.status, json, text, type, headers: res.headers };
 }
 
 /** A JSON API's answer: status and parsed body alone, what tests of those routes compare whole. */
@@ -63,4 +64,31 @@ export async function jsonCall(
 ): Promise<JsonAnswer> {
   const { status, json } = await http(at, method, path, opts);
   return { status, json };
+}
+
+/** What a browser keeps from a buyer page to post its forms: the form cookie and the token the forms carry. */
+export interface FormSession {
+  /** `tessera_form=<value>`, as the Cookie header sends it. */
+  cookie: string;
+  token: string;
+}
+
+/** Opens a buyer page (`/buy`, a check link) as a browser would, for its form cookie and token. */
+export async function formSession(at: { port: number }, path = '/buy'): Promise<FormSession> {
+  const res = await fetch(`${baseOf(at)}${path}`);
+  const cookie = res.headers.get('set-cookie')?.split(';')[0] ?? '';
+  const token = /name="form" value="([0-9a-f]+)"/.exec(await res.text())?.[1] ?? '';
+  if (!cookie || !token) throw new Error(`${path}: no form cookie or token`);
+  return { cookie, token };
+}
+
+/** Posts a buyer page's form (`/buy`, a check link) as the browser holding `session` would. */
+export async function postPageForm(
+  at: { port: number },
+  path: string,
+  form: Record<string, string>,
+  session?: FormSession,
+): Promise<Res> {
+  const s = session ?? (await formSession(at, path));
+  return http(at, 'POST', path, { form: { form: s.token, ...form }, headers: { Cookie: s.cookie } });
 }

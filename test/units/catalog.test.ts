@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readPlansFile, readProductsFile } from '../../src/catalog/files';
+import { isOnPublicSale } from '../../src/catalog/schema';
 import { putPlans, putProducts, readCatalog } from '../../src/catalog/store';
 import { keys } from '../../src/redis/keys';
 import { startHarness, type Harness } from '../support/harness';
@@ -68,6 +69,26 @@ describe('catalog files', () => {
     const cat = await readCatalog(h.r);
     expect(cat.products.get('card10')).toEqual(stored[1]);
     expect(cat.products.get('card5')).toEqual(stored[0]);
+  });
+
+  it('the webShop column puts a product on public sale; blank or absent, it is not', async () => {
+    const p = file(
+      'channels.csv',
+      [
+        'name,kind,currency,face,price,plan,webShop',
+        'web5,talk,EUR,5000000,5000000,intl,yes',
+        'staff,talk,EUR,5000000,0,intl,',
+        'box5,talk,EUR,5000000,5000000,intl,0',
+      ].join('\n'),
+    );
+    const stored = await putProducts(h.ctx.redis, readProductsFile(p));
+    expect(stored.map((x) => [x.name, x.webShop])).toEqual([
+      ['web5', true],
+      ['staff', undefined],
+      ['box5', false],
+    ]);
+    expect(stored.filter(isOnPublicSale).map((x) => x.name)).toEqual(['web5']);
+    await expect(putProducts(h.ctx.redis, [{ ...CARD, webShop: 'yes' }])).rejects.toThrow(/webShop/);
   });
 
   it('products from JSON: an array, or an object holding "products"', () => {

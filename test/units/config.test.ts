@@ -1,5 +1,12 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config/config';
+import { ConfigError, loadConfig, paymentSetup } from '../../src/config/config';
+import { freePort } from '../../src/redis/embedded';
+import { startHarness } from '../support/harness';
+import { until } from '../support/wait';
 
 const SECRET = 'ab'.repeat(32);
 
@@ -42,7 +49,9 @@ describe('loadConfig', () => {
       abandonAfterMs: 1_800_000,
       trustProxy: false,
       purchaseLeaseMs: 30_000,
-      pin: { maxTries: 5, lockSec: 900, maxTriesPerClient: 20 },
+      purchaseDeclinedTtlSec: 3600,
+      buyLimit: { windowSec: 3600, perClient: 20, total: 5000 },
+      pin: { maxTries: 5, lockSec: 900, lockMaxSec: 86400, maxTriesPerClient: 20 },
       scanTtlSec: 30 * 86400,
       guessLimit: 20,
       guessWindowSec: 60,
@@ -163,3 +172,104 @@ describe('loadConfig', () => {
     }
   });
 });
+
+describe('which card company a start sells through', () => {
+  const withProvider = loadConfig({ PROVIDER_URL: 'https://pay.example.com' });
+  const without = loadConfig({});
+
+  it('PROVIDER_URL set: that card company, with or without --sandbox, in production too', () => {
+    expect(paymentSetup(withProvider, false, 'production')).toBe('provider');
+    expect(paymentSetup(withProvider, true, undefined)).toBe('provider');
+  });
+
+  it('no PROVIDER_URL and no --sandbox: refused, naming PROVIDER_URL and --sandbox', () => {
+    for (const env of [undefined, 'production', 'development'])
+      expect(() => paymentSetup(without, false, env)).toThrow(
+        new ConfigError(
+          'no card company: set PROVIDER_URL (and PROVIDER_KEY) to sell IDs; ' +
+            'the sandbox card company (test cards, no real money) runs only with --sandbox, as `npm start` does',
+        ),
+      );
+  });
+
+  it('--sandbox without PROVIDER_URL: the sandbox, but never with NODE_ENV=production', () => {
+    expect(paymentSetup(without, true, undefined)).toBe('sandbox');
+    expect(paymentSetup(without, true, 'development')).toBe('sandbox');
+    expect(() => paymentSetup(without, true, 'production')).toThrow(/--sandbox with NODE_ENV=production/);
+  });
+
+  it('the gateway started as systemd runs it, without PROVIDER_URL, exits 2 with the message and starts nothing', async () => {
+    const main = startMain([], { NODE_ENV: 'production' });
+    expect(await main.exited).toBe(2);
+    expect(main.output()).toContain('tessera: no card company: set PROVIDER_URL');
+    expect(main.output()).not.toContain('sandbox card company runs beside the gateway');
+  }, 30_000);
+
+  it('--sandbox with NODE_ENV=production: exit 2, no sandbox', async () => {
+    const main = startMain(['--sandbox'], { NODE_ENV: 'production' });
+    expect(await main.exited).toBe(2);
+    expect(main.output()).toContain('tessera: --sandbox with NODE_ENV=production');
+    expect(main.output()).not.toContain('sandbox card company runs beside the gateway');
+  }, 30_000);
+
+  it('--sandbox (what npm start passes): the gateway starts with the sandbox card company beside it', async () => {
+    const h = await startHarness();
+    const dataDir = mkdtempSync(join(tmpdir(), 'tessera-sandbox-start-'));
+    const port = await freePort();
+    const main = startMain(['--sandbox'], {
+      REDIS_URL: h.redis.url,
+      BUCKETS: String(h.cfg.buckets),
+      PORT: String(port),
+      DATA_DIR: dataDir,
+      LOG_LEVEL: 'info',
+    });
+    try {
+      await until(() => main.output().includes('ready: switches connect here'), 20_000, 50, 'gateway ready');
+      expect(main.output()).toContain('--sandbox: the sandbox card company runs beside the gateway');
+      // The card company it uses is the sandbox it started: its URL is written for the CLI.
+      const url = readFileSync(join(dataDir, 'provider.url'), 'utf8').trim();
+      expect((await fetch(`${url}/v1/payments/probe`)).status).toBe(404);
+    } finally {
+      main.child.kill('SIGTERM');
+      await main.exited;
+      rmSync(dataDir, { recursive: true, force: true });
+      await h.stop();
+    }
+  }, 40_000);
+});
+
+/** src/main.ts as its own process, with `env` over a test environment that has no card company. */
+function startMain(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  const root = join(__dirname, '..', '..');
+  const full: NodeJS.ProcessEnv = {
+    ...process.env,
+    // A Redis that is never reached unless the test gives its own: a refused start must stop before it.
+    REDIS_URL: 'redis://127.0.0.1:9',
+    TESSERA_SECRET: SECRET,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    ...env,
+  };
+  delete full.PROVIDER_URL;
+  delete full.REDIS_CLUSTER;
+  if (!('NODE_ENV' in env)) delete full.NODE_ENV;
+  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'src', 'main.ts'), ...args], {
+    cwd: root,
+    env: full,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+  const exited = new Promise<number | null>((resolve) => {
+    const kill = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.once('exit', (c) => {
+      clearTimeout(kill);
+      resolve(c);
+    });
+  });
+  return { child, output: () => out, exited };
+}

@@ -1,5 +1,6 @@
 import type { Context } from '../../app/context';
 import type { CatalogCache } from '../../catalog/cache';
+import { isOnPublicSale } from '../../catalog/schema';
 import { IDEMPOTENCY_KEY, PurchaseBody, RefundBody } from '../../protocol/sales';
 import { compile } from '../../protocol/validator';
 import { lookupSale } from '../../ledger/sale-lookup';
@@ -30,9 +31,10 @@ export function salesRoutes(
   purchases: Purchases,
   provider: PaymentProvider,
 ): void {
+  // What anonymous buyers may buy (the buy page lists the same); a sales token may sell any product.
   api.get('/v1/products', [], async () => ({
     ok: true,
-    products: await Promise.all(catalog.products.map((p) => productView(p, catalog, inventory))),
+    products: await Promise.all(catalog.products.filter(isOnPublicSale).map((p) => productView(p, catalog, inventory))),
   }));
 
   api.post('/v1/purchases', ['sales'], compile(PurchaseBody), async ({ body, idempotencyKey, token }) => {

@@ -24,16 +24,23 @@ export const formRefusedPage = (reason: string): Html =>
       Please go back and submit it again.
     </p>`;
 
-/** `products`: buyer views of the talk products, in the order shown; `nonce` ties the form to one purchase. */
+/**
+ * `products`: buyer views of the products on public sale, in the order shown;
+ * `nonce` ties the form to one purchase, `formToken` to this browser (pages.ts).
+ */
 export const buyForm = (
   products: Record<string, unknown>[],
   nonce: string,
+  formToken: string,
   error?: string,
-): Html => html`<h1>Buy talk time</h1>
+): Html => {
+  const talkOnly = products.every((p) => p.kind === 'talk');
+  return html`<h1>${talkOnly ? 'Buy talk time' : 'Buy an ID'}</h1>
 ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
 <form method="post" action="/buy">
   <input type="hidden" name="nonce" value="${nonce}">
-  <label for="product">Talk-time class</label>
+  <input type="hidden" name="form" value="${formToken}">
+  <label for="product">${talkOnly ? 'Talk-time class' : 'Product'}</label>
   <select id="product" name="product" required>
     ${products.map(
       (p) =>
@@ -50,6 +57,7 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
   <input id="cardPin" name="cardPin" type="password" inputmode="numeric" autocomplete="off" required>
   <button type="submit">Pay and get my number</button>
 </form>`;
+};
 
 /** `pending`: the outcome is not known yet, and `form` continues the same purchase. */
 export const notSoldPage = (text: string, pending: boolean, form: Html): Html =>
@@ -62,9 +70,10 @@ export const soldPage = (r: Sold, productTitle: string): Html => html`<h1>Thank 
 <p>Keep this link; with your PIN it shows the number again:<br><a id="check-url" class="url" href="${r.checkUrl}">${r.checkUrl}</a></p>
 <p>To call, dial the local access number of the place you are in: <a id="access-url" href="${r.accessUrl}">access numbers</a>.</p>`;
 
-export const checkForm = (action: string, error?: string): Html => html`<h1>Find your ID number</h1>
+export const checkForm = (action: string, formToken: string, error?: string): Html => html`<h1>Find your ID number</h1>
 ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
 <form method="post" action="${action}">
+  <input type="hidden" name="form" value="${formToken}">
   <label for="pin">Your PIN</label>
   <input id="pin" name="pin" type="password" inputmode="numeric" autocomplete="off" required>
   <button type="submit">Show my number</button>
