@@ -71,8 +71,23 @@ const decodeOf: Record<RecordKind, DecodeFields> = {
   redemptions: redemptionFields,
 };
 
+/** A whole number, negative ones too (a reversal's amount): exported as it is, so it stays a number. */
+const WHOLE_NUMBER = /^-?[0-9]+$/;
+/** What a spreadsheet takes for the start of a formula (or, for tab and CR, moves a field over). */
+const FORMULA_START = /^[=+\-@\t\r]/;
+
+/**
+ * A CSV field as a spreadsheet may safely open it: text that starts like a
+ * formula (`=`, `+`, `-`, `@`, tab, CR) gets a leading `'`, so it shows as
+ * text and never runs. Whole numbers, negative ones included, are left alone.
+ */
+export function spreadsheetSafe(v: string): string {
+  return FORMULA_START.test(v) && !WHOLE_NUMBER.test(v) ? `'${v}` : v;
+}
+
 /**
  * Reads every bucket's record stream and writes the records in time order.
+ * CSV fields are spreadsheetSafe; NDJSON holds the values as recorded.
  */
 export async function exportRecords(
   ctx: Context,
@@ -93,7 +108,7 @@ export async function exportRecords(
   if (format === 'csv') {
     write(stringify([fields]));
     for (let i = 0; i < all.length; i += 1000)
-      write(stringify(all.slice(i, i + 1000).map((r) => fields.map((f) => r[f] ?? ''))));
+      write(stringify(all.slice(i, i + 1000).map((r) => fields.map((f) => spreadsheetSafe(r[f] ?? '')))));
   } else {
     for (const r of all) write(JSON.stringify(r) + '\n');
   }
