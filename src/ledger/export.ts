@@ -64,12 +64,17 @@ const FIELDS = {
 
 export type RecordKind = keyof typeof FIELDS;
 
-const streamOf = { calls: keys.cdr, sales: keys.sales, redemptions: keys.redemptions } as const;
-const decodeOf: Record<RecordKind, DecodeFields> = {
+export const streamOf = { calls: keys.cdr, sales: keys.sales, redemptions: keys.redemptions } as const;
+export const decodeOf: Record<RecordKind, DecodeFields> = {
   calls: namedFields,
   sales: namedFields,
   redemptions: redemptionFields,
 };
+
+/** A record as export and archive write it: `record` (`<bucket>/<stream id>`), `time` (ms), then its fields. */
+export function exportRow(bucket: number, id: string, fields: Record<string, string>): Record<string, string> {
+  return { record: `${bucket}/${id}`, time: id.split('-')[0]!, ...fields };
+}
 
 /** A whole number, negative ones too (a reversal's amount): exported as it is, so it stays a number. */
 const WHOLE_NUMBER = /^-?[0-9]+$/;
@@ -101,7 +106,7 @@ export async function exportRecords(
   const end = range.until !== undefined ? String(range.until) : '+';
   for (let b = 0; b < ctx.cfg.buckets; b++) {
     for await (const { id, fields } of readStream(ctx, streamOf[kind](b), start, end, decodeOf[kind]))
-      all.push({ record: `${b}/${id}`, time: id.split('-')[0]!, ...fields });
+      all.push(exportRow(b, id, fields));
   }
   all.sort((a, b) => Number(a.time) - Number(b.time));
   const fields = FIELDS[kind];
