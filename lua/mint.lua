@@ -6,7 +6,10 @@ ARGV[2]      k: how many product-term fields follow
 ARGV[3..2+2k] field, value pairs: the product's terms copied onto each ID
               (prod, kind, cur, face, expd, and per kind plan/thr/maxc or ent/venues/...)
 ARGV[2+2k+i] the sealed clear ID for KEYS[1+i]
-Returns the indexes i whose ID hash already existed (nothing written for them): mint again.
+Returns the indexes i whose ID hash already existed with another sealed number (nothing
+written for them): mint again. A hash that exists with this very sealed number was written
+by an earlier try of this same call (a seal is unique: it carries a random IV), so a retry
+of a call whose reply was lost counts it as minted and writes nothing: the retry is idempotent.
 ]]
 local k = tonumber(ARGV[2])
 local terms = { 'st', 'minted', 'bal', '0', 'act', '0', 'exp', '0', 'mint', ARGV[1] }
@@ -15,10 +18,14 @@ local sealAt = 2 + 2 * k
 local taken = {}
 for i = 2, #KEYS do
   local key = KEYS[i]
-  if redis.call('EXISTS', key) == 1 then
+  local sealed = ARGV[sealAt + i - 1]
+  local had = redis.call('HGET', key, 'seal')
+  if had then
+    if had ~= sealed then taken[#taken + 1] = i - 1 end
+  elseif redis.call('EXISTS', key) == 1 then
     taken[#taken + 1] = i - 1
   else
-    redis.call('HSET', key, 'seal', ARGV[sealAt + i - 1], unpack(terms))
+    redis.call('HSET', key, 'seal', sealed, unpack(terms))
     redis.call('SADD', KEYS[1], string.match(key, 'id:(.+)$'))
   end
 end

@@ -4,7 +4,7 @@
  * groups import this module, never main.ts, so the entry point and its
  * commands do not import each other.
  */
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Context } from '../app/context';
 
@@ -71,5 +71,12 @@ export function outcome(cli: Cli, r: { ok: boolean; reason?: string }): number {
 export function openOut(path: string | undefined): { write: (s: string) => void; done: () => Promise<void> } {
   if (!path) return { write: (s) => process.stdout.write(s), done: async () => undefined };
   const fd = openSync(path, 'wx', 0o600);
-  return { write: (s) => writeSync(fd, s), done: async () => closeSync(fd) };
+  // Written through at once (no buffer in the process) and synced to disk when done.
+  return {
+    write: (s) => writeSync(fd, s),
+    done: async () => {
+      fsyncSync(fd);
+      closeSync(fd);
+    },
+  };
 }

@@ -3,6 +3,7 @@ import { keys } from '../redis/keys';
 import { scanIdKeys } from '../redis/scan';
 import { redemptionFields } from './redemption-record';
 import { readStream } from './records';
+import { readCheckpoint } from './retention';
 
 /**
  * The conservation check: for every ID, from Redis alone,
@@ -13,7 +14,8 @@ import { readStream } from './records';
  * records. Entries and uses count like money: face = entries, a redemption
  * takes its quantity. Any ID for which this does not hold is reported, as is
  * an ID sold twice, a record for an ID that does not exist, and value on an ID
- * that was never sold.
+ * that was never sold. Records archived and trimmed count through their IDs'
+ * checkpoint, which holds the same sums over them.
  *
  * The check reads one bucket at a time; on a system taking traffic a call or
  * redemption that completes between two reads can show as a difference that
@@ -76,6 +78,15 @@ export async function audit(ctx: Context): Promise<AuditReport> {
       if (!s) sums.set(id, (s = { sold: 0, sales: 0, calls: 0, redeemed: 0, refunded: 0 }));
       return s;
     };
+    // Records archived and trimmed count through their checkpoint (src/ledger/retention.ts).
+    for (const [id, c] of await readCheckpoint(ctx, keys.checkpoint(b))) {
+      const s = of(id);
+      s.sold += c.sold;
+      s.sales += c.sales;
+      s.calls += c.calls;
+      s.redeemed += c.redeemed;
+      s.refunded += c.refunded;
+    }
     for await (const { fields: r } of readStream(ctx, keys.sales(b))) {
       if (r.type === 'refund') of(r.id!).refunded += Number(r.amount);
       else {

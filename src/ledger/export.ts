@@ -64,15 +64,35 @@ const FIELDS = {
 
 export type RecordKind = keyof typeof FIELDS;
 
-const streamOf = { calls: keys.cdr, sales: keys.sales, redemptions: keys.redemptions } as const;
-const decodeOf: Record<RecordKind, DecodeFields> = {
+export const streamOf = { calls: keys.cdr, sales: keys.sales, redemptions: keys.redemptions } as const;
+export const decodeOf: Record<RecordKind, DecodeFields> = {
   calls: namedFields,
   sales: namedFields,
   redemptions: redemptionFields,
 };
 
+/** A record as export and archive write it: `record` (`<bucket>/<stream id>`), `time` (ms), then its fields. */
+export function exportRow(bucket: number, id: string, fields: Record<string, string>): Record<string, string> {
+  return { record: `${bucket}/${id}`, time: id.split('-')[0]!, ...fields };
+}
+
+/** A whole number, negative ones too (a reversal's amount): exported as it is, so it stays a number. */
+const WHOLE_NUMBER = /^-?[0-9]+$/;
+/** What a spreadsheet takes for the start of a formula (or, for tab and CR, moves a field over). */
+const FORMULA_START = /^[=+\-@\t\r]/;
+
+/**
+ * A CSV field as a spreadsheet may safely open it: text that starts like a
+ * formula (`=`, `+`, `-`, `@`, tab, CR) gets a leading `'`, so it shows as
+ * text and never runs. Whole numbers, negative ones included, are left alone.
+ */
+export function spreadsheetSafe(v: string): string {
+  return FORMULA_START.test(v) && !WHOLE_NUMBER.test(v) ? `'${v}` : v;
+}
+
 /**
  * Reads every bucket's record stream and writes the records in time order.
+ * CSV fields are spreadsheetSafe; NDJSON holds the values as recorded.
  */
 export async function exportRecords(
   ctx: Context,
@@ -86,14 +106,14 @@ export async function exportRecords(
   const end = range.until !== undefined ? String(range.until) : '+';
   for (let b = 0; b < ctx.cfg.buckets; b++) {
     for await (const { id, fields } of readStream(ctx, streamOf[kind](b), start, end, decodeOf[kind]))
-      all.push({ record: `${b}/${id}`, time: id.split('-')[0]!, ...fields });
+      all.push(exportRow(b, id, fields));
   }
   all.sort((a, b) => Number(a.time) - Number(b.time));
   const fields = FIELDS[kind];
   if (format === 'csv') {
     write(stringify([fields]));
     for (let i = 0; i < all.length; i += 1000)
-      write(stringify(all.slice(i, i + 1000).map((r) => fields.map((f) => r[f] ?? ''))));
+      write(stringify(all.slice(i, i + 1000).map((r) => fields.map((f) => spreadsheetSafe(r[f] ?? '')))));
   } else {
     for (const r of all) write(JSON.stringify(r) + '\n');
   }

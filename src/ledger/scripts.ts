@@ -1,5 +1,5 @@
 /**
- * The ledger's Lua scripts (lua/mint, activate, set_state): one function each,
+ * The ledger's Lua scripts (lua/mint, activate, set_state, trim): one function each,
  * building KEYS/ARGV from named arguments and decoding the reply into a named
  * type. Nothing else in ledger/ calls a script or reads a raw reply.
  */
@@ -72,4 +72,24 @@ export async function setState(
   if (Array.isArray(r) && r[0] === 'ok' && typeof r[1] === 'string') return { ok: true, state: r[1] };
   if (Array.isArray(r) && r[0] === 'err' && typeof r[1] === 'string') return { ok: false, reason: r[1] };
   throw replyError('set_state', r);
+}
+
+/** The record streams lua/trim knows, by the name it is given. */
+export type TrimStream = 'cdr' | 'sales' | 'red';
+
+/**
+ * Adds a bucket's records up to `upTo` (a stream id, inclusive) to their IDs'
+ * checkpoints and trims them from the stream, in one step. Answers how many
+ * were trimmed: 0 when they were already.
+ */
+export async function trimArchived(
+  scripts: Scripts,
+  bucket: number,
+  stream: TrimStream,
+  upTo: string,
+): Promise<number> {
+  const key = stream === 'cdr' ? keys.cdr(bucket) : stream === 'sales' ? keys.sales(bucket) : keys.redemptions(bucket);
+  const r = await scripts.run('trim', [key, keys.checkpoint(bucket)], [stream, upTo]);
+  if (typeof r !== 'number') throw replyError('trim', r);
+  return r;
 }

@@ -30,6 +30,18 @@ const UNKNOWN_CALL: TickResult = Object.freeze({
 });
 
 /**
+ * The destination as the rate plans know it: E.164 digits, country code first.
+ * A leading `+` or `00` (the international prefix) is taken off; what is left
+ * must start with a country code (1-9). A number with a national trunk prefix
+ * (one leading 0) or none left after the prefix is undefined: refused, never
+ * rated, since no plan prefix but the catch-all '' would match it.
+ */
+export function destDigits(dest: string): string | undefined {
+  const digits = dest.startsWith('+') ? dest.slice(1) : dest.startsWith('00') ? dest.slice(2) : dest;
+  return /^[1-9][0-9]*$/.test(digits) ? digits : undefined;
+}
+
+/**
  * Call metering on top of the Lua scripts: admission, per-second billing and
  * close. Ticks are grouped by bucket and billed by one script call per bucket
  * and round (see GroupCommit), which is what keeps the cost per tick falling as the
@@ -55,7 +67,10 @@ export class Metering {
     this.ticks = new GroupCommit(redis, this.billTicks, maxTicksPerScript);
   }
 
-  async start(sw: string, call: string, idInput: unknown, dest: string): Promise<StartResult> {
+  /** Admits a call; `dialled` is the destination as the switch sent it (destDigits). */
+  async start(sw: string, call: string, idInput: unknown, dialled: string): Promise<StartResult> {
+    const dest = destDigits(dialled);
+    if (dest === undefined) return { ok: false, reason: 'bad_value' };
     const checked = checkId(idInput, this.cfg.idLength);
     if (!checked.ok) return checked;
     const { hash, bucket } = this.ids.hash(checked.id);

@@ -18,6 +18,11 @@ export const keys = {
   sales: (bucket: number) => `${tag(bucket)}sales`,
   /** Unsold IDs of a product in a bucket (set of ID hashes). */
   inventory: (bucket: number, product: string) => `${tag(bucket)}inv:${product}`,
+  /**
+   * What archived and trimmed records held, per ID of a bucket (hash): ID hash ->
+   * "sold sales calls redeemed refunded", the audit's sums over its trimmed records.
+   */
+  checkpoint: (bucket: number) => `${tag(bucket)}ckpt`,
   /** Redemption and reversal records of a bucket (stream). */
   redemptions: (bucket: number) => `${tag(bucket)}red`,
   /** A scanner's scan: its first answer, for retries and reversal. In the ID's bucket. */

@@ -224,6 +224,33 @@ describe('call_start refusals', () => {
   });
 });
 
+describe('the dialled number', () => {
+  it('the international prefix + or 00 is taken off: both rate like the bare country code', async () => {
+    const [id] = await soldIds(h, talkProduct({ face: 1_234_567 }));
+    for (const dest of ['4491234', '+4491234', '004491234']) {
+      const call = newCall();
+      expect(await start(id!, call, dest), dest).toMatchObject({ op: 'started', rate: 1000, fee: 5000, maxSec: 1229 });
+      await stop(call, 0);
+    }
+  });
+
+  it('a national trunk 0, or nothing after the prefix, is refused as bad_value, never rated at the catch-all', async () => {
+    const [id] = await soldIds(h, talkProduct({ face: 1_234_567 }));
+    for (const dest of ['04491234', '+04491234', '0004491234', '00', '0', '+0']) {
+      const call = newCall();
+      expect(await start(id!, call, dest), dest).toMatchObject({
+        op: 'error',
+        call,
+        reason: 'bad_value',
+        message: expect.stringContaining('international format') as unknown,
+      });
+      // Nothing was kept for the refused call: the same call id starts once dialled right.
+      expect(await start(id!, call, '4491234')).toMatchObject({ op: 'started', call, rate: 1000 });
+      await stop(call, 0);
+    }
+  });
+});
+
 describe('duplicate start and call id conflicts', () => {
   it('a repeated start returns the first answer and takes no second slot', async () => {
     const [id] = await soldIds(h, talkProduct({ maxCalls: 1 }));

@@ -1,7 +1,7 @@
 /** Minting IDs and handling one ID by hand: sell, block, unblock, look up. */
 import { readCatalog } from '../../catalog/store';
 import { activateId, idStatus, setIdState } from '../../ledger/ids';
-import { mintIds } from '../../ledger/mint';
+import { mintBatches } from '../../ledger/mint';
 import { intArg, openOut, outcome, parseOptions, type Command } from '../command';
 
 export const idCommands: Record<string, Command> = {
@@ -20,19 +20,25 @@ export const idCommands: Record<string, Command> = {
       if (!product) throw new Error(`unknown product: ${values.product}`);
       const out = openOut(values.out);
       const t0 = Date.now();
-      let buf = '';
-      const n = await mintIds(ctx, product, count, (id) => {
-        buf += id + '\n';
-        if (buf.length > 1 << 16) {
-          out.write(buf);
-          buf = '';
-        }
-      });
-      out.write(buf);
+      // Each script call's IDs are written as soon as Redis confirmed them, straight to the file (no buffer):
+      // whatever stops the mint, the file holds the IDs Redis holds.
+      const r = await mintBatches(ctx, product, count, (ids) => out.write(ids.join('\n') + '\n'));
       await out.done();
+      const where = values.out ? ` into ${values.out}` : '';
+      if (r.stopped === undefined) {
+        process.stderr.write(`minted ${r.minted} ID(s) of ${product.name} in ${Date.now() - t0} ms${where}\n`);
+        return 0;
+      }
+      const left = count - r.minted;
       process.stderr.write(
-        `minted ${n} ID(s) of ${product.name} in ${Date.now() - t0} ms${values.out ? ` into ${values.out}` : ''}\n`,
+        `mint stopped: ${r.stopped}\n` +
+          `minted ${r.minted} of ${count} ID(s) of ${product.name}${where}: ${values.out ? 'the file holds' : 'printed are'} exactly the IDs Redis holds\n` +
+          (r.unknown > 0
+            ? `${r.unknown} ID(s) in doubt: Redis did not say whether it holds them; they are not printed, and if Redis has them they stay unsold stock that only the web shop can sell\n`
+            : '') +
+          `to mint the other ${left}: tessera mint --product ${product.name} --count ${left}${values.out ? ' --out ANOTHER_FILE' : ''}\n`,
       );
+      return 1;
     },
   },
   activate: {

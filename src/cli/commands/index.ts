@@ -21,6 +21,7 @@ export const commands: Record<string, Command> = {
   ...saleCommands,
   ...sandboxCommands,
   export: recordCommands.export,
+  archive: recordCommands.archive,
   ...demoCommands,
   ...callCommands,
 };

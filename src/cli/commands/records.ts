@@ -1,9 +1,13 @@
 /** The records Redis keeps: the conservation audit over them, and their export. */
 import { audit } from '../../ledger/audit';
 import { exportRecords } from '../../ledger/export';
+import { archiveRecords } from '../../ledger/retention';
 import { intArg, openOut, parseOptions, usageError, type Command } from '../command';
 
-export const recordCommands: Record<'audit' | 'export', Command> = {
+const AGE = /^(\d+)(d|h|m|s)$/;
+const UNIT_MS = { d: 86_400_000, h: 3_600_000, m: 60_000, s: 1000 } as const;
+
+export const recordCommands: Record<'audit' | 'export' | 'archive', Command> = {
   audit: {
     summary:
       'conservation check, from Redis alone: for every ID, value sold = balance + calls + redemptions + refunds; exit 1 on any difference',
@@ -61,6 +65,32 @@ export const recordCommands: Record<'audit' | 'export', Command> = {
       });
       await out.done();
       process.stderr.write(`exported ${n} record(s)\n`);
+    },
+  },
+  archive: {
+    summary:
+      'archive records older than an age to NDJSON files under DIR (one per stream and bucket, fsynced), then trim them from Redis; the audit still balances',
+    usage: '--out DIR (--older-than AGE | --before MS)   AGE: 90d, 36h, 30m, 600s',
+    async run(cli) {
+      const { values } = parseOptions(cli, {
+        out: { type: 'string' },
+        'older-than': { type: 'string' },
+        before: { type: 'string' },
+      });
+      if (!values.out) throw usageError('--out DIR is required');
+      const age = values['older-than'];
+      if ((age === undefined) === (values.before === undefined))
+        throw usageError('give --older-than AGE or --before MS');
+      let before: number;
+      if (age !== undefined) {
+        const m = AGE.exec(age);
+        if (!m) throw usageError('--older-than must be a whole number and a unit: 90d, 36h, 30m, 600s');
+        before = Date.now() - Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+      } else before = intArg(values.before, '--before');
+      const n = await archiveRecords(await cli.ctx(), values.out, before);
+      process.stderr.write(
+        `archived and trimmed ${n.calls} call record(s), ${n.sales} sale record(s), ${n.redemptions} redemption record(s) written before ${new Date(before).toISOString()} into ${values.out}\n`,
+      );
     },
   },
 };

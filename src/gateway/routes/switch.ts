@@ -4,6 +4,9 @@ import { PingMsg, StartMsg, StopMsg, TickMsg } from '../../protocol/switch';
 import { compile } from '../../protocol/validator';
 import type { Route, Routes } from '../dispatch';
 
+const DEST_FORMAT =
+  'dest must be in international format: the country code first, after an optional + or 00; no national trunk prefix 0';
+
 /** The switch protocol's ops (docs/protocol.md) on top of the metering service. */
 export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
   const answerTick = (m: TickMsg, r: TickResult, reply: (msg: object) => void): void => {
@@ -33,11 +36,17 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
   const start: Route<StartMsg> = {
     check: compile(StartMsg),
     async handle(m, conn, reply) {
-      const dest = m.dest.startsWith('+') ? m.dest.slice(1) : m.dest;
-      const r = await metering.start(conn.token.name, m.call, m.id, dest);
+      const r = await metering.start(conn.token.name, m.call, m.id, m.dest);
       metrics.event('start', r.ok ? 'ok' : r.reason);
       if (!r.ok)
-        return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.reason, message: `call refused: ${r.reason}` });
+        return reply({
+          op: 'error',
+          ref: m.ref,
+          call: m.call,
+          reason: r.reason,
+          // The one value start checks beyond the schema: the destination's international format.
+          message: r.reason === 'bad_value' ? DEST_FORMAT : `call refused: ${r.reason}`,
+        });
       reply({
         op: 'started',
         ref: m.ref,

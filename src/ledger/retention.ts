@@ -1,0 +1,129 @@
+/**
+ * Retention of the record streams: records older than a cut-off are archived
+ * to files an operator keeps, then trimmed from Redis, their IDs' sums carried
+ * forward in a per-bucket checkpoint so the conservation audit still balances.
+ *
+ * Per stream and bucket, in pages of up to 1000 records, oldest first:
+ *  1. the page's records not yet in the archive file are appended to it and
+ *     the file is fsynced;
+ *  2. lua/trim adds the page to the checkpoint and trims it, in one step.
+ * A crash after 1 leaves records both in the file and in Redis: the next run
+ * finds them in the file (its last record id) and only trims them. A crash
+ * inside 2 is impossible (one script call). So a run repeated, or resumed
+ * after any crash, writes each record to its file exactly once.
+ */
+import { closeSync, fsyncSync, mkdirSync, openSync, readSync, fstatSync, ftruncateSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Context } from '../app/context';
+import { decodeOf, exportRow, streamOf, type RecordKind } from './export';
+import { trimArchived, type TrimStream } from './scripts';
+
+const PAGE = 1000;
+const KINDS: readonly RecordKind[] = ['calls', 'sales', 'redemptions'];
+const TRIM_NAME: Record<RecordKind, TrimStream> = { calls: 'cdr', sales: 'sales', redemptions: 'red' };
+
+/** How many records of each kind a run archived and trimmed. */
+export type ArchiveCounts = Record<RecordKind, number>;
+
+/** Where a bucket's archived records of one kind go: `<dir>/<kind>/b<bucket>.ndjson`. */
+export const archiveFile = (dir: string, kind: RecordKind, bucket: number): string =>
+  join(dir, kind, `b${bucket}.ndjson`);
+
+/** Orders stream ids ("ms-seq"). */
+function compareIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
+  const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
+  return am !== bm ? (am < bm ? -1 : 1) : as === bs ? 0 : as < bs ? -1 : 1;
+}
+
+/**
+ * The stream id of the last record of an archive file (undefined if none). A
+ * last line cut short by a crash is cut off: its record is still in Redis.
+ */
+function lastArchived(fd: number): string | undefined {
+  const size = fstatSync(fd).size;
+  if (size === 0) return undefined;
+  const tail = Buffer.alloc(Math.min(size, 64 * 1024));
+  readSync(fd, tail, 0, tail.length, size - tail.length);
+  const text = tail.toString('utf8');
+  const end = text.lastIndexOf('\n');
+  if (end < text.length - 1) ftruncateSync(fd, size - tail.length + Buffer.byteLength(text.slice(0, end + 1)));
+  if (end < 0) return undefined;
+  const line = text.slice(text.lastIndexOf('\n', end - 1) + 1, end);
+  const record = (JSON.parse(line) as { record?: string }).record ?? '';
+  return record.slice(record.indexOf('/') + 1);
+}
+
+/**
+ * Archives and trims every record written before `before` (ms) into `dir`.
+ * Files are created mode 0600 and appended to, never rewritten.
+ */
+export async function archiveRecords(ctx: Context, dir: string, before: number): Promise<ArchiveCounts> {
+  const counts: ArchiveCounts = { calls: 0, sales: 0, redemptions: 0 };
+  for (const kind of KINDS) {
+    const kindDir = join(dir, kind);
+    mkdirSync(kindDir, { recursive: true, mode: 0o700 });
+    for (let b = 0; b < ctx.cfg.buckets; b++) {
+      const key = streamOf[kind](b);
+      let fd: number | undefined;
+      try {
+        let last: string | undefined;
+        for (;;) {
+          const page = await ctx.redis.xrange(key, '-', `(${before}-0`, 'COUNT', PAGE);
+          if (page.length === 0) break;
+          if (fd === undefined) {
+            fd = openSync(archiveFile(dir, kind, b), 'a+', 0o600);
+            last = lastArchived(fd);
+          }
+          const fresh = page.filter(([id]) => last === undefined || compareIds(id, last) > 0);
+          if (fresh.length > 0) {
+            const text = fresh
+              .map(([id, flat]) => JSON.stringify(exportRow(b, id, decodeOf[kind](flat))) + '\n')
+              .join('');
+            writeSync(fd, text);
+            fsyncSync(fd);
+            last = fresh[fresh.length - 1]![0];
+          }
+          counts[kind] += await trimArchived(ctx.scripts, b, TRIM_NAME[kind], page[page.length - 1]![0]);
+        }
+      } finally {
+        if (fd !== undefined) closeSync(fd);
+      }
+    }
+    // The files' names are in the directory for good once it is synced too.
+    const dfd = openSync(kindDir, 'r');
+    fsyncSync(dfd);
+    closeSync(dfd);
+  }
+  return counts;
+}
+
+/** The audit's sums carried forward for one ID: what its trimmed records held. */
+export interface Carried {
+  sold: number;
+  sales: number;
+  calls: number;
+  redeemed: number;
+  refunded: number;
+}
+
+/** A bucket's checkpoint: ID hash -> the sums of its archived and trimmed records. */
+export async function readCheckpoint(ctx: Context, key: string): Promise<Map<string, Carried>> {
+  const out = new Map<string, Carried>();
+  let cursor = '0';
+  do {
+    const [next, flat] = await ctx.redis.hscan(key, cursor, 'COUNT', 1000);
+    cursor = next;
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      const [sold, sales, calls, redeemed, refunded] = flat[i + 1]!.split(' ').map(Number);
+      out.set(flat[i]!, {
+        sold: sold ?? 0,
+        sales: sales ?? 0,
+        calls: calls ?? 0,
+        redeemed: redeemed ?? 0,
+        refunded: refunded ?? 0,
+      });
+    }
+  } while (cursor !== '0');
+  return out;
+}
