@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Context } from '../app/context';
 import type { CatalogCache } from '../catalog/cache';
-import { isOnPublicSale, type Product } from '../catalog/schema';
+import { isOnPublicSale } from '../catalog/schema';
 import { bucketOfKey, keys } from '../redis/keys';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
