@@ -164,7 +164,7 @@ export class KamailioConnector {
         this.evapi.send(admitReply(e, c.maxSec));
         if (c.endAfterStart) this.stop(c, c.endAfterStart.sec, c.endAfterStart.cause);
       } else {
-        const reason = String(r.reason ?? 'internal');
+        const reason = typeof r.reason === 'string' ? r.reason : 'internal';
         this.evapi.send(refuseReply(e, reason));
         this.log.info({ call: c.call, reason }, 'call refused');
         this.forget(c);
@@ -300,7 +300,9 @@ export class KamailioConnector {
   private cut(c: Call, sec: number, cause: string): void {
     c.ending = true;
     clearTimeout(c.timer);
-    this.rpc.endDialog(c.he, c.hi).catch((err: Error) => this.log.warn({ call: c.call, err: err.message }, 'dlg.end_dlg failed'));
+    this.rpc
+      .endDialog(c.he, c.hi)
+      .catch((err: Error) => this.log.warn({ call: c.call, err: err.message }, 'dlg.end_dlg failed'));
     this.stop(c, sec, cause);
   }
 
@@ -344,7 +346,9 @@ export class KamailioConnector {
         return;
       }
       if (alive || c.ending) continue;
-      const sec = c.answerAt ? Math.max(c.ticked, billedSeconds(c.answerAt * 1000, Math.max(lostAt, c.answerAt) * 1000)) : 0;
+      const sec = c.answerAt
+        ? Math.max(c.ticked, billedSeconds(c.answerAt * 1000, Math.max(lostAt, c.answerAt) * 1000))
+        : 0;
       this.log.warn({ call: c.call, sec }, 'dialog gone after Kamailio reconnected; stopping the call');
       if (c.started) this.stop(c, sec, 'lost');
       else c.endAfterStart = { sec, cause: 'lost' };

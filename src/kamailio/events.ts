@@ -60,5 +60,4 @@ export const admitReply = (e: InviteEvent, maxSec: number): string =>
   JSON.stringify({ ti: e.ti, tl: e.tl, he: e.he, hi: e.hi, max: maxSec });
 
 /** The refusal: Kamailio maps Tessera's reason to a SIP answer (docs/kamailio.md). */
-export const refuseReply = (e: InviteEvent, reason: string): string =>
-  JSON.stringify({ ti: e.ti, tl: e.tl, reason });
+export const refuseReply = (e: InviteEvent, reason: string): string => JSON.stringify({ ti: e.ti, tl: e.tl, reason });

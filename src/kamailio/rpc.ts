@@ -36,7 +36,8 @@ export class KamailioRpc {
             } catch {
               return reject(new Error(`rpc ${method}: HTTP ${res.statusCode}, not JSON`));
             }
-            if (reply.error) reject(Object.assign(new Error(`rpc ${method}: ${reply.error.message}`), { rpcCode: reply.error.code }));
+            if (reply.error)
+              reject(Object.assign(new Error(`rpc ${method}: ${reply.error.message}`), { rpcCode: reply.error.code }));
             else resolve(reply.result);
           });
           res.on('error', reject);

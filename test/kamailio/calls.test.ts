@@ -15,7 +15,17 @@ import { createLogger } from '../../src/observability/log';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
 import { billedSeconds } from '../../src/kamailio/billing';
 import { callRecords, luhnId } from './records';
-import { connectorsAttached, haveKamailio, runUac, startKamailio, startUas, stopAll, until, type KamailioChild, type Uas } from './stack';
+import {
+  connectorsAttached,
+  haveKamailio,
+  runUac,
+  startKamailio,
+  startUas,
+  stopAll,
+  until,
+  type KamailioChild,
+  type Uas,
+} from './stack';
 
 const TALK = talkProduct({ name: 'talk-k', face: 1_000_000, price: 1_000_000 });
 /** 100 micro-units a second everywhere (STD_RATES): 3 seconds of credit. */
@@ -96,10 +106,17 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
 
   it('cuts a call when its balance runs out: BYE to both sides, the call stopped', async () => {
     const [id] = await soldIds(h, SHORT, 1);
-    const run = await runUac({ dir, kamailio: k, scenario: 'uac-wait', rows: [[`${id}*33612345678`, 'X-Test: cut-off']] });
+    const run = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-wait',
+      rows: [[`${id}*33612345678`, 'X-Test: cut-off']],
+    });
     expect(run.code, run.stdout).toBe(0);
     const [call] = [...run.calls.values()];
-    const [rec] = await until('the call record', async () => ((await callRecords(h, call!.ci)).length ? callRecords(h, call!.ci) : undefined));
+    const [rec] = await until('the call record', async () =>
+      (await callRecords(h, call!.ci)).length ? callRecords(h, call!.ci) : undefined,
+    );
     expect(rec!.cause).toBe('cutoff');
     expect(Number(rec!.sec)).toBe(3);
     expect(Number(rec!.bal)).toBe(0);
@@ -110,7 +127,12 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     expect(lateMs).toBeGreaterThan(-1);
     console.log(`cut-off: BYE ${lateMs.toFixed(1)} ms after the balance ran out`);
     // The ID is now exhausted: its next call is refused with 402.
-    const again = await runUac({ dir, kamailio: k, scenario: 'uac-hangup', rows: [[`${id}*33612345678`, 'X-Test: exhausted']] });
+    const again = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${id}*33612345678`, 'X-Test: exhausted']],
+    });
     expect([...again.calls.values()][0]!.refused).toBe(402);
   });
 
@@ -119,7 +141,13 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     const [unrated] = await soldIds(h, NOWHERE, 1);
     await setIdState(h.ctx, blocked!, 'block');
     // One live call on `busy` (maxCalls 1) while the others are tried.
-    const live = runUac({ dir, kamailio: k, scenario: 'uac-hangup', rows: [[`${busy}*33612345678`, 'X-Test: live']], talkMs: 2500 });
+    const live = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${busy}*33612345678`, 'X-Test: live']],
+      talkMs: 2500,
+    });
     await until('the live call to be admitted', async () => (await activeCalls(h, busy!)) === 1);
     const run = await runUac({
       dir,
@@ -141,10 +169,21 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     connector.close();
     await until('the connector to detach', async () => (await connectorsAttached(k)) === 0);
     const [id] = await soldIds(h, TALK, 1);
-    const run = await runUac({ dir, kamailio: k, scenario: 'uac-hangup', rows: [[`${id}*33612345678`, 'X-Test: fail-closed']] });
+    const run = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${id}*33612345678`, 'X-Test: fail-closed']],
+    });
     expect([...run.calls.values()][0]!.refused).toBe(503);
     connector = await attach();
-    const ok = await runUac({ dir, kamailio: k, scenario: 'uac-hangup', rows: [[`${id}*33612345678`, 'X-Test: back']], talkMs: 500 });
+    const ok = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${id}*33612345678`, 'X-Test: back']],
+      talkMs: 500,
+    });
     expect(ok.code, ok.stdout).toBe(0);
     expect([...ok.calls.values()][0]!.answerUs).toBeDefined();
   });

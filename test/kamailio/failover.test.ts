@@ -18,7 +18,19 @@ import { createLogger } from '../../src/observability/log';
 import { freePort } from '../../src/redis/embedded';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
 import { callRecords } from './records';
-import { connectorsAttached, haveKamailio, runUac, sleep, spawnConnector, startKamailio, startUas, stopAll, until, type KamailioChild, type UacRun } from './stack';
+import {
+  connectorsAttached,
+  haveKamailio,
+  runUac,
+  sleep,
+  spawnConnector,
+  startKamailio,
+  startUas,
+  stopAll,
+  until,
+  type KamailioChild,
+  type UacRun,
+} from './stack';
 
 const TALK = talkProduct({ name: 'talk-f', face: 1_000_000, price: 1_000_000 });
 /** Two seconds of credit at 100 micro-units a second. */
@@ -41,7 +53,14 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
   const startGw = (port = 0): Promise<Gateway> => gateway(h, { port, staleAfterMs: 2000, reapIntervalMs: 250 });
 
   const attach = async (gateways: string[]): Promise<KamailioConnector> => {
-    const c = new KamailioConnector({ evapiHost: '127.0.0.1', evapiPort: k.evapiPort, rpcUrl: k.rpcUrl, gateways, token: tok, log: createLogger('silent') });
+    const c = new KamailioConnector({
+      evapiHost: '127.0.0.1',
+      evapiPort: k.evapiPort,
+      rpcUrl: k.rpcUrl,
+      gateways,
+      token: tok,
+      log: createLogger('silent'),
+    });
     connectors.push(c);
     const before = await connectorsAttached(k);
     c.start();
@@ -52,13 +71,14 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     for (const c of connectors.splice(0)) c.close();
     await until('every connector to detach', async () => (await connectorsAttached(k)) === 0);
   };
-  const admitted = (id: string): Promise<boolean> => until(`a live call on ${id}`, async () => {
-    const s = await idStatus(h.ctx, id);
-    return s.ok && s.activeCalls === 1;
-  });
+  const admitted = (id: string): Promise<boolean> =>
+    until(`a live call on ${id}`, async () => {
+      const s = await idStatus(h.ctx, id);
+      return s.ok && s.activeCalls === 1;
+    });
   const recordOf = async (run: UacRun): Promise<Record<string, string>> => {
     const [call] = [...run.calls.values()];
-    return (await until(`the record of ${call!.ci}`, async () => (await callRecords(h, call!.ci))[0]))!;
+    return (await until(`the record of ${call!.ci}`, async () => (await callRecords(h, call!.ci))[0]));
   };
 
   beforeAll(async () => {
@@ -107,7 +127,13 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     await until('the connector process to attach', async () => (await connectorsAttached(k)) === 1, 20_000);
     await attach([url(gw2.port)]);
     const [id] = await soldIds(h, TALK, 1);
-    const call = runUac({ dir, kamailio: k, scenario: 'uac-hangup', rows: [[`${id}*33612345678`, 'X-Test: two-connectors']], talkMs: 2600 });
+    const call = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${id}*33612345678`, 'X-Test: two-connectors']],
+      talkMs: 2600,
+    });
     await admitted(id!);
     await sleep(1200);
     child.kill('SIGKILL');
@@ -125,7 +151,13 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     await attach([url(gw1Port), url(gw2.port)]);
     const [a, b] = await soldIds(h, TALK, 2);
     // The connector is on gw1 (first in its list): gw1 goes away mid-call.
-    const first = runUac({ dir, kamailio: k, scenario: 'uac-hangup', rows: [[`${a}*33612345678`, 'X-Test: failover']], talkMs: 2600 });
+    const first = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${a}*33612345678`, 'X-Test: failover']],
+      talkMs: 2600,
+    });
     await admitted(a!);
     await sleep(1200);
     await gw1.close();
@@ -135,7 +167,13 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     expect(Number((await recordOf(run1)).sec)).toBe(billedSeconds(c1!.answerUs!, c1!.hangupUs!));
     // gw1 restarts on its port, gw2 goes away mid-call: the connector is back on gw1.
     gw1 = await startGw(gw1Port);
-    const second = runUac({ dir, kamailio: k, scenario: 'uac-hangup', rows: [[`${b}*33612345678`, 'X-Test: restart']], talkMs: 2600 });
+    const second = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${b}*33612345678`, 'X-Test: restart']],
+      talkMs: 2600,
+    });
     await admitted(b!);
     await sleep(1200);
     await gw2.close();
@@ -152,7 +190,14 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
   it('stops the calls Kamailio lost in a restart and meters new ones once it is back', async () => {
     await attach([url(gw1.port)]);
     const [a, b] = await soldIds(h, TALK, 2);
-    const lost = runUac({ dir, kamailio: k, scenario: 'uac-hangup', rows: [[`${a}*33612345678`, 'X-Test: lost']], talkMs: 2600, timeoutSec: 10 });
+    const lost = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${a}*33612345678`, 'X-Test: lost']],
+      talkMs: 2600,
+      timeoutSec: 10,
+    });
     await admitted(a!);
     await sleep(1200);
     const ports = { sipPort: k.sipPort, evapiPort: k.evapiPort, httpPort: k.httpPort };
@@ -165,7 +210,13 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     expect(Number(rec1.sec)).toBeGreaterThanOrEqual(1);
     expect(Number(rec1.sec)).toBeLessThanOrEqual(billedSeconds(c1!.answerUs!, c1!.hangupUs ?? c1!.answerUs! + 2.6e6));
     await until('the connector to attach again', async () => (await connectorsAttached(k)) === 1);
-    const run2 = await runUac({ dir, kamailio: k, scenario: 'uac-hangup', rows: [[`${b}*33612345678`, 'X-Test: after-restart']], talkMs: 1300 });
+    const run2 = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${b}*33612345678`, 'X-Test: after-restart']],
+      talkMs: 1300,
+    });
     expect(run2.code, run2.stdout).toBe(0);
     const [c2] = [...run2.calls.values()];
     expect(Number((await recordOf(run2)).sec)).toBe(billedSeconds(c2!.answerUs!, c2!.hangupUs!));

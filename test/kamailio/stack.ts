@@ -51,7 +51,7 @@ export async function until<T>(what: string, check: () => T | Promise<T>, timeou
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await check();
-    if (v) return v as NonNullable<T>;
+    if (v) return v;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(50);
   }
@@ -74,22 +74,30 @@ export interface KamailioPorts {
   httpPort: number;
 }
 
-export const kamailioPorts = async (): Promise<KamailioPorts> => ({ sipPort: await freePort(), evapiPort: await freePort(), httpPort: await freePort() });
+export const kamailioPorts = async (): Promise<KamailioPorts> => ({
+  sipPort: await freePort(),
+  evapiPort: await freePort(),
+  httpPort: await freePort(),
+});
 
 export function rpcCall(url: string, method: string, params: unknown[] = []): Promise<any> {
   const body = JSON.stringify({ jsonrpc: '2.0', method, params, id: 1 });
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: 'POST', headers: { 'content-type': 'application/json' }, timeout: 2000 }, (res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => (text += d.toString()));
-      res.on('end', () => {
-        try {
-          resolve(JSON.parse(text));
-        } catch (err) {
-          reject(err as Error);
-        }
-      });
-    });
+    const req = request(
+      url,
+      { method: 'POST', headers: { 'content-type': 'application/json' }, timeout: 2000 },
+      (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => {
+          try {
+            resolve(JSON.parse(text));
+          } catch (err) {
+            reject(err instanceof Error ? err : new Error(String(err)));
+          }
+        });
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', reject);
     req.end(body);
@@ -97,15 +105,36 @@ export function rpcCall(url: string, method: string, params: unknown[] = []): Pr
 }
 
 /** Kamailio with the shipped configuration, routing answered prepaid calls to the sipp callee on `pstnPort`. */
-export async function startKamailio(o: { dir: string; pstnPort: number; ports?: KamailioPorts; defines?: string[] }): Promise<KamailioChild> {
+export async function startKamailio(o: {
+  dir: string;
+  pstnPort: number;
+  ports?: KamailioPorts;
+  defines?: string[];
+}): Promise<KamailioChild> {
   const ports = o.ports ?? (await kamailioPorts());
   const args = [
-    '-f', KAMAILIO_CFG, '-DD', '-E', '-m', '64', '-M', '8', '-Y', o.dir, '-P', join(o.dir, `kamailio-${ports.sipPort}.pid`),
-    '-A', `SIP_LISTEN=udp:127.0.0.1:${ports.sipPort}`,
-    '-A', `HTTP_LISTEN=tcp:127.0.0.1:${ports.httpPort}`,
-    '-A', `EVAPI_BIND="127.0.0.1:${ports.evapiPort}"`,
-    '-A', `PSTN_GW="sip:127.0.0.1:${o.pstnPort}"`,
-    '-A', 'CHILDREN=2',
+    '-f',
+    KAMAILIO_CFG,
+    '-DD',
+    '-E',
+    '-m',
+    '64',
+    '-M',
+    '8',
+    '-Y',
+    o.dir,
+    '-P',
+    join(o.dir, `kamailio-${ports.sipPort}.pid`),
+    '-A',
+    `SIP_LISTEN=udp:127.0.0.1:${ports.sipPort}`,
+    '-A',
+    `HTTP_LISTEN=tcp:127.0.0.1:${ports.httpPort}`,
+    '-A',
+    `EVAPI_BIND="127.0.0.1:${ports.evapiPort}"`,
+    '-A',
+    `PSTN_GW="sip:127.0.0.1:${o.pstnPort}"`,
+    '-A',
+    'CHILDREN=2',
     ...(o.defines ?? []).flatMap((d) => ['-A', d]),
   ];
   const proc = track(spawn('kamailio', args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] }));
@@ -196,10 +225,27 @@ export async function startUas(dir: string, port?: number): Promise<Uas> {
   const log = join(dir, `uas-${port}.log`);
   writeFileSync(log, '');
   const proc = track(
-    spawn('sipp', ['-sf', join(SCENARIOS, 'uas.xml'), '-i', '127.0.0.1', '-p', String(port), '-nostdin', '-trace_logs', '-log_file', log, '-max_socket', '10000'], {
-      detached: true,
-      stdio: 'ignore',
-    }),
+    spawn(
+      'sipp',
+      [
+        '-sf',
+        join(SCENARIOS, 'uas.xml'),
+        '-i',
+        '127.0.0.1',
+        '-p',
+        String(port),
+        '-nostdin',
+        '-trace_logs',
+        '-log_file',
+        log,
+        '-max_socket',
+        '10000',
+      ],
+      {
+        detached: true,
+        stdio: 'ignore',
+      },
+    ),
   );
   await sleep(100);
   return {
@@ -240,10 +286,31 @@ export async function runUac(o: {
   writeFileSync(csv, ['SEQUENTIAL', ...o.rows.map(([ruser, hdr]) => `${ruser};${hdr};`)].join('\n') + '\n');
   writeFileSync(log, '');
   const args = [
-    '-sf', join(SCENARIOS, `${o.scenario}.xml`), '-inf', csv, '-i', '127.0.0.1', '-p', String(port),
-    '-m', String(o.rows.length), '-r', String(o.rate ?? 100), '-l', String(o.rows.length),
-    '-d', String(o.talkMs ?? 1000), '-nostdin', '-trace_logs', '-log_file', log,
-    '-timeout', `${o.timeoutSec ?? 30}s`, '-timeout_error', '-max_socket', '10000',
+    '-sf',
+    join(SCENARIOS, `${o.scenario}.xml`),
+    '-inf',
+    csv,
+    '-i',
+    '127.0.0.1',
+    '-p',
+    String(port),
+    '-m',
+    String(o.rows.length),
+    '-r',
+    String(o.rate ?? 100),
+    '-l',
+    String(o.rows.length),
+    '-d',
+    String(o.talkMs ?? 1000),
+    '-nostdin',
+    '-trace_logs',
+    '-log_file',
+    log,
+    '-timeout',
+    `${o.timeoutSec ?? 30}s`,
+    '-timeout_error',
+    '-max_socket',
+    '10000',
     `127.0.0.1:${o.kamailio.sipPort}`,
   ];
   const proc = track(spawn('sipp', args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] }));
@@ -256,12 +323,34 @@ export async function runUac(o: {
 }
 
 /** The connector as its own process (`tessera kamailio`), so a test can SIGKILL it. */
-export function spawnConnector(o: { kamailio: KamailioChild; gateways: string[]; token: string; env?: Record<string, string> }): ChildProcess {
+export function spawnConnector(o: {
+  kamailio: KamailioChild;
+  gateways: string[];
+  token: string;
+  env?: Record<string, string>;
+}): ChildProcess {
   return track(
     spawn(
       process.execPath,
-      ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), 'kamailio', '--evapi', `127.0.0.1:${o.kamailio.evapiPort}`, '--rpc', o.kamailio.rpcUrl, ...o.gateways.flatMap((g) => ['--gateway', g]), '--token', o.token],
-      { cwd: ROOT, detached: true, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, LOG_LEVEL: 'warn', ...o.env } },
+      [
+        '--import',
+        'tsx',
+        join(ROOT, 'src', 'cli', 'main.ts'),
+        'kamailio',
+        '--evapi',
+        `127.0.0.1:${o.kamailio.evapiPort}`,
+        '--rpc',
+        o.kamailio.rpcUrl,
+        ...o.gateways.flatMap((g) => ['--gateway', g]),
+        '--token',
+        o.token,
+      ],
+      {
+        cwd: ROOT,
+        detached: true,
+        stdio: ['ignore', 'ignore', 'inherit'],
+        env: { ...process.env, LOG_LEVEL: 'warn', ...o.env },
+      },
     ),
   );
 }

@@ -15,19 +15,30 @@ export const kamailioCommands: Record<string, Command> = {
         gateway: { type: 'string', multiple: true },
         token: { type: 'string', default: process.env.TESSERA_SWITCH_TOKEN },
       });
-      const [host, port] = splitHostPort(values.evapi!);
-      const gateways = (values.gateway?.length ? values.gateway : (process.env.TESSERA_GATEWAYS ?? `ws://localhost:${process.env.PORT ?? 8080}/v1/switch`).split(','))
+      const [host, port] = splitHostPort(values.evapi);
+      const gateways = (
+        values.gateway?.length
+          ? values.gateway
+          : (process.env.TESSERA_GATEWAYS ?? `ws://localhost:${process.env.PORT ?? 8080}/v1/switch`).split(',')
+      )
         .flatMap((g) => g.split(','))
         .map((g) => g.trim())
         .filter(Boolean);
       if (!values.token) throw usageError('a switch token is needed: --token or TESSERA_SWITCH_TOKEN');
       try {
-        new URL(values.rpc!);
+        new URL(values.rpc);
       } catch {
         throw usageError(`--rpc is not a URL: ${values.rpc}`);
       }
       const log = createLogger(process.env.LOG_LEVEL ?? 'info', 'tessera-kamailio');
-      const connector = new KamailioConnector({ evapiHost: host, evapiPort: port, rpcUrl: values.rpc!, gateways, token: values.token, log });
+      const connector = new KamailioConnector({
+        evapiHost: host,
+        evapiPort: port,
+        rpcUrl: values.rpc,
+        gateways,
+        token: values.token,
+        log,
+      });
       connector.start();
       log.info({ evapi: values.evapi, rpc: values.rpc, gateways }, 'kamailio connector running');
       await new Promise<void>((resolve) => {
@@ -45,6 +56,7 @@ export const kamailioCommands: Record<string, Command> = {
 function splitHostPort(s: string): [string, number] {
   const i = s.lastIndexOf(':');
   const port = Number(s.slice(i + 1));
-  if (i <= 0 || !Number.isInteger(port) || port < 1 || port > 65535) throw usageError(`--evapi must be HOST:PORT, not ${s}`);
+  if (i <= 0 || !Number.isInteger(port) || port < 1 || port > 65535)
+    throw usageError(`--evapi must be HOST:PORT, not ${s}`);
   return [s.slice(0, i), port];
 }
