@@ -78,7 +78,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     });
   const recordOf = async (run: UacRun): Promise<Record<string, string>> => {
     const [call] = [...run.calls.values()];
-    return (await until(`the record of ${call!.ci}`, async () => (await callRecords(h, call!.ci))[0]));
+    return await until(`the record of ${call!.ci}`, async () => (await callRecords(h, call!.ci))[0]);
   };
 
   beforeAll(async () => {

@@ -19,9 +19,19 @@ export const haveKamailio = (): boolean => existsSync('/usr/sbin/kamailio') && e
 
 const started = new Set<ChildProcess>();
 
+/**
+ * Keeps a process (a detached group leader) to kill at the end, and kills its
+ * whole group if this process dies first, even by SIGKILL: a shell holding our
+ * stdin pipe does it on EOF.
+ */
 function track(p: ChildProcess): ChildProcess {
   started.add(p);
-  p.once('exit', () => started.delete(p));
+  const dog = p.pid ? spawn('sh', ['-c', `read _ || true; kill -KILL -${p.pid} 2>/dev/null`], { stdio: ['pipe', 'ignore', 'ignore'] }) : undefined;
+  dog?.on('error', () => undefined);
+  p.once('exit', () => {
+    started.delete(p);
+    dog?.kill('SIGKILL');
+  });
   return p;
 }
 
@@ -110,31 +120,20 @@ export async function startKamailio(o: {
   pstnPort: number;
   ports?: KamailioPorts;
   defines?: string[];
+  /** Shared memory (MB): dialogs and transactions live there. */
+  shmMb?: number;
+  /** SIP worker processes. */
+  children?: number;
 }): Promise<KamailioChild> {
   const ports = o.ports ?? (await kamailioPorts());
+  // prettier-ignore
   const args = [
-    '-f',
-    KAMAILIO_CFG,
-    '-DD',
-    '-E',
-    '-m',
-    '64',
-    '-M',
-    '8',
-    '-Y',
-    o.dir,
-    '-P',
-    join(o.dir, `kamailio-${ports.sipPort}.pid`),
-    '-A',
-    `SIP_LISTEN=udp:127.0.0.1:${ports.sipPort}`,
-    '-A',
-    `HTTP_LISTEN=tcp:127.0.0.1:${ports.httpPort}`,
-    '-A',
-    `EVAPI_BIND="127.0.0.1:${ports.evapiPort}"`,
-    '-A',
-    `PSTN_GW="sip:127.0.0.1:${o.pstnPort}"`,
-    '-A',
-    'CHILDREN=2',
+    '-f', KAMAILIO_CFG, '-DD', '-E', '-m', String(o.shmMb ?? 64), '-M', '8', '-Y', o.dir, '-P', join(o.dir, `kamailio-${ports.sipPort}.pid`),
+    '-A', `SIP_LISTEN=udp:127.0.0.1:${ports.sipPort}`,
+    '-A', `HTTP_LISTEN=tcp:127.0.0.1:${ports.httpPort}`,
+    '-A', `EVAPI_BIND="127.0.0.1:${ports.evapiPort}"`,
+    '-A', `PSTN_GW="sip:127.0.0.1:${o.pstnPort}"`,
+    '-A', `CHILDREN=${o.children ?? 2}`,
     ...(o.defines ?? []).flatMap((d) => ['-A', d]),
   ];
   const proc = track(spawn('kamailio', args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] }));
@@ -183,7 +182,8 @@ export async function connectorsAttached(k: KamailioChild): Promise<number> {
 /** What the scenarios log, per Call-ID. */
 export interface SippCall {
   ci: string;
-  /** gettimeofday at the 200 OK, at the caller's BYE, at a BYE received (µs). */
+  /** gettimeofday at the INVITE sent, at the 200 OK, at the caller's BYE, at a BYE received (µs). */
+  inviteUs?: number;
   answerUs?: number;
   hangupUs?: number;
   byeUs?: number;
@@ -199,11 +199,12 @@ const US = (s: string): number => {
 export function parseSippLog(text: string): Map<string, SippCall> {
   const calls = new Map<string, SippCall>();
   for (const line of text.split('\n')) {
-    const m = /(ANSWER|HANGUP|BYE|REFUSED) (\S+) (\S+)/.exec(line);
+    const m = /(INVITE|ANSWER|HANGUP|BYE|REFUSED) (\S+) (\S+)/.exec(line);
     if (!m) continue;
     const c = calls.get(m[2]!) ?? { ci: m[2]! };
     calls.set(c.ci, c);
-    if (m[1] === 'ANSWER') c.answerUs = US(m[3]!);
+    if (m[1] === 'INVITE') c.inviteUs = US(m[3]!);
+    else if (m[1] === 'ANSWER') c.answerUs = US(m[3]!);
     else if (m[1] === 'HANGUP') c.hangupUs = US(m[3]!);
     else if (m[1] === 'BYE') c.byeUs = US(m[3]!);
     else c.refused = Number(m[3]);
@@ -277,6 +278,10 @@ export async function runUac(o: {
   rows: [string, string][];
   talkMs?: number;
   rate?: number;
+  /** Calls to place (the rows are used in turn); all the rows by default. */
+  calls?: number;
+  /** Calls open at once at most; `calls` by default. */
+  limit?: number;
   timeoutSec?: number;
   onStart?: (p: ChildProcess) => void;
 }): Promise<UacRun> {
@@ -285,32 +290,13 @@ export async function runUac(o: {
   const log = join(o.dir, `uac-${port}.log`);
   writeFileSync(csv, ['SEQUENTIAL', ...o.rows.map(([ruser, hdr]) => `${ruser};${hdr};`)].join('\n') + '\n');
   writeFileSync(log, '');
+  const calls = o.calls ?? o.rows.length;
+  // prettier-ignore
   const args = [
-    '-sf',
-    join(SCENARIOS, `${o.scenario}.xml`),
-    '-inf',
-    csv,
-    '-i',
-    '127.0.0.1',
-    '-p',
-    String(port),
-    '-m',
-    String(o.rows.length),
-    '-r',
-    String(o.rate ?? 100),
-    '-l',
-    String(o.rows.length),
-    '-d',
-    String(o.talkMs ?? 1000),
-    '-nostdin',
-    '-trace_logs',
-    '-log_file',
-    log,
-    '-timeout',
-    `${o.timeoutSec ?? 30}s`,
-    '-timeout_error',
-    '-max_socket',
-    '10000',
+    '-sf', join(SCENARIOS, `${o.scenario}.xml`), '-inf', csv, '-i', '127.0.0.1', '-p', String(port),
+    '-m', String(calls), '-r', String(o.rate ?? 100), '-rp', '1000', '-l', String(o.limit ?? calls),
+    '-d', String(o.talkMs ?? 1000), '-nostdin', '-trace_logs', '-log_file', log,
+    '-timeout', `${o.timeoutSec ?? 30}s`, '-timeout_error', '-max_socket', '10000',
     `127.0.0.1:${o.kamailio.sipPort}`,
   ];
   const proc = track(spawn('sipp', args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] }));
