@@ -17,6 +17,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { createToken, putPlans, putProducts } from '../src/catalog/store';
 import type { TalkProduct } from '../src/catalog/schema';
@@ -200,6 +201,7 @@ interface RateResult {
   rate: number;
   calls: number;
   failed: number;
+  failures: string;
   setupP50: number;
   setupP99: number;
   cpu: Record<string, number>;
@@ -241,10 +243,18 @@ async function rateStep(
   const usage = cpu.stop();
   const ok = [...run.calls.values()].filter((c) => c.answerUs && c.hangupUs && !c.refused);
   const setup = ok.map((c) => (c.answerUs! - c.inviteUs!) / 1000);
+  // Why calls failed: a SIP code, never answered, or not logged at all.
+  const why = new Map<string, number>();
+  for (const c of run.calls.values()) {
+    const k = c.refused ? String(c.refused) : !c.answerUs ? 'no-answer' : !c.hangupUs ? 'no-hangup' : '';
+    if (k) why.set(k, (why.get(k) ?? 0) + 1);
+  }
+  if (run.calls.size < calls) why.set('unlogged', calls - run.calls.size);
   const result: RateResult = {
     rate,
     calls,
     failed: calls - ok.length,
+    failures: [...why].map(([k, n]) => `${k} ${n}`).join(', '),
     setupP50: pct(setup, 50),
     setupP99: pct(setup, 99),
     cpu: usage,
@@ -258,7 +268,7 @@ async function rateStep(
 
 const printRate = (label: string, r: RateResult): void =>
   console.log(
-    `${label.padEnd(9)} ${String(r.rate).padStart(5)}/s ${String(r.calls).padStart(6)} calls ${String(r.failed).padStart(5)} failed  setup p50 ${f1(r.setupP50).padStart(6)} ms p99 ${f1(r.setupP99).padStart(7)} ms` +
+    `${label.padEnd(9)} ${String(r.rate).padStart(5)}/s ${String(r.calls).padStart(6)} calls ${String(r.failed).padStart(5)} failed${r.failures ? ` (${r.failures})` : ''}  setup p50 ${f1(r.setupP50).padStart(6)} ms p99 ${f1(r.setupP99).padStart(7)} ms` +
       `  cpu% ${Object.entries(r.cpu)
         .map(([k, v]) => `${k} ${v}`)
         .join(', ')}${r.exact ? `  billed exactly ${r.exact}` : ''}`,
@@ -395,7 +405,10 @@ async function main(): Promise<void> {
   watchdog(uas.proc.pid);
   const s: Stack = { br, gw, uas, tok, dir, children: Number(v.children) };
   console.log(
-    `kamailio ${s.children} SIP workers; gateway :${gw.port}; sipp callee :${uas.port}; ${new Date().toISOString()}`,
+    `kamailio ${s.children} SIP workers; gateway :${gw.port}; sipp callee :${uas.port}; ${new Date().toISOString()}; ` +
+      `${cpus().length} cores, load average ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')} (other processes compete for the same cores)`,
   );
   const mode = v.mode;
   if (mode === 'all' || mode === 'rate')

@@ -1,8 +1,8 @@
 /**
  * The billing rule: a started second is a billed second. A call answered at
  * `answerUs` and ended at `endUs` (microseconds, both Kamailio's clock) is
- * billed ceil(duration) seconds, at least one once answered. Ticks only
- * ever claim completed seconds, so a hang-up racing the next tick never
+ * billed ceil(duration) seconds, at least one once answered. Ticks claim
+ * completed seconds (connector.ts), so a hang-up racing the next tick never
  * adds one.
  */
 export function billedSeconds(answerUs: number, endUs: number): number {

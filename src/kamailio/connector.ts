@@ -54,7 +54,7 @@ interface Call {
 const STOP_RETRY_MS = 500;
 /** How long an ended call's Call-ID is remembered, so its late events are ignored. */
 const DONE_TTL_MS = 120_000;
-/** How long before the end of a second its tick is sent. */
+/** How long before the end of its last paid second a call's final tick is sent. */
 const TICK_LEAD_MS = 200;
 const RETRYABLE = new Set(['unavailable', 'overloaded', 'internal']);
 
@@ -207,21 +207,27 @@ export class KamailioConnector {
     this.scheduleTick(c);
   }
 
+  /** The next tick: at the end of each second, the last paid one TICK_LEAD_MS before its end. */
   private scheduleTick(c: Call): void {
-    const due = c.answerAt + (c.ticked + 1) * 1000 - TICK_LEAD_MS;
-    c.timer = setTimeout(() => this.tick(c), Math.max(0, due - Date.now()));
+    const next = c.ticked + 1;
+    const due = c.answerAt + next * 1000 - (c.maxSec > 0 && next >= c.maxSec ? TICK_LEAD_MS : 0);
+    // Timers run before I/O in an event-loop turn: the tick waits for the I/O of this turn
+    // (setImmediate), so an end event that arrived during a stall is seen before it.
+    c.timer = setTimeout(() => setImmediate(() => this.tick(c)), Math.max(0, due - Date.now()));
   }
 
   /**
-   * Ticks second k once it has started (TICK_LEAD_MS before it ends), so the
-   * cutoff for the last paid second is known before that second is over and
-   * the BYE can leave on the dot. A tick claims only a started second, so a
-   * hang-up racing it never adds one unless its event is late by more than
-   * 1000 - TICK_LEAD_MS ms.
+   * Ticks the completed seconds, so a hang-up racing a tick never adds a
+   * second unless its event comes more than a second late. The last paid
+   * second is ticked TICK_LEAD_MS before it ends (it has started, so the
+   * started-second rule bills it anyway): its cutoff is then known before
+   * the balance runs out, and the BYE leaves on the dot.
    */
   private tick(c: Call): void {
     if (c.ending || c.cutAt) return;
-    const sec = Math.floor((Date.now() - c.answerAt + TICK_LEAD_MS) / 1000);
+    const now = Date.now();
+    let sec = Math.floor((now - c.answerAt) / 1000);
+    if (c.maxSec > 0 && sec < c.maxSec && now >= c.answerAt + c.maxSec * 1000 - TICK_LEAD_MS) sec = c.maxSec;
     if (c.started && this.evapi.connected && sec > c.ticked) {
       c.ticked = sec;
       this.link.send({ op: 'tick', call: c.call, sec });

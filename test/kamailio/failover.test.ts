@@ -49,8 +49,10 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
   const connectors: KamailioConnector[] = [];
 
   const url = (port: number): string => `ws://127.0.0.1:${port}/v1/switch`;
-  // The reaper closes a call 2 s after its last tick, so a call whose connector died is closed quickly.
-  const startGw = (port = 0): Promise<Gateway> => gateway(h, { port, staleAfterMs: 2000, reapIntervalMs: 250 });
+  // The reaper closes a call 2 s after its last tick (or its start, if it was never ticked),
+  // so a call whose connector died is closed quickly.
+  const startGw = (port = 0): Promise<Gateway> =>
+    gateway(h, { port, staleAfterMs: 2000, ringTimeoutMs: 2000, reapIntervalMs: 250 });
 
   const attach = async (gateways: string[]): Promise<KamailioConnector> => {
     const c = new KamailioConnector({
@@ -78,7 +80,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     });
   const recordOf = async (run: UacRun): Promise<Record<string, string>> => {
     const [call] = [...run.calls.values()];
-    return await until(`the record of ${call!.ci}`, async () => (await callRecords(h, call!.ci))[0]);
+    return await until(`the record of ${call!.ci}`, async () => (await callRecords(h, call!.ci))[0], 20_000);
   };
 
   beforeAll(async () => {

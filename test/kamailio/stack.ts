@@ -26,7 +26,9 @@ const started = new Set<ChildProcess>();
  */
 function track(p: ChildProcess): ChildProcess {
   started.add(p);
-  const dog = p.pid ? spawn('sh', ['-c', `read _ || true; kill -KILL -${p.pid} 2>/dev/null`], { stdio: ['pipe', 'ignore', 'ignore'] }) : undefined;
+  const dog = p.pid
+    ? spawn('sh', ['-c', `read _ || true; kill -KILL -${p.pid} 2>/dev/null`], { stdio: ['pipe', 'ignore', 'ignore'] })
+    : undefined;
   dog?.on('error', () => undefined);
   p.once('exit', () => {
     started.delete(p);
