@@ -176,6 +176,12 @@ async function records(s: Stack, callIds: Set<string>, want: number): Promise<Ma
   return found;
 }
 
+/** sipp's own count of failed calls, from its final statistics screen. */
+const sippFailed = (stdout: string): number | undefined => {
+  const m = [...stdout.matchAll(/Failed call\s*\|\s*\d+\s*\|\s*(\d+)/g)].pop();
+  return m ? Number(m[1]) : undefined;
+};
+
 /** Calls whose billed seconds are sipp's answered duration by the started-second rule; the others, over and under. */
 function exactness(ok: SippCall[], recs: Map<string, Record<string, string>>): string {
   let exact = 0;
@@ -253,7 +259,7 @@ async function rateStep(
   const result: RateResult = {
     rate,
     calls,
-    failed: calls - ok.length,
+    failed: sippFailed(run.stdout) ?? calls - ok.length,
     failures: [...why].map(([k, n]) => `${k} ${n}`).join(', '),
     setupP50: pct(setup, 50),
     setupP99: pct(setup, 99),
