@@ -176,6 +176,19 @@ async function records(s: Stack, callIds: Set<string>, want: number): Promise<Ma
   return found;
 }
 
+/** The most calls up at the same moment, from each call's answer and hang-up at the caller. */
+function heldAtOnce(ok: SippCall[]): number {
+  const edges = ok.flatMap((c) => [
+    [c.answerUs!, 1],
+    [c.hangupUs!, -1],
+  ]);
+  edges.sort((a, b) => a[0]! - b[0]! || a[1]! - b[1]!);
+  let up = 0;
+  let most = 0;
+  for (const [, d] of edges) most = Math.max(most, (up += d!));
+  return most;
+}
+
 /** sipp's own count of failed calls, from its final statistics screen. */
 const sippFailed = (stdout: string): number | undefined => {
   const m = [...stdout.matchAll(/Failed call\s*\|\s*\d+\s*\|\s*(\d+)/g)].pop();
@@ -349,7 +362,7 @@ async function concurrencyMode(s: Stack, rows: [string, string][], rate: number,
     const poll = setInterval(() => {
       side.k
         .rpc('dlg.stats_active')
-        .then((r: { result?: { active?: number } }) => (peak = Math.max(peak, Number(r.result?.active ?? 0))))
+        .then((r: { result?: { all?: number } }) => (peak = Math.max(peak, Number(r.result?.all ?? 0))))
         .catch(() => undefined);
     }, 250);
     const calls = rate * holdSec;
@@ -371,7 +384,8 @@ async function concurrencyMode(s: Stack, rows: [string, string][], rate: number,
       exact = `, billed exactly ${exactness(ok, recs)}`;
     }
     console.log(
-      `${(metered ? 'metered' : 'plain').padEnd(9)} held at most ${peak} dialogs at once; ${calls - ok.length} of ${calls} calls failed${exact}`,
+      `${(metered ? 'metered' : 'plain').padEnd(9)} held at most ${heldAtOnce(ok)} answered calls at once (sipp)` +
+        `${metered ? `, ${peak} dialogs (Kamailio)` : ''}; ${sippFailed(run.stdout) ?? calls - ok.length} of ${calls} calls failed${exact}`,
     );
     await stopSide(side);
   }

@@ -54,6 +54,12 @@ interface Call {
 const STOP_RETRY_MS = 500;
 /** How long an ended call's Call-ID is remembered, so its late events are ignored. */
 const DONE_TTL_MS = 120_000;
+/**
+ * The BYE leaves this long after the paid seconds end (counted from Kamailio's
+ * answer): the caller got its 200 OK a little after Kamailio saw it, and the
+ * cut-off must not look early from its side.
+ */
+const CUT_MARGIN_MS = 5;
 /** How long before the end of its last paid second a call's final tick is sent. */
 const TICK_LEAD_MS = 200;
 const RETRYABLE = new Set(['unavailable', 'overloaded', 'internal']);
@@ -244,7 +250,7 @@ export class KamailioConnector {
   /** Cuts the call once its `sec` paid seconds are over (at once if they are). */
   private cutWhenPaidUp(c: Call, sec: number, cause: string): void {
     clearTimeout(c.timer);
-    c.cutAt = c.answerAt + sec * 1000;
+    c.cutAt = c.answerAt + sec * 1000 + CUT_MARGIN_MS;
     const wait = c.cutAt - Date.now();
     if (wait <= 0) this.cut(c, sec, cause);
     else c.timer = setTimeout(() => this.cut(c, sec, cause), wait);
