@@ -243,6 +243,8 @@ export async function startUas(dir: string, port?: number): Promise<Uas> {
         log,
         '-max_socket',
         '10000',
+        '-buff_size',
+        '4194304',
       ],
       {
         detached: true,
@@ -298,7 +300,7 @@ export async function runUac(o: {
     '-sf', join(SCENARIOS, `${o.scenario}.xml`), '-inf', csv, '-i', '127.0.0.1', '-p', String(port),
     '-m', String(calls), '-r', String(o.rate ?? 100), '-rp', '1000', '-l', String(o.limit ?? calls),
     '-d', String(o.talkMs ?? 1000), '-nostdin', '-trace_logs', '-log_file', log,
-    '-timeout', `${o.timeoutSec ?? 30}s`, '-timeout_error', '-max_socket', '10000',
+    '-timeout', `${o.timeoutSec ?? 30}s`, '-timeout_error', '-max_socket', '10000', '-buff_size', '4194304',
     `127.0.0.1:${o.kamailio.sipPort}`,
   ];
   const proc = track(spawn('sipp', args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] }));
