@@ -74,6 +74,15 @@ module.exports = {
       to: { path: '^src/dev/' },
     },
     {
+      name: 'kamailio-connector-is-a-switch',
+      severity: 'error',
+      comment:
+        'src/kamailio (the Kamailio connector) talks to Tessera over the switch protocol only: it imports ' +
+        'src/protocol, src/config and src/observability, never a domain, the ledger, Redis or the gateway.',
+      from: { path: '^src/kamailio/' },
+      to: { path: '^src/', pathNot: '^src/(kamailio|protocol|config|observability)/' },
+    },
+    {
       name: 'src-not-to-test-or-bench',
       severity: 'error',
       comment: 'src/ is built alone into dist/: it never imports from test/ or bench/.',

@@ -1,10 +1,12 @@
 #!/bin/sh
 # Installs what `npm start`, `npm test` and the benchmarks need and a fresh Debian machine lacks:
 # the Node packages, Debian's redis-server unless REDIS_URL/REDIS_CLUSTER point elsewhere,
-# and Debian's chromium for the browser tests of the web pages (test/pages; not for `npm start`).
+# Debian's chromium for the browser tests of the web pages (test/pages; not for `npm start`),
+# and Debian's Kamailio and sipp for the Kamailio connector's tests and benchmark (test/kamailio).
 #
 #   sh deploy/ensure-deps.sh            everything (`npm test`, .ci/run)
 #   sh deploy/ensure-deps.sh chromium   only the browser (what test/pages runs when it is missing)
+#   sh deploy/ensure-deps.sh kamailio   only Kamailio and sipp (`npm run bench:kamailio`)
 set -e
 cd "$(dirname "$0")/.."
 
@@ -28,8 +30,23 @@ ensure_chromium() {
   fi
 }
 
+ensure_kamailio() {
+  # evapi is in kamailio-extra-modules, jansson in kamailio-json-modules; sip-tester is sipp.
+  # Tests and benchmarks run their own Kamailio on loopback ports; a system-wide one the
+  # package may start is left be.
+  if ! command -v kamailio >/dev/null 2>&1 || ! command -v sipp >/dev/null 2>&1 \
+    || ! ls /usr/lib/*/kamailio/modules/evapi.so /usr/lib/*/kamailio/modules/jansson.so >/dev/null 2>&1; then
+    echo "tessera: installing Debian's kamailio and sipp (Kamailio connector tests)" >&2
+    apt_install kamailio kamailio-extra-modules kamailio-json-modules sip-tester
+  fi
+}
+
 if [ "${1:-}" = "chromium" ]; then
   ensure_chromium
+  exit 0
+fi
+if [ "${1:-}" = "kamailio" ]; then
+  ensure_kamailio
   exit 0
 fi
 
@@ -50,4 +67,11 @@ fi
 case "${npm_lifecycle_event:-}" in
   start | bench:*) ;;
   *) ensure_chromium || echo "tessera: could not install chromium; test/pages will not run" >&2 ;;
+esac
+
+# The connector itself needs no Kamailio on this machine (it reaches one over TCP): only
+# the tests and the Kamailio benchmark do.
+case "${npm_lifecycle_event:-}" in
+  start | bench:switch | bench:redeem | bench:sales | bench:soak) ;;
+  *) ensure_kamailio || echo "tessera: could not install kamailio and sipp; test/kamailio will not run" >&2 ;;
 esac

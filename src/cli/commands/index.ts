@@ -8,6 +8,7 @@ import { callCommands } from './call';
 import { catalogCommands } from './catalog';
 import { demoCommands } from './demo';
 import { idCommands } from './ids';
+import { kamailioCommands } from './kamailio';
 import { recordCommands } from './records';
 import { saleCommands } from './sales';
 import { sandboxCommands } from './sandbox';
@@ -24,4 +25,5 @@ export const commands: Record<string, Command> = {
   archive: recordCommands.archive,
   ...demoCommands,
   ...callCommands,
+  ...kamailioCommands,
 };

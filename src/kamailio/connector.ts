@@ -1,0 +1,369 @@
+/**
+ * The Kamailio connector: Kamailio's dialog events (over evapi) turned into
+ * the switch protocol (docs/protocol.md) and Tessera's answers turned back
+ * into SIP (admit or refuse a suspended INVITE, end a dialog through RPC).
+ *
+ * A call is started at INVITE, ticked from the 200 OK with its completed
+ * seconds, and stopped at its end with its started seconds (billing.ts).
+ * The connector keeps no state that another copy could not rebuild: every
+ * event carries the call's ID, destination and dialog handle, and every
+ * request is idempotent, so two connectors can serve one Kamailio at once.
+ */
+import type { Logger } from 'pino';
+import { billedSeconds, kamailioUs } from './billing';
+import { callIdOf } from './call-id';
+import { admitReply, parseEvent, refuseReply, type DialogEvent, type InviteEvent } from './events';
+import { EvapiLink } from './evapi';
+import { KamailioRpc } from './rpc';
+import { SwitchLink, type Msg } from './switch-link';
+
+export interface ConnectorOptions {
+  evapiHost: string;
+  evapiPort: number;
+  rpcUrl: string;
+  gateways: string[];
+  token: string;
+  log: Logger;
+}
+
+interface Call {
+  ci: string;
+  call: string;
+  id: string;
+  dest: string;
+  he: number;
+  hi: number;
+  /** Granted seconds; 0 until `started`. */
+  maxSec: number;
+  started: boolean;
+  /** The answer on this process's clock (ms, schedules the ticks) and on Kamailio's (µs, bills the stop). */
+  answerAt: number;
+  answerUs: number;
+  /** The last tick's sec: completed seconds claimed so far. */
+  ticked: number;
+  timer: NodeJS.Timeout | undefined;
+  /** A stop is in flight or done: later events about the call change nothing. */
+  ending: boolean;
+  /** When the connector will cut the call (its paid seconds end then); 0 if not ordered. */
+  cutAt: number;
+  /** The call ended before its `started` arrived: stop it then. */
+  endAfterStart?: { sec: number; cause: string };
+}
+
+/** Stop retries while Tessera answers `unavailable`: a stop is never given up. */
+const STOP_RETRY_MS = 500;
+/** How long an ended call's Call-ID is remembered, so its late events are ignored. */
+const DONE_TTL_MS = 120_000;
+/**
+ * The BYE leaves this long after the paid seconds end (counted from Kamailio's
+ * answer): the caller got its 200 OK a little after Kamailio saw it, and the
+ * cut-off must not look early from its side.
+ */
+const CUT_MARGIN_MS = 5;
+/** How long before the end of its last paid second a call's final tick is sent. */
+const TICK_LEAD_MS = 200;
+const RETRYABLE = new Set(['unavailable', 'overloaded', 'internal']);
+
+export class KamailioConnector {
+  private readonly calls = new Map<string, Call>();
+  /** Tessera call id to SIP Call-ID. */
+  private readonly byCall = new Map<string, string>();
+  private readonly done = new Map<string, number>();
+  private readonly evapi: EvapiLink;
+  private readonly rpc: KamailioRpc;
+  private readonly link: SwitchLink;
+  private sweep: NodeJS.Timeout | undefined;
+  private lostAt = 0;
+  private readonly log: Logger;
+
+  constructor(o: ConnectorOptions) {
+    this.log = o.log;
+    this.rpc = new KamailioRpc(new URL(o.rpcUrl));
+    this.link = new SwitchLink({
+      urls: o.gateways,
+      token: o.token,
+      log: o.log,
+      onMessage: (m) => this.onTessera(m),
+      onConnect: () => this.retick(),
+    });
+    this.evapi = new EvapiLink({
+      host: o.evapiHost,
+      port: o.evapiPort,
+      log: o.log,
+      onMessage: (p) => this.onEvent(p),
+      onConnect: (again) => again && void this.recheckDialogs(),
+      onDisconnect: () => (this.lostAt = Date.now()),
+    });
+  }
+
+  start(): void {
+    this.link.start();
+    this.evapi.start();
+    this.sweep = setInterval(() => {
+      const now = Date.now();
+      for (const [ci, until] of this.done) if (until < now) this.done.delete(ci);
+    }, 10_000);
+    this.sweep.unref();
+  }
+
+  /** Live calls (for logs and tests). */
+  get liveCalls(): number {
+    return this.calls.size;
+  }
+
+  close(): void {
+    clearInterval(this.sweep);
+    for (const c of this.calls.values()) clearTimeout(c.timer);
+    this.evapi.close();
+    this.link.close();
+    this.rpc.close();
+  }
+
+  private onEvent(payload: string): void {
+    const e = parseEvent(payload);
+    if (!e) {
+      this.log.warn({ payload: payload.slice(0, 200) }, 'evapi: not an event of deploy/kamailio/kamailio.cfg');
+      return;
+    }
+    if (e.ev === 'invite') this.onInvite(e);
+    else if (e.ev === 'answer') this.onAnswer(e);
+    else if (e.ev === 'end') this.onEnd(e);
+    else this.onFailed(e);
+  }
+
+  private track(e: InviteEvent | DialogEvent): Call {
+    const c: Call = {
+      ci: e.ci,
+      call: callIdOf(e.ci),
+      id: e.id,
+      dest: e.dest,
+      he: e.he,
+      hi: e.hi,
+      maxSec: 0,
+      started: false,
+      answerAt: 0,
+      answerUs: 0,
+      ticked: 0,
+      timer: undefined,
+      ending: false,
+      cutAt: 0,
+    };
+    this.calls.set(c.ci, c);
+    this.byCall.set(c.call, c.ci);
+    return c;
+  }
+
+  private forget(c: Call): void {
+    clearTimeout(c.timer);
+    this.calls.delete(c.ci);
+    this.byCall.delete(c.call);
+    this.done.set(c.ci, Date.now() + DONE_TTL_MS);
+  }
+
+  private onInvite(e: InviteEvent): void {
+    if (this.calls.has(e.ci) || this.done.has(e.ci)) return;
+    const c = this.track(e);
+    void this.link.request({ op: 'start', call: c.call, id: c.id, dest: c.dest }).then((r) => {
+      if (r.op === 'started') {
+        c.maxSec = Number(r.maxSec);
+        c.started = true;
+        this.evapi.send(admitReply(e, c.maxSec));
+        if (c.endAfterStart) this.stop(c, c.endAfterStart.sec, c.endAfterStart.cause);
+      } else {
+        const reason = typeof r.reason === 'string' ? r.reason : 'internal';
+        this.evapi.send(refuseReply(e, reason));
+        this.log.info({ call: c.call, reason }, 'call refused');
+        this.forget(c);
+      }
+    });
+  }
+
+  /** A call this connector did not see start (it restarted, or the INVITE event went to a lost connection). */
+  private adopt(e: DialogEvent): Call {
+    const c = this.track(e);
+    void this.link.request({ op: 'start', call: c.call, id: c.id, dest: c.dest }).then((r) => {
+      if (r.op === 'started') {
+        c.maxSec = Number(r.maxSec);
+        c.started = true;
+        if (c.endAfterStart) this.stop(c, c.endAfterStart.sec, c.endAfterStart.cause);
+      } else if (c.endAfterStart) {
+        this.stop(c, c.endAfterStart.sec, c.endAfterStart.cause);
+      } else if (!c.ending) {
+        // Tessera does not meter this call (call_ended: it was reaped): it must not go on.
+        this.log.warn({ call: c.call, reason: r.reason }, 'adopted call is not metered; ending it');
+        this.cut(c, this.elapsedSeconds(c), 'unmetered');
+      }
+    });
+    return c;
+  }
+
+  private onAnswer(e: DialogEvent): void {
+    if (this.done.has(e.ci)) return;
+    const c = this.calls.get(e.ci) ?? this.adopt(e);
+    if (c.ending || c.answerAt) return;
+    c.answerUs = kamailioUs(e.ts);
+    // The event took a few ms to get here: on one host (clocks agree) the ticks and the
+    // cut-off count from Kamailio's own answer time.
+    const now = Date.now();
+    const sinceAnswer = now - c.answerUs / 1000;
+    c.answerAt = sinceAnswer >= 0 && sinceAnswer < 1000 ? c.answerUs / 1000 : now;
+    // A tick of 0 at once: Tessera counts the call answered from now (not ringing) and
+    // a call reaped while it rang is cut now, not a second later.
+    if (c.started) this.link.send({ op: 'tick', call: c.call, sec: 0 });
+    this.scheduleTick(c);
+  }
+
+  /** The next tick: at the end of each second, the last paid one TICK_LEAD_MS before its end. */
+  private scheduleTick(c: Call): void {
+    const next = c.ticked + 1;
+    const due = c.answerAt + next * 1000 - (c.maxSec > 0 && next >= c.maxSec ? TICK_LEAD_MS : 0);
+    // Timers run before I/O in an event-loop turn: the tick waits for the I/O of this turn
+    // (setImmediate), so an end event that arrived during a stall is seen before it.
+    c.timer = setTimeout(() => setImmediate(() => this.tick(c)), Math.max(0, due - Date.now()));
+  }
+
+  /**
+   * Ticks the completed seconds, so a hang-up racing a tick never adds a
+   * second unless its event comes more than a second late. The last paid
+   * second is ticked TICK_LEAD_MS before it ends (it has started, so the
+   * started-second rule bills it anyway): its cutoff is then known before
+   * the balance runs out, and the BYE leaves on the dot.
+   */
+  private tick(c: Call): void {
+    if (c.ending || c.cutAt) return;
+    const now = Date.now();
+    let sec = Math.floor((now - c.answerAt) / 1000);
+    if (c.maxSec > 0 && sec < c.maxSec && now >= c.answerAt + c.maxSec * 1000 - TICK_LEAD_MS) sec = c.maxSec;
+    if (c.started && this.evapi.connected && sec > c.ticked) {
+      c.ticked = sec;
+      this.link.send({ op: 'tick', call: c.call, sec });
+      // A call reaching its granted time is cut by the cutoff this tick brings; if no
+      // gateway can answer, the connector cuts it itself (the protocol's "never past maxSec").
+      if (sec > c.maxSec || (sec === c.maxSec && !this.link.connected)) {
+        this.cutWhenPaidUp(c, c.maxSec, 'max_sec');
+        return;
+      }
+    }
+    this.scheduleTick(c);
+  }
+
+  /** Cuts the call once its `sec` paid seconds are over (at once if they are). */
+  private cutWhenPaidUp(c: Call, sec: number, cause: string): void {
+    clearTimeout(c.timer);
+    c.cutAt = c.answerAt + sec * 1000 + CUT_MARGIN_MS;
+    const wait = c.cutAt - Date.now();
+    if (wait <= 0) this.cut(c, sec, cause);
+    else c.timer = setTimeout(() => this.cut(c, sec, cause), wait);
+  }
+
+  private onEnd(e: DialogEvent): void {
+    if (this.done.has(e.ci)) return;
+    // A call this connector never saw: whoever started it, the stop closes it (or answers unknown_call).
+    const c = this.calls.get(e.ci) ?? Object.assign(this.track(e), { started: true });
+    if (c.ending) return;
+    const answerUs = e.ats ? kamailioUs(e.ats) : c.answerUs;
+    const sec = answerUs ? billedSeconds(answerUs, kamailioUs(e.ts)) : 0;
+    if (!c.started) {
+      clearTimeout(c.timer);
+      c.endAfterStart = { sec, cause: 'hangup' };
+      return;
+    }
+    this.stop(c, sec, 'hangup');
+  }
+
+  private onFailed(e: DialogEvent): void {
+    if (this.done.has(e.ci)) return;
+    const c = this.calls.get(e.ci);
+    // A call failed before this connector heard of it was refused or never started: nothing to stop.
+    if (!c || c.ending) return;
+    const cause = /^[1-6][0-9][0-9]$/.test(e.code ?? '') ? `failed-${e.code}` : 'failed';
+    if (!c.started) {
+      c.endAfterStart = { sec: 0, cause };
+      return;
+    }
+    this.stop(c, 0, cause);
+  }
+
+  private onTessera(m: Msg): void {
+    const ci = typeof m.call === 'string' ? this.byCall.get(m.call) : undefined;
+    const c = ci !== undefined ? this.calls.get(ci) : undefined;
+    if (m.op === 'cutoff' && c && !c.ending) {
+      this.log.info({ call: c.call, reason: m.reason, sec: c.ticked }, 'cut-off');
+      // `exhausted`: the ticks paid up to the second that brought this, which may still be running.
+      if (m.reason === 'exhausted' && c.answerAt) this.cutWhenPaidUp(c, c.ticked, 'cutoff');
+      else this.cut(c, this.elapsedSeconds(c), 'cutoff');
+    } else if (m.op === 'error' && c && !c.ending && (m.reason === 'unknown_call' || m.reason === 'call_ended')) {
+      this.log.warn({ call: c.call, reason: m.reason }, 'call not metered; ending it');
+      this.cut(c, this.elapsedSeconds(c), 'unmetered');
+    } else if (m.op === 'alert' && c) {
+      this.log.info({ call: c.call, secLeft: m.secLeft, level: m.level }, 'low balance');
+    }
+  }
+
+  private elapsedSeconds(c: Call): number {
+    return c.answerAt ? Math.max(c.ticked, billedSeconds(c.answerAt * 1000, Date.now() * 1000)) : 0;
+  }
+
+  /**
+   * Ends the dialog through Kamailio's RPC (BYE to both sides) and stops the
+   * call at once: Kamailio's end event is not reliably sent for a dialog
+   * ended by dlg.end_dlg, and billing must not wait for it.
+   */
+  private cut(c: Call, sec: number, cause: string): void {
+    c.ending = true;
+    clearTimeout(c.timer);
+    this.rpc
+      .endDialog(c.he, c.hi)
+      .catch((err: Error) => this.log.warn({ call: c.call, err: err.message }, 'dlg.end_dlg failed'));
+    this.stop(c, sec, cause);
+  }
+
+  private stop(c: Call, sec: number, cause: string): void {
+    c.ending = true;
+    clearTimeout(c.timer);
+    // id and dest travel with the stop too: extra fields are ignored by the protocol
+    // today, and a gateway that lost the session can use them.
+    void this.link.request({ op: 'stop', call: c.call, sec, cause, id: c.id, dest: c.dest }).then((r) => {
+      if (r.op === 'error' && RETRYABLE.has(String(r.reason))) {
+        setTimeout(() => this.stop(c, sec, cause), STOP_RETRY_MS);
+        return;
+      }
+      if (r.op === 'error') this.log.warn({ call: c.call, reason: r.reason }, 'stop refused');
+      else this.log.debug({ call: c.call, billedSec: r.billedSec, cost: r.cost }, 'stopped');
+      this.forget(c);
+    });
+  }
+
+  /** After a reconnection, the latest tick of every answered call (the protocol's resend rule). */
+  private retick(): void {
+    for (const c of this.calls.values()) {
+      if (c.started && !c.ending && c.ticked > 0) this.link.send({ op: 'tick', call: c.call, sec: c.ticked });
+    }
+  }
+
+  /**
+   * Back on evapi after a loss: Kamailio may have restarted, and its dialogs
+   * with it. A call whose dialog is gone is stopped at the moment evapi was
+   * lost (it ended no later than that).
+   */
+  private async recheckDialogs(): Promise<void> {
+    const lostAt = this.lostAt;
+    for (const c of [...this.calls.values()]) {
+      if (c.ending) continue;
+      let alive: boolean;
+      try {
+        alive = await this.rpc.hasDialog(c.ci);
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'rpc: cannot check dialogs after reconnecting');
+        return;
+      }
+      if (alive || c.ending) continue;
+      const sec = c.answerAt
+        ? Math.max(c.ticked, billedSeconds(c.answerAt * 1000, Math.max(lostAt, c.answerAt) * 1000))
+        : 0;
+      this.log.warn({ call: c.call, sec }, 'dialog gone after Kamailio reconnected; stopping the call');
+      if (c.started) this.stop(c, sec, 'lost');
+      else c.endAfterStart = { sec, cause: 'lost' };
+    }
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * The connector's TCP link to Kamailio's evapi: netstring framing,
+ * reconnection, and the immediate acknowledgement of every read. evapi
+ * leaves Nagle on for its client sockets, so an event that gets no reply
+ * would hold the next one back until our delayed ACK (tens of ms): a
+ * one-byte answer sent at once carries the ACK back.
+ */
+import { connect, type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { encodeNetstring, NetstringReader } from './netstring';
+
+const ACK = encodeNetstring('.');
+
+export interface EvapiOptions {
+  host: string;
+  port: number;
+  log: Logger;
+  onMessage: (payload: string) => void;
+  /** Called on every (re)connection; `again` after a connection was lost. */
+  onConnect?: (again: boolean) => void;
+  onDisconnect?: () => void;
+}
+
+export class EvapiLink {
+  private sock: Socket | undefined;
+  private readonly reader = new NetstringReader();
+  private closed = false;
+  private connectedOnce = false;
+  private backoffMs = 100;
+  private retry: NodeJS.Timeout | undefined;
+  /** Something was written since the last read: the ACK rides on it. */
+  private wrote = false;
+  private ackPending = false;
+
+  constructor(private readonly o: EvapiOptions) {}
+
+  get connected(): boolean {
+    return this.sock !== undefined && !this.sock.connecting && !this.sock.destroyed;
+  }
+
+  start(): void {
+    this.closed = false;
+    this.open();
+  }
+
+  /** Sends one message; false when not connected (Kamailio then answers the INVITE itself). */
+  send(payload: string): boolean {
+    if (!this.connected) return false;
+    this.wrote = true;
+    this.sock!.write(encodeNetstring(payload));
+    return true;
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.retry);
+    this.sock?.destroy();
+    this.sock = undefined;
+  }
+
+  private open(): void {
+    const s = connect({ host: this.o.host, port: this.o.port, noDelay: true });
+    this.sock = s;
+    this.reader.reset();
+    s.on('connect', () => {
+      this.backoffMs = 100;
+      const again = this.connectedOnce;
+      this.connectedOnce = true;
+      this.o.log.info({ host: this.o.host, port: this.o.port }, 'evapi: connected to Kamailio');
+      this.o.onConnect?.(again);
+    });
+    s.on('data', (chunk: Buffer) => {
+      let payloads: string[];
+      try {
+        payloads = this.reader.push(chunk);
+      } catch (err) {
+        this.o.log.error({ err }, 'evapi: not a netstring stream; reconnecting');
+        s.destroy();
+        return;
+      }
+      this.wrote = false;
+      for (const p of payloads) this.o.onMessage(p);
+      this.scheduleAck();
+    });
+    s.on('error', (err) => this.o.log.debug({ err: err.message }, 'evapi: socket error'));
+    s.on('close', () => {
+      if (this.sock !== s) return;
+      this.sock = undefined;
+      if (this.connectedOnce) this.o.onDisconnect?.();
+      if (this.closed) return;
+      this.o.log.warn({ retryMs: this.backoffMs }, 'evapi: connection to Kamailio lost; reconnecting');
+      this.retry = setTimeout(() => this.open(), this.backoffMs);
+      this.backoffMs = Math.min(this.backoffMs * 2, 2000);
+    });
+  }
+
+  /** An ACK after this turn, unless an answer was written meanwhile. */
+  private scheduleAck(): void {
+    if (this.ackPending) return;
+    this.ackPending = true;
+    setImmediate(() => {
+      this.ackPending = false;
+      if (!this.wrote && this.connected) this.sock!.write(ACK);
+      this.wrote = false;
+    });
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * Kamailio's RPC over JSON-RPC on its HTTP port (jsonrpcs + xhttp, POST /RPC):
+ * how the connector ends a dialog (BYE to both sides) and asks whether one
+ * still exists.
+ */
+import { Agent, request } from 'node:http';
+
+export class KamailioRpc {
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 16 });
+  private seq = 0;
+
+  constructor(
+    private readonly url: URL,
+    private readonly timeoutMs = 2000,
+  ) {}
+
+  /** Calls one method; resolves with its result, rejects with Kamailio's error or a transport failure. */
+  call(method: string, params: unknown[]): Promise<unknown> {
+    const body = JSON.stringify({ jsonrpc: '2.0', method, params, id: ++this.seq });
+    return new Promise((resolve, reject) => {
+      const req = request(
+        this.url,
+        {
+          method: 'POST',
+          agent: this.agent,
+          timeout: this.timeoutMs,
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        },
+        (res) => {
+          const parts: Buffer[] = [];
+          res.on('data', (d: Buffer) => parts.push(d));
+          res.on('end', () => {
+            let reply: { result?: unknown; error?: { code?: number; message?: string } };
+            try {
+              reply = JSON.parse(Buffer.concat(parts).toString('utf8')) as typeof reply;
+            } catch {
+              return reject(new Error(`rpc ${method}: HTTP ${res.statusCode}, not JSON`));
+            }
+            if (reply.error)
+              reject(Object.assign(new Error(`rpc ${method}: ${reply.error.message}`), { rpcCode: reply.error.code }));
+            else resolve(reply.result);
+          });
+          res.on('error', reject);
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`rpc ${method}: timed out`)));
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  /** Ends a dialog with a BYE to both sides. */
+  endDialog(he: number, hi: number): Promise<unknown> {
+    return this.call('dlg.end_dlg', [he, hi]);
+  }
+
+  /** Whether Kamailio still holds a dialog with this Call-ID. */
+  async hasDialog(callId: string): Promise<boolean> {
+    try {
+      const r = await this.call('dlg.list_match', ['callid', 'eq', callId, 1]);
+      return Array.isArray(r) ? r.length > 0 : r !== null && r !== undefined;
+    } catch (err) {
+      // "not found" is an RPC error; a transport failure is a real one.
+      if ((err as { rpcCode?: number }).rpcCode !== undefined) return false;
+      throw err;
+    }
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}

@@ -1,0 +1,195 @@
+/**
+ * Prepaid calls through a real Kamailio (deploy/kamailio/kamailio.cfg), placed
+ * by a real sipp and metered by the connector against a real gateway and
+ * Redis: billing by the started-second rule, refusals as SIP answers, the
+ * cut-off, and Kamailio refusing prepaid calls while no connector is attached.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { KamailioConnector } from '../../src/kamailio/connector';
+import { idStatus, setIdState } from '../../src/ledger/ids';
+import { createLogger } from '../../src/observability/log';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
+import { billedSeconds } from '../../src/kamailio/billing';
+import { callRecords, luhnId } from './records';
+import {
+  connectorsAttached,
+  haveKamailio,
+  runUac,
+  startKamailio,
+  startUas,
+  stopAll,
+  until,
+  type KamailioChild,
+  type Uas,
+} from './stack';
+
+const TALK = talkProduct({ name: 'talk-k', face: 1_000_000, price: 1_000_000 });
+/** 100 micro-units a second everywhere (STD_RATES): 3 seconds of credit. */
+const SHORT = talkProduct({ name: 'talk-3s', face: 300, price: 300 });
+const NOWHERE = talkProduct({ name: 'talk-nowhere', plan: 'nowhere' });
+
+describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
+  let h: Harness;
+  let gw: Gateway;
+  let k: KamailioChild;
+  let uas: Uas;
+  let connector: KamailioConnector;
+  let dir: string;
+  let tok: string;
+
+  const attach = async (): Promise<KamailioConnector> => {
+    const c = new KamailioConnector({
+      evapiHost: '127.0.0.1',
+      evapiPort: k.evapiPort,
+      rpcUrl: k.rpcUrl,
+      gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
+      token: tok,
+      log: createLogger('silent'),
+    });
+    const before = await connectorsAttached(k);
+    c.start();
+    await until('the connector to attach', async () => (await connectorsAttached(k)) > before);
+    return c;
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-kamailio-'));
+    h = await startHarness();
+    await seedCatalog(h, [TALK, SHORT, NOWHERE]);
+    tok = await token(h, 'switch', 'kamailio-test');
+    gw = await gateway(h);
+    uas = await startUas(dir);
+    k = await startKamailio({ dir, pstnPort: uas.port });
+    connector = await attach();
+  });
+
+  afterAll(async () => {
+    connector?.close();
+    await gw?.close();
+    await stopAll();
+    await h?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('bills each answered call its started seconds, from the header and from the dial string', async () => {
+    const [a, b] = await soldIds(h, TALK, 2);
+    const run = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [
+        [`${a}*33612345678`, 'X-Test: dial-string'],
+        ['4420123456', `X-Prepaid-ID: ${b}`],
+      ],
+      talkMs: 2300,
+    });
+    expect(run.code, run.stdout).toBe(0);
+    const records = await until('both call records', async () => {
+      const r = await callRecords(h);
+      return r.length === 2 ? r : undefined;
+    });
+    for (const sipCall of run.calls.values()) {
+      const rec = records.find((r) => r.call === sipCall.ci)!;
+      expect(rec, sipCall.ci).toBeDefined();
+      // The answered duration sipp measured, by the started-second rule (2.3 s: 3 s).
+      expect(Number(rec.sec)).toBe(billedSeconds(sipCall.answerUs!, sipCall.hangupUs!));
+      expect(rec.cause).toBe('hangup');
+    }
+    const byId = Object.fromEntries(records.map((r) => [r.dest, r]));
+    expect(Number(byId['33612345678']!.cost)).toBe(3 * 100);
+    expect(Number(byId['4420123456']!.cost)).toBe(3 * 200);
+  });
+
+  it('cuts a call when its balance runs out: BYE to both sides, the call stopped', async () => {
+    const [id] = await soldIds(h, SHORT, 1);
+    const run = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-wait',
+      rows: [[`${id}*33612345678`, 'X-Test: cut-off']],
+    });
+    expect(run.code, run.stdout).toBe(0);
+    const [call] = [...run.calls.values()];
+    const [rec] = await until('the call record', async () =>
+      (await callRecords(h, call!.ci)).length ? callRecords(h, call!.ci) : undefined,
+    );
+    expect(rec!.cause).toBe('cutoff');
+    expect(Number(rec!.sec)).toBe(3);
+    expect(Number(rec!.bal)).toBe(0);
+    // The callee got its BYE too.
+    await until('the callee to log its BYE', () => uas.calls().get(call!.ci)?.byeUs);
+    // Never early: the BYE leaves once the 3 paid seconds are over (a millisecond of slack for the two clocks' reads).
+    const lateMs = (call!.byeUs! - call!.answerUs!) / 1000 - 3000;
+    expect(lateMs).toBeGreaterThan(-1);
+    console.log(`cut-off: BYE ${lateMs.toFixed(1)} ms after the balance ran out`);
+    // The ID is now exhausted: its next call is refused with 402.
+    const again = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${id}*33612345678`, 'X-Test: exhausted']],
+    });
+    expect([...again.calls.values()][0]!.refused).toBe(402);
+  });
+
+  it('refuses unknown, blocked, unrated and over-limit IDs with the documented SIP codes', async () => {
+    const [blocked, busy] = await soldIds(h, TALK, 2);
+    const [unrated] = await soldIds(h, NOWHERE, 1);
+    await setIdState(h.ctx, blocked!, 'block');
+    // One live call on `busy` (maxCalls 1) while the others are tried.
+    const live = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${busy}*33612345678`, 'X-Test: live']],
+      talkMs: 2500,
+    });
+    await until('the live call to be admitted', async () => (await activeCalls(h, busy!)) === 1);
+    const run = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [
+        [`${luhnId('123456789012345')}*33612345678`, 'X-Test: unknown'],
+        [`${blocked}*33612345678`, 'X-Test: blocked'],
+        [`${unrated}*33612345678`, 'X-Test: no-rate'],
+        [`${busy}*33612345678`, 'X-Test: busy'],
+      ],
+    });
+    expect(run.code, run.stdout).toBe(0);
+    expect([...run.calls.values()].map((c) => c.refused)).toEqual([404, 403, 484, 486]);
+    expect((await live).code).toBe(0);
+  });
+
+  it('refuses prepaid calls with 503 while no connector is attached', async () => {
+    connector.close();
+    await until('the connector to detach', async () => (await connectorsAttached(k)) === 0);
+    const [id] = await soldIds(h, TALK, 1);
+    const run = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${id}*33612345678`, 'X-Test: fail-closed']],
+    });
+    expect([...run.calls.values()][0]!.refused).toBe(503);
+    connector = await attach();
+    const ok = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${id}*33612345678`, 'X-Test: back']],
+      talkMs: 500,
+    });
+    expect(ok.code, ok.stdout).toBe(0);
+    expect([...ok.calls.values()][0]!.answerUs).toBeDefined();
+  });
+});
+
+async function activeCalls(h: Harness, id: string): Promise<number> {
+  const s = await idStatus(h.ctx, id);
+  return s.ok ? s.activeCalls : -1;
+}

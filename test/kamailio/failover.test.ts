@@ -1,0 +1,227 @@
+/**
+ * What a prepaid call survives: the connector killed (Kamailio's own
+ * fail-safe cuts the call at its granted time; a second connector carries
+ * the call on), a gateway going away (the connector fails over and comes
+ * back), and Kamailio restarted (calls it lost are stopped, new calls are
+ * metered again). Billing stays exact and the audit balances throughout.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { billedSeconds } from '../../src/kamailio/billing';
+import { KamailioConnector } from '../../src/kamailio/connector';
+import { audit } from '../../src/ledger/audit';
+import { idStatus } from '../../src/ledger/ids';
+import { createLogger } from '../../src/observability/log';
+import { freePort } from '../../src/redis/embedded';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
+import { callRecords } from './records';
+import {
+  connectorsAttached,
+  haveKamailio,
+  runUac,
+  sleep,
+  spawnConnector,
+  startKamailio,
+  startUas,
+  stopAll,
+  until,
+  type KamailioChild,
+  type UacRun,
+} from './stack';
+
+const TALK = talkProduct({ name: 'talk-f', face: 1_000_000, price: 1_000_000 });
+/** Two seconds of credit at 100 micro-units a second. */
+const TWO_SEC = talkProduct({ name: 'talk-2s', face: 200, price: 200 });
+const GRACE_SEC = 1;
+
+describe.skipIf(!haveKamailio())('kamailio: failures', () => {
+  let h: Harness;
+  let gw1: Gateway;
+  let gw2: Gateway;
+  let gw1Port: number;
+  let k: KamailioChild;
+  let dir: string;
+  let tok: string;
+  let uasPort: number;
+  const connectors: KamailioConnector[] = [];
+
+  const url = (port: number): string => `ws://127.0.0.1:${port}/v1/switch`;
+  // The reaper closes a call 2 s after its last tick (or its start, if it was never ticked),
+  // so a call whose connector died is closed quickly.
+  const startGw = (port = 0): Promise<Gateway> =>
+    gateway(h, { port, staleAfterMs: 2000, ringTimeoutMs: 2000, reapIntervalMs: 250 });
+
+  const attach = async (gateways: string[]): Promise<KamailioConnector> => {
+    const c = new KamailioConnector({
+      evapiHost: '127.0.0.1',
+      evapiPort: k.evapiPort,
+      rpcUrl: k.rpcUrl,
+      gateways,
+      token: tok,
+      log: createLogger('silent'),
+    });
+    connectors.push(c);
+    const before = await connectorsAttached(k);
+    c.start();
+    await until('the connector to attach', async () => (await connectorsAttached(k)) > before);
+    return c;
+  };
+  const detachAll = async (): Promise<void> => {
+    for (const c of connectors.splice(0)) c.close();
+    await until('every connector to detach', async () => (await connectorsAttached(k)) === 0);
+  };
+  const admitted = (id: string): Promise<boolean> =>
+    until(`a live call on ${id}`, async () => {
+      const s = await idStatus(h.ctx, id);
+      return s.ok && s.activeCalls === 1;
+    });
+  const recordOf = async (run: UacRun): Promise<Record<string, string>> => {
+    const [call] = [...run.calls.values()];
+    return await until(`the record of ${call!.ci}`, async () => (await callRecords(h, call!.ci))[0], 20_000);
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-kamailio-'));
+    h = await startHarness();
+    await seedCatalog(h, [TALK, TWO_SEC]);
+    tok = await token(h, 'switch', 'kamailio-failover');
+    gw1Port = await freePort();
+    gw1 = await startGw(gw1Port);
+    gw2 = await startGw();
+    const uas = await startUas(dir);
+    uasPort = uas.port;
+    k = await startKamailio({ dir, pstnPort: uasPort, defines: [`GRACE_SEC=${GRACE_SEC}`] });
+  });
+
+  afterAll(async () => {
+    for (const c of connectors) c.close();
+    await gw1?.close();
+    await gw2?.close();
+    await stopAll();
+    await h?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('cuts a call at its granted time through Kamailio when its only connector is killed', async () => {
+    const child = spawnConnector({ kamailio: k, gateways: [url(gw1.port)], token: tok });
+    await until('the connector process to attach', async () => (await connectorsAttached(k)) === 1, 20_000);
+    const [id] = await soldIds(h, TWO_SEC, 1);
+    const call = runUac({ dir, kamailio: k, scenario: 'uac-wait', rows: [[`${id}*33612345678`, 'X-Test: killed']] });
+    await admitted(id!);
+    child.kill('SIGKILL');
+    const run = await call;
+    expect(run.code, run.stdout).toBe(0);
+    const [c] = [...run.calls.values()];
+    // Kamailio's dialog timeout (granted seconds + grace, on its 1 s timer): never before the granted time.
+    expect(c!.byeUs! - c!.answerUs!).toBeGreaterThanOrEqual(2 * 1e6 - 1000);
+    // The reaper closed the call at its last tick: nothing billed twice, nothing beyond the balance.
+    const rec = await recordOf(run);
+    expect(rec.cause).toBe('stale');
+    expect(Number(rec.sec)).toBeLessThanOrEqual(2);
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+
+  it('bills exactly when one of two connectors is killed mid-call', async () => {
+    const child = spawnConnector({ kamailio: k, gateways: [url(gw1.port)], token: tok });
+    await until('the connector process to attach', async () => (await connectorsAttached(k)) === 1, 20_000);
+    await attach([url(gw2.port)]);
+    const [id] = await soldIds(h, TALK, 1);
+    const call = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${id}*33612345678`, 'X-Test: two-connectors']],
+      talkMs: 2600,
+    });
+    await admitted(id!);
+    await sleep(1200);
+    child.kill('SIGKILL');
+    const run = await call;
+    expect(run.code, run.stdout).toBe(0);
+    const [c] = [...run.calls.values()];
+    const rec = await recordOf(run);
+    expect(rec.cause).toBe('hangup');
+    expect(Number(rec.sec)).toBe(billedSeconds(c!.answerUs!, c!.hangupUs!));
+    expect((await audit(h.ctx)).problems).toEqual([]);
+    await detachAll();
+  });
+
+  it('fails over to another gateway mid-call and comes back to a restarted one', async () => {
+    await attach([url(gw1Port), url(gw2.port)]);
+    const [a, b] = await soldIds(h, TALK, 2);
+    // The connector is on gw1 (first in its list): gw1 goes away mid-call.
+    const first = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${a}*33612345678`, 'X-Test: failover']],
+      talkMs: 2600,
+    });
+    await admitted(a!);
+    await sleep(1200);
+    await gw1.close();
+    const run1 = await first;
+    expect(run1.code, run1.stdout).toBe(0);
+    const [c1] = [...run1.calls.values()];
+    expect(Number((await recordOf(run1)).sec)).toBe(billedSeconds(c1!.answerUs!, c1!.hangupUs!));
+    // gw1 restarts on its port, gw2 goes away mid-call: the connector is back on gw1.
+    gw1 = await startGw(gw1Port);
+    const second = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${b}*33612345678`, 'X-Test: restart']],
+      talkMs: 2600,
+    });
+    await admitted(b!);
+    await sleep(1200);
+    await gw2.close();
+    const run2 = await second;
+    expect(run2.code, run2.stdout).toBe(0);
+    const [c2] = [...run2.calls.values()];
+    const rec2 = await recordOf(run2);
+    expect(Number(rec2.sec)).toBe(billedSeconds(c2!.answerUs!, c2!.hangupUs!));
+    expect((await audit(h.ctx)).problems).toEqual([]);
+    gw2 = await startGw();
+    await detachAll();
+  });
+
+  it('stops the calls Kamailio lost in a restart and meters new ones once it is back', async () => {
+    await attach([url(gw1.port)]);
+    const [a, b] = await soldIds(h, TALK, 2);
+    const lost = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${a}*33612345678`, 'X-Test: lost']],
+      talkMs: 2600,
+      timeoutSec: 10,
+    });
+    await admitted(a!);
+    await sleep(1200);
+    const ports = { sipPort: k.sipPort, evapiPort: k.evapiPort, httpPort: k.httpPort };
+    await k.stop();
+    k = await startKamailio({ dir, pstnPort: uasPort, ports, defines: [`GRACE_SEC=${GRACE_SEC}`] });
+    const run1 = await lost;
+    const [c1] = [...run1.calls.values()];
+    const rec1 = await recordOf(run1);
+    expect(rec1.cause).toBe('lost');
+    expect(Number(rec1.sec)).toBeGreaterThanOrEqual(1);
+    expect(Number(rec1.sec)).toBeLessThanOrEqual(billedSeconds(c1!.answerUs!, c1!.hangupUs ?? c1!.answerUs! + 2.6e6));
+    await until('the connector to attach again', async () => (await connectorsAttached(k)) === 1);
+    const run2 = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${b}*33612345678`, 'X-Test: after-restart']],
+      talkMs: 1300,
+    });
+    expect(run2.code, run2.stdout).toBe(0);
+    const [c2] = [...run2.calls.values()];
+    expect(Number((await recordOf(run2)).sec)).toBe(billedSeconds(c2!.answerUs!, c2!.hangupUs!));
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+});

@@ -1,0 +1,23 @@
+/** Call records and IDs for the Kamailio tests. */
+import { exportRecords } from '../../src/ledger/export';
+import type { Harness } from '../helpers/env';
+
+/** The call detail records (all, or one call's), as the export writes them. */
+export async function callRecords(h: Harness, call?: string): Promise<Record<string, string>[]> {
+  const rows: Record<string, string>[] = [];
+  await exportRecords(h.ctx, 'calls', 'ndjson', (s) => {
+    for (const line of s.split('\n')) if (line) rows.push(JSON.parse(line) as Record<string, string>);
+  });
+  return call ? rows.filter((r) => r.call === call) : rows;
+}
+
+/** `body` with its Luhn check digit: a well-formed ID that no one minted. */
+export function luhnId(body: string): string {
+  let sum = 0;
+  for (let i = 0; i < body.length; i++) {
+    let d = Number(body[body.length - 1 - i]);
+    if (i % 2 === 0) d = d * 2 > 9 ? d * 2 - 9 : d * 2;
+    sum += d;
+  }
+  return body + String((10 - (sum % 10)) % 10);
+}

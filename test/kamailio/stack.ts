@@ -1,0 +1,346 @@
+/**
+ * Kamailio, sipp and the connector as a test's child processes, on free
+ * loopback ports: Kamailio runs deploy/kamailio/kamailio.cfg as shipped (only
+ * its -A defines change), sipp runs the scenarios of test/kamailio/sipp/.
+ * Every process started here is killed by `stopAll` (and Kamailio with its
+ * whole process group).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { freePort } from '../../src/redis/embedded';
+
+const ROOT = join(__dirname, '..', '..');
+export const KAMAILIO_CFG = join(ROOT, 'deploy', 'kamailio', 'kamailio.cfg');
+const SCENARIOS = join(__dirname, 'sipp');
+
+export const haveKamailio = (): boolean => existsSync('/usr/sbin/kamailio') && existsSync('/usr/bin/sipp');
+
+const started = new Set<ChildProcess>();
+
+/**
+ * Keeps a process (a detached group leader) to kill at the end, and kills its
+ * whole group if this process dies first, even by SIGKILL: a shell holding our
+ * stdin pipe does it on EOF.
+ */
+function track(p: ChildProcess): ChildProcess {
+  started.add(p);
+  const dog = p.pid
+    ? spawn('sh', ['-c', `read _ || true; kill -KILL -${p.pid} 2>/dev/null`], { stdio: ['pipe', 'ignore', 'ignore'] })
+    : undefined;
+  dog?.on('error', () => undefined);
+  p.once('exit', () => {
+    started.delete(p);
+    dog?.kill('SIGKILL');
+  });
+  return p;
+}
+
+function killTree(p: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): void {
+  if (p.exitCode !== null || p.signalCode !== null || p.pid === undefined) return;
+  try {
+    process.kill(-p.pid, signal);
+  } catch {
+    p.kill(signal);
+  }
+}
+
+const exited = (p: ChildProcess): Promise<void> =>
+  p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', () => r()));
+
+/** Kills every process this module started. */
+export async function stopAll(): Promise<void> {
+  const all = [...started];
+  for (const p of all) killTree(p);
+  await Promise.all(all.map(exited));
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `check` until it is truthy; fails after timeoutMs with `what`. */
+export async function until<T>(what: string, check: () => T | Promise<T>, timeoutMs = 10_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+export interface KamailioChild {
+  proc: ChildProcess;
+  sipPort: number;
+  evapiPort: number;
+  httpPort: number;
+  rpcUrl: string;
+  logs: string[];
+  rpc(method: string, params?: unknown[]): Promise<any>;
+  stop(): Promise<void>;
+}
+
+export interface KamailioPorts {
+  sipPort: number;
+  evapiPort: number;
+  httpPort: number;
+}
+
+export const kamailioPorts = async (): Promise<KamailioPorts> => ({
+  sipPort: await freePort(),
+  evapiPort: await freePort(),
+  httpPort: await freePort(),
+});
+
+export function rpcCall(url: string, method: string, params: unknown[] = []): Promise<any> {
+  const body = JSON.stringify({ jsonrpc: '2.0', method, params, id: 1 });
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      { method: 'POST', headers: { 'content-type': 'application/json' }, timeout: 2000 },
+      (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => {
+          try {
+            resolve(JSON.parse(text));
+          } catch (err) {
+            reject(err instanceof Error ? err : new Error(String(err)));
+          }
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Kamailio with the shipped configuration, routing answered prepaid calls to the sipp callee on `pstnPort`. */
+export async function startKamailio(o: {
+  dir: string;
+  pstnPort: number;
+  ports?: KamailioPorts;
+  defines?: string[];
+  /** Shared memory (MB): dialogs and transactions live there. */
+  shmMb?: number;
+  /** SIP worker processes. */
+  children?: number;
+}): Promise<KamailioChild> {
+  const ports = o.ports ?? (await kamailioPorts());
+  // prettier-ignore
+  const args = [
+    '-f', KAMAILIO_CFG, '-DD', '-E', '-m', String(o.shmMb ?? 64), '-M', '8', '-Y', o.dir, '-P', join(o.dir, `kamailio-${ports.sipPort}.pid`),
+    '-A', `SIP_LISTEN=udp:127.0.0.1:${ports.sipPort}`,
+    '-A', `HTTP_LISTEN=tcp:127.0.0.1:${ports.httpPort}`,
+    '-A', `EVAPI_BIND="127.0.0.1:${ports.evapiPort}"`,
+    '-A', `PSTN_GW="sip:127.0.0.1:${o.pstnPort}"`,
+    '-A', `CHILDREN=${o.children ?? 2}`,
+    ...(o.defines ?? []).flatMap((d) => ['-A', d]),
+  ];
+  const proc = track(spawn('kamailio', args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const logs: string[] = [];
+  const keep = (d: Buffer): void => {
+    logs.push(...d.toString().split('\n').filter(Boolean));
+    if (logs.length > 500) logs.splice(0, logs.length - 500);
+  };
+  proc.stdout!.on('data', keep);
+  proc.stderr!.on('data', keep);
+  const rpcUrl = `http://127.0.0.1:${ports.httpPort}/RPC`;
+  try {
+    await until('Kamailio to answer RPC', async () => {
+      if (proc.exitCode !== null) throw new Error(`kamailio exited: ${logs.slice(-10).join('\n')}`);
+      return rpcCall(rpcUrl, 'core.version').then(
+        (r) => r.result !== undefined,
+        () => false,
+      );
+    });
+  } catch (err) {
+    killTree(proc);
+    throw err;
+  }
+  return {
+    proc,
+    ...ports,
+    rpcUrl,
+    logs,
+    rpc: (m, p) => rpcCall(rpcUrl, m, p),
+    async stop() {
+      killTree(proc, 'SIGTERM');
+      const t = setTimeout(() => killTree(proc), 3000);
+      await exited(proc);
+      clearTimeout(t);
+    },
+  };
+}
+
+/** How many connectors Kamailio counts as attached. */
+export async function connectorsAttached(k: KamailioChild): Promise<number> {
+  const r = await k.rpc('pv.shvGet', ['connectors']);
+  const v = Array.isArray(r.result) ? r.result[0]?.value : r.result?.value;
+  return Number(v ?? 0);
+}
+
+/** What the scenarios log, per Call-ID. */
+export interface SippCall {
+  ci: string;
+  /** gettimeofday at the INVITE sent, at the 200 OK, at the caller's BYE, at a BYE received (µs). */
+  inviteUs?: number;
+  answerUs?: number;
+  hangupUs?: number;
+  byeUs?: number;
+  refused?: number;
+}
+
+/** sipp logs its gettimeofday variables as doubles: "1796400307.000000.134610.000000" is s.us. */
+const US = (s: string): number => {
+  const [sec, , us] = s.split('.');
+  return Number(sec) * 1e6 + Number(us);
+};
+
+export function parseSippLog(text: string): Map<string, SippCall> {
+  const calls = new Map<string, SippCall>();
+  for (const line of text.split('\n')) {
+    const m = /(INVITE|ANSWER|HANGUP|BYE|REFUSED) (\S+) (\S+)/.exec(line);
+    if (!m) continue;
+    const c = calls.get(m[2]!) ?? { ci: m[2]! };
+    calls.set(c.ci, c);
+    if (m[1] === 'INVITE') c.inviteUs = US(m[3]!);
+    else if (m[1] === 'ANSWER') c.answerUs = US(m[3]!);
+    else if (m[1] === 'HANGUP') c.hangupUs = US(m[3]!);
+    else if (m[1] === 'BYE') c.byeUs = US(m[3]!);
+    else c.refused = Number(m[3]);
+  }
+  return calls;
+}
+
+export interface Uas {
+  port: number;
+  proc: ChildProcess;
+  /** What it logged so far. */
+  calls(): Map<string, SippCall>;
+  stop(): Promise<void>;
+}
+
+/** The sipp callee (uas.xml), logging every BYE it gets. */
+export async function startUas(dir: string, port?: number): Promise<Uas> {
+  port ??= await freePort();
+  const log = join(dir, `uas-${port}.log`);
+  writeFileSync(log, '');
+  const proc = track(
+    spawn(
+      'sipp',
+      [
+        '-sf',
+        join(SCENARIOS, 'uas.xml'),
+        '-i',
+        '127.0.0.1',
+        '-p',
+        String(port),
+        '-nostdin',
+        '-trace_logs',
+        '-log_file',
+        log,
+        '-max_socket',
+        '10000',
+        '-buff_size',
+        '4194304',
+      ],
+      {
+        detached: true,
+        stdio: 'ignore',
+      },
+    ),
+  );
+  await sleep(100);
+  return {
+    port,
+    proc,
+    calls: () => parseSippLog(readFileSync(log, 'utf8')),
+    async stop() {
+      killTree(proc, 'SIGTERM');
+      await exited(proc);
+    },
+  };
+}
+
+export interface UacRun {
+  code: number | null;
+  calls: Map<string, SippCall>;
+  stdout: string;
+}
+
+/**
+ * Runs the sipp caller: one call per row (R-URI user, extra header line),
+ * `scenario` uac-hangup (talks `talkMs`, then BYE) or uac-wait (waits for
+ * the network's BYE).
+ */
+export async function runUac(o: {
+  dir: string;
+  kamailio: { sipPort: number };
+  scenario: 'uac-hangup' | 'uac-wait';
+  rows: [string, string][];
+  talkMs?: number;
+  rate?: number;
+  /** Calls to place (the rows are used in turn); all the rows by default. */
+  calls?: number;
+  /** Calls open at once at most; `calls` by default. */
+  limit?: number;
+  timeoutSec?: number;
+  onStart?: (p: ChildProcess) => void;
+}): Promise<UacRun> {
+  const port = await freePort();
+  const csv = join(o.dir, `uac-${port}.csv`);
+  const log = join(o.dir, `uac-${port}.log`);
+  writeFileSync(csv, ['SEQUENTIAL', ...o.rows.map(([ruser, hdr]) => `${ruser};${hdr};`)].join('\n') + '\n');
+  writeFileSync(log, '');
+  const calls = o.calls ?? o.rows.length;
+  // prettier-ignore
+  const args = [
+    '-sf', join(SCENARIOS, `${o.scenario}.xml`), '-inf', csv, '-i', '127.0.0.1', '-p', String(port),
+    '-m', String(calls), '-r', String(o.rate ?? 100), '-rp', '1000', '-l', String(o.limit ?? calls),
+    '-d', String(o.talkMs ?? 1000), '-nostdin', '-trace_logs', '-log_file', log,
+    '-timeout', `${o.timeoutSec ?? 30}s`, '-timeout_error', '-max_socket', '10000', '-buff_size', '4194304',
+    `127.0.0.1:${o.kamailio.sipPort}`,
+  ];
+  const proc = track(spawn('sipp', args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] }));
+  let stdout = '';
+  proc.stdout!.on('data', (d: Buffer) => (stdout = (stdout + d.toString()).slice(-20_000)));
+  proc.stderr!.on('data', (d: Buffer) => (stdout = (stdout + d.toString()).slice(-20_000)));
+  o.onStart?.(proc);
+  await exited(proc);
+  return { code: proc.exitCode, calls: parseSippLog(readFileSync(log, 'utf8')), stdout };
+}
+
+/** The connector as its own process (`tessera kamailio`), so a test can SIGKILL it. */
+export function spawnConnector(o: {
+  kamailio: KamailioChild;
+  gateways: string[];
+  token: string;
+  env?: Record<string, string>;
+}): ChildProcess {
+  return track(
+    spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        join(ROOT, 'src', 'cli', 'main.ts'),
+        'kamailio',
+        '--evapi',
+        `127.0.0.1:${o.kamailio.evapiPort}`,
+        '--rpc',
+        o.kamailio.rpcUrl,
+        ...o.gateways.flatMap((g) => ['--gateway', g]),
+        '--token',
+        o.token,
+      ],
+      {
+        cwd: ROOT,
+        detached: true,
+        stdio: ['ignore', 'ignore', 'inherit'],
+        env: { ...process.env, LOG_LEVEL: 'warn', ...o.env },
+      },
+    ),
+  );
+}
