@@ -12,7 +12,7 @@ import type { Gateway } from '../../src/gateway/server';
 import { KamailioConnector } from '../../src/kamailio/connector';
 import { idStatus, setIdState } from '../../src/ledger/ids';
 import { createLogger } from '../../src/observability/log';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { billedSeconds } from '../../src/kamailio/billing';
 import { callRecords, luhnId } from './records';
 import {

@@ -16,7 +16,7 @@ import { audit } from '../../src/ledger/audit';
 import { idStatus } from '../../src/ledger/ids';
 import { createLogger } from '../../src/observability/log';
 import { freePort } from '../../src/redis/embedded';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../helpers/env';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { callRecords } from './records';
 import {
   connectorsAttached,

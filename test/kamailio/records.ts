@@ -1,6 +1,6 @@
 /** Call records and IDs for the Kamailio tests. */
 import { exportRecords } from '../../src/ledger/export';
-import type { Harness } from '../helpers/env';
+import type { Harness } from '../support/harness';
 
 /** The call detail records (all, or one call's), as the export writes them. */
 export async function callRecords(h: Harness, call?: string): Promise<Record<string, string>[]> {

@@ -10,6 +10,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { freePort } from '../../src/redis/embedded';
+import { sleep, until as waitUntil } from '../support/wait';
 
 const ROOT = join(__dirname, '..', '..');
 export const KAMAILIO_CFG = join(ROOT, 'deploy', 'kamailio', 'kamailio.cfg');
@@ -56,17 +57,13 @@ export async function stopAll(): Promise<void> {
   await Promise.all(all.map(exited));
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export { sleep };
 
-/** Polls `check` until it is truthy; fails after timeoutMs with `what`. */
+/** The support library's `until`, answering the value that satisfied it (a dialog, a record...). */
 export async function until<T>(what: string, check: () => T | Promise<T>, timeoutMs = 10_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
+  let found: T | undefined;
+  await waitUntil(async () => Boolean((found = await check())), timeoutMs, 50, what);
+  return found as NonNullable<T>;
 }
 
 export interface KamailioChild {
