@@ -1,0 +1,180 @@
+/**
+ * Replicated acknowledgements. Redis replicates asynchronously: a write its
+ * primary answered and had not yet passed on is gone once a replica takes over.
+ * The writes whose loss costs money (starts, stops, redemptions, sales) are
+ * therefore answered only once a replica has them: `replicated(client, key)`
+ * resolves when every write this client has had answered by the primary that
+ * serves `key` is on at least one replica, and rejects with a
+ * ReplicationTimeout (an `unavailable` answer, never a false success) when
+ * that takes longer than the timeout.
+ *
+ * WAIT covers every write sent before it on the same connection, so the
+ * requests of one event-loop turn share one WAIT per primary: a batch of a
+ * group commit, or a hundred starts answered in the same turn, cost one WAIT.
+ *
+ * WAIT must reach the primary that took the writes over the connection they
+ * went on. It is sent on that primary's own connection (looked up from the
+ * client's slot table), never through the cluster client, which would
+ * redirect or retry it elsewhere. A connection that closed meanwhile fails the
+ * WAIT too: re-sent on a new connection it would cover nothing.
+ */
+import type Redis from 'ioredis';
+import { Cluster } from 'ioredis';
+import { sendNow } from './coalesce';
+
+/** connect.ts's RedisClient (imported from there it would make a ring). */
+type RedisClient = Redis | Cluster;
+
+export interface AckSettings {
+  /** Replicas that must have a write before it is acknowledged. */
+  replicas: number;
+  /** How long to wait for them (ms). */
+  timeoutMs: number;
+}
+
+/** The replicas did not confirm in time (or the primary's connection broke): the client sees `unavailable`. */
+export class ReplicationTimeout extends Error {
+  constructor(detail: string) {
+    super(`Not replicated: ${detail}`);
+    this.name = 'ReplicationTimeout';
+  }
+}
+
+type Done = (err?: Error) => void;
+
+/** One connection's waiters for its next WAIT. */
+interface NodeQueue {
+  waiting: Done[];
+}
+
+/** Counts each node connection's closes: a WAIT answered after one covers nothing. */
+const closes = new WeakMap<Redis, { n: number }>();
+
+function closesOf(node: Redis): { n: number } {
+  let c = closes.get(node);
+  if (!c) {
+    const counter = { n: 0 };
+    node.on('close', () => void counter.n++);
+    closes.set(node, (c = counter));
+  }
+  return c;
+}
+
+class Acks {
+  private readonly queues = new Map<Redis, NodeQueue>();
+  private scheduled = false;
+  /** Cluster nodes by "host:port", as the slot table names them. */
+  private byAddress = new Map<string, Redis>();
+
+  constructor(
+    private readonly client: RedisClient,
+    private readonly settings: AckSettings,
+  ) {}
+
+  add(key: string, done: Done): void {
+    const node = this.nodeOf(key);
+    if (!node) return done(new ReplicationTimeout(`no primary known for ${key}`));
+    let q = this.queues.get(node);
+    if (!q) this.queues.set(node, (q = { waiting: [] }));
+    q.waiting.push(done);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(this.flush);
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    const { replicas, timeoutMs } = this.settings;
+    for (const [node, q] of this.queues) {
+      this.queues.delete(node);
+      const counter = closesOf(node);
+      const before = counter.n;
+      const waiting = q.waiting;
+      const answer = (err?: Error): void => {
+        for (const done of waiting) done(err);
+      };
+      (node.call('WAIT', replicas, timeoutMs) as Promise<number>).then(
+        (acked) => {
+          if (counter.n !== before) answer(new ReplicationTimeout('the connection to the primary closed'));
+          else if (acked < replicas)
+            answer(new ReplicationTimeout(`${acked} of ${replicas} replica(s) confirmed within ${timeoutMs} ms`));
+          else answer();
+        },
+        (err: unknown) => answer(err instanceof Error ? err : new Error(String(err))),
+      );
+    }
+    // This runs in the check phase: without this the WAITs would leave an iteration later (see coalesceWrites).
+    sendNow(this.client);
+  };
+
+  /** The connection of the primary serving key: the client itself, or the cluster node its slot table names. */
+  private nodeOf(key: string): Redis | undefined {
+    if (!(this.client instanceof Cluster)) return this.client;
+    const address = this.client.slots[keySlot(key)]?.[0];
+    if (address === undefined) return undefined;
+    let node = this.byAddress.get(address);
+    if (!node || node.status === 'end') {
+      this.byAddress = new Map(this.client.nodes('master').map((n) => [`${n.options.host}:${n.options.port}`, n]));
+      node = this.byAddress.get(address);
+    }
+    return node;
+  }
+}
+
+const acksOf = new WeakMap<RedisClient, Acks>();
+
+/** From now on this client's replicated() waits for replicas (connectRedis calls it when the setting is on). */
+export function requireReplicas(client: RedisClient, settings: AckSettings): void {
+  acksOf.set(client, new Acks(client, settings));
+}
+
+/** Whether this client waits for replicas before acknowledging. */
+export function waitsForReplicas(client: RedisClient): boolean {
+  return acksOf.has(client);
+}
+
+/**
+ * Calls `done` once the writes this client has had answered on the primary
+ * serving `key` are on the required replicas, or with the error that says why
+ * not. At once (synchronously) when the client does not wait for replicas.
+ */
+export function whenReplicated(client: RedisClient, key: string, done: (err?: Error) => void): void {
+  const acks = acksOf.get(client);
+  if (!acks) return done();
+  acks.add(key, done);
+}
+
+/** whenReplicated as a promise; undefined (nothing to wait for) when the client does not wait for replicas. */
+export function replicated(client: RedisClient, ...keysToCover: string[]): Promise<void> | undefined {
+  const acks = acksOf.get(client);
+  if (!acks) return undefined;
+  return Promise.all(
+    keysToCover.map(
+      (key) => new Promise<void>((resolve, reject) => acks.add(key, (err) => (err ? reject(err) : resolve()))),
+    ),
+  ).then(() => undefined);
+}
+
+/** CRC16 (XMODEM) lookup table, as Redis Cluster hashes keys to slots. */
+const CRC_TABLE = (() => {
+  const t = new Uint16Array(256);
+  for (let i = 0; i < 256; i++) {
+    let c = i << 8;
+    for (let j = 0; j < 8; j++) c = c & 0x8000 ? ((c << 1) ^ 0x1021) & 0xffff : (c << 1) & 0xffff;
+    t[i] = c;
+  }
+  return t;
+})();
+
+/** The Redis Cluster slot of a key: CRC16 of its hash tag (the first non-empty {...}) or of the whole key, mod 16384. */
+export function keySlot(key: string): number {
+  const open = key.indexOf('{');
+  let part = key;
+  if (open >= 0) {
+    const close = key.indexOf('}', open + 1);
+    if (close > open + 1) part = key.slice(open + 1, close);
+  }
+  let crc = 0;
+  for (const byte of Buffer.from(part)) crc = ((crc << 8) & 0xffff) ^ CRC_TABLE[((crc >> 8) ^ byte) & 0xff]!;
+  return crc & 16383;
+}
