@@ -3,6 +3,7 @@ import type { Context } from '../app/context';
 import type { CatalogCache } from '../catalog/cache';
 import type { Product } from '../catalog/schema';
 import { bucketOfKey, keys } from '../redis/keys';
+import { replicated } from '../redis/replication';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
 import { claimPurchase, sellId } from './scripts';
@@ -88,6 +89,8 @@ export class Purchases {
       leaseMs: this.ctx.cfg.purchaseLeaseMs,
       ttlSec: PURCHASE_TTL_SEC,
     });
+    // The claim is the purchase's record: a retry after a failover must find it.
+    if (claim !== 'conflict' && claim !== 'busy') await replicated(this.ctx.redis, key);
     switch (claim) {
       case 'conflict':
         return fail('idempotency_conflict');
@@ -108,8 +111,10 @@ export class Purchases {
     return (await this.ctx.redis.hgetall(key)) as unknown as PurchaseRecord;
   }
 
+  /** Each step is on a replica before the next (a card company call) is made. */
   private async set(key: string, fields: { [k: string]: string | number }): Promise<void> {
     await this.ctx.redis.hset(key, fields);
+    await replicated(this.ctx.redis, key);
     // A purchase that ended leaves the open set (same bucket as its record).
     if (fields.st === 'done' || fields.st === 'declined')
       await this.ctx.redis.zrem(keys.openPurchases(bucketOfKey(key)), key);
@@ -229,6 +234,7 @@ export class Purchases {
         pinHash,
       });
       if (res.ok) {
+        await replicated(this.ctx.redis, idKey);
         const sealed = await this.ctx.redis.hget(idKey, 'seal');
         const base = this.publicUrl();
         const sold: Sold = {
