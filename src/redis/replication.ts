@@ -13,10 +13,12 @@
  * group commit, or a hundred starts answered in the same turn, cost one WAIT.
  *
  * WAIT must reach the primary that took the writes over the connection they
- * went on. It is sent on that primary's own connection (looked up from the
- * client's slot table), never through the cluster client, which would
- * redirect or retry it elsewhere. A connection that closed meanwhile fails the
- * WAIT too: re-sent on a new connection it would cover nothing.
+ * went on: on any other connection it covers nothing and answers at once. So
+ * every node connection notes, per slot, the last write it answered (a write
+ * the cluster client redirected, retried or re-sent is noted on the
+ * connection that finally answered it), and WAIT is sent on that connection
+ * itself, never through the cluster client, which would redirect or retry it
+ * elsewhere. A connection that closed after the write fails the WAIT too.
  */
 import type Redis from 'ioredis';
 import { Cluster } from 'ioredis';
@@ -42,10 +44,70 @@ export class ReplicationTimeout extends Error {
 
 type Done = (err?: Error) => void;
 
+/** One caller waiting for a WAIT: the close count of the connection its write was answered on. */
+interface Waiter {
+  done: Done;
+  closes: number;
+}
+
 /** One connection's waiters for its next WAIT. */
 interface NodeQueue {
-  waiting: Done[];
+  waiting: Waiter[];
 }
+
+/** The connection that last answered a write for a slot, and its close count then. */
+interface Writer {
+  node: Redis;
+  closes: number;
+}
+
+/** Commands that never write: they do not say where a slot's writes went. */
+const READS = new Set([
+  'get',
+  'mget',
+  'hget',
+  'hmget',
+  'hgetall',
+  'exists',
+  'ttl',
+  'pttl',
+  'type',
+  'strlen',
+  'scard',
+  'smembers',
+  'sismember',
+  'zcard',
+  'zscore',
+  'zrange',
+  'zrangebyscore',
+  'xrange',
+  'xrevrange',
+  'xlen',
+  'scan',
+  'sscan',
+  'hscan',
+  'zscan',
+  'ping',
+  'info',
+  'wait',
+  'script',
+  'cluster',
+  'readonly',
+  'readwrite',
+  'auth',
+  'hello',
+  'client',
+  'select',
+  'config',
+  'dbsize',
+  'subscribe',
+  'unsubscribe',
+  'psubscribe',
+  'punsubscribe',
+  'publish',
+]);
+
+const ignore = (): void => undefined;
 
 /** Counts each node connection's closes: a WAIT answered after one covers nothing. */
 const closes = new WeakMap<Redis, { n: number }>();
@@ -65,18 +127,43 @@ class Acks {
   private scheduled = false;
   /** Cluster nodes by "host:port", as the slot table names them. */
   private byAddress = new Map<string, Redis>();
+  /** Per slot, where its last write was answered. */
+  private readonly writers: (Writer | undefined)[] = new Array<Writer | undefined>(16384);
 
   constructor(
     private readonly client: RedisClient,
     private readonly settings: AckSettings,
-  ) {}
+  ) {
+    if (client instanceof Cluster) client.on('+node', (node: Redis) => this.watch(node));
+    else this.watch(client);
+  }
+
+  /** Notes, per slot, the connection each write was answered on (and how often it had closed by then). */
+  private watch(node: Redis): void {
+    const counter = closesOf(node);
+    const send = node.sendCommand.bind(node);
+    const writers = this.writers;
+    node.sendCommand = (command, stream) => {
+      const sent = send(command, stream);
+      if (!READS.has(command.name)) {
+        const slot = command.getSlot();
+        if (typeof slot === 'number')
+          command.promise.then(() => void (writers[slot] = { node, closes: counter.n }), ignore);
+      }
+      return sent;
+    };
+  }
 
   add(key: string, done: Done): void {
-    const node = this.nodeOf(key);
+    const slot = keySlot(key);
+    const writer = this.writers[slot];
+    const node = writer?.node ?? this.nodeOf(slot);
     if (!node) return done(new ReplicationTimeout(`no primary known for ${key}`));
+    const closes = writer ? writer.closes : closesOf(node).n;
+    if (closesOf(node).n !== closes) return done(new ReplicationTimeout('the connection to the primary closed'));
     let q = this.queues.get(node);
     if (!q) this.queues.set(node, (q = { waiting: [] }));
-    q.waiting.push(done);
+    q.waiting.push({ done, closes });
     if (this.scheduled) return;
     this.scheduled = true;
     setImmediate(this.flush);
@@ -88,15 +175,17 @@ class Acks {
     for (const [node, q] of this.queues) {
       this.queues.delete(node);
       const counter = closesOf(node);
-      const before = counter.n;
       const waiting = q.waiting;
       const answer = (err?: Error): void => {
-        for (const done of waiting) done(err);
+        for (const w of waiting)
+          w.done(
+            err ??
+              (counter.n !== w.closes ? new ReplicationTimeout('the connection to the primary closed') : undefined),
+          );
       };
       (node.call('WAIT', replicas, timeoutMs) as Promise<number>).then(
         (acked) => {
-          if (counter.n !== before) answer(new ReplicationTimeout('the connection to the primary closed'));
-          else if (acked < replicas)
+          if (acked < replicas)
             answer(new ReplicationTimeout(`${acked} of ${replicas} replica(s) confirmed within ${timeoutMs} ms`));
           else answer();
         },
@@ -107,10 +196,10 @@ class Acks {
     sendNow(this.client);
   };
 
-  /** The connection of the primary serving key: the client itself, or the cluster node its slot table names. */
-  private nodeOf(key: string): Redis | undefined {
+  /** The connection of the primary serving a slot: the client itself, or the cluster node its slot table names. */
+  private nodeOf(slot: number): Redis | undefined {
     if (!(this.client instanceof Cluster)) return this.client;
-    const address = this.client.slots[keySlot(key)]?.[0];
+    const address = this.client.slots[slot]?.[0];
     if (address === undefined) return undefined;
     let node = this.byAddress.get(address);
     if (!node || node.status === 'end') {
