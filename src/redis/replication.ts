@@ -189,7 +189,10 @@ class Acks {
             answer(new ReplicationTimeout(`${acked} of ${replicas} replica(s) confirmed within ${timeoutMs} ms`));
           else answer();
         },
-        (err: unknown) => answer(err instanceof Error ? err : new Error(String(err))),
+        // Whatever kept WAIT from answering (a broken connection, a timeout, a primary demoted
+        // to replica meanwhile: "WAIT cannot be used with replica instances"), nothing was confirmed.
+        (err: unknown) =>
+          answer(new ReplicationTimeout(`WAIT failed: ${err instanceof Error ? err.message : String(err)}`)),
       );
     }
     // This runs in the check phase: without this the WAITs would leave an iteration later (see coalesceWrites).
