@@ -10,7 +10,9 @@
 #
 # start prints the REDIS_CLUSTER value on its last line and returns once every
 # node says cluster_state:ok. Each node keeps its data, log and pid in DIR/PORT;
-# the cluster bus uses PORT+10000. AOF everysec as in production.
+# the cluster bus uses PORT+10000. AOF everysec as in production, and as in
+# production a primary takes no write without a replica in sync
+# (min-replicas-to-write 1; max lag 2 s, below the 2 s node timeout's failover).
 #
 # With REDIS_PASSWORD in the environment every node requires it (requirepass, and
 # masterauth for its replica); give the same REDIS_PASSWORD to `node` and to the
@@ -39,6 +41,7 @@ start_node() { # DIR PORT
   redis-server "$1/$2/auth.conf" --port "$2" --bind 127.0.0.1 --dir "$1/$2" \
     --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
     --cluster-require-full-coverage yes \
+    --min-replicas-to-write 1 --min-replicas-max-lag 2 \
     --appendonly yes --appendfsync everysec --save '' --repl-diskless-sync-delay 0 \
     --daemonize yes --pidfile "$1/$2/redis.pid" --logfile "$1/$2/redis.log" \
     --loglevel warning

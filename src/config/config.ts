@@ -39,6 +39,8 @@ const EnvSchema = Type.Object({
   MAX_BACKPRESSURE_BYTES: Int(1024, 1 << 30, 8 * 1024 * 1024),
   WS_IDLE_TIMEOUT_SEC: Int(0, 960, 120),
   REDIS_TIMEOUT_MS: Int(50, 60_000, 2000),
+  REDIS_REPLICATED_ACKS: Type.Optional(Type.Union([Type.Literal('on'), Type.Literal('off')])),
+  REDIS_ACK_TIMEOUT_MS: Type.Optional(Type.Integer({ minimum: 10, maximum: 60_000 })),
   PUBLIC_URL: Type.Optional(Type.String({ pattern: '^https?://[^\\s]+$' })),
   PROVIDER_URL: Type.Optional(Type.String({ pattern: '^https?://[^\\s]+$' })),
   PROVIDER_KEY: Type.Optional(Type.String({ maxLength: 200 })),
@@ -75,6 +77,11 @@ export interface Config {
     password?: string;
     embeddedPort: number;
     timeoutMs: number;
+    /**
+     * Replicated acknowledgements: the writes whose loss costs money are answered
+     * only once a replica has them (WAIT), or `unavailable` after timeoutMs.
+     */
+    acks: { replicated: boolean; timeoutMs: number };
   };
   /** 32+ bytes of key material; undefined means "derive or create a dev secret under dataDir". */
   secret?: Buffer;
@@ -161,6 +168,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   if (e.REDIS_URL && e.REDIS_CLUSTER)
     throw new ConfigError('invalid configuration: set REDIS_URL or REDIS_CLUSTER, not both');
   // One place for credentials: a second that could disagree with the URL's would be a trap.
+  // A WAIT that outlived the command timeout would be cut off as a timeout, not answered as one.
+  if (e.REDIS_ACK_TIMEOUT_MS !== undefined && e.REDIS_ACK_TIMEOUT_MS >= e.REDIS_TIMEOUT_MS)
+    throw new ConfigError('invalid configuration: REDIS_ACK_TIMEOUT_MS must be below REDIS_TIMEOUT_MS');
   if ((e.REDIS_PASSWORD || e.REDIS_USERNAME) && !e.REDIS_CLUSTER)
     throw new ConfigError(
       'invalid configuration: REDIS_USERNAME and REDIS_PASSWORD go with REDIS_CLUSTER; with REDIS_URL put them in the URL (redis://user:password@host:port)',
@@ -180,6 +190,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       password: e.REDIS_PASSWORD,
       embeddedPort: e.REDIS_PORT,
       timeoutMs: e.REDIS_TIMEOUT_MS,
+      acks: {
+        // On by default where there are replicas to wait for: a Redis Cluster.
+        replicated: (e.REDIS_REPLICATED_ACKS ?? (e.REDIS_CLUSTER ? 'on' : 'off')) === 'on',
+        timeoutMs: e.REDIS_ACK_TIMEOUT_MS ?? Math.min(1000, Math.floor(e.REDIS_TIMEOUT_MS / 2)),
+      },
     },
     secret: e.TESSERA_SECRET ? Buffer.from(e.TESSERA_SECRET, 'hex') : undefined,
     idLength: e.ID_LENGTH,

@@ -1,6 +1,7 @@
 import type { Context } from '../app/context';
 import { checkId } from '../ids/idnum';
 import { keys } from '../redis/keys';
+import { replicated } from '../redis/replication';
 import { activate, setState } from './scripts';
 
 /**
@@ -65,12 +66,15 @@ export async function activateId(
   if (!loc.ok) return loc;
   const product = await ctx.redis.hget(loc.key, 'prod');
   if (!product) return { ok: false, reason: 'unknown_id' };
-  return activate(ctx.scripts, loc, {
+  const r = await activate(ctx.scripts, loc, {
     product,
     channel: opts.channel ?? 'manual',
     price: opts.price ?? 0,
     ref: opts.ref ?? '',
   });
+  // A sale is acknowledged once a replica has it.
+  if (r.ok) await replicated(ctx.redis, loc.key);
+  return r;
 }
 
 export async function setIdState(

@@ -35,6 +35,17 @@ export class CallLocator {
     private readonly maxCached = 500_000,
   ) {}
 
+  /** The index key of a switch's call (in the call key's own bucket). */
+  indexOf(sw: string, call: string): string {
+    return this.indexKey(callKeyOf(sw, call));
+  }
+
+  /** Writes the index of a call whose start was lost (a recovered stop), so a stop repeated without the ID finds it. */
+  async restore(sw: string, call: string, ck: CallKeys): Promise<void> {
+    await this.redis.set(this.indexOf(sw, call), ck.id, 'EX', this.ttlSec);
+    this.put(sw, call, ck);
+  }
+
   private indexKey(callKey: string): string {
     return keys.callIndex(this.ids.bucketOf(callKey), callKey);
   }

@@ -3,6 +3,7 @@ import type { Config } from '../config/config';
 import type { Metrics } from '../observability/metrics';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
+import { replicated } from '../redis/replication';
 import type { Scripts } from '../redis/scripts';
 import { callReap } from './scripts';
 
@@ -63,6 +64,8 @@ export class Reaper {
                 this.cfg.sessionTtlSec,
               );
               if (r.closed) {
+                // Nobody waits for this answer, but a close no replica has is not counted as done.
+                await replicated(this.redis, session);
                 closed++;
                 this.metrics.reaped.inc();
                 this.log.info(

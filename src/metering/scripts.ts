@@ -200,6 +200,42 @@ export async function callStop(
   };
 }
 
+/** What a stop tells of a call whose session is gone: enough to rate it (call_recover). */
+export interface RecoverArgs {
+  now: number;
+  sec: number;
+  /** The stop's cause, kept when the session turns out to be there after all. */
+  cause: string;
+  ttlSec: number;
+  sw: string;
+  call: string;
+  idHash: string;
+  dest: string;
+  /** The destination's rate in every plan that has one (CatalogCache.rateArgs). */
+  rates: readonly (string | number)[];
+}
+
+export async function callRecover(scripts: Scripts, ck: CallKeys, a: RecoverArgs): Promise<StopResult> {
+  const r = tagged(
+    'call_recover',
+    await scripts.run(
+      'call_recover',
+      [ck.session, ck.id, ck.live, ck.cdr],
+      [a.now, a.sec, a.cause, a.ttlSec, a.sw, a.call, a.idHash, a.dest, ...a.rates],
+    ),
+  );
+  if (r[0] === 'err') return { ok: false, reason: str('call_recover', r, 1) };
+  if (r[0] !== 'ok') throw malformed('call_recover', r);
+  return {
+    ok: true,
+    billedSec: num('call_recover', r, 1),
+    cost: num('call_recover', r, 2),
+    balance: num('call_recover', r, 3),
+    record: str('call_recover', r, 4),
+    duplicate: r[5] === 1,
+  };
+}
+
 /** The keys call_reap needs: a session found in a bucket's live set, and its ID's hash. */
 export type ReapKeys = Pick<CallKeys, 'session' | 'id' | 'live' | 'cdr'>;
 

@@ -6,8 +6,10 @@ import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
 import type { RedisClient } from '../redis/connect';
 import { GroupCommit } from '../redis/group-commit';
+import { replicated } from '../redis/replication';
 import { callKeyOf, callKeysFor, type CallKeys, CallLocator } from './locator';
 import {
+  callRecover,
   callStart,
   callStop,
   callTick,
@@ -92,7 +94,22 @@ export class Metering {
     // A refused call leaves no index behind (guessed IDs must not fill Redis).
     if (!r.ok && claim === 'new' && r.reason !== 'call_conflict' && r.reason !== 'call_ended')
       await this.locator.release(sw, call);
+    // `started` is said once a replica has the session and its index: a failover must not lose the call.
+    if (r.ok) await this.acked(sw, call, ck.session, this.locator.indexOf(sw, call));
     return r;
+  }
+
+  /**
+   * Waits until a replica has what this gateway wrote for the call. When that
+   * fails the call is forgotten here, so a retried start writes its index again.
+   */
+  private async acked(sw: string, call: string, ...written: string[]): Promise<void> {
+    try {
+      await replicated(this.redis, ...written);
+    } catch (err) {
+      this.locator.forget(sw, call);
+      throw err;
+    }
   }
 
   tick(sw: string, call: string, sec: number, done: TickCallback): void {
@@ -113,13 +130,67 @@ export class Metering {
     callTick(this.scripts, batch, Date.now(), this.liveRefreshMs, settled);
   };
 
-  async stop(sw: string, call: string, sec: number, cause: string): Promise<StopResult> {
+  /**
+   * Bills the call's last seconds and closes it. A stop that names the call's ID
+   * and destination (`lost`) is billed even when Tessera lost the call (its
+   * start or its session went with a failed primary): rated from the stop and
+   * recorded with cause `recovered`. Without them such a stop is `unknown_call`.
+   */
+  async stop(
+    sw: string,
+    call: string,
+    sec: number,
+    cause: string,
+    lost?: { id: unknown; dest: string },
+  ): Promise<StopResult> {
     const ck = await this.locator.find(sw, call);
-    if (!ck) return { ok: false, reason: 'unknown_call' };
-    // A stop sent behind a tick must not overtake it.
-    await this.ticks.sent(ck.bucket);
-    const r = await callStop(this.scripts, ck, Date.now(), sec, cause, this.cfg.sessionTtlSec);
-    if (r.ok) this.locator.forget(sw, call);
+    if (ck) {
+      // A stop sent behind a tick must not overtake it.
+      await this.ticks.sent(ck.bucket);
+      const r = await callStop(this.scripts, ck, Date.now(), sec, cause, this.cfg.sessionTtlSec);
+      if (r.ok) {
+        await replicated(this.redis, ck.session);
+        this.locator.forget(sw, call);
+      }
+      if (r.ok || r.reason !== 'unknown_call' || !lost) return r;
+    }
+    if (!lost) return { ok: false, reason: 'unknown_call' };
+    return this.recover(sw, call, sec, cause, lost.id, lost.dest, ck);
+  }
+
+  private async recover(
+    sw: string,
+    call: string,
+    sec: number,
+    cause: string,
+    idInput: unknown,
+    dialled: string,
+    indexed: CallKeys | undefined,
+  ): Promise<StopResult> {
+    const checked = checkId(idInput, this.cfg.idLength);
+    if (!checked.ok) return checked;
+    // Rated as its start would have been: the same rule for the dialled number.
+    const dest = destDigits(dialled);
+    if (dest === undefined) return { ok: false, reason: 'bad_value' };
+    const { hash, bucket } = this.ids.hash(checked.id);
+    const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));
+    // The index names another ID: this call id is not the one the stop describes.
+    if (indexed && indexed.id !== ck.id) return { ok: false, reason: 'call_conflict' };
+    const r = await callRecover(this.scripts, ck, {
+      now: Date.now(),
+      sec,
+      cause,
+      ttlSec: this.cfg.sessionTtlSec,
+      sw,
+      call,
+      idHash: hash,
+      dest,
+      rates: this.catalog.rateArgs(dest),
+    });
+    if (!r.ok) return r;
+    if (!indexed) await this.locator.restore(sw, call, ck);
+    await replicated(this.redis, ck.session, this.locator.indexOf(sw, call));
+    this.locator.forget(sw, call);
     return r;
   }
 

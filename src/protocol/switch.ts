@@ -23,6 +23,9 @@ export const StopMsg = Type.Object({
   call: CallId,
   sec: Seconds,
   cause: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,32}$' })),
+  /** The call's ID and destination, as in its start: with them a call Tessera lost is still billed. */
+  id: Type.Optional(Type.String({ maxLength: 40 })),
+  dest: Type.Optional(Type.String({ pattern: '^\\+?[0-9]{1,20}$' })),
 });
 export const PingMsg = Type.Object({ op: Type.Literal('ping'), ref: Type.Optional(Ref) });
 

@@ -130,6 +130,8 @@ export function scanClaim<T extends ClaimItem>(
         const p = batch[i]!;
         const code = codes[i];
         if (code === CLAIMED || code === CLAIM_RETRY || code === CLAIM_TAKEN) each(p, undefined, code);
+        // The error reply's text keeps its code: NOREPLICAS is `unavailable`, WRONGTYPE `internal` (failureReason).
+        else if (typeof code === 'string') each(p, new Error(`scan_claim failed on ${p.indexKey}: ${code}`));
         else if (code === CLAIM_FAILED) each(p, new Error(`scan_claim failed on ${p.indexKey}`));
         else each(p, malformed('scan_claim', codes));
       }

@@ -10,6 +10,7 @@ import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import { Scripts } from '../redis/scripts';
 import { GroupCommit } from '../redis/group-commit';
+import { replicated, waitsForReplicas, whenReplicated } from '../redis/replication';
 import * as script from './scripts';
 import {
   CLAIMED,
@@ -222,8 +223,37 @@ export class Redemption {
   };
 
   private readonly sendRedeems = (bucket: number, batch: PendingScan[], settled: () => void): void => {
-    script.redeem(this.scripts, bucket, batch, Date.now(), this.cfg.scanTtlSec, settled, this.redeemed);
+    const each = waitsForReplicas(this.redis) ? this.collect(bucket, batch.length) : this.redeemed;
+    script.redeem(this.scripts, bucket, batch, Date.now(), this.cfg.scanTtlSec, settled, each);
   };
+
+  /**
+   * With replicated acknowledgements a batch's answers wait for one WAIT on
+   * its bucket's primary (and one on each primary its scans were claimed on,
+   * whose index a reversal needs): a redemption is `ok` only once a replica
+   * has it. A WAIT that fails fails the batch's redemptions, `unavailable`;
+   * their retries answer the first answer.
+   */
+  private collect(bucket: number, n: number): script.EachScan<PendingScan, Answer> {
+    const got: { p: PendingScan; err: unknown; a: Answer | undefined }[] = [];
+    return (p, err, a) => {
+      got.push({ p, err, a });
+      if (got.length < n) return;
+      const applied = got.filter((g) => g.a?.ok === true);
+      for (const g of got) if (!g.a?.ok) this.redeemed(g.p, g.err, g.a);
+      if (applied.length === 0) return;
+      const claimTags = new Set(applied.map((g) => g.p.indexKey.slice(0, g.p.indexKey.indexOf('}') + 1)));
+      let left = 1 + claimTags.size;
+      let failure: Error | undefined;
+      const done = (e?: Error): void => {
+        failure ??= e;
+        if (--left > 0) return;
+        for (const g of applied) this.redeemed(g.p, failure, failure ? undefined : g.a);
+      };
+      whenReplicated(this.redis, keys.redemptions(bucket), done);
+      for (const tag of claimTags) whenReplicated(this.claimRedis, `${tag}sx`, done);
+    };
+  }
 
   private readonly redeemed = (p: PendingScan, err: unknown, a?: Answer): void => {
     if (a) this.settle(p, a);
@@ -281,6 +311,8 @@ export class Redemption {
       (await this.claimRedis.get(keys.scanIndex(this.ids.bucketOf(scanKey), scanKey)));
     if (!terms) return { ok: false, reason: 'unknown_scan' };
     const idKey = terms.slice(0, terms.indexOf('|'));
-    return script.reverse(this.scripts, scanKey, idKey, Date.now(), token.name, reason);
+    const answer = await script.reverse(this.scripts, scanKey, idKey, Date.now(), token.name, reason);
+    if (answer.ok) await replicated(this.redis, idKey);
+    return answer;
   }
 }

@@ -1,6 +1,9 @@
-import type { Socket } from 'node:net';
 import Redis, { Cluster, type RedisOptions } from 'ioredis';
 import type { Config } from '../config/config';
+import { coalesceWrites } from './coalesce';
+import { requireReplicas } from './replication';
+
+export { sendNow } from './coalesce';
 
 /** Either a single Redis or a Cluster; both speak the same command API. */
 export type RedisClient = Redis | Cluster;
@@ -29,52 +32,14 @@ export function connectRedis(cfg: Config, url: string | undefined, extra: RedisO
       clusterRetryStrategy: (n) => Math.min(100 * n, 2000),
     });
     cluster.on('+node', (node: Redis) => coalesceWrites(node));
+    if (cfg.redis.acks.replicated) requireReplicas(cluster, { replicas: 1, timeoutMs: cfg.redis.acks.timeoutMs });
     return cluster;
   }
   if (!url) throw new Error('no Redis URL');
   const client = new Redis(url, options);
   coalesceWrites(client);
+  if (cfg.redis.acks.replicated) requireReplicas(client, { replicas: 1, timeoutMs: cfg.redis.acks.timeoutMs });
   return client;
-}
-
-/**
- * Commands issued in one event-loop iteration leave in one write: the socket is
- * corked at the first write and uncorked in the iteration's check phase
- * (setImmediate), after every I/O callback of the poll phase (all the frames and
- * requests that came in, all the replies that were read) has issued its
- * commands. ioredis writes every command as it comes, and a syscall per command
- * cost a redemption more CPU than all the rest of its handling. Code that runs
- * in the check phase itself (the tick batcher) calls sendNow() rather than wait
- * for the next iteration.
- */
-const uncorkers = new WeakMap<Redis, () => void>();
-
-function coalesceWrites(client: Redis): void {
-  client.on('connect', () => {
-    const stream = (client as unknown as { stream: Socket }).stream;
-    const write = stream.write.bind(stream);
-    let corked = false;
-    const uncork = (): void => {
-      if (!corked) return;
-      corked = false;
-      stream.uncork();
-    };
-    uncorkers.set(client, uncork);
-    stream.write = function (this: Socket, ...args: Parameters<Socket['write']>): boolean {
-      if (!corked) {
-        corked = true;
-        stream.cork();
-        setImmediate(uncork);
-      }
-      return write(...args);
-    } as Socket['write'];
-  });
-}
-
-/** Writes what this client holds back now (see coalesceWrites). */
-export function sendNow(client: RedisClient): void {
-  if (client instanceof Cluster) for (const node of client.nodes('master')) uncorkers.get(node)?.();
-  else uncorkers.get(client)?.();
 }
 
 /** Connect and wait until Redis answers, with the offline queue off this needs an explicit wait. */

@@ -6,6 +6,7 @@
 import { ReplyError } from 'ioredis';
 import ClusterAllFailedError from 'ioredis/built/errors/ClusterAllFailedError';
 import MaxRetriesPerRequestError from 'ioredis/built/errors/MaxRetriesPerRequestError';
+import { ReplicationTimeout } from './replication';
 
 export type FailureReason = 'unavailable' | 'internal';
 
@@ -14,7 +15,8 @@ export type FailureReason = 'unavailable' | 'internal';
  * will: a cluster without quorum, resharding or failing over (CLUSTERDOWN,
  * TRYAGAIN, MOVED, MASTERDOWN, READONLY: a primary turned replica), loading its
  * data (LOADING), out of memory (OOM), busy in a script (BUSY), unable to persist
- * (MISCONF). Any other error reply (ERR, WRONGTYPE, NOSCRIPT...) is a bug.
+ * (MISCONF), short of the replicas it must write to (NOREPLICAS: min-replicas-to-write).
+ * Any other error reply (ERR, WRONGTYPE, NOSCRIPT...) is a bug.
  */
 const UNAVAILABLE_CODES = [
   'CLUSTERDOWN',
@@ -26,6 +28,7 @@ const UNAVAILABLE_CODES = [
   'OOM',
   'BUSY',
   'MISCONF',
+  'NOREPLICAS',
 ];
 const unavailableCode = new Set(UNAVAILABLE_CODES);
 
@@ -53,7 +56,13 @@ export function failureReason(err: unknown): FailureReason {
   if (!(err instanceof Error)) return 'internal';
   if (err instanceof ReplyError)
     return unavailableCode.has(err.message.split(' ', 1)[0] ?? '') ? 'unavailable' : 'internal';
-  if (err instanceof MaxRetriesPerRequestError || err instanceof ClusterAllFailedError) return 'unavailable';
+  // A write no replica confirmed in time may yet be lost: never a success, and the client may retry.
+  if (
+    err instanceof MaxRetriesPerRequestError ||
+    err instanceof ClusterAllFailedError ||
+    err instanceof ReplicationTimeout
+  )
+    return 'unavailable';
   const { code, syscall } = err as NodeJS.ErrnoException;
   if ((code !== undefined && NETWORK_CODES.has(code)) || syscall === 'connect') return 'unavailable';
   return UNAVAILABLE_MESSAGE.test(err.message) || RELAYED_CODE.test(err.message) ? 'unavailable' : 'internal';

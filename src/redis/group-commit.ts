@@ -1,4 +1,5 @@
-import { sendNow, type RedisClient } from './connect';
+import type { RedisClient } from './connect';
+import { sendNow } from './coalesce';
 
 /**
  * Sends one batch of a bucket's work: one script call (or a few, past the batch

@@ -3,6 +3,7 @@ import type { Context } from '../app/context';
 import type { CatalogCache } from '../catalog/cache';
 import { isOnPublicSale } from '../catalog/schema';
 import { bucketOfKey, keys } from '../redis/keys';
+import { replicated } from '../redis/replication';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
 import { admitPurchase, claimPurchase, sellId } from './scripts';
@@ -195,6 +196,8 @@ export class Purchases {
       // The price and currency are fixed here, once: what is authorized, sold, recorded and answered.
       terms: onSale ? { product: product.name, price: product.price, currency: product.currency } : undefined,
     });
+    // The claim is the purchase's record: a retry after a failover must find it.
+    if (claim !== 'conflict' && claim !== 'busy') await replicated(this.ctx.redis, key);
     switch (claim) {
       case 'gone':
         return fail('unknown_product');
@@ -217,8 +220,10 @@ export class Purchases {
     return (await this.ctx.redis.hgetall(key)) as unknown as PurchaseRecord;
   }
 
+  /** Each step is on a replica before the next (a card company call) is made. */
   private async set(key: string, fields: { [k: string]: string | number }): Promise<void> {
     await this.ctx.redis.hset(key, fields);
+    await replicated(this.ctx.redis, key);
     // A purchase that ended keeps its answer for retries, a sale's longer than a decline's,
     // and leaves the open set (same bucket as its record).
     if (fields.st === 'done' || fields.st === 'declined') {
@@ -367,6 +372,7 @@ export class Purchases {
         pinHash,
       });
       if (res.ok) {
+        await replicated(this.ctx.redis, idKey);
         const sealed = await this.ctx.redis.hget(idKey, 'seal');
         const base = this.publicUrl();
         const sold: Sold = {

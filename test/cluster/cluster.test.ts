@@ -281,6 +281,11 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
       const primary = (ctx.redis as Cluster).nodes('master')[0]!;
       const pid = Number(/process_id:(\d+)/.exec(await primary.info('server'))![1]);
       process.kill(pid, 'SIGKILL');
+      // The promoted replica takes writes once it has a replica again (min-replicas-to-write): bring the node back.
+      await sleep(3000);
+      await run('sh', [SCRIPT, 'node', join(dir, 'nodes'), String(primary.options.port)], {
+        env: { ...process.env, REDIS_PASSWORD: PASSWORD },
+      });
 
       // The switch keeps ticking; calls on the dead primary's buckets answer unavailable until the failover.
       const pending = new Set(ids.keys());

@@ -25,6 +25,7 @@ describe('loadConfig', () => {
         password: undefined,
         embeddedPort: 0,
         timeoutMs: 2000,
+        acks: { replicated: false, timeoutMs: 1000 },
       },
       secret: undefined,
       idLength: 16,
@@ -152,6 +153,22 @@ describe('loadConfig', () => {
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toMatch(/^invalid configuration: /);
     expect((err as Error).message).toContain(name);
+  });
+
+  it('replicated acknowledgements: on by default with REDIS_CLUSTER, off for one Redis, either way when set', () => {
+    expect(loadConfig({ REDIS_CLUSTER: 'r1:7000' }).redis.acks).toEqual({ replicated: true, timeoutMs: 1000 });
+    expect(loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379' }).redis.acks.replicated).toBe(false);
+    expect(loadConfig({ REDIS_CLUSTER: 'r1:7000', REDIS_REPLICATED_ACKS: 'off' }).redis.acks.replicated).toBe(false);
+    expect(
+      loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', REDIS_REPLICATED_ACKS: 'on', REDIS_ACK_TIMEOUT_MS: '250' })
+        .redis.acks,
+    ).toEqual({ replicated: true, timeoutMs: 250 });
+    // Within a short command timeout by default; never at or past it when set.
+    expect(loadConfig({ REDIS_TIMEOUT_MS: '300' }).redis.acks.timeoutMs).toBe(150);
+    expect(() => loadConfig({ REDIS_TIMEOUT_MS: '300', REDIS_ACK_TIMEOUT_MS: '300' })).toThrow(
+      /REDIS_ACK_TIMEOUT_MS must be below REDIS_TIMEOUT_MS/,
+    );
+    expect(() => loadConfig({ REDIS_REPLICATED_ACKS: 'yes' })).toThrow(/REDIS_REPLICATED_ACKS/);
   });
 
   it('REDIS_URL and REDIS_CLUSTER together are refused', () => {

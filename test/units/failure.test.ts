@@ -16,6 +16,7 @@ import type { Metrics } from '../../src/observability/metrics';
 import { compile } from '../../src/protocol/validator';
 import { freePort } from '../../src/redis/embedded';
 import { failureReason } from '../../src/redis/failure';
+import { keySlot, ReplicationTimeout } from '../../src/redis/replication';
 
 describe('failureReason', () => {
   it('a cluster whose nodes are all down: unavailable', async () => {
@@ -45,6 +46,10 @@ describe('failureReason', () => {
     expect(failureReason(new MaxRetriesPerRequestError(1))).toBe('unavailable');
   });
 
+  it('a write no replica confirmed in time: unavailable, never a success', () => {
+    expect(failureReason(new ReplicationTimeout('0 of 1 replica(s) confirmed within 1000 ms'))).toBe('unavailable');
+  });
+
   it('a bug is internal', () => {
     expect(failureReason(new TypeError("Cannot read properties of undefined (reading 'x')"))).toBe('internal');
   });
@@ -54,6 +59,7 @@ describe('failureReason', () => {
       loading: '-LOADING Redis is loading the dataset in memory',
       readonly: "-READONLY You can't write against a read only replica. script: 756928dd, on @user_script:1.",
       oom: "-OOM command not allowed when used memory > 'maxmemory'.",
+      noreplicas: '-NOREPLICAS Not enough good replicas to write.',
       busykey: '-BUSYKEY Target key name already exists.',
       wrongtype: '-WRONGTYPE Operation against a key holding the wrong kind of value',
       script:
@@ -72,6 +78,7 @@ describe('failureReason', () => {
       loading: 'unavailable',
       readonly: 'unavailable',
       oom: 'unavailable',
+      noreplicas: 'unavailable',
       busykey: 'internal',
       wrongtype: 'internal',
       script: 'internal',
@@ -179,5 +186,15 @@ describe('Dispatcher', () => {
     ]);
     expect(conn.inflight).toBe(0);
     expect(load.inflight).toBe(0);
+  });
+});
+
+describe('keySlot', () => {
+  it('hashes keys to Redis Cluster slots as Redis does: CRC16 of the hash tag, mod 16384', () => {
+    // Redis' own reference values (CLUSTER KEYSLOT).
+    expect(keySlot('123456789')).toBe(12739);
+    expect(keySlot('foo')).toBe(12182);
+    expect(keySlot('{user1000}.following')).toBe(keySlot('user1000'));
+    expect(keySlot('ts:{b3}:id:abc')).toBe(keySlot('b3'));
   });
 });

@@ -73,7 +73,8 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
   const stop: Route<StopMsg> = {
     check: compile(StopMsg),
     async handle(m, conn, reply) {
-      const r = await metering.stop(conn.token.name, m.call, m.sec, m.cause ?? 'normal');
+      const lost = m.id !== undefined && m.dest !== undefined ? { id: m.id, dest: m.dest } : undefined;
+      const r = await metering.stop(conn.token.name, m.call, m.sec, m.cause ?? 'normal', lost);
       metrics.event('stop', r.ok ? 'ok' : r.reason);
       if (!r.ok)
         return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.reason, message: `stop refused: ${r.reason}` });

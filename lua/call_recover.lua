@@ -1,0 +1,66 @@
+--[[ call_recover: bill and close a call from its stop when its session is gone (lost in a failover).
+KEYS[1] call session hash  ts:{bN}:call:<switch>:<call>
+KEYS[2] ID hash            ts:{bN}:id:<idHash>
+KEYS[3] live calls zset    ts:{bN}:live
+KEYS[4] call records       ts:{bN}:cdr (stream)
+ARGV[1] now (ms)
+ARGV[2] seconds since answer, as the switch reports them
+ARGV[3] stop cause (used when the session turns out to be there after all)
+ARGV[4] TTL (s) of the closed session, which answers repeated stops
+ARGV[5] switch name
+ARGV[6] call id (as the switch sent it)
+ARGV[7] ID hash (for the call record)
+ARGV[8] dialled destination (digits)
+ARGV[9..] triples: rate plan name, rate (micro-units/s), connection fee (micro-units):
+          the destination's rate in every plan that has one; the ID's plan picks.
+Returns {'ok', billedSec, cost, balance, recordId, duplicate(0|1)} or {'err', reason}.
+The call is rated from the stop: the destination's rate and fee in the ID's plan
+for the seconds reported. What the balance cannot pay is kept as `short`; the
+record's cause is `recovered`. The closed session answers repeated stops.
+]]
+-- @include "num"
+-- @include "charge"
+-- @include "close"
+local now = tonumber(ARGV[1])
+local sec = tonumber(ARGV[2])
+local s = read_session(KEYS[1])
+if s.st then
+  if s.id ~= KEYS[2] then return { 'err', 'call_conflict' } end
+  if s.st == 'closed' then
+    local c = redis.call('HMGET', KEYS[1], 'cost', 'bal1', 'rec')
+    return { 'ok', tonumber(s.billed), tonumber(c[1]), tonumber(c[2]), c[3], 1 }
+  end
+  -- The session is there after all: an ordinary stop.
+  local upd = {}
+  charge(s, KEYS[1], KEYS[2], sec, now, upd)
+  if #upd > 0 then redis.call('HSET', KEYS[1], unpack(upd)) end
+  return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, ARGV[3], tonumber(ARGV[4]))
+end
+
+local f = redis.call('HMGET', KEYS[2], 'st', 'kind', 'bal', 'plan')
+if not f[1] then return { 'err', 'unknown_id' } end
+-- The call was admitted once, so the ID was sold then: whatever happened to it since, the call is billed.
+if f[1] ~= 'sold' and f[1] ~= 'exhausted' and f[1] ~= 'blocked' and f[1] ~= 'expired' then
+  return { 'err', 'not_active' }
+end
+if f[2] ~= 'talk' then return { 'err', 'wrong_kind' } end
+local rate, fee
+for i = 9, #ARGV, 3 do
+  if ARGV[i] == f[4] then
+    rate, fee = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+    break
+  end
+end
+if not rate then return { 'err', 'no_rate' } end
+
+-- The session call_start would have written, answered `sec` seconds ago; close() frees the slot it takes.
+local start = now - sec * 1000
+redis.call('HSET', KEYS[1],
+  'st', 'live', 'id', KEYS[2], 'billed', '0', 'rate', int(rate), 'seen', int(now), 'thr', '',
+  'cut', '', 'ans', '', 'fee', int(fee), 'short', '0', 'start', int(start),
+  'sw', ARGV[5], 'call', ARGV[6], 'idh', ARGV[7], 'dest', ARGV[8], 'maxs', '0', 'bal0', int(tonumber(f[3]) or 0))
+redis.call('HINCRBY', KEYS[2], 'act', 1)
+local upd = {}
+charge(read_session(KEYS[1]), KEYS[1], KEYS[2], sec, now, upd)
+if #upd > 0 then redis.call('HSET', KEYS[1], unpack(upd)) end
+return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, 'recovered', tonumber(ARGV[4]))

@@ -1,0 +1,126 @@
+/**
+ * A stop for a call Tessera has no session of (its start was lost with a
+ * failed primary) that names the call's ID and destination is billed from the
+ * stop: the destination's rate and fee for the seconds reported, no more than
+ * the balance (the rest kept as `short`), a call detail record with cause
+ * `recovered`, and `stopped`. A stop without them is `unknown_call`.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
+import { balanceOf, idFields } from '../support/redis';
+import type { Client } from '../support/ws-client';
+import { cdrsOf, connectSwitch, newCall } from './fixtures';
+
+let h: Harness;
+let gw: Gateway;
+let c: Client;
+let refs = 0;
+
+const TALK = talkProduct();
+const SMALL = talkProduct({ name: 'talk-small', face: 1000, price: 1000 });
+/** plan std: '449' prefix, 1000 micro/s plus 5000 connection fee */
+const DEST449 = '4491234';
+/** plan std: '' prefix, 100 micro/s, no fee */
+const DEST = '4912345';
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h, [TALK, SMALL]);
+  gw = await gateway(h);
+  ({ c } = await connectSwitch(h, gw.port));
+});
+afterAll(async () => {
+  await c?.close();
+  await gw?.close();
+  await h?.stop();
+});
+
+const stop = (m: Record<string, unknown>): Promise<Record<string, unknown>> =>
+  c.request({ op: 'stop', ref: ++refs, ...m });
+
+describe('a stop for a call whose session is gone', () => {
+  it('with its ID and destination: rated from the stop, recorded as recovered, answered stopped; a repeat answers the same', async () => {
+    const [id] = await soldIds(h, TALK);
+    const call = newCall();
+    const first = await stop({ call, sec: 30, id, dest: DEST449 });
+    expect(first).toEqual({
+      op: 'stopped',
+      ref: refs,
+      call,
+      billedSec: 30,
+      cost: 30 * 1000 + 5000,
+      balance: TALK.face - 35_000,
+    });
+    const [cdr] = await cdrsOf(h, id!, call);
+    expect(cdr).toMatchObject({ cause: 'recovered', sec: '30', rate: '1000', fee: '5000', cost: '35000', short: '0' });
+    expect(await cdrsOf(h, id!, call)).toHaveLength(1);
+    // Repeated with its ID, or without it (a switch that no longer has it): the first answer, nothing billed twice.
+    const { ref: _r1, ...same } = first;
+    expect(await stop({ call, sec: 31, id, dest: DEST449 })).toMatchObject(same);
+    expect(await stop({ call, sec: 31 })).toMatchObject(same);
+    expect(await balanceOf(h, id!)).toBe(TALK.face - 35_000);
+    expect(await cdrsOf(h, id!, call)).toHaveLength(1);
+    // The concurrency slot the lost start took is free again: the ID can call.
+    expect(await c.request({ op: 'start', ref: ++refs, call: newCall(), id, dest: DEST })).toMatchObject({
+      op: 'started',
+    });
+  });
+
+  it('its destination read as a start reads it: +449… and 00449… are rated as 449…, a trunk 0 is refused', async () => {
+    for (const dest of ['+' + DEST449, '00' + DEST449]) {
+      const [id] = await soldIds(h, TALK);
+      const call = newCall();
+      expect(await stop({ call, sec: 10, id, dest })).toMatchObject({ op: 'stopped', billedSec: 10, cost: 15_000 });
+      expect(await cdrsOf(h, id!, call)).toEqual([expect.objectContaining({ cause: 'recovered', rate: '1000' })]);
+    }
+    const [id] = await soldIds(h, TALK);
+    const call = newCall();
+    expect(await stop({ call, sec: 10, id, dest: '0' + DEST449 })).toMatchObject({ op: 'error', reason: 'bad_value' });
+    expect(await cdrsOf(h, id!, call)).toEqual([]);
+  });
+
+  it('more than the balance: the balance goes to zero and the rest is kept as short', async () => {
+    const [id] = await soldIds(h, SMALL);
+    const call = newCall();
+    expect(await stop({ call, sec: 30, id, dest: DEST })).toMatchObject({
+      op: 'stopped',
+      billedSec: 30,
+      cost: 1000,
+      balance: 0,
+    });
+    expect(await cdrsOf(h, id!, call)).toEqual([
+      expect.objectContaining({ cause: 'recovered', sec: '30', cost: '1000', short: '2000', bal: '0' }),
+    ]);
+    expect(await idFields(h, id!)).toMatchObject({ bal: '0', st: 'exhausted' });
+  });
+
+  it('without its ID and destination: unknown_call, and nothing is written', async () => {
+    const [id] = await soldIds(h, TALK);
+    const call = newCall();
+    expect(await stop({ call, sec: 30 })).toMatchObject({ op: 'error', reason: 'unknown_call' });
+    expect(await stop({ call, sec: 30, id })).toMatchObject({ op: 'error', reason: 'unknown_call' });
+    expect(await stop({ call, sec: 30, dest: DEST })).toMatchObject({ op: 'error', reason: 'unknown_call' });
+    expect(await cdrsOf(h, id!, call)).toEqual([]);
+    expect(await balanceOf(h, id!)).toBe(TALK.face);
+  });
+
+  it('naming an ID that is not a sold talk ID: refused with its reason, nothing billed', async () => {
+    const call = newCall();
+    expect(await stop({ call, sec: 5, id: '1234', dest: DEST })).toMatchObject({ op: 'error' });
+    const [unsold] = await mint(h, TALK);
+    expect(await stop({ call, sec: 5, id: unsold, dest: DEST })).toMatchObject({ op: 'error', reason: 'not_active' });
+  });
+
+  it('for a call that is still live: an ordinary stop, with its own cause', async () => {
+    const [id] = await soldIds(h, TALK);
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ++refs, call, id, dest: DEST })).toMatchObject({ op: 'started' });
+    expect(await stop({ call, sec: 12, id, dest: DEST, cause: 'normal' })).toMatchObject({
+      op: 'stopped',
+      billedSec: 12,
+      cost: 1200,
+    });
+    expect(await cdrsOf(h, id!, call)).toEqual([expect.objectContaining({ cause: 'normal', sec: '12' })]);
+  });
+});
