@@ -1,10 +1,10 @@
-import { Type, type Static } from '@sinclair/typebox';
-
 /**
  * Catalog records as the CLI loads them and Redis stores them (JSON values).
  * Amounts are integer micro-units of the product's currency; rates are
  * micro-units per second; durations are whole seconds or days.
  */
+import { Type, type Static } from '@sinclair/typebox';
+
 const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' });
 const Micro = Type.Integer({ minimum: 0, maximum: 1e15 });
 

@@ -1,14 +1,14 @@
+/**
+ * The catalog as stored in Redis: one hash per kind of record (name -> JSON),
+ * a version counter, and a channel that announces each change so gateways
+ * refresh their in-memory copy without a restart.
+ */
 import { createHash, randomBytes } from 'node:crypto';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import { ajv, describeErrors, type Checked } from '../protocol/validator';
 import { AccessArea, Item, PRODUCT_SCHEMAS, RatePlan, TokenInfo, type Kind, type Product, type Role } from './schema';
 
-/**
- * The catalog as stored in Redis: one hash per kind of record (name -> JSON),
- * a version counter, and a channel that announces each change so gateways
- * refresh their in-memory copy without a restart.
- */
 export interface CatalogData {
   version: number;
   products: Map<string, Product>;

@@ -1,11 +1,11 @@
-import { Type, type Static } from '@sinclair/typebox';
-import Ajv from 'ajv';
-
 /**
  * Every setting comes from the environment, has a default where one is safe,
  * and is validated once at start: a bad value stops the process with a message
  * that names the variable, rather than surfacing later as odd behaviour.
  */
+import { Type, type Static } from '@sinclair/typebox';
+import Ajv from 'ajv';
+
 const Int = (min: number, max: number, def: number) => Type.Integer({ minimum: min, maximum: max, default: def });
 
 const EnvSchema = Type.Object({

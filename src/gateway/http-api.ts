@@ -1,7 +1,7 @@
 /**
  * JSON endpoints under /v1/: bearer auth by role, body size limit and schema,
- * and one table from a refusal's reason to its HTTP status, so every endpoint
- * answers the same way: 200 with the result, or {error: {reason, message, ...}}.
+ * and the reasons catalogue (protocol/reasons.ts) for a refusal's HTTP status,
+ * so every endpoint answers the same way: 200 with the result, or {error: {reason, message, ...}}.
  */
 import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';

@@ -1,10 +1,3 @@
-import type { Context } from '../app/context';
-import { keys } from '../redis/keys';
-import { scanIdKeys } from '../redis/scan';
-import { redemptionFields } from './redemption-record';
-import { readStream } from './records';
-import { readCheckpoint } from './retention';
-
 /**
  * The conservation check: for every ID, from Redis alone,
  *   value sold = balance + calls billed + redemptions + refunds
@@ -21,6 +14,13 @@ import { readCheckpoint } from './retention';
  * redemption that completes between two reads can show as a difference that
  * is gone on the next run.
  */
+import type { Context } from '../app/context';
+import { keys } from '../redis/keys';
+import { scanIdKeys } from '../redis/scan';
+import { redemptionFields } from './redemption-record';
+import { readStream } from './records';
+import { readCheckpoint } from './retention';
+
 export interface AuditRow {
   bucket: number;
   id: string;

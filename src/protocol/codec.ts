@@ -1,9 +1,9 @@
-import { C1, Packr } from 'msgpackr';
-
 /**
  * Frames are MessagePack (binary) or JSON (text) with one schema. Plain maps,
  * no msgpackr records: any MessagePack library on a switch must read our frames.
  */
+import { C1, Packr } from 'msgpackr';
+
 const packr = new Packr({
   useRecords: false,
   mapsAsObjects: true,

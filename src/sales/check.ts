@@ -1,8 +1,3 @@
-import type { Context } from '../app/context';
-import { keys } from '../redis/keys';
-import { hashPin, verifyPin } from './pin';
-import { pinAttempt } from './scripts';
-
 /**
  * The check link: its token and the buyer's PIN together show the ID again.
  * A wrong PIN shows nothing about the ID, and an unknown link answers like a
@@ -11,6 +6,11 @@ import { pinAttempt } from './scripts';
  * the one before, up to PIN_LOCK_MAX_SEC, until a right PIN. A client address
  * spraying many links is locked out too.
  */
+import type { Context } from '../app/context';
+import { keys } from '../redis/keys';
+import { hashPin, verifyPin } from './pin';
+import { pinAttempt } from './scripts';
+
 export type CheckResult =
   | {
       ok: true;

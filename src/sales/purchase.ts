@@ -1,3 +1,13 @@
+/**
+ * One purchase, start to finish, safe to retry at any point: check the request,
+ * fix its price, authorize at the card company, only then reserve an ID,
+ * capture, and sell the ID with the buyer's PIN and record the sale. Where it
+ * stands is kept in Redis under the Idempotency-Key, so a retry (or another
+ * gateway) picks up exactly where an earlier attempt stopped, and asks the
+ * provider when an answer was lost. Nothing is written for a request that fails
+ * its checks, and an anonymous buyer's new purchases are counted per client
+ * address and in total (BUY_LIMIT_*).
+ */
 import type { Logger } from 'pino';
 import type { Context } from '../app/context';
 import type { CatalogCache } from '../catalog/cache';
@@ -12,16 +22,6 @@ import type { Metrics } from '../observability/metrics';
 import { isReason, messageOf, type Reason } from '../protocol/reasons';
 import { PIN_PATTERN } from '../protocol/sales';
 
-/**
- * One purchase, start to finish, safe to retry at any point: check the request,
- * fix its price, authorize at the card company, only then reserve an ID,
- * capture, and sell the ID with the buyer's PIN and record the sale. Where it
- * stands is kept in Redis under the Idempotency-Key, so a retry (or another
- * gateway) picks up exactly where an earlier attempt stopped, and asks the
- * provider when an answer was lost. Nothing is written for a request that fails
- * its checks, and an anonymous buyer's new purchases are counted per client
- * address and in total (BUY_LIMIT_*).
- */
 export interface PurchaseRequest {
   product: string;
   pin: string;
