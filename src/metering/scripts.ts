@@ -9,7 +9,7 @@ import type { CallKeys } from './locator';
 
 export type StartResult =
   | { ok: true; maxSec: number; balance: number; rate: number; fee: number; duplicate: boolean }
-  | { ok: false; reason: string };
+  | { ok: false; reason: string; retryAfter?: number };
 
 export type TickCode = 'ok' | 'dup' | 'unknown_call' | 'call_ended' | 'call_conflict';
 export interface TickResult {

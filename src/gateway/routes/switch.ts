@@ -46,6 +46,7 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
           reason: r.reason,
           // The one value start checks beyond the schema: the destination's international format.
           message: r.reason === 'bad_value' ? DEST_FORMAT : `call refused: ${r.reason}`,
+          ...(r.retryAfter ? { retryAfter: r.retryAfter } : {}),
         });
       reply({
         op: 'started',
