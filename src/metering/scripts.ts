@@ -98,6 +98,31 @@ export async function callStart(scripts: Scripts, ck: CallKeys, a: StartArgs): P
   };
 }
 
+/** What a call to a destination would cost an ID now, and how long its balance lasts there. */
+export type QuoteResult =
+  | { ok: true; maxSec: number; balance: number; rate: number; fee: number; currency: string }
+  | { ok: false; reason: string; retryAfter?: number };
+
+/** Read-only: call_quote writes nothing. `rates` as for call_start (CatalogCache.rateArgs). */
+export async function callQuote(
+  scripts: Scripts,
+  idKey: string,
+  now: number,
+  rates: readonly (string | number)[],
+): Promise<QuoteResult> {
+  const r = tagged('call_quote', await scripts.run('call_quote', [idKey], [now, ...rates]));
+  if (r[0] === 'err') return { ok: false, reason: str('call_quote', r, 1) };
+  if (r[0] !== 'ok') throw malformed('call_quote', r);
+  return {
+    ok: true,
+    maxSec: num('call_quote', r, 1),
+    balance: num('call_quote', r, 2),
+    rate: num('call_quote', r, 3),
+    fee: num('call_quote', r, 4),
+    currency: str('call_quote', r, 5),
+  };
+}
+
 const TICK_CODES: readonly TickCode[] = ['ok', 'dup', 'unknown_call', 'call_ended', 'call_conflict'];
 /** call_tick's code for a call that failed in the script; its reason field holds the error. */
 const TICK_FAILED = 5;

@@ -11,10 +11,12 @@ import { GroupCommit } from '../redis/group-commit';
 import { replicated } from '../redis/replication';
 import { callKeyOf, callKeysFor, type CallKeys, CallLocator } from './locator';
 import {
+  callQuote,
   callRecover,
   callStart,
   callStop,
   callTick,
+  type QuoteResult,
   type StartResult,
   type StopResult,
   type TickCallback,
@@ -22,7 +24,7 @@ import {
   type TickResult,
 } from './scripts';
 
-export type { StartResult, StopResult, TickCallback, TickCode, TickResult } from './scripts';
+export type { QuoteResult, StartResult, StopResult, TickCallback, TickCode, TickResult } from './scripts';
 
 const UNKNOWN_CALL: TickResult = Object.freeze({
   code: 'unknown_call',
@@ -57,7 +59,7 @@ export class Metering {
   private readonly liveRefreshMs: number;
   /** Ticks wait here for their bucket's next call_tick (group commit). */
   private readonly ticks: GroupCommit<TickItem>;
-  /** unknown_id answers to starts, per switch token name (its own counters, not the scanners'). */
+  /** unknown_id answers to starts and quotes, per switch token name (its own counters, not the scanners'). */
   readonly throttle: GuessThrottle;
 
   constructor(
@@ -106,6 +108,25 @@ export class Metering {
     // `started` is said once a replica has the session and its index: a failover must not lose the call.
     if (r.ok) await this.acked(sw, call, ck.session, this.locator.indexOf(sw, call));
     else await this.countGuess(sw, r);
+    return r;
+  }
+
+  /**
+   * What a call on the ID to `dialled` would cost now and how many seconds its
+   * balance buys there, as a start would grant them; nothing is written but the
+   * switch's guess counter. Throttled and counted like a start, so it is no way
+   * around the guess limit.
+   */
+  async quote(sw: string, idInput: unknown, dialled: string): Promise<QuoteResult> {
+    const wait = this.throttle.retryAfter(sw);
+    if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
+    const dest = destDigits(dialled);
+    if (dest === undefined) return { ok: false, reason: 'bad_value' };
+    const checked = checkId(idInput, this.cfg.idLength);
+    if (!checked.ok) return checked;
+    const { hash, bucket } = this.ids.hash(checked.id);
+    const r = await callQuote(this.scripts, keys.id(bucket, hash), Date.now(), this.catalog.rateArgs(dest));
+    if (!r.ok) await this.countGuess(sw, r);
     return r;
   }
 
