@@ -80,6 +80,19 @@ describe('quote', () => {
     expect(await quote(id!, '4491234')).toMatchObject({ op: 'quoted', balance: 988_000, maxSec: 983 });
     // A cheaper destination of the same ID: 100 micro/s, no fee.
     expect(await quote(id!, '4912345')).toMatchObject({ op: 'quoted', rate: 100, fee: 0, maxSec: 9880 });
+    // The same answer over MessagePack.
+    const { c: bin } = await connectSwitch(h, gw.port, { binary: true });
+    const qb = await quote(id!, '4912345', bin);
+    expect(qb).toEqual({
+      op: 'quoted',
+      ref: qb.ref,
+      rate: 100,
+      fee: 0,
+      maxSec: 9880,
+      balance: 988_000,
+      currency: 'EUR',
+    });
+    await bin.close();
   });
 
   it('a balance that does not buy one second is quoted maxSec 0, where a start is refused', async () => {
