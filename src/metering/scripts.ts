@@ -9,7 +9,7 @@ import type { CallKeys } from './locator';
 
 export type StartResult =
   | { ok: true; maxSec: number; balance: number; rate: number; fee: number; duplicate: boolean }
-  | { ok: false; reason: string };
+  | { ok: false; reason: string; retryAfter?: number };
 
 export type TickCode = 'ok' | 'dup' | 'unknown_call' | 'call_ended' | 'call_conflict';
 export interface TickResult {
@@ -95,6 +95,31 @@ export async function callStart(scripts: Scripts, ck: CallKeys, a: StartArgs): P
     rate: num('call_start', r, 3),
     fee: num('call_start', r, 4),
     duplicate: r[5] === 1,
+  };
+}
+
+/** What a call to a destination would cost an ID now, and how long its balance lasts there. */
+export type QuoteResult =
+  | { ok: true; maxSec: number; balance: number; rate: number; fee: number; currency: string }
+  | { ok: false; reason: string; retryAfter?: number };
+
+/** Read-only: call_quote writes nothing. `rates` as for call_start (CatalogCache.rateArgs). */
+export async function callQuote(
+  scripts: Scripts,
+  idKey: string,
+  now: number,
+  rates: readonly (string | number)[],
+): Promise<QuoteResult> {
+  const r = tagged('call_quote', await scripts.run('call_quote', [idKey], [now, ...rates]));
+  if (r[0] === 'err') return { ok: false, reason: str('call_quote', r, 1) };
+  if (r[0] !== 'ok') throw malformed('call_quote', r);
+  return {
+    ok: true,
+    maxSec: num('call_quote', r, 1),
+    balance: num('call_quote', r, 2),
+    rate: num('call_quote', r, 3),
+    fee: num('call_quote', r, 4),
+    currency: str('call_quote', r, 5),
   };
 }
 

@@ -2,6 +2,8 @@ import type { CatalogCache } from '../catalog/cache';
 import type { Config } from '../config/config';
 import { checkId } from '../ids/idnum';
 import type { IdKeys } from '../ids/secrets';
+import { GuessThrottle } from '../ledger/guess-throttle';
+import type { Metrics } from '../observability/metrics';
 import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
 import type { RedisClient } from '../redis/connect';
@@ -9,10 +11,12 @@ import { GroupCommit } from '../redis/group-commit';
 import { replicated } from '../redis/replication';
 import { callKeyOf, callKeysFor, type CallKeys, CallLocator } from './locator';
 import {
+  callQuote,
   callRecover,
   callStart,
   callStop,
   callTick,
+  type QuoteResult,
   type StartResult,
   type StopResult,
   type TickCallback,
@@ -20,7 +24,7 @@ import {
   type TickResult,
 } from './scripts';
 
-export type { StartResult, StopResult, TickCallback, TickCode, TickResult } from './scripts';
+export type { QuoteResult, StartResult, StopResult, TickCallback, TickCode, TickResult } from './scripts';
 
 const UNKNOWN_CALL: TickResult = Object.freeze({
   code: 'unknown_call',
@@ -55,6 +59,8 @@ export class Metering {
   private readonly liveRefreshMs: number;
   /** Ticks wait here for their bucket's next call_tick (group commit). */
   private readonly ticks: GroupCommit<TickItem>;
+  /** unknown_id answers to starts and quotes, per switch token name (its own counters, not the scanners'). */
+  readonly throttle: GuessThrottle;
 
   constructor(
     private readonly cfg: Config,
@@ -62,15 +68,20 @@ export class Metering {
     private readonly scripts: Scripts,
     private readonly ids: IdKeys,
     private readonly catalog: CatalogCache,
+    private readonly metrics: Metrics,
     maxTicksPerScript = 64,
   ) {
     this.locator = new CallLocator(redis, ids, cfg.sessionTtlSec);
+    this.throttle = new GuessThrottle(redis, ids, cfg.guessLimit, cfg.guessWindowSec, 'sw');
     this.liveRefreshMs = Math.min(2000, Math.floor(cfg.staleAfterMs / 3));
     this.ticks = new GroupCommit(redis, this.billTicks, maxTicksPerScript);
   }
 
   /** Admits a call; `dialled` is the destination as the switch sent it (destDigits). */
   async start(sw: string, call: string, idInput: unknown, dialled: string): Promise<StartResult> {
+    // A switch past its guess limit is refused before anything else, a valid ID or not.
+    const wait = this.throttle.retryAfter(sw);
+    if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
     const dest = destDigits(dialled);
     if (dest === undefined) return { ok: false, reason: 'bad_value' };
     const checked = checkId(idInput, this.cfg.idLength);
@@ -96,7 +107,34 @@ export class Metering {
       await this.locator.release(sw, call);
     // `started` is said once a replica has the session and its index: a failover must not lose the call.
     if (r.ok) await this.acked(sw, call, ck.session, this.locator.indexOf(sw, call));
+    else await this.countGuess(sw, r);
     return r;
+  }
+
+  /**
+   * What a call on the ID to `dialled` would cost now and how many seconds its
+   * balance buys there, as a start would grant them; nothing is written but the
+   * switch's guess counter. Throttled and counted like a start, so it is no way
+   * around the guess limit.
+   */
+  async quote(sw: string, idInput: unknown, dialled: string): Promise<QuoteResult> {
+    const wait = this.throttle.retryAfter(sw);
+    if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
+    const dest = destDigits(dialled);
+    if (dest === undefined) return { ok: false, reason: 'bad_value' };
+    const checked = checkId(idInput, this.cfg.idLength);
+    if (!checked.ok) return checked;
+    const { hash, bucket } = this.ids.hash(checked.id);
+    const r = await callQuote(this.scripts, keys.id(bucket, hash), Date.now(), this.catalog.rateArgs(dest));
+    if (!r.ok) await this.countGuess(sw, r);
+    return r;
+  }
+
+  /** An unknown_id answer to a switch is a guess: counted in /metrics and against its guess limit. */
+  private async countGuess(sw: string, r: { reason: string }): Promise<void> {
+    if (r.reason !== 'unknown_id') return;
+    this.metrics.unknownIdStarts.inc();
+    if (await this.throttle.miss(sw)) this.metrics.switchThrottled.inc();
   }
 
   /**

@@ -40,6 +40,16 @@ export class Metrics {
     help: 'Times a scanner went over the unknown_id limit and was throttled',
     registers: [this.registry],
   });
+  readonly unknownIdStarts = new Counter({
+    name: 'tessera_unknown_id_starts_total',
+    help: 'Switch starts and quotes answered unknown_id (guessing by a switch shows here)',
+    registers: [this.registry],
+  });
+  readonly switchThrottled = new Counter({
+    name: 'tessera_switch_throttled_total',
+    help: 'Times a switch went over the unknown_id limit and was throttled',
+    registers: [this.registry],
+  });
   readonly purchases = new Counter({
     name: 'tessera_purchases_total',
     help: 'Purchase attempts by outcome: sold, or the decline/refusal reason',

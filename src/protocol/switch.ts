@@ -27,9 +27,17 @@ export const StopMsg = Type.Object({
   id: Type.Optional(Type.String({ maxLength: 40 })),
   dest: Type.Optional(Type.String({ pattern: '^\\+?[0-9]{1,20}$' })),
 });
+/** A price enquiry: what a call on `id` to `dest` would cost and how long it could last; starts nothing. */
+export const QuoteMsg = Type.Object({
+  op: Type.Literal('quote'),
+  ref: Ref,
+  id: Type.String({ maxLength: 40 }),
+  dest: Type.String({ pattern: '^\\+?[0-9]{1,20}$' }),
+});
 export const PingMsg = Type.Object({ op: Type.Literal('ping'), ref: Type.Optional(Ref) });
 
 export type StartMsg = Static<typeof StartMsg>;
 export type TickMsg = Static<typeof TickMsg>;
 export type StopMsg = Static<typeof StopMsg>;
+export type QuoteMsg = Static<typeof QuoteMsg>;
 export type PingMsg = Static<typeof PingMsg>;

@@ -22,7 +22,7 @@ import {
   type Refusal,
   type ScanTerms,
 } from './scripts';
-import { GuessThrottle } from './throttle';
+import { GuessThrottle } from '../ledger/guess-throttle';
 
 export type { Answer, Granted, Refusal } from './scripts';
 

@@ -29,8 +29,8 @@ export const keys = {
   scan: (bucket: number, scanKey: string) => `${tag(bucket)}scan:${scanKey}`,
   /** Where a scanner's scan went: scan key -> ID key and terms. Tagged by the scan key's own bucket. */
   scanIndex: (bucket: number, scanKey: string) => `${tag(bucket)}sx:${scanKey}`,
-  /** unknown_id answers to one scanner in the current window. */
-  guesses: (bucket: number, scanner: string) => `${tag(bucket)}guess:${scanner}`,
+  /** unknown_id answers to one client in the current window: a scanner's token name, or `sw:<name>` for a switch. */
+  guesses: (bucket: number, client: string) => `${tag(bucket)}guess:${client}`,
   /** IDs held for purchases in progress: ID hash -> held until (ms). */
   reservations: (bucket: number) => `${tag(bucket)}resv`,
   /** A check link: keyed hash of its token -> ID hash. In the ID's bucket. */

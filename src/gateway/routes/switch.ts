@@ -1,6 +1,6 @@
 import type { Metering, TickResult } from '../../metering/service';
 import type { Metrics } from '../../observability/metrics';
-import { PingMsg, StartMsg, StopMsg, TickMsg } from '../../protocol/switch';
+import { PingMsg, QuoteMsg, StartMsg, StopMsg, TickMsg } from '../../protocol/switch';
 import { compile } from '../../protocol/validator';
 import type { Route, Routes } from '../dispatch';
 
@@ -46,6 +46,7 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
           reason: r.reason,
           // The one value start checks beyond the schema: the destination's international format.
           message: r.reason === 'bad_value' ? DEST_FORMAT : `call refused: ${r.reason}`,
+          ...(r.retryAfter ? { retryAfter: r.retryAfter } : {}),
         });
       reply({
         op: 'started',
@@ -82,6 +83,31 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
     },
   };
 
+  const quote: Route<QuoteMsg> = {
+    check: compile(QuoteMsg),
+    async handle(m, conn, reply) {
+      const r = await metering.quote(conn.token.name, m.id, m.dest);
+      metrics.event('quote', r.ok ? 'ok' : r.reason);
+      if (!r.ok)
+        return reply({
+          op: 'error',
+          ref: m.ref,
+          reason: r.reason,
+          message: r.reason === 'bad_value' ? DEST_FORMAT : `quote refused: ${r.reason}`,
+          ...(r.retryAfter ? { retryAfter: r.retryAfter } : {}),
+        });
+      reply({
+        op: 'quoted',
+        ref: m.ref,
+        rate: r.rate,
+        fee: r.fee,
+        maxSec: r.maxSec,
+        balance: r.balance,
+        currency: r.currency,
+      });
+    },
+  };
+
   const ping: Route<PingMsg> = {
     check: compile(PingMsg),
     async handle(m, _conn, reply) {
@@ -89,5 +115,5 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
     },
   };
 
-  return { start, tick, stop, ping };
+  return { start, tick, stop, quote, ping };
 }
