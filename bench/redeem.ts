@@ -16,6 +16,11 @@
  * rate at which the measured CPU per redemption would fill both cores, then
  * one JSON line.
  *
+ * --cluster: a local 3+3 Redis Cluster instead (bench/lib/cluster.ts), one
+ * gateway per --acks mode (REDIS_REPLICATED_ACKS on, off), the WebSocket load
+ * run in turns off, on, off, on; prints redemptions/s of each mode and on/off
+ * (no HTTP load, no ceilings: those are one node's).
+ *
  * Flags: see USAGE below, or `npm run bench:redeem -- --help`.
  */
 import { spawnSync } from 'node:child_process';
@@ -28,6 +33,21 @@ import type { GoodsProduct } from '../src/catalog/schema';
 import { createToken, putItems, putProducts } from '../src/catalog/store';
 import { keys } from '../src/redis/keys';
 import { readScripts } from '../src/redis/scripts';
+import { openContext } from '../src/app/context';
+import { loadConfig } from '../src/config/config';
+import { createLogger } from '../src/observability/log';
+import {
+  acksUsage,
+  ackRates,
+  acksFlag,
+  ackTurns,
+  printAckRates,
+  startAckGateways,
+  startLocalCluster,
+  type AckMode,
+  type AckTurn,
+  type LocalCluster,
+} from './lib/cluster';
 import { cpuSec, cpuSecTree, cpuUsed, ownCpuSec, readCpu, type CpuReading } from './lib/cpu';
 import { intFlag, parseFlags } from './lib/flags';
 import { startGatewayChild, type GatewayChild } from './lib/gateway';
@@ -58,10 +78,12 @@ const USAGE = `npm run bench:redeem -- [flags]
   --http-duration S  seconds of HTTP load; 0 skips it [as --duration]
   --workers N        gateway processes on one port, as npm start -- --workers N [1]
   --rb-requests N    redis-benchmark -n for the ceilings [200000]
-  --help
+${acksUsage(21)}  --help
 
 Prints redemptions/s and latency for each load, the CPU of every process per
 redemption, the 2-core bound, the ceilings and the ratios; last line: JSON.
+With --cluster: redemptions/s of each turn, then with replicated
+acknowledgements on and off and on/off; last line: JSON.
 `;
 
 interface Options {
@@ -76,6 +98,10 @@ interface Options {
   httpDuration: number;
   workers: number;
   rbRequests: number;
+  /** Against a local 3+3 cluster, one gateway per ack mode, measured in turns. */
+  cluster: boolean;
+  acks: AckMode[];
+  rounds: number;
 }
 
 function options(argv: string[]): Options {
@@ -92,6 +118,9 @@ function options(argv: string[]): Options {
       workers: { type: 'string', default: '1' },
       'http-duration': { type: 'string' },
       'rb-requests': { type: 'string', default: '200000' },
+      cluster: { type: 'boolean', default: false },
+      acks: { type: 'string' },
+      rounds: { type: 'string', default: '2' },
     },
     USAGE,
   );
@@ -107,6 +136,9 @@ function options(argv: string[]): Options {
     httpDuration: intFlag('http-duration', flags['http-duration'] ?? String(duration), 0),
     workers: intFlag('workers', flags.workers, 1),
     rbRequests: intFlag('rb-requests', flags['rb-requests'], 1),
+    cluster: flags.cluster ?? false,
+    acks: acksFlag(flags.acks, flags.cluster ?? false),
+    rounds: intFlag('rounds', flags.rounds, 1, 100),
   };
 }
 
@@ -133,11 +165,11 @@ interface Setup {
   pick(): string;
 }
 
-/** Redis, a goods product with its venue item, a scanner token, the sold IDs, then the gateway (GW_PROF=DIR: under --cpu-prof). */
-async function setUp(opts: Options): Promise<Setup> {
-  const dir = makeTmp('tessera-bench-redeem-', false);
-  const br = await startBenchRedis({ TESSERA_SECRET: SECRET, DATA_DIR: dir, LOG_LEVEL: 'warn', BUCKETS: '64' }, 'warn');
-  const { ctx } = br;
+/** Where the scanners go and what they scan: a new scan id each call, a sold ID at random. */
+type Target = Pick<Setup, 'gw' | 'token' | 'nextScan' | 'pick'>;
+
+/** A goods product with its venue item, a scanner token, the sold IDs. */
+async function loadWallets(ctx: Context, opts: Options): Promise<{ token: string; ids: string[] }> {
   const product: GoodsProduct = {
     name: 'bench-wallet',
     kind: 'goods',
@@ -151,6 +183,24 @@ async function setUp(opts: Options): Promise<Setup> {
   await putItems(ctx.redis, [{ venue: VENUE, item: 'coffee', price: PRICE }]);
   const { token } = await createToken(ctx.redis, { name: 'bench-scanner', role: 'scanner', venue: VENUE });
   const ids = await mintSold(ctx, product, opts.ids, { price: 0, ref: 'bench' });
+  return { token, ids };
+}
+
+/** What a Target needs besides the gateway. */
+function scans(ids: string[]): Pick<Setup, 'nextScan' | 'pick'> {
+  let scanSeq = 0;
+  return {
+    nextScan: () => `s${(scanSeq++).toString(36)}`,
+    pick: () => ids[Math.floor(Math.random() * ids.length)]!,
+  };
+}
+
+/** Redis, the catalog (loadWallets), then the gateway (GW_PROF=DIR: under --cpu-prof). */
+async function setUp(opts: Options): Promise<Setup> {
+  const dir = makeTmp('tessera-bench-redeem-', false);
+  const br = await startBenchRedis({ TESSERA_SECRET: SECRET, DATA_DIR: dir, LOG_LEVEL: 'warn', BUCKETS: '64' }, 'warn');
+  const { ctx } = br;
+  const { token, ids } = await loadWallets(ctx, opts);
   const prof = process.env.GW_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.GW_PROF] : [];
   const gw = await startGatewayChild({
     redisUrl: br.redis.url,
@@ -161,16 +211,7 @@ async function setUp(opts: Options): Promise<Setup> {
     args: ['--workers', String(opts.workers)],
     inheritOutput: true,
   });
-  let scanSeq = 0;
-  return {
-    br,
-    ctx,
-    token,
-    ids,
-    gw,
-    nextScan: () => `s${(scanSeq++).toString(36)}`,
-    pick: () => ids[Math.floor(Math.random() * ids.length)]!,
-  };
+  return { br, ctx, token, ids, gw, ...scans(ids) };
 }
 
 // -------------------------------------------------------- 1. WebSocket scanners
@@ -196,7 +237,7 @@ interface WsLoad {
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'auto' as 'number' });
 
 /** One scanner connection, open. Closed loop: it keeps its window full until the time is up, then drains. */
-function openScanner(c: number, opts: Options, s: Setup, load: WsLoad): Promise<Scanner> {
+function openScanner(c: number, opts: Options, s: Target, load: WsLoad): Promise<Scanner> {
   return new Promise<Scanner>((opened, reject) => {
     const ws = new WebSocket(`ws://127.0.0.1:${s.gw.port}/v1/scanner`, {
       headers: { Authorization: `Bearer ${s.token}` },
@@ -306,12 +347,9 @@ function cpuShares(from: CpuReading<CpuSource>, s: Setup, sec: number): { gw: nu
   return { gw: used.gw / sec, rd: used.rd / sec, lg: used.lg / sec };
 }
 
-async function runScanners(opts: Options, s: Setup): Promise<WsResult> {
-  const { ctx } = s;
+/** The scanners' run against one gateway: their counts, the seconds it took, the scans shed (open loop). */
+async function driveScanners(opts: Options, s: Target): Promise<{ load: WsLoad; sec: number; shed: number }> {
   const load: WsLoad = { hist: newHist(), outcomes: {}, done: 0, frames: 0, until: Infinity, pacing: opts.rate > 0 };
-  const cpu0 = readCpu(cpuSources(s));
-  await ctx.redis.config('RESETSTAT');
-  const mem0 = await usedMemory(ctx);
   load.until = performance.now() + opts.duration * 1000;
   const scanners = await Promise.all(Array.from({ length: opts.conns }, (_, c) => openScanner(c, opts, s, load)));
   const t0 = performance.now();
@@ -320,7 +358,15 @@ async function runScanners(opts: Options, s: Setup): Promise<WsResult> {
   if (opts.rate) shed = await pace(scanners, opts, load, t0);
   else for (const sc of scanners) for (let w = 0; w < opts.window; w++) sc.sendFrame(performance.now());
   await Promise.all(scanners.map((sc) => sc.finish()));
-  const sec = (performance.now() - t0) / 1000;
+  return { load, sec: (performance.now() - t0) / 1000, shed };
+}
+
+async function runScanners(opts: Options, s: Setup): Promise<WsResult> {
+  const { ctx } = s;
+  const cpu0 = readCpu(cpuSources(s));
+  await ctx.redis.config('RESETSTAT');
+  const mem0 = await usedMemory(ctx);
+  const { load, sec, shed } = await driveScanners(opts, s);
   const cpu = cpuShares(cpu0, s, sec);
   const bytes = ((await usedMemory(ctx)) - mem0) / Math.max(1, load.done);
   const scripts =
@@ -536,10 +582,74 @@ function report(opts: Options, ws: WsResult, h: HttpResult, c: Ceilings): object
   };
 }
 
+// ------------------------------------------- --cluster: replicated acks on and off
+
+interface ClusterSetup {
+  cluster: LocalCluster;
+  token: string;
+  ids: string[];
+  gws: Map<AckMode, GatewayChild>;
+}
+
+/** The cluster, the catalog and sold IDs on it, a gateway per ack mode. */
+async function setUpCluster(opts: Options): Promise<ClusterSetup> {
+  const dir = makeTmp('tessera-bench-redeem-', false);
+  const cluster = await startLocalCluster(dir);
+  const env = { REDIS_CLUSTER: cluster.url, TESSERA_SECRET: SECRET, DATA_DIR: dir, LOG_LEVEL: 'warn', BUCKETS: '64' };
+  const ctx = await openContext(loadConfig(env), createLogger('warn'));
+  const { token, ids } = await loadWallets(ctx, opts);
+  await ctx.close();
+  const gws = await startAckGateways(cluster, opts.acks, {
+    dataDir: dir,
+    secret: SECRET,
+    env: { BUCKETS: '64', PROVIDER_URL: 'http://127.0.0.1:9' },
+    args: ['--workers', String(opts.workers)],
+  });
+  console.log(
+    `cluster ${cluster.url}; gateways: ${[...gws].map(([acks, g]) => `acks ${acks} on port ${g.port}`).join(', ')}`,
+  );
+  return { cluster, token, ids, gws };
+}
+
+async function clusterMain(opts: Options): Promise<void> {
+  console.log(
+    `tessera bench:redeem --cluster  ids=${opts.ids} duration=${opts.duration}s conns=${opts.conns} frame=${opts.frame} ${opts.rate ? `rate=${opts.rate}/s` : `window=${opts.window}`} acks=${opts.acks.join(',')} rounds=${opts.rounds}`,
+  );
+  const s = await setUpCluster(opts);
+  const turns: AckTurn[] = [];
+  const target = { token: s.token, ...scans(s.ids) };
+  for (const [i, acks] of ackTurns(opts.acks, opts.rounds).entries()) {
+    const { load, sec } = await driveScanners(opts, { ...target, gw: s.gws.get(acks)! });
+    const ok = load.outcomes.ok ?? 0;
+    console.log(
+      `turn ${i + 1} acks ${acks}: ${Math.round(ok / sec)} redemptions/s  p99 ${summarize(load.hist).p99.toFixed(1)} ms  ${JSON.stringify(load.outcomes)}`,
+    );
+    turns.push({ acks, counts: { redemptions: { n: ok, sec } } });
+  }
+  for (const gw of s.gws.values()) await stopChild(gw.proc);
+  s.cluster.stop();
+  removeTmp();
+  const rates = ackRates(turns);
+  printAckRates(rates);
+  printJsonLine({
+    cluster: true,
+    ids: opts.ids,
+    duration: opts.duration,
+    conns: opts.conns,
+    frame: opts.frame,
+    window: opts.window,
+    rate: opts.rate,
+    rounds: opts.rounds,
+    turns,
+    acks: rates,
+  });
+}
+
 // -------------------------------------------------------------------- main
 
 async function main(): Promise<void> {
   const opts = options(process.argv.slice(2));
+  if (opts.cluster) return clusterMain(opts);
   const setup = await setUp(opts);
   console.log(
     `tessera bench:redeem  ids=${opts.ids} duration=${opts.duration}s ws: conns=${opts.conns} frame=${opts.frame} ${opts.rate ? `rate=${opts.rate}/s (open loop)` : `window=${opts.window}`}  http: conns=${opts.httpConns}  (node ${process.version})`,

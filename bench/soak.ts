@@ -41,14 +41,14 @@ import { createToken, putItems, putPlans, putProducts } from '../src/catalog/sto
 import { loadConfig } from '../src/config/config';
 import { mintIds } from '../src/ledger/mint';
 import { createLogger } from '../src/observability/log';
-import { freeClusterBase } from '../src/redis/embedded';
 import { keys } from '../src/redis/keys';
 import { Sandbox } from '../src/dev/sandbox';
 import { intFlag, parseFlags } from './lib/flags';
 import { measureAckCost } from './lib/ack-cost';
+import { CLUSTER_SCRIPT, startLocalCluster, type LocalCluster } from './lib/cluster';
 import { startGatewayChild, type GatewayChild } from './lib/gateway';
 import { fmtLatency, newHist, recordMs, summarize, type Hist } from './lib/hist';
-import { cleanUpOnExit, makeTmp, removeTmp, ROOT, runMain, sleep, stopChild } from './lib/process';
+import { cleanUpOnExit, makeTmp, removeTmp, runMain, sleep, stopChild } from './lib/process';
 import { fmtInt, printJsonLine } from './lib/report';
 
 const USAGE = `npm run bench:soak -- [flags]
@@ -66,7 +66,6 @@ const USAGE = `npm run bench:soak -- [flags]
   --help`;
 
 const SECRET = 'ef'.repeat(32);
-const SCRIPT = join(ROOT, 'deploy', 'cluster', 'local-cluster.sh');
 const DEST = '4912345';
 /** The token names: calls and scans are keyed by them. */
 const SWITCH = 'soak-switch';
@@ -201,28 +200,6 @@ class SwitchConn {
 
 // ------------------------------------------------------------------ set up
 
-/** A local 3-primary, 3-replica cluster, stopped by port (a node restarted after a fault has a new pid). */
-interface Cluster {
-  url: string;
-  base: number;
-  nodesDir: string;
-  stop(): void;
-}
-
-async function startCluster(tmp: string): Promise<Cluster> {
-  const nodesDir = join(tmp, 'cluster');
-  const base = await freeClusterBase();
-  const started = spawnSync('sh', [SCRIPT, 'start', nodesDir, String(base)], { encoding: 'utf8' });
-  if (started.status !== 0) throw new Error(`cluster: ${started.stderr}`);
-  // By port, not through the node directories: those go with the temp dir.
-  const stop = (): void => {
-    for (let port = base; port < base + 6; port++)
-      spawnSync('redis-cli', ['-p', String(port), 'shutdown', 'nosave'], { stdio: 'ignore', timeout: 5000 });
-  };
-  process.on('exit', stop);
-  return { url: /REDIS_CLUSTER=(\S+)/.exec(started.stdout)![1]!, base, nodesDir, stop };
-}
-
 /** One member with the credit for a long run of purchases. */
 const BUYER = { name: 'Soak Buyer', card: '4000000000000036', pin: '2468', limit: 1_000_000_000_000_000, used: 0 };
 const TALK: TalkProduct = {
@@ -309,7 +286,7 @@ class Gateways {
 
 interface Setup {
   tmp: string;
-  cluster: Cluster;
+  cluster: LocalCluster;
   sandbox: Sandbox;
   ctx: Context;
   catalog: Catalog;
@@ -321,7 +298,7 @@ async function setUp(opts: Options): Promise<Setup> {
   console.log(
     `tessera bench:soak  minutes=${opts.minutes} calls=${opts.calls} redeem-rate=${opts.redeemRate}/s sale-rate=${opts.saleRate}/s faults=${!opts.faults ? 'off' : `every ${opts.faultEvery} s`}`,
   );
-  const cluster = await startCluster(tmp);
+  const cluster = await startLocalCluster(tmp);
   const sandbox = new Sandbox({ members: [BUYER] });
   const providerUrl = `http://127.0.0.1:${await sandbox.listen()}`;
   const env = {
@@ -567,7 +544,7 @@ function faultList(s: Setup): (() => Promise<string>)[] {
       const port = primaryPort();
       process.kill(nodePid(port), 'SIGKILL');
       // As systemd (Restart=always) would: the promoted replica takes writes once this node is back as its replica.
-      setTimeout(() => spawnSync('sh', [SCRIPT, 'node', nodesDir, String(port)]), 3000);
+      setTimeout(() => spawnSync('sh', [CLUSTER_SCRIPT, 'node', nodesDir, String(port)]), 3000);
       return `SIGKILL primary ${port} (restarted in 3 s)`;
     },
     async () => {

@@ -54,6 +54,11 @@
  * crosses a threshold to receiving its alert), stop→stopped, in ms (HdrHistogram).
  * Profiling the load generator itself: `node --import tsx --cpu-prof bench/switch.ts ...`.
  *
+ * --cluster: a local 3+3 Redis Cluster instead (bench/lib/cluster.ts), one
+ * gateway per --acks mode (REDIS_REPLICATED_ACKS on, off), the load run in
+ * turns off, on, off, on on the same IDs; prints starts/s, ticks/s and stops/s
+ * of each mode and on/off. No ceiling.
+ *
  * Pieces: bench/switch/ (flags, catalog, load generator, ceiling, report) and
  * what every benchmark shares, bench/lib/.
  */
@@ -61,6 +66,19 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { openContext, type Context } from '../src/app/context';
+import { loadConfig } from '../src/config/config';
+import { createLogger } from '../src/observability/log';
+import {
+  ackRates,
+  ackTurns,
+  printAckRates,
+  startAckGateways,
+  startLocalCluster,
+  type AckMode,
+  type AckTurn,
+  type LocalCluster,
+} from './lib/cluster';
 import { statusKb } from './lib/cpu';
 import { startGatewayChild, warningLines, type GatewayChild } from './lib/gateway';
 import { cleanUpOnExit, makeTmp, removeTmp, runMain, stopChild } from './lib/process';
@@ -70,6 +88,7 @@ import { fmtInt, printJsonLine } from './lib/report';
 import { loadCatalog, SWITCH_NAME, type SwitchCatalog } from './switch/catalog';
 import { measureCeiling, openCeilingCall, type CeilingCall } from './switch/ceiling';
 import { mergeResults, runLoad, splitEngines } from './switch/load';
+import type { EngineResult } from './switch/loadgen';
 import { scrapeMetrics } from './switch/metrics';
 import { options, type Options } from './switch/options';
 import { report, type CeilingPhase, type LoadPhase, type Throughput } from './switch/report';
@@ -235,10 +254,93 @@ async function ceilingPhase(opts: Options, s: Setup, m: Measured): Promise<Ceili
   return { ceiling, ceilingError, ceilingSec: (performance.now() - tCeiling) / 1000 };
 }
 
+// ------------------------------------------- --cluster: replicated acks on and off
+
+interface ClusterSetup {
+  cluster: LocalCluster;
+  ctx: Context;
+  catalog: SwitchCatalog;
+  gws: Map<AckMode, GatewayChild>;
+}
+
+/** The cluster, the catalog and sold IDs on it, a gateway per ack mode. */
+async function setUpCluster(opts: Options): Promise<ClusterSetup> {
+  const tmp = makeTmp('tessera-bench-', opts.keep);
+  console.log(
+    `tessera bench:switch --cluster  mode=${opts.mode} calls=${opts.calls} conns=${opts.conns} duration=${opts.duration}s acks=${opts.acks.join(',')} rounds=${opts.rounds}`,
+  );
+  const cluster = await startLocalCluster(tmp);
+  const env = {
+    REDIS_CLUSTER: cluster.url,
+    TESSERA_SECRET: SECRET,
+    DATA_DIR: join(tmp, 'cli'),
+    LOG_LEVEL: 'silent',
+    ...opts.gwEnv,
+    REDIS_TIMEOUT_MS: '60000',
+  };
+  const ctx = await openContext(loadConfig(env), createLogger('silent'));
+  const catalog = await loadCatalog(ctx, cluster.url, opts);
+  const gws = await startAckGateways(cluster, opts.acks, {
+    dataDir: tmp,
+    secret: SECRET,
+    env: { PROVIDER_URL: 'http://127.0.0.1:9' },
+    gwEnv: opts.gwEnv,
+    nodeArgs: opts.gwNodeArgs,
+  });
+  console.log(`gateways: ${[...gws].map(([acks, g]) => `acks ${acks} on port ${g.port}`).join(', ')}`);
+  return { cluster, ctx, catalog, gws };
+}
+
+/** Seconds from the first message of a kind sent to the last answer of that kind, over every engine. */
+function spanSec(results: EngineResult[], kind: 'starts' | 'stops'): number {
+  const firsts = results.map((r) => r[kind].first).filter((t) => t > 0);
+  const last = Math.max(...results.map((r) => r[kind].last));
+  return firsts.length && last > 0 ? Math.max(0.001, (last - Math.min(...firsts)) / 1000) : 0;
+}
+
+/** One measured turn against the gateway of `acks`: new call names, the same IDs. */
+async function clusterTurn(opts: Options, s: ClusterSetup, acks: AckMode, turn: number): Promise<AckTurn> {
+  const gw = s.gws.get(acks)!;
+  const url = `ws://127.0.0.1:${gw.port}/v1/switch`;
+  const load = await runLoad(
+    splitEngines(opts, s.catalog.calls, url, s.catalog.token, `t${turn}.`),
+    gw.proc.pid!,
+    undefined,
+    opts,
+  );
+  const m = mergeResults(load.results);
+  const tickSec = m.tickEnd > m.tickStart ? (m.tickEnd - m.tickStart) / 1000 : load.wallSec;
+  const counts = {
+    starts: { n: m.counters.started, sec: spanSec(load.results, 'starts') },
+    ticks: { n: m.counters.ticksDone, sec: tickSec },
+    stops: { n: m.counters.stopped, sec: spanSec(load.results, 'stops') },
+  };
+  const rate = (c: { n: number; sec: number }): string => fmtInt(c.sec ? Math.round(c.n / c.sec) : 0);
+  console.log(
+    `turn ${turn + 1} acks ${acks}: starts ${rate(counts.starts)}/s  ticks ${rate(counts.ticks)}/s  stops ${rate(counts.stops)}/s  errors ${JSON.stringify(m.errors)}`,
+  );
+  return { acks, counts };
+}
+
+async function clusterMain(opts: Options): Promise<void> {
+  const s = await setUpCluster(opts);
+  const turns: AckTurn[] = [];
+  for (const [i, acks] of ackTurns(opts.acks, opts.rounds).entries()) turns.push(await clusterTurn(opts, s, acks, i));
+  for (const gw of s.gws.values()) await stopChild(gw.proc);
+  await s.ctx.close();
+  s.cluster.stop();
+  removeTmp();
+  const rates = ackRates(turns);
+  printAckRates(rates);
+  const { mode, calls, conns, duration, rounds } = opts;
+  printJsonLine({ cluster: true, mode, calls, conns, duration, rounds, turns, acks: rates });
+}
+
 // ------------------------------------------------------------------- main
 
 async function main(): Promise<void> {
   const opts = options(process.argv.slice(2));
+  if (opts.cluster) return clusterMain(opts);
   const setup = await setUp(opts);
   const measured = await measureLoad(opts, setup);
   const rate = throughput(opts, measured);

@@ -51,8 +51,14 @@ export function sumCounters(list: Counters[]): Counters {
   return out;
 }
 
-/** Splits the calls and connections among --workers engines, each with its own call prefix and seed. */
-export function splitEngines(opts: Options, calls: CallSpec[], url: string, token: string): EngineConfig[] {
+/** Splits the calls and connections among --workers engines, each with its own call prefix (after `prefix`: one per measured turn) and seed. */
+export function splitEngines(
+  opts: Options,
+  calls: CallSpec[],
+  url: string,
+  token: string,
+  prefix = '',
+): EngineConfig[] {
   const a = alertPlan(opts);
   const W = opts.workers;
   return Array.from({ length: W }, (_, w) => {
@@ -65,7 +71,7 @@ export function splitEngines(opts: Options, calls: CallSpec[], url: string, toke
       token,
       conns,
       calls: mine,
-      callPrefix: `w${w}.`,
+      callPrefix: `${prefix}w${w}.`,
       duration: opts.duration,
       refEvery: opts.refEvery,
       ramp: opts.ramp,

@@ -79,6 +79,14 @@ export interface EngineResult {
   /** Date.now() of the first tick sent and of the last tick done. */
   tickStart: number;
   tickEnd: number;
+  /** Date.now() of the first start sent and the last start answered, likewise for stops (0: none). */
+  starts: Span;
+  stops: Span;
+}
+
+export interface Span {
+  first: number;
+  last: number;
 }
 
 /** tickSteady: ticks sent after every start of the engine was answered (no start burst in the way). */
@@ -180,6 +188,8 @@ export class Engine {
   private phaseDone: ((c: number) => void) | undefined;
   private tickStart = 0;
   private tickEnd = 0;
+  private readonly starts: Span = { first: 0, last: 0 };
+  private readonly stops: Span = { first: 0, last: 0 };
 
   constructor(private readonly cfg: EngineConfig) {
     this.n = cfg.calls.length;
@@ -243,6 +253,8 @@ export class Engine {
       hist: Object.fromEntries(Object.entries(this.h).map(([k, h]) => [k, encodeHist(h)])) as Record<HistName, string>,
       tickStart: this.tickStart,
       tickEnd: this.tickEnd,
+      starts: this.starts,
+      stops: this.stops,
     };
   }
 
@@ -313,12 +325,14 @@ export class Engine {
 
   private startMsg(i: number, now: number): Msg {
     this.c.startsSent++;
+    if (this.starts.first === 0) this.starts.first = Date.now();
     const call = this.cfg.calls[i]!;
     return { op: 'start', ref: this.newRef(now, K_START), call: this.names[i], id: call.id, dest: call.dest };
   }
 
   private stopMsg(i: number, now: number): Msg {
     this.c.stopsSent++;
+    if (this.stops.first === 0) this.stops.first = Date.now();
     this.st[i] = STOPPING;
     return { op: 'stop', ref: this.newRef(now, K_STOP), call: this.names[i], sec: this.sec[i], cause: 'normal' };
   }
@@ -379,6 +393,7 @@ export class Engine {
       }
       case 'started': {
         this.c.started++;
+        this.starts.last = Date.now();
         const s = this.slotOf(m.ref);
         if (s >= 0) recordMs(this.h.start, now - this.refT[s]!);
         const i = this.idxOf(m.call);
@@ -389,6 +404,7 @@ export class Engine {
       }
       case 'stopped': {
         this.c.stopped++;
+        this.stops.last = Date.now();
         const s = this.slotOf(m.ref);
         if (s >= 0) recordMs(this.h.stop, now - this.refT[s]!);
         const i = this.idxOf(m.call);

@@ -1,4 +1,5 @@
 /** bench:switch's command line: its flags, their defaults and checks, and --help. */
+import { acksUsage, acksFlag, type AckMode } from '../lib/cluster';
 import { gwEnvFlag, intFlag, parseFlags } from '../lib/flags';
 
 export const USAGE = `npm run bench:switch -- [flags]
@@ -26,12 +27,16 @@ export const USAGE = `npm run bench:switch -- [flags]
   --rb-batch B           also measure B ticks per EVALSHA, as the gateway batches; 0 skips [64]
   --no-ceiling           skip redis-benchmark
   --keep                 keep the temp dir
-  --quiet                no per-second timeline
+${acksUsage(25)}  --quiet                no per-second timeline
   --help
 
 Prints ticks/s, start→started, tick→ticked, tick→alert latency p50/p99/p999,
 errors by reason, the gateway's peak RSS and CPU, redis-benchmark's EVALSHA
 rate for lua/call_tick.lua as the ceiling and gateway/ceiling; last line: JSON.
+With --cluster (no ceiling): per turn starts/s (first start sent to last started),
+ticks/s and stops/s (first stop sent to last stopped), then each rate with
+replicated acknowledgements on and off and on/off. --mode max starts and stops
+every call as fast as the gateway answers; in calls mode they follow --ramp.
 `;
 
 export interface Options {
@@ -58,6 +63,10 @@ export interface Options {
   ceiling: boolean;
   keep: boolean;
   quiet: boolean;
+  /** Against a local 3+3 cluster, one gateway per ack mode, measured in turns. */
+  cluster: boolean;
+  acks: AckMode[];
+  rounds: number;
 }
 
 export function options(argv: string[]): Options {
@@ -87,6 +96,9 @@ export function options(argv: string[]): Options {
       'no-ceiling': { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
+      cluster: { type: 'boolean', default: false },
+      acks: { type: 'string' },
+      rounds: { type: 'string', default: '2' },
     },
     USAGE,
   );
@@ -117,10 +129,15 @@ export function options(argv: string[]): Options {
     rbClients: intFlag('rb-clients', values['rb-clients'], 1, 10_000),
     rbPipeline: intFlag('rb-pipeline', values['rb-pipeline'], 1, 10_000),
     rbBatch: intFlag('rb-batch', values['rb-batch'], 0, 1000),
-    ceiling: !values['no-ceiling'],
+    // The ceiling is redis-benchmark on one node: not a cluster's.
+    ceiling: !values['no-ceiling'] && !values.cluster,
     keep: values.keep ?? false,
     quiet: values.quiet ?? false,
+    cluster: values.cluster ?? false,
+    acks: acksFlag(values.acks, values.cluster ?? false),
+    rounds: intFlag('rounds', values.rounds, 1, 100),
   };
+  if (o.cluster && o.profile) throw new Error('--profile: not with --cluster');
   if (o.workers > o.conns) throw new Error('--workers cannot exceed --conns');
   return o;
 }
