@@ -1,0 +1,100 @@
+/** The buy page: the form (GET /buy) and a purchase from it (POST /buy). */
+import { randomBytes } from 'node:crypto';
+import type { TemplatedApp } from 'uWebSockets.js';
+import { isOnPublicSale, type Product } from '../../../catalog/schema';
+import { BuyForm } from '../../../protocol/sales';
+import { statusOf } from '../../../protocol/reasons';
+import { clientAddress, readForm, replyFor, type Reply } from '../../http';
+import { productView } from '../product-view';
+import type { Html } from './html';
+import { FORM_LIMIT, formClient, NOT_OUR_FORM, type FormClient, type PageDeps, type PageKit } from './kit';
+import { buyForm, notSoldPage, soldPage } from './views';
+
+/** `keep`: the nonce of a purchase whose outcome is not known yet; submitting again continues it. */
+async function buyPage(d: PageDeps, fc: FormClient, error?: string, keep?: string): Promise<Html> {
+  // Only what is on public sale; cheapest first (the catalog's own order is whatever Redis hands back).
+  const onSale = d.catalog.products
+    .filter(isOnPublicSale)
+    .sort((a, b) => a.price - b.price || a.name.localeCompare(b.name));
+  const products = await Promise.all(onSale.map((p) => productView(p, d.catalog, d.inventory)));
+  // One nonce per form: a double submit or a reload of the POST is the same purchase.
+  return buyForm(products, keep ?? randomBytes(16).toString('hex'), d.formMac(fc.cookie), error);
+}
+
+interface BuyRequest {
+  product: Product;
+  pin: string;
+  card: string;
+  cardPin: string;
+  nonce: string;
+}
+
+/** A filled-in buy form, or what the buyer is told to fix (checked in this order). */
+function readBuyForm(d: PageDeps, f: URLSearchParams): BuyRequest | { status: number; error: string } {
+  const product = d.catalog.product(f.get('product') ?? '');
+  if (!product || !isOnPublicSale(product))
+    return { status: 404, error: 'That product is not on sale here; please choose one from the list.' };
+  const pin = f.get('pin') ?? '';
+  const card = (f.get('card') ?? '').replace(/[\s-]/g, '');
+  const nonce = f.get('nonce') ?? '';
+  if (!BuyForm.pin.test(pin)) return { status: 400, error: 'The PIN must be 4 to 12 digits.' };
+  if (!BuyForm.card.test(card)) return { status: 400, error: 'Please enter the card number (digits only).' };
+  if (!BuyForm.nonce.test(nonce)) return { status: 400, error: 'The form expired; please try again.' };
+  return { product, pin, card, cardPin: f.get('cardPin') ?? '', nonce };
+}
+
+async function sell(
+  d: PageDeps,
+  kit: PageKit,
+  reply: Reply,
+  fc: FormClient,
+  b: BuyRequest,
+  client: string,
+): Promise<void> {
+  // The same checks as the sales API's (product on sale, card and PIN well-formed), before anything is written.
+  const r = await d.purchases.purchase(
+    'web',
+    `web/${b.nonce}`,
+    { product: b.product.name, pin: b.pin, card: b.card, cardPin: b.cardPin },
+    client,
+  );
+  if (!r.ok) {
+    // Outcome unknown (card company silent, or still working): the form keeps this purchase's
+    // nonce, so submitting the same details again finishes it and never charges twice.
+    const pending = r.reason === 'payment_pending' || r.reason === 'in_progress';
+    const text = pending
+      ? 'The card company has not answered yet. Submit the same details again in a moment: you will not be charged twice.'
+      : r.message;
+    return kit.send(
+      reply,
+      statusOf(r.reason, 402),
+      'Not sold',
+      notSoldPage(text, pending, await buyPage(d, fc, undefined, pending ? b.nonce : undefined)),
+      fc,
+      r.retryAfter ? { 'Retry-After': String(r.retryAfter) } : {},
+    );
+  }
+  kit.send(reply, 200, 'Your number', soldPage(r, d.catalog.product(r.product)?.title ?? r.product), fc);
+}
+
+export function buyRoutes(app: TemplatedApp, d: PageDeps, kit: PageKit): void {
+  app.get('/buy', (res, req) => {
+    const reply = replyFor(res);
+    const fc = formClient(req);
+    kit.guard(reply, async () => kit.send(reply, 200, 'Buy', await buyPage(d, fc), fc));
+  });
+
+  app.post('/buy', (res, req) => {
+    const reply = replyFor(res);
+    const fc = formClient(req);
+    const client = clientAddress(res, req, d.trustProxy);
+    const form = readForm(res, FORM_LIMIT);
+    kit.guard(reply, async () => {
+      const f = await form;
+      if (!kit.fromOurPage(fc, f)) return kit.send(reply, 403, 'Buy', await buyPage(d, fc, NOT_OUR_FORM), fc);
+      const b = readBuyForm(d, f);
+      if ('error' in b) return kit.send(reply, b.status, 'Buy', await buyPage(d, fc, b.error), fc);
+      await sell(d, kit, reply, fc, b, client);
+    });
+  });
+}

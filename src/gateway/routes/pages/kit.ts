@@ -1,0 +1,107 @@
+/**
+ * What every buyer page shares: its headers, the form cookie and form-token
+ * check, and the one way a page is sent or fails (see ../pages.ts).
+ */
+import { randomBytes } from 'node:crypto';
+import type { HttpRequest } from 'uWebSockets.js';
+import type { Logger } from 'pino';
+import type { CatalogCache } from '../../../catalog/cache';
+import type { CheckLinks } from '../../../sales/check';
+import type { Inventory } from '../../../sales/inventory';
+import type { Purchases } from '../../../sales/purchase';
+import { failureReason } from '../../../redis/failure';
+import { statusOf } from '../../../protocol/reasons';
+import { BodyError, type Reply } from '../../http';
+import { page, type Html } from './html';
+import { failedPage, formRefusedPage } from './views';
+
+export interface PageDeps {
+  catalog: CatalogCache;
+  inventory: Inventory;
+  purchases: Purchases;
+  checks: CheckLinks;
+  publicUrl: () => string;
+  trustProxy: boolean;
+  log: Logger;
+  /** Keyed hash (server secret) of a browser's form cookie: the token its forms carry. */
+  formMac: (cookie: string) => string;
+}
+
+export const FORM_LIMIT = 16 * 1024;
+const HTML = 'text/html; charset=utf-8';
+
+/** What browsers are told about every buyer page. */
+export const PAGE_HEADERS: Readonly<Record<string, string>> = {
+  'Content-Security-Policy':
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+  'X-Frame-Options': 'DENY',
+  'X-Content-Type-Options': 'nosniff',
+  'Referrer-Policy': 'no-referrer',
+  // Pages show ID numbers and carry form tokens: no browser or proxy keeps them.
+  'Cache-Control': 'no-store',
+};
+
+/** The cookie holding the random value a browser's form tokens are made from. */
+const FORM_COOKIE = 'tessera_form';
+const FORM_COOKIE_VALUE = /^[0-9a-f]{32}$/;
+
+/** What a page request brings for the form check, read at once (uWS' request is gone after the first await). */
+export interface FormClient {
+  /** The browser's form cookie, or a new one when it sent none. */
+  cookie: string;
+  fresh: boolean;
+  /** Sec-Fetch-Site: where the browser says the request came from ('' from clients that do not say). */
+  site: string;
+}
+
+export function formClient(req: HttpRequest): FormClient {
+  const sent = req
+    .getHeader('cookie')
+    .split(';')
+    .map((c) => c.trim().split('='))
+    .find(([k, v]) => k === FORM_COOKIE && v !== undefined && FORM_COOKIE_VALUE.test(v))?.[1];
+  return {
+    cookie: sent ?? randomBytes(16).toString('hex'),
+    fresh: !sent,
+    site: req.getHeader('sec-fetch-site'),
+  };
+}
+
+export const NOT_OUR_FORM =
+  'This form did not come from this site, or it is too old. Please fill it in again here (this site needs its cookie).';
+
+/** The page helpers, bound to one gateway's dependencies. */
+export interface PageKit {
+  /** Sends a page; `fc` sets the form cookie when the browser had none. */
+  send(reply: Reply, status: number, title: string, body: Html, fc?: FormClient, extra?: Record<string, string>): void;
+  /** A form came from one of our pages in this browser: its token matches the cookie, and the browser does not say otherwise. */
+  fromOurPage(fc: FormClient, form: URLSearchParams): boolean;
+  /** Runs a page's work; whatever it throws becomes a page saying so. */
+  guard(reply: Reply, fn: () => Promise<void>): void;
+}
+
+export function pageKit(d: PageDeps): PageKit {
+  const secure = (): boolean => d.publicUrl().startsWith('https:');
+  const send: PageKit['send'] = (reply, status, title, body, fc, extra = {}) => {
+    const headers = { ...PAGE_HEADERS, ...extra };
+    if (fc?.fresh)
+      headers['Set-Cookie'] =
+        `${FORM_COOKIE}=${fc.cookie}; Path=/; HttpOnly; SameSite=Strict${secure() ? '; Secure' : ''}`;
+    reply.send(status, page(title, body), HTML, headers);
+  };
+  const fromOurPage: PageKit['fromOurPage'] = (fc, form) =>
+    !fc.fresh && (fc.site === '' || fc.site === 'same-origin') && form.get('form') === d.formMac(fc.cookie);
+  const guard: PageKit['guard'] = (reply, fn) => {
+    fn().catch((err: unknown) => {
+      // A form over the limit is the client's doing: a 413 page, nothing logged.
+      if (err instanceof BodyError) return send(reply, statusOf(err.reason), 'Sorry', formRefusedPage(err.reason));
+      if (failureReason(err) === 'unavailable') {
+        d.log.warn({ err }, 'page failed: storage unavailable');
+        return send(reply, statusOf('unavailable'), 'Sorry', failedPage());
+      }
+      d.log.error({ err }, 'page failed');
+      send(reply, 500, 'Sorry', failedPage());
+    });
+  };
+  return { send, fromOurPage, guard };
+}
