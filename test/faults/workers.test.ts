@@ -108,8 +108,17 @@ describe('--workers 2, one of them killed with SIGKILL mid-traffic', () => {
     const [victim, survivor] = workerPids();
     process.kill(victim!, 'SIGKILL');
     await waitUntil('the dropped connections', () => conns.some((c) => c.ws.readyState === c.ws.CLOSED));
+    // Once the victim is gone, a connection that answers a ping is on the survivor; any other one
+    // (closed, or not yet seen to close) is reconnected. Checking readyState alone raced the close events.
+    await waitUntil('the killed worker to be gone', () => !workerPids().includes(victim!));
     for (let i = 0; i < CONNS; i++) {
-      if (conns[i]!.ws.readyState !== conns[i]!.ws.OPEN) {
+      const alive =
+        conns[i]!.ws.readyState === conns[i]!.ws.OPEN &&
+        (await conns[i]!.request({ op: 'ping', ref: `p${i}` }, 2000).then(
+          () => true,
+          () => false,
+        ));
+      if (!alive) {
         await waitUntil('a worker taking connections', async () => await healthy());
         conns[i] = await Client.connect(port, swTok);
       }
