@@ -9,6 +9,7 @@ Returns {'ok', maxSec, balance, rate, fee, currency} or {'err', reason}.
 maxSec is what call_start would grant now: floor((balance - fee) / rate), or 0
 when the balance does not buy one second (an exhausted ID included).
 ]]
+-- @include "rate_of"
 local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'plan', 'exp', 'cur')
 local st = f[1]
 if not st then return { 'err', 'unknown_id' } end
@@ -18,13 +19,7 @@ if f[2] ~= 'talk' then return { 'err', 'wrong_kind' } end
 local exp = tonumber(f[5]) or 0
 if exp > 0 and tonumber(ARGV[1]) >= exp then return { 'err', 'expired' } end
 
-local rate, fee
-for i = 2, #ARGV, 3 do
-  if ARGV[i] == f[4] then
-    rate, fee = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-    break
-  end
-end
+local rate, fee = rate_of(f[4], 2)
 if not rate then return { 'err', 'no_rate' } end
 
 local bal = tonumber(f[3]) or 0

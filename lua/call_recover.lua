@@ -19,6 +19,7 @@ for the seconds reported. What the balance cannot pay is kept as `short`; the
 record's cause is `recovered`. The closed session answers repeated stops.
 ]]
 -- @include "num"
+-- @include "rate_of"
 -- @include "charge"
 -- @include "close"
 local now = tonumber(ARGV[1])
@@ -44,13 +45,7 @@ if f[1] ~= 'sold' and f[1] ~= 'exhausted' and f[1] ~= 'blocked' and f[1] ~= 'exp
   return { 'err', 'not_active' }
 end
 if f[2] ~= 'talk' then return { 'err', 'wrong_kind' } end
-local rate, fee
-for i = 9, #ARGV, 3 do
-  if ARGV[i] == f[4] then
-    rate, fee = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-    break
-  end
-end
+local rate, fee = rate_of(f[4], 9)
 if not rate then return { 'err', 'no_rate' } end
 
 -- The session call_start would have written, answered `sec` seconds ago; close() frees the slot it takes.

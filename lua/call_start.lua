@@ -14,6 +14,7 @@ Returns {'ok', maxSec, balance, rate, fee, duplicate(0|1)} or {'err', reason}.
 A repeated start of a live call returns the first answer and changes nothing.
 ]]
 -- @include "num"
+-- @include "rate_of"
 local now = tonumber(ARGV[1])
 local s = redis.call('HMGET', KEYS[2], 'st', 'idh', 'dest', 'maxs', 'bal0', 'rate', 'fee')
 if s[1] then
@@ -36,13 +37,7 @@ end
 local bal = tonumber(f[3])
 if bal <= 0 then return { 'err', 'exhausted' } end
 
-local rate, fee
-for i = 7, #ARGV, 3 do
-  if ARGV[i] == f[4] then
-    rate, fee = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-    break
-  end
-end
+local rate, fee = rate_of(f[4], 7)
 if not rate then return { 'err', 'no_rate' } end
 if (tonumber(f[6]) or 0) >= (tonumber(f[5]) or 1) then return { 'err', 'concurrent_limit' } end
 

@@ -1,7 +1,7 @@
 import { stringify } from 'csv-stringify/sync';
 import type { Context } from '../app/context';
 import { namedFields, readStream, type DecodeFields } from './records';
-import { redemptionFields } from './redemption-record';
+import { REDEMPTION_FIELDS, redemptionFields } from './redemption-record';
 import { keys } from '../redis/keys';
 
 const FIELDS = {
@@ -42,24 +42,8 @@ const FIELDS = {
     'net',
     'reason',
   ],
-  redemptions: [
-    'record',
-    'time',
-    'type',
-    'scan',
-    'scanner',
-    'id',
-    'kind',
-    'action',
-    'venue',
-    'gate',
-    'item',
-    'qty',
-    'amount',
-    'before',
-    'after',
-    'reason',
-  ],
+  // A redemption record's own fields, its time moved up front like every kind's.
+  redemptions: ['record', 'time', ...REDEMPTION_FIELDS.filter((f) => f !== 'time')],
 } as const;
 
 export type RecordKind = keyof typeof FIELDS;

@@ -6,6 +6,7 @@
  */
 import type { Scripts } from '../redis/scripts';
 import type { CallKeys } from './locator';
+import { num, replyError, str, tagged } from '../redis/reply';
 
 export type StartResult =
   | { ok: true; maxSec: number; balance: number; rate: number; fee: number; duplicate: boolean }
@@ -54,29 +55,6 @@ export interface StartArgs {
   rates: readonly (string | number)[];
 }
 
-/** A reply that is not what the script's header promises: a bug or a damaged key, never an answer. */
-function malformed(script: string, reply: unknown): Error {
-  return new Error(`${script}: unexpected reply ${String(JSON.stringify(reply)).slice(0, 200)}`);
-}
-
-/** A reply that is an array led by its tag ('ok', 'err', 'skip'). */
-function tagged(script: string, reply: unknown): readonly unknown[] {
-  if (!Array.isArray(reply) || typeof reply[0] !== 'string') throw malformed(script, reply);
-  return reply;
-}
-
-function num(script: string, r: readonly unknown[], i: number): number {
-  const v = r[i];
-  if (typeof v !== 'number') throw malformed(script, r);
-  return v;
-}
-
-function str(script: string, r: readonly unknown[], i: number): string {
-  const v = r[i];
-  if (typeof v !== 'string') throw malformed(script, r);
-  return v;
-}
-
 export async function callStart(scripts: Scripts, ck: CallKeys, a: StartArgs): Promise<StartResult> {
   const r = tagged(
     'call_start',
@@ -87,7 +65,7 @@ export async function callStart(scripts: Scripts, ck: CallKeys, a: StartArgs): P
     ),
   );
   if (r[0] === 'err') return { ok: false, reason: str('call_start', r, 1) };
-  if (r[0] !== 'ok') throw malformed('call_start', r);
+  if (r[0] !== 'ok') throw replyError('call_start', r);
   return {
     ok: true,
     maxSec: num('call_start', r, 1),
@@ -112,7 +90,7 @@ export async function callQuote(
 ): Promise<QuoteResult> {
   const r = tagged('call_quote', await scripts.run('call_quote', [idKey], [now, ...rates]));
   if (r[0] === 'err') return { ok: false, reason: str('call_quote', r, 1) };
-  if (r[0] !== 'ok') throw malformed('call_quote', r);
+  if (r[0] !== 'ok') throw replyError('call_quote', r);
   return {
     ok: true,
     maxSec: num('call_quote', r, 1),
@@ -169,7 +147,7 @@ export function callTick(
 function answerTicks(batch: readonly TickItem[], reply: unknown): void {
   const n = batch.length;
   if (!Array.isArray(reply) || reply.length < 3 * n) {
-    const err = malformed('call_tick', reply);
+    const err = replyError('call_tick', reply);
     for (const t of batch) t.done(err);
     return;
   }
@@ -196,7 +174,7 @@ function answerTicks(batch: readonly TickItem[], reply: unknown): void {
     const name = typeof code === 'number' ? TICK_CODES[code] : undefined;
     if (code === TICK_FAILED && !bad) batch[i]!.done(new Error(`call_tick failed: ${cut}`));
     else if (name === undefined || typeof balance !== 'number' || typeof secLeft !== 'number' || bad)
-      batch[i]!.done(malformed('call_tick', rows));
+      batch[i]!.done(replyError('call_tick', rows));
     else batch[i]!.done(null, { code: name, balance, secLeft, alerts, cut, freshCut });
   }
 }
@@ -214,7 +192,7 @@ export async function callStop(
     await scripts.run('call_stop', [ck.session, ck.id, ck.live, ck.cdr], [now, sec, cause, ttlSec]),
   );
   if (r[0] === 'err') return { ok: false, reason: str('call_stop', r, 1) };
-  if (r[0] !== 'ok') throw malformed('call_stop', r);
+  if (r[0] !== 'ok') throw replyError('call_stop', r);
   return {
     ok: true,
     billedSec: num('call_stop', r, 1),
@@ -250,7 +228,7 @@ export async function callRecover(scripts: Scripts, ck: CallKeys, a: RecoverArgs
     ),
   );
   if (r[0] === 'err') return { ok: false, reason: str('call_recover', r, 1) };
-  if (r[0] !== 'ok') throw malformed('call_recover', r);
+  if (r[0] !== 'ok') throw replyError('call_recover', r);
   return {
     ok: true,
     billedSec: num('call_recover', r, 1),
@@ -276,7 +254,7 @@ export async function callReap(
     await scripts.run('call_reap', [k.session, k.id, k.live, k.cdr], [now, staleBefore, ttlSec]),
   );
   if (r[0] === 'skip') return { closed: false };
-  if (r[0] !== 'ok') throw malformed('call_reap', r);
+  if (r[0] !== 'ok') throw replyError('call_reap', r);
   return {
     closed: true,
     billedSec: num('call_reap', r, 1),

@@ -6,6 +6,7 @@
  */
 import { bucketOfKey, keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
+import { num, replyError, str, tagged } from '../redis/reply';
 
 export interface Granted {
   kind: string;
@@ -75,29 +76,6 @@ const CLAIM_FAILED = 3;
 /** Called once per scan of a batch, in order: with its answer, or with the error that kept it from one. */
 export type EachScan<T, R> = (item: T, err: unknown, r?: R) => void;
 
-/** A reply that is not what the script's header promises: a bug or a damaged key, never an answer. */
-function malformed(script: string, reply: unknown): Error {
-  return new Error(`${script}: unexpected reply ${String(JSON.stringify(reply)).slice(0, 200)}`);
-}
-
-/** A reply that is an array led by its tag ('ok', 'no'). */
-function tagged(script: string, reply: unknown): readonly unknown[] {
-  if (!Array.isArray(reply) || typeof reply[0] !== 'string') throw malformed(script, reply);
-  return reply;
-}
-
-function num(script: string, r: readonly unknown[], i: number): number {
-  const v = r[i];
-  if (typeof v !== 'number') throw malformed(script, r);
-  return v;
-}
-
-function str(script: string, r: readonly unknown[], i: number): string {
-  const v = r[i];
-  if (typeof v !== 'string') throw malformed(script, r);
-  return v;
-}
-
 /**
  * Claims one claim bucket's scan ids in one scan_claim and hands each scan its
  * claim, in order, after `settled`.
@@ -121,7 +99,7 @@ export function scanClaim<T extends ClaimItem>(
     (reply) => {
       settled();
       if (!Array.isArray(reply) || reply.length < n) {
-        const err = malformed('scan_claim', reply);
+        const err = replyError('scan_claim', reply);
         for (const p of batch) each(p, err);
         return;
       }
@@ -133,7 +111,7 @@ export function scanClaim<T extends ClaimItem>(
         // The error reply's text keeps its code: NOREPLICAS is `unavailable`, WRONGTYPE `internal` (failureReason).
         else if (typeof code === 'string') each(p, new Error(`scan_claim failed on ${p.indexKey}: ${code}`));
         else if (code === CLAIM_FAILED) each(p, new Error(`scan_claim failed on ${p.indexKey}`));
-        else each(p, malformed('scan_claim', codes));
+        else each(p, replyError('scan_claim', codes));
       }
     },
     (err: unknown) => {
@@ -183,7 +161,7 @@ export function redeem<T extends RedeemItem>(
     (reply) => {
       settled();
       if (!Array.isArray(reply) || reply.length < 8 * n) {
-        const err = malformed('redeem', reply);
+        const err = replyError('redeem', reply);
         for (const p of batch) each(p, err);
         return;
       }
@@ -235,7 +213,7 @@ export async function reverse(
     await scripts.run('reverse', [keys.scan(bucket, scanKey), idKey, keys.redemptions(bucket)], [now, scanner, reason]),
   );
   if (r[0] === 'no') return { ok: false, reason: str('reverse', r, 1) };
-  if (r[0] !== 'ok') throw malformed('reverse', r);
+  if (r[0] !== 'ok') throw replyError('reverse', r);
   return {
     ok: true,
     kind: str('reverse', r, 1),
@@ -256,7 +234,7 @@ function answerAt(script: string, r: readonly unknown[], at: number): Answer {
   const tag = r[at];
   if (tag === 'ok') {
     const record = r[at + 5];
-    if (record !== undefined && typeof record !== 'string') throw malformed(script, r);
+    if (record !== undefined && typeof record !== 'string') throw replyError(script, r);
     return {
       ok: true,
       kind: str(script, r, at + 1),
@@ -268,7 +246,7 @@ function answerAt(script: string, r: readonly unknown[], at: number): Answer {
       reversed: r[at + 7] === 1,
     };
   }
-  if (tag !== 'no') throw malformed(script, r);
+  if (tag !== 'no') throw replyError(script, r);
   const reason = str(script, r, at + 1);
   switch (reason) {
     case 'already_redeemed':
