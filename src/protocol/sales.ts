@@ -4,6 +4,8 @@ import { Type, type Static } from '@sinclair/typebox';
 /** Buyers choose 4 to 12 digits. Unanchored, as an HTML form's `pattern` wants it. */
 export const PIN_DIGITS = '[0-9]{4,12}';
 export const PIN_PATTERN = `^${PIN_DIGITS}$`;
+/** The same check as a RegExp, for code that tests a PIN outside a schema. */
+export const PIN_RE = new RegExp(PIN_PATTERN);
 
 export const PurchaseBody = Type.Object({
   product: Type.String({ maxLength: 64 }),
@@ -24,7 +26,7 @@ export const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{8,128}$/;
  * the form's nonce (one purchase per form).
  */
 export const BuyForm = {
-  pin: new RegExp(PIN_PATTERN),
+  pin: PIN_RE,
   card: /^[0-9]{8,19}$/,
   nonce: /^[0-9a-f]{32}$/,
 } as const;

@@ -20,7 +20,7 @@ import { admitPurchase, claimPurchase, sellId } from './scripts';
 import type { PaymentProvider } from './provider';
 import type { Metrics } from '../observability/metrics';
 import { isReason, messageOf, type Reason } from '../protocol/reasons';
-import { PIN_PATTERN } from '../protocol/sales';
+import { PIN_RE } from '../protocol/sales';
 
 export interface PurchaseRequest {
   product: string;
@@ -76,7 +76,6 @@ const fail = (reason: Reason, message = messageOf(reason)): PurchaseResult => ({
 
 const CARD_DIGITS = /^[0-9]{12,19}$/;
 const CARD_PIN = /^[0-9]{4,12}$/;
-const PIN = new RegExp(PIN_PATTERN);
 
 /**
  * The checks a purchase passes before anything is written: the buyer's PIN, the
@@ -84,7 +83,7 @@ const PIN = new RegExp(PIN_PATTERN);
  * Whether the product exists and is on public sale is checked next, by the caller.
  */
 export function malformedPurchase(req: PurchaseRequest): PurchaseResult | undefined {
-  if (!PIN.test(req.pin)) return fail('bad_value', 'the PIN must be 4 to 12 digits');
+  if (!PIN_RE.test(req.pin)) return fail('bad_value', 'the PIN must be 4 to 12 digits');
   if (!CARD_DIGITS.test(req.card)) return fail('card_invalid');
   if (!CARD_PIN.test(req.cardPin)) return fail('bad_value', 'the card PIN must be 4 to 12 digits');
   return undefined;
