@@ -3,14 +3,16 @@ its balance lasts there, without starting one. Read-only: it writes nothing, not
 even an expiry it finds due (call_start does that at the next start).
 KEYS[1] ID hash            ts:{bN}:id:<idHash>
 ARGV[1] now (ms)
-ARGV[2..] triples: rate plan name, rate (micro-units/s), connection fee (micro-units):
-          the destination's rate in every plan that has one; the ID's plan picks.
+ARGV[2..] pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
+          tariff in every plan that has one; the ID's plan picks.
 Returns {'ok', maxSec, balance, rate, fee, currency} or {'err', reason}.
-maxSec is what call_start would grant now: floor((balance - fee) / rate), or 0
-when the balance does not buy one second (an exhausted ID included).
+maxSec is what call_start would answer now: the seconds what is free of the balance
+(not held by the ID's live calls) buys at the tariff, or 0 when it buys none (an
+exhausted ID included). rate is the rate in force now.
 ]]
 -- @include "rate_of"
-local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'plan', 'exp', 'cur')
+-- @include "tariff"
+local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'plan', 'exp', 'cur', 'rsv')
 local st = f[1]
 if not st then return { 'err', 'unknown_id' } end
 if st == 'blocked' or st == 'expired' then return { 'err', st } end
@@ -19,10 +21,13 @@ if f[2] ~= 'talk' then return { 'err', 'wrong_kind' } end
 local exp = tonumber(f[5]) or 0
 if exp > 0 and tonumber(ARGV[1]) >= exp then return { 'err', 'expired' } end
 
-local rate, fee = rate_of(f[4], 2)
-if not rate then return { 'err', 'no_rate' } end
+local desc = rate_of(f[4], 2)
+if not desc then return { 'err', 'no_rate' } end
 
+local now = tonumber(ARGV[1])
+local t = tariff_parse(desc)
 local bal = tonumber(f[3]) or 0
+local free = bal - (tonumber(f[7]) or 0) - t.disc
 local maxs = 0
-if bal > 0 then maxs = math.max(0, math.floor((bal - fee) / rate)) end
-return { 'ok', maxs, bal, rate, fee, f[6] or '' }
+if free > 0 then maxs = tariff_afford(t, now, 0, free) end
+return { 'ok', maxs, bal, tariff_rate(t, now, 0), t.fee, f[6] or '' }

@@ -11,26 +11,24 @@ ARGV[5] switch name
 ARGV[6] call id (as the switch sent it)
 ARGV[7] ID hash (for the call record)
 ARGV[8] dialled destination (digits)
-ARGV[9..] triples: rate plan name, rate (micro-units/s), connection fee (micro-units):
-          the destination's rate in every plan that has one; the ID's plan picks.
+ARGV[9..] pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
+          tariff in every plan that has one; the ID's plan picks.
 Returns {'ok', billedSec, cost, balance, recordId, duplicate(0|1)} or {'err', reason}.
-The call is rated from the stop: the destination's rate and fee in the ID's plan
-for the seconds reported. What the balance cannot pay is kept as `short`; the
+The call is rated from the stop: the destination's tariff in the ID's plan for the
+seconds reported. What is free of the balance pays; the rest is kept as `short`; the
 record's cause is `recovered`. The closed session answers repeated stops.
 ]]
 -- @include "num"
 -- @include "rate_of"
 -- @include "charge"
 -- @include "close"
+-- @include "late"
 local now = tonumber(ARGV[1])
 local sec = tonumber(ARGV[2])
 local s = read_session(KEYS[1])
 if s.st then
   if s.id ~= KEYS[2] then return { 'err', 'call_conflict' } end
-  if s.st == 'closed' then
-    local c = redis.call('HMGET', KEYS[1], 'cost', 'bal1', 'rec')
-    return { 'ok', tonumber(s.billed), tonumber(c[1]), tonumber(c[2]), c[3], 1 }
-  end
+  if s.st == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, sec) end
   -- The session is there after all: an ordinary stop.
   local upd = {}
   charge(s, KEYS[1], KEYS[2], sec, now, upd)
@@ -45,14 +43,16 @@ if f[1] ~= 'sold' and f[1] ~= 'exhausted' and f[1] ~= 'blocked' and f[1] ~= 'exp
   return { 'err', 'not_active' }
 end
 if f[2] ~= 'talk' then return { 'err', 'wrong_kind' } end
-local rate, fee = rate_of(f[4], 9)
-if not rate then return { 'err', 'no_rate' } end
+local desc = rate_of(f[4], 9)
+if not desc then return { 'err', 'no_rate' } end
 
--- The session call_start would have written, answered `sec` seconds ago; close() frees the slot it takes.
+-- The session call_start would have written, answered `sec` seconds ago, holding
+-- nothing: what is free pays. close() frees the slot it takes.
 local start = now - sec * 1000
 redis.call('HSET', KEYS[1],
-  'st', 'live', 'id', KEYS[2], 'billed', '0', 'rate', int(rate), 'seen', int(now), 'thr', '',
-  'cut', '', 'ans', '', 'fee', int(fee), 'short', '0', 'start', int(start),
+  'st', 'live', 'id', KEYS[2], 'billed', '0', 'tar', desc, 'seen', int(now), 'thr', '',
+  'cut', '', 'ans', '', 'res', '0', 'gnt', '0', 'used', '0', 'gs', '1', 'fin', '1',
+  'paid', '0', 'short', '0', 'start', int(start), 'ext', '0', 'fa', 'terminate', 'fail', 'terminate:0', 'val', '0',
   'sw', ARGV[5], 'call', ARGV[6], 'idh', ARGV[7], 'dest', ARGV[8], 'maxs', '0', 'bal0', int(tonumber(f[3]) or 0))
 redis.call('HINCRBY', KEYS[2], 'act', 1)
 local upd = {}

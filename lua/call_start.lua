@@ -1,4 +1,4 @@
---[[ call_start: admit a call on a talk ID and open its session.
+--[[ call_start: admit a call on a talk ID, reserve its first grant and open its session.
 KEYS[1] ID hash            ts:{bN}:id:<idHash>
 KEYS[2] call session hash  ts:{bN}:call:<switch>:<call>
 KEYS[3] live calls zset    ts:{bN}:live
@@ -8,22 +8,31 @@ ARGV[3] switch name
 ARGV[4] call id (as the switch sent it)
 ARGV[5] ID hash (for the call record)
 ARGV[6] ring grace (ms): an unanswered call counts as stale this much later than an answered one
-ARGV[7..] triples: rate plan name, rate (micro-units/s), connection fee (micro-units):
-          the destination's rate in every plan that has one; the ID's plan picks.
-Returns {'ok', maxSec, balance, rate, fee, duplicate(0|1)} or {'err', reason}.
-A repeated start of a live call returns the first answer and changes nothing.
+ARGV[7] mode: 'tick' (the switch reports every second) or 'quota' (it reports when it asks again)
+ARGV[8..] pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
+          tariff in every plan that has one; the ID's plan picks.
+Returns {'ok', maxSec, balance, rate, fee, duplicate(0|1), grant, final(0|1), finalAction,
+         onFailure, failureSec, validitySec} or {'err', reason}.
+maxSec is how long the call could last on all that is free of the ID's balance; grant is
+how far its reservation carries it. A repeated start of a live call returns the first
+answer (with the grant as it is now) and changes nothing.
 ]]
 -- @include "num"
 -- @include "rate_of"
+-- @include "terms"
+-- @include "charge"
 local now = tonumber(ARGV[1])
-local s = redis.call('HMGET', KEYS[2], 'st', 'idh', 'dest', 'maxs', 'bal0', 'rate', 'fee')
+local s = redis.call('HMGET', KEYS[2], 'st', 'idh', 'dest', 'maxs', 'bal0', 'tar', 'gnt', 'fin', 'fa', 'fail', 'val')
 if s[1] then
   if s[2] ~= ARGV[5] or s[3] ~= ARGV[2] then return { 'err', 'call_conflict' } end
   if s[1] ~= 'live' then return { 'err', 'call_ended' } end
-  return { 'ok', tonumber(s[4]), tonumber(s[5]), tonumber(s[6]), tonumber(s[7]), 1 }
+  local t = tariff_parse(s[6])
+  local fail, fsec = string.match(s[10], '^(%a+):(%d+)$')
+  return { 'ok', tonumber(s[4]), tonumber(s[5]), tariff_rate(t, now, 0), t.fee, 1, tonumber(s[7]),
+    s[8] == '1' and 1 or 0, s[9], fail, tonumber(fsec), tonumber(s[11]) }
 end
 
-local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'plan', 'maxc', 'act', 'exp', 'expd', 'thr')
+local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'plan', 'maxc', 'act', 'exp', 'expd', 'thr', 'rsv', 'cc')
 local st = f[1]
 if not st then return { 'err', 'unknown_id' } end
 if st == 'blocked' or st == 'exhausted' or st == 'expired' then return { 'err', st } end
@@ -37,30 +46,48 @@ end
 local bal = tonumber(f[3])
 if bal <= 0 then return { 'err', 'exhausted' } end
 
-local rate, fee = rate_of(f[4], 7)
-if not rate then return { 'err', 'no_rate' } end
-if (tonumber(f[6]) or 0) >= (tonumber(f[5]) or 1) then return { 'err', 'concurrent_limit' } end
+local desc = rate_of(f[4], 8)
+if not desc then return { 'err', 'no_rate' } end
+local maxc = tonumber(f[5]) or 1
+if (tonumber(f[6]) or 0) >= maxc then return { 'err', 'concurrent_limit' } end
 
-local maxs = math.floor((bal - fee) / rate)
-if maxs <= 0 then return { 'err', 'insufficient_balance' } end
+-- What the other live calls hold is not free: a call is admitted only if what is
+-- free pays its first charged block (and the disconnect charge).
+local t = tariff_parse(desc)
+local rsv = tonumber(f[10]) or 0
+local avail = bal - rsv
+local first = tariff_cost(t, now, tariff_charged(t, 1)) + t.disc
+if avail < first then return { 'err', 'insufficient_balance' } end
+local maxs = tariff_afford(t, now, 0, avail - t.disc)
+
+local cc = credit_terms(f[11], maxc)
+local res = wanted(t, now, 0, 0, 0, avail, cc.gs)
+local gnt, final = grant_of(t, now, 0, res, avail - res)
+local fa = cc.fa
+local fail = cc.fail .. ':' .. cc.fsec
+-- A quota-mode switch reports only when it asks again: the reaper allows for the validity time.
+local val = 0
+if ARGV[7] == 'quota' then val = cc.val end
 
 -- Thresholds already behind us at admission are not announced: maxSec says it all.
 local thr = {}
-for t in string.gmatch(f[9] or '', '%d+') do
-  if tonumber(t) < maxs then thr[#thr + 1] = t end
+for th in string.gmatch(f[9] or '', '%d+') do
+  if tonumber(th) < maxs then thr[#thr + 1] = th end
 end
 
--- What every tick reads comes first: a small hash is a list that HMGET walks (includes/charge.lua).
+-- What every tick reads comes first (read_session in includes/charge.lua).
 redis.call('HSET', KEYS[2],
-  'st', 'live', 'id', KEYS[1], 'billed', '0', 'rate', int(rate), 'seen', int(now), 'thr', table.concat(thr, ','),
-  'cut', '', 'ans', '', 'fee', int(fee), 'short', '0', 'start', int(now),
+  'st', 'live', 'id', KEYS[1], 'billed', '0', 'tar', desc, 'seen', int(now), 'thr', table.concat(thr, ','),
+  'cut', '', 'ans', '', 'res', int(res), 'gnt', int(gnt), 'used', '0', 'gs', int(cc.gs), 'fin', final and '1' or '0',
+  'val', int(val), 'paid', '0', 'short', '0', 'start', int(now), 'fa', fa, 'fail', fail,
   'sw', ARGV[3], 'call', ARGV[4], 'idh', ARGV[5], 'dest', ARGV[2], 'maxs', int(maxs), 'bal0', int(bal))
 redis.call('HINCRBY', KEYS[1], 'act', 1)
+redis.call('HSET', KEYS[1], 'rsv', int(rsv + res))
 -- Expiry counts from first use.
 local expd = tonumber(f[8]) or 0
 if exp == 0 and expd > 0 then
   redis.call('HSET', KEYS[1], 'exp', int(now + expd * 86400000), 'first', int(now))
 end
 -- Until its first tick a call may ring: the reaper gives it the ring grace on top.
-redis.call('ZADD', KEYS[3], int(now + tonumber(ARGV[6])), KEYS[2])
-return { 'ok', maxs, bal, rate, fee, 0 }
+redis.call('ZADD', KEYS[3], int(now + tonumber(ARGV[6]) + val * 1000), KEYS[2])
+return { 'ok', maxs, bal, tariff_rate(t, now, 0), t.fee, 0, gnt, final and 1 or 0, fa, cc.fail, cc.fsec, cc.val }

@@ -8,18 +8,19 @@ ARGV[2] final seconds since answer
 ARGV[3] stop cause
 ARGV[4] TTL (s) of the closed session, which answers repeated stops
 Returns {'ok', billedSec, cost, balance, recordId, duplicate(0|1)} or {'err', reason}.
+A stop that comes after the reaper closed the call (its switch could not reach
+Tessera: an outage it rode out under its failure policy) bills the seconds the
+reaper could not know of (includes/late.lua).
 ]]
 -- @include "num"
 -- @include "charge"
 -- @include "close"
+-- @include "late"
 local s = read_session(KEYS[1])
 if not s.st then return { 'err', 'unknown_call' } end
 if s.id ~= KEYS[2] then return { 'err', 'call_conflict' } end
-if s.st == 'closed' then
-  local c = redis.call('HMGET', KEYS[1], 'cost', 'bal1', 'rec')
-  return { 'ok', tonumber(s.billed), tonumber(c[1]), tonumber(c[2]), c[3], 1 }
-end
 local now = tonumber(ARGV[1])
+if s.st == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, tonumber(ARGV[2])) end
 local upd = {}
 charge(s, KEYS[1], KEYS[2], tonumber(ARGV[2]), now, upd)
 if #upd > 0 then redis.call('HSET', KEYS[1], unpack(upd)) end

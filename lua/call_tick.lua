@@ -5,13 +5,18 @@ KEYS[2i+1]   its ID hash       ts:{bN}:id:<idHash>
 ARGV[1]      now (ms)
 ARGV[2]      how often (ms) a call's place in the live set is refreshed; the reaper allows for it
 ARGV[2+i]    seconds since answer for call i (monotonic; a repeat or a step back changes nothing)
+A quota-mode `update` is billed here too: the same seconds, the same rules.
 Returns one flat array of integers but for the rare extras (no Lua table or string per tick
 to convert, in Redis or in the gateway):
-  three entries per call i: code, balance, secLeft
+  four entries per call i: code, balance, secLeft, grant
     code: 0 ok (billed), 1 dup (nothing new to bill), 2 unknown_call, 3 call_ended, 4 call_conflict,
           5 failed in the script (the reason field holds the error; the other calls went on)
-  then, for the calls that have any, in order, four entries:
-    i, fired thresholds ('300,60' or ''), cut-off reason or '', new cut-off (0|1)
+    secLeft: seconds the call could still last on its grant and all that is free;
+    grant: how far (seconds since answer) its reservation carries it
+  then, for the calls that have any (every quota-mode call), in order, six entries:
+    i, fired thresholds ('300,60' or ''), cut-off reason or '', new cut-off (0|1),
+    final action ('terminate', 'redirect:<number>') once the grant is final, else '',
+    quota validity (s; 0 for a call in tick mode)
     For call_ended the reason holds the stop cause ('stale' when the reaper closed it).
 ]]
 -- @include "num"
@@ -19,11 +24,12 @@ to convert, in Redis or in the gateway):
 local now, refresh = tonumber(ARGV[1]), tonumber(ARGV[2])
 local n = #ARGV - 2
 local out, extra = {}, {}
-local function put(i, code, bal, left, alerts, cut, fresh)
-  out[3 * i - 2], out[3 * i - 1], out[3 * i] = code, bal, left
-  if alerts ~= '' or cut ~= '' then
+local function put(i, code, bal, left, gnt, alerts, cut, fresh, final, val)
+  out[4 * i - 3], out[4 * i - 2], out[4 * i - 1], out[4 * i] = code, bal, left, gnt
+  if alerts ~= '' or cut ~= '' or final ~= '' or val > 0 then
     local e = #extra
-    extra[e + 1], extra[e + 2], extra[e + 3], extra[e + 4] = i, alerts, cut, fresh
+    extra[e + 1], extra[e + 2], extra[e + 3], extra[e + 4], extra[e + 5], extra[e + 6] =
+      i, alerts, cut, fresh, final, val
   end
 end
 local function bill(i)
@@ -31,32 +37,36 @@ local function bill(i)
   local sec = tonumber(ARGV[2 + i])
   local s = read_session(skey)
   if not s.st then
-    put(i, 2, 0, 0, '', '', 0)
+    put(i, 2, 0, 0, 0, '', '', 0, '', 0)
   elseif s.id ~= ikey then
-    put(i, 4, 0, 0, '', '', 0)
+    put(i, 4, 0, 0, 0, '', '', 0, '', 0)
   elseif s.st ~= 'live' then
-    put(i, 3, 0, 0, '', redis.call('HGET', skey, 'cause') or '', 0)
+    put(i, 3, 0, 0, 0, '', redis.call('HGET', skey, 'cause') or '', 0, '', 0)
   else
     local code = 1
-    if sec > tonumber(s.billed) then code = 0 end
+    if sec > tonumber(s.used) then code = 0 end
     local upd = {}
-    local bal, left, alerts, cut, fresh = charge(s, skey, ikey, sec, now, upd)
+    local bal, left, alerts, cut, fresh, gnt, final = charge(s, skey, ikey, sec, now, upd)
     -- The reaper goes by the live set's score; refreshing it on every tick would double the writes.
-    -- The first billed tick always refreshes it: it ends the ring grace given at start.
-    if now - (tonumber(s.seen) or 0) >= refresh or tonumber(s.billed) == 0 then
-      redis.call('ZADD', KEYS[1], int(now), skey)
+    -- The first reported second always refreshes it: it ends the ring grace given at start. A
+    -- quota-mode call's score is its next report's deadline: the validity time from now.
+    local val = tonumber(s.val)
+    if val > 0 or now - (tonumber(s.seen) or 0) >= refresh or (s.used == '0' and sec > 0) then
+      redis.call('ZADD', KEYS[1], int(now + val * 1000), skey)
       upd[#upd + 1] = 'seen'
       upd[#upd + 1] = int(now)
     end
     if #upd > 0 then redis.call('HSET', skey, unpack(upd)) end
-    put(i, code, bal, left, alerts, cut, fresh)
+    local fa = ''
+    if final == 1 then fa = redis.call('HGET', skey, 'fa') end
+    put(i, code, bal, left, gnt, alerts, cut, fresh, fa, val)
   end
 end
 
 for i = 1, n do
   -- One call's failure (a damaged session or ID hash) is that call's alone, not its bucket's.
   local ok, err = pcall(bill, i)
-  if not ok then put(i, 5, 0, 0, '', tostring(type(err) == 'table' and err.err or err), 0) end
+  if not ok then put(i, 5, 0, 0, 0, '', tostring(type(err) == 'table' and err.err or err), 0, '', 0) end
 end
-for j = 1, #extra do out[3 * n + j] = extra[j] end
+for j = 1, #extra do out[4 * n + j] = extra[j] end
 return out

@@ -112,12 +112,12 @@ export class CatalogCache {
     return this.tables.get(plan)?.lookup(dest);
   }
 
-  /** The destination's rate in every plan that has one, flat as call_start wants it. */
-  rateArgs(dest: string): (string | number)[] {
-    const out: (string | number)[] = [];
+  /** The destination's tariff in every plan that has one, as (plan, descriptor) pairs: flat as call_start wants it. */
+  rateArgs(dest: string): string[] {
+    const out: string[] = [];
     for (const [name, table] of this.tables) {
       const hit = table.lookup(dest);
-      if (hit) out.push(name, hit.rate, hit.fee);
+      if (hit) out.push(name, `${hit.rate},${hit.fee}`);
     }
     return out;
   }

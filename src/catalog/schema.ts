@@ -7,6 +7,8 @@ import { Type, type Static } from '@sinclair/typebox';
 
 const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' });
 const Micro = Type.Integer({ minimum: 0, maximum: 1e15 });
+/** A number a switch can send a call to: international digits with an optional leading +. */
+const Dialable = Type.String({ pattern: '^\\+?[0-9]{3,20}$' });
 
 /** Fields every product has. */
 const common = {
@@ -37,6 +39,27 @@ export const TalkProduct = Type.Object(
     thresholds: Type.Array(Type.Integer({ minimum: 1, maximum: 86400 }), { default: [300, 60, 10], maxItems: 16 }),
     expiryDays: ExpiryDays(180),
     maxCalls: Type.Integer({ minimum: 1, maximum: 100, default: 1 }),
+    /**
+     * Credit control (docs/protocol.md#credit-control). The seconds a call's
+     * reservation covers at a time; 0 reserves all that is free of the balance.
+     * Absent: 0 when maxCalls is 1, else 60.
+     */
+    grantSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 86400 })),
+    /**
+     * What the switch does when the final grant runs out: `terminate` (cut the call)
+     * or `redirect` it to `redirectTo` (a top-up line).
+     */
+    finalAction: Type.Optional(Type.Union([Type.Literal('terminate'), Type.Literal('redirect')])),
+    redirectTo: Type.Optional(Dialable),
+    /**
+     * What the switch does when it cannot reach Tessera (RFC 4006 CCFH): `terminate`
+     * at the end of the current grant, or `continue` for up to `failureSec` seconds
+     * more, billed when Tessera is back.
+     */
+    onFailure: Type.Optional(Type.Union([Type.Literal('terminate'), Type.Literal('continue')])),
+    failureSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 86400 })),
+    /** In quota mode, how long a grant is valid: the switch asks again by then even if it is not used up. */
+    quotaValiditySec: Type.Optional(Type.Integer({ minimum: 10, maximum: 86400 })),
   },
   { additionalProperties: false },
 );

@@ -125,6 +125,10 @@ function validated<T>(items: unknown[], check: Checked<T>, what: string): T[] {
 
 export async function putProducts(redis: RedisClient, items: unknown[]): Promise<Product[]> {
   const products = validated(items, checkProduct, 'product');
+  products.forEach((p, i) => {
+    if (p.kind === 'talk' && p.finalAction === 'redirect' && !p.redirectTo)
+      throw new Error(`product #${i + 1}: finalAction redirect needs redirectTo (the number to send the caller to)`);
+  });
   if (products.length) await redis.hset(keys.products, ...products.flatMap((p) => [p.name, JSON.stringify(p)]));
   await bump(redis);
   return products;

@@ -1,4 +1,4 @@
-import type { Product } from './schema';
+import type { Product, TalkProduct } from './schema';
 
 /**
  * The product terms copied onto each ID at mint, as ID-hash field/value pairs.
@@ -13,7 +13,7 @@ export function productTerms(p: Product): (string | number)[] {
     case 'talk': {
       // Highest first: the order in which one tick crossing several must announce them.
       const thresholds = [...new Set(p.thresholds)].sort((a, b) => b - a).join(',');
-      return [...common, 'face', p.face, 'plan', p.plan, 'thr', thresholds, 'maxc', p.maxCalls];
+      return [...common, 'face', p.face, 'plan', p.plan, 'thr', thresholds, 'maxc', p.maxCalls, 'cc', creditTerms(p)];
     }
     case 'entry':
       return [
@@ -38,4 +38,16 @@ export function productTerms(p: Product): (string | number)[] {
     case 'service':
       return [...common, 'face', p.uses, 'svc', p.service, 'venues', p.venues.join(',')];
   }
+}
+
+/**
+ * A talk product's credit-control terms packed into one ID-hash field, as
+ * lua/includes/terms.lua reads them: "grant|final action|on failure:seconds|validity".
+ */
+export function creditTerms(p: TalkProduct): string {
+  const grant = p.grantSec ?? (p.maxCalls <= 1 ? 0 : 60);
+  const final = p.finalAction === 'redirect' ? `redirect:${p.redirectTo ?? ''}` : 'terminate';
+  const onFailure = p.onFailure ?? 'terminate';
+  const failSec = onFailure === 'continue' ? (p.failureSec ?? 0) : 0;
+  return `${grant}|${final}|${onFailure}:${failSec}|${p.quotaValiditySec ?? 600}`;
 }

@@ -52,6 +52,8 @@ interface Sums {
   calls: number;
   redeemed: number;
   refunded: number;
+  /** What the ID's live calls hold (their reservations). */
+  reserved: number;
 }
 
 export async function audit(ctx: Context): Promise<AuditReport> {
@@ -75,7 +77,7 @@ export async function audit(ctx: Context): Promise<AuditReport> {
     const sums = new Map<string, Sums>();
     const of = (id: string): Sums => {
       let s = sums.get(id);
-      if (!s) sums.set(id, (s = { sold: 0, sales: 0, calls: 0, redeemed: 0, refunded: 0 }));
+      if (!s) sums.set(id, (s = { sold: 0, sales: 0, calls: 0, redeemed: 0, refunded: 0, reserved: 0 }));
       return s;
     };
     // Records archived and trimmed count through their checkpoint (src/ledger/retention.ts).
@@ -97,19 +99,14 @@ export async function audit(ctx: Context): Promise<AuditReport> {
     for await (const { fields: r } of readStream(ctx, keys.cdr(b))) of(r.id!).calls += Number(r.cost);
     for await (const { fields: r } of readStream(ctx, keys.redemptions(b), '-', '+', redemptionFields))
       of(r.id!).redeemed += Number(r.amount);
-    // Live calls have taken their billed seconds from the balance but have no record yet.
+    // Live calls have taken what they paid so far from the balance but have no record yet,
+    // and hold reservations: the ID's `rsv` must be their sum, and never above its balance.
     for (const session of await ctx.redis.zrange(keys.live(b), '0', '-1')) {
-      const [st, idh, billed, rate, fee, short] = await ctx.redis.hmget(
-        session,
-        'st',
-        'idh',
-        'billed',
-        'rate',
-        'fee',
-        'short',
-      );
-      if (st !== 'live' || !idh || Number(billed) <= 0) continue;
-      of(idh).calls += Number(billed) * Number(rate) + Number(fee) - Number(short);
+      const [st, idh, paid, res] = await ctx.redis.hmget(session, 'st', 'idh', 'paid', 'res');
+      if (st !== 'live' || !idh) continue;
+      const s = of(idh);
+      s.calls += Number(paid ?? 0);
+      s.reserved += Number(res ?? 0);
     }
 
     const ids = idsByBucket.get(b) ?? [];
@@ -117,12 +114,17 @@ export async function audit(ctx: Context): Promise<AuditReport> {
     for (let i = 0; i < ids.length; i += 500) {
       const chunk = ids.slice(i, i + 500);
       const pipe = ctx.redis.pipeline();
-      for (const id of chunk) pipe.hmget(keys.id(b, id), 'st', 'bal');
+      for (const id of chunk) pipe.hmget(keys.id(b, id), 'st', 'bal', 'rsv');
       const rows = (await pipe.exec()) ?? [];
       chunk.forEach((id, j) => {
-        const [st, bal] = (rows[j]?.[1] ?? []) as (string | null)[];
+        const [st, bal, rsv] = (rows[j]?.[1] ?? []) as (string | null)[];
         seen.add(id);
-        check(report, b, id, st ?? '', Number(bal ?? 0), sums.get(id));
+        const r = check(report, b, id, st ?? '', Number(bal ?? 0), sums.get(id));
+        const reserved = sums.get(id)?.reserved ?? 0;
+        if (r && Number(rsv ?? 0) !== reserved)
+          report.problems.push({ ...r, problem: `reserved ${Number(rsv ?? 0)} but live calls hold ${reserved}` });
+        else if (r && reserved > r.balance)
+          report.problems.push({ ...r, problem: `live calls hold ${reserved}, more than the balance` });
       });
     }
     for (const [id, s] of sums)
@@ -164,14 +166,14 @@ function check(
   state: string,
   balance: number,
   s: Sums | undefined,
-): void {
+): AuditRow | undefined {
   report.ids++;
   report.balances += balance;
   if (!s || s.sales === 0) {
     // Never sold: nothing may have been loaded onto it or taken from it.
     if (balance !== 0 || s)
       report.problems.push(row(bucket, id, state, balance, s, 'value or records on an ID that was never sold'));
-    return;
+    return undefined;
   }
   report.sold++;
   report.valueSold += s.sold;
@@ -182,4 +184,5 @@ function check(
   if (s.sales > 1) report.problems.push({ ...r, problem: `sold ${s.sales} times` });
   else if (r.difference !== 0)
     report.problems.push({ ...r, problem: r.difference > 0 ? 'value missing' : 'more taken than sold' });
+  return r;
 }

@@ -8,15 +8,57 @@ import type { Scripts } from '../redis/scripts';
 import type { CallKeys } from './locator';
 import { num, replyError, str, tagged } from '../redis/reply';
 
+/** What a switch is told to do when a final grant runs out: cut, or send the caller to `redirect`. */
+export interface FinalAction {
+  action: 'terminate' | 'redirect';
+  redirect?: string;
+}
+
+/** What a switch does when it cannot reach Tessera: cut at the grant's end, or go on up to `sec` more seconds. */
+export interface FailurePolicy {
+  action: 'terminate' | 'continue';
+  sec: number;
+}
+
+export interface Grant {
+  /** Seconds since answer the call's reservation carries it to. */
+  grant: number;
+  /** This grant is the last: nothing free would buy another charged second. */
+  final: boolean;
+  finalAction: FinalAction;
+}
+
 export type StartResult =
-  | { ok: true; maxSec: number; balance: number; rate: number; fee: number; duplicate: boolean }
+  | ({
+      ok: true;
+      maxSec: number;
+      balance: number;
+      rate: number;
+      fee: number;
+      duplicate: boolean;
+      onFailure: FailurePolicy;
+      validitySec: number;
+    } & Grant)
   | { ok: false; reason: string; retryAfter?: number };
+
+/** call_start's and call_tick's packed final action: 'terminate' or 'redirect:<number>'. */
+export function finalActionOf(packed: string): FinalAction {
+  return packed.startsWith('redirect:') ? { action: 'redirect', redirect: packed.slice(9) } : { action: 'terminate' };
+}
+
+const TERMINATE: FinalAction = Object.freeze({ action: 'terminate' });
 
 export type TickCode = 'ok' | 'dup' | 'unknown_call' | 'call_ended' | 'call_conflict';
 export interface TickResult {
   code: TickCode;
   balance: number;
   secLeft: number;
+  /** Seconds since answer the call's reservation carries it to. */
+  grant: number;
+  /** Set once the grant is final: what the switch does when it runs out. */
+  final?: FinalAction;
+  /** A quota-mode call's grant is valid this long (s); 0 in tick mode. */
+  validitySec: number;
   /** Thresholds (seconds left) crossed by this tick, highest first. */
   alerts: readonly number[];
   /** Why the switch must cut the call now, or ''; for call_ended, how the call was closed. */
@@ -51,8 +93,9 @@ export interface StartArgs {
   idHash: string;
   /** How much later than an answered call an unanswered one counts as stale (ms). */
   ringGraceMs: number;
-  /** The destination's rate in every plan that has one: name, rate, fee triples (CatalogCache.rateArgs). */
-  rates: readonly (string | number)[];
+  mode: 'tick' | 'quota';
+  /** The destination's tariff in every plan that has one: (plan, descriptor) pairs (CatalogCache.rateArgs). */
+  rates: readonly string[];
 }
 
 export async function callStart(scripts: Scripts, ck: CallKeys, a: StartArgs): Promise<StartResult> {
@@ -61,11 +104,12 @@ export async function callStart(scripts: Scripts, ck: CallKeys, a: StartArgs): P
     await scripts.run(
       'call_start',
       [ck.id, ck.session, ck.live],
-      [a.now, a.dest, a.sw, a.call, a.idHash, a.ringGraceMs, ...a.rates],
+      [a.now, a.dest, a.sw, a.call, a.idHash, a.ringGraceMs, a.mode, ...a.rates],
     ),
   );
   if (r[0] === 'err') return { ok: false, reason: str('call_start', r, 1) };
   if (r[0] !== 'ok') throw replyError('call_start', r);
+  const failure = str('call_start', r, 9);
   return {
     ok: true,
     maxSec: num('call_start', r, 1),
@@ -73,6 +117,11 @@ export async function callStart(scripts: Scripts, ck: CallKeys, a: StartArgs): P
     rate: num('call_start', r, 3),
     fee: num('call_start', r, 4),
     duplicate: r[5] === 1,
+    grant: num('call_start', r, 6),
+    final: r[7] === 1,
+    finalAction: finalActionOf(str('call_start', r, 8)),
+    onFailure: { action: failure === 'continue' ? 'continue' : 'terminate', sec: num('call_start', r, 10) },
+    validitySec: num('call_start', r, 11),
   };
 }
 
@@ -86,7 +135,7 @@ export async function callQuote(
   scripts: Scripts,
   idKey: string,
   now: number,
-  rates: readonly (string | number)[],
+  rates: readonly string[],
 ): Promise<QuoteResult> {
   const r = tagged('call_quote', await scripts.run('call_quote', [idKey], [now, ...rates]));
   if (r[0] === 'err') return { ok: false, reason: str('call_quote', r, 1) };
@@ -143,39 +192,55 @@ export function callTick(
   );
 }
 
-/** call_tick's reply: code, balance, secLeft per tick, then [i, alerts, cut, fresh] for the few with more to say. */
+/**
+ * call_tick's reply: code, balance, secLeft, grant per tick, then
+ * [i, alerts, cut, fresh, final action, validity] for the few with more to say.
+ */
 function answerTicks(batch: readonly TickItem[], reply: unknown): void {
   const n = batch.length;
-  if (!Array.isArray(reply) || reply.length < 3 * n) {
+  if (!Array.isArray(reply) || reply.length < 4 * n) {
     const err = replyError('call_tick', reply);
     for (const t of batch) t.done(err);
     return;
   }
   const rows: readonly unknown[] = reply;
-  let x = 3 * n;
+  let x = 4 * n;
   for (let i = 0; i < n; i++) {
     let alerts = NO_ALERTS;
     let cut = '';
     let freshCut = false;
+    let final: FinalAction | undefined;
+    let validitySec = 0;
     let bad = false;
     if (rows[x] === i + 1) {
       const fired = rows[x + 1];
       const why = rows[x + 2];
-      if (typeof fired === 'string' && typeof why === 'string') {
+      const fa = rows[x + 4];
+      const val = rows[x + 5];
+      if (typeof fired === 'string' && typeof why === 'string' && typeof fa === 'string' && typeof val === 'number') {
         if (fired !== '') alerts = fired.split(',').map(Number);
         cut = why;
         freshCut = rows[x + 3] === 1;
+        if (fa !== '') final = fa === 'terminate' ? TERMINATE : finalActionOf(fa);
+        validitySec = val;
       } else bad = true;
-      x += 4;
+      x += 6;
     }
-    const code = rows[3 * i];
-    const balance = rows[3 * i + 1];
-    const secLeft = rows[3 * i + 2];
+    const code = rows[4 * i];
+    const balance = rows[4 * i + 1];
+    const secLeft = rows[4 * i + 2];
+    const grant = rows[4 * i + 3];
     const name = typeof code === 'number' ? TICK_CODES[code] : undefined;
     if (code === TICK_FAILED && !bad) batch[i]!.done(new Error(`call_tick failed: ${cut}`));
-    else if (name === undefined || typeof balance !== 'number' || typeof secLeft !== 'number' || bad)
+    else if (
+      name === undefined ||
+      typeof balance !== 'number' ||
+      typeof secLeft !== 'number' ||
+      typeof grant !== 'number' ||
+      bad
+    )
       batch[i]!.done(replyError('call_tick', rows));
-    else batch[i]!.done(null, { code: name, balance, secLeft, alerts, cut, freshCut });
+    else batch[i]!.done(null, { code: name, balance, secLeft, grant, final, validitySec, alerts, cut, freshCut });
   }
 }
 
@@ -214,8 +279,8 @@ export interface RecoverArgs {
   call: string;
   idHash: string;
   dest: string;
-  /** The destination's rate in every plan that has one (CatalogCache.rateArgs). */
-  rates: readonly (string | number)[];
+  /** The destination's tariff in every plan that has one (CatalogCache.rateArgs). */
+  rates: readonly string[];
 }
 
 export async function callRecover(scripts: Scripts, ck: CallKeys, a: RecoverArgs): Promise<StopResult> {

@@ -24,12 +24,23 @@ import {
   type TickResult,
 } from './scripts';
 
-export type { QuoteResult, StartResult, StopResult, TickCallback, TickCode, TickResult } from './scripts';
+export type {
+  FailurePolicy,
+  FinalAction,
+  QuoteResult,
+  StartResult,
+  StopResult,
+  TickCallback,
+  TickCode,
+  TickResult,
+} from './scripts';
 
 const UNKNOWN_CALL: TickResult = Object.freeze({
   code: 'unknown_call',
   balance: 0,
   secLeft: 0,
+  grant: 0,
+  validitySec: 0,
   alerts: Object.freeze([]),
   cut: '',
   freshCut: false,
@@ -78,7 +89,13 @@ export class Metering {
   }
 
   /** Admits a call; `dialled` is the destination as the switch sent it (destDigits). */
-  async start(sw: string, call: string, idInput: unknown, dialled: string): Promise<StartResult> {
+  async start(
+    sw: string,
+    call: string,
+    idInput: unknown,
+    dialled: string,
+    mode: 'tick' | 'quota' = 'tick',
+  ): Promise<StartResult> {
     // A switch past its guess limit is refused before anything else, a valid ID or not.
     const wait = this.throttle.retryAfter(sw);
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
@@ -100,6 +117,7 @@ export class Metering {
       call,
       idHash: hash,
       ringGraceMs,
+      mode,
       rates: this.catalog.rateArgs(dest),
     });
     // A refused call leaves no index behind (guessed IDs must not fill Redis).

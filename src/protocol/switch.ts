@@ -15,8 +15,12 @@ export const StartMsg = Type.Object({
   call: CallId,
   id: Type.String({ maxLength: 40 }),
   dest: Type.String({ pattern: '^\\+?[0-9]{1,20}$' }),
+  /** `tick` (default): the switch reports every second; `quota`: it reports with `update` when it asks again. */
+  mode: Type.Optional(Type.Union([Type.Literal('tick'), Type.Literal('quota')])),
 });
 export const TickMsg = Type.Object({ op: Type.Literal('tick'), call: CallId, sec: Seconds, ref: Type.Optional(Ref) });
+/** Quota mode: the seconds used so far (cumulative, like a tick's) and a request for the next grant. */
+export const UpdateMsg = Type.Object({ op: Type.Literal('update'), ref: Ref, call: CallId, sec: Seconds });
 export const StopMsg = Type.Object({
   op: Type.Literal('stop'),
   ref: Ref,
@@ -38,6 +42,7 @@ export const PingMsg = Type.Object({ op: Type.Literal('ping'), ref: Type.Optiona
 
 export type StartMsg = Static<typeof StartMsg>;
 export type TickMsg = Static<typeof TickMsg>;
+export type UpdateMsg = Static<typeof UpdateMsg>;
 export type StopMsg = Static<typeof StopMsg>;
 export type QuoteMsg = Static<typeof QuoteMsg>;
 export type PingMsg = Static<typeof PingMsg>;

@@ -192,6 +192,7 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
         op: 'cutoff',
         call: 'al',
         reason: 'exhausted',
+        action: 'terminate',
       });
       expect(a.received.filter((m) => m.call === 'al' && (m.op === 'alert' || m.op === 'cutoff'))).toEqual([]);
       expect(await b.request({ op: 'stop', ref: 'ae', call: 'al', sec: 10 })).toMatchObject({

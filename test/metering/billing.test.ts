@@ -72,7 +72,7 @@ describe('per-second debit', () => {
     const t0 = Date.now();
     sendTicks(c, call, range(1, 3600), 100, 'last');
     const last = await c.waitFor((m) => m.ref === 'last', 10_000);
-    expect(last).toEqual({
+    expect(last).toMatchObject({
       op: 'ticked',
       ref: 'last',
       call,
@@ -126,7 +126,7 @@ describe('per-second debit', () => {
     const { id, call, started } = await begin(talkProduct(), DEST449);
     expect(started).toMatchObject({ maxSec: 995, balance: 1_000_000, rate: 1000, fee: 5000 });
     // Second 0: nothing billed yet, not even the fee.
-    expect(await tick(call, 0)).toMatchObject({ op: 'ticked', balance: 1_000_000, secLeft: 1000 });
+    expect(await tick(call, 0)).toMatchObject({ op: 'ticked', balance: 1_000_000, secLeft: 995 });
     expect(await tick(call, 1)).toMatchObject({ op: 'ticked', balance: 994_000, secLeft: 994 });
     expect(await tick(call, 2)).toMatchObject({ op: 'ticked', balance: 993_000, secLeft: 993 });
     expect(await tick(call, 2)).toMatchObject({ op: 'ticked', balance: 993_000, secLeft: 993 });
@@ -235,8 +235,8 @@ describe('cut-off at zero', () => {
     expect(msgs(c, call, 'cutoff')).toEqual([]);
     expect((await idFields(h, id)).st).toBe('sold');
 
-    expect(await tick(call, 100)).toEqual({ op: 'ticked', ref: refs, call, balance: 0, secLeft: 0 });
-    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted' }]);
+    expect(await tick(call, 100)).toMatchObject({ op: 'ticked', ref: refs, call, balance: 0, secLeft: 0 });
+    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted', action: 'terminate' }]);
     // The 300 s threshold was above maxSec; 60 and 10 fired once each.
     expect(alertsOf(call)).toEqual([
       [60, 60, 6000],
@@ -270,7 +270,7 @@ describe('cut-off at zero', () => {
   it('a tick that jumps past the end takes what is left, records the rest as short', async () => {
     const { id, call } = await begin(talkProduct({ face: 10_000 }));
     expect(await tick(call, 150)).toMatchObject({ op: 'ticked', balance: 0, secLeft: 0 });
-    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted' }]);
+    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted', action: 'terminate' }]);
     expect(alertsOf(call)).toEqual([
       [60, 0, 0],
       [10, 0, 0],
@@ -292,7 +292,7 @@ describe('cut-off at zero', () => {
     expect(started).toMatchObject({ maxSec: 10 });
     // 50 left cannot pay another second: the cut-off comes now, not a second late.
     expect(await tick(call, 10)).toMatchObject({ balance: 50, secLeft: 0 });
-    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted' }]);
+    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted', action: 'terminate' }]);
     expect((await idFields(h, id)).st).toBe('sold');
     expect(await tick(call, 11)).toMatchObject({ balance: 0, secLeft: 0 });
     expect(await stop(call, 11)).toMatchObject({ billedSec: 11, cost: 1050, balance: 0 });
@@ -307,8 +307,8 @@ describe('repeated and out-of-order ticks', () => {
     expect(alertsOf(call)).toEqual([[300, 300, 30_000]]);
     c.send([100, 50, 99, 0, 100, 1, 100].map((sec) => ({ op: 'tick', call, sec })));
     c.send({ op: 'tick', call, sec: 100 });
-    expect(await tick(call, 100)).toEqual({ op: 'ticked', ref: refs, call, balance: 30_000, secLeft: 300 });
-    expect(await tick(call, 42)).toEqual({ op: 'ticked', ref: refs, call, balance: 30_000, secLeft: 300 });
+    expect(await tick(call, 100)).toMatchObject({ op: 'ticked', ref: refs, call, balance: 30_000, secLeft: 300 });
+    expect(await tick(call, 42)).toMatchObject({ op: 'ticked', ref: refs, call, balance: 30_000, secLeft: 300 });
     expect(await idFields(h, id)).toMatchObject({ bal: '30000' });
     expect(await h.r.hget(sessionKey(h, id, sw, call), 'billed')).toBe('100');
     expect(alertsOf(call)).toHaveLength(1);
@@ -333,7 +333,7 @@ describe('repeated and out-of-order ticks', () => {
     c.send({ op: 'tick', call, sec: 3 });
     const r = ref();
     const t = await c.request({ op: 'tick', ref: r, call, sec: 3 });
-    expect(t).toEqual({ op: 'ticked', ref: r, call, balance: 999_700, secLeft: 9997 });
+    expect(t).toMatchObject({ op: 'ticked', ref: r, call, balance: 999_700, secLeft: 9997 });
     c.send({ op: 'tick', call, sec: 4 });
     await sleep(30);
     expect(c.received.filter((m) => m.call === call).map((m) => m.op)).toEqual(['started', 'ticked']);
@@ -462,75 +462,72 @@ describe('duplicate stop', () => {
 });
 
 describe('two calls on one ID', () => {
-  it('with maxCalls 2, ticking both until cut-off charges exactly the face value, never below zero', async () => {
+  it('with maxCalls 2, each call is granted its own reservation: both cut at their grant, face value billed, none short', async () => {
     const id = (await soldIds(h, talkProduct({ face: 10_000, maxCalls: 2, thresholds: [] })))[0]!;
     const a = newCall();
     const b = newCall();
+    // A reserves a 60 s slice; B gets the 40 s that are left free, and that grant is final.
     expect(await c.request({ op: 'start', ref: ref(), call: a, id, dest: DEST })).toMatchObject({
       op: 'started',
       maxSec: 100,
+      grant: 60,
+      final: false,
     });
     expect(await c.request({ op: 'start', ref: ref(), call: b, id, dest: DEST })).toMatchObject({
       op: 'started',
-      maxSec: 100,
+      maxSec: 40,
+      grant: 40,
+      final: true,
+      action: 'terminate',
     });
-    expect((await idFields(h, id)).act).toBe('2');
+    expect(await idFields(h, id)).toMatchObject({ act: '2', bal: '10000', rsv: '10000' });
 
-    let sec = 0;
+    // Both tick every second and honour their cut-off, as a switch does.
+    const cutAt: Record<string, number> = {};
     const balances: number[] = [];
-    while (msgs(c, a, 'cutoff').length === 0 || msgs(c, b, 'cutoff').length === 0) {
-      sec++;
-      if (sec > 60) throw new Error('no cut-off after 60 rounds');
-      // A alone, then B with a ref, in separate frames: the two calls interleave second by second.
-      c.send({ op: 'tick', call: a, sec, ref: `a${sec}` });
-      const tb = await tick(b, sec);
-      const ta = await c.waitFor((m) => m.ref === `a${sec}`);
-      balances.push(ta.balance, tb.balance);
+    for (let sec = 1; !(a in cutAt && b in cutAt); sec++) {
+      if (sec > 120) throw new Error('no cut-off after 120 rounds');
+      for (const call of [a, b].filter((x) => !(x in cutAt))) {
+        balances.push((await tick(call, sec)).balance);
+        if (msgs(c, call, 'cutoff').length > 0) cutAt[call] = sec;
+      }
     }
-    // 100 s of balance shared by two calls: B empties it at its 50th second, A is cut at its 51st.
-    expect(sec).toBe(51);
-    expect(Math.min(...balances)).toBe(0);
+    expect(cutAt).toEqual({ [a]: 60, [b]: 40 });
     for (const bal of balances) expect(bal).toBeGreaterThanOrEqual(0);
-    expect(balances.slice(0, 4)).toEqual([9900, 9800, 9700, 9600]);
-    expect(await idFields(h, id)).toMatchObject({ bal: '0', st: 'exhausted' });
+    expect(await idFields(h, id)).toMatchObject({ bal: '0', rsv: '0', st: 'exhausted' });
 
-    const sa = await stop(a, sec);
-    const sb = await stop(b, sec);
-    expect(sa.cost + sb.cost).toBe(10_000);
-    expect(sa).toMatchObject({ billedSec: 51, balance: 0 });
-    expect(sb).toMatchObject({ billedSec: 51, balance: 0 });
-    const [ra] = await cdrsOf(h, id, a);
-    const [rb] = await cdrsOf(h, id, b);
-    expect(Number(ra!.cost) + Number(rb!.cost)).toBe(10_000);
-    // Neither call went more than one tick past what the balance paid.
-    expect(Number(ra!.short)).toBeLessThanOrEqual(100);
-    expect(Number(rb!.short)).toBeLessThanOrEqual(100);
-    expect(Number(ra!.short) + Number(rb!.short)).toBe(2 * 51 * 100 - 10_000);
-    expect(await idFields(h, id)).toMatchObject({ bal: '0', act: '0', st: 'exhausted' });
+    expect(await stop(a, 60)).toMatchObject({ billedSec: 60, cost: 6000, balance: 0 });
+    expect(await stop(b, 40)).toMatchObject({ billedSec: 40, cost: 4000, balance: 0 });
+    expect(await cdrsOf(h, id, a)).toMatchObject([{ cost: '6000', short: '0' }]);
+    expect(await cdrsOf(h, id, b)).toMatchObject([{ cost: '4000', short: '0' }]);
+    expect(await idFields(h, id)).toMatchObject({ bal: '0', act: '0', rsv: '0', st: 'exhausted' });
   });
 
-  it('ticks of both calls in one frame bill both, the ID balance is shared', async () => {
+  it('ticks of both calls in one frame bill both from their own reservations; a call past its grant is short', async () => {
     const id = (await soldIds(h, talkProduct({ face: 10_000, maxCalls: 2, thresholds: [] })))[0]!;
     const a = newCall();
     const b = newCall();
     await c.request({ op: 'start', ref: ref(), call: a, id, dest: DEST });
     await c.request({ op: 'start', ref: ref(), call: b, id, dest: DEST44 });
-    // a at 100/s, b at 200/s: 30 s each costs 3000 + 6000.
+    // a at 100/s holds 60 s (6000); b at 200/s gets the 4000 left: 20 s.
     c.send([
       ...range(1, 30).map((sec) => ({ op: 'tick', call: a, sec })),
       ...range(1, 30).map((sec) => ({ op: 'tick', call: b, sec })),
     ]);
-    expect(await tick(a, 30)).toMatchObject({ balance: 1000, secLeft: 10 });
-    expect(await tick(b, 30)).toMatchObject({ balance: 1000, secLeft: 5 });
-    // Both run on past the end in one frame: the balance stops at 0.
+    expect(await tick(a, 30)).toMatchObject({ balance: 3000, secLeft: 30, grant: 60 });
+    // b talked 10 s past its grant: what its reservation did not cover is short, a's is untouched.
+    expect(await tick(b, 30)).toMatchObject({ balance: 3000, secLeft: 0, grant: 30, final: true });
     c.send([
       ...range(31, 60).map((sec) => ({ op: 'tick', call: a, sec })),
       ...range(31, 60).map((sec) => ({ op: 'tick', call: b, sec })),
     ]);
-    expect(await tick(b, 60)).toMatchObject({ balance: 0, secLeft: 0 });
+    expect(await tick(a, 60)).toMatchObject({ balance: 0, secLeft: 0 });
     const sa = await stop(a, 60);
     const sb = await stop(b, 60);
-    expect(sa.cost + sb.cost).toBe(10_000);
+    expect(sa).toMatchObject({ cost: 6000 });
+    expect(sb).toMatchObject({ cost: 4000 });
+    expect(await cdrsOf(h, id, a)).toMatchObject([{ short: '0' }]);
+    expect(await cdrsOf(h, id, b)).toMatchObject([{ short: String(40 * 200) }]);
     expect(await idFields(h, id)).toMatchObject({ bal: '0', act: '0', st: 'exhausted' });
   });
 });
@@ -542,7 +539,7 @@ describe('block during a live call', () => {
     expect(await setIdState(h.ctx, id, 'block', 'fraud')).toEqual({ ok: true, state: 'blocked' });
     expect(msgs(c, call, 'cutoff')).toEqual([]);
     expect(await tick(call, 6)).toMatchObject({ op: 'ticked', balance: 999_400, secLeft: 9994 });
-    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'blocked' }]);
+    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'blocked', action: 'terminate' }]);
     expect(await idFields(h, id)).toMatchObject({ st: 'blocked', bal: '999400' });
     expect(await stop(call, 6)).toMatchObject({ billedSec: 6, cost: 600, balance: 999_400 });
     expect(await idFields(h, id)).toMatchObject({ st: 'blocked', bal: '999400', act: '0' });
@@ -558,7 +555,7 @@ describe('block during a live call', () => {
     expect(await tick(call, 5)).toMatchObject({ balance: 999_500 });
     await setIdState(h.ctx, id, 'block');
     expect(await tick(call, 5)).toMatchObject({ balance: 999_500 });
-    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'blocked' }]);
+    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'blocked', action: 'terminate' }]);
     await stop(call, 5);
   });
 });
@@ -622,7 +619,7 @@ describe('large amounts', () => {
       [10, 1, 1_000_000_000_000],
     ]);
     expect(await tick(call, 1000)).toMatchObject({ balance: 0, secLeft: 0 });
-    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted' }]);
+    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted', action: 'terminate' }]);
     expect(await stop(call, 1002)).toMatchObject({ billedSec: 1002, cost: face, balance: 0 });
     const [rec] = await cdrsOf(h, id, call);
     expect(rec).toMatchObject({ cost: '1000000000000000', short: '2000000000000', bal: '0', rate: '1000000000000' });

@@ -60,8 +60,8 @@ describe('cut-offs are counted once', () => {
     const ticks: Msg[] = range(1, 10).map((sec) => ({ op: 'tick', call, sec }));
     ticks[9]!.ref = r10;
     c.send(ticks);
-    expect(await c.waitFor((m) => m.ref === r10)).toEqual({ op: 'ticked', ref: r10, call, balance: 0, secLeft: 0 });
-    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted' }]);
+    expect(await c.waitFor((m) => m.ref === r10)).toMatchObject({ op: 'ticked', ref: r10, call, balance: 0, secLeft: 0 });
+    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted', action: 'terminate' }]);
     expect(await idFields(h, id)).toMatchObject({ st: 'exhausted', bal: '0' });
     expect(await cutoffs('exhausted')).toBe(before + 1);
 
@@ -74,7 +74,7 @@ describe('cut-offs are counted once', () => {
       });
     }
     expect(msgs(c, call, 'cutoff')).toEqual(
-      Array.from({ length: 5 }, () => ({ op: 'cutoff', call, reason: 'exhausted' })),
+      Array.from({ length: 5 }, () => ({ op: 'cutoff', call, reason: 'exhausted', action: 'terminate' })),
     );
     expect(await cutoffs('exhausted')).toBe(before + 1);
     expect(await c.request({ op: 'stop', ref: ref(), call, sec: 13 })).toMatchObject({
@@ -97,7 +97,7 @@ describe('cut-offs are counted once', () => {
       expect(await c.request({ op: 'tick', ref: ref(), call, sec })).toMatchObject({ op: 'ticked' });
     }
     expect(msgs(c, call, 'cutoff')).toEqual(
-      Array.from({ length: 4 }, () => ({ op: 'cutoff', call, reason: 'blocked' })),
+      Array.from({ length: 4 }, () => ({ op: 'cutoff', call, reason: 'blocked', action: 'terminate' })),
     );
     expect(await cutoffs('blocked')).toBe(beforeB + 1);
     expect(await cutoffs('exhausted')).toBe(beforeE);
@@ -112,7 +112,7 @@ describe('cut as soon as a second can no longer be paid', () => {
     expect(started).toMatchObject({ maxSec: 10, balance: 1050, rate: 100, fee: 0 });
     const r9 = ref();
     c.send(range(1, 9).map((sec) => ({ op: 'tick', call, sec, ...(sec === 9 ? { ref: r9 } : {}) })));
-    expect(await c.waitFor((m) => m.ref === r9)).toEqual({ op: 'ticked', ref: r9, call, balance: 150, secLeft: 1 });
+    expect(await c.waitFor((m) => m.ref === r9)).toMatchObject({ op: 'ticked', ref: r9, call, balance: 150, secLeft: 1 });
     expect(msgs(c, call, 'cutoff')).toEqual([]);
 
     expect(await c.request({ op: 'tick', ref: ref(), call, sec: 10 })).toMatchObject({
@@ -120,7 +120,7 @@ describe('cut as soon as a second can no longer be paid', () => {
       balance: 50,
       secLeft: 0,
     });
-    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted' }]);
+    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted', action: 'terminate' }]);
     expect(await idFields(h, id)).toMatchObject({ st: 'sold', bal: '50', act: '1' });
 
     // 50 cannot pay a second at 100/s: a new call on this (two-call) ID is refused.
@@ -139,8 +139,8 @@ describe('cut as soon as a second can no longer be paid', () => {
       secLeft: 0,
     });
     expect(msgs(c, call, 'cutoff')).toEqual([
-      { op: 'cutoff', call, reason: 'exhausted' },
-      { op: 'cutoff', call, reason: 'exhausted' },
+      { op: 'cutoff', call, reason: 'exhausted', action: 'terminate' },
+      { op: 'cutoff', call, reason: 'exhausted', action: 'terminate' },
     ]);
     expect(await idFields(h, id)).toMatchObject({ st: 'exhausted', bal: '0' });
     expect(await c.request({ op: 'stop', ref: ref(), call, sec: 11 })).toMatchObject({

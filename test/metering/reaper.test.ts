@@ -96,7 +96,8 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
       balance: 999_600,
     });
 
-    // The switch wakes up: its tick is refused, its stop gets the reaper's record and charges nothing.
+    // The switch wakes up: its tick is refused; its stop reports seconds the reaper could not know
+    // of (the call went on while the switch could not reach Tessera): billed in a `late` record.
     const r = ref();
     expect(await c.request({ op: 'tick', ref: r, call, sec: 9 })).toMatchObject({
       op: 'error',
@@ -106,12 +107,18 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
     expect(await c.request({ op: 'stop', ref: ref(), call, sec: 9 })).toMatchObject({
       op: 'stopped',
       call,
-      billedSec: 3,
-      cost: 300,
-      balance: 999_700,
+      billedSec: 9,
+      cost: 900,
+      balance: 999_000,
     });
-    expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '999600' });
-    expect(await cdrsOf(h, id, call)).toHaveLength(1);
+    expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '999000' });
+    expect(await cdrsOf(h, id, call)).toMatchObject([
+      { cause: 'stale', sec: '3', cost: '300' },
+      { cause: 'late', sec: '6', cost: '600', short: '0' },
+    ]);
+    // Said again, the stop changes nothing.
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 9 })).toMatchObject({ billedSec: 9, cost: 900 });
+    expect(await cdrsOf(h, id, call)).toHaveLength(2);
   });
 
   it('leaves a call that keeps ticking alone', async () => {
@@ -181,12 +188,13 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
     expect(await liveScore(id, sw, call)).toBeNull();
     expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '2', cost: '200', bal: '999800', cause: 'stale' }]);
     expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '999800' });
+    // Its stop bills the 3 s the reaper could not know of, once.
     expect(await c.request({ op: 'stop', ref: ref(), call, sec: 5 })).toMatchObject({
-      billedSec: 2,
-      cost: 200,
-      balance: 999_800,
+      billedSec: 5,
+      cost: 500,
+      balance: 999_500,
     });
-    expect(await cdrsOf(h, id, call)).toHaveLength(1);
+    expect(await cdrsOf(h, id, call)).toHaveLength(2);
   });
 
   it('a tick that arrives before the sweep keeps the call alive', async () => {
@@ -227,14 +235,14 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
       { switch: name, sec: '7', cost: '700', bal: '999300', cause: 'stale' },
     ]);
     expect(await idFields(h, id!)).toMatchObject({ act: '0', bal: '999300' });
-    // The switch reconnects to the surviving gateway and stops: the same record.
+    // The switch reconnects to the surviving gateway and stops: the 5 s it talked meanwhile are billed too.
     const c2 = await Client.connect(gw.port, tok);
     try {
       expect(await c2.request({ op: 'stop', ref: 3, call, sec: 12 })).toMatchObject({
         op: 'stopped',
-        billedSec: 7,
-        cost: 700,
-        balance: 999_300,
+        billedSec: 12,
+        cost: 1200,
+        balance: 998_800,
       });
     } finally {
       await c2.close();
@@ -335,7 +343,7 @@ describe('ring grace and reaped calls (stale after 300 ms, ring timeout 1500 ms,
     ]);
     await c.waitFor((m) => m.ref === barrier);
     expect(callMsgsFrom(c, call, from)).toEqual([
-      { op: 'cutoff', call, reason: 'stale' },
+      { op: 'cutoff', call, reason: 'stale', action: 'terminate' },
       { op: 'error', ref: barrier, call, reason: 'call_ended', message: expect.any(String) },
     ]);
     expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '999800' });

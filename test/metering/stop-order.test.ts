@@ -66,7 +66,7 @@ async function tickThenStop(
   const stopped = await via.waitFor((m) => m.ref === sr);
   const ticked = await via.waitFor((m) => m.ref === tr);
   const after = bal - sec * 100;
-  expect(ticked).toEqual({ op: 'ticked', ref: tr, call, balance: after, secLeft: after / 100 });
+  expect(ticked).toMatchObject({ op: 'ticked', ref: tr, call, balance: after, secLeft: after / 100 });
   expect(stopped).toEqual({ op: 'stopped', ref: sr, call, billedSec: sec, cost: sec * 100, balance: after });
   return { call, bal: after };
 }
@@ -110,7 +110,7 @@ describe('a stop never overtakes ticks sent before it', () => {
         cost: sec * 100,
         balance: bal,
       });
-      expect(await c.waitFor((m) => m.ref === tr[i])).toEqual({
+      expect(await c.waitFor((m) => m.ref === tr[i])).toMatchObject({
         op: 'ticked',
         ref: tr[i],
         call: calls[i],

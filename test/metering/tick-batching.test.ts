@@ -74,7 +74,7 @@ describe('call_tick batched per bucket', () => {
 
     for (let i = 0; i < 5; i++) {
       const bal = 1_000_000 - (2 + i) * 100;
-      expect(await c.waitFor((m) => m.ref === tr[i])).toEqual({
+      expect(await c.waitFor((m) => m.ref === tr[i])).toMatchObject({
         op: 'ticked',
         ref: tr[i],
         call: calls[i],
@@ -113,7 +113,7 @@ describe('call_tick batched per bucket', () => {
       { op: 'tick', call: calls[1], sec: 3, ref: rg },
     ]);
     expect(await c.waitFor((m) => m.ref === rb)).toMatchObject({ op: 'error', reason: 'internal' });
-    expect(await c.waitFor((m) => m.ref === rg)).toEqual({
+    expect(await c.waitFor((m) => m.ref === rg)).toMatchObject({
       op: 'ticked',
       ref: rg,
       call: calls[1],

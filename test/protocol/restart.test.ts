@@ -60,7 +60,7 @@ describe('gateway restart mid-call', () => {
     expect(started).toMatchObject({ op: 'started', call, maxSec: FACE / RATE, balance: FACE, rate: RATE });
     for (let sec = 1; sec <= 10; sec++) {
       const t = await ca.request({ op: 'tick', ref: `a${sec}`, call, sec });
-      expect(t).toEqual({
+      expect(t).toMatchObject({
         op: 'ticked',
         ref: `a${sec}`,
         call,
@@ -76,7 +76,7 @@ describe('gateway restart mid-call', () => {
     const b = await gw();
     const cb = await Client.connect(b.port, tok, { binary: true });
     // The last tick repeated after the reconnect bills nothing.
-    expect(await cb.request({ op: 'tick', ref: 'b10', call, sec: 10 })).toEqual({
+    expect(await cb.request({ op: 'tick', ref: 'b10', call, sec: 10 })).toMatchObject({
       op: 'ticked',
       ref: 'b10',
       call,
@@ -85,7 +85,7 @@ describe('gateway restart mid-call', () => {
     });
     for (let sec = 11; sec <= 20; sec++) {
       const t = await cb.request({ op: 'tick', ref: `b${sec}`, call, sec });
-      expect(t).toEqual({
+      expect(t).toMatchObject({
         op: 'ticked',
         ref: `b${sec}`,
         call,
@@ -154,14 +154,14 @@ describe('two gateways at once', () => {
       op: 'started',
       maxSec: 10_000,
     });
-    expect(await cb.request({ op: 'tick', ref: 2, call, sec: 5 })).toEqual({
+    expect(await cb.request({ op: 'tick', ref: 2, call, sec: 5 })).toMatchObject({
       op: 'ticked',
       ref: 2,
       call,
       balance: FACE - 500,
       secLeft: 9_995,
     });
-    expect(await ca.request({ op: 'tick', ref: 3, call, sec: 8 })).toEqual({
+    expect(await ca.request({ op: 'tick', ref: 3, call, sec: 8 })).toMatchObject({
       op: 'ticked',
       ref: 3,
       call,
@@ -169,7 +169,7 @@ describe('two gateways at once', () => {
       secLeft: 9_992,
     });
     // A tick that goes back, on the other gateway, changes nothing.
-    expect(await cb.request({ op: 'tick', ref: 4, call, sec: 6 })).toEqual({
+    expect(await cb.request({ op: 'tick', ref: 4, call, sec: 6 })).toMatchObject({
       op: 'ticked',
       ref: 4,
       call,

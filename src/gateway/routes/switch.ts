@@ -1,26 +1,32 @@
-import type { Metering, TickResult } from '../../metering/service';
+import type { FinalAction, Metering, TickResult } from '../../metering/service';
 import type { Metrics } from '../../observability/metrics';
-import { PingMsg, QuoteMsg, StartMsg, StopMsg, TickMsg } from '../../protocol/switch';
+import { PingMsg, QuoteMsg, StartMsg, StopMsg, TickMsg, UpdateMsg } from '../../protocol/switch';
 import { compile } from '../../protocol/validator';
 import type { Route, Routes } from '../dispatch';
 
 const DEST_FORMAT =
   'dest must be in international format: the country code first, after an optional + or 00; no national trunk prefix 0';
 
+/** A final grant's fields in started, ticked, granted and cutoff: what to do when it runs out. */
+const finalFields = (f: FinalAction | undefined): object =>
+  f === undefined ? {} : f.redirect === undefined ? { action: f.action } : { action: f.action, redirect: f.redirect };
+
 /** The switch protocol's ops (docs/protocol.md) on top of the metering service. */
 export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
-  const answerTick = (m: TickMsg, r: TickResult, reply: (msg: object) => void): void => {
+  /** Alerts and cut-off orders a tick or update brought; false when the answer was an error or nothing. */
+  const answerTick = (m: TickMsg | UpdateMsg, r: TickResult, reply: (msg: object) => void): boolean => {
     metrics.event('tick', r.code);
     if (r.code === 'unknown_call' || r.code === 'call_conflict' || (r.code === 'call_ended' && m.ref !== undefined)) {
-      return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.code, message: `tick refused: ${r.code}` });
+      reply({ op: 'error', ref: m.ref, call: m.call, reason: r.code, message: `${m.op} refused: ${r.code}` });
+      return false;
     }
     if (r.code === 'call_ended') {
       // Closed by the reaper while the switch still talks: tell it to hang up, or the call runs unmetered.
       if (r.cut === 'stale') {
         metrics.cutoffs.inc({ reason: 'stale' });
-        reply({ op: 'cutoff', call: m.call, reason: 'stale' });
+        reply({ op: 'cutoff', call: m.call, reason: 'stale', action: 'terminate' });
       }
-      return;
+      return false;
     }
     for (const level of r.alerts) {
       metrics.alerts.inc({ level });
@@ -28,15 +34,17 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
     }
     if (r.cut) {
       if (r.freshCut) metrics.cutoffs.inc({ reason: r.cut });
-      reply({ op: 'cutoff', call: m.call, reason: r.cut });
+      // A blocked ID is cut, never redirected to buy more.
+      const action = r.cut === 'exhausted' ? (r.final ?? { action: 'terminate' }) : { action: 'terminate' as const };
+      reply({ op: 'cutoff', call: m.call, reason: r.cut, ...finalFields(action) });
     }
-    if (m.ref !== undefined) reply({ op: 'ticked', ref: m.ref, call: m.call, balance: r.balance, secLeft: r.secLeft });
+    return true;
   };
 
   const start: Route<StartMsg> = {
     check: compile(StartMsg),
     async handle(m, conn, reply) {
-      const r = await metering.start(conn.token.name, m.call, m.id, m.dest);
+      const r = await metering.start(conn.token.name, m.call, m.id, m.dest, m.mode);
       metrics.event('start', r.ok ? 'ok' : r.reason);
       if (!r.ok)
         return reply({
@@ -53,9 +61,15 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
         ref: m.ref,
         call: m.call,
         maxSec: r.maxSec,
+        grant: r.grant,
         balance: r.balance,
         rate: r.rate,
         fee: r.fee,
+        final: r.final,
+        ...(r.final ? finalFields(r.finalAction) : {}),
+        onFailure: r.onFailure.action,
+        failureSec: r.onFailure.sec,
+        ...(m.mode === 'quota' ? { validity: r.validitySec } : {}),
       });
     },
   };
@@ -65,7 +79,40 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
     handleCb(m, conn, reply, done) {
       metering.tick(conn.token.name, m.call, m.sec, (err, r) => {
         if (err || !r) return done(err ?? new Error('no tick result'));
-        answerTick(m, r, reply);
+        if (answerTick(m, r, reply) && m.ref !== undefined)
+          reply({
+            op: 'ticked',
+            ref: m.ref,
+            call: m.call,
+            balance: r.balance,
+            secLeft: r.secLeft,
+            grant: r.grant,
+            ...(r.final ? { final: true, ...finalFields(r.final) } : {}),
+          });
+        done();
+      });
+    },
+  };
+
+  // Quota mode: billed exactly as a tick of the same seconds, answered with the next grant.
+  const update: Route<UpdateMsg> = {
+    check: compile(UpdateMsg),
+    handleCb(m, conn, reply, done) {
+      metering.tick(conn.token.name, m.call, m.sec, (err, r) => {
+        if (err || !r) return done(err ?? new Error('no update result'));
+        metrics.event('update', r.code);
+        if (answerTick(m, r, reply))
+          reply({
+            op: 'granted',
+            ref: m.ref,
+            call: m.call,
+            grant: r.grant,
+            balance: r.balance,
+            secLeft: r.secLeft,
+            validity: r.validitySec,
+            final: r.final !== undefined,
+            ...finalFields(r.final),
+          });
         done();
       });
     },
@@ -115,5 +162,5 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
     },
   };
 
-  return { start, tick, stop, quote, ping };
+  return { start, tick, update, stop, quote, ping };
 }

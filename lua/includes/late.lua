@@ -1,0 +1,41 @@
+-- @include "tariff"
+-- A stop for a closed call. Usually a repeat: it gets the first answer. But a
+-- call the reaper closed (cause `stale`) may have gone on: its switch lost
+-- Tessera for a while and, under a `continue` failure policy (or within its
+-- grant), kept talking. Its stop reports seconds the reaper never saw; they
+-- are billed now, from what is free of the balance (never below zero, the
+-- rest as short), in a second call record with cause `late` for just those
+-- seconds, so the first record stays as written and the audit sums both.
+local function late_stop(s, skey, ikey, cdr, now, sec)
+  local c = redis.call('HMGET', skey, 'cost', 'bal1', 'rec', 'cause', 'short', 'ans', 'start')
+  local cost, bal = tonumber(c[1]), tonumber(c[2])
+  local used = tonumber(s.used)
+  if (c[4] ~= 'stale' and c[4] ~= 'late') or sec <= used then return { 'ok', tonumber(s.billed), cost, bal, c[3], 1 } end
+  local t = tariff_parse(s.tar)
+  local ans = tonumber(c[6]) or math.max(tonumber(c[7]), now - sec * 1000)
+  local billed = tonumber(s.billed)
+  local n = tariff_charged(t, sec)
+  local owed = 0
+  if n > billed then owed = tariff_cost(t, ans, n) - tariff_cost(t, ans, billed) end
+  local idf = redis.call('HMGET', ikey, 'bal', 'rsv', 'st')
+  local idBal, rsv = tonumber(idf[1]) or 0, tonumber(idf[2]) or 0
+  local take = owed
+  if take > idBal - rsv then take = math.max(0, idBal - rsv) end
+  idBal = idBal - take
+  if idBal == 0 and idf[3] == 'sold' then
+    redis.call('HSET', ikey, 'bal', '0', 'st', 'exhausted')
+  else
+    redis.call('HSET', ikey, 'bal', int(idBal))
+  end
+  local m = redis.call('HMGET', skey, 'sw', 'call', 'idh', 'dest')
+  local rec = redis.call('XADD', cdr, '*',
+    'switch', m[1], 'call', m[2], 'id', m[3], 'dest', m[4],
+    'start', c[7], 'answer', c[6] or '', 'end', int(now),
+    'sec', int(n - billed), 'used', int(sec - used), 'blocks', '',
+    'rate', int(tariff_rate(t, ans, used)), 'fee', '0', 'disc', '0',
+    'cost', int(take), 'short', int(owed - take), 'bal', int(idBal), 'cause', 'late')
+  cost = cost + take
+  redis.call('HSET', skey, 'billed', int(n), 'used', int(sec), 'cost', int(cost), 'bal1', int(idBal), 'rec', rec,
+    'cause', 'late', 'short', int(tonumber(c[5]) + owed - take))
+  return { 'ok', n, cost, idBal, rec, 0 }
+end
