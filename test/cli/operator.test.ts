@@ -461,8 +461,11 @@ describe('export', () => {
       answer: expect.stringMatching(/^\d+$/),
       end: expect.stringMatching(/^\d+$/),
       sec: '7',
+      used: '7',
+      blocks: '7',
       rate: '200',
       fee: '0',
+      disc: '0',
       cost: '1400',
       short: '0',
       bal: '998600',
@@ -476,7 +479,7 @@ describe('export', () => {
     const csv = await cli('export', 'calls', '--format', 'csv');
     expect(csv.code).toBe(0);
     expect(lines(csv.out)[0]).toBe(
-      'record,time,switch,call,id,dest,start,answer,end,sec,rate,fee,cost,short,bal,cause',
+      'record,time,switch,call,id,dest,start,answer,end,sec,used,blocks,rate,fee,disc,cost,short,bal,cause',
     );
     const rows = parse<Record<string, string>>(csv.out, { columns: true });
     expect(rows).toHaveLength(recs.length);

@@ -60,7 +60,13 @@ describe('cut-offs are counted once', () => {
     const ticks: Msg[] = range(1, 10).map((sec) => ({ op: 'tick', call, sec }));
     ticks[9]!.ref = r10;
     c.send(ticks);
-    expect(await c.waitFor((m) => m.ref === r10)).toMatchObject({ op: 'ticked', ref: r10, call, balance: 0, secLeft: 0 });
+    expect(await c.waitFor((m) => m.ref === r10)).toMatchObject({
+      op: 'ticked',
+      ref: r10,
+      call,
+      balance: 0,
+      secLeft: 0,
+    });
     expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted', action: 'terminate' }]);
     expect(await idFields(h, id)).toMatchObject({ st: 'exhausted', bal: '0' });
     expect(await cutoffs('exhausted')).toBe(before + 1);
@@ -112,7 +118,13 @@ describe('cut as soon as a second can no longer be paid', () => {
     expect(started).toMatchObject({ maxSec: 10, balance: 1050, rate: 100, fee: 0 });
     const r9 = ref();
     c.send(range(1, 9).map((sec) => ({ op: 'tick', call, sec, ...(sec === 9 ? { ref: r9 } : {}) })));
-    expect(await c.waitFor((m) => m.ref === r9)).toMatchObject({ op: 'ticked', ref: r9, call, balance: 150, secLeft: 1 });
+    expect(await c.waitFor((m) => m.ref === r9)).toMatchObject({
+      op: 'ticked',
+      ref: r9,
+      call,
+      balance: 150,
+      secLeft: 1,
+    });
     expect(msgs(c, call, 'cutoff')).toEqual([]);
 
     expect(await c.request({ op: 'tick', ref: ref(), call, sec: 10 })).toMatchObject({

@@ -36,9 +36,14 @@ async function alive(w: Wire, binary: boolean): Promise<void> {
     ref: `${call}-s`,
     call,
     maxSec: 10_000,
+    grant: 10_000,
     balance: 1_000_000,
     rate: 100,
     fee: 0,
+    final: true,
+    action: 'terminate',
+    onFailure: 'terminate',
+    failureSec: 0,
   });
   const e = await w.request({ op: 'stop', ref: `${call}-e`, call, sec: 0 }, binary);
   expect(e.msg).toEqual({ op: 'stopped', ref: `${call}-e`, call, billedSec: 0, cost: 0, balance: 1_000_000 });
@@ -445,7 +450,7 @@ describe('overloaded', () => {
         binary,
       );
       const first = await w.waitFor((m) => m.ref === `${tag}0`);
-      expect(first.msg).toEqual({
+      expect(first.msg).toMatchObject({
         op: 'started',
         ref: `${tag}0`,
         call: `ov-${tag}-0`,
