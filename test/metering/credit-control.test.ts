@@ -12,6 +12,7 @@ import { cdrsOf, connectSwitch, msgs, newCall, range, sendTicks } from './fixtur
 import type { Gateway } from '../../src/gateway/server';
 import type { TalkProduct } from '../../src/catalog/schema';
 import { audit } from '../../src/ledger/audit';
+import { setIdState } from '../../src/ledger/ids';
 
 let h: Harness;
 let gw: Gateway;
@@ -181,7 +182,6 @@ describe('final unit and redirect', () => {
     const [id] = await soldIds(h, product);
     const call = newCall();
     await start(id!, call);
-    const { setIdState } = await import('../../src/ledger/ids');
     await setIdState(h.ctx, id!, 'block', 'test');
     await tick(call, 1);
     expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'blocked', action: 'terminate' }]);
