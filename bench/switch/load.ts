@@ -74,6 +74,7 @@ export function splitEngines(
       callPrefix: `${prefix}w${w}.`,
       duration: opts.duration,
       refEvery: opts.refEvery,
+      quota: opts.quota,
       ramp: opts.ramp,
       slotMs: opts.slotMs,
       frame: opts.frame,

@@ -38,6 +38,8 @@ export interface EngineConfig {
   callPrefix: string;
   duration: number;
   refEvery: number;
+  /** Quota mode: calls start with mode 'quota' and report with `update` (always answered `granted`). */
+  quota: boolean;
   ramp: number;
   slotMs: number;
   frame: number;
@@ -327,7 +329,9 @@ export class Engine {
     this.c.startsSent++;
     if (this.starts.first === 0) this.starts.first = Date.now();
     const call = this.cfg.calls[i]!;
-    return { op: 'start', ref: this.newRef(now, K_START), call: this.names[i], id: call.id, dest: call.dest };
+    const start: Msg = { op: 'start', ref: this.newRef(now, K_START), call: this.names[i], id: call.id, dest: call.dest };
+    if (this.cfg.quota) start.mode = 'quota';
+    return start;
   }
 
   private stopMsg(i: number, now: number): Msg {
@@ -346,9 +350,10 @@ export class Engine {
       const k = this.crossingIdx.get(s);
       if (k !== undefined) this.alertT[slot * this.cfg.crossings.length + k] = now;
     }
-    if (!withRef) return { op: 'tick', call: this.names[i], sec: s };
+    const op = this.cfg.quota ? 'update' : 'tick';
+    if (!withRef && !this.cfg.quota) return { op, call: this.names[i], sec: s };
     this.c.tickRefsSent++;
-    return { op: 'tick', call: this.names[i], sec: s, ref: this.newRef(now, K_TICK, frame) };
+    return { op, call: this.names[i], sec: s, ref: this.newRef(now, K_TICK, frame) };
   }
 
   // ---------------------------------------------------------------- replies
@@ -368,6 +373,7 @@ export class Engine {
 
   private onMessage(c: number, m: Msg, now: number): void {
     switch (m.op) {
+      case 'granted':
       case 'ticked': {
         this.c.ticked++;
         const s = this.slotOf(m.ref);

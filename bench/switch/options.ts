@@ -9,6 +9,8 @@ export const USAGE = `npm run bench:switch -- [flags]
   --conns M              switch WebSocket connections [20]
   --duration S           seconds of ticking [30]
   --ref-every K          1 tick in K carries a ref, answered by 'ticked' (1 = all) [calls: 10, max: 1]
+  --quota                calls start in quota mode and report with 'update' (each answered 'granted')
+                         instead of ticks; the figures for ticks are then those of updates
   --alert-frac F         share of calls whose product crosses thresholds during the run [0.2]
   --ramp S               calls mode: starts spread over S seconds [1]
   --slot-ms MS           calls mode: timer granularity [10]
@@ -45,6 +47,7 @@ export interface Options {
   conns: number;
   duration: number;
   refEvery: number;
+  quota: boolean;
   alertFrac: number;
   ramp: number;
   slotMs: number;
@@ -79,6 +82,7 @@ export function options(argv: string[]): Options {
       duration: { type: 'string', default: '30' },
       'ref-every': { type: 'string' },
       'alert-frac': { type: 'string', default: '0.2' },
+      quota: { type: 'boolean', default: false },
       ramp: { type: 'string', default: '1' },
       'slot-ms': { type: 'string', default: '10' },
       frame: { type: 'string', default: '25' },
@@ -114,6 +118,7 @@ export function options(argv: string[]): Options {
     conns: intFlag('conns', values.conns, 1, 10_000),
     duration: intFlag('duration', values.duration, 1, 86_400),
     refEvery: intFlag('ref-every', values['ref-every'] ?? (mode === 'max' ? '1' : '10'), 1),
+    quota: values.quota === true,
     alertFrac,
     ramp,
     slotMs: intFlag('slot-ms', values['slot-ms'], 1, 1000),

@@ -153,6 +153,7 @@ function figures(r: SwitchRun, totalSec: number): object {
       conns: opts.conns,
       duration: opts.duration,
       refEvery: opts.refEvery,
+      quota: opts.quota,
       alertFrac: opts.alertFrac,
       ramp: opts.ramp,
       frame: opts.frame,
