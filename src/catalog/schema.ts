@@ -37,6 +37,12 @@ export const TalkProduct = Type.Object(
     thresholds: Type.Array(Type.Integer({ minimum: 1, maximum: 86400 }), { default: [300, 60, 10], maxItems: 16 }),
     expiryDays: ExpiryDays(180),
     maxCalls: Type.Integer({ minimum: 1, maximum: 100, default: 1 }),
+    /**
+     * Caller numbers that may be registered to an ID for PIN-less login (0 forbids
+     * it; absent: 2), and an owner's changes to them per day (absent: 4).
+     */
+    maxAnis: Type.Optional(Type.Integer({ minimum: 0, maximum: 10 })),
+    aniChangesPerDay: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
   },
   { additionalProperties: false },
 );
