@@ -8,7 +8,9 @@ ARGV[3] switch name
 ARGV[4] call id (as the switch sent it)
 ARGV[5] ID hash (for the call record)
 ARGV[6] ring grace (ms): an unanswered call counts as stale this much later than an answered one
-ARGV[7..] triples: rate plan name, rate (micro-units/s), connection fee (micro-units):
+ARGV[7] ANI hash when the switch started the call by caller number (the gateway found the ID by
+        it), else '': the ID must still list that number, or the call is refused unknown_ani
+ARGV[8..] triples: rate plan name, rate (micro-units/s), connection fee (micro-units):
           the destination's rate in every plan that has one; the ID's plan picks.
 Returns {'ok', maxSec, balance, rate, fee, duplicate(0|1)} or {'err', reason}.
 A repeated start of a live call returns the first answer and changes nothing.
@@ -22,6 +24,8 @@ if s[1] then
   if s[1] ~= 'live' then return { 'err', 'call_ended' } end
   return { 'ok', tonumber(s[4]), tonumber(s[5]), tonumber(s[6]), tonumber(s[7]), 1 }
 end
+-- Caller-number login: a number moved or removed since the gateway read its index bills nobody.
+if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[1], 'ani:' .. ARGV[7]) == 0 then return { 'err', 'unknown_ani' } end
 
 local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'plan', 'maxc', 'act', 'exp', 'expd', 'thr')
 local st = f[1]
@@ -37,7 +41,7 @@ end
 local bal = tonumber(f[3])
 if bal <= 0 then return { 'err', 'exhausted' } end
 
-local rate, fee = rate_of(f[4], 7)
+local rate, fee = rate_of(f[4], 8)
 if not rate then return { 'err', 'no_rate' } end
 if (tonumber(f[6]) or 0) >= (tonumber(f[5]) or 1) then return { 'err', 'concurrent_limit' } end
 

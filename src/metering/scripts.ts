@@ -51,6 +51,8 @@ export interface StartArgs {
   idHash: string;
   /** How much later than an answered call an unanswered one counts as stale (ms). */
   ringGraceMs: number;
+  /** The caller number's hash when the call was started by `ani`, else '': the ID must still list it. */
+  aniHash: string;
   /** The destination's rate in every plan that has one: name, rate, fee triples (CatalogCache.rateArgs). */
   rates: readonly (string | number)[];
 }
@@ -61,7 +63,7 @@ export async function callStart(scripts: Scripts, ck: CallKeys, a: StartArgs): P
     await scripts.run(
       'call_start',
       [ck.id, ck.session, ck.live],
-      [a.now, a.dest, a.sw, a.call, a.idHash, a.ringGraceMs, ...a.rates],
+      [a.now, a.dest, a.sw, a.call, a.idHash, a.ringGraceMs, a.aniHash, ...a.rates],
     ),
   );
   if (r[0] === 'err') return { ok: false, reason: str('call_start', r, 1) };
