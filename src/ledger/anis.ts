@@ -159,6 +159,11 @@ export class AniRegistry {
       if (claim.state === 'new') await aniIndex(scripts, p.key, 'release', idKey);
       return r;
     }
+    // Another ID took the number over while it was being listed here (it found this ID not listing it yet).
+    if ((await redis.get(p.key)) !== idKey) {
+      await aniBind(scripts, idKey, { op: 'remove', aniHash: p.hash, changes: 0, windowMs: ANI_WINDOW_MS });
+      return { ok: false, reason: 'ani_taken' };
+    }
     await replicated(redis, p.key, idKey);
     return r;
   }

@@ -7,9 +7,10 @@
 import { randomInt } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
+import { aniPlace } from '../../src/ledger/anis';
 import { cli, cliEnv, setEnv } from '../support/cli';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
-import { idFields } from '../support/redis';
+import { idFields, idKeyOf } from '../support/redis';
 import { Client } from '../support/ws-client';
 
 let h: Harness;
@@ -86,5 +87,32 @@ describe('tessera ani', () => {
     expect(r.err).toMatch(/^refused: (unknown_id|bad_checksum)\n$/);
     expect((await cli('ani', 'add', id)).code).toBe(2);
     expect((await cli('ani', 'frob', id)).code).toBe(2);
+  });
+});
+
+describe('what a crash between the two writes leaves', () => {
+  it('an index naming an ID that does not list the number is taken over by the next add', async () => {
+    const [a, b] = (await soldIds(h, P, 2)) as [string, string];
+    const ani = newAni();
+    // A crash after the index was claimed for A, before A listed the number.
+    await h.r.set(aniPlace(h.ctx.ids, ani)!.key, idKeyOf(h, a));
+    expect(await startBy(ani)).toMatchObject({ op: 'error', reason: 'unknown_ani' });
+    const r = await cli('ani', 'add', b, ani);
+    expect(r.code).toBe(0);
+    expect(await h.r.get(aniPlace(h.ctx.ids, ani)!.key)).toBe(idKeyOf(h, b));
+    expect(await startBy(ani)).toMatchObject({ op: 'started' });
+    expect((await idFields(h, b)).act).toBe('1');
+  });
+
+  it('listing an ID drops a number whose index names another ID, without counting a change', async () => {
+    const [a, b] = (await soldIds(h, P, 2)) as [string, string];
+    const ani = newAni();
+    expect((await cli('ani', 'add', a, ani)).code).toBe(0);
+    // A listed the number, but the index names B (a move that stopped half-way, then B listed it).
+    await h.r.set(aniPlace(h.ctx.ids, ani)!.key, idKeyOf(h, b));
+    expect(json((await cli('ani', 'list', a)).out)).toEqual({ numbers: [] });
+    expect((await idFields(h, a)).anis).toBe('');
+    expect((await idFields(h, a)).anich).toBeUndefined();
+    expect(await startBy(ani)).toMatchObject({ op: 'error', reason: 'unknown_ani' });
   });
 });
