@@ -9,7 +9,9 @@ ARGV[4] call id (as the switch sent it)
 ARGV[5] ID hash (for the call record)
 ARGV[6] ring grace (ms): an unanswered call counts as stale this much later than an answered one
 ARGV[7] mode: 'tick' (the switch reports every second) or 'quota' (it reports when it asks again)
-ARGV[8..] pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
+ARGV[8] ANI hash when the switch started the call by caller number (the gateway found the ID by
+        it), else '': the ID must still list that number, or the call is refused unknown_ani
+ARGV[9..] pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
           tariff in every plan that has one; the ID's plan picks.
 Returns {'ok', maxSec, balance, rate, fee, duplicate(0|1), grant, final(0|1), finalAction,
          onFailure, failureSec, validitySec} or {'err', reason}.
@@ -31,6 +33,8 @@ if s[1] then
   return { 'ok', tonumber(s[4]), tonumber(s[5]), tariff_rate(t, now, 0), t.fee, 1, tonumber(s[7]),
     s[8] == '1' and 1 or 0, s[9], fail, tonumber(fsec), tonumber(s[11]) }
 end
+-- Caller-number login: a number moved or removed since the gateway read its index bills nobody.
+if ARGV[8] ~= '' and redis.call('HEXISTS', KEYS[1], 'ani:' .. ARGV[8]) == 0 then return { 'err', 'unknown_ani' } end
 
 local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'plan', 'maxc', 'act', 'exp', 'expd', 'thr', 'rsv', 'cc')
 local st = f[1]
@@ -46,7 +50,7 @@ end
 local bal = tonumber(f[3])
 if bal <= 0 then return { 'err', 'exhausted' } end
 
-local desc = rate_of(f[4], 8)
+local desc = rate_of(f[4], 9)
 if not desc then return { 'err', 'no_rate' } end
 local maxc = tonumber(f[5]) or 1
 if (tonumber(f[6]) or 0) >= maxc then return { 'err', 'concurrent_limit' } end

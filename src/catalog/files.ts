@@ -2,7 +2,7 @@
  * Catalog files as operators write them: JSON (an array, or an object holding
  * one) or CSV with a header row. Values are validated by the catalog store.
  *
- * products.csv: name,kind,currency,face,price,plan,thresholds,expiryDays,maxCalls,title,webShop
+ * products.csv: name,kind,currency,face,price,plan,thresholds,expiryDays,maxCalls,maxAnis,aniChangesPerDay,title,webShop
  *               (thresholds separated by spaces or semicolons, e.g. "300;60;10"; webShop 1/true/yes
  *               puts the product on public sale)
  * rates.csv:    plan,prefix,rate,fee

@@ -60,6 +60,12 @@ export const TalkProduct = Type.Object(
     failureSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 86400 })),
     /** In quota mode, how long a grant is valid: the switch asks again by then even if it is not used up. */
     quotaValiditySec: Type.Optional(Type.Integer({ minimum: 10, maximum: 86400 })),
+    /**
+     * Caller numbers that may be registered to an ID for PIN-less login (0 forbids
+     * it; absent: 2), and an owner's changes to them per day (absent: 4).
+     */
+    maxAnis: Type.Optional(Type.Integer({ minimum: 0, maximum: 10 })),
+    aniChangesPerDay: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
   },
   { additionalProperties: false },
 );

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { openContext, type Context } from '../app/context';
 import { CatalogCache } from '../catalog/cache';
 import type { Config } from '../config/config';
+import { AniRegistry, aniTermsOf } from '../ledger/anis';
 import { Reaper } from '../metering/reaper';
 import { Metering } from '../metering/service';
 import { Metrics } from '../observability/metrics';
@@ -81,6 +82,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
     inventory: s.inventory,
     purchases: s.purchases,
     checks: s.checks,
+    anis: new AniRegistry(s.ctx, (product) => aniTermsOf(s.catalog.product(product))),
     publicUrl,
     trustProxy: cfg.trustProxy,
     log,

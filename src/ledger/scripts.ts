@@ -4,7 +4,7 @@
  * type. Nothing else in ledger/ calls a script or reads a raw reply.
  */
 import { keys } from '../redis/keys';
-import { replyError } from '../redis/reply';
+import { num, replyError, str, tagged } from '../redis/reply';
 import type { Scripts } from '../redis/scripts';
 
 /** An ID as the scripts find it: its key and bucket. */
@@ -92,4 +92,52 @@ export async function trimArchived(
   const r = await scripts.run('trim', [key, keys.checkpoint(bucket)], [stream, upTo]);
   if (typeof r !== 'number') throw replyError('trim', r);
   return r;
+}
+
+/** What lua/ani_index answers: for a claim, whether it wrote the index; for a release, whether it deleted it. */
+export type AniIndexReply = { state: 'new' | 'same' | 'gone' | 'kept' } | { state: 'taken'; idKey: string };
+
+/**
+ * Points a caller number's index at an ID (`claim`, taking it only from `from`
+ * when it names another ID), or deletes it when it names this ID (`release`).
+ */
+export async function aniIndex(
+  scripts: Scripts,
+  indexKey: string,
+  op: 'claim' | 'release',
+  idKey: string,
+  from = '',
+): Promise<AniIndexReply> {
+  const r = tagged('ani_index', await scripts.run('ani_index', [indexKey], [op, idKey, from]));
+  const state = r[0];
+  if (state === 'taken') return { state, idKey: str('ani_index', r, 1) };
+  if (state === 'new' || state === 'same' || state === 'gone' || state === 'kept') return { state };
+  throw replyError('ani_index', r);
+}
+
+export type AniBindReply = { ok: true; change: 'new' | 'same' | 'gone'; count: number } | { ok: false; reason: string };
+
+export interface AniBinding {
+  op: 'add' | 'remove';
+  aniHash: string;
+  /** For an add: the number, sealed. */
+  sealed?: string;
+  /** For an add: how many numbers the ID may have. */
+  max?: number;
+  /** Changes allowed per window; 0 for none counted (the operator, a repair). */
+  changes: number;
+  windowMs: number;
+}
+
+/** Adds a caller number to an ID's list or takes it off, within the product's limit and the change rate. */
+export async function aniBind(scripts: Scripts, idKey: string, b: AniBinding, now = Date.now()): Promise<AniBindReply> {
+  const r = tagged(
+    'ani_bind',
+    await scripts.run('ani_bind', [idKey], [now, b.op, b.aniHash, b.sealed ?? '', b.max ?? 0, b.changes, b.windowMs]),
+  );
+  const change = r[1];
+  if (r[0] === 'ok' && (change === 'new' || change === 'same' || change === 'gone'))
+    return { ok: true, change, count: num('ani_bind', r, 2) };
+  if (r[0] === 'err') return { ok: false, reason: str('ani_bind', r, 1) };
+  throw replyError('ani_bind', r);
 }

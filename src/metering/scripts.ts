@@ -94,6 +94,8 @@ export interface StartArgs {
   /** How much later than an answered call an unanswered one counts as stale (ms). */
   ringGraceMs: number;
   mode: 'tick' | 'quota';
+  /** The caller number's hash when the call was started by `ani`, else '': the ID must still list it. */
+  aniHash: string;
   /** The destination's tariff in every plan that has one: (plan, descriptor) pairs (CatalogCache.rateArgs). */
   rates: readonly string[];
 }
@@ -104,7 +106,7 @@ export async function callStart(scripts: Scripts, ck: CallKeys, a: StartArgs): P
     await scripts.run(
       'call_start',
       [ck.id, ck.session, ck.live],
-      [a.now, a.dest, a.sw, a.call, a.idHash, a.ringGraceMs, a.mode, ...a.rates],
+      [a.now, a.dest, a.sw, a.call, a.idHash, a.ringGraceMs, a.mode, a.aniHash, ...a.rates],
     ),
   );
   if (r[0] === 'err') return { ok: false, reason: str('call_start', r, 1) };

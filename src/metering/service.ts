@@ -2,6 +2,7 @@ import type { CatalogCache } from '../catalog/cache';
 import type { Config } from '../config/config';
 import { checkId } from '../ids/idnum';
 import type { IdKeys } from '../ids/secrets';
+import { resolveAni } from '../ledger/anis';
 import { GuessThrottle } from '../ledger/guess-throttle';
 import type { Metrics } from '../observability/metrics';
 import { keys } from '../redis/keys';
@@ -88,12 +89,16 @@ export class Metering {
     this.ticks = new GroupCommit(redis, this.billTicks, maxTicksPerScript);
   }
 
-  /** Admits a call; `dialled` is the destination as the switch sent it (destDigits). */
+  /**
+   * Admits a call; `dialled` is the destination as the switch sent it (destDigits).
+   * `ani`: the caller's number, when the switch logs in by it instead of an ID.
+   */
   async start(
     sw: string,
     call: string,
     idInput: unknown,
     dialled: string,
+    ani?: unknown,
     mode: 'tick' | 'quota' = 'tick',
   ): Promise<StartResult> {
     // A switch past its guess limit is refused before anything else, a valid ID or not.
@@ -101,9 +106,9 @@ export class Metering {
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
     const dest = destDigits(dialled);
     if (dest === undefined) return { ok: false, reason: 'bad_value' };
-    const checked = checkId(idInput, this.cfg.idLength);
-    if (!checked.ok) return checked;
-    const { hash, bucket } = this.ids.hash(checked.id);
+    const caller = await this.caller(sw, idInput, ani);
+    if (!caller.ok) return caller;
+    const { hash, bucket, aniHash } = caller;
     const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));
     // A call id names one call: claim it for this ID before admitting, so the same
     // id with another ID (whose session would live in another bucket) is refused.
@@ -118,6 +123,7 @@ export class Metering {
       idHash: hash,
       ringGraceMs,
       mode,
+      aniHash,
       rates: this.catalog.rateArgs(dest),
     });
     // A refused call leaves no index behind (guessed IDs must not fill Redis).
@@ -135,22 +141,51 @@ export class Metering {
    * switch's guess counter. Throttled and counted like a start, so it is no way
    * around the guess limit.
    */
-  async quote(sw: string, idInput: unknown, dialled: string): Promise<QuoteResult> {
+  async quote(sw: string, idInput: unknown, dialled: string, ani?: unknown): Promise<QuoteResult> {
     const wait = this.throttle.retryAfter(sw);
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
     const dest = destDigits(dialled);
     if (dest === undefined) return { ok: false, reason: 'bad_value' };
-    const checked = checkId(idInput, this.cfg.idLength);
-    if (!checked.ok) return checked;
-    const { hash, bucket } = this.ids.hash(checked.id);
+    const caller = await this.caller(sw, idInput, ani);
+    if (!caller.ok) return caller;
+    const { hash, bucket } = caller;
+    // call_quote writes nothing: the ID's list is checked here, not in the script.
+    if (caller.aniHash && !(await this.redis.hexists(keys.id(bucket, hash), `ani:${caller.aniHash}`))) {
+      await this.countGuess(sw, { reason: 'unknown_ani' });
+      return { ok: false, reason: 'unknown_ani' };
+    }
     const r = await callQuote(this.scripts, keys.id(bucket, hash), Date.now(), this.catalog.rateArgs(dest));
     if (!r.ok) await this.countGuess(sw, r);
     return r;
   }
 
-  /** An unknown_id answer to a switch is a guess: counted in /metrics and against its guess limit. */
+  /**
+   * Who pays: the ID the switch sent, or the one its `ani` (caller number) is
+   * registered to, found by one read in the number's slot; `aniHash` is then
+   * the number's hash, which call_start checks the ID still lists. An unknown
+   * number counts as a guess, like an unknown ID.
+   */
+  private async caller(
+    sw: string,
+    idInput: unknown,
+    ani: unknown,
+  ): Promise<{ ok: true; hash: string; bucket: number; aniHash: string } | { ok: false; reason: string }> {
+    if (ani === undefined) {
+      const checked = checkId(idInput, this.cfg.idLength);
+      if (!checked.ok) return checked;
+      return { ok: true, ...this.ids.hash(checked.id), aniHash: '' };
+    }
+    const found = await resolveAni(this.redis, this.ids, ani);
+    if (!found.ok) {
+      await this.countGuess(sw, found);
+      return found;
+    }
+    return { ok: true, hash: found.idHash, bucket: found.bucket, aniHash: found.aniHash };
+  }
+
+  /** An unknown_id (or unknown_ani) answer to a switch is a guess: counted in /metrics and against its guess limit. */
   private async countGuess(sw: string, r: { reason: string }): Promise<void> {
-    if (r.reason !== 'unknown_id') return;
+    if (r.reason !== 'unknown_id' && r.reason !== 'unknown_ani') return;
     this.metrics.unknownIdStarts.inc();
     if (await this.throttle.miss(sw)) this.metrics.switchThrottled.inc();
   }

@@ -42,7 +42,7 @@ export class Metrics {
   });
   readonly unknownIdStarts = new Counter({
     name: 'tessera_unknown_id_starts_total',
-    help: 'Switch starts and quotes answered unknown_id (guessing by a switch shows here)',
+    help: 'Switch starts and quotes answered unknown_id or unknown_ani (guessing by a switch shows here)',
     registers: [this.registry],
   });
   readonly switchThrottled = new Counter({

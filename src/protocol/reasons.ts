@@ -86,6 +86,13 @@ export const REASONS = {
   wrong_card_pin: reason(402, 'the card PIN is wrong'),
   wrong_pin: reason(403, 'wrong PIN'),
   locked: reason(429, 'too many wrong PINs; locked for a while'),
+
+  // Caller numbers (ANI login)
+  bad_ani: reason(400, 'not a caller number: international format, 7 to 15 digits, country code first'),
+  unknown_ani: reason(404, 'no ID is registered to this caller number'),
+  ani_taken: reason(409, 'this caller number is registered to another ID'),
+  too_many_anis: reason(409, 'this ID has as many caller numbers as its product allows'),
+  too_many_changes: reason(429, 'too many caller number changes on this ID today; try again tomorrow'),
 } as const satisfies Record<string, ReasonInfo>;
 
 export type Reason = keyof typeof REASONS;

@@ -8,12 +8,19 @@ export const Ref = Type.Union([
 export const CallId = Type.String({ pattern: '^[A-Za-z0-9._:@-]{1,64}$' });
 /** Seconds since answer; a week is far beyond any real call. */
 const Seconds = Type.Integer({ minimum: 0, maximum: 7 * 86400 });
+/**
+ * The caller's number, for caller-number (PIN-less) login: sent instead of `id`,
+ * never with it. E.164 as docs/protocol.md says; checked by the gateway (bad_ani).
+ */
+const Ani = Type.String({ maxLength: 40 });
 
 export const StartMsg = Type.Object({
   op: Type.Literal('start'),
   ref: Ref,
   call: CallId,
-  id: Type.String({ maxLength: 40 }),
+  /** Exactly one of `id` and `ani`. */
+  id: Type.Optional(Type.String({ maxLength: 40 })),
+  ani: Type.Optional(Ani),
   dest: Type.String({ pattern: '^\\+?[0-9]{1,20}$' }),
   /** `tick` (default): the switch reports every second; `quota`: it reports with `update` when it asks again. */
   mode: Type.Optional(Type.Union([Type.Literal('tick'), Type.Literal('quota')])),
@@ -31,11 +38,13 @@ export const StopMsg = Type.Object({
   id: Type.Optional(Type.String({ maxLength: 40 })),
   dest: Type.Optional(Type.String({ pattern: '^\\+?[0-9]{1,20}$' })),
 });
-/** A price enquiry: what a call on `id` to `dest` would cost and how long it could last; starts nothing. */
+/** A price enquiry: what a call on `id` (or the ID `ani` is registered to) to `dest` would cost and how long it could last; starts nothing. */
 export const QuoteMsg = Type.Object({
   op: Type.Literal('quote'),
   ref: Ref,
-  id: Type.String({ maxLength: 40 }),
+  /** Exactly one of `id` and `ani`. */
+  id: Type.Optional(Type.String({ maxLength: 40 })),
+  ani: Type.Optional(Ani),
   dest: Type.String({ pattern: '^\\+?[0-9]{1,20}$' }),
 });
 export const PingMsg = Type.Object({ op: Type.Literal('ping'), ref: Type.Optional(Ref) });

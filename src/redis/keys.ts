@@ -50,6 +50,11 @@ export const keys = {
   pinMisses: (bucket: number, client: string) => `${tag(bucket)}pinip:${client}`,
   /** Where a switch's call lives: call key -> ID key. Tagged by the call key's own bucket. */
   callIndex: (bucket: number, callKey: string) => `${tag(bucket)}cx:${callKey}`,
+  /**
+   * Which ID a caller number (ANI) logs in to: keyed hash of the number -> ID key.
+   * Tagged by the number's own bucket; the source of truth at use (src/ledger/anis.ts).
+   */
+  aniIndex: (bucket: number, aniHash: string) => `${tag(bucket)}ani:${aniHash}`,
 
   products: `${PREFIX}cat:products`,
   plans: `${PREFIX}cat:plans`,

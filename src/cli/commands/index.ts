@@ -4,6 +4,7 @@
  * place in it.
  */
 import type { Command } from '../command';
+import { aniCommands } from './anis';
 import { callCommands } from './call';
 import { catalogCommands } from './catalog';
 import { demoCommands } from './demo';
@@ -17,6 +18,7 @@ import { tokenCommands } from './tokens';
 export const commands: Record<string, Command> = {
   ...catalogCommands,
   ...idCommands,
+  ...aniCommands,
   ...tokenCommands,
   audit: recordCommands.audit,
   ...saleCommands,

@@ -11,6 +11,15 @@ const DEST_FORMAT =
 const finalFields = (f: FinalAction | undefined): object =>
   f === undefined ? {} : f.redirect === undefined ? { action: f.action } : { action: f.action, redirect: f.redirect };
 
+/** A start or quote names its caller by exactly one of `id` and `ani` (caller-number login). */
+function callerError(m: StartMsg | QuoteMsg): object | undefined {
+  if (m.id === undefined && m.ani === undefined)
+    return { op: 'error', ref: m.ref, reason: 'missing_field', message: 'send id, or ani (the caller number)' };
+  if (m.id !== undefined && m.ani !== undefined)
+    return { op: 'error', ref: m.ref, reason: 'bad_value', message: 'send id or ani, not both' };
+  return undefined;
+}
+
 /** The switch protocol's ops (docs/protocol.md) on top of the metering service. */
 export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
   /** Alerts and cut-off orders a tick or update brought; false when the answer was an error or nothing. */
@@ -44,7 +53,9 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
   const start: Route<StartMsg> = {
     check: compile(StartMsg),
     async handle(m, conn, reply) {
-      const r = await metering.start(conn.token.name, m.call, m.id, m.dest, m.mode);
+      const bad = callerError(m);
+      if (bad) return reply({ ...bad, call: m.call });
+      const r = await metering.start(conn.token.name, m.call, m.id, m.dest, m.ani, m.mode);
       metrics.event('start', r.ok ? 'ok' : r.reason);
       if (!r.ok)
         return reply({
@@ -133,7 +144,9 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
   const quote: Route<QuoteMsg> = {
     check: compile(QuoteMsg),
     async handle(m, conn, reply) {
-      const r = await metering.quote(conn.token.name, m.id, m.dest);
+      const bad = callerError(m);
+      if (bad) return reply(bad);
+      const r = await metering.quote(conn.token.name, m.id, m.dest, m.ani);
       metrics.event('quote', r.ok ? 'ok' : r.reason);
       if (!r.ok)
         return reply({

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { HttpRequest } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { CatalogCache } from '../../../catalog/cache';
+import type { AniRegistry } from '../../../ledger/anis';
 import type { CheckLinks } from '../../../sales/check';
 import type { Inventory } from '../../../sales/inventory';
 import type { Purchases } from '../../../sales/purchase';
@@ -20,6 +21,8 @@ export interface PageDeps {
   inventory: Inventory;
   purchases: Purchases;
   checks: CheckLinks;
+  /** Caller numbers, which the check page lets an owner register. */
+  anis: AniRegistry;
   publicUrl: () => string;
   trustProxy: boolean;
   log: Logger;

@@ -79,7 +79,47 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
   <button type="submit">Show my number</button>
 </form>`;
 
-export const checkedPage = (r: Extract<CheckResult, { ok: true }>): Html => html`<h1>Your ID number</h1>
+/** A talk ID's caller numbers on its check page: E.164 digits, its product's limit, what the last change did. */
+export interface AniSection {
+  numbers: readonly string[];
+  max: number;
+  note?: { ok: boolean; text: string };
+}
+
+/** Each change to the caller numbers is a form of its own, and asks for the PIN again. */
+const aniForms = (s: AniSection, action: string, formToken: string): Html => html`<h2>Caller numbers</h2>
+<p>Calls from a phone whose number is registered here need no ID number: the access number recognises the phone. Up to ${String(s.max)} number${s.max === 1 ? '' : 's'}; a number can be registered to one ID only.</p>
+${s.note ? html`<p class="${s.note.ok ? 'ok' : 'error'}" role="alert" id="ani-note">${s.note.text}</p>` : ''}
+<ul id="anis">${s.numbers.map(
+  (n) => html`<li><span class="ani">+${n}</span>
+<form method="post" action="${action}">
+  <input type="hidden" name="form" value="${formToken}">
+  <input type="hidden" name="op" value="ani_remove">
+  <input type="hidden" name="ani" value="${n}">
+  <label>Your PIN <input name="pin" type="password" inputmode="numeric" autocomplete="off" required></label>
+  <button type="submit">Remove</button>
+</form></li>`,
+)}</ul>
+${
+  s.numbers.length < s.max
+    ? html`<form method="post" action="${action}" id="ani-add">
+  <input type="hidden" name="form" value="${formToken}">
+  <input type="hidden" name="op" value="ani_add">
+  <label for="ani">Add a caller number, country code first (for example +44 20 7946 0000)</label>
+  <input id="ani" name="ani" inputmode="tel" autocomplete="tel" required>
+  <label for="ani-pin">Your PIN</label>
+  <input id="ani-pin" name="pin" type="password" inputmode="numeric" autocomplete="off" required>
+  <button type="submit">Add this number</button>
+</form>`
+    : ''
+}`;
+
+export const checkedPage = (
+  r: Extract<CheckResult, { ok: true }>,
+  action: string,
+  formToken: string,
+  anis?: AniSection,
+): Html => html`<h1>Your ID number</h1>
 <p class="ok">The ID number you purchased is</p>
 <p class="id" id="id-number">${spaced(r.id)}</p>
 <table>
@@ -87,6 +127,7 @@ export const checkedPage = (r: Extract<CheckResult, { ok: true }>): Html => html
 <tr><th>State</th><td>${r.state}</td></tr>
 <tr><th>Valid until</th><td id="expires">${r.expires ? new Date(r.expires).toISOString().slice(0, 10) : validity(r.validDays)}</td></tr>
 </table>
+${anis ? aniForms(anis, action, formToken) : ''}
 <p><a href="/access">Access numbers</a></p>`;
 
 export const areasPage = (areas: readonly AccessArea[]): Html => html`<h1>Where are you now?</h1>
