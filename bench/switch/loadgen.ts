@@ -329,7 +329,13 @@ export class Engine {
     this.c.startsSent++;
     if (this.starts.first === 0) this.starts.first = Date.now();
     const call = this.cfg.calls[i]!;
-    const start: Msg = { op: 'start', ref: this.newRef(now, K_START), call: this.names[i], id: call.id, dest: call.dest };
+    const start: Msg = {
+      op: 'start',
+      ref: this.newRef(now, K_START),
+      call: this.names[i],
+      id: call.id,
+      dest: call.dest,
+    };
     if (this.cfg.quota) start.mode = 'quota';
     return start;
   }
