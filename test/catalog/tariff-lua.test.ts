@@ -157,6 +157,23 @@ describe('tariff.lua: rate changes during a call', () => {
     ).toEqual([10 * 300 + 10 * 100, 300, 100]);
   });
 
+  it('across the activation of a dated version at midnight', async () => {
+    const midnight = Date.parse('2027-01-01T00:00:00+01:00');
+    const plan = new PlanTariff([
+      { name: 'd', rates: [{ prefix: '', rate: 100, fee: 10 }] },
+      { name: 'd', activeFrom: midnight, rates: [{ prefix: '', rate: 150, fee: 99 }] },
+    ]);
+    const ans = midnight - 5000;
+    const d = plan.descriptor('1', ans - 20_000)!; // started ringing 20 s before the answer
+    // Five seconds at the old rate, then the new one; the fee is the start's.
+    expect(
+      await run(d, ans, [
+        ['cost', 8],
+        ['afford', 0, 10 + 5 * 100 + 3 * 150],
+      ]),
+    ).toEqual([10 + 500 + 450, 8]);
+  });
+
   it('afford is the inverse of cost: the largest charged duration the amount pays for', async () => {
     const ans = T0 + 250;
     const descriptors = [
