@@ -67,10 +67,12 @@ describe('tariff.lua: billing increments', () => {
   });
 
   it('the flat descriptor bills per second, fee with the first second, nothing for an unanswered call', async () => {
-    expect(await bill('100 5000', T0, [0, 1, 29, 3599])).toEqual([
+    expect(await bill('100 5000', T0, [0, 1, 29, 31, 61, 3599])).toEqual([
       [0, 0, ''],
       [1, 5100, '1x1'],
       [29, 7900, '1x29'],
+      [31, 8100, '1x31'],
+      [61, 11100, '1x61'],
       [3599, 364900, '1x3599'],
     ]);
     expect(await run('100 5000', T0, [['flat'], ['disc']])).toEqual([1, 0]);
@@ -172,6 +174,30 @@ describe('tariff.lua: rate changes during a call', () => {
         ['afford', 0, 10 + 5 * 100 + 3 * 150],
       ]),
     ).toEqual([10 + 500 + 450, 8]);
+  });
+
+  it("the operations guide's example: 45 s over the end of peak, 30/6, minimum 60 s and minimum cost", async () => {
+    const plan = new PlanTariff([
+      {
+        name: 'eu-business',
+        tz: 'Europe/Paris',
+        periods: [
+          { name: 'peak', days: ['mon', 'tue', 'wed', 'thu', 'fri'], from: '08:00', to: '20:00' },
+          { name: 'weekend', days: ['sat', 'sun'] },
+        ],
+        rates: [
+          { prefix: '33', rate: 400, fee: 20000, initial: 30, next: 6, minSec: 60, minCost: 50000, disconnect: 10000 },
+        ].map((r) => ({ ...r, periodRates: { peak: 600 } })),
+      },
+    ]);
+    const ans = Date.UTC(2027, 0, 13, 18, 59, 30); // Wednesday 19:59:30 in Paris
+    const d = plan.descriptor('33612345678', ans)!;
+    expect(await run(d, ans, [['charged', 45], ['cost', 60], ['disc'], ['blocks', 60]])).toEqual([
+      60,
+      50000,
+      10000,
+      '30+6x5',
+    ]);
   });
 
   it('afford is the inverse of cost: the largest charged duration the amount pays for', async () => {
