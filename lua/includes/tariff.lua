@@ -27,11 +27,11 @@ local function tariff_parse(s)
   local rate, fee, pos = string.match(s, '^(%d+) (%d+)()')
   if not rate then return nil end
   local t = { rate = tonumber(rate), fee = tonumber(fee), ini = 1, nxt = 1, mins = 0, minc = 0, disc = 0,
-    flat = true, s = s, pos = pos, at = {}, rt = {} }
+    flat = true, s = s, pos = pos, n = 0 }
   if pos <= #s then
     local ini, nxt, mins, minc, disc, rest = string.match(s, '^ (%d+) (%d+) (%d+) (%d+) (%d+)()', pos)
-    -- Only digits and spaces may follow: the changes themselves are checked as they are read.
-    if not ini or string.find(s, '[^ %d]', rest) then return nil end
+    -- The changes are checked as they are read: scanning them all here would cost every tick.
+    if not ini then return nil end
     t.ini, t.nxt, t.mins, t.minc, t.disc = tonumber(ini), tonumber(nxt), tonumber(mins), tonumber(minc), tonumber(disc)
     if t.ini < 1 or t.nxt < 1 then return nil end
     t.pos = rest
@@ -40,12 +40,15 @@ local function tariff_parse(s)
   return t
 end
 
--- Reads the next rate change into t.at / t.rt; false when there is none.
+-- Reads the next rate change into t.at / t.rt (made on first use: a flat call
+-- never needs them); false when there is none.
 local function tariff_more(t)
+  if t.pos > #t.s then return false end
   local at, rate, pos = string.match(t.s, '^ (%d+) (%d+)()', t.pos)
-  if not at then return false end
-  local n = #t.at + 1
-  t.at[n], t.rt[n], t.pos = tonumber(at), tonumber(rate), pos
+  if not at then error('tariff: bad rate change at ' .. t.pos .. ' in "' .. t.s .. '"') end
+  if t.n == 0 then t.at, t.rt = {}, {} end
+  local n = t.n + 1
+  t.at[n], t.rt[n], t.pos, t.n = tonumber(at), tonumber(rate), pos, n
   return true
 end
 
@@ -71,7 +74,7 @@ end
 
 local function tariff_rate(t, ans, sec)
   local rate, j, wall = t.rate, 1, ans + sec * 1000
-  while (j <= #t.at or tariff_more(t)) and t.at[j] <= wall do
+  while (j <= t.n or tariff_more(t)) and t.at[j] <= wall do
     rate = t.rt[j]
     j = j + 1
   end
@@ -81,7 +84,7 @@ end
 -- What the first n seconds cost at their rates, fee and minimum excluded.
 local function tariff_sum(t, ans, n)
   local rate, k, j, sum = t.rate, 0, 1, 0
-  while j <= #t.at or tariff_more(t) do
+  while j <= t.n or tariff_more(t) do
     local kc = tariff_second(ans, t.at[j])
     if kc >= n then break end
     sum = sum + (kc - k) * rate
@@ -102,7 +105,7 @@ end
 local function tariff_fit(t, ans, budget)
   if budget <= 0 then return 0 end
   local rate, k, j, left = t.rate, 0, 1, budget
-  while j <= #t.at or tariff_more(t) do
+  while j <= t.n or tariff_more(t) do
     local kc = tariff_second(ans, t.at[j])
     local span = (kc - k) * rate
     if span > left then break end

@@ -84,6 +84,11 @@ describe('rate plan files', () => {
     expect((await fields()).filter((f) => f.startsWith('dated'))).toEqual(['dated', `dated@${at}`]);
   });
 
+  it('CSV: two different values of a plan column in one version are refused, naming the row', () => {
+    const csv = ['plan,prefix,rate,tz', 'z,,10,Europe/Paris', 'z,33,10,Europe/Berlin'].join('\n');
+    expect(() => readPlansFile(file('tz.csv', csv))).toThrow(/row 2: plan z has two different values of tz/);
+  });
+
   it('periods: day ranges wrap, lists join with +, the times are optional', () => {
     expect(parsePeriods('night=fri-mon 00:00-06:00 | we=sat+sun')).toEqual([
       { name: 'night', days: ['fri', 'sat', 'sun', 'mon'], from: '00:00', to: '06:00' },
