@@ -3,9 +3,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Redis from 'ioredis';
+import { CatalogCache } from '../../src/catalog/cache';
 import { parsePeriods, readPlansFile } from '../../src/catalog/files';
 import { putPlans, readCatalog } from '../../src/catalog/store';
 import { PlanTariff } from '../../src/catalog/tariff';
+import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
 import { startHarness, type Harness } from '../support/harness';
 
@@ -156,5 +159,33 @@ describe('rate plan versions', () => {
     expect((await fields()).filter((f) => f.startsWith('ver'))).toEqual([`ver@${NOW - 1000}`, `ver@${NOW + 1000}`]);
     await putPlans(h.ctx.redis, [v(140, NOW + 5000)], NOW + 2000);
     expect((await fields()).filter((f) => f.startsWith('ver'))).toEqual([`ver@${NOW + 1000}`, `ver@${NOW + 5000}`]);
+  });
+});
+
+describe('the gateway catalog cache', () => {
+  it("gives each plan's versions together: the rate in force for quotes, one descriptor per plan for calls", async () => {
+    const at = Date.now() + 3_600_000;
+    await putPlans(h.ctx.redis, [
+      { name: 'cached', rates: [{ prefix: '', rate: 100, fee: 7 }] },
+      { name: 'cached', activeFrom: at, rates: [{ prefix: '', rate: 200, fee: 9, initial: 60, next: 6 }] },
+    ]);
+    const sub = new Redis(h.redis.url);
+    const cache = new CatalogCache(h.ctx.redis, sub, createLogger('silent'), 60_000);
+    try {
+      await cache.start();
+      expect(cache.rateFor('cached', '33')).toEqual({ rate: 100, fee: 7 });
+      expect(cache.rateFor('cached', '33', at)).toEqual({ rate: 200, fee: 9 });
+      const args = cache.tariffArgs('33', at - 1000);
+      expect(args.slice(args.indexOf('cached'), args.indexOf('cached') + 2)).toEqual([
+        'cached',
+        `100 7 1 1 0 0 0 ${at} 200`,
+      ]);
+      expect(cache.tariffArgs('33', at)).toContain('200 9 60 6 0 0 0');
+      const triples = cache.rateArgs('33', at);
+      expect(triples.slice(triples.indexOf('cached'), triples.indexOf('cached') + 3)).toEqual(['cached', 200, 9]);
+    } finally {
+      cache.stop();
+      sub.disconnect();
+    }
   });
 });
