@@ -22,10 +22,11 @@
 -- as the time a function is asked about (most calls never reach the first one).
 -- @include "num"
 
--- nil when `s` is not a descriptor.
+-- nil when `s` is not a descriptor (a malformed rate change is an error when a
+-- charge reaches it, see tariff_more). Rates are at least 1, or `afford` would divide by 0.
 local function tariff_parse(s)
   local rate, fee, pos = string.match(s, '^(%d+) (%d+)()')
-  if not rate then return nil end
+  if not rate or tonumber(rate) < 1 then return nil end
   local t = { rate = tonumber(rate), fee = tonumber(fee), ini = 1, nxt = 1, mins = 0, minc = 0, disc = 0,
     flat = true, s = s, pos = pos, n = 0 }
   if pos <= #s then
@@ -45,7 +46,7 @@ end
 local function tariff_more(t)
   if t.pos > #t.s then return false end
   local at, rate, pos = string.match(t.s, '^ (%d+) (%d+)()', t.pos)
-  if not at then error('tariff: bad rate change at ' .. t.pos .. ' in "' .. t.s .. '"') end
+  if not at or tonumber(rate) < 1 then error('tariff: bad rate change at ' .. t.pos .. ' in "' .. t.s .. '"') end
   if t.n == 0 then t.at, t.rt = {}, {} end
   local n = t.n + 1
   t.at[n], t.rt[n], t.pos, t.n = tonumber(at), tonumber(rate), pos, n

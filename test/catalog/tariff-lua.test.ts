@@ -107,12 +107,13 @@ describe('tariff.lua: billing increments', () => {
   });
 
   it('refuses what is not a descriptor', async () => {
-    for (const bad of ['', '100', '100 x', '100 5 1', '100 5 0 1 0 0 0', '-1 5'])
+    for (const bad of ['', '100', '100 x', '100 5 1', '100 5 0 1 0 0 0', '-1 5', '0 5'])
       expect(await run(bad, T0, [['flat']]), bad).toEqual(['bad']);
     // Rate changes are checked when a charge first reaches them, not by every tick's parse.
     const d = `100 5 1 1 0 0 0 ${T0 + 5000} 12x 4`;
     expect(await run(d, T0, [['cost', 5]])).toEqual([505]);
     await expect(run(d, T0, [['cost', 6]])).rejects.toThrow(/tariff: bad rate change/);
+    await expect(run(`100 5 1 1 0 0 0 ${T0} 0`, T0, [['cost', 1]])).rejects.toThrow(/tariff: bad rate change/);
   });
 });
 
