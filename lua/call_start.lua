@@ -58,6 +58,7 @@ if (tonumber(f[6]) or 0) >= maxc then return { 'err', 'concurrent_limit' } end
 -- What the other live calls hold is not free: a call is admitted only if what is
 -- free pays its first charged block (and the disconnect charge).
 local t = tariff_parse(desc)
+if not t then return { 'err', 'no_rate' } end
 local rsv = tonumber(f[10]) or 0
 local avail = bal - rsv
 local first = tariff_cost(t, now, tariff_charged(t, 1)) + t.disc

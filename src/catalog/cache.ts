@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
-import { PrefixTable } from './rateplan';
-import type { AccessArea, Item, Product, TokenInfo } from './schema';
+import type { AccessArea, Item, Product, RatePlan, TokenInfo } from './schema';
 import { readCatalog, tokenHash, type CatalogData } from './store';
+import { PlanTariff } from './tariff';
 
 /** A token whose grant a refresh took away (`revoked`) or altered: role, venue or gate (`changed`). */
 export interface TokenChange {
@@ -32,7 +32,7 @@ export class CatalogCache {
     items: new Map(),
     access: new Map(),
   };
-  private tables = new Map<string, PrefixTable>();
+  private tables = new Map<string, PlanTariff>();
   private poll?: NodeJS.Timeout;
   private refreshing?: Promise<void>;
   /** A refresh asked for while one was reading: it runs after, so no announcement is lost to a stale read. */
@@ -108,16 +108,30 @@ export class CatalogCache {
     if (!this.token(token)) await this.refresh();
   }
 
-  rateFor(plan: string, dest: string): { rate: number; fee: number } | undefined {
-    return this.tables.get(plan)?.lookup(dest);
+  /** The destination's rate in force at `now` in the plan, and its connection fee. */
+  rateFor(plan: string, dest: string, now = Date.now()): { rate: number; fee: number } | undefined {
+    return this.tables.get(plan)?.rateAt(dest, now);
   }
 
-  /** The destination's tariff in every plan that has one, as (plan, descriptor) pairs: flat as call_start wants it. */
-  rateArgs(dest: string): string[] {
+  /** The destination's rate in force at `now` in every plan that has one, flat as call_start wants it. */
+  rateArgs(dest: string, now = Date.now()): (string | number)[] {
+    const out: (string | number)[] = [];
+    for (const [name, table] of this.tables) {
+      const hit = table.rateAt(dest, now);
+      if (hit) out.push(name, hit.rate, hit.fee);
+    }
+    return out;
+  }
+
+  /**
+   * (plan name, tariff descriptor) pairs for a call to `dest` starting at `now`,
+   * for every plan that rates the destination then (see tariff.ts).
+   */
+  tariffArgs(dest: string, now: number): string[] {
     const out: string[] = [];
     for (const [name, table] of this.tables) {
-      const hit = table.lookup(dest);
-      if (hit) out.push(name, `${hit.rate},${hit.fee}`);
+      const d = table.descriptor(dest, now);
+      if (d !== undefined) out.push(name, d);
     }
     return out;
   }
@@ -140,8 +154,11 @@ export class CatalogCache {
 
   private async load(): Promise<void> {
     const data = await readCatalog(this.redis);
-    const tables = new Map<string, PrefixTable>();
-    for (const [name, plan] of data.plans) tables.set(name, new PrefixTable(plan));
+    // A plan's versions are stored one per field (name, name@activation): grouped again by name.
+    const versions = new Map<string, RatePlan[]>();
+    for (const plan of data.plans.values()) versions.set(plan.name, [...(versions.get(plan.name) ?? []), plan]);
+    const tables = new Map<string, PlanTariff>();
+    for (const [name, plans] of versions) tables.set(name, new PlanTariff(plans));
     const before = this.data.tokens;
     this.data = data;
     this.tables = tables;

@@ -5,12 +5,16 @@
  * products.csv: name,kind,currency,face,price,plan,thresholds,expiryDays,maxCalls,maxAnis,aniChangesPerDay,title,webShop
  *               (thresholds separated by spaces or semicolons, e.g. "300;60;10"; webShop 1/true/yes
  *               puts the product on public sale)
- * rates.csv:    plan,prefix,rate,fee
+ * rates.csv:    plan,prefix,rate,fee, and optionally initial,next,minSec,minCost,disconnect (billing
+ *               terms), rate.<period> (the rate in a named period), and the plan's own tz, activeFrom
+ *               and periods (`peak=mon-fri 08:00-20:00|weekend=sat-sun`), on any of its rows.
+ *               Rows are grouped into one plan version per (plan, activeFrom).
  * items.csv:    venue,item,price,title
  * Entry products in CSV list venues and gates separated like thresholds.
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'csv-parse/sync';
+import { WEEKDAYS, type Weekday } from './schema';
 
 type Row = Record<string, string>;
 
@@ -53,18 +57,62 @@ export function readProductsFile(file: string): unknown[] {
   });
 }
 
+/** Columns that describe a plan version rather than one of its prefixes. */
+const PLAN_COLUMNS = ['tz', 'activeFrom', 'periods'] as const;
+
+/**
+ * The compact periods of a CSV cell: `name=days [HH:MM-HH:MM]` separated by `|`,
+ * days as `mon-fri`, `sat+sun` or `fri-mon` (wrapping). The schema checks the rest.
+ */
+export function parsePeriods(cell: string): { name: string; days: string[]; from?: string; to?: string }[] {
+  return cell
+    .split('|')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((spec) => {
+      const m = /^([^=\s]+)\s*=\s*([a-z+,-]+)(?:\s+(\d\d:\d\d)-(\d\d:\d\d))?$/i.exec(spec);
+      if (!m) throw new Error(`period '${spec}': write name=days [HH:MM-HH:MM], e.g. peak=mon-fri 08:00-20:00`);
+      const days = new Set<string>();
+      for (const part of m[2]!.toLowerCase().split(/[+,]/)) {
+        const [a, b = a] = part.split('-');
+        let i = WEEKDAYS.indexOf(a as Weekday);
+        const j = WEEKDAYS.indexOf(b as Weekday);
+        if (i < 0 || j < 0) throw new Error(`period '${spec}': days are sun, mon, tue, wed, thu, fri, sat`);
+        for (days.add(WEEKDAYS[i]!); i !== j;) days.add(WEEKDAYS[(i = (i + 1) % 7)]!);
+      }
+      return defined({ name: m[1], days: [...days], from: m[3], to: m[4] }) as { name: string; days: string[] };
+    });
+}
+
 export function readPlansFile(file: string): unknown[] {
   const { json, rows } = readRows(file);
   if (json !== undefined) return arrayIn(json, 'plans');
-  const plans = new Map<string, { name: string; rates: Record<string, string | undefined>[] }>();
-  for (const r of rows!) {
-    const { plan, ...rate } = blankToUndefined(r);
+  type Version = { name: string; rates: Record<string, unknown>[] } & Record<string, unknown>;
+  const versions = new Map<string, Version>();
+  rows!.forEach((r, i) => {
+    const where = `rates file ${file} row ${i + 1}`;
+    const { plan, ...cells } = blankToUndefined(r);
     if (!plan) throw new Error(`rates file ${file}: a row without a plan`);
-    let p = plans.get(plan);
-    if (!p) plans.set(plan, (p = { name: plan, rates: [] }));
-    p.rates.push({ ...rate, prefix: rate.prefix ?? '' });
-  }
-  return [...plans.values()];
+    const key = `${plan}@${cells.activeFrom ?? ''}`;
+    let v = versions.get(key);
+    if (!v) versions.set(key, (v = { name: plan, rates: [] }));
+    const rate: Record<string, unknown> = {};
+    const periodRates: Record<string, string> = {};
+    for (const [col, value] of Object.entries(cells)) {
+      if (value === undefined) continue;
+      if ((PLAN_COLUMNS as readonly string[]).includes(col)) {
+        const parsed = col === 'periods' ? parsePeriods(value) : value;
+        // A plan's own columns may be repeated on its rows, or given once; never two different values.
+        if (v[col] !== undefined && JSON.stringify(v[col]) !== JSON.stringify(parsed))
+          throw new Error(`${where}: plan ${plan} has two different values of ${col}`);
+        v[col] = parsed;
+      } else if (col.startsWith('rate.')) periodRates[col.slice(5)] = value;
+      else rate[col] = value;
+    }
+    if (Object.keys(periodRates).length) rate.periodRates = periodRates;
+    v.rates.push({ ...rate, prefix: rate.prefix ?? '' });
+  });
+  return [...versions.values()];
 }
 
 export function readItemsFile(file: string): unknown[] {

@@ -140,12 +140,59 @@ export const Item = Type.Object(
 );
 export type Item = Static<typeof Item>;
 
+/** A rate or charge of a rate plan, micro-units (per second for rates). */
+const PlanMicro = (minimum: number) => Type.Integer({ minimum, maximum: 1e12 });
+/** A billing block, seconds: up to an hour. */
+const BlockSec = Type.Integer({ minimum: 1, maximum: 3600 });
+/** A time-of-day period's name, as rate columns name it (`rate.peak` in CSV). */
+const PeriodName = Type.String({ pattern: '^[A-Za-z][A-Za-z0-9_-]{0,31}$' });
+/** A wall-clock time in the plan's zone, HH:MM, 00:00 to 24:00. */
+const Clock = Type.String({ pattern: '^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$' });
+export const WEEKDAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'] as const;
+export type Weekday = (typeof WEEKDAYS)[number];
+
+/**
+ * A time-of-day window of a plan (peak, weekend, ...): on the listed weekdays,
+ * from `from` (included) to `to` (excluded), local time in the plan's zone. One
+ * name may be listed several times (two windows, one rate).
+ */
+export const Period = Type.Object(
+  {
+    name: PeriodName,
+    days: Type.Array(Type.Union(WEEKDAYS.map((d) => Type.Literal(d))), { minItems: 1, maxItems: 7, uniqueItems: true }),
+    from: Type.Optional(Clock),
+    to: Type.Optional(Clock),
+  },
+  { additionalProperties: false },
+);
+export type Period = Static<typeof Period>;
+
+/**
+ * One destination prefix of a plan. Only prefix and rate are required; the
+ * billing terms default to today's per-second billing (blocks 1/1, no
+ * minimums, no disconnect charge). Defaults are applied when rating, not
+ * stored, so a plan reads back as it was written.
+ */
 export const Rate = Type.Object(
   {
     /** Destination prefix in international format, digits only ('' matches everything). */
     prefix: Type.String({ pattern: '^[0-9]{0,20}$' }),
-    rate: Type.Integer({ minimum: 1, maximum: 1e12 }),
+    /** Micro-units per second outside every period (or always, in a plan without periods). */
+    rate: PlanMicro(1),
+    /** Connection fee, charged with the first charged second. */
     fee: Type.Integer({ minimum: 0, maximum: 1e12, default: 0 }),
+    /** The first billing block, seconds (default 1). */
+    initial: Type.Optional(BlockSec),
+    /** Every later billing block, seconds (default 1). */
+    next: Type.Optional(BlockSec),
+    /** Minimum charged duration of an answered call, seconds (default 0). */
+    minSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 86400 })),
+    /** Minimum cost of an answered call, connection fee included, micro-units (default 0). */
+    minCost: Type.Optional(PlanMicro(0)),
+    /** Charged once when an answered call ends, micro-units (default 0). */
+    disconnect: Type.Optional(PlanMicro(0)),
+    /** Rate per second during a named period of the plan; a period not listed charges `rate`. */
+    periodRates: Type.Optional(Type.Record(PeriodName, PlanMicro(1), { maxProperties: 32 })),
   },
   { additionalProperties: false },
 );
@@ -154,6 +201,15 @@ export type Rate = Static<typeof Rate>;
 export const RatePlan = Type.Object(
   {
     name: Name,
+    /** IANA time zone the periods are read in (default UTC). */
+    tz: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+    /**
+     * When this version of the plan comes into force (ms, or ISO 8601; stored
+     * as ms). Absent: the plan as a whole, in force at once.
+     */
+    activeFrom: Type.Optional(Instant),
+    /** Time-of-day windows, first match wins. */
+    periods: Type.Optional(Type.Array(Period, { maxItems: 32 })),
     rates: Type.Array(Rate, { minItems: 1, maxItems: 100_000 }),
   },
   { additionalProperties: false },

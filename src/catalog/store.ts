@@ -8,10 +8,12 @@ import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import { ajv, describeErrors, type Checked } from '../protocol/validator';
 import { AccessArea, Item, PRODUCT_SCHEMAS, RatePlan, TokenInfo, type Kind, type Product, type Role } from './schema';
+import { isTimeZone } from './tariff';
 
 export interface CatalogData {
   version: number;
   products: Map<string, Product>;
+  /** Rate plan versions by their field: the plan's name, or `name@activation` for a dated version. */
   plans: Map<string, RatePlan>;
   /** sha256(token) -> what the token may do */
   tokens: Map<string, TokenInfo>;
@@ -134,16 +136,77 @@ export async function putProducts(redis: RedisClient, items: unknown[]): Promise
   return products;
 }
 
-export async function putPlans(redis: RedisClient, items: unknown[]): Promise<RatePlan[]> {
-  const plans = validated(items, checkPlan, 'rate plan');
-  for (const p of plans) {
-    const seen = new Set<string>();
-    for (const r of p.rates) {
-      if (seen.has(r.prefix)) throw new Error(`rate plan ${p.name}: prefix '${r.prefix}' appears twice`);
-      seen.add(r.prefix);
-    }
+/** At most this many versions of one plan are stored (the one in force and those to come). */
+export const MAX_PLAN_VERSIONS = 16;
+
+/** The hash field of a plan version: its name, or `name@activation ms` for a dated version. */
+const planField = (p: RatePlan): string => (p.activeFrom ? `${p.name}@${p.activeFrom}` : p.name);
+const fieldActivation = (field: string): number => Number(field.split('@')[1] ?? 0);
+
+/**
+ * What the schema cannot say: a known time zone, periods that end after they
+ * start, period rates only for declared periods, each prefix once. Makes
+ * `activeFrom` milliseconds (an undated plan has none).
+ */
+function checkPlanRules(p: RatePlan): void {
+  const fail = (msg: string): never => {
+    throw new Error(`rate plan ${p.name}: ${msg}`);
+  };
+  if (p.tz !== undefined && !isTimeZone(p.tz)) fail(`unknown time zone '${p.tz}'`);
+  if (p.activeFrom !== undefined) {
+    const v = p.activeFrom;
+    const ms = typeof v === 'number' ? v : /^\d+$/.test(v) ? Number(v) : Date.parse(v);
+    if (!Number.isSafeInteger(ms) || ms < 0) fail(`activeFrom '${v}' is not a date`);
+    if (ms) p.activeFrom = ms;
+    else delete p.activeFrom;
   }
-  if (plans.length) await redis.hset(keys.plans, ...plans.flatMap((p) => [p.name, JSON.stringify(p)]));
+  const periods = new Set<string>();
+  for (const w of p.periods ?? []) {
+    if ((w.from ?? '00:00') >= (w.to ?? '24:00')) fail(`period ${w.name} must end after it starts`);
+    periods.add(w.name);
+  }
+  const seen = new Set<string>();
+  for (const r of p.rates) {
+    if (seen.has(r.prefix)) fail(`prefix '${r.prefix}' appears twice`);
+    seen.add(r.prefix);
+    for (const name of Object.keys(r.periodRates ?? {}))
+      if (!periods.has(name))
+        fail(`prefix '${r.prefix}' has a rate for period '${name}', which the plan does not define`);
+  }
+}
+
+/**
+ * Loads rate plans. An undated plan replaces every stored version of its name
+ * (the file is the whole plan, as before dated versions existed); a dated one
+ * (`activeFrom`) is added beside them, replacing only a version of the same
+ * activation. Versions that a later one has already superseded at `now` are
+ * removed. Written in one transaction, so a gateway never reads half a plan.
+ */
+export async function putPlans(redis: RedisClient, items: unknown[], now = Date.now()): Promise<RatePlan[]> {
+  const plans = validated(items, checkPlan, 'rate plan');
+  plans.forEach(checkPlanRules);
+  const stored = await redis.hkeys(keys.plans);
+  const del: string[] = [];
+  const set: string[] = [];
+  for (const name of new Set(plans.map((p) => p.name))) {
+    const mine = plans.filter((p) => p.name === name);
+    const fields = new Set(mine.map(planField));
+    if (fields.size < mine.length) throw new Error(`rate plan ${name}: two versions with the same activeFrom`);
+    const old = stored.filter((f) => f === name || f.startsWith(`${name}@`));
+    const replaceAll = mine.some((p) => p.activeFrom === undefined);
+    const all = new Set([...(replaceAll ? [] : old), ...fields]);
+    // The version in force now, and everything after it, stays; what it superseded goes.
+    const inForce = Math.max(-1, ...[...all].map(fieldActivation).filter((t) => t <= now));
+    const keep = [...all].filter((f) => fieldActivation(f) >= inForce);
+    if (keep.length > MAX_PLAN_VERSIONS)
+      throw new Error(`rate plan ${name}: more than ${MAX_PLAN_VERSIONS} versions to come`);
+    del.push(...old.filter((f) => !keep.includes(f)));
+    for (const p of mine) if (keep.includes(planField(p))) set.push(planField(p), JSON.stringify(p));
+  }
+  const tx = redis.multi();
+  if (del.length) tx.hdel(keys.plans, ...del);
+  if (set.length) tx.hset(keys.plans, ...set);
+  await tx.exec();
   await bump(redis);
   return plans;
 }

@@ -96,7 +96,7 @@ export interface StartArgs {
   mode: 'tick' | 'quota';
   /** The caller number's hash when the call was started by `ani`, else '': the ID must still list it. */
   aniHash: string;
-  /** The destination's tariff in every plan that has one: (plan, descriptor) pairs (CatalogCache.rateArgs). */
+  /** The destination's tariff in every plan that has one: (plan, descriptor) pairs (CatalogCache.tariffArgs). */
   rates: readonly string[];
 }
 
@@ -132,7 +132,7 @@ export type QuoteResult =
   | { ok: true; maxSec: number; balance: number; rate: number; fee: number; currency: string }
   | { ok: false; reason: string; retryAfter?: number };
 
-/** Read-only: call_quote writes nothing. `rates` as for call_start (CatalogCache.rateArgs). */
+/** Read-only: call_quote writes nothing. `rates` as for call_start (CatalogCache.tariffArgs). */
 export async function callQuote(
   scripts: Scripts,
   idKey: string,
@@ -281,7 +281,7 @@ export interface RecoverArgs {
   call: string;
   idHash: string;
   dest: string;
-  /** The destination's tariff in every plan that has one (CatalogCache.rateArgs). */
+  /** The destination's tariff in every plan that has one (CatalogCache.tariffArgs). */
   rates: readonly string[];
 }
 

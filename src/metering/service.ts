@@ -115,8 +115,9 @@ export class Metering {
     const claim = await this.locator.claim(sw, call, ck);
     if (claim === 'taken') return { ok: false, reason: 'call_conflict' };
     const ringGraceMs = Math.max(0, this.cfg.ringTimeoutMs - this.cfg.staleAfterMs);
+    const now = Date.now();
     const r = await callStart(this.scripts, ck, {
-      now: Date.now(),
+      now,
       dest,
       sw,
       call,
@@ -124,7 +125,7 @@ export class Metering {
       ringGraceMs,
       mode,
       aniHash,
-      rates: this.catalog.rateArgs(dest),
+      rates: this.catalog.tariffArgs(dest, now),
     });
     // A refused call leaves no index behind (guessed IDs must not fill Redis).
     if (!r.ok && claim === 'new' && r.reason !== 'call_conflict' && r.reason !== 'call_ended')
@@ -154,7 +155,8 @@ export class Metering {
       await this.countGuess(sw, { reason: 'unknown_ani' });
       return { ok: false, reason: 'unknown_ani' };
     }
-    const r = await callQuote(this.scripts, keys.id(bucket, hash), Date.now(), this.catalog.rateArgs(dest));
+    const now = Date.now();
+    const r = await callQuote(this.scripts, keys.id(bucket, hash), now, this.catalog.tariffArgs(dest, now));
     if (!r.ok) await this.countGuess(sw, r);
     return r;
   }
@@ -267,8 +269,10 @@ export class Metering {
     const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));
     // The index names another ID: this call id is not the one the stop describes.
     if (indexed && indexed.id !== ck.id) return { ok: false, reason: 'call_conflict' };
+    // Rated as a call that started `sec` seconds before this stop.
+    const now = Date.now();
     const r = await callRecover(this.scripts, ck, {
-      now: Date.now(),
+      now,
       sec,
       cause,
       ttlSec: this.cfg.sessionTtlSec,
@@ -276,7 +280,7 @@ export class Metering {
       call,
       idHash: hash,
       dest,
-      rates: this.catalog.rateArgs(dest),
+      rates: this.catalog.tariffArgs(dest, now),
     });
     if (!r.ok) return r;
     if (!indexed) await this.locator.restore(sw, call, ck);

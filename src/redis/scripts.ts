@@ -43,9 +43,20 @@ export function expandIncludes(text: string, readInclude: (name: string) => stri
   return expand(text, []);
 }
 
+/** Reads lua/includes/<name>.lua of a lua/ folder. */
+const includesOf =
+  (dir: string) =>
+  (name: string): string =>
+    readFileSync(join(dir, 'includes', `${name}.lua`), 'utf8');
+
+/** Any Lua source with the shipped includes expanded, as the scripts get them (tests run pieces this way). */
+export function expandLua(text: string, where = 'script', dir = findRepoDir('lua')): string {
+  return expandIncludes(text, includesOf(dir), where);
+}
+
 /** Every lua/*.lua file is a script named after its file; lua/includes/ holds the shared pieces. */
 export function readScripts(dir = findRepoDir('lua')): Script[] {
-  const include = (name: string): string => readFileSync(join(dir, 'includes', `${name}.lua`), 'utf8');
+  const include = includesOf(dir);
   return readdirSync(dir)
     .filter((f) => f.endsWith('.lua'))
     .sort()

@@ -29,7 +29,7 @@ describe('PrefixTable: longest prefix wins', () => {
     ['', 100, 0],
     ['33123456789012345678', 100, 0],
   ])('%s → rate %i fee %i', (dest, rate, fee) => {
-    expect(t.lookup(dest)).toEqual({ rate, fee });
+    expect(t.lookup(dest)).toMatchObject({ rate, fee });
   });
 
   it('without a catch-all prefix, an unmatched destination has no rate', () => {
@@ -44,9 +44,9 @@ describe('PrefixTable: longest prefix wins', () => {
     expect(n.lookup('99')).toBeUndefined();
     expect(n.lookup('')).toBeUndefined();
     expect(n.lookup('998999')).toBeUndefined();
-    expect(n.lookup('999')).toEqual({ rate: 7, fee: 1 });
-    expect(n.lookup('9991')).toEqual({ rate: 7, fee: 1 });
-    expect(n.lookup('99912')).toEqual({ rate: 9, fee: 0 });
-    expect(n.lookup('999123')).toEqual({ rate: 9, fee: 0 });
+    expect(n.lookup('999')).toMatchObject({ rate: 7, fee: 1 });
+    expect(n.lookup('9991')).toMatchObject({ rate: 7, fee: 1 });
+    expect(n.lookup('99912')).toMatchObject({ rate: 9, fee: 0 });
+    expect(n.lookup('999123')).toMatchObject({ rate: 9, fee: 0 });
   });
 });

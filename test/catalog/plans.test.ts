@@ -1,0 +1,191 @@
+/** Rate plan files with billing terms, periods and dated versions, and how versions are stored. */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Redis from 'ioredis';
+import { CatalogCache } from '../../src/catalog/cache';
+import { parsePeriods, readPlansFile } from '../../src/catalog/files';
+import { putPlans, readCatalog } from '../../src/catalog/store';
+import { PlanTariff } from '../../src/catalog/tariff';
+import { createLogger } from '../../src/observability/log';
+import { keys } from '../../src/redis/keys';
+import { startHarness, type Harness } from '../support/harness';
+
+let dir: string;
+let h: Harness;
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'tessera-plans-'));
+  h = await startHarness();
+});
+afterAll(async () => {
+  rmSync(dir, { recursive: true, force: true });
+  await h?.stop();
+});
+
+const file = (name: string, text: string): string => {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+};
+
+const fields = async (): Promise<string[]> => (await h.r.hkeys(keys.plans)).sort();
+
+describe('rate plan files', () => {
+  it('CSV: billing columns, rate.<period> columns, and the plan columns on any row', async () => {
+    const csv = [
+      'plan,prefix,rate,fee,initial,next,minSec,minCost,disconnect,rate.peak,rate.weekend,tz,periods',
+      'eu,,1000,0,60,6,,,,1500,500,Europe/Paris,peak=mon-fri 08:00-20:00|weekend=sat+sun',
+      'eu,33,400,20000,30,6,60,50000,10000,600,,,',
+    ].join('\n');
+    const [stored] = await putPlans(h.ctx.redis, readPlansFile(file('tod.csv', csv)));
+    expect(stored).toEqual({
+      name: 'eu',
+      tz: 'Europe/Paris',
+      periods: [
+        { name: 'peak', days: ['mon', 'tue', 'wed', 'thu', 'fri'], from: '08:00', to: '20:00' },
+        { name: 'weekend', days: ['sat', 'sun'] },
+      ],
+      rates: [
+        { prefix: '', rate: 1000, fee: 0, initial: 60, next: 6, periodRates: { peak: 1500, weekend: 500 } },
+        {
+          prefix: '33',
+          rate: 400,
+          fee: 20000,
+          initial: 30,
+          next: 6,
+          minSec: 60,
+          minCost: 50000,
+          disconnect: 10000,
+          periodRates: { peak: 600 },
+        },
+      ],
+    });
+    expect((await readCatalog(h.r)).plans.get('eu')).toEqual(stored);
+  });
+
+  it('CSV: one version per (plan, activeFrom), stored beside the plan in force', async () => {
+    const csv = [
+      'plan,prefix,rate,fee,activeFrom',
+      'dated,,100,0,',
+      'dated,,120,0,2099-01-01T00:00:00+01:00',
+      'dated,44,90,0,2099-01-01T00:00:00+01:00',
+    ].join('\n');
+    const plans = await putPlans(h.ctx.redis, readPlansFile(file('dated.csv', csv)));
+    const at = Date.parse('2099-01-01T00:00:00+01:00');
+    expect(plans).toEqual([
+      { name: 'dated', rates: [{ prefix: '', rate: 100, fee: 0 }] },
+      {
+        name: 'dated',
+        activeFrom: at,
+        rates: [
+          { prefix: '', rate: 120, fee: 0 },
+          { prefix: '44', rate: 90, fee: 0 },
+        ],
+      },
+    ]);
+    expect((await fields()).filter((f) => f.startsWith('dated'))).toEqual(['dated', `dated@${at}`]);
+  });
+
+  it('CSV: two different values of a plan column in one version are refused, naming the row', () => {
+    const csv = ['plan,prefix,rate,tz', 'z,,10,Europe/Paris', 'z,33,10,Europe/Berlin'].join('\n');
+    expect(() => readPlansFile(file('tz.csv', csv))).toThrow(/row 2: plan z has two different values of tz/);
+  });
+
+  it('periods: day ranges wrap, lists join with +, the times are optional', () => {
+    expect(parsePeriods('night=fri-mon 00:00-06:00 | we=sat+sun')).toEqual([
+      { name: 'night', days: ['fri', 'sat', 'sun', 'mon'], from: '00:00', to: '06:00' },
+      { name: 'we', days: ['sat', 'sun'] },
+    ]);
+    expect(() => parsePeriods('peak=weekdays')).toThrow(/days are sun, mon/);
+    expect(() => parsePeriods('peak mon-fri')).toThrow(/name=days/);
+  });
+
+  it('refuses what cannot be rated, naming the plan, and writes nothing', async () => {
+    const base = { name: 'bad', rates: [{ prefix: '', rate: 10 }] };
+    const cases: [unknown, RegExp][] = [
+      [{ ...base, tz: 'Europe/Atlantis' }, /rate plan bad: unknown time zone 'Europe\/Atlantis'/],
+      [{ ...base, activeFrom: 'next tuesday' }, /rate plan bad: activeFrom 'next tuesday' is not a date/],
+      [
+        { ...base, periods: [{ name: 'p', days: ['mon'], from: '20:00', to: '08:00' }] },
+        /rate plan bad: period p must end after it starts/,
+      ],
+      [
+        { ...base, rates: [{ prefix: '', rate: 10, periodRates: { peak: 20 } }] },
+        /rate plan bad: prefix '' has a rate for period 'peak', which the plan does not define/,
+      ],
+      [{ ...base, rates: [{ prefix: '', rate: 10, initial: 0 }] }, /initial must be >= 1/],
+      [{ ...base, periods: [{ name: 'p', days: ['monday'] }] }, /days/],
+    ];
+    for (const [plan, message] of cases) await expect(putPlans(h.ctx.redis, [plan])).rejects.toThrow(message);
+    await expect(
+      putPlans(h.ctx.redis, [
+        { ...base, activeFrom: 5e12 },
+        { ...base, activeFrom: 5e12 },
+      ]),
+    ).rejects.toThrow(/rate plan bad: two versions with the same activeFrom/);
+    expect(await h.r.hget(keys.plans, 'bad')).toBeNull();
+  });
+});
+
+describe('rate plan versions', () => {
+  const v = (rate: number, activeFrom?: number) => ({
+    name: 'ver',
+    ...(activeFrom ? { activeFrom } : {}),
+    rates: [{ prefix: '', rate }],
+  });
+  const NOW = Date.UTC(2030, 0, 1);
+
+  it('a dated load adds a version; an undated load replaces them all', async () => {
+    await putPlans(h.ctx.redis, [v(100)], NOW);
+    await putPlans(h.ctx.redis, [v(110, NOW + 1000)], NOW);
+    await putPlans(h.ctx.redis, [v(120, NOW + 2000)], NOW);
+    await putPlans(h.ctx.redis, [v(111, NOW + 1000)], NOW); // same activation: replaced
+    expect((await fields()).filter((f) => f.startsWith('ver'))).toEqual([
+      'ver',
+      `ver@${NOW + 1000}`,
+      `ver@${NOW + 2000}`,
+    ]);
+    const versions = [...(await readCatalog(h.r)).plans.values()].filter((p) => p.name === 'ver');
+    const tariff = new PlanTariff(versions);
+    expect([NOW, NOW + 1000, NOW + 2000].map((t) => tariff.rateAt('1', t)?.rate)).toEqual([100, 111, 120]);
+
+    await putPlans(h.ctx.redis, [v(130)], NOW);
+    expect((await fields()).filter((f) => f.startsWith('ver'))).toEqual(['ver']);
+  });
+
+  it('versions a later one has superseded are removed at the next load', async () => {
+    await putPlans(h.ctx.redis, [v(100), v(110, NOW - 2000), v(120, NOW - 1000), v(130, NOW + 1000)], NOW);
+    expect((await fields()).filter((f) => f.startsWith('ver'))).toEqual([`ver@${NOW - 1000}`, `ver@${NOW + 1000}`]);
+    await putPlans(h.ctx.redis, [v(140, NOW + 5000)], NOW + 2000);
+    expect((await fields()).filter((f) => f.startsWith('ver'))).toEqual([`ver@${NOW + 1000}`, `ver@${NOW + 5000}`]);
+  });
+});
+
+describe('the gateway catalog cache', () => {
+  it("gives each plan's versions together: the rate in force for quotes, one descriptor per plan for calls", async () => {
+    const at = Date.now() + 3_600_000;
+    await putPlans(h.ctx.redis, [
+      { name: 'cached', rates: [{ prefix: '', rate: 100, fee: 7 }] },
+      { name: 'cached', activeFrom: at, rates: [{ prefix: '', rate: 200, fee: 9, initial: 60, next: 6 }] },
+    ]);
+    const sub = new Redis(h.redis.url);
+    const cache = new CatalogCache(h.ctx.redis, sub, createLogger('silent'), 60_000);
+    try {
+      await cache.start();
+      expect(cache.rateFor('cached', '33')).toEqual({ rate: 100, fee: 7 });
+      expect(cache.rateFor('cached', '33', at)).toEqual({ rate: 200, fee: 9 });
+      const args = cache.tariffArgs('33', at - 1000);
+      expect(args.slice(args.indexOf('cached'), args.indexOf('cached') + 2)).toEqual([
+        'cached',
+        `100 7 1 1 0 0 0 ${at} 200`,
+      ]);
+      expect(cache.tariffArgs('33', at)).toContain('200 9 60 6 0 0 0');
+      const triples = cache.rateArgs('33', at);
+      expect(triples.slice(triples.indexOf('cached'), triples.indexOf('cached') + 3)).toEqual(['cached', 200, 9]);
+    } finally {
+      cache.stop();
+      sub.disconnect();
+    }
+  });
+});
