@@ -1,0 +1,108 @@
+/**
+ * Tariffs applied by the call scripts, through real switch sockets: blocks
+ * charged when they start (and the cut-off that respects them), minimum cost
+ * and disconnect charge, and a call across a dated rate change charged each
+ * second at the rate in force for it.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
+import { idFields } from '../support/redis';
+import { type Client, type Msg } from '../support/ws-client';
+import { cdrsOf, connectSwitch, msgs, newCall, sessionKey } from './fixtures';
+import type { Gateway } from '../../src/gateway/server';
+import { putPlans } from '../../src/catalog/store';
+import { audit } from '../../src/ledger/audit';
+
+let h: Harness;
+let gw: Gateway;
+let c: Client;
+let sw: string;
+let refs = 0;
+const ref = (): number => ++refs;
+/** When plan `dated` goes from 100 to 300 micro-units a second: two minutes after the suite starts. */
+let rateChangeAt: number;
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h);
+  rateChangeAt = Date.now() + 120_000;
+  await putPlans(h.ctx.redis, [
+    { name: 'blocks', rates: [{ prefix: '', rate: 100, fee: 0, initial: 60, next: 6 }] },
+    { name: 'minimums', rates: [{ prefix: '', rate: 100, fee: 200, minCost: 5000, disconnect: 300 }] },
+    { name: 'dated', rates: [{ prefix: '', rate: 100, fee: 0 }] },
+    { name: 'dated', activeFrom: rateChangeAt, rates: [{ prefix: '', rate: 300, fee: 0 }] },
+  ]);
+  gw = await gateway(h);
+  ({ c, name: sw } = await connectSwitch(h, gw.port));
+});
+afterAll(async () => {
+  await c?.close();
+  await gw?.close();
+  await h?.stop();
+});
+
+async function begin(plan: string, face: number, name = plan): Promise<{ id: string; call: string; started: Msg }> {
+  const [id] = await soldIds(h, talkProduct({ name, plan, face, price: face, thresholds: [] }));
+  const call = newCall(plan);
+  const started = await c.request({ op: 'start', ref: ref(), call, id, dest: '4912345' });
+  expect(started.op).toBe('started');
+  return { id: id!, call, started };
+}
+const tick = (call: string, sec: number): Promise<Msg> => c.request({ op: 'tick', ref: ref(), call, sec });
+const stop = (call: string, sec: number): Promise<Msg> => c.request({ op: 'stop', ref: ref(), call, sec });
+
+describe('billing increments (60/6 at 100 a second)', () => {
+  it('a block is charged when it starts; a 61 s call is charged 66 s', async () => {
+    const { id, call, started } = await begin('blocks', 100_000);
+    expect(started).toMatchObject({ maxSec: 996, rate: 100 });
+    // The first second starts the 60 s initial block: all of it is taken at once.
+    expect(await tick(call, 1)).toMatchObject({ balance: 94_000 });
+    expect(await tick(call, 60)).toMatchObject({ balance: 94_000 });
+    expect(await tick(call, 61)).toMatchObject({ balance: 93_400 });
+    expect(await stop(call, 61)).toMatchObject({ billedSec: 66, cost: 6600, balance: 93_400 });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '66', used: '61', blocks: '60+6x1', cost: '6600' }]);
+  });
+
+  it('the cut-off respects blocks: a balance of 70 s is cut at 66 s, nothing short, the rest stays', async () => {
+    const { id, call, started } = await begin('blocks', 7000, 'blocks-70');
+    expect(started).toMatchObject({ maxSec: 66, grant: 66, final: true });
+    expect(await tick(call, 65)).toMatchObject({ balance: 400, secLeft: 1 });
+    expect(msgs(c, call, 'cutoff')).toEqual([]);
+    expect(await tick(call, 66)).toMatchObject({ balance: 400, secLeft: 0 });
+    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted', action: 'terminate' }]);
+    expect(await stop(call, 66)).toMatchObject({ billedSec: 66, cost: 6600, balance: 400 });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ short: '0' }]);
+  });
+});
+
+describe('minimum cost and disconnect charge', () => {
+  it('a short call costs the minimum plus the disconnect charge, reserved from the start', async () => {
+    const { id, call, started } = await begin('minimums', 100_000);
+    // 100 000 less the 300 disconnect charge and the 200 fee buys 995 s.
+    expect(started).toMatchObject({ maxSec: 995, fee: 200 });
+    expect(await stop(call, 10)).toMatchObject({ billedSec: 10, cost: 5300, balance: 94_700 });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ cost: '5300', disc: '300', short: '0' }]);
+  });
+
+  it('an unanswered call costs nothing, no disconnect charge either', async () => {
+    const { id, call } = await begin('minimums', 100_000, 'minimums-0');
+    expect(await stop(call, 0)).toMatchObject({ billedSec: 0, cost: 0, balance: 100_000 });
+    expect(await idFields(h, id)).toMatchObject({ bal: '100000', rsv: '0' });
+  });
+});
+
+describe('a rate change during a call', () => {
+  it('each second is charged at the rate in force for it: before the dated version, and after', async () => {
+    const { id, call, started } = await begin('dated', 10_000_000);
+    expect(started).toMatchObject({ rate: 100 });
+    await tick(call, 1);
+    const ans = Number(await h.r.hget(sessionKey(h, id, sw, call), 'ans'));
+    // Long enough to run 20 s past the change.
+    const sec = Math.ceil((rateChangeAt - ans) / 1000) + 20;
+    let expected = 0;
+    for (let i = 0; i < sec; i++) expected += ans + i * 1000 >= rateChangeAt ? 300 : 100;
+    expect(expected).toBeGreaterThan(sec * 100);
+    expect(await stop(call, sec)).toMatchObject({ billedSec: sec, cost: expected });
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+});
