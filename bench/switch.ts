@@ -143,7 +143,7 @@ async function setUp(opts: Options): Promise<Setup> {
   const tStart = performance.now();
   const tmp = makeTmp('tessera-bench-', opts.keep);
   console.log(
-    `tessera bench:switch  mode=${opts.mode} calls=${opts.calls} conns=${opts.conns} duration=${opts.duration}s ref-every=${opts.refEvery} alert-frac=${opts.alertFrac}${opts.quota ? ' quota' : ''}` +
+    `tessera bench:switch  mode=${opts.mode} calls=${opts.calls} conns=${opts.conns} duration=${opts.duration}s ref-every=${opts.refEvery} alert-frac=${opts.alertFrac}${opts.quota ? ' quota' : ''} tariff=${opts.tariff}` +
       (opts.mode === 'max' ? ` frame=${opts.frame} window=${opts.window}` : ` ramp=${opts.ramp}s`) +
       ` workers=${opts.workers}  (node ${process.version}, ${spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()} cores)`,
   );

@@ -22,6 +22,20 @@ const PLAN: RatePlan = {
     { prefix: '449', rate: 10_000, fee: 50_000 },
   ],
 };
+/**
+ * --tariff 60/6-peak: every prefix in 60 s then 6 s blocks, at twice the rate
+ * on weekdays 08:00-20:00 in Paris: the rating the tick script does for a
+ * calling-card plan, against the flat per-second plan above.
+ */
+function planFor(opts: Options): RatePlan {
+  if (opts.tariff === 'flat') return PLAN;
+  return {
+    ...PLAN,
+    tz: 'Europe/Paris',
+    periods: [{ name: 'peak', days: ['mon', 'tue', 'wed', 'thu', 'fri'], from: '08:00', to: '20:00' }],
+    rates: PLAN.rates.map((r) => ({ ...r, initial: 60, next: 6, periodRates: { peak: r.rate * 2 } })),
+  };
+}
 export const ALERT_DEST = '33123456789';
 const OTHER_DESTS = ['441632960000', '33123456789', '4491234567'];
 const ALERT_RATE = 1000;
@@ -88,7 +102,7 @@ function placeCalls(total: number, talkIds: string[], alertIds: string[]): CallS
 export async function loadCatalog(ctx: Context, redisUrl: string, opts: Options): Promise<SwitchCatalog> {
   const a = alertPlan(opts);
   const p = products(opts);
-  await putPlans(ctx.redis, [PLAN]);
+  await putPlans(ctx.redis, [planFor(opts)]);
   await putProducts(ctx.redis, [p.talk, p.alert, p.rb]);
   const { token } = await createToken(ctx.redis, { name: SWITCH_NAME, role: 'switch' });
   const nAlert = Math.round(opts.calls * opts.alertFrac);

@@ -75,6 +75,7 @@ export function splitEngines(
       duration: opts.duration,
       refEvery: opts.refEvery,
       quota: opts.quota,
+      ...(opts.tariff === '60/6-peak' ? { blocks: [60, 6] as const } : {}),
       ramp: opts.ramp,
       slotMs: opts.slotMs,
       frame: opts.frame,

@@ -40,6 +40,8 @@ export interface EngineConfig {
   refEvery: number;
   /** Quota mode: calls start with mode 'quota' and report with `update` (always answered `granted`). */
   quota: boolean;
+  /** The plan's initial and next block (s), when it is not per second. */
+  blocks?: readonly [number, number];
   ramp: number;
   slotMs: number;
   frame: number;
@@ -325,6 +327,13 @@ export class Engine {
     ws.send(this.packr.pack(msgs.length === 1 ? msgs[0] : msgs), { binary: true });
   }
 
+  /** The seconds a call of `sec` is charged: per second, or 60 s then 6 s blocks (--tariff 60/6-peak). */
+  private charged(sec: number): number {
+    if (this.cfg.blocks === undefined || sec === 0) return sec;
+    const [initial, next] = this.cfg.blocks;
+    return sec <= initial ? initial : initial + Math.ceil((sec - initial) / next) * next;
+  }
+
   private startMsg(i: number, now: number): Msg {
     this.c.startsSent++;
     if (this.starts.first === 0) this.starts.first = Date.now();
@@ -421,7 +430,7 @@ export class Engine {
         if (s >= 0) recordMs(this.h.stop, now - this.refT[s]!);
         const i = this.idxOf(m.call);
         if (i >= 0) {
-          if (m.billedSec !== this.sec[i]) this.c.billingMismatch++;
+          if (m.billedSec !== this.charged(this.sec[i]!)) this.c.billingMismatch++;
           this.finish(i, DONE);
         }
         this.phaseDone?.(c);

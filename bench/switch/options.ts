@@ -9,6 +9,8 @@ export const USAGE = `npm run bench:switch -- [flags]
   --conns M              switch WebSocket connections [20]
   --duration S           seconds of ticking [30]
   --ref-every K          1 tick in K carries a ref, answered by 'ticked' (1 = all) [calls: 10, max: 1]
+  --tariff flat|60/6-peak  the rate plan: per second (flat), or 60/6 blocks with a weekday peak rate [flat]
+                         (60/6-peak needs --alert-frac 0: blocks move the alerts' seconds)
   --quota                calls start in quota mode and report with 'update' (each answered 'granted')
                          instead of ticks; the figures for ticks are then those of updates
   --alert-frac F         share of calls whose product crosses thresholds during the run [0.2]
@@ -48,6 +50,7 @@ export interface Options {
   duration: number;
   refEvery: number;
   quota: boolean;
+  tariff: 'flat' | '60/6-peak';
   alertFrac: number;
   ramp: number;
   slotMs: number;
@@ -83,6 +86,7 @@ export function options(argv: string[]): Options {
       'ref-every': { type: 'string' },
       'alert-frac': { type: 'string', default: '0.2' },
       quota: { type: 'boolean', default: false },
+      tariff: { type: 'string', default: 'flat' },
       ramp: { type: 'string', default: '1' },
       'slot-ms': { type: 'string', default: '10' },
       frame: { type: 'string', default: '25' },
@@ -119,6 +123,7 @@ export function options(argv: string[]): Options {
     duration: intFlag('duration', values.duration, 1, 86_400),
     refEvery: intFlag('ref-every', values['ref-every'] ?? (mode === 'max' ? '1' : '10'), 1),
     quota: values.quota === true,
+    tariff: tariffFlag(values.tariff, alertFrac),
     alertFrac,
     ramp,
     slotMs: intFlag('slot-ms', values['slot-ms'], 1, 1000),
@@ -145,4 +150,10 @@ export function options(argv: string[]): Options {
   if (o.cluster && o.profile) throw new Error('--profile: not with --cluster');
   if (o.workers > o.conns) throw new Error('--workers cannot exceed --conns');
   return o;
+}
+
+function tariffFlag(v: unknown, alertFrac: number): 'flat' | '60/6-peak' {
+  if (v !== 'flat' && v !== '60/6-peak') throw new Error(`--tariff: flat or 60/6-peak, got ${String(v)}`);
+  if (v !== 'flat' && alertFrac !== 0) throw new Error('--tariff 60/6-peak: use --alert-frac 0');
+  return v;
 }

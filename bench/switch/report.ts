@@ -154,6 +154,7 @@ function figures(r: SwitchRun, totalSec: number): object {
       duration: opts.duration,
       refEvery: opts.refEvery,
       quota: opts.quota,
+      tariff: opts.tariff,
       alertFrac: opts.alertFrac,
       ramp: opts.ramp,
       frame: opts.frame,
