@@ -15,7 +15,8 @@ to convert, in Redis or in the gateway):
     grant: how far (seconds since answer) its reservation carries it
   then, for the calls that have any (every quota-mode call), in order, six entries:
     i, fired thresholds ('300,60' or ''), cut-off reason or '', new cut-off (0|1),
-    final action ('terminate', 'redirect:<number>') once the grant is final, else '',
+    final action ('terminate', 'redirect:<number>') in the answer whose grant became final,
+    with an exhausted cut-off and in every quota-mode answer once final, else '',
     quota validity (s; 0 for a call in tick mode)
     For call_ended the reason holds the stop cause ('stale' when the reaper closed it).
 ]]
@@ -46,7 +47,7 @@ local function bill(i)
     local code = 1
     if sec > tonumber(s.used) then code = 0 end
     local upd = {}
-    local bal, left, alerts, cut, fresh, gnt, final = charge(s, skey, ikey, sec, now, upd)
+    local bal, left, alerts, cut, fresh, gnt, final, finNow = charge(s, skey, ikey, sec, now, upd)
     -- The reaper goes by the live set's score; refreshing it on every tick would double the writes.
     -- The first reported second always refreshes it: it ends the ring grace given at start. A
     -- quota-mode call's score is its next report's deadline: the validity time from now.
@@ -57,8 +58,10 @@ local function bill(i)
       upd[#upd + 1] = int(now)
     end
     if #upd > 0 then redis.call('HSET', skey, unpack(upd)) end
+    -- The final action goes with the answer that made the grant final, with an
+    -- exhausted cut-off, and with every quota-mode answer: not with every tick.
     local fa = ''
-    if final == 1 then fa = redis.call('HGET', skey, 'fa') end
+    if final == 1 and (finNow == 1 or val > 0 or cut == 'exhausted') then fa = redis.call('HGET', skey, 'fa') end
     put(i, code, bal, left, gnt, alerts, cut, fresh, fa, val)
   end
 end

@@ -58,7 +58,7 @@ end
 -- to write to `upd` (the caller writes them once). Returns balance, seconds left
 -- in all, fired thresholds ('300,60' or ''), cut-off reason ('' while the call may
 -- go on), 1 when this very call ordered the cut-off, the grant (seconds since
--- answer) and 1 when it is final.
+-- answer), 1 when it is final and 1 when it became final just now.
 local function charge(s, skey, ikey, sec, now, upd)
   local t = tariff_parse(s.tar)
   local billed, used, res = tonumber(s.billed), tonumber(s.used), tonumber(s.res)
@@ -68,7 +68,9 @@ local function charge(s, skey, ikey, sec, now, upd)
   local avail = bal - rsv
   if avail < 0 then avail = 0 end
   local ans = tonumber(s.ans)
-  local moved = false
+  -- moved: the balance or reservation changed; regrant: the grant may have (taking
+  -- from the reservation what it was reserved for leaves the grant where it was).
+  local moved, regrant = false, false
   if sec > used then
     put_field(upd, 'used', int(sec))
     if not ans then
@@ -94,6 +96,7 @@ local function charge(s, skey, ikey, sec, now, upd)
       put_field(upd, 'billed', int(n))
       billed = n
       moved = true
+      regrant = fromAvail > 0
     end
   end
   -- A repeated or backward report changes nothing: the call is where its highest report put it.
@@ -107,19 +110,23 @@ local function charge(s, skey, ikey, sec, now, upd)
       local add = wanted(t, a, billed, from, res, avail, gs)
       if add > 0 then
         res, rsv, avail = res + add, rsv + add, avail - add
-        moved = true
+        moved, regrant = true, true
       end
     end
   end
+  local finNow = 0
   if moved then
-    local was = gnt
-    local final
-    gnt, final = grant_of(t, a, billed, res, avail)
     put_field(upd, 'res', int(res))
-    if gnt ~= was then put_field(upd, 'gnt', int(gnt)) end
-    if final ~= fin then
-      fin = final
-      put_field(upd, 'fin', fin and '1' or '0')
+    if regrant then
+      local was = gnt
+      local final
+      gnt, final = grant_of(t, a, billed, res, avail)
+      if gnt ~= was then put_field(upd, 'gnt', int(gnt)) end
+      if final ~= fin then
+        fin = final
+        if fin then finNow = 1 end
+        put_field(upd, 'fin', fin and '1' or '0')
+      end
     end
     if bal == 0 and st == 'sold' then
       st = 'exhausted'
@@ -128,8 +135,15 @@ local function charge(s, skey, ikey, sec, now, upd)
       redis.call('HSET', ikey, 'bal', int(bal), 'rsv', int(rsv))
     end
   end
+  -- Other calls may have taken what was free since: with nothing left, this grant is the last.
+  if not fin and avail == 0 then
+    fin, finNow = true, 1
+    put_field(upd, 'fin', '1')
+  end
 
-  local left = tariff_afford(t, a, billed, res - t.disc + avail) - sec
+  -- With nothing free the grant is all the call has left.
+  local left = gnt - sec
+  if avail > 0 then left = tariff_afford(t, a, billed, res - t.disc + avail) - sec end
   if left < 0 then left = 0 end
   local alerts = ''
   -- Thresholds are stored highest first: nothing to do until the first is reached.
@@ -154,7 +168,7 @@ local function charge(s, skey, ikey, sec, now, upd)
     fresh = 1
     put_field(upd, 'cut', cut)
   end
-  return bal, left, alerts, cut, fresh, gnt, fin and 1 or 0
+  return bal, left, alerts, cut, fresh, gnt, fin and 1 or 0, finNow
 end
 
 -- Ends a call's hold on its ID: takes the tariff's disconnect charge from the

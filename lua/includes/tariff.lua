@@ -24,7 +24,12 @@
 
 -- nil when `s` is not a descriptor (a malformed rate change is an error when a
 -- charge reaches it, see tariff_more). Rates are at least 1, or `afford` would divide by 0.
+-- Parsed once per script call and descriptor: a batch of ticks mostly shares a
+-- few (one per plan and prefix), and building the table is most of a parse.
+local tariff_parsed = {}
 local function tariff_parse(s)
+  local cached = tariff_parsed[s]
+  if cached then return cached end
   local rate, fee, pos = string.match(s, '^(%d+) (%d+)()')
   if not rate or tonumber(rate) < 1 then return nil end
   local t = { rate = tonumber(rate), fee = tonumber(fee), ini = 1, nxt = 1, mins = 0, minc = 0, disc = 0,
@@ -38,6 +43,7 @@ local function tariff_parse(s)
     t.pos = rest
     t.flat = t.ini == 1 and t.nxt == 1 and t.mins == 0 and t.minc == 0 and rest > #s
   end
+  tariff_parsed[s] = t
   return t
 end
 
