@@ -86,6 +86,13 @@ export const REASONS = {
   wrong_card_pin: reason(402, 'the card PIN is wrong'),
   wrong_pin: reason(403, 'wrong PIN'),
   locked: reason(429, 'too many wrong PINs; locked for a while'),
+
+  // Top-up
+  topup_forbidden: reason(422, 'IDs of this product cannot be recharged'),
+  topup_limit: reason(422, 'the recharge would take the balance above what this product may hold'),
+  refunded: reason(409, 'the ID was refunded'),
+  wrong_currency: reason(422, 'the voucher is in another currency than the ID'),
+  not_voucher: reason(422, 'this is not a recharge voucher'),
 } as const satisfies Record<string, ReasonInfo>;
 
 export type Reason = keyof typeof REASONS;

@@ -13,10 +13,12 @@ import { recordCommands } from './records';
 import { saleCommands } from './sales';
 import { sandboxCommands } from './sandbox';
 import { tokenCommands } from './tokens';
+import { topupCommands } from './topup';
 
 export const commands: Record<string, Command> = {
   ...catalogCommands,
   ...idCommands,
+  ...topupCommands,
   ...tokenCommands,
   audit: recordCommands.audit,
   ...saleCommands,

@@ -9,6 +9,8 @@ import type { CatalogCache } from '../../../catalog/cache';
 import type { CheckLinks } from '../../../sales/check';
 import type { Inventory } from '../../../sales/inventory';
 import type { Purchases } from '../../../sales/purchase';
+import type { Recharges } from '../../../sales/recharge';
+import type { Topups } from '../../../sales/topup';
 import { failureReason } from '../../../redis/failure';
 import { statusOf } from '../../../protocol/reasons';
 import { BodyError, type Reply } from '../../http';
@@ -19,6 +21,8 @@ export interface PageDeps {
   catalog: CatalogCache;
   inventory: Inventory;
   purchases: Purchases;
+  topups: Topups;
+  recharges: Recharges;
   checks: CheckLinks;
   publicUrl: () => string;
   trustProxy: boolean;
