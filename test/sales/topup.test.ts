@@ -4,6 +4,7 @@
  * recharge on the check page through the card company. Real Redis, real HTTP,
  * the sandbox card company; the conservation audit balances at the end.
  */
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Product, RechargeProduct } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
@@ -343,5 +344,20 @@ describe('the conservation audit', () => {
     expect(run.code).toBe(0);
     expect(report.topups).toBeGreaterThan(0);
     expect(report.vouchers).toBeGreaterThan(0);
+  });
+
+  it('still balances once the top-up and voucher records are archived and trimmed', async () => {
+    const before = JSON.parse((await runCliIn(h, 'audit', '--json')).out);
+    const archived = await runCliIn(h, 'archive', '--before', String(Date.now() + 1), '--out', join(h.dir, 'archive'));
+    expect(archived.code).toBe(0);
+    let left = 0;
+    for (let b = 0; b < h.cfg.buckets; b++) left += await h.r.xlen(keys.sales(b));
+    expect(left).toBe(0);
+    const after = JSON.parse((await runCliIn(h, 'audit', '--json')).out);
+    expect(after.problems).toEqual([]);
+    expect({ topups: after.topups, vouchers: after.vouchers }).toEqual({
+      topups: before.topups,
+      vouchers: before.vouchers,
+    });
   });
 });
