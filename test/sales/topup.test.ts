@@ -18,7 +18,18 @@ import { runCliIn } from '../support/cli';
 import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
 import { formSession, jsonCall, postPageForm, type FormSession, type Res } from '../support/http';
 import { balanceOf, bucketOf, hashOf, idFields, idKeyOf, streamFields } from '../support/redis';
-import { addMember, buy, callWith, newKey, product, recordsOf, usedCredit, type Buyer } from './fixtures';
+import {
+  addMember,
+  buy,
+  callWith,
+  newKey,
+  NO_FAULTS,
+  product,
+  recordsOf,
+  setFaults,
+  usedCredit,
+  type Buyer,
+} from './fixtures';
 
 const DAY = 86_400_000;
 const TALK = product('talk-t', {
@@ -303,6 +314,61 @@ describe('the check page', () => {
     );
     expect(odd.status).toBe(400);
     expect(await usedCredit(h, payer.card)).toBe(2_000_000);
+  });
+
+  it('a card company that does not answer: the same form again finishes the recharge, charged once', async () => {
+    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    try {
+      const o = await owned();
+      const payer = await addMember(h, 10_000_000);
+      const form = {
+        grant: field(o.page.text, 'grant'),
+        nonce: field(o.page.text, 'nonce'),
+        amount: '500000',
+        ...payer,
+      };
+      await setFaults(h, { hangNext: 1 });
+      const pending = await postPageForm(slow, `${o.path}/recharge`, form, o.session);
+      expect(pending.status).toBe(503);
+      expect(pending.text).toContain('you will not be charged twice');
+      // The page keeps this recharge's nonce for the retry.
+      expect(field(pending.text, 'nonce')).toBe(form.nonce);
+      expect(await balanceOf(h, o.id)).toBe(1_000_000);
+      const done = await postPageForm(slow, `${o.path}/recharge`, form, o.session);
+      expect(done.status).toBe(200);
+      expect(await balanceOf(h, o.id)).toBe(1_500_000);
+      expect(await usedCredit(h, payer.card)).toBe(500_000);
+    } finally {
+      await setFaults(h, NO_FAULTS);
+      await slow.close();
+    }
+  });
+
+  it('an ID blocked while its recharge was paid: the payment is voided, nothing credited', async () => {
+    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    const o = await owned();
+    const payer = await addMember(h, 10_000_000);
+    const form = { grant: field(o.page.text, 'grant'), nonce: field(o.page.text, 'nonce'), amount: '500000', ...payer };
+    // The capture is done but its answer is lost; then the ID is blocked.
+    const authorize = h.sandbox.authorize.bind(h.sandbox);
+    h.sandbox.authorize = (b) => {
+      const p = authorize(b);
+      h.sandbox.faults.hangNext = 1;
+      return p;
+    };
+    try {
+      expect((await postPageForm(slow, `${o.path}/recharge`, form, o.session)).status).toBe(503);
+    } finally {
+      h.sandbox.authorize = authorize;
+    }
+    expect(await usedCredit(h, payer.card)).toBe(500_000);
+    await setIdState(h.ctx, o.id, 'block', 'stolen');
+    const r = await postPageForm(slow, `${o.path}/recharge`, form, o.session);
+    await slow.close();
+    expect(r.status).toBe(403);
+    expect(r.text).toContain('the ID is blocked');
+    expect(await balanceOf(h, o.id)).toBe(1_000_000);
+    expect(await usedCredit(h, payer.card)).toBe(0);
   });
 
   it('redeems a voucher into the ID; the forms need the grant the PIN gave, in the same browser', async () => {
