@@ -371,6 +371,44 @@ describe('the check page', () => {
     expect(await usedCredit(h, payer.card)).toBe(0);
   });
 
+  it('a paid recharge its owner never came back for is credited by the sweep; an unpaid one is voided', async () => {
+    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    const o = await owned();
+    const payer = await addMember(h, 10_000_000);
+    const authorize = h.sandbox.authorize.bind(h.sandbox);
+    const post = (nonce: string, g: Gateway = slow): Promise<Res> =>
+      postPageForm(
+        g,
+        `${o.path}/recharge`,
+        { grant: field(o.page.text, 'grant'), nonce, amount: '500000', ...payer },
+        o.session,
+      );
+    try {
+      // Captured, answer lost.
+      h.sandbox.authorize = (b) => {
+        const p = authorize(b);
+        h.sandbox.faults.hangNext = 1;
+        return p;
+      };
+      expect((await post('a1'.repeat(16))).status).toBe(503);
+      // Authorized, answer lost.
+      h.sandbox.authorize = authorize;
+      await setFaults(h, { hangNext: 1 });
+      expect((await post('b2'.repeat(16))).status).toBe(503);
+    } finally {
+      h.sandbox.authorize = authorize;
+      await setFaults(h, NO_FAULTS);
+      await slow.close();
+    }
+    expect(await usedCredit(h, payer.card)).toBe(1_000_000);
+    expect(await gw.recharges.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000)).toBe(2);
+    expect(await balanceOf(h, o.id)).toBe(1_500_000);
+    expect(await usedCredit(h, payer.card)).toBe(500_000);
+    // The owner comes back with the first form: the recharge that was credited, not a second one.
+    expect((await post('a1'.repeat(16), gw)).text).toContain('added to your ID');
+    expect(await balanceOf(h, o.id)).toBe(1_500_000);
+  });
+
   it('redeems a voucher into the ID; the forms need the grant the PIN gave, in the same browser', async () => {
     const o = await owned();
     const grant = field(o.page.text, 'grant');
