@@ -7,7 +7,8 @@
  *               puts the product on public sale)
  * rates.csv:    plan,prefix,rate,fee
  * items.csv:    venue,item,price,title
- * Entry products in CSV list venues and gates separated like thresholds.
+ * Entry products in CSV list venues and gates separated like thresholds; talk products their
+ * topupAmounts, recharge products their `into`, the same way (topup: 1/true/yes, else false).
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'csv-parse/sync';
@@ -49,6 +50,9 @@ export function readProductsFile(file: string): unknown[] {
       gates: list(row.gates),
       reentry: flag(row.reentry),
       webShop: flag(row.webShop),
+      topup: flag(row.topup),
+      topupAmounts: list(row.topupAmounts)?.map(Number),
+      into: list(row.into),
     });
   });
 }

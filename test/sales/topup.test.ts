@@ -4,6 +4,7 @@
  * recharge on the check page through the card company. Real Redis, real HTTP,
  * the sandbox card company; the conservation audit balances at the end.
  */
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Product, RechargeProduct } from '../../src/catalog/schema';
@@ -437,6 +438,30 @@ describe('the check page', () => {
     const page = await postPageForm(gw, path, { pin: PIN }, await formSession(gw, path));
     expect(page.status).toBe(200);
     expect(page.text).not.toContain('Recharge this ID');
+  });
+});
+
+describe('catalog files', () => {
+  it('load the top-up fields of talk products and recharge vouchers from CSV', async () => {
+    const file = join(h.dir, 'topup-products.csv');
+    writeFileSync(
+      file,
+      'name,kind,currency,face,price,plan,topup,topupAmounts,topupExtendsDays,topupMaxBalance,into\n' +
+        'talk-csv,talk,EUR,1000000,1000000,std,yes,500000;1000000,90,3000000,\n' +
+        'talk-csv-fixed,talk,EUR,1000000,1000000,std,no,,,,\n' +
+        'voucher-csv,recharge,EUR,2000000,2000000,,,,,,talk-csv\n',
+    );
+    expect((await runCliIn(h, 'catalog-load', '--products', file)).code).toBe(0);
+    const shown = JSON.parse((await runCliIn(h, 'catalog-show')).out);
+    const byName = (n: string): unknown => shown.products.find((p: { name: string }) => p.name === n);
+    expect(byName('talk-csv')).toMatchObject({
+      topup: true,
+      topupAmounts: [500_000, 1_000_000],
+      topupExtendsDays: 90,
+      topupMaxBalance: 3_000_000,
+    });
+    expect(byName('talk-csv-fixed')).toMatchObject({ topup: false });
+    expect(byName('voucher-csv')).toMatchObject({ kind: 'recharge', face: 2_000_000, into: ['talk-csv'] });
   });
 });
 
