@@ -16,6 +16,7 @@ import { HttpProvider } from '../../src/sales/provider';
 import { setIdState } from '../../src/ledger/ids';
 import { takeVoucher } from '../../src/sales/scripts';
 import { runCliIn } from '../support/cli';
+import { Client } from '../support/ws-client';
 import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
 import { formSession, jsonCall, postPageForm, type FormSession, type Res } from '../support/http';
 import { balanceOf, bucketOf, hashOf, idFields, idKeyOf, streamFields } from '../support/redis';
@@ -186,6 +187,23 @@ describe('recharge voucher into an ID', () => {
     const [old] = await soldIds(h, TALK);
     await h.r.hset(idKeyOf(h, old!), 'exp', String(Date.now() - 1000), 'first', String(Date.now() - 31 * DAY));
     expect(await redeem(old!, v!)).toMatchObject({ status: 410, json: { error: { reason: 'expired' } } });
+    expect(await idFields(h, v!)).toMatchObject({ st: 'sold', bal: '2000000' });
+  });
+
+  it('is no ID to call or redeem with', async () => {
+    const [v] = await soldIds(h, VOUCHER);
+    const sw = await Client.connect(gw.port, await token(h, 'switch'));
+    try {
+      expect(await sw.request({ op: 'start', ref: 1, call: 'v-call', id: v!, dest: '4912345' })).toMatchObject({
+        op: 'error',
+        reason: 'wrong_kind',
+      });
+    } finally {
+      await sw.close();
+    }
+    const scanner = await token(h, 'scanner', 'gate-v', { venue: 'arena' });
+    const r = await jsonCall(gw, 'POST', '/v1/redeem', { token: scanner, body: { scan: 'v-scan-1', id: v! } });
+    expect(r).toMatchObject({ status: 422, json: { error: { reason: 'wrong_kind' } } });
     expect(await idFields(h, v!)).toMatchObject({ st: 'sold', bal: '2000000' });
   });
 
