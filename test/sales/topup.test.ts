@@ -190,6 +190,18 @@ describe('recharge voucher into an ID', () => {
     expect(await idFields(h, v!)).toMatchObject({ st: 'sold', bal: '2000000' });
   });
 
+  it('is open to IVRs (switch tokens) as to tills, not to scanners', async () => {
+    const [id] = await soldIds(h, TALK);
+    const [v, w] = await soldIds(h, VOUCHER, 2);
+    const ivr = await token(h, 'switch', 'ivr-1');
+    const viaIvr = await jsonCall(gw, 'POST', '/v1/topups', { token: ivr, body: { id, voucher: v } });
+    expect(viaIvr).toMatchObject({ status: 200, json: { balance: 3_000_000 } });
+    const scanner = await token(h, 'scanner', 'gate-t', { venue: 'arena' });
+    const viaScanner = await jsonCall(gw, 'POST', '/v1/topups', { token: scanner, body: { id, voucher: w } });
+    expect(viaScanner).toMatchObject({ status: 403, json: { error: { reason: 'forbidden' } } });
+    expect(await balanceOf(h, w!)).toBe(2_000_000);
+  });
+
   it('is no ID to call or redeem with', async () => {
     const [v] = await soldIds(h, VOUCHER);
     const sw = await Client.connect(gw.port, await token(h, 'switch'));
