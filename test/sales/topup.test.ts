@@ -471,6 +471,29 @@ describe('the check page', () => {
   });
 });
 
+describe('export', () => {
+  it('writes top-up and voucher records with their own columns', async () => {
+    const [id] = await soldIds(h, TALK);
+    const [v] = await soldIds(h, VOUCHER);
+    await redeem(id!, v!);
+    const run = await runCliIn(h, 'export', 'sales', '--format', 'ndjson');
+    const rows = run.out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, string>);
+    expect(rows.find((r) => r.id === hashOf(h, id!) && r.type === 'topup')).toMatchObject({
+      source: 'voucher',
+      amount: '2000000',
+      note: hashOf(h, v!),
+      bal: '3000000',
+    });
+    expect(rows.find((r) => r.id === hashOf(h, v!) && r.type === 'voucher')).toMatchObject({
+      amount: '2000000',
+      to: hashOf(h, id!),
+    });
+  });
+});
+
 describe('catalog files', () => {
   it('load the top-up fields of talk products and recharge vouchers from CSV', async () => {
     const file = join(h.dir, 'topup-products.csv');
