@@ -22,6 +22,7 @@ import { formSession, jsonCall, postPageForm, type FormSession, type Res } from 
 import { balanceOf, bucketOf, hashOf, idFields, idKeyOf, streamFields } from '../support/redis';
 import {
   addMember,
+  addProducts,
   buy,
   callWith,
   newKey,
@@ -200,6 +201,17 @@ describe('recharge voucher into an ID', () => {
     const viaScanner = await jsonCall(gw, 'POST', '/v1/topups', { token: scanner, body: { id, voucher: w } });
     expect(viaScanner).toMatchObject({ status: 403, json: { error: { reason: 'forbidden' } } });
     expect(await balanceOf(h, w!)).toBe(2_000_000);
+  });
+
+  it('is listed with its face value when on public sale', async () => {
+    const onSale: RechargeProduct = { ...VOUCHER, name: 'voucher-web', webShop: true };
+    await addProducts(h, gw, [onSale]);
+    const listed = (await jsonCall(gw, 'GET', '/v1/products')).json.products;
+    expect(listed.find((p: { name: string }) => p.name === 'voucher-web')).toMatchObject({
+      kind: 'recharge',
+      face: 2_000_000,
+      price: 2_000_000,
+    });
   });
 
   it('is no ID to call or redeem with', async () => {

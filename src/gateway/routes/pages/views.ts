@@ -143,7 +143,7 @@ export const checkedPage = (
 <p class="ok">The ID number you purchased is</p>
 <p class="id" id="id-number">${spaced(r.id)}</p>
 <table>
-<tr><th>Balance</th><td id="balance">${r.kind === 'talk' || r.kind === 'goods' ? money(r.balance, r.currency) : String(r.balance)}</td></tr>
+<tr><th>Balance</th><td id="balance">${r.kind === 'talk' || r.kind === 'goods' || r.kind === 'recharge' ? money(r.balance, r.currency) : String(r.balance)}</td></tr>
 <tr><th>State</th><td>${r.state}</td></tr>
 <tr><th>Valid until</th><td id="expires">${r.expires ? new Date(r.expires).toISOString().slice(0, 10) : validity(r.validDays)}</td></tr>
 </table>
