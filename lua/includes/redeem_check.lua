@@ -24,7 +24,7 @@ end
 local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
   local st, kind = f[1], f[2]
   if not st then return { 'no', 'unknown_id' } end
-  if kind == 'talk' then return { 'no', 'wrong_kind' } end
+  if kind == 'talk' or kind == 'recharge' then return { 'no', 'wrong_kind' } end
   if st == 'blocked' or st == 'expired' then return { 'no', st } end
   if st ~= 'sold' then return { 'no', 'not_active' } end
   local exp, from, till = tonumber(f[4]) or 0, tonumber(f[6]) or 0, tonumber(f[7]) or 0

@@ -10,7 +10,8 @@
  *               and periods (`peak=mon-fri 08:00-20:00|weekend=sat-sun`), on any of its rows.
  *               Rows are grouped into one plan version per (plan, activeFrom).
  * items.csv:    venue,item,price,title
- * Entry products in CSV list venues and gates separated like thresholds.
+ * Entry products in CSV list venues and gates separated like thresholds; talk products their
+ * topupAmounts, recharge products their `into`, the same way (topup: 1/true/yes, else false).
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'csv-parse/sync';
@@ -53,6 +54,9 @@ export function readProductsFile(file: string): unknown[] {
       gates: list(row.gates),
       reentry: flag(row.reentry),
       webShop: flag(row.webShop),
+      topup: flag(row.topup),
+      topupAmounts: list(row.topupAmounts)?.map(Number),
+      into: list(row.into),
     });
   });
 }

@@ -66,6 +66,17 @@ export const TalkProduct = Type.Object(
      */
     maxAnis: Type.Optional(Type.Integer({ minimum: 0, maximum: 10 })),
     aniChangesPerDay: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+    /** Whether its IDs may be recharged (vouchers, the operator, the owner online); absent: true. */
+    topup: Type.Optional(Type.Boolean()),
+    /**
+     * A recharge moves the expiry to at least this many days after it (an ID not
+     * used yet keeps counting from first use); absent: `expiryDays`; 0: unchanged.
+     */
+    topupExtendsDays: Type.Optional(Type.Integer({ minimum: 0, maximum: 3650 })),
+    /** Amounts the owner may recharge online on the check page (none: not offered). */
+    topupAmounts: Type.Optional(Type.Array(Type.Integer({ minimum: 1, maximum: 1e12 }), { maxItems: 10 })),
+    /** The highest balance a recharge may leave; absent: ten times `face`. */
+    topupMaxBalance: Type.Optional(Type.Integer({ minimum: 1, maximum: 1e15 })),
   },
   { additionalProperties: false },
 );
@@ -116,14 +127,49 @@ export const ServiceProduct = Type.Object(
 );
 export type ServiceProduct = Static<typeof ServiceProduct>;
 
+/**
+ * A recharge voucher: sold like any ID, never used by itself; its whole value is
+ * redeemed into a talk ID of the same currency (docs/sales.md, "Top-up").
+ */
+export const RechargeProduct = Type.Object(
+  {
+    ...common,
+    kind: Type.Literal('recharge'),
+    face: Type.Integer({ minimum: 1, maximum: 1e12 }),
+    /** Products its value may go into; empty: any talk product that takes top-ups. */
+    into: Type.Array(Name, { maxItems: 100, default: [] }),
+  },
+  { additionalProperties: false },
+);
+export type RechargeProduct = Static<typeof RechargeProduct>;
+
 export const PRODUCT_SCHEMAS = {
   talk: TalkProduct,
   entry: EntryProduct,
   goods: GoodsProduct,
   service: ServiceProduct,
+  recharge: RechargeProduct,
 } as const;
 export type Kind = keyof typeof PRODUCT_SCHEMAS;
-export type Product = TalkProduct | EntryProduct | GoodsProduct | ServiceProduct;
+export type Product = TalkProduct | EntryProduct | GoodsProduct | ServiceProduct | RechargeProduct;
+
+/** What a recharge of an ID of this product may do, as the top-up script takes it (lua/topup.lua). */
+export interface TopupTerms {
+  allowed: boolean;
+  /** The expiry moves to at least this many days after the recharge; 0: unchanged. */
+  extendsDays: number;
+  maxBalance: number;
+}
+
+/** A product's top-up rules; only talk products take top-ups. */
+export function topupTerms(p: Product | undefined): TopupTerms {
+  if (p?.kind !== 'talk') return { allowed: false, extendsDays: 0, maxBalance: 0 };
+  return {
+    allowed: p.topup !== false,
+    extendsDays: p.topupExtendsDays ?? p.expiryDays,
+    maxBalance: p.topupMaxBalance ?? p.face * 10,
+  };
+}
 
 /** Whether anonymous buyers (the buy page, the public product list) may buy a product: only when flagged `webShop`. */
 export const isOnPublicSale = (p: Product): boolean => p.webShop === true;

@@ -8,7 +8,8 @@ import type { Product, TalkProduct } from './schema';
  * so value sold = balance + records holds for every kind.
  */
 export function productTerms(p: Product): (string | number)[] {
-  const common = ['prod', p.name, 'kind', p.kind, 'cur', p.currency, 'expd', p.expiryDays];
+  // A recharge voucher has no validity of its own: it is used once, whole.
+  const common = ['prod', p.name, 'kind', p.kind, 'cur', p.currency, 'expd', p.kind === 'recharge' ? 0 : p.expiryDays];
   switch (p.kind) {
     case 'talk': {
       // Highest first: the order in which one tick crossing several must announce them.
@@ -37,6 +38,8 @@ export function productTerms(p: Product): (string | number)[] {
       return [...common, 'face', p.face, 'venues', p.venues.join(',')];
     case 'service':
       return [...common, 'face', p.uses, 'svc', p.service, 'venues', p.venues.join(',')];
+    case 'recharge':
+      return [...common, 'face', p.face, 'into', p.into.join(',')];
   }
 }
 

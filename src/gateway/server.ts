@@ -19,6 +19,8 @@ import { CheckLinks } from '../sales/check';
 import { Inventory } from '../sales/inventory';
 import { HttpProvider } from '../sales/provider';
 import { Purchases } from '../sales/purchase';
+import { Recharges } from '../sales/recharge';
+import { Topups } from '../sales/topup';
 import type { Load } from './dispatch';
 import { authorizeFresh } from './http';
 import { HttpApi } from './http-api';
@@ -28,6 +30,7 @@ import { pageRoutes } from './routes/pages';
 import { salesRoutes } from './routes/sales';
 import { scannerHttp, scannerRoutes } from './routes/scanner';
 import { switchRoutes } from './routes/switch';
+import { topupRoutes } from './routes/topup';
 import { WsEndpoints } from './ws-endpoint';
 
 export interface Gateway {
@@ -37,6 +40,8 @@ export interface Gateway {
   metering: Metering;
   redemption: Redemption;
   purchases: Purchases;
+  topups: Topups;
+  recharges: Recharges;
   inventory: Inventory;
   reaper: Reaper;
   metrics: Metrics;
@@ -58,6 +63,8 @@ interface Services {
   provider: HttpProvider;
   inventory: Inventory;
   purchases: Purchases;
+  topups: Topups;
+  recharges: Recharges;
   checks: CheckLinks;
 }
 
@@ -77,10 +84,13 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   adminRoutes(api, s.ctx, s.redemption);
   scannerHttp(api, s.redemption, s.metrics);
   salesRoutes(api, s.ctx, s.catalog, s.inventory, s.purchases, s.provider);
+  topupRoutes(api, s.topups);
   pageRoutes(app, {
     catalog: s.catalog,
     inventory: s.inventory,
     purchases: s.purchases,
+    topups: s.topups,
+    recharges: s.recharges,
     checks: s.checks,
     anis: new AniRegistry(s.ctx, (product) => aniTermsOf(s.catalog.product(product))),
     publicUrl,
@@ -94,7 +104,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   port = uWS.us_socket_local_port(listenSocket);
   log.info({ port }, 'gateway listening');
 
-  const { ctx, catalog, metering, redemption, purchases, inventory, reaper, metrics } = s;
+  const { ctx, catalog, metering, redemption, purchases, topups, recharges, inventory, reaper, metrics } = s;
   return {
     port,
     ctx,
@@ -102,6 +112,8 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
     metering,
     redemption,
     purchases,
+    topups,
+    recharges,
     inventory,
     reaper,
     metrics,
@@ -150,6 +162,9 @@ async function openServices(
   const inventory = new Inventory(ctx);
   const purchases = new Purchases(ctx, catalog, inventory, provider, publicUrl, log, metrics);
   const checks = new CheckLinks(ctx);
+  const productOf = (name: string): ReturnType<CatalogCache['product']> => catalog.product(name);
+  const topups = new Topups(ctx, productOf);
+  const recharges = new Recharges(ctx, productOf, topups, provider, log);
   return {
     ctx,
     subscriber,
@@ -162,16 +177,23 @@ async function openServices(
     provider,
     inventory,
     purchases,
+    topups,
+    recharges,
     checks,
   };
 }
 
-/** Settles purchases left midway and returns holds that ran out to stock, on every gateway (the scripts make one win). */
+/**
+ * Settles purchases and online recharges left midway, finishes voucher transfers cut short, and returns
+ * holds that ran out to stock, on every gateway (the scripts make one win).
+ */
 function startHoldSweep(cfg: Config, log: Logger, s: Services): NodeJS.Timeout {
   const sweep = setInterval(
     () =>
       void (async () => {
         await s.purchases.sweepAbandoned();
+        await s.recharges.sweepAbandoned();
+        await s.topups.sweepTransfers();
         await s.inventory.sweepHolds();
       })().catch((err: unknown) => log.warn({ err }, 'hold sweep failed')),
     Math.min(cfg.holdMs, 30_000),

@@ -1,7 +1,10 @@
 /**
  * The conservation check: for every ID, from Redis alone,
- *   value sold = balance + calls billed + redemptions + refunds
- * where value sold comes from its sale record, calls billed from its call
+ *   value sold + top-ups = balance + calls billed + redemptions + refunds + vouchers
+ * where value sold comes from its sale record, top-ups from its top-up records
+ * (money in: a voucher's value, an operator's, an online recharge), vouchers
+ * from a recharge voucher's transfer records (its value out into another ID;
+ * a returned transfer counts negative), calls billed from its call
  * records plus what its live calls have taken so far, redemptions from the
  * redemption records (reversals count negative) and refunds from the refund
  * records. Entries and uses count like money: face = entries, a redemption
@@ -30,7 +33,9 @@ export interface AuditRow {
   calls: number;
   redeemed: number;
   refunded: number;
-  /** sold − (balance + calls + redeemed + refunded): 0 when the books balance. */
+  topups: number;
+  vouchers: number;
+  /** sold + topups − (balance + calls + redeemed + refunded + vouchers): 0 when the books balance. */
   difference: number;
   problem: string;
 }
@@ -43,6 +48,8 @@ export interface AuditReport {
   calls: number;
   redeemed: number;
   refunded: number;
+  topups: number;
+  vouchers: number;
   problems: AuditRow[];
 }
 
@@ -54,6 +61,8 @@ interface Sums {
   refunded: number;
   /** What the ID's live calls hold (their reservations). */
   reserved: number;
+  topups: number;
+  vouchers: number;
 }
 
 export async function audit(ctx: Context): Promise<AuditReport> {
@@ -65,6 +74,8 @@ export async function audit(ctx: Context): Promise<AuditReport> {
     calls: 0,
     redeemed: 0,
     refunded: 0,
+    topups: 0,
+    vouchers: 0,
     problems: [],
   };
   const idsByBucket = new Map<number, string[]>();
@@ -77,7 +88,11 @@ export async function audit(ctx: Context): Promise<AuditReport> {
     const sums = new Map<string, Sums>();
     const of = (id: string): Sums => {
       let s = sums.get(id);
-      if (!s) sums.set(id, (s = { sold: 0, sales: 0, calls: 0, redeemed: 0, refunded: 0, reserved: 0 }));
+      if (!s)
+        sums.set(
+          id,
+          (s = { sold: 0, sales: 0, calls: 0, redeemed: 0, refunded: 0, topups: 0, vouchers: 0, reserved: 0 }),
+        );
       return s;
     };
     // Records archived and trimmed count through their checkpoint (src/ledger/retention.ts).
@@ -88,9 +103,13 @@ export async function audit(ctx: Context): Promise<AuditReport> {
       s.calls += c.calls;
       s.redeemed += c.redeemed;
       s.refunded += c.refunded;
+      s.topups += c.topups;
+      s.vouchers += c.vouchers;
     }
     for await (const { fields: r } of readStream(ctx, keys.sales(b))) {
       if (r.type === 'refund') of(r.id!).refunded += Number(r.amount);
+      else if (r.type === 'topup') of(r.id!).topups += Number(r.amount);
+      else if (r.type === 'voucher') of(r.id!).vouchers += Number(r.amount);
       else {
         of(r.id!).sold += Number(r.face);
         of(r.id!).sales++;
@@ -145,6 +164,8 @@ function row(
   const calls = s?.calls ?? 0;
   const redeemed = s?.redeemed ?? 0;
   const refunded = s?.refunded ?? 0;
+  const topups = s?.topups ?? 0;
+  const vouchers = s?.vouchers ?? 0;
   return {
     bucket,
     id,
@@ -154,7 +175,9 @@ function row(
     calls,
     redeemed,
     refunded,
-    difference: sold - (balance + calls + redeemed + refunded),
+    topups,
+    vouchers,
+    difference: sold + topups - (balance + calls + redeemed + refunded + vouchers),
     problem,
   };
 }
@@ -180,6 +203,8 @@ function check(
   report.calls += s.calls;
   report.redeemed += s.redeemed;
   report.refunded += s.refunded;
+  report.topups += s.topups;
+  report.vouchers += s.vouchers;
   const r = row(bucket, id, state, balance, s, '');
   if (s.sales > 1) report.problems.push({ ...r, problem: `sold ${s.sales} times` });
   else if (r.difference !== 0)

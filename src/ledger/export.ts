@@ -26,8 +26,10 @@ const FIELDS = {
     'bal',
     'cause',
   ],
-  // Sales and refunds share the stream: `type` is empty for a sale and `refund` for a refund; refunds carry
-  // `amount` (the value taken back) and `reason`, sales through a card company `provider`, `commission`, `net`.
+  // Sales, refunds and top-ups share the stream: `type` is empty for a sale, `refund` for a refund, `topup`
+  // for a top-up (`amount` in, `source`, `note`, `bal`, `exp` after) and `voucher` for a recharge voucher's
+  // value sent `to` an ID (negative `amount` when it came back); refunds carry `amount` (the value taken back)
+  // and `reason`, sales through a card company `provider`, `commission`, `net`.
   sales: [
     'record',
     'time',
@@ -44,6 +46,11 @@ const FIELDS = {
     'commission',
     'net',
     'reason',
+    'source',
+    'note',
+    'to',
+    'bal',
+    'exp',
   ],
   // A redemption record's own fields, its time moved up front like every kind's.
   redemptions: ['record', 'time', ...REDEMPTION_FIELDS.filter((f) => f !== 'time')],

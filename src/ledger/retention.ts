@@ -105,6 +105,10 @@ export interface Carried {
   calls: number;
   redeemed: number;
   refunded: number;
+  /** Top-ups credited (money in). */
+  topups: number;
+  /** A recharge voucher's value sent into other IDs (money out; a returned transfer counts negative). */
+  vouchers: number;
 }
 
 /** A bucket's checkpoint: ID hash -> the sums of its archived and trimmed records. */
@@ -115,13 +119,16 @@ export async function readCheckpoint(ctx: Context, key: string): Promise<Map<str
     const [next, flat] = await ctx.redis.hscan(key, cursor, 'COUNT', 1000);
     cursor = next;
     for (let i = 0; i + 1 < flat.length; i += 2) {
-      const [sold, sales, calls, redeemed, refunded] = flat[i + 1]!.split(' ').map(Number);
+      // Checkpoints written before top-ups existed hold five sums.
+      const [sold, sales, calls, redeemed, refunded, topups, vouchers] = flat[i + 1]!.split(' ').map(Number);
       out.set(flat[i]!, {
         sold: sold ?? 0,
         sales: sales ?? 0,
         calls: calls ?? 0,
         redeemed: redeemed ?? 0,
         refunded: refunded ?? 0,
+        topups: topups ?? 0,
+        vouchers: vouchers ?? 0,
       });
     }
   } while (cursor !== '0');

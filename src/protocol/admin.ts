@@ -9,3 +9,10 @@ export const BlockBody = Type.Object({ reason: Type.Optional(Type.String({ maxLe
 
 export type ActivateBody = Static<typeof ActivateBody>;
 export type BlockBody = Static<typeof BlockBody>;
+
+/** The operator's top-up (POST /v1/admin/ids/:id/topup): micro-units, and a note for the record. */
+export const TopupBody = Type.Object({
+  amount: Type.Integer({ minimum: 1, maximum: 1e12 }),
+  note: Type.Optional(Type.String({ maxLength: 200 })),
+});
+export type TopupBody = Static<typeof TopupBody>;

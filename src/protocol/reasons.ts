@@ -93,6 +93,12 @@ export const REASONS = {
   ani_taken: reason(409, 'this caller number is registered to another ID'),
   too_many_anis: reason(409, 'this ID has as many caller numbers as its product allows'),
   too_many_changes: reason(429, 'too many caller number changes on this ID today; try again tomorrow'),
+  // Top-up
+  topup_forbidden: reason(422, 'IDs of this product cannot be recharged'),
+  topup_limit: reason(422, 'the recharge would take the balance above what this product may hold'),
+  refunded: reason(409, 'the ID was refunded'),
+  wrong_currency: reason(422, 'the voucher is in another currency than the ID'),
+  not_voucher: reason(422, 'this is not a recharge voucher'),
 } as const satisfies Record<string, ReasonInfo>;
 
 export type Reason = keyof typeof REASONS;

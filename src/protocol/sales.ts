@@ -33,3 +33,10 @@ export const BuyForm = {
 
 export type PurchaseBody = Static<typeof PurchaseBody>;
 export type RefundBody = Static<typeof RefundBody>;
+
+/** A recharge voucher redeemed into an ID (POST /v1/topups): both ID numbers as typed. */
+export const VoucherTopupBody = Type.Object({
+  id: Type.String({ maxLength: 64 }),
+  voucher: Type.String({ maxLength: 64 }),
+});
+export type VoucherTopupBody = Static<typeof VoucherTopupBody>;

@@ -20,7 +20,7 @@ export const keys = {
   inventory: (bucket: number, product: string) => `${tag(bucket)}inv:${product}`,
   /**
    * What archived and trimmed records held, per ID of a bucket (hash): ID hash ->
-   * "sold sales calls redeemed refunded", the audit's sums over its trimmed records.
+   * "sold sales calls redeemed refunded topups vouchers", the audit's sums over its trimmed records.
    */
   checkpoint: (bucket: number) => `${tag(bucket)}ckpt`,
   /** Redemption and reversal records of a bucket (stream). */
@@ -48,6 +48,19 @@ export const keys = {
   buysTotal: `${tag(0)}buyall`,
   /** Wrong PINs from one client address in the current window. */
   pinMisses: (bucket: number, client: string) => `${tag(bucket)}pinip:${client}`,
+  /**
+   * Balance events of a bucket (stream: low_balance, exhausted, expiring, topup), written by the
+   * script that causes the event; the webhook delivery reads it through consumer group `hooks`.
+   */
+  events: (bucket: number) => `${tag(bucket)}ev`,
+  /** The top-ups applied to an ID (hash): `<source>:<reference>` -> the first answer. In the ID's bucket. */
+  topups: (bucket: number, idHash: string) => `${tag(bucket)}tup:${idHash}`,
+  /** Recharge vouchers taken but not yet settled: voucher ID key -> taken (ms), for the transfer sweep. */
+  openTransfers: (bucket: number) => `${tag(bucket)}vout`,
+  /** An online recharge by its Idempotency-Key (keyed hash), tagged by that hash's own bucket. */
+  recharge: (bucket: number, keyHash: string) => `${tag(bucket)}rch:${keyHash}`,
+  /** Online recharges not finished yet: record key -> created (ms), swept when abandoned. */
+  openRecharges: (bucket: number) => `${tag(bucket)}rchs`,
   /** Where a switch's call lives: call key -> ID key. Tagged by the call key's own bucket. */
   callIndex: (bucket: number, callKey: string) => `${tag(bucket)}cx:${callKey}`,
   /**

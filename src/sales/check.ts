@@ -35,6 +35,20 @@ export class CheckLinks {
     private readonly verify: (pin: string, encoded: string) => Promise<boolean> = verifyPin,
   ) {}
 
+  /**
+   * The ID a check link leads to, without its PIN: for a page that holds a
+   * grant the PIN earned (the check page's recharge forms); undefined when
+   * there is no such link.
+   */
+  async linked(bucketText: string, token: string): Promise<{ key: string; bucket: number } | undefined> {
+    const { cfg, ids, redis } = this.ctx;
+    const bucket = Number(bucketText);
+    if (!(Number.isInteger(bucket) && bucket >= 0 && bucket < cfg.buckets && /^[0-9a-f]{32}$/.test(token)))
+      return undefined;
+    const idHash = await redis.get(keys.check(bucket, ids.mac(`chk:${token}`).slice(0, 32)));
+    return idHash ? { key: keys.id(bucket, idHash), bucket } : undefined;
+  }
+
   async check(bucketText: string, token: string, pin: string, client: string): Promise<CheckResult> {
     const { cfg, ids, redis, scripts } = this.ctx;
     const now = Date.now();
@@ -46,17 +60,13 @@ export class CheckLinks {
     if (attempts > cfg.pin.maxTriesPerClient)
       return { ok: false, reason: 'locked', until: now + Number(counted?.[2]?.[1]), client: true };
 
-    const bucket = Number(bucketText);
-    const idHash =
-      Number.isInteger(bucket) && bucket >= 0 && bucket < cfg.buckets && /^[0-9a-f]{32}$/.test(token)
-        ? await redis.get(keys.check(bucket, ids.mac(`chk:${token}`).slice(0, 32)))
-        : null;
+    const linked = await this.linked(bucketText, token);
     // An unknown link answers like a wrong PIN, and as slowly: no telling which links exist.
-    if (!idHash) {
+    if (!linked) {
       await this.verify(pin, await (this.dummy ??= hashPin('0000')));
       return { ok: false, reason: 'wrong_pin' };
     }
-    const idKey = keys.id(bucket, idHash);
+    const idKey = linked.key;
     // Counted before the PIN is compared, like the per-client count above.
     const limits = { maxTries: cfg.pin.maxTries, lockMs: cfg.pin.lockSec * 1000, maxLockMs: cfg.pin.lockMaxSec * 1000 };
     const gate = await pinAttempt(scripts, idKey, 'try', limits);

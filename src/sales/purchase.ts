@@ -74,8 +74,8 @@ const openTtlSec = (abandonAfterMs: number): number => Math.ceil(abandonAfterMs 
 
 const fail = (reason: Reason, message = messageOf(reason)): PurchaseResult => ({ ok: false, reason, message });
 
-const CARD_DIGITS = /^[0-9]{12,19}$/;
-const CARD_PIN = /^[0-9]{4,12}$/;
+export const CARD_DIGITS = /^[0-9]{12,19}$/;
+export const CARD_PIN = /^[0-9]{4,12}$/;
 
 /**
  * The checks a purchase passes before anything is written: the buyer's PIN, the

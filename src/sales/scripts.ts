@@ -1,12 +1,12 @@
 /**
  * The sales domain's Lua scripts (lua/reserve, release, sell, purchase_claim,
- * purchase_admit, pin_attempt, refund): one function each, building KEYS/ARGV from named
+ * purchase_admit, pin_attempt, refund, topup, voucher_take, voucher_settle): one function each, building KEYS/ARGV from named
  * arguments and decoding the reply into a named type. Nothing else in sales/
  * calls a script or reads a raw reply.
  */
 import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
-import { replyError } from '../redis/reply';
+import { num, replyError, str, tagged } from '../redis/reply';
 
 /** Takes one unsold ID of a product from a bucket's inventory until `until` (ms); null when the bucket has none. */
 export async function reserveId(
@@ -181,4 +181,140 @@ export async function refundId(
   if (Array.isArray(r) && r[0] === 'err' && (r[1] === 'unknown_id' || r[1] === 'not_sold' || r[1] === 'already_used'))
     return { ok: false, reason: r[1] as 'unknown_id' | 'not_sold' | 'already_used' };
   throw replyError('refund', r);
+}
+
+/** Where a top-up comes from: a recharge voucher, the operator, the owner paying online. */
+export type TopupSource = 'voucher' | 'operator' | 'online';
+
+export interface TopupCall {
+  /** The ID: its key and bucket. */
+  loc: { key: string; bucket: number };
+  source: TopupSource;
+  /** What the top-up is applied once by. */
+  ref: string;
+  amount: number;
+  currency: string;
+  /** The ID's product, whose rules follow (catalog/schema.ts topupTerms). */
+  product: string;
+  allowed: boolean;
+  extendsDays: number;
+  maxBalance: number;
+  /** Products the source may recharge ('' any): a voucher's `into`. */
+  into: string;
+  /** The voucher's ID hash, the operator's note, the recharge's key hash. */
+  note: string;
+  price?: number;
+  commission?: number;
+}
+
+export type TopupReply =
+  | { ok: true; amount: number; balance: number; expires: number; record: string; duplicate: boolean }
+  | { ok: false; reason: string };
+
+/** Credits an ID once per reference ('apply'), or says whether it would ('check', nothing written). */
+export async function topupId(
+  scripts: Scripts,
+  t: TopupCall,
+  mode: 'apply' | 'check',
+  now = Date.now(),
+): Promise<TopupReply> {
+  const idHash = t.loc.key.slice(t.loc.key.lastIndexOf(':') + 1);
+  const r = tagged(
+    'topup',
+    await scripts.run(
+      'topup',
+      [t.loc.key, keys.sales(t.loc.bucket), keys.topups(t.loc.bucket, idHash), keys.events(t.loc.bucket)],
+      [
+        now,
+        mode,
+        t.source,
+        t.ref,
+        t.amount,
+        t.currency,
+        t.product,
+        t.allowed ? 1 : 0,
+        t.extendsDays,
+        t.maxBalance,
+        t.into,
+        t.note,
+        t.price ?? 0,
+        t.commission ?? 0,
+      ],
+    ),
+  );
+  if (r[0] === 'err') return { ok: false, reason: str('topup', r, 1) };
+  if (r[0] !== 'ok') throw replyError('topup', r);
+  return {
+    ok: true,
+    amount: num('topup', r, 1),
+    balance: num('topup', r, 2),
+    expires: num('topup', r, 3),
+    record: str('topup', r, 4),
+    duplicate: r[5] === 1,
+  };
+}
+
+export type VoucherTake =
+  | {
+      ok: true;
+      /** `<voucher hash>:<n>`: the reference the target is credited once by. */
+      ref: string;
+      amount: number;
+      currency: string;
+      into: string;
+      state: 'sent' | 'done';
+      duplicate: boolean;
+    }
+  | { ok: false; reason: string };
+
+/** Step 1 of a voucher's redemption, in the voucher's slot: its value taken out towards `targetKey`. */
+export async function takeVoucher(
+  scripts: Scripts,
+  voucher: { key: string; bucket: number },
+  targetKey: string,
+  channel: string,
+  now = Date.now(),
+): Promise<VoucherTake> {
+  const r = tagged(
+    'voucher_take',
+    await scripts.run(
+      'voucher_take',
+      [voucher.key, keys.sales(voucher.bucket), keys.openTransfers(voucher.bucket)],
+      [now, targetKey, channel],
+    ),
+  );
+  if (r[0] === 'err') return { ok: false, reason: str('voucher_take', r, 1) };
+  const state = r[5];
+  if (r[0] !== 'ok' || (state !== 'sent' && state !== 'done')) throw replyError('voucher_take', r);
+  return {
+    ok: true,
+    ref: str('voucher_take', r, 1),
+    amount: num('voucher_take', r, 2),
+    currency: str('voucher_take', r, 3),
+    into: str('voucher_take', r, 4),
+    state,
+    duplicate: r[6] === 1,
+  };
+}
+
+/** The last step: the voucher's transfer done, or its value returned; answers the transfer's state after. */
+export async function settleVoucher(
+  scripts: Scripts,
+  voucher: { key: string; bucket: number },
+  ref: string,
+  outcome: { done: true } | { done: false; reason: string },
+  now = Date.now(),
+): Promise<'done' | 'returned' | 'stale'> {
+  const r = tagged(
+    'voucher_settle',
+    await scripts.run(
+      'voucher_settle',
+      [voucher.key, keys.sales(voucher.bucket), keys.openTransfers(voucher.bucket)],
+      [now, outcome.done ? 'done' : 'return', ref, outcome.done ? '' : outcome.reason],
+    ),
+  );
+  const state = r[1];
+  if (r[0] !== 'ok' || (state !== 'done' && state !== 'returned' && state !== 'stale'))
+    throw replyError('voucher_settle', r);
+  return state;
 }

@@ -389,7 +389,7 @@ describe('export sales', () => {
     const csv = await cli('export', 'sales');
     expect(csv.code).toBe(0);
     expect(lines(csv.out)[0]).toBe(
-      'record,time,id,product,face,currency,price,channel,ref,type,amount,provider,commission,net,reason',
+      'record,time,id,product,face,currency,price,channel,ref,type,amount,provider,commission,net,reason,source,note,to,bal,exp',
     );
     const rows = parse<Record<string, string>>(csv.out, { columns: true }).filter((x) => x.ref === reference);
     expect(rows.map((x) => [x.type, x.price, x.amount, x.provider, x.commission, x.net, x.reason])).toEqual([

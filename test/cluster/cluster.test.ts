@@ -2,8 +2,9 @@
  * Every feature on a real Redis Cluster (3 primaries, 3 replicas started by
  * deploy/cluster/local-cluster.sh) with no code change, only REDIS_CLUSTER:
  * calls started on one gateway and ticked and stopped on another, a catalog
- * change reaching both, redemption with a retry and a reversal, a purchase
- * through the card company, export and the audit from the CLI.
+ * change reaching both, redemption with a retry and a reversal, a recharge
+ * voucher into an ID of another slot, a purchase through the card company,
+ * export and the audit from the CLI.
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -15,7 +16,7 @@ import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { activateId } from '../../src/ledger/ids';
 import { openContext, type Context } from '../../src/app/context';
-import type { GoodsProduct } from '../../src/catalog/schema';
+import type { GoodsProduct, RechargeProduct } from '../../src/catalog/schema';
 import { createToken, putItems, putPlans, putProducts } from '../../src/catalog/store';
 import { loadConfig } from '../../src/config/config';
 import { startGateway, type Gateway } from '../../src/gateway/server';
@@ -43,6 +44,14 @@ let g2: Gateway;
 const TALK = talkProduct({ name: 'talk-c', face: 1_000_000, price: 1_000_000 });
 /** 10 s at 100/s; an alert at 5 s left. */
 const SHORT = talkProduct({ name: 'talk-short', face: 1000, price: 1000, thresholds: [5] });
+const VOUCHER: RechargeProduct = {
+  name: 'voucher-c',
+  kind: 'recharge',
+  currency: 'EUR',
+  face: 2_000_000,
+  price: 2_000_000,
+  into: [],
+};
 const WALLET: GoodsProduct = {
   name: 'wallet-c',
   kind: 'goods',
@@ -75,7 +84,7 @@ beforeAll(async () => {
   const cfg = loadConfig(env);
   ctx = await openContext(cfg, createLogger('silent'));
   await putPlans(ctx.redis, [{ name: 'std', rates: STD_RATES }]);
-  await putProducts(ctx.redis, [TALK, SHORT, WALLET]);
+  await putProducts(ctx.redis, [TALK, SHORT, WALLET, VOUCHER]);
   await putItems(ctx.redis, [{ venue: 'arena', item: 'beer', price: 4_500_000 }]);
   g1 = await startGateway(cfg, createLogger('silent'));
   g2 = await startGateway(cfg, createLogger('silent'));
@@ -247,6 +256,21 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
     });
   });
 
+  it('a recharge voucher into a talk ID in another slot: credited once, the voucher used up', async () => {
+    const [target] = await sold(TALK, 1);
+    const vouchers: string[] = [];
+    await mintIds(ctx, VOUCHER, 8, (id) => vouchers.push(id));
+    // A voucher whose key lives in another slot than the target's.
+    const slotOf = (id: string): number => Number(ctx.ids.hash(id).bucket);
+    const voucher = vouchers.find((v) => slotOf(v) !== slotOf(target!))!;
+    expect((await activateId(ctx, voucher, { price: VOUCHER.price })).ok).toBe(true);
+    const till = (await createToken(ctx.redis, { name: 'till-cluster', role: 'sales' })).token;
+    const redeem = (g: Gateway): Promise<{ status: number; json: any }> =>
+      jsonCall(g, 'POST', '/v1/topups', { token: till, body: { id: target, voucher } });
+    expect(await redeem(g1)).toMatchObject({ status: 200, json: { amount: 2_000_000, balance: 3_000_000 } });
+    expect(await redeem(g2)).toMatchObject({ status: 200, json: { balance: 3_000_000, duplicate: true } });
+  });
+
   it('a purchase through the card company, then the audit balances every ID', async () => {
     await mintIds(ctx, TALK, 3, () => undefined);
     const tok = (await createToken(ctx.redis, { name: 'sales-c2', role: 'sales' })).token;
@@ -263,7 +287,8 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
     const report = JSON.parse(audit.out) as { ok: boolean; sold: number; problems: unknown[] };
     expect(report.problems).toEqual([]);
     expect(audit.code).toBe(0);
-    expect(report.sold).toBe(24 + 1 + 1 + 1);
+    // 2: the recharge voucher and its target.
+    expect(report.sold).toBe(24 + 1 + 1 + 2 + 1);
   });
 
   it('a primary killed with SIGKILL: its replica takes over and every call goes on, billed exactly; the audit balances', async () => {

@@ -14,11 +14,13 @@ import { recordCommands } from './records';
 import { saleCommands } from './sales';
 import { sandboxCommands } from './sandbox';
 import { tokenCommands } from './tokens';
+import { topupCommands } from './topup';
 
 export const commands: Record<string, Command> = {
   ...catalogCommands,
   ...idCommands,
   ...aniCommands,
+  ...topupCommands,
   ...tokenCommands,
   audit: recordCommands.audit,
   ...saleCommands,

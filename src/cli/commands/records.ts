@@ -23,11 +23,11 @@ export const recordCommands: Record<'audit' | 'export' | 'archive', Command> = {
       else {
         const n = (v: number): string => v.toLocaleString('en');
         process.stdout.write(
-          `${n(r.ids)} IDs, ${n(r.sold)} sold: value sold ${n(r.valueSold)} = balances ${n(r.balances)} + calls ${n(r.calls)} + redemptions ${n(r.redeemed)} + refunds ${n(r.refunded)}\n`,
+          `${n(r.ids)} IDs, ${n(r.sold)} sold: value sold ${n(r.valueSold)} + top-ups ${n(r.topups)} = balances ${n(r.balances)} + calls ${n(r.calls)} + redemptions ${n(r.redeemed)} + refunds ${n(r.refunded)} + vouchers sent ${n(r.vouchers)}\n`,
         );
         for (const p of r.problems.slice(0, max)) {
           process.stdout.write(
-            `  bucket ${p.bucket} id ${p.id} (${p.state || 'no ID'}): ${p.problem}; sold ${p.sold}, balance ${p.balance}, calls ${p.calls}, redeemed ${p.redeemed}, refunded ${p.refunded}, difference ${p.difference}\n`,
+            `  bucket ${p.bucket} id ${p.id} (${p.state || 'no ID'}): ${p.problem}; sold ${p.sold}, balance ${p.balance}, calls ${p.calls}, redeemed ${p.redeemed}, refunded ${p.refunded}, top-ups ${p.topups}, vouchers ${p.vouchers}, difference ${p.difference}\n`,
           );
         }
         if (r.problems.length > max) process.stdout.write(`  … and ${r.problems.length - max} more (--max, --json)\n`);

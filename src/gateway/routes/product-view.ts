@@ -15,7 +15,7 @@ export async function productView(
     price: p.price,
     currency: p.currency,
   };
-  if (p.kind === 'talk' || p.kind === 'goods') view.face = p.face;
+  if (p.kind === 'talk' || p.kind === 'goods' || p.kind === 'recharge') view.face = p.face;
   if (p.kind === 'talk') {
     // Talk time at the plan's catch-all rate (prefix ''): what "minutes" usually means on a card.
     const base = catalog.rateFor(p.plan, '');

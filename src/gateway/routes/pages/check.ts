@@ -1,15 +1,32 @@
 /**
- * The check link's page: ID + PIN shows the ID again (GET and POST /check/:bucket/:token),
- * and lets the owner of a talk ID register caller numbers (each change with the PIN again).
+ * The check link's page: ID + PIN shows the ID again (GET and POST
+ * /check/:bucket/:token), lets the owner of a talk ID register caller numbers
+ * (each change with the PIN again), and recharge it: a recharge voucher
+ * (POST …/voucher) or an amount paid by card (POST …/recharge). The recharge
+ * forms carry a grant the right PIN earned: a keyed hash of the link, the
+ * browser's form cookie and an expiry, so they need neither the PIN again nor
+ * any state on the server, and work only in that browser, for a while.
  */
+import { randomBytes } from 'node:crypto';
 import type { TemplatedApp } from 'uWebSockets.js';
 import { aniTermsOf } from '../../../ledger/anis';
 import { messageOf, statusOf } from '../../../protocol/reasons';
+import { BuyForm } from '../../../protocol/sales';
 import type { CheckResult } from '../../../sales/check';
-import { clientAddress, readForm, replyFor } from '../../http';
-import { FORM_LIMIT, formClient, NOT_OUR_FORM, type PageDeps, type PageKit } from './kit';
-import { checkedPage, checkForm, type AniSection } from './views';
+import { clientAddress, readForm, replyFor, type Reply } from '../../http';
+import { FORM_LIMIT, formClient, NOT_OUR_FORM, type FormClient, type PageDeps, type PageKit } from './kit';
+import {
+  checkedPage,
+  checkForm,
+  notRechargedPage,
+  rechargedPage,
+  rechargeForms,
+  type AniSection,
+  type RechargeOffer,
+} from './views';
 
+/** How long the PIN given on the check page stands for the recharge forms it shows. */
+const GRANT_MS = 15 * 60_000;
 /** What the owner is told when a change to the caller numbers is refused. */
 function aniRefusal(reason: string, max: number): string {
   switch (reason) {
@@ -69,6 +86,30 @@ function lockedMessage(until: number, byClient: boolean): { retry: string; messa
   return { retry, message };
 }
 
+const grantMac = (d: PageDeps, link: string, cookie: string, until: number): string =>
+  d.formMac(`grant|${link}|${cookie}|${until}`);
+
+function makeGrant(d: PageDeps, link: string, cookie: string): string {
+  const until = Date.now() + GRANT_MS;
+  return `${until}.${grantMac(d, link, cookie, until)}`;
+}
+
+function grantValid(d: PageDeps, link: string, cookie: string, grant: string): boolean {
+  const m = /^(\d{13})\.([0-9a-f]{32})$/.exec(grant);
+  if (!m) return false;
+  const until = Number(m[1]);
+  return until > Date.now() && m[2] === grantMac(d, link, cookie, until);
+}
+
+/** What the page says when a voucher is refused. */
+function voucherRefusal(reason: string): string {
+  if (reason === 'unknown_id' || reason === 'bad_checksum' || reason === 'bad_format')
+    return 'That is not a valid voucher number; please check it and try again.';
+  if (reason === 'already_redeemed') return 'That voucher has already been used.';
+  if (reason === 'throttled') return 'Too many voucher numbers that do not exist: please wait before trying again.';
+  return `${messageOf(reason)}.`;
+}
+
 export function checkRoutes(app: TemplatedApp, d: PageDeps, kit: PageKit): void {
   app.get('/check/:bucket/:token', (res, req) => {
     const reply = replyFor(res);
@@ -98,7 +139,109 @@ export function checkRoutes(app: TemplatedApp, d: PageDeps, kit: PageKit): void 
         return kit.send(reply, 429, 'Find your number', body, undefined, { 'Retry-After': retry });
       }
       const { section, status } = await aniSection(d, r, f);
-      kit.send(reply, status, 'Your number', checkedPage(r, action, d.formMac(fc.cookie), section), fc);
+      const product = d.catalog.product(r.product);
+      const offer: RechargeOffer | undefined =
+        r.kind === 'talk' && product?.kind === 'talk' && product.topup !== false
+          ? {
+              action,
+              formToken: d.formMac(fc.cookie),
+              grant: makeGrant(d, action, fc.cookie),
+              nonce: randomBytes(16).toString('hex'),
+              amounts: d.recharges.offers(product),
+              currency: r.currency,
+            }
+          : undefined;
+      kit.send(reply, status, 'Your number', checkedPage(r, action, d.formMac(fc.cookie), section, offer), fc);
     });
+  });
+
+  /**
+   * A recharge form's POST: the form must come from our page in this browser and carry a live grant for
+   * this link; `run` does the recharge. `keep` on a refusal keeps the card form's nonce (outcome unknown).
+   */
+  const rechargeRoute = (
+    suffix: 'voucher' | 'recharge',
+    run: (
+      loc: { key: string; bucket: number },
+      f: URLSearchParams,
+      token: string,
+    ) => Promise<
+      | { ok: true; amount: number; balance: number; currency: string; expires?: number }
+      | { ok: false; reason: string; message: string; keep?: string; retryAfter?: number }
+    >,
+  ): void => {
+    app.post(`/check/:bucket/:token/${suffix}`, (res, req) => {
+      const reply = replyFor(res);
+      const bucket = req.getParameter(0) ?? '';
+      const token = req.getParameter(1) ?? '';
+      const action = `/check/${encodeURIComponent(bucket)}/${encodeURIComponent(token)}`;
+      const fc = formClient(req);
+      const form = readForm(res, FORM_LIMIT);
+      kit.guard(reply, async () => {
+        const f = await form;
+        const pinAgain = (status: number, msg: string): void =>
+          kit.send(reply, status, 'Find your number', checkForm(action, d.formMac(fc.cookie), msg), fc);
+        if (!kit.fromOurPage(fc, f)) return pinAgain(403, NOT_OUR_FORM);
+        const loc = grantValid(d, action, fc.cookie, f.get('grant') ?? '')
+          ? await d.checks.linked(bucket, token)
+          : undefined;
+        if (!loc) return pinAgain(403, 'Please enter your PIN again to recharge.');
+        const r = await run(loc, f, token);
+        if (r.ok) return kit.send(reply, 200, 'Recharged', rechargedPage(r, action), fc);
+        await refused(reply, fc, action, f.get('grant') ?? '', loc, r);
+      });
+    });
+  };
+
+  async function refused(
+    reply: Reply,
+    fc: FormClient,
+    action: string,
+    grant: string,
+    loc: { key: string; bucket: number },
+    r: { reason: string; message: string; keep?: string; retryAfter?: number },
+  ): Promise<void> {
+    const o = await d.recharges.offerOf(loc);
+    const forms = o.allowed
+      ? rechargeForms({
+          action,
+          formToken: d.formMac(fc.cookie),
+          grant,
+          nonce: r.keep ?? randomBytes(16).toString('hex'),
+          amounts: o.amounts,
+          currency: o.currency,
+        })
+      : undefined;
+    const extra: Record<string, string> = r.retryAfter ? { 'Retry-After': String(r.retryAfter) } : {};
+    kit.send(reply, statusOf(r.reason, 402), 'Not recharged', notRechargedPage(r.message, forms, action), fc, extra);
+  }
+
+  rechargeRoute('voucher', async (loc, f, token) => {
+    const voucher = (f.get('voucher') ?? '').replace(/[\s-]/g, '');
+    const r = await d.topups.voucherInto(loc, voucher, 'web', `chk:${token}`);
+    if (r.ok) return r;
+    return { ...r, message: voucherRefusal(r.reason) };
+  });
+
+  rechargeRoute('recharge', async (loc, f) => {
+    const nonce = f.get('nonce') ?? '';
+    const card = (f.get('card') ?? '').replace(/[\s-]/g, '');
+    const amount = Number(f.get('amount'));
+    if (!BuyForm.nonce.test(nonce))
+      return { ok: false, reason: 'bad_value', message: 'The form expired; please try again.' };
+    if (!BuyForm.card.test(card))
+      return { ok: false, reason: 'card_invalid', message: 'Please enter the card number (digits only).' };
+    const r = await d.recharges.recharge(loc, `web/${nonce}`, { amount, card, cardPin: f.get('cardPin') ?? '' });
+    if (r.ok) return r;
+    // Outcome unknown: the form keeps this recharge's nonce, so sending it again finishes it and never charges twice.
+    const pending = r.reason === 'payment_pending' || r.reason === 'in_progress';
+    return pending
+      ? {
+          ...r,
+          keep: nonce,
+          message:
+            'The card company has not answered yet. Submit the same details again in a moment: you will not be charged twice.',
+        }
+      : { ...r, message: r.message.endsWith('.') ? r.message : `${r.message}.` };
   });
 }

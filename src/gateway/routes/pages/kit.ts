@@ -10,6 +10,8 @@ import type { AniRegistry } from '../../../ledger/anis';
 import type { CheckLinks } from '../../../sales/check';
 import type { Inventory } from '../../../sales/inventory';
 import type { Purchases } from '../../../sales/purchase';
+import type { Recharges } from '../../../sales/recharge';
+import type { Topups } from '../../../sales/topup';
 import { failureReason } from '../../../redis/failure';
 import { statusOf } from '../../../protocol/reasons';
 import { BodyError, type Reply } from '../../http';
@@ -20,6 +22,8 @@ export interface PageDeps {
   catalog: CatalogCache;
   inventory: Inventory;
   purchases: Purchases;
+  topups: Topups;
+  recharges: Recharges;
   checks: CheckLinks;
   /** Caller numbers, which the check page lets an owner register. */
   anis: AniRegistry;

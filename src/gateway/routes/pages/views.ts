@@ -114,20 +114,79 @@ ${
     : ''
 }`;
 
+/**
+ * What the check page offers an owner who gave the PIN: redeem a recharge
+ * voucher, and pay one of the product's amounts by card. `grant` stands for
+ * that PIN on these forms for a while (pages/check.ts); `nonce` ties the card
+ * form to one recharge.
+ */
+export interface RechargeOffer {
+  action: string;
+  formToken: string;
+  grant: string;
+  nonce: string;
+  amounts: number[];
+  currency: string;
+}
+
+export const rechargeForms = (o: RechargeOffer): Html => html`<h2>Recharge this ID</h2>
+<form method="post" action="${o.action}/voucher">
+  <input type="hidden" name="form" value="${o.formToken}">
+  <input type="hidden" name="grant" value="${o.grant}">
+  <label for="voucher">Recharge voucher number</label>
+  <input id="voucher" name="voucher" inputmode="numeric" autocomplete="off" required>
+  <button type="submit">Redeem the voucher</button>
+</form>
+${
+  o.amounts.length
+    ? html`<form method="post" action="${o.action}/recharge">
+  <input type="hidden" name="form" value="${o.formToken}">
+  <input type="hidden" name="grant" value="${o.grant}">
+  <input type="hidden" name="nonce" value="${o.nonce}">
+  <label for="amount">Amount</label>
+  <select id="amount" name="amount" required>
+    ${o.amounts.map((a) => html`<option value="${a}">${money(a, o.currency)}</option>`)}
+  </select>
+  <label for="card">Card number</label>
+  <input id="card" name="card" inputmode="numeric" autocomplete="cc-number" required>
+  <label for="cardPin">Card PIN</label>
+  <input id="cardPin" name="cardPin" type="password" inputmode="numeric" autocomplete="off" required>
+  <button type="submit">Pay and recharge</button>
+</form>`
+    : ''
+}`;
+
+/** A recharge's outcome: what was added and where the ID stands, or why nothing was, with the forms again. */
+export const rechargedPage = (
+  r: { amount: number; balance: number; currency: string; expires?: number },
+  back: string,
+): Html => html`<h1>Recharged</h1>
+<p class="ok" id="recharged">${money(r.amount, r.currency)} added to your ID.</p>
+<table>
+<tr><th>Balance</th><td id="balance">${money(r.balance, r.currency)}</td></tr>
+<tr><th>Valid until</th><td id="expires">${r.expires ? new Date(r.expires).toISOString().slice(0, 10) : 'counted from first use'}</td></tr>
+</table>
+<p><a href="${back}">Back to your number</a></p>`;
+
+export const notRechargedPage = (text: string, forms: Html | undefined, back: string): Html =>
+  html`<h1>Not recharged</h1><p class="error" role="alert">${text}</p>${forms ?? ''}<p><a href="${back}">Back to your number</a></p>`;
+
 export const checkedPage = (
   r: Extract<CheckResult, { ok: true }>,
   action: string,
   formToken: string,
   anis?: AniSection,
+  recharge?: RechargeOffer,
 ): Html => html`<h1>Your ID number</h1>
 <p class="ok">The ID number you purchased is</p>
 <p class="id" id="id-number">${spaced(r.id)}</p>
 <table>
-<tr><th>Balance</th><td id="balance">${r.kind === 'talk' || r.kind === 'goods' ? money(r.balance, r.currency) : String(r.balance)}</td></tr>
+<tr><th>Balance</th><td id="balance">${r.kind === 'talk' || r.kind === 'goods' || r.kind === 'recharge' ? money(r.balance, r.currency) : String(r.balance)}</td></tr>
 <tr><th>State</th><td>${r.state}</td></tr>
 <tr><th>Valid until</th><td id="expires">${r.expires ? new Date(r.expires).toISOString().slice(0, 10) : validity(r.validDays)}</td></tr>
 </table>
 ${anis ? aniForms(anis, action, formToken) : ''}
+${recharge ? rechargeForms(recharge) : ''}
 <p><a href="/access">Access numbers</a></p>`;
 
 export const areasPage = (areas: readonly AccessArea[]): Html => html`<h1>Where are you now?</h1>

@@ -1,0 +1,279 @@
+/**
+ * An owner's online recharge of their ID (the check page): an amount the
+ * product offers, paid through the card company like a purchase, credited by
+ * lua/topup.lua. Idempotent like purchases: where it stands is kept in Redis
+ * under its Idempotency-Key (the form's nonce), so a retry, or another
+ * gateway, picks up where an attempt stopped, asks the card company when an
+ * answer was lost, and never charges twice. The card is charged only for an ID
+ * the top-up rules accept; should the ID refuse after the capture (blocked
+ * meanwhile), the payment is voided.
+ */
+import type { Logger } from 'pino';
+import type { Context } from '../app/context';
+import { topupTerms, type Product } from '../catalog/schema';
+import { messageOf, isReason, type Reason } from '../protocol/reasons';
+import { bucketOfKey, keys } from '../redis/keys';
+import { replicated } from '../redis/replication';
+import type { PaymentProvider } from './provider';
+import { CARD_DIGITS, CARD_PIN } from './purchase';
+import { claimPurchase } from './scripts';
+import type { IdLoc, TopupAnswer, Topups } from './topup';
+
+export interface RechargeRequest {
+  amount: number;
+  card: string;
+  cardPin: string;
+}
+
+/** A refusal's reason is the catalogue's or, for a decline, the card company's own. */
+export type RechargeResult = ({ ok: true } & TopupAnswer) | { ok: false; reason: string; message: string };
+
+type State = 'new' | 'authorizing' | 'authorized' | 'capturing' | 'captured' | 'done' | 'declined';
+
+interface RechargeRecord {
+  st: State;
+  fp?: string;
+  product?: string;
+  price?: string;
+  cur?: string;
+  /** The ID recharged (its key). */
+  tgt?: string;
+  commission?: string;
+  answer?: string;
+  reason?: string;
+}
+
+/** A recharge's answer is kept this long for retries (a declined one PURCHASE_DECLINED_TTL_SEC). */
+const DONE_TTL_SEC = 30 * 86400;
+const openTtlSec = (abandonAfterMs: number): number => Math.ceil(abandonAfterMs / 1000) + 86400;
+
+const fail = (reason: Reason, message = messageOf(reason)): RechargeResult => ({ ok: false, reason, message });
+
+export class Recharges {
+  constructor(
+    private readonly ctx: Context,
+    private readonly productOf: (name: string) => Product | undefined,
+    private readonly topups: Topups,
+    private readonly provider: PaymentProvider,
+    private readonly log: Logger,
+  ) {}
+
+  private recordKey(idemKey: string): { key: string; ref: string; hash: string; open: string } {
+    const h = this.ctx.ids.mac(`recharge:${idemKey}`).slice(0, 32);
+    const bucket = this.ctx.ids.bucketOf(h);
+    return { key: keys.recharge(bucket, h), ref: `tsr_${h}`, hash: h, open: keys.openRecharges(bucket) };
+  }
+
+  /** The amounts the owner of an ID of this product may recharge online (none: not offered). */
+  offers(product: Product | undefined): number[] {
+    if (product?.kind !== 'talk' || product.topup === false) return [];
+    return product.topupAmounts ?? [];
+  }
+
+  /** What the check page offers for the ID at `loc`: whether it takes top-ups, the amounts payable online. */
+  async offerOf(loc: IdLoc): Promise<{ allowed: boolean; amounts: number[]; currency: string }> {
+    const [prod, cur] = await this.ctx.redis.hmget(loc.key, 'prod', 'cur');
+    const product = this.productOf(prod ?? '');
+    return { allowed: topupTerms(product).allowed, amounts: this.offers(product), currency: cur ?? '' };
+  }
+
+  async recharge(target: IdLoc, idemKey: string, req: RechargeRequest): Promise<RechargeResult> {
+    if (!CARD_DIGITS.test(req.card)) return fail('card_invalid');
+    if (!CARD_PIN.test(req.cardPin)) return fail('bad_value', 'the card PIN must be 4 to 12 digits');
+    const { key, ref, hash, open } = this.recordKey(idemKey);
+    const [prod, cur] = await this.ctx.redis.hmget(target.key, 'prod', 'cur');
+    const product = this.productOf(prod ?? '');
+    const started = (await this.ctx.redis.exists(key)) === 1;
+    if (!started) {
+      if (!this.offers(product).includes(req.amount))
+        return fail('bad_value', 'choose one of the amounts offered for this ID');
+      // The card is charged only for a recharge the ID would take.
+      const would = await this.topups.apply(
+        target,
+        { source: 'online', ref, amount: req.amount, currency: cur ?? '', note: hash },
+        'check',
+      );
+      if (!would.ok) return fail(would.reason as Reason);
+    }
+    const fp = this.ctx.ids.mac(JSON.stringify([target.key, req.amount, req.card, req.cardPin]));
+    const claim = await claimPurchase(this.ctx.scripts, {
+      key,
+      open,
+      fingerprint: fp,
+      leaseMs: this.ctx.cfg.purchaseLeaseMs,
+      ttlSec: openTtlSec(this.ctx.cfg.abandonAfterMs),
+      terms: { product: prod ?? '', price: req.amount, currency: cur ?? '' },
+    });
+    if (claim === 'new') await this.ctx.redis.hset(key, 'tgt', target.key);
+    if (claim !== 'conflict' && claim !== 'busy') await replicated(this.ctx.redis, key);
+    switch (claim) {
+      case 'gone':
+        return fail('unknown_id');
+      case 'conflict':
+        return fail('idempotency_conflict', 'this form was already used for another recharge');
+      case 'busy':
+        return fail('in_progress');
+      case 'done':
+        return this.answerOf(await this.read(key));
+    }
+    try {
+      const r = await this.read(key);
+      r.tgt ??= target.key;
+      return await this.run(key, ref, hash, req, r);
+    } finally {
+      await this.ctx.redis.hset(key, 'lease', '0');
+    }
+  }
+
+  private async read(key: string): Promise<RechargeRecord> {
+    return (await this.ctx.redis.hgetall(key)) as unknown as RechargeRecord;
+  }
+
+  private async set(key: string, fields: { [k: string]: string | number }): Promise<void> {
+    await this.ctx.redis.hset(key, fields);
+    await replicated(this.ctx.redis, key);
+    if (fields.st === 'done' || fields.st === 'declined') {
+      await this.ctx.redis.expire(key, fields.st === 'done' ? DONE_TTL_SEC : this.ctx.cfg.purchaseDeclinedTtlSec);
+      await this.ctx.redis.zrem(keys.openRecharges(bucketOfKey(key)), key);
+    }
+  }
+
+  private answerOf(r: RechargeRecord): RechargeResult {
+    if (r.st === 'declined') {
+      const reason = r.reason ?? 'declined';
+      if (isReason(reason)) return fail(reason);
+      return { ok: false, reason, message: `declined by the card company: ${reason}` };
+    }
+    // A retry: the first recharge's answer, nothing charged or credited again.
+    return { ok: true, ...(JSON.parse(r.answer!) as TopupAnswer), duplicate: true };
+  }
+
+  private async decline(key: string, reason: string): Promise<RechargeResult> {
+    await this.set(key, { st: 'declined', reason });
+    return this.answerOf({ st: 'declined', reason });
+  }
+
+  private async voidThenDecline(key: string, ref: string, reason: string): Promise<RechargeResult> {
+    const v = await this.provider.void(ref);
+    if (v.status === 'unknown') return fail('payment_pending');
+    return this.decline(key, reason);
+  }
+
+  private async run(
+    key: string,
+    ref: string,
+    hash: string,
+    req: RechargeRequest,
+    r: RechargeRecord,
+  ): Promise<RechargeResult> {
+    if (r.st === 'authorizing' || r.st === 'capturing') {
+      const s = await this.provider.status(ref);
+      if (s.state === 'unknown') return fail('payment_pending');
+      if (s.state === 'declined' || s.state === 'voided') return this.decline(key, s.reason ?? s.state);
+      if (s.state === 'none') r.st = 'new';
+      if (s.state === 'authorized') r.st = 'authorized';
+      if (s.state === 'captured') {
+        r.st = 'captured';
+        r.commission = String(s.commission ?? 0);
+        await this.set(key, { st: 'captured', commission: r.commission });
+      }
+    }
+    if (r.st === 'new') {
+      await this.set(key, { st: 'authorizing' });
+      const a = await this.provider.authorize({
+        reference: ref,
+        card: req.card,
+        cardPin: req.cardPin,
+        amount: Number(r.price),
+        currency: r.cur!,
+      });
+      if (a.status === 'unknown') return fail('payment_pending');
+      if (a.status === 'declined') return this.decline(key, a.reason);
+      r.st = 'authorized';
+      await this.set(key, { st: 'authorized' });
+    }
+    if (r.st === 'authorized') {
+      await this.set(key, { st: 'capturing' });
+      const c = await this.provider.capture(ref);
+      if (c.status === 'unknown') return fail('payment_pending');
+      if (c.status !== 'captured')
+        return this.voidThenDecline(key, ref, c.status === 'declined' ? c.reason : 'capture_failed');
+      r.st = 'captured';
+      r.commission = String(c.commission);
+      await this.set(key, { st: 'captured', commission: c.commission });
+    }
+    if (r.st !== 'captured') throw new Error(`recharge ${ref} in unexpected state ${r.st}`);
+    return this.credit(key, ref, hash, r);
+  }
+
+  /** Paid for: credit the ID, once; if it refuses now, the payment goes back. */
+  private async credit(key: string, ref: string, hash: string, r: RechargeRecord): Promise<RechargeResult> {
+    const tgt = r.tgt!;
+    const t = await this.topups.apply(
+      { key: tgt, bucket: bucketOfKey(tgt) },
+      {
+        source: 'online',
+        ref,
+        amount: Number(r.price),
+        currency: r.cur ?? '',
+        note: hash,
+        price: Number(r.price),
+        commission: Number(r.commission ?? 0),
+      },
+    );
+    if (!t.ok) {
+      this.log.warn({ ref, reason: t.reason }, 'paid recharge refused by the ID: voiding the payment');
+      return this.voidThenDecline(key, ref, t.reason);
+    }
+    const { ok: _ok, ...answer } = t;
+    await this.set(key, { st: 'done', answer: JSON.stringify({ ...answer, duplicate: false }) });
+    return t;
+  }
+
+  /**
+   * Recharges left midway for longer than ABANDON_AFTER_MS are settled from the
+   * card company's side: one it captured is credited (the owner paid), one only
+   * authorized is voided, and the recharge ends. Every gateway may sweep: the
+   * claim's lease makes one win.
+   */
+  async sweepAbandoned(now = Date.now()): Promise<number> {
+    const { buckets, abandonAfterMs, purchaseLeaseMs } = this.ctx.cfg;
+    let settled = 0;
+    for (let b = 0; b < buckets; b++) {
+      const open = keys.openRecharges(b);
+      for (const key of await this.ctx.redis.zrangebyscore(open, '-inf', `(${now - abandonAfterMs}`, 'LIMIT', 0, 100)) {
+        const r = await this.read(key);
+        if (!r.st || r.st === 'done' || r.st === 'declined' || !r.tgt) {
+          if (!r.tgt && r.st === 'new') await this.decline(key, 'abandoned');
+          else await this.ctx.redis.zrem(open, key);
+          continue;
+        }
+        const claim = await claimPurchase(
+          this.ctx.scripts,
+          { key, open, fingerprint: r.fp ?? '', leaseMs: purchaseLeaseMs, ttlSec: openTtlSec(abandonAfterMs) },
+          now,
+        );
+        if (claim === 'gone') await this.ctx.redis.zrem(open, key);
+        if (claim !== 'resume') continue;
+        const hash = key.slice(key.lastIndexOf(':') + 1);
+        const ref = `tsr_${hash}`;
+        try {
+          const s = await this.provider.status(ref);
+          if (s.state === 'unknown') continue;
+          if (s.state === 'captured') {
+            r.commission = String(s.commission ?? 0);
+            await this.credit(key, ref, hash, r);
+          } else if (s.state === 'authorized') {
+            const v = await this.provider.void(ref);
+            if (v.status !== 'voided') continue;
+            await this.decline(key, 'abandoned');
+          } else await this.decline(key, 'abandoned');
+          settled++;
+        } finally {
+          await this.ctx.redis.hset(key, 'lease', '0');
+        }
+      }
+    }
+    return settled;
+  }
+}

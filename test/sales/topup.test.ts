@@ -1,0 +1,557 @@
+/**
+ * Top-up: a recharge voucher redeemed into a talk ID (over the HTTP API and
+ * the check page), the operator's `tessera topup`, and the owner's online
+ * recharge on the check page through the card company. Real Redis, real HTTP,
+ * the sandbox card company; the conservation audit balances at the end.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Product, RechargeProduct } from '../../src/catalog/schema';
+import type { Gateway } from '../../src/gateway/server';
+import { generateId } from '../../src/ids/idnum';
+import { keys } from '../../src/redis/keys';
+import { refundSale } from '../../src/sales/admin';
+import { HttpProvider } from '../../src/sales/provider';
+import { setIdState } from '../../src/ledger/ids';
+import { takeVoucher } from '../../src/sales/scripts';
+import { runCliIn } from '../support/cli';
+import { Client } from '../support/ws-client';
+import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
+import { formSession, jsonCall, postPageForm, type FormSession, type Res } from '../support/http';
+import { balanceOf, bucketOf, hashOf, idFields, idKeyOf, streamFields } from '../support/redis';
+import {
+  addMember,
+  addProducts,
+  buy,
+  callWith,
+  newKey,
+  NO_FAULTS,
+  product,
+  recordsOf,
+  setFaults,
+  usedCredit,
+  type Buyer,
+} from './fixtures';
+
+const DAY = 86_400_000;
+const TALK = product('talk-t', {
+  face: 1_000_000,
+  price: 1_000_000,
+  expiryDays: 30,
+  topupExtendsDays: 60,
+  topupAmounts: [500_000, 2_000_000],
+  topupMaxBalance: 5_000_000,
+});
+const FIXED = product('talk-fixed', { topup: false });
+const VOUCHER: RechargeProduct = {
+  name: 'voucher-2',
+  kind: 'recharge',
+  currency: 'EUR',
+  price: 2_000_000,
+  face: 2_000_000,
+  into: [],
+};
+const VOUCHER_USD: RechargeProduct = { ...VOUCHER, name: 'voucher-usd', currency: 'USD' };
+const BIG_VOUCHER: RechargeProduct = { ...VOUCHER, name: 'voucher-big', face: 4_500_000, price: 4_500_000 };
+
+let h: Harness;
+let gw: Gateway;
+let till: string;
+let salesTok: string;
+let buyer: Buyer;
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h, [TALK, FIXED, VOUCHER, VOUCHER_USD, BIG_VOUCHER] as Product[]);
+  await mint(h, TALK, 5);
+  await mint(h, FIXED, 2);
+  gw = await gateway(h);
+  till = await token(h, 'sales', 'till-1');
+  salesTok = await token(h, 'sales', 'shop-t');
+  buyer = await addMember(h, 100_000_000);
+});
+afterAll(async () => {
+  await gw?.close();
+  await h?.stop();
+});
+
+const redeem = (id: string, voucher: string): Promise<{ status: number; json: any }> =>
+  jsonCall(gw, 'POST', '/v1/topups', { token: till, body: { id, voucher } });
+
+/** The ID's bucket's balance events of type topup for this ID. */
+async function topupEvents(id: string): Promise<Record<string, string>[]> {
+  const all = await h.r.xrange(keys.events(bucketOf(h, id)), '-', '+');
+  return all.map(([, f]) => streamFields(f)).filter((e) => e.type === 'topup' && e.idh === hashOf(h, id));
+}
+
+describe('recharge voucher into an ID', () => {
+  it('credits the ID and consumes the voucher once, with one record each', async () => {
+    const [id] = await soldIds(h, TALK);
+    const [v] = await soldIds(h, VOUCHER);
+    const r = await redeem(id!, v!);
+    expect(r).toEqual({
+      status: 200,
+      json: { amount: 2_000_000, balance: 3_000_000, currency: 'EUR', record: expect.any(String), duplicate: false },
+    });
+    expect(await balanceOf(h, id!)).toBe(3_000_000);
+    expect(await idFields(h, v!)).toMatchObject({ st: 'exhausted', bal: '0', tst: 'done' });
+    const [into] = (await recordsOf(h, hashOf(h, id!))).filter((x) => x.type === 'topup');
+    expect(into).toMatchObject({ amount: '2000000', source: 'voucher', note: hashOf(h, v!), bal: '3000000' });
+    const out = (await recordsOf(h, hashOf(h, v!))).filter((x) => x.type === 'voucher');
+    expect(out).toEqual([expect.objectContaining({ amount: '2000000', to: hashOf(h, id!) })]);
+    expect(await topupEvents(id!)).toEqual([
+      expect.objectContaining({ source: 'voucher', amount: '2000000', bal: '3000000', ref: hashOf(h, v!) }),
+    ]);
+
+    // The same request again answers the first redemption; the voucher into another ID is refused.
+    expect((await redeem(id!, v!)).json).toMatchObject({ balance: 3_000_000, duplicate: true });
+    const [other] = await soldIds(h, TALK);
+    expect(await redeem(other!, v!)).toMatchObject({ status: 409, json: { error: { reason: 'already_redeemed' } } });
+    expect(await balanceOf(h, id!)).toBe(3_000_000);
+    expect(await balanceOf(h, other!)).toBe(1_000_000);
+    expect((await recordsOf(h, hashOf(h, id!))).filter((x) => x.type === 'topup')).toHaveLength(1);
+  });
+
+  it('a transfer cut short after the voucher was taken is finished by a retry, once', async () => {
+    const [id] = await soldIds(h, TALK);
+    const [v] = await soldIds(h, VOUCHER);
+    // The gateway died right after step 1: the voucher is taken, the ID not credited.
+    const vloc = { key: idKeyOf(h, v!), bucket: bucketOf(h, v!) };
+    expect(await takeVoucher(h.ctx.scripts, vloc, idKeyOf(h, id!), 'test')).toMatchObject({ ok: true, state: 'sent' });
+    expect(await balanceOf(h, id!)).toBe(1_000_000);
+    expect((await redeem(id!, v!)).json).toMatchObject({ amount: 2_000_000, balance: 3_000_000 });
+    // The sweep, late, finds nothing left to do.
+    await gw.topups.sweepTransfers(Date.now() + 3_600_000);
+    expect((await redeem(id!, v!)).json).toMatchObject({ balance: 3_000_000, duplicate: true });
+    expect(await balanceOf(h, id!)).toBe(3_000_000);
+    expect(await h.r.zscore(keys.openTransfers(vloc.bucket), vloc.key)).toBeNull();
+  });
+
+  it('the transfer sweep finishes a transfer nobody retries, and a retry after it credits nothing more', async () => {
+    const [id] = await soldIds(h, TALK);
+    const [v] = await soldIds(h, VOUCHER);
+    const vloc = { key: idKeyOf(h, v!), bucket: bucketOf(h, v!) };
+    await takeVoucher(h.ctx.scripts, vloc, idKeyOf(h, id!), 'test');
+    // Within its grace the sweep leaves it to the request.
+    expect(await gw.topups.sweepTransfers()).toBe(0);
+    expect(await gw.topups.sweepTransfers(Date.now() + 3_600_000)).toBe(1);
+    expect(await balanceOf(h, id!)).toBe(3_000_000);
+    expect(await idFields(h, v!)).toMatchObject({ tst: 'done', bal: '0' });
+    expect((await redeem(id!, v!)).json).toMatchObject({ balance: 3_000_000, duplicate: true });
+    expect(await balanceOf(h, id!)).toBe(3_000_000);
+  });
+
+  it('a target that refuses after the voucher was taken gives the voucher its value back', async () => {
+    const [id, other] = await soldIds(h, TALK, 2);
+    const [v] = await soldIds(h, VOUCHER);
+    const vloc = { key: idKeyOf(h, v!), bucket: bucketOf(h, v!) };
+    await takeVoucher(h.ctx.scripts, vloc, idKeyOf(h, id!), 'test');
+    await setIdState(h.ctx, id!, 'block', 'lost');
+    await gw.topups.sweepTransfers(Date.now() + 3_600_000);
+    expect(await balanceOf(h, id!)).toBe(1_000_000);
+    expect(await idFields(h, v!)).toMatchObject({ st: 'sold', bal: '2000000', tst: 'returned' });
+    // Unblocked, the first target still never gets that transfer; the voucher goes into another ID.
+    await setIdState(h.ctx, id!, 'unblock');
+    await gw.topups.sweepTransfers(Date.now() + 3_600_000);
+    expect(await balanceOf(h, id!)).toBe(1_000_000);
+    expect((await redeem(other!, v!)).json).toMatchObject({ amount: 2_000_000, balance: 3_000_000 });
+    const amounts = (await recordsOf(h, hashOf(h, v!))).filter((x) => x.type === 'voucher').map((x) => x.amount);
+    expect(amounts).toEqual(['2000000', '-2000000', '2000000']);
+  });
+
+  it('refuses with a catalogued reason and leaves the voucher whole', async () => {
+    const [fixed] = await soldIds(h, FIXED);
+    const [blocked, refunded, talkAsVoucher, full] = await soldIds(h, TALK, 4);
+    const [v] = await soldIds(h, VOUCHER);
+    const [usd] = await soldIds(h, VOUCHER_USD);
+    const [big] = await soldIds(h, BIG_VOUCHER);
+    await setIdState(h.ctx, blocked!, 'block', 'fraud');
+    const provider = new HttpProvider(h.cfg.provider.url!, 2000);
+    expect(await refundSale(h.ctx, provider, refunded!, 'changed mind', 'op')).toMatchObject({ ok: true });
+    const cases: [string, string, number, string][] = [
+      [fixed!, v!, 422, 'topup_forbidden'],
+      [blocked!, v!, 403, 'blocked'],
+      [refunded!, v!, 409, 'refunded'],
+      [full!, usd!, 422, 'wrong_currency'],
+      [full!, big!, 422, 'topup_limit'],
+      [full!, talkAsVoucher!, 422, 'not_voucher'],
+      [v!, v!, 422, 'not_voucher'],
+    ];
+    for (const [id, voucher, status, reason] of cases)
+      expect(await redeem(id, voucher), reason).toMatchObject({ status, json: { error: { reason } } });
+    expect(await idFields(h, v!)).toMatchObject({ st: 'sold', bal: '2000000' });
+    expect(await idFields(h, big!)).toMatchObject({ st: 'sold', bal: '4500000' });
+    expect(await recordsOf(h, hashOf(h, v!))).toHaveLength(1); // its sale alone
+
+    // An expired ID: its validity ran out after first use.
+    const [old] = await soldIds(h, TALK);
+    await h.r.hset(idKeyOf(h, old!), 'exp', String(Date.now() - 1000), 'first', String(Date.now() - 31 * DAY));
+    expect(await redeem(old!, v!)).toMatchObject({ status: 410, json: { error: { reason: 'expired' } } });
+    expect(await idFields(h, v!)).toMatchObject({ st: 'sold', bal: '2000000' });
+  });
+
+  it('is open to IVRs (switch tokens) as to tills, not to scanners', async () => {
+    const [id] = await soldIds(h, TALK);
+    const [v, w] = await soldIds(h, VOUCHER, 2);
+    const ivr = await token(h, 'switch', 'ivr-1');
+    const viaIvr = await jsonCall(gw, 'POST', '/v1/topups', { token: ivr, body: { id, voucher: v } });
+    expect(viaIvr).toMatchObject({ status: 200, json: { balance: 3_000_000 } });
+    const scanner = await token(h, 'scanner', 'gate-t', { venue: 'arena' });
+    const viaScanner = await jsonCall(gw, 'POST', '/v1/topups', { token: scanner, body: { id, voucher: w } });
+    expect(viaScanner).toMatchObject({ status: 403, json: { error: { reason: 'forbidden' } } });
+    expect(await balanceOf(h, w!)).toBe(2_000_000);
+  });
+
+  it('is listed with its face value when on public sale', async () => {
+    const onSale: RechargeProduct = { ...VOUCHER, name: 'voucher-web', webShop: true };
+    await addProducts(h, gw, [onSale]);
+    const listed = (await jsonCall(gw, 'GET', '/v1/products')).json.products;
+    expect(listed.find((p: { name: string }) => p.name === 'voucher-web')).toMatchObject({
+      kind: 'recharge',
+      face: 2_000_000,
+      price: 2_000_000,
+    });
+  });
+
+  it('is no ID to call or redeem with', async () => {
+    const [v] = await soldIds(h, VOUCHER);
+    const sw = await Client.connect(gw.port, await token(h, 'switch'));
+    try {
+      expect(await sw.request({ op: 'start', ref: 1, call: 'v-call', id: v!, dest: '4912345' })).toMatchObject({
+        op: 'error',
+        reason: 'wrong_kind',
+      });
+    } finally {
+      await sw.close();
+    }
+    const scanner = await token(h, 'scanner', 'gate-v', { venue: 'arena' });
+    const r = await jsonCall(gw, 'POST', '/v1/redeem', { token: scanner, body: { scan: 'v-scan-1', id: v! } });
+    expect(r).toMatchObject({ status: 422, json: { error: { reason: 'wrong_kind' } } });
+    expect(await idFields(h, v!)).toMatchObject({ st: 'sold', bal: '2000000' });
+  });
+
+  it('throttles a client that sends voucher numbers that do not exist', async () => {
+    const g = await gateway(h, { guessLimit: 3 });
+    try {
+      const tok = await token(h, 'sales', 'till-guess');
+      const [id] = await soldIds(h, TALK);
+      const [v] = await soldIds(h, VOUCHER);
+      const unknown = generateId(h.cfg.idLength);
+      const send = (voucher: string): Promise<{ status: number; json: any }> =>
+        jsonCall(g, 'POST', '/v1/topups', { token: tok, body: { id: id!, voucher } });
+      for (let i = 0; i < 3; i++) expect((await send(unknown)).json.error.reason).toBe('unknown_id');
+      expect(await send(unknown)).toMatchObject({ status: 429, json: { error: { reason: 'throttled' } } });
+      expect((await send(v!)).json.error.reason).toBe('throttled');
+    } finally {
+      await g.close();
+    }
+  });
+});
+
+describe('tessera topup', () => {
+  it('credits an ID with a record, once per --key, and an exhausted ID can call again', async () => {
+    const [id] = await soldIds(h, TALK);
+    // Use it all: 100 micro-units a second.
+    await callWith(h, gw, id!, 20_000);
+    expect(await idFields(h, id!)).toMatchObject({ st: 'exhausted', bal: '0' });
+    const exp = Number((await idFields(h, id!)).exp);
+    expect(exp).toBeGreaterThan(Date.now() + 29 * DAY);
+
+    const run = await runCliIn(h, 'topup', id!, '--amount', '500000', '--note', 'goodwill', '--key', 'case-1234');
+    expect(run.code).toBe(0);
+    const out = JSON.parse(run.out);
+    expect(out).toMatchObject({ amount: 500_000, balance: 500_000, currency: 'EUR', duplicate: false });
+    // The expiry moved to 60 days from now (the product's topupExtendsDays).
+    expect(out.expires).toBeGreaterThan(Date.now() + 59 * DAY);
+    expect(await idFields(h, id!)).toMatchObject({ st: 'sold', bal: '500000' });
+    const again = await runCliIn(h, 'topup', id!, '--amount', '500000', '--note', 'goodwill', '--key', 'case-1234');
+    expect(JSON.parse(again.out)).toMatchObject({ balance: 500_000, duplicate: true });
+    const [rec] = (await recordsOf(h, hashOf(h, id!))).filter((x) => x.type === 'topup');
+    expect(rec).toMatchObject({ source: 'operator', note: 'goodwill', amount: '500000' });
+    expect((await callWith(h, gw, id!, 10)).started.op).toBe('started');
+
+    // Without a key each run is a top-up of its own; a forbidden product or a bad amount is refused.
+    expect((await runCliIn(h, 'topup', id!, '--amount', '1000')).code).toBe(0);
+    expect(await balanceOf(h, id!)).toBe(500_000 - 1000 + 1000);
+    const [fixed] = await soldIds(h, FIXED);
+    const no = await runCliIn(h, 'topup', fixed!, '--amount', '1000');
+    expect(no).toMatchObject({ code: 1, err: expect.stringContaining('topup_forbidden') });
+    expect((await runCliIn(h, 'topup', id!, '--amount', '1.5')).code).toBe(2);
+  });
+
+  it('is offered to admins over HTTP, idempotent by Idempotency-Key', async () => {
+    const admin = await token(h, 'admin', 'ops-t');
+    const [id] = await soldIds(h, TALK);
+    const post = (): Promise<{ status: number; json: any }> =>
+      jsonCall(gw, 'POST', `/v1/admin/ids/${id}/topup`, {
+        token: admin,
+        idem: 'topup-0001',
+        body: { amount: 250_000, note: 'apology' },
+      });
+    expect(await post()).toMatchObject({ status: 200, json: { amount: 250_000, balance: 1_250_000 } });
+    expect(await post()).toMatchObject({ status: 200, json: { balance: 1_250_000, duplicate: true } });
+    expect(await jsonCall(gw, 'POST', `/v1/admin/ids/${id}/topup`, { token: till, body: { amount: 1 } })).toMatchObject(
+      { status: 403 },
+    );
+  });
+});
+
+describe('the check page', () => {
+  interface Owned {
+    id: string;
+    path: string;
+    session: FormSession;
+    page: Res;
+  }
+  const PIN = '8642';
+
+  /** Buys an ID and opens its check link with the PIN, as its owner's browser would. */
+  async function owned(): Promise<Owned> {
+    const r = await buy(gw, salesTok, newKey(), TALK.name, buyer, PIN);
+    expect(r.status).toBe(200);
+    const path = new URL(r.json.checkUrl).pathname;
+    const session = await formSession(gw, path);
+    const page = await postPageForm(gw, path, { pin: PIN }, session);
+    expect(page.status).toBe(200);
+    return { id: r.json.id, path, session, page };
+  }
+
+  const field = (text: string, name: string): string =>
+    new RegExp(`name="${name}" value="([^"]+)"`).exec(text)?.[1] ?? '';
+
+  it('recharges online: a declined card says so and charges nothing; a retry of the form charges once', async () => {
+    const o = await owned();
+    expect(o.page.text).toContain('Recharge this ID');
+    const grant = field(o.page.text, 'grant');
+    const poor = await addMember(h, 100_000);
+    const declined = await postPageForm(
+      gw,
+      `${o.path}/recharge`,
+      { grant, nonce: field(o.page.text, 'nonce'), amount: '2000000', card: poor.card, cardPin: poor.cardPin },
+      o.session,
+    );
+    expect(declined.status).toBe(402);
+    expect(declined.text).toContain('not enough credit on the card');
+    expect(await balanceOf(h, o.id)).toBe(1_000_000);
+
+    const payer = await addMember(h, 10_000_000);
+    const form = { grant, nonce: field(declined.text, 'nonce'), amount: '2000000', ...payer };
+    const ok = await postPageForm(gw, `${o.path}/recharge`, form, o.session);
+    expect(ok.status).toBe(200);
+    expect(ok.text).toContain('added to your ID');
+    expect(await balanceOf(h, o.id)).toBe(3_000_000);
+    // Submitted twice (a reload): the same recharge, charged and credited once.
+    expect((await postPageForm(gw, `${o.path}/recharge`, form, o.session)).status).toBe(200);
+    expect(await balanceOf(h, o.id)).toBe(3_000_000);
+    expect(await usedCredit(h, payer.card)).toBe(2_000_000);
+    const [rec] = (await recordsOf(h, hashOf(h, o.id))).filter((x) => x.type === 'topup');
+    expect(rec).toMatchObject({ source: 'online', amount: '2000000', price: '2000000' });
+
+    // Only the amounts on offer.
+    const odd = await postPageForm(
+      gw,
+      `${o.path}/recharge`,
+      { grant, nonce: 'ab'.repeat(16), amount: '1234', ...payer },
+      o.session,
+    );
+    expect(odd.status).toBe(400);
+    expect(await usedCredit(h, payer.card)).toBe(2_000_000);
+  });
+
+  it('a card company that does not answer: the same form again finishes the recharge, charged once', async () => {
+    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    try {
+      const o = await owned();
+      const payer = await addMember(h, 10_000_000);
+      const form = {
+        grant: field(o.page.text, 'grant'),
+        nonce: field(o.page.text, 'nonce'),
+        amount: '500000',
+        ...payer,
+      };
+      await setFaults(h, { hangNext: 1 });
+      const pending = await postPageForm(slow, `${o.path}/recharge`, form, o.session);
+      expect(pending.status).toBe(503);
+      expect(pending.text).toContain('you will not be charged twice');
+      // The page keeps this recharge's nonce for the retry.
+      expect(field(pending.text, 'nonce')).toBe(form.nonce);
+      expect(await balanceOf(h, o.id)).toBe(1_000_000);
+      const done = await postPageForm(slow, `${o.path}/recharge`, form, o.session);
+      expect(done.status).toBe(200);
+      expect(await balanceOf(h, o.id)).toBe(1_500_000);
+      expect(await usedCredit(h, payer.card)).toBe(500_000);
+    } finally {
+      await setFaults(h, NO_FAULTS);
+      await slow.close();
+    }
+  });
+
+  it('an ID blocked while its recharge was paid: the payment is voided, nothing credited', async () => {
+    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    const o = await owned();
+    const payer = await addMember(h, 10_000_000);
+    const form = { grant: field(o.page.text, 'grant'), nonce: field(o.page.text, 'nonce'), amount: '500000', ...payer };
+    // The capture is done but its answer is lost; then the ID is blocked.
+    const authorize = h.sandbox.authorize.bind(h.sandbox);
+    h.sandbox.authorize = (b) => {
+      const p = authorize(b);
+      h.sandbox.faults.hangNext = 1;
+      return p;
+    };
+    try {
+      expect((await postPageForm(slow, `${o.path}/recharge`, form, o.session)).status).toBe(503);
+    } finally {
+      h.sandbox.authorize = authorize;
+    }
+    expect(await usedCredit(h, payer.card)).toBe(500_000);
+    await setIdState(h.ctx, o.id, 'block', 'stolen');
+    const r = await postPageForm(slow, `${o.path}/recharge`, form, o.session);
+    await slow.close();
+    expect(r.status).toBe(403);
+    expect(r.text).toContain('the ID is blocked');
+    expect(await balanceOf(h, o.id)).toBe(1_000_000);
+    expect(await usedCredit(h, payer.card)).toBe(0);
+  });
+
+  it('a paid recharge its owner never came back for is credited by the sweep; an unpaid one is voided', async () => {
+    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    const o = await owned();
+    const payer = await addMember(h, 10_000_000);
+    const authorize = h.sandbox.authorize.bind(h.sandbox);
+    const post = (nonce: string, g: Gateway = slow): Promise<Res> =>
+      postPageForm(
+        g,
+        `${o.path}/recharge`,
+        { grant: field(o.page.text, 'grant'), nonce, amount: '500000', ...payer },
+        o.session,
+      );
+    try {
+      // Captured, answer lost.
+      h.sandbox.authorize = (b) => {
+        const p = authorize(b);
+        h.sandbox.faults.hangNext = 1;
+        return p;
+      };
+      expect((await post('a1'.repeat(16))).status).toBe(503);
+      // Authorized, answer lost.
+      h.sandbox.authorize = authorize;
+      await setFaults(h, { hangNext: 1 });
+      expect((await post('b2'.repeat(16))).status).toBe(503);
+    } finally {
+      h.sandbox.authorize = authorize;
+      await setFaults(h, NO_FAULTS);
+      await slow.close();
+    }
+    expect(await usedCredit(h, payer.card)).toBe(1_000_000);
+    expect(await gw.recharges.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000)).toBe(2);
+    expect(await balanceOf(h, o.id)).toBe(1_500_000);
+    expect(await usedCredit(h, payer.card)).toBe(500_000);
+    // The owner comes back with the first form: the recharge that was credited, not a second one.
+    expect((await post('a1'.repeat(16), gw)).text).toContain('added to your ID');
+    expect(await balanceOf(h, o.id)).toBe(1_500_000);
+  });
+
+  it('redeems a voucher into the ID; the forms need the grant the PIN gave, in the same browser', async () => {
+    const o = await owned();
+    const grant = field(o.page.text, 'grant');
+    const [v] = await soldIds(h, VOUCHER);
+    // No grant, a forged one, or another browser: the PIN is asked again and nothing changes.
+    for (const [g, s] of [
+      ['', o.session],
+      [`${Date.now() + 60_000}.${'0'.repeat(32)}`, o.session],
+      [grant, await formSession(gw, o.path)],
+    ] as const) {
+      const r = await postPageForm(gw, `${o.path}/voucher`, { grant: g, voucher: v! }, s);
+      expect(r.status).toBe(403);
+      expect(r.text).toContain('Your PIN');
+    }
+    expect(await balanceOf(h, o.id)).toBe(1_000_000);
+    const bad = await postPageForm(gw, `${o.path}/voucher`, { grant, voucher: '1234' }, o.session);
+    expect(bad.text).toContain('not a valid voucher number');
+    const r = await postPageForm(gw, `${o.path}/voucher`, { grant, voucher: v! }, o.session);
+    expect(r.status).toBe(200);
+    expect(await balanceOf(h, o.id)).toBe(3_000_000);
+  });
+
+  it('offers no recharge for a product that forbids it', async () => {
+    const r = await buy(gw, salesTok, newKey(), FIXED.name, buyer, PIN);
+    const path = new URL(r.json.checkUrl).pathname;
+    const page = await postPageForm(gw, path, { pin: PIN }, await formSession(gw, path));
+    expect(page.status).toBe(200);
+    expect(page.text).not.toContain('Recharge this ID');
+  });
+});
+
+describe('export', () => {
+  it('writes top-up and voucher records with their own columns', async () => {
+    const [id] = await soldIds(h, TALK);
+    const [v] = await soldIds(h, VOUCHER);
+    await redeem(id!, v!);
+    const run = await runCliIn(h, 'export', 'sales', '--format', 'ndjson');
+    const rows = run.out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, string>);
+    expect(rows.find((r) => r.id === hashOf(h, id!) && r.type === 'topup')).toMatchObject({
+      source: 'voucher',
+      amount: '2000000',
+      note: hashOf(h, v!),
+      bal: '3000000',
+    });
+    expect(rows.find((r) => r.id === hashOf(h, v!) && r.type === 'voucher')).toMatchObject({
+      amount: '2000000',
+      to: hashOf(h, id!),
+    });
+  });
+});
+
+describe('catalog files', () => {
+  it('load the top-up fields of talk products and recharge vouchers from CSV', async () => {
+    const file = join(h.dir, 'topup-products.csv');
+    writeFileSync(
+      file,
+      'name,kind,currency,face,price,plan,topup,topupAmounts,topupExtendsDays,topupMaxBalance,into\n' +
+        'talk-csv,talk,EUR,1000000,1000000,std,yes,500000;1000000,90,3000000,\n' +
+        'talk-csv-fixed,talk,EUR,1000000,1000000,std,no,,,,\n' +
+        'voucher-csv,recharge,EUR,2000000,2000000,,,,,,talk-csv\n',
+    );
+    expect((await runCliIn(h, 'catalog-load', '--products', file)).code).toBe(0);
+    const shown = JSON.parse((await runCliIn(h, 'catalog-show')).out);
+    const byName = (n: string): unknown => shown.products.find((p: { name: string }) => p.name === n);
+    expect(byName('talk-csv')).toMatchObject({
+      topup: true,
+      topupAmounts: [500_000, 1_000_000],
+      topupExtendsDays: 90,
+      topupMaxBalance: 3_000_000,
+    });
+    expect(byName('talk-csv-fixed')).toMatchObject({ topup: false });
+    expect(byName('voucher-csv')).toMatchObject({ kind: 'recharge', face: 2_000_000, into: ['talk-csv'] });
+  });
+});
+
+describe('the conservation audit', () => {
+  it('balances every ID after top-ups, voucher transfers and a returned one', async () => {
+    const run = await runCliIn(h, 'audit', '--json');
+    const report = JSON.parse(run.out);
+    expect(report.problems).toEqual([]);
+    expect(run.code).toBe(0);
+    expect(report.topups).toBeGreaterThan(0);
+    expect(report.vouchers).toBeGreaterThan(0);
+  });
+
+  it('still balances once the top-up and voucher records are archived and trimmed', async () => {
+    const before = JSON.parse((await runCliIn(h, 'audit', '--json')).out);
+    const archived = await runCliIn(h, 'archive', '--before', String(Date.now() + 1), '--out', join(h.dir, 'archive'));
+    expect(archived.code).toBe(0);
+    let left = 0;
+    for (let b = 0; b < h.cfg.buckets; b++) left += await h.r.xlen(keys.sales(b));
+    expect(left).toBe(0);
+    const after = JSON.parse((await runCliIn(h, 'audit', '--json')).out);
+    expect(after.problems).toEqual([]);
+    expect({ topups: after.topups, vouchers: after.vouchers }).toEqual({
+      topups: before.topups,
+      vouchers: before.vouchers,
+    });
+  });
+});
