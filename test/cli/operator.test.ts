@@ -462,7 +462,7 @@ describe('export', () => {
       end: expect.stringMatching(/^\d+$/),
       sec: '7',
       used: '7',
-      blocks: '7',
+      blocks: '1x7',
       rate: '200',
       fee: '0',
       disc: '0',
