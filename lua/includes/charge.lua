@@ -18,18 +18,22 @@
 -- this very call ordered the cut-off. It writes only what changed (the cost is
 -- derived at close, see close.lua) and looks at the thresholds only when the
 -- highest one left is reached.
+-- Given `evkey` (the bucket's events stream), it also emits the balance events
+-- for the webhooks: thresholds fired and exhaustion (includes/charge_events.lua).
+-- @include "charge_events"
 local function read_session(skey)
   local v = redis.call('HMGET', skey, 'st', 'id', 'billed', 'rate', 'seen', 'thr', 'cut', 'ans')
   return { st = v[1], id = v[2], billed = v[3], rate = v[4], seen = v[5], thr = v[6], cut = v[7], ans = v[8] }
 end
 
-local function charge(s, skey, ikey, sec, now, upd)
+local function charge(s, skey, ikey, sec, now, upd, evkey)
   local rate, billed = tonumber(s.rate), tonumber(s.billed)
   local idf = redis.call('HMGET', ikey, 'bal', 'st')
   local bal, st = tonumber(idf[1]) or 0, idf[2]
   local alerts = ''
   local cut = s.cut or ''
   local fresh = 0
+  local emptied = false
   if sec > billed then
     local owed = (sec - billed) * rate
     local cold
@@ -40,6 +44,7 @@ local function charge(s, skey, ikey, sec, now, upd)
     bal = bal - take
     if bal == 0 and st == 'sold' then
       st = 'exhausted'
+      emptied = true
       redis.call('HSET', ikey, 'bal', '0', 'st', st)
     else
       redis.call('HSET', ikey, 'bal', int(bal))
@@ -67,6 +72,7 @@ local function charge(s, skey, ikey, sec, now, upd)
       upd[#upd + 1] = table.concat(keep, ',')
     end
     if left == 0 and cut == '' then cut = 'exhausted' end
+    if evkey and (alerts ~= '' or emptied) then charge_events(evkey, ikey, skey, now, bal, left, alerts, emptied) end
   end
   if cut == '' and st == 'blocked' then cut = 'blocked' end
   if cut ~= (s.cut or '') then

@@ -48,6 +48,16 @@ export const keys = {
   buysTotal: `${tag(0)}buyall`,
   /** Wrong PINs from one client address in the current window. */
   pinMisses: (bucket: number, client: string) => `${tag(bucket)}pinip:${client}`,
+  /**
+   * Balance events of a bucket's IDs (stream): low_balance, exhausted, expiring,
+   * topup; written only by the scripts that cause them, read by the webhook
+   * delivery through consumer group `hooks`, deleted once delivered.
+   */
+  events: (bucket: number) => `${tag(bucket)}ev`,
+  /** Webhook deliveries of a bucket that failed for good (stream): the event, the webhook and why. */
+  eventsFailed: (bucket: number) => `${tag(bucket)}evfail`,
+  /** Delivery state of a bucket's events that failed at least once (hash): stream entry id -> JSON. */
+  eventsRetry: (bucket: number) => `${tag(bucket)}evtry`,
   /** Where a switch's call lives: call key -> ID key. Tagged by the call key's own bucket. */
   callIndex: (bucket: number, callKey: string) => `${tag(bucket)}cx:${callKey}`,
 
