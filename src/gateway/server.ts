@@ -9,6 +9,8 @@ import type { Logger } from 'pino';
 import { openContext, type Context } from '../app/context';
 import { CatalogCache } from '../catalog/cache';
 import type { Config } from '../config/config';
+import { HookDelivery } from '../hooks/delivery';
+import { ExpiringSweep } from '../hooks/expiring';
 import { Reaper } from '../metering/reaper';
 import { Metering } from '../metering/service';
 import { Metrics } from '../observability/metrics';
@@ -39,6 +41,9 @@ export interface Gateway {
   inventory: Inventory;
   reaper: Reaper;
   metrics: Metrics;
+  /** Webhook delivery of balance events, and the sweep that emits `expiring`. */
+  hooks: HookDelivery;
+  expiring: ExpiringSweep;
   close(): Promise<void>;
 }
 
@@ -53,6 +58,8 @@ interface Services {
   metrics: Metrics;
   metering: Metering;
   reaper: Reaper;
+  hooks: HookDelivery;
+  expiring: ExpiringSweep;
   redemption: Redemption;
   provider: HttpProvider;
   inventory: Inventory;
@@ -92,7 +99,7 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   port = uWS.us_socket_local_port(listenSocket);
   log.info({ port }, 'gateway listening');
 
-  const { ctx, catalog, metering, redemption, purchases, inventory, reaper, metrics } = s;
+  const { ctx, catalog, metering, redemption, purchases, inventory, reaper, metrics, hooks, expiring } = s;
   return {
     port,
     ctx,
@@ -103,9 +110,13 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
     inventory,
     reaper,
     metrics,
+    hooks,
+    expiring,
     async close() {
       clearInterval(holdSweep);
       reaper.stop();
+      hooks.stop();
+      expiring.stop();
       catalog.stop();
       uWS.us_listen_socket_close(listenSocket);
       ws.closeAll();
@@ -139,6 +150,10 @@ async function openServices(
   metering = new Metering(cfg, ctx.redis, ctx.scripts, ctx.ids, catalog, metrics);
   const reaper = new Reaper(cfg, ctx.redis, ctx.scripts, metrics, log);
   reaper.start();
+  const hooks = new HookDelivery(ctx.redis, ctx.scripts, catalog, metrics, log, cfg.hooks, cfg.buckets);
+  hooks.start();
+  const expiring = new ExpiringSweep(ctx.redis, ctx.scripts, () => catalog.products, log, cfg.hooks.expiringSweepMs);
+  expiring.start();
   const claimRedis = connectRedis(cfg, redisUrl);
   await waitReady(claimRedis);
   const redemption = new Redemption(ctx, catalog, metrics, claimRedis);
@@ -156,6 +171,8 @@ async function openServices(
     metrics,
     metering,
     reaper,
+    hooks,
+    expiring,
     redemption,
     provider,
     inventory,

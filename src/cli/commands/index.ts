@@ -7,6 +7,7 @@ import type { Command } from '../command';
 import { callCommands } from './call';
 import { catalogCommands } from './catalog';
 import { demoCommands } from './demo';
+import { eventCommands } from './events';
 import { idCommands } from './ids';
 import { kamailioCommands } from './kamailio';
 import { recordCommands } from './records';
@@ -24,6 +25,7 @@ export const commands: Record<string, Command> = {
   export: recordCommands.export,
   archive: recordCommands.archive,
   ...demoCommands,
+  ...eventCommands,
   ...callCommands,
   ...kamailioCommands,
 };
