@@ -3,13 +3,17 @@
  * expiring sweep and a top-up entry are POSTed, signed, to a real HTTP
  * receiver; a receiver that fails (500s, then no answer) and recovers ends up
  * with every event exactly once after de-duplication by id; events pending at
- * a gateway that goes away are delivered by another; deliveries that fail for
- * good are parked, shown by `tessera events` and retried from there.
+ * a gateway process killed mid-delivery are delivered by another; deliveries
+ * that fail for good are parked, shown by `tessera events` and retried from
+ * there.
  */
+import { spawn } from 'node:child_process';
+import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TalkProduct } from '../../src/catalog/schema';
 import { putProducts } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
+import { freePort } from '../../src/redis/embedded';
 import { keys } from '../../src/redis/keys';
 import { cli, cliEnv, lines, setEnv } from '../support/cli';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
@@ -22,6 +26,7 @@ import { connectSwitch, newCall, range } from '../metering/fixtures';
 const SECRET = 'whsec-0123456789abcdef';
 const DEST = '4912345'; // plan std: 100 micro-units/s, no fee
 const DAY = 86_400_000;
+const ROOT = resolve(__dirname, '../..');
 
 let h: Harness;
 const receivers: Receiver[] = [];
@@ -59,8 +64,8 @@ async function closeGw(g: Gateway): Promise<void> {
 }
 
 /** A call of `sec` seconds on an ID, ticked second by second, then stopped. */
-async function call(g: Gateway, id: string, sec: number): Promise<void> {
-  const { c } = await connectSwitch(h, g.port);
+async function call(port: number, id: string, sec: number): Promise<void> {
+  const { c } = await connectSwitch(h, port);
   try {
     const callId = newCall();
     expect(await c.request({ op: 'start', ref: 's', call: callId, id, dest: DEST })).toMatchObject({ op: 'started' });
@@ -127,9 +132,9 @@ describe('delivery', () => {
     await until(() => g.catalog.product(product.name) !== undefined);
     const [spent, kept] = await soldIds(h, product, 2);
     // 10 s at 100/s: 5 s left fires, 2 s left fires, the 10th second exhausts it.
-    await call(g, spent!, 12);
+    await call(g.port, spent!, 12);
     // A short call sets the other ID's expiry (30 days from now), inside expiringDays.
-    await call(g, kept!, 1);
+    await call(g.port, kept!, 1);
     expect(await g.expiring.sweep()).toBe(1);
     expect(await g.expiring.sweep()).toBe(0); // once per expiry date
     // A top-up, as the top-up scripts write it into the contract's stream.
@@ -196,29 +201,59 @@ describe('delivery', () => {
     await closeGw(g);
   });
 
-  it('events pending at a gateway that goes away are delivered by another', async () => {
+  it('events pending at a gateway killed mid-delivery are delivered by another', async () => {
     const r = await receiver();
     const product = hooked('hooked-b', r);
     await putProducts(h.ctx.redis, [product]);
     r.fallback = 'hang';
-    // This gateway waits a minute for answers: it holds the events when it goes away.
-    const first = await gw({ timeoutMs: 60_000, claimIdleMs: 120_000 });
-    await until(() => first.catalog.product(product.name) !== undefined);
-    const [id] = await soldIds(h, product, 1);
-    await call(first, id!, 12);
-    await until(() => r.received.length === 3, 10_000, 20, 'the first gateway POSTing');
-    const b = bucketOf(h, id!);
-    const pel = (await h.r.call('XPENDING', keys.events(b), 'hooks')) as [number, ...unknown[]];
-    expect(pel[0]).toBe(3);
-    await closeGw(first);
+    // A gateway process that waits a minute for answers: it holds the events when it is killed.
+    const port = await freePort();
+    const doomed = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts')], {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        ...cliEnv(h),
+        PROVIDER_URL: h.cfg.provider.url,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        HOOK_POLL_MS: '50',
+        HOOK_TIMEOUT_MS: '60000',
+        HOOK_CLAIM_IDLE_MS: '120000',
+      },
+      stdio: 'ignore',
+    });
+    try {
+      const ready = (): Promise<boolean> =>
+        fetch(`http://127.0.0.1:${port}/readyz`)
+          .then((x) => x.status === 200)
+          .catch(() => false);
+      await until(ready, 60_000, 100, 'the gateway process');
+      const [id] = await soldIds(h, product, 1);
+      await call(port, id!, 12);
+      await until(() => r.received.length === 3, 10_000, 20, 'the doomed gateway POSTing');
+      const b = bucketOf(h, id!);
+      const pel = (await h.r.xpending(keys.events(b), 'hooks')) as [number, ...unknown[]];
+      expect(pel[0]).toBe(3);
+      doomed.kill('SIGKILL');
+      await until(() => doomed.exitCode !== null || doomed.signalCode !== null, 10_000, 20, 'the kill');
 
-    r.fallback = 'ok';
-    const second = await gw();
-    await until(async () => r.delivered().size === 3 && (await undelivered()) === 0, 20_000, 50, 'the takeover');
-    expect([...r.delivered().values()].map((e) => e.type).sort()).toEqual(['exhausted', 'low_balance', 'low_balance']);
-    const left = (await h.r.call('XPENDING', keys.events(b), 'hooks')) as [number, ...unknown[]];
-    expect(left[0]).toBe(0);
-    await closeGw(second);
+      r.fallback = 'ok';
+      const other = await gw();
+      await until(async () => r.delivered().size === 3 && (await undelivered()) === 0, 20_000, 50, 'the takeover');
+      expect([...r.delivered().values()].map((e) => e.type).sort()).toEqual([
+        'exhausted',
+        'low_balance',
+        'low_balance',
+      ]);
+      // The same events the killed gateway had sent, under the same ids.
+      expect(new Set(r.delivered().keys())).toEqual(
+        new Set(r.received.slice(0, 3).map((x) => (JSON.parse(x.body) as { id: string }).id)),
+      );
+      expect(((await h.r.xpending(keys.events(b), 'hooks')) as [number])[0]).toBe(0);
+      await closeGw(other);
+    } finally {
+      doomed.kill('SIGKILL');
+    }
   });
 
   it('a delivery that keeps failing is parked, shown by `tessera events` and retried from there', async () => {
@@ -229,7 +264,7 @@ describe('delivery', () => {
     const g = await gw({ maxAttempts: 3 });
     await until(() => g.catalog.product(product.name) !== undefined);
     const [id] = await soldIds(h, product, 1);
-    await call(g, id!, 12);
+    await call(g.port, id!, 12);
     const b = bucketOf(h, id!);
     await until(async () => (await h.r.xlen(keys.eventsFailed(b))) === 3, 20_000, 50, 'three parked');
     expect(await undelivered()).toBe(0);
