@@ -278,7 +278,8 @@ export class HookDelivery {
     const now = Date.now();
     const attempts = state.a + 1;
     const err = errors.find((e) => e !== undefined) ?? '';
-    if (attempts >= this.s.maxAttempts || now - eventTime(entry, fields) >= this.s.maxAgeMs) {
+    // Age counts from this entry: an event the operator put back gets a full round of attempts.
+    if (attempts >= this.s.maxAttempts || now - eventTime(entry, {}) >= this.s.maxAgeMs) {
       await eventPark(
         this.scripts,
         bucket,

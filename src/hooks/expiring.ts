@@ -17,9 +17,11 @@ import { eventExpiring } from './scripts';
 /** ID hashes read at once. */
 const BATCH = 200;
 const DAY_MS = 86_400_000;
+const FIRST_SWEEP_MS = 60_000;
 
 export class ExpiringSweep {
   private timer?: NodeJS.Timeout;
+  private first?: NodeJS.Timeout;
   private running = false;
 
   constructor(
@@ -30,12 +32,16 @@ export class ExpiringSweep {
     private readonly everyMs: number,
   ) {}
 
+  /** The first sweep a minute after start (sooner when the interval is shorter), so restarts never starve it. */
   start(): void {
+    this.first = setTimeout(() => void this.sweep(), Math.min(this.everyMs, FIRST_SWEEP_MS));
+    this.first.unref();
     this.timer = setInterval(() => void this.sweep(), this.everyMs);
     this.timer.unref();
   }
 
   stop(): void {
+    if (this.first) clearTimeout(this.first);
     if (this.timer) clearInterval(this.timer);
   }
 

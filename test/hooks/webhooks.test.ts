@@ -305,4 +305,40 @@ describe('delivery', () => {
     }
     await closeGw(g);
   });
+
+  it('an event the operator put back gets a full round of attempts, however old it is', async () => {
+    const r = await receiver();
+    const product = hooked('hooked-d', r);
+    await putProducts(h.ctx.redis, [product]);
+    r.script.push(503);
+    const g = await gw({ maxAgeMs: 60_000 });
+    await until(() => g.catalog.product(product.name) !== undefined);
+    // As event_requeue writes it: first written a day ago (eid), for this one webhook (to).
+    const eid = `${Date.now() - DAY}-0`;
+    await h.r.xadd(
+      keys.events(7),
+      '*',
+      'type',
+      'exhausted',
+      'idh',
+      'ab12',
+      'prod',
+      product.name,
+      'at',
+      '1',
+      'bal',
+      '0',
+      'call',
+      'sw:c',
+      'eid',
+      eid,
+      'to',
+      r.url,
+    );
+    await until(async () => r.delivered().size === 1 && (await undelivered()) === 0, 20_000, 50, 'the retry');
+    expect([...r.delivered().keys()]).toEqual([`7-${eid}`]);
+    expect(r.received.map((x) => x.status)).toEqual([503, 204]);
+    expect(await h.r.xlen(keys.eventsFailed(7))).toBe(0);
+    await closeGw(g);
+  });
 });
