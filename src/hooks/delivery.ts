@@ -20,7 +20,7 @@ import type { Metrics } from '../observability/metrics';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
-import { HOOKS_GROUP, eventBody, eventId, eventTime, fieldsOf, signature } from './payload';
+import { HOOKS_GROUP, entryTime, eventBody, eventId, fieldsOf, signature } from './payload';
 import { eventDone, eventLater, eventPark } from './scripts';
 
 /** The products, as the gateway's catalog cache has them. */
@@ -95,11 +95,6 @@ export class HookDelivery {
     if (this.timer) clearInterval(this.timer);
     this.abort.abort();
     this.queue.length = 0;
-  }
-
-  /** Deliveries queued or in flight in this process. */
-  get busyCount(): number {
-    return this.busy.size;
   }
 
   /** One round: take over idle pending events when due, read new ones, start deliveries. */
@@ -279,7 +274,7 @@ export class HookDelivery {
     const attempts = state.a + 1;
     const err = errors.find((e) => e !== undefined) ?? '';
     // Age counts from this entry: an event the operator put back gets a full round of attempts.
-    if (attempts >= this.s.maxAttempts || now - eventTime(entry, {}) >= this.s.maxAgeMs) {
+    if (attempts >= this.s.maxAttempts || now - entryTime(entry) >= this.s.maxAgeMs) {
       await eventPark(
         this.scripts,
         bucket,

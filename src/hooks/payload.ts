@@ -15,9 +15,12 @@ export const HOOKS_GROUP = 'hooks';
 export const eventId = (bucket: number, entry: string, fields: Readonly<Record<string, string>>): string =>
   `${bucket}-${fields.eid ?? entry}`;
 
-/** When an event was first written (ms): the time part of its first stream entry id. */
+/** When a stream entry was written (ms): the time part of its id. */
+export const entryTime = (entry: string): number => Number(entry.split('-')[0]);
+
+/** When an event was first written (ms): the time of its first stream entry. */
 export const eventTime = (entry: string, fields: Readonly<Record<string, string>>): number =>
-  Number((fields.eid ?? entry).split('-')[0]);
+  entryTime(fields.eid ?? entry);
 
 const int = (v: string | undefined): number => Number(v ?? 0);
 
