@@ -1,8 +1,8 @@
 // The module boundaries of src/, checked by `npm run lint` (depcruise src test bench).
 // Layers, bottom up: protocol, config, observability, ids (leaves) < redis < ledger < the
-// domains metering, redemption, sales < gateway, cli, main.ts; dev/ is the sandbox card company.
+// domains metering, redemption, sales, hooks (webhooks) < gateway, cli, main.ts; dev/ is the sandbox card company.
 // Tests and bench may import anything; type-only imports count like any other.
-const DOMAINS = '(metering|redemption|sales)';
+const DOMAINS = '(metering|redemption|sales|hooks)';
 const ANYWHERE_OUTSIDE_SRC = '^(test|bench)/';
 
 /** @type {import('dependency-cruiser').IConfiguration} */
@@ -35,7 +35,7 @@ module.exports = {
       name: 'ledger-below-domains',
       severity: 'error',
       comment:
-        'src/ledger sits below the domains: it never imports src/metering, src/redemption, src/sales, ' +
+        'src/ledger sits below the domains: it never imports src/metering, src/redemption, src/sales, src/hooks, ' +
         'src/gateway, src/cli or src/dev. Move the shared piece down into ledger (or lower), or pass it in.',
       from: { path: '^src/ledger/' },
       to: { path: `^src/(${DOMAINS.slice(1, -1)}|gateway|cli|dev)/` },
@@ -44,7 +44,7 @@ module.exports = {
       name: 'domains-independent',
       severity: 'error',
       comment:
-        'A domain (src/metering, src/redemption, src/sales) never imports another domain, src/gateway or src/cli. ' +
+        'A domain (src/metering, src/redemption, src/sales, src/hooks) never imports another domain, src/gateway or src/cli. ' +
         'What two domains share belongs in src/ledger or lower; the wiring belongs in src/gateway or src/cli.',
       from: { path: `^src/${DOMAINS}/` },
       to: { path: `^src/(${DOMAINS.slice(1, -1)}|gateway|cli)/`, pathNot: '^src/$1/' },
@@ -53,7 +53,7 @@ module.exports = {
       name: 'only-entry-points-import-domains',
       severity: 'error',
       comment:
-        'Only src/gateway, src/cli and src/main.ts import the domains (src/metering, src/redemption, src/sales).',
+        'Only src/gateway, src/cli and src/main.ts import the domains (src/metering, src/redemption, src/sales, src/hooks).',
       from: {
         pathNot: [`^src/(gateway|cli|${DOMAINS.slice(1, -1)})/`, '^src/main\\.ts$', ANYWHERE_OUTSIDE_SRC],
       },

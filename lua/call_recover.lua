@@ -3,6 +3,7 @@ KEYS[1] call session hash  ts:{bN}:call:<switch>:<call>
 KEYS[2] ID hash            ts:{bN}:id:<idHash>
 KEYS[3] live calls zset    ts:{bN}:live
 KEYS[4] call records       ts:{bN}:cdr (stream)
+KEYS[5] balance events     ts:{bN}:ev (stream): thresholds fired and exhaustion, for the webhooks
 ARGV[1] now (ms)
 ARGV[2] seconds since answer, as the switch reports them
 ARGV[3] stop cause (used when the session turns out to be there after all)
@@ -31,7 +32,7 @@ if s.st then
   if s.st == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, sec) end
   -- The session is there after all: an ordinary stop.
   local upd = {}
-  charge(s, KEYS[1], KEYS[2], sec, now, upd)
+  charge(s, KEYS[1], KEYS[2], sec, now, upd, KEYS[5])
   if #upd > 0 then redis.call('HSET', KEYS[1], unpack(upd)) end
   return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, ARGV[3], tonumber(ARGV[4]))
 end
@@ -56,6 +57,6 @@ redis.call('HSET', KEYS[1],
   'sw', ARGV[5], 'call', ARGV[6], 'idh', ARGV[7], 'dest', ARGV[8], 'maxs', '0', 'bal0', int(tonumber(f[3]) or 0))
 redis.call('HINCRBY', KEYS[2], 'act', 1)
 local upd = {}
-charge(read_session(KEYS[1]), KEYS[1], KEYS[2], sec, now, upd)
+charge(read_session(KEYS[1]), KEYS[1], KEYS[2], sec, now, upd, KEYS[5])
 if #upd > 0 then redis.call('HSET', KEYS[1], unpack(upd)) end
 return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, 'recovered', tonumber(ARGV[4]))

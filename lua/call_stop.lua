@@ -3,6 +3,7 @@ KEYS[1] call session hash  ts:{bN}:call:<switch>:<call>
 KEYS[2] ID hash            ts:{bN}:id:<idHash>
 KEYS[3] live calls zset    ts:{bN}:live
 KEYS[4] call records       ts:{bN}:cdr (stream)
+KEYS[5] balance events     ts:{bN}:ev (stream): thresholds fired and exhaustion, for the webhooks
 ARGV[1] now (ms)
 ARGV[2] final seconds since answer
 ARGV[3] stop cause
@@ -22,6 +23,6 @@ if s.id ~= KEYS[2] then return { 'err', 'call_conflict' } end
 local now = tonumber(ARGV[1])
 if s.st == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, tonumber(ARGV[2])) end
 local upd = {}
-charge(s, KEYS[1], KEYS[2], tonumber(ARGV[2]), now, upd)
+charge(s, KEYS[1], KEYS[2], tonumber(ARGV[2]), now, upd, KEYS[5])
 if #upd > 0 then redis.call('HSET', KEYS[1], unpack(upd)) end
 return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, ARGV[3], tonumber(ARGV[4]))

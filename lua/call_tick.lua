@@ -2,6 +2,7 @@
 KEYS[1]      live calls zset   ts:{bN}:live
 KEYS[2i]     call session hash ts:{bN}:call:<switch>:<call>   (i = 1..n)
 KEYS[2i+1]   its ID hash       ts:{bN}:id:<idHash>
+KEYS[2n+2]   balance events    ts:{bN}:ev (stream): thresholds fired and exhaustion, for the webhooks
 ARGV[1]      now (ms)
 ARGV[2]      how often (ms) a call's place in the live set is refreshed; the reaper allows for it
 ARGV[2+i]    seconds since answer for call i (monotonic; a repeat or a step back changes nothing)
@@ -24,6 +25,7 @@ to convert, in Redis or in the gateway):
 -- @include "charge"
 local now, refresh = tonumber(ARGV[1]), tonumber(ARGV[2])
 local n = #ARGV - 2
+local evkey = KEYS[2 * n + 2]
 local out, extra = {}, {}
 local function put(i, code, bal, left, gnt, alerts, cut, fresh, final, val)
   out[4 * i - 3], out[4 * i - 2], out[4 * i - 1], out[4 * i] = code, bal, left, gnt
@@ -47,7 +49,7 @@ local function bill(i)
     local code = 1
     if sec > tonumber(s.used) then code = 0 end
     local upd = {}
-    local bal, left, alerts, cut, fresh, gnt, final, finNow = charge(s, skey, ikey, sec, now, upd)
+    local bal, left, alerts, cut, fresh, gnt, final, finNow = charge(s, skey, ikey, sec, now, upd, evkey)
     -- The reaper goes by the live set's score; refreshing it on every tick would double the writes.
     -- The first reported second always refreshes it: it ends the ring grace given at start. A
     -- quota-mode call's score is its next report's deadline: the validity time from now.

@@ -22,6 +22,10 @@
 -- read_session() reads what every tick needs in one positional HMGET: call_start
 -- writes these fields first, so HMGET walks a short list. The rest (start, short,
 -- paid, final action) is read only when a tick needs it.
+--
+-- Given `evkey` (the bucket's events stream), charge() also emits the balance
+-- events for the webhooks: thresholds fired and exhaustion (includes/charge_events.lua).
+-- @include "charge_events"
 local function read_session(skey)
   local v = redis.call('HMGET', skey, 'st', 'id', 'billed', 'tar', 'seen', 'thr', 'cut', 'ans', 'res', 'gnt', 'used', 'gs',
     'fin', 'val')
@@ -59,7 +63,7 @@ end
 -- in all, fired thresholds ('300,60' or ''), cut-off reason ('' while the call may
 -- go on), 1 when this very call ordered the cut-off, the grant (seconds since
 -- answer), 1 when it is final and 1 when it became final just now.
-local function charge(s, skey, ikey, sec, now, upd)
+local function charge(s, skey, ikey, sec, now, upd, evkey)
   local t = tariff_parse(s.tar)
   local billed, used, res = tonumber(s.billed), tonumber(s.used), tonumber(s.res)
   local gnt, fin = tonumber(s.gnt), s.fin == '1'
@@ -71,6 +75,7 @@ local function charge(s, skey, ikey, sec, now, upd)
   -- moved: the balance or reservation changed; regrant: the grant may have (taking
   -- from the reservation what it was reserved for leaves the grant where it was).
   local moved, regrant = false, false
+  local emptied = false
   if sec > used then
     put_field(upd, 'used', int(sec))
     if not ans then
@@ -130,6 +135,7 @@ local function charge(s, skey, ikey, sec, now, upd)
     end
     if bal == 0 and st == 'sold' then
       st = 'exhausted'
+      emptied = true
       redis.call('HSET', ikey, 'bal', '0', 'rsv', int(rsv), 'st', st)
     else
       redis.call('HSET', ikey, 'bal', int(bal), 'rsv', int(rsv))
@@ -155,6 +161,7 @@ local function charge(s, skey, ikey, sec, now, upd)
     alerts = table.concat(fired, ',')
     put_field(upd, 'thr', table.concat(keep, ','))
   end
+  if evkey and (alerts ~= '' or emptied) then charge_events(evkey, ikey, skey, now, bal, left, alerts, emptied) end
   local cut = s.cut or ''
   if cut == '' then
     if fin and gnt <= sec then

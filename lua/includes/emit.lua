@@ -1,7 +1,8 @@
--- Appends a balance event to its bucket's stream (ts:{bN}:ev), in the script call that caused it,
--- so the event exists exactly when its change does. `fields` is a flat list of name, value pairs
--- (type, idh, prod, at, bal and the type's own fields). No MAXLEN: an event is never trimmed
--- before it is delivered; the delivery worker deletes what receivers acknowledged.
+-- emit(stream, fields) appends one balance event to its bucket's events stream
+-- (ts:{bN}:ev) and returns its entry id. `fields` is a flat list of field and
+-- value: type, idh, prod, at, bal and the type's own (docs/operations.md,
+-- Webhooks). The stream is never trimmed here: an event stays until the
+-- webhook delivery has delivered (or parked) it and deletes it.
 local function emit(stream, fields)
   return redis.call('XADD', stream, '*', unpack(fields))
 end

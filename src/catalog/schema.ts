@@ -10,6 +10,29 @@ const Micro = Type.Integer({ minimum: 0, maximum: 1e15 });
 /** A number a switch can send a call to: international digits with an optional leading +. */
 const Dialable = Type.String({ pattern: '^\\+?[0-9]{3,20}$' });
 
+/** The balance events a webhook can ask for (docs/operations.md, Webhooks). */
+export const HOOK_EVENTS = ['low_balance', 'exhausted', 'expiring', 'topup'] as const;
+export type HookEvent = (typeof HOOK_EVENTS)[number];
+
+/** Where a product's balance events are POSTed, which of them, and the key their signature is made with. */
+export const Webhook = Type.Object(
+  {
+    /** http or https only (checked again as a URL when the catalog is loaded). */
+    url: Type.String({ pattern: '^[Hh][Tt][Tt][Pp][Ss]?://[^\\s]+$', maxLength: 2000 }),
+    events: Type.Array(Type.Union(HOOK_EVENTS.map((e) => Type.Literal(e))), {
+      minItems: 1,
+      maxItems: HOOK_EVENTS.length,
+      uniqueItems: true,
+    }),
+    /** HMAC-SHA256 key of the `Tessera-Signature` header; shared with the receiver only. */
+    secret: Type.String({ minLength: 16, maxLength: 200 }),
+  },
+  { additionalProperties: false },
+);
+export type Webhook = Static<typeof Webhook>;
+/** Webhooks one product may have. */
+export const MAX_WEBHOOKS = 5;
+
 /** Fields every product has. */
 const common = {
   name: Name,
@@ -21,6 +44,10 @@ const common = {
    * false: only a sales token (POST /v1/purchases) or the operator sells it.
    */
   webShop: Type.Optional(Type.Boolean()),
+  /** Balance events of this product's IDs are delivered to these. */
+  webhooks: Type.Optional(Type.Array(Webhook, { maxItems: MAX_WEBHOOKS })),
+  /** An `expiring` event is emitted this many days before an ID expires (none when absent). */
+  expiringDays: Type.Optional(Type.Integer({ minimum: 1, maximum: 365 })),
 };
 /** Validity after first use; 0 means no expiry. */
 const ExpiryDays = (def: number) => Type.Integer({ minimum: 0, maximum: 3650, default: def });

@@ -53,6 +53,19 @@ const checkProduct: Checked<Product> = Object.assign(
       checkProduct.errors = check.errors;
       return false;
     }
+    const badHook = (v.webhooks ?? []).findIndex((w) => !isHttpUrl(w.url));
+    if (badHook >= 0) {
+      checkProduct.errors = [
+        {
+          instancePath: `/webhooks/${badHook}/url`,
+          keyword: 'format',
+          params: {},
+          schemaPath: '',
+          message: 'must be an http or https URL',
+        },
+      ];
+      return false;
+    }
     if (v.kind === 'entry') {
       const from = toMs(v.validFrom);
       const until = toMs(v.validUntil);
@@ -75,6 +88,15 @@ const checkProduct: Checked<Product> = Object.assign(
   },
   { errors: null as Checked<Product>['errors'] },
 );
+
+function isHttpUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+  } catch {
+    return false;
+  }
+}
 
 function toMs(v: number | string | undefined): number {
   if (v === undefined) return 0;

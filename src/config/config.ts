@@ -61,8 +61,36 @@ const EnvSchema = Type.Object({
   SCAN_TTL_SEC: Int(60, 366 * 86400, 30 * 86400),
   GUESS_LIMIT: Int(1, 1_000_000, 20),
   GUESS_WINDOW_SEC: Int(1, 86400, 60),
+  HOOK_CONCURRENCY: Int(1, 1000, 16),
+  HOOK_TIMEOUT_MS: Int(100, 120_000, 10_000),
+  HOOK_POLL_MS: Int(10, 60_000, 1000),
+  HOOK_CLAIM_IDLE_MS: Int(0, 3_600_000, 0),
+  HOOK_RETRY_BASE_MS: Int(10, 3_600_000, 30_000),
+  HOOK_RETRY_MAX_MS: Int(10, 86_400_000, 3_600_000),
+  HOOK_MAX_ATTEMPTS: Int(1, 1000, 12),
+  HOOK_MAX_AGE_MS: Int(1000, 30 * 86_400_000, 86_400_000),
+  EXPIRING_SWEEP_MS: Int(1000, 7 * 86_400_000, 3_600_000),
 });
 type Env = Static<typeof EnvSchema>;
+
+export interface HookSettings {
+  /** Webhook POSTs one gateway has in flight at most. */
+  concurrency: number;
+  /** A receiver that has not answered in this long has failed the attempt. */
+  timeoutMs: number;
+  /** How often each bucket's events stream is read for new events. */
+  pollMs: number;
+  /** An event pending this long at one gateway (dead, or waiting to retry) is taken over by another. */
+  claimIdleMs: number;
+  /** Wait before the n-th retry: retryBaseMs * 2^(n-1), at most retryMaxMs. */
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** After this many failed attempts, or when the event is this old, it is parked as failed. */
+  maxAttempts: number;
+  maxAgeMs: number;
+  /** How often each gateway looks for IDs to send `expiring` for. */
+  expiringSweepMs: number;
+}
 
 export interface Config {
   host: string;
@@ -128,6 +156,8 @@ export interface Config {
    * lock doubles it, up to lockMaxSec), and per client address.
    */
   pin: { maxTries: number; lockSec: number; lockMaxSec: number; maxTriesPerClient: number };
+  /** Webhook delivery of balance events (docs/operations.md, Webhooks). */
+  hooks: HookSettings;
   /** How long a scan's first answer is kept for retries and reversal. */
   scanTtlSec: number;
   /** unknown_id answers one scanner may get per window before it is throttled. */
@@ -236,6 +266,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     scanTtlSec: e.SCAN_TTL_SEC,
     guessLimit: e.GUESS_LIMIT,
     guessWindowSec: e.GUESS_WINDOW_SEC,
+    hooks: {
+      concurrency: e.HOOK_CONCURRENCY,
+      timeoutMs: e.HOOK_TIMEOUT_MS,
+      pollMs: e.HOOK_POLL_MS,
+      // Longer than any delivery in progress can take, so no gateway takes over one that is still trying.
+      claimIdleMs: e.HOOK_CLAIM_IDLE_MS || 2 * e.HOOK_TIMEOUT_MS + 5000,
+      retryBaseMs: e.HOOK_RETRY_BASE_MS,
+      retryMaxMs: Math.max(e.HOOK_RETRY_MAX_MS, e.HOOK_RETRY_BASE_MS),
+      maxAttempts: e.HOOK_MAX_ATTEMPTS,
+      maxAgeMs: e.HOOK_MAX_AGE_MS,
+      expiringSweepMs: e.EXPIRING_SWEEP_MS,
+    },
   };
   return { ...cfg, ...overrides };
 }

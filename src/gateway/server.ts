@@ -9,6 +9,8 @@ import type { Logger } from 'pino';
 import { openContext, type Context } from '../app/context';
 import { CatalogCache } from '../catalog/cache';
 import type { Config } from '../config/config';
+import { HookDelivery } from '../hooks/delivery';
+import { ExpiringSweep } from '../hooks/expiring';
 import { AniRegistry, aniTermsOf } from '../ledger/anis';
 import { Reaper } from '../metering/reaper';
 import { Metering } from '../metering/service';
@@ -45,6 +47,9 @@ export interface Gateway {
   inventory: Inventory;
   reaper: Reaper;
   metrics: Metrics;
+  /** Webhook delivery of balance events, and the sweep that emits `expiring`. */
+  hooks: HookDelivery;
+  expiring: ExpiringSweep;
   close(): Promise<void>;
 }
 
@@ -59,6 +64,8 @@ interface Services {
   metrics: Metrics;
   metering: Metering;
   reaper: Reaper;
+  hooks: HookDelivery;
+  expiring: ExpiringSweep;
   redemption: Redemption;
   provider: HttpProvider;
   inventory: Inventory;
@@ -104,7 +111,20 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   port = uWS.us_socket_local_port(listenSocket);
   log.info({ port }, 'gateway listening');
 
-  const { ctx, catalog, metering, redemption, purchases, topups, recharges, inventory, reaper, metrics } = s;
+  const {
+    ctx,
+    catalog,
+    metering,
+    redemption,
+    purchases,
+    topups,
+    recharges,
+    inventory,
+    reaper,
+    metrics,
+    hooks,
+    expiring,
+  } = s;
   return {
     port,
     ctx,
@@ -117,9 +137,13 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
     inventory,
     reaper,
     metrics,
+    hooks,
+    expiring,
     async close() {
       clearInterval(holdSweep);
       reaper.stop();
+      hooks.stop();
+      expiring.stop();
       catalog.stop();
       uWS.us_listen_socket_close(listenSocket);
       ws.closeAll();
@@ -153,6 +177,10 @@ async function openServices(
   metering = new Metering(cfg, ctx.redis, ctx.scripts, ctx.ids, catalog, metrics);
   const reaper = new Reaper(cfg, ctx.redis, ctx.scripts, metrics, log);
   reaper.start();
+  const hooks = new HookDelivery(ctx.redis, ctx.scripts, catalog, metrics, log, cfg.hooks, cfg.buckets);
+  hooks.start();
+  const expiring = new ExpiringSweep(ctx.redis, ctx.scripts, () => catalog.products, log, cfg.hooks.expiringSweepMs);
+  expiring.start();
   const claimRedis = connectRedis(cfg, redisUrl);
   await waitReady(claimRedis);
   const redemption = new Redemption(ctx, catalog, metrics, claimRedis);
@@ -173,6 +201,8 @@ async function openServices(
     metrics,
     metering,
     reaper,
+    hooks,
+    expiring,
     redemption,
     provider,
     inventory,

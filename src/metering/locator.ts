@@ -13,12 +13,21 @@ export interface CallKeys {
   id: string;
   live: string;
   cdr: string;
+  /** The bucket's balance events stream (webhooks). */
+  events: string;
   bucket: number;
 }
 
 export function callKeysFor(idKey: string, callKey: string): CallKeys {
   const bucket = bucketOfKey(idKey);
-  return { session: keys.call(bucket, callKey), id: idKey, live: keys.live(bucket), cdr: keys.cdr(bucket), bucket };
+  return {
+    session: keys.call(bucket, callKey),
+    id: idKey,
+    live: keys.live(bucket),
+    cdr: keys.cdr(bucket),
+    events: keys.events(bucket),
+    bucket,
+  };
 }
 
 export const callKeyOf = (sw: string, call: string): string => `${sw}:${call}`;

@@ -170,10 +170,11 @@ export function callTick(
   settled: () => void,
 ): void {
   const n = batch.length;
-  const call = new Array<string | number>(2 + 3 * n + 2);
-  call[0] = 1 + 2 * n;
+  const call = new Array<string | number>(3 + 3 * n + 2);
+  call[0] = 2 + 2 * n;
   call[1] = batch[0]!.ck.live;
-  const argAt = 2 + 2 * n;
+  call[2 + 2 * n] = batch[0]!.ck.events;
+  const argAt = 3 + 2 * n;
   call[argAt] = now;
   call[argAt + 1] = refreshMs;
   for (let i = 0; i < n; i++) {
@@ -256,7 +257,7 @@ export async function callStop(
 ): Promise<StopResult> {
   const r = tagged(
     'call_stop',
-    await scripts.run('call_stop', [ck.session, ck.id, ck.live, ck.cdr], [now, sec, cause, ttlSec]),
+    await scripts.run('call_stop', [ck.session, ck.id, ck.live, ck.cdr, ck.events], [now, sec, cause, ttlSec]),
   );
   if (r[0] === 'err') return { ok: false, reason: str('call_stop', r, 1) };
   if (r[0] !== 'ok') throw replyError('call_stop', r);
@@ -290,7 +291,7 @@ export async function callRecover(scripts: Scripts, ck: CallKeys, a: RecoverArgs
     'call_recover',
     await scripts.run(
       'call_recover',
-      [ck.session, ck.id, ck.live, ck.cdr],
+      [ck.session, ck.id, ck.live, ck.cdr, ck.events],
       [a.now, a.sec, a.cause, a.ttlSec, a.sw, a.call, a.idHash, a.dest, ...a.rates],
     ),
   );

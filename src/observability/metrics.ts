@@ -62,6 +62,22 @@ export class Metrics {
     labelNames: ['path'] as const,
     registers: [this.registry],
   });
+  readonly webhooks = new Counter({
+    name: 'tessera_webhook_deliveries_total',
+    help: 'Webhook POSTs by outcome: delivered, retried (failed, tried again later), failed (parked for the operator)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly webhookPending = new Gauge({
+    name: 'tessera_webhook_pending_events',
+    help: 'Balance events not yet delivered, in every bucket (as this gateway last counted them)',
+    registers: [this.registry],
+  });
+  readonly webhookFailed = new Gauge({
+    name: 'tessera_webhook_failed_deliveries',
+    help: 'Deliveries parked as failed, waiting for the operator (as this gateway last counted them)',
+    registers: [this.registry],
+  });
   readonly activeCalls: Gauge;
 
   private readonly scriptChildren = new Map<string, { observe(v: number): void }>();

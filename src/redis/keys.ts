@@ -61,6 +61,10 @@ export const keys = {
   recharge: (bucket: number, keyHash: string) => `${tag(bucket)}rch:${keyHash}`,
   /** Online recharges not finished yet: record key -> created (ms), swept when abandoned. */
   openRecharges: (bucket: number) => `${tag(bucket)}rchs`,
+  /** Webhook deliveries of a bucket that failed for good (stream): the event, the webhook and why. */
+  eventsFailed: (bucket: number) => `${tag(bucket)}evfail`,
+  /** Delivery state of a bucket's events that failed at least once (hash): stream entry id -> JSON. */
+  eventsRetry: (bucket: number) => `${tag(bucket)}evtry`,
   /** Where a switch's call lives: call key -> ID key. Tagged by the call key's own bucket. */
   callIndex: (bucket: number, callKey: string) => `${tag(bucket)}cx:${callKey}`,
   /**

@@ -56,7 +56,23 @@ describe('loadConfig', () => {
       scanTtlSec: 30 * 86400,
       guessLimit: 20,
       guessWindowSec: 60,
+      hooks: {
+        concurrency: 16,
+        timeoutMs: 10_000,
+        pollMs: 1000,
+        claimIdleMs: 25_000,
+        retryBaseMs: 30_000,
+        retryMaxMs: 3_600_000,
+        maxAttempts: 12,
+        maxAgeMs: 86_400_000,
+        expiringSweepMs: 3_600_000,
+      },
     });
+  });
+
+  it('takes over pending webhook events only after twice the webhook timeout, unless told', () => {
+    expect(loadConfig({ HOOK_TIMEOUT_MS: '2000' }).hooks.claimIdleMs).toBe(9000);
+    expect(loadConfig({ HOOK_TIMEOUT_MS: '2000', HOOK_CLAIM_IDLE_MS: '60000' }).hooks.claimIdleMs).toBe(60_000);
   });
 
   it('an empty string counts as unset', () => {

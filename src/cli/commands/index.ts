@@ -8,6 +8,7 @@ import { aniCommands } from './anis';
 import { callCommands } from './call';
 import { catalogCommands } from './catalog';
 import { demoCommands } from './demo';
+import { eventCommands } from './events';
 import { idCommands } from './ids';
 import { kamailioCommands } from './kamailio';
 import { recordCommands } from './records';
@@ -28,6 +29,7 @@ export const commands: Record<string, Command> = {
   export: recordCommands.export,
   archive: recordCommands.archive,
   ...demoCommands,
+  ...eventCommands,
   ...callCommands,
   ...kamailioCommands,
 };

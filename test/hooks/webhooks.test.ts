@@ -1,0 +1,344 @@
+/**
+ * Webhooks: balance events caused by real calls (thresholds, exhaustion), the
+ * expiring sweep and a top-up entry are POSTed, signed, to a real HTTP
+ * receiver; a receiver that fails (500s, then no answer) and recovers ends up
+ * with every event exactly once after de-duplication by id; events pending at
+ * a gateway process killed mid-delivery are delivered by another; deliveries
+ * that fail for good are parked, shown by `tessera events` and retried from
+ * there.
+ */
+import { spawn } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { TalkProduct } from '../../src/catalog/schema';
+import { putProducts } from '../../src/catalog/store';
+import type { Gateway } from '../../src/gateway/server';
+import { freePort } from '../../src/redis/embedded';
+import { keys } from '../../src/redis/keys';
+import { cli, cliEnv, lines, setEnv } from '../support/cli';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
+import { metricsText, sample } from '../support/metrics';
+import { Receiver, validSignature } from '../support/receiver';
+import { bucketOf, hashOf, idFields } from '../support/redis';
+import { until } from '../support/wait';
+import { connectSwitch, newCall, range } from '../metering/fixtures';
+
+const SECRET = 'whsec-0123456789abcdef';
+const DEST = '4912345'; // plan std: 100 micro-units/s, no fee
+const DAY = 86_400_000;
+const ROOT = resolve(__dirname, '../..');
+
+let h: Harness;
+const receivers: Receiver[] = [];
+const gateways: Gateway[] = [];
+
+/** A talk product whose webhook (every event type) is the receiver: 10 s of talk, thresholds at 5 and 2 s left. */
+function hooked(name: string, r: Receiver): TalkProduct {
+  return talkProduct({
+    name,
+    face: 1000,
+    price: 1000,
+    thresholds: [5, 2],
+    expiryDays: 30,
+    expiringDays: 30,
+    webhooks: [{ url: r.url, events: ['low_balance', 'exhausted', 'expiring', 'topup'], secret: SECRET }],
+  });
+}
+
+async function receiver(): Promise<Receiver> {
+  const r = await Receiver.start();
+  receivers.push(r);
+  return r;
+}
+
+async function gw(hooks: Partial<Harness['cfg']['hooks']> = {}): Promise<Gateway> {
+  const g = await gateway(h, { hooks: { ...h.cfg.hooks, ...hooks } });
+  gateways.push(g);
+  return g;
+}
+
+/** Closes a gateway of this file (once: afterAll closes the ones still open). */
+async function closeGw(g: Gateway): Promise<void> {
+  gateways.splice(gateways.indexOf(g), 1);
+  await g.close();
+}
+
+/** A call of `sec` seconds on an ID, ticked second by second, then stopped. */
+async function call(port: number, id: string, sec: number): Promise<void> {
+  const { c } = await connectSwitch(h, port);
+  try {
+    const callId = newCall();
+    expect(await c.request({ op: 'start', ref: 's', call: callId, id, dest: DEST })).toMatchObject({ op: 'started' });
+    for (const s of range(1, sec)) await c.request({ op: 'tick', ref: `t${s}`, call: callId, sec: s });
+    expect(await c.request({ op: 'stop', ref: 'e', call: callId, sec })).toMatchObject({ op: 'stopped' });
+  } finally {
+    await c.close();
+  }
+}
+
+/** Events not delivered yet, in every bucket. */
+async function undelivered(): Promise<number> {
+  let n = 0;
+  for (let b = 0; b < h.cfg.buckets; b++) n += await h.r.xlen(keys.events(b));
+  return n;
+}
+
+beforeAll(async () => {
+  h = await startHarness({
+    HOOK_POLL_MS: '50',
+    HOOK_TIMEOUT_MS: '500',
+    HOOK_CLAIM_IDLE_MS: '1500',
+    HOOK_RETRY_BASE_MS: '100',
+    HOOK_RETRY_MAX_MS: '400',
+    HOOK_MAX_ATTEMPTS: '8',
+    EXPIRING_SWEEP_MS: '3600000',
+  });
+  await seedCatalog(h);
+});
+afterAll(async () => {
+  for (const g of gateways) await g.close();
+  for (const r of receivers) await r.close();
+  await h?.stop();
+});
+
+describe('webhook configuration', () => {
+  it('takes http and https URLs only, a secret of 16+ characters, and at most 5 webhooks', async () => {
+    const hook = { url: 'https://crm.example.com/tessera', events: ['exhausted'], secret: SECRET };
+    const with_ = (over: Record<string, unknown>): unknown => ({ ...talkProduct({ name: 'cfg' }), ...over });
+    await expect(putProducts(h.ctx.redis, [with_({ webhooks: [hook] })])).resolves.toHaveLength(1);
+    for (const bad of [
+      { webhooks: [{ ...hook, url: 'ftp://crm.example.com/x' }] },
+      { webhooks: [{ ...hook, url: 'javascript:alert(1)' }] },
+      { webhooks: [{ ...hook, url: 'http://' }] },
+      { webhooks: [{ ...hook, secret: 'short' }] },
+      { webhooks: [{ ...hook, events: ['refund'] }] },
+      { webhooks: [{ ...hook, events: [] }] },
+      { webhooks: Array.from({ length: 6 }, () => hook) },
+      { expiringDays: 0 },
+    ]) {
+      await expect(putProducts(h.ctx.redis, [with_(bad)]), JSON.stringify(bad)).rejects.toThrow(/product #1/);
+    }
+  });
+});
+
+describe('delivery', () => {
+  it('a receiver that fails and recovers gets every event exactly once after de-duplication, signed', async () => {
+    const r = await receiver();
+    const product = hooked('hooked-a', r);
+    await putProducts(h.ctx.redis, [product]);
+    // Two 500s, then no answer at all (the gateway gives up after HOOK_TIMEOUT_MS), then 2xx.
+    r.script.push(500, 500, 'hang');
+    const g = await gw();
+    await until(() => g.catalog.product(product.name) !== undefined);
+    const [spent, kept] = await soldIds(h, product, 2);
+    // 10 s at 100/s: 5 s left fires, 2 s left fires, the 10th second exhausts it.
+    await call(g.port, spent!, 12);
+    // A short call sets the other ID's expiry (30 days from now), inside expiringDays.
+    await call(g.port, kept!, 1);
+    expect(await g.expiring.sweep()).toBe(1);
+    expect(await g.expiring.sweep()).toBe(0); // once per expiry date
+    // A top-up, as the top-up scripts write it into the contract's stream.
+    const kb = bucketOf(h, kept!);
+    await h.r.xadd(
+      keys.events(kb),
+      '*',
+      'type',
+      'topup',
+      'idh',
+      hashOf(h, kept!),
+      'prod',
+      product.name,
+      'at',
+      String(Date.now()),
+      'bal',
+      '5900',
+      'amount',
+      '5000',
+      'source',
+      'operator',
+      'ref',
+      'desk',
+      'exp',
+      '0',
+    );
+
+    await until(async () => r.delivered().size === 5 && (await undelivered()) === 0, 20_000, 50, 'every event');
+    const got = [...r.delivered().values()];
+    const sb = bucketOf(h, spent!);
+    const byType = (t: string) => got.filter((e) => e.type === t);
+    expect(byType('low_balance').map((e) => e.data)).toEqual(
+      expect.arrayContaining([
+        { secondsLeft: 5, threshold: 5 },
+        { secondsLeft: 2, threshold: 2 },
+      ]),
+    );
+    expect(byType('low_balance')[0]).toMatchObject({ product: product.name, idHash: hashOf(h, spent!) });
+    expect(byType('exhausted')).toEqual([
+      expect.objectContaining({ idHash: hashOf(h, spent!), balance: 0, data: { call: expect.stringMatching(/^sw-/) } }),
+    ]);
+    const exp = Number((await idFields(h, kept!)).exp);
+    expect(byType('expiring')).toEqual([
+      expect.objectContaining({ idHash: hashOf(h, kept!), balance: 900, data: { expires: exp } }),
+    ]);
+    expect(exp - Date.now()).toBeGreaterThan(29 * DAY);
+    expect(byType('topup')).toEqual([
+      expect.objectContaining({ balance: 5900, data: { amount: 5000, source: 'operator', ref: 'desk', expires: 0 } }),
+    ]);
+    for (const e of got) expect(String(e.id)).toMatch(new RegExp(`^(${sb}|${kb})-\\d+-\\d+$`));
+
+    // It failed on the way: two 500s and one request left unanswered, each tried again.
+    expect(r.received.filter((x) => x.status === 500)).toHaveLength(2);
+    expect(r.received.filter((x) => x.status === 0)).toHaveLength(1);
+    // Every request, answered or not, carried a valid signature and its event id.
+    for (const x of r.received) {
+      expect(validSignature(x.headers['tessera-signature'], x.body, SECRET)).toBe(true);
+      expect(x.headers['tessera-event-id']).toBe((JSON.parse(x.body) as { id: string }).id);
+    }
+    const text = await metricsText(g.port);
+    expect(sample(text, 'tessera_webhook_deliveries_total', { outcome: 'retried' })).toBe(3);
+    expect(sample(text, 'tessera_webhook_deliveries_total', { outcome: 'delivered' })).toBeGreaterThanOrEqual(5);
+    expect(await h.r.hlen(keys.eventsRetry(sb))).toBe(0);
+    await closeGw(g);
+  });
+
+  it('events pending at a gateway killed mid-delivery are delivered by another', async () => {
+    const r = await receiver();
+    const product = hooked('hooked-b', r);
+    await putProducts(h.ctx.redis, [product]);
+    r.fallback = 'hang';
+    // A gateway process that waits a minute for answers: it holds the events when it is killed.
+    const port = await freePort();
+    const doomed = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts')], {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        ...cliEnv(h),
+        PROVIDER_URL: h.cfg.provider.url,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        HOOK_POLL_MS: '50',
+        HOOK_TIMEOUT_MS: '60000',
+        HOOK_CLAIM_IDLE_MS: '120000',
+      },
+      stdio: 'ignore',
+    });
+    try {
+      const ready = (): Promise<boolean> =>
+        fetch(`http://127.0.0.1:${port}/readyz`)
+          .then((x) => x.status === 200)
+          .catch(() => false);
+      await until(ready, 60_000, 100, 'the gateway process');
+      const [id] = await soldIds(h, product, 1);
+      await call(port, id!, 12);
+      await until(() => r.received.length === 3, 10_000, 20, 'the doomed gateway POSTing');
+      const b = bucketOf(h, id!);
+      const pel = (await h.r.xpending(keys.events(b), 'hooks')) as [number, ...unknown[]];
+      expect(pel[0]).toBe(3);
+      doomed.kill('SIGKILL');
+      await until(() => doomed.exitCode !== null || doomed.signalCode !== null, 10_000, 20, 'the kill');
+
+      r.fallback = 'ok';
+      const other = await gw();
+      await until(async () => r.delivered().size === 3 && (await undelivered()) === 0, 20_000, 50, 'the takeover');
+      expect([...r.delivered().values()].map((e) => e.type).sort()).toEqual([
+        'exhausted',
+        'low_balance',
+        'low_balance',
+      ]);
+      // The same events the killed gateway had sent, under the same ids.
+      expect(new Set(r.delivered().keys())).toEqual(
+        new Set(r.received.slice(0, 3).map((x) => (JSON.parse(x.body) as { id: string }).id)),
+      );
+      expect(((await h.r.xpending(keys.events(b), 'hooks')) as [number])[0]).toBe(0);
+      await closeGw(other);
+    } finally {
+      doomed.kill('SIGKILL');
+    }
+  });
+
+  it('a delivery that keeps failing is parked, shown by `tessera events` and retried from there', async () => {
+    const r = await receiver();
+    const product = hooked('hooked-c', r);
+    await putProducts(h.ctx.redis, [product]);
+    r.fallback = 503;
+    const g = await gw({ maxAttempts: 3 });
+    await until(() => g.catalog.product(product.name) !== undefined);
+    const [id] = await soldIds(h, product, 1);
+    await call(g.port, id!, 12);
+    const b = bucketOf(h, id!);
+    await until(async () => (await h.r.xlen(keys.eventsFailed(b))) === 3, 20_000, 50, 'three parked');
+    expect(await undelivered()).toBe(0);
+    expect(r.received).toHaveLength(9); // three events, three attempts each
+
+    const restore = setEnv(cliEnv(h));
+    try {
+      const shown = await cli('events', '--json');
+      expect(shown.code).toBe(0);
+      const report = JSON.parse(shown.out) as {
+        failed: { total: number; byType: Record<string, number> };
+        pending: { total: number };
+        rows: { state: string; ref: string; id: string; attempts: number; error: string; url: string }[];
+      };
+      expect(report.pending.total).toBe(0);
+      expect(report.failed).toMatchObject({ total: 3, byType: { low_balance: 2, exhausted: 1 } });
+      const failed = report.rows.filter((x) => x.state === 'failed');
+      expect(failed).toHaveLength(3);
+      for (const f of failed) expect(f).toMatchObject({ attempts: 3, error: 'HTTP 503', url: r.url });
+      const firstIds = new Set(r.received.map((x) => (JSON.parse(x.body) as { id: string }).id));
+      expect(new Set(failed.map((f) => f.id))).toEqual(firstIds);
+
+      const text = lines((await cli('events')).out);
+      expect(text[0]).toBe('pending: 0');
+      expect(text[1]).toMatch(/^failed: 3 \(low_balance 2, exhausted 1; oldest \d+ s\)$/);
+
+      r.fallback = 'ok';
+      const retried = await cli('events', '--retry', failed[0]!.ref);
+      expect(retried).toMatchObject({ code: 0 });
+      expect(await cli('events', '--retry', failed[0]!.ref)).toMatchObject({ code: 1 });
+      expect((await cli('events', '--retry-all')).out).toContain('requeued 2 failed deliveries');
+      await until(async () => r.delivered().size === 3 && (await undelivered()) === 0, 20_000, 50, 'the retries');
+      // Retried events keep the id receivers saw the first time.
+      expect(new Set(r.delivered().keys())).toEqual(firstIds);
+      expect(await h.r.xlen(keys.eventsFailed(b))).toBe(0);
+    } finally {
+      restore();
+    }
+    await closeGw(g);
+  });
+
+  it('an event the operator put back gets a full round of attempts, however old it is', async () => {
+    const r = await receiver();
+    const product = hooked('hooked-d', r);
+    await putProducts(h.ctx.redis, [product]);
+    r.script.push(503);
+    const g = await gw({ maxAgeMs: 60_000 });
+    await until(() => g.catalog.product(product.name) !== undefined);
+    // As event_requeue writes it: first written a day ago (eid), for this one webhook (to).
+    const eid = `${Date.now() - DAY}-0`;
+    await h.r.xadd(
+      keys.events(7),
+      '*',
+      'type',
+      'exhausted',
+      'idh',
+      'ab12',
+      'prod',
+      product.name,
+      'at',
+      '1',
+      'bal',
+      '0',
+      'call',
+      'sw:c',
+      'eid',
+      eid,
+      'to',
+      r.url,
+    );
+    await until(async () => r.delivered().size === 1 && (await undelivered()) === 0, 20_000, 50, 'the retry');
+    expect([...r.delivered().keys()]).toEqual([`7-${eid}`]);
+    expect(r.received.map((x) => x.status)).toEqual([503, 204]);
+    expect(await h.r.xlen(keys.eventsFailed(7))).toBe(0);
+    await closeGw(g);
+  });
+});
