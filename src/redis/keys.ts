@@ -48,6 +48,12 @@ export const keys = {
   buysTotal: `${tag(0)}buyall`,
   /** Wrong PINs from one client address in the current window. */
   pinMisses: (bucket: number, client: string) => `${tag(bucket)}pinip:${client}`,
+  /**
+   * Written (the time, ms) before a WAIT that must cover writes of other
+   * connections, such as the first try of a retry answered as a duplicate
+   * (src/redis/replication.ts). One per bucket; nothing reads it.
+   */
+  fence: (bucket: number) => `${tag(bucket)}fence`,
   /** Where a switch's call lives: call key -> ID key. Tagged by the call key's own bucket. */
   callIndex: (bucket: number, callKey: string) => `${tag(bucket)}cx:${callKey}`,
 
