@@ -1,7 +1,7 @@
 import type { Context } from '../app/context';
 import { checkId } from '../ids/idnum';
 import { keys } from '../redis/keys';
-import { replicated } from '../redis/replication';
+import { replicated, replicatedSeen } from '../redis/replication';
 import { activate, setState } from './scripts';
 
 /**
@@ -72,8 +72,10 @@ export async function activateId(
     price: opts.price ?? 0,
     ref: opts.ref ?? '',
   });
-  // A sale is acknowledged once a replica has it.
+  // A sale is acknowledged once a replica has it; so is `already_active`, which a retry of a
+  // sale that went through gets (and which another gateway may have written).
   if (r.ok) await replicated(ctx.redis, loc.key);
+  else if (r.reason === 'already_active') await replicatedSeen(ctx.redis, loc.key);
   return r;
 }
 

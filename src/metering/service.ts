@@ -9,7 +9,7 @@ import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
 import type { RedisClient } from '../redis/connect';
 import { GroupCommit } from '../redis/group-commit';
-import { replicated } from '../redis/replication';
+import { replicated, replicatedSeen } from '../redis/replication';
 import { callKeyOf, callKeysFor, type CallKeys, CallLocator } from './locator';
 import {
   callQuote,
@@ -131,7 +131,8 @@ export class Metering {
     if (!r.ok && claim === 'new' && r.reason !== 'call_conflict' && r.reason !== 'call_ended')
       await this.locator.release(sw, call);
     // `started` is said once a replica has the session and its index: a failover must not lose the call.
-    if (r.ok) await this.acked(sw, call, ck.session, this.locator.indexOf(sw, call));
+    // A retry may find them written by its first try, elsewhere: then what it saw must be replicated.
+    if (r.ok) await this.acked(sw, call, ck.session, r.duplicate, claim !== 'new');
     else await this.countGuess(sw, r);
     return r;
   }
@@ -193,12 +194,19 @@ export class Metering {
   }
 
   /**
-   * Waits until a replica has what this gateway wrote for the call. When that
-   * fails the call is forgotten here, so a retried start writes its index again.
+   * Waits until a replica has the call's session and index (`seen`: as found,
+   * written by an earlier try, not by this start). When that fails the call is
+   * forgotten here, so a retried start writes its index again.
    */
-  private async acked(sw: string, call: string, ...written: string[]): Promise<void> {
+  private async acked(
+    sw: string,
+    call: string,
+    session: string,
+    sessionSeen: boolean,
+    indexSeen: boolean,
+  ): Promise<void> {
     try {
-      await replicated(this.redis, ...written);
+      await this.replicatedCall(session, this.locator.indexOf(sw, call), sessionSeen, indexSeen);
     } catch (err) {
       this.locator.forget(sw, call);
       throw err;
@@ -242,7 +250,8 @@ export class Metering {
       await this.ticks.sent(ck.bucket);
       const r = await callStop(this.scripts, ck, Date.now(), sec, cause, this.cfg.sessionTtlSec);
       if (r.ok) {
-        await replicated(this.redis, ck.session);
+        // A repeated stop answers the first: that one must be on a replica, whoever wrote it.
+        await (r.duplicate ? replicatedSeen : replicated)(this.redis, ck.session);
         this.locator.forget(sw, call);
       }
       if (r.ok || r.reason !== 'unknown_call' || !lost) return r;
@@ -284,9 +293,22 @@ export class Metering {
     });
     if (!r.ok) return r;
     if (!indexed) await this.locator.restore(sw, call, ck);
-    await replicated(this.redis, ck.session, this.locator.indexOf(sw, call));
+    await this.replicatedCall(ck.session, this.locator.indexOf(sw, call), r.duplicate, indexed !== undefined);
     this.locator.forget(sw, call);
     return r;
+  }
+
+  /** Until a replica has a call's session and index; `seen`: found as an earlier try wrote it, not written now. */
+  private async replicatedCall(
+    session: string,
+    index: string,
+    sessionSeen: boolean,
+    indexSeen: boolean,
+  ): Promise<void> {
+    await Promise.all([
+      (sessionSeen ? replicatedSeen : replicated)(this.redis, session),
+      (indexSeen ? replicatedSeen : replicated)(this.redis, index),
+    ]);
   }
 
   /** Live sessions across all buckets, for the active-calls gauge. */

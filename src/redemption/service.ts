@@ -10,10 +10,11 @@ import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import { Scripts } from '../redis/scripts';
 import { GroupCommit } from '../redis/group-commit';
-import { replicated, waitsForReplicas, whenReplicated } from '../redis/replication';
+import { replicated, replicatedSeen, waitsForReplicas, whenReplicated } from '../redis/replication';
 import * as script from './scripts';
 import {
   CLAIMED,
+  CLAIM_RETRY,
   CLAIM_TAKEN,
   type Answer,
   type ClaimCode,
@@ -231,8 +232,10 @@ export class Redemption {
    * With replicated acknowledgements a batch's answers wait for one WAIT on
    * its bucket's primary (and one on each primary its scans were claimed on,
    * whose index a reversal needs): a redemption is `ok` only once a replica
-   * has it. A WAIT that fails fails the batch's redemptions, `unavailable`;
-   * their retries answer the first answer.
+   * has it. A retry answered from its first try's redemption or claim (which
+   * another gateway may have written) waits for a fenced WAIT that covers it.
+   * A WAIT that fails fails the batch's redemptions, `unavailable`; their
+   * retries answer the first answer.
    */
   private collect(bucket: number, n: number): script.EachScan<PendingScan, Answer> {
     const got: { p: PendingScan; err: unknown; a: Answer | undefined }[] = [];
@@ -242,7 +245,12 @@ export class Redemption {
       const applied = got.filter((g) => g.a?.ok === true);
       for (const g of got) if (!g.a?.ok) this.redeemed(g.p, g.err, g.a);
       if (applied.length === 0) return;
-      const claimTags = new Set(applied.map((g) => g.p.indexKey.slice(0, g.p.indexKey.indexOf('}') + 1)));
+      const claimTags = new Map<string, boolean>();
+      for (const { p } of applied) {
+        const tag = p.indexKey.slice(0, p.indexKey.indexOf('}') + 1);
+        claimTags.set(tag, claimTags.get(tag) === true || p.claim === CLAIM_RETRY);
+      }
+      const seen = (found: boolean): 'seen' | 'written' => (found ? 'seen' : 'written');
       let left = 1 + claimTags.size;
       let failure: Error | undefined;
       const done = (e?: Error): void => {
@@ -250,8 +258,9 @@ export class Redemption {
         if (--left > 0) return;
         for (const g of applied) this.redeemed(g.p, failure, failure ? undefined : g.a);
       };
-      whenReplicated(this.redis, keys.redemptions(bucket), done);
-      for (const tag of claimTags) whenReplicated(this.claimRedis, `${tag}sx`, done);
+      const duplicates = applied.some((g) => g.a?.ok === true && g.a.duplicate === true);
+      whenReplicated(this.redis, keys.redemptions(bucket), done, seen(duplicates));
+      for (const [tag, retried] of claimTags) whenReplicated(this.claimRedis, `${tag}sx`, done, seen(retried));
     };
   }
 
@@ -312,7 +321,8 @@ export class Redemption {
     if (!terms) return { ok: false, reason: 'unknown_scan' };
     const idKey = terms.slice(0, terms.indexOf('|'));
     const answer = await script.reverse(this.scripts, scanKey, idKey, Date.now(), token.name, reason);
-    if (answer.ok) await replicated(this.redis, idKey);
+    // A second reverse answers the first: that one must be on a replica, whoever wrote it.
+    if (answer.ok) await (answer.duplicate ? replicatedSeen : replicated)(this.redis, idKey);
     return answer;
   }
 }

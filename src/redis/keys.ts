@@ -65,6 +65,12 @@ export const keys = {
   eventsFailed: (bucket: number) => `${tag(bucket)}evfail`,
   /** Delivery state of a bucket's events that failed at least once (hash): stream entry id -> JSON. */
   eventsRetry: (bucket: number) => `${tag(bucket)}evtry`,
+  /**
+   * Written (the time, ms) before a WAIT that must cover writes of other
+   * connections, such as the first try of a retry answered as a duplicate
+   * (src/redis/replication.ts). One per bucket; nothing reads it.
+   */
+  fence: (bucket: number) => `${tag(bucket)}fence`,
   /** Where a switch's call lives: call key -> ID key. Tagged by the call key's own bucket. */
   callIndex: (bucket: number, callKey: string) => `${tag(bucket)}cx:${callKey}`,
   /**

@@ -19,10 +19,20 @@
  * connection that finally answered it), and WAIT is sent on that connection
  * itself, never through the cluster client, which would redirect or retry it
  * elsewhere. A connection that closed after the write fails the WAIT too.
+ *
+ * An answer can also report a write this client did not make: a retry that a
+ * script answers from the first try's write (a duplicate), made by another
+ * gateway or on a connection that broke before its WAIT. WAIT covers only the
+ * writes of its own connection, so `replicatedSeen` first writes a fence (one
+ * SET of the bucket's fence key) on the connection that gave the answer, then
+ * WAITs there: replication is in order, so a replica that has the fence has
+ * every write the primary had applied before it, the first try's included.
+ * The fence and the WAIT leave together; an answer that wrote costs no fence.
  */
 import type Redis from 'ioredis';
 import { Cluster } from 'ioredis';
 import { sendNow } from './coalesce';
+import { bucketOfKey, keys } from './keys';
 
 /** connect.ts's RedisClient (imported from there it would make a ring). */
 type RedisClient = Redis | Cluster;
@@ -48,11 +58,15 @@ type Done = (err?: Error) => void;
 interface Waiter {
   done: Done;
   closes: number;
+  /** Its answer reported writes of other connections: only the fence's replication covers them. */
+  fenced: boolean;
 }
 
 /** One connection's waiters for its next WAIT. */
 interface NodeQueue {
   waiting: Waiter[];
+  /** A fence key in a slot this connection answered for, when a waiter needs a fence. */
+  fence?: string;
 }
 
 /** The connection that last answered a write for a slot, and its close count then. */
@@ -154,7 +168,7 @@ class Acks {
     };
   }
 
-  add(key: string, done: Done): void {
+  add(key: string, done: Done, fenced: boolean): void {
     const slot = keySlot(key);
     const writer = this.writers[slot];
     const node = writer?.node ?? this.nodeOf(slot);
@@ -163,7 +177,8 @@ class Acks {
     if (closesOf(node).n !== closes) return done(new ReplicationTimeout('the connection to the primary closed'));
     let q = this.queues.get(node);
     if (!q) this.queues.set(node, (q = { waiting: [] }));
-    q.waiting.push({ done, closes });
+    q.waiting.push({ done, closes, fenced });
+    if (fenced) q.fence ??= keys.fence(bucketOfKey(key));
     if (this.scheduled) return;
     this.scheduled = true;
     setImmediate(this.flush);
@@ -176,24 +191,34 @@ class Acks {
       this.queues.delete(node);
       const counter = closesOf(node);
       const waiting = q.waiting;
-      const answer = (err?: Error): void => {
+      // Sent before the WAIT on the same connection, so the WAIT covers it. A fence refused
+      // (NOREPLICAS from a primary that lost its replicas, MOVED, READONLY) confirms nothing.
+      const fence =
+        q.fence === undefined
+          ? undefined
+          : node.call('SET', q.fence, String(Date.now())).then(
+              () => undefined,
+              (err: unknown) =>
+                new ReplicationTimeout(`the fence write failed: ${err instanceof Error ? err.message : String(err)}`),
+            );
+      const answer = (err: Error | undefined, fenceErr: Error | undefined): void => {
         for (const w of waiting)
           w.done(
             err ??
+              (w.fenced ? fenceErr : undefined) ??
               (counter.n !== w.closes ? new ReplicationTimeout('the connection to the primary closed') : undefined),
           );
       };
-      (node.call('WAIT', replicas, timeoutMs) as Promise<number>).then(
-        (acked) => {
-          if (acked < replicas)
-            answer(new ReplicationTimeout(`${acked} of ${replicas} replica(s) confirmed within ${timeoutMs} ms`));
-          else answer();
-        },
+      const waited = (node.call('WAIT', replicas, timeoutMs) as Promise<number>).then(
+        (acked) =>
+          acked < replicas
+            ? new ReplicationTimeout(`${acked} of ${replicas} replica(s) confirmed within ${timeoutMs} ms`)
+            : undefined,
         // Whatever kept WAIT from answering (a broken connection, a timeout, a primary demoted
         // to replica meanwhile: "WAIT cannot be used with replica instances"), nothing was confirmed.
-        (err: unknown) =>
-          answer(new ReplicationTimeout(`WAIT failed: ${err instanceof Error ? err.message : String(err)}`)),
+        (err: unknown) => new ReplicationTimeout(`WAIT failed: ${err instanceof Error ? err.message : String(err)}`),
       );
+      void Promise.all([waited, fence]).then(([err, fenceErr]) => answer(err, fenceErr));
     }
     // This runs in the check phase: without this the WAITs would leave an iteration later (see coalesceWrites).
     sendNow(this.client);
@@ -229,20 +254,41 @@ export function waitsForReplicas(client: RedisClient): boolean {
  * Calls `done` once the writes this client has had answered on the primary
  * serving `key` are on the required replicas, or with the error that says why
  * not. At once (synchronously) when the client does not wait for replicas.
+ * `seen`: the answer reported writes this client may not have made; they are
+ * covered too, at the cost of a fence write (see replicatedSeen).
  */
-export function whenReplicated(client: RedisClient, key: string, done: (err?: Error) => void): void {
+export function whenReplicated(
+  client: RedisClient,
+  key: string,
+  done: (err?: Error) => void,
+  seen: 'written' | 'seen' = 'written',
+): void {
   const acks = acksOf.get(client);
   if (!acks) return done();
-  acks.add(key, done);
+  acks.add(key, done, seen === 'seen');
 }
 
 /** whenReplicated as a promise; undefined (nothing to wait for) when the client does not wait for replicas. */
 export function replicated(client: RedisClient, ...keysToCover: string[]): Promise<void> | undefined {
+  return waitFor(client, false, keysToCover);
+}
+
+/**
+ * replicated() for an answer that reports writes this client may not have
+ * made (a duplicate answer to a retry): resolves once everything the primary
+ * serving each key had applied when it answered is on the replicas, whoever
+ * wrote it. Costs a fence write before the WAIT.
+ */
+export function replicatedSeen(client: RedisClient, ...keysToCover: string[]): Promise<void> | undefined {
+  return waitFor(client, true, keysToCover);
+}
+
+function waitFor(client: RedisClient, fenced: boolean, keysToCover: string[]): Promise<void> | undefined {
   const acks = acksOf.get(client);
   if (!acks) return undefined;
   return Promise.all(
     keysToCover.map(
-      (key) => new Promise<void>((resolve, reject) => acks.add(key, (err) => (err ? reject(err) : resolve()))),
+      (key) => new Promise<void>((resolve, reject) => acks.add(key, (err) => (err ? reject(err) : resolve()), fenced)),
     ),
   ).then(() => undefined);
 }

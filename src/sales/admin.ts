@@ -1,6 +1,6 @@
 import type { Context } from '../app/context';
 import { locate, type Refusable } from '../ledger/ids';
-import { replicated } from '../redis/replication';
+import { replicated, replicatedSeen } from '../redis/replication';
 import type { PaymentProvider } from './provider';
 import { refundId } from './scripts';
 
@@ -21,7 +21,8 @@ export async function refundSale(
   const r = await refundId(ctx.scripts, loc, reason, operator);
   if (!r.ok) return r;
   // On a replica before the payment is voided: a refund must not be lost after its money went back.
-  await replicated(ctx.redis, loc.key);
+  // A repeated refund answers the first, which another gateway may have written.
+  await (r.duplicate ? replicatedSeen : replicated)(ctx.redis, loc.key);
   const { refunded, record, purchaseRef: ref, duplicate } = r;
   let providerStatus = 'not_paid_through_a_provider';
   if (ref) {

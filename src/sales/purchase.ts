@@ -13,7 +13,7 @@ import type { Context } from '../app/context';
 import type { CatalogCache } from '../catalog/cache';
 import { isOnPublicSale } from '../catalog/schema';
 import { bucketOfKey, keys } from '../redis/keys';
-import { replicated } from '../redis/replication';
+import { replicated, replicatedSeen } from '../redis/replication';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
 import { admitPurchase, claimPurchase, sellId } from './scripts';
@@ -195,8 +195,10 @@ export class Purchases {
       // The price and currency are fixed here, once: what is authorized, sold, recorded and answered.
       terms: onSale ? { product: product.name, price: product.price, currency: product.currency } : undefined,
     });
-    // The claim is the purchase's record: a retry after a failover must find it.
-    if (claim !== 'conflict' && claim !== 'busy') await replicated(this.ctx.redis, key);
+    // The claim is the purchase's record: a retry after a failover must find it. A finished
+    // purchase answers from its record, which another gateway may have written.
+    if (claim === 'done') await replicatedSeen(this.ctx.redis, key);
+    else if (claim !== 'conflict' && claim !== 'busy') await replicated(this.ctx.redis, key);
     switch (claim) {
       case 'gone':
         return fail('unknown_product');
@@ -371,7 +373,8 @@ export class Purchases {
         pinHash,
       });
       if (res.ok) {
-        await replicated(this.ctx.redis, idKey);
+        // A sale made by an earlier attempt (a duplicate) must be on a replica too.
+        await (res.duplicate ? replicatedSeen : replicated)(this.ctx.redis, idKey);
         const sealed = await this.ctx.redis.hget(idKey, 'seal');
         const base = this.publicUrl();
         const sold: Sold = {

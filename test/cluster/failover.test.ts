@@ -20,7 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openContext, type Context } from '../../src/app/context';
 import type { GoodsProduct } from '../../src/catalog/schema';
 import { createToken, putItems, putPlans, putProducts } from '../../src/catalog/store';
-import { loadConfig } from '../../src/config/config';
+import { loadConfig, type Config } from '../../src/config/config';
 import { DEMO_MEMBERS, Sandbox } from '../../src/dev/sandbox';
 import { startGateway, type Gateway } from '../../src/gateway/server';
 import { audit } from '../../src/ledger/audit';
@@ -53,11 +53,13 @@ const BEER = 4_500_000;
 const SETTLE_MS = 30_000;
 
 let dir: string;
+let cfg: Config;
 let ctx: Context;
 let sandbox: Sandbox;
 let gw: Gateway;
 let sw: Client;
 let switchName: string;
+let switchTok: string;
 let scanTok: string;
 let salesTok: string;
 /** Every answer the load got, by reason: none may be `internal`. */
@@ -81,7 +83,7 @@ beforeAll(async () => {
     // A purchase whose gateway lost Redis midway may be taken over soon.
     PURCHASE_LEASE_MS: '500',
   };
-  const cfg = loadConfig(env);
+  cfg = loadConfig(env);
   expect(cfg.redis.acks.replicated).toBe(true);
   ctx = await openContext(cfg, createLogger('silent'));
   await putPlans(ctx.redis, [{ name: 'std', rates: STD_RATES }]);
@@ -90,7 +92,8 @@ beforeAll(async () => {
   await mintIds(ctx, FOR_SALE, 20, () => undefined);
   gw = await startGateway(cfg, createLogger('silent'));
   switchName = 'sw-f';
-  sw = await Client.connect(gw.port, (await createToken(ctx.redis, { name: switchName, role: 'switch' })).token);
+  switchTok = (await createToken(ctx.redis, { name: switchName, role: 'switch' })).token;
+  sw = await Client.connect(gw.port, switchTok);
   scanTok = (await createToken(ctx.redis, { name: 'scn-f', role: 'scanner', venue: 'arena' })).token;
   salesTok = (await createToken(ctx.redis, { name: 'sales-f', role: 'sales' })).token;
 }, 60_000);
@@ -225,19 +228,20 @@ let seq = 0;
 const wsAnswer = (m: Record<string, any>, ok: string): { reason: string; body?: Record<string, any> } =>
   m.op === ok ? { reason: 'ok', body: m } : { reason: String(m.reason) };
 
-const startOp = (call: string, id: string): Op => ({
+const startOp = (call: string, id: string, via = (): Client => sw): Op => ({
   what: `start ${call}`,
-  send: async () => wsAnswer(await sw.request({ op: 'start', ref: `r${seq++}`, call, id, dest: '4912345' }), 'started'),
+  send: async () =>
+    wsAnswer(await via().request({ op: 'start', ref: `r${seq++}`, call, id, dest: '4912345' }), 'started'),
 });
 /** A stop without the ID: only a call Tessera kept can answer it. */
-const stopOp = (call: string, sec: number): Op => ({
+const stopOp = (call: string, sec: number, via = (): Client => sw): Op => ({
   what: `stop ${call}`,
-  send: async () => wsAnswer(await sw.request({ op: 'stop', ref: `r${seq++}`, call, sec }), 'stopped'),
+  send: async () => wsAnswer(await via().request({ op: 'stop', ref: `r${seq++}`, call, sec }), 'stopped'),
 });
-const redeemOp = (scan: string, id: string): Op => ({
+const redeemOp = (scan: string, id: string, via = (): Gateway => gw): Op => ({
   what: `redeem ${scan}`,
   send: async () => {
-    const r = await jsonCall(gw, 'POST', '/v1/redeem', { token: scanTok, body: { scan, id, item: 'beer' } });
+    const r = await jsonCall(via(), 'POST', '/v1/redeem', { token: scanTok, body: { scan, id, item: 'beer' } });
     return r.status === 200 ? { reason: 'ok', body: r.json } : { reason: String(r.json?.error?.reason) };
   },
 });
@@ -331,5 +335,89 @@ describe('a primary fails under load, with replicated acknowledgements', () => {
       // It wakes as a primary that lost its slots, and rejoins as the new primary's replica.
       await writable(replica);
     });
+  }, 60_000);
+});
+
+/** The IDs whose keys are in a slot `port` serves (the others answer MOVED there). */
+async function servedBy(port: number, ids: string[]): Promise<string[]> {
+  const probe = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0 });
+  try {
+    await probe.connect();
+    const served: string[] = [];
+    for (const id of ids) {
+      const { hash, bucket } = ctx.ids.hash(id);
+      const here = await probe.exists(keys.id(bucket, hash)).then(
+        () => true,
+        () => false,
+      );
+      if (here) served.push(id);
+    }
+    return served;
+  } finally {
+    probe.disconnect();
+  }
+}
+
+async function setMaxLag(port: number, sec: number): Promise<void> {
+  const probe = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0 });
+  try {
+    await probe.connect();
+    await probe.config('SET', 'min-replicas-max-lag', String(sec));
+  } finally {
+    probe.disconnect();
+  }
+}
+
+/**
+ * A retry that a script answers from its first try's write (a duplicate) must
+ * wait for a replica to have that write, though this gateway did not make it.
+ * WAIT counts only the writes of its own connection on Redis 7.2 and later
+ * (and Valkey); 7.0 counts everything before the connection's last command,
+ * so there this holds even without the fence the gateway writes first.
+ */
+describe("a retry answered from the first try's write, made by another gateway", () => {
+  it('answers a duplicate start, stop or redemption only once a replica has the first write', async () => {
+    const { primary, replica } = await pair();
+    const talk = await servedBy(primary, await sold(TALK, 24));
+    const wallets = await servedBy(primary, await sold(WALLET, 24));
+    expect(talk.length).toBeGreaterThanOrEqual(2);
+    expect(wallets.length).toBeGreaterThanOrEqual(1);
+    const other = await startGateway(cfg, createLogger('silent'));
+    const sw2 = await Client.connect(other.port, switchTok);
+    try {
+      await settle([startOp('dup-stopped', talk[1]!)]);
+      const firsts = [
+        startOp('dup-started', talk[0]!, () => sw2),
+        stopOp('dup-stopped', 5, () => sw2),
+        redeemOp('dup-scan', wallets[0]!, () => other),
+      ];
+      const retries = [startOp('dup-started', talk[0]!), stopOp('dup-stopped', 5), redeemOp('dup-scan', wallets[0]!)];
+      // The replica stops taking the primary's writes; the primary keeps taking them meanwhile.
+      await setMaxLag(primary, 60);
+      process.kill(pidOf(replica), 'SIGSTOP');
+      try {
+        // The first tries are written on the primary, and their WAITs time out on the other gateway.
+        const first = [];
+        for (const op of firsts) first.push(`${op.what}: ${(await op.send()).reason}`);
+        expect(first).toEqual(firsts.map((op) => `${op.what}: unavailable`));
+        // Their retries find them written, as duplicates: no replica has them, so no acknowledgement.
+        const retried = [];
+        for (const op of retries) retried.push(`${op.what}: ${(await op.send()).reason}`);
+        expect(retried).toEqual(retries.map((op) => `${op.what}: unavailable`));
+      } finally {
+        process.kill(pidOf(replica), 'SIGCONT');
+        await setMaxLag(primary, 2);
+      }
+      // Once the replica has caught up, the retries answer what the first tries did.
+      await settle(retries);
+      expect(retries[0]!.acked).toMatchObject({ op: 'started' });
+      expect(retries[1]!.acked).toMatchObject({ op: 'stopped', billedSec: 5 });
+      expect(retries[2]!.acked).toMatchObject({ valueLeft: WALLET.face - BEER });
+      await settle([stopOp('dup-started', 3)]);
+      expect((await audit(ctx)).problems).toEqual([]);
+    } finally {
+      await sw2.close();
+      await other.close();
+    }
   }, 60_000);
 });
