@@ -46,15 +46,15 @@ local function bill(i)
   elseif s.st ~= 'live' then
     put(i, 3, 0, 0, 0, '', redis.call('HGET', skey, 'cause') or '', 0, '', 0)
   else
-    local code = 1
-    if sec > tonumber(s.used) then code = 0 end
     local upd = {}
-    local bal, left, alerts, cut, fresh, gnt, final, finNow = charge(s, skey, ikey, sec, now, upd, evkey)
+    local bal, left, alerts, cut, fresh, gnt, final, finNow, advanced = charge(s, skey, ikey, sec, now, upd, evkey)
+    local code = 1
+    if advanced then code = 0 end
     -- The reaper goes by the live set's score; refreshing it on every tick would double the writes.
     -- The first reported second always refreshes it: it ends the ring grace given at start. A
     -- quota-mode call's score is its next report's deadline: the validity time from now.
     local val = tonumber(s.val)
-    if val > 0 or now - (tonumber(s.seen) or 0) >= refresh or (s.used == '0' and sec > 0) then
+    if val > 0 or now - (tonumber(s.seen) or 0) >= refresh or (s.billed == '0' and sec > 0) then
       redis.call('ZADD', KEYS[1], int(now + val * 1000), skey)
       upd[#upd + 1] = 'seen'
       upd[#upd + 1] = int(now)

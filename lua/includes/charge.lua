@@ -14,25 +14,32 @@
 -- nothing free would buy another charged second.
 --
 -- `billed` counts charged seconds (blocks are charged when they start, so it can
--- run ahead of `used`, the highest second the switch reported); `paid` is the money
+-- run ahead of `used`, the highest second the switch reported; a per-second
+-- tariff keeps no `used`: it is `billed`, see used_of); `paid` is the money
 -- taken so far. Thresholds (seconds left in all, at the call's tariff) fire once
 -- each. When the call's funds are spent the switch is told to cut; at zero the ID
 -- is exhausted; a blocked ID cuts its calls too.
 --
 -- read_session() reads what every tick needs in one positional HMGET: call_start
 -- writes these fields first, so HMGET walks a short list. The rest (start, short,
--- paid, final action) is read only when a tick needs it.
+-- final action) is read only when a tick needs it.
 --
 -- Given `evkey` (the bucket's events stream), charge() also emits the balance
 -- events for the webhooks: thresholds fired and exhaustion (includes/charge_events.lua).
 -- @include "charge_events"
 local function read_session(skey)
   local v = redis.call('HMGET', skey, 'st', 'id', 'billed', 'tar', 'seen', 'thr', 'cut', 'ans', 'res', 'gnt', 'used', 'gs',
-    'fin', 'val')
+    'fin', 'val', 'paid')
   return {
     st = v[1], id = v[2], billed = v[3], tar = v[4], seen = v[5], thr = v[6], cut = v[7], ans = v[8], res = v[9],
-    gnt = v[10], used = v[11], gs = v[12], fin = v[13], val = v[14],
+    gnt = v[10], used = v[11], gs = v[12], fin = v[13], val = v[14], paid = v[15],
   }
+end
+
+-- The highest second the switch reported: stored only where blocks make it differ from the charged seconds.
+local function used_of(t, billed, used)
+  if t.flat then return billed end
+  return tonumber(used)
 end
 
 local function put_field(upd, name, value)
@@ -62,10 +69,13 @@ end
 -- to write to `upd` (the caller writes them once). Returns balance, seconds left
 -- in all, fired thresholds ('300,60' or ''), cut-off reason ('' while the call may
 -- go on), 1 when this very call ordered the cut-off, the grant (seconds since
--- answer), 1 when it is final and 1 when it became final just now.
+-- answer), 1 when it is final, 1 when it became final just now, and whether `sec`
+-- was news (above the highest second reported before).
 local function charge(s, skey, ikey, sec, now, upd, evkey)
   local t = tariff_parse(s.tar)
-  local billed, used, res = tonumber(s.billed), tonumber(s.used), tonumber(s.res)
+  local billed, res = tonumber(s.billed), tonumber(s.res)
+  local used = used_of(t, billed, s.used)
+  local advanced = sec > used
   local gnt, fin = tonumber(s.gnt), s.fin == '1'
   local idf = redis.call('HMGET', ikey, 'bal', 'st', 'rsv')
   local bal, st, rsv = tonumber(idf[1]) or 0, idf[2], tonumber(idf[3]) or 0
@@ -76,8 +86,8 @@ local function charge(s, skey, ikey, sec, now, upd, evkey)
   -- from the reservation what it was reserved for leaves the grant where it was).
   local moved, regrant = false, false
   local emptied = false
-  if sec > used then
-    put_field(upd, 'used', int(sec))
+  if advanced then
+    if not t.flat then put_field(upd, 'used', int(sec)) end
     if not ans then
       -- Answered `sec` seconds ago, but never before the call started (clock steps, late first tick).
       ans = math.max(tonumber(redis.call('HGET', skey, 'start')), now - sec * 1000)
@@ -93,10 +103,9 @@ local function charge(s, skey, ikey, sec, now, upd, evkey)
       if fromAvail > avail then fromAvail = avail end
       res, rsv, avail = res - fromRes, rsv - fromRes, avail - fromAvail
       bal = bal - fromRes - fromAvail
-      local cold = redis.call('HMGET', skey, 'paid', 'short')
-      put_field(upd, 'paid', int(tonumber(cold[1]) + fromRes + fromAvail))
+      put_field(upd, 'paid', int(tonumber(s.paid) + fromRes + fromAvail))
       if fromRes + fromAvail < owed then
-        put_field(upd, 'short', int(tonumber(cold[2]) + owed - fromRes - fromAvail))
+        put_field(upd, 'short', int(tonumber(redis.call('HGET', skey, 'short')) + owed - fromRes - fromAvail))
       end
       put_field(upd, 'billed', int(n))
       billed = n
@@ -175,7 +184,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey)
     fresh = 1
     put_field(upd, 'cut', cut)
   end
-  return bal, left, alerts, cut, fresh, gnt, fin and 1 or 0, finNow
+  return bal, left, alerts, cut, fresh, gnt, fin and 1 or 0, finNow, advanced
 end
 
 -- Ends a call's hold on its ID: takes the tariff's disconnect charge from the

@@ -22,7 +22,7 @@ local function close(skey, ikey, live, cdr, now, cause, ttl)
   local rec = redis.call('XADD', cdr, '*',
     'switch', s[1], 'call', s[2], 'id', s[3], 'dest', s[4],
     'start', s[5], 'answer', s[6] or '', 'end', int(now),
-    'sec', s[7], 'used', s[9], 'blocks', tariff_blocks(t, billed),
+    'sec', s[7], 'used', int(used_of(t, billed, s[9])), 'blocks', tariff_blocks(t, billed),
     'rate', int(tariff_rate(t, ans, 0)), 'fee', int(t.fee), 'disc', int(disc),
     'cost', int(cost), 'short', int(short), 'bal', bal, 'cause', cause)
   redis.call('HSET', skey, 'st', 'closed', 'end', int(now), 'cause', cause, 'bal1', bal, 'rec', rec, 'cost', int(cost),

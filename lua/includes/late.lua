@@ -1,4 +1,4 @@
--- @include "tariff"
+-- @include "charge"
 -- A stop for a closed call. Usually a repeat: it gets the first answer. But a
 -- call the reaper closed (cause `stale`) may have gone on: its switch lost
 -- Tessera for a while and, under a `continue` failure policy (or within its
@@ -9,9 +9,9 @@
 local function late_stop(s, skey, ikey, cdr, now, sec)
   local c = redis.call('HMGET', skey, 'cost', 'bal1', 'rec', 'cause', 'short', 'ans', 'start')
   local cost, bal = tonumber(c[1]), tonumber(c[2])
-  local used = tonumber(s.used)
-  if (c[4] ~= 'stale' and c[4] ~= 'late') or sec <= used then return { 'ok', tonumber(s.billed), cost, bal, c[3], 1 } end
   local t = tariff_parse(s.tar)
+  local used = used_of(t, tonumber(s.billed), s.used)
+  if (c[4] ~= 'stale' and c[4] ~= 'late') or sec <= used then return { 'ok', tonumber(s.billed), cost, bal, c[3], 1 } end
   local ans = tonumber(c[6]) or math.max(tonumber(c[7]), now - sec * 1000)
   local billed = tonumber(s.billed)
   local n = tariff_charged(t, sec)
