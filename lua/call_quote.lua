@@ -12,7 +12,8 @@ exhausted ID included). rate is the rate in force now.
 ]]
 -- @include "rate_of"
 -- @include "tariff"
-local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'plan', 'exp', 'cur', 'rsv')
+-- @include "free"
+local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'plan', 'exp', 'cur', 'free')
 local st = f[1]
 if not st then return { 'err', 'unknown_id' } end
 if st == 'blocked' or st == 'expired' then return { 'err', st } end
@@ -27,7 +28,7 @@ if not desc then return { 'err', 'no_rate' } end
 local now = tonumber(ARGV[1])
 local t = tariff_parse(desc)
 local bal = tonumber(f[3]) or 0
-local free = bal - (tonumber(f[7]) or 0) - t.disc
+local free = free_of(bal, f[7]) - t.disc
 local maxs = 0
 if free > 0 then maxs = tariff_afford(t, now, 0, free) end
 return { 'ok', maxs, bal, tariff_rate(t, now, 0), t.fee, f[6] or '' }

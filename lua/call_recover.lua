@@ -51,9 +51,9 @@ if not desc then return { 'err', 'no_rate' } end
 -- nothing: what is free pays. close() frees the slot it takes.
 local start = now - sec * 1000
 redis.call('HSET', KEYS[1],
-  'st', 'live', 'id', KEYS[2], 'billed', '0', 'tar', desc, 'seen', int(now), 'thr', '',
-  'cut', '', 'ans', '', 'res', '0', 'gnt', '0', 'used', '0', 'gs', '1', 'fin', '1', 'val', '0',
-  'paid', '0', 'short', '0', 'start', int(start), 'fa', 'terminate', 'fail', 'terminate:0',
+  'st', 'live', 'id', KEYS[2], 'used', '0', 'trm', terms_field(1, 0, desc), 'seen', int(now), 'thr', '', 'cut', '',
+  'ans', '', 'cov', '0', 'gnt', '0', 'fin', '1', 'short', '0', 'start', int(start),
+  'fa', 'terminate', 'fail', 'terminate:0',
   'sw', ARGV[5], 'call', ARGV[6], 'idh', ARGV[7], 'dest', ARGV[8], 'maxs', '0', 'bal0', int(tonumber(f[3]) or 0))
 redis.call('HINCRBY', KEYS[2], 'act', 1)
 local upd = {}

@@ -24,19 +24,20 @@ answer (with the grant as it is now) and changes nothing.
 -- @include "terms"
 -- @include "charge"
 local now = tonumber(ARGV[1])
-local s = redis.call('HMGET', KEYS[2], 'st', 'idh', 'dest', 'maxs', 'bal0', 'tar', 'gnt', 'fin', 'fa', 'fail', 'val')
+local s = redis.call('HMGET', KEYS[2], 'st', 'idh', 'dest', 'maxs', 'bal0', 'trm', 'gnt', 'fin', 'fa', 'fail')
 if s[1] then
   if s[2] ~= ARGV[5] or s[3] ~= ARGV[2] then return { 'err', 'call_conflict' } end
   if s[1] ~= 'live' then return { 'err', 'call_ended' } end
-  local t = tariff_parse(s[6])
+  local terms = terms_of(s[6])
+  local t = terms.t
   local fail, fsec = string.match(s[10], '^(%a+):(%d+)$')
   return { 'ok', tonumber(s[4]), tonumber(s[5]), tariff_rate(t, now, 0), t.fee, 1, tonumber(s[7]),
-    s[8] == '1' and 1 or 0, s[9], fail, tonumber(fsec), tonumber(s[11]) }
+    s[8] == '1' and 1 or 0, s[9], fail, tonumber(fsec), terms.val }
 end
 -- Caller-number login: a number moved or removed since the gateway read its index bills nobody.
 if ARGV[8] ~= '' and redis.call('HEXISTS', KEYS[1], 'ani:' .. ARGV[8]) == 0 then return { 'err', 'unknown_ani' } end
 
-local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'plan', 'maxc', 'act', 'exp', 'expd', 'thr', 'rsv', 'cc')
+local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'plan', 'maxc', 'act', 'exp', 'expd', 'thr', 'free', 'cc')
 local st = f[1]
 if not st then return { 'err', 'unknown_id' } end
 if st == 'blocked' or st == 'exhausted' or st == 'expired' then return { 'err', st } end
@@ -59,8 +60,7 @@ if (tonumber(f[6]) or 0) >= maxc then return { 'err', 'concurrent_limit' } end
 -- free pays its first charged block (and the disconnect charge).
 local t = tariff_parse(desc)
 if not t then return { 'err', 'no_rate' } end
-local rsv = tonumber(f[10]) or 0
-local avail = bal - rsv
+local avail = free_of(bal, f[10])
 local first = tariff_cost(t, now, tariff_charged(t, 1)) + t.disc
 if avail < first then return { 'err', 'insufficient_balance' } end
 local maxs = tariff_afford(t, now, 0, avail - t.disc)
@@ -82,12 +82,12 @@ end
 
 -- What every tick reads comes first (read_session in includes/charge.lua).
 redis.call('HSET', KEYS[2],
-  'st', 'live', 'id', KEYS[1], 'billed', '0', 'tar', desc, 'seen', int(now), 'thr', table.concat(thr, ','),
-  'cut', '', 'ans', '', 'res', int(res), 'gnt', int(gnt), 'used', '0', 'gs', int(cc.gs), 'fin', final and '1' or '0',
-  'val', int(val), 'paid', '0', 'short', '0', 'start', int(now), 'fa', fa, 'fail', fail,
+  'st', 'live', 'id', KEYS[1], 'used', '0', 'trm', terms_field(cc.gs, val, desc), 'seen', int(now),
+  'thr', table.concat(thr, ','), 'cut', '', 'ans', '', 'cov', int(res), 'gnt', int(gnt), 'fin', final and '1' or '0',
+  'short', '0', 'start', int(now), 'fa', fa, 'fail', fail,
   'sw', ARGV[3], 'call', ARGV[4], 'idh', ARGV[5], 'dest', ARGV[2], 'maxs', int(maxs), 'bal0', int(bal))
 redis.call('HINCRBY', KEYS[1], 'act', 1)
-redis.call('HSET', KEYS[1], 'rsv', int(rsv + res))
+redis.call('HSET', KEYS[1], 'free', int(avail - res))
 -- Expiry counts from first use.
 local expd = tonumber(f[8]) or 0
 if exp == 0 and expd > 0 then

@@ -53,8 +53,8 @@ local function bill(i)
     -- The reaper goes by the live set's score; refreshing it on every tick would double the writes.
     -- The first reported second always refreshes it: it ends the ring grace given at start. A
     -- quota-mode call's score is its next report's deadline: the validity time from now.
-    local val = tonumber(s.val)
-    if val > 0 or now - (tonumber(s.seen) or 0) >= refresh or (s.billed == '0' and sec > 0) then
+    local val = terms_of(s.trm).val
+    if val > 0 or now - (tonumber(s.seen) or 0) >= refresh or (s.used == '0' and sec > 0) then
       redis.call('ZADD', KEYS[1], int(now + val * 1000), skey)
       upd[#upd + 1] = 'seen'
       upd[#upd + 1] = int(now)

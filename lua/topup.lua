@@ -37,7 +37,7 @@ if mode == 'apply' then
   end
 end
 
-local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'prod', 'cur', 'exp', 'refrec')
+local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'prod', 'cur', 'exp', 'refrec', 'free')
 local function decide()
   local st = f[1]
   if not st then return 'unknown_id' end
@@ -74,6 +74,8 @@ local days = tonumber(ARGV[9])
 if exp > 0 and days > 0 then exp = math.max(exp, now + days * 86400000) end
 local idh = string.match(KEYS[1], 'id:(.+)$')
 redis.call('HSET', KEYS[1], 'st', 'sold', 'bal', int(bal), 'exp', int(exp))
+-- The money is free at once: calls in progress are re-granted from it at their next tick.
+if tonumber(f[8]) then redis.call('HSET', KEYS[1], 'free', int(tonumber(f[8]) + amount)) end
 local rec = redis.call('XADD', KEYS[2], '*', 'type', 'topup', 'id', idh, 'product', f[4], 'currency', f[5],
   'amount', int(amount), 'source', source, 'ref', ref, 'note', ARGV[12], 'price', ARGV[13],
   'commission', ARGV[14], 'bal', int(bal), 'exp', int(exp), 'time', ARGV[1])

@@ -1,50 +1,73 @@
 -- Billing and credit control of a live call session, shared by call_tick, call_stop and call_recover.
 -- @include "tariff"
+-- @include "free"
 --
--- Money moves in two steps. A call holds a reservation (`res`, micro-units) that
--- no other call of its ID can spend: the ID's `rsv` is the sum of its live calls'
--- reservations and never exceeds its balance, so `bal - rsv` is what is still free
--- (`avail`). Billing takes from the reservation first and only then from what is
--- free; what neither covers is `short` (a switch that talked past its grant).
--- The reservation also holds the tariff's disconnect charge until close.
+-- Money moves in two steps. A call holds a reservation (micro-units) that no
+-- other call of its ID can spend: the ID's `free` is its balance less what its
+-- live calls hold (absent until its first call: then all of `bal` is free).
+-- Billing takes from the reservation first and only then from what is free;
+-- what neither covers is `short` (a switch that talked past its grant). The
+-- reservation also holds the tariff's disconnect charge until close.
 --
--- `gnt` is how far (seconds since answer) the reservation carries the call: the
--- grant. It is topped up from what is free when less than half a grant slice
--- (`gs` seconds; 0 means all that is free) is left, and is final (`fin`) when
--- nothing free would buy another charged second.
+-- A session stores only what a tick cannot derive, so that a tick in the steady
+-- state (paid from its reservation) writes one field of the session (`used`)
+-- and one of the ID (`bal`), as plain per-second billing did before reservations:
+--   used   the highest second since answer the switch reported;
+--          the charged seconds are tariff_charged(used) (blocks are charged when
+--          they start, so they can run ahead of it);
+--   cov    what the call has covered: the cost of its charged seconds plus its
+--          reservation, so reservation = cov - cost (money_of). It changes only
+--          when the call takes from what is free (a re-grant, a charge the
+--          reservation did not cover) or runs short;
+--   short  what the call was charged but could not pay; paid = cost - short.
 --
--- `billed` counts charged seconds (blocks are charged when they start, so it can
--- run ahead of `used`, the highest second the switch reported; a per-second
--- tariff keeps no `used`: it is `billed`, see used_of); `paid` is the money
--- taken so far. Thresholds (seconds left in all, at the call's tariff) fire once
--- each. When the call's funds are spent the switch is told to cut; at zero the ID
--- is exhausted; a blocked ID cuts its calls too.
+-- `trm` holds the call's terms, fixed at start: "<gs> <val> <tariff descriptor>",
+-- one field parsed once per script call however many ticks of a batch share it
+-- (terms_of). `gnt` is how far (seconds since answer) the reservation carries the
+-- call: the grant. It is topped up from what is free when less than half a grant
+-- slice (`gs` seconds; 0 means all that is free) is left, and is final (`fin`) when
+-- nothing free would buy another charged second. Thresholds (seconds left in
+-- all, at the call's tariff) fire once each. When the call's funds are spent the
+-- switch is told to cut; at zero the ID is exhausted; a blocked ID cuts its calls too.
 --
 -- read_session() reads what every tick needs in one positional HMGET: call_start
--- writes these fields first, so HMGET walks a short list. The rest (start, short,
--- final action) is read only when a tick needs it.
+-- writes these fields first, in this order, so HMGET walks a short list. The rest
+-- (start, short, final action) is read only when a tick needs it.
 --
 -- Given `evkey` (the bucket's events stream), charge() also emits the balance
 -- events for the webhooks: thresholds fired and exhaustion (includes/charge_events.lua).
 -- @include "charge_events"
 local function read_session(skey)
-  local v = redis.call('HMGET', skey, 'st', 'id', 'billed', 'tar', 'seen', 'thr', 'cut', 'ans', 'res', 'gnt', 'used', 'gs',
-    'fin', 'val', 'paid')
+  local v = redis.call('HMGET', skey, 'st', 'id', 'used', 'trm', 'seen', 'thr', 'cut', 'ans', 'cov', 'gnt', 'fin')
   return {
-    st = v[1], id = v[2], billed = v[3], tar = v[4], seen = v[5], thr = v[6], cut = v[7], ans = v[8], res = v[9],
-    gnt = v[10], used = v[11], gs = v[12], fin = v[13], val = v[14], paid = v[15],
+    st = v[1], id = v[2], used = v[3], trm = v[4], seen = v[5], thr = v[6], cut = v[7], ans = v[8], cov = v[9],
+    gnt = v[10], fin = v[11],
   }
 end
 
--- The highest second the switch reported: stored only where blocks make it differ from the charged seconds.
-local function used_of(t, billed, used)
-  if t.flat then return billed end
-  return tonumber(used)
+-- A session's terms: grant slice `gs` (s), quota validity `val` (s; 0 for a call
+-- in tick mode) and tariff `t`. Parsed once per script call and string.
+local terms_parsed = {}
+local function terms_of(trm)
+  local c = terms_parsed[trm]
+  if c then return c end
+  local gs, val, pos = string.match(trm, '^(%d+) (%d+) ()')
+  c = { gs = tonumber(gs), val = tonumber(val), t = tariff_parse(string.sub(trm, pos)) }
+  terms_parsed[trm] = c
+  return c
 end
 
-local function put_field(upd, name, value)
-  upd[#upd + 1] = name
-  upd[#upd + 1] = value
+-- The terms call_start (and call_recover) write.
+local function terms_field(gs, val, desc)
+  return int(gs) .. ' ' .. int(val) .. ' ' .. desc
+end
+
+-- A session's money from its stored fields: charged seconds, their cost, and the reservation left.
+local function money_of(t, used, ans, cov)
+  local billed = tariff_charged(t, used)
+  local cost = 0
+  if billed > 0 then cost = tariff_cost(t, ans, billed) end
+  return billed, cost, cov - cost
 end
 
 -- Seconds a reservation of `res` carries a call charged through `billed`, and whether nothing free buys more.
@@ -55,11 +78,12 @@ local function grant_of(t, ans, billed, res, avail)
   return covered, more == covered
 end
 
--- The money a grant slice of `gs` seconds from second `from` needs on top of `res` (all that is free when gs = 0).
-local function wanted(t, ans, billed, from, res, avail, gs)
+-- The money a grant slice of `gs` seconds from second `from` needs on top of `res`, for a call whose
+-- charged seconds cost `cost` so far (all that is free when gs = 0).
+local function wanted(t, ans, cost, from, res, avail, gs)
   if gs == 0 then return avail end
   local target = tariff_charged(t, from + gs)
-  local need = tariff_cost(t, ans, target) - tariff_cost(t, ans, billed) + t.disc - res
+  local need = tariff_cost(t, ans, target) - cost + t.disc - res
   if need > avail then need = avail end
   if need < 0 then need = 0 end
   return need
@@ -72,88 +96,99 @@ end
 -- answer), 1 when it is final, 1 when it became final just now, and whether `sec`
 -- was news (above the highest second reported before).
 local function charge(s, skey, ikey, sec, now, upd, evkey)
-  local t = tariff_parse(s.tar)
-  local billed, res = tonumber(s.billed), tonumber(s.res)
-  local used = used_of(t, billed, s.used)
+  local terms = terms_of(s.trm)
+  local t = terms.t
+  -- A flat tariff's charges do not depend on when the call was answered: its 13 digits are
+  -- not parsed on every tick (0 stands for the time).
+  local ans
+  if s.ans ~= '' then ans = t.flat and 0 or tonumber(s.ans) end
+  local used, cov0 = tonumber(s.used), tonumber(s.cov)
+  local billed, cost, res = money_of(t, used, ans, cov0)
+  local cov = cov0
   local advanced = sec > used
   local gnt, fin = tonumber(s.gnt), s.fin == '1'
-  local idf = redis.call('HMGET', ikey, 'bal', 'st', 'rsv')
-  local bal, st, rsv = tonumber(idf[1]) or 0, idf[2], tonumber(idf[3]) or 0
-  local avail = bal - rsv
-  if avail < 0 then avail = 0 end
-  local ans = tonumber(s.ans)
-  -- moved: the balance or reservation changed; regrant: the grant may have (taking
-  -- from the reservation what it was reserved for leaves the grant where it was).
-  local moved, regrant = false, false
-  local emptied = false
+  local idf = redis.call('HMGET', ikey, 'bal', 'st', 'free')
+  local bal0, st = tonumber(idf[1]) or 0, idf[2]
+  local avail0 = free_of(bal0, idf[3])
+  local bal, avail = bal0, avail0
+  local regrant = false
   if advanced then
-    if not t.flat then put_field(upd, 'used', int(sec)) end
+    upd[#upd + 1] = 'used'
+    upd[#upd + 1] = int(sec)
     if not ans then
       -- Answered `sec` seconds ago, but never before the call started (clock steps, late first tick).
       ans = math.max(tonumber(redis.call('HGET', skey, 'start')), now - sec * 1000)
-      put_field(upd, 'ans', int(ans))
+      upd[#upd + 1] = 'ans'
+      upd[#upd + 1] = int(ans)
     end
     local n = tariff_charged(t, sec)
     if n > billed then
-      local owed = tariff_cost(t, ans, n) - tariff_cost(t, ans, billed)
+      local owed = tariff_cost(t, ans, n) - cost
       local fromRes = res - t.disc
       if fromRes > owed then fromRes = owed end
       if fromRes < 0 then fromRes = 0 end
       local fromAvail = owed - fromRes
       if fromAvail > avail then fromAvail = avail end
-      res, rsv, avail = res - fromRes, rsv - fromRes, avail - fromAvail
-      bal = bal - fromRes - fromAvail
-      put_field(upd, 'paid', int(tonumber(s.paid) + fromRes + fromAvail))
-      if fromRes + fromAvail < owed then
-        put_field(upd, 'short', int(tonumber(redis.call('HGET', skey, 'short')) + owed - fromRes - fromAvail))
+      local short = owed - fromRes - fromAvail
+      res, avail, bal = res - fromRes, avail - fromAvail, bal - fromRes - fromAvail
+      billed, cost, cov = n, cost + owed, cov + fromAvail + short
+      if short > 0 then
+        upd[#upd + 1] = 'short'
+        upd[#upd + 1] = int(tonumber(redis.call('HGET', skey, 'short')) + short)
       end
-      put_field(upd, 'billed', int(n))
-      billed = n
-      moved = true
       regrant = fromAvail > 0
     end
   end
   -- A repeated or backward report changes nothing: the call is where its highest report put it.
   if sec < used then sec = used end
   local a = ans or now
-  local from = math.max(sec, billed)
   -- Re-grant before the reservation runs out, while something is free; a blocked ID gets no more.
   if avail > 0 and st ~= 'blocked' then
-    local gs = tonumber(s.gs)
+    local gs = terms.gs
     if gs == 0 or gnt - sec < math.ceil(gs / 2) then
-      local add = wanted(t, a, billed, from, res, avail, gs)
+      local add = wanted(t, a, cost, math.max(sec, billed), res, avail, gs)
       if add > 0 then
-        res, rsv, avail = res + add, rsv + add, avail - add
-        moved, regrant = true, true
+        res, avail, cov = res + add, avail - add, cov + add
+        regrant = true
       end
     end
   end
   local finNow = 0
-  if moved then
-    put_field(upd, 'res', int(res))
-    if regrant then
-      local was = gnt
-      local final
-      gnt, final = grant_of(t, a, billed, res, avail)
-      if gnt ~= was then put_field(upd, 'gnt', int(gnt)) end
-      if final ~= fin then
-        fin = final
-        if fin then finNow = 1 end
-        put_field(upd, 'fin', fin and '1' or '0')
-      end
+  if regrant then
+    local was = gnt
+    local final
+    gnt, final = grant_of(t, a, billed, res, avail)
+    if gnt ~= was then
+      upd[#upd + 1] = 'gnt'
+      upd[#upd + 1] = int(gnt)
     end
-    if bal == 0 and st == 'sold' then
-      st = 'exhausted'
-      emptied = true
-      redis.call('HSET', ikey, 'bal', '0', 'rsv', int(rsv), 'st', st)
-    else
-      redis.call('HSET', ikey, 'bal', int(bal), 'rsv', int(rsv))
+    if final ~= fin then
+      fin = final
+      if fin then finNow = 1 end
+      upd[#upd + 1] = 'fin'
+      upd[#upd + 1] = fin and '1' or '0'
     end
+  end
+  if cov ~= cov0 then
+    upd[#upd + 1] = 'cov'
+    upd[#upd + 1] = int(cov)
+  end
+  local emptied = false
+  if bal == 0 and bal0 > 0 and st == 'sold' then
+    st = 'exhausted'
+    emptied = true
+    redis.call('HSET', ikey, 'bal', '0', 'free', int(avail), 'st', st)
+  elseif avail ~= avail0 then
+    redis.call('HSET', ikey, 'bal', int(bal), 'free', int(avail))
+  elseif bal ~= bal0 then
+    -- The steady state: the reservation paid, what is free untouched.
+    redis.call('HSET', ikey, 'bal', int(bal))
   end
   -- Other calls may have taken what was free since: with nothing left, this grant is the last.
   if not fin and avail == 0 then
     fin, finNow = true, 1
-    put_field(upd, 'fin', '1')
+    upd[#upd + 1] = 'fin'
+    upd[#upd + 1] = '1'
   end
 
   -- With nothing free the grant is all the call has left.
@@ -168,7 +203,8 @@ local function charge(s, skey, ikey, sec, now, upd, evkey)
       if left <= tonumber(th) then fired[#fired + 1] = th else keep[#keep + 1] = th end
     end
     alerts = table.concat(fired, ',')
-    put_field(upd, 'thr', table.concat(keep, ','))
+    upd[#upd + 1] = 'thr'
+    upd[#upd + 1] = table.concat(keep, ',')
   end
   if evkey and (alerts ~= '' or emptied) then charge_events(evkey, ikey, skey, now, bal, left, alerts, emptied) end
   local cut = s.cut or ''
@@ -182,26 +218,24 @@ local function charge(s, skey, ikey, sec, now, upd, evkey)
   local fresh = 0
   if cut ~= (s.cut or '') then
     fresh = 1
-    put_field(upd, 'cut', cut)
+    upd[#upd + 1] = 'cut'
+    upd[#upd + 1] = cut
   end
   return bal, left, alerts, cut, fresh, gnt, fin and 1 or 0, finNow, advanced
 end
 
--- Ends a call's hold on its ID: takes the tariff's disconnect charge from the
--- reservation (an answered call only) and frees what is left of it. Returns the
--- disconnect charge taken and what of it could not be (short).
-local function release(skey, ikey)
-  local v = redis.call('HMGET', skey, 'res', 'tar', 'billed')
-  local res = tonumber(v[1]) or 0
-  local disc = 0
-  if tonumber(v[3]) > 0 then disc = tariff_parse(v[2]).disc end
-  local idf = redis.call('HMGET', ikey, 'bal', 'rsv')
-  local bal, rsv = tonumber(idf[1]) or 0, tonumber(idf[2]) or 0
-  rsv = rsv - res
-  if rsv < 0 then rsv = 0 end
+-- Ends a call's hold on its ID: what is left of its reservation `res` is free
+-- again, and the disconnect charge `disc` (an answered call's) is taken from what
+-- is then free. Returns the charge taken, what of it could not be (short) and the
+-- balance after.
+local function release(ikey, res, disc)
+  local idf = redis.call('HMGET', ikey, 'bal', 'free')
+  local bal = tonumber(idf[1]) or 0
+  local free = free_of(bal, idf[2]) + res
+  -- Never more free than the balance, whatever a damaged hash says: that would be an overdraft.
+  if free > bal then free = bal end
   local take = disc
-  if take > bal - rsv then take = math.max(0, bal - rsv) end
-  if res > 0 or take > 0 then redis.call('HSET', ikey, 'bal', int(bal - take), 'rsv', int(rsv)) end
-  redis.call('HSET', skey, 'res', '0')
-  return take, disc - take
+  if take > free then take = free end
+  redis.call('HSET', ikey, 'bal', int(bal - take), 'free', int(free - take))
+  return take, disc - take, bal - take
 end

@@ -9,24 +9,24 @@
 local function late_stop(s, skey, ikey, cdr, now, sec)
   local c = redis.call('HMGET', skey, 'cost', 'bal1', 'rec', 'cause', 'short', 'ans', 'start')
   local cost, bal = tonumber(c[1]), tonumber(c[2])
-  local t = tariff_parse(s.tar)
-  local used = used_of(t, tonumber(s.billed), s.used)
-  if (c[4] ~= 'stale' and c[4] ~= 'late') or sec <= used then return { 'ok', tonumber(s.billed), cost, bal, c[3], 1 } end
+  local t = terms_of(s.trm).t
+  local used = tonumber(s.used)
+  local billed = tariff_charged(t, used)
+  if (c[4] ~= 'stale' and c[4] ~= 'late') or sec <= used then return { 'ok', billed, cost, bal, c[3], 1 } end
   local ans = tonumber(c[6]) or math.max(tonumber(c[7]), now - sec * 1000)
-  local billed = tonumber(s.billed)
   local n = tariff_charged(t, sec)
   local owed = 0
   if n > billed then owed = tariff_cost(t, ans, n) - tariff_cost(t, ans, billed) end
-  local idf = redis.call('HMGET', ikey, 'bal', 'rsv', 'st')
-  local idBal, rsv = tonumber(idf[1]) or 0, tonumber(idf[2]) or 0
+  local idf = redis.call('HMGET', ikey, 'bal', 'free', 'st')
+  local idBal = tonumber(idf[1]) or 0
+  local free = free_of(idBal, idf[2])
   local take = owed
-  if take > idBal - rsv then take = math.max(0, idBal - rsv) end
+  if take > free then take = free end
   idBal = idBal - take
-  if idBal == 0 and idf[3] == 'sold' then
-    redis.call('HSET', ikey, 'bal', '0', 'st', 'exhausted')
-  else
-    redis.call('HSET', ikey, 'bal', int(idBal))
-  end
+  local w = { 'bal', int(idBal) }
+  if tonumber(idf[2]) then w[3], w[4] = 'free', int(free - take) end
+  if idBal == 0 and idf[3] == 'sold' then w[#w + 1], w[#w + 2] = 'st', 'exhausted' end
+  redis.call('HSET', ikey, unpack(w))
   local m = redis.call('HMGET', skey, 'sw', 'call', 'idh', 'dest')
   local rec = redis.call('XADD', cdr, '*',
     'switch', m[1], 'call', m[2], 'id', m[3], 'dest', m[4],
@@ -35,7 +35,7 @@ local function late_stop(s, skey, ikey, cdr, now, sec)
     'rate', int(tariff_rate(t, ans, used)), 'fee', '0', 'disc', '0',
     'cost', int(take), 'short', int(owed - take), 'bal', int(idBal), 'cause', 'late')
   cost = cost + take
-  redis.call('HSET', skey, 'billed', int(n), 'used', int(sec), 'cost', int(cost), 'bal1', int(idBal), 'rec', rec,
+  redis.call('HSET', skey, 'used', int(sec), 'cost', int(cost), 'bal1', int(idBal), 'rec', rec,
     'cause', 'late', 'short', int(tonumber(c[5]) + owed - take))
   return { 'ok', n, cost, idBal, rec, 0 }
 end

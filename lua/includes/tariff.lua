@@ -70,6 +70,7 @@ end
 
 local function tariff_charged(t, sec)
   if sec <= 0 then return 0 end
+  if t.flat then return sec end
   local n = t.ini
   if sec > n then
     local over = sec - n + t.nxt - 1

@@ -119,13 +119,17 @@ export async function audit(ctx: Context): Promise<AuditReport> {
     for await (const { fields: r } of readStream(ctx, keys.redemptions(b), '-', '+', redemptionFields))
       of(r.id!).redeemed += Number(r.amount);
     // Live calls have taken what they paid so far from the balance but have no record yet,
-    // and hold reservations: the ID's `rsv` must be their sum, and never above its balance.
+    // and hold reservations: what the ID does not have free must be their sum.
     for (const session of await ctx.redis.zrange(keys.live(b), '0', '-1')) {
-      const [st, idh, paid, res] = await ctx.redis.hmget(session, 'st', 'idh', 'paid', 'res');
+      const [st, idh, paid, res] = await ctx.scripts.run<[string?, string?, number?, number?]>(
+        'call_held',
+        [session],
+        [],
+      );
       if (st !== 'live' || !idh) continue;
       const s = of(idh);
-      s.calls += Number(paid ?? 0);
-      s.reserved += Number(res ?? 0);
+      s.calls += paid ?? 0;
+      s.reserved += res ?? 0;
     }
 
     const ids = idsByBucket.get(b) ?? [];
@@ -133,15 +137,17 @@ export async function audit(ctx: Context): Promise<AuditReport> {
     for (let i = 0; i < ids.length; i += 500) {
       const chunk = ids.slice(i, i + 500);
       const pipe = ctx.redis.pipeline();
-      for (const id of chunk) pipe.hmget(keys.id(b, id), 'st', 'bal', 'rsv');
+      for (const id of chunk) pipe.hmget(keys.id(b, id), 'st', 'bal', 'free');
       const rows = (await pipe.exec()) ?? [];
       chunk.forEach((id, j) => {
-        const [st, bal, rsv] = (rows[j]?.[1] ?? []) as (string | null)[];
+        const [st, bal, free] = (rows[j]?.[1] ?? []) as (string | null)[];
         seen.add(id);
         const r = check(report, b, id, st ?? '', Number(bal ?? 0), sums.get(id));
         const reserved = sums.get(id)?.reserved ?? 0;
-        if (r && Number(rsv ?? 0) !== reserved)
-          report.problems.push({ ...r, problem: `reserved ${Number(rsv ?? 0)} but live calls hold ${reserved}` });
+        // `free` is empty (or absent) until the ID's first call: then all of the balance is free.
+        const held = free == null || free === '' ? 0 : Number(bal ?? 0) - Number(free);
+        if (r && held !== reserved)
+          report.problems.push({ ...r, problem: `reserved ${held} but live calls hold ${reserved}` });
         else if (r && reserved > r.balance)
           report.problems.push({ ...r, problem: `live calls hold ${reserved}, more than the balance` });
       });

@@ -92,7 +92,7 @@ describe('failure policy: Redis frozen mid-call', () => {
     const recs = await cdrsOf(h, id, call);
     expect(recs.reduce((s, r) => s + Number(r.cost), 0)).toBe(2000);
     expect(recs.every((r) => r.short === '0')).toBe(true);
-    expect(await idFields(h, id)).toMatchObject({ bal: '98000', rsv: '0', act: '0' });
+    expect(await idFields(h, id)).toMatchObject({ bal: '98000', free: '98000', act: '0' });
     expect((await audit(h.ctx)).problems).toEqual([]);
   });
 
@@ -115,7 +115,7 @@ describe('failure policy: Redis frozen mid-call', () => {
     });
     // The grant (20 s) plus up to 60 s more: the call went on to 75 s.
     expect(await stopWhenBack(id, call, 75)).toMatchObject({ billedSec: 75, cost: 7500, balance: 92_500 });
-    expect(await idFields(h, id)).toMatchObject({ bal: '92500', rsv: '0', act: '0' });
+    expect(await idFields(h, id)).toMatchObject({ bal: '92500', free: '92500', act: '0' });
     expect((await audit(h.ctx)).problems).toEqual([]);
   });
 
@@ -136,7 +136,7 @@ describe('failure policy: Redis frozen mid-call', () => {
     expect(await stopWhenBack(id, call, 50)).toMatchObject({ billedSec: 50, cost: 3000, balance: 0 });
     const recs = await cdrsOf(h, id, call);
     expect(recs.reduce((s, r) => s + Number(r.short), 0)).toBe(2000);
-    expect(await idFields(h, id)).toMatchObject({ bal: '0', rsv: '0', act: '0', st: 'exhausted' });
+    expect(await idFields(h, id)).toMatchObject({ bal: '0', free: '0', act: '0', st: 'exhausted' });
     expect((await audit(h.ctx)).problems).toEqual([]);
   });
 });

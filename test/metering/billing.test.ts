@@ -310,7 +310,7 @@ describe('repeated and out-of-order ticks', () => {
     expect(await tick(call, 100)).toMatchObject({ op: 'ticked', ref: refs, call, balance: 30_000, secLeft: 300 });
     expect(await tick(call, 42)).toMatchObject({ op: 'ticked', ref: refs, call, balance: 30_000, secLeft: 300 });
     expect(await idFields(h, id)).toMatchObject({ bal: '30000' });
-    expect(await h.r.hget(sessionKey(h, id, sw, call), 'billed')).toBe('100');
+    expect(await h.r.hget(sessionKey(h, id, sw, call), 'used')).toBe('100');
     expect(alertsOf(call)).toHaveLength(1);
     expect(msgs(c, call, 'error')).toEqual([]);
 
@@ -480,7 +480,7 @@ describe('two calls on one ID', () => {
       final: true,
       action: 'terminate',
     });
-    expect(await idFields(h, id)).toMatchObject({ act: '2', bal: '10000', rsv: '10000' });
+    expect(await idFields(h, id)).toMatchObject({ act: '2', bal: '10000', free: '0' });
 
     // Both tick every second and honour their cut-off, as a switch does.
     const cutAt: Record<string, number> = {};
@@ -494,13 +494,13 @@ describe('two calls on one ID', () => {
     }
     expect(cutAt).toEqual({ [a]: 60, [b]: 40 });
     for (const bal of balances) expect(bal).toBeGreaterThanOrEqual(0);
-    expect(await idFields(h, id)).toMatchObject({ bal: '0', rsv: '0', st: 'exhausted' });
+    expect(await idFields(h, id)).toMatchObject({ bal: '0', free: '0', st: 'exhausted' });
 
     expect(await stop(a, 60)).toMatchObject({ billedSec: 60, cost: 6000, balance: 0 });
     expect(await stop(b, 40)).toMatchObject({ billedSec: 40, cost: 4000, balance: 0 });
     expect(await cdrsOf(h, id, a)).toMatchObject([{ cost: '6000', short: '0' }]);
     expect(await cdrsOf(h, id, b)).toMatchObject([{ cost: '4000', short: '0' }]);
-    expect(await idFields(h, id)).toMatchObject({ bal: '0', act: '0', rsv: '0', st: 'exhausted' });
+    expect(await idFields(h, id)).toMatchObject({ bal: '0', act: '0', free: '0', st: 'exhausted' });
   });
 
   it('ticks of both calls in one frame bill both from their own reservations; a call past its grant is short', async () => {
@@ -612,7 +612,7 @@ describe('large amounts', () => {
     expect(await tick(call, 999)).toMatchObject({ balance: 1_000_000_000_000, secLeft: 1 });
     expect((await idFields(h, id)).bal).toBe('1000000000000');
     // The cost is derived at close; mid-call the session holds the seconds billed.
-    expect(await h.r.hget(sessionKey(h, id, sw, call), 'billed')).toBe('999');
+    expect(await h.r.hget(sessionKey(h, id, sw, call), 'used')).toBe('999');
     expect(alertsOf(call)).toEqual([
       [300, 1, 1_000_000_000_000],
       [60, 1, 1_000_000_000_000],

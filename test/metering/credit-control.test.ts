@@ -82,7 +82,7 @@ describe('reservations: parallel calls on one ID never overdraw it', () => {
     expect(cost).toBe(10_000);
     // Every second billed was paid for: the seconds talked add up to the face value.
     expect(cutAt.reduce((s, x) => s + x, 0)).toBe(100);
-    expect(await idFields(h, id)).toMatchObject({ bal: '0', rsv: '0', act: '0', st: 'exhausted' });
+    expect(await idFields(h, id)).toMatchObject({ bal: '0', free: '0', act: '0', st: 'exhausted' });
     expect(await auditProblems()).toEqual([]);
   });
 
@@ -94,7 +94,7 @@ describe('reservations: parallel calls on one ID never overdraw it', () => {
     expect(await start(id!, b)).toMatchObject({ op: 'error', reason: 'insufficient_balance' });
     // Stopped after 10 s, a gives back the 20 s it did not use.
     expect(await stop(a, 10)).toMatchObject({ billedSec: 10, cost: 1000, balance: 2000 });
-    expect(await idFields(h, id!)).toMatchObject({ bal: '2000', rsv: '0' });
+    expect(await idFields(h, id!)).toMatchObject({ bal: '2000', free: '2000' });
     expect(await start(id!, b)).toMatchObject({ op: 'started', grant: 20 });
     await stop(b, 0);
   });
@@ -127,7 +127,25 @@ describe('reservations: parallel calls on one ID never overdraw it', () => {
       const [rec] = await cdrsOf(h, id, call);
       expect(rec).toMatchObject({ short: '0', cost: '12000' });
     }
-    for (const id of ids) expect(await idFields(h, id)).toMatchObject({ bal: String(100_000 - 24_000), rsv: '0' });
+    for (const id of ids)
+      expect(await idFields(h, id)).toMatchObject({ bal: String(100_000 - 24_000), free: String(100_000 - 24_000) });
+    expect(await auditProblems()).toEqual([]);
+  });
+
+  it('a top-up during a call is free at once: the next tick grants it and the caller talks on', async () => {
+    // The seeded product (on sale, top-ups allowed), one call at a time: the call holds all 10,000 s.
+    const [id] = await soldIds(h, talkProduct());
+    const call = newCall();
+    expect(await start(id!, call)).toMatchObject({ op: 'started', grant: 10_000, final: true });
+    expect(await tick(call, 10)).toMatchObject({ op: 'ticked', balance: 999_000, grant: 10_000 });
+    const up = await gw.topups.operator(id!, 2000, 'goodwill');
+    expect(up).toMatchObject({ ok: true, balance: 1_001_000 });
+    // The 2000 are free, not held: the books balance before the call hears of them.
+    expect(await idFields(h, id!)).toMatchObject({ bal: '1001000', free: '2000' });
+    expect(await auditProblems()).toEqual([]);
+    expect(await tick(call, 11)).toMatchObject({ op: 'ticked', balance: 1_000_900, grant: 10_020 });
+    expect(await stop(call, 45)).toMatchObject({ billedSec: 45, cost: 4500, balance: 997_500 });
+    expect(await idFields(h, id!)).toMatchObject({ bal: '997500', free: '997500', act: '0' });
     expect(await auditProblems()).toEqual([]);
   });
 
@@ -136,11 +154,12 @@ describe('reservations: parallel calls on one ID never overdraw it', () => {
     const call = newCall();
     await start(id!, call);
     expect(await auditProblems()).toEqual([]);
-    await h.r.hset(idKeyOf(h, id!), 'rsv', '1');
+    const bal = Number(await h.r.hget(idKeyOf(h, id!), 'bal'));
+    await h.r.hset(idKeyOf(h, id!), 'free', String(bal - 1));
     expect(await auditProblems()).toEqual([
       expect.objectContaining({ problem: 'reserved 1 but live calls hold 6000' }),
     ]);
-    await h.r.hset(idKeyOf(h, id!), 'rsv', '6000');
+    await h.r.hset(idKeyOf(h, id!), 'free', String(bal - 6000));
     await stop(call, 0);
     expect(await auditProblems()).toEqual([]);
   });

@@ -87,7 +87,7 @@ describe('minimum cost and disconnect charge', () => {
   it('an unanswered call costs nothing, no disconnect charge either', async () => {
     const { id, call } = await begin('minimums', 100_000, 'minimums-0');
     expect(await stop(call, 0)).toMatchObject({ billedSec: 0, cost: 0, balance: 100_000 });
-    expect(await idFields(h, id)).toMatchObject({ bal: '100000', rsv: '0' });
+    expect(await idFields(h, id)).toMatchObject({ bal: '100000', free: '100000' });
   });
 });
 

@@ -1,0 +1,8 @@
+-- What of an ID's balance no live call holds: its `free` field, which mint leaves
+-- empty (and an ID minted before it existed lacks) until the ID's first call sets
+-- it: until then all of the balance is free.
+local function free_of(bal, free)
+  local f = tonumber(free) or bal
+  if f < 0 then return 0 end
+  return f
+end
