@@ -29,12 +29,12 @@ local sec = tonumber(ARGV[2])
 local s = read_session(KEYS[1])
 if s.st then
   if s.id ~= KEYS[2] then return { 'err', 'call_conflict' } end
-  if s.st == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, sec) end
+  if s.st == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, sec, KEYS[5]) end
   -- The session is there after all: an ordinary stop.
   local upd = {}
   charge(s, KEYS[1], KEYS[2], sec, now, upd, KEYS[5])
   if #upd > 0 then redis.call('HSET', KEYS[1], unpack(upd)) end
-  return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, ARGV[3], tonumber(ARGV[4]))
+  return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, ARGV[3], tonumber(ARGV[4]), KEYS[5])
 end
 
 local f = redis.call('HMGET', KEYS[2], 'st', 'kind', 'bal', 'plan')
@@ -51,7 +51,7 @@ if not desc then return { 'err', 'no_rate' } end
 -- nothing: what is free pays. close() frees the slot it takes.
 local start = now - sec * 1000
 redis.call('HSET', KEYS[1],
-  'st', 'live', 'id', KEYS[2], 'used', '0', 'trm', terms_field(1, 0, desc), 'seen', int(now), 'thr', '', 'cut', '',
+  'st', 'live', 'id', KEYS[2], 'used', '0', 'trm', terms_field(1, 0, desc), 'thr', '', 'cut', '',
   'ans', '', 'cov', '0', 'gnt', '0', 'fin', '1', 'short', '0', 'start', int(start),
   'fa', 'terminate', 'fail', 'terminate:0',
   'sw', ARGV[5], 'call', ARGV[6], 'idh', ARGV[7], 'dest', ARGV[8], 'maxs', '0', 'bal0', int(tonumber(f[3]) or 0))
@@ -59,4 +59,4 @@ redis.call('HINCRBY', KEYS[2], 'act', 1)
 local upd = {}
 charge(read_session(KEYS[1]), KEYS[1], KEYS[2], sec, now, upd, KEYS[5])
 if #upd > 0 then redis.call('HSET', KEYS[1], unpack(upd)) end
-return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, 'recovered', tonumber(ARGV[4]))
+return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, 'recovered', tonumber(ARGV[4]), KEYS[5])

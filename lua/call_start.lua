@@ -82,7 +82,7 @@ end
 
 -- What every tick reads comes first (read_session in includes/charge.lua).
 redis.call('HSET', KEYS[2],
-  'st', 'live', 'id', KEYS[1], 'used', '0', 'trm', terms_field(cc.gs, val, desc), 'seen', int(now),
+  'st', 'live', 'id', KEYS[1], 'used', '0', 'trm', terms_field(cc.gs, val, desc),
   'thr', table.concat(thr, ','), 'cut', '', 'ans', '', 'cov', int(res), 'gnt', int(gnt), 'fin', final and '1' or '0',
   'short', '0', 'start', int(now), 'fa', fa, 'fail', fail,
   'sw', ARGV[3], 'call', ARGV[4], 'idh', ARGV[5], 'dest', ARGV[2], 'maxs', int(maxs), 'bal0', int(bal))

@@ -21,8 +21,8 @@ local s = read_session(KEYS[1])
 if not s.st then return { 'err', 'unknown_call' } end
 if s.id ~= KEYS[2] then return { 'err', 'call_conflict' } end
 local now = tonumber(ARGV[1])
-if s.st == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, tonumber(ARGV[2])) end
+if s.st == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, tonumber(ARGV[2]), KEYS[5]) end
 local upd = {}
 charge(s, KEYS[1], KEYS[2], tonumber(ARGV[2]), now, upd, KEYS[5])
 if #upd > 0 then redis.call('HSET', KEYS[1], unpack(upd)) end
-return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, ARGV[3], tonumber(ARGV[4]))
+return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, ARGV[3], tonumber(ARGV[4]), KEYS[5])

@@ -38,10 +38,10 @@
 -- events for the webhooks: thresholds fired and exhaustion (includes/charge_events.lua).
 -- @include "charge_events"
 local function read_session(skey)
-  local v = redis.call('HMGET', skey, 'st', 'id', 'used', 'trm', 'seen', 'thr', 'cut', 'ans', 'cov', 'gnt', 'fin')
+  local v = redis.call('HMGET', skey, 'st', 'id', 'used', 'trm', 'thr', 'cut', 'ans', 'cov', 'gnt', 'fin')
   return {
-    st = v[1], id = v[2], used = v[3], trm = v[4], seen = v[5], thr = v[6], cut = v[7], ans = v[8], cov = v[9],
-    gnt = v[10], fin = v[11],
+    st = v[1], id = v[2], used = v[3], trm = v[4], thr = v[5], cut = v[6], ans = v[7], cov = v[8], gnt = v[9],
+    fin = v[10],
   }
 end
 

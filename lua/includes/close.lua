@@ -2,9 +2,11 @@
 -- Closes a call session: frees its reservation and takes the disconnect charge
 -- (release() in charge.lua), frees its concurrency slot, drops it from the live
 -- set, appends the call detail record to the bucket's stream and keeps the answer
--- on the session (with a TTL) so a repeated stop returns the same record.
+-- on the session (with a TTL) so a repeated stop returns the same record. When
+-- the disconnect charge takes the last of the balance, the ID is exhausted here,
+-- with its event on `evkey` (the bucket's events stream) as a tick's would be.
 -- Returns billed seconds, cost, balance after, record id.
-local function close(skey, ikey, live, cdr, now, cause, ttl)
+local function close(skey, ikey, live, cdr, now, cause, ttl, evkey)
   local s = redis.call('HMGET', skey, 'sw', 'call', 'idh', 'dest', 'start', 'ans', 'used', 'trm', 'cov', 'short')
   local t = terms_of(s[8]).t
   local used, ans = tonumber(s[7]), tonumber(s[6])
@@ -15,7 +17,10 @@ local function close(skey, ikey, live, cdr, now, cause, ttl)
   -- What the call paid: its charges but what it ran short of, and the disconnect charge.
   local cost = charged - tonumber(s[10]) + took
   local short = tonumber(s[10]) + discShort
-  if bal == 0 and redis.call('HGET', ikey, 'st') == 'sold' then redis.call('HSET', ikey, 'st', 'exhausted') end
+  if bal == 0 and redis.call('HGET', ikey, 'st') == 'sold' then
+    redis.call('HSET', ikey, 'st', 'exhausted')
+    charge_events(evkey, ikey, skey, now, 0, 0, '', true)
+  end
   local act = tonumber(redis.call('HINCRBY', ikey, 'act', -1))
   if act < 0 then redis.call('HSET', ikey, 'act', '0') end
   redis.call('ZREM', live, skey)

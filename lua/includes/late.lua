@@ -6,7 +6,7 @@
 -- are billed now, from what is free of the balance (never below zero, the
 -- rest as short), in a second call record with cause `late` for just those
 -- seconds, so the first record stays as written and the audit sums both.
-local function late_stop(s, skey, ikey, cdr, now, sec)
+local function late_stop(s, skey, ikey, cdr, now, sec, evkey)
   local c = redis.call('HMGET', skey, 'cost', 'bal1', 'rec', 'cause', 'short', 'ans', 'start')
   local cost, bal = tonumber(c[1]), tonumber(c[2])
   local t = terms_of(s.trm).t
@@ -25,8 +25,10 @@ local function late_stop(s, skey, ikey, cdr, now, sec)
   idBal = idBal - take
   local w = { 'bal', int(idBal) }
   if tonumber(idf[2]) then w[3], w[4] = 'free', int(free - take) end
-  if idBal == 0 and idf[3] == 'sold' then w[#w + 1], w[#w + 2] = 'st', 'exhausted' end
+  local emptied = idBal == 0 and idf[3] == 'sold'
+  if emptied then w[#w + 1], w[#w + 2] = 'st', 'exhausted' end
   redis.call('HSET', ikey, unpack(w))
+  if emptied then charge_events(evkey, ikey, skey, now, 0, 0, '', true) end
   local m = redis.call('HMGET', skey, 'sw', 'call', 'idh', 'dest')
   local rec = redis.call('XADD', cdr, '*',
     'switch', m[1], 'call', m[2], 'id', m[3], 'dest', m[4],

@@ -58,7 +58,7 @@ export class Reaper {
               }
               const r = await callReap(
                 this.scripts,
-                { session, id: idKey, live: keys.live(bucket), cdr: keys.cdr(bucket) },
+                { session, id: idKey, live: keys.live(bucket), cdr: keys.cdr(bucket), events: keys.events(bucket) },
                 now,
                 staleBefore,
                 this.cfg.sessionTtlSec,

@@ -307,8 +307,8 @@ export async function callRecover(scripts: Scripts, ck: CallKeys, a: RecoverArgs
   };
 }
 
-/** The keys call_reap needs: a session found in a bucket's live set, and its ID's hash. */
-export type ReapKeys = Pick<CallKeys, 'session' | 'id' | 'live' | 'cdr'>;
+/** The keys call_reap needs: a session found in a bucket's live set, its ID's hash and the bucket's streams. */
+export type ReapKeys = Pick<CallKeys, 'session' | 'id' | 'live' | 'cdr' | 'events'>;
 
 export async function callReap(
   scripts: Scripts,
@@ -319,7 +319,7 @@ export async function callReap(
 ): Promise<ReapResult> {
   const r = tagged(
     'call_reap',
-    await scripts.run('call_reap', [k.session, k.id, k.live, k.cdr], [now, staleBefore, ttlSec]),
+    await scripts.run('call_reap', [k.session, k.id, k.live, k.cdr, k.events], [now, staleBefore, ttlSec]),
   );
   if (r[0] === 'skip') return { closed: false };
   if (r[0] !== 'ok') throw replyError('call_reap', r);

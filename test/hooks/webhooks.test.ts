@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TalkProduct } from '../../src/catalog/schema';
-import { putProducts } from '../../src/catalog/store';
+import { putPlans, putProducts } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { freePort } from '../../src/redis/embedded';
 import { keys } from '../../src/redis/keys';
@@ -198,6 +198,36 @@ describe('delivery', () => {
     expect(sample(text, 'tessera_webhook_deliveries_total', { outcome: 'retried' })).toBe(3);
     expect(sample(text, 'tessera_webhook_deliveries_total', { outcome: 'delivered' })).toBeGreaterThanOrEqual(5);
     expect(await h.r.hlen(keys.eventsRetry(sb))).toBe(0);
+    await closeGw(g);
+  });
+
+  it('an ID emptied by the disconnect charge at the end of a call is announced exhausted', async () => {
+    const r = await receiver();
+    // 100/s and 500 at hang-up: of 1000, 5 s of talk and the disconnect charge.
+    await putPlans(h.ctx.redis, [{ name: 'hangup', rates: [{ prefix: '', rate: 100, fee: 0, disconnect: 500 }] }]);
+    const product = talkProduct({
+      name: 'hooked-hangup',
+      face: 1000,
+      price: 1000,
+      plan: 'hangup',
+      thresholds: [],
+      webhooks: [{ url: r.url, events: ['exhausted'], secret: SECRET }],
+    });
+    await putProducts(h.ctx.redis, [product]);
+    const g = await gw();
+    await until(() => g.catalog.product(product.name) !== undefined);
+    const [byHangup] = await soldIds(h, product);
+    await call(g.port, byHangup!, 5);
+    expect(await idFields(h, byHangup!)).toMatchObject({ bal: '0', st: 'exhausted' });
+    await until(async () => r.delivered().size === 1, 10_000, 50, 'the exhausted event');
+    expect([...r.delivered().values()]).toEqual([
+      expect.objectContaining({
+        type: 'exhausted',
+        idHash: hashOf(h, byHangup!),
+        balance: 0,
+        data: { call: expect.stringMatching(/^sw-/) },
+      }),
+    ]);
     await closeGw(g);
   });
 
