@@ -35,6 +35,12 @@ export interface Ceiling {
   debitPathPerSec: number;
   debitPathDerived: boolean;
   batched?: RbRun & { batch: number };
+  /**
+   * The reference debit script (REFERENCE_LUA) in the batched run's shape, and
+   * call_tick's Redis time per tick as a multiple of its: what billing costs
+   * beyond reading, subtracting and writing a balance.
+   */
+  reference?: RbRun & { batch: number; tickCostRatio: number };
 }
 
 export interface CeilingCall {
@@ -217,6 +223,7 @@ async function rbRun(
   random: number | undefined,
   cmd: string[],
   ticksPer: number,
+  hsetsPerDebit = 2,
 ): Promise<RbRun> {
   await quiesce(ctx);
   await ctx.redis.config('RESETSTAT');
@@ -224,7 +231,7 @@ async function rbRun(
   const rate = await redisBenchmark(redisPort, opts, n, random, cmd);
   const c = await commandCalls(ctx);
   const forks = (await totalForks(ctx)) - forks0;
-  const debits = c.hset / 2;
+  const debits = c.hset / hsetsPerDebit;
   const ticks = c.evalsha * ticksPer;
   const r: RbRun = {
     command: `redis-benchmark -n ${n} -c ${opts.rbClients} -P ${opts.rbPipeline}${random ? ` -r ${random}` : ''} ${cmd.slice(0, 8).join(' ')}${cmd.length > 8 ? ' …' : ''}`,
@@ -272,6 +279,18 @@ async function cloneSessions(
   console.log(`  (${K} sessions cloned for the next run in ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
 }
 
+/**
+ * The reference debit: what any per-second billing does, and nothing else (read
+ * the balance, subtract, write it), once per key. call_tick's cost is judged
+ * as a multiple of this one's, measured in the same run.
+ */
+const REFERENCE_LUA = `
+for i = 1, #KEYS do
+  local bal = tonumber(redis.call('HGET', KEYS[i], 'bal'))
+  redis.call('HSET', KEYS[i], 'bal', string.format('%d', bal - 1))
+end
+return #KEYS`;
+
 /** The single-tick rate had every tick debited, solved from the dup-path and mixed runs; prints a line. */
 function solveDebitPath(dupPath: RbRun, mixed: RbRun): { debitPathPerSec: number; derived: boolean } {
   const f = mixed.debitShare;
@@ -291,25 +310,28 @@ function solveDebitPath(dupPath: RbRun, mixed: RbRun): { debitPathPerSec: number
   return { debitPathPerSec, derived };
 }
 
-/** The gateway's single-tick call, checked: numkeys 3, KEYS live, session, ID; ARGV fixed values (now, …), then sec. */
+/**
+ * The gateway's single-tick call, checked: numkeys 4, KEYS live, session, ID,
+ * events stream; ARGV fixed values (now, …), then sec.
+ */
 async function checkedTickLayout(
   ctx: Context,
   call: CeilingCall,
-): Promise<{ live: string; idKey: string; fixed: string[] }> {
-  const [numkeys, live, keySess, idKey, ...argv] = call.tickArgs;
-  if (numkeys !== '3' || keySess !== call.session || argv[argv.length - 1] !== '1' || !live || !idKey) {
+): Promise<{ live: string; idKey: string; events: string; fixed: string[] }> {
+  const [numkeys, live, keySess, idKey, events, ...argv] = call.tickArgs;
+  if (numkeys !== '4' || keySess !== call.session || argv[argv.length - 1] !== '1' || !live || !idKey || !events) {
     throw new Error(
       `unexpected call_tick layout from the gateway: ${call.tickArgs.join(' ').slice(0, 300)} (bench/switch/ceiling.ts measureCeiling)`,
     );
   }
   // That very command again, by hand: a repeat of sec 1 must be a dup.
-  // call_tick answers flat, three entries per tick: the first is the code (1: dup).
+  // call_tick answers flat, four entries per tick: the first is the code (1: dup).
   const probe = (await ctx.redis.call('EVALSHA', call.sha, ...call.tickArgs)) as unknown[];
   if (probe[0] !== 1)
     throw new Error(
       `call_tick answered ${JSON.stringify(probe).slice(0, 200)} to a repeated sec 1 (bench/switch/ceiling.ts measureCeiling)`,
     );
-  return { live, idKey, fixed: argv.slice(0, -1) };
+  return { live, idKey, events, fixed: argv.slice(0, -1) };
 }
 
 /**
@@ -341,14 +363,20 @@ export async function measureCeiling(
   opts: Options,
 ): Promise<Ceiling> {
   const { bucket, template, sha } = call;
-  const { live, idKey, fixed } = await checkedTickLayout(ctx, call);
+  const { live, idKey, events, fixed } = await checkedTickLayout(ctx, call);
   // Sessions for the mixed and batched runs: as many as that run's ticks (half of -n, to keep a short
   // run short), which is what gives the ~80% debit share. Unlike production, where a bucket's live set
   // holds tens of calls, they all sit in one bucket: its ZADD works on a K-member sorted set (a few µs).
   const K = Math.max(1000, Math.floor(opts.rbRequests / 2));
   const clonePrefix = keys.call(bucket, 'bench-rb:rb-');
-  const run = (label: string, n: number, random: number | undefined, cmd: string[], ticksPer: number): Promise<RbRun> =>
-    rbRun(ctx, redisPort, opts, label, n, random, cmd, ticksPer);
+  const run = (
+    label: string,
+    n: number,
+    random: number | undefined,
+    cmd: string[],
+    ticksPer: number,
+    hsetsPerDebit?: number,
+  ): Promise<RbRun> => rbRun(ctx, redisPort, opts, label, n, random, cmd, ticksPer, hsetsPerDebit);
 
   const dupPath = await run('dup path', opts.rbRequests, undefined, ['EVALSHA', sha, ...call.tickArgs], 1);
   await cloneSessions(ctx, template, clonePrefix, K);
@@ -356,21 +384,38 @@ export async function measureCeiling(
     'mixed',
     K,
     K,
-    ['EVALSHA', sha, '3', live, `${clonePrefix}__rand_int__`, idKey, ...fixed, '__rand_int__'],
+    ['EVALSHA', sha, '4', live, `${clonePrefix}__rand_int__`, idKey, events, ...fixed, '__rand_int__'],
     1,
   );
   const { debitPathPerSec, derived } = solveDebitPath(dupPath, mixed);
 
   let batched: Ceiling['batched'];
+  let reference: Ceiling['reference'];
   if (opts.rbBatch > 1) {
     await cloneSessions(ctx, template, clonePrefix, K); // fresh sessions (billed 0) so the batch debits as much as the mixed run did
     const B = opts.rbBatch;
-    const cmd = ['EVALSHA', sha, String(2 * B + 1), live];
+    const n = Math.max(500, Math.ceil(K / B));
+    const cmd = ['EVALSHA', sha, String(2 * B + 2), live];
     for (let j = 0; j < B; j++) cmd.push(`${clonePrefix}__rand_int__`, idKey);
-    cmd.push(...fixed);
+    cmd.push(events, ...fixed);
     for (let j = 0; j < B; j++) cmd.push('__rand_int__');
-    const r = await run(`batch of ${B}`, Math.max(500, Math.ceil(K / B)), K, cmd, B);
+    const r = await run(`batch of ${B}`, n, K, cmd, B);
     batched = { ...r, batch: B };
+    // The same shape, B debits of the same ID hash per EVALSHA, for the reference script.
+    const refSha = (await ctx.redis.script('LOAD', REFERENCE_LUA)) as string;
+    const ref = await run(
+      `reference ×${B}`,
+      n,
+      undefined,
+      ['EVALSHA', refSha, String(B), ...Array<string>(B).fill(idKey)],
+      B,
+      1,
+    );
+    const tickCostRatio = Math.round((r.serverUsecPerCall / ref.serverUsecPerCall) * 100) / 100;
+    console.log(
+      `  ${'tick cost'.padEnd(12)} call_tick's Redis time per tick = ${tickCostRatio} × the reference debit script's (${(ref.serverUsecPerCall / B).toFixed(2)} µs)`,
+    );
+    reference = { ...ref, batch: B, tickCostRatio };
   }
-  return { sha, dupPath, mixed, debitPathPerSec, debitPathDerived: derived, batched };
+  return { sha, dupPath, mixed, debitPathPerSec, debitPathDerived: derived, batched, reference };
 }

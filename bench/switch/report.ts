@@ -113,6 +113,10 @@ function printCeiling(r: SwitchRun): void {
       console.log(
         `  ceiling batched  ${fmtInt(ceiling.batched.ticksPerSec)} ticks/s (${ceiling.batched.batch} ticks per EVALSHA); gateway/batched = ${ratioBatched}`,
       );
+    if (ceiling.reference)
+      console.log(
+        `  tick cost        call_tick's Redis time per tick = ${ceiling.reference.tickCostRatio} × the reference debit script's (target ≤ 1.5)`,
+      );
   }
 }
 
