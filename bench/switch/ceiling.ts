@@ -36,11 +36,18 @@ export interface Ceiling {
   debitPathDerived: boolean;
   batched?: RbRun & { batch: number };
   /**
-   * The reference debit script (REFERENCE_LUA) in the batched run's shape, and
-   * call_tick's Redis time per tick as a multiple of its: what billing costs
-   * beyond reading, subtracting and writing a balance.
+   * The reference debit script (REFERENCE_LUA), once per EVALSHA (`single`, the
+   * reference the tick-cost target is stated against) and in the batched run's
+   * shape (`batched`), with the batched call_tick's Redis time per tick as a
+   * multiple of each: what billing costs beyond reading, subtracting and
+   * writing a balance.
    */
-  reference?: RbRun & { batch: number; tickCostRatio: number };
+  reference?: {
+    single: RbRun;
+    batched: RbRun & { batch: number };
+    tickCostRatio: number;
+    tickCostRatioBatched: number;
+  };
 }
 
 export interface CeilingCall {
@@ -401,9 +408,10 @@ export async function measureCeiling(
     for (let j = 0; j < B; j++) cmd.push('__rand_int__');
     const r = await run(`batch of ${B}`, n, K, cmd, B);
     batched = { ...r, batch: B };
-    // The same shape, B debits of the same ID hash per EVALSHA, for the reference script.
+    // The reference debit on the same ID hash: once per EVALSHA, then B per EVALSHA as the batch.
     const refSha = (await ctx.redis.script('LOAD', REFERENCE_LUA)) as string;
-    const ref = await run(
+    const single = await run('reference', opts.rbRequests, undefined, ['EVALSHA', refSha, '1', idKey], 1, 1);
+    const refBatch = await run(
       `reference ×${B}`,
       n,
       undefined,
@@ -411,11 +419,18 @@ export async function measureCeiling(
       B,
       1,
     );
-    const tickCostRatio = Math.round((r.serverUsecPerCall / ref.serverUsecPerCall) * 100) / 100;
+    const perTick = r.serverUsecPerCall / B;
+    const ratio = (x: number): number => Math.round((perTick / x) * 100) / 100;
+    reference = {
+      single,
+      batched: { ...refBatch, batch: B },
+      tickCostRatio: ratio(single.serverUsecPerCall),
+      tickCostRatioBatched: ratio(refBatch.serverUsecPerCall / B),
+    };
     console.log(
-      `  ${'tick cost'.padEnd(12)} call_tick's Redis time per tick = ${tickCostRatio} × the reference debit script's (${(ref.serverUsecPerCall / B).toFixed(2)} µs)`,
+      `  ${'tick cost'.padEnd(12)} call_tick ${perTick.toFixed(1)} µs/tick = ${reference.tickCostRatio} × the reference debit ` +
+        `once per EVALSHA (${single.serverUsecPerCall.toFixed(1)} µs), ${reference.tickCostRatioBatched} × it ${B} per EVALSHA`,
     );
-    reference = { ...ref, batch: B, tickCostRatio };
   }
   return { sha, dupPath, mixed, debitPathPerSec, debitPathDerived: derived, batched, reference };
 }

@@ -115,7 +115,7 @@ function printCeiling(r: SwitchRun): void {
       );
     if (ceiling.reference)
       console.log(
-        `  tick cost        call_tick's Redis time per tick = ${ceiling.reference.tickCostRatio} × the reference debit script's (target ≤ 1.5)`,
+        `  tick cost        call_tick's Redis time per tick = ${ceiling.reference.tickCostRatio} × a reference debit's, once per EVALSHA (target ≤ 1.5); ${ceiling.reference.tickCostRatioBatched} × batched alike`,
       );
   }
 }
