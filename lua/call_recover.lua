@@ -31,10 +31,7 @@ if s.st then
   if s.id ~= KEYS[2] then return { 'err', 'call_conflict' } end
   if s.st == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, sec, KEYS[5]) end
   -- The session is there after all: an ordinary stop.
-  local upd = {}
-  charge(s, KEYS[1], KEYS[2], sec, now, upd, KEYS[5])
-  if #upd > 0 then redis.call('HSET', KEYS[1], unpack(upd)) end
-  return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, ARGV[3], tonumber(ARGV[4]), KEYS[5])
+  return stop_live(s, KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], tonumber(ARGV[4]), KEYS[5])
 end
 
 local f = redis.call('HMGET', KEYS[2], 'st', 'kind', 'bal', 'plan')

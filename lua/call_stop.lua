@@ -5,7 +5,8 @@ KEYS[3] live calls zset    ts:{bN}:live
 KEYS[4] call records       ts:{bN}:cdr (stream)
 KEYS[5] balance events     ts:{bN}:ev (stream): thresholds fired and exhaustion, for the webhooks
 ARGV[1] now (ms)
-ARGV[2] final seconds since answer
+ARGV[2] final seconds since answer: the call's duration. What ticks charged beyond it (one that raced
+        the hang-up) is given back (includes/close.lua)
 ARGV[3] stop cause
 ARGV[4] TTL (s) of the closed session, which answers repeated stops
 Returns {'ok', billedSec, cost, balance, recordId, duplicate(0|1)} or {'err', reason}.
@@ -22,7 +23,4 @@ if not s.st then return { 'err', 'unknown_call' } end
 if s.id ~= KEYS[2] then return { 'err', 'call_conflict' } end
 local now = tonumber(ARGV[1])
 if s.st == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, tonumber(ARGV[2]), KEYS[5]) end
-local upd = {}
-charge(s, KEYS[1], KEYS[2], tonumber(ARGV[2]), now, upd, KEYS[5])
-if #upd > 0 then redis.call('HSET', KEYS[1], unpack(upd)) end
-return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, ARGV[3], tonumber(ARGV[4]), KEYS[5])
+return stop_live(s, KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), KEYS[5])

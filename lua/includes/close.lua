@@ -35,3 +35,45 @@ local function close(skey, ikey, live, cdr, now, cause, ttl, evkey)
   redis.call('EXPIRE', skey, ttl)
   return { 'ok', billed, cost, bal, rec, 0 }
 end
+
+-- A stop's seconds are the call's final duration. Ticks claim seconds as they
+-- pass, and one can race the hang-up (its end reported late, a switch under
+-- load): what they charged beyond the stop's seconds is given back before the
+-- call closes. What the call ran short of is forgiven first; the rest returns to
+-- the balance, free, and an ID that was exhausted by it is usable again.
+local function give_back(skey, ikey, sec)
+  local v = redis.call('HMGET', skey, 'used', 'trm', 'ans', 'cov', 'short')
+  local used = tonumber(v[1])
+  local t = terms_of(v[2]).t
+  local billed, n = tariff_charged(t, used), tariff_charged(t, sec)
+  local upd = { 'used', int(sec) }
+  if n < billed then
+    local ans = tonumber(v[3])
+    local over = tariff_cost(t, ans, billed) - tariff_cost(t, ans, n)
+    local short = tonumber(v[5])
+    local forgiven = math.min(short, over)
+    local back = over - forgiven
+    upd[3], upd[4], upd[5], upd[6] = 'short', int(short - forgiven), 'cov', int(tonumber(v[4]) - over)
+    if back > 0 then
+      local idf = redis.call('HMGET', ikey, 'bal', 'free', 'st')
+      local w = { 'bal', int(tonumber(idf[1]) + back) }
+      if tonumber(idf[2]) then w[3], w[4] = 'free', int(tonumber(idf[2]) + back) end
+      if idf[3] == 'exhausted' then w[#w + 1], w[#w + 2] = 'st', 'sold' end
+      redis.call('HSET', ikey, unpack(w))
+    end
+  end
+  redis.call('HSET', skey, unpack(upd))
+end
+
+-- The stop of a live call: bills up to `sec` (or gives back what ticks charged
+-- beyond it), then closes it. Returns close()'s answer.
+local function stop_live(s, skey, ikey, live, cdr, now, sec, cause, ttl, evkey)
+  if sec < tonumber(s.used) then
+    give_back(skey, ikey, sec)
+  else
+    local upd = {}
+    charge(s, skey, ikey, sec, now, upd, evkey)
+    if #upd > 0 then redis.call('HSET', skey, unpack(upd)) end
+  end
+  return close(skey, ikey, live, cdr, now, cause, ttl, evkey)
+end

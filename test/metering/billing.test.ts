@@ -6,13 +6,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
-import { bucketOf, idFields } from '../support/redis';
+import { bucketOf, hashOf, idFields } from '../support/redis';
 import { sleep } from '../support/wait';
 import { Client, type Msg } from '../support/ws-client';
 import { cdrsOf, connectSwitch, msgs, newCall, range, sendTicks, sessionKey } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
 import type { Product } from '../../src/catalog/schema';
 import { putPlans } from '../../src/catalog/store';
+import { audit } from '../../src/ledger/audit';
 import { setIdState } from '../../src/ledger/ids';
 import { keys } from '../../src/redis/keys';
 
@@ -315,9 +316,24 @@ describe('repeated and out-of-order ticks', () => {
     expect(msgs(c, call, 'error')).toEqual([]);
 
     expect(await tick(call, 101)).toMatchObject({ balance: 29_900, secLeft: 299 });
-    // A stop that reports fewer seconds than already billed does not refund or re-bill.
-    expect(await stop(call, 90)).toMatchObject({ billedSec: 101, cost: 10_100, balance: 29_900 });
-    expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '101', cost: '10100', bal: '29900' }]);
+    // A stop is the call's final duration: what ticks charged beyond it (ticks that raced a hang-up
+    // whose end the switch learnt late) is given back, and the record says what the call lasted.
+    expect(await stop(call, 90)).toMatchObject({ billedSec: 90, cost: 9000, balance: 31_000 });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '90', used: '90', cost: '9000', bal: '31000' }]);
+    expect(await idFields(h, id)).toMatchObject({ bal: '31000', free: '31000', act: '0' });
+  });
+
+  it('a stop below the ticks forgives the shortfall first, gives back the rest, and revives an exhausted ID', async () => {
+    const { id, call } = await begin(talkProduct({ face: 1000, thresholds: [] }));
+    sendTicks(c, call, range(1, 12), 100, 'at12');
+    // The 10 s it could pay, then 2 s it could not: short 200, the ID exhausted.
+    expect(await c.waitFor((m) => m.ref === 'at12')).toMatchObject({ balance: 0 });
+    expect(await idFields(h, id)).toMatchObject({ st: 'exhausted', bal: '0' });
+    // The hang-up was at 8.3 s: 9 started seconds. 300 were charged beyond them: 200 of it short, 100 paid.
+    expect(await stop(call, 9)).toMatchObject({ billedSec: 9, cost: 900, balance: 100 });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '9', cost: '900', short: '0', bal: '100' }]);
+    expect(await idFields(h, id)).toMatchObject({ st: 'sold', bal: '100', free: '100', act: '0' });
+    expect((await audit(h.ctx)).problems.filter((p) => p.id === hashOf(h, id))).toEqual([]);
   });
 
   it('ticks of one frame arriving out of order bill up to the highest second', async () => {
