@@ -12,7 +12,9 @@ ARGV[5] switch name
 ARGV[6] call id (as the switch sent it)
 ARGV[7] ID hash (for the call record)
 ARGV[8] dialled destination (digits)
-ARGV[9..] pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
+ARGV[9]  ANI hash when the stop named the caller number instead of the ID, else '': the ID must
+         still list that number, or the stop is refused unknown_ani (as call_start does)
+ARGV[10..] pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
           tariff in every plan that has one; the ID's plan picks.
 Returns {'ok', billedSec, cost, balance, recordId, duplicate(0|1)} or {'err', reason}.
 The call is rated from the stop: the destination's tariff in the ID's plan for the
@@ -41,7 +43,8 @@ if f[1] ~= 'sold' and f[1] ~= 'exhausted' and f[1] ~= 'blocked' and f[1] ~= 'exp
   return { 'err', 'not_active' }
 end
 if f[2] ~= 'talk' then return { 'err', 'wrong_kind' } end
-local desc = rate_of(f[4], 9)
+if ARGV[9] ~= '' and redis.call('HEXISTS', KEYS[2], 'ani:' .. ARGV[9]) == 0 then return { 'err', 'unknown_ani' } end
+local desc = rate_of(f[4], 10)
 if not desc then return { 'err', 'no_rate' } end
 
 -- The session call_start would have written, answered `sec` seconds ago, holding

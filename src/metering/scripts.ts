@@ -281,6 +281,8 @@ export interface RecoverArgs {
   sw: string;
   call: string;
   idHash: string;
+  /** The caller number's hash when the stop named it instead of the ID, else '': the ID must still list it. */
+  aniHash: string;
   dest: string;
   /** The destination's tariff in every plan that has one (CatalogCache.tariffArgs). */
   rates: readonly string[];
@@ -292,7 +294,7 @@ export async function callRecover(scripts: Scripts, ck: CallKeys, a: RecoverArgs
     await scripts.run(
       'call_recover',
       [ck.session, ck.id, ck.live, ck.cdr, ck.events],
-      [a.now, a.sec, a.cause, a.ttlSec, a.sw, a.call, a.idHash, a.dest, ...a.rates],
+      [a.now, a.sec, a.cause, a.ttlSec, a.sw, a.call, a.idHash, a.dest, a.aniHash, ...a.rates],
     ),
   );
   if (r[0] === 'err') return { ok: false, reason: str('call_recover', r, 1) };

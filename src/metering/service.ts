@@ -233,16 +233,17 @@ export class Metering {
 
   /**
    * Bills the call's last seconds and closes it. A stop that names the call's ID
-   * and destination (`lost`) is billed even when Tessera lost the call (its
-   * start or its session went with a failed primary): rated from the stop and
-   * recorded with cause `recovered`. Without them such a stop is `unknown_call`.
+   * (or the caller number it was started by) and destination (`lost`) is billed
+   * even when Tessera lost the call (its start or its session went with a failed
+   * primary): rated from the stop and recorded with cause `recovered`. Without
+   * them such a stop is `unknown_call`.
    */
   async stop(
     sw: string,
     call: string,
     sec: number,
     cause: string,
-    lost?: { id: unknown; dest: string },
+    lost?: { id?: unknown; ani?: unknown; dest: string },
   ): Promise<StopResult> {
     const ck = await this.locator.find(sw, call);
     if (ck) {
@@ -257,7 +258,7 @@ export class Metering {
       if (r.ok || r.reason !== 'unknown_call' || !lost) return r;
     }
     if (!lost) return { ok: false, reason: 'unknown_call' };
-    return this.recover(sw, call, sec, cause, lost.id, lost.dest, ck);
+    return this.recover(sw, call, sec, cause, lost, ck);
   }
 
   private async recover(
@@ -265,16 +266,15 @@ export class Metering {
     call: string,
     sec: number,
     cause: string,
-    idInput: unknown,
-    dialled: string,
+    lost: { id?: unknown; ani?: unknown; dest: string },
     indexed: CallKeys | undefined,
   ): Promise<StopResult> {
-    const checked = checkId(idInput, this.cfg.idLength);
-    if (!checked.ok) return checked;
-    // Rated as its start would have been: the same rule for the dialled number.
-    const dest = destDigits(dialled);
+    // Rated as its start would have been: the same rule for the dialled number, the same caller.
+    const dest = destDigits(lost.dest);
     if (dest === undefined) return { ok: false, reason: 'bad_value' };
-    const { hash, bucket } = this.ids.hash(checked.id);
+    const caller = await this.caller(sw, lost.id, lost.ani);
+    if (!caller.ok) return caller;
+    const { hash, bucket, aniHash } = caller;
     const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));
     // The index names another ID: this call id is not the one the stop describes.
     if (indexed && indexed.id !== ck.id) return { ok: false, reason: 'call_conflict' };
@@ -288,6 +288,7 @@ export class Metering {
       sw,
       call,
       idHash: hash,
+      aniHash,
       dest,
       rates: this.catalog.tariffArgs(dest, now),
     });

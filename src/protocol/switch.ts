@@ -34,8 +34,12 @@ export const StopMsg = Type.Object({
   call: CallId,
   sec: Seconds,
   cause: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,32}$' })),
-  /** The call's ID and destination, as in its start: with them a call Tessera lost is still billed. */
+  /**
+   * The call's ID (or, for a call started by caller number, its `ani`) and
+   * destination, as in its start: with them a call Tessera lost is still billed.
+   */
   id: Type.Optional(Type.String({ maxLength: 40 })),
+  ani: Type.Optional(Ani),
   dest: Type.Optional(Type.String({ pattern: '^\\+?[0-9]{1,20}$' })),
 });
 /** A price enquiry: what a call on `id` (or the ID `ani` is registered to) to `dest` would cost and how long it could last; starts nothing. */

@@ -149,3 +149,38 @@ describe('a number moved or removed after the gateway read its index', () => {
     expect(q).toMatchObject({ op: 'error', reason: 'unknown_ani' });
   });
 });
+
+describe('a stop that names the caller number of a call Tessera lost', () => {
+  it('is billed to the ID the number is registered to, recorded as recovered', async () => {
+    const { id, ani } = await registered();
+    const call = newCall();
+    // No start reached Tessera (lost with a failed primary): the stop alone describes the call.
+    const r = await c.request({ op: 'stop', ref: ref(), call, sec: 30, ani, dest: DEST });
+    expect(r).toMatchObject({ op: 'stopped', call, billedSec: 30, cost: 3000, balance: 997_000 });
+    expect(await cdrsOf(h, id, call)).toEqual([
+      expect.objectContaining({ cause: 'recovered', sec: '30', cost: '3000' }),
+    ]);
+    expect(await balanceOf(h, id)).toBe(997_000);
+  });
+
+  it('a number the ID no longer lists bills nobody: unknown_ani; id and ani together are refused', async () => {
+    const { id, ani } = await registered();
+    const index = aniPlace(h.ctx.ids, ani)!.key;
+    const before = await h.r.get(index);
+    expect(await anis.remove(idKeyOf(h, id), ani, { role: 'owner' })).toMatchObject({ ok: true, change: 'gone' });
+    // The gateway read the index before the removal.
+    await h.r.set(index, before!);
+    const call = newCall();
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 30, ani, dest: DEST })).toMatchObject({
+      op: 'error',
+      call,
+      reason: 'unknown_ani',
+    });
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 30, id, ani, dest: DEST })).toMatchObject({
+      op: 'error',
+      reason: 'bad_value',
+    });
+    expect(await cdrsOf(h, id, call)).toEqual([]);
+    expect(await balanceOf(h, id)).toBe(1_000_000);
+  });
+});

@@ -132,7 +132,16 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
   const stop: Route<StopMsg> = {
     check: compile(StopMsg),
     async handle(m, conn, reply) {
-      const lost = m.id !== undefined && m.dest !== undefined ? { id: m.id, dest: m.dest } : undefined;
+      if (m.id !== undefined && m.ani !== undefined)
+        return reply({
+          op: 'error',
+          ref: m.ref,
+          call: m.call,
+          reason: 'bad_value',
+          message: 'send id or ani, not both',
+        });
+      const named = m.id !== undefined || m.ani !== undefined;
+      const lost = named && m.dest !== undefined ? { id: m.id, ani: m.ani, dest: m.dest } : undefined;
       const r = await metering.stop(conn.token.name, m.call, m.sec, m.cause ?? 'normal', lost);
       metrics.event('stop', r.ok ? 'ok' : r.reason);
       if (!r.ok)
