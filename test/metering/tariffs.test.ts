@@ -2,7 +2,8 @@
  * Tariffs applied by the call scripts, through real switch sockets: blocks
  * charged when they start (and the cut-off that respects them), minimum cost
  * and disconnect charge, and a call across a dated rate change charged each
- * second at the rate in force for it.
+ * second at the rate in force for it; and, on the scripts themselves at the
+ * night of a daylight-saving change, a call across a peak window's end.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
@@ -12,6 +13,10 @@ import { cdrsOf, connectSwitch, msgs, newCall, sessionKey } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
 import { putPlans } from '../../src/catalog/store';
 import { audit } from '../../src/ledger/audit';
+import { PlanTariff } from '../../src/catalog/tariff';
+import { callKeysFor, callKeyOf } from '../../src/metering/locator';
+import { callStart, callStop } from '../../src/metering/scripts';
+import { keys } from '../../src/redis/keys';
 
 let h: Harness;
 let gw: Gateway;
@@ -104,5 +109,42 @@ describe('a rate change during a call', () => {
     expect(expected).toBeGreaterThan(sec * 100);
     expect(await stop(call, sec)).toMatchObject({ billedSec: sec, cost: expected });
     expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+});
+
+describe('time of day across a daylight-saving change', () => {
+  it('the hour that happens twice in Europe/Paris is peak twice: a call crossing its end pays each second its rate', async () => {
+    // Peak (300 a second) from 02:00 to 03:00 Paris time, 100 otherwise. On Sunday 2027-10-31 the clocks
+    // go back at 03:00 CEST (01:00Z) to 02:00 CET: peak runs from 00:00Z to 02:00Z, two hours.
+    const plan = {
+      name: 'paris',
+      tz: 'Europe/Paris',
+      periods: [{ name: 'peak', days: ['sun' as const], from: '02:00', to: '03:00' }],
+      rates: [{ prefix: '', rate: 100, fee: 0, periodRates: { peak: 300 } }],
+    };
+    await putPlans(h.ctx.redis, [plan]);
+    const [id] = await soldIds(h, talkProduct({ name: 'paris', plan: 'paris', face: 1_000_000, thresholds: [] }));
+    const t0 = Date.UTC(2027, 9, 31, 1, 58); // 02:58 CET, the second 02:00-03:00
+    const desc = new PlanTariff([plan]).descriptor('4912345', t0)!;
+    const { hash, bucket } = h.ctx.ids.hash(id!);
+    const call = newCall('dst');
+    const ck = callKeysFor(keys.id(bucket, hash), callKeyOf('dst-switch', call));
+    const started = await callStart(h.ctx.scripts, ck, {
+      now: t0,
+      dest: '4912345',
+      sw: 'dst-switch',
+      call,
+      idHash: hash,
+      ringGraceMs: 0,
+      mode: 'tick',
+      aniHash: '',
+      rates: ['paris', desc],
+    });
+    expect(started).toMatchObject({ ok: true, rate: 300 });
+    // Four minutes from 01:58Z: 120 s of peak, then 120 s after it (a peak ended at 01:00Z, the
+    // first 03:00, would have charged them all 100).
+    const stopped = await callStop(h.ctx.scripts, ck, t0 + 240_000, 240, 'normal', 60);
+    expect(stopped).toMatchObject({ ok: true, billedSec: 240, cost: 120 * 300 + 120 * 100 });
+    expect(await idFields(h, id!)).toMatchObject({ bal: String(1_000_000 - 48_000) });
   });
 });
