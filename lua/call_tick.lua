@@ -55,17 +55,12 @@ local function bill(i)
     if advanced then code = 0 end
     -- The reaper goes by the live set's score. Refreshing it on every tick would double the
     -- writes: it is refreshed when the reported seconds cross a multiple of `every`, so the
-    -- session keeps no time of its own to read and write. The first reported second always
-    -- refreshes it (it ends the ring grace given at start), and so does a repeated second: a
-    -- switch retrying is alive. A quota-mode call's score is its next report's deadline: the
-    -- validity time from now.
+    -- session keeps no time of its own to read and write. The first report (a tick of 0 at
+    -- answer included) always refreshes it, ending the ring grace given at start, and so does
+    -- any report that is not news: a switch retrying is alive. A quota-mode call's score is its
+    -- next report's deadline: the validity time from now.
     local val = terms_of(s.trm).val
-    local refresh
-    if advanced then
-      refresh = used == 0 or sec - sec % every > used - used % every
-    else
-      refresh = used > 0
-    end
+    local refresh = not advanced or used == 0 or sec - sec % every > used - used % every
     if val > 0 or refresh then redis.call('ZADD', KEYS[1], int(now + val * 1000), skey) end
     if #upd > 0 then redis.call('HSET', skey, unpack(upd)) end
     -- The final action goes with the answer that made the grant final, with an

@@ -329,6 +329,20 @@ describe('ring grace and reaped calls (stale after 300 ms, ring timeout 1500 ms,
     expect(await idFields(h, ringing.id)).toMatchObject({ act: '0', bal: '1000000', st: 'sold' });
   });
 
+  it('a tick of 0 at answer ends the ring grace: a switch gone right after it is reaped after staleAfterMs', async () => {
+    const { id, call } = await startedCall(c);
+    const tickAt = Date.now();
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 0 })).toMatchObject({
+      op: 'ticked',
+      balance: 1_000_000,
+    });
+    await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000, 20);
+    const [rec] = await cdrsOf(h, id, call);
+    expect(rec).toMatchObject({ sec: '0', cost: '0', cause: 'stale' });
+    // Answered, so not given the ring timeout (1500 ms): stale 300 ms after the tick, plus a sweep.
+    expect(Number(rec!.end) - tickAt).toBeLessThan(1200);
+  });
+
   it('a tick without ref on a call the reaper closed gets cutoff stale; nothing is billed', async () => {
     const { id, call } = await startedCall(c);
     expect(await c.request({ op: 'tick', ref: ref(), call, sec: 2 })).toMatchObject({ op: 'ticked', balance: 999_800 });
