@@ -149,6 +149,14 @@ describe('reservations: parallel calls on one ID never overdraw it', () => {
     expect(await auditProblems()).toEqual([]);
   });
 
+  it('a damaged hash saying more is free than the balance grants no more than the balance', async () => {
+    const [id] = await soldIds(h, talkProduct({ name: 'damaged-free', face: 3000, maxCalls: 2, grantSec: 0 }));
+    await h.r.hset(idKeyOf(h, id!), 'free', '999999');
+    const call = newCall();
+    expect(await start(id!, call)).toMatchObject({ op: 'started', maxSec: 30, grant: 30 });
+    expect(await stop(call, 30)).toMatchObject({ billedSec: 30, cost: 3000, balance: 0 });
+  });
+
   it('the audit reports an ID whose reservations do not add up', async () => {
     const [id] = await soldIds(h, talkProduct({ name: 'audit-rsv', maxCalls: 2, grantSec: 60 }));
     const call = newCall();
