@@ -98,12 +98,8 @@ end
 local function charge(s, skey, ikey, sec, now, upd, evkey)
   local terms = terms_of(s.trm)
   local t = terms.t
-  -- A flat tariff's charges do not depend on when the call was answered: its 13 digits are
-  -- not parsed on every tick (0 stands for the time).
-  local ans
-  if s.ans ~= '' then ans = t.flat and 0 or tonumber(s.ans) end
   local used, cov0 = tonumber(s.used), tonumber(s.cov)
-  local billed, cost, res = money_of(t, used, ans, cov0)
+  local billed = tariff_charged(t, used)
   local cov = cov0
   local advanced = sec > used
   local gnt, fin = tonumber(s.gnt), s.fin == '1'
@@ -111,17 +107,29 @@ local function charge(s, skey, ikey, sec, now, upd, evkey)
   local bal0, st = tonumber(idf[1]) or 0, idf[2]
   local avail0 = free_of(bal0, idf[3])
   local bal, avail = bal0, avail0
+  local n = billed
+  if advanced then n = tariff_charged(t, sec) end
+  -- What the call has cost and still holds is needed only to charge a new block or to
+  -- re-grant from what is free: a tick inside a block, on a call holding all it may, skips
+  -- it. A flat tariff's charges do not depend on when the call was answered: its 13
+  -- digits are not parsed for them (0 stands for the time).
+  local ans, cost, res
+  if n > billed or avail0 > 0 then
+    if s.ans ~= '' then ans = t.flat and 0 or tonumber(s.ans) end
+    cost = 0
+    if billed > 0 then cost = tariff_cost(t, ans, billed) end
+    res = cov0 - cost
+  end
   local regrant = false
   if advanced then
     upd[#upd + 1] = 'used'
     upd[#upd + 1] = int(sec)
-    if not ans then
+    if s.ans == '' then
       -- Answered `sec` seconds ago, but never before the call started (clock steps, late first tick).
       ans = math.max(tonumber(redis.call('HGET', skey, 'start')), now - sec * 1000)
       upd[#upd + 1] = 'ans'
       upd[#upd + 1] = int(ans)
     end
-    local n = tariff_charged(t, sec)
     if n > billed then
       local owed = tariff_cost(t, ans, n) - cost
       local fromRes = res - t.disc
