@@ -4,7 +4,7 @@
 --
 -- Money moves in two steps. A call holds a reservation (micro-units) that no
 -- other call of its ID can spend: the ID's `free` is its balance less what its
--- live calls hold (absent until its first call: then all of `bal` is free).
+-- live calls hold (empty until its first call: then all of `bal` is free).
 -- Billing takes from the reservation first and only then from what is free;
 -- what neither covers is `short` (a switch that talked past its grant). The
 -- reservation also holds the tariff's disconnect charge until close.
