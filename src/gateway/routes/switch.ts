@@ -11,13 +11,18 @@ const DEST_FORMAT =
 const finalFields = (f: FinalAction | undefined): object =>
   f === undefined ? {} : f.redirect === undefined ? { action: f.action } : { action: f.action, redirect: f.redirect };
 
-/** A start or quote names its caller by exactly one of `id` and `ani` (caller-number login). */
-function callerError(m: StartMsg | QuoteMsg): object | undefined {
-  if (m.id === undefined && m.ani === undefined)
-    return { op: 'error', ref: m.ref, reason: 'missing_field', message: 'send id, or ani (the caller number)' };
+/** A start, quote or stop names its caller by at most one of `id` and `ani` (caller-number login). */
+function bothCallersError(m: StartMsg | QuoteMsg | StopMsg): object | undefined {
   if (m.id !== undefined && m.ani !== undefined)
     return { op: 'error', ref: m.ref, reason: 'bad_value', message: 'send id or ani, not both' };
   return undefined;
+}
+
+/** A start or quote names its caller by exactly one of `id` and `ani`. */
+function callerError(m: StartMsg | QuoteMsg): object | undefined {
+  if (m.id === undefined && m.ani === undefined)
+    return { op: 'error', ref: m.ref, reason: 'missing_field', message: 'send id, or ani (the caller number)' };
+  return bothCallersError(m);
 }
 
 /** The switch protocol's ops (docs/protocol.md) on top of the metering service. */
@@ -132,14 +137,8 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
   const stop: Route<StopMsg> = {
     check: compile(StopMsg),
     async handle(m, conn, reply) {
-      if (m.id !== undefined && m.ani !== undefined)
-        return reply({
-          op: 'error',
-          ref: m.ref,
-          call: m.call,
-          reason: 'bad_value',
-          message: 'send id or ani, not both',
-        });
+      const both = bothCallersError(m);
+      if (both) return reply({ ...both, call: m.call });
       const named = m.id !== undefined || m.ani !== undefined;
       const lost = named && m.dest !== undefined ? { id: m.id, ani: m.ani, dest: m.dest } : undefined;
       const r = await metering.stop(conn.token.name, m.call, m.sec, m.cause ?? 'normal', lost);
