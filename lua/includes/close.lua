@@ -41,19 +41,17 @@ end
 -- load): what they charged beyond the stop's seconds is given back before the
 -- call closes. What the call ran short of is forgiven first; the rest returns to
 -- the balance, free, and an ID that was exhausted by it is usable again.
-local function give_back(skey, ikey, sec)
-  local v = redis.call('HMGET', skey, 'used', 'trm', 'ans', 'cov', 'short')
-  local used = tonumber(v[1])
-  local t = terms_of(v[2]).t
-  local billed, n = tariff_charged(t, used), tariff_charged(t, sec)
+local function give_back(s, skey, ikey, sec)
+  local t = terms_of(s.trm).t
+  local billed, n = tariff_charged(t, tonumber(s.used)), tariff_charged(t, sec)
   local upd = { 'used', int(sec) }
   if n < billed then
-    local ans = tonumber(v[3])
+    local ans = tonumber(s.ans)
     local over = tariff_cost(t, ans, billed) - tariff_cost(t, ans, n)
-    local short = tonumber(v[5])
+    local short = tonumber(redis.call('HGET', skey, 'short'))
     local forgiven = math.min(short, over)
     local back = over - forgiven
-    upd[3], upd[4], upd[5], upd[6] = 'short', int(short - forgiven), 'cov', int(tonumber(v[4]) - over)
+    upd[3], upd[4], upd[5], upd[6] = 'short', int(short - forgiven), 'cov', int(tonumber(s.cov) - over)
     if back > 0 then
       local idf = redis.call('HMGET', ikey, 'bal', 'free', 'st')
       local w = { 'bal', int(tonumber(idf[1]) + back) }
@@ -69,7 +67,7 @@ end
 -- beyond it), then closes it. Returns close()'s answer.
 local function stop_live(s, skey, ikey, live, cdr, now, sec, cause, ttl, evkey)
   if sec < tonumber(s.used) then
-    give_back(skey, ikey, sec)
+    give_back(s, skey, ikey, sec)
   else
     local upd = {}
     charge(s, skey, ikey, sec, now, upd, evkey)
