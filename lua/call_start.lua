@@ -1,98 +1,118 @@
---[[ call_start: admit a call on a talk ID, reserve its first grant and open its session.
-KEYS[1] ID hash            ts:{bN}:id:<idHash>
-KEYS[2] call session hash  ts:{bN}:call:<switch>:<call>
-KEYS[3] live calls zset    ts:{bN}:live
-ARGV[1] now (ms)
-ARGV[2] dialled destination (digits)
-ARGV[3] switch name
-ARGV[4] call id (as the switch sent it)
-ARGV[5] ID hash (for the call record)
-ARGV[6] ring grace (ms): an unanswered call counts as stale this much later than an answered one
-ARGV[7] mode: 'tick' (the switch reports every second) or 'quota' (it reports when it asks again)
-ARGV[8] ANI hash when the switch started the call by caller number (the gateway found the ID by
-        it), else '': the ID must still list that number, or the call is refused unknown_ani
-ARGV[9..] pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
-          tariff in every plan that has one; the ID's plan picks.
-Returns {'ok', maxSec, balance, rate, fee, duplicate(0|1), grant, final(0|1), finalAction,
-         onFailure, failureSec, validitySec} or {'err', reason}.
+--[[ call_start: admit calls on talk IDs of one bucket, reserve each its first grant and open its session.
+KEYS[1]      live calls zset    ts:{bN}:live
+KEYS[2i]     ID hash            ts:{bN}:id:<idHash>            (i = 1..n)
+KEYS[2i+1]   call session hash  ts:{bN}:call:<switch>:<call>
+ARGV[1]      now (ms)
+ARGV[2]      ring grace (ms): an unanswered call counts as stale this much later than an answered one
+then, for each call i in order, a count k of the call's own arguments and those k arguments:
+  1 dialled destination (digits)
+  2 switch name
+  3 call id (as the switch sent it)
+  4 ID hash (for the call record)
+  5 mode: 'tick' (the switch reports every second) or 'quota' (it reports when it asks again)
+  6 ANI hash when the switch started the call by caller number (the gateway found the ID by
+    it), else '': the ID must still list that number, or the call is refused unknown_ani
+  7.. pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
+      tariff in every plan that has one; the ID's plan picks.
+Returns one answer per call, in order: {'ok', maxSec, balance, rate, fee, duplicate(0|1), grant,
+final(0|1), finalAction, onFailure, failureSec, validitySec}, {'err', reason}, or {'failed', error}
+when the script failed on that call (a damaged hash; the other calls went on).
 maxSec is how long the call could last on all that is free of the ID's balance; grant is
 how far its reservation carries it. A repeated start of a live call returns the first
-answer (with the grant as it is now) and changes nothing.
+answer (with the grant as it is now) and changes nothing; a start repeated within one batch
+is applied in order, so it answers as a repeat.
 ]]
 -- @include "num"
 -- @include "rate_of"
 -- @include "terms"
 -- @include "charge"
 local now = tonumber(ARGV[1])
-local s = redis.call('HMGET', KEYS[2], 'st', 'idh', 'dest', 'maxs', 'bal0', 'trm', 'gnt', 'fin', 'fa', 'fail')
-if s[1] then
-  if s[2] ~= ARGV[5] or s[3] ~= ARGV[2] then return { 'err', 'call_conflict' } end
-  if s[1] ~= 'live' then return { 'err', 'call_ended' } end
-  local terms = terms_of(s[6])
-  local t = terms.t
-  local fail, fsec = string.match(s[10], '^(%a+):(%d+)$')
-  return { 'ok', tonumber(s[4]), tonumber(s[5]), tariff_rate(t, now, 0), t.fee, 1, tonumber(s[7]),
-    s[8] == '1' and 1 or 0, s[9], fail, tonumber(fsec), terms.val }
+local ringGrace = tonumber(ARGV[2])
+
+-- One call's start: ikey, skey its keys; its arguments are ARGV[a..last] (see above).
+local function start(ikey, skey, a, last)
+  local dest, sw, call, idh, mode, ani = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local s = redis.call('HMGET', skey, 'st', 'idh', 'dest', 'maxs', 'bal0', 'trm', 'gnt', 'fin', 'fa', 'fail')
+  if s[1] then
+    if s[2] ~= idh or s[3] ~= dest then return { 'err', 'call_conflict' } end
+    if s[1] ~= 'live' then return { 'err', 'call_ended' } end
+    local terms = terms_of(s[6])
+    local t = terms.t
+    local fail, fsec = string.match(s[10], '^(%a+):(%d+)$')
+    return { 'ok', tonumber(s[4]), tonumber(s[5]), tariff_rate(t, now, 0), t.fee, 1, tonumber(s[7]),
+      s[8] == '1' and 1 or 0, s[9], fail, tonumber(fsec), terms.val }
+  end
+  -- Caller-number login: a number moved or removed since the gateway read its index bills nobody.
+  if ani ~= '' and redis.call('HEXISTS', ikey, 'ani:' .. ani) == 0 then return { 'err', 'unknown_ani' } end
+
+  local f = redis.call('HMGET', ikey, 'st', 'kind', 'bal', 'plan', 'maxc', 'act', 'exp', 'expd', 'thr', 'free', 'cc')
+  local st = f[1]
+  if not st then return { 'err', 'unknown_id' } end
+  if st == 'blocked' or st == 'exhausted' or st == 'expired' then return { 'err', st } end
+  if st ~= 'sold' then return { 'err', 'not_active' } end
+  if f[2] ~= 'talk' then return { 'err', 'wrong_kind' } end
+  local exp = tonumber(f[7]) or 0
+  if exp > 0 and now >= exp then
+    redis.call('HSET', ikey, 'st', 'expired')
+    return { 'err', 'expired' }
+  end
+  local bal = tonumber(f[3])
+  if bal <= 0 then return { 'err', 'exhausted' } end
+
+  local desc = rate_of(f[4], a + 6, last)
+  if not desc then return { 'err', 'no_rate' } end
+  local maxc = tonumber(f[5]) or 1
+  if (tonumber(f[6]) or 0) >= maxc then return { 'err', 'concurrent_limit' } end
+
+  -- What the other live calls hold is not free: a call is admitted only if what is
+  -- free pays its first charged block (and the disconnect charge).
+  local t = tariff_parse(desc)
+  if not t then return { 'err', 'no_rate' } end
+  local avail = free_of(bal, f[10])
+  local first = tariff_cost(t, now, tariff_charged(t, 1)) + t.disc
+  if avail < first then return { 'err', 'insufficient_balance' } end
+  local maxs = tariff_afford(t, now, 0, avail - t.disc)
+
+  local cc = credit_terms(f[11], maxc)
+  local res = wanted(t, now, 0, 0, 0, avail, cc.gs)
+  local gnt, final = grant_of(t, now, 0, res, avail - res)
+  local fa = cc.fa
+  local fail = cc.fail .. ':' .. cc.fsec
+  -- A quota-mode switch reports only when it asks again: the reaper allows for the validity time.
+  local val = 0
+  if mode == 'quota' then val = cc.val end
+
+  -- Thresholds already behind us at admission are not announced: maxSec says it all.
+  local thr = {}
+  for th in string.gmatch(f[9] or '', '%d+') do
+    if tonumber(th) < maxs then thr[#thr + 1] = th end
+  end
+
+  -- What every tick reads comes first (read_session in includes/charge.lua).
+  redis.call('HSET', skey,
+    'st', 'live', 'id', ikey, 'used', '0', 'trm', terms_field(cc.gs, val, desc),
+    'thr', table.concat(thr, ','), 'cut', '', 'ans', '', 'cov', int(res), 'gnt', int(gnt), 'fin', final and '1' or '0',
+    'short', '0', 'start', int(now), 'fa', fa, 'fail', fail,
+    'sw', sw, 'call', call, 'idh', idh, 'dest', dest, 'maxs', int(maxs), 'bal0', int(bal))
+  redis.call('HINCRBY', ikey, 'act', 1)
+  redis.call('HSET', ikey, 'free', int(avail - res))
+  -- Expiry counts from first use.
+  local expd = tonumber(f[8]) or 0
+  if exp == 0 and expd > 0 then
+    redis.call('HSET', ikey, 'exp', int(now + expd * 86400000), 'first', int(now))
+  end
+  -- Until its first tick a call may ring: the reaper gives it the ring grace on top.
+  redis.call('ZADD', KEYS[1], int(now + ringGrace + val * 1000), skey)
+  return { 'ok', maxs, bal, tariff_rate(t, now, 0), t.fee, 0, gnt, final and 1 or 0, fa, cc.fail, cc.fsec, cc.val }
 end
--- Caller-number login: a number moved or removed since the gateway read its index bills nobody.
-if ARGV[8] ~= '' and redis.call('HEXISTS', KEYS[1], 'ani:' .. ARGV[8]) == 0 then return { 'err', 'unknown_ani' } end
 
-local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'plan', 'maxc', 'act', 'exp', 'expd', 'thr', 'free', 'cc')
-local st = f[1]
-if not st then return { 'err', 'unknown_id' } end
-if st == 'blocked' or st == 'exhausted' or st == 'expired' then return { 'err', st } end
-if st ~= 'sold' then return { 'err', 'not_active' } end
-if f[2] ~= 'talk' then return { 'err', 'wrong_kind' } end
-local exp = tonumber(f[7]) or 0
-if exp > 0 and now >= exp then
-  redis.call('HSET', KEYS[1], 'st', 'expired')
-  return { 'err', 'expired' }
+local out = {}
+local a = 3
+for i = 1, (#KEYS - 1) / 2 do
+  local last = a + tonumber(ARGV[a])
+  -- One call's failure (a damaged hash) is that call's alone, not its batch's.
+  local ok, r = pcall(start, KEYS[2 * i], KEYS[2 * i + 1], a + 1, last)
+  if ok then out[i] = r else out[i] = { 'failed', tostring(type(r) == 'table' and r.err or r) } end
+  a = last + 1
 end
-local bal = tonumber(f[3])
-if bal <= 0 then return { 'err', 'exhausted' } end
-
-local desc = rate_of(f[4], 9)
-if not desc then return { 'err', 'no_rate' } end
-local maxc = tonumber(f[5]) or 1
-if (tonumber(f[6]) or 0) >= maxc then return { 'err', 'concurrent_limit' } end
-
--- What the other live calls hold is not free: a call is admitted only if what is
--- free pays its first charged block (and the disconnect charge).
-local t = tariff_parse(desc)
-if not t then return { 'err', 'no_rate' } end
-local avail = free_of(bal, f[10])
-local first = tariff_cost(t, now, tariff_charged(t, 1)) + t.disc
-if avail < first then return { 'err', 'insufficient_balance' } end
-local maxs = tariff_afford(t, now, 0, avail - t.disc)
-
-local cc = credit_terms(f[11], maxc)
-local res = wanted(t, now, 0, 0, 0, avail, cc.gs)
-local gnt, final = grant_of(t, now, 0, res, avail - res)
-local fa = cc.fa
-local fail = cc.fail .. ':' .. cc.fsec
--- A quota-mode switch reports only when it asks again: the reaper allows for the validity time.
-local val = 0
-if ARGV[7] == 'quota' then val = cc.val end
-
--- Thresholds already behind us at admission are not announced: maxSec says it all.
-local thr = {}
-for th in string.gmatch(f[9] or '', '%d+') do
-  if tonumber(th) < maxs then thr[#thr + 1] = th end
-end
-
--- What every tick reads comes first (read_session in includes/charge.lua).
-redis.call('HSET', KEYS[2],
-  'st', 'live', 'id', KEYS[1], 'used', '0', 'trm', terms_field(cc.gs, val, desc),
-  'thr', table.concat(thr, ','), 'cut', '', 'ans', '', 'cov', int(res), 'gnt', int(gnt), 'fin', final and '1' or '0',
-  'short', '0', 'start', int(now), 'fa', fa, 'fail', fail,
-  'sw', ARGV[3], 'call', ARGV[4], 'idh', ARGV[5], 'dest', ARGV[2], 'maxs', int(maxs), 'bal0', int(bal))
-redis.call('HINCRBY', KEYS[1], 'act', 1)
-redis.call('HSET', KEYS[1], 'free', int(avail - res))
--- Expiry counts from first use.
-local expd = tonumber(f[8]) or 0
-if exp == 0 and expd > 0 then
-  redis.call('HSET', KEYS[1], 'exp', int(now + expd * 86400000), 'first', int(now))
-end
--- Until its first tick a call may ring: the reaper gives it the ring grace on top.
-redis.call('ZADD', KEYS[3], int(now + tonumber(ARGV[6]) + val * 1000), KEYS[2])
-return { 'ok', maxs, bal, tariff_rate(t, now, 0), t.fee, 0, gnt, final and 1 or 0, fa, cc.fail, cc.fsec, cc.val }
+return out

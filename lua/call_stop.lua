@@ -1,15 +1,16 @@
---[[ call_stop: bill the last seconds of a call, close it and write its call detail record.
-KEYS[1] call session hash  ts:{bN}:call:<switch>:<call>
-KEYS[2] ID hash            ts:{bN}:id:<idHash>
-KEYS[3] live calls zset    ts:{bN}:live
-KEYS[4] call records       ts:{bN}:cdr (stream)
-KEYS[5] balance events     ts:{bN}:ev (stream): thresholds fired and exhaustion, for the webhooks
-ARGV[1] now (ms)
-ARGV[2] final seconds since answer: the call's duration. What ticks charged beyond it (one that raced
-        the hang-up) is given back (includes/close.lua)
-ARGV[3] stop cause
-ARGV[4] TTL (s) of the closed session, which answers repeated stops
-Returns {'ok', billedSec, cost, balance, recordId, duplicate(0|1)} or {'err', reason}.
+--[[ call_stop: bill the last seconds of calls of one bucket, close them and write their call detail records.
+KEYS[1]      live calls zset    ts:{bN}:live
+KEYS[2]      call records       ts:{bN}:cdr (stream)
+KEYS[3]      balance events     ts:{bN}:ev (stream): thresholds fired and exhaustion, for the webhooks
+KEYS[2+2i]   call session hash  ts:{bN}:call:<switch>:<call>   (i = 1..n)
+KEYS[3+2i]   its ID hash        ts:{bN}:id:<idHash>
+ARGV[1]      now (ms)
+ARGV[2]      TTL (s) of a closed session, which answers repeated stops
+ARGV[1+2i]   call i's final seconds since answer: its duration. What ticks charged beyond it (one
+             that raced the hang-up) is given back (includes/close.lua)
+ARGV[2+2i]   call i's stop cause
+Returns one answer per call, in order: {'ok', billedSec, cost, balance, recordId, duplicate(0|1)},
+{'err', reason}, or {'failed', error} when the script failed on that call (the others went on).
 A stop that comes after the reaper closed the call (its switch could not reach
 Tessera: an outage it rode out under its failure policy) bills the seconds the
 reaper could not know of (includes/late.lua).
@@ -18,9 +19,21 @@ reaper could not know of (includes/late.lua).
 -- @include "charge"
 -- @include "close"
 -- @include "late"
-local s = read_session(KEYS[1])
-if not s.st then return { 'err', 'unknown_call' } end
-if s.id ~= KEYS[2] then return { 'err', 'call_conflict' } end
 local now = tonumber(ARGV[1])
-if s.st == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, tonumber(ARGV[2]), KEYS[5]) end
-return stop_live(s, KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), KEYS[5])
+local ttl = tonumber(ARGV[2])
+
+local function stop(skey, ikey, sec, cause)
+  local s = read_session(skey)
+  if not s.st then return { 'err', 'unknown_call' } end
+  if s.id ~= ikey then return { 'err', 'call_conflict' } end
+  if s.st == 'closed' then return late_stop(s, skey, ikey, KEYS[2], now, sec, KEYS[3]) end
+  return stop_live(s, skey, ikey, KEYS[1], KEYS[2], now, sec, cause, ttl, KEYS[3])
+end
+
+local out = {}
+for i = 1, (#KEYS - 3) / 2 do
+  -- One call's failure (a damaged hash) is that call's alone, not its batch's.
+  local ok, r = pcall(stop, KEYS[2 + 2 * i], KEYS[3 + 2 * i], tonumber(ARGV[1 + 2 * i]), ARGV[2 + 2 * i])
+  if ok then out[i] = r else out[i] = { 'failed', tostring(type(r) == 'table' and r.err or r) } end
+end
+return out

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import Redis from 'ioredis';
 import WebSocket from 'ws';
 import type { Context } from '../../src/app/context';
-import { callKeysFor } from '../../src/metering/locator';
+import { callKeysFor } from '../../src/metering/call-keys';
 import { keys } from '../../src/redis/keys';
 import { readScripts } from '../../src/redis/scripts';
 import { children } from '../lib/process';

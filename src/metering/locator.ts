@@ -6,43 +6,33 @@
  */
 import type { IdKeys } from '../ids/secrets';
 import type { RedisClient } from '../redis/connect';
-import { bucketOfKey, keys } from '../redis/keys';
-
-export interface CallKeys {
-  session: string;
-  id: string;
-  live: string;
-  cdr: string;
-  /** The bucket's balance events stream (webhooks). */
-  events: string;
-  bucket: number;
-}
-
-export function callKeysFor(idKey: string, callKey: string): CallKeys {
-  const bucket = bucketOfKey(idKey);
-  return {
-    session: keys.call(bucket, callKey),
-    id: idKey,
-    live: keys.live(bucket),
-    cdr: keys.cdr(bucket),
-    events: keys.events(bucket),
-    bucket,
-  };
-}
-
-export const callKeyOf = (sw: string, call: string): string => `${sw}:${call}`;
+import { GroupCommit } from '../redis/group-commit';
+import { keys } from '../redis/keys';
+import type { Scripts } from '../redis/scripts';
+import { callKeyOf, callKeysFor, type CallKeys } from './call-keys';
+import { callClaims, type ClaimItem } from './scripts';
 
 export class CallLocator {
   /** switch -> call -> keys: looked up per tick without building a key string. */
   private readonly cache = new Map<string, Map<string, CallKeys>>();
   private size = 0;
+  /** Claims wait here for their index bucket's next call_claim (group commit, as ticks do). */
+  private readonly claims: GroupCommit<ClaimItem>;
 
   constructor(
     private readonly redis: RedisClient,
+    scripts: Scripts,
     private readonly ids: IdKeys,
     private readonly ttlSec: number,
     private readonly maxCached = 500_000,
-  ) {}
+    maxClaimsPerScript = 64,
+  ) {
+    this.claims = new GroupCommit(
+      redis,
+      (_bucket, batch, settled) => callClaims(scripts, batch, this.ttlSec, settled),
+      maxClaimsPerScript,
+    );
+  }
 
   /** The index key of a switch's call (in the call key's own bucket). */
   indexOf(sw: string, call: string): string {
@@ -67,10 +57,18 @@ export class CallLocator {
   async claim(sw: string, call: string, ck: CallKeys): Promise<'new' | 'same' | 'taken'> {
     const known = this.cached(sw, call);
     if (known) return known.id === ck.id ? 'same' : 'taken';
-    const prev = await this.redis.set(this.indexKey(callKeyOf(sw, call)), ck.id, 'EX', this.ttlSec, 'NX', 'GET');
-    if (prev !== null && prev !== ck.id) return 'taken';
+    const callKey = callKeyOf(sw, call);
+    const bucket = this.ids.bucketOf(callKey);
+    const prev = await new Promise<string>((resolve, reject) =>
+      this.claims.add(bucket, {
+        index: keys.callIndex(bucket, callKey),
+        id: ck.id,
+        done: (err, had) => (err ? reject(err) : resolve(had!)),
+      }),
+    );
+    if (prev !== '' && prev !== ck.id) return 'taken';
     this.put(sw, call, ck);
-    return prev === null ? 'new' : 'same';
+    return prev === '' ? 'new' : 'same';
   }
 
   async release(sw: string, call: string): Promise<void> {

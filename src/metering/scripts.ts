@@ -5,7 +5,7 @@
  * Scripts, which times it (Scripts.timer).
  */
 import type { Scripts } from '../redis/scripts';
-import type { CallKeys } from './locator';
+import type { CallKeys } from './call-keys';
 import { num, replyError, str, tagged } from '../redis/reply';
 
 /** What a switch is told to do when a final grant runs out: cut, or send the caller to `redirect`. */
@@ -85,14 +85,37 @@ export interface TickItem {
   readonly done: TickCallback;
 }
 
+/** One call id waiting for its index bucket's call_claim; answered the ID key that held it, or ''. */
+export interface ClaimItem {
+  readonly index: string;
+  readonly id: string;
+  readonly done: (err: unknown, had?: string) => void;
+}
+
+/** Claims one index bucket's call ids in one call_claim, in order, and answers each after `settled`. */
+export function callClaims(scripts: Scripts, batch: readonly ClaimItem[], ttlSec: number, settled: () => void): void {
+  const keys = batch.map((c) => c.index);
+  const args: (string | number)[] = [ttlSec];
+  for (const c of batch) args.push(c.id);
+  scripts.run('call_claim', keys, args).then(
+    (rows) => {
+      settled();
+      const ok = Array.isArray(rows) && rows.length === batch.length && rows.every((r) => typeof r === 'string');
+      const err = ok ? undefined : replyError('call_claim', rows);
+      for (let i = 0; i < batch.length; i++) batch[i]!.done(err, ok ? (rows[i] as string) : undefined);
+    },
+    (err: unknown) => {
+      settled();
+      for (const c of batch) c.done(err);
+    },
+  );
+}
+
 export interface StartArgs {
-  now: number;
   dest: string;
   sw: string;
   call: string;
   idHash: string;
-  /** How much later than an answered call an unanswered one counts as stale (ms). */
-  ringGraceMs: number;
   mode: 'tick' | 'quota';
   /** The caller number's hash when the call was started by `ani`, else '': the ID must still list it. */
   aniHash: string;
@@ -100,15 +123,46 @@ export interface StartArgs {
   rates: readonly string[];
 }
 
-export async function callStart(scripts: Scripts, ck: CallKeys, a: StartArgs): Promise<StartResult> {
-  const r = tagged(
-    'call_start',
-    await scripts.run(
-      'call_start',
-      [ck.id, ck.session, ck.live],
-      [a.now, a.dest, a.sw, a.call, a.idHash, a.ringGraceMs, a.mode, a.aniHash, ...a.rates],
-    ),
-  );
+/** What every start of one call_start shares. */
+export interface StartBatch {
+  now: number;
+  /** How much later than an answered call an unanswered one counts as stale (ms). */
+  ringGraceMs: number;
+}
+
+/** Answers a start, or says why it could not be made (Redis unreachable, the script failed on it). */
+export type StartCallback = (err: unknown, r?: StartResult) => void;
+
+/** One start waiting for its bucket's call_start. */
+export interface StartItem {
+  readonly ck: CallKeys;
+  readonly args: StartArgs;
+  readonly done: StartCallback;
+}
+
+/**
+ * Admits one bucket's starts in one call_start, in order (a retry behind its
+ * first try answers as a repeat), and answers each after `settled`.
+ */
+export function callStarts(scripts: Scripts, batch: readonly StartItem[], b: StartBatch, settled: () => void): void {
+  const keys: string[] = [batch[0]!.ck.live];
+  const args: (string | number)[] = [b.now, b.ringGraceMs];
+  for (const { ck, args: a } of batch) {
+    keys.push(ck.id, ck.session);
+    args.push(6 + a.rates.length, a.dest, a.sw, a.call, a.idHash, a.mode, a.aniHash, ...a.rates);
+  }
+  answerEach(scripts.run('call_start', keys, args), batch, 'call_start', startAnswer, settled);
+}
+
+/** One call through call_start (tests, and anything rare enough not to batch). */
+export function callStart(scripts: Scripts, ck: CallKeys, a: StartArgs & StartBatch): Promise<StartResult> {
+  return new Promise((resolve, reject) => {
+    const done: StartCallback = (err, r) => (err ? reject(err) : resolve(r!));
+    callStarts(scripts, [{ ck, args: a, done }], a, () => undefined);
+  });
+}
+
+function startAnswer(r: readonly unknown[]): StartResult {
   if (r[0] === 'err') return { ok: false, reason: str('call_start', r, 1) };
   if (r[0] !== 'ok') throw replyError('call_start', r);
   const failure = str('call_start', r, 9);
@@ -125,6 +179,47 @@ export async function callStart(scripts: Scripts, ck: CallKeys, a: StartArgs): P
     onFailure: { action: failure === 'continue' ? 'continue' : 'terminate', sec: num('call_start', r, 10) },
     validitySec: num('call_start', r, 11),
   };
+}
+
+/**
+ * A batched script's reply, one tagged answer per item in order: each item's
+ * callback gets its own, or the error when the script failed on that item
+ * ('failed') or the whole call failed.
+ */
+function answerEach<T>(
+  reply: Promise<unknown>,
+  batch: readonly { readonly done: (err: unknown, r?: T) => void }[],
+  script: string,
+  decode: (r: readonly unknown[]) => T,
+  settled: () => void,
+): void {
+  reply.then(
+    (rows) => {
+      settled();
+      if (!Array.isArray(rows) || rows.length !== batch.length) {
+        const err = replyError(script, rows);
+        for (const item of batch) item.done(err);
+        return;
+      }
+      for (let i = 0; i < batch.length; i++) {
+        const item = batch[i]!;
+        let answer: T;
+        try {
+          const r = tagged(script, rows[i]);
+          if (r[0] === 'failed') throw new Error(`${script} failed: ${String(r[1])}`);
+          answer = decode(r);
+        } catch (err) {
+          item.done(err);
+          continue;
+        }
+        item.done(null, answer);
+      }
+    },
+    (err: unknown) => {
+      settled();
+      for (const item of batch) item.done(err);
+    },
+  );
 }
 
 /** What a call to a destination would cost an ID now, and how long its balance lasts there. */
@@ -247,7 +342,37 @@ function answerTicks(batch: readonly TickItem[], reply: unknown): void {
   }
 }
 
-export async function callStop(
+/** Answers a stop, or says why it could not be made. */
+export type StopCallback = (err: unknown, r?: StopResult) => void;
+
+/** One stop waiting for its bucket's call_stop. */
+export interface StopItem {
+  readonly ck: CallKeys;
+  readonly sec: number;
+  readonly cause: string;
+  readonly done: StopCallback;
+}
+
+/** Closes one bucket's calls in one call_stop, in order, and answers each after `settled`. */
+export function callStops(
+  scripts: Scripts,
+  batch: readonly StopItem[],
+  now: number,
+  ttlSec: number,
+  settled: () => void,
+): void {
+  const first = batch[0]!.ck;
+  const keys: string[] = [first.live, first.cdr, first.events];
+  const args: (string | number)[] = [now, ttlSec];
+  for (const { ck, sec, cause } of batch) {
+    keys.push(ck.session, ck.id);
+    args.push(sec, cause);
+  }
+  answerEach(scripts.run('call_stop', keys, args), batch, 'call_stop', stopAnswer, settled);
+}
+
+/** One call through call_stop (tests). */
+export function callStop(
   scripts: Scripts,
   ck: CallKeys,
   now: number,
@@ -255,10 +380,13 @@ export async function callStop(
   cause: string,
   ttlSec: number,
 ): Promise<StopResult> {
-  const r = tagged(
-    'call_stop',
-    await scripts.run('call_stop', [ck.session, ck.id, ck.live, ck.cdr, ck.events], [now, sec, cause, ttlSec]),
-  );
+  return new Promise((resolve, reject) => {
+    const done: StopCallback = (err, r) => (err ? reject(err) : resolve(r!));
+    callStops(scripts, [{ ck, sec, cause, done }], now, ttlSec, () => undefined);
+  });
+}
+
+function stopAnswer(r: readonly unknown[]): StopResult {
   if (r[0] === 'err') return { ok: false, reason: str('call_stop', r, 1) };
   if (r[0] !== 'ok') throw replyError('call_stop', r);
   return {

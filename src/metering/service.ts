@@ -10,15 +10,19 @@ import type { Scripts } from '../redis/scripts';
 import type { RedisClient } from '../redis/connect';
 import { GroupCommit } from '../redis/group-commit';
 import { replicated, replicatedSeen } from '../redis/replication';
-import { callKeyOf, callKeysFor, type CallKeys, CallLocator } from './locator';
+import { callKeyOf, callKeysFor, type CallKeys } from './call-keys';
+import { CallLocator } from './locator';
 import {
   callQuote,
   callRecover,
-  callStart,
-  callStop,
+  callStarts,
+  callStops,
   callTick,
   type QuoteResult,
+  type StartArgs,
+  type StartItem,
   type StartResult,
+  type StopItem,
   type StopResult,
   type TickCallback,
   type TickItem,
@@ -61,9 +65,10 @@ export function destDigits(dest: string): string | undefined {
 
 /**
  * Call metering on top of the Lua scripts: admission, per-second billing and
- * close. Ticks are grouped by bucket and billed by one script call per bucket
- * and round (see GroupCommit), which is what keeps the cost per tick falling as the
- * call volume rises.
+ * close. Starts, ticks and stops are each grouped by bucket and run by one
+ * script call per bucket and round (see GroupCommit), which is what keeps the
+ * cost per call falling as the call volume rises: 10,000 calls starting at once
+ * cost a few hundred script calls, not 10,000.
  */
 export class Metering {
   readonly locator: CallLocator;
@@ -71,6 +76,11 @@ export class Metering {
   private readonly liveRefreshMs: number;
   /** Ticks wait here for their bucket's next call_tick (group commit). */
   private readonly ticks: GroupCommit<TickItem>;
+  /** Starts and stops likewise, for call_start and call_stop. */
+  private readonly starts: GroupCommit<StartItem>;
+  private readonly stops: GroupCommit<StopItem>;
+  /** How much later than an answered call an unanswered one counts as stale. */
+  private readonly ringGraceMs: number;
   /** unknown_id answers to starts and quotes, per switch token name (its own counters, not the scanners'). */
   readonly throttle: GuessThrottle;
 
@@ -82,11 +92,15 @@ export class Metering {
     private readonly catalog: CatalogCache,
     private readonly metrics: Metrics,
     maxTicksPerScript = 64,
+    maxCallsPerScript = 32,
   ) {
-    this.locator = new CallLocator(redis, ids, cfg.sessionTtlSec);
+    this.locator = new CallLocator(redis, scripts, ids, cfg.sessionTtlSec);
     this.throttle = new GuessThrottle(redis, ids, cfg.guessLimit, cfg.guessWindowSec, 'sw');
     this.liveRefreshMs = Math.min(2000, Math.floor(cfg.staleAfterMs / 3));
     this.ticks = new GroupCommit(redis, this.billTicks, maxTicksPerScript);
+    this.starts = new GroupCommit(redis, this.admitCalls, maxCallsPerScript);
+    this.stops = new GroupCommit(redis, this.closeCalls, maxCallsPerScript);
+    this.ringGraceMs = Math.max(0, cfg.ringTimeoutMs - cfg.staleAfterMs);
   }
 
   /**
@@ -114,18 +128,14 @@ export class Metering {
     // id with another ID (whose session would live in another bucket) is refused.
     const claim = await this.locator.claim(sw, call, ck);
     if (claim === 'taken') return { ok: false, reason: 'call_conflict' };
-    const ringGraceMs = Math.max(0, this.cfg.ringTimeoutMs - this.cfg.staleAfterMs);
-    const now = Date.now();
-    const r = await callStart(this.scripts, ck, {
-      now,
+    const r = await this.admit(ck, {
       dest,
       sw,
       call,
       idHash: hash,
-      ringGraceMs,
       mode,
       aniHash,
-      rates: this.catalog.tariffArgs(dest, now),
+      rates: this.catalog.tariffArgs(dest, Date.now()),
     });
     // A refused call leaves no index behind (guessed IDs must not fill Redis).
     if (!r.ok && claim === 'new' && r.reason !== 'call_conflict' && r.reason !== 'call_ended')
@@ -213,6 +223,17 @@ export class Metering {
     }
   }
 
+  private admit(ck: CallKeys, args: StartArgs): Promise<StartResult> {
+    return new Promise((resolve, reject) =>
+      this.starts.add(ck.bucket, { ck, args, done: (err, r) => (err ? reject(err) : resolve(r!)) }),
+    );
+  }
+
+  /** A bucket's starts in one call_start per round (GroupCommit). */
+  private readonly admitCalls = (_bucket: number, batch: StartItem[], settled: () => void): void => {
+    callStarts(this.scripts, batch, { now: Date.now(), ringGraceMs: this.ringGraceMs }, settled);
+  };
+
   tick(sw: string, call: string, sec: number, done: TickCallback): void {
     // The hot path: a call this gateway already knows is queued at once.
     const ck = this.locator.cached(sw, call);
@@ -249,7 +270,7 @@ export class Metering {
     if (ck) {
       // A stop sent behind a tick must not overtake it.
       await this.ticks.sent(ck.bucket);
-      const r = await callStop(this.scripts, ck, Date.now(), sec, cause, this.cfg.sessionTtlSec);
+      const r = await this.close(ck, sec, cause);
       if (r.ok) {
         // A repeated stop answers the first: that one must be on a replica, whoever wrote it.
         await (r.duplicate ? replicatedSeen : replicated)(this.redis, ck.session);
@@ -260,6 +281,17 @@ export class Metering {
     if (!lost) return { ok: false, reason: 'unknown_call' };
     return this.recover(sw, call, sec, cause, lost, ck);
   }
+
+  private close(ck: CallKeys, sec: number, cause: string): Promise<StopResult> {
+    return new Promise((resolve, reject) =>
+      this.stops.add(ck.bucket, { ck, sec, cause, done: (err, r) => (err ? reject(err) : resolve(r!)) }),
+    );
+  }
+
+  /** A bucket's stops in one call_stop per round (GroupCommit). */
+  private readonly closeCalls = (_bucket: number, batch: StopItem[], settled: () => void): void => {
+    callStops(this.scripts, batch, Date.now(), this.cfg.sessionTtlSec, settled);
+  };
 
   private async recover(
     sw: string,

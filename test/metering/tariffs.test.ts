@@ -14,7 +14,7 @@ import type { Gateway } from '../../src/gateway/server';
 import { putPlans } from '../../src/catalog/store';
 import { audit } from '../../src/ledger/audit';
 import { PlanTariff } from '../../src/catalog/tariff';
-import { callKeysFor, callKeyOf } from '../../src/metering/locator';
+import { callKeysFor, callKeyOf } from '../../src/metering/call-keys';
 import { callStart, callStop } from '../../src/metering/scripts';
 import { keys } from '../../src/redis/keys';
 

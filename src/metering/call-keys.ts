@@ -1,0 +1,27 @@
+import { bucketOfKey, keys } from '../redis/keys';
+
+/** The keys of one call: its session, its ID and its bucket's live set and streams. */
+export interface CallKeys {
+  session: string;
+  id: string;
+  live: string;
+  cdr: string;
+  /** The bucket's balance events stream (webhooks). */
+  events: string;
+  bucket: number;
+}
+
+export function callKeysFor(idKey: string, callKey: string): CallKeys {
+  const bucket = bucketOfKey(idKey);
+  return {
+    session: keys.call(bucket, callKey),
+    id: idKey,
+    live: keys.live(bucket),
+    cdr: keys.cdr(bucket),
+    events: keys.events(bucket),
+    bucket,
+  };
+}
+
+/** A call's name within its bucket: the switch's token name and the switch's call id. */
+export const callKeyOf = (sw: string, call: string): string => `${sw}:${call}`;
