@@ -6,7 +6,7 @@
  */
 import type { Scripts } from '../redis/scripts';
 import type { CallKeys } from './call-keys';
-import { num, replyError, str, tagged } from '../redis/reply';
+import { asError, num, replyError, str, tagged } from '../redis/reply';
 
 /** What a switch is told to do when a final grant runs out: cut, or send the caller to `redirect`. */
 export interface FinalAction {
@@ -89,7 +89,7 @@ export interface TickItem {
 export interface ClaimItem {
   readonly index: string;
   readonly id: string;
-  readonly done: (err: unknown, had?: string) => void;
+  readonly done: (err: Error | null, had?: string) => void;
 }
 
 /** Claims one index bucket's call ids in one call_claim, in order, and answers each after `settled`. */
@@ -101,12 +101,12 @@ export function callClaims(scripts: Scripts, batch: readonly ClaimItem[], ttlSec
     (rows) => {
       settled();
       const ok = Array.isArray(rows) && rows.length === batch.length && rows.every((r) => typeof r === 'string');
-      const err = ok ? undefined : replyError('call_claim', rows);
-      for (let i = 0; i < batch.length; i++) batch[i]!.done(err, ok ? (rows[i] as string) : undefined);
+      const err = ok ? null : replyError('call_claim', rows);
+      for (let i = 0; i < batch.length; i++) batch[i]!.done(err, ok ? rows[i] : undefined);
     },
     (err: unknown) => {
       settled();
-      for (const c of batch) c.done(err);
+      for (const c of batch) c.done(asError(err));
     },
   );
 }
@@ -131,7 +131,7 @@ export interface StartBatch {
 }
 
 /** Answers a start, or says why it could not be made (Redis unreachable, the script failed on it). */
-export type StartCallback = (err: unknown, r?: StartResult) => void;
+export type StartCallback = (err: Error | null, r?: StartResult) => void;
 
 /** One start waiting for its bucket's call_start. */
 export interface StartItem {
@@ -188,7 +188,7 @@ function startAnswer(r: readonly unknown[]): StartResult {
  */
 function answerEach<T>(
   reply: Promise<unknown>,
-  batch: readonly { readonly done: (err: unknown, r?: T) => void }[],
+  batch: readonly { readonly done: (err: Error | null, r?: T) => void }[],
   script: string,
   decode: (r: readonly unknown[]) => T,
   settled: () => void,
@@ -209,7 +209,7 @@ function answerEach<T>(
           if (r[0] === 'failed') throw new Error(`${script} failed: ${String(r[1])}`);
           answer = decode(r);
         } catch (err) {
-          item.done(err);
+          item.done(asError(err));
           continue;
         }
         item.done(null, answer);
@@ -217,7 +217,8 @@ function answerEach<T>(
     },
     (err: unknown) => {
       settled();
-      for (const item of batch) item.done(err);
+      const e = asError(err);
+      for (const item of batch) item.done(e);
     },
   );
 }
@@ -343,7 +344,7 @@ function answerTicks(batch: readonly TickItem[], reply: unknown): void {
 }
 
 /** Answers a stop, or says why it could not be made. */
-export type StopCallback = (err: unknown, r?: StopResult) => void;
+export type StopCallback = (err: Error | null, r?: StopResult) => void;
 
 /** One stop waiting for its bucket's call_stop. */
 export interface StopItem {

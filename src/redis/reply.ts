@@ -24,3 +24,8 @@ export function str(script: string, r: readonly unknown[], i: number): string {
   if (typeof v !== 'string') throw replyError(script, r);
   return v;
 }
+
+/** A rejected script call's reason as an Error, for callbacks that hand it on to a promise. */
+export function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}

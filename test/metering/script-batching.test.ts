@@ -174,7 +174,7 @@ describe('call_start and call_stop with several calls in one script', () => {
     return {
       ck: callKeysFor(keys.id(bucket, hash), callKeyOf('batch-switch', call)),
       args: { dest: DEST, sw: 'batch-switch', call, idHash: hash, mode: 'tick', aniHash: '', rates: ['std', desc] },
-      done: (err, r) => answers.push(err ? (err as Error) : r!),
+      done: (err, r) => answers.push(err ?? r!),
     };
   }
 
@@ -199,7 +199,7 @@ describe('call_start and call_stop with several calls in one script', () => {
     await new Promise((r) => setImmediate(r));
     expect(answers).toHaveLength(4);
     expect(answers[0]).toBeInstanceOf(Error);
-    expect(String(answers[0])).toMatch(/call_start failed: .*WRONGTYPE/);
+    expect((answers[0] as Error).message).toMatch(/call_start failed: .*WRONGTYPE/);
     expect(answers[1]).toMatchObject({ ok: true, duplicate: false, balance: 1_000_000 });
     expect(answers[2]).toMatchObject({ ok: true, duplicate: true, balance: 1_000_000 });
     expect(answers[3]).toEqual({ ok: false, reason: 'call_conflict' });
@@ -213,7 +213,7 @@ describe('call_start and call_stop with several calls in one script', () => {
       ck,
       sec: 4,
       cause: 'normal',
-      done: (err: unknown, r?: StopResult) => stops.push(err ? (err as Error) : r!),
+      done: (err: Error | null, r?: StopResult) => stops.push(err ?? r!),
     };
     await new Promise<void>((resolve) => callStops(h.ctx.scripts, [stopItem, stopItem], Date.now(), 60, resolve));
     await new Promise((r) => setImmediate(r));
