@@ -5,6 +5,8 @@
  *
  * A call is started at INVITE, ticked from the 200 OK with its completed
  * seconds, and stopped at its end with its started seconds (billing.ts).
+ * Kamailio's own fail-safe, a dialog timeout, follows the call's grant: set
+ * at admission, moved on at each re-grant (fail-safe.ts).
  * The connector keeps no state that another copy could not rebuild: every
  * event carries the call's ID, destination and dialog handle, and every
  * request is idempotent, so two connectors can serve one Kamailio at once.
@@ -12,8 +14,9 @@
 import type { Logger } from 'pino';
 import { billedSeconds, kamailioUs } from './billing';
 import { callIdOf } from './call-id';
-import { admitReply, parseEvent, refuseReply, type DialogEvent, type InviteEvent } from './events';
+import { admitReply, failSafeReply, parseEvent, refuseReply, type DialogEvent, type InviteEvent } from './events';
 import { EvapiLink } from './evapi';
+import { asksForGrant, failSafeSec, type FailurePolicy } from './fail-safe';
 import { KamailioRpc } from './rpc';
 import { SwitchLink, type Msg } from './switch-link';
 
@@ -33,8 +36,16 @@ interface Call {
   dest: string;
   he: number;
   hi: number;
-  /** Granted seconds; 0 until `started`. */
+  /** Seconds the call could talk in all (`started`); 0 until then. */
   maxSec: number;
+  /** The grant as Tessera last told it (seconds since answer), and whether it is final. */
+  grant: number;
+  final: boolean;
+  /** The grant of `started`: at least one slice unless final (fail-safe.ts). */
+  firstGrant: number;
+  policy: FailurePolicy;
+  /** Where Kamailio's fail-safe was last set (seconds since answer, without its grace). */
+  failSafe: number;
   started: boolean;
   /** The answer on this process's clock (ms, schedules the ticks) and on Kamailio's (µs, bills the stop). */
   answerAt: number;
@@ -62,6 +73,12 @@ const DONE_TTL_MS = 120_000;
 const CUT_MARGIN_MS = 5;
 /** How long before the end of its last paid second a call's final tick is sent. */
 const TICK_LEAD_MS = 200;
+/**
+ * The ref of a tick that asks for its `ticked` (to learn a re-grant), followed
+ * by its sec. A string: SwitchLink's requests use numbers, and the answer
+ * comes back to onTessera as any message without a pending request does.
+ */
+const GRANT_REF = 'g';
 const RETRYABLE = new Set(['unavailable', 'overloaded', 'internal']);
 
 export class KamailioConnector {
@@ -140,6 +157,11 @@ export class KamailioConnector {
       he: e.he,
       hi: e.hi,
       maxSec: 0,
+      grant: 0,
+      final: true,
+      firstGrant: 0,
+      policy: { onFailure: 'terminate', failureSec: 0 },
+      failSafe: 0,
       started: false,
       answerAt: 0,
       answerUs: 0,
@@ -165,9 +187,8 @@ export class KamailioConnector {
     const c = this.track(e);
     void this.link.request({ op: 'start', call: c.call, id: c.id, dest: c.dest }).then((r) => {
       if (r.op === 'started') {
-        c.maxSec = Number(r.maxSec);
-        c.started = true;
-        this.evapi.send(admitReply(e, c.maxSec));
+        this.admit(c, r);
+        this.evapi.send(admitReply(e, c.failSafe));
         if (c.endAfterStart) this.stop(c, c.endAfterStart.sec, c.endAfterStart.cause);
       } else {
         const reason = typeof r.reason === 'string' ? r.reason : 'internal';
@@ -178,13 +199,26 @@ export class KamailioConnector {
     });
   }
 
+  /** What `started` says of the call's time: its maxSec, its grant and its failure policy. */
+  private admit(c: Call, r: Msg): void {
+    c.maxSec = Number(r.maxSec);
+    c.grant = c.firstGrant = Number(r.grant);
+    c.final = r.final === true;
+    c.policy = {
+      onFailure: r.onFailure === 'continue' ? 'continue' : 'terminate',
+      failureSec: Number(r.failureSec) || 0,
+    };
+    c.failSafe = failSafeSec(c.grant, c.maxSec, c.policy);
+    c.started = true;
+  }
+
   /** A call this connector did not see start (it restarted, or the INVITE event went to a lost connection). */
   private adopt(e: DialogEvent): Call {
     const c = this.track(e);
     void this.link.request({ op: 'start', call: c.call, id: c.id, dest: c.dest }).then((r) => {
       if (r.op === 'started') {
-        c.maxSec = Number(r.maxSec);
-        c.started = true;
+        // A repeated start answers the first `started`: a later grant is heard at the next ticks.
+        this.admit(c, r);
         if (c.endAfterStart) this.stop(c, c.endAfterStart.sec, c.endAfterStart.cause);
       } else if (c.endAfterStart) {
         this.stop(c, c.endAfterStart.sec, c.endAfterStart.cause);
@@ -236,7 +270,7 @@ export class KamailioConnector {
     if (c.maxSec > 0 && sec < c.maxSec && now >= c.answerAt + c.maxSec * 1000 - TICK_LEAD_MS) sec = c.maxSec;
     if (c.started && this.evapi.connected && sec > c.ticked) {
       c.ticked = sec;
-      this.link.send({ op: 'tick', call: c.call, sec });
+      this.link.send(this.tickOf(c, sec));
       // A call reaching its granted time is cut by the cutoff this tick brings; if no
       // gateway can answer, the connector cuts it itself (the protocol's "never past maxSec").
       if (sec > c.maxSec || (sec === c.maxSec && !this.link.connected)) {
@@ -245,6 +279,31 @@ export class KamailioConnector {
       }
     }
     this.scheduleTick(c);
+  }
+
+  /** A tick, with a ref when its answer may carry a re-grant (fail-safe.ts). */
+  private tickOf(c: Call, sec: number): Msg {
+    if (!asksForGrant(c, c.firstGrant, sec)) return { op: 'tick', call: c.call, sec };
+    return { op: 'tick', call: c.call, sec, ref: GRANT_REF + String(sec) };
+  }
+
+  /**
+   * A `ticked`: a grant that went up moves Kamailio's fail-safe on. Never
+   * back: answers may arrive out of order (two connectors, a reconnection),
+   * and grants only grow.
+   */
+  private onTicked(c: Call, m: Msg): void {
+    const grant = m.grant;
+    if (typeof grant !== 'number' || grant < c.grant) return;
+    c.grant = grant;
+    c.final = m.final === true;
+    const sec = Number(String(m.ref).slice(GRANT_REF.length));
+    const horizon = Number.isSafeInteger(sec) && typeof m.secLeft === 'number' ? sec + m.secLeft : grant;
+    const failSafe = failSafeSec(grant, horizon, c.policy);
+    if (failSafe <= c.failSafe || !c.answerUs) return;
+    c.failSafe = failSafe;
+    // Kamailio's clock: its answer time plus the seconds, rounded up so the cut is never early.
+    this.evapi.send(failSafeReply(c.he, c.hi, Math.ceil(c.answerUs / 1e6 + failSafe)));
   }
 
   /** Cuts the call once its `sec` paid seconds are over (at once if they are). */
@@ -287,7 +346,9 @@ export class KamailioConnector {
   private onTessera(m: Msg): void {
     const ci = typeof m.call === 'string' ? this.byCall.get(m.call) : undefined;
     const c = ci !== undefined ? this.calls.get(ci) : undefined;
-    if (m.op === 'cutoff' && c && !c.ending) {
+    if (m.op === 'ticked' && c && !c.ending) {
+      this.onTicked(c, m);
+    } else if (m.op === 'cutoff' && c && !c.ending) {
       this.log.info({ call: c.call, reason: m.reason, sec: c.ticked }, 'cut-off');
       // `exhausted`: the ticks paid up to the second that brought this, which may still be running.
       if (m.reason === 'exhausted' && c.answerAt) this.cutWhenPaidUp(c, c.ticked, 'cutoff');
@@ -337,7 +398,7 @@ export class KamailioConnector {
   /** After a reconnection, the latest tick of every answered call (the protocol's resend rule). */
   private retick(): void {
     for (const c of this.calls.values()) {
-      if (c.started && !c.ending && c.ticked > 0) this.link.send({ op: 'tick', call: c.call, sec: c.ticked });
+      if (c.started && !c.ending && c.ticked > 0) this.link.send(this.tickOf(c, c.ticked));
     }
   }
 

@@ -55,9 +55,20 @@ export function parseEvent(payload: string): KamailioEvent | undefined {
   return undefined;
 }
 
-/** The admission: Kamailio relays the INVITE with a dialog timeout of `max` seconds plus its grace. */
-export const admitReply = (e: InviteEvent, maxSec: number): string =>
-  JSON.stringify({ ti: e.ti, tl: e.tl, he: e.he, hi: e.hi, max: maxSec });
+/**
+ * The admission: Kamailio relays the INVITE with a dialog timeout of `sec`
+ * (the fail-safe, fail-safe.ts) plus its grace, counted from the answer.
+ */
+export const admitReply = (e: InviteEvent, sec: number): string =>
+  JSON.stringify({ ti: e.ti, tl: e.tl, he: e.he, hi: e.hi, sec });
+
+/**
+ * A later fail-safe, after a re-grant: Kamailio moves the dialog's timeout to
+ * `until` (its own clock, whole seconds) plus its grace. An absolute time, so
+ * that the answer time and the time of setting it are read on one clock, and
+ * a repeat from a second connector sets the same.
+ */
+export const failSafeReply = (he: number, hi: number, until: number): string => JSON.stringify({ he, hi, until });
 
 /** The refusal: Kamailio maps Tessera's reason to a SIP answer (docs/kamailio.md). */
 export const refuseReply = (e: InviteEvent, reason: string): string => JSON.stringify({ ti: e.ti, tl: e.tl, reason });

@@ -2,7 +2,8 @@
  * Prepaid calls through a real Kamailio (deploy/kamailio/kamailio.cfg), placed
  * by a real sipp and metered by the connector against a real gateway and
  * Redis: billing by the started-second rule, refusals as SIP answers, the
- * cut-off, and Kamailio refusing prepaid calls while no connector is attached.
+ * cut-off, Kamailio's fail-safe following a call's grants, and Kamailio
+ * refusing prepaid calls while no connector is attached.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,15 +11,18 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { KamailioConnector } from '../../src/kamailio/connector';
+import { audit } from '../../src/ledger/audit';
 import { idStatus, setIdState } from '../../src/ledger/ids';
 import { createLogger } from '../../src/observability/log';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { billedSeconds } from '../../src/kamailio/billing';
 import { callRecords, luhnId } from './records';
 import {
+  answeredDialogs,
   connectorsAttached,
   haveKamailio,
   runUac,
+  sleep,
   startKamailio,
   startUas,
   stopAll,
@@ -31,6 +35,10 @@ const TALK = talkProduct({ name: 'talk-k', face: 1_000_000, price: 1_000_000 });
 /** 100 micro-units a second everywhere (STD_RATES): 3 seconds of credit. */
 const SHORT = talkProduct({ name: 'talk-3s', face: 300, price: 300 });
 const NOWHERE = talkProduct({ name: 'talk-nowhere', plan: 'nowhere' });
+/** 100 s of credit, shared by up to two calls, reserved 3 s at a time. */
+const SLICES = talkProduct({ name: 'talk-slices', face: 10_000, price: 10_000, maxCalls: 2, grantSec: 3 });
+/** kamailio.cfg's default. */
+const GRACE_SEC = 2;
 
 describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
   let h: Harness;
@@ -59,7 +67,7 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tessera-kamailio-'));
     h = await startHarness();
-    await seedCatalog(h, [TALK, SHORT, NOWHERE]);
+    await seedCatalog(h, [TALK, SHORT, NOWHERE, SLICES]);
     tok = await token(h, 'switch', 'kamailio-test');
     gw = await gateway(h);
     uas = await startUas(dir);
@@ -136,6 +144,44 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     });
     expect([...again.calls.values()][0]!.refused).toBe(402);
   }, 60_000);
+
+  it("moves Kamailio's fail-safe on at each re-grant of a call granted in slices", async () => {
+    const [id] = await soldIds(h, SLICES, 1);
+    let talking = true;
+    const call = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${id}*33612345678`, 'X-Test: slices']],
+      talkMs: 7500,
+    }).finally(() => (talking = false));
+    // Seconds from the answer to the dialog's timeout, as Kamailio holds it while the call talks.
+    const lifetimes: number[] = [];
+    while (talking) {
+      for (const d of await answeredDialogs(k)) lifetimes.push(d.timeout - d.startTs);
+      await sleep(200);
+    }
+    const run = await call;
+    // Kamailio did not cut it at its first grant plus grace (5 s): the re-grants moved the timeout on.
+    expect(run.code, run.stdout).toBe(0);
+    expect(lifetimes.length).toBeGreaterThan(10);
+    // First the first grant plus grace (3 + 2 s, within Kamailio's whole seconds), never maxSec (100 s):
+    // a connector lost now would cost at most a slice, not the shared balance.
+    expect(lifetimes[0]).toBeGreaterThanOrEqual(3 + GRACE_SEC - 1);
+    expect(lifetimes[0]).toBeLessThanOrEqual(3 + GRACE_SEC + 1);
+    // Re-granted at seconds 2, 4 and 6 (to 5, 7, 9 s): the timeout moved past the first grant, never far ahead.
+    expect(Math.max(...lifetimes)).toBeGreaterThanOrEqual(7 + GRACE_SEC);
+    expect(Math.max(...lifetimes)).toBeLessThanOrEqual(9 + GRACE_SEC + 2);
+    const [sipCall] = [...run.calls.values()];
+    const [rec] = await until('the call record', async () => {
+      const r = await callRecords(h, sipCall!.ci);
+      return r.length ? r : undefined;
+    });
+    expect(rec!.cause).toBe('hangup');
+    expect(Number(rec!.sec)).toBe(billedSeconds(sipCall!.answerUs!, sipCall!.hangupUs!));
+    expect(Number(rec!.cost)).toBe(Number(rec!.sec) * 100);
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  });
 
   it('refuses unknown, blocked, unrated and over-limit IDs with the documented SIP codes', async () => {
     const [blocked, busy] = await soldIds(h, TALK, 2);

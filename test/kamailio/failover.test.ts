@@ -1,10 +1,11 @@
 /**
  * What a prepaid call survives: the connector killed (Kamailio's own
- * fail-safe cuts the call at its granted time; a second connector carries
- * the call on), a gateway going away (the connector fails over and comes
+ * fail-safe cuts the call at its granted time, the grant it was last given
+ * when grants come in slices; a second connector carries the call on), a gateway going away (the connector fails over and comes
  * back), and Kamailio restarted (calls it lost are stopped, new calls are
  * metered again). Billing stays exact and the audit balances throughout.
  */
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +20,7 @@ import { freePort } from '../../src/redis/embedded';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { callRecords } from './records';
 import {
+  answeredDialogs,
   connectorsAttached,
   haveKamailio,
   runUac,
@@ -35,6 +37,8 @@ import {
 const TALK = talkProduct({ name: 'talk-f', face: 1_000_000, price: 1_000_000 });
 /** Two seconds of credit at 100 micro-units a second. */
 const TWO_SEC = talkProduct({ name: 'talk-2s', face: 200, price: 200 });
+/** 100 s of credit, shared by up to two calls, reserved 4 s at a time. */
+const SLICES = talkProduct({ name: 'talk-slices-f', face: 10_000, price: 10_000, maxCalls: 2, grantSec: 4 });
 const GRACE_SEC = 1;
 
 describe.skipIf(!haveKamailio())('kamailio: failures', () => {
@@ -69,6 +73,12 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     await until('the connector to attach', async () => (await connectorsAttached(k)) > before);
     return c;
   };
+  /** The connector as its own process, on gw1, so that it can be killed; the only one attached. */
+  const spawnAttached = async (): Promise<ChildProcess> => {
+    const child = spawnConnector({ kamailio: k, gateways: [url(gw1.port)], token: tok });
+    await until('the connector process to attach', async () => (await connectorsAttached(k)) === 1, 20_000);
+    return child;
+  };
   const detachAll = async (): Promise<void> => {
     for (const c of connectors.splice(0)) c.close();
     await until('every connector to detach', async () => (await connectorsAttached(k)) === 0);
@@ -86,7 +96,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tessera-kamailio-'));
     h = await startHarness();
-    await seedCatalog(h, [TALK, TWO_SEC]);
+    await seedCatalog(h, [TALK, TWO_SEC, SLICES]);
     tok = await token(h, 'switch', 'kamailio-failover');
     gw1Port = await freePort();
     gw1 = await startGw(gw1Port);
@@ -106,8 +116,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
   });
 
   it('cuts a call at its granted time through Kamailio when its only connector is killed', async () => {
-    const child = spawnConnector({ kamailio: k, gateways: [url(gw1.port)], token: tok });
-    await until('the connector process to attach', async () => (await connectorsAttached(k)) === 1, 20_000);
+    const child = await spawnAttached();
     const [id] = await soldIds(h, TWO_SEC, 1);
     const call = runUac({ dir, kamailio: k, scenario: 'uac-wait', rows: [[`${id}*33612345678`, 'X-Test: killed']] });
     await admitted(id!);
@@ -124,9 +133,42 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     expect((await audit(h.ctx)).problems).toEqual([]);
   });
 
+  it('cuts a call at its current grant, not its maxSec, when its only connector is killed', async () => {
+    const child = await spawnAttached();
+    const [id] = await soldIds(h, SLICES, 1);
+    const call = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-wait',
+      rows: [[`${id}*33612345678`, 'X-Test: killed-slices']],
+      timeoutSec: 20,
+    });
+    // Granted 4 s, re-granted at second 3 to 7 s: killed once Kamailio's timeout follows that
+    // (7 s + grace from the answer, within its whole seconds), not the first grant's 5 s nor maxSec's 101 s.
+    await until('the fail-safe to follow the re-grant', async () =>
+      (await answeredDialogs(k)).some((d) => d.timeout - d.startTs >= 7 && d.timeout - d.startTs <= 7 + GRACE_SEC + 2),
+    );
+    child.kill('SIGKILL');
+    const run = await call;
+    expect(run.code, run.stdout).toBe(0);
+    const [c] = [...run.calls.values()];
+    const talkedSec = (c!.byeUs! - c!.answerUs!) / 1e6;
+    // Never before the grant it held (7 s); at that grant plus grace, or a slice later if the
+    // kill came after the next re-grant (second 6): far from the 100 s the balance pays.
+    expect(talkedSec).toBeGreaterThanOrEqual(7 - 0.001);
+    expect(talkedSec).toBeLessThanOrEqual(10 + GRACE_SEC + 2);
+    // Billed once, by the reaper, up to the last tick: within the grant, the rest of the reservation given back.
+    const rec = await recordOf(run);
+    await sleep(500);
+    expect(await callRecords(h, c!.ci)).toHaveLength(1);
+    expect(rec.cause).toBe('stale');
+    expect(Number(rec.sec)).toBeGreaterThanOrEqual(3);
+    expect(Number(rec.sec)).toBeLessThanOrEqual(talkedSec);
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+
   it('bills exactly when one of two connectors is killed mid-call', async () => {
-    const child = spawnConnector({ kamailio: k, gateways: [url(gw1.port)], token: tok });
-    await until('the connector process to attach', async () => (await connectorsAttached(k)) === 1, 20_000);
+    const child = await spawnAttached();
     await attach([url(gw2.port)]);
     const [id] = await soldIds(h, TALK, 1);
     const call = runUac({

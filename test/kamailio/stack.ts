@@ -178,6 +178,22 @@ export async function connectorsAttached(k: KamailioChild): Promise<number> {
   return Number(v ?? 0);
 }
 
+/** A dialog's fail-safe as Kamailio holds it (dlg.list): when it was answered and when its timeout falls, Unix seconds. */
+export interface DialogTimes {
+  ci: string;
+  startTs: number;
+  timeout: number;
+}
+
+/** Kamailio's answered dialogs, with their timeouts. */
+export async function answeredDialogs(k: KamailioChild): Promise<DialogTimes[]> {
+  const r = await k.rpc('dlg.list');
+  const all = (Array.isArray(r.result) ? r.result : []) as Record<string, unknown>[];
+  return all
+    .map((d) => ({ ci: String(d['call-id']), startTs: Number(d.start_ts), timeout: Number(d.timeout) }))
+    .filter((d) => d.startTs > 0 && d.timeout > 0);
+}
+
 /** What the scenarios log, per Call-ID. */
 export interface SippCall {
   ci: string;

@@ -1,0 +1,28 @@
+/**
+ * Kamailio's fail-safe by the failure policy, and which ticks ask for the
+ * grant: every tick that may re-grant, and none in the first half of a slice.
+ */
+import { describe, expect, it } from 'vitest';
+import { asksForGrant, failSafeSec } from '../../src/kamailio/fail-safe';
+
+describe('kamailio fail-safe', () => {
+  it('is the grant under terminate, and under continue the grant plus failureSec within what the balance pays', () => {
+    expect(failSafeSec(60, 500, { onFailure: 'terminate', failureSec: 120 })).toBe(60);
+    expect(failSafeSec(60, 500, { onFailure: 'continue', failureSec: 120 })).toBe(180);
+    expect(failSafeSec(60, 100, { onFailure: 'continue', failureSec: 120 })).toBe(100);
+    // A final grant: nothing free past it, so nothing past it either.
+    expect(failSafeSec(60, 60, { onFailure: 'continue', failureSec: 120 })).toBe(60);
+  });
+
+  it('asks on the ticks where Tessera re-grants (less than half a slice left), and not before', () => {
+    // A 60 s slice: Tessera re-grants at the tick that finds fewer than 30 s left.
+    const g = { grant: 60, final: false };
+    expect(asksForGrant(g, 60, 30)).toBe(false);
+    expect(asksForGrant(g, 60, 31)).toBe(true);
+    expect(asksForGrant(g, 60, 61)).toBe(true);
+    // A 3 s slice re-grants at second 2 (1 s left < 2).
+    expect(asksForGrant({ grant: 3, final: false }, 3, 1)).toBe(false);
+    expect(asksForGrant({ grant: 3, final: false }, 3, 2)).toBe(true);
+    expect(asksForGrant({ grant: 60, final: true }, 60, 59)).toBe(false);
+  });
+});
