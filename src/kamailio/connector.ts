@@ -16,7 +16,7 @@ import { billedSeconds, kamailioUs } from './billing';
 import { callIdOf } from './call-id';
 import { admitReply, failSafeReply, parseEvent, refuseReply, type DialogEvent, type InviteEvent } from './events';
 import { EvapiLink } from './evapi';
-import { asksForGrant, failSafeSec, type FailurePolicy } from './fail-safe';
+import { asksForGrant, failSafeSec, paidEnd, type FailurePolicy } from './fail-safe';
 import { KamailioRpc } from './rpc';
 import { SwitchLink, type Msg } from './switch-link';
 
@@ -43,6 +43,9 @@ interface Call {
   final: boolean;
   /** The grant of `started`: at least one slice unless final (fail-safe.ts). */
   firstGrant: number;
+  /** sec + secLeft of the latest `ticked` (by its sec, kept in `heard`): where the money ends. */
+  horizon?: number;
+  heard: number;
   policy: FailurePolicy;
   /** Where Kamailio's fail-safe was last set (seconds since answer, without its grace). */
   failSafe: number;
@@ -160,6 +163,7 @@ export class KamailioConnector {
       grant: 0,
       final: true,
       firstGrant: 0,
+      heard: -1,
       policy: { onFailure: 'terminate', failureSec: 0 },
       failSafe: 0,
       started: false,
@@ -250,10 +254,19 @@ export class KamailioConnector {
   /** The next tick: at the end of each second, the last paid one TICK_LEAD_MS before its end. */
   private scheduleTick(c: Call): void {
     const next = c.ticked + 1;
-    const due = c.answerAt + next * 1000 - (c.maxSec > 0 && next >= c.maxSec ? TICK_LEAD_MS : 0);
+    const end = paidEnd(c.maxSec, c.horizon);
+    const due = c.answerAt + next * 1000 - (end > 0 && next >= end ? TICK_LEAD_MS : 0);
     // Timers run before I/O in an event-loop turn: the tick waits for the I/O of this turn
-    // (setImmediate), so an end event that arrived during a stall is seen before it.
-    c.timer = setTimeout(() => setImmediate(() => this.tick(c)), Math.max(0, due - Date.now()));
+    // (setImmediate), so an end event that arrived during a stall is seen before it. A
+    // timer replaced meanwhile (a final grant moved the tick earlier) ticks nothing.
+    const timer = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (c.timer === timer) this.tick(c);
+        }),
+      Math.max(0, due - Date.now()),
+    );
+    c.timer = timer;
   }
 
   /**
@@ -266,15 +279,16 @@ export class KamailioConnector {
   private tick(c: Call): void {
     if (c.ending || c.cutAt) return;
     const now = Date.now();
+    const end = paidEnd(c.maxSec, c.horizon);
     let sec = Math.floor((now - c.answerAt) / 1000);
-    if (c.maxSec > 0 && sec < c.maxSec && now >= c.answerAt + c.maxSec * 1000 - TICK_LEAD_MS) sec = c.maxSec;
+    if (end > 0 && sec < end && now >= c.answerAt + end * 1000 - TICK_LEAD_MS) sec = end;
     if (c.started && this.evapi.connected && sec > c.ticked) {
       c.ticked = sec;
       this.link.send(this.tickOf(c, sec));
-      // A call reaching its granted time is cut by the cutoff this tick brings; if no
-      // gateway can answer, the connector cuts it itself (the protocol's "never past maxSec").
-      if (sec > c.maxSec || (sec === c.maxSec && !this.link.connected)) {
-        this.cutWhenPaidUp(c, c.maxSec, 'max_sec');
+      // A call reaching its paid time is cut by the cutoff this tick brings; if no gateway
+      // can answer, the connector cuts it itself (the protocol's "never past maxSec").
+      if (sec > c.maxSec || (sec >= end && !this.link.connected)) {
+        this.cutWhenPaidUp(c, Math.min(end, sec), 'max_sec');
         return;
       }
     }
@@ -294,10 +308,21 @@ export class KamailioConnector {
    */
   private onTicked(c: Call, m: Msg): void {
     const grant = m.grant;
+    const sec = Number(String(m.ref).slice(GRANT_REF.length));
+    if (Number.isSafeInteger(sec) && typeof m.secLeft === 'number' && sec >= c.heard) {
+      // Other calls of the ID may have taken what maxSec counted: the last paid second's
+      // tick goes early there, as at maxSec, so the cut-off is known before the money ends.
+      const end = paidEnd(c.maxSec, c.horizon);
+      c.heard = sec;
+      c.horizon = sec + m.secLeft;
+      if (paidEnd(c.maxSec, c.horizon) !== end && c.timer && !c.ending && !c.cutAt) {
+        clearTimeout(c.timer);
+        this.scheduleTick(c);
+      }
+    }
     if (typeof grant !== 'number' || grant < c.grant) return;
     c.grant = grant;
     c.final = m.final === true;
-    const sec = Number(String(m.ref).slice(GRANT_REF.length));
     const horizon = Number.isSafeInteger(sec) && typeof m.secLeft === 'number' ? sec + m.secLeft : grant;
     const failSafe = failSafeSec(grant, horizon, c.policy);
     if (failSafe <= c.failSafe || !c.answerUs) return;

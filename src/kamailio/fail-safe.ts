@@ -45,3 +45,13 @@ export function failSafeSec(grant: number, horizon: number, p: FailurePolicy): n
 export function asksForGrant(g: Grant, firstGrant: number, sec: number): boolean {
   return !g.final && g.grant - sec < Math.ceil(firstGrant / 2);
 }
+
+/**
+ * The seconds since answer the call's money pays for, as Tessera last told:
+ * `horizon` is sec + secLeft of the latest `ticked` (undefined before one),
+ * which falls short of the start's maxSec when other calls of the ID took
+ * what was free. The connector sends the tick of that second early.
+ */
+export function paidEnd(maxSec: number, horizon: number | undefined): number {
+  return horizon !== undefined && horizon < maxSec ? horizon : maxSec;
+}

@@ -14,6 +14,8 @@ import { KamailioConnector } from '../../src/kamailio/connector';
 import { audit } from '../../src/ledger/audit';
 import { idStatus, setIdState } from '../../src/ledger/ids';
 import { createLogger } from '../../src/observability/log';
+import { keys } from '../../src/redis/keys';
+import { idFields } from '../support/redis';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { billedSeconds } from '../../src/kamailio/billing';
 import { callRecords, luhnId } from './records';
@@ -37,6 +39,8 @@ const SHORT = talkProduct({ name: 'talk-3s', face: 300, price: 300 });
 const NOWHERE = talkProduct({ name: 'talk-nowhere', plan: 'nowhere' });
 /** 100 s of credit, shared by up to two calls, reserved 3 s at a time. */
 const SLICES = talkProduct({ name: 'talk-slices', face: 10_000, price: 10_000, maxCalls: 2, grantSec: 3 });
+/** 10 s of credit shared by up to two calls, reserved 3 s at a time: each call's last grant ends before its maxSec. */
+const SHARED = talkProduct({ name: 'talk-shared', face: 1000, price: 1000, maxCalls: 2, grantSec: 3 });
 /** kamailio.cfg's default. */
 const GRACE_SEC = 2;
 
@@ -67,7 +71,7 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tessera-kamailio-'));
     h = await startHarness();
-    await seedCatalog(h, [TALK, SHORT, NOWHERE, SLICES]);
+    await seedCatalog(h, [TALK, SHORT, NOWHERE, SLICES, SHARED]);
     tok = await token(h, 'switch', 'kamailio-test');
     gw = await gateway(h);
     uas = await startUas(dir);
@@ -182,6 +186,57 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     expect(Number(rec!.cost)).toBe(Number(rec!.sec) * 100);
     expect((await audit(h.ctx)).problems).toEqual([]);
   });
+
+  it('two calls sharing a balance are cut at their final grants, ordered before the paid time ends', async () => {
+    const [id] = await soldIds(h, SHARED, 1);
+    const { hash, bucket } = h.ctx.ids.hash(id!);
+    // When each session's cut-off was ordered, by Tessera's clock (ms), polled while the calls run.
+    const cutSeen = new Map<string, number>();
+    let running = true;
+    const run = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-wait',
+      rows: [
+        [`${id}*33612345678`, 'X-Test: shared-a'],
+        [`${id}*33612345678`, 'X-Test: shared-b'],
+      ],
+    }).finally(() => (running = false));
+    while (running) {
+      for (const key of await h.r.keys(keys.call(bucket, 'kamailio-test:*'))) {
+        if (cutSeen.has(key)) continue;
+        const [idh, cut] = await h.r.hmget(key, 'idh', 'cut');
+        if (idh === hash && cut) cutSeen.set(key, Date.now());
+      }
+      await sleep(10);
+    }
+    const done = await run;
+    expect(done.code, done.stdout).toBe(0);
+    const records = await until('both call records', async () => {
+      const r = (await callRecords(h)).filter((x) => x.id === hash);
+      return r.length === 2 ? r : undefined;
+    });
+    // The balance went to the two calls, none of it unpaid.
+    expect(records.reduce((sum, r) => sum + Number(r.cost), 0)).toBe(1000);
+    expect(records.map((r) => r.short)).toEqual(['0', '0']);
+    expect((await idFields(h, id!)).bal).toBe('0');
+    let beforeMaxSec = 0;
+    for (const rec of records) {
+      const sipCall = done.calls.get(rec.call!)!;
+      expect(rec.cause, rec.call).toBe('cutoff');
+      // Never early: the BYE leaves once the call's paid seconds are over.
+      expect((sipCall.byeUs! - sipCall.answerUs!) / 1000).toBeGreaterThan(Number(rec.sec) * 1000 - 1);
+      const session = keys.call(bucket, `kamailio-test:${rec.call!}`);
+      const [ans, maxs] = (await h.r.hmget(session, 'ans', 'maxs')).map(Number);
+      if (Number(rec.sec) >= maxs!) continue;
+      // Its grant went final below the maxSec of its start: the tick of its last paid second
+      // still went early, so the cut-off was known before that second ended, whatever the round trip.
+      beforeMaxSec++;
+      expect(cutSeen.get(session)! - ans!, rec.call).toBeLessThan(Number(rec.sec) * 1000 - 20);
+    }
+    expect(beforeMaxSec).toBeGreaterThan(0);
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  }, 60_000);
 
   it('refuses unknown, blocked, unrated and over-limit IDs with the documented SIP codes', async () => {
     const [blocked, busy] = await soldIds(h, TALK, 2);

@@ -3,7 +3,7 @@
  * grant: every tick that may re-grant, and none in the first half of a slice.
  */
 import { describe, expect, it } from 'vitest';
-import { asksForGrant, failSafeSec } from '../../src/kamailio/fail-safe';
+import { asksForGrant, failSafeSec, paidEnd } from '../../src/kamailio/fail-safe';
 
 describe('kamailio fail-safe', () => {
   it('is the grant under terminate, and under continue the grant plus failureSec within what the balance pays', () => {
@@ -24,5 +24,13 @@ describe('kamailio fail-safe', () => {
     expect(asksForGrant({ grant: 3, final: false }, 3, 1)).toBe(false);
     expect(asksForGrant({ grant: 3, final: false }, 3, 2)).toBe(true);
     expect(asksForGrant({ grant: 60, final: true }, 60, 59)).toBe(false);
+  });
+
+  it("aims the last paid second at the latest answer's sec + secLeft when other calls took what maxSec counted", () => {
+    expect(paidEnd(10, undefined)).toBe(10);
+    // Another call of the ID reserved the rest: this one's money ends at 6 s.
+    expect(paidEnd(10, 6)).toBe(6);
+    // A top-up can only add to what maxSec counted at start: maxSec still ends the call.
+    expect(paidEnd(10, 14)).toBe(10);
   });
 });
