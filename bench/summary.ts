@@ -12,6 +12,7 @@
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { cpuPressurePct, cpuStallUs } from './lib/cpu';
 import { intFlag, parseFlags } from './lib/flags';
 import { children, cleanUpOnExit, ROOT, runMain } from './lib/process';
 import { fmtInt, printJsonLine } from './lib/report';
@@ -53,6 +54,7 @@ function num(f: Figures | undefined, path: string): number | undefined {
 /** Runs one benchmark; resolves with its last JSON line, or undefined (its output's tail is printed). */
 function runBenchmark(run: Run): Promise<Figures | undefined> {
   const t0 = performance.now();
+  const stall0 = { us: cpuStallUs(), t: t0 };
   process.stdout.write(`${run.name}: node bench/${run.script} ${run.args.join(' ')} ... `);
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', run.script), ...run.args], {
     cwd: ROOT,
@@ -73,7 +75,10 @@ function runBenchmark(run: Run): Promise<Figures | undefined> {
       } catch {
         figures = undefined;
       }
-      console.log(`${((performance.now() - t0) / 1000).toFixed(0)} s${figures ? '' : `, failed (exit ${code})`}`);
+      const pressure = cpuPressurePct(stall0);
+      console.log(
+        `${((performance.now() - t0) / 1000).toFixed(0)} s${pressure === undefined ? '' : `, CPU pressure ${pressure}%`}${figures ? '' : `, failed (exit ${code})`}`,
+      );
       if (!figures) console.log(lines.slice(-15).join('\n'));
       resolve(figures);
     });

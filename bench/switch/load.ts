@@ -4,7 +4,17 @@
  * and every process' CPU, and the engines' results merged.
  */
 import { Worker } from 'node:worker_threads';
-import { cpuPct, cpuSec, cpuUsed, ownCpuSec, readCpu, statusKb, type CpuReading } from '../lib/cpu';
+import {
+  cpuPct,
+  cpuPressurePct,
+  cpuSec,
+  cpuStallUs,
+  cpuUsed,
+  ownCpuSec,
+  readCpu,
+  statusKb,
+  type CpuReading,
+} from '../lib/cpu';
 import { decodeHist, newHist, summarize, type LatencySummary } from '../lib/hist';
 import { alertPlan } from './catalog';
 import {
@@ -37,6 +47,8 @@ export interface LoadOutcome {
   gwCpuSec: number;
   redisCpuSec: number;
   loadgenCpuSec: number;
+  /** Share of the load's wall time in which some task waited for a core (%), where the kernel says. */
+  cpuPressurePct?: number;
 }
 
 /** Engines connected and waiting: `snapshot` reads their counters so far, `go` runs them to the end. */
@@ -206,6 +218,7 @@ export async function runLoad(
   const read = (): CpuReading<CpuSource> =>
     readCpu({ gw: () => cpuSec(gwPid), rd: () => cpuSec(redisPid), lg: ownCpuSec });
   const cpu0 = read();
+  const stall0 = { us: cpuStallUs(), t: cpu0.t };
   const calls = cfgs.reduce((n, c) => n + c.calls.length, 0);
   const allLive = onAllLive && { calls, then: onAllLive };
   const { timeline, sample } = timelineSampler(engines, read, gwPid, cpu0, opts.quiet, allLive);
@@ -214,7 +227,15 @@ export async function runLoad(
   clearInterval(timer);
   const wallSec = (performance.now() - cpu0.t) / 1000;
   const used = cpuUsed(cpu0, read());
-  return { results, timeline, wallSec, gwCpuSec: used.gw, redisCpuSec: used.rd, loadgenCpuSec: used.lg };
+  return {
+    results,
+    timeline,
+    wallSec,
+    gwCpuSec: used.gw,
+    redisCpuSec: used.rd,
+    loadgenCpuSec: used.lg,
+    cpuPressurePct: cpuPressurePct(stall0),
+  };
 }
 
 export interface MergedResults {

@@ -111,6 +111,10 @@ function printGateway(phase: LoadPhase): void {
     `  gateway          peak RSS ${phase.gwPeakRssMb} MB, CPU ${load.gwCpuSec.toFixed(1)} s = ${pct(load.gwCpuSec, load.wallSec)}% of one core over ${load.wallSec.toFixed(1)} s` +
       `; redis ${pct(load.redisCpuSec, load.wallSec)}% (${phase.loadForks} AOF rewrite/RDB forks, ${phase.loadDelayedFsyncs} delayed AOF fsyncs); load generator ${pct(load.loadgenCpuSec, load.wallSec)}%`,
   );
+  if (load.cpuPressurePct !== undefined)
+    console.log(
+      `  machine          CPU pressure ${load.cpuPressurePct}%: the share of the load's time in which some task waited for a core (/proc/pressure/cpu)`,
+    );
 }
 
 /** gateway ticks/s over the ceiling, one tick per EVALSHA and batched. */
@@ -231,6 +235,7 @@ function figures(r: SwitchRun, totalSec: number): object {
     redisForksDuringLoad: phase.loadForks,
     redisDelayedFsyncsDuringLoad: phase.loadDelayedFsyncs,
     loadgenCpuPct: pct(load.loadgenCpuSec, load.wallSec),
+    cpuPressurePct: load.cpuPressurePct,
     wallSec: round1(load.wallSec),
     timeline: load.timeline,
     ceiling: ceiling ?? (ceilingError ? { error: ceilingError } : undefined),
