@@ -217,11 +217,11 @@ async function main(): Promise<void> {
   const ids = intFlag('ids', flags.ids, 100);
   const startRate = 2000;
   const t0 = performance.now();
-  // Each run short: a few seconds of load, ceilings at a quarter of their default requests.
+  // Each run short: a few seconds of load, redis-benchmark's ceilings at a fraction of their default requests.
   const max = await runBenchmark({
     name: 'switch, max mode',
     script: 'switch.ts',
-    args: ['--mode', 'max', '--calls', '10000', '--duration', '5', '--rb-requests', '50000', '--quiet'],
+    args: ['--mode', 'max', '--calls', '10000', '--duration', '5', '--rb-requests', '100000', '--quiet'],
   });
   // Ticks at 1/s start with the calls: the starts are measured under the load they meet.
   const paced = await runBenchmark({
@@ -259,7 +259,8 @@ async function main(): Promise<void> {
   const redeem = await runBenchmark({
     name: 'redeem',
     script: 'redeem.ts',
-    args: ['--duration', '3', '--tick-duration', '4', '--rb-requests', '50000'],
+    // Six seconds of ticks leave four without starts or stops to price a tick from.
+    args: ['--duration', '4', '--tick-duration', '6', '--rb-requests', '50000'],
   });
   const idsRun = await runBenchmark({ name: 'ids', script: 'ids.ts', args: ['--ids', String(ids)] });
   const rows = [
