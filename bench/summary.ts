@@ -132,7 +132,10 @@ function pacedStartRows(f: Figures | undefined, rate: number): Row[] {
 
 function holdRows(f: Figures | undefined, calls: number): Row[] {
   const c = (k: string): number | undefined => num(f, `counters.${k}`);
-  const held = f ? f.holdTargetMet === true : undefined;
+  const errors =
+    f && typeof f.errors === 'object' && f.errors
+      ? Object.values(f.errors as Record<string, number>).reduce((a, b) => a + b, 0)
+      : undefined;
   const p99 = num(f, 'latencyMs.tick.p99');
   const scaled = `${fmtInt(calls)} calls, a tick every 5 s (target stated for 100,000)`;
   const redis = num(f, 'memoryPerLiveCall.redisBytesPerCall');
@@ -141,10 +144,13 @@ function holdRows(f: Figures | undefined, calls: number): Row[] {
     {
       what: `${scaled}: held, billed exactly, no error`,
       value: f
-        ? `${fmtInt(c('stopped') ?? 0)} stopped, ${fmtInt((c('billingMismatch') ?? 0) + (c('costMismatch') ?? 0))} misbilled`
+        ? `${fmtInt(c('stopped') ?? 0)} stopped, ${fmtInt((c('billingMismatch') ?? 0) + (c('costMismatch') ?? 0))} misbilled, ${fmtInt(errors ?? 0)} errors`
         : 'n/a',
       target: 'all',
-      met: held === undefined ? undefined : c('stopped') === calls && !c('billingMismatch') && !c('costMismatch'),
+      met:
+        errors === undefined
+          ? undefined
+          : c('stopped') === calls && !c('billingMismatch') && !c('costMismatch') && errors === 0,
     },
     { what: `${scaled}: tick→ticked p99`, value: fixed(p99, 1, ' ms'), target: '≤ 20 ms', met: atMost(p99, 20) },
     {
