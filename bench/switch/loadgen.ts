@@ -77,7 +77,7 @@ export interface Counters {
   billingMismatch: number;
   /** Stops whose cost is not the started fee + billedSec × rate (per-second tariff only). */
   costMismatch: number;
-  /** calls mode: visits where a call's start had not been answered yet (tick postponed a second). */
+  /** calls mode: visits where a call's start had not been answered yet (its tick postponed one interval). */
   startPending: number;
   framesSent: number;
   framesReceived: number;
