@@ -84,6 +84,7 @@ import { startGatewayChild, warningLines, type GatewayChild } from './lib/gatewa
 import { cleanUpOnExit, makeTmp, removeTmp, runMain, stopChild } from './lib/process';
 import { summarizeProfile } from './lib/profile';
 import { delayedFsyncs, startBenchRedis, totalForks, type BenchRedis } from './lib/redis';
+import { resetSlowlog, slowestCommands } from './lib/slowlog';
 import { fmtInt, printJsonLine } from './lib/report';
 import { loadCatalog, SWITCH_NAME, type SwitchCatalog } from './switch/catalog';
 import { measureCeiling, openCeilingCall, type CeilingCall } from './switch/ceiling';
@@ -191,9 +192,11 @@ async function measureLoad(opts: Options, s: Setup): Promise<Measured> {
   const forks0 = await totalForks(ctx);
   const fsync0 = await delayedFsyncs(ctx);
   const mem0 = await readMemory(ctx, gw.proc.pid);
+  await resetSlowlog(ctx);
   let memLive: Promise<MemoryReading> | undefined;
   const load = await runLoad(engines, gw.proc.pid!, br.pid, opts, () => void (memLive = readMemory(ctx, gw.proc.pid)));
   const memory = perLiveCall(opts.calls, mem0, await memLive);
+  const slowCommands = await slowestCommands(ctx);
   const loadForks = (await totalForks(ctx)) - forks0;
   const loadDelayedFsyncs = (await delayedFsyncs(ctx)) - fsync0;
   const merged = mergeResults(load.results);
@@ -216,6 +219,7 @@ async function measureLoad(opts: Options, s: Setup): Promise<Measured> {
     loadForks,
     loadDelayedFsyncs,
     memory,
+    slowCommands,
     startsPerSec: Math.round(merged.counters.started / (spanSec(load.results, 'starts') || Infinity)),
     scraped,
     gwPeakRssMb,

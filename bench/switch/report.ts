@@ -1,6 +1,7 @@
 /** bench:switch's report: the results lines, the gateway's CPU profile, the target, and the JSON line's figures. */
 import { fmtLatency } from '../lib/hist';
 import type { ProfileSummary } from '../lib/profile';
+import { fmtSlowCommands, type SlowCommand } from '../lib/slowlog';
 import { fmtInt, round1 } from '../lib/report';
 import type { Ceiling } from './ceiling';
 import type { LoadOutcome, MergedResults } from './load';
@@ -16,6 +17,8 @@ export interface LoadPhase {
   loadDelayedFsyncs: number;
   /** Redis and gateway memory before the first start and with every call live. */
   memory: LiveCallMemory;
+  /** Redis' slowest commands during the load (SLOWLOG). */
+  slowCommands: SlowCommand[];
   /** Calls started over the seconds from the first start sent to the last `started`. */
   startsPerSec: number;
   /** The gateway's /metrics, or why they could not be read. */
@@ -111,6 +114,7 @@ function printGateway(phase: LoadPhase): void {
     `  gateway          peak RSS ${phase.gwPeakRssMb} MB, CPU ${load.gwCpuSec.toFixed(1)} s = ${pct(load.gwCpuSec, load.wallSec)}% of one core over ${load.wallSec.toFixed(1)} s` +
       `; redis ${pct(load.redisCpuSec, load.wallSec)}% (${phase.loadForks} AOF rewrite/RDB forks, ${phase.loadDelayedFsyncs} delayed AOF fsyncs); load generator ${pct(load.loadgenCpuSec, load.wallSec)}%`,
   );
+  console.log(`  redis slowest    ${fmtSlowCommands(phase.slowCommands)}`);
   if (load.cpuPressurePct !== undefined)
     console.log(
       `  machine          CPU pressure ${load.cpuPressurePct}%: the share of the load's time in which some task waited for a core (/proc/pressure/cpu)`,
@@ -232,6 +236,7 @@ function figures(r: SwitchRun, totalSec: number): object {
       metrics: typeof phase.scraped === 'string' ? { error: phase.scraped } : phase.scraped,
     },
     redisCpuPct: pct(load.redisCpuSec, load.wallSec),
+    redisSlowest: phase.slowCommands,
     redisForksDuringLoad: phase.loadForks,
     redisDelayedFsyncsDuringLoad: phase.loadDelayedFsyncs,
     loadgenCpuPct: pct(load.loadgenCpuSec, load.wallSec),
