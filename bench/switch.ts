@@ -83,7 +83,7 @@ import { statusKb } from './lib/cpu';
 import { startGatewayChild, warningLines, type GatewayChild } from './lib/gateway';
 import { cleanUpOnExit, makeTmp, removeTmp, runMain, stopChild } from './lib/process';
 import { summarizeProfile } from './lib/profile';
-import { delayedFsyncs, startBenchRedis, totalForks, type BenchRedis } from './lib/redis';
+import { delayedFsyncs, lastForkMs, startBenchRedis, totalForks, type BenchRedis } from './lib/redis';
 import { resetSlowlog, slowestCommands } from './lib/slowlog';
 import { fmtInt, printJsonLine } from './lib/report';
 import { loadCatalog, SWITCH_NAME, type SwitchCatalog } from './switch/catalog';
@@ -198,6 +198,7 @@ async function measureLoad(opts: Options, s: Setup): Promise<Measured> {
   const memory = perLiveCall(opts.calls, mem0, await memLive);
   const slowCommands = await slowestCommands(ctx);
   const loadForks = (await totalForks(ctx)) - forks0;
+  const loadForkMs = loadForks > 0 ? await lastForkMs(ctx) : 0;
   const loadDelayedFsyncs = (await delayedFsyncs(ctx)) - fsync0;
   const merged = mergeResults(load.results);
   const scraped = await scrapeMetrics(gw.port);
@@ -217,6 +218,7 @@ async function measureLoad(opts: Options, s: Setup): Promise<Measured> {
     load,
     merged,
     loadForks,
+    loadForkMs,
     loadDelayedFsyncs,
     memory,
     slowCommands,

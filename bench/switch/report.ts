@@ -14,6 +14,8 @@ export interface LoadPhase {
   load: LoadOutcome;
   merged: MergedResults;
   loadForks: number;
+  /** How long the last of them took to fork (ms), when there was one. */
+  loadForkMs: number;
   loadDelayedFsyncs: number;
   /** Redis and gateway memory before the first start and with every call live. */
   memory: LiveCallMemory;
@@ -112,7 +114,7 @@ function printGateway(phase: LoadPhase): void {
   if (gwLogs.length) console.log(`  gateway warnings ${gwLogs.length}, last: ${gwLogs[gwLogs.length - 1]}`);
   console.log(
     `  gateway          peak RSS ${phase.gwPeakRssMb} MB, CPU ${load.gwCpuSec.toFixed(1)} s = ${pct(load.gwCpuSec, load.wallSec)}% of one core over ${load.wallSec.toFixed(1)} s` +
-      `; redis ${pct(load.redisCpuSec, load.wallSec)}% (${phase.loadForks} AOF rewrite/RDB forks, ${phase.loadDelayedFsyncs} delayed AOF fsyncs); load generator ${pct(load.loadgenCpuSec, load.wallSec)}%`,
+      `; redis ${pct(load.redisCpuSec, load.wallSec)}% (${phase.loadForks} AOF rewrite/RDB forks${phase.loadForks ? `, the last one ${phase.loadForkMs} ms to fork` : ''}, ${phase.loadDelayedFsyncs} delayed AOF fsyncs); load generator ${pct(load.loadgenCpuSec, load.wallSec)}%`,
   );
   console.log(`  redis slowest    ${fmtSlowCommands(phase.slowCommands)}`);
   if (load.cpuPressurePct !== undefined)
@@ -238,6 +240,7 @@ function figures(r: SwitchRun, totalSec: number): object {
     redisCpuPct: pct(load.redisCpuSec, load.wallSec),
     redisSlowest: phase.slowCommands,
     redisForksDuringLoad: phase.loadForks,
+    redisLastForkMs: phase.loadForkMs,
     redisDelayedFsyncsDuringLoad: phase.loadDelayedFsyncs,
     loadgenCpuPct: pct(load.loadgenCpuSec, load.wallSec),
     cpuPressurePct: load.cpuPressurePct,
