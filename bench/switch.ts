@@ -161,6 +161,7 @@ async function setUp(opts: Options): Promise<Setup> {
     ...opts.gwEnv,
     REDIS_TIMEOUT_MS: '60000',
   });
+  for (const [k, v] of Object.entries(opts.redisConfig)) await br.ctx.redis.config('SET', k, v);
   const catalog = await loadCatalog(br.ctx, br.redis.url, opts);
   const gw = await startGateway(br.redis.url, join(tmp, 'gateway'), opts);
   const setupSec = (performance.now() - tStart) / 1000;

@@ -1,6 +1,6 @@
 /** bench:switch's command line: its flags, their defaults and checks, and --help. */
 import { acksUsage, acksFlag, type AckMode } from '../lib/cluster';
-import { gwEnvFlag, intFlag, parseFlags } from '../lib/flags';
+import { gwEnvFlag, intFlag, pairsFlag, parseFlags } from '../lib/flags';
 
 export const USAGE = `npm run bench:switch -- [flags]
 
@@ -26,6 +26,8 @@ export const USAGE = `npm run bench:switch -- [flags]
   --gw-env K=V           extra gateway environment, repeatable (e.g. BUCKETS=64)
   --gw-node-arg ARG      extra node flag for the gateway, repeatable (e.g. --max-semi-space-size=64)
   --gw-log FILE          also write the gateway's stdout/stderr to FILE
+  --redis-config K=V     CONFIG SET on the bench's Redis before the load, repeatable
+                         (e.g. auto-aof-rewrite-min-size=4gb keeps the AOF rewrite out of it)
   --profile              gateway under node --cpu-prof; prints its hot spots
   --profile-dir DIR      where the .cpuprofile goes [temp dir, kept]
   --rb-requests N        redis-benchmark -n [200000]
@@ -64,6 +66,8 @@ export interface Options {
   workers: number;
   gwEnv: Record<string, string>;
   gwLog?: string;
+  /** CONFIG SET pairs for the bench's Redis (not with --cluster). */
+  redisConfig: Record<string, string>;
   gwNodeArgs: string[];
   profile: boolean;
   profileDir?: string;
@@ -101,6 +105,7 @@ export function options(argv: string[]): Options {
       workers: { type: 'string', default: '1' },
       'gw-env': { type: 'string', multiple: true, default: [] },
       'gw-log': { type: 'string' },
+      'redis-config': { type: 'string', multiple: true, default: [] },
       'gw-node-arg': { type: 'string', multiple: true, default: [] },
       profile: { type: 'boolean', default: false },
       'profile-dir': { type: 'string' },
@@ -144,6 +149,7 @@ export function options(argv: string[]): Options {
     workers: intFlag('workers', values.workers, 1, 64),
     gwEnv: gwEnvFlag(values['gw-env']),
     gwLog: values['gw-log'],
+    redisConfig: pairsFlag('redis-config', values['redis-config']),
     gwNodeArgs: values['gw-node-arg'] ?? [],
     profile: values.profile ?? false,
     profileDir: values['profile-dir'],
@@ -160,6 +166,7 @@ export function options(argv: string[]): Options {
     rounds: intFlag('rounds', values.rounds, 1, 100),
   };
   if (o.cluster && o.profile) throw new Error('--profile: not with --cluster');
+  if (o.cluster && Object.keys(o.redisConfig).length) throw new Error('--redis-config: not with --cluster');
   if (o.workers > o.conns) throw new Error('--workers cannot exceed --conns');
   if (o.tickEvery > 1 && o.mode !== 'calls') throw new Error('--tick-every: calls mode only');
   // Every tick then carries a whole interval, and the last one lands on --duration: billing stays exact.

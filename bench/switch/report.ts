@@ -220,6 +220,7 @@ function figures(r: SwitchRun, totalSec: number): object {
       window: opts.window,
       workers: opts.workers,
       gwEnv: opts.gwEnv,
+      redisConfig: opts.redisConfig,
       gwNodeArgs: opts.gwNodeArgs,
     },
     ticksPerSec: rate.ticksPerSec,
