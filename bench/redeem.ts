@@ -8,7 +8,11 @@
  *      messages in flight (MessagePack), every scan a new scan id, so every
  *      message is a real debit;
  *   2. HTTP: autocannon against POST /v1/redeem, every request a new scan id;
- *   3. the ceilings: autocannon alone against a no-op endpoint (what the load
+ *   3. ticks: a short bench:switch max-mode phase on the same Redis and
+ *      gateway (bench/lib/tick-cost.ts), for the CPU a tick costs; a
+ *      redemption's cost is stated as a ratio of it (Redis ≤ 1.5×, gateway
+ *      ≤ 2× over WebSocket, HTTP ≤ 2× the WebSocket cost in the gateway);
+ *   4. the ceilings: autocannon alone against a no-op endpoint (what the load
  *      generator leaves room for on this machine), and redis-benchmark EVALSHA
  *      of lua/redeem.lua (debit path) on the same Redis with the gateway idle,
  *      one scan per call and eight.
@@ -55,6 +59,7 @@ import { fmtLatency, newHist, recordMs, summarize, type Hist, type LatencySummar
 import { cleanUpOnExit, makeTmp, removeTmp, runMain, stopChild } from './lib/process';
 import { mintSold, startBenchRedis, usedMemory, type BenchRedis } from './lib/redis';
 import { printJsonLine } from './lib/report';
+import { measureTickCost, prepareTicks, type TickCost, type TickPhase } from './lib/tick-cost';
 
 const SECRET = 'cd'.repeat(32);
 const VENUE = 'bench-venue';
@@ -77,11 +82,14 @@ const USAGE = `npm run bench:redeem -- [flags]
   --http-conns C     autocannon connections [64]
   --http-duration S  seconds of HTTP load; 0 skips it [as --duration]
   --workers N        gateway processes on one port, as npm start -- --workers N [1]
+  --tick-calls N     calls of the tick phase, which prices a tick [2000]
+  --tick-duration S  seconds of ticking; 0 skips the phase and the cost ratios [5]
   --rb-requests N    redis-benchmark -n for the ceilings [200000]
 ${acksUsage(21)}  --help
 
 Prints redemptions/s and latency for each load, the CPU of every process per
-redemption, the 2-core bound, the ceilings and the ratios; last line: JSON.
+redemption, the 2-core bound, the ceilings and the ratios, and the CPU of a
+redemption over a tick's measured in the same run; last line: JSON.
 With --cluster: redemptions/s of each turn, then with replicated
 acknowledgements on and off and on/off; last line: JSON.
 `;
@@ -97,6 +105,8 @@ interface Options {
   httpConns: number;
   httpDuration: number;
   workers: number;
+  tickCalls: number;
+  tickDuration: number;
   rbRequests: number;
   /** Against a local 3+3 cluster, one gateway per ack mode, measured in turns. */
   cluster: boolean;
@@ -117,6 +127,8 @@ function options(argv: string[]): Options {
       'http-conns': { type: 'string', default: '64' },
       workers: { type: 'string', default: '1' },
       'http-duration': { type: 'string' },
+      'tick-calls': { type: 'string', default: '2000' },
+      'tick-duration': { type: 'string', default: '5' },
       'rb-requests': { type: 'string', default: '200000' },
       cluster: { type: 'boolean', default: false },
       acks: { type: 'string' },
@@ -135,6 +147,9 @@ function options(argv: string[]): Options {
     httpConns: intFlag('http-conns', flags['http-conns'], 1),
     httpDuration: intFlag('http-duration', flags['http-duration'] ?? String(duration), 0),
     workers: intFlag('workers', flags.workers, 1),
+    tickCalls: intFlag('tick-calls', flags['tick-calls'], 1),
+    // The CPU per tick leaves out the first and last ticking seconds: fewer than 3 leave none.
+    tickDuration: flags['tick-duration'] === '0' ? 0 : intFlag('tick-duration', flags['tick-duration'], 3),
     rbRequests: intFlag('rb-requests', flags['rb-requests'], 1),
     cluster: flags.cluster ?? false,
     acks: acksFlag(flags.acks, flags.cluster ?? false),
@@ -159,6 +174,8 @@ interface Setup {
   token: string;
   ids: string[];
   gw: GatewayChild;
+  /** The tick phase's catalog and calls, unless --tick-duration 0. */
+  ticks?: TickPhase;
   /** A new scan id each call. */
   nextScan(): string;
   /** A sold ID at random. */
@@ -201,6 +218,9 @@ async function setUp(opts: Options): Promise<Setup> {
   const br = await startBenchRedis({ TESSERA_SECRET: SECRET, DATA_DIR: dir, LOG_LEVEL: 'warn', BUCKETS: '64' }, 'warn');
   const { ctx } = br;
   const { token, ids } = await loadWallets(ctx, opts);
+  const ticks = opts.tickDuration
+    ? await prepareTicks(ctx, br.redis.url, opts.tickCalls, opts.tickDuration)
+    : undefined;
   const prof = process.env.GW_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.GW_PROF] : [];
   const gw = await startGatewayChild({
     redisUrl: br.redis.url,
@@ -211,7 +231,7 @@ async function setUp(opts: Options): Promise<Setup> {
     args: ['--workers', String(opts.workers)],
     inheritOutput: true,
   });
-  return { br, ctx, token, ids, gw, ...scans(ids) };
+  return { br, ctx, token, ids, gw, ticks, ...scans(ids) };
 }
 
 // -------------------------------------------------------- 1. WebSocket scanners
@@ -412,7 +432,64 @@ async function runHttp(opts: Options, s: Setup): Promise<HttpResult> {
   return { result, perSec, cpu: cpuShares(cpu0, s, (performance.now() - cpu0.t) / 1000) };
 }
 
-// ------------------------------------------------------------- 3. ceilings
+// ------------------------------------------------------------------ 3. ticks
+
+/** The tick phase on this gateway and Redis: the CPU a tick costs each. */
+async function runTicks(s: Setup): Promise<TickCost | undefined> {
+  if (!s.ticks) return undefined;
+  console.log(
+    `ticks: ${s.ticks.opts.calls} calls ticking as fast as the gateway answers for ${s.ticks.opts.duration} s`,
+  );
+  return measureTickCost(s.ticks, s.gw.port, s.gw.proc.pid!, s.br.pid);
+}
+
+/** A redemption's CPU over a tick's, in the same run: the targets' ratios. */
+interface CostRatios {
+  /** CPU µs per operation. */
+  us: {
+    tick: { gw: number; rd: number };
+    ws: { gw: number; rd: number };
+    http: { gw: number; rd: number };
+  };
+  /** Redis per WebSocket redemption ÷ per tick (target ≤ 1.5). */
+  redis: number;
+  /** Gateway per WebSocket redemption ÷ per tick (target ≤ 2). */
+  gateway: number;
+  /** Gateway per HTTP redemption ÷ per WebSocket redemption (target ≤ 2): Redis runs the same script for both. */
+  http: number;
+  met: { redis: boolean; gateway: boolean; http: boolean };
+}
+
+const ratio = (a: number, b: number): number => Math.round((a / b) * 100) / 100;
+
+function costRatios(ws: WsResult, h: HttpResult, t: TickCost): CostRatios {
+  const per = (share: number, perSec: number): number => Math.round((share / Math.max(1, perSec)) * 1e7) / 10;
+  const us = {
+    tick: { gw: Math.round(t.gatewayUs * 10) / 10, rd: Math.round(t.redisUs * 10) / 10 },
+    ws: { gw: per(ws.cpu.gw, ws.perSec), rd: per(ws.cpu.rd, ws.perSec) },
+    http: { gw: per(h.cpu.gw, h.perSec), rd: per(h.cpu.rd, h.perSec) },
+  };
+  const r = {
+    redis: ratio(us.ws.rd, us.tick.rd),
+    gateway: ratio(us.ws.gw, us.tick.gw),
+    http: ratio(us.http.gw, us.ws.gw),
+  };
+  return { us, ...r, met: { redis: r.redis <= 1.5, gateway: r.gateway <= 2, http: r.http <= 2 } };
+}
+
+function printCostRatios(c: CostRatios, t: TickCost): void {
+  const met = (ok: boolean): string => (ok ? 'met' : 'NOT met');
+  console.log(
+    `  tick             ${t.ticksPerSec.toLocaleString('en')} ticks/s over the ${t.ticks.toLocaleString('en')} ticks of the seconds with nothing else; CPU per tick: gateway ${c.us.tick.gw} µs, redis ${c.us.tick.rd} µs${Object.keys(t.errors).length ? `; errors ${JSON.stringify(t.errors)}` : ''}`,
+  );
+  console.log(
+    `  cost ratios      redis per websocket redemption ÷ per tick ${c.redis} (${c.us.ws.rd} ÷ ${c.us.tick.rd} µs; target ≤ 1.5: ${met(c.met.redis)}); ` +
+      `gateway ${c.gateway} (${c.us.ws.gw} ÷ ${c.us.tick.gw} µs; target ≤ 2: ${met(c.met.gateway)}); ` +
+      `gateway per http ÷ per websocket redemption ${c.http} (${c.us.http.gw} ÷ ${c.us.ws.gw} µs; target ≤ 2: ${met(c.met.http)})`,
+  );
+}
+
+// ------------------------------------------------------------- 4. ceilings
 
 /**
  * autocannon's own rate on this machine, with the same connections and body,
@@ -522,7 +599,7 @@ async function measureCeilings(opts: Options, s: Setup): Promise<Ceilings> {
 
 // ------------------------------------------------------------------ report
 
-function report(opts: Options, ws: WsResult, h: HttpResult, c: Ceilings): object {
+function report(opts: Options, ws: WsResult, h: HttpResult, t: TickCost | undefined, c: Ceilings): object {
   const http = h.result;
   const httpCpu = `gateway CPU ${pct(h.cpu.gw)}, redis ${pct(h.cpu.rd)}, load generator ${pct(h.cpu.lg)}; CPU per request: gateway ${us(h.cpu.gw, h.perSec)}, redis ${us(h.cpu.rd, h.perSec)}, load generator ${us(h.cpu.lg, h.perSec)}`;
   console.log('\nresults');
@@ -554,6 +631,8 @@ function report(opts: Options, ws: WsResult, h: HttpResult, c: Ceilings): object
   console.log(
     `  records          ${c.records.toLocaleString('en')} redemption records in Redis (ws ok + http 2xx + ceiling calls)`,
   );
+  const costs = t && costRatios(ws, h, t);
+  if (t && costs) printCostRatios(costs, t);
   const target = ws.perSec >= 40_000 && h.perSec >= 20_000 && ws.latency.p99 < 20 && http.latency.p99 < 20;
   console.log(
     `\ntarget (≥ 40,000/s over WebSocket and ≥ 20,000 req/s over HTTP, p99 < 20 ms, 2 cores, load generator included): ${target ? 'met' : 'NOT met'}`,
@@ -578,6 +657,8 @@ function report(opts: Options, ws: WsResult, h: HttpResult, c: Ceilings): object
     ceilingBatched: c.ceilingBatched,
     httpAlone: c.httpAlone.perSec,
     bound,
+    tick: t && { perSec: t.ticksPerSec, ticks: t.ticks, errors: t.errors },
+    costRatios: costs,
     targetMet: target,
   };
 }
@@ -656,8 +737,9 @@ async function main(): Promise<void> {
   );
   const ws = await runScanners(opts, setup);
   const http = await runHttp(opts, setup);
+  const ticks = await runTicks(setup);
   const ceilings = await measureCeilings(opts, setup);
-  const figures = report(opts, ws, http, ceilings);
+  const figures = report(opts, ws, http, ticks, ceilings);
   printJsonLine(figures);
   await setup.br.stop();
   removeTmp();

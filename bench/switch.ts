@@ -83,12 +83,13 @@ import { statusKb } from './lib/cpu';
 import { startGatewayChild, warningLines, type GatewayChild } from './lib/gateway';
 import { cleanUpOnExit, makeTmp, removeTmp, runMain, stopChild } from './lib/process';
 import { summarizeProfile } from './lib/profile';
-import { delayedFsyncs, startBenchRedis, totalForks, type BenchRedis } from './lib/redis';
+import { delayedFsyncs, lastForkMs, startBenchRedis, totalForks, type BenchRedis } from './lib/redis';
+import { resetSlowlog, slowestCommands } from './lib/slowlog';
 import { fmtInt, printJsonLine } from './lib/report';
 import { loadCatalog, SWITCH_NAME, type SwitchCatalog } from './switch/catalog';
 import { measureCeiling, openCeilingCall, type CeilingCall } from './switch/ceiling';
-import { mergeResults, runLoad, splitEngines } from './switch/load';
-import type { EngineResult } from './switch/loadgen';
+import { mergeResults, runLoad, spanSec, splitEngines } from './switch/load';
+import { perLiveCall, readMemory, type MemoryReading } from './switch/memory';
 import { scrapeMetrics } from './switch/metrics';
 import { options, type Options } from './switch/options';
 import { report, type CeilingPhase, type LoadPhase, type Throughput } from './switch/report';
@@ -111,7 +112,8 @@ async function startGateway(redisUrl: string, dataDir: string, opts: Options): P
     dataDir,
     secret: SECRET,
     // Metering only: nothing is sold, but a gateway does not start without a card company.
-    env: { PROVIDER_URL: 'http://127.0.0.1:9' },
+    // TICK_INTERVAL_MS sets how long a silent call lives (STALE_AFTER_MS): it must match the ticks.
+    env: { PROVIDER_URL: 'http://127.0.0.1:9', TICK_INTERVAL_MS: String(opts.tickEvery * 1000) },
     gwEnv: opts.gwEnv,
     nodeArgs,
     logFile: opts.gwLog,
@@ -144,7 +146,9 @@ async function setUp(opts: Options): Promise<Setup> {
   const tmp = makeTmp('tessera-bench-', opts.keep);
   console.log(
     `tessera bench:switch  mode=${opts.mode} calls=${opts.calls} conns=${opts.conns} duration=${opts.duration}s ref-every=${opts.refEvery} alert-frac=${opts.alertFrac}${opts.quota ? ' quota' : ''} tariff=${opts.tariff}` +
-      (opts.mode === 'max' ? ` frame=${opts.frame} window=${opts.window}` : ` ramp=${opts.ramp}s`) +
+      (opts.mode === 'max'
+        ? ` frame=${opts.frame} window=${opts.window}`
+        : ` ramp=${opts.ramp}s tick-every=${opts.tickEvery}s`) +
       ` workers=${opts.workers}  (node ${process.version}, ${spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()} cores)`,
   );
   // Same settings as the gateway (BUCKETS must match), but patient: setup and cloning are bulk work.
@@ -157,6 +161,7 @@ async function setUp(opts: Options): Promise<Setup> {
     ...opts.gwEnv,
     REDIS_TIMEOUT_MS: '60000',
   });
+  for (const [k, v] of Object.entries(opts.redisConfig)) await br.ctx.redis.config('SET', k, v);
   const catalog = await loadCatalog(br.ctx, br.redis.url, opts);
   const gw = await startGateway(br.redis.url, join(tmp, 'gateway'), opts);
   const setupSec = (performance.now() - tStart) / 1000;
@@ -181,14 +186,20 @@ async function measureLoad(opts: Options, s: Setup): Promise<Measured> {
   const { ctx } = br;
   console.log(
     opts.mode === 'calls'
-      ? `calls: start, ${opts.duration} ticks at 1/s, stop; offered ≈ ${fmtInt(opts.calls)} ticks/s`
+      ? `calls: start, ${opts.duration / opts.tickEvery} ticks every ${opts.tickEvery} s, stop; offered ≈ ${fmtInt(opts.calls / opts.tickEvery)} ticks/s`
       : `max: ${opts.window} × ${opts.frame} ticks in flight per connection for ${opts.duration} s`,
   );
   const engines = splitEngines(opts, catalog.calls, `ws://127.0.0.1:${gw.port}/v1/switch`, catalog.token);
   const forks0 = await totalForks(ctx);
   const fsync0 = await delayedFsyncs(ctx);
-  const load = await runLoad(engines, gw.proc.pid!, br.pid, opts);
+  const mem0 = await readMemory(ctx, gw.proc.pid);
+  await resetSlowlog(ctx);
+  let memLive: Promise<MemoryReading> | undefined;
+  const load = await runLoad(engines, gw.proc.pid!, br.pid, opts, () => void (memLive = readMemory(ctx, gw.proc.pid)));
+  const memory = perLiveCall(opts.calls, mem0, await memLive);
+  const slowCommands = await slowestCommands(ctx);
   const loadForks = (await totalForks(ctx)) - forks0;
+  const loadForkMs = loadForks > 0 ? await lastForkMs(ctx) : 0;
   const loadDelayedFsyncs = (await delayedFsyncs(ctx)) - fsync0;
   const merged = mergeResults(load.results);
   const scraped = await scrapeMetrics(gw.port);
@@ -208,7 +219,11 @@ async function measureLoad(opts: Options, s: Setup): Promise<Measured> {
     load,
     merged,
     loadForks,
+    loadForkMs,
     loadDelayedFsyncs,
+    memory,
+    slowCommands,
+    startsPerSec: Math.round(merged.counters.started / (spanSec(load.results, 'starts') || Infinity)),
     scraped,
     gwPeakRssMb,
     gwLogs,
@@ -289,13 +304,6 @@ async function setUpCluster(opts: Options): Promise<ClusterSetup> {
   });
   console.log(`gateways: ${[...gws].map(([acks, g]) => `acks ${acks} on port ${g.port}`).join(', ')}`);
   return { cluster, ctx, catalog, gws };
-}
-
-/** Seconds from the first message of a kind sent to the last answer of that kind, over every engine. */
-function spanSec(results: EngineResult[], kind: 'starts' | 'stops'): number {
-  const firsts = results.map((r) => r[kind].first).filter((t) => t > 0);
-  const last = Math.max(...results.map((r) => r[kind].last));
-  return firsts.length && last > 0 ? Math.max(0.001, (last - Math.min(...firsts)) / 1000) : 0;
 }
 
 /** One measured turn against the gateway of `acks`: new call names, the same IDs. */

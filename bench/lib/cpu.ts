@@ -76,3 +76,26 @@ export function cpuPct<K extends string>(from: CpuReading<K>, to: CpuReading<K>)
   for (const k of Object.keys(used) as K[]) used[k] = Math.round((used[k] / dt) * 100);
   return used;
 }
+
+/**
+ * Microseconds so far in which some runnable task waited for a core
+ * (/proc/pressure/cpu `some`, Linux PSI); undefined where the kernel has none.
+ * Over a run, its share of the wall time says how contended the machine was:
+ * the benchmark's own processes count too, but on a machine shared with other
+ * work a share far above a quiet run's means the figures were taken short of CPU.
+ */
+export function cpuStallUs(): number | undefined {
+  try {
+    const m = /^some .*total=(\d+)/m.exec(readFileSync('/proc/pressure/cpu', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What share (%) of the wall time since `from` (a cpuStallUs reading at performance.now() `t`) some task waited for a core. */
+export function cpuPressurePct(from: { us: number | undefined; t: number }): number | undefined {
+  const now = cpuStallUs();
+  if (now === undefined || from.us === undefined) return undefined;
+  return Math.round(((now - from.us) / 1000 / (performance.now() - from.t)) * 100);
+}

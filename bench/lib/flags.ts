@@ -29,12 +29,15 @@ export function intFlag(name: string, v: string | undefined, min: number, max = 
 }
 
 /** The repeatable --gw-env K=V flag as an environment. */
-export function gwEnvFlag(list: string[] | undefined): Record<string, string> {
-  const gwEnv: Record<string, string> = {};
+export const gwEnvFlag = (list: string[] | undefined): Record<string, string> => pairsFlag('gw-env', list);
+
+/** A repeatable K=V flag (--gw-env, --redis-config) as an object. */
+export function pairsFlag(name: string, list: string[] | undefined): Record<string, string> {
+  const pairs: Record<string, string> = {};
   for (const kv of list ?? []) {
     const i = kv.indexOf('=');
-    if (i <= 0) throw new Error(`--gw-env: K=V, got ${kv}`);
-    gwEnv[kv.slice(0, i)] = kv.slice(i + 1);
+    if (i <= 0) throw new Error(`--${name}: K=V, got ${kv}`);
+    pairs[kv.slice(0, i)] = kv.slice(i + 1);
   }
-  return gwEnv;
+  return pairs;
 }

@@ -94,6 +94,13 @@ export async function infoNumber(ctx: Context, section: string, re: RegExp): Pro
 export const totalForks = (ctx: Context): Promise<number> => infoNumber(ctx, 'stats', /^total_forks:(\d+)/m);
 
 /**
+ * How long Redis' latest fork took (ms): the whole server stops while it
+ * copies its page tables, every client with it.
+ */
+export const lastForkMs = async (ctx: Context): Promise<number> =>
+  (await infoNumber(ctx, 'stats', /^latest_fork_usec:(\d+)/m)) / 1000;
+
+/**
  * Times Redis held back its AOF write because the previous fsync was still
  * running (appendfsync everysec on a busy disk): each one stalls every client
  * for up to 2 s, which shows as a gap in the timeline.

@@ -43,16 +43,16 @@ const ALERT_RATE = 1000;
 /**
  * Where alert calls cross their thresholds (seconds after answer) and the
  * maxSec their balance gives at start; threshold = maxSec - crossing.
- * calls mode: three alerts a call, the last one on the final tick (10 s left).
+ * calls mode: three alerts a call, the last one on the final tick (10 s left),
+ * each on a tick (a multiple of --tick-every).
  * max mode: crossings on a doubling ladder, so alerts fire whatever the rate,
  * and maxSec just above a day (thresholds top out at 86400), far from cut-off.
  */
 export function alertPlan(opts: Options): { crossings: number[]; maxSec: number } {
   if (opts.mode === 'calls') {
     const d = opts.duration;
-    const crossings = [...new Set([Math.ceil(d / 3), Math.ceil((2 * d) / 3), d])]
-      .filter((c) => c >= 1)
-      .sort((a, b) => a - b);
+    const onTick = (sec: number): number => Math.ceil(sec / opts.tickEvery) * opts.tickEvery;
+    const crossings = [...new Set([onTick(d / 3), onTick((2 * d) / 3), d])].filter((c) => c >= 1).sort((a, b) => a - b);
     return { crossings, maxSec: d + 10 };
   }
   const crossings = [5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560];

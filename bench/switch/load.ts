@@ -4,7 +4,17 @@
  * and every process' CPU, and the engines' results merged.
  */
 import { Worker } from 'node:worker_threads';
-import { cpuPct, cpuSec, cpuUsed, ownCpuSec, readCpu, statusKb, type CpuReading } from '../lib/cpu';
+import {
+  cpuPct,
+  cpuPressurePct,
+  cpuSec,
+  cpuStallUs,
+  cpuUsed,
+  ownCpuSec,
+  readCpu,
+  statusKb,
+  type CpuReading,
+} from '../lib/cpu';
 import { decodeHist, newHist, summarize, type LatencySummary } from '../lib/hist';
 import { alertPlan } from './catalog';
 import {
@@ -37,6 +47,8 @@ export interface LoadOutcome {
   gwCpuSec: number;
   redisCpuSec: number;
   loadgenCpuSec: number;
+  /** Share of the load's wall time in which some task waited for a core (%), where the kernel says. */
+  cpuPressurePct?: number;
 }
 
 /** Engines connected and waiting: `snapshot` reads their counters so far, `go` runs them to the end. */
@@ -73,6 +85,7 @@ export function splitEngines(
       calls: mine,
       callPrefix: `${prefix}w${w}.`,
       duration: opts.duration,
+      tickEvery: opts.tickEvery,
       refEvery: opts.refEvery,
       quota: opts.quota,
       ...(opts.tariff === '60/6-peak' ? { blocks: [60, 6] as const } : {}),
@@ -151,13 +164,19 @@ function timelineSampler(
   gwPid: number,
   t0: CpuReading<CpuSource>,
   quiet: boolean,
+  allLive?: { calls: number; then: () => void },
 ): { timeline: TimelineRow[]; sample: () => void } {
   const timeline: TimelineRow[] = [];
+  let live = allLive;
   let prev = { cpu: t0, ticks: 0, ticked: 0, starts: 0 };
   const sample = (): void => {
     const snap = engines.snapshot();
     if (snap.length === 0) return;
     const c = sumCounters(snap);
+    if (live && c.started >= live.calls && c.stopsSent === 0) {
+      live.then();
+      live = undefined;
+    }
     const cpu = read();
     const dt = (cpu.t - prev.cpu.t) / 1000;
     const pct = cpuPct(prev.cpu, cpu);
@@ -183,24 +202,40 @@ function timelineSampler(
   return { timeline, sample };
 }
 
-/** Connects the engines, runs them to the end with the timeline going, and measures every process' CPU. */
+/**
+ * Connects the engines, runs them to the end with the timeline going, and
+ * measures every process' CPU. `onAllLive` runs at the first timeline second
+ * that finds every call started and none stopped.
+ */
 export async function runLoad(
   cfgs: EngineConfig[],
   gwPid: number,
   redisPid: number | undefined,
   opts: Options,
+  onAllLive?: () => void,
 ): Promise<LoadOutcome> {
   const engines = cfgs.length === 1 ? await engineInThread(cfgs[0]!) : await enginesInWorkers(cfgs);
   const read = (): CpuReading<CpuSource> =>
     readCpu({ gw: () => cpuSec(gwPid), rd: () => cpuSec(redisPid), lg: ownCpuSec });
   const cpu0 = read();
-  const { timeline, sample } = timelineSampler(engines, read, gwPid, cpu0, opts.quiet);
+  const stall0 = { us: cpuStallUs(), t: cpu0.t };
+  const calls = cfgs.reduce((n, c) => n + c.calls.length, 0);
+  const allLive = onAllLive && { calls, then: onAllLive };
+  const { timeline, sample } = timelineSampler(engines, read, gwPid, cpu0, opts.quiet, allLive);
   const timer = setInterval(sample, 1000);
   const results = await engines.go();
   clearInterval(timer);
   const wallSec = (performance.now() - cpu0.t) / 1000;
   const used = cpuUsed(cpu0, read());
-  return { results, timeline, wallSec, gwCpuSec: used.gw, redisCpuSec: used.rd, loadgenCpuSec: used.lg };
+  return {
+    results,
+    timeline,
+    wallSec,
+    gwCpuSec: used.gw,
+    redisCpuSec: used.rd,
+    loadgenCpuSec: used.lg,
+    cpuPressurePct: cpuPressurePct(stall0),
+  };
 }
 
 export interface MergedResults {
@@ -231,4 +266,11 @@ export function mergeResults(results: EngineResult[]): MergedResults {
     tickStart: starts.length ? Math.min(...starts) : 0,
     tickEnd: Math.max(...results.map((r) => r.tickEnd)),
   };
+}
+
+/** Seconds from the first message of a kind sent to the last answer of that kind, over every engine. */
+export function spanSec(results: EngineResult[], kind: 'starts' | 'stops'): number {
+  const firsts = results.map((r) => r[kind].first).filter((t) => t > 0);
+  const last = Math.max(...results.map((r) => r[kind].last));
+  return firsts.length && last > 0 ? Math.max(0.001, (last - Math.min(...firsts)) / 1000) : 0;
 }

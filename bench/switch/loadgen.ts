@@ -5,15 +5,19 @@
  * entry point), each engine owning its share of connections and calls.
  *
  * Two modes:
- *  - calls: every call is visited once a second on a timer wheel (slotMs
- *    granularity, phases spread over --ramp seconds): start, then tick sec=1..D,
- *    then stop with sec=D. All messages one connection has in one timer turn go
- *    out as one array frame. Ticks with a ref measure tick→ticked.
+ *  - calls: every call is visited once every tickEvery seconds on a timer
+ *    wheel (slotMs granularity, phases spread over --ramp seconds): start, then
+ *    tick sec=T, 2T, ..D (cumulative seconds since answer, so billing stays per
+ *    second whatever the interval), then stop with sec=D. One wheel and one
+ *    timer per engine, not per call, so one thread holds 100,000 calls. All
+ *    messages one connection has in one timer turn go out as one array frame.
+ *    Ticks with a ref measure tick→ticked.
  *  - max: start every call, then each connection keeps `window` frames of
  *    `frame` ticks in flight, round-robin over its calls with sec+1 each time
  *    (real debits, never repeats); a frame is done when all its refs are
  *    answered and the next one goes out. Then every call is stopped.
- * In both modes the stop answer's billedSec is checked against the last sec sent.
+ * In both modes the stop answer's billedSec is checked against the last sec sent
+ * and, per second billing, its cost against the fee and rate its start was answered with.
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Packr, Unpackr } from 'msgpackr';
@@ -37,6 +41,8 @@ export interface EngineConfig {
   /** Call ids are `${callPrefix}${i}`: unique across engines. */
   callPrefix: string;
   duration: number;
+  /** calls mode: seconds between a call's ticks, each carrying the seconds since answer. */
+  tickEvery: number;
   refEvery: number;
   /** Quota mode: calls start with mode 'quota' and report with `update` (always answered `granted`). */
   quota: boolean;
@@ -69,7 +75,9 @@ export interface Counters {
   alertsUnmatched: number;
   cutoffs: number;
   billingMismatch: number;
-  /** calls mode: visits where a call's start had not been answered yet (tick postponed a second). */
+  /** Stops whose cost is not the started fee + billedSec × rate (per-second tariff only). */
+  costMismatch: number;
+  /** calls mode: visits where a call's start had not been answered yet (its tick postponed one interval). */
   startPending: number;
   framesSent: number;
   framesReceived: number;
@@ -136,6 +144,7 @@ const zeroCounters = (): Counters => ({
   alertsUnmatched: 0,
   cutoffs: 0,
   billingMismatch: 0,
+  costMismatch: 0,
   startPending: 0,
   framesSent: 0,
   framesReceived: 0,
@@ -164,6 +173,9 @@ export class Engine {
   private readonly names: string[];
   private readonly st: Uint8Array;
   private readonly sec: Int32Array;
+  /** Rate and fee each call's `started` gave: what its `stopped` cost must add up to. */
+  private readonly rate: Float64Array;
+  private readonly fee: Float64Array;
   private readonly byConn: number[][];
   private done = 0;
   private onAllDone: (() => void) | undefined;
@@ -200,6 +212,8 @@ export class Engine {
     this.names = cfg.calls.map((_, i) => `${cfg.callPrefix}${i}`);
     this.st = new Uint8Array(this.n);
     this.sec = new Int32Array(this.n);
+    this.rate = new Float64Array(this.n).fill(-1);
+    this.fee = new Float64Array(this.n);
     this.byConn = Array.from({ length: cfg.conns }, () => []);
     for (let i = 0; i < this.n; i++) this.byConn[i % cfg.conns]!.push(i);
     this.outstanding = new Int32Array(cfg.conns);
@@ -334,6 +348,12 @@ export class Engine {
     return sec <= initial ? initial : initial + Math.ceil((sec - initial) / next) * next;
   }
 
+  /** A per-second call's cost: nothing unanswered, else the fee and every second at the rate its start gave. */
+  private expectedCost(i: number, billedSec: unknown): number {
+    if (typeof billedSec !== 'number' || this.rate[i]! < 0) return NaN;
+    return billedSec === 0 ? 0 : this.fee[i]! + billedSec * this.rate[i]!;
+  }
+
   private startMsg(i: number, now: number): Msg {
     this.c.startsSent++;
     if (this.starts.first === 0) this.starts.first = Date.now();
@@ -356,9 +376,9 @@ export class Engine {
     return { op: 'stop', ref: this.newRef(now, K_STOP), call: this.names[i], sec: this.sec[i], cause: 'normal' };
   }
 
-  /** The next tick of call i (sec + 1), stamped for the alert it may cross. */
-  private tickMsg(i: number, now: number, withRef: boolean, frame = 0): Msg {
-    const s = ++this.sec[i]!;
+  /** The next tick of call i (sec + step), stamped for the alert it may cross. */
+  private tickMsg(i: number, now: number, withRef: boolean, frame = 0, step = 1): Msg {
+    const s = (this.sec[i]! += step);
     this.c.ticksSent++;
     const slot = this.alertSlot[i]!;
     if (slot >= 0) {
@@ -419,6 +439,10 @@ export class Engine {
         if (s >= 0) recordMs(this.h.start, now - this.refT[s]!);
         const i = this.idxOf(m.call);
         if (i >= 0 && this.st[i] === STARTING) this.st[i] = LIVE;
+        if (i >= 0 && typeof m.rate === 'number') {
+          this.rate[i] = m.rate;
+          this.fee[i] = typeof m.fee === 'number' ? m.fee : 0;
+        }
         this.startAnswered(now);
         this.phaseDone?.(c);
         return;
@@ -431,6 +455,7 @@ export class Engine {
         const i = this.idxOf(m.call);
         if (i >= 0) {
           if (m.billedSec !== this.charged(this.sec[i]!)) this.c.billingMismatch++;
+          if (this.cfg.blocks === undefined && m.cost !== this.expectedCost(i, m.billedSec)) this.c.costMismatch++;
           this.finish(i, DONE);
         }
         this.phaseDone?.(c);
@@ -463,24 +488,26 @@ export class Engine {
   // ------------------------------------------------------------ calls mode
 
   private runCalls(): Promise<void> {
-    const { slotMs, duration, refEvery } = this.cfg;
-    const slotsPerSec = Math.max(1, Math.round(1000 / slotMs));
-    const wheel: number[][] = Array.from({ length: slotsPerSec }, () => []);
+    const { slotMs, duration, refEvery, tickEvery } = this.cfg;
+    // The wheel turns once per tick interval: each call sits in one slot of it.
+    const periodMs = tickEvery * 1000;
+    const slotsPerPeriod = Math.max(1, Math.round(periodMs / slotMs));
+    const wheel: number[][] = Array.from({ length: slotsPerPeriod }, () => []);
     const firstRound = new Int32Array(this.n);
     const rnd = mulberry32(this.cfg.seed);
     const rampMs = Math.max(1, this.cfg.ramp * 1000);
     for (let i = 0; i < this.n; i++) {
       const offset = Math.floor(rnd() * rampMs);
-      wheel[Math.floor((offset % 1000) / (1000 / slotsPerSec))]!.push(i);
-      firstRound[i] = Math.floor(offset / 1000);
+      wheel[Math.floor((offset % periodMs) / (periodMs / slotsPerPeriod))]!.push(i);
+      firstRound[i] = Math.floor(offset / periodMs);
     }
     const out: Msg[][] = Array.from({ length: this.cfg.conns }, () => []);
     const conns = this.cfg.conns;
-    const slotDur = 1000 / slotsPerSec;
+    const slotDur = periodMs / slotsPerPeriod;
     const t0 = performance.now();
     let nextAbs = 0;
     let timer: NodeJS.Timeout | undefined;
-    const deadline = (this.cfg.ramp + duration + 30) * 1000;
+    const deadline = (this.cfg.ramp + duration + tickEvery + 30) * 1000;
 
     return new Promise<void>((resolve) => {
       const end = (): void => {
@@ -493,9 +520,9 @@ export class Engine {
         const now = performance.now();
         const due = Math.floor((now - t0) / slotDur);
         for (; nextAbs <= due; nextAbs++) {
-          const round = Math.floor(nextAbs / slotsPerSec);
+          const round = Math.floor(nextAbs / slotsPerPeriod);
           recordMs(this.h.lag, now - (t0 + nextAbs * slotDur));
-          for (const i of wheel[nextAbs % slotsPerSec]!) {
+          for (const i of wheel[nextAbs % slotsPerPeriod]!) {
             switch (this.st[i]) {
               case IDLE:
                 if (round >= firstRound[i]!) {
@@ -509,7 +536,8 @@ export class Engine {
               case LIVE:
                 if (this.sec[i]! < duration) {
                   if (this.tickStart === 0) this.tickStart = Date.now();
-                  out[i % conns]!.push(this.tickMsg(i, now, (i + this.sec[i]! + 1) % refEvery === 0));
+                  const withRef = (i + this.sec[i]! / tickEvery + 1) % refEvery === 0;
+                  out[i % conns]!.push(this.tickMsg(i, now, withRef, 0, tickEvery));
                   this.c.ticksDone++;
                 } else {
                   out[i % conns]!.push(this.stopMsg(i, now));

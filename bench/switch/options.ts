@@ -1,6 +1,6 @@
 /** bench:switch's command line: its flags, their defaults and checks, and --help. */
 import { acksUsage, acksFlag, type AckMode } from '../lib/cluster';
-import { gwEnvFlag, intFlag, parseFlags } from '../lib/flags';
+import { gwEnvFlag, intFlag, pairsFlag, parseFlags } from '../lib/flags';
 
 export const USAGE = `npm run bench:switch -- [flags]
 
@@ -14,7 +14,10 @@ export const USAGE = `npm run bench:switch -- [flags]
   --quota                calls start in quota mode and report with 'update' (each answered 'granted')
                          instead of ticks; the figures for ticks are then those of updates
   --alert-frac F         share of calls whose product crosses thresholds during the run [0.2]
+  --tick-every S         calls mode: a tick every S seconds, carrying the seconds since answer; the
+                         gateway gets TICK_INTERVAL_MS to match; --duration a multiple of S [1]
   --ramp S               calls mode: starts spread over S seconds [1]
+  --start-rate R         calls mode: starts paced at R a second (sets --ramp to calls ÷ R)
   --slot-ms MS           calls mode: timer granularity [10]
   --frame F              max mode: ticks per frame [25]
   --window W             max mode: frames in flight per connection [1]
@@ -23,6 +26,8 @@ export const USAGE = `npm run bench:switch -- [flags]
   --gw-env K=V           extra gateway environment, repeatable (e.g. BUCKETS=64)
   --gw-node-arg ARG      extra node flag for the gateway, repeatable (e.g. --max-semi-space-size=64)
   --gw-log FILE          also write the gateway's stdout/stderr to FILE
+  --redis-config K=V     CONFIG SET on the bench's Redis before the load, repeatable
+                         (e.g. auto-aof-rewrite-min-size=4gb keeps the AOF rewrite out of it)
   --profile              gateway under node --cpu-prof; prints its hot spots
   --profile-dir DIR      where the .cpuprofile goes [temp dir, kept]
   --rb-requests N        redis-benchmark -n [200000]
@@ -48,6 +53,8 @@ export interface Options {
   calls: number;
   conns: number;
   duration: number;
+  /** calls mode: seconds between a call's ticks. */
+  tickEvery: number;
   refEvery: number;
   quota: boolean;
   tariff: 'flat' | '60/6-peak';
@@ -59,6 +66,8 @@ export interface Options {
   workers: number;
   gwEnv: Record<string, string>;
   gwLog?: string;
+  /** CONFIG SET pairs for the bench's Redis (not with --cluster). */
+  redisConfig: Record<string, string>;
   gwNodeArgs: string[];
   profile: boolean;
   profileDir?: string;
@@ -87,13 +96,16 @@ export function options(argv: string[]): Options {
       'alert-frac': { type: 'string', default: '0.2' },
       quota: { type: 'boolean', default: false },
       tariff: { type: 'string', default: 'flat' },
+      'tick-every': { type: 'string', default: '1' },
       ramp: { type: 'string', default: '1' },
+      'start-rate': { type: 'string' },
       'slot-ms': { type: 'string', default: '10' },
       frame: { type: 'string', default: '25' },
       window: { type: 'string', default: '1' },
       workers: { type: 'string', default: '1' },
       'gw-env': { type: 'string', multiple: true, default: [] },
       'gw-log': { type: 'string' },
+      'redis-config': { type: 'string', multiple: true, default: [] },
       'gw-node-arg': { type: 'string', multiple: true, default: [] },
       profile: { type: 'boolean', default: false },
       'profile-dir': { type: 'string' },
@@ -114,13 +126,18 @@ export function options(argv: string[]): Options {
   if (mode !== 'calls' && mode !== 'max') throw new Error(`--mode: calls or max, got ${mode}`);
   const alertFrac = Number(values['alert-frac']);
   if (!(alertFrac >= 0 && alertFrac <= 1)) throw new Error(`--alert-frac: 0..1, got ${values['alert-frac']}`);
-  const ramp = Number(values.ramp);
+  const calls = intFlag('calls', values.calls, 1, 5_000_000);
+  const ramp =
+    values['start-rate'] === undefined
+      ? Number(values.ramp)
+      : calls / intFlag('start-rate', values['start-rate'], 1, 1_000_000);
   if (!(ramp >= 0 && ramp <= 3600)) throw new Error(`--ramp: seconds, got ${values.ramp}`);
   const o: Options = {
     mode,
-    calls: intFlag('calls', values.calls, 1, 5_000_000),
+    calls,
     conns: intFlag('conns', values.conns, 1, 10_000),
     duration: intFlag('duration', values.duration, 1, 86_400),
+    tickEvery: intFlag('tick-every', values['tick-every'], 1, 60),
     refEvery: intFlag('ref-every', values['ref-every'] ?? (mode === 'max' ? '1' : '10'), 1),
     quota: values.quota === true,
     tariff: tariffFlag(values.tariff, alertFrac),
@@ -132,6 +149,7 @@ export function options(argv: string[]): Options {
     workers: intFlag('workers', values.workers, 1, 64),
     gwEnv: gwEnvFlag(values['gw-env']),
     gwLog: values['gw-log'],
+    redisConfig: pairsFlag('redis-config', values['redis-config']),
     gwNodeArgs: values['gw-node-arg'] ?? [],
     profile: values.profile ?? false,
     profileDir: values['profile-dir'],
@@ -148,7 +166,11 @@ export function options(argv: string[]): Options {
     rounds: intFlag('rounds', values.rounds, 1, 100),
   };
   if (o.cluster && o.profile) throw new Error('--profile: not with --cluster');
+  if (o.cluster && Object.keys(o.redisConfig).length) throw new Error('--redis-config: not with --cluster');
   if (o.workers > o.conns) throw new Error('--workers cannot exceed --conns');
+  if (o.tickEvery > 1 && o.mode !== 'calls') throw new Error('--tick-every: calls mode only');
+  // Every tick then carries a whole interval, and the last one lands on --duration: billing stays exact.
+  if (o.duration % o.tickEvery !== 0) throw new Error('--duration: a multiple of --tick-every');
   return o;
 }
 

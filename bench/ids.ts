@@ -1,0 +1,248 @@
+/**
+ * bench/ids.ts: Redis memory per sold idle ID, `npm run bench:ids [-- flags]`.
+ *
+ * Mints N IDs of a calling-card product (lua/mint.lua, as `tessera mint`
+ * does) and sells every one as a purchase does: reserve.lua takes it out of
+ * inventory, sell.lua writes its PIN hash, check link and sale record. The
+ * purchase path's scrypt PIN hash costs ~50 ms an ID, so one hash is computed
+ * up front and used for every sale: its length, what memory sees, is a real
+ * one's. No call, redemption or purchase record is written: the IDs are idle.
+ *
+ * Prints used_memory after the catalog and after the sales, the difference
+ * per ID (indexes and the sale record included), and MEMORY USAGE of what one
+ * sold ID owns (its hash, its check link, its share of the sales stream),
+ * against the target of 200 bytes; last line: JSON.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Context } from '../src/app/context';
+import type { RatePlan, TalkProduct } from '../src/catalog/schema';
+import { putPlans, putProducts } from '../src/catalog/store';
+import { mintBatches } from '../src/ledger/mint';
+import { keys } from '../src/redis/keys';
+import { hashPin } from '../src/sales/pin';
+import { reserveId, sellId } from '../src/sales/scripts';
+import { intFlag, parseFlags } from './lib/flags';
+import { cleanUpOnExit, makeTmp, removeTmp, runMain, sleep } from './lib/process';
+import { quiesce, startBenchRedis, usedMemory } from './lib/redis';
+import { fmtInt, printJsonLine, round1 } from './lib/report';
+
+const SECRET = 'ab'.repeat(32);
+const TARGET_BYTES = 200;
+/** Sales in flight per bucket: 64 buckets × 32 keep Redis busy without a long queue. */
+const PER_BUCKET = 32;
+/** IDs whose keys are sized one by one with MEMORY USAGE. */
+const SAMPLE = 200;
+
+const USAGE = `npm run bench:ids -- [flags]
+
+  --ids N     IDs minted and sold [1000000]
+  --keep      keep the temp dir (Redis data)
+  --help
+
+Prints Redis used_memory per sold idle ID (its indexes and sale record
+included) and MEMORY USAGE of one ID's keys, against the target of 200 bytes;
+last line: JSON.
+`;
+
+interface Options {
+  ids: number;
+  keep: boolean;
+}
+
+function options(argv: string[]): Options {
+  const flags = parseFlags(
+    argv,
+    { ids: { type: 'string', default: '1000000' }, keep: { type: 'boolean', default: false } },
+    USAGE,
+  );
+  return { ids: intFlag('ids', flags.ids, 1, 100_000_000), keep: flags.keep ?? false };
+}
+
+const PLAN: RatePlan = { name: 'bench-ids', rates: [{ prefix: '', rate: 1000, fee: 0 }] };
+/** A calling card as sold: talk IDs carry the most terms of any kind. */
+const PRODUCT: TalkProduct = {
+  name: 'bench-card',
+  kind: 'talk',
+  currency: 'EUR',
+  face: 10_000_000,
+  price: 10_000_000,
+  plan: PLAN.name,
+  thresholds: [300, 60, 10],
+  expiryDays: 180,
+  maxCalls: 1,
+};
+
+/** used_memory once nothing is in flight: no rewrite running, the AOF buffer written out. */
+async function settledMemory(ctx: Context): Promise<number> {
+  await quiesce(ctx);
+  await sleep(1100);
+  return usedMemory(ctx);
+}
+
+/** One sold ID's keys, for MEMORY USAGE. */
+interface SoldKeys {
+  id: string;
+  check: string;
+}
+
+/**
+ * Sells every ID of one bucket's inventory as a purchase does, PER_BUCKET at
+ * a time: reserve, then sell with the shared PIN hash. Returns the keys of
+ * the first few sold, for sizing.
+ */
+async function sellBucket(ctx: Context, bucket: number, pinHash: string, sample: SoldKeys[]): Promise<number> {
+  let sold = 0;
+  for (;;) {
+    const held = await Promise.all(
+      Array.from({ length: PER_BUCKET }, () => reserveId(ctx.scripts, bucket, PRODUCT.name, Date.now() + 600_000)),
+    );
+    const idHashes = held.filter((h): h is string => h !== null);
+    await Promise.all(
+      idHashes.map(async (idHash) => {
+        const ref = randomUUID();
+        // As a purchase derives them (src/sales/purchase.ts): the check token from the purchase, its key from the token.
+        const token = ctx.ids.mac(`check:${ref}:${idHash}`).slice(0, 32);
+        const checkHash = ctx.ids.mac(`chk:${token}`).slice(0, 32);
+        const idKey = keys.id(bucket, idHash);
+        const r = await sellId(ctx.scripts, {
+          idKey,
+          bucket,
+          checkHash,
+          product: PRODUCT.name,
+          price: PRODUCT.price,
+          currency: PRODUCT.currency,
+          channel: 'web',
+          purchaseRef: ref,
+          providerRef: ref,
+          commission: 0,
+          pinHash,
+        });
+        if (!r.ok) throw new Error(`sell: ${r.reason}`);
+        if (sample.length < SAMPLE) sample.push({ id: idKey, check: keys.check(bucket, checkHash) });
+      }),
+    );
+    sold += idHashes.length;
+    if (idHashes.length < PER_BUCKET) return sold;
+  }
+}
+
+const memoryUsage = async (ctx: Context, key: string): Promise<number> =>
+  Number(await ctx.redis.call('MEMORY', 'USAGE', key, 'SAMPLES', '0'));
+
+const listpackValueMax = async (ctx: Context): Promise<string> =>
+  String((await ctx.redis.config('GET', 'hash-max-listpack-value'))[1]);
+
+const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+
+interface PerId {
+  idHash: number;
+  /** OBJECT ENCODING of a sold ID's hash and its longest field value: past hash-max-listpack-value, Redis leaves the compact listpack. */
+  encoding: string;
+  longestValue: { field: string; bytes: number };
+  checkLink: number;
+  saleRecord: number;
+  /** Inventory sets and reservation zsets left over (empty ones are deleted): 0 once all are sold. */
+  inventory: number;
+}
+
+/** MEMORY USAGE of what a sold ID owns: its hash and check link (means over the sample), its share of the sales streams. */
+async function perIdKeys(ctx: Context, sample: SoldKeys[], n: number): Promise<PerId> {
+  const idHash = mean(await Promise.all(sample.map((k) => memoryUsage(ctx, k.id))));
+  const checkLink = mean(await Promise.all(sample.map((k) => memoryUsage(ctx, k.check))));
+  const buckets = Array.from({ length: ctx.cfg.buckets }, (_, b) => b);
+  const sizes = await Promise.all(
+    buckets.flatMap((b) => [
+      memoryUsage(ctx, keys.sales(b)),
+      memoryUsage(ctx, keys.inventory(b, PRODUCT.name)),
+      memoryUsage(ctx, keys.reservations(b)),
+    ]),
+  );
+  const streams = sizes.filter((_, i) => i % 3 === 0).reduce((a, b) => a + b, 0);
+  const inventory = sizes.filter((_, i) => i % 3 !== 0).reduce((a, b) => a + b, 0);
+  const first = sample[0]?.id ?? '';
+  const encoding = String(await ctx.redis.call('OBJECT', 'ENCODING', first));
+  const fields = Object.entries(await ctx.redis.hgetall(first)).sort((a, b) => b[1].length - a[1].length);
+  const [field, value] = fields[0] ?? ['', ''];
+  return {
+    idHash,
+    encoding,
+    longestValue: { field, bytes: Buffer.byteLength(value) },
+    checkLink,
+    saleRecord: streams / n,
+    inventory: inventory / n,
+  };
+}
+
+async function main(): Promise<void> {
+  const opts = options(process.argv.slice(2));
+  const tmp = makeTmp('tessera-bench-ids-', opts.keep);
+  const br = await startBenchRedis({ TESSERA_SECRET: SECRET, DATA_DIR: tmp, LOG_LEVEL: 'silent' });
+  const { ctx } = br;
+  console.log(`tessera bench:ids  ids=${fmtInt(opts.ids)} buckets=${ctx.cfg.buckets}  (node ${process.version})`);
+  await putPlans(ctx.redis, [PLAN]);
+  await putProducts(ctx.redis, [PRODUCT]);
+  const pinHash = await hashPin('4821');
+  const before = await settledMemory(ctx);
+
+  const tMint = performance.now();
+  const minted = await mintBatches(ctx, PRODUCT, opts.ids, () => undefined);
+  if (minted.stopped !== undefined) throw new Error(`mint stopped after ${minted.minted}: ${minted.stopped}`);
+  const mintSec = (performance.now() - tMint) / 1000;
+  const inventoryBytes = ((await settledMemory(ctx)) - before) / opts.ids;
+
+  const tSell = performance.now();
+  const sample: SoldKeys[] = [];
+  const perBucket = await Promise.all(
+    Array.from({ length: ctx.cfg.buckets }, (_, b) => sellBucket(ctx, b, pinHash, sample)),
+  );
+  const sold = perBucket.reduce((a, b) => a + b, 0);
+  const sellSec = (performance.now() - tSell) / 1000;
+  const after = await settledMemory(ctx);
+  const perId = (after - before) / sold;
+  const keysOf = await perIdKeys(ctx, sample, sold);
+  const owned = keysOf.idHash + keysOf.checkLink + keysOf.saleRecord + keysOf.inventory;
+
+  console.log(
+    `setup: ${fmtInt(minted.minted)} minted in ${mintSec.toFixed(1)} s (${fmtInt(inventoryBytes)} B each in inventory), ${fmtInt(sold)} sold through reserve.lua and sell.lua in ${sellSec.toFixed(1)} s`,
+  );
+  console.log('\nresults');
+  console.log(
+    `  used_memory      ${fmtInt(before)} → ${fmtInt(after)} B: ${fmtInt(perId)} B per sold idle ID (its keys, index entries, sale record and Redis' own overhead per key)`,
+  );
+  console.log(
+    `  MEMORY USAGE     ID hash ${fmtInt(keysOf.idHash)} B, check link ${fmtInt(keysOf.checkLink)} B, sale record ${fmtInt(keysOf.saleRecord)} B (sales streams ÷ IDs), inventory left ${fmtInt(keysOf.inventory)} B: ${fmtInt(owned)} B`,
+  );
+  console.log(
+    `  ID hash          ${keysOf.encoding}; its longest value ${keysOf.longestValue.field} is ${keysOf.longestValue.bytes} B (hash-max-listpack-value ${await listpackValueMax(ctx)} B)`,
+  );
+  console.log(
+    `  rest             ${fmtInt(perId - owned)} B per ID: the keyspace's own entries and allocator rounding`,
+  );
+  const met = perId <= TARGET_BYTES;
+  console.log(
+    `\ntarget (≤ ${TARGET_BYTES} B of Redis memory per sold idle ID): ${met ? 'met' : 'NOT met'} — ${fmtInt(perId)} B`,
+  );
+  await br.stop();
+  removeTmp();
+  printJsonLine({
+    bench: 'ids',
+    ids: sold,
+    usedMemory: { before, after },
+    bytesPerId: Math.round(perId),
+    bytesPerIdInInventory: Math.round(inventoryBytes),
+    idHashEncoding: keysOf.encoding,
+    longestValue: keysOf.longestValue,
+    memoryUsage: {
+      idHash: Math.round(keysOf.idHash),
+      checkLink: Math.round(keysOf.checkLink),
+      saleRecord: Math.round(keysOf.saleRecord),
+      inventory: Math.round(keysOf.inventory),
+    },
+    targetBytes: TARGET_BYTES,
+    targetMet: met,
+    timeSec: { mint: round1(mintSec), sell: round1(sellSec) },
+  });
+}
+
+cleanUpOnExit();
+runMain(main);

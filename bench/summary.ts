@@ -1,0 +1,287 @@
+/**
+ * bench/summary.ts: every benchmark, briefly, and one table of the
+ * performance ratios against their targets: `npm run bench`.
+ *
+ * Each benchmark runs as a child process, as `npm run bench:*` would run it
+ * (the gateway already built), and its figures are read from the JSON line
+ * it ends with: this file measures nothing itself. The runs are scaled down
+ * to take about two minutes in all; the table says where a target is stated
+ * for a larger run than the one measured. The VM's speed varies 2-4x between
+ * days, so the targets are ratios, or rates and latencies measured in the
+ * same run as their reference where they are not.
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { cpuPressurePct, cpuStallUs } from './lib/cpu';
+import { intFlag, parseFlags } from './lib/flags';
+import { children, cleanUpOnExit, ROOT, runMain } from './lib/process';
+import { fmtInt, printJsonLine } from './lib/report';
+
+const USAGE = `npm run bench -- [flags]
+
+  --calls N     calls of the scaled-down 100,000-call run [20000]
+  --ids N       IDs of the scaled-down bytes-per-ID run [50000]
+  --help
+
+Runs bench:switch (max mode; paced starts; calls ticking every 5 s),
+bench:redeem and bench:ids briefly (about 2 minutes in all), then prints one
+table: each ratio or figure, its target, met or not; last line: JSON.
+`;
+
+/** One benchmark run: its script, its flags, what the table calls it. */
+interface Run {
+  name: string;
+  script: string;
+  args: string[];
+}
+
+type Figures = Record<string, unknown>;
+
+interface Row {
+  what: string;
+  value: string;
+  target: string;
+  met: boolean | undefined;
+}
+
+/** A figure at a dotted path of a JSON line, if it is a number. */
+function num(f: Figures | undefined, path: string): number | undefined {
+  let v: unknown = f;
+  for (const k of path.split('.')) v = v && typeof v === 'object' ? (v as Figures)[k] : undefined;
+  return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+}
+
+/** Runs one benchmark; resolves with its last JSON line, or undefined (its output's tail is printed). */
+function runBenchmark(run: Run): Promise<Figures | undefined> {
+  const t0 = performance.now();
+  const stall0 = { us: cpuStallUs(), t: t0 };
+  process.stdout.write(`${run.name}: node bench/${run.script} ${run.args.join(' ')} ... `);
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', run.script), ...run.args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  const out: string[] = [];
+  child.stdout.on('data', (d: Buffer) => out.push(d.toString('utf8')));
+  child.stderr.on('data', (d: Buffer) => out.push(d.toString('utf8')));
+  return new Promise((resolve) => {
+    child.on('close', (code) => {
+      children.delete(child);
+      const lines = out.join('').trimEnd().split('\n');
+      const last = lines[lines.length - 1] ?? '';
+      let figures: Figures | undefined;
+      try {
+        figures = last.startsWith('{') ? (JSON.parse(last) as Figures) : undefined;
+      } catch {
+        figures = undefined;
+      }
+      const pressure = cpuPressurePct(stall0);
+      console.log(
+        `${((performance.now() - t0) / 1000).toFixed(0)} s${pressure === undefined ? '' : `, CPU pressure ${pressure}%`}${figures ? '' : `, failed (exit ${code})`}`,
+      );
+      if (!figures) console.log(lines.slice(-15).join('\n'));
+      resolve(figures);
+    });
+  });
+}
+
+const fixed = (v: number | undefined, digits: number, unit = ''): string =>
+  v === undefined ? 'n/a' : `${v.toFixed(digits)}${unit}`;
+const atMost = (v: number | undefined, max: number): boolean | undefined => (v === undefined ? undefined : v <= max);
+const atLeast = (v: number | undefined, min: number): boolean | undefined => (v === undefined ? undefined : v >= min);
+
+function switchMaxRows(f: Figures | undefined): Row[] {
+  const cost = num(f, 'ceiling.reference.tickCostRatio');
+  const batched = num(f, 'ratioBatched');
+  const p99 = num(f, 'latencyMs.tick.p99');
+  const starts = num(f, 'startsPerSec');
+  return [
+    {
+      what: "call_tick's Redis time ÷ reference debit's",
+      value: fixed(cost, 2, '×'),
+      target: '≤ 1.5×',
+      met: atMost(cost, 1.5),
+    },
+    {
+      what: 'ticks/s ÷ batched ceiling (max mode)',
+      value: fixed(batched, 2),
+      target: '≥ 1.0',
+      met: atLeast(batched, 1),
+    },
+    { what: 'tick→ticked p99 (max mode)', value: fixed(p99, 1, ' ms'), target: '≤ 10 ms', met: atMost(p99, 10) },
+    {
+      what: `starts/s, ${fmtInt(num(f, 'params.calls') ?? 0)} calls started at once`,
+      value: starts === undefined ? 'n/a' : `${fmtInt(starts)}/s`,
+      target: '≥ 10,000/s',
+      met: atLeast(starts, 10_000),
+    },
+  ];
+}
+
+function pacedStartRows(f: Figures | undefined, rate: number): Row[] {
+  const p99 = num(f, 'latencyMs.start.p99');
+  return [
+    {
+      what: `start→started p99, ${fmtInt(rate)} starts/s paced`,
+      value: fixed(p99, 1, ' ms'),
+      target: '≤ 50 ms',
+      met: atMost(p99, 50),
+    },
+  ];
+}
+
+function holdRows(f: Figures | undefined, calls: number): Row[] {
+  const c = (k: string): number | undefined => num(f, `counters.${k}`);
+  const errors =
+    f && typeof f.errors === 'object' && f.errors
+      ? Object.values(f.errors as Record<string, number>).reduce((a, b) => a + b, 0)
+      : undefined;
+  const p99 = num(f, 'latencyMs.tick.p99');
+  const scaled = `${fmtInt(calls)} calls, a tick every 5 s (target stated for 100,000)`;
+  const redis = num(f, 'memoryPerLiveCall.redisBytesPerCall');
+  const gw = num(f, 'memoryPerLiveCall.gwRssBytesPerCall');
+  return [
+    {
+      what: `${scaled}: held, billed exactly, no error`,
+      value: f
+        ? `${fmtInt(c('stopped') ?? 0)} stopped, ${fmtInt((c('billingMismatch') ?? 0) + (c('costMismatch') ?? 0))} misbilled, ${fmtInt(errors ?? 0)} errors`
+        : 'n/a',
+      target: 'all',
+      met:
+        errors === undefined
+          ? undefined
+          : c('stopped') === calls && !c('billingMismatch') && !c('costMismatch') && errors === 0,
+    },
+    { what: `${scaled}: tick→ticked p99`, value: fixed(p99, 1, ' ms'), target: '≤ 20 ms', met: atMost(p99, 20) },
+    {
+      what: `${scaled}: memory per live call`,
+      value: redis === undefined ? 'n/a' : `Redis ${fmtInt(redis)} B, gateway RSS ${fmtInt(gw ?? 0)} B`,
+      target: '(figure)',
+      met: undefined,
+    },
+  ];
+}
+
+function redeemRows(f: Figures | undefined): Row[] {
+  const r = (k: string): number | undefined => num(f, `costRatios.${k}`);
+  return [
+    {
+      what: 'redemption ÷ tick, Redis CPU (WebSocket)',
+      value: fixed(r('redis'), 2, '×'),
+      target: '≤ 1.5×',
+      met: atMost(r('redis'), 1.5),
+    },
+    {
+      what: 'redemption ÷ tick, gateway CPU (WebSocket)',
+      value: fixed(r('gateway'), 2, '×'),
+      target: '≤ 2×',
+      met: atMost(r('gateway'), 2),
+    },
+    {
+      what: 'HTTP ÷ WebSocket redemption, gateway CPU',
+      value: fixed(r('http'), 2, '×'),
+      target: '≤ 2×',
+      met: atMost(r('http'), 2),
+    },
+  ];
+}
+
+function idsRows(f: Figures | undefined, ids: number): Row[] {
+  const b = num(f, 'bytesPerId');
+  return [
+    {
+      what: `Redis bytes per sold idle ID (${fmtInt(ids)} IDs; target stated for 1,000,000)`,
+      value: b === undefined ? 'n/a' : `${fmtInt(b)} B`,
+      target: '≤ 200 B',
+      met: atMost(b, 200),
+    },
+  ];
+}
+
+function printTable(rows: Row[]): void {
+  const head: Row = { what: 'ratio or figure', value: 'measured', target: 'target', met: undefined };
+  const cells = (r: Row, i: number): string[] => [
+    r.what,
+    r.value,
+    r.target,
+    i < 0 ? 'met?' : r.met === undefined ? (r.target.startsWith('(') ? '' : 'no figure') : r.met ? 'met' : 'NOT met',
+  ];
+  const all = [cells(head, -1), ...rows.map((r, i) => cells(r, i))];
+  const widths = all[0]!.map((_, k) => Math.max(...all.map((c) => c[k]!.length)));
+  const line = (c: string[]): string => c.map((s, k) => s.padEnd(widths[k]!)).join('  ');
+  console.log(`\n${line(all[0]!)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}`);
+  for (const c of all.slice(1)) console.log(line(c));
+}
+
+async function main(): Promise<void> {
+  const flags = parseFlags(
+    process.argv.slice(2),
+    { calls: { type: 'string', default: '20000' }, ids: { type: 'string', default: '50000' } },
+    USAGE,
+  );
+  const calls = intFlag('calls', flags.calls, 100);
+  const ids = intFlag('ids', flags.ids, 100);
+  const startRate = 2000;
+  const t0 = performance.now();
+  // Each run short: a few seconds of load, redis-benchmark's ceilings at a fraction of their default requests.
+  const max = await runBenchmark({
+    name: 'switch, max mode',
+    script: 'switch.ts',
+    args: ['--mode', 'max', '--calls', '10000', '--duration', '5', '--rb-requests', '100000', '--quiet'],
+  });
+  // Ticks at 1/s start with the calls: the starts are measured under the load they meet.
+  const paced = await runBenchmark({
+    name: 'switch, paced starts',
+    script: 'switch.ts',
+    args: [
+      '--calls',
+      String(3 * startRate),
+      '--start-rate',
+      String(startRate),
+      '--duration',
+      '2',
+      '--no-ceiling',
+      '--quiet',
+    ],
+  });
+  const ramp = Math.ceil(calls / startRate);
+  const hold = await runBenchmark({
+    name: 'switch, a tick every 5 s',
+    script: 'switch.ts',
+    // Starts paced at 2,000/s; the first call stops 5 s after the last one started, or later.
+    args: [
+      '--calls',
+      String(calls),
+      '--tick-every',
+      '5',
+      '--ramp',
+      String(ramp),
+      '--duration',
+      String(5 * Math.ceil(ramp / 5) + 5),
+      '--no-ceiling',
+      '--quiet',
+    ],
+  });
+  const redeem = await runBenchmark({
+    name: 'redeem',
+    script: 'redeem.ts',
+    // Six seconds of ticks leave four without starts or stops to price a tick from.
+    args: ['--duration', '4', '--tick-duration', '6', '--rb-requests', '50000'],
+  });
+  const idsRun = await runBenchmark({ name: 'ids', script: 'ids.ts', args: ['--ids', String(ids)] });
+  const rows = [
+    ...switchMaxRows(max),
+    ...pacedStartRows(paced, startRate),
+    ...holdRows(hold, calls),
+    ...redeemRows(redeem),
+    ...idsRows(idsRun, ids),
+  ];
+  printTable(rows);
+  console.log(
+    `\n${((performance.now() - t0) / 1000).toFixed(0)} s in all (2026 VM: speed varies 2-4x between days; compare ratios)`,
+  );
+  printJsonLine({ bench: 'summary', rows });
+}
+
+cleanUpOnExit();
+runMain(main);
