@@ -118,8 +118,12 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
   it('cuts a call at its granted time through Kamailio when its only connector is killed', async () => {
     const child = await spawnAttached();
     const [id] = await soldIds(h, TWO_SEC, 1);
+    const dialogs = (await answeredDialogs(k)).length;
     const call = runUac({ dir, kamailio: k, scenario: 'uac-wait', rows: [[`${id}*33612345678`, 'X-Test: killed']] });
     await admitted(id!);
+    // Killed once Kamailio has the call answered: a kill between Tessera's start and the
+    // connector's answer to the suspended INVITE would leave the call refused, not cut.
+    await until('Kamailio to answer the call', async () => (await answeredDialogs(k)).length > dialogs);
     child.kill('SIGKILL');
     const run = await call;
     expect(run.code, run.stdout).toBe(0);
