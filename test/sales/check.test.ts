@@ -101,6 +101,15 @@ describe('check link', () => {
     expect(r.text).toContain('<td>sold</td>');
   });
 
+  it('a sold ID keeps its compact hash: the PIN hash fits within hash-max-listpack-value', async () => {
+    const b = await buyOne();
+    const pin = (await idFields(h, b.id)).pin!;
+    expect(pin.length).toBeLessThanOrEqual(64);
+    // Past 64 bytes in any value Redis turns the ID's hash into a hashtable: about 4 × its memory.
+    expect(await h.r.call('OBJECT', 'ENCODING', idKeyOf(h, b.id))).toBe('listpack');
+    expect((await check(gw, b.path, b.pin)).status).toBe(200);
+  });
+
   it('before first use the page states the product’s own validity (30 days after first use), not another', async () => {
     const b = await buyOne();
     const r = await check(gw, b.path, b.pin);
