@@ -207,7 +207,7 @@ describe('approval', () => {
       act: '0',
       exp: '0',
     });
-    expect(f.pin).toMatch(/^scrypt\$16384\$8\$1\$/);
+    expect(f.pin).toMatch(/^s\$14\$8\$1\$/);
     expect(Object.values(f).join(' ')).not.toContain(id);
     expect(await stock(h, 'talk-a')).toBe(stockBefore - 1);
     expect((await reservations(h)).has(hash)).toBe(false);
