@@ -6,7 +6,7 @@
  * is replaced; the audit balances; SIGTERM stops them all.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -38,6 +38,32 @@ function workerPids(): number[] {
   } catch {
     return []; // ps exits 1 when there is none
   }
+}
+
+/**
+ * The worker holding the switch's connections to `port` (one of them), from
+ * /proc: a worker that was not yet listening when they connected holds none,
+ * and killing it would drop nothing.
+ */
+function workerWithConnections(pids: number[]): number | undefined {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const inodes = new Set<string>();
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // local address, state 01 (established), inode
+      if (f[1]?.endsWith(`:${hexPort}`) && f[3] === '01') inodes.add(f[9]!);
+    }
+  }
+  return pids.find((pid) =>
+    readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return inodes.has(/^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1] ?? '');
+      } catch {
+        return false; // closed meanwhile
+      }
+    }),
+  );
 }
 
 /** Polls until fn holds (up to ms), with the gateway's log in the error when it does not. */
@@ -105,7 +131,10 @@ describe('--workers 2, one of them killed with SIGKILL mid-traffic', () => {
     }
 
     // One worker dies. Its connections drop; the switch reconnects them.
-    const [victim, survivor] = workerPids();
+    const pids = workerPids();
+    const victim = workerWithConnections(pids);
+    expect(victim).toBeDefined();
+    const survivor = pids.find((p) => p !== victim);
     process.kill(victim!, 'SIGKILL');
     await waitUntil('the dropped connections', () => conns.some((c) => c.ws.readyState === c.ws.CLOSED));
     // Once the victim is gone, a connection that answers a ping is on the survivor; any other one
