@@ -309,13 +309,15 @@ export class KamailioConnector {
   private onTicked(c: Call, m: Msg): void {
     const grant = m.grant;
     const sec = Number(String(m.ref).slice(GRANT_REF.length));
-    if (Number.isSafeInteger(sec) && typeof m.secLeft === 'number' && sec >= c.heard) {
+    // Where the money ends, as this answer tells it (its sec and the seconds left then).
+    const horizon = Number.isSafeInteger(sec) && typeof m.secLeft === 'number' ? sec + m.secLeft : undefined;
+    if (horizon !== undefined && sec >= c.heard) {
       // Other calls of the ID may have taken what maxSec counted: the last paid second's
       // tick goes early there, as at maxSec, so the cut-off is known before the money ends.
       const end = paidEnd(c.maxSec, c.horizon);
       c.heard = sec;
-      c.horizon = sec + m.secLeft;
-      if (paidEnd(c.maxSec, c.horizon) !== end && c.timer && !c.ending && !c.cutAt) {
+      c.horizon = horizon;
+      if (paidEnd(c.maxSec, horizon) !== end && c.timer && !c.ending && !c.cutAt) {
         clearTimeout(c.timer);
         this.scheduleTick(c);
       }
@@ -323,8 +325,7 @@ export class KamailioConnector {
     if (typeof grant !== 'number' || grant < c.grant) return;
     c.grant = grant;
     c.final = m.final === true;
-    const horizon = Number.isSafeInteger(sec) && typeof m.secLeft === 'number' ? sec + m.secLeft : grant;
-    const failSafe = failSafeSec(grant, horizon, c.policy);
+    const failSafe = failSafeSec(grant, horizon ?? grant, c.policy);
     if (failSafe <= c.failSafe || !c.answerUs) return;
     c.failSafe = failSafe;
     // Kamailio's clock: its answer time plus the seconds, rounded up so the cut is never early.
