@@ -13,7 +13,7 @@
  *      redemption's cost is stated as a ratio of it (Redis ≤ 1.5×, gateway
  *      ≤ 2× over WebSocket, HTTP ≤ 2× the WebSocket cost in the gateway);
  *   4. the ceilings: autocannon alone against a no-op endpoint (what the load
- *      generator leaves room for on this machine), and redis-benchmark EVALSHA
+ *      generator leaves room for on this machine), and redis-benchmark FCALL
  *      of lua/redeem.lua (debit path) on the same Redis with the gateway idle,
  *      one scan per call and eight.
  * Prints redemptions/s and p50/p99 for each, the ceiling and the ratios, the
@@ -36,7 +36,6 @@ import type { Context } from '../src/app/context';
 import type { GoodsProduct } from '../src/catalog/schema';
 import { createToken, putItems, putProducts } from '../src/catalog/store';
 import { keys } from '../src/redis/keys';
-import { readScripts } from '../src/redis/scripts';
 import { openContext } from '../src/app/context';
 import { loadConfig } from '../src/config/config';
 import { createLogger } from '../src/observability/log';
@@ -390,7 +389,7 @@ async function runScanners(opts: Options, s: Setup): Promise<WsResult> {
   const cpu = cpuShares(cpu0, s, sec);
   const bytes = ((await usedMemory(ctx)) - mem0) / Math.max(1, load.done);
   const scripts =
-    Number(/cmdstat_evalsha:calls=(\d+)/.exec(await ctx.redis.info('commandstats'))?.[1] ?? 0) / Math.max(1, load.done);
+    Number(/cmdstat_fcall:calls=(\d+)/.exec(await ctx.redis.info('commandstats'))?.[1] ?? 0) / Math.max(1, load.done);
   return {
     perSec: Math.round(load.done / sec),
     done: load.done,
@@ -533,11 +532,11 @@ async function autocannonAlone(connections: number, duration: number): Promise<{
 }
 
 /**
- * redis-benchmark EVALSHA of redeem.lua, batch scans per call, every scan a
+ * redis-benchmark FCALL of redeem.lua, batch scans per call, every scan a
  * fresh scan key (random up to 1e9): the debit path, as in the runs above.
  */
 function redeemCeiling(s: Setup, opts: Options, batch: number): number {
-  const redeem = readScripts().find((x) => x.name === 'redeem')!;
+  const redeem = s.ctx.scripts.library.functions.get('redeem')!;
   const { hash, bucket } = s.ctx.ids.hash(s.ids[0]!);
   const keysArgs: string[] = [keys.redemptions(bucket)];
   const scanArgs: string[] = [];
@@ -560,8 +559,8 @@ function redeemCeiling(s: Setup, opts: Options, batch: number): number {
       '-r',
       '1000000000',
       '--csv',
-      'EVALSHA',
-      redeem.sha,
+      'FCALL',
+      redeem,
       String(keysArgs.length),
       ...keysArgs,
       String(Date.now()),
@@ -572,7 +571,7 @@ function redeemCeiling(s: Setup, opts: Options, batch: number): number {
   );
   return (
     batch *
-    Math.round(Number(/"([\d.]+)"/.exec(rb.stdout.split('\n').find((l) => l.includes('EVALSHA')) ?? '')?.[1] ?? 0))
+    Math.round(Number(/"([\d.]+)"/.exec(rb.stdout.split('\n').find((l) => l.includes('FCALL')) ?? '')?.[1] ?? 0))
   );
 }
 
@@ -617,9 +616,9 @@ function report(opts: Options, ws: WsResult, h: HttpResult, t: TickCost | undefi
     `  http, alone      ${c.httpAlone.perSec.toLocaleString('en')} req/s from autocannon against a no-op uWS endpoint in this process (${pct(c.httpAlone.cpu)} CPU): what the load generator leaves room for`,
   );
   console.log(
-    `  ceiling          ${c.ceiling.toLocaleString('en')} EVALSHA/s of redeem.lua (redis-benchmark -c 50 -P 16, debit path)`,
+    `  ceiling          ${c.ceiling.toLocaleString('en')} FCALL/s of redeem.lua (redis-benchmark -c 50 -P 16, debit path)`,
   );
-  console.log(`  ceiling, batched ${c.ceilingBatched.toLocaleString('en')} redemptions/s, ${BATCH} scans per EVALSHA`);
+  console.log(`  ceiling, batched ${c.ceilingBatched.toLocaleString('en')} redemptions/s, ${BATCH} scans per FCALL`);
   const [wsCpu, httpCpuAll] = [ws.cpu.gw + ws.cpu.rd + ws.cpu.lg, h.cpu.gw + h.cpu.rd + h.cpu.lg];
   const bound = { ws: coreBound(wsCpu, ws.perSec), http: coreBound(httpCpuAll, h.perSec) };
   console.log(

@@ -7,7 +7,7 @@
  * (the compiled dist/src/main.js, as `npm start` runs it) so the load generator
  * and the gateway never share an event loop; drives it with simulated switches
  * over WebSocket (MessagePack binary frames); then measures redis-benchmark's
- * EVALSHA rate for lua/call_tick.lua on the same Redis as the ceiling.
+ * FCALL rate for lua/call_tick.lua on the same Redis as the ceiling.
  *
  * Modes
  *   calls (default)  N calls over M connections: start, one tick a second
@@ -43,7 +43,7 @@
  *   --rb-requests N        redis-benchmark -n [200000]
  *   --rb-clients C         redis-benchmark -c [50]
  *   --rb-pipeline P        redis-benchmark -P [16]
- *   --rb-batch B           also measure B ticks per EVALSHA, as the gateway batches (0 = skip) [64]
+ *   --rb-batch B           also measure B ticks per FCALL, as the gateway batches (0 = skip) [64]
  *   --no-ceiling           skip the redis-benchmark part
  *   --keep                 keep the temp dir (Redis data, gateway logs)
  *   --quiet                no per-second timeline
@@ -257,7 +257,7 @@ async function ceilingPhase(opts: Options, s: Setup, m: Measured): Promise<Ceili
   let ceilingError = m.ceilingError;
   const tCeiling = performance.now();
   if (opts.ceiling) {
-    console.log('\nceiling: redis-benchmark EVALSHA lua/call_tick.lua (gateway stopped)');
+    console.log('\nceiling: redis-benchmark FCALL lua/call_tick.lua (gateway stopped)');
     try {
       if (!m.ceilingCall) throw new Error(ceilingError ?? 'no live call for the ceiling');
       ceiling = await measureCeiling(s.br.ctx, s.br.redis.port, m.ceilingCall, opts);

@@ -22,7 +22,7 @@ if f[2] ~= 'talk' then return { 'err', 'wrong_kind' } end
 local exp = tonumber(f[5]) or 0
 if exp > 0 and tonumber(ARGV[1]) >= exp then return { 'err', 'expired' } end
 
-local desc = rate_of(f[4], 2)
+local desc = rate_of(ARGV, f[4], 2)
 if not desc then return { 'err', 'no_rate' } end
 
 local now = tonumber(ARGV[1])

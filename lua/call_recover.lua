@@ -44,7 +44,7 @@ if f[1] ~= 'sold' and f[1] ~= 'exhausted' and f[1] ~= 'blocked' and f[1] ~= 'exp
 end
 if f[2] ~= 'talk' then return { 'err', 'wrong_kind' } end
 if ARGV[9] ~= '' and redis.call('HEXISTS', KEYS[2], 'ani:' .. ARGV[9]) == 0 then return { 'err', 'unknown_ani' } end
-local desc = rate_of(f[4], 10)
+local desc = rate_of(ARGV, f[4], 10)
 if not desc then return { 'err', 'no_rate' } end
 
 -- The session call_start would have written, answered `sec` seconds ago, holding

@@ -59,7 +59,7 @@ local function start(ikey, skey, a, last)
   local bal = tonumber(f[3])
   if bal <= 0 then return { 'err', 'exhausted' } end
 
-  local desc = rate_of(f[4], a + 6, last)
+  local desc = rate_of(ARGV, f[4], a + 6, last)
   if not desc then return { 'err', 'no_rate' } end
   local maxc = tonumber(f[5]) or 1
   if (tonumber(f[6]) or 0) >= maxc then return { 'err', 'concurrent_limit' } end

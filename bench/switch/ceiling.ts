@@ -1,5 +1,5 @@
 /**
- * bench:switch's ceiling: redis-benchmark calling lua/call_tick.lua by SHA on
+ * bench:switch's ceiling: redis-benchmark calling lua/call_tick.lua (FCALL) on
  * the bench's Redis with the gateway stopped, the rate the gateway's ticks are
  * compared with.
  */
@@ -9,7 +9,6 @@ import WebSocket from 'ws';
 import type { Context } from '../../src/app/context';
 import { callKeysFor } from '../../src/metering/call-keys';
 import { keys } from '../../src/redis/keys';
-import { readScripts } from '../../src/redis/scripts';
 import { children } from '../lib/process';
 import { quiesce, totalForks } from '../lib/redis';
 import { ALERT_DEST } from './catalog';
@@ -17,26 +16,27 @@ import type { Options } from './options';
 
 export interface RbRun {
   command: string;
-  evalshaPerSec: number;
+  callsPerSec: number;
   ticksPerSec: number;
   /** Share of ticks that took the debit path (sec > billed), from Redis' HSET count. */
   debitShare: number;
-  /** Redis' own time per EVALSHA (INFO commandstats usec_per_call), without protocol and I/O. */
+  /** Redis' own time per FCALL (INFO commandstats usec_per_call), without protocol and I/O. */
   serverUsecPerCall: number;
   /** AOF rewrites / RDB snapshots that started during the run. */
   forks: number;
 }
 
 export interface Ceiling {
-  sha: string;
+  /** call_tick's function in the gateway's library. */
+  fn: string;
   dupPath: RbRun;
   mixed: RbRun;
-  /** Single-tick EVALSHA rate had every tick debited, solved from the two runs above. */
+  /** Single-tick FCALL rate had every tick debited, solved from the two runs above. */
   debitPathPerSec: number;
   debitPathDerived: boolean;
   batched?: RbRun & { batch: number };
   /**
-   * The reference debit script (REFERENCE_LUA), once per EVALSHA (`single`, the
+   * The reference debit function (REFERENCE_LIBRARY), once per FCALL (`single`, the
    * reference the tick-cost target is stated against) and in the batched run's
    * shape (`batched`), with the batched call_tick's Redis time per tick as a
    * multiple of each: what billing costs beyond reading, subtracting and
@@ -55,8 +55,8 @@ export interface CeilingCall {
   bucket: number;
   /** The session hash as call_start wrote it (nothing billed yet). */
   template: Record<string, string>;
-  sha: string;
-  /** What the gateway sent after EVALSHA <sha> for this call's tick at sec 1: numkeys, KEYS, ARGV. */
+  fn: string;
+  /** What the gateway sent after FCALL <fn> for this call's tick at sec 1: numkeys, KEYS, ARGV. */
   tickArgs: string[];
 }
 
@@ -100,10 +100,10 @@ async function jsonSwitch(
   return { ws, request };
 }
 
-/** Sends the tick at sec 1 and captures, with MONITOR, the EVALSHA the gateway sends for it. */
+/** Sends the tick at sec 1 and captures, with MONITOR, the FCALL the gateway sends for it. */
 async function captureTick(
   redisUrl: string,
-  sha: string,
+  fn: string,
   session: string,
   tick: () => Promise<Reply>,
 ): Promise<string[] | undefined> {
@@ -111,7 +111,7 @@ async function captureTick(
   const mon = await base.monitor();
   let tickArgs: string[] | undefined;
   mon.on('monitor', (_time: string, args: string[]) => {
-    if (!tickArgs && args[0]?.toLowerCase() === 'evalsha' && args[1] === sha && args.includes(session))
+    if (!tickArgs && args[0]?.toLowerCase() === 'fcall' && args[1] === fn && args.includes(session))
       tickArgs = args.slice(2);
   });
   await new Promise((r) => setTimeout(r, 50));
@@ -130,7 +130,7 @@ async function captureTick(
  * Opens the ceiling's live call through the gateway itself (start, then one
  * tick at sec 1), so the session is exactly what a switch's call produces;
  * the template is read between the two, before anything was billed. The
- * gateway's EVALSHA for that tick is captured with MONITOR: redis-benchmark
+ * gateway's FCALL for that tick is captured with MONITOR: redis-benchmark
  * then repeats exactly what the gateway sends (KEYS and ARGV layout included,
  * whatever lua/call_tick.lua currently takes).
  */
@@ -142,8 +142,8 @@ export async function openCeilingCall(
   switchName: string,
   rbId: string,
 ): Promise<CeilingCall> {
-  const tick = readScripts().find((x) => x.name === 'call_tick');
-  if (!tick) throw new Error('lua/call_tick.lua not found');
+  const fn = ctx.scripts.library.functions.get('call_tick');
+  if (!fn) throw new Error('lua/call_tick.lua not found');
   const { ws, request } = await jsonSwitch(gwPort, token);
   try {
     const call = 'rb-live-1';
@@ -156,12 +156,11 @@ export async function openCeilingCall(
       throw new Error(
         `no session at ${ck.session}: has the session key scheme changed? (bench/switch/ceiling.ts openCeilingCall)`,
       );
-    const tickArgs = await captureTick(redisUrl, tick.sha, ck.session, () =>
+    const tickArgs = await captureTick(redisUrl, fn, ck.session, () =>
       request({ op: 'tick', ref: 'rb2', call, sec: 1 }),
     );
-    if (!tickArgs)
-      throw new Error(`MONITOR did not show the gateway's EVALSHA ${tick.sha.slice(0, 8)}… for ${ck.session}`);
-    return { session: ck.session, bucket: ck.bucket, template, sha: tick.sha, tickArgs };
+    if (!tickArgs) throw new Error(`MONITOR did not show the gateway's FCALL ${fn} for ${ck.session}`);
+    return { session: ck.session, bucket: ck.bucket, template, fn, tickArgs };
   } finally {
     ws.terminate();
   }
@@ -203,20 +202,20 @@ function redisBenchmark(
       const all = [...out.matchAll(/([\d.]+) requests per second/g)];
       const last = all[all.length - 1];
       if (code !== 0 || !last) return reject(new Error(`redis-benchmark failed (${code}): ${out.slice(-500)}`));
-      if (/ERR|NOSCRIPT/.test(out)) return reject(new Error(`redis-benchmark got errors: ${out.slice(-500)}`));
+      if (/ERR/.test(out)) return reject(new Error(`redis-benchmark got errors: ${out.slice(-500)}`));
       resolve(Number(last[1]));
     });
   });
 }
 
-async function commandCalls(ctx: Context): Promise<{ hset: number; evalsha: number; evalshaUsec: number }> {
+async function commandCalls(ctx: Context): Promise<{ hset: number; fcall: number; fcallUsec: number }> {
   const info = await ctx.redis.info('commandstats');
   const stat = (cmd: string, field: string): number =>
     Number(new RegExp(`^cmdstat_${cmd}:.*\\b${field}=([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
   return {
     hset: stat('hset', 'calls'),
-    evalsha: stat('evalsha', 'calls'),
-    evalshaUsec: stat('evalsha', 'usec_per_call'),
+    fcall: stat('fcall', 'calls'),
+    fcallUsec: stat('fcall', 'usec_per_call'),
   };
 }
 
@@ -239,18 +238,18 @@ async function rbRun(
   const c = await commandCalls(ctx);
   const forks = (await totalForks(ctx)) - forks0;
   const debits = c.hset / hsetsPerDebit;
-  const ticks = c.evalsha * ticksPer;
+  const ticks = c.fcall * ticksPer;
   const r: RbRun = {
     command: `redis-benchmark -n ${n} -c ${opts.rbClients} -P ${opts.rbPipeline}${random ? ` -r ${random}` : ''} ${cmd.slice(0, 8).join(' ')}${cmd.length > 8 ? ' …' : ''}`,
-    evalshaPerSec: Math.round(rate),
+    callsPerSec: Math.round(rate),
     ticksPerSec: Math.round(rate * ticksPer),
     debitShare: ticks ? Math.round((debits / ticks) * 1000) / 1000 : 0,
-    serverUsecPerCall: c.evalshaUsec,
+    serverUsecPerCall: c.fcallUsec,
     forks,
   };
   console.log(
-    `  ${label.padEnd(12)} ${String(r.evalshaPerSec).padStart(8)} EVALSHA/s = ${String(r.ticksPerSec).padStart(8)} ticks/s  debit share ${(r.debitShare * 100).toFixed(1).padStart(5)}%` +
-      `  Redis time ${r.serverUsecPerCall.toFixed(1)} µs/EVALSHA = ${(r.serverUsecPerCall / ticksPer).toFixed(1)} µs/tick${forks ? `  (${forks} AOF rewrite/RDB fork during the run)` : ''}`,
+    `  ${label.padEnd(12)} ${String(r.callsPerSec).padStart(8)} FCALL/s = ${String(r.ticksPerSec).padStart(8)} ticks/s  debit share ${(r.debitShare * 100).toFixed(1).padStart(5)}%` +
+      `  Redis time ${r.serverUsecPerCall.toFixed(1)} µs/FCALL = ${(r.serverUsecPerCall / ticksPer).toFixed(1)} µs/tick${forks ? `  (${forks} AOF rewrite/RDB fork during the run)` : ''}`,
   );
   return r;
 }
@@ -289,30 +288,34 @@ async function cloneSessions(
 /**
  * The reference debit: what any per-second billing does, and nothing else (read
  * the balance, subtract, write it), once per key. call_tick's cost is judged
- * as a multiple of this one's, measured in the same run.
+ * as a multiple of this one's, measured in the same run, called the same way
+ * (a function of a library).
  */
-const REFERENCE_LUA = `
-for i = 1, #KEYS do
-  local bal = tonumber(redis.call('HGET', KEYS[i], 'bal'))
-  redis.call('HSET', KEYS[i], 'bal', string.format('%d', bal - 1))
-end
-return #KEYS`;
+const REFERENCE_FN = 'bench_reference_debit';
+const REFERENCE_LIBRARY = `#!lua name=bench_reference
+redis.register_function('${REFERENCE_FN}', function(KEYS, ARGV)
+  for i = 1, #KEYS do
+    local bal = tonumber(redis.call('HGET', KEYS[i], 'bal'))
+    redis.call('HSET', KEYS[i], 'bal', string.format('%d', bal - 1))
+  end
+  return #KEYS
+end)`;
 
 /** The single-tick rate had every tick debited, solved from the dup-path and mixed runs; prints a line. */
 function solveDebitPath(dupPath: RbRun, mixed: RbRun): { debitPathPerSec: number; derived: boolean } {
   const f = mixed.debitShare;
-  let debitPathPerSec = mixed.evalshaPerSec;
+  let debitPathPerSec = mixed.callsPerSec;
   let derived = false;
-  if (f > 0 && f < 0.999 && dupPath.evalshaPerSec > 0) {
-    const tDebit = (1 / mixed.evalshaPerSec - (1 - f) / dupPath.evalshaPerSec) / f;
+  if (f > 0 && f < 0.999 && dupPath.callsPerSec > 0) {
+    const tDebit = (1 / mixed.callsPerSec - (1 - f) / dupPath.callsPerSec) / f;
     // The debit path cannot be faster than the dup path; noise can make the solve say so.
-    if (tDebit > 0 && 1 / tDebit <= dupPath.evalshaPerSec * 1.02) {
+    if (tDebit > 0 && 1 / tDebit <= dupPath.callsPerSec * 1.02) {
       debitPathPerSec = Math.round(1 / tDebit);
       derived = true;
     }
   }
   console.log(
-    `  ${'debit path'.padEnd(12)} ${String(debitPathPerSec).padStart(8)} EVALSHA/s ${derived ? '(solved from the two runs above)' : '(mixed run as is: the solve was not usable)'}`,
+    `  ${'debit path'.padEnd(12)} ${String(debitPathPerSec).padStart(8)} FCALL/s ${derived ? '(solved from the two runs above)' : '(mixed run as is: the solve was not usable)'}`,
   );
   return { debitPathPerSec, derived };
 }
@@ -333,7 +336,7 @@ async function checkedTickLayout(
   }
   // That very command again, by hand: a repeat of sec 1 must be a dup.
   // call_tick answers flat, four entries per tick: the first is the code (1: dup).
-  const probe = (await ctx.redis.call('EVALSHA', call.sha, ...call.tickArgs)) as unknown[];
+  const probe = (await ctx.redis.call('FCALL', call.fn, ...call.tickArgs)) as unknown[];
   if (probe[0] !== 1)
     throw new Error(
       `call_tick answered ${JSON.stringify(probe).slice(0, 200)} to a repeated sec 1 (bench/switch/ceiling.ts measureCeiling)`,
@@ -348,7 +351,7 @@ async function checkedTickLayout(
  * when its sec is above what the session has billed; a repeated sec takes the
  * cheaper 'dup' path (reads and a ZADD). redis-benchmark cannot send a
  * monotonic counter, so:
- *  1. dupPath: -n --rb-requests repeats of the very EVALSHA the gateway sent
+ *  1. dupPath: -n --rb-requests repeats of the very FCALL the gateway sent
  *     (captured with MONITOR) for the tick at sec 1 of a call started through
  *     it: same keys, same sec, so every one is a dup.
  *  2. mixed: that session (as call_start wrote it) cloned to K = --rb-requests/2
@@ -360,7 +363,7 @@ async function checkedTickLayout(
  *  3. debit path: with f the debit share, time per tick t_mix = f·t_debit +
  *     (1-f)·t_dup, solved for t_debit. This is the figure the gateway's ticks
  *     (all debits) are compared with.
- *  4. batched (--rb-batch B): B ticks per EVALSHA on random sessions, the shape
+ *  4. batched (--rb-batch B): B ticks per FCALL on random sessions, the shape
  *     of the gateway's per-bucket batches at their largest.
  */
 export async function measureCeiling(
@@ -369,7 +372,7 @@ export async function measureCeiling(
   call: CeilingCall,
   opts: Options,
 ): Promise<Ceiling> {
-  const { bucket, template, sha } = call;
+  const { bucket, template, fn } = call;
   const { live, idKey, events, fixed } = await checkedTickLayout(ctx, call);
   // Sessions for the mixed and batched runs: as many as that run's ticks (half of -n, to keep a short
   // run short), which is what gives the ~80% debit share. Unlike production, where a bucket's live set
@@ -385,13 +388,13 @@ export async function measureCeiling(
     hsetsPerDebit?: number,
   ): Promise<RbRun> => rbRun(ctx, redisPort, opts, label, n, random, cmd, ticksPer, hsetsPerDebit);
 
-  const dupPath = await run('dup path', opts.rbRequests, undefined, ['EVALSHA', sha, ...call.tickArgs], 1);
+  const dupPath = await run('dup path', opts.rbRequests, undefined, ['FCALL', fn, ...call.tickArgs], 1);
   await cloneSessions(ctx, template, clonePrefix, K);
   const mixed = await run(
     'mixed',
     K,
     K,
-    ['EVALSHA', sha, '4', live, `${clonePrefix}__rand_int__`, idKey, events, ...fixed, '__rand_int__'],
+    ['FCALL', fn, '4', live, `${clonePrefix}__rand_int__`, idKey, events, ...fixed, '__rand_int__'],
     1,
   );
   const { debitPathPerSec, derived } = solveDebitPath(dupPath, mixed);
@@ -402,20 +405,20 @@ export async function measureCeiling(
     await cloneSessions(ctx, template, clonePrefix, K); // fresh sessions (billed 0) so the batch debits as much as the mixed run did
     const B = opts.rbBatch;
     const n = Math.max(500, Math.ceil(K / B));
-    const cmd = ['EVALSHA', sha, String(2 * B + 2), live];
+    const cmd = ['FCALL', fn, String(2 * B + 2), live];
     for (let j = 0; j < B; j++) cmd.push(`${clonePrefix}__rand_int__`, idKey);
     cmd.push(events, ...fixed);
     for (let j = 0; j < B; j++) cmd.push('__rand_int__');
     const r = await run(`batch of ${B}`, n, K, cmd, B);
     batched = { ...r, batch: B };
-    // The reference debit on the same ID hash: once per EVALSHA, then B per EVALSHA as the batch.
-    const refSha = (await ctx.redis.script('LOAD', REFERENCE_LUA)) as string;
-    const single = await run('reference', opts.rbRequests, undefined, ['EVALSHA', refSha, '1', idKey], 1, 1);
+    // The reference debit on the same ID hash: once per FCALL, then B per FCALL as the batch.
+    await ctx.redis.call('FUNCTION', 'LOAD', 'REPLACE', REFERENCE_LIBRARY);
+    const single = await run('reference', opts.rbRequests, undefined, ['FCALL', REFERENCE_FN, '1', idKey], 1, 1);
     const refBatch = await run(
       `reference ×${B}`,
       n,
       undefined,
-      ['EVALSHA', refSha, String(B), ...Array<string>(B).fill(idKey)],
+      ['FCALL', REFERENCE_FN, String(B), ...Array<string>(B).fill(idKey)],
       B,
       1,
     );
@@ -429,8 +432,8 @@ export async function measureCeiling(
     };
     console.log(
       `  ${'tick cost'.padEnd(12)} call_tick ${perTick.toFixed(1)} µs/tick = ${reference.tickCostRatio} × the reference debit ` +
-        `once per EVALSHA (${single.serverUsecPerCall.toFixed(1)} µs), ${reference.tickCostRatioBatched} × it ${B} per EVALSHA`,
+        `once per FCALL (${single.serverUsecPerCall.toFixed(1)} µs), ${reference.tickCostRatioBatched} × it ${B} per FCALL`,
     );
   }
-  return { sha, dupPath, mixed, debitPathPerSec, debitPathDerived: derived, batched, reference };
+  return { fn, dupPath, mixed, debitPathPerSec, debitPathDerived: derived, batched, reference };
 }

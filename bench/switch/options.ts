@@ -33,14 +33,14 @@ export const USAGE = `npm run bench:switch -- [flags]
   --rb-requests N        redis-benchmark -n [200000]
   --rb-clients C         redis-benchmark -c [50]
   --rb-pipeline P        redis-benchmark -P [16]
-  --rb-batch B           also measure B ticks per EVALSHA, as the gateway batches; 0 skips [64]
+  --rb-batch B           also measure B ticks per FCALL, as the gateway batches; 0 skips [64]
   --no-ceiling           skip redis-benchmark
   --keep                 keep the temp dir
 ${acksUsage(25)}  --quiet                no per-second timeline
   --help
 
 Prints ticks/s, start→started, tick→ticked, tick→alert latency p50/p99/p999,
-errors by reason, the gateway's peak RSS and CPU, redis-benchmark's EVALSHA
+errors by reason, the gateway's peak RSS and CPU, redis-benchmark's FCALL
 rate for lua/call_tick.lua as the ceiling and gateway/ceiling; last line: JSON.
 With --cluster (no ceiling): per turn starts/s (first start sent to last started),
 ticks/s and stops/s (first stop sent to last stopped), then each rate with

@@ -123,7 +123,7 @@ function printGateway(phase: LoadPhase): void {
     );
 }
 
-/** gateway ticks/s over the ceiling, one tick per EVALSHA and batched. */
+/** gateway ticks/s over the ceiling, one tick per FCALL and batched. */
 function ratios(r: SwitchRun): { ratio?: number; ratioBatched?: number } {
   const { ceiling } = r.ceiling;
   const t = r.rate.ticksPerSec;
@@ -138,15 +138,15 @@ function printCeiling(r: SwitchRun): void {
   const { ratio, ratioBatched } = ratios(r);
   if (ceiling) {
     console.log(
-      `  ceiling          ${fmtInt(ceiling.debitPathPerSec)} ticks/s (one tick per EVALSHA, debit path); gateway/ceiling = ${ratio}`,
+      `  ceiling          ${fmtInt(ceiling.debitPathPerSec)} ticks/s (one tick per FCALL, debit path); gateway/ceiling = ${ratio}`,
     );
     if (ceiling.batched)
       console.log(
-        `  ceiling batched  ${fmtInt(ceiling.batched.ticksPerSec)} ticks/s (${ceiling.batched.batch} ticks per EVALSHA); gateway/batched = ${ratioBatched}`,
+        `  ceiling batched  ${fmtInt(ceiling.batched.ticksPerSec)} ticks/s (${ceiling.batched.batch} ticks per FCALL); gateway/batched = ${ratioBatched}`,
       );
     if (ceiling.reference)
       console.log(
-        `  tick cost        call_tick's Redis time per tick = ${ceiling.reference.tickCostRatio} × a reference debit's, once per EVALSHA (target ≤ 1.5); ${ceiling.reference.tickCostRatioBatched} × batched alike`,
+        `  tick cost        call_tick's Redis time per tick = ${ceiling.reference.tickCostRatio} × a reference debit's, once per FCALL (target ≤ 1.5); ${ceiling.reference.tickCostRatioBatched} × batched alike`,
       );
   }
 }

@@ -22,7 +22,7 @@
 --   short  what the call was charged but could not pay; paid = cost - short.
 --
 -- `trm` holds the call's terms, fixed at start: "<gs> <val> <tariff descriptor>",
--- one field parsed once per script call however many ticks of a batch share it
+-- one field parsed once and kept across calls, however many ticks share it
 -- (terms_of). `gnt` is how far (seconds since answer) the reservation carries the
 -- call: the grant. It is topped up from what is free when less than half a grant
 -- slice (`gs` seconds; 0 means all that is free) is left, and is final (`fin`) when
@@ -46,14 +46,15 @@ local function read_session(skey)
 end
 
 -- A session's terms: grant slice `gs` (s), quota validity `val` (s; 0 for a call
--- in tick mode) and tariff `t`. Parsed once per script call and string.
-local terms_parsed = {}
+-- in tick mode) and tariff `t`. Parsed once per string and kept, as tariffs are.
+local terms_parsed, terms_cached = {}, 0
 local function terms_of(trm)
   local c = terms_parsed[trm]
   if c then return c end
   local gs, val, pos = string.match(trm, '^(%d+) (%d+) ()')
   c = { gs = tonumber(gs), val = tonumber(val), t = tariff_parse(string.sub(trm, pos)) }
-  terms_parsed[trm] = c
+  if terms_cached >= 1000 then terms_parsed, terms_cached = {}, 0 end
+  terms_parsed[trm], terms_cached = c, terms_cached + 1
   return c
 end
 

@@ -17,16 +17,17 @@
 -- Money stays integral: every value is an integer below 2^53, and divisions are
 -- done as (a - a % b) / b so no float quotient is ever rounded.
 --
--- Ticks parse the descriptor of their call every time, so parsing is cheap: the
--- header is one string.match, and the rate changes are read lazily, only as far
+-- Parsing is cheap: the header is one string.match, and the rate changes are read lazily, only as far
 -- as the time a function is asked about (most calls never reach the first one).
 -- @include "num"
 
 -- nil when `s` is not a descriptor (a malformed rate change is an error when a
 -- charge reaches it, see tariff_more). Rates are at least 1, or `afford` would divide by 0.
--- Parsed once per script call and descriptor: a batch of ticks mostly shares a
--- few (one per plan and prefix), and building the table is most of a parse.
-local tariff_parsed = {}
+-- Parsed once per descriptor and kept from call to call (the function library
+-- lives as long as Redis keeps it): ticks mostly share a few descriptors (one per
+-- plan and prefix), and building the table is most of a parse. Dated rate changes
+-- make a descriptor per call, so the cache is emptied when it grows past 1,000.
+local tariff_parsed, tariff_cached = {}, 0
 local function tariff_parse(s)
   local cached = tariff_parsed[s]
   if cached then return cached end
@@ -43,7 +44,8 @@ local function tariff_parse(s)
     t.pos = rest
     t.flat = t.ini == 1 and t.nxt == 1 and t.mins == 0 and t.minc == 0 and rest > #s
   end
-  tariff_parsed[s] = t
+  if tariff_cached >= 1000 then tariff_parsed, tariff_cached = {}, 0 end
+  tariff_parsed[s], tariff_cached = t, tariff_cached + 1
   return t
 end
 

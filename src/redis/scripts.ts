@@ -1,9 +1,14 @@
 /**
  * Lua scripts live one per file in lua/, with shared pieces in lua/includes/
- * pulled in by `-- @include "name"` (the BullMQ way). Each is registered with
- * ioredis' defineCommand, which calls EVALSHA and falls back to EVAL (which
- * reloads it) on NOSCRIPT; at start every script is also SCRIPT LOADed on every
- * primary so the first calls already hit by SHA and /readyz can say so.
+ * pulled in by `-- @include "name"` (the BullMQ way). The gateway runs them as
+ * one Redis function library: every include is defined once, when the library
+ * is loaded, and each script is a function whose body runs per FCALL. As EVAL
+ * scripts, every call defined all its includes' functions again and parsed the
+ * tariff again: about a fifth of call_tick's Redis time. The library and its
+ * functions are named after its code's digest, so gateways of two versions can
+ * share a Redis during an upgrade, each calling its own code. It is loaded on
+ * every primary at start, and again wherever a call finds it missing (a Redis
+ * restarted without its data, a new node).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -12,6 +17,7 @@ import type { RedisClient } from './connect';
 
 export interface Script {
   name: string;
+  /** The script with its includes expanded: what EVAL would run (benchmarks and tests use it). */
   lua: string;
   sha: string;
 }
@@ -66,35 +72,92 @@ export function readScripts(dir = findRepoDir('lua')): Script[] {
     });
 }
 
-type Runner = (numKeys: number, ...keysAndArgs: (string | number)[]) => Promise<unknown>;
+/** Every script of a lua/ folder as one function library (FUNCTION LOAD). */
+export interface Library {
+  name: string;
+  code: string;
+  /** A script's function name in the library. */
+  functions: Map<string, string>;
+}
+
+const TOP_LOCAL = /^local\s+(?:function\s+)?([\w\s,]+?)\s*(?:=|\(|$)/gm;
+
+/**
+ * The library: each include once, at its top, then one function per script whose
+ * body is the script's own text (KEYS and ARGV become its arguments, so an
+ * include cannot use them). Includes that never met in one script meet here:
+ * two that define the same top-level name would silently shadow one another,
+ * so that is an error.
+ */
+export function readLibrary(dir = findRepoDir('lua')): Library {
+  const include = includesOf(dir);
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.lua'))
+    .sort();
+  const texts = files.map((f) => readFileSync(join(dir, f), 'utf8'));
+  const includeLines = texts.flatMap((t) => t.match(INCLUDE) ?? []);
+  const definedBy = new Map<string, string>();
+  const checked = (name: string): string => {
+    const text = include(name);
+    // Outside the scripts' functions there are no KEYS or ARGV: an include is given what it needs.
+    const code = text.replace(/--.*$/gm, '');
+    if (/\b(?:KEYS|ARGV)\b/.test(code)) throw new Error(`include ${name} uses KEYS or ARGV: pass them in`);
+    for (const m of text.matchAll(TOP_LOCAL))
+      for (const local of m[1]!.split(',').map((x) => x.trim())) {
+        const other = definedBy.get(local);
+        if (other !== undefined && other !== name)
+          throw new Error(`includes ${other} and ${name} both define ${local}`);
+        definedBy.set(local, name);
+      }
+    return text;
+  };
+  const top = expandIncludes(includeLines.join('\n'), checked, 'library');
+  const bodies = texts.map((t) => t.replace(INCLUDE, ''));
+  const version = createHash('sha1')
+    .update(top + bodies.join('\0'))
+    .digest('hex')
+    .slice(0, 12);
+  const functions = new Map<string, string>();
+  const parts = [`#!lua name=tessera_${version}`, top];
+  files.forEach((file, i) => {
+    const name = file.slice(0, -4);
+    const fn = `${name}_${version}`;
+    functions.set(name, fn);
+    parts.push(`redis.register_function('${fn}', function(KEYS, ARGV)\n${bodies[i]!}\nend)`);
+  });
+  return { name: `tessera_${version}`, code: parts.join('\n'), functions };
+}
+
+/** FCALL's error for a function the server does not have. */
+const isMissingFunction = (err: unknown): boolean =>
+  err instanceof Error && err.message.startsWith('ERR Function not found');
+
+type Fcall = (fn: string, ...numKeysKeysArgs: (string | number)[]) => Promise<unknown>;
 
 /** Told the round-trip time of every script call (the gateway feeds its latency histogram). */
 export type ScriptTimer = (script: string, ms: number) => void;
 
 export class Scripts {
-  private readonly byName = new Map<string, Script>();
   loaded = false;
   /** Set by whoever keeps metrics; every call through run/runFlat is timed into it. */
   timer: ScriptTimer | undefined;
+  private readonly fcall: Fcall;
+  private reloading: Promise<void> | undefined;
 
   constructor(
     private readonly client: RedisClient,
-    scripts: Script[] = readScripts(),
+    readonly library: Library = readLibrary(),
   ) {
-    for (const s of scripts) {
-      this.byName.set(s.name, s);
-      client.defineCommand(s.name, { lua: s.lua });
-    }
+    this.fcall = client.fcall.bind(client);
   }
 
-  /** SCRIPT LOAD on every primary (or the one Redis). */
+  /** FUNCTION LOAD on every primary (or the one Redis); a library already there is the same code. */
   async load(): Promise<void> {
     const nodes = 'nodes' in this.client ? this.client.nodes('master') : [this.client];
     for (const node of nodes) {
-      for (const s of this.byName.values()) {
-        const sha = await node.script('LOAD', s.lua);
-        if (sha !== s.sha) throw new Error(`SHA mismatch for ${s.name}`);
-      }
+      await node.function('LOAD', this.library.code).catch((err: unknown) => {
+        if (!(err instanceof Error && / already exists/.test(err.message))) throw err;
+      });
     }
     this.loaded = true;
   }
@@ -105,24 +168,36 @@ export class Scripts {
 
   /** For hot paths that build the call in one array: the key count, the keys, then the arguments. */
   runFlat<T = unknown>(name: string, numKeysKeysArgs: (string | number)[]): Promise<T> {
-    const fn = this.byName.has(name) ? (this.client as unknown as Record<string, Runner>)[name] : undefined;
+    const fn = this.library.functions.get(name);
     if (!fn) throw new Error(`unknown script ${name}`);
     const timer = this.timer;
-    if (!timer) return fn.apply(this.client, numKeysKeysArgs as [number, ...(string | number)[]]) as Promise<T>;
-    const t0 = performance.now();
-    return (fn.apply(this.client, numKeysKeysArgs as [number, ...(string | number)[]]) as Promise<T>).then(
+    const t0 = timer ? performance.now() : 0;
+    const timed = (): void => timer?.(name, performance.now() - t0);
+    return this.fcall(fn, ...numKeysKeysArgs).then(
       (reply) => {
-        timer(name, performance.now() - t0);
-        return reply;
+        timed();
+        return reply as T;
       },
       (err: unknown) => {
-        timer(name, performance.now() - t0);
-        throw err;
+        // Nothing ran: load the library where it is missing and call once more.
+        if (!isMissingFunction(err)) {
+          timed();
+          throw err;
+        }
+        return this.reload()
+          .then(() => this.fcall(fn, ...numKeysKeysArgs) as Promise<T>)
+          .finally(timed);
       },
     );
   }
 
+  /** One load at a time, however many calls found the library missing together. */
+  private reload(): Promise<void> {
+    this.reloading ??= this.load().finally(() => (this.reloading = undefined));
+    return this.reloading;
+  }
+
   get names(): string[] {
-    return [...this.byName.keys()];
+    return [...this.library.functions.keys()];
   }
 }

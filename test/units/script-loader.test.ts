@@ -1,8 +1,10 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { readScripts } from '../../src/redis/scripts';
+import Redis from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/redis/embedded';
+import { readLibrary, readScripts, Scripts } from '../../src/redis/scripts';
 
 /** A lua/ folder of fixtures: scripts at the top, pieces under includes/. */
 function luaDir(scripts: Record<string, string>, includes: Record<string, string>): string {
@@ -50,5 +52,96 @@ describe('script loader', () => {
     const scripts = readScripts();
     expect(scripts.length).toBeGreaterThanOrEqual(17);
     for (const s of scripts) expect(s.lua, s.name).not.toMatch(/@include/);
+  });
+});
+
+describe('function library', () => {
+  const fixture = (answer = 1): string =>
+    luaDir(
+      {
+        a_first: `-- @include "outer"\nreturn outer() + ${answer}\n`,
+        b_second: '-- @include "leaf"\nreturn leaf() + tonumber(ARGV[1]) + #KEYS\n',
+      },
+      {
+        leaf: 'local function leaf() return 10 end\n',
+        outer: '-- @include "leaf"\nlocal function outer() return leaf() end\n',
+      },
+    );
+
+  it('defines each include once, at the top, and wraps each script in a function named for the code', () => {
+    const lib = readLibrary(fixture());
+    const version = lib.name.replace('tessera_', '');
+    expect(version).toMatch(/^[0-9a-f]{12}$/);
+    expect([...lib.functions]).toEqual([
+      ['a_first', `a_first_${version}`],
+      ['b_second', `b_second_${version}`],
+    ]);
+    expect(lib.code.match(/local function leaf/g)).toHaveLength(1);
+    expect(lib.code).toContain(`redis.register_function('b_second_${version}', function(KEYS, ARGV)`);
+    // Other code, another name: two versions can be loaded side by side.
+    expect(readLibrary(fixture(2)).name).not.toBe(lib.name);
+  });
+
+  it('refuses an include that reads KEYS or ARGV, which only a script function has', () => {
+    const dir = luaDir(
+      { main: '-- @include "bad"\nreturn bad()\n' },
+      { bad: 'local function bad() return ARGV[1] end\n' },
+    );
+    expect(() => readLibrary(dir)).toThrow('include bad uses KEYS or ARGV');
+  });
+
+  it('refuses two includes that define the same name, which would shadow one another', () => {
+    const dir = luaDir(
+      { a: '-- @include "one"\nreturn f()\n', b: '-- @include "two"\nreturn f()\n' },
+      { one: 'local function f() return 1 end\n', two: 'local f = function() return 2 end\n' },
+    );
+    expect(() => readLibrary(dir)).toThrow('includes one and two both define f');
+  });
+
+  it('builds the shipped library', () => {
+    const lib = readLibrary();
+    expect([...lib.functions.keys()]).toEqual(readScripts().map((s) => s.name));
+  });
+
+  describe('on a real Redis', () => {
+    let redis: EmbeddedRedis;
+    let client: Redis;
+    beforeAll(async () => {
+      redis = await startEmbeddedRedis({ dir: mkdtempSync(join(tmpdir(), 'tessera-lib-')), persist: false });
+      client = new Redis(redis.url);
+    });
+    afterAll(async () => {
+      client.disconnect();
+      await redis.stop();
+    });
+
+    it('loads the shipped library, every script a function', async () => {
+      const scripts = new Scripts(client);
+      await scripts.load();
+      const listed = (await client.call('FUNCTION', 'LIST', 'LIBRARYNAME', scripts.library.name)) as unknown[][];
+      expect(listed).toHaveLength(1);
+      // A second load (another gateway, a restart) finds the same code there and is no error.
+      await scripts.load();
+    });
+
+    it('loads the library again when a call finds it gone (a Redis restarted without its data)', async () => {
+      const scripts = new Scripts(client, readLibrary(fixture()));
+      await scripts.load();
+      expect(await scripts.run('b_second', ['k1', 'k2'], [5])).toBe(17);
+      await client.call('FUNCTION', 'FLUSH');
+      await client.config('RESETSTAT');
+      // Calls that find it missing together load it once, and each is answered.
+      const answers = await Promise.all(Array.from({ length: 10 }, (_, i) => scripts.run('b_second', ['k'], [i])));
+      expect(answers).toEqual(Array.from({ length: 10 }, (_, i) => 11 + i));
+      expect(/cmdstat_function\|load:calls=(\d+)/.exec(await client.info('commandstats'))?.[1]).toBe('1');
+    });
+
+    it('runs two versions side by side, each calling its own code', async () => {
+      const [v1, v2] = [new Scripts(client, readLibrary(fixture(1))), new Scripts(client, readLibrary(fixture(2)))];
+      await v1.load();
+      await v2.load();
+      expect(await v1.run('a_first', [], [])).toBe(11);
+      expect(await v2.run('a_first', [], [])).toBe(12);
+    });
   });
 });
