@@ -132,8 +132,8 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     expect(rec!.cause).toBe('cutoff');
     expect(Number(rec!.sec)).toBe(3);
     expect(Number(rec!.bal)).toBe(0);
-    // The callee got its BYE too. Over UDP a lost BYE is retransmitted for up to 64 × T1 = 32 s,
-    // so wait that long: under load the first copy may be dropped.
+    // The callee got its BYE too (sent at all: cut-offs.test.ts). Over UDP a lost BYE is
+    // retransmitted for up to 64 × T1 = 32 s, so wait that long: under load a copy may be dropped.
     await until('the callee to log its BYE', () => uas.calls().get(call!.ci)?.byeUs, 35_000);
     // Never early: the BYE leaves once the 3 paid seconds are over (a millisecond of slack for the two clocks' reads).
     const lateMs = (call!.byeUs! - call!.answerUs!) / 1000 - 3000;

@@ -15,6 +15,7 @@ import { sleep, until as waitUntil } from '../support/wait';
 const ROOT = join(__dirname, '..', '..');
 export const KAMAILIO_CFG = join(ROOT, 'deploy', 'kamailio', 'kamailio.cfg');
 const SCENARIOS = join(__dirname, 'sipp');
+const TASKSET = '/usr/bin/taskset';
 
 export const haveKamailio = (): boolean => existsSync('/usr/sbin/kamailio') && existsSync('/usr/bin/sipp');
 
@@ -123,6 +124,12 @@ export async function startKamailio(o: {
   shmMb?: number;
   /** SIP worker processes. */
   children?: number;
+  /**
+   * Runs every Kamailio process on these CPUs only (taskset's list, "0"):
+   * a packet that wakes one of its processes then preempts another mid-work,
+   * which is how races between them show (ignored without taskset).
+   */
+  cpus?: string;
 }): Promise<KamailioChild> {
   const ports = o.ports ?? (await kamailioPorts());
   // prettier-ignore
@@ -135,7 +142,9 @@ export async function startKamailio(o: {
     '-A', `CHILDREN=${o.children ?? 2}`,
     ...(o.defines ?? []).flatMap((d) => ['-A', d]),
   ];
-  const proc = track(spawn('kamailio', args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const [cmd, argv] =
+    o.cpus !== undefined && existsSync(TASKSET) ? [TASKSET, ['-c', o.cpus, 'kamailio', ...args]] : ['kamailio', args];
+  const proc = track(spawn(cmd, argv, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] }));
   const logs: string[] = [];
   const keep = (d: Buffer): void => {
     logs.push(...d.toString().split('\n').filter(Boolean));

@@ -1,0 +1,94 @@
+/**
+ * Cut-offs in bulk through a real Kamailio: many calls whose balances run
+ * out together, each cut by the connector's dlg.end_dlg, and every callee
+ * gets its BYE. Kamailio 5.6 sends the callee's BYE after the caller's, and
+ * only while the dialog is confirmed: the caller's 2xx, handled in between
+ * by another Kamailio process, would end the dialog first
+ * (deploy/kamailio/kamailio.cfg, reply_route). Kamailio runs on one CPU
+ * here, so that reply preempts the RPC mid-way and the race shows.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { KamailioConnector } from '../../src/kamailio/connector';
+import { createLogger } from '../../src/observability/log';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { callRecords } from './records';
+import {
+  connectorsAttached,
+  haveKamailio,
+  runUac,
+  startKamailio,
+  startUas,
+  stopAll,
+  until,
+  type KamailioChild,
+  type Uas,
+} from './stack';
+
+/** 100 micro-units a second everywhere (STD_RATES): 3 seconds of credit. */
+const SHORT = talkProduct({ name: 'talk-3s', face: 300, price: 300 });
+/** Before the fix about one cut-off in sixty left its callee without a BYE here. */
+const CALLS = 150;
+
+describe.skipIf(!haveKamailio())('kamailio: cut-offs in bulk', () => {
+  let h: Harness;
+  let gw: Gateway;
+  let k: KamailioChild;
+  let uas: Uas;
+  let connector: KamailioConnector;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-kamailio-'));
+    h = await startHarness();
+    await seedCatalog(h, [SHORT]);
+    const tok = await token(h, 'switch', 'kamailio-test');
+    gw = await gateway(h);
+    uas = await startUas(dir);
+    k = await startKamailio({ dir, pstnPort: uas.port, cpus: '0' });
+    connector = new KamailioConnector({
+      evapiHost: '127.0.0.1',
+      evapiPort: k.evapiPort,
+      rpcUrl: k.rpcUrl,
+      gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
+      token: tok,
+      log: createLogger('silent'),
+    });
+    connector.start();
+    await until('the connector to attach', async () => (await connectorsAttached(k)) > 0);
+  });
+
+  afterAll(async () => {
+    connector?.close();
+    await gw?.close();
+    await stopAll();
+    await h?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('sends both sides their BYE when many calls are cut at once', async () => {
+    const ids = await soldIds(h, SHORT, CALLS);
+    const run = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-wait',
+      rows: ids.map((id): [string, string] => [`${id}*33612345678`, 'X-Test: bulk-cut-off']),
+    });
+    // Every caller got its BYE (uac-wait ends on it)...
+    expect(run.code, run.stdout).toBe(0);
+    expect(run.calls.size).toBe(CALLS);
+    const records = await until('every call record', async () => {
+      const r = await callRecords(h);
+      return r.length === CALLS ? r : undefined;
+    });
+    expect(new Set(records.map((r) => r.cause))).toEqual(new Set(['cutoff']));
+    // ...and every callee too: a BYE Kamailio never sent would not come later.
+    const missing = (): string[] => [...run.calls.keys()].filter((ci) => !uas.calls().get(ci)?.byeUs);
+    await until('every callee to log its BYE', () => missing().length === 0, 5000).catch(() => undefined);
+    expect(missing()).toEqual([]);
+    expect(k.logs.filter((l) => l.includes('send_bye'))).toEqual([]);
+  }, 60_000);
+});
