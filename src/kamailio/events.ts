@@ -70,5 +70,5 @@ export const admitReply = (e: InviteEvent, sec: number): string =>
  */
 export const failSafeReply = (he: number, hi: number, until: number): string => JSON.stringify({ he, hi, until });
 
-/** The refusal: Kamailio maps Tessera's reason to a SIP answer (docs/kamailio.md). */
+/** The refusal: Kamailio maps Tessera's reason to a SIP answer (docs/switches.md). */
 export const refuseReply = (e: InviteEvent, reason: string): string => JSON.stringify({ ti: e.ti, tl: e.tl, reason });

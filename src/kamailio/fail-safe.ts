@@ -6,7 +6,7 @@
  * run to maxSec would talk on the shared balance, past what it holds.
  *
  * The connector learns each re-grant from the `ticked` answers of the ticks
- * that may bring one, and moves the timeout on (docs/kamailio.md#fail-safe).
+ * that may bring one, and moves the timeout on (docs/switches.md#fail-safe).
  */
 
 /** A call's grant as Tessera last told it (`started`, `ticked`). */
