@@ -4,8 +4,7 @@ KEYS[2i]     call session hash ts:{bN}:call:<switch>:<call>   (i = 1..n)
 KEYS[2i+1]   its ID hash       ts:{bN}:id:<idHash>
 KEYS[2n+2]   balance events    ts:{bN}:ev (stream): thresholds fired and exhaustion, for the webhooks
 ARGV[1]      now (ms)
-ARGV[2]      how often (ms) a call's place in the live set is refreshed; the reaper allows for it.
-             Counted in reported seconds, which run with the clock while a call is up
+ARGV[2]      how often (ms) a call's place in the live set is refreshed; the reaper allows for it
 ARGV[2+i]    seconds since answer for call i (monotonic; a repeat or a step back changes nothing)
 A quota-mode `update` is billed here too: the same seconds, the same rules.
 Returns one flat array of integers but for the rare extras (no Lua table or string per tick
@@ -25,7 +24,7 @@ to convert, in Redis or in the gateway):
 -- @include "num"
 -- @include "charge"
 local now = tonumber(ARGV[1])
-local every = math.max(1, math.floor(tonumber(ARGV[2]) / 1000))
+local every = tonumber(ARGV[2])
 local n = #ARGV - 2
 local evkey = KEYS[2 * n + 2]
 local out, extra = {}, {}
@@ -54,14 +53,21 @@ local function bill(i)
     local code = 1
     if advanced then code = 0 end
     -- The reaper goes by the live set's score. Refreshing it on every tick would double the
-    -- writes: it is refreshed when the reported seconds cross a multiple of `every`, so the
-    -- session keeps no time of its own to read and write. The first report (a tick of 0 at
-    -- answer included) always refreshes it, ending the ring grace given at start, and so does
-    -- any report that is not news: a switch retrying is alive. A quota-mode call's score is its
-    -- next report's deadline: the validity time from now.
+    -- writes: it is refreshed once `every` ms have passed since the last time (`seen`, written
+    -- with the tick's own fields). Wall time, not reported seconds: a switch whose seconds run
+    -- ahead of the clock (a burst of catch-up ticks) must not buy a ZADD with every few. The
+    -- first report (a tick of 0 at answer included) always refreshes it, ending the ring grace
+    -- given at start, and so does a `seen` ahead of this clock (a clock stepped back must not hold
+    -- the score). A quota-mode call's score is its next report's deadline: the validity time from now.
     local val = terms_of(s.trm).val
-    local refresh = not advanced or used == 0 or sec - sec % every > used - used % every
-    if val > 0 or refresh then redis.call('ZADD', KEYS[1], int(now + val * 1000), skey) end
+    local seen = tonumber(s.seen) or 0
+    if used == 0 or now - seen >= every or seen > now then
+      upd[#upd + 1] = 'seen'
+      upd[#upd + 1] = int(now)
+      redis.call('ZADD', KEYS[1], int(now + val * 1000), skey)
+    elseif val > 0 then
+      redis.call('ZADD', KEYS[1], int(now + val * 1000), skey)
+    end
     if #upd > 0 then redis.call('HSET', skey, unpack(upd)) end
     -- The final action goes with the answer that made the grant final, with an
     -- exhausted cut-off, and with every quota-mode answer: not with every tick.

@@ -38,10 +38,10 @@
 -- events for the webhooks: thresholds fired and exhaustion (includes/charge_events.lua).
 -- @include "charge_events"
 local function read_session(skey)
-  local v = redis.call('HMGET', skey, 'st', 'id', 'used', 'trm', 'thr', 'cut', 'ans', 'cov', 'gnt', 'fin')
+  local v = redis.call('HMGET', skey, 'st', 'id', 'used', 'trm', 'thr', 'cut', 'ans', 'cov', 'gnt', 'fin', 'seen')
   return {
     st = v[1], id = v[2], used = v[3], trm = v[4], thr = v[5], cut = v[6], ans = v[7], cov = v[8], gnt = v[9],
-    fin = v[10],
+    fin = v[10], seen = v[11],
   }
 end
 

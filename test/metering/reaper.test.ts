@@ -250,6 +250,38 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
   });
 });
 
+describe("a call's place in the live set (stale after 6 s: refreshed every 2 s)", () => {
+  let gw: Gateway;
+  let c: Client;
+  let sw: string;
+  beforeAll(async () => {
+    gw = await gateway(h, { staleAfterMs: 6000, reapIntervalMs: 600_000 });
+    ({ c, name: sw } = await connectSwitch(h, gw.port));
+  });
+  afterAll(async () => {
+    await c?.close();
+    await gw?.close();
+  });
+
+  it('is refreshed by the clock, not by the seconds reported: catch-up ticks cost no ZADD each', async () => {
+    const { id, call } = await begin(c);
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 1 })).toMatchObject({ op: 'ticked' });
+    const first = Number(await liveScore(id, sw, call));
+    // Seconds reported faster than the clock (a switch catching up): they cross the 2 s mark
+    // four times, but no 2 s have passed, so the score stays the first report's.
+    for (let sec = 2; sec <= 9; sec++) {
+      expect(await c.request({ op: 'tick', ref: ref(), call, sec })).toMatchObject({ balance: 1_000_000 - sec * 100 });
+      await sleep(20);
+    }
+    expect(Number(await liveScore(id, sw, call))).toBe(first);
+    await sleep(2100);
+    const before = Date.now();
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 10 })).toMatchObject({ balance: 999_000 });
+    expect(Number(await liveScore(id, sw, call))).toBeGreaterThanOrEqual(before);
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 10 })).toMatchObject({ billedSec: 10, cost: 1000 });
+  });
+});
+
 describe('ring grace and reaped calls (stale after 300 ms, ring timeout 1500 ms, sweep every 100 ms)', () => {
   let gw: Gateway;
   let c: Client;
