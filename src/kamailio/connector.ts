@@ -285,9 +285,10 @@ export class KamailioConnector {
     if (c.started && this.evapi.connected && sec > c.ticked) {
       c.ticked = sec;
       this.link.send(this.tickOf(c, sec));
-      // A call reaching its paid time is cut by the cutoff this tick brings; if no gateway
-      // can answer, the connector cuts it itself (the protocol's "never past maxSec").
-      if (sec > c.maxSec || (sec >= end && !this.link.connected)) {
+      // A call reaching its paid time is cut by the cutoff this tick brings; past it with no
+      // word of more (a top-up), or with no gateway to answer, the connector cuts it itself
+      // (the protocol's "never past maxSec").
+      if (sec > end || (sec >= end && !this.link.connected)) {
         this.cutWhenPaidUp(c, Math.min(end, sec), 'max_sec');
         return;
       }
@@ -297,7 +298,7 @@ export class KamailioConnector {
 
   /** A tick, with a ref when its answer may carry a re-grant (fail-safe.ts). */
   private tickOf(c: Call, sec: number): Msg {
-    if (!asksForGrant(c, c.firstGrant, sec)) return { op: 'tick', call: c.call, sec };
+    if (!asksForGrant(c, c.firstGrant, sec, paidEnd(c.maxSec, c.horizon))) return { op: 'tick', call: c.call, sec };
     return { op: 'tick', call: c.call, sec, ref: GRANT_REF + String(sec) };
   }
 
@@ -312,8 +313,9 @@ export class KamailioConnector {
     // Where the money ends, as this answer tells it (its sec and the seconds left then).
     const horizon = Number.isSafeInteger(sec) && typeof m.secLeft === 'number' ? sec + m.secLeft : undefined;
     if (horizon !== undefined && sec >= c.heard) {
-      // Other calls of the ID may have taken what maxSec counted: the last paid second's
-      // tick goes early there, as at maxSec, so the cut-off is known before the money ends.
+      // Other calls of the ID may have taken what maxSec counted, or a top-up added to it: the
+      // last paid second's tick goes early there, as at maxSec, so the cut-off is known before
+      // the money ends.
       const end = paidEnd(c.maxSec, c.horizon);
       c.heard = sec;
       c.horizon = horizon;

@@ -40,18 +40,23 @@ export function failSafeSec(grant: number, horizon: number, p: FailurePolicy): n
  * Tessera re-grants on a tick that finds less than half a slice left of the
  * grant, and a first grant that is not final is at least one slice: asking
  * while less than half the first grant is left hears every re-grant, and
- * most ticks go without a ref (the tick path stays one-way).
+ * most ticks go without a ref (the tick path stays one-way). The tick of the
+ * last paid second (`end`, paidEnd) always asks: money topped up during the
+ * call is re-granted there, final grant or not, and only the answer tells.
  */
-export function asksForGrant(g: Grant, firstGrant: number, sec: number): boolean {
-  return !g.final && g.grant - sec < Math.ceil(firstGrant / 2);
+export function asksForGrant(g: Grant, firstGrant: number, sec: number, end: number): boolean {
+  // The last paid second's tick asks too, final grant or not: a top-up re-grants there.
+  return sec >= end || (!g.final && g.grant - sec < Math.ceil(firstGrant / 2));
 }
 
 /**
  * The seconds since answer the call's money pays for, as Tessera last told:
  * `horizon` is sec + secLeft of the latest `ticked` (undefined before one),
- * which falls short of the start's maxSec when other calls of the ID took
- * what was free. The connector sends the tick of that second early.
+ * else the start's maxSec. Either way the newest word wins: it falls short of
+ * maxSec when other calls of the ID took what was free, and goes past it when
+ * the ID was topped up during the call. The connector sends the tick of that
+ * second early, asking for its answer (`asksForGrant`).
  */
 export function paidEnd(maxSec: number, horizon: number | undefined): number {
-  return horizon !== undefined && horizon < maxSec ? horizon : maxSec;
+  return horizon ?? maxSec;
 }

@@ -15,10 +15,11 @@ import { audit } from '../../src/ledger/audit';
 import { idStatus, setIdState } from '../../src/ledger/ids';
 import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
+import { jsonCall } from '../support/http';
 import { idFields } from '../support/redis';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { billedSeconds } from '../../src/kamailio/billing';
-import { callRecords, luhnId } from './records';
+import { callRecords, luhnId, recordOf } from './records';
 import {
   answeredDialogs,
   connectorsAttached,
@@ -36,6 +37,8 @@ import {
 const TALK = talkProduct({ name: 'talk-k', face: 1_000_000, price: 1_000_000 });
 /** 100 micro-units a second everywhere (STD_RATES): 3 seconds of credit. */
 const SHORT = talkProduct({ name: 'talk-3s', face: 300, price: 300 });
+/** The same 3 seconds, for a call topped up while it talks. */
+const TOPPED = talkProduct({ name: 'talk-topped', face: 300, price: 300 });
 const NOWHERE = talkProduct({ name: 'talk-nowhere', plan: 'nowhere' });
 /** 100 s of credit, shared by up to two calls, reserved 3 s at a time. */
 const SLICES = talkProduct({ name: 'talk-slices', face: 10_000, price: 10_000, maxCalls: 2, grantSec: 3 });
@@ -71,7 +74,7 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tessera-kamailio-'));
     h = await startHarness();
-    await seedCatalog(h, [TALK, SHORT, NOWHERE, SLICES, SHARED]);
+    await seedCatalog(h, [TALK, SHORT, TOPPED, NOWHERE, SLICES, SHARED]);
     tok = await token(h, 'switch', 'kamailio-test');
     gw = await gateway(h);
     uas = await startUas(dir);
@@ -126,12 +129,10 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     });
     expect(run.code, run.stdout).toBe(0);
     const [call] = [...run.calls.values()];
-    const [rec] = await until('the call record', async () =>
-      (await callRecords(h, call!.ci)).length ? callRecords(h, call!.ci) : undefined,
-    );
-    expect(rec!.cause).toBe('cutoff');
-    expect(Number(rec!.sec)).toBe(3);
-    expect(Number(rec!.bal)).toBe(0);
+    const rec = await recordOf(h, call!.ci);
+    expect(rec.cause).toBe('cutoff');
+    expect(Number(rec.sec)).toBe(3);
+    expect(Number(rec.bal)).toBe(0);
     // The callee got its BYE too (sent at all: cut-offs.test.ts). Over UDP a lost BYE is
     // retransmitted for up to 64 × T1 = 32 s, so wait that long: under load a copy may be dropped.
     await until('the callee to log its BYE', () => uas.calls().get(call!.ci)?.byeUs, 35_000);
@@ -148,6 +149,37 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     });
     expect([...again.calls.values()][0]!.refused).toBe(402);
   }, 60_000);
+
+  it('lets a call topped up while it talks go on past the maxSec of its start, billed exactly', async () => {
+    const [id] = await soldIds(h, TOPPED, 1);
+    const admin = await token(h, 'admin', 'kamailio-topup');
+    const call = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${id}*33612345678`, 'X-Test: topped-up']],
+      talkMs: 5500,
+    });
+    // 3 s of credit at start (maxSec 3); 10 s more a moment after the answer.
+    await until('the call to be answered', async () => (await answeredDialogs(k)).length > 0);
+    const topup = await jsonCall(gw, 'POST', `/v1/admin/ids/${id}/topup`, {
+      token: admin,
+      idem: `topped-${id}`,
+      body: { amount: 1000 },
+    });
+    expect(topup).toMatchObject({ status: 200, json: { balance: expect.any(Number) } });
+    const run = await call;
+    // sipp hung up itself at 5.5 s: neither the connector nor Kamailio's fail-safe cut it at 3 s.
+    expect(run.code, run.stdout).toBe(0);
+    const [sipCall] = [...run.calls.values()];
+    const rec = await recordOf(h, sipCall!.ci);
+    expect(rec.cause).toBe('hangup');
+    expect(Number(rec.sec)).toBe(billedSeconds(sipCall!.answerUs!, sipCall!.hangupUs!));
+    expect(Number(rec.sec)).toBeGreaterThan(3);
+    expect(Number(rec.cost)).toBe(Number(rec.sec) * 100);
+    expect(await idFields(h, id!)).toMatchObject({ bal: String(1300 - Number(rec.cost)) });
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  });
 
   it("moves Kamailio's fail-safe on at each re-grant of a call granted in slices", async () => {
     const [id] = await soldIds(h, SLICES, 1);
@@ -177,13 +209,10 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     expect(Math.max(...lifetimes)).toBeGreaterThanOrEqual(7 + GRACE_SEC);
     expect(Math.max(...lifetimes)).toBeLessThanOrEqual(9 + GRACE_SEC + 2);
     const [sipCall] = [...run.calls.values()];
-    const [rec] = await until('the call record', async () => {
-      const r = await callRecords(h, sipCall!.ci);
-      return r.length ? r : undefined;
-    });
-    expect(rec!.cause).toBe('hangup');
-    expect(Number(rec!.sec)).toBe(billedSeconds(sipCall!.answerUs!, sipCall!.hangupUs!));
-    expect(Number(rec!.cost)).toBe(Number(rec!.sec) * 100);
+    const rec = await recordOf(h, sipCall!.ci);
+    expect(rec.cause).toBe('hangup');
+    expect(Number(rec.sec)).toBe(billedSeconds(sipCall!.answerUs!, sipCall!.hangupUs!));
+    expect(Number(rec.cost)).toBe(Number(rec.sec) * 100);
     expect((await audit(h.ctx)).problems).toEqual([]);
   });
 
@@ -277,7 +306,7 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
       scenario: 'uac-hangup',
       rows: [[`${id}*33612345678`, 'X-Test: fail-closed']],
     });
-    expect([...run.calls.values()][0]!.refused).toBe(503);
+    expect([...run.calls.values()][0]?.refused, run.stdout).toBe(503);
     connector = await attach();
     const ok = await runUac({
       dir,

@@ -18,7 +18,7 @@ import { idStatus } from '../../src/ledger/ids';
 import { createLogger } from '../../src/observability/log';
 import { freePort } from '../../src/redis/embedded';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
-import { callRecords } from './records';
+import { callRecords, recordOf } from './records';
 import {
   answeredDialogs,
   connectorsAttached,
@@ -88,10 +88,8 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
       const s = await idStatus(h.ctx, id);
       return s.ok && s.activeCalls === 1;
     });
-  const recordOf = async (run: UacRun): Promise<Record<string, string>> => {
-    const [call] = [...run.calls.values()];
-    return await until(`the record of ${call!.ci}`, async () => (await callRecords(h, call!.ci))[0], 20_000);
-  };
+  const recordOfRun = (run: UacRun): Promise<Record<string, string>> =>
+    recordOf(h, [...run.calls.values()][0]!.ci, 20_000);
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tessera-kamailio-'));
@@ -131,7 +129,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     // Kamailio's dialog timeout (granted seconds + grace, on its 1 s timer): never before the granted time.
     expect(c!.byeUs! - c!.answerUs!).toBeGreaterThanOrEqual(2 * 1e6 - 1000);
     // The reaper closed the call at its last tick: nothing billed twice, nothing beyond the balance.
-    const rec = await recordOf(run);
+    const rec = await recordOfRun(run);
     expect(rec.cause).toBe('stale');
     expect(Number(rec.sec)).toBeLessThanOrEqual(2);
     expect((await audit(h.ctx)).problems).toEqual([]);
@@ -162,7 +160,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     expect(talkedSec).toBeGreaterThanOrEqual(7 - 0.001);
     expect(talkedSec).toBeLessThanOrEqual(10 + GRACE_SEC + 2);
     // Billed once, by the reaper, up to the last tick: within the grant, the rest of the reservation given back.
-    const rec = await recordOf(run);
+    const rec = await recordOfRun(run);
     await sleep(500);
     expect(await callRecords(h, c!.ci)).toHaveLength(1);
     expect(rec.cause).toBe('stale');
@@ -188,7 +186,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     const run = await call;
     expect(run.code, run.stdout).toBe(0);
     const [c] = [...run.calls.values()];
-    const rec = await recordOf(run);
+    const rec = await recordOfRun(run);
     expect(rec.cause).toBe('hangup');
     expect(Number(rec.sec)).toBe(billedSeconds(c!.answerUs!, c!.hangupUs!));
     expect((await audit(h.ctx)).problems).toEqual([]);
@@ -212,7 +210,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     const run1 = await first;
     expect(run1.code, run1.stdout).toBe(0);
     const [c1] = [...run1.calls.values()];
-    expect(Number((await recordOf(run1)).sec)).toBe(billedSeconds(c1!.answerUs!, c1!.hangupUs!));
+    expect(Number((await recordOfRun(run1)).sec)).toBe(billedSeconds(c1!.answerUs!, c1!.hangupUs!));
     // gw1 restarts on its port, gw2 goes away mid-call: the connector is back on gw1.
     gw1 = await startGw(gw1Port);
     const second = runUac({
@@ -228,7 +226,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     const run2 = await second;
     expect(run2.code, run2.stdout).toBe(0);
     const [c2] = [...run2.calls.values()];
-    const rec2 = await recordOf(run2);
+    const rec2 = await recordOfRun(run2);
     expect(Number(rec2.sec)).toBe(billedSeconds(c2!.answerUs!, c2!.hangupUs!));
     expect((await audit(h.ctx)).problems).toEqual([]);
     gw2 = await startGw();
@@ -253,7 +251,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     k = await startKamailio({ dir, pstnPort: uasPort, ports, defines: [`GRACE_SEC=${GRACE_SEC}`] });
     const run1 = await lost;
     const [c1] = [...run1.calls.values()];
-    const rec1 = await recordOf(run1);
+    const rec1 = await recordOfRun(run1);
     expect(rec1.cause).toBe('lost');
     expect(Number(rec1.sec)).toBeGreaterThanOrEqual(1);
     expect(Number(rec1.sec)).toBeLessThanOrEqual(billedSeconds(c1!.answerUs!, c1!.hangupUs ?? c1!.answerUs! + 2.6e6));
@@ -267,7 +265,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     });
     expect(run2.code, run2.stdout).toBe(0);
     const [c2] = [...run2.calls.values()];
-    expect(Number((await recordOf(run2)).sec)).toBe(billedSeconds(c2!.answerUs!, c2!.hangupUs!));
+    expect(Number((await recordOfRun(run2)).sec)).toBe(billedSeconds(c2!.answerUs!, c2!.hangupUs!));
     expect((await audit(h.ctx)).problems).toEqual([]);
   });
 });

@@ -1,6 +1,7 @@
 /** Call records and IDs for the Kamailio tests. */
 import { exportRecords } from '../../src/ledger/export';
 import type { Harness } from '../support/harness';
+import { until } from './stack';
 
 /** The call detail records (all, or one call's), as the export writes them. */
 export async function callRecords(h: Harness, call?: string): Promise<Record<string, string>[]> {
@@ -9,6 +10,11 @@ export async function callRecords(h: Harness, call?: string): Promise<Record<str
     for (const line of s.split('\n')) if (line) rows.push(JSON.parse(line) as Record<string, string>);
   });
   return call ? rows.filter((r) => r.call === call) : rows;
+}
+
+/** The record of one call, once the stop has written it. */
+export function recordOf(h: Harness, ci: string, timeoutMs?: number): Promise<Record<string, string>> {
+  return until(`the record of ${ci}`, async () => (await callRecords(h, ci))[0], timeoutMs);
 }
 
 /** `body` with its Luhn check digit: a well-formed ID that no one minted. */

@@ -17,20 +17,25 @@ describe('kamailio fail-safe', () => {
   it('asks on the ticks where Tessera re-grants (less than half a slice left), and not before', () => {
     // A 60 s slice: Tessera re-grants at the tick that finds fewer than 30 s left.
     const g = { grant: 60, final: false };
-    expect(asksForGrant(g, 60, 30)).toBe(false);
-    expect(asksForGrant(g, 60, 31)).toBe(true);
-    expect(asksForGrant(g, 60, 61)).toBe(true);
+    expect(asksForGrant(g, 60, 30, 500)).toBe(false);
+    expect(asksForGrant(g, 60, 31, 500)).toBe(true);
+    expect(asksForGrant(g, 60, 61, 500)).toBe(true);
     // A 3 s slice re-grants at second 2 (1 s left < 2).
-    expect(asksForGrant({ grant: 3, final: false }, 3, 1)).toBe(false);
-    expect(asksForGrant({ grant: 3, final: false }, 3, 2)).toBe(true);
-    expect(asksForGrant({ grant: 60, final: true }, 60, 59)).toBe(false);
+    expect(asksForGrant({ grant: 3, final: false }, 3, 1, 100)).toBe(false);
+    expect(asksForGrant({ grant: 3, final: false }, 3, 2, 100)).toBe(true);
+    expect(asksForGrant({ grant: 60, final: true }, 60, 59, 60)).toBe(false);
   });
 
-  it("aims the last paid second at the latest answer's sec + secLeft when other calls took what maxSec counted", () => {
+  it('asks on the last paid second, final grant or not: a top-up during the call is re-granted there', () => {
+    expect(asksForGrant({ grant: 60, final: true }, 60, 60, 60)).toBe(true);
+    expect(asksForGrant({ grant: 60, final: true }, 60, 61, 60)).toBe(true);
+  });
+
+  it("aims the last paid second at the latest answer's sec + secLeft, below maxSec or past it", () => {
     expect(paidEnd(10, undefined)).toBe(10);
     // Another call of the ID reserved the rest: this one's money ends at 6 s.
     expect(paidEnd(10, 6)).toBe(6);
-    // A top-up can only add to what maxSec counted at start: maxSec still ends the call.
-    expect(paidEnd(10, 14)).toBe(10);
+    // The ID was topped up during the call: it talks on past the maxSec of its start.
+    expect(paidEnd(10, 14)).toBe(14);
   });
 });
