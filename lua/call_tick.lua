@@ -61,13 +61,12 @@ local function bill(i)
     -- the score). A quota-mode call's score is its next report's deadline: the validity time from now.
     local val = terms_of(s.trm).val
     local seen = tonumber(s.seen) or 0
-    if used == 0 or now - seen >= every or seen > now then
+    local refresh = used == 0 or now - seen >= every or seen > now
+    if refresh then
       upd[#upd + 1] = 'seen'
       upd[#upd + 1] = int(now)
-      redis.call('ZADD', KEYS[1], int(now + val * 1000), skey)
-    elseif val > 0 then
-      redis.call('ZADD', KEYS[1], int(now + val * 1000), skey)
     end
+    if refresh or val > 0 then redis.call('ZADD', KEYS[1], int(now + val * 1000), skey) end
     if #upd > 0 then redis.call('HSET', skey, unpack(upd)) end
     -- The final action goes with the answer that made the grant final, with an
     -- exhausted cut-off, and with every quota-mode answer: not with every tick.
