@@ -47,11 +47,9 @@ local function bill(i)
   elseif s.st ~= 'live' then
     put(i, 3, 0, 0, 0, '', redis.call('HGET', skey, 'cause') or '', 0, '', 0)
   else
-    local upd = {}
     local used = tonumber(s.used)
-    local bal, left, alerts, cut, fresh, gnt, final, finNow, advanced = charge(s, skey, ikey, sec, now, upd, evkey)
-    local code = 1
-    if advanced then code = 0 end
+    local terms = terms_of(s.trm)
+    local val = terms.val
     -- The reaper goes by the live set's score. Refreshing it on every tick would double the
     -- writes: it is refreshed once `every` ms have passed since the last time (`seen`, written
     -- with the tick's own fields). Wall time, not reported seconds: a switch whose seconds run
@@ -59,9 +57,25 @@ local function bill(i)
     -- first report (a tick of 0 at answer included) always refreshes it, ending the ring grace
     -- given at start, and so does a `seen` ahead of this clock (a clock stepped back must not hold
     -- the score). A quota-mode call's score is its next report's deadline: the validity time from now.
-    local val = terms_of(s.trm).val
     local seen = tonumber(s.seen) or 0
     local refresh = used == 0 or now - seen >= every or seen > now
+    local idf, bal, left, gnt = charge_steady(s, terms.t, terms.gs, ikey, sec, used)
+    if bal and not refresh and val == 0 then
+      -- Most ticks: `used` is all the session learns, and the answer has no extras.
+      redis.call('HSET', skey, 'used', int(sec))
+      out[4 * i - 3], out[4 * i - 2], out[4 * i - 1], out[4 * i] = 0, bal, left, gnt
+      return
+    end
+    local upd = {}
+    local code, alerts, cut, fresh, final, finNow = 0, '', '', 0, 0, 0
+    if bal then
+      upd[1], upd[2] = 'used', int(sec)
+      if s.fin == '1' then final = 1 end
+    else
+      local advanced
+      bal, left, alerts, cut, fresh, gnt, final, finNow, advanced = charge(s, skey, ikey, sec, now, upd, evkey, idf)
+      if not advanced then code = 1 end
+    end
     if refresh then
       upd[#upd + 1] = 'seen'
       upd[#upd + 1] = int(now)

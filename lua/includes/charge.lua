@@ -58,6 +58,18 @@ local function terms_of(trm)
   return c
 end
 
+-- The highest threshold left ("300" of "300,60"), which every tick compares: kept
+-- per string like the terms (a product's calls share a few).
+local thr_heads, thr_cached = {}, 0
+local function threshold_head(thr)
+  local h = thr_heads[thr]
+  if h then return h end
+  h = tonumber(string.match(thr, '^%d+'))
+  if thr_cached >= 1000 then thr_heads, thr_cached = {}, 0 end
+  thr_heads[thr], thr_cached = h, thr_cached + 1
+  return h
+end
+
 -- The terms call_start (and call_recover) write.
 local function terms_field(gs, val, desc)
   return int(gs) .. ' ' .. int(val) .. ' ' .. desc
@@ -96,7 +108,8 @@ end
 -- go on), 1 when this very call ordered the cut-off, the grant (seconds since
 -- answer), 1 when it is final, 1 when it became final just now, and whether `sec`
 -- was news (above the highest second reported before).
-local function charge(s, skey, ikey, sec, now, upd, evkey)
+-- `idf` is the ID's bal, st and free when the caller has read them (charge_steady).
+local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
   local terms = terms_of(s.trm)
   local t = terms.t
   local used, cov0 = tonumber(s.used), tonumber(s.cov)
@@ -104,7 +117,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey)
   local cov = cov0
   local advanced = sec > used
   local gnt, fin = tonumber(s.gnt), s.fin == '1'
-  local idf = redis.call('HMGET', ikey, 'bal', 'st', 'free')
+  idf = idf or redis.call('HMGET', ikey, 'bal', 'st', 'free')
   local bal0, st = tonumber(idf[1]) or 0, idf[2]
   local avail0 = free_of(bal0, idf[3])
   local bal, avail = bal0, avail0
@@ -206,7 +219,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey)
   if left < 0 then left = 0 end
   local alerts = ''
   -- Thresholds are stored highest first: nothing to do until the first is reached.
-  if s.thr ~= '' and left <= tonumber(string.match(s.thr, '^%d+')) then
+  if s.thr ~= '' and left <= threshold_head(s.thr) then
     local fired, keep = {}, {}
     for th in string.gmatch(s.thr, '%d+') do
       if left <= tonumber(th) then fired[#fired + 1] = th else keep[#keep + 1] = th end
@@ -231,6 +244,41 @@ local function charge(s, skey, ikey, sec, now, upd, evkey)
     upd[#upd + 1] = cut
   end
   return bal, left, alerts, cut, fresh, gnt, fin and 1 or 0, finNow, advanced
+end
+
+-- The steady tick, most ticks of most calls: a flat tariff, the new seconds
+-- paid in full from the call's reservation, and nothing else to do: no re-grant
+-- due, no threshold reached, no cut-off, the ID neither emptied nor blocked.
+-- It does what charge() does in that case (take the seconds' cost from the
+-- reservation and the balance; the session's `cov` stays) without the general
+-- arithmetic, which costs a tick more Lua than its two reads and two writes.
+-- Returns the ID's fields it read and, when the tick was steady, the balance,
+-- the seconds left and the grant, having written the balance; the caller writes
+-- `used`. Otherwise (nothing written) charge() decides, given the fields read.
+local function charge_steady(s, t, gs, ikey, sec, used)
+  local idf = redis.call('HMGET', ikey, 'bal', 'st', 'free')
+  if not t.flat or used == 0 or sec <= used or s.ans == '' or s.cut ~= '' or idf[2] ~= 'sold' then return idf end
+  local rate = t.rate
+  local bal = tonumber(idf[1]) or 0
+  local avail = free_of(bal, idf[3])
+  local owed = (sec - used) * rate
+  -- What the reservation holds beyond the disconnect charge once this tick is paid.
+  local res = tonumber(s.cov) - t.fee - sec * rate - t.disc
+  local gnt = tonumber(s.gnt)
+  if res < 0 or owed >= bal or gnt <= sec then return idf end
+  local left
+  if avail == 0 then
+    -- charge() would mark the grant final: unless it is, that is its job.
+    if s.fin ~= '1' then return idf end
+    left = gnt - sec
+  else
+    -- No re-grant is due (charge()'s rule); the seconds all the money left buys, as tariff_afford counts them.
+    if gs == 0 or gnt - sec < math.ceil(gs / 2) then return idf end
+    left = (res + avail - (res + avail) % rate) / rate
+  end
+  if s.thr ~= '' and left <= threshold_head(s.thr) then return idf end
+  redis.call('HSET', ikey, 'bal', int(bal - owed))
+  return idf, bal - owed, left, gnt
 end
 
 -- Ends a call's hold on its ID: what is left of its reservation `res` is free
