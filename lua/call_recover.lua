@@ -29,9 +29,9 @@ record's cause is `recovered`. The closed session answers repeated stops.
 local now = tonumber(ARGV[1])
 local sec = tonumber(ARGV[2])
 local s = read_session(KEYS[1])
-if s.st then
-  if s.id ~= KEYS[2] then return { 'err', 'call_conflict' } end
-  if s.st == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, sec, KEYS[5]) end
+if s[S_ST] then
+  if s[S_ID] ~= KEYS[2] then return { 'err', 'call_conflict' } end
+  if s[S_ST] == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, sec, KEYS[5]) end
   -- The session is there after all: an ordinary stop.
   return stop_live(s, KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], tonumber(ARGV[4]), KEYS[5])
 end

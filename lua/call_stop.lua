@@ -24,9 +24,9 @@ local ttl = tonumber(ARGV[2])
 
 local function stop(skey, ikey, sec, cause)
   local s = read_session(skey)
-  if not s.st then return { 'err', 'unknown_call' } end
-  if s.id ~= ikey then return { 'err', 'call_conflict' } end
-  if s.st == 'closed' then return late_stop(s, skey, ikey, KEYS[2], now, sec, KEYS[3]) end
+  if not s[S_ST] then return { 'err', 'unknown_call' } end
+  if s[S_ID] ~= ikey then return { 'err', 'call_conflict' } end
+  if s[S_ST] == 'closed' then return late_stop(s, skey, ikey, KEYS[2], now, sec, KEYS[3]) end
   return stop_live(s, skey, ikey, KEYS[1], KEYS[2], now, sec, cause, ttl, KEYS[3])
 end
 

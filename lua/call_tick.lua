@@ -40,15 +40,15 @@ local function bill(i)
   local skey, ikey = KEYS[2 * i], KEYS[2 * i + 1]
   local sec = tonumber(ARGV[2 + i])
   local s = read_session(skey)
-  if not s.st then
+  if not s[S_ST] then
     put(i, 2, 0, 0, 0, '', '', 0, '', 0)
-  elseif s.id ~= ikey then
+  elseif s[S_ID] ~= ikey then
     put(i, 4, 0, 0, 0, '', '', 0, '', 0)
-  elseif s.st ~= 'live' then
+  elseif s[S_ST] ~= 'live' then
     put(i, 3, 0, 0, 0, '', redis.call('HGET', skey, 'cause') or '', 0, '', 0)
   else
-    local used = tonumber(s.used)
-    local terms = terms_of(s.trm)
+    local used = tonumber(s[S_USED])
+    local terms = terms_of(s[S_TRM])
     local val = terms.val
     -- The reaper goes by the live set's score. Refreshing it on every tick would double the
     -- writes: it is refreshed once `every` ms have passed since the last time (`seen`, written
@@ -57,7 +57,7 @@ local function bill(i)
     -- first report (a tick of 0 at answer included) always refreshes it, ending the ring grace
     -- given at start, and so does a `seen` ahead of this clock (a clock stepped back must not hold
     -- the score). A quota-mode call's score is its next report's deadline: the validity time from now.
-    local seen = tonumber(s.seen) or 0
+    local seen = tonumber(s[S_SEEN]) or 0
     local refresh = used == 0 or now - seen >= every or seen > now
     local idf, bal, left, gnt = charge_steady(s, terms.t, terms.gs, ikey, sec, used)
     if bal and not refresh and val == 0 then
@@ -70,7 +70,7 @@ local function bill(i)
     local code, alerts, cut, fresh, final, finNow = 0, '', '', 0, 0, 0
     if bal then
       upd[1], upd[2] = 'used', int(sec)
-      if s.fin == '1' then final = 1 end
+      if s[S_FIN] == '1' then final = 1 end
     else
       local advanced
       bal, left, alerts, cut, fresh, gnt, final, finNow, advanced = charge(s, skey, ikey, sec, now, upd, evkey, idf)

@@ -32,18 +32,18 @@
 --
 -- read_session() reads what every tick needs in one positional HMGET: call_start
 -- writes these fields first, in this order, so HMGET walks a short list. The rest
--- (start, short, final action) is read only when a tick needs it.
+-- (start, short, final action) is read only when a tick needs it. The fields are
+-- used where HMGET put them, s[S_USED] and so on: a table with named keys built
+-- per tick cost 0.5 µs of a steady tick's 7.
 --
 -- Given `evkey` (the bucket's events stream), charge() also emits the balance
 -- events for the webhooks: thresholds fired and exhaustion (includes/charge_events.lua).
 -- @include "charge_events"
+local S_ST, S_ID, S_USED, S_TRM, S_THR, S_CUT, S_ANS, S_COV, S_GNT, S_FIN, S_SEEN = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 local function read_session(skey)
-  local v = redis.call('HMGET', skey, 'st', 'id', 'used', 'trm', 'thr', 'cut', 'ans', 'cov', 'gnt', 'fin', 'seen')
-  return {
-    st = v[1], id = v[2], used = v[3], trm = v[4], thr = v[5], cut = v[6], ans = v[7], cov = v[8], gnt = v[9],
-    fin = v[10], seen = v[11],
-  }
+  return redis.call('HMGET', skey, 'st', 'id', 'used', 'trm', 'thr', 'cut', 'ans', 'cov', 'gnt', 'fin', 'seen')
 end
+
 
 -- A session's terms: grant slice `gs` (s), quota validity `val` (s; 0 for a call
 -- in tick mode) and tariff `t`. Parsed once per string and kept, as tariffs are.
@@ -110,13 +110,13 @@ end
 -- was news (above the highest second reported before).
 -- `idf` is the ID's bal, st and free when the caller has read them (charge_steady).
 local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
-  local terms = terms_of(s.trm)
+  local terms = terms_of(s[S_TRM])
   local t = terms.t
-  local used, cov0 = tonumber(s.used), tonumber(s.cov)
+  local used, cov0 = tonumber(s[S_USED]), tonumber(s[S_COV])
   local billed = tariff_charged(t, used)
   local cov = cov0
   local advanced = sec > used
-  local gnt, fin = tonumber(s.gnt), s.fin == '1'
+  local gnt, fin = tonumber(s[S_GNT]), s[S_FIN] == '1'
   idf = idf or redis.call('HMGET', ikey, 'bal', 'st', 'free')
   local bal0, st = tonumber(idf[1]) or 0, idf[2]
   local avail0 = free_of(bal0, idf[3])
@@ -129,7 +129,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
   -- digits are not parsed for them (0 stands for the time).
   local ans, cost, res
   if n > billed or avail0 > 0 then
-    if s.ans ~= '' then ans = t.flat and 0 or tonumber(s.ans) end
+    if s[S_ANS] ~= '' then ans = t.flat and 0 or tonumber(s[S_ANS]) end
     cost = 0
     if billed > 0 then cost = tariff_cost(t, ans, billed) end
     res = cov0 - cost
@@ -138,7 +138,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
   if advanced then
     upd[#upd + 1] = 'used'
     upd[#upd + 1] = int(sec)
-    if s.ans == '' then
+    if s[S_ANS] == '' then
       -- Answered `sec` seconds ago, but never before the call started (clock steps, late first tick).
       ans = math.max(tonumber(redis.call('HGET', skey, 'start')), now - sec * 1000)
       upd[#upd + 1] = 'ans'
@@ -219,9 +219,9 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
   if left < 0 then left = 0 end
   local alerts = ''
   -- Thresholds are stored highest first: nothing to do until the first is reached.
-  if s.thr ~= '' and left <= threshold_head(s.thr) then
+  if s[S_THR] ~= '' and left <= threshold_head(s[S_THR]) then
     local fired, keep = {}, {}
-    for th in string.gmatch(s.thr, '%d+') do
+    for th in string.gmatch(s[S_THR], '%d+') do
       if left <= tonumber(th) then fired[#fired + 1] = th else keep[#keep + 1] = th end
     end
     alerts = table.concat(fired, ',')
@@ -229,7 +229,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
     upd[#upd + 1] = table.concat(keep, ',')
   end
   if evkey and (alerts ~= '' or emptied) then charge_events(evkey, ikey, skey, now, bal, left, alerts, emptied) end
-  local cut = s.cut or ''
+  local cut = s[S_CUT] or ''
   if cut == '' then
     if fin and gnt <= sec then
       cut = 'exhausted'
@@ -238,7 +238,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
     end
   end
   local fresh = 0
-  if cut ~= (s.cut or '') then
+  if cut ~= (s[S_CUT] or '') then
     fresh = 1
     upd[#upd + 1] = 'cut'
     upd[#upd + 1] = cut
@@ -257,26 +257,26 @@ end
 -- `used`. Otherwise (nothing written) charge() decides, given the fields read.
 local function charge_steady(s, t, gs, ikey, sec, used)
   local idf = redis.call('HMGET', ikey, 'bal', 'st', 'free')
-  if not t.flat or used == 0 or sec <= used or s.ans == '' or s.cut ~= '' or idf[2] ~= 'sold' then return idf end
+  if not t.flat or used == 0 or sec <= used or s[S_ANS] == '' or s[S_CUT] ~= '' or idf[2] ~= 'sold' then return idf end
   local rate = t.rate
   local bal = tonumber(idf[1]) or 0
   local avail = free_of(bal, idf[3])
   local owed = (sec - used) * rate
   -- What the reservation holds beyond the disconnect charge once this tick is paid.
-  local res = tonumber(s.cov) - t.fee - sec * rate - t.disc
-  local gnt = tonumber(s.gnt)
+  local res = tonumber(s[S_COV]) - t.fee - sec * rate - t.disc
+  local gnt = tonumber(s[S_GNT])
   if res < 0 or owed >= bal or gnt <= sec then return idf end
   local left
   if avail == 0 then
     -- charge() would mark the grant final: unless it is, that is its job.
-    if s.fin ~= '1' then return idf end
+    if s[S_FIN] ~= '1' then return idf end
     left = gnt - sec
   else
     -- No re-grant is due (charge()'s rule); the seconds all the money left buys, as tariff_afford counts them.
     if gs == 0 or gnt - sec < math.ceil(gs / 2) then return idf end
     left = (res + avail - (res + avail) % rate) / rate
   end
-  if s.thr ~= '' and left <= threshold_head(s.thr) then return idf end
+  if s[S_THR] ~= '' and left <= threshold_head(s[S_THR]) then return idf end
   redis.call('HSET', ikey, 'bal', int(bal - owed))
   return idf, bal - owed, left, gnt
 end

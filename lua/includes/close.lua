@@ -42,16 +42,16 @@ end
 -- call closes. What the call ran short of is forgiven first; the rest returns to
 -- the balance, free, and an ID that was exhausted by it is usable again.
 local function give_back(s, skey, ikey, sec)
-  local t = terms_of(s.trm).t
-  local billed, n = tariff_charged(t, tonumber(s.used)), tariff_charged(t, sec)
+  local t = terms_of(s[S_TRM]).t
+  local billed, n = tariff_charged(t, tonumber(s[S_USED])), tariff_charged(t, sec)
   local upd = { 'used', int(sec) }
   if n < billed then
-    local ans = tonumber(s.ans)
+    local ans = tonumber(s[S_ANS])
     local over = tariff_cost(t, ans, billed) - tariff_cost(t, ans, n)
     local short = tonumber(redis.call('HGET', skey, 'short'))
     local forgiven = math.min(short, over)
     local back = over - forgiven
-    upd[3], upd[4], upd[5], upd[6] = 'short', int(short - forgiven), 'cov', int(tonumber(s.cov) - over)
+    upd[3], upd[4], upd[5], upd[6] = 'short', int(short - forgiven), 'cov', int(tonumber(s[S_COV]) - over)
     if back > 0 then
       local idf = redis.call('HMGET', ikey, 'bal', 'free', 'st')
       local w = { 'bal', int(tonumber(idf[1]) + back) }
@@ -66,7 +66,7 @@ end
 -- The stop of a live call: bills up to `sec` (or gives back what ticks charged
 -- beyond it), then closes it. Returns close()'s answer.
 local function stop_live(s, skey, ikey, live, cdr, now, sec, cause, ttl, evkey)
-  if sec < tonumber(s.used) then
+  if sec < tonumber(s[S_USED]) then
     give_back(s, skey, ikey, sec)
   else
     local upd = {}

@@ -9,8 +9,8 @@
 local function late_stop(s, skey, ikey, cdr, now, sec, evkey)
   local c = redis.call('HMGET', skey, 'cost', 'bal1', 'rec', 'cause', 'short', 'ans', 'start')
   local cost, bal = tonumber(c[1]), tonumber(c[2])
-  local t = terms_of(s.trm).t
-  local used = tonumber(s.used)
+  local t = terms_of(s[S_TRM]).t
+  local used = tonumber(s[S_USED])
   local billed = tariff_charged(t, used)
   if (c[4] ~= 'stale' and c[4] ~= 'late') or sec <= used then return { 'ok', billed, cost, bal, c[3], 1 } end
   local ans = tonumber(c[6]) or math.max(tonumber(c[7]), now - sec * 1000)
