@@ -60,21 +60,21 @@ local function bill(i)
     local seen = tonumber(s[S_SEEN]) or 0
     local refresh = used == 0 or now - seen >= every or seen > now
     local idf, bal, left, gnt = charge_steady(s, terms.t, terms.gs, ikey, sec, used)
+    local code = 0
+    if sec <= used then code = 1 end
     if bal and not refresh and val == 0 then
       -- Most ticks: `used` is all the session learns, and the answer has no extras.
-      redis.call('HSET', skey, 'used', int(sec))
-      out[4 * i - 3], out[4 * i - 2], out[4 * i - 1], out[4 * i] = 0, bal, left, gnt
+      if code == 0 then redis.call('HSET', skey, 'used', int(sec)) end
+      out[4 * i - 3], out[4 * i - 2], out[4 * i - 1], out[4 * i] = code, bal, left, gnt
       return
     end
     local upd = {}
-    local code, alerts, cut, fresh, final, finNow = 0, '', '', 0, 0, 0
+    local alerts, cut, fresh, final, finNow = '', '', 0, 0, 0
     if bal then
-      upd[1], upd[2] = 'used', int(sec)
+      if code == 0 then upd[1], upd[2] = 'used', int(sec) end
       if s[S_FIN] == '1' then final = 1 end
     else
-      local advanced
-      bal, left, alerts, cut, fresh, gnt, final, finNow, advanced = charge(s, skey, ikey, sec, now, upd, evkey, idf)
-      if not advanced then code = 1 end
+      bal, left, alerts, cut, fresh, gnt, final, finNow = charge(s, skey, ikey, sec, now, upd, evkey, idf)
     end
     if refresh then
       upd[#upd + 1] = 'seen'

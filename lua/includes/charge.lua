@@ -247,17 +247,20 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
 end
 
 -- The steady tick, most ticks of most calls: a flat tariff, the new seconds
--- paid in full from the call's reservation, and nothing else to do: no re-grant
--- due, no threshold reached, no cut-off, the ID neither emptied nor blocked.
--- It does what charge() does in that case (take the seconds' cost from the
--- reservation and the balance; the session's `cov` stays) without the general
--- arithmetic, which costs a tick more Lua than its two reads and two writes.
--- Returns the ID's fields it read and, when the tick was steady, the balance,
--- the seconds left and the grant, having written the balance; the caller writes
--- `used`. Otherwise (nothing written) charge() decides, given the fields read.
+-- (if any: a repeated report is steady too) paid in full from the call's
+-- reservation, and nothing else to do: no re-grant due, no threshold reached, no
+-- cut-off, the ID neither emptied nor blocked. It does what charge() does in that
+-- case (take the seconds' cost from the reservation and the balance; the
+-- session's `cov` stays) without the general arithmetic, which costs a tick more
+-- Lua than its two reads and two writes. Returns the ID's fields it read and,
+-- when the tick was steady, the balance, the seconds left and the grant, having
+-- written the balance; the caller writes `used`. Otherwise (nothing written)
+-- charge() decides, given the fields read.
 local function charge_steady(s, t, gs, ikey, sec, used)
   local idf = redis.call('HMGET', ikey, 'bal', 'st', 'free')
-  if not t.flat or used == 0 or sec <= used or s[S_ANS] == '' or s[S_CUT] ~= '' or idf[2] ~= 'sold' then return idf end
+  if not t.flat or used == 0 or s[S_ANS] == '' or s[S_CUT] ~= '' or idf[2] ~= 'sold' then return idf end
+  -- A repeated or backward report changes nothing: the call is where its highest report put it.
+  if sec < used then sec = used end
   local rate = t.rate
   local bal = tonumber(idf[1]) or 0
   local avail = free_of(bal, idf[3])
@@ -277,7 +280,7 @@ local function charge_steady(s, t, gs, ikey, sec, used)
     left = (res + avail - (res + avail) % rate) / rate
   end
   if s[S_THR] ~= '' and left <= threshold_head(s[S_THR]) then return idf end
-  redis.call('HSET', ikey, 'bal', int(bal - owed))
+  if owed > 0 then redis.call('HSET', ikey, 'bal', int(bal - owed)) end
   return idf, bal - owed, left, gnt
 end
 
