@@ -6,8 +6,10 @@
  * whole process group).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { freePort } from '../../src/redis/embedded';
 import { sleep, until as waitUntil } from '../support/wait';
@@ -84,8 +86,38 @@ export interface KamailioPorts {
   httpPort: number;
 }
 
+/** Whether a TCP listener can take `port` on loopback now. */
+const tcpFree = (port: number): Promise<boolean> =>
+  new Promise((ok) => {
+    const s = createServer().once('error', () => ok(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => ok(true)));
+  });
+
+const sipPortsGiven = new Set<number>();
+
+/**
+ * A loopback port for SIP. sipp and Kamailio bind UDP, which freePort (a TCP
+ * listener's port) says nothing about: a port another sipp holds on UDP could
+ * come back from it. The kernel picks this one among ports free on UDP; it must
+ * be free on TCP too, and it is never given twice by this process (the first
+ * taker may not have bound it yet).
+ */
+export async function freeSipPort(): Promise<number> {
+  for (;;) {
+    const sock = createSocket('udp4');
+    const port = await new Promise<number>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind(0, '127.0.0.1', () => resolve(sock.address().port));
+    });
+    await new Promise<void>((resolve) => sock.close(() => resolve()));
+    if (sipPortsGiven.has(port) || !(await tcpFree(port))) continue;
+    sipPortsGiven.add(port);
+    return port;
+  }
+}
+
 export const kamailioPorts = async (): Promise<KamailioPorts> => ({
-  sipPort: await freePort(),
+  sipPort: await freeSipPort(),
   evapiPort: await freePort(),
   httpPort: await freePort(),
 });
@@ -246,7 +278,7 @@ export interface Uas {
 
 /** The sipp callee (uas.xml), logging every BYE it gets. */
 export async function startUas(dir: string, port?: number): Promise<Uas> {
-  port ??= await freePort();
+  port ??= await freeSipPort();
   const log = join(dir, `uas-${port}.log`);
   writeFileSync(log, '');
   const proc = track(
@@ -311,7 +343,7 @@ export async function runUac(o: {
   timeoutSec?: number;
   onStart?: (p: ChildProcess) => void;
 }): Promise<UacRun> {
-  const port = await freePort();
+  const port = await freeSipPort();
   const csv = join(o.dir, `uac-${port}.csv`);
   const log = join(o.dir, `uac-${port}.log`);
   writeFileSync(csv, ['SEQUENTIAL', ...o.rows.map(([ruser, hdr]) => `${ruser};${hdr};`)].join('\n') + '\n');
