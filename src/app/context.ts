@@ -32,7 +32,8 @@ export async function openContext(cfg: Config, log: Logger, url = redisUrlFor(cf
   const redis = connectRedis(cfg, url);
   await waitReady(redis);
   const scripts = new Scripts(redis);
-  await scripts.load();
+  // A process starting clears the libraries earlier versions left (Scripts.load).
+  await scripts.load({ prune: true });
   const ids = new IdKeys(
     resolveSecret(cfg, (msg) => log.warn(msg)),
     cfg.buckets,

@@ -13,6 +13,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import type Redis from 'ioredis';
 import type { RedisClient } from './connect';
 
 export interface Script {
@@ -80,6 +81,9 @@ export interface Library {
   functions: Map<string, string>;
 }
 
+/** Every version's library is named this and its code's digest. */
+const LIBRARY_PREFIX = 'tessera_';
+
 const TOP_LOCAL = /^local\s+(?:function\s+)?([\w\s,]+?)\s*(?:=|\(|$)/gm;
 
 /**
@@ -118,14 +122,23 @@ export function readLibrary(dir = findRepoDir('lua')): Library {
     .digest('hex')
     .slice(0, 12);
   const functions = new Map<string, string>();
-  const parts = [`#!lua name=tessera_${version}`, top];
+  const parts = [`#!lua name=${LIBRARY_PREFIX}${version}`, top];
   files.forEach((file, i) => {
     const name = file.slice(0, -4);
     const fn = `${name}_${version}`;
     functions.set(name, fn);
     parts.push(`redis.register_function('${fn}', function(KEYS, ARGV)\n${bodies[i]!}\nend)`);
   });
-  return { name: `tessera_${version}`, code: parts.join('\n'), functions };
+  return { name: `${LIBRARY_PREFIX}${version}`, code: parts.join('\n'), functions };
+}
+
+/** The names of the Tessera function libraries on `node` but `mine`. */
+async function otherVersions(node: Redis, mine: string): Promise<string[]> {
+  // FUNCTION LIST answers one flat [field, value, ...] array per library.
+  const libs = (await node.function('LIST', 'LIBRARYNAME', `${LIBRARY_PREFIX}*`)) as unknown[][];
+  return libs
+    .map((lib) => lib[lib.indexOf('library_name') + 1])
+    .filter((name): name is string => typeof name === 'string' && name.startsWith(LIBRARY_PREFIX) && name !== mine);
 }
 
 /** FCALL's error for a function the server does not have. */
@@ -151,13 +164,20 @@ export class Scripts {
     this.fcall = client.fcall.bind(client);
   }
 
-  /** FUNCTION LOAD on every primary (or the one Redis); a library already there is the same code. */
-  async load(): Promise<void> {
+  /**
+   * FUNCTION LOAD on every primary (or the one Redis); a library already there is
+   * the same code. `prune` (a process starting) also deletes the libraries of
+   * other versions, or every deploy would leave one behind for good. A process
+   * of another version still running finds its own gone at its next call and
+   * loads it again, without pruning: one reload per start, no back and forth.
+   */
+  async load({ prune = false } = {}): Promise<void> {
     const nodes = 'nodes' in this.client ? this.client.nodes('master') : [this.client];
     for (const node of nodes) {
       await node.function('LOAD', this.library.code).catch((err: unknown) => {
         if (!(err instanceof Error && / already exists/.test(err.message))) throw err;
       });
+      if (prune) for (const name of await otherVersions(node, this.library.name)) await node.function('DELETE', name);
     }
     this.loaded = true;
   }

@@ -136,6 +136,31 @@ describe('function library', () => {
       expect(/cmdstat_function\|load:calls=(\d+)/.exec(await client.info('commandstats'))?.[1]).toBe('1');
     });
 
+    it('a process starting removes the libraries of other versions; one still running loads its own again', async () => {
+      const libraries = async (): Promise<string[]> =>
+        ((await client.call('FUNCTION', 'LIST')) as unknown[][]).map((lib) => String(lib[1])).sort();
+      const loads = async (): Promise<number> =>
+        Number(/cmdstat_function\|load:calls=(\d+)/.exec(await client.info('commandstats'))?.[1] ?? 0);
+      await client.call('FUNCTION', 'FLUSH');
+      const [v1, v2] = [new Scripts(client, readLibrary(fixture(1))), new Scripts(client, readLibrary(fixture(2)))];
+      await v1.load({ prune: true });
+      await client.call(
+        'FUNCTION',
+        'LOAD',
+        '#!lua name=someone_else\nredis.register_function("x", function() return 1 end)',
+      );
+      await v2.load({ prune: true });
+      // Every deploy used to leave its library behind; another application's stays.
+      expect(await libraries()).toEqual([v2.library.name, 'someone_else'].sort());
+      await client.config('RESETSTAT');
+      expect(await v1.run('a_first', [], [])).toBe(11);
+      expect(await v2.run('a_first', [], [])).toBe(12);
+      expect(await v1.run('a_first', [], [])).toBe(11);
+      // v1 loaded its own once, and left v2's alone: no reload back and forth.
+      expect(await loads()).toBe(1);
+      expect(await libraries()).toEqual([v1.library.name, v2.library.name, 'someone_else'].sort());
+    });
+
     it('runs two versions side by side, each calling its own code', async () => {
       const [v1, v2] = [new Scripts(client, readLibrary(fixture(1))), new Scripts(client, readLibrary(fixture(2)))];
       await v1.load();
