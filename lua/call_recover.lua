@@ -52,7 +52,7 @@ if not desc then return { 'err', 'no_rate' } end
 local start = now - sec * 1000
 redis.call('HSET', KEYS[1],
   'st', 'live', 'id', KEYS[2], 'used', '0', 'trm', terms_field(1, 0, desc), 'thr', '', 'cut', '',
-  'ans', '', 'cov', '0', 'gnt', '0', 'fin', '1', 'seen', '0', 'short', '0', 'start', int(start),
+  'ans', '', 'cov', '0', 'gnt', '0', 'fin', '1', 'short', '0', 'start', int(start),
   'fa', 'terminate', 'fail', 'terminate:0',
   'sw', ARGV[5], 'call', ARGV[6], 'idh', ARGV[7], 'dest', ARGV[8], 'maxs', '0', 'bal0', int(tonumber(f[3]) or 0))
 redis.call('HINCRBY', KEYS[2], 'act', 1)

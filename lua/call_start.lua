@@ -92,7 +92,7 @@ local function start(ikey, skey, a, last)
   redis.call('HSET', skey,
     'st', 'live', 'id', ikey, 'used', '0', 'trm', terms_field(cc.gs, val, desc),
     'thr', table.concat(thr, ','), 'cut', '', 'ans', '', 'cov', int(res), 'gnt', int(gnt), 'fin', final and '1' or '0',
-    'seen', '0', 'short', '0', 'start', int(now), 'fa', fa, 'fail', fail,
+    'short', '0', 'start', int(now), 'fa', fa, 'fail', fail,
     'sw', sw, 'call', call, 'idh', idh, 'dest', dest, 'maxs', int(maxs), 'bal0', int(bal))
   redis.call('HINCRBY', ikey, 'act', 1)
   redis.call('HSET', ikey, 'free', int(avail - res))

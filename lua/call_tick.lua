@@ -4,7 +4,9 @@ KEYS[2i]     call session hash ts:{bN}:call:<switch>:<call>   (i = 1..n)
 KEYS[2i+1]   its ID hash       ts:{bN}:id:<idHash>
 KEYS[2n+2]   balance events    ts:{bN}:ev (stream): thresholds fired and exhaustion, for the webhooks
 ARGV[1]      now (ms)
-ARGV[2]      how often (ms) a call's place in the live set is refreshed; the reaper allows for it
+ARGV[2]      which calls' place in the live set to refresh: one character per call, '1' or '0'
+             (the gateway asks once its refresh interval has passed for the call; the reaper
+             allows for the interval)
 ARGV[2+i]    seconds since answer for call i (monotonic; a repeat or a step back changes nothing)
 A quota-mode `update` is billed here too: the same seconds, the same rules.
 Returns one flat array of integers but for the rare extras (no Lua table or string per tick
@@ -24,7 +26,7 @@ to convert, in Redis or in the gateway):
 -- @include "num"
 -- @include "charge"
 local now = tonumber(ARGV[1])
-local every = tonumber(ARGV[2])
+local refreshes = ARGV[2]
 local n = #ARGV - 2
 local evkey = KEYS[2 * n + 2]
 local out, extra = {}, {}
@@ -51,14 +53,11 @@ local function bill(i)
     local terms = terms_of(s[S_TRM])
     local val = terms.val
     -- The reaper goes by the live set's score. Refreshing it on every tick would double the
-    -- writes: it is refreshed once `every` ms have passed since the last time (`seen`, written
-    -- with the tick's own fields). Wall time, not reported seconds: a switch whose seconds run
-    -- ahead of the clock (a burst of catch-up ticks) must not buy a ZADD with every few. The
+    -- writes: the gateway asks for it once its refresh interval has passed (ARGV[2]). The
     -- first report (a tick of 0 at answer included) always refreshes it, ending the ring grace
-    -- given at start, and so does a `seen` ahead of this clock (a clock stepped back must not hold
-    -- the score). A quota-mode call's score is its next report's deadline: the validity time from now.
-    local seen = tonumber(s[S_SEEN]) or 0
-    local refresh = used == 0 or now - seen >= every or seen > now
+    -- given at start. A quota-mode call's score is its next report's deadline: the validity
+    -- time from now.
+    local refresh = used == 0 or string.byte(refreshes, i) == 49
     local idf, bal, left, gnt = charge_steady(s, terms.t, terms.gs, ikey, sec, used)
     local code = 0
     if sec <= used then code = 1 end
@@ -75,10 +74,6 @@ local function bill(i)
       if s[S_FIN] == '1' then final = 1 end
     else
       bal, left, alerts, cut, fresh, gnt, final, finNow = charge(s, skey, ikey, sec, now, upd, evkey, idf)
-    end
-    if refresh then
-      upd[#upd + 1] = 'seen'
-      upd[#upd + 1] = int(now)
     end
     if refresh or val > 0 then redis.call('ZADD', KEYS[1], int(now + val * 1000), skey) end
     if #upd > 0 then redis.call('HSET', skey, unpack(upd)) end

@@ -39,9 +39,9 @@
 -- Given `evkey` (the bucket's events stream), charge() also emits the balance
 -- events for the webhooks: thresholds fired and exhaustion (includes/charge_events.lua).
 -- @include "charge_events"
-local S_ST, S_ID, S_USED, S_TRM, S_THR, S_CUT, S_ANS, S_COV, S_GNT, S_FIN, S_SEEN = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+local S_ST, S_ID, S_USED, S_TRM, S_THR, S_CUT, S_ANS, S_COV, S_GNT, S_FIN = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 local function read_session(skey)
-  return redis.call('HMGET', skey, 'st', 'id', 'used', 'trm', 'thr', 'cut', 'ans', 'cov', 'gnt', 'fin', 'seen')
+  return redis.call('HMGET', skey, 'st', 'id', 'used', 'trm', 'thr', 'cut', 'ans', 'cov', 'gnt', 'fin')
 end
 
 

@@ -9,6 +9,12 @@ export interface CallKeys {
   /** The bucket's balance events stream (webhooks). */
   events: string;
   bucket: number;
+  /**
+   * When this gateway last had the call's place in the live set refreshed (ms;
+   * 0: never). The reaper goes by that score; callTick asks for a refresh once
+   * the refresh interval has passed since, so a tick reads no field for it.
+   */
+  refreshedAt: number;
 }
 
 export function callKeysFor(idKey: string, callKey: string): CallKeys {
@@ -20,6 +26,7 @@ export function callKeysFor(idKey: string, callKey: string): CallKeys {
     cdr: keys.cdr(bucket),
     events: keys.events(bucket),
     bucket,
+    refreshedAt: 0,
   };
 }
 

@@ -272,13 +272,22 @@ export function callTick(
   call[2 + 2 * n] = batch[0]!.ck.events;
   const argAt = 3 + 2 * n;
   call[argAt] = now;
-  call[argAt + 1] = refreshMs;
+  // Which calls' place in the live set to refresh: those this gateway has not refreshed
+  // for refreshMs (or ever, or with a clock since stepped back). Wall time, not reported
+  // seconds: a switch catching up on seconds must not buy a ZADD with every few ticks.
+  let refresh = '';
   for (let i = 0; i < n; i++) {
     const t = batch[i]!;
-    call[2 + 2 * i] = t.ck.session;
-    call[3 + 2 * i] = t.ck.id;
+    const ck = t.ck;
+    call[2 + 2 * i] = ck.session;
+    call[3 + 2 * i] = ck.id;
     call[argAt + 2 + i] = t.sec;
+    if (now - ck.refreshedAt >= refreshMs || ck.refreshedAt > now) {
+      ck.refreshedAt = now;
+      refresh += '1';
+    } else refresh += '0';
   }
+  call[argAt + 1] = refresh;
   scripts.runFlat('call_tick', call).then(
     (rows) => {
       settled();

@@ -282,6 +282,41 @@ describe("a call's place in the live set (stale after 6 s: refreshed every 2 s)"
   });
 });
 
+describe('a call ticked through another gateway (stale after 600 ms, sweep every 100 ms)', () => {
+  let gw1: Gateway;
+  let gw2: Gateway;
+  let c1: Client;
+  let c2: Client;
+  let sw: string;
+  beforeAll(async () => {
+    const cfg = { staleAfterMs: 600, reapIntervalMs: 100 };
+    [gw1, gw2] = [await gateway(h, cfg), await gateway(h, cfg)];
+    sw = newCall('sw');
+    const t = await token(h, 'switch', sw);
+    [c1, c2] = [await Client.connect(gw1.port, t), await Client.connect(gw2.port, t)];
+  });
+  afterAll(async () => {
+    await Promise.all([c1?.close(), c2?.close()]);
+    await Promise.all([gw1?.close(), gw2?.close()]);
+  });
+
+  it('is kept live by the gateway its ticks now reach, which refreshes its place itself', async () => {
+    // Each gateway decides from its own memory when a call's place in the live set is due:
+    // one that never ticked the call must refresh it, however recently another did.
+    const { id, call } = await begin(c1);
+    expect(await c1.request({ op: 'tick', ref: ref(), call, sec: 1 })).toMatchObject({ op: 'ticked' });
+    for (let sec = 2; sec <= 16; sec++) {
+      expect(await c2.request({ op: 'tick', ref: ref(), call, sec })).toMatchObject({ op: 'ticked' });
+      await sleep(100);
+    }
+    // 1.5 s on the second gateway alone, the reaper sweeping every 100 ms: still live.
+    expect(msgs(c2, call, 'cutoff')).toEqual([]);
+    expect(Number(await liveScore(id, sw, call))).toBeGreaterThan(Date.now() - 600);
+    expect(await c2.request({ op: 'stop', ref: ref(), call, sec: 16 })).toMatchObject({ billedSec: 16, cost: 1600 });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ cause: 'normal' }]);
+  });
+});
+
 describe('ring grace and reaped calls (stale after 300 ms, ring timeout 1500 ms, sweep every 100 ms)', () => {
   let gw: Gateway;
   let c: Client;

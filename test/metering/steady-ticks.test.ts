@@ -49,7 +49,7 @@ interface Twin {
 }
 
 /** Session fields that must match between the twins (trm names the tariff, the rest names the call). */
-const SESSION = ['st', 'used', 'thr', 'cut', 'ans', 'cov', 'gnt', 'fin', 'seen', 'short'] as const;
+const SESSION = ['st', 'used', 'thr', 'cut', 'ans', 'cov', 'gnt', 'fin', 'short'] as const;
 const ID = ['st', 'bal', 'free', 'act'] as const;
 type Stopped = Extract<StopResult, { ok: true }>;
 const CDR = ['answer', 'end', 'sec', 'used', 'blocks', 'rate', 'fee', 'disc', 'cost', 'short', 'bal', 'cause'] as const;
