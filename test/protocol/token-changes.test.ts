@@ -19,6 +19,7 @@ import {
   type Harness,
 } from '../support/harness';
 import { runCliIn } from '../support/cli';
+import { until } from '../support/wait';
 import { Client, Scanner, WsClient } from '../support/ws-client';
 import { loadRedemptionCatalog, OTHER_VENUE, type Catalog } from '../redemption/fixtures';
 
@@ -81,6 +82,11 @@ describe('open connections follow their token', () => {
 
     expect(await s.closed).toEqual({ code: 4003, reason: 'token_changed' });
     await alive(untouched);
+    // Each gateway applies the change when its own catalog refresh runs. A socket opened on
+    // gateway A before that authenticates with the old venue, and the refresh then closes it
+    // too (4003, rightly): reconnect once A has the new venue.
+    const hash = tokenHash(tok);
+    await until(() => gwA.catalog.tokenByHash(hash)?.venue === OTHER_VENUE, 5000, 20, 'gateway A has the new venue');
     // The same secret now scans at the other venue: its item list prices the beer.
     const again = await Scanner.connect(gwA.port, tok);
     expect(await again.validate({ id: id!, item: 'cocktail' })).toMatchObject({ op: 'valid' });
