@@ -85,10 +85,21 @@ local function bill(i)
   end
 end
 
-for i = 1, n do
-  -- One call's failure (a damaged session or ID hash) is that call's alone, not its bucket's.
-  local ok, err = pcall(bill, i)
-  if not ok then put(i, 5, 0, 0, 0, '', tostring(type(err) == 'table' and err.err or err), 0, '', 0) end
+-- One call's failure (a damaged session or ID hash) is that call's alone, not its bucket's:
+-- the calls after it are billed by another protected run. One pcall per script, not per call.
+local at = 0
+local function bill_from(first)
+  for i = first, n do
+    at = i
+    bill(i)
+  end
+end
+local from = 1
+while from <= n do
+  local ok, err = pcall(bill_from, from)
+  if ok then break end
+  put(at, 5, 0, 0, 0, '', tostring(type(err) == 'table' and err.err or err), 0, '', 0)
+  from = at + 1
 end
 for j = 1, #extra do out[4 * n + j] = extra[j] end
 return out
