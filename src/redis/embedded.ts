@@ -18,20 +18,22 @@ export interface EmbeddedRedis {
   stop(): Promise<void>;
 }
 
+/** Whether a TCP listener can take `port` on loopback now. */
+export const tcpPortFree = (port: number): Promise<boolean> =>
+  new Promise((ok) => {
+    const s = createServer().once('error', () => ok(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => ok(true)));
+  });
+
 /**
  * A base port for deploy/cluster/local-cluster.sh: six free ports from it, and
  * free cluster bus ports (each +10000) too.
  */
 export async function freeClusterBase(): Promise<number> {
-  const free = (port: number): Promise<boolean> =>
-    new Promise((ok) => {
-      const s = createServer().once('error', () => ok(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => ok(true)));
-    });
   for (;;) {
     const base = 20000 + Math.floor(Math.random() * 30000);
     let all = true;
-    for (let i = 0; i < 6 && all; i++) all = (await free(base + i)) && (await free(base + i + 10000));
+    for (let i = 0; i < 6 && all; i++) all = (await tcpPortFree(base + i)) && (await tcpPortFree(base + i + 10000));
     if (all) return base;
   }
 }

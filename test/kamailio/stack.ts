@@ -9,9 +9,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { freePort } from '../../src/redis/embedded';
+import { freePort, tcpPortFree } from '../../src/redis/embedded';
 import { sleep, until as waitUntil } from '../support/wait';
 
 const ROOT = join(__dirname, '..', '..');
@@ -86,13 +85,6 @@ export interface KamailioPorts {
   httpPort: number;
 }
 
-/** Whether a TCP listener can take `port` on loopback now. */
-const tcpFree = (port: number): Promise<boolean> =>
-  new Promise((ok) => {
-    const s = createServer().once('error', () => ok(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => ok(true)));
-  });
-
 const sipPortsGiven = new Set<number>();
 
 /**
@@ -110,7 +102,7 @@ export async function freeSipPort(): Promise<number> {
       sock.bind(0, '127.0.0.1', () => resolve(sock.address().port));
     });
     await new Promise<void>((resolve) => sock.close(() => resolve()));
-    if (sipPortsGiven.has(port) || !(await tcpFree(port))) continue;
+    if (sipPortsGiven.has(port) || !(await tcpPortFree(port))) continue;
     sipPortsGiven.add(port);
     return port;
   }
