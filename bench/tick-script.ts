@@ -22,6 +22,7 @@ import { resolve } from 'node:path';
 import type { Context } from '../src/app/context';
 import type { RatePlan, TalkProduct } from '../src/catalog/schema';
 import { putPlans, putProducts } from '../src/catalog/store';
+import { PlanTariff } from '../src/catalog/tariff';
 import { callKeysFor, callKeyOf, type CallKeys } from '../src/metering/call-keys';
 import { callStart } from '../src/metering/scripts';
 import { keys } from '../src/redis/keys';
@@ -94,6 +95,8 @@ async function startCalls(ctx: Context, n: number): Promise<CallKeys[]> {
   await putProducts(ctx.redis, [PRODUCT]);
   const ids = await mintSold(ctx, PRODUCT, n, { price: PRODUCT.price, ref: 'bench' });
   const now = Date.now();
+  const desc = new PlanTariff([PLAN]).descriptor(DEST, now);
+  if (!desc) throw new Error(`plan ${PLAN.name} has no rate for ${DEST}`);
   const calls = await Promise.all(
     ids.map(async (id, i) => {
       const { hash, bucket } = ctx.ids.hash(id);
@@ -108,7 +111,7 @@ async function startCalls(ctx: Context, n: number): Promise<CallKeys[]> {
         idHash: hash,
         mode: 'tick',
         aniHash: '',
-        rates: [PLAN.name, `${PLAN.rates[0]!.rate} ${PLAN.rates[0]!.fee}`],
+        rates: [PLAN.name, desc],
       });
       if (!r.ok) throw new Error(`start: ${r.reason}`);
       return ck;
