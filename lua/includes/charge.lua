@@ -44,7 +44,6 @@ local function read_session(skey)
   return redis.call('HMGET', skey, 'st', 'id', 'used', 'trm', 'thr', 'cut', 'ans', 'cov', 'gnt', 'fin')
 end
 
-
 -- A session's terms: grant slice `gs` (s), quota validity `val` (s; 0 for a call
 -- in tick mode) and tariff `t`. Parsed once per string and kept, as tariffs are.
 local terms_parsed, terms_cached = {}, 0
