@@ -9,7 +9,8 @@ ARGV[4] price paid (micro-units)
 ARGV[5] reference (operator name, payment reference)
 Returns {'ok', balance, recordId} or {'err', reason}.
 ]]
-local f = redis.call('HMGET', KEYS[1], 'st', 'prod', 'face', 'cur')
+-- @include "id_fields"
+local f = id_fields(KEYS[1], { 'st', 'prod', 'face', 'cur' })
 if not f[1] then return { 'err', 'unknown_id' } end
 if f[2] ~= ARGV[2] then return { 'err', 'wrong_product' } end
 if f[1] ~= 'minted' then return { 'err', 'already_active' } end

@@ -12,8 +12,9 @@ An add of a number already listed, or a removal, changes nothing but what it say
 Fields: anis (ANI hashes, comma-separated), ani:<hash> (the sealed number),
 anich (changes in the window), aniwin (when the window ends, ms).
 ]]
+-- @include "id_fields"
 -- @include "num"
-local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'anis', 'anich', 'aniwin')
+local f = id_fields(KEYS[1], { 'st', 'kind', 'anis', 'anich', 'aniwin' })
 if not f[1] then return { 'err', 'unknown_id' } end
 local op, h = ARGV[2], ARGV[3]
 local list, at = {}, nil

@@ -10,10 +10,11 @@ maxSec is what call_start would answer now: the seconds what is free of the bala
 (not held by the ID's live calls) buys at the tariff, or 0 when it buys none (an
 exhausted ID included). rate is the rate in force now.
 ]]
+-- @include "id_fields"
 -- @include "rate_of"
 -- @include "tariff"
 -- @include "free"
-local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'plan', 'exp', 'cur', 'free')
+local f = id_fields(KEYS[1], { 'st', 'kind', 'bal', 'plan', 'exp', 'cur', 'free' })
 local st = f[1]
 if not st then return { 'err', 'unknown_id' } end
 if st == 'blocked' or st == 'expired' then return { 'err', st } end

@@ -21,6 +21,7 @@ The call is rated from the stop: the destination's tariff in the ID's plan for t
 seconds reported. What is free of the balance pays; the rest is kept as `short`; the
 record's cause is `recovered`. The closed session answers repeated stops.
 ]]
+-- @include "id_fields"
 -- @include "num"
 -- @include "rate_of"
 -- @include "charge"
@@ -36,7 +37,7 @@ if s[S_ST] then
   return stop_live(s, KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], tonumber(ARGV[4]), KEYS[5])
 end
 
-local f = redis.call('HMGET', KEYS[2], 'st', 'kind', 'bal', 'plan')
+local f = id_fields(KEYS[2], { 'st', 'kind', 'bal', 'plan' })
 if not f[1] then return { 'err', 'unknown_id' } end
 -- The call was admitted once, so the ID was sold then: whatever happened to it since, the call is billed.
 if f[1] ~= 'sold' and f[1] ~= 'exhausted' and f[1] ~= 'blocked' and f[1] ~= 'expired' then

@@ -22,6 +22,7 @@ how far its reservation carries it. A repeated start of a live call returns the 
 answer (with the grant as it is now) and changes nothing; a start repeated within one batch
 is applied in order, so it answers as a repeat.
 ]]
+-- @include "id_fields"
 -- @include "num"
 -- @include "rate_of"
 -- @include "terms"
@@ -45,7 +46,7 @@ local function start(ikey, skey, a, last)
   -- Caller-number login: a number moved or removed since the gateway read its index bills nobody.
   if ani ~= '' and redis.call('HEXISTS', ikey, 'ani:' .. ani) == 0 then return { 'err', 'unknown_ani' } end
 
-  local f = redis.call('HMGET', ikey, 'st', 'kind', 'bal', 'plan', 'maxc', 'act', 'exp', 'expd', 'thr', 'free', 'cc')
+  local f = id_fields(ikey, { 'st', 'kind', 'bal', 'plan', 'maxc', 'act', 'exp', 'expd', 'thr', 'free', 'cc' })
   local st = f[1]
   if not st then return { 'err', 'unknown_id' } end
   if st == 'blocked' or st == 'exhausted' or st == 'expired' then return { 'err', st } end

@@ -13,6 +13,7 @@ Returns one flat array, eight entries per scan:
   'err', message, 0, 0, 0, 0, 0, 0                (the scan failed in the script; the others went on)
 A retry of a scan returns the first answer; the same scan id with other terms is scan_conflict.
 ]]
+-- @include "id_fields"
 -- @include "num"
 -- @include "redeem_check"
 -- @include "scan_record"
@@ -50,7 +51,7 @@ local function redeem_one(ikey, skey, venue, gate, item, amount, qty, dir, scann
     upd[#upd + 1], upd[#upd + 2], upd[#upd + 3], upd[#upd + 4], upd[#upd + 5], upd[#upd + 6] =
       'first', nows, 'fven', venue, 'fgate', gate
     -- Stored value and services count their validity from first use.
-    local expd = tonumber(redis.call('HGET', ikey, 'expd')) or 0
+    local expd = tonumber(id_fields(ikey, { 'expd' })[1]) or 0
     if expd > 0 and (tonumber(f[4]) or 0) == 0 then
       upd[#upd + 1] = 'exp'
       upd[#upd + 1] = int(now + expd * 86400000)

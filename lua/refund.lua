@@ -7,7 +7,8 @@ unknown_id, not_sold, already_used (a call or a redemption happened: refuse, not
 The ID is blocked with its value at zero, and a refund record holds the value taken back, so
 value sold = balance + call, redemption and refund records still holds.
 ]]
-local f = redis.call('HMGET', KEYS[1], 'st', 'bal', 'face', 'first', 'act', 'pref', 'refrec', 'prod', 'cur', 'why')
+-- @include "id_fields"
+local f = id_fields(KEYS[1], { 'st', 'bal', 'face', 'first', 'act', 'pref', 'refrec', 'prod', 'cur', 'why' })
 if not f[1] then return { 'err', 'unknown_id' } end
 if f[7] then return { 'ok', tonumber(f[3]), f[7], f[6] or '', 1 } end
 if f[1] ~= 'sold' then return { 'err', 'not_sold' } end

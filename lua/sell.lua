@@ -12,8 +12,9 @@ Returns {'ok', face, recordId, duplicate(0|1)} or {'err', reason}: not_reserved 
 released), wrong_product, already_active. The sale record holds price, commission and net to the
 operator. Selling again for the same purchase (a retry after a crash) answers the first sale.
 ]]
+-- @include "id_fields"
 local idh = string.match(KEYS[1], 'id:(.+)$')
-local f = redis.call('HMGET', KEYS[1], 'st', 'prod', 'face', 'cur', 'pref', 'srec')
+local f = id_fields(KEYS[1], { 'st', 'prod', 'face', 'cur', 'pref', 'srec' })
 if f[5] == ARGV[5] then return { 'ok', tonumber(f[3]), f[6], 1 } end
 if not redis.call('ZSCORE', KEYS[2], idh) then return { 'err', 'not_reserved' } end
 if f[2] ~= ARGV[2] then return { 'err', 'wrong_product' } end

@@ -23,6 +23,7 @@ expired, bad_value, topup_limit. Under 'apply' the first answer, a refusal too, 
 reference: a retry gets it again, and a reference refused once never credits later (a voucher whose
 transfer was refused takes its value back, lua/voucher_settle.lua). An exhausted ID is usable again.
 ]]
+-- @include "id_fields"
 -- @include "num"
 -- @include "emit"
 local now, mode, source, ref = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
@@ -37,7 +38,7 @@ if mode == 'apply' then
   end
 end
 
-local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'prod', 'cur', 'exp', 'refrec', 'free')
+local f = id_fields(KEYS[1], { 'st', 'kind', 'bal', 'prod', 'cur', 'exp', 'refrec', 'free' })
 local function decide()
   local st = f[1]
   if not st then return 'unknown_id' end

@@ -9,8 +9,9 @@ Returns {'ok', state}: the transfer's state after ('done' | 'returned'), or what
 when settled before (a retry, or the sweep and a request at once); 'stale' for a ref that is not
 the voucher's current transfer.
 ]]
+-- @include "id_fields"
 -- @include "num"
-local f = redis.call('HMGET', KEYS[1], 'tn', 'tst', 'tamt', 'prod', 'cur', 'tto')
+local f = id_fields(KEYS[1], { 'tn', 'tst', 'tamt', 'prod', 'cur', 'tto' })
 local vh = string.match(KEYS[1], 'id:(.+)$')
 if not f[1] or vh .. ':' .. f[1] ~= ARGV[3] then return { 'ok', 'stale' } end
 if f[2] ~= 'sent' then return { 'ok', f[2] } end

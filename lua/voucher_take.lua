@@ -12,8 +12,9 @@ target answers its transfer (a retry re-drives it); for another target it is alr
 The transfer ref is '<voucher hash>:<n>', n counting the voucher's transfers (a refused one is
 returned and the voucher may be redeemed again, under a new ref).
 ]]
+-- @include "id_fields"
 -- @include "num"
-local f = redis.call('HMGET', KEYS[1], 'st', 'kind', 'bal', 'cur', 'prod', 'tto', 'tn', 'tst', 'tamt', 'refrec', 'into')
+local f = id_fields(KEYS[1], { 'st', 'kind', 'bal', 'cur', 'prod', 'tto', 'tn', 'tst', 'tamt', 'refrec', 'into' })
 local vh = string.match(KEYS[1], 'id:(.+)$')
 if not f[1] then return { 'err', 'unknown_id' } end
 if f[2] ~= 'recharge' then return { 'err', 'not_voucher' } end

@@ -1,3 +1,4 @@
+-- @include "id_fields"
 -- Decides what one scan of a ticket, stored-value or service ID would do, without
 -- changing anything (validate and redeem share it, so a preview never disagrees
 -- with the real thing). Returns
@@ -38,12 +39,12 @@ local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
     if bal < amount then return { 'no', 'insufficient_value', bal } end
     return { 'ok', kind, 'spend', amount, bal - amount }
   elseif kind == 'service' then
-    if item ~= '' and item ~= redis.call('HGET', ikey, 'svc') then return { 'no', 'unknown_item' } end
+    if item ~= '' and item ~= id_fields(ikey, { 'svc' })[1] then return { 'no', 'unknown_item' } end
     if bal < 1 then return used_up(ikey, f) end
     if bal < qty then return { 'no', 'insufficient_value', bal } end
     return { 'ok', kind, 'use', qty, bal - qty }
   end
-  local e = redis.call('HMGET', ikey, 'gates', 'reent', 'inside', 'face')
+  local e = id_fields(ikey, { 'gates', 'reent', 'inside', 'face' })
   if (e[1] or '') ~= '' and not listed(e[1], gate) then return { 'no', 'wrong_gate' } end
   -- entry: a ticket is not paid with at a till
   if item ~= '' then return { 'no', 'wrong_kind' } end
@@ -56,6 +57,6 @@ local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
 end
 
 local function redeem_check(ikey, now, venue, gate, item, amount, qty, dir)
-  local f = redis.call('HMGET', ikey, unpack(ID_COMMON))
+  local f = id_fields(ikey, ID_COMMON)
   return decide(ikey, f, now, venue, gate, item, amount, qty, dir), f
 end

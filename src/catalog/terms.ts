@@ -1,15 +1,20 @@
+import { createHash } from 'node:crypto';
 import type { Product, TalkProduct } from './schema';
 
 /**
- * The product terms copied onto each ID at mint, as ID-hash field/value pairs.
- * An ID keeps the terms it was sold under; only rates are read live.
+ * A product's terms as field/value pairs: what its IDs are sold under. They are
+ * kept once per product version and bucket (`ts:{bN}:pt:<version>`, written by
+ * lua/mint.lua), and each ID names its version (`pt`), instead of a copy in
+ * every ID; a version never changes (it is a digest of the terms), so an ID
+ * keeps the terms it was sold under whatever the catalog says later. Only rates
+ * are read live.
  * `face` is the value an ID starts with once sold: micro-units for talk and goods,
  * entries for tickets, uses for services. Redemptions subtract from it alike,
  * so value sold = balance + records holds for every kind.
  */
 export function productTerms(p: Product): (string | number)[] {
   // A recharge voucher has no validity of its own: it is used once, whole.
-  const common = ['prod', p.name, 'kind', p.kind, 'cur', p.currency, 'expd', p.kind === 'recharge' ? 0 : p.expiryDays];
+  const common = ['kind', p.kind, 'cur', p.currency, 'expd', p.kind === 'recharge' ? 0 : p.expiryDays];
   switch (p.kind) {
     case 'talk': {
       // Highest first: the order in which one tick crossing several must announce them.
@@ -31,8 +36,6 @@ export function productTerms(p: Product): (string | number)[] {
         Number(p.validUntil ?? 0),
         'reent',
         p.reentry ? 1 : 0,
-        'inside',
-        0,
       ];
     case 'goods':
       return [...common, 'face', p.face, 'venues', p.venues.join(',')];
@@ -41,6 +44,37 @@ export function productTerms(p: Product): (string | number)[] {
     case 'recharge':
       return [...common, 'face', p.face, 'into', p.into.join(',')];
   }
+}
+
+/**
+ * Every field productTerms can give: an ID's own hash never holds them, but
+ * for IDs minted before the terms moved out (lua/includes/id_fields.lua keeps
+ * the same list).
+ */
+export const TERM_FIELDS: ReadonlySet<string> = new Set([
+  'kind',
+  'cur',
+  'expd',
+  'face',
+  'plan',
+  'thr',
+  'maxc',
+  'cc',
+  'venues',
+  'gates',
+  'from',
+  'until',
+  'reent',
+  'svc',
+  'into',
+]);
+
+/** A version of a product's terms: a digest of them, so equal terms share one version and changed ones get another. */
+export function termsVersion(terms: readonly (string | number)[]): string {
+  return createHash('sha256')
+    .update(JSON.stringify(terms.map(String)))
+    .digest('base64url')
+    .slice(0, 12);
 }
 
 /**

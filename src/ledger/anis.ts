@@ -28,6 +28,7 @@ import { keys } from '../redis/keys';
 import { replicated } from '../redis/replication';
 import type { Refusable } from './ids';
 import { aniBind, aniIndex, type AniBindReply } from './scripts';
+import { idFields } from './id-fields';
 
 /** E.164: a country code (1-9 first) and the subscriber number, at most 15 digits in all. */
 export const ANI_MIN_DIGITS = 7;
@@ -116,7 +117,7 @@ export class AniRegistry {
   }
 
   private async terms(idKey: string): Promise<Refusable<AniTerms>> {
-    const [prod, kind] = await this.ctx.redis.hmget(idKey, 'prod', 'kind');
+    const [prod, kind] = await idFields(this.ctx.redis, idKey, ['prod', 'kind']);
     if (!prod) return { ok: false, reason: 'unknown_id' };
     const t = kind === 'talk' ? await this.termsOf(prod) : undefined;
     if (!t) return { ok: false, reason: 'wrong_kind' };

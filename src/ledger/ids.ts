@@ -3,6 +3,7 @@ import { checkId } from '../ids/idnum';
 import { keys } from '../redis/keys';
 import { replicated, replicatedSeen } from '../redis/replication';
 import { activate, setState } from './scripts';
+import { idHash } from './id-fields';
 
 /**
  * Operator actions on single IDs, shared by the CLI and the admin HTTP API.
@@ -38,7 +39,7 @@ const num = (v: string | undefined): number | undefined => (v && v !== '0' ? Num
 export async function idStatus(ctx: Context, input: unknown): Promise<Refusable<IdStatus>> {
   const loc = locate(ctx, input);
   if (!loc.ok) return loc;
-  const h = await ctx.redis.hgetall(loc.key);
+  const h = await idHash(ctx.redis, loc.key);
   if (!h.st) return { ok: false, reason: 'unknown_id' };
   return {
     ok: true,

@@ -3,6 +3,7 @@
  * building KEYS/ARGV from named arguments and decoding the reply into a named
  * type. Nothing else in ledger/ calls a script or reads a raw reply.
  */
+import { termsVersion } from '../catalog/terms';
 import { keys } from '../redis/keys';
 import { num, replyError, str, tagged } from '../redis/reply';
 import type { Scripts } from '../redis/scripts';
@@ -14,10 +15,11 @@ export interface IdPlace {
 }
 
 /**
- * Writes new IDs of one product and one bucket into inventory, each with the
- * product's terms (field/value pairs) and its sealed clear number. Answers the
- * indexes (0-based, into `ids`) of hashes that already existed: nothing was
- * written for them and they must be minted again.
+ * Writes new IDs of one product and one bucket into inventory, each with its
+ * sealed clear number and the version of the product's terms (field/value
+ * pairs, productTerms), which the bucket keeps once. Answers the indexes
+ * (0-based, into `ids`) of hashes that already existed: nothing was written
+ * for them and they must be minted again.
  */
 export async function mintInto(
   scripts: Scripts,
@@ -27,10 +29,11 @@ export async function mintInto(
   ids: readonly { key: string; sealed: string }[],
   now = Date.now(),
 ): Promise<Set<number>> {
+  const version = termsVersion(terms);
   const r = await scripts.run(
     'mint',
-    [keys.inventory(bucket, product), ...ids.map((i) => i.key)],
-    [now, terms.length / 2, ...terms, ...ids.map((i) => i.sealed)],
+    [keys.inventory(bucket, product), keys.productTerms(bucket, version), ...ids.map((i) => i.key)],
+    [now, product, version, terms.length / 2, ...terms, ...ids.map((i) => i.sealed)],
   );
   if (!Array.isArray(r)) throw replyError('mint', r);
   return new Set(r.map((n) => Number(n) - 1));

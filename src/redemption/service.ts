@@ -24,6 +24,7 @@ import {
   type ScanTerms,
 } from './scripts';
 import { GuessThrottle } from '../ledger/guess-throttle';
+import { idField } from '../ledger/id-fields';
 
 export type { Answer, Granted, Refusal } from './scripts';
 
@@ -292,8 +293,8 @@ export class Redemption {
     if (s.kind === 'talk' || s.kind === '') return false;
     const loc = locate(this.ctx, id);
     if (!loc.ok) return false;
-    // As the redeem script reads it: the venues copied onto the ID at mint, empty for every venue.
-    const venues = (await this.redis.hget(loc.key, 'venues')) ?? '';
+    // As the redeem script reads it: the venues of the ID's product terms, empty for every venue.
+    const venues = (await idField(this.redis, loc.key, 'venues')) ?? '';
     return venues === '' || venues.split(',').includes(venue);
   }
 

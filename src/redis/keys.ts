@@ -16,6 +16,11 @@ export const keys = {
   cdr: (bucket: number) => `${tag(bucket)}cdr`,
   /** Sale and activation records of a bucket (stream). */
   sales: (bucket: number) => `${tag(bucket)}sales`,
+  /**
+   * A product's terms, one version of them (hash), the same in every bucket it has IDs in:
+   * its IDs name the version (`pt`) instead of each keeping a copy (src/catalog/terms.ts).
+   */
+  productTerms: (bucket: number, version: string) => `${tag(bucket)}pt:${version}`,
   /** Unsold IDs of a product in a bucket (set of ID hashes). */
   inventory: (bucket: number, product: string) => `${tag(bucket)}inv:${product}`,
   /**

@@ -10,6 +10,7 @@ import type { Context } from '../app/context';
 import { keys } from '../redis/keys';
 import { hashPin, verifyPin } from './pin';
 import { pinAttempt } from './scripts';
+import { idHash } from '../ledger/id-fields';
 
 export type CheckResult =
   | {
@@ -73,7 +74,7 @@ export class CheckLinks {
     if (gate.state === 'locked') return { ok: false, reason: 'locked', until: gate.until };
     const attempt = gate.state === 'open' ? gate.attempt : 0;
 
-    const h = await redis.hgetall(idKey);
+    const h = await idHash(redis, idKey);
     if (!h.pin || !(await this.verify(pin, h.pin))) {
       const r = await pinAttempt(scripts, idKey, 'wrong', limits, attempt);
       return r.state === 'locked'

@@ -18,6 +18,7 @@ import type { PaymentProvider } from './provider';
 import { CARD_DIGITS, CARD_PIN } from './purchase';
 import { claimPurchase } from './scripts';
 import type { IdLoc, TopupAnswer, Topups } from './topup';
+import { idFields } from '../ledger/id-fields';
 
 export interface RechargeRequest {
   amount: number;
@@ -72,7 +73,7 @@ export class Recharges {
 
   /** What the check page offers for the ID at `loc`: whether it takes top-ups, the amounts payable online. */
   async offerOf(loc: IdLoc): Promise<{ allowed: boolean; amounts: number[]; currency: string }> {
-    const [prod, cur] = await this.ctx.redis.hmget(loc.key, 'prod', 'cur');
+    const [prod, cur] = await idFields(this.ctx.redis, loc.key, ['prod', 'cur']);
     const product = this.productOf(prod ?? '');
     return { allowed: topupTerms(product).allowed, amounts: this.offers(product), currency: cur ?? '' };
   }
@@ -81,7 +82,7 @@ export class Recharges {
     if (!CARD_DIGITS.test(req.card)) return fail('card_invalid');
     if (!CARD_PIN.test(req.cardPin)) return fail('bad_value', 'the card PIN must be 4 to 12 digits');
     const { key, ref, hash, open } = this.recordKey(idemKey);
-    const [prod, cur] = await this.ctx.redis.hmget(target.key, 'prod', 'cur');
+    const [prod, cur] = await idFields(this.ctx.redis, target.key, ['prod', 'cur']);
     const product = this.productOf(prod ?? '');
     const started = (await this.ctx.redis.exists(key)) === 1;
     if (!started) {

@@ -22,6 +22,7 @@ import { locate, type Refusable } from '../ledger/ids';
 import { bucketOfKey, keys } from '../redis/keys';
 import { replicated } from '../redis/replication';
 import { settleVoucher, takeVoucher, topupId, type TopupSource } from './scripts';
+import { idField, idFields } from '../ledger/id-fields';
 
 /** What a top-up did, as its caller is answered. */
 export interface TopupAnswer {
@@ -80,7 +81,7 @@ export class Topups {
     },
     mode: 'apply' | 'check' = 'apply',
   ): Promise<TopupResult> {
-    const [prod, cur] = await this.ctx.redis.hmget(loc.key, 'prod', 'cur');
+    const [prod, cur] = await idFields(this.ctx.redis, loc.key, ['prod', 'cur']);
     const terms = topupTerms(this.productOf(prod ?? ''));
     const r = await topupId(this.ctx.scripts, { loc, ...t, into: t.into ?? '', product: prod ?? '', ...terms }, mode);
     if (!r.ok) return r;
@@ -105,7 +106,7 @@ export class Topups {
   async operator(input: unknown, amount: number, note: string, key?: string): Promise<TopupResult> {
     const loc = locate(this.ctx, input);
     if (!loc.ok) return loc;
-    const cur = await this.ctx.redis.hget(loc.key, 'cur');
+    const cur = await idField(this.ctx.redis, loc.key, 'cur');
     if (cur === null) return { ok: false, reason: 'unknown_id' };
     return this.apply(loc, { source: 'operator', ref: key ?? randomUUID(), amount, currency: cur, note });
   }
@@ -137,15 +138,14 @@ export class Topups {
     if (!voucher.ok) return voucher;
     if (voucher.key === target.key) return { ok: false, reason: 'not_voucher' };
     // Would the target take it? Asked first, so a refusal leaves the voucher as it was.
-    const [st, kind, bal, cur, into, tto] = await this.ctx.redis.hmget(
-      voucher.key,
+    const [st, kind, bal, cur, into, tto] = await idFields(this.ctx.redis, voucher.key, [
       'st',
       'kind',
       'bal',
       'cur',
       'into',
       'tto',
-    );
+    ]);
     if (st === 'sold' && kind === 'recharge' && !tto && Number(bal) > 0) {
       const would = await this.apply(
         target,
@@ -198,15 +198,14 @@ export class Topups {
     for (let b = 0; b < this.ctx.cfg.buckets; b++) {
       const open = keys.openTransfers(b);
       for (const key of await this.ctx.redis.zrangebyscore(open, '-inf', `(${now - graceMs}`, 'LIMIT', 0, 100)) {
-        const [tto, tn, tst, tamt, cur, into] = await this.ctx.redis.hmget(
-          key,
+        const [tto, tn, tst, tamt, cur, into] = await idFields(this.ctx.redis, key, [
           'tto',
           'tn',
           'tst',
           'tamt',
           'cur',
           'into',
-        );
+        ]);
         if (tst !== 'sent' || !tto || !tn) {
           await this.ctx.redis.zrem(open, key);
           continue;

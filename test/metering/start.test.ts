@@ -10,6 +10,8 @@ import { connectSwitch, newCall, sessionKey } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
 import { activateId, setIdState } from '../../src/ledger/ids';
+import { productTerms, TERM_FIELDS, termsVersion } from '../../src/catalog/terms';
+import { keys } from '../../src/redis/keys';
 
 let h: Harness;
 let gw: Gateway;
@@ -153,6 +155,44 @@ describe('call_start refusals', () => {
     const d = newCall();
     expect(await start(id!, d)).toMatchObject({ op: 'started', maxSec: 9998, balance: 999_800 });
     await stop(d, 0);
+  });
+
+  it('an ID keeps no copy of its terms: its bucket keeps the version it names, and calls keep to it after a change', async () => {
+    const one = talkProduct({ name: 'terms-kept', maxCalls: 1 });
+    // The same product after the catalog changed it: IDs minted since get another version.
+    const two = { ...one, maxCalls: 2 };
+    const [a] = await soldIds(h, one);
+    const [b] = await soldIds(h, two);
+    const own = await h.r.hgetall(idKeyOf(h, a!));
+    for (const f of TERM_FIELDS) expect(own, f).not.toHaveProperty(f);
+    expect(own.pt).toBe(termsVersion(productTerms(one)));
+    expect(await h.r.hgetall(keys.productTerms(bucketOf(h, a!), own.pt!))).toEqual(
+      Object.fromEntries(
+        productTerms(one)
+          .map(String)
+          .flatMap((v, i, all) => (i % 2 ? [] : [[v, all[i + 1]]])),
+      ),
+    );
+    expect((await h.r.hgetall(idKeyOf(h, b!))).pt).toBe(termsVersion(productTerms(two)));
+    // A second call is past a's limit and within b's.
+    const [a1, b1, b2] = [newCall(), newCall(), newCall()];
+    expect(await start(a!, a1)).toMatchObject({ op: 'started' });
+    expect(await start(a!)).toMatchObject({ op: 'error', reason: 'concurrent_limit' });
+    expect(await start(b!, b1)).toMatchObject({ op: 'started' });
+    expect(await start(b!, b2)).toMatchObject({ op: 'started' });
+    for (const call of [a1, b1, b2]) expect(await stop(call, 0)).toMatchObject({ op: 'stopped' });
+  });
+
+  it('an ID minted with its terms in its own hash, before they moved out, calls under them', async () => {
+    const p = talkProduct({ name: 'terms-own', maxCalls: 1 });
+    const [id] = await soldIds(h, p);
+    const key = idKeyOf(h, id!);
+    await h.r.hdel(key, 'pt');
+    await h.r.hset(key, ...productTerms(p).map(String));
+    const call = newCall();
+    expect(await start(id!, call)).toMatchObject({ op: 'started', maxSec: 10000, balance: 1_000_000 });
+    expect(await start(id!)).toMatchObject({ op: 'error', reason: 'concurrent_limit' });
+    expect(await stop(call, 5)).toMatchObject({ op: 'stopped', billedSec: 5, cost: 500 });
   });
 
   it('concurrent_limit with maxCalls 2: the third call is refused', async () => {

@@ -1,4 +1,5 @@
 /** Reads of an ID straight from the harness Redis, for assertions. */
+import { idHash } from '../../src/ledger/id-fields';
 import { keys } from '../../src/redis/keys';
 import type { Harness } from './harness';
 
@@ -12,9 +13,9 @@ export function idKeyOf(h: Harness, id: string): string {
   return keys.id(bucket, hash);
 }
 
-/** The ID's fields (st, bal, act, exp, first, fven, inside, ...). */
+/** The ID's fields (st, bal, act, exp, first, fven, inside, ...) with its product's terms, as the scripts read them. */
 export function idFields(h: Harness, id: string): Promise<Record<string, string>> {
-  return h.r.hgetall(idKeyOf(h, id));
+  return idHash(h.r, idKeyOf(h, id));
 }
 
 /** The ID's balance field as a number (0 when the ID has none). */

@@ -1,10 +1,11 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readPlansFile, readProductsFile } from '../../src/catalog/files';
 import { isOnPublicSale } from '../../src/catalog/schema';
 import { putPlans, putProducts, readCatalog } from '../../src/catalog/store';
+import { productTerms, TERM_FIELDS } from '../../src/catalog/terms';
 import { keys } from '../../src/redis/keys';
 import { startHarness, type Harness } from '../support/harness';
 
@@ -222,5 +223,26 @@ describe('putProducts / putPlans refuse invalid records with a message', () => {
     expect(await version()).toBe(v0 + 1);
     expect(await got).toBe(String(v0 + 1));
     sub.disconnect();
+  });
+});
+
+describe('product terms', () => {
+  it('are the fields the scripts read from the terms version, in TypeScript and in Lua alike', () => {
+    const lua = readFileSync(join(__dirname, '../../lua/includes/id_fields.lua'), 'utf8');
+    const table = /local ID_TERMS = \{([^}]*)\}/.exec(lua)?.[1] ?? '';
+    const inLua = [...table.matchAll(/(?:\['(\w+)'\]|(\w+)) = true/g)].map((m) => m[1] ?? m[2]);
+    expect(new Set(inLua)).toEqual(TERM_FIELDS);
+    const base = { currency: 'EUR', price: 1, expiryDays: 30, venues: ['v1'] };
+    const products = [
+      { ...base, name: 't', kind: 'talk', face: 1, plan: 'p', thresholds: [60], maxCalls: 1 },
+      { ...base, name: 'e', kind: 'entry', entries: 1, gates: [], reentry: true },
+      { ...base, name: 'g', kind: 'goods', face: 1 },
+      { ...base, name: 's', kind: 'service', uses: 1, service: 'wash' },
+      { ...base, name: 'r', kind: 'recharge', face: 1, into: ['t'] },
+    ] as const;
+    for (const p of products) {
+      const fields = productTerms(p as Parameters<typeof productTerms>[0]).filter((_, i) => i % 2 === 0);
+      for (const f of fields) expect(TERM_FIELDS.has(String(f)), `${p.kind} ${String(f)}`).toBe(true);
+    }
   });
 });
