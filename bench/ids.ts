@@ -10,16 +10,19 @@
  *
  * Prints used_memory after the catalog and after the sales, the difference
  * per ID (indexes and the sale record included), and MEMORY USAGE of what one
- * sold ID owns (its hash, its check link, its share of the sales stream),
+ * sold ID owns (its hash, its shares of the sales stream and of the product's
+ * terms; its check link names the ID and has no key of its own),
  * against the target of 200 bytes; last line: JSON.
  */
 import { randomUUID } from 'node:crypto';
 import type { Context } from '../src/app/context';
 import type { RatePlan, TalkProduct } from '../src/catalog/schema';
 import { putPlans, putProducts } from '../src/catalog/store';
+import { productTerms, termsVersion } from '../src/catalog/terms';
 import { mintBatches } from '../src/ledger/mint';
 import { keys } from '../src/redis/keys';
 import { hashPin } from '../src/sales/pin';
+import { checkLink } from '../src/sales/check';
 import { reserveId, sellId } from '../src/sales/scripts';
 import { intFlag, parseFlags } from './lib/flags';
 import { cleanUpOnExit, makeTmp, removeTmp, runMain, sleep } from './lib/process';
@@ -82,7 +85,6 @@ async function settledMemory(ctx: Context): Promise<number> {
 /** One sold ID's keys, for MEMORY USAGE. */
 interface SoldKeys {
   id: string;
-  check: string;
 }
 
 /**
@@ -100,9 +102,8 @@ async function sellBucket(ctx: Context, bucket: number, pinHash: string, sample:
     await Promise.all(
       idHashes.map(async (idHash) => {
         const ref = randomUUID();
-        // As a purchase derives them (src/sales/purchase.ts): the check token from the purchase, its key from the token.
-        const token = ctx.ids.mac(`check:${ref}:${idHash}`).slice(0, 32);
-        const checkHash = ctx.ids.mac(`chk:${token}`).slice(0, 32);
+        // As a purchase derives it (src/sales/purchase.ts).
+        const { checkHash } = checkLink(ctx.ids, ref, idHash);
         const idKey = keys.id(bucket, idHash);
         const r = await sellId(ctx.scripts, {
           idKey,
@@ -118,7 +119,7 @@ async function sellBucket(ctx: Context, bucket: number, pinHash: string, sample:
           pinHash,
         });
         if (!r.ok) throw new Error(`sell: ${r.reason}`);
-        if (sample.length < SAMPLE) sample.push({ id: idKey, check: keys.check(bucket, checkHash) });
+        if (sample.length < SAMPLE) sample.push({ id: idKey });
       }),
     );
     sold += idHashes.length;
@@ -139,26 +140,30 @@ interface PerId {
   /** OBJECT ENCODING of a sold ID's hash and its longest field value: past hash-max-listpack-value, Redis leaves the compact listpack. */
   encoding: string;
   longestValue: { field: string; bytes: number };
-  checkLink: number;
+  /** The product's terms, kept once per bucket: their share per ID. */
+  productTerms: number;
   saleRecord: number;
   /** Inventory sets and reservation zsets left over (empty ones are deleted): 0 once all are sold. */
   inventory: number;
 }
 
-/** MEMORY USAGE of what a sold ID owns: its hash and check link (means over the sample), its share of the sales streams. */
+/** MEMORY USAGE of what a sold ID owns: its hash (mean over the sample), its shares of the sales streams and the product's terms. */
 async function perIdKeys(ctx: Context, sample: SoldKeys[], n: number): Promise<PerId> {
   const idHash = mean(await Promise.all(sample.map((k) => memoryUsage(ctx, k.id))));
-  const checkLink = mean(await Promise.all(sample.map((k) => memoryUsage(ctx, k.check))));
   const buckets = Array.from({ length: ctx.cfg.buckets }, (_, b) => b);
+  const version = termsVersion(productTerms(PRODUCT));
   const sizes = await Promise.all(
     buckets.flatMap((b) => [
       memoryUsage(ctx, keys.sales(b)),
+      memoryUsage(ctx, keys.productTerms(b, version)),
       memoryUsage(ctx, keys.inventory(b, PRODUCT.name)),
       memoryUsage(ctx, keys.reservations(b)),
     ]),
   );
-  const streams = sizes.filter((_, i) => i % 3 === 0).reduce((a, b) => a + b, 0);
-  const inventory = sizes.filter((_, i) => i % 3 !== 0).reduce((a, b) => a + b, 0);
+  const sum = (k: number): number => sizes.filter((_, i) => i % 4 === k).reduce((a, b) => a + b, 0);
+  const streams = sum(0);
+  const terms = sum(1);
+  const inventory = sum(2) + sum(3);
   const first = sample[0]?.id ?? '';
   const encoding = String(await ctx.redis.call('OBJECT', 'ENCODING', first));
   const fields = Object.entries(await ctx.redis.hgetall(first)).sort((a, b) => b[1].length - a[1].length);
@@ -167,7 +172,7 @@ async function perIdKeys(ctx: Context, sample: SoldKeys[], n: number): Promise<P
     idHash,
     encoding,
     longestValue: { field, bytes: Buffer.byteLength(value) },
-    checkLink,
+    productTerms: terms / n,
     saleRecord: streams / n,
     inventory: inventory / n,
   };
@@ -200,7 +205,7 @@ async function main(): Promise<void> {
   const after = await settledMemory(ctx);
   const perId = (after - before) / sold;
   const keysOf = await perIdKeys(ctx, sample, sold);
-  const owned = keysOf.idHash + keysOf.checkLink + keysOf.saleRecord + keysOf.inventory;
+  const owned = keysOf.idHash + keysOf.productTerms + keysOf.saleRecord + keysOf.inventory;
 
   console.log(
     `setup: ${fmtInt(minted.minted)} minted in ${mintSec.toFixed(1)} s (${fmtInt(inventoryBytes)} B each in inventory), ${fmtInt(sold)} sold through reserve.lua and sell.lua in ${sellSec.toFixed(1)} s`,
@@ -210,7 +215,7 @@ async function main(): Promise<void> {
     `  used_memory      ${fmtInt(before)} → ${fmtInt(after)} B: ${fmtInt(perId)} B per sold idle ID (its keys, index entries, sale record and Redis' own overhead per key)`,
   );
   console.log(
-    `  MEMORY USAGE     ID hash ${fmtInt(keysOf.idHash)} B, check link ${fmtInt(keysOf.checkLink)} B, sale record ${fmtInt(keysOf.saleRecord)} B (sales streams ÷ IDs), inventory left ${fmtInt(keysOf.inventory)} B: ${fmtInt(owned)} B`,
+    `  MEMORY USAGE     ID hash ${fmtInt(keysOf.idHash)} B, product terms ${keysOf.productTerms.toFixed(1)} B (one hash per bucket ÷ IDs), sale record ${fmtInt(keysOf.saleRecord)} B (sales streams ÷ IDs), inventory left ${fmtInt(keysOf.inventory)} B: ${fmtInt(owned)} B`,
   );
   console.log(
     `  ID hash          ${keysOf.encoding}; its longest value ${keysOf.longestValue.field} is ${keysOf.longestValue.bytes} B (hash-max-listpack-value ${await listpackValueMax(ctx)} B)`,
@@ -234,7 +239,7 @@ async function main(): Promise<void> {
     longestValue: keysOf.longestValue,
     memoryUsage: {
       idHash: Math.round(keysOf.idHash),
-      checkLink: Math.round(keysOf.checkLink),
+      productTerms: Math.round(keysOf.productTerms * 10) / 10,
       saleRecord: Math.round(keysOf.saleRecord),
       inventory: Math.round(keysOf.inventory),
     },

@@ -2,12 +2,12 @@
 KEYS[1] ID hash              ts:{bN}:id:<idHash>
 KEYS[2] reservations zset    ts:{bN}:resv
 KEYS[3] sale records         ts:{bN}:sales (stream)
-KEYS[4] check-link key       ts:{bN}:chk:<check token hash>
 ARGV[1] now (ms)             ARGV[2] product        ARGV[3] price (micro-units)
 ARGV[4] channel              ARGV[5] purchase reference (Idempotency-Key)
 ARGV[6] provider reference   ARGV[7] provider commission (micro-units)
 ARGV[8] PIN hash (scrypt, encoded)
 ARGV[9] currency of the price (the purchase's, fixed when it started)
+ARGV[10] keyed hash of the check link's secret part: the link names its ID, so no index leads to it
 Returns {'ok', face, recordId, duplicate(0|1)} or {'err', reason}: not_reserved (hold expired and
 released), wrong_product, already_active. The sale record holds price, commission and net to the
 operator. Selling again for the same purchase (a retry after a crash) answers the first sale.
@@ -20,11 +20,10 @@ if not redis.call('ZSCORE', KEYS[2], idh) then return { 'err', 'not_reserved' } 
 if f[2] ~= ARGV[2] then return { 'err', 'wrong_product' } end
 if f[1] ~= 'minted' then return { 'err', 'already_active' } end
 redis.call('ZREM', KEYS[2], idh)
-redis.call('SET', KEYS[4], idh)
 local price, commission = tonumber(ARGV[3]), tonumber(ARGV[7])
 local rec = redis.call('XADD', KEYS[3], '*', 'id', idh, 'product', f[2], 'face', f[3], 'currency', ARGV[9],
   'price', ARGV[3], 'channel', ARGV[4], 'ref', ARGV[5], 'provider', ARGV[6],
   'commission', ARGV[7], 'net', string.format('%d', price - commission), 'time', ARGV[1])
 redis.call('HSET', KEYS[1], 'st', 'sold', 'bal', f[3], 'sold', ARGV[1], 'pin', ARGV[8],
-  'chk', string.match(KEYS[4], 'chk:(.+)$'), 'pinfail', '0', 'pref', ARGV[5], 'srec', rec)
+  'chk', ARGV[10], 'pinfail', '0', 'pref', ARGV[5], 'srec', rec)
 return { 'ok', tonumber(f[3]), rec, 0 }

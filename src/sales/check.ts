@@ -5,12 +5,41 @@
  * dummy hash). Five wrong PINs lock the link; each lock lasts twice as long as
  * the one before, up to PIN_LOCK_MAX_SEC, until a right PIN. A client address
  * spraying many links is locked out too.
+ *
+ * A link's token names its ID (the ID hash, which gives away no usable ID)
+ * and carries a secret tag; the ID's hash keeps a keyed hash of the tag. So
+ * the link needs no index of its own in Redis: one key per sold ID fewer.
+ * Links sold before they named their ID are a bare tag, found through the
+ * index (`keys.check`) those sales wrote.
  */
+import { timingSafeEqual } from 'node:crypto';
 import type { Context } from '../app/context';
+import type { IdKeys } from '../ids/secrets';
+import { idHash } from '../ledger/id-fields';
 import { keys } from '../redis/keys';
 import { hashPin, verifyPin } from './pin';
 import { pinAttempt } from './scripts';
-import { idHash } from '../ledger/id-fields';
+
+/** A link's token: the ID hash, then its secret tag (32 hex digits each). */
+const LINK = /^([0-9a-f]{32})([0-9a-f]{32})$/;
+/** A link sold before links named their ID: the tag alone. */
+const OLD_LINK = /^[0-9a-f]{32}$/;
+
+/** What the ID's hash (`chk`) keeps of a link's tag. */
+const linkHash = (ids: IdKeys, tag: string): string => ids.mac(`chk:${tag}`).slice(0, 32);
+
+const sameHex = (a: string, b: string): boolean =>
+  a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
+
+/**
+ * The check link of an ID sold by a purchase: its token (for the URL) and
+ * what the ID's hash keeps of it. Reproducible from the purchase, so a retry
+ * after a crash gives the buyer the same link.
+ */
+export function checkLink(ids: IdKeys, purchaseRef: string, hash: string): { token: string; checkHash: string } {
+  const tag = ids.mac(`check:${purchaseRef}:${hash}`).slice(0, 32);
+  return { token: `${hash}${tag}`, checkHash: linkHash(ids, tag) };
+}
 
 export type CheckResult =
   | {
@@ -44,9 +73,16 @@ export class CheckLinks {
   async linked(bucketText: string, token: string): Promise<{ key: string; bucket: number } | undefined> {
     const { cfg, ids, redis } = this.ctx;
     const bucket = Number(bucketText);
-    if (!(Number.isInteger(bucket) && bucket >= 0 && bucket < cfg.buckets && /^[0-9a-f]{32}$/.test(token)))
-      return undefined;
-    const idHash = await redis.get(keys.check(bucket, ids.mac(`chk:${token}`).slice(0, 32)));
+    if (!(Number.isInteger(bucket) && bucket >= 0 && bucket < cfg.buckets)) return undefined;
+    const named = LINK.exec(token);
+    if (named) {
+      const key = keys.id(bucket, named[1]!);
+      const chk = await redis.hget(key, 'chk');
+      return chk !== null && sameHex(chk, linkHash(ids, named[2]!)) ? { key, bucket } : undefined;
+    }
+    // A link sold before links named their ID: its index leads to the ID.
+    if (!OLD_LINK.test(token)) return undefined;
+    const idHash = await redis.get(keys.check(bucket, linkHash(ids, token)));
     return idHash ? { key: keys.id(bucket, idHash), bucket } : undefined;
   }
 

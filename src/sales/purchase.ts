@@ -16,6 +16,7 @@ import { bucketOfKey, keys } from '../redis/keys';
 import { replicated, replicatedSeen } from '../redis/replication';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
+import { checkLink } from './check';
 import { admitPurchase, claimPurchase, sellId } from './scripts';
 import type { PaymentProvider } from './provider';
 import type { Metrics } from '../observability/metrics';
@@ -357,12 +358,11 @@ export class Purchases {
     for (let attempt = 0; attempt < 5; attempt++) {
       const bucket = Number(r.bucket);
       const idKey = keys.id(bucket, r.idHash!);
-      // Reproducible, so a retry after a crash gives the buyer the same link.
-      const token = this.ctx.ids.mac(`check:${ref}:${r.idHash}`).slice(0, 32);
+      const { token, checkHash } = checkLink(this.ctx.ids, ref, r.idHash!);
       const res = await sellId(this.ctx.scripts, {
         idKey,
         bucket,
-        checkHash: this.ctx.ids.mac(`chk:${token}`).slice(0, 32),
+        checkHash,
         product,
         price,
         currency,

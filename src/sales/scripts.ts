@@ -40,7 +40,7 @@ export async function releaseId(
 export interface SaleTerms {
   idKey: string;
   bucket: number;
-  /** Keyed hash of the check-link token. */
+  /** Keyed hash of the check link's secret part (checkLink). */
   checkHash: string;
   product: string;
   price: number;
@@ -61,8 +61,19 @@ export type SellReply =
 export async function sellId(scripts: Scripts, t: SaleTerms, now = Date.now()): Promise<SellReply> {
   const r = await scripts.run(
     'sell',
-    [t.idKey, keys.reservations(t.bucket), keys.sales(t.bucket), keys.check(t.bucket, t.checkHash)],
-    [now, t.product, t.price, t.channel, t.purchaseRef, t.providerRef, t.commission, t.pinHash, t.currency],
+    [t.idKey, keys.reservations(t.bucket), keys.sales(t.bucket)],
+    [
+      now,
+      t.product,
+      t.price,
+      t.channel,
+      t.purchaseRef,
+      t.providerRef,
+      t.commission,
+      t.pinHash,
+      t.currency,
+      t.checkHash,
+    ],
   );
   if (Array.isArray(r) && r[0] === 'ok')
     return { ok: true, face: Number(r[1]), record: String(r[2] ?? ''), duplicate: r[3] === 1 };

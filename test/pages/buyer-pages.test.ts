@@ -143,7 +143,7 @@ describe.skipIf(!chromium.ok)('buyer pages in Chromium, phone-sized, without Jav
     expect(minted).toContain(id);
     expect(t).toContain('Talk 1: 1.00 EUR');
     const checkUrl = await page.getAttribute('#check-url', 'href');
-    expect(checkUrl).toMatch(new RegExp(`^http://localhost:${gw.port}/check/\\d+/[0-9a-f]{32}$`));
+    expect(checkUrl).toMatch(new RegExp(`^http://localhost:${gw.port}/check/\\d+/[0-9a-f]{64}$`));
     expect(await page.innerText('#check-url')).toBe(checkUrl);
     expect(await page.getAttribute('#access-url', 'href')).toBe(`http://localhost:${gw.port}/access`);
     await fitsPhone('result');

@@ -10,6 +10,7 @@ import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '.
 import { formSession, http, postPageForm, type FormSession, type Res } from '../support/http';
 import { CheckLinks } from '../../src/sales/check';
 import { verifyPin } from '../../src/sales/pin';
+import { keys } from '../../src/redis/keys';
 import { idFields, idKeyOf } from '../support/redis';
 import { sleep } from '../support/wait';
 import { addMember, buy, callWith, newKey, product, type Buyer } from './fixtures';
@@ -108,6 +109,34 @@ describe('check link', () => {
     // Past 64 bytes in any value Redis turns the ID's hash into a hashtable: about 4 × its memory.
     expect(await h.r.call('OBJECT', 'ENCODING', idKeyOf(h, b.id))).toBe('listpack');
     expect((await check(gw, b.path, b.pin)).status).toBe(200);
+  });
+
+  it('a link names its ID: the sale writes no index for it, and only its own tag opens it', async () => {
+    const before = await h.r.keys('ts:{b*}:chk:*');
+    const b = await buyOne();
+    expect(await h.r.keys('ts:{b*}:chk:*')).toEqual(before);
+    const [, bucket, tokenText] = b.path.split('/').slice(1);
+    expect(tokenText!.slice(0, 32)).toBe(h.ctx.ids.hash(b.id).hash);
+    expect((await check(gw, b.path, b.pin)).status).toBe(200);
+    // The ID's own hash with another tag, or with the tag of another link: answered like an unknown link.
+    const other = await buyOne();
+    for (const tag of [randomBytes(16).toString('hex'), other.path.slice(-32)]) {
+      const r = await check(gw, `/check/${bucket}/${tokenText!.slice(0, 32)}${tag}`, b.pin);
+      expect(r.status).toBe(403);
+      expectNothingOf(r, b.id);
+    }
+    expect((await check(gw, b.path, b.pin)).status).toBe(200);
+  });
+
+  it('a link sold before links named their ID (a bare tag, found through its index) still opens it', async () => {
+    const b = await buyOne();
+    const { hash, bucket } = h.ctx.ids.hash(b.id);
+    const tag = b.path.slice(-32);
+    // What such a sale wrote: the index from the keyed hash of the tag to the ID.
+    await h.r.set(keys.check(bucket, h.ctx.ids.mac(`chk:${tag}`).slice(0, 32)), hash);
+    const r = await check(gw, `/check/${bucket}/${tag}`, b.pin);
+    expect(r.status).toBe(200);
+    expect(r.text).toContain(grouped(b.id));
   });
 
   it('before first use the page states the product’s own validity (30 days after first use), not another', async () => {

@@ -183,7 +183,7 @@ describe('approval', () => {
     expect(r.type).toBe('application/json');
     expect(r.json).toEqual({
       id: expect.stringMatching(/^[1-9][0-9]{15}$/),
-      checkUrl: expect.stringMatching(new RegExp(`^http://localhost:${gw.port}/check/[0-9]+/[0-9a-f]{32}$`)),
+      checkUrl: expect.stringMatching(new RegExp(`^http://localhost:${gw.port}/check/[0-9]+/[0-9a-f]{64}$`)),
       accessUrl: `http://localhost:${gw.port}/access`,
       product: 'talk-a',
       price: 1_234_567,
