@@ -36,6 +36,7 @@ import type { Context } from '../src/app/context';
 import type { GoodsProduct } from '../src/catalog/schema';
 import { createToken, putItems, putProducts } from '../src/catalog/store';
 import { keys } from '../src/redis/keys';
+import { ScanWindows } from '../src/redemption/scan-windows';
 import { openContext } from '../src/app/context';
 import { loadConfig } from '../src/config/config';
 import { createLogger } from '../src/observability/log';
@@ -538,10 +539,12 @@ async function autocannonAlone(connections: number, duration: number): Promise<{
 function redeemCeiling(s: Setup, opts: Options, batch: number): number {
   const redeem = s.ctx.scripts.library.functions.get('redeem')!;
   const { hash, bucket } = s.ctx.ids.hash(s.ids[0]!);
-  const keysArgs: string[] = [keys.redemptions(bucket)];
+  const windows = new ScanWindows(s.ctx.cfg.scanTtlSec);
+  const at = windows.at(Date.now());
+  const keysArgs: string[] = [keys.redemptions(bucket), ...at.map((w) => keys.scans(bucket, w))];
   const scanArgs: string[] = [];
   for (let i = 0; i < batch; i++) {
-    keysArgs.push(keys.id(bucket, hash), keys.scan(bucket, `rb:${i}:__rand_int__`));
+    keysArgs.push(keys.id(bucket, hash));
     scanArgs.push(VENUE, '', 'coffee', String(PRICE), '1', 'in', 'rb', `${i}:__rand_int__`, hash);
   }
   const requests = Math.ceil(opts.rbRequests / batch);
@@ -564,7 +567,9 @@ function redeemCeiling(s: Setup, opts: Options, batch: number): number {
       String(keysArgs.length),
       ...keysArgs,
       String(Date.now()),
-      '600',
+      String(at.length),
+      String(windows.expiresAt(at[0]!)),
+      '1',
       ...scanArgs,
     ],
     { encoding: 'utf8' },

@@ -42,6 +42,7 @@ import { loadConfig } from '../src/config/config';
 import { mintIds } from '../src/ledger/mint';
 import { createLogger } from '../src/observability/log';
 import { keys } from '../src/redis/keys';
+import { ScanWindows } from '../src/redemption/scan-windows';
 import { Sandbox } from '../src/dev/sandbox';
 import { intFlag, parseFlags } from './lib/flags';
 import { measureAckCost } from './lib/ack-cost';
@@ -617,12 +618,14 @@ async function findLosses(ctx: Context, t: Traffic): Promise<Lost & { recovered:
     return n;
   };
   const where = (id: string): { hash: string; bucket: number } => ctx.ids.hash(id);
+  const windows = new ScanWindows(ctx.cfg.scanTtlSec);
   const stops = await missing(t.acked.stops, async ({ call, id }) => {
     const { bucket } = where(id);
     return (await ctx.redis.hget(keys.call(bucket, `${SWITCH}:${call}`), 'st')) === 'closed';
   });
   const redemptions = await missing(t.acked.redemptions, async ({ scanKey, id, at, port, body }) => {
-    const there = (await ctx.redis.exists(keys.scan(where(id).bucket, scanKey))) === 1;
+    const records = windows.at(Date.now()).map((w) => keys.scans(where(id).bucket, w));
+    const there = (await Promise.all(records.map((k) => ctx.redis.hexists(k, scanKey)))).includes(1);
     if (!there && process.env.SOAK_DEBUG)
       console.log(
         `  missing ${scanKey} bucket ${where(id).bucket} acked at ${new Date(at).toISOString()} by :${port} ${JSON.stringify(body)}`,

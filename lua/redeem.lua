@@ -1,10 +1,12 @@
 --[[ redeem: use entries, spend value or use services for one or more scans of one bucket, once per
 scan id. Scans are applied in order, so two scans of one ID in a batch see each other.
-KEYS[1]     redemption records   ts:{bN}:red (stream; one packed field per entry, includes/red_record.lua)
-KEYS[2i]    ID hash              ts:{bN}:id:<idHash>             (i = 1..n)
-KEYS[2i+1]  scan record          ts:{bN}:scan:<scanner>:<scan>  (string, includes/scan_record.lua)
-ARGV[1] now (ms)   ARGV[2] TTL (s) of the scan records, which answer retries
-ARGV[3+9(i-1)..11+9(i-1)] scan i: venue, gate ('' if none), item ('' if none),
+KEYS[1]        redemption records   ts:{bN}:red (stream; one packed field per entry, includes/red_record.lua)
+KEYS[2..1+m]   scan records per window   ts:{bN}:scans:<window> (hash: scan key -> record,
+               includes/scan_record.lua; new records go into KEYS[2], the others are read)
+then per scan  ID hash   ts:{bN}:id:<idHash>, and with ARGV[4] = 2 an earlier version's record of
+               the scan   ts:{bN}:scan:<scanner>:<scan>   (only while one can be left)
+ARGV[1] now (ms)   ARGV[2] m   ARGV[3] when KEYS[2] expires (ms since the epoch)   ARGV[4] keys per scan (1 | 2)
+ARGV[5+9(i-1)..13+9(i-1)] scan i: venue, gate ('' if none), item ('' if none),
         amount (micro-units, goods only; -1 the venue does not sell the item), quantity,
         direction ('in' | 'out'), scanner (token name), scan id, ID hash (for the record)
 Returns one flat array, eight entries per scan:
@@ -19,19 +21,22 @@ A retry of a scan returns the first answer; the same scan id with other terms is
 -- @include "scan_record"
 -- @include "red_record"
 -- now also as the gateway's digits: the records take it as text, with no formatting per scan.
-local nows, ttl = ARGV[1], ARGV[2]
+local nows, m, stride = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local now = tonumber(nows)
-local out = {}
+local out, recorded = {}, false
+local places = {}
+for k = 1, m do places[k] = KEYS[1 + k] end
 
 local function put(i, r)
   local o = 8 * (i - 1)
   for j = 1, 8 do out[o + j] = r[j] or 0 end
 end
 
-local function redeem_one(ikey, skey, venue, gate, item, amount, qty, dir, scanner, scan, idh)
+local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, scanner, scan, idh)
   -- Looked up even when the claim is new: a refused scan's claim is deleted, and a retry racing
   -- that delete may have been granted meanwhile. The record, not the claim, says what happened.
-  local prev = scan_read(skey)
+  local field = scanner .. ':' .. scan
+  local prev = scan_find(places, field, legacy)
   if prev then
     if prev.id ~= ikey or prev.item ~= item or prev.qty ~= qty or prev.dir ~= dir then return { 'no', 'scan_conflict' } end
     return { 'ok', prev.kind, prev.action, tonumber(prev.amount), tonumber(prev.left), prev.rec, 1, prev.st == 'reversed' and 1 or 0 }
@@ -61,16 +66,18 @@ local function redeem_one(ikey, skey, venue, gate, item, amount, qty, dir, scann
 
   local rec = redis.call('XADD', KEYS[1], '*', RED_FIELD,
     red_pack('redeem', scan, scanner, idh, kind, action, venue, gate, item, qty, amts, int(left + amt), lefts, nows, ''))
-  redis.call('SET', skey, scan_pack(ikey, item, qty, dir, kind, action, amts, lefts, rec, venue, gate, idh, nows, 'ok'),
-    'EX', ttl)
+  redis.call('HSET', KEYS[2], field,
+    scan_pack(ikey, item, qty, dir, kind, action, amts, lefts, rec, venue, gate, idh, nows, 'ok'))
+  recorded = true
   return { 'ok', kind, action, amt, left, rec, 0, 0 }
 end
 
-for i = 1, (#KEYS - 1) / 2 do
-  local a = 3 + 9 * (i - 1)
+for i = 1, (#ARGV - 4) / 9 do
+  local a, k = 5 + 9 * (i - 1), 2 + m + stride * (i - 1)
   -- One scan's failure (a damaged ID hash, say) is that scan's alone, not its batch's.
-  local ok, r = pcall(redeem_one, KEYS[2 * i], KEYS[2 * i + 1], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
-    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
+  local ok, r = pcall(redeem_one, KEYS[k], stride == 2 and KEYS[k + 1] or nil, ARGV[a], ARGV[a + 1], ARGV[a + 2],
+    ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
   put(i, ok and r or { 'err', tostring(type(r) == 'table' and r.err or r) })
 end
+if recorded then redis.call('PEXPIREAT', KEYS[2], ARGV[3]) end
 return out

@@ -1,10 +1,10 @@
 --[[ reverse: undo one earlier redemption by its scan id, once (goods not handed over, a gate misread).
-KEYS[1] scan record          ts:{bN}:scan:<scanner>:<scan>  (string, includes/scan_record.lua)
-KEYS[2] ID hash              ts:{bN}:id:<idHash>
-KEYS[3] redemption records   ts:{bN}:red (stream, includes/red_record.lua)
-ARGV[1] now (ms)
-ARGV[2] who reverses (token name)
-ARGV[3] reason
+KEYS[1]        ID hash              ts:{bN}:id:<idHash>
+KEYS[2]        redemption records   ts:{bN}:red (stream, includes/red_record.lua)
+KEYS[3..2+m]   scan records per window   ts:{bN}:scans:<window> (hash, includes/scan_record.lua)
+KEYS[3+m]      the scan's record as earlier versions kept it   ts:{bN}:scan:<scanner>:<scan> (if given)
+ARGV[1] now (ms)   ARGV[2] who reverses (token name)   ARGV[3] reason
+ARGV[4] the scan key '<scanner>:<scan id>'   ARGV[5] m
 Returns { 'ok', kind, amount given back, value left, recordId, duplicate(0|1) } or { 'no', reason }:
 unknown_scan (never redeemed, or a refusal), scan_conflict (the scan belongs to another ID).
 A second reverse of the same scan returns the first answer and gives nothing back again.
@@ -12,14 +12,17 @@ A second reverse of the same scan returns the first answer and gives nothing bac
 -- @include "num"
 -- @include "scan_record"
 -- @include "red_record"
-local s = scan_read(KEYS[1])
+local field, m = ARGV[4], tonumber(ARGV[5])
+local places = {}
+for k = 1, m do places[k] = KEYS[2 + k] end
+local s, where = scan_find(places, field, KEYS[3 + m])
 if not s then return { 'no', 'unknown_scan' } end
-if s.id ~= KEYS[2] then return { 'no', 'scan_conflict' } end
+if s.id ~= KEYS[1] then return { 'no', 'scan_conflict' } end
 local amount = tonumber(s.amount)
 if s.st == 'reversed' then return { 'ok', s.kind, amount, tonumber(s.revleft), s.revrec, 1 } end
 
 local now = tonumber(ARGV[1])
-local bal = tonumber(redis.call('HGET', KEYS[2], 'bal')) or 0
+local bal = tonumber(redis.call('HGET', KEYS[1], 'bal')) or 0
 local left = bal + amount
 local upd = { 'bal', int(left) }
 -- Undoing a way in leaves the holder outside; undoing an exit puts them back inside
@@ -28,10 +31,12 @@ if s.kind == 'entry' then
   upd[#upd + 1] = 'inside'
   upd[#upd + 1] = s.action == 'exit' and '1' or '0'
 end
-redis.call('HSET', KEYS[2], unpack(upd))
-local scan = string.match(KEYS[1], 'scan:[^:]+:(.+)$')
-local rec = redis.call('XADD', KEYS[3], '*', RED_FIELD, red_pack('reverse', scan, ARGV[2], s.idh, s.kind, s.action,
+redis.call('HSET', KEYS[1], unpack(upd))
+local scan = string.match(field, '^[^:]+:(.+)$')
+local rec = redis.call('XADD', KEYS[2], '*', RED_FIELD, red_pack('reverse', scan, ARGV[2], s.idh, s.kind, s.action,
   s.venue, s.gate, s.item, s.qty, int(-amount), int(bal), int(left), int(now), ARGV[3]))
-redis.call('SET', KEYS[1], scan_pack(s.id, s.item, s.qty, s.dir, s.kind, s.action, s.amount, s.left, s.rec, s.venue, s.gate,
-  s.idh, s.time, 'reversed', rec, int(left), int(now)), 'KEEPTTL')
+local packed = scan_pack(s.id, s.item, s.qty, s.dir, s.kind, s.action, s.amount, s.left, s.rec, s.venue, s.gate, s.idh,
+  s.time, 'reversed', rec, int(left), int(now))
+if where == KEYS[3 + m] then redis.call('SET', where, packed, 'KEEPTTL')
+else redis.call('HSET', where, field, packed) end
 return { 'ok', s.kind, amount, left, rec, 0 }

@@ -42,7 +42,7 @@ start_node() { # DIR PORT
     --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
     --cluster-require-full-coverage yes \
     --min-replicas-to-write 1 --min-replicas-max-lag 2 \
-    --appendonly yes --appendfsync everysec --save '' --repl-diskless-sync-delay 0 \
+    --appendonly yes --appendfsync everysec --save '' --lazyfree-lazy-expire yes --repl-diskless-sync-delay 0 \
     --daemonize yes --pidfile "$1/$2/redis.pid" --logfile "$1/$2/redis.log" \
     --loglevel warning
 }

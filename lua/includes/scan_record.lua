@@ -1,6 +1,7 @@
 -- A scan's record: its first answer (for retries) and what a reversal needs, packed in one
--- string ('|' never occurs in names, scan ids or ID keys: the protocol's patterns exclude it).
--- One string key with a TTL is the cheapest record Redis keeps: one SET, one GET.
+-- string ('|' never occurs in names, scan ids or ID keys: the protocol's patterns exclude it),
+-- kept under the scan key in its bucket's hash of the window it was granted in
+-- (src/redemption/scan-windows.ts).
 local SCAN_FIELDS = { 'id', 'item', 'qty', 'dir', 'kind', 'action', 'amount', 'left', 'rec', 'venue', 'gate',
   'idh', 'time', 'st', 'revrec', 'revleft', 'revtime' }
 
@@ -21,12 +22,24 @@ local function scan_unpack(s)
   return r
 end
 
--- Reads a scan's record. Records written before they were packed are hashes: still read, so a
--- retry or reversal across an upgrade is answered, not redeemed again.
+-- Reads a scan's record kept in a key of its own, as earlier versions did. Records written before
+-- they were packed are hashes: still read, so a retry or reversal across an upgrade is answered,
+-- not redeemed again.
 local function scan_read(key)
   local s = redis.pcall('GET', key)
   if type(s) ~= 'table' or not s.err then return scan_unpack(s) end
   local flat, r = redis.call('HGETALL', key), {}
   for i = 1, #flat, 2 do r[flat[i]] = flat[i + 1] end
   return r
+end
+
+-- Finds a scan's record in the window hashes `places` (newest first), then (legacy: a key, or nil
+-- once no such key can be left) in the key of its own an earlier version kept it in. Returns the
+-- record and the key it is in.
+local function scan_find(places, field, legacy)
+  for k = 1, #places do
+    local s = redis.call('HGET', places[k], field)
+    if s then return scan_unpack(s), places[k] end
+  end
+  if legacy then return scan_read(legacy), legacy end
 end

@@ -16,6 +16,7 @@ import { Reaper } from '../metering/reaper';
 import { Metering } from '../metering/service';
 import { Metrics } from '../observability/metrics';
 import { connectRedis, waitReady, type RedisClient } from '../redis/connect';
+import { openScanWindows } from '../redemption/scan-windows';
 import { Redemption } from '../redemption/service';
 import { CheckLinks } from '../sales/check';
 import { Inventory } from '../sales/inventory';
@@ -183,7 +184,7 @@ async function openServices(
   expiring.start();
   const claimRedis = connectRedis(cfg, redisUrl);
   await waitReady(claimRedis);
-  const redemption = new Redemption(ctx, catalog, metrics, claimRedis);
+  const redemption = new Redemption(ctx, catalog, metrics, claimRedis, await openScanWindows(ctx.redis, cfg));
   if (!cfg.provider.url)
     throw new Error('no payment provider: set PROVIDER_URL (`npm start` runs the sandbox card company with --sandbox)');
   const provider = new HttpProvider(cfg.provider.url, cfg.provider.timeoutMs, cfg.provider.key);

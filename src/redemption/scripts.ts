@@ -47,9 +47,9 @@ export interface ScanTerms {
 
 /** A scan waiting for its scan key's bucket's next scan_claim. */
 export interface ClaimItem {
-  /** The scan index key, in the claim bucket. */
-  readonly indexKey: string;
-  /** What the index holds for this scan: the ID key, item, quantity and direction. */
+  /** '<scanner>:<scan id>' */
+  readonly scanKey: string;
+  /** What the claim holds for this scan: the ID key, item, quantity and direction. */
   readonly claimTerms: string;
 }
 
@@ -70,30 +70,48 @@ export const CLAIM_RETRY = 1;
 /** ...or claimed with other terms (scan_conflict). */
 export const CLAIM_TAKEN = 2;
 export type ClaimCode = typeof CLAIMED | typeof CLAIM_RETRY | typeof CLAIM_TAKEN;
-/** scan_claim's code for a key that is not a string. */
-const CLAIM_FAILED = 3;
 
 /** Called once per scan of a batch, in order: with its answer, or with the error that kept it from one. */
 export type EachScan<T, R> = (item: T, err: unknown, r?: R) => void;
 
 /**
+ * Where a batch's scans are looked up: the window hashes (the first is written)
+ * and, while scans of the per-scan key layout can be left, those keys too.
+ */
+export interface ScanPlaces {
+  readonly windows: readonly string[];
+  /** When windows[0] expires (ms since the epoch). */
+  readonly expiresAt: number;
+  readonly legacy: boolean;
+}
+
+/**
  * Claims one claim bucket's scan ids in one scan_claim and hands each scan its
- * claim, in order, after `settled`.
+ * claim, in order, after `settled`. New claims go into `at.windows[0]`.
  */
 export function scanClaim<T extends ClaimItem>(
   scripts: Scripts,
+  bucket: number,
   batch: readonly T[],
-  ttlSec: number,
+  at: ScanPlaces,
   settled: () => void,
   each: EachScan<T, ClaimCode>,
 ): void {
   const n = batch.length;
-  const call = new Array<string | number>(2 + 2 * n);
-  call[0] = n;
-  call[1 + n] = ttlSec;
+  const m = at.windows.length;
+  const nKeys = m + (at.legacy ? n : 0);
+  const call = new Array<string | number>(1 + nKeys + 3 + 2 * n);
+  call[0] = nKeys;
+  for (let k = 0; k < m; k++) call[1 + k] = at.windows[k]!;
+  let a = 1 + nKeys;
+  call[a++] = m;
+  call[a++] = at.expiresAt;
+  call[a++] = at.legacy ? 1 : 0;
   for (let i = 0; i < n; i++) {
-    call[1 + i] = batch[i]!.indexKey;
-    call[2 + n + i] = batch[i]!.claimTerms;
+    const p = batch[i]!;
+    if (at.legacy) call[1 + m + i] = keys.scanIndex(bucket, p.scanKey);
+    call[a++] = p.scanKey;
+    call[a++] = p.claimTerms;
   }
   scripts.runFlat('scan_claim', call).then(
     (reply) => {
@@ -109,8 +127,7 @@ export function scanClaim<T extends ClaimItem>(
         const code = codes[i];
         if (code === CLAIMED || code === CLAIM_RETRY || code === CLAIM_TAKEN) each(p, undefined, code);
         // The error reply's text keeps its code: NOREPLICAS is `unavailable`, WRONGTYPE `internal` (failureReason).
-        else if (typeof code === 'string') each(p, new Error(`scan_claim failed on ${p.indexKey}: ${code}`));
-        else if (code === CLAIM_FAILED) each(p, new Error(`scan_claim failed on ${p.indexKey}`));
+        else if (typeof code === 'string') each(p, new Error(`scan_claim failed on ${p.scanKey}: ${code}`));
         else each(p, replyError('scan_claim', codes));
       }
     },
@@ -131,22 +148,29 @@ export function redeem<T extends RedeemItem>(
   bucket: number,
   batch: readonly T[],
   now: number,
-  ttlSec: number,
+  at: ScanPlaces,
   settled: () => void,
   each: EachScan<T, Answer>,
 ): void {
   const n = batch.length;
-  const call = new Array<string | number>(2 + 2 * n + 2 + 9 * n);
-  call[0] = 1 + 2 * n;
+  const m = at.windows.length;
+  const stride = at.legacy ? 2 : 1;
+  const nKeys = 1 + m + stride * n;
+  const call = new Array<string | number>(1 + nKeys + 4 + 9 * n);
+  call[0] = nKeys;
   call[1] = keys.redemptions(bucket);
-  let a = 2 + 2 * n;
+  for (let k = 0; k < m; k++) call[2 + k] = at.windows[k]!;
+  let a = 1 + nKeys;
   call[a++] = now;
-  call[a++] = ttlSec;
+  call[a++] = m;
+  call[a++] = at.expiresAt;
+  call[a++] = stride;
   for (let i = 0; i < n; i++) {
     const p = batch[i]!;
     const t = p.t;
-    call[2 + 2 * i] = t.idKey;
-    call[3 + 2 * i] = keys.scan(bucket, p.scanKey);
+    const k = 2 + m + stride * i;
+    call[k] = t.idKey;
+    if (at.legacy) call[k + 1] = keys.scan(bucket, p.scanKey);
     call[a++] = t.venue;
     call[a++] = t.gate;
     call[a++] = t.item;
@@ -198,19 +222,29 @@ export async function validate(scripts: Scripts, t: ScanTerms, now: number): Pro
   return answerAt('validate', r, 0);
 }
 
-/** Undoes the redemption recorded under scanKey ('<scanner>:<scan id>') on the ID at idKey. */
+/**
+ * Undoes the redemption recorded under scanKey ('<scanner>:<scan id>') on the
+ * ID at idKey, looked up in the windows of its bucket's scan records (and in
+ * the scan's own key, as earlier versions kept it).
+ */
 export async function reverse(
   scripts: Scripts,
   scanKey: string,
   idKey: string,
+  windows: readonly number[],
   now: number,
   scanner: string,
   reason: string,
 ): Promise<Answer> {
   const bucket = bucketOfKey(idKey);
+  const places = windows.map((w) => keys.scans(bucket, w));
   const r = tagged(
     'reverse',
-    await scripts.run('reverse', [keys.scan(bucket, scanKey), idKey, keys.redemptions(bucket)], [now, scanner, reason]),
+    await scripts.run(
+      'reverse',
+      [idKey, keys.redemptions(bucket), ...places, keys.scan(bucket, scanKey)],
+      [now, scanner, reason, scanKey, places.length],
+    ),
   );
   if (r[0] === 'no') return { ok: false, reason: str('reverse', r, 1) };
   if (r[0] !== 'ok') throw replyError('reverse', r);

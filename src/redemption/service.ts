@@ -12,6 +12,7 @@ import { Scripts } from '../redis/scripts';
 import { GroupCommit } from '../redis/group-commit';
 import { replicated, replicatedSeen, waitsForReplicas, whenReplicated } from '../redis/replication';
 import * as script from './scripts';
+import { ScanWindows } from './scan-windows';
 import {
   CLAIMED,
   CLAIM_RETRY,
@@ -47,9 +48,10 @@ export function claimBucketOf(ids: IdKeys, buckets: number, scanKey: string): nu
  * Redemption at venue gates and tills: every scan applied atomically by a
  * script, the record written with the change (the scans of one bucket that
  * arrive together share a script call). A scan id names one redemption of one
- * scanner: retries return the first answer, and an index (in the scan id's own
- * bucket, claimed before the script runs) refuses the same scan id for another
- * ID or item, wherever that ID's bucket is.
+ * scanner: retries return the first answer, and a claim (in the scan id's own
+ * bucket, made before the script runs) refuses the same scan id for another
+ * ID or item, wherever that ID's bucket is. Both are kept in windows of time
+ * (scan-windows.ts).
  */
 export interface ScanRequest {
   scan: string;
@@ -90,11 +92,13 @@ class PendingScan implements ClaimItem, RedeemItem {
     readonly scanner: string,
     readonly scan: string,
     readonly scanKey: string,
-    readonly indexKey: string,
-    /** What the index holds for this scan: the ID key, item, quantity and direction. */
+    /** What the claim holds for this scan: the ID key, item, quantity and direction. */
     readonly claimTerms: string,
     readonly done: AnswerCallback,
   ) {}
+
+  /** The window hash a claim made now went into. */
+  claimedIn = '';
 }
 
 export class Redemption {
@@ -107,6 +111,7 @@ export class Redemption {
   private readonly claimRedis: RedisClient;
   private readonly claimScripts: Scripts;
   private readonly ids: IdKeys;
+  private readonly windows: ScanWindows;
   /** Scans waiting for their scan key's bucket's next scan_claim. */
   private readonly claims: GroupCommit<PendingScan>;
   /** Claimed scans waiting for their ID's bucket's next redeem. */
@@ -125,7 +130,10 @@ export class Redemption {
      * 24,000-29,000 redemptions/s in bench:redeem.
      */
     claimRedis: RedisClient = ctx.redis,
+    /** Where scans are kept (openScanWindows, so that scans of earlier versions are read). */
+    windows = new ScanWindows(ctx.cfg.scanTtlSec),
   ) {
+    this.windows = windows;
     ({ cfg: this.cfg, redis: this.redis, scripts: this.scripts, ids: this.ids } = ctx);
     this.claimRedis = claimRedis;
     this.claimScripts = claimRedis === ctx.redis ? ctx.scripts : new Scripts(claimRedis);
@@ -148,10 +156,7 @@ export class Redemption {
     const scanKey = `${token.name}:${req.scan}`;
     const scanBucket = this.claimBucketOf(scanKey);
     const claimTerms = `${t.idKey}|${t.item}|${t.qty}|${t.dir}`;
-    this.claims.add(
-      scanBucket,
-      new PendingScan(t, token.name, req.scan, scanKey, keys.scanIndex(scanBucket, scanKey), claimTerms, done),
-    );
+    this.claims.add(scanBucket, new PendingScan(t, token.name, req.scan, scanKey, claimTerms, done));
   }
 
   redeem(token: TokenInfo, req: ScanRequest): Promise<Answer> {
@@ -167,7 +172,7 @@ export class Redemption {
     if (a.ok) return p.done(undefined, a);
     // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis).
     // On the claims' connection, so a retry's claim written after it finds the claim gone.
-    const dropped = p.claim === CLAIMED ? this.claimRedis.del(p.indexKey) : undefined;
+    const dropped = p.claim === CLAIMED ? this.claimRedis.hdel(p.claimedIn, p.scanKey) : undefined;
     const counted = this.countGuess(p.scanner, a);
     if (!dropped && !counted) return p.done(undefined, a);
     Promise.all([dropped, counted]).then(
@@ -213,9 +218,17 @@ export class Redemption {
     );
   }
 
-  private readonly sendClaims = (_bucket: number, batch: PendingScan[], settled: () => void): void => {
-    script.scanClaim(this.claimScripts, batch, this.cfg.scanTtlSec, settled, this.claimed);
+  private readonly sendClaims = (bucket: number, batch: PendingScan[], settled: () => void): void => {
+    const at = this.placesAt(Date.now(), (w) => keys.scanClaims(bucket, w));
+    for (const p of batch) p.claimedIn = at.windows[0]!;
+    script.scanClaim(this.claimScripts, bucket, batch, at, settled, this.claimed);
   };
+
+  /** Where a batch's scans are looked up and written at `now`. */
+  private placesAt(now: number, key: (window: number) => string): script.ScanPlaces {
+    const at = this.windows.at(now);
+    return { windows: at.map(key), expiresAt: this.windows.expiresAt(at[0]!), legacy: this.windows.legacyAt(now) };
+  }
 
   private readonly claimed = (p: PendingScan, err: unknown, claim?: ClaimCode): void => {
     if (claim === undefined) return p.done(err);
@@ -226,7 +239,9 @@ export class Redemption {
 
   private readonly sendRedeems = (bucket: number, batch: PendingScan[], settled: () => void): void => {
     const each = waitsForReplicas(this.redis) ? this.collect(bucket, batch.length) : this.redeemed;
-    script.redeem(this.scripts, bucket, batch, Date.now(), this.cfg.scanTtlSec, settled, each);
+    const now = Date.now();
+    const at = this.placesAt(now, (w) => keys.scans(bucket, w));
+    script.redeem(this.scripts, bucket, batch, now, at, settled, each);
   };
 
   /**
@@ -248,8 +263,8 @@ export class Redemption {
       if (applied.length === 0) return;
       const claimTags = new Map<string, boolean>();
       for (const { p } of applied) {
-        const tag = p.indexKey.slice(0, p.indexKey.indexOf('}') + 1);
-        claimTags.set(tag, claimTags.get(tag) === true || p.claim === CLAIM_RETRY);
+        // Any key of the claim bucket's slot: WAIT goes to its primary.
+        claimTags.set(p.claimedIn, claimTags.get(p.claimedIn) === true || p.claim === CLAIM_RETRY);
       }
       const seen = (found: boolean): 'seen' | 'written' => (found ? 'seen' : 'written');
       let left = 1 + claimTags.size;
@@ -261,7 +276,7 @@ export class Redemption {
       };
       const duplicates = applied.some((g) => g.a?.ok === true && g.a.duplicate === true);
       whenReplicated(this.redis, keys.redemptions(bucket), done, seen(duplicates));
-      for (const [tag, retried] of claimTags) whenReplicated(this.claimRedis, `${tag}sx`, done, seen(retried));
+      for (const [key, retried] of claimTags) whenReplicated(this.claimRedis, key, done, seen(retried));
     };
   }
 
@@ -315,15 +330,28 @@ export class Redemption {
   /** Undoes one earlier redemption of this scanner, by its scan id, once. */
   async reverse(token: TokenInfo, scan: string, reason: string): Promise<Answer> {
     const scanKey = `${token.name}:${scan}`;
-    // Claims made before they were spread over CLAIM_BUCKETS sit in the HMAC bucket of the scan key.
-    const terms =
-      (await this.claimRedis.get(keys.scanIndex(this.claimBucketOf(scanKey), scanKey))) ??
-      (await this.claimRedis.get(keys.scanIndex(this.ids.bucketOf(scanKey), scanKey)));
+    const now = Date.now();
+    const windows = this.windows.at(now);
+    const terms = await this.claimOf(scanKey, windows);
     if (!terms) return { ok: false, reason: 'unknown_scan' };
     const idKey = terms.slice(0, terms.indexOf('|'));
-    const answer = await script.reverse(this.scripts, scanKey, idKey, Date.now(), token.name, reason);
+    const answer = await script.reverse(this.scripts, scanKey, idKey, windows, now, token.name, reason);
     // A second reverse answers the first: that one must be on a replica, whoever wrote it.
     if (answer.ok) await (answer.duplicate ? replicatedSeen : replicated)(this.redis, idKey);
     return answer;
+  }
+
+  /** A scan's claim: in the windows of its claim bucket, else where earlier versions kept claims. */
+  private async claimOf(scanKey: string, windows: readonly number[]): Promise<string | null> {
+    const bucket = this.claimBucketOf(scanKey);
+    for (const w of windows) {
+      const terms = await this.claimRedis.hget(keys.scanClaims(bucket, w), scanKey);
+      if (terms !== null) return terms;
+    }
+    // A key per claim in its claim bucket; before claims were spread over CLAIM_BUCKETS, in the scan key's HMAC bucket.
+    return (
+      (await this.claimRedis.get(keys.scanIndex(bucket, scanKey))) ??
+      (await this.claimRedis.get(keys.scanIndex(this.ids.bucketOf(scanKey), scanKey)))
+    );
   }
 }

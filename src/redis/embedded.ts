@@ -81,6 +81,9 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
     'everysec',
     '--auto-aof-rewrite-min-size',
     '512mb',
+    // A window of scan claims or records is one hash that expires whole: freed in the background.
+    '--lazyfree-lazy-expire',
+    'yes',
     '--daemonize',
     'no',
     '--protected-mode',

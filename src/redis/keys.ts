@@ -30,9 +30,18 @@ export const keys = {
   checkpoint: (bucket: number) => `${tag(bucket)}ckpt`,
   /** Redemption and reversal records of a bucket (stream). */
   redemptions: (bucket: number) => `${tag(bucket)}red`,
-  /** A scanner's scan: its first answer, for retries and reversal. In the ID's bucket. */
+  /**
+   * The records of the granted scans a bucket's IDs got in one window of time (hash: scan key ->
+   * first answer, for retries and reversal; src/redemption/scan-windows.ts).
+   */
+  scans: (bucket: number, window: number) => `${tag(bucket)}scans:${window}`,
+  /** Where scanners' scans went, claimed in one window (hash: scan key -> ID key and terms), in a claim bucket. */
+  scanClaims: (bucket: number, window: number) => `${tag(bucket)}claims:${window}`,
+  /** Until when (ms) scans of the per-scan key layout below may be left to read. Global: read at start only. */
+  scanLegacyUntil: `${PREFIX}scan-legacy-until`,
+  /** A scan's record as versions before the windows kept it: a key per scan, in the ID's bucket. */
   scan: (bucket: number, scanKey: string) => `${tag(bucket)}scan:${scanKey}`,
-  /** Where a scanner's scan went: scan key -> ID key and terms. Tagged by the scan key's own bucket. */
+  /** A scan's claim as versions before the windows kept it: a key per scan, in the scan key's claim bucket. */
   scanIndex: (bucket: number, scanKey: string) => `${tag(bucket)}sx:${scanKey}`,
   /** unknown_id answers to one client in the current window: a scanner's token name, or `sw:<name>` for a switch. */
   guesses: (bucket: number, client: string) => `${tag(bucket)}guess:${client}`,

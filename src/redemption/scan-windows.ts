@@ -1,0 +1,73 @@
+/**
+ * Where scans are remembered: a bucket keeps its scan claims and its granted
+ * scans' records in one hash per window of time, not a key per scan with a TTL
+ * of its own. A key costs Redis a key, an expiry entry and a place in the
+ * active-expiry sweep per scan; a hash field costs a field. A whole window
+ * expires at once, SCAN_TTL_SEC after the window ends, so every scan is kept
+ * at least SCAN_TTL_SEC (and at most half as long again).
+ */
+import type { Config } from '../config/config';
+import type { RedisClient } from '../redis/connect';
+import { keys } from '../redis/keys';
+
+/** Windows per SCAN_TTL_SEC: more keep scans closer to the TTL, but every scan reads one hash per window. */
+const WINDOWS_PER_TTL = 2;
+/**
+ * How far two gateways' clocks may disagree: a scan written by one is looked up
+ * by another in every window it could have chosen.
+ */
+export const CLOCK_SKEW_MS = 5 * 60_000;
+
+export class ScanWindows {
+  readonly windowMs: number;
+  private readonly ttlMs: number;
+
+  constructor(
+    ttlSec: number,
+    /** Until when (ms) scans of the per-scan key layout may be left to read. */
+    readonly legacyUntil = 0,
+  ) {
+    this.ttlMs = ttlSec * 1000;
+    this.windowMs = Math.ceil(this.ttlMs / WINDOWS_PER_TTL);
+  }
+
+  /**
+   * The windows a scan is looked up in at `now`: first the one it is written to,
+   * then, newest first, every other one a gateway could have written it to
+   * within the TTL.
+   */
+  at(now: number): number[] {
+    const write = Math.floor(now / this.windowMs);
+    const newest = Math.floor((now + CLOCK_SKEW_MS) / this.windowMs);
+    const oldest = Math.floor((now - this.ttlMs - CLOCK_SKEW_MS) / this.windowMs);
+    const out = [write];
+    for (let w = newest; w >= oldest; w--) if (w !== write) out.push(w);
+    return out;
+  }
+
+  /** When a window's hash expires (ms since the epoch): the TTL after the window ends, and the skew. */
+  expiresAt(window: number): number {
+    return (window + 1) * this.windowMs + this.ttlMs + CLOCK_SKEW_MS;
+  }
+
+  /** Whether scans written in the per-scan key layout may still be there at `now`. */
+  legacyAt(now: number): boolean {
+    return now < this.legacyUntil;
+  }
+}
+
+/**
+ * The scan windows of this Redis. The first gateway to start on it decides,
+ * once, until when scans written by versions before the windows may be left:
+ * never, when no bucket has a redemption record (no scan was ever granted),
+ * else for SCAN_TTL_SEC from then.
+ */
+export async function openScanWindows(redis: RedisClient, cfg: Config, now = Date.now()): Promise<ScanWindows> {
+  const known = await redis.get(keys.scanLegacyUntil);
+  if (known !== null) return new ScanWindows(cfg.scanTtlSec, Number(known) || 0);
+  const streams = await Promise.all(Array.from({ length: cfg.buckets }, (_, b) => redis.exists(keys.redemptions(b))));
+  const until = streams.some((n) => n > 0) ? now + cfg.scanTtlSec * 1000 : 0;
+  // Another gateway starting at the same time may have decided first: its answer holds.
+  const prev = await redis.set(keys.scanLegacyUntil, until, 'NX', 'GET');
+  return new ScanWindows(cfg.scanTtlSec, prev === null ? until : Number(prev) || 0);
+}

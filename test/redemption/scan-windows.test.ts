@@ -1,0 +1,247 @@
+/**
+ * Where scans are remembered: claims and records live in per-bucket hashes,
+ * one per window of time, found from any window a scan can be in; scans kept
+ * in a key each by earlier versions are still answered while they can be left.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { CLOCK_SKEW_MS, openScanWindows, ScanWindows } from '../../src/redemption/scan-windows';
+import { claimBucketOf } from '../../src/redemption/service';
+import { keys } from '../../src/redis/keys';
+import { gateway, seedCatalog, soldIds, startHarness, uniq, type Harness } from '../support/harness';
+import { balanceOf } from '../support/redis';
+import { Scanner } from '../support/ws-client';
+import { loadRedemptionCatalog, PRICE, recordsOf, scannerToken, WALLET_FACE, type Catalog } from './fixtures';
+
+let h: Harness;
+let cat: Catalog;
+let tok: string;
+let name: string;
+let windows: ScanWindows;
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h);
+  cat = await loadRedemptionCatalog(h);
+  ({ tok, name } = await scannerToken(h));
+  windows = new ScanWindows(h.cfg.scanTtlSec);
+});
+afterAll(async () => {
+  await h?.stop();
+});
+
+const sold = async (): Promise<string> => (await soldIds(h, cat.wallet, 1))[0]!;
+const claimBucket = (scanKey: string): number => claimBucketOf(h.ctx.ids, h.cfg.buckets, scanKey);
+/** The window scans are written to now. */
+const now = (): number => windows.at(Date.now())[0]!;
+
+/** Moves a hash field from one window's hash to another's, as a gateway writing at that time would have put it. */
+async function moveField(from: string, to: string, field: string): Promise<string> {
+  const v = await h.r.hget(from, field);
+  expect(v).not.toBeNull();
+  await h.r.hdel(from, field);
+  await h.r.hset(to, field, v!);
+  return v!;
+}
+
+describe('openScanWindows', () => {
+  it('decides once: no per-scan keys on a Redis that never granted a scan, SCAN_TTL_SEC of them on one that did', async () => {
+    await h.r.del(keys.scanLegacyUntil);
+    expect((await openScanWindows(h.r, h.cfg)).legacyUntil).toBe(0);
+    expect(await h.r.get(keys.scanLegacyUntil)).toBe('0');
+
+    await h.r.del(keys.scanLegacyUntil);
+    await h.r.xadd(keys.redemptions(3), '*', 'r', 'earlier');
+    const t = Date.now();
+    const first = await openScanWindows(h.r, h.cfg, t);
+    expect(first.legacyUntil).toBe(t + h.cfg.scanTtlSec * 1000);
+    expect(first.legacyAt(t + h.cfg.scanTtlSec * 1000 - 1)).toBe(true);
+    expect(first.legacyAt(t + h.cfg.scanTtlSec * 1000)).toBe(false);
+    // A later start keeps the first decision, whatever it would decide itself.
+    expect((await openScanWindows(h.r, h.cfg, t + 60_000)).legacyUntil).toBe(first.legacyUntil);
+    await h.r.del(keys.redemptions(3), keys.scanLegacyUntil);
+  });
+
+  it('looks a scan up in every window a gateway could have written it to within the TTL, and keeps each window that long', () => {
+    const w = new ScanWindows(30 * 86400);
+    const ttl = 30 * 86_400_000;
+    for (const t of [Date.UTC(2026, 11, 6), Date.UTC(2026, 11, 6) + w.windowMs - 1, 1_234_567_890_123]) {
+      const at = w.at(t);
+      expect(at[0]).toBe(Math.floor(t / w.windowMs));
+      expect(new Set(at).size).toBe(at.length);
+      // Written by a clock up to CLOCK_SKEW_MS off, at any time in the last TTL: in a window read now.
+      for (const written of [t - ttl - CLOCK_SKEW_MS, t - ttl / 3, t, t + CLOCK_SKEW_MS])
+        expect(at).toContain(Math.floor(written / w.windowMs));
+      // ...and its window has not expired yet.
+      expect(w.expiresAt(at[0]!)).toBeGreaterThanOrEqual(t + ttl);
+      expect(w.expiresAt(Math.floor((t - ttl) / w.windowMs))).toBeGreaterThanOrEqual(t);
+    }
+  });
+});
+
+describe('the windows', () => {
+  let gw: Gateway;
+  let s: Scanner;
+  beforeAll(async () => {
+    await h.r.del(keys.scanLegacyUntil);
+    gw = await gateway(h);
+    s = await Scanner.connect(gw.port, tok);
+  });
+  afterAll(async () => {
+    await s?.close();
+    await gw?.close();
+  });
+
+  it('a granted scan writes no key of its own: its claim and record are fields of their window hashes, which expire', async () => {
+    const id = await sold();
+    const scan = uniq();
+    const scanKey = `${name}:${scan}`;
+    expect(await s.redeem({ scan, id, item: 'water' })).toMatchObject({ op: 'redeemed' });
+    const { bucket } = h.ctx.ids.hash(id);
+    const w = now();
+    const claims = keys.scanClaims(claimBucket(scanKey), w);
+    const records = keys.scans(bucket, w);
+    expect(await h.r.hget(claims, scanKey)).toMatch(/^ts:\{b\d+\}:id:[0-9a-f]+\|water\|1\|in$/);
+    expect(await h.r.hget(records, scanKey)).toContain('|water|1|in|goods|spend|');
+    for (const key of [claims, records]) expect(await h.r.pexpiretime(key)).toBe(windows.expiresAt(w));
+    expect(await h.r.exists(keys.scan(bucket, scanKey), keys.scanIndex(claimBucket(scanKey), scanKey))).toBe(0);
+    // A second scan into the same windows adds fields, not keys.
+    let next = uniq();
+    while (claimBucket(`${name}:${next}`) !== claimBucket(scanKey)) next = uniq();
+    const keysBefore = await h.r.dbsize();
+    expect(await s.redeem({ scan: next, id, item: 'water' })).toMatchObject({ op: 'redeemed' });
+    expect(await h.r.dbsize()).toBe(keysBefore);
+    expect(await h.r.hlen(records)).toBeGreaterThanOrEqual(2);
+  });
+
+  it('a scan written in an earlier window is still answered as a retry, refused for other terms, and reversed once', async () => {
+    const id = await sold();
+    const scan = uniq();
+    const scanKey = `${name}:${scan}`;
+    const first = await s.redeem({ scan, id, item: 'beer' });
+    expect(first).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.beer });
+    const { bucket } = h.ctx.ids.hash(id);
+    const w = now();
+    const old = windows.at(Date.now()).at(-1)!;
+    expect(old).toBeLessThan(w);
+    await moveField(keys.scanClaims(claimBucket(scanKey), w), keys.scanClaims(claimBucket(scanKey), old), scanKey);
+    await moveField(keys.scans(bucket, w), keys.scans(bucket, old), scanKey);
+
+    expect(await s.redeem({ scan, id, item: 'beer' })).toEqual({ ...first, duplicate: true });
+    expect(await s.redeem({ scan, id, item: 'water' })).toMatchObject({ op: 'refused', reason: 'scan_conflict' });
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.beer);
+    expect(await s.reverse(scan)).toMatchObject({ op: 'reversed', amount: PRICE.beer, valueLeft: WALLET_FACE });
+    expect(await s.reverse(scan)).toMatchObject({ op: 'reversed', valueLeft: WALLET_FACE, duplicate: true });
+    // The reversal stays where the record was: the old window, which expires first.
+    expect(await h.r.hexists(keys.scans(bucket, w), scanKey)).toBe(0);
+    expect(await h.r.hget(keys.scans(bucket, old), scanKey)).toContain('|reversed|');
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE);
+    expect(await recordsOf(h, id)).toHaveLength(2);
+  });
+
+  it('a refused scan leaves nothing in the windows', async () => {
+    const id = await sold();
+    const scan = uniq();
+    const scanKey = `${name}:${scan}`;
+    expect(await s.redeem({ scan, id, item: 'no-such-item' })).toMatchObject({ reason: 'unknown_item' });
+    const { bucket } = h.ctx.ids.hash(id);
+    expect(await h.r.hexists(keys.scanClaims(claimBucket(scanKey), now()), scanKey)).toBe(0);
+    expect(await h.r.hexists(keys.scans(bucket, now()), scanKey)).toBe(0);
+  });
+});
+
+describe('scans kept in a key each, by earlier versions', () => {
+  let gw: Gateway;
+  let s: Scanner;
+  beforeAll(async () => {
+    // As the first start after an upgrade decides on a Redis that has granted scans.
+    await h.r.set(keys.scanLegacyUntil, Date.now() + h.cfg.scanTtlSec * 1000);
+    gw = await gateway(h);
+    s = await Scanner.connect(gw.port, tok);
+  });
+  afterAll(async () => {
+    await s?.close();
+    await gw?.close();
+    await h.r.del(keys.scanLegacyUntil);
+  });
+
+  /** Redeems, then puts the scan's claim and record where earlier versions kept them. */
+  async function legacyScan(item: string, asHash: boolean): Promise<{ id: string; scan: string; first: unknown }> {
+    const id = await sold();
+    const scan = uniq();
+    const scanKey = `${name}:${scan}`;
+    const first = await s.redeem({ scan, id, item });
+    const { bucket } = h.ctx.ids.hash(id);
+    const cb = claimBucket(scanKey);
+    const terms = await h.r.hget(keys.scanClaims(cb, now()), scanKey);
+    await h.r.hdel(keys.scanClaims(cb, now()), scanKey);
+    await h.r.set(keys.scanIndex(cb, scanKey), terms!, 'EX', 3600);
+    const packed = (await h.r.hget(keys.scans(bucket, now()), scanKey))!;
+    await h.r.hdel(keys.scans(bucket, now()), scanKey);
+    const legacy = keys.scan(bucket, scanKey);
+    if (!asHash) await h.r.set(legacy, packed, 'EX', 3600);
+    else {
+      // Before records were packed: a hash with the same fields.
+      const names = ['id', 'item', 'qty', 'dir', 'kind', 'action', 'amount', 'left', 'rec', 'venue', 'gate', 'idh'];
+      const values = packed.split('|');
+      await h.r.hset(legacy, {
+        ...Object.fromEntries(names.map((n, i) => [n, values[i]!])),
+        time: values[12]!,
+        st: 'ok',
+      });
+    }
+    return { id, scan, first };
+  }
+
+  for (const asHash of [false, true])
+    it(`a scan kept ${asHash ? 'as a hash' : 'packed'} in a key of its own is answered as a retry, refused for other terms, and reversed once`, async () => {
+      const { id, scan, first } = await legacyScan('beer', asHash);
+      expect(first).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.beer });
+      expect(await s.redeem({ scan, id, item: 'beer' })).toEqual({ ...(first as object), duplicate: true });
+      expect(await s.redeem({ scan, id, item: 'water' })).toMatchObject({ op: 'refused', reason: 'scan_conflict' });
+      expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.beer);
+      expect(await s.reverse(scan, 'upgrade')).toMatchObject({
+        op: 'reversed',
+        amount: PRICE.beer,
+        valueLeft: WALLET_FACE,
+      });
+      expect(await s.reverse(scan, 'upgrade')).toMatchObject({ op: 'reversed', duplicate: true });
+      expect(await balanceOf(h, id)).toBe(WALLET_FACE);
+    });
+
+  it('a scan claimed where still earlier versions kept claims (the HMAC bucket of the scan key) is reversed, once', async () => {
+    const id = await sold();
+    let scan = uniq();
+    const legacyOf = (scanKey: string): string => keys.scanIndex(h.ctx.ids.bucketOf(scanKey), scanKey);
+    while (legacyOf(`${name}:${scan}`) === keys.scanIndex(claimBucket(`${name}:${scan}`), `${name}:${scan}`))
+      scan = uniq();
+    const scanKey = `${name}:${scan}`;
+    await s.redeem({ scan, id, item: 'water' });
+    const terms = await h.r.hget(keys.scanClaims(claimBucket(scanKey), now()), scanKey);
+    await h.r.hdel(keys.scanClaims(claimBucket(scanKey), now()), scanKey);
+    await h.r.set(legacyOf(scanKey), terms!);
+    expect(await s.reverse(scan)).toMatchObject({ op: 'reversed', scan, amount: PRICE.water, valueLeft: WALLET_FACE });
+    expect(await s.reverse(scan)).toMatchObject({ op: 'reversed', duplicate: true });
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE);
+  });
+
+  it('a scan whose claim fails (a damaged claim key) fails alone: the scan claimed in the same call goes through', async () => {
+    const [a, b] = (await soldIds(h, cat.wallet, 2)) as [string, string];
+    const bad = uniq('bad');
+    let good = uniq('good');
+    while (claimBucket(`${name}:${good}`) !== claimBucket(`${name}:${bad}`)) good = uniq('good');
+    await h.r.hset(keys.scanIndex(claimBucket(`${name}:${bad}`), `${name}:${bad}`), 'damaged', '1');
+    const from = s.got.length;
+    s.send([
+      { op: 'redeem', ref: 9200, scan: bad, id: a, item: 'water' },
+      { op: 'redeem', ref: 9201, scan: good, id: b, item: 'water' },
+    ]);
+    const [rb, rg] = await Promise.all([
+      s.waitFor((m) => m.ref === 9200, from),
+      s.waitFor((m) => m.ref === 9201, from),
+    ]);
+    expect(rb.msg).toMatchObject({ op: 'error', reason: 'internal' });
+    expect(rg.msg).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.water });
+    expect(await balanceOf(h, a)).toBe(WALLET_FACE);
+  });
+});
