@@ -36,14 +36,29 @@ export class ScanWindows {
    * then, newest first, every other one a gateway could have written it to
    * within the TTL.
    */
-  at(now: number): number[] {
-    const write = Math.floor(now / this.windowMs);
-    const newest = Math.floor((now + CLOCK_SKEW_MS) / this.windowMs);
-    const oldest = Math.floor((now - this.ttlMs - CLOCK_SKEW_MS) / this.windowMs);
+  at(now: number): readonly number[] {
+    // The same array until one of its windows changes: callers may key caches on it.
+    if (now >= this.from && now < this.until) return this.last;
+    const W = this.windowMs;
+    const write = Math.floor(now / W);
+    const newest = Math.floor((now + CLOCK_SKEW_MS) / W);
+    const oldest = Math.floor((now - this.ttlMs - CLOCK_SKEW_MS) / W);
     const out = [write];
     for (let w = newest; w >= oldest; w--) if (w !== write) out.push(w);
+    this.last = out;
+    this.from = Math.max(write * W, newest * W - CLOCK_SKEW_MS, oldest * W + this.ttlMs + CLOCK_SKEW_MS);
+    this.until = Math.min(
+      (write + 1) * W,
+      (newest + 1) * W - CLOCK_SKEW_MS,
+      (oldest + 1) * W + this.ttlMs + CLOCK_SKEW_MS,
+    );
     return out;
   }
+
+  private last: readonly number[] = [];
+  /** The times (ms) between which `last` holds. */
+  private from = 0;
+  private until = 0;
 
   /** When a window's hash expires (ms since the epoch): the TTL after the window ends, and the skew. */
   expiresAt(window: number): number {

@@ -112,6 +112,8 @@ export class Redemption {
   private readonly claimScripts: Scripts;
   private readonly ids: IdKeys;
   private readonly windows: ScanWindows;
+  /** placesAt's answers, by the key scans are written to, with the windows they were made of. */
+  private readonly places = new Map<string, script.ScanPlaces & { of: readonly number[] }>();
   /** Scans waiting for their scan key's bucket's next scan_claim. */
   private readonly claims: GroupCommit<PendingScan>;
   /** Claimed scans waiting for their ID's bucket's next redeem. */
@@ -224,10 +226,17 @@ export class Redemption {
     script.scanClaim(this.claimScripts, bucket, batch, at, settled, this.claimed);
   };
 
-  /** Where a batch's scans are looked up and written at `now`. */
+  /** Where a batch's scans are looked up and written at `now` (kept per bucket while the windows stay). */
   private placesAt(now: number, key: (window: number) => string): script.ScanPlaces {
     const at = this.windows.at(now);
-    return { windows: at.map(key), expiresAt: this.windows.expiresAt(at[0]!), legacy: this.windows.legacyAt(now) };
+    const name = key(at[0]!);
+    const legacy = this.windows.legacyAt(now);
+    const known = this.places.get(name);
+    if (known?.of === at && known.legacy === legacy) return known;
+    if (this.places.size > 4 * this.cfg.buckets) this.places.clear();
+    const places = { of: at, windows: at.map(key), expiresAt: this.windows.expiresAt(at[0]!), legacy };
+    this.places.set(name, places);
+    return places;
   }
 
   private readonly claimed = (p: PendingScan, err: unknown, claim?: ClaimCode): void => {

@@ -77,6 +77,14 @@ describe('openScanWindows', () => {
       expect(w.expiresAt(Math.floor((t - ttl) / w.windowMs))).toBeGreaterThanOrEqual(t);
     }
   });
+
+  it('answers one time as a fresh instance would, whatever it was asked before (it keeps its last answer)', () => {
+    const w = new ScanWindows(3600);
+    const start = 1_800_000_000_000;
+    // Steps that cross every kind of edge: the written window's, and the skewed newest and oldest ones'.
+    for (let t = start; t < start + 3 * w.windowMs; t += 7_919) expect(w.at(t)).toEqual(new ScanWindows(3600).at(t));
+    expect(w.at(start)).toEqual(new ScanWindows(3600).at(start));
+  });
 });
 
 describe('the windows', () => {
