@@ -194,7 +194,13 @@ describe('final unit and redirect', () => {
     expect(regrant).toMatchObject({ op: 'ticked', grant: 35 });
     expect(regrant.final).toBeUndefined();
     // The next re-grant takes all that is free: it is the last.
-    expect(await tick(call, 30)).toMatchObject({ op: 'ticked', grant: 50, final: true, action: 'redirect' });
+    expect(await tick(call, 30)).toMatchObject({
+      op: 'ticked',
+      grant: 50,
+      final: true,
+      action: 'redirect',
+      redirect: '+18005550100',
+    });
     // Said once, in the answer that made the grant final (and again with the cut-off).
     expect((await tick(call, 49)).final).toBeUndefined();
     expect(msgs(c, call, 'cutoff')).toEqual([]);
