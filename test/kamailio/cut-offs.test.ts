@@ -1,7 +1,7 @@
 /**
  * Cut-offs in bulk through a real Kamailio: many calls whose balances run
- * out together, each cut by the connector's dlg.end_dlg, and every callee
- * gets its BYE. Kamailio 5.6 sends the callee's BYE after the caller's, and
+ * out together, each cut by the connector's dlg.end_dlg (or, with the
+ * connector gone, by Kamailio's own fail-safe), and every callee gets its BYE. Kamailio 5.6 sends the callee's BYE after the caller's, and
  * only while the dialog is confirmed: the caller's 2xx, handled in between
  * by another Kamailio process, would end the dialog first
  * (deploy/kamailio/kamailio.cfg, reply_route). Kamailio runs on one CPU
@@ -17,6 +17,7 @@ import { createLogger } from '../../src/observability/log';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { callRecords } from './records';
 import {
+  answeredDialogs,
   connectorsAttached,
   haveKamailio,
   runUac,
@@ -30,6 +31,8 @@ import {
 
 /** 100 micro-units a second everywhere (STD_RATES): 3 seconds of credit. */
 const SHORT = talkProduct({ name: 'talk-3s', face: 300, price: 300 });
+/** 8 seconds of credit: time for every call to be answered before the connector goes. */
+const LONGER = talkProduct({ name: 'talk-8s', face: 800, price: 800 });
 /** Before the fix about one cut-off in sixty left its callee without a BYE here. */
 const CALLS = 150;
 
@@ -44,7 +47,7 @@ describe.skipIf(!haveKamailio())('kamailio: cut-offs in bulk', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tessera-kamailio-'));
     h = await startHarness();
-    await seedCatalog(h, [SHORT]);
+    await seedCatalog(h, [SHORT, LONGER]);
     const tok = await token(h, 'switch', 'kamailio-test');
     gw = await gateway(h);
     uas = await startUas(dir);
@@ -90,5 +93,27 @@ describe.skipIf(!haveKamailio())('kamailio: cut-offs in bulk', () => {
     await until('every callee to log its BYE', () => missing().length === 0, 5000).catch(() => undefined);
     expect(missing()).toEqual([]);
     expect(k.logs.filter((l) => l.includes('send_bye'))).toEqual([]);
+  }, 60_000);
+
+  // Last: it takes the connector away.
+  it("sends both sides their BYE when Kamailio's fail-safe cuts many calls at once", async () => {
+    const ids = await soldIds(h, LONGER, CALLS);
+    const call = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-wait',
+      rows: ids.map((id): [string, string] => [`${id}*33612345678`, 'X-Test: bulk-fail-safe']),
+    });
+    await until('every call to be answered', async () => (await answeredDialogs(k)).length === CALLS, 20_000);
+    // No connector, no dlg.end_dlg: each dialog ends at its timeout (8 s + grace), in the same second or two.
+    connector.close();
+    await until('the connector to detach', async () => (await connectorsAttached(k)) === 0);
+    const run = await call;
+    expect(run.code, run.stdout).toBe(0);
+    expect(run.calls.size).toBe(CALLS);
+    for (const c of run.calls.values()) expect(c.byeUs! - c.answerUs!).toBeGreaterThanOrEqual(8 * 1e6 - 1000);
+    const missing = (): string[] => [...run.calls.keys()].filter((ci) => !uas.calls().get(ci)?.byeUs);
+    await until('every callee to log its BYE', () => missing().length === 0, 5000).catch(() => undefined);
+    expect(missing()).toEqual([]);
   }, 60_000);
 });
