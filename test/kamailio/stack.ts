@@ -156,9 +156,10 @@ export async function startKamailio(o: {
   cpus?: string;
 }): Promise<KamailioChild> {
   const ports = o.ports ?? (await kamailioPorts());
+  // -x tlsf: the memory manager docs/switches.md tells operators to run (deploy/kamailio/kamailio.service.d).
   // prettier-ignore
   const args = [
-    '-f', KAMAILIO_CFG, '-DD', '-E', '-m', String(o.shmMb ?? 64), '-M', '8', '-Y', o.dir, '-P', join(o.dir, `kamailio-${ports.sipPort}.pid`),
+    '-f', KAMAILIO_CFG, '-DD', '-E', '-m', String(o.shmMb ?? 64), '-M', '8', '-x', 'tlsf', '-Y', o.dir, '-P', join(o.dir, `kamailio-${ports.sipPort}.pid`),
     '-A', `SIP_LISTEN=udp:127.0.0.1:${ports.sipPort}`,
     '-A', `HTTP_LISTEN=tcp:127.0.0.1:${ports.httpPort}`,
     '-A', `EVAPI_BIND="127.0.0.1:${ports.evapiPort}"`,
