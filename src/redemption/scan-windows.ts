@@ -4,7 +4,9 @@
  * of its own. A key costs Redis a key, an expiry entry and a place in the
  * active-expiry sweep per scan; a hash field costs a field. A whole window
  * expires at once, SCAN_TTL_SEC after the window ends, so every scan is kept
- * at least SCAN_TTL_SEC (and at most half as long again).
+ * at least SCAN_TTL_SEC (and at most half as long again; a window is never
+ * shorter than 10 minutes, so a TTL under 20 minutes keeps scans up to
+ * 10 minutes longer).
  */
 import type { Config } from '../config/config';
 import type { RedisClient } from '../redis/connect';
@@ -28,7 +30,9 @@ export class ScanWindows {
     readonly legacyUntil = 0,
   ) {
     this.ttlMs = ttlSec * 1000;
-    this.windowMs = Math.ceil(this.ttlMs / WINDOWS_PER_TTL);
+    // Never shorter than the skew either side: a short TTL (60 s is allowed) would
+    // otherwise make every scan read a window per 30 s of skew.
+    this.windowMs = Math.max(Math.ceil(this.ttlMs / WINDOWS_PER_TTL), 2 * CLOCK_SKEW_MS);
   }
 
   /**

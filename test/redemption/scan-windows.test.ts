@@ -78,6 +78,16 @@ describe('openScanWindows', () => {
     }
   });
 
+  it('reads at most four windows per scan, whatever SCAN_TTL_SEC (60 s to 366 days)', () => {
+    for (const ttlSec of [60, 600, 3600, 86_400, 30 * 86_400, 366 * 86_400]) {
+      const w = new ScanWindows(ttlSec);
+      for (let t = 1_800_000_000_000; t < 1_800_000_000_000 + 2 * w.windowMs; t += w.windowMs / 7)
+        expect(w.at(t).length).toBeLessThanOrEqual(4);
+      // Kept at least the TTL, whatever the window.
+      expect(w.expiresAt(0) - w.windowMs).toBeGreaterThanOrEqual(ttlSec * 1000);
+    }
+  });
+
   it('answers one time as a fresh instance would, whatever it was asked before (it keeps its last answer)', () => {
     const w = new ScanWindows(3600);
     const start = 1_800_000_000_000;
