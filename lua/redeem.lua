@@ -5,7 +5,7 @@ KEYS[2..1+m]   scan records per window   ts:{bN}:scans:<window> (hash: scan key 
                includes/scan_record.lua; new records go into KEYS[2], the others are read)
 then per scan  ID hash   ts:{bN}:id:<idHash>, and with ARGV[4] = 2 an earlier version's record of
                the scan   ts:{bN}:scan:<scanner>:<scan>   (only while one can be left)
-ARGV[1] now (ms)   ARGV[2] m   ARGV[3] when KEYS[2] expires (ms since the epoch)   ARGV[4] keys per scan (1 | 2)
+ARGV[1] now (ms)   ARGV[2] m   ARGV[3] when KEYS[2] expires at the earliest (ms since the epoch)   ARGV[4] keys per scan (1 | 2)
 ARGV[5+9(i-1)..13+9(i-1)] scan i: venue, gate ('' if none), item ('' if none),
         amount (micro-units, goods only; -1 the venue does not sell the item), quantity,
         direction ('in' | 'out'), scanner (token name), scan id, ID hash (for the record)
@@ -79,5 +79,5 @@ for i = 1, (#ARGV - 4) / 9 do
     ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
   put(i, ok and r or { 'err', tostring(type(r) == 'table' and r.err or r) })
 end
-if recorded then redis.call('PEXPIREAT', KEYS[2], ARGV[3]) end
+if recorded then scan_window_expire(KEYS[2], ARGV[3]) end
 return out

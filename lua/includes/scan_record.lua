@@ -43,3 +43,10 @@ local function scan_find(places, field, legacy)
   end
   if legacy then return scan_read(legacy), legacy end
 end
+
+-- Gives a window's hash its expiry, or a later one: never an earlier one. Gateways agree on the
+-- windows, but one configured with a longer SCAN_TTL_SEC (during a change of it) keeps its
+-- scans as long as it says. PEXPIRETIME is -1 for a hash with no expiry yet.
+local function scan_window_expire(key, at)
+  if redis.call('PEXPIRETIME', key) < tonumber(at) then redis.call('PEXPIREAT', key, at) end
+end

@@ -4,9 +4,8 @@
  * of its own. A key costs Redis a key, an expiry entry and a place in the
  * active-expiry sweep per scan; a hash field costs a field. A whole window
  * expires at once, SCAN_TTL_SEC after the window ends, so every scan is kept
- * at least SCAN_TTL_SEC (and at most half as long again; a window is never
- * shorter than 10 minutes, so a TTL under 20 minutes keeps scans up to
- * 10 minutes longer).
+ * at least SCAN_TTL_SEC and at most a window longer (a window is half the
+ * SCAN_TTL_SEC the Redis started with, never under 10 minutes).
  */
 import type { Config } from '../config/config';
 import type { RedisClient } from '../redis/connect';
@@ -20,19 +19,28 @@ const WINDOWS_PER_TTL = 2;
  */
 export const CLOCK_SKEW_MS = 5 * 60_000;
 
+/** The window length a Redis without one starts with: half the TTL, never under twice the skew. */
+export function windowMsFor(ttlSec: number): number {
+  // Never shorter than the skew either side: a short TTL (60 s is allowed) would
+  // otherwise make every scan read a window per 30 s of skew.
+  return Math.max(Math.ceil((ttlSec * 1000) / WINDOWS_PER_TTL), 2 * CLOCK_SKEW_MS);
+}
+
 export class ScanWindows {
-  readonly windowMs: number;
   private readonly ttlMs: number;
 
   constructor(
     ttlSec: number,
     /** Until when (ms) scans of the per-scan key layout may be left to read. */
     readonly legacyUntil = 0,
+    /**
+     * How long a window is (ms). Fixed for a Redis once it holds scans
+     * (openScanWindows): window numbers count these from the epoch, so another
+     * length would look for every scan kept so far under other names.
+     */
+    readonly windowMs = windowMsFor(ttlSec),
   ) {
     this.ttlMs = ttlSec * 1000;
-    // Never shorter than the skew either side: a short TTL (60 s is allowed) would
-    // otherwise make every scan read a window per 30 s of skew.
-    this.windowMs = Math.max(Math.ceil(this.ttlMs / WINDOWS_PER_TTL), 2 * CLOCK_SKEW_MS);
   }
 
   /**
@@ -76,17 +84,24 @@ export class ScanWindows {
 }
 
 /**
- * The scan windows of this Redis. The first gateway to start on it decides,
- * once, until when scans written by versions before the windows may be left:
- * never, when no bucket has a redemption record (no scan was ever granted),
- * else for SCAN_TTL_SEC from then.
+ * The scan windows of this Redis, as the first gateway to start on it decided
+ * them, once (`ts:scan-windows`), so every gateway finds every scan:
+ * - the window length, from the SCAN_TTL_SEC of then. A later SCAN_TTL_SEC
+ *   changes how long scans are kept and how many windows a scan reads, not
+ *   where scans are;
+ * - until when scans written by versions before the windows may be left: never,
+ *   when no bucket has a redemption record (no scan was ever granted), else for
+ *   SCAN_TTL_SEC from then.
  */
 export async function openScanWindows(redis: RedisClient, cfg: Config, now = Date.now()): Promise<ScanWindows> {
-  const known = await redis.get(keys.scanLegacyUntil);
-  if (known !== null) return new ScanWindows(cfg.scanTtlSec, Number(known) || 0);
-  const streams = await Promise.all(Array.from({ length: cfg.buckets }, (_, b) => redis.exists(keys.redemptions(b))));
-  const until = streams.some((n) => n > 0) ? now + cfg.scanTtlSec * 1000 : 0;
-  // Another gateway starting at the same time may have decided first: its answer holds.
-  const prev = await redis.set(keys.scanLegacyUntil, until, 'NX', 'GET');
-  return new ScanWindows(cfg.scanTtlSec, prev === null ? until : Number(prev) || 0);
+  const key = keys.scanWindows;
+  if ((await redis.hexists(key, 'legacyUntil')) === 0) {
+    const streams = await Promise.all(Array.from({ length: cfg.buckets }, (_, b) => redis.exists(keys.redemptions(b))));
+    const until = streams.some((n) => n > 0) ? now + cfg.scanTtlSec * 1000 : 0;
+    // Another gateway starting at the same time may have decided first: its answers hold.
+    await redis.hsetnx(key, 'legacyUntil', until);
+  }
+  await redis.hsetnx(key, 'windowMs', windowMsFor(cfg.scanTtlSec));
+  const [legacyUntil, windowMs] = await redis.hmget(key, 'legacyUntil', 'windowMs');
+  return new ScanWindows(cfg.scanTtlSec, Number(legacyUntil) || 0, Number(windowMs) || windowMsFor(cfg.scanTtlSec));
 }

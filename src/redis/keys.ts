@@ -37,8 +37,12 @@ export const keys = {
   scans: (bucket: number, window: number) => `${tag(bucket)}scans:${window}`,
   /** Where scanners' scans went, claimed in one window (hash: scan key -> ID key and terms), in a claim bucket. */
   scanClaims: (bucket: number, window: number) => `${tag(bucket)}claims:${window}`,
-  /** Until when (ms) scans of the per-scan key layout below may be left to read. Global: read at start only. */
-  scanLegacyUntil: `${PREFIX}scan-legacy-until`,
+  /**
+   * How this Redis keeps scans, decided by the first gateway to start on it (hash): `windowMs`
+   * (the windows' length) and `legacyUntil` (ms: until when scans of the per-scan key layout
+   * below may be left to read). Global: read at start only.
+   */
+  scanWindows: `${PREFIX}scan-windows`,
   /** A scan's record as versions before the windows kept it: a key per scan, in the ID's bucket. */
   scan: (bucket: number, scanKey: string) => `${tag(bucket)}scan:${scanKey}`,
   /** A scan's claim as versions before the windows kept it: a key per scan, in the scan key's claim bucket. */

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
-import { CLOCK_SKEW_MS, openScanWindows, ScanWindows } from '../../src/redemption/scan-windows';
+import { CLOCK_SKEW_MS, openScanWindows, ScanWindows, windowMsFor } from '../../src/redemption/scan-windows';
 import { claimBucketOf } from '../../src/redemption/service';
 import { keys } from '../../src/redis/keys';
 import { gateway, seedCatalog, soldIds, startHarness, uniq, type Harness } from '../support/harness';
@@ -45,12 +45,20 @@ async function moveField(from: string, to: string, field: string): Promise<strin
 }
 
 describe('openScanWindows', () => {
-  it('decides once: no per-scan keys on a Redis that never granted a scan, SCAN_TTL_SEC of them on one that did', async () => {
-    await h.r.del(keys.scanLegacyUntil);
-    expect((await openScanWindows(h.r, h.cfg)).legacyUntil).toBe(0);
-    expect(await h.r.get(keys.scanLegacyUntil)).toBe('0');
+  it('decides once, for every gateway: the window length, and no per-scan keys on a Redis that never granted a scan', async () => {
+    await h.r.del(keys.scanWindows);
+    const first = await openScanWindows(h.r, h.cfg);
+    expect(first.legacyUntil).toBe(0);
+    expect(first.windowMs).toBe(windowMsFor(h.cfg.scanTtlSec));
+    expect(await h.r.hgetall(keys.scanWindows)).toEqual({ legacyUntil: '0', windowMs: String(first.windowMs) });
+    // Started later with another SCAN_TTL_SEC: the same windows, or every scan kept so far would be lost.
+    const later = await openScanWindows(h.r, { ...h.cfg, scanTtlSec: 2 * 86_400 });
+    expect(later.windowMs).toBe(first.windowMs);
+    expect(windowMsFor(2 * 86_400)).not.toBe(first.windowMs);
+  });
 
-    await h.r.del(keys.scanLegacyUntil);
+  it('gives per-scan keys SCAN_TTL_SEC to run out on a Redis that granted scans before the windows', async () => {
+    await h.r.del(keys.scanWindows);
     await h.r.xadd(keys.redemptions(3), '*', 'r', 'earlier');
     const t = Date.now();
     const first = await openScanWindows(h.r, h.cfg, t);
@@ -59,7 +67,7 @@ describe('openScanWindows', () => {
     expect(first.legacyAt(t + h.cfg.scanTtlSec * 1000)).toBe(false);
     // A later start keeps the first decision, whatever it would decide itself.
     expect((await openScanWindows(h.r, h.cfg, t + 60_000)).legacyUntil).toBe(first.legacyUntil);
-    await h.r.del(keys.redemptions(3), keys.scanLegacyUntil);
+    await h.r.del(keys.redemptions(3), keys.scanWindows);
   });
 
   it('looks a scan up in every window a gateway could have written it to within the TTL, and keeps each window that long', () => {
@@ -101,7 +109,7 @@ describe('the windows', () => {
   let gw: Gateway;
   let s: Scanner;
   beforeAll(async () => {
-    await h.r.del(keys.scanLegacyUntil);
+    await h.r.del(keys.scanWindows);
     gw = await gateway(h);
     s = await Scanner.connect(gw.port, tok);
   });
@@ -157,6 +165,35 @@ describe('the windows', () => {
     expect(await recordsOf(h, id)).toHaveLength(2);
   });
 
+  it('a gateway started with another SCAN_TTL_SEC still answers a retry and reverses once, and never shortens a window', async () => {
+    const id = await sold();
+    const scan = uniq();
+    const scanKey = `${name}:${scan}`;
+    const first = await s.redeem({ scan, id, item: 'water' });
+    const { bucket } = h.ctx.ids.hash(id);
+    const records = keys.scans(bucket, now());
+    const claims = keys.scanClaims(claimBucket(scanKey), now());
+    const expiry = await h.r.pexpiretime(records);
+    const gw2 = await gateway(h, { scanTtlSec: 2 * 86_400 });
+    const s2 = await Scanner.connect(gw2.port, tok);
+    try {
+      expect(await s2.redeem({ scan, id, item: 'water' })).toEqual({ ...first, duplicate: true });
+      expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
+      expect(await s2.reverse(scan)).toMatchObject({ op: 'reversed', valueLeft: WALLET_FACE });
+      expect(await s.reverse(scan)).toMatchObject({ op: 'reversed', duplicate: true });
+      // Its scans go into the same windows, which keep the longer life the first gateway gave them.
+      let next = uniq();
+      while (claimBucket(`${name}:${next}`) !== claimBucket(scanKey)) next = uniq();
+      expect(await s2.redeem({ scan: next, id, item: 'water' })).toMatchObject({ op: 'redeemed' });
+      expect(await h.r.hexists(records, `${name}:${next}`)).toBe(1);
+      expect(await h.r.pexpiretime(records)).toBe(expiry);
+      expect(await h.r.pexpiretime(claims)).toBe(expiry);
+    } finally {
+      await s2.close();
+      await gw2.close();
+    }
+  });
+
   it('a refused scan leaves nothing in the windows', async () => {
     const id = await sold();
     const scan = uniq();
@@ -173,14 +210,14 @@ describe('scans kept in a key each, by earlier versions', () => {
   let s: Scanner;
   beforeAll(async () => {
     // As the first start after an upgrade decides on a Redis that has granted scans.
-    await h.r.set(keys.scanLegacyUntil, Date.now() + h.cfg.scanTtlSec * 1000);
+    await h.r.hset(keys.scanWindows, 'legacyUntil', Date.now() + h.cfg.scanTtlSec * 1000);
     gw = await gateway(h);
     s = await Scanner.connect(gw.port, tok);
   });
   afterAll(async () => {
     await s?.close();
     await gw?.close();
-    await h.r.del(keys.scanLegacyUntil);
+    await h.r.hset(keys.scanWindows, 'legacyUntil', 0);
   });
 
   /** Redeems, then puts the scan's claim and record where earlier versions kept them. */
