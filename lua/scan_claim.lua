@@ -12,14 +12,12 @@ key of another type; NOREPLICAS: the primary lacks the replicas it must write to
 -- @include "scan_record"
 local m, legacy = tonumber(ARGV[1]), ARGV[3] == '1'
 local out, claimed = {}, false
+local places = {}
+for k = 1, m do places[k] = KEYS[k] end
 
 local function claim_one(i)
   local field, terms = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
-  local prev
-  for k = 1, m do
-    prev = redis.call('HGET', KEYS[k], field)
-    if prev then break end
-  end
+  local prev = window_get(places, field)
   if not prev and legacy then prev = redis.call('GET', KEYS[m + i]) end
   if not prev then
     redis.call('HSET', KEYS[1], field, terms)

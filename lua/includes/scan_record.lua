@@ -33,14 +33,21 @@ local function scan_read(key)
   return r
 end
 
--- Finds a scan's record in the window hashes `places` (newest first), then (legacy: a key, or nil
--- once no such key can be left) in the key of its own an earlier version kept it in. Returns the
--- record and the key it is in.
-local function scan_find(places, field, legacy)
+-- A scan key's value in the first of the window hashes `places` that holds it, and that hash
+-- (claims and records alike: src/redemption/scan-windows.ts).
+local function window_get(places, field)
   for k = 1, #places do
-    local s = redis.call('HGET', places[k], field)
-    if s then return scan_unpack(s), places[k] end
+    local v = redis.call('HGET', places[k], field)
+    if v then return v, places[k] end
   end
+end
+
+-- Finds a scan's record in the window hashes `places`, then (legacy: a key, or nil once no such
+-- key can be left) in the key of its own an earlier version kept it in. Returns the record and
+-- the key it is in.
+local function scan_find(places, field, legacy)
+  local s, where = window_get(places, field)
+  if s then return scan_unpack(s), where end
   if legacy then return scan_read(legacy), legacy end
 end
 

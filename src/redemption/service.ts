@@ -270,13 +270,12 @@ export class Redemption {
       const applied = got.filter((g) => g.a?.ok === true);
       for (const g of got) if (!g.a?.ok) this.redeemed(g.p, g.err, g.a);
       if (applied.length === 0) return;
-      const claimTags = new Map<string, boolean>();
-      for (const { p } of applied) {
-        // Any key of the claim bucket's slot: WAIT goes to its primary.
-        claimTags.set(p.claimedIn, claimTags.get(p.claimedIn) === true || p.claim === CLAIM_RETRY);
-      }
+      // A key of each claim bucket's slot (WAIT goes to its primary), and whether a retry's claim is among them.
+      const claimKeys = new Map<string, boolean>();
+      for (const { p } of applied)
+        claimKeys.set(p.claimedIn, claimKeys.get(p.claimedIn) === true || p.claim === CLAIM_RETRY);
       const seen = (found: boolean): 'seen' | 'written' => (found ? 'seen' : 'written');
-      let left = 1 + claimTags.size;
+      let left = 1 + claimKeys.size;
       let failure: Error | undefined;
       const done = (e?: Error): void => {
         failure ??= e;
@@ -285,7 +284,7 @@ export class Redemption {
       };
       const duplicates = applied.some((g) => g.a?.ok === true && g.a.duplicate === true);
       whenReplicated(this.redis, keys.redemptions(bucket), done, seen(duplicates));
-      for (const [key, retried] of claimTags) whenReplicated(this.claimRedis, key, done, seen(retried));
+      for (const [key, retried] of claimKeys) whenReplicated(this.claimRedis, key, done, seen(retried));
     };
   }
 

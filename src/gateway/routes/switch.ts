@@ -13,15 +13,13 @@ const finalFields = (f: FinalAction | undefined): object =>
 
 /**
  * A tick's answer. The hot path's one allocation: a literal of one shape, no
- * spread (an object spread is a runtime copy and a fresh {} per tick).
+ * spread (an object spread is a runtime copy and a fresh {} per tick); only the
+ * rare answer whose grant became final spreads its final fields in.
  */
 function ticked(ref: number | string, call: string, r: TickResult): object {
-  if (r.final) {
-    const f = r.final;
-    const msg = { op: 'ticked', ref, call, balance: r.balance, secLeft: r.secLeft, grant: r.grant, final: true };
-    return f.redirect === undefined ? { ...msg, action: f.action } : { ...msg, action: f.action, redirect: f.redirect };
-  }
-  return { op: 'ticked', ref, call, balance: r.balance, secLeft: r.secLeft, grant: r.grant };
+  const { balance, secLeft, grant } = r;
+  if (r.final) return { op: 'ticked', ref, call, balance, secLeft, grant, final: true, ...finalFields(r.final) };
+  return { op: 'ticked', ref, call, balance, secLeft, grant };
 }
 
 /** A start, quote or stop names its caller by at most one of `id` and `ani` (caller-number login). */
