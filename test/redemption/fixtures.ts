@@ -6,6 +6,8 @@ import { putItems, putProducts } from '../../src/catalog/store';
 import type { EntryProduct, GoodsProduct, Product, ServiceProduct } from '../../src/catalog/schema';
 import { keys } from '../../src/redis/keys';
 import { redemptionFields } from '../../src/ledger/redemption-record';
+import { ScanWindows } from '../../src/redemption/scan-windows';
+import { claimBucketOf } from '../../src/redemption/service';
 import { token, uniq, type Harness } from '../support/harness';
 import { bucketOf } from '../support/redis';
 
@@ -127,3 +129,10 @@ export async function allRecords(h: Harness): Promise<Rec[]> {
   }
   return out;
 }
+
+/** The bucket of a scan key's claim ('<scanner>:<scan id>'). */
+export const claimBucket = (h: Harness, scanKey: string): number => claimBucketOf(h.ctx.ids, h.cfg.buckets, scanKey);
+
+/** The window hash a claim of this scan key made now goes into. */
+export const claimsNow = (h: Harness, scanKey: string): string =>
+  keys.scanClaims(claimBucket(h, scanKey), new ScanWindows(h.cfg.scanTtlSec).at(Date.now())[0]!);

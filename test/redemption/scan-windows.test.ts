@@ -6,12 +6,20 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { CLOCK_SKEW_MS, openScanWindows, ScanWindows, windowMsFor } from '../../src/redemption/scan-windows';
-import { claimBucketOf } from '../../src/redemption/service';
 import { keys } from '../../src/redis/keys';
 import { gateway, seedCatalog, soldIds, startHarness, uniq, type Harness } from '../support/harness';
 import { balanceOf } from '../support/redis';
 import { Scanner } from '../support/ws-client';
-import { loadRedemptionCatalog, PRICE, recordsOf, scannerToken, WALLET_FACE, type Catalog } from './fixtures';
+import {
+  claimBucket,
+  claimsNow,
+  loadRedemptionCatalog,
+  PRICE,
+  recordsOf,
+  scannerToken,
+  WALLET_FACE,
+  type Catalog,
+} from './fixtures';
 
 let h: Harness;
 let cat: Catalog;
@@ -31,7 +39,6 @@ afterAll(async () => {
 });
 
 const sold = async (): Promise<string> => (await soldIds(h, cat.wallet, 1))[0]!;
-const claimBucket = (scanKey: string): number => claimBucketOf(h.ctx.ids, h.cfg.buckets, scanKey);
 /** The window scans are written to now. */
 const now = (): number => windows.at(Date.now())[0]!;
 
@@ -125,15 +132,15 @@ describe('the windows', () => {
     expect(await s.redeem({ scan, id, item: 'water' })).toMatchObject({ op: 'redeemed' });
     const { bucket } = h.ctx.ids.hash(id);
     const w = now();
-    const claims = keys.scanClaims(claimBucket(scanKey), w);
+    const claims = keys.scanClaims(claimBucket(h, scanKey), w);
     const records = keys.scans(bucket, w);
     expect(await h.r.hget(claims, scanKey)).toMatch(/^ts:\{b\d+\}:id:[0-9a-f]+\|water\|1\|in$/);
     expect(await h.r.hget(records, scanKey)).toContain('|water|1|in|goods|spend|');
     for (const key of [claims, records]) expect(await h.r.pexpiretime(key)).toBe(windows.expiresAt(w));
-    expect(await h.r.exists(keys.scan(bucket, scanKey), keys.scanIndex(claimBucket(scanKey), scanKey))).toBe(0);
+    expect(await h.r.exists(keys.scan(bucket, scanKey), keys.scanIndex(claimBucket(h, scanKey), scanKey))).toBe(0);
     // A second scan into the same windows adds fields, not keys.
     let next = uniq();
-    while (claimBucket(`${name}:${next}`) !== claimBucket(scanKey)) next = uniq();
+    while (claimBucket(h, `${name}:${next}`) !== claimBucket(h, scanKey)) next = uniq();
     const keysBefore = await h.r.dbsize();
     expect(await s.redeem({ scan: next, id, item: 'water' })).toMatchObject({ op: 'redeemed' });
     expect(await h.r.dbsize()).toBe(keysBefore);
@@ -150,7 +157,11 @@ describe('the windows', () => {
     const w = now();
     const old = windows.at(Date.now()).at(-1)!;
     expect(old).toBeLessThan(w);
-    await moveField(keys.scanClaims(claimBucket(scanKey), w), keys.scanClaims(claimBucket(scanKey), old), scanKey);
+    await moveField(
+      keys.scanClaims(claimBucket(h, scanKey), w),
+      keys.scanClaims(claimBucket(h, scanKey), old),
+      scanKey,
+    );
     await moveField(keys.scans(bucket, w), keys.scans(bucket, old), scanKey);
 
     expect(await s.redeem({ scan, id, item: 'beer' })).toEqual({ ...first, duplicate: true });
@@ -172,7 +183,7 @@ describe('the windows', () => {
     const first = await s.redeem({ scan, id, item: 'water' });
     const { bucket } = h.ctx.ids.hash(id);
     const records = keys.scans(bucket, now());
-    const claims = keys.scanClaims(claimBucket(scanKey), now());
+    const claims = claimsNow(h, scanKey);
     const expiry = await h.r.pexpiretime(records);
     const gw2 = await gateway(h, { scanTtlSec: 2 * 86_400 });
     const s2 = await Scanner.connect(gw2.port, tok);
@@ -183,7 +194,7 @@ describe('the windows', () => {
       expect(await s.reverse(scan)).toMatchObject({ op: 'reversed', duplicate: true });
       // Its scans go into the same windows, which keep the longer life the first gateway gave them.
       let next = uniq();
-      while (claimBucket(`${name}:${next}`) !== claimBucket(scanKey)) next = uniq();
+      while (claimBucket(h, `${name}:${next}`) !== claimBucket(h, scanKey)) next = uniq();
       expect(await s2.redeem({ scan: next, id, item: 'water' })).toMatchObject({ op: 'redeemed' });
       expect(await h.r.hexists(records, `${name}:${next}`)).toBe(1);
       expect(await h.r.pexpiretime(records)).toBe(expiry);
@@ -200,7 +211,7 @@ describe('the windows', () => {
     const scanKey = `${name}:${scan}`;
     expect(await s.redeem({ scan, id, item: 'no-such-item' })).toMatchObject({ reason: 'unknown_item' });
     const { bucket } = h.ctx.ids.hash(id);
-    expect(await h.r.hexists(keys.scanClaims(claimBucket(scanKey), now()), scanKey)).toBe(0);
+    expect(await h.r.hexists(claimsNow(h, scanKey), scanKey)).toBe(0);
     expect(await h.r.hexists(keys.scans(bucket, now()), scanKey)).toBe(0);
   });
 });
@@ -227,7 +238,7 @@ describe('scans kept in a key each, by earlier versions', () => {
     const scanKey = `${name}:${scan}`;
     const first = await s.redeem({ scan, id, item });
     const { bucket } = h.ctx.ids.hash(id);
-    const cb = claimBucket(scanKey);
+    const cb = claimBucket(h, scanKey);
     const terms = await h.r.hget(keys.scanClaims(cb, now()), scanKey);
     await h.r.hdel(keys.scanClaims(cb, now()), scanKey);
     await h.r.set(keys.scanIndex(cb, scanKey), terms!, 'EX', 3600);
@@ -268,12 +279,12 @@ describe('scans kept in a key each, by earlier versions', () => {
     const id = await sold();
     let scan = uniq();
     const legacyOf = (scanKey: string): string => keys.scanIndex(h.ctx.ids.bucketOf(scanKey), scanKey);
-    while (legacyOf(`${name}:${scan}`) === keys.scanIndex(claimBucket(`${name}:${scan}`), `${name}:${scan}`))
+    while (legacyOf(`${name}:${scan}`) === keys.scanIndex(claimBucket(h, `${name}:${scan}`), `${name}:${scan}`))
       scan = uniq();
     const scanKey = `${name}:${scan}`;
     await s.redeem({ scan, id, item: 'water' });
-    const terms = await h.r.hget(keys.scanClaims(claimBucket(scanKey), now()), scanKey);
-    await h.r.hdel(keys.scanClaims(claimBucket(scanKey), now()), scanKey);
+    const terms = await h.r.hget(claimsNow(h, scanKey), scanKey);
+    await h.r.hdel(claimsNow(h, scanKey), scanKey);
     await h.r.set(legacyOf(scanKey), terms!);
     expect(await s.reverse(scan)).toMatchObject({ op: 'reversed', scan, amount: PRICE.water, valueLeft: WALLET_FACE });
     expect(await s.reverse(scan)).toMatchObject({ op: 'reversed', duplicate: true });
@@ -284,8 +295,8 @@ describe('scans kept in a key each, by earlier versions', () => {
     const [a, b] = (await soldIds(h, cat.wallet, 2)) as [string, string];
     const bad = uniq('bad');
     let good = uniq('good');
-    while (claimBucket(`${name}:${good}`) !== claimBucket(`${name}:${bad}`)) good = uniq('good');
-    await h.r.hset(keys.scanIndex(claimBucket(`${name}:${bad}`), `${name}:${bad}`), 'damaged', '1');
+    while (claimBucket(h, `${name}:${good}`) !== claimBucket(h, `${name}:${bad}`)) good = uniq('good');
+    await h.r.hset(keys.scanIndex(claimBucket(h, `${name}:${bad}`), `${name}:${bad}`), 'damaged', '1');
     const from = s.got.length;
     s.send([
       { op: 'redeem', ref: 9200, scan: bad, id: a, item: 'water' },

@@ -5,14 +5,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
-import { ScanWindows } from '../../src/redemption/scan-windows';
-import { claimBucketOf } from '../../src/redemption/service';
-import { keys } from '../../src/redis/keys';
 import { gateway, sameBucketIds, seedCatalog, soldIds, startHarness, uniq, type Harness } from '../support/harness';
 import { jsonCall } from '../support/http';
 import { balanceOf, hashOf, idFields, idKeyOf } from '../support/redis';
 import { Scanner, type Msg } from '../support/ws-client';
 import {
+  claimsNow,
   loadRedemptionCatalog,
   PRICE,
   recordsOf,
@@ -45,12 +43,6 @@ afterAll(async () => {
 });
 
 const sold = async (p: Parameters<typeof soldIds>[1]): Promise<string> => (await soldIds(h, p, 1))[0]!;
-/** The hash a claim made now goes into. */
-const claimsNow = (scanKey: string): string =>
-  keys.scanClaims(
-    claimBucketOf(h.ctx.ids, h.cfg.buckets, scanKey),
-    new ScanWindows(h.cfg.scanTtlSec).at(Date.now())[0]!,
-  );
 const CONFLICT = { op: 'refused', reason: 'scan_conflict', message: 'this scan id was used for another ID or item' };
 
 describe('idempotent retries', () => {
@@ -170,7 +162,7 @@ describe('idempotent retries', () => {
     expect(first).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.water });
     // The state that race leaves: the record in the ID's bucket, no claim.
     const scanKey = `${name}:${scan}`;
-    expect(await h.r.hdel(claimsNow(scanKey), scanKey)).toBe(1);
+    expect(await h.r.hdel(claimsNow(h, scanKey), scanKey)).toBe(1);
     expect(await s.redeem({ scan, id, item: 'water' })).toEqual({ ...first, duplicate: true });
     expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
     expect(await recordsOf(h, id)).toHaveLength(1);
