@@ -71,6 +71,10 @@ interface Stack {
   children: number;
 }
 
+/** PROFILE_DIR=DIR: the gateway and each connector run under --cpu-prof, their profiles written there. */
+const profileArgs = (name: string): string[] =>
+  process.env.PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', join(process.env.PROFILE_DIR, name)] : [];
+
 interface Side {
   k: KamailioChild;
   connector?: ChildProcess;
@@ -96,6 +100,7 @@ async function startSide(s: Stack, metered: boolean): Promise<Side> {
   const connector = spawn(
     process.execPath,
     [
+      ...profileArgs('connector'),
       join(ROOT, 'dist', 'src', 'cli', 'main.js'),
       'kamailio',
       '--evapi',
@@ -422,6 +427,7 @@ async function main(): Promise<void> {
     dataDir: dir,
     secret,
     env: { PROVIDER_URL: 'http://127.0.0.1:9' },
+    nodeArgs: profileArgs('gateway'),
   });
   const uas = await startUas(dir);
   watchdog(uas.proc.pid);
