@@ -1,15 +1,27 @@
 /**
  * The connector's TCP link to Kamailio's evapi: netstring framing,
- * reconnection, and the immediate acknowledgement of every read. evapi
- * leaves Nagle on for its client sockets, so an event that gets no reply
- * would hold the next one back until our delayed ACK (tens of ms): a
- * one-byte answer sent at once carries the ACK back.
+ * reconnection, writes gathered per event-loop turn, and the prompt
+ * acknowledgement of every read. evapi leaves Nagle on for its client
+ * sockets, so an event that gets no reply would hold the next one back
+ * until our delayed ACK (tens of ms): a one-byte answer sent soon carries
+ * the ACK back.
+ *
+ * Every write wakes Kamailio's evapi dispatcher, and every message it reads
+ * (an ACK too) runs an event route in an evapi worker: the answers of one
+ * turn leave in one write, and an ACK waits ACK_DELAY_MS for an answer or
+ * another event to share it.
  */
 import { connect, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { encodeNetstring, NetstringReader } from './netstring';
 
 const ACK = encodeNetstring('.');
+/**
+ * How long an ACK waits. Kamailio holds its next event until then (Nagle), so
+ * this is what an event can be delayed by; at a few hundred calls a second an
+ * answer or another read usually comes first and no ACK is sent at all.
+ */
+const ACK_DELAY_MS = 1;
 
 export interface EvapiOptions {
   host: string;
@@ -30,7 +42,9 @@ export class EvapiLink {
   private retry: NodeJS.Timeout | undefined;
   /** Something was written since the last read: the ACK rides on it. */
   private wrote = false;
-  private ackPending = false;
+  private ack: NodeJS.Timeout | undefined;
+  /** This turn's messages, written together once it ends. */
+  private out: Buffer[] = [];
 
   constructor(private readonly o: EvapiOptions) {}
 
@@ -47,13 +61,14 @@ export class EvapiLink {
   send(payload: string): boolean {
     if (!this.connected) return false;
     this.wrote = true;
-    this.sock!.write(encodeNetstring(payload));
+    if (this.out.push(encodeNetstring(payload)) === 1) process.nextTick(() => this.flush());
     return true;
   }
 
   close(): void {
     this.closed = true;
     clearTimeout(this.retry);
+    clearTimeout(this.ack);
     this.sock?.destroy();
     this.sock = undefined;
   }
@@ -94,14 +109,21 @@ export class EvapiLink {
     });
   }
 
-  /** An ACK after this turn, unless an answer was written meanwhile. */
+  /** Writes this turn's messages in one go (nextTick: after the promise callbacks that made them). */
+  private flush(): void {
+    const out = this.out;
+    this.out = [];
+    if (out.length === 0 || !this.connected) return;
+    this.sock!.write(out.length === 1 ? out[0]! : Buffer.concat(out));
+  }
+
+  /** An ACK in ACK_DELAY_MS, unless an answer was written meanwhile. */
   private scheduleAck(): void {
-    if (this.ackPending) return;
-    this.ackPending = true;
-    setImmediate(() => {
-      this.ackPending = false;
+    if (this.ack) return;
+    this.ack = setTimeout(() => {
+      this.ack = undefined;
       if (!this.wrote && this.connected) this.sock!.write(ACK);
       this.wrote = false;
-    });
+    }, ACK_DELAY_MS);
   }
 }
