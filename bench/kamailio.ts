@@ -26,7 +26,7 @@ import { exportRecords } from '../src/ledger/export';
 import { cpuSec, cpuSecTree } from './lib/cpu';
 import { parseFlags } from './lib/flags';
 import { startGatewayChild, type GatewayChild } from './lib/gateway';
-import { children, cleanUpOnExit, makeTmp, removeTmp, ROOT, runMain, sleep, watchdog } from './lib/process';
+import { children, cleanUpOnExit, makeTmp, removeTmp, ROOT, runMain, sleep, stopChild, watchdog } from './lib/process';
 import { mintSold, startBenchRedis, type BenchRedis } from './lib/redis';
 import {
   connectorsAttached,
@@ -41,7 +41,9 @@ import {
 
 const USAGE = `npm run bench:kamailio -- [--mode all|rate|cutoff|concurrency] [--rates 500,1000,2000]
   [--step-sec 6] [--talk-ms 1500] [--cutoff-calls 60] [--bg-rate 1000] [--hold-rate 500] [--hold-sec 16]
-  [--children 4] [--keep-tmp]
+  [--children 4] [--gw-node-arg ARG (repeatable; e.g. --max-semi-space-size=32)] [--keep-tmp]
+
+PROFILE_DIR=DIR runs the gateway and each connector under --cpu-prof, their profiles in DIR.
 `;
 
 const DEST = '33612345678';
@@ -405,6 +407,7 @@ async function main(): Promise<void> {
       'hold-rate': { type: 'string', default: '500' },
       'hold-sec': { type: 'string', default: '16' },
       children: { type: 'string', default: '4' },
+      'gw-node-arg': { type: 'string', multiple: true, default: [] },
       'keep-tmp': { type: 'boolean', default: false },
     },
     USAGE,
@@ -427,7 +430,7 @@ async function main(): Promise<void> {
     dataDir: dir,
     secret,
     env: { PROVIDER_URL: 'http://127.0.0.1:9' },
-    nodeArgs: profileArgs('gateway'),
+    nodeArgs: [...(v['gw-node-arg'] ?? []), ...profileArgs('gateway')],
   });
   const uas = await startUas(dir);
   watchdog(uas.proc.pid);
@@ -445,6 +448,7 @@ async function main(): Promise<void> {
   if (mode === 'all' || mode === 'concurrency')
     await concurrencyMode(s, rows, Number(v['hold-rate']), Number(v['hold-sec']));
   await stopAll();
+  await stopChild(gw.proc);
   await br.stop();
   removeTmp();
 }

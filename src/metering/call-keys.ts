@@ -17,17 +17,22 @@ export interface CallKeys {
   refreshedAt: number;
 }
 
+/** A bucket's live set, CDR and events key names, made once: every call of the bucket shares them. */
+interface BucketKeys {
+  live: string;
+  cdr: string;
+  events: string;
+}
+const bucketKeys: BucketKeys[] = [];
+
+function keysOfBucket(bucket: number): BucketKeys {
+  return (bucketKeys[bucket] ??= { live: keys.live(bucket), cdr: keys.cdr(bucket), events: keys.events(bucket) });
+}
+
 export function callKeysFor(idKey: string, callKey: string): CallKeys {
   const bucket = bucketOfKey(idKey);
-  return {
-    session: keys.call(bucket, callKey),
-    id: idKey,
-    live: keys.live(bucket),
-    cdr: keys.cdr(bucket),
-    events: keys.events(bucket),
-    bucket,
-    refreshedAt: 0,
-  };
+  const { live, cdr, events } = keysOfBucket(bucket);
+  return { session: keys.call(bucket, callKey), id: idKey, live, cdr, events, bucket, refreshedAt: 0 };
 }
 
 /** A call's name within its bucket: the switch's token name and the switch's call id. */

@@ -9,7 +9,7 @@ import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
 import type { RedisClient } from '../redis/connect';
 import { GroupCommit } from '../redis/group-commit';
-import { replicated, replicatedSeen } from '../redis/replication';
+import { replicated, replicatedSeen, waitsForReplicas } from '../redis/replication';
 import { callKeyOf, callKeysFor, type CallKeys } from './call-keys';
 import { CallLocator } from './locator';
 import {
@@ -216,7 +216,7 @@ export class Metering {
     indexSeen: boolean,
   ): Promise<void> {
     try {
-      await this.replicatedCall(session, this.locator.indexOf(sw, call), sessionSeen, indexSeen);
+      await this.replicatedCall(session, sw, call, sessionSeen, indexSeen);
     } catch (err) {
       this.locator.forget(sw, call);
       throw err;
@@ -326,21 +326,26 @@ export class Metering {
     });
     if (!r.ok) return r;
     if (!indexed) await this.locator.restore(sw, call, ck);
-    await this.replicatedCall(ck.session, this.locator.indexOf(sw, call), r.duplicate, indexed !== undefined);
+    await this.replicatedCall(ck.session, sw, call, r.duplicate, indexed !== undefined);
     this.locator.forget(sw, call);
     return r;
   }
 
-  /** Until a replica has a call's session and index; `seen`: found as an earlier try wrote it, not written now. */
+  /**
+   * Until a replica has a call's session and index; `seen`: found as an earlier try wrote it, not
+   * written now. Nothing to wait for without replicas: the index's key (an HMAC) is not even named.
+   */
   private async replicatedCall(
     session: string,
-    index: string,
+    sw: string,
+    call: string,
     sessionSeen: boolean,
     indexSeen: boolean,
   ): Promise<void> {
+    if (!waitsForReplicas(this.redis)) return;
     await Promise.all([
       (sessionSeen ? replicatedSeen : replicated)(this.redis, session),
-      (indexSeen ? replicatedSeen : replicated)(this.redis, index),
+      (indexSeen ? replicatedSeen : replicated)(this.redis, this.locator.indexOf(sw, call)),
     ]);
   }
 
