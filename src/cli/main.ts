@@ -2,7 +2,7 @@
 import { openContext, type Context } from '../app/context';
 import { ConfigError, loadConfig } from '../config/config';
 import { createLogger } from '../observability/log';
-import type { Cli } from './command';
+import type { Cli, Command } from './command';
 import { commands } from './commands';
 
 const USAGE = `usage: tessera <command> [options]
@@ -10,13 +10,33 @@ const USAGE = `usage: tessera <command> [options]
 ${Object.entries(commands)
   .map(([name, c]) => `  ${name.padEnd(16)} ${c.summary}\n${c.usage ? `  ${''.padEnd(16)} ${c.usage}\n` : ''}`)
   .join('')}
+\`tessera <command> --help\` prints one command's usage.
 Redis: REDIS_URL or REDIS_CLUSTER, else the embedded Redis of a running \`npm start\`.`;
 
+/** One command's usage: what `tessera <command> --help` and `tessera help <command>` print. */
+const usageOf = (name: string, c: Command): string =>
+  `usage: tessera ${name}${c.usage ? ` ${c.usage}` : ''}\n\n  ${c.summary}\n`;
+
+/** --help or -h among a command's arguments (before a `--`, after which arguments are taken as they are). */
+function asksHelp(args: string[]): boolean {
+  for (const a of args) {
+    if (a === '--') return false;
+    if (a === '--help' || a === '-h') return true;
+  }
+  return false;
+}
+
 export async function runCli(argv: string[]): Promise<number> {
+  // `tessera help mint` is `tessera mint --help`.
+  if (argv[0] === 'help' && argv.length > 1) argv = [...argv.slice(1), '--help'];
   // `tessera token create` and `tessera token-create` are the same command.
   if (argv.length >= 2 && commands[`${argv[0]}-${argv[1]}`]) argv = [`${argv[0]}-${argv[1]}`, ...argv.slice(2)];
   const [name, ...rest] = argv;
   const cmd = name ? commands[name] : undefined;
+  if (cmd && asksHelp(rest)) {
+    process.stdout.write(usageOf(name!, cmd));
+    return 0;
+  }
   if (!cmd) {
     process.stderr.write(
       `${name && name !== 'help' && name !== '--help' ? `unknown command: ${name}\n` : ''}${USAGE}\n`,

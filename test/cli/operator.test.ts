@@ -553,6 +553,28 @@ describe('commands', () => {
       expect(r.err).toContain(`  ${c} `);
   });
 
+  it("--help, -h and help <command> print that command's usage and exit 0, touching nothing", async () => {
+    for (const args of [
+      ['mint', '--help'],
+      ['mint', '-h'],
+      ['help', 'mint'],
+    ]) {
+      const r = await cli(...args);
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(/^usage: tessera mint --product NAME --count N \[--out FILE\]\n/);
+    }
+    const token = await cli('token', 'create', '--help');
+    expect(token.code).toBe(0);
+    expect(token.out).toMatch(/^usage: tessera token-create --role /);
+    const kamailio = await cli('kamailio', '--help');
+    expect(kamailio.code).toBe(0);
+    expect(kamailio.out).toContain('--evapi');
+    // After `--` an argument is taken as it is: here an ID that is none.
+    const literal = await cli('lookup', '--', '--help');
+    expect(literal.code).not.toBe(0);
+    expect(literal.out).not.toContain('usage:');
+  });
+
   it('a bad environment is a usage error naming the variable (exit 2)', async () => {
     const saved = process.env.BUCKETS;
     process.env.BUCKETS = '0';
