@@ -305,23 +305,37 @@ async function rateMode(
 ): Promise<void> {
   console.log(`\n== rate: ${stepSec} s a step, calls talk ${talkMs} ms`);
   const best = { plain: 0, metered: 0 };
+  const plain = new Map<number, RateResult>();
   for (const metered of [false, true]) {
     const side = await startSide(s, metered);
     for (const rate of rates) {
       const r = await rateStep(s, side, rows, rate, stepSec, talkMs);
       printRate(metered ? 'metered' : 'plain', r);
+      if (metered) printRatio(r, plain.get(rate)!);
+      else plain.set(rate, r);
       if (r.failed === 0) best[metered ? 'metered' : 'plain'] = Math.max(best[metered ? 'metered' : 'plain'], rate);
       await sleep(talkMs + 1000);
     }
     await stopSide(side);
   }
   console.log(
-    `highest rate with zero failed calls: plain ${best.plain}/s, metered ${best.metered}/s (ratio ${best.plain ? (best.metered / best.plain).toFixed(2) : '-'})`,
+    `highest rate with zero failed calls: plain ${best.plain}/s, metered ${best.metered}/s (ratio ${best.plain ? (best.metered / best.plain).toFixed(2) : '-'}${best.plain === Math.max(...rates) ? `; plain passed the highest rate tried: its own limit is higher, and the ratio may be lower` : ''})`,
   );
 }
 
+const times = (a: number, b: number): string => (b > 0 && Number.isFinite(a / b) ? `${(a / b).toFixed(2)}×` : '-');
+
+/** A metered step as a ratio to the plain step of the same rate: calls completed, setup latency, Kamailio's CPU. */
+const printRatio = (m: RateResult, p: RateResult): void =>
+  console.log(
+    `  ÷ plain  calls completed ${times(m.calls - m.failed, p.calls - p.failed)}, setup p50 ${times(m.setupP50, p.setupP50)} p99 ${times(m.setupP99, p.setupP99)}, ` +
+      `Kamailio CPU ${times(m.cpu.kamailio ?? NaN, p.cpu.kamailio ?? NaN)}`,
+  );
+
 async function cutoffMode(s: Stack, bulk: [string, string][], n: number, bgRate: number): Promise<void> {
-  console.log(`\n== cut-off: ${n} calls with ${CUT_SEC} s of credit, ${bgRate} calls/s in the background`);
+  console.log(
+    `\n== cut-off: ${n} calls with ${CUT_SEC} s of credit, ${bgRate} calls/s in the background (metered only: without metering nothing is cut)`,
+  );
   const short = (await mintSold(s.br.ctx, SHORT, n, { price: 1, ref: 'bench' })).map((id): [string, string] => [
     `${id}*${DEST}`,
     'X-Bench: cutoff',
@@ -359,6 +373,7 @@ async function cutoffMode(s: Stack, bulk: [string, string][], n: number, bgRate:
 
 async function concurrencyMode(s: Stack, rows: [string, string][], rate: number, holdSec: number): Promise<void> {
   console.log(`\n== concurrency: ${rate} calls/s talking ${holdSec} s`);
+  const held = { plain: 0, metered: 0 };
   for (const metered of [false, true]) {
     const side = await startSide(s, metered);
     let peak = 0;
@@ -386,12 +401,14 @@ async function concurrencyMode(s: Stack, rows: [string, string][], rate: number,
       const recs = await records(s, new Set(ok.map((c) => c.ci)), ok.length);
       exact = `, billed exactly ${exactness(ok, recs)}`;
     }
+    held[metered ? 'metered' : 'plain'] = heldAtOnce(ok);
     console.log(
       `${(metered ? 'metered' : 'plain').padEnd(9)} held at most ${heldAtOnce(ok)} answered calls at once (sipp)` +
         `${metered ? `, ${peak} dialogs (Kamailio)` : ''}; ${calls - ok.length} of ${calls} calls failed${exact}`,
     );
     await stopSide(side);
   }
+  console.log(`  ÷ plain  held at once ${times(held.metered, held.plain)}`);
 }
 
 async function main(): Promise<void> {
