@@ -29,7 +29,7 @@ export function redisUrlFor(cfg: Config): string | undefined {
 }
 
 export async function openContext(cfg: Config, log: Logger, url = redisUrlFor(cfg)): Promise<Context> {
-  const redis = connectRedis(cfg, url);
+  const redis = connectRedis(cfg, url, { log });
   await waitReady(redis);
   const scripts = new Scripts(redis);
   // A process starting clears the libraries earlier versions left (Scripts.load).

@@ -163,9 +163,9 @@ async function openServices(
 ): Promise<Services> {
   const ctx = await openContext(cfg, log, redisUrl);
   const subscriber = connectRedis(cfg, redisUrl, {
-    enableOfflineQueue: true,
-    commandTimeout: undefined,
-    maxRetriesPerRequest: null,
+    log,
+    name: 'subscriber',
+    redis: { enableOfflineQueue: true, commandTimeout: undefined, maxRetriesPerRequest: null },
   });
   await waitReady(subscriber);
   const catalog = new CatalogCache(ctx.redis, subscriber, log, cfg.catalogPollMs);
@@ -182,7 +182,7 @@ async function openServices(
   hooks.start();
   const expiring = new ExpiringSweep(ctx.redis, ctx.scripts, () => catalog.products, log, cfg.hooks.expiringSweepMs);
   expiring.start();
-  const claimRedis = connectRedis(cfg, redisUrl);
+  const claimRedis = connectRedis(cfg, redisUrl, { log, name: 'claims' });
   await waitReady(claimRedis);
   const redemption = new Redemption(ctx, catalog, metrics, claimRedis, await openScanWindows(ctx.redis, cfg));
   if (!cfg.provider.url)

@@ -1,6 +1,8 @@
 import Redis, { Cluster, type RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
 import type { Config } from '../config/config';
 import { coalesceWrites } from './coalesce';
+import { logConnection } from './connection-log';
 import { requireReplicas } from './replication';
 
 export { sendNow } from './coalesce';
@@ -8,7 +10,22 @@ export { sendNow } from './coalesce';
 /** Either a single Redis or a Cluster; both speak the same command API. */
 export type RedisClient = Redis | Cluster;
 
-export function connectRedis(cfg: Config, url: string | undefined, extra: RedisOptions = {}): RedisClient {
+export interface ConnectOptions {
+  /** Where the connection's losses and recoveries are logged (src/redis/connection-log.ts). */
+  log?: Logger;
+  /** The connection's name in those lines ('main', 'subscriber', ...). */
+  name?: string;
+  /** ioredis options over the defaults below. */
+  redis?: RedisOptions;
+}
+
+export function connectRedis(cfg: Config, url: string | undefined, o: ConnectOptions = {}): RedisClient {
+  const client = open(cfg, url, o.redis ?? {});
+  logConnection(client, o.log, o.name ?? 'main');
+  return client;
+}
+
+function open(cfg: Config, url: string | undefined, extra: RedisOptions): RedisClient {
   const options: RedisOptions = {
     // No auto-pipelining: ioredis keeps one auto-pipeline in flight per node and
     // queues the next behind its whole round trip (stop-and-wait). Under call load

@@ -11,7 +11,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Redis from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openContext, type Context } from '../../src/app/context';
 import { putPlans, putProducts } from '../../src/catalog/store';
 import { loadConfig, type Config } from '../../src/config/config';
@@ -24,7 +25,7 @@ import { mintIds } from '../../src/ledger/mint';
 import { createToken } from '../../src/catalog/store';
 import { runCliIn } from '../support/cli';
 import { STD_RATES, talkProduct, TEST_SECRET } from '../support/harness';
-import { sleep } from '../support/wait';
+import { sleep, until } from '../support/wait';
 import { Client } from '../support/ws-client';
 
 const TALK = talkProduct({ name: 'talk-f', face: 10_000_000, price: 10_000_000, thresholds: [] });
@@ -38,6 +39,8 @@ let ctx: Context;
 let gw: Gateway;
 let sw: Client;
 let n = 0;
+/** What the gateway logged (info and up), parsed. */
+const gwLog: { msg: string; redis?: string }[] = [];
 
 async function startRedis(port?: number): Promise<EmbeddedRedis> {
   return startEmbeddedRedis({ dir: join(dir, 'redis'), persist: true, port });
@@ -83,7 +86,11 @@ beforeAll(async () => {
   ctx = await openContext(cfg, createLogger('silent'), redis.url);
   await putPlans(ctx.redis, [{ name: 'std', rates: STD_RATES }]);
   await putProducts(ctx.redis, [TALK]);
-  gw = await startGateway(cfg, createLogger('silent'), redis.url);
+  gw = await startGateway(
+    cfg,
+    pino({ level: 'info' }, { write: (line: string) => gwLog.push(JSON.parse(line)) }),
+    redis.url,
+  );
   sw = await Client.connect(gw.port, (await createToken(ctx.redis, { name: 'sw-f', role: 'switch' })).token);
 }, 30_000);
 
@@ -210,6 +217,8 @@ describe('Redis killed with SIGKILL and started again on its AOF', () => {
     // The loss window of appendfsync everysec: about a second. Wait it out, then kill.
     await sleep(1500);
     const port = redis.port;
+    const unhandled = vi.spyOn(console, 'error');
+    const logged = gwLog.length;
     process.kill(await redisPid(), 'SIGKILL');
     await new Promise<void>((r) => (redis.process.exitCode !== null ? r() : redis.process.once('exit', () => r())));
     redis = await startRedis(port);
@@ -222,6 +231,19 @@ describe('Redis killed with SIGKILL and started again on its AOF', () => {
       await sleep(100);
     }
     expect(again).toMatchObject({ op: 'stopped', billedSec: 10, cost: 1000, balance: 10_000_000 - 1000 });
+    // Each of the gateway's connections said once that it was lost and once that it was back, in
+    // its log; not a line per retry, and nothing on stderr behind the log's back.
+    const since = (msg: string): string[] =>
+      gwLog
+        .slice(logged)
+        .filter((l) => l.msg === msg)
+        .map((l) => l.redis!)
+        .sort();
+    await until(() => since('redis: connected again').length >= 3, 10_000, 50, 'every connection back');
+    expect(since('redis: connection lost; reconnecting')).toEqual(['claims', 'main', 'subscriber']);
+    expect(since('redis: connected again')).toEqual(['claims', 'main', 'subscriber']);
+    expect(unhandled.mock.calls.filter((c) => String(c[0]).includes('Unhandled error event'))).toEqual([]);
+    unhandled.mockRestore();
     const r = new Redis(redis.url);
     try {
       for (const [i, id] of ids.entries()) {
