@@ -17,9 +17,9 @@ import { encodeNetstring, NetstringReader } from './netstring';
 
 const ACK = encodeNetstring('.');
 /**
- * How long an ACK waits. Kamailio holds its next event until then (Nagle), so
- * this is what an event can be delayed by; at a few hundred calls a second an
- * answer or another read usually comes first and no ACK is sent at all.
+ * How long an ACK waits: an answer written meanwhile carries it instead, and
+ * the reads of that millisecond share one. Kamailio holds its next event until
+ * then (Nagle), so this is what an event can be delayed by.
  */
 const ACK_DELAY_MS = 1;
 
