@@ -8,6 +8,13 @@ export function encodeNetstring(payload: string): Buffer {
   return Buffer.concat([Buffer.from(`${body.length}:`), body, Buffer.from(',')]);
 }
 
+/**
+ * The longest payload read: an evapi event of kamailio.cfg is a few hundred
+ * bytes, and a length prefix is only a promise, so a peer that is not evapi
+ * (or is broken) must not make the connector buffer gigabytes waiting for it.
+ */
+export const MAX_NETSTRING_BYTES = 1 << 20;
+
 /** Splits a byte stream into netstring payloads; keeps a partial one until the rest arrives. */
 export class NetstringReader {
   private buf: Buffer = Buffer.alloc(0);
@@ -25,6 +32,8 @@ export class NetstringReader {
       }
       const len = Number(this.buf.toString('latin1', pos, colon));
       if (!Number.isSafeInteger(len) || len < 0 || colon === pos) throw new Error('netstring: bad length prefix');
+      if (len > MAX_NETSTRING_BYTES)
+        throw new Error(`netstring: ${len} bytes announced, more than ${MAX_NETSTRING_BYTES}`);
       const end = colon + 1 + len;
       if (this.buf.length < end + 1) break;
       if (this.buf[end] !== 0x2c) throw new Error('netstring: missing trailing comma');
