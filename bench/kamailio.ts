@@ -39,7 +39,7 @@ import {
   type Uas,
 } from '../test/kamailio/stack';
 
-const USAGE = `npm run bench:kamailio -- [--mode all|rate|cutoff|concurrency] [--rates 500,1000,2000]
+const USAGE = `npm run bench:kamailio -- [--mode all|rate|cutoff|concurrency] [--rates 1000,2000,3000,4000,5000,6000,7000]
   [--step-sec 6] [--talk-ms 1500] [--cutoff-calls 60] [--bg-rate 1000] [--hold-rate 500] [--hold-sec 16]
   [--children 4] [--gw-node-arg ARG (repeatable; e.g. --max-semi-space-size=32)] [--keep-tmp]
 
@@ -416,7 +416,7 @@ async function main(): Promise<void> {
     process.argv.slice(2),
     {
       mode: { type: 'string', default: 'all' },
-      rates: { type: 'string', default: '500,1000,2000' },
+      rates: { type: 'string', default: '1000,2000,3000,4000,5000,6000,7000' },
       'step-sec': { type: 'string', default: '6' },
       'talk-ms': { type: 'string', default: '1500' },
       'cutoff-calls': { type: 'string', default: '60' },
