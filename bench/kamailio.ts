@@ -326,11 +326,26 @@ async function rateMode(
 const times = (a: number, b: number): string => (b > 0 && Number.isFinite(a / b) ? `${(a / b).toFixed(2)}×` : '-');
 
 /** A metered step as a ratio to the plain step of the same rate: calls completed, setup latency, Kamailio's CPU. */
-const printRatio = (m: RateResult, p: RateResult): void =>
+/** CPU µs per call of the step's rate from a process's % of a core. */
+const usPerCall = (pct: number | undefined, rate: number): number => Math.round(((pct ?? 0) / 100) * (1e6 / rate));
+
+/**
+ * A metered step as a ratio to the plain step of the same rate (calls completed, setup latency,
+ * Kamailio's CPU), and what metering costs a call in CPU: its own processes, and Kamailio's extra.
+ */
+const printRatio = (m: RateResult, p: RateResult): void => {
   console.log(
     `  ÷ plain  calls completed ${times(m.calls - m.failed, p.calls - p.failed)}, setup p50 ${times(m.setupP50, p.setupP50)} p99 ${times(m.setupP99, p.setupP99)}, ` +
       `Kamailio CPU ${times(m.cpu.kamailio ?? NaN, p.cpu.kamailio ?? NaN)}`,
   );
+  const us = (name: string): number => usPerCall(m.cpu[name], m.rate);
+  const own = us('connector') + us('gateway') + us('redis');
+  const extra = us('kamailio') - usPerCall(p.cpu.kamailio, p.rate);
+  console.log(
+    `  metering CPU per call: connector ${us('connector')}, gateway ${us('gateway')}, Redis ${us('redis')} µs (${own} in all), ` +
+      `Kamailio ${extra >= 0 ? '+' : ''}${extra} µs over plain; SIP alone (plain Kamailio and both sipps) ${usPerCall((p.cpu.kamailio ?? 0) + (p.cpu['sipp-uac'] ?? 0) + (p.cpu['sipp-uas'] ?? 0), p.rate)} µs`,
+  );
+};
 
 async function cutoffMode(s: Stack, bulk: [string, string][], n: number, bgRate: number): Promise<void> {
   console.log(
