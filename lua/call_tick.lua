@@ -53,11 +53,11 @@ local function bill(i)
     local terms = terms_of(s[S_TRM])
     local val = terms.val
     -- The reaper goes by the live set's score. Refreshing it on every tick would double the
-    -- writes: the gateway asks for it once its refresh interval has passed (ARGV[2]). The
-    -- first report (a tick of 0 at answer included) always refreshes it, ending the ring grace
-    -- given at start. A quota-mode call's score is its next report's deadline: the validity
-    -- time from now.
-    local refresh = used == 0 or string.byte(refreshes, i) == 49
+    -- writes: the gateway asks for it once its refresh interval has passed since it last
+    -- asked (ARGV[2]), and always for a call's first report to it (a tick of 0 at answer
+    -- included), which ends the ring grace given at start. A quota-mode call's score is its
+    -- next report's deadline: the validity time from now.
+    local refresh = string.byte(refreshes, i) == 49
     local idf, bal, left, gnt = charge_steady(s, terms.t, terms.gs, ikey, sec, used)
     local code = 0
     if sec <= used then code = 1 end

@@ -280,6 +280,20 @@ describe("a call's place in the live set (stale after 6 s: refreshed every 2 s)"
     expect(Number(await liveScore(id, sw, call))).toBeGreaterThanOrEqual(before);
     expect(await c.request({ op: 'stop', ref: ref(), call, sec: 10 })).toMatchObject({ billedSec: 10, cost: 1000 });
   });
+
+  it('a tick of 0 at answer refreshes it; the first billed second soon after does not again', async () => {
+    const { id, call } = await begin(c);
+    const ringing = Number(await liveScore(id, sw, call));
+    await sleep(20);
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 0 })).toMatchObject({ op: 'ticked' });
+    const answered = Number(await liveScore(id, sw, call));
+    // The ring grace is over: the score is the answer's time, not the start's plus the grace.
+    expect(answered).toBeLessThan(ringing);
+    await sleep(20);
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 1 })).toMatchObject({ balance: 1_000_000 - 100 });
+    expect(Number(await liveScore(id, sw, call))).toBe(answered);
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 1 })).toMatchObject({ billedSec: 1, cost: 100 });
+  });
 });
 
 describe('a call ticked through another gateway (stale after 1.5 s, sweep every 100 ms)', () => {
