@@ -24,8 +24,7 @@ A retry of a scan returns the first answer; the same scan id with other terms is
 local nows, m, stride = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local now = tonumber(nows)
 local out, recorded = {}, false
-local places = {}
-for k = 1, m do places[k] = KEYS[1 + k] end
+local places = { unpack(KEYS, 2, 1 + m) }
 
 local function put(i, r)
   local o = 8 * (i - 1)

@@ -13,8 +13,7 @@ A second reverse of the same scan returns the first answer and gives nothing bac
 -- @include "scan_record"
 -- @include "red_record"
 local field, m = ARGV[4], tonumber(ARGV[5])
-local places = {}
-for k = 1, m do places[k] = KEYS[2 + k] end
+local places = { unpack(KEYS, 3, 2 + m) }
 local s, where = scan_find(places, field, KEYS[3 + m])
 if not s then return { 'no', 'unknown_scan' } end
 if s.id ~= KEYS[1] then return { 'no', 'scan_conflict' } end

@@ -12,8 +12,7 @@ key of another type; NOREPLICAS: the primary lacks the replicas it must write to
 -- @include "scan_record"
 local m, legacy = tonumber(ARGV[1]), ARGV[3] == '1'
 local out, claimed = {}, false
-local places = {}
-for k = 1, m do places[k] = KEYS[k] end
+local places = { unpack(KEYS, 1, m) }
 
 local function claim_one(i)
   local field, terms = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
