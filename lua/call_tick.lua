@@ -10,7 +10,7 @@ ARGV[2]      which calls' place in the live set to refresh: one character per ca
 ARGV[2+i]    seconds since answer for call i (monotonic; a repeat or a step back changes nothing)
 A quota-mode `update` is billed here too: the same seconds, the same rules.
 Returns one flat array of integers but for the rare extras (no Lua table or string per tick
-to convert, in Redis or in the gateway):
+to convert, in Redis or in the gateway), packed (src/redis/scripts.ts):
   four entries per call i: code, balance, secLeft, grant
     code: 0 ok (billed), 1 dup (nothing new to bill), 2 unknown_call, 3 call_ended, 4 call_conflict,
           5 failed in the script (the reason field holds the error; the other calls went on)
@@ -23,6 +23,7 @@ to convert, in Redis or in the gateway):
     quota validity (s; 0 for a call in tick mode)
     For call_ended the reason holds the stop cause ('stale' when the reaper closed it).
 ]]
+-- @reply msgpack
 -- @include "num"
 -- @include "charge"
 local now = tonumber(ARGV[1])

@@ -15,6 +15,7 @@ Returns one flat array, eight entries per scan:
   'err', message, 0, 0, 0, 0, 0, 0                (the scan failed in the script; the others went on)
 A retry of a scan returns the first answer; the same scan id with other terms is scan_conflict.
 ]]
+-- @reply msgpack
 -- @include "id_fields"
 -- @include "num"
 -- @include "redeem_check"

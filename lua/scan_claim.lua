@@ -9,6 +9,7 @@ Returns one entry per scan: 0 claimed now, 1 already claimed with the same terms
 2 claimed with other terms (scan_conflict), or the error reply's text when its claim failed (a
 key of another type; NOREPLICAS: the primary lacks the replicas it must write to).
 ]]
+-- @reply msgpack
 -- @include "scan_record"
 local m, legacy = tonumber(ARGV[1]), ARGV[3] == '1'
 local out, claimed = {}, false

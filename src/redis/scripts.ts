@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type Redis from 'ioredis';
+import { Unpackr } from 'msgpackr';
 import type { RedisClient } from './connect';
 
 export interface Script {
@@ -79,12 +80,26 @@ export interface Library {
   code: string;
   /** A script's function name in the library. */
   functions: Map<string, string>;
+  /** The scripts whose reply the library sends as one MessagePack string (`-- @reply msgpack`). */
+  packed: Set<string>;
 }
 
 /** Every version's library is named this and its code's digest. */
 const LIBRARY_PREFIX = 'tessera_';
 
 const TOP_LOCAL = /^local\s+(?:function\s+)?([\w\s,]+?)\s*(?:=|\(|$)/gm;
+
+/**
+ * A script that declares `-- @reply msgpack` has its reply packed by Redis
+ * (cmsgpack) into one string, which Scripts unpacks: a reply of many integers
+ * costs ioredis' RESP decoder about 0.6 µs each and msgpackr a tenth of that.
+ * Its strings come back as text, and Lua numbers as they are (RESP would
+ * truncate a fraction): such a script returns integers, text and arrays only.
+ */
+const PACKED_REPLY = /^--\s*@reply\s+msgpack\s*$/m;
+/** Wraps a packed-reply script's function, once, when the library loads. */
+const PACK_WRAPPER =
+  'local function tessera_packed_reply(f)\n  return function(KEYS, ARGV) return cmsgpack.pack(f(KEYS, ARGV)) end\nend';
 
 /**
  * The library: each include once, at its top, then one function per script whose
@@ -118,18 +133,23 @@ export function readLibrary(dir = findRepoDir('lua')): Library {
   const top = expandIncludes(includeLines.join('\n'), checked, 'library');
   const bodies = texts.map((t) => t.replace(INCLUDE, ''));
   const version = createHash('sha1')
-    .update(top + bodies.join('\0'))
+    .update(PACK_WRAPPER + top + bodies.join('\0'))
     .digest('hex')
     .slice(0, 12);
   const functions = new Map<string, string>();
-  const parts = [`#!lua name=${LIBRARY_PREFIX}${version}`, top];
+  const packed = new Set<string>();
+  const parts = [`#!lua name=${LIBRARY_PREFIX}${version}`, top, PACK_WRAPPER];
   files.forEach((file, i) => {
     const name = file.slice(0, -4);
     const fn = `${name}_${version}`;
     functions.set(name, fn);
-    parts.push(`redis.register_function('${fn}', function(KEYS, ARGV)\n${bodies[i]!}\nend)`);
+    const body = `function(KEYS, ARGV)\n${bodies[i]!}\nend`;
+    if (PACKED_REPLY.test(texts[i]!)) {
+      packed.add(name);
+      parts.push(`redis.register_function('${fn}', tessera_packed_reply(${body}))`);
+    } else parts.push(`redis.register_function('${fn}', ${body})`);
   });
-  return { name: `${LIBRARY_PREFIX}${version}`, code: parts.join('\n'), functions };
+  return { name: `${LIBRARY_PREFIX}${version}`, code: parts.join('\n'), functions, packed };
 }
 
 /** The names of the Tessera function libraries on `node` but `mine`. */
@@ -147,6 +167,10 @@ const isMissingFunction = (err: unknown): boolean =>
 
 type Fcall = (fn: string, ...numKeysKeysArgs: (string | number)[]) => Promise<unknown>;
 
+/** Packed replies: Lua numbers past 2^32 arrive as 64-bit integers, which must come back as numbers. */
+const replies = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
+const unpackReply = (reply: unknown): unknown => replies.unpack(reply as Buffer);
+
 /** Told the round-trip time of every script call (the gateway feeds its latency histogram). */
 export type ScriptTimer = (script: string, ms: number) => void;
 
@@ -155,6 +179,7 @@ export class Scripts {
   /** Set by whoever keeps metrics; every call through run/runFlat is timed into it. */
   timer: ScriptTimer | undefined;
   private readonly fcall: Fcall;
+  private readonly fcallBuffer: Fcall;
   private reloading: Promise<void> | undefined;
 
   constructor(
@@ -162,6 +187,8 @@ export class Scripts {
     readonly library: Library = readLibrary(),
   ) {
     this.fcall = client.fcall.bind(client);
+    // ioredis has fcallBuffer but does not type it.
+    this.fcallBuffer = (fn, ...args) => client.callBuffer('FCALL', fn, ...args);
   }
 
   /**
@@ -193,10 +220,12 @@ export class Scripts {
     const timer = this.timer;
     const t0 = timer ? performance.now() : 0;
     const timed = (): void => timer?.(name, performance.now() - t0);
-    return this.fcall(fn, ...numKeysKeysArgs).then(
+    const packed = this.library.packed.has(name);
+    const fcall = packed ? this.fcallBuffer : this.fcall;
+    return fcall(fn, ...numKeysKeysArgs).then(
       (reply) => {
         timed();
-        return reply as T;
+        return (packed ? unpackReply(reply) : reply) as T;
       },
       (err: unknown) => {
         // Nothing ran: load the library where it is missing and call once more.
@@ -205,7 +234,8 @@ export class Scripts {
           throw err;
         }
         return this.reload()
-          .then(() => this.fcall(fn, ...numKeysKeysArgs) as Promise<T>)
+          .then(() => fcall(fn, ...numKeysKeysArgs))
+          .then((reply) => (packed ? unpackReply(reply) : reply) as T)
           .finally(timed);
       },
     );

@@ -161,6 +161,27 @@ describe('function library', () => {
       expect(await libraries()).toEqual([v1.library.name, v2.library.name, 'someone_else'].sort());
     });
 
+    it('sends the reply of a script that declares `@reply msgpack` packed, and unpacks it, also after a reload', async () => {
+      const dir = luaDir(
+        {
+          packed: '-- @reply msgpack\nreturn { 1, tonumber(ARGV[1]) * 3, "text", { 2, "" }, #KEYS }\n',
+          plain: 'return { 1, "text" }\n',
+        },
+        {},
+      );
+      const scripts = new Scripts(client, readLibrary(dir));
+      expect([...scripts.library.packed]).toEqual(['packed']);
+      await scripts.load();
+      // Past 2^32 cmsgpack writes a 64-bit integer: it must come back a number, not a BigInt.
+      const answer = [1, 3 * 2 ** 40, 'text', [2, ''], 1];
+      expect(await scripts.run('packed', ['k'], [2 ** 40])).toEqual(answer);
+      const raw = await client.callBuffer('FCALL', scripts.library.functions.get('packed')!, 1, 'k', 2 ** 40);
+      expect(Buffer.isBuffer(raw)).toBe(true);
+      expect(await scripts.run('plain', [], [])).toEqual([1, 'text']);
+      await client.call('FUNCTION', 'FLUSH');
+      expect(await scripts.run('packed', ['k'], [2 ** 40])).toEqual(answer);
+    });
+
     it('runs two versions side by side, each calling its own code', async () => {
       const [v1, v2] = [new Scripts(client, readLibrary(fixture(1))), new Scripts(client, readLibrary(fixture(2)))];
       await v1.load();
