@@ -22,6 +22,7 @@ how far its reservation carries it. A repeated start of a live call returns the 
 answer (with the grant as it is now) and changes nothing; a start repeated within one batch
 is applied in order, so it answers as a repeat.
 ]]
+-- @reply msgpack
 -- @include "id_fields"
 -- @include "num"
 -- @include "rate_of"

@@ -15,6 +15,7 @@ A stop that comes after the reaper closed the call (its switch could not reach
 Tessera: an outage it rode out under its failure policy) bills the seconds the
 reaper could not know of (includes/late.lua).
 ]]
+-- @reply msgpack
 -- @include "num"
 -- @include "charge"
 -- @include "close"
