@@ -6,13 +6,19 @@
 -- are billed now, from what is free of the balance (never below zero, the
 -- rest as short), in a second call record with cause `late` for just those
 -- seconds, so the first record stays as written and the audit sums both.
+-- Only the switch's first stop after the reaper's may bill: every later one is
+-- a repeat, whatever seconds it reports (`swstop` marks one that billed nothing;
+-- one that billed leaves the cause `late`).
 local function late_stop(s, skey, ikey, cdr, now, sec, evkey)
-  local c = redis.call('HMGET', skey, 'cost', 'bal1', 'rec', 'cause', 'short', 'ans', 'start')
+  local c = redis.call('HMGET', skey, 'cost', 'bal1', 'rec', 'cause', 'short', 'ans', 'start', 'swstop')
   local cost, bal = tonumber(c[1]), tonumber(c[2])
   local t = terms_of(s[S_TRM]).t
   local used = tonumber(s[S_USED])
   local billed = tariff_charged(t, used)
-  if (c[4] ~= 'stale' and c[4] ~= 'late') or sec <= used then return { 'ok', billed, cost, bal, c[3], 1 } end
+  if c[4] ~= 'stale' or c[8] or sec <= used then
+    if c[4] == 'stale' and not c[8] then redis.call('HSET', skey, 'swstop', '1') end
+    return { 'ok', billed, cost, bal, c[3], 1 }
+  end
   local ans = tonumber(c[6]) or math.max(tonumber(c[7]), now - sec * 1000)
   local n = tariff_charged(t, sec)
   local owed = 0

@@ -116,9 +116,24 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
       { cause: 'stale', sec: '3', cost: '300' },
       { cause: 'late', sec: '6', cost: '600', short: '0' },
     ]);
-    // Said again, the stop changes nothing.
+    // Said again, the stop changes nothing, whatever seconds the repeat reports.
     expect(await c.request({ op: 'stop', ref: ref(), call, sec: 9 })).toMatchObject({ billedSec: 9, cost: 900 });
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 30 })).toMatchObject({ billedSec: 9, cost: 900 });
+    expect(await idFields(h, id)).toMatchObject({ bal: '999000' });
     expect(await cdrsOf(h, id, call)).toHaveLength(2);
+  });
+
+  it("bills only the switch's first stop after the reaper's: a later one with more seconds is a repeat", async () => {
+    const { id, call } = await begin(c);
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 3 })).toMatchObject({ balance: 999_700 });
+    await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000);
+    // The switch's stop reports no more than the reaper billed: nothing late to bill, and that is its answer.
+    const first = { op: 'stopped', call, billedSec: 3, cost: 300, balance: 999_700 };
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 2 })).toMatchObject(first);
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 30 })).toMatchObject(first);
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 604_800 })).toMatchObject(first);
+    expect(await idFields(h, id)).toMatchObject({ bal: '999700', st: 'sold' });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ cause: 'stale', sec: '3' }]);
   });
 
   it('leaves a call that keeps ticking alone', async () => {
