@@ -51,6 +51,15 @@ const UNKNOWN_CALL: TickResult = Object.freeze({
   freshCut: false,
 });
 
+/** A stop: switch, call, seconds, cause, and the call's ID (or caller) and destination, for a lost call. */
+type StopArgs = [
+  sw: string,
+  call: string,
+  sec: number,
+  cause: string,
+  lost?: { id?: unknown; ani?: unknown; dest: string },
+];
+
 /**
  * The destination as the rate plans know it: E.164 digits, country code first.
  * A leading `+` or `00` (the international prefix) is taken off; what is left
@@ -79,6 +88,8 @@ export class Metering {
   /** Starts and stops likewise, for call_start and call_stop. */
   private readonly starts: GroupCommit<StartItem>;
   private readonly stops: GroupCommit<StopItem>;
+  /** Stops under way, by call key, until they are answered: what a later tick of the call waits for. */
+  private readonly stopping = new Map<string, Promise<StopResult>>();
   /** How much later than an answered call an unanswered one counts as stale. */
   private readonly ringGraceMs: number;
   /** unknown_id answers to starts and quotes, per switch token name (its own counters, not the scanners'). */
@@ -235,6 +246,19 @@ export class Metering {
   };
 
   tick(sw: string, call: string, sec: number, done: TickCallback): void {
+    // A tick sent after its call's stop waits for it, then finds the call ended: billed
+    // first, it would charge (and cut off, alert, exhaust) what the stop then gives back.
+    if (this.stopping.size > 0) {
+      const stop = this.stopping.get(callKeyOf(sw, call));
+      if (stop) {
+        const go = (): void => this.tickNow(sw, call, sec, done);
+        return void stop.then(go, go);
+      }
+    }
+    this.tickNow(sw, call, sec, done);
+  }
+
+  private tickNow(sw: string, call: string, sec: number, done: TickCallback): void {
     // The hot path: a call this gateway already knows is queued at once.
     const ck = this.locator.cached(sw, call);
     if (ck) return this.enqueue(ck, sec, done);
@@ -259,13 +283,20 @@ export class Metering {
    * primary): rated from the stop and recorded with cause `recovered`. Without
    * them such a stop is `unknown_call`.
    */
-  async stop(
-    sw: string,
-    call: string,
-    sec: number,
-    cause: string,
-    lost?: { id?: unknown; ani?: unknown; dest: string },
-  ): Promise<StopResult> {
+  stop(...args: StopArgs): Promise<StopResult> {
+    const [sw, call] = args;
+    // Marked before anything is awaited: ticks that arrive from now on wait for it (tick()).
+    const key = callKeyOf(sw, call);
+    const stop = this.stopNow(...args);
+    this.stopping.set(key, stop);
+    const over = (): void => {
+      if (this.stopping.get(key) === stop) this.stopping.delete(key);
+    };
+    stop.then(over, over);
+    return stop;
+  }
+
+  private async stopNow(...[sw, call, sec, cause, lost]: StopArgs): Promise<StopResult> {
     const ck = await this.locator.find(sw, call);
     if (ck) {
       // A stop sent behind a tick must not overtake it.

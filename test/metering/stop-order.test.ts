@@ -1,14 +1,16 @@
 /**
  * A stop never overtakes the ticks a switch sent before it: in one frame, in
  * the next frame, over many calls at once, and through a gateway that never
- * saw the start. Both answers exact, each second billed once.
+ * saw the start. Both answers exact, each second billed once. Nor does a tick
+ * sent after the stop overtake it: it finds the call ended.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
-import { idFields } from '../support/redis';
+import { bucketOf, idFields } from '../support/redis';
 import { Client, type Msg } from '../support/ws-client';
 import { cdrsOf, connectSwitch, msgs, newCall, range } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
+import { keys } from '../../src/redis/keys';
 
 let h: Harness;
 let gw: Gateway;
@@ -142,6 +144,61 @@ describe('a stop never overtakes ticks sent before it', () => {
         let bal = 1_000_000;
         for (let i = 0; i < 20; i++) bal = (await tickThenStop(oc, id!, 'cold', 5, bal, true)).bal;
         expect(await idFields(h, id!)).toMatchObject({ act: '0', bal: String(bal) });
+      } finally {
+        await oc.close();
+      }
+    } finally {
+      await other.close();
+    }
+  });
+});
+
+describe('a tick sent after the stop does not overtake it', () => {
+  /**
+   * A stop at 3 s and then, in the same frame, a tick far past the balance: the
+   * tick must find the call ended, not bill it to zero and cut it off (with its
+   * alerts and an exhausted ID) before the stop gives the money back.
+   */
+  async function stopThenTick(via: Client, tag: string): Promise<void> {
+    const [id] = await soldIds(h, P_STD);
+    const call = newCall(tag);
+    expect(await c.request({ op: 'start', ref: ref(), call, id, dest: DEST })).toMatchObject({ op: 'started' });
+    const events = await h.r.xlen(keys.events(bucketOf(h, id!)));
+    const [sr, tr] = [ref(), ref()];
+    via.send([
+      { op: 'stop', call, sec: 3, ref: sr },
+      { op: 'tick', call, sec: 100_000, ref: tr },
+      { op: 'tick', call, sec: 100_001 },
+    ]);
+    expect(await via.waitFor((m) => m.ref === sr)).toEqual({
+      op: 'stopped',
+      ref: sr,
+      call,
+      billedSec: 3,
+      cost: 300,
+      balance: 999_700,
+    });
+    expect(await via.waitFor((m) => m.ref === tr)).toMatchObject({ op: 'error', ref: tr, reason: 'call_ended' });
+    // The tick without a ref is answered nothing; a `ticked`, an alert or a cutoff would be here by now.
+    expect(await via.request({ op: 'stop', call, sec: 3, ref: ref() })).toMatchObject({ billedSec: 3 });
+    expect(msgs(via, call, 'ticked')).toEqual([]);
+    expect(msgs(via, call, 'alert')).toEqual([]);
+    expect(msgs(via, call, 'cutoff')).toEqual([]);
+    expect(await idFields(h, id!)).toMatchObject({ act: '0', bal: '999700', st: 'sold' });
+    expect(await h.r.xlen(keys.events(bucketOf(h, id!)))).toBe(events);
+    expect(await cdrsOf(h, id!, call)).toMatchObject([{ sec: '3', cost: '300', cause: 'normal' }]);
+  }
+
+  it('on the gateway that started the call', async () => {
+    for (let i = 0; i < 5; i++) await stopThenTick(c, 'st-warm');
+  });
+
+  it('on a gateway that never saw the start', async () => {
+    const other = await gateway(h);
+    try {
+      const oc = await Client.connect(other.port, await token(h, 'switch', sw));
+      try {
+        for (let i = 0; i < 5; i++) await stopThenTick(oc, 'st-cold');
       } finally {
         await oc.close();
       }
