@@ -6,10 +6,12 @@
  * gateway refuses to start. With --workers N, this process keeps the embedded
  * Redis and the sandbox card company and runs N gateway processes that all
  * listen on PORT (SO_REUSEPORT: the kernel spreads the connections); a worker
- * that dies is started again.
+ * that dies is started again. A port another process holds is refused, with
+ * or without --workers.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Logger } from 'pino';
@@ -21,9 +23,13 @@ import { createLogger } from './observability/log';
 import { startEmbeddedRedis } from './redis/embedded';
 import { DEMO_MEMBERS, Sandbox } from './dev/sandbox';
 
+/** Set in the environment of the gateways --workers starts: they share PORT. */
+const WORKER_ENV = 'TESSERA_WORKER';
+
 async function main(): Promise<void> {
   const { cfg, workers, sandboxed } = readCommandLine();
   const log = createLogger(cfg.logLevel);
+  if (workers > 1) await portFree(cfg);
   const redis = await startOwnRedis(cfg, log);
   const sandbox = sandboxed ? await startSandbox(cfg, log) : undefined;
   let stopGateways = async (): Promise<void> => undefined;
@@ -125,7 +131,7 @@ async function runGateway(
   redisUrl: string | undefined,
   stopper: Stopper,
 ): Promise<() => Promise<void>> {
-  const gw = await startGateway(cfg, log, redisUrl);
+  const gw = await startGateway(cfg, log, redisUrl, { sharedPort: process.env[WORKER_ENV] === '1' });
   log.info(
     { url: `ws://localhost:${gw.port}/v1/switch` },
     'ready: switches connect here; `npx tessera demo` loads a demo catalog and ID',
@@ -133,6 +139,22 @@ async function runGateway(
   // A worker of --workers: when the process that started it is gone (even by kill -9), so is it.
   if (process.channel) process.once('disconnect', () => void stopper.shutdown('parent gone'));
   return (): Promise<void> => gw.close();
+}
+
+/**
+ * The workers share PORT with one another (SO_REUSEPORT) and so would with
+ * anything else that set it: refuse to start them on a port already in use,
+ * as a single gateway refuses (src/gateway/server.ts).
+ */
+async function portFree(cfg: Config): Promise<void> {
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', reject);
+    probe.listen({ host: cfg.host, port: cfg.port }, resolve);
+  }).catch((err: NodeJS.ErrnoException) => {
+    throw new ConfigError(`cannot listen on ${cfg.host}:${cfg.port}: ${err.code ?? err.message}`);
+  });
+  await new Promise((resolve) => probe.close(resolve));
 }
 
 /** --workers N: N gateway processes (this program again) on one port; returns what stops them. */
@@ -145,7 +167,12 @@ function runWorkers(
 ): () => Promise<void> {
   // Written now, so that every worker reads the same development secret.
   resolveSecret(cfg, (msg) => log.warn(msg));
-  const env = { ...process.env, PROVIDER_URL: cfg.provider.url, ...(redisUrl ? { REDIS_URL: redisUrl } : {}) };
+  const env = {
+    ...process.env,
+    PROVIDER_URL: cfg.provider.url,
+    ...(redisUrl ? { REDIS_URL: redisUrl } : {}),
+    [WORKER_ENV]: '1',
+  };
   const running = new Set<ChildProcess>();
   const startWorker = (n: number): void => {
     const child = fork(__filename, [], { env });

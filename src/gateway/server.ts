@@ -8,7 +8,7 @@ import uWS, { type TemplatedApp, type us_listen_socket } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import { openContext, type Context } from '../app/context';
 import { CatalogCache } from '../catalog/cache';
-import type { Config } from '../config/config';
+import { ConfigError, type Config } from '../config/config';
 import { HookDelivery } from '../hooks/delivery';
 import { ExpiringSweep } from '../hooks/expiring';
 import { AniRegistry, aniTermsOf } from '../ledger/anis';
@@ -76,7 +76,17 @@ interface Services {
   checks: CheckLinks;
 }
 
-export async function startGateway(cfg: Config, log: Logger, redisUrl?: string): Promise<Gateway> {
+/**
+ * `sharedPort`: a worker of `--workers`, which listens on PORT beside its
+ * siblings (SO_REUSEPORT). Any other gateway holds its port alone: a second
+ * one started on it by mistake must fail, not take half of its connections.
+ */
+export async function startGateway(
+  cfg: Config,
+  log: Logger,
+  redisUrl?: string,
+  { sharedPort = false } = {},
+): Promise<Gateway> {
   let port = 0;
   const publicUrl = (): string => cfg.publicUrl ?? `http://localhost:${port}`;
   const s = await openServices(cfg, log, redisUrl, publicUrl);
@@ -108,7 +118,20 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
   });
   notFoundRoute(app);
 
-  const listenSocket = await listen(app, cfg);
+  const stopServices = async (): Promise<void> => {
+    clearInterval(holdSweep);
+    s.reaper.stop();
+    s.hooks.stop();
+    s.expiring.stop();
+    s.catalog.stop();
+    s.subscriber.disconnect();
+    s.claimRedis.disconnect();
+    await s.ctx.close();
+  };
+  const listenSocket = await listen(app, cfg, sharedPort).catch(async (err: unknown) => {
+    await stopServices();
+    throw err;
+  });
   port = uWS.us_socket_local_port(listenSocket);
   log.info({ port }, 'gateway listening');
 
@@ -141,16 +164,9 @@ export async function startGateway(cfg: Config, log: Logger, redisUrl?: string):
     hooks,
     expiring,
     async close() {
-      clearInterval(holdSweep);
-      reaper.stop();
-      hooks.stop();
-      expiring.stop();
-      catalog.stop();
       uWS.us_listen_socket_close(listenSocket);
       ws.closeAll();
-      s.subscriber.disconnect();
-      s.claimRedis.disconnect();
-      await ctx.close();
+      await stopServices();
     },
   };
 }
@@ -233,10 +249,16 @@ function startHoldSweep(cfg: Config, log: Logger, s: Services): NodeJS.Timeout {
   return sweep;
 }
 
-function listen(app: TemplatedApp, cfg: Config): Promise<us_listen_socket> {
+/** uWS' listen options: by default it sets SO_REUSEPORT, which lets any later process share the port. */
+const LISTEN_SHARED = 0;
+const LISTEN_EXCLUSIVE = 1;
+
+function listen(app: TemplatedApp, cfg: Config, shared: boolean): Promise<us_listen_socket> {
   return new Promise((resolve, reject) => {
-    app.listen(cfg.host, cfg.port, (sock) =>
-      sock ? resolve(sock) : reject(new Error(`cannot listen on ${cfg.host}:${cfg.port}`)),
-    );
+    const done = (sock: us_listen_socket | false): void =>
+      sock ? resolve(sock) : reject(new ConfigError(`cannot listen on ${cfg.host}:${cfg.port} (in use?)`));
+    // uWS takes (host, port, options, cb); its typings lack that form.
+    const listenOn = app.listen.bind(app) as unknown as (h: string, p: number, o: number, cb: typeof done) => void;
+    listenOn(cfg.host, cfg.port, shared ? LISTEN_SHARED : LISTEN_EXCLUSIVE, done);
   });
 }

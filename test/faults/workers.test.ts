@@ -3,7 +3,8 @@
  * killed with SIGKILL in the middle of 1,000 live calls: the switch connections
  * it held drop, reconnect (to whichever worker the kernel picks), and every
  * call goes on and is billed exactly what the switch measured; the dead worker
- * is replaced; the audit balances; SIGTERM stops them all.
+ * is replaced; the audit balances; SIGTERM stops them all. The port is theirs
+ * alone: a gateway or another set of workers started on it is refused.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
@@ -12,7 +13,16 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/redis/embedded';
 import { runCliIn } from '../support/cli';
-import { seedCatalog, soldIds, startHarness, talkProduct, TEST_SECRET, token, type Harness } from '../support/harness';
+import {
+  gateway,
+  seedCatalog,
+  soldIds,
+  startHarness,
+  talkProduct,
+  TEST_SECRET,
+  token,
+  type Harness,
+} from '../support/harness';
 import { until } from '../support/wait';
 import { Client } from '../support/ws-client';
 
@@ -75,17 +85,9 @@ async function waitUntil(what: string, fn: () => boolean | Promise<boolean>, ms 
   }
 }
 
-const healthy = (): Promise<boolean> =>
-  fetch(`http://127.0.0.1:${port}/readyz`)
-    .then((r) => r.status === 200)
-    .catch(() => false);
-
-beforeAll(async () => {
-  h = await startHarness();
-  await seedCatalog(h, [TALK]);
-  dir = mkdtempSync(join(tmpdir(), 'tessera-workers-'));
-  port = await freePort();
-  primary = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), '--workers', '2'], {
+/** `tessera --workers 2` on `port`, on the harness' Redis. */
+function startWorkers(): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), '--workers', '2'], {
     cwd: ROOT,
     env: {
       ...process.env,
@@ -100,6 +102,19 @@ beforeAll(async () => {
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+}
+
+const healthy = (): Promise<boolean> =>
+  fetch(`http://127.0.0.1:${port}/readyz`)
+    .then((r) => r.status === 200)
+    .catch(() => false);
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h, [TALK]);
+  dir = mkdtempSync(join(tmpdir(), 'tessera-workers-'));
+  port = await freePort();
+  primary = startWorkers();
   primary.stdout!.on('data', (d: Buffer) => (log += d.toString()));
   primary.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   // Generous: on a clean clone tsx compiles the sources for three processes first.
@@ -178,6 +193,19 @@ describe('--workers 2, one of them killed with SIGKILL mid-traffic', () => {
     expect(JSON.parse(audit.out)).toMatchObject({ ok: true, problems: [] });
     expect(audit.code).toBe(0);
   }, 120_000);
+
+  it('keeps its port: a gateway, or another --workers, started on it is refused, not let in beside them', async () => {
+    await expect(gateway(h, { host: '127.0.0.1', port })).rejects.toThrow(`cannot listen on 127.0.0.1:${port}`);
+    const second = startWorkers();
+    let err = '';
+    second.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((r) => second.once('exit', r));
+    expect({ code, err }).toMatchObject({
+      code: 2,
+      err: expect.stringContaining(`cannot listen on 127.0.0.1:${port}`),
+    });
+    expect(await healthy()).toBe(true);
+  }, 60_000);
 
   it('SIGTERM stops the primary and every worker', async () => {
     const pids = workerPids();
