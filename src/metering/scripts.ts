@@ -360,6 +360,8 @@ export interface StopItem {
   readonly ck: CallKeys;
   readonly sec: number;
   readonly cause: string;
+  /** The destination the stop names (digits), which the session's must be; '' when it names none. */
+  readonly dest: string;
   readonly done: StopCallback;
 }
 
@@ -374,9 +376,9 @@ export function callStops(
   const first = batch[0]!.ck;
   const keys: string[] = [first.live, first.cdr, first.events];
   const args: (string | number)[] = [now, ttlSec];
-  for (const { ck, sec, cause } of batch) {
+  for (const { ck, sec, cause, dest } of batch) {
     keys.push(ck.session, ck.id);
-    args.push(sec, cause);
+    args.push(sec, cause, dest);
   }
   answerEach(scripts.run('call_stop', keys, args), batch, 'call_stop', stopAnswer, settled);
 }
@@ -389,10 +391,11 @@ export function callStop(
   sec: number,
   cause: string,
   ttlSec: number,
+  dest = '',
 ): Promise<StopResult> {
   return new Promise((resolve, reject) => {
     const done: StopCallback = (err, r) => (err ? reject(err) : resolve(r!));
-    callStops(scripts, [{ ck, sec, cause, done }], now, ttlSec, () => undefined);
+    callStops(scripts, [{ ck, sec, cause, dest, done }], now, ttlSec, () => undefined);
   });
 }
 

@@ -52,13 +52,9 @@ const UNKNOWN_CALL: TickResult = Object.freeze({
 });
 
 /** A stop: switch, call, seconds, cause, and the call's ID (or caller) and destination, for a lost call. */
-type StopArgs = [
-  sw: string,
-  call: string,
-  sec: number,
-  cause: string,
-  lost?: { id?: unknown; ani?: unknown; dest: string },
-];
+type StopArgs = [sw: string, call: string, sec: number, cause: string, lost?: LostCall];
+/** What a stop may say of its call: its ID, or the caller number it was started by, and its destination. */
+type LostCall = { id?: unknown; ani?: unknown; dest: string };
 
 /**
  * The destination as the rate plans know it: E.164 digits, country code first.
@@ -299,9 +295,11 @@ export class Metering {
   private async stopNow(...[sw, call, sec, cause, lost]: StopArgs): Promise<StopResult> {
     const ck = await this.locator.find(sw, call);
     if (ck) {
+      const refused = lost && (await this.disagrees(sw, ck, lost));
+      if (refused) return refused;
       // A stop sent behind a tick must not overtake it.
       await this.ticks.sent(ck.bucket);
-      const r = await this.close(ck, sec, cause);
+      const r = await this.close(ck, sec, cause, lost ? destDigits(lost.dest)! : '');
       if (r.ok) {
         // A repeated stop answers the first: that one must be on a replica, whoever wrote it.
         await (r.duplicate ? replicatedSeen : replicated)(this.redis, ck.session);
@@ -313,9 +311,24 @@ export class Metering {
     return this.recover(sw, call, sec, cause, lost, ck);
   }
 
-  private close(ck: CallKeys, sec: number, cause: string): Promise<StopResult> {
+  /**
+   * Why a stop's ID (or caller number) and destination cannot describe the call
+   * `ck` names, or undefined when they may: the ID is checked here, the
+   * destination by call_stop against the session's.
+   */
+  private async disagrees(sw: string, ck: CallKeys, lost: LostCall): Promise<StopResult | undefined> {
+    if (destDigits(lost.dest) === undefined) return { ok: false, reason: 'bad_value' };
+    if (lost.id === undefined && lost.ani === undefined) return undefined;
+    const caller = await this.caller(sw, lost.id, lost.ani);
+    if (!caller.ok && caller.reason !== 'unknown_ani') return caller;
+    return caller.ok && keys.id(caller.bucket, caller.hash) === ck.id
+      ? undefined
+      : { ok: false, reason: 'call_conflict' };
+  }
+
+  private close(ck: CallKeys, sec: number, cause: string, dest: string): Promise<StopResult> {
     return new Promise((resolve, reject) =>
-      this.stops.add(ck.bucket, { ck, sec, cause, done: (err, r) => (err ? reject(err) : resolve(r!)) }),
+      this.stops.add(ck.bucket, { ck, sec, cause, dest, done: (err, r) => (err ? reject(err) : resolve(r!)) }),
     );
   }
 
@@ -329,7 +342,7 @@ export class Metering {
     call: string,
     sec: number,
     cause: string,
-    lost: { id?: unknown; ani?: unknown; dest: string },
+    lost: LostCall,
     indexed: CallKeys | undefined,
   ): Promise<StopResult> {
     // Rated as its start would have been: the same rule for the dialled number, the same caller.

@@ -123,4 +123,24 @@ describe('a stop for a call whose session is gone', () => {
     });
     expect(await cdrsOf(h, id!, call)).toEqual([expect.objectContaining({ cause: 'normal', sec: '12' })]);
   });
+
+  it('for a live call, naming another ID or destination: call_conflict, and the call stays live', async () => {
+    const [id, other] = await soldIds(h, TALK, 2);
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ++refs, call, id, dest: DEST })).toMatchObject({ op: 'started' });
+    for (const wrong of [
+      { id: other, dest: DEST },
+      { id, dest: DEST449 },
+      { id: ` ${id!.slice(0, 4)}-${id!.slice(4)} `, dest: '+' + DEST449 },
+    ])
+      expect(await stop({ call, sec: 3, ...wrong })).toMatchObject({ op: 'error', reason: 'call_conflict' });
+    expect(await stop({ call, sec: 3, id: '123', dest: DEST })).toMatchObject({ op: 'error', reason: 'bad_format' });
+    expect(await stop({ call, sec: 3, id, dest: '0' + DEST })).toMatchObject({ op: 'error', reason: 'bad_value' });
+    expect(await cdrsOf(h, id!, call)).toEqual([]);
+    expect(await c.request({ op: 'tick', ref: ++refs, call, sec: 2 })).toMatchObject({ op: 'ticked' });
+    // Its own ID, written as a person would, and its destination with the international prefix: its stop.
+    const spaced = `${id!.slice(0, 4)} ${id!.slice(4)}`;
+    expect(await stop({ call, sec: 3, id: spaced, dest: '00' + DEST })).toMatchObject({ op: 'stopped', billedSec: 3 });
+    expect(await balanceOf(h, other!)).toBe(TALK.face);
+  });
 });

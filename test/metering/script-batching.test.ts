@@ -213,6 +213,7 @@ describe('call_start and call_stop with several calls in one script', () => {
       ck,
       sec: 4,
       cause: 'normal',
+      dest: '',
       done: (err: Error | null, r?: StopResult) => stops.push(err ?? r!),
     };
     await new Promise<void>((resolve) => callStops(h.ctx.scripts, [stopItem, stopItem], Date.now(), 60, resolve));
