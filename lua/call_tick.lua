@@ -13,7 +13,8 @@ Returns one flat array of integers but for the rare extras (no Lua table or stri
 to convert, in Redis or in the gateway), packed (src/redis/scripts.ts):
   four entries per call i: code, balance, secLeft, grant
     code: 0 ok (billed), 1 dup (nothing new to bill), 2 unknown_call, 3 call_ended, 4 call_conflict,
-          5 failed in the script (the reason field holds the error; the other calls went on)
+          5 failed in the script (the reason field holds the error; the other calls went on);
+          plus 8 when the call's grant is final (ok and dup only)
     secLeft: seconds the call could still last on its grant and all that is free;
     grant: how far (seconds since answer) its reservation carries it
   then, for the calls that have any (every quota-mode call), in order, six entries:
@@ -65,6 +66,7 @@ local function bill(i)
     if bal and not refresh and val == 0 then
       -- Most ticks: `used` is all the session learns, and the answer has no extras.
       if code == 0 then redis.call('HSET', skey, 'used', int(sec)) end
+      if s[S_FIN] == '1' then code = code + 8 end
       out[4 * i - 3], out[4 * i - 2], out[4 * i - 1], out[4 * i] = code, bal, left, gnt
       return
     end
@@ -82,7 +84,7 @@ local function bill(i)
     -- exhausted cut-off, and with every quota-mode answer: not with every tick.
     local fa = ''
     if final == 1 and (finNow == 1 or val > 0 or cut == 'exhausted') then fa = redis.call('HGET', skey, 'fa') end
-    put(i, code, bal, left, gnt, alerts, cut, fresh, fa, val)
+    put(i, code + 8 * final, bal, left, gnt, alerts, cut, fresh, fa, val)
   end
 end
 

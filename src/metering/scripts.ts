@@ -55,7 +55,9 @@ export interface TickResult {
   secLeft: number;
   /** Seconds since answer the call's reservation carries it to. */
   grant: number;
-  /** Set once the grant is final: what the switch does when it runs out. */
+  /** The call's grant is final: the switch ends or redirects the call when it runs out. */
+  isFinal: boolean;
+  /** What it does then: in the answer that made the grant final, with a cut-off, and in every quota-mode answer. */
   final?: FinalAction;
   /** A quota-mode call's grant is valid this long (s); 0 in tick mode. */
   validitySec: number;
@@ -251,6 +253,8 @@ export async function callQuote(
 const TICK_CODES: readonly TickCode[] = ['ok', 'dup', 'unknown_call', 'call_ended', 'call_conflict'];
 /** call_tick's code for a call that failed in the script; its reason field holds the error. */
 const TICK_FAILED = 5;
+/** Added to call_tick's code when the call's grant is final. */
+const FINAL_BIT = 8;
 const NO_ALERTS: readonly number[] = Object.freeze([]);
 
 /**
@@ -338,7 +342,7 @@ function answerTicks(batch: readonly TickItem[], reply: unknown): void {
     const balance = rows[4 * i + 1];
     const secLeft = rows[4 * i + 2];
     const grant = rows[4 * i + 3];
-    const name = typeof code === 'number' ? TICK_CODES[code] : undefined;
+    const name = typeof code === 'number' ? TICK_CODES[code & ~FINAL_BIT] : undefined;
     if (code === TICK_FAILED && !bad) batch[i]!.done(new Error(`call_tick failed: ${cut}`));
     else if (
       name === undefined ||
@@ -348,7 +352,10 @@ function answerTicks(batch: readonly TickItem[], reply: unknown): void {
       bad
     )
       batch[i]!.done(replyError('call_tick', rows));
-    else batch[i]!.done(null, { code: name, balance, secLeft, grant, final, validitySec, alerts, cut, freshCut });
+    else {
+      const isFinal = ((code as number) & FINAL_BIT) !== 0;
+      batch[i]!.done(null, { code: name, balance, secLeft, grant, isFinal, final, validitySec, alerts, cut, freshCut });
+    }
   }
 }
 

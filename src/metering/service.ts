@@ -45,6 +45,7 @@ const UNKNOWN_CALL: TickResult = Object.freeze({
   balance: 0,
   secLeft: 0,
   grant: 0,
+  isFinal: false,
   validitySec: 0,
   alerts: Object.freeze([]),
   cut: '',

@@ -201,14 +201,39 @@ describe('final unit and redirect', () => {
       action: 'redirect',
       redirect: '+18005550100',
     });
-    // Said once, in the answer that made the grant final (and again with the cut-off).
-    expect((await tick(call, 49)).final).toBeUndefined();
+    // Every later answer says the grant is final; the action is said once, in the answer that
+    // made it final (and again with the cut-off).
+    const later = await tick(call, 49);
+    expect(later).toMatchObject({ op: 'ticked', grant: 50, final: true });
+    expect(later.action).toBeUndefined();
     expect(msgs(c, call, 'cutoff')).toEqual([]);
     expect(await tick(call, 50)).toMatchObject({ balance: 0, secLeft: 0 });
     expect(msgs(c, call, 'cutoff')).toEqual([
       { op: 'cutoff', call, reason: 'exhausted', action: 'redirect', redirect: '+18005550100' },
     ]);
     expect(await stop(call, 50)).toMatchObject({ billedSec: 50, cost: 5000 });
+  });
+
+  it('a call whose first grant is final says so in every tick and update answer', async () => {
+    const [id] = await soldIds(h, talkProduct({ name: 'final-at-once', face: 5000, thresholds: [] }));
+    const call = newCall();
+    expect(await start(id!, call)).toMatchObject({ op: 'started', grant: 50, final: true, action: 'terminate' });
+    for (const sec of [1, 2, 2])
+      expect(await tick(call, sec)).toEqual({
+        op: 'ticked',
+        ref: refs,
+        call,
+        balance: 5000 - sec * 100,
+        secLeft: 50 - sec,
+        grant: 50,
+        final: true,
+      });
+    expect(await c.request({ op: 'update', ref: ref(), call, sec: 3 })).toMatchObject({
+      op: 'granted',
+      grant: 50,
+      final: true,
+    });
+    expect(await stop(call, 3)).toMatchObject({ billedSec: 3 });
   });
 
   it('a blocked ID is cut, never redirected', async () => {

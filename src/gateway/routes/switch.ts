@@ -14,11 +14,12 @@ const finalFields = (f: FinalAction | undefined): object =>
 /**
  * A tick's answer. The hot path's one allocation: a literal of one shape, no
  * spread (an object spread is a runtime copy and a fresh {} per tick); only the
- * rare answer whose grant became final spreads its final fields in.
+ * rare answer whose grant became final spreads its action in.
  */
 function ticked(ref: number | string, call: string, r: TickResult): object {
   const { balance, secLeft, grant } = r;
   if (r.final) return { op: 'ticked', ref, call, balance, secLeft, grant, final: true, ...finalFields(r.final) };
+  if (r.isFinal) return { op: 'ticked', ref, call, balance, secLeft, grant, final: true };
   return { op: 'ticked', ref, call, balance, secLeft, grant };
 }
 
@@ -128,7 +129,7 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
             balance: r.balance,
             secLeft: r.secLeft,
             validity: r.validitySec,
-            final: r.final !== undefined,
+            final: r.isFinal,
             ...finalFields(r.final),
           });
         done();
