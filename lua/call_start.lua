@@ -39,6 +39,8 @@ local function start(ikey, skey, a, last)
     if s[2] ~= idh or s[3] ~= dest then return { 'err', 'call_conflict' } end
     if s[1] ~= 'live' then return { 'err', 'call_ended' } end
     local terms = terms_of(s[6])
+    -- Another mode is another call: its first `started` would not answer it.
+    if (terms.val > 0) ~= (mode == 'quota') then return { 'err', 'call_conflict' } end
     local t = terms.t
     local fail, fsec = string.match(s[10], '^(%a+):(%d+)$')
     return { 'ok', tonumber(s[4]), tonumber(s[5]), tariff_rate(t, now, 0), t.fee, 1, tonumber(s[7]),

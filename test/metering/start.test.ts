@@ -332,6 +332,21 @@ describe('duplicate start and call id conflicts', () => {
     await stop(call, 0);
   });
 
+  it('same call id, other mode -> call_conflict; the replay of the first answers in its own mode', async () => {
+    const [id] = await soldIds(h, talkProduct());
+    const [tickCall, quotaCall] = [newCall(), newCall()];
+    const startIn = (call: string, mode?: string): Promise<Msg> =>
+      c.request({ op: 'start', ref: ref(), call, id, dest: DEST, ...(mode ? { mode } : {}) });
+    expect(await startIn(tickCall)).toMatchObject({ op: 'started' });
+    expect(await startIn(tickCall, 'quota')).toMatchObject({ op: 'error', reason: 'call_conflict' });
+    expect((await startIn(tickCall, 'tick')).validity).toBeUndefined();
+    await stop(tickCall, 0);
+    expect(await startIn(quotaCall, 'quota')).toMatchObject({ op: 'started', validity: 600 });
+    expect(await startIn(quotaCall)).toMatchObject({ op: 'error', reason: 'call_conflict' });
+    expect(await startIn(quotaCall, 'quota')).toMatchObject({ op: 'started', validity: 600 });
+    await stop(quotaCall, 0);
+  });
+
   /** Two sold IDs of a fresh mint: in the same bucket or in different ones. */
   async function pair(sameBucket: boolean): Promise<[string, string]> {
     const product = talkProduct();
