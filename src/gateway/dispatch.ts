@@ -74,17 +74,19 @@ export class Dispatcher {
     if (!isObject(m)) return this.reject(reply, 'message', 'bad_message', 'a message is a map with an op');
     const op = m.op;
     if (op === undefined) return this.reject(reply, 'message', 'missing_field', 'op is required', m);
-    const route = typeof op === 'string' && Object.hasOwn(this.routes, op) ? this.routes[op] : undefined;
+    // A MessagePack `bin` (a Uint8Array here) is no string either.
+    if (typeof op !== 'string') return this.reject(reply, 'message', 'bad_type', 'op must be string', m);
+    const route = Object.hasOwn(this.routes, op) ? this.routes[op] : undefined;
     if (!route) return this.reject(reply, 'message', 'unknown_op', `unknown op ${JSON.stringify(op).slice(0, 40)}`, m);
     if (!route.check(m)) {
       const { reason, message } = schemaReason(route.check.errors);
-      return this.reject(reply, op as string, reason, message, m);
+      return this.reject(reply, op, reason, message, m);
     }
     if (conn.inflight >= this.cfg.maxInflight)
-      return this.reject(reply, op as string, 'overloaded', 'too many requests in flight on this connection', m);
+      return this.reject(reply, op, 'overloaded', 'too many requests in flight on this connection', m);
     // Past the gateway-wide bound, refuse at once: a queue that only grows ends in timeouts for everyone.
     if (this.load.inflight >= this.load.max)
-      return this.reject(reply, op as string, 'overloaded', 'the gateway is at capacity, retry shortly', m);
+      return this.reject(reply, op, 'overloaded', 'the gateway is at capacity, retry shortly', m);
     conn.inflight++;
     this.load.inflight++;
     if ('handleCb' in route) {
@@ -92,7 +94,7 @@ export class Dispatcher {
       const done = (err?: unknown): void => {
         if (finished) return;
         finished = true;
-        this.finish(conn, reply, op as string, m, err);
+        this.finish(conn, reply, op, m, err);
       };
       // A handler that throws before it calls back fails its message, not the frame and the messages after it.
       try {
@@ -103,8 +105,8 @@ export class Dispatcher {
       return;
     }
     route.handle(m, conn, reply).then(
-      () => this.finish(conn, reply, op as string, m, undefined),
-      (err: unknown) => this.finish(conn, reply, op as string, m, err ?? new Error('handler failed')),
+      () => this.finish(conn, reply, op, m, undefined),
+      (err: unknown) => this.finish(conn, reply, op, m, err ?? new Error('handler failed')),
     );
   }
 

@@ -3,7 +3,7 @@ import { Type, type Static } from '@sinclair/typebox';
 /** The switch protocol's requests (docs/protocol.md). Extra fields are ignored for forward compatibility. */
 export const Ref = Type.Union([
   Type.String({ maxLength: 64 }),
-  Type.Integer({ minimum: -(2 ** 53), maximum: 2 ** 53 }),
+  Type.Integer({ minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER }),
 ]);
 export const CallId = Type.String({ pattern: '^[A-Za-z0-9._:@-]{1,64}$' });
 /** Seconds since answer; a week is far beyond any real call. */

@@ -12,7 +12,13 @@ export interface Checked<T> {
 export const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true, strict: false });
 
 /** For the wire: no coercion, a wrong type is the client's error and must be reported as such. */
-export const wireAjv = new Ajv({ coerceTypes: false, useDefaults: false, allErrors: false, strict: false });
+export const wireAjv = new Ajv({
+  coerceTypes: false,
+  useDefaults: false,
+  allErrors: false,
+  strict: false,
+  verbose: true,
+});
 
 export function describeErrors(errors: ErrorObject[] | null | undefined): string {
   if (!errors || errors.length === 0) return 'invalid';
@@ -34,6 +40,9 @@ export function compile<T extends TSchema>(schema: T): Checked<Static<T>> {
 /** Stable machine-readable reason for the first schema violation. */
 export function schemaReason(errors: ErrorObject[] | null | undefined): { reason: Reason; message: string } {
   const first = errors?.[0];
-  const reason = first?.keyword === 'required' ? 'missing_field' : first?.keyword === 'type' ? 'bad_type' : 'bad_value';
+  // docs/protocol.md: a number beyond ±2^53 is no integer the wire can carry, whatever its bounds.
+  const unsafe = typeof first?.data === 'number' && Number.isInteger(first.data) && !Number.isSafeInteger(first.data);
+  const reason =
+    first?.keyword === 'required' ? 'missing_field' : first?.keyword === 'type' || unsafe ? 'bad_type' : 'bad_value';
   return { reason, message: describeErrors(errors) };
 }

@@ -211,8 +211,8 @@ describe.each(ENCODINGS)('message errors in $enc', ({ binary }) => {
       reason: 'unknown_op',
       message: expect.stringContaining('dance'),
     });
-    // Names that exist on every JS object are not ops either; nor is a non-string op.
-    for (const [i, op] of (['constructor', '__proto__', 'toString', 5, ''] as unknown[]).entries()) {
+    // Names that exist on every JS object are not ops either (an op that is no string is bad_type).
+    for (const [i, op] of (['constructor', '__proto__', 'toString', ''] as unknown[]).entries()) {
       const x = await provoke(
         w,
         () => w.send({ op, ref: `u-${i}` }, binary),
@@ -274,6 +274,37 @@ describe.each(ENCODINGS)('message errors in $enc', ({ binary }) => {
       reason: 'bad_type',
       message: expect.stringContaining('sec'),
     });
+    await alive(w, binary);
+  });
+
+  it('bad_type: a number beyond ±2^53, even where the field has bounds; an op that is not a string', async () => {
+    const a = await provoke(
+      w,
+      () => w.send({ op: 'tick', ref: 'big1', call: 'c-big', sec: 1e20 }, binary),
+      (m) => m.ref === 'big1',
+    );
+    expect(a.msg).toMatchObject({ op: 'error', ref: 'big1', reason: 'bad_type' });
+    const b = await provoke(
+      w,
+      () => w.send({ op: 'tick', ref: 2 ** 53, call: 'c-big2', sec: 1 }, binary),
+      (m) => m.call === 'c-big2',
+    );
+    expect(b.msg).toMatchObject({ op: 'error', reason: 'bad_type' });
+    const n = await provoke(
+      w,
+      () => w.send({ op: 5, ref: 'num-op' }, binary),
+      (m) => m.ref === 'num-op',
+    );
+    expect(n.msg).toEqual({ op: 'error', ref: 'num-op', reason: 'bad_type', message: 'op must be string' });
+    if (binary) {
+      // MessagePack `bin` where a string belongs.
+      const c = await provoke(
+        w,
+        () => w.raw(Buffer.from(pack({ op: Buffer.from('tick'), ref: 'bin1', call: 'c-bin', sec: 1 })), true),
+        (m) => m.ref === 'bin1',
+      );
+      expect(c.msg).toMatchObject({ op: 'error', ref: 'bin1', reason: 'bad_type', message: 'op must be string' });
+    }
     await alive(w, binary);
   });
 
