@@ -38,9 +38,10 @@ local function late_stop(s, skey, ikey, cdr, now, sec, evkey)
   local m = redis.call('HMGET', skey, 'sw', 'call', 'idh', 'dest')
   local rec = redis.call('XADD', cdr, '*',
     'switch', m[1], 'call', m[2], 'id', m[3], 'dest', m[4],
-    'start', c[7], 'answer', c[6] or '', 'end', int(now),
+    'start', c[7], 'answer', int(ans), 'end', int(now),
     'sec', int(n - billed), 'used', int(sec - used), 'blocks', '',
-    'rate', int(tariff_rate(t, ans, used)), 'fee', '0', 'disc', '0',
+    -- The connection fee comes with the first billed second: here, when the reaper billed none.
+    'rate', int(tariff_rate(t, ans, used)), 'fee', int((billed == 0 and n > 0) and t.fee or 0), 'disc', '0',
     'cost', int(take), 'short', int(owed - take), 'bal', int(idBal), 'cause', 'late')
   cost = cost + take
   redis.call('HSET', skey, 'used', int(sec), 'cost', int(cost), 'bal1', int(idBal), 'rec', rec,

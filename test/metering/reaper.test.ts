@@ -136,6 +136,19 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
     expect(await cdrsOf(h, id, call)).toMatchObject([{ cause: 'stale', sec: '3' }]);
   });
 
+  it('a late stop of a call reaped before its first billed second records the fee and answer it charges', async () => {
+    const { id, call } = await begin(c, DEST449);
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 0 })).toMatchObject({ op: 'ticked' });
+    await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000);
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 5 })).toMatchObject({ billedSec: 5, cost: 10_000 });
+    const [reaped, late] = await cdrsOf(h, id, call);
+    expect(reaped).toMatchObject({ cause: 'stale', sec: '0', cost: '0' });
+    expect(late).toMatchObject({ cause: 'late', sec: '5', rate: '1000', fee: '5000', cost: '10000' });
+    // Rated from this answer time: the stop's time less its seconds, never before the start.
+    expect(Number(late!.answer)).toBeGreaterThanOrEqual(Number(late!.start));
+    expect(Number(late!.answer)).toBeLessThanOrEqual(Number(late!.end));
+  });
+
   it('leaves a call that keeps ticking alone', async () => {
     const quiet = await begin(c);
     const busy = await begin(c);

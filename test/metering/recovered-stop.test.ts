@@ -80,6 +80,18 @@ describe('a stop for a call whose session is gone', () => {
     expect(await cdrsOf(h, id!, call)).toEqual([]);
   });
 
+  it("starts the ID's expiry clock, as a start would have: the call was its first use", async () => {
+    const [id] = await soldIds(h, TALK);
+    expect(await idFields(h, id!)).toMatchObject({ exp: '0' });
+    const before = Date.now();
+    expect(await stop({ call: newCall(), sec: 60, id, dest: DEST })).toMatchObject({ op: 'stopped', billedSec: 60 });
+    const { first, exp } = await idFields(h, id!);
+    // The call began 60 s before its stop.
+    expect(Number(first)).toBeGreaterThanOrEqual(before - 61_000);
+    expect(Number(first)).toBeLessThanOrEqual(Date.now() - 59_000);
+    expect(Number(exp) - Number(first)).toBe(TALK.expiryDays * 86_400_000);
+  });
+
   it('more than the balance: the balance goes to zero and the rest is kept as short', async () => {
     const [id] = await soldIds(h, SMALL);
     const call = newCall();
