@@ -21,6 +21,13 @@ export const RefundBody = Type.Object({ reason: Type.Optional(Type.String({ maxL
 export const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{8,128}$/;
 
 /**
+ * The buy page's own name: its purchases are keyed `web/<nonce>`, a sales
+ * token's `<name>/<Idempotency-Key>`, so a sales token of this name would
+ * share the buy page's purchases. No sales token may have it.
+ */
+export const BUY_PAGE_NAME = 'web';
+
+/**
  * The buy page's form (POST /buy), checked field by field so the page can say
  * which one is wrong: the card number once its spaces and dashes are gone, and
  * the form's nonce (one purchase per form).

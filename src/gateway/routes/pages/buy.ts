@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import type { TemplatedApp } from 'uWebSockets.js';
 import { isOnPublicSale, type Product } from '../../../catalog/schema';
-import { BuyForm } from '../../../protocol/sales';
+import { BUY_PAGE_NAME, BuyForm } from '../../../protocol/sales';
 import { statusOf } from '../../../protocol/reasons';
 import { clientAddress, readForm, replyFor, type Reply } from '../../http';
 import { productView } from '../product-view';
@@ -53,8 +53,8 @@ async function sell(
 ): Promise<void> {
   // The same checks as the sales API's (product on sale, card and PIN well-formed), before anything is written.
   const r = await d.purchases.purchase(
-    'web',
-    `web/${b.nonce}`,
+    BUY_PAGE_NAME,
+    `${BUY_PAGE_NAME}/${b.nonce}`,
     { product: b.product.name, pin: b.pin, card: b.card, cardPin: b.cardPin },
     client,
   );
