@@ -28,6 +28,15 @@ const OLD_LINK = /^[0-9a-f]{32}$/;
 /** What the ID's hash (`chk`) keeps of a link's tag. */
 const linkHash = (ids: IdKeys, tag: string): string => ids.mac(`chk:${tag}`).slice(0, 32);
 
+/** A link's bucket as the link writes it: decimal digits, no sign, point or leading zero. */
+const BUCKET = /^(?:0|[1-9][0-9]*)$/;
+
+/** The bucket of a link, or undefined for any other spelling of it (which no link has). */
+function bucketOf(text: string, buckets: number): number | undefined {
+  const bucket = BUCKET.test(text) ? Number(text) : -1;
+  return bucket >= 0 && bucket < buckets ? bucket : undefined;
+}
+
 const sameHex = (a: string, b: string): boolean =>
   a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
 
@@ -72,8 +81,8 @@ export class CheckLinks {
    */
   async linked(bucketText: string, token: string): Promise<{ key: string; bucket: number } | undefined> {
     const { cfg, ids, redis } = this.ctx;
-    const bucket = Number(bucketText);
-    if (!(Number.isInteger(bucket) && bucket >= 0 && bucket < cfg.buckets)) return undefined;
+    const bucket = bucketOf(bucketText, cfg.buckets);
+    if (bucket === undefined) return undefined;
     const named = LINK.exec(token);
     if (named) {
       const key = keys.id(bucket, named[1]!);

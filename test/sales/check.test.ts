@@ -232,6 +232,21 @@ describe('unknown links', () => {
   });
 });
 
+describe('the bucket of a link', () => {
+  it('is its decimal number as the link writes it: any other spelling is an unknown link, even with the right PIN', async () => {
+    const b = await buyOne();
+    const [, , bucket, tok] = b.path.split('/');
+    const n = Number(bucket);
+    for (const spelled of [`${n}.0`, `0x${n.toString(16)}`, `+${n}`, `0${n}`, `${n}e0`, `%20${n}`]) {
+      const r = await check(gw, `/check/${spelled}/${tok}`, b.pin);
+      expect(r.status, spelled).toBe(403);
+      expect(r.text, spelled).toContain('That PIN does not match this link.');
+      expectNothingOf(r, b.id);
+    }
+    expect((await check(gw, b.path, b.pin)).status).toBe(200);
+  });
+});
+
 describe('escalating locks', () => {
   /** One step of the PIN gate at a chosen time: first lock 1 s, at most 3 s, 2 wrong PINs allowed. */
   const step = (key: string, now: number, op: 'try' | 'ok' | 'wrong', attempt = 0): Promise<unknown> =>
