@@ -82,6 +82,14 @@ async function buyPage(
   return { status: res.status, retryAfter: res.headers.get('retry-after'), text: await res.text() };
 }
 
+/** A buyer is told how long to wait in words, not pointed at a header. */
+function expectWaitWords(r: BuyAnswer): void {
+  expect(r.text).toMatch(
+    /Too many purchases were started just now\. Please wait \d+ (seconds|minutes), then try again\./,
+  );
+  expect(r.text).not.toContain('Retry-After');
+}
+
 /** Every key in Redis but the catalog's (which the gateway may touch on its own). */
 async function dataKeys(): Promise<string[]> {
   return (await h.r.keys('ts:{*')).sort();
@@ -127,7 +135,7 @@ describe('anonymous purchases are counted per client address and in total', () =
     const before = await dataKeys();
     const refused = await buyPage(gw, 'talk-b', stranger(), { from });
     expect(refused.status).toBe(429);
-    expect(refused.text).toContain('too many purchases from this address');
+    expectWaitWords(refused);
     expect(Number(refused.retryAfter)).toBeGreaterThan(0);
     expect(Number(refused.retryAfter)).toBeLessThanOrEqual(600);
     expect(await dataKeys()).toEqual(before);
@@ -152,7 +160,7 @@ describe('anonymous purchases are counted per client address and in total', () =
     for (let i = 0; i < 20; i++) {
       const r = await buyPage(gw, 'talk-b', stranger(), { from: `203.0.113.${i + 100}` });
       expect(r.status).toBe(429);
-      expect(r.text).toContain('too many purchases right now');
+      expectWaitWords(r);
       expect(Number(r.retryAfter)).toBeGreaterThan(0);
     }
     expect(await dataKeys()).toEqual(before);

@@ -8,7 +8,7 @@ import { clientAddress, readForm, replyFor, type Reply } from '../../http';
 import { productView } from '../product-view';
 import type { Html } from './html';
 import { FORM_LIMIT, formClient, NOT_OUR_FORM, type FormClient, type PageDeps, type PageKit } from './kit';
-import { buyForm, notSoldPage, soldPage } from './views';
+import { buyForm, formUsedPage, notSoldPage, soldPage } from './views';
 
 /** `keep`: the nonce of a purchase whose outcome is not known yet; submitting again continues it. */
 async function buyPage(d: PageDeps, fc: FormClient, error?: string, keep?: string): Promise<Html> {
@@ -43,6 +43,10 @@ function readBuyForm(d: PageDeps, f: URLSearchParams): BuyRequest | { status: nu
   return { product, pin, card, cardPin: f.get('cardPin') ?? '', nonce };
 }
 
+/** A wait in words: seconds up to two minutes, then minutes (rounded up). */
+const waitFor = (sec: number): string =>
+  sec === 1 ? '1 second' : sec < 120 ? `${sec} seconds` : `${Math.ceil(sec / 60)} minutes`;
+
 async function sell(
   d: PageDeps,
   kit: PageKit,
@@ -59,12 +63,17 @@ async function sell(
     client,
   );
   if (!r.ok) {
+    // Not "nothing was sold": this form's first purchase stands, and the buyer must not pay again for it.
+    if (r.reason === 'idempotency_conflict')
+      return kit.send(reply, statusOf(r.reason), 'Already used', formUsedPage(), fc);
     // Outcome unknown (card company silent, or still working): the form keeps this purchase's
     // nonce, so submitting the same details again finishes it and never charges twice.
     const pending = r.reason === 'payment_pending' || r.reason === 'in_progress';
     const text = pending
       ? 'The card company has not answered yet. Submit the same details again in a moment: you will not be charged twice.'
-      : r.message;
+      : r.reason === 'too_many_purchases'
+        ? `Too many purchases were started just now. Please wait ${waitFor(r.retryAfter ?? 1)}, then try again.`
+        : r.message;
     return kit.send(
       reply,
       statusOf(r.reason, 402),
