@@ -21,7 +21,7 @@ import { admitPurchase, claimPurchase, sellId } from './scripts';
 import type { PaymentProvider } from './provider';
 import type { Metrics } from '../observability/metrics';
 import { isReason, messageOf, type Reason } from '../protocol/reasons';
-import { BUY_PAGE_NAME, PIN_RE } from '../protocol/sales';
+import { BUY_PAGE_NAME, CARD_DIGITS, PIN_RE } from '../protocol/sales';
 
 export interface PurchaseRequest {
   product: string;
@@ -75,7 +75,6 @@ const openTtlSec = (abandonAfterMs: number): number => Math.ceil(abandonAfterMs 
 
 const fail = (reason: Reason, message = messageOf(reason)): PurchaseResult => ({ ok: false, reason, message });
 
-export const CARD_DIGITS = /^[0-9]{12,19}$/;
 export const CARD_PIN = /^[0-9]{4,12}$/;
 
 /**

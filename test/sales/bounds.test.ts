@@ -103,7 +103,22 @@ describe('nothing is written for a request that fails its checks', () => {
     const cases: [Buyer & { product: string }, number, string][] = [
       [{ product: 'no-such-product', ...m }, 404, 'not on sale here'],
       [{ product: 'talk-empty', ...m }, 409, 'sold out'],
-      [{ product: 'talk-b', card: '123456789', cardPin: m.cardPin }, 402, 'the card number is not valid'],
+      // Not a card number by its length: malformed (400), like non-digits; only the card company declines (402).
+      [
+        { product: 'talk-b', card: '12345678', cardPin: m.cardPin },
+        400,
+        'Please enter the card number: 12 to 19 digits.',
+      ],
+      [
+        { product: 'talk-b', card: '12345678901', cardPin: m.cardPin },
+        400,
+        'Please enter the card number: 12 to 19 digits.',
+      ],
+      [
+        { product: 'talk-b', card: '1'.repeat(20), cardPin: m.cardPin },
+        400,
+        'Please enter the card number: 12 to 19 digits.',
+      ],
       [{ product: 'talk-b', card: m.card, cardPin: 'x'.repeat(5000) }, 400, 'the card PIN must be 4 to 12 digits'],
       [{ product: 'talk-b', card: m.card, cardPin: '' }, 400, 'the card PIN must be 4 to 12 digits'],
     ];

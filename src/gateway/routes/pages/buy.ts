@@ -7,7 +7,15 @@ import { statusOf } from '../../../protocol/reasons';
 import { clientAddress, readForm, replyFor, type Reply } from '../../http';
 import { productView } from '../product-view';
 import type { Html } from './html';
-import { FORM_LIMIT, formClient, NOT_OUR_FORM, type FormClient, type PageDeps, type PageKit } from './kit';
+import {
+  CARD_NUMBER_PLEASE,
+  FORM_LIMIT,
+  formClient,
+  NOT_OUR_FORM,
+  type FormClient,
+  type PageDeps,
+  type PageKit,
+} from './kit';
 import { buyForm, formUsedPage, notSoldPage, soldPage } from './views';
 
 /** `keep`: the nonce of a purchase whose outcome is not known yet; submitting again continues it. */
@@ -38,7 +46,7 @@ function readBuyForm(d: PageDeps, f: URLSearchParams): BuyRequest | { status: nu
   const card = (f.get('card') ?? '').replace(/[\s-]/g, '');
   const nonce = f.get('nonce') ?? '';
   if (!BuyForm.pin.test(pin)) return { status: 400, error: 'The PIN must be 4 to 12 digits.' };
-  if (!BuyForm.card.test(card)) return { status: 400, error: 'Please enter the card number (digits only).' };
+  if (!BuyForm.card.test(card)) return { status: 400, error: CARD_NUMBER_PLEASE };
   if (!BuyForm.nonce.test(nonce)) return { status: 400, error: 'The form expired; please try again.' };
   return { product, pin, card, cardPin: f.get('cardPin') ?? '', nonce };
 }
