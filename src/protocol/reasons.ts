@@ -26,6 +26,7 @@ export const REASONS = {
   bad_json: reason(400, 'body is not valid JSON'),
   body_too_large: reason(413, 'body too large'),
   not_found: reason(404, 'no such endpoint'),
+  method_not_allowed: reason(405, 'this endpoint does not take this method (Allow lists those it takes)'),
 
   // Clients and capacity
   unauthorized: reason(401, 'bearer token required'),

@@ -1,10 +1,10 @@
 /** The buy page: the form (GET /buy) and a purchase from it (POST /buy). */
 import { randomBytes } from 'node:crypto';
-import type { TemplatedApp } from 'uWebSockets.js';
 import { isOnPublicSale, type Product } from '../../../catalog/schema';
 import { BUY_PAGE_NAME, BuyForm } from '../../../protocol/sales';
 import { statusOf } from '../../../protocol/reasons';
 import { clientAddress, readForm, replyFor, type Reply } from '../../http';
+import type { Router } from '../../router';
 import { productView } from '../product-view';
 import type { Html } from './html';
 import {
@@ -94,7 +94,7 @@ async function sell(
   kit.send(reply, 200, 'Your number', soldPage(r, d.catalog.product(r.product)?.title ?? r.product), fc);
 }
 
-export function buyRoutes(app: TemplatedApp, d: PageDeps, kit: PageKit): void {
+export function buyRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   app.get('/buy', (res, req) => {
     const reply = replyFor(res);
     const fc = formClient(req);

@@ -8,12 +8,12 @@
  * any state on the server, and work only in that browser, for a while.
  */
 import { randomBytes } from 'node:crypto';
-import type { TemplatedApp } from 'uWebSockets.js';
 import { aniTermsOf } from '../../../ledger/anis';
 import { messageOf, statusOf } from '../../../protocol/reasons';
 import { BuyForm } from '../../../protocol/sales';
 import type { CheckResult } from '../../../sales/check';
 import { clientAddress, readForm, replyFor, type Reply } from '../../http';
+import type { Router } from '../../router';
 import {
   CARD_NUMBER_PLEASE,
   FORM_LIMIT,
@@ -118,7 +118,7 @@ function voucherRefusal(reason: string): string {
   return `${messageOf(reason)}.`;
 }
 
-export function checkRoutes(app: TemplatedApp, d: PageDeps, kit: PageKit): void {
+export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   app.get('/check/:bucket/:token', (res, req) => {
     const reply = replyFor(res);
     const action = `/check/${encodeURIComponent(req.getParameter(0) ?? '')}/${encodeURIComponent(req.getParameter(1) ?? '')}`;
