@@ -9,6 +9,7 @@ ARGV[6] longest lock time (ms)
 Returns 'try':   {'open', attempt number} or {'locked', until ms}
         'ok':    {'open'} or {'locked', until} (the link locked while this PIN was verified)
         'wrong': {'wrong', tries left} or {'locked', until}
+        A lock this call started answers {'locked', until, its number in the series (1, 2, ...)}.
 A try is counted before its PIN is compared (scrypt takes tens of ms): a burst of
 parallel guesses gets no more comparisons than guesses one after the other.
 Each lock lasts twice as long as the one before (ARGV[4], then 2x, 4x, ... up to
@@ -26,7 +27,7 @@ local function lock_now()
   local ms = math.min(tonumber(ARGV[4]) * 2 ^ math.min(locks - 1, 40), tonumber(ARGV[6]))
   lock = now + ms
   redis.call('HSET', KEYS[1], 'pinfail', '0', 'pinlock', string.format('%d', lock), 'pinlocks', string.format('%d', locks))
-  return { 'locked', lock }
+  return { 'locked', lock, locks }
 end
 
 local op = ARGV[2]

@@ -6,6 +6,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
+import { messageOf } from '../protocol/reasons';
+import { BUY_PAGE_NAME } from '../protocol/sales';
 import { ajv, describeErrors, type Checked } from '../protocol/validator';
 import { AccessArea, Item, PRODUCT_SCHEMAS, RatePlan, TokenInfo, type Kind, type Product, type Role } from './schema';
 import { isTimeZone } from './tariff';
@@ -249,14 +251,22 @@ export async function putAccess(redis: RedisClient, rows: unknown[]): Promise<Ac
 
 export const tokenHash = (token: string): string => createHash('sha256').update(token).digest('hex');
 
+/** Throws unless a token (new or changed) is one the gateways can serve. */
+function assertUsable(info: TokenInfo): void {
+  if (!checkToken(info)) throw new Error(`token: ${describeErrors(checkToken.errors)}`);
+  // A scanner redeems for its venue only, so it must have one.
+  if (info.role === 'scanner' && !info.venue) throw new Error('token: a scanner token needs --venue');
+  // Its purchases would be the buy page's: the same idempotency keys (protocol/sales.ts).
+  if (info.role === 'sales' && info.name === BUY_PAGE_NAME)
+    throw new Error(`token: reserved_name: ${messageOf('reserved_name')}; choose another name`);
+}
+
 export async function createToken(
   redis: RedisClient,
   spec: { name: string; role: Role; venue?: string; gate?: string },
 ): Promise<{ token: string; info: TokenInfo }> {
   const info: TokenInfo = { ...spec, created: Date.now() };
-  if (!checkToken(info)) throw new Error(`token: ${describeErrors(checkToken.errors)}`);
-  // A scanner redeems for its venue only, so it must have one.
-  if (info.role === 'scanner' && !info.venue) throw new Error('token: a scanner token needs --venue');
+  assertUsable(info);
   const token = `tsk_${randomBytes(32).toString('base64url')}`;
   await redis.hset(keys.tokens, tokenHash(token), JSON.stringify(info));
   await bump(redis);
@@ -280,8 +290,7 @@ export async function updateTokens(
     if (was.name !== name) continue;
     const info: TokenInfo = { ...was, ...change };
     if (info.gate === '') delete info.gate;
-    if (!checkToken(info)) throw new Error(`token: ${describeErrors(checkToken.errors)}`);
-    if (info.role === 'scanner' && !info.venue) throw new Error('token: a scanner token needs --venue');
+    assertUsable(info);
     updated.push(h, JSON.stringify(info));
   }
   if (updated.length) await redis.hset(keys.tokens, ...updated);

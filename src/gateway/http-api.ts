@@ -3,13 +3,14 @@
  * and the reasons catalogue (protocol/reasons.ts) for a refusal's HTTP status,
  * so every endpoint answers the same way: 200 with the result, or {error: {reason, message, ...}}.
  */
-import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import type { HttpResponse } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { Role, TokenInfo } from '../catalog/schema';
 import { schemaReason, type Checked } from '../protocol/validator';
 import { failureReason } from '../redis/failure';
 import type { Load } from './dispatch';
 import { BodyError, bearer, readJson, replyFor, type AuthResult } from './http';
+import type { Router } from './router';
 import { messageOf, statusOf } from '../protocol/reasons';
 
 /**
@@ -42,7 +43,7 @@ function safeDecode(s: string): string {
 
 export class HttpApi {
   constructor(
-    private readonly app: TemplatedApp,
+    private readonly app: Router,
     private readonly authorize: (token: string, roles: Role[]) => Promise<AuthResult>,
     private readonly log: Logger,
     /** Shared with the WebSocket endpoints: MAX_INFLIGHT_TOTAL bounds HTTP requests too. */

@@ -28,8 +28,9 @@ import type { Load } from './dispatch';
 import { authorizeFresh } from './http';
 import { HttpApi } from './http-api';
 import { adminRoutes } from './routes/admin';
-import { notFoundRoute, opsRoutes } from './routes/ops';
+import { opsRoutes } from './routes/ops';
 import { pageRoutes } from './routes/pages';
+import { methodRouter } from './router';
 import { salesRoutes } from './routes/sales';
 import { scannerHttp, scannerRoutes } from './routes/scanner';
 import { switchRoutes } from './routes/switch';
@@ -97,13 +98,14 @@ export async function startGateway(
   const ws = new WsEndpoints(app, { cfg, catalog: s.catalog, metrics: s.metrics, log, load });
   ws.serve('/v1/switch', 'switch', switchRoutes(s.metering, s.metrics));
   ws.serve('/v1/scanner', 'scanner', scannerRoutes(s.redemption, s.metrics));
-  opsRoutes(app, s);
-  const api = new HttpApi(app, (tok, roles) => authorizeFresh(s.catalog, tok, roles), log, load);
+  const router = methodRouter(app);
+  opsRoutes(router, s);
+  const api = new HttpApi(router, (tok, roles) => authorizeFresh(s.catalog, tok, roles), log, load);
   adminRoutes(api, s.ctx, s.redemption);
   scannerHttp(api, s.redemption, s.metrics);
   salesRoutes(api, s.ctx, s.catalog, s.inventory, s.purchases, s.provider);
   topupRoutes(api, s.topups);
-  pageRoutes(app, {
+  pageRoutes(router, {
     catalog: s.catalog,
     inventory: s.inventory,
     purchases: s.purchases,
@@ -116,7 +118,7 @@ export async function startGateway(
     log,
     formMac: (cookie) => s.ctx.ids.mac(`form:${cookie}`).slice(0, 32),
   });
-  notFoundRoute(app);
+  router.fallbacks();
 
   const stopServices = async (): Promise<void> => {
     clearInterval(holdSweep);

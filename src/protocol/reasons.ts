@@ -26,10 +26,12 @@ export const REASONS = {
   bad_json: reason(400, 'body is not valid JSON'),
   body_too_large: reason(413, 'body too large'),
   not_found: reason(404, 'no such endpoint'),
+  method_not_allowed: reason(405, 'this endpoint does not take this method (Allow lists those it takes)'),
 
   // Clients and capacity
   unauthorized: reason(401, 'bearer token required'),
   forbidden: reason(403, 'this token may not use this endpoint'),
+  reserved_name: reason(403, 'a sales token may not be named web: the buy page keys its purchases under that name'),
   too_many_connections: reason(503, 'too many connections'),
   overloaded: reason(503, 'the gateway is at capacity, retry shortly'),
   throttled: reason(429, 'too many unknown IDs; wait'),

@@ -21,13 +21,24 @@ export const RefundBody = Type.Object({ reason: Type.Optional(Type.String({ maxL
 export const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{8,128}$/;
 
 /**
+ * The buy page's own name: its purchases are keyed `web/<nonce>`, a sales
+ * token's `<name>/<Idempotency-Key>`, so a sales token of this name would
+ * share the buy page's purchases. No sales token may have it.
+ */
+export const BUY_PAGE_NAME = 'web';
+
+/** A card number once its spaces (and on the pages dashes) are gone: 12 to 19 digits. */
+export const CARD_DIGITS = /^[0-9]{12,19}$/;
+
+/**
  * The buy page's form (POST /buy), checked field by field so the page can say
- * which one is wrong: the card number once its spaces and dashes are gone, and
- * the form's nonce (one purchase per form).
+ * which one is wrong: the card number once its spaces and dashes are gone (a
+ * number of the wrong length is malformed, 400, not a decline), and the form's
+ * nonce (one purchase per form).
  */
 export const BuyForm = {
   pin: PIN_RE,
-  card: /^[0-9]{8,19}$/,
+  card: CARD_DIGITS,
   nonce: /^[0-9a-f]{32}$/,
 } as const;
 

@@ -18,7 +18,7 @@ import type { IdKeys } from '../ids/secrets';
 import { idHash } from '../ledger/id-fields';
 import { keys } from '../redis/keys';
 import { hashPin, verifyPin } from './pin';
-import { pinAttempt } from './scripts';
+import { pinAttempt, type PinGate } from './scripts';
 
 /** A link's token: the ID hash, then its secret tag (32 hex digits each). */
 const LINK = /^([0-9a-f]{32})([0-9a-f]{32})$/;
@@ -27,6 +27,18 @@ const OLD_LINK = /^[0-9a-f]{32}$/;
 
 /** What the ID's hash (`chk`) keeps of a link's tag. */
 const linkHash = (ids: IdKeys, tag: string): string => ids.mac(`chk:${tag}`).slice(0, 32);
+
+/** A link's bucket as the link writes it: decimal digits, no sign, point or leading zero. */
+const BUCKET = /^(?:0|[1-9][0-9]*)$/;
+
+/** The bucket of a link, or undefined for any other spelling of it (which no link has). */
+function bucketOf(text: string, buckets: number): number | undefined {
+  const bucket = BUCKET.test(text) ? Number(text) : -1;
+  return bucket >= 0 && bucket < buckets ? bucket : undefined;
+}
+
+/** How a lock is logged: a link's first lock in a row, a further (longer) one, or a client address locked out. */
+type LockKind = 'link' | 'escalated' | 'address';
 
 const sameHex = (a: string, b: string): boolean =>
   a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
@@ -72,8 +84,8 @@ export class CheckLinks {
    */
   async linked(bucketText: string, token: string): Promise<{ key: string; bucket: number } | undefined> {
     const { cfg, ids, redis } = this.ctx;
-    const bucket = Number(bucketText);
-    if (!(Number.isInteger(bucket) && bucket >= 0 && bucket < cfg.buckets)) return undefined;
+    const bucket = bucketOf(bucketText, cfg.buckets);
+    if (bucket === undefined) return undefined;
     const named = LINK.exec(token);
     if (named) {
       const key = keys.id(bucket, named[1]!);
@@ -94,8 +106,13 @@ export class CheckLinks {
     const clientKey = keys.pinMisses(ids.bucketOf(client), client);
     const counted = await redis.multi().incr(clientKey).expire(clientKey, cfg.pin.lockSec, 'NX').pttl(clientKey).exec();
     const attempts = Number(counted?.[0]?.[1]);
-    if (attempts > cfg.pin.maxTriesPerClient)
-      return { ok: false, reason: 'locked', until: now + Number(counted?.[2]?.[1]), client: true };
+    if (attempts > cfg.pin.maxTriesPerClient) {
+      const lockMs = Number(counted?.[2]?.[1]);
+      // The first try over the limit starts the lockout; the link it tried may not exist.
+      if (attempts === cfg.pin.maxTriesPerClient + 1)
+        this.logLock('address', lockMs, client, bucketOf(bucketText, cfg.buckets), LINK.exec(token)?.[1]);
+      return { ok: false, reason: 'locked', until: now + lockMs, client: true };
+    }
 
     const linked = await this.linked(bucketText, token);
     // An unknown link answers like a wrong PIN, and as slowly: no telling which links exist.
@@ -104,22 +121,29 @@ export class CheckLinks {
       return { ok: false, reason: 'wrong_pin' };
     }
     const idKey = linked.key;
+    const logged = (gate: PinGate): PinGate => {
+      if (gate.state === 'locked' && gate.started !== undefined) {
+        const kind = gate.started > 1 ? 'escalated' : 'link';
+        this.logLock(kind, gate.until - Date.now(), client, linked.bucket, idKey.slice(idKey.lastIndexOf(':') + 1));
+      }
+      return gate;
+    };
     // Counted before the PIN is compared, like the per-client count above.
     const limits = { maxTries: cfg.pin.maxTries, lockMs: cfg.pin.lockSec * 1000, maxLockMs: cfg.pin.lockMaxSec * 1000 };
-    const gate = await pinAttempt(scripts, idKey, 'try', limits);
+    const gate = logged(await pinAttempt(scripts, idKey, 'try', limits));
     if (gate.state === 'locked') return { ok: false, reason: 'locked', until: gate.until };
     const attempt = gate.state === 'open' ? gate.attempt : 0;
 
     const h = await idHash(redis, idKey);
     if (!h.pin || !(await this.verify(pin, h.pin))) {
-      const r = await pinAttempt(scripts, idKey, 'wrong', limits, attempt);
+      const r = logged(await pinAttempt(scripts, idKey, 'wrong', limits, attempt));
       return r.state === 'locked'
         ? { ok: false, reason: 'locked', until: r.until }
         : { ok: false, reason: 'wrong_pin', triesLeft: r.state === 'wrong' ? r.triesLeft : 0 };
     }
     await redis.decr(clientKey);
     // The link may have locked while this PIN was being verified (wrong PINs sent at the same time).
-    const done = await pinAttempt(scripts, idKey, 'ok', limits);
+    const done = logged(await pinAttempt(scripts, idKey, 'ok', limits));
     if (done.state === 'locked') return { ok: false, reason: 'locked', until: done.until };
     const exp = Number(h.exp ?? 0);
     return {
@@ -133,5 +157,16 @@ export class CheckLinks {
       validDays: Number(h.expd ?? 0),
       ...(exp > 0 ? { expires: exp } : {}),
     };
+  }
+
+  /**
+   * One line as a lock starts (lockouts are not in /metrics): the link's bucket and, for reference, the
+   * start of its ID hash (which gives away no usable ID), the client and how long; never the PIN, the
+   * link's secret tag or the ID.
+   */
+  private logLock(kind: LockKind, lockMs: number, client: string, bucket?: number, hash?: string): void {
+    const lockSec = Math.max(1, Math.ceil(lockMs / 1000));
+    const link = hash === undefined ? {} : { link: hash.slice(0, 8) };
+    this.ctx.log.warn({ lock: kind, bucket, ...link, client, lockSec }, 'check link locked: too many wrong PINs');
   }
 }

@@ -21,7 +21,7 @@ import { admitPurchase, claimPurchase, sellId } from './scripts';
 import type { PaymentProvider } from './provider';
 import type { Metrics } from '../observability/metrics';
 import { isReason, messageOf, type Reason } from '../protocol/reasons';
-import { PIN_RE } from '../protocol/sales';
+import { BUY_PAGE_NAME, CARD_DIGITS, PIN_RE } from '../protocol/sales';
 
 export interface PurchaseRequest {
   product: string;
@@ -75,7 +75,6 @@ const openTtlSec = (abandonAfterMs: number): number => Math.ceil(abandonAfterMs 
 
 const fail = (reason: Reason, message = messageOf(reason)): PurchaseResult => ({ ok: false, reason, message });
 
-export const CARD_DIGITS = /^[0-9]{12,19}$/;
 export const CARD_PIN = /^[0-9]{4,12}$/;
 
 /**
@@ -155,7 +154,7 @@ export class Purchases {
     const { key, ref, open } = this.recordKey(idemKey);
     const product = this.catalog.product(req.product);
     // Anonymous buyers (the buy page) get what is on public sale; a sales token sells every product.
-    const onSale = product !== undefined && (channel !== 'web' || isOnPublicSale(product));
+    const onSale = product !== undefined && (channel !== BUY_PAGE_NAME || isOnPublicSale(product));
     // A purchase already started goes on (or answers) whatever its product or stock has become since.
     let started: boolean | undefined;
     const isStarted = async (): Promise<boolean> => (started ??= (await this.ctx.redis.exists(key)) === 1);

@@ -135,9 +135,14 @@ export async function admitPurchase(
   throw replyError('purchase_admit', r);
 }
 
-/** A check link's PIN gate: open (with the attempt's number), a wrong PIN (with tries left), or locked until a time (ms). */
+/**
+ * A check link's PIN gate: open (with the attempt's number), a wrong PIN (with tries left), or locked until a
+ * time (ms); `started`: this step started the lock, the link's `started`th in a row.
+ */
 export type PinGate =
-  { state: 'open'; attempt: number } | { state: 'wrong'; triesLeft: number } | { state: 'locked'; until: number };
+  | { state: 'open'; attempt: number }
+  | { state: 'wrong'; triesLeft: number }
+  | { state: 'locked'; until: number; started?: number };
 
 export interface PinLimits {
   maxTries: number;
@@ -163,7 +168,8 @@ export async function pinAttempt(
   if (Array.isArray(r)) {
     if (r[0] === 'open') return { state: 'open', attempt: Number(r[1] ?? 0) };
     if (r[0] === 'wrong' && typeof r[1] === 'number') return { state: 'wrong', triesLeft: r[1] };
-    if (r[0] === 'locked' && typeof r[1] === 'number') return { state: 'locked', until: r[1] };
+    if (r[0] === 'locked' && typeof r[1] === 'number')
+      return { state: 'locked', until: r[1], ...(typeof r[2] === 'number' ? { started: r[2] } : {}) };
   }
   throw replyError('pin_attempt', r);
 }

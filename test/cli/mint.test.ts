@@ -11,7 +11,7 @@ import { generateId } from '../../src/ids/idnum';
 import { mintInto } from '../../src/ledger/scripts';
 import { productTerms } from '../../src/catalog/terms';
 import { keys } from '../../src/redis/keys';
-import { cli, cliEnv, lines, setEnv } from '../support/cli';
+import { cli, cliEnv, harnessFile, lines, runCliIn, setEnv } from '../support/cli';
 import { seedCatalog, startHarness, talkProduct, type Harness } from '../support/harness';
 import { until } from '../support/wait';
 
@@ -48,6 +48,22 @@ async function idKeysOf(product: string): Promise<Set<string>> {
 }
 
 describe('mint', () => {
+  it('--out creates a new file and never overwrites one, /dev/null included: refused before minting', async () => {
+    const existing = harnessFile(h, 'already-there.txt', 'keep me\n');
+    const before = (await inventory(Q.name)).size;
+    for (const path of ['/dev/null', existing]) {
+      const r = await runCliIn(h, 'mint', '--product', Q.name, '--count', '3', '--out', path);
+      expect(r.code, path).toBe(1);
+      expect(r.err, path).toContain('EEXIST');
+    }
+    expect(readFileSync(existing, 'utf8')).toBe('keep me\n');
+    expect((await inventory(Q.name)).size).toBe(before);
+    const fresh = join(h.dir, 'mint-retry-batch-1.txt');
+    expect((await runCliIn(h, 'mint', '--product', Q.name, '--count', '3', '--out', fresh)).code).toBe(0);
+    expect(lines(readFileSync(fresh, 'utf8'))).toHaveLength(3);
+    expect((await inventory(Q.name)).size).toBe(before + 3);
+  });
+
   it('a script call sent again after its reply was lost writes nothing twice and reports no clash', async () => {
     const ids = Array.from({ length: 20 }, () => generateId(16));
     const bucket = 3;

@@ -425,6 +425,22 @@ describe('tokens', () => {
       'x',
     );
   });
+
+  it('no sales token is named web (the buy page keys its purchases so): not created, not changed into one', async () => {
+    const sales = await cli('token-create', '--role', 'sales', '--name', 'web');
+    expect(sales.code).toBe(1);
+    expect(sales.err).toMatch(/^tessera token-create: token: reserved_name: a sales token may not be named web/);
+    // Other roles never reach the purchase API: the name is theirs to use, but the role cannot become sales.
+    expect((await cli('token-create', '--role', 'switch', '--name', 'web')).code).toBe(0);
+    const update = await cli('token-update', '--name', 'web', '--role', 'sales');
+    expect(update.code).toBe(1);
+    expect(update.err).toMatch(/^tessera token-update: token: reserved_name: /);
+    const webs = lines((await cli('token-list')).out)
+      .map((l) => JSON.parse(l) as { name: string; role: string })
+      .filter((t) => t.name === 'web');
+    expect(webs.map((t) => t.role)).toEqual(['switch']);
+    expect((await cli('token-revoke', '--name', 'web')).out).toBe('revoked 1 token(s)\n');
+  });
 });
 
 describe('export', () => {

@@ -17,6 +17,8 @@ import { Client } from '../support/ws-client';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
+import { PAGE_HEADERS } from '../../src/gateway/routes/pages';
+import { messageOf } from '../../src/protocol/reasons';
 
 let h: Harness;
 let gw: Gateway;
@@ -69,6 +71,40 @@ describe('health', () => {
       const r = await call(method, path, admin);
       expect(r.status).toBe(404);
       expect(r.json).toEqual({ error: { reason: 'not_found', message: expect.any(String) } });
+    }
+  });
+
+  it('a known path asked with another method → 405 method_not_allowed with Allow; both refusals carry the page headers', async () => {
+    const cases: [string, string, string][] = [
+      ['PUT', '/v1/purchases', 'POST'],
+      ['DELETE', '/v1/purchases', 'POST'],
+      ['GET', '/v1/purchases', 'POST'],
+      ['PATCH', '/buy', 'GET, POST'],
+      ['OPTIONS', '/buy', 'GET, POST'],
+      ['DELETE', `/check/0/${'0'.repeat(64)}`, 'GET, POST'],
+      ['PUT', `/check/0/${'0'.repeat(64)}/voucher`, 'POST'],
+      ['POST', '/access', 'GET'],
+      ['HEAD', '/buy', 'GET, POST'],
+      ['HEAD', '/access', 'GET'],
+    ];
+    for (const [method, path, allow] of cases) {
+      const r = await fetch(`${base}${path}`, { method });
+      const what = `${method} ${path}`;
+      expect(r.status, what).toBe(405);
+      expect(r.headers.get('allow'), what).toBe(allow);
+      if (method !== 'HEAD')
+        expect(await r.json(), what).toEqual({
+          error: { reason: 'method_not_allowed', message: messageOf('method_not_allowed') },
+        });
+      else expect(await r.text(), what).toBe('');
+    }
+    for (const [method, path] of [
+      ['PUT', '/buy'],
+      ['GET', '/check/0'],
+      ['GET', '/nope'],
+    ]) {
+      const r = await fetch(`${base}${path}`, { method });
+      for (const [k, v] of Object.entries(PAGE_HEADERS)) expect(r.headers.get(k), `${method} ${path} ${k}`).toBe(v);
     }
   });
 });

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
 import { formSession, http, postPageForm, type FormSession, type Res } from '../support/http';
+import { captureLog, type LogLine } from '../support/log';
 import { CheckLinks } from '../../src/sales/check';
 import { verifyPin } from '../../src/sales/pin';
 import { keys } from '../../src/redis/keys';
@@ -22,6 +23,8 @@ let gw: Gateway;
 let gwC: Gateway;
 let salesTok: string;
 let buyer: Buyer;
+/** What both gateways log. */
+const logged = captureLog();
 
 const P = product('talk-c', { face: 1_000_000, price: 1_000_000, expiryDays: 30 });
 
@@ -29,8 +32,8 @@ beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h, [P]);
   await mint(h, P, 60);
-  gw = await gateway(h, { pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 1000 } });
-  gwC = await gateway(h, { pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 3 } });
+  gw = await gateway(h, { pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 1000 } }, logged.log);
+  gwC = await gateway(h, { pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 3 } }, logged.log);
   salesTok = await token(h, 'sales', 'shop-c');
   buyer = await addMember(h, 1_000_000_000);
 });
@@ -232,6 +235,21 @@ describe('unknown links', () => {
   });
 });
 
+describe('the bucket of a link', () => {
+  it('is its decimal number as the link writes it: any other spelling is an unknown link, even with the right PIN', async () => {
+    const b = await buyOne();
+    const [, , bucket, tok] = b.path.split('/');
+    const n = Number(bucket);
+    for (const spelled of [`${n}.0`, `0x${n.toString(16)}`, `+${n}`, `0${n}`, `${n}e0`, `%20${n}`]) {
+      const r = await check(gw, `/check/${spelled}/${tok}`, b.pin);
+      expect(r.status, spelled).toBe(403);
+      expect(r.text, spelled).toContain('That PIN does not match this link.');
+      expectNothingOf(r, b.id);
+    }
+    expect((await check(gw, b.path, b.pin)).status).toBe(200);
+  });
+});
+
 describe('escalating locks', () => {
   /** One step of the PIN gate at a chosen time: first lock 1 s, at most 3 s, 2 wrong PINs allowed. */
   const step = (key: string, now: number, op: 'try' | 'ok' | 'wrong', attempt = 0): Promise<unknown> =>
@@ -370,5 +388,64 @@ describe('lockout', () => {
     for (let i = 0; i < 3; i++)
       expect((await check(gwC, `/check/0/${randomBytes(16).toString('hex')}`, '1234')).status).toBe(403);
     expect((await check(gwC, target.path, target.pin)).status).toBe(429);
+  });
+});
+
+describe('lock logging', () => {
+  /** The lines logged for locks since `from` (an index into the captured lines). */
+  const lockLines = (from: number): LogLine[] =>
+    logged.lines.slice(from).filter((l) => l.msg === 'check link locked: too many wrong PINs');
+
+  /**
+   * One lock line since `from`: a warning of this kind naming `b`'s link (its bucket, the start of its ID
+   * hash) and our address, with no other field: no PIN, no ID, no link tag.
+   */
+  function expectOneLock(from: number, lock: string, b: Bought, lockSec: unknown = 2): void {
+    const [, , bucket, tok] = b.path.split('/');
+    const lines = lockLines(from);
+    expect(lines).toEqual([
+      {
+        level: 40,
+        time: expect.any(Number),
+        pid: expect.any(Number),
+        hostname: expect.any(String),
+        msg: 'check link locked: too many wrong PINs',
+        lock,
+        bucket: Number(bucket),
+        link: tok!.slice(0, 8),
+        client: expect.stringMatching(/127\.0\.0\.1$/),
+        lockSec,
+      },
+    ]);
+  }
+
+  it('a link that locks logs one warning: its bucket and ID reference, the client, how long; a further lock says escalated', async () => {
+    const b = await buyOne('8642');
+    const from = logged.lines.length;
+    for (let i = 1; i <= 4; i++) expect((await check(gw, b.path, '1357')).status).toBe(403);
+    expect(lockLines(from)).toEqual([]);
+    expect((await check(gw, b.path, '1357')).status).toBe(429);
+    // Refused while locked: no further line.
+    expect((await check(gw, b.path, '8642')).status).toBe(429);
+    expectOneLock(from, 'link', b);
+
+    // A link locked before (its series of locks goes on): the next lock is an escalated one.
+    const again = await buyOne('8642');
+    await h.r.hset(idKeyOf(h, again.id), 'pinlocks', '1');
+    const next = logged.lines.length;
+    for (let i = 1; i <= 5; i++) await check(gw, again.path, '1357');
+    expectOneLock(next, 'escalated', again);
+  });
+
+  it('a client address locked out logs one warning, with the link it tried', async () => {
+    const links = [await buyOne(), await buyOne(), await buyOne()];
+    const target = await buyOne();
+    const from = logged.lines.length;
+    for (const l of links) expect((await check(gwC, l.path, wrongPin(l))).status).toBe(403);
+    expect(lockLines(from)).toEqual([]);
+    expect((await check(gwC, target.path, target.pin)).status).toBe(429);
+    expect((await check(gwC, target.path, target.pin)).status).toBe(429);
+    // The lockout lasts what is left of the address's window of wrong PINs.
+    expectOneLock(from, 'address', target, expect.any(Number));
   });
 });

@@ -3,13 +3,16 @@
  * company over HTTP: the catalog, approvals, every decline, idempotent retries
  * and who may call.
  */
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { tokenHash } from '../../src/catalog/store';
 import type { EntryProduct, GoodsProduct, ServiceProduct } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { luhnValid } from '../../src/ids/luhn';
+import { messageOf } from '../../src/protocol/reasons';
 import { keys } from '../../src/redis/keys';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
-import { http } from '../support/http';
+import { formSession, http, jsonCall, postPageForm } from '../support/http';
 import { hashOf, idFields } from '../support/redis';
 import { sleep } from '../support/wait';
 import {
@@ -439,6 +442,56 @@ describe('idempotent retries', () => {
     expect([a.status, b.status]).toEqual([200, 200]);
     expect(a.json.id).not.toBe(b.json.id);
     expect(await usedCredit(h, m.card)).toBe(2_000_000);
+  });
+
+  it('the buy form sent again with a changed field: 422 telling the buyer the first purchase stands, not to pay again', async () => {
+    const m = await addMember(h, 100_000_000);
+    const fields = {
+      product: 'talk-i',
+      pin: PIN,
+      card: m.card,
+      cardPin: m.cardPin,
+      nonce: randomBytes(16).toString('hex'),
+    };
+    const session = await formSession(gw);
+    const first = await postPageForm(gw, '/buy', fields, session);
+    expect(first.status).toBe(200);
+    const changed = await postPageForm(gw, '/buy', { ...fields, pin: '9753' }, session);
+    expect(changed.status).toBe(422);
+    expect(changed.text).toContain('This form was already used');
+    expect(changed.text).toContain('That purchase is the one that counts, and nothing more was charged now');
+    expect(changed.text).toContain('<a href="/buy">Buy another</a>: start again from the product page.');
+    for (const misleading of ['Nothing was sold', 'Payment not completed', 'Idempotency-Key'])
+      expect(changed.text).not.toContain(misleading);
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
+    // The form as it was first sent still answers its purchase.
+    const again = await postPageForm(gw, '/buy', fields, session);
+    expect(again.status).toBe(200);
+    expect(again.text).toBe(first.text);
+  });
+
+  it('a sales token named web, made before that name was refused, never gets or makes a buy-page purchase', async () => {
+    // Written as token-create wrote it then: the API's key `web/<key>` is the buy page's `web/<nonce>`.
+    const web = `tsk_${randomBytes(32).toString('base64url')}`;
+    await h.r.hset(keys.tokens, tokenHash(web), JSON.stringify({ name: 'web', role: 'sales', created: Date.now() }));
+    const m = await addMember(h, 100_000_000);
+    const nonce = randomBytes(16).toString('hex');
+    const fields = { product: 'talk-i', pin: PIN, card: m.card, cardPin: m.cardPin, nonce };
+    const page = await postPageForm(gw, '/buy', fields);
+    expect(page.status).toBe(200);
+    const refused = {
+      status: 403,
+      json: { error: { reason: 'reserved_name', message: messageOf('reserved_name') } },
+    };
+    // The buy page's purchase does not come back through the API, nor does an API purchase start.
+    expect(
+      await jsonCall(gw, 'POST', '/v1/purchases', { token: web, idem: nonce, body: purchaseBody('talk-i', m) }),
+    ).toEqual(refused);
+    const key = randomBytes(16).toString('hex');
+    expect(
+      await jsonCall(gw, 'POST', '/v1/purchases', { token: web, idem: key, body: purchaseBody('talk-i', m) }),
+    ).toEqual(refused);
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
   });
 
   it('a missing or malformed Idempotency-Key: 400, nothing reserved or charged', async () => {

@@ -356,6 +356,15 @@ describe('the check page', () => {
       o.session,
     );
     expect(odd.status).toBe(400);
+    // A card number of the wrong length is mistyped (400), not declined.
+    const short = await postPageForm(
+      gw,
+      `${o.path}/recharge`,
+      { grant, nonce: 'cd'.repeat(16), amount: '2000000', card: '12345678', cardPin: payer.cardPin },
+      o.session,
+    );
+    expect(short.status).toBe(400);
+    expect(short.text).toContain('Please enter the card number: 12 to 19 digits.');
     expect(await usedCredit(h, payer.card)).toBe(2_000_000);
   });
 

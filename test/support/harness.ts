@@ -69,8 +69,9 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
   };
 }
 
-export function gateway(h: Harness, overrides: Partial<Config> = {}): Promise<Gateway> {
-  return startGateway({ ...h.cfg, ...overrides }, createLogger('silent'), h.redis.url);
+/** A gateway on the harness; `log` (test/support/log.ts) for a test that reads what it logs. */
+export function gateway(h: Harness, overrides: Partial<Config> = {}, log = createLogger('silent')): Promise<Gateway> {
+  return startGateway({ ...h.cfg, ...overrides }, log, h.redis.url);
 }
 
 /** Rate plan "std": 100 micro/s everywhere, 200 to 44, 1000 + 5000 fee to 449; nothing to 999. */

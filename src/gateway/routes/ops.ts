@@ -1,10 +1,10 @@
-/** Endpoints for the orchestrator and the monitoring: liveness, readiness, Prometheus metrics; and the 404 for the rest. */
-import type { TemplatedApp } from 'uWebSockets.js';
+/** Endpoints for the orchestrator and the monitoring: liveness, readiness, Prometheus metrics. */
 import type { Context } from '../../app/context';
 import type { CatalogCache } from '../../catalog/cache';
 import type { Metrics } from '../../observability/metrics';
 import type { RedisClient } from '../../redis/connect';
 import { replyFor } from '../http';
+import type { Router } from '../router';
 
 export interface OpsDeps {
   ctx: Context;
@@ -14,7 +14,7 @@ export interface OpsDeps {
   metrics: Metrics;
 }
 
-export function opsRoutes(app: TemplatedApp, d: OpsDeps): void {
+export function opsRoutes(app: Router, d: OpsDeps): void {
   app.get('/healthz', (res) => {
     res.writeHeader('Content-Type', 'application/json').end('{"ok":true}');
   });
@@ -36,15 +36,5 @@ export function opsRoutes(app: TemplatedApp, d: OpsDeps): void {
       (text) => reply.send(200, text, d.metrics.registry.contentType),
       (err: unknown) => reply.error('internal', String(err)),
     );
-  });
-}
-
-/** Any path no route serves: a JSON 404. Registered after every other route. */
-export function notFoundRoute(app: TemplatedApp): void {
-  app.any('/*', (res) => {
-    res
-      .writeStatus('404 Not Found')
-      .writeHeader('Content-Type', 'application/json')
-      .end('{"error":{"reason":"not_found","message":"no such endpoint"}}');
   });
 }

@@ -9,8 +9,8 @@
  * value the browser keeps in a SameSite=Strict cookie, so another site can
  * neither send that cookie along nor forge the token.
  */
-import type { TemplatedApp } from 'uWebSockets.js';
 import { replyFor } from '../http';
+import type { Router } from '../router';
 import { buyRoutes } from './pages/buy';
 import { checkRoutes } from './pages/check';
 import { STYLE } from './pages/html';
@@ -19,7 +19,7 @@ import { areaPage, areasPage, unknownAreaPage } from './pages/views';
 
 export { PAGE_HEADERS, type PageDeps } from './pages/kit';
 
-export function pageRoutes(app: TemplatedApp, d: PageDeps): void {
+export function pageRoutes(app: Router, d: PageDeps): void {
   const kit = pageKit(d);
   staticRoutes(app);
   buyRoutes(app, d, kit);
@@ -28,7 +28,7 @@ export function pageRoutes(app: TemplatedApp, d: PageDeps): void {
 }
 
 /** `/` leads to the buy page; the one stylesheet every page uses. */
-function staticRoutes(app: TemplatedApp): void {
+function staticRoutes(app: Router): void {
   app.get('/', (res) => {
     res.cork(() => {
       res.writeStatus('302 Found').writeHeader('Location', '/buy');
@@ -46,7 +46,7 @@ function staticRoutes(app: TemplatedApp): void {
 }
 
 /** The access numbers: every area, and one area's numbers. */
-function accessRoutes(app: TemplatedApp, d: PageDeps, kit: PageKit): void {
+function accessRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   app.get('/access', (res) => {
     kit.send(replyFor(res), 200, 'Access numbers', areasPage(d.catalog.areas));
   });

@@ -1,7 +1,7 @@
 import type { Context } from '../../app/context';
 import type { CatalogCache } from '../../catalog/cache';
 import { isOnPublicSale } from '../../catalog/schema';
-import { IDEMPOTENCY_KEY, PurchaseBody, RefundBody } from '../../protocol/sales';
+import { BUY_PAGE_NAME, IDEMPOTENCY_KEY, PurchaseBody, RefundBody } from '../../protocol/sales';
 import { compile } from '../../protocol/validator';
 import { lookupSale } from '../../ledger/sale-lookup';
 import { statusOf } from '../../protocol/reasons';
@@ -38,6 +38,8 @@ export function salesRoutes(
   }));
 
   api.post('/v1/purchases', ['sales'], compile(PurchaseBody), async ({ body, idempotencyKey, token }) => {
+    // A token created before the name was refused: its keys would be the buy page's.
+    if (token.name === BUY_PAGE_NAME) return { ok: false, reason: 'reserved_name' };
     if (!IDEMPOTENCY_KEY.test(idempotencyKey))
       return {
         ok: false,

@@ -1,14 +1,22 @@
 /** The buy page: the form (GET /buy) and a purchase from it (POST /buy). */
 import { randomBytes } from 'node:crypto';
-import type { TemplatedApp } from 'uWebSockets.js';
 import { isOnPublicSale, type Product } from '../../../catalog/schema';
-import { BuyForm } from '../../../protocol/sales';
+import { BUY_PAGE_NAME, BuyForm } from '../../../protocol/sales';
 import { statusOf } from '../../../protocol/reasons';
 import { clientAddress, readForm, replyFor, type Reply } from '../../http';
+import type { Router } from '../../router';
 import { productView } from '../product-view';
 import type { Html } from './html';
-import { FORM_LIMIT, formClient, NOT_OUR_FORM, type FormClient, type PageDeps, type PageKit } from './kit';
-import { buyForm, notSoldPage, soldPage } from './views';
+import {
+  CARD_NUMBER_PLEASE,
+  FORM_LIMIT,
+  formClient,
+  NOT_OUR_FORM,
+  type FormClient,
+  type PageDeps,
+  type PageKit,
+} from './kit';
+import { buyForm, formUsedPage, notSoldPage, soldPage } from './views';
 
 /** `keep`: the nonce of a purchase whose outcome is not known yet; submitting again continues it. */
 async function buyPage(d: PageDeps, fc: FormClient, error?: string, keep?: string): Promise<Html> {
@@ -38,10 +46,14 @@ function readBuyForm(d: PageDeps, f: URLSearchParams): BuyRequest | { status: nu
   const card = (f.get('card') ?? '').replace(/[\s-]/g, '');
   const nonce = f.get('nonce') ?? '';
   if (!BuyForm.pin.test(pin)) return { status: 400, error: 'The PIN must be 4 to 12 digits.' };
-  if (!BuyForm.card.test(card)) return { status: 400, error: 'Please enter the card number (digits only).' };
+  if (!BuyForm.card.test(card)) return { status: 400, error: CARD_NUMBER_PLEASE };
   if (!BuyForm.nonce.test(nonce)) return { status: 400, error: 'The form expired; please try again.' };
   return { product, pin, card, cardPin: f.get('cardPin') ?? '', nonce };
 }
+
+/** A wait in words: seconds up to two minutes, then minutes (rounded up). */
+const waitFor = (sec: number): string =>
+  sec === 1 ? '1 second' : sec < 120 ? `${sec} seconds` : `${Math.ceil(sec / 60)} minutes`;
 
 async function sell(
   d: PageDeps,
@@ -53,18 +65,23 @@ async function sell(
 ): Promise<void> {
   // The same checks as the sales API's (product on sale, card and PIN well-formed), before anything is written.
   const r = await d.purchases.purchase(
-    'web',
-    `web/${b.nonce}`,
+    BUY_PAGE_NAME,
+    `${BUY_PAGE_NAME}/${b.nonce}`,
     { product: b.product.name, pin: b.pin, card: b.card, cardPin: b.cardPin },
     client,
   );
   if (!r.ok) {
+    // Not "nothing was sold": this form's first purchase stands, and the buyer must not pay again for it.
+    if (r.reason === 'idempotency_conflict')
+      return kit.send(reply, statusOf(r.reason), 'Already used', formUsedPage(), fc);
     // Outcome unknown (card company silent, or still working): the form keeps this purchase's
     // nonce, so submitting the same details again finishes it and never charges twice.
     const pending = r.reason === 'payment_pending' || r.reason === 'in_progress';
     const text = pending
       ? 'The card company has not answered yet. Submit the same details again in a moment: you will not be charged twice.'
-      : r.message;
+      : r.reason === 'too_many_purchases'
+        ? `Too many purchases were started just now. Please wait ${waitFor(r.retryAfter ?? 1)}, then try again.`
+        : r.message;
     return kit.send(
       reply,
       statusOf(r.reason, 402),
@@ -77,7 +94,7 @@ async function sell(
   kit.send(reply, 200, 'Your number', soldPage(r, d.catalog.product(r.product)?.title ?? r.product), fc);
 }
 
-export function buyRoutes(app: TemplatedApp, d: PageDeps, kit: PageKit): void {
+export function buyRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   app.get('/buy', (res, req) => {
     const reply = replyFor(res);
     const fc = formClient(req);

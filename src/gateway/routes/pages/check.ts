@@ -8,13 +8,21 @@
  * any state on the server, and work only in that browser, for a while.
  */
 import { randomBytes } from 'node:crypto';
-import type { TemplatedApp } from 'uWebSockets.js';
 import { aniTermsOf } from '../../../ledger/anis';
 import { messageOf, statusOf } from '../../../protocol/reasons';
 import { BuyForm } from '../../../protocol/sales';
 import type { CheckResult } from '../../../sales/check';
 import { clientAddress, readForm, replyFor, type Reply } from '../../http';
-import { FORM_LIMIT, formClient, NOT_OUR_FORM, type FormClient, type PageDeps, type PageKit } from './kit';
+import type { Router } from '../../router';
+import {
+  CARD_NUMBER_PLEASE,
+  FORM_LIMIT,
+  formClient,
+  NOT_OUR_FORM,
+  type FormClient,
+  type PageDeps,
+  type PageKit,
+} from './kit';
 import {
   checkedPage,
   checkForm,
@@ -110,7 +118,7 @@ function voucherRefusal(reason: string): string {
   return `${messageOf(reason)}.`;
 }
 
-export function checkRoutes(app: TemplatedApp, d: PageDeps, kit: PageKit): void {
+export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   app.get('/check/:bucket/:token', (res, req) => {
     const reply = replyFor(res);
     const action = `/check/${encodeURIComponent(req.getParameter(0) ?? '')}/${encodeURIComponent(req.getParameter(1) ?? '')}`;
@@ -229,8 +237,7 @@ export function checkRoutes(app: TemplatedApp, d: PageDeps, kit: PageKit): void 
     const amount = Number(f.get('amount'));
     if (!BuyForm.nonce.test(nonce))
       return { ok: false, reason: 'bad_value', message: 'The form expired; please try again.' };
-    if (!BuyForm.card.test(card))
-      return { ok: false, reason: 'card_invalid', message: 'Please enter the card number (digits only).' };
+    if (!BuyForm.card.test(card)) return { ok: false, reason: 'bad_value', message: CARD_NUMBER_PLEASE };
     const r = await d.recharges.recharge(loc, `web/${nonce}`, { amount, card, cardPin: f.get('cardPin') ?? '' });
     if (r.ok) return r;
     // Outcome unknown: the form keeps this recharge's nonce, so sending it again finishes it and never charges twice.

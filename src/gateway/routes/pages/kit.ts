@@ -77,6 +77,9 @@ export function formClient(req: HttpRequest): FormClient {
 export const NOT_OUR_FORM =
   'This form did not come from this site, or it is too old. Please fill it in again here (this site needs its cookie).';
 
+/** A card number of the wrong length or with other characters: the buyer mistyped it (400), no card company asked. */
+export const CARD_NUMBER_PLEASE = 'Please enter the card number: 12 to 19 digits.';
+
 /** The page helpers, bound to one gateway's dependencies. */
 export interface PageKit {
   /** Sends a page; `fc` sets the form cookie when the browser had none. */

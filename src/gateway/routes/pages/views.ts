@@ -63,6 +63,14 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
 export const notSoldPage = (text: string, pending: boolean, form: Html): Html =>
   html`<h1>Payment not completed</h1><p class="error" role="alert">${text}</p><p>Nothing was sold${pending ? ' yet' : ''}.</p>${form}`;
 
+/**
+ * The form's nonce was used before with other details (a form sent again after changing a field). Its
+ * first purchase is the one that counts, whatever became of it; this one charged nothing.
+ */
+export const formUsedPage = (): Html => html`<h1>This form was already used</h1>
+<p class="error" role="alert">This form was already sent, with other details, for a purchase of its own. That purchase is the one that counts, and nothing more was charged now: if it went through, your ID number is on the page it showed you, and its check link shows the number again with your PIN.</p>
+<p><a href="/buy">Buy another</a>: start again from the product page.</p>`;
+
 export const soldPage = (r: Sold, productTitle: string): Html => html`<h1>Thank you</h1>
 <p class="ok">The ID number you purchased is</p>
 <p class="id" id="id-number">${spaced(r.id)}</p>
