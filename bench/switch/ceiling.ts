@@ -342,10 +342,11 @@ async function checkedTickLayout(
       `unexpected call_tick layout from the gateway: ${call.tickArgs.join(' ').slice(0, 300)} (bench/switch/ceiling.ts measureCeiling)`,
     );
   }
-  // That very command again, by hand: a repeat of sec 1 must be a dup.
-  // call_tick answers flat, four entries per tick: the first is the code (1: dup).
-  const probe = (await ctx.redis.call('FCALL', call.fn, ...call.tickArgs)) as unknown[];
-  if (probe[0] !== 1)
+  // That very command again, by hand: a repeat of sec 1 must be a dup. call_tick answers
+  // flat (packed: Scripts unpacks it), four entries per tick: the first is the code (1: dup,
+  // plus 8 when the grant is final).
+  const probe = await ctx.scripts.runFlat<unknown[]>('call_tick', [...call.tickArgs]);
+  if ((Number(probe[0]) & 7) !== 1)
     throw new Error(
       `call_tick answered ${JSON.stringify(probe).slice(0, 200)} to a repeated sec 1 (bench/switch/ceiling.ts measureCeiling)`,
     );
