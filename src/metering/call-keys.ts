@@ -15,6 +15,8 @@ export interface CallKeys {
    * the refresh interval has passed since, so a tick reads no field for it.
    */
   refreshedAt: number;
+  /** The ID as this gateway read it from the call's start ('' if none): a stop that names it needs no HMAC. */
+  idText: string;
 }
 
 /** A bucket's live set, CDR and events key names, made once: every call of the bucket shares them. */
@@ -32,7 +34,7 @@ function keysOfBucket(bucket: number): BucketKeys {
 export function callKeysFor(idKey: string, callKey: string): CallKeys {
   const bucket = bucketOfKey(idKey);
   const { live, cdr, events } = keysOfBucket(bucket);
-  return { session: keys.call(bucket, callKey), id: idKey, live, cdr, events, bucket, refreshedAt: 0 };
+  return { session: keys.call(bucket, callKey), id: idKey, live, cdr, events, bucket, refreshedAt: 0, idText: '' };
 }
 
 /** A call's name within its bucket: the switch's token name and the switch's call id. */

@@ -132,6 +132,7 @@ export class Metering {
     if (!caller.ok) return caller;
     const { hash, bucket, aniHash } = caller;
     const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));
+    ck.idText = caller.idText;
     // A call id names one call: claim it for this ID before admitting, so the same
     // id with another ID (whose session would live in another bucket) is refused.
     const claim = await this.locator.claim(sw, call, ck);
@@ -190,18 +191,20 @@ export class Metering {
     sw: string,
     idInput: unknown,
     ani: unknown,
-  ): Promise<{ ok: true; hash: string; bucket: number; aniHash: string } | { ok: false; reason: string }> {
+  ): Promise<
+    { ok: true; hash: string; bucket: number; aniHash: string; idText: string } | { ok: false; reason: string }
+  > {
     if (ani === undefined) {
       const checked = checkId(idInput, this.cfg.idLength);
       if (!checked.ok) return checked;
-      return { ok: true, ...this.ids.hash(checked.id), aniHash: '' };
+      return { ok: true, ...this.ids.hash(checked.id), aniHash: '', idText: checked.id };
     }
     const found = await resolveAni(this.redis, this.ids, ani);
     if (!found.ok) {
       await this.countGuess(sw, found);
       return found;
     }
-    return { ok: true, hash: found.idHash, bucket: found.bucket, aniHash: found.aniHash };
+    return { ok: true, hash: found.idHash, bucket: found.bucket, aniHash: found.aniHash, idText: '' };
   }
 
   /** An unknown_id (or unknown_ani) answer to a switch is a guess: counted in /metrics and against its guess limit. */
@@ -320,6 +323,12 @@ export class Metering {
   private async disagrees(sw: string, ck: CallKeys, lost: LostCall): Promise<StopResult | undefined> {
     if (destDigits(lost.dest) === undefined) return { ok: false, reason: 'bad_value' };
     if (lost.id === undefined && lost.ani === undefined) return undefined;
+    if (lost.ani === undefined) {
+      const checked = checkId(lost.id, this.cfg.idLength);
+      if (!checked.ok) return checked;
+      // The ID its start named, read the same: the same key, without another HMAC.
+      if (checked.id === ck.idText) return undefined;
+    }
     const caller = await this.caller(sw, lost.id, lost.ani);
     if (!caller.ok && caller.reason !== 'unknown_ani') return caller;
     return caller.ok && keys.id(caller.bucket, caller.hash) === ck.id
