@@ -2,8 +2,8 @@
  * bench/redeem.ts: redemption benchmark, `npm run bench:redeem [-- flags]`.
  *
  * Sets everything up from nothing: its own redis-server (AOF, appendfsync
- * everysec, as in production), a goods product with a venue item, a scanner
- * token, N sold IDs; runs the gateway as a separate child process; then
+ * everysec, as in production), a goods product with a venue item, scanner
+ * tokens, N sold IDs; runs the gateway as a separate child process; then
  *   1. WebSocket: M scanner connections, each keeping W frames of F redeem
  *      messages in flight (MessagePack), every scan a new scan id, so every
  *      message is a real debit;
@@ -19,6 +19,11 @@
  * Prints redemptions/s and p50/p99 for each, the ceiling and the ratios, the
  * rate at which the measured CPU per redemption would fill both cores, then
  * one JSON line.
+ *
+ * Each WebSocket connection and each autocannon connection has a scanner
+ * token of its own, as each device has in a deployment: a token name's
+ * lookups are bounded in flight (the guess throttle, docs/scanners.md), so
+ * one token for the whole load would measure that bound, not the gateway.
  *
  * --cluster: a local 3+3 Redis Cluster instead (bench/lib/cluster.ts), one
  * gateway per --acks mode (REDIS_REPLICATED_ACKS on, off), the WebSocket load
@@ -171,7 +176,7 @@ cleanUpOnExit();
 interface Setup {
   br: BenchRedis;
   ctx: Context;
-  token: string;
+  tokens: Tokens;
   ids: string[];
   gw: GatewayChild;
   /** The tick phase's catalog and calls, unless --tick-duration 0. */
@@ -183,10 +188,16 @@ interface Setup {
 }
 
 /** Where the scanners go and what they scan: a new scan id each call, a sold ID at random. */
-type Target = Pick<Setup, 'gw' | 'token' | 'nextScan' | 'pick'>;
+type Target = Pick<Setup, 'gw' | 'tokens' | 'nextScan' | 'pick'>;
 
-/** A goods product with its venue item, a scanner token, the sold IDs. */
-async function loadWallets(ctx: Context, opts: Options): Promise<{ token: string; ids: string[] }> {
+/** A scanner token per connection: WebSocket (--conns) and autocannon (--http-conns). */
+interface Tokens {
+  ws: string[];
+  http: string[];
+}
+
+/** A goods product with its venue item, the scanner tokens, the sold IDs. */
+async function loadWallets(ctx: Context, opts: Options): Promise<{ tokens: Tokens; ids: string[] }> {
   const product: GoodsProduct = {
     name: 'bench-wallet',
     kind: 'goods',
@@ -198,9 +209,15 @@ async function loadWallets(ctx: Context, opts: Options): Promise<{ token: string
   };
   await putProducts(ctx.redis, [product]);
   await putItems(ctx.redis, [{ venue: VENUE, item: 'coffee', price: PRICE }]);
-  const { token } = await createToken(ctx.redis, { name: 'bench-scanner', role: 'scanner', venue: VENUE });
+  const scanners = async (tag: string, n: number): Promise<string[]> => {
+    const tokens: string[] = [];
+    for (let i = 0; i < n; i++)
+      tokens.push((await createToken(ctx.redis, { name: `bench-${tag}-${i}`, role: 'scanner', venue: VENUE })).token);
+    return tokens;
+  };
+  const tokens = { ws: await scanners('scanner', opts.conns), http: await scanners('till', opts.httpConns) };
   const ids = await mintSold(ctx, product, opts.ids, { price: 0, ref: 'bench' });
-  return { token, ids };
+  return { tokens, ids };
 }
 
 /** What a Target needs besides the gateway. */
@@ -217,7 +234,7 @@ async function setUp(opts: Options): Promise<Setup> {
   const dir = makeTmp('tessera-bench-redeem-', false);
   const br = await startBenchRedis({ TESSERA_SECRET: SECRET, DATA_DIR: dir, LOG_LEVEL: 'warn', BUCKETS: '64' }, 'warn');
   const { ctx } = br;
-  const { token, ids } = await loadWallets(ctx, opts);
+  const { tokens, ids } = await loadWallets(ctx, opts);
   const ticks = opts.tickDuration
     ? await prepareTicks(ctx, br.redis.url, opts.tickCalls, opts.tickDuration)
     : undefined;
@@ -231,7 +248,7 @@ async function setUp(opts: Options): Promise<Setup> {
     args: ['--workers', String(opts.workers)],
     inheritOutput: true,
   });
-  return { br, ctx, token, ids, gw, ticks, ...scans(ids) };
+  return { br, ctx, tokens, ids, gw, ticks, ...scans(ids) };
 }
 
 // -------------------------------------------------------- 1. WebSocket scanners
@@ -260,7 +277,7 @@ const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: '
 function openScanner(c: number, opts: Options, s: Target, load: WsLoad): Promise<Scanner> {
   return new Promise<Scanner>((opened, reject) => {
     const ws = new WebSocket(`ws://127.0.0.1:${s.gw.port}/v1/scanner`, {
-      headers: { Authorization: `Bearer ${s.token}` },
+      headers: { Authorization: `Bearer ${s.tokens.ws[c]}` },
     });
     const sentAt = new Map<number, number>();
     let ref = c * 1e9;
@@ -415,13 +432,16 @@ interface HttpResult {
 
 async function runHttp(opts: Options, s: Setup): Promise<HttpResult> {
   const cpu0 = readCpu(cpuSources(s));
+  let clients = 0;
   const result = await autocannon({
     url: `http://127.0.0.1:${s.gw.port}/v1/redeem`,
     method: 'POST',
     connections: opts.httpConns,
     // --http-duration 0 skips this part (e.g. to profile the WebSocket path alone).
     duration: opts.httpDuration || 0.01,
-    headers: { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json' },
+    // A token of its own for each connection, as each till has (merged with the headers above).
+    setupClient: (client) => client.setHeaders({ authorization: `Bearer ${s.tokens.http[clients++]}` }),
     requests: [
       {
         setupRequest: (req) => ({ ...req, body: JSON.stringify({ scan: s.nextScan(), id: s.pick(), item: 'coffee' }) }),
@@ -671,7 +691,7 @@ function report(opts: Options, ws: WsResult, h: HttpResult, t: TickCost | undefi
 
 interface ClusterSetup {
   cluster: LocalCluster;
-  token: string;
+  tokens: Tokens;
   ids: string[];
   gws: Map<AckMode, GatewayChild>;
 }
@@ -682,7 +702,7 @@ async function setUpCluster(opts: Options): Promise<ClusterSetup> {
   const cluster = await startLocalCluster(dir);
   const env = { REDIS_CLUSTER: cluster.url, TESSERA_SECRET: SECRET, DATA_DIR: dir, LOG_LEVEL: 'warn', BUCKETS: '64' };
   const ctx = await openContext(loadConfig(env), createLogger('warn'));
-  const { token, ids } = await loadWallets(ctx, opts);
+  const { tokens, ids } = await loadWallets(ctx, opts);
   await ctx.close();
   const gws = await startAckGateways(cluster, opts.acks, {
     dataDir: dir,
@@ -693,7 +713,7 @@ async function setUpCluster(opts: Options): Promise<ClusterSetup> {
   console.log(
     `cluster ${cluster.url}; gateways: ${[...gws].map(([acks, g]) => `acks ${acks} on port ${g.port}`).join(', ')}`,
   );
-  return { cluster, token, ids, gws };
+  return { cluster, tokens, ids, gws };
 }
 
 async function clusterMain(opts: Options): Promise<void> {
@@ -702,7 +722,7 @@ async function clusterMain(opts: Options): Promise<void> {
   );
   const s = await setUpCluster(opts);
   const turns: AckTurn[] = [];
-  const target = { token: s.token, ...scans(s.ids) };
+  const target = { tokens: s.tokens, ...scans(s.ids) };
   for (const [i, acks] of ackTurns(opts.acks, opts.rounds).entries()) {
     const { load, sec } = await driveScanners(opts, { ...target, gw: s.gws.get(acks)! });
     const ok = load.outcomes.ok ?? 0;

@@ -89,7 +89,12 @@ export class Metering {
   private readonly stopping = new Map<string, Promise<StopResult>>();
   /** How much later than an answered call an unanswered one counts as stale. */
   private readonly ringGraceMs: number;
-  /** unknown_id answers to starts and quotes, per switch token name (its own counters, not the scanners'). */
+  /**
+   * unknown_id answers to starts and quotes, per switch token name (its own
+   * counters, not the scanners'). Unlike scanners' lookups, starts are not
+   * bounded in flight (enter/release): a switch starts thousands of calls at
+   * once, and past the limit the count still answers `throttled` (miss).
+   */
   readonly throttle: GuessThrottle;
 
   constructor(
@@ -103,7 +108,9 @@ export class Metering {
     maxCallsPerScript = 32,
   ) {
     this.locator = new CallLocator(redis, scripts, ids, cfg.sessionTtlSec);
-    this.throttle = new GuessThrottle(redis, ids, cfg.guessLimit, cfg.guessWindowSec, 'sw');
+    this.throttle = new GuessThrottle(redis, ids, cfg.guessLimit, cfg.guessWindowSec, 'sw', () =>
+      metrics.switchThrottled.inc(),
+    );
     this.liveRefreshMs = Math.min(2000, Math.floor(cfg.staleAfterMs / 3));
     this.ticks = new GroupCommit(redis, this.billTicks, maxTicksPerScript);
     this.starts = new GroupCommit(redis, this.admitCalls, maxCallsPerScript);
@@ -149,10 +156,10 @@ export class Metering {
     // A refused call leaves no index behind (guessed IDs must not fill Redis).
     if (!r.ok && claim === 'new' && r.reason !== 'call_conflict' && r.reason !== 'call_ended')
       await this.locator.release(sw, call);
+    if (!r.ok) return this.guessed(sw, r);
     // `started` is said once a replica has the session and its index: a failover must not lose the call.
     // A retry may find them written by its first try, elsewhere: then what it saw must be replicated.
-    if (r.ok) await this.acked(sw, call, ck.session, r.duplicate, claim !== 'new');
-    else await this.countGuess(sw, r);
+    await this.acked(sw, call, ck.session, r.duplicate, claim !== 'new');
     return r;
   }
 
@@ -171,14 +178,11 @@ export class Metering {
     if (!caller.ok) return caller;
     const { hash, bucket } = caller;
     // call_quote writes nothing: the ID's list is checked here, not in the script.
-    if (caller.aniHash && !(await this.redis.hexists(keys.id(bucket, hash), `ani:${caller.aniHash}`))) {
-      await this.countGuess(sw, { reason: 'unknown_ani' });
-      return { ok: false, reason: 'unknown_ani' };
-    }
+    if (caller.aniHash && !(await this.redis.hexists(keys.id(bucket, hash), `ani:${caller.aniHash}`)))
+      return this.guessed(sw, { ok: false, reason: 'unknown_ani' });
     const now = Date.now();
     const r = await callQuote(this.scripts, keys.id(bucket, hash), now, this.catalog.tariffArgs(dest, now));
-    if (!r.ok) await this.countGuess(sw, r);
-    return r;
+    return r.ok ? r : this.guessed(sw, r);
   }
 
   /**
@@ -192,7 +196,8 @@ export class Metering {
     idInput: unknown,
     ani: unknown,
   ): Promise<
-    { ok: true; hash: string; bucket: number; aniHash: string; idText: string } | { ok: false; reason: string }
+    | { ok: true; hash: string; bucket: number; aniHash: string; idText: string }
+    | { ok: false; reason: string; retryAfter?: number }
   > {
     if (ani === undefined) {
       const checked = checkId(idInput, this.cfg.idLength);
@@ -200,18 +205,23 @@ export class Metering {
       return { ok: true, ...this.ids.hash(checked.id), aniHash: '', idText: checked.id };
     }
     const found = await resolveAni(this.redis, this.ids, ani);
-    if (!found.ok) {
-      await this.countGuess(sw, found);
-      return found;
-    }
+    if (!found.ok) return this.guessed(sw, found);
     return { ok: true, hash: found.idHash, bucket: found.bucket, aniHash: found.aniHash, idText: '' };
   }
 
-  /** An unknown_id (or unknown_ani) answer to a switch is a guess: counted in /metrics and against its guess limit. */
-  private async countGuess(sw: string, r: { reason: string }): Promise<void> {
-    if (r.reason !== 'unknown_id' && r.reason !== 'unknown_ani') return;
+  /**
+   * An unknown_id (or unknown_ani) answer to a switch is a guess: counted in
+   * /metrics and against its guess limit, and answered `throttled` instead when
+   * another answer already went over the limit (GuessThrottle.miss).
+   */
+  private async guessed<R extends { ok: false; reason: string }>(
+    sw: string,
+    r: R,
+  ): Promise<R | { ok: false; reason: 'throttled'; retryAfter: number }> {
+    if (r.reason !== 'unknown_id' && r.reason !== 'unknown_ani') return r;
     this.metrics.unknownIdStarts.inc();
-    if (await this.throttle.miss(sw)) this.metrics.switchThrottled.inc();
+    const wait = await this.throttle.miss(sw);
+    return wait > 0 ? { ok: false, reason: 'throttled', retryAfter: wait } : r;
   }
 
   /**

@@ -37,7 +37,7 @@ export class Metrics {
   });
   readonly throttled = new Counter({
     name: 'tessera_scanner_throttled_total',
-    help: 'Times a scanner went over the unknown_id limit and was throttled',
+    help: 'Times a scanner went over the unknown_id limit and was throttled (once per window and gateway)',
     registers: [this.registry],
   });
   readonly unknownIdStarts = new Counter({
@@ -47,7 +47,7 @@ export class Metrics {
   });
   readonly switchThrottled = new Counter({
     name: 'tessera_switch_throttled_total',
-    help: 'Times a switch went over the unknown_id limit and was throttled',
+    help: 'Times a switch went over the unknown_id limit and was throttled (once per window and gateway)',
     registers: [this.registry],
   });
   readonly purchases = new Counter({

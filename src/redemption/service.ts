@@ -24,7 +24,7 @@ import {
   type Refusal,
   type ScanTerms,
 } from './scripts';
-import { GuessThrottle } from '../ledger/guess-throttle';
+import { GuessThrottle, WAIT } from '../ledger/guess-throttle';
 import { idField } from '../ledger/id-fields';
 
 export type { Answer, Granted, Refusal } from './scripts';
@@ -81,6 +81,10 @@ class Terms implements ScanTerms {
 /** Called once with a redemption's answer, or with the error that kept it from one. */
 export type AnswerCallback = (err: unknown, answer?: Answer) => void;
 
+type Refused = { ok: false } & Refusal;
+
+const throttled = (retryAfter: number): Refused => ({ ok: false, reason: 'throttled', retryAfter });
+
 /** A redeem on its way through the claim and redeem rounds (a class: one shape, no map changes on the hot path). */
 class PendingScan implements ClaimItem, RedeemItem {
   /** scan_claim's answer: claimed by this scan, a retry of a claimed one, or taken by other terms. */
@@ -94,6 +98,7 @@ class PendingScan implements ClaimItem, RedeemItem {
     readonly scanKey: string,
     /** What the claim holds for this scan: the ID key, item, quantity and direction. */
     readonly claimTerms: string,
+    /** Called through Redemption.answered alone, which gives back the scan's lookup slot. */
     readonly done: AnswerCallback,
   ) {}
 
@@ -141,7 +146,9 @@ export class Redemption {
     this.claimScripts = claimRedis === ctx.redis ? ctx.scripts : new Scripts(claimRedis);
     // Timed into the same histogram as the context's (whose timer the gateway sets before building this).
     this.claimScripts.timer = ctx.scripts.timer;
-    this.throttle = new GuessThrottle(ctx.redis, ctx.ids, ctx.cfg.guessLimit, ctx.cfg.guessWindowSec);
+    this.throttle = new GuessThrottle(ctx.redis, ctx.ids, ctx.cfg.guessLimit, ctx.cfg.guessWindowSec, '', () =>
+      metrics.throttled.inc(),
+    );
     this.claims = new GroupCommit(claimRedis, this.sendClaims, MAX_SCANS_PER_SCRIPT);
     this.redeems = new GroupCommit(ctx.redis, this.sendRedeems, MAX_SCANS_PER_SCRIPT);
   }
@@ -150,15 +157,43 @@ export class Redemption {
    * Redeems go in two group-committed rounds: the scan ids are claimed in their
    * own buckets (scan_claim), then applied in their IDs' buckets (redeem), each
    * round one script call per bucket for all the scans that came in meanwhile.
-   * Callback style, like ticks: no promise per scan on the hot path.
+   * Callback style, like ticks: no promise per scan on the hot path. Each
+   * holds one of its scanner's lookup slots (GuessThrottle) until answered.
    */
   redeemCb(token: TokenInfo, req: ScanRequest, done: AnswerCallback): void {
-    const t = this.prepare(token, req);
-    if (!(t instanceof Terms)) return done(undefined, t);
+    const slot = this.throttle.enter(token.name);
+    if (slot === 0) return this.lookUp(token, req, done);
+    if (slot !== WAIT) return done(undefined, throttled(slot));
+    this.throttle.queue(token.name, (wait) =>
+      wait > 0 ? done(undefined, throttled(wait)) : this.lookUp(token, req, done),
+    );
+  }
+
+  /**
+   * A redeem holding a lookup slot: every way out from here is answered(),
+   * which gives it back. A queued one runs within another's release: what the
+   * request holds must not throw out of here.
+   */
+  private lookUp(token: TokenInfo, req: ScanRequest, done: AnswerCallback): void {
+    let t: Terms | Refused;
+    try {
+      t = this.prepare(token, req);
+    } catch (err) {
+      return this.answered(token.name, done, err);
+    }
+    if (!(t instanceof Terms)) return this.answered(token.name, done, undefined, t);
     const scanKey = `${token.name}:${req.scan}`;
-    const scanBucket = this.claimBucketOf(scanKey);
     const claimTerms = `${t.idKey}|${t.item}|${t.qty}|${t.dir}`;
-    this.claims.add(scanBucket, new PendingScan(t, token.name, req.scan, scanKey, claimTerms, done));
+    this.claims.add(this.claimBucketOf(scanKey), new PendingScan(t, token.name, req.scan, scanKey, claimTerms, done));
+  }
+
+  /** Hands a redeem its answer (or error) and gives back its lookup slot: once per redeem that took one. */
+  private answered(scanner: string, done: AnswerCallback, err: unknown, a?: Answer): void {
+    try {
+      done(err, a);
+    } finally {
+      this.throttle.release(scanner);
+    }
   }
 
   redeem(token: TokenInfo, req: ScanRequest): Promise<Answer> {
@@ -169,32 +204,37 @@ export class Redemption {
     );
   }
 
-  /** Hands a scan its answer; a refusal first drops what it claimed and counts a guess. */
+  /**
+   * Hands a scan its answer; a refusal first drops what it claimed and counts
+   * a guess, which may turn it to `throttled` (guessed()).
+   */
   private settle(p: PendingScan, a: Answer): void {
-    if (a.ok) return p.done(undefined, a);
+    if (a.ok) return this.answered(p.scanner, p.done, undefined, a);
     // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis).
     // On the claims' connection, so a retry's claim written after it finds the claim gone.
     const dropped = p.claim === CLAIMED ? this.claimRedis.hdel(p.claimedIn, p.scanKey) : undefined;
     const counted = this.countGuess(p.scanner, a);
-    if (!dropped && !counted) return p.done(undefined, a);
+    if (!dropped && !counted) return this.answered(p.scanner, p.done, undefined, a);
     Promise.all([dropped, counted]).then(
-      () => p.done(undefined, a),
-      (err: unknown) => p.done(err),
+      ([, wait]) => this.answered(p.scanner, p.done, undefined, wait ? throttled(wait) : a),
+      (err: unknown) => this.answered(p.scanner, p.done, err),
     );
   }
 
   async validate(token: TokenInfo, req: Omit<ScanRequest, 'scan'>): Promise<Answer> {
-    const t = this.prepare(token, { ...req, scan: '' });
-    if (!(t instanceof Terms)) return t;
-    const answer = await script.validate(this.scripts, t, Date.now());
-    await this.countGuess(token.name, answer);
-    return answer;
+    const wait = await this.throttle.turn(token.name);
+    if (wait > 0) return throttled(wait);
+    try {
+      const t = this.prepare(token, { ...req, scan: '' });
+      if (!(t instanceof Terms)) return t;
+      return await this.guessed(token.name, await script.validate(this.scripts, t, Date.now()));
+    } finally {
+      this.throttle.release(token.name);
+    }
   }
 
-  /** The checks that need no Redis, and the terms of the scan. */
-  private prepare(token: TokenInfo, req: ScanRequest): Terms | ({ ok: false } & Refusal) {
-    const wait = this.throttle.retryAfter(token.name);
-    if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
+  /** The checks that need no Redis, and the terms of the scan (the throttle is the lookup slot's). */
+  private prepare(token: TokenInfo, req: ScanRequest): Terms | Refused {
     const venue = token.venue;
     if (!venue) return { ok: false, reason: 'no_venue' };
     const checked = checkId(req.id, this.cfg.idLength);
@@ -240,7 +280,7 @@ export class Redemption {
   }
 
   private readonly claimed = (p: PendingScan, err: unknown, claim?: ClaimCode): void => {
-    if (claim === undefined) return p.done(err);
+    if (claim === undefined) return this.answered(p.scanner, p.done, err);
     p.claim = claim;
     if (claim === CLAIM_TAKEN) this.settle(p, { ok: false, reason: 'scan_conflict' });
     else this.redeems.add(p.t.bucket, p);
@@ -290,7 +330,7 @@ export class Redemption {
 
   private readonly redeemed = (p: PendingScan, err: unknown, a?: Answer): void => {
     if (a) this.settle(p, a);
-    else p.done(err);
+    else this.answered(p.scanner, p.done, err);
   };
 
   /**
@@ -299,16 +339,19 @@ export class Redemption {
    * for its venue, or every venue): any other ID answers `unknown_id`, counted as a
    * guess too, exactly as an ID that does not exist, so the answer tells nothing.
    */
-  async status(token: TokenInfo, id: unknown): Promise<Refusable<IdStatus> | ({ ok: false } & Refusal)> {
-    const wait = this.throttle.retryAfter(token.name);
-    if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
-    const venue = token.venue;
-    if (!venue) return { ok: false, reason: 'no_venue' };
-    const found = await idStatus(this.ctx, id);
-    const s =
-      found.ok && !(await this.redeemableAt(venue, id, found)) ? { ok: false as const, reason: 'unknown_id' } : found;
-    await this.countGuess(token.name, s);
-    return s;
+  async status(token: TokenInfo, id: unknown): Promise<Refusable<IdStatus> | Refused> {
+    const wait = await this.throttle.turn(token.name);
+    if (wait > 0) return throttled(wait);
+    try {
+      const venue = token.venue;
+      if (!venue) return { ok: false, reason: 'no_venue' };
+      const found = await idStatus(this.ctx, id);
+      const s =
+        found.ok && !(await this.redeemableAt(venue, id, found)) ? { ok: false as const, reason: 'unknown_id' } : found;
+      return await this.guessed(token.name, s);
+    } finally {
+      this.throttle.release(token.name);
+    }
   }
 
   /** Whether a scanner of this venue could redeem the ID: a ticket, goods or service ID valid at the venue. */
@@ -321,14 +364,21 @@ export class Redemption {
     return venues === '' || venues.split(',').includes(venue);
   }
 
-  /** An `unknown_id` answer is a guess: counted in /metrics and against the scanner's guess limit (undefined otherwise). */
-  private countGuess(scanner: string, a: { ok: boolean; reason?: string }): Promise<void> | undefined {
-    return !a.ok && a.reason === 'unknown_id' ? this.missed(scanner) : undefined;
+  /**
+   * An `unknown_id` answer is a guess: counted in /metrics and against the
+   * scanner's guess limit. Resolves to the seconds to wait when it must be
+   * answered `throttled` instead (GuessThrottle.miss); undefined for no guess.
+   */
+  private countGuess(scanner: string, a: { ok: boolean; reason?: string }): Promise<number> | undefined {
+    if (a.ok || a.reason !== 'unknown_id') return undefined;
+    this.metrics.unknownIds.inc();
+    return this.throttle.miss(scanner);
   }
 
-  private async missed(scanner: string): Promise<void> {
-    this.metrics.unknownIds.inc();
-    if (await this.throttle.miss(scanner)) this.metrics.throttled.inc();
+  /** An answer once its guess is counted: `throttled` when another answer already went over the limit. */
+  private async guessed<A extends { ok: boolean; reason?: string }>(scanner: string, a: A): Promise<A | Refused> {
+    const wait = await this.countGuess(scanner, a);
+    return wait ? throttled(wait) : a;
   }
 
   private claimBucketOf(scanKey: string): number {

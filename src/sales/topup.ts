@@ -128,8 +128,12 @@ export class Topups {
     const wait = this.guesses.retryAfter(client);
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
     const r = await this.redeemVoucher(target, voucherInput, channel);
-    if (!r.ok && r.reason === 'unknown_id' && (await this.guesses.miss(client)))
-      return { ok: false, reason: 'throttled', retryAfter: this.guesses.retryAfter(client) };
+    if (!r.ok && r.reason === 'unknown_id') {
+      await this.guesses.miss(client);
+      // Stricter than scanners and switches: the miss that goes over the limit is refused as well.
+      const over = this.guesses.retryAfter(client);
+      if (over > 0) return { ok: false, reason: 'throttled', retryAfter: over };
+    }
     return r;
   }
 

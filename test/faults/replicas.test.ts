@@ -3,6 +3,7 @@
  * acknowledgements on and no replica, or with min-replicas-to-write refusing
  * writes, starts, stops and redemptions are answered `unavailable` (never
  * `internal`, never a success), and go through once the setting is off again.
+ * A failed redemption gives back its scanner's lookup slot.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GoodsProduct } from '../../src/catalog/schema';
@@ -59,6 +60,8 @@ describe('a primary short of replicas', () => {
         reason: 'unavailable',
       });
       expect(await redeem('r-1', wallet!)).toMatchObject({ status: 503, json: { error: { reason: 'unavailable' } } });
+      // A failed redemption gave back its scanner's lookup slot: nothing of the scanner is left in flight.
+      expect(gw.redemption.throttle.tracked).toBe(0);
     } finally {
       await h.r.config('SET', 'min-replicas-to-write', '0');
     }
@@ -82,6 +85,7 @@ describe('a primary short of replicas', () => {
           body: { scan: 'r-2', id: wallet, item: 'beer' },
         }),
       ).toMatchObject({ status: 503, json: { error: { reason: 'unavailable' } } });
+      expect(strict.redemption.throttle.tracked).toBe(0);
       // Applied on the primary all the same: the retry (here through a gateway that does not wait) answers it.
       expect(await redeem('r-2', wallet!)).toMatchObject({ status: 200, json: { duplicate: true } });
       expect(await balanceOf(h, wallet!)).toBe(WALLET.face - 4_500_000);

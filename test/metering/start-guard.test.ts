@@ -3,11 +3,13 @@
  * switch count against its token name like a scanner's guesses (GUESS_LIMIT per
  * GUESS_WINDOW_SEC); past the limit its starts are refused `throttled`, valid
  * IDs too, while other switch tokens go on; the window ends and it starts again.
+ * Starts sent at once all reach Redis, but only one answer over the limit is
+ * unknown_id.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
+import { seedCatalog, soldIds, startHarness, talkProduct, withGateway, type Harness } from '../support/harness';
 import { metricsText, sample } from '../support/metrics';
-import { idFields } from '../support/redis';
+import { guessCount, idFields } from '../support/redis';
 import { sleep, until } from '../support/wait';
 import { type Msg } from '../support/ws-client';
 import { connectSwitch, newCall } from './fixtures';
@@ -15,6 +17,8 @@ import { generateId } from '../../src/ids/idnum';
 
 const LIMIT = 3;
 const WINDOW = 2;
+/** A gateway's guess limits in these tests: small, to reach them quickly. */
+const LIMITS = { guessLimit: LIMIT, guessWindowSec: WINDOW };
 
 let h: Harness;
 
@@ -27,9 +31,8 @@ afterAll(async () => {
 });
 
 describe('unknown IDs on start', () => {
-  it('past GUESS_LIMIT a switch is refused throttled even for a valid ID, another switch is not, and the window ends', async () => {
-    const g = await gateway(h, { guessLimit: LIMIT, guessWindowSec: WINDOW });
-    try {
+  it('past GUESS_LIMIT a switch is refused throttled even for a valid ID, another switch is not, and the window ends', () =>
+    withGateway(h, LIMITS, async (g) => {
       const a = await connectSwitch(h, g.port);
       const b = await connectSwitch(h, g.port, { binary: true });
       const [id1, id2, id3] = (await soldIds(h, talkProduct({ maxCalls: 5 }), 3)) as [string, string, string];
@@ -79,8 +82,25 @@ describe('unknown IDs on start', () => {
       await a.c.request({ op: 'stop', ref: 'a', call: again.call, sec: 0 });
       expect(await start(a, generateId(h.cfg.idLength))).toMatchObject({ reason: 'unknown_id' });
       await Promise.all([a.c.close(), b.c.close()]);
-    } finally {
-      await g.close();
-    }
-  });
+    }));
+
+  it('starts in flight at once are not held back, but past the limit their misses answer throttled, counted once', () =>
+    withGateway(h, LIMITS, async (g) => {
+      const a = await connectSwitch(h, g.port, { binary: true });
+      const BURST = 100;
+      const starts = Array.from({ length: BURST }, (_, i) => {
+        const call = newCall();
+        return { op: 'start', ref: i, call, id: generateId(h.cfg.idLength), dest: '4912345' };
+      });
+      const answers = await a.c.requestAll(starts);
+      const reasons = answers.map((r) => String(r.reason));
+      expect(reasons.filter((r) => r === 'unknown_id')).toHaveLength(LIMIT + 1);
+      expect(reasons.filter((r) => r === 'throttled')).toHaveLength(BURST - LIMIT - 1);
+      // Every start reached Redis: a switch's starts are not bounded in flight (docs/protocol.md).
+      expect(await guessCount(h, `sw:${a.name}`)).toBe(BURST);
+      const m = await metricsText(g.port);
+      expect(sample(m, 'tessera_unknown_id_starts_total')).toBe(BURST);
+      expect(sample(m, 'tessera_switch_throttled_total')).toBe(1);
+      await a.c.close();
+    }));
 });

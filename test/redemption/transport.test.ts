@@ -2,7 +2,8 @@
  * The scanner protocol on the wire: MessagePack and JSON over /v1/scanner with
  * the reply in the request's encoding, the same operations over HTTP with the
  * status code of each answer, bearer auth by role, the ID status lookup, a
- * ticket on the switch socket, and the throttle on guessed IDs.
+ * ticket on the switch socket, and the throttle on guessed IDs, bursts of
+ * lookups in flight at once included.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setIdState } from '../../src/ledger/ids';
@@ -19,11 +20,12 @@ import {
   talkProduct,
   token,
   uniq,
+  withGateway,
   type Harness,
 } from '../support/harness';
 import { jsonCall } from '../support/http';
 import { metricsText, sample } from '../support/metrics';
-import { balanceOf, idFields } from '../support/redis';
+import { balanceOf, guessCount, idFields } from '../support/redis';
 import { sleep, until } from '../support/wait';
 import { Client, Scanner, type Msg } from '../support/ws-client';
 import {
@@ -465,6 +467,8 @@ describe('wrong_kind on the switch socket', () => {
 describe('throttling guessed IDs', () => {
   const LIMIT = 3;
   const WINDOW = 2;
+  /** A gateway's guess limits in these tests: small, to reach them quickly. */
+  const LIMITS = { guessLimit: LIMIT, guessWindowSec: WINDOW };
 
   /** What /metrics says of guessing: unknown_id answers, and scanners throttled. */
   async function expectGuessCounts(port: number, unknown: number, throttled: number): Promise<void> {
@@ -473,23 +477,18 @@ describe('throttling guessed IDs', () => {
     expect(sample(m, 'tessera_scanner_throttled_total')).toBe(throttled);
   }
 
-  it('guessLimit unknown IDs are answered normally, the one over the limit still unknown_id, then throttled (docs/scanners.md)', async () => {
-    const g = await gateway(h, { guessLimit: LIMIT, guessWindowSec: WINDOW });
-    try {
+  it('guessLimit unknown IDs are answered normally, the one over the limit still unknown_id, then throttled (docs/scanners.md)', () =>
+    withGateway(h, LIMITS, async (g) => {
       const s = await Scanner.connect(g.port, (await scannerToken(h)).tok);
       const answers: Msg[] = [];
       for (let i = 0; i < LIMIT + 3; i++) answers.push(await s.redeem({ scan: uniq(), id: generateId(16) }));
       expect(answers.map((a) => a.reason)).toEqual([...Array(LIMIT + 1).fill('unknown_id'), 'throttled', 'throttled']);
       await expectGuessCounts(g.port, LIMIT + 1, 1);
       await s.close();
-    } finally {
-      await g.close();
-    }
-  });
+    }));
 
-  it('unknown IDs asked by validate and status, over both transports, count as guesses like redeems', async () => {
-    const g = await gateway(h, { guessLimit: LIMIT, guessWindowSec: WINDOW });
-    try {
+  it('unknown IDs asked by validate and status, over both transports, count as guesses like redeems', () =>
+    withGateway(h, LIMITS, async (g) => {
       const { tok } = await scannerToken(h);
       const s = await Scanner.connect(g.port, tok);
       // LIMIT + 1 guesses, none of them a redeem: the next ask of any kind is throttled.
@@ -511,14 +510,10 @@ describe('throttling guessed IDs', () => {
       expect((await jsonCall(g, 'GET', `/v1/ids/${generateId(16)}/status`, { token: tok })).status).toBe(429);
       await expectGuessCounts(g.port, LIMIT + 1, 1);
       await s.close();
-    } finally {
-      await g.close();
-    }
-  });
+    }));
 
-  it('once throttled: every scan of that scanner waits, others go on, /metrics counts it, and after the window it works again', async () => {
-    const g = await gateway(h, { guessLimit: LIMIT, guessWindowSec: WINDOW });
-    try {
+  it('once throttled: every scan of that scanner waits, others go on, /metrics counts it, and after the window it works again', () =>
+    withGateway(h, LIMITS, async (g) => {
       const a = await scannerToken(h);
       const sa = await Scanner.connect(g.port, a.tok);
       const sb = await Scanner.connect(g.port, (await scannerToken(h)).tok, { binary: true });
@@ -582,8 +577,123 @@ describe('throttling guessed IDs', () => {
       expect(await sa.redeem({ scan: uniq(), id: t4 })).toMatchObject({ op: 'redeemed', entriesLeft: 0 });
       expect(sample(await metricsText(g.port), 'tessera_scanner_throttled_total')).toBe(1);
       await Promise.all([sa.close(), sb.close()]);
-    } finally {
-      await g.close();
-    }
+    }));
+
+  describe('lookups of one token name in flight at once (docs/scanners.md)', () => {
+    const BURST = 200;
+    const guesses = (n: number): string[] => Array.from({ length: n }, () => generateId(16));
+    const validates = (ids: string[], from = 0): Msg[] => ids.map((id, i) => ({ op: 'validate', ref: from + i, id }));
+    /** How many answers gave each reason (each op for an answer that is no refusal). */
+    const tally = (answers: Msg[]): Record<string, number> => {
+      const out: Record<string, number> = {};
+      for (const a of answers) {
+        const k = String(a.reason ?? a.op);
+        out[k] = (out[k] ?? 0) + 1;
+      }
+      return out;
+    };
+
+    it('a burst of guesses in one frame: GUESS_LIMIT + 1 answered unknown_id, in arrival order, the rest throttled without a lookup', () =>
+      withGateway(h, LIMITS, async (g) => {
+        const { tok, name } = await scannerToken(h);
+        const s = await Scanner.connect(g.port, tok, { binary: true });
+        const answers = await s.requestAll(validates(guesses(BURST)));
+        expect(answers.slice(0, LIMIT + 1).map((a) => a.reason)).toEqual(Array(LIMIT + 1).fill('unknown_id'));
+        expect(tally(answers)).toEqual({ unknown_id: LIMIT + 1, throttled: BURST - LIMIT - 1 });
+        expect(answers[BURST - 1]).toMatchObject({
+          op: 'refused',
+          reason: 'throttled',
+          retryAfter: expect.any(Number),
+        });
+        expect(await guessCount(h, name)).toBe(LIMIT + 1);
+        // Throttled once in the window, however many answers it refused.
+        await expectGuessCounts(g.port, LIMIT + 1, 1);
+        await s.close();
+      }));
+
+    it('a burst over HTTP, redeem, validate and status in parallel: GUESS_LIMIT + 1 answered 404, the rest 429', () =>
+      withGateway(h, LIMITS, async (g) => {
+        const { tok, name } = await scannerToken(h);
+        const ask = (id: string, i: number): Promise<{ status: number; json: any }> =>
+          i % 3 === 0
+            ? jsonCall(g, 'POST', '/v1/redeem', { token: tok, body: { scan: uniq(), id } })
+            : i % 3 === 1
+              ? jsonCall(g, 'POST', '/v1/validate', { token: tok, body: { id } })
+              : jsonCall(g, 'GET', `/v1/ids/${id}/status`, { token: tok });
+        const answers = await Promise.all(guesses(BURST / 2).map(ask));
+        expect(tally(answers.map((a) => ({ reason: `${a.status} ${a.json.error.reason}` })))).toEqual({
+          '404 unknown_id': LIMIT + 1,
+          '429 throttled': BURST / 2 - LIMIT - 1,
+        });
+        expect(await guessCount(h, name)).toBe(LIMIT + 1);
+        await expectGuessCounts(g.port, LIMIT + 1, 1);
+      }));
+
+    it('a real ID after GUESS_LIMIT + 1 guesses in the burst is throttled, not found, and not redeemed', () =>
+      withGateway(h, LIMITS, async (g) => {
+        const s = await Scanner.connect(g.port, (await scannerToken(h)).tok);
+        const [t1, t2] = (await soldIds(h, cat.ticket, 2)) as [string, string];
+        const answers = await s.requestAll([
+          ...validates(guesses(LIMIT + 1)),
+          { op: 'validate', ref: 'valid', id: t1 },
+          { op: 'redeem', ref: 'redeem', scan: uniq(), id: t2 },
+          { op: 'status', ref: 'status', id: t1 },
+          ...validates(guesses(BURST), LIMIT + 1),
+        ]);
+        expect(answers.slice(LIMIT + 1, LIMIT + 4)).toEqual([
+          {
+            op: 'refused',
+            ref: 'valid',
+            reason: 'throttled',
+            message: 'too many unknown IDs; wait',
+            retryAfter: expect.any(Number),
+          },
+          expect.objectContaining({ op: 'refused', ref: 'redeem', reason: 'throttled' }),
+          expect.objectContaining({ op: 'refused', ref: 'status', reason: 'throttled' }),
+        ]);
+        expect(tally(answers)).toEqual({ unknown_id: LIMIT + 1, throttled: BURST + 3 });
+        expect(await balanceOf(h, t2)).toBe(1);
+        expect(await recordsOf(h, t2)).toEqual([]);
+        await s.close();
+      }));
+
+    it('the same burst on two gateways at once: GUESS_LIMIT + 1 answered unknown_id between them, each throttles once', () =>
+      withGateway(h, LIMITS, (g1) =>
+        withGateway(h, LIMITS, async (g2) => {
+          const { tok, name } = await scannerToken(h);
+          const [s1, s2] = await Promise.all([g1, g2].map((g) => Scanner.connect(g.port, tok, { binary: true })));
+          const [a1, a2] = await Promise.all([s1!, s2!].map((s) => s.requestAll(validates(guesses(BURST / 2)))));
+          expect(tally([...a1!, ...a2!])).toEqual({ unknown_id: LIMIT + 1, throttled: BURST - LIMIT - 1 });
+          // Each gateway let up to GUESS_LIMIT + 1 lookups through; those past the count's limit were answered throttled.
+          expect(await guessCount(h, name)).toBeLessThanOrEqual(2 * (LIMIT + 1));
+          for (const g of [g1, g2])
+            expect(sample(await metricsText(g.port), 'tessera_scanner_throttled_total')).toBe(1);
+          await Promise.all([s1!.close(), s2!.close()]);
+        }),
+      ));
+
+    it('a scanner that does not miss has its lookups answered, however many at once; its state goes with them', () =>
+      withGateway(h, LIMITS, async (g) => {
+        const s = await Scanner.connect(g.port, (await scannerToken(h)).tok);
+        const tickets = await soldIds(h, cat.ticket3, 4);
+        const ids = Array.from({ length: BURST }, (_, i) => tickets[i % tickets.length]!);
+        const answers = await s.requestAll(validates(ids));
+        expect(tally(answers)).toEqual({ valid: BURST });
+        expect(g.redemption.throttle.tracked).toBe(0);
+        // GUESS_LIMIT misses first: what is left of the limit is one lookup at a time, none refused.
+        const mixed = await s.requestAll([...validates(guesses(LIMIT)), ...validates(ids, LIMIT)]);
+        expect(tally(mixed)).toEqual({ unknown_id: LIMIT, valid: BURST });
+        await s.close();
+      }));
+
+    it('a token name’s state is kept while its window lasts and dropped once it is idle and the window is over', () =>
+      withGateway(h, { ...LIMITS, guessWindowSec: 1 }, async (g) => {
+        const s = await Scanner.connect(g.port, (await scannerToken(h)).tok);
+        const answers = await s.requestAll(validates(guesses(LIMIT + 3)));
+        expect(tally(answers)).toEqual({ unknown_id: LIMIT + 1, throttled: 2 });
+        expect(g.redemption.throttle.tracked).toBe(1);
+        await until(() => g.redemption.throttle.tracked === 0, 3000, 20, 'the throttle state dropped');
+        await s.close();
+      }));
   });
 });

@@ -74,6 +74,20 @@ export function gateway(h: Harness, overrides: Partial<Config> = {}, log = creat
   return startGateway({ ...h.cfg, ...overrides }, log, h.redis.url);
 }
 
+/** Runs `fn` against a gateway of its own with these settings, closed after it however it ends. */
+export async function withGateway<T>(
+  h: Harness,
+  overrides: Partial<Config>,
+  fn: (g: Gateway) => Promise<T>,
+): Promise<T> {
+  const g = await gateway(h, overrides);
+  try {
+    return await fn(g);
+  } finally {
+    await g.close();
+  }
+}
+
 /** Rate plan "std": 100 micro/s everywhere, 200 to 44, 1000 + 5000 fee to 449; nothing to 999. */
 export const STD_RATES = [
   { prefix: '', rate: 100, fee: 0 },

@@ -13,6 +13,11 @@ export function idKeyOf(h: Harness, id: string): string {
   return keys.id(bucket, hash);
 }
 
+/** A token name's unknown-ID count in its throttle window (`sw:<name>` for a switch's), 0 when none. */
+export async function guessCount(h: Harness, name: string): Promise<number> {
+  return Number(await h.r.get(keys.guesses(h.ctx.ids.bucketOf(name), name)));
+}
+
 /** The ID's fields (st, bal, act, exp, first, fven, inside, ...) with its product's terms, as the scripts read them. */
 export function idFields(h: Harness, id: string): Promise<Record<string, string>> {
   return idHash(h.r, idKeyOf(h, id));

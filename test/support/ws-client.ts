@@ -153,6 +153,13 @@ export class WsClient {
     return this.frames;
   }
 
+  /** Sends the messages (each with its own ref) in one frame and waits for every answer: in the order sent. */
+  requestAll(ms: Msg[], binary = this.binary): Promise<Msg[]> {
+    const from = this.got.length;
+    this.send(ms, binary);
+    return Promise.all(ms.map(async (m) => (await this.arrival(isAnswer(m.ref), from)).msg));
+  }
+
   withRef(ref: unknown): Got[] {
     return this.got.filter((g) => g.msg.ref === ref);
   }
