@@ -35,8 +35,8 @@ class ClientState {
  * it, on any gateway, is answered `throttled` (miss says so).
  *
  * A miss is counted once its lookup is answered, so lookups that wait on Redis
- * together are not held back by each other's misses. Scanners therefore take a
- * slot for each lookup (enter/queue, then release): at most limit + 1 − misses
+ * together are not held back by each other's misses. Scanners and voucher
+ * top-ups therefore take a slot for each lookup (enter/queue, then release): at most limit + 1 − misses
  * of one client wait on Redis at once (misses as this gateway last learnt them,
  * never fewer than 1 slot); the others wait their turn here, in arrival order,
  * and are checked again when it comes. A burst of guesses gets about limit + 1

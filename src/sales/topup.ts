@@ -125,16 +125,22 @@ export class Topups {
 
   /** voucher() into an ID already located (the check page's). */
   async voucherInto(target: IdLoc, voucherInput: unknown, channel: string, client: string): Promise<TopupResult> {
-    const wait = this.guesses.retryAfter(client);
+    // A slot per lookup, as scanners take (GuessThrottle): a burst of guessed voucher numbers
+    // waits its turn instead of reaching Redis before any of its misses is counted.
+    const wait = await this.guesses.turn(client);
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
-    const r = await this.redeemVoucher(target, voucherInput, channel);
-    if (!r.ok && r.reason === 'unknown_id') {
-      await this.guesses.miss(client);
-      // Stricter than scanners and switches: the miss that goes over the limit is refused as well.
-      const over = this.guesses.retryAfter(client);
-      if (over > 0) return { ok: false, reason: 'throttled', retryAfter: over };
+    try {
+      const r = await this.redeemVoucher(target, voucherInput, channel);
+      if (!r.ok && r.reason === 'unknown_id') {
+        await this.guesses.miss(client);
+        // Stricter than scanners and switches: the miss that goes over the limit is refused as well.
+        const over = this.guesses.retryAfter(client);
+        if (over > 0) return { ok: false, reason: 'throttled', retryAfter: over };
+      }
+      return r;
+    } finally {
+      this.guesses.release(client);
     }
-    return r;
   }
 
   private async redeemVoucher(target: IdLoc, voucherInput: unknown, channel: string): Promise<TopupResult> {

@@ -247,6 +247,28 @@ describe('recharge voucher into an ID', () => {
       await g.close();
     }
   });
+
+  it('throttles a burst of unknown voucher numbers sent at once: a real one among them is not taken', async () => {
+    const g = await gateway(h, { guessLimit: 3 });
+    try {
+      const tok = await token(h, 'sales', 'till-burst');
+      const [id] = await soldIds(h, TALK);
+      const [v] = await soldIds(h, VOUCHER);
+      const vouchers = [...Array.from({ length: 40 }, () => generateId(h.cfg.idLength)), v!];
+      const answers = await Promise.all(
+        vouchers.map((voucher) => jsonCall(g, 'POST', '/v1/topups', { token: tok, body: { id: id!, voucher } })),
+      );
+      const reasons = answers.map((a) => (a.json as { error?: { reason: string } }).error?.reason ?? 'ok');
+      // At most the limit's unknown_id answers; the rest, the real voucher (sent last) included, throttled.
+      expect(reasons.filter((r) => r === 'unknown_id').length).toBeLessThanOrEqual(3);
+      expect(reasons.filter((r) => r !== 'unknown_id')).toEqual(
+        Array.from({ length: 41 - reasons.filter((r) => r === 'unknown_id').length }, () => 'throttled'),
+      );
+      expect(await idFields(h, v!)).toMatchObject({ st: 'sold', bal: String(VOUCHER.face) });
+    } finally {
+      await g.close();
+    }
+  });
 });
 
 describe('tessera topup', () => {
