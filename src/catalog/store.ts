@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import { messageOf } from '../protocol/reasons';
+import { CLI_NAME } from '../protocol/admin';
 import { BUY_PAGE_NAME } from '../protocol/sales';
 import { ajv, describeErrors, type Checked } from '../protocol/validator';
 import { AccessArea, Item, PRODUCT_SCHEMAS, RatePlan, TokenInfo, type Kind, type Product, type Role } from './schema';
@@ -251,13 +252,20 @@ export async function putAccess(redis: RedisClient, rows: unknown[]): Promise<Ac
 
 export const tokenHash = (token: string): string => createHash('sha256').update(token).digest('hex');
 
+/**
+ * The name a role's tokens may not take: the gateway keys requests of its own
+ * under it, as it keys a token's `<name>/<Idempotency-Key>`. A sales token
+ * `web` would share the buy page's purchases, an admin token `cli` the
+ * command line's top-ups.
+ */
+export const RESERVED_NAMES: Partial<Record<Role, string>> = { sales: BUY_PAGE_NAME, admin: CLI_NAME };
+
 /** Throws unless a token (new or changed) is one the gateways can serve. */
 function assertUsable(info: TokenInfo): void {
   if (!checkToken(info)) throw new Error(`token: ${describeErrors(checkToken.errors)}`);
   // A scanner redeems for its venue only, so it must have one.
   if (info.role === 'scanner' && !info.venue) throw new Error('token: a scanner token needs --venue');
-  // Its purchases would be the buy page's: the same idempotency keys (protocol/sales.ts).
-  if (info.role === 'sales' && info.name === BUY_PAGE_NAME)
+  if (RESERVED_NAMES[info.role] === info.name)
     throw new Error(`token: reserved_name: ${messageOf('reserved_name')}; choose another name`);
 }
 

@@ -1,6 +1,9 @@
 /** Request bodies of the operator's endpoints on single IDs (docs/operations.md, HTTP API). */
 import { Type, type Static } from '@sinclair/typebox';
 
+/** `tessera topup --key K` keys its top-up `cli/K`, as the admin API keys a token's `<name>/K`. */
+export const CLI_NAME = 'cli';
+
 export const ActivateBody = Type.Object({
   price: Type.Optional(Type.Integer({ minimum: 0, maximum: 1e15 })),
   ref: Type.Optional(Type.String({ maxLength: 200 })),

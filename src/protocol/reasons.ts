@@ -31,7 +31,10 @@ export const REASONS = {
   // Clients and capacity
   unauthorized: reason(401, 'bearer token required'),
   forbidden: reason(403, 'this token may not use this endpoint'),
-  reserved_name: reason(403, 'a sales token may not be named web: the buy page keys its purchases under that name'),
+  reserved_name: reason(
+    403,
+    'this name is reserved: a sales token may not be named web (the buy page), an admin token cli (the command line)',
+  ),
   too_many_connections: reason(503, 'too many connections'),
   overloaded: reason(503, 'the gateway is at capacity, retry shortly'),
   throttled: reason(429, 'too many unknown IDs; wait'),

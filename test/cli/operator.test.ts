@@ -429,7 +429,7 @@ describe('tokens', () => {
   it('no sales token is named web (the buy page keys its purchases so): not created, not changed into one', async () => {
     const sales = await cli('token-create', '--role', 'sales', '--name', 'web');
     expect(sales.code).toBe(1);
-    expect(sales.err).toMatch(/^tessera token-create: token: reserved_name: a sales token may not be named web/);
+    expect(sales.err).toMatch(/^tessera token-create: token: reserved_name: .*a sales token may not be named web/);
     // Other roles never reach the purchase API: the name is theirs to use, but the role cannot become sales.
     expect((await cli('token-create', '--role', 'switch', '--name', 'web')).code).toBe(0);
     const update = await cli('token-update', '--name', 'web', '--role', 'sales');
@@ -440,6 +440,15 @@ describe('tokens', () => {
       .filter((t) => t.name === 'web');
     expect(webs.map((t) => t.role)).toEqual(['switch']);
     expect((await cli('token-revoke', '--name', 'web')).out).toBe('revoked 1 token(s)\n');
+  });
+
+  it('no admin token is named cli (tessera topup --key keys its top-ups so)', async () => {
+    const admin = await cli('token-create', '--role', 'admin', '--name', 'cli');
+    expect(admin.code).toBe(1);
+    expect(admin.err).toMatch(/^tessera token-create: token: reserved_name: /);
+    expect((await cli('token-create', '--role', 'sales', '--name', 'cli')).code).toBe(0);
+    expect((await cli('token-update', '--name', 'cli', '--role', 'admin')).code).toBe(1);
+    expect((await cli('token-revoke', '--name', 'cli')).out).toBe('revoked 1 token(s)\n');
   });
 });
 

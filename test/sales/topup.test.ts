@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Product, RechargeProduct } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
+import { tokenHash } from '../../src/catalog/store';
 import { keys } from '../../src/redis/keys';
 import { refundSale } from '../../src/sales/admin';
 import { HttpProvider } from '../../src/sales/provider';
@@ -316,6 +317,21 @@ describe('tessera topup', () => {
     expect(await jsonCall(gw, 'POST', `/v1/admin/ids/${id}/topup`, { token: till, body: { amount: 1 } })).toMatchObject(
       { status: 403 },
     );
+  });
+
+  it("refuses an admin token named cli, made before the name was refused: its keys are the command line's", async () => {
+    const [id] = await soldIds(h, TALK);
+    expect((await runCliIn(h, 'topup', id!, '--amount', '1000', '--key', 'shared-key-1')).code).toBe(0);
+    // Written as token-create wrote it then.
+    const cliTok = `tsk_${'c'.repeat(43)}`;
+    await h.r.hset(keys.tokens, tokenHash(cliTok), JSON.stringify({ name: 'cli', role: 'admin', created: Date.now() }));
+    const r = await jsonCall(gw, 'POST', `/v1/admin/ids/${id}/topup`, {
+      token: cliTok,
+      idem: 'shared-key-1',
+      body: { amount: 1000 },
+    });
+    expect(r).toMatchObject({ status: 403, json: { error: { reason: 'reserved_name' } } });
+    expect(await balanceOf(h, id!)).toBe(1_000_000 + 1000);
   });
 });
 

@@ -1,5 +1,6 @@
 /** Recharging an ID by hand: `tessera topup`. */
 import { readCatalog } from '../../catalog/store';
+import { CLI_NAME } from '../../protocol/admin';
 import { IDEMPOTENCY_KEY } from '../../protocol/sales';
 import { Topups } from '../../sales/topup';
 import { intArg, outcome, parseOptions, usageError, type Command } from '../command';
@@ -24,7 +25,12 @@ export const topupCommands: Record<string, Command> = {
       const note = values.note ?? process.env.USER ?? 'operator';
       return outcome(
         cli,
-        await topups.operator(positionals[0], amount, note, values.key === undefined ? undefined : `cli/${values.key}`),
+        await topups.operator(
+          positionals[0],
+          amount,
+          note,
+          values.key === undefined ? undefined : `${CLI_NAME}/${values.key}`,
+        ),
       );
     },
   },

@@ -1,4 +1,4 @@
-import { TopupBody } from '../../protocol/admin';
+import { CLI_NAME, TopupBody } from '../../protocol/admin';
 import { IDEMPOTENCY_KEY, VoucherTopupBody } from '../../protocol/sales';
 import { compile } from '../../protocol/validator';
 import type { Topups } from '../../sales/topup';
@@ -18,6 +18,8 @@ export function topupRoutes(api: HttpApi, topups: Topups): void {
     ['admin'],
     compile(TopupBody),
     async ({ params, body, token, idempotencyKey }) => {
+      // A token created before the name was refused: its keys would be the command line's.
+      if (token.name === CLI_NAME) return { ok: false, reason: 'reserved_name' };
       if (idempotencyKey && !IDEMPOTENCY_KEY.test(idempotencyKey))
         return {
           ok: false,
