@@ -8,7 +8,7 @@ The ID is blocked with its value at zero, and a refund record holds the value ta
 value sold = balance + call, redemption and refund records still holds.
 ]]
 -- @include "id_fields"
-local f = id_fields(KEYS[1], { 'st', 'bal', 'face', 'first', 'act', 'pref', 'refrec', 'prod', 'cur', 'why' })
+local f = id_fields(KEYS[1], { 'st', 'bal', 'face', 'first', 'act', 'pref', 'refrec', 'prod', 'cur', 'why', 'srec' })
 if not f[1] then return { 'err', 'unknown_id' } end
 if f[7] then return { 'ok', tonumber(f[3]), f[7], f[6] or '', 1 } end
 if f[1] ~= 'sold' then return { 'err', 'not_sold' } end
@@ -16,8 +16,19 @@ if (tonumber(f[4]) or 0) > 0 or tonumber(f[2]) ~= tonumber(f[3]) or (tonumber(f[
   return { 'err', 'already_used' }
 end
 local idh = string.match(KEYS[1], 'id:(.+)$')
+-- The sale's reference: a purchase keeps it on the ID; a sale by hand only in its record (if not archived).
+local ref = f[6]
+if not ref and f[11] then
+  local sale = redis.call('XRANGE', KEYS[2], f[11], f[11])[1]
+  if sale then
+    for i = 1, #sale[2], 2 do
+      if sale[2][i] == 'ref' then ref = sale[2][i + 1] end
+    end
+  end
+end
+ref = ref or ''
 local rec = redis.call('XADD', KEYS[2], '*', 'type', 'refund', 'id', idh, 'product', f[8], 'face', f[3],
-  'currency', f[9], 'amount', f[2], 'ref', f[6] or '', 'channel', ARGV[3], 'reason', ARGV[2], 'time', ARGV[1])
+  'currency', f[9], 'amount', f[2], 'ref', ref, 'channel', ARGV[3], 'reason', ARGV[2], 'time', ARGV[1])
 redis.call('HSET', KEYS[1], 'st', 'blocked', 'prev', 'sold', 'why', 'refunded: ' .. ARGV[2], 'blk', ARGV[1],
   'bal', '0', 'refrec', rec)
-return { 'ok', tonumber(f[2]), rec, f[6] or '', 0 }
+return { 'ok', tonumber(f[2]), rec, ref, 0 }

@@ -4,7 +4,8 @@ ARGV[1] 'block' or 'unblock'
 ARGV[2] reason (kept on the ID)
 ARGV[3] now (ms)
 Returns {'ok', newState} or {'err', reason}. A block keeps the balance untouched;
-live calls are not cut here but their next start is refused.
+live calls are not cut here but their next start is refused. A refunded ID's block is for good
+(refunded): its value went back to the buyer, and lifting it would sell it again for nothing.
 ]]
 local st = redis.call('HGET', KEYS[1], 'st')
 if not st then return { 'err', 'unknown_id' } end
@@ -15,6 +16,7 @@ if ARGV[1] == 'block' then
   return { 'ok', 'blocked' }
 end
 if st ~= 'blocked' then return { 'err', 'not_blocked' } end
+if redis.call('HEXISTS', KEYS[1], 'refrec') == 1 then return { 'err', 'refunded' } end
 local prev = redis.call('HGET', KEYS[1], 'prev')
 redis.call('HSET', KEYS[1], 'st', prev)
 redis.call('HDEL', KEYS[1], 'prev', 'why', 'blk')

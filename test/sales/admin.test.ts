@@ -12,7 +12,8 @@ import { generateId } from '../../src/ids/idnum';
 import { runCliIn } from '../support/cli';
 import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
 import { http } from '../support/http';
-import { hashOf, idFields } from '../support/redis';
+import { keys } from '../../src/redis/keys';
+import { bucketOf, hashOf, idFields, streamFields } from '../support/redis';
 import { sleep } from '../support/wait';
 import { Client } from '../support/ws-client';
 import {
@@ -244,6 +245,22 @@ describe('refund', () => {
       provider: 'not_paid_through_a_provider',
       duplicate: false,
     });
+  });
+
+  it('a refunded ID stays blocked: unblock refuses it, so it cannot be topped up and used again', async () => {
+    const [id] = await mint(h, P, 1);
+    expect((await runCliIn(h, 'activate', id!, '--ref', 'till-7 receipt 42')).code).toBe(0);
+    expect((await refund(id!, 'changed mind')).status).toBe(200);
+    // The refund record carries the hand sale's reference, kept only in its sale record.
+    const [, fields] = (await h.r.xrevrange(keys.sales(bucketOf(h, id!)), '+', '-', 'COUNT', 1))[0]!;
+    expect(streamFields(fields)).toMatchObject({ type: 'refund', ref: 'till-7 receipt 42' });
+    const unblock = await runCliIn(h, 'unblock', id!);
+    expect(unblock.code).not.toBe(0);
+    expect(unblock.err).toContain('refunded');
+    expect(await idFields(h, id!)).toMatchObject({ st: 'blocked', bal: '0' });
+    const topup = await runCliIn(h, 'topup', id!, '--amount', '1000');
+    expect(topup).toMatchObject({ code: 1, err: expect.stringContaining('refunded') });
+    expect(await idFields(h, id!)).toMatchObject({ st: 'blocked', bal: '0' });
   });
 
   it('refusals: unknown ID 404, not sold 409, mistyped 400, not admin 403, no token 401', async () => {
