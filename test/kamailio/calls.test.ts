@@ -296,6 +296,25 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     expect((await live).code).toBe(0);
   });
 
+  it('refuses an initial INVITE with a forged To-tag that carries a prepaid ID: it would skip metering', async () => {
+    const [id] = await soldIds(h, TALK, 1);
+    const run = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-forged',
+      rows: [
+        [`33612345678@127.0.0.1:${uas.port}`, `X-Prepaid-ID: ${id}`],
+        [`${id}*33612345678@127.0.0.1:${uas.port}`, 'X-Test: dial-string'],
+      ],
+      talkMs: 500,
+    });
+    expect(
+      [...run.calls.values()].map((c) => c.refused),
+      run.stdout,
+    ).toEqual([481, 481]);
+    expect(await idFields(h, id!)).toMatchObject({ bal: String(TALK.face), act: '0' });
+  });
+
   it('refuses prepaid calls with 503 while no connector is attached', async () => {
     connector.close();
     await until('the connector to detach', async () => (await connectorsAttached(k)) === 0);
