@@ -68,8 +68,28 @@ export function outcome(cli: Cli, r: { ok: boolean; reason?: string }): number {
  * records are sensitive: files are created readable by the operator only, and
  * never overwritten.
  */
-export function openOut(path: string | undefined): { write: (s: string) => void; done: () => Promise<void> } {
-  if (!path) return { write: (s) => process.stdout.write(s), done: async () => undefined };
+/** Where a command writes what it makes: a new file, or stdout. `closed` says why writing stopped (a reader gone). */
+export interface Out {
+  write: (s: string) => void;
+  done: () => Promise<void>;
+  closed: () => string | undefined;
+}
+
+export function openOut(path: string | undefined): Out {
+  if (!path) {
+    // A reader that went away (`| head`) fails the writes after it with EPIPE, as an 'error' event:
+    // unheard, it would crash the process with a stack trace mid-command.
+    let closed: string | undefined;
+    const onError = (err: NodeJS.ErrnoException): void => {
+      closed ??= `output closed (${err.code ?? err.message})`;
+    };
+    process.stdout.on('error', onError);
+    return {
+      write: (s) => void (closed === undefined && process.stdout.write(s)),
+      done: async () => void process.stdout.off('error', onError),
+      closed: () => closed,
+    };
+  }
   const fd = openSync(path, 'wx', 0o600);
   // Written through at once (no buffer in the process) and synced to disk when done.
   return {
@@ -78,5 +98,6 @@ export function openOut(path: string | undefined): { write: (s: string) => void;
       fsyncSync(fd);
       closeSync(fd);
     },
+    closed: () => undefined,
   };
 }

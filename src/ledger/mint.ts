@@ -62,6 +62,8 @@ export async function mintBatches(
   count: number,
   emit: (ids: readonly string[]) => void,
   pacing: MintPacing = MINT_PACING,
+  /** Why to stop starting calls now (the output closed, say), or undefined to go on. */
+  halt: () => string | undefined = () => undefined,
 ): Promise<MintOutcome> {
   const terms = productTerms(product);
   const outcome: MintOutcome = { minted: 0, unknown: 0 };
@@ -95,6 +97,8 @@ export async function mintBatches(
   // Generation (CPU here) and writing (CPU in Redis) overlap: while one batch is
   // generated, up to `inFlight` script calls of the previous ones keep Redis busy.
   while (outcome.stopped === undefined && (want > 0 || inflight.size > 0)) {
+    outcome.stopped = halt();
+    if (outcome.stopped !== undefined) break;
     if (want === 0) {
       await Promise.race(inflight);
       continue;

@@ -4,8 +4,9 @@
  * nothing twice), and a mint that stops anyway leaves the output file holding
  * exactly the IDs Redis holds, and says how many and how to go on.
  */
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateId } from '../../src/ids/idnum';
 import { mintInto } from '../../src/ledger/scripts';
@@ -18,10 +19,11 @@ import { until } from '../support/wait';
 let h: Harness;
 const P = talkProduct({ name: 'mint-pause' });
 const Q = talkProduct({ name: 'mint-retry' });
+const R = talkProduct({ name: 'mint-pipe' });
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [P, Q]);
+  await seedCatalog(h, [P, Q, R]);
 });
 afterAll(async () => {
   await h?.r.call('CLIENT', 'UNPAUSE');
@@ -116,5 +118,31 @@ describe('mint', () => {
       restore();
       await h.r.call('CLIENT', 'UNPAUSE');
     }
+  }, 120_000);
+
+  it('printing to a reader that goes away (| head) stops the mint and says so, without a stack trace', async () => {
+    const root = resolve(__dirname, '..', '..');
+    const child = spawn(
+      join(root, 'node_modules', '.bin', 'tsx'),
+      [join(root, 'src', 'cli', 'main.ts'), 'mint', '--product', R.name, '--count', '2000000'],
+      { cwd: root, env: { ...process.env, ...cliEnv(h) }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    // Read the first IDs, then hang up, as `head -2` does.
+    await new Promise<void>((r) => child.stdout.once('data', () => r()));
+    child.stdout.destroy();
+    const code = await new Promise<number | null>((r) => child.once('close', r));
+    expect({ code, err }).toMatchObject({
+      code: 1,
+      err: expect.stringContaining('mint stopped: output closed (EPIPE)'),
+    });
+    expect(err).not.toMatch(/\n\s+at /);
+    const minted = Number(
+      /minted (\d+) of 2000000 ID\(s\) of mint-pipe: every one is in Redis' inventory/.exec(err)?.[1],
+    );
+    expect(minted).toBeGreaterThan(0);
+    expect(minted).toBeLessThan(2_000_000);
+    expect((await inventory(R.name)).size).toBe(minted);
   }, 120_000);
 });

@@ -22,7 +22,14 @@ export const idCommands: Record<string, Command> = {
       const t0 = Date.now();
       // Each script call's IDs are written as soon as Redis confirmed them, straight to the file (no buffer):
       // whatever stops the mint, the file holds the IDs Redis holds.
-      const r = await mintBatches(ctx, product, count, (ids) => out.write(ids.join('\n') + '\n'));
+      const r = await mintBatches(
+        ctx,
+        product,
+        count,
+        (ids) => out.write(ids.join('\n') + '\n'),
+        undefined,
+        out.closed,
+      );
       await out.done();
       const where = values.out ? ` into ${values.out}` : '';
       if (r.stopped === undefined) {
@@ -32,7 +39,9 @@ export const idCommands: Record<string, Command> = {
       const left = count - r.minted;
       process.stderr.write(
         `mint stopped: ${r.stopped}\n` +
-          `minted ${r.minted} of ${count} ID(s) of ${product.name}${where}: ${values.out ? 'the file holds' : 'printed are'} exactly the IDs Redis holds\n` +
+          (out.closed()
+            ? `minted ${r.minted} of ${count} ID(s) of ${product.name}: every one is in Redis' inventory, but the output closed while they were printed, so which were read is not known (the rest are unsold stock that only the web shop can sell)\n`
+            : `minted ${r.minted} of ${count} ID(s) of ${product.name}${where}: ${values.out ? 'the file holds' : 'printed are'} exactly the IDs Redis holds\n`) +
           (r.unknown > 0
             ? `${r.unknown} ID(s) in doubt: Redis did not say whether it holds them; they are not printed, and if Redis has them they stay unsold stock that only the web shop can sell\n`
             : '') +
