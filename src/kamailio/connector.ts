@@ -111,7 +111,7 @@ export class KamailioConnector {
       port: o.evapiPort,
       log: o.log,
       onMessage: (p) => this.onEvent(p),
-      onConnect: (again) => again && void this.recheckDialogs(),
+      onConnect: (again) => void this.takeUpDialogs(again),
       onDisconnect: () => (this.lostAt = Date.now()),
     });
   }
@@ -427,6 +427,47 @@ export class KamailioConnector {
   private retick(): void {
     for (const c of this.calls.values()) {
       if (c.started && !c.ending && c.ticked > 0) this.link.send(this.tickOf(c, c.ticked));
+    }
+  }
+
+  /**
+   * On evapi, at start and after a loss: the calls this connector does not
+   * know but Kamailio holds, answered and prepaid, are taken up. A connector
+   * started again (or beside one that died) would otherwise hear of them only
+   * at their end, while they talk on to Kamailio's fail-safe: unbilled past
+   * their last tick, and, once the reaper closed them, beside the calls their
+   * freed slot lets in. A call Tessera still meters is ticked on from its
+   * answer; one the reaper closed is cut now and stopped with its seconds
+   * (billed as `late`).
+   */
+  private async takeUpDialogs(again: boolean): Promise<void> {
+    if (again) await this.recheckDialogs();
+    let dialogs;
+    try {
+      dialogs = await this.rpc.listDialogs();
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'rpc: cannot list dialogs to take up calls already up');
+      return;
+    }
+    for (const d of dialogs) {
+      const ats = Number(d.vars.ats);
+      if (d.vars.tessera !== '1' || d.state !== 4 || !(ats > 0) || !d.vars.pid) continue;
+      if (this.calls.has(d.ci) || this.done.has(d.ci)) continue;
+      const e: DialogEvent = {
+        ev: 'answer',
+        ci: d.ci,
+        he: d.he,
+        hi: d.hi,
+        id: d.vars.pid,
+        dest: d.vars.dest ?? '',
+        ts: ats,
+      };
+      const c = this.adopt(e);
+      // Answered long ago: its seconds count from Kamailio's answer, not from now (onAnswer's rule for fresh events).
+      c.answerUs = kamailioUs(ats);
+      c.answerAt = c.answerUs / 1000;
+      this.log.info({ call: c.call }, 'took up a call already answered');
+      this.scheduleTick(c);
     }
   }
 

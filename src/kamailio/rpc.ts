@@ -66,7 +66,32 @@ export class KamailioRpc {
     }
   }
 
+  /** Every dialog Kamailio holds, as dlg.list gives them (its variables as one object). */
+  async listDialogs(): Promise<ListedDialog[]> {
+    const r = await this.call('dlg.list', []);
+    if (!Array.isArray(r)) return [];
+    return (r as Record<string, unknown>[]).map((d) => ({
+      ci: String(d['call-id']),
+      he: Number(d.h_entry),
+      hi: Number(d.h_id),
+      state: Number(d.state),
+      vars: Object.assign({}, ...(Array.isArray(d.variables) ? (d.variables as object[]) : [])) as Record<
+        string,
+        string
+      >,
+    }));
+  }
+
   close(): void {
     this.agent.destroy();
   }
+}
+
+/** A dialog as dlg.list lists it: its Call-ID, hash entry and id, state (4: confirmed) and dialog variables. */
+export interface ListedDialog {
+  ci: string;
+  he: number;
+  hi: number;
+  state: number;
+  vars: Record<string, string>;
 }

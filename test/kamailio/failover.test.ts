@@ -169,6 +169,46 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     expect((await audit(h.ctx)).problems).toEqual([]);
   });
 
+  it('a connector started after its call was answered takes it up: the reaped call is cut and billed its seconds', async () => {
+    const child = await spawnAttached();
+    const [id] = await soldIds(h, TALK, 1);
+    const dialogs = (await answeredDialogs(k)).length;
+    const call = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-wait',
+      rows: [[`${id}*33612345678`, 'X-Test: taken-up']],
+      timeoutSec: 30,
+    });
+    await admitted(id!);
+    await until('Kamailio to answer the call', async () => (await answeredDialogs(k)).length > dialogs);
+    child.kill('SIGKILL');
+    // The reaper closes the call 2 s after its last tick; Kamailio's fail-safe would let it talk
+    // to its maxSec (10,000 s: the ID's whole balance is its grant).
+    await until('the reaper to close the call', async () => {
+      const s = await idStatus(h.ctx, id!);
+      return s.ok && s.activeCalls === 0;
+    });
+    await attach([url(gw1.port)]);
+    const run = await call;
+    expect(run.code, run.stdout).toBe(0);
+    const [c] = [...run.calls.values()];
+    const talkedSec = (c!.byeUs! - c!.answerUs!) / 1e6;
+    expect(talkedSec).toBeLessThan(15);
+    // The reaper's record up to the last tick, then the connector's stop for the rest: every second
+    // talked billed once, by the started-second rule.
+    const recs = await until('both records', async () => {
+      const r = await callRecords(h, c!.ci);
+      return r.length === 2 ? r : undefined;
+    });
+    expect(recs.map((r) => r.cause)).toEqual(['stale', 'late']);
+    const billed = recs.reduce((sum, r) => sum + Number(r.sec), 0);
+    expect(billed).toBeGreaterThanOrEqual(Math.floor(talkedSec));
+    expect(billed).toBeLessThanOrEqual(Math.ceil(talkedSec) + 1);
+    expect((await audit(h.ctx)).problems).toEqual([]);
+    await detachAll();
+  });
+
   it('bills exactly when one of two connectors is killed mid-call', async () => {
     const child = await spawnAttached();
     await attach([url(gw2.port)]);
