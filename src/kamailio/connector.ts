@@ -77,6 +77,16 @@ const CUT_MARGIN_MS = 5;
 /** How long before the end of its last paid second a call's final tick is sent. */
 const TICK_LEAD_MS = 200;
 /**
+ * Why Tessera refused a start, as the SIP refusal table reads it. The protocol
+ * refuses an ID too long for its schema as `bad_value`, the reason of a bad
+ * destination (484): the caller must hear that the ID is wrong (404).
+ */
+function refusalOf(r: Msg): string {
+  const reason = typeof r.reason === 'string' ? r.reason : 'internal';
+  return reason === 'bad_value' && /^id\b/.test(String(r.message)) ? 'bad_format' : reason;
+}
+
+/**
  * The ref of a tick that asks for its `ticked` (to learn a re-grant), followed
  * by its sec. A string: SwitchLink's requests use numbers, and the answer
  * comes back to onTessera as any message without a pending request does.
@@ -195,7 +205,7 @@ export class KamailioConnector {
         this.evapi.send(admitReply(e, c.failSafe));
         if (c.endAfterStart) this.stop(c, c.endAfterStart.sec, c.endAfterStart.cause);
       } else {
-        const reason = typeof r.reason === 'string' ? r.reason : 'internal';
+        const reason = refusalOf(r);
         this.evapi.send(refuseReply(e, reason));
         this.log.info({ call: c.call, reason }, 'call refused');
         this.forget(c);

@@ -289,10 +289,12 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
         [`${blocked}*33612345678`, 'X-Test: blocked'],
         [`${unrated}*33612345678`, 'X-Test: no-rate'],
         [`${busy}*33612345678`, 'X-Test: busy'],
+        // Longer than any ID the protocol takes: a wrong ID, not a wrong destination.
+        [`${'4'.repeat(60)}*33612345678`, 'X-Test: too-long'],
       ],
     });
     expect(run.code, run.stdout).toBe(0);
-    expect([...run.calls.values()].map((c) => c.refused)).toEqual([404, 403, 484, 486]);
+    expect([...run.calls.values()].map((c) => c.refused)).toEqual([404, 403, 484, 486, 404]);
     expect((await live).code).toBe(0);
   });
 
