@@ -45,6 +45,15 @@ export const parseOptions = <O extends NonNullable<ParseArgsConfig['options']>>(
 export const usageError = (message: string): Error =>
   Object.assign(new Error(message), { code: 'ERR_PARSE_ARGS_VALUE' });
 
+/** The longest free text (a reason, a note, a reference) the CLI stores: what the HTTP API takes (protocol/admin.ts). */
+export const TEXT_MAX = 200;
+
+/** A free-text option: at most TEXT_MAX characters, as over HTTP, or exit 2. */
+export const textArg = (v: string | undefined, what: string): string | undefined => {
+  if (v !== undefined && v.length > TEXT_MAX) throw usageError(`${what} must be at most ${TEXT_MAX} characters`);
+  return v;
+};
+
 export const intArg = (v: unknown, what: string): number => {
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < 0) throw usageError(`${what} must be a whole number`);

@@ -268,6 +268,17 @@ function spawnCli(args: string[]): Promise<CliRun> {
 }
 
 describe('activate, lookup, block, unblock', () => {
+  it('free text longer than the HTTP API takes (200 characters) is a usage error, and nothing changes', async () => {
+    const [id] = (await cliMint('talk', 1)) as [string];
+    const long = 'x'.repeat(201);
+    const activate = await cli('activate', id, '--ref', long);
+    expect(activate).toMatchObject({ code: 2, err: expect.stringContaining('--ref must be at most 200 characters') });
+    expect((await cli('activate', id, '--ref', 'x'.repeat(200))).code).toBe(0);
+    expect((await cli('block', id, '--reason', long)).code).toBe(2);
+    expect((await cli('topup', id, '--amount', '1', '--note', long)).code).toBe(2);
+    expect(JSON.parse((await cli('lookup', id)).out)).toMatchObject({ state: 'sold' });
+  });
+
   it('activate then lookup', async () => {
     const [id] = (await cliMint('talk', 1)) as [string];
     const before = await cli('lookup', id);

@@ -2,7 +2,7 @@
 import { readCatalog } from '../../catalog/store';
 import { activateId, idStatus, setIdState } from '../../ledger/ids';
 import { mintBatches } from '../../ledger/mint';
-import { intArg, openOut, outcome, parseOptions, type Command } from '../command';
+import { intArg, openOut, outcome, parseOptions, textArg, type Command } from '../command';
 
 export const idCommands: Record<string, Command> = {
   mint: {
@@ -61,7 +61,7 @@ export const idCommands: Record<string, Command> = {
         await activateId(await cli.ctx(), positionals[0], {
           channel: 'manual',
           price,
-          ref: values.ref ?? process.env.USER ?? '',
+          ref: textArg(values.ref, '--ref') ?? process.env.USER ?? '',
         }),
       );
     },
@@ -71,7 +71,8 @@ export const idCommands: Record<string, Command> = {
     usage: 'ID [--reason TEXT]',
     async run(cli) {
       const { values, positionals } = parseOptions(cli, { reason: { type: 'string' } }, 1);
-      return outcome(cli, await setIdState(await cli.ctx(), positionals[0], 'block', values.reason ?? ''));
+      const reason = textArg(values.reason, '--reason') ?? '';
+      return outcome(cli, await setIdState(await cli.ctx(), positionals[0], 'block', reason));
     },
   },
   unblock: {

@@ -5,7 +5,7 @@ import { loadConfig } from '../../config/config';
 import { lookupSale } from '../../ledger/sale-lookup';
 import { refundSale } from '../../sales/admin';
 import { HttpProvider } from '../../sales/provider';
-import { outcome, parseOptions, type Command } from '../command';
+import { outcome, parseOptions, textArg, type Command } from '../command';
 
 function readIfExists(file: string): string | undefined {
   return existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined;
@@ -48,7 +48,7 @@ export const saleCommands: Record<string, Command> = {
         ctx,
         new HttpProvider(url, timeoutMs, key),
         positionals[0],
-        values.reason ?? '',
+        textArg(values.reason, '--reason') ?? '',
         operator,
       );
       const code = outcome(cli, r);

@@ -3,7 +3,7 @@ import { readCatalog } from '../../catalog/store';
 import { CLI_NAME } from '../../protocol/admin';
 import { IDEMPOTENCY_KEY } from '../../protocol/sales';
 import { Topups } from '../../sales/topup';
-import { intArg, outcome, parseOptions, usageError, type Command } from '../command';
+import { intArg, outcome, parseOptions, textArg, usageError, type Command } from '../command';
 
 export const topupCommands: Record<string, Command> = {
   topup: {
@@ -22,7 +22,7 @@ export const topupCommands: Record<string, Command> = {
       const ctx = await cli.ctx();
       const { products } = await readCatalog(ctx.redis);
       const topups = new Topups(ctx, (name) => products.get(name));
-      const note = values.note ?? process.env.USER ?? 'operator';
+      const note = textArg(values.note, '--note') ?? process.env.USER ?? 'operator';
       return outcome(
         cli,
         await topups.operator(
