@@ -155,6 +155,19 @@ describe('catalog-load', () => {
     await c.close();
   });
 
+  it('loads a talk product whose rate plan is not loaded, and warns that its calls are no_rate until it is', async () => {
+    const products = file(
+      'noplan.json',
+      JSON.stringify([{ name: 'c-noplan', kind: 'talk', currency: 'EUR', face: 1, price: 1, plan: 'noplan' }]),
+    );
+    const r = await cli('catalog-load', '--products', products);
+    expect(r).toEqual({
+      code: 0,
+      out: 'loaded 1 product(s)\n',
+      err: 'warning: product c-noplan: rate plan noplan is not loaded; its calls are refused no_rate until it is\n',
+    });
+  });
+
   it('refuses an invalid file with a message and exit code 1, loading nothing of it', async () => {
     const before = await h.r.get(keys.catalogVersion);
     const dup = file('dup.csv', 'plan,prefix,rate,fee\nbad,44,200,0\nbad,44,300,0\n');

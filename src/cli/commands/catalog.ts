@@ -28,7 +28,18 @@ export const catalogCommands: Record<string, Command> = {
       if (items) cli.out(`loaded ${(await putItems(ctx.redis, items)).length} item(s)`);
       // Plans first, so no product ever points at a plan the gateways do not have yet.
       if (plans) cli.out(`loaded ${(await putPlans(ctx.redis, plans)).length} rate plan(s)`);
-      if (products) cli.out(`loaded ${(await putProducts(ctx.redis, products)).length} product(s)`);
+      if (products) {
+        const loaded = await putProducts(ctx.redis, products);
+        cli.out(`loaded ${loaded.length} product(s)`);
+        // Loaded all the same (a plan may come next), but said: until then every call on them is no_rate.
+        const { plans: known } = await readCatalog(ctx.redis);
+        const planNames = new Set([...known.values()].map((p) => p.name));
+        for (const p of loaded)
+          if (p.kind === 'talk' && !planNames.has(p.plan))
+            process.stderr.write(
+              `warning: product ${p.name}: rate plan ${p.plan} is not loaded; its calls are refused no_rate until it is\n`,
+            );
+      }
       if (access) cli.out(`loaded ${(await putAccess(ctx.redis, access)).length} access area(s)`);
     },
   },
