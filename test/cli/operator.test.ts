@@ -280,6 +280,16 @@ function spawnCli(args: string[]): Promise<CliRun> {
   });
 }
 
+describe('call', () => {
+  it('without its ID, destination or token is a usage error before any connection', async () => {
+    expect(await cli('call')).toMatchObject({ code: 2, err: expect.stringContaining('--id is required') });
+    expect(await cli('call', '--id', '1', '--dest', '33')).toMatchObject({
+      code: 2,
+      err: expect.stringContaining('--token is required'),
+    });
+  });
+});
+
 describe('activate, lookup, block, unblock', () => {
   it('free text longer than the HTTP API takes (200 characters) is a usage error, and nothing changes', async () => {
     const [id] = (await cliMint('talk', 1)) as [string];

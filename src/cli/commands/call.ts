@@ -1,6 +1,6 @@
 /** `tessera call`: a tiny switch client that places one call through the gateway. */
 import WebSocket from 'ws';
-import { intArg, parseOptions, type Command } from '../command';
+import { intArg, parseOptions, usageError, type Command } from '../command';
 
 export const callCommands: Record<string, Command> = {
   call: {
@@ -15,6 +15,13 @@ export const callCommands: Record<string, Command> = {
         seconds: { type: 'string', default: '0' },
         json: { type: 'boolean', default: false },
       });
+      // Checked before connecting: without them the gateway could only refuse the call.
+      for (const [name, v] of [
+        ['--id', values.id],
+        ['--dest', values.dest],
+        ['--token', values.token],
+      ] as const)
+        if (!v) throw usageError(`${name} is required`);
       return runDemoCall({
         url: values.url,
         token: values.token ?? '',
