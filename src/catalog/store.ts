@@ -155,6 +155,9 @@ export async function putProducts(redis: RedisClient, items: unknown[]): Promise
   products.forEach((p, i) => {
     if (p.kind === 'talk' && p.finalAction === 'redirect' && !p.redirectTo)
       throw new Error(`product #${i + 1}: finalAction redirect needs redirectTo (the number to send the caller to)`);
+    // A balance cap below the value sold would refuse every top-up of every ID of the product.
+    if (p.kind === 'talk' && p.topupMaxBalance !== undefined && p.topupMaxBalance < p.face)
+      throw new Error(`product #${i + 1}: topupMaxBalance ${p.topupMaxBalance} is below face ${p.face}`);
   });
   if (products.length) await redis.hset(keys.products, ...products.flatMap((p) => [p.name, JSON.stringify(p)]));
   await bump(redis);

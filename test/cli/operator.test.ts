@@ -168,6 +168,29 @@ describe('catalog-load', () => {
     });
   });
 
+  it('refuses a talk product whose top-up cap is below its face: no top-up of it could succeed', async () => {
+    const capped = file(
+      'capped.json',
+      JSON.stringify([
+        {
+          name: 'c-capped',
+          kind: 'talk',
+          currency: 'EUR',
+          face: 5000,
+          price: 5000,
+          plan: 'cplan',
+          topupMaxBalance: 4000,
+        },
+      ]),
+    );
+    const r = await cli('catalog-load', '--products', capped);
+    expect(r).toMatchObject({
+      code: 1,
+      err: 'tessera catalog-load: product #1: topupMaxBalance 4000 is below face 5000\n',
+    });
+    expect(await h.r.hget(keys.products, 'c-capped')).toBeNull();
+  });
+
   it('refuses an invalid file with a message and exit code 1, loading nothing of it', async () => {
     const before = await h.r.get(keys.catalogVersion);
     const dup = file('dup.csv', 'plan,prefix,rate,fee\nbad,44,200,0\nbad,44,300,0\n');
