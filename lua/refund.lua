@@ -11,6 +11,8 @@ value sold = balance + call, redemption and refund records still holds.
 local f = id_fields(KEYS[1], { 'st', 'bal', 'face', 'first', 'act', 'pref', 'refrec', 'prod', 'cur', 'why', 'srec' })
 if not f[1] then return { 'err', 'unknown_id' } end
 if f[7] then return { 'ok', tonumber(f[3]), f[7], f[6] or '', 1 } end
+-- Spent to zero (calls, redemptions, a voucher's transfer): sold and used, not unsold.
+if f[1] == 'exhausted' then return { 'err', 'already_used' } end
 if f[1] ~= 'sold' then return { 'err', 'not_sold' } end
 if (tonumber(f[4]) or 0) > 0 or tonumber(f[2]) ~= tonumber(f[3]) or (tonumber(f[5]) or 0) > 0 then
   return { 'err', 'already_used' }

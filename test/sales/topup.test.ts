@@ -232,6 +232,16 @@ describe('recharge voucher into an ID', () => {
     expect(await idFields(h, v!)).toMatchObject({ st: 'sold', bal: '2000000' });
   });
 
+  it('a voucher transferred into an ID cannot be refunded: already_used', async () => {
+    const tok = await token(h, 'sales', 'till-refund');
+    const admin = await token(h, 'admin', 'ops-refund');
+    const [id] = await soldIds(h, TALK);
+    const [v] = await soldIds(h, VOUCHER);
+    expect((await jsonCall(gw, 'POST', '/v1/topups', { token: tok, body: { id: id!, voucher: v! } })).status).toBe(200);
+    const r = await jsonCall(gw, 'POST', `/v1/admin/sales/${v}/refund`, { token: admin, body: {} });
+    expect(r).toMatchObject({ status: 409, json: { error: { reason: 'already_used' } } });
+  });
+
   it('throttles a client that sends voucher numbers that do not exist', async () => {
     const g = await gateway(h, { guessLimit: 3 });
     try {
