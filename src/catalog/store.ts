@@ -268,6 +268,9 @@ function assertUsable(info: TokenInfo): void {
   if (!checkToken(info)) throw new Error(`token: ${describeErrors(checkToken.errors)}`);
   // A scanner redeems for its venue only, so it must have one.
   if (info.role === 'scanner' && !info.venue) throw new Error('token: a scanner token needs --venue');
+  // Only a scanner redeems somewhere: a venue or gate on another role would be kept and mean nothing.
+  if (info.role !== 'scanner' && (info.venue || info.gate))
+    throw new Error(`token: a ${info.role} token has no venue or gate (only a scanner's does)`);
   if (RESERVED_NAMES[info.role] === info.name)
     throw new Error(`token: reserved_name: ${messageOf('reserved_name')}; choose another name`);
 }

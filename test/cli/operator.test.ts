@@ -499,6 +499,14 @@ describe('tokens', () => {
     expect((await cli('token-revoke', '--name', 'web')).out).toBe('revoked 1 token(s)\n');
   });
 
+  it('only a scanner token has a venue or gate: not given to another role, at creation or by an update', async () => {
+    const sw = await cli('token-create', '--role', 'switch', '--name', 'sw-venue', '--venue', 'arena');
+    expect(sw).toMatchObject({ code: 1, err: expect.stringContaining('a switch token has no venue or gate') });
+    expect((await cli('token-create', '--role', 'switch', '--name', 'sw-plain')).code).toBe(0);
+    expect((await cli('token-update', '--name', 'sw-plain', '--venue', 'arena')).code).toBe(1);
+    expect((await cli('token-revoke', '--name', 'sw-plain')).out).toBe('revoked 1 token(s)\n');
+  });
+
   it('no admin token is named cli (tessera topup --key keys its top-ups so)', async () => {
     const admin = await cli('token-create', '--role', 'admin', '--name', 'cli');
     expect(admin.code).toBe(1);
