@@ -36,7 +36,8 @@ class ClientState {
  *
  * A miss is counted once its lookup is answered, so lookups that wait on Redis
  * together are not held back by each other's misses. Scanners and voucher
- * top-ups therefore take a slot for each lookup (enter/queue, then release): at most limit + 1 − misses
+ * top-ups therefore take a slot for each lookup (withSlot; the callback-style
+ * redeem: enter or queue, then release): at most limit + 1 − misses
  * of one client wait on Redis at once (misses as this gateway last learnt them,
  * never fewer than 1 slot); the others wait their turn here, in arrival order,
  * and are checked again when it comes. A burst of guesses gets about limit + 1
@@ -98,9 +99,24 @@ export class GuessThrottle {
   }
 
   /** enter, then queue when it must: 0 holding a slot, or seconds to wait. */
-  turn(client: string): number | Promise<number> {
+  private turn(client: string): number | Promise<number> {
     const entered = this.enter(client);
     return entered !== WAIT ? entered : new Promise((resolve) => this.queue(client, resolve));
+  }
+
+  /**
+   * Runs `lookUp` holding one of the client's slots, waiting its turn for one,
+   * and gives it back however `lookUp` ends; `refuse(seconds)` is the answer
+   * when the client is throttled by then.
+   */
+  async withSlot<T>(client: string, refuse: (retryAfter: number) => T, lookUp: () => Promise<T>): Promise<T> {
+    const wait = await this.turn(client);
+    if (wait > 0) return refuse(wait);
+    try {
+      return await lookUp();
+    } finally {
+      this.release(client);
+    }
   }
 
   /** Gives back a slot that enter or a turn gave. */

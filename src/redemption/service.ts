@@ -221,16 +221,12 @@ export class Redemption {
     );
   }
 
-  async validate(token: TokenInfo, req: Omit<ScanRequest, 'scan'>): Promise<Answer> {
-    const wait = await this.throttle.turn(token.name);
-    if (wait > 0) return throttled(wait);
-    try {
+  validate(token: TokenInfo, req: Omit<ScanRequest, 'scan'>): Promise<Answer> {
+    return this.throttle.withSlot(token.name, throttled, async () => {
       const t = this.prepare(token, { ...req, scan: '' });
       if (!(t instanceof Terms)) return t;
-      return await this.guessed(token.name, await script.validate(this.scripts, t, Date.now()));
-    } finally {
-      this.throttle.release(token.name);
-    }
+      return this.guessed(token.name, await script.validate(this.scripts, t, Date.now()));
+    });
   }
 
   /** The checks that need no Redis, and the terms of the scan (the throttle is the lookup slot's). */
@@ -339,19 +335,15 @@ export class Redemption {
    * for its venue, or every venue): any other ID answers `unknown_id`, counted as a
    * guess too, exactly as an ID that does not exist, so the answer tells nothing.
    */
-  async status(token: TokenInfo, id: unknown): Promise<Refusable<IdStatus> | Refused> {
-    const wait = await this.throttle.turn(token.name);
-    if (wait > 0) return throttled(wait);
-    try {
+  status(token: TokenInfo, id: unknown): Promise<Refusable<IdStatus> | Refused> {
+    return this.throttle.withSlot<Refusable<IdStatus> | Refused>(token.name, throttled, async () => {
       const venue = token.venue;
       if (!venue) return { ok: false, reason: 'no_venue' };
       const found = await idStatus(this.ctx, id);
       const s =
         found.ok && !(await this.redeemableAt(venue, id, found)) ? { ok: false as const, reason: 'unknown_id' } : found;
-      return await this.guessed(token.name, s);
-    } finally {
-      this.throttle.release(token.name);
-    }
+      return this.guessed(token.name, s);
+    });
   }
 
   /** Whether a scanner of this venue could redeem the ID: a ticket, goods or service ID valid at the venue. */

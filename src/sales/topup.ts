@@ -40,6 +40,8 @@ export interface TopupAnswer {
 /** `retryAfter` (seconds) comes with throttled. */
 export type TopupResult = Refusable<TopupAnswer> | { ok: false; reason: 'throttled'; retryAfter: number };
 
+const throttled = (retryAfter: number): TopupResult => ({ ok: false, reason: 'throttled', retryAfter });
+
 /** A place in Redis: an ID's key and bucket. */
 export interface IdLoc {
   key: string;
@@ -124,23 +126,19 @@ export class Topups {
   }
 
   /** voucher() into an ID already located (the check page's). */
-  async voucherInto(target: IdLoc, voucherInput: unknown, channel: string, client: string): Promise<TopupResult> {
+  voucherInto(target: IdLoc, voucherInput: unknown, channel: string, client: string): Promise<TopupResult> {
     // A slot per lookup, as scanners take (GuessThrottle): a burst of guessed voucher numbers
     // waits its turn instead of reaching Redis before any of its misses is counted.
-    const wait = await this.guesses.turn(client);
-    if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
-    try {
+    return this.guesses.withSlot<TopupResult>(client, throttled, async () => {
       const r = await this.redeemVoucher(target, voucherInput, channel);
       if (!r.ok && r.reason === 'unknown_id') {
         await this.guesses.miss(client);
         // Stricter than scanners and switches: the miss that goes over the limit is refused as well.
         const over = this.guesses.retryAfter(client);
-        if (over > 0) return { ok: false, reason: 'throttled', retryAfter: over };
+        if (over > 0) return throttled(over);
       }
       return r;
-    } finally {
-      this.guesses.release(client);
-    }
+    });
   }
 
   private async redeemVoucher(target: IdLoc, voucherInput: unknown, channel: string): Promise<TopupResult> {
