@@ -3,8 +3,10 @@
  * through here and its method recorded, so that once all are in, a known path
  * asked with another method answers 405 with Allow, and any other path 404:
  * both with the buyer pages' security headers, since a browser may see them.
+ * Every GET route answers HEAD too (RFC 9110 §9.3.2: monitors and link
+ * checkers use it), with the GET's status and headers and no body.
  */
-import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import type { HttpRequest, HttpResponse, RecognizedString, TemplatedApp } from 'uWebSockets.js';
 import { messageOf, statusOf, type Reason } from '../protocol/reasons';
 import { statusLine } from './http';
 import { PAGE_HEADERS } from './routes/pages/kit';
@@ -20,8 +22,10 @@ export interface Router {
 export function methodRouter(app: TemplatedApp): Router & { fallbacks(): void } {
   const allowed = new Map<string, string[]>();
   const add = (method: 'GET' | 'POST', pattern: string, handler: Handler): void => {
-    allowed.set(pattern, [...(allowed.get(pattern) ?? []), method]);
-    app[method === 'GET' ? 'get' : 'post'](pattern, handler);
+    allowed.set(pattern, [...(allowed.get(pattern) ?? []), ...(method === 'GET' ? ['GET', 'HEAD'] : [method])]);
+    if (method === 'POST') return void app.post(pattern, handler);
+    app.get(pattern, handler);
+    app.head(pattern, (res, req) => handler(headOnly(res), req));
   };
   return {
     get: (pattern, handler) => add('GET', pattern, handler),
@@ -33,6 +37,36 @@ export function methodRouter(app: TemplatedApp): Router & { fallbacks(): void } 
       app.any('/*', (res, req) => refuse(res, req, 'not_found'));
     },
   };
+}
+
+/**
+ * The response a GET handler writes, answering HEAD: what it ends with gives
+ * the Content-Length and is not sent (a body would be read as the start of the
+ * next answer on the connection). Only HEAD requests pay for the proxy.
+ */
+function headOnly(res: HttpResponse): HttpResponse {
+  const proxy: HttpResponse = new Proxy(res, {
+    get(target, key) {
+      // The length goes in as a header: this uWS build aborts on endWithoutBody with arguments.
+      if (key === 'end')
+        return (body?: RecognizedString) =>
+          target.writeHeader('Content-Length', String(byteLength(body))).endWithoutBody() && proxy;
+      const value: unknown = Reflect.get(target, key);
+      if (typeof value !== 'function') return value;
+      // Chained calls (writeStatus(...).end(...)) must come back to the proxy, not the socket.
+      return (...args: unknown[]) => {
+        const out: unknown = Reflect.apply(value, target, args);
+        return out === target ? proxy : out;
+      };
+    },
+  });
+  return proxy;
+}
+
+function byteLength(body: RecognizedString | undefined): number {
+  if (body === undefined) return 0;
+  if (typeof body === 'string') return Buffer.byteLength(body);
+  return body.byteLength;
 }
 
 function refuse(res: HttpResponse, req: HttpRequest, reason: Reason, headers: Record<string, string> = {}): void {

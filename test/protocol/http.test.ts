@@ -74,18 +74,39 @@ describe('health', () => {
     }
   });
 
+  it('HEAD answers every GET route with its status, headers and length, and no body', async () => {
+    // Same length as GET's body: pages whose bytes do not change between two requests.
+    for (const path of ['/healthz', '/access', '/access/nowhere', '/pages.css', '/v1/products', '/v1/access-numbers']) {
+      const get = await fetch(`${base}${path}`);
+      const body = Buffer.from(await get.arrayBuffer());
+      const head = await fetch(`${base}${path}`, { method: 'HEAD' });
+      expect(head.status, path).toBe(get.status);
+      expect(head.headers.get('content-type'), path).toBe(get.headers.get('content-type'));
+      expect(head.headers.get('content-length'), path).toBe(String(body.length));
+      expect((await head.arrayBuffer()).byteLength, path).toBe(0);
+    }
+    // An authenticated GET answers HEAD as it would GET: refused without a token, found with one.
+    const status = `/v1/ids/${unminted()}/status`;
+    expect((await fetch(`${base}${status}`, { method: 'HEAD' })).status).toBe(401);
+    expect(
+      (await fetch(`${base}${status}`, { method: 'HEAD', headers: { authorization: `Bearer ${admin}` } })).status,
+    ).toBe(404);
+    // The connection is still in step: a GET after a HEAD on it reads its own answer.
+    const ready = await fetch(`${base}/readyz`);
+    expect(await ready.json()).toMatchObject({ ok: true });
+  });
+
   it('a known path asked with another method → 405 method_not_allowed with Allow; both refusals carry the page headers', async () => {
     const cases: [string, string, string][] = [
       ['PUT', '/v1/purchases', 'POST'],
       ['DELETE', '/v1/purchases', 'POST'],
       ['GET', '/v1/purchases', 'POST'],
-      ['PATCH', '/buy', 'GET, POST'],
-      ['OPTIONS', '/buy', 'GET, POST'],
-      ['DELETE', `/check/0/${'0'.repeat(64)}`, 'GET, POST'],
+      ['PATCH', '/buy', 'GET, HEAD, POST'],
+      ['OPTIONS', '/buy', 'GET, HEAD, POST'],
+      ['DELETE', `/check/0/${'0'.repeat(64)}`, 'GET, HEAD, POST'],
       ['PUT', `/check/0/${'0'.repeat(64)}/voucher`, 'POST'],
-      ['POST', '/access', 'GET'],
-      ['HEAD', '/buy', 'GET, POST'],
-      ['HEAD', '/access', 'GET'],
+      ['POST', '/access', 'GET, HEAD'],
+      ['HEAD', '/v1/purchases', 'POST'],
     ];
     for (const [method, path, allow] of cases) {
       const r = await fetch(`${base}${path}`, { method });
