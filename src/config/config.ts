@@ -61,6 +61,7 @@ const EnvSchema = Type.Object({
   SCAN_TTL_SEC: Int(60, 366 * 86400, 30 * 86400),
   GUESS_LIMIT: Int(1, 1_000_000, 20),
   GUESS_WINDOW_SEC: Int(1, 86400, 60),
+  SWITCH_GUESS_LIMIT: Int(1, 1_000_000_000, 1000),
   HOOK_CONCURRENCY: Int(1, 1000, 16),
   HOOK_TIMEOUT_MS: Int(100, 120_000, 10_000),
   HOOK_POLL_MS: Int(10, 60_000, 1000),
@@ -163,6 +164,8 @@ export interface Config {
   /** unknown_id answers one scanner may get per window before it is throttled. */
   guessLimit: number;
   guessWindowSec: number;
+  /** unknown_id answers to one switch's starts and quotes that carry an origin, all origins together, per window. */
+  switchGuessLimit: number;
 }
 
 // Its own Ajv, not the wire's: the environment's strings become numbers, defaults fill in, every error is told.
@@ -266,6 +269,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     scanTtlSec: e.SCAN_TTL_SEC,
     guessLimit: e.GUESS_LIMIT,
     guessWindowSec: e.GUESS_WINDOW_SEC,
+    switchGuessLimit: e.SWITCH_GUESS_LIMIT,
     hooks: {
       concurrency: e.HOOK_CONCURRENCY,
       timeoutMs: e.HOOK_TIMEOUT_MS,

@@ -86,6 +86,11 @@ function refusalOf(r: Msg): string {
   return reason === 'bad_value' && /^id\b/.test(String(r.message)) ? 'bad_format' : reason;
 }
 
+/** The INVITE's source address as the start's `origin` (the protocol takes 1-64 printable characters). */
+function originOf(e: InviteEvent): string | undefined {
+  return e.si !== undefined && /^[\x21-\x7e]{1,64}$/.test(e.si) ? e.si : undefined;
+}
+
 /**
  * The ref of a tick that asks for its `ticked` (to learn a re-grant), followed
  * by its sec. A string: SwitchLink's requests use numbers, and the answer
@@ -199,18 +204,21 @@ export class KamailioConnector {
   private onInvite(e: InviteEvent): void {
     if (this.calls.has(e.ci) || this.done.has(e.ci)) return;
     const c = this.track(e);
-    void this.link.request({ op: 'start', call: c.call, id: c.id, dest: c.dest }).then((r) => {
-      if (r.op === 'started') {
-        this.admit(c, r);
-        this.evapi.send(admitReply(e, c.failSafe));
-        if (c.endAfterStart) this.stop(c, c.endAfterStart.sec, c.endAfterStart.cause);
-      } else {
-        const reason = refusalOf(r);
-        this.evapi.send(refuseReply(e, reason));
-        this.log.info({ call: c.call, reason }, 'call refused');
-        this.forget(c);
-      }
-    });
+    const origin = originOf(e);
+    void this.link
+      .request({ op: 'start', call: c.call, id: c.id, dest: c.dest, ...(origin && { origin }) })
+      .then((r) => {
+        if (r.op === 'started') {
+          this.admit(c, r);
+          this.evapi.send(admitReply(e, c.failSafe));
+          if (c.endAfterStart) this.stop(c, c.endAfterStart.sec, c.endAfterStart.cause);
+        } else {
+          const reason = refusalOf(r);
+          this.evapi.send(refuseReply(e, reason));
+          this.log.info({ call: c.call, reason }, 'call refused');
+          this.forget(c);
+        }
+      });
   }
 
   /** What `started` says of the call's time: its maxSec, its grant and its failure policy. */

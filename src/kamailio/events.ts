@@ -17,6 +17,8 @@ export interface InviteEvent {
   hi: number;
   id: string;
   dest: string;
+  /** The INVITE's source address ($si): the call's origin, so that unknown IDs count per caller. */
+  si?: string;
   ts: number;
 }
 

@@ -3,7 +3,6 @@ import type { Config } from '../config/config';
 import { checkId } from '../ids/idnum';
 import type { IdKeys } from '../ids/secrets';
 import { resolveAni } from '../ledger/anis';
-import { GuessThrottle } from '../ledger/guess-throttle';
 import type { Metrics } from '../observability/metrics';
 import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
@@ -11,6 +10,7 @@ import type { RedisClient } from '../redis/connect';
 import { GroupCommit } from '../redis/group-commit';
 import { replicated, replicatedSeen, waitsForReplicas } from '../redis/replication';
 import { callKeyOf, callKeysFor, type CallKeys } from './call-keys';
+import { SwitchGuesses } from './switch-guesses';
 import { CallLocator } from './locator';
 import {
   callQuote,
@@ -90,12 +90,13 @@ export class Metering {
   /** How much later than an answered call an unanswered one counts as stale. */
   private readonly ringGraceMs: number;
   /**
-   * unknown_id answers to starts and quotes, per switch token name (its own
-   * counters, not the scanners'). Unlike scanners' lookups, starts are not
-   * bounded in flight (enter/release): a switch starts thousands of calls at
-   * once, and past the limit the count still answers `throttled` (miss).
+   * unknown_id answers to starts and quotes, per switch token name and the
+   * call's origin (their own counters, not the scanners'). Unlike scanners'
+   * lookups, starts are not bounded in flight (enter/release): a switch starts
+   * thousands of calls at once, and past the limit the count still answers
+   * `throttled` (miss).
    */
-  readonly throttle: GuessThrottle;
+  readonly guesses: SwitchGuesses;
 
   constructor(
     private readonly cfg: Config,
@@ -108,9 +109,7 @@ export class Metering {
     maxCallsPerScript = 32,
   ) {
     this.locator = new CallLocator(redis, scripts, ids, cfg.sessionTtlSec);
-    this.throttle = new GuessThrottle(redis, ids, cfg.guessLimit, cfg.guessWindowSec, 'sw', () =>
-      metrics.switchThrottled.inc(),
-    );
+    this.guesses = new SwitchGuesses(redis, ids, cfg, () => metrics.switchThrottled.inc());
     this.liveRefreshMs = Math.min(2000, Math.floor(cfg.staleAfterMs / 3));
     this.ticks = new GroupCommit(redis, this.billTicks, maxTicksPerScript);
     this.starts = new GroupCommit(redis, this.admitCalls, maxCallsPerScript);
@@ -121,6 +120,7 @@ export class Metering {
   /**
    * Admits a call; `dialled` is the destination as the switch sent it (destDigits).
    * `ani`: the caller's number, when the switch logs in by it instead of an ID.
+   * `origin`: where the call comes from, as the switch knows it (SwitchGuesses).
    */
   async start(
     sw: string,
@@ -129,13 +129,14 @@ export class Metering {
     dialled: string,
     ani?: unknown,
     mode: 'tick' | 'quota' = 'tick',
+    origin?: string,
   ): Promise<StartResult> {
-    // A switch past its guess limit is refused before anything else, a valid ID or not.
-    const wait = this.throttle.retryAfter(sw);
+    // A switch (or origin) past its guess limit is refused before anything else, a valid ID or not.
+    const wait = this.guesses.retryAfter(sw, origin);
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
     const dest = destDigits(dialled);
     if (dest === undefined) return { ok: false, reason: 'bad_value' };
-    const caller = await this.caller(sw, idInput, ani);
+    const caller = await this.caller(sw, origin, idInput, ani);
     if (!caller.ok) return caller;
     const { hash, bucket, aniHash } = caller;
     const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));
@@ -156,7 +157,7 @@ export class Metering {
     // A refused call leaves no index behind (guessed IDs must not fill Redis).
     if (!r.ok && claim === 'new' && r.reason !== 'call_conflict' && r.reason !== 'call_ended')
       await this.locator.release(sw, call);
-    if (!r.ok) return this.guessed(sw, r);
+    if (!r.ok) return this.guessed(sw, origin, r);
     // `started` is said once a replica has the session and its index: a failover must not lose the call.
     // A retry may find them written by its first try, elsewhere: then what it saw must be replicated.
     await this.acked(sw, call, ck.session, r.duplicate, claim !== 'new');
@@ -169,20 +170,20 @@ export class Metering {
    * switch's guess counter. Throttled and counted like a start, so it is no way
    * around the guess limit.
    */
-  async quote(sw: string, idInput: unknown, dialled: string, ani?: unknown): Promise<QuoteResult> {
-    const wait = this.throttle.retryAfter(sw);
+  async quote(sw: string, idInput: unknown, dialled: string, ani?: unknown, origin?: string): Promise<QuoteResult> {
+    const wait = this.guesses.retryAfter(sw, origin);
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
     const dest = destDigits(dialled);
     if (dest === undefined) return { ok: false, reason: 'bad_value' };
-    const caller = await this.caller(sw, idInput, ani);
+    const caller = await this.caller(sw, origin, idInput, ani);
     if (!caller.ok) return caller;
     const { hash, bucket } = caller;
     // call_quote writes nothing: the ID's list is checked here, not in the script.
     if (caller.aniHash && !(await this.redis.hexists(keys.id(bucket, hash), `ani:${caller.aniHash}`)))
-      return this.guessed(sw, { ok: false, reason: 'unknown_ani' });
+      return this.guessed(sw, origin, { ok: false, reason: 'unknown_ani' });
     const now = Date.now();
     const r = await callQuote(this.scripts, keys.id(bucket, hash), now, this.catalog.tariffArgs(dest, now));
-    return r.ok ? r : this.guessed(sw, r);
+    return r.ok ? r : this.guessed(sw, origin, r);
   }
 
   /**
@@ -193,6 +194,7 @@ export class Metering {
    */
   private async caller(
     sw: string,
+    origin: string | undefined,
     idInput: unknown,
     ani: unknown,
   ): Promise<
@@ -205,7 +207,7 @@ export class Metering {
       return { ok: true, ...this.ids.hash(checked.id), aniHash: '', idText: checked.id };
     }
     const found = await resolveAni(this.redis, this.ids, ani);
-    if (!found.ok) return this.guessed(sw, found);
+    if (!found.ok) return this.guessed(sw, origin, found);
     return { ok: true, hash: found.idHash, bucket: found.bucket, aniHash: found.aniHash, idText: '' };
   }
 
@@ -216,11 +218,12 @@ export class Metering {
    */
   private async guessed<R extends { ok: false; reason: string }>(
     sw: string,
+    origin: string | undefined,
     r: R,
   ): Promise<R | { ok: false; reason: 'throttled'; retryAfter: number }> {
     if (r.reason !== 'unknown_id' && r.reason !== 'unknown_ani') return r;
     this.metrics.unknownIdStarts.inc();
-    const wait = await this.throttle.miss(sw);
+    const wait = await this.guesses.miss(sw, origin);
     return wait > 0 ? { ok: false, reason: 'throttled', retryAfter: wait } : r;
   }
 
@@ -339,7 +342,7 @@ export class Metering {
       // The ID its start named, read the same: the same key, without another HMAC.
       if (checked.id === ck.idText) return undefined;
     }
-    const caller = await this.caller(sw, lost.id, lost.ani);
+    const caller = await this.caller(sw, undefined, lost.id, lost.ani);
     if (!caller.ok && caller.reason !== 'unknown_ani') return caller;
     return caller.ok && keys.id(caller.bucket, caller.hash) === ck.id
       ? undefined
@@ -368,7 +371,7 @@ export class Metering {
     // Rated as its start would have been: the same rule for the dialled number, the same caller.
     const dest = destDigits(lost.dest);
     if (dest === undefined) return { ok: false, reason: 'bad_value' };
-    const caller = await this.caller(sw, lost.id, lost.ani);
+    const caller = await this.caller(sw, undefined, lost.id, lost.ani);
     if (!caller.ok) return caller;
     const { hash, bucket, aniHash } = caller;
     const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));

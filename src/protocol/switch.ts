@@ -14,6 +14,12 @@ const Seconds = Type.Integer({ minimum: 0, maximum: 7 * 86400 });
  */
 const Ani = Type.String({ maxLength: 40 });
 
+/**
+ * Where a call comes from, as the switch knows it (the caller's address,
+ * trunk or number): unknown IDs then count per origin (docs/protocol.md, Guessed IDs).
+ */
+const Origin = Type.String({ pattern: '^[\\x21-\\x7e]{1,64}$' });
+
 export const StartMsg = Type.Object({
   op: Type.Literal('start'),
   ref: Ref,
@@ -24,6 +30,7 @@ export const StartMsg = Type.Object({
   dest: Type.String({ pattern: '^\\+?[0-9]{1,20}$' }),
   /** `tick` (default): the switch reports every second; `quota`: it reports with `update` when it asks again. */
   mode: Type.Optional(Type.Union([Type.Literal('tick'), Type.Literal('quota')])),
+  origin: Type.Optional(Origin),
 });
 export const TickMsg = Type.Object({ op: Type.Literal('tick'), call: CallId, sec: Seconds, ref: Type.Optional(Ref) });
 /** Quota mode: the seconds used so far (cumulative, like a tick's) and a request for the next grant. */
@@ -50,6 +57,7 @@ export const QuoteMsg = Type.Object({
   id: Type.Optional(Type.String({ maxLength: 40 })),
   ani: Type.Optional(Ani),
   dest: Type.String({ pattern: '^\\+?[0-9]{1,20}$' }),
+  origin: Type.Optional(Origin),
 });
 export const PingMsg = Type.Object({ op: Type.Literal('ping'), ref: Type.Optional(Ref) });
 

@@ -298,6 +298,39 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     expect((await live).code).toBe(0);
   });
 
+  it('a caller keying unknown IDs is throttled (403) alone: other callers of the switch still get through', async () => {
+    const [id] = await soldIds(h, TALK, 1);
+    const limit = h.cfg.guessLimit;
+    const unknown = Array.from({ length: limit + 2 }, (_, i): [string, string] => [
+      `${luhnId(String(123456789000000 + i))}*33612345678`,
+      `X-Test: guess-${i}`,
+    ]);
+    const guesser = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      ip: '127.0.0.2',
+      rate: 50,
+      limit: 1,
+      rows: [...unknown, [`${id}*33612345678`, 'X-Test: guesser-real']],
+    });
+    expect(guesser.code, guesser.stdout).toBe(0);
+    // Up to the limit and the one over it: 404; then the caller is refused, its real ID too.
+    expect([...guesser.calls.values()].map((c) => c.refused)).toEqual([
+      ...Array<number>(limit + 1).fill(404),
+      403,
+      403,
+    ]);
+    const other = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${id}*33612345678`, 'X-Test: other-caller']],
+    });
+    expect(other.code, other.stdout).toBe(0);
+    expect([...other.calls.values()].map((c) => c.refused)).toEqual([undefined]);
+  });
+
   it('refuses an initial INVITE with a forged To-tag that carries a prepaid ID: it would skip metering', async () => {
     const [id] = await soldIds(h, TALK, 1);
     const run = await runUac({

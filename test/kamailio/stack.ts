@@ -334,6 +334,8 @@ export async function runUac(o: {
   /** Calls open at once at most; `calls` by default. */
   limit?: number;
   timeoutSec?: number;
+  /** The caller's address (any of 127.0.0.0/8): Kamailio sends it as the call's origin. */
+  ip?: string;
   onStart?: (p: ChildProcess) => void;
 }): Promise<UacRun> {
   const port = await freeSipPort();
@@ -344,7 +346,7 @@ export async function runUac(o: {
   const calls = o.calls ?? o.rows.length;
   // prettier-ignore
   const args = [
-    '-sf', join(SCENARIOS, `${o.scenario}.xml`), '-inf', csv, '-i', '127.0.0.1', '-p', String(port),
+    '-sf', join(SCENARIOS, `${o.scenario}.xml`), '-inf', csv, '-i', o.ip ?? '127.0.0.1', '-p', String(port),
     '-m', String(calls), '-r', String(o.rate ?? 100), '-rp', '1000', '-l', String(o.limit ?? calls),
     '-d', String(o.talkMs ?? 1000), '-nostdin', '-trace_logs', '-log_file', log,
     '-timeout', `${o.timeoutSec ?? 30}s`, '-timeout_error', '-max_socket', '10000', '-buff_size', '4194304',

@@ -4,7 +4,8 @@
  * GUESS_WINDOW_SEC); past the limit its starts are refused `throttled`, valid
  * IDs too, while other switch tokens go on; the window ends and it starts again.
  * Starts sent at once all reach Redis, but only one answer over the limit is
- * unknown_id.
+ * unknown_id. A switch that names each call's origin gets its origins counted
+ * apart, and all of them together against SWITCH_GUESS_LIMIT.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedCatalog, soldIds, startHarness, talkProduct, withGateway, type Harness } from '../support/harness';
@@ -82,6 +83,47 @@ describe('unknown IDs on start', () => {
       await a.c.request({ op: 'stop', ref: 'a', call: again.call, sec: 0 });
       expect(await start(a, generateId(h.cfg.idLength))).toMatchObject({ reason: 'unknown_id' });
       await Promise.all([a.c.close(), b.c.close()]);
+    }));
+
+  it('with origins, one origin past GUESS_LIMIT is throttled alone; all origins together stop at SWITCH_GUESS_LIMIT', () =>
+    withGateway(h, { ...LIMITS, switchGuessLimit: 7 }, async (g) => {
+      const a = await connectSwitch(h, g.port);
+      const ids = await soldIds(h, talkProduct({ maxCalls: 5 }), 4);
+      const start = async (id: string, origin?: string): Promise<string> => {
+        const call = newCall();
+        const r = await a.c.request({ op: 'start', ref: call, call, id, dest: '4912345', ...(origin && { origin }) });
+        if (r.op === 'started') await a.c.request({ op: 'stop', ref: 's', call, sec: 0 });
+        return String(r.op === 'started' ? 'started' : r.reason);
+      };
+      const guess = (origin?: string): Promise<string> => start(generateId(h.cfg.idLength), origin);
+
+      // One caller keys wrong IDs: only that caller is refused.
+      const answers: string[] = [];
+      for (let i = 0; i < LIMIT + 2; i++) answers.push(await guess('192.0.2.7'));
+      expect(answers).toEqual([...Array<string>(LIMIT + 1).fill('unknown_id'), 'throttled']);
+      expect(await start(ids[0]!, '192.0.2.7')).toBe('throttled');
+      const quote = await a.c.request({ op: 'quote', ref: 'q', id: ids[0], dest: '4912345', origin: '192.0.2.7' });
+      expect(quote).toMatchObject({ op: 'error', reason: 'throttled' });
+      expect(await start(ids[0]!, '192.0.2.8')).toBe('started');
+      expect(await start(ids[1]!)).toBe('started');
+      expect(await guessCount(h, `swo:${a.name}/192.0.2.7`)).toBe(LIMIT + 1);
+
+      // Made-up origins are no way around the limit: the switch's misses together stop at 7.
+      const spread: string[] = [];
+      for (let i = 0; i < 5; i++) spread.push(await guess(`198.51.100.${i}`));
+      expect(spread).toEqual(['unknown_id', 'unknown_id', 'unknown_id', 'unknown_id', 'throttled']);
+      expect(await guessCount(h, `swa:${a.name}`)).toBe(8);
+      expect(await start(ids[2]!, '203.0.113.1')).toBe('throttled');
+      // Starts without an origin are the switch's own count, still under GUESS_LIMIT.
+      expect(await start(ids[3]!)).toBe('started');
+
+      // An origin is printable ASCII, at most 64 characters.
+      for (const [i, origin] of ['', 'a b', 'x'.repeat(65), 5].entries())
+        expect(
+          await a.c.request({ op: 'start', ref: `o${i}`, call: newCall(), id: ids[3], dest: '4912345', origin }),
+          JSON.stringify(origin),
+        ).toMatchObject({ op: 'error', reason: typeof origin === 'number' ? 'bad_type' : 'bad_value' });
+      await a.c.close();
     }));
 
   it('starts in flight at once are not held back, but past the limit their misses answer throttled, counted once', () =>

@@ -56,6 +56,7 @@ describe('loadConfig', () => {
       scanTtlSec: 30 * 86400,
       guessLimit: 20,
       guessWindowSec: 60,
+      switchGuessLimit: 1000,
       hooks: {
         concurrency: 16,
         timeoutMs: 10_000,

@@ -72,7 +72,7 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
     async handle(m, conn, reply) {
       const bad = callerError(m);
       if (bad) return reply({ ...bad, call: m.call });
-      const r = await metering.start(conn.token.name, m.call, m.id, m.dest, m.ani, m.mode);
+      const r = await metering.start(conn.token.name, m.call, m.id, m.dest, m.ani, m.mode, m.origin);
       metrics.event('start', r.ok ? 'ok' : r.reason);
       if (!r.ok)
         return reply({
@@ -157,7 +157,7 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
     async handle(m, conn, reply) {
       const bad = callerError(m);
       if (bad) return reply(bad);
-      const r = await metering.quote(conn.token.name, m.id, m.dest, m.ani);
+      const r = await metering.quote(conn.token.name, m.id, m.dest, m.ani, m.origin);
       metrics.event('quote', r.ok ? 'ok' : r.reason);
       if (!r.ok)
         return reply({

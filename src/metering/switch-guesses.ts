@@ -1,0 +1,55 @@
+import type { IdKeys } from '../ids/secrets';
+import { GuessThrottle } from '../ledger/guess-throttle';
+import type { RedisClient } from '../redis/connect';
+
+/**
+ * Who an unknown ID counts against when a switch asks (docs/protocol.md,
+ * Guessed IDs). A switch is shared by all its callers: counted as one client,
+ * one caller keying wrong IDs would get every caller of the switch refused
+ * `throttled` for the rest of the window. A switch that says where a call
+ * comes from (`origin`: the caller's address, trunk or number, as the switch
+ * knows it) gets each origin counted apart against `GUESS_LIMIT`, and all its
+ * origins together against `SWITCH_GUESS_LIMIT`, so that made-up origins are
+ * no way around the limit. Without an origin the switch is one client, as before.
+ */
+export class SwitchGuesses {
+  /** Starts without an origin: the switch as a whole, `GUESS_LIMIT`. */
+  private readonly bySwitch: GuessThrottle;
+  /** Each origin of a switch, `GUESS_LIMIT`. */
+  private readonly byOrigin: GuessThrottle;
+  /** All origins of a switch together, `SWITCH_GUESS_LIMIT`. */
+  private readonly allOrigins: GuessThrottle;
+
+  constructor(
+    redis: RedisClient,
+    ids: IdKeys,
+    limits: { guessLimit: number; switchGuessLimit: number; guessWindowSec: number },
+    onThrottled: () => void,
+  ) {
+    const { guessLimit, switchGuessLimit, guessWindowSec: window } = limits;
+    this.bySwitch = new GuessThrottle(redis, ids, guessLimit, window, 'sw', onThrottled);
+    this.byOrigin = new GuessThrottle(redis, ids, guessLimit, window, 'swo', onThrottled);
+    this.allOrigins = new GuessThrottle(redis, ids, switchGuessLimit, window, 'swa', onThrottled);
+  }
+
+  /** Seconds the switch (or this origin of it) must wait, or 0. */
+  retryAfter(sw: string, origin: string | undefined): number {
+    if (origin === undefined) return this.bySwitch.retryAfter(sw);
+    return Math.max(this.byOrigin.retryAfter(originKey(sw, origin)), this.allOrigins.retryAfter(sw));
+  }
+
+  /** Counts one unknown ID: seconds to answer `throttled` instead (GuessThrottle.miss), or 0. */
+  async miss(sw: string, origin: string | undefined): Promise<number> {
+    if (origin === undefined) return this.bySwitch.miss(sw);
+    const [one, all] = await Promise.all([this.byOrigin.miss(originKey(sw, origin)), this.allOrigins.miss(sw)]);
+    return Math.max(one, all);
+  }
+
+  /** Clients this gateway keeps state for: switches and origins with a window not over. */
+  get tracked(): number {
+    return this.bySwitch.tracked + this.byOrigin.tracked + this.allOrigins.tracked;
+  }
+}
+
+/** Token names hold no '/', so a switch's origins never meet another switch's. */
+const originKey = (sw: string, origin: string): string => `${sw}/${origin}`;
