@@ -22,7 +22,14 @@ type Row = Record<string, string>;
 function readRows(file: string): { json?: unknown; rows?: Row[] } {
   const text = readFileSync(file, 'utf8');
   if (/\.json$/i.test(file) || /^\s*[[{]/.test(text)) return { json: JSON.parse(text) };
-  return { rows: parse<Row>(text, { columns: true, skip_empty_lines: true, trim: true, comment: '#' }) };
+  return { rows: parse<Row>(text, { columns: headerOf, skip_empty_lines: true, trim: true, comment: '#' }) };
+}
+
+/** The header row's names: a name given twice would have its first column silently dropped. */
+function headerOf(names: string[]): string[] {
+  const twice = names.find((n, i) => names.indexOf(n) !== i);
+  if (twice !== undefined) throw new Error(`the header row names the column "${twice}" twice`);
+  return names;
 }
 
 const arrayIn = (json: unknown, field: string): unknown[] => {

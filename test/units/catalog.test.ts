@@ -130,6 +130,13 @@ describe('catalog files', () => {
     expect(readPlansFile(file('r2.json', JSON.stringify([plan])))).toEqual([plan]);
   });
 
+  it('a CSV header naming a column twice is refused, not read as its last column', () => {
+    expect(() => readPlansFile(file('r4.csv', 'plan,prefix,rate,fee,rate\np,44,200,0,2\n'))).toThrow(
+      /names the column "rate" twice/,
+    );
+    expect(() => readProductsFile(file('p4.csv', 'name,kind,face,face\nx,talk,1,2\n'))).toThrow(/"face" twice/);
+  });
+
   it('a rates CSV row without a plan is refused', () => {
     expect(() => readPlansFile(file('r3.csv', 'plan,prefix,rate,fee\n,44,200,0\n'))).toThrow(/a row without a plan/);
   });
