@@ -267,7 +267,7 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     expect((await audit(h.ctx)).problems).toEqual([]);
   }, 60_000);
 
-  it('refuses unknown, blocked, unrated and over-limit IDs with the documented SIP codes', async () => {
+  it('refuses unknown, blocked, unrated, over-limit and missing IDs with the documented SIP codes', async () => {
     const [blocked, busy] = await soldIds(h, TALK, 2);
     const [unrated] = await soldIds(h, NOWHERE, 1);
     await setIdState(h.ctx, blocked!, 'block');
@@ -291,10 +291,12 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
         [`${busy}*33612345678`, 'X-Test: busy'],
         // Longer than any ID the protocol takes: a wrong ID, not a wrong destination.
         [`${'4'.repeat(60)}*33612345678`, 'X-Test: too-long'],
+        // No ID at all: refused, not relayed to the PSTN gateway unmetered.
+        ['33612345678', 'X-Test: no-id'],
       ],
     });
     expect(run.code, run.stdout).toBe(0);
-    expect([...run.calls.values()].map((c) => c.refused)).toEqual([404, 403, 484, 486, 404]);
+    expect([...run.calls.values()].map((c) => c.refused)).toEqual([404, 403, 484, 486, 404, 403]);
     expect((await live).code).toBe(0);
   });
 
@@ -329,6 +331,19 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     });
     expect(other.code, other.stdout).toBe(0);
     expect([...other.calls.values()].map((c) => c.refused)).toEqual([undefined]);
+  });
+
+  it('sends an admitted call to the PSTN gateway whatever host its R-URI names: no open proxy', async () => {
+    const [id] = await soldIds(h, TALK, 1);
+    const run = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-elsewhere',
+      rows: [[`${id}*33612345678`, 'X-Test: elsewhere']],
+      timeoutSec: 10,
+    });
+    expect(run.code, run.stdout).toBe(0);
+    expect([...run.calls.values()].map((c) => c.refused)).toEqual([undefined]);
   });
 
   it('refuses an initial INVITE with a forged To-tag that carries a prepaid ID: it would skip metering', async () => {

@@ -325,7 +325,7 @@ export interface UacRun {
 export async function runUac(o: {
   dir: string;
   kamailio: { sipPort: number };
-  scenario: 'uac-hangup' | 'uac-wait' | 'uac-forged';
+  scenario: 'uac-hangup' | 'uac-wait' | 'uac-forged' | 'uac-elsewhere';
   rows: [string, string][];
   talkMs?: number;
   rate?: number;
