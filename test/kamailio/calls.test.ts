@@ -25,6 +25,7 @@ import {
   connectorsAttached,
   haveKamailio,
   runUac,
+  sipInvite,
   sleep,
   startKamailio,
   startUas,
@@ -297,6 +298,16 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     });
     expect(run.code, run.stdout).toBe(0);
     expect([...run.calls.values()].map((c) => c.refused)).toEqual([404, 403, 484, 486, 404, 403]);
+    // Each refusal says why, for the IVR's announcement and the operator's logs.
+    for (const [ruser, code, reason] of [
+      [`${luhnId('123456789012345')}*33612345678`, 404, 'unknown_id'],
+      [`${blocked}*33612345678`, 403, 'blocked'],
+      [`${unrated}*33612345678`, 484, 'no_rate'],
+      ['33612345678', 403, 'missing_field'],
+    ] as const) {
+      const answer = await sipInvite(k, ruser);
+      expect([answer.code, answer.headers.get('x-prepaid-reason')], ruser).toEqual([code, reason]);
+    }
     expect((await live).code).toBe(0);
   });
 
@@ -376,6 +387,8 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
       rows: [[`${id}*33612345678`, 'X-Test: fail-closed']],
     });
     expect([...run.calls.values()][0]?.refused, run.stdout).toBe(503);
+    const answer = await sipInvite(k, `${id}*33612345678`);
+    expect([answer.code, answer.headers.get('x-prepaid-reason')]).toEqual([503, 'unavailable']);
     connector = await attach();
     const ok = await runUac({
       dir,

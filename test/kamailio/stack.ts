@@ -108,6 +108,67 @@ export async function freeSipPort(): Promise<number> {
   }
 }
 
+/** A final answer to an INVITE, as `sipInvite` read it. */
+export interface SipAnswer {
+  code: number;
+  /** Header values by lower-case name (the first of each). */
+  headers: Map<string, string>;
+}
+
+/**
+ * One INVITE over UDP by hand, for what sipp's log does not show: the final
+ * answer's headers (X-Prepaid-Reason). A refusal is acknowledged (ACK), so
+ * Kamailio does not resend it; an answered call is not expected here.
+ */
+export async function sipInvite(k: { sipPort: number }, ruser: string, extra: string[] = []): Promise<SipAnswer> {
+  const sock = createSocket('udp4');
+  await new Promise<void>((resolve) => sock.bind(0, '127.0.0.1', () => resolve()));
+  const port = sock.address().port;
+  const n = Math.random().toString(36).slice(2);
+  const ruri = `sip:${ruser}@127.0.0.1:${k.sipPort}`;
+  const via = `Via: SIP/2.0/UDP 127.0.0.1:${port};branch=z9hG4bK-${n}`;
+  const common = [`From: <sip:caller@127.0.0.1:${port}>;tag=${n}`, `Call-ID: ${n}@127.0.0.1`];
+  const invite = [
+    `INVITE ${ruri} SIP/2.0`,
+    via,
+    'Max-Forwards: 70',
+    ...common,
+    `To: <${ruri}>`,
+    'CSeq: 1 INVITE',
+    `Contact: <sip:caller@127.0.0.1:${port}>`,
+    ...extra,
+    'Content-Length: 0',
+    '',
+    '',
+  ].join('\r\n');
+  try {
+    const answer = await new Promise<{ code: number; headers: Map<string, string> }>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no final answer to INVITE ${ruser}`)), 10_000);
+      sock.on('message', (buf) => {
+        const [status, ...lines] = buf.toString().split('\r\n');
+        const code = Number(/^SIP\/2\.0 (\d{3})/.exec(status ?? '')?.[1]);
+        if (!(code >= 200)) return;
+        clearTimeout(timer);
+        const headers = new Map<string, string>();
+        for (const line of lines) {
+          const at = line.indexOf(':');
+          if (at <= 0) continue;
+          const name = line.slice(0, at).trim().toLowerCase();
+          if (!headers.has(name)) headers.set(name, line.slice(at + 1).trim());
+        }
+        resolve({ code, headers });
+      });
+      sock.send(invite, k.sipPort, '127.0.0.1');
+    });
+    const ack = [`ACK ${ruri} SIP/2.0`, via, 'Max-Forwards: 70', ...common];
+    ack.push(`To: ${answer.headers.get('to') ?? `<${ruri}>`}`, 'CSeq: 1 ACK', 'Content-Length: 0', '', '');
+    await new Promise<void>((resolve) => sock.send(ack.join('\r\n'), k.sipPort, '127.0.0.1', () => resolve()));
+    return answer;
+  } finally {
+    sock.close();
+  }
+}
+
 export const kamailioPorts = async (): Promise<KamailioPorts> => ({
   sipPort: await freeSipPort(),
   evapiPort: await freePort(),
