@@ -55,6 +55,7 @@ const EnvSchema = Type.Object({
   BUY_LIMIT_TOTAL: Int(1, 10_000_000, 5000),
   PIN_MAX_TRIES: Int(1, 100, 5),
   TRUST_PROXY: Type.Union([Type.Literal('0'), Type.Literal('1')], { default: '0' }),
+  METRICS_TOKEN: Type.Optional(Type.String({ pattern: '^[\\x21-\\x7e]{16,200}$' })),
   PIN_LOCK_SEC: Int(1, 86400, 900),
   PIN_LOCK_MAX_SEC: Int(1, 30 * 86400, 86400),
   PIN_MAX_TRIES_PER_CLIENT: Int(1, 100_000, 20),
@@ -143,6 +144,8 @@ export interface Config {
   abandonAfterMs: number;
   /** Take the client address from X-Forwarded-For (only behind a proxy that sets it). */
   trustProxy: boolean;
+  /** Bearer token GET /metrics asks for; unset, it answers loopback clients only. */
+  metricsToken: string | undefined;
   purchaseLeaseMs: number;
   /** How long a declined purchase's answer is kept for retries with its key. */
   purchaseDeclinedTtlSec: number;
@@ -257,6 +260,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     holdMs: e.HOLD_MS,
     abandonAfterMs: e.ABANDON_AFTER_MS,
     trustProxy: e.TRUST_PROXY === '1',
+    metricsToken: e.METRICS_TOKEN,
     purchaseLeaseMs: e.PURCHASE_LEASE_MS,
     purchaseDeclinedTtlSec: e.PURCHASE_DECLINED_TTL_SEC,
     buyLimit: { windowSec: e.BUY_LIMIT_WINDOW_SEC, perClient: e.BUY_LIMIT_PER_CLIENT, total: e.BUY_LIMIT_TOTAL },

@@ -8,6 +8,7 @@ import {
   startHarness,
   talkProduct,
   token,
+  withGateway,
   type Harness,
 } from '../support/harness';
 import { http, type Res } from '../support/http';
@@ -131,6 +132,30 @@ describe('health', () => {
 });
 
 describe('metrics', () => {
+  it('GET /metrics answers this machine only, or with METRICS_TOKEN whoever holds it', async () => {
+    // Behind a proxy (TRUST_PROXY=1) the client is the address the proxy forwards.
+    await withGateway(h, { trustProxy: true }, async (g) => {
+      expect((await http(g, 'GET', '/metrics')).status).toBe(200);
+      const far = await http(g, 'GET', '/metrics', { headers: { 'X-Forwarded-For': '203.0.113.9' } });
+      expect([far.status, far.json]).toEqual([403, { error: { reason: 'forbidden', message: expect.any(String) } }]);
+      const near = await http(g, 'GET', '/metrics', { headers: { 'X-Forwarded-For': '203.0.113.9, 127.0.0.1' } });
+      expect(near.status).toBe(200);
+    });
+    const metricsToken = 'm'.repeat(24);
+    await withGateway(h, { metricsToken }, async (g) => {
+      for (const tok of [undefined, 'n'.repeat(24), metricsToken.slice(1)]) {
+        const r = await http(g, 'GET', '/metrics', { token: tok });
+        expect([r.status, r.json], String(tok)).toEqual([
+          401,
+          { error: { reason: 'unauthorized', message: expect.any(String) } },
+        ]);
+      }
+      const ok = await http(g, 'GET', '/metrics', { token: metricsToken });
+      expect(ok.status).toBe(200);
+      expect(ok.text).toContain('# TYPE tessera_events_total counter');
+    });
+  });
+
   it('GET /metrics exposes events by op and outcome, active calls, script latency', async () => {
     // A gateway of its own, so its counters hold exactly this test's traffic.
     const g = await gateway(h);

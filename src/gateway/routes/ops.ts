@@ -1,9 +1,16 @@
-/** Endpoints for the orchestrator and the monitoring: liveness, readiness, Prometheus metrics. */
+/**
+ * Endpoints for the orchestrator and the monitoring: liveness, readiness,
+ * Prometheus metrics. The metrics tell sales and call volumes to whoever
+ * reads them: only a client holding METRICS_TOKEN, or with none set, one on
+ * this machine (the client address, behind a trusted proxy its forwarded one).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { BlockList, isIPv4 } from 'node:net';
 import type { Context } from '../../app/context';
 import type { CatalogCache } from '../../catalog/cache';
 import type { Metrics } from '../../observability/metrics';
 import type { RedisClient } from '../../redis/connect';
-import { replyFor } from '../http';
+import { bearer, clientAddress, replyFor } from '../http';
 import type { Router } from '../router';
 
 export interface OpsDeps {
@@ -30,11 +37,30 @@ export function opsRoutes(app: Router, d: OpsDeps): void {
     );
   });
 
-  app.get('/metrics', (res) => {
+  const allowed = metricsReaders(d.ctx.cfg.metricsToken);
+  app.get('/metrics', (res, req) => {
     const reply = replyFor(res);
+    if (!allowed(bearer(req), clientAddress(res, req, d.ctx.cfg.trustProxy))) {
+      const message = d.ctx.cfg.metricsToken
+        ? '/metrics needs Authorization: Bearer <METRICS_TOKEN>'
+        : '/metrics answers this machine only; set METRICS_TOKEN to read it from elsewhere';
+      return reply.error(d.ctx.cfg.metricsToken ? 'unauthorized' : 'forbidden', message);
+    }
     d.metrics.registry.metrics().then(
       (text) => reply.send(200, text, d.metrics.registry.contentType),
       (err: unknown) => reply.error('internal', String(err)),
     );
   });
+}
+
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+
+/** Who may read /metrics: the token's holders, or with none set, loopback clients. */
+function metricsReaders(token: string | undefined): (presented: string, address: string) => boolean {
+  if (token === undefined) return (_, address) => LOOPBACK.check(address, isIPv4(address) ? 'ipv4' : 'ipv6');
+  const want = createHash('sha256').update(token).digest();
+  return (presented) => timingSafeEqual(createHash('sha256').update(presented).digest(), want);
 }
