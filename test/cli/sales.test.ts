@@ -6,8 +6,7 @@
  * against the harness Redis, gateway and sandbox.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +15,7 @@ import type { Gateway } from '../../src/gateway/server';
 import { checkId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
 import { cli, cliEnv, harnessFile, lines, setEnv } from '../support/cli';
+import { testDir } from '../support/temp';
 import { gateway, mint, seedCatalog, startHarness, talkProduct, token, uniq, type Harness } from '../support/harness';
 import { http } from '../support/http';
 import { idKeyOf } from '../support/redis';
@@ -441,7 +441,7 @@ describe('sandbox-provider (its own process)', () => {
     const env: NodeJS.ProcessEnv = {
       PATH: process.env.PATH,
       HOME: process.env.HOME,
-      DATA_DIR: mkdtempSync(join(tmpdir(), 'tessera-sbx-')),
+      DATA_DIR: testDir('tessera-sbx-'),
     };
     const child = spawn(tsx, [join(root, 'src', 'cli', 'main.ts'), 'sandbox-provider', ...args], {
       cwd: root,
@@ -510,7 +510,7 @@ describe('sandbox-provider (its own process)', () => {
   });
 
   it('takes its members, commission and faults from the flags', async () => {
-    const members = join(mkdtempSync(join(tmpdir(), 'tessera-sbx-m-')), 'members.json');
+    const members = join(testDir('tessera-sbx-m-'), 'members.json');
     writeFileSync(
       members,
       JSON.stringify([{ name: 'Dora Test', card: '4111111111111111', pin: '9999', limit: 3_000_000 }]),
@@ -569,7 +569,7 @@ describe('sandbox-provider (its own process)', () => {
   });
 
   it('refuses a bad members file (exit 1) and bad flags (exit 2) before listening', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-sbx-b-'));
+    const dir = testDir('tessera-sbx-b-');
     const bad = join(dir, 'bad.json');
     writeFileSync(bad, JSON.stringify([{ name: 'Eve', card: '4000000000000003', pin: '1234', limit: 1 }]));
     const r = await start(['--members', bad]);

@@ -1,14 +1,15 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Redis from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/redis/embedded';
 import { readLibrary, readScripts, Scripts } from '../../src/redis/scripts';
+import { testDir } from '../support/temp';
 
 /** A lua/ folder of fixtures: scripts at the top, pieces under includes/. */
 function luaDir(scripts: Record<string, string>, includes: Record<string, string>): string {
-  const dir = mkdtempSync(join(tmpdir(), 'tessera-lua-'));
+  const dir = testDir('tessera-lua-');
   mkdirSync(join(dir, 'includes'));
   for (const [name, text] of Object.entries(scripts)) writeFileSync(join(dir, `${name}.lua`), text);
   for (const [name, text] of Object.entries(includes)) writeFileSync(join(dir, 'includes', `${name}.lua`), text);
@@ -106,13 +107,15 @@ describe('function library', () => {
   describe('on a real Redis', () => {
     let redis: EmbeddedRedis;
     let client: Redis;
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-lib-'));
     beforeAll(async () => {
-      redis = await startEmbeddedRedis({ dir: mkdtempSync(join(tmpdir(), 'tessera-lib-')), persist: false });
+      redis = await startEmbeddedRedis({ dir, persist: false });
       client = new Redis(redis.url);
     });
     afterAll(async () => {
       client.disconnect();
       await redis.stop();
+      rmSync(dir, { recursive: true, force: true });
     });
 
     it('loads the shipped library, every script a function', async () => {
