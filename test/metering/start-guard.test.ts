@@ -123,6 +123,9 @@ describe('unknown IDs on start', () => {
           await a.c.request({ op: 'start', ref: `o${i}`, call: newCall(), id: ids[3], dest: '4912345', origin }),
           JSON.stringify(origin),
         ).toMatchObject({ op: 'error', reason: typeof origin === 'number' ? 'bad_type' : 'bad_value' });
+      // Every origin's state goes with its window: made-up origins leave nothing behind.
+      expect(g.metering.guesses.tracked).toBeGreaterThan(0);
+      await until(() => g.metering.guesses.tracked === 0, (WINDOW + 2) * 1000);
       await a.c.close();
     }));
 
