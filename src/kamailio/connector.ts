@@ -12,6 +12,7 @@
  * request is idempotent, so two connectors can serve one Kamailio at once.
  */
 import type { Logger } from 'pino';
+import { ORIGIN } from '../protocol/switch';
 import { billedSeconds, kamailioUs } from './billing';
 import { callIdOf } from './call-id';
 import { admitReply, failSafeReply, parseEvent, refuseReply, type DialogEvent, type InviteEvent } from './events';
@@ -86,9 +87,9 @@ function refusalOf(r: Msg): string {
   return reason === 'bad_value' && /^id\b/.test(String(r.message)) ? 'bad_format' : reason;
 }
 
-/** The INVITE's source address as the start's `origin` (the protocol takes 1-64 printable characters). */
+/** The INVITE's source address as the start's `origin`, when the protocol takes it as one. */
 function originOf(e: InviteEvent): string | undefined {
-  return e.si !== undefined && /^[\x21-\x7e]{1,64}$/.test(e.si) ? e.si : undefined;
+  return e.si !== undefined && ORIGIN.test(e.si) ? e.si : undefined;
 }
 
 /**

@@ -18,7 +18,8 @@ const Ani = Type.String({ maxLength: 40 });
  * Where a call comes from, as the switch knows it (the caller's address,
  * trunk or number): unknown IDs then count per origin (docs/protocol.md, Guessed IDs).
  */
-const Origin = Type.String({ pattern: '^[\\x21-\\x7e]{1,64}$' });
+export const ORIGIN = /^[\x21-\x7e]{1,64}$/;
+const Origin = Type.String({ pattern: ORIGIN.source });
 
 export const StartMsg = Type.Object({
   op: Type.Literal('start'),

@@ -37,15 +37,14 @@ export function opsRoutes(app: Router, d: OpsDeps): void {
     );
   });
 
-  const allowed = metricsReaders(d.ctx.cfg.metricsToken);
+  const { cfg } = d.ctx;
+  const allowed = metricsReaders(cfg.metricsToken);
+  const [refusal, why] = cfg.metricsToken
+    ? (['unauthorized', '/metrics needs Authorization: Bearer <METRICS_TOKEN>'] as const)
+    : (['forbidden', '/metrics answers this machine only; set METRICS_TOKEN to read it from elsewhere'] as const);
   app.get('/metrics', (res, req) => {
     const reply = replyFor(res);
-    if (!allowed(bearer(req), clientAddress(res, req, d.ctx.cfg.trustProxy))) {
-      const message = d.ctx.cfg.metricsToken
-        ? '/metrics needs Authorization: Bearer <METRICS_TOKEN>'
-        : '/metrics answers this machine only; set METRICS_TOKEN to read it from elsewhere';
-      return reply.error(d.ctx.cfg.metricsToken ? 'unauthorized' : 'forbidden', message);
-    }
+    if (!allowed(bearer(req), clientAddress(res, req, cfg.trustProxy))) return reply.error(refusal, why);
     d.metrics.registry.metrics().then(
       (text) => reply.send(200, text, d.metrics.registry.contentType),
       (err: unknown) => reply.error('internal', String(err)),
