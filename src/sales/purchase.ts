@@ -12,15 +12,16 @@ import type { Logger } from 'pino';
 import type { Context } from '../app/context';
 import type { CatalogCache } from '../catalog/cache';
 import { isOnPublicSale } from '../catalog/schema';
-import { bucketOfKey, keys } from '../redis/keys';
+import { keys } from '../redis/keys';
 import { replicated, replicatedSeen } from '../redis/replication';
+import { declinedAnswer, PaymentRecords } from './payment-record';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
 import { checkLink } from './check';
-import { admitPurchase, claimPurchase, sellId } from './scripts';
+import { admitPurchase, sellId } from './scripts';
 import type { PaymentProvider } from './provider';
 import type { Metrics } from '../observability/metrics';
-import { isReason, messageOf, type Reason } from '../protocol/reasons';
+import { messageOf, type Reason } from '../protocol/reasons';
 import { BUY_PAGE_NAME, CARD_DIGITS, PIN_RE } from '../protocol/sales';
 
 export interface PurchaseRequest {
@@ -68,10 +69,8 @@ interface PurchaseRecord {
   reason?: string;
 }
 
-/** A sold purchase's answer is kept this long for retries (a declined one PURCHASE_DECLINED_TTL_SEC). */
+/** A sold purchase's answer is kept this long for retries. */
 const SOLD_TTL_SEC = 30 * 86400;
-/** An unfinished one lives a day past ABANDON_AFTER_MS, by when the sweep has settled it. */
-const openTtlSec = (abandonAfterMs: number): number => Math.ceil(abandonAfterMs / 1000) + 86400;
 
 const fail = (reason: Reason, message = messageOf(reason)): PurchaseResult => ({ ok: false, reason, message });
 
@@ -116,6 +115,8 @@ export function clientGroup(address: string): string {
 }
 
 export class Purchases {
+  private readonly records: PaymentRecords<PurchaseRecord>;
+
   constructor(
     private readonly ctx: Context,
     private readonly catalog: CatalogCache,
@@ -124,12 +125,13 @@ export class Purchases {
     private readonly publicUrl: () => string,
     private readonly log: Logger,
     private readonly metrics?: Metrics,
-  ) {}
+  ) {
+    this.records = new PaymentRecords(ctx, keys.openPurchases, SOLD_TTL_SEC);
+  }
 
-  private recordKey(idemKey: string): { key: string; ref: string; open: string } {
+  private recordKey(idemKey: string): { key: string; ref: string } {
     const h = this.ctx.ids.mac(`purchase:${idemKey}`).slice(0, 32);
-    const bucket = this.ctx.ids.bucketOf(h);
-    return { key: keys.purchase(bucket, h), ref: `tsp_${h}`, open: keys.openPurchases(bucket) };
+    return { key: keys.purchase(this.ctx.ids.bucketOf(h), h), ref: `tsp_${h}` };
   }
 
   /**
@@ -151,7 +153,7 @@ export class Purchases {
     // Deterministic checks first: a refusal here writes nothing, and a retry gets the same refusal.
     const malformed = malformedPurchase(req);
     if (malformed) return malformed;
-    const { key, ref, open } = this.recordKey(idemKey);
+    const { key, ref } = this.recordKey(idemKey);
     const product = this.catalog.product(req.product);
     // Anonymous buyers (the buy page) get what is on public sale; a sales token sells every product.
     const onSale = product !== undefined && (channel !== BUY_PAGE_NAME || isOnPublicSale(product));
@@ -186,15 +188,12 @@ export class Purchases {
     }
     // Keyed: the fingerprint must not let a Redis reader test PINs or card numbers.
     const fp = this.ctx.ids.mac(JSON.stringify([req.product, req.pin, req.card, req.cardPin]));
-    const claim = await claimPurchase(this.ctx.scripts, {
+    // The price and currency are fixed here, once: what is authorized, sold, recorded and answered.
+    const claim = await this.records.claim(
       key,
-      open,
-      fingerprint: fp,
-      leaseMs: this.ctx.cfg.purchaseLeaseMs,
-      ttlSec: openTtlSec(this.ctx.cfg.abandonAfterMs),
-      // The price and currency are fixed here, once: what is authorized, sold, recorded and answered.
-      terms: onSale ? { product: product.name, price: product.price, currency: product.currency } : undefined,
-    });
+      fp,
+      onSale ? { product: product.name, price: product.price, currency: product.currency } : undefined,
+    );
     // The claim is the purchase's record: a retry after a failover must find it. A finished
     // purchase answers from its record, which another gateway may have written.
     if (claim === 'done') await replicatedSeen(this.ctx.redis, key);
@@ -207,39 +206,17 @@ export class Purchases {
       case 'busy':
         return fail('in_progress');
       case 'done':
-        return this.answerOf(await this.read(key));
+        return this.answerOf(await this.records.read(key));
     }
     try {
-      return await this.run(key, ref, channel, req, await this.read(key));
+      return await this.run(key, ref, channel, req, await this.records.read(key));
     } finally {
-      // Let a retry take over at once instead of waiting for the lease.
-      await this.ctx.redis.hset(key, 'lease', '0');
-    }
-  }
-
-  private async read(key: string): Promise<PurchaseRecord> {
-    return (await this.ctx.redis.hgetall(key)) as unknown as PurchaseRecord;
-  }
-
-  /** Each step is on a replica before the next (a card company call) is made. */
-  private async set(key: string, fields: { [k: string]: string | number }): Promise<void> {
-    await this.ctx.redis.hset(key, fields);
-    await replicated(this.ctx.redis, key);
-    // A purchase that ended keeps its answer for retries, a sale's longer than a decline's,
-    // and leaves the open set (same bucket as its record).
-    if (fields.st === 'done' || fields.st === 'declined') {
-      await this.ctx.redis.expire(key, fields.st === 'done' ? SOLD_TTL_SEC : this.ctx.cfg.purchaseDeclinedTtlSec);
-      await this.ctx.redis.zrem(keys.openPurchases(bucketOfKey(key)), key);
+      await this.records.release(key);
     }
   }
 
   private answerOf(r: PurchaseRecord): PurchaseResult {
-    if (r.st === 'declined') {
-      const reason = r.reason ?? 'declined';
-      // Ours are in the catalogue; any other reason is the card company's decline.
-      if (isReason(reason)) return fail(reason);
-      return { ok: false, reason, message: `declined by the card company: ${reason}` };
-    }
+    if (r.st === 'declined') return declinedAnswer(r.reason);
     const sold = JSON.parse(r.answer!) as Sold & { sealed: string };
     const { sealed, ...rest } = sold;
     return { ok: true, ...rest, id: this.ctx.ids.unseal(sealed) };
@@ -247,8 +224,8 @@ export class Purchases {
 
   private async decline(key: string, reason: string, r: PurchaseRecord): Promise<PurchaseResult> {
     if (r.idHash && r.product) await this.inventory.release(r.product, Number(r.bucket), r.idHash);
-    await this.set(key, { st: 'declined', reason });
-    return this.answerOf({ st: 'declined', reason });
+    await this.records.set(key, { st: 'declined', reason });
+    return declinedAnswer(reason);
   }
 
   private pending(): PurchaseResult {
@@ -268,7 +245,7 @@ export class Purchases {
     const held = await this.inventory.reserve(r.product!, Date.now() + this.ctx.cfg.holdMs);
     if (!held) return false;
     Object.assign(r, { idHash: held.idHash, bucket: String(held.bucket) });
-    await this.set(key, { idHash: held.idHash, bucket: held.bucket });
+    await this.records.set(key, { idHash: held.idHash, bucket: held.bucket });
     return true;
   }
 
@@ -284,7 +261,7 @@ export class Purchases {
       const product = this.catalog.product(r.product ?? req.product);
       if (!product) return this.decline(key, 'unknown_product', r);
       Object.assign(r, { product: product.name, price: String(product.price), cur: product.currency });
-      await this.set(key, { product: product.name, price: product.price, cur: product.currency });
+      await this.records.set(key, { product: product.name, price: product.price, cur: product.currency });
     }
     if (r.st === 'reserved') r.st = 'new';
 
@@ -298,12 +275,12 @@ export class Purchases {
       if (s.state === 'captured') {
         r.st = 'captured';
         r.commission = String(s.commission ?? 0);
-        await this.set(key, { st: 'captured', commission: r.commission });
+        await this.records.set(key, { st: 'captured', commission: r.commission });
       }
     }
 
     if (r.st === 'new') {
-      await this.set(key, { st: 'authorizing' });
+      await this.records.set(key, { st: 'authorizing' });
       const a = await this.provider.authorize({
         reference: ref,
         card: req.card,
@@ -314,14 +291,14 @@ export class Purchases {
       if (a.status === 'unknown') return this.pending();
       if (a.status === 'declined') return this.decline(key, a.reason, r);
       r.st = 'authorized';
-      await this.set(key, { st: 'authorized' });
+      await this.records.set(key, { st: 'authorized' });
     }
 
     if (r.st === 'authorized') {
       // Stock is taken only once the card company holds the money: a declined card, or one whose
       // answer never came, holds no ID.
       if (!r.idHash && !(await this.hold(key, r))) return this.voidThenDecline(key, ref, 'out_of_stock', r);
-      await this.set(key, { st: 'capturing' });
+      await this.records.set(key, { st: 'capturing' });
       const c = await this.provider.capture(ref);
       if (c.status === 'unknown') return this.pending();
       if (c.status !== 'captured')
@@ -329,7 +306,7 @@ export class Purchases {
         return this.voidThenDecline(key, ref, c.status === 'declined' ? c.reason : 'capture_failed', r);
       r.st = 'captured';
       r.commission = String(c.commission);
-      await this.set(key, { st: 'captured', commission: c.commission });
+      await this.records.set(key, { st: 'captured', commission: c.commission });
     }
 
     if (r.st !== 'captured') throw new Error(`purchase ${ref} in unexpected state ${r.st}`);
@@ -385,7 +362,7 @@ export class Purchases {
           currency,
         };
         const { id, ...rest } = sold;
-        await this.set(key, { st: 'done', answer: JSON.stringify({ ...rest, sealed }) });
+        await this.records.set(key, { st: 'done', answer: JSON.stringify({ ...rest, sealed }) });
         return { ok: true, ...sold, id };
       }
       if (res.reason !== 'not_reserved') throw new Error(`sell refused: ${res.reason}`);
@@ -403,22 +380,11 @@ export class Purchases {
    * never saw. Every gateway may sweep: the claim's lease makes one win.
    */
   async sweepAbandoned(now = Date.now()): Promise<number> {
-    const { buckets, abandonAfterMs, purchaseLeaseMs } = this.ctx.cfg;
     let settled = 0;
-    for (let b = 0; b < buckets; b++) {
-      const open = keys.openPurchases(b);
-      for (const key of await this.ctx.redis.zrangebyscore(open, '-inf', `(${now - abandonAfterMs}`, 'LIMIT', 0, 100)) {
-        const r = await this.read(key);
-        if (!r.st || r.st === 'done' || r.st === 'declined') {
-          await this.ctx.redis.zrem(open, key);
-          continue;
-        }
-        const claim = await claimPurchase(
-          this.ctx.scripts,
-          { key, open, fingerprint: r.fp ?? '', leaseMs: purchaseLeaseMs, ttlSec: openTtlSec(abandonAfterMs) },
-          now,
-        );
-        if (claim === 'gone') await this.ctx.redis.zrem(open, key);
+    for (let b = 0; b < this.ctx.cfg.buckets; b++) {
+      for await (const { key, record: r } of this.records.abandoned(b, now)) {
+        const claim = await this.records.claim(key, r.fp ?? '', undefined, now);
+        if (claim === 'gone') await this.records.unlist(key);
         if (claim !== 'resume') continue;
         const ref = `tsp_${key.slice(key.lastIndexOf(':') + 1)}`;
         try {
@@ -432,7 +398,7 @@ export class Purchases {
           settled++;
           this.log.warn({ ref, was: s.state }, 'abandoned purchase settled: payment voided, ID back in stock');
         } finally {
-          await this.ctx.redis.hset(key, 'lease', '0');
+          await this.records.release(key);
         }
       }
     }

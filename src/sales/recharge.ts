@@ -11,13 +11,13 @@
 import type { Logger } from 'pino';
 import type { Context } from '../app/context';
 import { topupTerms, type Product } from '../catalog/schema';
-import { messageOf, isReason, type Reason } from '../protocol/reasons';
+import { messageOf, type Reason } from '../protocol/reasons';
 import { CARD_DIGITS } from '../protocol/sales';
 import { bucketOfKey, keys } from '../redis/keys';
 import { replicated } from '../redis/replication';
 import type { PaymentProvider } from './provider';
 import { CARD_PIN } from './purchase';
-import { claimPurchase } from './scripts';
+import { declinedAnswer, PaymentRecords } from './payment-record';
 import type { IdLoc, TopupAnswer, Topups } from './topup';
 import { idFields } from '../ledger/id-fields';
 
@@ -45,25 +45,27 @@ interface RechargeRecord {
   reason?: string;
 }
 
-/** A recharge's answer is kept this long for retries (a declined one PURCHASE_DECLINED_TTL_SEC). */
+/** A recharge's answer is kept this long for retries. */
 const DONE_TTL_SEC = 30 * 86400;
-const openTtlSec = (abandonAfterMs: number): number => Math.ceil(abandonAfterMs / 1000) + 86400;
 
 const fail = (reason: Reason, message = messageOf(reason)): RechargeResult => ({ ok: false, reason, message });
 
 export class Recharges {
+  private readonly records: PaymentRecords<RechargeRecord>;
+
   constructor(
     private readonly ctx: Context,
     private readonly productOf: (name: string) => Product | undefined,
     private readonly topups: Topups,
     private readonly provider: PaymentProvider,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.records = new PaymentRecords(ctx, keys.openRecharges, DONE_TTL_SEC);
+  }
 
-  private recordKey(idemKey: string): { key: string; ref: string; hash: string; open: string } {
+  private recordKey(idemKey: string): { key: string; ref: string; hash: string } {
     const h = this.ctx.ids.mac(`recharge:${idemKey}`).slice(0, 32);
-    const bucket = this.ctx.ids.bucketOf(h);
-    return { key: keys.recharge(bucket, h), ref: `tsr_${h}`, hash: h, open: keys.openRecharges(bucket) };
+    return { key: keys.recharge(this.ctx.ids.bucketOf(h), h), ref: `tsr_${h}`, hash: h };
   }
 
   /** The amounts the owner of an ID of this product may recharge online (none: not offered). */
@@ -82,7 +84,7 @@ export class Recharges {
   async recharge(target: IdLoc, idemKey: string, req: RechargeRequest): Promise<RechargeResult> {
     if (!CARD_DIGITS.test(req.card)) return fail('card_invalid');
     if (!CARD_PIN.test(req.cardPin)) return fail('bad_value', 'the card PIN must be 4 to 12 digits');
-    const { key, ref, hash, open } = this.recordKey(idemKey);
+    const { key, ref, hash } = this.recordKey(idemKey);
     const [prod, cur] = await idFields(this.ctx.redis, target.key, ['prod', 'cur']);
     const product = this.productOf(prod ?? '');
     const started = (await this.ctx.redis.exists(key)) === 1;
@@ -98,14 +100,7 @@ export class Recharges {
       if (!would.ok) return fail(would.reason as Reason);
     }
     const fp = this.ctx.ids.mac(JSON.stringify([target.key, req.amount, req.card, req.cardPin]));
-    const claim = await claimPurchase(this.ctx.scripts, {
-      key,
-      open,
-      fingerprint: fp,
-      leaseMs: this.ctx.cfg.purchaseLeaseMs,
-      ttlSec: openTtlSec(this.ctx.cfg.abandonAfterMs),
-      terms: { product: prod ?? '', price: req.amount, currency: cur ?? '' },
-    });
+    const claim = await this.records.claim(key, fp, { product: prod ?? '', price: req.amount, currency: cur ?? '' });
     if (claim === 'new') await this.ctx.redis.hset(key, 'tgt', target.key);
     if (claim !== 'conflict' && claim !== 'busy') await replicated(this.ctx.redis, key);
     switch (claim) {
@@ -116,43 +111,26 @@ export class Recharges {
       case 'busy':
         return fail('in_progress');
       case 'done':
-        return this.answerOf(await this.read(key));
+        return this.answerOf(await this.records.read(key));
     }
     try {
-      const r = await this.read(key);
+      const r = await this.records.read(key);
       r.tgt ??= target.key;
       return await this.run(key, ref, hash, req, r);
     } finally {
-      await this.ctx.redis.hset(key, 'lease', '0');
-    }
-  }
-
-  private async read(key: string): Promise<RechargeRecord> {
-    return (await this.ctx.redis.hgetall(key)) as unknown as RechargeRecord;
-  }
-
-  private async set(key: string, fields: { [k: string]: string | number }): Promise<void> {
-    await this.ctx.redis.hset(key, fields);
-    await replicated(this.ctx.redis, key);
-    if (fields.st === 'done' || fields.st === 'declined') {
-      await this.ctx.redis.expire(key, fields.st === 'done' ? DONE_TTL_SEC : this.ctx.cfg.purchaseDeclinedTtlSec);
-      await this.ctx.redis.zrem(keys.openRecharges(bucketOfKey(key)), key);
+      await this.records.release(key);
     }
   }
 
   private answerOf(r: RechargeRecord): RechargeResult {
-    if (r.st === 'declined') {
-      const reason = r.reason ?? 'declined';
-      if (isReason(reason)) return fail(reason);
-      return { ok: false, reason, message: `declined by the card company: ${reason}` };
-    }
+    if (r.st === 'declined') return declinedAnswer(r.reason);
     // A retry: the first recharge's answer, nothing charged or credited again.
     return { ok: true, ...(JSON.parse(r.answer!) as TopupAnswer), duplicate: true };
   }
 
   private async decline(key: string, reason: string): Promise<RechargeResult> {
-    await this.set(key, { st: 'declined', reason });
-    return this.answerOf({ st: 'declined', reason });
+    await this.records.set(key, { st: 'declined', reason });
+    return declinedAnswer(reason);
   }
 
   private async voidThenDecline(key: string, ref: string, reason: string): Promise<RechargeResult> {
@@ -177,11 +155,11 @@ export class Recharges {
       if (s.state === 'captured') {
         r.st = 'captured';
         r.commission = String(s.commission ?? 0);
-        await this.set(key, { st: 'captured', commission: r.commission });
+        await this.records.set(key, { st: 'captured', commission: r.commission });
       }
     }
     if (r.st === 'new') {
-      await this.set(key, { st: 'authorizing' });
+      await this.records.set(key, { st: 'authorizing' });
       const a = await this.provider.authorize({
         reference: ref,
         card: req.card,
@@ -192,17 +170,17 @@ export class Recharges {
       if (a.status === 'unknown') return fail('payment_pending');
       if (a.status === 'declined') return this.decline(key, a.reason);
       r.st = 'authorized';
-      await this.set(key, { st: 'authorized' });
+      await this.records.set(key, { st: 'authorized' });
     }
     if (r.st === 'authorized') {
-      await this.set(key, { st: 'capturing' });
+      await this.records.set(key, { st: 'capturing' });
       const c = await this.provider.capture(ref);
       if (c.status === 'unknown') return fail('payment_pending');
       if (c.status !== 'captured')
         return this.voidThenDecline(key, ref, c.status === 'declined' ? c.reason : 'capture_failed');
       r.st = 'captured';
       r.commission = String(c.commission);
-      await this.set(key, { st: 'captured', commission: c.commission });
+      await this.records.set(key, { st: 'captured', commission: c.commission });
     }
     if (r.st !== 'captured') throw new Error(`recharge ${ref} in unexpected state ${r.st}`);
     return this.credit(key, ref, hash, r);
@@ -228,7 +206,7 @@ export class Recharges {
       return this.voidThenDecline(key, ref, t.reason);
     }
     const { ok: _ok, ...answer } = t;
-    await this.set(key, { st: 'done', answer: JSON.stringify({ ...answer, duplicate: false }) });
+    await this.records.set(key, { st: 'done', answer: JSON.stringify({ ...answer, duplicate: false }) });
     return t;
   }
 
@@ -239,23 +217,17 @@ export class Recharges {
    * claim's lease makes one win.
    */
   async sweepAbandoned(now = Date.now()): Promise<number> {
-    const { buckets, abandonAfterMs, purchaseLeaseMs } = this.ctx.cfg;
     let settled = 0;
-    for (let b = 0; b < buckets; b++) {
-      const open = keys.openRecharges(b);
-      for (const key of await this.ctx.redis.zrangebyscore(open, '-inf', `(${now - abandonAfterMs}`, 'LIMIT', 0, 100)) {
-        const r = await this.read(key);
-        if (!r.st || r.st === 'done' || r.st === 'declined' || !r.tgt) {
-          if (!r.tgt && r.st === 'new') await this.decline(key, 'abandoned');
-          else await this.ctx.redis.zrem(open, key);
+    for (let b = 0; b < this.ctx.cfg.buckets; b++) {
+      for await (const { key, record: r } of this.records.abandoned(b, now)) {
+        // A recharge that never learned its ID ends here: there is nothing to credit.
+        if (!r.tgt) {
+          if (r.st === 'new') await this.decline(key, 'abandoned');
+          else await this.records.unlist(key);
           continue;
         }
-        const claim = await claimPurchase(
-          this.ctx.scripts,
-          { key, open, fingerprint: r.fp ?? '', leaseMs: purchaseLeaseMs, ttlSec: openTtlSec(abandonAfterMs) },
-          now,
-        );
-        if (claim === 'gone') await this.ctx.redis.zrem(open, key);
+        const claim = await this.records.claim(key, r.fp ?? '', undefined, now);
+        if (claim === 'gone') await this.records.unlist(key);
         if (claim !== 'resume') continue;
         const hash = key.slice(key.lastIndexOf(':') + 1);
         const ref = `tsr_${hash}`;
@@ -272,7 +244,7 @@ export class Recharges {
           } else await this.decline(key, 'abandoned');
           settled++;
         } finally {
-          await this.ctx.redis.hset(key, 'lease', '0');
+          await this.records.release(key);
         }
       }
     }

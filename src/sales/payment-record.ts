@@ -1,0 +1,99 @@
+/**
+ * Where a paid attempt (a purchase, a recharge) stands, kept in Redis under its
+ * Idempotency-Key: what a retry, another gateway or the abandoned-attempt sweep
+ * resumes from. Both kinds share the record's life: claimed under a lease, each
+ * step on a replica before the next card company call, an answer kept for
+ * retries once it ends, and an open set (in the record's bucket) that the
+ * sweep reads the attempts left midway from.
+ */
+import type { Context } from '../app/context';
+import { isReason, messageOf } from '../protocol/reasons';
+import { bucketOfKey } from '../redis/keys';
+import { replicated } from '../redis/replication';
+import { claimPurchase, type ClaimTerms, type PurchaseClaim } from './scripts';
+
+/** A record's fields every kind has: its state, the request's fingerprint, the refusal. */
+export interface PaymentRecord {
+  st: string;
+  fp?: string;
+  reason?: string;
+}
+
+/** A declined attempt's answer: our reasons are the catalogue's, any other is the card company's decline. */
+export function declinedAnswer(reason = 'declined'): { ok: false; reason: string; message: string } {
+  if (isReason(reason)) return { ok: false, reason, message: messageOf(reason) };
+  return { ok: false, reason, message: `declined by the card company: ${reason}` };
+}
+
+export class PaymentRecords<R extends PaymentRecord> {
+  constructor(
+    private readonly ctx: Context,
+    /** The open set of a bucket's attempts of this kind. */
+    private readonly openSet: (bucket: number) => string,
+    /** How long a finished attempt's answer is kept for retries (a declined one PURCHASE_DECLINED_TTL_SEC). */
+    private readonly doneTtlSec: number,
+  ) {}
+
+  /** An unfinished attempt lives a day past ABANDON_AFTER_MS, by when the sweep has settled it. */
+  get openTtlSec(): number {
+    return Math.ceil(this.ctx.cfg.abandonAfterMs / 1000) + 86400;
+  }
+
+  async read(key: string): Promise<R> {
+    return (await this.ctx.redis.hgetall(key)) as unknown as R;
+  }
+
+  /**
+   * Each step is on a replica before the next (a card company call) is made. An
+   * attempt that ended keeps its answer for retries and leaves the open set.
+   */
+  async set(key: string, fields: { [k: string]: string | number }): Promise<void> {
+    await this.ctx.redis.hset(key, fields);
+    await replicated(this.ctx.redis, key);
+    if (fields.st === 'done' || fields.st === 'declined') {
+      await this.ctx.redis.expire(key, fields.st === 'done' ? this.doneTtlSec : this.ctx.cfg.purchaseDeclinedTtlSec);
+      await this.ctx.redis.zrem(this.openSet(bucketOfKey(key)), key);
+    }
+  }
+
+  /** Claims the attempt under `key` for this gateway (lua/purchase_claim.lua). */
+  claim(key: string, fingerprint: string, terms?: ClaimTerms['terms'], now = Date.now()): Promise<PurchaseClaim> {
+    return claimPurchase(
+      this.ctx.scripts,
+      {
+        key,
+        open: this.openSet(bucketOfKey(key)),
+        fingerprint,
+        leaseMs: this.ctx.cfg.purchaseLeaseMs,
+        ttlSec: this.openTtlSec,
+        terms,
+      },
+      now,
+    );
+  }
+
+  /** Ends this gateway's lease: a retry takes over at once instead of waiting for it. */
+  async release(key: string): Promise<void> {
+    await this.ctx.redis.hset(key, 'lease', '0');
+  }
+
+  /**
+   * The attempts of `bucket` left midway for longer than ABANDON_AFTER_MS, up
+   * to 100 a call, with their records; those that ended meanwhile (or expired)
+   * are taken out of the open set instead.
+   */
+  async *abandoned(bucket: number, now: number): AsyncGenerator<{ key: string; record: R }> {
+    const open = this.openSet(bucket);
+    const before = `(${now - this.ctx.cfg.abandonAfterMs}`;
+    for (const key of await this.ctx.redis.zrangebyscore(open, '-inf', before, 'LIMIT', 0, 100)) {
+      const record = await this.read(key);
+      if (!record.st || record.st === 'done' || record.st === 'declined') await this.ctx.redis.zrem(open, key);
+      else yield { key, record };
+    }
+  }
+
+  /** Takes an attempt out of the open set (its record is gone). */
+  async unlist(key: string): Promise<void> {
+    await this.ctx.redis.zrem(this.openSet(bucketOfKey(key)), key);
+  }
+}
