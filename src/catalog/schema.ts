@@ -5,8 +5,15 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 
+/**
+ * The most money an amount, a price or a balance may be: 10^9 units of a
+ * currency, far inside the integers below 2^53 that Lua's and JSON's numbers
+ * carry exactly, with room for the sums the scripts make of them.
+ */
+export const MAX_MICRO = 1e15;
+
 const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' });
-const Micro = Type.Integer({ minimum: 0, maximum: 1e15 });
+const Micro = Type.Integer({ minimum: 0, maximum: MAX_MICRO });
 /** A number a switch can send a call to: international digits with an optional leading +. */
 const Dialable = Type.String({ pattern: '^\\+?[0-9]{3,20}$' });
 
@@ -60,7 +67,7 @@ export const TalkProduct = Type.Object(
   {
     ...common,
     kind: Type.Literal('talk'),
-    face: Type.Integer({ minimum: 1, maximum: 1e15 }),
+    face: Type.Integer({ minimum: 1, maximum: MAX_MICRO }),
     plan: Name,
     /** Seconds left at which the switch is warned, each once per call. */
     thresholds: Type.Array(Type.Integer({ minimum: 1, maximum: 86400 }), { default: [300, 60, 10], maxItems: 16 }),
@@ -103,7 +110,7 @@ export const TalkProduct = Type.Object(
     /** Amounts the owner may recharge online on the check page (none: not offered). */
     topupAmounts: Type.Optional(Type.Array(Type.Integer({ minimum: 1, maximum: 1e12 }), { maxItems: 10 })),
     /** The highest balance a recharge may leave; absent: ten times `face`. */
-    topupMaxBalance: Type.Optional(Type.Integer({ minimum: 1, maximum: 1e15 })),
+    topupMaxBalance: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_MICRO })),
   },
   { additionalProperties: false },
 );
@@ -132,7 +139,7 @@ export const GoodsProduct = Type.Object(
   {
     ...common,
     kind: Type.Literal('goods'),
-    face: Type.Integer({ minimum: 1, maximum: 1e15 }),
+    face: Type.Integer({ minimum: 1, maximum: MAX_MICRO }),
     venues: Venues,
     expiryDays: ExpiryDays(365),
   },
@@ -194,7 +201,8 @@ export function topupTerms(p: Product | undefined): TopupTerms {
   return {
     allowed: p.topup !== false,
     extendsDays: p.topupExtendsDays ?? p.expiryDays,
-    maxBalance: p.topupMaxBalance ?? p.face * 10,
+    // Ten times the face unless the product says; never past what a balance may hold.
+    maxBalance: Math.min(p.topupMaxBalance ?? p.face * 10, MAX_MICRO),
   };
 }
 
@@ -206,7 +214,7 @@ export const Item = Type.Object(
   {
     venue: Name,
     item: Name,
-    price: Type.Integer({ minimum: 1, maximum: 1e15 }),
+    price: Type.Integer({ minimum: 1, maximum: MAX_MICRO }),
     title: Type.Optional(Type.String({ maxLength: 200 })),
   },
   { additionalProperties: false },

@@ -13,9 +13,12 @@ export const BlockBody = Type.Object({ reason: Type.Optional(Type.String({ maxLe
 export type ActivateBody = Static<typeof ActivateBody>;
 export type BlockBody = Static<typeof BlockBody>;
 
+/** The most an operator's top-up may add at once (micro-units), over HTTP and `tessera topup` alike. */
+export const MAX_OPERATOR_TOPUP = 1e12;
+
 /** The operator's top-up (POST /v1/admin/ids/:id/topup): micro-units, and a note for the record. */
 export const TopupBody = Type.Object({
-  amount: Type.Integer({ minimum: 1, maximum: 1e12 }),
+  amount: Type.Integer({ minimum: 1, maximum: MAX_OPERATOR_TOPUP }),
   note: Type.Optional(Type.String({ maxLength: 200 })),
 });
 export type TopupBody = Static<typeof TopupBody>;

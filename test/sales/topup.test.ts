@@ -7,7 +7,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Product, RechargeProduct } from '../../src/catalog/schema';
+import { MAX_MICRO, type Product, type RechargeProduct } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
 import { tokenHash } from '../../src/catalog/store';
@@ -45,6 +45,7 @@ const TALK = product('talk-t', {
   topupMaxBalance: 5_000_000,
 });
 const FIXED = product('talk-fixed', { topup: false });
+const TALK_MAX = product('talk-max', { face: MAX_MICRO, price: MAX_MICRO });
 const VOUCHER: RechargeProduct = {
   name: 'voucher-2',
   kind: 'recharge',
@@ -64,9 +65,10 @@ let buyer: Buyer;
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [TALK, FIXED, VOUCHER, VOUCHER_USD, BIG_VOUCHER] as Product[]);
+  await seedCatalog(h, [TALK, FIXED, TALK_MAX, VOUCHER, VOUCHER_USD, BIG_VOUCHER] as Product[]);
   await mint(h, TALK, 5);
   await mint(h, FIXED, 2);
+  await mint(h, TALK_MAX, 1);
   gw = await gateway(h);
   till = await token(h, 'sales', 'till-1');
   salesTok = await token(h, 'sales', 'shop-t');
@@ -311,6 +313,15 @@ describe('tessera topup', () => {
     const no = await runCliIn(h, 'topup', fixed!, '--amount', '1000');
     expect(no).toMatchObject({ code: 1, err: expect.stringContaining('topup_forbidden') });
     expect((await runCliIn(h, 'topup', id!, '--amount', '1.5')).code).toBe(2);
+  });
+
+  it('never takes a balance past 10^15, where Lua and JSON would stop counting exactly', async () => {
+    // Ten times this face (the default topupMaxBalance) is past 2^53: a balance there loses micro-units.
+    const [id] = await soldIds(h, TALK_MAX);
+    const no = await runCliIn(h, 'topup', id!, '--amount', '1');
+    expect(no).toMatchObject({ code: 1, err: expect.stringContaining('topup_limit') });
+    expect((await runCliIn(h, 'topup', id!, '--amount', String(8e15 + 1))).code).toBe(2);
+    expect(await balanceOf(h, id!)).toBe(MAX_MICRO);
   });
 
   it('is offered to admins over HTTP, idempotent by Idempotency-Key', async () => {

@@ -1,6 +1,6 @@
 /** Recharging an ID by hand: `tessera topup`. */
 import { readCatalog } from '../../catalog/store';
-import { CLI_NAME } from '../../protocol/admin';
+import { CLI_NAME, MAX_OPERATOR_TOPUP } from '../../protocol/admin';
 import { IDEMPOTENCY_KEY } from '../../protocol/sales';
 import { Topups } from '../../sales/topup';
 import { intArg, outcome, parseOptions, textArg, usageError, type Command } from '../command';
@@ -16,7 +16,8 @@ export const topupCommands: Record<string, Command> = {
         1,
       );
       const amount = intArg(values.amount, '--amount');
-      if (amount < 1) throw usageError('--amount must be at least 1 (micro-units)');
+      if (amount < 1 || amount > MAX_OPERATOR_TOPUP)
+        throw usageError(`--amount must be 1 to ${MAX_OPERATOR_TOPUP} (micro-units)`);
       if (values.key !== undefined && !IDEMPOTENCY_KEY.test(values.key))
         throw usageError('--key must be 8 to 128 of A-Z a-z 0-9 . _ : -');
       const ctx = await cli.ctx();
