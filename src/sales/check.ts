@@ -17,6 +17,7 @@ import type { Context } from '../app/context';
 import type { IdKeys } from '../ids/secrets';
 import { idHash } from '../ledger/id-fields';
 import { keys } from '../redis/keys';
+import { clientGroup } from './anonymous';
 import { hashPin, verifyPin } from './pin';
 import { pinAttempt, type PinGate } from './scripts';
 
@@ -103,7 +104,9 @@ export class CheckLinks {
     const now = Date.now();
     // Counted before the (slow) PIN check, so a burst of parallel guesses cannot slip past the limit;
     // a right PIN gives its count back.
-    const clientKey = keys.pinMisses(ids.bucketOf(client), client);
+    // Counted per client group (an IPv6 subscriber by its /64), under a keyed hash of it.
+    const group = ids.mac(`pin:${clientGroup(client)}`).slice(0, 32);
+    const clientKey = keys.pinMisses(ids.bucketOf(group), group);
     const counted = await redis.multi().incr(clientKey).expire(clientKey, cfg.pin.lockSec, 'NX').pttl(clientKey).exec();
     const attempts = Number(counted?.[0]?.[1]);
     if (attempts > cfg.pin.maxTriesPerClient) {

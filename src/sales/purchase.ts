@@ -18,11 +18,12 @@ import { declinedAnswer, PaymentRecords } from './payment-record';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
 import { checkLink } from './check';
-import { admitPurchase, sellId } from './scripts';
+import { sellId } from './scripts';
 import type { PaymentProvider } from './provider';
 import type { Metrics } from '../observability/metrics';
 import { messageOf, type Reason } from '../protocol/reasons';
-import { BUY_PAGE_NAME, CARD_DIGITS, PIN_RE } from '../protocol/sales';
+import { BUY_PAGE_NAME, PIN_RE } from '../protocol/sales';
+import { admitAnonymous, cardNumberValid } from './anonymous';
 
 export interface PurchaseRequest {
   product: string;
@@ -83,35 +84,9 @@ export const CARD_PIN = /^[0-9]{4,12}$/;
  */
 export function malformedPurchase(req: PurchaseRequest): PurchaseResult | undefined {
   if (!PIN_RE.test(req.pin)) return fail('bad_value', 'the PIN must be 4 to 12 digits');
-  if (!CARD_DIGITS.test(req.card)) return fail('card_invalid');
+  if (!cardNumberValid(req.card)) return fail('card_invalid');
   if (!CARD_PIN.test(req.cardPin)) return fail('bad_value', 'the card PIN must be 4 to 12 digits');
   return undefined;
-}
-
-/**
- * An anonymous buyer as the limits count it: an IPv4 address as it is, an IPv6
- * address by its /64 (what one subscriber is usually given), an IPv4-mapped
- * IPv6 address as its IPv4 address.
- */
-export function clientGroup(address: string): string {
-  const a = address.trim().toLowerCase();
-  if (!a.includes(':')) return a;
-  const dotted = /(?:^|:)(\d{1,3}(?:\.\d{1,3}){3})$/.exec(a);
-  if (dotted) return dotted[1]!;
-  const [head = '', tail] = a.split('::');
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups =
-    tail === undefined ? h : [...h, ...Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
-  const n = groups.map((g) => parseInt(g || '0', 16));
-  if (n.length !== 8 || n.some((x) => !(x >= 0 && x <= 0xffff))) return a;
-  // ::ffff:a.b.c.d written in hex (as some servers report IPv4 clients of a dual-stack socket).
-  if (n.slice(0, 5).every((x) => x === 0) && n[5] === 0xffff)
-    return [n[6]! >> 8, n[6]! & 255, n[7]! >> 8, n[7]! & 255].join('.');
-  return `${n
-    .slice(0, 4)
-    .map((x) => x.toString(16))
-    .join(':')}::/64`;
 }
 
 export class Purchases {
@@ -165,26 +140,8 @@ export class Purchases {
     // the card company authorizes, so a buyer may still find it gone then: the payment is voided.)
     if (onSale && !(await this.inventory.inStock(product.name)) && !(await isStarted())) return fail('out_of_stock');
     if (client !== undefined && !(await isStarted())) {
-      const { perClient, total, windowSec } = this.ctx.cfg.buyLimit;
-      const admitted = await admitPurchase(
-        this.ctx.scripts,
-        this.ctx.ids.mac(`buyer:${clientGroup(client)}`).slice(0, 32),
-        {
-          perClient,
-          total,
-          windowMs: windowSec * 1000,
-        },
-      );
-      if (!admitted.ok)
-        return {
-          ok: false,
-          reason: 'too_many_purchases',
-          message:
-            admitted.by === 'client'
-              ? 'too many purchases from this address; retry after the time in Retry-After'
-              : 'too many purchases right now; retry after the time in Retry-After',
-          retryAfter: Math.max(1, Math.ceil(admitted.waitMs / 1000)),
-        };
+      const refused = await admitAnonymous(this.ctx, client);
+      if (refused) return refused;
     }
     // Keyed: the fingerprint must not let a Redis reader test PINs or card numbers.
     const fp = this.ctx.ids.mac(JSON.stringify([req.product, req.pin, req.card, req.cardPin]));

@@ -12,11 +12,11 @@ import type { Logger } from 'pino';
 import type { Context } from '../app/context';
 import { topupTerms, type Product } from '../catalog/schema';
 import { messageOf, type Reason } from '../protocol/reasons';
-import { CARD_DIGITS } from '../protocol/sales';
 import { bucketOfKey, keys } from '../redis/keys';
 import { replicated } from '../redis/replication';
 import type { PaymentProvider } from './provider';
 import { CARD_PIN } from './purchase';
+import { admitAnonymous, cardNumberValid } from './anonymous';
 import { declinedAnswer, PaymentRecords } from './payment-record';
 import type { IdLoc, TopupAnswer, Topups } from './topup';
 import { idFields } from '../ledger/id-fields';
@@ -81,8 +81,12 @@ export class Recharges {
     return { allowed: topupTerms(product).allowed, amounts: this.offers(product), currency: cur ?? '' };
   }
 
-  async recharge(target: IdLoc, idemKey: string, req: RechargeRequest): Promise<RechargeResult> {
-    if (!CARD_DIGITS.test(req.card)) return fail('card_invalid');
+  /**
+   * `client`: the address of the check page's visitor, whose new recharges count against the
+   * limits of anonymous card payments (BUY_LIMIT_*), as the buy page's purchases do.
+   */
+  async recharge(target: IdLoc, idemKey: string, req: RechargeRequest, client?: string): Promise<RechargeResult> {
+    if (!cardNumberValid(req.card)) return fail('card_invalid');
     if (!CARD_PIN.test(req.cardPin)) return fail('bad_value', 'the card PIN must be 4 to 12 digits');
     const { key, ref, hash } = this.recordKey(idemKey);
     const [prod, cur] = await idFields(this.ctx.redis, target.key, ['prod', 'cur']);
@@ -98,6 +102,10 @@ export class Recharges {
         'check',
       );
       if (!would.ok) return fail(would.reason as Reason);
+      if (client !== undefined) {
+        const refused = await admitAnonymous(this.ctx, client);
+        if (refused) return refused;
+      }
     }
     const fp = this.ctx.ids.mac(JSON.stringify([target.key, req.amount, req.card, req.cardPin]));
     const claim = await this.records.claim(key, fp, { product: prod ?? '', price: req.amount, currency: cur ?? '' });

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
-import { clientGroup } from '../../src/sales/purchase';
+import { clientGroup } from '../../src/sales/anonymous';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
 import { baseOf, formSession, http } from '../support/http';
 import { until } from '../support/wait';
@@ -164,6 +164,19 @@ describe('anonymous purchases are counted per client address and in total', () =
     for (let i = 0; i < 3; i++)
       expect((await buyPage(gw, 'talk-b', stranger(), { from: `2001:db8:1:2::${i + 1}` })).status).toBe(402);
     expect((await buyPage(gw, 'talk-b', stranger(), { from: '2001:db8:1:2:ffff::9' })).status).toBe(429);
+  });
+
+  it('a card number failing its check digit is refused at once: not counted, the card company not asked', async () => {
+    const gw = await open({ trustProxy: true, buyLimit: { windowSec: 600, perClient: 2, total: 1000 } });
+    const from = '198.51.100.61';
+    const before = await dataKeys();
+    for (let i = 0; i < 5; i++) {
+      const r = await buyPage(gw, 'talk-b', { card: '4000000000000011', cardPin: '1234' }, { from });
+      expect(r.status).toBe(402);
+      expect(r.text).toContain('the card number is not valid');
+    }
+    expect(await dataKeys()).toEqual(before);
+    expect((await buyPage(gw, 'talk-b', stranger(), { from })).status).toBe(402);
   });
 
   it('past BUY_LIMIT_TOTAL every new address gets 429 and no per-address count is kept for it', async () => {

@@ -383,6 +383,24 @@ describe('lockout', () => {
     expectNothingOf(right, target.id);
   });
 
+  it('per client address: an IPv6 client is counted by its /64, as the buy page counts it', async () => {
+    const proxied = await gateway(h, {
+      trustProxy: true,
+      pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 3 },
+    });
+    try {
+      const target = await buyOne();
+      const session = await formSession(proxied, target.path);
+      const from = (address: string, pin: string): Promise<Res> =>
+        postPageForm(proxied, target.path, { pin }, session, { 'X-Forwarded-For': address });
+      for (let i = 1; i <= 3; i++) expect((await from(`2001:db8:7:1::${i}`, wrongPin(target))).status).toBe(403);
+      expect((await from('2001:db8:7:1:ffff::9', target.pin)).status).toBe(429);
+      expect((await from('2001:db8:7:2::1', target.pin)).status).toBe(200);
+    } finally {
+      await proxied.close();
+    }
+  });
+
   it('per client address: unknown links count as wrong PINs', async () => {
     const target = await buyOne();
     for (let i = 0; i < 3; i++)

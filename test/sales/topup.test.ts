@@ -4,6 +4,7 @@
  * recharge on the check page through the card company. Real Redis, real HTTP,
  * the sandbox card company; the conservation audit balances at the end.
  */
+import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -66,7 +67,7 @@ let buyer: Buyer;
 beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h, [TALK, FIXED, TALK_MAX, VOUCHER, VOUCHER_USD, BIG_VOUCHER] as Product[]);
-  await mint(h, TALK, 5);
+  await mint(h, TALK, 6);
   await mint(h, FIXED, 2);
   await mint(h, TALK_MAX, 1);
   gw = await gateway(h);
@@ -366,12 +367,12 @@ describe('the check page', () => {
   const PIN = '8642';
 
   /** Buys an ID and opens its check link with the PIN, as its owner's browser would. */
-  async function owned(): Promise<Owned> {
-    const r = await buy(gw, salesTok, newKey(), TALK.name, buyer, PIN);
+  async function owned(g = gw): Promise<Owned> {
+    const r = await buy(g, salesTok, newKey(), TALK.name, buyer, PIN);
     expect(r.status).toBe(200);
     const path = new URL(r.json.checkUrl).pathname;
-    const session = await formSession(gw, path);
-    const page = await postPageForm(gw, path, { pin: PIN }, session);
+    const session = await formSession(g, path);
+    const page = await postPageForm(g, path, { pin: PIN }, session);
     expect(page.status).toBe(200);
     return { id: r.json.id, path, session, page };
   }
@@ -425,6 +426,41 @@ describe('the check page', () => {
     expect(short.status).toBe(400);
     expect(short.text).toContain('Please enter the card number: 12 to 19 digits.');
     expect(await usedCredit(h, payer.card)).toBe(2_000_000);
+  });
+
+  it('new recharges count against the limits of anonymous card payments: no guessing card PINs', async () => {
+    const limited = await gateway(h, { trustProxy: true, buyLimit: { windowSec: 600, perClient: 3, total: 1000 } });
+    try {
+      const o = await owned(limited);
+      const grant = field(o.page.text, 'grant');
+      const payer = await addMember(h, 10_000_000);
+      const from = { 'X-Forwarded-For': '198.51.100.41' };
+      const recharge = (card: string, cardPin: string, nonce = randomBytes(16).toString('hex')): Promise<Res> =>
+        postPageForm(
+          limited,
+          `${o.path}/recharge`,
+          { grant, nonce, amount: '2000000', card, cardPin },
+          o.session,
+          from,
+        );
+      // A number that fails its check digit is refused before it is counted or sent to the card company.
+      const typo = payer.card.slice(0, -1) + String((Number(payer.card.at(-1)) + 1) % 10);
+      for (let i = 0; i < 4; i++) expect((await recharge(typo, payer.cardPin)).text).toContain('card number');
+      const first = randomBytes(16).toString('hex');
+      for (const pin of ['0000', '0001', '0002']) {
+        const wrong = await recharge(payer.card, pin, pin === '0000' ? first : undefined);
+        expect(wrong.status).toBe(402);
+      }
+      const refused = await recharge(payer.card, payer.cardPin);
+      expect(refused.status).toBe(429);
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+      // The first form again is not a new payment: its answer, not a 429.
+      expect((await recharge(payer.card, '0000', first)).status).toBe(402);
+      expect(await balanceOf(h, o.id)).toBe(1_000_000);
+      expect(await usedCredit(h, payer.card)).toBe(0);
+    } finally {
+      await limited.close();
+    }
   });
 
   it('a card company that does not answer: the same form again finishes the recharge, charged once', async () => {

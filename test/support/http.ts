@@ -88,7 +88,8 @@ export async function postPageForm(
   path: string,
   form: Record<string, string>,
   session?: FormSession,
+  headers: Record<string, string> = {},
 ): Promise<Res> {
   const s = session ?? (await formSession(at, path));
-  return http(at, 'POST', path, { form: { form: s.token, ...form }, headers: { Cookie: s.cookie } });
+  return http(at, 'POST', path, { form: { form: s.token, ...form }, headers: { ...headers, Cookie: s.cookie } });
 }

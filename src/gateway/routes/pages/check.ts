@@ -173,6 +173,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       loc: { key: string; bucket: number },
       f: URLSearchParams,
       token: string,
+      client: string,
     ) => Promise<
       | { ok: true; amount: number; balance: number; currency: string; expires?: number }
       | { ok: false; reason: string; message: string; keep?: string; retryAfter?: number }
@@ -184,6 +185,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       const token = req.getParameter(1) ?? '';
       const action = `/check/${encodeURIComponent(bucket)}/${encodeURIComponent(token)}`;
       const fc = formClient(req);
+      const client = clientAddress(res, req, d.trustProxy);
       const form = readForm(res, FORM_LIMIT);
       kit.guard(reply, async () => {
         const f = await form;
@@ -194,7 +196,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
           ? await d.checks.linked(bucket, token)
           : undefined;
         if (!loc) return pinAgain(403, 'Please enter your PIN again to recharge.');
-        const r = await run(loc, f, token);
+        const r = await run(loc, f, token, client);
         if (r.ok) return kit.send(reply, 200, 'Recharged', rechargedPage(r, action), fc);
         await refused(reply, fc, action, f.get('grant') ?? '', loc, r);
       });
@@ -231,14 +233,19 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     return { ...r, message: voucherRefusal(r.reason) };
   });
 
-  rechargeRoute('recharge', async (loc, f) => {
+  rechargeRoute('recharge', async (loc, f, _token, client) => {
     const nonce = f.get('nonce') ?? '';
     const card = (f.get('card') ?? '').replace(/[\s-]/g, '');
     const amount = Number(f.get('amount'));
     if (!BuyForm.nonce.test(nonce))
       return { ok: false, reason: 'bad_value', message: 'The form expired; please try again.' };
     if (!BuyForm.card.test(card)) return { ok: false, reason: 'bad_value', message: CARD_NUMBER_PLEASE };
-    const r = await d.recharges.recharge(loc, `web/${nonce}`, { amount, card, cardPin: f.get('cardPin') ?? '' });
+    const r = await d.recharges.recharge(
+      loc,
+      `web/${nonce}`,
+      { amount, card, cardPin: f.get('cardPin') ?? '' },
+      client,
+    );
     if (r.ok) return r;
     // Outcome unknown: the form keeps this recharge's nonce, so sending it again finishes it and never charges twice.
     const pending = r.reason === 'payment_pending' || r.reason === 'in_progress';
