@@ -5,6 +5,7 @@
  * both with the buyer pages' security headers, since a browser may see them.
  * Every GET route answers HEAD too (RFC 9110 §9.3.2: monitors and link
  * checkers use it), with the GET's status and headers and no body.
+ * A request with more than one Content-Length is not served (oneLength).
  */
 import type { HttpRequest, HttpResponse, RecognizedString, TemplatedApp } from 'uWebSockets.js';
 import { messageOf, statusOf, type Reason } from '../protocol/reasons';
@@ -21,8 +22,9 @@ export interface Router {
 
 export function methodRouter(app: TemplatedApp): Router & { fallbacks(): void } {
   const allowed = new Map<string, string[]>();
-  const add = (method: 'GET' | 'POST', pattern: string, handler: Handler): void => {
+  const add = (method: 'GET' | 'POST', pattern: string, given: Handler): void => {
     allowed.set(pattern, [...(allowed.get(pattern) ?? []), ...(method === 'GET' ? ['GET', 'HEAD'] : [method])]);
+    const handler = oneLength(given);
     if (method === 'POST') return void app.post(pattern, handler);
     app.get(pattern, handler);
     app.head(pattern, (res, req) => handler(headOnly(res), req));
@@ -33,9 +35,36 @@ export function methodRouter(app: TemplatedApp): Router & { fallbacks(): void } 
     /** Registered last: uWS tries a pattern's own methods before its `any`, and `/*` after every pattern. */
     fallbacks() {
       for (const [pattern, methods] of allowed)
-        app.any(pattern, (res, req) => refuse(res, req, 'method_not_allowed', { Allow: methods.join(', ') }));
-      app.any('/*', (res, req) => refuse(res, req, 'not_found'));
+        app.any(
+          pattern,
+          oneLength((res, req) => refuse(res, req, 'method_not_allowed', { Allow: methods.join(', ') })),
+        );
+      app.any(
+        '/*',
+        oneLength((res, req) => refuse(res, req, 'not_found')),
+      );
     },
+  };
+}
+
+/**
+ * Two Content-Length headers make the body's end a matter of opinion: uWS
+ * takes the first, a proxy in front may take the last, and the bytes between
+ * would be read by one of them as a request of its own (request smuggling).
+ * RFC 9112 §6.3 calls it an unrecoverable error, to answer 400 and close. This
+ * uWS build reads on after a response that asks to close, so the connection is
+ * closed at once, unanswered: nothing after the first length is read.
+ */
+function oneLength(handler: Handler): Handler {
+  return (res, req) => {
+    if (req.getHeader('content-length') !== '') {
+      let lengths = 0;
+      req.forEach((name) => {
+        if (name === 'content-length') lengths++;
+      });
+      if (lengths > 1) return void res.close();
+    }
+    return handler(res, req);
   };
 }
 

@@ -4,6 +4,7 @@
  * the `Authorization` scheme in any case, and a batch of hostile requests none of
  * which may make the gateway log at error level.
  */
+import { connect } from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -55,6 +56,41 @@ describe('bodies over the limit', () => {
     expect((await http(gw, 'GET', '/buy')).status).toBe(200);
   });
 });
+
+describe('two Content-Length headers', () => {
+  it('close the connection unanswered: the bytes after the first length are never read as a request', async () => {
+    // uWS takes the first length; a proxy taking the last would see one request where uWS sees two.
+    const smuggled = (a: number, b: number): string =>
+      `POST /v1/validate HTTP/1.1\r\nHost: x\r\nContent-Length: ${a}\r\nContent-Length: ${b}\r\n\r\n{}` +
+      'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n';
+    for (const [a, b] of [
+      [2, 40],
+      [2, 2],
+    ])
+      expect(await rawExchange(gw.port, smuggled(a!, b!))).toEqual({ text: '', closed: true });
+    // One length is served as ever, on the same kind of connection.
+    const one = await rawExchange(gw.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    expect(one.text).toMatch(/^HTTP\/1\.1 200 OK/);
+  });
+});
+
+/** Writes `request` on a new TCP connection; what came back until the server closed it (or 2 s passed). */
+function rawExchange(port: number, request: string): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    let text = '';
+    const s = connect(port, '127.0.0.1', () => s.write(request));
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve({ text, closed: false });
+    }, 2000);
+    s.on('data', (d) => (text += d.toString('latin1')));
+    s.on('error', () => {});
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve({ text, closed: true });
+    });
+  });
+}
 
 describe('Authorization scheme', () => {
   it('bearer, BEARER and Bearer all carry the token, over HTTP and at a WebSocket upgrade', async () => {
