@@ -53,7 +53,26 @@ const UNKNOWN_CALL: TickResult = Object.freeze({
 });
 
 /** A stop: switch, call, seconds, cause, and the call's ID (or caller) and destination, for a lost call. */
-type StopArgs = [sw: string, call: string, sec: number, cause: string, lost?: LostCall];
+type StartCall = [
+  sw: string,
+  call: string,
+  idInput: unknown,
+  dialled: string,
+  ani?: unknown,
+  mode?: 'tick' | 'quota',
+  origin?: string,
+];
+type StopCall = [sw: string, call: string, sec: number, cause: string, lost?: LostCall];
+
+/** Keeps `p` in `map` under `key` until it settles (unless a later one took its place); returns it. */
+function underWay<T>(map: Map<string, Promise<T>>, key: string, p: Promise<T>): Promise<T> {
+  map.set(key, p);
+  const over = (): void => {
+    if (map.get(key) === p) map.delete(key);
+  };
+  p.then(over, over);
+  return p;
+}
 /** What a stop may say of its call: its ID, or the caller number it was started by, and its destination. */
 type LostCall = { id?: unknown; ani?: unknown; dest: string };
 
@@ -85,7 +104,12 @@ export class Metering {
   /** Starts and stops likewise, for call_start and call_stop. */
   private readonly starts: GroupCommit<StartItem>;
   private readonly stops: GroupCommit<StopItem>;
-  /** Stops under way, by call key, until they are answered: what a later tick of the call waits for. */
+  /**
+   * Starts and stops under way, by call key, until they are answered: what a
+   * later tick or stop of the call waits for, so that a call's messages are
+   * applied in the order they reached this gateway.
+   */
+  private readonly starting = new Map<string, Promise<StartResult>>();
   private readonly stopping = new Map<string, Promise<StopResult>>();
   /** How much later than an answered call an unanswered one counts as stale. */
   private readonly ringGraceMs: number;
@@ -122,15 +146,12 @@ export class Metering {
    * `ani`: the caller's number, when the switch logs in by it instead of an ID.
    * `origin`: where the call comes from, as the switch knows it (SwitchGuesses).
    */
-  async start(
-    sw: string,
-    call: string,
-    idInput: unknown,
-    dialled: string,
-    ani?: unknown,
-    mode: 'tick' | 'quota' = 'tick',
-    origin?: string,
-  ): Promise<StartResult> {
+  start(...args: StartCall): Promise<StartResult> {
+    const [sw, call] = args;
+    return underWay(this.starting, callKeyOf(sw, call), this.startNow(...args));
+  }
+
+  private async startNow(...[sw, call, idInput, dialled, ani, mode = 'tick', origin]: StartCall): Promise<StartResult> {
     // A switch (or origin) past its guess limit is refused before anything else, a valid ID or not.
     const wait = this.guesses.retryAfter(sw, origin);
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
@@ -259,13 +280,16 @@ export class Metering {
   };
 
   tick(sw: string, call: string, sec: number, done: TickCallback): void {
-    // A tick sent after its call's stop waits for it, then finds the call ended: billed
-    // first, it would charge (and cut off, alert, exhaust) what the stop then gives back.
-    if (this.stopping.size > 0) {
-      const stop = this.stopping.get(callKeyOf(sw, call));
-      if (stop) {
+    if (this.stopping.size > 0 || this.starting.size > 0) {
+      const key = callKeyOf(sw, call);
+      // A tick sent after its call's stop waits for it, then finds the call ended: billed
+      // first, it would charge (and cut off, alert, exhaust) what the stop then gives back.
+      // One sent right behind its start (in the same frame, before `started`) waits for
+      // that; a stop sent after the tick then waits for the tick (stopNow).
+      const before = this.stopping.get(key) ?? this.starting.get(key);
+      if (before) {
         const go = (): void => this.tickNow(sw, call, sec, done);
-        return void stop.then(go, go);
+        return void before.then(go, go);
       }
     }
     this.tickNow(sw, call, sec, done);
@@ -296,20 +320,18 @@ export class Metering {
    * primary): rated from the stop and recorded with cause `recovered`. Without
    * them such a stop is `unknown_call`.
    */
-  stop(...args: StopArgs): Promise<StopResult> {
+  stop(...args: StopCall): Promise<StopResult> {
     const [sw, call] = args;
-    // Marked before anything is awaited: ticks that arrive from now on wait for it (tick()).
     const key = callKeyOf(sw, call);
-    const stop = this.stopNow(...args);
-    this.stopping.set(key, stop);
-    const over = (): void => {
-      if (this.stopping.get(key) === stop) this.stopping.delete(key);
-    };
-    stop.then(over, over);
-    return stop;
+    // A stop right behind its call's start waits for it: run first, a stop that names the ID
+    // and destination would be billed as a lost call's, and the start then refused call_ended.
+    const start = this.starting.get(key);
+    const go = (): Promise<StopResult> => this.stopNow(...args);
+    // Marked before anything is awaited: ticks that arrive from now on wait for it (tick()).
+    return underWay(this.stopping, key, start ? start.then(go, go) : go());
   }
 
-  private async stopNow(...[sw, call, sec, cause, lost]: StopArgs): Promise<StopResult> {
+  private async stopNow(...[sw, call, sec, cause, lost]: StopCall): Promise<StopResult> {
     const ck = await this.locator.find(sw, call);
     if (ck) {
       const refused = lost && (await this.disagrees(sw, ck, lost));

@@ -153,6 +153,48 @@ describe('a stop never overtakes ticks sent before it', () => {
   });
 });
 
+describe('ticks and stops sent right behind the start wait for it', () => {
+  it('start, ticks and a stop naming ID and destination in one frame: billed in that order, not as a lost call', async () => {
+    for (let i = 0; i < 5; i++) {
+      const [id] = await soldIds(h, P_STD);
+      const call = newCall('behind');
+      const [st, t0, t2, sr] = [ref(), ref(), ref(), ref()];
+      c.send([
+        { op: 'start', ref: st, call, id, dest: DEST },
+        { op: 'tick', ref: t0, call, sec: 0 },
+        { op: 'tick', ref: t2, call, sec: 2 },
+        { op: 'stop', ref: sr, call, sec: 3, id, dest: DEST },
+      ]);
+      expect(await c.waitFor((m) => m.ref === st)).toMatchObject({ op: 'started', balance: 1_000_000 });
+      expect(await c.waitFor((m) => m.ref === t0)).toMatchObject({ op: 'ticked', balance: 1_000_000 });
+      expect(await c.waitFor((m) => m.ref === t2)).toMatchObject({ op: 'ticked', balance: 999_800 });
+      expect(await c.waitFor((m) => m.ref === sr)).toEqual({
+        op: 'stopped',
+        ref: sr,
+        call,
+        billedSec: 3,
+        cost: 300,
+        balance: 999_700,
+      });
+      expect(msgs(c, call, 'error')).toEqual([]);
+      expect(await cdrsOf(h, id!, call)).toMatchObject([{ sec: '3', cost: '300', cause: 'normal' }]);
+    }
+  });
+
+  it('a start and its stop in one frame: the call is started and then stopped, not unknown', async () => {
+    const [id] = await soldIds(h, P_STD);
+    const call = newCall('cancel');
+    const [st, sr] = [ref(), ref()];
+    c.send([
+      { op: 'start', ref: st, call, id, dest: DEST },
+      { op: 'stop', ref: sr, call, sec: 0, cause: 'cancel' },
+    ]);
+    expect(await c.waitFor((m) => m.ref === st)).toMatchObject({ op: 'started' });
+    expect(await c.waitFor((m) => m.ref === sr)).toMatchObject({ op: 'stopped', billedSec: 0, cost: 0 });
+    expect(await idFields(h, id!)).toMatchObject({ act: '0', bal: '1000000' });
+  });
+});
+
 describe('a tick sent after the stop does not overtake it', () => {
   /**
    * A stop at 3 s and then, in the same frame, a tick far past the balance: the
