@@ -18,6 +18,15 @@ let c: Client;
 let sw: string;
 let refs = 0;
 const ref = (): number => ++refs;
+/** The `stopped` of a call at 100 micro-units a second, billed `sec`, leaving `balance`. */
+const stoppedAt = (r: number, call: string, sec: number, balance: number): Msg => ({
+  op: 'stopped',
+  ref: r,
+  call,
+  billedSec: sec,
+  cost: sec * 100,
+  balance,
+});
 
 /** plan std: 100 micro/s, no fee */
 const DEST = '4912345';
@@ -69,7 +78,7 @@ async function tickThenStop(
   const ticked = await via.waitFor((m) => m.ref === tr);
   const after = bal - sec * 100;
   expect(ticked).toMatchObject({ op: 'ticked', ref: tr, call, balance: after, secLeft: after / 100 });
-  expect(stopped).toEqual({ op: 'stopped', ref: sr, call, billedSec: sec, cost: sec * 100, balance: after });
+  expect(stopped).toEqual(stoppedAt(sr, call, sec, after));
   return { call, bal: after };
 }
 
@@ -104,14 +113,7 @@ describe('a stop never overtakes ticks sent before it', () => {
     for (let i = 0; i < calls.length; i++) {
       const sec = 3 + i;
       const bal = 1_000_000 - sec * 100;
-      expect(await c.waitFor((m) => m.ref === sr[i])).toEqual({
-        op: 'stopped',
-        ref: sr[i],
-        call: calls[i],
-        billedSec: sec,
-        cost: sec * 100,
-        balance: bal,
-      });
+      expect(await c.waitFor((m) => m.ref === sr[i])).toEqual(stoppedAt(sr[i]!, calls[i]!, sec, bal));
       expect(await c.waitFor((m) => m.ref === tr[i])).toMatchObject({
         op: 'ticked',
         ref: tr[i],
@@ -168,14 +170,7 @@ describe('ticks and stops sent right behind the start wait for it', () => {
       expect(await c.waitFor((m) => m.ref === st)).toMatchObject({ op: 'started', balance: 1_000_000 });
       expect(await c.waitFor((m) => m.ref === t0)).toMatchObject({ op: 'ticked', balance: 1_000_000 });
       expect(await c.waitFor((m) => m.ref === t2)).toMatchObject({ op: 'ticked', balance: 999_800 });
-      expect(await c.waitFor((m) => m.ref === sr)).toEqual({
-        op: 'stopped',
-        ref: sr,
-        call,
-        billedSec: 3,
-        cost: 300,
-        balance: 999_700,
-      });
+      expect(await c.waitFor((m) => m.ref === sr)).toEqual(stoppedAt(sr, call, 3, 999_700));
       expect(msgs(c, call, 'error')).toEqual([]);
       expect(await cdrsOf(h, id!, call)).toMatchObject([{ sec: '3', cost: '300', cause: 'normal' }]);
     }
@@ -212,14 +207,7 @@ describe('a tick sent after the stop does not overtake it', () => {
       { op: 'tick', call, sec: 100_000, ref: tr },
       { op: 'tick', call, sec: 100_001 },
     ]);
-    expect(await via.waitFor((m) => m.ref === sr)).toEqual({
-      op: 'stopped',
-      ref: sr,
-      call,
-      billedSec: 3,
-      cost: 300,
-      balance: 999_700,
-    });
+    expect(await via.waitFor((m) => m.ref === sr)).toEqual(stoppedAt(sr, call, 3, 999_700));
     expect(await via.waitFor((m) => m.ref === tr)).toMatchObject({ op: 'error', ref: tr, reason: 'call_ended' });
     // The tick without a ref is answered nothing; a `ticked`, an alert or a cutoff would be here by now.
     expect(await via.request({ op: 'stop', call, sec: 3, ref: ref() })).toMatchObject({ billedSec: 3 });
