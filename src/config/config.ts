@@ -52,6 +52,7 @@ const EnvSchema = Type.Object({
   PURCHASE_DECLINED_TTL_SEC: Int(60, 30 * 86400, 3600),
   BUY_LIMIT_WINDOW_SEC: Int(1, 86400, 3600),
   BUY_LIMIT_PER_CLIENT: Int(1, 1_000_000, 20),
+  BUY_LIMIT_PER_NETWORK: Int(1, 10_000_000, 100),
   BUY_LIMIT_TOTAL: Int(1, 10_000_000, 5000),
   PIN_MAX_TRIES: Int(1, 100, 5),
   TRUST_PROXY: Type.Union([Type.Literal('0'), Type.Literal('1')], { default: '0' }),
@@ -154,7 +155,7 @@ export interface Config {
    * client address, and from all of them together. Retries of a purchase already
    * started are not counted.
    */
-  buyLimit: { windowSec: number; perClient: number; total: number };
+  buyLimit: { windowSec: number; perClient: number; perNetwork: number; total: number };
   /**
    * Wrong PINs before a check link locks, for how long (the first lock; each further
    * lock doubles it, up to lockMaxSec), and per client address.
@@ -263,7 +264,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     metricsToken: e.METRICS_TOKEN,
     purchaseLeaseMs: e.PURCHASE_LEASE_MS,
     purchaseDeclinedTtlSec: e.PURCHASE_DECLINED_TTL_SEC,
-    buyLimit: { windowSec: e.BUY_LIMIT_WINDOW_SEC, perClient: e.BUY_LIMIT_PER_CLIENT, total: e.BUY_LIMIT_TOTAL },
+    buyLimit: {
+      windowSec: e.BUY_LIMIT_WINDOW_SEC,
+      perClient: e.BUY_LIMIT_PER_CLIENT,
+      perNetwork: e.BUY_LIMIT_PER_NETWORK,
+      total: e.BUY_LIMIT_TOTAL,
+    },
     pin: {
       maxTries: e.PIN_MAX_TRIES,
       lockSec: e.PIN_LOCK_SEC,

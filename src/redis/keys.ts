@@ -63,6 +63,7 @@ export const keys = {
    * call counts against both.
    */
   buysOfClient: (clientHash: string) => `${tag(0)}buyc:${clientHash}`,
+  buysOfNetwork: (networkHash: string) => `${tag(0)}buyn:${networkHash}`,
   buysTotal: `${tag(0)}buyall`,
   /** Wrong PINs from one client address in the current window. */
   pinMisses: (bucket: number, client: string) => `${tag(bucket)}pinip:${client}`,

@@ -16,30 +16,60 @@ export function cardNumberValid(card: string): boolean {
   return CARD_DIGITS.test(card) && luhnValid(card);
 }
 
+const DOTTED = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
 /**
- * An anonymous buyer as the limits count it: an IPv4 address as it is, an IPv6
- * address by its /64 (what one subscriber is usually given), an IPv4-mapped
- * IPv6 address as its IPv4 address.
+ * An address as numbers: an IPv4 address (IPv4-mapped IPv6 too, in either
+ * notation) as its four bytes, an IPv6 address as its eight groups; undefined
+ * when it is neither.
  */
-export function clientGroup(address: string): string {
-  const a = address.trim().toLowerCase();
-  if (!a.includes(':')) return a;
+function parseAddress(a: string): { v4: number[] } | { v6: number[] } | undefined {
   const dotted = /(?:^|:)(\d{1,3}(?:\.\d{1,3}){3})$/.exec(a);
-  if (dotted) return dotted[1]!;
+  if (!a.includes(':') || dotted) {
+    const m = DOTTED.exec(dotted ? dotted[1]! : a);
+    return m ? { v4: m.slice(1).map(Number) } : undefined;
+  }
   const [head = '', tail] = a.split('::');
   const h = head ? head.split(':') : [];
   const t = tail ? tail.split(':') : [];
   const groups =
     tail === undefined ? h : [...h, ...Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
   const n = groups.map((g) => parseInt(g || '0', 16));
-  if (n.length !== 8 || n.some((x) => !(x >= 0 && x <= 0xffff))) return a;
+  if (n.length !== 8 || n.some((x) => !(x >= 0 && x <= 0xffff))) return undefined;
   // ::ffff:a.b.c.d written in hex (as some servers report IPv4 clients of a dual-stack socket).
   if (n.slice(0, 5).every((x) => x === 0) && n[5] === 0xffff)
-    return [n[6]! >> 8, n[6]! & 255, n[7]! >> 8, n[7]! & 255].join('.');
-  return `${n
-    .slice(0, 4)
+    return { v4: [n[6]! >> 8, n[6]! & 255, n[7]! >> 8, n[7]! & 255] };
+  return { v6: n };
+}
+
+const v6Prefix = (n: number[], groups: number): string =>
+  `${n
+    .slice(0, groups)
     .map((x) => x.toString(16))
-    .join(':')}::/64`;
+    .join(':')}::/${groups * 16}`;
+
+/**
+ * An anonymous client as the limits count it: an IPv4 address as it is, an
+ * IPv6 address by its /64 (what one subscriber is usually given), an
+ * IPv4-mapped IPv6 address as its IPv4 address.
+ */
+export function clientGroup(address: string): string {
+  const a = address.trim().toLowerCase();
+  const p = parseAddress(a);
+  if (!p) return a;
+  return 'v4' in p ? p.v4.join('.') : v6Prefix(p.v6, 4);
+}
+
+/**
+ * The network a client is in, as the limits count it: an IPv4 /24, an IPv6
+ * /48 (what one site, or one customer of a host, is usually given). Many
+ * addresses of one network are cheap to an attacker; many networks are not.
+ */
+export function clientNetwork(address: string): string {
+  const a = address.trim().toLowerCase();
+  const p = parseAddress(a);
+  if (!p) return a;
+  return 'v4' in p ? `${p.v4.slice(0, 3).join('.')}.0/24` : v6Prefix(p.v6, 3);
 }
 
 /** A new payment refused by the limits, with the seconds until its count's window ends. */
@@ -52,23 +82,22 @@ export interface TooMany {
 
 /**
  * Counts a new anonymous payment from `client` (its address) against its
- * group's limit and the total; the refusal when either is reached.
+ * group's limit, its network's and the total; the refusal when one is reached.
  */
 export async function admitAnonymous(ctx: Context, client: string): Promise<TooMany | undefined> {
-  const { perClient, total, windowSec } = ctx.cfg.buyLimit;
-  const admitted = await admitPurchase(ctx.scripts, ctx.ids.mac(`buyer:${clientGroup(client)}`).slice(0, 32), {
-    perClient,
-    total,
-    windowMs: windowSec * 1000,
-  });
+  const { perClient, perNetwork, total, windowSec } = ctx.cfg.buyLimit;
+  const hash = (what: string): string => ctx.ids.mac(what).slice(0, 32);
+  const admitted = await admitPurchase(
+    ctx.scripts,
+    { client: hash(`buyer:${clientGroup(client)}`), network: hash(`network:${clientNetwork(client)}`) },
+    { perClient, perNetwork, total, windowMs: windowSec * 1000 },
+  );
   if (admitted.ok) return undefined;
+  const from = { client: 'from this address', network: 'from this network', total: 'right now' }[admitted.by];
   return {
     ok: false,
     reason: 'too_many_purchases',
-    message:
-      admitted.by === 'client'
-        ? 'too many payments from this address; retry after the time in Retry-After'
-        : 'too many payments right now; retry after the time in Retry-After',
+    message: `too many payments ${from}; retry after the time in Retry-After`,
     retryAfter: Math.max(1, Math.ceil(admitted.waitMs / 1000)),
   };
 }

@@ -115,23 +115,27 @@ export async function claimPurchase(scripts: Scripts, c: ClaimTerms, now = Date.
   throw replyError('purchase_claim', r);
 }
 
-/** An anonymous buyer's new purchase admitted, or refused by its client's count or the total, for `waitMs`. */
-export type Admission = { ok: true } | { ok: false; by: 'client' | 'total'; waitMs: number };
+/** Which count refused an anonymous payment. */
+export type AdmissionBy = 'client' | 'network' | 'total';
+const BY: readonly string[] = ['client', 'network', 'total'] satisfies AdmissionBy[];
 
-/** Counts a new purchase of an anonymous buyer against the per-client and total limits of the window. */
+/** An anonymous payment admitted, or refused by its client's, its network's or the total count, for `waitMs`. */
+export type Admission = { ok: true } | { ok: false; by: AdmissionBy; waitMs: number };
+
+/** Counts a new anonymous card payment against the per-client, per-network and total limits of the window. */
 export async function admitPurchase(
   scripts: Scripts,
-  clientHash: string,
-  limits: { perClient: number; total: number; windowMs: number },
+  hashes: { client: string; network: string },
+  limits: { perClient: number; perNetwork: number; total: number; windowMs: number },
 ): Promise<Admission> {
   const r = await scripts.run(
     'purchase_admit',
-    [keys.buysOfClient(clientHash), keys.buysTotal],
-    [limits.perClient, limits.total, limits.windowMs],
+    [keys.buysOfClient(hashes.client), keys.buysOfNetwork(hashes.network), keys.buysTotal],
+    [limits.perClient, limits.perNetwork, limits.total, limits.windowMs],
   );
   if (Array.isArray(r) && r[0] === 'ok') return { ok: true };
-  if (Array.isArray(r) && (r[0] === 'client' || r[0] === 'total') && typeof r[1] === 'number')
-    return { ok: false, by: r[0] as 'client' | 'total', waitMs: r[1] };
+  if (Array.isArray(r) && BY.includes(r[0] as string) && typeof r[1] === 'number')
+    return { ok: false, by: r[0] as AdmissionBy, waitMs: r[1] };
   throw replyError('purchase_admit', r);
 }
 

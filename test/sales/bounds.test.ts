@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
-import { clientGroup } from '../../src/sales/anonymous';
+import { clientGroup, clientNetwork } from '../../src/sales/anonymous';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
 import { baseOf, formSession, http } from '../support/http';
 import { until } from '../support/wait';
@@ -140,7 +140,10 @@ describe('nothing is written for a request that fails its checks', () => {
 
 describe('anonymous purchases are counted per client address and in total', () => {
   it('past BUY_LIMIT_PER_CLIENT one address gets 429 with Retry-After and adds nothing; a retry of a started purchase still answers', async () => {
-    const gw = await open({ trustProxy: true, buyLimit: { windowSec: 600, perClient: 3, total: 1000 } });
+    const gw = await open({
+      trustProxy: true,
+      buyLimit: { windowSec: 600, perClient: 3, perNetwork: 1000, total: 1000 },
+    });
     const from = '198.51.100.7';
     const first = nonce();
     const card = stranger();
@@ -167,7 +170,10 @@ describe('anonymous purchases are counted per client address and in total', () =
   });
 
   it('a card number failing its check digit is refused at once: not counted, the card company not asked', async () => {
-    const gw = await open({ trustProxy: true, buyLimit: { windowSec: 600, perClient: 2, total: 1000 } });
+    const gw = await open({
+      trustProxy: true,
+      buyLimit: { windowSec: 600, perClient: 2, perNetwork: 1000, total: 1000 },
+    });
     const from = '198.51.100.61';
     const before = await dataKeys();
     for (let i = 0; i < 5; i++) {
@@ -180,7 +186,10 @@ describe('anonymous purchases are counted per client address and in total', () =
   });
 
   it('past BUY_LIMIT_TOTAL every new address gets 429 and no per-address count is kept for it', async () => {
-    const gw = await open({ trustProxy: true, buyLimit: { windowSec: 600, perClient: 100, total: 4 } });
+    const gw = await open({
+      trustProxy: true,
+      buyLimit: { windowSec: 600, perClient: 100, perNetwork: 1000, total: 4 },
+    });
     await h.r.del(keys.buysTotal);
     for (let i = 0; i < 4; i++)
       expect((await buyPage(gw, 'talk-b', stranger(), { from: `203.0.113.${i + 1}` })).status).toBe(402);
@@ -207,6 +216,32 @@ describe('anonymous purchases are counted per client address and in total', () =
     expect(h.cfg.purchaseDeclinedTtlSec).toBe(3600);
   });
 
+  it('past BUY_LIMIT_PER_NETWORK the addresses of one /24 or /48 get 429; another network still buys', async () => {
+    const gw = await open({
+      trustProxy: true,
+      buyLimit: { windowSec: 600, perClient: 100, perNetwork: 3, total: 1000 },
+    });
+    for (const [net, other] of [
+      ['198.18.5.', '198.18.6.1'],
+      ['2001:db8:77:', '2001:db8:78::1'],
+    ] as const) {
+      const at = (host: number): string => (net.includes(':') ? `${net}${host}::1` : `${net}${host}`);
+      for (let i = 1; i <= 3; i++) expect((await buyPage(gw, 'talk-b', stranger(), { from: at(i) })).status).toBe(402);
+      const refused = await buyPage(gw, 'talk-b', stranger(), { from: at(200) });
+      expect(refused.status).toBe(429);
+      expectWaitWords(refused);
+      expect((await buyPage(gw, 'talk-b', stranger(), { from: other })).status).toBe(402);
+    }
+  });
+
+  it('networks are counted as an IPv4 /24 and an IPv6 /48', () => {
+    expect(clientNetwork('192.0.2.77')).toBe('192.0.2.0/24');
+    expect(clientNetwork('::ffff:192.0.2.77')).toBe('192.0.2.0/24');
+    expect(clientNetwork('2001:db8:1:2::1')).toBe('2001:db8:1::/48');
+    expect(clientNetwork('2001:db8:1:ffff:1:2:3:4')).toBe('2001:db8:1::/48');
+    expect(clientNetwork('not an address')).toBe('not an address');
+  });
+
   it('clients are grouped as counted: IPv4 as is, IPv4-mapped as IPv4, IPv6 by /64', () => {
     expect(clientGroup('192.0.2.1')).toBe('192.0.2.1');
     expect(clientGroup('::ffff:192.0.2.1')).toBe('192.0.2.1');
@@ -219,7 +254,7 @@ describe('anonymous purchases are counted per client address and in total', () =
 
 describe('declined cards hold no stock', () => {
   it('a real buyer gets an ID while a flood of declined cards runs against the last two', async () => {
-    const gw = await open({ buyLimit: { windowSec: 600, perClient: 100_000, total: 100_000 } });
+    const gw = await open({ buyLimit: { windowSec: 600, perClient: 100_000, perNetwork: 100_000, total: 100_000 } });
     // The card company takes its time: every declined card is at the card company for a while.
     await setFaults(h, { latencyMs: 200 });
     let running = true;
@@ -248,7 +283,7 @@ describe('declined cards hold no stock', () => {
   it('declined cards whose answer was lost hold nothing either: the next buyer gets an ID', async () => {
     const gw = await open({
       provider: { ...h.cfg.provider, timeoutMs: 300 },
-      buyLimit: { windowSec: 600, perClient: 100_000, total: 100_000 },
+      buyLimit: { windowSec: 600, perClient: 100_000, perNetwork: 100_000, total: 100_000 },
     });
     await setFaults(h, { hangNext: 3 });
     for (let i = 0; i < 3; i++) expect((await buyPage(gw, 'talk-few2', stranger())).status).toBe(503);

@@ -429,7 +429,10 @@ describe('the check page', () => {
   });
 
   it('new recharges count against the limits of anonymous card payments: no guessing card PINs', async () => {
-    const limited = await gateway(h, { trustProxy: true, buyLimit: { windowSec: 600, perClient: 3, total: 1000 } });
+    const limited = await gateway(h, {
+      trustProxy: true,
+      buyLimit: { windowSec: 600, perClient: 3, perNetwork: 1000, total: 1000 },
+    });
     try {
       const o = await owned(limited);
       const grant = field(o.page.text, 'grant');
