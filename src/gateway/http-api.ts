@@ -9,7 +9,7 @@ import type { Role, TokenInfo } from '../catalog/schema';
 import { schemaReason, type Checked } from '../protocol/validator';
 import { failureReason } from '../redis/failure';
 import type { Load } from './dispatch';
-import { BodyError, bearer, readJson, replyFor, type AuthResult } from './http';
+import { BodyError, bearer, pathParam, readJson, replyFor, type AuthResult } from './http';
 import type { Router } from './router';
 import { messageOf, statusOf } from '../protocol/reasons';
 
@@ -31,15 +31,6 @@ export interface ApiArgs<B> {
 
 /** Stands in for a token on open endpoints; their handlers must not look at it. */
 const PUBLIC: TokenInfo = { name: 'public', role: 'sales', created: 0 };
-
-/** A malformed percent-escape is the client's problem: it becomes a value no lookup accepts. */
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return '\u0000';
-  }
-}
 
 export class HttpApi {
   constructor(
@@ -80,7 +71,7 @@ export class HttpApi {
       this.load.inflight++;
       const tok = bearer(req);
       const idempotencyKey = req.getHeader('idempotency-key');
-      const params = Array.from({ length: nParams }, (_, i) => safeDecode(req.getParameter(i) ?? ''));
+      const params = Array.from({ length: nParams }, (_, i) => pathParam(req, i));
       const body = method === 'post' ? readJson(res, this.bodyLimit) : Promise.resolve({});
       body.catch(() => undefined); // reported below, once authorized
       void (async () => {

@@ -104,6 +104,19 @@ export async function readForm(res: HttpResponse, limit: number): Promise<URLSea
 }
 
 /**
+ * A path parameter, percent-decoded (uWS hands it over as sent): `%2D` is `-`
+ * (RFC 3986 §6.2.2.2). A malformed escape is the client's problem: it becomes
+ * a value no lookup accepts.
+ */
+export function pathParam(req: HttpRequest, i: number): string {
+  try {
+    return decodeURIComponent(req.getParameter(i) ?? '');
+  } catch {
+    return '\u0000';
+  }
+}
+
+/**
  * The client's address (per-client limits: PIN tries, connections). Behind a
  * reverse proxy (TRUST_PROXY=1) it is the last address of X-Forwarded-For, else
  * the socket's.

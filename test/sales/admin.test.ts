@@ -410,6 +410,8 @@ describe('access numbers', () => {
     expect(paris.status).toBe(200);
     expect(paris.text).toContain('<strong>+33 1 23 45 67 89</strong>');
     expect(paris.text).not.toContain('+81 3 1234 5678');
+    // The same path percent-encoded is the same page (RFC 3986 §6.2.2.2).
+    expect(await http(gw, 'GET', '/access/fr%2Dparis')).toMatchObject({ status: 200, text: paris.text });
   });
 
   it('an unknown area → 404 page pointing back to the list', async () => {

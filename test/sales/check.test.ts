@@ -92,6 +92,18 @@ describe('check link', () => {
     expectNothingOf(r, b.id);
   });
 
+  it('a link with its bucket percent-encoded is the same link: the form posts to it as written by us', async () => {
+    const b = await buyOne('24680');
+    const encoded = b.path.replace(
+      /^\/check\/(\d+)\//,
+      (_, n: string) => `/check/${[...n].map((d) => `%3${d}`).join('')}/`,
+    );
+    expect(encoded).not.toBe(b.path);
+    const r = await http(gw, 'GET', encoded);
+    expect(r.text).toContain(`<form method="post" action="${b.path}">`);
+    expect((await check(gw, encoded, '24680')).status).toBe(200);
+  });
+
   it('the right PIN shows the ID with its balance, state and expiry', async () => {
     const b = await buyOne('73519');
     const r = await check(gw, b.path, '73519');

@@ -9,7 +9,7 @@
  * value the browser keeps in a SameSite=Strict cookie, so another site can
  * neither send that cookie along nor forge the token.
  */
-import { replyFor } from '../http';
+import { pathParam, replyFor } from '../http';
 import type { Router } from '../router';
 import { buyRoutes } from './pages/buy';
 import { checkRoutes } from './pages/check';
@@ -53,7 +53,7 @@ function accessRoutes(app: Router, d: PageDeps, kit: PageKit): void {
 
   app.get('/access/:area', (res, req) => {
     const reply = replyFor(res);
-    const a = d.catalog.area(req.getParameter(0) ?? '');
+    const a = d.catalog.area(pathParam(req, 0));
     if (!a) return kit.send(reply, 404, 'Access numbers', unknownAreaPage());
     kit.send(reply, 200, a.name, areaPage(a));
   });

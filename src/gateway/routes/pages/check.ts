@@ -12,7 +12,7 @@ import { aniTermsOf } from '../../../ledger/anis';
 import { messageOf, statusOf } from '../../../protocol/reasons';
 import { BuyForm } from '../../../protocol/sales';
 import type { CheckResult } from '../../../sales/check';
-import { clientAddress, readForm, replyFor, type Reply } from '../../http';
+import { clientAddress, pathParam, readForm, replyFor, type Reply } from '../../http';
 import type { Router } from '../../router';
 import {
   CARD_NUMBER_PLEASE,
@@ -121,15 +121,15 @@ function voucherRefusal(reason: string): string {
 export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   app.get('/check/:bucket/:token', (res, req) => {
     const reply = replyFor(res);
-    const action = `/check/${encodeURIComponent(req.getParameter(0) ?? '')}/${encodeURIComponent(req.getParameter(1) ?? '')}`;
+    const action = `/check/${encodeURIComponent(pathParam(req, 0))}/${encodeURIComponent(pathParam(req, 1))}`;
     const fc = formClient(req);
     kit.send(reply, 200, 'Find your number', checkForm(action, d.formMac(fc.cookie)), fc);
   });
 
   app.post('/check/:bucket/:token', (res, req) => {
     const reply = replyFor(res);
-    const bucket = req.getParameter(0) ?? '';
-    const token = req.getParameter(1) ?? '';
+    const bucket = pathParam(req, 0);
+    const token = pathParam(req, 1);
     const action = `/check/${encodeURIComponent(bucket)}/${encodeURIComponent(token)}`;
     const fc = formClient(req);
     const form = readForm(res, FORM_LIMIT);
@@ -181,8 +181,8 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   ): void => {
     app.post(`/check/:bucket/:token/${suffix}`, (res, req) => {
       const reply = replyFor(res);
-      const bucket = req.getParameter(0) ?? '';
-      const token = req.getParameter(1) ?? '';
+      const bucket = pathParam(req, 0);
+      const token = pathParam(req, 1);
       const action = `/check/${encodeURIComponent(bucket)}/${encodeURIComponent(token)}`;
       const fc = formClient(req);
       const client = clientAddress(res, req, d.trustProxy);
