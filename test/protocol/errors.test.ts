@@ -283,7 +283,32 @@ describe.each(ENCODINGS)('message errors in $enc', ({ binary }) => {
       () => w.send({ op: 'tick', ref: 'big1', call: 'c-big', sec: 1e20 }, binary),
       (m) => m.ref === 'big1',
     );
-    expect(a.msg).toMatchObject({ op: 'error', ref: 'big1', reason: 'bad_type' });
+    // The message names the rule broken, not the field's bounds.
+    expect(a.msg).toMatchObject({
+      op: 'error',
+      ref: 'big1',
+      reason: 'bad_type',
+      message: 'sec must be an integer within ±2^53',
+    });
+    if (!binary) {
+      // JSON's 1e400 is past a double's range: Infinity, no integer either.
+      const inf = await provoke(
+        w,
+        () => w.raw('{"op":"tick","ref":"inf1","call":"c-inf","sec":1e400}', false),
+        (m) => m.ref === 'inf1',
+      );
+      expect(inf.msg).toMatchObject({ reason: 'bad_type', message: 'sec must be an integer within ±2^53' });
+    }
+    // A ref is a string or an integer: a ref that is neither is told both forms, once each.
+    const r = await provoke(
+      w,
+      () => w.send({ op: 'tick', ref: 'x'.repeat(65), call: 'c-ref', sec: 1 }, binary),
+      (m) => m.call === 'c-ref',
+    );
+    expect(r.msg).toMatchObject({
+      reason: 'bad_value',
+      message: 'ref must NOT have more than 64 characters or must be integer',
+    });
     const b = await provoke(
       w,
       () => w.send({ op: 'tick', ref: 2 ** 53, call: 'c-big2', sec: 1 }, binary),
