@@ -281,6 +281,26 @@ describe('quota mode', () => {
     expect(await auditProblems()).toEqual([]);
   });
 
+  it('ticks and updates mix: each is billed as the other would be, and answered in its own kind', async () => {
+    const product = talkProduct({ name: 'quota-mix', face: 1_000_000, thresholds: [] });
+    const [qid, tid] = await soldIds(h, product, 2);
+    const q = newCall('qmix');
+    await start(qid!, q, { mode: 'quota' });
+    expect(await c.request({ op: 'tick', ref: ref(), call: q, sec: 10 })).toMatchObject({
+      op: 'ticked',
+      balance: 999_000,
+    });
+    const t = newCall('tmix');
+    await start(tid!, t);
+    expect(await c.request({ op: 'update', ref: ref(), call: t, sec: 10 })).toMatchObject({
+      op: 'granted',
+      balance: 999_000,
+      validity: 0,
+    });
+    expect(await stop(q, 20)).toMatchObject({ billedSec: 20, cost: 2000 });
+    expect(await stop(t, 20)).toMatchObject({ billedSec: 20, cost: 2000 });
+  });
+
   it('a quota call is not reaped between its updates, only when its validity has passed', async () => {
     const g2 = await gateway(h, { staleAfterMs: 300, reapIntervalMs: 100 });
     const { c: c2 } = await connectSwitch(h, g2.port);
