@@ -10,14 +10,25 @@ import type { Context } from '../app/context';
 import { isReason, messageOf } from '../protocol/reasons';
 import { bucketOfKey } from '../redis/keys';
 import { replicated } from '../redis/replication';
+import type { PaymentProvider } from './provider';
 import { claimPurchase, type ClaimTerms, type PurchaseClaim } from './scripts';
 
-/** A record's fields every kind has: its state, the request's fingerprint, the refusal. */
+/** A record's fields every kind has: its state, the request's fingerprint, its terms and payment, the refusal. */
 export interface PaymentRecord {
   st: string;
   fp?: string;
+  price?: string;
+  cur?: string;
+  commission?: string;
   reason?: string;
 }
+
+/**
+ * Where the card company's side of an attempt ended: captured (go on), no
+ * answer yet (the attempt stays as it is, a retry finishes it), declined with
+ * nothing held, or refused with money held that must be voided first.
+ */
+export type Payment = { to: 'captured' } | { to: 'pending' } | { to: 'decline' | 'void'; reason: string };
 
 /** A declined attempt's answer: our reasons are the catalogue's, any other is the card company's decline. */
 export function declinedAnswer(reason = 'declined'): { ok: false; reason: string; message: string } {
@@ -90,6 +101,63 @@ export class PaymentRecords<R extends PaymentRecord> {
       if (!record.st || record.st === 'done' || record.st === 'declined') await this.ctx.redis.zrem(open, key);
       else yield { key, record };
     }
+  }
+
+  /**
+   * Takes the attempt under `key` (its card company reference `ref`) from where
+   * its record `r` stands to captured: an attempt that lost its answer first asks
+   * the card company what happened. Each step is recorded before the call that
+   * makes it. `beforeCapture` runs once authorized, before the capture: a
+   * reason it returns refuses the attempt (the authorization is then voided).
+   */
+  async pay(
+    provider: PaymentProvider,
+    key: string,
+    ref: string,
+    r: R,
+    card: { card: string; cardPin: string },
+    beforeCapture?: () => Promise<string | undefined>,
+  ): Promise<Payment> {
+    if (r.st === 'authorizing' || r.st === 'capturing') {
+      const s = await provider.status(ref);
+      if (s.state === 'unknown') return { to: 'pending' };
+      if (s.state === 'declined' || s.state === 'voided') return { to: 'decline', reason: s.reason ?? s.state };
+      if (s.state === 'none') r.st = 'new';
+      if (s.state === 'authorized') r.st = 'authorized';
+      if (s.state === 'captured') {
+        r.st = 'captured';
+        r.commission = String(s.commission ?? 0);
+        await this.set(key, { st: 'captured', commission: r.commission });
+      }
+    }
+    if (r.st === 'new') {
+      await this.set(key, { st: 'authorizing' });
+      const a = await provider.authorize({
+        reference: ref,
+        card: card.card,
+        cardPin: card.cardPin,
+        amount: Number(r.price),
+        currency: r.cur!,
+      });
+      if (a.status === 'unknown') return { to: 'pending' };
+      if (a.status === 'declined') return { to: 'decline', reason: a.reason };
+      r.st = 'authorized';
+      await this.set(key, { st: 'authorized' });
+    }
+    if (r.st === 'authorized') {
+      const refused = await beforeCapture?.();
+      if (refused) return { to: 'void', reason: refused };
+      await this.set(key, { st: 'capturing' });
+      const c = await provider.capture(ref);
+      if (c.status === 'unknown') return { to: 'pending' };
+      // Do not leave the payer's credit held for what they will not get.
+      if (c.status !== 'captured') return { to: 'void', reason: c.status === 'declined' ? c.reason : 'capture_failed' };
+      r.st = 'captured';
+      r.commission = String(c.commission);
+      await this.set(key, { st: 'captured', commission: c.commission });
+    }
+    if (r.st !== 'captured') throw new Error(`payment ${ref} in unexpected state ${r.st}`);
+    return { to: 'captured' };
   }
 
   /** Takes an attempt out of the open set (its record is gone). */

@@ -222,51 +222,14 @@ export class Purchases {
     }
     if (r.st === 'reserved') r.st = 'new';
 
-    // An attempt that lost its answer resumes by asking the card company what happened.
-    if (r.st === 'authorizing' || r.st === 'capturing') {
-      const s = await this.provider.status(ref);
-      if (s.state === 'unknown') return this.pending();
-      if (s.state === 'declined' || s.state === 'voided') return this.decline(key, s.reason ?? s.state, r);
-      if (s.state === 'none') r.st = 'new';
-      if (s.state === 'authorized') r.st = 'authorized';
-      if (s.state === 'captured') {
-        r.st = 'captured';
-        r.commission = String(s.commission ?? 0);
-        await this.records.set(key, { st: 'captured', commission: r.commission });
-      }
-    }
-
-    if (r.st === 'new') {
-      await this.records.set(key, { st: 'authorizing' });
-      const a = await this.provider.authorize({
-        reference: ref,
-        card: req.card,
-        cardPin: req.cardPin,
-        amount: Number(r.price),
-        currency: r.cur!,
-      });
-      if (a.status === 'unknown') return this.pending();
-      if (a.status === 'declined') return this.decline(key, a.reason, r);
-      r.st = 'authorized';
-      await this.records.set(key, { st: 'authorized' });
-    }
-
-    if (r.st === 'authorized') {
-      // Stock is taken only once the card company holds the money: a declined card, or one whose
-      // answer never came, holds no ID.
-      if (!r.idHash && !(await this.hold(key, r))) return this.voidThenDecline(key, ref, 'out_of_stock', r);
-      await this.records.set(key, { st: 'capturing' });
-      const c = await this.provider.capture(ref);
-      if (c.status === 'unknown') return this.pending();
-      if (c.status !== 'captured')
-        // Do not leave the buyer's credit held for an ID they will not get.
-        return this.voidThenDecline(key, ref, c.status === 'declined' ? c.reason : 'capture_failed', r);
-      r.st = 'captured';
-      r.commission = String(c.commission);
-      await this.records.set(key, { st: 'captured', commission: c.commission });
-    }
-
-    if (r.st !== 'captured') throw new Error(`purchase ${ref} in unexpected state ${r.st}`);
+    // Stock is taken only once the card company holds the money: a declined card, or one whose
+    // answer never came, holds no ID.
+    const held = async (): Promise<string | undefined> =>
+      r.idHash || (await this.hold(key, r)) ? undefined : 'out_of_stock';
+    const paid = await this.records.pay(this.provider, key, ref, r, req, held);
+    if (paid.to === 'pending') return this.pending();
+    if (paid.to === 'decline') return this.decline(key, paid.reason, r);
+    if (paid.to === 'void') return this.voidThenDecline(key, ref, paid.reason, r);
     return this.sell(key, ref, channel, req, r);
   }
 

@@ -154,43 +154,10 @@ export class Recharges {
     req: RechargeRequest,
     r: RechargeRecord,
   ): Promise<RechargeResult> {
-    if (r.st === 'authorizing' || r.st === 'capturing') {
-      const s = await this.provider.status(ref);
-      if (s.state === 'unknown') return fail('payment_pending');
-      if (s.state === 'declined' || s.state === 'voided') return this.decline(key, s.reason ?? s.state);
-      if (s.state === 'none') r.st = 'new';
-      if (s.state === 'authorized') r.st = 'authorized';
-      if (s.state === 'captured') {
-        r.st = 'captured';
-        r.commission = String(s.commission ?? 0);
-        await this.records.set(key, { st: 'captured', commission: r.commission });
-      }
-    }
-    if (r.st === 'new') {
-      await this.records.set(key, { st: 'authorizing' });
-      const a = await this.provider.authorize({
-        reference: ref,
-        card: req.card,
-        cardPin: req.cardPin,
-        amount: Number(r.price),
-        currency: r.cur!,
-      });
-      if (a.status === 'unknown') return fail('payment_pending');
-      if (a.status === 'declined') return this.decline(key, a.reason);
-      r.st = 'authorized';
-      await this.records.set(key, { st: 'authorized' });
-    }
-    if (r.st === 'authorized') {
-      await this.records.set(key, { st: 'capturing' });
-      const c = await this.provider.capture(ref);
-      if (c.status === 'unknown') return fail('payment_pending');
-      if (c.status !== 'captured')
-        return this.voidThenDecline(key, ref, c.status === 'declined' ? c.reason : 'capture_failed');
-      r.st = 'captured';
-      r.commission = String(c.commission);
-      await this.records.set(key, { st: 'captured', commission: c.commission });
-    }
-    if (r.st !== 'captured') throw new Error(`recharge ${ref} in unexpected state ${r.st}`);
+    const paid = await this.records.pay(this.provider, key, ref, r, req);
+    if (paid.to === 'pending') return fail('payment_pending');
+    if (paid.to === 'decline') return this.decline(key, paid.reason);
+    if (paid.to === 'void') return this.voidThenDecline(key, ref, paid.reason);
     return this.credit(key, ref, hash, r);
   }
 
