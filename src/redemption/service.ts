@@ -13,6 +13,7 @@ import { GroupCommit } from '../redis/group-commit';
 import { replicated, replicatedSeen, waitsForReplicas, whenReplicated } from '../redis/replication';
 import * as script from './scripts';
 import { ScanWindows } from './scan-windows';
+import { ArrivalOrder, ScansUnderWay } from './scan-order';
 import {
   CLAIMED,
   CLAIM_RETRY,
@@ -104,6 +105,9 @@ class PendingScan implements ClaimItem, RedeemItem {
 
   /** The window hash a claim made now went into. */
   claimedIn = '';
+
+  /** Its place among its ID's scans (ArrivalOrder). */
+  place!: ReturnType<ArrivalOrder<PendingScan>['arrive']>;
 }
 
 export class Redemption {
@@ -121,6 +125,10 @@ export class Redemption {
   private readonly places = new Map<string, script.ScanPlaces & { of: readonly number[] }>();
   /** Scans waiting for their scan key's bucket's next scan_claim. */
   private readonly claims: GroupCommit<PendingScan>;
+  /** Each ID's scans reach their redeem round in the order they arrived (scan-order.ts). */
+  readonly arrivals = new ArrivalOrder<PendingScan>();
+  /** Scan keys with a redeem under way: a reverse of one waits for it. */
+  readonly underWay = new ScansUnderWay();
   /** Claimed scans waiting for their ID's bucket's next redeem. */
   private readonly redeems: GroupCommit<PendingScan>;
 
@@ -184,7 +192,13 @@ export class Redemption {
     if (!(t instanceof Terms)) return this.answered(token.name, done, undefined, t);
     const scanKey = `${token.name}:${req.scan}`;
     const claimTerms = `${t.idKey}|${t.item}|${t.qty}|${t.dir}`;
-    this.claims.add(this.claimBucketOf(scanKey), new PendingScan(t, token.name, req.scan, scanKey, claimTerms, done));
+    this.underWay.enter(scanKey);
+    const p = new PendingScan(t, token.name, req.scan, scanKey, claimTerms, (err, a) => {
+      this.underWay.leave(scanKey);
+      done(err, a);
+    });
+    p.place = this.arrivals.arrive(t.idKey, p);
+    this.claims.add(this.claimBucketOf(scanKey), p);
   }
 
   /** Hands a redeem its answer (or error) and gives back its lookup slot: once per redeem that took one. */
@@ -276,11 +290,14 @@ export class Redemption {
   }
 
   private readonly claimed = (p: PendingScan, err: unknown, claim?: ClaimCode): void => {
+    if (claim === undefined || claim === CLAIM_TAKEN) this.arrivals.leave(p.t.idKey, p.place, this.toRedeem);
     if (claim === undefined) return this.answered(p.scanner, p.done, err);
     p.claim = claim;
     if (claim === CLAIM_TAKEN) this.settle(p, { ok: false, reason: 'scan_conflict' });
-    else this.redeems.add(p.t.bucket, p);
+    else this.arrivals.ready(p.t.idKey, p.place, this.toRedeem);
   };
+
+  private readonly toRedeem = (p: PendingScan): void => this.redeems.add(p.t.bucket, p);
 
   private readonly sendRedeems = (bucket: number, batch: PendingScan[], settled: () => void): void => {
     const each = waitsForReplicas(this.redis) ? this.collect(bucket, batch.length) : this.redeemed;
@@ -380,6 +397,8 @@ export class Redemption {
   /** Undoes one earlier redemption of this scanner, by its scan id, once. */
   async reverse(token: TokenInfo, scan: string, reason: string): Promise<Answer> {
     const scanKey = `${token.name}:${scan}`;
+    // Sent behind its redeem (a journal uploaded in one frame): after it, or there is nothing to undo yet.
+    await this.underWay.settled(scanKey);
     const now = Date.now();
     const windows = this.windows.at(now);
     const terms = await this.claimOf(scanKey, windows);

@@ -231,6 +231,40 @@ describe('scan_conflict', () => {
   });
 });
 
+describe('a journal in one frame is applied in the order it was rung up', () => {
+  it('spends on one card in frame order: each answer leaves what the ones before it left', async () => {
+    for (let round = 0; round < 3; round++) {
+      const id = await sold(cat.wallet);
+      // Ten waters on a 10 EUR card, scan ids spread over every claim bucket.
+      const scans = Array.from({ length: 11 }, () => uniq('j'));
+      const refs = scans.map((scan) => `${scan}-r`);
+      s.send(scans.map((scan, i) => ({ op: 'redeem', ref: refs[i], scan, id, item: 'water' })));
+      const got = await Promise.all(refs.map((r) => s.waitFor((m) => m.ref === r)));
+      expect(got.slice(0, 10).map((g) => g.msg.valueLeft)).toEqual(
+        Array.from({ length: 10 }, (_, i) => WALLET_FACE - (i + 1) * PRICE.water),
+      );
+      expect(got[10]!.msg).toMatchObject({ op: 'refused', reason: 'insufficient_value' });
+    }
+  });
+
+  it('a sale and its reversal in one frame: reversed, not unknown_scan', async () => {
+    for (let round = 0; round < 5; round++) {
+      const id = await sold(cat.wallet);
+      const scan = uniq('jr');
+      const [r, v] = [`${scan}-r`, `${scan}-v`];
+      s.send([
+        { op: 'redeem', ref: r, scan, id, item: 'beer' },
+        { op: 'reverse', ref: v, scan, reason: 'rung up twice' },
+      ]);
+      expect((await s.waitFor((m) => m.ref === r)).msg).toMatchObject({ op: 'redeemed', valueLeft: 5_500_000 });
+      expect((await s.waitFor((m) => m.ref === v)).msg).toMatchObject({ op: 'reversed', amount: PRICE.beer });
+      expect(await balanceOf(h, id)).toBe(WALLET_FACE);
+    }
+    // Nothing is kept once the scans are answered.
+    expect([gw.redemption.arrivals.size, gw.redemption.underWay.size]).toEqual([0, 0]);
+  });
+});
+
 describe('reverse', () => {
   it('goods: gives the value back once; a second reverse answers the same with duplicate:true', async () => {
     const id = await sold(cat.wallet);
