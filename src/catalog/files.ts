@@ -15,13 +15,21 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'csv-parse/sync';
-import { WEEKDAYS, type Weekday } from './schema';
+import type { TSchema } from '@sinclair/typebox';
+import { Item, PRODUCT_SCHEMAS, Rate, WEEKDAYS, type Weekday } from './schema';
 
 type Row = Record<string, string>;
 
 function readRows(file: string): { json?: unknown; rows?: Row[] } {
-  const text = readFileSync(file, 'utf8');
-  if (/\.json$/i.test(file) || /^\s*[[{]/.test(text)) return { json: JSON.parse(text) };
+  // A byte order mark (as some editors save UTF-8) is no part of the text.
+  const text = readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
+  if (/\.json$/i.test(file) || /^\s*[[{]/.test(text)) {
+    try {
+      return { json: JSON.parse(text) };
+    } catch (err) {
+      throw new Error(`${file} is not valid JSON: ${(err as Error).message}`);
+    }
+  }
   return { rows: parse<Row>(text, { columns: headerOf, skip_empty_lines: true, trim: true, comment: '#' }) };
 }
 
@@ -39,6 +47,33 @@ const arrayIn = (json: unknown, field: string): unknown[] => {
   throw new Error(`expected an array or {"${field}": [...]}`);
 };
 
+/**
+ * CSV cells are text: those of a column the schema holds integers in become
+ * numbers when they are plain decimal digits, and stay text otherwise (so
+ * that `0x10`, `1e3` or `ten` are refused as no integer, not read as one).
+ */
+const DECIMAL = /^-?[0-9]{1,16}$/;
+const num = (v: string): number | string => (DECIMAL.test(v) ? Number(v) : v);
+
+const isNumeric = (p: TSchema): boolean =>
+  p.type === 'integer' || p.type === 'number' || ((p.anyOf as TSchema[] | undefined) ?? []).some(isNumeric);
+
+function numericColumns(...schemas: TSchema[]): Set<string> {
+  const cols = new Set<string>();
+  for (const schema of schemas)
+    for (const [name, p] of Object.entries((schema.properties ?? {}) as Record<string, TSchema>))
+      if (isNumeric(p)) cols.add(name);
+  return cols;
+}
+
+const PRODUCT_NUMBERS = numericColumns(...Object.values(PRODUCT_SCHEMAS));
+const RATE_NUMBERS = numericColumns(Rate);
+const ITEM_NUMBERS = numericColumns(Item);
+
+function typed(row: Record<string, string | undefined>, numeric: Set<string>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(row).map(([k, v]) => [k, v !== undefined && numeric.has(k) ? num(v) : v]));
+}
+
 /** Blank cells are absent fields (so schema defaults apply). */
 const blankToUndefined = (row: Row): Record<string, string | undefined> =>
   Object.fromEntries(Object.entries(row).filter(([, v]) => v !== ''));
@@ -55,14 +90,14 @@ export function readProductsFile(file: string): unknown[] {
     const row = blankToUndefined(r);
     const list = (v: string | undefined): string[] | undefined => v?.split(/[\s;|]+/).filter(Boolean);
     return defined({
-      ...row,
-      thresholds: list(row.thresholds)?.map(Number),
+      ...typed(row, PRODUCT_NUMBERS),
+      thresholds: list(row.thresholds)?.map(num),
       venues: list(row.venues),
       gates: list(row.gates),
       reentry: flag(row.reentry),
       webShop: flag(row.webShop),
       topup: flag(row.topup),
-      topupAmounts: list(row.topupAmounts)?.map(Number),
+      topupAmounts: list(row.topupAmounts)?.map(num),
       into: list(row.into),
     });
   });
@@ -108,17 +143,17 @@ export function readPlansFile(file: string): unknown[] {
     let v = versions.get(key);
     if (!v) versions.set(key, (v = { name: plan, rates: [] }));
     const rate: Record<string, unknown> = {};
-    const periodRates: Record<string, string> = {};
+    const periodRates: Record<string, number | string> = {};
     for (const [col, value] of Object.entries(cells)) {
       if (value === undefined) continue;
       if ((PLAN_COLUMNS as readonly string[]).includes(col)) {
-        const parsed = col === 'periods' ? parsePeriods(value) : value;
+        const parsed = col === 'periods' ? parsePeriods(value) : col === 'activeFrom' ? num(value) : value;
         // A plan's own columns may be repeated on its rows, or given once; never two different values.
         if (v[col] !== undefined && JSON.stringify(v[col]) !== JSON.stringify(parsed))
           throw new Error(`${where}: plan ${plan} has two different values of ${col}`);
         v[col] = parsed;
-      } else if (col.startsWith('rate.')) periodRates[col.slice(5)] = value;
-      else rate[col] = value;
+      } else if (col.startsWith('rate.')) periodRates[col.slice(5)] = num(value);
+      else rate[col] = RATE_NUMBERS.has(col) ? num(value) : value;
     }
     if (Object.keys(periodRates).length) rate.periodRates = periodRates;
     v.rates.push({ ...rate, prefix: rate.prefix ?? '' });
@@ -129,7 +164,7 @@ export function readPlansFile(file: string): unknown[] {
 export function readItemsFile(file: string): unknown[] {
   const { json, rows } = readRows(file);
   if (json !== undefined) return arrayIn(json, 'items');
-  return rows!.map(blankToUndefined);
+  return rows!.map((r) => typed(blankToUndefined(r), ITEM_NUMBERS));
 }
 
 /** access.csv: area,name,countryCode,number,label,notes (one row per number; area fields from its first row). */

@@ -9,7 +9,7 @@ import { keys } from '../redis/keys';
 import { messageOf } from '../protocol/reasons';
 import { CLI_NAME } from '../protocol/admin';
 import { BUY_PAGE_NAME } from '../protocol/sales';
-import { ajv, describeErrors, type Checked } from '../protocol/validator';
+import { catalogAjv, describeErrors, type Checked } from '../protocol/validator';
 import { AccessArea, Item, PRODUCT_SCHEMAS, RatePlan, TokenInfo, type Kind, type Product, type Role } from './schema';
 import { isTimeZone } from './tariff';
 
@@ -26,10 +26,13 @@ export interface CatalogData {
 }
 
 const productChecks = Object.fromEntries(
-  Object.entries(PRODUCT_SCHEMAS).map(([kind, schema]) => [kind, ajv.compile<Product>(schema) as Checked<Product>]),
+  Object.entries(PRODUCT_SCHEMAS).map(([kind, schema]) => [
+    kind,
+    catalogAjv.compile<Product>(schema) as Checked<Product>,
+  ]),
 ) as unknown as Record<Kind, Checked<Product>>;
-const checkItem = ajv.compile<Item>(Item);
-const checkArea = ajv.compile<AccessArea>(AccessArea);
+const checkItem = catalogAjv.compile<Item>(Item);
+const checkArea = catalogAjv.compile<AccessArea>(AccessArea);
 
 /**
  * Products are checked against the schema of their own kind (clearer errors than
@@ -105,8 +108,8 @@ function toMs(v: number | string | undefined): number {
   if (v === undefined) return 0;
   return typeof v === 'number' ? v : Date.parse(v);
 }
-const checkPlan = ajv.compile<RatePlan>(RatePlan);
-const checkToken = ajv.compile<TokenInfo>(TokenInfo);
+const checkPlan = catalogAjv.compile<RatePlan>(RatePlan);
+const checkToken = catalogAjv.compile<TokenInfo>(TokenInfo);
 
 function parseAll<T>(hash: Record<string, string>, check: Checked<T>): Map<string, T> {
   const out = new Map<string, T>();
@@ -150,8 +153,23 @@ function validated<T>(items: unknown[], check: Checked<T>, what: string): T[] {
   });
 }
 
+/**
+ * Refuses a batch that names one record twice: the second would silently
+ * replace the first, and the count loaded would be wrong.
+ */
+function once<T>(records: T[], what: string, keyOf: (r: T) => string): void {
+  const first = new Map<string, number>();
+  records.forEach((r, i) => {
+    const key = keyOf(r);
+    const j = first.get(key);
+    if (j !== undefined) throw new Error(`${what} #${i + 1}: ${key} is given twice (also ${what} #${j + 1})`);
+    first.set(key, i);
+  });
+}
+
 export async function putProducts(redis: RedisClient, items: unknown[]): Promise<Product[]> {
   const products = validated(items, checkProduct, 'product');
+  once(products, 'product', (p) => `the product ${p.name}`);
   products.forEach((p, i) => {
     if (p.kind === 'talk' && p.finalAction === 'redirect' && !p.redirectTo)
       throw new Error(`product #${i + 1}: finalAction redirect needs redirectTo (the number to send the caller to)`);
@@ -241,6 +259,7 @@ export async function putPlans(redis: RedisClient, items: unknown[], now = Date.
 
 export async function putItems(redis: RedisClient, rows: unknown[]): Promise<Item[]> {
   const items = validated(rows, checkItem, 'item');
+  once(items, 'item', (i) => `the item ${i.item} of venue ${i.venue}`);
   if (items.length) await redis.hset(keys.items, ...items.flatMap((i) => [`${i.venue}/${i.item}`, JSON.stringify(i)]));
   await bump(redis);
   return items;
@@ -248,6 +267,7 @@ export async function putItems(redis: RedisClient, rows: unknown[]): Promise<Ite
 
 export async function putAccess(redis: RedisClient, rows: unknown[]): Promise<AccessArea[]> {
   const areas = validated(rows, checkArea, 'access area');
+  once(areas, 'access area', (a) => `the area ${a.area}`);
   if (areas.length) await redis.hset(keys.access, ...areas.flatMap((a) => [a.area, JSON.stringify(a)]));
   await bump(redis);
   return areas;

@@ -8,8 +8,16 @@ export interface Checked<T> {
   errors?: ErrorObject[] | null;
 }
 
-/** For configuration and files: strings from the environment or CSV become numbers, defaults fill in. */
+/** For configuration: strings from the environment become numbers, defaults fill in. */
 export const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true, strict: false });
+
+/**
+ * For catalog records (files an operator writes, JSON stored in Redis): defaults
+ * fill in, but nothing is coerced. `"price": null` is no price, not a free
+ * product, and `"face": "0x10"` no face; a CSV file's cells are typed by its
+ * reader (catalog/files.ts) before they get here.
+ */
+export const catalogAjv = new Ajv({ coerceTypes: false, useDefaults: true, allErrors: true, strict: false });
 
 /** For the wire: no coercion, a wrong type is the client's error and must be reported as such. */
 export const wireAjv = new Ajv({
@@ -22,7 +30,27 @@ export const wireAjv = new Ajv({
 
 export function describeErrors(errors: ErrorObject[] | null | undefined): string {
   if (!errors || errors.length === 0) return 'invalid';
-  return errors.map((e) => `${whereOf(e)} ${e.message ?? 'is invalid'}`).join('; ');
+  // A field of several forms fails each of them, then the anyOf: one message, its forms joined.
+  const anyOf = new Set(errors.filter((e) => e.keyword === 'anyOf').map((e) => e.instancePath));
+  const said = new Map<string, { where: string; what: Set<string> }>();
+  errors.forEach((e, i) => {
+    if (e.keyword === 'anyOf') return;
+    const key = anyOf.has(e.instancePath) ? e.instancePath : `#${i}`;
+    const entry = said.get(key);
+    if (entry) entry.what.add(messageOf(e));
+    else said.set(key, { where: whereOf(e), what: new Set([messageOf(e)]) });
+  });
+  return [...said.values()].map(({ where, what }) => `${where} ${[...what].join(' or ')}`).join('; ');
+}
+
+/** Ajv's words, with what they leave out: the field that is not allowed, the values that are. */
+function messageOf(e: ErrorObject): string {
+  const p = e.params as { additionalProperty?: string; allowedValue?: unknown; allowedValues?: unknown[] };
+  if (e.keyword === 'additionalProperties') return `has a field it does not take: "${p.additionalProperty}"`;
+  if (e.keyword === 'const' && 'allowedValue' in p) return `must be ${JSON.stringify(p.allowedValue)}`;
+  if (e.keyword === 'enum' && p.allowedValues)
+    return `must be one of ${p.allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
+  return e.message ?? 'is invalid';
 }
 
 function whereOf(e: ErrorObject): string {
@@ -46,12 +74,5 @@ export function schemaReason(errors: ErrorObject[] | null | undefined): { reason
   if (typeof data === 'number' && !Number.isSafeInteger(data) && (!Number.isFinite(data) || Number.isInteger(data)))
     return { reason: 'bad_type', message: `${whereOf(first)} must be an integer within ±2^53` };
   const reason = first.keyword === 'required' ? 'missing_field' : first.keyword === 'type' ? 'bad_type' : 'bad_value';
-  // A field of several forms fails each of them, then the anyOf: one message, its forms joined.
-  const anyOf = errors.find((e) => e.keyword === 'anyOf');
-  if (anyOf) {
-    const forms = errors.filter((e) => e !== anyOf && e.instancePath === anyOf.instancePath);
-    const said = [...new Set(forms.map((e) => e.message ?? 'is invalid'))];
-    return { reason, message: `${whereOf(anyOf)} ${said.join(' or ')}` };
-  }
   return { reason, message: describeErrors(errors) };
 }

@@ -130,6 +130,28 @@ describe('catalog files', () => {
     expect(readPlansFile(file('r2.json', JSON.stringify([plan])))).toEqual([plan]);
   });
 
+  it('CSV cells become numbers only as plain digits: hex, exponents and words are refused, not read', async () => {
+    for (const [face, thresholds] of [
+      ['0x10', '60'],
+      ['1e3', '60'],
+      ['ten', '60'],
+      ['1000', '0x3c'],
+    ]) {
+      const p = file(
+        'odd.csv',
+        `name,kind,currency,face,price,plan,thresholds\nodd,talk,EUR,${face},1,intl,${thresholds}\n`,
+      );
+      await expect(putProducts(h.ctx.redis, readProductsFile(p))).rejects.toThrow(/must be integer/);
+    }
+    expect(await h.r.hget(keys.products, 'odd')).toBeNull();
+  });
+
+  it('a JSON file may start with a byte order mark; one that is no JSON is named in the message', () => {
+    expect(readProductsFile(file('bom.json', `\uFEFF${JSON.stringify([CARD])}`))).toEqual([CARD]);
+    const broken = file('broken.json', '[{"name": card5}]');
+    expect(() => readProductsFile(broken)).toThrow(`${broken} is not valid JSON`);
+  });
+
   it('a CSV header naming a column twice is refused, not read as its last column', () => {
     expect(() => readPlansFile(file('r4.csv', 'plan,prefix,rate,fee,rate\np,44,200,0,2\n'))).toThrow(
       /names the column "rate" twice/,
@@ -181,7 +203,7 @@ describe('putProducts / putPlans refuse invalid records with a message', () => {
     [
       'an unknown field',
       { name: 'x', rates: [{ prefix: '1', rate: 5, cost: 3 }] },
-      /must NOT have additional properties/,
+      /rates.0 has a field it does not take: "cost"/,
     ],
   ])('a plan with %s', async (_what, plan, message) => {
     const v0 = await version();
@@ -206,6 +228,16 @@ describe('putProducts / putPlans refuse invalid records with a message', () => {
     ],
     ['a bad name', { ...CARD, name: 'has space' }, /name must match pattern/],
     ['a fractional face', { ...CARD, name: 'k6', face: 10.5 }, /face must be integer/],
+    // JSON's own types are kept: nothing is coerced into a number, least of all a missing price into 0.
+    ['a null price', { ...CARD, name: 'k8', price: null }, /price must be integer/],
+    ['a face of true', { ...CARD, name: 'k9', face: true }, /face must be integer/],
+    ['a face written as hex text', { ...CARD, name: 'k10', face: '0x10' }, /face must be integer/],
+    ['a price written as text', { ...CARD, name: 'k11', price: '1000' }, /price must be integer/],
+    [
+      'the name of one before it',
+      { ...CARD, name: 'ok-first' },
+      /^product #2: the product ok-first is given twice \(also product #1\)/,
+    ],
   ])('a product with %s', async (_what, product, message) => {
     const v0 = await version();
     // A valid record first: the batch is all or nothing, so it is not written either.
