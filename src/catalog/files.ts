@@ -27,7 +27,7 @@ function readRows(file: string): { json?: unknown; rows?: Row[] } {
     try {
       return { json: JSON.parse(text) };
     } catch (err) {
-      throw new Error(`${file} is not valid JSON: ${(err as Error).message}`);
+      throw new Error(`${file} is not valid JSON: ${(err as Error).message}`, { cause: err });
     }
   }
   return { rows: parse<Row>(text, { columns: headerOf, skip_empty_lines: true, trim: true, comment: '#' }) };
