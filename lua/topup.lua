@@ -19,7 +19,8 @@ ARGV[12] note: the voucher's ID hash, the operator's note, the recharge's key ha
 ARGV[13] price paid, ARGV[14] card company commission (micro-units; online, else 0)
 Returns {'ok', amount, balance, expiry (ms, 0 none), recordId, duplicate(0|1)} or {'err', reason}:
 unknown_id, wrong_kind, wrong_product, topup_forbidden, wrong_currency, not_active, blocked, refunded,
-expired, bad_value, topup_limit. Under 'apply' the first answer, a refusal too, is kept under the
+expired, bad_value, topup_limit; idempotency_conflict: the reference was applied with another amount.
+Under 'apply' the first answer, a refusal too, is kept under the
 reference: a retry gets it again, and a reference refused once never credits later (a voucher whose
 transfer was refused takes its value back, lua/voucher_settle.lua). An exhausted ID is usable again.
 ]]
@@ -34,6 +35,9 @@ if mode == 'apply' then
     local p = {}
     for v in string.gmatch(had, '[^|]+') do p[#p + 1] = v end
     if p[1] == 'no' then return { 'err', p[2] } end
+    -- The same reference for another amount is no retry: answering the first would read as
+    -- if the new amount were credited.
+    if p[2] ~= ARGV[5] then return { 'err', 'idempotency_conflict' } end
     return { 'ok', tonumber(p[2]), tonumber(p[3]), tonumber(p[4]), p[5], 1 }
   end
 end

@@ -80,7 +80,7 @@ export const REASONS = {
   out_of_stock: reason(409, 'sold out'),
   too_many_purchases: reason(429, 'too many purchases started; retry after the time in Retry-After'),
   in_progress: reason(409, 'this purchase is being processed; retry shortly'),
-  idempotency_conflict: reason(422, 'this Idempotency-Key was used for another purchase'),
+  idempotency_conflict: reason(422, 'this Idempotency-Key was used for another request'),
   missing_idempotency_key: reason(400, 'send an Idempotency-Key header'),
   payment_pending: reason(503, 'the card company did not answer; retry with the same Idempotency-Key'),
   abandoned: reason(402, 'the purchase was not completed in time; any payment was cancelled'),

@@ -428,7 +428,7 @@ describe('idempotent retries', () => {
       const r = await http(gw, 'POST', '/v1/purchases', { token: salesTok, idem: key, body });
       expect(r.status, JSON.stringify(body)).toBe(422);
       expect(r.json).toEqual({
-        error: { reason: 'idempotency_conflict', message: 'this Idempotency-Key was used for another purchase' },
+        error: { reason: 'idempotency_conflict', message: 'this Idempotency-Key was used for another request' },
       });
     }
     expect(await usedCredit(h, m.card)).toBe(1_000_000);

@@ -336,6 +336,14 @@ describe('tessera topup', () => {
       });
     expect(await post()).toMatchObject({ status: 200, json: { amount: 250_000, balance: 1_250_000 } });
     expect(await post()).toMatchObject({ status: 200, json: { balance: 1_250_000, duplicate: true } });
+    // The same key for another amount is no retry: refused, nothing credited (not "a repeat of 250,000").
+    const other = await jsonCall(gw, 'POST', `/v1/admin/ids/${id}/topup`, {
+      token: admin,
+      idem: 'topup-0001',
+      body: { amount: 600_000, note: 'apology' },
+    });
+    expect(other).toMatchObject({ status: 422, json: { error: { reason: 'idempotency_conflict' } } });
+    expect(await balanceOf(h, id!)).toBe(1_250_000);
     expect(await jsonCall(gw, 'POST', `/v1/admin/ids/${id}/topup`, { token: till, body: { amount: 1 } })).toMatchObject(
       { status: 403 },
     );
