@@ -284,15 +284,22 @@ export const tokenHash = (token: string): string => createHash('sha256').update(
 export const RESERVED_NAMES: Partial<Record<Role, string>> = { sales: BUY_PAGE_NAME, admin: CLI_NAME };
 
 /** Throws unless a token (new or changed) is one the gateways can serve. */
-function assertUsable(info: TokenInfo): void {
-  if (!checkToken(info)) throw new Error(`token: ${describeErrors(checkToken.errors)}`);
+/** What makes a token's grant unusable, or undefined when nothing does. */
+export function tokenProblem(info: TokenInfo): string | undefined {
+  if (!checkToken(info)) return `token: ${describeErrors(checkToken.errors)}`;
   // A scanner redeems for its venue only, so it must have one.
-  if (info.role === 'scanner' && !info.venue) throw new Error('token: a scanner token needs --venue');
+  if (info.role === 'scanner' && !info.venue) return 'token: a scanner token needs --venue';
   // Only a scanner redeems somewhere: a venue or gate on another role would be kept and mean nothing.
   if (info.role !== 'scanner' && (info.venue || info.gate))
-    throw new Error(`token: a ${info.role} token has no venue or gate (only a scanner's does)`);
+    return `token: ${info.role === 'admin' ? 'an' : 'a'} ${info.role} token has no venue or gate (only a scanner's does)`;
   if (RESERVED_NAMES[info.role] === info.name)
-    throw new Error(`token: reserved_name: ${messageOf('reserved_name')}; choose another name`);
+    return `token: reserved_name: ${messageOf('reserved_name')}; choose another name`;
+  return undefined;
+}
+
+function assertUsable(info: TokenInfo): void {
+  const problem = tokenProblem(info);
+  if (problem) throw new Error(problem);
 }
 
 export async function createToken(

@@ -12,8 +12,9 @@ import type { Gateway } from '../../src/gateway/server';
 import { checkId, generateId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
 import { cli, cliEnv, harnessFile, lines, setEnv, type CliRun } from '../support/cli';
-import { gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
-import { sleep } from '../support/wait';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { idFields } from '../support/redis';
+import { sleep, until } from '../support/wait';
 import { Client } from '../support/ws-client';
 
 let h: Harness;
@@ -304,6 +305,23 @@ function spawnCli(args: string[]): Promise<CliRun> {
 }
 
 describe('call', () => {
+  it('talks for --seconds and exits 0; closed by the gateway (its token revoked) it says so and exits 1', async () => {
+    const [id] = await soldIds(h, talkProduct());
+    const name = `cli-call-${Date.now()}`;
+    const tok = await token(h, 'switch', name);
+    const url = `ws://127.0.0.1:${gw.port}/v1/switch`;
+    const args = ['call', '--id', id!, '--dest', '4912345', '--token', tok, '--url', url];
+    const short = await spawnCli([...args, '--seconds', '1']);
+    expect(short).toMatchObject({ code: 0, out: expect.stringContaining('stopped: billed 1 s') });
+
+    const long = spawnCli(args);
+    // Started once the ID holds a live call.
+    await until(async () => (await idFields(h, id!)).act === '1', 15_000);
+    expect((await cli('token-revoke', '--name', name)).code).toBe(0);
+    const cut = await long;
+    expect(cut).toMatchObject({ code: 1, out: expect.stringContaining('connection closed by the gateway: 4001') });
+  });
+
   it('without its ID, destination or token is a usage error before any connection', async () => {
     expect(await cli('call')).toMatchObject({ code: 2, err: expect.stringContaining('--id is required') });
     expect(await cli('call', '--id', '1', '--dest', '33')).toMatchObject({
@@ -453,7 +471,14 @@ describe('tokens', () => {
     expect(lines((await cli('token-list')).out).map((l) => (JSON.parse(l) as { name: string }).name)).not.toContain(
       'cli-sw',
     );
-    expect((await cli('token-revoke', '--name', 'cli-sw')).out).toBe('revoked 0 token(s)\n');
+    // A name that matches nothing is a mistake to say, not "revoked 0 token(s)".
+    expect(await cli('token-revoke', '--name', 'cli-sw')).toEqual({
+      code: 1,
+      out: '',
+      err: 'no token is named cli-sw\n',
+    });
+    expect((await cli('token-update', '--name', 'cli-sw', '--role', 'admin')).code).toBe(1);
+    expect((await cli('token-revoke')).code).toBe(2);
 
     // The gateway drops the revoked token as soon as the change reaches it.
     const deadline = Date.now() + 3000;
@@ -475,8 +500,11 @@ describe('tokens', () => {
     const r = await cli('token-create', '--role', 'scanner', '--name', 'gate-a', '--venue', 'arena');
     expect(r.code).toBe(0);
     expect(JSON.parse(r.out)).toMatchObject({ name: 'gate-a', role: 'scanner', venue: 'arena' });
+    // A grant no token may have is a usage error (2), like a missing option.
     const bad = await cli('token-create', '--role', 'root', '--name', 'x');
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(2);
+    expect((await cli('token-create', '--role', 'switch')).code).toBe(2);
+    expect((await cli('token-create', '--role', 'scanner', '--name', 'no-venue')).code).toBe(2);
     expect(bad.err).toMatch(/^tessera token-create: token: role /);
     expect(lines((await cli('token-list')).out).map((l) => (JSON.parse(l) as { name: string }).name)).not.toContain(
       'x',
@@ -485,7 +513,7 @@ describe('tokens', () => {
 
   it('no sales token is named web (the buy page keys its purchases so): not created, not changed into one', async () => {
     const sales = await cli('token-create', '--role', 'sales', '--name', 'web');
-    expect(sales.code).toBe(1);
+    expect(sales.code).toBe(2);
     expect(sales.err).toMatch(/^tessera token-create: token: reserved_name: .*a sales token may not be named web/);
     // Other roles never reach the purchase API: the name is theirs to use, but the role cannot become sales.
     expect((await cli('token-create', '--role', 'switch', '--name', 'web')).code).toBe(0);
@@ -501,7 +529,7 @@ describe('tokens', () => {
 
   it('only a scanner token has a venue or gate: not given to another role, at creation or by an update', async () => {
     const sw = await cli('token-create', '--role', 'switch', '--name', 'sw-venue', '--venue', 'arena');
-    expect(sw).toMatchObject({ code: 1, err: expect.stringContaining('a switch token has no venue or gate') });
+    expect(sw).toMatchObject({ code: 2, err: expect.stringContaining('a switch token has no venue or gate') });
     expect((await cli('token-create', '--role', 'switch', '--name', 'sw-plain')).code).toBe(0);
     expect((await cli('token-update', '--name', 'sw-plain', '--venue', 'arena')).code).toBe(1);
     expect((await cli('token-revoke', '--name', 'sw-plain')).out).toBe('revoked 1 token(s)\n');
@@ -509,7 +537,7 @@ describe('tokens', () => {
 
   it('no admin token is named cli (tessera topup --key keys its top-ups so)', async () => {
     const admin = await cli('token-create', '--role', 'admin', '--name', 'cli');
-    expect(admin.code).toBe(1);
+    expect(admin.code).toBe(2);
     expect(admin.err).toMatch(/^tessera token-create: token: reserved_name: /);
     expect((await cli('token-create', '--role', 'sales', '--name', 'cli')).code).toBe(0);
     expect((await cli('token-update', '--name', 'cli', '--role', 'admin')).code).toBe(1);

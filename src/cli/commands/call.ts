@@ -70,6 +70,14 @@ function runDemoCall(o: {
       resolve(1);
     });
     ws.on('open', () => send({ op: 'start', ref: 'start', call, id: o.id, dest: o.dest }));
+    // Closed by the gateway before the call stopped (the token revoked, the gateway shut down):
+    // said and counted a failure, the ticking stopped; Tessera reaps the call as stale.
+    ws.on('close', (code, reason) => {
+      if (timer) clearInterval(timer);
+      timer = undefined;
+      o.out(`connection closed by the gateway: ${code}${reason.length ? ` ${reason.toString()}` : ''}`);
+      resolve(1);
+    });
     process.once('SIGINT', () => stop('hangup'));
     ws.on('message', (data) => {
       const body = JSON.parse(Buffer.from(data as Buffer).toString('utf8')) as
@@ -87,6 +95,7 @@ function runDemoCall(o: {
         } else if (m.op === 'cutoff') {
           stop('cutoff');
         } else if (m.op === 'stopped' || (m.op === 'error' && m.ref === 'start')) {
+          ws.removeAllListeners('close');
           ws.close();
           resolve(m.op === 'stopped' ? 0 : 1);
         }

@@ -1,7 +1,23 @@
 /** Client tokens: create (the secret is printed once), list, revoke. */
 import type { Role } from '../../catalog/schema';
-import { createToken, readCatalog, revokeTokens, updateTokens } from '../../catalog/store';
-import { parseOptions, type Command } from '../command';
+import { createToken, readCatalog, revokeTokens, tokenProblem, updateTokens } from '../../catalog/store';
+import { parseOptions, usageError, type Cli, type Command } from '../command';
+
+/** A name the command must have: without one it would match no token, silently. */
+function nameOf(name: string | undefined): string {
+  if (!name) throw usageError('--name is required');
+  return name;
+}
+
+/** How many tokens a name matched: none is a mistyped name, said and exit 1, not "0 token(s)". */
+function matched(cli: Cli, verb: string, name: string, n: number): number {
+  if (n === 0) {
+    process.stderr.write(`no token is named ${name}\n`);
+    return 1;
+  }
+  cli.out(`${verb} ${n} token(s)`);
+  return 0;
+}
 
 export const tokenCommands: Record<string, Command> = {
   'token-create': {
@@ -14,12 +30,16 @@ export const tokenCommands: Record<string, Command> = {
         venue: { type: 'string' },
         gate: { type: 'string' },
       });
-      const { token, info } = await createToken((await cli.ctx()).redis, {
-        name: values.name ?? '',
+      const spec = {
+        name: nameOf(values.name),
         role: values.role as Role,
         ...(values.venue ? { venue: values.venue } : {}),
         ...(values.gate ? { gate: values.gate } : {}),
-      });
+      };
+      // A grant no token may have is the command line's mistake: exit 2, before Redis is touched.
+      const problem = tokenProblem({ ...spec, created: Date.now() });
+      if (problem) throw usageError(problem);
+      const { token, info } = await createToken((await cli.ctx()).redis, spec);
       cli.out(JSON.stringify({ token, ...info }));
     },
   },
@@ -40,12 +60,13 @@ export const tokenCommands: Record<string, Command> = {
         venue: { type: 'string' },
         gate: { type: 'string' },
       });
-      const n = await updateTokens((await cli.ctx()).redis, values.name ?? '', {
+      const name = nameOf(values.name);
+      const n = await updateTokens((await cli.ctx()).redis, name, {
         ...(values.role ? { role: values.role as Role } : {}),
         ...(values.venue ? { venue: values.venue } : {}),
         ...(values.gate !== undefined ? { gate: values.gate } : {}),
       });
-      cli.out(`updated ${n} token(s)`);
+      return matched(cli, 'updated', name, n);
     },
   },
   'token-revoke': {
@@ -53,7 +74,8 @@ export const tokenCommands: Record<string, Command> = {
     usage: '--name NAME',
     async run(cli) {
       const { values } = parseOptions(cli, { name: { type: 'string' } });
-      cli.out(`revoked ${await revokeTokens((await cli.ctx()).redis, values.name ?? '')} token(s)`);
+      const name = nameOf(values.name);
+      return matched(cli, 'revoked', name, await revokeTokens((await cli.ctx()).redis, name));
     },
   },
 };
