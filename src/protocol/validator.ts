@@ -71,7 +71,14 @@ export function schemaReason(errors: ErrorObject[] | null | undefined): { reason
   // docs/protocol.md: a number beyond ±2^53 (or past a double's range) is no integer the wire
   // can carry, whatever its bounds: the bound would be the wrong thing to name.
   const data: unknown = first.data;
-  if (typeof data === 'number' && !Number.isSafeInteger(data) && (!Number.isFinite(data) || Number.isInteger(data)))
+  const wanted = (first.params as { type?: string }).type ?? '';
+  const numeric = first.keyword !== 'type' || /integer|number/.test(wanted);
+  if (
+    numeric &&
+    typeof data === 'number' &&
+    !Number.isSafeInteger(data) &&
+    (!Number.isFinite(data) || Number.isInteger(data))
+  )
     return { reason: 'bad_type', message: `${whereOf(first)} must be an integer within ±2^53` };
   const reason = first.keyword === 'required' ? 'missing_field' : first.keyword === 'type' ? 'bad_type' : 'bad_value';
   return { reason, message: describeErrors(errors) };

@@ -299,6 +299,13 @@ describe.each(ENCODINGS)('message errors in $enc', ({ binary }) => {
       );
       expect(inf.msg).toMatchObject({ reason: 'bad_type', message: 'sec must be an integer within ±2^53' });
     }
+    // An ID sent as a number (16 digits are past 2^53) is told it must be a string.
+    const num = await provoke(
+      w,
+      () => w.send({ op: 'start', ref: 'idnum', call: 'c-idnum', id: 6093123412341234, dest: '4912345' }, binary),
+      (m) => m.ref === 'idnum',
+    );
+    expect(num.msg).toMatchObject({ reason: 'bad_type', message: 'id must be string' });
     // A ref is a string or an integer: a ref that is neither is told both forms, once each.
     const r = await provoke(
       w,
