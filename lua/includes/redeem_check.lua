@@ -33,6 +33,8 @@ local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
   if from > 0 and now < from then return { 'no', 'not_yet_valid', from } end
   if (f[5] or '') ~= '' and not listed(f[5], venue) then return { 'no', 'wrong_venue' } end
   local bal = tonumber(f[3])
+  -- An exit scan is a ticket's: a gate scanning a card or a service ID out must not spend or use it.
+  if dir == 'out' and kind ~= 'entry' then return { 'no', 'wrong_kind' } end
   if kind == 'goods' then
     -- amount < 0: no item given, or not one this venue sells.
     if amount < 0 then return { 'no', 'unknown_item' } end
@@ -44,13 +46,18 @@ local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
     if bal < qty then return { 'no', 'insufficient_value', bal } end
     return { 'ok', kind, 'use', qty, bal - qty }
   end
+  -- entry: a ticket is not paid with at a till (whatever gates it lists: the till has none)
+  if item ~= '' then return { 'no', 'wrong_kind' } end
   local e = id_fields(ikey, { 'gates', 'reent', 'inside', 'face' })
   if (e[1] or '') ~= '' and not listed(e[1], gate) then return { 'no', 'wrong_gate' } end
-  -- entry: a ticket is not paid with at a till
-  if item ~= '' then return { 'no', 'wrong_kind' } end
   if dir == 'out' then return { 'ok', kind, 'exit', 0, bal } end
-  -- Back in after an exit, as long as an entry is in use (a reversed entry is not).
-  if e[2] == '1' and e[3] == '0' and bal < tonumber(e[4]) then return { 'ok', kind, 'reentry', 0, bal } end
+  -- Back in after an exit, as long as an entry is in use (a reversed entry is not), and no
+  -- more people than the entries used: one exit does not let a bigger group in.
+  local used = tonumber(e[4]) - bal
+  if e[2] == '1' and e[3] == '0' and used > 0 then
+    if qty > used then return { 'no', 'insufficient_value', used } end
+    return { 'ok', kind, 'reentry', 0, bal }
+  end
   if bal < 1 then return used_up(ikey, f) end
   if bal < qty then return { 'no', 'insufficient_value', bal } end
   return { 'ok', kind, 'entry', qty, bal - qty }

@@ -494,7 +494,36 @@ describe('refusals by what is asked', () => {
   });
 });
 
+describe('what a scan is for', () => {
+  const WRONG_KIND = { op: 'refused', reason: 'wrong_kind', message: 'this ID is not for this use' };
+
+  it('wrong_kind: a ticket at a till, whatever gates it lists; an exit scan of a card or a service', async () => {
+    const gated = await sold(cat.gated);
+    const wallet = await sold(cat.wallet);
+    const spa = await sold(cat.spa);
+    expect(await arena.redeem({ scan: uniq(), id: gated, item: 'beer' })).toMatchObject(WRONG_KIND);
+    expect(await north.redeem({ scan: uniq(), id: wallet, item: 'beer', dir: 'out' })).toMatchObject(WRONG_KIND);
+    expect(await north.redeem({ scan: uniq(), id: spa, dir: 'out' })).toMatchObject(WRONG_KIND);
+    expect(await balanceOf(h, gated)).toBe(1);
+    expect(await balanceOf(h, wallet)).toBe(WALLET_FACE);
+    expect(await balanceOf(h, spa)).toBe(2);
+    for (const id of [gated, wallet, spa]) expect(await recordsOf(h, id)).toEqual([]);
+  });
+});
+
 describe('re-entry', () => {
+  it('one exit lets back in no more people than the ticket let in', async () => {
+    const id = await sold(cat.reentry);
+    expect(await north.redeem({ scan: uniq(), id })).toMatchObject({ action: 'entry', entriesLeft: 0 });
+    expect(await north.redeem({ scan: uniq(), id, dir: 'out' })).toMatchObject({ action: 'exit' });
+    expect(await north.redeem({ scan: uniq(), id, qty: 3 })).toMatchObject({
+      op: 'refused',
+      reason: 'insufficient_value',
+      valueLeft: 1,
+    });
+    expect(await north.redeem({ scan: uniq(), id })).toMatchObject({ action: 'reentry', amount: 0 });
+  });
+
   it('a re-entry ticket: in, out, back in without using an entry; twice in a row is already_redeemed', async () => {
     const id = await sold(cat.reentry);
     const s = [uniq('a'), uniq('b'), uniq('c'), uniq('d'), uniq('e'), uniq('f')] as const;
