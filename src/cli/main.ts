@@ -38,10 +38,12 @@ export async function runCli(argv: string[]): Promise<number> {
     return 0;
   }
   if (!cmd) {
-    process.stderr.write(
-      `${name && name !== 'help' && name !== '--help' ? `unknown command: ${name}\n` : ''}${USAGE}\n`,
-    );
-    return name && name !== 'help' && name !== '--help' ? 2 : 0;
+    // Asked for (`tessera help`), the list goes to stdout, as one command's usage does (`| less`);
+    // after an unknown command or none, to stderr with exit 2.
+    const asked = name === 'help' || name === '--help';
+    if (asked) process.stdout.write(`${USAGE}\n`);
+    else process.stderr.write(`${name ? `unknown command: ${name}\n` : ''}${USAGE}\n`);
+    return asked ? 0 : 2;
   }
   let ctx: Context | undefined;
   try {

@@ -668,7 +668,14 @@ describe('commands', () => {
       'token-revoke',
       'export',
     ])
-      expect(r.err).toContain(`  ${c} `);
+      expect(r.out).toContain(`  ${c} `);
+    // Asked for, the list is on stdout (`tessera help | less`); with no command at all it is a usage error.
+    expect(r.err).toBe('');
+    expect(await cli()).toMatchObject({ code: 2, out: '', err: expect.stringContaining('usage: tessera <command>') });
+    // Bounds a typo cannot get past.
+    expect((await cli('mint', '--product', 'talk', '--count', '0')).code).toBe(2);
+    expect((await cli('mint', '--product', 'talk', '--count', '99999999999')).code).toBe(2);
+    expect((await cli('export', 'calls', '--since', '2000', '--until', '1000')).code).toBe(2);
   });
 
   it("--help, -h and help <command> print that command's usage and exit 0, touching nothing", async () => {

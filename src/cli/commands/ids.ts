@@ -2,7 +2,10 @@
 import { readCatalog } from '../../catalog/store';
 import { activateId, idStatus, setIdState } from '../../ledger/ids';
 import { mintBatches } from '../../ledger/mint';
-import { intArg, openOut, outcome, parseOptions, textArg, type Command } from '../command';
+import { intArg, openOut, outcome, parseOptions, textArg, usageError, type Command } from '../command';
+
+/** The most IDs one `tessera mint` makes. */
+const MAX_MINT = 10_000_000;
 
 export const idCommands: Record<string, Command> = {
   mint: {
@@ -15,6 +18,8 @@ export const idCommands: Record<string, Command> = {
         out: { type: 'string' },
       });
       const count = intArg(values.count, '--count');
+      // A typo of a few digits would mint billions; larger runs are several runs.
+      if (count < 1 || count > MAX_MINT) throw usageError(`--count must be 1 to ${MAX_MINT}`);
       const ctx = await cli.ctx();
       const product = (await readCatalog(ctx.redis)).products.get(values.product ?? '');
       if (!product) throw new Error(`unknown product: ${values.product}`);
@@ -45,7 +50,9 @@ export const idCommands: Record<string, Command> = {
           (r.unknown > 0
             ? `${r.unknown} ID(s) in doubt: Redis did not say whether it holds them; they are not printed, and if Redis has them they stay unsold stock that only the web shop can sell\n`
             : '') +
-          `to mint the other ${left}: tessera mint --product ${product.name} --count ${left}${values.out ? ' --out ANOTHER_FILE' : ''}\n`,
+          (left > 0
+            ? `to mint the other ${left}: tessera mint --product ${product.name} --count ${left}${values.out ? ' --out ANOTHER_FILE' : ''}\n`
+            : ''),
       );
       return 1;
     },

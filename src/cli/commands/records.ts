@@ -58,11 +58,12 @@ export const recordCommands: Record<'audit' | 'export' | 'archive', Command> = {
       if (kind !== 'calls' && kind !== 'sales' && kind !== 'redemptions')
         throw usageError('export calls|redemptions|sales');
       if (values.format !== 'csv' && values.format !== 'ndjson') throw usageError('--format csv|ndjson');
+      const since = values.since === undefined ? undefined : intArg(values.since, '--since');
+      const until = values.until === undefined ? undefined : intArg(values.until, '--until');
+      if (since !== undefined && until !== undefined && since > until)
+        throw usageError('--since must not be after --until');
       const out = openOut(values.out);
-      const n = await exportRecords(await cli.ctx(), kind, values.format, out.write, {
-        since: values.since === undefined ? undefined : intArg(values.since, '--since'),
-        until: values.until === undefined ? undefined : intArg(values.until, '--until'),
-      });
+      const n = await exportRecords(await cli.ctx(), kind, values.format, out.write, { since, until });
       await out.done();
       process.stderr.write(`exported ${n} record(s)\n`);
     },
