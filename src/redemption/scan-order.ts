@@ -8,8 +8,8 @@
  * came first refused for the value the later one took.
  */
 
-interface Place<T> {
-  item: T;
+/** A scan's standing in its ID's line: fields of the scan itself, so a line costs no object per scan. */
+export interface InLine {
   /** Claimed: may go on once everything ahead of it has. */
   ready: boolean;
   /** Out of the line without going on (refused at its claim, failed). */
@@ -22,38 +22,45 @@ interface Place<T> {
  * its ID that arrived before it has (one script call per bucket applies its
  * scans in the order they were queued).
  */
-export class ArrivalOrder<T> {
-  private readonly lines = new Map<string, Place<T>[]>();
+export class ArrivalOrder<T extends InLine> {
+  private readonly lines = new Map<string, T[]>();
 
   /** A scan of `key` arrived: it takes its place at the end of the key's line. */
-  arrive(key: string, item: T): Place<T> {
-    const place = { item, ready: false, gone: false };
+  arrive(key: string, item: T): void {
     const line = this.lines.get(key);
-    if (line) line.push(place);
-    else this.lines.set(key, [place]);
-    return place;
+    if (line) line.push(item);
+    else this.lines.set(key, [item]);
   }
 
-  /** The scan at `place` may go on: it and every scan behind it that may are handed to `go`, in order. */
-  ready(key: string, place: Place<T>, go: (item: T) => void): void {
-    place.ready = true;
+  /** `item` may go on: it and every scan behind it that may are handed to `go`, in order. */
+  ready(key: string, item: T, go: (item: T) => void): void {
+    item.ready = true;
     this.drain(key, go);
   }
 
-  /** The scan at `place` leaves the line without going on: the scans behind it need not wait for it. */
-  leave(key: string, place: Place<T>, go: (item: T) => void): void {
-    place.gone = true;
+  /** `item` leaves the line without going on: the scans behind it need not wait for it. */
+  leave(key: string, item: T, go: (item: T) => void): void {
+    item.gone = true;
     this.drain(key, go);
   }
 
   private drain(key: string, go: (item: T) => void): void {
     const line = this.lines.get(key);
     if (!line) return;
-    while (line.length > 0 && (line[0]!.ready || line[0]!.gone)) {
-      const head = line.shift()!;
-      if (!head.gone) go(head.item);
+    // Most IDs have one scan in flight: the line is that scan alone.
+    if (line.length === 1) {
+      const only = line[0]!;
+      if (!only.ready && !only.gone) return;
+      this.lines.delete(key);
+      if (!only.gone) go(only);
+      return;
     }
+    let n = 0;
+    while (n < line.length && (line[n]!.ready || line[n]!.gone)) n++;
+    if (n === 0) return;
+    const out = line.splice(0, n);
     if (line.length === 0) this.lines.delete(key);
+    for (const item of out) if (!item.gone) go(item);
   }
 
   /** IDs with scans in line (for tests: nothing is kept once they have gone on). */
@@ -67,29 +74,35 @@ export class ArrivalOrder<T> {
  * scan waits for it (its record is written by then, or the scan was refused).
  */
 export class ScansUnderWay {
-  private readonly counts = new Map<string, { n: number; waiters: (() => void)[] }>();
+  private readonly counts = new Map<string, number>();
+  private readonly waiters = new Map<string, (() => void)[]>();
 
   enter(scanKey: string): void {
-    const c = this.counts.get(scanKey);
-    if (c) c.n++;
-    else this.counts.set(scanKey, { n: 1, waiters: [] });
+    this.counts.set(scanKey, (this.counts.get(scanKey) ?? 0) + 1);
   }
 
   leave(scanKey: string): void {
-    const c = this.counts.get(scanKey);
-    if (!c || --c.n > 0) return;
+    const n = (this.counts.get(scanKey) ?? 0) - 1;
+    if (n > 0) return void this.counts.set(scanKey, n);
     this.counts.delete(scanKey);
-    for (const w of c.waiters) w();
+    if (this.waiters.size === 0) return;
+    const waiting = this.waiters.get(scanKey);
+    if (!waiting) return;
+    this.waiters.delete(scanKey);
+    for (const w of waiting) w();
   }
 
-  /** Resolves once no redeem of `scanKey` is under way (at once when none is). */
+  /** Resolves once no redeem of `scanKey` is under way; undefined when none is. */
   settled(scanKey: string): Promise<void> | undefined {
-    const c = this.counts.get(scanKey);
-    if (!c) return undefined;
-    return new Promise((resolve) => c.waiters.push(resolve));
+    if (!this.counts.has(scanKey)) return undefined;
+    return new Promise((resolve) => {
+      const waiting = this.waiters.get(scanKey);
+      if (waiting) waiting.push(resolve);
+      else this.waiters.set(scanKey, [resolve]);
+    });
   }
 
   get size(): number {
-    return this.counts.size;
+    return this.counts.size + this.waiters.size;
   }
 }

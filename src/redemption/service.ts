@@ -106,8 +106,9 @@ class PendingScan implements ClaimItem, RedeemItem {
   /** The window hash a claim made now went into. */
   claimedIn = '';
 
-  /** Its place among its ID's scans (ArrivalOrder). */
-  place!: ReturnType<ArrivalOrder<PendingScan>['arrive']>;
+  /** Its standing among its ID's scans (ArrivalOrder). */
+  ready = false;
+  gone = false;
 }
 
 export class Redemption {
@@ -192,13 +193,16 @@ export class Redemption {
     if (!(t instanceof Terms)) return this.answered(token.name, done, undefined, t);
     const scanKey = `${token.name}:${req.scan}`;
     const claimTerms = `${t.idKey}|${t.item}|${t.qty}|${t.dir}`;
+    const p = new PendingScan(t, token.name, req.scan, scanKey, claimTerms, done);
     this.underWay.enter(scanKey);
-    const p = new PendingScan(t, token.name, req.scan, scanKey, claimTerms, (err, a) => {
-      this.underWay.leave(scanKey);
-      done(err, a);
-    });
-    p.place = this.arrivals.arrive(t.idKey, p);
+    this.arrivals.arrive(t.idKey, p);
     this.claims.add(this.claimBucketOf(scanKey), p);
+  }
+
+  /** Hands a scan under way its answer (or error): a reverse of it may go on. */
+  private finish(p: PendingScan, err: unknown, a?: Answer): void {
+    this.underWay.leave(p.scanKey);
+    this.answered(p.scanner, p.done, err, a);
   }
 
   /** Hands a redeem its answer (or error) and gives back its lookup slot: once per redeem that took one. */
@@ -223,15 +227,15 @@ export class Redemption {
    * a guess, which may turn it to `throttled` (guessed()).
    */
   private settle(p: PendingScan, a: Answer): void {
-    if (a.ok) return this.answered(p.scanner, p.done, undefined, a);
+    if (a.ok) return this.finish(p, undefined, a);
     // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis).
     // On the claims' connection, so a retry's claim written after it finds the claim gone.
     const dropped = p.claim === CLAIMED ? this.claimRedis.hdel(p.claimedIn, p.scanKey) : undefined;
     const counted = this.countGuess(p.scanner, a);
-    if (!dropped && !counted) return this.answered(p.scanner, p.done, undefined, a);
+    if (!dropped && !counted) return this.finish(p, undefined, a);
     Promise.all([dropped, counted]).then(
-      ([, wait]) => this.answered(p.scanner, p.done, undefined, wait ? throttled(wait) : a),
-      (err: unknown) => this.answered(p.scanner, p.done, err),
+      ([, wait]) => this.finish(p, undefined, wait ? throttled(wait) : a),
+      (err: unknown) => this.finish(p, err),
     );
   }
 
@@ -290,11 +294,11 @@ export class Redemption {
   }
 
   private readonly claimed = (p: PendingScan, err: unknown, claim?: ClaimCode): void => {
-    if (claim === undefined || claim === CLAIM_TAKEN) this.arrivals.leave(p.t.idKey, p.place, this.toRedeem);
-    if (claim === undefined) return this.answered(p.scanner, p.done, err);
+    if (claim === undefined || claim === CLAIM_TAKEN) this.arrivals.leave(p.t.idKey, p, this.toRedeem);
+    if (claim === undefined) return this.finish(p, err);
     p.claim = claim;
     if (claim === CLAIM_TAKEN) this.settle(p, { ok: false, reason: 'scan_conflict' });
-    else this.arrivals.ready(p.t.idKey, p.place, this.toRedeem);
+    else this.arrivals.ready(p.t.idKey, p, this.toRedeem);
   };
 
   private readonly toRedeem = (p: PendingScan): void => this.redeems.add(p.t.bucket, p);
@@ -343,7 +347,7 @@ export class Redemption {
 
   private readonly redeemed = (p: PendingScan, err: unknown, a?: Answer): void => {
     if (a) this.settle(p, a);
-    else this.answered(p.scanner, p.done, err);
+    else this.finish(p, err);
   };
 
   /**
