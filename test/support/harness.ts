@@ -70,8 +70,16 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
 }
 
 /** A gateway on the harness; `log` (test/support/log.ts) for a test that reads what it logs. */
-export function gateway(h: Harness, overrides: Partial<Config> = {}, log = createLogger('silent')): Promise<Gateway> {
-  return startGateway({ ...h.cfg, ...overrides }, log, h.redis.url);
+export async function gateway(
+  h: Harness,
+  overrides: Partial<Config> = {},
+  log = createLogger('silent'),
+): Promise<Gateway> {
+  const g = await startGateway({ ...h.cfg, ...overrides }, log, h.redis.url);
+  // The webhook worker's first round creates the balance-event streams (XGROUP … MKSTREAM) a
+  // poll interval after start: done now, so that no test sees keys appear that it did not cause.
+  await g.hooks.pass();
+  return g;
 }
 
 /** Runs `fn` against a gateway of its own with these settings, closed after it however it ends. */
