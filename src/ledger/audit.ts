@@ -142,6 +142,15 @@ export async function audit(ctx: Context): Promise<AuditReport> {
       chunk.forEach((id, j) => {
         const [st, bal, free] = (rows[j]?.[1] ?? []) as (string | null)[];
         seen.add(id);
+        // A balance that is no whole number (a damaged hash) is a problem of its own: as a number
+        // it would be NaN, and every total it went into would be NaN too.
+        if (bal != null && !WHOLE.test(bal)) {
+          report.ids++;
+          report.problems.push(
+            row(b, id, st ?? '', 0, sums.get(id), `balance ${JSON.stringify(bal)} is no whole number of micro-units`),
+          );
+          return;
+        }
         const r = check(report, b, id, st ?? '', Number(bal ?? 0), sums.get(id));
         const reserved = sums.get(id)?.reserved ?? 0;
         // `free` is empty (or absent) until the ID's first call: then all of the balance is free.
@@ -157,6 +166,9 @@ export async function audit(ctx: Context): Promise<AuditReport> {
   }
   return report;
 }
+
+/** A balance as the scripts write it: whole micro-units. */
+const WHOLE = /^-?[0-9]+$/;
 
 function row(
   bucket: number,

@@ -129,6 +129,22 @@ describe('tessera audit', () => {
     }
   });
 
+  it('reports a balance that is no number by name, and keeps the totals numbers', async () => {
+    const key = keys.id(h.ctx.ids.hash(wallet).bucket, hashOf(h, wallet));
+    const was = await h.r.hget(key, 'bal');
+    await h.r.hset(key, 'bal', 'lots');
+    try {
+      const { code, r } = await audit();
+      expect(code).toBe(1);
+      expect(r.problems).toEqual([
+        expect.objectContaining({ id: hashOf(h, wallet), problem: 'balance "lots" is no whole number of micro-units' }),
+      ]);
+      expect(Number.isFinite(r.balances)).toBe(true);
+    } finally {
+      await h.r.hset(key, 'bal', was!);
+    }
+  });
+
   it('reports a call record that went missing', async () => {
     const b = h.ctx.ids.hash(callEnded).bucket;
     const rec = (await h.r.xrange(keys.cdr(b), '-', '+')).find(([, f]) => f.includes(hashOf(h, callEnded)));
