@@ -17,92 +17,124 @@ export interface InLine {
 }
 
 /**
- * The scans of each ID, in the order they arrived, between their claim and
- * their redeem: a scan goes on to its redeem round only after every scan of
- * its ID that arrived before it has (one script call per bucket applies its
- * scans in the order they were queued).
+ * A reverse in its ID's line (its redeem is still under way here): it runs
+ * alone, once everything ahead of it has been answered, and what comes after
+ * it waits for its answer. Redeems of one bucket keep their order by
+ * themselves (one script call applies them in turn); a reverse is another
+ * script call, so only waiting keeps it in its place.
+ */
+export class Barrier implements InLine {
+  ready = true;
+  gone = false;
+  constructor(readonly run: () => void) {}
+}
+
+interface Line<T> {
+  items: (T | Barrier)[];
+  /** Gone on and not answered yet. */
+  running: number;
+  /** A reverse is running: nothing behind it goes on. */
+  blocked: boolean;
+}
+
+/**
+ * The scans (and reverses) of each ID, in the order they arrived: a scan goes
+ * on to its redeem round only after every scan of its ID that arrived before
+ * it has gone on (`go`), and a reverse only once those have been answered.
  */
 export class ArrivalOrder<T extends InLine> {
-  private readonly lines = new Map<string, T[]>();
+  private readonly lines = new Map<string, Line<T>>();
 
-  /** A scan of `key` arrived: it takes its place at the end of the key's line. */
-  arrive(key: string, item: T): void {
+  constructor(private readonly go: (item: T) => void) {}
+
+  /** `item` arrived: it takes its place at the end of its ID's line. */
+  arrive(key: string, item: T | Barrier): void {
     const line = this.lines.get(key);
-    if (line) line.push(item);
-    else this.lines.set(key, [item]);
+    if (line) line.items.push(item);
+    else this.lines.set(key, { items: [item], running: 0, blocked: false });
+    if (item.ready) this.drain(key);
   }
 
-  /** `item` may go on: it and every scan behind it that may are handed to `go`, in order. */
-  ready(key: string, item: T, go: (item: T) => void): void {
+  /** `item` (claimed) may go on once what is ahead of it has. */
+  ready(key: string, item: T): void {
     item.ready = true;
-    this.drain(key, go);
+    this.drain(key);
   }
 
-  /** `item` leaves the line without going on: the scans behind it need not wait for it. */
-  leave(key: string, item: T, go: (item: T) => void): void {
+  /** `item` leaves the line without going on: what is behind it need not wait for it. */
+  leave(key: string, item: T): void {
     item.gone = true;
-    this.drain(key, go);
+    this.drain(key);
   }
 
-  private drain(key: string, go: (item: T) => void): void {
+  /** Something of `key` that went on has been answered (`barrier`: a reverse). */
+  done(key: string, barrier = false): void {
     const line = this.lines.get(key);
     if (!line) return;
-    // Most IDs have one scan in flight: the line is that scan alone.
-    if (line.length === 1) {
-      const only = line[0]!;
-      if (!only.ready && !only.gone) return;
-      this.lines.delete(key);
-      if (!only.gone) go(only);
-      return;
-    }
-    let n = 0;
-    while (n < line.length && (line[n]!.ready || line[n]!.gone)) n++;
-    if (n === 0) return;
-    const out = line.splice(0, n);
-    if (line.length === 0) this.lines.delete(key);
-    for (const item of out) if (!item.gone) go(item);
+    line.running--;
+    if (barrier) line.blocked = false;
+    this.drain(key);
   }
 
-  /** IDs with scans in line (for tests: nothing is kept once they have gone on). */
+  private drain(key: string): void {
+    const line = this.lines.get(key);
+    if (!line) return;
+    const { items } = line;
+    while (items.length > 0 && !line.blocked) {
+      const head = items[0]!;
+      if (head.gone) {
+        items.shift();
+        continue;
+      }
+      if (!head.ready) break;
+      if (head instanceof Barrier) {
+        if (line.running > 0) break;
+        items.shift();
+        line.running++;
+        line.blocked = true;
+        head.run();
+        break;
+      }
+      items.shift();
+      line.running++;
+      this.go(head);
+    }
+    if (items.length === 0 && line.running === 0) this.lines.delete(key);
+  }
+
+  /** IDs with scans in line or under way (for tests: nothing is kept once they are answered). */
   get size(): number {
     return this.lines.size;
   }
 }
 
 /**
- * Scan keys with a redeem under way, until it is answered: a reverse of that
- * scan waits for it (its record is written by then, or the scan was refused).
+ * Scan keys with a redeem under way here, and the ID each redeems: a reverse
+ * of one joins that ID's line. The usual one redeem per key is one map entry.
  */
 export class ScansUnderWay {
-  private readonly counts = new Map<string, number>();
-  private readonly waiters = new Map<string, (() => void)[]>();
+  private readonly ids = new Map<string, string>();
+  /** Keys with more than one redeem under way (retries), and how many. */
+  private readonly more = new Map<string, number>();
 
-  enter(scanKey: string): void {
-    this.counts.set(scanKey, (this.counts.get(scanKey) ?? 0) + 1);
+  enter(scanKey: string, idKey: string): void {
+    if (!this.ids.has(scanKey)) this.ids.set(scanKey, idKey);
+    else this.more.set(scanKey, (this.more.get(scanKey) ?? 1) + 1);
   }
 
   leave(scanKey: string): void {
-    const n = (this.counts.get(scanKey) ?? 0) - 1;
-    if (n > 0) return void this.counts.set(scanKey, n);
-    this.counts.delete(scanKey);
-    if (this.waiters.size === 0) return;
-    const waiting = this.waiters.get(scanKey);
-    if (!waiting) return;
-    this.waiters.delete(scanKey);
-    for (const w of waiting) w();
+    const n = this.more.size > 0 ? this.more.get(scanKey) : undefined;
+    if (n === undefined) this.ids.delete(scanKey);
+    else if (n > 2) this.more.set(scanKey, n - 1);
+    else this.more.delete(scanKey);
   }
 
-  /** Resolves once no redeem of `scanKey` is under way; undefined when none is. */
-  settled(scanKey: string): Promise<void> | undefined {
-    if (!this.counts.has(scanKey)) return undefined;
-    return new Promise((resolve) => {
-      const waiting = this.waiters.get(scanKey);
-      if (waiting) waiting.push(resolve);
-      else this.waiters.set(scanKey, [resolve]);
-    });
+  /** The ID a redeem of `scanKey` under way here redeems, if there is one. */
+  idOf(scanKey: string): string | undefined {
+    return this.ids.get(scanKey);
   }
 
   get size(): number {
-    return this.counts.size + this.waiters.size;
+    return this.ids.size + this.more.size;
   }
 }

@@ -13,7 +13,7 @@ import { GroupCommit } from '../redis/group-commit';
 import { replicated, replicatedSeen, waitsForReplicas, whenReplicated } from '../redis/replication';
 import * as script from './scripts';
 import { ScanWindows } from './scan-windows';
-import { ArrivalOrder, ScansUnderWay } from './scan-order';
+import { ArrivalOrder, Barrier, ScansUnderWay } from './scan-order';
 import {
   CLAIMED,
   CLAIM_RETRY,
@@ -127,7 +127,7 @@ export class Redemption {
   /** Scans waiting for their scan key's bucket's next scan_claim. */
   private readonly claims: GroupCommit<PendingScan>;
   /** Each ID's scans reach their redeem round in the order they arrived (scan-order.ts). */
-  readonly arrivals = new ArrivalOrder<PendingScan>();
+  readonly arrivals = new ArrivalOrder<PendingScan>((p) => this.redeems.add(p.t.bucket, p));
   /** Scan keys with a redeem under way: a reverse of one waits for it. */
   readonly underWay = new ScansUnderWay();
   /** Claimed scans waiting for their ID's bucket's next redeem. */
@@ -194,7 +194,7 @@ export class Redemption {
     const scanKey = `${token.name}:${req.scan}`;
     const claimTerms = `${t.idKey}|${t.item}|${t.qty}|${t.dir}`;
     const p = new PendingScan(t, token.name, req.scan, scanKey, claimTerms, done);
-    this.underWay.enter(scanKey);
+    this.underWay.enter(scanKey, t.idKey);
     this.arrivals.arrive(t.idKey, p);
     this.claims.add(this.claimBucketOf(scanKey), p);
   }
@@ -202,6 +202,8 @@ export class Redemption {
   /** Hands a scan under way its answer (or error): a reverse of it may go on. */
   private finish(p: PendingScan, err: unknown, a?: Answer): void {
     this.underWay.leave(p.scanKey);
+    // One that went on to its redeem round is answered: what waits behind it in its ID's line may go.
+    if (!p.gone) this.arrivals.done(p.t.idKey);
     this.answered(p.scanner, p.done, err, a);
   }
 
@@ -294,14 +296,12 @@ export class Redemption {
   }
 
   private readonly claimed = (p: PendingScan, err: unknown, claim?: ClaimCode): void => {
-    if (claim === undefined || claim === CLAIM_TAKEN) this.arrivals.leave(p.t.idKey, p, this.toRedeem);
+    if (claim === undefined || claim === CLAIM_TAKEN) this.arrivals.leave(p.t.idKey, p);
     if (claim === undefined) return this.finish(p, err);
     p.claim = claim;
     if (claim === CLAIM_TAKEN) this.settle(p, { ok: false, reason: 'scan_conflict' });
-    else this.arrivals.ready(p.t.idKey, p, this.toRedeem);
+    else this.arrivals.ready(p.t.idKey, p);
   };
-
-  private readonly toRedeem = (p: PendingScan): void => this.redeems.add(p.t.bucket, p);
 
   private readonly sendRedeems = (bucket: number, batch: PendingScan[], settled: () => void): void => {
     const each = waitsForReplicas(this.redis) ? this.collect(bucket, batch.length) : this.redeemed;
@@ -399,10 +399,31 @@ export class Redemption {
   }
 
   /** Undoes one earlier redemption of this scanner, by its scan id, once. */
-  async reverse(token: TokenInfo, scan: string, reason: string): Promise<Answer> {
+  reverse(token: TokenInfo, scan: string, reason: string): Promise<Answer> {
     const scanKey = `${token.name}:${scan}`;
-    // Sent behind its redeem (a journal uploaded in one frame): after it, or there is nothing to undo yet.
-    await this.underWay.settled(scanKey);
+    const idKey = this.underWay.idOf(scanKey);
+    if (idKey === undefined) return this.reverseNow(token, scanKey, reason);
+    // Sent behind its redeem (a journal uploaded in one frame): it takes its place in the ID's
+    // line, after the redeem and before what came after it.
+    return new Promise((resolve, reject) => {
+      const barrier = new Barrier(() => {
+        const over = (): void => this.arrivals.done(idKey, true);
+        this.reverseNow(token, scanKey, reason).then(
+          (a) => {
+            over();
+            resolve(a);
+          },
+          (err: unknown) => {
+            over();
+            reject(err instanceof Error ? err : new Error(String(err)));
+          },
+        );
+      });
+      this.arrivals.arrive(idKey, barrier);
+    });
+  }
+
+  private async reverseNow(token: TokenInfo, scanKey: string, reason: string): Promise<Answer> {
     const now = Date.now();
     const windows = this.windows.at(now);
     const terms = await this.claimOf(scanKey, windows);

@@ -263,6 +263,34 @@ describe('a journal in one frame is applied in the order it was rung up', () => 
     // Nothing is kept once the scans are answered.
     expect([gw.redemption.arrivals.size, gw.redemption.underWay.size]).toEqual([0, 0]);
   });
+
+  it('a reversal holds back what came after it: the next sale finds the value it gave back', async () => {
+    for (let round = 0; round < 3; round++) {
+      const id = await sold(cat.wallet);
+      // 10 EUR: beer (4.50) twice leaves 1.00; the reversal between them gives 4.50 back first.
+      const [k1, k2, k3] = [uniq('b1'), uniq('b2'), uniq('b3')];
+      const frame = [
+        { op: 'redeem', ref: `${k1}-r`, scan: k1, id, item: 'beer' },
+        { op: 'redeem', ref: `${k2}-r`, scan: k2, id, item: 'beer' },
+        { op: 'reverse', ref: `${k1}-v`, scan: k1 },
+        { op: 'redeem', ref: `${k3}-r`, scan: k3, id, item: 'beer' },
+        // A retry of the reversed sale after its reversal says so.
+        { op: 'redeem', ref: `${k1}-again`, scan: k1, id, item: 'beer' },
+      ];
+      s.send(frame);
+      const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+      expect(got.map((g) => [g.msg.op, g.msg.valueLeft])).toEqual([
+        ['redeemed', 5_500_000],
+        ['redeemed', 1_000_000],
+        ['reversed', 5_500_000],
+        ['redeemed', 1_000_000],
+        ['redeemed', 5_500_000],
+      ]);
+      expect(got[4]!.msg).toMatchObject({ duplicate: true, reversed: true });
+      expect(await balanceOf(h, id)).toBe(1_000_000);
+    }
+    expect([gw.redemption.arrivals.size, gw.redemption.underWay.size]).toEqual([0, 0]);
+  });
 });
 
 describe('reverse', () => {
