@@ -3,6 +3,7 @@ import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { CatalogCache } from '../catalog/cache';
 import type { Role, TokenInfo } from '../catalog/schema';
 import { messageOf, statusOf, type Reason } from '../protocol/reasons';
+import { addressOnly } from '../sales/anonymous';
 
 export const STATUS: Record<number, string> = {
   200: '200 OK',
@@ -123,7 +124,8 @@ export function pathParam(req: HttpRequest, i: number): string {
  */
 export function clientAddress(res: HttpResponse, req: HttpRequest, trustProxy: boolean): string {
   // The last entry is the one our own proxy added; earlier ones are whatever the client sent.
-  const forwarded = trustProxy ? req.getHeader('x-forwarded-for').split(',').pop()?.trim() : '';
+  // Some proxies add the client's port: no part of the client, or each connection would be one.
+  const forwarded = trustProxy ? addressOnly(req.getHeader('x-forwarded-for').split(',').pop() ?? '') : '';
   return forwarded || Buffer.from(res.getRemoteAddressAsText()).toString('utf8');
 }
 

@@ -42,6 +42,19 @@ function parseAddress(a: string): { v4: number[] } | { v6: number[] } | undefine
   return { v6: n };
 }
 
+/**
+ * An address as a proxy may write it, without what is not the address: the
+ * brackets of `[2001:db8::1]`, the port of `[2001:db8::1]:443` or of
+ * `192.0.2.1:5555`. Kept, a port would make every connection a client of its own.
+ */
+export function addressOnly(address: string): string {
+  const a = address.trim().toLowerCase();
+  const bracketed = /^\[([^\]]*)\](?::\d+)?$/.exec(a);
+  if (bracketed) return bracketed[1]!;
+  const v4port = /^(\d{1,3}(?:\.\d{1,3}){3}):\d+$/.exec(a);
+  return v4port ? v4port[1]! : a;
+}
+
 const v6Prefix = (n: number[], groups: number): string =>
   `${n
     .slice(0, groups)
@@ -54,7 +67,7 @@ const v6Prefix = (n: number[], groups: number): string =>
  * IPv4-mapped IPv6 address as its IPv4 address.
  */
 export function clientGroup(address: string): string {
-  const a = address.trim().toLowerCase();
+  const a = addressOnly(address);
   const p = parseAddress(a);
   if (!p) return a;
   return 'v4' in p ? p.v4.join('.') : v6Prefix(p.v6, 4);
@@ -66,7 +79,7 @@ export function clientGroup(address: string): string {
  * addresses of one network are cheap to an attacker; many networks are not.
  */
 export function clientNetwork(address: string): string {
-  const a = address.trim().toLowerCase();
+  const a = addressOnly(address);
   const p = parseAddress(a);
   if (!p) return a;
   return 'v4' in p ? `${p.v4.slice(0, 3).join('.')}.0/24` : v6Prefix(p.v6, 3);

@@ -62,8 +62,12 @@ describe('WebSocket connection limits', () => {
   it('past MAX_CONNECTIONS_PER_CLIENT one address is refused while others still connect (behind a proxy: by X-Forwarded-For)', async () => {
     const gw = await gateway(h, { maxConnectionsPerClient: 2, trustProxy: true });
     const a = { 'X-Forwarded-For': '198.51.100.7' };
-    const opened = [await open(gw, a), await open(gw, a)];
+    // A proxy that writes the client's port too: still the same client.
+    const opened = [await open(gw, a), await open(gw, { 'X-Forwarded-For': '198.51.100.7:40001' })];
     try {
+      expect(await open(gw, { 'X-Forwarded-For': '198.51.100.7:40002' })).toMatchObject({
+        status: 503,
+      });
       expect(await open(gw, a)).toMatchObject({
         status: 503,
         body: { error: { reason: 'too_many_connections', message: 'this client has as many connections as it may' } },

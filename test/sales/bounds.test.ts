@@ -242,6 +242,12 @@ describe('anonymous purchases are counted per client address and in total', () =
     expect(clientNetwork('2001:db8:1:2::1')).toBe('2001:db8:1::/48');
     expect(clientNetwork('2001:db8:1:ffff:1:2:3:4')).toBe('2001:db8:1::/48');
     expect(clientNetwork('not an address')).toBe('not an address');
+    // As a proxy may write them: brackets and ports are no part of the client.
+    expect(clientGroup('192.0.2.1:5555')).toBe('192.0.2.1');
+    expect(clientGroup('[::ffff:192.0.2.1]')).toBe('192.0.2.1');
+    expect(clientGroup('[2001:db8:1:2::1]:443')).toBe('2001:db8:1:2::/64');
+    expect(clientNetwork('[2001:db8:1:2::1]:443')).toBe('2001:db8:1::/48');
+    expect(clientNetwork('198.51.100.7:80')).toBe('198.51.100.0/24');
   });
 
   it('clients are grouped as counted: IPv4 as is, IPv4-mapped as IPv4, IPv6 by /64', () => {
