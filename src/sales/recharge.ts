@@ -27,8 +27,9 @@ export interface RechargeRequest {
   cardPin: string;
 }
 
-/** A refusal's reason is the catalogue's or, for a decline, the card company's own. */
-export type RechargeResult = ({ ok: true } & TopupAnswer) | { ok: false; reason: string; message: string };
+/** A refusal's reason is the catalogue's or, for a decline, the card company's own; `retryAfter` (seconds) comes with too_many_purchases. */
+export type RechargeResult =
+  ({ ok: true } & TopupAnswer) | { ok: false; reason: string; message: string; retryAfter?: number };
 
 type State = 'new' | 'authorizing' | 'authorized' | 'capturing' | 'captured' | 'done' | 'declined';
 

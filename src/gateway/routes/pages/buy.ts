@@ -15,6 +15,7 @@ import {
   type FormClient,
   type PageDeps,
   type PageKit,
+  waitFor,
 } from './kit';
 import { buyForm, formUsedPage, notSoldPage, soldPage } from './views';
 
@@ -52,8 +53,6 @@ function readBuyForm(d: PageDeps, f: URLSearchParams): BuyRequest | { status: nu
 }
 
 /** A wait in words: seconds up to two minutes, then minutes (rounded up). */
-const waitFor = (sec: number): string =>
-  sec === 1 ? '1 second' : sec < 120 ? `${sec} seconds` : `${Math.ceil(sec / 60)} minutes`;
 
 async function sell(
   d: PageDeps,

@@ -22,6 +22,7 @@ import {
   type FormClient,
   type PageDeps,
   type PageKit,
+  waitFor,
 } from './kit';
 import {
   checkedPage,
@@ -256,6 +257,11 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
           message:
             'The card company has not answered yet. Submit the same details again in a moment: you will not be charged twice.',
         }
-      : { ...r, message: r.message.endsWith('.') ? r.message : `${r.message}.` };
+      : r.reason === 'too_many_purchases'
+        ? {
+            ...r,
+            message: `Too many payments were started just now. Please wait ${waitFor(r.retryAfter ?? 1)}, then try again.`,
+          }
+        : { ...r, message: r.message.endsWith('.') ? r.message : `${r.message}.` };
   });
 }

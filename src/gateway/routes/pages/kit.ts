@@ -115,3 +115,7 @@ export function pageKit(d: PageDeps): PageKit {
   };
   return { send, fromOurPage, guard };
 }
+
+/** A wait in the words a buyer reads: seconds up to two minutes, then minutes. */
+export const waitFor = (sec: number): string =>
+  sec === 1 ? '1 second' : sec < 120 ? `${sec} seconds` : `${Math.ceil(sec / 60)} minutes`;
