@@ -18,16 +18,17 @@ const scanFields = {
 
 export const RedeemBody = Type.Object({ scan: ScanId, ...scanFields });
 export const ValidateBody = Type.Object(scanFields);
-export const ReverseBody = Type.Object({ scan: ScanId, reason: Type.Optional(Type.String({ maxLength: 200 })) });
+const reverseFields = {
+  scan: ScanId,
+  reason: Type.Optional(Type.String({ maxLength: 200 })),
+  /** The ID the scan redeemed (optional): the reverse then keeps its place among that ID's scans. */
+  id: Type.Optional(Type.String({ maxLength: 40 })),
+};
+export const ReverseBody = Type.Object(reverseFields);
 
 export const RedeemMsg = Type.Object({ op: Type.Literal('redeem'), ref: Ref, scan: ScanId, ...scanFields });
 export const ValidateMsg = Type.Object({ op: Type.Literal('validate'), ref: Ref, ...scanFields });
-export const ReverseMsg = Type.Object({
-  op: Type.Literal('reverse'),
-  ref: Ref,
-  scan: ScanId,
-  reason: Type.Optional(Type.String({ maxLength: 200 })),
-});
+export const ReverseMsg = Type.Object({ op: Type.Literal('reverse'), ref: Ref, ...reverseFields });
 export const StatusMsg = Type.Object({ op: Type.Literal('status'), ref: Ref, id: Type.String({ maxLength: 40 }) });
 
 export type RedeemBody = Static<typeof RedeemBody>;

@@ -399,12 +399,19 @@ export class Redemption {
   }
 
   /** Undoes one earlier redemption of this scanner, by its scan id, once. */
-  reverse(token: TokenInfo, scan: string, reason: string): Promise<Answer> {
+  reverse(token: TokenInfo, scan: string, reason: string, id?: string): Promise<Answer> {
     const scanKey = `${token.name}:${scan}`;
-    const idKey = this.underWay.idOf(scanKey);
+    let idKey = this.underWay.idOf(scanKey);
+    if (idKey === undefined && id !== undefined) {
+      // Its redeem answered before: the ID named with it gives the reverse its place all the same.
+      const checked = checkId(id, this.cfg.idLength);
+      if (!checked.ok) return Promise.resolve(checked);
+      const { hash, bucket } = this.ids.hash(checked.id);
+      idKey = keys.id(bucket, hash);
+    }
     if (idKey === undefined) return this.reverseNow(token, scanKey, reason);
-    // Sent behind its redeem (a journal uploaded in one frame): it takes its place in the ID's
-    // line, after the redeem and before what came after it.
+    // Sent behind its redeem (a journal uploaded in one frame), or naming its ID: it takes its
+    // place in the ID's line, after what came before it and before what came after it.
     return new Promise((resolve, reject) => {
       const barrier = new Barrier(() => {
         const over = (): void => this.arrivals.done(idKey, true);

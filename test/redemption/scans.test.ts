@@ -264,6 +264,30 @@ describe('a journal in one frame is applied in the order it was rung up', () => 
     expect([gw.redemption.arrivals.size, gw.redemption.underWay.size]).toEqual([0, 0]);
   });
 
+  it('a reverse naming its ID keeps its place in the frame, though its sale was answered long before', async () => {
+    for (let round = 0; round < 3; round++) {
+      const id = await sold(cat.wallet);
+      const [k1, k2, kA, kB] = [uniq('n1'), uniq('n2'), uniq('nA'), uniq('nB')];
+      expect(await s.redeem({ scan: k1, id, item: 'beer' })).toMatchObject({ valueLeft: 5_500_000 });
+      expect(await s.redeem({ scan: k2, id, item: 'beer' })).toMatchObject({ valueLeft: 1_000_000 });
+      // 1.00 left. In frame order: a beer that does not fit, the first beer given back, a beer that fits.
+      const frame = [
+        { op: 'redeem', ref: `${kA}-r`, scan: kA, id, item: 'beer' },
+        { op: 'reverse', ref: `${k1}-v`, scan: k1, id },
+        { op: 'redeem', ref: `${kB}-r`, scan: kB, id, item: 'beer' },
+      ];
+      s.send(frame);
+      const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+      expect(got.map((g) => [g.msg.op, g.msg.reason ?? g.msg.valueLeft])).toEqual([
+        ['refused', 'insufficient_value'],
+        ['reversed', 5_500_000],
+        ['redeemed', 1_000_000],
+      ]);
+    }
+    // A malformed ID is refused as in a redeem, and nothing is reversed.
+    expect(await s.request({ op: 'reverse', scan: uniq('n4'), id: '1234' })).toMatchObject({ reason: 'bad_format' });
+  });
+
   it('a reversal holds back what came after it: the next sale finds the value it gave back', async () => {
     for (let round = 0; round < 3; round++) {
       const id = await sold(cat.wallet);
