@@ -16,7 +16,7 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'csv-parse/sync';
 import type { TSchema } from '@sinclair/typebox';
-import { Item, PRODUCT_SCHEMAS, Rate, WEEKDAYS, type Weekday } from './schema';
+import { Item, PRODUCT_SCHEMAS, Rate, RatePlan, WEEKDAYS, type Weekday } from './schema';
 
 type Row = Record<string, string>;
 
@@ -68,6 +68,7 @@ function numericColumns(...schemas: TSchema[]): Set<string> {
 
 const PRODUCT_NUMBERS = numericColumns(...Object.values(PRODUCT_SCHEMAS));
 const RATE_NUMBERS = numericColumns(Rate);
+const PLAN_NUMBERS = numericColumns(RatePlan);
 const ITEM_NUMBERS = numericColumns(Item);
 
 function typed(row: Record<string, string | undefined>, numeric: Set<string>): Record<string, unknown> {
@@ -147,7 +148,7 @@ export function readPlansFile(file: string): unknown[] {
     for (const [col, value] of Object.entries(cells)) {
       if (value === undefined) continue;
       if ((PLAN_COLUMNS as readonly string[]).includes(col)) {
-        const parsed = col === 'periods' ? parsePeriods(value) : col === 'activeFrom' ? num(value) : value;
+        const parsed = col === 'periods' ? parsePeriods(value) : PLAN_NUMBERS.has(col) ? num(value) : value;
         // A plan's own columns may be repeated on its rows, or given once; never two different values.
         if (v[col] !== undefined && JSON.stringify(v[col]) !== JSON.stringify(parsed))
           throw new Error(`${where}: plan ${plan} has two different values of ${col}`);

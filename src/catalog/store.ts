@@ -283,8 +283,7 @@ export const tokenHash = (token: string): string => createHash('sha256').update(
  */
 export const RESERVED_NAMES: Partial<Record<Role, string>> = { sales: BUY_PAGE_NAME, admin: CLI_NAME };
 
-/** Throws unless a token (new or changed) is one the gateways can serve. */
-/** What makes a token's grant unusable, or undefined when nothing does. */
+/** What makes a token's grant (new or changed) one the gateways cannot serve, or undefined when nothing does. */
 export function tokenProblem(info: TokenInfo): string | undefined {
   if (!checkToken(info)) return `token: ${describeErrors(checkToken.errors)}`;
   // A scanner redeems for its venue only, so it must have one.
@@ -297,6 +296,7 @@ export function tokenProblem(info: TokenInfo): string | undefined {
   return undefined;
 }
 
+/** Throws unless a token (new or changed) is one the gateways can serve. */
 function assertUsable(info: TokenInfo): void {
   const problem = tokenProblem(info);
   if (problem) throw new Error(problem);

@@ -3,7 +3,7 @@ import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { CatalogCache } from '../catalog/cache';
 import type { Role, TokenInfo } from '../catalog/schema';
 import { messageOf, statusOf, type Reason } from '../protocol/reasons';
-import { addressOnly } from '../sales/anonymous';
+import { addressOnly } from '../protocol/client-address';
 
 export const STATUS: Record<number, string> = {
   200: '200 OK',

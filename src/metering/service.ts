@@ -52,7 +52,7 @@ const UNKNOWN_CALL: TickResult = Object.freeze({
   freshCut: false,
 });
 
-/** A stop: switch, call, seconds, cause, and the call's ID (or caller) and destination, for a lost call. */
+/** A start: switch, call, the ID as keyed, the dialled number, the caller's number, mode, origin. */
 type StartCall = [
   sw: string,
   call: string,
@@ -62,7 +62,10 @@ type StartCall = [
   mode?: 'tick' | 'quota',
   origin?: string,
 ];
+/** A stop: switch, call, seconds, cause, and the call's ID (or caller) and destination, for a lost call. */
 type StopCall = [sw: string, call: string, sec: number, cause: string, lost?: LostCall];
+/** What a stop may say of its call: its ID, or the caller number it was started by, and its destination. */
+type LostCall = { id?: unknown; ani?: unknown; dest: string };
 
 /** Keeps `p` in `map` under `key` until it settles (unless a later one took its place); returns it. */
 function underWay<T>(map: Map<string, Promise<T>>, key: string, p: Promise<T>): Promise<T> {
@@ -73,8 +76,6 @@ function underWay<T>(map: Map<string, Promise<T>>, key: string, p: Promise<T>): 
   p.then(over, over);
   return p;
 }
-/** What a stop may say of its call: its ID, or the caller number it was started by, and its destination. */
-type LostCall = { id?: unknown; ani?: unknown; dest: string };
 
 /**
  * The destination as the rate plans know it: E.164 digits, country code first.

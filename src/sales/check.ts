@@ -17,7 +17,7 @@ import type { Context } from '../app/context';
 import type { IdKeys } from '../ids/secrets';
 import { idHash } from '../ledger/id-fields';
 import { keys } from '../redis/keys';
-import { clientGroup } from './anonymous';
+import { clientGroup } from '../protocol/client-address';
 import { hashPin, verifyPin } from './pin';
 import { pinAttempt, type PinGate } from './scripts';
 

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
-import { clientGroup, clientNetwork } from '../../src/sales/anonymous';
+import { clientGroup, clientNetwork } from '../../src/protocol/client-address';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
 import { baseOf, formSession, http } from '../support/http';
 import { until } from '../support/wait';
