@@ -72,7 +72,7 @@ export class HttpApi {
       const tok = bearer(req);
       const idempotencyKey = req.getHeader('idempotency-key');
       const params = Array.from({ length: nParams }, (_, i) => pathParam(req, i));
-      const body = method === 'post' ? readJson(res, this.bodyLimit) : Promise.resolve({});
+      const body = method === 'post' ? readJson(res, reply, this.bodyLimit) : Promise.resolve({});
       body.catch(() => undefined); // reported below, once authorized
       void (async () => {
         try {

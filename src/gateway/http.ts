@@ -25,6 +25,8 @@ export const STATUS: Record<number, string> = {
 
 export interface Reply {
   aborted: boolean;
+  /** Runs `fn` when the client goes away before it is answered (at once if it has). */
+  onAbort(fn: () => void): void;
   send(status: number, body: string, contentType?: string, headers?: Record<string, string>): void;
   json(status: number, body: unknown): void;
   /** `{error: {reason, message}}` with the reason's status from the catalogue. */
@@ -33,8 +35,13 @@ export interface Reply {
 
 /** Must be called synchronously in the route handler: uWS requires onAborted before any await. */
 export function replyFor(res: HttpResponse): Reply {
+  const onAbort: (() => void)[] = [];
   const r: Reply = {
     aborted: false,
+    onAbort(fn) {
+      if (r.aborted) fn();
+      else onAbort.push(fn);
+    },
     send(status, body, contentType = 'application/json', headers = {}) {
       if (r.aborted) return;
       res.cork(() => {
@@ -52,6 +59,7 @@ export function replyFor(res: HttpResponse): Reply {
   };
   res.onAborted(() => {
     r.aborted = true;
+    for (const fn of onAbort) fn();
   });
   return r;
 }
@@ -68,12 +76,19 @@ export class BodyError extends Error {
 /** The status line uWS writes for a status code. */
 export const statusLine = (status: number): string => STATUS[status] ?? `${status} Status`;
 
-/** Reads the whole body, refusing more than `limit` bytes. */
-export function readBody(res: HttpResponse, limit: number): Promise<string> {
+/**
+ * Reads the whole body, refusing more than `limit` bytes. A client that goes
+ * away mid-body fails it too: its handler must end, and free what it holds.
+ */
+export function readBody(res: HttpResponse, reply: Reply, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     let failed = false;
+    reply.onAbort(() => {
+      failed = true;
+      reject(new BodyError('body_incomplete', 'the connection closed before the body was complete'));
+    });
     res.onData((chunk, isLast) => {
       if (failed) return;
       size += chunk.byteLength;
@@ -89,8 +104,8 @@ export function readBody(res: HttpResponse, limit: number): Promise<string> {
 }
 
 /** The body as JSON (an empty body is {}). */
-export async function readJson(res: HttpResponse, limit: number): Promise<unknown> {
-  const text = await readBody(res, limit);
+export async function readJson(res: HttpResponse, reply: Reply, limit: number): Promise<unknown> {
+  const text = await readBody(res, reply, limit);
   if (text.trim() === '') return {};
   try {
     return JSON.parse(text);
@@ -100,8 +115,8 @@ export async function readJson(res: HttpResponse, limit: number): Promise<unknow
 }
 
 /** An HTML form post (application/x-www-form-urlencoded). */
-export async function readForm(res: HttpResponse, limit: number): Promise<URLSearchParams> {
-  return new URLSearchParams(await readBody(res, limit));
+export async function readForm(res: HttpResponse, reply: Reply, limit: number): Promise<URLSearchParams> {
+  return new URLSearchParams(await readBody(res, reply, limit));
 }
 
 /**
@@ -125,8 +140,21 @@ export function pathParam(req: HttpRequest, i: number): string {
 export function clientAddress(res: HttpResponse, req: HttpRequest, trustProxy: boolean): string {
   // The last entry is the one our own proxy added; earlier ones are whatever the client sent.
   // Some proxies add the client's port: no part of the client, or each connection would be one.
-  const forwarded = trustProxy ? addressOnly(req.getHeader('x-forwarded-for').split(',').pop() ?? '') : '';
+  const forwarded = trustProxy ? addressOnly(lastForwarded(req)) : '';
   return forwarded || Buffer.from(res.getRemoteAddressAsText()).toString('utf8');
+}
+
+/**
+ * The last X-Forwarded-For entry over all the header's lines: a proxy may add a
+ * line of its own below the client's, and lines of one name are one list
+ * (RFC 9110 §5.3). uWS' getHeader would give the first line, the client's.
+ */
+function lastForwarded(req: HttpRequest): string {
+  let last = '';
+  req.forEach((name, value) => {
+    if (name === 'x-forwarded-for') last = value;
+  });
+  return last.split(',').pop() ?? '';
 }
 
 /** The token of an `Authorization: Bearer` header; the scheme is case-insensitive (RFC 9110 §11.1). */

@@ -25,6 +25,7 @@ export const REASONS = {
   bad_value: reason(400, 'bad quantity or price'),
   bad_json: reason(400, 'body is not valid JSON'),
   body_too_large: reason(413, 'body too large'),
+  body_incomplete: reason(400, 'the connection closed before the body was complete'),
   not_found: reason(404, 'no such endpoint'),
   method_not_allowed: reason(405, 'this endpoint does not take this method (Allow lists those it takes)'),
 

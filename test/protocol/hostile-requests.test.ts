@@ -10,7 +10,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, type Gateway } from '../../src/gateway/server';
 import { gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
-import { baseOf, http, jsonCall } from '../support/http';
+import { baseOf, http, jsonCall, rawExchange } from '../support/http';
 import { upgrade, Wire } from '../support/ws-client';
 
 let h: Harness;
@@ -73,24 +73,6 @@ describe('two Content-Length headers', () => {
     expect(one.text).toMatch(/^HTTP\/1\.1 200 OK/);
   });
 });
-
-/** Writes `request` on a new TCP connection; what came back until the server closed it (or 2 s passed). */
-function rawExchange(port: number, request: string): Promise<{ text: string; closed: boolean }> {
-  return new Promise((resolve) => {
-    let text = '';
-    const s = connect(port, '127.0.0.1', () => s.write(request));
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve({ text, closed: false });
-    }, 2000);
-    s.on('data', (d) => (text += d.toString('latin1')));
-    s.on('error', () => {});
-    s.on('close', () => {
-      clearTimeout(timer);
-      resolve({ text, closed: true });
-    });
-  });
-}
 
 describe('Authorization scheme', () => {
   it('bearer, BEARER and Bearer all carry the token, over HTTP and at a WebSocket upgrade', async () => {
@@ -193,6 +175,32 @@ describe('upgrades with made-up tokens', () => {
         'overloaded',
         'overloaded',
       ]);
+    } finally {
+      await small.close();
+    }
+  });
+});
+
+describe('a client that leaves mid-body', () => {
+  it('frees its MAX_INFLIGHT_TOTAL slot: requests after it are served, not refused overloaded', async () => {
+    const small = await gateway(h, { maxInflightTotal: 2 });
+    try {
+      const admin = await token(h, 'admin');
+      const head = `POST /v1/admin/ids/4111111111111111/topup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${admin}\r\n`;
+      // Each promises 100 bytes, sends 10 and closes: more of them than there are slots.
+      for (let i = 0; i < 3; i++) {
+        const s = connect(small.port, '127.0.0.1');
+        s.on('error', () => {});
+        s.write(`${head}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"amount":`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        await new Promise<void>((resolve) => s.end(() => resolve()));
+      }
+      let last = 0;
+      for (const until = Date.now() + 3000; Date.now() < until && last !== 200;) {
+        last = (await http(small, 'GET', '/v1/products')).status;
+        if (last !== 200) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(last).toBe(200);
     } finally {
       await small.close();
     }

@@ -11,7 +11,7 @@ import {
   withGateway,
   type Harness,
 } from '../support/harness';
-import { http, type Res } from '../support/http';
+import { http, rawExchange, type Res } from '../support/http';
 import { metricsText, sample } from '../support/metrics';
 import { sleep } from '../support/wait';
 import { Client } from '../support/ws-client';
@@ -140,6 +140,11 @@ describe('metrics', () => {
       expect([far.status, far.json]).toEqual([403, { error: { reason: 'forbidden', message: expect.any(String) } }]);
       const near = await http(g, 'GET', '/metrics', { headers: { 'X-Forwarded-For': '203.0.113.9, 127.0.0.1' } });
       expect(near.status).toBe(200);
+      // A proxy may add its own line below the client's: the lines are one list, its entry the last.
+      const lines = (first: string, second: string): string =>
+        `GET /metrics HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: ${first}\r\nX-Forwarded-For: ${second}\r\nConnection: close\r\n\r\n`;
+      expect((await rawExchange(g.port, lines('127.0.0.1', '203.0.113.9'))).text).toMatch(/^HTTP\/1\.1 403 /);
+      expect((await rawExchange(g.port, lines('203.0.113.9', '127.0.0.1'))).text).toMatch(/^HTTP\/1\.1 200 /);
     });
     const metricsToken = 'm'.repeat(24);
     await withGateway(h, { metricsToken }, async (g) => {

@@ -1,4 +1,5 @@
 /** HTTP calls to a gateway (or any server on 127.0.0.1), with what tests look at in the reply. */
+import { connect } from 'node:net';
 
 export interface Res {
   status: number;
@@ -92,4 +93,22 @@ export async function postPageForm(
 ): Promise<Res> {
   const s = session ?? (await formSession(at, path));
   return http(at, 'POST', path, { form: { form: s.token, ...form }, headers: { ...headers, Cookie: s.cookie } });
+}
+
+/** Writes `request` on a new TCP connection; what came back until the server closed it (or 2 s passed). */
+export function rawExchange(port: number, request: string): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    let text = '';
+    const s = connect(port, '127.0.0.1', () => s.write(request));
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve({ text, closed: false });
+    }, 2000);
+    s.on('data', (d) => (text += d.toString('latin1')));
+    s.on('error', () => {});
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve({ text, closed: true });
+    });
+  });
 }

@@ -104,7 +104,7 @@ export function buyRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     const reply = replyFor(res);
     const fc = formClient(req);
     const client = clientAddress(res, req, d.trustProxy);
-    const form = readForm(res, FORM_LIMIT);
+    const form = readForm(res, reply, FORM_LIMIT);
     kit.guard(reply, async () => {
       const f = await form;
       if (!kit.fromOurPage(fc, f)) return kit.send(reply, 403, 'Buy', await buyPage(d, fc, NOT_OUR_FORM), fc);

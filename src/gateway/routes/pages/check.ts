@@ -133,7 +133,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     const token = pathParam(req, 1);
     const action = `/check/${encodeURIComponent(bucket)}/${encodeURIComponent(token)}`;
     const fc = formClient(req);
-    const form = readForm(res, FORM_LIMIT);
+    const form = readForm(res, reply, FORM_LIMIT);
     const client = clientAddress(res, req, d.trustProxy);
     kit.guard(reply, async () => {
       const f = await form;
@@ -187,7 +187,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       const action = `/check/${encodeURIComponent(bucket)}/${encodeURIComponent(token)}`;
       const fc = formClient(req);
       const client = clientAddress(res, req, d.trustProxy);
-      const form = readForm(res, FORM_LIMIT);
+      const form = readForm(res, reply, FORM_LIMIT);
       kit.guard(reply, async () => {
         const f = await form;
         const pinAgain = (status: number, msg: string): void =>
