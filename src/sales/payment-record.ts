@@ -7,7 +7,7 @@
  * sweep reads the attempts left midway from.
  */
 import type { Context } from '../app/context';
-import { isReason, messageOf } from '../protocol/reasons';
+import { isReason, messageOf, statusOf } from '../protocol/reasons';
 import { bucketOfKey } from '../redis/keys';
 import { replicated } from '../redis/replication';
 import type { PaymentProvider } from './provider';
@@ -30,10 +30,28 @@ export interface PaymentRecord {
  */
 export type Payment = { to: 'captured' } | { to: 'pending' } | { to: 'decline' | 'void'; reason: string };
 
-/** A declined attempt's answer: our reasons are the catalogue's, any other is the card company's decline. */
-export function declinedAnswer(reason = 'declined'): { ok: false; reason: string; message: string } {
-  if (isReason(reason)) return { ok: false, reason, message: messageOf(reason) };
-  return { ok: false, reason, message: `declined by the card company: ${reason}` };
+/** How a card company's reason is recorded when it is not one of the card declines we name ourselves. */
+const CARD = 'card:';
+
+/**
+ * A card company's decline reason as recorded: one of the catalogue's card
+ * declines (402) as it is, any other name marked as the card company's, so that
+ * its `expired` (a card's) never reads as ours (an ID's, 410).
+ */
+function cardReason(reason: string): string {
+  return isReason(reason) && statusOf(reason) === 402 ? reason : CARD + reason;
+}
+
+/** A declined attempt's answer: our reasons are the catalogue's, any other is the card company's decline (402). */
+export function declinedAnswer(recorded = 'declined'): {
+  ok: false;
+  reason: string;
+  message: string;
+  httpStatus?: number;
+} {
+  const reason = recorded.startsWith(CARD) ? recorded.slice(CARD.length) : recorded;
+  if (reason === recorded && isReason(reason)) return { ok: false, reason, message: messageOf(reason) };
+  return { ok: false, reason, message: `declined by the card company: ${reason}`, httpStatus: 402 };
 }
 
 export class PaymentRecords<R extends PaymentRecord> {
@@ -121,7 +139,8 @@ export class PaymentRecords<R extends PaymentRecord> {
     if (r.st === 'authorizing' || r.st === 'capturing') {
       const s = await provider.status(ref);
       if (s.state === 'unknown') return { to: 'pending' };
-      if (s.state === 'declined' || s.state === 'voided') return { to: 'decline', reason: s.reason ?? s.state };
+      if (s.state === 'declined' || s.state === 'voided')
+        return { to: 'decline', reason: cardReason(s.reason ?? s.state) };
       if (s.state === 'none') r.st = 'new';
       if (s.state === 'authorized') r.st = 'authorized';
       if (s.state === 'captured') {
@@ -140,7 +159,7 @@ export class PaymentRecords<R extends PaymentRecord> {
         currency: r.cur!,
       });
       if (a.status === 'unknown') return { to: 'pending' };
-      if (a.status === 'declined') return { to: 'decline', reason: a.reason };
+      if (a.status === 'declined') return { to: 'decline', reason: cardReason(a.reason) };
       r.st = 'authorized';
       await this.set(key, { st: 'authorized' });
     }
@@ -151,7 +170,8 @@ export class PaymentRecords<R extends PaymentRecord> {
       const c = await provider.capture(ref);
       if (c.status === 'unknown') return { to: 'pending' };
       // Do not leave the payer's credit held for what they will not get.
-      if (c.status !== 'captured') return { to: 'void', reason: c.status === 'declined' ? c.reason : 'capture_failed' };
+      if (c.status !== 'captured')
+        return { to: 'void', reason: c.status === 'declined' ? cardReason(c.reason) : 'capture_failed' };
       r.st = 'captured';
       r.commission = String(c.commission);
       await this.set(key, { st: 'captured', commission: c.commission });

@@ -19,7 +19,14 @@ export type Outcome =
   | { status: 'declined'; reason: string }
   | { status: 'unknown'; detail: string };
 
-export type PaymentState = 'none' | 'authorized' | 'captured' | 'voided' | 'declined';
+const PAYMENT_STATES = ['none', 'authorized', 'captured', 'voided', 'declined'] as const;
+export type PaymentState = (typeof PAYMENT_STATES)[number];
+
+/** A commission in micro-units: absent is none; anything but a whole amount of 0 or more is unreadable. */
+function commissionOf(v: unknown): number | undefined {
+  if (v === undefined || v === null) return 0;
+  return Number.isSafeInteger(v) && (v as number) >= 0 ? (v as number) : undefined;
+}
 
 export interface PaymentStatus {
   state: PaymentState;
@@ -72,8 +79,13 @@ export class HttpProvider implements PaymentProvider {
     switch (j.status) {
       case 'approved':
         return { status: 'approved', authId: String(j.authId) };
-      case 'captured':
-        return { status: 'captured', commission: Number(j.commission ?? 0) };
+      case 'captured': {
+        // What the card company keeps goes into the books: an amount that is not one says nothing.
+        const commission = commissionOf(j.commission);
+        if (commission === undefined)
+          return { status: 'unknown', detail: `capture answer with commission ${String(j.commission)}` };
+        return { status: 'captured', commission };
+      }
       case 'voided':
         return { status: 'voided' };
       case 'declined':
@@ -102,11 +114,16 @@ export class HttpProvider implements PaymentProvider {
     if (r.code === 404) return { state: 'none' };
     if (r.code !== 200) return { state: 'unknown', detail: `HTTP ${r.code}` };
     const j = r.json;
+    // A state we do not know, or a capture without a readable commission, is no answer.
+    const state = PAYMENT_STATES.find((s) => s === j.state);
+    const commission = commissionOf(j.commission);
+    if (!state || (state === 'captured' && commission === undefined))
+      return { state: 'unknown', detail: `payment in state ${String(j.state)}, commission ${String(j.commission)}` };
     return {
-      state: j.state as PaymentState,
-      authId: j.authId as string | undefined,
-      commission: j.commission as number | undefined,
-      reason: j.reason as string | undefined,
+      state,
+      authId: typeof j.authId === 'string' ? j.authId : undefined,
+      commission,
+      reason: typeof j.reason === 'string' ? j.reason : undefined,
     };
   }
 }

@@ -42,11 +42,11 @@ export interface Sold {
 }
 
 /**
- * A refusal's reason is one of the catalogue's (protocol/reasons.ts) or, for a decline, the card company's own;
- * `retryAfter` (seconds) comes with too_many_purchases.
+ * A refusal's reason is one of the catalogue's (protocol/reasons.ts) or, for a decline, the card company's own
+ * (with `httpStatus` 402: its name may be one of ours); `retryAfter` (seconds) comes with too_many_purchases.
  */
 export type PurchaseResult =
-  ({ ok: true } & Sold) | { ok: false; reason: string; message: string; retryAfter?: number };
+  ({ ok: true } & Sold) | { ok: false; reason: string; message: string; retryAfter?: number; httpStatus?: number };
 
 /**
  * `reserved` is only found in records written before IDs were reserved after

@@ -29,7 +29,8 @@ export interface RechargeRequest {
 
 /** A refusal's reason is the catalogue's or, for a decline, the card company's own; `retryAfter` (seconds) comes with too_many_purchases. */
 export type RechargeResult =
-  ({ ok: true } & TopupAnswer) | { ok: false; reason: string; message: string; retryAfter?: number };
+  | ({ ok: true } & TopupAnswer)
+  | { ok: false; reason: string; message: string; retryAfter?: number; httpStatus?: number };
 
 type State = 'new' | 'authorizing' | 'authorized' | 'capturing' | 'captured' | 'done' | 'declined';
 

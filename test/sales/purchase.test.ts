@@ -346,6 +346,29 @@ describe('declines: 402 with the reason, nothing sold', () => {
     });
   }
 
+  it('a card company reason named like one of ours (expired, blocked, unavailable) is still its decline: 402', async () => {
+    const orig = h.sandbox.authorize.bind(h.sandbox);
+    try {
+      for (const reason of ['expired', 'blocked', 'unavailable', 'in_progress']) {
+        h.sandbox.authorize = (b) => {
+          const p = { ...b, state: 'declined' as const, reason };
+          h.sandbox.payments.set(b.reference, p);
+          return p;
+        };
+        const key = newKey(reason.replace('_', ''));
+        const m = await addMember(h, 100_000_000);
+        const r = await buy(gw, salesTok, key, 'talk-d', m);
+        const declined = { error: { reason, message: `declined by the card company: ${reason}` } };
+        expect([r.status, r.json], reason).toEqual([402, declined]);
+        // Answered from its record on a retry: the same.
+        const again = await buy(gw, salesTok, key, 'talk-d', m);
+        expect([again.status, again.json], reason).toEqual([402, declined]);
+      }
+    } finally {
+      h.sandbox.authorize = orig;
+    }
+  });
+
   it('a declined purchase stays declined for its key even once the card would pass', async () => {
     const m = await addMember(h, 1_000_000);
     const key = newKey('poor');

@@ -235,6 +235,46 @@ describe('unknown outcome at capture', () => {
   });
 });
 
+describe('answers that cannot be read are no answer', () => {
+  it('a capture with a commission that is not an amount: pending, nothing booked; sold once it reads right', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('bad-comm');
+    h.sandbox.capture = (ref) => {
+      calls.capture++;
+      const p = orig.capture(ref);
+      if (p) p.commission = 'abc' as never;
+      return p;
+    };
+    try {
+      const first = await buy(gw, salesTok, key, 'talk-t', m);
+      expect([first.status, first.json]).toEqual([503, PENDING]);
+      expect((await saleRecords(h)).filter((r) => r.ref === refOf(key))).toHaveLength(0);
+    } finally {
+      h.sandbox.capture = (ref) => (calls.capture++, orig.capture(ref));
+    }
+    h.sandbox.payments.get(refOf(key))!.commission = commissionOf(PRICE);
+    const second = await buy(gw, salesTok, key, 'talk-t', m);
+    expect(second.status).toBe(200);
+    expect(await recordsOf(h, hashOf(h, second.json.id))).toEqual([
+      expect.objectContaining({ commission: String(commissionOf(PRICE)), net: String(PRICE - commissionOf(PRICE)) }),
+    ]);
+  });
+
+  it('a payment in a state the card company never documented: pending (503), not a server error', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('odd-state');
+    await setFaults(h, { hangNext: 1 });
+    expect((await buy(gw, salesTok, key, 'talk-t', m)).json).toEqual(PENDING);
+    const p = h.sandbox.payments.get(refOf(key))!;
+    p.state = 'pending' as never;
+    const second = await buy(gw, salesTok, key, 'talk-t', m);
+    expect([second.status, second.json]).toEqual([503, PENDING]);
+    p.state = 'authorized';
+    expect((await buy(gw, salesTok, key, 'talk-t', m)).status).toBe(200);
+    expect(await usedCredit(h, m.card)).toBe(PRICE);
+  });
+});
+
 describe('expired holds', () => {
   it('a reservation left by an attempt that never came back returns to inventory once its hold runs out', async () => {
     const g = await gateway(h, { holdMs: 60_000, provider: { ...h.cfg.provider, timeoutMs: 300 } });

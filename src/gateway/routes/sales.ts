@@ -18,8 +18,8 @@ export function purchaseResult(r: PurchaseResult): ApiResult {
     return { ok: true, ...sold };
   }
   // A reason outside the catalogue is the card company's own decline: 402.
-  const { reason, message, retryAfter } = r;
-  return { ok: false, reason, message, httpStatus: statusOf(reason, 402), ...(retryAfter ? { retryAfter } : {}) };
+  const { reason, message, retryAfter, httpStatus = statusOf(reason, 402) } = r;
+  return { ok: false, reason, message, httpStatus, ...(retryAfter ? { retryAfter } : {}) };
 }
 
 /** The sales API: catalog, purchases (Idempotency-Key), access numbers, and the operator's sale tools. */

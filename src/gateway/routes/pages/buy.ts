@@ -83,7 +83,7 @@ async function sell(
         : r.message;
     return kit.send(
       reply,
-      statusOf(r.reason, 402),
+      r.httpStatus ?? statusOf(r.reason, 402),
       'Not sold',
       notSoldPage(text, pending, await buyPage(d, fc, undefined, pending ? b.nonce : undefined)),
       fc,

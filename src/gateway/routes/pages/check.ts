@@ -177,7 +177,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       client: string,
     ) => Promise<
       | { ok: true; amount: number; balance: number; currency: string; expires?: number }
-      | { ok: false; reason: string; message: string; keep?: string; retryAfter?: number }
+      | { ok: false; reason: string; message: string; keep?: string; retryAfter?: number; httpStatus?: number }
     >,
   ): void => {
     app.post(`/check/:bucket/:token/${suffix}`, (res, req) => {
@@ -210,7 +210,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     action: string,
     grant: string,
     loc: { key: string; bucket: number },
-    r: { reason: string; message: string; keep?: string; retryAfter?: number },
+    r: { reason: string; message: string; keep?: string; retryAfter?: number; httpStatus?: number },
   ): Promise<void> {
     const o = await d.recharges.offerOf(loc);
     const forms = o.allowed
@@ -224,7 +224,14 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
         })
       : undefined;
     const extra: Record<string, string> = r.retryAfter ? { 'Retry-After': String(r.retryAfter) } : {};
-    kit.send(reply, statusOf(r.reason, 402), 'Not recharged', notRechargedPage(r.message, forms, action), fc, extra);
+    kit.send(
+      reply,
+      r.httpStatus ?? statusOf(r.reason, 402),
+      'Not recharged',
+      notRechargedPage(r.message, forms, action),
+      fc,
+      extra,
+    );
   }
 
   rechargeRoute('voucher', async (loc, f, token) => {
