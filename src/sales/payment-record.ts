@@ -180,6 +180,29 @@ export class PaymentRecords<R extends PaymentRecord> {
     return { to: 'captured' };
   }
 
+  /**
+   * Gives the payment of `ref` back (voids an authorization, refunds a
+   * capture): true once nothing is held on the card. A void the card company
+   * refuses while it still holds the money is logged for the operator and
+   * answers false, like no answer at all: the attempt stays open, and a retry
+   * or the abandoned-attempt sweep asks again. Never does an attempt end
+   * declined with the buyer's money kept.
+   */
+  async giveBack(provider: PaymentProvider, ref: string): Promise<boolean> {
+    const v = await provider.void(ref);
+    if (v.status === 'voided') return true;
+    if (v.status !== 'declined') return false;
+    // Refused: by its state, not the refusal's name, is anything still held?
+    const s = await provider.status(ref);
+    if (s.state === 'none' || s.state === 'declined' || s.state === 'voided') return true;
+    if (s.state !== 'unknown')
+      this.ctx.log.error(
+        { ref, reason: v.reason, state: s.state },
+        'the card company refused to give a payment back: the attempt stays open and is asked again',
+      );
+    return false;
+  }
+
   /** Takes an attempt out of the open set (its record is gone). */
   async unlist(key: string): Promise<void> {
     await this.ctx.redis.zrem(this.openSet(bucketOfKey(key)), key);

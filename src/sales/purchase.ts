@@ -189,11 +189,10 @@ export class Purchases {
     return fail('payment_pending');
   }
 
-  /** Cancels what the card company holds, then declines; when it does not answer, the purchase stays as it is. */
+  /** Gives back what the card company holds, then declines; until it has, the purchase stays as it is. */
   private async voidThenDecline(key: string, ref: string, reason: string, r: PurchaseRecord): Promise<PurchaseResult> {
-    const v = await this.provider.void(ref);
-    // Still unknown: a retry (or the abandoned-purchase sweep) voids it.
-    if (v.status === 'unknown') return this.pending();
+    // Not given back yet: a retry (or the abandoned-purchase sweep) tries again.
+    if (!(await this.records.giveBack(this.provider, ref))) return this.pending();
     return this.decline(key, reason, r);
   }
 
@@ -310,10 +309,11 @@ export class Purchases {
         try {
           const s = await this.provider.status(ref);
           if (s.state === 'unknown') continue;
-          if (s.state === 'authorized' || s.state === 'captured') {
-            const v = await this.provider.void(ref);
-            if (v.status !== 'voided') continue;
-          }
+          if (
+            (s.state === 'authorized' || s.state === 'captured') &&
+            !(await this.records.giveBack(this.provider, ref))
+          )
+            continue;
           await this.decline(key, 'abandoned', r);
           settled++;
           this.log.warn({ ref, was: s.state }, 'abandoned purchase settled: payment voided, ID back in stock');

@@ -144,8 +144,7 @@ export class Recharges {
   }
 
   private async voidThenDecline(key: string, ref: string, reason: string): Promise<RechargeResult> {
-    const v = await this.provider.void(ref);
-    if (v.status === 'unknown') return fail('payment_pending');
+    if (!(await this.records.giveBack(this.provider, ref))) return fail('payment_pending');
     return this.decline(key, reason);
   }
 
@@ -215,8 +214,7 @@ export class Recharges {
             r.commission = String(s.commission ?? 0);
             await this.credit(key, ref, hash, r);
           } else if (s.state === 'authorized') {
-            const v = await this.provider.void(ref);
-            if (v.status !== 'voided') continue;
+            if (!(await this.records.giveBack(this.provider, ref))) continue;
             await this.decline(key, 'abandoned');
           } else await this.decline(key, 'abandoned');
           settled++;

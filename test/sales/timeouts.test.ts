@@ -275,6 +275,32 @@ describe('answers that cannot be read are no answer', () => {
   });
 });
 
+describe('a void the card company refuses', () => {
+  it('while it holds the money the purchase stays open (503 payment_pending), never declined with the money kept', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('void-refused');
+    const ref = refOf(key);
+    // Capture is refused, and so is the void that should follow it: the authorization stays held.
+    const origVoid = h.sandbox.void.bind(h.sandbox);
+    h.sandbox.capture = (r) => (calls.capture++, h.sandbox.payments.get(r));
+    h.sandbox.void = (r) => h.sandbox.payments.get(r);
+    try {
+      const first = await buy(gw, salesTok, key, 'talk-t', m);
+      expect([first.status, first.json]).toEqual([503, PENDING]);
+      expect((await payment(h, ref)).body.state).toBe('authorized');
+      expect(await usedCredit(h, m.card)).toBe(PRICE);
+    } finally {
+      h.sandbox.capture = (r) => (calls.capture++, orig.capture(r));
+      h.sandbox.void = origVoid;
+    }
+    // The retry goes on from there: the card company now captures, and the buyer gets the ID paid for.
+    const second = await buy(gw, salesTok, key, 'talk-t', m);
+    expect(second.status).toBe(200);
+    expect(await usedCredit(h, m.card)).toBe(PRICE);
+    expect((await payment(h, ref)).body.state).toBe('captured');
+  });
+});
+
 describe('expired holds', () => {
   it('a reservation left by an attempt that never came back returns to inventory once its hold runs out', async () => {
     const g = await gateway(h, { holdMs: 60_000, provider: { ...h.cfg.provider, timeoutMs: 300 } });
