@@ -2,23 +2,28 @@
 KEYS[1] ID hash              ts:{bN}:id:<idHash>
 KEYS[2] sale records         ts:{bN}:sales (stream)
 ARGV[1] now (ms)   ARGV[2] reason   ARGV[3] operator
-Returns {'ok', value taken back, recordId, purchase reference, duplicate(0|1)} or {'err', reason}:
+Returns {'ok', value taken back, recordId, the card company's payment reference ('' for a sale by hand:
+nothing to void), duplicate(0|1)} or {'err', reason}:
 unknown_id, not_sold, already_used (a call or a redemption happened: refuse, nothing changes).
 The ID is blocked with its value at zero, and a refund record holds the value taken back, so
 value sold = balance + call, redemption and refund records still holds.
 ]]
 -- @include "id_fields"
-local f = id_fields(KEYS[1], { 'st', 'bal', 'face', 'first', 'act', 'pref', 'refrec', 'prod', 'cur', 'why', 'srec' })
+local f = id_fields(KEYS[1],
+  { 'st', 'bal', 'face', 'first', 'act', 'pref', 'refrec', 'prod', 'cur', 'why', 'srec', 'prev' })
 if not f[1] then return { 'err', 'unknown_id' } end
 if f[7] then return { 'ok', tonumber(f[3]), f[7], f[6] or '', 1 } end
+-- A blocked ID (lost, stolen) is judged by the state it was blocked in.
+local st = f[1] == 'blocked' and f[12] or f[1]
 -- Spent to zero (calls, redemptions, a voucher's transfer): sold and used, not unsold.
-if f[1] == 'exhausted' then return { 'err', 'already_used' } end
-if f[1] ~= 'sold' then return { 'err', 'not_sold' } end
+if st == 'exhausted' then return { 'err', 'already_used' } end
+if st ~= 'sold' then return { 'err', 'not_sold' } end
 if (tonumber(f[4]) or 0) > 0 or tonumber(f[2]) ~= tonumber(f[3]) or (tonumber(f[5]) or 0) > 0 then
   return { 'err', 'already_used' }
 end
 local idh = string.match(KEYS[1], 'id:(.+)$')
--- The sale's reference: a purchase keeps it on the ID; a sale by hand only in its record (if not archived).
+-- The sale's reference: a purchase keeps it on the ID, and it is the card company's payment too; a sale
+-- by hand has it only in its record (if not archived), and it is the operator's note: nothing to void.
 local ref = f[6]
 if not ref and f[11] then
   local sale = redis.call('XRANGE', KEYS[2], f[11], f[11])[1]
@@ -28,9 +33,10 @@ if not ref and f[11] then
     end
   end
 end
+local payment = f[6] or ''
 ref = ref or ''
 local rec = redis.call('XADD', KEYS[2], '*', 'type', 'refund', 'id', idh, 'product', f[8], 'face', f[3],
   'currency', f[9], 'amount', f[2], 'ref', ref, 'channel', ARGV[3], 'reason', ARGV[2], 'time', ARGV[1])
 redis.call('HSET', KEYS[1], 'st', 'blocked', 'prev', 'sold', 'why', 'refunded: ' .. ARGV[2], 'blk', ARGV[1],
   'bal', '0', 'refrec', rec)
-return { 'ok', tonumber(f[2]), rec, ref, 0 }
+return { 'ok', tonumber(f[2]), rec, payment, 0 }

@@ -23,10 +23,10 @@ export async function refundSale(
   // On a replica before the payment is voided: a refund must not be lost after its money went back.
   // A repeated refund answers the first, which another gateway may have written.
   await (r.duplicate ? replicatedSeen : replicated)(ctx.redis, loc.key);
-  const { refunded, record, purchaseRef: ref, duplicate } = r;
+  const { refunded, record, payment, duplicate } = r;
   let providerStatus = 'not_paid_through_a_provider';
-  if (ref) {
-    const v = await provider.void(ref);
+  if (payment) {
+    const v = await provider.void(payment);
     // Voided before (a repeated refund) is what we want too.
     providerStatus =
       v.status === 'declined' ? (v.reason === 'payment_voided' ? 'voided' : `void_refused: ${v.reason}`) : v.status;

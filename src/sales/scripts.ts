@@ -179,7 +179,7 @@ export async function pinAttempt(
 }
 
 export type RefundReply =
-  | { ok: true; refunded: number; record: string; purchaseRef: string; duplicate: boolean }
+  | { ok: true; refunded: number; record: string; payment: string; duplicate: boolean }
   | { ok: false; reason: 'unknown_id' | 'not_sold' | 'already_used' };
 
 /** Takes back an unused sold ID: blocked, value to zero, a refund record. */
@@ -196,7 +196,7 @@ export async function refundId(
       ok: true,
       refunded: Number(r[1]),
       record: String(r[2] ?? ''),
-      purchaseRef: String(r[3] ?? ''),
+      payment: String(r[3] ?? ''),
       duplicate: r[4] === 1,
     };
   if (Array.isArray(r) && r[0] === 'err' && (r[1] === 'unknown_id' || r[1] === 'not_sold' || r[1] === 'already_used'))

@@ -247,6 +247,27 @@ describe('refund', () => {
     });
   });
 
+  it('a hand sale whose note names a card payment refunds without voiding that payment', async () => {
+    const b = await buyOne();
+    const [id] = await mint(h, P, 1);
+    expect((await runCliIn(h, 'activate', id!, '--ref', b.ref)).code).toBe(0);
+    const r = await refund(id!, 'changed mind');
+    expect([r.status, r.json.provider]).toEqual([200, 'not_paid_through_a_provider']);
+    // The other buyer's payment and ID are as they were.
+    expect((await payment(h, b.ref)).body.state).toBe('captured');
+    expect(await usedCredit(h, b.buyer.card)).toBe(PRICE);
+    expect(await idFields(h, b.id)).toMatchObject({ st: 'sold', bal: String(FACE) });
+  });
+
+  it('an unused ID blocked after its sale (lost, stolen) is refunded and stays blocked', async () => {
+    const b = await buyOne();
+    expect((await runCliIn(h, 'block', b.id, '--reason', 'reported stolen')).code).toBe(0);
+    const r = await refund(b.id, 'stolen card');
+    expect([r.status, r.json.refunded, r.json.provider]).toEqual([200, FACE, 'voided']);
+    expect(await idFields(h, b.id)).toMatchObject({ st: 'blocked', bal: '0' });
+    expect(await usedCredit(h, b.buyer.card)).toBe(0);
+  });
+
   it('a refunded ID stays blocked: unblock refuses it, so it cannot be topped up and used again', async () => {
     const [id] = await mint(h, P, 1);
     expect((await runCliIn(h, 'activate', id!, '--ref', 'till-7 receipt 42')).code).toBe(0);
