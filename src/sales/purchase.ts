@@ -18,7 +18,7 @@ import { declinedAnswer, PaymentRecords } from './payment-record';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
 import { checkLink } from './check';
-import { sellId } from './scripts';
+import { bindPurchase, sellId } from './scripts';
 import type { PaymentProvider } from './provider';
 import type { Metrics } from '../observability/metrics';
 import { messageOf, type Reason } from '../protocol/reasons';
@@ -196,12 +196,30 @@ export class Purchases {
     return this.decline(key, reason, r);
   }
 
-  /** Takes an ID of the purchase's product for it; false when none is left. */
+  /**
+   * Takes an ID of the purchase's product for it (in place of the one `r` has,
+   * whose hold ran out); false when none is left. An attempt whose lease ran out
+   * while it waited on the card company may still be at work beside the retry
+   * that took over: the first to bind an ID wins, and the other gives its own
+   * back and sells that one, so one payment never sells two IDs.
+   */
   private async hold(key: string, r: PurchaseRecord): Promise<boolean> {
     const held = await this.inventory.reserve(r.product!, Date.now() + this.ctx.cfg.holdMs);
-    if (!held) return false;
-    Object.assign(r, { idHash: held.idHash, bucket: String(held.bucket) });
-    await this.records.set(key, { idHash: held.idHash, bucket: held.bucket });
+    if (!held) {
+      // None left for this attempt; another may have bound one meanwhile, and that one is the purchase's.
+      const [idHash, bucket] = await this.ctx.redis.hmget(key, 'idHash', 'bucket');
+      if (!idHash || idHash === r.idHash) return false;
+      Object.assign(r, { idHash, bucket: bucket ?? '' });
+      return true;
+    }
+    const bound = await bindPurchase(this.ctx.scripts, key, r.idHash ?? '', held);
+    if (bound.ok) Object.assign(r, { idHash: held.idHash, bucket: String(held.bucket) });
+    else {
+      this.log.warn({ key }, 'another attempt of this purchase bound an ID first: selling that one');
+      await this.inventory.release(r.product!, held.bucket, held.idHash);
+      Object.assign(r, { idHash: bound.idHash, bucket: String(bound.bucket) });
+    }
+    await replicated(this.ctx.redis, key);
     return true;
   }
 

@@ -1,6 +1,6 @@
 /**
  * The sales domain's Lua scripts (lua/reserve, release, sell, purchase_claim,
- * purchase_admit, pin_attempt, refund, topup, voucher_take, voucher_settle): one function each, building KEYS/ARGV from named
+ * purchase_bind, purchase_admit, pin_attempt, refund, topup, voucher_take, voucher_settle): one function each, building KEYS/ARGV from named
  * arguments and decoding the reply into a named type. Nothing else in sales/
  * calls a script or reads a raw reply.
  */
@@ -113,6 +113,26 @@ export async function claimPurchase(scripts: Scripts, c: ClaimTerms, now = Date.
   );
   if (Array.isArray(r) && typeof r[0] === 'string' && CLAIMS.includes(r[0])) return r[0] as PurchaseClaim;
   throw replyError('purchase_claim', r);
+}
+
+/** The ID bound to a purchase: this attempt's, or the one another attempt bound first. */
+export type Binding = { ok: true } | { ok: false; idHash: string; bucket: number };
+
+/**
+ * Binds `held` to the purchase under `key` if the ID bound there is still
+ * `seen` ('' for none); else answers the ID another attempt bound meanwhile.
+ */
+export async function bindPurchase(
+  scripts: Scripts,
+  key: string,
+  seen: string,
+  held: { idHash: string; bucket: number },
+): Promise<Binding> {
+  const r = await scripts.run('purchase_bind', [key], [seen, held.idHash, held.bucket]);
+  if (Array.isArray(r) && r[0] === 'ok') return { ok: true };
+  if (Array.isArray(r) && r[0] === 'taken' && typeof r[1] === 'string' && r[1] !== '')
+    return { ok: false, idHash: r[1], bucket: Number(r[2]) };
+  throw replyError('purchase_bind', r);
 }
 
 /** Which count refused an anonymous payment. */

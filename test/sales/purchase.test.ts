@@ -11,10 +11,10 @@ import type { Gateway } from '../../src/gateway/server';
 import { luhnValid } from '../../src/ids/luhn';
 import { messageOf } from '../../src/protocol/reasons';
 import { keys } from '../../src/redis/keys';
-import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
+import { gateway, mint, seedCatalog, startHarness, token, withGateway, type Harness } from '../support/harness';
 import { formSession, http, jsonCall, postPageForm } from '../support/http';
 import { hashOf, idFields } from '../support/redis';
-import { sleep } from '../support/wait';
+import { sleep, until } from '../support/wait';
 import {
   addMember,
   badLuhn,
@@ -434,6 +434,30 @@ describe('idempotent retries', () => {
     const after = await buy(gw, salesTok, key, 'talk-i', m);
     expect(after.json).toEqual(done.json);
     expect(await usedCredit(h, m.card)).toBe(1_000_000);
+  });
+
+  it('a retry that takes over from an attempt whose lease ran out sells the same ID: one payment, one ID', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('lease');
+    const stockBefore = await stock(h, 'talk-i');
+    // Each card company call takes far longer than the lease: the first attempt outlives it.
+    await setFaults(h, { latencyMs: 1500 });
+    await withGateway(h, { purchaseLeaseMs: 300 }, async (g) => {
+      const hash = h.ctx.ids.mac(`purchase:${SALES}/${key}`).slice(0, 32);
+      const record = keys.purchase(h.ctx.ids.bucketOf(hash), hash);
+      const first = buy(g, salesTok, key, 'talk-i', m);
+      // At the card company (its authorize answers 1.5 s on), and its lease over: the retry takes over.
+      await until(async () => (await h.r.hget(record, 'st')) === 'authorizing');
+      await sleep(400);
+      const second = await buy(g, salesTok, key, 'talk-i', m);
+      const done = await first;
+      expect([done.status, second.status]).toEqual([200, 200]);
+      expect(second.json.id).toBe(done.json.id);
+    });
+    await setFaults(h, NO_FAULTS);
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
+    expect(await stock(h, 'talk-i')).toBe(stockBefore - 1);
+    expect((await saleRecords(h)).filter((x) => x.ref === refOf(SALES, key))).toHaveLength(1);
   });
 
   it('the same key with a different body: 422 idempotency_conflict, nothing charged', async () => {
