@@ -493,6 +493,30 @@ describe('idempotent retries', () => {
     expect(await usedCredit(h, m.card)).toBe(2_000_000);
   });
 
+  it('the buy page of a purchase not answered yet is filled in for it: same nonce, same product selected', async () => {
+    const m = await addMember(h, 100_000_000);
+    const fields = {
+      product: TALK.name,
+      pin: PIN,
+      card: m.card,
+      cardPin: m.cardPin,
+      nonce: randomBytes(16).toString('hex'),
+    };
+    await withGateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } }, async (g) => {
+      const session = await formSession(g);
+      await setFaults(h, { hangNext: 1 });
+      const pending = await postPageForm(g, '/buy', fields, session);
+      await setFaults(h, NO_FAULTS);
+      expect(pending.status).toBe(503);
+      expect(pending.text).toContain(`name="nonce" value="${fields.nonce}"`);
+      // Not the list's first product (the cheapest): the one paid for, and only it.
+      expect(pending.text.match(/<option [^>]*selected/g)).toEqual([`<option value="${TALK.name}" selected`]);
+      const done = await postPageForm(g, '/buy', fields, session);
+      expect(done.status).toBe(200);
+    });
+    expect(await usedCredit(h, m.card)).toBe(TALK.price);
+  });
+
   it('the buy form sent again with a changed field: 422 telling the buyer the first purchase stands, not to pay again', async () => {
     const m = await addMember(h, 100_000_000);
     const fields = {

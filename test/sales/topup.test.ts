@@ -482,20 +482,22 @@ describe('the check page', () => {
       const form = {
         grant: field(o.page.text, 'grant'),
         nonce: field(o.page.text, 'nonce'),
-        amount: '500000',
+        // Not the first amount offered, which a browser would select by itself.
+        amount: '2000000',
         ...payer,
       };
       await setFaults(h, { hangNext: 1 });
       const pending = await postPageForm(slow, `${o.path}/recharge`, form, o.session);
       expect(pending.status).toBe(503);
       expect(pending.text).toContain('you will not be charged twice');
-      // The page keeps this recharge's nonce for the retry.
+      // The page keeps this recharge's nonce and amount for the retry.
       expect(field(pending.text, 'nonce')).toBe(form.nonce);
+      expect(pending.text.match(/<option [^>]*selected/g)).toEqual([`<option value="${form.amount}" selected`]);
       expect(await balanceOf(h, o.id)).toBe(1_000_000);
       const done = await postPageForm(slow, `${o.path}/recharge`, form, o.session);
       expect(done.status).toBe(200);
-      expect(await balanceOf(h, o.id)).toBe(1_500_000);
-      expect(await usedCredit(h, payer.card)).toBe(500_000);
+      expect(await balanceOf(h, o.id)).toBe(3_000_000);
+      expect(await usedCredit(h, payer.card)).toBe(2_000_000);
     } finally {
       await setFaults(h, NO_FAULTS);
       await slow.close();

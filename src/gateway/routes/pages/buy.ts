@@ -19,15 +19,23 @@ import {
 } from './kit';
 import { buyForm, formUsedPage, notSoldPage, soldPage } from './views';
 
-/** `keep`: the nonce of a purchase whose outcome is not known yet; submitting again continues it. */
-async function buyPage(d: PageDeps, fc: FormClient, error?: string, keep?: string): Promise<Html> {
+/**
+ * `keep`: a purchase whose outcome is not known yet, its nonce and product: the
+ * form is filled in for it, so submitting the same details again continues it.
+ */
+async function buyPage(
+  d: PageDeps,
+  fc: FormClient,
+  error?: string,
+  keep?: { nonce: string; product: string },
+): Promise<Html> {
   // Only what is on public sale; cheapest first (the catalog's own order is whatever Redis hands back).
   const onSale = d.catalog.products
     .filter(isOnPublicSale)
     .sort((a, b) => a.price - b.price || a.name.localeCompare(b.name));
   const products = await Promise.all(onSale.map((p) => productView(p, d.catalog, d.inventory)));
   // One nonce per form: a double submit or a reload of the POST is the same purchase.
-  return buyForm(products, keep ?? randomBytes(16).toString('hex'), d.formMac(fc.cookie), error);
+  return buyForm(products, keep?.nonce ?? randomBytes(16).toString('hex'), d.formMac(fc.cookie), error, keep?.product);
 }
 
 interface BuyRequest {
@@ -51,8 +59,6 @@ function readBuyForm(d: PageDeps, f: URLSearchParams): BuyRequest | { status: nu
   if (!BuyForm.nonce.test(nonce)) return { status: 400, error: 'The form expired; please try again.' };
   return { product, pin, card, cardPin: f.get('cardPin') ?? '', nonce };
 }
-
-/** A wait in words: seconds up to two minutes, then minutes (rounded up). */
 
 async function sell(
   d: PageDeps,
@@ -85,7 +91,11 @@ async function sell(
       reply,
       r.httpStatus ?? statusOf(r.reason, 402),
       'Not sold',
-      notSoldPage(text, pending, await buyPage(d, fc, undefined, pending ? b.nonce : undefined)),
+      notSoldPage(
+        text,
+        pending,
+        await buyPage(d, fc, undefined, pending ? { nonce: b.nonce, product: b.product.name } : undefined),
+      ),
       fc,
       r.retryAfter ? { 'Retry-After': String(r.retryAfter) } : {},
     );

@@ -88,7 +88,8 @@ async function aniSection(
 /** What a locked check link (or a locked-out client) is told, and when to try again. */
 function lockedMessage(until: number, byClient: boolean): { retry: string; message: string } {
   const retry = String(Math.max(1, Math.ceil((until - Date.now()) / 1000)));
-  const when = new Date(until).toISOString().slice(0, 16).replace('T', ' ');
+  // Shown to the minute, rounded up: the time said is never before the lock ends.
+  const when = new Date(Math.ceil(until / 60_000) * 60_000).toISOString().slice(0, 16).replace('T', ' ');
   const message = byClient
     ? `Too many wrong PINs from your address: try again after ${when} UTC.`
     : `Too many wrong PINs: this link is locked until ${when} UTC. Try again then.`;
@@ -166,7 +167,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
 
   /**
    * A recharge form's POST: the form must come from our page in this browser and carry a live grant for
-   * this link; `run` does the recharge. `keep` on a refusal keeps the card form's nonce (outcome unknown).
+   * this link; `run` does the recharge. `keep` on a refusal keeps the card form's nonce and amount (outcome unknown).
    */
   const rechargeRoute = (
     suffix: 'voucher' | 'recharge',
@@ -177,7 +178,14 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       client: string,
     ) => Promise<
       | { ok: true; amount: number; balance: number; currency: string; expires?: number }
-      | { ok: false; reason: string; message: string; keep?: string; retryAfter?: number; httpStatus?: number }
+      | {
+          ok: false;
+          reason: string;
+          message: string;
+          keep?: { nonce: string; amount: number };
+          retryAfter?: number;
+          httpStatus?: number;
+        }
     >,
   ): void => {
     app.post(`/check/:bucket/:token/${suffix}`, (res, req) => {
@@ -210,7 +218,13 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     action: string,
     grant: string,
     loc: { key: string; bucket: number },
-    r: { reason: string; message: string; keep?: string; retryAfter?: number; httpStatus?: number },
+    r: {
+      reason: string;
+      message: string;
+      keep?: { nonce: string; amount: number };
+      retryAfter?: number;
+      httpStatus?: number;
+    },
   ): Promise<void> {
     const o = await d.recharges.offerOf(loc);
     const forms = o.allowed
@@ -218,9 +232,10 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
           action,
           formToken: d.formMac(fc.cookie),
           grant,
-          nonce: r.keep ?? randomBytes(16).toString('hex'),
+          nonce: r.keep?.nonce ?? randomBytes(16).toString('hex'),
           amounts: o.amounts,
           currency: o.currency,
+          chosen: r.keep?.amount,
         })
       : undefined;
     const extra: Record<string, string> = r.retryAfter ? { 'Retry-After': String(r.retryAfter) } : {};
@@ -260,7 +275,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     return pending
       ? {
           ...r,
-          keep: nonce,
+          keep: { nonce, amount },
           message:
             'The card company has not answered yet. Submit the same details again in a moment: you will not be charged twice.',
         }

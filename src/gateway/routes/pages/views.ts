@@ -26,13 +26,15 @@ export const formRefusedPage = (reason: string): Html =>
 
 /**
  * `products`: buyer views of the products on public sale, in the order shown;
- * `nonce` ties the form to one purchase, `formToken` to this browser (pages.ts).
+ * `nonce` ties the form to one purchase, `formToken` to this browser (pages.ts);
+ * `chosen`: the product selected (the one a purchase still under way was for).
  */
 export const buyForm = (
   products: Record<string, unknown>[],
   nonce: string,
   formToken: string,
   error?: string,
+  chosen?: string,
 ): Html => {
   const talkOnly = products.every((p) => p.kind === 'talk');
   return html`<h1>${talkOnly ? 'Buy talk time' : 'Buy an ID'}</h1>
@@ -44,7 +46,7 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
   <select id="product" name="product" required>
     ${products.map(
       (p) =>
-        html`<option value="${String(p.name)}"${(p.available as number) > 0 ? '' : html` disabled`}>${String(p.title)}: ${money(p.price as number, String(p.currency))}${
+        html`<option value="${String(p.name)}"${p.name === chosen ? html` selected` : ''}${(p.available as number) > 0 ? '' : html` disabled`}>${String(p.title)}: ${money(p.price as number, String(p.currency))}${
           p.talkTimeSec ? html`, about ${duration(p.talkTimeSec as number)}` : ''
         }${(p.available as number) > 0 ? '' : ' (sold out)'}</option>`,
     )}
@@ -135,6 +137,8 @@ export interface RechargeOffer {
   nonce: string;
   amounts: number[];
   currency: string;
+  /** The amount selected (the one a recharge still under way was for). */
+  chosen?: number;
 }
 
 export const rechargeForms = (o: RechargeOffer): Html => html`<h2>Recharge this ID</h2>
@@ -153,7 +157,7 @@ ${
   <input type="hidden" name="nonce" value="${o.nonce}">
   <label for="amount">Amount</label>
   <select id="amount" name="amount" required>
-    ${o.amounts.map((a) => html`<option value="${a}">${money(a, o.currency)}</option>`)}
+    ${o.amounts.map((a) => html`<option value="${a}"${a === o.chosen ? html` selected` : ''}>${money(a, o.currency)}</option>`)}
   </select>
   <label for="card">Card number</label>
   <input id="card" name="card" inputmode="numeric" autocomplete="cc-number" required>
