@@ -4,7 +4,8 @@ KEYS[2] sale records         ts:{bN}:sales (stream)
 ARGV[1] now (ms)   ARGV[2] reason   ARGV[3] operator
 Returns {'ok', value taken back, recordId, the card company's payment reference ('' for a sale by hand:
 nothing to void), duplicate(0|1)} or {'err', reason}:
-unknown_id, not_sold, already_used (a call or a redemption happened: refuse, nothing changes).
+unknown_id, not_sold, already_used (a call or a redemption happened: refuse, nothing changes), recharged
+(topped up since the sale: refuse, nothing changes).
 The ID is blocked with its value at zero, and a refund record holds the value taken back, so
 value sold = balance + call, redemption and refund records still holds.
 ]]
@@ -18,9 +19,10 @@ local st = f[1] == 'blocked' and f[12] or f[1]
 -- Spent to zero (calls, redemptions, a voucher's transfer): sold and used, not unsold.
 if st == 'exhausted' then return { 'err', 'already_used' } end
 if st ~= 'sold' then return { 'err', 'not_sold' } end
-if (tonumber(f[4]) or 0) > 0 or tonumber(f[2]) ~= tonumber(f[3]) or (tonumber(f[5]) or 0) > 0 then
-  return { 'err', 'already_used' }
-end
+local bal, face = tonumber(f[2]), tonumber(f[3])
+if (tonumber(f[4]) or 0) > 0 or bal < face or (tonumber(f[5]) or 0) > 0 then return { 'err', 'already_used' } end
+-- Recharged, never used: taking it back would take the recharges' value, and void only the sale's payment.
+if bal > face then return { 'err', 'recharged' } end
 local idh = string.match(KEYS[1], 'id:(.+)$')
 -- The sale's reference: a purchase keeps it on the ID, and it is the card company's payment too; a sale
 -- by hand has it only in its record (if not archived), and it is the operator's note: nothing to void.

@@ -56,6 +56,7 @@ export const REASONS = {
   not_blocked: reason(409, 'the ID is not blocked'),
   not_sold: reason(409, 'the ID has not been sold'),
   already_used: reason(409, 'the ID has been used'),
+  recharged: reason(409, 'the ID was recharged since its sale: a refund would take the recharges too'),
 
   // Calls (switch protocol)
   insufficient_balance: reason(422, 'not enough balance for the connection fee and a first second'),

@@ -200,7 +200,10 @@ export async function pinAttempt(
 
 export type RefundReply =
   | { ok: true; refunded: number; record: string; payment: string; duplicate: boolean }
-  | { ok: false; reason: 'unknown_id' | 'not_sold' | 'already_used' };
+  | { ok: false; reason: RefundRefusal };
+
+const REFUND_REFUSALS = ['unknown_id', 'not_sold', 'already_used', 'recharged'] as const;
+type RefundRefusal = (typeof REFUND_REFUSALS)[number];
 
 /** Takes back an unused sold ID: blocked, value to zero, a refund record. */
 export async function refundId(
@@ -219,8 +222,8 @@ export async function refundId(
       payment: String(r[3] ?? ''),
       duplicate: r[4] === 1,
     };
-  if (Array.isArray(r) && r[0] === 'err' && (r[1] === 'unknown_id' || r[1] === 'not_sold' || r[1] === 'already_used'))
-    return { ok: false, reason: r[1] as 'unknown_id' | 'not_sold' | 'already_used' };
+  const refusal = Array.isArray(r) && r[0] === 'err' ? REFUND_REFUSALS.find((x) => x === r[1]) : undefined;
+  if (refusal) return { ok: false, reason: refusal };
   throw replyError('refund', r);
 }
 

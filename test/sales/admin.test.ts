@@ -247,6 +247,16 @@ describe('refund', () => {
     });
   });
 
+  it('a recharged, never used ID is refused recharged (not already_used) and nothing changes', async () => {
+    const b = await buyOne();
+    const topup = await http(gw, 'POST', `/v1/admin/ids/${b.id}/topup`, { token: adminTok, body: { amount: 1000 } });
+    expect(topup.status).toBe(200);
+    const r = await refund(b.id, 'changed mind');
+    expect([r.status, r.json.error.reason]).toEqual([409, 'recharged']);
+    expect(await idFields(h, b.id)).toMatchObject({ st: 'sold', bal: String(FACE + 1000) });
+    expect((await payment(h, b.ref)).body.state).toBe('captured');
+  });
+
   it('a hand sale whose note names a card payment refunds without voiding that payment', async () => {
     const b = await buyOne();
     const [id] = await mint(h, P, 1);
