@@ -400,7 +400,8 @@ export class Metering {
     const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));
     // The index names another ID: this call id is not the one the stop describes.
     if (indexed && indexed.id !== ck.id) return { ok: false, reason: 'call_conflict' };
-    // Rated as a call that started `sec` seconds before this stop.
+    // Rated as a call that started `sec` seconds before this stop: its tariff is the one in force
+    // at its answer, with the rate changes from then on, so each second is priced by its own time.
     const now = Date.now();
     const r = await callRecover(this.scripts, ck, {
       now,
@@ -412,7 +413,7 @@ export class Metering {
       idHash: hash,
       aniHash,
       dest,
-      rates: this.catalog.tariffArgs(dest, now),
+      rates: this.catalog.tariffArgs(dest, now - sec * 1000),
     });
     if (!r.ok) return r;
     if (!indexed) await this.locator.restore(sw, call, ck);

@@ -1,7 +1,8 @@
 /**
  * A stop for a call Tessera has no session of (its start was lost with a
  * failed primary) that names the call's ID and destination is billed from the
- * stop: the destination's rate and fee for the seconds reported, no more than
+ * stop: the destination's rate and fee for the seconds reported (each second
+ * at the rate in force for it, from the answer `sec` before the stop), no more than
  * the balance (the rest kept as `short`), a call detail record with cause
  * `recovered`, and `stopped`. A stop without them is `unknown_call`.
  */
@@ -9,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
 import { balanceOf, idFields } from '../support/redis';
+import { putPlans } from '../../src/catalog/store';
 import type { Client } from '../support/ws-client';
 import { cdrsOf, connectSwitch, newCall } from './fixtures';
 
@@ -19,6 +21,9 @@ let refs = 0;
 
 const TALK = talkProduct();
 const SMALL = talkProduct({ name: 'talk-small', face: 1000, price: 1000 });
+/** plan dated: 100 micro/s everywhere, 300 from `changeAt` on (a version in force since just before the suite) */
+const DATED = talkProduct({ name: 'talk-dated', plan: 'dated' });
+let changeAt: number;
 /** plan std: '449' prefix, 1000 micro/s plus 5000 connection fee */
 const DEST449 = '4491234';
 /** plan std: '' prefix, 100 micro/s, no fee */
@@ -26,7 +31,17 @@ const DEST = '4912345';
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [TALK, SMALL]);
+  await seedCatalog(h, [TALK, SMALL, DATED]);
+  changeAt = Date.now() - 1000;
+  // Loaded as it was before the change, so the version it supersedes is still kept.
+  await putPlans(
+    h.ctx.redis,
+    [
+      { name: 'dated', rates: [{ prefix: '', rate: 100, fee: 0 }] },
+      { name: 'dated', activeFrom: changeAt, rates: [{ prefix: '', rate: 300, fee: 0 }] },
+    ],
+    changeAt - 1,
+  );
   gw = await gateway(h);
   ({ c } = await connectSwitch(h, gw.port));
 });
@@ -78,6 +93,21 @@ describe('a stop for a call whose session is gone', () => {
     const call = newCall();
     expect(await stop({ call, sec: 10, id, dest: '0' + DEST449 })).toMatchObject({ op: 'error', reason: 'bad_value' });
     expect(await cdrsOf(h, id!, call)).toEqual([]);
+  });
+
+  it('priced second by second from its answer: a rate change during the call applies from its instant', async () => {
+    const [id] = await soldIds(h, DATED);
+    const call = newCall();
+    // Answered a minute before the change, stopped after it.
+    const sec = Math.ceil((Date.now() - changeAt) / 1000) + 60;
+    const stopped = await stop({ call, sec, id, dest: DEST });
+    const [cdr] = await cdrsOf(h, id!, call);
+    const ans = Number(cdr!.answer);
+    let expected = 0;
+    for (let i = 0; i < sec; i++) expected += ans + i * 1000 >= changeAt ? 300 : 100;
+    expect(expected).toBeLessThan(sec * 300);
+    expect(stopped).toMatchObject({ op: 'stopped', billedSec: sec, cost: expected });
+    expect(cdr).toMatchObject({ cause: 'recovered', rate: '100', cost: String(expected), short: '0' });
   });
 
   it("starts the ID's expiry clock, as a start would have: the call was its first use", async () => {
