@@ -8,7 +8,9 @@
 -- seconds, so the first record stays as written and the audit sums both.
 -- Only the switch's first stop after the reaper's may bill: every later one is
 -- a repeat, whatever seconds it reports (`swstop` marks one that billed nothing;
--- one that billed leaves the cause `late`).
+-- one that billed leaves the cause `late`). Both records together bill what an
+-- ordinary stop of the call would have: the disconnect charge too, here, when
+-- the reaper closed the call before its first billed second (and took none).
 local function late_stop(s, skey, ikey, cdr, now, sec, evkey)
   local c = redis.call('HMGET', skey, 'cost', 'bal1', 'rec', 'cause', 'short', 'ans', 'start', 'swstop')
   local cost, bal = tonumber(c[1]), tonumber(c[2])
@@ -21,13 +23,18 @@ local function late_stop(s, skey, ikey, cdr, now, sec, evkey)
   end
   local ans = tonumber(c[6]) or math.max(tonumber(c[7]), now - sec * 1000)
   local n = tariff_charged(t, sec)
-  local owed = 0
+  local owed, disc = 0, 0
   if n > billed then owed = tariff_cost(t, ans, n) - tariff_cost(t, ans, billed) end
+  if billed == 0 and n > 0 then disc = t.disc end
   local idf = redis.call('HMGET', ikey, 'bal', 'free', 'st')
   local idBal = tonumber(idf[1]) or 0
   local free = free_of(idBal, idf[2])
+  -- The charges first, then the disconnect charge from what is left, as close() takes them.
   local take = owed
   if take > free then take = free end
+  local took = disc
+  if took > free - take then took = free - take end
+  owed, take = owed + disc, take + took
   idBal = idBal - take
   local w = { 'bal', int(idBal) }
   if tonumber(idf[2]) then w[3], w[4] = 'free', int(free - take) end
@@ -41,7 +48,7 @@ local function late_stop(s, skey, ikey, cdr, now, sec, evkey)
     'start', c[7], 'answer', int(ans), 'end', int(now),
     'sec', int(n - billed), 'used', int(sec - used), 'blocks', '',
     -- The connection fee comes with the first billed second: here, when the reaper billed none.
-    'rate', int(tariff_rate(t, ans, used)), 'fee', int((billed == 0 and n > 0) and t.fee or 0), 'disc', '0',
+    'rate', int(tariff_rate(t, ans, used)), 'fee', int((billed == 0 and n > 0) and t.fee or 0), 'disc', int(took),
     'cost', int(take), 'short', int(owed - take), 'bal', int(idBal), 'cause', 'late')
   cost = cost + take
   redis.call('HSET', skey, 'used', int(sec), 'cost', int(cost), 'bal1', int(idBal), 'rec', rec,

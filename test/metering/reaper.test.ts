@@ -13,16 +13,27 @@ import { Client, type Msg } from '../support/ws-client';
 import { cdrsOf, connectSwitch, msgs, newCall, sessionKey } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
+import { putPlans } from '../../src/catalog/store';
 
 let h: Harness;
 const DEST = '4912345'; // 100 micro/s, no fee
 const DEST449 = '4491234'; // 1000 micro/s + 5000 fee
+/** plan minimums: 400 micro/s, 20000 fee, 30/6 blocks, 60 s and 50000 at least, 10000 disconnect charge */
+const MINIMUMS = talkProduct({ name: 'talk-minimums', plan: 'minimums', thresholds: [] });
 let refs = 0;
 const ref = (): number => ++refs;
 
 beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h);
+  await putPlans(h.ctx.redis, [
+    {
+      name: 'minimums',
+      rates: [
+        { prefix: '', rate: 400, fee: 20_000, initial: 30, next: 6, minSec: 60, minCost: 50_000, disconnect: 10_000 },
+      ],
+    },
+  ]);
 });
 afterAll(async () => {
   await h?.stop();
@@ -147,6 +158,48 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
     // Rated from this answer time: the stop's time less its seconds, never before the start.
     expect(Number(late!.answer)).toBeGreaterThanOrEqual(Number(late!.start));
     expect(Number(late!.answer)).toBeLessThanOrEqual(Number(late!.end));
+  });
+
+  it('a late stop of a call reaped while ringing bills what its stop would have, disconnect charge included', async () => {
+    const start = async (): Promise<{ id: string; call: string }> => {
+      const [id] = await soldIds(h, MINIMUMS);
+      const call = newCall();
+      expect(await c.request({ op: 'start', ref: ref(), call, id, dest: DEST })).toMatchObject({ op: 'started' });
+      return { id: id!, call };
+    };
+    // The same call stopped while live: 10 s charged as 60 (minSec), 44000 raised to minCost 50000, and 10000.
+    const ordinary = await start();
+    const stopped = await c.request({ op: 'stop', ref: ref(), call: ordinary.call, sec: 10 });
+    expect(stopped).toMatchObject({ billedSec: 60, cost: 60_000, balance: 940_000 });
+    // Never ticked, reaped at no cost (and no disconnect charge); its stop then comes.
+    const { id, call } = await start();
+    await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000);
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ cause: 'stale', sec: '0', cost: '0', disc: '0' }]);
+    const { ref: _r, call: _c, ...same } = stopped;
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 10 })).toMatchObject(same);
+    expect(await cdrsOf(h, id, call)).toMatchObject([
+      { cause: 'stale', cost: '0' },
+      { cause: 'late', sec: '60', fee: '20000', disc: '10000', cost: '60000', short: '0' },
+    ]);
+    // A repeat takes nothing more.
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 10 })).toMatchObject(same);
+    expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '940000', free: '940000' });
+  });
+
+  it('a late stop of a call reaped after its first billed second takes no second disconnect charge', async () => {
+    const id = (await soldIds(h, MINIMUMS))[0]!;
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ref(), call, id, dest: DEST })).toMatchObject({ op: 'started' });
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 5 })).toMatchObject({ op: 'ticked' });
+    await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000);
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ cause: 'stale', sec: '60', cost: '60000', disc: '10000' }]);
+    // 100 s: 30 + 12 × 6 = 102 s charged, 20000 + 40800 = 60800, and the 10000 the reaper took.
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 100 })).toMatchObject({ billedSec: 102, cost: 70_800 });
+    expect(await cdrsOf(h, id, call)).toMatchObject([
+      { cause: 'stale' },
+      { cause: 'late', sec: '42', disc: '0', cost: '10800', short: '0' },
+    ]);
+    expect(await idFields(h, id)).toMatchObject({ bal: '929200' });
   });
 
   it('leaves a call that keeps ticking alone', async () => {
