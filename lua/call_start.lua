@@ -34,7 +34,7 @@ local ringGrace = tonumber(ARGV[2])
 -- One call's start: ikey, skey its keys; its arguments are ARGV[a..last] (see above).
 local function start(ikey, skey, a, last)
   local dest, sw, call, idh, mode, ani = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local s = redis.call('HMGET', skey, 'st', 'idh', 'dest', 'maxs', 'bal0', 'trm', 'gnt', 'fin', 'fa', 'fail')
+  local s = redis.call('HMGET', skey, 'st', 'idh', 'dest', 'maxs', 'bal0', 'trm', 'gnt', 'fin', 'fa', 'fail', 'start')
   if s[1] then
     if s[2] ~= idh or s[3] ~= dest then return { 'err', 'call_conflict' } end
     if s[1] ~= 'live' then return { 'err', 'call_ended' } end
@@ -43,7 +43,8 @@ local function start(ikey, skey, a, last)
     if (terms.val > 0) ~= (mode == 'quota') then return { 'err', 'call_conflict' } end
     local t = terms.t
     local fail, fsec = string.match(s[10], '^(%a+):(%d+)$')
-    return { 'ok', tonumber(s[4]), tonumber(s[5]), tariff_rate(t, now, 0), t.fee, 1, tonumber(s[7]),
+    -- The rate as admission answered it: in force at the start, not now (a rate change since is no news).
+    return { 'ok', tonumber(s[4]), tonumber(s[5]), tariff_rate(t, tonumber(s[11]), 0), t.fee, 1, tonumber(s[7]),
       s[8] == '1' and 1 or 0, s[9], fail, tonumber(fsec), terms.val }
   end
   -- Caller-number login: a number moved or removed since the gateway read its index bills nobody.

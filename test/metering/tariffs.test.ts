@@ -2,7 +2,8 @@
  * Tariffs applied by the call scripts, through real switch sockets: blocks
  * charged when they start (and the cut-off that respects them), minimum cost
  * and disconnect charge, and a call across a dated rate change charged each
- * second at the rate in force for it; and, on the scripts themselves at the
+ * second at the rate in force for it; and, on the scripts themselves, a
+ * repeated start after a rate change (answered the admission's rate) and, at the
  * night of a daylight-saving change, a call across a peak window's end.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -109,6 +110,36 @@ describe('a rate change during a call', () => {
     expect(expected).toBeGreaterThan(sec * 100);
     expect(await stop(call, sec)).toMatchObject({ billedSec: sec, cost: expected });
     expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+});
+
+describe('a repeated start', () => {
+  it('answers the rate admission answered, even after a rate change since', async () => {
+    const t0 = Date.now();
+    const plan = { name: 'dated-repeat', rates: [{ prefix: '', rate: 100, fee: 50 }] };
+    const later = { name: 'dated-repeat', activeFrom: t0 + 60_000, rates: [{ prefix: '', rate: 300, fee: 50 }] };
+    const desc = new PlanTariff([plan, later]).descriptor('4912345', t0)!;
+    const [id] = await soldIds(h, talkProduct({ name: 'dated-repeat', plan: 'dated-repeat', face: 1_000_000 }));
+    const { hash, bucket } = h.ctx.ids.hash(id!);
+    const call = newCall('repeat');
+    const ck = callKeysFor(keys.id(bucket, hash), callKeyOf('repeat-switch', call));
+    const args = {
+      dest: '4912345',
+      sw: 'repeat-switch',
+      call,
+      idHash: hash,
+      ringGraceMs: 0,
+      mode: 'tick' as const,
+      aniHash: '',
+      rates: ['dated-repeat', desc],
+    };
+    const first = await callStart(h.ctx.scripts, ck, { ...args, now: t0 });
+    expect(first).toMatchObject({ ok: true, rate: 100, fee: 50, duplicate: false });
+    if (!first.ok) return;
+    // Two minutes on, past the change to 300: the same maxSec, balance, rate and fee.
+    const again = await callStart(h.ctx.scripts, ck, { ...args, now: t0 + 120_000 });
+    const { maxSec, balance, rate, fee, grant, final } = first;
+    expect(again).toMatchObject({ ok: true, duplicate: true, maxSec, balance, rate, fee, grant, final });
   });
 });
 
