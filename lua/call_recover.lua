@@ -37,7 +37,7 @@ if s[S_ST] then
   return stop_live(s, KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], tonumber(ARGV[4]), KEYS[5])
 end
 
-local f = id_fields(KEYS[2], { 'st', 'kind', 'bal', 'plan', 'exp', 'expd' })
+local f = id_fields(KEYS[2], { 'st', 'kind', 'bal', 'plan', 'exp', 'expd', 'sold' })
 if not f[1] then return { 'err', 'unknown_id' } end
 -- The call was admitted once, so the ID was sold then: whatever happened to it since, the call is billed.
 if f[1] ~= 'sold' and f[1] ~= 'exhausted' and f[1] ~= 'blocked' and f[1] ~= 'expired' then
@@ -57,10 +57,12 @@ redis.call('HSET', KEYS[1],
   'fa', 'terminate', 'fail', 'terminate:0',
   'sw', ARGV[5], 'call', ARGV[6], 'idh', ARGV[7], 'dest', ARGV[8], 'maxs', '0', 'bal0', int(tonumber(f[3]) or 0))
 redis.call('HINCRBY', KEYS[2], 'act', 1)
--- Expiry counts from first use, as call_start counts it: this call was the use.
+-- Expiry counts from first use, as call_start counts it: this call was the use. A stop
+-- reporting more seconds than the ID has been sold for never moves the use before the sale.
 local expd = tonumber(f[6]) or 0
 if (tonumber(f[5]) or 0) == 0 and expd > 0 then
-  redis.call('HSET', KEYS[2], 'exp', int(start + expd * 86400000), 'first', int(start))
+  local first = math.max(start, tonumber(f[7]) or 0)
+  redis.call('HSET', KEYS[2], 'exp', int(first + expd * 86400000), 'first', int(first))
 end
 local upd = {}
 charge(read_session(KEYS[1]), KEYS[1], KEYS[2], sec, now, upd, KEYS[5])

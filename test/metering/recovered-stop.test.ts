@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
-import { balanceOf, idFields } from '../support/redis';
+import { balanceOf, idFields, idKeyOf } from '../support/redis';
 import { putPlans } from '../../src/catalog/store';
 import type { Client } from '../support/ws-client';
 import { cdrsOf, connectSwitch, newCall } from './fixtures';
@@ -114,12 +114,27 @@ describe('a stop for a call whose session is gone', () => {
     const [id] = await soldIds(h, TALK);
     expect(await idFields(h, id!)).toMatchObject({ exp: '0' });
     const before = Date.now();
+    // Sold a day ago: the call began after the sale.
+    await h.r.hset(idKeyOf(h, id!), 'sold', String(before - 86_400_000));
     expect(await stop({ call: newCall(), sec: 60, id, dest: DEST })).toMatchObject({ op: 'stopped', billedSec: 60 });
     const { first, exp } = await idFields(h, id!);
     // The call began 60 s before its stop.
     expect(Number(first)).toBeGreaterThanOrEqual(before - 61_000);
     expect(Number(first)).toBeLessThanOrEqual(Date.now() - 59_000);
     expect(Number(exp) - Number(first)).toBe(TALK.expiryDays * 86_400_000);
+  });
+
+  it('never starts the expiry clock before the sale, whatever seconds the stop reports', async () => {
+    const [id] = await soldIds(h, TALK);
+    const { sold } = await idFields(h, id!);
+    // An hour long, on an ID sold a moment ago.
+    expect(await stop({ call: newCall(), sec: 3600, id, dest: DEST })).toMatchObject({
+      op: 'stopped',
+      billedSec: 3600,
+    });
+    const { first, exp } = await idFields(h, id!);
+    expect(first).toBe(sold);
+    expect(Number(exp) - Number(sold)).toBe(TALK.expiryDays * 86_400_000);
   });
 
   it('more than the balance: the balance goes to zero and the rest is kept as short', async () => {
