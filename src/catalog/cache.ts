@@ -125,12 +125,14 @@ export class CatalogCache {
 
   /**
    * (plan name, tariff descriptor) pairs for a call to `dest` starting at `now`,
-   * for every plan that rates the destination then (see tariff.ts).
+   * for every plan that rates the destination then (see tariff.ts). `orFrom`: for
+   * a plan that rated nothing then (its versions of that time replaced and gone),
+   * the descriptor from that later time instead.
    */
-  tariffArgs(dest: string, now: number): string[] {
+  tariffArgs(dest: string, now: number, orFrom?: number): string[] {
     const out: string[] = [];
     for (const [name, table] of this.tables) {
-      const d = table.descriptor(dest, now);
+      const d = table.descriptor(dest, now) ?? (orFrom === undefined ? undefined : table.descriptor(dest, orFrom));
       if (d !== undefined) out.push(name, d);
     }
     return out;

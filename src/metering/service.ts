@@ -402,6 +402,7 @@ export class Metering {
     if (indexed && indexed.id !== ck.id) return { ok: false, reason: 'call_conflict' };
     // Rated as a call that started `sec` seconds before this stop: its tariff is the one in force
     // at its answer, with the rate changes from then on, so each second is priced by its own time.
+    // A plan whose versions of that time are gone (replaced and pruned) rates it as it stands now.
     const now = Date.now();
     const r = await callRecover(this.scripts, ck, {
       now,
@@ -413,7 +414,7 @@ export class Metering {
       idHash: hash,
       aniHash,
       dest,
-      rates: this.catalog.tariffArgs(dest, now - sec * 1000),
+      rates: this.catalog.tariffArgs(dest, now - sec * 1000, now),
     });
     if (!r.ok) return r;
     if (!indexed) await this.locator.restore(sw, call, ck);

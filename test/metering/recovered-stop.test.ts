@@ -23,6 +23,8 @@ const TALK = talkProduct();
 const SMALL = talkProduct({ name: 'talk-small', face: 1000, price: 1000 });
 /** plan dated: 100 micro/s everywhere, 300 from `changeAt` on (a version in force since just before the suite) */
 const DATED = talkProduct({ name: 'talk-dated', plan: 'dated' });
+/** plan young: 200 micro/s, its only version in force since `changeAt` (what came before is gone) */
+const YOUNG = talkProduct({ name: 'talk-young', plan: 'young' });
 let changeAt: number;
 /** plan std: '449' prefix, 1000 micro/s plus 5000 connection fee */
 const DEST449 = '4491234';
@@ -31,7 +33,7 @@ const DEST = '4912345';
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [TALK, SMALL, DATED]);
+  await seedCatalog(h, [TALK, SMALL, DATED, YOUNG]);
   changeAt = Date.now() - 1000;
   // Loaded as it was before the change, so the version it supersedes is still kept.
   await putPlans(
@@ -39,6 +41,7 @@ beforeAll(async () => {
     [
       { name: 'dated', rates: [{ prefix: '', rate: 100, fee: 0 }] },
       { name: 'dated', activeFrom: changeAt, rates: [{ prefix: '', rate: 300, fee: 0 }] },
+      { name: 'young', activeFrom: changeAt, rates: [{ prefix: '', rate: 200, fee: 0 }] },
     ],
     changeAt - 1,
   );
@@ -93,6 +96,14 @@ describe('a stop for a call whose session is gone', () => {
     const call = newCall();
     expect(await stop({ call, sec: 10, id, dest: '0' + DEST449 })).toMatchObject({ op: 'error', reason: 'bad_value' });
     expect(await cdrsOf(h, id!, call)).toEqual([]);
+  });
+
+  it('answered before any version of its plan still kept: priced as the plan stands now, not refused', async () => {
+    const [id] = await soldIds(h, YOUNG);
+    const call = newCall();
+    const sec = Math.ceil((Date.now() - changeAt) / 1000) + 60;
+    expect(await stop({ call, sec, id, dest: DEST })).toMatchObject({ op: 'stopped', billedSec: sec, cost: sec * 200 });
+    expect(await cdrsOf(h, id!, call)).toEqual([expect.objectContaining({ cause: 'recovered', rate: '200' })]);
   });
 
   it('priced second by second from its answer: a rate change during the call applies from its instant', async () => {
