@@ -6,12 +6,13 @@
  * retries once it ends, and an open set (in the record's bucket) that the
  * sweep reads the attempts left midway from.
  */
+import { randomBytes } from 'node:crypto';
 import type { Context } from '../app/context';
 import { isReason, messageOf, statusOf } from '../protocol/reasons';
 import { bucketOfKey } from '../redis/keys';
 import { replicated } from '../redis/replication';
 import type { PaymentProvider } from './provider';
-import { claimPurchase, type ClaimTerms, type PurchaseClaim } from './scripts';
+import { claimPurchase, setLease, type ClaimTerms, type PurchaseClaim } from './scripts';
 
 /** A record's fields every kind has: its state, the request's fingerprint, its terms and payment, the refusal. */
 export interface PaymentRecord {
@@ -54,6 +55,18 @@ export function declinedAnswer(recorded = 'declined'): {
   return { ok: false, reason, message: `declined by the card company: ${reason}`, httpStatus: 402 };
 }
 
+/** Where a claim found the attempt; `own` runs it, when the claim made this attempt the owner. */
+export interface Claimed {
+  state: PurchaseClaim;
+  /**
+   * Runs `fn` as the record's owner (after a `new` or `resume` claim): its
+   * lease is renewed while `fn` runs, however long the card company takes, and
+   * handed back when it ends, so a retry takes over then and only then (or
+   * once this process stalls for a whole PURCHASE_LEASE_MS).
+   */
+  own<T>(fn: () => Promise<T>): Promise<T>;
+}
+
 export class PaymentRecords<R extends PaymentRecord> {
   constructor(
     private readonly ctx: Context,
@@ -86,24 +99,32 @@ export class PaymentRecords<R extends PaymentRecord> {
   }
 
   /** Claims the attempt under `key` for this gateway (lua/purchase_claim.lua). */
-  claim(key: string, fingerprint: string, terms?: ClaimTerms['terms'], now = Date.now()): Promise<PurchaseClaim> {
-    return claimPurchase(
-      this.ctx.scripts,
-      {
-        key,
-        open: this.openSet(bucketOfKey(key)),
-        fingerprint,
-        leaseMs: this.ctx.cfg.purchaseLeaseMs,
-        ttlSec: this.openTtlSec,
-        terms,
-      },
+  async claim(key: string, fingerprint: string, terms?: ClaimTerms['terms'], now = Date.now()): Promise<Claimed> {
+    const { scripts, cfg, log } = this.ctx;
+    const owner = randomBytes(12).toString('base64url');
+    const leaseMs = cfg.purchaseLeaseMs;
+    const open = this.openSet(bucketOfKey(key));
+    const state = await claimPurchase(
+      scripts,
+      { key, open, fingerprint, leaseMs, ttlSec: this.openTtlSec, terms },
+      owner,
       now,
     );
-  }
-
-  /** Ends this gateway's lease: a retry takes over at once instead of waiting for it. */
-  async release(key: string): Promise<void> {
-    await this.ctx.redis.hset(key, 'lease', '0');
+    const own = async <T>(fn: () => Promise<T>): Promise<T> => {
+      const renew = setInterval(() => {
+        setLease(scripts, key, owner, Date.now() + leaseMs).catch((err: unknown) =>
+          log.warn({ err, key }, 'lease not renewed: a retry may take over'),
+        );
+      }, leaseMs / 3);
+      renew.unref();
+      try {
+        return await fn();
+      } finally {
+        clearInterval(renew);
+        await setLease(scripts, key, owner, 0);
+      }
+    };
+    return { state, own };
   }
 
   /**

@@ -153,9 +153,9 @@ export class Purchases {
     );
     // The claim is the purchase's record: a retry after a failover must find it. A finished
     // purchase answers from its record, which another gateway may have written.
-    if (claim === 'done') await replicatedSeen(this.ctx.redis, key);
-    else if (claim !== 'conflict' && claim !== 'busy') await replicated(this.ctx.redis, key);
-    switch (claim) {
+    if (claim.state === 'done') await replicatedSeen(this.ctx.redis, key);
+    else if (claim.state !== 'conflict' && claim.state !== 'busy') await replicated(this.ctx.redis, key);
+    switch (claim.state) {
       case 'gone':
         return fail('unknown_product');
       case 'conflict':
@@ -165,11 +165,7 @@ export class Purchases {
       case 'done':
         return this.answerOf(await this.records.read(key));
     }
-    try {
-      return await this.run(key, ref, channel, req, await this.records.read(key));
-    } finally {
-      await this.records.release(key);
-    }
+    return claim.own(async () => this.run(key, ref, channel, req, await this.records.read(key)));
   }
 
   private answerOf(r: PurchaseRecord): PurchaseResult {
@@ -321,23 +317,18 @@ export class Purchases {
     for (let b = 0; b < this.ctx.cfg.buckets; b++) {
       for await (const { key, record: r } of this.records.abandoned(b, now)) {
         const claim = await this.records.claim(key, r.fp ?? '', undefined, now);
-        if (claim === 'gone') await this.records.unlist(key);
-        if (claim !== 'resume') continue;
+        if (claim.state === 'gone') await this.records.unlist(key);
+        if (claim.state !== 'resume') continue;
         const ref = `tsp_${key.slice(key.lastIndexOf(':') + 1)}`;
-        try {
+        await claim.own(async () => {
           const s = await this.provider.status(ref);
-          if (s.state === 'unknown') continue;
-          if (
-            (s.state === 'authorized' || s.state === 'captured') &&
-            !(await this.records.giveBack(this.provider, ref))
-          )
-            continue;
+          if (s.state === 'unknown') return;
+          const held = s.state === 'authorized' || s.state === 'captured';
+          if (held && !(await this.records.giveBack(this.provider, ref))) return;
           await this.decline(key, 'abandoned', r);
           settled++;
           this.log.warn({ ref, was: s.state }, 'abandoned purchase settled: payment voided, ID back in stock');
-        } finally {
-          await this.records.release(key);
-        }
+        });
       }
     }
     return settled;

@@ -111,9 +111,9 @@ export class Recharges {
     }
     const fp = this.ctx.ids.mac(JSON.stringify([target.key, req.amount, req.card, req.cardPin]));
     const claim = await this.records.claim(key, fp, { product: prod ?? '', price: req.amount, currency: cur ?? '' });
-    if (claim === 'new') await this.ctx.redis.hset(key, 'tgt', target.key);
-    if (claim !== 'conflict' && claim !== 'busy') await replicated(this.ctx.redis, key);
-    switch (claim) {
+    if (claim.state === 'new') await this.ctx.redis.hset(key, 'tgt', target.key);
+    if (claim.state !== 'conflict' && claim.state !== 'busy') await replicated(this.ctx.redis, key);
+    switch (claim.state) {
       case 'gone':
         return fail('unknown_id');
       case 'conflict':
@@ -123,13 +123,11 @@ export class Recharges {
       case 'done':
         return this.answerOf(await this.records.read(key));
     }
-    try {
+    return claim.own(async () => {
       const r = await this.records.read(key);
       r.tgt ??= target.key;
-      return await this.run(key, ref, hash, req, r);
-    } finally {
-      await this.records.release(key);
-    }
+      return this.run(key, ref, hash, req, r);
+    });
   }
 
   private answerOf(r: RechargeRecord): RechargeResult {
@@ -203,24 +201,22 @@ export class Recharges {
           continue;
         }
         const claim = await this.records.claim(key, r.fp ?? '', undefined, now);
-        if (claim === 'gone') await this.records.unlist(key);
-        if (claim !== 'resume') continue;
+        if (claim.state === 'gone') await this.records.unlist(key);
+        if (claim.state !== 'resume') continue;
         const hash = key.slice(key.lastIndexOf(':') + 1);
         const ref = `tsr_${hash}`;
-        try {
+        await claim.own(async () => {
           const s = await this.provider.status(ref);
-          if (s.state === 'unknown') continue;
+          if (s.state === 'unknown') return;
           if (s.state === 'captured') {
             r.commission = String(s.commission ?? 0);
             await this.credit(key, ref, hash, r);
           } else if (s.state === 'authorized') {
-            if (!(await this.records.giveBack(this.provider, ref))) continue;
+            if (!(await this.records.giveBack(this.provider, ref))) return;
             await this.decline(key, 'abandoned');
           } else await this.decline(key, 'abandoned');
           settled++;
-        } finally {
-          await this.records.release(key);
-        }
+        });
       }
     }
     return settled;

@@ -1,6 +1,6 @@
 /**
  * The sales domain's Lua scripts (lua/reserve, release, sell, purchase_claim,
- * purchase_bind, purchase_admit, pin_attempt, refund, topup, voucher_take, voucher_settle): one function each, building KEYS/ARGV from named
+ * purchase_lease, purchase_bind, purchase_admit, pin_attempt, refund, topup, voucher_take, voucher_settle): one function each, building KEYS/ARGV from named
  * arguments and decoding the reply into a named type. Nothing else in sales/
  * calls a script or reads a raw reply.
  */
@@ -104,15 +104,27 @@ export interface ClaimTerms {
 }
 
 /** Claims a purchase for this attempt, or tells who has it and how far it got. */
-export async function claimPurchase(scripts: Scripts, c: ClaimTerms, now = Date.now()): Promise<PurchaseClaim> {
+export async function claimPurchase(
+  scripts: Scripts,
+  c: ClaimTerms,
+  owner: string,
+  now = Date.now(),
+): Promise<PurchaseClaim> {
   const t = c.terms;
   const r = await scripts.run(
     'purchase_claim',
     [c.key, c.open],
-    [now, c.fingerprint, c.leaseMs, c.ttlSec, t?.product ?? '', t?.price ?? 0, t?.currency ?? ''],
+    [now, c.fingerprint, c.leaseMs, c.ttlSec, t?.product ?? '', t?.price ?? 0, t?.currency ?? '', owner],
   );
   if (Array.isArray(r) && typeof r[0] === 'string' && CLAIMS.includes(r[0])) return r[0] as PurchaseClaim;
   throw replyError('purchase_claim', r);
+}
+
+/** Sets the end of `owner`'s lease on the record under `key` (0 hands it back); false if another owns it now. */
+export async function setLease(scripts: Scripts, key: string, owner: string, until: number): Promise<boolean> {
+  const r = await scripts.run('purchase_lease', [key], [owner, until]);
+  if (r === 0 || r === 1) return r === 1;
+  throw replyError('purchase_lease', r);
 }
 
 /** The ID bound to a purchase: this attempt's, or the one another attempt bound first. */

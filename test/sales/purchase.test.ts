@@ -90,7 +90,7 @@ beforeAll(async () => {
   await mint(h, TALK, 7);
   await mint(h, SOLD, 3);
   await mint(h, DECL, 5);
-  await mint(h, IDEM, 10);
+  await mint(h, IDEM, 14);
   await mint(h, GOODS, 2);
   await mint(h, SAUNA, 1);
   gw = await gateway(h);
@@ -400,6 +400,12 @@ describe('declines: 402 with the reason, nothing sold', () => {
   });
 });
 
+/** The purchase record of a purchase made with this suite's sales token and Idempotency-Key. */
+function purchaseRecord(key: string): string {
+  const hash = h.ctx.ids.mac(`purchase:${SALES}/${key}`).slice(0, 32);
+  return keys.purchase(h.ctx.ids.bucketOf(hash), hash);
+}
+
 describe('idempotent retries', () => {
   it('the same Idempotency-Key returns the first answer and charges once', async () => {
     const m = await addMember(h, 100_000_000);
@@ -436,25 +442,49 @@ describe('idempotent retries', () => {
     expect(await usedCredit(h, m.card)).toBe(1_000_000);
   });
 
-  it('a retry that takes over from an attempt whose lease ran out sells the same ID: one payment, one ID', async () => {
+  it('an attempt slower than its lease keeps it while it works: a retry meanwhile is 409 in_progress', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('renew');
+    await setFaults(h, { latencyMs: 2500 });
+    try {
+      await withGateway(h, { purchaseLeaseMs: 600 }, async (g) => {
+        const record = purchaseRecord(key);
+        const first = buy(g, salesTok, key, 'talk-i', m);
+        await until(async () => (await h.r.hget(record, 'st')) === 'authorizing');
+        // Two leases later, the first attempt still at the card company.
+        await sleep(1200);
+        const during = await buy(g, salesTok, key, 'talk-i', m);
+        expect([during.status, during.json.error?.reason]).toEqual([409, 'in_progress']);
+        const done = await first;
+        expect(done.status).toBe(200);
+        // Handed back at its end: the retry answers at once.
+        expect((await buy(g, salesTok, key, 'talk-i', m)).json).toEqual(done.json);
+      });
+    } finally {
+      await setFaults(h, NO_FAULTS);
+    }
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
+  });
+
+  it('a retry that takes over from a stalled attempt (its lease lapsed) sells the same ID: one payment, one ID', async () => {
     const m = await addMember(h, 100_000_000);
     const key = newKey('lease');
     const stockBefore = await stock(h, 'talk-i');
-    // Each card company call takes far longer than the lease: the first attempt outlives it.
+    // Each card company call takes long enough for both attempts to be at work at once.
     await setFaults(h, { latencyMs: 1500 });
-    await withGateway(h, { purchaseLeaseMs: 300 }, async (g) => {
-      const hash = h.ctx.ids.mac(`purchase:${SALES}/${key}`).slice(0, 32);
-      const record = keys.purchase(h.ctx.ids.bucketOf(hash), hash);
-      const first = buy(g, salesTok, key, 'talk-i', m);
-      // At the card company (its authorize answers 1.5 s on), and its lease over: the retry takes over.
+    try {
+      const record = purchaseRecord(key);
+      const first = buy(gw, salesTok, key, 'talk-i', m);
       await until(async () => (await h.r.hget(record, 'st')) === 'authorizing');
-      await sleep(400);
-      const second = await buy(g, salesTok, key, 'talk-i', m);
+      // As if its process stalled past its lease: the lease is over and no longer its own to renew.
+      await h.r.hset(record, 'lease', '0', 'owner', 'stalled');
+      const second = await buy(gw, salesTok, key, 'talk-i', m);
       const done = await first;
       expect([done.status, second.status]).toEqual([200, 200]);
       expect(second.json.id).toBe(done.json.id);
-    });
-    await setFaults(h, NO_FAULTS);
+    } finally {
+      await setFaults(h, NO_FAULTS);
+    }
     expect(await usedCredit(h, m.card)).toBe(1_000_000);
     expect(await stock(h, 'talk-i')).toBe(stockBefore - 1);
     expect((await saleRecords(h)).filter((x) => x.ref === refOf(SALES, key))).toHaveLength(1);
