@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { createToken, putPlans, putProducts } from '../src/catalog/store';
 import type { TalkProduct } from '../src/catalog/schema';
 import { billedSeconds } from '../src/kamailio/billing';
+import { sipCallIdOf } from '../src/kamailio/call-id';
 import { exportRecords } from '../src/ledger/export';
 import { cpuSec, cpuSecTree } from './lib/cpu';
 import { parseFlags } from './lib/flags';
@@ -175,7 +176,8 @@ async function records(s: Stack, callIds: Set<string>, want: number): Promise<Ma
       for (const line of text.split('\n')) {
         if (!line) continue;
         const r = JSON.parse(line) as Record<string, string>;
-        if (callIds.has(r.call!)) found.set(r.call!, r);
+        const ci = sipCallIdOf(r.call!);
+        if (ci !== undefined && callIds.has(ci)) found.set(ci, r);
       }
     });
     if (found.size < want) await sleep(500);

@@ -7,6 +7,8 @@
  * seconds, and stopped at its end with its started seconds (billing.ts).
  * Kamailio's own fail-safe, a dialog timeout, follows the call's grant: set
  * at admission, moved on at each re-grant (fail-safe.ts).
+ * A call is a Kamailio dialog, not a Call-ID (call-id.ts): two dialogs that
+ * share a Call-ID are two calls, and the events of one never touch the other.
  * The connector keeps no state that another copy could not rebuild: every
  * event carries the call's ID, destination and dialog handle, and every
  * request is idempotent, so two connectors can serve one Kamailio at once.
@@ -31,7 +33,7 @@ export interface ConnectorOptions {
 }
 
 interface Call {
-  ci: string;
+  /** The Tessera call id (call-id.ts): the key of `calls` and `done`. */
   call: string;
   id: string;
   dest: string;
@@ -67,7 +69,7 @@ interface Call {
 
 /** Stop retries while Tessera answers `unavailable`: a stop is never given up. */
 const STOP_RETRY_MS = 500;
-/** How long an ended call's Call-ID is remembered, so its late events are ignored. */
+/** How long an ended call's dialog is remembered, so its late events are ignored. */
 const DONE_TTL_MS = 120_000;
 /**
  * The BYE leaves this long after the paid seconds end (counted from Kamailio's
@@ -101,9 +103,8 @@ const GRANT_REF = 'g';
 const RETRYABLE = new Set(['unavailable', 'overloaded', 'internal']);
 
 export class KamailioConnector {
+  /** Live calls and ended ones (until when they are remembered), by Tessera call id. */
   private readonly calls = new Map<string, Call>();
-  /** Tessera call id to SIP Call-ID. */
-  private readonly byCall = new Map<string, string>();
   private readonly done = new Map<string, number>();
   private readonly evapi: EvapiLink;
   private readonly rpc: KamailioRpc;
@@ -137,7 +138,7 @@ export class KamailioConnector {
     this.evapi.start();
     this.sweep = setInterval(() => {
       const now = Date.now();
-      for (const [ci, until] of this.done) if (until < now) this.done.delete(ci);
+      for (const [call, until] of this.done) if (until < now) this.done.delete(call);
     }, 10_000);
     this.sweep.unref();
   }
@@ -169,8 +170,7 @@ export class KamailioConnector {
 
   private track(e: InviteEvent | DialogEvent): Call {
     const c: Call = {
-      ci: e.ci,
-      call: callIdOf(e.ci),
+      call: callIdOf(e.ci, e.he, e.hi),
       id: e.id,
       dest: e.dest,
       he: e.he,
@@ -190,20 +190,19 @@ export class KamailioConnector {
       ending: false,
       cutAt: 0,
     };
-    this.calls.set(c.ci, c);
-    this.byCall.set(c.call, c.ci);
+    this.calls.set(c.call, c);
     return c;
   }
 
   private forget(c: Call): void {
     clearTimeout(c.timer);
-    this.calls.delete(c.ci);
-    this.byCall.delete(c.call);
-    this.done.set(c.ci, Date.now() + DONE_TTL_MS);
+    this.calls.delete(c.call);
+    this.done.set(c.call, Date.now() + DONE_TTL_MS);
   }
 
   private onInvite(e: InviteEvent): void {
-    if (this.calls.has(e.ci) || this.done.has(e.ci)) return;
+    const call = callIdOf(e.ci, e.he, e.hi);
+    if (this.calls.has(call) || this.done.has(call)) return;
     const c = this.track(e);
     const origin = originOf(e);
     void this.link
@@ -255,8 +254,9 @@ export class KamailioConnector {
   }
 
   private onAnswer(e: DialogEvent): void {
-    if (this.done.has(e.ci)) return;
-    const c = this.calls.get(e.ci) ?? this.adopt(e);
+    const call = callIdOf(e.ci, e.he, e.hi);
+    if (this.done.has(call)) return;
+    const c = this.calls.get(call) ?? this.adopt(e);
     if (c.ending || c.answerAt) return;
     c.answerUs = kamailioUs(e.ts);
     // The event took a few ms to get here: on one host (clocks agree) the ticks and the
@@ -363,9 +363,10 @@ export class KamailioConnector {
   }
 
   private onEnd(e: DialogEvent): void {
-    if (this.done.has(e.ci)) return;
+    const call = callIdOf(e.ci, e.he, e.hi);
+    if (this.done.has(call)) return;
     // A call this connector never saw: whoever started it, the stop closes it (or answers unknown_call).
-    const c = this.calls.get(e.ci) ?? Object.assign(this.track(e), { started: true });
+    const c = this.calls.get(call) ?? Object.assign(this.track(e), { started: true });
     if (c.ending) return;
     const answerUs = e.ats ? kamailioUs(e.ats) : c.answerUs;
     const sec = answerUs ? billedSeconds(answerUs, kamailioUs(e.ts)) : 0;
@@ -378,8 +379,9 @@ export class KamailioConnector {
   }
 
   private onFailed(e: DialogEvent): void {
-    if (this.done.has(e.ci)) return;
-    const c = this.calls.get(e.ci);
+    const call = callIdOf(e.ci, e.he, e.hi);
+    if (this.done.has(call)) return;
+    const c = this.calls.get(call);
     // A call failed before this connector heard of it was refused or never started: nothing to stop.
     if (!c || c.ending) return;
     const cause = /^[1-6][0-9][0-9]$/.test(e.code ?? '') ? `failed-${e.code}` : 'failed';
@@ -391,8 +393,7 @@ export class KamailioConnector {
   }
 
   private onTessera(m: Msg): void {
-    const ci = typeof m.call === 'string' ? this.byCall.get(m.call) : undefined;
-    const c = ci !== undefined ? this.calls.get(ci) : undefined;
+    const c = typeof m.call === 'string' ? this.calls.get(m.call) : undefined;
     if (m.op === 'ticked' && c && !c.ending) {
       this.onTicked(c, m);
     } else if (m.op === 'cutoff' && c && !c.ending) {
@@ -471,7 +472,8 @@ export class KamailioConnector {
     for (const d of dialogs) {
       const ats = Number(d.vars.ats);
       if (d.vars.tessera !== '1' || d.state !== 4 || !(ats > 0) || !d.vars.pid) continue;
-      if (this.calls.has(d.ci) || this.done.has(d.ci)) continue;
+      const call = callIdOf(d.ci, d.he, d.hi);
+      if (this.calls.has(call) || this.done.has(call)) continue;
       const e: DialogEvent = {
         ev: 'answer',
         ci: d.ci,
@@ -497,16 +499,15 @@ export class KamailioConnector {
    */
   private async recheckDialogs(): Promise<void> {
     const lostAt = this.lostAt;
+    let alive: Set<string>;
+    try {
+      alive = new Set((await this.rpc.listDialogs()).map((d) => callIdOf(d.ci, d.he, d.hi)));
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'rpc: cannot check dialogs after reconnecting');
+      return;
+    }
     for (const c of [...this.calls.values()]) {
-      if (c.ending) continue;
-      let alive: boolean;
-      try {
-        alive = await this.rpc.hasDialog(c.ci);
-      } catch (err) {
-        this.log.warn({ err: (err as Error).message }, 'rpc: cannot check dialogs after reconnecting');
-        return;
-      }
-      if (alive || c.ending) continue;
+      if (alive.has(c.call) || c.ending) continue;
       const sec = c.answerAt
         ? Math.max(c.ticked, billedSeconds(c.answerAt * 1000, Math.max(lostAt, c.answerAt) * 1000))
         : 0;

@@ -1,7 +1,7 @@
 /**
  * Kamailio's RPC over JSON-RPC on its HTTP port (jsonrpcs + xhttp, POST /RPC):
- * how the connector ends a dialog (BYE to both sides) and asks whether one
- * still exists.
+ * how the connector ends a dialog (BYE to both sides) and lists the dialogs
+ * that still exist.
  */
 import { Agent, request } from 'node:http';
 
@@ -52,18 +52,6 @@ export class KamailioRpc {
   /** Ends a dialog with a BYE to both sides. */
   endDialog(he: number, hi: number): Promise<unknown> {
     return this.call('dlg.end_dlg', [he, hi]);
-  }
-
-  /** Whether Kamailio still holds a dialog with this Call-ID. */
-  async hasDialog(callId: string): Promise<boolean> {
-    try {
-      const r = await this.call('dlg.list_match', ['callid', 'eq', callId, 1]);
-      return Array.isArray(r) ? r.length > 0 : r !== null && r !== undefined;
-    } catch (err) {
-      // "not found" is an RPC error; a transport failure is a real one.
-      if ((err as { rpcCode?: number }).rpcCode !== undefined) return false;
-      throw err;
-    }
   }
 
   /** Every dialog Kamailio holds, as dlg.list gives them (its variables as one object). */

@@ -19,6 +19,7 @@ import { jsonCall } from '../support/http';
 import { idFields } from '../support/redis';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { billedSeconds } from '../../src/kamailio/billing';
+import { sipCallIdOf } from '../../src/kamailio/call-id';
 import { callRecords, luhnId, recordOf } from './records';
 import {
   answeredDialogs,
@@ -109,7 +110,7 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
       return r.length === 2 ? r : undefined;
     });
     for (const sipCall of run.calls.values()) {
-      const rec = records.find((r) => r.call === sipCall.ci)!;
+      const rec = records.find((r) => sipCallIdOf(r.call!) === sipCall.ci)!;
       expect(rec, sipCall.ci).toBeDefined();
       // The answered duration sipp measured, by the started-second rule (2.3 s: 3 s).
       expect(Number(rec.sec)).toBe(billedSeconds(sipCall.answerUs!, sipCall.hangupUs!));
@@ -252,7 +253,7 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     expect((await idFields(h, id!)).bal).toBe('0');
     let beforeMaxSec = 0;
     for (const rec of records) {
-      const sipCall = done.calls.get(rec.call!)!;
+      const sipCall = done.calls.get(sipCallIdOf(rec.call!)!)!;
       expect(rec.cause, rec.call).toBe('cutoff');
       // Never early: the BYE leaves once the call's paid seconds are over.
       expect((sipCall.byeUs! - sipCall.answerUs!) / 1000).toBeGreaterThan(Number(rec.sec) * 1000 - 1);
@@ -355,6 +356,47 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     });
     expect(run.code, run.stdout).toBe(0);
     expect([...run.calls.values()].map((c) => c.refused)).toEqual([undefined]);
+  });
+
+  it("a second dialog with a live call's Call-ID is a call of its own: its CANCEL leaves the live call metered", async () => {
+    const [id] = await soldIds(h, TALK, 1);
+    const live = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${id}*33612345678`, 'X-Test: first-dialog']],
+      talkMs: 4000,
+    });
+    const [dialog] = await until('the live call to be answered', async () => {
+      const d = await answeredDialogs(k);
+      return d.length === 1 ? d : undefined;
+    });
+    // The same Call-ID, a new From-tag: another dialog, on the same ID (maxCalls 1), cancelled at once.
+    const second = await sipInvite(k, `${id}*33612345678`, { callId: dialog!.ci, cancel: true });
+    expect([486, 487]).toContain(second.code);
+    const run = await live;
+    expect(run.code, run.stdout).toBe(0);
+    const [sipCall] = [...run.calls.values()];
+    const rec = await recordOf(h, sipCall!.ci);
+    // Billed its whole talk: the second dialog's failure did not stop it at 0 s.
+    expect(rec.cause).toBe('hangup');
+    expect(Number(rec.sec)).toBe(billedSeconds(sipCall!.answerUs!, sipCall!.hangupUs!));
+    expect(Number(rec.cost)).toBe(Number(rec.sec) * 100);
+    expect(await callRecords(h, sipCall!.ci)).toHaveLength(1);
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+
+  it('admits an INVITE sent again with the Call-ID of a refused one (overlap dialling, RFC 3578)', async () => {
+    const [id] = await soldIds(h, NOWHERE, 1);
+    const callId = `overlap-${Math.random().toString(36).slice(2)}@127.0.0.1`;
+    // Too few digits for the ID's rate plan (999...): 484, and the caller dials on under the same Call-ID.
+    const first = await sipInvite(k, `${id}*99`, { callId, fromTag: 'overlap' });
+    expect([first.code, first.headers.get('x-prepaid-reason')]).toEqual([484, 'no_rate']);
+    const second = await sipInvite(k, `${id}*9991234`, { callId, fromTag: 'overlap', cseq: 2, talkMs: 1500 });
+    expect(second.code).toBe(200);
+    const rec = await recordOf(h, callId);
+    expect(rec.cause).toBe('hangup');
+    expect(Number(rec.sec)).toBe(2);
   });
 
   it('refuses an initial INVITE with a forged To-tag that carries a prepaid ID: it would skip metering', async () => {

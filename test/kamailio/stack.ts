@@ -113,57 +113,123 @@ export interface SipAnswer {
   code: number;
   /** Header values by lower-case name (the first of each). */
   headers: Map<string, string>;
+  /** An answered call: when its 200 OK came and when its BYE left (gettimeofday, µs). */
+  answerUs?: number;
+  hangupUs?: number;
 }
 
+export interface SipInviteOptions {
+  /** More header lines. */
+  extra?: string[];
+  /** The INVITE's Call-ID, From-tag and CSeq number: fresh ones (and 1) by default. */
+  callId?: string;
+  fromTag?: string;
+  cseq?: number;
+  /** CANCEL the INVITE once Kamailio's 100 came. */
+  cancel?: boolean;
+  /** An answered call talks this long, then hangs up (BYE). */
+  talkMs?: number;
+}
+
+const nowUs = (): number => Math.round((performance.timeOrigin + performance.now()) * 1000);
+
 /**
- * One INVITE over UDP by hand, for what sipp's log does not show: the final
- * answer's headers (X-Prepaid-Reason). A refusal is acknowledged (ACK), so
- * Kamailio does not resend it; an answered call is not expected here.
+ * One INVITE over UDP by hand, for what sipp cannot do or its log does not
+ * show: a Call-ID of the test's choice (sipp makes its own, one per call), a
+ * CANCEL while Kamailio asks the connector, the final answer's headers
+ * (X-Prepaid-Reason). A refusal is acknowledged (ACK), so Kamailio does not
+ * resend it; an answered call is acknowledged and hung up after `talkMs`.
  */
-export async function sipInvite(k: { sipPort: number }, ruser: string, extra: string[] = []): Promise<SipAnswer> {
+export async function sipInvite(k: { sipPort: number }, ruser: string, o: SipInviteOptions = {}): Promise<SipAnswer> {
   const sock = createSocket('udp4');
   await new Promise<void>((resolve) => sock.bind(0, '127.0.0.1', () => resolve()));
   const port = sock.address().port;
   const n = Math.random().toString(36).slice(2);
+  const cseq = o.cseq ?? 1;
   const ruri = `sip:${ruser}@127.0.0.1:${k.sipPort}`;
-  const via = `Via: SIP/2.0/UDP 127.0.0.1:${port};branch=z9hG4bK-${n}`;
-  const common = [`From: <sip:caller@127.0.0.1:${port}>;tag=${n}`, `Call-ID: ${n}@127.0.0.1`];
+  const via = (branch: string): string => `Via: SIP/2.0/UDP 127.0.0.1:${port};branch=z9hG4bK-${branch}`;
+  const common = [
+    `From: <sip:caller@127.0.0.1:${port}>;tag=${o.fromTag ?? n}`,
+    `Call-ID: ${o.callId ?? `${n}@127.0.0.1`}`,
+  ];
+  const send = (lines: string[]): Promise<void> =>
+    new Promise((resolve) =>
+      sock.send([...lines, 'Content-Length: 0', '', ''].join('\r\n'), k.sipPort, '127.0.0.1', () => resolve()),
+    );
   const invite = [
     `INVITE ${ruri} SIP/2.0`,
-    via,
+    via(n),
     'Max-Forwards: 70',
     ...common,
     `To: <${ruri}>`,
-    'CSeq: 1 INVITE',
+    `CSeq: ${cseq} INVITE`,
     `Contact: <sip:caller@127.0.0.1:${port}>`,
-    ...extra,
-    'Content-Length: 0',
-    '',
-    '',
-  ].join('\r\n');
+    ...(o.extra ?? []),
+  ];
   try {
-    const answer = await new Promise<{ code: number; headers: Map<string, string> }>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no final answer to INVITE ${ruser}`)), 10_000);
+    return await new Promise<SipAnswer>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no final answer to INVITE ${ruser}`)), 10_000 + (o.talkMs ?? 0));
+      let answer: SipAnswer | undefined;
+      let cancelled = false;
       sock.on('message', (buf) => {
         const [status, ...lines] = buf.toString().split('\r\n');
         const code = Number(/^SIP\/2\.0 (\d{3})/.exec(status ?? '')?.[1]);
-        if (!(code >= 200)) return;
-        clearTimeout(timer);
         const headers = new Map<string, string>();
+        const routes: string[] = [];
         for (const line of lines) {
           const at = line.indexOf(':');
           if (at <= 0) continue;
           const name = line.slice(0, at).trim().toLowerCase();
-          if (!headers.has(name)) headers.set(name, line.slice(at + 1).trim());
+          const value = line.slice(at + 1).trim();
+          if (name === 'record-route') routes.unshift(value);
+          if (!headers.has(name)) headers.set(name, value);
         }
-        resolve({ code, headers });
+        const method = headers.get('cseq')?.split(' ')[1];
+        if (method === 'BYE' && code >= 200 && answer) {
+          clearTimeout(timer);
+          resolve(answer);
+        }
+        if (method !== 'INVITE') return;
+        if (code === 100 && o.cancel && !cancelled) {
+          cancelled = true;
+          void send([
+            `CANCEL ${ruri} SIP/2.0`,
+            via(n),
+            'Max-Forwards: 70',
+            ...common,
+            `To: <${ruri}>`,
+            `CSeq: ${cseq} CANCEL`,
+          ]);
+        }
+        if (!(code >= 200)) return;
+        const to = `To: ${headers.get('to') ?? `<${ruri}>`}`;
+        if (code >= 300) {
+          void send([`ACK ${ruri} SIP/2.0`, via(n), 'Max-Forwards: 70', ...common, to, `CSeq: ${cseq} ACK`]);
+          clearTimeout(timer);
+          resolve({ code, headers });
+          return;
+        }
+        // Answered: ACK (again, for a 200 OK resent), then BYE after talkMs, both along the route set.
+        const target = /<([^>]+)>/.exec(headers.get('contact') ?? '')?.[1] ?? ruri;
+        const inDialog = (m: string, branch: string, seq: number): string[] => [
+          `${m} ${target} SIP/2.0`,
+          via(branch),
+          'Max-Forwards: 70',
+          ...routes.map((r) => `Route: ${r}`),
+          ...common,
+          to,
+          `CSeq: ${seq} ${m}`,
+        ];
+        void send(inDialog('ACK', `${n}-ack`, cseq));
+        if (answer) return;
+        answer = { code, headers, answerUs: nowUs() };
+        setTimeout(() => {
+          answer!.hangupUs = nowUs();
+          void send(inDialog('BYE', `${n}-bye`, cseq + 1));
+        }, o.talkMs ?? 0);
       });
-      sock.send(invite, k.sipPort, '127.0.0.1');
+      void send(invite);
     });
-    const ack = [`ACK ${ruri} SIP/2.0`, via, 'Max-Forwards: 70', ...common];
-    ack.push(`To: ${answer.headers.get('to') ?? `<${ruri}>`}`, 'CSeq: 1 ACK', 'Content-Length: 0', '', '');
-    await new Promise<void>((resolve) => sock.send(ack.join('\r\n'), k.sipPort, '127.0.0.1', () => resolve()));
-    return answer;
   } finally {
     sock.close();
   }
