@@ -399,7 +399,7 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     expect(Number(rec.sec)).toBe(2);
   });
 
-  it('refuses an initial INVITE with a forged To-tag that carries a prepaid ID: it would skip metering', async () => {
+  it('refuses an initial INVITE with a forged To-tag: it would skip metering, or go anywhere unmetered', async () => {
     const [id] = await soldIds(h, TALK, 1);
     const run = await runUac({
       dir,
@@ -408,14 +408,46 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
       rows: [
         [`33612345678@127.0.0.1:${uas.port}`, `X-Prepaid-ID: ${id}`],
         [`${id}*33612345678@127.0.0.1:${uas.port}`, 'X-Test: dial-string'],
+        // No ID at all, to a host of the caller's choice: an open proxy if relayed.
+        [`33612345678@127.0.0.1:${uas.port}`, 'X-Test: no-id'],
       ],
       talkMs: 500,
     });
     expect(
       [...run.calls.values()].map((c) => c.refused),
       run.stdout,
-    ).toEqual([481, 481]);
+    ).toEqual([481, 481, 481]);
     expect(await idFields(h, id!)).toMatchObject({ bal: String(TALK.face), act: '0' });
+  });
+
+  it('with RELAY_UNMETERED, relays calls without an ID and their BYEs, and still no forged in-dialog INVITE', async () => {
+    const unmetered = await startKamailio({ dir, pstnPort: uas.port, defines: ['RELAY_UNMETERED'] });
+    try {
+      const call = await runUac({
+        dir,
+        kamailio: unmetered,
+        scenario: 'uac-hangup',
+        rows: [['33612345678', 'X-Test: unmetered']],
+        talkMs: 500,
+      });
+      // Answered and hung up: its BYE went through Kamailio to the callee.
+      expect(call.code, call.stdout).toBe(0);
+      const [sipCall] = [...call.calls.values()];
+      await until('the callee to log its BYE', () => uas.calls().get(sipCall!.ci)?.byeUs);
+      const forged = await runUac({
+        dir,
+        kamailio: unmetered,
+        scenario: 'uac-forged',
+        rows: [[`33612345678@127.0.0.1:${uas.port}`, 'X-Test: forged-unmetered']],
+        talkMs: 500,
+      });
+      expect(
+        [...forged.calls.values()].map((c) => c.refused),
+        forged.stdout,
+      ).toEqual([481]);
+    } finally {
+      await unmetered.stop();
+    }
   });
 
   it('refuses prepaid calls with 503 while no connector is attached', async () => {
