@@ -399,6 +399,31 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     expect(Number(rec.sec)).toBe(2);
   });
 
+  it('meters a call whose Call-ID or ID JSON must escape: an apostrophe, quotes, a TAB', async () => {
+    const [id] = await soldIds(h, TALK, 1);
+    const { hash } = h.ctx.ids.hash(id!);
+    // An apostrophe and a double quote are legal in a Call-ID (RFC 3261's `word`).
+    const callId = `o'brien"${Math.random().toString(36).slice(2)}@probe`;
+    const answered = await sipInvite(k, `${id}*33612345678`, { callId, talkMs: 1500 });
+    expect(answered.code).toBe(200);
+    const rec = await until('the record of the call', async () => (await callRecords(h)).find((r) => r.id === hash));
+    // Every event of the call reached the connector: answered, hung up, billed.
+    expect(rec.cause).toBe('hangup');
+    expect(Number(rec.sec)).toBe(2);
+    // An ID header with a TAB, a backslash or double quotes reaches Tessera, which answers it (not a lost
+    // event: 503 after ADMIT_TIMEOUT_MS). Spaced out, the ID is still the ID; the others are no IDs.
+    const answers = [];
+    for (const written of [`${id!.slice(0, 4)}\t${id!.slice(4)}`, `${id}\\`, `"${id}"`]) {
+      const answer = await sipInvite(k, '33612345678', { extra: [`X-Prepaid-ID: ${written}`] });
+      answers.push([answer.code, answer.headers.get('x-prepaid-reason')]);
+    }
+    expect(answers).toEqual([
+      [200, undefined],
+      [404, 'bad_format'],
+      [404, 'bad_format'],
+    ]);
+  });
+
   it('refuses an initial INVITE with a forged To-tag: it would skip metering, or go anywhere unmetered', async () => {
     const [id] = await soldIds(h, TALK, 1);
     const run = await runUac({
