@@ -65,6 +65,12 @@ interface Call {
   cutAt: number;
   /** The call ended before its `started` arrived: stop it then. */
   endAfterStart?: { sec: number; cause: string };
+  /**
+   * A call that failed before this connector saw it start or answer: its stop
+   * carries no ID or destination, so that one Tessera never started answers
+   * `unknown_call` rather than being billed as a recovered stop (docs/protocol.md).
+   */
+  unseen?: boolean;
 }
 
 /** Stop retries while Tessera answers `unavailable`: a stop is never given up. */
@@ -381,10 +387,16 @@ export class KamailioConnector {
   private onFailed(e: DialogEvent): void {
     const call = callIdOf(e.ci, e.he, e.hi);
     if (this.done.has(call)) return;
-    const c = this.calls.get(call);
-    // A call failed before this connector heard of it was refused or never started: nothing to stop.
-    if (!c || c.ending) return;
     const cause = /^[1-6][0-9][0-9]$/.test(e.code ?? '') ? `failed-${e.code}` : 'failed';
+    const c = this.calls.get(call);
+    if (!c) {
+      // Admitted by another connector process (this one restarted since) and failed while
+      // it rang: stopped now, or its ID stays busy until the reaper's RING_TIMEOUT_MS. One
+      // that was refused or never started answers unknown_call, and nothing changes.
+      this.stop(Object.assign(this.track(e), { started: true, unseen: true }), 0, cause);
+      return;
+    }
+    if (c.ending) return;
     if (!c.started) {
       c.endAfterStart = { sec: 0, cause };
       return;
@@ -430,14 +442,17 @@ export class KamailioConnector {
   private stop(c: Call, sec: number, cause: string): void {
     c.ending = true;
     clearTimeout(c.timer);
-    // id and dest travel with the stop too: extra fields are ignored by the protocol
-    // today, and a gateway that lost the session can use them.
-    void this.link.request({ op: 'stop', call: c.call, sec, cause, id: c.id, dest: c.dest }).then((r) => {
+    // id and dest travel with the stop too: a gateway that lost the session bills the call
+    // from them (a recovered stop), so not for a call that may never have started.
+    const stop = { op: 'stop', call: c.call, sec, cause, ...(!c.unseen && { id: c.id, dest: c.dest }) };
+    void this.link.request(stop).then((r) => {
       if (r.op === 'error' && RETRYABLE.has(String(r.reason))) {
         setTimeout(() => this.stop(c, sec, cause), STOP_RETRY_MS);
         return;
       }
-      if (r.op === 'error') this.log.warn({ call: c.call, reason: r.reason }, 'stop refused');
+      if (r.op === 'error' && c.unseen && r.reason === 'unknown_call')
+        this.log.debug({ call: c.call }, 'failed call was never started');
+      else if (r.op === 'error') this.log.warn({ call: c.call, reason: r.reason }, 'stop refused');
       else this.log.debug({ call: c.call, billedSec: r.billedSec, cost: r.cost }, 'stopped');
       this.forget(c);
     });

@@ -1,0 +1,134 @@
+/**
+ * The connector against a stand-in for Kamailio (an evapi peer and a
+ * JSON-RPC stub) and a real gateway: a call admitted by a connector process
+ * that is gone, and failed while it rang, is stopped by the one that took
+ * over, and a failed call Tessera never started is billed nothing.
+ */
+import { createServer as httpServer, type Server as HttpServer } from 'node:http';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { callIdOf } from '../../src/kamailio/call-id';
+import { KamailioConnector } from '../../src/kamailio/connector';
+import { encodeNetstring, NetstringReader } from '../../src/kamailio/netstring';
+import { idStatus } from '../../src/ledger/ids';
+import { createLogger } from '../../src/observability/log';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { callRecords } from './records';
+import { until } from './stack';
+
+const TALK = talkProduct({ name: 'talk-r', face: 1_000_000, price: 1_000_000 });
+
+/** Kamailio's evapi as the connectors see it: every connection gets the events, every answer is kept. */
+interface FakeEvapi {
+  server: Server;
+  port: number;
+  socks: Set<Socket>;
+  answers: Record<string, unknown>[];
+  send(event: object): void;
+}
+
+async function fakeEvapi(): Promise<FakeEvapi> {
+  const socks = new Set<Socket>();
+  const answers: Record<string, unknown>[] = [];
+  const server = createServer((s) => {
+    socks.add(s);
+    const reader = new NetstringReader();
+    s.on('data', (d: Buffer) => {
+      for (const p of reader.push(d)) if (p !== '.') answers.push(JSON.parse(p) as Record<string, unknown>);
+    });
+    s.on('error', () => undefined);
+    s.on('close', () => socks.delete(s));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const send = (event: object): void => {
+    for (const s of socks) s.write(encodeNetstring(JSON.stringify(event)));
+  };
+  return { server, port: (server.address() as AddressInfo).port, socks, answers, send };
+}
+
+/** Kamailio's JSON-RPC with no dialogs up (what a started connector lists to take calls up). */
+async function fakeRpc(): Promise<{ server: HttpServer; url: string }> {
+  const server = httpServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => {
+      const { id } = JSON.parse(body) as { id: number };
+      res.end(JSON.stringify({ jsonrpc: '2.0', id, result: [] }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/RPC` };
+}
+
+describe('kamailio connector: calls it did not see start', () => {
+  let h: Harness;
+  let gw: Gateway;
+  let evapi: FakeEvapi;
+  let rpc: { server: HttpServer; url: string };
+  let tok: string;
+  const connectors: KamailioConnector[] = [];
+
+  const attach = async (): Promise<KamailioConnector> => {
+    const c = new KamailioConnector({
+      evapiHost: '127.0.0.1',
+      evapiPort: evapi.port,
+      rpcUrl: rpc.url,
+      gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
+      token: tok,
+      log: createLogger('silent'),
+    });
+    connectors.push(c);
+    const before = evapi.socks.size;
+    c.start();
+    await until('the connector to attach', () => evapi.socks.size > before);
+    return c;
+  };
+  const activeCalls = async (id: string): Promise<number> => {
+    const s = await idStatus(h.ctx, id);
+    return s.ok ? s.activeCalls : -1;
+  };
+
+  beforeAll(async () => {
+    h = await startHarness();
+    await seedCatalog(h, [TALK]);
+    tok = await token(h, 'switch', 'kamailio-restart');
+    gw = await gateway(h);
+    evapi = await fakeEvapi();
+    rpc = await fakeRpc();
+  });
+
+  afterAll(async () => {
+    for (const c of connectors) c.close();
+    await new Promise((r) => evapi?.server.close(r));
+    await new Promise((r) => rpc?.server.close(r));
+    await gw?.close();
+    await h?.stop();
+  });
+
+  it('stops a ringing call admitted before a restart when it fails, and bills a never-started one nothing', async () => {
+    const [id, other] = await soldIds(h, TALK, 2);
+    const dialog = { ci: 'ringing@probe', he: 7, hi: 1001, id: id!, dest: '33612345678' };
+    const first = await attach();
+    evapi.send({ ev: 'invite', ...dialog, ti: 1, tl: 2, si: '127.0.0.9', ts: Date.now() / 1000 });
+    await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === 1 && a.sec !== undefined));
+    expect(await activeCalls(id!)).toBe(1);
+    // The connector process goes; another one takes over while the call rings.
+    first.close();
+    await until('the first connector to detach', () => evapi.socks.size === 0);
+    await attach();
+    // A dialog Tessera never heard of fails first, then the ringing one (the callee was busy).
+    const never = { ci: 'never@probe', he: 8, hi: 1002, id: other!, dest: '33612345678' };
+    evapi.send({ ev: 'failed', ...never, code: '487', ts: Date.now() / 1000 });
+    evapi.send({ ev: 'failed', ...dialog, code: '486', ts: Date.now() / 1000 });
+    // Freed now, not at the reaper's RING_TIMEOUT_MS (3 minutes).
+    await until('the ringing call to be stopped', async () => (await activeCalls(id!)) === 0);
+    const records = await callRecords(h);
+    expect(records.filter((r) => r.call === callIdOf(dialog.ci, dialog.he, dialog.hi))).toMatchObject([
+      { sec: '0', cost: '0', cause: 'failed-486' },
+    ]);
+    // Its stop was answered before the ringing call's: unknown_call, no recovered record.
+    expect(records.filter((r) => r.call === callIdOf(never.ci, never.he, never.hi))).toEqual([]);
+    expect(await activeCalls(other!)).toBe(0);
+  });
+});
