@@ -1,11 +1,18 @@
 import type { IdKeys } from '../ids/secrets';
 import type { RedisClient } from '../redis/connect';
+import { TurnTimeout } from '../redis/failure';
 import { keys } from '../redis/keys';
 
 /** `enter`'s answer when the client's lookups are at their bound: `queue` the lookup for its turn. */
 export const WAIT = -1;
 
-/** A queued lookup's turn: 0 holding a slot (give it back with `release`), or seconds to wait, holding none. */
+/** A queued lookup's answer when it waited longer than the throttle's `turnTimeoutMs`: fail it `unavailable`. */
+export const GAVE_UP = -2;
+
+/**
+ * A queued lookup's turn: 0 holding a slot (give it back with `release`), or
+ * holding none, seconds to wait (throttled) or GAVE_UP.
+ */
 export type Turn = (retryAfter: number) => void;
 
 /** What this gateway knows of one client: its window as Redis last told it, its refusal, its lookups. */
@@ -61,6 +68,12 @@ export class GuessThrottle {
     private readonly scope = '',
     /** Called when this gateway starts refusing a client: once per window (a metric's inc). */
     private readonly onThrottled?: () => void,
+    /**
+     * How long a queued lookup waits for its turn before it is given up
+     * (GAVE_UP): REDIS_TIMEOUT_MS, so that while Redis is stalled a burst is
+     * answered `unavailable` in that time, not a slot's worth per timeout.
+     */
+    private readonly turnTimeoutMs = Infinity,
   ) {}
 
   /** Token names this gateway keeps state for (those with lookups, or a window not over). */
@@ -94,7 +107,17 @@ export class GuessThrottle {
   queue(client: string, turn: Turn): void {
     let c = this.clients.get(client);
     if (!c) this.clients.set(client, (c = new ClientState()));
-    (c.waiting ??= []).push(turn);
+    const q = (c.waiting ??= []);
+    const at = q.push(turn) - 1;
+    if (this.turnTimeoutMs !== Infinity) {
+      const state = c;
+      setTimeout(() => {
+        // Had its turn already (its place emptied, or the queue drained and gone).
+        if (state.waiting !== q || q[at] !== turn) return;
+        q[at] = undefined;
+        turn(GAVE_UP);
+      }, this.turnTimeoutMs).unref();
+    }
     if (!c.pumping) this.pump(client, c);
   }
 
@@ -111,6 +134,7 @@ export class GuessThrottle {
    */
   async withSlot<T>(client: string, refuse: (retryAfter: number) => T, lookUp: () => Promise<T>): Promise<T> {
     const wait = await this.turn(client);
+    if (wait === GAVE_UP) throw new TurnTimeout();
     if (wait > 0) return refuse(wait);
     try {
       return await lookUp();
@@ -171,12 +195,14 @@ export class GuessThrottle {
       for (let q = c.waiting; q && c.head < q.length; q = c.waiting) {
         const wait = this.waitOf(c, now);
         if (wait === 0 && c.inFlight >= this.bound(c, now)) break;
-        const turn = q[c.head]!;
+        const turn = q[c.head];
         q[c.head++] = undefined;
         if (c.head === q.length) {
           c.waiting = undefined;
           c.head = 0;
         }
+        // Given up while it waited: its place is empty.
+        if (!turn) continue;
         if (wait === 0) c.inFlight++;
         turn(wait);
       }

@@ -25,7 +25,8 @@ import {
   type Refusal,
   type ScanTerms,
 } from './scripts';
-import { GuessThrottle, WAIT } from '../ledger/guess-throttle';
+import { GAVE_UP, GuessThrottle, WAIT } from '../ledger/guess-throttle';
+import { TurnTimeout } from '../redis/failure';
 import { idField } from '../ledger/id-fields';
 
 export type { Answer, Granted, Refusal } from './scripts';
@@ -155,8 +156,15 @@ export class Redemption {
     this.claimScripts = claimRedis === ctx.redis ? ctx.scripts : new Scripts(claimRedis);
     // Timed into the same histogram as the context's (whose timer the gateway sets before building this).
     this.claimScripts.timer = ctx.scripts.timer;
-    this.throttle = new GuessThrottle(ctx.redis, ctx.ids, ctx.cfg.guessLimit, ctx.cfg.guessWindowSec, '', () =>
-      metrics.throttled.inc(),
+    const { guessLimit, guessWindowSec, redis } = ctx.cfg;
+    this.throttle = new GuessThrottle(
+      ctx.redis,
+      ctx.ids,
+      guessLimit,
+      guessWindowSec,
+      '',
+      () => metrics.throttled.inc(),
+      redis.timeoutMs,
     );
     this.claims = new GroupCommit(claimRedis, this.sendClaims, MAX_SCANS_PER_SCRIPT);
     this.redeems = new GroupCommit(ctx.redis, this.sendRedeems, MAX_SCANS_PER_SCRIPT);
@@ -173,9 +181,11 @@ export class Redemption {
     const slot = this.throttle.enter(token.name);
     if (slot === 0) return this.lookUp(token, req, done);
     if (slot !== WAIT) return done(undefined, throttled(slot));
-    this.throttle.queue(token.name, (wait) =>
-      wait > 0 ? done(undefined, throttled(wait)) : this.lookUp(token, req, done),
-    );
+    this.throttle.queue(token.name, (wait) => {
+      if (wait === 0) return this.lookUp(token, req, done);
+      if (wait === GAVE_UP) return done(new TurnTimeout());
+      done(undefined, throttled(wait));
+    });
   }
 
   /**

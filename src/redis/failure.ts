@@ -51,6 +51,17 @@ const UNAVAILABLE_MESSAGE =
  */
 const RELAYED_CODE = new RegExp(`\\b(?:${UNAVAILABLE_CODES.join('|')})\\b`);
 
+/**
+ * A request that waited longer than REDIS_TIMEOUT_MS for its turn at Redis,
+ * behind its client's other lookups (GuessThrottle): Redis is too slow now,
+ * and the client is told so as for any request that waited that long on it.
+ */
+export class TurnTimeout extends Error {
+  constructor() {
+    super('waited its turn at Redis for longer than REDIS_TIMEOUT_MS');
+  }
+}
+
 /** Maps a thrown error to the reason a client sees: Redis trouble is `unavailable`, anything else `internal`. */
 export function failureReason(err: unknown): FailureReason {
   if (!(err instanceof Error)) return 'internal';
@@ -60,7 +71,8 @@ export function failureReason(err: unknown): FailureReason {
   if (
     err instanceof MaxRetriesPerRequestError ||
     err instanceof ClusterAllFailedError ||
-    err instanceof ReplicationTimeout
+    err instanceof ReplicationTimeout ||
+    err instanceof TurnTimeout
   )
     return 'unavailable';
   const { code, syscall } = err as NodeJS.ErrnoException;

@@ -62,7 +62,8 @@ export class Topups {
     /** The catalog's product by name (the gateway's cache, or what the CLI read). */
     private readonly productOf: (name: string) => Product | undefined,
   ) {
-    this.guesses = new GuessThrottle(ctx.redis, ctx.ids, ctx.cfg.guessLimit, ctx.cfg.guessWindowSec, 'vch');
+    const { guessLimit, guessWindowSec, redis } = ctx.cfg;
+    this.guesses = new GuessThrottle(ctx.redis, ctx.ids, guessLimit, guessWindowSec, 'vch', undefined, redis.timeoutMs);
   }
 
   /**

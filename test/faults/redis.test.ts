@@ -22,11 +22,12 @@ import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/redis/embedded
 import { Sandbox } from '../../src/dev/sandbox';
 import { activateId } from '../../src/ledger/ids';
 import { mintIds } from '../../src/ledger/mint';
+import { generateId } from '../../src/ids/idnum';
 import { createToken } from '../../src/catalog/store';
 import { runCliIn } from '../support/cli';
 import { STD_RATES, talkProduct, TEST_SECRET } from '../support/harness';
 import { sleep, until } from '../support/wait';
-import { Client } from '../support/ws-client';
+import { Client, Scanner } from '../support/ws-client';
 
 const TALK = talkProduct({ name: 'talk-f', face: 10_000_000, price: 10_000_000, thresholds: [] });
 const DEST = '4912345'; // 100 micro-units a second
@@ -152,6 +153,29 @@ describe('Redis frozen for 5 s', () => {
       billedSec: 7,
       cost: 700,
     });
+  }, 30_000);
+});
+
+describe('Redis frozen while a scanner bursts', () => {
+  it('lookups waiting their turn behind the token name’s bound are answered unavailable within the timeout too', async () => {
+    const tok = (await createToken(ctx.redis, { name: 'scan-f', role: 'scanner', venue: 'arena' })).token;
+    const s = await Scanner.connect(gw.port, tok);
+    const pid = await redisPid();
+    process.kill(pid, 'SIGSTOP');
+    try {
+      // Twenty times the lookups a token name may have waiting on Redis (GUESS_LIMIT + 1 = 21).
+      const answers = Promise.all(
+        Array.from({ length: 420 }, (_, i) => s.request({ op: 'validate', ref: `v${i}`, id: generateId(16) })),
+      );
+      // Frozen for less than the queue would take were it served a slot's worth per timeout (20 × 400 ms).
+      await Promise.race([answers, sleep(5000)]);
+      process.kill(pid, 'SIGCONT');
+      const reasons = new Set((await answers).map((m) => `${String(m.op)} ${String(m.reason)}`));
+      expect([...reasons]).toEqual(['error unavailable']);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+      await s.close();
+    }
   }, 30_000);
 });
 
