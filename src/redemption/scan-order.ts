@@ -129,6 +129,11 @@ export class ScansUnderWay {
     else this.more.delete(scanKey);
   }
 
+  /** Whether more than one redeem of `scanKey` is under way here (a retry sent before its first was answered). */
+  copies(scanKey: string): boolean {
+    return this.more.size > 0 && this.more.has(scanKey);
+  }
+
   /** The ID a redeem of `scanKey` under way here redeems, if there is one. */
   idOf(scanKey: string): string | undefined {
     return this.ids.get(scanKey);

@@ -241,8 +241,12 @@ export class Redemption {
   private settle(p: PendingScan, a: Answer): void {
     if (a.ok) return this.finish(p, undefined, a);
     // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis).
-    // On the claims' connection, so a retry's claim written after it finds the claim gone.
-    const dropped = p.claim === CLAIMED ? this.claimRedis.hdel(p.claimedIn, p.scanKey) : undefined;
+    // On the claims' connection, so a retry's claim written after it finds the claim gone. Unless a
+    // copy of the scan is still under way here: it holds the claim as its own (a retry's) and may yet
+    // be granted, after a reverse gave value back, say; without the claim its scan id would be free
+    // to redeem another ID.
+    const drop = p.claim === CLAIMED && !this.underWay.copies(p.scanKey);
+    const dropped = drop ? this.claimRedis.hdel(p.claimedIn, p.scanKey) : undefined;
     const counted = this.countGuess(p.scanner, a);
     if (!dropped && !counted) return this.finish(p, undefined, a);
     Promise.all([dropped, counted]).then(
@@ -411,21 +415,22 @@ export class Redemption {
   /** Undoes one earlier redemption of this scanner, by its scan id, once. */
   reverse(token: TokenInfo, scan: string, reason: string, id?: string): Promise<Answer> {
     const scanKey = `${token.name}:${scan}`;
-    let idKey = this.underWay.idOf(scanKey);
-    if (idKey === undefined && id !== undefined) {
-      // Its redeem answered before: the ID named with it gives the reverse its place all the same.
+    let named: string | undefined;
+    if (id !== undefined) {
       const checked = checkId(id, this.cfg.idLength);
       if (!checked.ok) return Promise.resolve(checked);
       const { hash, bucket } = this.ids.hash(checked.id);
-      idKey = keys.id(bucket, hash);
+      named = keys.id(bucket, hash);
     }
+    // Its redeem answered before: the ID named with it gives the reverse its place all the same.
+    const idKey = this.underWay.idOf(scanKey) ?? named;
     if (idKey === undefined) return this.reverseNow(token, scanKey, reason);
     // Sent behind its redeem (a journal uploaded in one frame), or naming its ID: it takes its
     // place in the ID's line, after what came before it and before what came after it.
     return new Promise((resolve, reject) => {
       const barrier = new Barrier(() => {
         const over = (): void => this.arrivals.done(idKey, true);
-        this.reverseNow(token, scanKey, reason).then(
+        this.reverseNow(token, scanKey, reason, named).then(
           (a) => {
             over();
             resolve(a);
@@ -440,12 +445,14 @@ export class Redemption {
     });
   }
 
-  private async reverseNow(token: TokenInfo, scanKey: string, reason: string): Promise<Answer> {
+  /** `named`: the ID key of the ID the reverse named; the scan must be that ID's. */
+  private async reverseNow(token: TokenInfo, scanKey: string, reason: string, named?: string): Promise<Answer> {
     const now = Date.now();
     const windows = this.windows.at(now);
     const terms = await this.claimOf(scanKey, windows);
     if (!terms) return { ok: false, reason: 'unknown_scan' };
     const idKey = terms.slice(0, terms.indexOf('|'));
+    if (named !== undefined && named !== idKey) return { ok: false, reason: 'scan_conflict' };
     const answer = await script.reverse(this.scripts, scanKey, idKey, windows, now, token.name, reason);
     // A second reverse answers the first: that one must be on a replica, whoever wrote it.
     if (answer.ok) await (answer.duplicate ? replicatedSeen : replicated)(this.redis, idKey);

@@ -288,6 +288,42 @@ describe('a journal in one frame is applied in the order it was rung up', () => 
     expect(await s.request({ op: 'reverse', scan: uniq('n4'), id: '1234' })).toMatchObject({ reason: 'bad_format' });
   });
 
+  it('a refused sale sent again behind a reverse keeps its scan id: granted once, reversible, never another ID’s', async () => {
+    for (let round = 0; round < 3; round++) {
+      const [id, other] = [await sold(cat.wallet), await sold(cat.wallet)];
+      const [k0, k1] = [uniq('c0'), uniq('c1')];
+      expect(await s.redeem({ scan: k0, id, item: 'beer' })).toMatchObject({ valueLeft: 5_500_000 });
+      // Two beers do not fit in 5.50; the first beer given back, the same scan sent again fits.
+      const frame = [
+        { op: 'redeem', ref: `${k1}-a`, scan: k1, id, item: 'beer', qty: 2 },
+        { op: 'reverse', ref: `${k0}-v`, scan: k0, id },
+        { op: 'redeem', ref: `${k1}-b`, scan: k1, id, item: 'beer', qty: 2 },
+      ];
+      s.send(frame);
+      const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+      expect(got.map((g) => [g.msg.op, g.msg.reason ?? g.msg.valueLeft])).toEqual([
+        ['refused', 'insufficient_value'],
+        ['reversed', WALLET_FACE],
+        ['redeemed', 1_000_000],
+      ]);
+      // The scan id is the sale's: it reverses, and it redeems no other card.
+      expect(await s.reverse(k1)).toMatchObject({ op: 'reversed', amount: 2 * PRICE.beer });
+      expect(await s.redeem({ scan: k1, id: other, item: 'beer', qty: 2 })).toMatchObject({ reason: 'scan_conflict' });
+      expect([await balanceOf(h, id), await balanceOf(h, other)]).toEqual([WALLET_FACE, WALLET_FACE]);
+    }
+  });
+
+  it('a reverse naming another ID than its scan’s is refused scan_conflict, and nothing is reversed', async () => {
+    const [id, other] = [await sold(cat.wallet), await sold(cat.wallet)];
+    const scan = uniq('nx');
+    expect(await s.redeem({ scan, id, item: 'beer' })).toMatchObject({ valueLeft: 5_500_000 });
+    expect(await s.request({ op: 'reverse', scan, id: other })).toMatchObject({ reason: 'scan_conflict' });
+    const http = await jsonCall(gw, 'POST', '/v1/reverse', { token: tok, body: { scan, id: other } });
+    expect([http.status, http.json.error.reason]).toEqual([409, 'scan_conflict']);
+    expect(await balanceOf(h, id)).toBe(5_500_000);
+    expect(await s.request({ op: 'reverse', scan, id })).toMatchObject({ op: 'reversed', amount: PRICE.beer });
+  });
+
   it('a reversal holds back what came after it: the next sale finds the value it gave back', async () => {
     for (let round = 0; round < 3; round++) {
       const id = await sold(cat.wallet);
