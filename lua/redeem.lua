@@ -62,10 +62,14 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
       upd[#upd + 1] = int(now + expd * 86400000)
     end
   end
-  redis.call('HSET', ikey, unpack(upd))
-
   local rec = redis.call('XADD', KEYS[1], '*', RED_FIELD,
     red_pack('redeem', scan, scanner, idh, kind, action, venue, gate, item, qty, amts, int(left + amt), lefts, nows, ''))
+  -- A ticket's latest way in or out: only its reverse may change where the holder is (reverse.lua).
+  if kind == 'entry' then
+    upd[#upd + 1] = 'mv'
+    upd[#upd + 1] = rec
+  end
+  redis.call('HSET', ikey, unpack(upd))
   redis.call('HSET', KEYS[2], field,
     scan_pack(ikey, item, qty, dir, kind, action, amts, lefts, rec, venue, gate, idh, nows, 'ok'))
   recorded = true

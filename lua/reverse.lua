@@ -24,11 +24,15 @@ local now = tonumber(ARGV[1])
 local bal = tonumber(redis.call('HGET', KEYS[1], 'bal')) or 0
 local left = bal + amount
 local upd = { 'bal', int(left) }
--- Undoing a way in leaves the holder outside; undoing an exit puts them back inside
--- (so nobody else comes in on the ticket as a re-entry).
+-- Undoing a ticket's latest way in leaves the holder outside; undoing its latest exit puts them
+-- back inside (so nobody else comes in on the ticket as a re-entry). An older scan's reverse
+-- leaves them where the scans after it put them. (No `mv`: scanned before it was kept.)
 if s.kind == 'entry' then
-  upd[#upd + 1] = 'inside'
-  upd[#upd + 1] = s.action == 'exit' and '1' or '0'
+  local mv = redis.call('HGET', KEYS[1], 'mv')
+  if not mv or mv == s.rec then
+    upd[#upd + 1] = 'inside'
+    upd[#upd + 1] = s.action == 'exit' and '1' or '0'
+  end
 end
 redis.call('HSET', KEYS[1], unpack(upd))
 local scan = string.match(field, '^[^:]+:(.+)$')

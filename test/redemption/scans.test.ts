@@ -495,6 +495,21 @@ describe('reverse', () => {
     expect(await s.redeem({ scan: uniq('in2'), id })).toMatchObject({ op: 'refused', reason: 'already_redeemed' });
   });
 
+  it('reversing an older way in or out of a re-entry ticket leaves the holder where the later scans put them', async () => {
+    // Inside after in, out, in, out, in: undoing the second "in" must not let a second person in.
+    const inside = await sold(cat.reentry);
+    const moves = ['in', 'out', 'in', 'out', 'in'].map((dir) => ({ scan: uniq(dir), dir: dir as 'in' | 'out' }));
+    for (const m of moves) expect(await s.redeem({ ...m, id: inside })).toMatchObject({ op: 'redeemed' });
+    expect(await s.reverse(moves[2]!.scan)).toMatchObject({ op: 'reversed' });
+    expect(await s.redeem({ scan: uniq('in'), id: inside })).toMatchObject({ reason: 'already_redeemed' });
+    // Outside after in, out, in, out: undoing the first "out" must not keep the holder out.
+    const outside = await sold(cat.reentry);
+    const back = moves.slice(0, 4).map((m) => ({ ...m, scan: uniq(m.dir) }));
+    for (const m of back) expect(await s.redeem({ ...m, id: outside })).toMatchObject({ op: 'redeemed' });
+    expect(await s.reverse(back[1]!.scan)).toMatchObject({ op: 'reversed' });
+    expect(await s.redeem({ scan: uniq('in'), id: outside })).toMatchObject({ op: 'redeemed', action: 'reentry' });
+  });
+
   it("unknown_scan: never redeemed, refused, or another scanner's scan", async () => {
     expect(await s.reverse('never-seen')).toEqual({
       op: 'refused',
