@@ -82,7 +82,8 @@ const checkProduct: Checked<Product> = Object.assign(
             keyword: 'range',
             params: {},
             schemaPath: '',
-            message: 'validFrom/validUntil must be dates with validUntil after validFrom',
+            message:
+              'validFrom/validUntil must be ms since 1970 or date-times with their offset (2027-12-31T23:59:59Z), validUntil after validFrom',
           },
         ];
         return false;
@@ -104,9 +105,18 @@ function isHttpUrl(s: string): boolean {
   }
 }
 
+/**
+ * A date-time with its offset, to the second or finer: what the loading
+ * machine's time zone cannot change. A date alone (its start? its end? where?)
+ * or a time without an offset (local to whom?) is no moment.
+ */
+const MOMENT = /^\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:\d\d)$/;
+
+/** ms since 1970 of a validFrom/validUntil; NaN for a string that is no moment. */
 function toMs(v: number | string | undefined): number {
   if (v === undefined) return 0;
-  return typeof v === 'number' ? v : Date.parse(v);
+  if (typeof v === 'number') return v;
+  return MOMENT.test(v) ? Date.parse(v) : NaN;
 }
 const checkPlan = catalogAjv.compile<RatePlan>(RatePlan);
 const checkToken = catalogAjv.compile<TokenInfo>(TokenInfo);
