@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Context } from '../app/context';
-import { isReason, messageOf, statusOf } from '../protocol/reasons';
+import { isReason, messageOf, type Reason } from '../protocol/reasons';
 import { bucketOfKey } from '../redis/keys';
 import { replicated } from '../redis/replication';
 import type { PaymentProvider } from './provider';
@@ -34,13 +34,21 @@ export type Payment = { to: 'captured' } | { to: 'pending' } | { to: 'decline' |
 /** How a card company's reason is recorded when it is not one of the card declines we name ourselves. */
 const CARD = 'card:';
 
+/** The card company's declines the catalogue names, with a message of its own. */
+const CARD_DECLINES: ReadonlySet<string> = new Set<Reason>([
+  'not_member',
+  'insufficient_funds',
+  'card_invalid',
+  'wrong_card_pin',
+]);
+
 /**
- * A card company's decline reason as recorded: one of the catalogue's card
- * declines (402) as it is, any other name marked as the card company's, so that
- * its `expired` (a card's) never reads as ours (an ID's, 410).
+ * A card company's decline reason as recorded: one the catalogue names as it
+ * is, any other name marked as the card company's, so that its `expired` (a
+ * card's) never reads as ours (an ID's, 410), nor its `abandoned` as ours.
  */
 function cardReason(reason: string): string {
-  return isReason(reason) && statusOf(reason) === 402 ? reason : CARD + reason;
+  return CARD_DECLINES.has(reason) ? reason : CARD + reason;
 }
 
 /** A declined attempt's answer: our reasons are the catalogue's, any other is the card company's decline (402). */

@@ -346,10 +346,10 @@ describe('declines: 402 with the reason, nothing sold', () => {
     });
   }
 
-  it('a card company reason named like one of ours (expired, blocked, unavailable) is still its decline: 402', async () => {
+  it('a card company reason named like one of ours (expired, blocked, abandoned) is still its decline: 402', async () => {
     const orig = h.sandbox.authorize.bind(h.sandbox);
     try {
-      for (const reason of ['expired', 'blocked', 'unavailable', 'in_progress']) {
+      for (const reason of ['expired', 'blocked', 'unavailable', 'in_progress', 'abandoned']) {
         h.sandbox.authorize = (b) => {
           const p = { ...b, state: 'declined' as const, reason };
           h.sandbox.payments.set(b.reference, p);

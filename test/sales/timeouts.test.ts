@@ -4,10 +4,12 @@
  * the card company, then finishes the sale or releases the ID, never charging
  * twice. The sandbox's hangNext makes a call do its work and never answer.
  */
+import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
 import { hashOf } from '../support/redis';
+import { formSession, postPageForm } from '../support/http';
 import { putProducts } from '../../src/catalog/store';
 import { sleep, until } from '../support/wait';
 import {
@@ -38,6 +40,8 @@ const P = product('talk-t', { face: 2_500_000, price: PRICE });
 const REPRICED = product('talk-repriced', { face: 2_500_000, price: 4_000_000 });
 /** One unit only: for a buyer who comes back after the last ID went to someone else. */
 const LAST = product('talk-last', { face: 1_000_000, price: 1_500_000 });
+/** One unit only, bought on the buy page: held by its own purchase while the card company is silent. */
+const ONE = product('talk-one', { face: 1_000_000, price: 1_600_000 });
 const PENDING = {
   error: { reason: 'payment_pending', message: 'the card company did not answer; retry with the same Idempotency-Key' },
 };
@@ -53,10 +57,11 @@ const orig = {
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [P, LAST, REPRICED]);
+  await seedCatalog(h, [P, LAST, REPRICED, ONE]);
   await mint(h, REPRICED, 2);
   await mint(h, P, 20);
   await mint(h, LAST, 1);
+  await mint(h, ONE, 1);
   gw = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
   salesTok = await token(h, 'sales', SALES);
   orig.authorize = h.sandbox.authorize.bind(h.sandbox);
@@ -298,6 +303,29 @@ describe('a void the card company refuses', () => {
     expect(second.status).toBe(200);
     expect(await usedCredit(h, m.card)).toBe(PRICE);
     expect((await payment(h, ref)).body.state).toBe('captured');
+  });
+});
+
+describe('the buy page while the card company is silent', () => {
+  it('keeps the product chosen even when its last ID is the one the purchase holds: the same form finishes it', async () => {
+    const m = await addMember(h, 100_000_000);
+    const fields = {
+      product: ONE.name,
+      pin: '4711',
+      card: m.card,
+      cardPin: m.cardPin,
+      nonce: randomBytes(16).toString('hex'),
+    };
+    const session = await formSession(gw);
+    hangAtCapture();
+    const pending = await postPageForm(gw, '/buy', fields, session);
+    expect(pending.status).toBe(503);
+    expect(await stock(h, ONE.name)).toBe(0);
+    // Selected and not disabled: a browser sends it again.
+    expect(/<option value="talk-one"[^>]*>/.exec(pending.text)?.[0]).toBe('<option value="talk-one" selected>');
+    const done = await postPageForm(gw, '/buy', fields, session);
+    expect(done.status).toBe(200);
+    expect(await usedCredit(h, m.card)).toBe(ONE.price);
   });
 });
 

@@ -44,12 +44,13 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
   <input type="hidden" name="form" value="${formToken}">
   <label for="product">${talkOnly ? 'Talk-time class' : 'Product'}</label>
   <select id="product" name="product" required>
-    ${products.map(
-      (p) =>
-        html`<option value="${String(p.name)}"${p.name === chosen ? html` selected` : ''}${(p.available as number) > 0 ? '' : html` disabled`}>${String(p.title)}: ${money(p.price as number, String(p.currency))}${
-          p.talkTimeSec ? html`, about ${duration(p.talkTimeSec as number)}` : ''
-        }${(p.available as number) > 0 ? '' : ' (sold out)'}</option>`,
-    )}
+    ${products.map((p) => {
+      // The chosen one may be sold out by the very ID its purchase under way holds.
+      const open = (p.available as number) > 0 || p.name === chosen;
+      return html`<option value="${String(p.name)}"${p.name === chosen ? html` selected` : ''}${open ? '' : html` disabled`}>${String(p.title)}: ${money(p.price as number, String(p.currency))}${
+        p.talkTimeSec ? html`, about ${duration(p.talkTimeSec as number)}` : ''
+      }${open ? '' : ' (sold out)'}</option>`;
+    })}
   </select>
   <label for="pin">Choose a PIN (4 to 12 digits) to find your number again</label>
   <input id="pin" name="pin" inputmode="numeric" pattern="${PIN_DIGITS}" autocomplete="new-password" required>
