@@ -120,6 +120,15 @@ function voucherRefusal(reason: string): string {
   return `${messageOf(reason)}.`;
 }
 
+/** A recharge refused; `keep`: the card form's nonce and amount, when the outcome is not known yet. */
+interface Refused {
+  reason: string;
+  message: string;
+  keep?: { nonce: string; amount: number };
+  retryAfter?: number;
+  httpStatus?: number;
+}
+
 export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   app.get('/check/:bucket/:token', (res, req) => {
     const reply = replyFor(res);
@@ -167,7 +176,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
 
   /**
    * A recharge form's POST: the form must come from our page in this browser and carry a live grant for
-   * this link; `run` does the recharge. `keep` on a refusal keeps the card form's nonce and amount (outcome unknown).
+   * this link; `run` does the recharge.
    */
   const rechargeRoute = (
     suffix: 'voucher' | 'recharge',
@@ -177,15 +186,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       token: string,
       client: string,
     ) => Promise<
-      | { ok: true; amount: number; balance: number; currency: string; expires?: number }
-      | {
-          ok: false;
-          reason: string;
-          message: string;
-          keep?: { nonce: string; amount: number };
-          retryAfter?: number;
-          httpStatus?: number;
-        }
+      { ok: true; amount: number; balance: number; currency: string; expires?: number } | ({ ok: false } & Refused)
     >,
   ): void => {
     app.post(`/check/:bucket/:token/${suffix}`, (res, req) => {
@@ -218,13 +219,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     action: string,
     grant: string,
     loc: { key: string; bucket: number },
-    r: {
-      reason: string;
-      message: string;
-      keep?: { nonce: string; amount: number };
-      retryAfter?: number;
-      httpStatus?: number;
-    },
+    r: Refused,
   ): Promise<void> {
     const o = await d.recharges.offerOf(loc);
     const forms = o.allowed
