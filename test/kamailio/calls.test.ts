@@ -25,6 +25,7 @@ import {
   answeredDialogs,
   connectorsAttached,
   haveKamailio,
+  listenEvents,
   runUac,
   sipInvite,
   sleep,
@@ -58,18 +59,18 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
   let dir: string;
   let tok: string;
 
-  const attach = async (): Promise<KamailioConnector> => {
+  const attach = async (to: KamailioChild = k): Promise<KamailioConnector> => {
     const c = new KamailioConnector({
       evapiHost: '127.0.0.1',
-      evapiPort: k.evapiPort,
-      rpcUrl: k.rpcUrl,
+      evapiPort: to.evapiPort,
+      rpcUrl: to.rpcUrl,
       gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
       token: tok,
       log: createLogger('silent'),
     });
-    const before = await connectorsAttached(k);
+    const before = await connectorsAttached(to);
     c.start();
-    await until('the connector to attach', async () => (await connectorsAttached(k)) > before);
+    await until('the connector to attach', async () => (await connectorsAttached(to)) > before);
     return c;
   };
 
@@ -422,6 +423,32 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
       [404, 'bad_format'],
       [404, 'bad_format'],
     ]);
+  });
+
+  it("refuses at once an INVITE whose Call-ID is no UTF-8: no event with the call before's strings", async () => {
+    // One SIP worker: the strings of the call before are the ones its variables still hold.
+    const single = await startKamailio({ dir, pstnPort: uas.port, children: 1 });
+    const listener = await listenEvents(single);
+    let c: KamailioConnector | undefined;
+    try {
+      c = await attach(single);
+      const [before, next] = await soldIds(h, TALK, 2);
+      expect((await sipInvite(single, `${before}*33612345678`, { talkMs: 500 })).code).toBe(200);
+      // A raw 0xff byte: jansson has no JSON string for it.
+      const callId = `evil-\xff-${Math.random().toString(36).slice(2)}@probe`;
+      const refused = await sipInvite(single, `${next}*33612345678`, { callId, encoding: 'latin1' });
+      expect([refused.code, refused.headers.get('x-prepaid-reason')]).toEqual([400, 'bad_value']);
+      // The worker's next event comes after any the refused INVITE sent: then every one is in.
+      expect((await sipInvite(single, `${next}*33612345678`)).code).toBe(200);
+      await until('the next call to end', () => listener.events.find((e) => e.ev === 'end' && e.id === next));
+      expect(listener.unparsed).toEqual([]);
+      expect(listener.events.filter((e) => e.ev === 'invite').map((e) => e.id)).toEqual([before, next]);
+      expect(listener.events.filter((e) => e.id === before).map((e) => e.ev)).toEqual(['invite', 'answer', 'end']);
+    } finally {
+      c?.close();
+      listener.close();
+      await single.stop();
+    }
   });
 
   it('refuses an initial INVITE with a forged To-tag: it would skip metering, or go anywhere unmetered', async () => {

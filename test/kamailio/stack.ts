@@ -9,7 +9,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { join } from 'node:path';
+import { NetstringReader } from '../../src/kamailio/netstring';
 import { freePort, tcpPortFree } from '../../src/redis/embedded';
 import { sleep, until as waitUntil } from '../support/wait';
 
@@ -129,6 +131,8 @@ export interface SipInviteOptions {
   cancel?: boolean;
   /** An answered call talks this long, then hangs up (BYE). */
   talkMs?: number;
+  /** How the requests' text becomes bytes: `latin1` writes each character as one byte, for bytes that are no UTF-8. */
+  encoding?: 'utf8' | 'latin1';
 }
 
 const nowUs = (): number => Math.round((performance.timeOrigin + performance.now()) * 1000);
@@ -154,7 +158,12 @@ export async function sipInvite(k: { sipPort: number }, ruser: string, o: SipInv
   ];
   const send = (lines: string[]): Promise<void> =>
     new Promise((resolve) =>
-      sock.send([...lines, 'Content-Length: 0', '', ''].join('\r\n'), k.sipPort, '127.0.0.1', () => resolve()),
+      sock.send(
+        Buffer.from([...lines, 'Content-Length: 0', '', ''].join('\r\n'), o.encoding ?? 'utf8'),
+        k.sipPort,
+        '127.0.0.1',
+        () => resolve(),
+      ),
     );
   const invite = [
     `INVITE ${ruri} SIP/2.0`,
@@ -330,6 +339,36 @@ export async function startKamailio(o: {
       clearTimeout(t);
     },
   };
+}
+
+/** An evapi client that only listens: every event Kamailio relays (to every client). */
+export interface EvapiListener {
+  /** The events that parsed as JSON. */
+  events: Record<string, unknown>[];
+  /** Those that did not, as written. */
+  unparsed: string[];
+  close(): void;
+}
+
+/** Attaches an `EvapiListener` to Kamailio (it counts as a connector there, and answers nothing). */
+export async function listenEvents(k: KamailioChild): Promise<EvapiListener> {
+  const events: Record<string, unknown>[] = [];
+  const unparsed: string[] = [];
+  const reader = new NetstringReader();
+  const before = await connectorsAttached(k);
+  const sock = connect(k.evapiPort, '127.0.0.1');
+  sock.on('data', (chunk: Buffer) => {
+    for (const payload of reader.push(chunk)) {
+      try {
+        events.push(JSON.parse(payload) as Record<string, unknown>);
+      } catch {
+        unparsed.push(payload);
+      }
+    }
+  });
+  sock.on('error', () => undefined);
+  await until('the listener to attach', async () => (await connectorsAttached(k)) > before);
+  return { events, unparsed, close: () => sock.destroy() };
 }
 
 /** How many connectors Kamailio counts as attached. */
