@@ -13,7 +13,6 @@ import type { Gateway } from '../../src/gateway/server';
 import { KamailioConnector } from '../../src/kamailio/connector';
 import { audit } from '../../src/ledger/audit';
 import { idStatus, setIdState } from '../../src/ledger/ids';
-import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
 import { jsonCall } from '../support/http';
 import { idFields } from '../support/redis';
@@ -23,6 +22,7 @@ import { sipCallIdOf } from '../../src/kamailio/call-id';
 import { callRecords, luhnId, recordOf } from './records';
 import {
   answeredDialogs,
+  attachConnector,
   connectorsAttached,
   haveKamailio,
   listenEvents,
@@ -59,20 +59,8 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
   let dir: string;
   let tok: string;
 
-  const attach = async (to: KamailioChild = k): Promise<KamailioConnector> => {
-    const c = new KamailioConnector({
-      evapiHost: '127.0.0.1',
-      evapiPort: to.evapiPort,
-      rpcUrl: to.rpcUrl,
-      gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
-      token: tok,
-      log: createLogger('silent'),
-    });
-    const before = await connectorsAttached(to);
-    c.start();
-    await until('the connector to attach', async () => (await connectorsAttached(to)) > before);
-    return c;
-  };
+  const attach = (to: KamailioChild = k): Promise<KamailioConnector> =>
+    attachConnector(to, [`ws://127.0.0.1:${gw.port}/v1/switch`], tok);
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tessera-kamailio-'));

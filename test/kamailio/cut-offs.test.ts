@@ -13,11 +13,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { KamailioConnector } from '../../src/kamailio/connector';
-import { createLogger } from '../../src/observability/log';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { callRecords } from './records';
 import {
   answeredDialogs,
+  attachConnector,
   connectorsAttached,
   haveKamailio,
   runUac,
@@ -52,16 +52,7 @@ describe.skipIf(!haveKamailio())('kamailio: cut-offs in bulk', () => {
     gw = await gateway(h);
     uas = await startUas(dir);
     k = await startKamailio({ dir, pstnPort: uas.port, cpus: '0' });
-    connector = new KamailioConnector({
-      evapiHost: '127.0.0.1',
-      evapiPort: k.evapiPort,
-      rpcUrl: k.rpcUrl,
-      gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
-      token: tok,
-      log: createLogger('silent'),
-    });
-    connector.start();
-    await until('the connector to attach', async () => (await connectorsAttached(k)) > 0);
+    connector = await attachConnector(k, [`ws://127.0.0.1:${gw.port}/v1/switch`], tok);
   });
 
   afterAll(async () => {

@@ -11,7 +11,9 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { KamailioConnector } from '../../src/kamailio/connector';
 import { NetstringReader } from '../../src/kamailio/netstring';
+import { createLogger } from '../../src/observability/log';
 import { freePort, tcpPortFree } from '../../src/redis/embedded';
 import { sleep, until as waitUntil } from '../support/wait';
 
@@ -244,6 +246,80 @@ export async function sipInvite(k: { sipPort: number }, ruser: string, o: SipInv
   }
 }
 
+/** A SIP message as a `SipSocket` received it. */
+export interface SipMessage {
+  /** The request or status line. */
+  first: string;
+  /** A response's status code; 0 for a request. */
+  code: number;
+  /** A request's method, or the method of the request a response answers. */
+  method: string;
+  /** Every value of a header (by any case of its name), in order. */
+  all(name: string): string[];
+  get(name: string): string | undefined;
+}
+
+/**
+ * A SIP endpoint on loopback, over UDP, written by hand: for requests inside
+ * a dialog that no sipp scenario sends. `onRequest` answers what it receives.
+ */
+export interface SipSocket {
+  port: number;
+  /** Every message received, in order. */
+  received: SipMessage[];
+  onRequest?: (m: SipMessage) => void;
+  send(lines: string[], port: number): void;
+  /** The first message received, or to come, that `match` accepts. */
+  next(what: string, match: (m: SipMessage) => boolean): Promise<SipMessage>;
+  close(): void;
+}
+
+export function parseSip(text: string): SipMessage {
+  const [first = '', ...lines] = text.split('\r\n');
+  const headers: [string, string][] = [];
+  for (const line of lines) {
+    if (line === '') break;
+    const at = line.indexOf(':');
+    if (at > 0) headers.push([line.slice(0, at).trim().toLowerCase(), line.slice(at + 1).trim()]);
+  }
+  const all = (name: string): string[] => headers.filter(([n]) => n === name.toLowerCase()).map(([, v]) => v);
+  const code = Number(/^SIP\/2\.0 (\d{3})/.exec(first)?.[1] ?? 0);
+  const method = code ? (all('cseq')[0]?.split(' ')[1] ?? '') : (first.split(' ')[0] ?? '');
+  return { first, code, method, all, get: (name) => all(name)[0] };
+}
+
+export async function sipSocket(): Promise<SipSocket> {
+  const sock = createSocket('udp4');
+  await new Promise<void>((resolve) => sock.bind(0, '127.0.0.1', () => resolve()));
+  const self: SipSocket = {
+    port: sock.address().port,
+    received: [],
+    send: (lines, port) => sock.send([...lines, 'Content-Length: 0', '', ''].join('\r\n'), port, '127.0.0.1'),
+    next: (what, match) => until(what, () => self.received.find(match)),
+    close: () => sock.close(),
+  };
+  sock.on('message', (buf) => {
+    const m = parseSip(buf.toString());
+    self.received.push(m);
+    if (m.code === 0) self.onRequest?.(m);
+  });
+  return self;
+}
+
+/** The lines of a response to `req` (its Vias, From, To, Call-ID and CSeq), with `extra` lines after them. */
+export function responseTo(req: SipMessage, status: string, extra: string[] = [], toTag?: string): string[] {
+  const to = req.get('to') ?? '';
+  return [
+    `SIP/2.0 ${status}`,
+    ...req.all('via').map((v) => `Via: ${v}`),
+    `From: ${req.get('from') ?? ''}`,
+    `To: ${toTag !== undefined && !/;tag=/.test(to) ? `${to};tag=${toTag}` : to}`,
+    `Call-ID: ${req.get('call-id') ?? ''}`,
+    `CSeq: ${req.get('cseq') ?? ''}`,
+    ...extra,
+  ];
+}
+
 export const kamailioPorts = async (): Promise<KamailioPorts> => ({
   sipPort: await freeSipPort(),
   evapiPort: await freePort(),
@@ -339,6 +415,22 @@ export async function startKamailio(o: {
       clearTimeout(t);
     },
   };
+}
+
+/** A connector in this process, attached to `k` (Kamailio counts it) before this returns. */
+export async function attachConnector(k: KamailioChild, gateways: string[], token: string): Promise<KamailioConnector> {
+  const c = new KamailioConnector({
+    evapiHost: '127.0.0.1',
+    evapiPort: k.evapiPort,
+    rpcUrl: k.rpcUrl,
+    gateways,
+    token,
+    log: createLogger('silent'),
+  });
+  const before = await connectorsAttached(k);
+  c.start();
+  await until('the connector to attach', async () => (await connectorsAttached(k)) > before);
+  return c;
 }
 
 /** An evapi client that only listens: every event Kamailio relays (to every client). */

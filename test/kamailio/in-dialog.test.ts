@@ -1,0 +1,237 @@
+/**
+ * Requests inside a dialog through a real Kamailio (deploy/kamailio/kamailio.cfg),
+ * between a caller and a PSTN gateway written by hand: each is relayed to the
+ * dialog's peer (the caller's to the contact the gateway answered with, the
+ * gateway's to the caller's contact, or to the gateway itself while it has
+ * not answered), and one whose request URI names any other host is refused,
+ * not relayed there.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import type { KamailioConnector } from '../../src/kamailio/connector';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import {
+  attachConnector,
+  haveKamailio,
+  responseTo,
+  sipSocket,
+  startKamailio,
+  stopAll,
+  type KamailioChild,
+  type SipMessage,
+  type SipSocket,
+} from './stack';
+
+const TALK = talkProduct({ name: 'talk-d', face: 1_000_000, price: 1_000_000 });
+
+/** A dialog as its caller holds it. */
+interface Dialog {
+  callId: string;
+  fromTag: string;
+  toTag: string;
+  /** The Route set (the Record-Route of the 200 OK, reversed). */
+  routes: string[];
+  /** The gateway's contact, from its 200 OK. */
+  target: string;
+  cseq: number;
+}
+
+describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
+  let h: Harness;
+  let gw: Gateway;
+  let k: KamailioChild;
+  let connector: KamailioConnector;
+  let dir: string;
+  /** The PSTN gateway: answers every request 200, INVITEs with its contact. */
+  let pstn: SipSocket;
+  /** A host the caller would like Kamailio to send its requests to: answers every request 200. */
+  let elsewhere: SipSocket;
+  let caller: SipSocket;
+  let n = 0;
+
+  /** Answers every request 200 OK, but a call whose Call-ID starts with `ringing-` only 183 at first (`answerRinging`). */
+  const answerAll = (sock: SipSocket, contact: string) => (m: SipMessage) => {
+    if (m.method === 'ACK') return;
+    const invite = m.method === 'INVITE';
+    const rr = invite ? m.all('record-route').map((r) => `Record-Route: ${r}`) : [];
+    const initial = invite && !/;tag=/.test(m.get('to') ?? '');
+    const status = initial && m.get('call-id')?.startsWith('ringing-') ? '183 Session Progress' : '200 OK';
+    sock.send(responseTo(m, status, [...rr, `Contact: <${contact}>`], 'peer'), k.sipPort);
+  };
+
+  /** A caller's request in `d` (From and To swapped with `asCallee`), and its final answer's code. */
+  const request = async (d: Dialog, method: string, ruri: string, asCallee = false): Promise<number> => {
+    const branch = `z9hG4bK-${++n}-${method.toLowerCase()}`;
+    const [fromTag, toTag] = asCallee ? [d.toTag, d.fromTag] : [d.fromTag, d.toTag];
+    caller.send(
+      [
+        `${method} ${ruri} SIP/2.0`,
+        `Via: SIP/2.0/UDP 127.0.0.1:${caller.port};branch=${branch}`,
+        'Max-Forwards: 70',
+        ...d.routes.map((r) => `Route: ${r}`),
+        `From: <sip:caller@127.0.0.1:${caller.port}>;tag=${fromTag}`,
+        `To: <sip:callee@127.0.0.1>;tag=${toTag}`,
+        `Call-ID: ${d.callId}`,
+        `CSeq: ${++d.cseq} ${method}`,
+        `Contact: <sip:caller@127.0.0.1:${caller.port}>`,
+      ],
+      k.sipPort,
+    );
+    const answer = await caller.next(
+      `the answer to ${method} ${ruri}`,
+      (m) => m.code >= 200 && (m.get('via') ?? '').includes(branch),
+    );
+    return answer.code;
+  };
+
+  /** The caller's ACK of the 200 OK to its INVITE. */
+  const acknowledge = async (d: Dialog): Promise<void> => {
+    caller.send(
+      [
+        `ACK ${d.target} SIP/2.0`,
+        `Via: SIP/2.0/UDP 127.0.0.1:${caller.port};branch=z9hG4bK-${d.callId}-ack`,
+        'Max-Forwards: 70',
+        ...d.routes.map((r) => `Route: ${r}`),
+        `From: <sip:caller@127.0.0.1:${caller.port}>;tag=${d.fromTag}`,
+        `To: <sip:callee@127.0.0.1>;tag=${d.toTag}`,
+        `Call-ID: ${d.callId}`,
+        'CSeq: 1 ACK',
+      ],
+      k.sipPort,
+    );
+    await pstn.next('the ACK at the gateway', (m) => m.method === 'ACK' && m.get('call-id') === d.callId);
+  };
+
+  /** A prepaid call, answered by the gateway and acknowledged; or, `ringing`, only 183 so far (its early dialog). */
+  const dial = async (ringing = false): Promise<Dialog> => {
+    const [id] = await soldIds(h, TALK, 1);
+    const d: Dialog = {
+      callId: `${ringing ? 'ringing' : 'answered'}-${++n}@test`,
+      fromTag: `caller-${n}`,
+      toTag: '',
+      routes: [],
+      target: '',
+      cseq: 1,
+    };
+    const ruri = `sip:${id}*33612345678@127.0.0.1:${k.sipPort}`;
+    caller.send(
+      [
+        `INVITE ${ruri} SIP/2.0`,
+        `Via: SIP/2.0/UDP 127.0.0.1:${caller.port};branch=z9hG4bK-${n}-invite`,
+        'Max-Forwards: 70',
+        `From: <sip:caller@127.0.0.1:${caller.port}>;tag=${d.fromTag}`,
+        `To: <${ruri}>`,
+        `Call-ID: ${d.callId}`,
+        'CSeq: 1 INVITE',
+        `Contact: <sip:caller@127.0.0.1:${caller.port}>`,
+      ],
+      k.sipPort,
+    );
+    const code = ringing ? 183 : 200;
+    const ok = await caller.next(`the ${code}`, (m) => m.code === code && m.get('call-id') === d.callId);
+    d.toTag = /;tag=([^;>]+)/.exec(ok.get('to') ?? '')![1]!;
+    d.routes = ok.all('record-route').reverse();
+    d.target = /<([^>]+)>/.exec(ok.get('contact') ?? '')![1]!;
+    if (!ringing) await acknowledge(d);
+    return d;
+  };
+
+  /** The gateway answers a ringing call (200 OK to its INVITE), and the caller acknowledges. */
+  const answerRinging = async (d: Dialog): Promise<void> => {
+    const invite = pstn.received.find((m) => m.method === 'INVITE' && m.code === 0 && m.get('call-id') === d.callId)!;
+    const rr = invite.all('record-route').map((r) => `Record-Route: ${r}`);
+    pstn.send(responseTo(invite, '200 OK', [...rr, `Contact: <sip:gw@127.0.0.1:${pstn.port}>`], 'peer'), k.sipPort);
+    await caller.next(
+      'the 200 OK',
+      (m) => m.code === 200 && m.get('cseq') === '1 INVITE' && m.get('call-id') === d.callId,
+    );
+    await acknowledge(d);
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-in-dialog-'));
+    h = await startHarness();
+    await seedCatalog(h, [TALK]);
+    const tok = await token(h, 'switch', 'kamailio-in-dialog');
+    gw = await gateway(h);
+    [pstn, elsewhere, caller] = await Promise.all([sipSocket(), sipSocket(), sipSocket()]);
+    pstn.onRequest = answerAll(pstn, `sip:gw@127.0.0.1:${pstn.port}`);
+    elsewhere.onRequest = answerAll(elsewhere, `sip:elsewhere@127.0.0.1:${elsewhere.port}`);
+    caller.onRequest = answerAll(caller, `sip:caller@127.0.0.1:${caller.port}`);
+    k = await startKamailio({ dir, pstnPort: pstn.port });
+    connector = await attachConnector(k, [`ws://127.0.0.1:${gw.port}/v1/switch`], tok);
+  });
+
+  afterAll(async () => {
+    connector?.close();
+    for (const s of [pstn, elsewhere, caller]) s?.close();
+    await gw?.close();
+    await stopAll();
+    await h?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("relays a call's requests to its peers: re-INVITE and OPTIONS to the gateway, the gateway's BYE to the caller", async () => {
+    const d = await dial();
+    expect(await request(d, 'INVITE', d.target)).toBe(200);
+    expect(await request(d, 'OPTIONS', d.target)).toBe(200);
+    // Kamailio may send the INVITE again (UDP): each request once, whatever came twice.
+    const atGateway = pstn.received.filter((m) => m.code === 0 && m.get('call-id') === d.callId);
+    expect(new Set(atGateway.map((m) => m.get('cseq')))).toEqual(
+      new Set(['1 INVITE', '1 ACK', '2 INVITE', '3 OPTIONS']),
+    );
+    // The gateway hangs up: its BYE, along the Record-Route, reaches the caller's contact.
+    pstn.send(
+      [
+        `BYE sip:caller@127.0.0.1:${caller.port} SIP/2.0`,
+        `Via: SIP/2.0/UDP 127.0.0.1:${pstn.port};branch=z9hG4bK-${++n}-gw-bye`,
+        'Max-Forwards: 70',
+        ...[...d.routes].reverse().map((r) => `Route: ${r}`),
+        `From: <sip:callee@127.0.0.1>;tag=${d.toTag}`,
+        `To: <sip:caller@127.0.0.1:${caller.port}>;tag=${d.fromTag}`,
+        `Call-ID: ${d.callId}`,
+        'CSeq: 1 BYE',
+      ],
+      k.sipPort,
+    );
+    await caller.next(
+      'the BYE at the caller',
+      (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
+    );
+    const ok = await pstn.next('the 200 to the BYE', (m) => m.method === 'BYE' && m.code === 200);
+    expect(ok.get('call-id')).toBe(d.callId);
+  });
+
+  it('refuses a request of a live call to any other host, from either end of its dialog: 403, never relayed', async () => {
+    const d = await dial();
+    const other = `127.0.0.1:${elsewhere.port}`;
+    const codes = [
+      await request(d, 'OPTIONS', `sip:evil@${other}`),
+      await request(d, 'INVITE', `sip:33699999999@${other}`),
+      await request(d, 'MESSAGE', `sip:evil@${other}`),
+      // The tags swapped: dressed as the gateway's request to the caller.
+      await request(d, 'OPTIONS', `sip:evil@${other}`, true),
+    ];
+    expect(codes).toEqual([403, 403, 403, 403]);
+    expect(elsewhere.received).toEqual([]);
+    // The call itself goes on: its BYE reaches the gateway.
+    expect(await request(d, 'BYE', d.target)).toBe(200);
+  });
+
+  it("sends a ringing call's requests to the gateway, whatever host they name", async () => {
+    const d = await dial(true);
+    // Before the answer, the dialog module holds no contact of the gateway's: PSTN_GW is the peer.
+    expect(await request(d, 'UPDATE', d.target)).toBe(200);
+    expect(await request(d, 'UPDATE', `sip:evil@127.0.0.1:${elsewhere.port}`)).toBe(200);
+    expect(elsewhere.received).toEqual([]);
+    const atGateway = pstn.received.filter(
+      (m) => m.method === 'UPDATE' && m.code === 0 && m.get('call-id') === d.callId,
+    );
+    expect(new Set(atGateway.map((m) => m.get('cseq')))).toEqual(new Set(['2 UPDATE', '3 UPDATE']));
+    await answerRinging(d);
+    expect(await request(d, 'BYE', d.target)).toBe(200);
+  });
+});
