@@ -133,7 +133,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
     if billed > 0 then cost = tariff_cost(t, ans, billed) end
     res = cov0 - cost
   end
-  local regrant = false
+  local regrant, answered = false, false
   if advanced then
     upd[#upd + 1] = 'used'
     upd[#upd + 1] = int(sec)
@@ -142,6 +142,9 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
       ans = math.max(tonumber(redis.call('HGET', skey, 'start')), now - sec * 1000)
       upd[#upd + 1] = 'ans'
       upd[#upd + 1] = int(ans)
+      -- The grant was priced as if answered at the start: a rate that changed while it rang
+      -- (a peak from 08:00, a dated version) makes the reservation carry it less far, or further.
+      answered = not t.flat
     end
     if n > billed then
       local owed = tariff_cost(t, ans, n) - cost
@@ -175,7 +178,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
     end
   end
   local finNow = 0
-  if regrant then
+  if regrant or answered then
     local was = gnt
     local final
     gnt, final = grant_of(t, a, billed, res, avail)

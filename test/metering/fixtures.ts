@@ -1,4 +1,6 @@
 /** Metering test fixtures: call ids, call keys, CDR reads, tick frames, a switch of a known name. */
+import type { CallKeys } from '../../src/metering/call-keys';
+import { callTick, type TickCallback, type TickResult } from '../../src/metering/scripts';
 import { keys } from '../../src/redis/keys';
 import { token, uniq, type Harness } from '../support/harness';
 import { bucketOf, streamFields } from '../support/redis';
@@ -40,4 +42,12 @@ export async function connectSwitch(
   const name = uniq('sw', 4);
   const c = await Client.connect(port, await token(h, 'switch', name), opts);
   return { c, name };
+}
+
+/** One tick straight through call_tick at `now` (a chosen time); `refreshMs` as the gateway's. */
+export function tickAt(h: Harness, ck: CallKeys, sec: number, now: number, refreshMs = 60_000): Promise<TickResult> {
+  return new Promise((resolve, reject) => {
+    const done: TickCallback = (err, r) => (err ? reject(new Error('call_tick', { cause: err })) : resolve(r!));
+    callTick(h.ctx.scripts, [{ ck, sec, done }], now, refreshMs, () => {});
+  });
 }

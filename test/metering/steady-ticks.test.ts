@@ -9,17 +9,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
 import { idKeyOf, streamFields } from '../support/redis';
-import { newCall } from './fixtures';
+import { newCall, tickAt as tickAtTime } from './fixtures';
 import type { TalkProduct } from '../../src/catalog/schema';
 import { callKeysFor, callKeyOf, type CallKeys } from '../../src/metering/call-keys';
-import {
-  callStart,
-  callStop,
-  callTick,
-  type StopResult,
-  type TickCallback,
-  type TickResult,
-} from '../../src/metering/scripts';
+import { callStart, callStop, type StopResult, type TickResult } from '../../src/metering/scripts';
 
 let h: Harness;
 beforeAll(async () => {
@@ -62,12 +55,7 @@ async function cdr(ck: CallKeys, record: string | undefined): Promise<Record<str
 const pick = (o: Record<string, string>, fields: readonly string[]): Record<string, string | undefined> =>
   Object.fromEntries(fields.map((f) => [f, o[f]]));
 
-function tickAt(ck: CallKeys, sec: number, now: number): Promise<TickResult> {
-  return new Promise((resolve, reject) => {
-    const done: TickCallback = (err, r) => (err ? reject(new Error('call_tick', { cause: err })) : resolve(r!));
-    callTick(h.ctx.scripts, [{ ck, sec, done }], now, REFRESH_MS, () => {});
-  });
-}
+const tickAt = (ck: CallKeys, sec: number, now: number): Promise<TickResult> => tickAtTime(h, ck, sec, now, REFRESH_MS);
 
 async function open(product: TalkProduct, desc: string, calls: number, mode: 'tick' | 'quota'): Promise<Twin> {
   const [id] = await soldIds(h, product);

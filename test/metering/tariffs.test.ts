@@ -10,13 +10,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
 import { idFields } from '../support/redis';
 import { type Client, type Msg } from '../support/ws-client';
-import { cdrsOf, connectSwitch, msgs, newCall, sessionKey } from './fixtures';
+import { cdrsOf, connectSwitch, msgs, newCall, sessionKey, tickAt } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
 import { putPlans } from '../../src/catalog/store';
 import { audit } from '../../src/ledger/audit';
 import { PlanTariff } from '../../src/catalog/tariff';
-import { callKeysFor, callKeyOf } from '../../src/metering/call-keys';
-import { callStart, callStop } from '../../src/metering/scripts';
+import { callKeysFor, callKeyOf, type CallKeys } from '../../src/metering/call-keys';
+import { callStart, callStop, type StartResult } from '../../src/metering/scripts';
+import type { RatePlan } from '../../src/catalog/schema';
 import { keys } from '../../src/redis/keys';
 
 let h: Harness;
@@ -55,6 +56,33 @@ async function begin(plan: string, face: number, name = plan): Promise<{ id: str
   return { id: id!, call, started };
 }
 const tick = (call: string, sec: number): Promise<Msg> => c.request({ op: 'tick', ref: ref(), call, sec });
+/**
+ * A call to 4912345 started straight through call_start at `now`, on an ID of a
+ * product of its own rated by `plans` (the versions of one plan); `start(now)`
+ * sends the same start again.
+ */
+async function startAt(
+  plans: RatePlan[],
+  face: number,
+  now: number,
+): Promise<{
+  id: string;
+  call: string;
+  ck: CallKeys;
+  started: StartResult;
+  start: (at: number) => Promise<StartResult>;
+}> {
+  const name = plans[0]!.name;
+  const [id] = await soldIds(h, talkProduct({ name, plan: name, face, thresholds: [] }));
+  const { hash, bucket } = h.ctx.ids.hash(id!);
+  const call = newCall(name);
+  const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(`${name}-switch`, call));
+  const rates = [name, new PlanTariff(plans).descriptor('4912345', now)!];
+  const args = { dest: '4912345', sw: `${name}-switch`, call, idHash: hash, ringGraceMs: 0, aniHash: '', rates };
+  const start = (at: number): Promise<StartResult> => callStart(h.ctx.scripts, ck, { ...args, mode: 'tick', now: at });
+  return { id: id!, call, ck, started: await start(now), start };
+}
+
 const stop = (call: string, sec: number): Promise<Msg> => c.request({ op: 'stop', ref: ref(), call, sec });
 
 describe('billing increments (60/6 at 100 a second)', () => {
@@ -116,30 +144,46 @@ describe('a rate change during a call', () => {
 describe('a repeated start', () => {
   it('answers the rate admission answered, even after a rate change since', async () => {
     const t0 = Date.now();
-    const plan = { name: 'dated-repeat', rates: [{ prefix: '', rate: 100, fee: 50 }] };
-    const later = { name: 'dated-repeat', activeFrom: t0 + 60_000, rates: [{ prefix: '', rate: 300, fee: 50 }] };
-    const desc = new PlanTariff([plan, later]).descriptor('4912345', t0)!;
-    const [id] = await soldIds(h, talkProduct({ name: 'dated-repeat', plan: 'dated-repeat', face: 1_000_000 }));
-    const { hash, bucket } = h.ctx.ids.hash(id!);
-    const call = newCall('repeat');
-    const ck = callKeysFor(keys.id(bucket, hash), callKeyOf('repeat-switch', call));
-    const args = {
-      dest: '4912345',
-      sw: 'repeat-switch',
-      call,
-      idHash: hash,
-      ringGraceMs: 0,
-      mode: 'tick' as const,
-      aniHash: '',
-      rates: ['dated-repeat', desc],
-    };
-    const first = await callStart(h.ctx.scripts, ck, { ...args, now: t0 });
+    const { started: first, start } = await startAt(
+      [
+        { name: 'dated-repeat', rates: [{ prefix: '', rate: 100, fee: 50 }] },
+        { name: 'dated-repeat', activeFrom: t0 + 60_000, rates: [{ prefix: '', rate: 300, fee: 50 }] },
+      ],
+      1_000_000,
+      t0,
+    );
     expect(first).toMatchObject({ ok: true, rate: 100, fee: 50, duplicate: false });
     if (!first.ok) return;
     // Two minutes on, past the change to 300: the same maxSec, balance, rate and fee.
-    const again = await callStart(h.ctx.scripts, ck, { ...args, now: t0 + 120_000 });
+    const again = await start(t0 + 120_000);
     const { maxSec, balance, rate, fee, grant, final } = first;
     expect(again).toMatchObject({ ok: true, duplicate: true, maxSec, balance, rate, fee, grant, final });
+  });
+});
+
+describe('a rate change while the call rings', () => {
+  it('the grant is priced again at answer: the reservation carries the call as far as it pays, nothing short', async () => {
+    const t0 = Date.now();
+    const { id, call, ck, started } = await startAt(
+      [
+        { name: 'ring-change', rates: [{ prefix: '', rate: 100, fee: 0 }] },
+        { name: 'ring-change', activeFrom: t0 + 10_000, rates: [{ prefix: '', rate: 300, fee: 0 }] },
+      ],
+      10_000,
+      t0,
+    );
+    // Priced as if answered at the start: 10 s at 100 a second, then 9 000 at 300: 40 s.
+    expect(started).toMatchObject({ ok: true, rate: 100, grant: 40, final: true });
+    // Answered after ringing 11 s, past the change: 10 000 at 300 a second is 33 s.
+    expect(await tickAt(h, ck, 1, t0 + 12_000)).toMatchObject({ grant: 33, isFinal: true, cut: '' });
+    expect(await tickAt(h, ck, 33, t0 + 44_000)).toMatchObject({ balance: 100, secLeft: 0, cut: 'exhausted' });
+    expect(await callStop(h.ctx.scripts, ck, t0 + 45_000, 33, 'normal', 60)).toMatchObject({
+      ok: true,
+      billedSec: 33,
+      cost: 9900,
+      balance: 100,
+    });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ short: '0' }]);
   });
 });
 
@@ -154,28 +198,13 @@ describe('time of day across a daylight-saving change', () => {
       rates: [{ prefix: '', rate: 100, fee: 0, periodRates: { peak: 300 } }],
     };
     await putPlans(h.ctx.redis, [plan]);
-    const [id] = await soldIds(h, talkProduct({ name: 'paris', plan: 'paris', face: 1_000_000, thresholds: [] }));
     const t0 = Date.UTC(2027, 9, 31, 1, 58); // 02:58 CET, the second 02:00-03:00
-    const desc = new PlanTariff([plan]).descriptor('4912345', t0)!;
-    const { hash, bucket } = h.ctx.ids.hash(id!);
-    const call = newCall('dst');
-    const ck = callKeysFor(keys.id(bucket, hash), callKeyOf('dst-switch', call));
-    const started = await callStart(h.ctx.scripts, ck, {
-      now: t0,
-      dest: '4912345',
-      sw: 'dst-switch',
-      call,
-      idHash: hash,
-      ringGraceMs: 0,
-      mode: 'tick',
-      aniHash: '',
-      rates: ['paris', desc],
-    });
+    const { id, ck, started } = await startAt([plan], 1_000_000, t0);
     expect(started).toMatchObject({ ok: true, rate: 300 });
     // Four minutes from 01:58Z: 120 s of peak, then 120 s after it (a peak ended at 01:00Z, the
     // first 03:00, would have charged them all 100).
     const stopped = await callStop(h.ctx.scripts, ck, t0 + 240_000, 240, 'normal', 60);
     expect(stopped).toMatchObject({ ok: true, billedSec: 240, cost: 120 * 300 + 120 * 100 });
-    expect(await idFields(h, id!)).toMatchObject({ bal: String(1_000_000 - 48_000) });
+    expect(await idFields(h, id)).toMatchObject({ bal: String(1_000_000 - 48_000) });
   });
 });
