@@ -208,16 +208,18 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
     -- The steady state: the reservation paid, what is free untouched.
     redis.call('HSET', ikey, 'bal', int(bal))
   end
-  -- Other calls may have taken what was free since: with nothing left, this grant is the last.
-  if not fin and avail == 0 then
+  -- Other calls may have taken what was free since, or the ID was blocked (no more grants):
+  -- then this grant is the last.
+  local more = avail > 0 and st ~= 'blocked'
+  if not fin and not more then
     fin, finNow = true, 1
     upd[#upd + 1] = 'fin'
     upd[#upd + 1] = '1'
   end
 
-  -- With nothing free the grant is all the call has left.
+  -- With nothing more to come the grant is all the call has left.
   local left = gnt - sec
-  if avail > 0 then left = tariff_afford(t, a, billed, res - t.disc + avail) - sec end
+  if more then left = tariff_afford(t, a, billed, res - t.disc + avail) - sec end
   if left < 0 then left = 0 end
   local alerts = ''
   -- Thresholds are stored highest first: nothing to do until the first is reached.

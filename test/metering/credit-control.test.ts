@@ -248,6 +248,20 @@ describe('final unit and redirect', () => {
   });
 });
 
+describe('a blocked ID', () => {
+  it('gets no more grants: its quota call is told its grant is final, and secLeft counts only the grant', async () => {
+    const product = talkProduct({ name: 'blocked-q', face: 100_000, maxCalls: 2, grantSec: 10, thresholds: [] });
+    const [id] = await soldIds(h, product);
+    const call = newCall('bq');
+    expect(await start(id!, call, { mode: 'quota' })).toMatchObject({ grant: 10, final: false });
+    await setIdState(h.ctx, id!, 'block', 'test');
+    const granted = await c.request({ op: 'update', ref: ref(), call, sec: 4 });
+    expect(granted).toMatchObject({ op: 'granted', grant: 10, final: true, secLeft: 6 });
+    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'blocked', action: 'terminate' }]);
+    await stop(call, 4);
+  });
+});
+
 describe('quota mode', () => {
   it('a one-hour call reported every 5 minutes is billed exactly as the same call ticked every second', async () => {
     const product = talkProduct({ name: 'quota', face: 1_000_000, maxCalls: 2, grantSec: 300, thresholds: [] });
