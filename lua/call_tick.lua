@@ -82,8 +82,11 @@ local function bill(i)
     if #upd > 0 then redis.call('HSET', skey, unpack(upd)) end
     -- The final action goes with the answer that made the grant final, with an
     -- exhausted cut-off, and with every quota-mode answer: not with every tick.
+    -- A blocked ID's call is ended, never redirected.
     local fa = ''
-    if final == 1 and (finNow == 1 or val > 0 or cut == 'exhausted') then fa = redis.call('HGET', skey, 'fa') end
+    if final == 1 and (finNow == 1 or val > 0 or cut == 'exhausted') then
+      fa = cut == 'blocked' and 'terminate' or redis.call('HGET', skey, 'fa')
+    end
     put(i, code + 8 * final, bal, left, gnt, alerts, cut, fresh, fa, val)
   end
 end

@@ -222,8 +222,9 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
   if more then left = tariff_afford(t, a, billed, res - t.disc + avail) - sec end
   if left < 0 then left = 0 end
   local alerts = ''
-  -- Thresholds are stored highest first: nothing to do until the first is reached.
-  if s[S_THR] ~= '' and left <= threshold_head(s[S_THR]) then
+  -- Thresholds are stored highest first: nothing to do until the first is reached. A blocked
+  -- ID's call is cut, not short of money: no "top up soon" for it.
+  if s[S_THR] ~= '' and st ~= 'blocked' and left <= threshold_head(s[S_THR]) then
     local fired, keep = {}, {}
     for th in string.gmatch(s[S_THR], '%d+') do
       if left <= tonumber(th) then fired[#fired + 1] = th else keep[#keep + 1] = th end

@@ -250,14 +250,25 @@ describe('final unit and redirect', () => {
 
 describe('a blocked ID', () => {
   it('gets no more grants: its quota call is told its grant is final, and secLeft counts only the grant', async () => {
-    const product = talkProduct({ name: 'blocked-q', face: 100_000, maxCalls: 2, grantSec: 10, thresholds: [] });
+    const product = talkProduct({
+      name: 'blocked-q',
+      face: 100_000,
+      maxCalls: 2,
+      grantSec: 10,
+      thresholds: [300, 60, 10],
+      finalAction: 'redirect',
+      redirectTo: '+18005550100',
+    });
     const [id] = await soldIds(h, product);
     const call = newCall('bq');
     expect(await start(id!, call, { mode: 'quota' })).toMatchObject({ grant: 10, final: false });
     await setIdState(h.ctx, id!, 'block', 'test');
     const granted = await c.request({ op: 'update', ref: ref(), call, sec: 4 });
-    expect(granted).toMatchObject({ op: 'granted', grant: 10, final: true, secLeft: 6 });
+    // Ended, never redirected; and no "top up soon" for money it still holds.
+    expect(granted).toMatchObject({ op: 'granted', grant: 10, final: true, secLeft: 6, action: 'terminate' });
+    expect(granted.redirect).toBeUndefined();
     expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'blocked', action: 'terminate' }]);
+    expect(msgs(c, call, 'alert')).toEqual([]);
     await stop(call, 4);
   });
 });
