@@ -21,6 +21,7 @@ A retry of a scan returns the first answer; the same scan id with other terms is
 -- @include "redeem_check"
 -- @include "scan_record"
 -- @include "red_record"
+-- @include "moves"
 -- now also as the gateway's digits: the records take it as text, with no formatting per scan.
 local nows, m, stride = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local now = tonumber(nows)
@@ -64,10 +65,9 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
   end
   local rec = redis.call('XADD', KEYS[1], '*', RED_FIELD,
     red_pack('redeem', scan, scanner, idh, kind, action, venue, gate, item, qty, amts, int(left + amt), lefts, nows, ''))
-  -- A ticket's latest way in or out: only its reverse may change where the holder is (reverse.lua).
   if kind == 'entry' then
-    upd[#upd + 1] = 'mv'
-    upd[#upd + 1] = rec
+    upd[#upd + 1] = 'mvs'
+    upd[#upd + 1] = moves_push(redis.call('HGET', ikey, 'mvs'), rec .. (action == 'exit' and '-' or '+'))
   end
   redis.call('HSET', ikey, unpack(upd))
   redis.call('HSET', KEYS[2], field,

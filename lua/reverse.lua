@@ -12,6 +12,7 @@ A second reverse of the same scan returns the first answer and gives nothing bac
 -- @include "num"
 -- @include "scan_record"
 -- @include "red_record"
+-- @include "moves"
 local field, m = ARGV[4], tonumber(ARGV[5])
 local places = { unpack(KEYS, 3, 2 + m) }
 local s, where = scan_find(places, field, KEYS[3 + m])
@@ -24,15 +25,26 @@ local now = tonumber(ARGV[1])
 local bal = tonumber(redis.call('HGET', KEYS[1], 'bal')) or 0
 local left = bal + amount
 local upd = { 'bal', int(left) }
--- Undoing a ticket's latest way in leaves the holder outside; undoing its latest exit puts them
--- back inside (so nobody else comes in on the ticket as a re-entry). An older scan's reverse
--- leaves them where the scans after it put them. (No `mv`: scanned before it was kept.)
+-- A ticket's holder is where its latest movement still standing put them (includes/moves.lua):
+-- undoing the latest way in leaves them outside of it, undoing the latest exit puts them back
+-- inside (so nobody else comes in on the ticket as a re-entry); undoing an older one moves
+-- nobody. With no movement left, or none kept (scanned before they were), the reversed scan says.
 if s.kind == 'entry' then
-  local mv = redis.call('HGET', KEYS[1], 'mv')
-  if not mv or mv == s.rec then
-    upd[#upd + 1] = 'inside'
-    upd[#upd + 1] = s.action == 'exit' and '1' or '0'
+  local list = redis.call('HGET', KEYS[1], 'mvs')
+  local inside
+  if not list then
+    inside = s.action == 'exit' and '1' or '0'
+  else
+    local rest, found, latest = moves_drop(list, s.rec)
+    if found then
+      upd[#upd + 1], upd[#upd + 2] = 'mvs', rest
+      if latest then
+        local last = string.match(rest, '([+-])$')
+        if last then inside = last == '+' and '1' or '0' else inside = s.action == 'exit' and '1' or '0' end
+      end
+    end
   end
+  if inside then upd[#upd + 1], upd[#upd + 2] = 'inside', inside end
 end
 redis.call('HSET', KEYS[1], unpack(upd))
 local scan = string.match(field, '^[^:]+:(.+)$')

@@ -510,6 +510,22 @@ describe('reverse', () => {
     expect(await s.redeem({ scan: uniq('in'), id: outside })).toMatchObject({ op: 'redeemed', action: 'reentry' });
   });
 
+  it('reverses of a ticket’s scans, latest first, leave the holder where the scans still standing put them', async () => {
+    const walk = async (dirs: ('in' | 'out')[], undo: number[]): Promise<Msg> => {
+      const id = await sold(cat.reentry);
+      const scans = dirs.map((dir) => ({ scan: uniq(dir), dir }));
+      for (const m of scans) expect(await s.redeem({ ...m, id })).toMatchObject({ op: 'redeemed' });
+      for (const i of undo) expect(await s.reverse(scans[i]!.scan)).toMatchObject({ op: 'reversed' });
+      return s.redeem({ scan: uniq('in'), id });
+    };
+    // in, out, in; the last in and the out undone: only the first in stands, the holder is inside.
+    expect(await walk(['in', 'out', 'in'], [2, 1])).toMatchObject({ reason: 'already_redeemed' });
+    // in, out, in, out; the last out and in undone: in, out stand, the holder may come back.
+    expect(await walk(['in', 'out', 'in', 'out'], [3, 2])).toMatchObject({ action: 'reentry' });
+    // Undone in any order, the same: the out, then the last in.
+    expect(await walk(['in', 'out', 'in'], [1, 2])).toMatchObject({ reason: 'already_redeemed' });
+  });
+
   it("unknown_scan: never redeemed, refused, or another scanner's scan", async () => {
     expect(await s.reverse('never-seen')).toEqual({
       op: 'refused',
