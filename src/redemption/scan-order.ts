@@ -116,6 +116,12 @@ export class ScansUnderWay {
   private readonly ids = new Map<string, string>();
   /** Keys with more than one redeem under way (retries), and how many. */
   private readonly more = new Map<string, number>();
+  /**
+   * Keys whose claim a refused copy left to the copies after it: the claims
+   * window it is in, to drop once the last copy is refused too; '' once a copy
+   * was granted (the claim is the sale's).
+   */
+  private readonly owed = new Map<string, string>();
 
   enter(scanKey: string, idKey: string): void {
     if (!this.ids.has(scanKey)) this.ids.set(scanKey, idKey);
@@ -124,14 +130,33 @@ export class ScansUnderWay {
 
   leave(scanKey: string): void {
     const n = this.more.size > 0 ? this.more.get(scanKey) : undefined;
-    if (n === undefined) this.ids.delete(scanKey);
-    else if (n > 2) this.more.set(scanKey, n - 1);
+    if (n === undefined) {
+      this.ids.delete(scanKey);
+      if (this.owed.size > 0) this.owed.delete(scanKey);
+    } else if (n > 2) this.more.set(scanKey, n - 1);
     else this.more.delete(scanKey);
   }
 
-  /** Whether more than one redeem of `scanKey` is under way here (a retry sent before its first was answered). */
-  copies(scanKey: string): boolean {
-    return this.more.size > 0 && this.more.has(scanKey);
+  /**
+   * A redeem of `scanKey` was refused (before it leaves); `claimedIn`: the
+   * window its claim is in, when this redeem made the claim. Answers the
+   * window to drop the claim from now: a refusal is not kept, nor its claim.
+   * But while a copy of the scan is still under way here, that copy holds the
+   * claim as its own (a retry's) and may yet be granted, after a reverse gave
+   * value back, say: the claim is left to the last copy.
+   */
+  refused(scanKey: string, claimedIn: string | undefined): string | undefined {
+    const owed = claimedIn ?? (this.owed.size > 0 ? this.owed.get(scanKey) : undefined);
+    if (this.more.size > 0 && this.more.has(scanKey)) {
+      if (claimedIn !== undefined) this.owed.set(scanKey, claimedIn);
+      return undefined;
+    }
+    return owed || undefined;
+  }
+
+  /** A redeem of `scanKey` was granted: its claim stays, whatever copies of it are refused. */
+  granted(scanKey: string): void {
+    if (this.owed.size > 0 && this.owed.has(scanKey)) this.owed.set(scanKey, '');
   }
 
   /** The ID a redeem of `scanKey` under way here redeems, if there is one. */
@@ -140,6 +165,6 @@ export class ScansUnderWay {
   }
 
   get size(): number {
-    return this.ids.size + this.more.size;
+    return this.ids.size + this.more.size + this.owed.size;
   }
 }

@@ -239,14 +239,15 @@ export class Redemption {
    * a guess, which may turn it to `throttled` (guessed()).
    */
   private settle(p: PendingScan, a: Answer): void {
-    if (a.ok) return this.finish(p, undefined, a);
-    // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis).
-    // On the claims' connection, so a retry's claim written after it finds the claim gone. Unless a
-    // copy of the scan is still under way here: it holds the claim as its own (a retry's) and may yet
-    // be granted, after a reverse gave value back, say; without the claim its scan id would be free
-    // to redeem another ID.
-    const drop = p.claim === CLAIMED && !this.underWay.copies(p.scanKey);
-    const dropped = drop ? this.claimRedis.hdel(p.claimedIn, p.scanKey) : undefined;
+    if (a.ok) {
+      this.underWay.granted(p.scanKey);
+      return this.finish(p, undefined, a);
+    }
+    // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis),
+    // once no copy of the scan under way here may yet be granted with it (ScansUnderWay.refused).
+    // On the claims' connection, so a retry's claim written after it finds the claim gone.
+    const drop = this.underWay.refused(p.scanKey, p.claim === CLAIMED ? p.claimedIn : undefined);
+    const dropped = drop ? this.claimRedis.hdel(drop, p.scanKey) : undefined;
     const counted = this.countGuess(p.scanner, a);
     if (!dropped && !counted) return this.finish(p, undefined, a);
     Promise.all([dropped, counted]).then(

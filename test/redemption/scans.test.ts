@@ -313,6 +313,17 @@ describe('a journal in one frame is applied in the order it was rung up', () => 
     }
   });
 
+  it('copies of a scan all refused keep nothing: the scan id is free again, as after one refusal', async () => {
+    const id = await sold(cat.wallet);
+    const k = uniq('rr');
+    const frame = [1, 2].map((n) => ({ op: 'redeem', ref: `${k}-${n}`, scan: k, id, item: 'beer', qty: 3 }));
+    s.send(frame);
+    const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+    expect(got.map((g) => g.msg.reason)).toEqual(['insufficient_value', 'insufficient_value']);
+    expect(await s.redeem({ scan: k, id, item: 'water' })).toMatchObject({ op: 'redeemed' });
+    expect([gw.redemption.arrivals.size, gw.redemption.underWay.size]).toEqual([0, 0]);
+  });
+
   it('a reverse naming another ID than its scan’s is refused scan_conflict, and nothing is reversed', async () => {
     const [id, other] = [await sold(cat.wallet), await sold(cat.wallet)];
     const scan = uniq('nx');
