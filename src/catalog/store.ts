@@ -106,17 +106,28 @@ function isHttpUrl(s: string): boolean {
 }
 
 /**
- * A date-time with its offset, to the second or finer: what the loading
+ * A date-time with its offset, to the minute or finer: what the loading
  * machine's time zone cannot change. A date alone (its start? its end? where?)
  * or a time without an offset (local to whom?) is no moment.
  */
-const MOMENT = /^\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:\d\d)$/;
+const MOMENT = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d)(?::(\d\d)(?:\.\d+)?)?(?:Z|[+-](\d\d):(\d\d))$/;
+
+/** ms since 1970 of a moment (MOMENT); NaN for any other string. */
+function momentMs(v: string): number {
+  const m = MOMENT.exec(v);
+  if (!m) return NaN;
+  const [y = 0, mo = 0, d = 0, hh = 0, mm = 0, ss = 0, oh = 0, om = 0] = m.slice(1).map((x) => Number(x ?? 0));
+  // Date.parse rolls 2027-02-29 over to 1 March and 24:00 to the next day: each field must be its own.
+  const day = new Date(Date.UTC(y, mo - 1, d));
+  if (day.getUTCMonth() !== mo - 1 || day.getUTCDate() !== d) return NaN;
+  if (hh > 23 || mm > 59 || ss > 59 || oh > 23 || om > 59) return NaN;
+  return Date.parse(v);
+}
 
 /** ms since 1970 of a validFrom/validUntil; NaN for a string that is no moment. */
 function toMs(v: number | string | undefined): number {
   if (v === undefined) return 0;
-  if (typeof v === 'number') return v;
-  return MOMENT.test(v) ? Date.parse(v) : NaN;
+  return typeof v === 'number' ? v : momentMs(v);
 }
 const checkPlan = catalogAjv.compile<RatePlan>(RatePlan);
 const checkToken = catalogAjv.compile<TokenInfo>(TokenInfo);
@@ -211,8 +222,9 @@ function checkPlanRules(p: RatePlan): void {
   if (p.tz !== undefined && !isTimeZone(p.tz)) fail(`unknown time zone '${p.tz}'`);
   if (p.activeFrom !== undefined) {
     const v = p.activeFrom;
-    const ms = typeof v === 'number' ? v : /^\d+$/.test(v) ? Number(v) : Date.parse(v);
-    if (!Number.isSafeInteger(ms) || ms < 0) fail(`activeFrom '${v}' is not a date`);
+    const ms = typeof v === 'number' ? v : /^\d+$/.test(v) ? Number(v) : momentMs(v);
+    if (!Number.isSafeInteger(ms) || ms < 0)
+      fail(`activeFrom '${v}' is not ms since 1970 or a date-time with its offset (2027-01-01T00:00:00+01:00)`);
     if (ms) p.activeFrom = ms;
     else delete p.activeFrom;
   }

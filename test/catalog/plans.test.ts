@@ -105,7 +105,14 @@ describe('rate plan files', () => {
     const base = { name: 'bad', rates: [{ prefix: '', rate: 10 }] };
     const cases: [unknown, RegExp][] = [
       [{ ...base, tz: 'Europe/Atlantis' }, /rate plan bad: unknown time zone 'Europe\/Atlantis'/],
-      [{ ...base, activeFrom: 'next tuesday' }, /rate plan bad: activeFrom 'next tuesday' is not a date/],
+      ...['next tuesday', '2027-01-01', '2027-01-01T00:00:00', '2027-02-29T00:00:00Z', '2027-04-30T24:00:00+02:00'].map(
+        (activeFrom): [unknown, RegExp] => [
+          { ...base, activeFrom },
+          new RegExp(
+            `rate plan bad: activeFrom '${activeFrom.replace('+', '\\+')}' is not ms since 1970 or a date-time`,
+          ),
+        ],
+      ),
       [
         { ...base, periods: [{ name: 'p', days: ['mon'], from: '20:00', to: '08:00' }] },
         /rate plan bad: period p must end after it starts/,

@@ -248,13 +248,16 @@ describe('putProducts / putPlans refuse invalid records with a message', () => {
   });
 
   // A ticket's validity is a moment: no date alone, no time local to the machine loading it.
-  it.each(['2026-12-31', '2026-12-31T23:59:59', 'next friday'])('a ticket valid until %s', async (validUntil) => {
-    const ticket = { name: 'ticket-v', kind: 'entry', currency: 'EUR', price: 1, venues: ['arena'], validUntil };
-    await expect(putProducts(h.ctx.redis, [ticket])).rejects.toThrow(
-      /validUntil validFrom\/validUntil must be ms since 1970 or date-times with their offset/,
-    );
-    expect(await h.r.hget(keys.products, 'ticket-v')).toBeNull();
-  });
+  it.each(['2026-12-31', '2026-12-31T23:59:59', 'next friday', '2027-02-29T23:59:59Z', '2027-04-30T24:00:00+02:00'])(
+    'a ticket valid until %s',
+    async (validUntil) => {
+      const ticket = { name: 'ticket-v', kind: 'entry', currency: 'EUR', price: 1, venues: ['arena'], validUntil };
+      await expect(putProducts(h.ctx.redis, [ticket])).rejects.toThrow(
+        /validUntil validFrom\/validUntil must be ms since 1970 or date-times with their offset/,
+      );
+      expect(await h.r.hget(keys.products, 'ticket-v')).toBeNull();
+    },
+  );
 
   it('the record number in the message points at the bad record', async () => {
     await expect(putProducts(h.ctx.redis, [CARD, { ...CARD, name: 'k7', face: 0 }])).rejects.toThrow(
