@@ -300,6 +300,11 @@ export class HookDelivery {
 
   /** One POST; undefined when the receiver answered 2xx, else what went wrong. */
   private async post(hook: Webhook, id: string, type: string, body: string): Promise<string | undefined> {
+    // A timer of our own, not AbortSignal.timeout: AbortSignal.any holds its sources weakly, and a
+    // timeout signal the garbage collector took never fires (nodejs/node#55428): the POST to a
+    // receiver that never answers would then hold its HOOK_CONCURRENCY slot for good.
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(new DOMException('timeout', 'TimeoutError')), this.s.timeoutMs);
     try {
       const res = await fetch(hook.url, {
         method: 'POST',
@@ -312,7 +317,7 @@ export class HookDelivery {
         },
         body,
         redirect: 'manual',
-        signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.s.timeoutMs)]),
+        signal: AbortSignal.any([this.abort.signal, timeout.signal]),
       });
       // The answer's body is not read: the status says it all, and the connection is freed.
       await res.body?.cancel().catch(() => undefined);
@@ -320,6 +325,8 @@ export class HookDelivery {
     } catch (err) {
       const e = err as Error;
       return e.name === 'TimeoutError' ? 'timeout' : ((e.cause as Error | undefined)?.message ?? e.message);
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

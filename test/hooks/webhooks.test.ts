@@ -8,6 +8,8 @@
  * there.
  */
 import { spawn } from 'node:child_process';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TalkProduct } from '../../src/catalog/schema';
@@ -284,6 +286,35 @@ describe('delivery', () => {
     } finally {
       doomed.kill('SIGKILL');
     }
+  });
+
+  it('a receiver that never answers is given up at HOOK_TIMEOUT_MS while the garbage collector runs: other products are delivered', async () => {
+    setFlagsFromString('--expose_gc');
+    const gc = runInNewContext('gc') as () => void;
+    const stuck = await receiver();
+    stuck.fallback = 'hang';
+    const fine = await receiver();
+    const [a, b] = [hooked('hooked-hang', stuck), hooked('hooked-fine', fine)];
+    await putProducts(h.ctx.redis, [a, b]);
+    // One POST at a time: a POST that never ends would hold up every product's events.
+    const g = await gw({ concurrency: 1, timeoutMs: 300 });
+    await until(() => g.catalog.product(b.name) !== undefined);
+    const [hung] = await soldIds(h, a, 1);
+    const [other] = await soldIds(h, b, 1);
+    // Collected while the POSTs to the silent receiver wait: their timeouts must fire all the same.
+    const collecting = setInterval(gc, 20);
+    try {
+      await call(g.port, hung!, 12);
+      await until(() => stuck.received.length > 0, 10_000, 20, 'a POST to the silent receiver');
+      await call(g.port, other!, 12);
+      await until(() => fine.delivered().size === 3, 20_000, 50, 'the other product’s events');
+    } finally {
+      clearInterval(collecting);
+    }
+    // The silent receiver answers again: its events go out too, and nothing is left behind.
+    stuck.fallback = 'ok';
+    await until(async () => stuck.delivered().size === 3 && (await undelivered()) === 0, 20_000, 50, 'the rest');
+    await closeGw(g);
   });
 
   it('a delivery that keeps failing is parked, shown by `tessera events` and retried from there', async () => {
