@@ -5,8 +5,7 @@ KEYS[3] failed deliveries       ts:{bN}:evfail (stream)
 ARGV[1] the event's stream entry id
 ARGV[2] now (ms)
 ARGV[3] delivery attempts made
-ARGV[4] the last error
-ARGV[5..] the URLs of the webhooks it failed at
+ARGV[4..] pairs: the URL of a webhook it failed at, and that webhook's last error
 Each URL gets one failed entry: the event's fields, `eid` (its first stream entry id, which
 its event id is made of), `url`, `attempts`, `error` and `failed` (ms). The event is then
 acknowledged and deleted, like a delivered one.
@@ -24,9 +23,9 @@ if rows[1] then
       keep[#keep + 1] = fields[i + 1]
     end
   end
-  for j = 5, #ARGV do
+  for j = 4, #ARGV, 2 do
     local rec = { unpack(keep) }
-    for _, v in ipairs({ 'eid', eid, 'url', ARGV[j], 'attempts', ARGV[3], 'error', ARGV[4], 'failed', ARGV[2] }) do
+    for _, v in ipairs({ 'eid', eid, 'url', ARGV[j], 'attempts', ARGV[3], 'error', ARGV[j + 1], 'failed', ARGV[2] }) do
       rec[#rec + 1] = v
     end
     redis.call('XADD', KEYS[3], '*', unpack(rec))

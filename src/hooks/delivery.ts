@@ -237,11 +237,19 @@ export class HookDelivery {
     }
   }
 
+  /**
+   * The product's webhooks that take the event; for one the operator put back
+   * (`to`: the webhook it failed at), that webhook, or, when its URL changed
+   * since (the operator fixed it, then retried), every webhook of the product
+   * that takes the event: those that had it may get it twice, which receivers
+   * tell by its event id.
+   */
   private hooksFor(f: Readonly<Record<string, string>>): Webhook[] {
-    const hooks = this.catalog.product(f.prod ?? '')?.webhooks ?? [];
-    return hooks.filter(
-      (h) => (h.events as readonly string[]).includes(f.type ?? '') && (f.to === undefined || h.url === f.to),
+    const hooks = (this.catalog.product(f.prod ?? '')?.webhooks ?? []).filter((h) =>
+      (h.events as readonly string[]).includes(f.type ?? ''),
     );
+    const pinned = f.to === undefined ? [] : hooks.filter((h) => h.url === f.to);
+    return pinned.length > 0 ? pinned : hooks;
   }
 
   private async deliver(job: Job): Promise<void> {
@@ -249,6 +257,8 @@ export class HookDelivery {
     const hooks = this.hooksFor(fields);
     if (hooks.length === 0) {
       // No webhook wants it (now): nothing to deliver, nothing to keep.
+      if (fields.to !== undefined)
+        this.log.warn({ event: eventId(bucket, entry, fields) }, 'retried delivery dropped: no webhook takes it now');
       await eventDone(this.scripts, bucket, entry);
       return;
     }
@@ -264,6 +274,7 @@ export class HookDelivery {
     const errors = await Promise.all(todo.map((h) => this.post(h, id, fields.type ?? '', body)));
     if (this.stopped) return;
     const failed = todo.filter((_, i) => errors[i] !== undefined);
+    const why = failed.map((h) => ({ url: h.url, error: errors[todo.indexOf(h)]! }));
     const delivered = todo.length - failed.length;
     if (delivered > 0) this.metrics.webhooks.inc({ outcome: 'delivered' }, delivered);
     if (failed.length === 0) {
@@ -275,15 +286,7 @@ export class HookDelivery {
     const err = errors.find((e) => e !== undefined) ?? '';
     // Age counts from this entry: an event the operator put back gets a full round of attempts.
     if (attempts >= this.s.maxAttempts || now - entryTime(entry) >= this.s.maxAgeMs) {
-      await eventPark(
-        this.scripts,
-        bucket,
-        entry,
-        now,
-        attempts,
-        err,
-        failed.map((h) => h.url),
-      );
+      await eventPark(this.scripts, bucket, entry, now, attempts, why);
       this.metrics.webhooks.inc({ outcome: 'failed' }, failed.length);
       this.log.warn({ event: id, attempts, err, urls: failed.map((h) => h.url) }, 'webhook delivery parked as failed');
       return;

@@ -23,13 +23,12 @@ export async function eventPark(
   entry: string,
   now: number,
   attempts: number,
-  error: string,
-  urls: readonly string[],
+  failed: readonly { url: string; error: string }[],
 ): Promise<number> {
   const r = await scripts.run(
     'event_park',
     [keys.events(bucket), keys.eventsRetry(bucket), keys.eventsFailed(bucket)],
-    [entry, now, attempts, error, ...urls],
+    [entry, now, attempts, ...failed.flatMap((f) => [f.url, f.error])],
   );
   if (typeof r !== 'number') throw replyError('event_park', r);
   return r;

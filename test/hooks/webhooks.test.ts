@@ -21,7 +21,7 @@ import { cli, cliEnv, lines, setEnv } from '../support/cli';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
 import { metricsText, sample } from '../support/metrics';
 import { Receiver, validSignature } from '../support/receiver';
-import { bucketOf, hashOf, idFields } from '../support/redis';
+import { bucketOf, hashOf, idFields, streamFields } from '../support/redis';
 import { until } from '../support/wait';
 import { connectSwitch, newCall, range } from '../metering/fixtures';
 
@@ -364,6 +364,40 @@ describe('delivery', () => {
     } finally {
       restore();
     }
+    await closeGw(g);
+  });
+
+  it('parked at two webhooks, each keeps its own error; retried after its URL was fixed, it goes to the new URL', async () => {
+    const [down, silent, fixed] = [await receiver(), await receiver(), await receiver()];
+    down.fallback = 503;
+    silent.fallback = 'hang';
+    const product: TalkProduct = {
+      ...hooked('hooked-e', down),
+      webhooks: [down, silent].map((r) => ({ url: r.url, events: ['exhausted' as const], secret: SECRET })),
+    };
+    await putProducts(h.ctx.redis, [product]);
+    const g = await gw({ maxAttempts: 2 });
+    await until(() => g.catalog.product(product.name) !== undefined);
+    const [id] = await soldIds(h, product, 1);
+    await call(g.port, id!, 12);
+    const b = bucketOf(h, id!);
+    await until(async () => (await h.r.xlen(keys.eventsFailed(b))) === 2, 20_000, 50, 'two parked');
+    const parked = (await h.r.xrange(keys.eventsFailed(b), '-', '+')).map(([, f]) => streamFields(f));
+    expect(Object.fromEntries(parked.map((f) => [f.url, f.error]))).toEqual({
+      [down.url]: 'HTTP 503',
+      [silent.url]: 'timeout',
+    });
+    // The operator points the failing webhook elsewhere, then retries: the event reaches the new URL.
+    const moved = { ...product, webhooks: [{ url: fixed.url, events: ['exhausted' as const], secret: SECRET }] };
+    await putProducts(h.ctx.redis, [moved]);
+    await until(() => g.catalog.product(product.name)?.webhooks?.[0]?.url === fixed.url);
+    const restore = setEnv(cliEnv(h));
+    try {
+      expect((await cli('events', '--retry-all')).out).toContain('requeued 2 failed deliveries');
+    } finally {
+      restore();
+    }
+    await until(async () => fixed.delivered().size === 1 && (await undelivered()) === 0, 20_000, 50, 'the retry');
     await closeGw(g);
   });
 
