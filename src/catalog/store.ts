@@ -59,7 +59,9 @@ const checkProduct: Checked<Product> = Object.assign(
       checkProduct.errors = check.errors;
       return false;
     }
-    const badHook = (v.webhooks ?? []).findIndex((w) => !isHttpUrl(w.url));
+    // One webhook per URL: which webhooks had an event is kept by URL.
+    const hooks = v.webhooks ?? [];
+    const badHook = hooks.findIndex((w, i) => !isHttpUrl(w.url) || hooks.findIndex((o) => o.url === w.url) < i);
     if (badHook >= 0) {
       checkProduct.errors = [
         {
@@ -67,7 +69,7 @@ const checkProduct: Checked<Product> = Object.assign(
           keyword: 'format',
           params: {},
           schemaPath: '',
-          message: 'must be an http or https URL',
+          message: 'must be an http or https URL, without user:password (fetch sends none), and another webhook’s',
         },
       ];
       return false;
@@ -99,7 +101,7 @@ const checkProduct: Checked<Product> = Object.assign(
 function isHttpUrl(s: string): boolean {
   try {
     const u = new URL(s);
-    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '' && !u.username && !u.password;
   } catch {
     return false;
   }
