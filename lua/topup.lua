@@ -73,7 +73,8 @@ local amount = tonumber(ARGV[5])
 local bal = tonumber(f[3]) + amount
 if mode ~= 'apply' then return { 'ok', amount, bal, tonumber(f[6]) or 0, '', 0 } end
 
-local exp = tonumber(f[6]) or 0
+local exp0 = tonumber(f[6]) or 0
+local exp = exp0
 local days = tonumber(ARGV[9])
 -- An ID not used yet (no expiry set) keeps counting its validity from first use.
 if exp > 0 and days > 0 then exp = math.max(exp, now + days * 86400000) end
@@ -85,6 +86,7 @@ local rec = redis.call('XADD', KEYS[2], '*', 'type', 'topup', 'id', idh, 'produc
   'amount', int(amount), 'source', source, 'ref', ref, 'note', ARGV[12], 'price', ARGV[13],
   'commission', ARGV[14], 'bal', int(bal), 'exp', int(exp), 'time', ARGV[1])
 redis.call('HSET', KEYS[3], field, 'ok|' .. int(amount) .. '|' .. int(bal) .. '|' .. int(exp) .. '|' .. rec)
+-- The event's expiry is the new one, or 0 when the top-up did not move it.
 emit(KEYS[4], { 'type', 'topup', 'idh', idh, 'prod', f[4], 'at', ARGV[1], 'bal', int(bal), 'amount', int(amount),
-  'source', source, 'ref', ARGV[12], 'exp', int(exp) })
+  'source', source, 'ref', ARGV[12], 'exp', exp ~= exp0 and int(exp) or '0' })
 return { 'ok', amount, bal, exp, rec, 0 }

@@ -286,6 +286,16 @@ describe('recharge voucher into an ID', () => {
 });
 
 describe('tessera topup', () => {
+  it('its balance event says the new expiry, or 0 when the top-up did not move it', async () => {
+    const [id] = await soldIds(h, TALK);
+    await callWith(h, gw, id!, 10);
+    const moved = JSON.parse((await runCliIn(h, 'topup', id!, '--amount', '1000')).out) as { expires: number };
+    // Further off than the product's 60 days: the next top-up leaves it where it is.
+    await h.r.hset(idKeyOf(h, id!), 'exp', String(Date.now() + 400 * DAY));
+    expect((await runCliIn(h, 'topup', id!, '--amount', '1000')).code).toBe(0);
+    expect((await topupEvents(id!)).map((e) => e.exp)).toEqual([String(moved.expires), '0']);
+  });
+
   it('credits an ID with a record, once per --key, and an exhausted ID can call again', async () => {
     const [id] = await soldIds(h, TALK);
     // Use it all: 100 micro-units a second.
@@ -303,6 +313,7 @@ describe('tessera topup', () => {
     expect(await idFields(h, id!)).toMatchObject({ st: 'sold', bal: '500000' });
     const again = await runCliIn(h, 'topup', id!, '--amount', '500000', '--note', 'goodwill', '--key', 'case-1234');
     expect(JSON.parse(again.out)).toMatchObject({ balance: 500_000, duplicate: true });
+
     const [rec] = (await recordsOf(h, hashOf(h, id!))).filter((x) => x.type === 'topup');
     expect(rec).toMatchObject({ source: 'operator', note: 'goodwill', amount: '500000' });
     expect((await callWith(h, gw, id!, 10)).started.op).toBe('started');
