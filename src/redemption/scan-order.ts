@@ -148,7 +148,8 @@ export class ScansUnderWay {
   refused(scanKey: string, claimedIn: string | undefined): string | undefined {
     const owed = claimedIn ?? (this.owed.size > 0 ? this.owed.get(scanKey) : undefined);
     if (this.more.size > 0 && this.more.has(scanKey)) {
-      if (claimedIn !== undefined) this.owed.set(scanKey, claimedIn);
+      // Never over a granted copy's mark: its claim is the sale's.
+      if (claimedIn !== undefined && this.owed.get(scanKey) !== '') this.owed.set(scanKey, claimedIn);
       return undefined;
     }
     return owed || undefined;
