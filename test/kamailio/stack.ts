@@ -115,8 +115,8 @@ export async function freeSipPort(): Promise<number> {
 /** A final answer to an INVITE, as `sipInvite` read it. */
 export interface SipAnswer {
   code: number;
-  /** Header values by lower-case name (the first of each). */
-  headers: Map<string, string>;
+  /** The answer's headers: the first value of each, by any case of its name. */
+  headers: Pick<SipMessage, 'get'>;
   /** An answered call: when its 200 OK came and when its BYE left (gettimeofday, µs). */
   answerUs?: number;
   hangupUs?: number;
@@ -183,19 +183,8 @@ export async function sipInvite(k: { sipPort: number }, ruser: string, o: SipInv
       let answer: SipAnswer | undefined;
       let cancelled = false;
       sock.on('message', (buf) => {
-        const [status, ...lines] = buf.toString().split('\r\n');
-        const code = Number(/^SIP\/2\.0 (\d{3})/.exec(status ?? '')?.[1]);
-        const headers = new Map<string, string>();
-        const routes: string[] = [];
-        for (const line of lines) {
-          const at = line.indexOf(':');
-          if (at <= 0) continue;
-          const name = line.slice(0, at).trim().toLowerCase();
-          const value = line.slice(at + 1).trim();
-          if (name === 'record-route') routes.unshift(value);
-          if (!headers.has(name)) headers.set(name, value);
-        }
-        const method = headers.get('cseq')?.split(' ')[1];
+        const msg = parseSip(buf.toString());
+        const { code, method } = msg;
         if (method === 'BYE' && code >= 200 && answer) {
           clearTimeout(timer);
           resolve(answer);
@@ -213,27 +202,30 @@ export async function sipInvite(k: { sipPort: number }, ruser: string, o: SipInv
           ]);
         }
         if (!(code >= 200)) return;
-        const to = `To: ${headers.get('to') ?? `<${ruri}>`}`;
+        const to = `To: ${msg.get('to') ?? `<${ruri}>`}`;
         if (code >= 300) {
           void send([`ACK ${ruri} SIP/2.0`, via(n), 'Max-Forwards: 70', ...common, to, `CSeq: ${cseq} ACK`]);
           clearTimeout(timer);
-          resolve({ code, headers });
+          resolve({ code, headers: msg });
           return;
         }
         // Answered: ACK (again, for a 200 OK resent), then BYE after talkMs, both along the route set.
-        const target = /<([^>]+)>/.exec(headers.get('contact') ?? '')?.[1] ?? ruri;
+        const target = /<([^>]+)>/.exec(msg.get('contact') ?? '')?.[1] ?? ruri;
         const inDialog = (m: string, branch: string, seq: number): string[] => [
           `${m} ${target} SIP/2.0`,
           via(branch),
           'Max-Forwards: 70',
-          ...routes.map((r) => `Route: ${r}`),
+          ...msg
+            .all('record-route')
+            .reverse()
+            .map((r) => `Route: ${r}`),
           ...common,
           to,
           `CSeq: ${seq} ${m}`,
         ];
         void send(inDialog('ACK', `${n}-ack`, cseq));
         if (answer) return;
-        answer = { code, headers, answerUs: nowUs() };
+        answer = { code, headers: msg, answerUs: nowUs() };
         setTimeout(() => {
           answer!.hangupUs = nowUs();
           void send(inDialog('BYE', `${n}-bye`, cseq + 1));
