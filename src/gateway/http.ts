@@ -35,12 +35,13 @@ export interface Reply {
 
 /** Must be called synchronously in the route handler: uWS requires onAborted before any await. */
 export function replyFor(res: HttpResponse): Reply {
-  const onAbort: (() => void)[] = [];
+  // Only a request with a body listens: no array for the others.
+  let onAbort: (() => void)[] | undefined;
   const r: Reply = {
     aborted: false,
     onAbort(fn) {
       if (r.aborted) fn();
-      else onAbort.push(fn);
+      else (onAbort ??= []).push(fn);
     },
     send(status, body, contentType = 'application/json', headers = {}) {
       if (r.aborted) return;
@@ -59,7 +60,7 @@ export function replyFor(res: HttpResponse): Reply {
   };
   res.onAborted(() => {
     r.aborted = true;
-    for (const fn of onAbort) fn();
+    for (const fn of onAbort ?? []) fn();
   });
   return r;
 }
