@@ -241,6 +241,7 @@ export class Redemption {
   private settle(p: PendingScan, a: Answer): void {
     if (a.ok) {
       this.underWay.granted(p.scanKey);
+      if (p.claim === CLAIM_RETRY && a.duplicate !== true) return this.claimAgain(p, a);
       return this.finish(p, undefined, a);
     }
     // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis),
@@ -253,6 +254,28 @@ export class Redemption {
     Promise.all([dropped, counted]).then(
       ([, wait]) => this.finish(p, undefined, wait ? throttled(wait) : a),
       (err: unknown) => this.finish(p, err),
+    );
+  }
+
+  /**
+   * A copy granted on another copy's claim: that copy may have been refused on
+   * another gateway, which dropped the claim while this one was under way. The
+   * claim is written again, or a later scan with this id could redeem another ID.
+   */
+  private claimAgain(p: PendingScan, a: Answer): void {
+    const bucket = this.claimBucketOf(p.scanKey);
+    const at = this.placesAt(Date.now(), (w) => keys.scanClaims(bucket, w));
+    script.scanClaim(
+      this.claimScripts,
+      bucket,
+      [p],
+      at,
+      () => undefined,
+      (_, err, claim) => {
+        if (err !== undefined || claim === CLAIM_TAKEN)
+          this.ctx.log.error({ err, scan: p.scanKey }, 'a granted scan could not claim its scan id again');
+        this.finish(p, undefined, a);
+      },
     );
   }
 

@@ -167,6 +167,28 @@ describe('idempotent retries', () => {
     expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.water);
     expect(await recordsOf(h, id)).toHaveLength(1);
   });
+
+  it('a copy granted on a claim that a refused copy on another gateway dropped meanwhile claims its scan id again', async () => {
+    const [id, other] = (await soldIds(h, cat.wallet, 2)) as [string, string];
+    const scan = uniq('cg');
+    const scanKey = `${name}:${scan}`;
+    // Another gateway's copy of the scan claimed it first...
+    await h.r.hset(claimsNow(h, scanKey), scanKey, `${idKeyOf(h, id)}|water|1|in`);
+    // ...and, refused there, dropped the claim once this copy had found it (a retry's) but before its redeem.
+    type Claimed = (p: { scanKey: string }, err: unknown, claim?: number) => void;
+    const svc = gw.redemption as unknown as { claimed: Claimed };
+    const claimed = svc.claimed;
+    svc.claimed = (p, err, claim) =>
+      void h.r.hdel(claimsNow(h, p.scanKey), p.scanKey).then(() => claimed(p, err, claim));
+    try {
+      expect(await s.redeem({ scan, id, item: 'water' })).toMatchObject({ op: 'redeemed' });
+    } finally {
+      svc.claimed = claimed;
+    }
+    // The scan id is that sale's: it redeems no other ID.
+    expect(await s.redeem({ scan, id: other, item: 'water' })).toEqual({ ...CONFLICT, scan });
+    expect(await balanceOf(h, other)).toBe(WALLET_FACE);
+  });
 });
 
 describe('scan_conflict', () => {
