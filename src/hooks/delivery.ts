@@ -7,7 +7,8 @@
  * event pending with its delivery state (attempts, webhooks done, next attempt)
  * in the bucket's `evtry` hash; any gateway takes over events pending longer
  * than claimIdleMs (XAUTOCLAIM) and tries them again when they are due, so a
- * gateway that dies loses nothing. After maxAttempts or maxAgeMs an event is
+ * gateway that dies loses nothing; once a dead gateway holds nothing its
+ * consumer name is forgotten (event_forget). After maxAttempts or maxAgeMs an event is
  * parked in the bucket's failed stream for the operator (`tessera events`).
  * At least once: a receiver de-duplicates by the event id.
  */
@@ -21,7 +22,7 @@ import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
 import { HOOKS_GROUP, entryTime, eventBody, eventId, fieldsOf, signature } from './payload';
-import { eventDone, eventLater, eventPark } from './scripts';
+import { eventDone, eventForget, eventLater, eventPark } from './scripts';
 
 /** The products, as the gateway's catalog cache has them. */
 export interface ProductSource {
@@ -54,6 +55,8 @@ type StreamEntry = [string, string[] | null];
 const PARALLEL_BUCKETS = 16;
 /** Entries one XAUTOCLAIM takes from a bucket. */
 const CLAIM_COUNT = 50;
+/** How often the consumers of gateways gone are looked for (event_forget). */
+const FORGET_EVERY_MS = 60_000;
 
 export class HookDelivery {
   /** This process's consumer name in group `hooks`. */
@@ -70,6 +73,7 @@ export class HookDelivery {
   private inflight = 0;
   private readonly cursors: string[];
   private lastClaim = 0;
+  private lastForget = 0;
   private nextBucket = 0;
 
   constructor(
@@ -107,6 +111,10 @@ export class HookDelivery {
         this.lastClaim = now;
         await this.claimIdle();
         await this.count();
+      }
+      if (now - this.lastForget >= FORGET_EVERY_MS) {
+        this.lastForget = now;
+        await this.eachBucket((b) => eventForget(this.scripts, b, this.s.claimIdleMs));
       }
       await this.readNew();
     } catch (err) {

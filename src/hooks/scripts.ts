@@ -34,6 +34,14 @@ export async function eventPark(
   return r;
 }
 
+/**
+ * Forgets the consumers of the bucket's group that hold nothing and were idle
+ * `idleMs` or longer: each gateway process leaves one behind.
+ */
+export async function eventForget(scripts: Scripts, bucket: number, idleMs: number): Promise<void> {
+  await scripts.run('event_forget', [keys.events(bucket)], [idleMs]);
+}
+
 /** Puts a failed delivery back into the events stream for its webhook; the new entry id, or undefined when none. */
 export async function eventRequeue(scripts: Scripts, bucket: number, failedEntry: string): Promise<string | undefined> {
   const r = await scripts.run('event_requeue', [keys.eventsFailed(bucket), keys.events(bucket)], [failedEntry]);

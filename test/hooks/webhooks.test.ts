@@ -292,6 +292,46 @@ describe('delivery', () => {
     }
   });
 
+  it('the consumer names of gateways gone are forgotten once they hold nothing, never while they hold an event', async () => {
+    const g = await gw({ claimIdleMs: 100 });
+    const ev = keys.events(0);
+    const names = async (): Promise<string[]> =>
+      ((await h.r.xinfo('CONSUMERS', ev, 'hooks')) as string[][]).map((c) => c[1]!);
+    // A gateway gone that had read an event (in one step, before this gateway's reads) and acknowledged it.
+    const gone = async (name: string): Promise<string> => {
+      const res = await h.r
+        .multi()
+        .xadd(ev, '*', 'type', 'none')
+        .xreadgroup('GROUP', 'hooks', name, 'COUNT', 1, 'STREAMS', ev, '>')
+        .exec();
+      return res![0]![1] as string;
+    };
+    const e1 = await gone('gone-1');
+    await h.r.xack(ev, 'hooks', e1);
+    await h.r.xdel(ev, e1);
+    expect(await names()).toContain('gone-1');
+    // Each pass an hour after the last: the look for gone consumers is due in every one.
+    let hours = 0;
+    await until(
+      async () => {
+        await g.hooks.pass(Date.now() + 3_600_000 * ++hours);
+        return !(await names()).includes('gone-1');
+      },
+      5_000,
+      50,
+      'gone-1 forgotten',
+    );
+    // One that holds an event is kept, however long idle: forgetting it would drop the event.
+    const e2 = await gone('gone-2');
+    expect(await h.ctx.scripts.run('event_forget', [ev], [0])).toBe(0);
+    expect(await names()).toContain('gone-2');
+    await h.r.xack(ev, 'hooks', e2);
+    await h.r.xdel(ev, e2);
+    expect(await h.ctx.scripts.run('event_forget', [ev], [0])).toBeGreaterThanOrEqual(1);
+    expect(await names()).not.toContain('gone-2');
+    await closeGw(g);
+  });
+
   it('a receiver that never answers is given up at HOOK_TIMEOUT_MS while the garbage collector runs: other products are delivered', async () => {
     setFlagsFromString('--expose_gc');
     const gc = runInNewContext('gc') as () => void;
