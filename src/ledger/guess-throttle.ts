@@ -33,6 +33,22 @@ class ClientState {
   dropTimer: NodeJS.Timeout | undefined = undefined;
 }
 
+export interface GuessThrottleOptions {
+  /** Misses a client may make in a window; the one after is refused `throttled`. */
+  limit: number;
+  windowSec: number;
+  /** Goes in front of the client's name in its counter's key: each role counts apart (see below). */
+  scope?: string;
+  /** Called when this gateway starts refusing a client: once per window (a metric's inc). */
+  onThrottled?: () => void;
+  /**
+   * How long a queued lookup waits for its turn before it is given up
+   * (GAVE_UP): REDIS_TIMEOUT_MS, so that while Redis is stalled a burst is
+   * answered `unavailable` in that time, not a slot's worth per timeout.
+   */
+  turnTimeoutMs?: number;
+}
+
 /**
  * Makes guessing IDs slow: each unknown_id answer to a client (a scanner, or a
  * switch) counts in Redis (shared by every gateway); past the limit in one
@@ -60,21 +76,21 @@ class ClientState {
 export class GuessThrottle {
   private readonly clients = new Map<string, ClientState>();
 
+  private readonly limit: number;
+  private readonly windowSec: number;
+  private readonly scope: string;
+  private readonly onThrottled?: () => void;
+  private readonly turnTimeoutMs: number;
+
   constructor(
     private readonly redis: RedisClient,
     private readonly ids: IdKeys,
-    private readonly limit: number,
-    private readonly windowSec: number,
-    private readonly scope = '',
-    /** Called when this gateway starts refusing a client: once per window (a metric's inc). */
-    private readonly onThrottled?: () => void,
-    /**
-     * How long a queued lookup waits for its turn before it is given up
-     * (GAVE_UP): REDIS_TIMEOUT_MS, so that while Redis is stalled a burst is
-     * answered `unavailable` in that time, not a slot's worth per timeout.
-     */
-    private readonly turnTimeoutMs = Infinity,
-  ) {}
+    opts: GuessThrottleOptions,
+  ) {
+    ({ limit: this.limit, windowSec: this.windowSec, onThrottled: this.onThrottled } = opts);
+    this.scope = opts.scope ?? '';
+    this.turnTimeoutMs = opts.turnTimeoutMs ?? Infinity;
+  }
 
   /** Token names this gateway keeps state for (those with lookups, or a window not over). */
   get tracked(): number {

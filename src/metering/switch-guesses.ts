@@ -27,9 +27,14 @@ export class SwitchGuesses {
     onThrottled: () => void,
   ) {
     const { guessLimit, switchGuessLimit, guessWindowSec: window } = limits;
-    this.bySwitch = new GuessThrottle(redis, ids, guessLimit, window, 'sw', onThrottled);
-    this.byOrigin = new GuessThrottle(redis, ids, guessLimit, window, 'swo', onThrottled);
-    this.allOrigins = new GuessThrottle(redis, ids, switchGuessLimit, window, 'swa', onThrottled);
+    this.bySwitch = new GuessThrottle(redis, ids, { limit: guessLimit, windowSec: window, scope: 'sw', onThrottled });
+    this.byOrigin = new GuessThrottle(redis, ids, { limit: guessLimit, windowSec: window, scope: 'swo', onThrottled });
+    this.allOrigins = new GuessThrottle(redis, ids, {
+      limit: switchGuessLimit,
+      windowSec: window,
+      scope: 'swa',
+      onThrottled,
+    });
   }
 
   /** Seconds the switch (or this origin of it) must wait, or 0. */

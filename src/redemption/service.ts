@@ -157,15 +157,12 @@ export class Redemption {
     // Timed into the same histogram as the context's (whose timer the gateway sets before building this).
     this.claimScripts.timer = ctx.scripts.timer;
     const { guessLimit, guessWindowSec, redis } = ctx.cfg;
-    this.throttle = new GuessThrottle(
-      ctx.redis,
-      ctx.ids,
-      guessLimit,
-      guessWindowSec,
-      '',
-      () => metrics.throttled.inc(),
-      redis.timeoutMs,
-    );
+    this.throttle = new GuessThrottle(ctx.redis, ctx.ids, {
+      limit: guessLimit,
+      windowSec: guessWindowSec,
+      onThrottled: () => metrics.throttled.inc(),
+      turnTimeoutMs: redis.timeoutMs,
+    });
     this.claims = new GroupCommit(claimRedis, this.sendClaims, MAX_SCANS_PER_SCRIPT);
     this.redeems = new GroupCommit(ctx.redis, this.sendRedeems, MAX_SCANS_PER_SCRIPT);
   }

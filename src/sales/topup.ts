@@ -63,7 +63,12 @@ export class Topups {
     private readonly productOf: (name: string) => Product | undefined,
   ) {
     const { guessLimit, guessWindowSec, redis } = ctx.cfg;
-    this.guesses = new GuessThrottle(ctx.redis, ctx.ids, guessLimit, guessWindowSec, 'vch', undefined, redis.timeoutMs);
+    this.guesses = new GuessThrottle(ctx.redis, ctx.ids, {
+      limit: guessLimit,
+      windowSec: guessWindowSec,
+      scope: 'vch',
+      turnTimeoutMs: redis.timeoutMs,
+    });
   }
 
   /**
