@@ -37,7 +37,7 @@ export interface DeliveryState {
   done: string[];
   /** Not before this (ms). */
   next: number;
-  /** The last error. */
+  /** The last attempt's error ('<url>: <error>; …' when several webhooks failed). */
   err: string;
 }
 
@@ -291,7 +291,8 @@ export class HookDelivery {
     }
     const now = Date.now();
     const attempts = state.a + 1;
-    const err = errors.find((e) => e !== undefined) ?? '';
+    // What the operator sees of a pending event: each failed webhook's error, named when there are several.
+    const err = why.length === 1 ? why[0]!.error : why.map((w) => `${w.url}: ${w.error}`).join('; ');
     // Age counts from this entry: an event the operator put back gets a full round of attempts.
     if (attempts >= this.s.maxAttempts || now - entryTime(entry) >= this.s.maxAgeMs) {
       await eventPark(this.scripts, bucket, entry, now, attempts, why);

@@ -425,6 +425,19 @@ describe('delivery', () => {
     const [id] = await soldIds(h, product, 1);
     await call(g.port, id!, 12);
     const b = bucketOf(h, id!);
+    // Between its attempts the pending event shows each webhook's error (`tessera events`).
+    let pendingErr = '';
+    await until(
+      async () => {
+        const [st] = await h.r.hvals(keys.eventsRetry(b));
+        pendingErr = st ? (JSON.parse(st) as { err: string }).err : '';
+        return pendingErr !== '';
+      },
+      20_000,
+      20,
+      'the first attempt',
+    );
+    expect(pendingErr).toBe(`${down.url}: HTTP 503; ${silent.url}: timeout`);
     await until(async () => (await h.r.xlen(keys.eventsFailed(b))) === 2, 20_000, 50, 'two parked');
     const parked = (await h.r.xrange(keys.eventsFailed(b), '-', '+')).map(([, f]) => streamFields(f));
     expect(Object.fromEntries(parked.map((f) => [f.url, f.error]))).toEqual({
