@@ -17,6 +17,7 @@ import { hashOf, idFields } from '../support/redis';
 import { sleep, until } from '../support/wait';
 import {
   addMember,
+  addProducts,
   badLuhn,
   buy,
   callWith,
@@ -487,6 +488,31 @@ describe('idempotent retries', () => {
     }
     expect(await usedCredit(h, m.card)).toBe(1_000_000);
     expect(await stock(h, 'talk-i')).toBe(stockBefore - 1);
+    expect((await saleRecords(h)).filter((x) => x.ref === refOf(SALES, key))).toHaveLength(1);
+  });
+
+  it('a retry that takes over from a stalled attempt and finds no stock left sells the ID the stalled attempt bound', async () => {
+    const LAST = product('talk-last', { face: 1_000_000, price: 1_000_000 });
+    await addProducts(h, gw, [LAST]);
+    await mint(h, LAST, 1);
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('last');
+    await setFaults(h, { latencyMs: 1500 });
+    try {
+      const record = purchaseRecord(key);
+      const first = buy(gw, salesTok, key, LAST.name, m);
+      await until(async () => (await h.r.hget(record, 'st')) === 'authorizing');
+      await h.r.hset(record, 'lease', '0', 'owner', 'stalled');
+      // The retry's own authorisation ends after the stalled attempt took the last ID and bound it.
+      const second = await buy(gw, salesTok, key, LAST.name, m);
+      const done = await first;
+      expect([done.status, second.status]).toEqual([200, 200]);
+      expect(second.json.id).toBe(done.json.id);
+    } finally {
+      await setFaults(h, NO_FAULTS);
+    }
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
+    expect(await stock(h, LAST.name)).toBe(0);
     expect((await saleRecords(h)).filter((x) => x.ref === refOf(SALES, key))).toHaveLength(1);
   });
 
