@@ -60,6 +60,7 @@ const EnvSchema = Type.Object({
   PIN_LOCK_SEC: Int(1, 86400, 900),
   PIN_LOCK_MAX_SEC: Int(1, 30 * 86400, 86400),
   PIN_MAX_TRIES_PER_CLIENT: Int(1, 100_000, 20),
+  PIN_MAX_TRIES_PER_NETWORK: Int(1, 10_000_000, 100),
   SCAN_TTL_SEC: Int(60, 366 * 86400, 30 * 86400),
   GUESS_LIMIT: Int(1, 1_000_000, 20),
   GUESS_WINDOW_SEC: Int(1, 86400, 60),
@@ -160,7 +161,7 @@ export interface Config {
    * Wrong PINs before a check link locks, for how long (the first lock; each further
    * lock doubles it, up to lockMaxSec), and per client address.
    */
-  pin: { maxTries: number; lockSec: number; lockMaxSec: number; maxTriesPerClient: number };
+  pin: { maxTries: number; lockSec: number; lockMaxSec: number; maxTriesPerClient: number; maxTriesPerNetwork: number };
   /** Webhook delivery of balance events (docs/operations.md, Webhooks). */
   hooks: HookSettings;
   /** How long a scan's first answer is kept for retries and reversal. */
@@ -275,6 +276,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       lockSec: e.PIN_LOCK_SEC,
       lockMaxSec: Math.max(e.PIN_LOCK_MAX_SEC, e.PIN_LOCK_SEC),
       maxTriesPerClient: e.PIN_MAX_TRIES_PER_CLIENT,
+      maxTriesPerNetwork: e.PIN_MAX_TRIES_PER_NETWORK,
     },
     scanTtlSec: e.SCAN_TTL_SEC,
     guessLimit: e.GUESS_LIMIT,

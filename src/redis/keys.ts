@@ -67,6 +67,8 @@ export const keys = {
   buysTotal: `${tag(0)}buyall`,
   /** Wrong PINs from one client address in the current window. */
   pinMisses: (bucket: number, client: string) => `${tag(bucket)}pinip:${client}`,
+  /** PIN tries from one network (an IPv4 /24, an IPv6 /48), TTL PIN_LOCK_SEC. */
+  pinNetworkMisses: (bucket: number, network: string) => `${tag(bucket)}pinnet:${network}`,
   /**
    * Balance events of a bucket (stream: low_balance, exhausted, expiring, topup), written by the
    * script that causes the event; the webhook delivery reads it through consumer group `hooks`.

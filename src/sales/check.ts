@@ -17,7 +17,7 @@ import type { Context } from '../app/context';
 import type { IdKeys } from '../ids/secrets';
 import { idHash } from '../ledger/id-fields';
 import { keys } from '../redis/keys';
-import { clientGroup } from '../protocol/client-address';
+import { clientGroup, clientNetwork } from '../protocol/client-address';
 import { hashPin, verifyPin } from './pin';
 import { pinAttempt, type PinGate } from './scripts';
 
@@ -38,8 +38,11 @@ function bucketOf(text: string, buckets: number): number | undefined {
   return bucket >= 0 && bucket < buckets ? bucket : undefined;
 }
 
-/** How a lock is logged: a link's first lock in a row, a further (longer) one, or a client address locked out. */
-type LockKind = 'link' | 'escalated' | 'address';
+/**
+ * How a lock is logged: a link's first lock in a row, a further (longer) one, a client address locked
+ * out, or every address of its network.
+ */
+type LockKind = 'link' | 'escalated' | 'address' | 'network';
 
 const sameHex = (a: string, b: string): boolean =>
   a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
@@ -103,18 +106,29 @@ export class CheckLinks {
     const { cfg, ids, redis, scripts } = this.ctx;
     const now = Date.now();
     // Counted before the (slow) PIN check, so a burst of parallel guesses cannot slip past the limit;
-    // a right PIN gives its count back.
+    // a right PIN gives its counts back. The network first: its many addresses are cheap to an attacker
+    // (an IPv6 /48 holds 65,536 /64s), and each try costs a scrypt on a thread pool every buyer shares.
+    const count = async (key: string): Promise<{ n: number; ttl: number }> => {
+      const c = await redis.multi().incr(key).expire(key, cfg.pin.lockSec, 'NX').pttl(key).exec();
+      return { n: Number(c?.[0]?.[1]), ttl: Number(c?.[2]?.[1]) };
+    };
+    const net = ids.mac(`pinnet:${clientNetwork(client)}`).slice(0, 32);
+    const netKey = keys.pinNetworkMisses(ids.bucketOf(net), net);
+    const inNet = await count(netKey);
     // Counted per client group (an IPv6 subscriber by its /64), under a keyed hash of it.
     const group = ids.mac(`pin:${clientGroup(client)}`).slice(0, 32);
     const clientKey = keys.pinMisses(ids.bucketOf(group), group);
-    const counted = await redis.multi().incr(clientKey).expire(clientKey, cfg.pin.lockSec, 'NX').pttl(clientKey).exec();
-    const attempts = Number(counted?.[0]?.[1]);
-    if (attempts > cfg.pin.maxTriesPerClient) {
-      const lockMs = Number(counted?.[2]?.[1]);
-      // The first try over the limit starts the lockout; the link it tried may not exist.
-      if (attempts === cfg.pin.maxTriesPerClient + 1)
-        this.logLock('address', lockMs, client, bucketOf(bucketText, cfg.buckets), LINK.exec(token)?.[1]);
-      return { ok: false, reason: 'locked', until: now + lockMs, client: true };
+    const over = async (): Promise<{ n: number; ttl: number; max: number; kind: LockKind } | undefined> => {
+      if (inNet.n > cfg.pin.maxTriesPerNetwork) return { ...inNet, max: cfg.pin.maxTriesPerNetwork, kind: 'network' };
+      const c = await count(clientKey);
+      return c.n > cfg.pin.maxTriesPerClient ? { ...c, max: cfg.pin.maxTriesPerClient, kind: 'address' } : undefined;
+    };
+    const locked = await over();
+    if (locked) {
+      // The first try over a limit starts the lockout; the link it tried may not exist.
+      if (locked.n === locked.max + 1)
+        this.logLock(locked.kind, locked.ttl, client, bucketOf(bucketText, cfg.buckets), LINK.exec(token)?.[1]);
+      return { ok: false, reason: 'locked', until: now + locked.ttl, client: true };
     }
 
     const linked = await this.linked(bucketText, token);
@@ -144,7 +158,7 @@ export class CheckLinks {
         ? { ok: false, reason: 'locked', until: r.until }
         : { ok: false, reason: 'wrong_pin', triesLeft: r.state === 'wrong' ? r.triesLeft : 0 };
     }
-    await redis.decr(clientKey);
+    await Promise.all([redis.decr(clientKey), redis.decr(netKey)]);
     // The link may have locked while this PIN was being verified (wrong PINs sent at the same time).
     const done = logged(await pinAttempt(scripts, idKey, 'ok', limits));
     if (done.state === 'locked') return { ok: false, reason: 'locked', until: done.until };

@@ -101,7 +101,9 @@ describe.skipIf(!chromium.ok)('buyer pages in Chromium, phone-sized, without Jav
     await seedCatalog(h, [SMALL, BIG]);
     await putAccess(h.ctx.redis, AREAS);
     minted = [...(await mint(h, SMALL, 5)), ...(await mint(h, BIG, 2))];
-    gw = await gateway(h, { pin: { maxTries: 5, lockSec: 60, lockMaxSec: 60, maxTriesPerClient: 1000 } });
+    gw = await gateway(h, {
+      pin: { maxTries: 5, lockSec: 60, lockMaxSec: 60, maxTriesPerClient: 1000, maxTriesPerNetwork: 100_000 },
+    });
     base = `http://127.0.0.1:${gw.port}`;
     phone = await launchPhone();
     page = phone.page;

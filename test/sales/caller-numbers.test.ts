@@ -30,7 +30,9 @@ beforeAll(async () => {
   await seedCatalog(h, [P, P0]);
   await mint(h, P, 20);
   await mint(h, P0, 2);
-  gw = await gateway(h, { pin: { maxTries: 3, lockSec: 60, lockMaxSec: 60, maxTriesPerClient: 1000 } });
+  gw = await gateway(h, {
+    pin: { maxTries: 3, lockSec: 60, lockMaxSec: 60, maxTriesPerClient: 1000, maxTriesPerNetwork: 100_000 },
+  });
   salesTok = await token(h, 'sales', 'shop-ani');
   buyer = await addMember(h, 1_000_000_000);
   session = await formSession(gw, '/check/0/' + '0'.repeat(32));

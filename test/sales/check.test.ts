@@ -32,8 +32,16 @@ beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h, [P]);
   await mint(h, P, 60);
-  gw = await gateway(h, { pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 1000 } }, logged.log);
-  gwC = await gateway(h, { pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 3 } }, logged.log);
+  gw = await gateway(
+    h,
+    { pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 1000, maxTriesPerNetwork: 100_000 } },
+    logged.log,
+  );
+  gwC = await gateway(
+    h,
+    { pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 3, maxTriesPerNetwork: 100_000 } },
+    logged.log,
+  );
   salesTok = await token(h, 'sales', 'shop-c');
   buyer = await addMember(h, 1_000_000_000);
 });
@@ -45,7 +53,7 @@ afterAll(async () => {
 
 /** Every test starts with no wrong PINs counted against the test's address. */
 async function clearClientCounts(): Promise<void> {
-  const found = await h.r.keys('ts:{b*}:pinip:*');
+  const found = [...(await h.r.keys('ts:{b*}:pinip:*')), ...(await h.r.keys('ts:{b*}:pinnet:*'))];
   if (found.length) await h.r.del(...found);
 }
 beforeEach(clearClientCounts);
@@ -399,7 +407,7 @@ describe('lockout', () => {
   it('per client address: an IPv6 client is counted by its /64, as the buy page counts it', async () => {
     const proxied = await gateway(h, {
       trustProxy: true,
-      pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 3 },
+      pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 3, maxTriesPerNetwork: 100_000 },
     });
     try {
       const target = await buyOne();
@@ -409,6 +417,28 @@ describe('lockout', () => {
       for (let i = 1; i <= 3; i++) expect((await from(`2001:db8:7:1::${i}`, wrongPin(target))).status).toBe(403);
       expect((await from('2001:db8:7:1:ffff::9', target.pin)).status).toBe(429);
       expect((await from('2001:db8:7:2::1', target.pin)).status).toBe(200);
+    } finally {
+      await proxied.close();
+    }
+  });
+
+  it('per network: many addresses of one /24 together get PIN_MAX_TRIES_PER_NETWORK tries, other networks theirs', async () => {
+    const proxied = await gateway(h, {
+      trustProxy: true,
+      pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 1000, maxTriesPerNetwork: 3 },
+    });
+    try {
+      const target = await buyOne();
+      const session = await formSession(proxied, target.path);
+      const from = (address: string, path: string, pin: string): Promise<Res> =>
+        postPageForm(proxied, path, { pin }, session, { 'X-Forwarded-For': address });
+      // Each try from an address of its own, over links that do not exist: each one a scrypt.
+      for (let i = 1; i <= 3; i++)
+        expect((await from(`198.51.100.${i}`, `/check/0/${randomBytes(16).toString('hex')}`, '1234')).status).toBe(403);
+      const refused = await from('198.51.100.200', target.path, target.pin);
+      expect(refused.status).toBe(429);
+      expectNothingOf(refused, target.id);
+      expect((await from('198.51.101.1', target.path, target.pin)).status).toBe(200);
     } finally {
       await proxied.close();
     }
