@@ -11,6 +11,12 @@ import { releaseId, reserveId } from './scripts';
  */
 export class Inventory {
   private readonly stock = new Map<string, { at: number; counts: Map<number, number> }>();
+  /**
+   * A refresh under way, by product: requests that find the picture stale join it. Each refresh is
+   * a SCARD per bucket, and every buy page asks for it: without this, each page arriving while one
+   * refresh waits on Redis sends a whole one of its own (BUCKETS commands per product a page).
+   */
+  private readonly refreshing = new Map<string, Promise<Map<number, number>>>();
 
   constructor(
     private readonly ctx: Context,
@@ -33,6 +39,17 @@ export class Inventory {
   private async counts(product: string, fresh: boolean): Promise<Map<number, number>> {
     const known = this.stock.get(product);
     if (!fresh && known && Date.now() - known.at < this.maxAgeMs) return known.counts;
+    // A fresh look must start after its caller asked: it joins nothing older.
+    const under = fresh ? undefined : this.refreshing.get(product);
+    if (under) return under;
+    const refresh = this.refresh(product).finally(() => {
+      if (this.refreshing.get(product) === refresh) this.refreshing.delete(product);
+    });
+    this.refreshing.set(product, refresh);
+    return refresh;
+  }
+
+  private async refresh(product: string): Promise<Map<number, number>> {
     const { buckets } = this.ctx.cfg;
     const n = await Promise.all(
       Array.from({ length: buckets }, (_, b) => this.ctx.redis.scard(keys.inventory(b, product))),

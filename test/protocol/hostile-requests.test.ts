@@ -206,3 +206,25 @@ describe('a client that leaves mid-body', () => {
     }
   });
 });
+
+describe('buy pages while Redis is slow', () => {
+  /** SCARD calls Redis has answered since its last CONFIG RESETSTAT. */
+  async function scards(): Promise<number> {
+    const stats = String(await h.r.call('INFO', 'commandstats'));
+    return Number(/cmdstat_scard:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+  }
+
+  it('pages arriving while the stock is being counted wait for that count: one SCARD per bucket, not per page', async () => {
+    const fresh = await gateway(h, {});
+    try {
+      await h.r.call('CONFIG', 'RESETSTAT');
+      // Paused, the first page's count waits in Redis while the others arrive.
+      await h.r.call('CLIENT', 'PAUSE', '500', 'ALL');
+      const pages = await Promise.all(Array.from({ length: 20 }, () => http(fresh, 'GET', '/buy')));
+      expect(pages.map((p) => p.status)).toEqual(Array(20).fill(200));
+      expect(await scards()).toBe(h.cfg.buckets);
+    } finally {
+      await fresh.close();
+    }
+  });
+});
