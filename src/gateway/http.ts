@@ -82,7 +82,7 @@ export const statusLine = (status: number): string => STATUS[status] ?? `${statu
  * away mid-body fails it too: its handler must end, and free what it holds.
  */
 export function readBody(res: HttpResponse, reply: Reply, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
+  const body = new Promise<string>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     let failed = false;
@@ -102,6 +102,10 @@ export function readBody(res: HttpResponse, reply: Reply, limit: number): Promis
       if (isLast) resolve(Buffer.concat(chunks).toString('utf8'));
     });
   });
+  // A request refused before its body is read (a page past MAX_INFLIGHT_TOTAL) never awaits it:
+  // its failure must not be an unhandled rejection, which would end the process.
+  body.catch(() => undefined);
+  return body;
 }
 
 /** The body as JSON (an empty body is {}). */

@@ -117,6 +117,7 @@ export async function startGateway(
     trustProxy: cfg.trustProxy,
     log,
     formMac: (cookie) => s.ctx.ids.mac(`form:${cookie}`).slice(0, 32),
+    load,
   });
   router.fallbacks();
 

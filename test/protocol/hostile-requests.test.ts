@@ -227,4 +227,36 @@ describe('buy pages while Redis is slow', () => {
       await fresh.close();
     }
   });
+
+  it('count against MAX_INFLIGHT_TOTAL: past it a page is refused 503 at once, not queued on Redis', async () => {
+    const small = await gateway(h, { maxInflightTotal: 2 });
+    try {
+      await h.r.call('CLIENT', 'PAUSE', '1000', 'ALL');
+      const t0 = Date.now();
+      const pages = Array.from({ length: 6 }, () =>
+        http(small, 'GET', '/buy').then((r) => ({ ...r, ms: Date.now() - t0 })),
+      );
+      // A form refused before its body is read, whose client then leaves mid-body: nothing may fail unhandled.
+      const s = connect(small.port, '127.0.0.1');
+      s.on('error', () => {});
+      s.write(
+        'POST /buy HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\npin=',
+      );
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      s.destroy();
+      const answers = await Promise.all(pages);
+      const refused = answers.filter((a) => a.status === 503);
+      expect(refused).toHaveLength(4);
+      for (const r of refused) {
+        expect(r.ms).toBeLessThan(1000);
+        expect(r.headers.get('retry-after')).toBe('1');
+      }
+      expect(answers.filter((a) => a.status === 200)).toHaveLength(2);
+      // The slots are given back: once Redis is back, pages are served again.
+      expect((await http(small, 'GET', '/buy')).status).toBe(200);
+      expect(errorLines()).toEqual([]);
+    } finally {
+      await small.close();
+    }
+  });
 });

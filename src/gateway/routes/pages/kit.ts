@@ -14,9 +14,10 @@ import type { Recharges } from '../../../sales/recharge';
 import type { Topups } from '../../../sales/topup';
 import { failureReason } from '../../../redis/failure';
 import { statusOf } from '../../../protocol/reasons';
+import type { Load } from '../../dispatch';
 import { BodyError, type Reply } from '../../http';
 import { page, type Html } from './html';
-import { failedPage, formRefusedPage } from './views';
+import { busyPage, failedPage, formRefusedPage } from './views';
 
 export interface PageDeps {
   catalog: CatalogCache;
@@ -32,6 +33,8 @@ export interface PageDeps {
   log: Logger;
   /** Keyed hash (server secret) of a browser's form cookie: the token its forms carry. */
   formMac: (cookie: string) => string;
+  /** Shared with the API and the WebSocket endpoints: MAX_INFLIGHT_TOTAL bounds the pages too. */
+  load: Load;
 }
 
 export const FORM_LIMIT = 16 * 1024;
@@ -86,7 +89,10 @@ export interface PageKit {
   send(reply: Reply, status: number, title: string, body: Html, fc?: FormClient, extra?: Record<string, string>): void;
   /** A form came from one of our pages in this browser: its token matches the cookie, and the browser does not say otherwise. */
   fromOurPage(fc: FormClient, form: URLSearchParams): boolean;
-  /** Runs a page's work; whatever it throws becomes a page saying so. */
+  /**
+   * Runs a page's work, counted in flight like any request (past MAX_INFLIGHT_TOTAL: a 503 page at
+   * once, no Redis asked); whatever it throws becomes a page saying so.
+   */
   guard(reply: Reply, fn: () => Promise<void>): void;
 }
 
@@ -102,16 +108,24 @@ export function pageKit(d: PageDeps): PageKit {
   const fromOurPage: PageKit['fromOurPage'] = (fc, form) =>
     !fc.fresh && (fc.site === '' || fc.site === 'same-origin') && form.get('form') === d.formMac(fc.cookie);
   const guard: PageKit['guard'] = (reply, fn) => {
-    fn().catch((err: unknown) => {
-      // A form over the limit is the client's doing: a 413 page, nothing logged.
-      if (err instanceof BodyError) return send(reply, statusOf(err.reason), 'Sorry', formRefusedPage(err.reason));
-      if (failureReason(err) === 'unavailable') {
-        d.log.warn({ err }, 'page failed: storage unavailable');
-        return send(reply, statusOf('unavailable'), 'Sorry', failedPage());
-      }
-      d.log.error({ err }, 'page failed');
-      send(reply, 500, 'Sorry', failedPage());
-    });
+    // Anyone may ask for pages, and each waits on Redis: when Redis is slow they must be refused, not queued.
+    const { load } = d;
+    if (load.inflight >= load.max)
+      return send(reply, statusOf('overloaded'), 'Sorry', busyPage(), undefined, { 'Retry-After': '1' });
+    load.inflight++;
+    const done = (): void => void load.inflight--;
+    fn()
+      .catch((err: unknown) => {
+        // A form over the limit is the client's doing: a 413 page, nothing logged.
+        if (err instanceof BodyError) return send(reply, statusOf(err.reason), 'Sorry', formRefusedPage(err.reason));
+        if (failureReason(err) === 'unavailable') {
+          d.log.warn({ err }, 'page failed: storage unavailable');
+          return send(reply, statusOf('unavailable'), 'Sorry', failedPage());
+        }
+        d.log.error({ err }, 'page failed');
+        send(reply, 500, 'Sorry', failedPage());
+      })
+      .finally(done);
   };
   return { send, fromOurPage, guard };
 }

@@ -16,6 +16,10 @@ const spaced = (id: string): string => id.replace(/(\d{4})(?=\d)/g, '$1 ');
 export const failedPage = (): Html =>
   html`<h1>Something went wrong</h1><p class="error">Please try again in a moment.</p>`;
 
+/** Too many requests in progress (MAX_INFLIGHT_TOTAL): nothing was done. */
+export const busyPage = (): Html =>
+  html`<h1>Busy</h1><p class="error">Too many requests right now: nothing was done. Please try again in a moment.</p>`;
+
 /** A form the gateway would not read: too large (or otherwise malformed). */
 export const formRefusedPage = (reason: string): Html =>
   html`<h1>Form not accepted</h1>
