@@ -9,7 +9,7 @@ ARGV[8] PIN hash (scrypt, encoded)
 ARGV[9] currency of the price (the purchase's, fixed when it started)
 ARGV[10] keyed hash of the check link's secret part: the link names its ID, so no index leads to it
 Returns {'ok', face, recordId, duplicate(0|1)} or {'err', reason}: not_reserved (hold expired and
-released), wrong_product, already_active. The sale record holds price, commission and net to the
+released, or the ID blocked or sold by hand meanwhile), wrong_product. The sale record holds price, commission and net to the
 operator. Selling again for the same purchase (a retry after a crash) answers the first sale.
 ]]
 -- @include "id_fields"
@@ -18,7 +18,12 @@ local f = id_fields(KEYS[1], { 'st', 'prod', 'face', 'cur', 'pref', 'srec' })
 if f[5] == ARGV[5] then return { 'ok', tonumber(f[3]), f[6], 1 } end
 if not redis.call('ZSCORE', KEYS[2], idh) then return { 'err', 'not_reserved' } end
 if f[2] ~= ARGV[2] then return { 'err', 'wrong_product' } end
-if f[1] ~= 'minted' then return { 'err', 'already_active' } end
+-- Blocked or sold by hand while held: not this purchase's to sell. Its hold goes (it must not return
+-- to stock either) and the purchase takes another ID, as when its hold ran out.
+if f[1] ~= 'minted' then
+  redis.call('ZREM', KEYS[2], idh)
+  return { 'err', 'not_reserved' }
+end
 redis.call('ZREM', KEYS[2], idh)
 local price, commission = tonumber(ARGV[3]), tonumber(ARGV[7])
 local rec = redis.call('XADD', KEYS[3], '*', 'id', idh, 'product', f[2], 'face', f[3], 'currency', ARGV[9],

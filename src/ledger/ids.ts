@@ -88,5 +88,8 @@ export async function setIdState(
 ): Promise<Refusable<{ state: string }>> {
   const loc = locate(ctx, input);
   if (!loc.ok) return loc;
-  return setState(ctx.scripts, loc, action, why);
+  // An ID's product never changes: it names the inventory a blocked unsold ID leaves.
+  const product = await ctx.redis.hget(loc.key, 'prod');
+  if (!product) return { ok: false, reason: 'unknown_id' };
+  return setState(ctx.scripts, loc, product, action, why);
 }

@@ -63,15 +63,23 @@ export async function activate(scripts: Scripts, id: IdPlace, a: Activation, now
 
 export type SetStateReply = { ok: true; state: string } | { ok: false; reason: string };
 
-/** Blocks an ID (the reason is kept on it) or lifts the block. */
+/**
+ * Blocks an ID (the reason is kept on it) or lifts the block. An unsold ID
+ * leaves its product's inventory while blocked: `product` must be its own.
+ */
 export async function setState(
   scripts: Scripts,
   id: IdPlace,
+  product: string,
   action: 'block' | 'unblock',
   why: string,
   now = Date.now(),
 ): Promise<SetStateReply> {
-  const r = await scripts.run('set_state', [id.key], [action, why, now]);
+  const r = await scripts.run(
+    'set_state',
+    [id.key, keys.inventory(id.bucket, product), keys.reservations(id.bucket)],
+    [action, why, now],
+  );
   if (Array.isArray(r) && r[0] === 'ok' && typeof r[1] === 'string') return { ok: true, state: r[1] };
   if (Array.isArray(r) && r[0] === 'err' && typeof r[1] === 'string') return { ok: false, reason: r[1] };
   throw replyError('set_state', r);

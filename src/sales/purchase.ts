@@ -299,7 +299,8 @@ export class Purchases {
         return { ok: true, ...sold, id };
       }
       if (res.reason !== 'not_reserved') throw new Error(`sell refused: ${res.reason}`);
-      // The hold ran out while the card company took its time: take another ID.
+      // The hold ran out while the card company took its time (or the operator blocked or sold the ID
+      // by hand meanwhile): take another ID.
       if (!(await this.hold(key, r))) return outOfStock();
     }
     throw new Error(`purchase ${ref}: could not sell`);

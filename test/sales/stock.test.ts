@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
+import { activateId, setIdState } from '../../src/ledger/ids';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
 import { http } from '../support/http';
 import { hashOf, idFields } from '../support/redis';
@@ -16,9 +17,11 @@ import {
   purchaseRef,
   reservations,
   saleRecords,
+  setFaults,
   stock,
   usedCredit,
 } from './fixtures';
+import { until } from '../support/wait';
 
 let h: Harness;
 let gw: Gateway;
@@ -29,12 +32,14 @@ let salesTok: string;
 const ONE = product('talk-one', { price: 2_000_000 });
 const NONE = product('talk-none');
 const RUSH = product('talk-rush', { face: 1_000_000, price: 1_100_000 });
+const BLOCKED = product('talk-blocked', { price: 3_000_000 });
+const BY_HAND = product('talk-by-hand', { price: 4_000_000 });
 
 const refOf = (key: string): string => purchaseRef(h, SALES, key);
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [ONE, NONE, RUSH]);
+  await seedCatalog(h, [ONE, NONE, RUSH, BLOCKED, BY_HAND]);
   await mint(h, ONE, 1);
   await mint(h, RUSH, 103);
   // In a rush every buyer is authorized before an ID is taken: on a loaded test machine the in-process
@@ -89,6 +94,53 @@ describe('out_of_stock', () => {
     const r = await buy(gw, salesTok, newKey(), 'talk-one', m);
     expect(r.status).toBe(200);
     expect(r.json.id).toBe(id);
+  });
+});
+
+describe('unsold IDs the operator blocks or sells by hand', () => {
+  it('a blocked unsold ID leaves stock: nobody pays for it; unblocked, it is on sale again', async () => {
+    const [id] = await mint(h, BLOCKED, 1);
+    expect(await setIdState(h.ctx, id!, 'block', 'stolen batch')).toEqual({ ok: true, state: 'blocked' });
+    expect(await stock(h, 'talk-blocked')).toBe(0);
+    const m = await addMember(h, 100_000_000);
+    const r = await buy(gw, salesTok, newKey(), 'talk-blocked', m);
+    expect(r.status).toBe(409);
+    expect(r.json).toEqual(SOLD_OUT);
+    expect(await usedCredit(h, m.card)).toBe(0);
+    expect((await idFields(h, id!)).st).toBe('blocked');
+
+    expect(await setIdState(h.ctx, id!, 'unblock')).toEqual({ ok: true, state: 'minted' });
+    expect(await stock(h, 'talk-blocked')).toBe(1);
+    const again = await buy(gw, salesTok, newKey(), 'talk-blocked', m);
+    expect(again.status).toBe(200);
+    expect(again.json.id).toBe(id);
+  });
+
+  it('an ID sold by hand while a purchase holds it: the purchase sells another one', async () => {
+    const ids = await mint(h, BY_HAND, 2);
+    const m = await addMember(h, 100_000_000);
+    await setFaults(h, { latencyMs: 400 });
+    try {
+      const pending = buy(gw, salesTok, newKey(), 'talk-by-hand', m);
+      // Held once authorized, sold once captured: in between the operator sells it by hand.
+      const byHash = new Map(ids.map((id) => [hashOf(h, id), id]));
+      let held = '';
+      await until(async () => {
+        held = [...(await reservations(h)).keys()].find((k) => byHash.has(k)) ?? '';
+        return held !== '';
+      });
+      const heldId = byHash.get(held)!;
+      expect((await activateId(h.ctx, heldId, { price: 4_000_000, ref: 'desk' })).ok).toBe(true);
+      const r = await pending;
+      expect(r.status).toBe(200);
+      expect(r.json.id).not.toBe(heldId);
+      expect(ids).toContain(r.json.id);
+    } finally {
+      await setFaults(h, { latencyMs: 0 });
+    }
+    expect(await usedCredit(h, m.card)).toBe(4_000_000);
+    expect(await stock(h, 'talk-by-hand')).toBe(0);
+    for (const k of (await reservations(h)).keys()) expect(ids.map((id) => hashOf(h, id))).not.toContain(k);
   });
 });
 
