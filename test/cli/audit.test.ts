@@ -129,6 +129,21 @@ describe('tessera audit', () => {
     }
   });
 
+  it('counts an ID with two problems once', async () => {
+    // A talk ID after a call keeps what is free beside its balance: a forged balance shows twice.
+    const key = keys.id(h.ctx.ids.hash(callEnded).bucket, hashOf(h, callEnded));
+    await h.r.hincrby(key, 'bal', 7);
+    try {
+      const { r } = await audit();
+      expect(r.problems.map((p) => p.id)).toEqual([hashOf(h, callEnded), hashOf(h, callEnded)]);
+      const text = await runCliIn(h, 'audit');
+      expect(text.code).toBe(1);
+      expect(text.out).toContain('audit: 1 ID(s) do not balance');
+    } finally {
+      await h.r.hincrby(key, 'bal', -7);
+    }
+  });
+
   it('reports a balance that is no number by name, and keeps the totals numbers', async () => {
     const key = keys.id(h.ctx.ids.hash(wallet).bucket, hashOf(h, wallet));
     const was = await h.r.hget(key, 'bal');

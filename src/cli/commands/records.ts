@@ -31,10 +31,10 @@ export const recordCommands: Record<'audit' | 'export' | 'archive', Command> = {
           );
         }
         if (r.problems.length > max) process.stdout.write(`  … and ${r.problems.length - max} more (--max, --json)\n`);
+        // One ID may have several problems (a forged balance is also a reservation that does not add up).
+        const wrong = new Set(r.problems.map((p) => `${p.bucket}/${p.id}`)).size;
         process.stdout.write(
-          r.problems.length === 0
-            ? 'audit: ok, every ID balances\n'
-            : `audit: ${r.problems.length} ID(s) do not balance\n`,
+          r.problems.length === 0 ? 'audit: ok, every ID balances\n' : `audit: ${wrong} ID(s) do not balance\n`,
         );
       }
       return r.problems.length === 0 ? 0 : 1;
