@@ -64,6 +64,22 @@ export async function runCli(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * Exits once stdout and stderr have handed the OS all they were given: a pipe
+ * to a slower reader (`| tee`, `| gzip`, ssh) holds the rest in this process,
+ * and process.exit would drop it (the IDs of a mint, whose numbers exist
+ * nowhere else, and the end of an export).
+ */
+export async function exitWhenWritten(code: number): Promise<never> {
+  for (const s of [process.stdout, process.stderr]) {
+    if (s.destroyed) continue;
+    // A reader that went away (EPIPE) was the command's to report; nothing is left to hand over then.
+    s.on('error', () => undefined);
+    await new Promise<void>((r) => s.write('', () => r()));
+  }
+  process.exit(code);
+}
+
 if (require.main === module) {
-  void runCli(process.argv.slice(2)).then((code) => process.exit(code));
+  void runCli(process.argv.slice(2)).then(exitWhenWritten);
 }

@@ -8,6 +8,5 @@ const { execSync } = require('node:child_process');
 const root = join(__dirname, '..', '..');
 const main = join(root, 'dist', 'src', 'cli', 'main.js');
 if (!existsSync(main)) execSync('npm run -s build', { cwd: root, stdio: 'inherit' });
-require(main)
-  .runCli(process.argv.slice(2))
-  .then((code) => process.exit(code));
+const cli = require(main);
+cli.runCli(process.argv.slice(2)).then(cli.exitWhenWritten);

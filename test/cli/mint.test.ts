@@ -20,10 +20,11 @@ let h: Harness;
 const P = talkProduct({ name: 'mint-pause' });
 const Q = talkProduct({ name: 'mint-retry' });
 const R = talkProduct({ name: 'mint-pipe' });
+const S = talkProduct({ name: 'mint-slow' });
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [P, Q, R]);
+  await seedCatalog(h, [P, Q, R, S]);
 });
 afterAll(async () => {
   await h?.r.call('CLIENT', 'UNPAUSE');
@@ -118,6 +119,30 @@ describe('mint', () => {
       restore();
       await h.r.call('CLIENT', 'UNPAUSE');
     }
+  }, 120_000);
+
+  it('printing to a slow reader (| tee, ssh) hands it every ID before the process exits', async () => {
+    const root = resolve(__dirname, '..', '..');
+    const count = 20_000;
+    const child = spawn(
+      join(root, 'node_modules', '.bin', 'tsx'),
+      [join(root, 'src', 'cli', 'main.ts'), 'mint', '--product', S.name, '--count', String(count)],
+      { cwd: root, env: { ...process.env, ...cliEnv(h) }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    // The reader falls behind: it takes nothing until the mint says it is done.
+    child.stdout.pause();
+    await until(() => err.includes(`minted ${count} ID(s)`), 60_000);
+    child.stdout.resume();
+    expect(await new Promise<number | null>((r) => child.once('close', r))).toBe(0);
+    const ids = lines(out);
+    expect(ids).toHaveLength(count);
+    expect(new Set(ids.map((id) => keys.id(h.ctx.ids.hash(id).bucket, h.ctx.ids.hash(id).hash)))).toEqual(
+      await inventory(S.name),
+    );
   }, 120_000);
 
   it('printing to a reader that goes away (| head) stops the mint and says so, without a stack trace', async () => {
