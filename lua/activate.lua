@@ -7,12 +7,15 @@ ARGV[2] product the caller expects the ID to belong to
 ARGV[3] channel (e.g. 'manual', 'web')
 ARGV[4] price paid (micro-units)
 ARGV[5] reference (operator name, payment reference)
-Returns {'ok', balance, recordId} or {'err', reason}.
+Returns {'ok', balance, recordId} or {'err', reason}: unknown_id, wrong_product, blocked (unsold and
+blocked), already_active.
 ]]
 -- @include "id_fields"
-local f = id_fields(KEYS[1], { 'st', 'prod', 'face', 'cur' })
+local f = id_fields(KEYS[1], { 'st', 'prod', 'face', 'cur', 'prev' })
 if not f[1] then return { 'err', 'unknown_id' } end
 if f[2] ~= ARGV[2] then return { 'err', 'wrong_product' } end
+-- Unsold but blocked (a stolen batch): not sold already, and not to be sold until unblocked.
+if f[1] == 'blocked' and f[5] == 'minted' then return { 'err', 'blocked' } end
 if f[1] ~= 'minted' then return { 'err', 'already_active' } end
 local idh = string.match(KEYS[1], 'id:(.+)$')
 redis.call('SREM', KEYS[2], idh)

@@ -400,6 +400,14 @@ describe('activate, lookup, block, unblock', () => {
     expect(twice).toEqual({ code: 1, out: '', err: 'refused: already_active\n' });
   });
 
+  it('an unsold blocked ID is refused as blocked, not as already sold, and sells once unblocked', async () => {
+    const [id] = (await cliMint('talk', 1)) as [string];
+    expect((await cli('block', id, '--reason', 'stolen batch')).code).toBe(0);
+    expect(await cli('activate', id)).toEqual({ code: 1, out: '', err: 'refused: blocked\n' });
+    expect(JSON.parse((await cli('unblock', id)).out)).toEqual({ state: 'minted' });
+    expect((await cli('activate', id)).code).toBe(0);
+  });
+
   it('refusals: unknown ID, bad checksum, bad format → exit 1 with the reason', async () => {
     const unknown = generateId(16);
     expect(await cli('lookup', unknown)).toEqual({ code: 1, out: '', err: 'refused: unknown_id\n' });
