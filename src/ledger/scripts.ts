@@ -53,7 +53,7 @@ export interface Activation {
 export async function activate(scripts: Scripts, id: IdPlace, a: Activation, now = Date.now()): Promise<ActivateReply> {
   const r = await scripts.run(
     'activate',
-    [id.key, keys.inventory(id.bucket, a.product), keys.sales(id.bucket)],
+    [id.key, keys.inventory(id.bucket, a.product), keys.sales(id.bucket), keys.reservations(id.bucket)],
     [now, a.product, a.channel, a.price, a.ref],
   );
   if (Array.isArray(r) && r[0] === 'ok') return { ok: true, balance: Number(r[1]), record: String(r[2] ?? '') };

@@ -34,12 +34,13 @@ const NONE = product('talk-none');
 const RUSH = product('talk-rush', { face: 1_000_000, price: 1_100_000 });
 const BLOCKED = product('talk-blocked', { price: 3_000_000 });
 const BY_HAND = product('talk-by-hand', { price: 4_000_000 });
+const LAPSED = product('talk-lapsed', { price: 4_000_000 });
 
 const refOf = (key: string): string => purchaseRef(h, SALES, key);
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [ONE, NONE, RUSH, BLOCKED, BY_HAND]);
+  await seedCatalog(h, [ONE, NONE, RUSH, BLOCKED, BY_HAND, LAPSED]);
   await mint(h, ONE, 1);
   await mint(h, RUSH, 103);
   // In a rush every buyer is authorized before an ID is taken: on a loaded test machine the in-process
@@ -141,6 +142,17 @@ describe('unsold IDs the operator blocks or sells by hand', () => {
     expect(await usedCredit(h, m.card)).toBe(4_000_000);
     expect(await stock(h, 'talk-by-hand')).toBe(0);
     for (const k of (await reservations(h)).keys()) expect(ids.map((id) => hashOf(h, id))).not.toContain(k);
+  });
+
+  it('an ID sold by hand while held does not go back on sale when the hold runs out', async () => {
+    const [id] = await mint(h, LAPSED, 1);
+    // A purchase's hold whose process went away before it sold.
+    const until = Date.now() + 60_000;
+    expect((await gw.inventory.reserve(LAPSED.name, until))?.idHash).toBe(hashOf(h, id!));
+    expect((await activateId(h.ctx, id!, { price: 4_000_000, ref: 'desk' })).ok).toBe(true);
+    expect(await gw.inventory.sweepHolds(until + 1)).toBe(0);
+    expect(await stock(h, LAPSED.name)).toBe(0);
+    expect((await reservations(h)).has(hashOf(h, id!))).toBe(false);
   });
 });
 
