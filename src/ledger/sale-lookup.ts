@@ -15,8 +15,12 @@ export async function lookupSale(ctx: Context, input: unknown): Promise<Refusabl
   if (!loc.ok) return loc;
   const status = await idStatus(ctx, input);
   if (!status.ok) return status;
-  const [srec, refrec] = await ctx.redis.hmget(loc.key, 'srec', 'refrec');
+  const [srec, refrec, refvoid, pref] = await ctx.redis.hmget(loc.key, 'srec', 'refrec', 'refvoid', 'pref');
   const { ok: _ok, ...s } = status;
   const stream = keys.sales(loc.bucket);
-  return { ok: true, status: s, sale: await recordAt(ctx, stream, srec), refund: await recordAt(ctx, stream, refrec) };
+  const refund = await recordAt(ctx, stream, refrec);
+  // What the card company last said to the refund's void: a payment whose void no refund has
+  // confirmed yet (the gateway died before asking, or got no answer) is `unknown`: refund again.
+  if (refund) refund.void = pref ? (refvoid ?? 'unknown') : 'not_paid_through_a_provider';
+  return { ok: true, status: s, sale: await recordAt(ctx, stream, srec), refund };
 }

@@ -30,6 +30,10 @@ export async function refundSale(
     // Voided before (a repeated refund) is what we want too.
     providerStatus =
       v.status === 'declined' ? (v.reason === 'payment_voided' ? 'voided' : `void_refused: ${v.reason}`) : v.status;
+    // Kept on the ID so a lookup still tells a void never confirmed from a done one once this
+    // answer is gone; nothing else retries it. A confirmed void is never overwritten by a later failure.
+    if (providerStatus === 'voided') await ctx.redis.hset(loc.key, 'refvoid', providerStatus);
+    else await ctx.redis.hsetnx(loc.key, 'refvoid', providerStatus);
   }
   return { ok: true, refunded, record, provider: providerStatus, duplicate };
 }

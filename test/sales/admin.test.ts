@@ -177,7 +177,13 @@ describe('refund', () => {
     // The lookup shows both records.
     const l = await lookup(b.id);
     expect(l.json.status).toMatchObject({ state: 'blocked', balance: 0, blockedWhy: 'refunded: bought by mistake' });
-    expect(l.json.refund).toMatchObject({ record: r.json.record, type: 'refund', amount: String(FACE), ref: b.ref });
+    expect(l.json.refund).toMatchObject({
+      record: r.json.record,
+      type: 'refund',
+      amount: String(FACE),
+      ref: b.ref,
+      void: 'voided',
+    });
     expect(l.json.sale).toMatchObject({ record: f.srec, price: String(PRICE) });
   });
 
@@ -227,12 +233,19 @@ describe('refund', () => {
     expect(r.json.provider).not.toBe('voided');
     expect((await idFields(h, b.id)).st).toBe('blocked');
     expect(await usedCredit(h, b.buyer.card)).toBe(PRICE);
+    // Once that answer is gone, the lookup still says the money has not gone back.
+    expect((await lookup(b.id)).json.refund).toMatchObject({ record: r.json.record, void: r.json.provider });
 
     await setFaults(h, { failRate: 0 });
     const again = await refund(b.id, 'outage');
     expect(again.json).toEqual({ refunded: FACE, record: r.json.record, provider: 'voided', duplicate: true });
     expect(await usedCredit(h, b.buyer.card)).toBe(0);
     expect(await recordsOf(h, hashOf(h, b.id))).toHaveLength(2);
+    expect((await lookup(b.id)).json.refund).toMatchObject({ void: 'voided' });
+    // A refund that failed after a confirmed void does not hide it.
+    await setFaults(h, { failRate: 1 });
+    expect((await refund(b.id, 'outage')).json.provider).not.toBe('voided');
+    expect((await lookup(b.id)).json.refund).toMatchObject({ void: 'voided' });
   });
 
   it('an ID sold by hand (no card payment) is refunded without asking the card company', async () => {
