@@ -1,6 +1,7 @@
 --[[ refund: take back an unused sold ID (the card company is asked to void the payment after).
 KEYS[1] ID hash              ts:{bN}:id:<idHash>
 KEYS[2] sale records         ts:{bN}:sales (stream)
+KEYS[3] refunds to void      ts:{bN}:refv (zset: ID hash -> when last asked, ms)
 ARGV[1] now (ms)   ARGV[2] reason   ARGV[3] operator
 Returns {'ok', value taken back, recordId, the card company's payment reference ('' for a sale by hand:
 nothing to void), duplicate(0|1)} or {'err', reason}:
@@ -41,4 +42,6 @@ local rec = redis.call('XADD', KEYS[2], '*', 'type', 'refund', 'id', idh, 'produ
   'currency', f[9], 'amount', f[2], 'ref', ref, 'channel', ARGV[3], 'reason', ARGV[2], 'time', ARGV[1])
 redis.call('HSET', KEYS[1], 'st', 'blocked', 'prev', 'sold', 'why', 'refunded: ' .. ARGV[2], 'blk', ARGV[1],
   'bal', '0', 'refrec', rec)
+-- Listed until the card company answers its void: a refund whose answer was lost is asked again.
+if payment ~= '' then redis.call('ZADD', KEYS[3], ARGV[1], idh) end
 return { 'ok', tonumber(f[2]), rec, payment, 0 }

@@ -18,6 +18,7 @@ import { Metrics } from '../observability/metrics';
 import { connectRedis, waitReady, type RedisClient } from '../redis/connect';
 import { openScanWindows } from '../redemption/scan-windows';
 import { Redemption } from '../redemption/service';
+import { sweepRefundVoids } from '../sales/admin';
 import { CheckLinks } from '../sales/check';
 import { Inventory } from '../sales/inventory';
 import { HttpProvider } from '../sales/provider';
@@ -234,8 +235,9 @@ async function openServices(
 }
 
 /**
- * Settles purchases and online recharges left midway, finishes voucher transfers cut short, and returns
- * holds that ran out to stock, on every gateway (the scripts make one win).
+ * Settles purchases and online recharges left midway, finishes voucher transfers cut short, returns
+ * holds that ran out to stock and asks again for refunds' unanswered voids, on every gateway (the
+ * scripts make one win).
  */
 function startHoldSweep(cfg: Config, log: Logger, s: Services): NodeJS.Timeout {
   const sweep = setInterval(
@@ -245,6 +247,7 @@ function startHoldSweep(cfg: Config, log: Logger, s: Services): NodeJS.Timeout {
         await s.recharges.sweepAbandoned();
         await s.topups.sweepTransfers();
         await s.inventory.sweepHolds();
+        await sweepRefundVoids(s.ctx, s.provider);
       })().catch((err: unknown) => log.warn({ err }, 'hold sweep failed')),
     Math.min(cfg.holdMs, 30_000),
   );

@@ -51,6 +51,8 @@ export const keys = {
   guesses: (bucket: number, client: string) => `${tag(bucket)}guess:${client}`,
   /** IDs held for purchases in progress: ID hash -> held until (ms). */
   reservations: (bucket: number) => `${tag(bucket)}resv`,
+  /** Refunds whose void the card company has not answered yet: ID hash -> when last asked (ms). */
+  refundVoids: (bucket: number) => `${tag(bucket)}refv`,
   /** A check link: keyed hash of its token -> ID hash. In the ID's bucket. */
   check: (bucket: number, tokenHash: string) => `${tag(bucket)}chk:${tokenHash}`,
   /** A purchase by its Idempotency-Key (keyed hash), tagged by that hash's own bucket. */

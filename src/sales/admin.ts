@@ -1,5 +1,6 @@
 import type { Context } from '../app/context';
 import { locate, type Refusable } from '../ledger/ids';
+import { keys } from '../redis/keys';
 import { replicated, replicatedSeen } from '../redis/replication';
 import type { PaymentProvider } from './provider';
 import { refundId } from './scripts';
@@ -7,7 +8,8 @@ import { refundId } from './scripts';
 /**
  * The operator's refund, shared by the CLI and the admin API. Refunds an unused ID: blocks it and records the refund in one script call,
  * then voids the payment at the card company. A used ID is refused and nothing
- * changes. Repeating a refund repeats the (idempotent) void.
+ * changes. Repeating a refund repeats the (idempotent) void; a void the card
+ * company did not answer is asked again by every gateway's sweep (sweepRefundVoids).
  */
 export async function refundSale(
   ctx: Context,
@@ -24,16 +26,58 @@ export async function refundSale(
   // A repeated refund answers the first, which another gateway may have written.
   await (r.duplicate ? replicatedSeen : replicated)(ctx.redis, loc.key);
   const { refunded, record, payment, duplicate } = r;
-  let providerStatus = 'not_paid_through_a_provider';
-  if (payment) {
-    const v = await provider.void(payment);
-    // Voided before (a repeated refund) is what we want too.
-    providerStatus =
-      v.status === 'declined' ? (v.reason === 'payment_voided' ? 'voided' : `void_refused: ${v.reason}`) : v.status;
-    // Kept on the ID so a lookup still tells a void never confirmed from a done one once this
-    // answer is gone; nothing else retries it. A confirmed void is never overwritten by a later failure.
-    if (providerStatus === 'voided') await ctx.redis.hset(loc.key, 'refvoid', providerStatus);
-    else await ctx.redis.hsetnx(loc.key, 'refvoid', providerStatus);
+  const said = payment ? await voidRefund(ctx, provider, loc, payment) : 'not_paid_through_a_provider';
+  return { ok: true, refunded, record, provider: said, duplicate };
+}
+
+/** How long a refund's unanswered void waits before the sweep asks again (its refund may still be asking). */
+const VOID_RETRY_MS = 60_000;
+
+/**
+ * Asks the card company again to void the payments of refunds whose void it
+ * never answered (a timeout, a gateway gone mid-refund): the buyer must get
+ * the money back without anyone having to notice. Each refund's turn is moved
+ * on before it is asked, so gateways seldom ask at once (a void is idempotent
+ * anyway). Returns how many were answered.
+ */
+export async function sweepRefundVoids(ctx: Context, provider: PaymentProvider, now = Date.now()): Promise<number> {
+  let answered = 0;
+  for (let b = 0; b < ctx.cfg.buckets; b++) {
+    const list = keys.refundVoids(b);
+    for (const idHash of await ctx.redis.zrangebyscore(list, '-inf', now - VOID_RETRY_MS, 'LIMIT', 0, 100)) {
+      await ctx.redis.zadd(list, 'XX', now, idHash);
+      const key = keys.id(b, idHash);
+      const payment = await ctx.redis.hget(key, 'pref');
+      if (!payment) await ctx.redis.zrem(list, idHash);
+      else if ((await voidRefund(ctx, provider, { key, bucket: b }, payment)) !== 'unknown') answered++;
+    }
   }
-  return { ok: true, refunded, record, provider: providerStatus, duplicate };
+  return answered;
+}
+
+/**
+ * Voids a refund's payment and keeps the card company's answer on the ID
+ * (`refvoid`, the sale lookup's `refund.void`): `voided`, or `void_refused: <reason>`
+ * (logged: someone must take it up with the card company). Either takes the
+ * refund off the list of voids to ask again; `unknown` (no answer) leaves it there.
+ */
+async function voidRefund(
+  ctx: Context,
+  provider: PaymentProvider,
+  loc: { key: string; bucket: number },
+  payment: string,
+): Promise<string> {
+  const v = await provider.void(payment);
+  if (v.status !== 'voided' && v.status !== 'declined') return 'unknown';
+  // Voided before (a repeated refund) is what we want too.
+  const said = v.status === 'voided' || v.reason === 'payment_voided' ? 'voided' : `void_refused: ${v.reason}`;
+  const idHash = loc.key.slice(loc.key.lastIndexOf(':') + 1);
+  const tx = ctx.redis.multi();
+  // A confirmed void is never overwritten by a later refusal.
+  if (said === 'voided') tx.hset(loc.key, 'refvoid', said);
+  else tx.hsetnx(loc.key, 'refvoid', said);
+  await tx.zrem(keys.refundVoids(loc.bucket), idHash).exec();
+  if (said !== 'voided')
+    ctx.log.error({ payment, said }, "the card company refused to void a refund's payment: the buyer is not paid back");
+  return said;
 }

@@ -225,7 +225,11 @@ export async function refundId(
   operator: string,
   now = Date.now(),
 ): Promise<RefundReply> {
-  const r = await scripts.run('refund', [loc.key, keys.sales(loc.bucket)], [now, reason, operator]);
+  const r = await scripts.run(
+    'refund',
+    [loc.key, keys.sales(loc.bucket), keys.refundVoids(loc.bucket)],
+    [now, reason, operator],
+  );
   if (Array.isArray(r) && r[0] === 'ok')
     return {
       ok: true,

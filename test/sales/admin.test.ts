@@ -9,6 +9,8 @@ import { putAccess } from '../../src/catalog/store';
 import type { AccessArea } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
+import { sweepRefundVoids } from '../../src/sales/admin';
+import { HttpProvider } from '../../src/sales/provider';
 import { runCliIn } from '../support/cli';
 import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
 import { http } from '../support/http';
@@ -246,6 +248,24 @@ describe('refund', () => {
     await setFaults(h, { failRate: 1 });
     expect((await refund(b.id, 'outage')).json.provider).not.toBe('voided');
     expect((await lookup(b.id)).json.refund).toMatchObject({ void: 'voided' });
+  });
+
+  it('a refund whose void got no answer is voided by the gateways’ sweep, once, without anyone asking again', async () => {
+    const b = await buyOne();
+    await setFaults(h, { failRate: 1 });
+    const r = await refund(b.id, 'outage');
+    expect([r.status, r.json.provider]).toEqual([200, 'unknown']);
+    await setFaults(h, { failRate: 0 });
+    const provider = new HttpProvider(h.cfg.provider.url!, h.cfg.provider.timeoutMs, h.cfg.provider.key);
+    // Not before its refund has had its time to ask.
+    expect(await sweepRefundVoids(h.ctx, provider, Date.now())).toBe(0);
+    expect(await usedCredit(h, b.buyer.card)).toBe(PRICE);
+    const later = Date.now() + 61_000;
+    expect(await sweepRefundVoids(h.ctx, provider, later)).toBe(1);
+    expect(await usedCredit(h, b.buyer.card)).toBe(0);
+    expect((await lookup(b.id)).json.refund).toMatchObject({ void: 'voided' });
+    expect(await sweepRefundVoids(h.ctx, provider, later + 61_000)).toBe(0);
+    expect(await h.r.zcard(keys.refundVoids(bucketOf(h, b.id)))).toBe(0);
   });
 
   it('an ID sold by hand (no card payment) is refunded without asking the card company', async () => {
