@@ -15,6 +15,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'csv-parse/sync';
+import { visit } from 'jsonc-parser';
 import type { TSchema } from '@sinclair/typebox';
 import { Item, PRODUCT_SCHEMAS, Rate, RatePlan, WEEKDAYS, type Weekday } from './schema';
 
@@ -24,13 +25,37 @@ function readRows(file: string): { json?: unknown; rows?: Row[] } {
   // A byte order mark (as some editors save UTF-8) is no part of the text.
   const text = readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
   if (/\.json$/i.test(file) || /^\s*[[{]/.test(text)) {
+    let json: unknown;
     try {
-      return { json: JSON.parse(text) };
+      json = JSON.parse(text);
     } catch (err) {
       throw new Error(`${file} is not valid JSON: ${(err as Error).message}`, { cause: err });
     }
+    const twice = nameGivenTwice(text);
+    if (twice) throw new Error(`${file} line ${twice.line}: "${twice.name}" is given twice in one object`);
+    return { json };
   }
   return { rows: parse<Row>(text, { columns: headerOf, skip_empty_lines: true, trim: true, comment: '#' }) };
+}
+
+/**
+ * The first name given twice in one JSON object: JSON.parse keeps the last one
+ * silently, so a price or a rate written twice would load the one the operator
+ * may not have meant.
+ */
+function nameGivenTwice(text: string): { name: string; line: number } | undefined {
+  const objects: Set<string>[] = [];
+  let found: { name: string; line: number } | undefined;
+  visit(text, {
+    onObjectBegin: () => void objects.push(new Set()),
+    onObjectEnd: () => void objects.pop(),
+    onObjectProperty: (name, _offset, _length, line) => {
+      const names = objects[objects.length - 1]!;
+      if (names.has(name)) found ??= { name, line: line + 1 };
+      names.add(name);
+    },
+  });
+  return found;
 }
 
 /** The header row's names: a name given twice would have its first column silently dropped. */

@@ -159,6 +159,15 @@ describe('catalog files', () => {
     expect(() => readProductsFile(file('p4.csv', 'name,kind,face,face\nx,talk,1,2\n'))).toThrow(/"face" twice/);
   });
 
+  it('a JSON object naming a field twice is refused with its line, not read as its last value', () => {
+    const twice = file('p5.json', '[\n  {"name": "card5", "price": 1000000,\n   "price": 100000}\n]');
+    expect(() => readProductsFile(twice)).toThrow(`${twice} line 3: "price" is given twice in one object`);
+    const nested = file('r5.json', '{"plans": [{"name": "p", "rates": [{"prefix": "44", "rate": 1, "rate": 2}]}]}');
+    expect(() => readPlansFile(nested)).toThrow(/"rate" is given twice/);
+    // The same name in two objects is no repeat.
+    expect(readProductsFile(file('p6.json', JSON.stringify([CARD, { ...CARD, name: 'other' }])))).toHaveLength(2);
+  });
+
   it('a rates CSV row without a plan is refused', () => {
     expect(() => readPlansFile(file('r3.csv', 'plan,prefix,rate,fee\n,44,200,0\n'))).toThrow(/a row without a plan/);
   });
