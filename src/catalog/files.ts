@@ -193,17 +193,24 @@ export function readItemsFile(file: string): unknown[] {
   return rows!.map((r) => typed(blankToUndefined(r), ITEM_NUMBERS));
 }
 
-/** access.csv: area,name,countryCode,number,label,notes (one row per number; area fields from its first row). */
+/** access.csv: area,name,countryCode,number,label,notes (one row per number; the area's fields on any of its rows). */
 export function readAccessFile(file: string): unknown[] {
   const { json, rows } = readRows(file);
   if (json !== undefined) return arrayIn(json, 'areas');
   const areas = new Map<string, Record<string, unknown> & { numbers: Record<string, unknown>[] }>();
-  for (const r of rows!) {
-    const { area, name, countryCode, number, label, notes } = blankToUndefined(r);
+  rows!.forEach((r, i) => {
+    const { area, number, label, ...own } = blankToUndefined(r);
     if (!area) throw new Error(`access file ${file}: a row without an area`);
     let a = areas.get(area);
-    if (!a) areas.set(area, (a = { ...defined({ area, name, countryCode, notes }), numbers: [] }));
+    if (!a) areas.set(area, (a = { area, numbers: [] }));
+    // An area's own columns may be repeated on its rows, or given once; never two different values.
+    for (const [col, value] of Object.entries(own)) {
+      if (value === undefined) continue;
+      if (a[col] !== undefined && a[col] !== value)
+        throw new Error(`access file ${file} row ${i + 1}: area ${area} has two different values of ${col}`);
+      a[col] = value;
+    }
     a.numbers.push(defined({ number, label }));
-  }
+  });
   return [...areas.values()];
 }

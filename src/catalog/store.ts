@@ -292,6 +292,8 @@ export async function putItems(redis: RedisClient, rows: unknown[]): Promise<Ite
 export async function putAccess(redis: RedisClient, rows: unknown[]): Promise<AccessArea[]> {
   const areas = validated(rows, checkArea, 'access area');
   once(areas, 'access area', (a) => `the area ${a.area}`);
+  // A number listed twice would show twice on the area's page.
+  for (const a of areas) once(a.numbers, `access area ${a.area}: number`, (n) => `the number ${n.number}`);
   if (areas.length) await redis.hset(keys.access, ...areas.flatMap((a) => [a.area, JSON.stringify(a)]));
   await bump(redis);
   return areas;

@@ -119,6 +119,27 @@ describe('catalog-load --access and catalog-show', () => {
     expect(page.text).toContain('0120-555-101');
   });
 
+  it('an area given two names or country codes, or a number listed twice, is refused and nothing is loaded', async () => {
+    const before = (await readCatalog(h.r)).access.get('fr-lyon');
+    const conflicting = [
+      'area,name,countryCode,number',
+      'fr-lyon,France – Lyon,33,04 55 50 01 01',
+      'fr-lyon,France – Lyons,33,0800 555 101',
+    ].join('\n');
+    const r = await cli('catalog-load', '--access', file('conflict.csv', conflicting));
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('row 2: area fr-lyon has two different values of name');
+    const twice = [
+      'area,name,countryCode,number',
+      'fr-lyon,France – Lyon,33,04 55 50 01 01',
+      'fr-lyon,,,04 55 50 01 01',
+    ];
+    const t = await cli('catalog-load', '--access', file('twice.csv', twice.join('\n')));
+    expect(t.code).toBe(1);
+    expect(t.err).toContain('the number 04 55 50 01 01 is given twice');
+    expect((await readCatalog(h.r)).access.get('fr-lyon')).toEqual(before);
+  });
+
   it('loads JSON ({"areas": [...]}) through the two-word form; loading an area again replaces it', async () => {
     const json = file(
       'access.json',
