@@ -356,6 +356,8 @@ export async function updateTokens(
     const was = JSON.parse(json) as TokenInfo;
     if (was.name !== name) continue;
     const info: TokenInfo = { ...was, ...change };
+    // '' clears: a scanner token turned into another role's has no venue nor gate left.
+    if (info.venue === '') delete info.venue;
     if (info.gate === '') delete info.gate;
     assertUsable(info);
     updated.push(h, JSON.stringify(info));

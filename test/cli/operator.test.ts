@@ -488,6 +488,20 @@ describe('tokens', () => {
     expect((await cli('token-update', '--name', 'cli-sw', '--role', 'admin')).code).toBe(1);
     expect((await cli('token-revoke')).code).toBe(2);
 
+    // A scanner token becomes a switch token once its venue and gate are cleared; an update
+    // that changes nothing is a mistake to say, not "updated 1 token(s)".
+    expect((await cli('token-create', '--name', 'cli-sc', '--role', 'scanner', '--venue', 'arena')).code).toBe(0);
+    expect(await cli('token-update', '--name', 'cli-sc')).toMatchObject({ code: 2, err: /nothing to change/ });
+    expect(await cli('token-update', '--name', 'cli-sc', '--role', 'switch', '--venue', '')).toEqual({
+      code: 0,
+      out: 'updated 1 token(s)\n',
+      err: '',
+    });
+    const sc = lines((await cli('token-list')).out).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(sc.find((t) => t.name === 'cli-sc')).toMatchObject({ role: 'switch' });
+    expect(sc.find((t) => t.name === 'cli-sc')).not.toHaveProperty('venue');
+    expect((await cli('token-revoke', '--name', 'cli-sc')).code).toBe(0);
+
     // The gateway drops the revoked token as soon as the change reaches it.
     const deadline = Date.now() + 3000;
     let status = 0;

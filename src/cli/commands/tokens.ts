@@ -52,7 +52,7 @@ export const tokenCommands: Record<string, Command> = {
   },
   'token-update': {
     summary: 'change the role, venue or gate of every token with this name (open connections are closed)',
-    usage: "--name NAME [--role R] [--venue V] [--gate G | --gate '']",
+    usage: "--name NAME [--role R] [--venue V | --venue ''] [--gate G | --gate '']",
     async run(cli) {
       const { values } = parseOptions(cli, {
         name: { type: 'string' },
@@ -61,9 +61,11 @@ export const tokenCommands: Record<string, Command> = {
         gate: { type: 'string' },
       });
       const name = nameOf(values.name);
+      if (values.role === undefined && values.venue === undefined && values.gate === undefined)
+        throw usageError("nothing to change: give --role, --venue or --gate ('' clears a venue or gate)");
       const n = await updateTokens((await cli.ctx()).redis, name, {
         ...(values.role ? { role: values.role as Role } : {}),
-        ...(values.venue ? { venue: values.venue } : {}),
+        ...(values.venue !== undefined ? { venue: values.venue } : {}),
         ...(values.gate !== undefined ? { gate: values.gate } : {}),
       });
       return matched(cli, 'updated', name, n);
