@@ -59,7 +59,7 @@ export const REASONS = {
   recharged: reason(409, 'the ID was recharged since its sale: a refund would take the recharges too'),
 
   // Calls (switch protocol)
-  insufficient_balance: reason(422, 'not enough balance for the connection fee and a first second'),
+  insufficient_balance: reason(422, 'not enough balance for the first charged block and its fee'),
   no_rate: reason(422, 'no rate for this destination'),
   concurrent_limit: reason(409, 'the ID has as many calls as it may'),
   call_conflict: reason(409, 'this call id belongs to another call'),

@@ -12,6 +12,7 @@ import { generateId } from '../../src/ids/idnum';
 import { activateId, setIdState } from '../../src/ledger/ids';
 import { productTerms, TERM_FIELDS, termsVersion } from '../../src/catalog/terms';
 import { keys } from '../../src/redis/keys';
+import { putPlans } from '../../src/catalog/store';
 
 let h: Harness;
 let gw: Gateway;
@@ -22,6 +23,13 @@ let refs = 0;
 beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h);
+  // A block tariff: 60/6 with a fee, a minimum cost and a disconnect charge.
+  await putPlans(h.ctx.redis, [
+    {
+      name: 'blocks',
+      rates: [{ prefix: '', rate: 100, fee: 1000, initial: 60, next: 6, minCost: 8000, disconnect: 500 }],
+    },
+  ]);
   gw = await gateway(h);
   ({ c, name: sw } = await connectSwitch(h, gw.port));
 });
@@ -235,6 +243,18 @@ describe('call_start refusals', () => {
       fee: 5000,
     });
     await stop(call, 0);
+  });
+
+  it('insufficient_balance: on a block tariff, below the whole first block, minimum cost and disconnect charge', async () => {
+    // The fee and one second (1100) are far from enough: the first block is
+    // max(1000 + 60 × 100, 8000) = 8000, plus the disconnect charge 500.
+    const [id] = await soldIds(h, talkProduct({ plan: 'blocks', face: 8499 }));
+    expect(await start(id!)).toMatchObject({ op: 'error', reason: 'insufficient_balance' });
+    const [id2] = await soldIds(h, talkProduct({ plan: 'blocks', face: 8500 }));
+    const call = newCall();
+    // 66 s cost 1000 + 6600 = 7600, which the minimum cost raises to 8000: still paid.
+    expect(await start(id2!, call)).toMatchObject({ op: 'started', maxSec: 66, fee: 1000 });
+    expect(await stop(call, 1)).toMatchObject({ op: 'stopped', billedSec: 60, cost: 8500, balance: 0 });
   });
 
   it('insufficient_balance: balance below one second at the rate', async () => {
