@@ -171,6 +171,21 @@ describe('anonymous purchases are counted per client address and in total', () =
     expect((await buyPage(gw, 'talk-b', stranger(), { from: '2001:db8:1:2:ffff::9' })).status).toBe(429);
   });
 
+  it('a form sent twice at once (a double tap) is one purchase, counted once', async () => {
+    const gw = await open({
+      trustProxy: true,
+      buyLimit: { windowSec: 600, perClient: 2, perNetwork: 1000, total: 1000 },
+    });
+    const from = '198.51.100.71';
+    const tapped = nonce();
+    const card = stranger();
+    const taps = await Promise.all([1, 2].map(() => buyPage(gw, 'talk-b', card, { from, nonce: tapped })));
+    expect(taps.map((t) => t.status)).not.toContain(429);
+    // The address has one purchase of its two left.
+    expect((await buyPage(gw, 'talk-b', stranger(), { from })).status).toBe(402);
+    expect((await buyPage(gw, 'talk-b', stranger(), { from })).status).toBe(429);
+  });
+
   it('a card number failing its check digit is refused at once: not counted, the card company not asked', async () => {
     const gw = await open({
       trustProxy: true,
