@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
+import type { Config } from '../../src/config/config';
 import { keys } from '../../src/redis/keys';
 import { clientGroup, clientNetwork } from '../../src/protocol/client-address';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
@@ -141,11 +142,12 @@ describe('nothing is written for a request that fails its checks', () => {
 });
 
 describe('anonymous purchases are counted per client address and in total', () => {
+  /** A gateway behind a trusted proxy (X-Forwarded-For gives the address) with these BUY_LIMIT_* in a 10-minute window. */
+  const limited = (over: Partial<Config['buyLimit']>): Promise<Gateway> =>
+    open({ trustProxy: true, buyLimit: { windowSec: 600, perClient: 100, perNetwork: 1000, total: 1000, ...over } });
+
   it('past BUY_LIMIT_PER_CLIENT one address gets 429 with Retry-After and adds nothing; a retry of a started purchase still answers', async () => {
-    const gw = await open({
-      trustProxy: true,
-      buyLimit: { windowSec: 600, perClient: 3, perNetwork: 1000, total: 1000 },
-    });
+    const gw = await limited({ perClient: 3 });
     const from = '198.51.100.7';
     const first = nonce();
     const card = stranger();
@@ -172,10 +174,7 @@ describe('anonymous purchases are counted per client address and in total', () =
   });
 
   it('a form sent twice at once (a double tap) is one purchase, counted once', async () => {
-    const gw = await open({
-      trustProxy: true,
-      buyLimit: { windowSec: 600, perClient: 2, perNetwork: 1000, total: 1000 },
-    });
+    const gw = await limited({ perClient: 2 });
     const from = '198.51.100.71';
     const tapped = nonce();
     const card = stranger();
@@ -187,10 +186,7 @@ describe('anonymous purchases are counted per client address and in total', () =
   });
 
   it('a card number failing its check digit is refused at once: not counted, the card company not asked', async () => {
-    const gw = await open({
-      trustProxy: true,
-      buyLimit: { windowSec: 600, perClient: 2, perNetwork: 1000, total: 1000 },
-    });
+    const gw = await limited({ perClient: 2 });
     const from = '198.51.100.61';
     const before = await dataKeys();
     for (let i = 0; i < 5; i++) {
@@ -203,10 +199,7 @@ describe('anonymous purchases are counted per client address and in total', () =
   });
 
   it('past BUY_LIMIT_TOTAL every new address gets 429 and no per-address count is kept for it', async () => {
-    const gw = await open({
-      trustProxy: true,
-      buyLimit: { windowSec: 600, perClient: 100, perNetwork: 1000, total: 4 },
-    });
+    const gw = await limited({ total: 4 });
     await h.r.del(keys.buysTotal);
     for (let i = 0; i < 4; i++)
       expect((await buyPage(gw, 'talk-b', stranger(), { from: `203.0.113.${i + 1}` })).status).toBe(402);
@@ -234,10 +227,7 @@ describe('anonymous purchases are counted per client address and in total', () =
   });
 
   it('past BUY_LIMIT_PER_NETWORK the addresses of one /24 or /48 get 429; another network still buys', async () => {
-    const gw = await open({
-      trustProxy: true,
-      buyLimit: { windowSec: 600, perClient: 100, perNetwork: 3, total: 1000 },
-    });
+    const gw = await limited({ perNetwork: 3 });
     for (const [net, other] of [
       ['198.18.5.', '198.18.6.1'],
       ['2001:db8:77:', '2001:db8:78::1'],
