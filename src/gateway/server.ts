@@ -119,6 +119,8 @@ export async function startGateway(
     log,
     formMac: (cookie) => s.ctx.ids.mac(`form:${cookie}`).slice(0, 32),
     load,
+    // An attempt at work is at most an authorize and a capture away from its answer.
+    settleMs: 2 * cfg.provider.timeoutMs + 1000,
   });
   router.fallbacks();
 

@@ -17,6 +17,7 @@ import { replicated, replicatedSeen } from '../redis/replication';
 import { declinedAnswer, PaymentRecords } from './payment-record';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
+import { settled } from './settle';
 import { checkLink } from './check';
 import { bindPurchase, sellId } from './scripts';
 import type { PaymentProvider } from './provider';
@@ -114,9 +115,17 @@ export class Purchases {
   /**
    * `client`: the address of an anonymous buyer (the buy page), whose new
    * purchases count against BUY_LIMIT_PER_CLIENT and BUY_LIMIT_TOTAL.
+   * `waitMs`: how long to wait for another attempt at work on the same key
+   * rather than answer `in_progress` (the buy page: ./settle.ts).
    */
-  async purchase(channel: string, idemKey: string, req: PurchaseRequest, client?: string): Promise<PurchaseResult> {
-    const r = await this.attempt(channel, idemKey, req, client);
+  async purchase(
+    channel: string,
+    idemKey: string,
+    req: PurchaseRequest,
+    client?: string,
+    waitMs = 0,
+  ): Promise<PurchaseResult> {
+    const r = await settled(waitMs, () => this.attempt(channel, idemKey, req, client));
     this.metrics?.purchases.inc({ outcome: r.ok ? 'sold' : r.reason });
     return r;
   }

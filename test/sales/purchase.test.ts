@@ -573,6 +573,32 @@ describe('idempotent retries', () => {
     expect(await usedCredit(h, m.card)).toBe(TALK.price);
   });
 
+  it('the buy form sent twice (a double tap) while the card company is slow: the second page shows the ID', async () => {
+    const m = await addMember(h, 100_000_000);
+    const fields = {
+      product: 'talk-i',
+      pin: PIN,
+      card: m.card,
+      cardPin: m.cardPin,
+      nonce: randomBytes(16).toString('hex'),
+    };
+    const session = await formSession(gw);
+    await setFaults(h, { latencyMs: 400 });
+    try {
+      // The browser drops the first request's answer and shows the second's: that one must have the ID.
+      const first = postPageForm(gw, '/buy', fields, session);
+      await sleep(100);
+      const second = await postPageForm(gw, '/buy', fields, session);
+      const done = await first;
+      expect(done.status).toBe(200);
+      expect(second.status).toBe(200);
+      expect(second.text).toBe(done.text);
+    } finally {
+      await setFaults(h, NO_FAULTS);
+    }
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
+  });
+
   it('the buy form sent again with a changed field: 422 telling the buyer the first purchase stands, not to pay again', async () => {
     const m = await addMember(h, 100_000_000);
     const fields = {

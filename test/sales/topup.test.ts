@@ -67,7 +67,7 @@ let buyer: Buyer;
 beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h, [TALK, FIXED, TALK_MAX, VOUCHER, VOUCHER_USD, BIG_VOUCHER] as Product[]);
-  await mint(h, TALK, 6);
+  await mint(h, TALK, 7);
   await mint(h, FIXED, 2);
   await mint(h, TALK_MAX, 1);
   gw = await gateway(h);
@@ -513,6 +513,31 @@ describe('the check page', () => {
       await setFaults(h, NO_FAULTS);
       await slow.close();
     }
+  });
+
+  it('the recharge form sent twice (a double tap) while the card company is slow: the second page says recharged', async () => {
+    const o = await owned();
+    const payer = await addMember(h, 10_000_000);
+    const form = {
+      grant: field(o.page.text, 'grant'),
+      nonce: field(o.page.text, 'nonce'),
+      amount: '2000000',
+      ...payer,
+    };
+    await setFaults(h, { latencyMs: 400 });
+    try {
+      // The browser shows only the second answer: it must say what the first did.
+      const first = postPageForm(gw, `${o.path}/recharge`, form, o.session);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const second = await postPageForm(gw, `${o.path}/recharge`, form, o.session);
+      expect((await first).status).toBe(200);
+      expect(second.status).toBe(200);
+      expect(second.text).toContain('added to your ID');
+    } finally {
+      await setFaults(h, NO_FAULTS);
+    }
+    expect(await balanceOf(h, o.id)).toBe(3_000_000);
+    expect(await usedCredit(h, payer.card)).toBe(2_000_000);
   });
 
   it('an ID blocked while its recharge was paid: the payment is voided, nothing credited', async () => {

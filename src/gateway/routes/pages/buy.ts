@@ -74,6 +74,7 @@ async function sell(
     `${BUY_PAGE_NAME}/${b.nonce}`,
     { product: b.product.name, pin: b.pin, card: b.card, cardPin: b.cardPin },
     client,
+    d.settleMs,
   );
   if (!r.ok) {
     // Not "nothing was sold": this form's first purchase stands, and the buyer must not pay again for it.

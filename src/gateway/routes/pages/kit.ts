@@ -35,6 +35,8 @@ export interface PageDeps {
   formMac: (cookie: string) => string;
   /** Shared with the API and the WebSocket endpoints: MAX_INFLIGHT_TOTAL bounds the pages too. */
   load: Load;
+  /** How long a page waits for another attempt of its own payment to end (two card company calls). */
+  settleMs: number;
 }
 
 export const FORM_LIMIT = 16 * 1024;
