@@ -91,7 +91,7 @@ beforeAll(async () => {
   await mint(h, TALK, 7);
   await mint(h, SOLD, 3);
   await mint(h, DECL, 5);
-  await mint(h, IDEM, 14);
+  await mint(h, IDEM, 15);
   await mint(h, GOODS, 2);
   await mint(h, SAUNA, 1);
   gw = await gateway(h);
@@ -596,6 +596,31 @@ describe('idempotent retries', () => {
     } finally {
       await setFaults(h, NO_FAULTS);
     }
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
+  });
+
+  it('the buy page and check link read digits typed in another script (Arabic, full width) as the digits they are', async () => {
+    const m = await addMember(h, 100_000_000);
+    const wide = (s: string): string => s.replace(/\d/g, (c) => String.fromCharCode(0xff10 + Number(c)));
+    const arabic = (s: string): string => s.replace(/\d/g, (c) => String.fromCharCode(0x0660 + Number(c)));
+    const buyPage = await http(gw, 'GET', '/buy');
+    // The browser must let such a PIN through to the server: no ASCII-only pattern on the field.
+    expect(buyPage.text).not.toMatch(/id="pin"[^>]*pattern=/);
+    const fields = {
+      product: 'talk-i',
+      pin: arabic(PIN),
+      card: wide(m.card),
+      cardPin: arabic(m.cardPin),
+      nonce: randomBytes(16).toString('hex'),
+    };
+    const sold = await postPageForm(gw, '/buy', fields);
+    expect(sold.status).toBe(200);
+    const id = /id="id-number">([^<]+)/.exec(sold.text)![1]!;
+    const checkPath = new URL(/id="check-url" class="url" href="([^"]+)"/.exec(sold.text)![1]!).pathname;
+    // The PIN chosen in Arabic digits is the PIN 4711, typed now in full width.
+    const shown = await postPageForm(gw, checkPath, { pin: wide(PIN) });
+    expect(shown.status).toBe(200);
+    expect(shown.text).toContain(id);
     expect(await usedCredit(h, m.card)).toBe(1_000_000);
   });
 

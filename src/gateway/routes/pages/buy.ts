@@ -9,6 +9,7 @@ import { productView } from '../product-view';
 import type { Html } from './html';
 import {
   CARD_NUMBER_PLEASE,
+  digitsField,
   FORM_LIMIT,
   formClient,
   NOT_OUR_FORM,
@@ -51,13 +52,13 @@ function readBuyForm(d: PageDeps, f: URLSearchParams): BuyRequest | { status: nu
   const product = d.catalog.product(f.get('product') ?? '');
   if (!product || !isOnPublicSale(product))
     return { status: 404, error: 'That product is not on sale here; please choose one from the list.' };
-  const pin = f.get('pin') ?? '';
-  const card = (f.get('card') ?? '').replace(/[\s-]/g, '');
+  const pin = digitsField(f, 'pin');
+  const card = digitsField(f, 'card').replace(/[\s-]/g, '');
   const nonce = f.get('nonce') ?? '';
   if (!BuyForm.pin.test(pin)) return { status: 400, error: 'The PIN must be 4 to 12 digits.' };
   if (!BuyForm.card.test(card)) return { status: 400, error: CARD_NUMBER_PLEASE };
   if (!BuyForm.nonce.test(nonce)) return { status: 400, error: 'The form expired; please try again.' };
-  return { product, pin, card, cardPin: f.get('cardPin') ?? '', nonce };
+  return { product, pin, card, cardPin: digitsField(f, 'cardPin'), nonce };
 }
 
 async function sell(

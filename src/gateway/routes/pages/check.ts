@@ -17,6 +17,7 @@ import { clientAddress, pathParam, readForm, replyFor, type Reply } from '../../
 import type { Router } from '../../router';
 import {
   CARD_NUMBER_PLEASE,
+  digitsField,
   FORM_LIMIT,
   formClient,
   NOT_OUR_FORM,
@@ -72,7 +73,7 @@ async function aniSection(
   let note: AniSection['note'];
   let status = 200;
   if (op === 'ani_add' || op === 'ani_remove') {
-    const ani = form.get('ani') ?? '';
+    const ani = digitsField(form, 'ani');
     const c =
       op === 'ani_add'
         ? await d.anis.add(idKey, ani, { role: 'owner' })
@@ -151,7 +152,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       const again = (status: number, msg: string): void =>
         kit.send(reply, status, 'Find your number', checkForm(action, d.formMac(fc.cookie), msg), fc);
       if (!kit.fromOurPage(fc, f)) return again(403, NOT_OUR_FORM);
-      const r = await d.checks.check(bucket, token, f.get('pin') ?? '', client);
+      const r = await d.checks.check(bucket, token, digitsField(f, 'pin'), client);
       if (!r.ok) {
         if (r.reason !== 'locked') return again(403, 'That PIN does not match this link.');
         const { retry, message } = lockedMessage(r.until ?? Date.now(), Boolean(r.client));
@@ -246,7 +247,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   }
 
   rechargeRoute('voucher', async (loc, f, token) => {
-    const voucher = (f.get('voucher') ?? '').replace(/[\s-]/g, '');
+    const voucher = digitsField(f, 'voucher').replace(/[\s-]/g, '');
     const r = await d.topups.voucherInto(loc, voucher, 'web', `chk:${token}`);
     if (r.ok) return r;
     return { ...r, message: voucherRefusal(r.reason) };
@@ -254,13 +255,13 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
 
   rechargeRoute('recharge', async (loc, f, _token, client) => {
     const nonce = f.get('nonce') ?? '';
-    const card = (f.get('card') ?? '').replace(/[\s-]/g, '');
+    const card = digitsField(f, 'card').replace(/[\s-]/g, '');
     const amount = Number(f.get('amount'));
     if (!BuyForm.nonce.test(nonce))
       return { ok: false, reason: 'bad_value', message: 'The form expired; please try again.' };
     if (!BuyForm.card.test(card)) return { ok: false, reason: 'bad_value', message: CARD_NUMBER_PLEASE };
     const r = await settled(d.settleMs, () =>
-      d.recharges.recharge(loc, `web/${nonce}`, { amount, card, cardPin: f.get('cardPin') ?? '' }, client),
+      d.recharges.recharge(loc, `web/${nonce}`, { amount, card, cardPin: digitsField(f, 'cardPin') }, client),
     );
     if (r.ok) return r;
     // Outcome unknown: the form keeps this recharge's nonce, so sending it again finishes it and never charges twice.

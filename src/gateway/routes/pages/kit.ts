@@ -135,3 +135,25 @@ export function pageKit(d: PageDeps): PageKit {
 /** A wait in the words a buyer reads: seconds up to two minutes, then minutes. */
 export const waitFor = (sec: number): string =>
   sec === 1 ? '1 second' : sec < 120 ? `${sec} seconds` : `${Math.ceil(sec / 60)} minutes`;
+
+const DECIMAL = /\p{Nd}/u;
+
+/**
+ * A form field the buyer types digits into (PINs, card, voucher and caller
+ * numbers), with every decimal digit as ASCII: a phone's keyboard in Arabic or
+ * Persian, or a Japanese IME in full width, types ٢٤٦٨ or ２４６８ for 2468.
+ * Unicode encodes each script's digits 0 to 9 in one contiguous run (a policy
+ * it keeps), so a digit's value is its place in its run.
+ */
+export function digitsField(f: URLSearchParams, name: string): string {
+  return [...(f.get(name) ?? '')]
+    .map((c) => {
+      if (c <= '\x7f' || !DECIMAL.test(c)) return c;
+      const cp = c.codePointAt(0)!;
+      let n = 0;
+      while (DECIMAL.test(String.fromCodePoint(cp - n - 1))) n++;
+      // Runs may follow one another (the mathematical digits): the value is the place in its own.
+      return String(n % 10);
+    })
+    .join('');
+}

@@ -1,6 +1,5 @@
 /** The buyer pages' bodies: markup only; src/gateway/routes/pages.ts decides which one a request gets. */
 import type { AccessArea } from '../../../catalog/schema';
-import { PIN_DIGITS } from '../../../protocol/sales';
 import type { CheckResult } from '../../../sales/check';
 import type { Sold } from '../../../sales/purchase';
 import { duration, html, money, type Html } from './html';
@@ -57,7 +56,7 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
     })}
   </select>
   <label for="pin">Choose a PIN (4 to 12 digits) to find your number again</label>
-  <input id="pin" name="pin" inputmode="numeric" pattern="${PIN_DIGITS}" autocomplete="new-password" required>
+  <input id="pin" name="pin" inputmode="numeric" minlength="4" maxlength="12" autocomplete="new-password" required>
   <label for="card">Card number</label>
   <input id="card" name="card" inputmode="numeric" autocomplete="cc-number" required>
   <label for="cardPin">Card PIN</label>
