@@ -454,8 +454,11 @@ describe('access numbers', () => {
     const tokyo = await http(gw, 'GET', '/access/jp-tokyo');
     expect(tokyo.status).toBe(200);
     expect(tokyo.text).toContain('<h1>Japan: Tokyo</h1>');
-    expect(tokyo.text).toContain('<li><strong>+81 3 1234 5678</strong> (toll free)</li>');
-    expect(tokyo.text).toContain('<li><strong>03-9876-5432</strong></li>');
+    // Each number a link a phone dials with a tap.
+    expect(tokyo.text).toContain(
+      '<li><a href="tel:+81312345678"><strong>+81 3 1234 5678</strong></a> (toll free)</li>',
+    );
+    expect(tokyo.text).toContain('<li><a href="tel:0398765432"><strong>03-9876-5432</strong></a></li>');
     // The sequence: access number, then the ID, then country code, area code and number.
     const seq = [
       'dial the access number above',
@@ -494,7 +497,7 @@ describe('access numbers', () => {
     const end = Date.now() + 5000;
     while (gw.catalog.area('fr-paris')?.numbers[0]?.number !== '+33 9 99 99 99 99' && Date.now() < end) await sleep(20);
     const r = await http(gw, 'GET', '/access/fr-paris');
-    expect(r.text).toContain('<strong>+33 9 99 99 99 99</strong> (new)');
+    expect(r.text).toContain('<strong>+33 9 99 99 99 99</strong></a> (new)');
     expect(r.text).not.toContain('+33 1 23 45 67 89');
     expect((await http(gw, 'GET', '/v1/access-numbers')).json.areas[0].numbers).toEqual([
       { number: '+33 9 99 99 99 99', label: 'new' },

@@ -142,6 +142,8 @@ describe('caller numbers on the check page', () => {
     expect((await addAni(b, a1)).status).toBe(200);
     const second = await addAni(b, a2);
     expect(listed(second)).toEqual([`+${a1}`, `+${a2}`]);
+    // Each Remove button says which number it removes (a screen reader reads only the button).
+    expect(second.text).toContain(`aria-label="Remove +${a2}">Remove</button>`);
     // The page offers no add form when the ID is full; a crafted one is refused.
     expect(second.text).not.toContain('id="ani-add"');
     const third = await addAni(b, a3);

@@ -573,6 +573,22 @@ describe('idempotent retries', () => {
     expect(await usedCredit(h, m.card)).toBe(TALK.price);
   });
 
+  it('a declined buy form comes back with the buyer’s product chosen, a new nonce, and titles isolated', async () => {
+    const fields = {
+      product: TALK.name,
+      pin: PIN,
+      card: cardNumber(),
+      cardPin: '1234',
+      nonce: randomBytes(16).toString('hex'),
+    };
+    const declined = await postPageForm(gw, '/buy', fields, await formSession(gw));
+    expect(declined.status).toBe(402);
+    expect(declined.text.match(/<option [^>]*selected/g)).toEqual([`<option value="${TALK.name}" selected`]);
+    expect(declined.text).not.toContain(fields.nonce);
+    // A right-to-left title cannot turn the price after it around.
+    expect(declined.text).toContain(`>\u2068${TALK.title}\u2069: `);
+  });
+
   it('the buy form sent twice (a double tap) while the card company is slow: the second page shows the ID', async () => {
     const m = await addMember(h, 100_000_000);
     const fields = {

@@ -28,7 +28,7 @@ async function buyPage(
   d: PageDeps,
   fc: FormClient,
   error?: string,
-  keep?: { nonce: string; product: string },
+  keep?: { nonce?: string; product: string },
 ): Promise<Html> {
   // Only what is on public sale; cheapest first (the catalog's own order is whatever Redis hands back).
   const onSale = d.catalog.products
@@ -36,7 +36,8 @@ async function buyPage(
     .sort((a, b) => a.price - b.price || a.name.localeCompare(b.name));
   const products = await Promise.all(onSale.map((p) => productView(p, d.catalog, d.inventory)));
   // One nonce per form: a double submit or a reload of the POST is the same purchase.
-  return buyForm(products, keep?.nonce ?? randomBytes(16).toString('hex'), d.formMac(fc.cookie), error, keep?.product);
+  const chosen = keep && { product: keep.product, held: keep.nonce !== undefined };
+  return buyForm(products, keep?.nonce ?? randomBytes(16).toString('hex'), d.formMac(fc.cookie), error, chosen);
 }
 
 interface BuyRequest {
@@ -96,7 +97,13 @@ async function sell(
       notSoldPage(
         text,
         pending,
-        await buyPage(d, fc, undefined, pending ? { nonce: b.nonce, product: b.product.name } : undefined),
+        // The buyer's product stays chosen; a purchase under way keeps its nonce too.
+        await buyPage(
+          d,
+          fc,
+          undefined,
+          pending ? { nonce: b.nonce, product: b.product.name } : { product: b.product.name },
+        ),
       ),
       fc,
       r.retryAfter ? { 'Retry-After': String(r.retryAfter) } : {},

@@ -30,14 +30,15 @@ export const formRefusedPage = (reason: string): Html =>
 /**
  * `products`: buyer views of the products on public sale, in the order shown;
  * `nonce` ties the form to one purchase, `formToken` to this browser (pages.ts);
- * `chosen`: the product selected (the one a purchase still under way was for).
+ * `chosen`: the product selected (the buyer's last choice), `held` when a
+ * purchase of it is still under way.
  */
 export const buyForm = (
   products: Record<string, unknown>[],
   nonce: string,
   formToken: string,
   error?: string,
-  chosen?: string,
+  chosen?: { product: string; held: boolean },
 ): Html => {
   const talkOnly = products.every((p) => p.kind === 'talk');
   return html`<h1>${talkOnly ? 'Buy talk time' : 'Buy an ID'}</h1>
@@ -48,9 +49,11 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
   <label for="product">${talkOnly ? 'Talk-time class' : 'Product'}</label>
   <select id="product" name="product" required>
     ${products.map((p) => {
-      // The chosen one may be sold out by the very ID its purchase under way holds.
-      const open = (p.available as number) > 0 || p.name === chosen;
-      return html`<option value="${String(p.name)}"${p.name === chosen ? html` selected` : ''}${open ? '' : html` disabled`}>${String(p.title)}: ${money(p.price as number, String(p.currency))}${
+      // A purchase under way may have sold its own product out with the very ID it holds.
+      const mine = p.name === chosen?.product;
+      const open = (p.available as number) > 0 || (mine && chosen?.held === true);
+      // The title isolated (U+2068 … U+2069, <bdi> in an option's text): right-to-left text in it keeps the price in place.
+      return html`<option value="${String(p.name)}"${mine ? html` selected` : ''}${open ? '' : html` disabled`}>\u2068${String(p.title)}\u2069: ${money(p.price as number, String(p.currency))}${
         p.talkTimeSec ? html`, about ${duration(p.talkTimeSec as number)}` : ''
       }${open ? '' : ' (sold out)'}</option>`;
     })}
@@ -111,7 +114,7 @@ ${s.note ? html`<p class="${s.note.ok ? 'ok' : 'error'}" role="alert" id="ani-no
   <input type="hidden" name="op" value="ani_remove">
   <input type="hidden" name="ani" value="${n}">
   <label>Your PIN <input name="pin" type="password" inputmode="numeric" autocomplete="off" required></label>
-  <button type="submit">Remove</button>
+  <button type="submit" aria-label="Remove +${n}">Remove</button>
 </form></li>`,
 )}</ul>
 ${
@@ -210,9 +213,12 @@ ${areas.length ? html`<ul>${areas.map((a) => html`<li><a href="/access/${encodeU
 
 export const unknownAreaPage = (): Html => html`<h1>Unknown area</h1><p><a href="/access">Choose your area</a></p>`;
 
+/** An access number as a phone dials it from a tel: link: its digits, and a leading + (RFC 3966 drops the separators). */
+const dialable = (number: string): string => number.replace(/[^\d+]/g, '').replace(/(?!^)\+/g, '');
+
 export const areaPage = (a: AccessArea): Html => html`<h1>${a.name}</h1>
 <p>Dial one of these numbers:</p>
-<ul id="numbers">${a.numbers.map((n) => html`<li><strong>${n.number}</strong>${n.label ? html` (${n.label})` : ''}</li>`)}</ul>
+<ul id="numbers">${a.numbers.map((n) => html`<li><a href="tel:${dialable(n.number)}"><strong>${n.number}</strong></a>${n.label ? html` (${n.label})` : ''}</li>`)}</ul>
 <h2>Then</h2>
 <ol>
   <li>dial the access number above;</li>
