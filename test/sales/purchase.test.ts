@@ -656,6 +656,8 @@ describe('idempotent retries', () => {
     expect(changed.status).toBe(422);
     expect(changed.text).toContain('This form was already used');
     expect(changed.text).toContain('That purchase is the one that counts, and nothing more was charged now');
+    // A buyer whose first page said the payment was not completed learns how to finish it.
+    expect(changed.text).toContain('send the form again with the details you gave that time to finish it');
     expect(changed.text).toContain('<a href="/buy">Buy another</a>: start again from the product page.');
     for (const misleading of ['Nothing was sold', 'Payment not completed', 'Idempotency-Key'])
       expect(changed.text).not.toContain(misleading);

@@ -77,7 +77,7 @@ export const notSoldPage = (text: string, pending: boolean, form: Html): Html =>
  * first purchase is the one that counts, whatever became of it; this one charged nothing.
  */
 export const formUsedPage = (): Html => html`<h1>This form was already used</h1>
-<p class="error" role="alert">This form was already sent, with other details, for a purchase of its own. That purchase is the one that counts, and nothing more was charged now: if it went through, your ID number is on the page it showed you, and its check link shows the number again with your PIN.</p>
+<p class="error" role="alert">This form was already sent, with other details, for a purchase of its own. That purchase is the one that counts, and nothing more was charged now. If it went through, its page showed your ID number, and its check link shows the number again with your PIN. If its page said the card company had not answered yet, send the form again with the details you gave that time to finish it; a payment never finished is given back to your card.</p>
 <p><a href="/buy">Buy another</a>: start again from the product page.</p>`;
 
 export const soldPage = (r: Sold, productTitle: string): Html => html`<h1>Thank you</h1>
