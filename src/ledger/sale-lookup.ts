@@ -19,8 +19,8 @@ export async function lookupSale(ctx: Context, input: unknown): Promise<Refusabl
   const { ok: _ok, ...s } = status;
   const stream = keys.sales(loc.bucket);
   const refund = await recordAt(ctx, stream, refrec);
-  // What the card company last said to the refund's void: a payment whose void no refund has
-  // confirmed yet (the gateway died before asking, or got no answer) is `unknown`: refund again.
+  // What the card company last said to the refund's void: `unknown` until it answers one (the
+  // gateways' sweep keeps asking; a repeated refund asks at once).
   if (refund) refund.void = pref ? (refvoid ?? 'unknown') : 'not_paid_through_a_provider';
   return { ok: true, status: s, sale: await recordAt(ctx, stream, srec), refund };
 }
