@@ -137,6 +137,20 @@ export class GuessThrottle {
     if (!c.pumping) this.pump(client, c);
   }
 
+  /**
+   * Runs `go` once the lookups of the client queued before it have had their
+   * turns, holding no slot and never refused: a request that is not throttled
+   * (a reverse) keeps its place behind the redeems sent before it, which may
+   * still be waiting for a slot. At once when nothing is queued.
+   */
+  after(client: string, go: () => void): void {
+    if (!this.clients.get(client)?.waiting) return go();
+    this.queue(client, (wait) => {
+      if (wait === 0) this.release(client);
+      go();
+    });
+  }
+
   /** enter, then queue when it must: 0 holding a slot, or seconds to wait. */
   private turn(client: string): number | Promise<number> {
     const entered = this.enter(client);

@@ -433,8 +433,21 @@ export class Redemption {
     return claimBucketOf(this.ids, this.cfg.buckets, scanKey);
   }
 
-  /** Undoes one earlier redemption of this scanner, by its scan id, once. */
+  /**
+   * Undoes one earlier redemption of this scanner, by its scan id, once. Not
+   * throttled, but behind the scanner's redeems still waiting for a lookup slot
+   * (a journal longer than GUESS_LIMIT + 1): they are not in their ID's line yet.
+   */
   reverse(token: TokenInfo, scan: string, reason: string, id?: string): Promise<Answer> {
+    return new Promise((resolve, reject) =>
+      this.throttle.after(token.name, () => {
+        this.reverseInLine(token, scan, reason, id).then(resolve, reject);
+      }),
+    );
+  }
+
+  // async: a throw in it rejects rather than escaping the throttle turn it runs in.
+  private async reverseInLine(token: TokenInfo, scan: string, reason: string, id?: string): Promise<Answer> {
     const scanKey = `${token.name}:${scan}`;
     let named: string | undefined;
     if (id !== undefined) {

@@ -386,6 +386,37 @@ describe('a journal in one frame is applied in the order it was rung up', () => 
   });
 });
 
+describe('a journal longer than the lookups a scanner may have in flight keeps its order', () => {
+  // Past GUESS_LIMIT + 1 lookups of one token name, the later redeems wait their turn in the guess
+  // throttle; a reverse, which takes no turn, must not overtake them.
+  const over = (): number => h.ctx.cfg.guessLimit + 5;
+
+  it('a reverse naming its ID after many sales runs after all of them', async () => {
+    const id = await sold(cat.wallet);
+    const scans = Array.from({ length: over() }, () => uniq('lj'));
+    const frame: Msg[] = scans.map((scan) => ({ op: 'redeem', ref: `${scan}-r`, scan, id, item: 'water' }));
+    frame.push({ op: 'reverse', ref: `${scans[0]}-v`, scan: scans[0], id });
+    s.send(frame);
+    const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+    // 10 waters fit on the 10 EUR card, the rest are refused; then the first is given back.
+    const granted = got.filter((g) => g.msg.op === 'redeemed').length;
+    expect([granted, got.at(-1)!.msg.op, await balanceOf(h, id)]).toEqual([10, 'reversed', PRICE.water]);
+    expect([gw.redemption.arrivals.size, gw.redemption.underWay.size]).toEqual([0, 0]);
+  });
+
+  it('a reverse without ID after many sales finds its sale: reversed, not unknown_scan', async () => {
+    const ids = await soldIds(h, cat.wallet, over());
+    const scans = ids.map(() => uniq('ln'));
+    const last = scans.at(-1)!;
+    const frame: Msg[] = ids.map((id, i) => ({ op: 'redeem', ref: `${scans[i]}-r`, scan: scans[i], id, item: 'beer' }));
+    frame.push({ op: 'reverse', ref: `${last}-v`, scan: last });
+    s.send(frame);
+    const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+    expect(got.at(-1)!.msg).toMatchObject({ op: 'reversed', amount: PRICE.beer });
+    expect(await balanceOf(h, ids.at(-1)!)).toBe(WALLET_FACE);
+  });
+});
+
 describe('reverse', () => {
   it('goods: gives the value back once; a second reverse answers the same with duplicate:true', async () => {
     const id = await sold(cat.wallet);
