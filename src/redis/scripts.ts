@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type Redis from 'ioredis';
+import { Cluster } from 'ioredis';
 import { Unpackr } from 'msgpackr';
 import type { RedisClient } from './connect';
 
@@ -199,11 +200,19 @@ export class Scripts {
    * loads it again, without pruning: one reload per start, no back and forth.
    */
   async load({ prune = false } = {}): Promise<void> {
-    const nodes = 'nodes' in this.client ? this.client.nodes('master') : [this.client];
+    const client = this.client;
+    // After a failover the cached node list may still name the failed primary.
+    if (client instanceof Cluster)
+      await new Promise<void>((ok, no) => client.refreshSlotsCache((err) => (err ? no(err) : ok())));
+    const nodes = client instanceof Cluster ? client.nodes('master') : [client];
     for (const node of nodes) {
-      await node.function('LOAD', this.library.code).catch((err: unknown) => {
-        if (!(err instanceof Error && / already exists/.test(err.message))) throw err;
-      });
+      // Look before loading: FUNCTION LOAD is a write, refused (NOREPLICAS) by a primary
+      // that has lost its replica, which must not stop a process whose library is there.
+      const present = await node.function('LIST', 'LIBRARYNAME', this.library.name);
+      if (!present.length)
+        await node.function('LOAD', this.library.code).catch((err: unknown) => {
+          if (!(err instanceof Error && / already exists/.test(err.message))) throw err;
+        });
       if (prune) for (const name of await otherVersions(node, this.library.name)) await node.function('DELETE', name);
     }
     this.loaded = true;
