@@ -48,7 +48,7 @@ export async function runCli(argv: string[]): Promise<number> {
   let ctx: Context | undefined;
   try {
     const cfg = loadConfig();
-    const log = createLogger(process.env.LOG_LEVEL ?? 'warn', 'tessera-cli');
+    const log = createLogger(process.env.LOG_LEVEL ?? 'warn', 'tessera-cli', 2);
     const cli: Cli = {
       args: rest,
       out: (line) => process.stdout.write(line + '\n'),

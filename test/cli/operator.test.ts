@@ -284,25 +284,48 @@ describe('mint', () => {
   });
 });
 
-/** The CLI as a separate process (through tsx: no build needed). */
-function spawnCli(args: string[]): Promise<CliRun> {
+/**
+ * The CLI as a separate process (through tsx: no build needed); `until(run)`
+ * ends it early, once what it wrote so far says enough.
+ */
+function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}, until?: (r: CliRun) => boolean): Promise<CliRun> {
   const root = resolve(__dirname, '..', '..');
   const tsx = join(root, 'node_modules', '.bin', 'tsx');
   if (!existsSync(tsx)) throw new Error('tsx not installed');
   return new Promise((done, fail) => {
     const child = spawn(tsx, [join(root, 'src', 'cli', 'main.ts'), ...args], {
       cwd: root,
-      env: { ...process.env },
+      env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const run = { code: -1, out: '', err: '' };
+    const seen = (): void => void (until?.(run) && child.kill());
+    child.stdout.on('data', (d: Buffer) => {
+      run.out += d.toString();
+      seen();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      run.err += d.toString();
+      seen();
+    });
     child.on('error', fail);
-    child.on('close', (code) => done({ code: code ?? -1, out, err }));
+    child.on('close', (code) => done({ ...run, code: code ?? -1 }));
   });
 }
+
+describe('output', () => {
+  it('log lines go to stderr: stdout holds only what the command prints (an export, minted IDs)', async () => {
+    // Redis away: the CLI logs its reconnects while it waits for it.
+    const lost = (r: CliRun): boolean => `${r.out}${r.err}`.includes('connection lost');
+    const r = await spawnCli(
+      ['lookup', generateId(16)],
+      { ...cliEnv(h), REDIS_URL: 'redis://127.0.0.1:1', LOG_LEVEL: 'warn' },
+      lost,
+    );
+    expect(r.err).toContain('redis: connection lost; reconnecting');
+    expect(r.out).toBe('');
+  });
+});
 
 describe('call', () => {
   it('talks for --seconds and exits 0; closed by the gateway (its token revoked) it says so and exits 1', async () => {
