@@ -12,9 +12,14 @@ import { scanIdKeys } from '../redis/scan';
  */
 export async function pinLayout(redis: RedisClient, cfg: Config, ids: IdKeys): Promise<void> {
   const mine = { buckets: cfg.buckets, idLength: cfg.idLength, secret: ids.mac('tessera:layout').slice(0, 16) };
-  if (!(await redis.exists(keys.layout))) await refuseOlderLayout(redis, cfg);
-  const prev = await redis.set(keys.layout, JSON.stringify(mine), 'NX', 'GET');
-  if (prev === null) return;
+  // Read first: a start must not need a write where the pin is already (a primary that has lost its
+  // replica refuses every write, NOREPLICAS, and would keep every process from starting).
+  let prev = await redis.get(keys.layout);
+  if (prev === null) {
+    await refuseOlderLayout(redis, cfg);
+    prev = await redis.set(keys.layout, JSON.stringify(mine), 'NX', 'GET');
+    if (prev === null) return;
+  }
   const theirs = JSON.parse(prev) as typeof mine;
   if (theirs.buckets !== mine.buckets)
     throw new ConfigError(

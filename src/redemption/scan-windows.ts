@@ -95,13 +95,19 @@ export class ScanWindows {
  */
 export async function openScanWindows(redis: RedisClient, cfg: Config, now = Date.now()): Promise<ScanWindows> {
   const key = keys.scanWindows;
-  if ((await redis.hexists(key, 'legacyUntil')) === 0) {
-    const streams = await Promise.all(Array.from({ length: cfg.buckets }, (_, b) => redis.exists(keys.redemptions(b))));
-    const until = streams.some((n) => n > 0) ? now + cfg.scanTtlSec * 1000 : 0;
-    // Another gateway starting at the same time may have decided first: its answers hold.
-    await redis.hsetnx(key, 'legacyUntil', until);
+  let [legacyUntil, windowMs] = await redis.hmget(key, 'legacyUntil', 'windowMs');
+  // Written only when missing: a start must not need a write (a primary without its replica refuses them).
+  if (legacyUntil === null || windowMs === null) {
+    if (legacyUntil === null) {
+      const streams = await Promise.all(
+        Array.from({ length: cfg.buckets }, (_, b) => redis.exists(keys.redemptions(b))),
+      );
+      const until = streams.some((n) => n > 0) ? now + cfg.scanTtlSec * 1000 : 0;
+      // Another gateway starting at the same time may have decided first: its answers hold.
+      await redis.hsetnx(key, 'legacyUntil', until);
+    }
+    await redis.hsetnx(key, 'windowMs', windowMsFor(cfg.scanTtlSec));
+    [legacyUntil, windowMs] = await redis.hmget(key, 'legacyUntil', 'windowMs');
   }
-  await redis.hsetnx(key, 'windowMs', windowMsFor(cfg.scanTtlSec));
-  const [legacyUntil, windowMs] = await redis.hmget(key, 'legacyUntil', 'windowMs');
   return new ScanWindows(cfg.scanTtlSec, Number(legacyUntil) || 0, Number(windowMs) || windowMsFor(cfg.scanTtlSec));
 }

@@ -1,8 +1,9 @@
 /**
- * A process starting while one primary has no replica in sync: that primary
+ * A process starting while a primary has no replica in sync: that primary
  * refuses writes (min-replicas-to-write, NOREPLICAS) until its replica is back,
- * but the script library is already on it, so opening a context (every CLI
- * command: lookup, export, audit) must not need a write there.
+ * but the script library, the layout pin and the scan windows are already on
+ * it, so starting (every CLI command: lookup, export, audit; a gateway) must
+ * not need a write there.
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -12,9 +13,13 @@ import { promisify } from 'node:util';
 import Redis from 'ioredis';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { openContext } from '../../src/app/context';
+import { Sandbox } from '../../src/dev/sandbox';
+import { startGateway } from '../../src/gateway/server';
 import { loadConfig, type Config } from '../../src/config/config';
 import { createLogger } from '../../src/observability/log';
 import { freeClusterBase } from '../../src/redis/embedded';
+import { keys } from '../../src/redis/keys';
+import { openScanWindows } from '../../src/redemption/scan-windows';
 import { TEST_SECRET } from '../support/harness';
 import { until } from '../support/wait';
 
@@ -36,8 +41,10 @@ beforeAll(async () => {
     DATA_DIR: dir,
     LOG_LEVEL: 'silent',
   });
-  // The first process loads the library everywhere.
-  await (await openContext(cfg, createLogger('silent'))).close();
+  // The first process loads the library everywhere, pins the layout and decides the scan windows.
+  const ctx = await openContext(cfg, createLogger('silent'));
+  await openScanWindows(ctx.redis, cfg);
+  await ctx.close();
 }, 60_000);
 
 afterAll(async () => {
@@ -47,45 +54,62 @@ afterAll(async () => {
   }
 });
 
-/** The first replica in the cluster's view, and its primary's port. */
-async function replicaAndPrimary(): Promise<{ replica: number; primary: number; firstSlot: number }> {
+/** The primary serving `key`'s slot, and its replica. */
+async function shardOf(key: string): Promise<{ replica: number; primary: number }> {
   const r = new Redis({ port: base, lazyConnect: true, maxRetriesPerRequest: 1 });
   await r.connect();
+  const slot = Number(await r.call('CLUSTER', 'KEYSLOT', key));
   const nodes = ((await r.call('CLUSTER', 'NODES')) as string)
     .trim()
     .split('\n')
     .map((l) => l.split(' '));
   r.disconnect();
-  const rep = nodes.find((n) => n[2]!.includes('slave'))!;
-  const pri = nodes.find((n) => n[0] === rep[3])!;
   const port = (n: string[]): number => Number(/:(\d+)@/.exec(n[1]!)![1]);
-  return { replica: port(rep), primary: port(pri), firstSlot: Number(pri[8]!.split('-')[0]) };
+  const serves = (n: string[]): boolean =>
+    n.slice(8).some((range) => {
+      const [from, to = from] = range.split('-').map(Number);
+      return slot >= from! && slot <= to!;
+    });
+  const primary = nodes.find((n) => n[2]!.includes('master') && serves(n))!;
+  const replica = nodes.find((n) => n[3] === primary[0])!;
+  return { replica: port(replica), primary: port(primary) };
 }
 
 describe('a primary without its replica', () => {
-  it('does not stop a process from opening its context (lookup, export, audit)', async () => {
-    const { replica, primary, firstSlot } = await replicaAndPrimary();
-    const p = new Redis({ port: primary, lazyConnect: true, maxRetriesPerRequest: 1 });
-    await p.connect();
-    let key = '';
-    for (let i = 0; !key; i++)
-      if (Number(await p.call('CLUSTER', 'KEYSLOT', `probe-${i}`)) === firstSlot) key = `probe-${i}`;
-    process.kill(pidOf(replica), 'SIGSTOP');
+  it('does not stop a process from starting: a CLI command’s context (lookup, export, audit), a gateway', async () => {
+    // The shards of what every start reads: the layout pin and the scan windows.
+    const shards = await Promise.all([keys.layout, keys.scanWindows].map(shardOf));
+    const paused = [...new Set(shards.map((s) => s.replica))];
+    for (const replica of paused) process.kill(pidOf(replica), 'SIGSTOP');
     try {
-      // Past min-replicas-max-lag the primary refuses every write.
-      await until(
-        async () =>
-          await p.set(key, '1').then(
+      // Past min-replicas-max-lag each of those primaries refuses every write to the key's slot.
+      for (const [i, key] of [keys.layout, keys.scanWindows].entries()) {
+        const p = new Redis({ port: shards[i]!.primary, lazyConnect: true, maxRetriesPerRequest: 1 });
+        await p.connect();
+        const refused = (): Promise<boolean> =>
+          p.set(`{${key}}probe`, '1').then(
             () => false,
             (e: Error) => /NOREPLICAS/.test(e.message),
-          ),
-        10_000,
-      );
+          );
+        await until(refused, 10_000);
+        p.disconnect();
+      }
       const ctx = await openContext(cfg, createLogger('silent'));
-      await ctx.close();
+      try {
+        await openScanWindows(ctx.redis, cfg);
+      } finally {
+        await ctx.close();
+      }
+      // And a whole gateway.
+      const sandbox = new Sandbox();
+      const provider = { ...cfg.provider, url: `http://127.0.0.1:${await sandbox.listen()}` };
+      try {
+        await (await startGateway({ ...cfg, provider, port: 0, host: '127.0.0.1' }, createLogger('silent'))).close();
+      } finally {
+        await sandbox.close();
+      }
     } finally {
-      process.kill(pidOf(replica), 'SIGCONT');
-      p.disconnect();
+      for (const replica of paused) process.kill(pidOf(replica), 'SIGCONT');
     }
   }, 30_000);
 });
