@@ -35,6 +35,11 @@ start_node() { # DIR PORT
   if [ -n "$auth" ]; then
     printf 'requirepass "%s"\nmasterauth "%s"\n' "$REDIS_PASSWORD" "$REDIS_PASSWORD" > "$1/$2/auth.conf"
     chmod 600 "$1/$2/auth.conf"
+  elif [ -s "$1/$2/auth.conf" ]; then
+    # A node of a cluster made with a password, restarted without REDIS_PASSWORD: opening it to
+    # anyone (and leaving it unable to sync with its primary) is never what was meant.
+    echo "$0: $1/$2 was started with REDIS_PASSWORD: give the same one again" >&2
+    exit 2
   else
     : > "$1/$2/auth.conf"
   fi

@@ -309,9 +309,13 @@ describe('on a 3-primary, 3-replica Redis Cluster', () => {
       process.kill(pid, 'SIGKILL');
       // The promoted replica takes writes once it has a replica again (min-replicas-to-write): bring the node back.
       await sleep(3000);
-      await run('sh', [SCRIPT, 'node', join(dir, 'nodes'), String(primary.options.port)], {
-        env: { ...process.env, REDIS_PASSWORD: PASSWORD },
-      });
+      const restart = (password: string | undefined): ReturnType<typeof run> =>
+        run('sh', [SCRIPT, 'node', join(dir, 'nodes'), String(primary.options.port)], {
+          env: { ...process.env, REDIS_PASSWORD: password },
+        });
+      // Restarted without its password the node would be open to anyone (and never sync): refused.
+      await expect(restart(undefined)).rejects.toMatchObject({ code: 2 });
+      await restart(PASSWORD);
 
       // The switch keeps ticking; calls on the dead primary's buckets answer unavailable until the failover.
       const pending = new Set(ids.keys());
