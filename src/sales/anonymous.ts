@@ -46,3 +46,32 @@ export async function admitAnonymous(ctx: Context, client: string): Promise<TooM
     retryAfter: Math.max(1, Math.ceil(admitted.waitMs / 1000)),
   };
 }
+
+/**
+ * Counts each anonymous payment once on this gateway: copies of one form sent
+ * at once (a double tap) share the first copy's count and its verdict until its
+ * record is written. A refusal or a failure ends the count at once, so a copy
+ * sent after it is counted afresh. (Copies that reach two gateways are each
+ * counted.)
+ */
+export class AnonymousCounts {
+  private readonly counting = new Map<string, Promise<TooMany | undefined>>();
+
+  constructor(private readonly ctx: Context) {}
+
+  /**
+   * The verdict on the payment `key` from `client`, and `written`, to call
+   * once its record exists (or could not be written).
+   */
+  admit(key: string, client: string): { verdict: Promise<TooMany | undefined>; written: () => void } {
+    const known = this.counting.get(key);
+    if (known) return { verdict: known, written: () => undefined };
+    const verdict = admitAnonymous(this.ctx, client);
+    this.counting.set(key, verdict);
+    const written = (): void => {
+      if (this.counting.get(key) === verdict) this.counting.delete(key);
+    };
+    verdict.then((refused) => refused && written(), written);
+    return { verdict, written };
+  }
+}

@@ -24,7 +24,7 @@ import type { PaymentProvider } from './provider';
 import type { Metrics } from '../observability/metrics';
 import { messageOf, type Reason } from '../protocol/reasons';
 import { BUY_PAGE_NAME, PIN_RE } from '../protocol/sales';
-import { admitAnonymous, cardNumberValid, type TooMany } from './anonymous';
+import { AnonymousCounts, cardNumberValid } from './anonymous';
 
 export interface PurchaseRequest {
   product: string;
@@ -92,8 +92,7 @@ export function malformedPurchase(req: PurchaseRequest): PurchaseResult | undefi
 
 export class Purchases {
   private readonly records: PaymentRecords<PurchaseRecord>;
-  /** Anonymous purchases being counted here (BUY_LIMIT_*) and not yet written, by record key. */
-  private readonly counting = new Map<string, Promise<TooMany | undefined>>();
+  private readonly anonymous: AnonymousCounts;
 
   constructor(
     private readonly ctx: Context,
@@ -105,6 +104,7 @@ export class Purchases {
     private readonly metrics?: Metrics,
   ) {
     this.records = new PaymentRecords(ctx, keys.openPurchases, SOLD_TTL_SEC);
+    this.anonymous = new AnonymousCounts(ctx);
   }
 
   private recordKey(idemKey: string): { key: string; ref: string } {
@@ -150,24 +150,20 @@ export class Purchases {
     // Sold out: said before anything is written or the card company is asked. (Stock is taken only after
     // the card company authorizes, so a buyer may still find it gone then: the payment is voided.)
     if (onSale && !(await this.inventory.inStock(product.name)) && !(await isStarted())) return fail('out_of_stock');
-    // A form sent twice at once (a double tap) is one purchase: counted once, by the copy that came
-    // first, until its record is written; the other copy waits for that count's verdict.
-    let counting: Promise<TooMany | undefined> | undefined;
+    // A form sent twice at once (a double tap) is one purchase, counted once (AnonymousCounts).
+    let written: (() => void) | undefined;
     if (client !== undefined && !(await isStarted())) {
-      const counted = this.counting.get(key);
-      if (!counted) this.counting.set(key, (counting = admitAnonymous(this.ctx, client)));
-      const refused = await (counted ?? counting);
-      if (refused) {
-        if (counting) this.counting.delete(key);
-        return refused;
-      }
+      const count = this.anonymous.admit(key, client);
+      written = count.written;
+      const refused = await count.verdict;
+      if (refused) return refused;
     }
     // Keyed: the fingerprint must not let a Redis reader test PINs or card numbers.
     const fp = this.ctx.ids.mac(JSON.stringify([req.product, req.pin, req.card, req.cardPin]));
     // The price and currency are fixed here, once: what is authorized, sold, recorded and answered.
     const claim = await this.records
       .claim(key, fp, onSale ? { product: product.name, price: product.price, currency: product.currency } : undefined)
-      .finally(() => counting && this.counting.delete(key));
+      .finally(() => written?.());
     // The claim is the purchase's record: a retry after a failover must find it. A finished
     // purchase answers from its record, which another gateway may have written.
     if (claim.state === 'done') await replicatedSeen(this.ctx.redis, key);

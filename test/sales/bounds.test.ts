@@ -185,6 +185,21 @@ describe('anonymous purchases are counted per client address and in total', () =
     expect((await buyPage(gw, 'talk-b', stranger(), { from })).status).toBe(429);
   });
 
+  it('a count that failed (Redis refused it) leaves nothing behind: the same form sent again is counted and answered', async () => {
+    const gw = await limited({ perClient: 2 });
+    const from = '198.51.100.81';
+    const again = nonce();
+    const card = stranger();
+    await h.r.del(keys.buysTotal);
+    await h.r.hset(keys.buysTotal, 'not', 'a count');
+    try {
+      expect((await buyPage(gw, 'talk-b', card, { from, nonce: again })).status).toBe(500);
+    } finally {
+      await h.r.del(keys.buysTotal);
+    }
+    expect((await buyPage(gw, 'talk-b', card, { from, nonce: again })).status).toBe(402);
+  });
+
   it('a card number failing its check digit is refused at once: not counted, the card company not asked', async () => {
     const gw = await limited({ perClient: 2 });
     const from = '198.51.100.61';

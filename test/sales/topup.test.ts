@@ -540,6 +540,17 @@ describe('the check page', () => {
     expect(await usedCredit(h, payer.card)).toBe(2_000_000);
   });
 
+  it('the recharge form sent twice at once counts once against the anonymous limits (BUY_LIMIT_*)', async () => {
+    const o = await owned();
+    const payer = await addMember(h, 10_000_000);
+    const form = { grant: field(o.page.text, 'grant'), nonce: field(o.page.text, 'nonce'), amount: '500000', ...payer };
+    const counted = Number(await h.r.get(keys.buysTotal));
+    const copies = await Promise.all([1, 2].map(() => postPageForm(gw, `${o.path}/recharge`, form, o.session)));
+    expect(copies.map((c) => c.status)).toEqual([200, 200]);
+    expect(Number(await h.r.get(keys.buysTotal))).toBe(counted + 1);
+    expect(await usedCredit(h, payer.card)).toBe(500_000);
+  });
+
   it('an ID blocked while its recharge was paid: the payment is voided, nothing credited', async () => {
     const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
     const o = await owned();
