@@ -62,8 +62,17 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     sock.send(responseTo(m, status, [...rr, `Contact: <${contact}>`], 'peer'), k.sipPort);
   };
 
-  /** A caller's request in `d` (From and To swapped with `asCallee`), and its final answer's code. */
-  const request = async (d: Dialog, method: string, ruri: string, asCallee = false): Promise<number> => {
+  /**
+   * A caller's request in `d` (From and To swapped with `asCallee`), and its final answer's code;
+   * `route` is one more Route header, after the dialog's.
+   */
+  const request = async (
+    d: Dialog,
+    method: string,
+    ruri: string,
+    asCallee = false,
+    route?: string,
+  ): Promise<number> => {
     const branch = `z9hG4bK-${++n}-${method.toLowerCase()}`;
     const [fromTag, toTag] = asCallee ? [d.toTag, d.fromTag] : [d.fromTag, d.toTag];
     caller.send(
@@ -72,6 +81,7 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
         `Via: SIP/2.0/UDP 127.0.0.1:${caller.port};branch=${branch}`,
         'Max-Forwards: 70',
         ...d.routes.map((r) => `Route: ${r}`),
+        ...(route !== undefined ? [`Route: ${route}`] : []),
         `From: <sip:caller@127.0.0.1:${caller.port}>;tag=${fromTag}`,
         `To: <sip:callee@127.0.0.1>;tag=${toTag}`,
         `Call-ID: ${d.callId}`,
@@ -233,5 +243,54 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     expect(new Set(atGateway.map((m) => m.get('cseq')))).toEqual(new Set(['2 UPDATE', '3 UPDATE']));
     await answerRinging(d);
     expect(await request(d, 'BYE', d.target)).toBe(200);
+  });
+
+  it("sends a BYE naming another host to the dialog's peer: the dialog ended by it, the peer must hang up too", async () => {
+    // loose_route ends the dialog on a BYE (the connector stops billing) before the peer check:
+    // refused 403, the gateway's leg talked on, unmetered.
+    const d = await dial();
+    expect(await request(d, 'BYE', `sip:evil@127.0.0.1:${elsewhere.port}`)).toBe(200);
+    await pstn.next(
+      'the BYE at the gateway',
+      (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
+    );
+    expect(elsewhere.received).toEqual([]);
+  });
+
+  it("sends the caller's BYE to the gateway after it moved its contact by UPDATE (a target refresh the dialog module misses)", async () => {
+    const d = await dial();
+    const branch = `z9hG4bK-${++n}-gw-update`;
+    pstn.send(
+      [
+        `UPDATE sip:caller@127.0.0.1:${caller.port} SIP/2.0`,
+        `Via: SIP/2.0/UDP 127.0.0.1:${pstn.port};branch=${branch}`,
+        'Max-Forwards: 70',
+        ...[...d.routes].reverse().map((r) => `Route: ${r}`),
+        `From: <sip:callee@127.0.0.1>;tag=${d.toTag}`,
+        `To: <sip:caller@127.0.0.1:${caller.port}>;tag=${d.fromTag}`,
+        `Call-ID: ${d.callId}`,
+        'CSeq: 50 UPDATE',
+        `Contact: <sip:gw-moved@127.0.0.1:${pstn.port}>`,
+      ],
+      k.sipPort,
+    );
+    await pstn.next('the 200 to the UPDATE', (m) => m.code === 200 && (m.get('via') ?? '').includes(branch));
+    expect(await request(d, 'BYE', `sip:gw-moved@127.0.0.1:${pstn.port}`)).toBe(200);
+    await pstn.next(
+      'the BYE at the gateway',
+      (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
+    );
+  });
+
+  it('never takes a Route header past its own to another host: refused, a BYE sent to the peer', async () => {
+    const d = await dial();
+    const route = `<sip:127.0.0.1:${elsewhere.port};lr>`;
+    expect(await request(d, 'OPTIONS', d.target, false, route)).toBe(403);
+    expect(await request(d, 'BYE', d.target, false, route)).toBe(200);
+    await pstn.next(
+      'the BYE at the gateway',
+      (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
+    );
+    expect(elsewhere.received).toEqual([]);
   });
 });
