@@ -293,4 +293,18 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     );
     expect(elsewhere.received).toEqual([]);
   });
+
+  it("sends a caller's BYE to the gateway after a restart lost the dialog: the gateway's leg must not talk on", async () => {
+    // The connector stops a call whose dialog a restart lost (cause lost); refused 481, the
+    // caller's BYE never reached the gateway, whose leg talked on, unmetered.
+    const d = await dial();
+    const ports = { sipPort: k.sipPort, evapiPort: k.evapiPort, httpPort: k.httpPort };
+    await k.stop();
+    k = await startKamailio({ dir, pstnPort: pstn.port, ports });
+    expect(await request(d, 'BYE', d.target)).toBe(200);
+    await pstn.next(
+      'the BYE at the gateway',
+      (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
+    );
+  });
 });
