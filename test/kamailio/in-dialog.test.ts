@@ -18,6 +18,7 @@ import {
   haveKamailio,
   responseTo,
   sipSocket,
+  sleep,
   startKamailio,
   stopAll,
   type KamailioChild,
@@ -26,6 +27,8 @@ import {
 } from './stack';
 
 const TALK = talkProduct({ name: 'talk-d', face: 1_000_000, price: 1_000_000 });
+/** 100 micro-units a second everywhere (STD_RATES): 3 seconds of credit, the fail-safe 3 s + GRACE_SEC (2). */
+const SHORT = talkProduct({ name: 'talk-d-3s', face: 300, price: 300 });
 
 /** A dialog as its caller holds it. */
 interface Dialog {
@@ -50,6 +53,7 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
   /** A host the caller would like Kamailio to send its requests to: answers every request 200. */
   let elsewhere: SipSocket;
   let caller: SipSocket;
+  let tok: string;
   let n = 0;
 
   /** Answers every request 200 OK, but a call whose Call-ID starts with `ringing-` only 183 at first (`answerRinging`). */
@@ -116,8 +120,8 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
   };
 
   /** A prepaid call, answered by the gateway and acknowledged; or, `ringing`, only 183 so far (its early dialog). */
-  const dial = async (ringing = false): Promise<Dialog> => {
-    const [id] = await soldIds(h, TALK, 1);
+  const dial = async (ringing = false, product = TALK): Promise<Dialog> => {
+    const [id] = await soldIds(h, product, 1);
     const d: Dialog = {
       callId: `${ringing ? 'ringing' : 'answered'}-${++n}@test`,
       fromTag: `caller-${n}`,
@@ -164,8 +168,8 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tessera-in-dialog-'));
     h = await startHarness();
-    await seedCatalog(h, [TALK]);
-    const tok = await token(h, 'switch', 'kamailio-in-dialog');
+    await seedCatalog(h, [TALK, SHORT]);
+    tok = await token(h, 'switch', 'kamailio-in-dialog');
     gw = await gateway(h);
     [pstn, elsewhere, caller] = await Promise.all([sipSocket(), sipSocket(), sipSocket()]);
     pstn.onRequest = answerAll(pstn, `sip:gw@127.0.0.1:${pstn.port}`);
@@ -306,5 +310,23 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
       'the BYE at the gateway',
       (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
     );
+  });
+
+  it('cuts a call at its fail-safe with its connector gone, however many requests it sends inside its dialog', async () => {
+    // By default each request inside a dialog re-armed the dialog module's timer for the whole
+    // timeout: an OPTIONS a second, and the call talked on unmetered, never cut.
+    const d = await dial(false, SHORT);
+    await sleep(300);
+    connector.close();
+    try {
+      const deadline = Date.now() + 8000;
+      while (Date.now() < deadline && !pstn.received.some((m) => m.method === 'BYE' && m.get('call-id') === d.callId)) {
+        await sleep(1000);
+        await request(d, 'OPTIONS', d.target).catch(() => 0);
+      }
+      expect(pstn.received.some((m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId)).toBe(true);
+    } finally {
+      connector = await attachConnector(k, [`ws://127.0.0.1:${gw.port}/v1/switch`], tok);
+    }
   });
 });
