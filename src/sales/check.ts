@@ -118,10 +118,16 @@ export class CheckLinks {
     // Counted per client group (an IPv6 subscriber by its /64), under a keyed hash of it.
     const group = ids.mac(`pin:${clientGroup(client)}`).slice(0, 32);
     const clientKey = keys.pinMisses(ids.bucketOf(group), group);
+    // Gives a count back: DECR then EXPIRE NX, since a key that expired meanwhile comes back at -1 without a TTL.
+    const giveBack = (key: string): Promise<unknown> =>
+      redis.multi().decr(key).expire(key, cfg.pin.lockSec, 'NX').exec();
     const over = async (): Promise<{ n: number; ttl: number; max: number; kind: LockKind } | undefined> => {
       if (inNet.n > cfg.pin.maxTriesPerNetwork) return { ...inNet, max: cfg.pin.maxTriesPerNetwork, kind: 'network' };
       const c = await count(clientKey);
-      return c.n > cfg.pin.maxTriesPerClient ? { ...c, max: cfg.pin.maxTriesPerClient, kind: 'address' } : undefined;
+      if (c.n <= cfg.pin.maxTriesPerClient) return undefined;
+      // Refused for its address, the try is not its network's: one address must not lock out its neighbours.
+      await giveBack(netKey);
+      return { ...c, max: cfg.pin.maxTriesPerClient, kind: 'address' };
     };
     const locked = await over();
     if (locked) {
@@ -158,7 +164,7 @@ export class CheckLinks {
         ? { ok: false, reason: 'locked', until: r.until }
         : { ok: false, reason: 'wrong_pin', triesLeft: r.state === 'wrong' ? r.triesLeft : 0 };
     }
-    await Promise.all([redis.decr(clientKey), redis.decr(netKey)]);
+    await Promise.all([giveBack(clientKey), giveBack(netKey)]);
     // The link may have locked while this PIN was being verified (wrong PINs sent at the same time).
     const done = logged(await pinAttempt(scripts, idKey, 'ok', limits));
     if (done.state === 'locked') return { ok: false, reason: 'locked', until: done.until };
