@@ -242,15 +242,23 @@ async function openServices(
  * scripts make one win).
  */
 function startHoldSweep(cfg: Config, log: Logger, s: Services): NodeJS.Timeout {
+  // One round at a time: with the card company down a round takes its timeouts, and rounds started
+  // meanwhile would pile up on it.
+  let running = false;
   const sweep = setInterval(
-    () =>
+    () => {
+      if (running) return;
+      running = true;
       void (async () => {
         await s.purchases.sweepAbandoned();
         await s.recharges.sweepAbandoned();
         await s.topups.sweepTransfers();
         await s.inventory.sweepHolds();
         await sweepRefundVoids(s.ctx, s.provider);
-      })().catch((err: unknown) => log.warn({ err }, 'hold sweep failed')),
+      })()
+        .catch((err: unknown) => log.warn({ err }, 'hold sweep failed'))
+        .finally(() => (running = false));
+    },
     Math.min(cfg.holdMs, 30_000),
   );
   sweep.unref();

@@ -19,8 +19,18 @@ export async function lookupSale(ctx: Context, input: unknown): Promise<Refusabl
   const { ok: _ok, ...s } = status;
   const stream = keys.sales(loc.bucket);
   const refund = await recordAt(ctx, stream, refrec);
-  // What the card company last said to the refund's void: `unknown` until it answers one (the
-  // gateways' sweep keeps asking; a repeated refund asks at once).
-  if (refund) refund.void = pref ? (refvoid ?? 'unknown') : 'not_paid_through_a_provider';
+  if (refund)
+    refund.void = pref ? (refvoid ?? (await voidAsked(ctx, loc.bucket, loc.key))) : 'not_paid_through_a_provider';
   return { ok: true, status: s, sale: await recordAt(ctx, stream, srec), refund };
+}
+
+/**
+ * A card-paid refund's void the card company has not answered: `unknown` while
+ * it is listed to be asked again (the gateways' sweep keeps asking; a repeated
+ * refund asks at once), `not_recorded` for a refund made before voids were
+ * kept: whether its money went back is the card company's to say.
+ */
+async function voidAsked(ctx: Context, bucket: number, idKey: string): Promise<string> {
+  const listed = await ctx.redis.zscore(keys.refundVoids(bucket), idKey.slice(idKey.lastIndexOf(':') + 1));
+  return listed === null ? 'not_recorded' : 'unknown';
 }

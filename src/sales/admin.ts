@@ -30,8 +30,11 @@ export async function refundSale(
   return { ok: true, refunded, record, provider: said, duplicate };
 }
 
-/** How long a refund's unanswered void waits before the sweep asks again (its refund may still be asking). */
-const VOID_RETRY_MS = 60_000;
+/**
+ * How long a refund's unanswered void waits before the sweep asks again: a
+ * minute, and never while its refund (or the last sweep) may still be asking.
+ */
+const voidRetryMs = (ctx: Context): number => Math.max(60_000, 2 * ctx.cfg.provider.timeoutMs);
 
 /**
  * Asks the card company again to void the payments of refunds whose void it
@@ -44,8 +47,11 @@ export async function sweepRefundVoids(ctx: Context, provider: PaymentProvider, 
   let answered = 0;
   for (let b = 0; b < ctx.cfg.buckets; b++) {
     const list = keys.refundVoids(b);
-    for (const idHash of await ctx.redis.zrangebyscore(list, '-inf', now - VOID_RETRY_MS, 'LIMIT', 0, 100)) {
-      await ctx.redis.zadd(list, 'XX', now, idHash);
+    const due = await ctx.redis.zrangebyscore(list, '-inf', now - voidRetryMs(ctx), 'LIMIT', 0, 100);
+    if (due.length === 0) continue;
+    // The whole batch's turn moves on before the first is asked: another sweep meanwhile takes none of it.
+    await ctx.redis.zadd(list, 'XX', ...due.flatMap((idHash) => [now, idHash]));
+    for (const idHash of due) {
       const key = keys.id(b, idHash);
       const payment = await ctx.redis.hget(key, 'pref');
       if (!payment) await ctx.redis.zrem(list, idHash);

@@ -260,12 +260,26 @@ describe('refund', () => {
     // Not before its refund has had its time to ask.
     expect(await sweepRefundVoids(h.ctx, provider, Date.now())).toBe(0);
     expect(await usedCredit(h, b.buyer.card)).toBe(PRICE);
-    const later = Date.now() + 61_000;
+    expect((await lookup(b.id)).json.refund).toMatchObject({ void: 'unknown' });
+    const later = Date.now() + 10 * 60_000;
     expect(await sweepRefundVoids(h.ctx, provider, later)).toBe(1);
     expect(await usedCredit(h, b.buyer.card)).toBe(0);
     expect((await lookup(b.id)).json.refund).toMatchObject({ void: 'voided' });
-    expect(await sweepRefundVoids(h.ctx, provider, later + 61_000)).toBe(0);
+    expect(await sweepRefundVoids(h.ctx, provider, later + 10 * 60_000)).toBe(0);
     expect(await h.r.zcard(keys.refundVoids(bucketOf(h, b.id)))).toBe(0);
+  });
+
+  it('a refund from before voids were kept says its void is not recorded, not that it is being asked', async () => {
+    const b = await buyOne();
+    await setFaults(h, { failRate: 1 });
+    try {
+      expect((await refund(b.id, 'outage')).json.provider).toBe('unknown');
+    } finally {
+      await setFaults(h, { failRate: 0 });
+    }
+    // As such a refund stands: no answer kept, not listed to be asked again.
+    await h.r.zrem(keys.refundVoids(bucketOf(h, b.id)), hashOf(h, b.id));
+    expect((await lookup(b.id)).json.refund).toMatchObject({ void: 'not_recorded' });
   });
 
   it('an ID sold by hand (no card payment) is refunded without asking the card company', async () => {
