@@ -323,7 +323,8 @@ describe('delivery', () => {
     );
     // One that holds an event is kept, however long idle: forgetting it would drop the event.
     const e2 = await gone('gone-2');
-    expect(await h.ctx.scripts.run('event_forget', [ev], [0])).toBe(0);
+    // (Other consumers holding nothing, this gateway's own among them, may go: they are made again.)
+    await h.ctx.scripts.run('event_forget', [ev], [0]);
     expect(await names()).toContain('gone-2');
     await h.r.xack(ev, 'hooks', e2);
     await h.r.xdel(ev, e2);

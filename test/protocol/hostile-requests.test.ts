@@ -12,6 +12,7 @@ import { startGateway, type Gateway } from '../../src/gateway/server';
 import { gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { baseOf, http, jsonCall, rawExchange } from '../support/http';
 import { upgrade, Wire } from '../support/ws-client';
+import { until } from '../support/wait';
 
 let h: Harness;
 let gw: Gateway;
@@ -233,9 +234,15 @@ describe('buy pages while Redis is slow', () => {
     try {
       await h.r.call('CLIENT', 'PAUSE', '1000', 'ALL');
       const t0 = Date.now();
+      let turnedAway = 0;
       const pages = Array.from({ length: 6 }, () =>
-        http(small, 'GET', '/buy').then((r) => ({ ...r, ms: Date.now() - t0 })),
+        http(small, 'GET', '/buy').then((r) => {
+          if (r.status === 503) turnedAway++;
+          return { ...r, ms: Date.now() - t0 };
+        }),
       );
+      // Two pages hold the slots once the other four are turned away.
+      await until(() => turnedAway === 4, 900, 5, 'four pages turned away');
       // A form refused before its body is read, whose client then leaves mid-body: nothing may fail unhandled.
       const s = connect(small.port, '127.0.0.1');
       s.on('error', () => {});

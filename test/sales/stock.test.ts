@@ -120,7 +120,8 @@ describe('unsold IDs the operator blocks or sells by hand', () => {
   it('an ID sold by hand while a purchase holds it: the purchase sells another one', async () => {
     const ids = await mint(h, BY_HAND, 2);
     const m = await addMember(h, 100_000_000);
-    await setFaults(h, { latencyMs: 400 });
+    // Slow enough that the hand sale lands while the purchase holds the ID, however loaded the machine.
+    await setFaults(h, { latencyMs: 1500 });
     try {
       const pending = buy(gw, salesTok, newKey(), 'talk-by-hand', m);
       // Held once authorized, sold once captured: in between the operator sells it by hand.
