@@ -339,3 +339,6 @@ export const AccessArea = Type.Object(
   { additionalProperties: false },
 );
 export type AccessArea = Static<typeof AccessArea>;
+
+/** An access number as a phone dials it (a tel: link): its digits, and a leading + (RFC 3966 drops separators). */
+export const dialString = (number: string): string => number.replace(/[^\d+]/g, '').replace(/(?!^)\+/g, '');

@@ -10,7 +10,17 @@ import { messageOf } from '../protocol/reasons';
 import { CLI_NAME } from '../protocol/admin';
 import { BUY_PAGE_NAME } from '../protocol/sales';
 import { catalogAjv, describeErrors, type Checked } from '../protocol/validator';
-import { AccessArea, Item, PRODUCT_SCHEMAS, RatePlan, TokenInfo, type Kind, type Product, type Role } from './schema';
+import {
+  AccessArea,
+  dialString,
+  Item,
+  PRODUCT_SCHEMAS,
+  RatePlan,
+  TokenInfo,
+  type Kind,
+  type Product,
+  type Role,
+} from './schema';
 import { isTimeZone } from './tariff';
 
 export interface CatalogData {
@@ -292,8 +302,8 @@ export async function putItems(redis: RedisClient, rows: unknown[]): Promise<Ite
 export async function putAccess(redis: RedisClient, rows: unknown[]): Promise<AccessArea[]> {
   const areas = validated(rows, checkArea, 'access area');
   once(areas, 'access area', (a) => `the area ${a.area}`);
-  // A number listed twice would show twice on the area's page.
-  for (const a of areas) once(a.numbers, `access area ${a.area}: number`, (n) => `the number ${n.number}`);
+  // A number listed twice would show twice on the area's page, however it is spaced.
+  for (const a of areas) once(a.numbers, `access area ${a.area}: number`, (n) => `the number ${dialString(n.number)}`);
   if (areas.length) await redis.hset(keys.access, ...areas.flatMap((a) => [a.area, JSON.stringify(a)]));
   await bump(redis);
   return areas;

@@ -129,14 +129,15 @@ describe('catalog-load --access and catalog-show', () => {
     const r = await cli('catalog-load', '--access', file('conflict.csv', conflicting));
     expect(r.code).toBe(1);
     expect(r.err).toContain('row 2: area fr-lyon has two different values of name');
+    // Twice however it is spaced: a phone dials both alike.
     const twice = [
       'area,name,countryCode,number',
       'fr-lyon,France – Lyon,33,04 55 50 01 01',
-      'fr-lyon,,,04 55 50 01 01',
+      'fr-lyon,,,04-55-500-101',
     ];
     const t = await cli('catalog-load', '--access', file('twice.csv', twice.join('\n')));
     expect(t.code).toBe(1);
-    expect(t.err).toContain('the number 04 55 50 01 01 is given twice');
+    expect(t.err).toContain('the number 0455500101 is given twice');
     expect((await readCatalog(h.r)).access.get('fr-lyon')).toEqual(before);
   });
 

@@ -1,5 +1,5 @@
 /** The buyer pages' bodies: markup only; src/gateway/routes/pages.ts decides which one a request gets. */
-import type { AccessArea } from '../../../catalog/schema';
+import { dialString, type AccessArea } from '../../../catalog/schema';
 import type { CheckResult } from '../../../sales/check';
 import type { Sold } from '../../../sales/purchase';
 import { duration, html, money, type Html } from './html';
@@ -213,12 +213,9 @@ ${areas.length ? html`<ul>${areas.map((a) => html`<li><a href="/access/${encodeU
 
 export const unknownAreaPage = (): Html => html`<h1>Unknown area</h1><p><a href="/access">Choose your area</a></p>`;
 
-/** An access number as a phone dials it from a tel: link: its digits, and a leading + (RFC 3966 drops the separators). */
-const dialable = (number: string): string => number.replace(/[^\d+]/g, '').replace(/(?!^)\+/g, '');
-
 export const areaPage = (a: AccessArea): Html => html`<h1>${a.name}</h1>
 <p>Dial one of these numbers:</p>
-<ul id="numbers">${a.numbers.map((n) => html`<li><a href="tel:${dialable(n.number)}"><strong>${n.number}</strong></a>${n.label ? html` (${n.label})` : ''}</li>`)}</ul>
+<ul id="numbers">${a.numbers.map((n) => html`<li><a href="tel:${dialString(n.number)}"><strong>${n.number}</strong></a>${n.label ? html` (${n.label})` : ''}</li>`)}</ul>
 <h2>Then</h2>
 <ol>
   <li>dial the access number above;</li>
