@@ -26,9 +26,28 @@ export type Routes = Record<string, Route<any>>;
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Requests in flight in the whole gateway (all connections, all endpoints). */
-export interface Load {
-  inflight: number;
-  max: number;
+/**
+ * Requests in progress in this gateway, of every kind (frames' messages, API
+ * requests, pages, upgrades that wait on Redis), against MAX_INFLIGHT_TOTAL:
+ * past it a request is refused at once, since a queue that only grows ends in
+ * timeouts for everyone.
+ */
+export class Load {
+  inflight = 0;
+
+  constructor(readonly max: number) {}
+
+  /** Takes a place for a request; false when none is left (answer `overloaded`). */
+  enter(): boolean {
+    if (this.inflight >= this.max) return false;
+    this.inflight++;
+    return true;
+  }
+
+  /** Gives back what enter() took. */
+  leave(): void {
+    this.inflight--;
+  }
 }
 
 /**
@@ -84,11 +103,8 @@ export class Dispatcher {
     }
     if (conn.inflight >= this.cfg.maxInflight)
       return this.reject(reply, op, 'overloaded', 'too many requests in flight on this connection', m);
-    // Past the gateway-wide bound, refuse at once: a queue that only grows ends in timeouts for everyone.
-    if (this.load.inflight >= this.load.max)
-      return this.reject(reply, op, 'overloaded', 'the gateway is at capacity, retry shortly', m);
+    if (!this.load.enter()) return this.reject(reply, op, 'overloaded', 'the gateway is at capacity, retry shortly', m);
     conn.inflight++;
-    this.load.inflight++;
     if ('handleCb' in route) {
       let finished = false;
       const done = (err?: unknown): void => {
@@ -112,7 +128,7 @@ export class Dispatcher {
 
   private finish(conn: Conn, reply: (m: object) => void, op: string, m: Record<string, unknown>, err: unknown): void {
     conn.inflight--;
-    this.load.inflight--;
+    this.load.leave();
     if (err === undefined || err === null) return;
     const reason = failureReason(err);
     if (reason === 'internal') this.log.error({ err, op }, 'handler failed');

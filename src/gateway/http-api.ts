@@ -67,8 +67,7 @@ export class HttpApi {
     this.app[method](pattern, (res: HttpResponse, req) => {
       // uWS: everything from req is read now, and onAborted is set before any await.
       const reply = replyFor(res);
-      if (this.load.inflight >= this.load.max) return reply.error('overloaded');
-      this.load.inflight++;
+      if (!this.load.enter()) return reply.error('overloaded');
       const tok = bearer(req);
       const idempotencyKey = req.getHeader('idempotency-key');
       const params = Array.from({ length: nParams }, (_, i) => pathParam(req, i));
@@ -111,7 +110,7 @@ export class HttpApi {
           if (reason === 'internal') this.log.error({ err }, 'http handler failed');
           reply.error(reason);
         } finally {
-          this.load.inflight--;
+          this.load.leave();
         }
       })();
     });

@@ -25,7 +25,7 @@ import { HttpProvider } from '../sales/provider';
 import { Purchases } from '../sales/purchase';
 import { Recharges } from '../sales/recharge';
 import { Topups } from '../sales/topup';
-import type { Load } from './dispatch';
+import { Load } from './dispatch';
 import { authorizeFresh } from './http';
 import { HttpApi } from './http-api';
 import { adminRoutes } from './routes/admin';
@@ -95,7 +95,7 @@ export async function startGateway(
   const holdSweep = startHoldSweep(cfg, log, s);
 
   const app = uWS.App();
-  const load: Load = { inflight: 0, max: cfg.maxInflightTotal };
+  const load = new Load(cfg.maxInflightTotal);
   const ws = new WsEndpoints(app, { cfg, catalog: s.catalog, metrics: s.metrics, log, load });
   ws.serve('/v1/switch', 'switch', switchRoutes(s.metering, s.metrics));
   ws.serve('/v1/scanner', 'scanner', scannerRoutes(s.redemption, s.metrics));

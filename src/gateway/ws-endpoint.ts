@@ -149,7 +149,7 @@ export class WsEndpoints {
     // A token the cache does not know costs a Redis lookup: counted in flight like any
     // request, so a flood of made-up tokens is refused rather than queued.
     const { load } = this.d;
-    if (load.inflight >= load.max) {
+    if (!load.enter()) {
       metrics.event('upgrade', 'overloaded');
       res
         .writeStatus(statusLine(statusOf('overloaded')))
@@ -157,11 +157,10 @@ export class WsEndpoints {
         .end(JSON.stringify({ error: { reason: 'overloaded', message: messageOf('overloaded') } }));
       return;
     }
-    load.inflight++;
     let aborted = false;
     res.onAborted(() => (aborted = true));
     void authorizeFresh(catalog, tok, [role]).then((auth) => {
-      load.inflight--;
+      load.leave();
       if (aborted) return;
       if (auth.ok) finish(auth);
       else res.cork(() => finish(auth));

@@ -11,7 +11,7 @@ import { Type } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import type { Config } from '../../src/config/config';
 import type { Conn } from '../../src/gateway/connection';
-import { Dispatcher, type Routes } from '../../src/gateway/dispatch';
+import { Dispatcher, Load, type Routes } from '../../src/gateway/dispatch';
 import type { Metrics } from '../../src/observability/metrics';
 import { compile } from '../../src/protocol/validator';
 import { freePort } from '../../src/redis/embedded';
@@ -153,7 +153,7 @@ describe('Dispatcher', () => {
       reply: { json: (m: object) => replies.push(m), msgpack: (m: object) => replies.push(m) },
       send: (m: object) => replies.push(m),
     } as unknown as Conn;
-    const load = { inflight: 0, max: 100 };
+    const load = new Load(100);
     const check = compile(Type.Object({ op: Type.String(), ref: Type.Number() }));
     const routes: Routes = {
       boom: {

@@ -112,10 +112,8 @@ export function pageKit(d: PageDeps): PageKit {
   const guard: PageKit['guard'] = (reply, fn) => {
     // Anyone may ask for pages, and each waits on Redis: when Redis is slow they must be refused, not queued.
     const { load } = d;
-    if (load.inflight >= load.max)
+    if (!load.enter())
       return send(reply, statusOf('overloaded'), 'Sorry', busyPage(), undefined, { 'Retry-After': '1' });
-    load.inflight++;
-    const done = (): void => void load.inflight--;
     fn()
       .catch((err: unknown) => {
         // A form over the limit is the client's doing: a 413 page, nothing logged.
@@ -127,7 +125,7 @@ export function pageKit(d: PageDeps): PageKit {
         d.log.error({ err }, 'page failed');
         send(reply, 500, 'Sorry', failedPage());
       })
-      .finally(done);
+      .finally(() => load.leave());
   };
   return { send, fromOurPage, guard };
 }
