@@ -67,7 +67,10 @@ export class HttpProvider implements PaymentProvider {
         signal: AbortSignal.timeout(this.timeoutMs),
       });
       const text = await res.text();
-      return { code: res.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+      const parsed: unknown = text ? JSON.parse(text) : {};
+      // `null`, an array or a bare value is JSON too, and says no more than HTML from a proxy: no answer.
+      const json = typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? parsed : {};
+      return { code: res.status, json: json as Record<string, unknown> };
     } catch (err) {
       return { detail: err instanceof Error ? err.message : String(err) };
     }
