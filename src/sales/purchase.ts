@@ -297,19 +297,7 @@ export class Purchases {
       if (res.ok) {
         // A sale made by an earlier attempt (a duplicate) must be on a replica too.
         await (res.duplicate ? replicatedSeen : replicated)(this.ctx.redis, idKey);
-        const sealed = await this.ctx.redis.hget(idKey, 'seal');
-        const base = this.publicUrl();
-        const sold: Sold = {
-          id: this.ctx.ids.unseal(sealed!),
-          checkUrl: `${base}/check/${bucket}/${token}`,
-          accessUrl: `${base}/access`,
-          product,
-          price,
-          currency,
-        };
-        const { id, ...rest } = sold;
-        await this.records.set(key, { st: 'done', answer: JSON.stringify({ ...rest, sealed }) });
-        return { ok: true, ...sold, id };
+        return this.finish(key, ref, bucket, r.idHash!, token, { product, price, currency });
       }
       if (res.reason !== 'not_reserved') throw new Error(`sell refused: ${res.reason}`);
       // The hold ran out while the card company took its time (or the operator blocked or sold the ID
@@ -319,12 +307,48 @@ export class Purchases {
     throw new Error(`purchase ${ref}: could not sell`);
   }
 
+  /** Ends a purchase whose ID is sold: its answer, kept for retries. */
+  private async finish(
+    key: string,
+    ref: string,
+    bucket: number,
+    idHash: string,
+    token: string,
+    terms: { product: string; price: number; currency: string },
+  ): Promise<PurchaseResult> {
+    const sealed = await this.ctx.redis.hget(keys.id(bucket, idHash), 'seal');
+    const base = this.publicUrl();
+    const sold: Sold = {
+      id: this.ctx.ids.unseal(sealed!),
+      checkUrl: `${base}/check/${bucket}/${token}`,
+      accessUrl: `${base}/access`,
+      ...terms,
+    };
+    const { id, ...rest } = sold;
+    await this.records.set(key, { st: 'done', answer: JSON.stringify({ ...rest, sealed }) });
+    return { ok: true, ...sold, id };
+  }
+
+  /**
+   * The ID an attempt had already sold when it stopped (its gateway died, or Redis failed,
+   * between sell.lua and the purchase's `done`): the purchase is paid for and sold, whatever
+   * its record says.
+   */
+  private async soldFor(r: PurchaseRecord, ref: string): Promise<boolean> {
+    if (!r.idHash || r.bucket === undefined) return false;
+    const idKey = keys.id(Number(r.bucket), r.idHash);
+    if ((await this.ctx.redis.hget(idKey, 'pref')) !== ref) return false;
+    await replicatedSeen(this.ctx.redis, idKey);
+    return true;
+  }
+
   /**
    * Purchases left midway for longer than ABANDON_AFTER_MS (the buyer never came back
    * after an unknown outcome) are settled from the provider's side: whatever
    * was authorized or captured is voided, the held ID goes back to stock, and
    * the purchase ends declined 'abandoned'. Nobody keeps paying for an ID they
-   * never saw. Every gateway may sweep: the claim's lease makes one win.
+   * never saw. One whose ID was already sold is finished instead (a retry gets
+   * it). Every gateway may sweep: the claim's lease makes one win.
    */
   async sweepAbandoned(now = Date.now()): Promise<number> {
     let settled = 0;
@@ -335,6 +359,15 @@ export class Purchases {
         if (claim.state !== 'resume') continue;
         const ref = `tsp_${key.slice(key.lastIndexOf(':') + 1)}`;
         await claim.own(async () => {
+          // Already sold: voiding now would leave a sold ID, with its sale record, unpaid for.
+          if (await this.soldFor(r, ref)) {
+            const { token } = checkLink(this.ctx.ids, ref, r.idHash!);
+            const terms = { product: r.product!, price: Number(r.price), currency: r.cur! };
+            await this.finish(key, ref, Number(r.bucket), r.idHash!, token, terms);
+            settled++;
+            this.log.warn({ ref }, 'abandoned purchase had sold its ID before it stopped: finished, not voided');
+            return;
+          }
           const s = await this.provider.status(ref);
           if (s.state === 'unknown') return;
           const held = s.state === 'authorized' || s.state === 'captured';

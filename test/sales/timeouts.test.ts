@@ -11,6 +11,7 @@ import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '.
 import { hashOf } from '../support/redis';
 import { formSession, postPageForm } from '../support/http';
 import { putProducts } from '../../src/catalog/store';
+import { keys } from '../../src/redis/keys';
 import { sleep, until } from '../support/wait';
 import {
   addMember,
@@ -447,6 +448,29 @@ describe('a buyer who never comes back', () => {
     expect(late.status).toBe(402);
     expect(late.json.error.reason).toBe('abandoned');
     expect(await usedCredit(h, m.card)).toBe(0);
+  });
+});
+
+describe('a purchase whose attempt stopped after selling its ID', () => {
+  it('is finished by the abandoned-purchase sweep, not voided: the payment stays, a retry gets the ID', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('sold-then-stopped');
+    const first = await buy(gw, salesTok, key, 'talk-t', m);
+    expect(first.status).toBe(200);
+    const ref = refOf(key);
+    // What a gateway killed (or a Redis failing) between sell.lua and the purchase's `done` leaves behind.
+    const hash = ref.slice('tsp_'.length);
+    const rec = keys.purchase(h.ctx.ids.bucketOf(hash), hash);
+    await h.ctx.redis.hset(rec, 'st', 'captured');
+    await h.ctx.redis.hdel(rec, 'answer');
+    await h.ctx.redis.zadd(keys.openPurchases(h.ctx.ids.bucketOf(hash)), Date.now(), rec);
+
+    expect(await gw.purchases.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000)).toBeGreaterThanOrEqual(1);
+    expect((await payment(h, ref)).body.state).toBe('captured');
+    expect(await usedCredit(h, m.card)).toBe(PRICE);
+    expect((await saleRecords(h)).filter((r) => r.ref === ref)).toHaveLength(1);
+    const retry = await buy(gw, salesTok, key, 'talk-t', m);
+    expect([retry.status, retry.json]).toEqual([200, first.json]);
   });
 });
 
