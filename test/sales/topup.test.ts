@@ -67,7 +67,7 @@ let buyer: Buyer;
 beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h, [TALK, FIXED, TALK_MAX, VOUCHER, VOUCHER_USD, BIG_VOUCHER] as Product[]);
-  await mint(h, TALK, 7);
+  await mint(h, TALK, 10);
   await mint(h, FIXED, 2);
   await mint(h, TALK_MAX, 1);
   gw = await gateway(h);
