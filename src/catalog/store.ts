@@ -69,9 +69,10 @@ const checkProduct: Checked<Product> = Object.assign(
       checkProduct.errors = check.errors;
       return false;
     }
-    // One webhook per URL: which webhooks had an event is kept by URL.
-    const hooks = v.webhooks ?? [];
-    const badHook = hooks.findIndex((w, i) => !isHttpUrl(w.url) || hooks.findIndex((o) => o.url === w.url) < i);
+    // One webhook per URL: which webhooks had an event is kept by URL. Compared as fetch sends them,
+    // or `HTTP://Host:80/x#a` and `http://host/x` would make one receiver get every event twice.
+    const ends = (v.webhooks ?? []).map((w) => endpoint(w.url));
+    const badHook = ends.findIndex((e, i) => e === undefined || ends.indexOf(e) < i);
     if (badHook >= 0) {
       checkProduct.errors = [
         {
@@ -79,7 +80,7 @@ const checkProduct: Checked<Product> = Object.assign(
           keyword: 'format',
           params: {},
           schemaPath: '',
-          message: 'must be an http or https URL, without user:password (fetch sends none), and another webhook’s',
+          message: 'must be an http or https URL, without user:password (fetch sends none), and not another webhook’s',
         },
       ];
       return false;
@@ -108,12 +109,19 @@ const checkProduct: Checked<Product> = Object.assign(
   { errors: null as Checked<Product>['errors'] },
 );
 
-function isHttpUrl(s: string): boolean {
+/**
+ * The endpoint an http(s) webhook URL POSTs to (scheme and host in lower case, no default port, no
+ * fragment: fetch never sends one), or undefined when it is not one fetch could deliver to.
+ */
+function endpoint(s: string): string | undefined {
   try {
     const u = new URL(s);
-    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '' && !u.username && !u.password;
+    if ((u.protocol !== 'http:' && u.protocol !== 'https:') || u.hostname === '' || u.username || u.password)
+      return undefined;
+    u.hash = '';
+    return u.href;
   } catch {
-    return false;
+    return undefined;
   }
 }
 

@@ -104,7 +104,7 @@ afterAll(async () => {
 });
 
 describe('webhook configuration', () => {
-  it('takes http and https URLs only, each once and without credentials, a secret of 16+ characters, and at most 5 webhooks', async () => {
+  it('takes http and https URLs only, each endpoint once and without credentials, a secret of 16+ characters, and at most 5 webhooks', async () => {
     const hook = { url: 'https://crm.example.com/tessera', events: ['exhausted'], secret: SECRET };
     const with_ = (over: Record<string, unknown>): unknown => ({ ...talkProduct({ name: 'cfg' }), ...over });
     await expect(putProducts(h.ctx.redis, [with_({ webhooks: [hook] })])).resolves.toHaveLength(1);
@@ -116,6 +116,9 @@ describe('webhook configuration', () => {
       { webhooks: [{ ...hook, url: 'https://user:pass@crm.example.com/x' }] },
       // Which webhooks had an event is kept by URL: one webhook per URL.
       { webhooks: [hook, { ...hook, secret: `${SECRET}-next` }] },
+      // The same endpoint spelt otherwise is the same URL: its receiver would get every event twice.
+      { webhooks: [hook, { ...hook, url: 'HTTPS://CRM.example.com:443/tessera' }] },
+      { webhooks: [hook, { ...hook, url: 'https://crm.example.com/tessera#second' }] },
       { webhooks: [{ ...hook, secret: 'short' }] },
       { webhooks: [{ ...hook, events: ['refund'] }] },
       { webhooks: [{ ...hook, events: [] }] },
