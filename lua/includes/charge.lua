@@ -198,6 +198,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
     upd[#upd + 1] = int(cov)
   end
   local emptied = false
+  if bal == 0 and bal0 > 0 and st == 'blocked' then emptied = blocked_emptied(ikey) end
   if bal == 0 and bal0 > 0 and st == 'sold' then
     st = 'exhausted'
     emptied = true

@@ -17,3 +17,13 @@ local function charge_events(evkey, ikey, skey, now, bal, left, fired, exhausted
       'call', string.match(skey, ':call:(.+)$') or '' })
   end
 end
+
+-- blocked_emptied(ikey): a blocked ID's balance was just taken to zero (the tick or stop that cut its
+-- call billed the seconds talked). One that was sold is exhausted once unblocked, so its `prev`
+-- becomes `exhausted` and its `exhausted` event is due now, as for a sold one: unblocked later it
+-- would otherwise be a sold ID of balance 0 that no webhook ever heard of.
+local function blocked_emptied(ikey)
+  if redis.call('HGET', ikey, 'prev') ~= 'sold' then return false end
+  redis.call('HSET', ikey, 'prev', 'exhausted')
+  return true
+end

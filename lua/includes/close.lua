@@ -17,8 +17,11 @@ local function close(skey, ikey, live, cdr, now, cause, ttl, evkey)
   -- What the call paid: its charges but what it ran short of, and the disconnect charge.
   local cost = charged - tonumber(s[10]) + took
   local short = tonumber(s[10]) + discShort
-  if bal == 0 and redis.call('HGET', ikey, 'st') == 'sold' then
+  local st = bal == 0 and redis.call('HGET', ikey, 'st')
+  if st == 'sold' then
     redis.call('HSET', ikey, 'st', 'exhausted')
+    charge_events(evkey, ikey, skey, now, 0, 0, '', true)
+  elseif st == 'blocked' and blocked_emptied(ikey) then
     charge_events(evkey, ikey, skey, now, 0, 0, '', true)
   end
   local act = tonumber(redis.call('HINCRBY', ikey, 'act', -1))
@@ -57,6 +60,9 @@ local function give_back(s, skey, ikey, sec)
       local w = { 'bal', int(tonumber(idf[1]) + back) }
       if tonumber(idf[2]) then w[3], w[4] = 'free', int(tonumber(idf[2]) + back) end
       if idf[3] == 'exhausted' then w[#w + 1], w[#w + 2] = 'st', 'sold' end
+      if idf[3] == 'blocked' and redis.call('HGET', ikey, 'prev') == 'exhausted' then
+        w[#w + 1], w[#w + 2] = 'prev', 'sold'
+      end
       redis.call('HSET', ikey, unpack(w))
     end
   end

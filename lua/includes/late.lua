@@ -41,7 +41,9 @@ local function late_stop(s, skey, ikey, cdr, now, sec, evkey)
   local emptied = idBal == 0 and idf[3] == 'sold'
   if emptied then w[#w + 1], w[#w + 2] = 'st', 'exhausted' end
   redis.call('HSET', ikey, unpack(w))
-  if emptied then charge_events(evkey, ikey, skey, now, 0, 0, '', true) end
+  if emptied or (idBal == 0 and take > 0 and idf[3] == 'blocked' and blocked_emptied(ikey)) then
+    charge_events(evkey, ikey, skey, now, 0, 0, '', true)
+  end
   local m = redis.call('HMGET', skey, 'sw', 'call', 'idh', 'dest')
   local rec = redis.call('XADD', cdr, '*',
     'switch', m[1], 'call', m[2], 'id', m[3], 'dest', m[4],

@@ -14,6 +14,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TalkProduct } from '../../src/catalog/schema';
 import { putPlans, putProducts } from '../../src/catalog/store';
+import { setIdState } from '../../src/ledger/ids';
 import type { Gateway } from '../../src/gateway/server';
 import { freePort } from '../../src/redis/embedded';
 import { keys } from '../../src/redis/keys';
@@ -237,6 +238,39 @@ describe('delivery', () => {
         data: { call: expect.stringMatching(/^sw-/) },
       }),
     ]);
+    await closeGw(g);
+  });
+
+  it('an ID emptied by the tick that cuts its call after a block is announced exhausted, and exhausted once unblocked', async () => {
+    const r = await receiver();
+    const product = talkProduct({
+      name: 'hooked-blocked',
+      face: 1000,
+      price: 1000,
+      thresholds: [],
+      webhooks: [{ url: r.url, events: ['exhausted'], secret: SECRET }],
+    });
+    await putProducts(h.ctx.redis, [product]);
+    const g = await gw();
+    await until(() => g.catalog.product(product.name) !== undefined);
+    const [id] = await soldIds(h, product);
+    const { c } = await connectSwitch(h, g.port);
+    try {
+      const callId = newCall();
+      expect(await c.request({ op: 'start', ref: 's', call: callId, id, dest: DEST })).toMatchObject({ op: 'started' });
+      await c.request({ op: 'tick', ref: 't1', call: callId, sec: 2 });
+      expect(await setIdState(h.ctx, id!, 'block', 'lost card')).toEqual({ ok: true, state: 'blocked' });
+      // The switch talked the whole 10 s before it heard of the block: the tick that cuts bills them all.
+      await c.request({ op: 'tick', ref: 't2', call: callId, sec: 10 });
+      expect(await c.request({ op: 'stop', ref: 'e', call: callId, sec: 10 })).toMatchObject({ balance: 0 });
+    } finally {
+      await c.close();
+    }
+    await until(async () => r.delivered().size === 1, 10_000, 50, 'the exhausted event');
+    expect([...r.delivered().values()]).toEqual([
+      expect.objectContaining({ type: 'exhausted', idHash: hashOf(h, id!), balance: 0 }),
+    ]);
+    expect(await setIdState(h.ctx, id!, 'unblock')).toEqual({ ok: true, state: 'exhausted' });
     await closeGw(g);
   });
 
