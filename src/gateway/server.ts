@@ -127,7 +127,7 @@ export async function startGateway(
   const stopServices = async (): Promise<void> => {
     clearInterval(holdSweep);
     s.reaper.stop();
-    s.hooks.stop();
+    await s.hooks.stop();
     s.expiring.stop();
     s.catalog.stop();
     s.subscriber.disconnect();

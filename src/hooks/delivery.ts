@@ -71,6 +71,8 @@ export class HookDelivery {
   private readonly busy = new Set<string>();
   private readonly queue: Job[] = [];
   private inflight = 0;
+  /** Deliveries under way, for stop() to wait on. */
+  private readonly delivering = new Set<Promise<void>>();
   private readonly cursors: string[];
   private lastClaim = 0;
   private lastForget = 0;
@@ -93,12 +95,17 @@ export class HookDelivery {
     this.timer.unref();
   }
 
-  /** Stops reading and abandons deliveries in flight: what they had stays pending for another gateway. */
-  stop(): void {
+  /**
+   * Stops reading and cuts deliveries in flight short: each event stays pending
+   * for another gateway, with the webhooks that took it before the cut written
+   * down (resolves once they are), so none of them is sent it again.
+   */
+  async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.abort.abort();
     this.queue.length = 0;
+    await Promise.allSettled(this.delivering);
   }
 
   /** One round: take over idle pending events when due, read new ones, start deliveries. */
@@ -233,15 +240,17 @@ export class HookDelivery {
     while (this.inflight < this.s.concurrency && this.queue.length > 0 && !this.stopped) {
       const job = this.queue.shift()!;
       this.inflight++;
-      this.deliver(job)
+      const delivery = this.deliver(job)
         .catch((err: unknown) => {
           if (!this.stopped) this.log.warn({ err, bucket: job.bucket, entry: job.entry }, 'webhook delivery failed');
         })
         .finally(() => {
+          this.delivering.delete(delivery);
           this.inflight--;
           this.busy.delete(`${job.bucket}/${job.entry}`);
           this.pump();
         });
+      this.delivering.add(delivery);
     }
   }
 
@@ -280,8 +289,15 @@ export class HookDelivery {
     const id = eventId(bucket, entry, fields);
     const body = eventBody(bucket, entry, fields);
     const errors = await Promise.all(todo.map((h) => this.post(h, id, fields.type ?? '', body)));
-    if (this.stopped) return;
     const failed = todo.filter((_, i) => errors[i] !== undefined);
+    if (this.stopped && failed.length > 0) {
+      // Cut short by this gateway's stop, not failed: no attempt is counted, and the webhooks that
+      // took it are written down, so the gateway that takes it over sends it to the others only.
+      const took = todo.filter((h) => !failed.includes(h)).map((h) => h.url);
+      if (took.length > 0)
+        await eventLater(this.scripts, bucket, entry, JSON.stringify({ ...state, done: [...state.done, ...took] }));
+      return;
+    }
     const why = failed.map((h) => ({ url: h.url, error: errors[todo.indexOf(h)]! }));
     const delivered = todo.length - failed.length;
     if (delivered > 0) this.metrics.webhooks.inc({ outcome: 'delivered' }, delivered);

@@ -79,6 +79,26 @@ async function call(port: number, id: string, sec: number): Promise<void> {
   }
 }
 
+/**
+ * A product `name` whose webhooks are these receivers (`exhausted` events only), known to `g`, and
+ * one of its IDs, emptied by a call through `g`.
+ */
+async function emptiedWithHooks(
+  g: Gateway,
+  name: string,
+  rs: Receiver[],
+): Promise<{ id: string; product: TalkProduct }> {
+  const product: TalkProduct = {
+    ...hooked(name, rs[0]!),
+    webhooks: rs.map((r) => ({ url: r.url, events: ['exhausted' as const], secret: SECRET })),
+  };
+  await putProducts(h.ctx.redis, [product]);
+  await until(() => g.catalog.product(product.name) !== undefined);
+  const [id] = await soldIds(h, product, 1);
+  await call(g.port, id!, 12);
+  return { id: id!, product };
+}
+
 /** Events not delivered yet, in every bucket. */
 async function undelivered(): Promise<number> {
   let n = 0;
@@ -370,6 +390,21 @@ describe('delivery', () => {
     await closeGw(g);
   });
 
+  it('a gateway stopped mid-delivery writes down the webhooks that took the event: the next sends it to the others only', async () => {
+    const [took, slow] = [await receiver(), await receiver()];
+    slow.fallback = 'hang';
+    // Patient with the silent receiver: it is still waiting on it when it is stopped.
+    const first = await gw({ timeoutMs: 60_000 });
+    await emptiedWithHooks(first, 'hooked-s', [took, slow]);
+    await until(() => took.delivered().size === 1 && slow.received.length === 1, 10_000, 20, 'both POSTed');
+    await closeGw(first);
+    slow.fallback = 'ok';
+    const next = await gw();
+    await until(async () => slow.delivered().size === 1 && (await undelivered()) === 0, 20_000, 50, 'the takeover');
+    expect(took.received).toHaveLength(1);
+    await closeGw(next);
+  });
+
   it('a receiver that never answers is given up at HOOK_TIMEOUT_MS while the garbage collector runs: other products are delivered', async () => {
     setFlagsFromString('--expose_gc');
     const gc = runInNewContext('gc') as () => void;
@@ -453,16 +488,9 @@ describe('delivery', () => {
     const [down, silent, fixed] = [await receiver(), await receiver(), await receiver()];
     down.fallback = 503;
     silent.fallback = 'hang';
-    const product: TalkProduct = {
-      ...hooked('hooked-e', down),
-      webhooks: [down, silent].map((r) => ({ url: r.url, events: ['exhausted' as const], secret: SECRET })),
-    };
-    await putProducts(h.ctx.redis, [product]);
     const g = await gw({ maxAttempts: 2 });
-    await until(() => g.catalog.product(product.name) !== undefined);
-    const [id] = await soldIds(h, product, 1);
-    await call(g.port, id!, 12);
-    const b = bucketOf(h, id!);
+    const { id, product } = await emptiedWithHooks(g, 'hooked-e', [down, silent]);
+    const b = bucketOf(h, id);
     // Between its attempts the pending event shows each webhook's error (`tessera events`).
     let pendingErr = '';
     await until(
