@@ -7,6 +7,7 @@ import { openContext, type Context } from '../../src/app/context';
 import type { Product } from '../../src/catalog/schema';
 import { loadConfig } from '../../src/config/config';
 import { mintIds } from '../../src/ledger/mint';
+import { activate } from '../../src/ledger/scripts';
 import { createLogger } from '../../src/observability/log';
 import type { RedisClient } from '../../src/redis/connect';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/redis/embedded';
@@ -73,12 +74,9 @@ export async function mintSold(
     await Promise.all(
       ids.slice(i, i + 2000).map(async (id) => {
         const { hash, bucket } = ctx.ids.hash(id);
-        const r = await ctx.scripts.run<['ok', number, string] | ['err', string]>(
-          'activate',
-          [keys.id(bucket, hash), keys.inventory(bucket, product.name), keys.sales(bucket)],
-          [now, product.name, 'bench', sale.price, sale.ref],
-        );
-        if (r[0] !== 'ok') throw new Error(`activate ${product.name}: ${r[1]}`);
+        const a = { product: product.name, channel: 'bench', ...sale };
+        const r = await activate(ctx.scripts, { key: keys.id(bucket, hash), bucket }, a, now);
+        if (!r.ok) throw new Error(`activate ${product.name}: ${r.reason}`);
       }),
     );
   }
