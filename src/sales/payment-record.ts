@@ -82,6 +82,8 @@ export class PaymentRecords<R extends PaymentRecord> {
     private readonly openSet: (bucket: number) => string,
     /** How long a finished attempt's answer is kept for retries (a declined one PURCHASE_DECLINED_TTL_SEC). */
     private readonly doneTtlSec: number,
+    /** What goes in front of a record key's hash to make its card company reference (`tsp_`, `tsr_`). */
+    private readonly refPrefix: string,
   ) {}
 
   /** An unfinished attempt lives a day past ABANDON_AFTER_MS, by when the sweep has settled it. */
@@ -145,6 +147,13 @@ export class PaymentRecords<R extends PaymentRecord> {
     const before = `(${now - this.ctx.cfg.abandonAfterMs}`;
     for (const key of await this.ctx.redis.zrangebyscore(open, '-inf', before, 'LIMIT', 0, 100)) {
       const record = await this.read(key);
+      // Expired unsettled (its card company never answered in a day and more): whatever it holds
+      // there is a person's to settle, so it is said, not dropped in silence.
+      if (!record.st)
+        this.ctx.log.error(
+          { ref: this.refOf(key) },
+          'a payment attempt expired before it was settled: ask the card company whether it holds money for it',
+        );
       if (!record.st || record.st === 'done' || record.st === 'declined') await this.ctx.redis.zrem(open, key);
       else yield { key, record };
     }
@@ -230,6 +239,11 @@ export class PaymentRecords<R extends PaymentRecord> {
         'the card company refused to give a payment back: the attempt stays open and is asked again',
       );
     return false;
+  }
+
+  /** The card company reference of the attempt whose record is under `key`. */
+  refOf(key: string): string {
+    return `${this.refPrefix}${key.slice(key.lastIndexOf(':') + 1)}`;
   }
 
   /** Takes an attempt out of the open set (its record is gone). */

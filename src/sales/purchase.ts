@@ -103,7 +103,7 @@ export class Purchases {
     private readonly log: Logger,
     private readonly metrics?: Metrics,
   ) {
-    this.records = new PaymentRecords(ctx, keys.openPurchases, SOLD_TTL_SEC);
+    this.records = new PaymentRecords(ctx, keys.openPurchases, SOLD_TTL_SEC, 'tsp_');
     this.anonymous = new AnonymousCounts(ctx);
   }
 
@@ -357,7 +357,7 @@ export class Purchases {
         const claim = await this.records.claim(key, r.fp ?? '', undefined, now);
         if (claim.state === 'gone') await this.records.unlist(key);
         if (claim.state !== 'resume') continue;
-        const ref = `tsp_${key.slice(key.lastIndexOf(':') + 1)}`;
+        const ref = this.records.refOf(key);
         await claim.own(async () => {
           // Already sold: voiding now would leave a sold ID, with its sale record, unpaid for.
           if (await this.soldFor(r, ref)) {

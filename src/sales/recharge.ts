@@ -63,7 +63,7 @@ export class Recharges {
     private readonly provider: PaymentProvider,
     private readonly log: Logger,
   ) {
-    this.records = new PaymentRecords(ctx, keys.openRecharges, DONE_TTL_SEC);
+    this.records = new PaymentRecords(ctx, keys.openRecharges, DONE_TTL_SEC, 'tsr_');
     this.anonymous = new AnonymousCounts(ctx);
   }
 

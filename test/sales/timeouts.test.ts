@@ -13,6 +13,7 @@ import { formSession, postPageForm } from '../support/http';
 import { putProducts } from '../../src/catalog/store';
 import { keys } from '../../src/redis/keys';
 import { sleep, until } from '../support/wait';
+import { captureLog } from '../support/log';
 import {
   addMember,
   buy,
@@ -448,6 +449,29 @@ describe('a buyer who never comes back', () => {
     expect(late.status).toBe(402);
     expect(late.json.error.reason).toBe('abandoned');
     expect(await usedCredit(h, m.card)).toBe(0);
+  });
+});
+
+describe('a purchase whose record expired unsettled', () => {
+  it('is not dropped in silence: the sweep logs its card company reference at error', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('expired');
+    hangAtCapture();
+    expect((await buy(gw, salesTok, key, 'talk-t', m)).status).toBe(503);
+    const ref = refOf(key);
+    // Its card company never answered for a day past ABANDON_AFTER_MS: the record expired.
+    const hash = ref.slice('tsp_'.length);
+    await h.ctx.redis.del(keys.purchase(h.ctx.ids.bucketOf(hash), hash));
+    const logged = captureLog('error');
+    const g = await gateway(h, {}, logged.log);
+    try {
+      await g.purchases.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000);
+    } finally {
+      await g.close();
+    }
+    expect(logged.lines).toContainEqual(expect.objectContaining({ level: 50, ref }));
+    const bucket = h.ctx.ids.bucketOf(hash);
+    expect(await h.r.zscore(keys.openPurchases(bucket), keys.purchase(bucket, hash))).toBeNull();
   });
 });
 
