@@ -15,6 +15,7 @@ import type { KamailioConnector } from '../../src/kamailio/connector';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import {
   attachConnector,
+  connectorsAttached,
   haveKamailio,
   responseTo,
   sipSocket,
@@ -24,6 +25,7 @@ import {
   type KamailioChild,
   type SipMessage,
   type SipSocket,
+  until,
 } from './stack';
 
 const TALK = talkProduct({ name: 'talk-d', face: 1_000_000, price: 1_000_000 });
@@ -310,6 +312,8 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
       'the BYE at the gateway',
       (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
     );
+    // The tests after this one dial through the restarted Kamailio: the connector must be back on it.
+    await until('the connector to attach again', async () => (await connectorsAttached(k)) >= 1);
   });
 
   it('cuts a call at its fail-safe with its connector gone, however many requests it sends inside its dialog', async () => {
