@@ -345,6 +345,23 @@ describe('call', () => {
     expect(cut).toMatchObject({ code: 1, out: expect.stringContaining('connection closed by the gateway: 4001') });
   });
 
+  it('no gateway at the URL: says where it looked and how to point it elsewhere, not that the gateway closed it', async () => {
+    const r = await cli('call', '--id', '1', '--dest', '33', '--token', 't', '--url', 'ws://127.0.0.1:1/v1/switch');
+    expect(r.code).toBe(1);
+    expect(r.out).toContain('connection failed: connect ECONNREFUSED');
+    expect(r.out).toContain('is the gateway running at ws://127.0.0.1:1/v1/switch?');
+    expect(r.out).not.toContain('closed by the gateway');
+  });
+
+  it('a refused start is said in words, not as the raw message', async () => {
+    const [id] = await soldIds(h, talkProduct());
+    const tok = await token(h, 'switch', `cli-call-refused-${Date.now()}`);
+    const url = `ws://127.0.0.1:${gw.port}/v1/switch`;
+    const typo = id!.slice(0, -1) + String((Number(id!.slice(-1)) + 1) % 10);
+    const r = await cli('call', '--id', typo, '--dest', '4912345', '--token', tok, '--url', url);
+    expect(r).toMatchObject({ code: 1, out: 'refused: bad_checksum: the ID is mistyped (check digit)\n' });
+  });
+
   it('without its ID, destination or token is a usage error before any connection', async () => {
     expect(await cli('call')).toMatchObject({ code: 2, err: expect.stringContaining('--id is required') });
     expect(await cli('call', '--id', '1', '--dest', '33')).toMatchObject({

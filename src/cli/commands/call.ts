@@ -1,5 +1,6 @@
 /** `tessera call`: a tiny switch client that places one call through the gateway. */
 import WebSocket from 'ws';
+import { messageOf } from '../../protocol/reasons';
 import { intArg, parseOptions, usageError, type Command } from '../command';
 
 export const callCommands: Record<string, Command> = {
@@ -11,7 +12,7 @@ export const callCommands: Record<string, Command> = {
         id: { type: 'string' },
         dest: { type: 'string' },
         token: { type: 'string' },
-        url: { type: 'string', default: `ws://localhost:${process.env.PORT ?? 8080}/v1/switch` },
+        url: { type: 'string', default: `ws://localhost:${process.env.PORT || 8080}/v1/switch` },
         seconds: { type: 'string', default: '0' },
         json: { type: 'boolean', default: false },
       });
@@ -66,7 +67,11 @@ function runDemoCall(o: {
       resolve(1);
     });
     ws.on('error', (err) => {
+      // Never connected: the 'close' that follows is not the gateway's doing. Most often the
+      // gateway is not running, or runs on another PORT than this shell has.
+      ws.removeAllListeners('close');
       o.out(`connection failed: ${err.message}`);
+      o.out(`is the gateway running at ${o.url}? (set the PORT it was started with, or --url)`);
       resolve(1);
     });
     ws.on('open', () => send({ op: 'start', ref: 'start', call, id: o.id, dest: o.dest }));
@@ -118,6 +123,11 @@ function describe(msg: Record<string, unknown>): string {
       return `CUT-OFF: ${m.reason}`;
     case 'stopped':
       return `stopped: billed ${m.billedSec} s, cost ${m.cost}, balance ${m.balance}`;
+    case 'error': {
+      // The gateway's message names only the reason unless it has more to say (a destination's format).
+      const generic = typeof m.message !== 'string' || m.message.endsWith(`refused: ${m.reason}`);
+      return `refused: ${m.reason}: ${generic ? messageOf(String(m.reason)) : m.message}`;
+    }
     default:
       return JSON.stringify(msg);
   }
