@@ -169,6 +169,25 @@ describe('catalog-load', () => {
     });
   });
 
+  it('warns when expiringDays can never fire: a ticket that never expires (validUntil is no expiry)', async () => {
+    const ticket = { kind: 'entry', currency: 'EUR', price: 1, entries: 1, venues: ['arena'], expiringDays: 7 };
+    const products = file(
+      'expiring.json',
+      JSON.stringify([
+        { ...ticket, name: 'c-no-expiry', validUntil: '2027-06-30T23:59:59+02:00' },
+        { ...ticket, name: 'c-expiry', expiryDays: 30 },
+      ]),
+    );
+    const r = await cli('catalog-load', '--products', products);
+    expect(r).toEqual({
+      code: 0,
+      out: 'loaded 2 product(s)\n',
+      err:
+        'warning: product c-no-expiry: expiringDays has no effect: its IDs have no expiryDays, so never expire' +
+        " (a ticket's validUntil is not an expiry)\n",
+    });
+  });
+
   it('refuses a talk product whose top-up cap is below its face: no top-up of it could succeed', async () => {
     const capped = file(
       'capped.json',

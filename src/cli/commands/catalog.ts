@@ -34,11 +34,18 @@ export const catalogCommands: Record<string, Command> = {
         // Loaded all the same (a plan may come next), but said: until then every call on them is no_rate.
         const { plans: known } = await readCatalog(ctx.redis);
         const planNames = new Set([...known.values()].map((p) => p.name));
-        for (const p of loaded)
+        for (const p of loaded) {
           if (p.kind === 'talk' && !planNames.has(p.plan))
             process.stderr.write(
               `warning: product ${p.name}: rate plan ${p.plan} is not loaded; its calls are refused no_rate until it is\n`,
             );
+          // `expiring` counts down to the expiry first use starts: without one it never comes.
+          if (p.expiringDays !== undefined && !('expiryDays' in p && p.expiryDays))
+            process.stderr.write(
+              `warning: product ${p.name}: expiringDays has no effect: its IDs have no expiryDays, so never expire` +
+                `${p.kind === 'entry' ? " (a ticket's validUntil is not an expiry)" : ''}\n`,
+            );
+        }
       }
       if (access) cli.out(`loaded ${(await putAccess(ctx.redis, access)).length} access area(s)`);
     },
