@@ -132,9 +132,11 @@ async function runGateway(
   stopper: Stopper,
 ): Promise<() => Promise<void>> {
   const gw = await startGateway(cfg, log, redisUrl, { sharedPort: process.env[WORKER_ENV] === '1' });
+  // The demo is worth a word only to a gateway with nothing to sell yet.
+  const empty = gw.catalog.products.length === 0;
   log.info(
     { url: `ws://localhost:${gw.port}/v1/switch` },
-    'ready: switches connect here; `npx tessera demo` loads a demo catalog and ID',
+    `ready: switches connect here${empty ? '; `npx tessera demo` loads a demo catalog and ID' : ''}`,
   );
   // A worker of --workers: when the process that started it is gone (even by kill -9), so is it.
   if (process.channel) process.once('disconnect', () => void stopper.shutdown('parent gone'));
