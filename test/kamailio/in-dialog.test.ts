@@ -300,6 +300,49 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     expect(elsewhere.received).toEqual([]);
   });
 
+  it("refuses a request dressed as the gateway's from another address: the dialog keeps the gateway's contact", async () => {
+    // The caller swaps the tags of its own dialog, as if the gateway re-INVITEd with a new contact: the
+    // dialog module took that contact as the gateway's, the peer every rule trusts, and the caller's
+    // BYE went there, never to the gateway, whose leg talked on unmetered.
+    const d = await dial();
+    const attacker = await sipSocket('127.0.0.2');
+    type Listed = { 'call-id': string; callee?: { contact?: string } };
+    const calleeContact = async (): Promise<string | undefined> =>
+      ((await k.rpc('dlg.list', [])).result as Listed[]).find((x) => x['call-id'] === d.callId)?.callee?.contact;
+    try {
+      const before = await calleeContact();
+      const branch = `z9hG4bK-${++n}-forged`;
+      attacker.send(
+        [
+          `INVITE sip:caller@127.0.0.1:${caller.port} SIP/2.0`,
+          `Via: SIP/2.0/UDP 127.0.0.2:${attacker.port};branch=${branch}`,
+          'Max-Forwards: 70',
+          ...d.routes.map((r) => `Route: ${r}`),
+          `From: <sip:gw@127.0.0.1>;tag=${d.toTag}`,
+          `To: <sip:caller@127.0.0.1:${caller.port}>;tag=${d.fromTag}`,
+          `Call-ID: ${d.callId}`,
+          'CSeq: 900 INVITE',
+          `Contact: <sip:evil@127.0.0.1:${elsewhere.port}>`,
+        ],
+        k.sipPort,
+      );
+      const answer = await attacker.next(
+        'the answer to the forged re-INVITE',
+        (m) => m.code >= 200 && (m.get('via') ?? '').includes(branch),
+      );
+      expect(answer.code).toBe(403);
+      expect(await calleeContact()).toBe(before);
+      expect(await request(d, 'BYE', d.target)).toBe(200);
+      await pstn.next(
+        'the BYE at the gateway',
+        (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
+      );
+      expect(elsewhere.received.filter((m) => m.get('call-id') === d.callId)).toEqual([]);
+    } finally {
+      attacker.close();
+    }
+  });
+
   it("sends a caller's BYE to the gateway after a restart lost the dialog: the gateway's leg must not talk on", async () => {
     // The connector stops a call whose dialog a restart lost (cause lost); refused 481, the
     // caller's BYE never reached the gateway, whose leg talked on, unmetered.

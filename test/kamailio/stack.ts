@@ -280,9 +280,10 @@ export function parseSip(text: string): SipMessage {
   return { first, code, method, all, get: (name) => all(name)[0] };
 }
 
-export async function sipSocket(): Promise<SipSocket> {
+/** `host`: the loopback address it sends from (another than 127.0.0.1 tells it from the others by address). */
+export async function sipSocket(host = '127.0.0.1'): Promise<SipSocket> {
   const sock = createSocket('udp4');
-  await new Promise<void>((resolve) => sock.bind(0, '127.0.0.1', () => resolve()));
+  await new Promise<void>((resolve) => sock.bind(0, host, () => resolve()));
   const self: SipSocket = {
     port: sock.address().port,
     received: [],
