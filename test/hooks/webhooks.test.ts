@@ -79,6 +79,12 @@ async function call(port: number, id: string, sec: number): Promise<void> {
   }
 }
 
+/** Loads `product` and waits until gateway `g` has it. */
+async function loadOn(g: Gateway, product: TalkProduct): Promise<void> {
+  await putProducts(h.ctx.redis, [product]);
+  await until(() => g.catalog.product(product.name) !== undefined);
+}
+
 /**
  * A product `name` whose webhooks are these receivers (`exhausted` events only), known to `g`, and
  * one of its IDs, emptied by a call through `g`.
@@ -92,8 +98,7 @@ async function emptiedWithHooks(
     ...hooked(name, rs[0]!),
     webhooks: rs.map((r) => ({ url: r.url, events: ['exhausted' as const], secret: SECRET })),
   };
-  await putProducts(h.ctx.redis, [product]);
-  await until(() => g.catalog.product(product.name) !== undefined);
+  await loadOn(g, product);
   const [id] = await soldIds(h, product, 1);
   await call(g.port, id!, 12);
   return { id: id!, product };
@@ -155,11 +160,10 @@ describe('delivery', () => {
   it('a receiver that fails and recovers gets every event exactly once after de-duplication, signed', async () => {
     const r = await receiver();
     const product = hooked('hooked-a', r);
-    await putProducts(h.ctx.redis, [product]);
     // Two 500s, then no answer at all (the gateway gives up after HOOK_TIMEOUT_MS), then 2xx.
     r.script.push(500, 500, 'hang');
     const g = await gw();
-    await until(() => g.catalog.product(product.name) !== undefined);
+    await loadOn(g, product);
     const [spent, kept] = await soldIds(h, product, 2);
     // 10 s at 100/s: 5 s left fires, 2 s left fires, the 10th second exhausts it.
     await call(g.port, spent!, 12);
@@ -243,9 +247,8 @@ describe('delivery', () => {
       thresholds: [],
       webhooks: [{ url: r.url, events: ['exhausted'], secret: SECRET }],
     });
-    await putProducts(h.ctx.redis, [product]);
     const g = await gw();
-    await until(() => g.catalog.product(product.name) !== undefined);
+    await loadOn(g, product);
     const [byHangup] = await soldIds(h, product);
     await call(g.port, byHangup!, 5);
     expect(await idFields(h, byHangup!)).toMatchObject({ bal: '0', st: 'exhausted' });
@@ -270,9 +273,8 @@ describe('delivery', () => {
       thresholds: [],
       webhooks: [{ url: r.url, events: ['exhausted'], secret: SECRET }],
     });
-    await putProducts(h.ctx.redis, [product]);
     const g = await gw();
-    await until(() => g.catalog.product(product.name) !== undefined);
+    await loadOn(g, product);
     const [id] = await soldIds(h, product);
     const { c } = await connectSwitch(h, g.port);
     try {
@@ -437,10 +439,9 @@ describe('delivery', () => {
   it('a delivery that keeps failing is parked, shown by `tessera events` and retried from there', async () => {
     const r = await receiver();
     const product = hooked('hooked-c', r);
-    await putProducts(h.ctx.redis, [product]);
     r.fallback = 503;
     const g = await gw({ maxAttempts: 3 });
-    await until(() => g.catalog.product(product.name) !== undefined);
+    await loadOn(g, product);
     const [id] = await soldIds(h, product, 1);
     await call(g.port, id!, 12);
     const b = bucketOf(h, id!);
@@ -527,10 +528,9 @@ describe('delivery', () => {
   it('an event the operator put back gets a full round of attempts, however old it is', async () => {
     const r = await receiver();
     const product = hooked('hooked-d', r);
-    await putProducts(h.ctx.redis, [product]);
     r.script.push(503);
     const g = await gw({ maxAgeMs: 60_000 });
-    await until(() => g.catalog.product(product.name) !== undefined);
+    await loadOn(g, product);
     // As event_requeue writes it: first written a day ago (eid), for this one webhook (to).
     const eid = `${Date.now() - DAY}-0`;
     await h.r.xadd(

@@ -155,6 +155,10 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     return d;
   };
 
+  /** Until the gateway has received the dialog's BYE. */
+  const byeAtGateway = (d: Dialog): Promise<SipMessage> =>
+    pstn.next('the BYE at the gateway', (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId);
+
   /** The gateway answers a ringing call (200 OK to its INVITE), and the caller acknowledges. */
   const answerRinging = async (d: Dialog): Promise<void> => {
     const invite = pstn.received.find((m) => m.method === 'INVITE' && m.code === 0 && m.get('call-id') === d.callId)!;
@@ -256,10 +260,7 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     // refused 403, the gateway's leg talked on, unmetered.
     const d = await dial();
     expect(await request(d, 'BYE', `sip:evil@127.0.0.1:${elsewhere.port}`)).toBe(200);
-    await pstn.next(
-      'the BYE at the gateway',
-      (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
-    );
+    await byeAtGateway(d);
     expect(elsewhere.received).toEqual([]);
   });
 
@@ -282,10 +283,7 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     );
     await pstn.next('the 200 to the UPDATE', (m) => m.code === 200 && (m.get('via') ?? '').includes(branch));
     expect(await request(d, 'BYE', `sip:gw-moved@127.0.0.1:${pstn.port}`)).toBe(200);
-    await pstn.next(
-      'the BYE at the gateway',
-      (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
-    );
+    await byeAtGateway(d);
   });
 
   it('never takes a Route header past its own to another host: refused, a BYE sent to the peer', async () => {
@@ -293,10 +291,7 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     const route = `<sip:127.0.0.1:${elsewhere.port};lr>`;
     expect(await request(d, 'OPTIONS', d.target, false, route)).toBe(403);
     expect(await request(d, 'BYE', d.target, false, route)).toBe(200);
-    await pstn.next(
-      'the BYE at the gateway',
-      (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
-    );
+    await byeAtGateway(d);
     expect(elsewhere.received).toEqual([]);
   });
 
@@ -333,10 +328,7 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
       expect(answer.code).toBe(403);
       expect(await calleeContact()).toBe(before);
       expect(await request(d, 'BYE', d.target)).toBe(200);
-      await pstn.next(
-        'the BYE at the gateway',
-        (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
-      );
+      await byeAtGateway(d);
       expect(elsewhere.received.filter((m) => m.get('call-id') === d.callId)).toEqual([]);
     } finally {
       attacker.close();
@@ -351,10 +343,7 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     await k.stop();
     k = await startKamailio({ dir, pstnPort: pstn.port, ports });
     expect(await request(d, 'BYE', d.target)).toBe(200);
-    await pstn.next(
-      'the BYE at the gateway',
-      (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
-    );
+    await byeAtGateway(d);
     // The tests after this one dial through the restarted Kamailio: the connector must be back on it.
     await until('the connector to attach again', async () => (await connectorsAttached(k)) >= 1);
   });

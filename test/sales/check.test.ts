@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Config } from '../../src/config/config';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
 import { formSession, http, postPageForm, type FormSession, type Res } from '../support/http';
@@ -404,71 +405,65 @@ describe('lockout', () => {
     expectNothingOf(right, target.id);
   });
 
-  it('per client address: an IPv6 client is counted by its /64, as the buy page counts it', async () => {
+  /** A link that does not exist: a try on it costs a scrypt all the same. */
+  const nowhere = (): string => `/check/0/${randomBytes(16).toString('hex')}`;
+
+  /**
+   * A gateway behind a trusted proxy (X-Forwarded-For gives the client) with these PIN limits, in a
+   * minute's window (a slow runner must not see a count expire mid-test), and a sold ID: `from` tries
+   * a PIN on a link as one client address.
+   */
+  async function behindProxy(
+    limits: Pick<Config['pin'], 'maxTriesPerClient' | 'maxTriesPerNetwork'>,
+    fn: (target: Bought, from: (address: string, path: string, pin: string) => Promise<Res>) => Promise<void>,
+  ): Promise<void> {
     const proxied = await gateway(h, {
       trustProxy: true,
-      pin: { maxTries: 5, lockSec: 2, lockMaxSec: 2, maxTriesPerClient: 3, maxTriesPerNetwork: 100_000 },
+      pin: { maxTries: 5, lockSec: 60, lockMaxSec: 60, ...limits },
     });
     try {
       const target = await buyOne();
       const session = await formSession(proxied, target.path);
-      const from = (address: string, pin: string): Promise<Res> =>
-        postPageForm(proxied, target.path, { pin }, session, { 'X-Forwarded-For': address });
-      for (let i = 1; i <= 3; i++) expect((await from(`2001:db8:7:1::${i}`, wrongPin(target))).status).toBe(403);
-      expect((await from('2001:db8:7:1:ffff::9', target.pin)).status).toBe(429);
-      expect((await from('2001:db8:7:2::1', target.pin)).status).toBe(200);
+      await fn(target, (address, path, pin) =>
+        postPageForm(proxied, path, { pin }, session, { 'X-Forwarded-For': address }),
+      );
     } finally {
       await proxied.close();
     }
+  }
+
+  it('per client address: an IPv6 client is counted by its /64, as the buy page counts it', async () => {
+    await behindProxy({ maxTriesPerClient: 3, maxTriesPerNetwork: 100_000 }, async (target, from) => {
+      for (let i = 1; i <= 3; i++)
+        expect((await from(`2001:db8:7:1::${i}`, target.path, wrongPin(target))).status).toBe(403);
+      expect((await from('2001:db8:7:1:ffff::9', target.path, target.pin)).status).toBe(429);
+      expect((await from('2001:db8:7:2::1', target.path, target.pin)).status).toBe(200);
+    });
   });
 
   it('per network: many addresses of one /24 together get PIN_MAX_TRIES_PER_NETWORK tries, other networks theirs', async () => {
-    const proxied = await gateway(h, {
-      trustProxy: true,
-      // A minute's window: a slow runner must not see the network's count expire mid-test.
-      pin: { maxTries: 5, lockSec: 60, lockMaxSec: 60, maxTriesPerClient: 1000, maxTriesPerNetwork: 3 },
-    });
-    try {
-      const target = await buyOne();
-      const session = await formSession(proxied, target.path);
-      const from = (address: string, path: string, pin: string): Promise<Res> =>
-        postPageForm(proxied, path, { pin }, session, { 'X-Forwarded-For': address });
+    await behindProxy({ maxTriesPerClient: 1000, maxTriesPerNetwork: 3 }, async (target, from) => {
       // Each try from an address of its own, over links that do not exist: each one a scrypt.
-      for (let i = 1; i <= 3; i++)
-        expect((await from(`198.51.100.${i}`, `/check/0/${randomBytes(16).toString('hex')}`, '1234')).status).toBe(403);
+      for (let i = 1; i <= 3; i++) expect((await from(`198.51.100.${i}`, nowhere(), '1234')).status).toBe(403);
       const refused = await from('198.51.100.200', target.path, target.pin);
       expect(refused.status).toBe(429);
       expectNothingOf(refused, target.id);
       expect((await from('198.51.101.1', target.path, target.pin)).status).toBe(200);
-    } finally {
-      await proxied.close();
-    }
+    });
   });
 
   it('an address locked out for its own tries spends none of its network’s: its neighbours still get theirs', async () => {
-    const proxied = await gateway(h, {
-      trustProxy: true,
-      pin: { maxTries: 5, lockSec: 60, lockMaxSec: 60, maxTriesPerClient: 2, maxTriesPerNetwork: 4 },
-    });
-    try {
-      const target = await buyOne();
-      const session = await formSession(proxied, target.path);
-      const from = (address: string, path: string, pin: string): Promise<Res> =>
-        postPageForm(proxied, path, { pin }, session, { 'X-Forwarded-For': address });
-      const nowhere = (): string => `/check/0/${randomBytes(16).toString('hex')}`;
+    await behindProxy({ maxTriesPerClient: 2, maxTriesPerNetwork: 4 }, async (target, from) => {
       for (let i = 0; i < 2; i++) expect((await from('203.0.113.7', nowhere(), '1234')).status).toBe(403);
       // Refused for the address, unchecked: ten more from it cost its network nothing.
       for (let i = 0; i < 10; i++) expect((await from('203.0.113.7', nowhere(), '1234')).status).toBe(429);
       expect((await from('203.0.113.8', target.path, target.pin)).status).toBe(200);
-    } finally {
-      await proxied.close();
-    }
+    });
   });
 
   it('per client address: unknown links count as wrong PINs', async () => {
     const target = await buyOne();
-    for (let i = 0; i < 3; i++)
-      expect((await check(gwC, `/check/0/${randomBytes(16).toString('hex')}`, '1234')).status).toBe(403);
+    for (let i = 0; i < 3; i++) expect((await check(gwC, nowhere(), '1234')).status).toBe(403);
     expect((await check(gwC, target.path, target.pin)).status).toBe(429);
   });
 });

@@ -84,6 +84,15 @@ export function purchaseBody(
   return { product, pin, payment: { card: buyer.card, cardPin: buyer.cardPin } };
 }
 
+/** The buy page's form for `product` paid with `buyer`'s card, with a nonce of its own (one purchase). */
+export function buyForm(
+  product: string,
+  buyer: Buyer,
+  pin = PIN,
+): { product: string; pin: string; card: string; cardPin: string; nonce: string } {
+  return { product, pin, card: buyer.card, cardPin: buyer.cardPin, nonce: randomBytes(16).toString('hex') };
+}
+
 export function buy(
   gw: Gateway,
   salesToken: string,

@@ -21,6 +21,7 @@ import {
   badLuhn,
   buy,
   callWith,
+  buyForm,
   cardNumber,
   commissionOf,
   newKey,
@@ -551,13 +552,7 @@ describe('idempotent retries', () => {
 
   it('the buy page of a purchase not answered yet is filled in for it: same nonce, same product selected', async () => {
     const m = await addMember(h, 100_000_000);
-    const fields = {
-      product: TALK.name,
-      pin: PIN,
-      card: m.card,
-      cardPin: m.cardPin,
-      nonce: randomBytes(16).toString('hex'),
-    };
+    const fields = buyForm(TALK.name, m);
     await withGateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } }, async (g) => {
       const session = await formSession(g);
       await setFaults(h, { hangNext: 1 });
@@ -574,13 +569,7 @@ describe('idempotent retries', () => {
   });
 
   it('a declined buy form comes back with the buyer’s product chosen, a new nonce, and titles isolated', async () => {
-    const fields = {
-      product: TALK.name,
-      pin: PIN,
-      card: cardNumber(),
-      cardPin: '1234',
-      nonce: randomBytes(16).toString('hex'),
-    };
+    const fields = buyForm(TALK.name, { card: cardNumber(), cardPin: '1234' });
     const declined = await postPageForm(gw, '/buy', fields, await formSession(gw));
     expect(declined.status).toBe(402);
     expect(declined.text.match(/<option [^>]*selected/g)).toEqual([`<option value="${TALK.name}" selected`]);
@@ -591,13 +580,7 @@ describe('idempotent retries', () => {
 
   it('the buy form sent twice (a double tap) while the card company is slow: the second page shows the ID', async () => {
     const m = await addMember(h, 100_000_000);
-    const fields = {
-      product: 'talk-i',
-      pin: PIN,
-      card: m.card,
-      cardPin: m.cardPin,
-      nonce: randomBytes(16).toString('hex'),
-    };
+    const fields = buyForm('talk-i', m);
     const session = await formSession(gw);
     await setFaults(h, { latencyMs: 400 });
     try {
@@ -622,13 +605,7 @@ describe('idempotent retries', () => {
     const buyPage = await http(gw, 'GET', '/buy');
     // The browser must let such a PIN through to the server: no ASCII-only pattern on the field.
     expect(buyPage.text).not.toMatch(/id="pin"[^>]*pattern=/);
-    const fields = {
-      product: 'talk-i',
-      pin: arabic(PIN),
-      card: wide(m.card),
-      cardPin: arabic(m.cardPin),
-      nonce: randomBytes(16).toString('hex'),
-    };
+    const fields = { ...buyForm('talk-i', m), pin: arabic(PIN), card: wide(m.card), cardPin: arabic(m.cardPin) };
     const sold = await postPageForm(gw, '/buy', fields);
     expect(sold.status).toBe(200);
     const id = /id="id-number">([^<]+)/.exec(sold.text)![1]!;
@@ -642,13 +619,7 @@ describe('idempotent retries', () => {
 
   it('the buy form sent again with a changed field: 422 telling the buyer the first purchase stands, not to pay again', async () => {
     const m = await addMember(h, 100_000_000);
-    const fields = {
-      product: 'talk-i',
-      pin: PIN,
-      card: m.card,
-      cardPin: m.cardPin,
-      nonce: randomBytes(16).toString('hex'),
-    };
+    const fields = buyForm('talk-i', m);
     const session = await formSession(gw);
     const first = await postPageForm(gw, '/buy', fields, session);
     expect(first.status).toBe(200);

@@ -4,7 +4,6 @@
  * the card company, then finishes the sale or releases the ID, never charging
  * twice. The sandbox's hangNext makes a call do its work and never answer.
  */
-import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
@@ -17,6 +16,7 @@ import { captureLog } from '../support/log';
 import {
   addMember,
   buy,
+  buyForm,
   commissionOf,
   inventoryHashes,
   newKey,
@@ -311,13 +311,7 @@ describe('a void the card company refuses', () => {
 describe('the buy page while the card company is silent', () => {
   it('keeps the product chosen even when its last ID is the one the purchase holds: the same form finishes it', async () => {
     const m = await addMember(h, 100_000_000);
-    const fields = {
-      product: ONE.name,
-      pin: '4711',
-      card: m.card,
-      cardPin: m.cardPin,
-      nonce: randomBytes(16).toString('hex'),
-    };
+    const fields = buyForm(ONE.name, m, '4711');
     const session = await formSession(gw);
     hangAtCapture();
     const pending = await postPageForm(gw, '/buy', fields, session);

@@ -386,6 +386,14 @@ describe('the check page', () => {
   const PIN = '8642';
 
   /** Buys an ID and opens its check link with the PIN, as its owner's browser would. */
+  /** The card recharge form of an owner's check page: its grant and nonce, the amount, the payer's card. */
+  const rechargeForm = (o: Owned, amount: string, payer: Buyer): Record<string, string> => ({
+    grant: field(o.page.text, 'grant'),
+    nonce: field(o.page.text, 'nonce'),
+    amount,
+    ...payer,
+  });
+
   async function owned(g = gw): Promise<Owned> {
     const r = await buy(g, salesTok, newKey(), TALK.name, buyer, PIN);
     expect(r.status).toBe(200);
@@ -490,13 +498,8 @@ describe('the check page', () => {
     try {
       const o = await owned();
       const payer = await addMember(h, 10_000_000);
-      const form = {
-        grant: field(o.page.text, 'grant'),
-        nonce: field(o.page.text, 'nonce'),
-        // Not the first amount offered, which a browser would select by itself.
-        amount: '2000000',
-        ...payer,
-      };
+      // Not the first amount offered, which a browser would select by itself.
+      const form = rechargeForm(o, '2000000', payer);
       await setFaults(h, { hangNext: 1 });
       const pending = await postPageForm(slow, `${o.path}/recharge`, form, o.session);
       expect(pending.status).toBe(503);
@@ -518,12 +521,7 @@ describe('the check page', () => {
   it('the recharge form sent twice (a double tap) while the card company is slow: the second page says recharged', async () => {
     const o = await owned();
     const payer = await addMember(h, 10_000_000);
-    const form = {
-      grant: field(o.page.text, 'grant'),
-      nonce: field(o.page.text, 'nonce'),
-      amount: '2000000',
-      ...payer,
-    };
+    const form = rechargeForm(o, '2000000', payer);
     await setFaults(h, { latencyMs: 400 });
     try {
       // The browser shows only the second answer: it must say what the first did.
@@ -543,7 +541,7 @@ describe('the check page', () => {
   it('the recharge form sent twice at once counts once against the anonymous limits (BUY_LIMIT_*)', async () => {
     const o = await owned();
     const payer = await addMember(h, 10_000_000);
-    const form = { grant: field(o.page.text, 'grant'), nonce: field(o.page.text, 'nonce'), amount: '500000', ...payer };
+    const form = rechargeForm(o, '500000', payer);
     const counted = Number(await h.r.get(keys.buysTotal));
     const copies = await Promise.all([1, 2].map(() => postPageForm(gw, `${o.path}/recharge`, form, o.session)));
     expect(copies.map((c) => c.status)).toEqual([200, 200]);
@@ -555,7 +553,7 @@ describe('the check page', () => {
     const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
     const o = await owned();
     const payer = await addMember(h, 10_000_000);
-    const form = { grant: field(o.page.text, 'grant'), nonce: field(o.page.text, 'nonce'), amount: '500000', ...payer };
+    const form = rechargeForm(o, '500000', payer);
     // The capture is done but its answer is lost; then the ID is blocked.
     const authorize = h.sandbox.authorize.bind(h.sandbox);
     h.sandbox.authorize = (b) => {
