@@ -70,8 +70,7 @@ export class HookDelivery {
   /** `bucket/entry` of every job queued or in flight, so a claim never queues one twice. */
   private readonly busy = new Set<string>();
   private readonly queue: Job[] = [];
-  private inflight = 0;
-  /** Deliveries under way, for stop() to wait on. */
+  /** Deliveries under way (at most HOOK_CONCURRENCY), for stop() to wait on. */
   private readonly delivering = new Set<Promise<void>>();
   private readonly cursors: string[];
   private lastClaim = 0;
@@ -158,7 +157,7 @@ export class HookDelivery {
 
   /** The room left for new jobs: twice the concurrency, so the next ones are at hand when one finishes. */
   private room(): number {
-    return 2 * this.s.concurrency - this.queue.length - this.inflight;
+    return 2 * this.s.concurrency - this.queue.length - this.delivering.size;
   }
 
   private async readNew(): Promise<void> {
@@ -237,16 +236,14 @@ export class HookDelivery {
   }
 
   private pump(): void {
-    while (this.inflight < this.s.concurrency && this.queue.length > 0 && !this.stopped) {
+    while (this.delivering.size < this.s.concurrency && this.queue.length > 0 && !this.stopped) {
       const job = this.queue.shift()!;
-      this.inflight++;
       const delivery = this.deliver(job)
         .catch((err: unknown) => {
           if (!this.stopped) this.log.warn({ err, bucket: job.bucket, entry: job.entry }, 'webhook delivery failed');
         })
         .finally(() => {
           this.delivering.delete(delivery);
-          this.inflight--;
           this.busy.delete(`${job.bucket}/${job.entry}`);
           this.pump();
         });

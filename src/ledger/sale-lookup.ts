@@ -20,7 +20,7 @@ export async function lookupSale(ctx: Context, input: unknown): Promise<Refusabl
   const stream = keys.sales(loc.bucket);
   const refund = await recordAt(ctx, stream, refrec);
   if (refund)
-    refund.void = pref ? (refvoid ?? (await voidAsked(ctx, loc.bucket, loc.key))) : 'not_paid_through_a_provider';
+    refund.void = pref ? (refvoid ?? (await voidAsked(ctx, loc.bucket, loc.hash))) : 'not_paid_through_a_provider';
   return { ok: true, status: s, sale: await recordAt(ctx, stream, srec), refund };
 }
 
@@ -30,7 +30,7 @@ export async function lookupSale(ctx: Context, input: unknown): Promise<Refusabl
  * refund asks at once), `not_recorded` for a refund made before voids were
  * kept: whether its money went back is the card company's to say.
  */
-async function voidAsked(ctx: Context, bucket: number, idKey: string): Promise<string> {
-  const listed = await ctx.redis.zscore(keys.refundVoids(bucket), idKey.slice(idKey.lastIndexOf(':') + 1));
+async function voidAsked(ctx: Context, bucket: number, idHash: string): Promise<string> {
+  const listed = await ctx.redis.zscore(keys.refundVoids(bucket), idHash);
   return listed === null ? 'not_recorded' : 'unknown';
 }

@@ -55,7 +55,7 @@ export async function sweepRefundVoids(ctx: Context, provider: PaymentProvider, 
       const key = keys.id(b, idHash);
       const payment = await ctx.redis.hget(key, 'pref');
       if (!payment) await ctx.redis.zrem(list, idHash);
-      else if ((await voidRefund(ctx, provider, { key, bucket: b }, payment)) !== 'unknown') answered++;
+      else if ((await voidRefund(ctx, provider, { key, hash: idHash, bucket: b }, payment)) !== 'unknown') answered++;
     }
   }
   return answered;
@@ -70,19 +70,18 @@ export async function sweepRefundVoids(ctx: Context, provider: PaymentProvider, 
 async function voidRefund(
   ctx: Context,
   provider: PaymentProvider,
-  loc: { key: string; bucket: number },
+  loc: { key: string; hash: string; bucket: number },
   payment: string,
 ): Promise<string> {
   const v = await provider.void(payment);
   if (v.status !== 'voided' && v.status !== 'declined') return 'unknown';
   // Voided before (a repeated refund) is what we want too.
   const said = v.status === 'voided' || v.reason === 'payment_voided' ? 'voided' : `void_refused: ${v.reason}`;
-  const idHash = loc.key.slice(loc.key.lastIndexOf(':') + 1);
   const tx = ctx.redis.multi();
   // A confirmed void is never overwritten by a later refusal.
   if (said === 'voided') tx.hset(loc.key, 'refvoid', said);
   else tx.hsetnx(loc.key, 'refvoid', said);
-  await tx.zrem(keys.refundVoids(loc.bucket), idHash).exec();
+  await tx.zrem(keys.refundVoids(loc.bucket), loc.hash).exec();
   if (said !== 'voided')
     ctx.log.error({ payment, said }, "the card company refused to void a refund's payment: the buyer is not paid back");
   return said;

@@ -109,7 +109,8 @@ export class Purchases {
 
   private recordKey(idemKey: string): { key: string; ref: string } {
     const h = this.ctx.ids.mac(`purchase:${idemKey}`).slice(0, 32);
-    return { key: keys.purchase(this.ctx.ids.bucketOf(h), h), ref: `tsp_${h}` };
+    const key = keys.purchase(this.ctx.ids.bucketOf(h), h);
+    return { key, ref: this.records.refOf(key) };
   }
 
   /**

@@ -69,7 +69,8 @@ export class Recharges {
 
   private recordKey(idemKey: string): { key: string; ref: string; hash: string } {
     const h = this.ctx.ids.mac(`recharge:${idemKey}`).slice(0, 32);
-    return { key: keys.recharge(this.ctx.ids.bucketOf(h), h), ref: `tsr_${h}`, hash: h };
+    const key = keys.recharge(this.ctx.ids.bucketOf(h), h);
+    return { key, ref: this.records.refOf(key), hash: h };
   }
 
   /** The amounts the owner of an ID of this product may recharge online (none: not offered). */
@@ -212,7 +213,7 @@ export class Recharges {
         if (claim.state === 'gone') await this.records.unlist(key);
         if (claim.state !== 'resume') continue;
         const hash = key.slice(key.lastIndexOf(':') + 1);
-        const ref = `tsr_${hash}`;
+        const ref = this.records.refOf(key);
         await claim.own(async () => {
           const s = await this.provider.status(ref);
           if (s.state === 'unknown') return;
