@@ -103,12 +103,18 @@ stop)
   [ -f "$dir/ports" ] || exit 0
   for port in $(cat "$dir/ports"); do
     pidfile="$dir/$port/redis.pid"
-    [ -f "$pidfile" ] && kill "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null || true
+    # A node a fault test left stopped (SIGSTOP) would keep the TERM pending forever: wake it first.
+    if [ -f "$pidfile" ]; then
+      pid=$(cat "$pidfile" 2>/dev/null || true)
+      [ -n "$pid" ] && { kill -CONT "$pid" 2>/dev/null; kill "$pid" 2>/dev/null; } || true
+    fi
   done
   for port in $(cat "$dir/ports"); do
     pidfile="$dir/$port/redis.pid"
     tries=0
     while [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null && [ $tries -lt 100 ]; do tries=$((tries + 1)); sleep 0.05; done
+    # Still up after 5 s (an AOF fsync stuck behind a slow disk): a test cluster must not outlive its run.
+    [ -f "$pidfile" ] && kill -KILL "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null || true
   done
   rm -f "$dir/ports"
   ;;
