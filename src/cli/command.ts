@@ -7,6 +7,7 @@
 import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Context } from '../app/context';
+import { messageOf } from '../protocol/reasons';
 
 /** `npx tessera <command> …`: operator tasks against the same Redis the gateway uses. */
 export interface Cli {
@@ -60,10 +61,14 @@ export const intArg = (v: unknown, what: string): number => {
   return n;
 };
 
-/** Prints an Outcome as JSON; a refusal goes to stderr and exits 1. */
+/**
+ * Prints an Outcome as JSON; a refusal goes to stderr and exits 1, as
+ * `refused: <reason>: <what it means>`: the reason for scripts, the catalogue's words for people.
+ */
 export function outcome(cli: Cli, r: { ok: boolean; reason?: string }): number {
   if (!r.ok) {
-    process.stderr.write(`refused: ${r.reason}\n`);
+    const reason = String(r.reason);
+    process.stderr.write(`refused: ${reason}: ${messageOf(reason)}\n`);
     return 1;
   }
   const { ok: _ok, ...rest } = r;

@@ -54,12 +54,18 @@ describe('tessera ani', () => {
     expect((await cli('ani', 'add', id, a2)).code).toBe(0);
     // The product's limit holds for the operator too.
     const third = await cli('ani', 'add', id, a3);
-    expect(third).toMatchObject({ code: 1, err: 'refused: too_many_anis\n' });
+    expect(third).toMatchObject({
+      code: 1,
+      err: 'refused: too_many_anis: this ID has as many caller numbers as its product allows\n',
+    });
     expect(json((await cli('ani', 'list', id)).out)).toEqual({ numbers: [a1, a2] });
 
     const removed = await cli('ani', 'remove', id, a1);
     expect(json(removed.out)).toEqual({ change: 'gone', numbers: [a2] });
-    expect(await cli('ani', 'remove', id, a1)).toMatchObject({ code: 1, err: 'refused: unknown_ani\n' });
+    expect(await cli('ani', 'remove', id, a1)).toMatchObject({
+      code: 1,
+      err: 'refused: unknown_ani: no ID is registered to this caller number\n',
+    });
     expect(await startBy(a1)).toMatchObject({ op: 'error', reason: 'unknown_ani' });
     expect(await startBy(a2)).toMatchObject({ op: 'started' });
   });
@@ -68,7 +74,10 @@ describe('tessera ani', () => {
     const [a, b] = (await soldIds(h, P, 2)) as [string, string];
     const ani = newAni();
     expect((await cli('ani', 'add', a, ani)).code).toBe(0);
-    expect(await cli('ani', 'add', b, ani)).toMatchObject({ code: 1, err: 'refused: ani_taken\n' });
+    expect(await cli('ani', 'add', b, ani)).toMatchObject({
+      code: 1,
+      err: 'refused: ani_taken: this caller number is registered to another ID\n',
+    });
     const moved = await cli('ani', 'add', b, ani, '--move');
     expect(moved.code).toBe(0);
     expect(json(moved.out)).toEqual({ change: 'new', numbers: [ani] });
@@ -80,11 +89,14 @@ describe('tessera ani', () => {
 
   it('bad input: a bad number, an unknown ID, a missing argument', async () => {
     const [id] = (await soldIds(h, P)) as [string];
-    expect(await cli('ani', 'add', id, '0301234567')).toMatchObject({ code: 1, err: 'refused: bad_ani\n' });
+    expect(await cli('ani', 'add', id, '0301234567')).toMatchObject({
+      code: 1,
+      err: 'refused: bad_ani: not a caller number: international format, 7 to 15 digits, country code first\n',
+    });
     const unknown = id.slice(0, -2) + String((Number(id.slice(-2)) + 50) % 100).padStart(2, '0');
     const r = await cli('ani', 'list', unknown);
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/^refused: (unknown_id|bad_checksum)\n$/);
+    expect(r.err).toMatch(/^refused: (unknown_id|bad_checksum): /);
     expect((await cli('ani', 'add', id)).code).toBe(2);
     expect((await cli('ani', 'frob', id)).code).toBe(2);
   });

@@ -456,24 +456,28 @@ describe('activate, lookup, block, unblock', () => {
     expect(st.sold).toEqual(expect.any(Number));
 
     const twice = await cli('activate', id);
-    expect(twice).toEqual({ code: 1, out: '', err: 'refused: already_active\n' });
+    expect(twice).toEqual({ code: 1, out: '', err: 'refused: already_active: the ID is already sold\n' });
   });
 
   it('an unsold blocked ID is refused as blocked, not as already sold, and sells once unblocked', async () => {
     const [id] = (await cliMint('talk', 1)) as [string];
     expect((await cli('block', id, '--reason', 'stolen batch')).code).toBe(0);
-    expect(await cli('activate', id)).toEqual({ code: 1, out: '', err: 'refused: blocked\n' });
+    expect(await cli('activate', id)).toEqual({ code: 1, out: '', err: 'refused: blocked: the ID is blocked\n' });
     expect(JSON.parse((await cli('unblock', id)).out)).toEqual({ state: 'minted' });
     expect((await cli('activate', id)).code).toBe(0);
   });
 
   it('refusals: unknown ID, bad checksum, bad format → exit 1 with the reason', async () => {
     const unknown = generateId(16);
-    expect(await cli('lookup', unknown)).toEqual({ code: 1, out: '', err: 'refused: unknown_id\n' });
-    expect(await cli('activate', unknown)).toEqual({ code: 1, out: '', err: 'refused: unknown_id\n' });
+    expect(await cli('lookup', unknown)).toEqual({ code: 1, out: '', err: 'refused: unknown_id: no such ID\n' });
+    expect(await cli('activate', unknown)).toEqual({ code: 1, out: '', err: 'refused: unknown_id: no such ID\n' });
     const badCheck = unknown.slice(0, -1) + String((Number(unknown.slice(-1)) + 1) % 10);
-    expect(await cli('lookup', badCheck)).toEqual({ code: 1, out: '', err: 'refused: bad_checksum\n' });
-    expect(await cli('block', 'abc')).toEqual({ code: 1, out: '', err: 'refused: bad_format\n' });
+    expect(await cli('lookup', badCheck)).toEqual({
+      code: 1,
+      out: '',
+      err: 'refused: bad_checksum: the ID is mistyped (check digit)\n',
+    });
+    expect(await cli('block', 'abc')).toEqual({ code: 1, out: '', err: 'refused: bad_format: not an ID number\n' });
     const missing = await cli('lookup');
     expect(missing.code).toBe(2);
   });
@@ -504,7 +508,11 @@ describe('activate, lookup, block, unblock', () => {
     await c.request({ op: 'stop', ref: 3, call: 'cli-blk-2', sec: 0 });
     await c.close();
 
-    expect(await cli('unblock', id)).toEqual({ code: 1, out: '', err: 'refused: not_blocked\n' });
+    expect(await cli('unblock', id)).toEqual({
+      code: 1,
+      out: '',
+      err: 'refused: not_blocked: the ID is not blocked\n',
+    });
   });
 });
 

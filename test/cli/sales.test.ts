@@ -236,7 +236,11 @@ describe('sale-lookup', () => {
   it('refusals: unknown ID, bad checksum (exit 1); no ID (exit 2)', async () => {
     const [id] = (await mint(h, PRODUCT, 1)) as [string];
     const other = id.slice(0, -1) + String((Number(id.slice(-1)) + 1) % 10);
-    expect(await cli('sale-lookup', other)).toEqual({ code: 1, out: '', err: 'refused: bad_checksum\n' });
+    expect(await cli('sale-lookup', other)).toEqual({
+      code: 1,
+      out: '',
+      err: 'refused: bad_checksum: the ID is mistyped (check digit)\n',
+    });
     // A minted, unsold ID has no sale.
     const unsold = await cli('sale-lookup', id);
     expect(unsold.code).toBe(0);
@@ -316,7 +320,7 @@ describe('sale-refund', () => {
     await c.request({ op: 'stop', ref: 3, call: `cli-used-${id}`, sec: 2 });
     await c.close();
     const r = await cli('sale-refund', id);
-    expect(r).toEqual({ code: 1, out: '', err: 'refused: already_used\n' });
+    expect(r).toEqual({ code: 1, out: '', err: 'refused: already_used: the ID has been used\n' });
     expect(await idState(id)).toBe('sold');
     expect(h.sandbox.payments.get(reference)?.state).toBe('captured');
   });
@@ -364,7 +368,11 @@ describe('sale-refund', () => {
 
   it('refuses an unsold ID (exit 1)', async () => {
     const [id] = (await mint(h, PRODUCT, 1)) as [string];
-    expect(await cli('sale-refund', id)).toEqual({ code: 1, out: '', err: 'refused: not_sold\n' });
+    expect(await cli('sale-refund', id)).toEqual({
+      code: 1,
+      out: '',
+      err: 'refused: not_sold: the ID has not been sold\n',
+    });
   });
 });
 
