@@ -18,6 +18,7 @@ import {
   connectorsAttached,
   haveKamailio,
   responseTo,
+  sipInvite,
   sipSocket,
   sleep,
   startKamailio,
@@ -27,6 +28,7 @@ import {
   type SipSocket,
   until,
 } from './stack';
+import { luhnId } from './records';
 
 const TALK = talkProduct({ name: 'talk-d', face: 1_000_000, price: 1_000_000 });
 /** 100 micro-units a second everywhere (STD_RATES): 3 seconds of credit, the fail-safe 3 s + GRACE_SEC (2). */
@@ -295,17 +297,21 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     expect(elsewhere.received).toEqual([]);
   });
 
-  it("refuses a request dressed as the gateway's from another address: the dialog keeps the gateway's contact", async () => {
-    // The caller swaps the tags of its own dialog, as if the gateway re-INVITEd with a new contact: the
-    // dialog module took that contact as the gateway's, the peer every rule trusts, and the caller's
-    // BYE went there, never to the gateway, whose leg talked on unmetered.
-    const d = await dial();
+  /** The callee's contact in `d` as Kamailio's dialog module holds it. */
+  const calleeContact = async (d: Dialog): Promise<string | undefined> => {
+    type Listed = { 'call-id': string; caller?: { tag?: string }; callee?: { contact?: string } };
+    return ((await k.rpc('dlg.list', [])).result as Listed[]).find(
+      (x) => x['call-id'] === d.callId && x.caller?.tag === d.fromTag,
+    )?.callee?.contact;
+  };
+
+  /**
+   * A re-INVITE "from the gateway" sent from another address (127.0.0.2): the tags of `d` swapped, a
+   * contact at `elsewhere`. Resolves to its final answer's code.
+   */
+  const forgedReinvite = async (d: Dialog): Promise<number> => {
     const attacker = await sipSocket('127.0.0.2');
-    type Listed = { 'call-id': string; callee?: { contact?: string } };
-    const calleeContact = async (): Promise<string | undefined> =>
-      ((await k.rpc('dlg.list', [])).result as Listed[]).find((x) => x['call-id'] === d.callId)?.callee?.contact;
     try {
-      const before = await calleeContact();
       const branch = `z9hG4bK-${++n}-forged`;
       attacker.send(
         [
@@ -325,14 +331,44 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
         'the answer to the forged re-INVITE',
         (m) => m.code >= 200 && (m.get('via') ?? '').includes(branch),
       );
-      expect(answer.code).toBe(403);
-      expect(await calleeContact()).toBe(before);
-      expect(await request(d, 'BYE', d.target)).toBe(200);
-      await byeAtGateway(d);
-      expect(elsewhere.received.filter((m) => m.get('call-id') === d.callId)).toEqual([]);
+      return answer.code;
     } finally {
       attacker.close();
     }
+  };
+
+  /** The forged re-INVITE is refused 403 and changes nothing: the caller's BYE still reaches the gateway. */
+  const expectForgeryRefused = async (d: Dialog): Promise<void> => {
+    const before = await calleeContact(d);
+    expect(await forgedReinvite(d)).toBe(403);
+    expect(await calleeContact(d)).toBe(before);
+    expect(await request(d, 'BYE', d.target)).toBe(200);
+    await byeAtGateway(d);
+    expect(elsewhere.received.filter((m) => m.get('call-id') === d.callId)).toEqual([]);
+  };
+
+  it("refuses a request dressed as the gateway's from another address: the dialog keeps the gateway's contact", async () => {
+    // The caller swaps the tags of its own dialog, as if the gateway re-INVITEd with a new contact: the
+    // dialog module took that contact as the gateway's, the peer every rule trusts, and the caller's
+    // BYE went there, never to the gateway, whose leg talked on unmetered.
+    const d = await dial();
+    await expectForgeryRefused(d);
+  });
+
+  it('keeps that guard while any dialog of the Call-ID lives: another one failing with it does not lift it', async () => {
+    // A second INVITE with the live call's Call-ID, refused (an unknown ID): its dialog's failure
+    // removed the Call-ID's guard, and the forged re-INVITE above then went through.
+    const d = await dial();
+    const other = await sipInvite(k, `${luhnId('123456789012345')}*33612345678`, { callId: d.callId });
+    expect(other.code).toBe(404);
+    await expectForgeryRefused(d);
+    // The last dialog of the Call-ID gone, so is its guard: nothing kept per Call-ID for good.
+    type Dump = { slot: { name: string }[] }[];
+    const kept = async (table: string): Promise<string[]> =>
+      ((await k.rpc('htable.dump', [table])).result as Dump).flatMap((e) => e.slot.map((x) => x.name));
+    await until('the guard to go', async () =>
+      !(await kept('callers')).includes(d.callId) && !(await kept('dialogs')).includes(d.callId) ? true : undefined,
+    );
   });
 
   it("sends a caller's BYE to the gateway after a restart lost the dialog: the gateway's leg must not talk on", async () => {
