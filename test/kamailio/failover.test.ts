@@ -2,8 +2,8 @@
  * What a prepaid call survives: the connector killed (Kamailio's own
  * fail-safe cuts the call at its granted time, the grant it was last given
  * when grants come in slices; a second connector carries the call on), a gateway going away (the connector fails over and comes
- * back), and Kamailio restarted (calls it lost are stopped, new calls are
- * metered again). Billing stays exact and the audit balances throughout.
+ * back), and Kamailio restarted (its calls metered on) or crashed (calls it
+ * lost are stopped, new calls are metered again). Billing stays exact and the audit balances throughout.
  */
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -90,6 +90,16 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     });
   const recordOfRun = (run: UacRun): Promise<Record<string, string>> =>
     recordOf(h, [...run.calls.values()][0]!.ci, 20_000);
+
+  /** The run's one call ended by its caller and was billed exactly its talk; the audit balances. */
+  const expectBilledItsTalk = async (run: UacRun): Promise<void> => {
+    expect(run.code, run.stdout).toBe(0);
+    const [c] = [...run.calls.values()];
+    const rec = await recordOfRun(run);
+    expect(rec.cause).toBe('hangup');
+    expect(Number(rec.sec)).toBe(billedSeconds(c!.answerUs!, c!.hangupUs!));
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  };
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tessera-kamailio-'));
@@ -223,13 +233,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     await admitted(id!);
     await sleep(1200);
     child.kill('SIGKILL');
-    const run = await call;
-    expect(run.code, run.stdout).toBe(0);
-    const [c] = [...run.calls.values()];
-    const rec = await recordOfRun(run);
-    expect(rec.cause).toBe('hangup');
-    expect(Number(rec.sec)).toBe(billedSeconds(c!.answerUs!, c!.hangupUs!));
-    expect((await audit(h.ctx)).problems).toEqual([]);
+    await expectBilledItsTalk(await call);
     await detachAll();
   });
 
@@ -273,7 +277,35 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     await detachAll();
   });
 
-  it('stops the calls Kamailio lost in a restart and meters new ones once it is back', async () => {
+  /** Kamailio down by `down` (a stop or a crash) and started again on its ports and directory. */
+  const restartKamailio = async (down: () => Promise<void>): Promise<void> => {
+    const ports = { sipPort: k.sipPort, evapiPort: k.evapiPort, httpPort: k.httpPort };
+    await down();
+    k = await startKamailio({ dir, pstnPort: uasPort, ports, defines: [`GRACE_SEC=${GRACE_SEC}`] });
+  };
+
+  it('keeps metering the calls of a Kamailio restarted mid-call: each is billed its whole talk', async () => {
+    // A restart lost every dialog: the connector stopped their calls (cause lost) and both legs
+    // talked on, unmetered, until one hung up.
+    await attach([url(gw1.port)]);
+    const [a] = await soldIds(h, TALK, 1);
+    const run = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${a}*33612345678`, 'X-Test: kept']],
+      talkMs: 3600,
+      timeoutSec: 12,
+    });
+    await admitted(a!);
+    await sleep(1200);
+    await restartKamailio(() => k.stop());
+    await until('the connector to attach again', async () => (await connectorsAttached(k)) === 1);
+    await expectBilledItsTalk(await run);
+    await detachAll();
+  });
+
+  it('stops the calls Kamailio lost in a crash and meters new ones once it is back', async () => {
     await attach([url(gw1.port)]);
     const [a, b] = await soldIds(h, TALK, 2);
     const lost = runUac({
@@ -286,9 +318,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     });
     await admitted(a!);
     await sleep(1200);
-    const ports = { sipPort: k.sipPort, evapiPort: k.evapiPort, httpPort: k.httpPort };
-    await k.stop();
-    k = await startKamailio({ dir, pstnPort: uasPort, ports, defines: [`GRACE_SEC=${GRACE_SEC}`] });
+    await restartKamailio(() => k.crash());
     const run1 = await lost;
     const [c1] = [...run1.calls.values()];
     const rec1 = await recordOfRun(run1);

@@ -196,20 +196,13 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it("relays a call's requests to its peers: re-INVITE and OPTIONS to the gateway, the gateway's BYE to the caller", async () => {
-    const d = await dial();
-    expect(await request(d, 'INVITE', d.target)).toBe(200);
-    expect(await request(d, 'OPTIONS', d.target)).toBe(200);
-    // Kamailio may send the INVITE again (UDP): each request once, whatever came twice.
-    const atGateway = pstn.received.filter((m) => m.code === 0 && m.get('call-id') === d.callId);
-    expect(new Set(atGateway.map((m) => m.get('cseq')))).toEqual(
-      new Set(['1 INVITE', '1 ACK', '2 INVITE', '3 OPTIONS']),
-    );
-    // The gateway hangs up: its BYE, along the Record-Route, reaches the caller's contact.
+  /** The gateway's BYE in `d`, along the Record-Route: once it reached the caller, its final answer's code. */
+  const gatewayHangsUp = async (d: Dialog): Promise<number> => {
+    const branch = `z9hG4bK-${++n}-gw-bye`;
     pstn.send(
       [
         `BYE sip:caller@127.0.0.1:${caller.port} SIP/2.0`,
-        `Via: SIP/2.0/UDP 127.0.0.1:${pstn.port};branch=z9hG4bK-${++n}-gw-bye`,
+        `Via: SIP/2.0/UDP 127.0.0.1:${pstn.port};branch=${branch}`,
         'Max-Forwards: 70',
         ...[...d.routes].reverse().map((r) => `Route: ${r}`),
         `From: <sip:callee@127.0.0.1>;tag=${d.toTag}`,
@@ -223,8 +216,24 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
       'the BYE at the caller',
       (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
     );
-    const ok = await pstn.next('the 200 to the BYE', (m) => m.method === 'BYE' && m.code === 200);
-    expect(ok.get('call-id')).toBe(d.callId);
+    const answer = await pstn.next(
+      'the answer to its BYE',
+      (m) => m.code >= 200 && (m.get('via') ?? '').includes(branch),
+    );
+    return answer.code;
+  };
+
+  it("relays a call's requests to its peers: re-INVITE and OPTIONS to the gateway, the gateway's BYE to the caller", async () => {
+    const d = await dial();
+    expect(await request(d, 'INVITE', d.target)).toBe(200);
+    expect(await request(d, 'OPTIONS', d.target)).toBe(200);
+    // Kamailio may send the INVITE again (UDP): each request once, whatever came twice.
+    const atGateway = pstn.received.filter((m) => m.code === 0 && m.get('call-id') === d.callId);
+    expect(new Set(atGateway.map((m) => m.get('cseq')))).toEqual(
+      new Set(['1 INVITE', '1 ACK', '2 INVITE', '3 OPTIONS']),
+    );
+    // The gateway hangs up: its BYE, along the Record-Route, reaches the caller's contact.
+    expect(await gatewayHangsUp(d)).toBe(200);
   });
 
   it('refuses a request of a live call to any other host, from either end of its dialog: 403, never relayed', async () => {
@@ -371,17 +380,32 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     );
   });
 
-  it("sends a caller's BYE to the gateway after a restart lost the dialog: the gateway's leg must not talk on", async () => {
-    // The connector stops a call whose dialog a restart lost (cause lost); refused 481, the
-    // caller's BYE never reached the gateway, whose leg talked on, unmetered.
-    const d = await dial();
+  /** Kamailio started again on its ports and directory, after `down` (a stop or a crash); the connector back on it. */
+  const restart = async (down: () => Promise<void>): Promise<void> => {
     const ports = { sipPort: k.sipPort, evapiPort: k.evapiPort, httpPort: k.httpPort };
-    await k.stop();
+    await down();
     k = await startKamailio({ dir, pstnPort: pstn.port, ports });
-    expect(await request(d, 'BYE', d.target)).toBe(200);
-    await byeAtGateway(d);
     // The tests after this one dial through the restarted Kamailio: the connector must be back on it.
     await until('the connector to attach again', async () => (await connectorsAttached(k)) >= 1);
+  };
+
+  it("sends a caller's BYE to the gateway after a crash lost the dialog: the gateway's leg must not talk on", async () => {
+    // The connector stops a call whose dialog a crash lost (cause lost); refused 481, the
+    // caller's BYE never reached the gateway, whose leg talked on, unmetered.
+    const d = await dial();
+    await restart(() => k.crash());
+    expect(await request(d, 'BYE', d.target)).toBe(200);
+    await byeAtGateway(d);
+  });
+
+  it("keeps a call's dialog over a restart: the gateway's BYE reaches the caller, the caller's guard holds", async () => {
+    // The dialog was lost in every restart: the gateway's BYE got 481 (the caller's phone talked on to
+    // silence) and the forged re-INVITE met no guard.
+    const d = await dial();
+    await restart(() => k.stop());
+    expect(await calleeContact(d)).toBe(d.target);
+    expect(await forgedReinvite(d)).toBe(403);
+    expect(await gatewayHangsUp(d)).toBe(200);
   });
 
   it('cuts a call at its fail-safe with its connector gone, however many requests it sends inside its dialog', async () => {

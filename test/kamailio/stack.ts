@@ -5,7 +5,7 @@
  * Every process started here is killed by `stopAll` (and Kamailio with its
  * whole process group).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
@@ -19,6 +19,7 @@ import { sleep, until as waitUntil } from '../support/wait';
 
 const ROOT = join(__dirname, '..', '..');
 export const KAMAILIO_CFG = join(ROOT, 'deploy', 'kamailio', 'kamailio.cfg');
+const DIALOG_DB = join(ROOT, 'deploy', 'kamailio', 'dialog-db.sh');
 const SCENARIOS = join(__dirname, 'sipp');
 const TASKSET = '/usr/bin/taskset';
 
@@ -80,7 +81,10 @@ export interface KamailioChild {
   rpcUrl: string;
   logs: string[];
   rpc(method: string, params?: unknown[]): Promise<any>;
+  /** SIGTERM to every process, as systemd stops it: Kamailio writes its dialogs for the next start. */
   stop(): Promise<void>;
+  /** SIGKILL: a crash, whose dialogs are lost. */
+  crash(): Promise<void>;
 }
 
 export interface KamailioPorts {
@@ -361,6 +365,9 @@ export async function startKamailio(o: {
   cpus?: string;
 }): Promise<KamailioChild> {
   const ports = o.ports ?? (await kamailioPorts());
+  // Where this Kamailio keeps its dialogs over a restart: in `dir`, so a restart on the same dir finds them.
+  const db = join(o.dir, 'db');
+  execFileSync('sh', [DIALOG_DB, db]);
   // -x tlsf: the memory manager docs/switches.md tells operators to run (deploy/kamailio/kamailio.service.d).
   // prettier-ignore
   const args = [
@@ -370,6 +377,7 @@ export async function startKamailio(o: {
     '-A', `EVAPI_BIND="127.0.0.1:${ports.evapiPort}"`,
     '-A', `PSTN_GW="sip:127.0.0.1:${o.pstnPort}"`,
     '-A', `CHILDREN=${o.children ?? 2}`,
+    '-A', `DB_URL="text://${db}"`,
     ...(o.defines ?? []).flatMap((d) => ['-A', d]),
   ];
   const [cmd, argv] =
@@ -406,6 +414,10 @@ export async function startKamailio(o: {
       const t = setTimeout(() => killTree(proc), 3000);
       await exited(proc);
       clearTimeout(t);
+    },
+    async crash() {
+      killTree(proc);
+      await exited(proc);
     },
   };
 }
