@@ -232,7 +232,8 @@ const fieldActivation = (field: string): number => Number(field.split('@')[1] ??
 
 /**
  * What the schema cannot say: a known time zone, periods that end after they
- * start, period rates only for declared periods, each prefix once. Makes
+ * start, period rates only for declared periods, each prefix once, a minimum
+ * duration at a block end. Makes
  * `activeFrom` milliseconds (an undated plan has none).
  */
 function checkPlanRules(p: RatePlan): void {
@@ -257,6 +258,14 @@ function checkPlanRules(p: RatePlan): void {
   for (const r of p.rates) {
     if (seen.has(r.prefix)) fail(`prefix '${r.prefix}' appears twice`);
     seen.add(r.prefix);
+    // A charged duration between two block ends cannot be granted: the seconds past the
+    // last block end inside it start the next block, which the grant did not reserve.
+    const ini = r.initial ?? 1;
+    const nxt = r.next ?? 1;
+    if (r.minSec !== undefined && r.minSec > ini && (r.minSec - ini) % nxt !== 0)
+      fail(
+        `prefix '${r.prefix}': minSec ${r.minSec} is not the end of a block (initial ${ini} + a whole number of next blocks of ${nxt})`,
+      );
     for (const name of Object.keys(r.periodRates ?? {}))
       if (!periods.has(name))
         fail(`prefix '${r.prefix}' has a rate for period '${name}', which the plan does not define`);

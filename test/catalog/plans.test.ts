@@ -122,6 +122,12 @@ describe('rate plan files', () => {
         /rate plan bad: prefix '' has a rate for period 'peak', which the plan does not define/,
       ],
       [{ ...base, rates: [{ prefix: '', rate: 10, initial: 0 }] }, /initial must be >= 1/],
+      // 90 s on 60/60: a call past 60 s starts a block to 120 that a 90-second grant did not cover.
+      [
+        { ...base, rates: [{ prefix: '', rate: 10, initial: 60, next: 60, minSec: 90 }] },
+        /rate plan bad: prefix '': minSec 90 is not the end of a block \(initial 60 \+ a whole number of next blocks of 60\)/,
+      ],
+      [{ ...base, rates: [{ prefix: '33', rate: 10, initial: 30, next: 6, minSec: 45 }] }, /prefix '33': minSec 45/],
       [{ ...base, periods: [{ name: 'p', days: ['monday'] }] }, /days/],
     ];
     for (const [plan, message] of cases) await expect(putPlans(h.ctx.redis, [plan])).rejects.toThrow(message);
@@ -132,6 +138,17 @@ describe('rate plan files', () => {
       ]),
     ).rejects.toThrow(/rate plan bad: two versions with the same activeFrom/);
     expect(await h.r.hget(keys.plans, 'bad')).toBeNull();
+  });
+
+  it('takes a minimum duration at a block end, or within the initial block', async () => {
+    const rates = [
+      { prefix: '', rate: 10, initial: 30, next: 6, minSec: 60 },
+      { prefix: '33', rate: 10, initial: 60, next: 60, minSec: 180 },
+      { prefix: '44', rate: 10, initial: 60, next: 6, minSec: 45 },
+      { prefix: '49', rate: 10, minSec: 37 },
+    ];
+    const [stored] = await putPlans(h.ctx.redis, [{ name: 'minsec', rates }]);
+    expect(stored!.rates.map((r) => r.minSec)).toEqual([60, 180, 45, 37]);
   });
 });
 
