@@ -232,8 +232,8 @@ const fieldActivation = (field: string): number => Number(field.split('@')[1] ??
 
 /**
  * What the schema cannot say: a known time zone, periods that end after they
- * start, period rates only for declared periods, each prefix once, a minimum
- * duration at a block end. Makes
+ * start, period rates only for declared periods, each prefix once and never
+ * starting with 0, a minimum duration at a block end. Makes
  * `activeFrom` milliseconds (an undated plan has none).
  */
 function checkPlanRules(p: RatePlan): void {
@@ -258,6 +258,10 @@ function checkPlanRules(p: RatePlan): void {
   for (const r of p.rates) {
     if (seen.has(r.prefix)) fail(`prefix '${r.prefix}' appears twice`);
     seen.add(r.prefix);
+    // Destinations are rated after their + or 00 is taken off and never start with 0: such a
+    // prefix would never match, and its calls would go to a shorter prefix or the catch-all.
+    if (r.prefix.startsWith('0'))
+      fail(`prefix '${r.prefix}' starts with 0: write prefixes country code first, without 00 or a trunk 0`);
     // A charged duration between two block ends cannot be granted: the seconds past the
     // last block end inside it start the next block, which the grant did not reserve.
     const ini = r.initial ?? 1;

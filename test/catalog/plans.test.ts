@@ -128,6 +128,17 @@ describe('rate plan files', () => {
         /rate plan bad: prefix '': minSec 90 is not the end of a block \(initial 60 \+ a whole number of next blocks of 60\)/,
       ],
       [{ ...base, rates: [{ prefix: '33', rate: 10, initial: 30, next: 6, minSec: 45 }] }, /prefix '33': minSec 45/],
+      // A deck written with the international prefix: 0033 would never match, France would pay the catch-all.
+      [
+        {
+          ...base,
+          rates: [
+            { prefix: '', rate: 10 },
+            { prefix: '0033', rate: 4 },
+          ],
+        },
+        /rate plan bad: prefix '0033' starts with 0/,
+      ],
       [{ ...base, periods: [{ name: 'p', days: ['monday'] }] }, /days/],
     ];
     for (const [plan, message] of cases) await expect(putPlans(h.ctx.redis, [plan])).rejects.toThrow(message);
