@@ -190,13 +190,24 @@ export class Metering {
    * What a call on the ID to `dialled` would cost now and how many seconds its
    * balance buys there, as a start would grant them; nothing is written but the
    * switch's guess counter. Throttled and counted like a start, so it is no way
-   * around the guess limit.
+   * around the guess limit; unlike a start it waits for a slot (SwitchGuesses.holding).
    */
   async quote(sw: string, idInput: unknown, dialled: string, ani?: unknown, origin?: string): Promise<QuoteResult> {
     const wait = this.guesses.retryAfter(sw, origin);
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
     const dest = destDigits(dialled);
     if (dest === undefined) return { ok: false, reason: 'bad_value' };
+    const refuse = (retryAfter: number): QuoteResult => ({ ok: false, reason: 'throttled', retryAfter });
+    return this.guesses.holding(sw, origin, refuse, () => this.quoteNow(sw, idInput, dest, ani, origin));
+  }
+
+  private async quoteNow(
+    sw: string,
+    idInput: unknown,
+    dest: string,
+    ani: unknown,
+    origin?: string,
+  ): Promise<QuoteResult> {
     const caller = await this.caller(sw, origin, idInput, ani);
     if (!caller.ok) return caller;
     const { hash, bucket } = caller;

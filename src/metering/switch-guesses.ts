@@ -50,6 +50,18 @@ export class SwitchGuesses {
     return Math.max(one, all);
   }
 
+  /**
+   * Runs a quote's lookup holding a slot of the switch (or of its origin, then of all its
+   * origins), as scanners' lookups do (GuessThrottle.withSlot): a burst of guessed IDs waits
+   * its turn here, so an ID behind the miss that went over the limit is refused `throttled`,
+   * not quoted. Starts are not held back (a switch starts thousands of calls at once), but a
+   * quote has no such need and would otherwise be a guessing oracle of one frame's size.
+   */
+  holding<T>(sw: string, origin: string | undefined, refuse: (retryAfter: number) => T, lookUp: () => Promise<T>) {
+    if (origin === undefined) return this.bySwitch.withSlot(sw, refuse, lookUp);
+    return this.byOrigin.withSlot(originKey(sw, origin), refuse, () => this.allOrigins.withSlot(sw, refuse, lookUp));
+  }
+
   /** Clients this gateway keeps state for: switches and origins with a window not over. */
   get tracked(): number {
     return this.bySwitch.tracked + this.byOrigin.tracked + this.allOrigins.tracked;

@@ -181,4 +181,27 @@ describe('quote', () => {
       await g.close();
     }
   });
+
+  it('a burst of guesses in one frame does not answer an ID hidden behind the limit', async () => {
+    const LIMIT = 2;
+    const g = await gateway(h, { guessLimit: LIMIT, guessWindowSec: 60 });
+    try {
+      const [id] = await soldIds(h, talkProduct());
+      const { c: s } = await connectSwitch(h, g.port);
+      // Sent together, all at once: a quote answered for the real ID would tell a guesser it exists.
+      const burst: Msg[] = Array.from({ length: 40 }, (_, i) => ({
+        op: 'quote',
+        ref: `g${i}`,
+        id: generateId(h.cfg.idLength),
+        dest: '4912345',
+      }));
+      burst.push({ op: 'quote', ref: 'hit', id: id!, dest: '4912345' });
+      const answers = await s.requestAll(burst);
+      expect(answers.filter((a) => a.reason === 'unknown_id')).toHaveLength(LIMIT + 1);
+      expect(answers.find((a) => a.ref === 'hit')).toMatchObject({ op: 'error', reason: 'throttled' });
+      await s.close();
+    } finally {
+      await g.close();
+    }
+  });
 });
