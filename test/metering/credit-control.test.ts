@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
+import { metricsText, sample } from '../support/metrics';
 import { idFields, idKeyOf } from '../support/redis';
 import { Client, type Msg } from '../support/ws-client';
 import { cdrsOf, connectSwitch, msgs, newCall, range, sendTicks } from './fixtures';
@@ -324,6 +325,19 @@ describe('quota mode', () => {
     });
     expect(await stop(q, 20)).toMatchObject({ billedSec: 20, cost: 2000 });
     expect(await stop(t, 20)).toMatchObject({ billedSec: 20, cost: 2000 });
+  });
+
+  it('updates are counted in tessera_events_total as updates, not as ticks too', async () => {
+    const [id] = await soldIds(h, talkProduct({ name: 'quota-metrics', face: 1_000_000, thresholds: [] }));
+    const q = newCall('qmet');
+    await start(id!, q, { mode: 'quota' });
+    const count = async (op: string): Promise<number> =>
+      sample(await metricsText(gw.port), 'tessera_events_total', { op, outcome: 'ok' }) ?? 0;
+    const [ticks, updates] = [await count('tick'), await count('update')];
+    for (const sec of [5, 10, 15]) await c.request({ op: 'update', ref: ref(), call: q, sec });
+    expect(await count('update')).toBe(updates + 3);
+    expect(await count('tick')).toBe(ticks);
+    await stop(q, 15);
   });
 
   it('a quota call is not reaped between its updates, only when its validity has passed', async () => {

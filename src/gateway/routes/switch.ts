@@ -41,7 +41,8 @@ function callerError(m: StartMsg | QuoteMsg): object | undefined {
 export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
   /** Alerts and cut-off orders a tick or update brought; false when the answer was an error or nothing. */
   const answerTick = (m: TickMsg | UpdateMsg, r: TickResult, reply: (msg: object) => void): boolean => {
-    metrics.event('tick', r.code);
+    // Counted under its own op: an update is one event, not a tick as well.
+    metrics.event(m.op, r.code);
     if (r.code === 'unknown_call' || r.code === 'call_conflict' || (r.code === 'call_ended' && m.ref !== undefined)) {
       reply({ op: 'error', ref: m.ref, call: m.call, reason: r.code, message: `${m.op} refused: ${r.code}` });
       return false;
@@ -119,7 +120,6 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
     handleCb(m, conn, reply, done) {
       metering.tick(conn.token.name, m.call, m.sec, (err, r) => {
         if (err || !r) return done(err ?? new Error('no update result'));
-        metrics.event('update', r.code);
         if (answerTick(m, r, reply))
           reply({
             op: 'granted',
