@@ -5,6 +5,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import Ajv from 'ajv';
+import { isIP } from 'node:net';
 
 const Int = (min: number, max: number, def: number) => Type.Integer({ minimum: min, maximum: max, default: def });
 
@@ -55,7 +56,11 @@ const EnvSchema = Type.Object({
   BUY_LIMIT_PER_NETWORK: Int(1, 10_000_000, 100),
   BUY_LIMIT_TOTAL: Int(1, 10_000_000, 5000),
   PIN_MAX_TRIES: Int(1, 100, 5),
-  TRUST_PROXY: Type.Union([Type.Literal('0'), Type.Literal('1')], { default: '0' }),
+  // 0, 1 (any peer), or the proxies' addresses and networks: 10.0.0.5,2001:db8::/64
+  TRUST_PROXY: Type.String({
+    default: '0',
+    pattern: '^(0|1|[0-9a-fA-F:.]+(/[0-9]{1,3})?(,[0-9a-fA-F:.]+(/[0-9]{1,3})?)*)$',
+  }),
   METRICS_TOKEN: Type.Optional(Type.String({ pattern: '^[\\x21-\\x7e]{16,200}$' })),
   PIN_LOCK_SEC: Int(1, 86400, 900),
   PIN_LOCK_MAX_SEC: Int(1, 30 * 86400, 86400),
@@ -146,6 +151,11 @@ export interface Config {
   abandonAfterMs: number;
   /** Take the client address from X-Forwarded-For (only behind a proxy that sets it). */
   trustProxy: boolean;
+  /**
+   * The proxies whose X-Forwarded-For is taken (addresses and networks); undefined with
+   * trustProxy: any peer's, which is safe only where nothing but the proxy reaches the gateway.
+   */
+  trustedProxies?: string[];
   /** Bearer token GET /metrics asks for; unset, it answers loopback clients only. */
   metricsToken: string | undefined;
   purchaseLeaseMs: number;
@@ -190,6 +200,13 @@ function describeErrors(errors: typeof checkEnv.errors): string {
   );
 }
 
+/** `192.0.2.7`, `10.0.0.0/8`, `2001:db8::/64`: an address, or a network with a prefix its family allows. */
+function isNetwork(text: string): boolean {
+  const [address = '', prefix] = text.split('/');
+  const family = isIP(address);
+  return family !== 0 && (prefix === undefined || Number(prefix) <= (family === 4 ? 32 : 128));
+}
+
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
@@ -213,6 +230,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     throw new ConfigError(
       'invalid configuration: REDIS_USERNAME and REDIS_PASSWORD go with REDIS_CLUSTER; with REDIS_URL put them in the URL (redis://user:password@host:port)',
     );
+  const proxies = e.TRUST_PROXY === '0' || e.TRUST_PROXY === '1' ? undefined : e.TRUST_PROXY.split(',');
+  const notProxy = proxies?.find((p) => !isNetwork(p));
+  if (notProxy !== undefined)
+    throw new ConfigError(`invalid configuration: TRUST_PROXY: ${notProxy} is no IPv4 or IPv6 address or network`);
   const cfg: Config = {
     host: e.HOST,
     port: e.PORT,
@@ -261,7 +282,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     },
     holdMs: e.HOLD_MS,
     abandonAfterMs: e.ABANDON_AFTER_MS,
-    trustProxy: e.TRUST_PROXY === '1',
+    trustProxy: e.TRUST_PROXY !== '0',
+    trustedProxies: proxies,
     metricsToken: e.METRICS_TOKEN,
     purchaseLeaseMs: e.PURCHASE_LEASE_MS,
     purchaseDeclinedTtlSec: e.PURCHASE_DECLINED_TTL_SEC,

@@ -3,7 +3,7 @@ import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { CatalogCache } from '../catalog/cache';
 import type { Role, TokenInfo } from '../catalog/schema';
 import { messageOf, statusOf, type Reason } from '../protocol/reasons';
-import { addressOnly } from '../protocol/client-address';
+import { addressOnly, type ProxyTrust } from '../protocol/client-address';
 
 export const STATUS: Record<number, string> = {
   200: '200 OK',
@@ -138,15 +138,16 @@ export function pathParam(req: HttpRequest, i: number): string {
 }
 
 /**
- * The client's address (per-client limits: PIN tries, connections). Behind a
- * reverse proxy (TRUST_PROXY=1) it is the last address of X-Forwarded-For, else
+ * The client's address (per-client limits: PIN tries, connections). From a
+ * trusted proxy (TRUST_PROXY) it is the last address of X-Forwarded-For, else
  * the socket's.
  */
-export function clientAddress(res: HttpResponse, req: HttpRequest, trustProxy: boolean): string {
+export function clientAddress(res: HttpResponse, req: HttpRequest, trust: ProxyTrust): string {
+  const peer = Buffer.from(res.getRemoteAddressAsText()).toString('utf8');
   // The last entry is the one our own proxy added; earlier ones are whatever the client sent.
   // Some proxies add the client's port: no part of the client, or each connection would be one.
-  const forwarded = trustProxy ? addressOnly(lastForwarded(req)) : '';
-  return forwarded || Buffer.from(res.getRemoteAddressAsText()).toString('utf8');
+  const forwarded = trust(peer) ? addressOnly(lastForwarded(req)) : '';
+  return forwarded || peer;
 }
 
 /**

@@ -16,6 +16,7 @@ import { Reaper } from '../metering/reaper';
 import { Metering } from '../metering/service';
 import { Metrics } from '../observability/metrics';
 import { connectRedis, waitReady, type RedisClient } from '../redis/connect';
+import { proxyTrust } from '../protocol/client-address';
 import { openScanWindows } from '../redemption/scan-windows';
 import { Redemption } from '../redemption/service';
 import { sweepRefundVoids } from '../sales/admin';
@@ -115,7 +116,7 @@ export async function startGateway(
     checks: s.checks,
     anis: new AniRegistry(s.ctx, (product) => aniTermsOf(s.catalog.product(product))),
     publicUrl,
-    trustProxy: cfg.trustProxy,
+    trustProxy: proxyTrust(cfg.trustProxy, cfg.trustedProxies),
     log,
     formMac: (cookie) => s.ctx.ids.mac(`form:${cookie}`).slice(0, 32),
     load,

@@ -21,6 +21,7 @@ import { Conn, type ConnData } from './connection';
 import { Dispatcher, type Load, type Routes } from './dispatch';
 import { authorize, authorizeFresh, bearer, clientAddress, statusLine, type AuthResult } from './http';
 import { messageOf, statusOf } from '../protocol/reasons';
+import { proxyTrust, type ProxyTrust } from '../protocol/client-address';
 
 /**
  * Close codes of a connection whose token no longer grants it (docs/protocol.md,
@@ -47,12 +48,15 @@ export class WsEndpoints {
   private readonly perClient = new Map<string, number>();
   /** Open connections by the sha256 of their token. */
   private readonly byToken = new Map<string, Set<Conn>>();
+  /** Whose X-Forwarded-For names the client (MAX_CONNECTIONS_PER_CLIENT). */
+  private readonly trust: ProxyTrust;
 
   constructor(
     private readonly app: TemplatedApp,
     private readonly d: WsDeps,
   ) {
     d.catalog.onTokenChange((changes) => this.tokensChanged(changes));
+    this.trust = proxyTrust(d.cfg.trustProxy, d.cfg.trustedProxies);
   }
 
   /** Serves `routes` at `path` to tokens of `role`. */
@@ -101,7 +105,7 @@ export class WsEndpoints {
     const { cfg, catalog, metrics } = this.d;
     // Headers must be read before any await: uWS reuses req afterwards.
     const tok = bearer(req) || new URLSearchParams(req.getQuery() ?? '').get('token') || '';
-    const client = clientAddress(res, req, cfg.trustProxy);
+    const client = clientAddress(res, req, this.trust);
     // Refused before the token is even looked at: a flood must cost us as little as possible.
     const full =
       this.conns.size >= cfg.maxConnections

@@ -3,6 +3,7 @@
  * tries, connections): an address as a proxy may write it, the client group
  * of an address (one subscriber) and its network (one site or host customer).
  */
+import { BlockList, isIPv4 } from 'node:net';
 
 const DOTTED = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 
@@ -71,4 +72,33 @@ export function clientNetwork(address: string): string {
   const p = parseAddress(a);
   if (!p) return a;
   return 'v4' in p ? `${p.v4.slice(0, 3).join('.')}.0/24` : v6Prefix(p.v6, 3);
+}
+
+/** Whether a peer's X-Forwarded-For is taken (the peer is a trusted proxy). */
+export type ProxyTrust = (peer: string) => boolean;
+
+/**
+ * Whose X-Forwarded-For is taken: nobody's, any peer's (`proxies` unset), or
+ * only that of the proxies listed (addresses and networks). A client that
+ * reaches the gateway around its proxy would otherwise name any address it
+ * likes, and with it escape every per-client limit.
+ */
+export function proxyTrust(trust: boolean, proxies?: readonly string[]): ProxyTrust {
+  if (!trust) return () => false;
+  if (!proxies) return () => true;
+  const list = new BlockList();
+  for (const entry of proxies) {
+    const [address = '', prefix] = entry.split('/');
+    const type = isIPv4(address) ? 'ipv4' : 'ipv6';
+    if (prefix === undefined) list.addAddress(address, type);
+    else list.addSubnet(address, Number(prefix), type);
+  }
+  return (peer) => {
+    // Parsed first: a dual-stack socket may report an IPv4 proxy as ::ffff:a.b.c.d.
+    const p = parseAddress(addressOnly(peer));
+    if (!p) return false;
+    return 'v4' in p
+      ? list.check(p.v4.join('.'), 'ipv4')
+      : list.check(p.v6.map((x) => x.toString(16)).join(':'), 'ipv6');
+  };
 }

@@ -14,6 +14,7 @@ import type { Recharges } from '../../../sales/recharge';
 import type { Topups } from '../../../sales/topup';
 import { failureReason } from '../../../redis/failure';
 import { statusOf } from '../../../protocol/reasons';
+import type { ProxyTrust } from '../../../protocol/client-address';
 import type { Load } from '../../dispatch';
 import { BodyError, type Reply } from '../../http';
 import { page, type Html } from './html';
@@ -29,7 +30,8 @@ export interface PageDeps {
   /** Caller numbers, which the check page lets an owner register. */
   anis: AniRegistry;
   publicUrl: () => string;
-  trustProxy: boolean;
+  /** Whose X-Forwarded-For names the client (per-client limits of payments and PIN tries). */
+  trustProxy: ProxyTrust;
   log: Logger;
   /** Keyed hash (server secret) of a browser's form cookie: the token its forms carry. */
   formMac: (cookie: string) => string;
