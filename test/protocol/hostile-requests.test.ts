@@ -208,6 +208,28 @@ describe('a client that leaves mid-body', () => {
   });
 });
 
+describe('forms sent slowly', () => {
+  it('hold no MAX_INFLIGHT_TOTAL slot while their bodies dribble in: the API and pages are served', async () => {
+    const small = await gateway(h, { maxInflightTotal: 2 });
+    const slow = ['/buy', '/check/0/x', '/check/0/x/recharge'].map((path) => {
+      const s = connect(small.port, '127.0.0.1');
+      s.on('error', () => {});
+      s.write(
+        `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\npin=`,
+      );
+      return s;
+    });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect((await http(small, 'GET', '/v1/products')).status).toBe(200);
+      expect((await http(small, 'GET', '/buy')).status).toBe(200);
+    } finally {
+      for (const s of slow) s.destroy();
+      await small.close();
+    }
+  });
+});
+
 describe('buy pages while Redis is slow', () => {
   /** SCARD calls Redis has answered since its last CONFIG RESETSTAT. */
   async function scards(): Promise<number> {

@@ -124,12 +124,16 @@ export function buyRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     const fc = formClient(req);
     const client = clientAddress(res, req, d.trustProxy);
     const form = readForm(res, reply, FORM_LIMIT);
-    kit.guard(reply, async () => {
-      const f = await form;
-      if (!kit.fromOurPage(fc, f)) return kit.send(reply, 403, 'Buy', await buyPage(d, fc, NOT_OUR_FORM), fc);
-      const b = readBuyForm(d, f);
-      if ('error' in b) return kit.send(reply, b.status, 'Buy', await buyPage(d, fc, b.error), fc);
-      await sell(d, kit, reply, fc, b, client);
-    });
+    kit.guard(
+      reply,
+      async () => {
+        const f = await form;
+        if (!kit.fromOurPage(fc, f)) return kit.send(reply, 403, 'Buy', await buyPage(d, fc, NOT_OUR_FORM), fc);
+        const b = readBuyForm(d, f);
+        if ('error' in b) return kit.send(reply, b.status, 'Buy', await buyPage(d, fc, b.error), fc);
+        await sell(d, kit, reply, fc, b, client);
+      },
+      form,
+    );
   });
 }

@@ -147,33 +147,37 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     const fc = formClient(req);
     const form = readForm(res, reply, FORM_LIMIT);
     const client = clientAddress(res, req, d.trustProxy);
-    kit.guard(reply, async () => {
-      const f = await form;
-      const again = (status: number, msg: string): void =>
-        kit.send(reply, status, 'Find your number', checkForm(action, d.formMac(fc.cookie), msg), fc);
-      if (!kit.fromOurPage(fc, f)) return again(403, NOT_OUR_FORM);
-      const r = await d.checks.check(bucket, token, digitsField(f, 'pin'), client);
-      if (!r.ok) {
-        if (r.reason !== 'locked') return again(403, 'That PIN does not match this link.');
-        const { retry, message } = lockedMessage(r.until ?? Date.now(), Boolean(r.client));
-        const body = checkForm(action, d.formMac(fc.cookie), message);
-        return kit.send(reply, 429, 'Find your number', body, undefined, { 'Retry-After': retry });
-      }
-      const { section, status } = await aniSection(d, r, f);
-      const product = d.catalog.product(r.product);
-      const offer: RechargeOffer | undefined =
-        r.kind === 'talk' && product?.kind === 'talk' && product.topup !== false
-          ? {
-              action,
-              formToken: d.formMac(fc.cookie),
-              grant: makeGrant(d, action, fc.cookie),
-              nonce: randomBytes(16).toString('hex'),
-              amounts: d.recharges.offers(product),
-              currency: r.currency,
-            }
-          : undefined;
-      kit.send(reply, status, 'Your number', checkedPage(r, action, d.formMac(fc.cookie), section, offer), fc);
-    });
+    kit.guard(
+      reply,
+      async () => {
+        const f = await form;
+        const again = (status: number, msg: string): void =>
+          kit.send(reply, status, 'Find your number', checkForm(action, d.formMac(fc.cookie), msg), fc);
+        if (!kit.fromOurPage(fc, f)) return again(403, NOT_OUR_FORM);
+        const r = await d.checks.check(bucket, token, digitsField(f, 'pin'), client);
+        if (!r.ok) {
+          if (r.reason !== 'locked') return again(403, 'That PIN does not match this link.');
+          const { retry, message } = lockedMessage(r.until ?? Date.now(), Boolean(r.client));
+          const body = checkForm(action, d.formMac(fc.cookie), message);
+          return kit.send(reply, 429, 'Find your number', body, undefined, { 'Retry-After': retry });
+        }
+        const { section, status } = await aniSection(d, r, f);
+        const product = d.catalog.product(r.product);
+        const offer: RechargeOffer | undefined =
+          r.kind === 'talk' && product?.kind === 'talk' && product.topup !== false
+            ? {
+                action,
+                formToken: d.formMac(fc.cookie),
+                grant: makeGrant(d, action, fc.cookie),
+                nonce: randomBytes(16).toString('hex'),
+                amounts: d.recharges.offers(product),
+                currency: r.currency,
+              }
+            : undefined;
+        kit.send(reply, status, 'Your number', checkedPage(r, action, d.formMac(fc.cookie), section, offer), fc);
+      },
+      form,
+    );
   });
 
   /**
@@ -199,19 +203,23 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       const fc = formClient(req);
       const client = clientAddress(res, req, d.trustProxy);
       const form = readForm(res, reply, FORM_LIMIT);
-      kit.guard(reply, async () => {
-        const f = await form;
-        const pinAgain = (status: number, msg: string): void =>
-          kit.send(reply, status, 'Find your number', checkForm(action, d.formMac(fc.cookie), msg), fc);
-        if (!kit.fromOurPage(fc, f)) return pinAgain(403, NOT_OUR_FORM);
-        const loc = grantValid(d, action, fc.cookie, f.get('grant') ?? '')
-          ? await d.checks.linked(bucket, token)
-          : undefined;
-        if (!loc) return pinAgain(403, 'Please enter your PIN again to recharge.');
-        const r = await run(loc, f, token, client);
-        if (r.ok) return kit.send(reply, 200, 'Recharged', rechargedPage(r, action), fc);
-        await refused(reply, fc, action, f.get('grant') ?? '', loc, r);
-      });
+      kit.guard(
+        reply,
+        async () => {
+          const f = await form;
+          const pinAgain = (status: number, msg: string): void =>
+            kit.send(reply, status, 'Find your number', checkForm(action, d.formMac(fc.cookie), msg), fc);
+          if (!kit.fromOurPage(fc, f)) return pinAgain(403, NOT_OUR_FORM);
+          const loc = grantValid(d, action, fc.cookie, f.get('grant') ?? '')
+            ? await d.checks.linked(bucket, token)
+            : undefined;
+          if (!loc) return pinAgain(403, 'Please enter your PIN again to recharge.');
+          const r = await run(loc, f, token, client);
+          if (r.ok) return kit.send(reply, 200, 'Recharged', rechargedPage(r, action), fc);
+          await refused(reply, fc, action, f.get('grant') ?? '', loc, r);
+        },
+        form,
+      );
     });
   };
 

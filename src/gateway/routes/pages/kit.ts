@@ -95,9 +95,10 @@ export interface PageKit {
   fromOurPage(fc: FormClient, form: URLSearchParams): boolean;
   /**
    * Runs a page's work, counted in flight like any request (past MAX_INFLIGHT_TOTAL: a 503 page at
-   * once, no Redis asked); whatever it throws becomes a page saying so.
+   * once, no Redis asked); whatever it throws becomes a page saying so. `body`: the form on its way,
+   * which the work waits for before it is counted.
    */
-  guard(reply: Reply, fn: () => Promise<void>): void;
+  guard(reply: Reply, fn: () => Promise<void>, body?: Promise<unknown>): void;
 }
 
 export function pageKit(d: PageDeps): PageKit {
@@ -111,7 +112,14 @@ export function pageKit(d: PageDeps): PageKit {
   };
   const fromOurPage: PageKit['fromOurPage'] = (fc, form) =>
     !fc.fresh && (fc.site === '' || fc.site === 'same-origin') && form.get('form') === d.formMac(fc.cookie);
-  const guard: PageKit['guard'] = (reply, fn) => {
+  const guard: PageKit['guard'] = (reply, fn, body) => {
+    // A form on its way waits on nothing of ours, and anyone may send one a byte at a time: counted
+    // from its first byte, a few hundred slow clients would hold every place and refuse all traffic.
+    // Failed (over the limit), the work still runs and answers why.
+    if (body) {
+      const run = (): void => guard(reply, fn);
+      return void body.then(run, run);
+    }
     // Anyone may ask for pages, and each waits on Redis: when Redis is slow they must be refused, not queued.
     const { load } = d;
     if (!load.enter())
