@@ -27,7 +27,8 @@ export interface PaymentRecord {
 /**
  * Where the card company's side of an attempt ended: captured (go on), no
  * answer yet (the attempt stays as it is, a retry finishes it), declined with
- * nothing held, or refused with money held that must be voided first.
+ * nothing held, or refused with money held that must be voided first (an
+ * attempt recorded `voiding` is only ever voided from then on).
  */
 export type Payment = { to: 'captured' } | { to: 'pending' } | { to: 'decline' | 'void'; reason: string };
 
@@ -174,6 +175,8 @@ export class PaymentRecords<R extends PaymentRecord> {
     card: { card: string; cardPin: string },
     beforeCapture?: () => Promise<string | undefined>,
   ): Promise<Payment> {
+    // Refused once (a declined capture, no stock): a retry only asks the void again, never captures.
+    if (r.st === 'voiding') return { to: 'void', reason: r.reason ?? 'capture_failed' };
     if (r.st === 'authorizing' || r.st === 'capturing') {
       const s = await provider.status(ref);
       if (s.state === 'unknown') return { to: 'pending' };
@@ -219,14 +222,18 @@ export class PaymentRecords<R extends PaymentRecord> {
   }
 
   /**
-   * Gives the payment of `ref` back (voids an authorization, refunds a
-   * capture): true once nothing is held on the card. A void the card company
-   * refuses while it still holds the money is logged for the operator and
-   * answers false, like no answer at all: the attempt stays open, and a retry
-   * or the abandoned-attempt sweep asks again. Never does an attempt end
-   * declined with the buyer's money kept.
+   * Gives the payment of the attempt under `key` (card company reference
+   * `ref`) back, refused for `reason` (voids an authorization, refunds a
+   * capture): true once nothing is held on the card. The decision is recorded
+   * first (`voiding`), so a retry or the sweep that finds the void unfinished
+   * asks it again and never captures, credits or sells instead. A void the
+   * card company refuses while it still holds the money is logged for the
+   * operator and answers false, like no answer at all: the attempt stays open,
+   * and a retry or the abandoned-attempt sweep asks again. Never does an
+   * attempt end declined with the buyer's money kept.
    */
-  async giveBack(provider: PaymentProvider, ref: string): Promise<boolean> {
+  async giveBack(provider: PaymentProvider, key: string, ref: string, reason: string): Promise<boolean> {
+    await this.set(key, { st: 'voiding', reason });
     const v = await provider.void(ref);
     if (v.status === 'voided') return true;
     if (v.status !== 'declined') return false;

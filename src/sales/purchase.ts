@@ -53,7 +53,8 @@ export type PurchaseResult =
  * `reserved` is only found in records written before IDs were reserved after
  * authorizing; such a record resumes as `new` with the ID it holds.
  */
-type State = 'new' | 'reserved' | 'authorizing' | 'authorized' | 'capturing' | 'captured' | 'done' | 'declined';
+type State =
+  'new' | 'reserved' | 'authorizing' | 'authorized' | 'capturing' | 'captured' | 'voiding' | 'done' | 'declined';
 
 interface PurchaseRecord {
   st: State;
@@ -202,7 +203,7 @@ export class Purchases {
   /** Gives back what the card company holds, then declines; until it has, the purchase stays as it is. */
   private async voidThenDecline(key: string, ref: string, reason: string, r: PurchaseRecord): Promise<PurchaseResult> {
     // Not given back yet: a retry (or the abandoned-purchase sweep) tries again.
-    if (!(await this.records.giveBack(this.provider, ref))) return this.pending();
+    if (!(await this.records.giveBack(this.provider, key, ref, reason))) return this.pending();
     return this.decline(key, reason, r);
   }
 
@@ -371,9 +372,11 @@ export class Purchases {
           }
           const s = await this.provider.status(ref);
           if (s.state === 'unknown') return;
+          // One already refused (voiding) ends with its own reason.
+          const reason = r.st === 'voiding' ? (r.reason ?? 'abandoned') : 'abandoned';
           const held = s.state === 'authorized' || s.state === 'captured';
-          if (held && !(await this.records.giveBack(this.provider, ref))) return;
-          await this.decline(key, 'abandoned', r);
+          if (held && !(await this.records.giveBack(this.provider, key, ref, reason))) return;
+          await this.decline(key, reason, r);
           settled++;
           this.log.warn({ ref, was: s.state }, 'abandoned purchase settled: payment voided, ID back in stock');
         });

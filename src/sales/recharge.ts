@@ -32,7 +32,7 @@ export type RechargeResult =
   | ({ ok: true } & TopupAnswer)
   | { ok: false; reason: string; message: string; retryAfter?: number; httpStatus?: number };
 
-type State = 'new' | 'authorizing' | 'authorized' | 'capturing' | 'captured' | 'done' | 'declined';
+type State = 'new' | 'authorizing' | 'authorized' | 'capturing' | 'captured' | 'voiding' | 'done' | 'declined';
 
 interface RechargeRecord {
   st: State;
@@ -151,7 +151,7 @@ export class Recharges {
   }
 
   private async voidThenDecline(key: string, ref: string, reason: string): Promise<RechargeResult> {
-    if (!(await this.records.giveBack(this.provider, ref))) return fail('payment_pending');
+    if (!(await this.records.giveBack(this.provider, key, ref, reason))) return fail('payment_pending');
     return this.decline(key, reason);
   }
 
@@ -217,13 +217,16 @@ export class Recharges {
         await claim.own(async () => {
           const s = await this.provider.status(ref);
           if (s.state === 'unknown') return;
-          if (s.state === 'captured') {
+          // One already refused (voiding) is voided with its own reason, never credited.
+          const refused = r.st === 'voiding';
+          const reason = refused ? (r.reason ?? 'abandoned') : 'abandoned';
+          if (s.state === 'captured' && !refused) {
             r.commission = String(s.commission ?? 0);
             await this.credit(key, ref, hash, r);
-          } else if (s.state === 'authorized') {
-            if (!(await this.records.giveBack(this.provider, ref))) return;
-            await this.decline(key, 'abandoned');
-          } else await this.decline(key, 'abandoned');
+          } else if (s.state === 'authorized' || s.state === 'captured') {
+            if (!(await this.records.giveBack(this.provider, key, ref, reason))) return;
+            await this.decline(key, reason);
+          } else await this.decline(key, reason);
           settled++;
         });
       }

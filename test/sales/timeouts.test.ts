@@ -296,15 +296,45 @@ describe('a void the card company refuses', () => {
       expect([first.status, first.json]).toEqual([503, PENDING]);
       expect((await payment(h, ref)).body.state).toBe('authorized');
       expect(await usedCredit(h, m.card)).toBe(PRICE);
+      expect(calls.capture).toBe(1);
+      // The card company would capture now, but its decline was answered: a retry only asks the void again.
+      h.sandbox.capture = (r) => (calls.capture++, orig.capture(r));
+      const second = await buy(gw, salesTok, key, 'talk-t', m);
+      expect([second.status, second.json]).toEqual([503, PENDING]);
+      expect(calls.capture).toBe(1);
+      expect((await payment(h, ref)).body.state).toBe('authorized');
     } finally {
       h.sandbox.capture = (r) => (calls.capture++, orig.capture(r));
       h.sandbox.void = origVoid;
     }
-    // The retry goes on from there: the card company now captures, and the buyer gets the ID paid for.
-    const second = await buy(gw, salesTok, key, 'talk-t', m);
-    expect(second.status).toBe(200);
-    expect(await usedCredit(h, m.card)).toBe(PRICE);
-    expect((await payment(h, ref)).body.state).toBe('captured');
+    // Once the void goes through the retry answers the capture's decline: nothing charged, nothing sold.
+    const third = await buy(gw, salesTok, key, 'talk-t', m);
+    expect([third.status, third.json.error.reason]).toEqual([402, 'payment_authorized']);
+    expect(calls.capture).toBe(1);
+    expect(await usedCredit(h, m.card)).toBe(0);
+    expect((await payment(h, ref)).body.state).toBe('voided');
+    expect((await saleRecords(h)).filter((r) => r.ref === ref)).toHaveLength(0);
+  });
+
+  it('a purchase left voiding is voided by the sweep with its own reason, never captured', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('void-swept');
+    const ref = refOf(key);
+    const origVoid = h.sandbox.void.bind(h.sandbox);
+    h.sandbox.capture = (r) => (calls.capture++, h.sandbox.payments.get(r));
+    h.sandbox.void = (r) => h.sandbox.payments.get(r);
+    try {
+      expect((await buy(gw, salesTok, key, 'talk-t', m)).status).toBe(503);
+    } finally {
+      h.sandbox.capture = (r) => (calls.capture++, orig.capture(r));
+      h.sandbox.void = origVoid;
+    }
+    expect(await gw.purchases.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000)).toBeGreaterThanOrEqual(1);
+    expect(calls.capture).toBe(1);
+    expect((await payment(h, ref)).body.state).toBe('voided');
+    expect(await usedCredit(h, m.card)).toBe(0);
+    const late = await buy(gw, salesTok, key, 'talk-t', m);
+    expect([late.status, late.json.error.reason]).toEqual([402, 'payment_authorized']);
   });
 });
 
