@@ -185,6 +185,7 @@ export class PaymentRecords<R extends PaymentRecord> {
       if (s.state === 'none') r.st = 'new';
       if (s.state === 'authorized') r.st = 'authorized';
       if (s.state === 'captured') {
+        if (this.overCharged(ref, r, s.commission ?? 0)) return { to: 'void', reason: 'capture_failed' };
         r.st = 'captured';
         r.commission = String(s.commission ?? 0);
         await this.set(key, { st: 'captured', commission: r.commission });
@@ -213,12 +214,28 @@ export class PaymentRecords<R extends PaymentRecord> {
       // Do not leave the payer's credit held for what they will not get.
       if (c.status !== 'captured')
         return { to: 'void', reason: c.status === 'declined' ? cardReason(c.reason) : 'capture_failed' };
+      if (this.overCharged(ref, r, c.commission)) return { to: 'void', reason: 'capture_failed' };
       r.st = 'captured';
       r.commission = String(c.commission);
       await this.set(key, { st: 'captured', commission: c.commission });
     }
     if (r.st !== 'captured') throw new Error(`payment ${ref} in unexpected state ${r.st}`);
     return { to: 'captured' };
+  }
+
+  /**
+   * A commission larger than the price would book a negative net: the card
+   * company (or its adapter, in the wrong units) says it keeps more than the
+   * buyer paid. Its payment record will say so on every retry, so waiting
+   * helps nothing: the payment is given back, and a person told.
+   */
+  private overCharged(ref: string, r: R, commission: number): boolean {
+    if (commission <= Number(r.price)) return false;
+    this.ctx.log.error(
+      { ref, commission, price: Number(r.price) },
+      'the card company keeps a commission larger than the price: payment given back, nothing sold',
+    );
+    return true;
   }
 
   /**

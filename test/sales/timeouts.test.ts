@@ -267,6 +267,43 @@ describe('answers that cannot be read are no answer', () => {
     ]);
   });
 
+  it('a commission larger than the price: the payment is voided, 402 capture_failed, no negative net booked', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('over-comm');
+    const stockBefore = await stock(h, 'talk-t');
+    const logged = captureLog('error');
+    const g = await gateway(h, {}, logged.log);
+    const bp = h.sandbox.commissionBp;
+    h.sandbox.commissionBp = 10_001;
+    try {
+      const r = await buy(g, salesTok, key, 'talk-t', m);
+      expect([r.status, r.json.error.reason]).toEqual([402, 'capture_failed']);
+    } finally {
+      h.sandbox.commissionBp = bp;
+      await g.close();
+    }
+    expect((await payment(h, refOf(key))).body.state).toBe('voided');
+    expect(await usedCredit(h, m.card)).toBe(0);
+    expect((await saleRecords(h)).filter((x) => x.ref === refOf(key))).toHaveLength(0);
+    expect(await stock(h, 'talk-t')).toBe(stockBefore);
+    expect(logged.lines).toContainEqual(expect.objectContaining({ level: 50, ref: refOf(key) }));
+  });
+
+  it('a commission equal to the price is booked: net 0, never below', async () => {
+    const m = await addMember(h, 100_000_000);
+    const bp = h.sandbox.commissionBp;
+    h.sandbox.commissionBp = 10_000;
+    try {
+      const r = await buy(gw, salesTok, newKey('all-comm'), 'talk-t', m);
+      expect(r.status).toBe(200);
+      expect(await recordsOf(h, hashOf(h, r.json.id))).toEqual([
+        expect.objectContaining({ commission: String(PRICE), net: '0' }),
+      ]);
+    } finally {
+      h.sandbox.commissionBp = bp;
+    }
+  });
+
   it('a payment in a state the card company never documented: pending (503), not a server error', async () => {
     const m = await addMember(h, 100_000_000);
     const key = newKey('odd-state');
