@@ -67,6 +67,8 @@ export const keys = {
   buysOfClient: (clientHash: string) => `${tag(0)}buyc:${clientHash}`,
   buysOfNetwork: (networkHash: string) => `${tag(0)}buyn:${networkHash}`,
   buysTotal: `${tag(0)}buyall`,
+  /** Marks an anonymous payment (keyed hash of its record's key) counted this window: its copies count nothing. */
+  buyCounted: (paymentHash: string) => `${tag(0)}buyk:${paymentHash}`,
   /** Wrong PINs from one client address in the current window. */
   pinMisses: (bucket: number, client: string) => `${tag(bucket)}pinip:${client}`,
   /** PIN tries from one network (an IPv4 /24, an IPv6 /48), TTL PIN_LOCK_SEC. */

@@ -26,15 +26,23 @@ export interface TooMany {
 }
 
 /**
- * Counts a new anonymous payment from `client` (its address) against its
- * group's limit, its network's and the total; the refusal when one is reached.
+ * Counts the new anonymous payment whose record will be `recordKey`, from
+ * `client` (its address), against its group's limit, its network's and the
+ * total; the refusal when one is reached. Each payment counts once, in Redis:
+ * copies of one form sent at once (a double tap), on one gateway or on
+ * several behind a load balancer, share the first copy's count. A refusal or
+ * a failure counts nothing, so a copy sent after it is counted afresh.
  */
-export async function admitAnonymous(ctx: Context, client: string): Promise<TooMany | undefined> {
+export async function admitAnonymous(ctx: Context, client: string, recordKey: string): Promise<TooMany | undefined> {
   const { perClient, perNetwork, total, windowSec } = ctx.cfg.buyLimit;
   const hash = (what: string): string => ctx.ids.mac(what).slice(0, 32);
   const admitted = await admitPurchase(
     ctx.scripts,
-    { client: hash(`buyer:${clientGroup(client)}`), network: hash(`network:${clientNetwork(client)}`) },
+    {
+      client: hash(`buyer:${clientGroup(client)}`),
+      network: hash(`network:${clientNetwork(client)}`),
+      payment: hash(`payment:${recordKey}`),
+    },
     { perClient, perNetwork, total, windowMs: windowSec * 1000 },
   );
   if (admitted.ok) return undefined;
@@ -45,33 +53,4 @@ export async function admitAnonymous(ctx: Context, client: string): Promise<TooM
     message: `too many payments ${from}; retry after the time in Retry-After`,
     retryAfter: Math.max(1, Math.ceil(admitted.waitMs / 1000)),
   };
-}
-
-/**
- * Counts each anonymous payment once on this gateway: copies of one form sent
- * at once (a double tap) share the first copy's count and its verdict until its
- * record is written. A refusal or a failure ends the count at once, so a copy
- * sent after it is counted afresh. (Copies that reach two gateways are each
- * counted.)
- */
-export class AnonymousCounts {
-  private readonly counting = new Map<string, Promise<TooMany | undefined>>();
-
-  constructor(private readonly ctx: Context) {}
-
-  /**
-   * The verdict on the payment `key` from `client`, and `written`, to call
-   * once its record exists (or could not be written).
-   */
-  admit(key: string, client: string): { verdict: Promise<TooMany | undefined>; written: () => void } {
-    const known = this.counting.get(key);
-    if (known) return { verdict: known, written: () => undefined };
-    const verdict = admitAnonymous(this.ctx, client);
-    this.counting.set(key, verdict);
-    const written = (): void => {
-      if (this.counting.get(key) === verdict) this.counting.delete(key);
-    };
-    verdict.then((refused) => refused && written(), written);
-    return { verdict, written };
-  }
 }

@@ -24,7 +24,7 @@ import type { PaymentProvider } from './provider';
 import type { Metrics } from '../observability/metrics';
 import { messageOf, type Reason } from '../protocol/reasons';
 import { BUY_PAGE_NAME, PIN_RE } from '../protocol/sales';
-import { AnonymousCounts, cardNumberValid } from './anonymous';
+import { admitAnonymous, cardNumberValid } from './anonymous';
 
 export interface PurchaseRequest {
   product: string;
@@ -93,7 +93,6 @@ export function malformedPurchase(req: PurchaseRequest): PurchaseResult | undefi
 
 export class Purchases {
   private readonly records: PaymentRecords<PurchaseRecord>;
-  private readonly anonymous: AnonymousCounts;
 
   constructor(
     private readonly ctx: Context,
@@ -105,7 +104,6 @@ export class Purchases {
     private readonly metrics?: Metrics,
   ) {
     this.records = new PaymentRecords(ctx, keys.openPurchases, SOLD_TTL_SEC, 'tsp_');
-    this.anonymous = new AnonymousCounts(ctx);
   }
 
   private recordKey(idemKey: string): { key: string; ref: string } {
@@ -152,20 +150,19 @@ export class Purchases {
     // Sold out: said before anything is written or the card company is asked. (Stock is taken only after
     // the card company authorizes, so a buyer may still find it gone then: the payment is voided.)
     if (onSale && !(await this.inventory.inStock(product.name)) && !(await isStarted())) return fail('out_of_stock');
-    // A form sent twice at once (a double tap) is one purchase, counted once (AnonymousCounts).
-    let written: (() => void) | undefined;
+    // A form sent twice at once (a double tap), to any gateway, is one purchase, counted once.
     if (client !== undefined && !(await isStarted())) {
-      const count = this.anonymous.admit(key, client);
-      written = count.written;
-      const refused = await count.verdict;
+      const refused = await admitAnonymous(this.ctx, client, key);
       if (refused) return refused;
     }
     // Keyed: the fingerprint must not let a Redis reader test PINs or card numbers.
     const fp = this.ctx.ids.mac(JSON.stringify([req.product, req.pin, req.card, req.cardPin]));
     // The price and currency are fixed here, once: what is authorized, sold, recorded and answered.
-    const claim = await this.records
-      .claim(key, fp, onSale ? { product: product.name, price: product.price, currency: product.currency } : undefined)
-      .finally(() => written?.());
+    const claim = await this.records.claim(
+      key,
+      fp,
+      onSale ? { product: product.name, price: product.price, currency: product.currency } : undefined,
+    );
     // The claim is the purchase's record: a retry after a failover must find it. A finished
     // purchase answers from its record, which another gateway may have written.
     if (claim.state === 'done') await replicatedSeen(this.ctx.redis, key);

@@ -16,7 +16,7 @@ import { bucketOfKey, keys } from '../redis/keys';
 import { replicated } from '../redis/replication';
 import type { PaymentProvider } from './provider';
 import { CARD_PIN } from './purchase';
-import { AnonymousCounts, cardNumberValid } from './anonymous';
+import { admitAnonymous, cardNumberValid } from './anonymous';
 import { declinedAnswer, PaymentRecords } from './payment-record';
 import type { IdLoc, TopupAnswer, Topups } from './topup';
 import { idFields } from '../ledger/id-fields';
@@ -54,7 +54,6 @@ const fail = (reason: Reason, message = messageOf(reason)): RechargeResult => ({
 
 export class Recharges {
   private readonly records: PaymentRecords<RechargeRecord>;
-  private readonly anonymous: AnonymousCounts;
 
   constructor(
     private readonly ctx: Context,
@@ -64,7 +63,6 @@ export class Recharges {
     private readonly log: Logger,
   ) {
     this.records = new PaymentRecords(ctx, keys.openRecharges, DONE_TTL_SEC, 'tsr_');
-    this.anonymous = new AnonymousCounts(ctx);
   }
 
   private recordKey(idemKey: string): { key: string; ref: string; hash: string } {
@@ -97,7 +95,6 @@ export class Recharges {
     const [prod, cur] = await idFields(this.ctx.redis, target.key, ['prod', 'cur']);
     const product = this.productOf(prod ?? '');
     const started = (await this.ctx.redis.exists(key)) === 1;
-    let written: (() => void) | undefined;
     if (!started) {
       if (!this.offers(product).includes(req.amount))
         return fail('bad_value', 'choose one of the amounts offered for this ID');
@@ -108,18 +105,14 @@ export class Recharges {
         'check',
       );
       if (!would.ok) return fail(would.reason as Reason);
-      // A form sent twice at once (a double tap) is one recharge, counted once (AnonymousCounts).
+      // A form sent twice at once (a double tap), to any gateway, is one recharge, counted once.
       if (client !== undefined) {
-        const count = this.anonymous.admit(key, client);
-        written = count.written;
-        const refused = await count.verdict;
+        const refused = await admitAnonymous(this.ctx, client, key);
         if (refused) return refused;
       }
     }
     const fp = this.ctx.ids.mac(JSON.stringify([target.key, req.amount, req.card, req.cardPin]));
-    const claim = await this.records
-      .claim(key, fp, { product: prod ?? '', price: req.amount, currency: cur ?? '' })
-      .finally(() => written?.());
+    const claim = await this.records.claim(key, fp, { product: prod ?? '', price: req.amount, currency: cur ?? '' });
     if (claim.state === 'new') await this.ctx.redis.hset(key, 'tgt', target.key);
     if (claim.state !== 'conflict' && claim.state !== 'busy') await replicated(this.ctx.redis, key);
     switch (claim.state) {

@@ -154,15 +154,23 @@ const BY: readonly string[] = ['client', 'network', 'total'] satisfies Admission
 /** An anonymous payment admitted, or refused by its client's, its network's or the total count, for `waitMs`. */
 export type Admission = { ok: true } | { ok: false; by: AdmissionBy; waitMs: number };
 
-/** Counts a new anonymous card payment against the per-client, per-network and total limits of the window. */
+/**
+ * Counts a new anonymous card payment against the per-client, per-network and total limits of the window,
+ * once: a payment already counted (its marker is set) is admitted as it is.
+ */
 export async function admitPurchase(
   scripts: Scripts,
-  hashes: { client: string; network: string },
+  hashes: { client: string; network: string; payment: string },
   limits: { perClient: number; perNetwork: number; total: number; windowMs: number },
 ): Promise<Admission> {
   const r = await scripts.run(
     'purchase_admit',
-    [keys.buysOfClient(hashes.client), keys.buysOfNetwork(hashes.network), keys.buysTotal],
+    [
+      keys.buysOfClient(hashes.client),
+      keys.buysOfNetwork(hashes.network),
+      keys.buysTotal,
+      keys.buyCounted(hashes.payment),
+    ],
     [limits.perClient, limits.perNetwork, limits.total, limits.windowMs],
   );
   if (Array.isArray(r) && r[0] === 'ok') return { ok: true };

@@ -12,8 +12,8 @@ import type { Config } from '../../src/config/config';
 import { keys } from '../../src/redis/keys';
 import { clientGroup, clientNetwork } from '../../src/protocol/client-address';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
-import { baseOf, formSession, http } from '../support/http';
-import { until } from '../support/wait';
+import { baseOf, formSession, http, type FormSession } from '../support/http';
+import { sleep, until } from '../support/wait';
 import { addMember, cardNumber, NO_FAULTS, PIN, product, setFaults, stock, type Buyer } from './fixtures';
 
 let h: Harness;
@@ -60,10 +60,10 @@ async function buyPage(
   gw: Gateway,
   p: string,
   buyer: Buyer,
-  opts: { nonce?: string; from?: string; pin?: string } = {},
+  opts: { nonce?: string; from?: string; pin?: string; session?: FormSession } = {},
 ): Promise<BuyAnswer> {
   // A browser's form: the page's cookie and the form token made from it (the page's CSRF defence).
-  const session = await formSession(gw);
+  const session = opts.session ?? (await formSession(gw));
   const res = await fetch(`${baseOf(gw)}/buy`, {
     method: 'POST',
     headers: {
@@ -183,6 +183,30 @@ describe('anonymous purchases are counted per client address and in total', () =
     // The address has one purchase of its two left.
     expect((await buyPage(gw, 'talk-b', stranger(), { from })).status).toBe(402);
     expect((await buyPage(gw, 'talk-b', stranger(), { from })).status).toBe(429);
+  });
+
+  it('a form sent twice at once to two gateways (behind a load balancer) is counted once', async () => {
+    const gws = [await limited({ perClient: 3 }), await limited({ perClient: 3 })];
+    const from = '198.51.100.72';
+    const tapped = nonce();
+    const card = stranger();
+    // Each copy waits a moment between its count and its claim, as on a busy gateway: none finds the
+    // purchase started, so every copy reaches the count.
+    for (const g of gws) {
+      const records = (g.purchases as unknown as { records: { claim: (...a: unknown[]) => Promise<unknown> } }).records;
+      const claim = records.claim.bind(records);
+      records.claim = async (...a) => (await sleep(200), claim(...a));
+    }
+    // One browser: its session (the secret is the gateways'), each copy sent at once to either gateway.
+    const session = await formSession(gws[0]!);
+    const taps = await Promise.all(
+      [0, 1, 0, 1].map((i) => buyPage(gws[i]!, 'talk-b', card, { from, nonce: tapped, session })),
+    );
+    expect(taps.map((t) => t.status)).not.toContain(429);
+    // The address has two purchases of its three left, whichever gateway it reaches.
+    expect((await buyPage(gws[1]!, 'talk-b', stranger(), { from })).status).toBe(402);
+    expect((await buyPage(gws[0]!, 'talk-b', stranger(), { from })).status).toBe(402);
+    expect((await buyPage(gws[1]!, 'talk-b', stranger(), { from })).status).toBe(429);
   });
 
   it('a count that failed (Redis refused it) leaves nothing behind: the same form sent again is counted and answered', async () => {
