@@ -18,6 +18,7 @@ import type { PaymentProvider } from './provider';
 import { CARD_PIN } from './purchase';
 import { admitAnonymous, cardNumberValid } from './anonymous';
 import { declinedAnswer, PaymentRecords } from './payment-record';
+import { settled } from './settle';
 import type { IdLoc, TopupAnswer, Topups } from './topup';
 import { idFields } from '../ledger/id-fields';
 
@@ -87,8 +88,19 @@ export class Recharges {
   /**
    * `client`: the address of the check page's visitor, whose new recharges count against the
    * limits of anonymous card payments (BUY_LIMIT_*), as the buy page's purchases do.
+   * `waitMs`: how long to wait for another attempt at work on the same key
+   * rather than answer `in_progress` (the check page: ./settle.ts).
    */
-  async recharge(target: IdLoc, idemKey: string, req: RechargeRequest, client?: string): Promise<RechargeResult> {
+  recharge(target: IdLoc, idemKey: string, req: RechargeRequest, client?: string, waitMs = 0): Promise<RechargeResult> {
+    return settled(waitMs, () => this.attempt(target, idemKey, req, client));
+  }
+
+  private async attempt(
+    target: IdLoc,
+    idemKey: string,
+    req: RechargeRequest,
+    client: string | undefined,
+  ): Promise<RechargeResult> {
     if (!cardNumberValid(req.card)) return fail('card_invalid');
     if (!CARD_PIN.test(req.cardPin)) return fail('bad_value', 'the card PIN must be 4 to 12 digits');
     const { key, ref, hash } = this.recordKey(idemKey);

@@ -11,7 +11,6 @@ import { randomBytes } from 'node:crypto';
 import { aniTermsOf } from '../../../ledger/anis';
 import { messageOf, statusOf } from '../../../protocol/reasons';
 import { BuyForm } from '../../../protocol/sales';
-import { settled } from '../../../sales/settle';
 import type { CheckResult } from '../../../sales/check';
 import { clientAddress, pathParam, readForm, replyFor, type Reply } from '../../http';
 import type { Router } from '../../router';
@@ -268,8 +267,12 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     if (!BuyForm.nonce.test(nonce))
       return { ok: false, reason: 'bad_value', message: 'The form expired; please try again.' };
     if (!BuyForm.card.test(card)) return { ok: false, reason: 'bad_value', message: CARD_NUMBER_PLEASE };
-    const r = await settled(d.settleMs, () =>
-      d.recharges.recharge(loc, `web/${nonce}`, { amount, card, cardPin: digitsField(f, 'cardPin') }, client),
+    const r = await d.recharges.recharge(
+      loc,
+      `web/${nonce}`,
+      { amount, card, cardPin: digitsField(f, 'cardPin') },
+      client,
+      d.settleMs,
     );
     if (r.ok) return r;
     // Outcome unknown: the form keeps this recharge's nonce, so sending it again finishes it and never charges twice.
