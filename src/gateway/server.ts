@@ -20,6 +20,7 @@ import { proxyTrust } from '../protocol/client-address';
 import { openScanWindows } from '../redemption/scan-windows';
 import { Redemption } from '../redemption/service';
 import { sweepRefundVoids } from '../sales/admin';
+import { sweepLateAuthorizations } from '../sales/payment-record';
 import { CheckLinks } from '../sales/check';
 import { Inventory } from '../sales/inventory';
 import { HttpProvider } from '../sales/provider';
@@ -239,8 +240,8 @@ async function openServices(
 
 /**
  * Settles purchases and online recharges left midway, finishes voucher transfers cut short, returns
- * holds that ran out to stock and asks again for refunds' unanswered voids, on every gateway (the
- * scripts make one win).
+ * holds that ran out to stock, asks again for refunds' unanswered voids and voids authorizations the
+ * card company made after their attempts ended, on every gateway (the scripts make one win).
  */
 function startHoldSweep(cfg: Config, log: Logger, s: Services): NodeJS.Timeout {
   // One round at a time: with the card company down a round takes its timeouts, and rounds started
@@ -256,6 +257,7 @@ function startHoldSweep(cfg: Config, log: Logger, s: Services): NodeJS.Timeout {
         await s.topups.sweepTransfers();
         await s.inventory.sweepHolds();
         await sweepRefundVoids(s.ctx, s.provider);
+        await sweepLateAuthorizations(s.ctx, s.provider);
       })()
         .catch((err: unknown) => log.warn({ err }, 'hold sweep failed'))
         .finally(() => (running = false));

@@ -51,6 +51,12 @@ export const keys = {
   guesses: (bucket: number, client: string) => `${tag(bucket)}guess:${client}`,
   /** IDs held for purchases in progress: ID hash -> held until (ms). */
   reservations: (bucket: number) => `${tag(bucket)}resv`,
+  /**
+   * Payments whose authorize got no answer and which the card company did not know when the
+   * abandoned-attempt sweep ended them: reference -> when (ms). Asked after for a day, in case
+   * the card company makes the authorization late.
+   */
+  lateAuthorizations: (bucket: number) => `${tag(bucket)}late`,
   /** Refunds whose void the card company has not answered yet: ID hash -> when last asked (ms). */
   refundVoids: (bucket: number) => `${tag(bucket)}refv`,
   /** A check link: keyed hash of its token -> ID hash. In the ID's bucket. */

@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Context } from '../app/context';
 import { isReason, messageOf, type Reason } from '../protocol/reasons';
-import { bucketOfKey } from '../redis/keys';
+import { bucketOfKey, keys } from '../redis/keys';
 import { replicated } from '../redis/replication';
 import type { PaymentProvider } from './provider';
 import { claimPurchase, setLease, type ClaimTerms, type PurchaseClaim } from './scripts';
@@ -265,6 +265,16 @@ export class PaymentRecords<R extends PaymentRecord> {
     return false;
   }
 
+  /**
+   * The sweep ended the attempt under `key` while its authorize, sent and never
+   * answered, was unknown to the card company: it may still make it (a queue on
+   * its side), and nothing would then give it back. Its reference is asked after
+   * (sweepLateAuthorizations).
+   */
+  async watchLate(key: string, now: number): Promise<void> {
+    await this.ctx.redis.zadd(keys.lateAuthorizations(bucketOfKey(key)), 'NX', now, this.refOf(key));
+  }
+
   /** The card company reference of the attempt whose record is under `key`. */
   refOf(key: string): string {
     return `${this.refPrefix}${key.slice(key.lastIndexOf(':') + 1)}`;
@@ -274,4 +284,37 @@ export class PaymentRecords<R extends PaymentRecord> {
   async unlist(key: string): Promise<void> {
     await this.ctx.redis.zrem(this.openSet(bucketOfKey(key)), key);
   }
+}
+
+/** How long a reference the card company did not know is asked after. */
+const LATE_WATCH_MS = 86_400_000;
+
+/**
+ * Asks the card company after the payments of attempts the sweep ended while
+ * it knew nothing of them (watchLate), and voids any it has authorized since:
+ * the attempt ended, so nothing else would give the buyer's credit back. A
+ * reference is asked after until the card company answers it voided or
+ * declined, or for a day. Returns how many were voided.
+ */
+export async function sweepLateAuthorizations(
+  ctx: Context,
+  provider: PaymentProvider,
+  now = Date.now(),
+): Promise<number> {
+  let voided = 0;
+  for (let b = 0; b < ctx.cfg.buckets; b++) {
+    const list = keys.lateAuthorizations(b);
+    await ctx.redis.zremrangebyscore(list, '-inf', `(${now - LATE_WATCH_MS}`);
+    for (const ref of await ctx.redis.zrange(list, '0', '99')) {
+      const s = await provider.status(ref);
+      if (s.state === 'declined' || s.state === 'voided') await ctx.redis.zrem(list, ref);
+      if (s.state !== 'authorized' && s.state !== 'captured') continue;
+      const v = await provider.void(ref);
+      if (v.status !== 'voided') continue;
+      await ctx.redis.zrem(list, ref);
+      voided++;
+      ctx.log.warn({ ref, was: s.state }, 'the card company made an authorization after its attempt ended: voided');
+    }
+  }
+  return voided;
 }

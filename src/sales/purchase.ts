@@ -374,6 +374,7 @@ export class Purchases {
           const held = s.state === 'authorized' || s.state === 'captured';
           if (held && !(await this.records.giveBack(this.provider, key, ref, reason))) return;
           await this.decline(key, reason, r);
+          if (s.state === 'none' && r.st === 'authorizing') await this.records.watchLate(key, now);
           settled++;
           this.log.warn({ ref, was: s.state }, 'abandoned purchase settled: payment voided, ID back in stock');
         });

@@ -231,7 +231,10 @@ export class Recharges {
           } else if (s.state === 'authorized' || s.state === 'captured') {
             if (!(await this.records.giveBack(this.provider, key, ref, reason))) return;
             await this.decline(key, reason);
-          } else await this.decline(key, reason);
+          } else {
+            await this.decline(key, reason);
+            if (s.state === 'none' && r.st === 'authorizing') await this.records.watchLate(key, now);
+          }
           settled++;
         });
       }

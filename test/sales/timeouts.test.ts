@@ -13,6 +13,8 @@ import { putProducts } from '../../src/catalog/store';
 import { keys } from '../../src/redis/keys';
 import { sleep, until } from '../support/wait';
 import { captureLog } from '../support/log';
+import { HttpProvider } from '../../src/sales/provider';
+import { sweepLateAuthorizations } from '../../src/sales/payment-record';
 import {
   addMember,
   buy,
@@ -510,6 +512,44 @@ describe('a buyer who never comes back', () => {
     expect(late.status).toBe(402);
     expect(late.json.error.reason).toBe('abandoned');
     expect(await usedCredit(h, m.card)).toBe(0);
+  });
+});
+
+describe('an authorization the card company makes after the sweep gave up', () => {
+  it('is found by asking after it for a day, and voided: nothing stays held on the card', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('late-auth');
+    const ref = refOf(key);
+    // The authorize got no answer and the card company had not made it yet (queued on its side).
+    await setFaults(h, { failRate: 1 });
+    expect((await buy(gw, salesTok, key, 'talk-t', m)).status).toBe(503);
+    await setFaults(h, NO_FAULTS);
+    const now = Date.now() + h.cfg.abandonAfterMs + 1000;
+    expect(await gw.purchases.sweepAbandoned(now)).toBeGreaterThanOrEqual(1);
+    expect((await buy(gw, salesTok, key, 'talk-t', m)).json.error.reason).toBe('abandoned');
+    // Now it makes it: the buyer's credit is held for a purchase that ended.
+    orig.authorize({ reference: ref, card: m.card, cardPin: m.cardPin, amount: PRICE, currency: 'EUR' });
+    expect(await usedCredit(h, m.card)).toBe(PRICE);
+    const provider = new HttpProvider(h.cfg.provider.url!, 2000);
+    expect(await sweepLateAuthorizations(h.ctx, provider, now + 60_000)).toBe(1);
+    expect((await payment(h, ref)).body.state).toBe('voided');
+    expect(await usedCredit(h, m.card)).toBe(0);
+    // Answered: no longer asked after.
+    expect(await sweepLateAuthorizations(h.ctx, provider, now + 120_000)).toBe(0);
+  });
+
+  it('a reference still unknown a day later is no longer asked after', async () => {
+    const key = newKey('late-never');
+    await setFaults(h, { failRate: 1 });
+    expect((await buy(gw, salesTok, key, 'talk-t', await addMember(h, 100_000_000))).status).toBe(503);
+    await setFaults(h, NO_FAULTS);
+    const now = Date.now() + h.cfg.abandonAfterMs + 1000;
+    expect(await gw.purchases.sweepAbandoned(now)).toBeGreaterThanOrEqual(1);
+    const provider = new HttpProvider(h.cfg.provider.url!, 2000);
+    const bucket = h.ctx.ids.bucketOf(refOf(key).slice('tsp_'.length));
+    expect(await h.r.zscore(keys.lateAuthorizations(bucket), refOf(key))).not.toBeNull();
+    await sweepLateAuthorizations(h.ctx, provider, now + 86_400_000 + 1000);
+    expect(await h.r.zscore(keys.lateAuthorizations(bucket), refOf(key))).toBeNull();
   });
 });
 
