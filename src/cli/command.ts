@@ -55,10 +55,16 @@ export const textArg = (v: string | undefined, what: string): string | undefined
   return v;
 };
 
-export const intArg = (v: unknown, what: string): number => {
+/**
+ * A whole-number option, or exit 2 naming the range it must be in (`unit` says what the
+ * number counts): one message for a typo, a negative and a number too large alike.
+ */
+export const intArg = (v: unknown, what: string, range: { min?: number; max?: number; unit?: string } = {}): number => {
+  const { min = 0, max, unit } = range;
   const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 0) throw usageError(`${what} must be a whole number`);
-  return n;
+  if (Number.isSafeInteger(n) && n >= min && (max === undefined || n <= max)) return n;
+  if (max === undefined) throw usageError(`${what} must be a whole number${min > 0 ? ` from ${min}` : ''}`);
+  throw usageError(`${what} must be ${min} to ${max}${unit ? ` (${unit})` : ''}`);
 };
 
 /**

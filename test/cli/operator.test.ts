@@ -188,6 +188,24 @@ describe('catalog-load', () => {
     });
   });
 
+  it('warns when every top-up would send expiring again: expiringDays not below the days a top-up extends to', async () => {
+    const talk = { kind: 'talk', currency: 'EUR', face: 5000, price: 5000, plan: 'std', expiryDays: 30 };
+    const products = file(
+      'topup-expiring.json',
+      JSON.stringify([
+        { ...talk, name: 'c-renotify', expiringDays: 30 },
+        { ...talk, name: 'c-quiet', expiringDays: 29 },
+        { ...talk, name: 'c-no-topup', expiringDays: 30, topup: false },
+        { ...talk, name: 'c-keeps-expiry', expiringDays: 30, topupExtendsDays: 0 },
+      ]),
+    );
+    const r = await cli('catalog-load', '--products', products);
+    expect(r).toMatchObject({ code: 0, out: 'loaded 4 product(s)\n' });
+    expect(r.err.split('\n').filter((l) => l.includes('expiring'))).toEqual([
+      'warning: product c-renotify: expiringDays 30 is not below the 30 days a top-up extends the expiry to: every top-up sends expiring again',
+    ]);
+  });
+
   it('refuses a talk product whose top-up cap is below its face: no top-up of it could succeed', async () => {
     const capped = file(
       'capped.json',
@@ -278,9 +296,12 @@ describe('mint', () => {
   });
 
   it('refuses a bad count (exit 2) and an unknown product (exit 1), minting nothing', async () => {
-    const bad = await cli('mint', '--product', 'talk', '--count', 'lots');
-    expect(bad.code).toBe(2);
-    expect(bad.err).toContain('--count must be a whole number');
+    // A word and a number past what a double holds exactly get the same answer: the range.
+    for (const count of ['lots', '99999999999999999999']) {
+      const bad = await cli('mint', '--product', 'talk', '--count', count);
+      expect(bad.code).toBe(2);
+      expect(bad.err).toContain('--count must be 1 to 10000000\n');
+    }
     const unknown = await cli('mint', '--product', 'nope', '--count', '5');
     expect(unknown.code).toBe(1);
     expect(unknown.err).toBe('tessera mint: unknown product: nope\n');

@@ -1,6 +1,7 @@
 /** Loading the catalog (products, rate plans, venue items, access numbers) and showing it. */
 import { readAccessFile, readItemsFile, readPlansFile, readProductsFile } from '../../catalog/files';
 import { putAccess, putItems, putPlans, putProducts, readCatalog } from '../../catalog/store';
+import { topupTerms } from '../../catalog/schema';
 import { parseOptions, type Command } from '../command';
 
 export const catalogCommands: Record<string, Command> = {
@@ -44,6 +45,18 @@ export const catalogCommands: Record<string, Command> = {
             process.stderr.write(
               `warning: product ${p.name}: expiringDays has no effect: its IDs have no expiryDays, so never expire` +
                 `${p.kind === 'entry' ? " (a ticket's validUntil is not an expiry)" : ''}\n`,
+            );
+          // A top-up that leaves the expiry within expiringDays announces it again at the next sweep.
+          const topup = topupTerms(p);
+          if (
+            p.expiringDays !== undefined &&
+            topup.allowed &&
+            topup.extendsDays > 0 &&
+            topup.extendsDays <= p.expiringDays
+          )
+            process.stderr.write(
+              `warning: product ${p.name}: expiringDays ${p.expiringDays} is not below the ${topup.extendsDays} days a top-up ` +
+                'extends the expiry to: every top-up sends expiring again\n',
             );
         }
       }

@@ -2,7 +2,7 @@
 import { readCatalog } from '../../catalog/store';
 import { activateId, idStatus, setIdState } from '../../ledger/ids';
 import { mintBatches } from '../../ledger/mint';
-import { intArg, openOut, outcome, parseOptions, textArg, usageError, type Command } from '../command';
+import { intArg, openOut, outcome, parseOptions, textArg, type Command } from '../command';
 
 /** The most IDs one `tessera mint` makes. */
 const MAX_MINT = 10_000_000;
@@ -17,9 +17,8 @@ export const idCommands: Record<string, Command> = {
         count: { type: 'string' },
         out: { type: 'string' },
       });
-      const count = intArg(values.count, '--count');
       // A typo of a few digits would mint billions; larger runs are several runs.
-      if (count < 1 || count > MAX_MINT) throw usageError(`--count must be 1 to ${MAX_MINT}`);
+      const count = intArg(values.count, '--count', { min: 1, max: MAX_MINT });
       const ctx = await cli.ctx();
       const product = (await readCatalog(ctx.redis)).products.get(values.product ?? '');
       if (!product) throw new Error(`unknown product: ${values.product}`);

@@ -50,10 +50,12 @@ export const sandboxCommands: Record<string, Command> = {
         'latency-ms': { type: 'string', default: '0' },
         'fail-rate': { type: 'string', default: '0' },
       });
-      const port = values.port === undefined ? loadConfig().provider.sandboxPort : intArg(values.port, '--port');
-      if (port > 65535) throw usageError('--port must be 0 to 65535');
-      const commissionBp = intArg(values['commission-bp'], '--commission-bp');
-      if (commissionBp > 10_000) throw usageError('--commission-bp must be 0 to 10000 (basis points: 250 = 2.5%)');
+      const port =
+        values.port === undefined ? loadConfig().provider.sandboxPort : intArg(values.port, '--port', { max: 65535 });
+      const commissionBp = intArg(values['commission-bp'], '--commission-bp', {
+        max: 10_000,
+        unit: 'basis points: 250 = 2.5%',
+      });
       const latencyMs = intArg(values['latency-ms'], '--latency-ms');
       const failRate = Number(values['fail-rate']);
       if (!(failRate >= 0 && failRate <= 1)) throw usageError('--fail-rate must be between 0 and 1');

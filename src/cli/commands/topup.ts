@@ -15,9 +15,7 @@ export const topupCommands: Record<string, Command> = {
         { amount: { type: 'string' }, note: { type: 'string' }, key: { type: 'string' } },
         1,
       );
-      const amount = intArg(values.amount, '--amount');
-      if (amount < 1 || amount > MAX_OPERATOR_TOPUP)
-        throw usageError(`--amount must be 1 to ${MAX_OPERATOR_TOPUP} (micro-units)`);
+      const amount = intArg(values.amount, '--amount', { min: 1, max: MAX_OPERATOR_TOPUP, unit: 'micro-units' });
       if (values.key !== undefined && !IDEMPOTENCY_KEY.test(values.key))
         throw usageError('--key must be 8 to 128 of A-Z a-z 0-9 . _ : -');
       const ctx = await cli.ctx();
