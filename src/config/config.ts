@@ -37,6 +37,7 @@ const EnvSchema = Type.Object({
   MAX_INFLIGHT_TOTAL: Int(1, 10_000_000, 50_000),
   MAX_CONNECTIONS: Int(1, 1_000_000, 20_000),
   MAX_CONNECTIONS_PER_CLIENT: Int(1, 1_000_000, 1_000),
+  MAX_CONNECTIONS_PER_TOKEN: Int(1, 1_000_000, 100),
   MAX_BACKPRESSURE_BYTES: Int(1024, 1 << 30, 8 * 1024 * 1024),
   WS_IDLE_TIMEOUT_SEC: Int(0, 960, 120),
   REDIS_TIMEOUT_MS: Int(50, 60_000, 2000),
@@ -135,9 +136,13 @@ export interface Config {
   maxBatch: number;
   maxInflight: number;
   /** Requests in flight in the whole gateway before new ones are refused `overloaded`. */
-  /** WebSocket connections one gateway holds, and from one client address; past them an upgrade is refused 503. */
+  /**
+   * WebSocket connections one gateway holds, from one client address (an IPv6 client by
+   * its /64) and of one token name; past them an upgrade is refused 503.
+   */
   maxConnections: number;
   maxConnectionsPerClient: number;
+  maxConnectionsPerToken: number;
   maxInflightTotal: number;
   maxBackpressureBytes: number;
   wsIdleTimeoutSec: number;
@@ -271,6 +276,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxInflightTotal: e.MAX_INFLIGHT_TOTAL,
     maxConnections: e.MAX_CONNECTIONS,
     maxConnectionsPerClient: e.MAX_CONNECTIONS_PER_CLIENT,
+    maxConnectionsPerToken: e.MAX_CONNECTIONS_PER_TOKEN,
     maxBackpressureBytes: e.MAX_BACKPRESSURE_BYTES,
     wsIdleTimeoutSec: e.WS_IDLE_TIMEOUT_SEC,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),

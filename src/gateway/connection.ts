@@ -7,7 +7,7 @@ export interface ConnData {
   /** sha256 of the token: how a revocation or a change of the token finds its connections. */
   tokenHash: string;
   path: string;
-  /** Counted against MAX_CONNECTIONS_PER_CLIENT until the connection closes. */
+  /** Its client group (an IPv6 client by its /64), counted against MAX_CONNECTIONS_PER_CLIENT until the connection closes. */
   client: string;
   conn?: Conn;
 }

@@ -21,7 +21,7 @@ import { Conn, type ConnData } from './connection';
 import { Dispatcher, type Load, type Routes } from './dispatch';
 import { authorize, authorizeFresh, bearer, clientAddress, statusLine, type AuthResult } from './http';
 import { messageOf, statusOf } from '../protocol/reasons';
-import { proxyTrust, type ProxyTrust } from '../protocol/client-address';
+import { clientGroup, proxyTrust, type ProxyTrust } from '../protocol/client-address';
 
 /**
  * Close codes of a connection whose token no longer grants it (docs/protocol.md,
@@ -44,8 +44,13 @@ export interface WsDeps {
 export class WsEndpoints {
   /** Open connections on every endpoint (MAX_CONNECTIONS). */
   private readonly conns = new Set<Conn>();
-  /** Open connections by client address (MAX_CONNECTIONS_PER_CLIENT). */
+  /** Open connections by client group, an IPv6 client by its /64 (MAX_CONNECTIONS_PER_CLIENT). */
   private readonly perClient = new Map<string, number>();
+  /**
+   * Open connections by token name (MAX_CONNECTIONS_PER_TOKEN): one stolen token, from
+   * however many addresses, may not take every place nor hold every connection's frame buffer.
+   */
+  private readonly perToken = new Map<string, number>();
   /** Open connections by the sha256 of their token. */
   private readonly byToken = new Map<string, Set<Conn>>();
   /** Whose X-Forwarded-For names the client (MAX_CONNECTIONS_PER_CLIENT). */
@@ -105,7 +110,8 @@ export class WsEndpoints {
     const { cfg, catalog, metrics } = this.d;
     // Headers must be read before any await: uWS reuses req afterwards.
     const tok = bearer(req) || new URLSearchParams(req.getQuery() ?? '').get('token') || '';
-    const client = clientAddress(res, req, this.trust);
+    // By its group, as the buy and PIN limits count it: one subscriber's /64 holds more addresses than any limit.
+    const client = clientGroup(clientAddress(res, req, this.trust));
     // Refused before the token is even looked at: a flood must cost us as little as possible.
     const full =
       this.conns.size >= cfg.maxConnections
@@ -113,18 +119,7 @@ export class WsEndpoints {
         : (this.perClient.get(client) ?? 0) >= cfg.maxConnectionsPerClient
           ? 'this client'
           : '';
-    if (full) {
-      metrics.event('upgrade', 'too_many_connections');
-      res
-        .writeStatus(statusLine(statusOf('too_many_connections')))
-        .writeHeader('Content-Type', 'application/json')
-        .end(
-          JSON.stringify({
-            error: { reason: 'too_many_connections', message: `${full} has as many connections as it may` },
-          }),
-        );
-      return;
-    }
+    if (full) return this.tooMany(res, full);
     const key = req.getHeader('sec-websocket-key');
     const protocol = req.getHeader('sec-websocket-protocol');
     const extensions = req.getHeader('sec-websocket-extensions');
@@ -137,6 +132,9 @@ export class WsEndpoints {
           .end(JSON.stringify({ error: { reason: auth.reason, message: auth.message } }));
         return;
       }
+      // Counted by name: a rotated token that kept its name is the same client. open() runs
+      // within res.upgrade(), so the count is current for the next upgrade.
+      if (this.tokenFull(auth.token.name)) return this.tooMany(res, 'this token');
       res.upgrade<ConnData>(
         { token: auth.token, tokenHash: tokenHash(tok), path, client },
         key,
@@ -166,9 +164,25 @@ export class WsEndpoints {
     void authorizeFresh(catalog, tok, [role]).then((auth) => {
       load.leave();
       if (aborted) return;
-      if (auth.ok) finish(auth);
+      if (auth.ok && !this.tokenFull(auth.token.name)) finish(auth);
       else res.cork(() => finish(auth));
     });
+  }
+
+  private tokenFull(name: string): boolean {
+    return (this.perToken.get(name) ?? 0) >= this.d.cfg.maxConnectionsPerToken;
+  }
+
+  private tooMany(res: HttpResponse, who: string): void {
+    this.d.metrics.event('upgrade', 'too_many_connections');
+    res
+      .writeStatus(statusLine(statusOf('too_many_connections')))
+      .writeHeader('Content-Type', 'application/json')
+      .end(
+        JSON.stringify({
+          error: { reason: 'too_many_connections', message: `${who} has as many connections as it may` },
+        }),
+      );
   }
 
   private opened(ws: WebSocket<ConnData>, path: string): void {
@@ -177,6 +191,7 @@ export class WsEndpoints {
     data.conn = conn;
     this.conns.add(conn);
     this.perClient.set(data.client, (this.perClient.get(data.client) ?? 0) + 1);
+    this.perToken.set(conn.token.name, (this.perToken.get(conn.token.name) ?? 0) + 1);
     let same = this.byToken.get(conn.tokenHash);
     if (!same) this.byToken.set(conn.tokenHash, (same = new Set()));
     same.add(conn);
@@ -198,6 +213,9 @@ export class WsEndpoints {
     const left = (this.perClient.get(client) ?? 1) - 1;
     if (left > 0) this.perClient.set(client, left);
     else this.perClient.delete(client);
+    const ofName = (this.perToken.get(conn.token.name) ?? 1) - 1;
+    if (ofName > 0) this.perToken.set(conn.token.name, ofName);
+    else this.perToken.delete(conn.token.name);
     this.d.metrics.connections.dec({ path });
   }
 }

@@ -1,6 +1,6 @@
 /**
- * Limits against floods and slow clients: WebSocket connections per gateway
- * and per client address, HTTP requests in flight (MAX_INFLIGHT_TOTAL, shared
+ * Limits against floods and slow clients: WebSocket connections per gateway,
+ * per client address (an IPv6 client by its /64) and per token name, HTTP requests in flight (MAX_INFLIGHT_TOTAL, shared
  * with the WebSocket endpoints), and uWS's own 10 s deadline on a request whose
  * headers or body trickle in (slow-loris).
  */
@@ -25,8 +25,9 @@ afterAll(async () => h?.stop());
 function open(
   gw: Gateway,
   headers: Record<string, string> = {},
+  as = tok,
 ): Promise<{ ws?: WsClient; status?: number; body?: unknown }> {
-  return WsClient.connect(gw.port, tok, { headers }).then(
+  return WsClient.connect(gw.port, as, { headers }).then(
     (ws) => ({ ws }),
     (e: UpgradeRefused) => {
       if (e.status === undefined) throw e;
@@ -75,6 +76,56 @@ describe('WebSocket connection limits', () => {
       const other = await open(gw, { 'X-Forwarded-For': '198.51.100.8' });
       expect(other.ws).toBeDefined();
       opened.push(other);
+    } finally {
+      await closeAll(opened);
+      await gw.close();
+    }
+  });
+  it('an IPv6 client is counted by its /64, as the buy and PIN limits count it', async () => {
+    const gw = await gateway(h, { maxConnectionsPerClient: 2, trustProxy: true });
+    const xff = (a: string) => ({ 'X-Forwarded-For': a });
+    const opened = [await open(gw, xff('2001:db8:1:2::a')), await open(gw, xff('[2001:db8:1:2::b]:443'))];
+    try {
+      expect(opened.every((c) => c.ws)).toBe(true);
+      // Another address of the same /64: one subscriber, already at its limit.
+      expect(await open(gw, xff('2001:db8:1:2:ffff:ffff:ffff:1'))).toMatchObject({
+        status: 503,
+        body: { error: { reason: 'too_many_connections', message: 'this client has as many connections as it may' } },
+      });
+      const neighbour = await open(gw, xff('2001:db8:1:3::a'));
+      expect(neighbour.ws).toBeDefined();
+      opened.push(neighbour);
+    } finally {
+      await closeAll(opened);
+      await gw.close();
+    }
+  });
+
+  it('past MAX_CONNECTIONS_PER_TOKEN a token name is refused from any address; other names still connect; a freed place is taken again', async () => {
+    const gw = await gateway(h, { maxConnectionsPerToken: 2, trustProxy: true });
+    const name = `sw-cap-${Math.random().toString(36).slice(2, 8)}`;
+    const first = await token(h, 'switch', name);
+    // A rotated token that kept the name is the same switch: it shares the count.
+    const rotated = await token(h, 'switch', name);
+    const opened = [
+      await open(gw, { 'X-Forwarded-For': '198.51.100.1' }, first),
+      await open(gw, { 'X-Forwarded-For': '198.51.100.2' }, rotated),
+    ];
+    try {
+      expect(opened.every((c) => c.ws)).toBe(true);
+      for (const as of [first, rotated])
+        expect(await open(gw, { 'X-Forwarded-For': '198.51.100.3' }, as)).toEqual({
+          status: 503,
+          body: { error: { reason: 'too_many_connections', message: 'this token has as many connections as it may' } },
+        });
+      const other = await open(gw, { 'X-Forwarded-For': '198.51.100.3' });
+      expect(other.ws).toBeDefined();
+      opened.push(other);
+      await closeAll([opened.shift()!]);
+      await sleep(50);
+      const again = await open(gw, { 'X-Forwarded-For': '198.51.100.4' }, first);
+      expect(again.ws).toBeDefined();
+      opened.push(again);
     } finally {
       await closeAll(opened);
       await gw.close();

@@ -42,6 +42,7 @@ describe('loadConfig', () => {
       maxInflightTotal: 50_000,
       maxConnections: 20_000,
       maxConnectionsPerClient: 1_000,
+      maxConnectionsPerToken: 100,
       maxBackpressureBytes: 8 * 1024 * 1024,
       wsIdleTimeoutSec: 120,
       publicUrl: undefined,
