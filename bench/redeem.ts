@@ -59,7 +59,7 @@ import {
 } from './lib/cluster';
 import { cpuSec, cpuSecTree, cpuUsed, ownCpuSec, readCpu, type CpuReading } from './lib/cpu';
 import { intFlag, parseFlags } from './lib/flags';
-import { startGatewayChild, type GatewayChild } from './lib/gateway';
+import { connLimits, startGatewayChild, type GatewayChild } from './lib/gateway';
 import { fmtLatency, newHist, recordMs, summarize, type Hist, type LatencySummary } from './lib/hist';
 import { cleanUpOnExit, makeTmp, removeTmp, runMain, stopChild } from './lib/process';
 import { mintSold, startBenchRedis, usedMemory, type BenchRedis } from './lib/redis';
@@ -243,7 +243,7 @@ async function setUp(opts: Options): Promise<Setup> {
     redisUrl: br.redis.url,
     dataDir: dir,
     secret: SECRET,
-    env: { BUCKETS: '64', PROVIDER_URL: 'http://127.0.0.1:9' },
+    env: { BUCKETS: '64', PROVIDER_URL: 'http://127.0.0.1:9', ...connLimits(opts.conns) },
     nodeArgs: prof,
     args: ['--workers', String(opts.workers)],
     inheritOutput: true,
@@ -707,7 +707,7 @@ async function setUpCluster(opts: Options): Promise<ClusterSetup> {
   const gws = await startAckGateways(cluster, opts.acks, {
     dataDir: dir,
     secret: SECRET,
-    env: { BUCKETS: '64', PROVIDER_URL: 'http://127.0.0.1:9' },
+    env: { BUCKETS: '64', PROVIDER_URL: 'http://127.0.0.1:9', ...connLimits(opts.conns) },
     args: ['--workers', String(opts.workers)],
   });
   console.log(

@@ -80,7 +80,7 @@ import {
   type LocalCluster,
 } from './lib/cluster';
 import { statusKb } from './lib/cpu';
-import { startGatewayChild, warningLines, type GatewayChild } from './lib/gateway';
+import { connLimits, startGatewayChild, warningLines, type GatewayChild } from './lib/gateway';
 import { cleanUpOnExit, makeTmp, removeTmp, runMain, stopChild } from './lib/process';
 import { summarizeProfile } from './lib/profile';
 import { delayedFsyncs, lastForkMs, startBenchRedis, totalForks, type BenchRedis } from './lib/redis';
@@ -113,7 +113,11 @@ async function startGateway(redisUrl: string, dataDir: string, opts: Options): P
     secret: SECRET,
     // Metering only: nothing is sold, but a gateway does not start without a card company.
     // TICK_INTERVAL_MS sets how long a silent call lives (STALE_AFTER_MS): it must match the ticks.
-    env: { PROVIDER_URL: 'http://127.0.0.1:9', TICK_INTERVAL_MS: String(opts.tickEvery * 1000) },
+    env: {
+      PROVIDER_URL: 'http://127.0.0.1:9',
+      TICK_INTERVAL_MS: String(opts.tickEvery * 1000),
+      ...connLimits(opts.conns),
+    },
     gwEnv: opts.gwEnv,
     nodeArgs,
     logFile: opts.gwLog,
@@ -298,7 +302,7 @@ async function setUpCluster(opts: Options): Promise<ClusterSetup> {
   const gws = await startAckGateways(cluster, opts.acks, {
     dataDir: tmp,
     secret: SECRET,
-    env: { PROVIDER_URL: 'http://127.0.0.1:9' },
+    env: { PROVIDER_URL: 'http://127.0.0.1:9', ...connLimits(opts.conns) },
     gwEnv: opts.gwEnv,
     nodeArgs: opts.gwNodeArgs,
   });

@@ -41,6 +41,18 @@ export interface GatewayChildOptions {
   inheritOutput?: boolean;
 }
 
+/**
+ * Connection limits that admit `conns` connections of one token name and a few
+ * more (the bench's own probes), where the defaults would not; nothing otherwise.
+ */
+export function connLimits(conns: number): Record<string, string> {
+  const need = conns + 8;
+  return {
+    ...(need > 100 ? { MAX_CONNECTIONS_PER_TOKEN: String(need) } : {}),
+    ...(need > 4000 ? { MAX_CONNECTIONS: String(need) } : {}),
+  };
+}
+
 function gatewayEnv(o: GatewayChildOptions, port: number): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
     ...process.env,

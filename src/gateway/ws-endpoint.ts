@@ -32,6 +32,9 @@ export const CLOSE_TOKEN = {
   token_changed: 4003,
 } as const;
 
+/** Frames a little over MAX_FRAME_BYTES are still answered (frame_too_large); past this uWS closes the connection. */
+export const hardFrameLimit = (maxFrameBytes: number): number => maxFrameBytes + 64 * 1024;
+
 export interface WsDeps {
   cfg: Config;
   catalog: CatalogCache;
@@ -72,7 +75,9 @@ export class WsEndpoints {
       compression: uWS.DISABLED,
       // The hard limit: past it uWS closes the connection. Frames between the soft
       // limit (MAX_FRAME_BYTES) and this get an error and the connection stays up.
-      maxPayloadLength: Math.max(cfg.maxFrameBytes * 4, 1024 * 1024),
+      // Every connection may hold an unfinished frame up to it in uWS' buffer (reserved
+      // in full at the frame's first bytes), so it is what MAX_CONNECTIONS multiplies.
+      maxPayloadLength: hardFrameLimit(cfg.maxFrameBytes),
       maxBackpressure: cfg.maxBackpressureBytes,
       closeOnBackpressureLimit: 1,
       idleTimeout: cfg.wsIdleTimeoutSec,
