@@ -10,6 +10,18 @@ set -eu
 dir=$1
 schema=/usr/share/kamailio/dbtext/kamailio
 mkdir -p "$dir"
+# A crash writes nothing: the tables are still those the last start read, their
+# dialogs over since. Read again, each would come back answered, and the
+# connector would take it up as a live call (once Tessera has forgotten it,
+# metered anew from its old answer: its ID billed and kept busy). A clean
+# shutdown always rewrites callers (htable numbers its rows anew), so a copy of
+# it as the last start found it tells a crash, or a start that failed, from a
+# shutdown: the tables are emptied then, as a crash loses every dialog anyway.
+if [ -f "$dir/.callers-at-start" ] && cmp -s "$dir/callers" "$dir/.callers-at-start"; then
+  echo "$0: $dir not written since the last start (a crash): its dialogs are dropped" >&2
+  for t in dialog dialog_vars; do cp "$schema/$t" "$dir/$t"; done
+  for t in callers dialogs; do cp "$schema/htable" "$dir/$t"; done
+fi
 for t in dialog dialog_vars; do
   [ -s "$dir/$t" ] || cp "$schema/$t" "$dir/$t"
 done
@@ -26,3 +38,4 @@ if [ ! -s "$dir/version" ]; then
     printf '0:callers:2\n0:dialogs:2\n'
   } > "$dir/version"
 fi
+cp "$dir/callers" "$dir/.callers-at-start"

@@ -408,6 +408,19 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     expect(await gatewayHangsUp(d)).toBe(200);
   });
 
+  it('forgets, after a crash, the dialogs its last restart kept: ended since, they must not come back', async () => {
+    // A crash writes nothing: the next start read the tables the restart wrote, and the call, over
+    // since, came back answered with its guard. The connector took it up as live: once Tessera had
+    // forgotten it (SESSION_TTL_SEC), metered anew from its old answer, its ID billed and kept busy.
+    const d = await dial();
+    await restart(() => k.stop());
+    expect(await gatewayHangsUp(d)).toBe(200);
+    await restart(() => k.crash());
+    const dialogs = ((await k.rpc('dlg.list')).result ?? []) as Record<string, unknown>[];
+    expect(dialogs.map((x) => x['call-id'])).not.toContain(d.callId);
+    expect((await k.rpc('htable.get', ['callers', d.callId])).result).toBeUndefined();
+  });
+
   it('cuts a call at its fail-safe with its connector gone, however many requests it sends inside its dialog', async () => {
     // By default each request inside a dialog re-armed the dialog module's timer for the whole
     // timeout: an OPTIONS a second, and the call talked on unmetered, never cut.
