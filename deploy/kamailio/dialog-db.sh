@@ -14,10 +14,11 @@ mkdir -p "$dir"
 # dialogs over since. Read again, each would come back answered, and the
 # connector would take it up as a live call (once Tessera has forgotten it,
 # metered anew from its old answer: its ID billed and kept busy). A clean
-# shutdown always rewrites callers (htable numbers its rows anew), so a copy of
-# it as the last start found it tells a crash, or a start that failed, from a
-# shutdown: the tables are emptied then, as a crash loses every dialog anyway.
-if [ -f "$dir/.callers-at-start" ] && cmp -s "$dir/callers" "$dir/.callers-at-start"; then
+# shutdown always rewrites callers (htable deletes its rows and writes them
+# again), so its modification time, to the nanosecond, as the last start left
+# it tells a crash, or a start that failed, from a shutdown: the tables are
+# emptied then, as a crash loses every dialog anyway.
+if [ -f "$dir/.callers-at-start" ] && [ "$(stat -c %y "$dir/callers")" = "$(cat "$dir/.callers-at-start")" ]; then
   echo "$0: $dir not written since the last start (a crash): its dialogs are dropped" >&2
   for t in dialog dialog_vars; do cp "$schema/$t" "$dir/$t"; done
   for t in callers dialogs; do cp "$schema/htable" "$dir/$t"; done
@@ -38,4 +39,4 @@ if [ ! -s "$dir/version" ]; then
     printf '0:callers:2\n0:dialogs:2\n'
   } > "$dir/version"
 fi
-cp "$dir/callers" "$dir/.callers-at-start"
+stat -c %y "$dir/callers" > "$dir/.callers-at-start"
