@@ -76,6 +76,11 @@ export interface Claimed {
   own<T>(fn: () => Promise<T>): Promise<T>;
 }
 
+/** How long a reference the card company did not know is asked after. */
+const LATE_WATCH_MS = 86_400_000;
+/** How long the declined record of a reference asked after is kept: the watch and a sweep round more. */
+const LATE_RECORD_SEC = LATE_WATCH_MS / 1000 + 3600;
+
 export class PaymentRecords<R extends PaymentRecord> {
   constructor(
     private readonly ctx: Context,
@@ -269,9 +274,13 @@ export class PaymentRecords<R extends PaymentRecord> {
    * The sweep ended the attempt under `key` while its authorize, sent and never
    * answered, was unknown to the card company: it may still make it (a queue on
    * its side), and nothing would then give it back. Its reference is asked after
-   * (sweepLateAuthorizations).
+   * (sweepLateAuthorizations). Its declined record is kept as long: the
+   * reference comes from the record's key, and a retry that found the record
+   * gone would start a new attempt under the same reference, whose payment the
+   * watch would then void, after its ID was sold or its recharge credited.
    */
   async watchLate(key: string, now: number): Promise<void> {
+    await this.ctx.redis.expire(key, Math.max(this.ctx.cfg.purchaseDeclinedTtlSec, LATE_RECORD_SEC));
     await this.ctx.redis.zadd(keys.lateAuthorizations(bucketOfKey(key)), 'NX', now, this.refOf(key));
   }
 
@@ -285,9 +294,6 @@ export class PaymentRecords<R extends PaymentRecord> {
     await this.ctx.redis.zrem(this.openSet(bucketOfKey(key)), key);
   }
 }
-
-/** How long a reference the card company did not know is asked after. */
-const LATE_WATCH_MS = 86_400_000;
 
 /**
  * Asks the card company after the payments of attempts the sweep ended while

@@ -538,6 +538,20 @@ describe('an authorization the card company makes after the sweep gave up', () =
     expect(await sweepLateAuthorizations(h.ctx, provider, now + 120_000)).toBe(0);
   });
 
+  it('keeps the declined answer while the reference is asked after: a retry never starts a new payment under it', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('late-kept');
+    const hash = refOf(key).slice('tsp_'.length);
+    await setFaults(h, { failRate: 1 });
+    expect((await buy(gw, salesTok, key, 'talk-t', m)).status).toBe(503);
+    await setFaults(h, NO_FAULTS);
+    expect(await gw.purchases.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000)).toBeGreaterThanOrEqual(1);
+    // Gone after PURCHASE_DECLINED_TTL_SEC (an hour), the same key would start a purchase under the same
+    // reference: sold, then refunded by the watch.
+    expect(await h.r.ttl(keys.purchase(h.ctx.ids.bucketOf(hash), hash))).toBeGreaterThan(86_400);
+    expect((await buy(gw, salesTok, key, 'talk-t', m)).json.error.reason).toBe('abandoned');
+  });
+
   it('a reference still unknown a day later is no longer asked after', async () => {
     const key = newKey('late-never');
     await setFaults(h, { failRate: 1 });
