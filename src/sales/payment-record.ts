@@ -234,7 +234,7 @@ export class PaymentRecords<R extends PaymentRecord> {
    * buyer paid. Its payment record will say so on every retry, so waiting
    * helps nothing: the payment is given back, and a person told.
    */
-  private overCharged(ref: string, r: R, commission: number): boolean {
+  overCharged(ref: string, r: R, commission: number): boolean {
     if (commission <= Number(r.price)) return false;
     this.ctx.log.error(
       { ref, commission, price: Number(r.price) },

@@ -222,10 +222,12 @@ export class Recharges {
         await claim.own(async () => {
           const s = await this.provider.status(ref);
           if (s.state === 'unknown') return;
-          // One already refused (voiding) is voided with its own reason, never credited.
+          // One already refused (voiding) is voided with its own reason, never credited; so is a
+          // capture whose commission is larger than the price, as pay() refuses it.
           const refused = r.st === 'voiding';
-          const reason = refused ? (r.reason ?? 'abandoned') : 'abandoned';
-          if (s.state === 'captured' && !refused) {
+          const overCharged = !refused && s.state === 'captured' && this.records.overCharged(ref, r, s.commission ?? 0);
+          const reason = refused ? (r.reason ?? 'abandoned') : overCharged ? 'capture_failed' : 'abandoned';
+          if (s.state === 'captured' && !refused && !overCharged) {
             r.commission = String(s.commission ?? 0);
             await this.credit(key, ref, hash, r);
           } else if (s.state === 'authorized' || s.state === 'captured') {

@@ -614,6 +614,36 @@ describe('the check page', () => {
     expect(await balanceOf(h, o.id)).toBe(1_500_000);
   });
 
+  it('a recharge the sweep finds captured with a commission larger than its price is voided, not credited', async () => {
+    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    const o = await owned();
+    const payer = await addMember(h, 10_000_000);
+    const authorize = h.sandbox.authorize.bind(h.sandbox);
+    const bp = h.sandbox.commissionBp;
+    h.sandbox.commissionBp = 10_001;
+    try {
+      // Captured, answer lost: only the sweep learns the capture, and its commission.
+      h.sandbox.authorize = (b) => {
+        const p = authorize(b);
+        h.sandbox.faults.hangNext = 1;
+        return p;
+      };
+      const nonce = 'c3'.repeat(16);
+      const form = { grant: field(o.page.text, 'grant'), nonce, amount: '500000', ...payer };
+      expect((await postPageForm(slow, `${o.path}/recharge`, form, o.session)).status).toBe(503);
+      h.sandbox.authorize = authorize;
+      expect(await usedCredit(h, payer.card)).toBe(500_000);
+      expect(await gw.recharges.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000)).toBe(1);
+    } finally {
+      h.sandbox.authorize = authorize;
+      h.sandbox.commissionBp = bp;
+      await setFaults(h, NO_FAULTS);
+      await slow.close();
+    }
+    expect(await balanceOf(h, o.id)).toBe(1_000_000);
+    expect(await usedCredit(h, payer.card)).toBe(0);
+  });
+
   it('redeems a voucher into the ID; the forms need the grant the PIN gave, in the same browser', async () => {
     const o = await owned();
     const grant = field(o.page.text, 'grant');
