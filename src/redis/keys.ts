@@ -53,8 +53,8 @@ export const keys = {
   reservations: (bucket: number) => `${tag(bucket)}resv`,
   /**
    * Payments whose authorize got no answer and which the card company did not know when the
-   * abandoned-attempt sweep ended them: reference -> when (ms). Asked after for a day, in case
-   * the card company makes the authorization late.
+   * abandoned-attempt sweep ended them: `<first seen, ms>:<reference>` -> next check (ms). Asked
+   * after, less often as they age, for a day, in case the card company makes the authorization late.
    */
   lateAuthorizations: (bucket: number) => `${tag(bucket)}late`,
   /** Refunds whose void the card company has not answered yet: ID hash -> when last asked (ms). */

@@ -12,7 +12,7 @@ import { isReason, messageOf, type Reason } from '../protocol/reasons';
 import { bucketOfKey, keys } from '../redis/keys';
 import { replicated } from '../redis/replication';
 import type { PaymentProvider } from './provider';
-import { claimPurchase, setLease, type ClaimTerms, type PurchaseClaim } from './scripts';
+import { claimLate, claimPurchase, setLease, type ClaimTerms, type LateWatch, type PurchaseClaim } from './scripts';
 
 /** A record's fields every kind has: its state, the request's fingerprint, its terms and payment, the refusal. */
 export interface PaymentRecord {
@@ -274,14 +274,19 @@ export class PaymentRecords<R extends PaymentRecord> {
    * The sweep ended the attempt under `key` while its authorize, sent and never
    * answered, was unknown to the card company: it may still make it (a queue on
    * its side), and nothing would then give it back. Its reference is asked after
-   * (sweepLateAuthorizations). Its declined record is kept as long: the
-   * reference comes from the record's key, and a retry that found the record
-   * gone would start a new attempt under the same reference, whose payment the
-   * watch would then void, after its ID was sold or its recharge credited.
+   * (sweepLateAuthorizations), first once a wait has passed. Its declined
+   * record is kept as long: the reference comes from the record's key, and a
+   * retry that found the record gone would start a new attempt under the same
+   * reference, whose payment the watch would then void, after its ID was sold
+   * or its recharge credited.
    */
   async watchLate(key: string, now: number): Promise<void> {
     await this.ctx.redis.expire(key, Math.max(this.ctx.cfg.purchaseDeclinedTtlSec, LATE_RECORD_SEC));
-    await this.ctx.redis.zadd(keys.lateAuthorizations(bucketOfKey(key)), 'NX', now, this.refOf(key));
+    await this.ctx.redis.zadd(
+      keys.lateAuthorizations(bucketOfKey(key)),
+      now + lateWatch(this.ctx).shortestWaitMs,
+      `${now}:${this.refOf(key)}`,
+    );
   }
 
   /** The card company reference of the attempt whose record is under `key`. */
@@ -296,28 +301,56 @@ export class PaymentRecords<R extends PaymentRecord> {
 }
 
 /**
+ * How a reference the card company did not know is asked after: first a
+ * minute after (never sooner than a status and a void can time out, so the
+ * gateway that claimed it has asked before it is due again), then after as
+ * long as it has been listed (2, 4, 8 … minutes), at most an hour apart,
+ * for a day.
+ */
+const lateWatch = (ctx: Context): LateWatch => ({
+  shortestWaitMs: Math.max(60_000, 2 * ctx.cfg.provider.timeoutMs),
+  longestWaitMs: 3_600_000,
+  watchMs: LATE_WATCH_MS,
+});
+
+/** References one gateway asks after per bucket and sweep round: the rest due wait for the next round, in order. */
+const LATE_PER_ROUND = 100;
+
+/**
  * Asks the card company after the payments of attempts the sweep ended while
  * it knew nothing of them (watchLate), and voids any it has authorized since:
  * the attempt ended, so nothing else would give the buyer's credit back. A
  * reference is asked after until the card company answers it voided or
- * declined, or for a day. Returns how many were voided.
+ * declined, or for a day, when it is due (lateWatch): the one due longest
+ * first, by one gateway (its claim moves it to its next check). A round stops
+ * at the first call the card company does not answer: the others would only
+ * wait out their timeouts too, and hold up the sweep's other work. Returns how
+ * many were voided.
  */
 export async function sweepLateAuthorizations(
   ctx: Context,
   provider: PaymentProvider,
   now = Date.now(),
 ): Promise<number> {
+  const watch = lateWatch(ctx);
+  // `now` moves on with the clock: a round can take a while, and its claims must last from when they are made.
+  const start = Date.now();
+  const clock = (): number => now + Date.now() - start;
   let voided = 0;
   for (let b = 0; b < ctx.cfg.buckets; b++) {
     const list = keys.lateAuthorizations(b);
-    await ctx.redis.zremrangebyscore(list, '-inf', `(${now - LATE_WATCH_MS}`);
-    for (const ref of await ctx.redis.zrange(list, '0', '99')) {
+    for (let n = 0; n < LATE_PER_ROUND; n++) {
+      const claimed = await claimLate(ctx.scripts, b, watch, clock());
+      if (!claimed) break;
+      const { member, ref } = claimed;
       const s = await provider.status(ref);
-      if (s.state === 'declined' || s.state === 'voided') await ctx.redis.zrem(list, ref);
+      if (s.state === 'unknown') return voided;
+      if (s.state === 'declined' || s.state === 'voided') await ctx.redis.zrem(list, member);
       if (s.state !== 'authorized' && s.state !== 'captured') continue;
       const v = await provider.void(ref);
+      if (v.status === 'unknown') return voided;
       if (v.status !== 'voided') continue;
-      await ctx.redis.zrem(list, ref);
+      await ctx.redis.zrem(list, member);
       voided++;
       ctx.log.warn({ ref, was: s.state }, 'the card company made an authorization after its attempt ended: voided');
     }

@@ -1,6 +1,7 @@
 /**
  * The sales domain's Lua scripts (lua/reserve, release, sell, purchase_claim,
- * purchase_lease, purchase_bind, purchase_admit, pin_attempt, refund, topup, voucher_take, voucher_settle): one function each, building KEYS/ARGV from named
+ * purchase_lease, purchase_bind, purchase_admit, pin_attempt, refund, topup, voucher_take, voucher_settle,
+ * late_claim): one function each, building KEYS/ARGV from named
  * arguments and decoding the reply into a named type. Nothing else in sales/
  * calls a script or reads a raw reply.
  */
@@ -385,4 +386,33 @@ export async function settleVoucher(
   if (r[0] !== 'ok' || (state !== 'done' && state !== 'returned' && state !== 'stale'))
     throw replyError('voucher_settle', r);
   return state;
+}
+
+/** How often, and for how long, a late-authorization reference is asked after (ms). */
+export interface LateWatch {
+  /** The first check this long after the reference is listed, and never two closer together. */
+  shortestWaitMs: number;
+  longestWaitMs: number;
+  /** From when it was listed. */
+  watchMs: number;
+}
+
+/**
+ * Claims the late-authorization reference of `bucket` due longest (lua/late_claim.lua): it is moved
+ * to its next check, so no other sweep asks it meanwhile. Null when none is due.
+ */
+export async function claimLate(
+  scripts: Scripts,
+  bucket: number,
+  w: LateWatch,
+  now = Date.now(),
+): Promise<{ member: string; ref: string } | null> {
+  const r = await scripts.run(
+    'late_claim',
+    [keys.lateAuthorizations(bucket)],
+    [now, w.shortestWaitMs, w.longestWaitMs, w.watchMs],
+  );
+  if (r === null) return null;
+  if (typeof r !== 'string' || !/^\d+:./.test(r)) throw replyError('late_claim', r);
+  return { member: r, ref: r.slice(r.indexOf(':') + 1) };
 }

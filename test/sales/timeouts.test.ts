@@ -13,8 +13,8 @@ import { putProducts } from '../../src/catalog/store';
 import { keys } from '../../src/redis/keys';
 import { sleep, until } from '../support/wait';
 import { captureLog } from '../support/log';
-import { HttpProvider } from '../../src/sales/provider';
-import { sweepLateAuthorizations } from '../../src/sales/payment-record';
+import { HttpProvider, type PaymentProvider } from '../../src/sales/provider';
+import { PaymentRecords, sweepLateAuthorizations } from '../../src/sales/payment-record';
 import {
   addMember,
   buy,
@@ -51,6 +51,10 @@ const PENDING = {
 };
 
 const refOf = (key: string): string => purchaseRef(h, SALES, key);
+
+/** Whether `ref` is listed to be asked after (its member is `<first seen>:<ref>`). */
+const lateListed = async (bucket: number, ref: string): Promise<boolean> =>
+  (await h.r.zrange(keys.lateAuthorizations(bucket), '0', '-1')).some((m) => m.endsWith(`:${ref}`));
 
 /** Counts the sandbox's authorize and capture calls (the methods its HTTP handler runs). */
 const calls = { authorize: 0, capture: 0 };
@@ -561,9 +565,106 @@ describe('an authorization the card company makes after the sweep gave up', () =
     expect(await gw.purchases.sweepAbandoned(now)).toBeGreaterThanOrEqual(1);
     const provider = new HttpProvider(h.cfg.provider.url!, 2000);
     const bucket = h.ctx.ids.bucketOf(refOf(key).slice('tsp_'.length));
-    expect(await h.r.zscore(keys.lateAuthorizations(bucket), refOf(key))).not.toBeNull();
+    expect(await lateListed(bucket, refOf(key))).toBe(true);
     await sweepLateAuthorizations(h.ctx, provider, now + 86_400_000 + 1000);
-    expect(await h.r.zscore(keys.lateAuthorizations(bucket), refOf(key))).toBeNull();
+    expect(await lateListed(bucket, refOf(key))).toBe(false);
+  });
+
+  /** Lists `n` references the card company never heard of in `bucket` at `at`, as the sweep does. */
+  async function listLate(tag: string, bucket: number, n: number, at: number): Promise<string[]> {
+    const records = new PaymentRecords(h.ctx, keys.openPurchases, 60, 'tsp_');
+    const refs: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const key = keys.purchase(bucket, `${tag}${i}`);
+      await records.watchLate(key, at);
+      refs.push(records.refOf(key));
+    }
+    return refs;
+  }
+
+  /** A card company that knows none of the payments asked after, and counts the asks of references starting with `tag`. */
+  function counting(tag: string): { provider: PaymentProvider; asked: Map<string, number> } {
+    const asked = new Map<string, number>();
+    const unknown = async (): Promise<never> => Promise.reject(new Error('not asked in these tests'));
+    const provider: PaymentProvider = {
+      authorize: unknown,
+      capture: unknown,
+      void: unknown,
+      status: async (ref) => {
+        if (ref.startsWith(`tsp_${tag}`)) asked.set(ref, (asked.get(ref) ?? 0) + 1);
+        await sleep(1);
+        return { state: 'none' };
+      },
+    };
+    return { provider, asked };
+  }
+
+  it('more than a round takes of one bucket are all asked after, the longest due first, each once', async () => {
+    const { provider, asked } = counting('late-many-');
+    const at = Date.now() + 10 * 86_400_000;
+    const refs = await listLate('late-many-', 3, 150, at);
+    // A round asks at most 100 of a bucket: the others are the first asked in the next.
+    await sweepLateAuthorizations(h.ctx, provider, at + 60_000);
+    expect(asked.size).toBe(100);
+    await sweepLateAuthorizations(h.ctx, provider, at + 90_000);
+    expect([...asked.keys()].sort()).toEqual([...refs].sort());
+    expect([...asked.values()].every((n) => n === 1)).toBe(true);
+  });
+
+  it('a reference is asked when due, less often as it ages, not before', async () => {
+    const { provider, asked } = counting('late-due-');
+    const at = Date.now() + 20 * 86_400_000;
+    const [ref] = await listLate('late-due-', 5, 1, at);
+    const times = (): number => asked.get(ref!) ?? 0;
+    await sweepLateAuthorizations(h.ctx, provider, at + 30_000);
+    expect(times()).toBe(0);
+    await sweepLateAuthorizations(h.ctx, provider, at + 60_000);
+    expect(times()).toBe(1);
+    // Then after as long as it has been listed: 2 minutes in, 4, 8 …
+    await sweepLateAuthorizations(h.ctx, provider, at + 119_000);
+    expect(times()).toBe(1);
+    // (A round's clock moves on while it runs: a few ms later than the time it is given.)
+    await sweepLateAuthorizations(h.ctx, provider, at + 121_000);
+    expect(times()).toBe(2);
+    await sweepLateAuthorizations(h.ctx, provider, at + 241_000);
+    expect(times()).toBe(2);
+    await sweepLateAuthorizations(h.ctx, provider, at + 245_000);
+    expect(times()).toBe(3);
+    // At most an hour apart, however old.
+    await sweepLateAuthorizations(h.ctx, provider, at + 10 * 3_600_000);
+    expect(times()).toBe(4);
+    await sweepLateAuthorizations(h.ctx, provider, at + 11 * 3_600_000 + 5000);
+    expect(times()).toBe(5);
+  });
+
+  it('a reference listed by an earlier version (the reference alone, scored when first seen) is asked after as the others', async () => {
+    const { provider, asked } = counting('late-old-');
+    const at = Date.now() + 40 * 86_400_000;
+    await h.r.zadd(keys.lateAuthorizations(9), at, 'tsp_late-old-0');
+    await sweepLateAuthorizations(h.ctx, provider, at + 60_000);
+    expect(asked.get('tsp_late-old-0')).toBe(1);
+    const next = Number(await h.r.zscore(keys.lateAuthorizations(9), `${at}:tsp_late-old-0`));
+    expect(next - at).toBeGreaterThanOrEqual(120_000);
+    expect(next - at).toBeLessThan(121_000);
+    await sweepLateAuthorizations(h.ctx, provider, at + 86_400_000);
+    expect(await lateListed(9, 'tsp_late-old-0')).toBe(false);
+  });
+
+  it('two gateways sweeping at once ask the card company once for a due reference', async () => {
+    const { provider, asked } = counting('late-once-');
+    const at = Date.now() + 30 * 86_400_000;
+    const refs = await listLate('late-once-', 7, 3, at);
+    const other = await gateway(h);
+    try {
+      await Promise.all([
+        sweepLateAuthorizations(h.ctx, provider, at + 60_000),
+        sweepLateAuthorizations(other.ctx, provider, at + 60_000),
+      ]);
+      await sweepLateAuthorizations(other.ctx, provider, at + 60_000);
+    } finally {
+      await other.close();
+    }
+    expect(refs.map((ref) => asked.get(ref))).toEqual([1, 1, 1]);
   });
 });
 
