@@ -154,13 +154,12 @@ export interface Config {
   holdMs: number;
   /** How long a buyer has to retry an unfinished purchase before its payment is voided. */
   abandonAfterMs: number;
-  /** Take the client address from X-Forwarded-For (only behind a proxy that sets it). */
-  trustProxy: boolean;
   /**
-   * The proxies whose X-Forwarded-For is taken (addresses and networks); undefined with
-   * trustProxy: any peer's, which is safe only where nothing but the proxy reaches the gateway.
+   * Whose X-Forwarded-For names the client (only behind a proxy that sets it): nobody's (false),
+   * any peer's (true: safe only where nothing but the proxy reaches the gateway), or only that of
+   * the proxies listed (addresses and networks). The gateway reads it through proxyTrust.
    */
-  trustedProxies?: string[];
+  trustProxy: boolean | string[];
   /** Bearer token GET /metrics asks for; unset, it answers loopback clients only. */
   metricsToken: string | undefined;
   purchaseLeaseMs: number;
@@ -288,8 +287,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     },
     holdMs: e.HOLD_MS,
     abandonAfterMs: e.ABANDON_AFTER_MS,
-    trustProxy: e.TRUST_PROXY !== '0',
-    trustedProxies: proxies,
+    trustProxy: proxies ?? e.TRUST_PROXY === '1',
     metricsToken: e.METRICS_TOKEN,
     purchaseLeaseMs: e.PURCHASE_LEASE_MS,
     purchaseDeclinedTtlSec: e.PURCHASE_DECLINED_TTL_SEC,

@@ -98,11 +98,13 @@ export async function startGateway(
 
   const app = uWS.App();
   const load = new Load(cfg.maxInflightTotal);
-  const ws = new WsEndpoints(app, { cfg, catalog: s.catalog, metrics: s.metrics, log, load });
+  // Whose X-Forwarded-For names the client, for every endpoint that reads a client address.
+  const trust = proxyTrust(cfg.trustProxy);
+  const ws = new WsEndpoints(app, { cfg, catalog: s.catalog, metrics: s.metrics, log, load, trust });
   ws.serve('/v1/switch', 'switch', switchRoutes(s.metering, s.metrics));
   ws.serve('/v1/scanner', 'scanner', scannerRoutes(s.redemption, s.metrics));
   const router = methodRouter(app);
-  opsRoutes(router, s);
+  opsRoutes(router, { ...s, trust });
   const api = new HttpApi(router, (tok, roles) => authorizeFresh(s.catalog, tok, roles), log, load);
   adminRoutes(api, s.ctx, s.redemption);
   scannerHttp(api, s.redemption, s.metrics);
@@ -117,7 +119,7 @@ export async function startGateway(
     checks: s.checks,
     anis: new AniRegistry(s.ctx, (product) => aniTermsOf(s.catalog.product(product))),
     publicUrl,
-    trustProxy: proxyTrust(cfg.trustProxy, cfg.trustedProxies),
+    trust,
     log,
     formMac: (cookie) => s.ctx.ids.mac(`form:${cookie}`).slice(0, 32),
     load,

@@ -21,7 +21,7 @@ import { Conn, type ConnData } from './connection';
 import { Dispatcher, type Load, type Routes } from './dispatch';
 import { authorize, authorizeFresh, bearer, clientAddress, statusLine, type AuthResult } from './http';
 import { messageOf, statusOf } from '../protocol/reasons';
-import { clientGroup, proxyTrust, type ProxyTrust } from '../protocol/client-address';
+import { clientGroup, type ProxyTrust } from '../protocol/client-address';
 
 /**
  * Close codes of a connection whose token no longer grants it (docs/protocol.md,
@@ -42,6 +42,8 @@ export interface WsDeps {
   log: Logger;
   /** Shared with the HTTP API: MAX_INFLIGHT_TOTAL bounds both. */
   load: Load;
+  /** Whose X-Forwarded-For names the client (MAX_CONNECTIONS_PER_CLIENT). */
+  trust: ProxyTrust;
 }
 
 export class WsEndpoints {
@@ -56,15 +58,12 @@ export class WsEndpoints {
   private readonly perToken = new Map<string, number>();
   /** Open connections by the sha256 of their token. */
   private readonly byToken = new Map<string, Set<Conn>>();
-  /** Whose X-Forwarded-For names the client (MAX_CONNECTIONS_PER_CLIENT). */
-  private readonly trust: ProxyTrust;
 
   constructor(
     private readonly app: TemplatedApp,
     private readonly d: WsDeps,
   ) {
     d.catalog.onTokenChange((changes) => this.tokensChanged(changes));
-    this.trust = proxyTrust(d.cfg.trustProxy, d.cfg.trustedProxies);
   }
 
   /** Serves `routes` at `path` to tokens of `role`. */
@@ -116,7 +115,7 @@ export class WsEndpoints {
     // Headers must be read before any await: uWS reuses req afterwards.
     const tok = bearer(req) || new URLSearchParams(req.getQuery() ?? '').get('token') || '';
     // By its group, as the buy and PIN limits count it: one subscriber's /64 holds more addresses than any limit.
-    const client = clientGroup(clientAddress(res, req, this.trust));
+    const client = clientGroup(clientAddress(res, req, this.d.trust));
     // Refused before the token is even looked at: a flood must cost us as little as possible.
     const full =
       this.conns.size >= cfg.maxConnections

@@ -78,16 +78,17 @@ export function clientNetwork(address: string): string {
 export type ProxyTrust = (peer: string) => boolean;
 
 /**
- * Whose X-Forwarded-For is taken: nobody's, any peer's (`proxies` unset), or
- * only that of the proxies listed (addresses and networks). A client that
- * reaches the gateway around its proxy would otherwise name any address it
- * likes, and with it escape every per-client limit.
+ * Whose X-Forwarded-For is taken (TRUST_PROXY): nobody's (false), any peer's
+ * (true), or only that of the proxies listed (addresses and networks). A
+ * client that reaches the gateway around its proxy would otherwise name any
+ * address it likes, and with it escape every per-client limit. Built once per
+ * gateway, which hands it to every endpoint that reads a client address.
  */
-export function proxyTrust(trust: boolean, proxies?: readonly string[]): ProxyTrust {
-  if (!trust) return () => false;
-  if (!proxies) return () => true;
+export function proxyTrust(trust: boolean | readonly string[]): ProxyTrust {
+  if (trust === false) return () => false;
+  if (trust === true) return () => true;
   const list = new BlockList();
-  for (const entry of proxies) {
+  for (const entry of trust) {
     const [address = '', prefix] = entry.split('/');
     const type = isIPv4(address) ? 'ipv4' : 'ipv6';
     if (prefix === undefined) list.addAddress(address, type);

@@ -191,11 +191,8 @@ describe('loadConfig', () => {
 
   it('TRUST_PROXY: 0, 1 (any peer) or the proxies whose X-Forwarded-For is taken', () => {
     expect(loadConfig({}).trustProxy).toBe(false);
-    expect(loadConfig({ TRUST_PROXY: '1' })).toMatchObject({ trustProxy: true, trustedProxies: undefined });
-    expect(loadConfig({ TRUST_PROXY: '10.0.0.5,2001:db8::/64' })).toMatchObject({
-      trustProxy: true,
-      trustedProxies: ['10.0.0.5', '2001:db8::/64'],
-    });
+    expect(loadConfig({ TRUST_PROXY: '1' }).trustProxy).toBe(true);
+    expect(loadConfig({ TRUST_PROXY: '10.0.0.5,2001:db8::/64' }).trustProxy).toEqual(['10.0.0.5', '2001:db8::/64']);
     for (const bad of ['yes', '10.0.0.256', '10.0.0.0/33', '2001:db8::/129', '10.0.0.1,'])
       expect(() => loadConfig({ TRUST_PROXY: bad }), bad).toThrow(/TRUST_PROXY/);
   });

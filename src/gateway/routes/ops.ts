@@ -11,7 +11,7 @@ import type { CatalogCache } from '../../catalog/cache';
 import type { Metrics } from '../../observability/metrics';
 import type { RedisClient } from '../../redis/connect';
 import { bearer, clientAddress, replyFor } from '../http';
-import { proxyTrust } from '../../protocol/client-address';
+import type { ProxyTrust } from '../../protocol/client-address';
 import type { Router } from '../router';
 
 export interface OpsDeps {
@@ -20,6 +20,8 @@ export interface OpsDeps {
   claimRedis: RedisClient;
   catalog: CatalogCache;
   metrics: Metrics;
+  /** Whose X-Forwarded-For names the client (TRUST_PROXY): who is on this machine. */
+  trust: ProxyTrust;
 }
 
 export function opsRoutes(app: Router, d: OpsDeps): void {
@@ -40,13 +42,12 @@ export function opsRoutes(app: Router, d: OpsDeps): void {
 
   const { cfg } = d.ctx;
   const allowed = metricsReaders(cfg.metricsToken);
-  const trust = proxyTrust(cfg.trustProxy, cfg.trustedProxies);
   const [refusal, why] = cfg.metricsToken
     ? (['unauthorized', '/metrics needs Authorization: Bearer <METRICS_TOKEN>'] as const)
     : (['forbidden', '/metrics answers this machine only; set METRICS_TOKEN to read it from elsewhere'] as const);
   app.get('/metrics', (res, req) => {
     const reply = replyFor(res);
-    if (!allowed(bearer(req), clientAddress(res, req, trust))) return reply.error(refusal, why);
+    if (!allowed(bearer(req), clientAddress(res, req, d.trust))) return reply.error(refusal, why);
     d.metrics.registry.metrics().then(
       (text) => reply.send(200, text, d.metrics.registry.contentType),
       (err: unknown) => reply.error('internal', String(err)),

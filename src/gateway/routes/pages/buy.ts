@@ -122,7 +122,7 @@ export function buyRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   app.post('/buy', (res, req) => {
     const reply = replyFor(res);
     const fc = formClient(req);
-    const client = clientAddress(res, req, d.trustProxy);
+    const client = clientAddress(res, req, d.trust);
     const form = readForm(res, reply, FORM_LIMIT);
     kit.guard(
       reply,

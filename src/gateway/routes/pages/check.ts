@@ -145,7 +145,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     const action = `/check/${encodeURIComponent(bucket)}/${encodeURIComponent(token)}`;
     const fc = formClient(req);
     const form = readForm(res, reply, FORM_LIMIT);
-    const client = clientAddress(res, req, d.trustProxy);
+    const client = clientAddress(res, req, d.trust);
     kit.guard(
       reply,
       async () => {
@@ -200,7 +200,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       const token = pathParam(req, 1);
       const action = `/check/${encodeURIComponent(bucket)}/${encodeURIComponent(token)}`;
       const fc = formClient(req);
-      const client = clientAddress(res, req, d.trustProxy);
+      const client = clientAddress(res, req, d.trust);
       const form = readForm(res, reply, FORM_LIMIT);
       kit.guard(
         reply,

@@ -31,7 +31,7 @@ export interface PageDeps {
   anis: AniRegistry;
   publicUrl: () => string;
   /** Whose X-Forwarded-For names the client (per-client limits of payments and PIN tries). */
-  trustProxy: ProxyTrust;
+  trust: ProxyTrust;
   log: Logger;
   /** Keyed hash (server secret) of a browser's form cookie: the token its forms carry. */
   formMac: (cookie: string) => string;
