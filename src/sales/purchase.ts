@@ -353,7 +353,9 @@ export class Purchases {
     let settled = 0;
     for (let b = 0; b < this.ctx.cfg.buckets; b++) {
       for await (const { key, record: r } of this.records.abandoned(b, now)) {
-        const claim = await this.records.claim(key, r.fp ?? '', undefined, now);
+        // Leased from the clock, not from `now` (when this round started): a round slowed down by the
+        // card company would take a lease already run out, and a retry would settle it beside us.
+        const claim = await this.records.claim(key, r.fp ?? '', undefined);
         if (claim.state === 'gone') await this.records.unlist(key);
         if (claim.state !== 'resume') continue;
         const ref = this.records.refOf(key);

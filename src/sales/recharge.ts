@@ -214,7 +214,9 @@ export class Recharges {
           else await this.records.unlist(key);
           continue;
         }
-        const claim = await this.records.claim(key, r.fp ?? '', undefined, now);
+        // Leased from the clock, not from `now` (when this round started): a round slowed down by the
+        // card company would take a lease already run out, and a retry would settle it beside us.
+        const claim = await this.records.claim(key, r.fp ?? '', undefined);
         if (claim.state === 'gone') await this.records.unlist(key);
         if (claim.state !== 'resume') continue;
         const hash = key.slice(key.lastIndexOf(':') + 1);

@@ -517,6 +517,39 @@ describe('a buyer who never comes back', () => {
     expect(late.json.error.reason).toBe('abandoned');
     expect(await usedCredit(h, m.card)).toBe(0);
   });
+
+  it('a sweep that reaches a purchase late still owns it while it settles it: a retry meanwhile waits', async () => {
+    const g = await gateway(h, {
+      abandonAfterMs: 1000,
+      purchaseLeaseMs: 600,
+      provider: { ...h.cfg.provider, timeoutMs: 1500 },
+    });
+    try {
+      const m = await addMember(h, 100_000_000);
+      const key = newKey('sweep-late');
+      const ref = refOf(key);
+      hangAtCapture();
+      expect((await buy(g, salesTok, key, 'talk-t', m)).status).toBe(503);
+      expect((await payment(h, ref)).body.state).toBe('captured');
+      const hash = ref.slice('tsp_'.length);
+      const rec = keys.purchase(h.ctx.ids.bucketOf(hash), hash);
+      await sleep(3200);
+      // A round that started 2 s ago (the card company slow on the attempts before this one) reaches it now.
+      await setFaults(h, { latencyMs: 400 });
+      const sweep = g.purchases.sweepAbandoned(Date.now() - 2000);
+      await until(async () => (await h.ctx.redis.hget(rec, 'lease')) !== '0');
+      const retry = await buy(g, salesTok, key, 'talk-t', m);
+      await sweep;
+      await setFaults(h, NO_FAULTS);
+      expect([retry.status, retry.json.error?.reason]).toEqual([409, 'in_progress']);
+      expect((await payment(h, ref)).body.state).toBe('voided');
+      expect((await saleRecords(h)).filter((r) => r.ref === ref)).toHaveLength(0);
+      expect((await buy(g, salesTok, key, 'talk-t', m)).json.error.reason).toBe('abandoned');
+    } finally {
+      await setFaults(h, NO_FAULTS);
+      await g.close();
+    }
+  });
 });
 
 describe('an authorization the card company makes after the sweep gave up', () => {
