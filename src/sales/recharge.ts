@@ -125,7 +125,9 @@ export class Recharges {
     }
     const fp = this.ctx.ids.mac(JSON.stringify([target.key, req.amount, req.card, req.cardPin]));
     const claim = await this.records.claim(key, fp, { product: prod ?? '', price: req.amount, currency: cur ?? '' });
-    if (claim.state === 'new') await this.ctx.redis.hset(key, 'tgt', target.key);
+    // Written before any card company call, on a resume too: a claim whose gateway died (or whose
+    // Redis call failed) before it wrote the ID leaves a record the sweep could not settle.
+    if (claim.state === 'new' || claim.state === 'resume') await this.ctx.redis.hsetnx(key, 'tgt', target.key);
     if (claim.state !== 'conflict' && claim.state !== 'busy') await replicated(this.ctx.redis, key);
     switch (claim.state) {
       case 'gone':

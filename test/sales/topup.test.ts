@@ -16,7 +16,7 @@ import { keys } from '../../src/redis/keys';
 import { refundSale } from '../../src/sales/admin';
 import { HttpProvider } from '../../src/sales/provider';
 import { setIdState } from '../../src/ledger/ids';
-import { takeVoucher } from '../../src/sales/scripts';
+import { claimPurchase, takeVoucher } from '../../src/sales/scripts';
 import { runCliIn } from '../support/cli';
 import { Client } from '../support/ws-client';
 import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
@@ -642,6 +642,44 @@ describe('the check page', () => {
     }
     expect(await balanceOf(h, o.id)).toBe(1_000_000);
     expect(await usedCredit(h, payer.card)).toBe(0);
+  });
+
+  it('a recharge whose claim lost the ID it is for is still settled by the sweep: nothing stays held', async () => {
+    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    const o = await owned();
+    const payer = await addMember(h, 10_000_000);
+    const nonce = 'c5'.repeat(16);
+    // The gateway that claimed the recharge died (or its Redis call failed) between the claim and
+    // writing the ID it is for: the record holds no ID, and its lease has run out.
+    const hash = h.ctx.ids.mac(`recharge:web/${nonce}`).slice(0, 32);
+    const bucket = h.ctx.ids.bucketOf(hash);
+    const key = keys.recharge(bucket, hash);
+    const tgt = idKeyOf(h, o.id);
+    const fingerprint = h.ctx.ids.mac(JSON.stringify([tgt, 500_000, payer.card, payer.cardPin]));
+    const terms = { product: TALK.name, price: 500_000, currency: TALK.currency };
+    const ttlSec = 2 * 86400;
+    const claim = { key, open: keys.openRecharges(bucket), fingerprint, leaseMs: 1, ttlSec, terms };
+    expect(await claimPurchase(h.ctx.scripts, claim, 'gone', Date.now() - 1000)).toBe('new');
+    // The owner sends the form again: captured, and the answer lost.
+    const authorize = h.sandbox.authorize.bind(h.sandbox);
+    h.sandbox.authorize = (b) => {
+      const p = authorize(b);
+      h.sandbox.faults.hangNext = 1;
+      return p;
+    };
+    try {
+      const form = { grant: field(o.page.text, 'grant'), nonce, amount: '500000', ...payer };
+      expect((await postPageForm(slow, `${o.path}/recharge`, form, o.session)).status).toBe(503);
+    } finally {
+      h.sandbox.authorize = authorize;
+      await setFaults(h, NO_FAULTS);
+      await slow.close();
+    }
+    expect(await usedCredit(h, payer.card)).toBe(500_000);
+    // Never came back: the sweep credits what the owner paid for.
+    expect(await gw.recharges.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000)).toBeGreaterThanOrEqual(1);
+    expect(await balanceOf(h, o.id)).toBe(1_500_000);
+    expect(await usedCredit(h, payer.card)).toBe(500_000);
   });
 
   it('redeems a voucher into the ID; the forms need the grant the PIN gave, in the same browser', async () => {
