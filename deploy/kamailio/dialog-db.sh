@@ -3,10 +3,19 @@
 # every Kamailio start: the tables where Kamailio keeps its dialogs and its
 # caller guards over a restart. Rows Kamailio wrote at its last shutdown are
 # kept. The dialog tables' definitions come from Debian's kamailio package;
-# callers and dialogs are htables.
-#   deploy/kamailio/dialog-db.sh DIR
+# callers and dialogs are htables. With --started, once Kamailio is up (it has
+# read the tables): notes the tables as that start read them.
+#   deploy/kamailio/dialog-db.sh DIR             before every start
+#   deploy/kamailio/dialog-db.sh --started DIR   after every start that came up
 set -eu
-[ $# -eq 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
+if [ $# -eq 2 ] && [ "$1" = --started ]; then
+  # Noted only by a start that read the tables: one that failed before (a
+  # config error, then systemd's Restart= or the operator's next start) read
+  # nothing, and the dialogs its last clean shutdown wrote are still up.
+  stat -c %y "$2/callers" > "$2/.callers-at-start"
+  exit 0
+fi
+[ $# -eq 1 ] || { echo "usage: $0 [--started] DIR" >&2; exit 2; }
 dir=$1
 schema=/usr/share/kamailio/dbtext/kamailio
 mkdir -p "$dir"
@@ -15,8 +24,8 @@ mkdir -p "$dir"
 # connector would take it up as a live call (once Tessera has forgotten it,
 # metered anew from its old answer: its ID billed and kept busy). A clean
 # shutdown always rewrites callers (htable deletes its rows and writes them
-# again), so its modification time, to the nanosecond, as the last start left
-# it tells a crash, or a start that failed, from a shutdown: the tables are
+# again), so its modification time, to the nanosecond, as the last start that
+# came up read it (--started) tells a crash from a shutdown: the tables are
 # emptied then, as a crash loses every dialog anyway.
 if [ -f "$dir/.callers-at-start" ] && [ "$(stat -c %y "$dir/callers")" = "$(cat "$dir/.callers-at-start")" ]; then
   echo "$0: $dir not written since the last start (a crash): its dialogs are dropped" >&2
@@ -39,4 +48,3 @@ if [ ! -s "$dir/version" ]; then
     printf '0:callers:2\n0:dialogs:2\n'
   } > "$dir/version"
 fi
-stat -c %y "$dir/callers" > "$dir/.callers-at-start"

@@ -403,6 +403,8 @@ export async function startKamailio(o: {
     killTree(proc);
     throw err;
   }
+  // Up, its tables read: as the drop-in's ExecStartPost, what tells a crash at the next start.
+  execFileSync('sh', [DIALOG_DB, '--started', db]);
   return {
     proc,
     ...ports,
