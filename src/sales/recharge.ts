@@ -210,10 +210,9 @@ export class Recharges {
     let settled = 0;
     for (let b = 0; b < this.ctx.cfg.buckets; b++) {
       for await (const { key, record: r } of this.records.abandoned(b, now)) {
-        // A recharge that never learned its ID ends here: there is nothing to credit.
-        if (!r.tgt) {
-          if (r.st === 'new') await this.decline(key, 'abandoned');
-          else await this.records.unlist(key);
+        // A recharge that never learned its ID and never paid ends here: there is nothing to credit.
+        if (!r.tgt && r.st === 'new') {
+          await this.decline(key, 'abandoned');
           continue;
         }
         // Leased from the clock, not from `now` (when this round started): a round slowed down by the
@@ -231,7 +230,9 @@ export class Recharges {
           const refused = r.st === 'voiding';
           const overCharged = !refused && s.state === 'captured' && this.records.overCharged(ref, r, s.commission ?? 0);
           const reason = refused ? (r.reason ?? 'abandoned') : overCharged ? 'capture_failed' : 'abandoned';
-          if (s.state === 'captured' && !refused && !overCharged) {
+          // One paid without its ID in the record (a resume by b0e8b35, which wrote it on a new claim
+          // only) cannot be credited: its payment is given back, not left taken.
+          if (s.state === 'captured' && !refused && !overCharged && r.tgt) {
             r.commission = String(s.commission ?? 0);
             await this.credit(key, ref, hash, r);
           } else if (s.state === 'authorized' || s.state === 'captured') {

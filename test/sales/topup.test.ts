@@ -67,7 +67,7 @@ let buyer: Buyer;
 beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h, [TALK, FIXED, TALK_MAX, VOUCHER, VOUCHER_USD, BIG_VOUCHER] as Product[]);
-  await mint(h, TALK, 10);
+  await mint(h, TALK, 12);
   await mint(h, FIXED, 2);
   await mint(h, TALK_MAX, 1);
   gw = await gateway(h);
@@ -680,6 +680,39 @@ describe('the check page', () => {
     expect(await gw.recharges.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000)).toBeGreaterThanOrEqual(1);
     expect(await balanceOf(h, o.id)).toBe(1_500_000);
     expect(await usedCredit(h, payer.card)).toBe(500_000);
+  });
+
+  it('a paid recharge the previous version left without its ID is given back by the sweep, not dropped', async () => {
+    // b0e8b35 wrote the ID only on a new claim: a resume of a record whose claim had lost it paid
+    // with the ID in memory alone. Its answer lost and the owner gone, the sweep only took the record
+    // off its list: the capture stayed taken, nothing credited, and nothing asked after it again.
+    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    const o = await owned();
+    const payer = await addMember(h, 10_000_000);
+    const authorize = h.sandbox.authorize.bind(h.sandbox);
+    h.sandbox.authorize = (b) => {
+      const p = authorize(b);
+      h.sandbox.faults.hangNext = 1;
+      return p;
+    };
+    const nonce = 'c6'.repeat(16);
+    try {
+      const form = { grant: field(o.page.text, 'grant'), nonce, amount: '500000', ...payer };
+      expect((await postPageForm(slow, `${o.path}/recharge`, form, o.session)).status).toBe(503);
+    } finally {
+      h.sandbox.authorize = authorize;
+      await setFaults(h, NO_FAULTS);
+      await slow.close();
+    }
+    const hash = h.ctx.ids.mac(`recharge:web/${nonce}`).slice(0, 32);
+    const key = keys.recharge(h.ctx.ids.bucketOf(hash), hash);
+    // As the previous version left it.
+    expect(await h.r.hdel(key, 'tgt')).toBe(1);
+    expect(await usedCredit(h, payer.card)).toBe(500_000);
+    expect(await gw.recharges.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000)).toBe(1);
+    expect(await usedCredit(h, payer.card)).toBe(0);
+    expect(await h.r.hget(key, 'st')).toBe('declined');
+    expect(await balanceOf(h, o.id)).toBe(1_000_000);
   });
 
   it('redeems a voucher into the ID; the forms need the grant the PIN gave, in the same browser', async () => {
