@@ -352,14 +352,16 @@ export class Purchases {
   async sweepAbandoned(now = Date.now()): Promise<number> {
     let settled = 0;
     for (let b = 0; b < this.ctx.cfg.buckets; b++) {
-      for await (const { key, record: r } of this.records.abandoned(b, now)) {
+      for await (const { key, record: listed } of this.records.abandoned(b, now)) {
         // Leased from the clock, not from `now` (when this round started): a round slowed down by the
         // card company would take a lease already run out, and a retry would settle it beside us.
-        const claim = await this.records.claim(key, r.fp ?? '', undefined);
+        const claim = await this.records.claim(key, listed.fp ?? '', undefined);
         if (claim.state === 'gone') await this.records.unlist(key);
         if (claim.state !== 'resume') continue;
         const ref = this.records.refOf(key);
         await claim.own(async () => {
+          // As it stands now it is ours: a retry may have moved it on (to `voiding`, say) since it was listed.
+          const r = await this.records.read(key);
           // Already sold: voiding now would leave a sold ID, with its sale record, unpaid for.
           if (await this.soldFor(r, ref)) {
             const { token } = checkLink(this.ctx.ids, ref, r.idHash!);

@@ -209,20 +209,19 @@ export class Recharges {
   async sweepAbandoned(now = Date.now()): Promise<number> {
     let settled = 0;
     for (let b = 0; b < this.ctx.cfg.buckets; b++) {
-      for await (const { key, record: r } of this.records.abandoned(b, now)) {
-        // A recharge that never learned its ID and never paid ends here: there is nothing to credit.
-        if (!r.tgt && r.st === 'new') {
-          await this.decline(key, 'abandoned');
-          continue;
-        }
+      for await (const { key, record: listed } of this.records.abandoned(b, now)) {
         // Leased from the clock, not from `now` (when this round started): a round slowed down by the
         // card company would take a lease already run out, and a retry would settle it beside us.
-        const claim = await this.records.claim(key, r.fp ?? '', undefined);
+        const claim = await this.records.claim(key, listed.fp ?? '', undefined);
         if (claim.state === 'gone') await this.records.unlist(key);
         if (claim.state !== 'resume') continue;
         const hash = key.slice(key.lastIndexOf(':') + 1);
         const ref = this.records.refOf(key);
         await claim.own(async () => {
+          // As it stands now it is ours: a retry may have moved it on (to `voiding`, say) since it was listed.
+          const r = await this.records.read(key);
+          // One that never learned its ID and never paid ends here: there is nothing to credit.
+          if (!r.tgt && r.st === 'new') return void (await this.decline(key, 'abandoned'));
           const s = await this.provider.status(ref);
           if (s.state === 'unknown') return;
           // One already refused (voiding) is voided with its own reason, never credited; so is a

@@ -67,7 +67,7 @@ let buyer: Buyer;
 beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h, [TALK, FIXED, TALK_MAX, VOUCHER, VOUCHER_USD, BIG_VOUCHER] as Product[]);
-  await mint(h, TALK, 12);
+  await mint(h, TALK, 13);
   await mint(h, FIXED, 2);
   await mint(h, TALK_MAX, 1);
   gw = await gateway(h);
@@ -712,6 +712,46 @@ describe('the check page', () => {
     expect(await gw.recharges.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000)).toBe(1);
     expect(await usedCredit(h, payer.card)).toBe(0);
     expect(await h.r.hget(key, 'st')).toBe('declined');
+    expect(await balanceOf(h, o.id)).toBe(1_000_000);
+  });
+
+  it('the sweep settles a recharge as it stands when claimed, not as it read it before', async () => {
+    // The sweep read the record, then claimed it. A retry that ended meanwhile, refusing the payment
+    // (`voiding`, its void sent and unanswered), handed the lease back; the sweep went on from what it
+    // had read (`capturing`) and credited the ID while the card company was giving the payment back.
+    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    const o = await owned();
+    const payer = await addMember(h, 10_000_000);
+    const authorize = h.sandbox.authorize.bind(h.sandbox);
+    h.sandbox.authorize = (b) => {
+      const p = authorize(b);
+      h.sandbox.faults.hangNext = 1;
+      return p;
+    };
+    const nonce = 'c7'.repeat(16);
+    try {
+      const form = { grant: field(o.page.text, 'grant'), nonce, amount: '500000', ...payer };
+      expect((await postPageForm(slow, `${o.path}/recharge`, form, o.session)).status).toBe(503);
+    } finally {
+      h.sandbox.authorize = authorize;
+      await setFaults(h, NO_FAULTS);
+      await slow.close();
+    }
+    const hash = h.ctx.ids.mac(`recharge:web/${nonce}`).slice(0, 32);
+    const key = keys.recharge(h.ctx.ids.bucketOf(hash), hash);
+    const records = (gw.recharges as unknown as { records: { claim: (...a: unknown[]) => Promise<unknown> } }).records;
+    const claim = records.claim.bind(records);
+    records.claim = async (...a: unknown[]) => {
+      if (a[0] === key) await h.r.hset(key, { st: 'voiding', reason: 'expired' });
+      return claim(...a);
+    };
+    try {
+      expect(await gw.recharges.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000)).toBe(1);
+    } finally {
+      records.claim = claim;
+    }
+    expect(await h.r.hmget(key, 'st', 'reason')).toEqual(['declined', 'expired']);
+    expect(await usedCredit(h, payer.card)).toBe(0);
     expect(await balanceOf(h, o.id)).toBe(1_000_000);
   });
 
