@@ -105,11 +105,13 @@ export class PaymentRecords<R extends PaymentRecord> {
    * Each step is on a replica before the next (a card company call) is made. An
    * attempt that ended keeps its answer for retries and leaves the open set.
    */
-  async set(key: string, fields: { [k: string]: string | number }): Promise<void> {
+  async set(key: string, fields: { [k: string]: string | number }, watched = false): Promise<void> {
     await this.ctx.redis.hset(key, fields);
     await replicated(this.ctx.redis, key);
     if (fields.st === 'done' || fields.st === 'declined') {
-      await this.ctx.redis.expire(key, fields.st === 'done' ? this.doneTtlSec : this.ctx.cfg.purchaseDeclinedTtlSec);
+      // A declined attempt whose reference is watched (watchLate) keeps its answer as long as the watch.
+      const declinedTtl = Math.max(this.ctx.cfg.purchaseDeclinedTtlSec, watched ? LATE_RECORD_SEC : 0);
+      await this.ctx.redis.expire(key, fields.st === 'done' ? this.doneTtlSec : declinedTtl);
       await this.ctx.redis.zrem(this.openSet(bucketOfKey(key)), key);
     }
   }
@@ -271,17 +273,18 @@ export class PaymentRecords<R extends PaymentRecord> {
   }
 
   /**
-   * The sweep ended the attempt under `key` while its authorize, sent and never
-   * answered, was unknown to the card company: it may still make it (a queue on
-   * its side), and nothing would then give it back. Its reference is asked after
-   * (sweepLateAuthorizations), first once a wait has passed. Its declined
-   * record is kept as long: the reference comes from the record's key, and a
-   * retry that found the record gone would start a new attempt under the same
-   * reference, whose payment the watch would then void, after its ID was sold
-   * or its recharge credited.
+   * The sweep is ending the attempt under `key` while its authorize, sent and
+   * never answered, is unknown to the card company: it may still make it (a
+   * queue on its side), and nothing would then give it back. Its reference is
+   * asked after (sweepLateAuthorizations), first once a wait has passed. Called
+   * before the attempt is declined (set with `watched`), so a crash in between
+   * leaves it open for the next sweep rather than declined and unwatched; and
+   * declined, its record is kept as long as the watch: the reference comes from
+   * the record's key, and a retry that found the record gone would start a new
+   * attempt under the same reference, whose payment the watch would then void,
+   * after its ID was sold or its recharge credited.
    */
   async watchLate(key: string, now: number): Promise<void> {
-    await this.ctx.redis.expire(key, Math.max(this.ctx.cfg.purchaseDeclinedTtlSec, LATE_RECORD_SEC));
     await this.ctx.redis.zadd(
       keys.lateAuthorizations(bucketOfKey(key)),
       now + lateWatch(this.ctx).shortestWaitMs,

@@ -187,9 +187,9 @@ export class Purchases {
     return { ok: true, ...rest, id: this.ctx.ids.unseal(sealed) };
   }
 
-  private async decline(key: string, reason: string, r: PurchaseRecord): Promise<PurchaseResult> {
+  private async decline(key: string, reason: string, r: PurchaseRecord, watched = false): Promise<PurchaseResult> {
     if (r.idHash && r.product) await this.inventory.release(r.product, Number(r.bucket), r.idHash);
-    await this.records.set(key, { st: 'declined', reason });
+    await this.records.set(key, { st: 'declined', reason }, watched);
     return declinedAnswer(reason);
   }
 
@@ -377,8 +377,9 @@ export class Purchases {
           const reason = r.st === 'voiding' ? (r.reason ?? 'abandoned') : 'abandoned';
           const held = s.state === 'authorized' || s.state === 'captured';
           if (held && !(await this.records.giveBack(this.provider, key, ref, reason))) return;
-          await this.decline(key, reason, r);
-          if (s.state === 'none' && r.st === 'authorizing') await this.records.watchLate(key, now);
+          const late = s.state === 'none' && r.st === 'authorizing';
+          if (late) await this.records.watchLate(key, now);
+          await this.decline(key, reason, r, late);
           settled++;
           this.log.warn({ ref, was: s.state }, 'abandoned purchase settled: payment voided, ID back in stock');
         });

@@ -152,8 +152,8 @@ export class Recharges {
     return { ok: true, ...(JSON.parse(r.answer!) as TopupAnswer), duplicate: true };
   }
 
-  private async decline(key: string, reason: string): Promise<RechargeResult> {
-    await this.records.set(key, { st: 'declined', reason });
+  private async decline(key: string, reason: string, watched = false): Promise<RechargeResult> {
+    await this.records.set(key, { st: 'declined', reason }, watched);
     return declinedAnswer(reason);
   }
 
@@ -238,8 +238,9 @@ export class Recharges {
             if (!(await this.records.giveBack(this.provider, key, ref, reason))) return;
             await this.decline(key, reason);
           } else {
-            await this.decline(key, reason);
-            if (s.state === 'none' && r.st === 'authorizing') await this.records.watchLate(key, now);
+            const late = s.state === 'none' && r.st === 'authorizing';
+            if (late) await this.records.watchLate(key, now);
+            await this.decline(key, reason, late);
           }
           settled++;
         });

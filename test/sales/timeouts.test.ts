@@ -589,6 +589,29 @@ describe('an authorization the card company makes after the sweep gave up', () =
     expect((await buy(gw, salesTok, key, 'talk-t', m)).json.error.reason).toBe('abandoned');
   });
 
+  it('lists the reference before it declines the attempt: a sweep cut short in between leaves it open, never unwatched', async () => {
+    const key = newKey('late-first');
+    await setFaults(h, { failRate: 1 });
+    expect((await buy(gw, salesTok, key, 'talk-t', await addMember(h, 100_000_000))).status).toBe(503);
+    await setFaults(h, NO_FAULTS);
+    const hash = refOf(key).slice('tsp_'.length);
+    const bucket = h.ctx.ids.bucketOf(hash);
+    // The decline fails (Redis gone, the gateway killed): the reference must already be listed.
+    const records = (gw.purchases as unknown as { records: PaymentRecords<{ st: string }> }).records;
+    const set = records.set.bind(records);
+    records.set = async (k, fields, watched) => {
+      if (k === keys.purchase(bucket, hash) && fields.st === 'declined') throw new Error('cut short');
+      return set(k, fields, watched);
+    };
+    try {
+      await gw.purchases.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000).catch(() => undefined);
+    } finally {
+      records.set = set;
+    }
+    expect(await lateListed(bucket, refOf(key))).toBe(true);
+    expect(await h.r.hget(keys.purchase(bucket, hash), 'st')).not.toBe('declined');
+  });
+
   it('a reference still unknown a day later is no longer asked after', async () => {
     const key = newKey('late-never');
     await setFaults(h, { failRate: 1 });
