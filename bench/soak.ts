@@ -551,8 +551,7 @@ function faultList(s: Setup): (() => Promise<string>)[] {
     async () => {
       const port = primaryPort();
       const pid = nodePid(port);
-      process.kill(pid, 'SIGSTOP');
-      setTimeout(() => process.kill(pid, 'SIGCONT'), 5000);
+      s.cluster.freeze(pid, 5000);
       return `SIGSTOP primary ${port} for 5 s`;
     },
     async () => {

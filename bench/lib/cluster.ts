@@ -19,6 +19,12 @@ export interface LocalCluster {
   url: string;
   base: number;
   nodesDir: string;
+  /**
+   * SIGSTOPs pid for ms, then SIGCONTs it. stop() resumes it first if the
+   * bench ends (or is interrupted) inside that window: a frozen node takes no
+   * `shutdown` and would outlive the bench, its ports held.
+   */
+  freeze(pid: number, ms: number): void;
   stop(): void;
 }
 
@@ -28,13 +34,28 @@ export async function startLocalCluster(tmp: string): Promise<LocalCluster> {
   const base = await freeClusterBase();
   const started = spawnSync('sh', [CLUSTER_SCRIPT, 'start', nodesDir, String(base)], { encoding: 'utf8' });
   if (started.status !== 0) throw new Error(`cluster: ${started.stderr}`);
+  const frozen = new Set<number>();
+  const resume = (pid: number): void => {
+    if (!frozen.delete(pid)) return;
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      /* gone already */
+    }
+  };
+  const freeze = (pid: number, ms: number): void => {
+    process.kill(pid, 'SIGSTOP');
+    frozen.add(pid);
+    setTimeout(() => resume(pid), ms).unref();
+  };
   // By port, not through the node directories: those go with the temp dir.
   const stop = (): void => {
+    for (const pid of [...frozen]) resume(pid);
     for (let port = base; port < base + 6; port++)
       spawnSync('redis-cli', ['-p', String(port), 'shutdown', 'nosave'], { stdio: 'ignore', timeout: 5000 });
   };
   process.on('exit', stop);
-  return { url: /REDIS_CLUSTER=(\S+)/.exec(started.stdout)![1]!, base, nodesDir, stop };
+  return { url: /REDIS_CLUSTER=(\S+)/.exec(started.stdout)![1]!, base, nodesDir, freeze, stop };
 }
 
 /** REDIS_REPLICATED_ACKS of one gateway. */
