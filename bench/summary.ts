@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { cpuPressurePct, cpuStallUs } from './lib/cpu';
 import { intFlag, parseFlags } from './lib/flags';
-import { children, cleanUpOnExit, ROOT, runMain } from './lib/process';
+import { children, cleanupAndExit, killChildren, ROOT, runMain } from './lib/process';
 import { fmtInt, printJsonLine } from './lib/report';
 
 const USAGE = `npm run bench -- [flags]
@@ -51,8 +51,37 @@ function num(f: Figures | undefined, path: string): number | undefined {
   return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
 }
 
+/** Set once SIGINT or SIGTERM came: no benchmark starts after it. */
+let interrupted = false;
+
+/**
+ * Interrupted (Ctrl-C, SIGTERM from a CI timeout): the running benchmark gets
+ * SIGINT and is waited for (15 s at most), so that it stops its processes and
+ * removes its own temp dir (its Redis data, tens of MB), which a SIGKILL from
+ * here would leave behind.
+ */
+function stopOnSignal(): void {
+  const stop = (code: number): void => {
+    if (interrupted) return;
+    interrupted = true;
+    process.stderr.write('\nbench: interrupted, stopping the running benchmark\n');
+    const running = [...children].filter((c) => c.exitCode === null && c.signalCode === null);
+    const exited = running.map((c) => new Promise((r) => c.once('exit', r)));
+    for (const c of running) c.kill('SIGINT');
+    const t = setTimeout(() => cleanupAndExit(code), 15_000);
+    void Promise.all(exited).then(() => {
+      clearTimeout(t);
+      cleanupAndExit(code);
+    });
+  };
+  process.on('exit', killChildren);
+  process.on('SIGINT', () => stop(130));
+  process.on('SIGTERM', () => stop(143));
+}
+
 /** Runs one benchmark; resolves with its last JSON line, or undefined (its output's tail is printed). */
 function runBenchmark(run: Run): Promise<Figures | undefined> {
+  if (interrupted) return new Promise(() => undefined);
   const t0 = performance.now();
   const stall0 = { us: cpuStallUs(), t: t0 };
   process.stdout.write(`${run.name}: node bench/${run.script} ${run.args.join(' ')} ... `);
@@ -67,6 +96,7 @@ function runBenchmark(run: Run): Promise<Figures | undefined> {
   return new Promise((resolve) => {
     child.on('close', (code) => {
       children.delete(child);
+      if (interrupted) return;
       const lines = out.join('').trimEnd().split('\n');
       const last = lines[lines.length - 1] ?? '';
       let figures: Figures | undefined;
@@ -283,5 +313,5 @@ async function main(): Promise<void> {
   printJsonLine({ bench: 'summary', rows });
 }
 
-cleanUpOnExit();
+stopOnSignal();
 runMain(main);
