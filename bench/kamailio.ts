@@ -25,7 +25,7 @@ import { billedSeconds } from '../src/kamailio/billing';
 import { sipCallIdOf } from '../src/kamailio/call-id';
 import { exportRecords } from '../src/ledger/export';
 import { cpuSec, cpuSecTree } from './lib/cpu';
-import { parseFlags } from './lib/flags';
+import { intFlag, parseFlags } from './lib/flags';
 import { startGatewayChild, type GatewayChild } from './lib/gateway';
 import { children, cleanUpOnExit, makeTmp, removeTmp, ROOT, runMain, sleep, stopChild, watchdog } from './lib/process';
 import { mintSold, startBenchRedis, type BenchRedis } from './lib/redis';
@@ -428,9 +428,12 @@ async function concurrencyMode(s: Stack, rows: [string, string][], rate: number,
   console.log(`  ÷ plain  held at once ${times(held.metered, held.plain)}`);
 }
 
-async function main(): Promise<void> {
+const MODES = ['all', 'rate', 'cutoff', 'concurrency'];
+
+/** The command line, checked: a mistyped mode or number fails here rather than measuring nothing or NaN. */
+function options(argv: string[]) {
   const v = parseFlags(
-    process.argv.slice(2),
+    argv,
     {
       mode: { type: 'string', default: 'all' },
       rates: { type: 'string', default: '1000,2000,3000,4000,5000,6000,7000' },
@@ -446,9 +449,27 @@ async function main(): Promise<void> {
     },
     USAGE,
   );
+  if (!MODES.includes(v.mode)) throw new Error(`--mode: one of ${MODES.join(', ')}, got ${v.mode}`);
+  return {
+    mode: v.mode,
+    rates: v.rates.split(',').map((r) => intFlag('rates', r, 1)),
+    stepSec: intFlag('step-sec', v['step-sec'], 1),
+    talkMs: intFlag('talk-ms', v['talk-ms'], 1),
+    cutoffCalls: intFlag('cutoff-calls', v['cutoff-calls'], 1),
+    bgRate: intFlag('bg-rate', v['bg-rate'], 0),
+    holdRate: intFlag('hold-rate', v['hold-rate'], 1),
+    holdSec: intFlag('hold-sec', v['hold-sec'], 1),
+    children: intFlag('children', v.children, 1),
+    gwNodeArgs: v['gw-node-arg'] ?? [],
+    keepTmp: v['keep-tmp'] ?? false,
+  };
+}
+
+async function main(): Promise<void> {
+  const o = options(process.argv.slice(2));
   cleanUpOnExit();
   process.on('exit', () => void stopAll());
-  const dir = makeTmp('tessera-bench-kamailio-', v['keep-tmp']);
+  const dir = makeTmp('tessera-bench-kamailio-', o.keepTmp);
   const secret = randomBytes(32).toString('hex');
   const br = await startBenchRedis({ TESSERA_SECRET: secret, DATA_DIR: dir });
   await putPlans(br.ctx.redis, [{ name: 'flat', rates: [{ prefix: '', rate: RATE, fee: 0 }] }]);
@@ -464,23 +485,21 @@ async function main(): Promise<void> {
     dataDir: dir,
     secret,
     env: { PROVIDER_URL: 'http://127.0.0.1:9' },
-    nodeArgs: [...(v['gw-node-arg'] ?? []), ...profileArgs('gateway')],
+    nodeArgs: [...o.gwNodeArgs, ...profileArgs('gateway')],
   });
   const uas = await startUas(dir);
   watchdog(uas.proc.pid);
-  const s: Stack = { br, gw, uas, tok, dir, children: Number(v.children) };
+  const s: Stack = { br, gw, uas, tok, dir, children: o.children };
   console.log(
     `kamailio ${s.children} SIP workers; gateway :${gw.port}; sipp callee :${uas.port}; ${new Date().toISOString()}; ` +
       `${cpus().length} cores, load average ${loadavg()
         .map((l) => l.toFixed(1))
         .join(' ')} (other processes compete for the same cores)`,
   );
-  const mode = v.mode;
-  if (mode === 'all' || mode === 'rate')
-    await rateMode(s, rows, v.rates.split(',').map(Number), Number(v['step-sec']), Number(v['talk-ms']));
-  if (mode === 'all' || mode === 'cutoff') await cutoffMode(s, rows, Number(v['cutoff-calls']), Number(v['bg-rate']));
-  if (mode === 'all' || mode === 'concurrency')
-    await concurrencyMode(s, rows, Number(v['hold-rate']), Number(v['hold-sec']));
+  const { mode } = o;
+  if (mode === 'all' || mode === 'rate') await rateMode(s, rows, o.rates, o.stepSec, o.talkMs);
+  if (mode === 'all' || mode === 'cutoff') await cutoffMode(s, rows, o.cutoffCalls, o.bgRate);
+  if (mode === 'all' || mode === 'concurrency') await concurrencyMode(s, rows, o.holdRate, o.holdSec);
   await stopAll();
   await stopChild(gw.proc);
   await br.stop();

@@ -1,0 +1,30 @@
+/**
+ * `npm run bench:kamailio` refuses a command line it cannot run as asked: a
+ * mistyped mode measured nothing and a mistyped rate printed NaN rows, both
+ * ending with exit 0 as if the run had been made.
+ */
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = join(__dirname, '..', '..');
+
+const run = (...args: string[]) =>
+  spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'kamailio.ts'), ...args], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
+
+describe('bench:kamailio flags', () => {
+  it.each([
+    [['--mode', 'rates'], '--mode'],
+    [['--mode', 'rate', '--rates', '500,1k'], '--rates'],
+    [['--step-sec', '3s'], '--step-sec'],
+    [['--hold-sec', '0'], '--hold-sec'],
+  ])('%j fails naming %s', (args, flag) => {
+    const r = run(...args);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`bench: Error: ${flag}:`);
+  });
+});
