@@ -65,13 +65,13 @@ fi
 # benchmark drives no browser: neither needs one. Without it the browser tests say why and
 # skip (and fail under CI, which must run them).
 case "${npm_lifecycle_event:-}" in
-  start | bench:*) ;;
+  start | bench | bench:*) ;;
   *) ensure_chromium || echo "tessera: could not install chromium; test/pages will not run" >&2 ;;
 esac
 
 # The connector itself needs no Kamailio on this machine (it reaches one over TCP): only
 # the tests and the Kamailio benchmark do.
 case "${npm_lifecycle_event:-}" in
-  start | bench:switch | bench:redeem | bench:sales | bench:soak) ;;
+  start | bench | bench:switch | bench:redeem | bench:sales | bench:soak | bench:ids | bench:tick-script) ;;
   *) ensure_kamailio || echo "tessera: could not install kamailio and sipp; test/kamailio will not run" >&2 ;;
 esac
