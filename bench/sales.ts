@@ -231,7 +231,9 @@ async function measureScrypt(opts: Options, cores: number): Promise<ScryptCost> 
   for (let i = 0; i < HASHES; i++) encoded = await hashPin(PIN);
   const hashMs = ((ownCpuSec() - hashCpu0) * 1000) / HASHES;
   const hashWallMs = (performance.now() - hashWall0) / HASHES;
-  const [, N = '', r = '', p = ''] = encoded.split('$');
+  const [scheme, n = '', r = '', p = ''] = encoded.split('$');
+  // The compact form (s$…) stores log2 N: print N itself, as the docs give it (16384).
+  const N = scheme === 's' ? String(2 ** Number(n)) : n;
   const pool = Number(opts.gwEnv.UV_THREADPOOL_SIZE ?? process.env.UV_THREADPOOL_SIZE ?? 4);
   const hashCeiling = Math.round((Math.min(cores, pool) * 1000) / hashMs);
   console.log(
