@@ -64,7 +64,15 @@ const USAGE = `npm run bench:soak -- [flags]
                       gateway with them and one without on the same cluster, in turns
   --keep              keep the temp dir (cluster data, logs)
   --quiet             no per-10-second timeline
-  --help`;
+  --help
+
+Prints per kind of traffic (start, tick, stop, redeem, sale) the operations
+answered ok, their rate, latency p50/p99 and errors by reason; the faults;
+calls billed off by more than a second; the losses and audit over the
+cluster; the verdict, FAILED (exit 1) on any loss, any call billed off or any
+audit problem; last line: JSON. --ack-cost prints the rates with replicated
+acknowledgements on and off instead (--minutes rounds of turns).
+`;
 
 const SECRET = 'ef'.repeat(32);
 const DEST = '4912345';
