@@ -682,10 +682,8 @@ describe('the check page', () => {
     expect(await usedCredit(h, payer.card)).toBe(500_000);
   });
 
-  it('a paid recharge the previous version left without its ID is given back by the sweep, not dropped', async () => {
-    // b0e8b35 wrote the ID only on a new claim: a resume of a record whose claim had lost it paid
-    // with the ID in memory alone. Its answer lost and the owner gone, the sweep only took the record
-    // off its list: the capture stayed taken, nothing credited, and nothing asked after it again.
+  /** A recharge of 500,000 by a new payer, captured with its answer lost (the owner saw 503): its record's key. */
+  async function rechargeAnswerLost(nonce: string): Promise<{ o: Owned; payer: Buyer; key: string }> {
     const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
     const o = await owned();
     const payer = await addMember(h, 10_000_000);
@@ -695,7 +693,6 @@ describe('the check page', () => {
       h.sandbox.faults.hangNext = 1;
       return p;
     };
-    const nonce = 'c6'.repeat(16);
     try {
       const form = { grant: field(o.page.text, 'grant'), nonce, amount: '500000', ...payer };
       expect((await postPageForm(slow, `${o.path}/recharge`, form, o.session)).status).toBe(503);
@@ -705,7 +702,14 @@ describe('the check page', () => {
       await slow.close();
     }
     const hash = h.ctx.ids.mac(`recharge:web/${nonce}`).slice(0, 32);
-    const key = keys.recharge(h.ctx.ids.bucketOf(hash), hash);
+    return { o, payer, key: keys.recharge(h.ctx.ids.bucketOf(hash), hash) };
+  }
+
+  it('a paid recharge the previous version left without its ID is given back by the sweep, not dropped', async () => {
+    // b0e8b35 wrote the ID only on a new claim: a resume of a record whose claim had lost it paid
+    // with the ID in memory alone. Its answer lost and the owner gone, the sweep only took the record
+    // off its list: the capture stayed taken, nothing credited, and nothing asked after it again.
+    const { o, payer, key } = await rechargeAnswerLost('c6'.repeat(16));
     // As the previous version left it.
     expect(await h.r.hdel(key, 'tgt')).toBe(1);
     expect(await usedCredit(h, payer.card)).toBe(500_000);
@@ -719,26 +723,7 @@ describe('the check page', () => {
     // The sweep read the record, then claimed it. A retry that ended meanwhile, refusing the payment
     // (`voiding`, its void sent and unanswered), handed the lease back; the sweep went on from what it
     // had read (`capturing`) and credited the ID while the card company was giving the payment back.
-    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
-    const o = await owned();
-    const payer = await addMember(h, 10_000_000);
-    const authorize = h.sandbox.authorize.bind(h.sandbox);
-    h.sandbox.authorize = (b) => {
-      const p = authorize(b);
-      h.sandbox.faults.hangNext = 1;
-      return p;
-    };
-    const nonce = 'c7'.repeat(16);
-    try {
-      const form = { grant: field(o.page.text, 'grant'), nonce, amount: '500000', ...payer };
-      expect((await postPageForm(slow, `${o.path}/recharge`, form, o.session)).status).toBe(503);
-    } finally {
-      h.sandbox.authorize = authorize;
-      await setFaults(h, NO_FAULTS);
-      await slow.close();
-    }
-    const hash = h.ctx.ids.mac(`recharge:web/${nonce}`).slice(0, 32);
-    const key = keys.recharge(h.ctx.ids.bucketOf(hash), hash);
+    const { o, payer, key } = await rechargeAnswerLost('c7'.repeat(16));
     const records = (gw.recharges as unknown as { records: { claim: (...a: unknown[]) => Promise<unknown> } }).records;
     const claim = records.claim.bind(records);
     records.claim = async (...a: unknown[]) => {
