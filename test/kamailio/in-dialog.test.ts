@@ -161,11 +161,16 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
   const byeAtGateway = (d: Dialog): Promise<SipMessage> =>
     pstn.next('the BYE at the gateway', (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId);
 
-  /** The gateway answers a ringing call (200 OK to its INVITE), and the caller acknowledges. */
-  const answerRinging = async (d: Dialog): Promise<void> => {
+  /** The gateway's 200 OK to a ringing call's INVITE. */
+  const gatewayAnswers = (d: Dialog): void => {
     const invite = pstn.received.find((m) => m.method === 'INVITE' && m.code === 0 && m.get('call-id') === d.callId)!;
     const rr = invite.all('record-route').map((r) => `Record-Route: ${r}`);
     pstn.send(responseTo(invite, '200 OK', [...rr, `Contact: <sip:gw@127.0.0.1:${pstn.port}>`], 'peer'), k.sipPort);
+  };
+
+  /** The gateway answers a ringing call (200 OK to its INVITE), and the caller acknowledges. */
+  const answerRinging = async (d: Dialog): Promise<void> => {
+    gatewayAnswers(d);
     await caller.next(
       'the 200 OK',
       (m) => m.code === 200 && m.get('cseq') === '1 INVITE' && m.get('call-id') === d.callId,
@@ -396,6 +401,16 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     await restart(() => k.crash());
     expect(await request(d, 'BYE', d.target)).toBe(200);
     await byeAtGateway(d);
+  });
+
+  it('sets up no call that rang across a restart: the gateway answering it reaches no caller, unmetered', async () => {
+    // Early dialogs are not kept: the gateway's 200 OK, passed on as a stray reply, set the call up
+    // with no dialog here and its connector's call stopped `lost` at 0 s, both legs free to talk.
+    const d = await dial(true);
+    await restart(() => k.stop());
+    gatewayAnswers(d);
+    await sleep(700);
+    expect(caller.received.filter((m) => m.code === 200 && m.get('call-id') === d.callId)).toEqual([]);
   });
 
   it("keeps a call's dialog over a restart: the gateway's BYE reaches the caller, the caller's guard holds", async () => {
