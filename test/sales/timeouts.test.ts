@@ -379,6 +379,35 @@ describe('a void the card company refuses', () => {
     const late = await buy(gw, salesTok, key, 'talk-t', m);
     expect([late.status, late.json.error.reason]).toEqual([402, 'payment_authorized']);
   });
+
+  it('the sweep settles a purchase as it stands when claimed, not as it read it before', async () => {
+    // The sweep reads the record, then claims it. A retry that ended in between, refusing the payment
+    // (`voiding`, its void unanswered), moved it on: settled from the `capturing` read before, it ended
+    // `abandoned`, not with the refusal a retry had already been answered.
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('sweep-reread');
+    const hash = refOf(key).slice('tsp_'.length);
+    const rec = keys.purchase(h.ctx.ids.bucketOf(hash), hash);
+    hangAtCapture();
+    expect((await buy(gw, salesTok, key, 'talk-t', m)).status).toBe(503);
+    expect(await h.r.hget(rec, 'st')).toBe('capturing');
+    const records = (gw.purchases as unknown as { records: { claim: (...a: unknown[]) => Promise<unknown> } }).records;
+    const claim = records.claim.bind(records);
+    records.claim = async (...a: unknown[]) => {
+      if (a[0] === rec) await h.r.hset(rec, { st: 'voiding', reason: 'out_of_stock' });
+      return claim(...a);
+    };
+    try {
+      expect(await gw.purchases.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000)).toBeGreaterThanOrEqual(1);
+    } finally {
+      records.claim = claim;
+    }
+    expect(await h.r.hmget(rec, 'st', 'reason')).toEqual(['declined', 'out_of_stock']);
+    expect((await payment(h, refOf(key))).body.state).toBe('voided');
+    expect(await usedCredit(h, m.card)).toBe(0);
+    const late = await buy(gw, salesTok, key, 'talk-t', m);
+    expect([late.status, late.json.error.reason]).toEqual([409, 'out_of_stock']);
+  });
 });
 
 describe('the buy page while the card company is silent', () => {
