@@ -37,6 +37,35 @@ for t in dialog dialog_vars; do
 done
 for t in callers dialogs; do
   [ -s "$dir/$t" ] || cp "$schema/htable" "$dir/$t"
+done
+# The guards of calls whose dialogs were not kept (a call still ringing, or one
+# up across a second restart: the dialog module writes only the dialogs made
+# since it started) would outlive them for the htables' 12 h, counted as live:
+# only the Call-IDs of the dialogs kept keep their guards, and their counts are
+# made anew from those dialogs. A db_text field escapes ':' and '\' with '\'.
+perl -e '
+  my ($dir) = @ARGV;
+  my $field = qr/((?:[^:\\\n]|\\.)*)(?::|\n?$)/;
+  my %dialogs;
+  open my $d, "<", "$dir/dialog" or die "$dir/dialog: $!";
+  <$d>;
+  while (<$d>) { my @c = /\G$field/g; $dialogs{$c[3]}++ if @c > 3 }
+  open my $in, "<", "$dir/callers" or die "$dir/callers: $!";
+  my ($head, @rows) = <$in>;
+  my @kept = grep { @$_ > 5 && exists $dialogs{$_->[1]} } map { [/\G$field/g] } @rows;
+  for my $t ("callers", "dialogs") {
+    open my $out, ">", "$dir/$t.new" or die "$dir/$t.new: $!";
+    print $out $head;
+    my $n = 0;
+    # callers: id, Call-ID, key and value types, the caller tag, expiry; dialogs: the count instead of the tag.
+    for my $c (@kept) {
+      my $value = $t eq "callers" ? "0:$c->[4]" : "1:$dialogs{$c->[1]}";
+      print $out join(":", ++$n, $c->[1], 0, $value, $c->[5]), "\n";
+    }
+    close $out or die;
+    rename "$dir/$t.new", "$dir/$t" or die;
+  }' "$dir"
+for t in callers dialogs; do
   # htable writes a table back at shutdown only if it loaded a row from it at
   # start: an empty one would never keep the guards of the next restart.
   [ "$(wc -l < "$dir/$t")" -gt 1 ] || echo '0:-:0:0:-:0' >> "$dir/$t"
