@@ -555,17 +555,8 @@ describe('the check page', () => {
     const payer = await addMember(h, 10_000_000);
     const form = rechargeForm(o, '500000', payer);
     // The capture is done but its answer is lost; then the ID is blocked.
-    const authorize = h.sandbox.authorize.bind(h.sandbox);
-    h.sandbox.authorize = (b) => {
-      const p = authorize(b);
-      h.sandbox.faults.hangNext = 1;
-      return p;
-    };
-    try {
-      expect((await postPageForm(slow, `${o.path}/recharge`, form, o.session)).status).toBe(503);
-    } finally {
-      h.sandbox.authorize = authorize;
-    }
+    const sent = await captureAnswerLost(() => postPageForm(slow, `${o.path}/recharge`, form, o.session));
+    expect(sent.status).toBe(503);
     expect(await usedCredit(h, payer.card)).toBe(500_000);
     await setIdState(h.ctx, o.id, 'block', 'stolen');
     const r = await postPageForm(slow, `${o.path}/recharge`, form, o.session);
@@ -580,7 +571,6 @@ describe('the check page', () => {
     const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
     const o = await owned();
     const payer = await addMember(h, 10_000_000);
-    const authorize = h.sandbox.authorize.bind(h.sandbox);
     const post = (nonce: string, g: Gateway = slow): Promise<Res> =>
       postPageForm(
         g,
@@ -590,18 +580,11 @@ describe('the check page', () => {
       );
     try {
       // Captured, answer lost.
-      h.sandbox.authorize = (b) => {
-        const p = authorize(b);
-        h.sandbox.faults.hangNext = 1;
-        return p;
-      };
-      expect((await post('a1'.repeat(16))).status).toBe(503);
+      expect((await captureAnswerLost(() => post('a1'.repeat(16)))).status).toBe(503);
       // Authorized, answer lost.
-      h.sandbox.authorize = authorize;
       await setFaults(h, { hangNext: 1 });
       expect((await post('b2'.repeat(16))).status).toBe(503);
     } finally {
-      h.sandbox.authorize = authorize;
       await setFaults(h, NO_FAULTS);
       await slow.close();
     }
@@ -615,37 +598,23 @@ describe('the check page', () => {
   });
 
   it('a recharge the sweep finds captured with a commission larger than its price is voided, not credited', async () => {
-    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
     const o = await owned();
     const payer = await addMember(h, 10_000_000);
-    const authorize = h.sandbox.authorize.bind(h.sandbox);
     const bp = h.sandbox.commissionBp;
     h.sandbox.commissionBp = 10_001;
     try {
       // Captured, answer lost: only the sweep learns the capture, and its commission.
-      h.sandbox.authorize = (b) => {
-        const p = authorize(b);
-        h.sandbox.faults.hangNext = 1;
-        return p;
-      };
-      const nonce = 'c3'.repeat(16);
-      const form = { grant: field(o.page.text, 'grant'), nonce, amount: '500000', ...payer };
-      expect((await postPageForm(slow, `${o.path}/recharge`, form, o.session)).status).toBe(503);
-      h.sandbox.authorize = authorize;
+      await rechargeAnswerLost('c3'.repeat(16), o, payer);
       expect(await usedCredit(h, payer.card)).toBe(500_000);
       expect(await gw.recharges.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000)).toBe(1);
+      expect(await balanceOf(h, o.id)).toBe(1_000_000);
+      expect(await usedCredit(h, payer.card)).toBe(0);
     } finally {
-      h.sandbox.authorize = authorize;
       h.sandbox.commissionBp = bp;
-      await setFaults(h, NO_FAULTS);
-      await slow.close();
     }
-    expect(await balanceOf(h, o.id)).toBe(1_000_000);
-    expect(await usedCredit(h, payer.card)).toBe(0);
   });
 
   it('a recharge whose claim lost the ID it is for is still settled by the sweep: nothing stays held', async () => {
-    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
     const o = await owned();
     const payer = await addMember(h, 10_000_000);
     const nonce = 'c5'.repeat(16);
@@ -661,20 +630,7 @@ describe('the check page', () => {
     const claim = { key, open: keys.openRecharges(bucket), fingerprint, leaseMs: 1, ttlSec, terms };
     expect(await claimPurchase(h.ctx.scripts, claim, 'gone', Date.now() - 1000)).toBe('new');
     // The owner sends the form again: captured, and the answer lost.
-    const authorize = h.sandbox.authorize.bind(h.sandbox);
-    h.sandbox.authorize = (b) => {
-      const p = authorize(b);
-      h.sandbox.faults.hangNext = 1;
-      return p;
-    };
-    try {
-      const form = { grant: field(o.page.text, 'grant'), nonce, amount: '500000', ...payer };
-      expect((await postPageForm(slow, `${o.path}/recharge`, form, o.session)).status).toBe(503);
-    } finally {
-      h.sandbox.authorize = authorize;
-      await setFaults(h, NO_FAULTS);
-      await slow.close();
-    }
+    await rechargeAnswerLost(nonce, o, payer);
     expect(await usedCredit(h, payer.card)).toBe(500_000);
     // Never came back: the sweep credits what the owner paid for.
     expect(await gw.recharges.sweepAbandoned(Date.now() + h.cfg.abandonAfterMs + 1000)).toBeGreaterThanOrEqual(1);
@@ -682,11 +638,8 @@ describe('the check page', () => {
     expect(await usedCredit(h, payer.card)).toBe(500_000);
   });
 
-  /** A recharge of 500,000 by a new payer, captured with its answer lost (the owner saw 503): its record's key. */
-  async function rechargeAnswerLost(nonce: string): Promise<{ o: Owned; payer: Buyer; key: string }> {
-    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
-    const o = await owned();
-    const payer = await addMember(h, 10_000_000);
+  /** Runs `send` with the card company capturing the payment it is asked for and its answer lost on the way back. */
+  async function captureAnswerLost<T>(send: () => Promise<T>): Promise<T> {
     const authorize = h.sandbox.authorize.bind(h.sandbox);
     h.sandbox.authorize = (b) => {
       const p = authorize(b);
@@ -694,15 +647,34 @@ describe('the check page', () => {
       return p;
     };
     try {
-      const form = { grant: field(o.page.text, 'grant'), nonce, amount: '500000', ...payer };
-      expect((await postPageForm(slow, `${o.path}/recharge`, form, o.session)).status).toBe(503);
+      return await send();
     } finally {
       h.sandbox.authorize = authorize;
+    }
+  }
+
+  /**
+   * A recharge of 500,000 of `o` (a new owned ID) by `payer` (a new member), captured with its answer
+   * lost (the owner saw 503): its record's key.
+   */
+  async function rechargeAnswerLost(
+    nonce: string,
+    o?: Owned,
+    payer?: Buyer,
+  ): Promise<{ o: Owned; payer: Buyer; key: string }> {
+    const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    const owner = o ?? (await owned());
+    const by = payer ?? (await addMember(h, 10_000_000));
+    try {
+      const form = { grant: field(owner.page.text, 'grant'), nonce, amount: '500000', ...by };
+      const sent = await captureAnswerLost(() => postPageForm(slow, `${owner.path}/recharge`, form, owner.session));
+      expect(sent.status).toBe(503);
+    } finally {
       await setFaults(h, NO_FAULTS);
       await slow.close();
     }
     const hash = h.ctx.ids.mac(`recharge:web/${nonce}`).slice(0, 32);
-    return { o, payer, key: keys.recharge(h.ctx.ids.bucketOf(hash), hash) };
+    return { o: owner, payer: by, key: keys.recharge(h.ctx.ids.bucketOf(hash), hash) };
   }
 
   it('a paid recharge the previous version left without its ID is given back by the sweep, not dropped', async () => {
