@@ -201,22 +201,29 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** The gateway's BYE in `d`, along the Record-Route: once it reached the caller, its final answer's code. */
-  const gatewayHangsUp = async (d: Dialog): Promise<number> => {
-    const branch = `z9hG4bK-${++n}-gw-bye`;
+  /** The gateway's request `method` in `d`, along the Record-Route, to the caller's contact: its Via branch. */
+  const fromGateway = (d: Dialog, method: string, cseq: number, extra: string[] = []): string => {
+    const branch = `z9hG4bK-${++n}-gw-${method.toLowerCase()}`;
     pstn.send(
       [
-        `BYE sip:caller@127.0.0.1:${caller.port} SIP/2.0`,
+        `${method} sip:caller@127.0.0.1:${caller.port} SIP/2.0`,
         `Via: SIP/2.0/UDP 127.0.0.1:${pstn.port};branch=${branch}`,
         'Max-Forwards: 70',
         ...[...d.routes].reverse().map((r) => `Route: ${r}`),
         `From: <sip:callee@127.0.0.1>;tag=${d.toTag}`,
         `To: <sip:caller@127.0.0.1:${caller.port}>;tag=${d.fromTag}`,
         `Call-ID: ${d.callId}`,
-        'CSeq: 1 BYE',
+        `CSeq: ${cseq} ${method}`,
+        ...extra,
       ],
       k.sipPort,
     );
+    return branch;
+  };
+
+  /** The gateway's BYE in `d`: once it reached the caller, its final answer's code. */
+  const gatewayHangsUp = async (d: Dialog): Promise<number> => {
+    const branch = fromGateway(d, 'BYE', 1);
     await caller.next(
       'the BYE at the caller',
       (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
@@ -282,21 +289,7 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
 
   it("sends the caller's BYE to the gateway after it moved its contact by UPDATE (a target refresh the dialog module misses)", async () => {
     const d = await dial();
-    const branch = `z9hG4bK-${++n}-gw-update`;
-    pstn.send(
-      [
-        `UPDATE sip:caller@127.0.0.1:${caller.port} SIP/2.0`,
-        `Via: SIP/2.0/UDP 127.0.0.1:${pstn.port};branch=${branch}`,
-        'Max-Forwards: 70',
-        ...[...d.routes].reverse().map((r) => `Route: ${r}`),
-        `From: <sip:callee@127.0.0.1>;tag=${d.toTag}`,
-        `To: <sip:caller@127.0.0.1:${caller.port}>;tag=${d.fromTag}`,
-        `Call-ID: ${d.callId}`,
-        'CSeq: 50 UPDATE',
-        `Contact: <sip:gw-moved@127.0.0.1:${pstn.port}>`,
-      ],
-      k.sipPort,
-    );
+    const branch = fromGateway(d, 'UPDATE', 50, [`Contact: <sip:gw-moved@127.0.0.1:${pstn.port}>`]);
     await pstn.next('the 200 to the UPDATE', (m) => m.code === 200 && (m.get('via') ?? '').includes(branch));
     expect(await request(d, 'BYE', `sip:gw-moved@127.0.0.1:${pstn.port}`)).toBe(200);
     await byeAtGateway(d);
