@@ -37,6 +37,7 @@ import {
   setFaults,
   stock,
   usedCredit,
+  type Buyer,
 } from './fixtures';
 
 let h: Harness;
@@ -468,25 +469,33 @@ describe('idempotent retries', () => {
     expect(await usedCredit(h, m.card)).toBe(1_000_000);
   });
 
-  it('a retry that takes over from a stalled attempt (its lease lapsed) sells the same ID: one payment, one ID', async () => {
-    const m = await addMember(h, 100_000_000);
-    const key = newKey('lease');
-    const stockBefore = await stock(h, 'talk-i');
-    // Each card company call takes long enough for both attempts to be at work at once.
+  /**
+   * The purchase `key` of `name`, whose first attempt stalls past its lease while the card company
+   * authorizes (each call takes long enough for both attempts to be at work at once), and the retry
+   * that takes over: both answered 200, with the same ID.
+   */
+  async function retryOverStalled(key: string, name: string, m: Buyer): Promise<void> {
     await setFaults(h, { latencyMs: 1500 });
     try {
       const record = purchaseRecord(key);
-      const first = buy(gw, salesTok, key, 'talk-i', m);
+      const first = buy(gw, salesTok, key, name, m);
       await until(async () => (await h.r.hget(record, 'st')) === 'authorizing');
       // As if its process stalled past its lease: the lease is over and no longer its own to renew.
       await h.r.hset(record, 'lease', '0', 'owner', 'stalled');
-      const second = await buy(gw, salesTok, key, 'talk-i', m);
+      const second = await buy(gw, salesTok, key, name, m);
       const done = await first;
       expect([done.status, second.status]).toEqual([200, 200]);
       expect(second.json.id).toBe(done.json.id);
     } finally {
       await setFaults(h, NO_FAULTS);
     }
+  }
+
+  it('a retry that takes over from a stalled attempt (its lease lapsed) sells the same ID: one payment, one ID', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('lease');
+    const stockBefore = await stock(h, 'talk-i');
+    await retryOverStalled(key, 'talk-i', m);
     expect(await usedCredit(h, m.card)).toBe(1_000_000);
     expect(await stock(h, 'talk-i')).toBe(stockBefore - 1);
     expect((await saleRecords(h)).filter((x) => x.ref === refOf(SALES, key))).toHaveLength(1);
@@ -498,20 +507,8 @@ describe('idempotent retries', () => {
     await mint(h, LAST, 1);
     const m = await addMember(h, 100_000_000);
     const key = newKey('last');
-    await setFaults(h, { latencyMs: 1500 });
-    try {
-      const record = purchaseRecord(key);
-      const first = buy(gw, salesTok, key, LAST.name, m);
-      await until(async () => (await h.r.hget(record, 'st')) === 'authorizing');
-      await h.r.hset(record, 'lease', '0', 'owner', 'stalled');
-      // The retry's own authorisation ends after the stalled attempt took the last ID and bound it.
-      const second = await buy(gw, salesTok, key, LAST.name, m);
-      const done = await first;
-      expect([done.status, second.status]).toEqual([200, 200]);
-      expect(second.json.id).toBe(done.json.id);
-    } finally {
-      await setFaults(h, NO_FAULTS);
-    }
+    // The retry's own authorisation ends after the stalled attempt took the last ID and bound it.
+    await retryOverStalled(key, LAST.name, m);
     expect(await usedCredit(h, m.card)).toBe(1_000_000);
     expect(await stock(h, LAST.name)).toBe(0);
     expect((await saleRecords(h)).filter((x) => x.ref === refOf(SALES, key))).toHaveLength(1);
