@@ -96,12 +96,15 @@ async function sellBucket(ctx: Context, bucket: number, pinHash: string, sample:
   let sold = 0;
   for (;;) {
     const held = await Promise.all(
-      Array.from({ length: PER_BUCKET }, () => reserveId(ctx.scripts, bucket, PRODUCT.name, Date.now() + 600_000)),
-    );
-    const idHashes = held.filter((h): h is string => h !== null);
-    await Promise.all(
-      idHashes.map(async (idHash) => {
+      Array.from({ length: PER_BUCKET }, async () => {
         const ref = randomUUID();
+        const idHash = await reserveId(ctx.scripts, bucket, PRODUCT.name, Date.now() + 600_000, ref);
+        return idHash === null ? undefined : { idHash, ref };
+      }),
+    );
+    const holds = held.filter((h) => h !== undefined);
+    await Promise.all(
+      holds.map(async ({ idHash, ref }) => {
         // As a purchase derives it (src/sales/purchase.ts).
         const { checkHash } = checkLink(ctx.ids, ref, idHash);
         const idKey = keys.id(bucket, idHash);
@@ -122,8 +125,8 @@ async function sellBucket(ctx: Context, bucket: number, pinHash: string, sample:
         if (sample.length < SAMPLE) sample.push({ id: idKey });
       }),
     );
-    sold += idHashes.length;
-    if (idHashes.length < PER_BUCKET) return sold;
+    sold += holds.length;
+    if (holds.length < PER_BUCKET) return sold;
   }
 }
 
@@ -143,7 +146,7 @@ interface PerId {
   /** The product's terms, kept once per bucket: their share per ID. */
   productTerms: number;
   saleRecord: number;
-  /** Inventory sets and reservation zsets left over (empty ones are deleted): 0 once all are sold. */
+  /** Inventory sets, reservation zsets and hold owners left over (empty ones are deleted): 0 once all are sold. */
   inventory: number;
 }
 
@@ -158,12 +161,13 @@ async function perIdKeys(ctx: Context, sample: SoldKeys[], n: number): Promise<P
       memoryUsage(ctx, keys.productTerms(b, version)),
       memoryUsage(ctx, keys.inventory(b, PRODUCT.name)),
       memoryUsage(ctx, keys.reservations(b)),
+      memoryUsage(ctx, keys.holdOwners(b)),
     ]),
   );
-  const sum = (k: number): number => sizes.filter((_, i) => i % 4 === k).reduce((a, b) => a + b, 0);
+  const sum = (k: number): number => sizes.filter((_, i) => i % 5 === k).reduce((a, b) => a + b, 0);
   const streams = sum(0);
   const terms = sum(1);
-  const inventory = sum(2) + sum(3);
+  const inventory = sum(2) + sum(3) + sum(4);
   const first = sample[0]?.id ?? '';
   const encoding = String(await ctx.redis.call('OBJECT', 'ENCODING', first));
   const fields = Object.entries(await ctx.redis.hgetall(first)).sort((a, b) => b[1].length - a[1].length);

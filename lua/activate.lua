@@ -3,6 +3,7 @@ KEYS[1] ID hash            ts:{bN}:id:<idHash>
 KEYS[2] inventory set      ts:{bN}:inv:<product>
 KEYS[3] sale records       ts:{bN}:sales (stream)
 KEYS[4] reservations zset  ts:{bN}:resv
+KEYS[5] hold owners hash   ts:{bN}:resvby
 ARGV[1] now (ms)
 ARGV[2] product the caller expects the ID to belong to
 ARGV[3] channel (e.g. 'manual', 'web')
@@ -23,6 +24,7 @@ redis.call('SREM', KEYS[2], idh)
 -- A purchase's hold on it goes too: its purchase takes another ID, and when the hold would have run
 -- out the sweep must not put a sold ID back on sale.
 redis.call('ZREM', KEYS[4], idh)
+redis.call('HDEL', KEYS[5], idh)
 local rec = redis.call('XADD', KEYS[3], '*', 'id', idh, 'product', f[2], 'face', f[3], 'currency', f[4],
   'price', ARGV[4], 'channel', ARGV[3], 'ref', ARGV[5], 'time', ARGV[1])
 redis.call('HSET', KEYS[1], 'st', 'sold', 'bal', f[3], 'sold', ARGV[1], 'srec', rec)

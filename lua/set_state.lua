@@ -2,6 +2,7 @@
 KEYS[1] ID hash              ts:{bN}:id:<idHash>
 KEYS[2] inventory set        ts:{bN}:inv:<product>   (the ID's own product)
 KEYS[3] reservations zset    ts:{bN}:resv
+KEYS[4] hold owners hash     ts:{bN}:resvby
 ARGV[1] 'block' or 'unblock'
 ARGV[2] reason (kept on the ID)
 ARGV[3] now (ms)
@@ -20,6 +21,7 @@ if ARGV[1] == 'block' then
     if st == 'minted' then
       redis.call('SREM', KEYS[2], idh)
       redis.call('ZREM', KEYS[3], idh)
+      redis.call('HDEL', KEYS[4], idh)
     end
   end
   return { 'ok', 'blocked' }

@@ -53,7 +53,13 @@ export interface Activation {
 export async function activate(scripts: Scripts, id: IdPlace, a: Activation, now = Date.now()): Promise<ActivateReply> {
   const r = await scripts.run(
     'activate',
-    [id.key, keys.inventory(id.bucket, a.product), keys.sales(id.bucket), keys.reservations(id.bucket)],
+    [
+      id.key,
+      keys.inventory(id.bucket, a.product),
+      keys.sales(id.bucket),
+      keys.reservations(id.bucket),
+      keys.holdOwners(id.bucket),
+    ],
     [now, a.product, a.channel, a.price, a.ref],
   );
   if (Array.isArray(r) && r[0] === 'ok') return { ok: true, balance: Number(r[1]), record: String(r[2] ?? '') };
@@ -77,7 +83,7 @@ export async function setState(
 ): Promise<SetStateReply> {
   const r = await scripts.run(
     'set_state',
-    [id.key, keys.inventory(id.bucket, product), keys.reservations(id.bucket)],
+    [id.key, keys.inventory(id.bucket, product), keys.reservations(id.bucket), keys.holdOwners(id.bucket)],
     [action, why, now],
   );
   if (Array.isArray(r) && r[0] === 'ok' && typeof r[1] === 'string') return { ok: true, state: r[1] };

@@ -52,6 +52,11 @@ export const keys = {
   /** IDs held for purchases in progress: ID hash -> held until (ms). */
   reservations: (bucket: number) => `${tag(bucket)}resv`,
   /**
+   * Whose each hold is: ID hash -> `<held until, ms>:<purchase reference>`, written with the hold and
+   * gone with it, so only that purchase sells or releases the ID (lua/includes/hold_owner.lua).
+   */
+  holdOwners: (bucket: number) => `${tag(bucket)}resvby`,
+  /**
    * Payments whose authorize got no answer and which the card company did not know when the
    * abandoned-attempt sweep ended them: `<first seen, ms>:<reference>` -> next check (ms). Asked
    * after, less often as they age, for a day, in case the card company makes the authorization late.

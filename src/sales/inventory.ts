@@ -60,14 +60,18 @@ export class Inventory {
     return counts;
   }
 
-  /** Reserves one ID of the product until `until` (ms); undefined when none is left anywhere. */
-  async reserve(product: string, until: number): Promise<{ idHash: string; bucket: number } | undefined> {
+  /** Reserves one ID of the product until `until` (ms) for the purchase `owner`; undefined when none is left anywhere. */
+  async reserve(
+    product: string,
+    until: number,
+    owner: string,
+  ): Promise<{ idHash: string; bucket: number } | undefined> {
     for (let fresh = false; ; fresh = true) {
       const counts = await this.counts(product, fresh);
       while (counts.size > 0) {
         const buckets = [...counts.keys()];
         const bucket = buckets[Math.floor(Math.random() * buckets.length)]!;
-        const idHash = await reserveId(this.ctx.scripts, bucket, product, until);
+        const idHash = await reserveId(this.ctx.scripts, bucket, product, until, owner);
         if (idHash) {
           const left = (counts.get(bucket) ?? 1) - 1;
           if (left > 0) counts.set(bucket, left);
@@ -80,9 +84,12 @@ export class Inventory {
     }
   }
 
-  /** Puts a reserved ID back (only while it is still reserved, i.e. not sold). */
-  async release(product: string, bucket: number, idHash: string): Promise<boolean> {
-    const released = await releaseId(this.ctx.scripts, bucket, product, idHash, 0);
+  /**
+   * Puts the purchase `owner`'s reserved ID back: only while it is still reserved (not sold) and its
+   * hold is still the purchase's (it did not run out and go to another purchase).
+   */
+  async release(product: string, bucket: number, idHash: string, owner: string): Promise<boolean> {
+    const released = await releaseId(this.ctx.scripts, bucket, product, idHash, 0, owner);
     if (released) this.stock.delete(product);
     return released;
   }
@@ -97,7 +104,7 @@ export class Inventory {
         for (const idHash of expired) {
           const product = await this.ctx.redis.hget(keys.id(b, idHash), 'prod');
           if (!product) continue;
-          if (await releaseId(this.ctx.scripts, b, product, idHash, now)) released++;
+          if (await releaseId(this.ctx.scripts, b, product, idHash, now, '')) released++;
         }
       }),
     );

@@ -188,7 +188,9 @@ export class Purchases {
   }
 
   private async decline(key: string, reason: string, r: PurchaseRecord, watched = false): Promise<PurchaseResult> {
-    if (r.idHash && r.product) await this.inventory.release(r.product, Number(r.bucket), r.idHash);
+    if (r.idHash && r.product) {
+      await this.inventory.release(r.product, Number(r.bucket), r.idHash, this.records.refOf(key));
+    }
     await this.records.set(key, { st: 'declined', reason }, watched);
     return declinedAnswer(reason);
   }
@@ -212,7 +214,8 @@ export class Purchases {
    * back and sells that one, so one payment never sells two IDs.
    */
   private async hold(key: string, r: PurchaseRecord): Promise<boolean> {
-    const held = await this.inventory.reserve(r.product!, Date.now() + this.ctx.cfg.holdMs);
+    const ref = this.records.refOf(key);
+    const held = await this.inventory.reserve(r.product!, Date.now() + this.ctx.cfg.holdMs, ref);
     if (!held) {
       // None left for this attempt; another may have bound one meanwhile, and that one is the purchase's.
       const [idHash, bucket] = await this.ctx.redis.hmget(key, 'idHash', 'bucket');
@@ -224,7 +227,7 @@ export class Purchases {
     if (bound.ok) Object.assign(r, { idHash: held.idHash, bucket: String(held.bucket) });
     else {
       this.log.warn({ key }, 'another attempt of this purchase bound an ID first: selling that one');
-      await this.inventory.release(r.product!, held.bucket, held.idHash);
+      await this.inventory.release(r.product!, held.bucket, held.idHash, ref);
       Object.assign(r, { idHash: bound.idHash, bucket: String(bound.bucket) });
     }
     await replicated(this.ctx.redis, key);

@@ -9,30 +9,43 @@ import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
 import { num, replyError, str, tagged } from '../redis/reply';
 
-/** Takes one unsold ID of a product from a bucket's inventory until `until` (ms); null when the bucket has none. */
+/**
+ * Takes one unsold ID of a product from a bucket's inventory until `until` (ms), held for the purchase
+ * `owner` (its reference); null when the bucket has none.
+ */
 export async function reserveId(
   scripts: Scripts,
   bucket: number,
   product: string,
   until: number,
+  owner: string,
 ): Promise<string | null> {
-  const r = await scripts.run('reserve', [keys.inventory(bucket, product), keys.reservations(bucket)], [until]);
+  const r = await scripts.run(
+    'reserve',
+    [keys.inventory(bucket, product), keys.reservations(bucket), keys.holdOwners(bucket)],
+    [until, owner],
+  );
   if (r === null || typeof r === 'string') return r;
   throw replyError('reserve', r);
 }
 
-/** Puts a reserved ID back; `heldBefore` 0 releases whatever its hold, else only a hold that ran out before it. */
+/**
+ * Puts a reserved ID back; `heldBefore` 0 releases whatever its hold, else only a hold that ran out
+ * before it. `owner`: the purchase releasing its own hold (another purchase's is left alone), or ''
+ * for the expiry sweep, which releases by time whoever's it is.
+ */
 export async function releaseId(
   scripts: Scripts,
   bucket: number,
   product: string,
   idHash: string,
   heldBefore: number,
+  owner: string,
 ): Promise<boolean> {
   const r = await scripts.run(
     'release',
-    [keys.inventory(bucket, product), keys.reservations(bucket)],
-    [idHash, heldBefore],
+    [keys.inventory(bucket, product), keys.reservations(bucket), keys.holdOwners(bucket)],
+    [idHash, heldBefore, owner],
   );
   if (r !== 0 && r !== 1) throw replyError('release', r);
   return r === 1;
@@ -62,7 +75,7 @@ export type SellReply =
 export async function sellId(scripts: Scripts, t: SaleTerms, now = Date.now()): Promise<SellReply> {
   const r = await scripts.run(
     'sell',
-    [t.idKey, keys.reservations(t.bucket), keys.sales(t.bucket)],
+    [t.idKey, keys.reservations(t.bucket), keys.sales(t.bucket), keys.holdOwners(t.bucket)],
     [
       now,
       t.product,

@@ -7,7 +7,7 @@ import type { Gateway } from '../../src/gateway/server';
 import { activateId, setIdState } from '../../src/ledger/ids';
 import { gateway, mint, seedCatalog, startHarness, token, type Harness } from '../support/harness';
 import { http } from '../support/http';
-import { hashOf, idFields } from '../support/redis';
+import { bucketOf, hashOf, idFields } from '../support/redis';
 import {
   addMember,
   buy,
@@ -22,6 +22,8 @@ import {
   usedCredit,
 } from './fixtures';
 import { until } from '../support/wait';
+import { keys } from '../../src/redis/keys';
+import { sellId } from '../../src/sales/scripts';
 
 let h: Harness;
 let gw: Gateway;
@@ -35,12 +37,14 @@ const RUSH = product('talk-rush', { face: 1_000_000, price: 1_100_000 });
 const BLOCKED = product('talk-blocked', { price: 3_000_000 });
 const BY_HAND = product('talk-by-hand', { price: 4_000_000 });
 const LAPSED = product('talk-lapsed', { price: 4_000_000 });
+const OWNED = product('talk-owned', { price: 4_000_000 });
+const LEGACY = product('talk-legacy', { price: 4_000_000 });
 
 const refOf = (key: string): string => purchaseRef(h, SALES, key);
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [ONE, NONE, RUSH, BLOCKED, BY_HAND, LAPSED]);
+  await seedCatalog(h, [ONE, NONE, RUSH, BLOCKED, BY_HAND, LAPSED, OWNED, LEGACY]);
   await mint(h, ONE, 1);
   await mint(h, RUSH, 103);
   // In a rush every buyer is authorized before an ID is taken: on a loaded test machine the in-process
@@ -149,11 +153,70 @@ describe('unsold IDs the operator blocks or sells by hand', () => {
     const [id] = await mint(h, LAPSED, 1);
     // A purchase's hold whose process went away before it sold.
     const until = Date.now() + 60_000;
-    expect((await gw.inventory.reserve(LAPSED.name, until))?.idHash).toBe(hashOf(h, id!));
+    expect((await gw.inventory.reserve(LAPSED.name, until, 'tsp_lapsed'))?.idHash).toBe(hashOf(h, id!));
     expect((await activateId(h.ctx, id!, { price: 4_000_000, ref: 'desk' })).ok).toBe(true);
     expect(await gw.inventory.sweepHolds(until + 1)).toBe(0);
     expect(await stock(h, LAPSED.name)).toBe(0);
     expect((await reservations(h)).has(hashOf(h, id!))).toBe(false);
+  });
+});
+
+describe('holds belong to their purchase', () => {
+  it('a purchase whose hold ran out and went to another purchase cannot release that one back to stock', async () => {
+    const [id] = await mint(h, OWNED, 1);
+    const t = Date.now();
+    const first = await gw.inventory.reserve(OWNED.name, t + 50, 'tsp_first');
+    expect(first?.idHash).toBe(hashOf(h, id!));
+    // (The gateways' own sweep may get there first.)
+    await gw.inventory.sweepHolds(t + 51);
+    expect(await stock(h, OWNED.name)).toBe(1);
+    const next = await gw.inventory.reserve(OWNED.name, t + 60_000, 'tsp_next');
+    expect(next?.idHash).toBe(first!.idHash);
+
+    // The first purchase, declined late, gives back what it held: not the next purchase's hold.
+    expect(await gw.inventory.release(OWNED.name, first!.bucket, first!.idHash, 'tsp_first')).toBe(false);
+    expect(await stock(h, OWNED.name)).toBe(0);
+    expect((await reservations(h)).get(first!.idHash)).toBe(t + 60_000);
+    // Its own purchase releases it; so does the sweep once it runs out.
+    expect(await gw.inventory.release(OWNED.name, next!.bucket, next!.idHash, 'tsp_next')).toBe(true);
+    expect(await stock(h, OWNED.name)).toBe(1);
+    expect(await gw.inventory.reserve(OWNED.name, t + 100, 'tsp_third')).toEqual(next);
+    await gw.inventory.sweepHolds(t + 101);
+    expect(await stock(h, OWNED.name)).toBe(1);
+    expect(await h.r.hlen(keys.holdOwners(next!.bucket))).toBe(0);
+  });
+
+  it('a hold an older version took (no owner kept, or a stale one) is still sold or released by its purchase', async () => {
+    const [a, b] = await mint(h, LEGACY, 2);
+    // As an older reserve.lua left it: out of stock, in the reservations, no owner beside it.
+    const oldHold = async (id: string, staleOwner?: string): Promise<{ bucket: number; idHash: string }> => {
+      const loc = { bucket: bucketOf(h, id), idHash: hashOf(h, id) };
+      expect(await h.r.srem(keys.inventory(loc.bucket, LEGACY.name), loc.idHash)).toBe(1);
+      await h.r.zadd(keys.reservations(loc.bucket), Date.now() + 60_000, loc.idHash);
+      if (staleOwner) await h.r.hset(keys.holdOwners(loc.bucket), loc.idHash, `1:${staleOwner}`);
+      return loc;
+    };
+    const held = await oldHold(a!);
+    expect(await gw.inventory.release(LEGACY.name, held.bucket, held.idHash, 'tsp_old')).toBe(true);
+    expect(await stock(h, LEGACY.name)).toBe(2);
+
+    const stale = await oldHold(b!, 'tsp_gone');
+    const sale = await sellId(h.ctx.scripts, {
+      idKey: keys.id(stale.bucket, stale.idHash),
+      bucket: stale.bucket,
+      checkHash: 'c'.repeat(32),
+      product: LEGACY.name,
+      price: LEGACY.price,
+      currency: LEGACY.currency,
+      channel: SALES,
+      purchaseRef: 'tsp_old',
+      providerRef: 'tsp_old',
+      commission: 0,
+      pinHash: 'x',
+    });
+    expect(sale).toMatchObject({ ok: true, duplicate: false });
+    expect((await idFields(h, b!)).st).toBe('sold');
+    expect(await h.r.hexists(keys.holdOwners(stale.bucket), stale.idHash)).toBe(0);
   });
 });
 

@@ -46,6 +46,9 @@ const REPRICED = product('talk-repriced', { face: 2_500_000, price: 4_000_000 })
 const LAST = product('talk-last', { face: 1_000_000, price: 1_500_000 });
 /** One unit only, bought on the buy page: held by its own purchase while the card company is silent. */
 const ONE = product('talk-one', { face: 1_000_000, price: 1_600_000 });
+/** One unit only: held by one purchase after another's hold on it ran out. */
+const OWNED = product('talk-owned', { face: 1_000_000, price: 1_700_000 });
+let ownedId: string | undefined;
 const PENDING = {
   error: { reason: 'payment_pending', message: 'the card company did not answer; retry with the same Idempotency-Key' },
 };
@@ -65,11 +68,12 @@ const orig = {
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [P, LAST, REPRICED, ONE]);
+  await seedCatalog(h, [P, LAST, REPRICED, ONE, OWNED]);
   await mint(h, REPRICED, 2);
   await mint(h, P, 20);
   await mint(h, LAST, 1);
   await mint(h, ONE, 1);
+  [ownedId] = await mint(h, OWNED, 1);
   gw = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
   salesTok = await token(h, 'sales', SALES);
   orig.authorize = h.sandbox.authorize.bind(h.sandbox);
@@ -479,6 +483,46 @@ describe('expired holds', () => {
       expect(await recordsOf(h, hashOf(h, r.json.id))).toHaveLength(1);
     } finally {
       await g.close();
+    }
+  });
+
+  it('paid, but the held ID ran out and another purchase holds it now: that one keeps it, this one is voided', async () => {
+    const g = await gateway(h, { holdMs: 800, provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    const g2 = await gateway(h, { holdMs: 60_000, provider: { ...h.cfg.provider, timeoutMs: 300 } });
+    try {
+      const [late, other] = [await addMember(h, 100_000_000), await addMember(h, 100_000_000)];
+      const [lateKey, otherKey] = [newKey('owned-late'), newKey('owned-other')];
+      hangAtCapture();
+      expect((await buy(g, salesTok, lateKey, OWNED.name, late)).status).toBe(503);
+      const idHash = hashOf(h, ownedId!);
+      const heldUntil = (await reservations(h)).get(idHash);
+      expect(heldUntil).toBeDefined();
+      await sleep(heldUntil! + 100 - Date.now());
+      await g.inventory.sweepHolds();
+      expect(await stock(h, OWNED.name)).toBe(1);
+      // The next buyer holds the same ID, mid-payment.
+      hangAtCapture();
+      expect((await buy(g2, salesTok, otherKey, OWNED.name, other)).status).toBe(503);
+      expect((await reservations(h)).has(idHash)).toBe(true);
+
+      // The first buyer comes back, paid: the ID is the other purchase's now, and none is left.
+      const r = await buy(g, salesTok, lateKey, OWNED.name, late);
+      expect(r.status).toBe(409);
+      expect(r.json).toEqual({ error: { reason: 'out_of_stock', message: 'sold out' } });
+      expect(await payment(h, refOf(lateKey))).toMatchObject({ status: 200, body: { state: 'voided' } });
+      expect(await usedCredit(h, late.card)).toBe(0);
+      expect((await reservations(h)).has(idHash)).toBe(true);
+
+      const sold = await buy(g2, salesTok, otherKey, OWNED.name, other);
+      expect(sold.status).toBe(200);
+      expect(hashOf(h, sold.json.id)).toBe(idHash);
+      expect(await usedCredit(h, other.card)).toBe(OWNED.price);
+      expect((await saleRecords(h)).filter((x) => x.product === OWNED.name).map((x) => x.ref)).toEqual([
+        refOf(otherKey),
+      ]);
+    } finally {
+      await g.close();
+      await g2.close();
     }
   });
 
