@@ -6,28 +6,27 @@ ARGV[3] the longest wait (ms)
 ARGV[4] how long a reference is asked after (ms), from first seen
 Returns the member claimed, the one due longest, or false when none is due. It is moved to its next
 check first (the wait grows as it ages: as long as it has been listed, within ARGV[2]..ARGV[3]), so
-a sweep meanwhile (another gateway's) skips it until then. A member due once asked after for ARGV[4]
-is dropped instead; at most 100 of those a call.
+a sweep meanwhile (another gateway's) skips it until then. The last check is due when ARGV[4] has
+passed since first seen; claimed then (or later, when no sweep ran at that time), it is made and
+the member dropped: no check comes after it.
 ]]
 local now = tonumber(ARGV[1])
 local shortest, longest, watch = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-for _ = 1, 101 do
-  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
-  if #due == 0 then return false end
-  local member = due[1]
-  local first = tonumber(string.match(member, '^(%d+):'))
-  if not first then
-    -- Listed by a version that kept the first-seen time as the score and the reference alone.
-    redis.call('ZREM', KEYS[1], member)
-    first = tonumber(due[2])
-    member = string.format('%d:%s', first, member)
-  end
-  local age = now - first
-  if age < watch then
-    local wait = math.min(math.max(age, shortest), longest)
-    redis.call('ZADD', KEYS[1], string.format('%d', math.min(now + wait, first + watch)), member)
-    return member
-  end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
+if #due == 0 then return false end
+local member = due[1]
+local first = tonumber(string.match(member, '^(%d+):'))
+if not first then
+  -- Listed by a version that kept the first-seen time as the score and the reference alone.
   redis.call('ZREM', KEYS[1], member)
+  first = tonumber(due[2])
+  member = string.format('%d:%s', first, member)
 end
-return false
+local age = now - first
+if age >= watch then
+  redis.call('ZREM', KEYS[1], member)
+  return member
+end
+local wait = math.min(math.max(age, shortest), longest)
+redis.call('ZADD', KEYS[1], string.format('%d', math.min(now + wait, first + watch)), member)
+return member

@@ -766,6 +766,21 @@ describe('an authorization the card company makes after the sweep gave up', () =
     expect(times()).toBe(5);
   });
 
+  it('the last check, due when its day ends, is made before the reference is dropped', async () => {
+    const { provider, asked } = counting('late-last-');
+    const at = Date.now() + 50 * 86_400_000;
+    const [ref] = await listLate('late-last-', 6, 1, at);
+    // First asked late in its day: the next check would be an hour on, past the day, so it is due at its end.
+    await sweepLateAuthorizations(h.ctx, provider, at + 86_400_000 - 1_800_000);
+    expect(asked.get(ref!)).toBe(1);
+    expect(Number(await h.r.zscore(keys.lateAuthorizations(6), `${at}:${ref}`))).toBe(at + 86_400_000);
+    await sweepLateAuthorizations(h.ctx, provider, at + 86_400_000);
+    expect(asked.get(ref!)).toBe(2);
+    expect(await lateListed(6, ref!)).toBe(false);
+    await sweepLateAuthorizations(h.ctx, provider, at + 86_400_000 + 3_600_000);
+    expect(asked.get(ref!)).toBe(2);
+  });
+
   it('a reference listed by an earlier version (the reference alone, scored when first seen) is asked after as the others', async () => {
     const { provider, asked } = counting('late-old-');
     const at = Date.now() + 40 * 86_400_000;
