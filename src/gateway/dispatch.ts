@@ -48,6 +48,17 @@ export class Load {
   leave(): void {
     this.inflight--;
   }
+
+  /**
+   * Runs `run` (which takes its place with enter()) once `body`, a request's body on its way, is in
+   * or has failed. A body waits on nothing of ours, and anyone may send one a byte at a time:
+   * counted from its first byte, a few hundred slow clients would hold every place and refuse all
+   * traffic. Failed (over the limit, cut off), the request still runs and answers why.
+   */
+  afterBody(body: Promise<unknown> | undefined, run: () => void): void {
+    if (!body) return run();
+    void body.then(run, run);
+  }
 }
 
 /**

@@ -67,52 +67,55 @@ export class HttpApi {
     this.app[method](pattern, (res: HttpResponse, req) => {
       // uWS: everything from req is read now, and onAborted is set before any await.
       const reply = replyFor(res);
-      if (!this.load.enter()) return reply.error('overloaded');
       const tok = bearer(req);
       const idempotencyKey = req.getHeader('idempotency-key');
       const params = Array.from({ length: nParams }, (_, i) => pathParam(req, i));
-      const body = method === 'post' ? readJson(res, reply, this.bodyLimit) : Promise.resolve({});
-      body.catch(() => undefined); // reported below, once authorized
-      void (async () => {
-        try {
-          const auth = roles.length === 0 ? ({ ok: true, token: PUBLIC } as const) : await this.authorize(tok, roles);
-          if (!auth.ok) return reply.error(auth.reason, auth.message);
-          const b = await body;
-          if (schema && !schema(b)) {
-            const { reason, message } = schemaReason(schema.errors);
-            return reply.error(reason, message);
+      const body = method === 'post' ? readJson(res, reply, this.bodyLimit) : undefined;
+      body?.catch(() => undefined); // reported below, once authorized
+      // Counted once its body is in, as forms are: a token holder's slow bodies hold no place.
+      this.load.afterBody(body, () => {
+        if (!this.load.enter()) return reply.error('overloaded');
+        void (async () => {
+          try {
+            const auth = roles.length === 0 ? ({ ok: true, token: PUBLIC } as const) : await this.authorize(tok, roles);
+            if (!auth.ok) return reply.error(auth.reason, auth.message);
+            const b = (await body) ?? {};
+            if (schema && !schema(b)) {
+              const { reason, message } = schemaReason(schema.errors);
+              return reply.error(reason, message);
+            }
+            const r = await fn({ body: b as B, params, token: auth.token, idempotencyKey });
+            if (r.ok) {
+              const { ok: _ok, ...rest } = r;
+              return reply.json(200, rest);
+            }
+            const {
+              ok: _ok,
+              reason,
+              message,
+              httpStatus,
+              ...details
+            } = r as { ok: false; reason: string; message?: string; retryAfter?: number; httpStatus?: number };
+            const status = httpStatus ?? statusOf(reason);
+            const headers: Record<string, string> = details.retryAfter
+              ? { 'Retry-After': String(details.retryAfter) }
+              : {};
+            reply.send(
+              status,
+              JSON.stringify({ error: { reason, message: message ?? messageOf(reason), ...details } }),
+              'application/json',
+              headers,
+            );
+          } catch (err) {
+            if (err instanceof BodyError) return reply.error(err.reason, err.message);
+            const reason = failureReason(err);
+            if (reason === 'internal') this.log.error({ err }, 'http handler failed');
+            reply.error(reason);
+          } finally {
+            this.load.leave();
           }
-          const r = await fn({ body: b as B, params, token: auth.token, idempotencyKey });
-          if (r.ok) {
-            const { ok: _ok, ...rest } = r;
-            return reply.json(200, rest);
-          }
-          const {
-            ok: _ok,
-            reason,
-            message,
-            httpStatus,
-            ...details
-          } = r as { ok: false; reason: string; message?: string; retryAfter?: number; httpStatus?: number };
-          const status = httpStatus ?? statusOf(reason);
-          const headers: Record<string, string> = details.retryAfter
-            ? { 'Retry-After': String(details.retryAfter) }
-            : {};
-          reply.send(
-            status,
-            JSON.stringify({ error: { reason, message: message ?? messageOf(reason), ...details } }),
-            'application/json',
-            headers,
-          );
-        } catch (err) {
-          if (err instanceof BodyError) return reply.error(err.reason, err.message);
-          const reason = failureReason(err);
-          if (reason === 'internal') this.log.error({ err }, 'http handler failed');
-          reply.error(reason);
-        } finally {
-          this.load.leave();
-        }
-      })();
+        })();
+      });
     });
   }
 }

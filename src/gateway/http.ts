@@ -102,7 +102,7 @@ export function readBody(res: HttpResponse, reply: Reply, limit: number): Promis
       if (isLast) resolve(Buffer.concat(chunks).toString('utf8'));
     });
   });
-  // A request refused before its body is read (a page past MAX_INFLIGHT_TOTAL) never awaits it:
+  // A request refused before it reads its body (a token refused) never awaits it:
   // its failure must not be an unhandled rejection, which would end the process.
   body.catch(() => undefined);
   return body;

@@ -230,6 +230,37 @@ describe('forms sent slowly', () => {
   });
 });
 
+describe('API bodies sent slowly', () => {
+  it("hold no MAX_INFLIGHT_TOTAL slot while a token holder's bodies dribble in: other requests are served", async () => {
+    const small = await gateway(h, { maxInflightTotal: 2 });
+    const admin = await token(h, 'admin');
+    const slow = Array.from({ length: 3 }, () => {
+      const s = connect(small.port, '127.0.0.1');
+      s.on('error', () => {});
+      s.write(
+        `POST /v1/admin/ids/4111111111111111/topup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${admin}\r\n` +
+          `Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"amount":`,
+      );
+      return s;
+    });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      for (let i = 0; i < 3; i++) expect((await http(small, 'GET', '/v1/products')).status).toBe(200);
+      expect((await http(small, 'GET', '/buy')).status).toBe(200);
+      // One whose body comes in after all is counted and answered then, as any other.
+      const answer = new Promise<string>((resolve) => {
+        let got = '';
+        slow[0]!.on('data', (d: Buffer) => (got += d.toString('utf8')) && got.includes('\r\n\r\n') && resolve(got));
+      });
+      slow[0]!.write(`1${' '.repeat(1000 - '{"amount":1}'.length)}}`);
+      expect(await answer).not.toMatch(/overloaded|^HTTP\/1\.1 503/);
+    } finally {
+      for (const s of slow) s.destroy();
+      await small.close();
+    }
+  });
+});
+
 describe('buy pages while Redis is slow', () => {
   /** SCARD calls Redis has answered since its last CONFIG RESETSTAT. */
   async function scards(): Promise<number> {

@@ -113,15 +113,10 @@ export function pageKit(d: PageDeps): PageKit {
   const fromOurPage: PageKit['fromOurPage'] = (fc, form) =>
     !fc.fresh && (fc.site === '' || fc.site === 'same-origin') && form.get('form') === d.formMac(fc.cookie);
   const guard: PageKit['guard'] = (reply, fn, body) => {
-    // A form on its way waits on nothing of ours, and anyone may send one a byte at a time: counted
-    // from its first byte, a few hundred slow clients would hold every place and refuse all traffic.
-    // Failed (over the limit), the work still runs and answers why.
-    if (body) {
-      const run = (): void => guard(reply, fn);
-      return void body.then(run, run);
-    }
-    // Anyone may ask for pages, and each waits on Redis: when Redis is slow they must be refused, not queued.
+    // A form on its way is counted once it is in (Load.afterBody).
     const { load } = d;
+    if (body) return load.afterBody(body, () => guard(reply, fn));
+    // Anyone may ask for pages, and each waits on Redis: when Redis is slow they must be refused, not queued.
     if (!load.enter())
       return send(reply, statusOf('overloaded'), 'Sorry', busyPage(), undefined, { 'Retry-After': '1' });
     fn()
