@@ -142,6 +142,25 @@ export const waitFor = (sec: number): string =>
 const DECIMAL = /\p{Nd}/u;
 
 /**
+ * The value of each non-ASCII decimal digit met so far, as found by walking back to the start of its
+ * run: up to 50 lookups (the mathematical digits), once per digit, not once per character of every
+ * form anyone sends. Unicode has fewer than a thousand such digits, so the map stays small.
+ */
+const digitValues = new Map<number, string>();
+
+function digitValue(cp: number): string {
+  let v = digitValues.get(cp);
+  if (v === undefined) {
+    let n = 0;
+    while (DECIMAL.test(String.fromCodePoint(cp - n - 1))) n++;
+    // Runs may follow one another (the mathematical digits): the value is the place in its own.
+    v = String(n % 10);
+    digitValues.set(cp, v);
+  }
+  return v;
+}
+
+/**
  * A form field the buyer types digits into (PINs, card, voucher and caller
  * numbers), with every decimal digit as ASCII: a phone's keyboard in Arabic or
  * Persian, or a Japanese IME in full width, types ٢٤٦٨ or ２４６８ for 2468.
@@ -150,13 +169,6 @@ const DECIMAL = /\p{Nd}/u;
  */
 export function digitsField(f: URLSearchParams, name: string): string {
   return [...(f.get(name) ?? '')]
-    .map((c) => {
-      if (c <= '\x7f' || !DECIMAL.test(c)) return c;
-      const cp = c.codePointAt(0)!;
-      let n = 0;
-      while (DECIMAL.test(String.fromCodePoint(cp - n - 1))) n++;
-      // Runs may follow one another (the mathematical digits): the value is the place in its own.
-      return String(n % 10);
-    })
+    .map((c) => (c <= '\x7f' || !DECIMAL.test(c) ? c : digitValue(c.codePointAt(0)!)))
     .join('');
 }
