@@ -12,7 +12,7 @@ value sold = balance + call, redemption and refund records still holds.
 ]]
 -- @include "id_fields"
 local f = id_fields(KEYS[1],
-  { 'st', 'bal', 'face', 'first', 'act', 'pref', 'refrec', 'prod', 'cur', 'why', 'srec', 'prev' })
+  { 'st', 'bal', 'face', 'first', 'act', 'pref', 'refrec', 'prod', 'cur', 'why', 'srec', 'prev', 'free' })
 if not f[1] then return { 'err', 'unknown_id' } end
 if f[7] then return { 'ok', tonumber(f[3]), f[7], f[6] or '', 1 } end
 -- A blocked ID (lost, stolen) is judged by the state it was blocked in.
@@ -21,7 +21,12 @@ local st = f[1] == 'blocked' and f[12] or f[1]
 if st == 'exhausted' then return { 'err', 'already_used' } end
 if st ~= 'sold' then return { 'err', 'not_sold' } end
 local bal, face = tonumber(f[2]), tonumber(f[3])
-if (tonumber(f[4]) or 0) > 0 or bal < face or (tonumber(f[5]) or 0) > 0 then return { 'err', 'already_used' } end
+-- `first` is set by a call only when the product counts validity days; `free` by every call (its first
+-- start), billed or not, and whatever a recharge since put back: without it such an ID passed as unused,
+-- and its `free` outlived the zeroed balance (an audit problem).
+if (tonumber(f[4]) or 0) > 0 or bal < face or (tonumber(f[5]) or 0) > 0 or tonumber(f[13]) then
+  return { 'err', 'already_used' }
+end
 -- Recharged, never used: taking it back would take the recharges' value, and void only the sale's payment.
 if bal > face then return { 'err', 'recharged' } end
 local idh = string.match(KEYS[1], 'id:(.+)$')

@@ -9,6 +9,7 @@ import { putAccess } from '../../src/catalog/store';
 import type { AccessArea } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
+import { audit } from '../../src/ledger/audit';
 import { sweepRefundVoids } from '../../src/sales/admin';
 import { HttpProvider } from '../../src/sales/provider';
 import { runCliIn } from '../support/cli';
@@ -44,10 +45,12 @@ let adminTok: string;
 const PRICE = 2_345_678;
 const FACE = 2_000_000;
 const P = product('talk-r', { face: FACE, price: PRICE });
+/** No validity days: a call sets no first-use time on it. */
+const P0 = product('talk-r0', { face: FACE, price: PRICE, expiryDays: 0 });
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [P]);
+  await seedCatalog(h, [P, P0]);
   await mint(h, P, 20);
   gw = await gateway(h);
   salesTok = await token(h, 'sales', SALES);
@@ -224,6 +227,23 @@ describe('refund', () => {
     expect(r.status).toBe(409);
     expect(r.json.error.reason).toBe('already_used');
     expect(await usedCredit(h, b.buyer.card)).toBe(PRICE);
+  });
+
+  it('a call counts as use on a product with no validity days too: unbilled, or its cost recharged', async () => {
+    const [unbilled, recharged] = await soldIds(h, P0, 2);
+    await callWith(h, gw, unbilled!, 0);
+    expect(await idFields(h, unbilled!)).toMatchObject({ bal: String(FACE), act: '0' });
+    await callWith(h, gw, recharged!, 10);
+    const top = await http(gw, 'POST', `/v1/admin/ids/${recharged}/topup`, { token: adminTok, body: { amount: 1000 } });
+    expect(top.json).toMatchObject({ balance: FACE });
+    for (const id of [unbilled!, recharged!]) {
+      const before = await idFields(h, id);
+      const r = await refund(id, 'used');
+      expect([r.status, r.json.error?.reason]).toEqual([409, 'already_used']);
+      expect(await idFields(h, id)).toEqual(before);
+    }
+    // Had one been refunded, its `free` (set by the call) would outlive the zeroed balance.
+    expect((await audit(h.ctx)).problems).toEqual([]);
   });
 
   it('the card company down during a refund: the ID is blocked, and repeating the refund voids the payment', async () => {
