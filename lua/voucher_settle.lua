@@ -11,7 +11,7 @@ the voucher's current transfer.
 ]]
 -- @include "id_fields"
 -- @include "num"
-local f = id_fields(KEYS[1], { 'tn', 'tst', 'tamt', 'prod', 'cur', 'tto' })
+local f = id_fields(KEYS[1], { 'tn', 'tst', 'tamt', 'prod', 'cur', 'tto', 'st' })
 local vh = string.match(KEYS[1], 'id:(.+)$')
 if not f[1] or vh .. ':' .. f[1] ~= ARGV[3] then return { 'ok', 'stale' } end
 if f[2] ~= 'sent' then return { 'ok', f[2] } end
@@ -24,6 +24,7 @@ local amount = tonumber(f[3])
 redis.call('XADD', KEYS[2], '*', 'type', 'voucher', 'id', vh, 'product', f[4], 'currency', f[5],
   'amount', int(-amount), 'to', string.match(f[6], 'id:(.+)$') or '', 'ref', ARGV[3], 'reason', ARGV[4],
   'time', ARGV[1])
-redis.call('HSET', KEYS[1], 'st', 'sold', 'bal', int(amount), 'tst', 'returned')
+-- A voucher blocked meanwhile (reported stolen) stays blocked: it is sold again once unblocked.
+redis.call('HSET', KEYS[1], f[7] == 'blocked' and 'prev' or 'st', 'sold', 'bal', int(amount), 'tst', 'returned')
 redis.call('HDEL', KEYS[1], 'tto')
 return { 'ok', 'returned' }

@@ -164,6 +164,24 @@ describe('recharge voucher into an ID', () => {
     expect(amounts).toEqual(['2000000', '-2000000', '2000000']);
   });
 
+  it('a voucher blocked while its value was on its way stays blocked when the value comes back', async () => {
+    const [id] = await soldIds(h, TALK);
+    const [v] = await soldIds(h, VOUCHER);
+    const vloc = { key: idKeyOf(h, v!), bucket: bucketOf(h, v!) };
+    await takeVoucher(h.ctx.scripts, vloc, idKeyOf(h, id!), 'test');
+    // Reported stolen mid-transfer, and the target refuses it.
+    await setIdState(h.ctx, v!, 'block', 'stolen');
+    await setIdState(h.ctx, id!, 'block', 'lost');
+    await gw.topups.sweepTransfers(Date.now() + 3_600_000);
+    expect(await idFields(h, v!)).toMatchObject({ st: 'blocked', prev: 'sold', bal: '2000000', tst: 'returned' });
+    const [other] = await soldIds(h, TALK);
+    expect((await redeem(other!, v!)).json).toMatchObject({ error: { reason: 'blocked' } });
+    expect(await balanceOf(h, other!)).toBe(1_000_000);
+    // Unblocked, it is a voucher with its value again.
+    await setIdState(h.ctx, v!, 'unblock');
+    expect((await redeem(other!, v!)).json).toMatchObject({ amount: 2_000_000, balance: 3_000_000 });
+  });
+
   it('refuses with a catalogued reason and leaves the voucher whole', async () => {
     const [fixed] = await soldIds(h, FIXED);
     const [blocked, refunded, talkAsVoucher, full] = await soldIds(h, TALK, 4);
