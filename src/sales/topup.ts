@@ -20,7 +20,7 @@ import { topupTerms, type Product } from '../catalog/schema';
 import { GuessThrottle } from '../ledger/guess-throttle';
 import { locate, type Refusable } from '../ledger/ids';
 import { bucketOfKey, keys } from '../redis/keys';
-import { replicated } from '../redis/replication';
+import { replicated, replicatedSeen } from '../redis/replication';
 import { settleVoucher, takeVoucher, topupId, type TopupSource } from './scripts';
 import { idField, idFields } from '../ledger/id-fields';
 
@@ -93,8 +93,8 @@ export class Topups {
     const terms = topupTerms(this.productOf(prod ?? ''));
     const r = await topupId(this.ctx.scripts, { loc, ...t, into: t.into ?? '', product: prod ?? '', ...terms }, mode);
     if (!r.ok) return r;
-    // A credit is acknowledged once a replica has it.
-    if (mode === 'apply' && !r.duplicate) await replicated(this.ctx.redis, loc.key);
+    // A credit is acknowledged once a replica has it; a retry's too, whose first try's WAIT may have failed.
+    if (mode === 'apply') await (r.duplicate ? replicatedSeen : replicated)(this.ctx.redis, loc.key);
     const { amount, balance, expires, record, duplicate } = r;
     return {
       ok: true,
@@ -178,8 +178,8 @@ export class Topups {
     const taken = await takeVoucher(this.ctx.scripts, voucher, target.key, channel);
     if (!taken.ok) return taken;
     // The voucher's side is on a replica before the target is credited: a failover must not
-    // bring the voucher back whole after its value went into the target.
-    if (!taken.duplicate) await replicated(this.ctx.redis, voucher.key);
+    // bring the voucher back whole after its value went into the target (a retry's take too).
+    await (taken.duplicate ? replicatedSeen : replicated)(this.ctx.redis, voucher.key);
     return this.finish(voucher, target, taken);
   }
 

@@ -6,7 +6,7 @@
  * A failed redemption gives back its scanner's lookup slot.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { GoodsProduct } from '../../src/catalog/schema';
+import type { GoodsProduct, RechargeProduct } from '../../src/catalog/schema';
 import { putItems } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
@@ -25,6 +25,14 @@ const WALLET: GoodsProduct = {
   venues: [],
   expiryDays: 0,
 };
+const VOUCHER: RechargeProduct = {
+  name: 'voucher-r',
+  kind: 'recharge',
+  currency: 'EUR',
+  price: 2_000_000,
+  face: 2_000_000,
+  into: [],
+};
 let h: Harness;
 let gw: Gateway;
 let sw: Client;
@@ -33,7 +41,7 @@ let refs = 0;
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [TALK, WALLET]);
+  await seedCatalog(h, [TALK, WALLET, VOUCHER]);
   await putItems(h.ctx.redis, [{ venue: 'arena', item: 'beer', price: 4_500_000 }]);
   gw = await gateway(h);
   sw = await Client.connect(gw.port, await token(h, 'switch'));
@@ -91,6 +99,34 @@ describe('a primary short of replicas', () => {
       expect(await balanceOf(h, wallet!)).toBe(WALLET.face - 4_500_000);
     } finally {
       await c.close();
+      await strict.close();
+    }
+  });
+
+  it('a retried top-up is no success either until a replica has the credit its first try made', async () => {
+    const strict = await gateway(h, { redis: { ...h.cfg.redis, acks: { replicated: true, timeoutMs: 50 } } });
+    try {
+      const [id] = await soldIds(h, TALK);
+      const admin = await token(h, 'admin', 'ops-rep');
+      const topup = (): Promise<{ status: number; json: any }> =>
+        jsonCall(strict, 'POST', `/v1/admin/ids/${id}/topup`, {
+          token: admin,
+          body: { amount: 1000 },
+          idem: 'retry-0001',
+        });
+      expect(await topup()).toMatchObject({ status: 503, json: { error: { reason: 'unavailable' } } });
+      // The first try's credit is on the primary only: its retry must not be told it is safe.
+      expect(await balanceOf(h, id!)).toBe(TALK.face + 1000);
+      expect(await topup()).toMatchObject({ status: 503, json: { error: { reason: 'unavailable' } } });
+      // A voucher's transfer likewise, however often it is retried: its take and credit are the first try's.
+      const [voucher] = await soldIds(h, VOUCHER);
+      const till = await token(h, 'sales', 'till-rep');
+      for (let i = 0; i < 3; i++)
+        expect(await jsonCall(strict, 'POST', '/v1/topups', { token: till, body: { id, voucher } })).toMatchObject({
+          status: 503,
+          json: { error: { reason: 'unavailable' } },
+        });
+    } finally {
       await strict.close();
     }
   });
