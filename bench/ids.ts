@@ -28,9 +28,9 @@ import { intFlag, parseFlags } from './lib/flags';
 import { cleanUpOnExit, makeTmp, removeTmp, runMain, sleep } from './lib/process';
 import { quiesce, startBenchRedis, usedMemory } from './lib/redis';
 import { fmtInt, printJsonLine, round1 } from './lib/report';
+import { TARGETS } from './lib/targets';
 
 const SECRET = 'ab'.repeat(32);
-const TARGET_BYTES = 200;
 /** Sales in flight per bucket: 64 buckets × 32 keep Redis busy without a long queue. */
 const PER_BUCKET = 32;
 /** IDs whose keys are sized one by one with MEMORY USAGE. */
@@ -227,9 +227,10 @@ async function main(): Promise<void> {
   console.log(
     `  rest             ${fmtInt(perId - owned)} B per ID: the keyspace's own entries and allocator rounding`,
   );
-  const met = perId <= TARGET_BYTES;
+  // Judged on the JSON line's rounded figure, as `npm run bench` judges it.
+  const met = TARGETS.bytesPerId.met(Math.round(perId)) === true;
   console.log(
-    `\ntarget (≤ ${TARGET_BYTES} B of Redis memory per sold idle ID): ${met ? 'met' : 'NOT met'} — ${fmtInt(perId)} B`,
+    `\ntarget (${TARGETS.bytesPerId.text} of Redis memory per sold idle ID): ${met ? 'met' : 'NOT met'} — ${fmtInt(perId)} B`,
   );
   await br.stop();
   removeTmp();
@@ -247,7 +248,7 @@ async function main(): Promise<void> {
       saleRecord: Math.round(keysOf.saleRecord),
       inventory: Math.round(keysOf.inventory),
     },
-    targetBytes: TARGET_BYTES,
+    targetBytes: TARGETS.bytesPerId.limit,
     targetMet: met,
     timeSec: { mint: round1(mintSec), sell: round1(sellSec) },
   });

@@ -64,6 +64,7 @@ import { fmtLatency, newHist, recordMs, summarize, type Hist, type LatencySummar
 import { cleanUpOnExit, makeTmp, removeTmp, runMain, stopChild } from './lib/process';
 import { mintSold, startBenchRedis, usedMemory, type BenchRedis } from './lib/redis';
 import { printJsonLine } from './lib/report';
+import { TARGETS } from './lib/targets';
 import { measureTickCost, prepareTicks, type TickCost, type TickPhase } from './lib/tick-cost';
 
 const SECRET = 'cd'.repeat(32);
@@ -494,7 +495,12 @@ function costRatios(ws: WsResult, h: HttpResult, t: TickCost): CostRatios {
     gateway: ratio(us.ws.gw, us.tick.gw),
     http: ratio(us.http.gw, us.ws.gw),
   };
-  return { us, ...r, met: { redis: r.redis <= 1.5, gateway: r.gateway <= 2, http: r.http <= 2 } };
+  const met = {
+    redis: TARGETS.redeemRedisPerTick.met(r.redis) === true,
+    gateway: TARGETS.redeemGatewayPerTick.met(r.gateway) === true,
+    http: TARGETS.redeemHttpPerWs.met(r.http) === true,
+  };
+  return { us, ...r, met };
 }
 
 function printCostRatios(c: CostRatios, t: TickCost): void {
@@ -503,9 +509,9 @@ function printCostRatios(c: CostRatios, t: TickCost): void {
     `  tick             ${t.ticksPerSec.toLocaleString('en')} ticks/s over the ${t.ticks.toLocaleString('en')} ticks of the seconds with nothing else; CPU per tick: gateway ${c.us.tick.gw} µs, redis ${c.us.tick.rd} µs${Object.keys(t.errors).length ? `; errors ${JSON.stringify(t.errors)}` : ''}`,
   );
   console.log(
-    `  cost ratios      redis per websocket redemption ÷ per tick ${c.redis} (${c.us.ws.rd} ÷ ${c.us.tick.rd} µs; target ≤ 1.5: ${met(c.met.redis)}); ` +
-      `gateway ${c.gateway} (${c.us.ws.gw} ÷ ${c.us.tick.gw} µs; target ≤ 2: ${met(c.met.gateway)}); ` +
-      `gateway per http ÷ per websocket redemption ${c.http} (${c.us.http.gw} ÷ ${c.us.ws.gw} µs; target ≤ 2: ${met(c.met.http)})`,
+    `  cost ratios      redis per websocket redemption ÷ per tick ${c.redis} (${c.us.ws.rd} ÷ ${c.us.tick.rd} µs; target ${TARGETS.redeemRedisPerTick.text}: ${met(c.met.redis)}); ` +
+      `gateway ${c.gateway} (${c.us.ws.gw} ÷ ${c.us.tick.gw} µs; target ${TARGETS.redeemGatewayPerTick.text}: ${met(c.met.gateway)}); ` +
+      `gateway per http ÷ per websocket redemption ${c.http} (${c.us.http.gw} ÷ ${c.us.ws.gw} µs; target ${TARGETS.redeemHttpPerWs.text}: ${met(c.met.http)})`,
   );
 }
 

@@ -16,6 +16,7 @@ import { cpuPressurePct, cpuStallUs } from './lib/cpu';
 import { intFlag, parseFlags } from './lib/flags';
 import { children, cleanupAndExit, killChildren, ROOT, runMain } from './lib/process';
 import { fmtInt, printJsonLine } from './lib/report';
+import { TARGETS, type Target } from './lib/targets';
 
 const USAGE = `npm run bench -- [flags]
 
@@ -118,8 +119,13 @@ function runBenchmark(run: Run): Promise<Figures | undefined> {
 
 const fixed = (v: number | undefined, digits: number, unit = ''): string =>
   v === undefined ? 'n/a' : `${v.toFixed(digits)}${unit}`;
-const atMost = (v: number | undefined, max: number): boolean | undefined => (v === undefined ? undefined : v <= max);
-const atLeast = (v: number | undefined, min: number): boolean | undefined => (v === undefined ? undefined : v >= min);
+/** A row judged by one of the shared targets (bench/lib/targets.ts), as the benchmark's own verdict is. */
+const judged = (what: string, value: string, target: Target, v: number | undefined): Row => ({
+  what,
+  value,
+  target: target.text,
+  met: target.met(v),
+});
 
 function switchMaxRows(f: Figures | undefined): Row[] {
   const cost = num(f, 'ceiling.reference.tickCostRatio');
@@ -127,37 +133,22 @@ function switchMaxRows(f: Figures | undefined): Row[] {
   const p99 = num(f, 'latencyMs.tick.p99');
   const starts = num(f, 'startsPerSec');
   return [
-    {
-      what: "call_tick's Redis time ÷ reference debit's",
-      value: fixed(cost, 2, '×'),
-      target: '≤ 1.5×',
-      met: atMost(cost, 1.5),
-    },
-    {
-      what: 'ticks/s ÷ batched ceiling (max mode)',
-      value: fixed(batched, 2),
-      target: '≥ 1.0',
-      met: atLeast(batched, 1),
-    },
-    { what: 'tick→ticked p99 (max mode)', value: fixed(p99, 1, ' ms'), target: '≤ 10 ms', met: atMost(p99, 10) },
-    {
-      what: `starts/s, ${fmtInt(num(f, 'params.calls') ?? 10_000)} calls started at once`,
-      value: starts === undefined ? 'n/a' : `${fmtInt(starts)}/s`,
-      target: '≥ 10,000/s',
-      met: atLeast(starts, 10_000),
-    },
+    judged("call_tick's Redis time ÷ reference debit's", fixed(cost, 2, '×'), TARGETS.tickCostRatio, cost),
+    judged('ticks/s ÷ batched ceiling (max mode)', fixed(batched, 2), TARGETS.maxTicksPerCeiling, batched),
+    judged('tick→ticked p99 (max mode)', fixed(p99, 1, ' ms'), TARGETS.maxTickP99Ms, p99),
+    judged(
+      `starts/s, ${fmtInt(num(f, 'params.calls') ?? 10_000)} calls started at once`,
+      starts === undefined ? 'n/a' : `${fmtInt(starts)}/s`,
+      TARGETS.startsAtOncePerSec,
+      starts,
+    ),
   ];
 }
 
 function pacedStartRows(f: Figures | undefined, rate: number): Row[] {
   const p99 = num(f, 'latencyMs.start.p99');
   return [
-    {
-      what: `start→started p99, ${fmtInt(rate)} starts/s paced`,
-      value: fixed(p99, 1, ' ms'),
-      target: '≤ 50 ms',
-      met: atMost(p99, 50),
-    },
+    judged(`start→started p99, ${fmtInt(rate)} starts/s paced`, fixed(p99, 1, ' ms'), TARGETS.pacedStartP99Ms, p99),
   ];
 }
 
@@ -183,7 +174,7 @@ function holdRows(f: Figures | undefined, calls: number): Row[] {
           ? undefined
           : c('stopped') === calls && !c('billingMismatch') && !c('costMismatch') && errors === 0,
     },
-    { what: `${scaled}: tick→ticked p99`, value: fixed(p99, 1, ' ms'), target: '≤ 20 ms', met: atMost(p99, 20) },
+    judged(`${scaled}: tick→ticked p99`, fixed(p99, 1, ' ms'), TARGETS.holdTickP99Ms, p99),
     {
       what: `${scaled}: memory per live call`,
       value: redis === undefined ? 'n/a' : `Redis ${fmtInt(redis)} B, gateway RSS ${fmtInt(gw ?? 0)} B`,
@@ -196,36 +187,31 @@ function holdRows(f: Figures | undefined, calls: number): Row[] {
 function redeemRows(f: Figures | undefined): Row[] {
   const r = (k: string): number | undefined => num(f, `costRatios.${k}`);
   return [
-    {
-      what: 'redemption ÷ tick, Redis CPU (WebSocket)',
-      value: fixed(r('redis'), 2, '×'),
-      target: '≤ 1.5×',
-      met: atMost(r('redis'), 1.5),
-    },
-    {
-      what: 'redemption ÷ tick, gateway CPU (WebSocket)',
-      value: fixed(r('gateway'), 2, '×'),
-      target: '≤ 2×',
-      met: atMost(r('gateway'), 2),
-    },
-    {
-      what: 'HTTP ÷ WebSocket redemption, gateway CPU',
-      value: fixed(r('http'), 2, '×'),
-      target: '≤ 2×',
-      met: atMost(r('http'), 2),
-    },
+    judged(
+      'redemption ÷ tick, Redis CPU (WebSocket)',
+      fixed(r('redis'), 2, '×'),
+      TARGETS.redeemRedisPerTick,
+      r('redis'),
+    ),
+    judged(
+      'redemption ÷ tick, gateway CPU (WebSocket)',
+      fixed(r('gateway'), 2, '×'),
+      TARGETS.redeemGatewayPerTick,
+      r('gateway'),
+    ),
+    judged('HTTP ÷ WebSocket redemption, gateway CPU', fixed(r('http'), 2, '×'), TARGETS.redeemHttpPerWs, r('http')),
   ];
 }
 
 function idsRows(f: Figures | undefined, ids: number): Row[] {
   const b = num(f, 'bytesPerId');
   return [
-    {
-      what: `Redis bytes per sold idle ID (${fmtInt(ids)} IDs; target stated for 1,000,000)`,
-      value: b === undefined ? 'n/a' : `${fmtInt(b)} B`,
-      target: '≤ 200 B',
-      met: atMost(b, 200),
-    },
+    judged(
+      `Redis bytes per sold idle ID (${fmtInt(ids)} IDs; target stated for 1,000,000)`,
+      b === undefined ? 'n/a' : `${fmtInt(b)} B`,
+      TARGETS.bytesPerId,
+      b,
+    ),
   ];
 }
 
