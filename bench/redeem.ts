@@ -50,6 +50,7 @@ import {
   ackRates,
   acksFlag,
   ackTurns,
+  clusterPids,
   printAckRates,
   startAckGateways,
   startLocalCluster,
@@ -57,7 +58,18 @@ import {
   type AckTurn,
   type LocalCluster,
 } from './lib/cluster';
-import { cpuSec, cpuSecTree, cpuUsed, ownCpuSec, readCpu, type CpuReading } from './lib/cpu';
+import {
+  cpuPct,
+  cpuSec,
+  cpuSecTree,
+  cpuUsed,
+  fmtRedisCpu,
+  ownCpuSec,
+  perPrimary,
+  readCpu,
+  redisCpuSources,
+  type CpuReading,
+} from './lib/cpu';
 import { intFlag, parseFlags } from './lib/flags';
 import { connLimits, startGatewayChild, type GatewayChild } from './lib/gateway';
 import { fmtLatency, newHist, recordMs, summarize, type Hist, type LatencySummary } from './lib/hist';
@@ -730,12 +742,24 @@ async function clusterMain(opts: Options): Promise<void> {
   const turns: AckTurn[] = [];
   const target = { tokens: s.tokens, ...scans(s.ids) };
   for (const [i, acks] of ackTurns(opts.acks, opts.rounds).entries()) {
-    const { load, sec } = await driveScanners(opts, { ...target, gw: s.gws.get(acks)! });
+    const gw = s.gws.get(acks)!;
+    const redis = clusterPids(s.cluster);
+    const sources: Record<string, () => number> = { gw: () => cpuSecTree(gw.proc.pid), ...redisCpuSources(redis) };
+    const cpu0 = readCpu(sources);
+    const { load, sec } = await driveScanners(opts, { ...target, gw });
+    const pct = cpuPct(cpu0, readCpu(sources));
     const ok = load.outcomes.ok ?? 0;
     console.log(
-      `turn ${i + 1} acks ${acks}: ${Math.round(ok / sec)} redemptions/s  p99 ${summarize(load.hist).p99.toFixed(1)} ms  ${JSON.stringify(load.outcomes)}`,
+      `turn ${i + 1} acks ${acks}: ${Math.round(ok / sec)} redemptions/s  p99 ${summarize(load.hist).p99.toFixed(1)} ms  ${JSON.stringify(load.outcomes)}` +
+        `  cpu: gateway ${pct.gw}%, ${fmtRedisCpu(redis, pct)}`,
     );
-    turns.push({ acks, counts: { redemptions: { n: ok, sec } } });
+    const cpu = {
+      gateway: pct.gw ?? 0,
+      redis: pct.rd ?? 0,
+      redisPerPrimary: perPrimary(redis, pct),
+      replicas: pct.rp ?? 0,
+    };
+    turns.push({ acks, counts: { redemptions: { n: ok, sec } }, cpuPct: cpu });
   }
   for (const gw of s.gws.values()) await stopChild(gw.proc);
   s.cluster.stop();

@@ -72,6 +72,7 @@ import { createLogger } from '../src/observability/log';
 import {
   ackRates,
   ackTurns,
+  clusterPids,
   printAckRates,
   startAckGateways,
   startLocalCluster,
@@ -79,7 +80,7 @@ import {
   type AckTurn,
   type LocalCluster,
 } from './lib/cluster';
-import { statusKb } from './lib/cpu';
+import { singleRedis, statusKb } from './lib/cpu';
 import { connLimits, startGatewayChild, warningLines, type GatewayChild } from './lib/gateway';
 import { cleanUpOnExit, makeTmp, removeTmp, runMain, stopChild } from './lib/process';
 import { summarizeProfile } from './lib/profile';
@@ -199,7 +200,13 @@ async function measureLoad(opts: Options, s: Setup): Promise<Measured> {
   const mem0 = await readMemory(ctx, gw.proc.pid);
   await resetSlowlog(ctx);
   let memLive: Promise<MemoryReading> | undefined;
-  const load = await runLoad(engines, gw.proc.pid!, br.pid, opts, () => void (memLive = readMemory(ctx, gw.proc.pid)));
+  const load = await runLoad(
+    engines,
+    gw.proc.pid!,
+    singleRedis(br.pid),
+    opts,
+    () => void (memLive = readMemory(ctx, gw.proc.pid)),
+  );
   const memory = perLiveCall(opts.calls, mem0, await memLive);
   const slowCommands = await slowestCommands(ctx);
   const loadForks = (await totalForks(ctx)) - forks0;
@@ -317,7 +324,7 @@ async function clusterTurn(opts: Options, s: ClusterSetup, acks: AckMode, turn: 
   const load = await runLoad(
     splitEngines(opts, s.catalog.calls, url, s.catalog.token, `t${turn}.`),
     gw.proc.pid!,
-    undefined,
+    clusterPids(s.cluster),
     opts,
   );
   const m = mergeResults(load.results);
@@ -328,10 +335,18 @@ async function clusterTurn(opts: Options, s: ClusterSetup, acks: AckMode, turn: 
     stops: { n: m.counters.stopped, sec: spanSec(load.results, 'stops') },
   };
   const rate = (c: { n: number; sec: number }): string => fmtInt(c.sec ? Math.round(c.n / c.sec) : 0);
+  const share = (sec: number): number => Math.round((sec / load.wallSec) * 100);
+  const cpuPct = {
+    gateway: share(load.gwCpuSec),
+    redis: share(load.redisCpuSec),
+    redisPerPrimary: load.redisPerPrimaryCpuSec.map(share),
+    replicas: share(load.replicaCpuSec),
+  };
   console.log(
-    `turn ${turn + 1} acks ${acks}: starts ${rate(counts.starts)}/s  ticks ${rate(counts.ticks)}/s  stops ${rate(counts.stops)}/s  errors ${JSON.stringify(m.errors)}`,
+    `turn ${turn + 1} acks ${acks}: starts ${rate(counts.starts)}/s  ticks ${rate(counts.ticks)}/s  stops ${rate(counts.stops)}/s  errors ${JSON.stringify(m.errors)}` +
+      `  cpu: gateway ${cpuPct.gateway}%, redis primaries ${cpuPct.redis}% (${cpuPct.redisPerPrimary.join('+')}), replicas ${cpuPct.replicas}%`,
   );
-  return { acks, counts };
+  return { acks, counts, cpuPct };
 }
 
 async function clusterMain(opts: Options): Promise<void> {

@@ -8,6 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { freeClusterBase } from '../../src/redis/embedded';
+import type { RedisPids } from './cpu';
 import { startGatewayChild, type GatewayChild, type GatewayChildOptions } from './gateway';
 import { ROOT } from './process';
 
@@ -56,6 +57,24 @@ export async function startLocalCluster(tmp: string): Promise<LocalCluster> {
   };
   process.on('exit', stop);
   return { url: /REDIS_CLUSTER=(\S+)/.exec(started.stdout)![1]!, base, nodesDir, freeze, stop };
+}
+
+/**
+ * The pids of the cluster's primaries and replicas now, in port order, as
+ * each node tells (INFO): a node restarted after a fault has a new pid, and a
+ * failover swaps roles, so read them again after one. A node that does not
+ * answer is left out.
+ */
+export function clusterPids(cluster: Pick<LocalCluster, 'base'>): RedisPids {
+  const pids: RedisPids = { primaries: [], replicas: [] };
+  for (let port = cluster.base; port < cluster.base + 6; port++) {
+    const info = spawnSync('redis-cli', ['-p', String(port), 'info', 'all'], { encoding: 'utf8', timeout: 5000 });
+    const pid = Number(/process_id:(\d+)/.exec(info.stdout ?? '')?.[1]);
+    const role = /role:(\w+)/.exec(info.stdout ?? '')?.[1];
+    if (!pid) continue;
+    (role === 'master' ? pids.primaries : pids.replicas).push(pid);
+  }
+  return pids;
 }
 
 /** REDIS_REPLICATED_ACKS of one gateway. */
@@ -110,6 +129,8 @@ export async function startAckGateways(
 export interface AckTurn {
   acks: AckMode;
   counts: Record<string, { n: number; sec: number }>;
+  /** Share of a core (%) over the turn: the gateway, the primaries summed and each, the replicas summed. */
+  cpuPct?: { gateway: number; redis: number; redisPerPrimary: number[]; replicas: number };
 }
 
 /** A rate per mode (summed over that mode's turns) and on/off. */

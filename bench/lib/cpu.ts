@@ -99,3 +99,40 @@ export function cpuPressurePct(from: { us: number | undefined; t: number }): num
   if (now === undefined || from.us === undefined) return undefined;
   return Math.round(((now - from.us) / 1000 / (performance.now() - from.t)) * 100);
 }
+
+/**
+ * The Redis processes whose CPU a benchmark reads: one server (a primary
+ * alone), or a cluster's primaries and replicas (bench/lib/cluster.ts,
+ * clusterPids). The primaries' CPU is summed as `redis`, each kept too, the
+ * replicas' summed apart: they run the same writes again.
+ */
+export interface RedisPids {
+  primaries: number[];
+  replicas: number[];
+}
+
+/** One server's pids: itself as the only primary. */
+export const singleRedis = (pid: number | undefined): RedisPids => ({
+  primaries: pid ? [pid] : [],
+  replicas: [],
+});
+
+const sumCpu = (pids: number[]): number => pids.reduce((sum, pid) => sum + cpuSec(pid), 0);
+
+/** CPU sources for readCpu: `rd` the primaries summed, `rp` the replicas summed, `rd0`, `rd1`… each primary. */
+export function redisCpuSources(p: RedisPids): Record<string, () => number> {
+  const sources: Record<string, () => number> = { rd: () => sumCpu(p.primaries), rp: () => sumCpu(p.replicas) };
+  p.primaries.forEach((pid, i) => (sources[`rd${i}`] = () => cpuSec(pid)));
+  return sources;
+}
+
+/** The per-primary shares (%) of a cpuPct over redisCpuSources, in the primaries' order. */
+export const perPrimary = (p: RedisPids, pct: Record<string, number>): number[] =>
+  p.primaries.map((_, i) => pct[`rd${i}`] ?? 0);
+
+/** `redis 54%`, or for a cluster `redis 95% (31+33+31 over 3 primaries), replicas 20%`. */
+export function fmtRedisCpu(p: RedisPids, pct: Record<string, number>): string {
+  const rd = `redis ${String(pct.rd ?? 0).padStart(3)}%`;
+  if (p.primaries.length <= 1 && p.replicas.length === 0) return rd;
+  return `${rd} (${perPrimary(p, pct).join('+')} over ${p.primaries.length} primaries), replicas ${pct.rp ?? 0}%`;
+}

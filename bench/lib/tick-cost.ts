@@ -9,6 +9,7 @@
  * which cost more than a tick and would be charged to it.
  */
 import type { Context } from '../../src/app/context';
+import { singleRedis } from './cpu';
 import { loadCatalog, type SwitchCatalog } from '../switch/catalog';
 import { mergeResults, runLoad, splitEngines, type TimelineRow } from '../switch/load';
 import { options, type Options } from '../switch/options';
@@ -66,7 +67,7 @@ export async function measureTickCost(
 ): Promise<TickCost> {
   const { opts, catalog } = phase;
   const engines = splitEngines(opts, catalog.calls, `ws://127.0.0.1:${port}/v1/switch`, catalog.token, 'tc.');
-  const load = await runLoad(engines, gwPid, redisPid, opts);
+  const load = await runLoad(engines, gwPid, singleRedis(redisPid), opts);
   const merged = mergeResults(load.results);
   const rows = tickOnlyRows(load.timeline);
   const ticks = rows.reduce((n, r) => n + r.ticks, 0);

@@ -10,10 +10,14 @@ import {
   cpuSec,
   cpuStallUs,
   cpuUsed,
+  fmtRedisCpu,
   ownCpuSec,
+  perPrimary,
   readCpu,
+  redisCpuSources,
   statusKb,
   type CpuReading,
+  type RedisPids,
 } from '../lib/cpu';
 import { decodeHist, newHist, summarize, type LatencySummary } from '../lib/hist';
 import { alertPlan } from './catalog';
@@ -35,7 +39,11 @@ export interface TimelineRow {
   ticked: number;
   starts: number;
   gwCpu: number;
+  /** Redis, % of a core: the server, or a cluster's primaries summed. */
   redisCpu: number;
+  /** A cluster's: each primary (%), and the replicas summed. */
+  redisPerPrimary?: number[];
+  replicaCpu?: number;
   loadgenCpu: number;
   gwRssMb: number;
 }
@@ -45,7 +53,12 @@ export interface LoadOutcome {
   timeline: TimelineRow[];
   wallSec: number;
   gwCpuSec: number;
+  /** The server's, or a cluster's primaries' summed. */
   redisCpuSec: number;
+  /** A cluster's replicas', summed (0 for one server). */
+  replicaCpuSec: number;
+  /** Each primary's (one entry for one server). */
+  redisPerPrimaryCpuSec: number[];
   loadgenCpuSec: number;
   /** Share of the load's wall time in which some task waited for a core (%), where the kernel says. */
   cpuPressurePct?: number;
@@ -155,18 +168,20 @@ async function enginesInWorkers(cfgs: EngineConfig[]): Promise<Engines> {
   };
 }
 
-type CpuSource = 'gw' | 'rd' | 'lg';
+type CpuSource = string;
 
 /** Once a second: a timeline row from the engines' counters and the processes' CPU, printed unless --quiet. */
 function timelineSampler(
   engines: Engines,
   read: () => CpuReading<CpuSource>,
   gwPid: number,
+  redis: RedisPids,
   t0: CpuReading<CpuSource>,
   quiet: boolean,
   allLive?: { calls: number; then: () => void },
 ): { timeline: TimelineRow[]; sample: () => void } {
   const timeline: TimelineRow[] = [];
+  const cluster = redis.primaries.length > 1 || redis.replicas.length > 0;
   let live = allLive;
   let prev = { cpu: t0, ticks: 0, ticked: 0, starts: 0 };
   const sample = (): void => {
@@ -185,9 +200,10 @@ function timelineSampler(
       ticks: Math.round((c.ticksDone - prev.ticks) / dt),
       ticked: Math.round((c.ticked - prev.ticked) / dt),
       starts: Math.round((c.startsSent - prev.starts) / dt),
-      gwCpu: pct.gw,
-      redisCpu: pct.rd,
-      loadgenCpu: pct.lg,
+      gwCpu: pct.gw ?? 0,
+      redisCpu: pct.rd ?? 0,
+      ...(cluster ? { redisPerPrimary: perPrimary(redis, pct), replicaCpu: pct.rp ?? 0 } : {}),
+      loadgenCpu: pct.lg ?? 0,
       gwRssMb: Math.round(statusKb(gwPid, 'VmRSS') / 1024),
     };
     timeline.push(row);
@@ -195,7 +211,7 @@ function timelineSampler(
     if (!quiet) {
       console.log(
         `  t=${String(row.t).padStart(3)}s  ticks ${String(row.ticks).padStart(7)}/s  ticked ${String(row.ticked).padStart(7)}/s  starts ${String(row.starts).padStart(6)}/s` +
-          `  cpu: gateway ${String(row.gwCpu).padStart(3)}%  redis ${String(row.redisCpu).padStart(3)}%  loadgen ${String(row.loadgenCpu).padStart(3)}%  gw rss ${row.gwRssMb} MB`,
+          `  cpu: gateway ${String(row.gwCpu).padStart(3)}%  ${fmtRedisCpu(redis, pct)}  loadgen ${String(row.loadgenCpu).padStart(3)}%  gw rss ${row.gwRssMb} MB`,
       );
     }
   };
@@ -210,18 +226,18 @@ function timelineSampler(
 export async function runLoad(
   cfgs: EngineConfig[],
   gwPid: number,
-  redisPid: number | undefined,
+  redis: RedisPids,
   opts: Options,
   onAllLive?: () => void,
 ): Promise<LoadOutcome> {
   const engines = cfgs.length === 1 ? await engineInThread(cfgs[0]!) : await enginesInWorkers(cfgs);
   const read = (): CpuReading<CpuSource> =>
-    readCpu({ gw: () => cpuSec(gwPid), rd: () => cpuSec(redisPid), lg: ownCpuSec });
+    readCpu({ gw: () => cpuSec(gwPid), lg: ownCpuSec, ...redisCpuSources(redis) });
   const cpu0 = read();
   const stall0 = { us: cpuStallUs(), t: cpu0.t };
   const calls = cfgs.reduce((n, c) => n + c.calls.length, 0);
   const allLive = onAllLive && { calls, then: onAllLive };
-  const { timeline, sample } = timelineSampler(engines, read, gwPid, cpu0, opts.quiet, allLive);
+  const { timeline, sample } = timelineSampler(engines, read, gwPid, redis, cpu0, opts.quiet, allLive);
   const timer = setInterval(sample, 1000);
   const results = await engines.go();
   clearInterval(timer);
@@ -231,9 +247,11 @@ export async function runLoad(
     results,
     timeline,
     wallSec,
-    gwCpuSec: used.gw,
-    redisCpuSec: used.rd,
-    loadgenCpuSec: used.lg,
+    gwCpuSec: used.gw ?? 0,
+    redisCpuSec: used.rd ?? 0,
+    replicaCpuSec: used.rp ?? 0,
+    redisPerPrimaryCpuSec: redis.primaries.map((_, i) => used[`rd${i}`] ?? 0),
+    loadgenCpuSec: used.lg ?? 0,
     cpuPressurePct: cpuPressurePct(stall0),
   };
 }
