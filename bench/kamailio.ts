@@ -26,6 +26,7 @@ import { sipCallIdOf } from '../src/kamailio/call-id';
 import { exportRecords } from '../src/ledger/export';
 import { cpuSec, cpuSecTree } from './lib/cpu';
 import { intFlag, parseFlags } from './lib/flags';
+import { printJsonLine, round1 } from './lib/report';
 import { startGatewayChild, type GatewayChild } from './lib/gateway';
 import { children, cleanUpOnExit, makeTmp, removeTmp, ROOT, runMain, sleep, stopChild, watchdog } from './lib/process';
 import { mintSold, startBenchRedis, type BenchRedis } from './lib/redis';
@@ -298,20 +299,28 @@ const printRate = (label: string, r: RateResult): void =>
         .join(', ')}${r.exact ? `  billed exactly ${r.exact}` : ''}`,
   );
 
+/** The rate mode's figures: every step, and the highest rate each side passed without a failed call. */
+interface RateFigures {
+  steps: (RateResult & { metered: boolean })[];
+  best: { plain: number; metered: number };
+}
+
 async function rateMode(
   s: Stack,
   rows: [string, string][],
   rates: number[],
   stepSec: number,
   talkMs: number,
-): Promise<void> {
+): Promise<RateFigures> {
   console.log(`\n== rate: ${stepSec} s a step, calls talk ${talkMs} ms`);
   const best = { plain: 0, metered: 0 };
   const plain = new Map<number, RateResult>();
+  const steps: RateFigures['steps'] = [];
   for (const metered of [false, true]) {
     const side = await startSide(s, metered);
     for (const rate of rates) {
       const r = await rateStep(s, side, rows, rate, stepSec, talkMs);
+      steps.push({ metered, ...r });
       printRate(metered ? 'metered' : 'plain', r);
       if (metered) printRatio(r, plain.get(rate)!);
       else plain.set(rate, r);
@@ -323,6 +332,7 @@ async function rateMode(
   console.log(
     `highest rate with zero failed calls: plain ${best.plain}/s, metered ${best.metered}/s (ratio ${best.plain ? (best.metered / best.plain).toFixed(2) : '-'}${best.plain === Math.max(...rates) ? `; plain passed the highest rate tried: its own limit is higher, and the ratio may be lower` : ''})`,
   );
+  return { steps, best };
 }
 
 const times = (a: number, b: number): string => (b > 0 && Number.isFinite(a / b) ? `${(a / b).toFixed(2)}×` : '-');
@@ -349,7 +359,15 @@ const printRatio = (m: RateResult, p: RateResult): void => {
   );
 };
 
-async function cutoffMode(s: Stack, bulk: [string, string][], n: number, bgRate: number): Promise<void> {
+/** The cut-off mode's figures: BYE minus the moment the balance ran out (ms), the calls billed exactly, the background. */
+interface CutoffFigures {
+  errorMs: { p50: number; p99: number; min: number; max: number };
+  calls: number;
+  billedExactly: number;
+  background?: { completed: number; offered: number };
+}
+
+async function cutoffMode(s: Stack, bulk: [string, string][], n: number, bgRate: number): Promise<CutoffFigures> {
   console.log(
     `\n== cut-off: ${n} calls with ${CUT_SEC} s of credit, ${bgRate} calls/s in the background (metered only: without metering nothing is cut)`,
   );
@@ -386,11 +404,39 @@ async function cutoffMode(s: Stack, bulk: [string, string][], n: number, bgRate:
       `billed ${CUT_SEC} s: ${billed}/${answered.length}; background ${bg ? `${[...bg.calls.values()].filter((c) => c.hangupUs).length}/${bgRate * bgSec} calls completed` : 'none'}`,
   );
   await stopSide(side);
+  return {
+    errorMs: {
+      p50: round1(pct(err, 50)),
+      p99: round1(pct(err, 99)),
+      min: round1(Math.min(...err)),
+      max: round1(Math.max(...err)),
+    },
+    calls: answered.length,
+    billedExactly: billed,
+    background: bg && {
+      completed: [...bg.calls.values()].filter((c) => c.hangupUs).length,
+      offered: bgRate * bgSec,
+    },
+  };
 }
 
-async function concurrencyMode(s: Stack, rows: [string, string][], rate: number, holdSec: number): Promise<void> {
+/** The concurrency mode's figures: answered calls held at once, per side, and the calls that failed. */
+interface ConcurrencyFigures {
+  held: { plain: number; metered: number };
+  failed: { plain: number; metered: number };
+  meteredDialogsPeak: number;
+}
+
+async function concurrencyMode(
+  s: Stack,
+  rows: [string, string][],
+  rate: number,
+  holdSec: number,
+): Promise<ConcurrencyFigures> {
   console.log(`\n== concurrency: ${rate} calls/s talking ${holdSec} s`);
   const held = { plain: 0, metered: 0 };
+  const failed = { plain: 0, metered: 0 };
+  let meteredDialogsPeak = 0;
   for (const metered of [false, true]) {
     const side = await startSide(s, metered);
     let peak = 0;
@@ -419,6 +465,8 @@ async function concurrencyMode(s: Stack, rows: [string, string][], rate: number,
       exact = `, billed exactly ${exactness(ok, recs)}`;
     }
     held[metered ? 'metered' : 'plain'] = heldAtOnce(ok);
+    failed[metered ? 'metered' : 'plain'] = calls - ok.length;
+    if (metered) meteredDialogsPeak = peak;
     console.log(
       `${(metered ? 'metered' : 'plain').padEnd(9)} held at most ${heldAtOnce(ok)} answered calls at once (sipp)` +
         `${metered ? `, ${peak} dialogs (Kamailio)` : ''}; ${calls - ok.length} of ${calls} calls failed${exact}`,
@@ -426,6 +474,7 @@ async function concurrencyMode(s: Stack, rows: [string, string][], rate: number,
     await stopSide(side);
   }
   console.log(`  ÷ plain  held at once ${times(held.metered, held.plain)}`);
+  return { held, failed, meteredDialogsPeak };
 }
 
 const MODES = ['all', 'rate', 'cutoff', 'concurrency'];
@@ -497,13 +546,23 @@ async function main(): Promise<void> {
         .join(' ')} (other processes compete for the same cores)`,
   );
   const { mode } = o;
-  if (mode === 'all' || mode === 'rate') await rateMode(s, rows, o.rates, o.stepSec, o.talkMs);
-  if (mode === 'all' || mode === 'cutoff') await cutoffMode(s, rows, o.cutoffCalls, o.bgRate);
-  if (mode === 'all' || mode === 'concurrency') await concurrencyMode(s, rows, o.holdRate, o.holdSec);
+  const rate = mode === 'all' || mode === 'rate' ? await rateMode(s, rows, o.rates, o.stepSec, o.talkMs) : undefined;
+  const cutoff = mode === 'all' || mode === 'cutoff' ? await cutoffMode(s, rows, o.cutoffCalls, o.bgRate) : undefined;
+  const concurrency =
+    mode === 'all' || mode === 'concurrency' ? await concurrencyMode(s, rows, o.holdRate, o.holdSec) : undefined;
   await stopAll();
   await stopChild(gw.proc);
   await br.stop();
   removeTmp();
+  const { rates, stepSec, talkMs, cutoffCalls, bgRate, holdRate, holdSec, children } = o;
+  printJsonLine({
+    bench: 'kamailio',
+    mode,
+    params: { rates, stepSec, talkMs, cutoffCalls, bgRate, holdRate, holdSec, children },
+    rate,
+    cutoff,
+    concurrency,
+  });
 }
 
 runMain(main);

@@ -767,6 +767,7 @@ async function clusterMain(opts: Options): Promise<void> {
   const rates = ackRates(turns);
   printAckRates(rates);
   printJsonLine({
+    bench: 'redeem',
     cluster: true,
     ids: opts.ids,
     duration: opts.duration,

@@ -723,6 +723,7 @@ async function main(): Promise<void> {
   );
   const { billing } = t;
   printJsonLine({
+    bench: 'soak',
     minutes: opts.minutes,
     calls: opts.calls,
     redeemRate: opts.redeemRate,
@@ -781,7 +782,7 @@ async function ackCost(opts: Options, s: Setup): Promise<void> {
     redemptions: ratio(on!.redemptionsPerSec, offF!.redemptionsPerSec),
   };
   console.log(`  on/off starts ${ratios.starts}  stops ${ratios.stops}  redemptions ${ratios.redemptions}`);
-  printJsonLine({ ackCost: figures, ratios });
+  printJsonLine({ bench: 'soak', mode: 'ack-cost', rounds: Math.max(1, opts.minutes), ratios, ackCost: figures });
   await stopChild(off.proc);
   for (const g of s.gateways.gws) if (g) await stopChild(g.proc);
   await s.ctx.close();

@@ -360,7 +360,7 @@ async function clusterMain(opts: Options): Promise<void> {
   const rates = ackRates(turns);
   printAckRates(rates);
   const { mode, calls, conns, duration, rounds } = opts;
-  printJsonLine({ cluster: true, mode, calls, conns, duration, rounds, turns, acks: rates });
+  printJsonLine({ bench: 'switch', cluster: true, mode, calls, conns, duration, rounds, acks: rates, turns });
 }
 
 // ------------------------------------------------------------------- main
