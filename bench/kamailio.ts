@@ -43,8 +43,10 @@ import {
 
 const USAGE = `npm run bench:kamailio -- [--mode all|rate|cutoff|concurrency] [--rates 1000,2000,3000,4000,5000,6000,7000]
   [--step-sec 6] [--talk-ms 1500] [--cutoff-calls 60] [--bg-rate 1000] [--hold-rate 500] [--hold-sec 16]
-  [--children 4] [--gw-node-arg ARG (repeatable; e.g. --max-semi-space-size=32)] [--keep-tmp]
+  [--children 4] [--gw-node-arg ARG (repeatable; e.g. --max-semi-space-size=32)] [--keep]
 
+--keep keeps the temp dir (Redis data, sipp's and Kamailio's files), as every benchmark's
+--keep does; --keep-tmp is its old name, still accepted.
 PROFILE_DIR=DIR runs the gateway and each connector under --cpu-prof, their profiles in DIR.
 `;
 
@@ -494,6 +496,7 @@ function options(argv: string[]) {
       'hold-sec': { type: 'string', default: '16' },
       children: { type: 'string', default: '4' },
       'gw-node-arg': { type: 'string', multiple: true, default: [] },
+      keep: { type: 'boolean', default: false },
       'keep-tmp': { type: 'boolean', default: false },
     },
     USAGE,
@@ -510,7 +513,7 @@ function options(argv: string[]) {
     holdSec: intFlag('hold-sec', v['hold-sec'], 1),
     children: intFlag('children', v.children, 1),
     gwNodeArgs: v['gw-node-arg'] ?? [],
-    keepTmp: v['keep-tmp'] ?? false,
+    keep: (v.keep ?? false) || (v['keep-tmp'] ?? false),
   };
 }
 
@@ -518,7 +521,7 @@ async function main(): Promise<void> {
   const o = options(process.argv.slice(2));
   cleanUpOnExit();
   process.on('exit', () => void stopAll());
-  const dir = makeTmp('tessera-bench-kamailio-', o.keepTmp);
+  const dir = makeTmp('tessera-bench-kamailio-', o.keep);
   const secret = randomBytes(32).toString('hex');
   const br = await startBenchRedis({ TESSERA_SECRET: secret, DATA_DIR: dir });
   await putPlans(br.ctx.redis, [{ name: 'flat', rates: [{ prefix: '', rate: RATE, fee: 0 }] }]);

@@ -103,6 +103,7 @@ const USAGE = `npm run bench:redeem -- [flags]
   --tick-calls N     calls of the tick phase, which prices a tick [2000]
   --tick-duration S  seconds of ticking; 0 skips the phase and the cost ratios [5]
   --rb-requests N    redis-benchmark -n for the ceilings [200000]
+  --keep             keep the temp dir (Redis or cluster data, gateway logs)
 ${acksUsage(21)}  --help
 
 Prints redemptions/s and latency for each load, the CPU of every process per
@@ -126,6 +127,7 @@ interface Options {
   tickCalls: number;
   tickDuration: number;
   rbRequests: number;
+  keep: boolean;
   /** Against a local 3+3 cluster, one gateway per ack mode, measured in turns. */
   cluster: boolean;
   acks: AckMode[];
@@ -148,6 +150,7 @@ function options(argv: string[]): Options {
       'tick-calls': { type: 'string', default: '2000' },
       'tick-duration': { type: 'string', default: '5' },
       'rb-requests': { type: 'string', default: '200000' },
+      keep: { type: 'boolean', default: false },
       cluster: { type: 'boolean', default: false },
       acks: { type: 'string' },
       rounds: { type: 'string', default: '2' },
@@ -169,6 +172,7 @@ function options(argv: string[]): Options {
     // The CPU per tick leaves out the first and last ticking seconds: fewer than 3 leave none.
     tickDuration: flags['tick-duration'] === '0' ? 0 : intFlag('tick-duration', flags['tick-duration'], 3),
     rbRequests: intFlag('rb-requests', flags['rb-requests'], 1),
+    keep: flags.keep ?? false,
     cluster: flags.cluster ?? false,
     acks: acksFlag(flags.acks, flags.cluster ?? false),
     rounds: intFlag('rounds', flags.rounds, 1, 100),
@@ -244,7 +248,7 @@ function scans(ids: string[]): Pick<Setup, 'nextScan' | 'pick'> {
 
 /** Redis, the catalog (loadWallets), then the gateway (GW_PROF=DIR: under --cpu-prof). */
 async function setUp(opts: Options): Promise<Setup> {
-  const dir = makeTmp('tessera-bench-redeem-', false);
+  const dir = makeTmp('tessera-bench-redeem-', opts.keep);
   const br = await startBenchRedis({ TESSERA_SECRET: SECRET, DATA_DIR: dir, LOG_LEVEL: 'warn', BUCKETS: '64' }, 'warn');
   const { ctx } = br;
   const { tokens, ids } = await loadWallets(ctx, opts);
@@ -716,7 +720,7 @@ interface ClusterSetup {
 
 /** The cluster, the catalog and sold IDs on it, a gateway per ack mode. */
 async function setUpCluster(opts: Options): Promise<ClusterSetup> {
-  const dir = makeTmp('tessera-bench-redeem-', false);
+  const dir = makeTmp('tessera-bench-redeem-', opts.keep);
   const cluster = await startLocalCluster(dir);
   const env = { REDIS_CLUSTER: cluster.url, TESSERA_SECRET: SECRET, DATA_DIR: dir, LOG_LEVEL: 'warn', BUCKETS: '64' };
   const ctx = await openContext(loadConfig(env), createLogger('warn'));
@@ -795,9 +799,9 @@ async function main(): Promise<void> {
   const ticks = await runTicks(setup);
   const ceilings = await measureCeilings(opts, setup);
   const figures = report(opts, ws, http, ticks, ceilings);
-  printJsonLine(figures);
   await setup.br.stop();
   removeTmp();
+  printJsonLine(figures);
 }
 
 runMain(main);

@@ -721,6 +721,12 @@ async function main(): Promise<void> {
   console.log(
     `  gateway  ${gwErrors.total} error log lines${gwErrors.total ? `: ${JSON.stringify(gwErrors.byMessage)}` : ''}`,
   );
+  for (const sw of switches) sw.close();
+  await s.ctx.close();
+  await s.sandbox.close();
+  s.cluster.stop();
+  // The JSON line last, after removeTmp's "kept DIR" (--keep).
+  removeTmp();
   const { billing } = t;
   printJsonLine({
     bench: 'soak',
@@ -736,12 +742,6 @@ async function main(): Promise<void> {
     gatewayErrors: gwErrors,
     audit: { ok: report.problems.length === 0, problems: report.problems.slice(0, 20), sold: report.sold },
   });
-
-  for (const sw of switches) sw.close();
-  await s.ctx.close();
-  await s.sandbox.close();
-  s.cluster.stop();
-  removeTmp();
   if (!verdict) process.exitCode = 1;
 }
 
@@ -782,13 +782,13 @@ async function ackCost(opts: Options, s: Setup): Promise<void> {
     redemptions: ratio(on!.redemptionsPerSec, offF!.redemptionsPerSec),
   };
   console.log(`  on/off starts ${ratios.starts}  stops ${ratios.stops}  redemptions ${ratios.redemptions}`);
-  printJsonLine({ bench: 'soak', mode: 'ack-cost', rounds: Math.max(1, opts.minutes), ratios, ackCost: figures });
   await stopChild(off.proc);
   for (const g of s.gateways.gws) if (g) await stopChild(g.proc);
   await s.ctx.close();
   await s.sandbox.close();
   s.cluster.stop();
   removeTmp();
+  printJsonLine({ bench: 'soak', mode: 'ack-cost', rounds: Math.max(1, opts.minutes), ratios, ackCost: figures });
 }
 
 runMain(main);

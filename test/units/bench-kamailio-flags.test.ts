@@ -1,7 +1,8 @@
 /**
  * `npm run bench:kamailio` refuses a command line it cannot run as asked: a
  * mistyped mode measured nothing and a mistyped rate printed NaN rows, both
- * ending with exit 0 as if the run had been made.
+ * ending with exit 0 as if the run had been made. It keeps its temp dir with
+ * --keep, as every benchmark does, and still with --keep-tmp, its old name.
  */
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -26,5 +27,12 @@ describe('bench:kamailio flags', () => {
     const r = run(...args);
     expect(r.status).toBe(1);
     expect(r.stderr).toContain(`bench: Error: ${flag}:`);
+  });
+
+  it.each([['--keep'], ['--keep-tmp']])('takes %s', (flag) => {
+    // A bad mode after it: the flags were parsed, and nothing runs.
+    const r = run(flag, '--mode', 'rates');
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('bench: Error: --mode:');
   });
 });
