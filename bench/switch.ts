@@ -89,7 +89,7 @@ import { resetSlowlog, slowestCommands } from './lib/slowlog';
 import { fmtInt, printJsonLine } from './lib/report';
 import { loadCatalog, SWITCH_NAME, type SwitchCatalog } from './switch/catalog';
 import { measureCeiling, openCeilingCall, type CeilingCall } from './switch/ceiling';
-import { mergeResults, runLoad, spanSec, splitEngines } from './switch/load';
+import { mergeResults, runLoad, spanSec, splitEngines, steadyTickRate } from './switch/load';
 import { perLiveCall, readMemory, type MemoryReading } from './switch/memory';
 import { scrapeMetrics } from './switch/metrics';
 import { options, type Options } from './switch/options';
@@ -246,20 +246,17 @@ async function measureLoad(opts: Options, s: Setup): Promise<Measured> {
 
 /**
  * max: ticks answered over the ticking window. calls: the offered rate is
- * fixed, so the median of the per-second timeline is what was sustained.
+ * fixed, so ticks sent over the window in which the load is steady (every
+ * call live, whole tick intervals: steadyTickRate).
  */
 function throughput(opts: Options, m: Measured): Throughput {
   const c = m.merged.counters;
   const tickWindowSec =
     m.merged.tickEnd > m.merged.tickStart ? (m.merged.tickEnd - m.merged.tickStart) / 1000 : m.load.wallSec;
-  const busy = m.load.timeline
-    .filter((r) => r.ticks > 0)
-    .map((r) => r.ticks)
-    .sort((x, y) => x - y);
-  const median = busy.length ? busy[Math.floor(busy.length / 2)]! : 0;
-  const ticksPerSec = opts.mode === 'max' ? Math.round(c.ticksDone / tickWindowSec) : median;
-  const peak = busy.length ? busy[busy.length - 1]! : 0;
-  return { ticksPerSec, peak, tickWindowSec };
+  const peak = Math.max(0, ...m.load.timeline.map((r) => r.ticks));
+  if (opts.mode === 'max') return { ticksPerSec: Math.round(c.ticksDone / tickWindowSec), peak, tickWindowSec };
+  const window = steadyTickRate(m.load.samples, opts.calls, opts.tickEvery);
+  return { ticksPerSec: window?.perSec ?? 0, peak, tickWindowSec, window };
 }
 
 /** redis-benchmark on the call the gateway opened, the gateway stopped. */

@@ -48,9 +48,19 @@ export interface TimelineRow {
   gwRssMb: number;
 }
 
+/** The engines' counters at one timeline second, ms after the load began: what steadyTickRate reads. */
+export interface LoadSample {
+  t: number;
+  ticksDone: number;
+  started: number;
+  stopsSent: number;
+}
+
 export interface LoadOutcome {
   results: EngineResult[];
   timeline: TimelineRow[];
+  /** The counters behind the timeline, from a zero sample at t = 0. */
+  samples: LoadSample[];
   wallSec: number;
   gwCpuSec: number;
   /** The server's, or a cluster's primaries' summed. */
@@ -179,8 +189,9 @@ function timelineSampler(
   t0: CpuReading<CpuSource>,
   quiet: boolean,
   allLive?: { calls: number; then: () => void },
-): { timeline: TimelineRow[]; sample: () => void } {
+): { timeline: TimelineRow[]; samples: LoadSample[]; sample: () => void } {
   const timeline: TimelineRow[] = [];
+  const samples: LoadSample[] = [{ t: 0, ticksDone: 0, started: 0, stopsSent: 0 }];
   const cluster = redis.primaries.length > 1 || redis.replicas.length > 0;
   let live = allLive;
   let prev = { cpu: t0, ticks: 0, ticked: 0, starts: 0 };
@@ -207,6 +218,7 @@ function timelineSampler(
       gwRssMb: Math.round(statusKb(gwPid, 'VmRSS') / 1024),
     };
     timeline.push(row);
+    samples.push({ t: cpu.t - t0.t, ticksDone: c.ticksDone, started: c.started, stopsSent: c.stopsSent });
     prev = { cpu, ticks: c.ticksDone, ticked: c.ticked, starts: c.startsSent };
     if (!quiet) {
       console.log(
@@ -215,7 +227,7 @@ function timelineSampler(
       );
     }
   };
-  return { timeline, sample };
+  return { timeline, samples, sample };
 }
 
 /**
@@ -237,7 +249,7 @@ export async function runLoad(
   const stall0 = { us: cpuStallUs(), t: cpu0.t };
   const calls = cfgs.reduce((n, c) => n + c.calls.length, 0);
   const allLive = onAllLive && { calls, then: onAllLive };
-  const { timeline, sample } = timelineSampler(engines, read, gwPid, redis, cpu0, opts.quiet, allLive);
+  const { timeline, samples, sample } = timelineSampler(engines, read, gwPid, redis, cpu0, opts.quiet, allLive);
   const timer = setInterval(sample, 1000);
   const results = await engines.go();
   clearInterval(timer);
@@ -246,6 +258,7 @@ export async function runLoad(
   return {
     results,
     timeline,
+    samples,
     wallSec,
     gwCpuSec: used.gw ?? 0,
     redisCpuSec: used.rd ?? 0,
@@ -291,4 +304,65 @@ export function spanSec(results: EngineResult[], kind: 'starts' | 'stops'): numb
   const firsts = results.map((r) => r[kind].first).filter((t) => t > 0);
   const last = Math.max(...results.map((r) => r[kind].last));
   return firsts.length && last > 0 ? Math.max(0.001, (last - Math.min(...firsts)) / 1000) : 0;
+}
+
+/** Where calls mode's ticks/s was counted: seconds since the load began, and whether the load was steady there. */
+export interface TickWindow {
+  fromSec: number;
+  toSec: number;
+  /** Every call live (started, none stopped) over whole tick intervals; false: the fallback, first tick to last. */
+  steady: boolean;
+  /** Whole tick intervals in the window (steady only). */
+  intervals: number;
+  ticks: number;
+  perSec: number;
+}
+
+/**
+ * calls mode: ticks sent per second over a window in which the load is
+ * steady, from the first timeline second at which every call's start was
+ * answered to the last before any stop was sent, cut to a whole number of
+ * tick intervals: each call then sends exactly one tick per interval in it,
+ * whatever the phases. Counting every second that had a tick instead
+ * overstates the rate when the starts (--ramp) are spread over less than
+ * an interval: the ticks then come in bursts of `ramp` seconds, and the
+ * seconds between bursts are left out. Without such a window (a run
+ * shorter than its ramp plus an interval), the ticks over the seconds from
+ * the first tick sent to the last, marked not steady.
+ */
+export function steadyTickRate(samples: LoadSample[], calls: number, tickEvery: number): TickWindow | undefined {
+  const periodMs = tickEvery * 1000;
+  const a = samples.findIndex((x) => x.started >= calls);
+  let b = -1;
+  for (let i = samples.length - 1; i >= 0; i--)
+    if (samples[i]!.stopsSent === 0) {
+      b = i;
+      break;
+    }
+  // The sampler's seconds drift by a few ms each: allow 10% of an interval short.
+  const intervals = a >= 0 && b > a ? Math.floor((samples[b]!.t - samples[a]!.t) / periodMs + 0.1) : 0;
+  if (intervals >= 1) {
+    const want = samples[a]!.t + intervals * periodMs;
+    let end = a + 1;
+    for (let i = a + 1; i <= b; i++) if (Math.abs(samples[i]!.t - want) < Math.abs(samples[end]!.t - want)) end = i;
+    return windowOf(samples[a]!, samples[end]!, true, intervals);
+  }
+  const first = samples.findIndex((x) => x.ticksDone > 0);
+  if (first < 1) return undefined;
+  const total = samples[samples.length - 1]!.ticksDone;
+  const last = samples.findIndex((x) => x.ticksDone === total);
+  return windowOf(samples[first - 1]!, samples[last]!, false, 0);
+}
+
+function windowOf(from: LoadSample, to: LoadSample, steady: boolean, intervals: number): TickWindow {
+  const ticks = to.ticksDone - from.ticksDone;
+  const sec = (to.t - from.t) / 1000;
+  return {
+    fromSec: Math.round(from.t / 100) / 10,
+    toSec: Math.round(to.t / 100) / 10,
+    steady,
+    intervals,
+    ticks,
+    perSec: sec > 0 ? Math.round(ticks / sec) : 0,
+  };
 }

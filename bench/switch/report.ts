@@ -5,7 +5,7 @@ import { fmtSlowCommands, type SlowCommand } from '../lib/slowlog';
 import { fmtInt, round1 } from '../lib/report';
 import { fmtMet, TARGETS } from '../lib/targets';
 import type { Ceiling } from './ceiling';
-import type { LoadOutcome, MergedResults } from './load';
+import type { LoadOutcome, MergedResults, TickWindow } from './load';
 import type { LiveCallMemory } from './memory';
 import type { GatewayMetrics } from './metrics';
 import type { Options } from './options';
@@ -35,6 +35,8 @@ export interface Throughput {
   ticksPerSec: number;
   peak: number;
   tickWindowSec: number;
+  /** calls mode: the window ticksPerSec was counted over. */
+  window?: TickWindow;
 }
 
 export interface CeilingPhase {
@@ -60,7 +62,7 @@ function printCounts(r: SwitchRun): void {
   const { merged } = phase;
   const c = merged.counters;
   console.log(
-    `  ticks/s          ${fmtInt(rate.ticksPerSec)}  ${opts.mode === 'max' ? `(${fmtInt(c.ticksDone)} ticks answered in ${rate.tickWindowSec.toFixed(1)} s)` : `(median of the per-second timeline; peak ${fmtInt(rate.peak)}; ${fmtInt(c.ticksSent)} ticks sent)`}`,
+    `  ticks/s          ${fmtInt(rate.ticksPerSec)}  ${opts.mode === 'max' ? `(${fmtInt(c.ticksDone)} ticks answered in ${rate.tickWindowSec.toFixed(1)} s)` : `(${fmtWindow(rate.window, opts.tickEvery)}; peak ${fmtInt(rate.peak)} in one second; ${fmtInt(c.ticksSent)} ticks sent in all)`}`,
   );
   console.log(
     `  calls            ${fmtInt(c.started)} started, ${fmtInt(c.stopped)} stopped, ${fmtInt(c.unfinished)} unfinished, billedSec ≠ last sec on ${fmtInt(c.billingMismatch)}` +
@@ -84,6 +86,15 @@ function printCounts(r: SwitchRun): void {
   );
   const errs = Object.entries(merged.errors).sort((x, y) => y[1] - x[1]);
   console.log(`  errors           ${errs.length ? errs.map(([k, v]) => `${k}=${v}`).join(' ') : 'none'}`);
+}
+
+/** calls mode: the window ticks/s was counted over, in words. */
+function fmtWindow(w: TickWindow | undefined, tickEvery: number): string {
+  if (!w) return 'no tick sent';
+  const span = `${fmtInt(w.ticks)} ticks sent from t=${w.fromSec} to t=${w.toSec} s`;
+  return w.steady
+    ? `${span}: ${w.intervals} whole tick interval${w.intervals > 1 ? 's' : ''} of ${tickEvery} s, every call live and none stopped`
+    : `${span}, first tick to last: NOT steady (no whole tick interval of ${tickEvery} s with every call live and none stopped; lengthen --duration)`;
 }
 
 function printMemory(m: LiveCallMemory): void {
@@ -245,6 +256,7 @@ function figures(r: SwitchRun, totalSec: number): object {
       gwNodeArgs: opts.gwNodeArgs,
     },
     ticksPerSec: rate.ticksPerSec,
+    tickWindow: rate.window,
     startsPerSec: phase.startsPerSec,
     memoryPerLiveCall: phase.memory,
     ticksPeakPerSec: rate.peak,
