@@ -50,8 +50,10 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
   local lefts, amts = int(left), int(amt)
   local upd = { 'bal', lefts }
   if kind == 'entry' then
-    upd[#upd + 1] = 'inside'
-    upd[#upd + 1] = action == 'exit' and '0' or '1'
+    -- Outside while anybody who went out has yet to come back (r.outq: how many).
+    local outq = r.outq or 0
+    upd[#upd + 1], upd[#upd + 2] = 'inside', outq > 0 and '0' or '1'
+    upd[#upd + 1], upd[#upd + 2] = 'outq', int(outq)
   end
   if (tonumber(f[8]) or 0) == 0 and action ~= 'exit' then
     upd[#upd + 1], upd[#upd + 2], upd[#upd + 3], upd[#upd + 4], upd[#upd + 5], upd[#upd + 6] =

@@ -44,7 +44,11 @@ if s.kind == 'entry' then
       end
     end
   end
-  if inside then upd[#upd + 1], upd[#upd + 2] = 'inside', inside end
+  if inside then
+    upd[#upd + 1], upd[#upd + 2] = 'inside', inside
+    -- Moved in or out by the reverse: how many are out is no longer counted (all who came in may).
+    redis.call('HDEL', KEYS[1], 'outq')
+  end
 end
 redis.call('HSET', KEYS[1], unpack(upd))
 local scan = string.match(field, '^[^:]+:(.+)$')

@@ -48,15 +48,18 @@ local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
   end
   -- entry: a ticket is not paid with at a till (whatever gates it lists: the till has none)
   if item ~= '' then return { 'no', 'wrong_kind' } end
-  local e = id_fields(ikey, { 'gates', 'reent', 'inside', 'face' })
+  local e = id_fields(ikey, { 'gates', 'reent', 'inside', 'face', 'outq' })
   if (e[1] or '') ~= '' and not listed(e[1], gate) then return { 'no', 'wrong_gate' } end
-  if dir == 'out' then return { 'ok', kind, 'exit', 0, bal } end
-  -- Back in after an exit, as long as an entry is in use (a reversed entry is not), and no
-  -- more people than the entries used: one exit does not let a bigger group in.
   local used = tonumber(e[4]) - bal
-  if e[2] == '1' and e[3] == '0' and used > 0 then
-    if qty > used then return { 'no', 'insufficient_value', used } end
-    return { 'ok', kind, 'reentry', 0, bal }
+  -- Who is out and may come back: the exit scans' qty since all were last in, never more than
+  -- the entries used (none counted, as before outq or after a reverse: all of them).
+  local out = e[3] == '0' and math.min(tonumber(e[5]) or used, used) or 0
+  if dir == 'out' then return { 'ok', kind, 'exit', 0, bal, outq = math.min(out + qty, used) } end
+  -- Back in after an exit, as long as an entry is in use (a reversed entry is not), and no
+  -- more people than went out: one person's exit does not let the rest of a group in twice.
+  if e[2] == '1' and out > 0 then
+    if qty > out then return { 'no', 'insufficient_value', out } end
+    return { 'ok', kind, 'reentry', 0, bal, outq = out - qty }
   end
   if bal < 1 then return used_up(ikey, f) end
   if bal < qty then return { 'no', 'insufficient_value', bal } end

@@ -524,6 +524,22 @@ describe('re-entry', () => {
     expect(await north.redeem({ scan: uniq(), id })).toMatchObject({ action: 'reentry', amount: 0 });
   });
 
+  it('a group on one ticket: as many come back as went out, no more', async () => {
+    const id = await sold(cat.reentry3);
+    const scan = (over: object) => north.redeem({ scan: uniq(), id, ...over });
+    expect(await scan({ qty: 2 })).toMatchObject({ action: 'entry', entriesLeft: 1 });
+    // One of the two goes out: the other two may not come back on that exit.
+    expect(await scan({ dir: 'out' })).toMatchObject({ action: 'exit' });
+    expect(await scan({ qty: 2 })).toMatchObject({ op: 'refused', reason: 'insufficient_value', valueLeft: 1 });
+    expect(await scan({})).toMatchObject({ action: 'reentry', amount: 0 });
+    expect(await scan({})).toMatchObject({ action: 'entry', entriesLeft: 0 });
+    expect(await scan({})).toMatchObject({ op: 'refused', reason: 'already_redeemed' });
+    // All three go out together and come back one by one.
+    expect(await scan({ dir: 'out', qty: 3 })).toMatchObject({ action: 'exit' });
+    for (let i = 0; i < 3; i++) expect(await scan({})).toMatchObject({ action: 'reentry', amount: 0 });
+    expect(await scan({})).toMatchObject({ op: 'refused', reason: 'already_redeemed' });
+  });
+
   it('a re-entry ticket: in, out, back in without using an entry; twice in a row is already_redeemed', async () => {
     const id = await sold(cat.reentry);
     const s = [uniq('a'), uniq('b'), uniq('c'), uniq('d'), uniq('e'), uniq('f')] as const;

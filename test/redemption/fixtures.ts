@@ -28,6 +28,8 @@ export interface Catalog {
   gated: EntryProduct;
   /** One entry at the arena; back in after an exit scan. */
   reentry: EntryProduct;
+  /** Three entries at the arena, with re-entry (a group on one ticket). */
+  reentry3: EntryProduct;
   /** Valid from tomorrow. */
   future: EntryProduct;
   /** Valid until yesterday. */
@@ -58,6 +60,7 @@ export async function loadRedemptionCatalog(h: Harness): Promise<Catalog> {
     entry({ name: 'ticket3', entries: 3 }),
     entry({ name: 'gated', gates: ['north'] }),
     entry({ name: 'reentry', reentry: true }),
+    entry({ name: 'reentry3', entries: 3, reentry: true }),
     entry({ name: 'future', validFrom: now + DAY, validUntil: now + 2 * DAY }),
     entry({
       name: 'past',
@@ -81,6 +84,7 @@ export async function loadRedemptionCatalog(h: Harness): Promise<Catalog> {
     ticket3: get('ticket3'),
     gated: get('gated'),
     reentry: get('reentry'),
+    reentry3: get('reentry3'),
     future: get('future'),
     past: get('past'),
     wallet: get('wallet'),
