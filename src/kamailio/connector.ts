@@ -107,6 +107,8 @@ function originOf(e: InviteEvent): string | undefined {
  */
 const GRANT_REF = 'g';
 const RETRYABLE = new Set(['unavailable', 'overloaded', 'internal']);
+/** A start refused for these may have been applied all the same (`overloaded` was not handled at all). */
+const IN_DOUBT = new Set(['unavailable', 'internal']);
 
 export class KamailioConnector {
   /** Live calls and ended ones (until when they are remembered), by Tessera call id. */
@@ -222,7 +224,11 @@ export class KamailioConnector {
           const reason = refusalOf(r);
           this.evapi.send(refuseReply(e, reason));
           this.log.info({ call: c.call, reason }, 'call refused');
-          this.forget(c);
+          // Unavailable (or failed) is no refusal of Tessera's: the start may have been applied,
+          // its reply lost. Stopped (0 s, nothing billed), it no longer holds the ID's balance and a
+          // call of its limit until the reaper's RING_TIMEOUT_MS; never started, it is unknown_call.
+          if (IN_DOUBT.has(reason)) this.stop(Object.assign(c, { unseen: true }), 0, 'failed');
+          else this.forget(c);
         }
       });
   }
