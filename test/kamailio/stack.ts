@@ -139,6 +139,8 @@ export interface SipInviteOptions {
   talkMs?: number;
   /** How the requests' text becomes bytes: `latin1` writes each character as one byte, for bytes that are no UTF-8. */
   encoding?: 'utf8' | 'latin1';
+  /** Sends the INVITE again, as a UAC over UDP does (RFC 3261 timer A: 500 ms, doubling), until any answer comes. */
+  retransmit?: boolean;
 }
 
 const nowUs = (): number => Math.round((performance.timeOrigin + performance.now()) * 1000);
@@ -181,14 +183,23 @@ export async function sipInvite(k: { sipPort: number }, ruser: string, o: SipInv
     `Contact: <sip:caller@127.0.0.1:${port}>`,
     ...(o.extra ?? []),
   ];
+  let resend: NodeJS.Timeout | undefined;
   try {
     return await new Promise<SipAnswer>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no final answer to INVITE ${ruser}`)), 10_000 + (o.talkMs ?? 0));
       let answer: SipAnswer | undefined;
       let cancelled = false;
+      const again = (ms: number): void => {
+        resend = setTimeout(() => {
+          void send(invite);
+          again(ms * 2);
+        }, ms);
+      };
+      if (o.retransmit) again(500);
       sock.on('message', (buf) => {
         const msg = parseSip(buf.toString());
         const { code, method } = msg;
+        if (method === 'INVITE') clearTimeout(resend);
         if (method === 'BYE' && code >= 200 && answer) {
           clearTimeout(timer);
           resolve(answer);
@@ -238,6 +249,7 @@ export async function sipInvite(k: { sipPort: number }, ruser: string, o: SipInv
       void send(invite);
     });
   } finally {
+    clearTimeout(resend);
     sock.close();
   }
 }
