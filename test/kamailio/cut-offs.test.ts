@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
+import { sipCallIdOf } from '../../src/kamailio/call-id';
 import { KamailioConnector } from '../../src/kamailio/connector';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { callRecords } from './records';
@@ -29,6 +30,12 @@ import {
   type Uas,
 } from './stack';
 
+/** Requests Kamailio itself has sent so far (tm's UAC transactions). */
+async function uacTransactions(k: KamailioChild): Promise<number> {
+  const stats = (await k.rpc('stats.get_statistics', ['tmx:'])).result as string[];
+  return Number(/^tmx:UAC_transactions = (\d+)$/m.exec(stats.join('\n'))?.[1]);
+}
+
 /** 100 micro-units a second everywhere (STD_RATES): 3 seconds of credit. */
 const SHORT = talkProduct({ name: 'talk-3s', face: 300, price: 300 });
 /** 8 seconds of credit: time for every call to be answered before the connector goes. */
@@ -43,12 +50,13 @@ describe.skipIf(!haveKamailio())('kamailio: cut-offs in bulk', () => {
   let uas: Uas;
   let connector: KamailioConnector;
   let dir: string;
+  let tok: string;
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tessera-kamailio-'));
     h = await startHarness();
     await seedCatalog(h, [SHORT, LONGER]);
-    const tok = await token(h, 'switch', 'kamailio-test');
+    tok = await token(h, 'switch', 'kamailio-test');
     gw = await gateway(h);
     uas = await startUas(dir);
     k = await startKamailio({ dir, pstnPort: uas.port, cpus: '0' });
@@ -84,6 +92,35 @@ describe.skipIf(!haveKamailio())('kamailio: cut-offs in bulk', () => {
     await until('every callee to log its BYE', () => missing().length === 0, 5000).catch(() => undefined);
     expect(missing()).toEqual([]);
     expect(k.logs.filter((l) => l.includes('send_bye'))).toEqual([]);
+  }, 60_000);
+
+  it('sends each side one BYE when two connectors cut the same calls', async () => {
+    // Each connector gets every event (evapi broadcasts) and ends each cut-off dialog: the second
+    // dlg.end_dlg found the dialog still confirmed (its BYEs' replies wait for the first one's
+    // lock) and sent both BYEs again, 481 from a UA that had hung up.
+    const second = await attachConnector(k, [`ws://127.0.0.1:${gw.port}/v1/switch`], tok);
+    try {
+      const calls = 20;
+      const ids = await soldIds(h, SHORT, calls);
+      const sent = await uacTransactions(k);
+      const run = await runUac({
+        dir,
+        kamailio: k,
+        scenario: 'uac-wait',
+        rows: ids.map((id): [string, string] => [`${id}*33612345678`, 'X-Test: two-connectors-cut']),
+      });
+      expect(run.code, run.stdout).toBe(0);
+      const records = await until('every call record', async () => {
+        const r = (await callRecords(h)).filter((c) => run.calls.has(sipCallIdOf(c.call!) ?? ''));
+        return r.length === calls ? r : undefined;
+      });
+      expect(records.map((r) => [r.cause, r.sec])).toEqual(records.map(() => ['cutoff', '3']));
+      // Kamailio's own requests here are the BYEs of the cut-offs: one to each side of each call.
+      expect((await uacTransactions(k)) - sent).toBe(2 * calls);
+    } finally {
+      second.close();
+      await until('the second connector to detach', async () => (await connectorsAttached(k)) === 1);
+    }
   }, 60_000);
 
   // Last: it takes the connector away.
