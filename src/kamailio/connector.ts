@@ -106,6 +106,8 @@ function originOf(e: InviteEvent): string | undefined {
  * comes back to onTessera as any message without a pending request does.
  */
 const GRANT_REF = 'g';
+/** A dialog's state in dlg.list once it has ended (Kamailio's DLG_STATE_DELETED). */
+const DELETED = 5;
 const RETRYABLE = new Set(['unavailable', 'overloaded', 'internal']);
 /** A start refused for these may have been applied all the same (`overloaded` was not handled at all). */
 const IN_DOUBT = new Set(['unavailable', 'internal']);
@@ -522,7 +524,11 @@ export class KamailioConnector {
     const lostAt = this.lostAt;
     let alive: Set<string>;
     try {
-      alive = new Set((await this.rpc.listDialogs()).map((d) => callIdOf(d.ci, d.he, d.hi)));
+      // A deleted dialog (state 5) stays listed a few seconds: one that ended while no connector
+      // was attached (a BYE during Kamailio's restart) sent its end event to no one, and taken
+      // for alive its call was ticked on, its ID busy, until its paid end.
+      const listed = await this.rpc.listDialogs();
+      alive = new Set(listed.filter((d) => d.state !== DELETED).map((d) => callIdOf(d.ci, d.he, d.hi)));
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'rpc: cannot check dialogs after reconnecting');
       return;

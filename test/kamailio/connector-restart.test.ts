@@ -47,25 +47,26 @@ async function fakeEvapi(): Promise<FakeEvapi> {
   return { server, port: (server.address() as AddressInfo).port, socks, answers, send };
 }
 
-/** Kamailio's JSON-RPC with no dialogs up (what a started connector lists to take calls up). */
-async function fakeRpc(): Promise<{ server: HttpServer; url: string }> {
+/** Kamailio's JSON-RPC: dlg.list lists `dialogs` (none by default: what a started connector lists to take calls up). */
+async function fakeRpc(): Promise<{ server: HttpServer; url: string; dialogs: object[] }> {
+  const dialogs: object[] = [];
   const server = httpServer((req, res) => {
     let body = '';
     req.on('data', (d: Buffer) => (body += d.toString()));
     req.on('end', () => {
-      const { id } = JSON.parse(body) as { id: number };
-      res.end(JSON.stringify({ jsonrpc: '2.0', id, result: [] }));
+      const { id, method } = JSON.parse(body) as { id: number; method: string };
+      res.end(JSON.stringify({ jsonrpc: '2.0', id, result: method === 'dlg.list' ? dialogs : [] }));
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/RPC` };
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/RPC`, dialogs };
 }
 
 describe('kamailio connector: calls it did not see start', () => {
   let h: Harness;
   let gw: Gateway;
   let evapi: FakeEvapi;
-  let rpc: { server: HttpServer; url: string };
+  let rpc: { server: HttpServer; url: string; dialogs: object[] };
   let tok: string;
   const connectors: KamailioConnector[] = [];
 
@@ -130,5 +131,33 @@ describe('kamailio connector: calls it did not see start', () => {
     // Its stop was answered before the ringing call's: unknown_call, no recovered record.
     expect(records.filter((r) => r.call === callIdOf(never.ci, never.he, never.hi))).toEqual([]);
     expect(await activeCalls(other!)).toBe(0);
+  });
+
+  it('stops a call whose dialog Kamailio lists as ended when evapi comes back', async () => {
+    // The caller hung up while Kamailio restarted: the Kamailio started again ended the dialog
+    // before any connector was attached (its end event went nowhere), and dlg.list still shows
+    // it, deleted (state 5), for a few seconds. Taken for alive, the call was ticked on, its ID
+    // busy, until the next restart or its paid end.
+    const [id] = await soldIds(h, TALK, 1);
+    const dialog = { ci: 'ended-while-away@probe', he: 9, hi: 1003, id: id!, dest: '33612345678' };
+    await attach();
+    evapi.send({ ev: 'invite', ...dialog, ti: 3, tl: 4, si: '127.0.0.9', ts: Date.now() / 1000 });
+    await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === 3 && a.sec !== undefined));
+    evapi.send({ ev: 'answer', ...dialog, ts: Date.now() / 1000 });
+    rpc.dialogs.push({
+      'call-id': dialog.ci,
+      h_entry: dialog.he,
+      h_id: dialog.hi,
+      state: 5,
+      variables: [{ tessera: '1' }, { pid: id }, { dest: dialog.dest }],
+    });
+    const before = evapi.socks.size;
+    for (const sock of evapi.socks) sock.destroy();
+    await until('the connector to attach again', () => evapi.socks.size === before);
+    await until('the call to be stopped', async () => (await activeCalls(id!)) === 0, 5000);
+    expect((await callRecords(h)).filter((r) => r.call === callIdOf(dialog.ci, dialog.he, dialog.hi))).toMatchObject([
+      { cause: 'lost' },
+    ]);
+    rpc.dialogs.length = 0;
   });
 });
