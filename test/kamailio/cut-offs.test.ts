@@ -117,6 +117,14 @@ describe.skipIf(!haveKamailio())('kamailio: cut-offs in bulk', () => {
       expect(records.map((r) => [r.cause, r.sec])).toEqual(records.map(() => ['cutoff', '3']));
       // Kamailio's own requests here are the BYEs of the cut-offs: one to each side of each call.
       expect((await uacTransactions(k)) - sent).toBe(2 * calls);
+      // A repeat is answered as JSON-RPC, whatever kind of id it names itself by.
+      const [, he, hi] = /:(\d+)\.(\d+)$/.exec(records[0]!.call!)!;
+      expect(await k.rpc('dlg.end_dlg', [Number(he), Number(hi)], 'again')).toEqual({
+        jsonrpc: '2.0',
+        result: {},
+        id: 'again',
+      });
+      expect((await uacTransactions(k)) - sent).toBe(2 * calls);
     } finally {
       second.close();
       await until('the second connector to detach', async () => (await connectorsAttached(k)) === 1);

@@ -80,7 +80,7 @@ export interface KamailioChild {
   httpPort: number;
   rpcUrl: string;
   logs: string[];
-  rpc(method: string, params?: unknown[]): Promise<any>;
+  rpc(method: string, params?: unknown[], id?: number | string): Promise<any>;
   /** SIGTERM to every process, as systemd stops it: Kamailio writes its dialogs for the next start. */
   stop(): Promise<void>;
   /** SIGKILL: a crash, whose dialogs are lost. */
@@ -335,8 +335,8 @@ export const kamailioPorts = async (): Promise<KamailioPorts> => ({
   httpPort: await freePort(),
 });
 
-export function rpcCall(url: string, method: string, params: unknown[] = []): Promise<any> {
-  const body = JSON.stringify({ jsonrpc: '2.0', method, params, id: 1 });
+export function rpcCall(url: string, method: string, params: unknown[] = [], id: number | string = 1): Promise<any> {
+  const body = JSON.stringify({ jsonrpc: '2.0', method, params, id });
   return new Promise((resolve, reject) => {
     const req = request(
       url,
@@ -422,7 +422,7 @@ export async function startKamailio(o: {
     ...ports,
     rpcUrl,
     logs,
-    rpc: (m, p) => rpcCall(rpcUrl, m, p),
+    rpc: (m, p, id) => rpcCall(rpcUrl, m, p, id),
     async stop() {
       killTree(proc, 'SIGTERM');
       const t = setTimeout(() => killTree(proc), 3000);
