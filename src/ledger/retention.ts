@@ -11,10 +11,16 @@
  * finds them in the file (its last record id) and only trims them. A crash
  * inside 2 is impossible (one script call). So a run repeated, or resumed
  * after any crash, writes each record to its file exactly once.
+ *
+ * Runs do not overlap: two at once would each append a page before either
+ * trimmed it, and the files would hold those records twice. A run holds
+ * ts:archive:lock (its own token, a TTL renewed page by page) or is refused.
  */
+import { randomUUID } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readSync, fstatSync, ftruncateSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Context } from '../app/context';
+import { keys } from '../redis/keys';
 import { decodeOf, exportRow, streamOf, type RecordKind } from './export';
 import { trimArchived, type TrimStream } from './scripts';
 
@@ -54,11 +60,40 @@ function lastArchived(fd: number): string | undefined {
   return record.slice(record.indexOf('/') + 1);
 }
 
+/** How long the archive lock outlives a run that stopped renewing it (a crash): a resumed run waits at most this. */
+export const ARCHIVE_LOCK_MS = 60_000;
+
+/** Another run holds the archive lock: the CLI's `refused: archive_running`. */
+export class ArchiveRunning extends Error {
+  readonly reason = 'archive_running';
+  constructor() {
+    super('another archive run holds ts:archive:lock');
+  }
+}
+
+/** The lock, renewed before each page; throws once it is another run's (this one stalled past its TTL). */
+async function holdLock(ctx: Context, token: string): Promise<void> {
+  if ((await ctx.redis.get(keys.archiveLock)) !== token) throw new ArchiveRunning();
+  await ctx.redis.pexpire(keys.archiveLock, ARCHIVE_LOCK_MS);
+}
+
 /**
  * Archives and trims every record written before `before` (ms) into `dir`.
- * Files are created mode 0600 and appended to, never rewritten.
+ * Files are created mode 0600 and appended to, never rewritten. Throws
+ * ArchiveRunning, having touched nothing, while another run is at work.
  */
 export async function archiveRecords(ctx: Context, dir: string, before: number): Promise<ArchiveCounts> {
+  const token = randomUUID();
+  if ((await ctx.redis.set(keys.archiveLock, token, 'PX', ARCHIVE_LOCK_MS, 'NX')) !== 'OK') throw new ArchiveRunning();
+  try {
+    return await archiveLocked(ctx, dir, before, token);
+  } finally {
+    // Released only if still ours: a run that lost it must not free the next run's.
+    if ((await ctx.redis.get(keys.archiveLock)) === token) await ctx.redis.del(keys.archiveLock);
+  }
+}
+
+async function archiveLocked(ctx: Context, dir: string, before: number, token: string): Promise<ArchiveCounts> {
   const counts: ArchiveCounts = { calls: 0, sales: 0, redemptions: 0 };
   for (const kind of KINDS) {
     const kindDir = join(dir, kind);
@@ -71,6 +106,7 @@ export async function archiveRecords(ctx: Context, dir: string, before: number):
         for (;;) {
           const page = await ctx.redis.xrange(key, '-', `(${before}-0`, 'COUNT', PAGE);
           if (page.length === 0) break;
+          await holdLock(ctx, token);
           if (fd === undefined) {
             fd = openSync(archiveFile(dir, kind, b), 'a+', 0o600);
             last = lastArchived(fd);

@@ -106,6 +106,8 @@ export const REASONS = {
   refunded: reason(409, 'the ID was refunded'),
   wrong_currency: reason(422, 'the voucher is in another currency than the ID'),
   not_voucher: reason(422, 'this is not a recharge voucher'),
+  // Operator commands
+  archive_running: reason(409, 'another tessera archive is at work on this Redis; run again once it has ended'),
 } as const satisfies Record<string, ReasonInfo>;
 
 export type Reason = keyof typeof REASONS;

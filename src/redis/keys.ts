@@ -123,6 +123,8 @@ export const keys = {
   catalogVersion: `${PREFIX}cat:ver`,
   /** BUCKETS, ID_LENGTH and a fingerprint of the secret, as the first process found them (src/app/layout.ts). */
   layout: `${PREFIX}layout`,
+  /** The token of the `tessera archive` run at work, with a TTL it renews (src/ledger/retention.ts). */
+  archiveLock: `${PREFIX}archive:lock`,
   catalogChannel: `${PREFIX}cat:changed`,
 } as const;
 

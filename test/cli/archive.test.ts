@@ -8,7 +8,7 @@ import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { AuditReport } from '../../src/ledger/audit';
-import { archiveRecords } from '../../src/ledger/retention';
+import { ArchiveRunning, archiveRecords } from '../../src/ledger/retention';
 import { keys } from '../../src/redis/keys';
 import { refundSale } from '../../src/sales/admin';
 import { HttpProvider } from '../../src/sales/provider';
@@ -187,6 +187,48 @@ describe('tessera archive', () => {
     expect(again.code).toBe(0);
     expect(archived(dir).calls!.sort(byRecord)).toEqual(expected);
     expect((await exported()).calls!.filter((r) => Number(r.time) < cutoff)).toEqual([]);
+    expect((await audit()).problems).toEqual([]);
+  });
+
+  it('runs one at a time: a run while another holds the lock is refused archive_running, trimming nothing', async () => {
+    const [f] = await soldIds(h, TALK, 1);
+    await call(f!, 3);
+    const [sec, usec] = (await h.r.time()) as [number, number];
+    const cutoff = Number(sec) * 1000 + Math.floor(Number(usec) / 1000) + 1;
+    const before = await exported();
+    expect(before.calls!.length).toBeGreaterThan(0);
+
+    // Another run at work (on another machine, say) holds the lock.
+    await h.r.set(keys.archiveLock, 'another-run', 'PX', 60_000);
+    const dir = join(h.dir, 'archive-locked');
+    const refused = await runCliIn(h, 'archive', '--before', String(cutoff), '--out', dir);
+    expect(refused.code).toBe(1);
+    expect(refused.err).toMatch(/^refused: archive_running: /);
+    expect(existsSync(dir)).toBe(false);
+    expect(await exported()).toEqual(before);
+    expect(await h.r.get(keys.archiveLock)).toBe('another-run');
+
+    // Once it has ended, a run goes through and leaves no lock behind.
+    await h.r.del(keys.archiveLock);
+    expect((await runCliIn(h, 'archive', '--before', String(cutoff), '--out', dir)).code).toBe(0);
+    expect(archived(dir).calls!.length).toBe(before.calls!.length);
+    expect(await h.r.exists(keys.archiveLock)).toBe(0);
+  });
+
+  it('two runs started together write each record to the files once', async () => {
+    const ids = await soldIds(h, TALK, 12);
+    for (const id of ids) await call(id, 1);
+    const [sec, usec] = (await h.r.time()) as [number, number];
+    const cutoff = Number(sec) * 1000 + Math.floor(Number(usec) / 1000) + 1;
+    const dir = join(h.dir, 'archive-twice');
+    const runs = await Promise.all([
+      archiveRecords(h.ctx, dir, cutoff).catch((e: Error) => e),
+      archiveRecords(h.ctx, dir, cutoff).catch((e: Error) => e),
+    ]);
+    expect(runs.filter((r) => r instanceof ArchiveRunning)).toHaveLength(1);
+    const files = archived(dir);
+    for (const k of ['calls', 'sales', 'redemptions'])
+      expect(new Set(files[k]!.map((r) => r.record)).size, k).toBe(files[k]!.length);
     expect((await audit()).problems).toEqual([]);
   });
 

@@ -1,8 +1,8 @@
 /** The records Redis keeps: the conservation audit over them, and their export. */
 import { audit } from '../../ledger/audit';
 import { exportRecords } from '../../ledger/export';
-import { archiveRecords } from '../../ledger/retention';
-import { intArg, openOut, parseOptions, usageError, type Command } from '../command';
+import { ArchiveRunning, archiveRecords } from '../../ledger/retention';
+import { intArg, openOut, outcome, parseOptions, usageError, type Command } from '../command';
 
 const AGE = /^(\d+)(d|h|m|s)$/;
 const UNIT_MS = { d: 86_400_000, h: 3_600_000, m: 60_000, s: 1000 } as const;
@@ -88,7 +88,13 @@ export const recordCommands: Record<'audit' | 'export' | 'archive', Command> = {
         if (!m) throw usageError('--older-than must be a whole number and a unit: 90d, 36h, 30m, 600s');
         before = Date.now() - Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
       } else before = intArg(values.before, '--before');
-      const n = await archiveRecords(await cli.ctx(), values.out, before);
+      let n;
+      try {
+        n = await archiveRecords(await cli.ctx(), values.out, before);
+      } catch (err) {
+        if (err instanceof ArchiveRunning) return outcome(cli, { ok: false, reason: err.reason });
+        throw err;
+      }
       process.stderr.write(
         `archived and trimmed ${n.calls} call record(s), ${n.sales} sale record(s), ${n.redemptions} redemption record(s) written before ${new Date(before).toISOString()} into ${values.out}\n`,
       );
