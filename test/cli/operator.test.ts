@@ -304,7 +304,7 @@ describe('mint', () => {
     }
     const unknown = await cli('mint', '--product', 'nope', '--count', '5');
     expect(unknown.code).toBe(1);
-    expect(unknown.err).toBe('tessera mint: unknown product: nope\n');
+    expect(unknown.err).toBe('refused: unknown_product: no such product\n');
     expect((await idsInRedis('nope')).size).toBe(0);
     const opt = await cli('mint', '--product', 'talk', '--count', '1', '--colour', 'red');
     expect(opt.code).toBe(2);

@@ -21,7 +21,8 @@ export const idCommands: Record<string, Command> = {
       const count = intArg(values.count, '--count', { min: 1, max: MAX_MINT });
       const ctx = await cli.ctx();
       const product = (await readCatalog(ctx.redis)).products.get(values.product ?? '');
-      if (!product) throw new Error(`unknown product: ${values.product}`);
+      // A refusal like any other, reason first, for the scripts that mint from a timer.
+      if (!product) return outcome(cli, { ok: false, reason: 'unknown_product' });
       const out = openOut(values.out);
       const t0 = Date.now();
       // Each script call's IDs are written as soon as Redis confirmed them, straight to the file (no buffer):
