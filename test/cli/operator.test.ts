@@ -402,6 +402,16 @@ describe('call', () => {
     expect(r).toMatchObject({ code: 1, out: 'refused: bad_checksum: the ID is mistyped (check digit)\n' });
   });
 
+  it('a refused connection (a bad token, a token of another role) is said with its reason first', async () => {
+    const [id] = await soldIds(h, talkProduct());
+    const url = `ws://127.0.0.1:${gw.port}/v1/switch`;
+    const bad = await cli('call', '--id', id!, '--dest', '4912345', '--token', 'tsk_not-a-token', '--url', url);
+    expect(bad).toMatchObject({ code: 1, out: expect.stringMatching(/^refused: unauthorized: .*HTTP 401\)\n$/) });
+    const admin = await token(h, 'admin', `cli-call-admin-${Date.now()}`);
+    const other = await cli('call', '--id', id!, '--dest', '4912345', '--token', admin, '--url', url);
+    expect(other).toMatchObject({ code: 1, out: expect.stringMatching(/^refused: forbidden: .*HTTP 403\)\n$/) });
+  });
+
   it('without its ID, destination or token is a usage error before any connection', async () => {
     expect(await cli('call')).toMatchObject({ code: 2, err: expect.stringContaining('--id is required') });
     expect(await cli('call', '--id', '1', '--dest', '33')).toMatchObject({

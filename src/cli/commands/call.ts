@@ -63,8 +63,25 @@ function runDemoCall(o: {
       send({ op: 'stop', ref: 'stop', call, sec, cause });
     };
     ws.on('unexpected-response', (_req, res) => {
-      o.out(`gateway refused the connection: HTTP ${res.statusCode}`);
-      resolve(1);
+      // Said like a refused start, reason first: the body names it (unauthorized, forbidden, too_many_connections).
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => {
+        let reason = 'unknown';
+        let message: string | undefined;
+        try {
+          const e = (JSON.parse(body) as { error?: { reason?: unknown; message?: unknown } }).error;
+          if (typeof e?.reason === 'string') reason = e.reason;
+          if (typeof e?.message === 'string') message = e.message;
+        } catch {
+          // Not the gateway's JSON (a proxy's page): the status alone says what happened.
+        }
+        o.out(
+          `refused: ${reason}: ${message ?? messageOf(reason)} (the gateway refused the connection: HTTP ${res.statusCode})`,
+        );
+        resolve(1);
+      });
     });
     ws.on('error', (err) => {
       // Never connected: the 'close' that follows is not the gateway's doing. Most often the
