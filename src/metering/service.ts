@@ -428,6 +428,9 @@ export class Metering {
       rates: this.catalog.tariffArgs(dest, now - sec * 1000, now),
     });
     if (!r.ok) return r;
+    // Each one is a call Tessera lost, or one a switch stopped under another token name than it
+    // started it with (then also reaped and billed twice): someone should look, so it is counted.
+    if (!r.duplicate) this.metrics.recovered.inc();
     if (!indexed) await this.locator.restore(sw, call, ck);
     await this.replicatedCall(ck.session, sw, call, r.duplicate, indexed !== undefined);
     this.locator.forget(sw, call);

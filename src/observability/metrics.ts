@@ -30,6 +30,11 @@ export class Metrics {
     help: 'Stale calls closed by the reaper',
     registers: [this.registry],
   });
+  readonly recovered = new Counter({
+    name: 'tessera_recovered_stops_total',
+    help: 'Stops billed as recovered: a call Tessera had no session of (lost, or started under another token name)',
+    registers: [this.registry],
+  });
   readonly unknownIds = new Counter({
     name: 'tessera_unknown_id_scans_total',
     help: 'Scans answered unknown_id (guessing shows here first)',

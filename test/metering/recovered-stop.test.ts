@@ -12,6 +12,7 @@ import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, type Ha
 import { balanceOf, idFields, idKeyOf } from '../support/redis';
 import { putPlans } from '../../src/catalog/store';
 import type { Client } from '../support/ws-client';
+import { metricsText, sample } from '../support/metrics';
 import { cdrsOf, connectSwitch, newCall } from './fixtures';
 
 let h: Harness;
@@ -61,6 +62,7 @@ describe('a stop for a call whose session is gone', () => {
   it('with its ID and destination: rated from the stop, recorded as recovered, answered stopped; a repeat answers the same', async () => {
     const [id] = await soldIds(h, TALK);
     const call = newCall();
+    const recoveredBefore = sample(await metricsText(gw.port), 'tessera_recovered_stops_total') ?? 0;
     const first = await stop({ call, sec: 30, id, dest: DEST449 });
     expect(first).toEqual({
       op: 'stopped',
@@ -78,6 +80,8 @@ describe('a stop for a call whose session is gone', () => {
     expect(await stop({ call, sec: 31, id, dest: DEST449 })).toMatchObject(same);
     expect(await stop({ call, sec: 31 })).toMatchObject(same);
     expect(await balanceOf(h, id!)).toBe(TALK.face - 35_000);
+    // Counted once, for the on-call engineer: the repeats billed nothing.
+    expect(sample(await metricsText(gw.port), 'tessera_recovered_stops_total')).toBe(recoveredBefore + 1);
     expect(await cdrsOf(h, id!, call)).toHaveLength(1);
     // The concurrency slot the lost start took is free again: the ID can call.
     expect(await c.request({ op: 'start', ref: ++refs, call: newCall(), id, dest: DEST })).toMatchObject({
