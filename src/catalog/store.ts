@@ -333,6 +333,12 @@ export async function putAccess(redis: RedisClient, rows: unknown[]): Promise<Ac
 export const tokenHash = (token: string): string => createHash('sha256').update(token).digest('hex');
 
 /**
+ * A token's public id: the start of its hash, enough to tell the tokens of one name apart (a
+ * rotation has two for a while) and to revoke one of them, and nothing that leads to the secret.
+ */
+export const tokenId = (hash: string): string => hash.slice(0, 12);
+
+/**
  * The name a role's tokens may not take: the gateway keys requests of its own
  * under it, as it keys a token's `<name>/<Idempotency-Key>`. A sales token
  * `web` would share the buy page's purchases, an admin token `cli` the
@@ -362,13 +368,14 @@ function assertUsable(info: TokenInfo): void {
 export async function createToken(
   redis: RedisClient,
   spec: { name: string; role: Role; venue?: string; gate?: string },
-): Promise<{ token: string; info: TokenInfo }> {
+): Promise<{ token: string; id: string; info: TokenInfo }> {
   const info: TokenInfo = { ...spec, created: Date.now() };
   assertUsable(info);
   const token = `tsk_${randomBytes(32).toString('base64url')}`;
-  await redis.hset(keys.tokens, tokenHash(token), JSON.stringify(info));
+  const hash = tokenHash(token);
+  await redis.hset(keys.tokens, hash, JSON.stringify(info));
   await bump(redis);
-  return { token, info };
+  return { token, id: tokenId(hash), info };
 }
 
 /**
@@ -398,11 +405,15 @@ export async function updateTokens(
   return updated.length / 2;
 }
 
-/** Revokes every token with this name; returns how many. */
-export async function revokeTokens(redis: RedisClient, name: string): Promise<number> {
+/**
+ * Revokes every token with this name, or only the one whose id (tokenId) is given: a rotation
+ * revokes the old secret and keeps the name, so the calls, scans and purchases made under it go
+ * on under the new one. Returns how many.
+ */
+export async function revokeTokens(redis: RedisClient, name: string, id?: string): Promise<number> {
   const all = await redis.hgetall(keys.tokens);
   const gone = Object.entries(all)
-    .filter(([, json]) => (JSON.parse(json) as TokenInfo).name === name)
+    .filter(([h, json]) => (JSON.parse(json) as TokenInfo).name === name && (id === undefined || tokenId(h) === id))
     .map(([h]) => h);
   if (gone.length) await redis.hdel(keys.tokens, ...gone);
   await bump(redis);

@@ -551,9 +551,10 @@ describe('tokens', () => {
   it('token-create, token-list, token-revoke; the gateway honours them', async () => {
     const r = await cli('token-create', '--role', 'switch', '--name', 'cli-sw');
     expect(r.code).toBe(0);
-    const created = JSON.parse(r.out) as { token: string; name: string; role: string; created: number };
+    const created = JSON.parse(r.out) as { token: string; id: string; name: string; role: string; created: number };
     expect(created).toEqual({
       token: expect.stringMatching(/^tsk_[A-Za-z0-9_-]{43}$/),
+      id: expect.stringMatching(/^[0-9a-f]{12}$/),
       name: 'cli-sw',
       role: 'switch',
       created: expect.any(Number),
@@ -570,7 +571,7 @@ describe('tokens', () => {
     expect(list.code).toBe(0);
     expect(list.out).not.toContain(created.token);
     const infos = lines(list.out).map((l) => JSON.parse(l) as Record<string, unknown>);
-    expect(infos).toContainEqual({ name: 'cli-sw', role: 'switch', created: created.created });
+    expect(infos).toContainEqual({ id: created.id, name: 'cli-sw', role: 'switch', created: created.created });
 
     const rev = await cli('token-revoke', '--name', 'cli-sw');
     expect(rev).toEqual({ code: 0, out: 'revoked 1 token(s)\n', err: '' });

@@ -19,6 +19,7 @@ import {
   type Harness,
 } from '../support/harness';
 import { runCliIn } from '../support/cli';
+import { cdrsOf } from '../metering/fixtures';
 import { until } from '../support/wait';
 import { Client, Scanner, WsClient } from '../support/ws-client';
 import { loadRedemptionCatalog, OTHER_VENUE, type Catalog } from '../redemption/fixtures';
@@ -68,6 +69,39 @@ describe('open connections follow their token', () => {
     // A new upgrade with it is refused, on either gateway.
     await expect(Client.connect(gwB.port, tok)).rejects.toMatchObject({ status: 401 });
     await bystander.close();
+  });
+
+  it('a rotation revokes the old secret alone: its calls go on under the new one, each billed once', async () => {
+    const name = uniq('sw');
+    const old = await runCliIn(h, 'token-create', '--role', 'switch', '--name', name);
+    const fresh = await runCliIn(h, 'token-create', '--role', 'switch', '--name', name);
+    const [was, now] = [old, fresh].map((r) => JSON.parse(r.out) as { token: string; id: string });
+    expect(was!.id).toMatch(/^[0-9a-f]{12}$/);
+    const listed = (await runCliIn(h, 'token-list')).out.split('\n').filter((l) => l.includes(name));
+    expect(listed.map((l) => (JSON.parse(l) as { id: string }).id).sort()).toEqual([was!.id, now!.id].sort());
+
+    const c = await Client.connect(gwA.port, was!.token);
+    const [id] = await soldIds(h, talkProduct());
+    const call = uniq('c');
+    expect((await c.request({ op: 'start', ref: 1, call, id, dest: '33612345678' })).op).toBe('started');
+    expect((await c.request({ op: 'tick', ref: 2, call, sec: 3 })).op).toBe('ticked');
+
+    expect(await runCliIn(h, 'token-revoke', '--name', name, '--id', 'ffffffffffff')).toMatchObject({ code: 1 });
+    expect(await runCliIn(h, 'token-revoke', '--name', name, '--id', was!.id)).toMatchObject({
+      code: 0,
+      out: 'revoked 1 token(s)\n',
+    });
+    expect(await c.closed).toEqual({ code: 4001, reason: 'token_revoked' });
+    await expect(Client.connect(gwB.port, was!.token)).rejects.toMatchObject({ status: 401 });
+
+    // The switch comes back with the new secret: the same name, so the same call.
+    const back = await Client.connect(gwB.port, now!.token);
+    const stopped = await back.request({ op: 'stop', ref: 3, call, sec: 5, id, dest: '33612345678' });
+    expect(stopped).toMatchObject({ op: 'stopped', call, billedSec: 5 });
+    // The live call's own record: not one made up from the stop (`recovered`) beside a call left live.
+    const records = await cdrsOf(h, id!, call);
+    expect(records.map((r) => [r.switch, r.sec, r.cause === 'recovered'])).toEqual([[name, '5', false]]);
+    await back.close();
   });
 
   it('a scanner socket is closed with 4003 token_changed when its venue changes, and reconnects under the new venue', async () => {

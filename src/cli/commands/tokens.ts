@@ -1,6 +1,6 @@
 /** Client tokens: create (the secret is printed once), list, revoke. */
 import type { Role } from '../../catalog/schema';
-import { createToken, readCatalog, revokeTokens, tokenProblem, updateTokens } from '../../catalog/store';
+import { createToken, readCatalog, revokeTokens, tokenId, tokenProblem, updateTokens } from '../../catalog/store';
 import { parseOptions, usageError, type Cli, type Command } from '../command';
 
 /** A name the command must have: without one it would match no token, silently. */
@@ -39,15 +39,15 @@ export const tokenCommands: Record<string, Command> = {
       // A grant no token may have is the command line's mistake: exit 2, before Redis is touched.
       const problem = tokenProblem({ ...spec, created: Date.now() });
       if (problem) throw usageError(problem);
-      const { token, info } = await createToken((await cli.ctx()).redis, spec);
-      cli.out(JSON.stringify({ token, ...info }));
+      const { token, id, info } = await createToken((await cli.ctx()).redis, spec);
+      cli.out(JSON.stringify({ token, id, ...info }));
     },
   },
   'token-list': {
-    summary: 'list tokens (names and roles, never the secrets)',
+    summary: 'list tokens (ids, names and roles, never the secrets)',
     async run(cli) {
       const cat = await readCatalog((await cli.ctx()).redis);
-      for (const t of cat.tokens.values()) cli.out(JSON.stringify(t));
+      for (const [hash, t] of cat.tokens) cli.out(JSON.stringify({ id: tokenId(hash), ...t }));
     },
   },
   'token-update': {
@@ -72,12 +72,18 @@ export const tokenCommands: Record<string, Command> = {
     },
   },
   'token-revoke': {
-    summary: 'revoke every token with this name',
-    usage: '--name NAME',
+    summary: 'revoke every token with this name, or only the one with --id (a rotation keeps the name)',
+    usage: '--name NAME [--id ID]',
     async run(cli) {
-      const { values } = parseOptions(cli, { name: { type: 'string' } });
+      const { values } = parseOptions(cli, { name: { type: 'string' }, id: { type: 'string' } });
       const name = nameOf(values.name);
-      return matched(cli, 'revoked', name, await revokeTokens((await cli.ctx()).redis, name));
+      if (values.id === '') throw usageError('--id is empty: give the id token-list shows');
+      const n = await revokeTokens((await cli.ctx()).redis, name, values.id);
+      if (n === 0 && values.id !== undefined) {
+        process.stderr.write(`no token named ${name} has the id ${values.id}\n`);
+        return 1;
+      }
+      return matched(cli, 'revoked', name, n);
     },
   },
 };
