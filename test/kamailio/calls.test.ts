@@ -490,6 +490,22 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     }
   });
 
+  it('refuses a dial string whose destination is no number 484, with RELAY_UNMETERED too: never relayed unmetered', async () => {
+    const [id] = await soldIds(h, TALK, 1);
+    const unmetered = await startKamailio({ dir, pstnPort: uas.port, defines: ['RELAY_UNMETERED'] });
+    try {
+      // A '#' the phone appended (escaped in the URI), letters, a second '*'.
+      for (const ruser of [`${id}*33612345678%23`, `${id}*336abc`, `${id}**33612345678`]) {
+        for (const to of [k, unmetered]) {
+          const answer = await sipInvite(to, ruser, { talkMs: 200 });
+          expect([answer.code, answer.headers.get('x-prepaid-reason')], ruser).toEqual([484, 'bad_value']);
+        }
+      }
+    } finally {
+      await unmetered.stop();
+    }
+  });
+
   it('refuses prepaid calls with 503 while no connector is attached', async () => {
     connector.close();
     await until('the connector to detach', async () => (await connectorsAttached(k)) === 0);
