@@ -490,6 +490,19 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     }
   });
 
+  it("rates a header-form call by the number alone, its R-URI user's parameters left for the PSTN gateway", async () => {
+    const [id] = await soldIds(h, TALK, 1);
+    // Number portability parameters, as carriers send them.
+    const answer = await sipInvite(k, '+33612345678;npdi;rn=+33699999999', {
+      extra: [`X-Prepaid-ID: ${id}`],
+      talkMs: 200,
+    });
+    expect([answer.code, answer.headers.get('x-prepaid-reason')]).toEqual([200, undefined]);
+    const { hash } = h.ctx.ids.hash(id!);
+    const rec = await until('the record of the call', async () => (await callRecords(h)).find((r) => r.id === hash));
+    expect([rec.dest, rec.cause]).toEqual(['33612345678', 'hangup']);
+  });
+
   it('refuses a dial string whose destination is no number 484, with RELAY_UNMETERED too: never relayed unmetered', async () => {
     const [id] = await soldIds(h, TALK, 1);
     const unmetered = await startKamailio({ dir, pstnPort: uas.port, defines: ['RELAY_UNMETERED'] });
