@@ -133,7 +133,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
     if billed > 0 then cost = tariff_cost(t, ans, billed) end
     res = cov0 - cost
   end
-  local regrant, answered = false, false
+  local regrant, answered, ranShort = false, false, false
   if advanced then
     upd[#upd + 1] = 'used'
     upd[#upd + 1] = int(sec)
@@ -157,6 +157,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
       res, avail, bal = res - fromRes, avail - fromAvail, bal - fromRes - fromAvail
       billed, cost, cov = n, cost + owed, cov + fromAvail + short
       if short > 0 then
+        ranShort = true
         upd[#upd + 1] = 'short'
         upd[#upd + 1] = int(tonumber(redis.call('HGET', skey, 'short')) + short)
       end
@@ -182,6 +183,9 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
     local was = gnt
     local final
     gnt, final = grant_of(t, a, billed, res, avail)
+    -- A call that ran short has talked past all it could pay: the block it started unpaid
+    -- carries it no further, else a skipped tick mid-block would put off its cut-off.
+    if ranShort then gnt = math.min(gnt, was, sec) end
     if gnt ~= was then
       upd[#upd + 1] = 'gnt'
       upd[#upd + 1] = int(gnt)

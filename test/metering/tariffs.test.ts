@@ -107,6 +107,15 @@ describe('billing increments (60/6 at 100 a second)', () => {
     expect(await stop(call, 66)).toMatchObject({ billedSec: 66, cost: 6600, balance: 400 });
     expect(await cdrsOf(h, id, call)).toMatchObject([{ short: '0' }]);
   });
+  it('a first tick that skips past the final grant mid-block is cut: the grant does not grow with the short block', async () => {
+    const { id, call, started } = await begin('blocks', 7000, 'blocks-70-skip');
+    expect(started).toMatchObject({ maxSec: 66, grant: 66, final: true });
+    // Ticks lost up to 69 s: the block to 72 s is charged, only 66 s of it paid.
+    expect(await tick(call, 69)).toMatchObject({ balance: 0, secLeft: 0, grant: 66, final: true });
+    expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted', action: 'terminate' }]);
+    expect(await stop(call, 69)).toMatchObject({ billedSec: 72, cost: 7000, balance: 0 });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ short: '200' }]);
+  });
 });
 
 describe('minimum cost and disconnect charge', () => {
