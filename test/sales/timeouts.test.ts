@@ -781,6 +781,34 @@ describe('an authorization the card company makes after the sweep gave up', () =
     expect(asked.get(ref!)).toBe(2);
   });
 
+  it('a last check the card company does not answer is made again, for at most the longest wait more', async () => {
+    const { provider, asked } = counting('late-mute-');
+    const mute: PaymentProvider = {
+      ...provider,
+      status: async (ref) => {
+        await provider.status(ref);
+        return { state: 'unknown', detail: 'timeout' };
+      },
+    };
+    const at = Date.now() + 60 * 86_400_000;
+    const [ref] = await listLate('late-mute-', 7, 1, at);
+    const day = at + 86_400_000;
+    await sweepLateAuthorizations(h.ctx, mute, day);
+    expect(asked.get(ref!)).toBe(1);
+    // Unanswered, the last check is due again a shortest wait later, and made then.
+    expect(await lateListed(7, ref!)).toBe(true);
+    await sweepLateAuthorizations(h.ctx, mute, day + 60_000);
+    expect(asked.get(ref!)).toBe(2);
+    await sweepLateAuthorizations(h.ctx, provider, day + 120_000);
+    expect(asked.get(ref!)).toBe(3);
+    expect(await lateListed(7, ref!)).toBe(false);
+    // The card company silent past the grace: dropped all the same.
+    const [late] = await listLate('late-mute-x', 7, 1, at);
+    await sweepLateAuthorizations(h.ctx, mute, day + 3_600_000);
+    expect(asked.get(late!)).toBe(1);
+    expect(await lateListed(7, late!)).toBe(false);
+  });
+
   it('a reference listed by an earlier version (the reference alone, scored when first seen) is asked after as the others', async () => {
     const { provider, asked } = counting('late-old-');
     const at = Date.now() + 40 * 86_400_000;
