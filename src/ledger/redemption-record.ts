@@ -3,7 +3,9 @@ import { namedFields } from './records';
 /**
  * Redemption and reversal records: each stream entry holds its values packed in
  * one field, `r`, in this order (lua/includes/red_record.lua packs them). Only
- * the last, a reversal's free-text reason, may hold '|'.
+ * the last, a reversal's free-text reason, may hold '|'. An offline scan's
+ * record has a second field, `at`: when the scan was made, by the scanner's
+ * clock (`time` is when the record was written).
  */
 export const REDEMPTION_FIELDS = [
   'type',
@@ -27,7 +29,7 @@ const LAST = REDEMPTION_FIELDS.length - 1;
 
 /** A record's fields by name, from the stream entry's flat field list (records written before packing had them named). */
 export function redemptionFields(flat: readonly string[]): Record<string, string> {
-  if (flat.length === 2 && flat[0] === 'r') {
+  if (flat[0] === 'r') {
     const out: Record<string, string> = {};
     const packed = flat[1]!;
     let at = 0;
@@ -40,6 +42,7 @@ export function redemptionFields(flat: readonly string[]): Record<string, string
     // A redemption has no reason: as before packing, the field is absent rather than empty.
     const reason = packed.slice(at);
     if (reason !== '' || out.type === 'reverse') out.reason = reason;
+    for (let i = 2; i + 1 < flat.length; i += 2) out[flat[i]!] = flat[i + 1]!;
     return out;
   }
   return namedFields(flat);
