@@ -6,12 +6,17 @@ KEYS[2..1+m]   scan records per window   ts:{bN}:scans:<window> (hash: scan key 
 then per scan  ID hash   ts:{bN}:id:<idHash>, and with ARGV[4] = 2 an earlier version's record of
                the scan   ts:{bN}:scan:<scanner>:<scan>   (only while one can be left)
 ARGV[1] now (ms)   ARGV[2] m   ARGV[3] when KEYS[2] expires at the earliest (ms since the epoch)   ARGV[4] keys per scan (1 | 2)
-ARGV[5+9(i-1)..13+9(i-1)] scan i: venue, gate ('' if none), item ('' if none),
+ARGV[5] values per scan w (9 | 10)   ARGV[6], ARGV[7] with w = 10: the earliest and latest time (ms) a scan may say
+        it was made (else unused)
+ARGV[8+w(i-1)..7+w*i] scan i: venue, gate ('' if none), item ('' if none),
         amount (micro-units, goods only; -1 the venue does not sell the item), quantity,
-        direction ('in' | 'out'), scanner (token name), scan id, ID hash (for the record)
+        direction ('in' | 'out'), scanner (token name), scan id, ID hash (for the record),
+        and with w = 10 when the scan was made, by the scanner's clock (ms; '' for now): an offline scan is judged
+        at that time (expiry, validity window) but applied in arrival order, and its record keeps it as `at`
 Returns one flat array, eight entries per scan:
   'ok', kind, action, amount, left, recordId, duplicate (0|1), reversed since (0|1)
-  'no', reason, detail, detail, detail, 0, 0, 0   (nothing changed, nothing stored)
+  'no', reason, detail, detail, detail, 0, 0, 0   (nothing changed, nothing stored; bad_scan_time: the time
+                                                  the scan says it was made is outside ARGV[6..7])
   'err', message, 0, 0, 0, 0, 0, 0                (the scan failed in the script; the others went on)
 A retry of a scan returns the first answer; the same scan id with other terms is scan_conflict.
 ]]
@@ -23,8 +28,9 @@ A retry of a scan returns the first answer; the same scan id with other terms is
 -- @include "red_record"
 -- @include "moves"
 -- now also as the gateway's digits: the records take it as text, with no formatting per scan.
-local nows, m, stride = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
+local nows, m, stride, width = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = tonumber(nows)
+local earliest, latest = tonumber(ARGV[6]), tonumber(ARGV[7])
 local out, recorded = {}, false
 local places = { unpack(KEYS, 2, 1 + m) }
 
@@ -33,7 +39,7 @@ local function put(i, r)
   for j = 1, 8 do out[o + j] = r[j] or 0 end
 end
 
-local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, scanner, scan, idh)
+local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, scanner, scan, idh, at)
   -- Looked up even when the claim is new: a refused scan's claim is deleted, and a retry racing
   -- that delete may have been granted meanwhile. The record, not the claim, says what happened.
   local field = scanner .. ':' .. scan
@@ -43,7 +49,15 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
     return { 'ok', prev.kind, prev.action, tonumber(prev.amount), tonumber(prev.left), prev.rec, 1, prev.st == 'reversed' and 1 or 0 }
   end
 
-  local r, f = redeem_check(ikey, now, venue, gate, item, tonumber(amount), tonumber(qty), dir)
+  -- When the scan was made: now, or the scanner's offline time (after the lookup: a retry of a granted
+  -- offline scan answers the first answer however old it is). Ahead of now by clock skew, it is now.
+  local when, whens = now, nows
+  if at and at ~= '' then
+    local t = tonumber(at)
+    if t < earliest or t > latest then return { 'no', 'bad_scan_time' } end
+    if t < now then when, whens = t, at end
+  end
+  local r, f = redeem_check(ikey, when, venue, gate, item, tonumber(amount), tonumber(qty), dir)
   if r[1] ~= 'ok' then return r end
   local kind, action, amt, left = r[2], r[3], r[4], r[5]
 
@@ -57,16 +71,20 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
   end
   if (tonumber(f[8]) or 0) == 0 and action ~= 'exit' then
     upd[#upd + 1], upd[#upd + 2], upd[#upd + 3], upd[#upd + 4], upd[#upd + 5], upd[#upd + 6] =
-      'first', nows, 'fven', venue, 'fgate', gate
+      'first', whens, 'fven', venue, 'fgate', gate
     -- Stored value and services count their validity from first use.
     local expd = tonumber(id_fields(ikey, { 'expd' })[1]) or 0
     if expd > 0 and (tonumber(f[4]) or 0) == 0 then
       upd[#upd + 1] = 'exp'
-      upd[#upd + 1] = int(now + expd * 86400000)
+      upd[#upd + 1] = int(when + expd * 86400000)
     end
   end
-  local rec = redis.call('XADD', KEYS[1], '*', RED_FIELD,
-    red_pack('redeem', scan, scanner, idh, kind, action, venue, gate, item, qty, amts, int(left + amt), lefts, nows, ''))
+  local packed = red_pack('redeem', scan, scanner, idh, kind, action, venue, gate, item, qty, amts, int(left + amt), lefts,
+    nows, '')
+  local rec
+  -- An offline scan's time is a second field: records without one stay as they were.
+  if at and at ~= '' then rec = redis.call('XADD', KEYS[1], '*', RED_FIELD, packed, RED_AT, at)
+  else rec = redis.call('XADD', KEYS[1], '*', RED_FIELD, packed) end
   if kind == 'entry' then
     upd[#upd + 1] = 'mvs'
     upd[#upd + 1] = moves_push(redis.call('HGET', ikey, 'mvs'), rec .. (action == 'exit' and '-' or '+'))
@@ -78,11 +96,11 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
   return { 'ok', kind, action, amt, left, rec, 0, 0 }
 end
 
-for i = 1, (#ARGV - 4) / 9 do
-  local a, k = 5 + 9 * (i - 1), 2 + m + stride * (i - 1)
+for i = 1, (#ARGV - 7) / width do
+  local a, k = 8 + width * (i - 1), 2 + m + stride * (i - 1)
   -- One scan's failure (a damaged ID hash, say) is that scan's alone, not its batch's.
   local ok, r = pcall(redeem_one, KEYS[k], stride == 2 and KEYS[k + 1] or nil, ARGV[a], ARGV[a + 1], ARGV[a + 2],
-    ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
+    ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], width == 10 and ARGV[a + 9] or nil)
   put(i, ok and r or { 'err', tostring(type(r) == 'table' and r.err or r) })
 end
 if recorded then scan_window_expire(KEYS[2], ARGV[3]) end

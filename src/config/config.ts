@@ -68,6 +68,7 @@ const EnvSchema = Type.Object({
   PIN_MAX_TRIES_PER_CLIENT: Int(1, 100_000, 20),
   PIN_MAX_TRIES_PER_NETWORK: Int(1, 10_000_000, 100),
   SCAN_TTL_SEC: Int(60, 366 * 86400, 30 * 86400),
+  OFFLINE_MAX_AGE_MS: Int(0, 30 * 86_400_000, 86_400_000),
   GUESS_LIMIT: Int(1, 1_000_000, 20),
   GUESS_WINDOW_SEC: Int(1, 86400, 60),
   SWITCH_GUESS_LIMIT: Int(1, 1_000_000_000, 1000),
@@ -180,6 +181,8 @@ export interface Config {
   hooks: HookSettings;
   /** How long a scan's first answer is kept for retries and reversal. */
   scanTtlSec: number;
+  /** How long ago an offline scan (a redeem with `at`) may have been made; older ones are refused bad_scan_time. */
+  offlineMaxAgeMs: number;
   /** unknown_id answers one scanner may get per window before it is throttled. */
   guessLimit: number;
   guessWindowSec: number;
@@ -305,6 +308,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       maxTriesPerNetwork: e.PIN_MAX_TRIES_PER_NETWORK,
     },
     scanTtlSec: e.SCAN_TTL_SEC,
+    offlineMaxAgeMs: e.OFFLINE_MAX_AGE_MS,
     guessLimit: e.GUESS_LIMIT,
     guessWindowSec: e.GUESS_WINDOW_SEC,
     switchGuessLimit: e.SWITCH_GUESS_LIMIT,

@@ -52,8 +52,9 @@ const FIELDS = {
     'bal',
     'exp',
   ],
-  // A redemption record's own fields, its time moved up front like every kind's.
-  redemptions: ['record', 'time', ...REDEMPTION_FIELDS.filter((f) => f !== 'time')],
+  // A redemption record's own fields, its time moved up front like every kind's; last, an offline
+  // scan's `at` (when it was made, by the scanner's clock), empty for the others.
+  redemptions: ['record', 'time', ...REDEMPTION_FIELDS.filter((f) => f !== 'time'), 'at'],
 } as const;
 
 export type RecordKind = keyof typeof FIELDS;

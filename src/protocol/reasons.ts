@@ -76,6 +76,7 @@ export const REASONS = {
   scan_conflict: reason(409, 'this scan id was used for another ID or item'),
   unknown_scan: reason(404, 'no redemption with this scan id'),
   no_venue: reason(403, 'this scanner token has no venue'),
+  bad_scan_time: reason(422, 'the time the scan says it was made (at) is in the future or too long ago'),
 
   // Sales
   unknown_product: reason(404, 'no such product'),

@@ -16,7 +16,13 @@ const scanFields = {
   dir: Type.Optional(Type.Union([Type.Literal('in'), Type.Literal('out')])),
 };
 
-export const RedeemBody = Type.Object({ scan: ScanId, ...scanFields });
+/**
+ * When an offline scan was made, by the scanner's clock (ms since the epoch):
+ * judged at that time, applied in arrival order (docs/scanners.md).
+ */
+const At = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
+
+export const RedeemBody = Type.Object({ scan: ScanId, ...scanFields, at: Type.Optional(At) });
 export const ValidateBody = Type.Object(scanFields);
 const reverseFields = {
   scan: ScanId,
@@ -26,7 +32,13 @@ const reverseFields = {
 };
 export const ReverseBody = Type.Object(reverseFields);
 
-export const RedeemMsg = Type.Object({ op: Type.Literal('redeem'), ref: Ref, scan: ScanId, ...scanFields });
+export const RedeemMsg = Type.Object({
+  op: Type.Literal('redeem'),
+  ref: Ref,
+  scan: ScanId,
+  ...scanFields,
+  at: Type.Optional(At),
+});
 export const ValidateMsg = Type.Object({ op: Type.Literal('validate'), ref: Ref, ...scanFields });
 export const ReverseMsg = Type.Object({ op: Type.Literal('reverse'), ref: Ref, ...reverseFields });
 export const StatusMsg = Type.Object({ op: Type.Literal('status'), ref: Ref, id: Type.String({ maxLength: 40 }) });

@@ -61,6 +61,16 @@ export interface RedeemItem {
   readonly scan: string;
   /** '<scanner>:<scan id>' */
   readonly scanKey: string;
+  /** When the scan was made, by the scanner's clock (ms): an offline scan; undefined for now. */
+  readonly at: number | undefined;
+}
+
+/** How far from now the time an offline scan says it was made may be (ms). */
+export interface ScanTimeBounds {
+  /** How long ago, at most. */
+  readonly maxAgeMs: number;
+  /** How far ahead (the scanner's clock running fast), at most. */
+  readonly skewMs: number;
 }
 
 /** scan_claim's answer for one scan: claimed by this scan now... */
@@ -141,7 +151,9 @@ export function scanClaim<T extends ClaimItem>(
 /**
  * Applies one bucket's claimed scans in one redeem and hands each scan its
  * answer, in order, after `settled`. The call is one array (key count, keys,
- * arguments) and the reply, eight entries per scan, is read in place.
+ * arguments) and the reply, eight entries per scan, is read in place. Scans
+ * carry a tenth value, the time they were made, only in a batch holding an
+ * offline scan.
  */
 export function redeem<T extends RedeemItem>(
   scripts: Scripts,
@@ -149,14 +161,17 @@ export function redeem<T extends RedeemItem>(
   batch: readonly T[],
   now: number,
   at: ScanPlaces,
+  bounds: ScanTimeBounds,
   settled: () => void,
   each: EachScan<T, Answer>,
 ): void {
   const n = batch.length;
   const m = at.windows.length;
   const stride = at.legacy ? 2 : 1;
+  let width = 9;
+  for (let i = 0; i < n; i++) if (batch[i]!.at !== undefined) width = 10;
   const nKeys = 1 + m + stride * n;
-  const call = new Array<string | number>(1 + nKeys + 4 + 9 * n);
+  const call = new Array<string | number>(1 + nKeys + 7 + width * n);
   call[0] = nKeys;
   call[1] = keys.redemptions(bucket);
   for (let k = 0; k < m; k++) call[2 + k] = at.windows[k]!;
@@ -165,6 +180,9 @@ export function redeem<T extends RedeemItem>(
   call[a++] = m;
   call[a++] = at.expiresAt;
   call[a++] = stride;
+  call[a++] = width;
+  call[a++] = width === 10 ? now - bounds.maxAgeMs : 0;
+  call[a++] = width === 10 ? now + bounds.skewMs : 0;
   for (let i = 0; i < n; i++) {
     const p = batch[i]!;
     const t = p.t;
@@ -180,6 +198,7 @@ export function redeem<T extends RedeemItem>(
     call[a++] = p.scanner;
     call[a++] = p.scan;
     call[a++] = t.idHash;
+    if (width === 10) call[a++] = p.at ?? '';
   }
   scripts.runFlat('redeem', call).then(
     (reply) => {

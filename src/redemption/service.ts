@@ -41,6 +41,12 @@ const MAX_SCANS_PER_SCRIPT = 32;
  */
 export const CLAIM_BUCKETS = 8;
 
+/**
+ * How far ahead of the gateway's clock a scanner's clock may run: an offline
+ * scan up to this far in the future is taken as made now (not judged later).
+ */
+export const SCAN_CLOCK_SKEW_MS = 5 * 60_000;
+
 /** The bucket of a scan id's claim (scanKey: '<scanner>:<scan id>'). */
 export function claimBucketOf(ids: IdKeys, buckets: number, scanKey: string): number {
   return ids.spreadOf(scanKey, Math.min(CLAIM_BUCKETS, buckets));
@@ -62,6 +68,8 @@ export interface ScanRequest {
   qty?: number;
   gate?: string;
   dir?: 'in' | 'out';
+  /** When the scan was made, by the scanner's clock (ms): an offline scan uploaded later. */
+  at?: number;
 }
 
 /** What a scan resolves to without Redis: its ID, where the scanner stands, what it asks for. */
@@ -102,6 +110,8 @@ class PendingScan implements ClaimItem, RedeemItem {
     readonly claimTerms: string,
     /** Called through Redemption.answered alone, which gives back the scan's lookup slot. */
     readonly done: AnswerCallback,
+    /** When the scan was made (an offline scan), by the scanner's clock; undefined for now. */
+    readonly at: number | undefined,
   ) {}
 
   /** The window hash a claim made now went into. */
@@ -133,6 +143,8 @@ export class Redemption {
   readonly underWay = new ScansUnderWay();
   /** Claimed scans waiting for their ID's bucket's next redeem. */
   private readonly redeems: GroupCommit<PendingScan>;
+  /** How far from the gateway's clock an offline scan's time may be. */
+  private readonly scanTimes: script.ScanTimeBounds;
 
   constructor(
     private readonly ctx: Context,
@@ -163,6 +175,7 @@ export class Redemption {
       onThrottled: () => metrics.throttled.inc(),
       turnTimeoutMs: redis.timeoutMs,
     });
+    this.scanTimes = { maxAgeMs: ctx.cfg.offlineMaxAgeMs, skewMs: SCAN_CLOCK_SKEW_MS };
     this.claims = new GroupCommit(claimRedis, this.sendClaims, MAX_SCANS_PER_SCRIPT);
     this.redeems = new GroupCommit(ctx.redis, this.sendRedeems, MAX_SCANS_PER_SCRIPT);
   }
@@ -200,7 +213,7 @@ export class Redemption {
     if (!(t instanceof Terms)) return this.answered(token.name, done, undefined, t);
     const scanKey = `${token.name}:${req.scan}`;
     const claimTerms = `${t.idKey}|${t.item}|${t.qty}|${t.dir}`;
-    const p = new PendingScan(t, token.name, req.scan, scanKey, claimTerms, done);
+    const p = new PendingScan(t, token.name, req.scan, scanKey, claimTerms, done, req.at);
     this.underWay.enter(scanKey, t.idKey);
     this.arrivals.arrive(t.idKey, p);
     this.claims.add(this.claimBucketOf(scanKey), p);
@@ -342,7 +355,7 @@ export class Redemption {
     const each = waitsForReplicas(this.redis) ? this.collect(bucket, batch.length) : this.redeemed;
     const now = Date.now();
     const at = this.placesAt(now, (w) => keys.scans(bucket, w));
-    script.redeem(this.scripts, bucket, batch, now, at, settled, each);
+    script.redeem(this.scripts, bucket, batch, now, at, this.scanTimes, settled, each);
   };
 
   /**

@@ -65,6 +65,7 @@ const EXPORT_FIELDS = [
   'before',
   'after',
   'reason',
+  'at',
 ];
 
 describe('records', () => {
