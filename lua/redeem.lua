@@ -3,20 +3,21 @@ scan id. Scans are applied in order, so two scans of one ID in a batch see each 
 KEYS[1]        redemption records   ts:{bN}:red (stream; one packed field per entry, includes/red_record.lua)
 KEYS[2..1+m]   scan records per window   ts:{bN}:scans:<window> (hash: scan key -> record,
                includes/scan_record.lua; new records go into KEYS[2], the others are read)
-then per scan  ID hash   ts:{bN}:id:<idHash>, and with ARGV[4] = 2 an earlier version's record of
+then per scan  ID hash   ts:{bN}:id:<idHash>, and with two keys per scan an earlier version's record of
                the scan   ts:{bN}:scan:<scanner>:<scan>   (only while one can be left)
-ARGV[1] now (ms)   ARGV[2] m   ARGV[3] when KEYS[2] expires at the earliest (ms since the epoch)   ARGV[4] keys per scan (1 | 2)
-ARGV[5] values per scan w (9 | 10)   ARGV[6], ARGV[7] with w = 10: the earliest and latest time (ms) a scan may say
-        it was made (else unused)
-ARGV[8+w(i-1)..7+w*i] scan i: venue, gate ('' if none), item ('' if none),
+ARGV[1] now (ms)   ARGV[2] m   ARGV[3] when KEYS[2] expires at the earliest (ms since the epoch)
+ARGV[4] keys per scan (1 | 2), plus 10 when the scans carry the time they were made (a batch holding an offline scan)
+ARGV[5+9(i-1)..13+9(i-1)] scan i: venue, gate ('' if none), item ('' if none),
         amount (micro-units, goods only; -1 the venue does not sell the item), quantity,
-        direction ('in' | 'out'), scanner (token name), scan id, ID hash (for the record),
-        and with w = 10 when the scan was made, by the scanner's clock (ms; '' for now): an offline scan is judged
-        at that time (expiry, validity window) but applied in arrival order, and its record keeps it as `at`
+        direction ('in' | 'out'), scanner (token name), scan id, ID hash (for the record)
+With ARGV[4] > 10: ARGV[5], ARGV[6] the earliest and latest time (ms) a scan may say it was made, and from
+        ARGV[7] ten values per scan, the tenth when the scan was made by the scanner's clock (ms; '' for now): an
+        offline scan is judged at that time (expiry, validity window) but applied in arrival order, and its record
+        keeps it as `at`. Without it, a call is what it was before offline scans.
 Returns one flat array, eight entries per scan:
   'ok', kind, action, amount, left, recordId, duplicate (0|1), reversed since (0|1)
   'no', reason, detail, detail, detail, 0, 0, 0   (nothing changed, nothing stored; bad_scan_time: the time
-                                                  the scan says it was made is outside ARGV[6..7])
+                                                  the scan says it was made is outside ARGV[5..6])
   'err', message, 0, 0, 0, 0, 0, 0                (the scan failed in the script; the others went on)
 A retry of a scan returns the first answer; the same scan id with other terms is scan_conflict.
 ]]
@@ -28,9 +29,8 @@ A retry of a scan returns the first answer; the same scan id with other terms is
 -- @include "red_record"
 -- @include "moves"
 -- now also as the gateway's digits: the records take it as text, with no formatting per scan.
-local nows, m, stride, width = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local nows, m, stride = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local now = tonumber(nows)
-local earliest, latest = tonumber(ARGV[6]), tonumber(ARGV[7])
 local out, recorded = {}, false
 local places = { unpack(KEYS, 2, 1 + m) }
 
@@ -39,6 +39,7 @@ local function put(i, r)
   for j = 1, 8 do out[o + j] = r[j] or 0 end
 end
 
+-- at: an offline scan's time as the scanner sent it (nil: made now).
 local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, scanner, scan, idh, at)
   -- Looked up even when the claim is new: a refused scan's claim is deleted, and a retry racing
   -- that delete may have been granted meanwhile. The record, not the claim, says what happened.
@@ -49,12 +50,13 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
     return { 'ok', prev.kind, prev.action, tonumber(prev.amount), tonumber(prev.left), prev.rec, 1, prev.st == 'reversed' and 1 or 0 }
   end
 
-  -- When the scan was made: now, or the scanner's offline time (after the lookup: a retry of a granted
-  -- offline scan answers the first answer however old it is). Ahead of now by clock skew, it is now.
+  -- The time the scan is judged at. An offline scan's is checked after the lookup: a retry of a granted
+  -- one answers the first answer however old it is. Ahead of now (a scanner's clock running fast) it is now.
+  -- The bounds are read here, not kept in script-level locals: captured, those cost every call (callgrind).
   local when, whens = now, nows
-  if at and at ~= '' then
+  if at then
     local t = tonumber(at)
-    if t < earliest or t > latest then return { 'no', 'bad_scan_time' } end
+    if t < tonumber(ARGV[5]) or t > tonumber(ARGV[6]) then return { 'no', 'bad_scan_time' } end
     if t < now then when, whens = t, at end
   end
   local r, f = redeem_check(ikey, when, venue, gate, item, tonumber(amount), tonumber(qty), dir)
@@ -83,7 +85,7 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
     nows, '')
   local rec
   -- An offline scan's time is a second field: records without one stay as they were.
-  if at and at ~= '' then rec = redis.call('XADD', KEYS[1], '*', RED_FIELD, packed, RED_AT, at)
+  if at then rec = redis.call('XADD', KEYS[1], '*', RED_FIELD, packed, RED_AT, at)
   else rec = redis.call('XADD', KEYS[1], '*', RED_FIELD, packed) end
   if kind == 'entry' then
     upd[#upd + 1] = 'mvs'
@@ -96,12 +98,24 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
   return { 'ok', kind, action, amt, left, rec, 0, 0 }
 end
 
-for i = 1, (#ARGV - 7) / width do
-  local a, k = 8 + width * (i - 1), 2 + m + stride * (i - 1)
-  -- One scan's failure (a damaged ID hash, say) is that scan's alone, not its batch's.
-  local ok, r = pcall(redeem_one, KEYS[k], stride == 2 and KEYS[k + 1] or nil, ARGV[a], ARGV[a + 1], ARGV[a + 2],
-    ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], width == 10 and ARGV[a + 9] or nil)
-  put(i, ok and r or { 'err', tostring(type(r) == 'table' and r.err or r) })
+-- One scan's failure (a damaged ID hash, say) is that scan's alone, not its batch's.
+if stride < 10 then
+  for i = 1, (#ARGV - 4) / 9 do
+    local a, k = 5 + 9 * (i - 1), 2 + m + stride * (i - 1)
+    local ok, r = pcall(redeem_one, KEYS[k], stride == 2 and KEYS[k + 1] or nil, ARGV[a], ARGV[a + 1], ARGV[a + 2],
+      ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
+    put(i, ok and r or { 'err', tostring(type(r) == 'table' and r.err or r) })
+  end
+else
+  -- Scans that carry their time (flagged in ARGV[4]: a call without any has no argument more).
+  stride = stride - 10
+  for i = 1, (#ARGV - 6) / 10 do
+    local a, k = 7 + 10 * (i - 1), 2 + m + stride * (i - 1)
+    local ok, r = pcall(redeem_one, KEYS[k], stride == 2 and KEYS[k + 1] or nil, ARGV[a], ARGV[a + 1], ARGV[a + 2],
+      ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8],
+      ARGV[a + 9] ~= '' and ARGV[a + 9] or nil)
+    put(i, ok and r or { 'err', tostring(type(r) == 'table' and r.err or r) })
+  end
 end
 if recorded then scan_window_expire(KEYS[2], ARGV[3]) end
 return out

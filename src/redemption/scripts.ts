@@ -151,9 +151,10 @@ export function scanClaim<T extends ClaimItem>(
 /**
  * Applies one bucket's claimed scans in one redeem and hands each scan its
  * answer, in order, after `settled`. The call is one array (key count, keys,
- * arguments) and the reply, eight entries per scan, is read in place. Scans
- * carry a tenth value, the time they were made, only in a batch holding an
- * offline scan.
+ * arguments) and the reply, eight entries per scan, is read in place. Only a
+ * batch holding an offline scan says so (keys per scan + 10) and carries the
+ * bounds of scan times and a tenth value per scan: any other call is the same
+ * as before offline scans.
  */
 export function redeem<T extends RedeemItem>(
   scripts: Scripts,
@@ -168,10 +169,10 @@ export function redeem<T extends RedeemItem>(
   const n = batch.length;
   const m = at.windows.length;
   const stride = at.legacy ? 2 : 1;
-  let width = 9;
-  for (let i = 0; i < n; i++) if (batch[i]!.at !== undefined) width = 10;
+  let timed = false;
+  for (let i = 0; i < n; i++) if (batch[i]!.at !== undefined) timed = true;
   const nKeys = 1 + m + stride * n;
-  const call = new Array<string | number>(1 + nKeys + 7 + width * n);
+  const call = new Array<string | number>(1 + nKeys + (timed ? 6 + 10 * n : 4 + 9 * n));
   call[0] = nKeys;
   call[1] = keys.redemptions(bucket);
   for (let k = 0; k < m; k++) call[2 + k] = at.windows[k]!;
@@ -179,10 +180,11 @@ export function redeem<T extends RedeemItem>(
   call[a++] = now;
   call[a++] = m;
   call[a++] = at.expiresAt;
-  call[a++] = stride;
-  call[a++] = width;
-  call[a++] = width === 10 ? now - bounds.maxAgeMs : 0;
-  call[a++] = width === 10 ? now + bounds.skewMs : 0;
+  call[a++] = timed ? stride + 10 : stride;
+  if (timed) {
+    call[a++] = now - bounds.maxAgeMs;
+    call[a++] = now + bounds.skewMs;
+  }
   for (let i = 0; i < n; i++) {
     const p = batch[i]!;
     const t = p.t;
@@ -198,7 +200,7 @@ export function redeem<T extends RedeemItem>(
     call[a++] = p.scanner;
     call[a++] = p.scan;
     call[a++] = t.idHash;
-    if (width === 10) call[a++] = p.at ?? '';
+    if (timed) call[a++] = p.at ?? '';
   }
   scripts.runFlat('redeem', call).then(
     (reply) => {
