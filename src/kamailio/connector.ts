@@ -229,8 +229,15 @@ export class KamailioConnector {
           // Unavailable (or failed) is no refusal of Tessera's: the start may have been applied,
           // its reply lost. Stopped (0 s, nothing billed), it no longer holds the ID's balance and a
           // call of its limit until the reaper's RING_TIMEOUT_MS; never started, it is unknown_call.
-          if (IN_DOUBT.has(reason)) this.stop(Object.assign(c, { unseen: true }), 0, 'failed');
-          else this.forget(c);
+          // Stopped once Kamailio says the dialog failed, not now: another connector's `started`
+          // may have reached Kamailio first, and the call rings on, admitted. Forgotten without
+          // being remembered as done, its failed event stops it (onFailed, a call not seen) and
+          // its answer adopts it.
+          if (!IN_DOUBT.has(reason)) this.forget(c);
+          else if (c.endAfterStart) {
+            const { sec, cause } = c.endAfterStart;
+            this.stop(sec > 0 ? c : Object.assign(c, { unseen: true }), sec, cause);
+          } else this.calls.delete(c.call);
         }
       });
   }
