@@ -529,22 +529,28 @@ export class KamailioConnector {
    */
   private async recheckDialogs(): Promise<void> {
     const lostAt = this.lostAt;
-    let alive: Set<string>;
+    const alive = new Set<string>();
+    /** Deleted dialogs' ends (ms): a call may have talked on past lostAt to them. */
+    const endedAt = new Map<string, number>();
     try {
       // A deleted dialog (state 5) stays listed a few seconds: one that ended while no connector
       // was attached (a BYE during Kamailio's restart) sent its end event to no one, and taken
       // for alive its call was ticked on, its ID busy, until its paid end.
-      const listed = await this.rpc.listDialogs();
-      alive = new Set(listed.filter((d) => d.state !== DELETED).map((d) => callIdOf(d.ci, d.he, d.hi)));
+      for (const d of await this.rpc.listDialogs()) {
+        const call = callIdOf(d.ci, d.he, d.hi);
+        if (d.state !== DELETED) alive.add(call);
+        else if (d.endTs > 0) endedAt.set(call, d.endTs * 1000);
+      }
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'rpc: cannot check dialogs after reconnecting');
       return;
     }
     for (const c of [...this.calls.values()]) {
       if (alive.has(c.call) || c.ending) continue;
-      const sec = c.answerAt
-        ? Math.max(c.ticked, billedSeconds(c.answerAt * 1000, Math.max(lostAt, c.answerAt) * 1000))
-        : 0;
+      // Billed to its dialog's end when Kamailio knows it (whole seconds: never past the real end),
+      // else to the moment evapi was lost, when it had ended at the latest.
+      const end = Math.max(lostAt, endedAt.get(c.call) ?? 0, c.answerAt ?? 0);
+      const sec = c.answerAt ? Math.max(c.ticked, billedSeconds(c.answerAt * 1000, end * 1000)) : 0;
       this.log.warn({ call: c.call, sec }, 'dialog gone after Kamailio reconnected; stopping the call');
       if (c.started) this.stop(c, sec, 'lost');
       else c.endAfterStart = { sec, cause: 'lost' };

@@ -63,6 +63,7 @@ export class KamailioRpc {
       he: Number(d.h_entry),
       hi: Number(d.h_id),
       state: Number(d.state),
+      endTs: Number(d.end_ts) || 0,
       vars: Object.assign({}, ...(Array.isArray(d.variables) ? (d.variables as object[]) : [])) as Record<
         string,
         string
@@ -81,5 +82,7 @@ export interface ListedDialog {
   he: number;
   hi: number;
   state: number;
+  /** When it ended (Unix seconds, whole; 0 while it has not). */
+  endTs: number;
   vars: Record<string, string>;
 }

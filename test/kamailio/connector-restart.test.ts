@@ -143,20 +143,26 @@ describe('kamailio connector: calls it did not see start', () => {
     await attach();
     evapi.send({ ev: 'invite', ...dialog, ti: 3, tl: 4, si: '127.0.0.9', ts: Date.now() / 1000 });
     await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === 3 && a.sec !== undefined));
-    evapi.send({ ev: 'answer', ...dialog, ts: Date.now() / 1000 });
+    const answered = Date.now() / 1000;
+    evapi.send({ ev: 'answer', ...dialog, ts: answered });
+    // Its end as dlg.list gives it, in whole seconds: the caller's BYE, resent, reached the
+    // Kamailio started again after the connector had lost evapi.
+    const endTs = Math.floor(answered) + 3;
     rpc.dialogs.push({
       'call-id': dialog.ci,
       h_entry: dialog.he,
       h_id: dialog.hi,
       state: 5,
+      end_ts: endTs,
       variables: [{ tessera: '1' }, { pid: id }, { dest: dialog.dest }],
     });
     const before = evapi.socks.size;
     for (const sock of evapi.socks) sock.destroy();
     await until('the connector to attach again', () => evapi.socks.size === before);
     await until('the call to be stopped', async () => (await activeCalls(id!)) === 0, 5000);
+    // Billed to the dialog's end (a started second a billed one), not only to when evapi was lost.
     expect((await callRecords(h)).filter((r) => r.call === callIdOf(dialog.ci, dialog.he, dialog.hi))).toMatchObject([
-      { cause: 'lost' },
+      { cause: 'lost', sec: String(Math.ceil(endTs - answered)) },
     ]);
     rpc.dialogs.length = 0;
   });
