@@ -66,10 +66,16 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
   local lefts, amts = int(left), int(amt)
   local upd = { 'bal', lefts }
   if kind == 'entry' then
-    -- Outside while anybody who went out has yet to come back (r.outq: how many).
+    -- Outside while anybody who went out has yet to come back (r.outq: how many). All in, no
+    -- count is kept: an older version's exit (during an upgrade) sets `inside` alone, and a '0'
+    -- left here would then let nobody back in, where no count lets every entry used back.
     local outq = r.outq or 0
     upd[#upd + 1], upd[#upd + 2] = 'inside', outq > 0 and '0' or '1'
-    upd[#upd + 1], upd[#upd + 2] = 'outq', int(outq)
+    if outq > 0 then
+      upd[#upd + 1], upd[#upd + 2] = 'outq', int(outq)
+    else
+      redis.call('HDEL', ikey, 'outq')
+    end
   end
   if (tonumber(f[8]) or 0) == 0 and action ~= 'exit' then
     upd[#upd + 1], upd[#upd + 2], upd[#upd + 3], upd[#upd + 4], upd[#upd + 5], upd[#upd + 6] =

@@ -540,6 +540,15 @@ describe('re-entry', () => {
     expect(await scan({})).toMatchObject({ op: 'refused', reason: 'already_redeemed' });
   });
 
+  it('out through an older version (during an upgrade), back in here: a re-entry, not a new entry', async () => {
+    const id = await sold(cat.reentry3);
+    expect(await north.redeem({ scan: uniq(), id })).toMatchObject({ action: 'entry', entriesLeft: 2 });
+    // An earlier redeem.lua's exit: `inside` alone, no count of who went out.
+    await h.r.hset(idKeyOf(h, id), 'inside', '0');
+    expect(await north.redeem({ scan: uniq(), id })).toMatchObject({ action: 'reentry', amount: 0 });
+    expect(await balanceOf(h, id)).toBe(2);
+  });
+
   it('a re-entry ticket: in, out, back in without using an entry; twice in a row is already_redeemed', async () => {
     const id = await sold(cat.reentry);
     const s = [uniq('a'), uniq('b'), uniq('c'), uniq('d'), uniq('e'), uniq('f')] as const;
