@@ -4,6 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -410,6 +411,24 @@ describe('call', () => {
     const admin = await token(h, 'admin', `cli-call-admin-${Date.now()}`);
     const other = await cli('call', '--id', id!, '--dest', '4912345', '--token', admin, '--url', url);
     expect(other).toMatchObject({ code: 1, out: expect.stringMatching(/^refused: forbidden: .*HTTP 403\)\n$/) });
+  });
+
+  it('a refusal whose body is cut short (a proxy reset) is still a refusal: said, exit 1', async () => {
+    const cut = createServer((s) => {
+      s.on('error', () => undefined);
+      s.once('data', () => {
+        s.write('HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{"err');
+        setTimeout(() => s.destroy(), 50);
+      });
+    });
+    await new Promise<void>((ok) => cut.listen(0, '127.0.0.1', ok));
+    try {
+      const url = `ws://127.0.0.1:${(cut.address() as AddressInfo).port}/v1/switch`;
+      const r = await cli('call', '--id', '1', '--dest', '33', '--token', 't', '--url', url);
+      expect(r).toMatchObject({ code: 1, out: expect.stringMatching(/^refused: unknown: .*HTTP 401\)\n$/) });
+    } finally {
+      await new Promise((ok) => cut.close(ok));
+    }
   });
 
   it('without its ID, destination or token is a usage error before any connection', async () => {

@@ -67,7 +67,10 @@ function runDemoCall(o: {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));
-      res.on('end', () => {
+      // 'close', not 'end': a body cut short (a proxy's reset) never ends, and nothing else would
+      // settle the promise; the process would exit 0 having said nothing.
+      res.on('error', () => undefined);
+      res.on('close', () => {
         let reason = 'unknown';
         let message: string | undefined;
         try {
