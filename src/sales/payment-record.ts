@@ -347,20 +347,15 @@ export async function sweepLateAuthorizations(
       const claimed = await claimLate(ctx.scripts, b, watch, at);
       if (!claimed) break;
       const { member, ref } = claimed;
-      // Its day over, the claim dropped it: a last check the card company leaves unanswered is
-      // listed again, a shortest wait on, for at most a longest wait past its day.
-      const age = at - Number(member.slice(0, member.indexOf(':')));
-      const unanswered = async (): Promise<number> => {
-        if (age >= watch.watchMs && age < watch.watchMs + watch.longestWaitMs)
-          await ctx.redis.zadd(list, at + watch.shortestWaitMs, member);
-        return voided;
-      };
+      // Its day over, this is its last check: listed until the card company has answered it.
+      const last = at - Number(member.slice(0, member.indexOf(':'))) >= watch.watchMs;
       const s = await provider.status(ref);
-      if (s.state === 'unknown') return unanswered();
-      if (s.state === 'declined' || s.state === 'voided') await ctx.redis.zrem(list, member);
+      if (s.state === 'unknown') return voided;
+      if (s.state === 'declined' || s.state === 'voided' || (last && s.state === 'none'))
+        await ctx.redis.zrem(list, member);
       if (s.state !== 'authorized' && s.state !== 'captured') continue;
       const v = await provider.void(ref);
-      if (v.status === 'unknown') return unanswered();
+      if (v.status === 'unknown') return voided;
       if (v.status !== 'voided') continue;
       await ctx.redis.zrem(list, member);
       voided++;

@@ -412,8 +412,8 @@ export interface LateWatch {
 
 /**
  * Claims the late-authorization reference of `bucket` due longest (lua/late_claim.lua): it is moved
- * to its next check, or dropped when this is its last, so no other sweep asks it meanwhile. Null when
- * none is due.
+ * to its next check, so no other sweep asks it meanwhile; a last check (its day over) stays listed
+ * until the sweep drops it on an answer. Null when none is due.
  */
 export async function claimLate(
   scripts: Scripts,

@@ -15,6 +15,7 @@ import { sleep, until } from '../support/wait';
 import { captureLog } from '../support/log';
 import { HttpProvider, type PaymentProvider } from '../../src/sales/provider';
 import { PaymentRecords, sweepLateAuthorizations } from '../../src/sales/payment-record';
+import { claimLate } from '../../src/sales/scripts';
 import {
   addMember,
   buy,
@@ -804,6 +805,21 @@ describe('an authorization the card company makes after the sweep gave up', () =
     await sweepLateAuthorizations(h.ctx, provider, day + 180_000);
     expect(asked.get(ref!)).toBe(3);
     expect(await lateListed(7, ref!)).toBe(false);
+    // A gateway gone between its claim of the last check and the answer: another makes it.
+    const [lost] = await listLate('late-mute-lost-', 7, 1, at);
+    expect(
+      (
+        await claimLate(
+          h.ctx.scripts,
+          7,
+          { shortestWaitMs: 60_000, longestWaitMs: 3_600_000, watchMs: 86_400_000 },
+          day,
+        )
+      )?.ref,
+    ).toBe(lost);
+    await sweepLateAuthorizations(h.ctx, provider, day + 90_000);
+    expect(asked.get(lost!)).toBe(1);
+    expect(await lateListed(7, lost!)).toBe(false);
     // The card company silent past the grace: dropped all the same.
     const [late] = await listLate('late-mute-x', 7, 1, at);
     await sweepLateAuthorizations(h.ctx, mute, day + 3_600_000);
