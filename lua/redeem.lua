@@ -12,8 +12,8 @@ ARGV[5+9(i-1)..13+9(i-1)] scan i: venue, gate ('' if none), item ('' if none),
         direction ('in' | 'out'), scanner (token name), scan id, ID hash (for the record)
 With ARGV[4] > 10: ARGV[5], ARGV[6] the earliest and latest time (ms) a scan may say it was made, and from
         ARGV[7] ten values per scan, the tenth when the scan was made by the scanner's clock (ms; '' for now): an
-        offline scan is judged at that time (expiry, validity window) but applied in arrival order, and its record
-        keeps it as `at`. Without it, a call is what it was before offline scans.
+        offline scan is judged at that time (expiry, validity window; never before the ID's sale) but applied in
+        arrival order, and its record keeps it as `at`. Without it, a call is what it was before offline scans.
 Returns one flat array, eight entries per scan:
   'ok', kind, action, amount, left, recordId, duplicate (0|1), reversed since (0|1)
   'no', reason, detail, detail, detail, 0, 0, 0   (nothing changed, nothing stored; bad_scan_time: the time
@@ -57,7 +57,16 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
   if at then
     local t = tonumber(at)
     if t < tonumber(ARGV[5]) or t > tonumber(ARGV[6]) then return { 'no', 'bad_scan_time' } end
-    if t < now then when, whens = t, at end
+    if t < now then
+      -- Never before the ID was sold (as call_recover never moves a use before the sale): a scan dated
+      -- before the sale would judge a ticket sold after its window in it, and count validity from then.
+      local sold = id_fields(ikey, { 'sold' })[1]
+      if sold and tonumber(sold) > t then
+        if tonumber(sold) < now then when, whens = tonumber(sold), sold end
+      else
+        when, whens = t, at
+      end
+    end
   end
   local r, f = redeem_check(ikey, when, venue, gate, item, tonumber(amount), tonumber(qty), dir)
   if r[1] ~= 'ok' then return r end

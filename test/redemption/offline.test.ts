@@ -77,7 +77,13 @@ afterAll(async () => {
   await h?.stop();
 });
 
-const sold = async (p: Parameters<typeof soldIds>[1]): Promise<string> => (await soldIds(h, p, 1))[0]!;
+/** Sold two days ago, before any scan time these tests send (a scan is never judged before its ID's sale). */
+const soldEarlier = async (p: Parameters<typeof soldIds>[1], n = 1): Promise<string[]> => {
+  const ids = await soldIds(h, p, n);
+  for (const id of ids) await h.r.hset(idKeyOf(h, id), 'sold', Date.now() - 2 * DAY);
+  return ids;
+};
+const sold = async (p: Parameters<typeof soldIds>[1]): Promise<string> => (await soldEarlier(p))[0]!;
 const post = (path: string, body: unknown) => jsonCall(gw, 'POST', path, { token: tillTok, body });
 const badTime = (scan: string) => ({
   op: 'refused',
@@ -136,7 +142,7 @@ describe('an offline scan is judged at the time it was made', () => {
   });
 
   it('a ticket scanned inside its validity window, uploaded after validUntil: admitted; before validFrom: not_yet_valid', async () => {
-    const [inTime, early, online] = await soldIds(h, ended, 3);
+    const [inTime, early, online] = await soldEarlier(ended, 3);
     const scan = uniq('gate');
     const at = validUntil - HOUR;
     expect(await till.redeem({ scan, id: inTime!, at })).toEqual({
@@ -163,6 +169,26 @@ describe('an offline scan is judged at the time it was made', () => {
     expect(await till.redeem({ scan: uniq('gate'), id: online! })).toMatchObject({ op: 'refused', reason: 'expired' });
     expect(await balanceOf(h, early!)).toBe(1);
     expect(await balanceOf(h, online!)).toBe(1);
+  });
+
+  it('never before the ID was sold: a scan time before its sale is judged at the sale', async () => {
+    // Sold now, an hour after its window closed: a scan dated back into the window is still too late.
+    const [ticket] = await soldIds(h, ended, 1);
+    expect(await till.redeem({ scan: uniq('gate'), id: ticket!, at: validUntil - HOUR })).toMatchObject({
+      op: 'refused',
+      reason: 'expired',
+    });
+    expect(await balanceOf(h, ticket!)).toBe(1);
+    // A card sold now, its first sale dated three hours back: first use and validity count from the sale.
+    const [id] = (await soldIds(h, cat.wallet, 1)) as [string];
+    const soldAt = Number((await idFields(h, id)).sold);
+    const at = soldAt - 3 * HOUR;
+    expect(await till.redeem({ scan: uniq('off'), id, item: 'water', at })).toMatchObject({ op: 'redeemed' });
+    const f = await idFields(h, id);
+    expect(f.first).toBe(String(soldAt));
+    expect(Number(f.exp)).toBe(soldAt + cat.wallet.expiryDays * DAY);
+    // The record keeps the time the scanner sent.
+    expect((await recordsOf(h, id))[0]).toMatchObject({ at: String(at) });
   });
 
   it('value is still taken in arrival order: an offline sale the card no longer covers is refused', async () => {
