@@ -40,6 +40,7 @@ describe('loadConfig', () => {
       maxBatch: 2000,
       maxInflight: 5_000,
       maxInflightTotal: 50_000,
+      offlineMaxAgeMs: 86_400_000,
       maxConnections: 4_000,
       maxConnectionsPerClient: 1_000,
       maxConnectionsPerToken: 100,
