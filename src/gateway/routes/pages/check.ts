@@ -33,6 +33,7 @@ import {
   rechargeForms,
   type AniSection,
   type RechargeOffer,
+  voucherRepeatPage,
 } from './views';
 
 /** How long the PIN given on the check page stands for the recharge forms it shows. */
@@ -191,7 +192,8 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       token: string,
       client: string,
     ) => Promise<
-      { ok: true; amount: number; balance: number; currency: string; expires?: number } | ({ ok: false } & Refused)
+      | { ok: true; amount: number; balance: number; currency: string; expires?: number; duplicate?: boolean }
+      | ({ ok: false } & Refused)
     >,
   ): void => {
     app.post(`/check/:bucket/:token/${suffix}`, (res, req) => {
@@ -214,6 +216,10 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
             : undefined;
           if (!loc) return pinAgain(403, 'Please enter your PIN again to recharge.');
           const r = await run(loc, f, token, client);
+          // A voucher already redeemed into this ID answers its first redemption: nothing was added now,
+          // and that answer's balance is as it stood then. (A card recharge's repeat is its own form again.)
+          if (r.ok && suffix === 'voucher' && r.duplicate)
+            return kit.send(reply, 200, 'Already redeemed', voucherRepeatPage(r, action), fc);
           if (r.ok) return kit.send(reply, 200, 'Recharged', rechargedPage(r, action), fc);
           await refused(reply, fc, action, f.get('grant') ?? '', loc, r);
         },

@@ -187,6 +187,14 @@ export const rechargedPage = (
 </table>
 <p><a href="${back}">Back to your number</a></p>`;
 
+/** A voucher already redeemed into this ID, entered again (or its page reloaded): nothing more was added. */
+export const voucherRepeatPage = (
+  r: { amount: number; currency: string },
+  back: string,
+): Html => html`<h1>Already redeemed</h1>
+<p class="ok" role="alert" id="recharged">This voucher was already redeemed into this ID (${money(r.amount, r.currency)}); nothing more was added now.</p>
+<p><a href="${back}">Back to your number</a>: your PIN shows the balance.</p>`;
+
 export const notRechargedPage = (text: string, forms: Html | undefined, back: string): Html =>
   html`<h1>Not recharged</h1><p class="error" role="alert">${text}</p>${forms ?? ''}<p><a href="${back}">Back to your number</a></p>`;
 
