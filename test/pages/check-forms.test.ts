@@ -75,3 +75,28 @@ describe('a voucher entered again', () => {
     expect(await balanceOf(h, o.id)).toBe(spent);
   });
 });
+
+describe('a PIN pasted with white space around it', () => {
+  it('is the PIN: the buy page takes it, the check link shows the ID and counts no wrong try', async () => {
+    const session = await formSession(gw, '/buy');
+    const nonce = 'ef'.repeat(16);
+    const form = {
+      product: TALK.name,
+      pin: ` ${PIN}\u00a0`,
+      card: ` ${buyer.card} `,
+      cardPin: `${buyer.cardPin} `,
+      nonce,
+    };
+    const sold = await postPageForm(gw, '/buy', form, session);
+    expect(sold.status).toBe(200);
+    const path = /id="check-url"[^>]*href="http:\/\/[^/]+([^"]+)"/.exec(sold.text)?.[1] ?? '';
+    expect(path).toMatch(/^\/check\//);
+    // Five pasted tries would have locked the link when the spaces made each one a wrong PIN.
+    const s = await formSession(gw, path);
+    for (let i = 0; i < 6; i++) {
+      const r = await postPageForm(gw, path, { pin: `\u3000${PIN} ` }, s);
+      expect(r.status).toBe(200);
+      expect(r.text).toContain('The ID number you purchased is');
+    }
+  });
+});

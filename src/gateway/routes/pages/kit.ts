@@ -165,10 +165,12 @@ function digitValue(cp: number): string {
  * numbers), with every decimal digit as ASCII: a phone's keyboard in Arabic or
  * Persian, or a Japanese IME in full width, types ٢٤٦٨ or ２４６８ for 2468.
  * Unicode encodes each script's digits 0 to 9 in one contiguous run (a policy
- * it keeps), so a digit's value is its place in its run.
+ * it keeps), so a digit's value is its place in its run. White space is
+ * dropped: a PIN pasted with a space around it is still the PIN, and must not
+ * cost one of the link's tries.
  */
 export function digitsField(f: URLSearchParams, name: string): string {
-  return [...(f.get(name) ?? '')]
+  return [...(f.get(name) ?? '').replace(/\s+/g, '')]
     .map((c) => (c <= '\x7f' || !DECIMAL.test(c) ? c : digitValue(c.codePointAt(0)!)))
     .join('');
 }
