@@ -89,6 +89,9 @@ async function fillBuy(product: string, pin: string, card: { card: string; cardP
   return submit(page);
 }
 
+/** The id of the element with the focus (autofocus needs no page script). */
+const focused = (): Promise<string> => page.evaluate<string>('document.activeElement ? document.activeElement.id : ""');
+
 async function checkWith(checkUrl: string, pin: string): Promise<number> {
   expect((await page.goto(checkUrl))?.status()).toBe(200);
   await page.fill('#pin', pin);
@@ -184,6 +187,9 @@ describe.skipIf(!chromium.ok)('buyer pages in Chromium, phone-sized, without Jav
     expect(await page.$('#id-number')).toBeNull();
     // The form is there again to try another way.
     expect(await page.$('form[action="/buy"] #card')).not.toBeNull();
+    // With the cursor in the card field, not left on the page, and the reason read out as an alert.
+    expect(await focused()).toBe('card');
+    expect(await page.getAttribute('p.error', 'role')).toBe('alert');
     await fitsPhone('declined');
 
     // A card the card company does not know.
@@ -232,6 +238,7 @@ describe.skipIf(!chromium.ok)('buyer pages in Chromium, phone-sized, without Jav
     expect(t).toContain('That PIN does not match this link.');
     expect(t).not.toContain('The ID number you purchased is');
     expect(await page.$('#id-number')).toBeNull();
+    expect(await focused()).toBe('pin');
     expect(digits(await page.content())).not.toContain(bought!.id);
     await fitsPhone('check-wrong');
 

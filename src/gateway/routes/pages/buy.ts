@@ -9,6 +9,7 @@ import { productView } from '../product-view';
 import type { Html } from './html';
 import {
   CARD_NUMBER_PLEASE,
+  cardFieldOf,
   digitsField,
   FORM_LIMIT,
   formClient,
@@ -18,17 +19,19 @@ import {
   type PageKit,
   waitFor,
 } from './kit';
-import { buyForm, formUsedPage, notSoldPage, soldPage } from './views';
+import { buyForm, type BuyField, formUsedPage, notSoldPage, soldPage } from './views';
 
 /**
- * `keep`: a purchase whose outcome is not known yet, its nonce and product: the
- * form is filled in for it, so submitting the same details again continues it.
+ * `keep`: the product the buyer chose and, for a purchase whose outcome is not
+ * known yet, its nonce: the form is filled in for it, so submitting the same
+ * details again continues it. `focus`: the field to fix after an error.
  */
 async function buyPage(
   d: PageDeps,
   fc: FormClient,
   error?: string,
   keep?: { nonce?: string; product: string },
+  focus?: BuyField,
 ): Promise<Html> {
   // Only what is on public sale; cheapest first (the catalog's own order is whatever Redis hands back).
   const onSale = d.catalog.products
@@ -37,7 +40,7 @@ async function buyPage(
   const products = await Promise.all(onSale.map((p) => productView(p, d.catalog, d.inventory)));
   // One nonce per form: a double submit or a reload of the POST is the same purchase.
   const chosen = keep && { product: keep.product, held: keep.nonce !== undefined };
-  return buyForm(products, keep?.nonce ?? randomBytes(16).toString('hex'), d.formMac(fc.cookie), error, chosen);
+  return buyForm(products, keep?.nonce ?? randomBytes(16).toString('hex'), d.formMac(fc.cookie), error, chosen, focus);
 }
 
 interface BuyRequest {
@@ -48,18 +51,48 @@ interface BuyRequest {
   nonce: string;
 }
 
+interface BuyFormError {
+  status: number;
+  error: string;
+  /** The field to fix (the form expired: the first one to fill in again). */
+  field: BuyField;
+  /** The product chosen, kept selected when it is on sale. */
+  product?: string;
+}
+
 /** A filled-in buy form, or what the buyer is told to fix (checked in this order). */
-function readBuyForm(d: PageDeps, f: URLSearchParams): BuyRequest | { status: number; error: string } {
+function readBuyForm(d: PageDeps, f: URLSearchParams): BuyRequest | BuyFormError {
   const product = d.catalog.product(f.get('product') ?? '');
   if (!product || !isOnPublicSale(product))
-    return { status: 404, error: 'That product is not on sale here; please choose one from the list.' };
+    return {
+      status: 404,
+      error: 'That product is not on sale here; please choose one from the list.',
+      field: 'product',
+    };
   const pin = digitsField(f, 'pin');
   const card = digitsField(f, 'card').replace(/[\s-]/g, '');
   const nonce = f.get('nonce') ?? '';
-  if (!BuyForm.pin.test(pin)) return { status: 400, error: 'The PIN must be 4 to 12 digits.' };
-  if (!BuyForm.card.test(card)) return { status: 400, error: CARD_NUMBER_PLEASE };
-  if (!BuyForm.nonce.test(nonce)) return { status: 400, error: 'The form expired; please try again.' };
+  const refused = (error: string, field: BuyField): BuyFormError => ({
+    status: 400,
+    error,
+    field,
+    product: product.name,
+  });
+  if (!BuyForm.pin.test(pin)) return refused('The PIN must be 4 to 12 digits.', 'pin');
+  if (!BuyForm.card.test(card)) return refused(CARD_NUMBER_PLEASE, 'card');
+  if (!BuyForm.nonce.test(nonce)) return refused('The form expired; please try again.', 'pin');
   return { product, pin, card, cardPin: digitsField(f, 'cardPin'), nonce };
+}
+
+/**
+ * The field a refused purchase asks the buyer to fix: the product when it sold out or left the sale, a
+ * card field for the card company's refusals; otherwise (not answered yet, too many purchases) the
+ * first field to fill in again to send it once more.
+ */
+function refusedField(reason: string, pending: boolean): BuyField {
+  if (reason === 'out_of_stock' || reason === 'unknown_product') return 'product';
+  if (pending || reason === 'too_many_purchases') return 'pin';
+  return cardFieldOf(reason);
 }
 
 async function sell(
@@ -103,6 +136,7 @@ async function sell(
           fc,
           undefined,
           pending ? { nonce: b.nonce, product: b.product.name } : { product: b.product.name },
+          refusedField(r.reason, pending),
         ),
       ),
       fc,
@@ -128,9 +162,13 @@ export function buyRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       reply,
       async () => {
         const f = await form;
-        if (!kit.fromOurPage(fc, f)) return kit.send(reply, 403, 'Buy', await buyPage(d, fc, NOT_OUR_FORM), fc);
+        if (!kit.fromOurPage(fc, f))
+          return kit.send(reply, 403, 'Buy', await buyPage(d, fc, NOT_OUR_FORM, undefined, 'product'), fc);
         const b = readBuyForm(d, f);
-        if ('error' in b) return kit.send(reply, b.status, 'Buy', await buyPage(d, fc, b.error), fc);
+        if ('error' in b) {
+          const keep = b.product === undefined ? undefined : { product: b.product };
+          return kit.send(reply, b.status, 'Buy', await buyPage(d, fc, b.error, keep, b.field), fc);
+        }
         await sell(d, kit, reply, fc, b, client);
       },
       form,

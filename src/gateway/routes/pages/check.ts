@@ -11,11 +11,13 @@ import { randomBytes } from 'node:crypto';
 import { aniTermsOf } from '../../../ledger/anis';
 import { messageOf, statusOf } from '../../../protocol/reasons';
 import { BuyForm } from '../../../protocol/sales';
+import { CARD_PIN } from '../../../sales/purchase';
 import type { CheckResult } from '../../../sales/check';
 import { clientAddress, pathParam, readForm, replyFor, type Reply } from '../../http';
 import type { Router } from '../../router';
 import {
   CARD_NUMBER_PLEASE,
+  cardFieldOf,
   digitsField,
   FORM_LIMIT,
   formClient,
@@ -32,6 +34,7 @@ import {
   rechargedPage,
   rechargeForms,
   type AniSection,
+  type RechargeField,
   type RechargeOffer,
   voucherRepeatPage,
 } from './views';
@@ -80,7 +83,9 @@ async function aniSection(
         : await d.anis.remove(idKey, ani, { role: 'owner' });
     if (c.ok) note = { ok: true, text: op === 'ani_add' ? 'Caller number added.' : 'Caller number removed.' };
     else {
-      note = { ok: false, text: aniRefusal(c.reason, max) };
+      // The number typed is what to fix when it is malformed or another ID's (the add form is still shown).
+      const focus = op === 'ani_add' && (c.reason === 'bad_ani' || c.reason === 'ani_taken');
+      note = { ok: false, text: aniRefusal(c.reason, max), focus };
       status = statusOf(c.reason);
     }
   }
@@ -122,10 +127,14 @@ function voucherRefusal(reason: string): string {
   return `${messageOf(reason)}.`;
 }
 
-/** A recharge refused; `keep`: the card form's nonce and amount, when the outcome is not known yet. */
+/**
+ * A recharge refused; `keep`: the card form's nonce and amount, when the outcome is not known yet;
+ * `focus`: the field to fix.
+ */
 interface Refused {
   reason: string;
   message: string;
+  focus: RechargeField;
   keep?: { nonce: string; amount: number };
   retryAfter?: number;
   httpStatus?: number;
@@ -158,7 +167,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
         if (!r.ok) {
           if (r.reason !== 'locked') return again(403, 'That PIN does not match this link.');
           const { retry, message } = lockedMessage(r.until ?? Date.now(), Boolean(r.client));
-          const body = checkForm(action, d.formMac(fc.cookie), message);
+          const body = checkForm(action, d.formMac(fc.cookie), message, false);
           return kit.send(reply, 429, 'Find your number', body, undefined, { 'Retry-After': retry });
         }
         const { section, status } = await aniSection(d, r, f);
@@ -246,6 +255,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
           amounts: o.amounts,
           currency: o.currency,
           chosen: r.keep?.amount,
+          focus: r.focus,
         })
       : undefined;
     const extra: Record<string, string> = r.retryAfter ? { 'Retry-After': String(r.retryAfter) } : {};
@@ -263,29 +273,31 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     const voucher = digitsField(f, 'voucher').replace(/[\s-]/g, '');
     const r = await d.topups.voucherInto(loc, voucher, 'web', `chk:${token}`);
     if (r.ok) return r;
-    return { ...r, message: voucherRefusal(r.reason) };
+    return { ...r, message: voucherRefusal(r.reason), focus: 'voucher' };
   });
 
   rechargeRoute('recharge', async (loc, f, _token, client) => {
     const nonce = f.get('nonce') ?? '';
     const card = digitsField(f, 'card').replace(/[\s-]/g, '');
     const amount = Number(f.get('amount'));
+    const cardPin = digitsField(f, 'cardPin');
+    // The form expired: the card is the first field to fill in again.
     if (!BuyForm.nonce.test(nonce))
-      return { ok: false, reason: 'bad_value', message: 'The form expired; please try again.' };
-    if (!BuyForm.card.test(card)) return { ok: false, reason: 'bad_value', message: CARD_NUMBER_PLEASE };
-    const r = await d.recharges.recharge(
-      loc,
-      `web/${nonce}`,
-      { amount, card, cardPin: digitsField(f, 'cardPin') },
-      client,
-      d.settleMs,
-    );
+      return { ok: false, reason: 'bad_value', message: 'The form expired; please try again.', focus: 'card' };
+    if (!BuyForm.card.test(card)) return { ok: false, reason: 'bad_value', message: CARD_NUMBER_PLEASE, focus: 'card' };
+    const r = await d.recharges.recharge(loc, `web/${nonce}`, { amount, card, cardPin }, client, d.settleMs);
     if (r.ok) return r;
+    // The amount, when it is the one at fault: over what the ID may hold, or (a well-formed card PIN) not offered.
+    const focus: RechargeField =
+      r.reason === 'topup_limit' || (r.reason === 'bad_value' && CARD_PIN.test(cardPin))
+        ? 'amount'
+        : cardFieldOf(r.reason);
     // Outcome unknown: the form keeps this recharge's nonce, so sending it again finishes it and never charges twice.
     const pending = r.reason === 'payment_pending' || r.reason === 'in_progress';
     return pending
       ? {
           ...r,
+          focus,
           keep: { nonce, amount },
           message:
             'The card company has not answered yet. Submit the same details again in a moment: you will not be charged twice.',
@@ -293,8 +305,9 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       : r.reason === 'too_many_purchases'
         ? {
             ...r,
+            focus,
             message: `Too many payments were started just now. Please wait ${waitFor(r.retryAfter ?? 1)}, then try again.`,
           }
-        : { ...r, message: r.message.endsWith('.') ? r.message : `${r.message}.` };
+        : { ...r, focus, message: r.message.endsWith('.') ? r.message : `${r.message}.` };
   });
 }

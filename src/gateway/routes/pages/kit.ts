@@ -87,6 +87,14 @@ export const NOT_OUR_FORM =
 /** A card number of the wrong length or with other characters: the buyer mistyped it (400), no card company asked. */
 export const CARD_NUMBER_PLEASE = 'Please enter the card number: 12 to 19 digits.';
 
+/**
+ * The card field a payment's refusal is about: the card PIN when it was wrong or malformed (the only
+ * `bad_value` a payment on these forms can get: the page checks the rest first), else the card (a card
+ * the card company refused, for its own reason or for want of credit).
+ */
+export const cardFieldOf = (reason: string): 'card' | 'cardPin' =>
+  reason === 'wrong_card_pin' || reason === 'bad_value' ? 'cardPin' : 'card';
+
 /** The page helpers, bound to one gateway's dependencies. */
 export interface PageKit {
   /** Sends a page; `fc` sets the form cookie when the browser had none. */

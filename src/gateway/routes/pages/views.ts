@@ -9,6 +9,12 @@ function validity(days: number | undefined): string {
   return days ? `${days} days after first use` : 'no expiry';
 }
 
+/**
+ * The one field the buyer has to fix after an error on its form: the browser puts the cursor there on
+ * load, without any script (else focus stays on the page and a screen reader starts at the top).
+ */
+const focusIf = (on: boolean): Html | '' => (on ? html` autofocus` : '');
+
 /** Groups of four digits: easier to read out and to type in. */
 const spaced = (id: string): string => id.replace(/(\d{4})(?=\d)/g, '$1 ');
 
@@ -27,11 +33,14 @@ export const formRefusedPage = (reason: string): Html =>
       Please go back and submit it again.
     </p>`;
 
+/** The buy form's fields a buyer types or chooses. */
+export type BuyField = 'product' | 'pin' | 'card' | 'cardPin';
+
 /**
  * `products`: buyer views of the products on public sale, in the order shown;
  * `nonce` ties the form to one purchase, `formToken` to this browser (pages.ts);
  * `chosen`: the product selected (the buyer's last choice), `held` when a
- * purchase of it is still under way.
+ * purchase of it is still under way; `focus`: the field to fix after an error.
  */
 export const buyForm = (
   products: Record<string, unknown>[],
@@ -39,6 +48,7 @@ export const buyForm = (
   formToken: string,
   error?: string,
   chosen?: { product: string; held: boolean },
+  focus?: BuyField,
 ): Html => {
   const talkOnly = products.every((p) => p.kind === 'talk');
   return html`<h1>${talkOnly ? 'Buy talk time' : 'Buy an ID'}</h1>
@@ -47,7 +57,7 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
   <input type="hidden" name="nonce" value="${nonce}">
   <input type="hidden" name="form" value="${formToken}">
   <label for="product">${talkOnly ? 'Talk-time class' : 'Product'}</label>
-  <select id="product" name="product" required>
+  <select id="product" name="product" required${focusIf(focus === 'product')}>
     ${products.map((p) => {
       // A purchase under way may have sold its own product out with the very ID it holds.
       const mine = p.name === chosen?.product;
@@ -59,11 +69,11 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
     })}
   </select>
   <label for="pin">Choose a PIN (4 to 12 digits) to find your number again</label>
-  <input id="pin" name="pin" inputmode="numeric" minlength="4" maxlength="12" autocomplete="new-password" required>
+  <input id="pin" name="pin" inputmode="numeric" minlength="4" maxlength="12" autocomplete="new-password" required${focusIf(focus === 'pin')}>
   <label for="card">Card number</label>
-  <input id="card" name="card" inputmode="numeric" autocomplete="cc-number" required>
+  <input id="card" name="card" inputmode="numeric" autocomplete="cc-number" required${focusIf(focus === 'card')}>
   <label for="cardPin">Card PIN</label>
-  <input id="cardPin" name="cardPin" type="password" inputmode="numeric" autocomplete="off" required>
+  <input id="cardPin" name="cardPin" type="password" inputmode="numeric" autocomplete="off" required${focusIf(focus === 'cardPin')}>
   <button type="submit">Pay and get my number</button>
 </form>`;
 };
@@ -87,20 +97,29 @@ export const soldPage = (r: Sold, productTitle: string): Html => html`<h1>Thank 
 <p>Keep this link; with your PIN it shows the number again:<br><a id="check-url" class="url" href="${r.checkUrl}">${r.checkUrl}</a></p>
 <p>To call, dial the local access number of the place you are in: <a id="access-url" href="${r.accessUrl}">access numbers</a>.</p>`;
 
-export const checkForm = (action: string, formToken: string, error?: string): Html => html`<h1>Find your ID number</h1>
+/** `focus`: the PIN is to be typed again (after an error, unless the link is locked and no PIN would do). */
+export const checkForm = (
+  action: string,
+  formToken: string,
+  error?: string,
+  focus = error !== undefined,
+): Html => html`<h1>Find your ID number</h1>
 ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
 <form method="post" action="${action}">
   <input type="hidden" name="form" value="${formToken}">
   <label for="pin">Your PIN</label>
-  <input id="pin" name="pin" type="password" inputmode="numeric" autocomplete="off" required>
+  <input id="pin" name="pin" type="password" inputmode="numeric" autocomplete="off" required${focusIf(focus)}>
   <button type="submit">Show my number</button>
 </form>`;
 
-/** A talk ID's caller numbers on its check page: E.164 digits, its product's limit, what the last change did. */
+/**
+ * A talk ID's caller numbers on its check page: E.164 digits, its product's limit, what the last change
+ * did (`focus`: the number typed is what to fix).
+ */
 export interface AniSection {
   numbers: readonly string[];
   max: number;
-  note?: { ok: boolean; text: string };
+  note?: { ok: boolean; text: string; focus?: boolean };
 }
 
 /** Each change to the caller numbers is a form of its own, and asks for the PIN again. */
@@ -123,7 +142,7 @@ ${
   <input type="hidden" name="form" value="${formToken}">
   <input type="hidden" name="op" value="ani_add">
   <label for="ani">Add a caller number, country code first (for example +44 20 7946 0000)</label>
-  <input id="ani" name="ani" inputmode="tel" autocomplete="tel" required>
+  <input id="ani" name="ani" inputmode="tel" autocomplete="tel" required${focusIf(s.note?.focus === true)}>
   <label for="ani-pin">Your PIN</label>
   <input id="ani-pin" name="pin" type="password" inputmode="numeric" autocomplete="off" required>
   <button type="submit">Add this number</button>
@@ -146,14 +165,19 @@ export interface RechargeOffer {
   currency: string;
   /** The amount selected (the one a recharge still under way was for). */
   chosen?: number;
+  /** The field to fix after a refused recharge. */
+  focus?: RechargeField;
 }
+
+/** The recharge forms' fields a buyer types or chooses. */
+export type RechargeField = 'voucher' | 'amount' | 'card' | 'cardPin';
 
 export const rechargeForms = (o: RechargeOffer): Html => html`<h2>Recharge this ID</h2>
 <form method="post" action="${o.action}/voucher">
   <input type="hidden" name="form" value="${o.formToken}">
   <input type="hidden" name="grant" value="${o.grant}">
   <label for="voucher">Recharge voucher number</label>
-  <input id="voucher" name="voucher" inputmode="numeric" autocomplete="off" required>
+  <input id="voucher" name="voucher" inputmode="numeric" autocomplete="off" required${focusIf(o.focus === 'voucher')}>
   <button type="submit">Redeem the voucher</button>
 </form>
 ${
@@ -163,13 +187,13 @@ ${
   <input type="hidden" name="grant" value="${o.grant}">
   <input type="hidden" name="nonce" value="${o.nonce}">
   <label for="amount">Amount</label>
-  <select id="amount" name="amount" required>
+  <select id="amount" name="amount" required${focusIf(o.focus === 'amount')}>
     ${o.amounts.map((a) => html`<option value="${a}"${a === o.chosen ? html` selected` : ''}>${money(a, o.currency)}</option>`)}
   </select>
   <label for="card">Card number</label>
-  <input id="card" name="card" inputmode="numeric" autocomplete="cc-number" required>
+  <input id="card" name="card" inputmode="numeric" autocomplete="cc-number" required${focusIf(o.focus === 'card')}>
   <label for="cardPin">Card PIN</label>
-  <input id="cardPin" name="cardPin" type="password" inputmode="numeric" autocomplete="off" required>
+  <input id="cardPin" name="cardPin" type="password" inputmode="numeric" autocomplete="off" required${focusIf(o.focus === 'cardPin')}>
   <button type="submit">Pay and recharge</button>
 </form>`
     : ''

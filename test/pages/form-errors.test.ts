@@ -1,0 +1,143 @@
+/**
+ * What the buyer's forms say and do after an error, over plain HTTP: the
+ * error is an alert, and the one field to fix has the cursor (autofocus: no
+ * script needed).
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Product, RechargeProduct } from '../../src/catalog/schema';
+import type { Gateway } from '../../src/gateway/server';
+import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
+import { formSession, postPageForm, type FormSession, type Res } from '../support/http';
+import { addMember, buy, buyForm, newKey, product, type Buyer } from '../sales/fixtures';
+
+const TALK = product('talk-f', {
+  face: 1_000_000,
+  price: 1_000_000,
+  topupMaxBalance: 2_000_000,
+  topupAmounts: [1_000_000, 5_000_000],
+});
+const VOUCHER: RechargeProduct = {
+  name: 'voucher-f',
+  kind: 'recharge',
+  currency: 'EUR',
+  price: 5_000_000,
+  face: 5_000_000,
+  into: [],
+};
+const PIN = '8642';
+
+let h: Harness;
+let gw: Gateway;
+let salesTok: string;
+let rich: Buyer;
+let poor: Buyer;
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h, [TALK, VOUCHER] as Product[]);
+  await mint(h, TALK, 10);
+  gw = await gateway(h, {
+    pin: { maxTries: 5, lockSec: 60, lockMaxSec: 60, maxTriesPerClient: 1000, maxTriesPerNetwork: 100_000 },
+  });
+  salesTok = await token(h, 'sales', 'shop-f');
+  rich = await addMember(h, 100_000_000);
+  poor = await addMember(h, 0);
+});
+afterAll(async () => {
+  await gw?.close();
+  await h?.stop();
+});
+
+/** The ids of the fields a page puts the cursor in. */
+const autofocused = (text: string): string[] =>
+  [...text.matchAll(/<(?:input|select)\b[^>]*>/g)]
+    .map((m) => m[0])
+    .filter((tag) => /\sautofocus\b/.test(tag))
+    .map((tag) => /\sid="([^"]*)"/.exec(tag)?.[1] ?? '(no id)');
+
+/** The page's error, said as an alert: what a screen reader reads out on load. */
+const alertOf = (text: string): string | undefined => /<p class="error" role="alert"[^>]*>([^<]*)<\/p>/.exec(text)?.[1];
+
+const grantOf = (text: string): string => /name="grant" value="([^"]+)"/.exec(text)?.[1] ?? '';
+
+/** Buys an ID and opens its check link with the PIN, as its owner's browser would. */
+async function owned(): Promise<{ id: string; path: string; session: FormSession; page: Res }> {
+  const r = await buy(gw, salesTok, newKey(), TALK.name, rich, PIN);
+  expect(r.status).toBe(200);
+  const path = new URL(r.json.checkUrl).pathname;
+  const session = await formSession(gw, path);
+  const page = await postPageForm(gw, path, { pin: PIN }, session);
+  expect(page.status).toBe(200);
+  return { id: r.json.id, path, session, page };
+}
+
+describe('after an error the field to fix has the cursor', () => {
+  it('the buy page: the field its error is about, the product kept', async () => {
+    const session = await formSession(gw, '/buy');
+    expect(autofocused(await fetch(`http://127.0.0.1:${gw.port}/buy`).then((r) => r.text()))).toEqual([]);
+    const cases: [Record<string, string>, number, string][] = [
+      [{ ...buyForm(TALK.name, rich), pin: '12' }, 400, 'pin'],
+      [{ ...buyForm(TALK.name, rich), card: '1234' }, 400, 'card'],
+      [{ ...buyForm(TALK.name, rich), product: 'nothing-such' }, 404, 'product'],
+      [buyForm(TALK.name, poor), 402, 'card'],
+      [buyForm(TALK.name, { ...rich, cardPin: '9999' }), 402, 'cardPin'],
+      [buyForm(TALK.name, { ...rich, cardPin: '12' }), 400, 'cardPin'],
+    ];
+    for (const [form, status, field] of cases) {
+      const r = await postPageForm(gw, '/buy', form, session);
+      expect(r.status, field).toBe(status);
+      expect(alertOf(r.text), field).toBeTruthy();
+      expect(autofocused(r.text), `${r.status} ${alertOf(r.text)}`).toEqual([field]);
+      if (form.product === TALK.name) expect(r.text).toContain(`<option value="${TALK.name}" selected`);
+    }
+  });
+
+  it('the check link: the PIN, after a wrong one', async () => {
+    const o = await owned();
+    expect(autofocused(o.page.text)).toEqual([]);
+    const r = await postPageForm(gw, o.path, { pin: '0000' }, o.session);
+    expect(r.status).toBe(403);
+    expect(alertOf(r.text)).toContain('That PIN does not match this link.');
+    expect(autofocused(r.text)).toEqual(['pin']);
+  });
+
+  it('the check page: the voucher refused, the card declined, the caller number refused', async () => {
+    const o = await owned();
+    const grant = grantOf(o.page.text);
+    const voucher = await postPageForm(gw, `${o.path}/voucher`, { grant, voucher: '1234567890123' }, o.session);
+    expect(voucher.status).toBeGreaterThanOrEqual(400);
+    expect(alertOf(voucher.text)).toBeTruthy();
+    expect(autofocused(voucher.text)).toEqual(['voucher']);
+
+    // Over what the ID may hold (2.00 EUR): the amount; no credit on the card: the card.
+    const [v] = await soldIds(h, VOUCHER);
+    const over = await postPageForm(gw, `${o.path}/voucher`, { grant, voucher: v! }, o.session);
+    expect(over.status).toBe(422);
+    expect(autofocused(over.text)).toEqual(['voucher']);
+    const card = {
+      grant,
+      amount: '1000000',
+      nonce: randomBytes(16).toString('hex'),
+      card: poor.card,
+      cardPin: poor.cardPin,
+    };
+    const declined = await postPageForm(gw, `${o.path}/recharge`, card, o.session);
+    expect(declined.status).toBe(402);
+    expect(alertOf(declined.text)).toBeTruthy();
+    expect(autofocused(declined.text)).toEqual(['card']);
+    const tooMuch = await postPageForm(
+      gw,
+      `${o.path}/recharge`,
+      { ...card, amount: '5000000', nonce: randomBytes(16).toString('hex'), card: rich.card, cardPin: rich.cardPin },
+      o.session,
+    );
+    expect(tooMuch.status).toBeGreaterThanOrEqual(400);
+    expect(autofocused(tooMuch.text)).toEqual(['amount']);
+
+    const ani = await postPageForm(gw, o.path, { pin: PIN, op: 'ani_add', ani: '020 7946 0000' }, o.session);
+    expect(ani.status).toBe(400);
+    expect(/<p class="error" role="alert" id="ani-note">/.test(ani.text)).toBe(true);
+    expect(autofocused(ani.text)).toEqual(['ani']);
+  });
+});
