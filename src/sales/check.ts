@@ -69,7 +69,12 @@ export type CheckResult =
       expires?: number;
       validDays: number;
     }
-  /** `client`: the client address is locked out (wrong PINs over many links), not the link. */
+  /**
+   * `client`: the client address is locked out (wrong PINs over many links), not the link; with
+   * `triesLeft`, it is the address that many more wrong PINs lock out first. `triesLeft`, for a wrong
+   * PIN: how many more wrong ones the link (or the address) takes before it locks; the one that locks
+   * it is among them. An unknown link has only its address's count.
+   */
   | { ok: false; reason: 'wrong_pin' | 'locked'; triesLeft?: number; until?: number; client?: true };
 
 export class CheckLinks {
@@ -121,9 +126,12 @@ export class CheckLinks {
     // Gives a count back: DECR then EXPIRE NX, since a key that expired meanwhile comes back at -1 without a TTL.
     const giveBack = (key: string): Promise<unknown> =>
       redis.multi().decr(key).expire(key, cfg.pin.lockSec, 'NX').exec();
+    // The address's wrong PINs so far, this one included (counted below unless its network is over).
+    let byClient = 0;
     const over = async (): Promise<{ n: number; ttl: number; max: number; kind: LockKind } | undefined> => {
       if (inNet.n > cfg.pin.maxTriesPerNetwork) return { ...inNet, max: cfg.pin.maxTriesPerNetwork, kind: 'network' };
       const c = await count(clientKey);
+      byClient = c.n;
       if (c.n <= cfg.pin.maxTriesPerClient) return undefined;
       // Refused for its address, the try is not its network's: one address must not lock out its neighbours.
       await giveBack(netKey);
@@ -137,11 +145,13 @@ export class CheckLinks {
       return { ok: false, reason: 'locked', until: now + locked.ttl, client: true };
     }
 
+    // Wrong PINs the address may still send before it is locked out (the next one past them is refused).
+    const clientLeft = Math.max(0, cfg.pin.maxTriesPerClient - byClient);
     const linked = await this.linked(bucketText, token);
-    // An unknown link answers like a wrong PIN, and as slowly: no telling which links exist.
+    // An unknown link answers like a wrong PIN, and as slowly: it has no count of its own, only its address's.
     if (!linked) {
       await this.verify(pin, await (this.dummy ??= hashPin('0000')));
-      return { ok: false, reason: 'wrong_pin' };
+      return { ok: false, reason: 'wrong_pin', triesLeft: clientLeft, client: true };
     }
     const idKey = linked.key;
     const logged = (gate: PinGate): PinGate => {
@@ -160,9 +170,12 @@ export class CheckLinks {
     const h = await idHash(redis, idKey);
     if (!h.pin || !(await this.verify(pin, h.pin))) {
       const r = logged(await pinAttempt(scripts, idKey, 'wrong', limits, attempt));
-      return r.state === 'locked'
-        ? { ok: false, reason: 'locked', until: r.until }
-        : { ok: false, reason: 'wrong_pin', triesLeft: r.state === 'wrong' ? r.triesLeft : 0 };
+      if (r.state === 'locked') return { ok: false, reason: 'locked', until: r.until };
+      // Whichever locks first: the link, or the address (wrong PINs on other links too).
+      const linkLeft = r.state === 'wrong' ? r.triesLeft : 0;
+      return linkLeft <= clientLeft
+        ? { ok: false, reason: 'wrong_pin', triesLeft: linkLeft }
+        : { ok: false, reason: 'wrong_pin', triesLeft: clientLeft, client: true };
     }
     await Promise.all([giveBack(clientKey), giveBack(netKey)]);
     // The link may have locked while this PIN was being verified (wrong PINs sent at the same time).
@@ -180,6 +193,11 @@ export class CheckLinks {
       validDays: Number(h.expd ?? 0),
       ...(exp > 0 ? { expires: exp } : {}),
     };
+  }
+
+  /** How long a first lock lasts (a further one lasts longer), in seconds. */
+  get firstLockSec(): number {
+    return this.ctx.cfg.pin.lockSec;
   }
 
   /**

@@ -29,6 +29,8 @@ const PIN = '8642';
 
 let h: Harness;
 let gw: Gateway;
+/** The same, but an address is locked out after 3 wrong PINs (before a link's 5). */
+let gwC: Gateway;
 let salesTok: string;
 let rich: Buyer;
 let poor: Buyer;
@@ -40,12 +42,16 @@ beforeAll(async () => {
   gw = await gateway(h, {
     pin: { maxTries: 5, lockSec: 60, lockMaxSec: 60, maxTriesPerClient: 1000, maxTriesPerNetwork: 100_000 },
   });
+  gwC = await gateway(h, {
+    pin: { maxTries: 5, lockSec: 60, lockMaxSec: 60, maxTriesPerClient: 3, maxTriesPerNetwork: 100_000 },
+  });
   salesTok = await token(h, 'sales', 'shop-f');
   rich = await addMember(h, 100_000_000);
   poor = await addMember(h, 0);
 });
 afterAll(async () => {
   await gw?.close();
+  await gwC?.close();
   await h?.stop();
 });
 
@@ -58,6 +64,12 @@ const autofocused = (text: string): string[] =>
 
 /** The page's error, said as an alert: what a screen reader reads out on load. */
 const alertOf = (text: string): string | undefined => /<p class="error" role="alert"[^>]*>([^<]*)<\/p>/.exec(text)?.[1];
+
+/** No wrong PINs counted against the test's address (127.0.0.1), whatever other tests sent. */
+async function clearClientCounts(): Promise<void> {
+  const found = [...(await h.r.keys('ts:{b*}:pinip:*')), ...(await h.r.keys('ts:{b*}:pinnet:*'))];
+  if (found.length) await h.r.del(...found);
+}
 
 const grantOf = (text: string): string => /name="grant" value="([^"]+)"/.exec(text)?.[1] ?? '';
 
@@ -139,5 +151,55 @@ describe('after an error the field to fix has the cursor', () => {
     expect(ani.status).toBe(400);
     expect(/<p class="error" role="alert" id="ani-note">/.test(ani.text)).toBe(true);
     expect(autofocused(ani.text)).toEqual(['ani']);
+  });
+});
+
+describe('a wrong PIN on the check link', () => {
+  const digits = (s: string): string => s.replace(/\D/g, '');
+
+  it('says how many more wrong PINs lock the link, before the last one does, and nothing of the ID', async () => {
+    const o = await owned();
+    const wrong = async (): Promise<Res> => {
+      const r = await postPageForm(gw, o.path, { pin: '0000' }, o.session);
+      expect(digits(r.text)).not.toContain(o.id);
+      return r;
+    };
+    for (const left of [4, 3, 2]) {
+      const r = await wrong();
+      expect(r.status).toBe(403);
+      expect(alertOf(r.text)).toBe(
+        `That PIN does not match this link. ${left} more wrong PINs will lock this link for at least 60 seconds.`,
+      );
+    }
+    expect(alertOf((await wrong()).text)).toBe(
+      'That PIN does not match this link. One more wrong PIN will lock this link for at least 60 seconds.',
+    );
+    // The right PIN starts the count again.
+    expect((await postPageForm(gw, o.path, { pin: PIN }, o.session)).status).toBe(200);
+    expect(alertOf((await wrong()).text)).toContain('4 more wrong PINs will lock this link');
+  });
+
+  it('says so when the address locks first; an unknown link counts only the address', async () => {
+    await clearClientCounts();
+    const o = await owned();
+    const s = await formSession(gwC, o.path);
+    const unknown = o.path.replace(/[0-9a-f]{32}$/, '0'.repeat(32));
+    const r1 = await postPageForm(gwC, o.path, { pin: '0000' }, s);
+    expect(alertOf(r1.text)).toBe(
+      'That PIN does not match this link. 2 more wrong PINs from your address will lock it out of check links for a while.',
+    );
+    const r2 = await postPageForm(gwC, unknown, { pin: PIN }, s);
+    expect(r2.status).toBe(403);
+    expect(alertOf(r2.text)).toBe(
+      'That PIN does not match this link. One more wrong PIN from your address will lock it out of check links for a while.',
+    );
+    const r3 = await postPageForm(gwC, o.path, { pin: '0000' }, s);
+    expect(alertOf(r3.text)).toBe(
+      'That PIN does not match this link. Your address may try no more PINs for now: please try again later.',
+    );
+    const r4 = await postPageForm(gwC, o.path, { pin: PIN }, s);
+    expect(r4.status).toBe(429);
+    expect(alertOf(r4.text)).toContain('Too many wrong PINs from your address');
+    await clearClientCounts();
   });
 });

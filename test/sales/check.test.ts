@@ -207,7 +207,7 @@ describe('check link', () => {
     expectNothingOf(r, b.id);
   });
 
-  it('an unknown link answers exactly like a wrong PIN', async () => {
+  it('an unknown link answers like a wrong PIN, but for the tries left, which are its address’s', async () => {
     const b = await buyOne();
     const wrong = await check(gw, b.path, wrongPin(b));
     const [, , bucket] = b.path.split('/');
@@ -221,8 +221,11 @@ describe('check link', () => {
       const r = await check(gw, path, b.pin);
       expect(r.status, path).toBe(403);
       expect(r.type).toBe(wrong.type);
-      // The same page but for the form's own action.
-      expect(r.text.replace(/action="[^"]*"/, '')).toBe(wrong.text.replace(/action="[^"]*"/, ''));
+      // The same page but for the form's own action and the tries left (the address's, not a link's).
+      const page = (t: string): string =>
+        t.replace(/action="[^"]*"/, '').replace(/ (?:One|\d+) more wrong PINs?[^<]*</, '<');
+      expect(r.text).toMatch(/\d+ more wrong PINs from your address will lock it out of check links/);
+      expect(page(r.text)).toBe(page(wrong.text));
       expectNothingOf(r, b.id);
     }
     // Its form, too, looks like any other link's.
@@ -250,7 +253,11 @@ describe('unknown links', () => {
       ['abc', randomBytes(16).toString('hex')],
       [bucket!, 'not-a-token'],
     ]) {
-      expect(await links.check(bk!, t!, b.pin, 'client-b')).toEqual({ ok: false, reason: 'wrong_pin' });
+      expect(await links.check(bk!, t!, b.pin, 'client-b')).toMatchObject({
+        ok: false,
+        reason: 'wrong_pin',
+        client: true,
+      });
     }
     expect(verified).toBe(4);
   });

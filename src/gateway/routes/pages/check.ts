@@ -92,6 +92,20 @@ async function aniSection(
   return { section: { numbers: await d.anis.list(idKey), max, note }, status };
 }
 
+/**
+ * What a wrong PIN is told: how many more wrong ones lock the link (or the address) and for how long,
+ * so that the owner can stop before the last try; nothing of the ID. `client`: the address locks first.
+ */
+function wrongPinMessage(triesLeft: number, client: boolean, lockSec: number): string {
+  const more = triesLeft === 1 ? 'One more wrong PIN' : `${triesLeft} more wrong PINs`;
+  const then = client
+    ? triesLeft === 0
+      ? 'Your address may try no more PINs for now: please try again later.'
+      : `${more} from your address will lock it out of check links for a while.`
+    : `${more} will lock this link for at least ${waitFor(lockSec)}.`;
+  return `That PIN does not match this link. ${then}`;
+}
+
 /** What a locked check link (or a locked-out client) is told, and when to try again. */
 function lockedMessage(until: number, byClient: boolean): { retry: string; message: string } {
   const retry = String(Math.max(1, Math.ceil((until - Date.now()) / 1000)));
@@ -165,7 +179,13 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
         if (!kit.fromOurPage(fc, f)) return again(403, NOT_OUR_FORM);
         const r = await d.checks.check(bucket, token, digitsField(f, 'pin'), client);
         if (!r.ok) {
-          if (r.reason !== 'locked') return again(403, 'That PIN does not match this link.');
+          if (r.reason !== 'locked')
+            return again(
+              403,
+              r.triesLeft === undefined
+                ? 'That PIN does not match this link.'
+                : wrongPinMessage(r.triesLeft, Boolean(r.client), d.checks.firstLockSec),
+            );
           const { retry, message } = lockedMessage(r.until ?? Date.now(), Boolean(r.client));
           const body = checkForm(action, d.formMac(fc.cookie), message, false);
           return kit.send(reply, 429, 'Find your number', body, undefined, { 'Retry-After': retry });
