@@ -203,3 +203,40 @@ describe('a wrong PIN on the check link', () => {
     await clearClientCounts();
   });
 });
+
+describe('a caller number typed on the check page', () => {
+  const noteOf = (text: string): string | undefined =>
+    /<p class="[^"]*" role="alert" id="ani-note">([^<]*)<\/p>/.exec(text)?.[1];
+  const listed = (text: string): string[] => [...text.matchAll(/<span class="ani">\+(\d+)<\/span>/g)].map((m) => m[1]!);
+
+  it('may have dashes, which change no number', async () => {
+    const o = await owned();
+    const add = (ani: string): Promise<Res> => postPageForm(gw, o.path, { pin: PIN, op: 'ani_add', ani }, o.session);
+    const r = await add('+44-20-7946-0001');
+    expect(r.status).toBe(200);
+    expect(noteOf(r.text)).toBe('Caller number added.');
+    expect(listed(r.text)).toEqual(['442079460001']);
+    // A phone's own hyphen (U+2011) is one too.
+    const r2 = await add('+1\u2011212\u2011555\u20110100');
+    expect(r2.status).toBe(200);
+    expect(listed(r2.text).sort()).toEqual(['12125550100', '442079460001']);
+  });
+
+  it('is refused with brackets, saying to type it without them, and never made another number', async () => {
+    const o = await owned();
+    const add = (ani: string): Promise<Res> => postPageForm(gw, o.path, { pin: PIN, op: 'ani_add', ani }, o.session);
+    for (const ani of ['+44 (20) 7946-0000', '+44 (0)20 7946 0000']) {
+      const r = await add(ani);
+      expect(r.status, ani).toBe(400);
+      expect(noteOf(r.text), ani).toContain('Please type the caller number without brackets');
+      expect(noteOf(r.text), ani).toContain('+44 (0)20 7946 0000 is +44 20 7946 0000');
+      expect(listed(r.text)).toEqual([]);
+    }
+    // A national number: what is taken, not a misleading "not in international format" alone.
+    const national = await add('020 7946 0000');
+    expect(national.status).toBe(400);
+    expect(noteOf(national.text)).toBe(
+      'That is not a caller number in international format. Type + and the country code first, then the number: 7 to 15 digits in all, spaces and dashes allowed, no brackets. For example +44 20 7946 0000.',
+    );
+  });
+});

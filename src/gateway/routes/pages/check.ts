@@ -41,11 +41,24 @@ import {
 
 /** How long the PIN given on the check page stands for the recharge forms it shows. */
 const GRANT_MS = 15 * 60_000;
-/** What the owner is told when a change to the caller numbers is refused. */
-function aniRefusal(reason: string, max: number): string {
+/**
+ * Dashes in a caller number typed on the page: separators only, as spaces are (which the ledger drops),
+ * so dropping them changes no number: a `+` or `00` counts only at the start, and a dash where a space
+ * might be gives the digits a space would. Brackets are not dropped: `+44 (0)20 …` would become a wrong
+ * number (+44 020 …), not the owner's.
+ */
+const ANI_DASHES = /[-\u2010-\u2015\u2212]/g;
+
+/**
+ * What the owner is told when a change to the caller numbers is refused: for a number it cannot take,
+ * what it takes (never the number typed).
+ */
+function aniRefusal(reason: string, max: number, bracketed: boolean): string {
   switch (reason) {
     case 'bad_ani':
-      return 'That is not a caller number in international format: the country code first (for example +44 20 7946 0000), 7 to 15 digits.';
+      return bracketed
+        ? 'Please type the caller number without brackets: +44 (20) 7946 0000 is +44 20 7946 0000, and a 0 in brackets after the country code is left out: +44 (0)20 7946 0000 is +44 20 7946 0000.'
+        : 'That is not a caller number in international format. Type + and the country code first, then the number: 7 to 15 digits in all, spaces and dashes allowed, no brackets. For example +44 20 7946 0000.';
     case 'ani_taken':
       return 'That number is registered to another ID. Remove it there first.';
     case 'too_many_anis':
@@ -76,7 +89,7 @@ async function aniSection(
   let note: AniSection['note'];
   let status = 200;
   if (op === 'ani_add' || op === 'ani_remove') {
-    const ani = digitsField(form, 'ani');
+    const ani = digitsField(form, 'ani').replace(ANI_DASHES, '');
     const c =
       op === 'ani_add'
         ? await d.anis.add(idKey, ani, { role: 'owner' })
@@ -85,7 +98,7 @@ async function aniSection(
     else {
       // The number typed is what to fix when it is malformed or another ID's (the add form is still shown).
       const focus = op === 'ani_add' && (c.reason === 'bad_ani' || c.reason === 'ani_taken');
-      note = { ok: false, text: aniRefusal(c.reason, max), focus };
+      note = { ok: false, text: aniRefusal(c.reason, max, /[()]/.test(ani)), focus };
       status = statusOf(c.reason);
     }
   }
