@@ -66,6 +66,8 @@ export type CheckResult =
       balance: number;
       currency: string;
       state: string;
+      /** Blocked by its refund: the price went back to the card. */
+      refunded?: true;
       expires?: number;
       validDays: number;
     }
@@ -190,6 +192,7 @@ export class CheckLinks {
       balance: Number(h.bal),
       currency: h.cur ?? '',
       state: h.st ?? '',
+      ...(h.refrec ? { refunded: true as const } : {}),
       validDays: Number(h.expd ?? 0),
       ...(exp > 0 ? { expires: exp } : {}),
     };

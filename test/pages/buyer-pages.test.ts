@@ -181,7 +181,7 @@ describe.skipIf(!chromium.ok)('buyer pages in Chromium, phone-sized, without Jav
     expect(await fillBuy('talk50', '1357', BOB)).toBe(402);
     let t = await text(page);
     expect(t).toContain('Payment not completed');
-    expect(t).toContain('not enough credit on the card');
+    expect(t).toContain('Not enough credit on the card.');
     expect(t).toContain('Nothing was sold.');
     expect(t).not.toContain('The ID number you purchased is');
     expect(await page.$('#id-number')).toBeNull();
@@ -195,7 +195,7 @@ describe.skipIf(!chromium.ok)('buyer pages in Chromium, phone-sized, without Jav
     // A card the card company does not know.
     expect(await fillBuy('talk', '1357', STRANGER)).toBe(402);
     t = await text(page);
-    expect(t).toContain('the card company does not know this card holder');
+    expect(t).toContain('The card company does not know this card holder.');
     expect(await page.$('#id-number')).toBeNull();
 
     expect(await stock('talk50')).toBe(before.big);

@@ -9,6 +9,7 @@ import type { Product, RechargeProduct } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
 import { formSession, postPageForm, type FormSession, type Res } from '../support/http';
+import { idKeyOf } from '../support/redis';
 import { addMember, buy, buyForm, newKey, product, type Buyer } from '../sales/fixtures';
 
 const TALK = product('talk-f', {
@@ -237,6 +238,65 @@ describe('a caller number typed on the check page', () => {
     expect(national.status).toBe(400);
     expect(noteOf(national.text)).toBe(
       'That is not a caller number in international format. Type + and the country code first, then the number: 7 to 15 digits in all, spaces and dashes allowed, no brackets. For example +44 20 7946 0000.',
+    );
+  });
+});
+
+describe('what the check page says in words a buyer reads', () => {
+  const stateOf = (text: string): string | undefined => /<td id="state">([^<]*)<\/td>/.exec(text)?.[1];
+
+  it('the state: active, used up, expired, blocked, refunded; never the ledger’s word', async () => {
+    const o = await owned();
+    expect(stateOf(o.page.text)).toBe('Active');
+    const key = idKeyOf(h, o.id);
+    const shown = async (): Promise<string | undefined> =>
+      stateOf((await postPageForm(gw, o.path, { pin: PIN }, o.session)).text);
+    await h.r.hset(key, 'st', 'exhausted');
+    expect(await shown()).toBe('Used up');
+    // Expiry reaches `st` only when a use finds it past: a past expiry is expired either way.
+    const exp = await h.r.hget(key, 'exp');
+    await h.r.hset(key, 'exp', String(Date.now() - 1000));
+    expect(await shown()).toBe('Expired');
+    await h.r.hset(key, 'st', 'expired');
+    expect(await shown()).toBe('Expired');
+    await h.r.hset(key, 'exp', exp ?? '0', 'st', 'blocked', 'prev', 'sold');
+    expect(await shown()).toBe('Blocked');
+    await h.r.hset(key, 'refrec', '1-0');
+    expect(await shown()).toBe('Refunded');
+  });
+
+  it('refusals as sentences, while the API keeps its messages as they were', async () => {
+    const session = await formSession(gw, '/buy');
+    const declined = await postPageForm(gw, '/buy', buyForm(TALK.name, poor), session);
+    expect(declined.status).toBe(402);
+    expect(alertOf(declined.text)).toBe('Not enough credit on the card.');
+    const api = await buy(gw, salesTok, newKey(), TALK.name, poor, PIN);
+    expect(api.json.error).toEqual({ reason: 'insufficient_funds', message: 'not enough credit on the card' });
+
+    const o = await owned();
+    const grant = grantOf(o.page.text);
+    const [v] = await soldIds(h, VOUCHER);
+    const over = await postPageForm(gw, `${o.path}/voucher`, { grant, voucher: v! }, o.session);
+    expect(over.status).toBe(422);
+    expect(alertOf(over.text)).toBe('The recharge would take the balance above what this product may hold.');
+    const card = {
+      grant,
+      amount: '5000000',
+      nonce: randomBytes(16).toString('hex'),
+      card: rich.card,
+      cardPin: rich.cardPin,
+    };
+    const tooMuch = await postPageForm(gw, `${o.path}/recharge`, card, o.session);
+    expect(alertOf(tooMuch.text)).toBe('The recharge would take the balance above what this product may hold.');
+    const poorCard = {
+      ...card,
+      amount: '1000000',
+      nonce: randomBytes(16).toString('hex'),
+      card: poor.card,
+      cardPin: poor.cardPin,
+    };
+    expect(alertOf((await postPageForm(gw, `${o.path}/recharge`, poorCard, o.session)).text)).toBe(
+      'Not enough credit on the card.',
     );
   });
 });

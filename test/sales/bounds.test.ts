@@ -122,8 +122,8 @@ describe('nothing is written for a request that fails its checks', () => {
         400,
         'Please enter the card number: 12 to 19 digits.',
       ],
-      [{ product: 'talk-b', card: m.card, cardPin: 'x'.repeat(5000) }, 400, 'the card PIN must be 4 to 12 digits'],
-      [{ product: 'talk-b', card: m.card, cardPin: '' }, 400, 'the card PIN must be 4 to 12 digits'],
+      [{ product: 'talk-b', card: m.card, cardPin: 'x'.repeat(5000) }, 400, 'The card PIN must be 4 to 12 digits.'],
+      [{ product: 'talk-b', card: m.card, cardPin: '' }, 400, 'The card PIN must be 4 to 12 digits.'],
     ];
     for (const [b, status, text] of cases) {
       const r = await buyPage(gw, b.product, b);
@@ -165,7 +165,7 @@ describe('anonymous purchases are counted per client address and in total', () =
     // The first purchase's form submitted again is not a new purchase: its answer, not a 429.
     const again = await buyPage(gw, 'talk-b', card, { from, nonce: first });
     expect(again.status).toBe(402);
-    expect(again.text).toContain('the card company does not know this card holder');
+    expect(again.text).toContain('The card company does not know this card holder');
     // Another address is counted on its own; an IPv6 client by its /64.
     expect((await buyPage(gw, 'talk-b', stranger(), { from: '198.51.100.8' })).status).toBe(402);
     for (let i = 0; i < 3; i++)
@@ -231,7 +231,7 @@ describe('anonymous purchases are counted per client address and in total', () =
     for (let i = 0; i < 5; i++) {
       const r = await buyPage(gw, 'talk-b', { card: '4000000000000011', cardPin: '1234' }, { from });
       expect(r.status).toBe(402);
-      expect(r.text).toContain('the card number is not valid');
+      expect(r.text).toContain('The card number is not valid');
     }
     expect(await dataKeys()).toEqual(before);
     expect((await buyPage(gw, 'talk-b', stranger(), { from })).status).toBe(402);

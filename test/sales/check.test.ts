@@ -123,7 +123,7 @@ describe('check link', () => {
     expect(shown?.[1]).toBe(grouped(b.id));
     expect(shown![1]!.replace(/ /g, '')).toBe(b.id);
     expect(r.text).toContain('<td id="balance">1.00 EUR</td>');
-    expect(r.text).toContain('<td>sold</td>');
+    expect(r.text).toContain('<td id="state">Active</td>');
   });
 
   it('a sold ID keeps its compact hash: the PIN hash fits within hash-max-listpack-value', async () => {

@@ -437,7 +437,7 @@ describe('the check page', () => {
       o.session,
     );
     expect(declined.status).toBe(402);
-    expect(declined.text).toContain('not enough credit on the card');
+    expect(declined.text).toContain('Not enough credit on the card.');
     expect(await balanceOf(h, o.id)).toBe(1_000_000);
 
     const payer = await addMember(h, 10_000_000);
@@ -580,7 +580,7 @@ describe('the check page', () => {
     const r = await postPageForm(slow, `${o.path}/recharge`, form, o.session);
     await slow.close();
     expect(r.status).toBe(403);
-    expect(r.text).toContain('the ID is blocked');
+    expect(r.text).toContain('The ID is blocked.');
     expect(await balanceOf(h, o.id)).toBe(1_000_000);
     expect(await usedCredit(h, payer.card)).toBe(0);
   });

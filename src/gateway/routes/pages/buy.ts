@@ -14,6 +14,7 @@ import {
   FORM_LIMIT,
   formClient,
   NOT_OUR_FORM,
+  sentence,
   type FormClient,
   type PageDeps,
   type PageKit,
@@ -122,7 +123,7 @@ async function sell(
       ? 'The card company has not answered yet. Submit the same details again in a moment: you will not be charged twice.'
       : r.reason === 'too_many_purchases'
         ? `Too many purchases were started just now. Please wait ${waitFor(r.retryAfter ?? 1)}, then try again.`
-        : r.message;
+        : sentence(r.message);
     return kit.send(
       reply,
       r.httpStatus ?? statusOf(r.reason, 402),

@@ -22,6 +22,7 @@ import {
   FORM_LIMIT,
   formClient,
   NOT_OUR_FORM,
+  sentence,
   type FormClient,
   type PageDeps,
   type PageKit,
@@ -151,7 +152,7 @@ function voucherRefusal(reason: string): string {
     return 'That is not a valid voucher number; please check it and try again.';
   if (reason === 'already_redeemed') return 'That voucher has already been used.';
   if (reason === 'throttled') return 'Too many voucher numbers that do not exist: please wait before trying again.';
-  return `${messageOf(reason)}.`;
+  return sentence(messageOf(reason));
 }
 
 /**
@@ -341,6 +342,6 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
             focus,
             message: `Too many payments were started just now. Please wait ${waitFor(r.retryAfter ?? 1)}, then try again.`,
           }
-        : { ...r, focus, message: r.message.endsWith('.') ? r.message : `${r.message}.` };
+        : { ...r, focus, message: sentence(r.message) };
   });
 }

@@ -85,6 +85,16 @@ export const NOT_OUR_FORM =
   'This form did not come from this site, or it is too old. Please fill it in again here (this site needs its cookie).';
 
 /** A card number of the wrong length or with other characters: the buyer mistyped it (400), no card company asked. */
+/**
+ * A message shown to the buyer as a sentence: capitalised and ended with a full stop. Refusal messages
+ * are written to go after a reason in an API answer (`not enough credit on the card`), which clients
+ * may match: they are left as they are, and only the page makes them a sentence.
+ */
+export function sentence(message: string): string {
+  const s = message.charAt(0).toUpperCase() + message.slice(1);
+  return /[.!?]$/.test(s) ? s : `${s}.`;
+}
+
 export const CARD_NUMBER_PLEASE = 'Please enter the card number: 12 to 19 digits.';
 
 /**

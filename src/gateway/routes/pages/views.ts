@@ -222,6 +222,27 @@ export const voucherRepeatPage = (
 export const notRechargedPage = (text: string, forms: Html | undefined, back: string): Html =>
   html`<h1>Not recharged</h1><p class="error" role="alert">${text}</p>${forms ?? ''}<p><a href="${back}">Back to your number</a></p>`;
 
+/**
+ * The ID's state in a buyer's words, not the ledger's (`st`: minted, sold, exhausted, expired, blocked).
+ * Expiry is written to `st` only when a use finds it past, so a past `expires` is expired whatever `st`
+ * says; a block, refund or not, wins over everything.
+ */
+export function stateWords(r: { state: string; expires?: number; refunded?: true }, now = Date.now()): string {
+  if (r.state === 'blocked') return r.refunded ? 'Refunded' : 'Blocked';
+  if (r.state === 'expired' || (r.expires !== undefined && r.expires <= now)) return 'Expired';
+  switch (r.state) {
+    case 'sold':
+      return 'Active';
+    case 'exhausted':
+      return 'Used up';
+    case 'minted':
+      return 'Not sold yet';
+    default:
+      // A state this page does not know yet: its own word rather than a wrong one.
+      return r.state;
+  }
+}
+
 export const checkedPage = (
   r: Extract<CheckResult, { ok: true }>,
   action: string,
@@ -233,7 +254,7 @@ export const checkedPage = (
 <p class="id" id="id-number">${spaced(r.id)}</p>
 <table>
 <tr><th>Balance</th><td id="balance">${r.kind === 'talk' || r.kind === 'goods' || r.kind === 'recharge' ? money(r.balance, r.currency) : String(r.balance)}</td></tr>
-<tr><th>State</th><td>${r.state}</td></tr>
+<tr><th>State</th><td id="state">${stateWords(r)}</td></tr>
 <tr><th>Valid until</th><td id="expires">${r.expires ? new Date(r.expires).toISOString().slice(0, 10) : validity(r.validDays)}</td></tr>
 </table>
 ${anis ? aniForms(anis, action, formToken) : ''}
