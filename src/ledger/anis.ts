@@ -41,14 +41,17 @@ export const ANI_WINDOW_MS = 86_400_000;
 /**
  * A caller number as Tessera keeps it: E.164 digits, country code first. Spaces
  * are dropped and a leading `+` or `00` (the international prefix) taken off;
- * what is left must be 7 to 15 digits starting with 1-9. A national number
- * (trunk prefix 0) is undefined: refused, never guessed at.
+ * what is left must be 7 to 15 digits starting with 1-9 (and, for +1, an area
+ * code starting with 2-9). A national number (trunk prefix 0) is undefined:
+ * refused, never guessed at.
  */
 export function aniDigits(raw: unknown): string | undefined {
   if (typeof raw !== 'string' || raw.length > 40) return undefined;
   const s = raw.replace(/\s+/g, '');
   const digits = s.startsWith('+') ? s.slice(1) : s.startsWith('00') ? s.slice(2) : s;
-  return ANI_DIGITS.test(digits) ? digits : undefined;
+  // North American area codes start with 2-9: +10… and +11… are no numbers. Australia's
+  // international prefix 0011 read as 00 and 11… would otherwise be kept as one.
+  return ANI_DIGITS.test(digits) && !/^1[01]/.test(digits) ? digits : undefined;
 }
 
 /** A caller number, normalised, and where its index lives. */
