@@ -68,7 +68,8 @@ const EnvSchema = Type.Object({
   PIN_MAX_TRIES_PER_CLIENT: Int(1, 100_000, 20),
   PIN_MAX_TRIES_PER_NETWORK: Int(1, 10_000_000, 100),
   SCAN_TTL_SEC: Int(60, 366 * 86400, 30 * 86400),
-  OFFLINE_MAX_AGE_MS: Int(0, 30 * 86_400_000, 86_400_000),
+  // Unset: 24 h, or SCAN_TTL_SEC when that is shorter (below).
+  OFFLINE_MAX_AGE_MS: Type.Optional(Type.Integer({ minimum: 0, maximum: 30 * 86_400_000 })),
   GUESS_LIMIT: Int(1, 1_000_000, 20),
   GUESS_WINDOW_SEC: Int(1, 86400, 60),
   SWITCH_GUESS_LIMIT: Int(1, 1_000_000_000, 1000),
@@ -233,6 +234,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   // A WAIT that outlived the command timeout would be cut off as a timeout, not answered as one.
   if (e.REDIS_ACK_TIMEOUT_MS !== undefined && e.REDIS_ACK_TIMEOUT_MS >= e.REDIS_TIMEOUT_MS)
     throw new ConfigError('invalid configuration: REDIS_ACK_TIMEOUT_MS must be below REDIS_TIMEOUT_MS');
+  // An offline scan sent again once its scan id is forgotten would be a second redemption: its `at`
+  // must be out of bounds by then, and a scan id is kept SCAN_TTL_SEC at least.
+  if (e.OFFLINE_MAX_AGE_MS !== undefined && e.OFFLINE_MAX_AGE_MS > e.SCAN_TTL_SEC * 1000)
+    throw new ConfigError('invalid configuration: OFFLINE_MAX_AGE_MS must not exceed SCAN_TTL_SEC');
   if ((e.REDIS_PASSWORD || e.REDIS_USERNAME) && !e.REDIS_CLUSTER)
     throw new ConfigError(
       'invalid configuration: REDIS_USERNAME and REDIS_PASSWORD go with REDIS_CLUSTER; with REDIS_URL put them in the URL (redis://user:password@host:port)',
@@ -308,7 +313,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       maxTriesPerNetwork: e.PIN_MAX_TRIES_PER_NETWORK,
     },
     scanTtlSec: e.SCAN_TTL_SEC,
-    offlineMaxAgeMs: e.OFFLINE_MAX_AGE_MS,
+    offlineMaxAgeMs: e.OFFLINE_MAX_AGE_MS ?? Math.min(86_400_000, e.SCAN_TTL_SEC * 1000),
     guessLimit: e.GUESS_LIMIT,
     guessWindowSec: e.GUESS_WINDOW_SEC,
     switchGuessLimit: e.SWITCH_GUESS_LIMIT,

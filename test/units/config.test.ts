@@ -190,6 +190,17 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ REDIS_REPLICATED_ACKS: 'yes' })).toThrow(/REDIS_REPLICATED_ACKS/);
   });
 
+  it('offline scans: never older than a scan id is kept, so a journal sent again is not redeemed twice', () => {
+    expect(loadConfig({ OFFLINE_MAX_AGE_MS: '3600000' }).offlineMaxAgeMs).toBe(3_600_000);
+    // Unset, 24 h or the shorter scan memory; set, at most SCAN_TTL_SEC.
+    expect(loadConfig({ SCAN_TTL_SEC: '600' }).offlineMaxAgeMs).toBe(600_000);
+    expect(loadConfig({ SCAN_TTL_SEC: '600', OFFLINE_MAX_AGE_MS: '600000' }).offlineMaxAgeMs).toBe(600_000);
+    expect(() => loadConfig({ SCAN_TTL_SEC: '600', OFFLINE_MAX_AGE_MS: '600001' })).toThrow(
+      /OFFLINE_MAX_AGE_MS must not exceed SCAN_TTL_SEC/,
+    );
+    expect(() => loadConfig({ OFFLINE_MAX_AGE_MS: String(30 * 86_400_000 + 1) })).toThrow(/OFFLINE_MAX_AGE_MS/);
+  });
+
   it('TRUST_PROXY: 0, 1 (any peer) or the proxies whose X-Forwarded-For is taken', () => {
     expect(loadConfig({}).trustProxy).toBe(false);
     expect(loadConfig({ TRUST_PROXY: '1' }).trustProxy).toBe(true);
