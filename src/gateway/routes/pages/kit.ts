@@ -84,7 +84,6 @@ export function formClient(req: HttpRequest): FormClient {
 export const NOT_OUR_FORM =
   'This form did not come from this site, or it is too old. Please fill it in again here (this site needs its cookie).';
 
-/** A card number of the wrong length or with other characters: the buyer mistyped it (400), no card company asked. */
 /**
  * A message shown to the buyer as a sentence: capitalised and ended with a full stop. Refusal messages
  * are written to go after a reason in an API answer (`not enough credit on the card`), which clients
@@ -95,6 +94,7 @@ export function sentence(message: string): string {
   return /[.!?]$/.test(s) ? s : `${s}.`;
 }
 
+/** A card number of the wrong length or with other characters: the buyer mistyped it (400), no card company asked. */
 export const CARD_NUMBER_PLEASE = 'Please enter the card number: 12 to 19 digits.';
 
 /**
