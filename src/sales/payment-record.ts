@@ -324,8 +324,9 @@ const LATE_PER_ROUND = 100;
  * it knew nothing of them (watchLate), and voids any it has authorized since:
  * the attempt ended, so nothing else would give the buyer's credit back. A
  * reference is asked after until the card company answers it voided or
- * declined, or for a day, when it is due (lateWatch): the one due longest
- * first, by one gateway (its claim moves it to its next check). A round stops
+ * declined, or for a day, when it is due (lateWatch), and a last time once
+ * its day is over, until that check is answered: the one due longest first,
+ * by one gateway (its claim moves it to its next check). A round stops
  * at the first call the card company does not answer: the others would only
  * wait out their timeouts too, and hold up the sweep's other work. Returns how
  * many were voided.
