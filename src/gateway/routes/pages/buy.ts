@@ -71,7 +71,7 @@ function readBuyForm(d: PageDeps, f: URLSearchParams): BuyRequest | BuyFormError
       field: 'product',
     };
   const pin = digitsField(f, 'pin');
-  const card = digitsField(f, 'card').replace(/[\s-]/g, '');
+  const card = digitsField(f, 'card').replace(/-/g, '');
   const nonce = f.get('nonce') ?? '';
   const refused = (error: string, field: BuyField): BuyFormError => ({
     status: 400,

@@ -304,7 +304,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   }
 
   rechargeRoute('voucher', async (loc, f, token) => {
-    const voucher = digitsField(f, 'voucher').replace(/[\s-]/g, '');
+    const voucher = digitsField(f, 'voucher').replace(/-/g, '');
     const r = await d.topups.voucherInto(loc, voucher, 'web', `chk:${token}`);
     if (r.ok) return r;
     return { ...r, message: voucherRefusal(r.reason), focus: 'voucher' };
@@ -312,7 +312,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
 
   rechargeRoute('recharge', async (loc, f, _token, client) => {
     const nonce = f.get('nonce') ?? '';
-    const card = digitsField(f, 'card').replace(/[\s-]/g, '');
+    const card = digitsField(f, 'card').replace(/-/g, '');
     const amount = Number(f.get('amount'));
     const cardPin = digitsField(f, 'cardPin');
     // The form expired: the card is the first field to fill in again.
