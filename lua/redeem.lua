@@ -113,24 +113,18 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
   return { 'ok', kind, action, amt, left, rec, 0, 0 }
 end
 
+-- Scans that carry their time are flagged in ARGV[4] (+10): the bounds come first (ARGV[5..6]) and each
+-- scan has a tenth value. A call without any has no argument more.
+local timed = stride > 10
+if timed then stride = stride - 10 end
+local first, width = timed and 7 or 5, timed and 10 or 9
 -- One scan's failure (a damaged ID hash, say) is that scan's alone, not its batch's.
-if stride < 10 then
-  for i = 1, (#ARGV - 4) / 9 do
-    local a, k = 5 + 9 * (i - 1), 2 + m + stride * (i - 1)
-    local ok, r = pcall(redeem_one, KEYS[k], stride == 2 and KEYS[k + 1] or nil, ARGV[a], ARGV[a + 1], ARGV[a + 2],
-      ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
-    put(i, ok and r or { 'err', tostring(type(r) == 'table' and r.err or r) })
-  end
-else
-  -- Scans that carry their time (flagged in ARGV[4]: a call without any has no argument more).
-  stride = stride - 10
-  for i = 1, (#ARGV - 6) / 10 do
-    local a, k = 7 + 10 * (i - 1), 2 + m + stride * (i - 1)
-    local ok, r = pcall(redeem_one, KEYS[k], stride == 2 and KEYS[k + 1] or nil, ARGV[a], ARGV[a + 1], ARGV[a + 2],
-      ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8],
-      ARGV[a + 9] ~= '' and ARGV[a + 9] or nil)
-    put(i, ok and r or { 'err', tostring(type(r) == 'table' and r.err or r) })
-  end
+for i = 1, (#ARGV - first + 1) / width do
+  local a, k = first + width * (i - 1), 2 + m + stride * (i - 1)
+  local ok, r = pcall(redeem_one, KEYS[k], stride == 2 and KEYS[k + 1] or nil, ARGV[a], ARGV[a + 1], ARGV[a + 2],
+    ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8],
+    timed and ARGV[a + 9] ~= '' and ARGV[a + 9] or nil)
+  put(i, ok and r or { 'err', tostring(type(r) == 'table' and r.err or r) })
 end
 if recorded then scan_window_expire(KEYS[2], ARGV[3]) end
 return out
