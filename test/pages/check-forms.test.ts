@@ -7,9 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Product, RechargeProduct } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
-import { formSession, postPageForm, type FormSession, type Res } from '../support/http';
+import { formSession, postPageForm } from '../support/http';
 import { balanceOf } from '../support/redis';
-import { addMember, buy, callWith, newKey, product, type Buyer } from '../sales/fixtures';
+import { addMember, callWith, fieldOf, ownedId, product, type Buyer, type OwnedId } from '../sales/fixtures';
 
 const TALK = product('talk-c', { face: 1_000_000, price: 1_000_000, topupMaxBalance: 50_000_000 });
 const VOUCHER: RechargeProduct = {
@@ -41,22 +41,12 @@ afterAll(async () => {
 });
 
 /** Buys an ID and opens its check link with the PIN, as its owner's browser would. */
-async function owned(): Promise<{ id: string; path: string; session: FormSession; page: Res }> {
-  const r = await buy(gw, salesTok, newKey(), TALK.name, buyer, PIN);
-  expect(r.status).toBe(200);
-  const path = new URL(r.json.checkUrl).pathname;
-  const session = await formSession(gw, path);
-  const page = await postPageForm(gw, path, { pin: PIN }, session);
-  expect(page.status).toBe(200);
-  return { id: r.json.id, path, session, page };
-}
-
-const grantOf = (text: string): string => /name="grant" value="([^"]+)"/.exec(text)?.[1] ?? '';
+const owned = (): Promise<OwnedId> => ownedId(gw, salesTok, TALK.name, buyer, PIN);
 
 describe('a voucher entered again', () => {
   it('says it was already redeemed, not that its value was added again, nor a balance from back then', async () => {
     const o = await owned();
-    const grant = grantOf(o.page.text);
+    const grant = fieldOf(o.page.text, 'grant');
     const [v] = await soldIds(h, VOUCHER);
     const first = await postPageForm(gw, `${o.path}/voucher`, { grant, voucher: v! }, o.session);
     expect(first.status).toBe(200);

@@ -8,9 +8,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Product, RechargeProduct } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
-import { formSession, postPageForm, type FormSession, type Res } from '../support/http';
+import { formSession, postPageForm, type Res } from '../support/http';
 import { idKeyOf } from '../support/redis';
-import { addMember, buy, buyForm, newKey, product, type Buyer } from '../sales/fixtures';
+import {
+  addMember,
+  buy,
+  buyForm,
+  fieldOf,
+  newKey,
+  ownedId,
+  product,
+  type Buyer,
+  type OwnedId,
+} from '../sales/fixtures';
 
 const TALK = product('talk-f', {
   face: 1_000_000,
@@ -72,18 +82,8 @@ async function clearClientCounts(): Promise<void> {
   if (found.length) await h.r.del(...found);
 }
 
-const grantOf = (text: string): string => /name="grant" value="([^"]+)"/.exec(text)?.[1] ?? '';
-
 /** Buys an ID and opens its check link with the PIN, as its owner's browser would. */
-async function owned(): Promise<{ id: string; path: string; session: FormSession; page: Res }> {
-  const r = await buy(gw, salesTok, newKey(), TALK.name, rich, PIN);
-  expect(r.status).toBe(200);
-  const path = new URL(r.json.checkUrl).pathname;
-  const session = await formSession(gw, path);
-  const page = await postPageForm(gw, path, { pin: PIN }, session);
-  expect(page.status).toBe(200);
-  return { id: r.json.id, path, session, page };
-}
+const owned = (): Promise<OwnedId> => ownedId(gw, salesTok, TALK.name, rich, PIN);
 
 describe('after an error the field to fix has the cursor', () => {
   it('the buy page: the field its error is about, the product kept', async () => {
@@ -117,7 +117,7 @@ describe('after an error the field to fix has the cursor', () => {
 
   it('the check page: the voucher refused, the card declined, the caller number refused', async () => {
     const o = await owned();
-    const grant = grantOf(o.page.text);
+    const grant = fieldOf(o.page.text, 'grant');
     const voucher = await postPageForm(gw, `${o.path}/voucher`, { grant, voucher: '1234567890123' }, o.session);
     expect(voucher.status).toBeGreaterThanOrEqual(400);
     expect(alertOf(voucher.text)).toBeTruthy();
@@ -274,7 +274,7 @@ describe('what the check page says in words a buyer reads', () => {
     expect(api.json.error).toEqual({ reason: 'insufficient_funds', message: 'not enough credit on the card' });
 
     const o = await owned();
-    const grant = grantOf(o.page.text);
+    const grant = fieldOf(o.page.text, 'grant');
     const [v] = await soldIds(h, VOUCHER);
     const over = await postPageForm(gw, `${o.path}/voucher`, { grant, voucher: v! }, o.session);
     expect(over.status).toBe(422);

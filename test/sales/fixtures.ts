@@ -4,13 +4,14 @@
  * the sale streams straight from Redis.
  */
 import { randomBytes } from 'node:crypto';
+import { expect } from 'vitest';
 import { putProducts } from '../../src/catalog/store';
 import type { Product } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { luhnDigit } from '../../src/ids/luhn';
 import { keys } from '../../src/redis/keys';
 import type { Faults, Member } from '../../src/dev/sandbox';
-import { http, type Res } from '../support/http';
+import { formSession, http, postPageForm, type FormSession, type Res } from '../support/http';
 import { talkProduct, token, uniq, type Harness } from '../support/harness';
 import { streamFields } from '../support/redis';
 import { sleep } from '../support/wait';
@@ -103,6 +104,35 @@ export function buy(
 ): Promise<Res> {
   return http(gw, 'POST', '/v1/purchases', { token: salesToken, idem: key, body: purchaseBody(product, buyer, pin) });
 }
+
+/** An ID bought over the sales API, and its check page as its owner's browser opened it with the PIN. */
+export interface OwnedId {
+  id: string;
+  path: string;
+  session: FormSession;
+  page: Res;
+}
+
+/** Buys an ID and opens its check link with the PIN, as its owner's browser would. */
+export async function ownedId(
+  gw: Gateway,
+  salesToken: string,
+  product: string,
+  buyer: Buyer,
+  pin = PIN,
+): Promise<OwnedId> {
+  const r = await buy(gw, salesToken, newKey(), product, buyer, pin);
+  expect(r.status).toBe(200);
+  const path = new URL(r.json.checkUrl).pathname;
+  const session = await formSession(gw, path);
+  const page = await postPageForm(gw, path, { pin }, session);
+  expect(page.status).toBe(200);
+  return { id: r.json.id, path, session, page };
+}
+
+/** The value of a page's form field (`name="…" value="…"`): a hidden grant or nonce, say. */
+export const fieldOf = (text: string, name: string): string =>
+  new RegExp(`name="${name}" value="([^"]+)"`).exec(text)?.[1] ?? '';
 
 /** Unsold IDs of a product left in inventory, all buckets (read from Redis, no cache). */
 export async function stock(h: Harness, product: string): Promise<number> {

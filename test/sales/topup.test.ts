@@ -20,20 +20,23 @@ import { claimPurchase, takeVoucher } from '../../src/sales/scripts';
 import { runCliIn } from '../support/cli';
 import { Client } from '../support/ws-client';
 import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
-import { formSession, jsonCall, postPageForm, type FormSession, type Res } from '../support/http';
+import { formSession, jsonCall, postPageForm, type Res } from '../support/http';
 import { balanceOf, bucketOf, hashOf, idFields, idKeyOf, streamFields } from '../support/redis';
 import {
   addMember,
   addProducts,
   buy,
   callWith,
+  fieldOf,
   newKey,
   NO_FAULTS,
+  ownedId,
   product,
   recordsOf,
   setFaults,
   usedCredit,
   type Buyer,
+  type OwnedId,
 } from './fixtures';
 
 const DAY = 86_400_000;
@@ -395,45 +398,28 @@ describe('tessera topup', () => {
 });
 
 describe('the check page', () => {
-  interface Owned {
-    id: string;
-    path: string;
-    session: FormSession;
-    page: Res;
-  }
   const PIN = '8642';
 
-  /** Buys an ID and opens its check link with the PIN, as its owner's browser would. */
   /** The card recharge form of an owner's check page: its grant and nonce, the amount, the payer's card. */
-  const rechargeForm = (o: Owned, amount: string, payer: Buyer): Record<string, string> => ({
-    grant: field(o.page.text, 'grant'),
-    nonce: field(o.page.text, 'nonce'),
+  const rechargeForm = (o: OwnedId, amount: string, payer: Buyer): Record<string, string> => ({
+    grant: fieldOf(o.page.text, 'grant'),
+    nonce: fieldOf(o.page.text, 'nonce'),
     amount,
     ...payer,
   });
 
-  async function owned(g = gw): Promise<Owned> {
-    const r = await buy(g, salesTok, newKey(), TALK.name, buyer, PIN);
-    expect(r.status).toBe(200);
-    const path = new URL(r.json.checkUrl).pathname;
-    const session = await formSession(g, path);
-    const page = await postPageForm(g, path, { pin: PIN }, session);
-    expect(page.status).toBe(200);
-    return { id: r.json.id, path, session, page };
-  }
-
-  const field = (text: string, name: string): string =>
-    new RegExp(`name="${name}" value="([^"]+)"`).exec(text)?.[1] ?? '';
+  /** Buys an ID and opens its check link with the PIN, as its owner's browser would. */
+  const owned = (g = gw): Promise<OwnedId> => ownedId(g, salesTok, TALK.name, buyer, PIN);
 
   it('recharges online: a declined card says so and charges nothing; a retry of the form charges once', async () => {
     const o = await owned();
     expect(o.page.text).toContain('Recharge this ID');
-    const grant = field(o.page.text, 'grant');
+    const grant = fieldOf(o.page.text, 'grant');
     const poor = await addMember(h, 100_000);
     const declined = await postPageForm(
       gw,
       `${o.path}/recharge`,
-      { grant, nonce: field(o.page.text, 'nonce'), amount: '2000000', card: poor.card, cardPin: poor.cardPin },
+      { grant, nonce: fieldOf(o.page.text, 'nonce'), amount: '2000000', card: poor.card, cardPin: poor.cardPin },
       o.session,
     );
     expect(declined.status).toBe(402);
@@ -441,7 +427,7 @@ describe('the check page', () => {
     expect(await balanceOf(h, o.id)).toBe(1_000_000);
 
     const payer = await addMember(h, 10_000_000);
-    const form = { grant, nonce: field(declined.text, 'nonce'), amount: '2000000', ...payer };
+    const form = { grant, nonce: fieldOf(declined.text, 'nonce'), amount: '2000000', ...payer };
     const ok = await postPageForm(gw, `${o.path}/recharge`, form, o.session);
     expect(ok.status).toBe(200);
     expect(ok.text).toContain('added to your ID');
@@ -480,7 +466,7 @@ describe('the check page', () => {
     });
     try {
       const o = await owned(limited);
-      const grant = field(o.page.text, 'grant');
+      const grant = fieldOf(o.page.text, 'grant');
       const payer = await addMember(h, 10_000_000);
       const from = { 'X-Forwarded-For': '198.51.100.41' };
       const recharge = (card: string, cardPin: string, nonce = randomBytes(16).toString('hex')): Promise<Res> =>
@@ -523,7 +509,7 @@ describe('the check page', () => {
       expect(pending.status).toBe(503);
       expect(pending.text).toContain('you will not be charged twice');
       // The page keeps this recharge's nonce and amount for the retry.
-      expect(field(pending.text, 'nonce')).toBe(form.nonce);
+      expect(fieldOf(pending.text, 'nonce')).toBe(form.nonce);
       expect(pending.text.match(/<option [^>]*selected/g)).toEqual([`<option value="${form.amount}" selected`]);
       expect(await balanceOf(h, o.id)).toBe(1_000_000);
       const done = await postPageForm(slow, `${o.path}/recharge`, form, o.session);
@@ -593,7 +579,7 @@ describe('the check page', () => {
       postPageForm(
         g,
         `${o.path}/recharge`,
-        { grant: field(o.page.text, 'grant'), nonce, amount: '500000', ...payer },
+        { grant: fieldOf(o.page.text, 'grant'), nonce, amount: '500000', ...payer },
         o.session,
       );
     try {
@@ -677,14 +663,14 @@ describe('the check page', () => {
    */
   async function rechargeAnswerLost(
     nonce: string,
-    o?: Owned,
+    o?: OwnedId,
     payer?: Buyer,
-  ): Promise<{ o: Owned; payer: Buyer; key: string }> {
+  ): Promise<{ o: OwnedId; payer: Buyer; key: string }> {
     const slow = await gateway(h, { provider: { ...h.cfg.provider, timeoutMs: 300 } });
     const owner = o ?? (await owned());
     const by = payer ?? (await addMember(h, 10_000_000));
     try {
-      const form = { grant: field(owner.page.text, 'grant'), nonce, amount: '500000', ...by };
+      const form = { grant: fieldOf(owner.page.text, 'grant'), nonce, amount: '500000', ...by };
       const sent = await captureAnswerLost(() => postPageForm(slow, `${owner.path}/recharge`, form, owner.session));
       expect(sent.status).toBe(503);
     } finally {
@@ -732,7 +718,7 @@ describe('the check page', () => {
 
   it('redeems a voucher into the ID; the forms need the grant the PIN gave, in the same browser', async () => {
     const o = await owned();
-    const grant = field(o.page.text, 'grant');
+    const grant = fieldOf(o.page.text, 'grant');
     const [v] = await soldIds(h, VOUCHER);
     // No grant, a forged one, or another browser: the PIN is asked again and nothing changes.
     for (const [g, s] of [
