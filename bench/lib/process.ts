@@ -4,7 +4,7 @@
  * the run-main wrapper every benchmark ends with.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EmbeddedRedis } from '../../src/redis/embedded';
@@ -37,9 +37,27 @@ export function killChildren(): void {
   }
 }
 
+/** Whether process `pid` still runs: gone, or a zombie not yet reaped, it writes nothing more. */
+function running(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
 export function cleanupAndExit(code: number): never {
   killChildren();
-  if (cleanup.tmp && !cleanup.keepTmp) rmSync(cleanup.tmp, { recursive: true, force: true });
+  if (cleanup.tmp && !cleanup.keepTmp) {
+    // A SIGKILL is sent, not yet done: a redis-server still writing into the dir for a moment made
+    // the removal fail (ENOTEMPTY) and left the dir behind. Its end is waited for (2 s at most; this
+    // runs in a signal handler, so synchronously), and the removal retried.
+    const { redisPid } = cleanup;
+    const until = Date.now() + 2000;
+    while (redisPid && running(redisPid) && Date.now() < until)
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    rmSync(cleanup.tmp, { recursive: true, force: true, maxRetries: 20, retryDelay: 25 });
+  }
   process.exit(code);
 }
 
