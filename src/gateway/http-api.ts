@@ -6,12 +6,13 @@
 import type { HttpResponse } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { Role, TokenInfo } from '../catalog/schema';
+import type { Metrics } from '../observability/metrics';
 import { schemaReason, type Checked } from '../protocol/validator';
 import { failureReason } from '../redis/failure';
 import type { Load } from './dispatch';
 import { BodyError, bearer, pathParam, readJson, replyFor, type AuthResult } from './http';
 import type { Router } from './router';
-import { messageOf, statusOf } from '../protocol/reasons';
+import { isReason, messageOf, statusOf } from '../protocol/reasons';
 
 /**
  * A refusal's HTTP status and default message come from the reasons catalogue
@@ -32,6 +33,19 @@ export interface ApiArgs<B> {
 /** Stands in for a token on open endpoints; their handlers must not look at it. */
 const PUBLIC: TokenInfo = { name: 'public', role: 'sales', created: 0 };
 
+/**
+ * The admin family an endpoint's refusals are counted under: its pattern without
+ * `/v1/`, `admin/` and the path parameters (`ids/activate`, `sales/refund`), so
+ * the label is one of the routes' own constants, never the path a client sent.
+ */
+export function adminFamily(pattern: string, roles: Role[]): string | undefined {
+  if (!roles.includes('admin')) return undefined;
+  return pattern
+    .split('/')
+    .filter((p) => p && p !== 'v1' && p !== 'admin' && !p.startsWith(':'))
+    .join('/');
+}
+
 export class HttpApi {
   constructor(
     private readonly app: Router,
@@ -39,6 +53,7 @@ export class HttpApi {
     private readonly log: Logger,
     /** Shared with the WebSocket endpoints: MAX_INFLIGHT_TOTAL bounds HTTP requests too. */
     private readonly load: Load,
+    private readonly metrics: Metrics,
     private readonly bodyLimit = 64 * 1024,
   ) {}
 
@@ -64,6 +79,12 @@ export class HttpApi {
     fn: (a: ApiArgs<B>) => Promise<ApiResult>,
   ): void {
     const nParams = pattern.split('/').filter((p) => p.startsWith(':')).length;
+    const family = adminFamily(pattern, roles);
+    // Only catalogued reasons become label values: a peer's own reason (none reaches an admin route today) reads `other`.
+    const refused = (reason: string): void => {
+      if (family !== undefined)
+        this.metrics.adminRefusals.inc({ route: family, reason: isReason(reason) ? reason : 'other' });
+    };
     this.app[method](pattern, (res: HttpResponse, req) => {
       // uWS: everything from req is read now, and onAborted is set before any await.
       const reply = replyFor(res);
@@ -74,14 +95,18 @@ export class HttpApi {
       body?.catch(() => undefined); // reported below, once authorized
       // Counted once its body is in, as forms are: a token holder's slow bodies hold no place.
       this.load.afterBody(body, () => {
-        if (!this.load.enter()) return reply.error('overloaded');
+        if (!this.load.enter()) return (refused('overloaded'), reply.error('overloaded'));
+        // A route open to admin and scanner tokens (an ID's status) counts the admin's refusals only.
+        let admin = true;
         void (async () => {
           try {
             const auth = roles.length === 0 ? ({ ok: true, token: PUBLIC } as const) : await this.authorize(tok, roles);
-            if (!auth.ok) return reply.error(auth.reason, auth.message);
+            if (!auth.ok) return (refused(auth.reason), reply.error(auth.reason, auth.message));
+            admin = auth.token.role === 'admin';
             const b = (await body) ?? {};
             if (schema && !schema(b)) {
               const { reason, message } = schemaReason(schema.errors);
+              if (admin) refused(reason);
               return reply.error(reason, message);
             }
             const r = await fn({ body: b as B, params, token: auth.token, idempotencyKey });
@@ -96,6 +121,7 @@ export class HttpApi {
               httpStatus,
               ...details
             } = r as { ok: false; reason: string; message?: string; retryAfter?: number; httpStatus?: number };
+            if (admin) refused(reason);
             const status = httpStatus ?? statusOf(reason);
             const headers: Record<string, string> = details.retryAfter
               ? { 'Retry-After': String(details.retryAfter) }
@@ -107,8 +133,9 @@ export class HttpApi {
               headers,
             );
           } catch (err) {
+            const reason = err instanceof BodyError ? err.reason : failureReason(err);
+            if (admin) refused(reason);
             if (err instanceof BodyError) return reply.error(err.reason, err.message);
-            const reason = failureReason(err);
             if (reason === 'internal') this.log.error({ err }, 'http handler failed');
             reply.error(reason);
           } finally {

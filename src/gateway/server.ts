@@ -105,7 +105,7 @@ export async function startGateway(
   ws.serve('/v1/scanner', 'scanner', scannerRoutes(s.redemption, s.metrics));
   const router = methodRouter(app);
   opsRoutes(router, { ...s, trust });
-  const api = new HttpApi(router, (tok, roles) => authorizeFresh(s.catalog, tok, roles), log, load);
+  const api = new HttpApi(router, (tok, roles) => authorizeFresh(s.catalog, tok, roles), log, load, s.metrics);
   adminRoutes(api, s.ctx, s.redemption);
   scannerHttp(api, s.redemption, s.metrics);
   salesRoutes(api, s.ctx, s.catalog, s.inventory, s.purchases, s.provider);

@@ -61,6 +61,12 @@ export class Metrics {
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
+  readonly adminRefusals = new Counter({
+    name: 'tessera_admin_refusals_total',
+    help: 'Admin API requests refused, by route family (ids/activate, sales/refund, ...) and reason',
+    labelNames: ['route', 'reason'] as const,
+    registers: [this.registry],
+  });
   readonly connections = new Gauge({
     name: 'tessera_ws_connections',
     help: 'Open WebSocket connections, by path',

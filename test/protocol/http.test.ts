@@ -385,6 +385,51 @@ describe('admin ID endpoints', () => {
       expect(format.json).toEqual({ error: { reason: 'bad_format', message: expect.any(String) } });
     },
   );
+
+  it('refusals are counted in /metrics by route family and reason, never by the path sent', async () => {
+    // A gateway of its own, so its counters hold exactly this test's traffic.
+    const g = await gateway(h);
+    try {
+      const scanner = await token(h, 'scanner');
+      const [minted] = (await mint(h, talkProduct())) as [string];
+      const [sold] = (await soldIds(h, talkProduct())) as [string];
+      const ask = (method: 'GET' | 'POST', path: string, tok?: string, body?: string): Promise<Res> =>
+        http(g, method, path, { token: tok, raw: body });
+      expect((await ask('POST', `/v1/admin/ids/${sold}/activate`, admin, '{}')).status).toBe(409);
+      expect((await ask('POST', `/v1/admin/ids/${unminted()}/activate`, admin, '{}')).status).toBe(404);
+      expect((await ask('POST', `/v1/admin/ids/${minted}/activate`, admin, '{"price":-1}')).status).toBe(400);
+      expect((await ask('POST', `/v1/admin/ids/${minted}/block`, undefined, '{}')).status).toBe(401);
+      expect((await ask('POST', `/v1/admin/ids/${minted}/unblock`, sw)).status).toBe(403);
+      expect((await ask('POST', `/v1/admin/ids/${sold}/unblock`, admin)).status).toBe(409);
+      expect((await ask('GET', `/v1/admin/sales/${badCheck(sold)}`, admin)).status).toBe(400);
+      expect((await ask('GET', `/v1/ids/${unminted()}/status`, admin)).status).toBe(404);
+      // A scanner's own refusal on the shared status route is the scanner's, not the admin API's.
+      expect((await ask('GET', `/v1/ids/${unminted()}/status`, scanner)).status).toBe(404);
+      // Nor does a success count.
+      expect((await ask('GET', `/v1/ids/${sold}/status`, admin)).status).toBe(200);
+
+      const text = await metricsText(g.port);
+      const refused = (route: string, reason: string): number | undefined =>
+        sample(text, 'tessera_admin_refusals_total', { route, reason });
+      expect(refused('ids/activate', 'already_active')).toBe(1);
+      expect(refused('ids/activate', 'unknown_id')).toBe(1);
+      expect(refused('ids/activate', 'bad_value')).toBe(1);
+      expect(refused('ids/block', 'unauthorized')).toBe(1);
+      expect(refused('ids/unblock', 'forbidden')).toBe(1);
+      expect(refused('ids/unblock', 'not_blocked')).toBe(1);
+      expect(refused('sales', 'bad_checksum')).toBe(1);
+      expect(refused('ids/status', 'unknown_id')).toBe(1);
+      const routes = new Set(
+        text
+          .split('\n')
+          .filter((l) => l.startsWith('tessera_admin_refusals_total{'))
+          .map((l) => /route="([^"]*)"/.exec(l)?.[1]),
+      );
+      expect([...routes].sort()).toEqual(['ids/activate', 'ids/block', 'ids/status', 'ids/unblock', 'sales']);
+    } finally {
+      await g.close();
+    }
+  });
 });
 
 describe('malformed requests', () => {
