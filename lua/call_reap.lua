@@ -7,7 +7,7 @@ KEYS[5] balance events     ts:{bN}:ev (stream): exhaustion by the disconnect cha
 ARGV[1] now (ms)
 ARGV[2] stale before (ms): the session must not have been touched since
 ARGV[3] TTL (s) of the closed session
-Returns {'ok', billedSec, cost, balance, recordId, 0} or {'skip'} when the call is
+Returns {'ok', billedSec, cost, balance, recordId, 0, short} or {'skip'} when the call is
 no longer stale (a tick arrived meanwhile, perhaps at another gateway) or already closed.
 ]]
 -- @include "num"

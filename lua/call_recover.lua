@@ -16,7 +16,8 @@ ARGV[9]  ANI hash when the stop named the caller number instead of the ID, else 
          still list that number, or the stop is refused unknown_ani (as call_start does)
 ARGV[10..] pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
           tariff in every plan that has one; the ID's plan picks.
-Returns {'ok', billedSec, cost, balance, recordId, duplicate(0|1)} or {'err', reason}.
+Returns {'ok', billedSec, cost, balance, recordId, duplicate(0|1), short (the new record's; 0 for a
+repeat)} or {'err', reason}.
 The call is rated from the stop: the destination's tariff in the ID's plan for the
 seconds reported. What is free of the balance pays; the rest is kept as `short`; the
 record's cause is `recovered`. The closed session answers repeated stops.

@@ -10,7 +10,8 @@ ARGV[3i]     call i's final seconds since answer: its duration. What ticks charg
              that raced the hang-up) is given back (includes/close.lua)
 ARGV[3i+1]   call i's stop cause
 ARGV[3i+2]   the destination the stop names ('' if none): another than the session's is call_conflict
-Returns one answer per call, in order: {'ok', billedSec, cost, balance, recordId, duplicate(0|1)},
+Returns one answer per call, in order: {'ok', billedSec, cost, balance, recordId, duplicate(0|1),
+short (the new record's: what the call was charged and could not pay; 0 for a repeat)},
 {'err', reason}, or {'failed', error} when the script failed on that call (the others went on).
 A stop that comes after the reaper closed the call (its switch could not reach
 Tessera: an outage it rode out under its failure policy) bills the seconds the

@@ -5,7 +5,8 @@
 -- on the session (with a TTL) so a repeated stop returns the same record. When
 -- the disconnect charge takes the last of the balance, the ID is exhausted here,
 -- with its event on `evkey` (the bucket's events stream) as a tick's would be.
--- Returns billed seconds, cost, balance after, record id.
+-- Returns billed seconds, cost, balance after, record id, and what the call ran
+-- short of (the record's `short`: charged, and not paid).
 local function close(skey, ikey, live, cdr, now, cause, ttl, evkey)
   local s = redis.call('HMGET', skey, 'sw', 'call', 'idh', 'dest', 'start', 'ans', 'used', 'trm', 'cov', 'short')
   local t = terms_of(s[8]).t
@@ -36,7 +37,7 @@ local function close(skey, ikey, live, cdr, now, cause, ttl, evkey)
   redis.call('HSET', skey, 'st', 'closed', 'end', int(now), 'cause', cause, 'bal1', int(bal), 'rec', rec, 'cost',
     int(cost), 'short', int(short), 'cov', int(charged))
   redis.call('EXPIRE', skey, ttl)
-  return { 'ok', billed, cost, bal, rec, 0 }
+  return { 'ok', billed, cost, bal, rec, 0, short }
 end
 
 -- A stop's seconds are the call's final duration. Ticks claim seconds as they

@@ -19,7 +19,7 @@ local function late_stop(s, skey, ikey, cdr, now, sec, evkey)
   local billed = tariff_charged(t, used)
   if c[4] ~= 'stale' or c[8] or sec <= used then
     if c[4] == 'stale' and not c[8] then redis.call('HSET', skey, 'swstop', '1') end
-    return { 'ok', billed, cost, bal, c[3], 1 }
+    return { 'ok', billed, cost, bal, c[3], 1, 0 }
   end
   local ans = tonumber(c[6]) or math.max(tonumber(c[7]), now - sec * 1000)
   local n = tariff_charged(t, sec)
@@ -55,5 +55,5 @@ local function late_stop(s, skey, ikey, cdr, now, sec, evkey)
   cost = cost + take
   redis.call('HSET', skey, 'used', int(sec), 'cost', int(cost), 'bal1', int(idBal), 'rec', rec,
     'cause', 'late', 'short', int(tonumber(c[5]) + owed - take))
-  return { 'ok', n, cost, idBal, rec, 0 }
+  return { 'ok', n, cost, idBal, rec, 0, owed - take }
 end

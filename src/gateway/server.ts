@@ -201,7 +201,7 @@ async function openServices(
   const metrics = new Metrics(() => metering.countActive());
   // Before any service is built: the redemption service copies it onto its claim connection's scripts.
   ctx.scripts.timer = (script, ms) => metrics.scriptTime(script, ms);
-  metering = new Metering(cfg, ctx.redis, ctx.scripts, ctx.ids, catalog, metrics);
+  metering = new Metering(cfg, ctx.redis, ctx.scripts, ctx.ids, catalog, metrics, log);
   const reaper = new Reaper(cfg, ctx.redis, ctx.scripts, metrics, log);
   reaper.start();
   const hooks = new HookDelivery(ctx.redis, ctx.scripts, catalog, metrics, log, cfg.hooks, cfg.buckets);

@@ -6,6 +6,7 @@ import { keys } from '../redis/keys';
 import { replicated } from '../redis/replication';
 import type { Scripts } from '../redis/scripts';
 import { callReap } from './scripts';
+import { reportShort } from './shortfall';
 
 /**
  * Closes calls whose switch went quiet, billed up to their last tick. It walks
@@ -69,9 +70,17 @@ export class Reaper {
                 closed++;
                 this.metrics.reaped.inc();
                 this.log.info(
-                  { session, billedSec: r.billedSec, cost: r.cost, balance: r.balance, record: r.record },
+                  {
+                    session,
+                    billedSec: r.billedSec,
+                    cost: r.cost,
+                    short: r.short,
+                    balance: r.balance,
+                    record: r.record,
+                  },
                   'stale call closed',
                 );
+                reportShort(this.metrics, this.log, 'stale', { session, ...r });
               }
             })(),
           );

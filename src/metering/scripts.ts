@@ -70,12 +70,21 @@ export interface TickResult {
 }
 
 export type StopResult =
-  | { ok: true; billedSec: number; cost: number; balance: number; record: string; duplicate: boolean }
+  | {
+      ok: true;
+      billedSec: number;
+      cost: number;
+      balance: number;
+      record: string;
+      duplicate: boolean;
+      /** What the record written now was charged and could not pay (0 for a repeat): not sent to the switch. */
+      short: number;
+    }
   | { ok: false; reason: string };
 
 /** call_reap closed the call, or skipped it (no longer stale, or already closed). */
 export type ReapResult =
-  { closed: true; billedSec: number; cost: number; balance: number; record: string } | { closed: false };
+  { closed: true; billedSec: number; cost: number; balance: number; record: string; short: number } | { closed: false };
 
 /** Ticks answer through a callback, not a promise: this is the path every second of every call takes. */
 export type TickCallback = (err: unknown, r?: TickResult) => void;
@@ -416,6 +425,7 @@ function stopAnswer(r: readonly unknown[]): StopResult {
     balance: num('call_stop', r, 3),
     record: str('call_stop', r, 4),
     duplicate: r[5] === 1,
+    short: num('call_stop', r, 6),
   };
 }
 
@@ -454,6 +464,7 @@ export async function callRecover(scripts: Scripts, ck: CallKeys, a: RecoverArgs
     balance: num('call_recover', r, 3),
     record: str('call_recover', r, 4),
     duplicate: r[5] === 1,
+    short: num('call_recover', r, 6),
   };
 }
 
@@ -479,5 +490,6 @@ export async function callReap(
     cost: num('call_reap', r, 2),
     balance: num('call_reap', r, 3),
     record: str('call_reap', r, 4),
+    short: num('call_reap', r, 6),
   };
 }

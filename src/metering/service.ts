@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import type { CatalogCache } from '../catalog/cache';
 import type { Config } from '../config/config';
 import { checkId } from '../ids/idnum';
@@ -11,6 +12,7 @@ import { GroupCommit } from '../redis/group-commit';
 import { replicated, replicatedSeen, waitsForReplicas } from '../redis/replication';
 import { callKeyOf, callKeysFor, type CallKeys } from './call-keys';
 import { SwitchGuesses } from './switch-guesses';
+import { reportShort } from './shortfall';
 import { CallLocator } from './locator';
 import {
   callQuote,
@@ -130,6 +132,7 @@ export class Metering {
     private readonly ids: IdKeys,
     private readonly catalog: CatalogCache,
     private readonly metrics: Metrics,
+    private readonly log: Logger,
     maxTicksPerScript = 64,
     maxCallsPerScript = 32,
   ) {
@@ -355,6 +358,7 @@ export class Metering {
         // A repeated stop answers the first: that one must be on a replica, whoever wrote it.
         await (r.duplicate ? replicatedSeen : replicated)(this.redis, ck.session);
         this.locator.forget(sw, call);
+        reportShort(this.metrics, this.log, 'stop', { session: ck.session, ...r });
       }
       if (r.ok || r.reason !== 'unknown_call' || !lost) return r;
     }
@@ -434,6 +438,7 @@ export class Metering {
     if (!indexed) await this.locator.restore(sw, call, ck);
     await this.replicatedCall(ck.session, sw, call, r.duplicate, indexed !== undefined);
     this.locator.forget(sw, call);
+    reportShort(this.metrics, this.log, 'recovered', { session: ck.session, ...r });
     return r;
   }
 

@@ -35,6 +35,12 @@ export class Metrics {
     help: 'Stops billed as recovered: a call Tessera had no session of (lost, or started under another token name)',
     registers: [this.registry],
   });
+  readonly shortCalls = new Counter({
+    name: 'tessera_short_calls_total',
+    help: 'Call records with a short (charged, not paid: a switch talked past what the ID could pay), by how the call closed',
+    labelNames: ['close'] as const,
+    registers: [this.registry],
+  });
   readonly unknownIds = new Counter({
     name: 'tessera_unknown_id_scans_total',
     help: 'Scans answered unknown_id (guessing shows here first)',

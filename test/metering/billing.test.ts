@@ -10,6 +10,8 @@ import { bucketOf, hashOf, idFields } from '../support/redis';
 import { sleep } from '../support/wait';
 import { Client, type Msg } from '../support/ws-client';
 import { cdrsOf, connectSwitch, msgs, newCall, range, sendTicks, sessionKey } from './fixtures';
+import { captureLog } from '../support/log';
+import { metricsText, sample } from '../support/metrics';
 import type { Gateway } from '../../src/gateway/server';
 import type { Product } from '../../src/catalog/schema';
 import { putPlans } from '../../src/catalog/store';
@@ -661,5 +663,73 @@ describe('answer time', () => {
     // now - 100 s is long before the start: the answer is clamped to the start itself.
     expect(answer).toBe(start);
     expect(Number(rec!.end)).toBeGreaterThanOrEqual(answer);
+  });
+});
+
+describe('a call that ran short', () => {
+  // A gateway of its own: its log is read back and its counters hold this test's calls alone.
+  const logged = captureLog();
+  let g: Gateway;
+  let sc: Client;
+  let name: string;
+  beforeAll(async () => {
+    g = await gateway(h, { staleAfterMs: 300, ringTimeoutMs: 300, reapIntervalMs: 600_000 }, logged.log);
+    ({ c: sc, name } = await connectSwitch(h, g.port));
+  });
+  afterAll(async () => {
+    await sc?.close();
+    await g?.close();
+  });
+  const shortLines = (): Record<string, unknown>[] =>
+    logged.lines.filter((l) => l.msg === 'call ran short: it talked past what its ID could pay');
+  const counted = async (close: string): Promise<number | undefined> =>
+    sample(await metricsText(g.port), 'tessera_short_calls_total', { close });
+
+  it('is logged at warn with its keys, never the ID, and counted once, by how it closed', async () => {
+    // Paid in full: neither logged nor counted.
+    const paid = await begin(talkProduct(), DEST, sc);
+    expect(await stop(paid.call, 5, undefined, sc)).toMatchObject({ op: 'stopped', cost: 500 });
+    expect(shortLines()).toEqual([]);
+
+    const { id, call } = await begin(talkProduct({ face: 10_000 }), DEST, sc);
+    expect(await stop(call, 250, undefined, sc)).toMatchObject({ billedSec: 250, cost: 10_000, balance: 0 });
+    // A repeated stop answers the first: the same record, not a second shortfall.
+    expect(await stop(call, 250, undefined, sc)).toMatchObject({ billedSec: 250, cost: 10_000 });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ short: '15000' }]);
+    const lines = shortLines();
+    expect(lines).toEqual([
+      expect.objectContaining({
+        level: 40,
+        session: sessionKey(h, id, name, call),
+        record: expect.stringMatching(/^\d+-\d+$/),
+        close: 'stop',
+        billedSec: 250,
+        cost: 10_000,
+        short: 15_000,
+        balance: 0,
+      }),
+    ]);
+    expect(JSON.stringify(lines)).not.toContain(id);
+    expect(await counted('stop')).toBe(1);
+  });
+
+  it('a reaped call short of its ticks, and its late stop short of more, count as stale and stop', async () => {
+    const before = (await counted('stop')) ?? 0;
+    const { id, call } = await begin(talkProduct({ face: 10_000 }), DEST, sc);
+    expect(await tick(call, 150, sc)).toMatchObject({ balance: 0 });
+    await sleep(350);
+    expect(await g.reaper.sweep()).toBe(1);
+    expect(await counted('stale')).toBe(1);
+    // The switch talked on through 50 s the reaper never saw: billed late, all of it short.
+    expect(await stop(call, 200, undefined, sc)).toMatchObject({ op: 'stopped' });
+    expect(await cdrsOf(h, id, call)).toMatchObject([
+      { cause: 'stale', short: '5000' },
+      { cause: 'late', short: '5000' },
+    ]);
+    expect(shortLines().slice(-2)).toEqual([
+      expect.objectContaining({ level: 40, close: 'stale', short: 5000 }),
+      expect.objectContaining({ level: 40, close: 'stop', short: 5000 }),
+    ]);
+    expect(await counted('stop')).toBe(before + 1);
   });
 });
