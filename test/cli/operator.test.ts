@@ -383,34 +383,48 @@ describe('call', () => {
     await until(async () => (await idFields(h, id!)).act === '1', 15_000);
     expect((await cli('token-revoke', '--name', name)).code).toBe(0);
     const cut = await long;
-    expect(cut).toMatchObject({ code: 1, out: expect.stringContaining('connection closed by the gateway: 4001') });
+    expect(cut).toMatchObject({ code: 1, err: expect.stringContaining('connection closed by the gateway: 4001') });
+    // What the call said before the gateway closed it stays on stdout, the failure on stderr alone.
+    expect(cut.out).toContain('started: may talk');
+    expect(cut.out).not.toContain('connection closed');
   });
 
   it('no gateway at the URL: says where it looked and how to point it elsewhere, not that the gateway closed it', async () => {
     const r = await cli('call', '--id', '1', '--dest', '33', '--token', 't', '--url', 'ws://127.0.0.1:1/v1/switch');
-    expect(r.code).toBe(1);
-    expect(r.out).toContain('connection failed: connect ECONNREFUSED');
-    expect(r.out).toContain('is the gateway running at ws://127.0.0.1:1/v1/switch?');
-    expect(r.out).not.toContain('closed by the gateway');
+    expect(r).toMatchObject({ code: 1, out: '' });
+    expect(r.err).toContain('connection failed: connect ECONNREFUSED');
+    expect(r.err).toContain('is the gateway running at ws://127.0.0.1:1/v1/switch?');
+    expect(r.err).not.toContain('closed by the gateway');
   });
 
-  it('a refused start is said in words, not as the raw message', async () => {
+  it('a refused start is said in words on stderr, as every command says a refusal; --json keeps the raw message on stdout', async () => {
     const [id] = await soldIds(h, talkProduct());
     const tok = await token(h, 'switch', `cli-call-refused-${Date.now()}`);
     const url = `ws://127.0.0.1:${gw.port}/v1/switch`;
     const typo = id!.slice(0, -1) + String((Number(id!.slice(-1)) + 1) % 10);
     const r = await cli('call', '--id', typo, '--dest', '4912345', '--token', tok, '--url', url);
-    expect(r).toMatchObject({ code: 1, out: 'refused: bad_checksum: the ID is mistyped (check digit)\n' });
+    expect(r).toEqual({ code: 1, out: '', err: 'refused: bad_checksum: the ID is mistyped (check digit)\n' });
+    const raw = await cli('call', '--id', typo, '--dest', '4912345', '--token', tok, '--url', url, '--json');
+    expect(raw).toMatchObject({ code: 1, err: 'refused: bad_checksum: the ID is mistyped (check digit)\n' });
+    expect(JSON.parse(raw.out)).toMatchObject({ op: 'error', ref: 'start', reason: 'bad_checksum' });
   });
 
   it('a refused connection (a bad token, a token of another role) is said with its reason first', async () => {
     const [id] = await soldIds(h, talkProduct());
     const url = `ws://127.0.0.1:${gw.port}/v1/switch`;
     const bad = await cli('call', '--id', id!, '--dest', '4912345', '--token', 'tsk_not-a-token', '--url', url);
-    expect(bad).toMatchObject({ code: 1, out: expect.stringMatching(/^refused: unauthorized: .*HTTP 401\)\n$/) });
+    expect(bad).toMatchObject({
+      code: 1,
+      out: '',
+      err: expect.stringMatching(/^refused: unauthorized: .*HTTP 401\)\n$/),
+    });
     const admin = await token(h, 'admin', `cli-call-admin-${Date.now()}`);
     const other = await cli('call', '--id', id!, '--dest', '4912345', '--token', admin, '--url', url);
-    expect(other).toMatchObject({ code: 1, out: expect.stringMatching(/^refused: forbidden: .*HTTP 403\)\n$/) });
+    expect(other).toMatchObject({
+      code: 1,
+      out: '',
+      err: expect.stringMatching(/^refused: forbidden: .*HTTP 403\)\n$/),
+    });
   });
 
   it('a refusal whose body is cut short (a proxy reset) is still a refusal: said, exit 1', async () => {
@@ -425,7 +439,7 @@ describe('call', () => {
     try {
       const url = `ws://127.0.0.1:${(cut.address() as AddressInfo).port}/v1/switch`;
       const r = await cli('call', '--id', '1', '--dest', '33', '--token', 't', '--url', url);
-      expect(r).toMatchObject({ code: 1, out: expect.stringMatching(/^refused: unknown: .*HTTP 401\)\n$/) });
+      expect(r).toMatchObject({ code: 1, out: '', err: expect.stringMatching(/^refused: unknown: .*HTTP 401\)\n$/) });
     } finally {
       await new Promise((ok) => cut.close(ok));
     }

@@ -31,6 +31,8 @@ export const callCommands: Record<string, Command> = {
         seconds: intArg(values.seconds, '--seconds'),
         json: values.json ?? false,
         out: cli.out,
+        // Refusals and failures on stderr, as every command says them (command.ts outcome()): stdout is the call.
+        err: (line) => void process.stderr.write(`${line}\n`),
       });
     },
   },
@@ -49,6 +51,7 @@ function runDemoCall(o: {
   seconds: number;
   json: boolean;
   out: (l: string) => void;
+  err: (l: string) => void;
 }): Promise<number> {
   return new Promise((resolve) => {
     const ws = new WebSocket(o.url, { headers: { Authorization: `Bearer ${o.token}` } });
@@ -80,7 +83,7 @@ function runDemoCall(o: {
         } catch {
           // Not the gateway's JSON (a proxy's page): the status alone says what happened.
         }
-        o.out(
+        o.err(
           `refused: ${reason}: ${message ?? messageOf(reason)} (the gateway refused the connection: HTTP ${res.statusCode})`,
         );
         resolve(1);
@@ -90,8 +93,8 @@ function runDemoCall(o: {
       // Never connected: the 'close' that follows is not the gateway's doing. Most often the
       // gateway is not running, or runs on another PORT than this shell has.
       ws.removeAllListeners('close');
-      o.out(`connection failed: ${err.message}`);
-      o.out(`is the gateway running at ${o.url}? (set the PORT it was started with, or --url)`);
+      o.err(`connection failed: ${err.message}`);
+      o.err(`is the gateway running at ${o.url}? (set the PORT it was started with, or --url)`);
       resolve(1);
     });
     ws.on('open', () => send({ op: 'start', ref: 'start', call, id: o.id, dest: o.dest }));
@@ -100,7 +103,7 @@ function runDemoCall(o: {
     ws.on('close', (code, reason) => {
       if (timer) clearInterval(timer);
       timer = undefined;
-      o.out(`connection closed by the gateway: ${code}${reason.length ? ` ${reason.toString()}` : ''}`);
+      o.err(`connection closed by the gateway: ${code}${reason.length ? ` ${reason.toString()}` : ''}`);
       resolve(1);
     });
     process.once('SIGINT', () => stop('hangup'));
@@ -109,7 +112,10 @@ function runDemoCall(o: {
         Record<string, unknown> | Record<string, unknown>[];
       const msgs = Array.isArray(body) ? body : [body];
       for (const m of msgs) {
-        o.out(o.json ? JSON.stringify(m) : describe(m));
+        // A refusal is said on stderr, `refused: <reason>: …`; with --json its raw message stays on stdout too.
+        if (o.json) o.out(JSON.stringify(m));
+        if (m.op === 'error') o.err(describe(m));
+        else if (!o.json) o.out(describe(m));
         if (m.op === 'started') {
           maxSec = Number(m.maxSec);
           timer = setInterval(() => {
