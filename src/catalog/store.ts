@@ -365,12 +365,34 @@ function assertUsable(info: TokenInfo): void {
   if (problem) throw new Error(problem);
 }
 
+/** A token of another role has the name: the CLI's `refused: name_taken`. */
+export class TokenNameTaken extends Error {
+  readonly reason = 'name_taken';
+  constructor(
+    readonly tokenName: string,
+    readonly role: Role,
+  ) {
+    super(`${tokenName} is the name of a ${role} token`);
+  }
+}
+
+/**
+ * Creates a token; one more of a name (a rotation) only in that name's role. Call
+ * records, redemption records, logs and metering key a client by its token's
+ * name alone, so a switch and an admin token of one name could not be told
+ * apart there (TokenNameTaken). Checked, then written: token creation is the
+ * operator's, one command at a time.
+ */
 export async function createToken(
   redis: RedisClient,
   spec: { name: string; role: Role; venue?: string; gate?: string },
 ): Promise<{ token: string; id: string; info: TokenInfo }> {
   const info: TokenInfo = { ...spec, created: Date.now() };
   assertUsable(info);
+  for (const json of await redis.hvals(keys.tokens)) {
+    const t = JSON.parse(json) as TokenInfo;
+    if (t.name === spec.name && t.role !== spec.role) throw new TokenNameTaken(t.name, t.role);
+  }
   const token = `tsk_${randomBytes(32).toString('base64url')}`;
   const hash = tokenHash(token);
   await redis.hset(keys.tokens, hash, JSON.stringify(info));

@@ -109,6 +109,7 @@ export const REASONS = {
   not_voucher: reason(422, 'this is not a recharge voucher'),
   // Operator commands
   archive_running: reason(409, 'another tessera archive is at work on this Redis; run again once it has ended'),
+  name_taken: reason(409, 'a token of another role has this name: give each role names of its own'),
 } as const satisfies Record<string, ReasonInfo>;
 
 export type Reason = keyof typeof REASONS;

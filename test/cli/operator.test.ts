@@ -12,6 +12,7 @@ import { readCatalog } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { checkId, generateId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
+import { messageOf } from '../../src/protocol/reasons';
 import { cli, cliEnv, harnessFile, lines, setEnv, type CliRun } from '../support/cli';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { idFields } from '../support/redis';
@@ -696,6 +697,34 @@ describe('tokens', () => {
     expect((await cli('token-create', '--role', 'sales', '--name', 'cli')).code).toBe(0);
     expect((await cli('token-update', '--name', 'cli', '--role', 'admin')).code).toBe(1);
     expect((await cli('token-revoke', '--name', 'cli')).out).toBe('revoked 1 token(s)\n');
+  });
+
+  it("a name is one role's: another role's token of it is refused name_taken, a rotation in the role is not", async () => {
+    const first = await cli('token-create', '--role', 'switch', '--name', 'shared-1');
+    expect(first.code).toBe(0);
+    const before = await h.r.hgetall(keys.tokens);
+    for (const [role, ...more] of [['admin'], ['sales'], ['scanner', '--venue', 'arena']] as const) {
+      expect(await cli('token-create', '--role', role, '--name', 'shared-1', ...more)).toEqual({
+        code: 1,
+        out: '',
+        err: `refused: name_taken: ${messageOf('name_taken')} (shared-1 is the name of a switch token)\n`,
+      });
+    }
+    // Nothing written, nothing announced as a change.
+    expect(await h.r.hgetall(keys.tokens)).toEqual(before);
+
+    // Rotation: a second switch token of the name works beside the first, and the first can go alone.
+    const second = await cli('token-create', '--role', 'switch', '--name', 'shared-1');
+    expect(second.code).toBe(0);
+    const [a, b] = [first, second].map((r) => JSON.parse(r.out) as { token: string; id: string });
+    const c = await Client.connect(gw.port, b!.token);
+    expect(await c.request({ op: 'ping', ref: 1 })).toMatchObject({ op: 'pong' });
+    await c.close();
+    expect((await cli('token-revoke', '--name', 'shared-1', '--id', a!.id)).out).toBe('revoked 1 token(s)\n');
+    // Once the name has no token left, any role may take it.
+    expect((await cli('token-revoke', '--name', 'shared-1')).out).toBe('revoked 1 token(s)\n');
+    expect((await cli('token-create', '--role', 'admin', '--name', 'shared-1')).code).toBe(0);
+    expect((await cli('token-revoke', '--name', 'shared-1')).code).toBe(0);
   });
 });
 

@@ -1,6 +1,15 @@
 /** Client tokens: create (the secret is printed once), list, revoke. */
 import type { Role } from '../../catalog/schema';
-import { createToken, readCatalog, revokeTokens, tokenId, tokenProblem, updateTokens } from '../../catalog/store';
+import {
+  TokenNameTaken,
+  createToken,
+  readCatalog,
+  revokeTokens,
+  tokenId,
+  tokenProblem,
+  updateTokens,
+} from '../../catalog/store';
+import { messageOf } from '../../protocol/reasons';
 import { parseOptions, usageError, type Cli, type Command } from '../command';
 
 /** A name the command must have: without one it would match no token, silently. */
@@ -39,8 +48,15 @@ export const tokenCommands: Record<string, Command> = {
       // A grant no token may have is the command line's mistake: exit 2, before Redis is touched.
       const problem = tokenProblem({ ...spec, created: Date.now() });
       if (problem) throw usageError(problem);
-      const { token, id, info } = await createToken((await cli.ctx()).redis, spec);
-      cli.out(JSON.stringify({ token, id, ...info }));
+      try {
+        const { token, id, info } = await createToken((await cli.ctx()).redis, spec);
+        cli.out(JSON.stringify({ token, id, ...info }));
+      } catch (err) {
+        if (!(err instanceof TokenNameTaken)) throw err;
+        // Which role holds it, so the operator can tell a typo from a name already in use.
+        process.stderr.write(`refused: ${err.reason}: ${messageOf(err.reason)} (${err.message})\n`);
+        return 1;
+      }
     },
   },
   'token-list': {
