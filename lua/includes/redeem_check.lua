@@ -25,13 +25,15 @@ end
 local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
   local st, kind = f[1], f[2]
   if not st then return { 'no', 'unknown_id' } end
+  -- Before anything about the ID's state: another venue's scanner learns only that it is not valid
+  -- here (as status tells it nothing), not whether it is sold, used, blocked or expired.
+  if (f[5] or '') ~= '' and not listed(f[5], venue) then return { 'no', 'wrong_venue' } end
   if kind == 'talk' or kind == 'recharge' then return { 'no', 'wrong_kind' } end
   if st == 'blocked' or st == 'expired' then return { 'no', st } end
   if st ~= 'sold' then return { 'no', 'not_active' } end
   local exp, from, till = tonumber(f[4]) or 0, tonumber(f[6]) or 0, tonumber(f[7]) or 0
   if (exp > 0 and now >= exp) or (till > 0 and now > till) then return { 'no', 'expired' } end
   if from > 0 and now < from then return { 'no', 'not_yet_valid', from } end
-  if (f[5] or '') ~= '' and not listed(f[5], venue) then return { 'no', 'wrong_venue' } end
   local bal = tonumber(f[3])
   -- An exit scan is a ticket's: a gate scanning a card or a service ID out must not spend or use it.
   if dir == 'out' and kind ~= 'entry' then return { 'no', 'wrong_kind' } end

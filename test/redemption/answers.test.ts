@@ -405,6 +405,29 @@ describe('refusals by place: venue and gate', () => {
     expect(await balanceOf(h, w)).toBe(WALLET_FACE);
   });
 
+  it('wrong_venue says nothing of the ID’s state: unsold, used, blocked or expired, another venue hears only wrong_venue', async () => {
+    const [unsold] = await mint(h, cat.ticket);
+    const used = await sold(cat.ticket);
+    expect(await arena.redeem({ scan: uniq(), id: used })).toMatchObject({ op: 'redeemed' });
+    const blocked = await sold(cat.ticket);
+    await setIdState(h.ctx, blocked, 'block', 'stolen');
+    const past = await sold(cat.past);
+    const early = await sold(cat.future);
+    const usedUp = await sold(cat.spa);
+    await h.r.hset(idKeyOf(h, usedUp), 'bal', 0);
+    const wrongVenue = { op: 'refused', reason: 'wrong_venue', message: 'not valid at this venue' };
+    for (const id of [unsold!, used, blocked, past, early, usedUp]) {
+      const scan = uniq();
+      expect(await club.redeem({ scan, id }), id).toEqual({ ...wrongVenue, scan });
+      expect(await club.validate({ id }), id).toMatchObject(wrongVenue);
+      expect(await club.validate({ id, dir: 'out' }), id).toMatchObject(wrongVenue);
+    }
+    // Nothing was changed by the refusals.
+    expect(await balanceOf(h, used)).toBe(0);
+    expect(await balanceOf(h, past)).toBe(1);
+    expect((await idFields(h, unsold!)).st).toBe('minted');
+  });
+
   it('wrong_gate: a scanner without a gate uses the gate it sends', async () => {
     const id = await sold(cat.gated);
     const s1 = uniq();
