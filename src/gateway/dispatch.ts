@@ -93,6 +93,8 @@ export class Dispatcher {
     if (Array.isArray(body)) {
       if (body.length > this.cfg.maxBatch)
         return fail('batch_too_large', `${body.length} messages in one frame, at most ${this.cfg.maxBatch}`);
+      // Else nothing would answer it, and a client waiting for a reply to its frame would wait for ever.
+      if (body.length === 0) return fail('empty_batch', 'an array frame must hold at least one message');
       for (const m of body) this.onMessage(conn, m, enc);
     } else {
       this.onMessage(conn, body, enc);

@@ -18,6 +18,7 @@ export const REASONS = {
   bad_frame: reason(400, 'frame is not valid JSON or MessagePack'),
   frame_too_large: reason(413, 'frame too large'),
   batch_too_large: reason(413, 'too many messages in one frame'),
+  empty_batch: reason(400, 'an array frame must hold at least one message'),
   bad_message: reason(400, 'a message is a map with an op'),
   missing_field: reason(400, 'a required field is missing'),
   unknown_op: reason(400, 'unknown op'),

@@ -185,6 +185,23 @@ describe.each([
   });
 });
 
+describe.each([
+  { enc: 'JSON', binary: false },
+  { enc: 'MessagePack', binary: true },
+])('an empty array frame in $enc', ({ binary }) => {
+  it('is answered empty_batch, as other malformed frames are, and the socket goes on', async () => {
+    const s = await Scanner.connect(gw.port, scan.tok, { binary });
+    s.send([]);
+    const e = await s.waitFor((m) => m.op === 'error');
+    expect(e).toEqual({
+      binary,
+      msg: { op: 'error', reason: 'empty_batch', message: 'an array frame must hold at least one message' },
+    });
+    expect((await s.requestGot({ op: 'ping', ref: 'after' })).msg.op).toBe('pong');
+    await s.close();
+  });
+});
+
 describe('encodings on one socket', () => {
   it('a scanner may mix JSON and MessagePack frames; each reply follows its own request', async () => {
     const id = await sold(cat.ticket3);
