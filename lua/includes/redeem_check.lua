@@ -32,7 +32,9 @@ local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
   if st == 'blocked' or st == 'expired' then return { 'no', st } end
   if st ~= 'sold' then return { 'no', 'not_active' } end
   local exp, from, till = tonumber(f[4]) or 0, tonumber(f[6]) or 0, tonumber(f[7]) or 0
-  if (exp > 0 and now >= exp) or (till > 0 and now > till) then return { 'no', 'expired' } end
+  -- Past its validity a ticket's exit scan is still judged below (on who is inside), not refused here.
+  local late = (exp > 0 and now >= exp) or (till > 0 and now > till)
+  if late and (dir ~= 'out' or kind ~= 'entry') then return { 'no', 'expired' } end
   if from > 0 and now < from then return { 'no', 'not_yet_valid', from } end
   local bal = tonumber(f[3])
   -- An exit scan is a ticket's: a gate scanning a card or a service ID out must not spend or use it.
@@ -56,7 +58,11 @@ local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
   -- Who is out and may come back: the exit scans' qty since all were last in, never more than
   -- the entries used (none counted, as before outq or after a reverse: all of them).
   local out = e[3] == '0' and math.min(tonumber(e[5]) or used, used) or 0
-  if dir == 'out' then return { 'ok', kind, 'exit', 0, bal, outq = math.min(out + qty, used) } end
+  if dir == 'out' then
+    -- Expired, the ticket still lets out whoever its scans say is inside: nobody else.
+    if late and qty > used - out then return { 'no', 'expired' } end
+    return { 'ok', kind, 'exit', 0, bal, outq = math.min(out + qty, used) }
+  end
   -- Back in after an exit, as long as an entry is in use (a reversed entry is not), and no
   -- more people than went out: one person's exit does not let the rest of a group in twice.
   if e[2] == '1' and out > 0 then

@@ -563,6 +563,33 @@ describe('re-entry', () => {
     expect(await scan({})).toMatchObject({ op: 'refused', reason: 'already_redeemed' });
   });
 
+  it('past its validity, those inside still get out; nobody else, and nobody back in', async () => {
+    const id = await sold(cat.reentry3);
+    const scan = (over: object) => north.redeem({ scan: uniq(), id, ...over });
+    expect(await scan({ qty: 3 })).toMatchObject({ action: 'entry', entriesLeft: 0 });
+    // The ticket's validUntil passes while the three are inside.
+    await h.r.hset(idKeyOf(h, id), 'until', Date.now() - 1000);
+    const expired = { op: 'refused', reason: 'expired' };
+    expect(await north.validate({ id, dir: 'out', qty: 2 })).toMatchObject({ op: 'valid', action: 'exit' });
+    expect(await scan({ dir: 'out', qty: 2 })).toMatchObject({ op: 'redeemed', action: 'exit', amount: 0 });
+    // One is left inside: two more may not go out on this ticket, one may.
+    expect(await scan({ dir: 'out', qty: 2 })).toMatchObject(expired);
+    expect(await scan({ dir: 'out' })).toMatchObject({ op: 'redeemed', action: 'exit' });
+    expect(await scan({ dir: 'out' })).toMatchObject(expired);
+    // Their exits let nobody back in once the ticket has expired.
+    expect(await scan({})).toMatchObject(expired);
+    expect(await north.validate({ id })).toMatchObject(expired);
+    expect((await recordsOf(h, id)).map((r) => r.action)).toEqual(['entry', 'exit', 'exit']);
+
+    // Expired by exp (validity from first use) alike; a ticket never used lets nobody out.
+    const other = await sold(cat.reentry);
+    expect(await north.redeem({ scan: uniq(), id: other })).toMatchObject({ action: 'entry' });
+    await h.r.hset(idKeyOf(h, other), 'exp', Date.now() - 1000);
+    expect(await north.redeem({ scan: uniq(), id: other, dir: 'out' })).toMatchObject({ action: 'exit' });
+    const unused = await sold(cat.past);
+    expect(await north.redeem({ scan: uniq(), id: unused, dir: 'out' })).toMatchObject(expired);
+  });
+
   it('out through an older version (during an upgrade), back in here: a re-entry, not a new entry', async () => {
     const id = await sold(cat.reentry3);
     expect(await north.redeem({ scan: uniq(), id })).toMatchObject({ action: 'entry', entriesLeft: 2 });
