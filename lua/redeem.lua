@@ -86,12 +86,16 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
       redis.call('HDEL', ikey, 'outq')
     end
   end
-  if (tonumber(f[8]) or 0) == 0 and action ~= 'exit' then
+  -- The first use is the earliest scan: an offline one made before the first use recorded takes its
+  -- place, or validity counted from it would gain the time the journal took to be uploaded.
+  local first = tonumber(f[8]) or 0
+  if action ~= 'exit' and (first == 0 or (at and when < first)) then
     upd[#upd + 1], upd[#upd + 2], upd[#upd + 3], upd[#upd + 4], upd[#upd + 5], upd[#upd + 6] =
       'first', whens, 'fven', venue, 'fgate', gate
-    -- Stored value and services count their validity from first use.
+    -- Validity counted from first use is set with it, or moves with it; an expiry set otherwise stays.
     local expd = tonumber(id_fields(ikey, { 'expd' })[1]) or 0
-    if expd > 0 and (tonumber(f[4]) or 0) == 0 then
+    local exp = tonumber(f[4]) or 0
+    if expd > 0 and (exp == 0 or exp == first + expd * 86400000) then
       upd[#upd + 1] = 'exp'
       upd[#upd + 1] = int(when + expd * 86400000)
     end

@@ -141,6 +141,36 @@ describe('an offline scan is judged at the time it was made', () => {
     expect(Number(f.exp)).toBe(at + cat.wallet.expiryDays * DAY);
   });
 
+  it('made before the first use recorded: it becomes the first use, where and when, and validity counts from it', async () => {
+    const id = await sold(cat.ticket3);
+    // Valid for a day from its first use (the ID's own term).
+    await h.r.hset(idKeyOf(h, id), 'expd', 1);
+    expect(await till.redeem({ scan: uniq('on'), id, gate: 'north' })).toMatchObject({ entriesLeft: 2 });
+    const online = await idFields(h, id);
+    expect(Number(online.exp)).toBe(Number(online.first) + DAY);
+    // An entry made offline at the east gate nearly a day ago, uploaded now.
+    const at = Date.now() - DAY + 2000;
+    expect(await till.redeem({ scan: uniq('off'), id, gate: 'east', at })).toMatchObject({ entriesLeft: 1 });
+    expect(await idFields(h, id)).toMatchObject({
+      first: String(at),
+      fven: VENUE,
+      fgate: 'east',
+      exp: String(at + DAY),
+    });
+    // A later scan, offline too, moves nothing.
+    expect(await till.redeem({ scan: uniq('off'), id, gate: 'south', at: at + 1000 })).toMatchObject({
+      entriesLeft: 0,
+    });
+    expect(await till.redeem({ scan: uniq('on'), id })).toMatchObject({
+      reason: 'already_redeemed',
+      firstUsed: { time: at, venue: VENUE, gate: 'east' },
+    });
+    // A day after the entry made offline, not after the one recorded first: expired.
+    await sleep(2500);
+    expect(await till.validate({ id, dir: 'out' })).toMatchObject({ op: 'valid', action: 'exit' });
+    expect(await till.redeem({ scan: uniq('on'), id })).toMatchObject({ op: 'refused', reason: 'expired' });
+  });
+
   it('a ticket scanned inside its validity window, uploaded after validUntil: admitted; before validFrom: not_yet_valid', async () => {
     const [inTime, early, online] = await soldEarlier(ended, 3);
     const scan = uniq('gate');
