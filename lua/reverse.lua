@@ -5,8 +5,12 @@ KEYS[3..2+m]   scan records per window   ts:{bN}:scans:<window> (hash, includes/
 KEYS[3+m]      the scan's record as earlier versions kept it   ts:{bN}:scan:<scanner>:<scan> (if given)
 ARGV[1] now (ms)   ARGV[2] who reverses (token name)   ARGV[3] reason
 ARGV[4] the scan key '<scanner>:<scan id>'   ARGV[5] m
+ARGV[6..8] (a void made offline only) when it was made by the scanner's clock (ms), and the earliest and
+        latest time it may say: kept as the record's `at`, never before the redemption it undoes (its `at`,
+        or when it was recorded)
 Returns { 'ok', kind, amount given back, value left, recordId, duplicate(0|1) } or { 'no', reason }:
-unknown_scan (never redeemed, or a refusal), scan_conflict (the scan belongs to another ID).
+unknown_scan (never redeemed, or a refusal), scan_conflict (the scan belongs to another ID),
+bad_scan_time (ARGV[6] outside ARGV[7..8]; checked after the lookup, so a repeat answers the first answer).
 A second reverse of the same scan returns the first answer and gives nothing back again.
 ]]
 -- @include "num"
@@ -21,6 +25,17 @@ if s.id ~= KEYS[1] then return { 'no', 'scan_conflict' } end
 local amount = tonumber(s.amount)
 if s.st == 'reversed' then return { 'ok', s.kind, amount, tonumber(s.revleft), s.revrec, 1 } end
 
+local at = ARGV[6]
+if at then
+  local t = tonumber(at)
+  if t < tonumber(ARGV[7]) or t > tonumber(ARGV[8]) then return { 'no', 'bad_scan_time' } end
+  -- A void is never made before its sale (a device clock behind the gateway's, or behind the sale's
+  -- own device): it is then recorded at the redemption's time.
+  local made = tonumber(s.time) or 0
+  local e = redis.call('XRANGE', KEYS[2], s.rec, s.rec)[1]
+  if e and e[2][3] == RED_AT then made = tonumber(e[2][4]) end
+  if t < made then at = int(made) end
+end
 local now = tonumber(ARGV[1])
 local bal = tonumber(redis.call('HGET', KEYS[1], 'bal')) or 0
 local left = bal + amount
@@ -52,10 +67,14 @@ if s.kind == 'entry' then
 end
 redis.call('HSET', KEYS[1], unpack(upd))
 local scan = string.match(field, '^[^:]+:(.+)$')
-local rec = redis.call('XADD', KEYS[2], '*', RED_FIELD, red_pack('reverse', scan, ARGV[2], s.idh, s.kind, s.action,
-  s.venue, s.gate, s.item, s.qty, int(-amount), int(bal), int(left), int(now), ARGV[3]))
-local packed = scan_pack(s.id, s.item, s.qty, s.dir, s.kind, s.action, s.amount, s.left, s.rec, s.venue, s.gate, s.idh,
+local packed = red_pack('reverse', scan, ARGV[2], s.idh, s.kind, s.action, s.venue, s.gate, s.item, s.qty,
+  int(-amount), int(bal), int(left), int(now), ARGV[3])
+-- As a redemption's: a void's time is a second field, only when it was made offline.
+local rec
+if at then rec = redis.call('XADD', KEYS[2], '*', RED_FIELD, packed, RED_AT, at)
+else rec = redis.call('XADD', KEYS[2], '*', RED_FIELD, packed) end
+local state = scan_pack(s.id, s.item, s.qty, s.dir, s.kind, s.action, s.amount, s.left, s.rec, s.venue, s.gate, s.idh,
   s.time, 'reversed', rec, int(left), int(now))
-if where == KEYS[3 + m] then redis.call('SET', where, packed, 'KEEPTTL')
-else redis.call('HSET', where, field, packed) end
+if where == KEYS[3 + m] then redis.call('SET', where, state, 'KEEPTTL')
+else redis.call('HSET', where, field, state) end
 return { 'ok', s.kind, amount, left, rec, 0 }

@@ -29,6 +29,8 @@ const reverseFields = {
   reason: Type.Optional(Type.String({ maxLength: 200 })),
   /** The ID the scan redeemed (optional): the reverse then keeps its place among that ID's scans. */
   id: Type.Optional(Type.String({ maxLength: 40 })),
+  /** When the void was made (a till's offline journal): kept in the reversal's record. */
+  at: Type.Optional(At),
 };
 export const ReverseBody = Type.Object(reverseFields);
 

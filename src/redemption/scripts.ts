@@ -246,7 +246,8 @@ export async function validate(scripts: Scripts, t: ScanTerms, now: number): Pro
 /**
  * Undoes the redemption recorded under scanKey ('<scanner>:<scan id>') on the
  * ID at idKey, looked up in the windows of its bucket's scan records (and in
- * the scan's own key, as earlier versions kept it).
+ * the scan's own key, as earlier versions kept it). `made`: when the void was
+ * made (an offline one), by the scanner's clock, and how far from now it may be.
  */
 export async function reverse(
   scripts: Scripts,
@@ -256,6 +257,7 @@ export async function reverse(
   now: number,
   scanner: string,
   reason: string,
+  made?: { at: number; bounds: ScanTimeBounds },
 ): Promise<Answer> {
   const bucket = bucketOfKey(idKey);
   const places = windows.map((w) => keys.scans(bucket, w));
@@ -264,7 +266,9 @@ export async function reverse(
     await scripts.run(
       'reverse',
       [idKey, keys.redemptions(bucket), ...places, keys.scan(bucket, scanKey)],
-      [now, scanner, reason, scanKey, places.length],
+      made
+        ? [now, scanner, reason, scanKey, places.length, made.at, now - made.bounds.maxAgeMs, now + made.bounds.skewMs]
+        : [now, scanner, reason, scanKey, places.length],
     ),
   );
   if (r[0] === 'no') return { ok: false, reason: str('reverse', r, 1) };

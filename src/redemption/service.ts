@@ -451,16 +451,22 @@ export class Redemption {
    * throttled, but behind the scanner's redeems still waiting for a lookup slot
    * (a journal longer than GUESS_LIMIT + 1): they are not in their ID's line yet.
    */
-  reverse(token: TokenInfo, scan: string, reason: string, id?: string): Promise<Answer> {
+  reverse(token: TokenInfo, scan: string, reason: string, id?: string, at?: number): Promise<Answer> {
     return new Promise((resolve, reject) =>
       this.throttle.after(token.name, () => {
-        this.reverseInLine(token, scan, reason, id).then(resolve, reject);
+        this.reverseInLine(token, scan, reason, id, at).then(resolve, reject);
       }),
     );
   }
 
   // async: a throw in it rejects rather than escaping the throttle turn it runs in.
-  private async reverseInLine(token: TokenInfo, scan: string, reason: string, id?: string): Promise<Answer> {
+  private async reverseInLine(
+    token: TokenInfo,
+    scan: string,
+    reason: string,
+    id?: string,
+    at?: number,
+  ): Promise<Answer> {
     const scanKey = `${token.name}:${scan}`;
     let named: string | undefined;
     if (id !== undefined) {
@@ -471,13 +477,13 @@ export class Redemption {
     }
     // Its redeem answered before: the ID named with it gives the reverse its place all the same.
     const idKey = this.underWay.idOf(scanKey) ?? named;
-    if (idKey === undefined) return this.reverseNow(token, scanKey, reason);
+    if (idKey === undefined) return this.reverseNow(token, scanKey, reason, undefined, at);
     // Sent behind its redeem (a journal uploaded in one frame), or naming its ID: it takes its
     // place in the ID's line, after what came before it and before what came after it.
     return new Promise((resolve, reject) => {
       const barrier = new Barrier(() => {
         const over = (): void => this.arrivals.done(idKey, true);
-        this.reverseNow(token, scanKey, reason, named).then(
+        this.reverseNow(token, scanKey, reason, named, at).then(
           (a) => {
             over();
             resolve(a);
@@ -492,15 +498,25 @@ export class Redemption {
     });
   }
 
-  /** `named`: the ID key of the ID the reverse named; the scan must be that ID's. */
-  private async reverseNow(token: TokenInfo, scanKey: string, reason: string, named?: string): Promise<Answer> {
+  /**
+   * `named`: the ID key of the ID the reverse named; the scan must be that ID's.
+   * `at`: when the void was made (offline), by the scanner's clock.
+   */
+  private async reverseNow(
+    token: TokenInfo,
+    scanKey: string,
+    reason: string,
+    named?: string,
+    at?: number,
+  ): Promise<Answer> {
     const now = Date.now();
     const windows = this.windows.at(now);
     const terms = await this.claimOf(scanKey, windows);
     if (!terms) return { ok: false, reason: 'unknown_scan' };
     const idKey = terms.slice(0, terms.indexOf('|'));
     if (named !== undefined && named !== idKey) return { ok: false, reason: 'scan_conflict' };
-    const answer = await script.reverse(this.scripts, scanKey, idKey, windows, now, token.name, reason);
+    const made = at === undefined ? undefined : { at, bounds: this.scanTimes };
+    const answer = await script.reverse(this.scripts, scanKey, idKey, windows, now, token.name, reason, made);
     // A second reverse answers the first: that one must be on a replica, whoever wrote it.
     if (answer.ok) await (answer.duplicate ? replicatedSeen : replicated)(this.redis, idKey);
     return answer;

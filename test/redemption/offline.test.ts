@@ -332,6 +332,79 @@ describe('bad_scan_time: a scan time out of bounds is refused, nothing written',
   });
 });
 
+describe('a void made offline: reverse with at', () => {
+  it('is recorded with the time it was made, in the record and the export; a repeat answers the first answer', async () => {
+    const id = await sold(cat.wallet);
+    const [sale, other] = [uniq('j'), uniq('j')];
+    const [a, v] = [Date.now() - 2 * HOUR, Date.now() - HOUR];
+    // A journal: a sale and its void, both made offline, uploaded in one frame.
+    const got = await till.requestAll([
+      { op: 'redeem', ref: 1, scan: sale, id, item: 'beer', at: a },
+      { op: 'reverse', ref: 2, scan: sale, id, reason: 'spilt', at: v },
+    ]);
+    expect(got[1]).toEqual({
+      op: 'reversed',
+      ref: 2,
+      scan: sale,
+      kind: 'goods',
+      action: 'reverse',
+      amount: PRICE.beer,
+      valueLeft: WALLET_FACE,
+    });
+    const recs = await recordsOf(h, id);
+    expect(recs.map((r) => [r.type, r.at, r.reason])).toEqual([
+      ['redeem', String(a), undefined],
+      ['reverse', String(v), 'spilt'],
+    ]);
+    const csv = await cli('export', 'redemptions', '--format', 'csv');
+    const rows = parse<Record<string, string>>(csv.out, { columns: true });
+    expect(rows.find((r) => r.scan === sale && r.type === 'reverse')).toMatchObject({ at: String(v), reason: 'spilt' });
+    // Sent again, even with a time now out of bounds: the first answer, nothing given back twice.
+    expect(await till.request({ op: 'reverse', ref: 3, scan: sale, at: Date.now() - 2 * DAY })).toMatchObject({
+      op: 'reversed',
+      duplicate: true,
+    });
+    // A void sent without at is recorded as before, with no at.
+    expect(await till.redeem({ scan: other, id, item: 'water' })).toMatchObject({ op: 'redeemed' });
+    expect(await till.reverse(other)).toMatchObject({ op: 'reversed' });
+    expect((await recordsOf(h, id)).at(-1)).not.toHaveProperty('at');
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE);
+  });
+
+  it('out of bounds: bad_scan_time and nothing reversed; never recorded before the redemption it undoes', async () => {
+    const id = await sold(cat.wallet);
+    const sale = uniq('on');
+    expect(await till.redeem({ scan: sale, id, item: 'beer' })).toMatchObject({ op: 'redeemed' });
+    for (const at of [Date.now() - DAY - 60_000, Date.now() + SCAN_CLOCK_SKEW_MS + 60_000])
+      expect(await till.request({ op: 'reverse', ref: 'r', scan: sale, at })).toMatchObject({
+        op: 'refused',
+        scan: sale,
+        reason: 'bad_scan_time',
+      });
+    expect(await post('/v1/reverse', { scan: sale, at: Date.now() - 2 * DAY })).toMatchObject({
+      status: 422,
+      json: { error: { reason: 'bad_scan_time' } },
+    });
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.beer);
+    expect(await recordsOf(h, id)).toHaveLength(1);
+    // Dated before the sale it voids (the till's clock behind the gateway's): recorded at the sale's time.
+    expect(await post('/v1/reverse', { scan: sale, at: Date.now() - HOUR })).toMatchObject({
+      status: 200,
+      json: { action: 'reverse', valueLeft: WALLET_FACE },
+    });
+    const [red, rev] = await recordsOf(h, id);
+    expect(rev).toMatchObject({ type: 'reverse', at: red!.time });
+
+    // An offline sale's void dated before it: recorded at the sale's at.
+    const off = uniq('off');
+    const at = Date.now() - 2 * HOUR;
+    expect(await till.redeem({ scan: off, id, item: 'water', at })).toMatchObject({ op: 'redeemed' });
+    expect(await till.request({ op: 'reverse', ref: 'o', scan: off, at: at - HOUR })).toMatchObject({ op: 'reversed' });
+    expect((await recordsOf(h, id)).at(-1)).toMatchObject({ type: 'reverse', scan: off, at: String(at) });
+    for (const bad of [-1, 1.5, 'soon']) expect((await post('/v1/reverse', { scan: off, at: bad })).status).toBe(400);
+  });
+});
+
 describe('without at: as before', () => {
   it('judged and recorded when it reaches Tessera; the export’s at column is empty', async () => {
     const id = await sold(cat.wallet);

@@ -52,7 +52,7 @@ export function scannerRoutes(redemption: Redemption, metrics: Metrics): Routes 
     check: compile(ReverseMsg),
     async handle(m, conn, reply) {
       reply(
-        answer('reverse', 'reversed', await redemption.reverse(conn.token, m.scan, m.reason ?? '', m.id), {
+        answer('reverse', 'reversed', await redemption.reverse(conn.token, m.scan, m.reason ?? '', m.id, m.at), {
           ref: m.ref,
           scan: m.scan,
         }),
@@ -87,6 +87,6 @@ export function scannerHttp(api: HttpApi, redemption: Redemption, metrics: Metri
     result(count('validate', await redemption.validate(token, body)), body.item),
   );
   api.post('/v1/reverse', ['scanner'], compile(ReverseBody), async ({ body, token }) =>
-    result(count('reverse', await redemption.reverse(token, body.scan, body.reason ?? '', body.id))),
+    result(count('reverse', await redemption.reverse(token, body.scan, body.reason ?? '', body.id, body.at))),
   );
 }
