@@ -168,14 +168,15 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
   if sec < used then sec = used end
   local a = ans or now
   -- Re-grant before the reservation runs out, while something is free; a blocked ID gets no more.
+  -- A final grant is re-granted as soon as something is free again (a top-up, another call's
+  -- reservation given back), not at the half-slice mark: told its grant is the last, a
+  -- quota-mode switch would end the call at it, money left or not.
   if avail > 0 and st ~= 'blocked' then
     local gs = terms.gs
-    if gs == 0 or gnt - sec < math.ceil(gs / 2) then
+    if gs == 0 or fin or gnt - sec < math.ceil(gs / 2) then
       local add = wanted(t, a, cost, math.max(sec, billed), res, avail, gs)
-      if add > 0 then
-        res, avail, cov = res + add, avail - add, cov + add
-        regrant = true
-      end
+      if add > 0 then res, avail, cov = res + add, avail - add, cov + add end
+      if add > 0 or fin then regrant = true end
     end
   end
   local finNow = 0
@@ -285,8 +286,9 @@ local function charge_steady(s, t, gs, ikey, sec, used)
     if s[S_FIN] ~= '1' then return idf end
     left = gnt - sec
   else
-    -- No re-grant is due (charge()'s rule); the seconds all the money left buys, as tariff_afford counts them.
-    if gs == 0 or gnt - sec < math.ceil(gs / 2) then return idf end
+    -- No re-grant is due (charge()'s rule: a final grant is re-granted once a second is free);
+    -- the seconds all the money left buys, as tariff_afford counts them.
+    if gs == 0 or gnt - sec < math.ceil(gs / 2) or (s[S_FIN] == '1' and avail >= rate) then return idf end
     left = (res + avail - (res + avail) % rate) / rate
   end
   if s[S_THR] ~= '' and left <= threshold_head(s[S_THR]) then return idf end

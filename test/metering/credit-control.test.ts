@@ -14,6 +14,7 @@ import type { Gateway } from '../../src/gateway/server';
 import type { TalkProduct } from '../../src/catalog/schema';
 import { audit } from '../../src/ledger/audit';
 import { setIdState } from '../../src/ledger/ids';
+import { putProducts } from '../../src/catalog/store';
 
 let h: Harness;
 let gw: Gateway;
@@ -235,6 +236,26 @@ describe('final unit and redirect', () => {
       final: true,
     });
     expect(await stop(call, 3)).toMatchObject({ billedSec: 3 });
+  });
+
+  it('a final grant is final no longer once a top-up frees money: the next answer re-grants', async () => {
+    // 100 s of balance, 10 s grants: at 92 s the call holds all that is left.
+    const product = talkProduct({ name: 'final-topup', face: 10_000, maxCalls: 3, grantSec: 10, thresholds: [] });
+    await putProducts(h.ctx.redis, [product]); // the top-up reads its rules from the catalog
+    await gw.catalog.refresh();
+    const [id] = await soldIds(h, product);
+    const call = newCall();
+    const update = (sec: number): Promise<Msg> => c.request({ op: 'update', ref: ref(), call, sec });
+    await start(id!, call, { mode: 'quota' });
+    expect(await update(92)).toMatchObject({ op: 'granted', grant: 100, final: true, action: 'terminate' });
+    expect(await gw.topups.operator(id!, 50_000, 'goodwill')).toMatchObject({ ok: true });
+    // 8 s of the grant are left, more than half a slice: without the top-up no re-grant would
+    // be due, but a quota switch told "final" would end the call at 100 s with 500 s paid for.
+    const after = await update(93);
+    expect(after).toMatchObject({ op: 'granted', grant: 103, balance: 50_700, secLeft: 507, final: false });
+    expect(after.action).toBeUndefined();
+    expect(await stop(call, 93)).toMatchObject({ billedSec: 93, cost: 9300, balance: 50_700 });
+    expect(await auditProblems()).toEqual([]);
   });
 
   it('a blocked ID is cut, never redirected', async () => {
