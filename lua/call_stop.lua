@@ -15,7 +15,8 @@ short (the new record's: what the call was charged and could not pay; 0 for a re
 {'err', reason}, or {'failed', error} when the script failed on that call (the others went on).
 A stop that comes after the reaper closed the call (its switch could not reach
 Tessera: an outage it rode out under its failure policy) bills the seconds the
-reaper could not know of (includes/late.lua).
+reaper could not know of, or gives back what the reaper billed beyond its
+seconds (includes/late.lua).
 ]]
 -- @reply msgpack
 -- @include "num"

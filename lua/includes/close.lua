@@ -40,6 +40,21 @@ local function close(skey, ikey, live, cdr, now, cause, ttl, evkey)
   return { 'ok', billed, cost, bal, rec, 0, short }
 end
 
+-- Returns `back` (> 0) to an ID's balance, free: an ID exhausted by the charge
+-- it undoes is usable again (a blocked one will be once unblocked). Returns the balance.
+local function credit_back(ikey, back)
+  local idf = redis.call('HMGET', ikey, 'bal', 'free', 'st')
+  local bal = tonumber(idf[1]) + back
+  local w = { 'bal', int(bal) }
+  if tonumber(idf[2]) then w[3], w[4] = 'free', int(tonumber(idf[2]) + back) end
+  if idf[3] == 'exhausted' then w[#w + 1], w[#w + 2] = 'st', 'sold' end
+  if idf[3] == 'blocked' and redis.call('HGET', ikey, 'prev') == 'exhausted' then
+    w[#w + 1], w[#w + 2] = 'prev', 'sold'
+  end
+  redis.call('HSET', ikey, unpack(w))
+  return bal
+end
+
 -- A stop's seconds are the call's final duration. Ticks claim seconds as they
 -- pass, and one can race the hang-up (its end reported late, a switch under
 -- load): what they charged beyond the stop's seconds is given back before the
@@ -56,16 +71,7 @@ local function give_back(s, skey, ikey, sec)
     local forgiven = math.min(short, over)
     local back = over - forgiven
     upd[3], upd[4], upd[5], upd[6] = 'short', int(short - forgiven), 'cov', int(tonumber(s[S_COV]) - over)
-    if back > 0 then
-      local idf = redis.call('HMGET', ikey, 'bal', 'free', 'st')
-      local w = { 'bal', int(tonumber(idf[1]) + back) }
-      if tonumber(idf[2]) then w[3], w[4] = 'free', int(tonumber(idf[2]) + back) end
-      if idf[3] == 'exhausted' then w[#w + 1], w[#w + 2] = 'st', 'sold' end
-      if idf[3] == 'blocked' and redis.call('HGET', ikey, 'prev') == 'exhausted' then
-        w[#w + 1], w[#w + 2] = 'prev', 'sold'
-      end
-      redis.call('HSET', ikey, unpack(w))
-    end
+    if back > 0 then credit_back(ikey, back) end
   end
   redis.call('HSET', skey, unpack(upd))
 end

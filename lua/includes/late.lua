@@ -1,4 +1,5 @@
 -- @include "charge"
+-- @include "close"
 -- A stop for a closed call. Usually a repeat: it gets the first answer. But a
 -- call the reaper closed (cause `stale`) may have gone on: its switch lost
 -- Tessera for a while and, under a `continue` failure policy (or within its
@@ -11,12 +12,46 @@
 -- one that billed leaves the cause `late`). Both records together bill what an
 -- ordinary stop of the call would have: the disconnect charge too, here, when
 -- the reaper closed the call before its first billed second (and took none).
+-- The late stop of a reaped call that reports fewer charged seconds than the
+-- reaper billed (its last tick raced the hang-up): as an ordinary stop would,
+-- what was charged beyond them is given back, what the call ran short of
+-- forgiven first, and with no second left the disconnect charge too. A second
+-- record with cause `late` holds the give-back, its seconds and cost negative,
+-- so the first stays as written and the audit sums both.
+local function late_credit(skey, ikey, cdr, now, sec, c, t, used, billed)
+  local n = tariff_charged(t, sec)
+  local ans = tonumber(c[6])
+  local undo = tariff_cost(t, ans, billed) - tariff_cost(t, ans, n)
+  local disc = 0
+  if n == 0 then disc = t.disc end
+  undo = undo + disc
+  local short = tonumber(c[5])
+  local forgiven = math.min(short, undo)
+  local back = undo - forgiven
+  local bal = tonumber(c[2])
+  if back > 0 then bal = credit_back(ikey, back) end
+  local m = redis.call('HMGET', skey, 'sw', 'call', 'idh', 'dest')
+  local rec = redis.call('XADD', cdr, '*',
+    'switch', m[1], 'call', m[2], 'id', m[3], 'dest', m[4],
+    'start', c[7], 'answer', c[6] or '', 'end', int(now),
+    'sec', int(n - billed), 'used', int(sec - used), 'blocks', '',
+    'rate', int(tariff_rate(t, ans, n)), 'fee', int(n == 0 and -t.fee or 0), 'disc', int(-disc),
+    'cost', int(-back), 'short', int(-forgiven), 'bal', int(bal), 'cause', 'late')
+  local cost = tonumber(c[1]) - back
+  redis.call('HSET', skey, 'used', int(sec), 'cost', int(cost), 'bal1', int(bal), 'rec', rec,
+    'cause', 'late', 'short', int(short - forgiven))
+  return { 'ok', n, cost, bal, rec, 0, 0 }
+end
+
 local function late_stop(s, skey, ikey, cdr, now, sec, evkey)
   local c = redis.call('HMGET', skey, 'cost', 'bal1', 'rec', 'cause', 'short', 'ans', 'start', 'swstop')
   local cost, bal = tonumber(c[1]), tonumber(c[2])
   local t = terms_of(s[S_TRM]).t
   local used = tonumber(s[S_USED])
   local billed = tariff_charged(t, used)
+  if c[4] == 'stale' and not c[8] and tariff_charged(t, sec) < billed then
+    return late_credit(skey, ikey, cdr, now, sec, c, t, used, billed)
+  end
   if c[4] ~= 'stale' or c[8] or sec <= used then
     if c[4] == 'stale' and not c[8] then redis.call('HSET', skey, 'swstop', '1') end
     return { 'ok', billed, cost, bal, c[3], 1, 0 }

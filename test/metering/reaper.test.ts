@@ -14,6 +14,7 @@ import { cdrsOf, connectSwitch, msgs, newCall, sessionKey } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
 import { putPlans } from '../../src/catalog/store';
+import { audit } from '../../src/ledger/audit';
 
 let h: Harness;
 const DEST = '4912345'; // 100 micro/s, no fee
@@ -138,13 +139,50 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
     const { id, call } = await begin(c);
     expect(await c.request({ op: 'tick', ref: ref(), call, sec: 3 })).toMatchObject({ balance: 999_700 });
     await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000);
-    // The switch's stop reports no more than the reaper billed: nothing late to bill, and that is its answer.
+    // The switch's stop reports what the reaper billed: nothing late to bill, and that is its answer.
     const first = { op: 'stopped', call, billedSec: 3, cost: 300, balance: 999_700 };
-    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 2 })).toMatchObject(first);
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 3 })).toMatchObject(first);
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 1 })).toMatchObject(first);
     expect(await c.request({ op: 'stop', ref: ref(), call, sec: 30 })).toMatchObject(first);
     expect(await c.request({ op: 'stop', ref: ref(), call, sec: 604_800 })).toMatchObject(first);
     expect(await idFields(h, id)).toMatchObject({ bal: '999700', st: 'sold' });
     expect(await cdrsOf(h, id, call)).toMatchObject([{ cause: 'stale', sec: '3' }]);
+  });
+
+  it('a late stop with fewer seconds than the reaper billed gets the difference back, once', async () => {
+    const { id, call } = await begin(c, DEST449);
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 3 })).toMatchObject({ balance: 992_000 });
+    await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000);
+    // The last tick raced the hang-up at 1 s: billed as an ordinary stop of 1 s would have been.
+    const first = { op: 'stopped', call, billedSec: 1, cost: 6000, balance: 994_000 };
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 1 })).toMatchObject(first);
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 0 })).toMatchObject(first);
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 3 })).toMatchObject(first);
+    expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '994000', free: '994000', st: 'sold' });
+    expect(await cdrsOf(h, id, call)).toMatchObject([
+      { cause: 'stale', sec: '3', cost: '8000' },
+      { cause: 'late', sec: '-2', used: '-2', cost: '-2000', short: '0', bal: '994000' },
+    ]);
+    // The give-back is a record like any: the books balance.
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+
+  it('a late stop of 0 s after a reaped answered call gives back all of it, fee and disconnect charge', async () => {
+    const id = (await soldIds(h, MINIMUMS))[0]!;
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ref(), call, id, dest: DEST })).toMatchObject({ op: 'started' });
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 5 })).toMatchObject({ op: 'ticked' });
+    await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000);
+    // Never answered after all: an ordinary stop of 0 s costs nothing.
+    const first = { op: 'stopped', call, billedSec: 0, cost: 0, balance: 1_000_000 };
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 0 })).toMatchObject(first);
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 5 })).toMatchObject(first);
+    expect(await cdrsOf(h, id, call)).toMatchObject([
+      { cause: 'stale', sec: '60', cost: '60000', disc: '10000' },
+      { cause: 'late', sec: '-60', fee: '-20000', disc: '-10000', cost: '-60000' },
+    ]);
+    expect(await idFields(h, id)).toMatchObject({ bal: '1000000', free: '1000000' });
+    expect((await audit(h.ctx)).problems).toEqual([]);
   });
 
   it('a late stop of a call reaped before its first billed second records the fee and answer it charges', async () => {
