@@ -4,6 +4,8 @@ KEYS[2] ID hash            ts:{bN}:id:<idHash>
 KEYS[3] live calls zset    ts:{bN}:live
 KEYS[4] call records       ts:{bN}:cdr (stream)
 KEYS[5] balance events     ts:{bN}:ev (stream): thresholds fired and exhaustion, for the webhooks
+KEYS[6] the call by ID     ts:{bN}:ic:<idHash>:<call>: the session of the ID's call of this call id,
+        whatever token name started it (call_start)
 ARGV[1] now (ms)
 ARGV[2] seconds since answer, as the switch reports them
 ARGV[3] stop cause (used when the session turns out to be there after all)
@@ -21,6 +23,11 @@ repeat)} or {'err', reason}.
 The call is rated from the stop: the destination's tariff in the ID's plan for the
 seconds reported. What is free of the balance pays; the rest is kept as `short`; the
 record's cause is `recovered`. The closed session answers repeated stops.
+A stop under another token name than the call's start (a switch back under a new
+name after its token was revoked) finds the call by its ID and call id (KEYS[6]):
+when its destination agrees and it started no later than the stop says it was
+answered, it is that call, stopped as its own stop would (live), or as a stop
+after the reaper's (closed): billed once, never again as a lost call.
 ]]
 -- @include "id_fields"
 -- @include "num"
@@ -36,6 +43,30 @@ if s[S_ST] then
   if s[S_ST] == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, sec, KEYS[5]) end
   -- The session is there after all: an ordinary stop.
   return stop_live(s, KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], tonumber(ARGV[4]), KEYS[5])
+end
+
+-- How much earlier than its start a call may seem answered, by the seconds its stop reports
+-- (the switch's clock and counting against the gateway's), and still be the call it names.
+local SKEW_MS = 5000
+local ttl = tonumber(ARGV[4])
+local other = redis.call('GET', KEYS[6])
+if other and other ~= KEYS[1] then
+  local o = read_session(other)
+  local m = redis.call('HMGET', other, 'dest', 'start')
+  if o[S_ID] == KEYS[2] and m[1] == ARGV[8] and tonumber(m[2]) <= now - sec * 1000 + SKEW_MS then
+    local r
+    if o[S_ST] == 'live' then
+      r = stop_live(o, other, KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], ttl, KEYS[5])
+    else
+      r = late_stop(o, other, KEYS[2], KEYS[4], now, sec, KEYS[5])
+    end
+    -- This name's session answers its repeats as the call's own does: a copy, marked as one that
+    -- already had the switch's stop, so a repeat never bills (late.lua).
+    redis.call('HSET', KEYS[1], unpack(redis.call('HGETALL', other)))
+    redis.call('HSET', KEYS[1], 'swstop', '1')
+    redis.call('EXPIRE', KEYS[1], ttl)
+    return r
+  end
 end
 
 local f = id_fields(KEYS[2], { 'st', 'kind', 'bal', 'plan', 'exp', 'expd', 'sold' })

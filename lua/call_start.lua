@@ -1,9 +1,12 @@
 --[[ call_start: admit calls on talk IDs of one bucket, reserve each its first grant and open its session.
 KEYS[1]      live calls zset    ts:{bN}:live
-KEYS[2i]     ID hash            ts:{bN}:id:<idHash>            (i = 1..n)
-KEYS[2i+1]   call session hash  ts:{bN}:call:<switch>:<call>
+KEYS[3i-1]   ID hash            ts:{bN}:id:<idHash>            (i = 1..n)
+KEYS[3i]     call session hash  ts:{bN}:call:<switch>:<call>
+KEYS[3i+1]   the call by ID     ts:{bN}:ic:<idHash>:<call>: its session key, so that a stop of the
+             call under another token name finds it (call_recover)
 ARGV[1]      now (ms)
 ARGV[2]      ring grace (ms): an unanswered call counts as stale this much later than an answered one
+ARGV[3]      TTL (s) of KEYS[3i+1]: past the call's longest life and its closed session's TTL
 then, for each call i in order, a count k of the call's own arguments and those k arguments:
   1 dialled destination (digits)
   2 switch name
@@ -30,9 +33,10 @@ is applied in order, so it answers as a repeat.
 -- @include "charge"
 local now = tonumber(ARGV[1])
 local ringGrace = tonumber(ARGV[2])
+local keep = tonumber(ARGV[3])
 
 -- One call's start: ikey, skey its keys; its arguments are ARGV[a..last] (see above).
-local function start(ikey, skey, a, last)
+local function start(ikey, skey, ickey, a, last)
   local dest, sw, call, idh, mode, ani = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   local s = redis.call('HMGET', skey, 'st', 'idh', 'dest', 'maxs', 'bal0', 'trm', 'gnt', 'fin', 'fa', 'fail', 'start')
   if s[1] then
@@ -101,6 +105,7 @@ local function start(ikey, skey, a, last)
     'sw', sw, 'call', call, 'idh', idh, 'dest', dest, 'maxs', int(maxs), 'bal0', int(bal))
   redis.call('HINCRBY', ikey, 'act', 1)
   redis.call('HSET', ikey, 'free', int(avail - res))
+  redis.call('SET', ickey, skey, 'EX', keep)
   -- Expiry counts from first use.
   local expd = tonumber(f[8]) or 0
   if exp == 0 and expd > 0 then
@@ -112,11 +117,11 @@ local function start(ikey, skey, a, last)
 end
 
 local out = {}
-local a = 3
-for i = 1, (#KEYS - 1) / 2 do
+local a = 4
+for i = 1, (#KEYS - 1) / 3 do
   local last = a + tonumber(ARGV[a])
   -- One call's failure (a damaged hash) is that call's alone, not its batch's.
-  local ok, r = pcall(start, KEYS[2 * i], KEYS[2 * i + 1], a + 1, last)
+  local ok, r = pcall(start, KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1], a + 1, last)
   if ok then out[i] = r else out[i] = { 'failed', tostring(type(r) == 'table' and r.err or r) } end
   a = last + 1
 end

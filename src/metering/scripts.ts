@@ -4,6 +4,7 @@
  * a named type, so no other file reads a raw reply. Every call goes through
  * Scripts, which times it (Scripts.timer).
  */
+import { keys as redisKeys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
 import type { CallKeys } from './call-keys';
 import { asError, num, replyError, str, tagged } from '../redis/reply';
@@ -139,7 +140,15 @@ export interface StartBatch {
   now: number;
   /** How much later than an answered call an unanswered one counts as stale (ms). */
   ringGraceMs: number;
+  /**
+   * How long (s) a call stays findable by its ID and call id (keys.idCall): past its longest
+   * life and its closed session's TTL. Tests that do not care leave it to the default.
+   */
+  keepSec?: number;
 }
+
+/** keys.idCall's TTL when none is given: two weeks, the longest call and a closed session's default TTL. */
+const KEEP_SEC = 2 * 604_800;
 
 /** Answers a start, or says why it could not be made (Redis unreachable, the script failed on it). */
 export type StartCallback = (err: Error | null, r?: StartResult) => void;
@@ -157,9 +166,9 @@ export interface StartItem {
  */
 export function callStarts(scripts: Scripts, batch: readonly StartItem[], b: StartBatch, settled: () => void): void {
   const keys: string[] = [batch[0]!.ck.live];
-  const args: (string | number)[] = [b.now, b.ringGraceMs];
+  const args: (string | number)[] = [b.now, b.ringGraceMs, b.keepSec ?? KEEP_SEC];
   for (const { ck, args: a } of batch) {
-    keys.push(ck.id, ck.session);
+    keys.push(ck.id, ck.session, redisKeys.idCall(ck.bucket, a.idHash, a.call));
     args.push(6 + a.rates.length, a.dest, a.sw, a.call, a.idHash, a.mode, a.aniHash, ...a.rates);
   }
   answerEach(scripts.run('call_start', keys, args), batch, 'call_start', startAnswer, settled);
@@ -451,7 +460,7 @@ export async function callRecover(scripts: Scripts, ck: CallKeys, a: RecoverArgs
     'call_recover',
     await scripts.run(
       'call_recover',
-      [ck.session, ck.id, ck.live, ck.cdr, ck.events],
+      [ck.session, ck.id, ck.live, ck.cdr, ck.events, redisKeys.idCall(ck.bucket, a.idHash, a.call)],
       [a.now, a.sec, a.cause, a.ttlSec, a.sw, a.call, a.idHash, a.dest, a.aniHash, ...a.rates],
     ),
   );

@@ -4,6 +4,7 @@ import type { Config } from '../config/config';
 import { checkId } from '../ids/idnum';
 import type { IdKeys } from '../ids/secrets';
 import { resolveAni } from '../ledger/anis';
+import { MAX_CALL_SEC } from '../protocol/switch';
 import type { Metrics } from '../observability/metrics';
 import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
@@ -116,6 +117,8 @@ export class Metering {
   private readonly stopping = new Map<string, Promise<StopResult>>();
   /** How much later than an answered call an unanswered one counts as stale. */
   private readonly ringGraceMs: number;
+  /** How long a call stays findable by its ID and call id: its longest life, then its closed session's TTL. */
+  private readonly keepSec: number;
   /**
    * unknown_id answers to starts and quotes, per switch token name and the
    * call's origin (their own counters, not the scanners'). Unlike scanners'
@@ -143,6 +146,7 @@ export class Metering {
     this.starts = new GroupCommit(redis, this.admitCalls, maxCallsPerScript);
     this.stops = new GroupCommit(redis, this.closeCalls, maxCallsPerScript);
     this.ringGraceMs = Math.max(0, cfg.ringTimeoutMs - cfg.staleAfterMs);
+    this.keepSec = MAX_CALL_SEC + Math.ceil(cfg.ringTimeoutMs / 1000) + cfg.sessionTtlSec;
   }
 
   /**
@@ -291,7 +295,7 @@ export class Metering {
 
   /** A bucket's starts in one call_start per round (GroupCommit). */
   private readonly admitCalls = (_bucket: number, batch: StartItem[], settled: () => void): void => {
-    callStarts(this.scripts, batch, { now: Date.now(), ringGraceMs: this.ringGraceMs }, settled);
+    callStarts(this.scripts, batch, { now: Date.now(), ringGraceMs: this.ringGraceMs, keepSec: this.keepSec }, settled);
   };
 
   tick(sw: string, call: string, sec: number, done: TickCallback): void {
@@ -433,7 +437,7 @@ export class Metering {
     });
     if (!r.ok) return r;
     // Each one is a call Tessera lost, or one a switch stopped under another token name than it
-    // started it with (then also reaped and billed twice): someone should look, so it is counted.
+    // started it with (billed as that call's own stop, once): someone should look, so it is counted.
     if (!r.duplicate) this.metrics.recovered.inc();
     if (!indexed) await this.locator.restore(sw, call, ck);
     await this.replicatedCall(ck.session, sw, call, r.duplicate, indexed !== undefined);

@@ -32,7 +32,7 @@ export class Metrics {
   });
   readonly recovered = new Counter({
     name: 'tessera_recovered_stops_total',
-    help: 'Stops billed as recovered: a call Tessera had no session of (lost, or started under another token name)',
+    help: 'Stops naming ID and destination of a call the token name had no session of (lost, or started under another name)',
     registers: [this.registry],
   });
   readonly shortCalls = new Counter({

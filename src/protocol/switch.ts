@@ -6,8 +6,9 @@ export const Ref = Type.Union([
   Type.Integer({ minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER }),
 ]);
 export const CallId = Type.String({ pattern: '^[A-Za-z0-9._:@-]{1,64}$' });
-/** Seconds since answer; a week is far beyond any real call. */
-const Seconds = Type.Integer({ minimum: 0, maximum: 7 * 86400 });
+/** The most seconds since answer a call may report: a week is far beyond any real call. */
+export const MAX_CALL_SEC = 7 * 86400;
+const Seconds = Type.Integer({ minimum: 0, maximum: MAX_CALL_SEC });
 /**
  * The caller's number, for caller-number (PIN-less) login: sent instead of `id`,
  * never with it. E.164 as docs/protocol.md says; checked by the gateway (bad_ani).

@@ -107,6 +107,11 @@ export const keys = {
    * (src/redis/replication.ts). One per bucket; nothing reads it.
    */
   fence: (bucket: number) => `${tag(bucket)}fence`,
+  /**
+   * The session of an ID's call by the switch's call id alone (string, with a TTL), in the ID's
+   * bucket: what finds the call when its stop comes under another token name (call_recover).
+   */
+  idCall: (bucket: number, idHash: string, call: string) => `${tag(bucket)}ic:${idHash}:${call}`,
   /** Where a switch's call lives: call key -> ID key. Tagged by the call key's own bucket. */
   callIndex: (bucket: number, callKey: string) => `${tag(bucket)}cx:${callKey}`,
   /**

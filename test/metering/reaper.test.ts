@@ -240,6 +240,28 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
     expect(await idFields(h, id)).toMatchObject({ bal: '929200' });
   });
 
+  it('a stop under another token name after the reaping: billed as the late stop of that call, once', async () => {
+    const { c: b } = await connectSwitch(h, gw.port);
+    try {
+      const { id, call } = await begin(c, DEST449, 2);
+      expect(await c.request({ op: 'tick', ref: ref(), call, sec: 3 })).toMatchObject({ balance: 992_000 });
+      await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000);
+      // The switch came back under another name; the call went on to 5 s. Not a lost call: 5 s once.
+      const first = { op: 'stopped', call, billedSec: 5, cost: 10_000, balance: 990_000 };
+      expect(await b.request({ op: 'stop', ref: ref(), call, sec: 5, id, dest: DEST449 })).toMatchObject(first);
+      expect(await b.request({ op: 'stop', ref: ref(), call, sec: 8 })).toMatchObject(first);
+      expect(await c.request({ op: 'stop', ref: ref(), call, sec: 8 })).toMatchObject(first);
+      expect(await cdrsOf(h, id, call)).toMatchObject([
+        { switch: sw, cause: 'stale', sec: '3', cost: '8000' },
+        { switch: sw, cause: 'late', sec: '2', cost: '2000' },
+      ]);
+      expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '990000' });
+      expect((await audit(h.ctx)).problems).toEqual([]);
+    } finally {
+      await b.close();
+    }
+  });
+
   it('leaves a call that keeps ticking alone', async () => {
     const quiet = await begin(c);
     const busy = await begin(c);

@@ -13,6 +13,7 @@ import { balanceOf, idFields, idKeyOf } from '../support/redis';
 import { putPlans } from '../../src/catalog/store';
 import type { Client } from '../support/ws-client';
 import { metricsText, sample } from '../support/metrics';
+import { audit } from '../../src/ledger/audit';
 import { cdrsOf, connectSwitch, newCall } from './fixtures';
 
 let h: Harness;
@@ -22,6 +23,8 @@ let refs = 0;
 
 const TALK = talkProduct();
 const SMALL = talkProduct({ name: 'talk-small', face: 1000, price: 1000 });
+/** Two calls at once: a call holds a slice of the balance, so a second charge would find money free. */
+const DUO = talkProduct({ name: 'talk-duo', maxCalls: 2 });
 /** plan dated: 100 micro/s everywhere, 300 from `changeAt` on (a version in force since just before the suite) */
 const DATED = talkProduct({ name: 'talk-dated', plan: 'dated' });
 /** plan young: 200 micro/s, its only version in force since `changeAt` (what came before is gone) */
@@ -34,7 +37,7 @@ const DEST = '4912345';
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [TALK, SMALL, DATED, YOUNG]);
+  await seedCatalog(h, [TALK, SMALL, DATED, YOUNG, DUO]);
   changeAt = Date.now() - 1000;
   // Loaded as it was before the change, so the version it supersedes is still kept.
   await putPlans(
@@ -214,5 +217,66 @@ describe('a stop for a call whose session is gone', () => {
     const spaced = `${id!.slice(0, 4)} ${id!.slice(4)}`;
     expect(await stop({ call, sec: 3, id: spaced, dest: '00' + DEST })).toMatchObject({ op: 'stopped', billedSec: 3 });
     expect(await balanceOf(h, other!)).toBe(TALK.face);
+  });
+});
+
+describe('a stop under another token name than its start (a switch back under a new name)', () => {
+  let b: Client;
+  beforeAll(async () => {
+    ({ c: b } = await connectSwitch(h, gw.port));
+  });
+  afterAll(async () => {
+    await b?.close();
+  });
+  const stopB = (m: Record<string, unknown>): Promise<Record<string, unknown>> =>
+    b.request({ op: 'stop', ref: ++refs, ...m });
+
+  it('of a call still live under the old name: that call is stopped, billed once, never also reaped', async () => {
+    const [id] = await soldIds(h, DUO);
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ++refs, call, id, dest: DEST449 })).toMatchObject({ op: 'started' });
+    expect(await c.request({ op: 'tick', ref: ++refs, call, sec: 3 })).toMatchObject({ op: 'ticked' });
+    // 5 s at 1000 and the 5000 fee: what the call's own stop would bill.
+    const first = { op: 'stopped', call, billedSec: 5, cost: 10_000, balance: DUO.face - 10_000 };
+    expect(await stopB({ call, sec: 5, id, dest: DEST449, cause: 'normal' })).toMatchObject(first);
+    expect(await cdrsOf(h, id!, call)).toEqual([expect.objectContaining({ cause: 'normal', sec: '5', cost: '10000' })]);
+    expect(await idFields(h, id!)).toMatchObject({ act: '0', bal: String(DUO.face - 10_000) });
+    // The call is closed: no reaper, no second record. Repeats under either name answer the same.
+    expect(await c.request({ op: 'tick', ref: ++refs, call, sec: 6 })).toMatchObject({ reason: 'call_ended' });
+    expect(await stopB({ call, sec: 9, id, dest: DEST449 })).toMatchObject(first);
+    expect(await stopB({ call, sec: 9 })).toMatchObject(first);
+    expect(await stop({ call, sec: 9 })).toMatchObject(first);
+    expect(await cdrsOf(h, id!, call)).toHaveLength(1);
+    expect(await balanceOf(h, id!)).toBe(DUO.face - 10_000);
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+
+  it('resent under the new name after its stop under the old one was answered but the answer lost: a repeat', async () => {
+    const [id] = await soldIds(h, DUO);
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ++refs, call, id, dest: DEST449 })).toMatchObject({ op: 'started' });
+    const { ref: _r, ...first } = await stop({ call, sec: 5, id, dest: DEST449 });
+    expect(first).toMatchObject({ op: 'stopped', billedSec: 5, cost: 10_000 });
+    expect(await stopB({ call, sec: 5, id, dest: DEST449 })).toMatchObject(first);
+    expect(await cdrsOf(h, id!, call)).toHaveLength(1);
+    expect(await balanceOf(h, id!)).toBe(DUO.face - 10_000);
+  });
+
+  it('naming another destination, or a call answered before that one started: a lost call of its own', async () => {
+    const [id] = await soldIds(h, DUO);
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ++refs, call, id, dest: DEST449 })).toMatchObject({ op: 'started' });
+    expect(await stopB({ call, sec: 5, id, dest: DEST })).toMatchObject({ op: 'stopped', billedSec: 5, cost: 500 });
+    const other = newCall();
+    expect(await c.request({ op: 'start', ref: ++refs, call: other, id, dest: DEST })).toMatchObject({
+      op: 'started',
+    });
+    // An hour long: answered long before the old name's call started, so not that call.
+    expect(await stopB({ call: other, sec: 3600, id, dest: DEST })).toMatchObject({ billedSec: 3600, cost: 360_000 });
+    expect((await cdrsOf(h, id!, call)).map((r) => r.cause)).toEqual(['recovered']);
+    expect((await cdrsOf(h, id!, other)).map((r) => r.cause)).toEqual(['recovered']);
+    // The old name's calls are still live and theirs to stop.
+    expect(await stop({ call, sec: 2 })).toMatchObject({ op: 'stopped', billedSec: 2 });
+    expect(await stop({ call: other, sec: 2 })).toMatchObject({ op: 'stopped', billedSec: 2 });
   });
 });
