@@ -39,6 +39,7 @@ const EnvSchema = Type.Object({
   MAX_CONNECTIONS_PER_CLIENT: Int(1, 1_000_000, 1_000),
   MAX_CONNECTIONS_PER_TOKEN: Int(1, 1_000_000, 100),
   MAX_BACKPRESSURE_BYTES: Int(1024, 1 << 30, 8 * 1024 * 1024),
+  MAX_BACKPRESSURE_TOTAL_BYTES: Int(1 << 20, 64 * 2 ** 30, 256 * 1024 * 1024),
   WS_IDLE_TIMEOUT_SEC: Int(0, 960, 120),
   REDIS_TIMEOUT_MS: Int(50, 60_000, 2000),
   REDIS_REPLICATED_ACKS: Type.Optional(Type.Union([Type.Literal('on'), Type.Literal('off')])),
@@ -147,6 +148,8 @@ export interface Config {
   maxConnectionsPerToken: number;
   maxInflightTotal: number;
   maxBackpressureBytes: number;
+  /** Unsent output all WebSocket connections together may hold; past it the largest holders are closed. */
+  maxBackpressureTotalBytes: number;
   wsIdleTimeoutSec: number;
   /** Where buyers reach us: check and access-number links are built on it. */
   publicUrl?: string;
@@ -285,6 +288,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxConnectionsPerClient: e.MAX_CONNECTIONS_PER_CLIENT,
     maxConnectionsPerToken: e.MAX_CONNECTIONS_PER_TOKEN,
     maxBackpressureBytes: e.MAX_BACKPRESSURE_BYTES,
+    maxBackpressureTotalBytes: e.MAX_BACKPRESSURE_TOTAL_BYTES,
     wsIdleTimeoutSec: e.WS_IDLE_TIMEOUT_SEC,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
     provider: {

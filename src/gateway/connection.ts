@@ -20,6 +20,8 @@ export interface ConnData {
 export class Conn {
   inflight = 0;
   closed = false;
+  /** Its unsent output as last read from uWS (getBufferedAmount), counted in the gateway's total. */
+  buffered = 0;
   private out: Record<Encoding, object[]> = { msgpack: [], json: [] };
   private scheduled = false;
 
@@ -33,6 +35,8 @@ export class Conn {
     readonly ws: WebSocket<ConnData>,
     readonly token: TokenInfo,
     readonly tokenHash: string,
+    /** Told after each write: the gateway bounds all connections' unsent output together. */
+    private readonly wrote: (conn: Conn) => void = () => undefined,
   ) {}
 
   /** Closes the connection with a close frame; nothing more is sent on it. */
@@ -40,6 +44,16 @@ export class Conn {
     if (this.closed) return;
     this.closed = true;
     this.ws.end(code, reason);
+  }
+
+  /**
+   * Closes the connection at once, no close frame: one that reads nothing would
+   * hold a close frame, and its unsent output, until it timed out.
+   */
+  drop(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ws.close();
   }
 
   send(msg: object, enc: Encoding): void {
@@ -60,5 +74,6 @@ export class Conn {
       if (msgpack.length) this.ws.send(encodeFrame(msgpack, 'msgpack'), true);
       if (json.length) this.ws.send(encodeFrame(json, 'json'), false);
     });
+    this.wrote(this);
   };
 }

@@ -58,12 +58,15 @@ export class WsEndpoints {
   private readonly perToken = new Map<string, number>();
   /** Open connections by the sha256 of their token. */
   private readonly byToken = new Map<string, Set<Conn>>();
+  /** Unsent output of every open connection together (MAX_BACKPRESSURE_TOTAL_BYTES). */
+  private buffered = 0;
 
   constructor(
     private readonly app: TemplatedApp,
     private readonly d: WsDeps,
   ) {
     d.catalog.onTokenChange((changes) => this.tokensChanged(changes));
+    d.metrics.unsentBytes = () => this.buffered;
   }
 
   /** Serves `routes` at `path` to tokens of `role`. */
@@ -81,6 +84,7 @@ export class WsEndpoints {
       closeOnBackpressureLimit: 1,
       idleTimeout: cfg.wsIdleTimeoutSec,
       sendPingsAutomatically: true,
+      drain: (ws) => this.wrote(ws.getUserData().conn!),
       upgrade: (res, req, context) => this.upgrade(res, req, context, path, role),
       open: (ws) => this.opened(ws, path),
       message: (ws, message, isBinary) => dispatcher.onFrame(ws.getUserData().conn!, message, isBinary),
@@ -173,6 +177,33 @@ export class WsEndpoints {
     });
   }
 
+  /**
+   * After a connection wrote or drained: its unsent output, as uWS holds it, counted in the
+   * total. MAX_BACKPRESSURE_BYTES bounds one connection, but clients that read nothing, each
+   * under it, could together hold MAX_CONNECTIONS times it: past MAX_BACKPRESSURE_TOTAL_BYTES
+   * the connections holding the most are closed until the total is back under it.
+   */
+  private readonly wrote = (conn: Conn): void => {
+    if (conn.closed) return;
+    const now = conn.ws.getBufferedAmount();
+    this.buffered += now - conn.buffered;
+    conn.buffered = now;
+    if (this.buffered > this.d.cfg.maxBackpressureTotalBytes) this.shed();
+  };
+
+  private shed(): void {
+    const largest = [...this.conns].filter((c) => c.buffered > 0).sort((a, b) => b.buffered - a.buffered);
+    for (const c of largest) {
+      if (this.buffered <= this.d.cfg.maxBackpressureTotalBytes) break;
+      if (c.closed) continue;
+      this.d.metrics.event('connection', 'backpressure_total');
+      // Freed with the socket: out of the total now, whenever uWS runs its close handler.
+      this.buffered -= c.buffered;
+      c.buffered = 0;
+      c.drop();
+    }
+  }
+
   private tokenFull(name: string): boolean {
     return (this.perToken.get(name) ?? 0) >= this.d.cfg.maxConnectionsPerToken;
   }
@@ -191,7 +222,7 @@ export class WsEndpoints {
 
   private opened(ws: WebSocket<ConnData>, path: string): void {
     const data = ws.getUserData();
-    const conn = new Conn(ws, data.token, data.tokenHash);
+    const conn = new Conn(ws, data.token, data.tokenHash, this.wrote);
     data.conn = conn;
     this.conns.add(conn);
     this.perClient.set(data.client, (this.perClient.get(data.client) ?? 0) + 1);
@@ -209,6 +240,8 @@ export class WsEndpoints {
   private closed(ws: WebSocket<ConnData>, path: string): void {
     const conn = ws.getUserData().conn!;
     conn.closed = true;
+    this.buffered -= conn.buffered;
+    conn.buffered = 0;
     this.conns.delete(conn);
     const same = this.byToken.get(conn.tokenHash);
     same?.delete(conn);

@@ -96,6 +96,8 @@ export class Metrics {
     registers: [this.registry],
   });
   readonly activeCalls: Gauge;
+  /** The WebSocket endpoints' count of their unsent output, read when scraped. */
+  unsentBytes: () => number = () => 0;
 
   private readonly scriptChildren = new Map<string, { observe(v: number): void }>();
 
@@ -135,6 +137,15 @@ export class Metrics {
       },
     });
     collectDefaultMetrics({ register: this.registry });
+    const unsent = (): number => this.unsentBytes();
+    new Gauge({
+      name: 'tessera_ws_unsent_bytes',
+      help: 'Output WebSocket clients have not read yet that uWS holds, all connections together (MAX_BACKPRESSURE_TOTAL_BYTES)',
+      registers: [this.registry],
+      collect() {
+        this.set(unsent());
+      },
+    });
     this.activeCalls = new Gauge({
       name: 'tessera_active_calls',
       help: 'Live call sessions in Redis (all gateways)',

@@ -8,8 +8,10 @@ import { connect } from 'node:net';
 import Redis from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
-import { gateway, seedCatalog, startHarness, token, type Harness } from '../support/harness';
-import { sleep } from '../support/wait';
+import WebSocket from 'ws';
+import { gateway, seedCatalog, startHarness, token, withGateway, type Harness } from '../support/harness';
+import { metricsText, sample } from '../support/metrics';
+import { sleep, until } from '../support/wait';
 import { WsClient, type UpgradeRefused } from '../support/ws-client';
 
 let h: Harness;
@@ -191,4 +193,36 @@ describe('slow clients (slow-loris)', () => {
       await gw.close();
     }
   }, 25_000);
+});
+
+describe('unsent output of all connections together', () => {
+  /** A switch connection that sends frames of unknown ops (each answered with an error) and reads nothing. */
+  async function slowReader(port: number): Promise<{ ws: WebSocket; closed: () => boolean }> {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/switch`, { headers: { authorization: `Bearer ${tok}` } });
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    let closed = false;
+    ws.on('close', () => (closed = true)).on('error', () => undefined);
+    // The socket stops reading: the answers pile up in the kernel's buffers, then in uWS'.
+    (ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    return { ws, closed: () => closed };
+  }
+  const frame = JSON.stringify(Array.from({ length: 2000 }, (_, i) => ({ op: 'no_such_op', ref: i })));
+
+  it('past MAX_BACKPRESSURE_TOTAL_BYTES the connections holding the most are closed, counted in /metrics', async () => {
+    // Each connection stays far under its own limit: only the total can stop them.
+    await withGateway(h, { maxBackpressureBytes: 256 << 20, maxBackpressureTotalBytes: 8 << 20 }, async (gw) => {
+      const readers = await Promise.all([1, 2, 3, 4].map(() => slowReader(gw.port)));
+      // About 230 KB of answers per frame: 120 frames is some 27 MB a connection, past any kernel buffer.
+      for (let i = 0; i < 120; i++) {
+        for (const r of readers) if (!r.closed()) r.ws.send(frame);
+        await sleep(5);
+      }
+      await until(() => readers.some((r) => r.closed()), 5000);
+      expect(readers.filter((r) => r.closed()).length).toBeGreaterThan(0);
+      expect(
+        sample(await metricsText(gw.port), 'tessera_events_total', { op: 'connection', outcome: 'backpressure_total' }),
+      ).toBeGreaterThan(0);
+      for (const r of readers) r.ws.terminate();
+    });
+  }, 30_000);
 });

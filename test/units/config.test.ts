@@ -45,6 +45,7 @@ describe('loadConfig', () => {
       maxConnectionsPerClient: 1_000,
       maxConnectionsPerToken: 100,
       maxBackpressureBytes: 8 * 1024 * 1024,
+      maxBackpressureTotalBytes: 256 * 1024 * 1024,
       wsIdleTimeoutSec: 120,
       publicUrl: undefined,
       provider: { url: undefined, key: undefined, timeoutMs: 5000, sandboxPort: 0 },
