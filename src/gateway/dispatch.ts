@@ -25,7 +25,9 @@ export type Routes = Record<string, Route<any>>;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** Requests in flight in the whole gateway (all connections, all endpoints). */
+/** Copies of one request that share one in-flight place (Load.enterShared). */
+export const SHARED_COPIES = 4;
+
 /**
  * Requests in progress in this gateway, of every kind (frames' messages, API
  * requests, pages, upgrades that wait on Redis), against MAX_INFLIGHT_TOTAL:
@@ -34,8 +36,43 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
  */
 export class Load {
   inflight = 0;
+  /** Places held by copies of one request (a form sent twice), and how many copies share each. */
+  private readonly shared = new Map<string, { copies: number }>();
 
   constructor(readonly max: number) {}
+
+  /**
+   * Like enter(), for a request that may be one of several copies (`key`: the form's payment): a
+   * copy sent while another is at work waits for that one's answer, and shares its place, so a
+   * double tap cannot eat the limit. Up to SHARED_COPIES copies share one place; a flood of copies
+   * takes places of its own. Give it back with leaveShared(key).
+   */
+  enterShared(key: string): boolean {
+    const place = this.shared.get(key);
+    if (place && place.copies < SHARED_COPIES) {
+      place.copies++;
+      return true;
+    }
+    if (!this.enter()) return false;
+    if (place) place.copies++;
+    else this.shared.set(key, { copies: 1 });
+    return true;
+  }
+
+  /** Gives back what enterShared(key) took: the place goes once its last copy has ended. */
+  leaveShared(key: string): void {
+    const place = this.shared.get(key);
+    if (!place) return;
+    if (place.copies > SHARED_COPIES) {
+      // A copy past the sharing holds a place of its own.
+      place.copies--;
+      this.leave();
+      return;
+    }
+    if (--place.copies > 0) return;
+    this.shared.delete(key);
+    this.leave();
+  }
 
   /** Takes a place for a request; false when none is left (answer `overloaded`). */
   enter(): boolean {

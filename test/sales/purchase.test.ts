@@ -595,6 +595,32 @@ describe('idempotent retries', () => {
     expect(await usedCredit(h, m.card)).toBe(1_000_000);
   });
 
+  it('copies of one buy form at work together hold one in-flight place: a double tap cannot eat MAX_INFLIGHT_TOTAL', async () => {
+    const m = await addMember(h, 100_000_000);
+    const fields = buyForm('talk-i', m);
+    await setFaults(h, { latencyMs: 600 });
+    try {
+      await withGateway(h, { maxInflightTotal: 2 }, async (g) => {
+        const session = await formSession(g);
+        // Three taps: each copy waits for the first one's answer, which the slow card company holds up.
+        const copies = [postPageForm(g, '/buy', fields, session)];
+        for (let i = 0; i < 2; i++) {
+          await sleep(100);
+          copies.push(postPageForm(g, '/buy', fields, session));
+        }
+        await sleep(100);
+        // One place left for everyone else while they wait.
+        expect((await http(g, 'GET', '/buy')).status).toBe(200);
+        const pages = await Promise.all(copies);
+        expect(pages.map((p) => p.status)).toEqual([200, 200, 200]);
+        expect(new Set(pages.map((p) => p.text)).size).toBe(1);
+      });
+    } finally {
+      await setFaults(h, NO_FAULTS);
+    }
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
+  });
+
   it('the buy page and check link read digits typed in another script (Arabic, full width) as the digits they are', async () => {
     const m = await addMember(h, 100_000_000);
     const wide = (s: string): string => s.replace(/\d/g, (c) => String.fromCharCode(0xff10 + Number(c)));

@@ -11,7 +11,7 @@ import { Type } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import type { Config } from '../../src/config/config';
 import type { Conn } from '../../src/gateway/connection';
-import { Dispatcher, Load, type Routes } from '../../src/gateway/dispatch';
+import { Dispatcher, Load, SHARED_COPIES, type Routes } from '../../src/gateway/dispatch';
 import type { Metrics } from '../../src/observability/metrics';
 import { compile } from '../../src/protocol/validator';
 import { freePort } from '../../src/redis/embedded';
@@ -185,6 +185,34 @@ describe('Dispatcher', () => {
       { op: 'echoed', ref: 2 },
     ]);
     expect(conn.inflight).toBe(0);
+    expect(load.inflight).toBe(0);
+  });
+});
+
+describe('Load.enterShared', () => {
+  it('copies of one payment share one place, up to SHARED_COPIES; more take places of their own; all given back', () => {
+    const load = new Load(100);
+    for (let i = 0; i < SHARED_COPIES; i++) expect(load.enterShared('buy/a')).toBe(true);
+    expect(load.inflight).toBe(1);
+    expect(load.enterShared('buy/a')).toBe(true);
+    expect(load.enterShared('buy/b')).toBe(true);
+    expect(load.inflight).toBe(3);
+    // The first copy ends first: the others keep the place.
+    load.leaveShared('buy/a');
+    expect(load.inflight).toBe(2);
+    for (let i = 0; i < SHARED_COPIES; i++) load.leaveShared('buy/a');
+    load.leaveShared('buy/b');
+    expect(load.inflight).toBe(0);
+  });
+
+  it('a copy refused for want of a place takes none', () => {
+    const load = new Load(1);
+    expect(load.enter()).toBe(true);
+    expect(load.enterShared('buy/a')).toBe(false);
+    load.leave();
+    expect(load.inflight).toBe(0);
+    expect(load.enterShared('buy/a')).toBe(true);
+    load.leaveShared('buy/a');
     expect(load.inflight).toBe(0);
   });
 });

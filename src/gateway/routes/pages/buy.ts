@@ -14,6 +14,7 @@ import {
   FORM_LIMIT,
   formClient,
   NOT_OUR_FORM,
+  paymentOf,
   sentence,
   type FormClient,
   type PageDeps,
@@ -173,6 +174,7 @@ export function buyRoutes(app: Router, d: PageDeps, kit: PageKit): void {
         await sell(d, kit, reply, fc, b, client);
       },
       form,
+      paymentOf(form, BUY_PAGE_NAME),
     );
   });
 }

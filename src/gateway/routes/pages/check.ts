@@ -22,6 +22,7 @@ import {
   FORM_LIMIT,
   formClient,
   NOT_OUR_FORM,
+  paymentOf,
   sentence,
   type FormClient,
   type PageDeps,
@@ -267,6 +268,8 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
           await refused(reply, fc, action, f.get('grant') ?? '', loc, r);
         },
         form,
+        // A card recharge sent twice is one payment (Recharges' key: the form's nonce).
+        suffix === 'recharge' ? paymentOf(form, `web/${token}`) : undefined,
       );
     });
   };

@@ -14,6 +14,7 @@ import type { Recharges } from '../../../sales/recharge';
 import type { Topups } from '../../../sales/topup';
 import { failureReason } from '../../../redis/failure';
 import { statusOf } from '../../../protocol/reasons';
+import { BuyForm } from '../../../protocol/sales';
 import type { ProxyTrust } from '../../../protocol/client-address';
 import type { Load } from '../../dispatch';
 import { BodyError, type Reply } from '../../http';
@@ -114,9 +115,10 @@ export interface PageKit {
   /**
    * Runs a page's work, counted in flight like any request (past MAX_INFLIGHT_TOTAL: a 503 page at
    * once, no Redis asked); whatever it throws becomes a page saying so. `body`: the form on its way,
-   * which the work waits for before it is counted.
+   * which the work waits for before it is counted. `share`: what names the payment the form makes
+   * (from the form, once in): copies of one form share one place (Load.enterShared).
    */
-  guard(reply: Reply, fn: () => Promise<void>, body?: Promise<unknown>): void;
+  guard(reply: Reply, fn: () => Promise<void>, body?: Promise<unknown>, share?: Promise<string | undefined>): void;
 }
 
 export function pageKit(d: PageDeps): PageKit {
@@ -130,12 +132,17 @@ export function pageKit(d: PageDeps): PageKit {
   };
   const fromOurPage: PageKit['fromOurPage'] = (fc, form) =>
     !fc.fresh && (fc.site === '' || fc.site === 'same-origin') && form.get('form') === d.formMac(fc.cookie);
-  const guard: PageKit['guard'] = (reply, fn, body) => {
+  const { load } = d;
+  const guard: PageKit['guard'] = (reply, fn, body, share) => {
     // A form on its way is counted once it is in (Load.afterBody).
-    const { load } = d;
-    if (body) return load.afterBody(body, () => guard(reply, fn));
+    if (body)
+      return load.afterBody(body, () => void (share ?? Promise.resolve(undefined)).then((k) => run(reply, fn, k)));
+    run(reply, fn);
+  };
+  const run = (reply: Reply, fn: () => Promise<void>, key?: string): void => {
     // Anyone may ask for pages, and each waits on Redis: when Redis is slow they must be refused, not queued.
-    if (!load.enter())
+    // A form sent again while its first copy is at work waits for that one's answer (up to settleMs): in its place.
+    if (!(key === undefined ? load.enter() : load.enterShared(key)))
       return send(reply, statusOf('overloaded'), 'Sorry', busyPage(), undefined, { 'Retry-After': '1' });
     fn()
       .catch((err: unknown) => {
@@ -148,9 +155,20 @@ export function pageKit(d: PageDeps): PageKit {
         d.log.error({ err }, 'page failed');
         send(reply, 500, 'Sorry', failedPage());
       })
-      .finally(() => load.leave());
+      .finally(() => (key === undefined ? load.leave() : load.leaveShared(key)));
   };
   return { send, fromOurPage, guard };
+}
+
+/** The payment a card form makes (its nonce), which copies of the form share: Load.enterShared. */
+export function paymentOf(form: Promise<URLSearchParams>, channel: string): Promise<string | undefined> {
+  return form.then(
+    (f) => {
+      const nonce = f.get('nonce') ?? '';
+      return BuyForm.nonce.test(nonce) ? `${channel}/${nonce}` : undefined;
+    },
+    () => undefined,
+  );
 }
 
 /** A wait in the words a buyer reads: seconds up to two minutes, then minutes. */
