@@ -148,7 +148,7 @@ export interface Config {
   maxConnectionsPerToken: number;
   maxInflightTotal: number;
   maxBackpressureBytes: number;
-  /** Unsent output all WebSocket connections together may hold; past it the largest holders are closed. */
+  /** Unsent output WebSocket connections and HTTP answers together may hold; past it the largest holders are closed. */
   maxBackpressureTotalBytes: number;
   wsIdleTimeoutSec: number;
   /** Where buyers reach us: check and access-number links are built on it. */

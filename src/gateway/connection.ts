@@ -20,8 +20,6 @@ export interface ConnData {
 export class Conn {
   inflight = 0;
   closed = false;
-  /** Its unsent output as last read from uWS (getBufferedAmount), counted in the gateway's total. */
-  buffered = 0;
   private out: Record<Encoding, object[]> = { msgpack: [], json: [] };
   private scheduled = false;
 
@@ -50,11 +48,11 @@ export class Conn {
    * Closes the connection at once, no close frame: one that reads nothing would
    * hold a close frame, and its unsent output, until it timed out.
    */
-  drop(): void {
+  readonly drop = (): void => {
     if (this.closed) return;
     this.closed = true;
     this.ws.close();
-  }
+  };
 
   send(msg: object, enc: Encoding): void {
     if (this.closed) return;

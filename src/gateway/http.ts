@@ -4,10 +4,12 @@ import type { CatalogCache } from '../catalog/cache';
 import type { Role, TokenInfo } from '../catalog/schema';
 import { messageOf, statusOf, type Reason } from '../protocol/reasons';
 import { addressOnly, type ProxyTrust } from '../protocol/client-address';
+import type { OutputBudget } from './output-budget';
 
 export const STATUS: Record<number, string> = {
   200: '200 OK',
   201: '201 Created',
+  302: '302 Found',
   400: '400 Bad Request',
   401: '401 Unauthorized',
   402: '402 Payment Required',
@@ -33,6 +35,16 @@ export interface Reply {
   error(reason: Reason, message?: string): void;
 }
 
+/** The gateway's bound on unsent output, for the answers to a request (the router sets it). */
+const budgets = new WeakMap<HttpResponse, OutputBudget>();
+
+export function withBudget(res: HttpResponse, output: OutputBudget | undefined): HttpResponse {
+  if (output) budgets.set(res, output);
+  return res;
+}
+
+export const budgetOf = (res: HttpResponse): OutputBudget | undefined => budgets.get(res);
+
 /** Must be called synchronously in the route handler: uWS requires onAborted before any await. */
 export function replyFor(res: HttpResponse): Reply {
   // Only a request with a body listens: no array for the others.
@@ -45,11 +57,34 @@ export function replyFor(res: HttpResponse): Reply {
     },
     send(status, body, contentType = 'application/json', headers = {}) {
       if (r.aborted) return;
+      const output = budgetOf(res);
+      if (!output)
+        return void res.cork(() => {
+          res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType);
+          for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
+          res.end(body);
+        });
+      // What the kernel does not take now is not handed to uWS, which would keep it for a client
+      // that reads nothing while it answers the requests that client pipelines: the answer stays
+      // unfinished (uWS reads no further request of the connection meanwhile) and is written on as
+      // the client reads, counted against MAX_BACKPRESSURE_TOTAL_BYTES.
+      const bytes = Buffer.from(body);
+      const close = (): void => void res.close();
+      let done = false;
       res.cork(() => {
         res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType);
         for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
-        res.end(body);
+        done = res.tryEnd(bytes, bytes.byteLength)[1];
       });
+      if (done) return;
+      r.onAbort(() => output.set(res, 0, close, 'http'));
+      res.onWritable((offset) => {
+        const [ok, finished] = res.tryEnd(bytes.subarray(offset), bytes.byteLength);
+        // Last: past the total this may close the connection, after which res is gone.
+        output.set(res, finished ? 0 : bytes.byteLength - res.getWriteOffset(), close, 'http');
+        return ok;
+      });
+      output.set(res, bytes.byteLength - res.getWriteOffset(), close, 'http');
     },
     json(status, body) {
       r.send(status, JSON.stringify(body));

@@ -9,7 +9,8 @@
  */
 import type { HttpRequest, HttpResponse, RecognizedString, TemplatedApp } from 'uWebSockets.js';
 import { messageOf, statusOf, type Reason } from '../protocol/reasons';
-import { statusLine } from './http';
+import { budgetOf, replyFor, withBudget } from './http';
+import type { OutputBudget } from './output-budget';
 import { PAGE_HEADERS } from './routes/pages/kit';
 
 type Handler = Parameters<TemplatedApp['get']>[1];
@@ -20,14 +21,19 @@ export interface Router {
   post(pattern: string, handler: Handler): void;
 }
 
-export function methodRouter(app: TemplatedApp): Router & { fallbacks(): void } {
+export function methodRouter(app: TemplatedApp, output: OutputBudget): Router & { fallbacks(): void } {
   const allowed = new Map<string, string[]>();
+  // Every answer through replyFor counts what the client has not read against the gateway's total.
+  const bounded =
+    (handler: Handler): Handler =>
+    (res, req) =>
+      handler(withBudget(res, output), req);
   const add = (method: 'GET' | 'POST', pattern: string, given: Handler): void => {
     allowed.set(pattern, [...(allowed.get(pattern) ?? []), ...(method === 'GET' ? ['GET', 'HEAD'] : [method])]);
     const handler = oneLength(given);
-    if (method === 'POST') return void app.post(pattern, handler);
-    app.get(pattern, handler);
-    app.head(pattern, (res, req) => handler(headOnly(res), req));
+    if (method === 'POST') return void app.post(pattern, bounded(handler));
+    app.get(pattern, bounded(handler));
+    app.head(pattern, (res, req) => handler(withBudget(headOnly(res), output), req));
   };
   return {
     get: (pattern, handler) => add('GET', pattern, handler),
@@ -37,12 +43,9 @@ export function methodRouter(app: TemplatedApp): Router & { fallbacks(): void } 
       for (const [pattern, methods] of allowed)
         app.any(
           pattern,
-          oneLength((res, req) => refuse(res, req, 'method_not_allowed', { Allow: methods.join(', ') })),
+          bounded(oneLength((res, req) => refuse(res, req, 'method_not_allowed', { Allow: methods.join(', ') }))),
         );
-      app.any(
-        '/*',
-        oneLength((res, req) => refuse(res, req, 'not_found')),
-      );
+      app.any('/*', bounded(oneLength((res, req) => refuse(res, req, 'not_found'))));
     },
   };
 }
@@ -80,6 +83,11 @@ function headOnly(res: HttpResponse): HttpResponse {
       if (key === 'end')
         return (body?: RecognizedString) =>
           target.writeHeader('Content-Length', String(byteLength(body))).endWithoutBody() && proxy;
+      if (key === 'tryEnd')
+        return (_body: RecognizedString, total: number) => {
+          target.writeHeader('Content-Length', String(total)).endWithoutBody();
+          return [true, true];
+        };
       const value: unknown = Reflect.get(target, key);
       if (typeof value !== 'function') return value;
       // Chained calls (writeStatus(...).end(...)) must come back to the proxy, not the socket.
@@ -101,10 +109,9 @@ function byteLength(body: RecognizedString | undefined): number {
 function refuse(res: HttpResponse, req: HttpRequest, reason: Reason, headers: Record<string, string> = {}): void {
   // An answer to HEAD has no body (one would be read as the start of the next answer).
   const head = req.getMethod() === 'head';
-  res.cork(() => {
-    res.writeStatus(statusLine(statusOf(reason))).writeHeader('Content-Type', 'application/json');
-    for (const [k, v] of Object.entries({ ...PAGE_HEADERS, ...headers })) res.writeHeader(k, v);
-    if (head) res.endWithoutBody();
-    else res.end(JSON.stringify({ error: { reason, message: messageOf(reason) } }));
+  const reply = replyFor(head ? withBudget(headOnly(res), budgetOf(res)) : res);
+  reply.send(statusOf(reason), JSON.stringify({ error: { reason, message: messageOf(reason) } }), 'application/json', {
+    ...PAGE_HEADERS,
+    ...headers,
   });
 }

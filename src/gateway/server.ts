@@ -34,6 +34,7 @@ import { adminRoutes } from './routes/admin';
 import { opsRoutes } from './routes/ops';
 import { pageRoutes } from './routes/pages';
 import { methodRouter } from './router';
+import { OutputBudget } from './output-budget';
 import { salesRoutes } from './routes/sales';
 import { scannerHttp, scannerRoutes } from './routes/scanner';
 import { switchRoutes } from './routes/switch';
@@ -100,10 +101,13 @@ export async function startGateway(
   const load = new Load(cfg.maxInflightTotal);
   // Whose X-Forwarded-For names the client, for every endpoint that reads a client address.
   const trust = proxyTrust(cfg.trustProxy);
-  const ws = new WsEndpoints(app, { cfg, catalog: s.catalog, metrics: s.metrics, log, load, trust });
+  // Unsent output of WebSocket connections and HTTP answers together (MAX_BACKPRESSURE_TOTAL_BYTES).
+  const output = new OutputBudget(cfg.maxBackpressureTotalBytes, (op) => s.metrics.event(op, 'backpressure_total'));
+  s.metrics.unsentBytes = () => output.total;
+  const ws = new WsEndpoints(app, { cfg, catalog: s.catalog, metrics: s.metrics, log, load, trust, output });
   ws.serve('/v1/switch', 'switch', switchRoutes(s.metering, s.metrics));
   ws.serve('/v1/scanner', 'scanner', scannerRoutes(s.redemption, s.metrics));
-  const router = methodRouter(app);
+  const router = methodRouter(app, output);
   opsRoutes(router, { ...s, trust });
   const api = new HttpApi(router, (tok, roles) => authorizeFresh(s.catalog, tok, roles), log, load, s.metrics);
   adminRoutes(api, s.ctx, s.redemption);

@@ -18,6 +18,7 @@ import type { Role } from '../catalog/schema';
 import type { Config } from '../config/config';
 import type { Metrics } from '../observability/metrics';
 import { Conn, type ConnData } from './connection';
+import type { OutputBudget } from './output-budget';
 import { Dispatcher, type Load, type Routes } from './dispatch';
 import { authorize, authorizeFresh, bearer, clientAddress, statusLine, type AuthResult } from './http';
 import { messageOf, statusOf } from '../protocol/reasons';
@@ -44,6 +45,8 @@ export interface WsDeps {
   load: Load;
   /** Whose X-Forwarded-For names the client (MAX_CONNECTIONS_PER_CLIENT). */
   trust: ProxyTrust;
+  /** Shared with the HTTP answers: MAX_BACKPRESSURE_TOTAL_BYTES bounds both. */
+  output: OutputBudget;
 }
 
 export class WsEndpoints {
@@ -58,15 +61,12 @@ export class WsEndpoints {
   private readonly perToken = new Map<string, number>();
   /** Open connections by the sha256 of their token. */
   private readonly byToken = new Map<string, Set<Conn>>();
-  /** Unsent output of every open connection together (MAX_BACKPRESSURE_TOTAL_BYTES). */
-  private buffered = 0;
 
   constructor(
     private readonly app: TemplatedApp,
     private readonly d: WsDeps,
   ) {
     d.catalog.onTokenChange((changes) => this.tokensChanged(changes));
-    d.metrics.unsentBytes = () => this.buffered;
   }
 
   /** Serves `routes` at `path` to tokens of `role`. */
@@ -178,31 +178,12 @@ export class WsEndpoints {
   }
 
   /**
-   * After a connection wrote or drained: its unsent output, as uWS holds it, counted in the
-   * total. MAX_BACKPRESSURE_BYTES bounds one connection, but clients that read nothing, each
-   * under it, could together hold MAX_CONNECTIONS times it: past MAX_BACKPRESSURE_TOTAL_BYTES
-   * the connections holding the most are closed until the total is back under it.
+   * After a connection wrote or drained: its unsent output, as uWS holds it, counted with every
+   * other connection's (OutputBudget), which closes the largest holders past the total.
    */
   private readonly wrote = (conn: Conn): void => {
-    if (conn.closed) return;
-    const now = conn.ws.getBufferedAmount();
-    this.buffered += now - conn.buffered;
-    conn.buffered = now;
-    if (this.buffered > this.d.cfg.maxBackpressureTotalBytes) this.shed();
+    if (!conn.closed) this.d.output.set(conn, conn.ws.getBufferedAmount(), conn.drop, 'connection');
   };
-
-  private shed(): void {
-    const largest = [...this.conns].filter((c) => c.buffered > 0).sort((a, b) => b.buffered - a.buffered);
-    for (const c of largest) {
-      if (this.buffered <= this.d.cfg.maxBackpressureTotalBytes) break;
-      if (c.closed) continue;
-      this.d.metrics.event('connection', 'backpressure_total');
-      // Freed with the socket: out of the total now, whenever uWS runs its close handler.
-      this.buffered -= c.buffered;
-      c.buffered = 0;
-      c.drop();
-    }
-  }
 
   private tokenFull(name: string): boolean {
     return (this.perToken.get(name) ?? 0) >= this.d.cfg.maxConnectionsPerToken;
@@ -240,8 +221,7 @@ export class WsEndpoints {
   private closed(ws: WebSocket<ConnData>, path: string): void {
     const conn = ws.getUserData().conn!;
     conn.closed = true;
-    this.buffered -= conn.buffered;
-    conn.buffered = 0;
+    this.d.output.set(conn, 0, conn.drop, 'connection');
     this.conns.delete(conn);
     const same = this.byToken.get(conn.tokenHash);
     same?.delete(conn);

@@ -96,7 +96,7 @@ export class Metrics {
     registers: [this.registry],
   });
   readonly activeCalls: Gauge;
-  /** The WebSocket endpoints' count of their unsent output, read when scraped. */
+  /** The gateway's count of unsent output (OutputBudget), read when scraped. */
   unsentBytes: () => number = () => 0;
 
   private readonly scriptChildren = new Map<string, { observe(v: number): void }>();
@@ -139,8 +139,8 @@ export class Metrics {
     collectDefaultMetrics({ register: this.registry });
     const unsent = (): number => this.unsentBytes();
     new Gauge({
-      name: 'tessera_ws_unsent_bytes',
-      help: 'Output WebSocket clients have not read yet that uWS holds, all connections together (MAX_BACKPRESSURE_TOTAL_BYTES)',
+      name: 'tessera_unsent_output_bytes',
+      help: 'Output clients have not read yet: WebSocket connections and HTTP answers together (MAX_BACKPRESSURE_TOTAL_BYTES)',
       registers: [this.registry],
       collect() {
         this.set(unsent());

@@ -4,7 +4,7 @@
  * with the WebSocket endpoints), and uWS's own 10 s deadline on a request whose
  * headers or body trickle in (slow-loris).
  */
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import Redis from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
@@ -207,6 +207,54 @@ describe('unsent output of all connections together', () => {
     return { ws, closed: () => closed };
   }
   const frame = JSON.stringify(Array.from({ length: 2000 }, (_, i) => ({ op: 'no_such_op', ref: i })));
+
+  /** A connection that pipelines `n` GETs of `path` and reads nothing until asked. */
+  function pipeliner(port: number, path: string, n: number): { sock: Socket; closed: () => boolean } {
+    const sock = connect(port, '127.0.0.1');
+    let closed = false;
+    sock.on('close', () => (closed = true)).on('error', () => undefined);
+    sock.pause();
+    sock.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`.repeat(n));
+    return { sock, closed: () => closed };
+  }
+
+  it('HTTP answers a client pipelines and does not read wait for it, and all arrive whole once it reads', async () => {
+    const gw = await gateway(h);
+    try {
+      const n = 3000;
+      const p = pipeliner(gw.port, '/pages.css', n);
+      await sleep(1000);
+      const chunks: Buffer[] = [];
+      p.sock.on('data', (c: Buffer) => chunks.push(c));
+      p.sock.resume();
+      await until(() => Buffer.concat(chunks).toString('latin1').split('HTTP/1.1 200 OK').length - 1 === n, 8000);
+      const text = Buffer.concat(chunks).toString('latin1');
+      // Every answer whole: its length as announced, then the next status line.
+      const length = Number(/Content-Length: (\d+)/.exec(text)![1]);
+      const bodies = text
+        .split('HTTP/1.1 200 OK')
+        .slice(1)
+        .map((a) => a.slice(a.indexOf('\r\n\r\n') + 4));
+      expect(bodies.every((b) => b.length === length)).toBe(true);
+      p.sock.destroy();
+    } finally {
+      await gw.close();
+    }
+  }, 20_000);
+
+  it('HTTP answers nobody reads count against MAX_BACKPRESSURE_TOTAL_BYTES: past it the largest are closed', async () => {
+    await withGateway(h, { maxBackpressureTotalBytes: 1000 }, async (gw) => {
+      const clients = [1, 2, 3, 4, 5].map(() => pipeliner(gw.port, '/pages.css', 20_000));
+      await until(async () => {
+        const m = sample(await metricsText(gw.port), 'tessera_events_total', {
+          op: 'http',
+          outcome: 'backpressure_total',
+        });
+        return (m ?? 0) > 0;
+      }, 8000);
+      for (const c of clients) c.sock.destroy();
+    });
+  }, 20_000);
 
   it('past MAX_BACKPRESSURE_TOTAL_BYTES the connections holding the most are closed, counted in /metrics', async () => {
     // Each connection stays far under its own limit: only the total can stop them.

@@ -26,7 +26,7 @@ export interface OpsDeps {
 
 export function opsRoutes(app: Router, d: OpsDeps): void {
   app.get('/healthz', (res) => {
-    res.writeHeader('Content-Type', 'application/json').end('{"ok":true}');
+    replyFor(res).send(200, '{"ok":true}');
   });
 
   app.get('/readyz', (res) => {

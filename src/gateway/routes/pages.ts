@@ -30,11 +30,7 @@ export function pageRoutes(app: Router, d: PageDeps): void {
 /** `/` leads to the buy page; the one stylesheet every page uses. */
 function staticRoutes(app: Router): void {
   app.get('/', (res) => {
-    res.cork(() => {
-      res.writeStatus('302 Found').writeHeader('Location', '/buy');
-      for (const [k, v] of Object.entries(PAGE_HEADERS)) res.writeHeader(k, v);
-      res.end();
-    });
+    replyFor(res).send(302, '', 'text/plain; charset=utf-8', { Location: '/buy', ...PAGE_HEADERS });
   });
 
   app.get('/pages.css', (res) => {
