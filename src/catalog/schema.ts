@@ -221,8 +221,14 @@ export const Item = Type.Object(
 );
 export type Item = Static<typeof Item>;
 
-/** A rate or charge of a rate plan, micro-units (per second for rates). */
+/** A charge of a rate plan, micro-units. */
 const PlanMicro = (minimum: number) => Type.Integer({ minimum, maximum: 1e12 });
+/**
+ * A rate, micro-units per second: up to 10^10, so that the longest call a tick
+ * can report (604,800 s) costs less than 2^53, the integers Lua's numbers carry
+ * exactly, with room for its fee and for what it ran short added to its cost.
+ */
+const PlanRate = Type.Integer({ minimum: 1, maximum: 1e10 });
 /** A billing block, seconds: up to an hour. */
 const BlockSec = Type.Integer({ minimum: 1, maximum: 3600 });
 /** A time-of-day period's name, as rate columns name it (`rate.peak` in CSV). */
@@ -259,7 +265,7 @@ export const Rate = Type.Object(
     /** Destination prefix in international format, digits only ('' matches everything). */
     prefix: Type.String({ pattern: '^[0-9]{0,20}$' }),
     /** Micro-units per second outside every period (or always, in a plan without periods). */
-    rate: PlanMicro(1),
+    rate: PlanRate,
     /** Connection fee, charged with the first charged second. */
     fee: Type.Integer({ minimum: 0, maximum: 1e12, default: 0 }),
     /** The first billing block, seconds (default 1). */
@@ -273,7 +279,7 @@ export const Rate = Type.Object(
     /** Charged once when an answered call ends, micro-units (default 0). */
     disconnect: Type.Optional(PlanMicro(0)),
     /** Rate per second during a named period of the plan; a period not listed charges `rate`. */
-    periodRates: Type.Optional(Type.Record(PeriodName, PlanMicro(1), { maxProperties: 32 })),
+    periodRates: Type.Optional(Type.Record(PeriodName, PlanRate, { maxProperties: 32 })),
   },
   { additionalProperties: false },
 );

@@ -140,6 +140,16 @@ describe('rate plan files', () => {
         /rate plan bad: prefix '0033' starts with 0/,
       ],
       [{ ...base, periods: [{ name: 'p', days: ['monday'] }] }, /days/],
+      // Past 10^10/s a week-long call's cost leaves the integers Lua carries exactly (2^53).
+      [{ ...base, rates: [{ prefix: '', rate: 1e10 + 1 }] }, /rate must be <= 10000000000/],
+      [
+        {
+          ...base,
+          periods: [{ name: 'p', days: ['mon'] }],
+          rates: [{ prefix: '', rate: 10, periodRates: { p: 1e12 } }],
+        },
+        /must be <= 10000000000/,
+      ],
     ];
     for (const [plan, message] of cases) await expect(putPlans(h.ctx.redis, [plan])).rejects.toThrow(message);
     await expect(

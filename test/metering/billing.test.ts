@@ -26,7 +26,7 @@ let sw: string;
 let refs = 0;
 
 const BIG = { rate: 123_456_789, fee: 987_654_321 };
-const HUGE = { rate: 1_000_000_000_000, fee: 0 };
+const HUGE = { rate: 10_000_000_000, fee: 0 };
 
 beforeAll(async () => {
   h = await startHarness();
@@ -622,26 +622,36 @@ describe('large amounts', () => {
     }
   });
 
-  it('a face of 1e15 at 1e12/s: no exponent form anywhere, down to zero', async () => {
+  it('a face of 1e15 at 1e10/s (the highest rate): no exponent form anywhere, down to zero', async () => {
     const face = 1_000_000_000_000_000;
     const { id, call, started } = await begin(talkProduct({ face, plan: 'huge' }));
-    expect(started).toMatchObject({ maxSec: 1000, balance: face, rate: HUGE.rate, fee: 0 });
+    expect(started).toMatchObject({ maxSec: 100_000, balance: face, rate: HUGE.rate, fee: 0 });
     expect(await h.r.hget(sessionKey(h, id, sw, call), 'bal0')).toBe('1000000000000000');
-    expect(await tick(call, 999)).toMatchObject({ balance: 1_000_000_000_000, secLeft: 1 });
-    expect((await idFields(h, id)).bal).toBe('1000000000000');
+    expect(await tick(call, 99_999)).toMatchObject({ balance: 10_000_000_000, secLeft: 1 });
+    expect((await idFields(h, id)).bal).toBe('10000000000');
     // The cost is derived at close; mid-call the session holds the seconds billed.
-    expect(await h.r.hget(sessionKey(h, id, sw, call), 'used')).toBe('999');
+    expect(await h.r.hget(sessionKey(h, id, sw, call), 'used')).toBe('99999');
     expect(alertsOf(call)).toEqual([
-      [300, 1, 1_000_000_000_000],
-      [60, 1, 1_000_000_000_000],
-      [10, 1, 1_000_000_000_000],
+      [300, 1, 10_000_000_000],
+      [60, 1, 10_000_000_000],
+      [10, 1, 10_000_000_000],
     ]);
-    expect(await tick(call, 1000)).toMatchObject({ balance: 0, secLeft: 0 });
+    expect(await tick(call, 100_000)).toMatchObject({ balance: 0, secLeft: 0 });
     expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted', action: 'terminate' }]);
-    expect(await stop(call, 1002)).toMatchObject({ billedSec: 1002, cost: face, balance: 0 });
+    expect(await stop(call, 100_002)).toMatchObject({ billedSec: 100_002, cost: face, balance: 0 });
     const [rec] = await cdrsOf(h, id, call);
-    expect(rec).toMatchObject({ cost: '1000000000000000', short: '2000000000000', bal: '0', rate: '1000000000000' });
+    expect(rec).toMatchObject({ cost: '1000000000000000', short: '20000000000', bal: '0', rate: '10000000000' });
     expect(await idFields(h, id)).toMatchObject({ bal: '0', st: 'exhausted', face: '1000000000000000' });
+  });
+
+  it('a week-long call at the highest rate: cost and short add up to the exact charge', async () => {
+    const face = 1_000_000_000_000_000;
+    const { id, call } = await begin(talkProduct({ face, plan: 'huge' }));
+    await tick(call, 604_800);
+    await stop(call, 604_800);
+    const [rec] = await cdrsOf(h, id, call);
+    // 6,048,000,000,000,000 is past what the ID could pay: 10^15 paid, the rest short, to the unit.
+    expect(BigInt(rec!.cost!) + BigInt(rec!.short!)).toBe(604_800n * 10_000_000_000n);
   });
 });
 
