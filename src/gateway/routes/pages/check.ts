@@ -13,6 +13,7 @@ import { messageOf, statusOf } from '../../../protocol/reasons';
 import { BuyForm } from '../../../protocol/sales';
 import { CARD_PIN } from '../../../sales/purchase';
 import type { CheckResult } from '../../../sales/check';
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import { clientAddress, pathParam, readForm, replyFor, type Reply } from '../../http';
 import type { Router } from '../../router';
 import {
@@ -43,6 +44,23 @@ import {
 
 /** How long the PIN given on the check page stands for the recharge forms it shows. */
 const GRANT_MS = 15 * 60_000;
+
+/**
+ * What every request to a check link starts from, read while uWS's request is valid (before any
+ * await): the link, the page's own address (`action`), the browser's form cookie, and the answer.
+ */
+function linkRequest(res: HttpResponse, req: HttpRequest) {
+  const bucket = pathParam(req, 0);
+  const token = pathParam(req, 1);
+  const action = `/check/${encodeURIComponent(bucket)}/${encodeURIComponent(token)}`;
+  return { reply: replyFor(res), bucket, token, action, fc: formClient(req) };
+}
+
+/** A form posted to a check link: linkRequest's, the form on its way, and who sent it. */
+function linkPost(res: HttpResponse, req: HttpRequest, trust: PageDeps['trust']) {
+  const link = linkRequest(res, req);
+  return { ...link, client: clientAddress(res, req, trust), form: readForm(res, link.reply, FORM_LIMIT) };
+}
 /**
  * Dashes in a caller number typed on the page: separators only, as spaces are (which the ledger drops),
  * so dropping them changes no number: a `+` or `00` counts only at the start, and a dash where a space
@@ -171,20 +189,12 @@ interface Refused {
 
 export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   app.get('/check/:bucket/:token', (res, req) => {
-    const reply = replyFor(res);
-    const action = `/check/${encodeURIComponent(pathParam(req, 0))}/${encodeURIComponent(pathParam(req, 1))}`;
-    const fc = formClient(req);
+    const { reply, action, fc } = linkRequest(res, req);
     kit.send(reply, 200, 'Find your number', checkForm(action, d.formMac(fc.cookie)), fc);
   });
 
   app.post('/check/:bucket/:token', (res, req) => {
-    const reply = replyFor(res);
-    const bucket = pathParam(req, 0);
-    const token = pathParam(req, 1);
-    const action = `/check/${encodeURIComponent(bucket)}/${encodeURIComponent(token)}`;
-    const fc = formClient(req);
-    const form = readForm(res, reply, FORM_LIMIT);
-    const client = clientAddress(res, req, d.trust);
+    const { reply, bucket, token, action, fc, form, client } = linkPost(res, req, d.trust);
     kit.guard(
       reply,
       async () => {
@@ -241,13 +251,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     >,
   ): void => {
     app.post(`/check/:bucket/:token/${suffix}`, (res, req) => {
-      const reply = replyFor(res);
-      const bucket = pathParam(req, 0);
-      const token = pathParam(req, 1);
-      const action = `/check/${encodeURIComponent(bucket)}/${encodeURIComponent(token)}`;
-      const fc = formClient(req);
-      const client = clientAddress(res, req, d.trust);
-      const form = readForm(res, reply, FORM_LIMIT);
+      const { reply, bucket, token, action, fc, form, client } = linkPost(res, req, d.trust);
       kit.guard(
         reply,
         async () => {
