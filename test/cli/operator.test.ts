@@ -390,6 +390,22 @@ describe('call', () => {
     expect(cut.out).not.toContain('connection closed');
   });
 
+  it('a stop refused for good (its session gone) ends the command with exit 1, not a wait for ever', async () => {
+    const [id] = await soldIds(h, talkProduct());
+    const name = `cli-call-lost-${Date.now()}`;
+    const tok = await token(h, 'switch', name);
+    const url = `ws://127.0.0.1:${gw.port}/v1/switch`;
+    const run = spawnCli(['call', '--id', id!, '--dest', '4912345', '--token', tok, '--url', url, '--seconds', '2']);
+    await until(async () => (await idFields(h, id!)).act === '1', 15_000);
+    // The call's session lost (as to a failover that lost its writes): the stop without an ID is unknown_call.
+    const [session] = await h.r.keys(`ts:*:call:${name}:*`);
+    expect(session).toBeDefined();
+    await h.r.del(session!);
+    const r = await run;
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('refused: unknown_call');
+  });
+
   it('no gateway at the URL: says where it looked and how to point it elsewhere, not that the gateway closed it', async () => {
     const r = await cli('call', '--id', '1', '--dest', '33', '--token', 't', '--url', 'ws://127.0.0.1:1/v1/switch');
     expect(r).toMatchObject({ code: 1, out: '' });

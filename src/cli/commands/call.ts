@@ -38,6 +38,11 @@ export const callCommands: Record<string, Command> = {
   },
 };
 
+/** Refusals of a stop that pass: Redis failing over, the gateway busy. */
+const RESEND = new Set(['unavailable', 'overloaded']);
+/** Stops sent, a second apart, before the command gives up and leaves the call to the reaper. */
+const STOP_TRIES = 10;
+
 /**
  * A tiny switch for the README tour: starts one call, ticks every second and
  * prints what the gateway answers, until the gateway cuts the call, the
@@ -59,10 +64,14 @@ function runDemoCall(o: {
     let sec = 0;
     let timer: NodeJS.Timeout | undefined;
     let maxSec = 0;
+    let stopCause = '';
+    let stopTries = 0;
     const send = (m: object): void => ws.send(JSON.stringify(m));
     const stop = (cause: string): void => {
       if (timer) clearInterval(timer);
       timer = undefined;
+      stopCause = cause;
+      stopTries++;
       send({ op: 'stop', ref: 'stop', call, sec, cause });
     };
     ws.on('unexpected-response', (_req, res) => {
@@ -125,7 +134,12 @@ function runDemoCall(o: {
           }, 1000);
         } else if (m.op === 'cutoff') {
           stop('cutoff');
-        } else if (m.op === 'stopped' || (m.op === 'error' && m.ref === 'start')) {
+        } else if (m.op === 'error' && m.ref === 'stop' && RESEND.has(String(m.reason)) && stopTries < STOP_TRIES) {
+          // As a switch does: a stop refused for a passing reason is sent again until it is answered.
+          setTimeout(() => stop(stopCause), 1000);
+        } else if (m.op === 'stopped' || (m.op === 'error' && (m.ref === 'start' || m.ref === 'stop'))) {
+          // A stop refused for good (the call unknown: reaped, or its session gone) ends the command too:
+          // nothing more would answer it.
           ws.removeAllListeners('close');
           ws.close();
           resolve(m.op === 'stopped' ? 0 : 1);
