@@ -20,8 +20,8 @@ import type { Metrics } from '../observability/metrics';
 import { Conn, type ConnData } from './connection';
 import type { OutputBudget } from './output-budget';
 import { Dispatcher, type Load, type Routes } from './dispatch';
-import { authorize, authorizeFresh, bearer, clientAddress, statusLine, type AuthResult } from './http';
-import { messageOf, statusOf } from '../protocol/reasons';
+import { authorize, authorizeFresh, bearer, clientAddress, replyFor, withBudget, type AuthResult } from './http';
+import type { Reason } from '../protocol/reasons';
 import { clientGroup, type ProxyTrust } from '../protocol/client-address';
 
 /**
@@ -115,7 +115,7 @@ export class WsEndpoints {
   }
 
   private upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t, path: string, role: Role): void {
-    const { cfg, catalog, metrics } = this.d;
+    const { cfg, catalog } = this.d;
     // Headers must be read before any await: uWS reuses req afterwards.
     const tok = bearer(req) || new URLSearchParams(req.getQuery() ?? '').get('token') || '';
     // By its group, as the buy and PIN limits count it: one subscriber's /64 holds more addresses than any limit.
@@ -132,14 +132,7 @@ export class WsEndpoints {
     const protocol = req.getHeader('sec-websocket-protocol');
     const extensions = req.getHeader('sec-websocket-extensions');
     const finish = (auth: AuthResult): void => {
-      if (!auth.ok) {
-        metrics.event('upgrade', auth.reason);
-        res
-          .writeStatus(statusLine(statusOf(auth.reason)))
-          .writeHeader('Content-Type', 'application/json')
-          .end(JSON.stringify({ error: { reason: auth.reason, message: auth.message } }));
-        return;
-      }
+      if (!auth.ok) return this.refuse(res, auth.reason, auth.message);
       // Counted by name: a rotated token that kept its name is the same client. open() runs
       // within res.upgrade(), so the count is current for the next upgrade.
       if (this.tokenFull(auth.token.name)) return this.tooMany(res, 'this token');
@@ -159,14 +152,7 @@ export class WsEndpoints {
     // A token the cache does not know costs a Redis lookup: counted in flight like any
     // request, so a flood of made-up tokens is refused rather than queued.
     const { load } = this.d;
-    if (!load.enter()) {
-      metrics.event('upgrade', 'overloaded');
-      res
-        .writeStatus(statusLine(statusOf('overloaded')))
-        .writeHeader('Content-Type', 'application/json')
-        .end(JSON.stringify({ error: { reason: 'overloaded', message: messageOf('overloaded') } }));
-      return;
-    }
+    if (!load.enter()) return this.refuse(res, 'overloaded');
     let aborted = false;
     res.onAborted(() => (aborted = true));
     void authorizeFresh(catalog, tok, [role]).then((auth) => {
@@ -190,15 +176,17 @@ export class WsEndpoints {
   }
 
   private tooMany(res: HttpResponse, who: string): void {
-    this.d.metrics.event('upgrade', 'too_many_connections');
-    res
-      .writeStatus(statusLine(statusOf('too_many_connections')))
-      .writeHeader('Content-Type', 'application/json')
-      .end(
-        JSON.stringify({
-          error: { reason: 'too_many_connections', message: `${who} has as many connections as it may` },
-        }),
-      );
+    this.refuse(res, 'too_many_connections', `${who} has as many connections as it may`);
+  }
+
+  /**
+   * A refused upgrade is answered as any HTTP request is (replyFor): a client that pipelines
+   * upgrades and reads none of the refusals gets no more read from it, and what it leaves unread
+   * counts against MAX_BACKPRESSURE_TOTAL_BYTES.
+   */
+  private refuse(res: HttpResponse, reason: Reason, message?: string): void {
+    this.d.metrics.event('upgrade', reason);
+    replyFor(withBudget(res, this.d.output)).error(reason, message);
   }
 
   private opened(ws: WebSocket<ConnData>, path: string): void {

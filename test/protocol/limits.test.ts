@@ -256,6 +256,42 @@ describe('unsent output of all connections together', () => {
     });
   }, 20_000);
 
+  it('refused WebSocket upgrades a client pipelines and does not read are not all answered into memory', async () => {
+    await withGateway(h, {}, async (gw) => {
+      // No token: each upgrade is refused 401 at once. 17 MB of them a connection, none read: more
+      // answers than the kernel's buffers take, which uWS used to keep for the client.
+      const upgrade =
+        'GET /v1/switch HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+      const n = 100_000;
+      const socks = [0, 1].map(() => {
+        const sock = connect(gw.port, '127.0.0.1');
+        sock.on('error', () => undefined);
+        sock.pause();
+        sock.write(upgrade.repeat(n));
+        return sock;
+      });
+      const refused = async (): Promise<number> =>
+        sample(await metricsText(gw.port), 'tessera_events_total', { op: 'upgrade', outcome: 'unauthorized' }) ?? 0;
+      // The gateway reads no further request of a connection whose answer waits (uWS then closes
+      // one that sends on): the count settles short of every request sent.
+      let last = -1;
+      await until(
+        async () => {
+          const now = await refused();
+          const settled = now === last && now > 0;
+          last = now;
+          return settled;
+        },
+        10_000,
+        500,
+      );
+      expect(last).toBeLessThan(2 * n);
+      expect(sample(await metricsText(gw.port), 'tessera_unsent_output_bytes', {})).toBeLessThan(64 * 1024);
+      for (const s of socks) s.destroy();
+    });
+  }, 30_000);
+
   it('past MAX_BACKPRESSURE_TOTAL_BYTES the connections holding the most are closed, counted in /metrics', async () => {
     // Each connection stays far under its own limit: only the total can stop them.
     await withGateway(h, { maxBackpressureBytes: 256 << 20, maxBackpressureTotalBytes: 8 << 20 }, async (gw) => {
