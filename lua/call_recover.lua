@@ -5,7 +5,7 @@ KEYS[3] live calls zset    ts:{bN}:live
 KEYS[4] call records       ts:{bN}:cdr (stream)
 KEYS[5] balance events     ts:{bN}:ev (stream): thresholds fired and exhaustion, for the webhooks
 KEYS[6] the call by ID     ts:{bN}:ic:<idHash>:<call>: the session of the ID's call of this call id,
-        whatever token name started it (call_start)
+        whatever token name started it (call_start) or recovered it (here, when it names no kept call)
 ARGV[1] now (ms)
 ARGV[2] seconds since answer, as the switch reports them
 ARGV[3] stop cause (used when the session turns out to be there after all)
@@ -50,8 +50,9 @@ end
 local SKEW_MS = 5000
 local ttl = tonumber(ARGV[4])
 local other = redis.call('GET', KEYS[6])
+local o
 if other and other ~= KEYS[1] then
-  local o = read_session(other)
+  o = read_session(other)
   local m = redis.call('HMGET', other, 'dest', 'start')
   if o[S_ID] == KEYS[2] and m[1] == ARGV[8] and tonumber(m[2]) <= now - sec * 1000 + SKEW_MS then
     local r
@@ -89,6 +90,9 @@ redis.call('HSET', KEYS[1],
   'fa', 'terminate', 'fail', 'terminate:0',
   'sw', ARGV[5], 'call', ARGV[6], 'idh', ARGV[7], 'dest', ARGV[8], 'maxs', '0', 'bal0', int(tonumber(f[3]) or 0))
 redis.call('HINCRBY', KEYS[2], 'act', 1)
+-- Found by call id as a started call is, unless that names another call still kept: this stop,
+-- resent under yet another name (its answer lost with the connection), is then a repeat.
+if not (o and o[S_ST]) then redis.call('SET', KEYS[6], KEYS[1], 'EX', ttl) end
 -- Expiry counts from first use, as call_start counts it: this call was the use. A stop
 -- reporting more seconds than the ID has been sold for never moves the use before the sale.
 local expd = tonumber(f[6]) or 0

@@ -262,6 +262,19 @@ describe('a stop under another token name than its start (a switch back under a 
     expect(await balanceOf(h, id!)).toBe(DUO.face - 10_000);
   });
 
+  it('a recovered stop resent under the new name after its answer was lost: a repeat, billed once', async () => {
+    const [id] = await soldIds(h, TALK);
+    const call = newCall();
+    // Its start was lost with a failed primary: the old name's stop is billed as a recovered call.
+    const { ref: _r, ...first } = await stop({ call, sec: 30, id, dest: DEST449 });
+    expect(first).toMatchObject({ op: 'stopped', billedSec: 30, cost: 35_000, balance: TALK.face - 35_000 });
+    expect(await stopB({ call, sec: 30, id, dest: DEST449 })).toMatchObject(first);
+    expect(await stopB({ call, sec: 31 })).toMatchObject(first);
+    expect(await cdrsOf(h, id!, call)).toHaveLength(1);
+    expect(await balanceOf(h, id!)).toBe(TALK.face - 35_000);
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+
   it('naming another destination, or a call answered before that one started: a lost call of its own', async () => {
     const [id] = await soldIds(h, DUO);
     const call = newCall();
