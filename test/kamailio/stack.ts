@@ -369,6 +369,8 @@ export async function startKamailio(o: {
   shmMb?: number;
   /** SIP worker processes. */
   children?: number;
+  /** The SIP socket's transport (`SIP_LISTEN`): UDP by default. */
+  sipProto?: 'udp' | 'tcp';
   /**
    * Runs every Kamailio process on these CPUs only (taskset's list, "0"):
    * a packet that wakes one of its processes then preempts another mid-work,
@@ -384,7 +386,7 @@ export async function startKamailio(o: {
   // prettier-ignore
   const args = [
     '-f', KAMAILIO_CFG, '-DD', '-E', '-m', String(o.shmMb ?? 64), '-M', '8', '-x', 'tlsf', '-Y', o.dir, '-P', join(o.dir, `kamailio-${ports.sipPort}.pid`),
-    '-A', `SIP_LISTEN=udp:127.0.0.1:${ports.sipPort}`,
+    '-A', `SIP_LISTEN=${o.sipProto ?? 'udp'}:127.0.0.1:${ports.sipPort}`,
     '-A', `HTTP_LISTEN=tcp:127.0.0.1:${ports.httpPort}`,
     '-A', `EVAPI_BIND="127.0.0.1:${ports.evapiPort}"`,
     '-A', `PSTN_GW="sip:127.0.0.1:${o.pstnPort}"`,
