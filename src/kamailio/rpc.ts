@@ -17,6 +17,19 @@ export class KamailioRpc {
   /** Calls one method; resolves with its result, rejects with Kamailio's error or a transport failure. */
   call(method: string, params: unknown[]): Promise<unknown> {
     const body = JSON.stringify({ jsonrpc: '2.0', method, params, id: ++this.seq });
+    return this.send(method, body, true);
+  }
+
+  /**
+   * One POST. A kept-alive socket the server closed after its last reply (a
+   * Kamailio whose xhttp route calls set_reply_close(), as Debian's stock
+   * kamailio.cfg does) resets the next request sent on it: that one goes
+   * again, once, on a fresh socket. Unretried, back-to-back requests failed
+   * (a cut-off's dlg.end_dlg: the call talked on to Kamailio's fail-safe).
+   * Both methods are safe to repeat: kamailio.cfg answers a repeated
+   * dlg.end_dlg without sending anything.
+   */
+  private send(method: string, body: string, retry: boolean): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const req = request(
         this.url,
@@ -44,7 +57,10 @@ export class KamailioRpc {
         },
       );
       req.on('timeout', () => req.destroy(new Error(`rpc ${method}: timed out`)));
-      req.on('error', reject);
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (retry && req.reusedSocket && err.code === 'ECONNRESET') resolve(this.send(method, body, false));
+        else reject(err);
+      });
       req.end(body);
     });
   }
