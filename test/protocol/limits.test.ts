@@ -218,7 +218,7 @@ describe('unsent output of all connections together', () => {
     return { sock, closed: () => closed };
   }
 
-  it('HTTP answers a client pipelines and does not read wait for it, and all arrive whole once it reads', async () => {
+  it('HTTP answers a client pipelines, read a second later, all arrive whole and in order', async () => {
     const gw = await gateway(h);
     try {
       const n = 3000;
@@ -273,8 +273,8 @@ describe('unsent output of all connections together', () => {
       });
       const refused = async (): Promise<number> =>
         sample(await metricsText(gw.port), 'tessera_events_total', { op: 'upgrade', outcome: 'unauthorized' }) ?? 0;
-      // The gateway reads no further request of a connection whose answer waits (uWS then closes
-      // one that sends on): the count settles short of every request sent.
+      // An answer that waits for its client holds back the connection (uWS closes it when the
+      // client sends on): the count settles short of every request sent.
       let last = -1;
       await until(
         async () => {
