@@ -75,6 +75,8 @@ const EnvSchema = Type.Object({
   GUESS_WINDOW_SEC: Int(1, 86400, 60),
   SWITCH_GUESS_LIMIT: Int(1, 1_000_000_000, 1000),
   HOOK_CONCURRENCY: Int(1, 1000, 16),
+  // 0: HOOK_CONCURRENCY - 1 (below).
+  HOOK_RECEIVER_CONCURRENCY: Int(0, 1000, 0),
   HOOK_TIMEOUT_MS: Int(100, 120_000, 10_000),
   HOOK_POLL_MS: Int(10, 60_000, 1000),
   HOOK_CLAIM_IDLE_MS: Int(0, 3_600_000, 0),
@@ -89,6 +91,8 @@ type Env = Static<typeof EnvSchema>;
 export interface HookSettings {
   /** Webhook POSTs one gateway has in flight at most. */
   concurrency: number;
+  /** Of those, POSTs to one webhook URL at most (a cap: the slots are shared out by who has work). */
+  perReceiver: number;
   /** A receiver that has not answered in this long has failed the attempt. */
   timeoutMs: number;
   /** How often each bucket's events stream is read for new events. */
@@ -323,6 +327,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     switchGuessLimit: e.SWITCH_GUESS_LIMIT,
     hooks: {
       concurrency: e.HOOK_CONCURRENCY,
+      // A receiver alone may use the slots but one, so one that is slow or down always leaves a slot free.
+      perReceiver: Math.min(e.HOOK_CONCURRENCY, e.HOOK_RECEIVER_CONCURRENCY || Math.max(1, e.HOOK_CONCURRENCY - 1)),
       timeoutMs: e.HOOK_TIMEOUT_MS,
       pollMs: e.HOOK_POLL_MS,
       // Longer than any delivery in progress can take, so no gateway takes over one that is still trying.

@@ -11,6 +11,15 @@
  * consumer name is forgotten (event_forget). After maxAttempts or maxAgeMs an event is
  * parked in the bucket's failed stream for the operator (`tessera events`).
  * At least once: a receiver de-duplicates by the event id.
+ *
+ * One receiver cannot hold up the others (receivers.ts), yet one alone may use
+ * every slot but one and the whole queue (work-conserving, as fair schedulers
+ * are): the next free slot goes to the receiver with the fewest POSTs in flight;
+ * a full queue is still read now and then, and an event for a receiver with
+ * fewer queued takes the place of one of the receiver with the most, which is
+ * deferred (written back without an attempt, taken over again at the next
+ * pass); while a receiver's breaker is open (it keeps failing) its events are
+ * deferred at once, so the queue keeps moving and new events are read.
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -22,11 +31,13 @@ import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
 import { HOOKS_GROUP, entryTime, eventBody, eventId, fieldsOf, signature } from './payload';
+import { Receivers } from './receivers';
 import { eventDone, eventForget, eventLater, eventPark } from './scripts';
 
 /** The products, as the gateway's catalog cache has them. */
 export interface ProductSource {
   product(name: string): Product | undefined;
+  readonly products: Product[];
 }
 
 /** What a failed event remembers between attempts (JSON in the bucket's `evtry` hash). */
@@ -47,6 +58,14 @@ interface Job {
   fields: Record<string, string>;
   /** Taken over from the pending list: it may have a delivery state. */
   claimed: boolean;
+  /** The webhooks that take it, as it was read (each counted in the receivers' loads while it is queued or in flight). */
+  hooks: Webhook[];
+}
+
+/** How a job goes now: POSTs to `send`, the other webhooks' deferred until then (ms; 0: the next takeover). */
+interface Plan {
+  send: Webhook[];
+  held: Map<string, number>;
 }
 
 type StreamEntry = [string, string[] | null];
@@ -72,8 +91,24 @@ export class HookDelivery {
   private readonly queue: Job[] = [];
   /** Deliveries under way (at most HOOK_CONCURRENCY), for stop() to wait on. */
   private readonly delivering = new Set<Promise<void>>();
+  /** Jobs whose every webhook defers them, being written back (no slot taken). */
+  private readonly deferring = new Set<Promise<void>>();
+  private readonly receivers: Receivers;
   private readonly cursors: string[];
   private lastClaim = 0;
+  /**
+   * Events were deferred for their receiver's share of the queue: take over again at the next pass,
+   * not a few seconds later, so a receiver's backlog drains at the pace it answers.
+   */
+  private claimSoon = false;
+  /** The last read filled what it asked for: more is waiting, read again as soon as there is room. */
+  private more = false;
+  /** When a full queue was last read for the events of other receivers (readFull). */
+  private lastFull = 0;
+  /** The last read of the full queue found another receiver's event waiting: read it again at once. */
+  private othersWaiting = false;
+  /** Where the next read of the full queue starts. */
+  private fullBucket = 0;
   private lastForget = 0;
   private nextBucket = 0;
 
@@ -87,6 +122,7 @@ export class HookDelivery {
     private readonly buckets: number,
   ) {
     this.cursors = Array.from({ length: buckets }, () => '0-0');
+    this.receivers = new Receivers(s, metrics, log);
   }
 
   start(): void {
@@ -103,8 +139,8 @@ export class HookDelivery {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.abort.abort();
-    this.queue.length = 0;
-    await Promise.allSettled(this.delivering);
+    for (const job of this.queue.splice(0)) for (const h of job.hooks) this.receivers.leave(h.url);
+    await Promise.allSettled([...this.delivering, ...this.deferring]);
   }
 
   /** One round: take over idle pending events when due, read new ones, start deliveries. */
@@ -113,22 +149,52 @@ export class HookDelivery {
     this.running = true;
     try {
       await this.ensureGroups();
-      if (now - this.lastClaim >= Math.max(this.s.pollMs, Math.min(5000, this.s.claimIdleMs / 2))) {
-        this.lastClaim = now;
+      const due = now - this.lastClaim >= Math.max(this.s.pollMs, Math.min(5000, this.s.claimIdleMs / 2));
+      if (due || this.claimSoon) {
+        this.claimSoon = false;
         await this.claimIdle();
-        await this.count();
+        if (due) {
+          this.lastClaim = now;
+          await this.count();
+        }
       }
       if (now - this.lastForget >= FORGET_EVERY_MS) {
         this.lastForget = now;
         await this.eachBucket((b) => eventForget(this.scripts, b, this.s.claimIdleMs));
+        this.receivers.forgetAllBut(
+          new Set(this.catalog.products.flatMap((p) => (p.webhooks ?? []).map((w) => w.url))),
+        );
       }
       await this.readNew();
+      if (this.room() <= 0 && (this.othersWaiting || now - this.lastFull >= this.s.pollMs)) {
+        this.lastFull = now;
+        await this.readFull();
+      }
     } catch (err) {
       this.log.warn({ err }, 'webhook pass failed');
     } finally {
       this.running = false;
     }
     this.pump();
+    this.again();
+  }
+
+  /**
+   * Another pass at once when more events wait (or deferred ones are due) and half the room is
+   * free, or another receiver's events wait behind a full queue: a backlog is read at the pace it
+   * is delivered, not once per HOOK_POLL_MS.
+   */
+  private again(): void {
+    if (this.running || this.stopped) return;
+    const room = this.room() >= this.s.concurrency;
+    if ((room && (this.more || this.claimSoon)) || (this.othersWaiting && this.room() <= 0)) {
+      this.more = false;
+      this.running = true; // one pass at a time, even before it starts
+      setImmediate(() => {
+        this.running = false;
+        void this.pass();
+      });
+    }
   }
 
   private async eachBucket(fn: (bucket: number) => Promise<void>, until = (): boolean => false): Promise<void> {
@@ -157,62 +223,111 @@ export class HookDelivery {
 
   /** The room left for new jobs: twice the concurrency, so the next ones are at hand when one finishes. */
   private room(): number {
-    return 2 * this.s.concurrency - this.queue.length - this.delivering.size;
+    return 2 * this.s.concurrency - this.queue.length - this.delivering.size - this.deferring.size;
+  }
+
+  /** What one bucket's read may take: a share of the room, as PARALLEL_BUCKETS are read at once. */
+  private readCount(): number {
+    const room = this.room();
+    return room <= 0 ? 0 : Math.ceil(room / Math.min(PARALLEL_BUCKETS, this.buckets));
   }
 
   private async readNew(): Promise<void> {
     await this.eachBucket(
       async (b) => {
-        const room = this.room();
+        const room = this.readCount();
         if (room <= 0) return;
-        let reply: unknown;
-        try {
-          reply = await this.redis.xreadgroup(
-            'GROUP',
-            HOOKS_GROUP,
-            this.consumer,
-            'COUNT',
-            room,
-            'STREAMS',
-            keys.events(b),
-            '>',
-          );
-        } catch (err) {
-          // The stream (and its group) went away: created again on the next pass.
-          if (String((err as Error).message).startsWith('NOGROUP')) this.grouped.delete(b);
-          else throw err;
-          return;
-        }
-        const streams = reply as [string, StreamEntry[]][] | null;
-        for (const [, entries] of streams ?? []) for (const e of entries) this.enqueue(b, e, false);
+        const entries = await this.read(b, room);
+        if (entries.length >= room) this.more = true;
+        for (const e of entries) this.enqueue(b, e, false);
+        this.pump();
       },
       () => this.room() <= 0,
     );
+    // Cut short by the room: the buckets not read may hold more.
+    if (this.room() <= 0) this.more = true;
+  }
+
+  /**
+   * The queue is full: reads one event from each bucket in turn (as many as there are events
+   * queued), so another receiver's events are not left unread behind one receiver's backlog. An
+   * event takes the place of a queued one of the receiver with the most (deferred), or is
+   * deferred itself when its receiver has as many (enqueue).
+   */
+  private async readFull(): Promise<void> {
+    this.othersWaiting = false;
+    let budget = this.queue.length;
+    let i = 0;
+    while (i < this.buckets && budget > 0 && !this.stopped) {
+      const n = Math.min(PARALLEL_BUCKETS, this.buckets - i, budget);
+      const chunk = Array.from({ length: n }, (_, j) => (this.fullBucket + i + j) % this.buckets);
+      const read = await Promise.all(chunk.map((b) => this.read(b, 1)));
+      chunk.forEach((b, j) => {
+        for (const e of read[j]!) {
+          budget--;
+          this.enqueue(b, e, false, true);
+        }
+      });
+      this.pump();
+      i += n;
+    }
+    this.fullBucket = (this.fullBucket + i) % this.buckets;
+  }
+
+  /** New events of a bucket, at most `count`. */
+  private async read(b: number, count: number): Promise<StreamEntry[]> {
+    let reply: unknown;
+    try {
+      reply = await this.redis.xreadgroup(
+        'GROUP',
+        HOOKS_GROUP,
+        this.consumer,
+        'COUNT',
+        count,
+        'STREAMS',
+        keys.events(b),
+        '>',
+      );
+    } catch (err) {
+      // The stream (and its group) went away: created again on the next pass.
+      if (String((err as Error).message).startsWith('NOGROUP')) this.grouped.delete(b);
+      else throw err;
+      return [];
+    }
+    const streams = reply as [string, StreamEntry[]][] | null;
+    return streams?.[0]?.[1] ?? [];
   }
 
   /** Takes over events pending longer than claimIdleMs at any consumer (a dead gateway, or one waiting to retry). */
   private async claimIdle(): Promise<void> {
-    await this.eachBucket(async (b) => {
-      let reply: unknown;
-      try {
-        reply = await this.redis.xautoclaim(
-          keys.events(b),
-          HOOKS_GROUP,
-          this.consumer,
-          this.s.claimIdleMs,
-          this.cursors[b]!,
-          'COUNT',
-          CLAIM_COUNT,
-        );
-      } catch (err) {
-        if (String((err as Error).message).startsWith('NOGROUP')) this.grouped.delete(b);
-        else throw err;
-        return;
-      }
-      const [cursor, entries] = reply as [string, (StreamEntry | null)[]];
-      this.cursors[b] = cursor;
-      for (const e of entries) if (e && e[1]) this.enqueue(b, e, true);
-    });
+    await this.eachBucket(
+      async (b) => {
+        // Claimed is taken: only what there is room for, or the rest would wait idle at this gateway.
+        const room = Math.min(CLAIM_COUNT, this.readCount());
+        if (room <= 0) return;
+        let reply: unknown;
+        try {
+          reply = await this.redis.xautoclaim(
+            keys.events(b),
+            HOOKS_GROUP,
+            this.consumer,
+            this.s.claimIdleMs,
+            this.cursors[b]!,
+            'COUNT',
+            room,
+          );
+        } catch (err) {
+          if (String((err as Error).message).startsWith('NOGROUP')) this.grouped.delete(b);
+          else throw err;
+          return;
+        }
+        const [cursor, entries] = reply as [string, (StreamEntry | null)[]];
+        this.cursors[b] = cursor;
+        for (const e of entries) if (e && e[1]) this.enqueue(b, e, true);
+        this.pump();
+      },
+      () => this.room() <= 0,
+    );
   }
 
   /** Events not yet delivered and deliveries parked, in every bucket, into the gauges. */
@@ -228,27 +343,107 @@ export class HookDelivery {
     this.metrics.webhookFailed.set(failed);
   }
 
-  private enqueue(bucket: number, [entry, flat]: StreamEntry, claimed: boolean): void {
+  /** Queues an event read (`full`: by readFull, into a full queue). */
+  private enqueue(bucket: number, [entry, flat]: StreamEntry, claimed: boolean, full = false): void {
     const k = `${bucket}/${entry}`;
     if (!flat || this.busy.has(k) || this.stopped) return;
     this.busy.add(k);
-    this.queue.push({ bucket, entry, fields: fieldsOf(flat), claimed });
+    const job: Job = { bucket, entry, fields: fieldsOf(flat), claimed, hooks: [] };
+    job.hooks = this.hooksFor(job.fields);
+    const weight = this.weight(job);
+    for (const h of job.hooks) this.receivers.enter(h.url);
+    if (full && this.room() <= 0) {
+      // Read into a full queue (readFull): the receiver with the most queued makes room for one with fewer.
+      const victim = this.mostQueued();
+      if (victim === undefined || this.weight(victim) <= weight + 1) {
+        this.defer(job);
+        return;
+      }
+      this.queue.splice(this.queue.indexOf(victim), 1);
+      this.defer(victim);
+      this.othersWaiting = true;
+    }
+    this.queue.push(job);
   }
 
-  private pump(): void {
-    while (this.delivering.size < this.s.concurrency && this.queue.length > 0 && !this.stopped) {
-      const job = this.queue.shift()!;
-      const delivery = this.deliver(job)
-        .catch((err: unknown) => {
-          if (!this.stopped) this.log.warn({ err, bucket: job.bucket, entry: job.entry }, 'webhook delivery failed');
-        })
-        .finally(() => {
-          this.delivering.delete(delivery);
-          this.busy.delete(`${job.bucket}/${job.entry}`);
-          this.pump();
-        });
-      this.delivering.add(delivery);
+  /** The load of a job's busiest receiver: its events queued or in flight. */
+  private weight(job: Job): number {
+    return Math.max(0, ...job.hooks.map((h) => this.receivers.load(h.url)));
+  }
+
+  /** The queued job (the latest of those) of the receiver with the most events queued or in flight. */
+  private mostQueued(): Job | undefined {
+    let best: Job | undefined;
+    let most = 0;
+    for (const job of this.queue) {
+      const w = this.weight(job);
+      if (w >= most) [best, most] = [job, w];
     }
+    return best;
+  }
+
+  /** Writes a queued job back without a POST or an attempt: taken over again at the next pass (no slot). */
+  private defer(job: Job): void {
+    this.run(job, { send: [], held: new Map(job.hooks.map((h) => [h.url, 0])) }, this.deferring);
+  }
+
+  /**
+   * Starts what the queue allows: a job whose every receiver defers it (breaker open) is written
+   * back at once, without a slot; each free slot goes to the job whose receivers have the fewest
+   * POSTs in flight (the first queued of those), so a receiver alone may use the slots, and another
+   * with an event waiting gets the next one free.
+   */
+  private pump(): void {
+    if (this.stopped) return;
+    if (this.delivering.size >= this.s.concurrency && !this.receivers.anyOpen()) return;
+    const now = Date.now();
+    for (;;) {
+      let best: { job: Job; plan: Plan; busy: number } | undefined;
+      for (const job of [...this.queue]) {
+        const plan = this.plan(job, now);
+        if (plan === undefined) continue;
+        if (plan.send.length === 0 && plan.held.size > 0) {
+          this.queue.splice(this.queue.indexOf(job), 1);
+          this.run(job, plan, this.deferring);
+          continue;
+        }
+        if (this.delivering.size >= this.s.concurrency) continue;
+        const busy = Math.max(0, ...plan.send.map((h) => this.receivers.busy(h.url)));
+        if (best === undefined || busy < best.busy) best = { job, plan, busy };
+      }
+      if (best === undefined) return;
+      this.queue.splice(this.queue.indexOf(best.job), 1);
+      this.run(best.job, best.plan, this.delivering);
+    }
+  }
+
+  /** How the job goes now, or undefined while one of its receivers has its most POSTs in flight. */
+  private plan(job: Job, now: number): Plan | undefined {
+    const plan: Plan = { send: [], held: new Map() };
+    for (const h of job.hooks) {
+      const gate = this.receivers.gate(h.url, now);
+      if (gate === 'wait') return undefined;
+      if (gate === 'send') plan.send.push(h);
+      else plan.held.set(h.url, gate);
+    }
+    return plan;
+  }
+
+  private run(job: Job, plan: Plan, lane: Set<Promise<void>>): void {
+    const probes = plan.send.map((h) => this.receivers.start(h.url));
+    const p = this.deliver(job, plan)
+      .catch((err: unknown) => {
+        if (!this.stopped) this.log.warn({ err, bucket: job.bucket, entry: job.entry }, 'webhook delivery failed');
+      })
+      .finally(() => {
+        plan.send.forEach((h, i) => this.receivers.end(h.url, probes[i]!));
+        for (const h of job.hooks) this.receivers.leave(h.url);
+        lane.delete(p);
+        this.busy.delete(`${job.bucket}/${job.entry}`);
+        this.pump();
+        this.again();
+      });
+    lane.add(p);
   }
 
   /**
@@ -266,9 +461,8 @@ export class HookDelivery {
     return pinned.length > 0 ? pinned : hooks;
   }
 
-  private async deliver(job: Job): Promise<void> {
-    const { bucket, entry, fields } = job;
-    const hooks = this.hooksFor(fields);
+  private async deliver(job: Job, plan: Plan): Promise<void> {
+    const { bucket, entry, fields, hooks } = job;
     if (hooks.length === 0) {
       // No webhook wants it (now): nothing to deliver, nothing to keep.
       if (fields.to !== undefined)
@@ -283,44 +477,53 @@ export class HookDelivery {
     }
     if (state.next > Date.now()) return; // not due: it stays pending, and is claimed again later
     const todo = hooks.filter((h) => !state.done.includes(h.url));
+    // Deferred: their receiver is failing (its breaker open) or has its share of the queue.
+    const held = todo.filter((h) => plan.held.has(h.url));
+    const send = todo.filter((h) => !plan.held.has(h.url));
     const id = eventId(bucket, entry, fields);
     const body = eventBody(bucket, entry, fields);
-    const errors = await Promise.all(todo.map((h) => this.post(h, id, fields.type ?? '', body)));
-    const failed = todo.filter((_, i) => errors[i] !== undefined);
+    const errors = await Promise.all(send.map((h) => this.post(h, id, fields.type ?? '', body)));
+    const failed = send.filter((_, i) => errors[i] !== undefined);
+    const took = send.filter((h) => !failed.includes(h)).map((h) => h.url);
+    for (const u of took) this.receivers.succeeded(u);
     if (this.stopped && failed.length > 0) {
       // Cut short by this gateway's stop, not failed: no attempt is counted, and the webhooks that
       // took it are written down, so the gateway that takes it over sends it to the others only.
-      const took = todo.filter((h) => !failed.includes(h)).map((h) => h.url);
       if (took.length > 0)
         await eventLater(this.scripts, bucket, entry, JSON.stringify({ ...state, done: [...state.done, ...took] }));
       return;
     }
-    const why = failed.map((h) => ({ url: h.url, error: errors[todo.indexOf(h)]! }));
-    const delivered = todo.length - failed.length;
-    if (delivered > 0) this.metrics.webhooks.inc({ outcome: 'delivered' }, delivered);
-    if (failed.length === 0) {
+    const now = Date.now();
+    for (const h of failed) this.receivers.failed(h.url, errors[send.indexOf(h)]!, now);
+    if (took.length > 0) this.metrics.webhooks.inc({ outcome: 'delivered' }, took.length);
+    if (failed.length === 0 && held.length === 0) {
       await eventDone(this.scripts, bucket, entry);
       return;
     }
-    const now = Date.now();
-    const attempts = state.a + 1;
+    const why = [
+      ...failed.map((h) => ({ url: h.url, error: errors[send.indexOf(h)]! })),
+      ...held.map((h) => ({ url: h.url, error: this.receivers.lastError(h.url) ?? 'not tried: receiver busy' })),
+    ];
+    // A deferral is no attempt: an event is parked for it only once it is too old.
+    const attempts = state.a + (failed.length > 0 ? 1 : 0);
     // What the operator sees of a pending event: each failed webhook's error, named when there are several.
     const err = why.length === 1 ? why[0]!.error : why.map((w) => `${w.url}: ${w.error}`).join('; ');
     // Age counts from this entry: an event the operator put back gets a full round of attempts.
     if (attempts >= this.s.maxAttempts || now - entryTime(entry) >= this.s.maxAgeMs) {
       await eventPark(this.scripts, bucket, entry, now, attempts, why);
-      this.metrics.webhooks.inc({ outcome: 'failed' }, failed.length);
-      this.log.warn({ event: id, attempts, err, urls: failed.map((h) => h.url) }, 'webhook delivery parked as failed');
+      this.metrics.webhooks.inc({ outcome: 'failed' }, why.length);
+      this.log.warn({ event: id, attempts, err, urls: why.map((w) => w.url) }, 'webhook delivery parked as failed');
       return;
     }
-    const next: DeliveryState = {
-      a: attempts,
-      done: [...state.done, ...todo.filter((h) => !failed.includes(h)).map((h) => h.url)],
-      next: now + Math.min(this.s.retryBaseMs * 2 ** (attempts - 1), this.s.retryMaxMs),
-      err,
-    };
-    await eventLater(this.scripts, bucket, entry, JSON.stringify(next));
-    this.metrics.webhooks.inc({ outcome: 'retried' }, failed.length);
+    const retry = failed.length > 0 ? now + Math.min(this.s.retryBaseMs * 2 ** (attempts - 1), this.s.retryMaxMs) : 0;
+    const due = Math.max(retry, ...held.map((h) => plan.held.get(h.url)!));
+    const next: DeliveryState = { a: attempts, done: [...state.done, ...took], next: due || now, err };
+    // Deferred only for its receivers' share of the queue: due again at the next takeover, not after claimIdleMs.
+    const soon = due === 0;
+    if (soon) this.claimSoon = true;
+    await eventLater(this.scripts, bucket, entry, JSON.stringify(next), soon ? this.s.claimIdleMs : undefined);
+    if (failed.length > 0) this.metrics.webhooks.inc({ outcome: 'retried' }, failed.length);
+    if (held.length > 0) this.metrics.webhooks.inc({ outcome: 'deferred' }, held.length);
   }
 
   /** One POST; undefined when the receiver answered 2xx, else what went wrong. */

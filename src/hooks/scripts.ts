@@ -11,9 +11,19 @@ export async function eventDone(scripts: Scripts, bucket: number, entry: string)
   await scripts.run('event_done', [keys.events(bucket), keys.eventsRetry(bucket)], [entry]);
 }
 
-/** Keeps an event's delivery state while it waits for its next attempt; false when it is no longer pending. */
-export async function eventLater(scripts: Scripts, bucket: number, entry: string, state: string): Promise<boolean> {
-  return (await scripts.run('event_later', [keys.events(bucket), keys.eventsRetry(bucket)], [entry, state])) === 1;
+/**
+ * Keeps an event's delivery state while it waits for its next attempt; false when it is no longer
+ * pending. With `idleMs`, its idle time is set to that: the next takeover takes it at once.
+ */
+export async function eventLater(
+  scripts: Scripts,
+  bucket: number,
+  entry: string,
+  state: string,
+  idleMs?: number,
+): Promise<boolean> {
+  const args = idleMs === undefined ? [entry, state] : [entry, state, idleMs];
+  return (await scripts.run('event_later', [keys.events(bucket), keys.eventsRetry(bucket)], args)) === 1;
 }
 
 /** Parks an event that failed for good at `urls` in the failed stream, then acknowledges and deletes it. */

@@ -81,13 +81,18 @@ export class Metrics {
   });
   readonly webhooks = new Counter({
     name: 'tessera_webhook_deliveries_total',
-    help: 'Webhook POSTs by outcome: delivered, retried (failed, tried again later), failed (parked for the operator)',
+    help: 'Webhook deliveries by outcome: delivered, retried (failed, tried again later), failed (parked for the operator), deferred (not tried: its receiver failing or busy; tried again later)',
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
   readonly webhookPending = new Gauge({
     name: 'tessera_webhook_pending_events',
     help: 'Balance events not yet delivered, in every bucket (as this gateway last counted them)',
+    registers: [this.registry],
+  });
+  readonly webhookReceiversOpen = new Gauge({
+    name: 'tessera_webhook_receivers_open',
+    help: 'Webhook receivers whose breaker is open at this gateway: failing, their events deferred',
     registers: [this.registry],
   });
   readonly webhookFailed = new Gauge({

@@ -22,6 +22,11 @@ export class Receiver {
   /** Behaviours for the next requests, in order; when empty, `fallback`. */
   readonly script: Behaviour[] = [];
   fallback: Behaviour = 'ok';
+  /** Answers (other than `hang`) wait this long: a slow receiver. */
+  delayMs = 0;
+  /** The most requests it held unanswered at once (hanging ones included). */
+  maxOpen = 0;
+  private open = 0;
   private readonly hanging: ServerResponse[] = [];
   private readonly server: Server = createServer((req, res) => this.handle(req, res));
   /** Where it listens (set by start). */
@@ -36,12 +41,15 @@ export class Receiver {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const chunks: Buffer[] = [];
+    this.maxOpen = Math.max(this.maxOpen, ++this.open);
+    res.on('close', () => this.open--);
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const how = this.script.shift() ?? this.fallback;
       const status = how === 'ok' ? 204 : how === 'hang' ? 0 : how;
       this.received.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), status });
       if (how === 'hang') this.hanging.push(res);
+      else if (this.delayMs > 0) setTimeout(() => res.writeHead(status).end(), this.delayMs);
       else res.writeHead(status).end();
     });
   }

@@ -62,6 +62,7 @@ describe('loadConfig', () => {
       switchGuessLimit: 1000,
       hooks: {
         concurrency: 16,
+        perReceiver: 15,
         timeoutMs: 10_000,
         pollMs: 1000,
         claimIdleMs: 25_000,

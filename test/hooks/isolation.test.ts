@@ -1,0 +1,242 @@
+/**
+ * Webhook receivers are isolated from each other: one that never answers, with
+ * hundreds of events pending, or one that answers slowly, does not hold up
+ * another product's events; the dead one's events are deferred without counting
+ * attempts while its breaker is open and all delivered once it answers again;
+ * a deferred event is still parked once it is too old; a receiver alone uses
+ * every slot but one, and its burst goes out at the pace it answers.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { TalkProduct } from '../../src/catalog/schema';
+import { putProducts } from '../../src/catalog/store';
+import type { Gateway } from '../../src/gateway/server';
+import type { DeliveryState } from '../../src/hooks/delivery';
+import { keys } from '../../src/redis/keys';
+import { gateway, seedCatalog, startHarness, talkProduct, type Harness } from '../support/harness';
+import { metricsText, sample } from '../support/metrics';
+import { Receiver } from '../support/receiver';
+import { streamFields } from '../support/redis';
+import { until } from '../support/wait';
+
+const SECRET = 'whsec-0123456789abcdef';
+const TIMEOUT_MS = 500;
+/**
+ * How long a healthy product's event may take, whatever another receiver does: a few timeouts,
+ * generous for a loaded CI machine; without isolation it waits for the other's backlog (10+ s).
+ */
+const PROMPT_MS = 6 * TIMEOUT_MS;
+
+let h: Harness;
+const receivers: Receiver[] = [];
+const gateways: Gateway[] = [];
+
+beforeAll(async () => {
+  h = await startHarness({
+    HOOK_POLL_MS: '50',
+    HOOK_TIMEOUT_MS: String(TIMEOUT_MS),
+    HOOK_CLAIM_IDLE_MS: '1500',
+    HOOK_RETRY_BASE_MS: '300',
+    HOOK_RETRY_MAX_MS: '600',
+    HOOK_MAX_ATTEMPTS: '6',
+    EXPIRING_SWEEP_MS: '3600000',
+  });
+  await seedCatalog(h);
+});
+afterAll(async () => {
+  for (const g of gateways) await g.close();
+  for (const r of receivers) await r.close();
+  await h?.stop();
+});
+
+async function receiver(): Promise<Receiver> {
+  const r = await Receiver.start();
+  receivers.push(r);
+  return r;
+}
+
+/** A gateway (HOOK_CONCURRENCY 16: 15 POSTs per receiver at most) that knows these products, each with its receiver for top-ups. */
+async function gwWith(products: [string, Receiver][], hooks: Partial<Harness['cfg']['hooks']> = {}): Promise<Gateway> {
+  const ps: TalkProduct[] = products.map(([name, r]) =>
+    talkProduct({ name, webhooks: [{ url: r.url, events: ['topup'], secret: SECRET }] }),
+  );
+  await putProducts(h.ctx.redis, ps);
+  const g = await gateway(h, { hooks: { ...h.cfg.hooks, concurrency: 16, perReceiver: 15, ...hooks } });
+  gateways.push(g);
+  await until(() => ps.every((p) => g.catalog.product(p.name) !== undefined));
+  return g;
+}
+
+async function closeGw(g: Gateway): Promise<void> {
+  gateways.splice(gateways.indexOf(g), 1);
+  await g.close();
+}
+
+/** `n` top-up events of `product`, spread over the buckets, as the top-up script writes them. */
+async function topups(product: string, n: number, from = 0): Promise<void> {
+  for (let i = 0; i < n; i++)
+    await h.r.xadd(
+      keys.events((from + i) % h.cfg.buckets),
+      '*',
+      'type',
+      'topup',
+      'idh',
+      `${product}-${from + i}`,
+      'prod',
+      product,
+      'at',
+      String(Date.now()),
+      'bal',
+      '1',
+      'amount',
+      '1',
+      'source',
+      'operator',
+      'ref',
+      'iso',
+      'exp',
+      '0',
+    );
+}
+
+async function undelivered(): Promise<number> {
+  let n = 0;
+  for (let b = 0; b < h.cfg.buckets; b++) n += await h.r.xlen(keys.events(b));
+  return n;
+}
+
+async function parked(): Promise<Record<string, string>[]> {
+  const out: Record<string, string>[] = [];
+  for (let b = 0; b < h.cfg.buckets; b++)
+    for (const [, f] of await h.r.xrange(keys.eventsFailed(b), '-', '+')) out.push(streamFields(f));
+  return out;
+}
+
+async function pendingStates(): Promise<DeliveryState[]> {
+  const out: DeliveryState[] = [];
+  for (let b = 0; b < h.cfg.buckets; b++)
+    for (const v of await h.r.hvals(keys.eventsRetry(b))) out.push(JSON.parse(v) as DeliveryState);
+  return out;
+}
+
+/** Top-ups of `product`, one at a time: each must reach `r` within PROMPT_MS. */
+async function eachPrompt(product: string, r: Receiver, n: number): Promise<void> {
+  for (let k = 0; k < n; k++) {
+    const before = r.delivered().size;
+    await topups(product, 1, 1000 + k * 7);
+    await until(() => r.delivered().size > before, PROMPT_MS, 20, `${product} event ${k} within ${PROMPT_MS} ms`);
+  }
+}
+
+it('a receiver that never answers, with hundreds of events pending, does not hold up another product; once back it gets every one, none parked for being deferred', async () => {
+  const [dead, fine] = [await receiver(), await receiver()];
+  dead.fallback = 'hang';
+  const EVENTS = 300;
+  // Attempts past counting: no event is parked for the breaker's probes landing on it (which ones
+  // they take is the queue's order, not a test's to count), so all must come through.
+  const g = await gwWith(
+    [
+      ['iso-dead', dead],
+      ['iso-fine', fine],
+    ],
+    { maxAttempts: 1000 },
+  );
+  await topups('iso-dead', EVENTS);
+  await until(() => dead.received.length >= 3, 10_000, 20, 'POSTs to the silent receiver');
+  await eachPrompt('iso-fine', fine, 8);
+
+  // Its breaker is open: its events are deferred, each about twice here, and no deferral counts an attempt.
+  await until(
+    async () =>
+      (sample(await metricsText(g.port), 'tessera_webhook_deliveries_total', { outcome: 'deferred' }) ?? 0) >=
+      EVENTS * 2,
+    60_000,
+    200,
+    'deferrals',
+  );
+  const text = await metricsText(g.port);
+  expect(sample(text, 'tessera_webhook_receivers_open')).toBe(1);
+  expect(await parked()).toEqual([]);
+  // Only the POSTs made count: one per attempt, far fewer than the deferrals.
+  const states = await pendingStates();
+  expect(states.reduce((n, s) => n + s.a, 0)).toBeLessThanOrEqual(dead.received.length);
+  expect(states.filter((s) => s.a === 0).length).toBeGreaterThan(EVENTS / 2);
+  await eachPrompt('iso-fine', fine, 3);
+
+  dead.fallback = 'ok';
+  await until(
+    async () => dead.delivered().size === EVENTS && (await undelivered()) === 0,
+    60_000,
+    100,
+    'every event of the receiver back',
+  );
+  expect(await parked()).toEqual([]);
+  expect(sample(await metricsText(g.port), 'tessera_webhook_receivers_open')).toBe(0);
+  await closeGw(g);
+}, 120_000);
+
+it('a slow receiver that answers 2xx does not hold up another product, and gets every event', async () => {
+  const [slow, fine] = [await receiver(), await receiver()];
+  slow.delayMs = 300;
+  const EVENTS = 300;
+  const g = await gwWith([
+    ['iso-slow', slow],
+    ['iso-quick', fine],
+  ]);
+  await topups('iso-slow', EVENTS);
+  await until(() => slow.received.length >= 4, 10_000, 20, 'POSTs to the slow receiver');
+  await eachPrompt('iso-quick', fine, 8);
+  await until(
+    async () => slow.delivered().size === EVENTS && (await undelivered()) === 0,
+    90_000,
+    100,
+    'every event of the slow receiver',
+  );
+  // It had the slots the other did not need, never all of them.
+  expect(slow.maxOpen).toBeGreaterThan(4);
+  expect(slow.maxOpen).toBeLessThanOrEqual(15);
+  expect(await parked()).toEqual([]);
+  expect(sample(await metricsText(g.port), 'tessera_webhook_receivers_open')).toBe(0);
+  await closeGw(g);
+}, 120_000);
+
+it('an event deferred past HOOK_MAX_AGE_MS is parked with the receiver’s last error, never tried', async () => {
+  const dead = await receiver();
+  dead.fallback = 'hang';
+  const EVENTS = 40;
+  const g = await gwWith([['iso-gone', dead]], { maxAgeMs: 2000, maxAttempts: 1000 });
+  await topups('iso-gone', EVENTS);
+  await until(async () => (await parked()).length === EVENTS, 30_000, 100, 'every event parked');
+  expect(await undelivered()).toBe(0);
+  // Each parked event counts exactly the POSTs it got: those only ever deferred none, parked for
+  // their age with the receiver's error. Only the first POSTs and the breaker's probes went out.
+  const posts = new Map<string, number>();
+  for (const r of dead.received) {
+    const idh = (JSON.parse(r.body) as { idHash: string }).idHash;
+    posts.set(idh, (posts.get(idh) ?? 0) + 1);
+  }
+  const rows = await parked();
+  for (const r of rows) {
+    expect(r).toMatchObject({ url: dead.url, error: 'timeout' });
+    expect(Number(r.attempts)).toBe(posts.get(r.idh!) ?? 0);
+  }
+  expect(rows.filter((r) => r.attempts === '0')).toHaveLength(EVENTS - posts.size);
+  expect(posts.size).toBeLessThan(EVENTS / 2);
+  await closeGw(g);
+}, 60_000);
+
+it('a receiver alone has every slot but one: a burst goes out at the pace it answers, not a poll at a time', async () => {
+  const r = await receiver();
+  r.delayMs = 50;
+  const EVENTS = 500;
+  // One pass every 5 s: the burst must be read as the deliveries finish, not at the passes.
+  const POLL_MS = 5000;
+  const g = await gwWith([['iso-burst', r]], { pollMs: POLL_MS });
+  await topups('iso-burst', EVENTS);
+  await until(() => r.received.length > 0, 2 * POLL_MS, 20, 'the first POST');
+  // 500 × 50 ms over 15 POSTs at once: under 2 s; over 6 s with 4 at once, and a pass at a time: far longer.
+  await until(async () => r.delivered().size === EVENTS, POLL_MS - 1000, 20, 'the burst within one poll');
+  expect(r.maxOpen).toBeGreaterThan(4);
+  expect(r.maxOpen).toBeLessThanOrEqual(15);
+  expect((await parked()).filter((p) => p.prod === 'iso-burst')).toEqual([]);
+  await closeGw(g);
+}, 60_000);
