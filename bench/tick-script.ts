@@ -139,6 +139,13 @@ async function tickAll(ctx: Context, fn: string, calls: CallKeys[], sec: number,
   return Number(m[2]) / calls.length;
 }
 
+interface Row {
+  lua: string;
+  library: string;
+  steadyUs: { median: number; fastest: number };
+  dupUs: { median: number; fastest: number };
+}
+
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const fmt = (x: number): string => x.toFixed(2);
 
@@ -147,6 +154,7 @@ runMain(async () => {
   const opts = options(process.argv.slice(2));
   makeTmp('tessera-bench-tick-', opts.keep);
   const br = await startBenchRedis({ TESSERA_SECRET: 'ab'.repeat(32) });
+  let rows: Row[];
   try {
     const { ctx } = br;
     const libs: Library[] = opts.lua.map((dir) => readLibrary(dir));
@@ -171,7 +179,7 @@ runMain(async () => {
         dup[v]!.push(await tickAll(ctx, fn, calls, sec, opts.batch));
       }
     }
-    const rows = opts.lua.map((dir, v) => ({
+    rows = opts.lua.map((dir, v) => ({
       lua: dir,
       library: libs[v]!.name,
       steadyUs: { median: median(steady[v]!), fastest: Math.min(...steady[v]!) },
@@ -182,9 +190,10 @@ runMain(async () => {
         `  ${row.lua}\n    steady tick ${fmt(row.steadyUs.median)} µs (fastest ${fmt(row.steadyUs.fastest)}) = ${fmt(row.steadyUs.median / rows[0]!.steadyUs.median)} × the first` +
           `; repeated tick ${fmt(row.dupUs.median)} µs (fastest ${fmt(row.dupUs.fastest)})`,
       );
-    printJsonLine({ bench: 'tick-script', params: { ...opts }, rows });
   } finally {
     await br.stop();
     removeTmp();
   }
+  // The JSON line last, after removeTmp's "kept DIR" (--keep).
+  printJsonLine({ bench: 'tick-script', params: { ...opts }, rows });
 });
