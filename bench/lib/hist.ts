@@ -32,15 +32,20 @@ export interface LatencySummary {
 
 const ms = (us: number): number => Math.round(us) / 1000;
 
-/** Percentiles in milliseconds. */
+/**
+ * Percentiles in milliseconds. HdrHistogram answers a percentile with the top
+ * of its bucket, which can lie above the largest value recorded (p99 570.88 ms,
+ * max 570.83 ms): capped at the max, so that no printed percentile exceeds it.
+ */
 export function summarize(h: Hist): LatencySummary {
   if (h.totalCount === 0) return { count: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0, mean: 0 };
+  const at = (p: number): number => ms(Math.min(h.getValueAtPercentile(p), h.maxValue));
   return {
     count: h.totalCount,
-    p50: ms(h.getValueAtPercentile(50)),
-    p90: ms(h.getValueAtPercentile(90)),
-    p99: ms(h.getValueAtPercentile(99)),
-    p999: ms(h.getValueAtPercentile(99.9)),
+    p50: at(50),
+    p90: at(90),
+    p99: at(99),
+    p999: at(99.9),
     max: ms(h.maxValue),
     mean: ms(h.mean),
   };
