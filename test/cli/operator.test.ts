@@ -893,6 +893,10 @@ describe('commands', () => {
     const kamailio = await cli('kamailio', '--help');
     expect(kamailio.code).toBe(0);
     expect(kamailio.out).toContain('--evapi');
+    // The default URL follows PORT, as the README says: the usage says so rather than 8080.
+    expect(kamailio.out).toContain('--gateway ws://localhost:$PORT/v1/switch');
+    const call = await cli('call', '--help');
+    expect(call.out).toContain('--url ws://localhost:$PORT/v1/switch');
     // After `--` an argument is taken as it is: here an ID that is none.
     const literal = await cli('lookup', '--', '--help');
     expect(literal.code).not.toBe(0);

@@ -6,7 +6,8 @@ import { intArg, parseOptions, usageError, type Command } from '../command';
 export const callCommands: Record<string, Command> = {
   call: {
     summary: 'act as a switch: place one call and print what the gateway says',
-    usage: '--id ID --dest DIGITS --token SWITCH_TOKEN [--url ws://localhost:8080/v1/switch] [--seconds N] [--json]',
+    usage:
+      '--id ID --dest DIGITS --token SWITCH_TOKEN [--url ws://localhost:$PORT/v1/switch (PORT: 8080 unless set)] [--seconds N] [--json]',
     async run(cli) {
       const { values } = parseOptions(cli, {
         id: { type: 'string' },

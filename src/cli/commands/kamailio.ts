@@ -7,7 +7,7 @@ export const kamailioCommands: Record<string, Command> = {
   kamailio: {
     summary: "meter Kamailio's prepaid calls: connect its evapi to Tessera's switch protocol",
     usage:
-      '[--evapi 127.0.0.1:8448] [--rpc http://127.0.0.1:5071/RPC] [--gateway ws://localhost:8080/v1/switch]... [--token SWITCH_TOKEN]' +
+      '[--evapi 127.0.0.1:8448] [--rpc http://127.0.0.1:5071/RPC] [--gateway ws://localhost:$PORT/v1/switch]... [--token SWITCH_TOKEN]' +
       ' (or KAMAILIO_EVAPI, KAMAILIO_RPC, TESSERA_GATEWAYS comma-separated, TESSERA_SWITCH_TOKEN)',
     async run(cli) {
       const { values } = parseOptions(cli, {
@@ -20,7 +20,7 @@ export const kamailioCommands: Record<string, Command> = {
       const gateways = (
         values.gateway?.length
           ? values.gateway
-          : (process.env.TESSERA_GATEWAYS ?? `ws://localhost:${process.env.PORT ?? 8080}/v1/switch`).split(',')
+          : (process.env.TESSERA_GATEWAYS ?? `ws://localhost:${process.env.PORT || 8080}/v1/switch`).split(',')
       )
         .flatMap((g) => g.split(','))
         .map((g) => g.trim())
