@@ -304,8 +304,11 @@ interface Setup {
 
 async function setUp(opts: Options): Promise<Setup> {
   const tmp = makeTmp('tessera-soak-', opts.keep);
+  // --ack-cost runs no soak: the soak's rates and faults would misdescribe it.
   console.log(
-    `tessera bench:soak  minutes=${opts.minutes} calls=${opts.calls} redeem-rate=${opts.redeemRate}/s sale-rate=${opts.saleRate}/s faults=${!opts.faults ? 'off' : `every ${opts.faultEvery} s`}`,
+    opts.ackCost
+      ? `tessera bench:soak --ack-cost  rounds=${Math.max(1, opts.minutes)}: replicated acknowledgements on vs off, no faults`
+      : `tessera bench:soak  minutes=${opts.minutes} calls=${opts.calls} redeem-rate=${opts.redeemRate}/s sale-rate=${opts.saleRate}/s faults=${!opts.faults ? 'off' : `every ${opts.faultEvery} s`}`,
   );
   const cluster = await startLocalCluster(tmp);
   const sandbox = new Sandbox({ members: [BUYER] });
