@@ -101,6 +101,8 @@ export class HookDelivery {
    * not a few seconds later, so a receiver's backlog drains at the pace it answers.
    */
   private claimSoon = false;
+  /** The last takeover took all it asked of some bucket: more may be waiting to be taken over. */
+  private claimedMore = false;
   /** The last read filled what it asked for: more is waiting, read again as soon as there is room. */
   private more = false;
   /** When a full queue was last read for the events of other receivers (readFull). */
@@ -300,6 +302,7 @@ export class HookDelivery {
 
   /** Takes over events pending longer than claimIdleMs at any consumer (a dead gateway, or one waiting to retry). */
   private async claimIdle(): Promise<void> {
+    this.claimedMore = false;
     await this.eachBucket(
       async (b) => {
         // Claimed is taken: only what there is room for, or the rest would wait idle at this gateway.
@@ -323,6 +326,7 @@ export class HookDelivery {
         }
         const [cursor, entries] = reply as [string, (StreamEntry | null)[]];
         this.cursors[b] = cursor;
+        if (entries.length >= room || cursor !== '0-0') this.claimedMore = true;
         for (const e of entries) if (e && e[1]) this.enqueue(b, e, true);
         this.pump();
       },
@@ -486,6 +490,9 @@ export class HookDelivery {
     const failed = send.filter((_, i) => errors[i] !== undefined);
     const took = send.filter((h) => !failed.includes(h)).map((h) => h.url);
     for (const u of took) this.receivers.succeeded(u);
+    // Taken over and delivered while more waits (a receiver back with its deferred backlog): take
+    // over again as soon as there is room, at the pace it answers, not 2 × HOOK_CONCURRENCY a round.
+    if (job.claimed && took.length > 0 && this.claimedMore) this.claimSoon = true;
     if (this.stopped && failed.length > 0) {
       // Cut short by this gateway's stop, not failed: no attempt is counted, and the webhooks that
       // took it are written down, so the gateway that takes it over sends it to the others only.

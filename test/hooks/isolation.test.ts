@@ -240,3 +240,31 @@ it('a receiver alone has every slot but one: a burst goes out at the pace it ans
   expect((await parked()).filter((p) => p.prod === 'iso-burst')).toEqual([]);
   await closeGw(g);
 }, 60_000);
+
+it('a receiver back after its breaker opened gets its deferred backlog at the pace it answers, not a takeover round at a time', async () => {
+  const r = await receiver();
+  r.fallback = 503;
+  const EVENTS = 600;
+  // A takeover round every 5 s: 2 × HOOK_CONCURRENCY (32) a round would take 90+ s for the backlog.
+  const CLAIM_IDLE_MS = 10_000;
+  const g = await gwWith([['iso-back', r]], { claimIdleMs: CLAIM_IDLE_MS, maxAttempts: 1000 });
+  await topups('iso-back', EVENTS);
+  await until(
+    async () =>
+      (sample(await metricsText(g.port), 'tessera_webhook_deliveries_total', { outcome: 'deferred' }) ?? 0) >=
+      EVENTS - 10,
+    30_000,
+    100,
+    'the backlog deferred',
+  );
+  r.fallback = 'ok';
+  // Taken over once pending CLAIM_IDLE_MS, then as fast as it answers (a second or two here).
+  await until(
+    async () => r.delivered().size === EVENTS && (await undelivered()) === 0,
+    CLAIM_IDLE_MS + 25_000,
+    100,
+    'every deferred event once the receiver is back',
+  );
+  expect((await parked()).filter((p) => p.prod === 'iso-back')).toEqual([]);
+  await closeGw(g);
+}, 90_000);
