@@ -32,7 +32,7 @@ import { keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
 import { HOOKS_GROUP, entryTime, eventBody, eventId, fieldsOf, signature } from './payload';
 import { Receivers } from './receivers';
-import { eventDone, eventForget, eventLater, eventPark } from './scripts';
+import { eventDone, eventForget, eventKeep, eventLater, eventPark } from './scripts';
 
 /** The products, as the gateway's catalog cache has them. */
 export interface ProductSource {
@@ -60,6 +60,8 @@ interface Job {
   claimed: boolean;
   /** The webhooks that take it, as it was read (each counted in the receivers' loads while it is queued or in flight). */
   hooks: Webhook[];
+  /** When its pending entry was last read, taken over or kept (eventKeep) by this gateway (ms). */
+  kept: number;
 }
 
 /** How a job goes now: POSTs to `send`, the other webhooks' deferred until then (ms; 0: the next takeover). */
@@ -151,6 +153,7 @@ export class HookDelivery {
     this.running = true;
     try {
       await this.ensureGroups();
+      await this.keepQueued(now);
       const due = now - this.lastClaim >= Math.max(this.s.pollMs, Math.min(5000, this.s.claimIdleMs / 2));
       if (due || this.claimSoon) {
         this.claimSoon = false;
@@ -221,6 +224,32 @@ export class HookDelivery {
       }
       this.grouped.add(b);
     });
+  }
+
+  /**
+   * Events wait in the queue for their receiver's share of the slots, with a cap per receiver far
+   * longer than HOOK_CLAIM_IDLE_MS: those queued a third of it are kept pending here, or another
+   * gateway would take them over and POST them while this one still holds them. One taken over
+   * anyway (a pass held up) leaves the queue: the gateway that has it delivers it.
+   */
+  private async keepQueued(now: number): Promise<void> {
+    const old = new Map<number, Job[]>();
+    for (const job of this.queue)
+      if (now - job.kept >= this.s.claimIdleMs / 3) old.set(job.bucket, [...(old.get(job.bucket) ?? []), job]);
+    await Promise.all(
+      [...old].map(async ([b, jobs]) => {
+        const entries = jobs.map((j) => j.entry);
+        const lost = new Set(await eventKeep(this.scripts, b, this.consumer, entries));
+        for (const job of jobs) {
+          job.kept = now;
+          const i = this.queue.indexOf(job);
+          if (!lost.has(job.entry) || i < 0) continue;
+          this.queue.splice(i, 1);
+          for (const h of job.hooks) this.receivers.leave(h.url);
+          this.busy.delete(`${b}/${job.entry}`);
+        }
+      }),
+    );
   }
 
   /** The room left for new jobs: twice the concurrency, so the next ones are at hand when one finishes. */
@@ -352,7 +381,7 @@ export class HookDelivery {
     const k = `${bucket}/${entry}`;
     if (!flat || this.busy.has(k) || this.stopped) return;
     this.busy.add(k);
-    const job: Job = { bucket, entry, fields: fieldsOf(flat), claimed, hooks: [] };
+    const job: Job = { bucket, entry, fields: fieldsOf(flat), claimed, hooks: [], kept: Date.now() };
     job.hooks = this.hooksFor(job.fields);
     const weight = this.weight(job);
     for (const h of job.hooks) this.receivers.enter(h.url);

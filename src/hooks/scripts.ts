@@ -70,3 +70,16 @@ export async function eventExpiring(
 ): Promise<boolean> {
   return (await scripts.run('event_expiring', [keys.id(bucket, idHash), keys.events(bucket)], [now, until])) === 1;
 }
+
+/**
+ * Keeps events this gateway still holds queued from being taken over (their idle time set to 0);
+ * returns those no longer pending at `consumer`.
+ */
+export async function eventKeep(
+  scripts: Scripts,
+  bucket: number,
+  consumer: string,
+  entries: string[],
+): Promise<string[]> {
+  return scripts.run<string[]>('event_keep', [keys.events(bucket)], [consumer, ...entries]);
+}

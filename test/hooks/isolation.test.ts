@@ -268,3 +268,28 @@ it('a receiver back after its breaker opened gets its deferred backlog at the pa
   expect((await parked()).filter((p) => p.prod === 'iso-back')).toEqual([]);
   await closeGw(g);
 }, 90_000);
+
+it('an event waiting in one gateway’s queue for its receiver’s share is not taken over and POSTed by another', async () => {
+  const slow = await receiver();
+  slow.delayMs = 300;
+  const EVENTS = 120;
+  // One POST at a time per receiver: 31 of its events queued wait up to 9 s, three times HOOK_CLAIM_IDLE_MS.
+  // A timeout well above the receiver's 300 ms, so that no POST fails and is sent again on a loaded machine.
+  const hooks = { perReceiver: 1, claimIdleMs: 3000, timeoutMs: 1000 };
+  const g1 = await gwWith([['iso-share', slow]], hooks);
+  const g2 = await gateway(h, { hooks: { ...h.cfg.hooks, concurrency: 16, ...hooks } });
+  gateways.push(g2);
+  await until(() => g2.catalog.product('iso-share') !== undefined);
+  await topups('iso-share', EVENTS);
+  await until(
+    async () => slow.delivered().size === EVENTS && (await undelivered()) === 0,
+    90_000,
+    100,
+    'every event of the slow receiver',
+  );
+  // Nobody died and nothing failed: each event went out once, one POST at a time per gateway.
+  expect(slow.received).toHaveLength(EVENTS);
+  expect(slow.maxOpen).toBeLessThanOrEqual(2);
+  await closeGw(g2);
+  await closeGw(g1);
+}, 120_000);
