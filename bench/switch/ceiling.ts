@@ -4,7 +4,7 @@
  * compared with.
  */
 import { spawn } from 'node:child_process';
-import Redis from 'ioredis';
+import { connect } from 'node:net';
 import WebSocket from 'ws';
 import type { Context } from '../../src/app/context';
 import { callKeysFor } from '../../src/metering/call-keys';
@@ -100,28 +100,58 @@ async function jsonSwitch(
   return { ws, request };
 }
 
-/** Sends the tick at sec 1 and captures, with MONITOR, the FCALL the gateway sends for it. */
+/** The quoted arguments of one MONITOR line (`<time> [<db> <client>] "FCALL" "fn" …`), unescaped. */
+export function monitorArgs(line: string): string[] {
+  const out: string[] = [];
+  for (const m of line.matchAll(/"((?:[^"\\]|\\.)*)"/g))
+    out.push(
+      m[1]!.replace(/\\(x[0-9a-fA-F]{2}|.)/g, (_, e: string) =>
+        e[0] === 'x' && e.length === 3
+          ? String.fromCharCode(parseInt(e.slice(1), 16))
+          : (({ n: '\n', r: '\r', t: '\t', a: '\x07', b: '\b' } as Record<string, string>)[e] ?? e),
+      ),
+    );
+  return out;
+}
+
+/**
+ * Sends the tick at sec 1 and captures, with MONITOR, the FCALL the gateway sends for it. A socket
+ * of its own, not ioredis' monitor(): under load ioredis reads the lines that follow MONITOR's +OK
+ * in the same chunk before it knows it is monitoring, and throws "Command queue state error".
+ */
 async function captureTick(
   redisUrl: string,
   fn: string,
   session: string,
   tick: () => Promise<Reply>,
 ): Promise<string[] | undefined> {
-  const base = new Redis(redisUrl);
-  const mon = await base.monitor();
+  const url = new URL(redisUrl);
+  const sock = connect(Number(url.port || 6379), url.hostname);
+  sock.on('error', () => undefined);
   let tickArgs: string[] | undefined;
-  mon.on('monitor', (_time: string, args: string[]) => {
-    if (!tickArgs && args[0]?.toLowerCase() === 'fcall' && args[1] === fn && args.includes(session))
-      tickArgs = args.slice(2);
+  let pending = '';
+  let monitoring = false;
+  sock.on('data', (chunk: Buffer) => {
+    pending += chunk.toString('latin1');
+    let nl: number;
+    while ((nl = pending.indexOf('\r\n')) >= 0) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 2);
+      if (line === '+OK') monitoring = true;
+      if (tickArgs || !line.startsWith('+')) continue;
+      const args = monitorArgs(line);
+      if (args[0]?.toLowerCase() === 'fcall' && args[1] === fn && args.includes(session)) tickArgs = args.slice(2);
+    }
   });
-  await new Promise((r) => setTimeout(r, 50));
+  await new Promise<void>((r, j) => sock.once('connect', r).once('error', j));
+  sock.write('MONITOR\r\n');
+  for (let i = 0; i < 40 && !monitoring; i++) await new Promise((r) => setTimeout(r, 25));
   try {
     const ticked = await tick();
     if (ticked.op !== 'ticked') throw new Error(`tick for the ceiling: ${String(ticked.reason)}`);
     for (let i = 0; i < 40 && !tickArgs; i++) await new Promise((r) => setTimeout(r, 25));
   } finally {
-    mon.disconnect();
-    base.disconnect();
+    sock.destroy();
   }
   return tickArgs;
 }
