@@ -31,6 +31,7 @@ export class CatalogCache {
     tokens: new Map(),
     items: new Map(),
     access: new Map(),
+    skipped: [],
   };
   private tables = new Map<string, PlanTariff>();
   private poll?: NodeJS.Timeout;
@@ -168,6 +169,8 @@ export class CatalogCache {
       { version: data.version, products: data.products.size, plans: data.plans.size, tokens: data.tokens.size },
       'catalog loaded',
     );
+    for (const s of data.skipped)
+      this.log.warn(s, 'catalog record skipped: it does not pass its schema (stored by an older version?)');
     const changes: TokenChange[] = [];
     for (const [hash, was] of before) {
       const now = data.tokens.get(hash);

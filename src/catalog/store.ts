@@ -33,6 +33,11 @@ export interface CatalogData {
   /** `venue/item` -> item */
   items: Map<string, Item>;
   access: Map<string, AccessArea>;
+  /**
+   * Stored records that no longer pass their schema (one written before a bound was
+   * tightened: a rate above today's cap), skipped: each named, with why, for the log.
+   */
+  skipped: { hash: string; field: string; why: string }[];
 }
 
 const productChecks = Object.fromEntries(
@@ -152,12 +157,19 @@ function toMs(v: number | string | undefined): number {
 const checkPlan = catalogAjv.compile<RatePlan>(RatePlan);
 const checkToken = catalogAjv.compile<TokenInfo>(TokenInfo);
 
-function parseAll<T>(hash: Record<string, string>, check: Checked<T>): Map<string, T> {
+function parseAll<T>(
+  hash: Record<string, string>,
+  check: Checked<T>,
+  key: string,
+  skipped: CatalogData['skipped'],
+): Map<string, T> {
   const out = new Map<string, T>();
   for (const [name, json] of Object.entries(hash)) {
     const v: unknown = JSON.parse(json);
-    // A record that no longer parses is skipped rather than taking the gateway down.
+    // A record that no longer parses is skipped rather than taking the gateway down, and said:
+    // a plan skipped silently refused every call it rated (no_rate) with nothing to say why.
     if (check(v)) out.set(name, v);
+    else skipped.push({ hash: key, field: name, why: describeErrors(check.errors) });
   }
   return out;
 }
@@ -171,13 +183,15 @@ export async function readCatalog(redis: RedisClient): Promise<CatalogData> {
     redis.hgetall(keys.items),
     redis.hgetall(keys.access),
   ]);
+  const skipped: CatalogData['skipped'] = [];
   return {
     version: Number(ver ?? 0),
-    products: parseAll(products, checkProduct),
-    plans: parseAll(plans, checkPlan),
-    tokens: parseAll(tokens, checkToken),
-    items: parseAll(items, checkItem),
-    access: parseAll(access, checkArea),
+    products: parseAll(products, checkProduct, keys.products, skipped),
+    plans: parseAll(plans, checkPlan, keys.plans, skipped),
+    tokens: parseAll(tokens, checkToken, keys.tokens, skipped),
+    items: parseAll(items, checkItem, keys.items, skipped),
+    access: parseAll(access, checkArea, keys.access, skipped),
+    skipped,
   };
 }
 

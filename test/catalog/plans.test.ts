@@ -11,6 +11,7 @@ import { PlanTariff } from '../../src/catalog/tariff';
 import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
 import { startHarness, type Harness } from '../support/harness';
+import { captureLog } from '../support/log';
 
 let dir: string;
 let h: Harness;
@@ -231,6 +232,27 @@ describe('the gateway catalog cache', () => {
     } finally {
       cache.stop();
       sub.disconnect();
+    }
+  });
+
+  it('says which stored record it skips and why: a plan stored before the rate cap is not dropped silently', async () => {
+    // Written as a gateway before the 10^10 cap stored it: the schema now refuses it on reading.
+    const old = { name: 'pre-cap', rates: [{ prefix: '', rate: 2e10, fee: 0 }] };
+    await h.r.hset(keys.plans, 'pre-cap', JSON.stringify(old));
+    const sub = new Redis(h.redis.url);
+    const { log, lines } = captureLog();
+    const cache = new CatalogCache(h.ctx.redis, sub, log, 60_000);
+    try {
+      await cache.start();
+      expect(cache.rateFor('pre-cap', '33')).toBeUndefined();
+      const warned = lines.filter((l) => l.level === 40 && l.field === 'pre-cap');
+      expect(warned).toHaveLength(1);
+      expect(warned[0]).toMatchObject({ hash: keys.plans });
+      expect(String(warned[0]!.why)).toMatch(/rate/);
+    } finally {
+      cache.stop();
+      sub.disconnect();
+      await h.r.hdel(keys.plans, 'pre-cap');
     }
   });
 });
