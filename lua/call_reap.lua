@@ -4,6 +4,7 @@ KEYS[2] ID hash            ts:{bN}:id:<idHash>
 KEYS[3] live calls zset    ts:{bN}:live
 KEYS[4] call records       ts:{bN}:cdr (stream)
 KEYS[5] balance events     ts:{bN}:ev (stream): exhaustion by the disconnect charge, for the webhooks
+KEYS[6] the call by ID     ts:{bN}:ic:<idHash>:<call> (call_start): kept as long as the session
 ARGV[1] now (ms)
 ARGV[2] stale before (ms): the session must not have been touched since
 ARGV[3] TTL (s) of the closed session
@@ -18,4 +19,4 @@ if redis.call('HGET', KEYS[1], 'st') ~= 'live' then
   redis.call('ZREM', KEYS[3], KEYS[1])
   return { 'skip' }
 end
-return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[1]), 'stale', tonumber(ARGV[3]), KEYS[5])
+return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[1]), 'stale', tonumber(ARGV[3]), KEYS[5], KEYS[6])

@@ -42,7 +42,7 @@ if s[S_ST] then
   if s[S_ID] ~= KEYS[2] then return { 'err', 'call_conflict' } end
   if s[S_ST] == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, sec, KEYS[5]) end
   -- The session is there after all: an ordinary stop.
-  return stop_live(s, KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], tonumber(ARGV[4]), KEYS[5])
+  return stop_live(s, KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], tonumber(ARGV[4]), KEYS[5], KEYS[6])
 end
 
 -- How much earlier than its start a call may seem answered, by the seconds its stop reports
@@ -57,7 +57,7 @@ if other and other ~= KEYS[1] then
   if o[S_ID] == KEYS[2] and m[1] == ARGV[8] and tonumber(m[2]) <= now - sec * 1000 + SKEW_MS then
     local r
     if o[S_ST] == 'live' then
-      r = stop_live(o, other, KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], ttl, KEYS[5])
+      r = stop_live(o, other, KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], ttl, KEYS[5], KEYS[6])
     else
       r = late_stop(o, other, KEYS[2], KEYS[4], now, sec, KEYS[5])
     end

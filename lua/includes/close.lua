@@ -7,7 +7,7 @@
 -- with its event on `evkey` (the bucket's events stream) as a tick's would be.
 -- Returns billed seconds, cost, balance after, record id, and what the call ran
 -- short of (the record's `short`: charged, and not paid).
-local function close(skey, ikey, live, cdr, now, cause, ttl, evkey)
+local function close(skey, ikey, live, cdr, now, cause, ttl, evkey, ickey)
   local s = redis.call('HMGET', skey, 'sw', 'call', 'idh', 'dest', 'start', 'ans', 'used', 'trm', 'cov', 'short')
   local t = terms_of(s[8]).t
   local used, ans = tonumber(s[7]), tonumber(s[6])
@@ -37,6 +37,9 @@ local function close(skey, ikey, live, cdr, now, cause, ttl, evkey)
   redis.call('HSET', skey, 'st', 'closed', 'end', int(now), 'cause', cause, 'bal1', int(bal), 'rec', rec, 'cost',
     int(cost), 'short', int(short), 'cov', int(charged))
   redis.call('EXPIRE', skey, ttl)
+  -- The ID's call by call id (call_start) is kept while the session is, no longer: a week past
+  -- the start otherwise, whatever the call's length.
+  if ickey and redis.call('GET', ickey) == skey then redis.call('EXPIRE', ickey, ttl) end
   return { 'ok', billed, cost, bal, rec, 0, short }
 end
 
@@ -78,7 +81,7 @@ end
 
 -- The stop of a live call: bills up to `sec` (or gives back what ticks charged
 -- beyond it), then closes it. Returns close()'s answer.
-local function stop_live(s, skey, ikey, live, cdr, now, sec, cause, ttl, evkey)
+local function stop_live(s, skey, ikey, live, cdr, now, sec, cause, ttl, evkey, ickey)
   if sec < tonumber(s[S_USED]) then
     give_back(s, skey, ikey, sec)
   else
@@ -86,5 +89,5 @@ local function stop_live(s, skey, ikey, live, cdr, now, sec, cause, ttl, evkey)
     charge(s, skey, ikey, sec, now, upd, evkey)
     if #upd > 0 then redis.call('HSET', skey, unpack(upd)) end
   end
-  return close(skey, ikey, live, cdr, now, cause, ttl, evkey)
+  return close(skey, ikey, live, cdr, now, cause, ttl, evkey, ickey)
 end

@@ -39,3 +39,13 @@ export function callKeysFor(idKey: string, callKey: string): CallKeys {
 
 /** A call's name within its bucket: the switch's token name and the switch's call id. */
 export const callKeyOf = (sw: string, call: string): string => `${sw}:${call}`;
+
+/**
+ * The ID's call by call id (keys.idCall) of a call's session and ID keys: the session key names
+ * the call (`…call:<switch>:<call>`: token names hold no colon), the ID key its hash.
+ */
+export function idCallKeyOf(session: string, idKey: string): string {
+  const bucket = bucketOfKey(idKey);
+  const callKey = session.slice(keys.call(bucket, '').length);
+  return keys.idCall(bucket, idKey.slice(keys.id(bucket, '').length), callKey.slice(callKey.indexOf(':') + 1));
+}

@@ -6,7 +6,7 @@
  */
 import { keys as redisKeys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
-import type { CallKeys } from './call-keys';
+import { idCallKeyOf, type CallKeys } from './call-keys';
 import { asError, num, replyError, str, tagged } from '../redis/reply';
 
 /** What a switch is told to do when a final grant runs out: cut, or send the caller to `redirect`. */
@@ -402,7 +402,7 @@ export function callStops(
   const keys: string[] = [first.live, first.cdr, first.events];
   const args: (string | number)[] = [now, ttlSec];
   for (const { ck, sec, cause, dest } of batch) {
-    keys.push(ck.session, ck.id);
+    keys.push(ck.session, ck.id, idCallKeyOf(ck.session, ck.id));
     args.push(sec, cause, dest);
   }
   answerEach(scripts.run('call_stop', keys, args), batch, 'call_stop', stopAnswer, settled);
@@ -489,7 +489,11 @@ export async function callReap(
 ): Promise<ReapResult> {
   const r = tagged(
     'call_reap',
-    await scripts.run('call_reap', [k.session, k.id, k.live, k.cdr, k.events], [now, staleBefore, ttlSec]),
+    await scripts.run(
+      'call_reap',
+      [k.session, k.id, k.live, k.cdr, k.events, idCallKeyOf(k.session, k.id)],
+      [now, staleBefore, ttlSec],
+    ),
   );
   if (r[0] === 'skip') return { closed: false };
   if (r[0] !== 'ok') throw replyError('call_reap', r);

@@ -275,6 +275,21 @@ describe('a stop under another token name than its start (a switch back under a 
     expect((await audit(h.ctx)).problems).toEqual([]);
   });
 
+  it('finds a call by its ID for as long as its closed session answers repeats, no longer', async () => {
+    const [id] = await soldIds(h, DUO);
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ++refs, call, id, dest: DEST449 })).toMatchObject({ op: 'started' });
+    const [ic] = await h.r.keys(`ts:*:ic:*:${call}`);
+    // Live: past the longest call a switch may report (a week).
+    expect(await h.r.ttl(ic!)).toBeGreaterThan(7 * 86_400);
+    expect(await stop({ call, sec: 5 })).toMatchObject({ op: 'stopped' });
+    // Closed: kept as long as the session, which answers repeats under either name.
+    const [sessionTtl, icTtl] = [await h.r.ttl((await h.r.keys(`ts:*:call:*:${call}`))[0]!), await h.r.ttl(ic!)];
+    expect(icTtl).toBeLessThanOrEqual(h.cfg.sessionTtlSec);
+    expect(Math.abs(icTtl - sessionTtl)).toBeLessThanOrEqual(1);
+    expect(await stopB({ call, sec: 5, id, dest: DEST449 })).toMatchObject({ op: 'stopped', billedSec: 5 });
+  });
+
   it('naming another destination, or a call answered before that one started: a lost call of its own', async () => {
     const [id] = await soldIds(h, DUO);
     const call = newCall();
