@@ -58,6 +58,17 @@ local function credit_back(ikey, back)
   return bal
 end
 
+-- Undoes `amount` of a call's charges: what it ran short of (`short`, charged and
+-- never paid) is forgiven first, the rest goes back to the balance (credit_back).
+-- Returns what was forgiven, what went back, and the balance after (nil when
+-- nothing went back).
+local function undo_charge(ikey, short, amount)
+  local forgiven = math.min(short, amount)
+  local back = amount - forgiven
+  if back > 0 then return forgiven, back, credit_back(ikey, back) end
+  return forgiven, back, nil
+end
+
 -- A stop's seconds are the call's final duration. Ticks claim seconds as they
 -- pass, and one can race the hang-up (its end reported late, a switch under
 -- load): what they charged beyond the stop's seconds is given back before the
@@ -71,10 +82,8 @@ local function give_back(s, skey, ikey, sec)
     local ans = tonumber(s[S_ANS])
     local over = tariff_cost(t, ans, billed) - tariff_cost(t, ans, n)
     local short = tonumber(redis.call('HGET', skey, 'short'))
-    local forgiven = math.min(short, over)
-    local back = over - forgiven
+    local forgiven = undo_charge(ikey, short, over)
     upd[3], upd[4], upd[5], upd[6] = 'short', int(short - forgiven), 'cov', int(tonumber(s[S_COV]) - over)
-    if back > 0 then credit_back(ikey, back) end
   end
   redis.call('HSET', skey, unpack(upd))
 end

@@ -26,10 +26,8 @@ local function late_credit(skey, ikey, cdr, now, sec, c, t, used, billed)
   if n == 0 then disc = t.disc end
   undo = undo + disc
   local short = tonumber(c[5])
-  local forgiven = math.min(short, undo)
-  local back = undo - forgiven
-  local bal = tonumber(c[2])
-  if back > 0 then bal = credit_back(ikey, back) end
+  local forgiven, back, after = undo_charge(ikey, short, undo)
+  local bal = after or tonumber(c[2])
   local m = redis.call('HMGET', skey, 'sw', 'call', 'idh', 'dest')
   local rec = redis.call('XADD', cdr, '*',
     'switch', m[1], 'call', m[2], 'id', m[3], 'dest', m[4],
