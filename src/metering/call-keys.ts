@@ -1,4 +1,4 @@
-import { bucketOfKey, keys } from '../redis/keys';
+import { bucketOfKey, idHashOfKey, keys } from '../redis/keys';
 
 /** The keys of one call: its session, its ID and its bucket's live set and streams. */
 export interface CallKeys {
@@ -47,5 +47,5 @@ export const callKeyOf = (sw: string, call: string): string => `${sw}:${call}`;
 export function idCallKeyOf(session: string, idKey: string): string {
   const bucket = bucketOfKey(idKey);
   const callKey = session.slice(keys.call(bucket, '').length);
-  return keys.idCall(bucket, idKey.slice(keys.id(bucket, '').length), callKey.slice(callKey.indexOf(':') + 1));
+  return keys.idCall(bucket, idHashOfKey(idKey), callKey.slice(callKey.indexOf(':') + 1));
 }

@@ -135,6 +135,9 @@ export const keys = {
 
 const BUCKET_RE = /\{b(\d+)\}/;
 
+/** The ID hash an ID key (keys.id) names: its last part. */
+export const idHashOfKey = (idKey: string): string => idKey.slice(idKey.lastIndexOf(':') + 1);
+
 export function bucketOfKey(key: string): number {
   const m = BUCKET_RE.exec(key);
   if (!m) throw new Error(`key without bucket tag: ${key}`);

@@ -16,7 +16,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Context } from '../app/context';
 import type { IdKeys } from '../ids/secrets';
 import { idHash } from '../ledger/id-fields';
-import { keys } from '../redis/keys';
+import { idHashOfKey, keys } from '../redis/keys';
 import { clientGroup, clientNetwork } from '../protocol/client-address';
 import { hashPin, verifyPin } from './pin';
 import { pinAttempt, type PinGate } from './scripts';
@@ -159,7 +159,7 @@ export class CheckLinks {
     const logged = (gate: PinGate): PinGate => {
       if (gate.state === 'locked' && gate.started !== undefined) {
         const kind = gate.started > 1 ? 'escalated' : 'link';
-        this.logLock(kind, gate.until - Date.now(), client, linked.bucket, idKey.slice(idKey.lastIndexOf(':') + 1));
+        this.logLock(kind, gate.until - Date.now(), client, linked.bucket, idHashOfKey(idKey));
       }
       return gate;
     };

@@ -5,7 +5,7 @@
  * arguments and decoding the reply into a named type. Nothing else in sales/
  * calls a script or reads a raw reply.
  */
-import { keys } from '../redis/keys';
+import { idHashOfKey, keys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
 import { num, replyError, str, tagged } from '../redis/reply';
 
@@ -300,7 +300,7 @@ export async function topupId(
   mode: 'apply' | 'check',
   now = Date.now(),
 ): Promise<TopupReply> {
-  const idHash = t.loc.key.slice(t.loc.key.lastIndexOf(':') + 1);
+  const idHash = idHashOfKey(t.loc.key);
   const r = tagged(
     'topup',
     await scripts.run(

@@ -19,7 +19,7 @@ import type { Context } from '../app/context';
 import { topupTerms, type Product } from '../catalog/schema';
 import { GuessThrottle } from '../ledger/guess-throttle';
 import { locate, type Refusable } from '../ledger/ids';
-import { bucketOfKey, keys } from '../redis/keys';
+import { bucketOfKey, idHashOfKey, keys } from '../redis/keys';
 import { replicated, replicatedSeen } from '../redis/replication';
 import { settleVoucher, takeVoucher, topupId, type TopupSource } from './scripts';
 import { idField, idFields } from '../ledger/id-fields';
@@ -50,8 +50,6 @@ export interface IdLoc {
 
 /** A sweep leaves a voucher transfer to the request that started it for this long. */
 export const TRANSFER_GRACE_MS = 30_000;
-
-const hashOfKey = (key: string): string => key.slice(key.lastIndexOf(':') + 1);
 
 export class Topups {
   /** Voucher numbers that do not exist, counted per client (GUESS_LIMIT per GUESS_WINDOW_SEC): no guessing. */
@@ -195,7 +193,7 @@ export class Topups {
       amount: t.amount,
       currency: t.currency,
       into: t.into,
-      note: hashOfKey(voucher.key),
+      note: idHashOfKey(voucher.key),
     });
     await settleVoucher(this.ctx.scripts, voucher, t.ref, r.ok ? { done: true } : { done: false, reason: r.reason });
     return r;
@@ -226,7 +224,7 @@ export class Topups {
         }
         const voucher = { key, bucket: b };
         const target = { key: tto, bucket: bucketOfKey(tto) };
-        const ref = `${hashOfKey(key)}:${tn}`;
+        const ref = `${idHashOfKey(key)}:${tn}`;
         await this.finish(voucher, target, { ref, amount: Number(tamt), currency: cur ?? '', into: into ?? '' });
         settled++;
       }
