@@ -33,4 +33,13 @@ describe.skipIf(!haveKamailio())('JSON-RPC on its own socket', () => {
     expect(res.status).toBe(403);
     expect(await res.text()).not.toContain('jsonrpc');
   });
+
+  it('answers any other path 404 on HTTP_LISTEN, instead of leaving the client waiting', async () => {
+    // xhttp hands the event route only what its url_match takes: with "^/RPC",
+    // GET / got no answer at all and a health check hung until its own timeout.
+    for (const path of ['/', '/health', '/metrics']) {
+      const res = await fetch(new URL(path, k.rpcUrl), { signal: AbortSignal.timeout(15_000) });
+      expect(res.status, path).toBe(404);
+    }
+  });
 });
