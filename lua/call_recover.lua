@@ -56,7 +56,8 @@ if other and other ~= KEYS[1] then
   local m = redis.call('HMGET', other, 'dest', 'start')
   if o[S_ID] == KEYS[2] and m[1] == ARGV[8] and tonumber(m[2]) <= now - sec * 1000 + SKEW_MS then
     local r
-    if o[S_ST] == 'live' then
+    local live = o[S_ST] == 'live'
+    if live then
       r = stop_live(o, other, KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], ttl, KEYS[5], KEYS[6])
     else
       r = late_stop(o, other, KEYS[2], KEYS[4], now, sec, KEYS[5])
@@ -66,6 +67,9 @@ if other and other ~= KEYS[1] then
     redis.call('HSET', KEYS[1], unpack(redis.call('HGETALL', other)))
     redis.call('HSET', KEYS[1], 'swstop', '1')
     redis.call('EXPIRE', KEYS[1], ttl)
+    -- Stopped live under another name: the switch that started it may still be talking, unaware.
+    -- Its next tick is told to hang up (call_tick), or the call would run on unmetered.
+    if live then redis.call('HSET', other, 'stopby', ARGV[5]) end
     return r
   end
 end

@@ -22,7 +22,8 @@ to convert, in Redis or in the gateway), packed (src/redis/scripts.ts):
     final action ('terminate', 'redirect:<number>') in the answer whose grant became final,
     with an exhausted cut-off and in every quota-mode answer once final, else '',
     quota validity (s; 0 for a call in tick mode)
-    For call_ended the reason holds the stop cause ('stale' when the reaper closed it).
+    For call_ended the reason holds the stop cause ('stale' when the reaper closed it), or
+    '!stopped' when a stop under another token name closed it while it was live.
 ]]
 -- @reply msgpack
 -- @include "num"
@@ -49,7 +50,9 @@ local function bill(i)
   elseif s[S_ID] ~= ikey then
     put(i, 4, 0, 0, 0, '', '', 0, '', 0)
   elseif s[S_ST] ~= 'live' then
-    put(i, 3, 0, 0, 0, '', redis.call('HGET', skey, 'cause') or '', 0, '', 0)
+    -- '!stopped' (no stop cause has a '!'): a stop under another token name closed it live.
+    local m = redis.call('HMGET', skey, 'cause', 'stopby')
+    put(i, 3, 0, 0, 0, '', m[2] and '!stopped' or m[1] or '', 0, '', 0)
   else
     local used = tonumber(s[S_USED])
     local terms = terms_of(s[S_TRM])

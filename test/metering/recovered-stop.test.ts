@@ -251,6 +251,24 @@ describe('a stop under another token name than its start (a switch back under a 
     expect((await audit(h.ctx)).problems).toEqual([]);
   });
 
+  it("tells the old name's switch to hang up: its ticks without ref get cutoff stopped, not silence", async () => {
+    const [id] = await soldIds(h, DUO);
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ++refs, call, id, dest: DEST449 })).toMatchObject({ op: 'started' });
+    expect(await c.request({ op: 'tick', ref: ++refs, call, sec: 3 })).toMatchObject({ op: 'ticked' });
+    expect(await stopB({ call, sec: 5, id, dest: DEST449 })).toMatchObject({ op: 'stopped', billedSec: 5 });
+    // The switch that started the call never saw that stop: silence would let its call run on unmetered.
+    c.send({ op: 'tick', call, sec: 6 });
+    expect(await c.waitFor((m) => m.op === 'cutoff' && m.call === call)).toMatchObject({
+      reason: 'stopped',
+      action: 'terminate',
+    });
+    // The name that stopped it knows: its own ticks of the call still get nothing.
+    b.send({ op: 'tick', call, sec: 6 });
+    expect(await b.request({ op: 'ping', ref: ++refs })).toMatchObject({ op: 'pong' });
+    expect(b.received.filter((m) => m.op === 'cutoff' && m.call === call)).toEqual([]);
+  });
+
   it('resent under the new name after its stop under the old one was answered but the answer lost: a repeat', async () => {
     const [id] = await soldIds(h, DUO);
     const call = newCall();

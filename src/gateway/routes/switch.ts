@@ -7,6 +7,9 @@ import type { Route, Routes } from '../dispatch';
 const DEST_FORMAT =
   'dest must be in international format: the country code first, after an optional + or 00; no national trunk prefix 0';
 
+/** call_tick's cause of a call a stop under another token name closed live (lua/call_tick.lua). */
+const STOPPED_ELSEWHERE = '!stopped';
+
 /** A final grant's fields in started, ticked, granted and cutoff: what to do when it runs out. */
 const finalFields = (f: FinalAction | undefined): object =>
   f === undefined ? {} : f.redirect === undefined ? { action: f.action } : { action: f.action, redirect: f.redirect };
@@ -48,10 +51,12 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
       return false;
     }
     if (r.code === 'call_ended') {
-      // Closed by the reaper while the switch still talks: tell it to hang up, or the call runs unmetered.
-      if (r.cut === 'stale') {
-        metrics.cutoffs.inc({ reason: 'stale' });
-        reply({ op: 'cutoff', call: m.call, reason: 'stale', action: 'terminate' });
+      // Closed by the reaper, or by a stop under another token name, while the switch still talks:
+      // tell it to hang up, or the call runs unmetered.
+      const reason = r.cut === 'stale' ? 'stale' : r.cut === STOPPED_ELSEWHERE ? 'stopped' : undefined;
+      if (reason) {
+        metrics.cutoffs.inc({ reason });
+        reply({ op: 'cutoff', call: m.call, reason, action: 'terminate' });
       }
       return false;
     }
