@@ -379,19 +379,28 @@ function assertUsable(info: TokenInfo): void {
   if (problem) throw new Error(problem);
 }
 
-/** A token of another role has the name: the CLI's `refused: name_taken`. */
+/**
+ * A token of another role has the name (the CLI's `refused: name_taken`), or a scanner token of
+ * another venue (`refused: name_elsewhere`).
+ */
 export class TokenNameTaken extends Error {
-  readonly reason = 'name_taken';
+  readonly reason: 'name_taken' | 'name_elsewhere';
   constructor(
     readonly tokenName: string,
     readonly role: Role,
+    venue?: string,
   ) {
-    super(`${tokenName} is the name of a ${role} token`);
+    super(
+      venue === undefined
+        ? `${tokenName} is the name of a ${role} token`
+        : `${tokenName} is the name of a ${role} token of venue ${venue}`,
+    );
+    this.reason = venue === undefined ? 'name_taken' : 'name_elsewhere';
   }
 }
 
 /**
- * Creates a token; one more of a name (a rotation) only in that name's role. Call
+ * Creates a token; one more of a name (a rotation) only in that name's role and venue. Call
  * records, redemption records, logs and metering key a client by its token's
  * name alone, so a switch and an admin token of one name could not be told
  * apart there (TokenNameTaken). Checked, then written: token creation is the
@@ -405,7 +414,11 @@ export async function createToken(
   assertUsable(info);
   for (const json of await redis.hvals(keys.tokens)) {
     const t = JSON.parse(json) as TokenInfo;
-    if (t.name === spec.name && t.role !== spec.role) throw new TokenNameTaken(t.name, t.role);
+    if (t.name !== spec.name) continue;
+    if (t.role !== spec.role) throw new TokenNameTaken(t.name, t.role);
+    // Scan ids and guesses are the name's, not the venue's: a name at two venues would let one
+    // venue's till retry (a grant) and reverse the other venue's sales.
+    if ((t.venue ?? '') !== (spec.venue ?? '')) throw new TokenNameTaken(t.name, t.role, t.venue ?? '(none)');
   }
   const token = `tsk_${randomBytes(32).toString('base64url')}`;
   const hash = tokenHash(token);

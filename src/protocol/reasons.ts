@@ -111,6 +111,10 @@ export const REASONS = {
   // Operator commands
   archive_running: reason(409, 'another tessera archive is at work on this Redis; run again once it has ended'),
   name_taken: reason(409, 'a token of another role has this name: give each role names of its own'),
+  name_elsewhere: reason(
+    409,
+    'the tokens of this name are of another venue: move them all with token-update --venue, or choose another name',
+  ),
 } as const satisfies Record<string, ReasonInfo>;
 
 export type Reason = keyof typeof REASONS;

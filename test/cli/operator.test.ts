@@ -742,6 +742,20 @@ describe('tokens', () => {
     expect((await cli('token-create', '--role', 'admin', '--name', 'shared-1')).code).toBe(0);
     expect((await cli('token-revoke', '--name', 'shared-1')).code).toBe(0);
   });
+
+  it("a scanner name is one venue's: a rotation at another venue is refused name_elsewhere", async () => {
+    expect((await cli('token-create', '--role', 'scanner', '--name', 'till-9', '--venue', 'arena')).code).toBe(0);
+    const before = await h.r.hgetall(keys.tokens);
+    // Its scan ids are the name's: at the stadium it could retry (a grant) and reverse the arena's sales.
+    expect(await cli('token-create', '--role', 'scanner', '--name', 'till-9', '--venue', 'stadium')).toEqual({
+      code: 1,
+      out: '',
+      err: `refused: name_elsewhere: ${messageOf('name_elsewhere')} (till-9 is the name of a scanner token of venue arena)\n`,
+    });
+    expect(await h.r.hgetall(keys.tokens)).toEqual(before);
+    expect((await cli('token-create', '--role', 'scanner', '--name', 'till-9', '--venue', 'arena')).code).toBe(0);
+    expect((await cli('token-revoke', '--name', 'till-9')).out).toBe('revoked 2 token(s)\n');
+  });
 });
 
 describe('export', () => {
