@@ -4,8 +4,8 @@ KEYS[2] ID hash            ts:{bN}:id:<idHash>
 KEYS[3] live calls zset    ts:{bN}:live
 KEYS[4] call records       ts:{bN}:cdr (stream)
 KEYS[5] balance events     ts:{bN}:ev (stream): thresholds fired and exhaustion, for the webhooks
-KEYS[6] the call by ID     ts:{bN}:ic:<idHash>:<call>: the session of the ID's call of this call id,
-        whatever token name started it (call_start) or recovered it (here, when it names no kept call)
+KEYS[6] the calls by ID    ts:{bN}:ic:<idHash>:<call>: the sessions of the ID's calls of this call id,
+        whatever token name started them (call_start) or recovered them (here) (includes/id_calls.lua)
 ARGV[1] now (ms)
 ARGV[2] seconds since answer, as the switch reports them
 ARGV[3] stop cause (used when the session turns out to be there after all)
@@ -25,9 +25,11 @@ seconds reported. What is free of the balance pays; the rest is kept as `short`;
 record's cause is `recovered`. The closed session answers repeated stops.
 A stop under another token name than the call's start (a switch back under a new
 name after its token was revoked) finds the call by its ID and call id (KEYS[6]):
-when its destination agrees and it started no later than the stop says it was
-answered, it is that call, stopped as its own stop would (live), or as a stop
-after the reaper's (closed): billed once, never again as a lost call.
+a call of them whose destination agrees and that started no later than the stop says
+it was answered (the latest started, if several do) is that call, stopped as its own
+stop would (live), or as a stop after the reaper's (closed): billed once, never again
+as a lost call. A lost call is listed there too, so its stop resent under any other
+name is a repeat.
 ]]
 -- @include "id_fields"
 -- @include "num"
@@ -35,6 +37,7 @@ after the reaper's (closed): billed once, never again as a lost call.
 -- @include "charge"
 -- @include "close"
 -- @include "late"
+-- @include "id_calls"
 local now = tonumber(ARGV[1])
 local sec = tonumber(ARGV[2])
 local s = read_session(KEYS[1])
@@ -49,29 +52,37 @@ end
 -- (the switch's clock and counting against the gateway's), and still be the call it names.
 local SKEW_MS = 5000
 local ttl = tonumber(ARGV[4])
-local other = redis.call('GET', KEYS[6])
-local o
-if other and other ~= KEYS[1] then
-  o = read_session(other)
-  local m = redis.call('HMGET', other, 'dest', 'start')
-  if o[S_ID] == KEYS[2] and m[1] == ARGV[8] and tonumber(m[2]) <= now - sec * 1000 + SKEW_MS then
-    local r
-    local live = o[S_ST] == 'live'
-    if live then
-      r = stop_live(o, other, KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], ttl, KEYS[5], KEYS[6])
-    else
-      r = late_stop(o, other, KEYS[2], KEYS[4], now, sec, KEYS[5])
+-- A call id reused under another name is another call, started after this one was answered:
+-- of the calls that fit, the latest started is the one this stop names.
+local other, otherStart
+for k in string.gmatch(redis.call('GET', KEYS[6]) or '', '%S+') do
+  if k ~= KEYS[1] then
+    local m = redis.call('HMGET', k, 'id', 'dest', 'start')
+    local st = tonumber(m[3])
+    if m[1] == KEYS[2] and m[2] == ARGV[8] and st and st <= now - sec * 1000 + SKEW_MS
+      and not (other and otherStart >= st) then
+      other, otherStart = k, st
     end
-    -- This name's session answers its repeats as the call's own does: a copy, marked as one that
-    -- already had the switch's stop, so a repeat never bills (late.lua).
-    redis.call('HSET', KEYS[1], unpack(redis.call('HGETALL', other)))
-    redis.call('HSET', KEYS[1], 'swstop', '1')
-    redis.call('EXPIRE', KEYS[1], ttl)
-    -- Stopped live under another name: the switch that started it may still be talking, unaware.
-    -- Its next tick is told to hang up (call_tick), or the call would run on unmetered.
-    if live then redis.call('HSET', other, 'stopby', ARGV[5]) end
-    return r
   end
+end
+if other then
+  local o = read_session(other)
+  local r
+  local live = o[S_ST] == 'live'
+  if live then
+    r = stop_live(o, other, KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], ttl, KEYS[5], KEYS[6])
+  else
+    r = late_stop(o, other, KEYS[2], KEYS[4], now, sec, KEYS[5])
+  end
+  -- This name's session answers its repeats as the call's own does: a copy, marked as one that
+  -- already had the switch's stop, so a repeat never bills (late.lua).
+  redis.call('HSET', KEYS[1], unpack(redis.call('HGETALL', other)))
+  redis.call('HSET', KEYS[1], 'swstop', '1')
+  redis.call('EXPIRE', KEYS[1], ttl)
+  -- Stopped live under another name: the switch that started it may still be talking, unaware.
+  -- Its next tick is told to hang up (call_tick), or the call would run on unmetered.
+  if live then redis.call('HSET', other, 'stopby', ARGV[5]) end
+  return r
 end
 
 local f = id_fields(KEYS[2], { 'st', 'kind', 'bal', 'plan', 'exp', 'expd', 'sold' })
@@ -94,9 +105,9 @@ redis.call('HSET', KEYS[1],
   'fa', 'terminate', 'fail', 'terminate:0',
   'sw', ARGV[5], 'call', ARGV[6], 'idh', ARGV[7], 'dest', ARGV[8], 'maxs', '0', 'bal0', int(tonumber(f[3]) or 0))
 redis.call('HINCRBY', KEYS[2], 'act', 1)
--- Found by call id as a started call is, unless that names another call still kept: this stop,
--- resent under yet another name (its answer lost with the connection), is then a repeat.
-if not (o and o[S_ST]) then redis.call('SET', KEYS[6], KEYS[1], 'EX', ttl) end
+-- Found by call id as a started call is: this stop, resent under yet another name (its answer
+-- lost with the connection), is a repeat.
+id_calls_add(KEYS[6], KEYS[1], ttl)
 -- Expiry counts from first use, as call_start counts it: this call was the use. A stop
 -- reporting more seconds than the ID has been sold for never moves the use before the sale.
 local expd = tonumber(f[6]) or 0

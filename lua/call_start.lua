@@ -2,8 +2,8 @@
 KEYS[1]      live calls zset    ts:{bN}:live
 KEYS[3i-1]   ID hash            ts:{bN}:id:<idHash>            (i = 1..n)
 KEYS[3i]     call session hash  ts:{bN}:call:<switch>:<call>
-KEYS[3i+1]   the call by ID     ts:{bN}:ic:<idHash>:<call>: its session key, so that a stop of the
-             call under another token name finds it (call_recover)
+KEYS[3i+1]   the calls by ID    ts:{bN}:ic:<idHash>:<call> (includes/id_calls.lua): its session key
+             is added, so that a stop of the call under another token name finds it (call_recover)
 ARGV[1]      now (ms)
 ARGV[2]      ring grace (ms): an unanswered call counts as stale this much later than an answered one
 ARGV[3]      TTL (s) of KEYS[3i+1]: past the call's longest life and its closed session's TTL
@@ -31,6 +31,7 @@ is applied in order, so it answers as a repeat.
 -- @include "rate_of"
 -- @include "terms"
 -- @include "charge"
+-- @include "id_calls"
 local now = tonumber(ARGV[1])
 local ringGrace = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
@@ -105,7 +106,7 @@ local function start(ikey, skey, ickey, a, last)
     'sw', sw, 'call', call, 'idh', idh, 'dest', dest, 'maxs', int(maxs), 'bal0', int(bal))
   redis.call('HINCRBY', ikey, 'act', 1)
   redis.call('HSET', ikey, 'free', int(avail - res))
-  redis.call('SET', ickey, skey, 'EX', keep)
+  id_calls_add(ickey, skey, keep)
   -- Expiry counts from first use.
   local expd = tonumber(f[8]) or 0
   if exp == 0 and expd > 0 then

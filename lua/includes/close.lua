@@ -1,4 +1,5 @@
 -- @include "charge"
+-- @include "id_calls"
 -- Closes a call session: frees its reservation and takes the disconnect charge
 -- (release() in charge.lua), frees its concurrency slot, drops it from the live
 -- set, appends the call detail record to the bucket's stream and keeps the answer
@@ -37,9 +38,9 @@ local function close(skey, ikey, live, cdr, now, cause, ttl, evkey, ickey)
   redis.call('HSET', skey, 'st', 'closed', 'end', int(now), 'cause', cause, 'bal1', int(bal), 'rec', rec, 'cost',
     int(cost), 'short', int(short), 'cov', int(charged))
   redis.call('EXPIRE', skey, ttl)
-  -- The ID's call by call id (call_start) is kept while the session is, no longer: a week past
-  -- the start otherwise, whatever the call's length.
-  if ickey and redis.call('GET', ickey) == skey then redis.call('EXPIRE', ickey, ttl) end
+  -- The ID's calls by call id (call_start) are kept while their sessions are, no longer: a week
+  -- past the start otherwise, whatever the call's length.
+  if ickey then id_calls_closed(ickey, skey, ttl) end
   return { 'ok', billed, cost, bal, rec, 0, short }
 end
 

@@ -325,4 +325,30 @@ describe('a stop under another token name than its start (a switch back under a 
     expect(await stop({ call, sec: 2 })).toMatchObject({ op: 'stopped', billedSec: 2 });
     expect(await stop({ call: other, sec: 2 })).toMatchObject({ op: 'stopped', billedSec: 2 });
   });
+
+  it('a lost call of its own, resent under yet other names: a repeat each time, billed once', async () => {
+    const [id] = await soldIds(h, DUO);
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ++refs, call, id, dest: DEST449 })).toMatchObject({ op: 'started' });
+    // Another destination than the old name's call: a lost call of its own, billed from the stop.
+    const { ref: _r, ...first } = await stopB({ call, sec: 5, id, dest: DEST });
+    expect(first).toMatchObject({ op: 'stopped', billedSec: 5, cost: 500 });
+    for (let i = 0; i < 2; i++) {
+      const { c: other } = await connectSwitch(h, gw.port);
+      expect(await other.request({ op: 'stop', ref: ++refs, call, sec: 5, id, dest: DEST })).toMatchObject(first);
+      await other.close();
+    }
+    expect((await cdrsOf(h, id!, call)).map((r) => r.cause)).toEqual(['recovered']);
+    expect(await balanceOf(h, id!)).toBe(DUO.face - 500);
+    // The old name's call is still found by its own destination, under any name.
+    const { c: later } = await connectSwitch(h, gw.port);
+    expect(await later.request({ op: 'stop', ref: ++refs, call, sec: 2, id, dest: DEST449 })).toMatchObject({
+      op: 'stopped',
+      billedSec: 2,
+      cost: 7000,
+    });
+    await later.close();
+    expect((await cdrsOf(h, id!, call)).map((r) => r.cause)).toEqual(['recovered', 'normal']);
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  });
 });
