@@ -116,6 +116,9 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
   local cov = cov0
   local advanced = sec > used
   local gnt, fin = tonumber(s[S_GNT]), s[S_FIN] == '1'
+  -- A cut-off is final: the switch is tearing the call down, so its grant stays where the
+  -- cut-off found it, whatever is free since (a top-up is kept for the next call).
+  local cut0 = s[S_CUT] or ''
   idf = idf or redis.call('HMGET', ikey, 'bal', 'st', 'free')
   local bal0, st = tonumber(idf[1]) or 0, idf[2]
   local avail0 = free_of(bal0, idf[3])
@@ -171,7 +174,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
   -- A final grant is re-granted as soon as something is free again (a top-up, another call's
   -- reservation given back), not at the half-slice mark: told its grant is the last, a
   -- quota-mode switch would end the call at it, money left or not.
-  if avail > 0 and st ~= 'blocked' then
+  if avail > 0 and st ~= 'blocked' and cut0 == '' then
     local gs = terms.gs
     if gs == 0 or fin or gnt - sec < math.ceil(gs / 2) then
       local add = wanted(t, a, cost, math.max(sec, billed), res, avail, gs)
@@ -180,7 +183,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
     end
   end
   local finNow = 0
-  if regrant or answered then
+  if (regrant or answered) and cut0 == '' then
     local was = gnt
     local final
     gnt, final = grant_of(t, a, billed, res, avail)
@@ -214,9 +217,9 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
     -- The steady state: the reservation paid, what is free untouched.
     redis.call('HSET', ikey, 'bal', int(bal))
   end
-  -- Other calls may have taken what was free since, or the ID was blocked (no more grants):
-  -- then this grant is the last.
-  local more = avail > 0 and st ~= 'blocked'
+  -- Other calls may have taken what was free since, the ID was blocked (no more grants) or
+  -- the call cut off: then this grant is the last.
+  local more = avail > 0 and st ~= 'blocked' and cut0 == ''
   if not fin and not more then
     fin, finNow = true, 1
     upd[#upd + 1] = 'fin'
@@ -240,7 +243,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
     upd[#upd + 1] = table.concat(keep, ',')
   end
   if evkey and (alerts ~= '' or emptied) then charge_events(evkey, ikey, skey, now, bal, left, alerts, emptied) end
-  local cut = s[S_CUT] or ''
+  local cut = cut0
   if cut == '' then
     if fin and gnt <= sec then
       cut = 'exhausted'
@@ -249,7 +252,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
     end
   end
   local fresh = 0
-  if cut ~= (s[S_CUT] or '') then
+  if cut ~= cut0 then
     fresh = 1
     upd[#upd + 1] = 'cut'
     upd[#upd + 1] = cut

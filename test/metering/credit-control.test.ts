@@ -258,6 +258,41 @@ describe('final unit and redirect', () => {
     expect(await auditProblems()).toEqual([]);
   });
 
+  it('a cut-off is final: a top-up after it is kept for the next call, never re-granted to this one', async () => {
+    // 10 s at 100/s: the call is cut off exhausted at 10 s.
+    const product = talkProduct({
+      name: 'cut-topup',
+      face: 1000,
+      price: 1000,
+      thresholds: [],
+      finalAction: 'redirect',
+      redirectTo: '+18005550100',
+    });
+    await putProducts(h.ctx.redis, [product]); // the top-up reads its rules from the catalog
+    await gw.catalog.refresh();
+    const cut = { op: 'cutoff', reason: 'exhausted', action: 'redirect', redirect: '+18005550100' };
+    for (const mode of ['tick', 'quota'] as const) {
+      const [id] = await soldIds(h, product);
+      const call = newCall(mode);
+      const report = (sec: number): Promise<Msg> =>
+        c.request({ op: mode === 'tick' ? 'tick' : 'update', ref: ref(), call, sec });
+      expect(await start(id!, call, { mode })).toMatchObject({ op: 'started', grant: 10, final: true });
+      const atCut = { grant: 10, final: true, secLeft: 0, action: 'redirect', redirect: '+18005550100' };
+      expect(await report(10)).toMatchObject({ ...atCut, balance: 0 });
+      expect(msgs(c, call, 'cutoff')).toEqual([{ ...cut, call }]);
+      expect(await gw.topups.operator(id!, 5000, 'goodwill')).toMatchObject({ ok: true, balance: 5000 });
+      // The switch is tearing the call down: the same answer and the same cut-off, no new grant.
+      expect(await report(10)).toMatchObject({ ...atCut, balance: 5000 });
+      expect(msgs(c, call, 'cutoff')).toEqual([
+        { ...cut, call },
+        { ...cut, call },
+      ]);
+      expect(await idFields(h, id!)).toMatchObject({ bal: '5000', free: '5000' });
+      expect(await stop(call, 10)).toMatchObject({ billedSec: 10, cost: 1000, balance: 5000 });
+      expect(await auditProblems()).toEqual([]);
+    }
+  });
+
   it('a blocked ID is cut, never redirected', async () => {
     const product = talkProduct({ name: 'redir-b', finalAction: 'redirect', redirectTo: '+18005550100' });
     const [id] = await soldIds(h, product);
