@@ -48,9 +48,6 @@ if s[S_ST] then
   return stop_live(s, KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], tonumber(ARGV[4]), KEYS[5], KEYS[6])
 end
 
--- How much earlier than its start a call may seem answered, by the seconds its stop reports
--- (the switch's clock and counting against the gateway's), and still be the call it names.
-local SKEW_MS = 5000
 local ttl = tonumber(ARGV[4])
 -- A call id reused under another name is another call, started after this one was answered:
 -- of the calls that fit, the latest started is the one this stop names.
@@ -59,7 +56,7 @@ for k in string.gmatch(redis.call('GET', KEYS[6]) or '', '%S+') do
   if k ~= KEYS[1] then
     local m = redis.call('HMGET', k, 'id', 'dest', 'start')
     local st = tonumber(m[3])
-    if m[1] == KEYS[2] and m[2] == ARGV[8] and st and st <= now - sec * 1000 + SKEW_MS
+    if m[1] == KEYS[2] and m[2] == ARGV[8] and st and st <= now - sec * 1000 + ID_CALL_SKEW_MS
       and not (other and otherStart >= st) then
       other, otherStart = k, st
     end

@@ -4,7 +4,7 @@ KEYS[3i-1]   ID hash            ts:{bN}:id:<idHash>            (i = 1..n)
 KEYS[3i]     call session hash  ts:{bN}:call:<switch>:<call>
 KEYS[3i+1]   the calls by ID    ts:{bN}:ic:<idHash>:<call> (includes/id_calls.lua): its session key
              is added, so that a stop of the call under another token name finds it (call_recover)
-ARGV[1]      now (ms)
+ARGV[1]      now (ms): when the gateway sent the starts
 ARGV[2]      ring grace (ms): an unanswered call counts as stale this much later than an answered one
 ARGV[3]      TTL (s) of KEYS[3i+1]: past the call's longest life and its closed session's TTL
 then, for each call i in order, a count k of the call's own arguments and those k arguments:
@@ -23,7 +23,9 @@ when the script failed on that call (a damaged hash; the other calls went on).
 maxSec is how long the call could last on all that is free of the ID's balance; grant is
 how far its reservation carries it. A repeated start of a live call returns the first
 answer (with the grant as it is now) and changes nothing; a start repeated within one batch
-is applied in order, so it answers as a repeat.
+is applied in order, so it answers as a repeat. A start sent (`now`) no later than a call of
+the ID, call id and destination recovered from its stop under another token name was
+answered (give or take ID_CALL_SKEW_MS) is that call's, landing late: call_ended.
 ]]
 -- @reply msgpack
 -- @include "id_fields"
@@ -51,6 +53,19 @@ local function start(ikey, skey, ickey, a, last)
     -- The rate as admission answered it: in force at the start, not now (a rate change since is no news).
     return { 'ok', tonumber(s[4]), tonumber(s[5]), tariff_rate(t, tonumber(s[11]), 0), t.fee, 1, tonumber(s[7]),
       s[8] == '1' and 1 or 0, s[9], fail, tonumber(fsec), terms.val }
+  end
+  -- This call recovered from its stop under another token name (includes/id_calls.lua) when that
+  -- stop says it was answered no earlier than this start was sent: the call's own start, held
+  -- back (a failover, on a connection since revoked) and landing after its stop. Refused as a
+  -- start after its stop under the same name is: opened again, it would hold the ID till reaped.
+  local ic = redis.call('GET', ickey)
+  if ic then
+    for k in string.gmatch(ic, '%S+') do
+      local o = redis.call('HMGET', k, 'id', 'dest', 'cause', 'start')
+      if o[1] == ikey and o[2] == dest and o[3] == 'recovered' and now <= tonumber(o[4]) + ID_CALL_SKEW_MS then
+        return { 'err', 'call_ended' }
+      end
+    end
   end
   -- Caller-number login: a number moved or removed since the gateway read its index bills nobody.
   if ani ~= '' and redis.call('HEXISTS', ikey, 'ani:' .. ani) == 0 then return { 'err', 'unknown_ani' } end
@@ -106,7 +121,7 @@ local function start(ikey, skey, ickey, a, last)
     'sw', sw, 'call', call, 'idh', idh, 'dest', dest, 'maxs', int(maxs), 'bal0', int(bal))
   redis.call('HINCRBY', ikey, 'act', 1)
   redis.call('HSET', ikey, 'free', int(avail - res))
-  id_calls_add(ickey, skey, keep)
+  id_calls_add(ickey, skey, keep, ic)
   -- Expiry counts from first use.
   local expd = tonumber(f[8]) or 0
   if exp == 0 and expd > 0 then

@@ -5,9 +5,14 @@
 -- was a lost call of its own: a stop resent under yet another name must find each of them.
 -- A session gone (its TTL run out) is dropped when the key is next written.
 
--- Lists `skey` among the calls of `ickey`, which then lives at least `ttl` (s) more.
-local function id_calls_add(ickey, skey, ttl)
-  local v = redis.call('GET', ickey)
+-- How much earlier than its start a call may seem answered, by the seconds its stop reports
+-- (the switch's clock and counting against the gateway's), and still be the call the stop names.
+local ID_CALL_SKEW_MS = 5000
+
+-- Lists `skey` among the calls of `ickey`, which then lives at least `ttl` (s) more. `v` is the
+-- key's value when the caller has read it (false: no key), nil to read it here.
+local function id_calls_add(ickey, skey, ttl, v)
+  if v == nil then v = redis.call('GET', ickey) end
   local list = {}
   if v then
     for k in string.gmatch(v, '%S+') do

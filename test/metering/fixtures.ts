@@ -1,9 +1,10 @@
 /** Metering test fixtures: call ids, call keys, CDR reads, tick frames, a switch of a known name. */
-import type { CallKeys } from '../../src/metering/call-keys';
-import { callTick, type TickCallback, type TickResult } from '../../src/metering/scripts';
+import type { CatalogCache } from '../../src/catalog/cache';
+import { callKeyOf, callKeysFor, type CallKeys } from '../../src/metering/call-keys';
+import { callStart, callTick, type StartResult, type TickCallback, type TickResult } from '../../src/metering/scripts';
 import { keys } from '../../src/redis/keys';
 import { token, uniq, type Harness } from '../support/harness';
-import { bucketOf, streamFields } from '../support/redis';
+import { bucketOf, hashOf, idKeyOf, streamFields } from '../support/redis';
 import { Client, type Msg } from '../support/ws-client';
 
 export const newCall = (tag = 'c'): string => uniq(tag);
@@ -49,5 +50,28 @@ export function tickAt(h: Harness, ck: CallKeys, sec: number, now: number, refre
   return new Promise((resolve, reject) => {
     const done: TickCallback = (err, r) => (err ? reject(new Error('call_tick', { cause: err })) : resolve(r!));
     callTick(h.ctx.scripts, [{ ck, sec, done }], now, refreshMs, () => {});
+  });
+}
+
+/** One start straight through call_start, sent at `now` (a chosen time: a start held back on its way). */
+export function startAt(
+  h: Harness,
+  catalog: CatalogCache,
+  c: { id: string; sw: string; call: string; dest: string },
+  now: number,
+): Promise<StartResult> {
+  const ck = callKeysFor(idKeyOf(h, c.id), callKeyOf(c.sw, c.call));
+  const { dest, sw, call } = c;
+  const rates = catalog.tariffArgs(dest, now);
+  return callStart(h.ctx.scripts, ck, {
+    dest,
+    sw,
+    call,
+    idHash: hashOf(h, c.id),
+    mode: 'tick',
+    aniHash: '',
+    rates,
+    now,
+    ringGraceMs: 180_000,
   });
 }

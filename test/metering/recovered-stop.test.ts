@@ -14,7 +14,7 @@ import { putPlans } from '../../src/catalog/store';
 import type { Client } from '../support/ws-client';
 import { metricsText, sample } from '../support/metrics';
 import { audit } from '../../src/ledger/audit';
-import { cdrsOf, connectSwitch, newCall } from './fixtures';
+import { cdrsOf, connectSwitch, newCall, startAt } from './fixtures';
 
 let h: Harness;
 let gw: Gateway;
@@ -349,6 +349,35 @@ describe('a stop under another token name than its start (a switch back under a 
     });
     await later.close();
     expect((await cdrsOf(h, id!, call)).map((r) => r.cause)).toEqual(['recovered', 'normal']);
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+
+  it("the call's own start under the old name, landing after its recovered stop: call_ended, the ID free", async () => {
+    const [id] = await soldIds(h, TALK);
+    const call = newCall();
+    const sentAt = Date.now();
+    // Its start, sent under the old name, is held back (a failover) while the switch, back under
+    // a new name, stops the call 30 s after: billed from the stop, as a lost call.
+    const { ref: _r, ...first } = await stopB({ call, sec: 30, id, dest: DEST449 });
+    expect(first).toMatchObject({ op: 'stopped', billedSec: 30, cost: 35_000 });
+    const late = { id: id!, sw: 'sw-old-name', call, dest: DEST449 };
+    expect(await startAt(h, gw.catalog, late, sentAt - 30_000)).toEqual({ ok: false, reason: 'call_ended' });
+    expect(await idFields(h, id!)).toMatchObject({ act: '0', bal: String(TALK.face - 35_000) });
+    // The ID is free at once: a new call on it is admitted.
+    const next = newCall();
+    expect(await c.request({ op: 'start', ref: ++refs, call: next, id, dest: DEST })).toMatchObject({ op: 'started' });
+    expect(await stop({ call: next, sec: 0 })).toMatchObject({ op: 'stopped', billedSec: 0 });
+    expect((await cdrsOf(h, id!, call)).map((r) => r.cause)).toEqual(['recovered']);
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+
+  it('a start of the same call id under another name sent after that call was answered: another call', async () => {
+    const [id] = await soldIds(h, TALK);
+    const call = newCall();
+    expect(await stopB({ call, sec: 30, id, dest: DEST449 })).toMatchObject({ op: 'stopped', billedSec: 30 });
+    const other = { id: id!, sw: 'sw-other-name', call, dest: DEST449 };
+    expect(await startAt(h, gw.catalog, other, Date.now())).toMatchObject({ ok: true, duplicate: false });
+    expect(await idFields(h, id!)).toMatchObject({ act: '1' });
     expect((await audit(h.ctx)).problems).toEqual([]);
   });
 });
