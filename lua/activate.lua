@@ -27,5 +27,7 @@ redis.call('ZREM', KEYS[4], idh)
 redis.call('HDEL', KEYS[5], idh)
 local rec = redis.call('XADD', KEYS[3], '*', 'id', idh, 'product', f[2], 'face', f[3], 'currency', f[4],
   'price', ARGV[4], 'channel', ARGV[3], 'ref', ARGV[5], 'time', ARGV[1])
-redis.call('HSET', KEYS[1], 'st', 'sold', 'bal', f[3], 'sold', ARGV[1], 'srec', rec)
+-- `sref` keeps the sale's reference for its refund record, which must name it even once `archive` has
+-- trimmed the sale record.
+redis.call('HSET', KEYS[1], 'st', 'sold', 'bal', f[3], 'sold', ARGV[1], 'srec', rec, 'sref', ARGV[5])
 return { 'ok', tonumber(f[3]), rec }

@@ -12,7 +12,7 @@ value sold = balance + call, redemption and refund records still holds.
 ]]
 -- @include "id_fields"
 local f = id_fields(KEYS[1],
-  { 'st', 'bal', 'face', 'first', 'act', 'pref', 'refrec', 'prod', 'cur', 'why', 'srec', 'prev', 'free' })
+  { 'st', 'bal', 'face', 'first', 'act', 'pref', 'refrec', 'prod', 'cur', 'why', 'srec', 'prev', 'free', 'sref' })
 if not f[1] then return { 'err', 'unknown_id' } end
 if f[7] then return { 'ok', tonumber(f[3]), f[7], f[6] or '', 1 } end
 -- A blocked ID (lost, stolen) is judged by the state it was blocked in.
@@ -31,8 +31,9 @@ end
 if bal > face then return { 'err', 'recharged' } end
 local idh = string.match(KEYS[1], 'id:(.+)$')
 -- The sale's reference: a purchase keeps it on the ID, and it is the card company's payment too; a sale
--- by hand has it only in its record (if not archived), and it is the operator's note: nothing to void.
-local ref = f[6]
+-- by hand keeps it as `sref` (one sold before that: only in its record, if not archived), and it is the
+-- operator's note: nothing to void.
+local ref = f[6] or f[14]
 if not ref and f[11] then
   local sale = redis.call('XRANGE', KEYS[2], f[11], f[11])[1]
   if sale then

@@ -8,13 +8,14 @@ import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { AuditReport } from '../../src/ledger/audit';
+import { activateId } from '../../src/ledger/ids';
 import { ArchiveRunning, archiveRecords } from '../../src/ledger/retention';
 import { keys } from '../../src/redis/keys';
 import { refundSale } from '../../src/sales/admin';
 import { HttpProvider } from '../../src/sales/provider';
 import type { Gateway } from '../../src/gateway/server';
 import { lines, runCliIn } from '../support/cli';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, uniq, type Harness } from '../support/harness';
+import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, uniq, type Harness } from '../support/harness';
 import { jsonCall } from '../support/http';
 import { sleep } from '../support/wait';
 import { type Client } from '../support/ws-client';
@@ -229,6 +230,20 @@ describe('tessera archive', () => {
     const files = archived(dir);
     for (const k of ['calls', 'sales', 'redemptions'])
       expect(new Set(files[k]!.map((r) => r.record)).size, k).toBe(files[k]!.length);
+    expect((await audit()).problems).toEqual([]);
+  });
+
+  it("a hand sale refunded after its record was archived keeps the sale's ref on the refund record", async () => {
+    const [id] = await mint(h, TALK, 1);
+    expect((await activateId(h.ctx, id!, { price: TALK.price, ref: 'invoice-4471' })).ok).toBe(true);
+    await sleep(5);
+    const run = await runCliIn(h, 'archive', '--before', String(Date.now()), '--out', join(h.dir, 'archive-ref'));
+    expect(run.code).toBe(0);
+    const refund = await refundSale(h.ctx, new HttpProvider(h.cfg.provider.url!, 2000), id!, 'late', 'test');
+    expect(refund).toMatchObject({ ok: true, provider: 'not_paid_through_a_provider' });
+    // The refund's ref is the sale's (docs/sales.md): how the refund is matched to a sale by hand.
+    const rec = (await exported()).sales!.find((r) => r.type === 'refund' && r.reason === 'late');
+    expect(rec).toMatchObject({ ref: 'invoice-4471' });
     expect((await audit()).problems).toEqual([]);
   });
 
