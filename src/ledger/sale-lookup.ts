@@ -18,10 +18,13 @@ export async function lookupSale(ctx: Context, input: unknown): Promise<Refusabl
   const [srec, refrec, refvoid, pref] = await ctx.redis.hmget(loc.key, 'srec', 'refrec', 'refvoid', 'pref');
   const { ok: _ok, ...s } = status;
   const stream = keys.sales(loc.bucket);
-  const refund = await recordAt(ctx, stream, refrec);
+  // A record `archive` trimmed is only in its file: say which, with its record and the ID's hash it is found by.
+  const trimmed = (rec: string | null | undefined): Record<string, string> | undefined =>
+    rec ? { record: rec, id: loc.hash, archived: `sales/b${loc.bucket}.ndjson` } : undefined;
+  const refund = (await recordAt(ctx, stream, refrec)) ?? trimmed(refrec);
   if (refund)
     refund.void = pref ? (refvoid ?? (await voidAsked(ctx, loc.bucket, loc.hash))) : 'not_paid_through_a_provider';
-  return { ok: true, status: s, sale: await recordAt(ctx, stream, srec), refund };
+  return { ok: true, status: s, sale: (await recordAt(ctx, stream, srec)) ?? trimmed(srec), refund };
 }
 
 /**

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { AuditReport } from '../../src/ledger/audit';
 import { activateId } from '../../src/ledger/ids';
 import { ArchiveRunning, archiveRecords } from '../../src/ledger/retention';
+import { lookupSale } from '../../src/ledger/sale-lookup';
 import { keys } from '../../src/redis/keys';
 import { refundSale } from '../../src/sales/admin';
 import { HttpProvider } from '../../src/sales/provider';
@@ -245,6 +246,28 @@ describe('tessera archive', () => {
     const rec = (await exported()).sales!.find((r) => r.type === 'refund' && r.reason === 'late');
     expect(rec).toMatchObject({ ref: 'invoice-4471' });
     expect((await audit()).problems).toEqual([]);
+  });
+
+  it('sale lookup of an ID whose sale and refund were archived says where they are, and the void', async () => {
+    const [id] = await soldIds(h, TALK, 1);
+    expect(await refundSale(h.ctx, new HttpProvider(h.cfg.provider.url!, 2000), id!, 'gone', 'test')).toMatchObject({
+      ok: true,
+    });
+    const before = await lookupSale(h.ctx, id!);
+    if (!before.ok) throw new Error(before.reason);
+    await sleep(5);
+    expect(
+      (await runCliIn(h, 'archive', '--before', String(Date.now()), '--out', join(h.dir, 'archive-lookup'))).code,
+    ).toBe(0);
+    const after = await lookupSale(h.ctx, id!);
+    if (!after.ok) throw new Error(after.reason);
+    const { bucket } = h.ctx.ids.hash(id!);
+    expect(after.sale).toEqual({
+      record: before.sale!.record,
+      id: before.sale!.id,
+      archived: `sales/b${bucket}.ndjson`,
+    });
+    expect(after.refund).toMatchObject({ record: before.refund!.record, void: 'not_paid_through_a_provider' });
   });
 
   it('refuses a missing or malformed age (exit 2), trimming nothing', async () => {
