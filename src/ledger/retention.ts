@@ -51,11 +51,12 @@ function lastArchived(fd: number): string | undefined {
   if (size === 0) return undefined;
   const tail = Buffer.alloc(Math.min(size, 64 * 1024));
   readSync(fd, tail, 0, tail.length, size - tail.length);
-  const text = tail.toString('utf8');
-  const end = text.lastIndexOf('\n');
-  if (end < text.length - 1) ftruncateSync(fd, size - tail.length + Buffer.byteLength(text.slice(0, end + 1)));
+  // In bytes: the tail may start inside a character, which as text would count as more bytes than it
+  // has and move the cut into the half line; a '\n' byte is never part of a character.
+  const end = tail.lastIndexOf(0x0a);
+  if (end < tail.length - 1) ftruncateSync(fd, size - tail.length + end + 1);
   if (end < 0) return undefined;
-  const line = text.slice(text.lastIndexOf('\n', end - 1) + 1, end);
+  const line = tail.subarray(end > 0 ? tail.lastIndexOf(0x0a, end - 1) + 1 : 0, end).toString('utf8');
   const record = (JSON.parse(line) as { record?: string }).record ?? '';
   return record.slice(record.indexOf('/') + 1);
 }

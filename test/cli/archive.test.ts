@@ -4,7 +4,7 @@
  * checkpoint, so the conservation audit still balances every ID. The files
  * hold exactly the trimmed records; a second run changes nothing.
  */
-import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { AuditReport } from '../../src/ledger/audit';
@@ -190,6 +190,30 @@ describe('tessera archive', () => {
     expect(archived(dir).calls!.sort(byRecord)).toEqual(expected);
     expect((await exported()).calls!.filter((r) => Number(r.time) < cutoff)).toEqual([]);
     expect((await audit()).problems).toEqual([]);
+  });
+
+  it('a half line cut off after a crash leaves the file whole when its tail starts inside a character', async () => {
+    const [id] = await soldIds(h, TALK, 1);
+    const { bucket } = h.ctx.ids.hash(id!);
+    const dir = join(h.dir, 'archive-utf8');
+    mkdirSync(join(dir, 'sales'), { recursive: true });
+    const file = join(dir, 'sales', `b${bucket}.ndjson`);
+    // Earlier runs' records, over 64 KiB of them, with text that is not ASCII (an operator's note).
+    const earlier = Array.from({ length: 300 }, (_, i) =>
+      JSON.stringify({ record: `${bucket}/1000-${i}`, time: '1000', type: 'topup', note: 'é'.repeat(150) }),
+    );
+    writeFileSync(file, earlier.join('\n') + '\n');
+    // Then a crash mid-line, its length such that the last 64 KiB start inside an 'é'.
+    const data = readFileSync(file);
+    let cut = 40;
+    while ((data[data.length + cut - 65536]! & 0xc0) !== 0x80) cut++;
+    appendFileSync(file, Buffer.from(`{"record":"${bucket}/1001-0","note":"${'é'.repeat(100)}`).subarray(0, cut));
+
+    await archiveRecords(h.ctx, dir, Date.now() + 1);
+    const lines = readFileSync(file, 'utf8').split('\n').slice(0, -1);
+    expect(lines.slice(0, 300)).toEqual(earlier);
+    const rest = lines.slice(300).map((l) => JSON.parse(l) as Record<string, string>);
+    expect(rest.filter((r) => r.id === h.ctx.ids.hash(id!).hash && r.type === undefined)).toHaveLength(1);
   });
 
   it('runs one at a time: a run while another holds the lock is refused archive_running, trimming nothing', async () => {
