@@ -1,6 +1,7 @@
 /**
- * `tessera audit`: value sold = balance + calls + redemptions + refunds, for
- * every ID, from Redis alone. A day of mixed traffic balances; a balance or a
+ * `tessera audit`: value sold + top-ups = balance + calls + redemptions +
+ * refunds + vouchers sent, for every ID, from Redis alone. A day of mixed
+ * traffic balances; a balance or a
  * record changed behind Tessera's back is reported with the ID and the
  * difference, and the exit code says so.
  */

@@ -911,6 +911,9 @@ describe('commands', () => {
     expect(kamailio.out).toContain('--gateway ws://localhost:$PORT/v1/switch');
     const call = await cli('call', '--help');
     expect(call.out).toContain('--url ws://localhost:$PORT/v1/switch');
+    // The audit's usage states the equation it checks, as docs/operations.md does: top-ups in, vouchers sent out.
+    const audit = await cli('help', 'audit');
+    expect(audit.out).toContain('value sold + top-ups = balance + calls + redemptions + refunds + vouchers sent');
     // After `--` an argument is taken as it is: here an ID that is none.
     const literal = await cli('lookup', '--', '--help');
     expect(literal.code).not.toBe(0);

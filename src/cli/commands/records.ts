@@ -10,7 +10,7 @@ const UNIT_MS = { d: 86_400_000, h: 3_600_000, m: 60_000, s: 1000 } as const;
 export const recordCommands: Record<'audit' | 'export' | 'archive', Command> = {
   audit: {
     summary:
-      'conservation check, from Redis alone: for every ID, value sold = balance + calls + redemptions + refunds; exit 1 on any difference',
+      'conservation check, from Redis alone: for every ID, value sold + top-ups = balance + calls + redemptions + refunds + vouchers sent; exit 1 on any difference',
     usage: '[--json] [--max N]',
     async run(cli) {
       const { values } = parseOptions(cli, {
