@@ -108,7 +108,8 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
   else rec = redis.call('XADD', KEYS[1], '*', RED_FIELD, packed) end
   if kind == 'entry' then
     upd[#upd + 1] = 'mvs'
-    upd[#upd + 1] = moves_push(redis.call('HGET', ikey, 'mvs'), rec .. (action == 'exit' and '-' or '+'))
+    local sign = action == 'exit' and '-' or action == 'reentry' and '*' or '+'
+    upd[#upd + 1] = moves_push(redis.call('HGET', ikey, 'mvs'), rec .. sign .. qty .. '.' .. int(r.was))
   end
   redis.call('HSET', ikey, unpack(upd))
   redis.call('HSET', KEYS[2], field,

@@ -14,6 +14,7 @@ bad_scan_time (ARGV[6] outside ARGV[7..8]; checked after the lookup, so a repeat
 A second reverse of the same scan returns the first answer and gives nothing back again.
 ]]
 -- @include "num"
+-- @include "id_fields"
 -- @include "scan_record"
 -- @include "red_record"
 -- @include "moves"
@@ -40,28 +41,32 @@ local now = tonumber(ARGV[1])
 local bal = tonumber(redis.call('HGET', KEYS[1], 'bal')) or 0
 local left = bal + amount
 local upd = { 'bal', int(left) }
--- A ticket's holder is where its latest movement still standing put them (includes/moves.lua):
--- undoing the latest way in leaves them outside of it, undoing the latest exit puts them back
--- inside (so nobody else comes in on the ticket as a re-entry); undoing an older one moves
--- nobody. With no movement left, or none kept (scanned before they were), the reversed scan says.
+-- A ticket's count of who is out (and may come back) becomes what it would be had the reversed
+-- scan never been made: the movements after it are replayed from the count before it
+-- (includes/moves.lua). Reversing one no longer kept moves nobody. Movements an earlier version
+-- kept uncounted leave the holder where the latest one standing put them, with no count (all
+-- who came in may come back); with none standing, or none kept, the reversed scan says.
 if s.kind == 'entry' then
-  local list = redis.call('HGET', KEYS[1], 'mvs')
-  local inside
-  if not list then
+  local f = id_fields(KEYS[1], { 'mvs', 'face', 'reent' })
+  local inside, out, used = nil, nil, (tonumber(f[2]) or 0) - left
+  if not f[1] then
     inside = s.action == 'exit' and '1' or '0'
   else
-    local rest, found, latest = moves_drop(list, s.rec)
+    local rest, found
+    rest, found, out, inside = moves_undo(f[1], s.rec, used, f[3] == '1')
     if found then
       upd[#upd + 1], upd[#upd + 2] = 'mvs', rest
-      if latest then
-        local last = string.match(rest, '([+-])$')
-        if last then inside = last == '+' and '1' or '0' else inside = s.action == 'exit' and '1' or '0' end
-      end
+      if not out and not inside and rest == '' then inside = s.action == 'exit' and '1' or '0' end
     end
   end
-  if inside then
+  if out then
+    -- Nobody let in (a reversed first entry) is nobody inside, as an exit of all leaves them.
+    upd[#upd + 1], upd[#upd + 2] = 'inside', (out > 0 or used == 0) and '0' or '1'
+    if out > 0 then upd[#upd + 1], upd[#upd + 2] = 'outq', int(out)
+    else redis.call('HDEL', KEYS[1], 'outq') end
+  elseif inside then
     upd[#upd + 1], upd[#upd + 2] = 'inside', inside
-    -- Moved in or out by the reverse: how many are out is no longer counted (all who came in may).
+    -- Moved in or out with no count kept: how many are out is no longer counted (all who came in may).
     redis.call('HDEL', KEYS[1], 'outq')
   end
 end

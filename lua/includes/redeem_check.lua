@@ -2,7 +2,8 @@
 -- Decides what one scan of a ticket, stored-value or service ID would do, without
 -- changing anything (validate and redeem share it, so a preview never disagrees
 -- with the real thing). Returns
---   { 'ok', kind, action, amount, left } where action is entry | reentry | exit | spend | use
+--   { 'ok', kind, action, amount, left } where action is entry | reentry | exit | spend | use; a
+--                                        ticket's also outq (who is out after it) and was (before it)
 --   { 'no', reason, detail... }          details: already_redeemed -> first time, venue, gate;
 --                                        insufficient_value -> value left; not_yet_valid -> valid from
 -- and, second, the ID fields it read (redeem uses them for the first-use fields).
@@ -61,17 +62,17 @@ local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
   if dir == 'out' then
     -- Expired, the ticket still lets out whoever its scans say is inside: nobody else.
     if late and qty > used - out then return { 'no', 'expired' } end
-    return { 'ok', kind, 'exit', 0, bal, outq = math.min(out + qty, used) }
+    return { 'ok', kind, 'exit', 0, bal, outq = math.min(out + qty, used), was = out }
   end
   -- Back in after an exit, as long as an entry is in use (a reversed entry is not), and no
   -- more people than went out: one person's exit does not let the rest of a group in twice.
   if e[2] == '1' and out > 0 then
     if qty > out then return { 'no', 'insufficient_value', out } end
-    return { 'ok', kind, 'reentry', 0, bal, outq = out - qty }
+    return { 'ok', kind, 'reentry', 0, bal, outq = out - qty, was = out }
   end
   if bal < 1 then return used_up(ikey, f) end
   if bal < qty then return { 'no', 'insufficient_value', bal } end
-  return { 'ok', kind, 'entry', qty, bal - qty }
+  return { 'ok', kind, 'entry', qty, bal - qty, was = out }
 end
 
 local function redeem_check(ikey, now, venue, gate, item, amount, qty, dir)
