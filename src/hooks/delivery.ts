@@ -8,7 +8,10 @@
  * in the bucket's `evtry` hash; any gateway takes over events pending longer
  * than claimIdleMs (XAUTOCLAIM) and tries them again when they are due, so a
  * gateway that dies loses nothing; once a dead gateway holds nothing its
- * consumer name is forgotten (event_forget). After maxAttempts or maxAgeMs an event is
+ * consumer name is forgotten (event_forget). An event that failed here is held
+ * here (kept pending, as a queued one is) and queued again when its next attempt
+ * is due, so its retry does not wait for a takeover round to reach it behind
+ * other receivers' deferred events. After maxAttempts or maxAgeMs an event is
  * parked in the bucket's failed stream for the operator (`tessera events`).
  * At least once: a receiver de-duplicates by the event id.
  *
@@ -62,6 +65,8 @@ interface Job {
   hooks: Webhook[];
   /** When its pending entry was last read, taken over or kept (eventKeep) by this gateway (ms). */
   kept: number;
+  /** Failed here and held for its next attempt, due then (ms). */
+  retryAt?: number;
 }
 
 /** How a job goes now: POSTs to `send`, the other webhooks' deferred until then (ms; 0: the next takeover). */
@@ -78,6 +83,8 @@ const PARALLEL_BUCKETS = 16;
 const CLAIM_COUNT = 50;
 /** How often the consumers of gateways gone are looked for (event_forget). */
 const FORGET_EVERY_MS = 60_000;
+/** Failed events a gateway holds for their next attempt; more are left to the takeover rounds. */
+const RETRIES_HELD = 1000;
 
 export class HookDelivery {
   /** This process's consumer name in group `hooks`. */
@@ -91,6 +98,12 @@ export class HookDelivery {
   /** `bucket/entry` of every job queued or in flight, so a claim never queues one twice. */
   private readonly busy = new Set<string>();
   private readonly queue: Job[] = [];
+  /**
+   * Events that failed here, held (still pending at this consumer, kept like queued ones) until
+   * their next attempt is due, then queued again: a takeover round would reach them only after
+   * every event pending before them, a slow receiver's deferred backlog included.
+   */
+  private readonly retries: Job[] = [];
   /** Deliveries under way (at most HOOK_CONCURRENCY), for stop() to wait on. */
   private readonly delivering = new Set<Promise<void>>();
   /** Jobs whose every webhook defers them, being written back (no slot taken). */
@@ -144,6 +157,8 @@ export class HookDelivery {
     if (this.timer) clearInterval(this.timer);
     this.abort.abort();
     for (const job of this.queue.splice(0)) for (const h of job.hooks) this.receivers.leave(h.url);
+    // Held retries stay pending at this consumer: another gateway takes them over once idle.
+    this.retries.splice(0);
     await Promise.allSettled([...this.delivering, ...this.deferring]);
   }
 
@@ -154,6 +169,7 @@ export class HookDelivery {
     try {
       await this.ensureGroups();
       await this.keepQueued(now);
+      await this.retryDue(now);
       const due = now - this.lastClaim >= Math.max(this.s.pollMs, Math.min(5000, this.s.claimIdleMs / 2));
       if (due || this.claimSoon) {
         this.claimSoon = false;
@@ -233,23 +249,55 @@ export class HookDelivery {
    * anyway (a pass held up) leaves the queue: the gateway that has it delivers it.
    */
   private async keepQueued(now: number): Promise<void> {
-    const old = new Map<number, Job[]>();
-    for (const job of this.queue)
-      if (now - job.kept >= this.s.claimIdleMs / 3) old.set(job.bucket, [...(old.get(job.bucket) ?? []), job]);
+    const old = [...this.queue, ...this.retries].filter((job) => now - job.kept >= this.s.claimIdleMs / 3);
+    for (const job of await this.keep(old, now)) {
+      const i = this.queue.indexOf(job);
+      if (i >= 0) {
+        this.queue.splice(i, 1);
+        for (const h of job.hooks) this.receivers.leave(h.url);
+      } else {
+        const r = this.retries.indexOf(job);
+        if (r < 0) continue;
+        this.retries.splice(r, 1);
+      }
+      this.busy.delete(`${job.bucket}/${job.entry}`);
+    }
+  }
+
+  /** Keeps the jobs' events pending at this consumer (eventKeep, one call per bucket); the jobs no longer pending here. */
+  private async keep(jobs: Job[], now: number): Promise<Job[]> {
+    const byBucket = new Map<number, Job[]>();
+    for (const job of jobs) byBucket.set(job.bucket, [...(byBucket.get(job.bucket) ?? []), job]);
+    const lost: Job[] = [];
     await Promise.all(
-      [...old].map(async ([b, jobs]) => {
-        const entries = jobs.map((j) => j.entry);
-        const lost = new Set(await eventKeep(this.scripts, b, this.consumer, entries));
-        for (const job of jobs) {
+      [...byBucket].map(async ([b, group]) => {
+        const entries = group.map((j) => j.entry);
+        const gone = new Set(await eventKeep(this.scripts, b, this.consumer, entries));
+        for (const job of group) {
           job.kept = now;
-          const i = this.queue.indexOf(job);
-          if (!lost.has(job.entry) || i < 0) continue;
-          this.queue.splice(i, 1);
-          for (const h of job.hooks) this.receivers.leave(h.url);
-          this.busy.delete(`${b}/${job.entry}`);
+          if (gone.has(job.entry)) lost.push(job);
         }
       }),
     );
+    return lost;
+  }
+
+  /**
+   * Queues the held retries that are due, once kept pending here (the keep tells one taken over by
+   * another gateway, which delivers it: dropped here). Into a full queue each takes the place of an
+   * event of the receiver with the most queued, as an event read into a full queue does.
+   */
+  private async retryDue(now: number): Promise<void> {
+    const due = this.retries.filter((job) => job.retryAt! <= now);
+    if (due.length === 0) return;
+    for (const job of due) this.retries.splice(this.retries.indexOf(job), 1);
+    const lost = new Set(await this.keep(due, now));
+    for (const job of due) {
+      job.retryAt = undefined;
+      if (lost.has(job) || this.stopped) this.busy.delete(`${job.bucket}/${job.entry}`);
+      else this.admit(job, this.room() <= 0);
+    }
+    this.pump();
   }
 
   /** The room left for new jobs: twice the concurrency, so the next ones are at hand when one finishes. */
@@ -381,7 +429,11 @@ export class HookDelivery {
     const k = `${bucket}/${entry}`;
     if (!flat || this.busy.has(k) || this.stopped) return;
     this.busy.add(k);
-    const job: Job = { bucket, entry, fields: fieldsOf(flat), claimed, hooks: [], kept: Date.now() };
+    this.admit({ bucket, entry, fields: fieldsOf(flat), claimed, hooks: [], kept: Date.now() }, full);
+  }
+
+  /** Puts a job (busy already) in the queue; `full`: into a full queue, where it may displace another. */
+  private admit(job: Job, full: boolean): void {
     job.hooks = this.hooksFor(job.fields);
     const weight = this.weight(job);
     for (const h of job.hooks) this.receivers.enter(h.url);
@@ -472,7 +524,9 @@ export class HookDelivery {
         plan.send.forEach((h, i) => this.receivers.end(h.url, probes[i]!));
         for (const h of job.hooks) this.receivers.leave(h.url);
         lane.delete(p);
-        this.busy.delete(`${job.bucket}/${job.entry}`);
+        // Failed here: held for its next attempt, still pending at this consumer (busy).
+        if (job.retryAt !== undefined && !this.stopped) this.retries.push(job);
+        else this.busy.delete(`${job.bucket}/${job.entry}`);
         this.pump();
         this.again();
       });
@@ -557,7 +611,18 @@ export class HookDelivery {
     // Deferred only for its receivers' share of the queue: due again at the next takeover, not after claimIdleMs.
     const soon = due === 0;
     if (soon) this.claimSoon = true;
-    await eventLater(this.scripts, bucket, entry, JSON.stringify(next), soon ? this.s.claimIdleMs : undefined);
+    const pending = await eventLater(
+      this.scripts,
+      bucket,
+      entry,
+      JSON.stringify(next),
+      soon ? this.s.claimIdleMs : undefined,
+    );
+    // Failed here: held for its attempt when due (run), unless too many are held already.
+    if (pending && failed.length > 0 && !soon && this.retries.length < RETRIES_HELD) {
+      job.claimed = true;
+      job.retryAt = next.next;
+    }
     if (failed.length > 0) this.metrics.webhooks.inc({ outcome: 'retried' }, failed.length);
     if (held.length > 0) this.metrics.webhooks.inc({ outcome: 'deferred' }, held.length);
   }

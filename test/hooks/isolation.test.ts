@@ -4,7 +4,10 @@
  * another product's events; the dead one's events are deferred without counting
  * attempts while its breaker is open and all delivered once it answers again;
  * a deferred event is still parked once it is too old; a receiver alone uses
- * every slot but one, and its burst goes out at the pace it answers.
+ * every slot but one, and its burst goes out at the pace it answers; a failed
+ * event is tried again when due by the gateway it failed at, not behind another
+ * receiver's backlog, kept from the other gateways meanwhile and taken over
+ * once that gateway stops.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { TalkProduct } from '../../src/catalog/schema';
@@ -127,6 +130,25 @@ async function eachPrompt(product: string, r: Receiver, n: number): Promise<void
   }
 }
 
+/**
+ * A receiver answering in 300 ms with `events` pending, already POSTed to, and another one, each
+ * the webhook of its product, at one gateway.
+ */
+async function slowBacklog(
+  names: [string, string],
+  events: number,
+): Promise<{ slow: Receiver; fine: Receiver; g: Gateway }> {
+  const [slow, fine] = [await receiver(), await receiver()];
+  slow.delayMs = 300;
+  const g = await gwWith([
+    [names[0], slow],
+    [names[1], fine],
+  ]);
+  await topups(names[0], events);
+  await until(() => slow.received.length >= 4, 10_000, 20, 'POSTs to the slow receiver');
+  return { slow, fine, g };
+}
+
 it('a receiver that never answers, with hundreds of events pending, does not hold up another product; once back it gets every one, none parked for being deferred', async () => {
   const [dead, fine] = [await receiver(), await receiver()];
   dead.fallback = 'hang';
@@ -175,15 +197,8 @@ it('a receiver that never answers, with hundreds of events pending, does not hol
 }, 120_000);
 
 it('a slow receiver that answers 2xx does not hold up another product, and gets every event', async () => {
-  const [slow, fine] = [await receiver(), await receiver()];
-  slow.delayMs = 300;
   const EVENTS = 300;
-  const g = await gwWith([
-    ['iso-slow', slow],
-    ['iso-quick', fine],
-  ]);
-  await topups('iso-slow', EVENTS);
-  await until(() => slow.received.length >= 4, 10_000, 20, 'POSTs to the slow receiver');
+  const { slow, fine, g } = await slowBacklog(['iso-slow', 'iso-quick'], EVENTS);
   await eachPrompt('iso-quick', fine, 8);
   await until(
     async () => slow.delivered().size === EVENTS && (await undelivered()) === 0,
@@ -293,3 +308,44 @@ it('an event waiting in one gateway’s queue for its receiver’s share is not 
   await closeGw(g2);
   await closeGw(g1);
 }, 120_000);
+
+it('a healthy receiver’s failed event is tried again when due, not behind a slow receiver’s deferred backlog', async () => {
+  // 15 POSTs of 300 ms at once: the backlog takes 40 s or more to work through.
+  const EVENTS = 2000;
+  const { slow, fine, g } = await slowBacklog(['iso-backlog', 'iso-retried'], EVENTS);
+  fine.script.push(500);
+  await topups('iso-retried', 1);
+  await until(() => fine.received.length === 1, 10_000, 20, 'the first POST, answered 500');
+  const before = slow.received.length;
+  await until(() => fine.delivered().size === 1, 120_000, 20, 'the retry');
+  // Due after HOOK_RETRY_BASE_MS (300 ms): a few of the slow receiver's events went out meanwhile,
+  // not its backlog (which a retry taken over behind it waits for).
+  expect(slow.received.length - before).toBeLessThan(EVENTS / 4);
+  expect(fine.received.map((r) => r.status)).toEqual([500, 204]);
+  // The backlog goes out quickly now, leaving nothing pending for the next test.
+  slow.delayMs = 0;
+  await until(async () => (await undelivered()) === 0, 60_000, 100, 'the backlog delivered');
+  await closeGw(g);
+}, 180_000);
+
+it('a failed event held for its retry is not taken over by another gateway meanwhile, and is once its gateway stops', async () => {
+  const r = await receiver();
+  r.script.push(500, 500);
+  // Retries due long after HOOK_CLAIM_IDLE_MS (1.5 s): held, the event must be kept from the other gateway.
+  const hooks = { retryBaseMs: 4000, retryMaxMs: 4000 };
+  const g1 = await gwWith([['iso-held', r]], hooks);
+  await topups('iso-held', 1);
+  await until(() => r.received.length === 1, 10_000, 20, 'the first POST, answered 500');
+  const g2 = await gateway(h, { hooks: { ...h.cfg.hooks, concurrency: 16, ...hooks } });
+  gateways.push(g2);
+  await until(() => g2.catalog.product('iso-held') !== undefined);
+  // The retry is made once, by the gateway holding it (another gateway's takeover would make a second).
+  await until(() => r.received.length === 2, 20_000, 20, 'the retry, answered 500');
+  await until(async () => (await pendingStates()).some((s) => s.a === 2), 10_000, 20, 'the second attempt written');
+  expect(r.received).toHaveLength(2);
+  // The gateway holding it stops: the other takes it over and delivers it, once.
+  await closeGw(g1);
+  await until(async () => r.delivered().size === 1 && (await undelivered()) === 0, 30_000, 50, 'the delivery');
+  expect(r.received.map((x) => x.status)).toEqual([500, 500, 204]);
+  await closeGw(g2);
+}, 60_000);
