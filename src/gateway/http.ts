@@ -55,28 +55,30 @@ export function replyFor(res: HttpResponse): Reply {
       if (r.aborted) fn();
       else (onAbort ??= []).push(fn);
     },
-    send(status, body, contentType = 'application/json', headers = {}) {
+    send(status, body, contentType = 'application/json', headers) {
       if (r.aborted) return;
       const output = budgetOf(res);
       if (!output)
         return void res.cork(() => {
           res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType);
-          for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
+          for (const k in headers) res.writeHeader(k, headers[k]!);
           res.end(body);
         });
       // What the kernel does not take now is not handed to uWS, which would keep it for a client
       // that reads nothing while it answers the requests that client pipelines: the answer stays
       // unfinished (uWS reads no further request of the connection meanwhile) and is written on as
       // the client reads, counted against MAX_BACKPRESSURE_TOTAL_BYTES.
-      const bytes = Buffer.from(body);
-      const close = (): void => void res.close();
+      const size = Buffer.byteLength(body);
       let done = false;
       res.cork(() => {
         res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType);
-        for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
-        done = res.tryEnd(bytes, bytes.byteLength)[1];
+        for (const k in headers) res.writeHeader(k, headers[k]!);
+        done = res.tryEnd(body, size)[1];
       });
+      // Almost every answer is taken whole: only one that is not is copied, to be written on from its offset.
       if (done) return;
+      const bytes = Buffer.from(body);
+      const close = (): void => void res.close();
       r.onAbort(() => output.set(res, 0, close, 'http'));
       res.onWritable((offset) => {
         const [ok, finished] = res.tryEnd(bytes.subarray(offset), bytes.byteLength);
@@ -132,6 +134,8 @@ export function readBody(res: HttpResponse, reply: Reply, limit: number): Promis
         failed = true;
         return reject(new BodyError('body_too_large', `body exceeds ${limit} bytes`));
       }
+      // A body in one chunk (almost all are) is decoded at once, in place.
+      if (isLast && chunks.length === 0) return resolve(Buffer.from(chunk).toString('utf8'));
       // uWS frees the chunk after this callback: copy it.
       chunks.push(Buffer.from(new Uint8Array(chunk)));
       if (isLast) resolve(Buffer.concat(chunks).toString('utf8'));
@@ -208,8 +212,12 @@ export type AuthResult =
   { ok: true; token: TokenInfo } | { ok: false; reason: 'unauthorized' | 'forbidden'; message: string };
 
 export function authorize(catalog: CatalogCache, token: string, roles: readonly Role[]): AuthResult {
-  if (!token) return { ok: false, reason: 'unauthorized', message: 'bearer token required' };
-  const info = catalog.token(token);
+  return authorizeAs(token && catalog.token(token), roles);
+}
+
+/** The verdict on a token already looked up (its info, undefined if unknown, '' if none was sent). */
+function authorizeAs(info: TokenInfo | undefined | '', roles: readonly Role[]): AuthResult {
+  if (info === '') return { ok: false, reason: 'unauthorized', message: 'bearer token required' };
   if (!info) return { ok: false, reason: 'unauthorized', message: 'unknown token' };
   if (!roles.includes(info.role))
     return { ok: false, reason: 'forbidden', message: `role ${info.role} may not use this endpoint` };
@@ -225,6 +233,9 @@ export async function authorizeFresh(
   token: string,
   roles: readonly Role[],
 ): Promise<AuthResult> {
-  if (token && !catalog.token(token)) await catalog.refreshIfTokenKnown(token).catch(() => undefined);
+  // One lookup (a SHA-256 of the token) when the cache knows it, as it does for every request but the first.
+  const info = token && catalog.token(token);
+  if (info !== undefined) return authorizeAs(info, roles);
+  await catalog.refreshIfTokenKnown(token).catch(() => undefined);
   return authorize(catalog, token, roles);
 }
