@@ -90,7 +90,7 @@ export class HttpApi {
       const reply = replyFor(res);
       const tok = bearer(req);
       const idempotencyKey = req.getHeader('idempotency-key');
-      const params = Array.from({ length: nParams }, (_, i) => pathParam(req, i));
+      const params = nParams === 0 ? [] : Array.from({ length: nParams }, (_, i) => pathParam(req, i));
       const body = method === 'post' ? readJson(res, reply, this.bodyLimit) : undefined;
       body?.catch(() => undefined); // reported below, once authorized
       // Counted once its body is in, as forms are: a token holder's slow bodies hold no place.

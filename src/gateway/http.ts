@@ -148,8 +148,11 @@ export function readBody(res: HttpResponse, reply: Reply, limit: number): Promis
 }
 
 /** The body as JSON (an empty body is {}). */
-export async function readJson(res: HttpResponse, reply: Reply, limit: number): Promise<unknown> {
-  const text = await readBody(res, reply, limit);
+export function readJson(res: HttpResponse, reply: Reply, limit: number): Promise<unknown> {
+  return readBody(res, reply, limit).then(parseJson);
+}
+
+function parseJson(text: string): unknown {
   if (text.trim() === '') return {};
   try {
     return JSON.parse(text);

@@ -17,7 +17,7 @@ import type { ApiResult, HttpApi } from '../http-api';
 
 /** What both transports answer: granted fields, or the refusal with its details. */
 function result(a: Answer, item?: string): ApiResult {
-  return a.ok ? { ok: true, ...granted(a, item) } : ({ ok: false, ...refusal(a) } as ApiResult);
+  return a.ok ? (grantedInto({ ok: true }, a, item) as ApiResult) : ({ ok: false, ...refusal(a) } as ApiResult);
 }
 
 /** The scanner protocol's ops over WebSocket (docs/scanners.md). */
