@@ -447,15 +447,16 @@ interface HttpResult {
   cpu: { gw: number; rd: number; lg: number };
 }
 
-async function runHttp(opts: Options, s: Setup): Promise<HttpResult> {
+/** undefined with --http-duration 0 (e.g. to profile the WebSocket path alone): no request is sent. */
+async function runHttp(opts: Options, s: Setup): Promise<HttpResult | undefined> {
+  if (opts.httpDuration === 0) return undefined;
   const cpu0 = readCpu(cpuSources(s));
   let clients = 0;
   const result = await autocannon({
     url: `http://127.0.0.1:${s.gw.port}/v1/redeem`,
     method: 'POST',
     connections: opts.httpConns,
-    // --http-duration 0 skips this part (e.g. to profile the WebSocket path alone).
-    duration: opts.httpDuration || 0.01,
+    duration: opts.httpDuration,
     headers: { 'content-type': 'application/json' },
     // A token of its own for each connection, as each till has (merged with the headers above).
     setupClient: (client) => client.setHeaders({ authorization: `Bearer ${s.tokens.http[clients++]}` }),
@@ -486,35 +487,35 @@ interface CostRatios {
   us: {
     tick: { gw: number; rd: number };
     ws: { gw: number; rd: number };
-    http: { gw: number; rd: number };
+    http?: { gw: number; rd: number };
   };
   /** Redis per WebSocket redemption ÷ per tick (target ≤ 1.5). */
   redis: number;
   /** Gateway per WebSocket redemption ÷ per tick (target ≤ 2). */
   gateway: number;
   /** Gateway per HTTP redemption ÷ per WebSocket redemption (target ≤ 2): Redis runs the same script for both. */
-  http: number;
-  met: { redis: boolean; gateway: boolean; http: boolean };
+  http?: number;
+  met: { redis: boolean; gateway: boolean; http?: boolean };
 }
 
 const ratio = (a: number, b: number): number => Math.round((a / b) * 100) / 100;
 
-function costRatios(ws: WsResult, h: HttpResult, t: TickCost): CostRatios {
+function costRatios(ws: WsResult, h: HttpResult | undefined, t: TickCost): CostRatios {
   const per = (share: number, perSec: number): number => Math.round((share / Math.max(1, perSec)) * 1e7) / 10;
   const us = {
     tick: { gw: Math.round(t.gatewayUs * 10) / 10, rd: Math.round(t.redisUs * 10) / 10 },
     ws: { gw: per(ws.cpu.gw, ws.perSec), rd: per(ws.cpu.rd, ws.perSec) },
-    http: { gw: per(h.cpu.gw, h.perSec), rd: per(h.cpu.rd, h.perSec) },
+    http: h && { gw: per(h.cpu.gw, h.perSec), rd: per(h.cpu.rd, h.perSec) },
   };
   const r = {
     redis: ratio(us.ws.rd, us.tick.rd),
     gateway: ratio(us.ws.gw, us.tick.gw),
-    http: ratio(us.http.gw, us.ws.gw),
+    http: us.http && ratio(us.http.gw, us.ws.gw),
   };
   const met = {
     redis: TARGETS.redeemRedisPerTick.met(r.redis) === true,
     gateway: TARGETS.redeemGatewayPerTick.met(r.gateway) === true,
-    http: TARGETS.redeemHttpPerWs.met(r.http) === true,
+    http: r.http === undefined ? undefined : TARGETS.redeemHttpPerWs.met(r.http) === true,
   };
   return { us, ...r, met };
 }
@@ -527,7 +528,9 @@ function printCostRatios(c: CostRatios, t: TickCost): void {
   console.log(
     `  cost ratios      redis per websocket redemption ÷ per tick ${c.redis} (${c.us.ws.rd} ÷ ${c.us.tick.rd} µs; target ${TARGETS.redeemRedisPerTick.text}: ${met(c.met.redis)}); ` +
       `gateway ${c.gateway} (${c.us.ws.gw} ÷ ${c.us.tick.gw} µs; target ${TARGETS.redeemGatewayPerTick.text}: ${met(c.met.gateway)}); ` +
-      `gateway per http ÷ per websocket redemption ${c.http} (${c.us.http.gw} ÷ ${c.us.ws.gw} µs; target ${TARGETS.redeemHttpPerWs.text}: ${met(c.met.http)})`,
+      (c.us.http
+        ? `gateway per http ÷ per websocket redemption ${c.http} (${c.us.http.gw} ÷ ${c.us.ws.gw} µs; target ${TARGETS.redeemHttpPerWs.text}: ${met(c.met.http === true)})`
+        : 'http skipped (--http-duration 0)'),
   );
 }
 
@@ -645,9 +648,15 @@ async function measureCeilings(opts: Options, s: Setup): Promise<Ceilings> {
 
 // ------------------------------------------------------------------ report
 
-function report(opts: Options, ws: WsResult, h: HttpResult, t: TickCost | undefined, c: Ceilings): object {
+/** The HTTP phase's line, or that it was skipped. */
+function httpLine(h: HttpResult | undefined): string {
+  if (!h) return '  http             skipped (--http-duration 0)';
   const http = h.result;
   const httpCpu = `gateway CPU ${pct(h.cpu.gw)}, redis ${pct(h.cpu.rd)}, load generator ${pct(h.cpu.lg)}; CPU per request: gateway ${us(h.cpu.gw, h.perSec)}, redis ${us(h.cpu.rd, h.perSec)}, load generator ${us(h.cpu.lg, h.perSec)}`;
+  return `  http             ${h.perSec.toLocaleString('en')} req/s  p50 ${http.latency.p50} ms  p99 ${http.latency.p99} ms  (2xx ${http['2xx']}, non-2xx ${http.non2xx}, errors ${http.errors}, timeouts ${http.timeouts}; ${httpCpu})`;
+}
+
+function report(opts: Options, ws: WsResult, h: HttpResult | undefined, t: TickCost | undefined, c: Ceilings): object {
   console.log('\nresults');
   console.log(
     `  websocket        ${ws.perSec.toLocaleString('en')} redemptions/s  (${ws.done.toLocaleString('en')} in ${ws.sec.toFixed(1)} s; outcomes ${JSON.stringify(ws.outcomes)}${opts.rate ? `; offered ${opts.rate.toLocaleString('en')}/s, shed ${ws.shed.toLocaleString('en')}` : ''}; gateway CPU ${pct(ws.cpu.gw)}, redis ${pct(ws.cpu.rd)}, load generator ${pct(ws.cpu.lg)}; CPU per redemption: gateway ${us(ws.cpu.gw, ws.perSec)}, redis ${us(ws.cpu.rd, ws.perSec)}, load generator ${us(ws.cpu.lg, ws.perSec)}; ${ws.scripts.toFixed(2)} script calls per redemption, ${(ws.done / Math.max(1, ws.frames)).toFixed(1)} answers per frame)`,
@@ -656,9 +665,7 @@ function report(opts: Options, ws: WsResult, h: HttpResult, t: TickCost | undefi
   console.log(
     `  memory           ${Math.round(ws.bytes)} bytes of Redis memory per redemption (claim and scan record for SCAN_TTL_SEC, stream entry until trimmed)`,
   );
-  console.log(
-    `  http             ${h.perSec.toLocaleString('en')} req/s  p50 ${http.latency.p50} ms  p99 ${http.latency.p99} ms  (2xx ${http['2xx']}, non-2xx ${http.non2xx}, errors ${http.errors}, timeouts ${http.timeouts}; ${httpCpu})`,
-  );
+  console.log(httpLine(h));
   console.log(
     `  http, alone      ${c.httpAlone.perSec.toLocaleString('en')} req/s from autocannon against a no-op uWS endpoint in this process (${pct(c.httpAlone.cpu)} CPU): what the load generator leaves room for`,
   );
@@ -666,20 +673,23 @@ function report(opts: Options, ws: WsResult, h: HttpResult, t: TickCost | undefi
     `  ceiling          ${c.ceiling.toLocaleString('en')} FCALL/s of redeem.lua (redis-benchmark -c 50 -P 16, debit path)`,
   );
   console.log(`  ceiling, batched ${c.ceilingBatched.toLocaleString('en')} redemptions/s, ${BATCH} scans per FCALL`);
-  const [wsCpu, httpCpuAll] = [ws.cpu.gw + ws.cpu.rd + ws.cpu.lg, h.cpu.gw + h.cpu.rd + h.cpu.lg];
-  const bound = { ws: coreBound(wsCpu, ws.perSec), http: coreBound(httpCpuAll, h.perSec) };
+  const hCpu = h?.cpu ?? { gw: 0, rd: 0, lg: 0 };
+  const hPerSec = h?.perSec ?? 0;
+  const [wsCpu, httpCpuAll] = [ws.cpu.gw + ws.cpu.rd + ws.cpu.lg, hCpu.gw + hCpu.rd + hCpu.lg];
+  const bound = { ws: coreBound(wsCpu, ws.perSec), http: h && coreBound(httpCpuAll, hPerSec) };
   console.log(
-    `  2-core bound     websocket ${bound.ws.toLocaleString('en')}/s (${us(wsCpu, ws.perSec)} in all), http ${bound.http.toLocaleString('en')}/s (${us(httpCpuAll, h.perSec)} in all): the rate at which these CPU costs per redemption would fill both cores (the targets need at most 50 µs over WebSocket, 100 µs over HTTP)`,
+    `  2-core bound     websocket ${bound.ws.toLocaleString('en')}/s (${us(wsCpu, ws.perSec)} in all)${bound.http === undefined ? '' : `, http ${bound.http.toLocaleString('en')}/s (${us(httpCpuAll, hPerSec)} in all)`}: the rate at which these CPU costs per redemption would fill both cores (the targets need at most 50 µs over WebSocket, 100 µs over HTTP)`,
   );
   console.log(
-    `  ratio            websocket/ceiling ${(ws.perSec / c.ceiling).toFixed(3)}, http/ceiling ${(h.perSec / c.ceiling).toFixed(3)}`,
+    `  ratio            websocket/ceiling ${(ws.perSec / c.ceiling).toFixed(3)}${h ? `, http/ceiling ${(hPerSec / c.ceiling).toFixed(3)}` : ''}`,
   );
   console.log(
     `  records          ${c.records.toLocaleString('en')} redemption records in Redis (ws ok + http 2xx + ceiling calls)`,
   );
   const costs = t && costRatios(ws, h, t);
   if (t && costs) printCostRatios(costs, t);
-  const target = ws.perSec >= 40_000 && h.perSec >= 20_000 && ws.latency.p99 < 20 && http.latency.p99 < 20;
+  const target =
+    h !== undefined && ws.perSec >= 40_000 && h.perSec >= 20_000 && ws.latency.p99 < 20 && h.result.latency.p99 < 20;
   console.log(
     `\ntarget (≥ 40,000/s over WebSocket and ≥ 20,000 req/s over HTTP, p99 < 20 ms, 2 cores, load generator included): ${target ? 'met' : 'NOT met'}`,
   );
@@ -698,7 +708,7 @@ function report(opts: Options, ws: WsResult, h: HttpResult, t: TickCost | undefi
       answersPerFrame: ws.done / Math.max(1, ws.frames),
       bytesPerRedemption: Math.round(ws.bytes),
     },
-    http: { perSec: h.perSec, p50: http.latency.p50, p99: http.latency.p99, non2xx: http.non2xx },
+    http: h && { perSec: h.perSec, p50: h.result.latency.p50, p99: h.result.latency.p99, non2xx: h.result.non2xx },
     ceiling: c.ceiling,
     ceilingBatched: c.ceilingBatched,
     httpAlone: c.httpAlone.perSec,
