@@ -290,9 +290,12 @@ export class HookDelivery {
   private async retryDue(now: number): Promise<void> {
     const due = this.retries.filter((job) => job.retryAt! <= now);
     if (due.length === 0) return;
-    for (const job of due) this.retries.splice(this.retries.indexOf(job), 1);
+    // Held until kept: a keep that fails (Redis timing out) leaves them for the next pass. Taken out
+    // before, they would stay busy here, never queued again: with no other gateway, never sent.
     const lost = new Set(await this.keep(due, now));
     for (const job of due) {
+      const i = this.retries.indexOf(job);
+      if (i >= 0) this.retries.splice(i, 1);
       job.retryAt = undefined;
       if (lost.has(job) || this.stopped) this.busy.delete(`${job.bucket}/${job.entry}`);
       else this.admit(job, this.room() <= 0);

@@ -7,14 +7,15 @@
  * every slot but one, and its burst goes out at the pace it answers; a failed
  * event is tried again when due by the gateway it failed at, not behind another
  * receiver's backlog, kept from the other gateways meanwhile and taken over
- * once that gateway stops.
+ * once that gateway stops, and tried again should keeping it fail once.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import type { TalkProduct } from '../../src/catalog/schema';
 import { putProducts } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import type { DeliveryState } from '../../src/hooks/delivery';
 import { keys } from '../../src/redis/keys';
+import type { Scripts } from '../../src/redis/scripts';
 import { gateway, seedCatalog, startHarness, talkProduct, type Harness } from '../support/harness';
 import { metricsText, sample } from '../support/metrics';
 import { Receiver } from '../support/receiver';
@@ -349,3 +350,30 @@ it('a failed event held for its retry is not taken over by another gateway meanw
   expect(r.received.map((x) => x.status)).toEqual([500, 500, 204]);
   await closeGw(g2);
 }, 60_000);
+
+it('a held retry whose keep fails (Redis timing out) is tried again, not stranded at its gateway', async () => {
+  const r = await receiver();
+  r.script.push(500);
+  // Due before a third of HOOK_CLAIM_IDLE_MS: the first keep after the failure is the one made when due.
+  const g = await gwWith([['iso-keepfail', r]], { retryBaseMs: 200, retryMaxMs: 200 });
+  const scripts = (g.hooks as unknown as { scripts: Scripts }).scripts;
+  const run = scripts.run.bind(scripts);
+  let failed = 0;
+  const spy = vi.spyOn(scripts, 'run').mockImplementation((name, ks, args) => {
+    if (name === 'event_keep' && r.received.length === 1 && failed === 0) {
+      failed++;
+      return Promise.reject(new Error('Command timed out'));
+    }
+    return run(name, ks, args);
+  });
+  try {
+    await topups('iso-keepfail', 1);
+    await until(() => failed === 1, 10_000, 20, 'the keep when the retry is due, failed');
+    // One gateway: a job dropped from its held retries but still marked busy is never queued again.
+    await until(async () => r.delivered().size === 1 && (await undelivered()) === 0, 10_000, 50, 'the retry');
+    expect(r.received.map((x) => x.status)).toEqual([500, 204]);
+  } finally {
+    spy.mockRestore();
+    await closeGw(g);
+  }
+}, 30_000);
