@@ -69,7 +69,7 @@ if other then
   if live then
     r = stop_live(o, other, KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], ttl, KEYS[5], KEYS[6])
   else
-    r = late_stop(o, other, KEYS[2], KEYS[4], now, sec, KEYS[5])
+    r = late_stop(o, other, KEYS[2], KEYS[4], now, sec, KEYS[5], true)
   end
   -- This name's session answers its repeats as the call's own does: a copy, marked as one that
   -- already had the switch's stop, so a repeat never bills (late.lua).

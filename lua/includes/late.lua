@@ -12,6 +12,10 @@
 -- one that billed leaves the cause `late`). Both records together bill what an
 -- ordinary stop of the call would have: the disconnect charge too, here, when
 -- the reaper closed the call before its first billed second (and took none).
+-- A call a stop under another token name closed live (`stopby`, call_recover) may
+-- have gone on too, until its switch's next tick was told to hang up: its own
+-- switch's first stop bills the seconds past that stop the same way (a stop under
+-- yet another name, `elsewhere`, is a repeat; nothing is given back: both are stops).
 -- The late stop of a reaped call that reports fewer charged seconds than the
 -- reaper billed (its last tick raced the hang-up): as an ordinary stop would,
 -- what was charged beyond them is given back, what the call ran short of
@@ -41,8 +45,8 @@ local function late_credit(skey, ikey, cdr, now, sec, c, t, used, billed)
   return { 'ok', n, cost, bal, rec, 0, 0 }
 end
 
-local function late_stop(s, skey, ikey, cdr, now, sec, evkey)
-  local c = redis.call('HMGET', skey, 'cost', 'bal1', 'rec', 'cause', 'short', 'ans', 'start', 'swstop')
+local function late_stop(s, skey, ikey, cdr, now, sec, evkey, elsewhere)
+  local c = redis.call('HMGET', skey, 'cost', 'bal1', 'rec', 'cause', 'short', 'ans', 'start', 'swstop', 'stopby')
   local cost, bal = tonumber(c[1]), tonumber(c[2])
   local t = terms_of(s[S_TRM]).t
   local used = tonumber(s[S_USED])
@@ -50,8 +54,9 @@ local function late_stop(s, skey, ikey, cdr, now, sec, evkey)
   if c[4] == 'stale' and not c[8] and tariff_charged(t, sec) < billed then
     return late_credit(skey, ikey, cdr, now, sec, c, t, used, billed)
   end
-  if c[4] ~= 'stale' or c[8] or sec <= used then
-    if c[4] == 'stale' and not c[8] then redis.call('HSET', skey, 'swstop', '1') end
+  local talkedOn = c[4] == 'stale' or (c[9] and not elsewhere)
+  if not talkedOn or c[8] or sec <= used then
+    if talkedOn and not c[8] then redis.call('HSET', skey, 'swstop', '1') end
     return { 'ok', billed, cost, bal, c[3], 1, 0 }
   end
   local ans = tonumber(c[6]) or math.max(tonumber(c[7]), now - sec * 1000)
@@ -88,5 +93,7 @@ local function late_stop(s, skey, ikey, cdr, now, sec, evkey)
   cost = cost + take
   redis.call('HSET', skey, 'used', int(sec), 'cost', int(cost), 'bal1', int(idBal), 'rec', rec,
     'cause', 'late', 'short', int(tonumber(c[5]) + owed - take))
+  -- Its `stopby` stays (its ticks are still told `stopped`): this stop is had, later ones repeat it.
+  if c[9] then redis.call('HSET', skey, 'swstop', '1') end
   return { 'ok', n, cost, idBal, rec, 0, owed - take }
 end

@@ -245,7 +245,8 @@ describe('a stop under another token name than its start (a switch back under a 
     expect(await c.request({ op: 'tick', ref: ++refs, call, sec: 6 })).toMatchObject({ reason: 'call_ended' });
     expect(await stopB({ call, sec: 9, id, dest: DEST449 })).toMatchObject(first);
     expect(await stopB({ call, sec: 9 })).toMatchObject(first);
-    expect(await stop({ call, sec: 9 })).toMatchObject(first);
+    // The old name's own stop of the same seconds too (one of more is billed: the next test).
+    expect(await stop({ call, sec: 5 })).toMatchObject(first);
     expect(await cdrsOf(h, id!, call)).toHaveLength(1);
     expect(await balanceOf(h, id!)).toBe(DUO.face - 10_000);
     expect((await audit(h.ctx)).problems).toEqual([]);
@@ -267,6 +268,36 @@ describe('a stop under another token name than its start (a switch back under a 
     b.send({ op: 'tick', call, sec: 6 });
     expect(await b.request({ op: 'ping', ref: ++refs })).toMatchObject({ op: 'pong' });
     expect(b.received.filter((m) => m.op === 'cutoff' && m.call === call)).toEqual([]);
+  });
+
+  it("bills the seconds the old name's switch talked on past that stop, once, at its own stop", async () => {
+    const [id] = await soldIds(h, DUO);
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ++refs, call, id, dest: DEST449 })).toMatchObject({ op: 'started' });
+    expect(await c.request({ op: 'tick', ref: ++refs, call, sec: 3 })).toMatchObject({ op: 'ticked' });
+    const { ref: _r, ...first } = await stopB({ call, sec: 5, id, dest: DEST449 });
+    expect(first).toMatchObject({ op: 'stopped', billedSec: 5, cost: 10_000 });
+    // Its switch talked on to 21 s, until its tick was told to hang up: 16 s at 1000 more.
+    c.send({ op: 'tick', call, sec: 20 });
+    expect(await c.waitFor((m) => m.op === 'cutoff' && m.call === call)).toMatchObject({ reason: 'stopped' });
+    const own = { op: 'stopped', call, billedSec: 21, cost: 26_000, balance: DUO.face - 26_000 };
+    expect(await stop({ call, sec: 21, cause: 'cutoff' })).toMatchObject(own);
+    expect((await cdrsOf(h, id!, call)).map((r) => [r.cause, r.sec, r.cost])).toEqual([
+      ['normal', '5', '10000'],
+      ['late', '16', '16000'],
+    ]);
+    // Its repeats, and the other name's, bill nothing more.
+    expect(await stop({ call, sec: 30 })).toMatchObject(own);
+    expect(await stopB({ call, sec: 30, id, dest: DEST449 })).toMatchObject(first);
+    const { c: third } = await connectSwitch(h, gw.port);
+    expect(await third.request({ op: 'stop', ref: ++refs, call, sec: 5, id, dest: DEST449 })).toMatchObject({
+      billedSec: 21,
+      cost: 26_000,
+    });
+    await third.close();
+    expect(await cdrsOf(h, id!, call)).toHaveLength(2);
+    expect(await balanceOf(h, id!)).toBe(DUO.face - 26_000);
+    expect((await audit(h.ctx)).problems).toEqual([]);
   });
 
   it('resent under the new name after its stop under the old one was answered but the answer lost: a repeat', async () => {
