@@ -42,7 +42,12 @@ export const StopMsg = Type.Object({
   ref: Ref,
   call: CallId,
   sec: Seconds,
-  cause: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,32}$' })),
+  /**
+   * Not one of the causes Tessera writes itself: a session kept as `stale` reads as a reaped
+   * call's (its next stop bills or gives back seconds, lua/includes/late.lua), `recovered` as a
+   * lost call's (call_start refuses its held-back start).
+   */
+  cause: Type.Optional(Type.String({ pattern: '^(?!(?:stale|recovered|late)$)[A-Za-z0-9_.-]{1,32}$' })),
   /**
    * The call's ID (or, for a call started by caller number, its `ani`) and
    * destination, as in its start: with them a call Tessera lost is still billed.

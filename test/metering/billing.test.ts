@@ -418,6 +418,17 @@ describe('repeated and out-of-order ticks', () => {
 });
 
 describe('duplicate stop', () => {
+  it("a stop naming one of Tessera's own causes is refused: its repeat must not read as a reaped call's late stop", async () => {
+    const { id, call } = await begin(talkProduct({ maxCalls: 2 }));
+    expect(await tick(call, 100)).toMatchObject({ balance: 990_000 });
+    // Kept as `stale`, the call's repeat stop of 0 s gave all 10 000 back as a reaped call's would.
+    for (const cause of ['stale', 'recovered', 'late'])
+      expect(await stop(call, 100, cause)).toMatchObject({ op: 'error', reason: 'bad_value' });
+    expect(await stop(call, 100, 'normal')).toMatchObject({ billedSec: 100, cost: 10_000, balance: 990_000 });
+    expect(await stop(call, 0)).toMatchObject({ billedSec: 100, cost: 10_000, balance: 990_000 });
+    expect((await cdrsOf(h, id, call)).map((r) => r.cause)).toEqual(['normal']);
+  });
+
   it('returns the same record and charges nothing more', async () => {
     const { id, call } = await begin(talkProduct({ maxCalls: 2 }));
     expect(await tick(call, 10)).toMatchObject({ balance: 999_000 });
