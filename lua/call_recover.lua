@@ -72,9 +72,14 @@ if other then
     r = late_stop(o, other, KEYS[2], KEYS[4], now, sec, KEYS[5], true)
   end
   -- This name's session answers its repeats as the call's own does: a copy, marked as one that
-  -- already had the switch's stop, so a repeat never bills (late.lua).
-  redis.call('HSET', KEYS[1], unpack(redis.call('HGETALL', other)))
-  redis.call('HSET', KEYS[1], 'swstop', '1')
+  -- already had the switch's stop, so a repeat never bills (late.lua). Not the mark of a call
+  -- stopped under another name: this name stopped it, its ticks are not told to hang up.
+  local all, copy = redis.call('HGETALL', other), {}
+  for i = 1, #all, 2 do
+    if all[i] ~= 'stopby' then copy[#copy + 1], copy[#copy + 2] = all[i], all[i + 1] end
+  end
+  copy[#copy + 1], copy[#copy + 2] = 'swstop', '1'
+  redis.call('HSET', KEYS[1], unpack(copy))
   redis.call('EXPIRE', KEYS[1], ttl)
   -- Stopped live under another name: the switch that started it may still be talking, unaware.
   -- Its next tick is told to hang up (call_tick), or the call would run on unmetered.

@@ -300,6 +300,26 @@ describe('a stop under another token name than its start (a switch back under a 
     expect((await audit(h.ctx)).problems).toEqual([]);
   });
 
+  it("a name whose stop repeated another name's is not told to hang up either: it stopped the call", async () => {
+    const [id] = await soldIds(h, DUO);
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ++refs, call, id, dest: DEST449 })).toMatchObject({ op: 'started' });
+    expect(await stopB({ call, sec: 2, id, dest: DEST449 })).toMatchObject({ op: 'stopped', billedSec: 2 });
+    const { c: third } = await connectSwitch(h, gw.port);
+    expect(await third.request({ op: 'stop', ref: ++refs, call, sec: 2, id, dest: DEST449 })).toMatchObject({
+      op: 'stopped',
+      billedSec: 2,
+    });
+    // A tick with ref, billed with (after) the one without: its error comes after any cutoff.
+    third.send([
+      { op: 'tick', call, sec: 3 },
+      { op: 'tick', call, sec: 3, ref: ++refs },
+    ]);
+    expect(await third.waitFor((m) => m.ref === refs)).toMatchObject({ reason: 'call_ended' });
+    expect(third.received.filter((m) => m.op === 'cutoff')).toEqual([]);
+    await third.close();
+  });
+
   it('resent under the new name after its stop under the old one was answered but the answer lost: a repeat', async () => {
     const [id] = await soldIds(h, DUO);
     const call = newCall();
