@@ -14,6 +14,7 @@ exhausted ID included). rate is the rate in force now.
 -- @include "rate_of"
 -- @include "tariff"
 -- @include "free"
+-- @flags no-writes
 local f = id_fields(KEYS[1], { 'st', 'kind', 'bal', 'plan', 'exp', 'cur', 'free' })
 local st = f[1]
 if not st then return { 'err', 'unknown_id' } end

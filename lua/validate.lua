@@ -8,5 +8,6 @@ ARGV[7] quantity (entries or uses for tickets and services)
 Returns { 'ok', kind, action, amount, left } or { 'no', reason, detail... } (see includes/redeem_check.lua).
 ]]
 -- @include "redeem_check"
+-- @flags no-writes
 local r = redeem_check(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[7]), ARGV[6])
 return r

@@ -98,6 +98,15 @@ const TOP_LOCAL = /^local\s+(?:function\s+)?([\w\s,]+?)\s*(?:=|\(|$)/gm;
  * truncate a fraction): such a script returns integers, text and arrays only.
  */
 const PACKED_REPLY = /^--\s*@reply\s+msgpack\s*$/m;
+/**
+ * `-- @flags no-writes` (a script that only reads) or `-- @flags allow-oom` (one that only deletes)
+ * declares the function's flags. A function with none may write, and Redis refuses it whole while
+ * its memory is over `maxmemory` (noeviction, deploy/redis.conf): a read would then be answered
+ * `unavailable` for want of memory it does not use, and an event already delivered could not be
+ * deleted, so it would be sent again at every takeover until memory is freed.
+ */
+const FLAGS = /^--\s*@flags\s+((?:no-writes|allow-oom)(?:\s+(?:no-writes|allow-oom))*)\s*$/m;
+
 /** Wraps a packed-reply script's function, once, when the library loads. */
 const PACK_WRAPPER =
   'local function tessera_packed_reply(f)\n  return function(KEYS, ARGV) return cmsgpack.pack(f(KEYS, ARGV)) end\nend';
@@ -145,10 +154,15 @@ export function readLibrary(dir = findRepoDir('lua')): Library {
     const fn = `${name}_${version}`;
     functions.set(name, fn);
     const body = `function(KEYS, ARGV)\n${bodies[i]!}\nend`;
-    if (PACKED_REPLY.test(texts[i]!)) {
-      packed.add(name);
-      parts.push(`redis.register_function('${fn}', tessera_packed_reply(${body}))`);
-    } else parts.push(`redis.register_function('${fn}', ${body})`);
+    const packs = PACKED_REPLY.test(texts[i]!);
+    if (packs) packed.add(name);
+    const callback = packs ? `tessera_packed_reply(${body})` : body;
+    const flags = FLAGS.exec(texts[i]!)?.[1]!.split(/\s+/) ?? [];
+    parts.push(
+      flags.length === 0
+        ? `redis.register_function('${fn}', ${callback})`
+        : `redis.register_function{function_name='${fn}', callback=${callback}, flags={${flags.map((f) => `'${f}'`).join(', ')}}}`,
+    );
   });
   return { name: `${LIBRARY_PREFIX}${version}`, code: parts.join('\n'), functions, packed };
 }
