@@ -16,6 +16,7 @@ import { Reaper } from '../metering/reaper';
 import { Metering } from '../metering/service';
 import { Metrics } from '../observability/metrics';
 import { connectRedis, waitReady, type RedisClient } from '../redis/connect';
+import { failureCode } from '../redis/failure';
 import { proxyTrust } from '../protocol/client-address';
 import { openScanWindows } from '../redemption/scan-windows';
 import { Redemption } from '../redemption/service';
@@ -205,6 +206,7 @@ async function openServices(
   const metrics = new Metrics(() => metering.countActive());
   // Before any service is built: the redemption service copies it onto its claim connection's scripts.
   ctx.scripts.timer = (script, ms) => metrics.scriptTime(script, ms);
+  ctx.scripts.failed = (script, err) => metrics.scriptFailures.inc({ script, code: failureCode(err) });
   metering = new Metering(cfg, ctx.redis, ctx.scripts, ctx.ids, catalog, metrics, log);
   const reaper = new Reaper(cfg, ctx.redis, ctx.scripts, metrics, log);
   reaper.start();

@@ -13,6 +13,12 @@ export class Metrics {
     buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 2],
     registers: [this.registry],
   });
+  readonly scriptFailures = new Counter({
+    name: 'tessera_script_failures_total',
+    help: 'Lua script calls that failed, by script and kind: a Redis error code (OOM: memory full, READONLY, NOREPLICAS...), unreachable, or other',
+    labelNames: ['script', 'code'] as const,
+    registers: [this.registry],
+  });
   readonly alerts = new Counter({
     name: 'tessera_alerts_total',
     help: 'Low-balance alerts fired, by threshold (seconds left)',

@@ -168,6 +168,7 @@ export class Redemption {
     this.claimScripts = claimRedis === ctx.redis ? ctx.scripts : new Scripts(claimRedis);
     // Timed into the same histogram as the context's (whose timer the gateway sets before building this).
     this.claimScripts.timer = ctx.scripts.timer;
+    this.claimScripts.failed = ctx.scripts.failed;
     const { guessLimit, guessWindowSec, redis } = ctx.cfg;
     this.throttle = new GuessThrottle(ctx.redis, ctx.ids, {
       limit: guessLimit,

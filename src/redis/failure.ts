@@ -62,6 +62,22 @@ export class TurnTimeout extends Error {
   }
 }
 
+/**
+ * What kind of Redis trouble an error was, for the script failures counter: the error reply's code
+ * when it is one of UNAVAILABLE_CODES (OOM: memory full), `unreachable` for a connection lost,
+ * refused or timed out, `other` for anything else (a bug). A bounded set, fit for a label.
+ */
+export function failureCode(err: unknown): string {
+  if (!(err instanceof Error)) return 'other';
+  if (err instanceof ReplyError) {
+    const code = err.message.split(' ', 1)[0] ?? '';
+    return unavailableCode.has(code) ? code : 'other';
+  }
+  const relayed = RELAYED_CODE.exec(err.message)?.[0];
+  if (relayed) return relayed;
+  return failureReason(err) === 'unavailable' ? 'unreachable' : 'other';
+}
+
 /** Maps a thrown error to the reason a client sees: Redis trouble is `unavailable`, anything else `internal`. */
 export function failureReason(err: unknown): FailureReason {
   if (!(err instanceof Error)) return 'internal';

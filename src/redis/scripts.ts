@@ -188,11 +188,14 @@ const unpackReply = (reply: unknown): unknown => replies.unpack(reply as Buffer)
 
 /** Told the round-trip time of every script call (the gateway feeds its latency histogram). */
 export type ScriptTimer = (script: string, ms: number) => void;
+export type ScriptFailed = (script: string, err: unknown) => void;
 
 export class Scripts {
   loaded = false;
   /** Set by whoever keeps metrics; every call through run/runFlat is timed into it. */
   timer: ScriptTimer | undefined;
+  /** Told of every call that failed (Redis refused it, or could not be reached): counted by kind. */
+  failed: ScriptFailed | undefined;
   private readonly fcall: Fcall;
   private readonly fcallBuffer: Fcall;
   private reloading: Promise<void> | undefined;
@@ -254,11 +257,18 @@ export class Scripts {
         // Nothing ran: load the library where it is missing and call once more.
         if (!isMissingFunction(err)) {
           timed();
+          this.failed?.(name, err);
           throw err;
         }
         return this.reload()
           .then(() => fcall(fn, ...numKeysKeysArgs))
-          .then((reply) => (packed ? unpackReply(reply) : reply) as T)
+          .then(
+            (reply) => (packed ? unpackReply(reply) : reply) as T,
+            (again: unknown) => {
+              this.failed?.(name, again);
+              throw again;
+            },
+          )
           .finally(timed);
       },
     );

@@ -18,6 +18,7 @@ import {
   uniq,
   type Harness,
 } from '../support/harness';
+import { metricsText, sample } from '../support/metrics';
 import { Client, Scanner } from '../support/ws-client';
 
 const TALK = talkProduct({ name: 'talk-oom' });
@@ -53,6 +54,10 @@ describe('Redis out of memory', () => {
       expect(quote).toMatchObject({ op: 'quoted', rate: 100, balance: TALK.face });
       // A talk ID at a gate: the script ran and refused it, rather than Redis refusing the script.
       expect(await gate.validate({ id: id! })).toMatchObject({ reason: 'wrong_kind' });
+      // What the operator sees: the start refused for memory (at its claim), by script; the reads not.
+      const text = await metricsText(gw.port);
+      expect(sample(text, 'tessera_script_failures_total', { script: 'call_claim', code: 'OOM' })).toBeGreaterThan(0);
+      expect(sample(text, 'tessera_script_failures_total', { script: 'call_quote', code: 'OOM' })).toBeUndefined();
     } finally {
       await sw.close();
       await gate.close();

@@ -15,7 +15,7 @@ import { Dispatcher, Load, SHARED_COPIES, type Routes } from '../../src/gateway/
 import type { Metrics } from '../../src/observability/metrics';
 import { compile } from '../../src/protocol/validator';
 import { freePort } from '../../src/redis/embedded';
-import { failureReason } from '../../src/redis/failure';
+import { failureCode, failureReason } from '../../src/redis/failure';
 import { keySlot, ReplicationTimeout } from '../../src/redis/replication';
 
 describe('failureReason', () => {
@@ -66,14 +66,25 @@ describe('failureReason', () => {
         "-ERR user_script:1: Script attempted to access nonexistent global variable 'timeout' script: 0b72898c, on @user_script:1.",
     };
     const got: Record<string, string> = {};
+    const codes: Record<string, string> = {};
     for (const [name, reply] of Object.entries(replies)) {
-      got[name] = failureReason(
-        await withFakeRedis(
-          (sock) => sock.write(reply + '\r\n'),
-          (redis) => redis.get('x'),
-        ),
+      const err = await withFakeRedis(
+        (sock) => sock.write(reply + '\r\n'),
+        (redis) => redis.get('x'),
       );
+      got[name] = failureReason(err);
+      codes[name] = failureCode(err);
     }
+    // The script failures counter's label: the code of storage trouble, `other` for a bug.
+    expect(codes).toEqual({
+      loading: 'LOADING',
+      readonly: 'READONLY',
+      oom: 'OOM',
+      noreplicas: 'NOREPLICAS',
+      busykey: 'other',
+      wrongtype: 'other',
+      script: 'other',
+    });
     expect(got).toEqual({
       loading: 'unavailable',
       readonly: 'unavailable',
@@ -103,6 +114,7 @@ describe('failureReason', () => {
     const refused = await new Promise<unknown>((resolve) => connect(port, '127.0.0.1').on('error', resolve));
     expect(refused).toMatchObject({ code: 'ECONNREFUSED' });
     expect(failureReason(refused)).toBe('unavailable');
+    expect([timedOut, closed, refused].map(failureCode)).toEqual(['unreachable', 'unreachable', 'unreachable']);
   });
 
   it('an error reply a batch script relays as text keeps its code', () => {
@@ -112,6 +124,8 @@ describe('failureReason', () => {
     expect(failureReason(new Error('call_tick failed: user_script:40: attempt to compare nil with number'))).toBe(
       'internal',
     );
+    expect(failureCode(new Error('redeem failed: OOM command not allowed'))).toBe('OOM');
+    expect(failureCode('not an error')).toBe('other');
   });
 });
 
