@@ -6,6 +6,7 @@ KEYS[3i+1]   the calls by ID    ts:{bN}:ic:<idHash>:<call> (includes/id_calls.lu
              is added, so that a stop of the call under another token name finds it (call_recover)
 ARGV[1]      now (ms): when the gateway sent the starts
 ARGV[2]      ring grace (ms): an unanswered call counts as stale this much later than an answered one
+             (its place in the live set is scored by Redis' clock, includes/clock.lua)
 ARGV[3]      TTL (s) of KEYS[3i+1]: past the call's longest life and its closed session's TTL
 then, for each call i in order, a count k of the call's own arguments and those k arguments:
   1 dialled destination (digits)
@@ -34,6 +35,7 @@ answered (give or take ID_CALL_SKEW_MS) is that call's, landing late: call_ended
 -- @include "terms"
 -- @include "charge"
 -- @include "id_calls"
+-- @include "clock"
 local now = tonumber(ARGV[1])
 local ringGrace = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
@@ -128,7 +130,7 @@ local function start(ikey, skey, ickey, a, last)
     redis.call('HSET', ikey, 'exp', int(now + expd * 86400000), 'first', int(now))
   end
   -- Until its first tick a call may ring: the reaper gives it the ring grace on top.
-  redis.call('ZADD', KEYS[1], int(now + ringGrace + val * 1000), skey)
+  redis.call('ZADD', KEYS[1], int(redis_ms() + ringGrace + val * 1000), skey)
   return { 'ok', maxs, bal, tariff_rate(t, now, 0), t.fee, 0, gnt, final and 1 or 0, fa, cc.fail, cc.fsec, cc.val }
 end
 

@@ -28,6 +28,7 @@ to convert, in Redis or in the gateway), packed (src/redis/scripts.ts):
 -- @reply msgpack
 -- @include "num"
 -- @include "charge"
+-- @include "clock"
 local now = tonumber(ARGV[1])
 local refreshes = ARGV[2]
 local n = #ARGV - 2
@@ -61,7 +62,7 @@ local function bill(i)
     -- writes: the gateway asks for it once its refresh interval has passed since it last
     -- asked (ARGV[2]), and always for a call's first report to it (a tick of 0 at answer
     -- included), which ends the ring grace given at start. A quota-mode call's score is its
-    -- next report's deadline: the validity time from now.
+    -- next report's deadline: the validity time from now. Both by Redis' clock, as the reaper judges.
     local refresh = string.byte(refreshes, i) == 49
     local idf, bal, left, gnt = charge_steady(s, terms.t, terms.gs, ikey, sec, used)
     local code = 0
@@ -81,7 +82,7 @@ local function bill(i)
     else
       bal, left, alerts, cut, fresh, gnt, final, finNow = charge(s, skey, ikey, sec, now, upd, evkey, idf)
     end
-    if refresh or val > 0 then redis.call('ZADD', KEYS[1], int(now + val * 1000), skey) end
+    if refresh or val > 0 then redis.call('ZADD', KEYS[1], int(redis_ms() + val * 1000), skey) end
     if #upd > 0 then redis.call('HSET', skey, unpack(upd)) end
     -- The final action goes with the answer that made the grant final, with an
     -- exhausted cut-off, and with every quota-mode answer: not with every tick.

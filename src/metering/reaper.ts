@@ -35,13 +35,17 @@ export class Reaper {
     if (this.timer) clearInterval(this.timer);
   }
 
-  /** One pass over every bucket; returns how many calls it closed. */
+  /**
+   * One pass over every bucket; returns how many calls it closed. `now` (this gateway's clock)
+   * only dates the records: staleness is judged by Redis' clock, which scored the live set.
+   */
   async sweep(now = Date.now()): Promise<number> {
     if (this.running) return 0;
     this.running = true;
     let closed = 0;
     try {
-      const staleBefore = now - this.cfg.staleAfterMs;
+      const [sec, usec] = await this.redis.time();
+      const staleBefore = Number(sec) * 1000 + Math.floor(Number(usec) / 1000) - this.cfg.staleAfterMs;
       const perBucket = await Promise.all(
         Array.from({ length: this.cfg.buckets }, (_, b) =>
           this.redis.zrangebyscore(keys.live(b), '-inf', `(${staleBefore}`, 'LIMIT', 0, 500),
@@ -61,7 +65,7 @@ export class Reaper {
                 this.scripts,
                 { session, id: idKey, live: keys.live(bucket), cdr: keys.cdr(bucket), events: keys.events(bucket) },
                 now,
-                staleBefore,
+                this.cfg.staleAfterMs,
                 this.cfg.sessionTtlSec,
               );
               if (r.closed) {

@@ -484,7 +484,7 @@ export async function callReap(
   scripts: Scripts,
   k: ReapKeys,
   now: number,
-  staleBefore: number,
+  staleAfterMs: number,
   ttlSec: number,
 ): Promise<ReapResult> {
   const r = tagged(
@@ -492,7 +492,7 @@ export async function callReap(
     await scripts.run(
       'call_reap',
       [k.session, k.id, k.live, k.cdr, k.events, idCallKeyOf(k.session, k.id)],
-      [now, staleBefore, ttlSec],
+      [now, staleAfterMs, ttlSec],
     ),
   );
   if (r[0] === 'skip') return { closed: false };

@@ -7,10 +7,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
-import { bucketOf, idFields } from '../support/redis';
+import { bucketOf, idFields, idKeyOf } from '../support/redis';
 import { sleep, until } from '../support/wait';
 import { Client, type Msg } from '../support/ws-client';
-import { cdrsOf, connectSwitch, msgs, newCall, sessionKey } from './fixtures';
+import { cdrsOf, connectSwitch, msgs, newCall, sessionKey, tickAt } from './fixtures';
+import { callKeyOf, callKeysFor } from '../../src/metering/call-keys';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
 import { putPlans } from '../../src/catalog/store';
@@ -336,6 +337,21 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
       balance: 999_500,
     });
     expect(await cdrsOf(h, id, call)).toHaveLength(2);
+  });
+
+  it("gateways' clocks a minute apart neither reap a ticking call nor keep a silent one", async () => {
+    // Ticks billed by a gateway whose clock is a minute slow (every tick refreshes the live set)…
+    const { id, call } = await begin(c);
+    const ck = callKeysFor(idKeyOf(h, id), callKeyOf(sw, call));
+    expect(await tickAt(h, ck, 1, Date.now() - 60_000, 0)).toMatchObject({ code: 'ok', balance: 999_900 });
+    // …and a reaper on a gateway whose clock is a minute fast: the call ticked a moment ago.
+    expect(await gw.reaper.sweep()).toBe(0);
+    expect(await gw.reaper.sweep(Date.now() + 60_000)).toBe(0);
+    expect(await h.r.hget(sessionKey(h, id, sw, call), 'st')).toBe('live');
+    // Silent for STALE_AFTER_MS by any clock: a minute-slow reaper closes it all the same.
+    await sleep(350);
+    expect(await gw.reaper.sweep(Date.now() - 60_000)).toBe(1);
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '1', cost: '100', cause: 'stale' }]);
   });
 
   it('a tick that arrives before the sweep keeps the call alive', async () => {
