@@ -19,6 +19,7 @@ import { connectRedis, waitReady, type RedisClient } from '../redis/connect';
 import { failureCode } from '../redis/failure';
 import { proxyTrust } from '../protocol/client-address';
 import { openScanWindows } from '../redemption/scan-windows';
+import { RedisClock } from '../redis/clock';
 import { Redemption } from '../redemption/service';
 import { sweepRefundVoids } from '../sales/admin';
 import { sweepLateAuthorizations } from '../sales/payment-record';
@@ -67,6 +68,8 @@ interface Services {
   subscriber: RedisClient;
   /** Scan claims get a connection of their own (src/redemption/service.ts says why). */
   claimRedis: RedisClient;
+  /** Redis' time, which places scans in their windows on every gateway alike. */
+  scanClock: RedisClock;
   catalog: CatalogCache;
   metrics: Metrics;
   metering: Metering;
@@ -139,6 +142,7 @@ export async function startGateway(
     await s.hooks.stop();
     s.expiring.stop();
     s.catalog.stop();
+    s.scanClock.stop();
     s.subscriber.disconnect();
     s.claimRedis.disconnect();
     await s.ctx.close();
@@ -216,7 +220,11 @@ async function openServices(
   expiring.start();
   const claimRedis = connectRedis(cfg, redisUrl, { log, name: 'claims' });
   await waitReady(claimRedis);
-  const redemption = new Redemption(ctx, catalog, metrics, claimRedis, await openScanWindows(ctx.redis, cfg));
+  const scanClock = new RedisClock(ctx.redis);
+  await scanClock.start();
+  const redemption = new Redemption(ctx, catalog, metrics, claimRedis, await openScanWindows(ctx.redis, cfg), () =>
+    scanClock.now(),
+  );
   if (!cfg.provider.url)
     throw new Error('no payment provider: set PROVIDER_URL (`npm start` runs the sandbox card company with --sandbox)');
   const provider = new HttpProvider(cfg.provider.url, cfg.provider.timeoutMs, cfg.provider.key);
@@ -230,6 +238,7 @@ async function openServices(
     ctx,
     subscriber,
     claimRedis,
+    scanClock,
     catalog,
     metrics,
     metering,

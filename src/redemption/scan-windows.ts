@@ -14,8 +14,10 @@ import { keys } from '../redis/keys';
 /** Windows per SCAN_TTL_SEC: more keep scans closer to the TTL, but every scan reads one hash per window. */
 const WINDOWS_PER_TTL = 2;
 /**
- * How far two gateways' clocks may disagree: a scan written by one is looked up
- * by another in every window it could have chosen.
+ * How far the times two gateways place scans by may disagree: a scan written by
+ * one is looked up by another in every window it could have chosen. They place
+ * them by Redis' clock (RedisClock), so this covers a Cluster's nodes, not
+ * gateways' own clocks.
  */
 export const CLOCK_SKEW_MS = 5 * 60_000;
 

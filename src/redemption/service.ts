@@ -161,6 +161,11 @@ export class Redemption {
     claimRedis: RedisClient = ctx.redis,
     /** Where scans are kept (openScanWindows, so that scans of earlier versions are read). */
     windows = new ScanWindows(ctx.cfg.scanTtlSec),
+    /**
+     * The time scans are placed in windows by: Redis' (RedisClock), which every gateway
+     * shares, not this one's own clock, which may be minutes off another's.
+     */
+    private readonly windowClock: () => number = Date.now,
   ) {
     this.windows = windows;
     ({ cfg: this.cfg, redis: this.redis, scripts: this.scripts, ids: this.ids } = ctx);
@@ -275,7 +280,7 @@ export class Redemption {
    */
   private claimAgain(p: PendingScan, a: Answer): void {
     const bucket = this.claimBucketOf(p.scanKey);
-    const at = this.placesAt(Date.now(), (w) => keys.scanClaims(bucket, w));
+    const at = this.placesAt(this.windowClock(), (w) => keys.scanClaims(bucket, w));
     script.scanClaim(
       this.claimScripts,
       bucket,
@@ -326,7 +331,7 @@ export class Redemption {
   }
 
   private readonly sendClaims = (bucket: number, batch: PendingScan[], settled: () => void): void => {
-    const at = this.placesAt(Date.now(), (w) => keys.scanClaims(bucket, w));
+    const at = this.placesAt(this.windowClock(), (w) => keys.scanClaims(bucket, w));
     for (const p of batch) p.claimedIn = at.windows[0]!;
     script.scanClaim(this.claimScripts, bucket, batch, at, settled, this.claimed);
   };
@@ -355,7 +360,7 @@ export class Redemption {
   private readonly sendRedeems = (bucket: number, batch: PendingScan[], settled: () => void): void => {
     const each = waitsForReplicas(this.redis) ? this.collect(bucket, batch.length) : this.redeemed;
     const now = Date.now();
-    const at = this.placesAt(now, (w) => keys.scans(bucket, w));
+    const at = this.placesAt(this.windowClock(), (w) => keys.scans(bucket, w));
     script.redeem(this.scripts, bucket, batch, now, at, this.scanTimes, settled, each);
   };
 
@@ -511,7 +516,7 @@ export class Redemption {
     at?: number,
   ): Promise<Answer> {
     const now = Date.now();
-    const windows = this.windows.at(now);
+    const windows = this.windows.at(this.windowClock());
     const terms = await this.claimOf(scanKey, windows);
     if (!terms) return { ok: false, reason: 'unknown_scan' };
     const idKey = terms.slice(0, terms.indexOf('|'));

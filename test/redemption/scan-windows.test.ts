@@ -3,7 +3,7 @@
  * one per window of time, found from any window a scan can be in; scans kept
  * in a key each by earlier versions are still answered while they can be left.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { CLOCK_SKEW_MS, openScanWindows, ScanWindows, windowMsFor } from '../../src/redemption/scan-windows';
 import { keys } from '../../src/redis/keys';
@@ -309,5 +309,34 @@ describe('scans kept in a key each, by earlier versions', () => {
     expect(rb.msg).toMatchObject({ op: 'error', reason: 'internal' });
     expect(rg.msg).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.water });
     expect(await balanceOf(h, a)).toBe(WALLET_FACE);
+  });
+});
+
+describe('gateways whose clocks disagree (windows of 10 minutes)', () => {
+  let gw: Gateway;
+  let s: Scanner;
+  beforeAll(async () => {
+    await h.r.del(keys.scanWindows);
+    gw = await gateway(h, { scanTtlSec: 600, offlineMaxAgeMs: 600_000 });
+    s = await Scanner.connect(gw.port, tok);
+  });
+  afterAll(async () => {
+    vi.restoreAllMocks();
+    await s?.close();
+    await gw?.close();
+    await h.r.del(keys.scanWindows);
+  });
+
+  it('a scan granted while the clock ran 15 minutes fast is found by its retry once NTP steps it back', async () => {
+    const id = await sold();
+    const scan = uniq();
+    const real = Date.now.bind(Date);
+    vi.spyOn(Date, 'now').mockImplementation(() => real() + 15 * 60_000);
+    const first = await s.redeem({ scan, id, item: 'beer' });
+    expect(first).toMatchObject({ op: 'redeemed', valueLeft: WALLET_FACE - PRICE.beer });
+    vi.restoreAllMocks();
+    // Redeemed once: the retry answers the first answer, wherever its gateway's clock put the scan.
+    expect(await s.redeem({ scan, id, item: 'beer' })).toEqual({ ...first, duplicate: true });
+    expect(await balanceOf(h, id)).toBe(WALLET_FACE - PRICE.beer);
   });
 });
