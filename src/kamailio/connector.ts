@@ -53,7 +53,7 @@ interface Call {
   /** Where Kamailio's fail-safe was last set (seconds since answer, without its grace). */
   failSafe: number;
   started: boolean;
-  /** The answer on this process's clock (ms, schedules the ticks) and on Kamailio's (µs, bills the stop). */
+  /** The answer on this process's steady clock (ms, schedules the ticks) and on Kamailio's (µs, bills the stop). */
   answerAt: number;
   answerUs: number;
   /** The last tick's sec: completed seconds claimed so far. */
@@ -106,6 +106,13 @@ function originOf(e: InviteEvent): string | undefined {
  * comes back to onTessera as any message without a pending request does.
  */
 const GRANT_REF = 'g';
+/**
+ * This process's clock for ticks and cuts: wall time at start carried on by the
+ * monotonic clock. An NTP step of the wall clock mid-call would otherwise stop
+ * the ticks for as long as it went back (the gateway then reaps the call and it
+ * is cut `stale`), or bill at once the seconds it jumped forward.
+ */
+const steadyNow = (): number => performance.timeOrigin + performance.now();
 /** A dialog's state in dlg.list once it has ended (Kamailio's DLG_STATE_DELETED). */
 const DELETED = 5;
 const RETRYABLE = new Set(['unavailable', 'overloaded', 'internal']);
@@ -281,10 +288,10 @@ export class KamailioConnector {
     if (c.ending || c.answerAt) return;
     c.answerUs = kamailioUs(e.ts);
     // The event took a few ms to get here: on one host (clocks agree) the ticks and the
-    // cut-off count from Kamailio's own answer time.
-    const now = Date.now();
-    const sinceAnswer = now - c.answerUs / 1000;
-    c.answerAt = sinceAnswer >= 0 && sinceAnswer < 1000 ? c.answerUs / 1000 : now;
+    // cut-off count from Kamailio's own answer time, that long before now.
+    const sinceAnswer = Date.now() - c.answerUs / 1000;
+    const now = steadyNow();
+    c.answerAt = sinceAnswer >= 0 && sinceAnswer < 1000 ? now - sinceAnswer : now;
     // A tick of 0 at once: Tessera counts the call answered from now (not ringing) and
     // a call reaped while it rang is cut now, not a second later.
     if (c.started) this.link.send({ op: 'tick', call: c.call, sec: 0 });
@@ -304,7 +311,7 @@ export class KamailioConnector {
         setImmediate(() => {
           if (c.timer === timer) this.tick(c);
         }),
-      Math.max(0, due - Date.now()),
+      Math.max(0, due - steadyNow()),
     );
     c.timer = timer;
   }
@@ -318,7 +325,7 @@ export class KamailioConnector {
    */
   private tick(c: Call): void {
     if (c.ending || c.cutAt) return;
-    const now = Date.now();
+    const now = steadyNow();
     const end = paidEnd(c.maxSec, c.horizon);
     let sec = Math.floor((now - c.answerAt) / 1000);
     if (end > 0 && sec < end && now >= c.answerAt + end * 1000 - TICK_LEAD_MS) sec = end;
@@ -378,7 +385,7 @@ export class KamailioConnector {
   private cutWhenPaidUp(c: Call, sec: number, cause: string): void {
     clearTimeout(c.timer);
     c.cutAt = c.answerAt + sec * 1000 + CUT_MARGIN_MS;
-    const wait = c.cutAt - Date.now();
+    const wait = c.cutAt - steadyNow();
     if (wait <= 0) this.cut(c, sec, cause);
     else c.timer = setTimeout(() => this.cut(c, sec, cause), wait);
   }
@@ -437,7 +444,7 @@ export class KamailioConnector {
   }
 
   private elapsedSeconds(c: Call): number {
-    return c.answerAt ? Math.max(c.ticked, billedSeconds(c.answerAt * 1000, Date.now() * 1000)) : 0;
+    return c.answerAt ? Math.max(c.ticked, billedSeconds(c.answerAt * 1000, steadyNow() * 1000)) : 0;
   }
 
   /**
@@ -516,7 +523,7 @@ export class KamailioConnector {
       const c = this.adopt(e);
       // Answered long ago: its seconds count from Kamailio's answer, not from now (onAnswer's rule for fresh events).
       c.answerUs = kamailioUs(ats);
-      c.answerAt = c.answerUs / 1000;
+      c.answerAt = steadyNow() - (Date.now() - c.answerUs / 1000);
       this.log.info({ call: c.call }, 'took up a call already answered');
       this.scheduleTick(c);
     }
@@ -549,8 +556,9 @@ export class KamailioConnector {
       if (alive.has(c.call) || c.ending) continue;
       // Billed to its dialog's end when Kamailio knows it (whole seconds: never past the real end),
       // else to the moment evapi was lost, when it had ended at the latest.
-      const end = Math.max(lostAt, endedAt.get(c.call) ?? 0, c.answerAt ?? 0);
-      const sec = c.answerAt ? Math.max(c.ticked, billedSeconds(c.answerAt * 1000, end * 1000)) : 0;
+      // Kamailio's clock and the wall clock (lostAt), as the answer's µs are.
+      const end = Math.max(lostAt, endedAt.get(c.call) ?? 0, c.answerUs / 1000);
+      const sec = c.answerAt ? Math.max(c.ticked, billedSeconds(c.answerUs, end * 1000)) : 0;
       this.log.warn({ call: c.call, sec }, 'dialog gone after Kamailio reconnected; stopping the call');
       if (c.started) this.stop(c, sec, 'lost');
       else c.endAfterStart = { sec, cause: 'lost' };
