@@ -5,6 +5,7 @@ A session stores neither sum: both follow from its charged seconds (includes/cha
 ]]
 -- @include "num"
 -- @include "charge"
+-- @flags no-writes
 local v = redis.call('HMGET', KEYS[1], 'st', 'idh', 'used', 'trm', 'ans', 'cov', 'short')
 if not v[1] then return {} end
 if v[1] ~= 'live' then return { v[1], v[2] or '', 0, 0 } end

@@ -6,6 +6,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { eventDone } from '../../src/hooks/scripts';
+import { audit } from '../../src/ledger/audit';
 import { HOOKS_GROUP } from '../../src/hooks/payload';
 import { keys } from '../../src/redis/keys';
 import {
@@ -73,5 +74,19 @@ describe('Redis out of memory', () => {
     await memoryFull();
     await eventDone(h.ctx.scripts, bucket, entry);
     expect(await h.r.xlen(stream)).toBe(0);
+  });
+
+  it('audits live calls while memory is full: what a call holds is only read', async () => {
+    const [id] = await soldIds(h, TALK);
+    const sw = await Client.connect(gw.port, await token(h, 'switch'));
+    try {
+      const start = await sw.request({ op: 'start', ref: 1, call: uniq('c'), id, dest: '4912345' });
+      expect(start).toMatchObject({ op: 'started' });
+      await memoryFull();
+      const report = await audit(h.ctx);
+      expect(report.problems).toEqual([]);
+    } finally {
+      await sw.close();
+    }
   });
 });
