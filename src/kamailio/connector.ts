@@ -127,6 +127,7 @@ export class KamailioConnector {
   private readonly rpc: KamailioRpc;
   private readonly link: SwitchLink;
   private sweep: NodeJS.Timeout | undefined;
+  /** When evapi was last lost, on the steady clock (as `answerAt`). */
   private lostAt = 0;
   private readonly log: Logger;
 
@@ -146,7 +147,7 @@ export class KamailioConnector {
       log: o.log,
       onMessage: (p) => this.onEvent(p),
       onConnect: (again) => void this.takeUpDialogs(again),
-      onDisconnect: () => (this.lostAt = Date.now()),
+      onDisconnect: () => (this.lostAt = steadyNow()),
     });
   }
 
@@ -555,10 +556,17 @@ export class KamailioConnector {
     for (const c of [...this.calls.values()]) {
       if (alive.has(c.call) || c.ending) continue;
       // Billed to its dialog's end when Kamailio knows it (whole seconds: never past the real end),
-      // else to the moment evapi was lost, when it had ended at the latest.
-      // Kamailio's clock and the wall clock (lostAt), as the answer's µs are.
-      const end = Math.max(lostAt, endedAt.get(c.call) ?? 0, c.answerUs / 1000);
-      const sec = c.answerAt ? Math.max(c.ticked, billedSeconds(c.answerUs, end * 1000)) : 0;
+      // else to the moment evapi was lost, when it had ended at the latest. Each span on one
+      // clock: the dialog's end from the answer by Kamailio's, the loss from it by this
+      // process's steady one (a Kamailio on a host whose clock is behind would bill the skew).
+      const ended = endedAt.get(c.call);
+      const sec = c.answerAt
+        ? Math.max(
+            c.ticked,
+            billedSeconds(c.answerAt * 1000, Math.max(lostAt, c.answerAt) * 1000),
+            ended ? billedSeconds(c.answerUs, ended * 1000) : 0,
+          )
+        : 0;
       this.log.warn({ call: c.call, sec }, 'dialog gone after Kamailio reconnected; stopping the call');
       if (c.started) this.stop(c, sec, 'lost');
       else c.endAfterStart = { sec, cause: 'lost' };

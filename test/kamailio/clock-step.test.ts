@@ -11,7 +11,7 @@ import type { Gateway } from '../../src/gateway/server';
 import type { KamailioConnector } from '../../src/kamailio/connector';
 import { billedSeconds } from '../../src/kamailio/billing';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
-import { callRecords } from './records';
+import { callRecords, recordOf } from './records';
 import {
   attachConnector,
   haveKamailio,
@@ -77,5 +77,31 @@ describe.skipIf(!haveKamailio())('kamailio: the host clock stepped mid-call', ()
     });
     const sipCall = [...run.calls.values()][0]!;
     expect(rec).toMatchObject({ cause: 'hangup', sec: String(billedSeconds(sipCall.answerUs!, sipCall.hangupUs!)) });
+  });
+
+  it("a call Kamailio lost, on a host 30 s behind the connector's, is billed its talk, not the skew", async () => {
+    const [id] = await soldIds(h, TALK, 1);
+    // Kamailio on another host whose clock is 30 s behind this one's: its answer is placed on arrival.
+    const real = Date.now.bind(Date);
+    vi.spyOn(Date, 'now').mockImplementation(() => real() + 30_000);
+    const done = runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-hangup',
+      rows: [[`${id}*33612345678`, 'X-Test: lost-skew']],
+      talkMs: 2600,
+      timeoutSec: 10,
+    });
+    await sleep(1800);
+    // Kamailio crashes (its dialogs are lost) and comes back: the connector stops the call `lost`.
+    const ports = { sipPort: k.sipPort, evapiPort: k.evapiPort, httpPort: k.httpPort };
+    await k.crash();
+    k = await startKamailio({ dir, pstnPort: uas.port, ports });
+    const run = await done;
+    const rec = await recordOf(h, [...run.calls.values()][0]!.ci, 20_000);
+    vi.restoreAllMocks();
+    // It talked about 2 s before the crash: the evapi loss is timed by this host, the answer by it too.
+    expect(rec.cause).toBe('lost');
+    expect(Number(rec.sec)).toBeLessThanOrEqual(4);
   });
 });
