@@ -39,6 +39,7 @@ answered (give or take ID_CALL_SKEW_MS) is that call's, landing late: call_ended
 local now = tonumber(ARGV[1])
 local ringGrace = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
+local redis_now = redis_clock()
 
 -- One call's start: ikey, skey its keys; its arguments are ARGV[a..last] (see above).
 local function start(ikey, skey, ickey, a, last)
@@ -130,7 +131,7 @@ local function start(ikey, skey, ickey, a, last)
     redis.call('HSET', ikey, 'exp', int(now + expd * 86400000), 'first', int(now))
   end
   -- Until its first tick a call may ring: the reaper gives it the ring grace on top.
-  redis.call('ZADD', KEYS[1], int(redis_ms() + ringGrace + val * 1000), skey)
+  redis.call('ZADD', KEYS[1], int(redis_now() + ringGrace + val * 1000), skey)
   return { 'ok', maxs, bal, tariff_rate(t, now, 0), t.fee, 0, gnt, final and 1 or 0, fa, cc.fail, cc.fsec, cc.val }
 end
 

@@ -31,6 +31,7 @@ to convert, in Redis or in the gateway), packed (src/redis/scripts.ts):
 -- @include "clock"
 local now = tonumber(ARGV[1])
 local refreshes = ARGV[2]
+local redis_now = redis_clock()
 local n = #ARGV - 2
 local evkey = KEYS[2 * n + 2]
 local out, extra = {}, {}
@@ -82,7 +83,7 @@ local function bill(i)
     else
       bal, left, alerts, cut, fresh, gnt, final, finNow = charge(s, skey, ikey, sec, now, upd, evkey, idf)
     end
-    if refresh or val > 0 then redis.call('ZADD', KEYS[1], int(redis_ms() + val * 1000), skey) end
+    if refresh or val > 0 then redis.call('ZADD', KEYS[1], int(redis_now() + val * 1000), skey) end
     if #upd > 0 then redis.call('HSET', skey, unpack(upd)) end
     -- The final action goes with the answer that made the grant final, with an
     -- exhausted cut-off, and with every quota-mode answer: not with every tick.

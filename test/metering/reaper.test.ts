@@ -6,12 +6,22 @@
  * reaped call is told to cut off.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import {
+  gateway,
+  sameBucketIds,
+  seedCatalog,
+  soldIds,
+  startHarness,
+  talkProduct,
+  token,
+  type Harness,
+} from '../support/harness';
 import { bucketOf, idFields, idKeyOf } from '../support/redis';
 import { sleep, until } from '../support/wait';
 import { Client, type Msg } from '../support/ws-client';
 import { cdrsOf, connectSwitch, msgs, newCall, sessionKey, tickAt } from './fixtures';
 import { callKeyOf, callKeysFor } from '../../src/metering/call-keys';
+import { callTick } from '../../src/metering/scripts';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
 import { putPlans } from '../../src/catalog/store';
@@ -352,6 +362,28 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
     await sleep(350);
     expect(await gw.reaper.sweep(Date.now() - 60_000)).toBe(1);
     expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '1', cost: '100', cause: 'stale' }]);
+  });
+
+  it("one batch of ticks reads Redis' clock once, however many calls it rescores", async () => {
+    const ids = sameBucketIds(h, await soldIds(h, talkProduct(), 150), 3);
+    const calls = ids.map(() => newCall());
+    for (const [i, call] of calls.entries())
+      expect((await c.request({ op: 'start', ref: ref(), call, id: ids[i]!, dest: DEST })).op).toBe('started');
+    await h.r.config('RESETSTAT');
+    const done = await new Promise<unknown[]>((resolve) => {
+      const got: unknown[] = [];
+      const items = calls.map((call, i) => ({
+        ck: callKeysFor(idKeyOf(h, ids[i]!), callKeyOf(sw, call)),
+        sec: 1,
+        done: (err: unknown) => got.push(err),
+      }));
+      callTick(h.ctx.scripts, items, Date.now(), 0, () => setImmediate(() => resolve(got)));
+    });
+    expect(done).toEqual([null, null, null]);
+    // Every call rescored in the live set, by one reading of TIME.
+    const stats = await h.r.info('commandstats');
+    for (const call of calls) expect((await c.request({ op: 'stop', ref: ref(), call, sec: 1 })).op).toBe('stopped');
+    expect(stats.match(/cmdstat_time:calls=(\d+)/)?.[1]).toBe('1');
   });
 
   it('a tick that arrives before the sweep keeps the call alive', async () => {
