@@ -48,7 +48,10 @@ function open(cfg: Config, url: string | undefined, extra: RedisOptions): RedisC
       lazyConnect: true,
       clusterRetryStrategy: (n) => Math.min(100 * n, 2000),
     });
-    cluster.on('+node', (node: Redis) => coalesceWrites(node));
+    cluster.on('+node', (node: Redis) => {
+      coalesceWrites(node);
+      settleAsking(node);
+    });
     if (cfg.redis.acks.replicated) requireReplicas(cluster, { replicas: 1, timeoutMs: cfg.redis.acks.timeoutMs });
     return cluster;
   }
@@ -57,6 +60,23 @@ function open(cfg: Config, url: string | undefined, extra: RedisOptions): RedisC
   coalesceWrites(client);
   if (cfg.redis.acks.replicated) requireReplicas(client, { replicas: 1, timeoutMs: cfg.redis.acks.timeoutMs });
   return client;
+}
+
+/**
+ * ioredis follows an ASK redirection (a slot being migrated) by sending ASKING and then
+ * the command to the importing node, and leaves ASKING's own promise without a handler.
+ * That node holds no slot yet, so a slot table refresh meanwhile disconnects it, and the
+ * closed connection rejects ASKING: an unhandled rejection, which ends the process. The
+ * command sent behind it fails on its own (the client is answered `unavailable`), so
+ * ASKING's failure tells nothing more.
+ */
+function settleAsking(node: Redis): void {
+  const asking = node.asking.bind(node) as (...args: unknown[]) => Promise<unknown>;
+  (node as unknown as { asking: typeof asking }).asking = (...args) => {
+    const sent = asking(...args);
+    sent.catch(() => undefined);
+    return sent;
+  };
 }
 
 /** Connect and wait until Redis answers, with the offline queue off this needs an explicit wait. */

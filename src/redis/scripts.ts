@@ -13,8 +13,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type Redis from 'ioredis';
-import { Cluster } from 'ioredis';
+import Redis, { Cluster } from 'ioredis';
 import { Unpackr } from 'msgpackr';
 import type { RedisClient } from './connect';
 
@@ -216,23 +215,62 @@ export class Scripts {
    * of another version still running finds its own gone at its next call and
    * loads it again, without pruning: one reload per start, no back and forth.
    */
-  async load({ prune = false } = {}): Promise<void> {
+  async load({ prune = false, slotless = false } = {}): Promise<void> {
     const client = this.client;
     // After a failover the cached node list may still name the failed primary.
     if (client instanceof Cluster)
       await new Promise<void>((ok, no) => client.refreshSlotsCache((err) => (err ? no(err) : ok())));
     const nodes = client instanceof Cluster ? client.nodes('master') : [client];
-    for (const node of nodes) {
-      // Look before loading: FUNCTION LOAD is a write, refused (NOREPLICAS) by a primary
-      // that has lost its replica, which must not stop a process whose library is there.
-      const present = await node.function('LIST', 'LIBRARYNAME', this.library.name);
-      if (!present.length)
-        await node.function('LOAD', this.library.code).catch((err: unknown) => {
-          if (!(err instanceof Error && / already exists/.test(err.message))) throw err;
-        });
-      if (prune) for (const name of await otherVersions(node, this.library.name)) await node.function('DELETE', name);
-    }
+    for (const node of nodes) await this.loadOn(node, prune);
+    if (client instanceof Cluster) await this.loadOnSlotless(client, nodes, prune, slotless);
     this.loaded = true;
+  }
+
+  private async loadOn(node: Redis, prune: boolean): Promise<void> {
+    // Look before loading: FUNCTION LOAD is a write, refused (NOREPLICAS) by a primary
+    // that has lost its replica, which must not stop a process whose library is there.
+    const present = await node.function('LIST', 'LIBRARYNAME', this.library.name);
+    if (!present.length)
+      await node.function('LOAD', this.library.code).catch((err: unknown) => {
+        if (!(err instanceof Error && / already exists/.test(err.message))) throw err;
+      });
+    if (prune) for (const name of await otherVersions(node, this.library.name)) await node.function('DELETE', name);
+  }
+
+  /**
+   * A primary with no slot yet (just added, its first slot being migrated to it) is not in
+   * the client's node list, yet calls reach it: ASK sends a migrated key's calls there, and
+   * a library missing there would fail each of them. It gets the library through a
+   * connection of its own. At start (`slotless` false) one that refuses it (NOREPLICAS:
+   * no replica yet) stops nothing; a call that found it missing (`slotless` true) is
+   * answered by that refusal.
+   */
+  private async loadOnSlotless(client: Cluster, nodes: Redis[], prune: boolean, slotless: boolean): Promise<void> {
+    const known = new Set(nodes.map((n) => `${n.options.host}:${n.options.port}`));
+    const listed = (await nodes[0]?.call('CLUSTER', 'NODES')) as string | undefined;
+    for (const line of listed?.trim().split('\n') ?? []) {
+      const [, address, flags] = line.split(' ');
+      if (!address || !flags || !/\bmaster\b/.test(flags) || /\b(?:fail|handshake|noaddr)\b/.test(flags)) continue;
+      const hostPort = address.split('@')[0]!;
+      if (known.has(hostPort)) continue;
+      const i = hostPort.lastIndexOf(':');
+      const node = new Redis({
+        ...client.options.redisOptions,
+        host: hostPort.slice(0, i),
+        port: Number(hostPort.slice(i + 1)),
+        lazyConnect: true,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+      });
+      try {
+        await node.connect();
+        await this.loadOn(node, prune);
+      } catch (err) {
+        if (slotless) throw err;
+      } finally {
+        node.disconnect();
+      }
+    }
   }
 
   run<T = unknown>(name: string, keys: readonly string[], args: readonly (string | number)[]): Promise<T> {
@@ -276,7 +314,7 @@ export class Scripts {
 
   /** One load at a time, however many calls found the library missing together. */
   private reload(): Promise<void> {
-    this.reloading ??= this.load().finally(() => (this.reloading = undefined));
+    this.reloading ??= this.load({ slotless: true }).finally(() => (this.reloading = undefined));
     return this.reloading;
   }
 
