@@ -58,10 +58,11 @@ export const textArg = (v: string | undefined, what: string): string | undefined
 /**
  * A whole-number option, or exit 2 naming the range it must be in (`unit` says what the
  * number counts): one message for a typo, a negative and a number too large alike.
+ * Decimal digits only: Number() alone would take `1e12`, `0x10` and a blank (as 0).
  */
 export const intArg = (v: unknown, what: string, range: { min?: number; max?: number; unit?: string } = {}): number => {
   const { min = 0, max, unit } = range;
-  const n = Number(v);
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : NaN;
   if (Number.isSafeInteger(n) && n >= min && (max === undefined || n <= max)) return n;
   if (max === undefined) throw usageError(`${what} must be a whole number${min > 0 ? ` from ${min}` : ''}`);
   throw usageError(`${what} must be ${min} to ${max}${unit ? ` (${unit})` : ''}`);
