@@ -47,8 +47,9 @@ local upd = { 'bal', int(left) }
 -- kept uncounted leave the holder where the latest one standing put them, with no count (all
 -- who came in may come back); with none standing, or none kept, the reversed scan says.
 if s.kind == 'entry' then
-  local f = id_fields(KEYS[1], { 'mvs', 'face', 'reent' })
-  local inside, out, used = nil, nil, (tonumber(f[2]) or 0) - left
+  -- Entries forfeited at expiry (`xamt`, lua/expire.lua) were never used.
+  local f = id_fields(KEYS[1], { 'mvs', 'face', 'reent', 'xamt' })
+  local inside, out, used = nil, nil, (tonumber(f[2]) or 0) - left - (tonumber(f[4]) or 0)
   if not f[1] then
     inside = s.action == 'exit' and '1' or '0'
   else

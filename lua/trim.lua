@@ -1,7 +1,7 @@
 --[[ trim: drop a bucket's archived records from its stream, carrying what the
 conservation audit needs forward per ID, in one step.
 KEYS[1] record stream     ts:{bN}:cdr | ts:{bN}:sales | ts:{bN}:red
-KEYS[2] checkpoint hash   ts:{bN}:ckpt   ID hash -> "sold sales calls redeemed refunded topups vouchers"
+KEYS[2] checkpoint hash   ts:{bN}:ckpt   ID hash -> "sold sales calls redeemed refunded topups vouchers expired"
 ARGV[1] which stream: 'cdr', 'sales' or 'red'
 ARGV[2] the stream id of the last archived record (inclusive)
 Every record up to ARGV[2] is added to its ID's checkpoint and the stream is
@@ -11,7 +11,8 @@ ARGV[2] finds nothing left to add. Returns how many records were trimmed.
 The sums are the audit's (src/ledger/audit.ts): a sale adds its face to sold and
 1 to sales, a refund its amount to refunded, a call its cost, a redemption its
 amount (a reversal's is negative), a top-up its amount to topups, a recharge voucher's
-transfer its amount to vouchers (a returned transfer's is negative).
+transfer its amount to vouchers (a returned transfer's is negative), an expiry record its amount (the
+value forfeited) to expired. A checkpoint written before a sum existed lacks it: it counts as 0.
 ]]
 -- @include "num"
 local kind, upTo = ARGV[1], ARGV[2]
@@ -21,7 +22,7 @@ local add = {}
 local function sums(idh)
   local s = add[idh]
   if not s then
-    s = { 0, 0, 0, 0, 0, 0, 0 }
+    s = { 0, 0, 0, 0, 0, 0, 0, 0 }
     add[idh] = s
   end
   return s
@@ -44,6 +45,7 @@ for _, rec in ipairs(recs) do
     if f.type == 'refund' then s[5] = s[5] + tonumber(f.amount)
     elseif f.type == 'topup' then s[6] = s[6] + tonumber(f.amount)
     elseif f.type == 'voucher' then s[7] = s[7] + tonumber(f.amount)
+    elseif f.type == 'expiry' then s[8] = s[8] + tonumber(f.amount)
     else
       s[1] = s[1] + tonumber(f.face)
       s[2] = s[2] + 1
@@ -64,7 +66,7 @@ for idh, s in pairs(add) do
     end
   end
   local out = {}
-  for j = 1, 7 do out[j] = int(s[j]) end
+  for j = 1, 8 do out[j] = int(s[j]) end
   redis.call('HSET', KEYS[2], idh, table.concat(out, ' '))
 end
 local last = recs[#recs][1]

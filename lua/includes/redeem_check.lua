@@ -30,11 +30,14 @@ local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
   -- here (as status tells it nothing), not whether it is sold, used, blocked or expired.
   if (f[5] or '') ~= '' and not listed(f[5], venue) then return { 'no', 'wrong_venue' } end
   if kind == 'talk' or kind == 'recharge' then return { 'no', 'wrong_kind' } end
-  if st == 'blocked' or st == 'expired' then return { 'no', st } end
-  if st ~= 'sold' then return { 'no', 'not_active' } end
+  if st == 'blocked' then return { 'no', st } end
+  -- Expired with its entries left forfeited (lua/expire.lua): as past its validity, a ticket still
+  -- lets out whoever its scans say is inside (below).
+  if st == 'expired' and (dir ~= 'out' or kind ~= 'entry') then return { 'no', st } end
+  if st ~= 'sold' and st ~= 'expired' then return { 'no', 'not_active' } end
   local exp, from, till = tonumber(f[4]) or 0, tonumber(f[6]) or 0, tonumber(f[7]) or 0
   -- Past its validity a ticket's exit scan is still judged below (on who is inside), not refused here.
-  local late = (exp > 0 and now >= exp) or (till > 0 and now > till)
+  local late = st == 'expired' or (exp > 0 and now >= exp) or (till > 0 and now > till)
   if late and (dir ~= 'out' or kind ~= 'entry') then return { 'no', 'expired' } end
   if from > 0 and now < from then return { 'no', 'not_yet_valid', from } end
   local bal = tonumber(f[3])
@@ -53,9 +56,10 @@ local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
   end
   -- entry: a ticket is not paid with at a till (whatever gates it lists: the till has none)
   if item ~= '' then return { 'no', 'wrong_kind' } end
-  local e = id_fields(ikey, { 'gates', 'reent', 'inside', 'face', 'outq' })
+  local e = id_fields(ikey, { 'gates', 'reent', 'inside', 'face', 'outq', 'xamt' })
   if (e[1] or '') ~= '' and not listed(e[1], gate) then return { 'no', 'wrong_gate' } end
-  local used = tonumber(e[4]) - bal
+  -- Entries forfeited at expiry (`xamt`) were never used: nobody came in on them.
+  local used = tonumber(e[4]) - bal - (tonumber(e[6]) or 0)
   -- Who is out and may come back: the exit scans' qty since all were last in, never more than
   -- the entries used (none counted, as before outq or after a reverse: all of them).
   local out = e[3] == '0' and math.min(tonumber(e[5]) or used, used) or 0

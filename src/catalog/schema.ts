@@ -18,7 +18,7 @@ const Micro = Type.Integer({ minimum: 0, maximum: MAX_MICRO });
 const Dialable = Type.String({ pattern: '^\\+?[0-9]{3,20}$' });
 
 /** The balance events a webhook can ask for (docs/operations.md, Webhooks). */
-export const HOOK_EVENTS = ['low_balance', 'exhausted', 'expiring', 'topup'] as const;
+export const HOOK_EVENTS = ['low_balance', 'exhausted', 'expiring', 'topup', 'expired'] as const;
 export type HookEvent = (typeof HOOK_EVENTS)[number];
 
 /** Where a product's balance events are POSTed, which of them, and the key their signature is made with. */

@@ -85,6 +85,7 @@ const EnvSchema = Type.Object({
   HOOK_MAX_ATTEMPTS: Int(1, 1000, 12),
   HOOK_MAX_AGE_MS: Int(1000, 30 * 86_400_000, 86_400_000),
   EXPIRING_SWEEP_MS: Int(1000, 7 * 86_400_000, 3_600_000),
+  EXPIRY_SWEEP_MS: Int(1000, 7 * 86_400_000, 3_600_000),
 });
 type Env = Static<typeof EnvSchema>;
 
@@ -191,6 +192,11 @@ export interface Config {
   scanTtlSec: number;
   /** How long ago an offline scan (a redeem with `at`) may have been made; older ones are refused bad_scan_time. */
   offlineMaxAgeMs: number;
+  /**
+   * How often each gateway looks for IDs past their expiry to forfeit what they have left
+   * (src/ledger/expiry-sweep.ts); goods, entry and service IDs offlineMaxAgeMs after it.
+   */
+  expirySweepMs: number;
   /** unknown_id answers one scanner may get per window before it is throttled. */
   guessLimit: number;
   guessWindowSec: number;
@@ -322,6 +328,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     },
     scanTtlSec: e.SCAN_TTL_SEC,
     offlineMaxAgeMs: e.OFFLINE_MAX_AGE_MS ?? Math.min(86_400_000, e.SCAN_TTL_SEC * 1000),
+    expirySweepMs: e.EXPIRY_SWEEP_MS,
     guessLimit: e.GUESS_LIMIT,
     guessWindowSec: e.GUESS_WINDOW_SEC,
     switchGuessLimit: e.SWITCH_GUESS_LIMIT,

@@ -11,6 +11,7 @@ import { CatalogCache } from '../catalog/cache';
 import { ConfigError, type Config } from '../config/config';
 import { HookDelivery } from '../hooks/delivery';
 import { ExpiringSweep } from '../hooks/expiring';
+import { ExpirySweep } from '../ledger/expiry-sweep';
 import { AniRegistry, aniTermsOf } from '../ledger/anis';
 import { Reaper } from '../metering/reaper';
 import { Metering } from '../metering/service';
@@ -58,6 +59,8 @@ export interface Gateway {
   /** Webhook delivery of balance events, and the sweep that emits `expiring`. */
   hooks: HookDelivery;
   expiring: ExpiringSweep;
+  /** The sweep that forfeits what IDs past their expiry have left, with a record each. */
+  expiry: ExpirySweep;
   close(): Promise<void>;
 }
 
@@ -76,6 +79,7 @@ interface Services {
   reaper: Reaper;
   hooks: HookDelivery;
   expiring: ExpiringSweep;
+  expiry: ExpirySweep;
   redemption: Redemption;
   provider: HttpProvider;
   inventory: Inventory;
@@ -141,6 +145,7 @@ export async function startGateway(
     s.reaper.stop();
     await s.hooks.stop();
     s.expiring.stop();
+    s.expiry.stop();
     s.catalog.stop();
     s.scanClock.stop();
     s.subscriber.disconnect();
@@ -167,6 +172,7 @@ export async function startGateway(
     metrics,
     hooks,
     expiring,
+    expiry,
   } = s;
   return {
     port,
@@ -182,6 +188,7 @@ export async function startGateway(
     metrics,
     hooks,
     expiring,
+    expiry,
     async close() {
       uWS.us_listen_socket_close(listenSocket);
       ws.closeAll();
@@ -218,6 +225,8 @@ async function openServices(
   hooks.start();
   const expiring = new ExpiringSweep(ctx.redis, ctx.scripts, () => catalog.products, log, cfg.hooks.expiringSweepMs);
   expiring.start();
+  const expiry = new ExpirySweep(ctx.redis, ctx.scripts, log, cfg.expirySweepMs, cfg.offlineMaxAgeMs);
+  expiry.start();
   const claimRedis = connectRedis(cfg, redisUrl, { log, name: 'claims' });
   await waitReady(claimRedis);
   const scanClock = new RedisClock(ctx.redis);
@@ -245,6 +254,7 @@ async function openServices(
     reaper,
     hooks,
     expiring,
+    expiry,
     redemption,
     provider,
     inventory,

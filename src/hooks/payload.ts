@@ -35,6 +35,8 @@ function data(f: Readonly<Record<string, string>>): Record<string, unknown> {
       return { expires: int(f.exp) };
     case 'topup':
       return { amount: int(f.amount), source: f.source ?? '', ref: f.ref ?? '', expires: int(f.exp) };
+    case 'expired':
+      return { amount: int(f.amount), expires: int(f.exp) };
     default:
       return {};
   }

@@ -1,8 +1,9 @@
 /**
  * The conservation check: for every ID, from Redis alone,
- *   value sold + top-ups = balance + calls billed + redemptions + refunds + vouchers
+ *   value sold + top-ups = balance + calls billed + redemptions + refunds + vouchers + expired
  * where value sold comes from its sale record, top-ups from its top-up records
- * (money in: a voucher's value, an operator's, an online recharge), vouchers
+ * (money in: a voucher's value, an operator's, an online recharge), expired
+ * from its expiry record (the value left on it at its expiry, forfeited), vouchers
  * from a recharge voucher's transfer records (its value out into another ID;
  * a returned transfer counts negative), calls billed from its call
  * records plus what its live calls have taken so far, redemptions from the
@@ -35,7 +36,9 @@ export interface AuditRow {
   refunded: number;
   topups: number;
   vouchers: number;
-  /** sold + topups − (balance + calls + redeemed + refunded + vouchers): 0 when the books balance. */
+  /** Value forfeited at expiry (its expiry record). */
+  expired: number;
+  /** sold + topups − (balance + calls + redeemed + refunded + vouchers + expired): 0 when the books balance. */
   difference: number;
   problem: string;
 }
@@ -50,6 +53,7 @@ export interface AuditReport {
   refunded: number;
   topups: number;
   vouchers: number;
+  expired: number;
   problems: AuditRow[];
 }
 
@@ -63,6 +67,7 @@ interface Sums {
   reserved: number;
   topups: number;
   vouchers: number;
+  expired: number;
 }
 
 export async function audit(ctx: Context): Promise<AuditReport> {
@@ -76,6 +81,7 @@ export async function audit(ctx: Context): Promise<AuditReport> {
     refunded: 0,
     topups: 0,
     vouchers: 0,
+    expired: 0,
     problems: [],
   };
   const idsByBucket = new Map<number, string[]>();
@@ -91,7 +97,17 @@ export async function audit(ctx: Context): Promise<AuditReport> {
       if (!s)
         sums.set(
           id,
-          (s = { sold: 0, sales: 0, calls: 0, redeemed: 0, refunded: 0, topups: 0, vouchers: 0, reserved: 0 }),
+          (s = {
+            sold: 0,
+            sales: 0,
+            calls: 0,
+            redeemed: 0,
+            refunded: 0,
+            topups: 0,
+            vouchers: 0,
+            expired: 0,
+            reserved: 0,
+          }),
         );
       return s;
     };
@@ -105,11 +121,13 @@ export async function audit(ctx: Context): Promise<AuditReport> {
       s.refunded += c.refunded;
       s.topups += c.topups;
       s.vouchers += c.vouchers;
+      s.expired += c.expired;
     }
     for await (const { fields: r } of readStream(ctx, keys.sales(b))) {
       if (r.type === 'refund') of(r.id!).refunded += Number(r.amount);
       else if (r.type === 'topup') of(r.id!).topups += Number(r.amount);
       else if (r.type === 'voucher') of(r.id!).vouchers += Number(r.amount);
+      else if (r.type === 'expiry') of(r.id!).expired += Number(r.amount);
       else {
         of(r.id!).sold += Number(r.face);
         of(r.id!).sales++;
@@ -184,6 +202,7 @@ function row(
   const refunded = s?.refunded ?? 0;
   const topups = s?.topups ?? 0;
   const vouchers = s?.vouchers ?? 0;
+  const expired = s?.expired ?? 0;
   return {
     bucket,
     id,
@@ -195,7 +214,8 @@ function row(
     refunded,
     topups,
     vouchers,
-    difference: sold + topups - (balance + calls + redeemed + refunded + vouchers),
+    expired,
+    difference: sold + topups - (balance + calls + redeemed + refunded + vouchers + expired),
     problem,
   };
 }
@@ -223,6 +243,7 @@ function check(
   report.refunded += s.refunded;
   report.topups += s.topups;
   report.vouchers += s.vouchers;
+  report.expired += s.expired;
   const r = row(bucket, id, state, balance, s, '');
   if (s.sales > 1) report.problems.push({ ...r, problem: `sold ${s.sales} times` });
   else if (r.difference !== 0)

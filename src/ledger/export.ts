@@ -29,7 +29,8 @@ const FIELDS = {
   // Sales, refunds and top-ups share the stream: `type` is empty for a sale, `refund` for a refund, `topup`
   // for a top-up (`amount` in, `source`, `note`, `bal`, `exp` after) and `voucher` for a recharge voucher's
   // value sent `to` an ID (negative `amount` when it came back); refunds carry `amount` (the value taken back)
-  // and `reason`, sales through a card company `provider`, `commission`, `net`.
+  // and `reason`, sales through a card company `provider`, `commission`, `net`; `expiry` the value left on an
+  // ID past its expiry, forfeited (`amount`, `bal` 0 after, `exp` when it expired; lua/expire.lua).
   sales: [
     'record',
     'time',

@@ -146,6 +146,8 @@ export interface Carried {
   topups: number;
   /** A recharge voucher's value sent into other IDs (money out; a returned transfer counts negative). */
   vouchers: number;
+  /** Value forfeited at expiry. */
+  expired: number;
 }
 
 /** A bucket's checkpoint: ID hash -> the sums of its archived and trimmed records. */
@@ -156,8 +158,8 @@ export async function readCheckpoint(ctx: Context, key: string): Promise<Map<str
     const [next, flat] = await ctx.redis.hscan(key, cursor, 'COUNT', 1000);
     cursor = next;
     for (let i = 0; i + 1 < flat.length; i += 2) {
-      // Checkpoints written before top-ups existed hold five sums.
-      const [sold, sales, calls, redeemed, refunded, topups, vouchers] = flat[i + 1]!.split(' ').map(Number);
+      // Checkpoints written before top-ups existed hold five sums, before expiry records seven.
+      const [sold, sales, calls, redeemed, refunded, topups, vouchers, expired] = flat[i + 1]!.split(' ').map(Number);
       out.set(flat[i]!, {
         sold: sold ?? 0,
         sales: sales ?? 0,
@@ -166,6 +168,7 @@ export async function readCheckpoint(ctx: Context, key: string): Promise<Map<str
         refunded: refunded ?? 0,
         topups: topups ?? 0,
         vouchers: vouchers ?? 0,
+        expired: expired ?? 0,
       });
     }
   } while (cursor !== '0');

@@ -1,5 +1,5 @@
 /**
- * The ledger's Lua scripts (lua/mint, activate, set_state, trim): one function each,
+ * The ledger's Lua scripts (lua/mint, activate, set_state, trim, expire…): one function each,
  * building KEYS/ARGV from named arguments and decoding the reply into a named
  * type. Nothing else in ledger/ calls a script or reads a raw reply.
  */
@@ -157,4 +157,33 @@ export async function aniBind(scripts: Scripts, idKey: string, b: AniBinding, no
     return { ok: true, change, count: num('ani_bind', r, 2) };
   if (r[0] === 'err') return { ok: false, reason: str('ani_bind', r, 1) };
   throw replyError('ani_bind', r);
+}
+
+/** Why lua/expire forfeited nothing (its header says what each means). */
+export type ExpireSkip = 'unknown_id' | 'not_sold' | 'blocked' | 'not_due' | 'in_use' | 'empty' | 'done';
+const EXPIRE_SKIPS: readonly string[] = ['unknown_id', 'not_sold', 'blocked', 'not_due', 'in_use', 'empty', 'done'];
+
+export type ExpireReply =
+  { forfeited: true; amount: number; record: string; expiry: number } | { forfeited: false; why: ExpireSkip };
+
+/**
+ * Forfeits what a sold ID has left once it is past its expiry (by Redis' clock, plus
+ * `graceMs` for the redemption kinds), with its expiry record and `expired` event: once.
+ */
+export async function expireId(
+  scripts: Scripts,
+  bucket: number,
+  idHash: string,
+  graceMs: number,
+): Promise<ExpireReply> {
+  const r = tagged(
+    'expire',
+    await scripts.run('expire', [keys.id(bucket, idHash), keys.sales(bucket), keys.events(bucket)], [graceMs]),
+  );
+  if (r[0] === 'ok')
+    return { forfeited: true, amount: num('expire', r, 1), record: str('expire', r, 2), expiry: num('expire', r, 3) };
+  const why = r[1];
+  if (r[0] === 'no' && typeof why === 'string' && EXPIRE_SKIPS.includes(why))
+    return { forfeited: false, why: why as ExpireSkip };
+  throw replyError('expire', r);
 }

@@ -14,7 +14,7 @@ export const keys = {
   live: (bucket: number) => `${tag(bucket)}live`,
   /** Call detail records of a bucket (stream). */
   cdr: (bucket: number) => `${tag(bucket)}cdr`,
-  /** Sale and activation records of a bucket (stream). */
+  /** Sale and activation records of a bucket (stream), with its refunds, top-ups, voucher transfers and expiries. */
   sales: (bucket: number) => `${tag(bucket)}sales`,
   /**
    * A product's terms, one version of them (hash), the same in every bucket it has IDs in:
@@ -25,7 +25,7 @@ export const keys = {
   inventory: (bucket: number, product: string) => `${tag(bucket)}inv:${product}`,
   /**
    * What archived and trimmed records held, per ID of a bucket (hash): ID hash ->
-   * "sold sales calls redeemed refunded topups vouchers", the audit's sums over its trimmed records.
+   * "sold sales calls redeemed refunded topups vouchers expired", the audit's sums over its trimmed records.
    */
   checkpoint: (bucket: number) => `${tag(bucket)}ckpt`,
   /** Redemption and reversal records of a bucket (stream). */
@@ -85,7 +85,7 @@ export const keys = {
   /** PIN tries from one network (an IPv4 /24, an IPv6 /48), TTL PIN_LOCK_SEC. */
   pinNetworkMisses: (bucket: number, network: string) => `${tag(bucket)}pinnet:${network}`,
   /**
-   * Balance events of a bucket (stream: low_balance, exhausted, expiring, topup), written by the
+   * Balance events of a bucket (stream: low_balance, exhausted, expiring, topup, expired), written by the
    * script that causes the event; the webhook delivery reads it through consumer group `hooks`.
    */
   events: (bucket: number) => `${tag(bucket)}ev`,

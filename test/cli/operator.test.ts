@@ -911,9 +911,12 @@ describe('commands', () => {
     expect(kamailio.out).toContain('--gateway ws://localhost:$PORT/v1/switch');
     const call = await cli('call', '--help');
     expect(call.out).toContain('--url ws://localhost:$PORT/v1/switch');
-    // The audit's usage states the equation it checks, as docs/operations.md does: top-ups in, vouchers sent out.
+    // The audit's usage states the equation it checks, as docs/operations.md does: top-ups in; vouchers sent and
+    // value forfeited at expiry out.
     const audit = await cli('help', 'audit');
-    expect(audit.out).toContain('value sold + top-ups = balance + calls + redemptions + refunds + vouchers sent');
+    expect(audit.out).toContain(
+      'value sold + top-ups = balance + calls + redemptions + refunds + vouchers sent + expired',
+    );
     // After `--` an argument is taken as it is: here an ID that is none.
     const literal = await cli('lookup', '--', '--help');
     expect(literal.code).not.toBe(0);

@@ -41,6 +41,7 @@ describe('loadConfig', () => {
       maxInflight: 5_000,
       maxInflightTotal: 50_000,
       offlineMaxAgeMs: 86_400_000,
+      expirySweepMs: 3_600_000,
       maxConnections: 4_000,
       maxConnectionsPerClient: 1_000,
       maxConnectionsPerToken: 100,

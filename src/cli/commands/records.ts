@@ -10,7 +10,7 @@ const UNIT_MS = { d: 86_400_000, h: 3_600_000, m: 60_000, s: 1000 } as const;
 export const recordCommands: Record<'audit' | 'export' | 'archive', Command> = {
   audit: {
     summary:
-      'conservation check, from Redis alone: for every ID, value sold + top-ups = balance + calls + redemptions + refunds + vouchers sent; exit 1 on any difference',
+      'conservation check, from Redis alone: for every ID, value sold + top-ups = balance + calls + redemptions + refunds + vouchers sent + expired (value left at expiry, forfeited); exit 1 on any difference',
     usage: '[--json] [--max N]',
     async run(cli) {
       const { values } = parseOptions(cli, {
@@ -23,11 +23,11 @@ export const recordCommands: Record<'audit' | 'export' | 'archive', Command> = {
       else {
         const n = (v: number): string => v.toLocaleString('en');
         process.stdout.write(
-          `${n(r.ids)} IDs, ${n(r.sold)} sold: value sold ${n(r.valueSold)} + top-ups ${n(r.topups)} = balances ${n(r.balances)} + calls ${n(r.calls)} + redemptions ${n(r.redeemed)} + refunds ${n(r.refunded)} + vouchers sent ${n(r.vouchers)}\n`,
+          `${n(r.ids)} IDs, ${n(r.sold)} sold: value sold ${n(r.valueSold)} + top-ups ${n(r.topups)} = balances ${n(r.balances)} + calls ${n(r.calls)} + redemptions ${n(r.redeemed)} + refunds ${n(r.refunded)} + vouchers sent ${n(r.vouchers)} + expired ${n(r.expired)}\n`,
         );
         for (const p of r.problems.slice(0, max)) {
           process.stdout.write(
-            `  bucket ${p.bucket} id ${p.id} (${p.state || 'no ID'}): ${p.problem}; sold ${p.sold}, balance ${p.balance}, calls ${p.calls}, redeemed ${p.redeemed}, refunded ${p.refunded}, top-ups ${p.topups}, vouchers ${p.vouchers}, difference ${p.difference}\n`,
+            `  bucket ${p.bucket} id ${p.id} (${p.state || 'no ID'}): ${p.problem}; sold ${p.sold}, balance ${p.balance}, calls ${p.calls}, redeemed ${p.redeemed}, refunded ${p.refunded}, top-ups ${p.topups}, vouchers ${p.vouchers}, expired ${p.expired}, difference ${p.difference}\n`,
           );
         }
         if (r.problems.length > max) process.stdout.write(`  … and ${r.problems.length - max} more (--max, --json)\n`);

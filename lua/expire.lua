@@ -1,0 +1,58 @@
+--[[ expire: forfeit what a sold ID has left once it is past its expiry (breakage), with its expiry
+record and its `expired` balance event, once per value: what it forfeits is gone from the ID.
+KEYS[1] ID hash              ts:{bN}:id:<idHash>
+KEYS[2] sale records         ts:{bN}:sales (stream)
+KEYS[3] balance events       ts:{bN}:ev (stream, includes/emit.lua)
+ARGV[1] grace (ms) for goods, entry and service IDs: an offline scan made before the expiry may still
+        arrive this long after it (OFFLINE_MAX_AGE_MS) and is paid from the value left, so that value
+        is not forfeited before then. Talk IDs have none: a call is only admitted before the expiry.
+Returns {'ok', amount forfeited, recordId, expiry (ms)} or {'no', why}, writing nothing:
+unknown_id; not_sold (minted, or a recharge voucher: its value has no expiry of its own);
+blocked (a block freezes the ID as it is: lifted after its expiry, a later sweep forfeits it);
+not_due (no expiry yet, as for an ID never used, or not past it and its grace by Redis' clock);
+in_use (a live call, or a reservation one holds: forfeited once it has ended and been billed);
+empty (nothing left, never forfeited); done (forfeited before, `xrec` its latest record, and nothing left).
+Value that comes back to an expired ID after its forfeiture (a redemption reversed, a late stop's
+give-back) is forfeited too, with a record of its own: every record forfeits value on the ID at the
+time, so a repeat, or two calls at once, find nothing left and write nothing.
+Expiry is judged by Redis' own clock (TIME), which also dates the record, so gateways whose clocks
+disagree agree on it. The record (type `expiry`) holds the value forfeited as `amount`, the ID's
+balance after as `bal` (0) and the expiry as `exp`; the ID is left `expired`, `bal` 0, `free` 0
+when it had one, `xrec` the record and `xamt` what its records forfeited in all.
+value sold + top-ups = balance + calls + redemptions + refunds + vouchers + expired still holds.
+]]
+-- @include "id_fields"
+-- @include "num"
+-- @include "emit"
+-- @include "clock"
+local f = id_fields(KEYS[1],
+  { 'st', 'kind', 'bal', 'exp', 'act', 'free', 'xrec', 'prod', 'cur', 'face', 'xamt' })
+local st = f[1]
+if not st then return { 'no', 'unknown_id' } end
+local bal = tonumber(f[3]) or 0
+if f[7] and bal <= 0 then return { 'no', 'done' } end
+if st == 'blocked' then return { 'no', 'blocked' } end
+-- `expired` too: a start that found a talk ID past its expiry marked it so, its value still on it.
+if (st ~= 'sold' and st ~= 'exhausted' and st ~= 'expired') or f[2] == 'recharge' then
+  return { 'no', 'not_sold' }
+end
+local exp = tonumber(f[4]) or 0
+local grace = f[2] == 'talk' and 0 or tonumber(ARGV[1])
+local now = redis_ms()
+if exp <= 0 or now < exp + grace then return { 'no', 'not_due' } end
+-- A call admitted before the expiry runs to its end and is billed from this balance: what is left
+-- is known once it has stopped.
+if (tonumber(f[5]) or 0) > 0 then return { 'no', 'in_use' } end
+if f[6] and f[6] ~= '' and tonumber(f[6]) ~= bal then return { 'no', 'in_use' } end
+if bal <= 0 then return { 'no', 'empty' } end
+
+local idh = string.match(KEYS[1], ':id:(.+)$')
+local nows, bals, exps = int(now), int(bal), int(exp)
+local rec = redis.call('XADD', KEYS[2], '*', 'type', 'expiry', 'id', idh, 'product', f[8], 'face', f[10],
+  'currency', f[9], 'amount', bals, 'bal', '0', 'exp', exps, 'time', nows)
+local upd = { 'st', 'expired', 'bal', '0', 'xrec', rec, 'xamt', int((tonumber(f[11]) or 0) + bal) }
+if f[6] and f[6] ~= '' then upd[#upd + 1], upd[#upd + 2] = 'free', '0' end
+redis.call('HSET', KEYS[1], unpack(upd))
+emit(KEYS[3], { 'type', 'expired', 'idh', idh, 'prod', f[8], 'at', nows, 'bal', '0', 'amount', bals,
+  'exp', exps })
+return { 'ok', bal, rec, exp }

@@ -1,0 +1,316 @@
+/**
+ * Breakage: the value left on an ID past its expiry is forfeited by the expiry
+ * sweep with one `expiry` record in the ID's bucket (lua/expire.lua), and the
+ * conservation audit, the export, the archive's checkpoint and the `expired`
+ * balance event all carry it. Expiry is judged by Redis' clock: the tests move
+ * an ID's `exp` behind Redis' TIME rather than waiting for it.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { audit } from '../../src/ledger/audit';
+import { ExpirySweep } from '../../src/ledger/expiry-sweep';
+import { archiveRecords } from '../../src/ledger/retention';
+import { expireId, setState } from '../../src/ledger/scripts';
+import { putProducts } from '../../src/catalog/store';
+import { eventBody } from '../../src/hooks/payload';
+import { createLogger } from '../../src/observability/log';
+import { keys } from '../../src/redis/keys';
+import type { Gateway } from '../../src/gateway/server';
+import { runCliIn } from '../support/cli';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, uniq, type Harness } from '../support/harness';
+import { jsonCall, type JsonAnswer } from '../support/http';
+import { bucketOf, hashOf, idFields, idKeyOf, streamFields } from '../support/redis';
+import type { Client } from '../support/ws-client';
+import { connectSwitch, newCall } from '../metering/fixtures';
+import { loadRedemptionCatalog, PRICE, scannerToken, WALLET_FACE, type Catalog } from '../redemption/fixtures';
+
+let h: Harness;
+let gw: Gateway;
+let sw: Client;
+let cat: Catalog;
+const TALK = talkProduct({ name: 'talk-exp', face: 1_000_000, price: 1_000_000 });
+const DEST = '4912345'; // plan std: 100 micro-units a second
+const GRACE_MS = 60_000;
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h, [TALK]);
+  cat = await loadRedemptionCatalog(h);
+  gw = await gateway(h);
+  ({ c: sw } = await connectSwitch(h, gw.port));
+});
+afterAll(async () => {
+  await sw?.close();
+  await gw?.close();
+  await h?.stop();
+});
+
+/** A sweep as a gateway runs it, on the harness' own connection (a second gateway beside `gw`). */
+const sweeper = (graceMs = GRACE_MS): ExpirySweep =>
+  new ExpirySweep(h.ctx.redis, h.ctx.scripts, createLogger('silent'), 3_600_000, graceMs);
+
+/** Redis' clock (ms). */
+async function redisNow(): Promise<number> {
+  const [sec, usec] = await h.r.time();
+  return Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+}
+
+/** Moves the ID's expiry to `agoMs` before Redis' clock: it expired that long ago. */
+async function expiredAgo(id: string, agoMs: number): Promise<number> {
+  const exp = (await redisNow()) - agoMs;
+  await h.r.hset(idKeyOf(h, id), 'exp', String(exp));
+  return exp;
+}
+
+/** A call of `sec` seconds on a talk ID, started and stopped: its first use, which sets its expiry. */
+async function callOn(id: string, sec: number): Promise<void> {
+  const call = newCall('exp');
+  expect(await sw.request({ op: 'start', ref: uniq('r'), call, id, dest: DEST })).toMatchObject({ op: 'started' });
+  expect(await sw.request({ op: 'stop', ref: uniq('r'), call, sec })).toMatchObject({ op: 'stopped' });
+}
+
+/** The ID's expiry records, as the sales stream of its bucket holds them. */
+async function expiryRecords(id: string): Promise<Record<string, string>[]> {
+  const rows = await h.r.xrange(keys.sales(bucketOf(h, id)), '-', '+');
+  return rows
+    .map(([record, flat]): Record<string, string> => ({ record, ...streamFields(flat) }))
+    .filter((r) => r.type === 'expiry' && r.id === hashOf(h, id));
+}
+
+async function expectBalanced(): Promise<Awaited<ReturnType<typeof audit>>> {
+  const r = await audit(h.ctx);
+  expect(r.problems).toEqual([]);
+  return r;
+}
+
+describe('expiry sweep', () => {
+  it('forfeits what an expired talk ID has left with one record, its balance 0, and the audit balances', async () => {
+    const [spent, current, unused] = (await soldIds(h, TALK, 3)) as [string, string, string];
+    await callOn(spent, 10); // 1000 billed, 999000 left
+    await callOn(current, 1);
+    const before = await expectBalanced();
+    expect(before.expired).toBe(0);
+    const exp = await expiredAgo(spent, 1000);
+
+    expect(await sweeper().sweep()).toEqual({ expired: 1, amount: 999_000, waiting: 0 });
+
+    const recs = await expiryRecords(spent);
+    expect(recs).toEqual([
+      expect.objectContaining({
+        type: 'expiry',
+        product: TALK.name,
+        currency: 'EUR',
+        face: '1000000',
+        amount: '999000',
+        bal: '0',
+        exp: String(exp),
+      }),
+    ]);
+    expect(Number(recs[0]!.time)).toBeGreaterThanOrEqual(exp);
+    expect(await idFields(h, spent)).toMatchObject({ st: 'expired', bal: '0', free: '0', xrec: recs[0]!.record });
+    // Not yet expired (30 days from its call), and never used (no expiry yet): untouched.
+    expect(await idFields(h, current)).toMatchObject({ st: 'sold', bal: '999900' });
+    expect(await idFields(h, unused)).toMatchObject({ st: 'sold', bal: '1000000', exp: '0' });
+    expect(await expiryRecords(current)).toEqual([]);
+    expect(await expiryRecords(unused)).toEqual([]);
+    for (const id of [current, unused]) {
+      const { bucket, hash } = h.ctx.ids.hash(id);
+      expect(await expireId(h.ctx.scripts, bucket, hash, GRACE_MS)).toEqual({ forfeited: false, why: 'not_due' });
+    }
+
+    const after = await expectBalanced();
+    expect(after.expired).toBe(999_000);
+    expect(after.balances).toBe(before.balances - 999_000);
+    const text = await runCliIn(h, 'audit');
+    expect(text.out).toContain('+ vouchers sent 0 + expired 999,000\n');
+    expect(text.out).toContain('audit: ok, every ID balances');
+    expect((await runCliIn(h, 'help', 'audit')).out).toMatch(/\+ vouchers sent \+ expired \(value left at expiry/);
+
+    // The CRM hears of it: an `expired` balance event, with what was forfeited and when it expired.
+    const events = await h.r.xrange(keys.events(bucketOf(h, spent)), '-', '+');
+    const ev = events.find(([, flat]) => {
+      const f = streamFields(flat);
+      return f.type === 'expired' && f.idh === hashOf(h, spent);
+    });
+    expect(ev).toBeDefined();
+    expect(JSON.parse(eventBody(bucketOf(h, spent), ev![0], streamFields(ev![1])))).toMatchObject({
+      type: 'expired',
+      product: TALK.name,
+      idHash: hashOf(h, spent),
+      balance: 0,
+      data: { amount: 999_000, expires: exp },
+    });
+  });
+
+  it('records an expiry once: swept again, by two gateways at once, or the script called again', async () => {
+    const [id] = (await soldIds(h, TALK)) as [string];
+    await callOn(id, 5);
+    await expiredAgo(id, 1000);
+    const { bucket, hash } = h.ctx.ids.hash(id);
+
+    const [a, b, again] = await Promise.all([
+      gw.expiry.sweep(),
+      sweeper().sweep(),
+      expireId(h.ctx.scripts, bucket, hash, GRACE_MS),
+    ]);
+    expect(a.expired + b.expired + (again.forfeited ? 1 : 0)).toBe(1);
+    expect(await sweeper().sweep()).toMatchObject({ expired: 0 });
+    expect(await expireId(h.ctx.scripts, bucket, hash, GRACE_MS)).toEqual({ forfeited: false, why: 'done' });
+    expect(await expiryRecords(id)).toHaveLength(1);
+    expect((await expiryRecords(id))[0]!.amount).toBe(String(1_000_000 - 500));
+    await expectBalanced();
+  });
+
+  it('waits for a call live at the expiry to end, then forfeits what it left', async () => {
+    const [id] = (await soldIds(h, TALK)) as [string];
+    const call = newCall('live');
+    expect(await sw.request({ op: 'start', ref: uniq('r'), call, id, dest: DEST })).toMatchObject({ op: 'started' });
+    expect(await sw.request({ op: 'tick', ref: uniq('r'), call, sec: 5 })).toMatchObject({ op: 'ticked' });
+    await expiredAgo(id, 1000);
+
+    expect(await sweeper().sweep()).toMatchObject({ expired: 0, waiting: 1 });
+    expect(await expiryRecords(id)).toEqual([]);
+    expect(await idFields(h, id)).toMatchObject({ st: 'sold', bal: '999500', act: '1' });
+    await expectBalanced();
+
+    // The call runs on past the expiry and is billed in full.
+    expect(await sw.request({ op: 'stop', ref: uniq('r'), call, sec: 20 })).toMatchObject({
+      op: 'stopped',
+      cost: 2000,
+    });
+    expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 998_000 });
+    expect(await expiryRecords(id)).toEqual([expect.objectContaining({ amount: '998000' })]);
+    expect(await idFields(h, id)).toMatchObject({ st: 'expired', bal: '0', act: '0', free: '0' });
+    await expectBalanced();
+  });
+
+  it('leaves a blocked ID as it is, and forfeits it once the block is lifted', async () => {
+    const [id] = (await soldIds(h, TALK)) as [string];
+    await callOn(id, 1);
+    await expiredAgo(id, 1000);
+    const place = { key: idKeyOf(h, id), bucket: bucketOf(h, id) };
+    expect(await setState(h.ctx.scripts, place, TALK.name, 'block', 'lost')).toEqual({ ok: true, state: 'blocked' });
+
+    expect(await sweeper().sweep()).toMatchObject({ expired: 0, waiting: 1 });
+    expect(await idFields(h, id)).toMatchObject({ st: 'blocked', bal: '999900' });
+
+    expect(await setState(h.ctx.scripts, place, TALK.name, 'unblock', '')).toEqual({ ok: true, state: 'sold' });
+    expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 999_900 });
+    await expectBalanced();
+  });
+
+  it('gives stored value its offline-scan grace past the expiry, and forfeits value a reversal brings back', async () => {
+    const [wallet] = (await soldIds(h, cat.wallet)) as [string];
+    const { tok } = await scannerToken(h);
+    const beer = uniq();
+    expect(
+      (await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: beer, id: wallet, item: 'beer' } })).status,
+    ).toBe(200);
+    const left = Number((await idFields(h, wallet)).bal);
+    expect(left).toBeLessThan(WALLET_FACE);
+
+    await expiredAgo(wallet, 1000);
+    expect(await sweeper().sweep()).toMatchObject({ expired: 0 });
+    expect(await expiryRecords(wallet)).toEqual([]);
+
+    await expiredAgo(wallet, GRACE_MS + 1000);
+    expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: left });
+    expect(await idFields(h, wallet)).toMatchObject({ st: 'expired', bal: '0', xamt: String(left) });
+    await expectBalanced();
+
+    // The beer reversed after the forfeiture: its value comes back to the expired ID, and is forfeited in turn.
+    expect((await jsonCall(gw, 'POST', '/v1/reverse', { token: tok, body: { scan: beer } })).status).toBe(200);
+    expect(await idFields(h, wallet)).toMatchObject({ st: 'expired', bal: String(PRICE.beer) });
+    await expectBalanced();
+    expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: PRICE.beer });
+    expect(await sweeper().sweep()).toMatchObject({ expired: 0 });
+    expect((await expiryRecords(wallet)).map((r) => Number(r.amount))).toEqual([left, PRICE.beer]);
+    expect(await idFields(h, wallet)).toMatchObject({ bal: '0', xamt: String(WALLET_FACE) });
+    await expectBalanced();
+  });
+
+  it('still lets out whoever an expired ticket let in, and nobody else', async () => {
+    const [ticket, other] = (await soldIds(h, cat.ticket3, 2)) as [string, string];
+    const { tok } = await scannerToken(h);
+    const scan = (id: string, body: Record<string, unknown> = {}, scanId = uniq()): Promise<JsonAnswer> =>
+      jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: scanId, id, ...body } });
+    expect((await scan(ticket)).status).toBe(200); // one of three entries used
+    const entry = uniq();
+    expect((await scan(other, {}, entry)).status).toBe(200);
+    await expiredAgo(ticket, 1000);
+    await expiredAgo(other, 1000);
+    expect(await sweeper(0).sweep()).toMatchObject({ expired: 2, amount: 4 });
+
+    expect(await scan(ticket, { dir: 'out' })).toMatchObject({ status: 200 });
+    expect(await scan(ticket, { dir: 'out' })).toMatchObject({ status: 410, json: { error: { reason: 'expired' } } });
+    expect(await scan(ticket)).toMatchObject({ status: 410, json: { error: { reason: 'expired' } } });
+
+    // The entry reversed (nobody went in after all): nobody is inside to let out, and the entry
+    // given back is forfeited in turn.
+    expect((await jsonCall(gw, 'POST', '/v1/reverse', { token: tok, body: { scan: entry } })).status).toBe(200);
+    expect(await scan(other, { dir: 'out' })).toMatchObject({ status: 410, json: { error: { reason: 'expired' } } });
+    expect(await sweeper(0).sweep()).toMatchObject({ expired: 1, amount: 1 });
+    expect(await idFields(h, other)).toMatchObject({ bal: '0', xamt: '3' });
+    await expectBalanced();
+  });
+
+  it("counts a forfeited ticket's entries as never used when a scan on it is reversed", async () => {
+    const [ticket] = (await soldIds(h, cat.ticket3)) as [string];
+    const { tok } = await scannerToken(h);
+    const first = uniq();
+    for (const body of [{ scan: first }, { scan: uniq() }, { scan: uniq(), dir: 'out', qty: 2 }])
+      expect((await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { id: ticket, ...body } })).status).toBe(
+        200,
+      );
+    await expiredAgo(ticket, 1000);
+    expect(await sweeper(0).sweep()).toMatchObject({ expired: 1, amount: 1 });
+
+    // Two went in and out; the first entry reversed, one did: one is out, not two.
+    expect((await jsonCall(gw, 'POST', '/v1/reverse', { token: tok, body: { scan: first } })).status).toBe(200);
+    expect(await idFields(h, ticket)).toMatchObject({ st: 'expired', bal: '1', inside: '0', outq: '1' });
+    expect(await sweeper(0).sweep()).toMatchObject({ expired: 1, amount: 1 });
+    await expectBalanced();
+  });
+
+  it('lets a webhook ask for `expired`', async () => {
+    const hooked = { ...TALK, name: 'talk-exp-hooked' };
+    const hook = { url: 'https://crm.example.com/tessera', secret: 'x'.repeat(32) };
+    await expect(
+      putProducts(h.ctx.redis, [{ ...hooked, webhooks: [{ ...hook, events: ['expired'] }] }]),
+    ).resolves.toEqual([expect.objectContaining({ name: hooked.name })]);
+  });
+});
+
+describe('expiry records in export and archive', () => {
+  it('are exported with the sales, archived, and counted by the checkpoint', async () => {
+    const [id] = (await soldIds(h, TALK)) as [string];
+    await callOn(id, 3);
+    const exp = await expiredAgo(id, 1000);
+    expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 999_700 });
+    const [rec] = await expiryRecords(id);
+
+    const out = await runCliIn(h, 'export', 'sales', '--format', 'ndjson');
+    expect(out.code).toBe(0);
+    const rows = out.out
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as Record<string, string>);
+    expect(rows.filter((r) => r.type === 'expiry' && r.id === hashOf(h, id))).toEqual([
+      expect.objectContaining({
+        record: `${bucketOf(h, id)}/${rec!.record}`,
+        amount: '999700',
+        bal: '0',
+        exp: String(exp),
+      }),
+    ]);
+    const csv = await runCliIn(h, 'export', 'sales', '--format', 'csv');
+    expect(csv.out).toContain(`,${hashOf(h, id)},${TALK.name},1000000,EUR,,,,expiry,999700,`);
+
+    const before = await expectBalanced();
+    await archiveRecords(h.ctx, `${h.dir}/archive`, Date.now() + 1000);
+    expect(await expiryRecords(id)).toEqual([]);
+    const ckpt = (await h.r.hget(keys.checkpoint(bucketOf(h, id)), hashOf(h, id)))!.split(' ');
+    expect(ckpt[7]).toBe('999700');
+    const after = await expectBalanced();
+    expect(after.expired).toBe(before.expired);
+  });
+});
