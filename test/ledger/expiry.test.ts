@@ -14,8 +14,9 @@ import { putProducts } from '../../src/catalog/store';
 import { eventBody } from '../../src/hooks/payload';
 import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
-import type { Gateway } from '../../src/gateway/server';
+import { startGateway, type Gateway } from '../../src/gateway/server';
 import { runCliIn } from '../support/cli';
+import { until } from '../support/wait';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, uniq, type Harness } from '../support/harness';
 import { jsonCall, type JsonAnswer } from '../support/http';
 import { bucketOf, hashOf, idFields, idKeyOf, streamFields } from '../support/redis';
@@ -160,6 +161,19 @@ describe('expiry sweep', () => {
     await expectBalanced();
   });
 
+  it('runs on its own in a gateway, every EXPIRY_SWEEP_MS', async () => {
+    const [id] = (await soldIds(h, TALK)) as [string];
+    await callOn(id, 2);
+    await expiredAgo(id, 1000);
+    // startGateway itself: the harness' gateway() leaves the sweep to the tests.
+    const own = await startGateway({ ...h.cfg, expirySweepMs: 1000 }, createLogger('silent'), h.redis.url);
+    try {
+      await until(async () => (await expiryRecords(id)).length > 0, 10_000, 50, 'the expiry record');
+    } finally {
+      await own.close();
+    }
+    expect((await expiryRecords(id)).map((r) => r.amount)).toEqual([String(1_000_000 - 200)]);
+  });
   it('waits for a call live at the expiry to end, then forfeits what it left', async () => {
     const [id] = (await soldIds(h, TALK)) as [string];
     const call = newCall('live');
