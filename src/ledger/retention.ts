@@ -25,7 +25,7 @@ import { decodeOf, exportRow, streamOf, type RecordKind } from './export';
 import { trimArchived, type TrimStream } from './scripts';
 
 const PAGE = 1000;
-const KINDS: readonly RecordKind[] = ['calls', 'sales', 'redemptions'];
+export const KINDS: readonly RecordKind[] = ['calls', 'sales', 'redemptions'];
 const TRIM_NAME: Record<RecordKind, TrimStream> = { calls: 'cdr', sales: 'sales', redemptions: 'red' };
 
 /** How many records of each kind a run archived and trimmed. */
@@ -36,7 +36,7 @@ export const archiveFile = (dir: string, kind: RecordKind, bucket: number): stri
   join(dir, kind, `b${bucket}.ndjson`);
 
 /** Orders stream ids ("ms-seq"). */
-function compareIds(a: string, b: string): number {
+export function compareIds(a: string, b: string): number {
   const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
   const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
   return am !== bm ? (am < bm ? -1 : 1) : as === bs ? 0 : as < bs ? -1 : 1;
@@ -72,10 +72,25 @@ export class ArchiveRunning extends Error {
   }
 }
 
-/** The lock, renewed before each page; throws once it is another run's (this one stalled past its TTL). */
-async function holdLock(ctx: Context, token: string): Promise<void> {
-  if ((await ctx.redis.get(keys.archiveLock)) !== token) throw new ArchiveRunning();
-  await ctx.redis.pexpire(keys.archiveLock, ARCHIVE_LOCK_MS);
+/**
+ * Runs `work` holding ts:archive:lock (the archive, or the check of its files
+ * against the checkpoints, which a trim between its reads would fool). `hold`
+ * renews the lock; call it at least every ARCHIVE_LOCK_MS. Throws
+ * ArchiveRunning, having run nothing, while another run holds it, and from
+ * `hold` once it is another run's (this one stalled past its TTL).
+ */
+export async function withArchiveLock<T>(ctx: Context, work: (hold: () => Promise<void>) => Promise<T>): Promise<T> {
+  const token = randomUUID();
+  if ((await ctx.redis.set(keys.archiveLock, token, 'PX', ARCHIVE_LOCK_MS, 'NX')) !== 'OK') throw new ArchiveRunning();
+  try {
+    return await work(async () => {
+      if ((await ctx.redis.get(keys.archiveLock)) !== token) throw new ArchiveRunning();
+      await ctx.redis.pexpire(keys.archiveLock, ARCHIVE_LOCK_MS);
+    });
+  } finally {
+    // Released only if still ours: a run that lost it must not free the next run's.
+    if ((await ctx.redis.get(keys.archiveLock)) === token) await ctx.redis.del(keys.archiveLock);
+  }
 }
 
 /**
@@ -84,17 +99,15 @@ async function holdLock(ctx: Context, token: string): Promise<void> {
  * ArchiveRunning, having touched nothing, while another run is at work.
  */
 export async function archiveRecords(ctx: Context, dir: string, before: number): Promise<ArchiveCounts> {
-  const token = randomUUID();
-  if ((await ctx.redis.set(keys.archiveLock, token, 'PX', ARCHIVE_LOCK_MS, 'NX')) !== 'OK') throw new ArchiveRunning();
-  try {
-    return await archiveLocked(ctx, dir, before, token);
-  } finally {
-    // Released only if still ours: a run that lost it must not free the next run's.
-    if ((await ctx.redis.get(keys.archiveLock)) === token) await ctx.redis.del(keys.archiveLock);
-  }
+  return withArchiveLock(ctx, (hold) => archiveLocked(ctx, dir, before, hold));
 }
 
-async function archiveLocked(ctx: Context, dir: string, before: number, token: string): Promise<ArchiveCounts> {
+async function archiveLocked(
+  ctx: Context,
+  dir: string,
+  before: number,
+  hold: () => Promise<void>,
+): Promise<ArchiveCounts> {
   const counts: ArchiveCounts = { calls: 0, sales: 0, redemptions: 0 };
   for (const kind of KINDS) {
     const kindDir = join(dir, kind);
@@ -107,7 +120,7 @@ async function archiveLocked(ctx: Context, dir: string, before: number, token: s
         for (;;) {
           const page = await ctx.redis.xrange(key, '-', `(${before}-0`, 'COUNT', PAGE);
           if (page.length === 0) break;
-          await holdLock(ctx, token);
+          await hold();
           if (fd === undefined) {
             fd = openSync(archiveFile(dir, kind, b), 'a+', 0o600);
             last = lastArchived(fd);

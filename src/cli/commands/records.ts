@@ -1,4 +1,5 @@
-/** The records Redis keeps: the conservation audit over them, and their export. */
+/** The records Redis keeps: the conservation audit over them (and their archive), their export and archive. */
+import { checkArchive, SUMS, type ArchiveReport } from '../../ledger/archive-check';
 import { audit } from '../../ledger/audit';
 import { exportRecords } from '../../ledger/export';
 import { ArchiveRunning, archiveRecords } from '../../ledger/retention';
@@ -10,16 +11,28 @@ const UNIT_MS = { d: 86_400_000, h: 3_600_000, m: 60_000, s: 1000 } as const;
 export const recordCommands: Record<'audit' | 'export' | 'archive', Command> = {
   audit: {
     summary:
-      'conservation check, from Redis alone: for every ID, value sold + top-ups = balance + calls + redemptions + refunds + vouchers sent + expired (value left at expiry, forfeited); exit 1 on any difference',
-    usage: '[--json] [--max N]',
+      'conservation check, from Redis alone: for every ID, value sold + top-ups = balance + calls + redemptions + refunds + vouchers sent + expired (value left at expiry, forfeited); with --archive DIR, also that the archive files under DIR add up, per ID, to the checkpoints of the records archive trimmed (each line a record of its bucket, none twice); exit 1 on any difference',
+    usage: '[--json] [--max N] [--archive DIR]',
     async run(cli) {
       const { values } = parseOptions(cli, {
         json: { type: 'boolean', default: false },
         max: { type: 'string', default: '50' },
+        archive: { type: 'string' },
       });
       const max = intArg(values.max, '--max');
-      const r = await audit(await cli.ctx());
-      if (values.json) process.stdout.write(JSON.stringify({ ...r, ok: r.problems.length === 0 }) + '\n');
+      const ctx = await cli.ctx();
+      let a: ArchiveReport | undefined;
+      if (values.archive !== undefined) {
+        try {
+          a = await checkArchive(ctx, values.archive);
+        } catch (err) {
+          if (err instanceof ArchiveRunning) return outcome(cli, { ok: false, reason: err.reason });
+          throw err;
+        }
+      }
+      const r = await audit(ctx);
+      const ok = r.problems.length === 0 && (a?.problems.length ?? 0) === 0;
+      if (values.json) process.stdout.write(JSON.stringify({ ...r, ...(a && { archive: a }), ok }) + '\n');
       else {
         const n = (v: number): string => v.toLocaleString('en');
         process.stdout.write(
@@ -36,8 +49,28 @@ export const recordCommands: Record<'audit' | 'export' | 'archive', Command> = {
         process.stdout.write(
           r.problems.length === 0 ? 'audit: ok, every ID balances\n' : `audit: ${wrong} ID(s) do not balance\n`,
         );
+        if (a) {
+          process.stdout.write(
+            `archive ${values.archive}: ${n(a.files)} file(s), ${n(a.records)} record(s) against ${n(a.ids)} checkpointed ID(s)${a.inRedis ? `; ${n(a.inRedis)} more still in Redis, not trimmed yet` : ''}\n`,
+          );
+          for (const p of a.problems.slice(0, max)) {
+            const where =
+              p.id !== undefined ? `bucket ${p.bucket} id ${p.id}` : `${p.file}${p.line ? ` line ${p.line}` : ''}`;
+            const sums = SUMS.filter((k) => p.archived?.[k] !== p.checkpoint?.[k]).map(
+              (k) => `${k} archived ${p.archived![k]}, checkpoint ${p.checkpoint![k]}`,
+            );
+            process.stdout.write(`  ${where}: ${p.problem}${sums.length ? `; ${sums.join('; ')}` : ''}\n`);
+          }
+          if (a.problems.length > max)
+            process.stdout.write(`  … and ${a.problems.length - max} more (--max, --json)\n`);
+          process.stdout.write(
+            a.problems.length === 0
+              ? 'archive: ok, every checkpoint is what its archived records add up to\n'
+              : `archive: ${a.problems.length} problem(s)\n`,
+          );
+        }
       }
-      return r.problems.length === 0 ? 0 : 1;
+      return ok ? 0 : 1;
     },
   },
   export: {
