@@ -143,6 +143,7 @@ export async function startGateway(
   const stopServices = async (): Promise<void> => {
     clearInterval(holdSweep);
     s.reaper.stop();
+    s.metering.locator.stop();
     await s.hooks.stop();
     s.expiring.stop();
     s.expiry.stop();

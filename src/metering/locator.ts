@@ -2,7 +2,10 @@
  * Ticks and stops name only the call, but a call's session lives in its ID's
  * bucket. The start writes a small index (call -> ID key, in the call's own
  * bucket) so that any gateway, including one that never saw the start, can find
- * the call; a bounded in-process map saves that lookup on every later tick.
+ * the call; an in-process map saves that lookup on every later tick. The map
+ * keeps only calls seen lately: a call whose stop never reaches this gateway
+ * (reaped, stopped under another token name or on another gateway) would
+ * otherwise stay in it for good. A call forgotten costs one GET at its next tick.
  */
 import type { IdKeys } from '../ids/secrets';
 import type { RedisClient } from '../redis/connect';
@@ -12,10 +15,19 @@ import type { Scripts } from '../redis/scripts';
 import { callKeyOf, callKeysFor, type CallKeys } from './call-keys';
 import { callClaims, type ClaimItem } from './scripts';
 
+type Calls = Map<string, Map<string, CallKeys>>;
+
 export class CallLocator {
-  /** switch -> call -> keys: looked up per tick without building a key string. */
-  private readonly cache = new Map<string, Map<string, CallKeys>>();
-  private size = 0;
+  /**
+   * switch -> call -> keys, looked up per tick without building a key string: the calls seen
+   * since the last turn (`recent`) and in the turn before (`older`). Each turn forgets `older`,
+   * so a call unseen for two turns is gone, and the map empties once traffic stops.
+   */
+  private recent: Calls = new Map();
+  private older: Calls = new Map();
+  /** Calls in both. */
+  private count = 0;
+  private readonly turns: NodeJS.Timeout;
   /** Claims wait here for their index bucket's next call_claim (group commit, as ticks do). */
   private readonly claims: GroupCommit<ClaimItem>;
 
@@ -24,6 +36,8 @@ export class CallLocator {
     scripts: Scripts,
     private readonly ids: IdKeys,
     private readonly ttlSec: number,
+    /** How long a turn lasts: a call unseen for twice this is forgotten. */
+    turnMs: number,
     private readonly maxCached = 500_000,
     maxClaimsPerScript = 64,
   ) {
@@ -32,6 +46,17 @@ export class CallLocator {
       (_bucket, batch, settled) => callClaims(scripts, batch, this.ttlSec, settled),
       maxClaimsPerScript,
     );
+    this.turns = setInterval(() => this.turn(), turnMs);
+    this.turns.unref();
+  }
+
+  /** Calls this gateway keeps in memory. */
+  get size(): number {
+    return this.count;
+  }
+
+  stop(): void {
+    clearInterval(this.turns);
   }
 
   /** The index key of a switch's call (in the call key's own bucket). */
@@ -77,7 +102,12 @@ export class CallLocator {
   }
 
   cached(sw: string, call: string): CallKeys | undefined {
-    return this.cache.get(sw)?.get(call);
+    const hit = this.recent.get(sw)?.get(call);
+    if (hit) return hit;
+    const old = this.older.get(sw)?.get(call);
+    // Seen again: it stays for this turn and the next.
+    if (old) this.put(sw, call, old);
+    return old;
   }
 
   /** Local map first, then the index in Redis; undefined when no gateway ever started this call. */
@@ -93,18 +123,35 @@ export class CallLocator {
   }
 
   forget(sw: string, call: string): void {
-    if (this.cache.get(sw)?.delete(call)) this.size--;
+    this.drop(this.recent, sw, call);
+    this.drop(this.older, sw, call);
   }
 
   private put(sw: string, call: string, ck: CallKeys): void {
-    // Calls whose stop never came would otherwise pile up; the index in Redis still answers.
-    if (this.size >= this.maxCached) {
-      this.cache.clear();
-      this.size = 0;
+    this.drop(this.older, sw, call);
+    // A burst of calls within one turn: the index in Redis still answers.
+    if (this.count >= this.maxCached) {
+      this.recent.clear();
+      this.older.clear();
+      this.count = 0;
     }
-    let calls = this.cache.get(sw);
-    if (!calls) this.cache.set(sw, (calls = new Map<string, CallKeys>()));
-    if (!calls.has(call)) this.size++;
+    let calls = this.recent.get(sw);
+    if (!calls) this.recent.set(sw, (calls = new Map<string, CallKeys>()));
+    if (!calls.has(call)) this.count++;
     calls.set(call, ck);
+  }
+
+  private drop(gen: Calls, sw: string, call: string): void {
+    const calls = gen.get(sw);
+    if (!calls?.delete(call)) return;
+    this.count--;
+    if (calls.size === 0) gen.delete(sw);
+  }
+
+  /** Forgets the calls not seen since the turn before. */
+  private turn(): void {
+    for (const calls of this.older.values()) this.count -= calls.size;
+    this.older = this.recent;
+    this.recent = new Map();
   }
 }

@@ -139,7 +139,9 @@ export class Metering {
     maxTicksPerScript = 64,
     maxCallsPerScript = 32,
   ) {
-    this.locator = new CallLocator(redis, scripts, ids, cfg.sessionTtlSec);
+    // A ticking call is seen several times per STALE_AFTER_MS: one forgotten went quiet, or lives
+    // on elsewhere (a quota call's updates, further apart, then cost the index's GET each).
+    this.locator = new CallLocator(redis, scripts, ids, cfg.sessionTtlSec, cfg.staleAfterMs);
     this.guesses = new SwitchGuesses(redis, ids, cfg, () => metrics.switchThrottled.inc());
     this.liveRefreshMs = Math.min(2000, Math.floor(cfg.staleAfterMs / 3));
     this.ticks = new GroupCommit(redis, this.billTicks, maxTicksPerScript);
