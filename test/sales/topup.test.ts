@@ -738,6 +738,19 @@ describe('the check page', () => {
     expect(await balanceOf(h, o.id)).toBe(3_000_000);
   });
 
+  it("counts the page's unknown vouchers by the ID: no key names the link's secret tag", async () => {
+    const o = await owned();
+    const grant = fieldOf(o.page.text, 'grant');
+    const r = await postPageForm(gw, `${o.path}/voucher`, { grant, voucher: generateId(h.cfg.idLength) }, o.session);
+    expect(r.status).toBe(404);
+    const client = `vch:chk:${hashOf(h, o.id)}`;
+    expect(await h.r.keys('ts:*:guess:vch:*')).toContain(keys.guesses(h.ctx.ids.bucketOf(client), client));
+    // The link is the ID hash and its tag: Redis keeps only a keyed hash of the tag (the ID's `chk`).
+    const tag = o.path.split('/').pop()!.slice(32);
+    expect(tag).toMatch(/^[0-9a-f]{32}$/);
+    expect((await h.r.keys('*')).filter((k) => k.includes(tag))).toEqual([]);
+  });
+
   it('offers no recharge for a product that forbids it', async () => {
     const r = await buy(gw, salesTok, newKey(), FIXED.name, buyer, PIN);
     const path = new URL(r.json.checkUrl).pathname;

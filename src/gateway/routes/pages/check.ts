@@ -9,6 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { aniTermsOf } from '../../../ledger/anis';
+import { idHashOfKey } from '../../../redis/keys';
 import { messageOf, statusOf } from '../../../protocol/reasons';
 import { BuyForm } from '../../../protocol/sales';
 import { CARD_PIN } from '../../../sales/purchase';
@@ -310,9 +311,11 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     );
   }
 
-  rechargeRoute('voucher', async (loc, f, token) => {
+  rechargeRoute('voucher', async (loc, f) => {
     const voucher = digitsField(f, 'voucher').replace(/-/g, '');
-    const r = await d.topups.voucherInto(loc, voucher, 'web', `chk:${token}`);
+    // Counted by the link's ID, not by the link: its counter is a key in Redis, and the link's tag is a
+    // secret Redis keeps only a keyed hash of.
+    const r = await d.topups.voucherInto(loc, voucher, 'web', `chk:${idHashOfKey(loc.key)}`);
     if (r.ok) return r;
     return { ...r, message: voucherRefusal(r.reason), focus: 'voucher' };
   });
