@@ -14,6 +14,27 @@ import { replicated } from '../redis/replication';
 import type { PaymentProvider } from './provider';
 import { claimLate, claimPurchase, setLease, type ClaimTerms, type LateWatch, type PurchaseClaim } from './scripts';
 
+/** How often a lease Redis refused to take back is offered again (handBackLater). */
+const HAND_BACK_RETRY_MS = 250;
+
+/**
+ * Hands an ended attempt's lease back once Redis takes the write. Refused at the attempt's end
+ * (Redis failing over, the record's slot being moved, memory full), the lease would keep every
+ * retry at 409 `in_progress` for the rest of PURCHASE_LEASE_MS although nothing runs any more.
+ * Offered again until it is taken or the lease is over anyway; a lease another attempt has
+ * taken since is not this one's to touch (setLease answers false and changes nothing).
+ */
+function handBackLater(scripts: Context['scripts'], key: string, owner: string, leaseEnd: number): void {
+  const again = (): void => {
+    if (Date.now() >= leaseEnd) return;
+    void setLease(scripts, key, owner, 0).then(
+      () => undefined,
+      () => void setTimeout(again, HAND_BACK_RETRY_MS).unref(),
+    );
+  };
+  setTimeout(again, HAND_BACK_RETRY_MS).unref();
+}
+
 /** A record's fields every kind has: its state, the request's fingerprint, its terms and payment, the refusal. */
 export interface PaymentRecord {
   st: string;
@@ -139,7 +160,10 @@ export class PaymentRecords<R extends PaymentRecord> {
         return await fn();
       } finally {
         clearInterval(renew);
-        await setLease(scripts, key, owner, 0);
+        await setLease(scripts, key, owner, 0).catch((err: unknown) => {
+          handBackLater(scripts, key, owner, Date.now() + leaseMs);
+          throw err;
+        });
       }
     };
     return { state, own };

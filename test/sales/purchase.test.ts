@@ -469,6 +469,35 @@ describe('idempotent retries', () => {
     expect(await usedCredit(h, m.card)).toBe(1_000_000);
   });
 
+  it('an attempt that could not hand its lease back at its end (Redis refused the write) hands it back later', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('handback');
+    await setFaults(h, { latencyMs: 1500 });
+    try {
+      // A lease that outlasts the test: only its attempt can end it, or every retry is in_progress.
+      await withGateway(h, { purchaseLeaseMs: 600_000 }, async (g) => {
+        const record = purchaseRecord(key);
+        const first = buy(g, salesTok, key, 'talk-i', m);
+        await until(async () => (await h.r.hget(record, 'st')) === 'authorizing');
+        // Memory full while the card company answers: neither the authorization nor the hand-back
+        // of the lease can be written (as in a failover, or while the record's slot is moved).
+        await h.r.config('SET', 'maxmemory', '1');
+        try {
+          expect((await first).status).toBe(503);
+        } finally {
+          await h.r.config('SET', 'maxmemory', '0');
+        }
+        await setFaults(h, NO_FAULTS);
+        let retry = await buy(g, salesTok, key, 'talk-i', m);
+        await until(async () => (retry = await buy(g, salesTok, key, 'talk-i', m)).status !== 409, 20_000, 50);
+        expect(retry.status).toBe(200);
+      });
+    } finally {
+      await setFaults(h, NO_FAULTS);
+    }
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
+  });
+
   /**
    * The purchase `key` of `name`, whose first attempt stalls past its lease while the card company
    * authorizes (each call takes long enough for both attempts to be at work at once), and the retry
