@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
-import { Wire, type Got, type Msg } from '../support/ws-client';
+import { Client, Wire, type Got, type Msg } from '../support/ws-client';
 import type { Gateway } from '../../src/gateway/server';
 import { pack } from 'msgpackr';
 
@@ -567,5 +567,23 @@ describe('overloaded', () => {
     for (let i = 0; i < n; i++) expect(w.withRef(`burst-${i}`)).toHaveLength(1);
     await alive(w, false);
     await w.close();
+  });
+});
+
+describe('a ref used again', () => {
+  // Refs are the switch's to choose: nothing deduplicates by them. The test client's request()
+  // takes the answer that comes after its request, never an earlier one to the same ref.
+  it('is answered again, by what the new request asks', async () => {
+    const c = await Client.connect(gw.port, tok);
+    try {
+      expect(await c.request({ op: 'ping', ref: 'again' })).toMatchObject({ op: 'pong', ref: 'again' });
+      expect(await c.request({ op: 'tick', ref: 'again', call: 'never-started', sec: 1 })).toMatchObject({
+        op: 'error',
+        ref: 'again',
+        reason: 'unknown_call',
+      });
+    } finally {
+      await c.close();
+    }
   });
 });

@@ -183,10 +183,14 @@ export class Client extends WsClient {
     return (await this.arrival(pred, 0, timeoutMs)).msg;
   }
 
-  /** Sends a request with a ref and waits for the reply with that ref (alerts and cut-offs carry none). */
+  /**
+   * Sends a request with a ref and waits for the reply with that ref (alerts and cut-offs carry none)
+   * that arrives after it: an earlier answer to the same ref is not this request's.
+   */
   async request(m: Msg, timeoutMs?: number): Promise<Msg> {
+    const from = this.got.length;
     this.send(m);
-    return this.waitFor(isAnswer(m.ref), timeoutMs);
+    return (await this.arrival(isAnswer(m.ref), from, timeoutMs)).msg;
   }
 }
 
