@@ -245,10 +245,12 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
   if evkey and (alerts ~= '' or emptied) then charge_events(evkey, ikey, skey, now, bal, left, alerts, emptied) end
   local cut = cut0
   if cut == '' then
-    if fin and gnt <= sec then
-      cut = 'exhausted'
-    elseif st == 'blocked' then
+    -- The block first: a blocked ID's call reaching its grant on the same tick is ended, not
+    -- sent to the top-up line as an exhausted one would be.
+    if st == 'blocked' then
       cut = 'blocked'
+    elseif fin and gnt <= sec then
+      cut = 'exhausted'
     end
   end
   local fresh = 0

@@ -12,6 +12,7 @@ import { cdrsOf, connectSwitch, msgs, newCall, range } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
 import type { Product } from '../../src/catalog/schema';
 import { setIdState } from '../../src/ledger/ids';
+import { putProducts } from '../../src/catalog/store';
 
 let h: Harness;
 let gw: Gateway;
@@ -109,6 +110,29 @@ describe('cut-offs are counted once', () => {
     expect(await cutoffs('exhausted')).toBe(beforeE);
     await c.request({ op: 'stop', ref: ref(), call, sec: 4 });
     expect(await cutoffs('blocked')).toBe(beforeB + 1);
+  });
+
+  it('a blocked ID whose next tick also reaches the final grant is cut blocked, never redirected', async () => {
+    const product = talkProduct({
+      name: 'redir-1000',
+      face: 1000,
+      price: 1000,
+      thresholds: [],
+      finalAction: 'redirect',
+      redirectTo: '+18005550100',
+    });
+    await putProducts(h.ctx.redis, [product]);
+    await gw.catalog.refresh();
+    for (const sec of [10, 12]) {
+      const { id, call } = await begin(product);
+      expect(await setIdState(h.ctx, id, 'block', 'test')).toEqual({ ok: true, state: 'blocked' });
+      // The first tick since the block lands on (or past) the end of the final grant.
+      const at = await c.request({ op: 'tick', ref: ref(), call, sec });
+      expect(at).toMatchObject({ op: 'ticked', final: true });
+      expect(at.redirect).toBeUndefined();
+      expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'blocked', action: 'terminate' }]);
+      await c.request({ op: 'stop', ref: ref(), call, sec });
+    }
   });
 });
 
