@@ -31,7 +31,9 @@ local function late_credit(skey, ikey, cdr, now, sec, c, t, used, billed)
   undo = undo + disc
   local short = tonumber(c[5])
   local forgiven, back, after = undo_charge(ikey, short, undo)
-  local bal = after or tonumber(c[2])
+  -- All forgiven, nothing back: the balance is as it is now, not as the reaper left it (a top-up,
+  -- another call or a stop under another name may have moved it since).
+  local bal = after or tonumber(redis.call('HGET', ikey, 'bal')) or 0
   local m = redis.call('HMGET', skey, 'sw', 'call', 'idh', 'dest')
   local rec = redis.call('XADD', cdr, '*',
     'switch', m[1], 'call', m[2], 'id', m[3], 'dest', m[4],

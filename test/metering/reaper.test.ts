@@ -349,6 +349,25 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
     expect(await cdrsOf(h, id, call)).toHaveLength(2);
   });
 
+  it('a late stop whose give-back is all forgiven answers the balance as it is now, not as reaped', async () => {
+    // The seeded product: 1,000,000 at 100/s is 10,000 s, top-ups allowed.
+    const { id, call } = await begin(c);
+    // Past its final grant: the 10,000 s paid, 200 short.
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 10_002 })).toMatchObject({ balance: 0 });
+    await until(async () => (await gw.reaper.sweep()) === 1, 3000);
+    expect(await gw.topups.operator(id, 500, 'goodwill')).toMatchObject({ ok: true, balance: 500 });
+    // Its last tick raced the hang-up by a second: the 100 given back is forgiven, the top-up untouched.
+    const first = { op: 'stopped', call, billedSec: 10_001, cost: 1_000_000, balance: 500 };
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 10_001 })).toMatchObject(first);
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 10_001 })).toMatchObject(first);
+    expect(await cdrsOf(h, id, call)).toMatchObject([
+      { cause: 'stale', sec: '10002', cost: '1000000', short: '200', bal: '0' },
+      { cause: 'late', sec: '-1', cost: '0', short: '-100', bal: '500' },
+    ]);
+    expect(await idFields(h, id)).toMatchObject({ bal: '500', free: '500' });
+    expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+
   it("gateways' clocks a minute apart neither reap a ticking call nor keep a silent one", async () => {
     // Ticks billed by a gateway whose clock is a minute slow (every tick refreshes the live set)…
     const { id, call } = await begin(c);
