@@ -19,7 +19,8 @@ ARGV[9]  ANI hash when the stop named the caller number instead of the ID, else 
 ARGV[10..] pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
           tariff in every plan that has one; the ID's plan picks.
 Returns {'ok', billedSec, cost, balance, recordId, duplicate(0|1), short (the new record's; 0 for a
-repeat)} or {'err', reason}.
+repeat)} or {'err', reason}: call_conflict when the session is there after all (a stop of the
+call that missed it) with another ID or destination than the stop names, as call_stop refuses it.
 The call is rated from the stop: the destination's tariff in the ID's plan for the
 seconds reported. What is free of the balance pays; the rest is kept as `short`; the
 record's cause is `recovered`. The closed session answers repeated stops.
@@ -42,7 +43,9 @@ local now = tonumber(ARGV[1])
 local sec = tonumber(ARGV[2])
 local s = read_session(KEYS[1])
 if s[S_ST] then
-  if s[S_ID] ~= KEYS[2] then return { 'err', 'call_conflict' } end
+  -- Another ID or destination is another call, as call_stop refuses it: a stop that missed the
+  -- session (a stop of the same call resent in the same frame, recovered just before) is no repeat.
+  if s[S_ID] ~= KEYS[2] or redis.call('HGET', KEYS[1], 'dest') ~= ARGV[8] then return { 'err', 'call_conflict' } end
   if s[S_ST] == 'closed' then return late_stop(s, KEYS[1], KEYS[2], KEYS[4], now, sec, KEYS[5]) end
   -- The session is there after all: an ordinary stop.
   return stop_live(s, KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], tonumber(ARGV[4]), KEYS[5], KEYS[6])

@@ -92,6 +92,21 @@ describe('a stop for a call whose session is gone', () => {
     });
   });
 
+  it('resent in the same frame naming another destination: call_conflict, as once the first is answered', async () => {
+    const [id] = await soldIds(h, TALK);
+    const call = newCall();
+    // Both miss the call and go to be recovered; the second finds the session the first wrote.
+    const [first, other] = await c.requestAll([
+      { op: 'stop', ref: ++refs, call, sec: 30, id, dest: DEST449 },
+      { op: 'stop', ref: ++refs, call, sec: 30, id, dest: DEST },
+    ]);
+    expect(first).toMatchObject({ op: 'stopped', billedSec: 30, cost: 35_000 });
+    expect(other).toMatchObject({ op: 'error', reason: 'call_conflict' });
+    expect(await stop({ call, sec: 30, id, dest: DEST })).toMatchObject({ op: 'error', reason: 'call_conflict' });
+    expect(await cdrsOf(h, id!, call)).toHaveLength(1);
+    expect(await balanceOf(h, id!)).toBe(TALK.face - 35_000);
+  });
+
   it('its destination read as a start reads it: +449… and 00449… are rated as 449…, a trunk 0 is refused', async () => {
     for (const dest of ['+' + DEST449, '00' + DEST449]) {
       const [id] = await soldIds(h, TALK);
