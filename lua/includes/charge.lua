@@ -291,9 +291,10 @@ local function charge_steady(s, t, gs, ikey, sec, used)
     if s[S_FIN] ~= '1' then return idf end
     left = gnt - sec
   else
-    -- No re-grant is due (charge()'s rule: a final grant is re-granted once a second is free);
-    -- the seconds all the money left buys, as tariff_afford counts them.
-    if gs == 0 or gnt - sec < math.ceil(gs / 2) or (s[S_FIN] == '1' and avail >= rate) then return idf end
+    -- No re-grant is due (charge()'s rule: a final grant is re-granted as soon as anything is
+    -- free, even less than a second: with what the reservation holds over its grant it may buy
+    -- one); the seconds all the money left buys, as tariff_afford counts them.
+    if gs == 0 or gnt - sec < math.ceil(gs / 2) or s[S_FIN] == '1' then return idf end
     left = (res + avail - (res + avail) % rate) / rate
   end
   if s[S_THR] ~= '' and left <= threshold_head(s[S_THR]) then return idf end

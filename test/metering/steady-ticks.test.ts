@@ -27,14 +27,14 @@ const T0 = Date.UTC(2027, 0, 4, 9, 0);
 const IN_2100 = Date.UTC(2100, 0, 1);
 const REFRESH_MS = 2000;
 
-/** A step of a scenario: call `c` reports `sec` (tick or stop) at T0 + `at` ms; or the ID is blocked. */
+/** A step of a scenario: call `c` reports `sec` (tick or stop) at T0 + `at` ms; or the ID is blocked, or topped up. */
 interface Report {
   c: number;
   op: 'tick' | 'stop';
   sec: number;
   at: number;
 }
-type Step = Report | { op: 'block' };
+type Step = Report | { op: 'block' } | { op: 'topup'; amount: number };
 
 interface Twin {
   id: string;
@@ -85,6 +85,11 @@ async function open(product: TalkProduct, desc: string, calls: number, mode: 'ti
 
 async function step(t: Twin, s: Step): Promise<unknown> {
   if (s.op === 'block') return h.r.hset(idKeyOf(h, t.id), 'st', 'blocked');
+  // As lua/topup.lua credits it: to the balance, and free at once.
+  if (s.op === 'topup') {
+    await h.r.hincrby(idKeyOf(h, t.id), 'bal', s.amount);
+    return h.r.hincrby(idKeyOf(h, t.id), 'free', s.amount);
+  }
   const ck = t.calls[s.c]!;
   if (s.op === 'tick') return tickAt(ck, s.sec, T0 + s.at);
   return callStop(h.ctx.scripts, ck, T0 + s.at, s.sec, 'normal', 60);
@@ -167,6 +172,17 @@ describe('the steady tick bills as charge() does', () => {
       { op: 'block' },
       ...ticks(0, 21, 23),
       { c: 0, op: 'stop', sec: 24, at: 24_200 },
+    ]);
+  });
+
+  it('a final grant is re-granted by a top-up smaller than a second that its reservation makes up', async () => {
+    // 4321 at 100 a second, two calls allowed: the call holds all of it, 43 s and 21 over, final.
+    // 79 more make the 44th second: the next tick re-grants it, as charge() does for anything free.
+    await twins({ face: 4321, price: 4321, maxCalls: 2, grantSec: 60 }, { rate: 100, fee: 0, disc: 0 }, 1, [
+      ...ticks(0, 0, 2),
+      { op: 'topup', amount: 79 },
+      ...ticks(0, 3, 44),
+      { c: 0, op: 'stop', sec: 44, at: 44_200 },
     ]);
   });
 
