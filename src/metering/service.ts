@@ -346,10 +346,13 @@ export class Metering {
     const key = callKeyOf(sw, call);
     // A stop right behind its call's start waits for it: run first, a stop that names the ID
     // and destination would be billed as a lost call's, and the start then refused call_ended.
-    const start = this.starting.get(key);
+    // So does one behind another stop of the call (resent in the same frame, or before the first
+    // was answered): run beside it, both could miss the call and be recovered each on its own,
+    // the second never checked against the session the first found or wrote.
+    const before: Promise<unknown> | undefined = this.stopping.get(key) ?? this.starting.get(key);
     const go = (): Promise<StopResult> => this.stopNow(...args);
     // Marked before anything is awaited: ticks that arrive from now on wait for it (tick()).
-    return underWay(this.stopping, key, start ? start.then(go, go) : go());
+    return underWay(this.stopping, key, before ? before.then(go, go) : go());
   }
 
   private async stopNow(...[sw, call, sec, cause, lost]: StopCall): Promise<StopResult> {

@@ -15,6 +15,8 @@ import type { Client } from '../support/ws-client';
 import { metricsText, sample } from '../support/metrics';
 import { audit } from '../../src/ledger/audit';
 import { cdrsOf, connectSwitch, newCall, startAt } from './fixtures';
+import { callKeyOf, callKeysFor } from '../../src/metering/call-keys';
+import { callRecover } from '../../src/metering/scripts';
 
 let h: Harness;
 let gw: Gateway;
@@ -105,6 +107,53 @@ describe('a stop for a call whose session is gone', () => {
     expect(await stop({ call, sec: 30, id, dest: DEST })).toMatchObject({ op: 'error', reason: 'call_conflict' });
     expect(await cdrsOf(h, id!, call)).toHaveLength(1);
     expect(await balanceOf(h, id!)).toBe(TALK.face - 35_000);
+  });
+
+  it('a stop that missed the session its script then finds: another destination is call_conflict', async () => {
+    // What a stop that raced another (on another gateway) sees: call_recover finds the session.
+    const [id] = await soldIds(h, TALK);
+    const { hash } = h.ctx.ids.hash(id!);
+    const sw = newCall('sw');
+    const call = newCall();
+    const ck = callKeysFor(idKeyOf(h, id!), callKeyOf(sw, call));
+    const recover = (dest: string, desc: string): ReturnType<typeof callRecover> =>
+      callRecover(h.ctx.scripts, ck, {
+        now: Date.now(),
+        sec: 30,
+        cause: 'normal',
+        ttlSec: 60,
+        sw,
+        call,
+        idHash: hash,
+        dest,
+        aniHash: '',
+        rates: [TALK.plan, desc],
+      });
+    expect(await recover(DEST449, '1000 5000 1 1 0 0 0')).toMatchObject({ ok: true, cost: 35_000, duplicate: false });
+    expect(await recover(DEST, '100 0 1 1 0 0 0')).toEqual({ ok: false, reason: 'call_conflict' });
+    expect(await recover(DEST449, '1000 5000 1 1 0 0 0')).toMatchObject({ ok: true, cost: 35_000, duplicate: true });
+    expect(await balanceOf(h, id!)).toBe(TALK.face - 35_000);
+  });
+
+  it('resent in the same frame naming another ID: call_conflict, that ID not billed for a lost call', async () => {
+    // Two IDs whose calls live in different buckets: the second stop's own recovery would find
+    // no session of this call where it looks.
+    const ids = await soldIds(h, TALK, 8);
+    const id = ids[0]!;
+    const other = ids.find((x) => h.ctx.ids.hash(x).bucket !== h.ctx.ids.hash(id).bucket)!;
+    expect(other).toBeDefined();
+    const call = newCall();
+    const [first, second] = await c.requestAll([
+      { op: 'stop', ref: ++refs, call, sec: 30, id, dest: DEST449 },
+      { op: 'stop', ref: ++refs, call, sec: 30, id: other, dest: DEST449 },
+    ]);
+    expect(first).toMatchObject({ op: 'stopped', billedSec: 30, cost: 35_000 });
+    expect(second).toMatchObject({ op: 'error', reason: 'call_conflict' });
+    // Resent on its own, the same answer: the call id is this name's call of the first ID.
+    expect(await stop({ call, sec: 30, id: other, dest: DEST449 })).toMatchObject({ reason: 'call_conflict' });
+    expect(await balanceOf(h, other)).toBe(TALK.face);
+    expect(await cdrsOf(h, other, call)).toEqual([]);
+    expect(await cdrsOf(h, id, call)).toHaveLength(1);
   });
 
   it('its destination read as a start reads it: +449… and 00449… are rated as 449…, a trunk 0 is refused', async () => {
