@@ -164,7 +164,9 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
         upd[#upd + 1] = 'short'
         upd[#upd + 1] = int(tonumber(redis.call('HGET', skey, 'short')) + short)
       end
-      regrant = fromAvail > 0
+      -- Seconds paid from what is free move the grant with them, but for a blocked ID, which
+      -- gets no more grant: its call is cut where the block found its grant.
+      regrant = fromAvail > 0 and st ~= 'blocked'
     end
   end
   -- A repeated or backward report changes nothing: the call is where its highest report put it.

@@ -134,6 +134,24 @@ describe('cut-offs are counted once', () => {
       await c.request({ op: 'stop', ref: ref(), call, sec });
     }
   });
+
+  it("a blocked ID's call gets no more grant, even for seconds it talked past it paid from what is free", async () => {
+    // Two calls allowed: the call holds a 60 s slice, the rest of the balance is free.
+    const product = talkProduct({ name: 'duo-block', maxCalls: 2, thresholds: [] });
+    await putProducts(h.ctx.redis, [product]);
+    await gw.catalog.refresh();
+    const { id, call, started } = await begin(product);
+    expect(started).toMatchObject({ grant: 60, final: false });
+    expect(await setIdState(h.ctx, id, 'block', 'test')).toEqual({ ok: true, state: 'blocked' });
+    // Past its grant: the 61st second is paid from what is free, as any second is billed.
+    const cut = { op: 'ticked', balance: 1_000_000 - 6100, grant: 60, secLeft: 0, final: true };
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 61 })).toMatchObject(cut);
+    expect(await c.request({ op: 'tick', ref: ref(), call, sec: 61 })).toMatchObject(cut);
+    expect(msgs(c, call, 'cutoff')).toEqual(
+      Array.from({ length: 2 }, () => ({ op: 'cutoff', call, reason: 'blocked', action: 'terminate' })),
+    );
+    expect(await c.request({ op: 'stop', ref: ref(), call, sec: 61 })).toMatchObject({ cost: 6100 });
+  });
 });
 
 describe('cut as soon as a second can no longer be paid', () => {
