@@ -25,7 +25,15 @@ import type { Context } from '../app/context';
 import { keys } from '../redis/keys';
 import { decodeOf, exportRow, streamOf, type RecordKind } from './export';
 import { readStream } from './records';
-import { archiveFile, compareIds, KINDS, readCheckpoint, withArchiveLock, type Carried } from './retention';
+import {
+  archiveFile,
+  compareIds,
+  KINDS,
+  noneCarried,
+  readCheckpoint,
+  withArchiveLock,
+  type Carried,
+} from './retention';
 
 export interface ArchiveProblem {
   /** The bucket of the checkpoint or the file (none for a file of a bucket this system does not have). */
@@ -55,17 +63,6 @@ export interface ArchiveReport {
 
 /** The checkpoint's sums, in its order. */
 export const SUMS = ['sold', 'sales', 'calls', 'redeemed', 'refunded', 'topups', 'vouchers', 'expired'] as const;
-
-const zero = (): Carried => ({
-  sold: 0,
-  sales: 0,
-  calls: 0,
-  redeemed: 0,
-  refunded: 0,
-  topups: 0,
-  vouchers: 0,
-  expired: 0,
-});
 
 /** What a sales record adds to, by its type, and from which field; any other type is a sale (face to sold). */
 const SALES = new Map<string, [keyof Carried, string]>([
@@ -151,8 +148,8 @@ export async function checkArchive(ctx: Context, dir: string): Promise<ArchiveRe
         report.problems.push({
           bucket: b,
           id,
-          archived: archived ?? zero(),
-          checkpoint: checkpoint ?? zero(),
+          archived: archived ?? noneCarried(),
+          checkpoint: checkpoint ?? noneCarried(),
           problem: !archived
             ? 'checkpointed, but no record of it archived'
             : !checkpoint
@@ -209,7 +206,7 @@ async function checkFile(
     }
     report.records++;
     let s = sums.get(r.id);
-    if (!s) sums.set(r.id, (s = zero()));
+    if (!s) sums.set(r.id, (s = noneCarried()));
     s[r.sum] += r.amount;
     if (r.sum === 'sold') s.sales++;
   }

@@ -23,7 +23,7 @@ import { keys } from '../redis/keys';
 import { scanIdKeys } from '../redis/scan';
 import { redemptionFields } from './redemption-record';
 import { readStream } from './records';
-import { readCheckpoint } from './retention';
+import { noneCarried, readCheckpoint } from './retention';
 
 export interface AuditRow {
   bucket: number;
@@ -94,21 +94,7 @@ export async function audit(ctx: Context): Promise<AuditReport> {
     const sums = new Map<string, Sums>();
     const of = (id: string): Sums => {
       let s = sums.get(id);
-      if (!s)
-        sums.set(
-          id,
-          (s = {
-            sold: 0,
-            sales: 0,
-            calls: 0,
-            redeemed: 0,
-            refunded: 0,
-            topups: 0,
-            vouchers: 0,
-            expired: 0,
-            reserved: 0,
-          }),
-        );
+      if (!s) sums.set(id, (s = { ...noneCarried(), reserved: 0 }));
       return s;
     };
     // Records archived and trimmed count through their checkpoint (src/ledger/retention.ts).

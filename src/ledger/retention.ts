@@ -164,6 +164,18 @@ export interface Carried {
 }
 
 /** A bucket's checkpoint: ID hash -> the sums of its archived and trimmed records. */
+/** Sums of an ID with nothing carried yet. */
+export const noneCarried = (): Carried => ({
+  sold: 0,
+  sales: 0,
+  calls: 0,
+  redeemed: 0,
+  refunded: 0,
+  topups: 0,
+  vouchers: 0,
+  expired: 0,
+});
+
 export async function readCheckpoint(ctx: Context, key: string): Promise<Map<string, Carried>> {
   const out = new Map<string, Carried>();
   let cursor = '0';
