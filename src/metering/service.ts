@@ -140,8 +140,11 @@ export class Metering {
     maxCallsPerScript = 32,
   ) {
     // A ticking call is seen several times per STALE_AFTER_MS: one forgotten went quiet, or lives
-    // on elsewhere (a quota call's updates, further apart, then cost the index's GET each).
-    this.locator = new CallLocator(redis, scripts, ids, cfg.sessionTtlSec, cfg.staleAfterMs);
+    // on elsewhere (a quota call's updates, further apart, then cost the index's GET each). So the
+    // index must last as long as the call may, whatever SESSION_TTL_SEC: past it, such an update
+    // would find no call.
+    const indexTtlSec = Math.max(cfg.sessionTtlSec, MAX_CALL_SEC + Math.ceil(cfg.ringTimeoutMs / 1000));
+    this.locator = new CallLocator(redis, scripts, ids, indexTtlSec, cfg.staleAfterMs);
     this.guesses = new SwitchGuesses(redis, ids, cfg, () => metrics.switchThrottled.inc());
     this.liveRefreshMs = Math.min(2000, Math.floor(cfg.staleAfterMs / 3));
     this.ticks = new GroupCommit(redis, this.billTicks, maxTicksPerScript);

@@ -7,7 +7,17 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
+import { MAX_CALL_SEC } from '../../src/protocol/switch';
+import { keys } from '../../src/redis/keys';
+import {
+  gateway,
+  seedCatalog,
+  soldIds,
+  startHarness,
+  talkProduct,
+  withGateway,
+  type Harness,
+} from '../support/harness';
 import { until } from '../support/wait';
 import type { Client } from '../support/ws-client';
 import { connectSwitch, newCall } from './fixtures';
@@ -51,5 +61,26 @@ describe('call locator', () => {
     const stopped = await c.request({ op: 'stop', ref: 's', call: calls[0], sec: 1 });
     expect(stopped).toMatchObject({ op: 'stopped', billedSec: 1 });
     expect(locator.cached(sw, calls[0]!)).toBeUndefined();
+  });
+
+  it('finds a call forgotten between its updates for as long as the call may last', async () => {
+    // A quota-mode call's updates come minutes apart: forgotten in between, each finds the call
+    // through its index. That index must outlive the call, however short SESSION_TTL_SEC (the
+    // closed session's keep) is set: past it, the call's next update would be unknown_call.
+    const [id] = await soldIds(h, P);
+    await withGateway(h, { staleAfterMs: 300, reapIntervalMs: 600_000, sessionTtlSec: 60 }, async (g) => {
+      const { c: c2, name } = await connectSwitch(h, g.port);
+      try {
+        const call = newCall();
+        expect((await c2.request({ op: 'start', ref: call, call, id, dest: DEST, mode: 'quota' })).op).toBe('started');
+        await until(() => g.metering.locator.size === 0, 10_000, 20, 'the quiet call forgotten');
+        const index = keys.callIndex(h.ctx.ids.bucketOf(`${name}:${call}`), `${name}:${call}`);
+        expect(await h.r.ttl(index)).toBeGreaterThanOrEqual(MAX_CALL_SEC);
+        expect((await c2.request({ op: 'update', ref: 'u', call, sec: 1 })).op).toBe('granted');
+        expect(await c2.request({ op: 'stop', ref: 's', call, sec: 1 })).toMatchObject({ op: 'stopped', billedSec: 1 });
+      } finally {
+        await c2.close();
+      }
+    });
   });
 });
