@@ -22,6 +22,7 @@ import { jsonCall, type JsonAnswer } from '../support/http';
 import { bucketOf, hashOf, idFields, idKeyOf, streamFields } from '../support/redis';
 import type { Client } from '../support/ws-client';
 import { connectSwitch, newCall } from '../metering/fixtures';
+import { topupId } from '../../src/sales/scripts';
 import { loadRedemptionCatalog, PRICE, scannerToken, WALLET_FACE, type Catalog } from '../redemption/fixtures';
 
 let h: Harness;
@@ -282,6 +283,37 @@ describe('expiry sweep', () => {
     expect((await jsonCall(gw, 'POST', '/v1/reverse', { token: tok, body: { scan: first } })).status).toBe(200);
     expect(await idFields(h, ticket)).toMatchObject({ st: 'expired', bal: '1', inside: '0', outq: '1' });
     expect(await sweeper(0).sweep()).toMatchObject({ expired: 1, amount: 1 });
+    await expectBalanced();
+  });
+
+  it("refuses a top-up from a gateway whose clock is behind Redis' once the ID is past its expiry by Redis'", async () => {
+    const [id] = (await soldIds(h, TALK)) as [string];
+    await callOn(id, 1);
+    const exp = await expiredAgo(id, 1000);
+    // A gateway whose clock runs a second behind Redis' still reads the ID as valid. Accepted, the
+    // top-up (one that does not move the expiry) would be forfeited by the next sweep: the buyer's
+    // money booked as breakage moments after it was paid.
+    const r = await topupId(
+      h.ctx.scripts,
+      {
+        loc: { key: idKeyOf(h, id), bucket: bucketOf(h, id) },
+        source: 'operator',
+        ref: uniq('late'),
+        amount: 5000,
+        currency: 'EUR',
+        product: TALK.name,
+        allowed: true,
+        extendsDays: 0,
+        maxBalance: 10 * TALK.face,
+        into: '',
+        note: '',
+      },
+      'apply',
+      exp - 500,
+    );
+    expect(r).toEqual({ ok: false, reason: 'expired' });
+    expect(await idFields(h, id)).toMatchObject({ bal: '999900' });
+    expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 999_900 });
     await expectBalanced();
   });
 
