@@ -13,7 +13,7 @@ import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import { scanIdKeys } from '../redis/scan';
 import type { Scripts } from '../redis/scripts';
-import { expireId } from './scripts';
+import { expireId, type ExpireReply } from './scripts';
 
 /** ID hashes read at once. */
 const BATCH = 200;
@@ -27,6 +27,8 @@ export interface ExpirySweepCounts {
   amount: number;
   /** Past their expiry but left for now: a live call on them, or blocked. */
   waiting: number;
+  /** IDs the script failed on (logged): left as they are, the pass goes on. */
+  failed: number;
 }
 
 export class ExpirySweep {
@@ -61,7 +63,7 @@ export class ExpirySweep {
 
   /** One pass over every ID (none while this gateway's last pass is still running). */
   async sweep(): Promise<ExpirySweepCounts> {
-    const counts: ExpirySweepCounts = { expired: 0, amount: 0, waiting: 0 };
+    const counts: ExpirySweepCounts = { expired: 0, amount: 0, waiting: 0, failed: 0 };
     if (this.running) return counts;
     this.running = true;
     try {
@@ -80,7 +82,16 @@ export class ExpirySweep {
           if (at <= 0 || at > now || !(Number(bal ?? 0) > 0)) continue;
           if (st !== 'sold' && st !== 'exhausted' && st !== 'expired' && st !== 'blocked') continue;
           const k = batch[i]!;
-          const r = await expireId(this.scripts, k.bucket, k.hash, this.graceMs);
+          let r: ExpireReply;
+          try {
+            r = await expireId(this.scripts, k.bucket, k.hash, this.graceMs);
+          } catch (err) {
+            // One damaged ID (its terms version gone, say) must not hold up the breakage of every ID
+            // the SCAN finds after it, pass after pass: it is logged and left for the operator.
+            counts.failed++;
+            this.log.warn({ err, bucket: k.bucket, id: k.hash }, 'expiry sweep could not judge an ID');
+            continue;
+          }
           if (r.forfeited) {
             counts.expired++;
             counts.amount += r.amount;
@@ -93,7 +104,8 @@ export class ExpirySweep {
         if (batch.length >= BATCH) await flush();
       }
       await flush();
-      if (counts.expired > 0) this.log.info(counts, 'expiry sweep forfeited the value left on expired IDs');
+      if (counts.expired > 0 || counts.failed > 0)
+        this.log.info(counts, 'expiry sweep forfeited the value left on expired IDs');
     } catch (err) {
       this.log.warn({ err }, 'expiry sweep failed');
     } finally {

@@ -163,7 +163,6 @@ export interface Carried {
   expired: number;
 }
 
-/** A bucket's checkpoint: ID hash -> the sums of its archived and trimmed records. */
 /** Sums of an ID with nothing carried yet. */
 export const noneCarried = (): Carried => ({
   sold: 0,
@@ -176,6 +175,7 @@ export const noneCarried = (): Carried => ({
   expired: 0,
 });
 
+/** A bucket's checkpoint: ID hash -> the sums of its archived and trimmed records. */
 export async function readCheckpoint(ctx: Context, key: string): Promise<Map<string, Carried>> {
   const out = new Map<string, Carried>();
   let cursor = '0';

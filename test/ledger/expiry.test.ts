@@ -14,6 +14,7 @@ import { putProducts } from '../../src/catalog/store';
 import { eventBody } from '../../src/hooks/payload';
 import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
+import { scanIdKeys } from '../../src/redis/scan';
 import { startGateway, type Gateway } from '../../src/gateway/server';
 import { runCliIn } from '../support/cli';
 import { until } from '../support/wait';
@@ -93,7 +94,7 @@ describe('expiry sweep', () => {
     expect(before.expired).toBe(0);
     const exp = await expiredAgo(spent, 1000);
 
-    expect(await sweeper().sweep()).toEqual({ expired: 1, amount: 999_000, waiting: 0 });
+    expect(await sweeper().sweep()).toEqual({ expired: 1, amount: 999_000, waiting: 0, failed: 0 });
 
     const recs = await expiryRecords(spent);
     expect(recs).toEqual([
@@ -313,6 +314,29 @@ describe('expiry sweep', () => {
     );
     expect(r).toEqual({ ok: false, reason: 'expired' });
     expect(await idFields(h, id)).toMatchObject({ bal: '999900' });
+    expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 999_900 });
+    await expectBalanced();
+  });
+
+  it('goes on past an ID its script fails on: the IDs after it are still forfeited', async () => {
+    const [x, y] = (await soldIds(h, TALK, 2)) as [string, string];
+    await callOn(x, 1);
+    await callOn(y, 1);
+    await expiredAgo(x, 1000);
+    await expiredAgo(y, 1000);
+    // The one the sweep reaches first is damaged (its terms version gone): expire.lua fails on it.
+    const order: string[] = [];
+    for await (const k of scanIdKeys(h.ctx.redis)) order.push(k.hash);
+    const [broken, fine] = order.indexOf(hashOf(h, x)) < order.indexOf(hashOf(h, y)) ? [x, y] : [y, x];
+    const pt = (await idFields(h, broken)).pt!;
+    await h.r.hset(idKeyOf(h, broken), 'pt', 'gone');
+    try {
+      expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 999_900, failed: 1 });
+      expect(await expiryRecords(fine)).toHaveLength(1);
+      expect(await expiryRecords(broken)).toEqual([]);
+    } finally {
+      await h.r.hset(idKeyOf(h, broken), 'pt', pt);
+    }
     expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 999_900 });
     await expectBalanced();
   });
