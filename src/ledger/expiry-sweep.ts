@@ -10,6 +10,7 @@
  */
 import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/connect';
+import { failureReason } from '../redis/failure';
 import { keys } from '../redis/keys';
 import { scanIdKeys } from '../redis/scan';
 import type { Scripts } from '../redis/scripts';
@@ -86,6 +87,9 @@ export class ExpirySweep {
           try {
             r = await expireId(this.scripts, k.bucket, k.hash, this.graceMs);
           } catch (err) {
+            // Redis unreachable or refusing writes fails every ID alike: the pass ends, with one
+            // warning, and the next one starts again.
+            if (failureReason(err) === 'unavailable') throw err;
             // One damaged ID (its terms version gone, say) must not hold up the breakage of every ID
             // the SCAN finds after it, pass after pass: it is logged and left for the operator.
             counts.failed++;

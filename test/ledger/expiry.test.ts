@@ -14,9 +14,12 @@ import { putProducts } from '../../src/catalog/store';
 import { eventBody } from '../../src/hooks/payload';
 import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
+import { connectRedis } from '../../src/redis/connect';
 import { scanIdKeys } from '../../src/redis/scan';
+import { Scripts } from '../../src/redis/scripts';
 import { startGateway, type Gateway } from '../../src/gateway/server';
 import { runCliIn } from '../support/cli';
+import { captureLog } from '../support/log';
 import { until } from '../support/wait';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, uniq, type Harness } from '../support/harness';
 import { jsonCall, type JsonAnswer } from '../support/http';
@@ -339,6 +342,26 @@ describe('expiry sweep', () => {
     }
     expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 999_900 });
     await expectBalanced();
+  });
+
+  it('ends a pass at the first ID Redis cannot take, with one warning, and forfeits at the next', async () => {
+    const ids = await soldIds(h, TALK, 3);
+    for (const id of ids) {
+      await callOn(id, 1);
+      await expiredAgo(id, 1000);
+    }
+    // Its scripts' connection is down (never opened, no offline queue): every call fails `unavailable`.
+    const down = connectRedis(h.cfg, h.redis.url);
+    const { log, lines } = captureLog('warn');
+    try {
+      const pass = new ExpirySweep(h.ctx.redis, new Scripts(down), log, 3_600_000, GRACE_MS);
+      expect(await pass.sweep()).toMatchObject({ expired: 0, failed: 0 });
+      expect(lines.map((l) => l.msg)).toEqual(['expiry sweep failed']);
+    } finally {
+      down.disconnect();
+    }
+    await sweeper().sweep();
+    for (const id of ids) expect(await expiryRecords(id)).toHaveLength(1);
   });
 
   it('lets a webhook ask for `expired`', async () => {
