@@ -8,20 +8,18 @@
  */
 import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/connect';
-import { keys } from '../redis/keys';
-import { scanIdKeys } from '../redis/scan';
+import { scanIdFields } from '../redis/scan';
 import type { Scripts } from '../redis/scripts';
 import type { Product } from '../catalog/schema';
+import { SweepTimer } from '../ledger/sweep-timer';
 import { eventExpiring } from './scripts';
 
 /** ID hashes read at once. */
 const BATCH = 200;
 const DAY_MS = 86_400_000;
-const FIRST_SWEEP_MS = 60_000;
 
 export class ExpiringSweep {
-  private timer?: NodeJS.Timeout;
-  private first?: NodeJS.Timeout;
+  private readonly timer: SweepTimer;
   private running = false;
 
   constructor(
@@ -29,20 +27,17 @@ export class ExpiringSweep {
     private readonly scripts: Scripts,
     private readonly products: () => readonly Product[],
     private readonly log: Logger,
-    private readonly everyMs: number,
-  ) {}
+    everyMs: number,
+  ) {
+    this.timer = new SweepTimer(everyMs, () => this.sweep());
+  }
 
-  /** The first sweep a minute after start (sooner when the interval is shorter), so restarts never starve it. */
   start(): void {
-    this.first = setTimeout(() => void this.sweep(), Math.min(this.everyMs, FIRST_SWEEP_MS));
-    this.first.unref();
-    this.timer = setInterval(() => void this.sweep(), this.everyMs);
-    this.timer.unref();
+    this.timer.start();
   }
 
   stop(): void {
-    if (this.first) clearTimeout(this.first);
-    if (this.timer) clearInterval(this.timer);
+    this.timer.stop();
   }
 
   /** One pass over every ID; returns how many `expiring` events it emitted. */
@@ -55,26 +50,15 @@ export class ExpiringSweep {
     this.running = true;
     let emitted = 0;
     try {
-      let batch: { bucket: number; hash: string }[] = [];
-      const flush = async (): Promise<void> => {
-        const rows = await Promise.all(
-          batch.map((k) => this.redis.hmget(keys.id(k.bucket, k.hash), 'prod', 'st', 'exp', 'expw')),
-        );
-        for (let i = 0; i < batch.length; i++) {
-          const [prod, st, exp, expw] = rows[i]!;
+      for await (const batch of scanIdFields(this.redis, ['prod', 'st', 'exp', 'expw'], BATCH)) {
+        for (const { bucket, hash, values } of batch) {
+          const [prod, st, exp, expw] = values;
           const window = windows.get(prod ?? '');
           const at = Number(exp ?? 0);
           if (window === undefined || st !== 'sold' || at <= now || at > now + window || expw === exp) continue;
-          const k = batch[i]!;
-          if (await eventExpiring(this.scripts, k.bucket, k.hash, now, now + window)) emitted++;
+          if (await eventExpiring(this.scripts, bucket, hash, now, now + window)) emitted++;
         }
-        batch = [];
-      };
-      for await (const k of scanIdKeys(this.redis)) {
-        batch.push(k);
-        if (batch.length >= BATCH) await flush();
       }
-      await flush();
     } catch (err) {
       this.log.warn({ err }, 'expiring sweep failed');
     } finally {

@@ -10,15 +10,15 @@
  */
 import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/connect';
+import { redisTimeMs } from '../redis/clock';
 import { failureReason } from '../redis/failure';
-import { keys } from '../redis/keys';
-import { scanIdKeys } from '../redis/scan';
+import { scanIdFields } from '../redis/scan';
 import type { Scripts } from '../redis/scripts';
 import { expireId, type ExpireReply } from './scripts';
+import { SweepTimer } from './sweep-timer';
 
 /** ID hashes read at once. */
 const BATCH = 200;
-const FIRST_SWEEP_MS = 60_000;
 
 /** What one pass did. */
 export interface ExpirySweepCounts {
@@ -33,8 +33,7 @@ export interface ExpirySweepCounts {
 }
 
 export class ExpirySweep {
-  private timer?: NodeJS.Timeout;
-  private first?: NodeJS.Timeout;
+  private readonly timer: SweepTimer;
   private running = false;
 
   /**
@@ -45,21 +44,18 @@ export class ExpirySweep {
     private readonly redis: RedisClient,
     private readonly scripts: Scripts,
     private readonly log: Logger,
-    private readonly everyMs: number,
+    everyMs: number,
     private readonly graceMs: number,
-  ) {}
+  ) {
+    this.timer = new SweepTimer(everyMs, () => this.sweep());
+  }
 
-  /** The first sweep a minute after start (sooner when the interval is shorter), so restarts never starve it. */
   start(): void {
-    this.first = setTimeout(() => void this.sweep(), Math.min(this.everyMs, FIRST_SWEEP_MS));
-    this.first.unref();
-    this.timer = setInterval(() => void this.sweep(), this.everyMs);
-    this.timer.unref();
+    this.timer.start();
   }
 
   stop(): void {
-    if (this.first) clearTimeout(this.first);
-    if (this.timer) clearInterval(this.timer);
+    this.timer.stop();
   }
 
   /** One pass over every ID (none while this gateway's last pass is still running). */
@@ -69,23 +65,17 @@ export class ExpirySweep {
     this.running = true;
     try {
       // Redis' clock, read once: only a first cut; the script judges each ID by Redis' TIME again.
-      const [sec, usec] = await this.redis.time();
-      const now = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
-      let batch: { bucket: number; hash: string }[] = [];
-      const flush = async (): Promise<void> => {
-        const rows = await Promise.all(
-          batch.map((k) => this.redis.hmget(keys.id(k.bucket, k.hash), 'st', 'exp', 'bal')),
-        );
-        for (let i = 0; i < batch.length; i++) {
-          const [st, exp, bal] = rows[i]!;
+      const now = await redisTimeMs(this.redis);
+      for await (const batch of scanIdFields(this.redis, ['st', 'exp', 'bal'], BATCH)) {
+        for (const { bucket, hash, values } of batch) {
+          const [st, exp, bal] = values;
           const at = Number(exp ?? 0);
           // Forfeited before (`xrec`) and nothing came back since: the balance is 0.
           if (at <= 0 || at > now || !(Number(bal ?? 0) > 0)) continue;
           if (st !== 'sold' && st !== 'exhausted' && st !== 'expired' && st !== 'blocked') continue;
-          const k = batch[i]!;
           let r: ExpireReply;
           try {
-            r = await expireId(this.scripts, k.bucket, k.hash, this.graceMs);
+            r = await expireId(this.scripts, bucket, hash, this.graceMs);
           } catch (err) {
             // Redis unreachable or refusing writes fails every ID alike: the pass ends, with one
             // warning, and the next one starts again.
@@ -93,7 +83,7 @@ export class ExpirySweep {
             // One damaged ID (its terms version gone, say) must not hold up the breakage of every ID
             // the SCAN finds after it, pass after pass: it is logged and left for the operator.
             counts.failed++;
-            this.log.warn({ err, bucket: k.bucket, id: k.hash }, 'expiry sweep could not judge an ID');
+            this.log.warn({ err, bucket, id: hash }, 'expiry sweep could not judge an ID');
             continue;
           }
           if (r.forfeited) {
@@ -101,13 +91,7 @@ export class ExpirySweep {
             counts.amount += r.amount;
           } else if (r.why === 'in_use' || r.why === 'blocked') counts.waiting++;
         }
-        batch = [];
-      };
-      for await (const k of scanIdKeys(this.redis)) {
-        batch.push(k);
-        if (batch.length >= BATCH) await flush();
       }
-      await flush();
       if (counts.expired > 0 || counts.failed > 0)
         this.log.info(counts, 'expiry sweep forfeited the value left on expired IDs');
     } catch (err) {

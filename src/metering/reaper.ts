@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/config';
 import type { Metrics } from '../observability/metrics';
+import { redisTimeMs } from '../redis/clock';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import { replicated } from '../redis/replication';
@@ -44,8 +45,7 @@ export class Reaper {
     this.running = true;
     let closed = 0;
     try {
-      const [sec, usec] = await this.redis.time();
-      const staleBefore = Number(sec) * 1000 + Math.floor(Number(usec) / 1000) - this.cfg.staleAfterMs;
+      const staleBefore = (await redisTimeMs(this.redis)) - this.cfg.staleAfterMs;
       const perBucket = await Promise.all(
         Array.from({ length: this.cfg.buckets }, (_, b) =>
           this.redis.zrangebyscore(keys.live(b), '-inf', `(${staleBefore}`, 'LIMIT', 0, 500),

@@ -1,5 +1,11 @@
 import type { RedisClient } from './connect';
 
+/** Redis' TIME in whole ms since 1970: one reading, for a pass that judges many keys by it. */
+export async function redisTimeMs(redis: RedisClient): Promise<number> {
+  const [sec, usec] = await redis.time();
+  return Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+}
+
 /**
  * Redis' clock as this gateway sees it: Redis' TIME, carried forward by the
  * process's monotonic clock between readings. What several gateways must agree

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { Cluster } from 'ioredis';
 import type { RedisClient } from './connect';
-import { bucketOfKey } from './keys';
+import { bucketOfKey, keys } from './keys';
 
 /**
  * Every ID key (`ts:{bN}:id:<hash>`), as bucket and hash: a SCAN over the Redis,
@@ -27,4 +27,35 @@ export async function* scanIdKeys(
       if (cursor === '0') break;
     }
   }
+}
+
+/** An ID key of scanIdKeys with the named fields of its hash, in the order asked (null where absent). */
+export interface IdFieldsRow {
+  bucket: number;
+  hash: string;
+  values: (string | null)[];
+}
+
+/**
+ * scanIdKeys in batches of up to `size` IDs, each with the named fields of its hash (one HMGET
+ * per ID, a batch's in parallel): what a sweep reads to pick the IDs its script must look at.
+ */
+export async function* scanIdFields(
+  redis: RedisClient,
+  fields: readonly string[],
+  size: number,
+): AsyncGenerator<IdFieldsRow[]> {
+  const read = async (batch: { bucket: number; hash: string }[]): Promise<IdFieldsRow[]> => {
+    const rows = await Promise.all(batch.map((k) => redis.hmget(keys.id(k.bucket, k.hash), ...fields)));
+    return batch.map((k, i) => ({ ...k, values: rows[i]! }));
+  };
+  let batch: { bucket: number; hash: string }[] = [];
+  for await (const k of scanIdKeys(redis)) {
+    batch.push(k);
+    if (batch.length >= size) {
+      yield await read(batch);
+      batch = [];
+    }
+  }
+  if (batch.length > 0) yield await read(batch);
 }
