@@ -31,6 +31,8 @@ import {
   KINDS,
   noneCarried,
   readCheckpoint,
+  salesSumOf,
+  SUMS,
   withArchiveLock,
   type Carried,
 } from './retention';
@@ -61,16 +63,6 @@ export interface ArchiveReport {
   problems: ArchiveProblem[];
 }
 
-/** The checkpoint's sums, in its order. */
-export const SUMS = ['sold', 'sales', 'calls', 'redeemed', 'refunded', 'topups', 'vouchers', 'expired'] as const;
-
-/** What a sales record adds to, by its type, and from which field; any other type is a sale (face to sold). */
-const SALES = new Map<string, [keyof Carried, string]>([
-  ['refund', ['refunded', 'amount']],
-  ['topup', ['topups', 'amount']],
-  ['voucher', ['vouchers', 'amount']],
-  ['expiry', ['expired', 'amount']],
-]);
 const WHOLE = /^-?[0-9]+$/;
 const RECORD = /^([0-9]+)\/([0-9]+-[0-9]+)$/;
 
@@ -100,11 +92,7 @@ function readLine(kind: RecordKind, text: string): Line | string {
     f = { id: parts[3], amount: parts[10] };
   }
   const [sum, field]: [keyof Carried, string] =
-    kind === 'calls'
-      ? ['calls', 'cost']
-      : kind === 'redemptions'
-        ? ['redeemed', 'amount']
-        : ((typeof f.type === 'string' ? SALES.get(f.type) : undefined) ?? ['sold', 'face']);
+    kind === 'calls' ? ['calls', 'cost'] : kind === 'redemptions' ? ['redeemed', 'amount'] : salesSumOf(f.type);
   if (typeof f.id !== 'string' || f.id === '') return 'no `id`';
   const v = f[field];
   if (typeof v !== 'string' || !WHOLE.test(v)) return `\`${field}\` is no whole number`;

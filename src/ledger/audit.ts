@@ -23,7 +23,7 @@ import { keys } from '../redis/keys';
 import { scanIdKeys } from '../redis/scan';
 import { redemptionFields } from './redemption-record';
 import { readStream } from './records';
-import { noneCarried, readCheckpoint } from './retention';
+import { noneCarried, readCheckpoint, salesSumOf } from './retention';
 
 export interface AuditRow {
   bucket: number;
@@ -110,14 +110,10 @@ export async function audit(ctx: Context): Promise<AuditReport> {
       s.expired += c.expired;
     }
     for await (const { fields: r } of readStream(ctx, keys.sales(b))) {
-      if (r.type === 'refund') of(r.id!).refunded += Number(r.amount);
-      else if (r.type === 'topup') of(r.id!).topups += Number(r.amount);
-      else if (r.type === 'voucher') of(r.id!).vouchers += Number(r.amount);
-      else if (r.type === 'expiry') of(r.id!).expired += Number(r.amount);
-      else {
-        of(r.id!).sold += Number(r.face);
-        of(r.id!).sales++;
-      }
+      const [sum, field] = salesSumOf(r.type);
+      const s = of(r.id!);
+      s[sum] += Number(r[field]);
+      if (sum === 'sold') s.sales++;
     }
     for await (const { fields: r } of readStream(ctx, keys.cdr(b))) of(r.id!).calls += Number(r.cost);
     for await (const { fields: r } of readStream(ctx, keys.redemptions(b), '-', '+', redemptionFields))

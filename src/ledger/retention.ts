@@ -163,6 +163,9 @@ export interface Carried {
   expired: number;
 }
 
+/** The checkpoint's sums, in the order lua/trim.lua writes them. */
+export const SUMS = ['sold', 'sales', 'calls', 'redeemed', 'refunded', 'topups', 'vouchers', 'expired'] as const;
+
 /** Sums of an ID with nothing carried yet. */
 export const noneCarried = (): Carried => ({
   sold: 0,
@@ -175,6 +178,21 @@ export const noneCarried = (): Carried => ({
   expired: 0,
 });
 
+/** What a sale stream's record adds to, by its type, and from which field, as lua/trim.lua sums it. */
+const SALES_SUMS = new Map<string, [keyof Carried, string]>([
+  ['refund', ['refunded', 'amount']],
+  ['topup', ['topups', 'amount']],
+  ['voucher', ['vouchers', 'amount']],
+  ['expiry', ['expired', 'amount']],
+]);
+
+/**
+ * The sum a sale stream's record adds to and the field it adds: any type but those above is a sale,
+ * its face to `sold` (and one to `sales`, which the caller counts).
+ */
+export const salesSumOf = (type: unknown): [keyof Carried, string] =>
+  (typeof type === 'string' ? SALES_SUMS.get(type) : undefined) ?? ['sold', 'face'];
+
 /** A bucket's checkpoint: ID hash -> the sums of its archived and trimmed records. */
 export async function readCheckpoint(ctx: Context, key: string): Promise<Map<string, Carried>> {
   const out = new Map<string, Carried>();
@@ -184,17 +202,10 @@ export async function readCheckpoint(ctx: Context, key: string): Promise<Map<str
     cursor = next;
     for (let i = 0; i + 1 < flat.length; i += 2) {
       // Checkpoints written before top-ups existed hold five sums, before expiry records seven.
-      const [sold, sales, calls, redeemed, refunded, topups, vouchers, expired] = flat[i + 1]!.split(' ').map(Number);
-      out.set(flat[i]!, {
-        sold: sold ?? 0,
-        sales: sales ?? 0,
-        calls: calls ?? 0,
-        redeemed: redeemed ?? 0,
-        refunded: refunded ?? 0,
-        topups: topups ?? 0,
-        vouchers: vouchers ?? 0,
-        expired: expired ?? 0,
-      });
+      const values = flat[i + 1]!.split(' ').map(Number);
+      const c = noneCarried();
+      SUMS.forEach((k, j) => (c[k] = values[j] ?? 0));
+      out.set(flat[i]!, c);
     }
   } while (cursor !== '0');
   return out;

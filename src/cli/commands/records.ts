@@ -1,8 +1,8 @@
 /** The records Redis keeps: the conservation audit over them (and their archive), their export and archive. */
-import { checkArchive, SUMS, type ArchiveReport } from '../../ledger/archive-check';
+import { checkArchive, type ArchiveReport } from '../../ledger/archive-check';
 import { audit } from '../../ledger/audit';
 import { exportRecords } from '../../ledger/export';
-import { ArchiveRunning, archiveRecords } from '../../ledger/retention';
+import { ArchiveRunning, archiveRecords, SUMS } from '../../ledger/retention';
 import { intArg, openOut, outcome, parseOptions, usageError, type Command } from '../command';
 
 const AGE = /^(\d+)(d|h|m|s)$/;
