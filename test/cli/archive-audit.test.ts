@@ -12,6 +12,7 @@ import type { ArchiveReport } from '../../src/ledger/archive-check';
 import type { AuditReport } from '../../src/ledger/audit';
 import { archiveRecords } from '../../src/ledger/retention';
 import { expireId } from '../../src/ledger/scripts';
+import { redisTimeMs } from '../../src/redis/clock';
 import { keys } from '../../src/redis/keys';
 import { refundSale } from '../../src/sales/admin';
 import { HttpProvider } from '../../src/sales/provider';
@@ -43,8 +44,7 @@ async function call(id: string, sec: number): Promise<void> {
 
 /** Redis' clock (ms), plus one: a cut-off after everything written so far. */
 async function cutoff(): Promise<number> {
-  const [sec, usec] = await h.r.time();
-  return Number(sec) * 1000 + Math.floor(Number(usec) / 1000) + 1;
+  return (await redisTimeMs(h.r)) + 1;
 }
 
 beforeAll(async () => {

@@ -11,6 +11,7 @@ import type { AuditReport } from '../../src/ledger/audit';
 import { activateId } from '../../src/ledger/ids';
 import { ArchiveRunning, archiveRecords } from '../../src/ledger/retention';
 import { lookupSale } from '../../src/ledger/sale-lookup';
+import { redisTimeMs } from '../../src/redis/clock';
 import { keys } from '../../src/redis/keys';
 import { refundSale } from '../../src/sales/admin';
 import { HttpProvider } from '../../src/sales/provider';
@@ -101,8 +102,7 @@ describe('tessera archive', () => {
     const refund = await refundSale(h.ctx, new HttpProvider(h.cfg.provider.url!, 2000), refunded!, 'test', 'test');
     expect(refund.ok).toBe(true);
 
-    const [sec, usec] = (await h.r.time()) as [number, number];
-    const cutoff = Number(sec) * 1000 + Math.floor(Number(usec) / 1000) + 1;
+    const cutoff = (await redisTimeMs(h.r)) + 1;
     await sleep(5); // the records after the cut-off are written in a later millisecond
 
     // After the cut-off: more on the same IDs, and a new one.
@@ -162,8 +162,7 @@ describe('tessera archive', () => {
     const [d, e] = await soldIds(h, TALK, 2);
     await call(d!, 4);
     await call(e!, 6);
-    const [sec, usec] = (await h.r.time()) as [number, number];
-    const cutoff = Number(sec) * 1000 + Math.floor(Number(usec) / 1000) + 1;
+    const cutoff = (await redisTimeMs(h.r)) + 1;
     const dir = join(h.dir, 'archive-crash');
     const expected = (await exported()).calls!.filter((r) => Number(r.time) < cutoff).sort(byRecord);
     expect(expected.length).toBeGreaterThanOrEqual(2);
@@ -219,8 +218,7 @@ describe('tessera archive', () => {
   it('runs one at a time: a run while another holds the lock is refused archive_running, trimming nothing', async () => {
     const [f] = await soldIds(h, TALK, 1);
     await call(f!, 3);
-    const [sec, usec] = (await h.r.time()) as [number, number];
-    const cutoff = Number(sec) * 1000 + Math.floor(Number(usec) / 1000) + 1;
+    const cutoff = (await redisTimeMs(h.r)) + 1;
     const before = await exported();
     expect(before.calls!.length).toBeGreaterThan(0);
 
@@ -244,8 +242,7 @@ describe('tessera archive', () => {
   it('two runs started together write each record to the files once', async () => {
     const ids = await soldIds(h, TALK, 12);
     for (const id of ids) await call(id, 1);
-    const [sec, usec] = (await h.r.time()) as [number, number];
-    const cutoff = Number(sec) * 1000 + Math.floor(Number(usec) / 1000) + 1;
+    const cutoff = (await redisTimeMs(h.r)) + 1;
     const dir = join(h.dir, 'archive-twice');
     const runs = await Promise.all([
       archiveRecords(h.ctx, dir, cutoff).catch((e: Error) => e),

@@ -14,6 +14,7 @@ import { putProducts } from '../../src/catalog/store';
 import { eventBody } from '../../src/hooks/payload';
 import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
+import { redisTimeMs } from '../../src/redis/clock';
 import { connectRedis } from '../../src/redis/connect';
 import { scanIdKeys } from '../../src/redis/scan';
 import { Scripts } from '../../src/redis/scripts';
@@ -54,15 +55,9 @@ afterAll(async () => {
 const sweeper = (graceMs = GRACE_MS): ExpirySweep =>
   new ExpirySweep(h.ctx.redis, h.ctx.scripts, createLogger('silent'), 3_600_000, graceMs);
 
-/** Redis' clock (ms). */
-async function redisNow(): Promise<number> {
-  const [sec, usec] = await h.r.time();
-  return Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
-}
-
 /** Moves the ID's expiry to `agoMs` before Redis' clock: it expired that long ago. */
 async function expiredAgo(id: string, agoMs: number): Promise<number> {
-  const exp = (await redisNow()) - agoMs;
+  const exp = (await redisTimeMs(h.r)) - agoMs;
   await h.r.hset(idKeyOf(h, id), 'exp', String(exp));
   return exp;
 }
