@@ -2,7 +2,7 @@
 its balance lasts there, without starting one. Read-only: it writes nothing, not
 even an expiry it finds due (call_start does that at the next start).
 KEYS[1] ID hash            ts:{bN}:id:<idHash>
-ARGV[1] now (ms)
+ARGV[1] now (ms): the rate in force; the expiry is judged by Redis' clock (includes/clock.lua)
 ARGV[2..] pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
           tariff in every plan that has one; the ID's plan picks.
 Returns {'ok', maxSec, balance, rate, fee, currency} or {'err', reason}.
@@ -14,6 +14,7 @@ exhausted ID included). rate is the rate in force now.
 -- @include "rate_of"
 -- @include "tariff"
 -- @include "free"
+-- @include "clock"
 -- @flags no-writes
 local f = id_fields(KEYS[1], { 'st', 'kind', 'bal', 'plan', 'exp', 'cur', 'free' })
 local st = f[1]
@@ -22,7 +23,8 @@ if st == 'blocked' or st == 'expired' then return { 'err', st } end
 if st ~= 'sold' and st ~= 'exhausted' then return { 'err', 'not_active' } end
 if f[2] ~= 'talk' then return { 'err', 'wrong_kind' } end
 local exp = tonumber(f[5]) or 0
-if exp > 0 and tonumber(ARGV[1]) >= exp then return { 'err', 'expired' } end
+-- By Redis' clock, as call_start judges it.
+if exp > 0 and redis_ms() >= exp then return { 'err', 'expired' } end
 
 local desc = rate_of(ARGV, f[4], 2)
 if not desc then return { 'err', 'no_rate' } end

@@ -4,7 +4,8 @@ KEYS[3i-1]   ID hash            ts:{bN}:id:<idHash>            (i = 1..n)
 KEYS[3i]     call session hash  ts:{bN}:call:<switch>:<call>
 KEYS[3i+1]   the calls by ID    ts:{bN}:ic:<idHash>:<call> (includes/id_calls.lua): its session key
              is added, so that a stop of the call under another token name finds it (call_recover)
-ARGV[1]      now (ms): when the gateway sent the starts
+ARGV[1]      now (ms): when the gateway sent the starts (the call's start, its rates, a first use); the
+             expiry is judged by Redis' clock (includes/clock.lua)
 ARGV[2]      ring grace (ms): an unanswered call counts as stale this much later than an answered one
              (its place in the live set is scored by Redis' clock, includes/clock.lua)
 ARGV[3]      TTL (s) of KEYS[3i+1]: past the call's longest life and its closed session's TTL
@@ -80,7 +81,10 @@ local function start(ikey, skey, ickey, a, last)
   if st ~= 'sold' then return { 'err', 'not_active' } end
   if f[2] ~= 'talk' then return { 'err', 'wrong_kind' } end
   local exp = tonumber(f[7]) or 0
-  if exp > 0 and now >= exp then
+  -- Past its expiry by Redis' clock, as lua/expire.lua forfeits by it: a gateway whose clock runs
+  -- behind must not admit a call on an ID Redis counts expired, nor one running ahead refuse (and
+  -- mark expired, for every gateway) an ID still valid.
+  if exp > 0 and redis_now() >= exp then
     redis.call('HSET', ikey, 'st', 'expired')
     return { 'err', 'expired' }
   end

@@ -5,7 +5,9 @@ KEYS[2..1+m]   scan records per window   ts:{bN}:scans:<window> (hash: scan key 
                includes/scan_record.lua; new records go into KEYS[2], the others are read)
 then per scan  ID hash   ts:{bN}:id:<idHash>, and with two keys per scan an earlier version's record of
                the scan   ts:{bN}:scan:<scanner>:<scan>   (only while one can be left)
-ARGV[1] now (ms)   ARGV[2] m   ARGV[3] when KEYS[2] expires at the earliest (ms since the epoch)
+ARGV[1] now (ms): dates the records and a first use; the expiry and the validity window are judged by
+        Redis' clock (TIME) for a scan made now
+ARGV[2] m   ARGV[3] when KEYS[2] expires at the earliest (ms since the epoch)
 ARGV[4] keys per scan (1 | 2), plus 10 when the scans carry the time they were made (a batch holding an offline scan)
 ARGV[5+9(i-1)..13+9(i-1)] scan i: venue, gate ('' if none), item ('' if none),
         amount (micro-units, goods only; -1 the venue does not sell the item), quantity,
@@ -31,6 +33,8 @@ A retry of a scan returns the first answer; the same scan id with other terms is
 -- now also as the gateway's digits: the records take it as text, with no formatting per scan.
 local nows, m, stride = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local now = tonumber(nows)
+-- Expiry and validity are judged by Redis' clock (includes/redeem_check.lua), read once per run.
+local redis_now = redis_clock()
 local out, recorded = {}, false
 local places = { unpack(KEYS, 2, 1 + m) }
 
@@ -53,7 +57,8 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
   -- The time the scan is judged at. An offline scan's is checked after the lookup: a retry of a granted
   -- one answers the first answer however old it is. Ahead of now (a scanner's clock running fast) it is now.
   -- The bounds are read here, not kept in script-level locals: captured, those cost every call (callgrind).
-  local when, whens = now, nows
+  -- `judged`: an offline scan's time it is judged at (nil: a scan made now, judged by Redis' clock).
+  local when, whens, judged = now, nows, nil
   if at then
     local t = tonumber(at)
     if t < tonumber(ARGV[5]) or t > tonumber(ARGV[6]) then return { 'no', 'bad_scan_time' } end
@@ -62,13 +67,13 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
       -- before the sale would judge a ticket sold after its window in it, and count validity from then.
       local sold = id_fields(ikey, { 'sold' })[1]
       if sold and tonumber(sold) > t then
-        if tonumber(sold) < now then when, whens = tonumber(sold), sold end
+        if tonumber(sold) < now then when, whens, judged = tonumber(sold), sold, tonumber(sold) end
       else
-        when, whens = t, at
+        when, whens, judged = t, at, t
       end
     end
   end
-  local r, f = redeem_check(ikey, when, venue, gate, item, tonumber(amount), tonumber(qty), dir)
+  local r, f = redeem_check(ikey, judged, redis_now, venue, gate, item, tonumber(amount), tonumber(qty), dir)
   if r[1] ~= 'ok' then return r end
   local kind, action, amt, left = r[2], r[3], r[4], r[5]
 

@@ -1,4 +1,5 @@
 -- @include "id_fields"
+-- @include "clock"
 -- Decides what one scan of a ticket, stored-value or service ID would do, without
 -- changing anything (validate and redeem share it, so a preview never disagrees
 -- with the real thing). Returns
@@ -10,6 +11,10 @@
 -- The fields every kind needs come in one HMGET; a ticket's gate and re-entry terms, a
 -- service's name and the first-use venue of a refusal only when the scan needs them
 -- (HMGET walks the ID's hash once per field: half the fields, half the walk).
+-- A scan made now is judged against the expiry and the validity window by Redis' clock (`clock`, a
+-- redis_clock()), as lua/expire.lua forfeits by it: a gateway whose clock is off must neither let an
+-- ID past its expiry by Redis' clock in, nor refuse one still valid by it. `when` is an offline scan's
+-- time (nil: made now), judged as it is.
 local ID_COMMON = { 'st', 'kind', 'bal', 'exp', 'venues', 'from', 'until', 'first' }
 -- f[1..8] as above
 
@@ -23,7 +28,7 @@ local function used_up(ikey, f)
   return { 'no', 'already_redeemed', tonumber(f[8]) or 0, where[1] or '', where[2] or '' }
 end
 
-local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
+local function decide(ikey, f, when, clock, venue, gate, item, amount, qty, dir)
   local st, kind = f[1], f[2]
   if not st then return { 'no', 'unknown_id' } end
   -- Before anything about the ID's state: another venue's scanner learns only that it is not valid
@@ -36,6 +41,9 @@ local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
   if st == 'expired' and (dir ~= 'out' or kind ~= 'entry') then return { 'no', st } end
   if st ~= 'sold' and st ~= 'expired' then return { 'no', 'not_active' } end
   local exp, from, till = tonumber(f[4]) or 0, tonumber(f[6]) or 0, tonumber(f[7]) or 0
+  -- Redis' clock is read only for an ID that has a time to be judged against.
+  local now = 0
+  if exp > 0 or from > 0 or till > 0 then now = when or clock() end
   -- Past its validity a ticket's exit scan is still judged below (on who is inside), not refused here.
   local late = st == 'expired' or (exp > 0 and now >= exp) or (till > 0 and now > till)
   if late and (dir ~= 'out' or kind ~= 'entry') then return { 'no', 'expired' } end
@@ -79,7 +87,7 @@ local function decide(ikey, f, now, venue, gate, item, amount, qty, dir)
   return { 'ok', kind, 'entry', qty, bal - qty, was = out }
 end
 
-local function redeem_check(ikey, now, venue, gate, item, amount, qty, dir)
+local function redeem_check(ikey, when, clock, venue, gate, item, amount, qty, dir)
   local f = id_fields(ikey, ID_COMMON)
-  return decide(ikey, f, now, venue, gate, item, amount, qty, dir), f
+  return decide(ikey, f, when, clock, venue, gate, item, amount, qty, dir), f
 end

@@ -5,7 +5,7 @@
  * balance event all carry it. Expiry is judged by Redis' clock: the tests move
  * an ID's `exp` behind Redis' TIME rather than waiting for it.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit } from '../../src/ledger/audit';
 import { ExpirySweep } from '../../src/ledger/expiry-sweep';
 import { archiveRecords } from '../../src/ledger/retention';
@@ -365,6 +365,98 @@ describe('expiry sweep', () => {
     await expect(
       putProducts(h.ctx.redis, [{ ...hooked, webhooks: [{ ...hook, events: ['expired'] }] }]),
     ).resolves.toEqual([expect.objectContaining({ name: hooked.name })]);
+  });
+});
+
+describe("a gateway whose clock is off judges expiry by Redis' clock, as the sweep does", () => {
+  /** How far off the gateway's clock is: the IDs' expiries are a third of it from Redis' now. */
+  const SKEW_MS = 15 * 60_000;
+  /** Runs `fn` with the gateway's clock (Date.now, which it dates and sends its scripts by) `skewMs` off. */
+  async function skewed<T>(skewMs: number, fn: () => Promise<T>): Promise<T> {
+    const real = Date.now.bind(Date);
+    vi.spyOn(Date, 'now').mockImplementation(() => real() + skewMs);
+    try {
+      return await fn();
+    } finally {
+      vi.restoreAllMocks();
+    }
+  }
+  /** Moves the ID's expiry to `inMs` after Redis' clock. */
+  async function expiresIn(id: string, inMs: number): Promise<void> {
+    await h.r.hset(idKeyOf(h, id), 'exp', String((await redisTimeMs(h.r)) + inMs));
+  }
+  const redeem = async (id: string, body: Record<string, unknown> = {}): Promise<JsonAnswer> => {
+    const { tok } = await scannerToken(h);
+    return jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: uniq(), id, ...body } });
+  };
+
+  it("refuses a call on an ID past its expiry by Redis' clock from a gateway 15 minutes behind", async () => {
+    const [id] = (await soldIds(h, TALK)) as [string];
+    await callOn(id, 1);
+    await expiredAgo(id, 1000);
+    const call = newCall('late');
+    const [quote, start] = await skewed(-SKEW_MS, async () => [
+      await sw.request({ op: 'quote', ref: uniq('r'), id, dest: DEST }),
+      await sw.request({ op: 'start', ref: uniq('r'), call, id, dest: DEST }),
+    ]);
+    expect(quote).toMatchObject({ op: 'error', reason: 'expired' });
+    expect(start).toMatchObject({ op: 'error', reason: 'expired' });
+    expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '999900' });
+    expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 999_900 });
+  });
+
+  it("admits a call on an ID still valid by Redis' clock from a gateway 15 minutes ahead, and marks nothing", async () => {
+    const [id] = (await soldIds(h, TALK)) as [string];
+    await callOn(id, 1);
+    await expiresIn(id, SKEW_MS / 3);
+    const call = newCall('early');
+    const [quote, start] = await skewed(SKEW_MS, async () => [
+      await sw.request({ op: 'quote', ref: uniq('r'), id, dest: DEST }),
+      await sw.request({ op: 'start', ref: uniq('r'), call, id, dest: DEST }),
+    ]);
+    expect(quote).toMatchObject({ op: 'quoted' });
+    expect(start).toMatchObject({ op: 'started' });
+    expect(await sw.request({ op: 'stop', ref: uniq('r'), call, sec: 2 })).toMatchObject({ op: 'stopped', cost: 200 });
+    expect(await idFields(h, id)).toMatchObject({ st: 'sold', bal: '999700' });
+  });
+
+  it("redeems by Redis' clock: past the expiry or window refused behind it, inside them granted ahead of it", async () => {
+    const [late, valid] = (await soldIds(h, cat.wallet, 2)) as [string, string];
+    const [ticket, open] = (await soldIds(h, cat.ticket, 2)) as [string, string];
+    for (const id of [late, valid]) expect((await redeem(id, { item: 'beer' })).status).toBe(200);
+    await expiredAgo(late, 1000);
+    await expiresIn(valid, SKEW_MS / 3);
+    // A ticket's window, as its own hash may set it for one ID: closed a second ago, or opening in 5 minutes.
+    const now = await redisTimeMs(h.r);
+    await h.r.hset(idKeyOf(h, ticket), 'until', String(now - 1000));
+    await h.r.hset(idKeyOf(h, open), 'from', String(now + SKEW_MS / 3));
+    const { tok } = await scannerToken(h);
+    const validate = (id: string): Promise<JsonAnswer> =>
+      jsonCall(gw, 'POST', '/v1/validate', { token: tok, body: { id, item: 'beer' } });
+    const behind = await skewed(-SKEW_MS, async () => [
+      await validate(late),
+      await redeem(late, { item: 'beer' }),
+      await redeem(ticket),
+    ]);
+    const ahead = await skewed(SKEW_MS, async () => [
+      await validate(valid),
+      await redeem(valid, { item: 'beer' }),
+      await redeem(open),
+    ]);
+    const reason = (r: JsonAnswer): string | undefined => (r.json as { error?: { reason?: string } }).error?.reason;
+    expect(behind.map((r) => [r.status, reason(r)])).toEqual([
+      [410, 'expired'],
+      [410, 'expired'],
+      [410, 'expired'],
+    ]);
+    expect(ahead.map((r) => [r.status, reason(r)])).toEqual([
+      [200, undefined],
+      [200, undefined],
+      [422, 'not_yet_valid'],
+    ]);
+    expect(await idFields(h, valid)).toMatchObject({ st: 'sold', bal: String(WALLET_FACE - 2 * PRICE.beer) });
+    expect(await idFields(h, late)).toMatchObject({ bal: String(WALLET_FACE - PRICE.beer) });
+    await expectBalanced();
   });
 });
 
