@@ -6,10 +6,12 @@ KEYS[3] balance events       ts:{bN}:ev (stream, includes/emit.lua)
 ARGV[1] grace (ms) for goods, entry and service IDs: an offline scan made before the expiry may still
         arrive this long after it (OFFLINE_MAX_AGE_MS) and is paid from the value left, so that value
         is not forfeited before then. Talk IDs have none: a call is only admitted before the expiry.
-Returns {'ok', amount forfeited, recordId, expiry (ms)} or {'no', why}, writing nothing:
+Returns {'ok', amount forfeited, recordId, expiry (ms: a ticket's validUntil when its window ended
+first)} or {'no', why}, writing nothing:
 unknown_id; not_sold (minted, or a recharge voucher: its value has no expiry of its own);
 blocked (a block freezes the ID as it is: lifted after its expiry, a later sweep forfeits it);
-not_due (no expiry yet, as for an ID never used, or not past it and its grace by Redis' clock);
+not_due (no expiry yet, as for an ID never used, or not past it and its grace by Redis' clock; a
+ticket's expiry is the end of its validity window when that comes first, used or not);
 in_use (a live call, or a reservation one holds: forfeited once it has ended and been billed);
 empty (nothing left, never forfeited); done (forfeited before, `xrec` its latest record, and nothing left).
 Value that comes back to an expired ID after its forfeiture (a redemption reversed, a late stop's
@@ -26,7 +28,7 @@ value sold + top-ups = balance + calls + redemptions + refunds + vouchers + expi
 -- @include "emit"
 -- @include "clock"
 local f = id_fields(KEYS[1],
-  { 'st', 'kind', 'bal', 'exp', 'act', 'free', 'xrec', 'prod', 'cur', 'face', 'xamt' })
+  { 'st', 'kind', 'bal', 'exp', 'act', 'free', 'xrec', 'prod', 'cur', 'face', 'xamt', 'until' })
 local st = f[1]
 if not st then return { 'no', 'unknown_id' } end
 local bal = tonumber(f[3]) or 0
@@ -39,7 +41,12 @@ end
 local exp = tonumber(f[4]) or 0
 local grace = f[2] == 'talk' and 0 or tonumber(ARGV[1])
 local now = redis_ms()
-if exp <= 0 or now < exp + grace then return { 'no', 'not_due' } end
+local due = exp > 0 and now >= exp + grace
+-- A ticket is of no use past its window (`until`, validUntil: no scan but an exit is granted after
+-- it), used or not and whatever its expiry says: what it has left is forfeited from then on.
+local till = tonumber(f[12]) or 0
+if till > 0 and (exp <= 0 or till < exp) then exp, due = till, now > till + grace end
+if not due then return { 'no', 'not_due' } end
 -- A call admitted before the expiry runs to its end and is billed from this balance: what is left
 -- is known once it has stopped.
 if (tonumber(f[5]) or 0) > 0 then return { 'no', 'in_use' } end

@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/connect';
 import { redisTimeMs } from '../redis/clock';
 import { failureReason } from '../redis/failure';
+import { keys } from '../redis/keys';
 import { scanIdFields } from '../redis/scan';
 import type { Scripts } from '../redis/scripts';
 import { expireId, type ExpireReply } from './scripts';
@@ -30,6 +31,25 @@ export interface ExpirySweepCounts {
   waiting: number;
   /** IDs the script failed on (logged): left as they are, the pass goes on. */
   failed: number;
+}
+
+/**
+ * The end of the validity window (`until`, a ticket's validUntil) of each product terms version, read
+ * once per pass: the terms hold it, not the ID (src/catalog/terms.ts). A version never changes.
+ */
+class WindowEnds {
+  private readonly ends = new Map<string, Promise<number>>();
+
+  constructor(private readonly redis: RedisClient) {}
+
+  of(bucket: number, version: string): Promise<number> {
+    let end = this.ends.get(version);
+    if (!end) {
+      end = this.redis.hget(keys.productTerms(bucket, version), 'until').then((v) => Number(v ?? 0));
+      this.ends.set(version, end);
+    }
+    return end;
+  }
 }
 
 export class ExpirySweep {
@@ -66,12 +86,16 @@ export class ExpirySweep {
     try {
       // Redis' clock, read once: only a first cut; the script judges each ID by Redis' TIME again.
       const now = await redisTimeMs(this.redis);
-      for await (const batch of scanIdFields(this.redis, ['st', 'exp', 'bal'], BATCH)) {
+      const windows = new WindowEnds(this.redis);
+      for await (const batch of scanIdFields(this.redis, ['st', 'exp', 'bal', 'pt', 'until'], BATCH)) {
         for (const { bucket, hash, values } of batch) {
-          const [st, exp, bal] = values;
-          const at = Number(exp ?? 0);
+          const [st, exp, bal, pt, until] = values;
           // Forfeited before (`xrec`) and nothing came back since: the balance is 0.
-          if (at <= 0 || at > now || !(Number(bal ?? 0) > 0)) continue;
+          if (!(Number(bal ?? 0) > 0)) continue;
+          // Its expiry, or a ticket's window's end (its own, or its product's terms) when that comes first.
+          const ends = [Number(exp ?? 0), Number(until ?? (pt ? await windows.of(bucket, pt) : 0))];
+          const at = Math.min(...ends.map((t) => (t > 0 ? t : Infinity)));
+          if (at > now) continue;
           if (st !== 'sold' && st !== 'exhausted' && st !== 'expired' && st !== 'blocked') continue;
           let r: ExpireReply;
           try {

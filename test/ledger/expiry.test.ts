@@ -285,6 +285,37 @@ describe('expiry sweep', () => {
     await expectBalanced();
   });
 
+  it("forfeits a ticket's entries once its validUntil is past, with no expiry of its own, used or not", async () => {
+    // Valid until yesterday, no expiryDays: never used (bought, nobody came), and one used once.
+    const [unused] = (await soldIds(h, cat.past)) as [string];
+    const [used, open] = (await soldIds(h, cat.ticket3, 2)) as [string, string];
+    const { tok } = await scannerToken(h);
+    expect((await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: uniq(), id: used } })).status).toBe(
+      200,
+    );
+    // `used`'s window (its own, as an operator may set one for one ID) ended a second ago; `open`'s ends in a minute.
+    const now = await redisTimeMs(h.r);
+    await h.r.hset(idKeyOf(h, used), 'until', String(now - 1000));
+    await h.r.hset(idKeyOf(h, open), 'until', String(now + 60_000));
+    expect(await idFields(h, unused)).toMatchObject({ exp: '0', bal: '1' });
+
+    // The offline grace first: a scan made before the window closed may still arrive.
+    expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 1 });
+    expect(await expiryRecords(unused)).toEqual([
+      expect.objectContaining({ amount: '1', exp: String(cat.past.validUntil) }),
+    ]);
+    expect(await sweeper(0).sweep()).toMatchObject({ expired: 1, amount: 2 });
+    expect(await expiryRecords(used)).toEqual([expect.objectContaining({ amount: '2', exp: String(now - 1000) })]);
+    expect(await idFields(h, used)).toMatchObject({ st: 'expired', bal: '0', xamt: '2' });
+    expect(await idFields(h, open)).toMatchObject({ st: 'sold', bal: '3' });
+    // Whoever the used ticket let in is still let out.
+    expect(
+      (await jsonCall(gw, 'POST', '/v1/redeem', { token: tok, body: { scan: uniq(), id: used, dir: 'out' } })).status,
+    ).toBe(200);
+    await h.r.hdel(idKeyOf(h, open), 'until');
+    await expectBalanced();
+  });
+
   it("refuses a top-up from a gateway whose clock is behind Redis' once the ID is past its expiry by Redis'", async () => {
     const [id] = (await soldIds(h, TALK)) as [string];
     await callOn(id, 1);
@@ -457,6 +488,11 @@ describe("a gateway whose clock is off judges expiry by Redis' clock, as the swe
     expect(await idFields(h, valid)).toMatchObject({ st: 'sold', bal: String(WALLET_FACE - 2 * PRICE.beer) });
     expect(await idFields(h, late)).toMatchObject({ bal: String(WALLET_FACE - PRICE.beer) });
     await expectBalanced();
+    // Their windows as the product has them again (none), so no later sweep here forfeits them.
+    await h.r.hdel(idKeyOf(h, ticket), 'until');
+    await h.r.hdel(idKeyOf(h, open), 'from');
+    // And the sweep, by the same clock, forfeits what the refused wallet has left.
+    expect(await sweeper(0).sweep()).toMatchObject({ expired: 1, amount: WALLET_FACE - PRICE.beer });
   });
 });
 
