@@ -4,6 +4,7 @@
  * type. Nothing else in ledger/ calls a script or reads a raw reply.
  */
 import { termsVersion } from '../catalog/terms';
+import { MAX_CALL_SEC } from '../protocol/switch';
 import { keys } from '../redis/keys';
 import { num, replyError, str, tagged } from '../redis/reply';
 import type { Scripts } from '../redis/scripts';
@@ -167,6 +168,15 @@ export type ExpireReply =
   { forfeited: true; amount: number; record: string; expiry: number } | { forfeited: false; why: ExpireSkip };
 
 /**
+ * How long past an ID's expiry a call admitted before it may still be live: the most seconds a call
+ * reports (MAX_CALL_SEC), its longest ring (RING_TIMEOUT_MS) and silence before it is reaped
+ * (STALE_AFTER_MS, each at most an hour). An ID that still counts live calls or holds a reservation
+ * after it, with none of its calls in the live set, has lost them (a failover): lua/expire.lua
+ * forfeits it all the same.
+ */
+export const CALLS_END_MS = (MAX_CALL_SEC + 2 * 3600) * 1000;
+
+/**
  * Forfeits what a sold ID has left once it is past its expiry (by Redis' clock, plus
  * `graceMs` for the redemption kinds), with its expiry record and `expired` event: once.
  */
@@ -175,10 +185,15 @@ export async function expireId(
   bucket: number,
   idHash: string,
   graceMs: number,
+  callsEndMs = CALLS_END_MS,
 ): Promise<ExpireReply> {
   const r = tagged(
     'expire',
-    await scripts.run('expire', [keys.id(bucket, idHash), keys.sales(bucket), keys.events(bucket)], [graceMs]),
+    await scripts.run(
+      'expire',
+      [keys.id(bucket, idHash), keys.sales(bucket), keys.events(bucket), keys.live(bucket)],
+      [graceMs, callsEndMs],
+    ),
   );
   if (r[0] === 'ok')
     return { forfeited: true, amount: num('expire', r, 1), record: str('expire', r, 2), expiry: num('expire', r, 3) };

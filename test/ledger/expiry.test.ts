@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit } from '../../src/ledger/audit';
 import { ExpirySweep } from '../../src/ledger/expiry-sweep';
 import { archiveRecords } from '../../src/ledger/retention';
-import { expireId, setState } from '../../src/ledger/scripts';
+import { CALLS_END_MS, expireId, setState } from '../../src/ledger/scripts';
 import { putProducts } from '../../src/catalog/store';
 import { eventBody } from '../../src/hooks/payload';
 import { createLogger } from '../../src/observability/log';
@@ -26,13 +26,14 @@ import { gateway, seedCatalog, soldIds, startHarness, talkProduct, uniq, type Ha
 import { jsonCall, type JsonAnswer } from '../support/http';
 import { bucketOf, hashOf, idFields, idKeyOf, streamFields } from '../support/redis';
 import type { Client } from '../support/ws-client';
-import { connectSwitch, newCall } from '../metering/fixtures';
+import { connectSwitch, newCall, sessionKey } from '../metering/fixtures';
 import { topupId } from '../../src/sales/scripts';
 import { loadRedemptionCatalog, PRICE, scannerToken, WALLET_FACE, type Catalog } from '../redemption/fixtures';
 
 let h: Harness;
 let gw: Gateway;
 let sw: Client;
+let swName: string;
 let cat: Catalog;
 const TALK = talkProduct({ name: 'talk-exp', face: 1_000_000, price: 1_000_000 });
 const DEST = '4912345'; // plan std: 100 micro-units a second
@@ -43,7 +44,7 @@ beforeAll(async () => {
   await seedCatalog(h, [TALK]);
   cat = await loadRedemptionCatalog(h);
   gw = await gateway(h);
-  ({ c: sw } = await connectSwitch(h, gw.port));
+  ({ c: sw, name: swName } = await connectSwitch(h, gw.port));
 });
 afterAll(async () => {
   await sw?.close();
@@ -194,6 +195,49 @@ describe('expiry sweep', () => {
     expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 998_000 });
     expect(await expiryRecords(id)).toEqual([expect.objectContaining({ amount: '998000' })]);
     expect(await idFields(h, id)).toMatchObject({ st: 'expired', bal: '0', act: '0', free: '0' });
+    await expectBalanced();
+  });
+
+  it('forfeits an ID whose live-call count and hold a lost call session left, once no call can be live', async () => {
+    const [lost, live] = (await soldIds(h, TALK, 2)) as [string, string];
+    // A call whose session a failover lost: its count and its reservation stay on the ID, and no stop
+    // or reap will ever take them back (the reaper drops a live-set entry whose session is gone).
+    const call = newCall('lost');
+    expect(await sw.request({ op: 'start', ref: uniq('r'), call, id: lost, dest: DEST })).toMatchObject({
+      op: 'started',
+    });
+    const skey = sessionKey(h, lost, swName, call);
+    await h.r.del(skey);
+    await h.r.zrem(keys.live(bucketOf(h, lost)), skey);
+    expect(await idFields(h, lost)).toMatchObject({ act: '1', bal: '1000000', free: '0' });
+    // And a call that is live, on an ID as long past its expiry.
+    const other = newCall('live');
+    expect(await sw.request({ op: 'start', ref: uniq('r'), call: other, id: live, dest: DEST })).toMatchObject({
+      op: 'started',
+    });
+
+    // Within the time a call admitted before the expiry may still run, both are taken at their word.
+    await expiredAgo(lost, 1000);
+    await expiredAgo(live, 1000);
+    expect(await sweeper().sweep()).toMatchObject({ expired: 0, waiting: 2 });
+    // Past it, only the one whose call is in the live set waits.
+    await expiredAgo(lost, CALLS_END_MS + 1000);
+    await expiredAgo(live, CALLS_END_MS + 1000);
+    expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 1_000_000, waiting: 1 });
+    expect(await idFields(h, lost)).toMatchObject({ st: 'expired', bal: '0', act: '0', free: '0' });
+    expect(await idFields(h, live)).toMatchObject({ st: 'sold', act: '1' });
+    expect(await sw.request({ op: 'stop', ref: uniq('r'), call: other, sec: 3 })).toMatchObject({ cost: 300 });
+    expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 999_700, waiting: 0 });
+    await expectBalanced();
+  });
+
+  it('forfeits an ID whose `free` a damaged hash puts above its balance, as every script reads it', async () => {
+    const [id] = (await soldIds(h, TALK)) as [string];
+    await callOn(id, 1);
+    await h.r.hset(idKeyOf(h, id), 'free', '1000000');
+    await expiredAgo(id, 1000);
+    expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 999_900 });
+    expect(await idFields(h, id)).toMatchObject({ st: 'expired', bal: '0', free: '0' });
     await expectBalanced();
   });
 
