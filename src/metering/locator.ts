@@ -64,20 +64,15 @@ export class CallLocator {
     return this.indexKey(callKeyOf(sw, call));
   }
 
-  /** Writes the index of a call whose start was lost (a recovered stop), so a stop repeated without the ID finds it. */
-  async restore(sw: string, call: string, ck: CallKeys): Promise<void> {
-    await this.redis.set(this.indexOf(sw, call), ck.id, 'EX', this.ttlSec);
-    this.put(sw, call, ck);
-  }
-
   private indexKey(callKey: string): string {
     return keys.callIndex(this.ids.bucketOf(callKey), callKey);
   }
 
   /**
-   * Claims the call id for this ID: 'new' when this start is the first, 'same'
-   * when the call already belongs to this ID (a retry), 'taken' when it belongs
-   * to another ID.
+   * Claims the call id for this ID: 'new' when this start (or recovered stop) is the
+   * first, 'same' when the call already belongs to this ID (a retry), 'taken' when it
+   * belongs to another ID. The index it writes is how a stop repeated without the ID
+   * finds a recovered call.
    */
   async claim(sw: string, call: string, ck: CallKeys): Promise<'new' | 'same' | 'taken'> {
     const known = this.cached(sw, call);

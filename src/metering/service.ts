@@ -427,6 +427,12 @@ export class Metering {
     const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));
     // The index names another ID: this call id is not the one the stop describes.
     if (indexed && indexed.id !== ck.id) return { ok: false, reason: 'call_conflict' };
+    // Claimed before it is billed, as a start claims it: a stop of the same call naming another
+    // ID, racing this one on another gateway, finds the call id taken (call_conflict) instead of
+    // billing its own ID for the same lost call in another bucket, where this one's session is
+    // out of its script's sight.
+    const claim = indexed ? 'same' : await this.locator.claim(sw, call, ck);
+    if (claim === 'taken') return { ok: false, reason: 'call_conflict' };
     // Rated as a call that started `sec` seconds before this stop: its tariff is the one in force
     // at its answer, with the rate changes from then on, so each second is priced by its own time.
     // A plan whose versions of that time are gone (replaced and pruned) rates it as it stands now.
@@ -443,12 +449,16 @@ export class Metering {
       dest,
       rates: this.catalog.tariffArgs(dest, now - sec * 1000, now),
     });
-    if (!r.ok) return r;
+    if (!r.ok) {
+      // A refused stop leaves no index behind, as a refused start does (guessed IDs must not fill
+      // Redis), but for a session of this ID found after all: the index now names it rightly.
+      if (claim === 'new' && r.reason !== 'call_conflict') await this.locator.release(sw, call);
+      return r;
+    }
     // Each one is a call Tessera lost, or one a switch stopped under another token name than it
     // started it with (billed as that call's own stop, once): someone should look, so it is counted.
     if (!r.duplicate) this.metrics.recovered.inc();
-    if (!indexed) await this.locator.restore(sw, call, ck);
-    await this.replicatedCall(ck.session, sw, call, r.duplicate, indexed !== undefined);
+    await this.replicatedCall(ck.session, sw, call, r.duplicate, claim !== 'new');
     this.locator.forget(sw, call);
     reportShort(this.metrics, this.log, 'recovered', { session: ck.session, ...r });
     return r;

@@ -7,20 +7,35 @@
  * `recovered`, and `stopped`. A stop without them is `unknown_call`.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Gateway } from '../../src/gateway/server';
-import { gateway, mint, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
+import { startGateway, type Gateway } from '../../src/gateway/server';
+import {
+  gateway,
+  mint,
+  seedCatalog,
+  soldIds,
+  startHarness,
+  talkProduct,
+  token,
+  type Harness,
+} from '../support/harness';
 import { balanceOf, idFields, idKeyOf } from '../support/redis';
 import { putPlans } from '../../src/catalog/store';
-import type { Client } from '../support/ws-client';
+import { Client } from '../support/ws-client';
 import { metricsText, sample } from '../support/metrics';
 import { audit } from '../../src/ledger/audit';
 import { cdrsOf, connectSwitch, newCall, startAt } from './fixtures';
 import { callKeyOf, callKeysFor } from '../../src/metering/call-keys';
 import { callRecover } from '../../src/metering/scripts';
+import { createLogger } from '../../src/observability/log';
+import { keys } from '../../src/redis/keys';
+import { HoldProxy } from '../support/hold-proxy';
+import { until } from '../support/wait';
 
 let h: Harness;
 let gw: Gateway;
 let c: Client;
+/** The token name `c` logs in with. */
+let swName: string;
 let refs = 0;
 
 const TALK = talkProduct();
@@ -52,7 +67,7 @@ beforeAll(async () => {
     changeAt - 1,
   );
   gw = await gateway(h);
-  ({ c } = await connectSwitch(h, gw.port));
+  ({ c, name: swName } = await connectSwitch(h, gw.port));
 });
 afterAll(async () => {
   await c?.close();
@@ -156,6 +171,40 @@ describe('a stop for a call whose session is gone', () => {
     expect(await cdrsOf(h, id, call)).toHaveLength(1);
   });
 
+  it('racing on another gateway naming another ID: call_conflict, that ID not billed for a lost call', async () => {
+    // Gateway A's recovery runs in Redis but its answer is held back (as under load): A has not
+    // answered yet when the same name's stop naming another ID, in another bucket, reaches B.
+    const ids = await soldIds(h, TALK, 8);
+    const id = ids[0]!;
+    const other = ids.find((x) => h.ctx.ids.hash(x).bucket !== h.ctx.ids.hash(id).bucket)!;
+    const proxy = new HoldProxy(Number(new URL(h.redis.url).port));
+    const gwA = await startGateway(h.cfg, createLogger('silent'), await proxy.listen());
+    const name = newCall('sw');
+    const tok = await token(h, 'switch', name);
+    const a = await Client.connect(gwA.port, tok);
+    const b = await Client.connect(gw.port, tok);
+    try {
+      const call = newCall();
+      proxy.holdAfter('call_recover_');
+      const first = a.request({ op: 'stop', ref: 1, call, sec: 30, id, dest: DEST449 });
+      await until(async () => (await cdrsOf(h, id, call)).length === 1, 10_000, 10, 'A recovered the call');
+      expect(await b.request({ op: 'stop', ref: 2, call, sec: 30, id: other, dest: DEST449 })).toMatchObject({
+        op: 'error',
+        reason: 'call_conflict',
+      });
+      proxy.release();
+      expect(await first).toMatchObject({ op: 'stopped', billedSec: 30, cost: 35_000 });
+      expect(await balanceOf(h, other)).toBe(TALK.face);
+      expect(await cdrsOf(h, other, call)).toEqual([]);
+    } finally {
+      proxy.release();
+      await a.close();
+      await b.close();
+      await gwA.close();
+      await proxy.close();
+    }
+  });
+
   it('its destination read as a start reads it: +449… and 00449… are rated as 449…, a trunk 0 is refused', async () => {
     for (const dest of ['+' + DEST449, '00' + DEST449]) {
       const [id] = await soldIds(h, TALK);
@@ -249,6 +298,11 @@ describe('a stop for a call whose session is gone', () => {
     expect(await stop({ call, sec: 5, id: '1234', dest: DEST })).toMatchObject({ op: 'error' });
     const [unsold] = await mint(h, TALK);
     expect(await stop({ call, sec: 5, id: unsold, dest: DEST })).toMatchObject({ op: 'error', reason: 'not_active' });
+    // Nor is the call id kept for that ID: the call's stop naming its own ID is billed.
+    const callKey = callKeyOf(swName, call);
+    expect(await h.r.exists(keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey))).toBe(0);
+    const [id] = await soldIds(h, TALK);
+    expect(await stop({ call, sec: 5, id, dest: DEST })).toMatchObject({ op: 'stopped', billedSec: 5 });
   });
 
   it('for a call that is still live: an ordinary stop, with its own cause', async () => {
