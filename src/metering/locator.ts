@@ -35,7 +35,10 @@ export class CallLocator {
     private readonly redis: RedisClient,
     scripts: Scripts,
     private readonly ids: IdKeys,
+    /** The index's TTL from the call's claim: at least as long as a call may last. */
     private readonly ttlSec: number,
+    /** How long a closed call's index is kept: as long as its closed session answers. */
+    private readonly closedTtlSec: number,
     /** How long a turn lasts: a call unseen for twice this is forgotten. */
     turnMs: number,
     private readonly maxCached = 500_000,
@@ -115,6 +118,16 @@ export class CallLocator {
     const ck = callKeysFor(idKey, callKey);
     this.put(sw, call, ck);
     return ck;
+  }
+
+  /**
+   * A call this gateway saw end: forgotten here, and its index kept no longer than its closed
+   * session, all that a repeated stop or a late tick can still find through it. Claimed for as
+   * long as a call may last, it would otherwise outlive a short SESSION_TTL_SEC by a week.
+   */
+  async ended(sw: string, call: string): Promise<void> {
+    this.forget(sw, call);
+    if (this.closedTtlSec < this.ttlSec) await this.redis.expire(this.indexOf(sw, call), this.closedTtlSec, 'LT');
   }
 
   forget(sw: string, call: string): void {

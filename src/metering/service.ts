@@ -142,9 +142,9 @@ export class Metering {
     // A ticking call is seen several times per STALE_AFTER_MS: one forgotten went quiet, or lives
     // on elsewhere (a quota call's updates, further apart, then cost the index's GET each). So the
     // index must last as long as the call may, whatever SESSION_TTL_SEC: past it, such an update
-    // would find no call.
+    // would find no call. Once the call is stopped, it lasts as long as the closed session.
     const indexTtlSec = Math.max(cfg.sessionTtlSec, MAX_CALL_SEC + Math.ceil(cfg.ringTimeoutMs / 1000));
-    this.locator = new CallLocator(redis, scripts, ids, indexTtlSec, cfg.staleAfterMs);
+    this.locator = new CallLocator(redis, scripts, ids, indexTtlSec, cfg.sessionTtlSec, cfg.staleAfterMs);
     this.guesses = new SwitchGuesses(redis, ids, cfg, () => metrics.switchThrottled.inc());
     this.liveRefreshMs = Math.min(2000, Math.floor(cfg.staleAfterMs / 3));
     this.ticks = new GroupCommit(redis, this.billTicks, maxTicksPerScript);
@@ -369,7 +369,7 @@ export class Metering {
       if (r.ok) {
         // A repeated stop answers the first: that one must be on a replica, whoever wrote it.
         await (r.duplicate ? replicatedSeen : replicated)(this.redis, ck.session);
-        this.locator.forget(sw, call);
+        await this.locator.ended(sw, call);
         reportShort(this.metrics, this.log, 'stop', { session: ck.session, ...r });
       }
       if (r.ok || r.reason !== 'unknown_call' || !lost) return r;
@@ -459,7 +459,7 @@ export class Metering {
     // started it with (billed as that call's own stop, once): someone should look, so it is counted.
     if (!r.duplicate) this.metrics.recovered.inc();
     await this.replicatedCall(ck.session, sw, call, r.duplicate, claim !== 'new');
-    this.locator.forget(sw, call);
+    await this.locator.ended(sw, call);
     reportShort(this.metrics, this.log, 'recovered', { session: ck.session, ...r });
     return r;
   }

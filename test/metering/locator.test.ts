@@ -63,7 +63,7 @@ describe('call locator', () => {
     expect(locator.cached(sw, calls[0]!)).toBeUndefined();
   });
 
-  it('finds a call forgotten between its updates for as long as the call may last', async () => {
+  it('finds a call forgotten between its updates for as long as the call may last, no longer', async () => {
     // A quota-mode call's updates come minutes apart: forgotten in between, each finds the call
     // through its index. That index must outlive the call, however short SESSION_TTL_SEC (the
     // closed session's keep) is set: past it, the call's next update would be unknown_call.
@@ -78,6 +78,21 @@ describe('call locator', () => {
         expect(await h.r.ttl(index)).toBeGreaterThanOrEqual(MAX_CALL_SEC);
         expect((await c2.request({ op: 'update', ref: 'u', call, sec: 1 })).op).toBe('granted');
         expect(await c2.request({ op: 'stop', ref: 's', call, sec: 1 })).toMatchObject({ op: 'stopped', billedSec: 1 });
+        // Stopped, it is kept as long as its closed session: a week more would be memory for nothing.
+        expect(await h.r.ttl(index)).toBeGreaterThan(0);
+        expect(await h.r.ttl(index)).toBeLessThanOrEqual(60);
+        expect(await c2.request({ op: 'stop', ref: 's2', call, sec: 1 })).toMatchObject({
+          op: 'stopped',
+          billedSec: 1,
+        });
+
+        // So is a lost call's, recovered from its stop.
+        const lost = newCall();
+        const recovered = await c2.request({ op: 'stop', ref: 'r', call: lost, sec: 2, id, dest: DEST });
+        expect(recovered).toMatchObject({ op: 'stopped', billedSec: 2 });
+        const lostIndex = keys.callIndex(h.ctx.ids.bucketOf(`${name}:${lost}`), `${name}:${lost}`);
+        expect(await h.r.ttl(lostIndex)).toBeGreaterThan(0);
+        expect(await h.r.ttl(lostIndex)).toBeLessThanOrEqual(60);
       } finally {
         await c2.close();
       }
