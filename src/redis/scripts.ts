@@ -215,14 +215,14 @@ export class Scripts {
    * of another version still running finds its own gone at its next call and
    * loads it again, without pruning: one reload per start, no back and forth.
    */
-  async load({ prune = false, slotless = false } = {}): Promise<void> {
+  async load({ prune = false } = {}): Promise<void> {
     const client = this.client;
     // After a failover the cached node list may still name the failed primary.
     if (client instanceof Cluster)
       await new Promise<void>((ok, no) => client.refreshSlotsCache((err) => (err ? no(err) : ok())));
     const nodes = client instanceof Cluster ? client.nodes('master') : [client];
     for (const node of nodes) await this.loadOn(node, prune);
-    if (client instanceof Cluster) await this.loadOnSlotless(client, nodes, prune, slotless);
+    if (client instanceof Cluster) await this.loadOnSlotless(client, nodes, prune);
     this.loaded = true;
   }
 
@@ -241,11 +241,12 @@ export class Scripts {
    * A primary with no slot yet (just added, its first slot being migrated to it) is not in
    * the client's node list, yet calls reach it: ASK sends a migrated key's calls there, and
    * a library missing there would fail each of them. It gets the library through a
-   * connection of its own. At start (`slotless` false) one that refuses it (NOREPLICAS:
-   * no replica yet) stops nothing; a call that found it missing (`slotless` true) is
-   * answered by that refusal.
+   * connection of its own. One that cannot take it (NOREPLICAS: no replica yet; not
+   * reachable) stops nothing, neither a start nor a reload: most of the calls that found
+   * the library missing went to a primary with slots, which has it now, and one ASKed to
+   * that node fails on its own when it is called again.
    */
-  private async loadOnSlotless(client: Cluster, nodes: Redis[], prune: boolean, slotless: boolean): Promise<void> {
+  private async loadOnSlotless(client: Cluster, nodes: Redis[], prune: boolean): Promise<void> {
     const known = new Set(nodes.map((n) => `${n.options.host}:${n.options.port}`));
     const listed = (await nodes[0]?.call('CLUSTER', 'NODES')) as string | undefined;
     for (const line of listed?.trim().split('\n') ?? []) {
@@ -265,8 +266,8 @@ export class Scripts {
       try {
         await node.connect();
         await this.loadOn(node, prune);
-      } catch (err) {
-        if (slotless) throw err;
+      } catch {
+        // Told by the call sent there again, if any is.
       } finally {
         node.disconnect();
       }
@@ -314,7 +315,7 @@ export class Scripts {
 
   /** One load at a time, however many calls found the library missing together. */
   private reload(): Promise<void> {
-    this.reloading ??= this.load({ slotless: true }).finally(() => (this.reloading = undefined));
+    this.reloading ??= this.load().finally(() => (this.reloading = undefined));
     return this.reloading;
   }
 

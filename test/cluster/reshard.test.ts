@@ -20,7 +20,7 @@ import { createLogger } from '../../src/observability/log';
 import { connectRedis } from '../../src/redis/connect';
 import { freeClusterBase, freePort } from '../../src/redis/embedded';
 import { STD_RATES, talkProduct, TEST_SECRET } from '../support/harness';
-import { sleep } from '../support/wait';
+import { sleep, until } from '../support/wait';
 import { Client } from '../support/ws-client';
 
 const SCRIPT = resolve(__dirname, '../../deploy/cluster/local-cluster.sh');
@@ -126,6 +126,52 @@ describe('a primary added without the library takes a busy bucket', () => {
       }
     } finally {
       await c.close();
+    }
+  });
+
+  it('a library missing on a primary with slots is loaded there, whatever another slotless one refuses', async () => {
+    // A primary just met, no slot yet and no replica: it refuses every write (min-replicas-to-write),
+    // FUNCTION LOAD included. No call reaches it; a call whose own primary lost the library (another
+    // version's start pruned it) must not be failed by that refusal when the library is reloaded.
+    const lonePort = await freePort();
+    mkdirSync(join(dir, 'lone'));
+    await run('redis-server', [
+      ...['--port', String(lonePort), '--cluster-port', String(await freePort()), '--bind', '127.0.0.1'],
+      ...['--dir', join(dir, 'lone'), '--cluster-enabled', 'yes', '--save', '', '--daemonize', 'yes'],
+      ...['--pidfile', join(dir, 'lone', 'redis.pid'), '--min-replicas-to-write', '1'],
+    ]);
+    const lone = new Redis({ port: lonePort, lazyConnect: true, maxRetriesPerRequest: 0 });
+    for (let i = 0; i < 100 && lone.status !== 'ready'; i++) await lone.connect().catch(() => sleep(50));
+    const ids: string[] = [];
+    await mintIds(ctx, TALK, 1, (id) => ids.push(id));
+    const id = ids[0]!;
+    expect((await activateId(ctx, id, { price: TALK.price })).ok).toBe(true);
+    const tok = (await createToken(ctx.redis, { name: 'sw-lone', role: 'switch' })).token;
+    const c = await Client.connect(g.port, tok);
+    const owner = new Redis({
+      port: await ownerOf(Number(await spare.cluster('KEYSLOT', `{b${ctx.ids.hash(id).bucket}}`))),
+      lazyConnect: true,
+    });
+    try {
+      await owner.connect();
+      await lone.cluster('MEET', '127.0.0.1', owner.options.port!);
+      for (let i = 0; i < 200 && !/cluster_state:ok/.test(await lone.cluster('INFO')); i++) await sleep(50);
+      const knowsLone = async (): Promise<boolean> => {
+        const lists = await Promise.all((ctx.redis as Cluster).nodes('master').map((n) => n.cluster('NODES')));
+        return lists.every((l) => String(l).includes(`:${lonePort}@`));
+      };
+      await until(knowsLone, 10_000, 50, 'every primary knows the new one');
+      await owner.function('DELETE', g.ctx.scripts.library.name);
+      expect(await c.request({ op: 'start', ref: 's', call: 'l1', id, dest: '4912345' })).toMatchObject({
+        op: 'started',
+      });
+      expect(await owner.function('LIST')).toHaveLength(1);
+      expect(await lone.function('LIST')).toEqual([]);
+    } finally {
+      owner.disconnect();
+      await c.close();
+      await lone.shutdown('NOSAVE').catch(() => undefined);
+      lone.disconnect();
     }
   });
 
