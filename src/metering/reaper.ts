@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/config';
 import type { Metrics } from '../observability/metrics';
+import { MAX_CALL_SEC } from '../protocol/switch';
 import { redisTimeMs } from '../redis/clock';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
@@ -18,6 +19,14 @@ import { reportShort } from './shortfall';
 export class Reaper {
   private timer?: NodeJS.Timeout;
   private running = false;
+  /**
+   * How long a reaped call's closed session (and its key by ID and call id) is kept: as long as
+   * a stopped one's, but never less than a call may last. The call may go on while its switch
+   * cannot reach Tessera; its own stop, however late, must find the session to bill only the
+   * seconds past the reaping (a `late` record). Gone, that stop would be billed in full again
+   * as a lost call's (a recovered stop), the reaped seconds twice.
+   */
+  private readonly closedTtlSec: number;
 
   constructor(
     private readonly cfg: Config,
@@ -25,7 +34,9 @@ export class Reaper {
     private readonly scripts: Scripts,
     private readonly metrics: Metrics,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.closedTtlSec = Math.max(cfg.sessionTtlSec, MAX_CALL_SEC + Math.ceil(cfg.ringTimeoutMs / 1000));
+  }
 
   start(): void {
     this.timer = setInterval(() => void this.sweep(), this.cfg.reapIntervalMs);
@@ -66,7 +77,7 @@ export class Reaper {
                 { session, id: idKey, live: keys.live(bucket), cdr: keys.cdr(bucket), events: keys.events(bucket) },
                 now,
                 this.cfg.staleAfterMs,
-                this.cfg.sessionTtlSec,
+                this.closedTtlSec,
               );
               if (r.closed) {
                 // Nobody waits for this answer, but a close no replica has is not counted as done.

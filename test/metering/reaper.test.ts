@@ -14,6 +14,7 @@ import {
   startHarness,
   talkProduct,
   token,
+  withGateway,
   type Harness,
 } from '../support/harness';
 import { bucketOf, idFields, idKeyOf } from '../support/redis';
@@ -24,6 +25,7 @@ import { callKeyOf, callKeysFor } from '../../src/metering/call-keys';
 import { callTick } from '../../src/metering/scripts';
 import type { Gateway } from '../../src/gateway/server';
 import { keys } from '../../src/redis/keys';
+import { MAX_CALL_SEC } from '../../src/protocol/switch';
 import { putPlans } from '../../src/catalog/store';
 import { audit } from '../../src/ledger/audit';
 
@@ -347,6 +349,34 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
       balance: 999_500,
     });
     expect(await cdrsOf(h, id, call)).toHaveLength(2);
+  });
+
+  it('keeps a reaped call as long as the call may still last, however short SESSION_TTL_SEC', async () => {
+    // A reaped call may talk on for as long as a call may last: its own stop must still find it,
+    // or the stop (with its ID and destination) would bill every second again as a lost call's.
+    await withGateway(h, { staleAfterMs: 300, reapIntervalMs: 600_000, sessionTtlSec: 60 }, async (g) => {
+      const { c: c2, name } = await connectSwitch(h, g.port);
+      try {
+        const { id, call } = await begin(c2);
+        expect(await c2.request({ op: 'tick', ref: ref(), call, sec: 10 })).toMatchObject({ op: 'ticked' });
+        await until(async () => (await g.reaper.sweep()) === 1, 3000);
+        const session = sessionKey(h, id, name, call);
+        const byId = keys.idCall(bucketOf(h, id), h.ctx.ids.hash(id).hash, call);
+        for (const key of [session, byId]) expect(await h.r.ttl(key)).toBeGreaterThanOrEqual(MAX_CALL_SEC);
+        // Its stop, come when it may, bills the 10 s past the reaping, once.
+        expect(await c2.request({ op: 'stop', ref: ref(), call, sec: 20, id, dest: DEST })).toMatchObject({
+          op: 'stopped',
+          billedSec: 20,
+          balance: 1_000_000 - 2000,
+        });
+        expect(await cdrsOf(h, id, call)).toMatchObject([
+          { cause: 'stale', sec: '10' },
+          { cause: 'late', sec: '10' },
+        ]);
+      } finally {
+        await c2.close();
+      }
+    });
   });
 
   it('a late stop whose give-back is all forgiven answers the balance as it is now, not as reaped', async () => {
