@@ -63,6 +63,8 @@ interface Call {
   ending: boolean;
   /** When the connector will cut the call (its paid seconds end then); 0 if not ordered. */
   cutAt: number;
+  /** The paid seconds it is cut at, once `cutAt` is set. */
+  cutSec: number;
   /** The call ended before its `started` arrived: stop it then. */
   endAfterStart?: { sec: number; cause: string };
   /**
@@ -207,6 +209,7 @@ export class KamailioConnector {
       timer: undefined,
       ending: false,
       cutAt: 0,
+      cutSec: 0,
     };
     this.calls.set(c.call, c);
     return c;
@@ -385,6 +388,7 @@ export class KamailioConnector {
   /** Cuts the call once its `sec` paid seconds are over (at once if they are). */
   private cutWhenPaidUp(c: Call, sec: number, cause: string): void {
     clearTimeout(c.timer);
+    c.cutSec = sec;
     c.cutAt = c.answerAt + sec * 1000 + CUT_MARGIN_MS;
     const wait = c.cutAt - steadyNow();
     if (wait <= 0) this.cut(c, sec, cause);
@@ -398,7 +402,12 @@ export class KamailioConnector {
     const c = this.calls.get(call) ?? Object.assign(this.track(e), { started: true });
     if (c.ending) return;
     const answerUs = e.ats ? kamailioUs(e.ats) : c.answerUs;
-    const sec = answerUs ? billedSeconds(answerUs, kamailioUs(e.ts)) : 0;
+    let sec = answerUs ? billedSeconds(answerUs, kamailioUs(e.ts)) : 0;
+    // Hung up past its paid seconds, before the cut ordered at their end reached it (the
+    // caller's BYE a few ms ahead of the connector's): those milliseconds are not billed,
+    // as for a call the cut reaches. Billed as a started second, the second was unpaid:
+    // what was left on the ID taken, the rest recorded short.
+    if (c.cutAt) sec = Math.min(sec, c.cutSec);
     if (!c.started) {
       clearTimeout(c.timer);
       c.endAfterStart = { sec, cause: 'hangup' };

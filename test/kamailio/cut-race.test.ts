@@ -1,0 +1,83 @@
+/**
+ * A call whose caller hangs up in the milliseconds between the end of its
+ * paid seconds and the connector's cut-off: it is billed its paid seconds,
+ * as the call the cut reaches is, not one more unpaid second (taking what
+ * was left on the ID and recording the rest short). Kamailio is stood in
+ * for by a TCP peer speaking evapi's netstrings, so the BYE lands in that
+ * window every time.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { KamailioConnector } from '../../src/kamailio/connector';
+import { encodeNetstring, NetstringReader } from '../../src/kamailio/netstring';
+import { createLogger } from '../../src/observability/log';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { idFields } from '../support/redis';
+import { until } from '../support/wait';
+import { recordOf } from './records';
+
+/** 250 micro-units at 100 a second: 2 paid seconds, 50 left over. */
+const SHORT = talkProduct({ name: 'talk-2s', face: 250, price: 250 });
+
+let h: Harness;
+let gw: Gateway;
+let server: Server;
+let kamailio: Socket | undefined;
+let connector: KamailioConnector;
+const replies: Record<string, unknown>[] = [];
+const send = (e: Record<string, unknown>): boolean => kamailio!.write(encodeNetstring(JSON.stringify(e)));
+
+beforeAll(async () => {
+  h = await startHarness();
+  await seedCatalog(h, [SHORT]);
+  gw = await gateway(h);
+  server = createServer((s) => {
+    kamailio = s;
+    const reader = new NetstringReader();
+    s.on('data', (chunk: Buffer) => {
+      for (const p of reader.push(chunk)) if (p.startsWith('{')) replies.push(JSON.parse(p) as Record<string, unknown>);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  connector = new KamailioConnector({
+    evapiHost: '127.0.0.1',
+    evapiPort: (server.address() as AddressInfo).port,
+    // No RPC: the cut's BYE goes nowhere, only the caller's BYE ends the dialog.
+    rpcUrl: 'http://127.0.0.1:9/RPC',
+    gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
+    token: await token(h, 'switch', 'kam-cut'),
+    log: createLogger('silent'),
+  });
+  connector.start();
+  await until(() => kamailio !== undefined);
+});
+
+afterAll(async () => {
+  connector?.close();
+  await new Promise((r) => server?.close(r));
+  await gw?.close();
+  await h?.stop();
+});
+
+describe('a hang-up racing the cut-off at the end of the paid seconds', () => {
+  it('is billed the paid seconds, nothing short', async () => {
+    const [id] = await soldIds(h, SHORT, 1);
+    const call = { ci: 'cut-race', he: 7, hi: 9, id, dest: '33612345678' };
+    send({ ev: 'invite', ti: 1, tl: 1, ...call, ts: Date.now() / 1000 });
+    await until(() => replies.some((r) => r.ti === 1 && r.sec !== undefined), 5000);
+    const ats = Date.now() / 1000;
+    send({ ev: 'answer', ...call, ts: ats });
+    // The tick of the last paid second (sent early) brought the cut-off: the cut is on its way.
+    await until(async () => {
+      const [session] = await h.r.keys('ts:*:call:kam-cut:cut-race:7.9');
+      return session !== undefined && Boolean(await h.r.hget(session, 'cut'));
+    }, 5000);
+    // The caller's BYE, 2 ms past the 2 paid seconds by Kamailio's clock, reaches the connector first.
+    send({ ev: 'end', ...call, ats, ts: ats + 2.002 });
+    const rec = await recordOf(h, 'cut-race');
+    expect([rec.sec, rec.cost, rec.short]).toEqual(['2', '200', '0']);
+    expect((await idFields(h, id!)).bal).toBe('50');
+  });
+});
