@@ -65,6 +65,10 @@ interface Call {
   cutAt: number;
   /** The paid seconds it is cut at, once `cutAt` is set. */
   cutSec: number;
+  /** dlg.end_dlg is under way: the cut's stop waits for it. */
+  cutting?: boolean;
+  /** An end event that came meanwhile: the seconds Kamailio timed (its BYE may have beaten the cut). */
+  endedSec?: number;
   /** The call ended before its `started` arrived: stop it then. */
   endAfterStart?: { sec: number; cause: string };
   /**
@@ -400,9 +404,14 @@ export class KamailioConnector {
     if (this.done.has(call)) return;
     // A call this connector never saw: whoever started it, the stop closes it (or answers unknown_call).
     const c = this.calls.get(call) ?? Object.assign(this.track(e), { started: true });
-    if (c.ending) return;
+    if (c.ending && !c.cutting) return;
     const answerUs = e.ats ? kamailioUs(e.ats) : c.answerUs;
     let sec = answerUs ? billedSeconds(answerUs, kamailioUs(e.ts)) : 0;
+    if (c.ending) {
+      // (Only a duration Kamailio timed: an end without the answer's time says nothing of it.)
+      if (answerUs) c.endedSec = sec;
+      return;
+    }
     // Hung up past its paid seconds, before the cut ordered at their end reached it (the
     // caller's BYE a few ms ahead of the connector's): those milliseconds are not billed,
     // as for a call the cut reaches. Billed as a started second, the second was unpaid:
@@ -459,16 +468,24 @@ export class KamailioConnector {
 
   /**
    * Ends the dialog through Kamailio's RPC (BYE to both sides) and stops the
-   * call at once: Kamailio's end event is not reliably sent for a dialog
-   * ended by dlg.end_dlg, and billing must not wait for it.
+   * call once Kamailio answered: its end event is not reliably sent for a
+   * dialog ended by dlg.end_dlg, and billing must not wait for it.
    */
   private cut(c: Call, sec: number, cause: string): void {
     c.ending = true;
+    c.cutting = true;
     clearTimeout(c.timer);
-    this.rpc
-      .endDialog(c.he, c.hi)
-      .catch((err: Error) => this.log.warn({ call: c.call, err: err.message }, 'dlg.end_dlg failed'));
-    this.stop(c, sec, cause);
+    // The stop waits for dlg.end_dlg: a BYE that beat the cut (the caller hung up as a blocked
+    // ID's tick brought its cut-off) ended the dialog first, and its end event, on its way
+    // meanwhile, bills the seconds Kamailio timed, not the ones the cut would have added.
+    const stop = (): void => {
+      c.cutting = false;
+      this.stop(c, Math.min(sec, c.endedSec ?? sec), cause);
+    };
+    this.rpc.endDialog(c.he, c.hi).then(stop, (err: Error) => {
+      this.log.warn({ call: c.call, err: err.message }, 'dlg.end_dlg failed');
+      stop();
+    });
   }
 
   private stop(c: Call, sec: number, cause: string): void {

@@ -1,15 +1,19 @@
 /**
- * A call whose caller hangs up in the milliseconds between the end of its
- * paid seconds and the connector's cut-off: it is billed its paid seconds,
- * as the call the cut reaches is, not one more unpaid second (taking what
- * was left on the ID and recording the rest short). Kamailio is stood in
- * for by a TCP peer speaking evapi's netstrings, so the BYE lands in that
- * window every time.
+ * Hang-ups racing the connector's cut-off. A call whose caller hangs up in
+ * the milliseconds between the end of its paid seconds and the cut is
+ * billed its paid seconds, as the call the cut reaches is, not one more
+ * unpaid second (taking what was left on the ID and recording the rest
+ * short). A call whose BYE beat the cut of a blocked ID is billed the
+ * seconds Kamailio timed, not the second the cut would have added.
+ * Kamailio is stood in for by a TCP peer speaking evapi's netstrings (and
+ * an HTTP one for its RPC), so the BYE lands in the window every time.
  */
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
+import { setIdState } from '../../src/ledger/ids';
 import { KamailioConnector } from '../../src/kamailio/connector';
 import { encodeNetstring, NetstringReader } from '../../src/kamailio/netstring';
 import { createLogger } from '../../src/observability/log';
@@ -27,6 +31,20 @@ let server: Server;
 let kamailio: Socket | undefined;
 let connector: KamailioConnector;
 const replies: Record<string, unknown>[] = [];
+/** The connector's '.' acknowledgements: it writes one once it has read an event it does not answer. */
+let acks = 0;
+/** What Kamailio does with a dlg.end_dlg before it answers (success, as for a dialog already ended too). */
+let onEndDialog: (() => Promise<void>) | undefined;
+const rpc = createHttpServer((req: IncomingMessage, res: ServerResponse) => {
+  req.resume();
+  req.on('end', () => {
+    void (onEndDialog?.() ?? Promise.resolve()).then(() =>
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ jsonrpc: '2.0', result: {}, id: 1 })),
+    );
+  });
+});
 const send = (e: Record<string, unknown>): boolean => kamailio!.write(encodeNetstring(JSON.stringify(e)));
 
 beforeAll(async () => {
@@ -37,15 +55,19 @@ beforeAll(async () => {
     kamailio = s;
     const reader = new NetstringReader();
     s.on('data', (chunk: Buffer) => {
-      for (const p of reader.push(chunk)) if (p.startsWith('{')) replies.push(JSON.parse(p) as Record<string, unknown>);
+      for (const p of reader.push(chunk)) {
+        if (p.startsWith('{')) replies.push(JSON.parse(p) as Record<string, unknown>);
+        else acks++;
+      }
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  await new Promise<void>((r) => rpc.listen(0, '127.0.0.1', r));
   connector = new KamailioConnector({
     evapiHost: '127.0.0.1',
     evapiPort: (server.address() as AddressInfo).port,
-    // No RPC: the cut's BYE goes nowhere, only the caller's BYE ends the dialog.
-    rpcUrl: 'http://127.0.0.1:9/RPC',
+    // The cut's BYE goes nowhere: only the caller's BYE ends the dialog.
+    rpcUrl: `http://127.0.0.1:${(rpc.address() as AddressInfo).port}/RPC`,
     gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
     token: await token(h, 'switch', 'kam-cut'),
     log: createLogger('silent'),
@@ -57,6 +79,7 @@ beforeAll(async () => {
 afterAll(async () => {
   connector?.close();
   await new Promise((r) => server?.close(r));
+  await new Promise((r) => rpc.close(r));
   await gw?.close();
   await h?.stop();
 });
@@ -79,5 +102,33 @@ describe('a hang-up racing the cut-off at the end of the paid seconds', () => {
     const rec = await recordOf(h, 'cut-race');
     expect([rec.sec, rec.cost, rec.short]).toEqual(['2', '200', '0']);
     expect((await idFields(h, id!)).bal).toBe('50');
+  });
+});
+
+describe("a hang-up racing a blocked ID's cut-off", () => {
+  it('is billed the seconds Kamailio timed', async () => {
+    const [id] = await soldIds(h, talkProduct({ name: 'talk-2s', face: 250, price: 250 }), 1);
+    const call = { ci: 'block-race', he: 8, hi: 9, id, dest: '33612345678' };
+    send({ ev: 'invite', ti: 2, tl: 2, ...call, ts: Date.now() / 1000 });
+    await until(() => replies.some((r) => r.ti === 2 && r.sec !== undefined), 5000);
+    // The caller's BYE reached Kamailio 1 ms before the second the cut comes at ended: its end
+    // event left before Kamailio handled dlg.end_dlg, and the answer comes once the connector read it.
+    let ats = 0;
+    onEndDialog = async () => {
+      const before = acks;
+      send({ ev: 'end', ...call, ats, ts: ats + 0.999 });
+      await until(() => acks > before, 5000);
+    };
+    ats = Date.now() / 1000;
+    send({ ev: 'answer', ...call, ts: ats });
+    // Blocked once it talks: the tick of its first second brings the cut-off, and the cut.
+    await until(async () => {
+      const [session] = await h.r.keys('ts:*:call:kam-cut:block-race:8.9');
+      return session !== undefined && Boolean(await h.r.hget(session, 'ans'));
+    }, 5000);
+    await setIdState(h.ctx, id!, 'block');
+    const rec = await recordOf(h, 'block-race');
+    onEndDialog = undefined;
+    expect([rec.sec, rec.cost, rec.cause]).toEqual(['1', '100', 'cutoff']);
   });
 });
