@@ -37,7 +37,7 @@ export class CallLocator {
     private readonly ids: IdKeys,
     /** The index's TTL from the call's claim: at least as long as a call may last. */
     private readonly ttlSec: number,
-    /** How long a closed call's index is kept: as long as its closed session answers. */
+    /** How long a closed call's index is kept: as long as its closed session answers (`ttlSec`: not cut). */
     private readonly closedTtlSec: number,
     /** How long a turn lasts: a call unseen for twice this is forgotten. */
     turnMs: number,

@@ -142,9 +142,12 @@ export class Metering {
     // A ticking call is seen several times per STALE_AFTER_MS: one forgotten went quiet, or lives
     // on elsewhere (a quota call's updates, further apart, then cost the index's GET each). So the
     // index must last as long as the call may, whatever SESSION_TTL_SEC: past it, such an update
-    // would find no call. Once the call is stopped, it lasts as long as the closed session.
+    // would find no call. Once the call is stopped, it lasts as long as the closed session, but
+    // only a SESSION_TTL_SEC below the longest call is worth an EXPIRE per stop: at the default (a
+    // week) the cut would save at most the ring timeout's seconds of one key.
     const indexTtlSec = Math.max(cfg.sessionTtlSec, MAX_CALL_SEC + Math.ceil(cfg.ringTimeoutMs / 1000));
-    this.locator = new CallLocator(redis, scripts, ids, indexTtlSec, cfg.sessionTtlSec, cfg.staleAfterMs);
+    const closedTtlSec = cfg.sessionTtlSec < MAX_CALL_SEC ? cfg.sessionTtlSec : indexTtlSec;
+    this.locator = new CallLocator(redis, scripts, ids, indexTtlSec, closedTtlSec, cfg.staleAfterMs);
     this.guesses = new SwitchGuesses(redis, ids, cfg, () => metrics.switchThrottled.inc());
     this.liveRefreshMs = Math.min(2000, Math.floor(cfg.staleAfterMs / 3));
     this.ticks = new GroupCommit(redis, this.billTicks, maxTicksPerScript);

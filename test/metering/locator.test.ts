@@ -98,4 +98,17 @@ describe('call locator', () => {
       }
     });
   });
+
+  it('sends no index cut per stop at the default SESSION_TTL_SEC, where it would save nothing', async () => {
+    // At the default (a week) the closed session outlives a stopped call's index within the ring
+    // timeout anyway: an EXPIRE per stop would cost every call a round trip more for nothing.
+    expect(gw.ctx.cfg.sessionTtlSec).toBe(MAX_CALL_SEC);
+    const [id] = await soldIds(h, P);
+    const call = newCall();
+    expect((await c.request({ op: 'start', ref: call, call, id, dest: DEST })).op).toBe('started');
+    expect(await c.request({ op: 'stop', ref: 's', call, sec: 1 })).toMatchObject({ op: 'stopped', billedSec: 1 });
+    // As its claim left it: a week plus the ring timeout, less the call's few seconds.
+    const index = keys.callIndex(h.ctx.ids.bucketOf(`${sw}:${call}`), `${sw}:${call}`);
+    expect(await h.r.ttl(index)).toBeGreaterThan(MAX_CALL_SEC);
+  });
 });
