@@ -16,7 +16,10 @@ ARGV[7] ID hash (for the call record)
 ARGV[8] dialled destination (digits)
 ARGV[9]  ANI hash when the stop named the caller number instead of the ID, else '': the ID must
          still list that number, or the stop is refused unknown_ani (as call_start does)
-ARGV[10..] pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
+ARGV[10] TTL (s) of another name's live call this stop closes (below): at least as long as a call may
+         last, as the reaper keeps what it closes, for its switch may talk on, unaware, and its own stop
+         must find it to bill only the seconds past this one (a `late` record), not all of them again
+ARGV[11..] pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
           tariff in every plan that has one; the ID's plan picks.
 Returns {'ok', billedSec, cost, balance, recordId, duplicate(0|1), short (the new record's; 0 for a
 repeat)} or {'err', reason}: call_conflict when the session is there after all (a stop of the
@@ -70,7 +73,8 @@ if other then
   local r
   local live = o[S_ST] == 'live'
   if live then
-    r = stop_live(o, other, KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], ttl, KEYS[5], KEYS[6])
+    r = stop_live(o, other, KEYS[2], KEYS[3], KEYS[4], now, sec, ARGV[3], math.max(ttl, tonumber(ARGV[10])), KEYS[5],
+      KEYS[6])
   else
     r = late_stop(o, other, KEYS[2], KEYS[4], now, sec, KEYS[5], true)
   end
@@ -98,7 +102,7 @@ if f[1] ~= 'sold' and f[1] ~= 'exhausted' and f[1] ~= 'blocked' and f[1] ~= 'exp
 end
 if f[2] ~= 'talk' then return { 'err', 'wrong_kind' } end
 if ARGV[9] ~= '' and redis.call('HEXISTS', KEYS[2], 'ani:' .. ARGV[9]) == 0 then return { 'err', 'unknown_ani' } end
-local desc = rate_of(ARGV, f[4], 10)
+local desc = rate_of(ARGV, f[4], 11)
 if not desc then return { 'err', 'no_rate' } end
 
 -- The session call_start would have written, answered `sec` seconds ago, holding

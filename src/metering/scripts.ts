@@ -445,6 +445,11 @@ export interface RecoverArgs {
   /** The stop's cause, kept when the session turns out to be there after all. */
   cause: string;
   ttlSec: number;
+  /**
+   * How long another token name's live call this stop closes is kept: as long as a call may last,
+   * for that name's switch may talk on, unaware, and its own stop must still find the call.
+   */
+  talkOnTtlSec: number;
   sw: string;
   call: string;
   idHash: string;
@@ -461,7 +466,7 @@ export async function callRecover(scripts: Scripts, ck: CallKeys, a: RecoverArgs
     await scripts.run(
       'call_recover',
       [ck.session, ck.id, ck.live, ck.cdr, ck.events, redisKeys.idCall(ck.bucket, a.idHash, a.call)],
-      [a.now, a.sec, a.cause, a.ttlSec, a.sw, a.call, a.idHash, a.dest, a.aniHash, ...a.rates],
+      [a.now, a.sec, a.cause, a.ttlSec, a.sw, a.call, a.idHash, a.dest, a.aniHash, a.talkOnTtlSec, ...a.rates],
     ),
   );
   if (r[0] === 'err') return { ok: false, reason: str('call_recover', r, 1) };

@@ -119,6 +119,8 @@ export class Metering {
   private readonly ringGraceMs: number;
   /** How long a call stays findable by its ID and call id: its longest life, then its closed session's TTL. */
   private readonly keepSec: number;
+  /** How long a call closed while its switch may talk on is kept: as long as a call may last, at least. */
+  private readonly talkOnTtlSec: number;
   /**
    * unknown_id answers to starts and quotes, per switch token name and the
    * call's origin (their own counters, not the scanners'). Unlike scanners'
@@ -148,6 +150,7 @@ export class Metering {
     const indexTtlSec = Math.max(cfg.sessionTtlSec, MAX_CALL_SEC + Math.ceil(cfg.ringTimeoutMs / 1000));
     const closedTtlSec = cfg.sessionTtlSec < MAX_CALL_SEC ? cfg.sessionTtlSec : indexTtlSec;
     this.locator = new CallLocator(redis, scripts, ids, indexTtlSec, closedTtlSec, cfg.staleAfterMs);
+    this.talkOnTtlSec = indexTtlSec;
     this.guesses = new SwitchGuesses(redis, ids, cfg, () => metrics.switchThrottled.inc());
     this.liveRefreshMs = Math.min(2000, Math.floor(cfg.staleAfterMs / 3));
     this.ticks = new GroupCommit(redis, this.billTicks, maxTicksPerScript);
@@ -445,6 +448,7 @@ export class Metering {
       sec,
       cause,
       ttlSec: this.cfg.sessionTtlSec,
+      talkOnTtlSec: this.talkOnTtlSec,
       sw,
       call,
       idHash: hash,

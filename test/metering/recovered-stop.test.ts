@@ -16,14 +16,16 @@ import {
   startHarness,
   talkProduct,
   token,
+  withGateway,
   type Harness,
 } from '../support/harness';
-import { balanceOf, idFields, idKeyOf } from '../support/redis';
+import { balanceOf, bucketOf, idFields, idKeyOf } from '../support/redis';
 import { putPlans } from '../../src/catalog/store';
 import { Client } from '../support/ws-client';
 import { metricsText, sample } from '../support/metrics';
 import { audit } from '../../src/ledger/audit';
-import { cdrsOf, connectSwitch, newCall, startAt } from './fixtures';
+import { cdrsOf, connectSwitch, newCall, sessionKey, startAt } from './fixtures';
+import { MAX_CALL_SEC } from '../../src/protocol/switch';
 import { callKeyOf, callKeysFor } from '../../src/metering/call-keys';
 import { callRecover } from '../../src/metering/scripts';
 import { createLogger } from '../../src/observability/log';
@@ -137,6 +139,7 @@ describe('a stop for a call whose session is gone', () => {
         sec: 30,
         cause: 'normal',
         ttlSec: 60,
+        talkOnTtlSec: 60,
         sw,
         call,
         idHash: hash,
@@ -421,6 +424,44 @@ describe('a stop under another token name than its start (a switch back under a 
     expect(await cdrsOf(h, id!, call)).toHaveLength(2);
     expect(await balanceOf(h, id!)).toBe(DUO.face - 26_000);
     expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+
+  it("keeps the call it stopped live as long as a call may last, for the old name's own stop", async () => {
+    // The old name's switch may talk on, unaware (a quota call's next update may be minutes away):
+    // its own stop, come when it may, must find the call and bill only the seconds past this stop.
+    // Kept SESSION_TTL_SEC (60 s), the call was gone by then and that stop billed every second again.
+    const [id] = await soldIds(h, DUO);
+    await withGateway(h, { sessionTtlSec: 60 }, async (g) => {
+      const { c: old, name } = await connectSwitch(h, g.port);
+      const { c: now } = await connectSwitch(h, g.port);
+      try {
+        const call = newCall();
+        expect(await old.request({ op: 'start', ref: ++refs, call, id, dest: DEST, mode: 'quota' })).toMatchObject({
+          op: 'started',
+        });
+        expect(await now.request({ op: 'stop', ref: ++refs, call, sec: 3, id, dest: DEST })).toMatchObject({
+          op: 'stopped',
+          billedSec: 3,
+          cost: 300,
+        });
+        const byId = keys.idCall(bucketOf(h, id!), h.ctx.ids.hash(id!).hash, call);
+        for (const key of [sessionKey(h, id!, name, call), byId])
+          expect(await h.r.ttl(key)).toBeGreaterThanOrEqual(MAX_CALL_SEC);
+        expect(await old.request({ op: 'stop', ref: ++refs, call, sec: 70, id, dest: DEST })).toMatchObject({
+          op: 'stopped',
+          billedSec: 70,
+          cost: 7000,
+        });
+        expect((await cdrsOf(h, id!, call)).map((r) => [r.cause, r.sec])).toEqual([
+          ['normal', '3'],
+          ['late', '67'],
+        ]);
+        expect((await audit(h.ctx)).problems).toEqual([]);
+      } finally {
+        await old.close();
+        await now.close();
+      }
+    });
   });
 
   it("a name whose stop repeated another name's is not told to hang up either: it stopped the call", async () => {
