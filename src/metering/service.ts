@@ -14,6 +14,7 @@ import { replicated, replicatedSeen, waitsForReplicas } from '../redis/replicati
 import { callKeyOf, callKeysFor, type CallKeys } from './call-keys';
 import { SwitchGuesses } from './switch-guesses';
 import { reportShort } from './shortfall';
+import { unrecoverable } from './recoverable';
 import { CallLocator } from './locator';
 import {
   callQuote,
@@ -433,6 +434,10 @@ export class Metering {
     const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));
     // The index names another ID: this call id is not the one the stop describes.
     if (indexed && indexed.id !== ck.id) return { ok: false, reason: 'call_conflict' };
+    // An ID no recovery bills is refused before the claim below: claimed for it until its refusal,
+    // the call id would answer the call's own stop racing this one call_conflict (src/metering/recoverable.ts).
+    const unfit = indexed ? undefined : await unrecoverable(this.redis, ck.id);
+    if (unfit) return { ok: false, reason: unfit };
     // Claimed before it is billed, as a start claims it: a stop of the same call naming another
     // ID, racing this one on another gateway, finds the call id taken (call_conflict) instead of
     // billing its own ID for the same lost call in another bucket, where this one's session is

@@ -208,6 +208,47 @@ describe('a stop for a call whose session is gone', () => {
     }
   });
 
+  it("racing one naming an unsold ID on another gateway: the call's own stop is billed, not call_conflict", async () => {
+    // Gateway A's stop names an ID no recovery bills; its answer is held back (as under load). The
+    // call's own stop, naming its sold ID, reaches B meanwhile: A must not hold the call id for an ID
+    // it will refuse, or B answers call_conflict and the call is billed to nobody.
+    const [unsold] = (await mint(h, TALK)) as [string];
+    const [id] = (await soldIds(h, TALK)) as [string];
+    const proxy = new HoldProxy(Number(new URL(h.redis.url).port));
+    const gwA = await startGateway(h.cfg, createLogger('silent'), await proxy.listen());
+    const name = newCall('sw');
+    const tok = await token(h, 'switch', name);
+    const a = await Client.connect(gwA.port, tok);
+    const b = await Client.connect(gw.port, tok);
+    try {
+      const call = newCall();
+      const callKey = callKeyOf(name, call);
+      const index = keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey);
+      proxy.holdAfter('call_recover_');
+      let answered = false;
+      const first = a.request({ op: 'stop', ref: 1, call, sec: 30, id: unsold, dest: DEST449 }).finally(() => {
+        answered = true;
+      });
+      // A has claimed the call id (and its recovery is held), or has answered without claiming it.
+      await until(async () => answered || (await h.r.exists(index)) === 1, 10_000, 10, 'A judged its stop');
+      expect(await b.request({ op: 'stop', ref: 2, call, sec: 30, id, dest: DEST449 })).toMatchObject({
+        op: 'stopped',
+        billedSec: 30,
+        cost: 35_000,
+      });
+      proxy.release();
+      expect(await first).toMatchObject({ op: 'error', reason: 'not_active' });
+      expect(await h.r.get(index)).toBe(idKeyOf(h, id));
+      expect(await cdrsOf(h, id, call)).toHaveLength(1);
+    } finally {
+      proxy.release();
+      await a.close();
+      await b.close();
+      await gwA.close();
+      await proxy.close();
+    }
+  });
+
   it('its destination read as a start reads it: +449… and 00449… are rated as 449…, a trunk 0 is refused', async () => {
     for (const dest of ['+' + DEST449, '00' + DEST449]) {
       const [id] = await soldIds(h, TALK);
