@@ -174,8 +174,14 @@ const windowsOf = (periods: readonly Period[] | undefined): Window[] =>
 export const activationOf = (p: RatePlan): number =>
   p.activeFrom === undefined ? 0 : typeof p.activeFrom === 'number' ? p.activeFrom : Date.parse(p.activeFrom);
 
+/**
+ * The prefix's rate in `period`. Own properties only: `constructor` or `toString` are valid period
+ * names, and a prefix that does not price them must not get Object.prototype's functions as a rate.
+ */
 const rateIn = (hit: Rate, period: string | undefined): number =>
-  (period !== undefined ? hit.periodRates?.[period] : undefined) ?? hit.rate;
+  (period !== undefined && hit.periodRates && Object.hasOwn(hit.periodRates, period)
+    ? hit.periodRates[period]
+    : undefined) ?? hit.rate;
 
 /**
  * The versions of one rate plan (an undated plan and/or versions with

@@ -148,6 +148,38 @@ describe('tariff descriptors', () => {
     expect(plan.descriptor('44', at)).toBeUndefined();
   });
 
+  it('a period named like an Object.prototype member charges the rate of a prefix that does not price it', () => {
+    // `constructor`, `toString`, `valueOf` are valid period names: a prefix's periodRates without
+    // them must not find Object.prototype's functions, which no call script can parse.
+    const plan = new PlanTariff([
+      {
+        name: 'proto',
+        periods: [
+          { name: 'peak', days: [...EVERY_DAY], to: '12:00' },
+          { name: 'constructor', days: [...EVERY_DAY], from: '12:00', to: '18:00' },
+          { name: 'toString', days: [...EVERY_DAY], from: '18:00', to: '21:00' },
+          { name: 'valueOf', days: [...EVERY_DAY], from: '21:00' },
+        ],
+        rates: [
+          { prefix: '', rate: 100, fee: 0, periodRates: { peak: 300 } },
+          { prefix: '33', rate: 50, fee: 0, periodRates: { constructor: 70 } },
+        ],
+      },
+    ]);
+    const now = utc(2027, 1, 13, 6);
+    const d = plan.descriptor('1', now)!;
+    expect(d).toMatch(/^\d+( \d+)*$/);
+    expect(changesOf(d).slice(0, 2)).toEqual([
+      [utc(2027, 1, 13, 12), 100],
+      [utc(2027, 1, 14, 0), 300],
+    ]);
+    expect(plan.rateAt('1', utc(2027, 1, 13, 13))).toEqual({ rate: 100, fee: 0 });
+    expect(plan.rateAt('1', utc(2027, 1, 13, 19))).toEqual({ rate: 100, fee: 0 });
+    expect(plan.descriptor('1', utc(2027, 1, 13, 22))).toMatch(/^100 0 1 1 0 0 0 \d+ 300( \d+)*$/);
+    expect(plan.rateAt('33', utc(2027, 1, 13, 13))).toEqual({ rate: 70, fee: 0 });
+    expect(plan.rateAt('33', utc(2027, 1, 13, 19))).toEqual({ rate: 50, fee: 0 });
+  });
+
   it('lists at most MAX_RATE_CHANGES changes', () => {
     const hours = Array.from({ length: 12 }, (_, i) => ({
       name: 'odd',
