@@ -237,7 +237,7 @@ export async function putProducts(redis: RedisClient, items: unknown[]): Promise
   return products;
 }
 
-/** At most this many versions of one plan are stored (the one in force and those to come). */
+/** At most this many versions of one plan to come (activation after the load), beside the one in force. */
 export const MAX_PLAN_VERSIONS = 16;
 
 /** The hash field of a plan version: its name, or `name@activation ms` for a dated version. */
@@ -313,7 +313,8 @@ export async function putPlans(redis: RedisClient, items: unknown[], now = Date.
     // The version in force now, and everything after it, stays; what it superseded goes.
     const inForce = Math.max(-1, ...[...all].map(fieldActivation).filter((t) => t <= now));
     const keep = [...all].filter((f) => fieldActivation(f) >= inForce);
-    if (keep.length > MAX_PLAN_VERSIONS)
+    // The one in force is not "to come": docs/operations.md promises 16 versions beside it.
+    if (keep.filter((f) => fieldActivation(f) > now).length > MAX_PLAN_VERSIONS)
       throw new Error(`rate plan ${name}: more than ${MAX_PLAN_VERSIONS} versions to come`);
     del.push(...old.filter((f) => !keep.includes(f)));
     for (const p of mine) if (keep.includes(planField(p))) set.push(planField(p), JSON.stringify(p));

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Redis from 'ioredis';
 import { CatalogCache } from '../../src/catalog/cache';
 import { parsePeriods, readPlansFile } from '../../src/catalog/files';
-import { putPlans, readCatalog } from '../../src/catalog/store';
+import { MAX_PLAN_VERSIONS, putPlans, readCatalog } from '../../src/catalog/store';
 import { PlanTariff } from '../../src/catalog/tariff';
 import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
@@ -205,6 +205,16 @@ describe('rate plan versions', () => {
     expect((await fields()).filter((f) => f.startsWith('ver'))).toEqual([`ver@${NOW - 1000}`, `ver@${NOW + 1000}`]);
     await putPlans(h.ctx.redis, [v(140, NOW + 5000)], NOW + 2000);
     expect((await fields()).filter((f) => f.startsWith('ver'))).toEqual([`ver@${NOW + 1000}`, `ver@${NOW + 5000}`]);
+  });
+  it('keeps up to 16 versions to come beside the one in force, and refuses a 17th', async () => {
+    const dated = (n: number, from = 1) =>
+      Array.from({ length: n }, (_, i) => ({ ...v(200 + i, NOW + (from + i) * 86_400_000), name: 'cap' }));
+    await putPlans(h.ctx.redis, [{ ...v(100), name: 'cap' }, ...dated(MAX_PLAN_VERSIONS)], NOW);
+    expect((await fields()).filter((f) => f.startsWith('cap'))).toHaveLength(MAX_PLAN_VERSIONS + 1);
+    await expect(putPlans(h.ctx.redis, dated(1, MAX_PLAN_VERSIONS + 1), NOW)).rejects.toThrow(
+      `rate plan cap: more than ${MAX_PLAN_VERSIONS} versions to come`,
+    );
+    expect((await fields()).filter((f) => f.startsWith('cap'))).toHaveLength(MAX_PLAN_VERSIONS + 1);
   });
 });
 
