@@ -168,8 +168,10 @@ export function readPlansFile(file: string): unknown[] {
     const key = `${plan}@${cells.activeFrom ?? ''}`;
     let v = versions.get(key);
     if (!v) versions.set(key, (v = { name: plan, rates: [] }));
-    const rate: Record<string, unknown> = {};
-    const periodRates: Record<string, number | string> = {};
+    // Built from entries, not by assignment: a `__proto__` column assigned to a plain object set its
+    // prototype (or nothing) and vanished, where the schema refuses any column it does not take.
+    const rateCells: [string, unknown][] = [];
+    const periodCells: [string, number | string][] = [];
     for (const [col, value] of Object.entries(cells)) {
       if (value === undefined) continue;
       if ((PLAN_COLUMNS as readonly string[]).includes(col)) {
@@ -178,10 +180,11 @@ export function readPlansFile(file: string): unknown[] {
         if (v[col] !== undefined && JSON.stringify(v[col]) !== JSON.stringify(parsed))
           throw new Error(`${where}: plan ${plan} has two different values of ${col}`);
         v[col] = parsed;
-      } else if (col.startsWith('rate.')) periodRates[col.slice(5)] = num(value);
-      else rate[col] = RATE_NUMBERS.has(col) ? num(value) : value;
+      } else if (col.startsWith('rate.')) periodCells.push([col.slice(5), num(value)]);
+      else rateCells.push([col, RATE_NUMBERS.has(col) ? num(value) : value]);
     }
-    if (Object.keys(periodRates).length) rate.periodRates = periodRates;
+    const rate: Record<string, unknown> = Object.fromEntries(rateCells);
+    if (periodCells.length) rate.periodRates = Object.fromEntries(periodCells);
     v.rates.push({ ...rate, prefix: rate.prefix ?? '' });
   });
   return [...versions.values()];

@@ -93,6 +93,20 @@ describe('rate plan files', () => {
     expect(() => readPlansFile(file('tz.csv', csv))).toThrow(/row 2: plan z has two different values of tz/);
   });
 
+  it('CSV: a column named __proto__, or rate.__proto__, is refused like any other unknown column', async () => {
+    // Assigned to a plain object such a column set its prototype (or nothing) and vanished: the
+    // plan loaded without it, where a column the schema does not take, or a rate for a period the
+    // plan does not define, is refused.
+    const refused: [string, RegExp][] = [
+      ['__proto__', /rate plan #1: rates\.0 has a field it does not take: "__proto__"/],
+      ['rate.__proto__', /rate plan pz: prefix '' has a rate for period '__proto__', which the plan does not define/],
+    ];
+    for (const [col, why] of refused) {
+      const plans = readPlansFile(file('proto.csv', [`plan,prefix,rate,${col}`, 'pz,,10,5'].join('\n')));
+      await expect(putPlans(h.ctx.redis, plans)).rejects.toThrow(why);
+    }
+  });
+
   it('periods: day ranges wrap, lists join with +, the times are optional', () => {
     expect(parsePeriods('night=fri-mon 00:00-06:00 | we=sat+sun')).toEqual([
       { name: 'night', days: ['fri', 'sat', 'sun', 'mon'], from: '00:00', to: '06:00' },
