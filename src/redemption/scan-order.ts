@@ -122,13 +122,24 @@ export class ScansUnderWay {
    * was granted (the claim is the sale's).
    */
   private readonly owed = new Map<string, string>();
+  /**
+   * Keys with copies under way that were refused and have not left yet (a refusal leaves once its
+   * claim is dropped and its guess counted), and how many: they may no longer be granted.
+   */
+  private readonly refusing = new Map<string, number>();
 
   enter(scanKey: string, idKey: string): void {
     if (!this.ids.has(scanKey)) this.ids.set(scanKey, idKey);
     else this.more.set(scanKey, (this.more.get(scanKey) ?? 1) + 1);
   }
 
-  leave(scanKey: string): void {
+  /** `refused`: the one leaving was refused (ScansUnderWay.refused). */
+  leave(scanKey: string, refused = false): void {
+    if (refused && this.refusing.size > 0) {
+      const r = this.refusing.get(scanKey);
+      if (r !== undefined && r > 1) this.refusing.set(scanKey, r - 1);
+      else if (r !== undefined) this.refusing.delete(scanKey);
+    }
     const n = this.more.size > 0 ? this.more.get(scanKey) : undefined;
     if (n === undefined) {
       this.ids.delete(scanKey);
@@ -147,7 +158,12 @@ export class ScansUnderWay {
    */
   refused(scanKey: string, claimedIn: string | undefined): string | undefined {
     const owed = claimedIn ?? (this.owed.size > 0 ? this.owed.get(scanKey) : undefined);
-    if (this.more.size > 0 && this.more.has(scanKey)) {
+    const n = this.more.size > 0 ? this.more.get(scanKey) : undefined;
+    // Copies refused before this one may not have left yet (their guesses still being counted):
+    // they hold no claim for anybody, so the last copy refused drops it all the same.
+    const gone = n !== undefined && this.refusing.size > 0 ? (this.refusing.get(scanKey) ?? 0) : 0;
+    if (n !== undefined) this.refusing.set(scanKey, gone + 1);
+    if (n !== undefined && n - gone > 1) {
       // Never over a granted copy's mark: its claim is the sale's.
       if (claimedIn !== undefined && this.owed.get(scanKey) !== '') this.owed.set(scanKey, claimedIn);
       return undefined;
@@ -166,6 +182,6 @@ export class ScansUnderWay {
   }
 
   get size(): number {
-    return this.ids.size + this.more.size + this.owed.size;
+    return this.ids.size + this.more.size + this.owed.size + this.refusing.size;
   }
 }

@@ -120,6 +120,8 @@ class PendingScan implements ClaimItem, RedeemItem {
   /** Its standing among its ID's scans (ArrivalOrder). */
   ready = false;
   gone = false;
+  /** Refused: it leaves the scans under way as a refused copy (ScansUnderWay.refused). */
+  refused = false;
 }
 
 export class Redemption {
@@ -227,7 +229,7 @@ export class Redemption {
 
   /** Hands a scan under way its answer (or error): a reverse of it may go on. */
   private finish(p: PendingScan, err: unknown, a?: Answer): void {
-    this.underWay.leave(p.scanKey);
+    this.underWay.leave(p.scanKey, p.refused);
     // One that went on to its redeem round is answered: what waits behind it in its ID's line may go.
     if (!p.gone) this.arrivals.done(p.t.idKey);
     this.answered(p.scanner, p.done, err, a);
@@ -263,6 +265,7 @@ export class Redemption {
     // A refusal changed nothing and is not kept: neither is its claim (guesses must not fill Redis),
     // once no copy of the scan under way here may yet be granted with it (ScansUnderWay.refused).
     // On the claims' connection, so a retry's claim written after it finds the claim gone.
+    p.refused = true;
     const drop = this.underWay.refused(p.scanKey, p.claim === CLAIMED ? p.claimedIn : undefined);
     const dropped = drop ? this.claimRedis.hdel(drop, p.scanKey) : undefined;
     const counted = this.countGuess(p.scanner, a);

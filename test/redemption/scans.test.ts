@@ -6,6 +6,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
+import { generateId } from '../../src/ids/idnum';
 import { gateway, sameBucketIds, seedCatalog, soldIds, startHarness, uniq, type Harness } from '../support/harness';
 import { jsonCall } from '../support/http';
 import { balanceOf, hashOf, idFields, idKeyOf } from '../support/redis';
@@ -345,6 +346,28 @@ describe('a journal in one frame is applied in the order it was rung up', () => 
     expect(got.map((g) => g.msg.reason)).toEqual(['insufficient_value', 'insufficient_value']);
     expect(await s.redeem({ scan: k, id, item: 'water' })).toMatchObject({ op: 'redeemed' });
     expect([gw.redemption.arrivals.size, gw.redemption.underWay.size]).toEqual([0, 0]);
+  });
+
+  it('copies of a scan of an unknown ID, all refused, keep nothing either', async () => {
+    // Found by the redemption model fuzzer: each copy's refusal waits for its guess to be counted,
+    // so each saw the other still under way and left it the claim: nobody dropped it.
+    const { tok: t2 } = await scannerToken(h);
+    const s2 = await Scanner.connect(gw.port, t2);
+    try {
+      for (let round = 0; round < 3; round++) {
+        const ticket = await sold(cat.ticket);
+        const k = uniq('ru');
+        const frame = [1, 2].map((n) => ({ op: 'redeem', ref: `${k}-${n}`, scan: k, id: generateId(16) }));
+        frame[1]!.id = frame[0]!.id;
+        s2.send(frame);
+        const got = await Promise.all(frame.map((m) => s2.waitFor((x) => x.ref === m.ref)));
+        expect(got.map((g) => g.msg.reason)).toEqual(['unknown_id', 'unknown_id']);
+        expect(await s2.redeem({ scan: k, id: ticket })).toMatchObject({ op: 'redeemed', action: 'entry' });
+        expect([gw.redemption.arrivals.size, gw.redemption.underWay.size]).toEqual([0, 0]);
+      }
+    } finally {
+      await s2.close();
+    }
   });
 
   it('a reverse naming another ID than its scan’s is refused scan_conflict, and nothing is reversed', async () => {
