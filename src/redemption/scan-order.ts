@@ -109,8 +109,10 @@ export class ArrivalOrder<T extends InLine> {
 }
 
 /**
- * Scan keys with a redeem under way here, and the ID each redeems: a reverse
- * of one joins that ID's line. The usual one redeem per key is one map entry.
+ * Scan keys with a redeem under way here, and the terms of the claim each
+ * makes (`<ID key>|<item>|<qty>|<dir>`): a reverse of one joins that ID's line,
+ * and a redeem of the key with other terms waits for them. The usual one
+ * redeem per key is one map entry; copies under way together share its terms.
  */
 export class ScansUnderWay {
   private readonly ids = new Map<string, string>();
@@ -128,8 +130,8 @@ export class ScansUnderWay {
    */
   private readonly refusing = new Map<string, number>();
 
-  enter(scanKey: string, idKey: string): void {
-    if (!this.ids.has(scanKey)) this.ids.set(scanKey, idKey);
+  enter(scanKey: string, terms: string): void {
+    if (!this.ids.has(scanKey)) this.ids.set(scanKey, terms);
     else this.more.set(scanKey, (this.more.get(scanKey) ?? 1) + 1);
   }
 
@@ -176,9 +178,15 @@ export class ScansUnderWay {
     if (this.owed.size > 0 && this.owed.has(scanKey)) this.owed.set(scanKey, '');
   }
 
+  /** The claim terms of the redeems of `scanKey` under way here, if there are any. */
+  termsOf(scanKey: string): string | undefined {
+    return this.ids.get(scanKey);
+  }
+
   /** The ID a redeem of `scanKey` under way here redeems, if there is one. */
   idOf(scanKey: string): string | undefined {
-    return this.ids.get(scanKey);
+    const terms = this.ids.get(scanKey);
+    return terms === undefined ? undefined : terms.slice(0, terms.indexOf('|'));
   }
 
   get size(): number {

@@ -88,6 +88,12 @@ class Terms implements ScanTerms {
   ) {}
 }
 
+/** A reverse's place among the redeems of its scan id waiting here (Redemption.behind). */
+class ReverseMark {
+  /** Its turn in its ID's line came while a redeem of its scan id ahead of it was not answered yet. */
+  run: (() => void) | undefined = undefined;
+}
+
 /** Called once with a redemption's answer, or with the error that kept it from one. */
 export type AnswerCallback = (err: unknown, answer?: Answer) => void;
 
@@ -143,6 +149,13 @@ export class Redemption {
   readonly arrivals = new ArrivalOrder<PendingScan>((p) => this.redeems.add(p.t.bucket, p));
   /** Scan keys with a redeem under way: a reverse of one waits for it. */
   readonly underWay = new ScansUnderWay();
+  /**
+   * Redeems of a scan id that came while a redeem of it with other terms was under way here, in
+   * the order they came: each claims once those before it are answered (a refused one keeps
+   * nothing, so the scan id may be free again), holding its place in its ID's line meanwhile.
+   * A reverse of the scan id among them holds back those after it until it is answered.
+   */
+  private readonly behind = new Map<string, (PendingScan | ReverseMark)[]>();
   /** Claimed scans waiting for their ID's bucket's next redeem. */
   private readonly redeems: GroupCommit<PendingScan>;
   /** How far from the gateway's clock an offline scan's time may be. */
@@ -222,14 +235,82 @@ export class Redemption {
     const scanKey = `${token.name}:${req.scan}`;
     const claimTerms = `${t.idKey}|${t.item}|${t.qty}|${t.dir}`;
     const p = new PendingScan(t, token.name, req.scan, scanKey, claimTerms, done, req.at);
-    this.underWay.enter(scanKey, t.idKey);
+    // Behind a redeem of this scan id with other terms (a journal that used it again after a
+    // refusal): judged once that one is answered, as if sent after its answer.
+    const waiting = this.behind.size > 0 ? this.behind.get(scanKey) : undefined;
+    const under = this.underWay.termsOf(scanKey);
+    if (waiting !== undefined || (under !== undefined && under !== claimTerms)) {
+      this.arrivals.arrive(t.idKey, p);
+      if (waiting) waiting.push(p);
+      else this.behind.set(scanKey, [p]);
+      return;
+    }
+    this.underWay.enter(scanKey, claimTerms);
     this.arrivals.arrive(t.idKey, p);
     this.claims.add(this.claimBucketOf(scanKey), p);
+  }
+
+  /**
+   * Once no redeem of `scanKey` is under way here: the next of those behind it (and its copies)
+   * claim, unless a reverse of it comes first.
+   */
+  private claimBehind(scanKey: string): void {
+    const waiting = this.behind.get(scanKey);
+    if (waiting === undefined || this.underWay.termsOf(scanKey) !== undefined) return;
+    const head = waiting[0];
+    if (head instanceof ReverseMark) {
+      // Every redeem of the scan id before it answered: a reverse whose turn came meanwhile goes on.
+      const run = head.run;
+      head.run = undefined;
+      return run?.();
+    }
+    let n = 0;
+    while (n < waiting.length && (waiting[n] as PendingScan).claimTerms === head!.claimTerms) n++;
+    const go = waiting.splice(0, n) as PendingScan[];
+    if (waiting.length === 0) this.behind.delete(scanKey);
+    const bucket = this.claimBucketOf(scanKey);
+    for (const p of go) {
+      this.underWay.enter(scanKey, p.claimTerms);
+      this.claims.add(bucket, p);
+    }
+  }
+
+  /**
+   * A reverse of `scanKey` in line behind its redeems here: it goes on (`go`) once every redeem of
+   * the scan id before it is answered (some may be in other IDs' lines), and those after it wait
+   * for its answer (`release`).
+   */
+  private reverseBehind(scanKey: string): { go: (run: () => void) => void; release: () => void } | undefined {
+    const waiting = this.behind.size > 0 ? this.behind.get(scanKey) : undefined;
+    if (waiting === undefined && this.underWay.termsOf(scanKey) === undefined) return undefined;
+    const mark = new ReverseMark();
+    if (waiting) waiting.push(mark);
+    else this.behind.set(scanKey, [mark]);
+    return {
+      go: (run) => {
+        if (this.behind.get(scanKey)?.[0] === mark && this.underWay.termsOf(scanKey) === undefined) run();
+        else mark.run = run;
+      },
+      release: () => {
+        const list = this.behind.get(scanKey);
+        const at = list ? list.indexOf(mark) : -1;
+        if (at < 0) return;
+        list!.splice(at, 1);
+        if (list!.length === 0) this.behind.delete(scanKey);
+        else if (at === 0) this.claimBehind(scanKey);
+      },
+    };
+  }
+
+  /** Scan ids with redeems (or reverses) waiting behind a redeem of them here (for tests: none once answered). */
+  get waiting(): number {
+    return this.behind.size;
   }
 
   /** Hands a scan under way its answer (or error): a reverse of it may go on. */
   private finish(p: PendingScan, err: unknown, a?: Answer): void {
     this.underWay.leave(p.scanKey, p.refused);
+    if (this.behind.size > 0) this.claimBehind(p.scanKey);
     // One that went on to its redeem round is answered: what waits behind it in its ID's line may go.
     if (!p.gone) this.arrivals.done(p.t.idKey);
     this.answered(p.scanner, p.done, err, a);
@@ -484,24 +565,39 @@ export class Redemption {
       const { hash, bucket } = this.ids.hash(checked.id);
       named = keys.id(bucket, hash);
     }
-    // Its redeem answered before: the ID named with it gives the reverse its place all the same.
-    const idKey = this.underWay.idOf(scanKey) ?? named;
+    // Behind the latest redeem of the scan here of the ID it names (or of any ID, naming none) that
+    // waits behind another of other terms; else behind the one under way; its redeem answered
+    // before: the ID named with it gives the reverse its place all the same.
+    const waiting = this.behind.size > 0 ? this.behind.get(scanKey) : undefined;
+    let last: string | undefined;
+    for (let i = (waiting?.length ?? 0) - 1; i >= 0 && last === undefined; i--) {
+      const w = waiting![i];
+      if (w instanceof PendingScan && (named === undefined || w.t.idKey === named)) last = w.t.idKey;
+    }
+    const idKey = last ?? this.underWay.idOf(scanKey) ?? named;
     if (idKey === undefined) return this.reverseNow(token, scanKey, reason, undefined, at);
+    const behind = this.reverseBehind(scanKey);
     // Sent behind its redeem (a journal uploaded in one frame), or naming its ID: it takes its
     // place in the ID's line, after what came before it and before what came after it.
     return new Promise((resolve, reject) => {
       const barrier = new Barrier(() => {
-        const over = (): void => this.arrivals.done(idKey, true);
-        this.reverseNow(token, scanKey, reason, named, at).then(
-          (a) => {
-            over();
-            resolve(a);
-          },
-          (err: unknown) => {
-            over();
-            reject(err instanceof Error ? err : new Error(String(err)));
-          },
-        );
+        const over = (): void => {
+          this.arrivals.done(idKey, true);
+          behind?.release();
+        };
+        const run = (): void =>
+          void this.reverseNow(token, scanKey, reason, named, at).then(
+            (a) => {
+              over();
+              resolve(a);
+            },
+            (err: unknown) => {
+              over();
+              reject(err instanceof Error ? err : new Error(String(err)));
+            },
+          );
+        if (behind) behind.go(run);
+        else run();
       });
       this.arrivals.arrive(idKey, barrier);
     });

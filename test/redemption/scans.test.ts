@@ -348,6 +348,98 @@ describe('a journal in one frame is applied in the order it was rung up', () => 
     expect([gw.redemption.arrivals.size, gw.redemption.underWay.size]).toEqual([0, 0]);
   });
 
+  it('a refused scan sent again with other terms behind it is judged afresh, as after its answer', async () => {
+    // Found by the redemption model fuzzer: the copy behind was refused scan_conflict on the
+    // claim of the one ahead, which was refused and so kept nothing.
+    for (let round = 0; round < 3; round++) {
+      const [notYet, ticket, card] = [await sold(cat.future), await sold(cat.ticket), await sold(cat.wallet)];
+      const [other, group, card2] = [await sold(cat.ticket), await sold(cat.ticket3), await sold(cat.wallet)];
+      const [k1, k2, k3, k4, k5, kg] = ['fa', 'fb', 'fc', 'fd', 'fe', 'fg'].map((t) => uniq(t)) as [
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+      ];
+      expect(await s.redeem({ scan: kg, id: group })).toMatchObject({ op: 'redeemed', entriesLeft: 2 });
+      const frame = [
+        // A ticket not valid yet, then the same scan id for a valid one (a gate that re-used it).
+        { op: 'redeem', ref: `${k1}-a`, scan: k1, id: notYet },
+        { op: 'redeem', ref: `${k1}-b`, scan: k1, id: ticket },
+        // Three beers that do not fit, then the same scan id for one that does.
+        { op: 'redeem', ref: `${k2}-a`, scan: k2, id: card, item: 'beer', qty: 3 },
+        { op: 'redeem', ref: `${k2}-b`, scan: k2, id: card, item: 'beer' },
+        // A reverse of the scan id keeps its place among its redeems: three entries do not fit on a
+        // ticket with two left; another scan of it given back (the reverse waits for that one's
+        // answer); nothing to reverse yet; then the same scan id for another ticket, and its reverse.
+        { op: 'redeem', ref: `${k3}-a`, scan: k3, id: group, qty: 3 },
+        { op: 'reverse', ref: `${k3}-g`, scan: kg, id: group },
+        { op: 'reverse', ref: `${k3}-v`, scan: k3, id: group },
+        { op: 'redeem', ref: `${k3}-b`, scan: k3, id: other },
+        { op: 'reverse', ref: `${k3}-w`, scan: k3, id: other },
+        // A reverse naming its sale's card keeps its place in that card's line, whatever waits
+        // behind the sale for the scan id: the two beers after it find the value it gave back.
+        { op: 'redeem', ref: `${k4}-a`, scan: k4, id: card2, item: 'beer' },
+        { op: 'redeem', ref: `${k4}-b`, scan: k4, id: card, item: 'water' },
+        { op: 'reverse', ref: `${k4}-v`, scan: k4, id: card2 },
+        { op: 'redeem', ref: `${k5}-a`, scan: k5, id: card2, item: 'beer', qty: 2 },
+      ];
+      // In one frame, and in one frame each sent back to back.
+      if (round === 1) for (const m of frame) s.send(m);
+      else s.send(frame);
+      const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+      expect(got.map((g) => [g.msg.op, g.msg.reason ?? g.msg.action])).toEqual([
+        ['refused', 'not_yet_valid'],
+        ['redeemed', 'entry'],
+        ['refused', 'insufficient_value'],
+        ['redeemed', 'spend'],
+        ['refused', 'insufficient_value'],
+        ['reversed', 'reverse'],
+        ['refused', 'unknown_scan'],
+        ['redeemed', 'entry'],
+        ['reversed', 'reverse'],
+        ['redeemed', 'spend'],
+        ['refused', 'scan_conflict'],
+        ['reversed', 'reverse'],
+        ['redeemed', 'spend'],
+      ]);
+      // The scan ids are the grants': retries answer them, other terms conflict.
+      expect(await s.redeem({ scan: k1, id: ticket })).toMatchObject({ op: 'redeemed', duplicate: true });
+      expect(await s.redeem({ scan: k2, id: card, item: 'beer', qty: 3 })).toMatchObject(CONFLICT);
+      expect(await balanceOf(h, card)).toBe(WALLET_FACE - PRICE.beer);
+      expect(await balanceOf(h, other)).toBe(1);
+      expect(await balanceOf(h, card2)).toBe(WALLET_FACE - 2 * PRICE.beer);
+      expect([gw.redemption.arrivals.size, gw.redemption.underWay.size, gw.redemption.waiting]).toEqual([0, 0, 0]);
+    }
+  });
+
+  it('a reverse behind redeems of its scan id for two IDs waits for both, whichever ID it names', async () => {
+    for (let round = 0; round < 3; round++) {
+      const [notYet, ticket] = [await sold(cat.future), await sold(cat.ticket)];
+      const k = uniq('fr');
+      // The scan id refused for a ticket not valid yet, then granted for another: a reverse naming
+      // the first is refused scan_conflict (the scan is the second's), one naming the second undoes it.
+      const frame = [
+        { op: 'redeem', ref: `${k}-a`, scan: k, id: notYet },
+        { op: 'redeem', ref: `${k}-b`, scan: k, id: ticket },
+        { op: 'reverse', ref: `${k}-v`, scan: k, id: notYet },
+        { op: 'reverse', ref: `${k}-w`, scan: k, id: ticket },
+      ];
+      if (round === 1) for (const m of frame) s.send(m);
+      else s.send(frame);
+      const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+      expect(got.map((g) => [g.msg.op, g.msg.reason ?? g.msg.action])).toEqual([
+        ['refused', 'not_yet_valid'],
+        ['redeemed', 'entry'],
+        ['refused', 'scan_conflict'],
+        ['reversed', 'reverse'],
+      ]);
+      expect(await balanceOf(h, ticket)).toBe(1);
+      expect([gw.redemption.arrivals.size, gw.redemption.underWay.size, gw.redemption.waiting]).toEqual([0, 0, 0]);
+    }
+  });
+
   it('copies of a scan of an unknown ID, all refused, keep nothing either', async () => {
     // Found by the redemption model fuzzer: each copy's refusal waits for its guess to be counted,
     // so each saw the other still under way and left it the claim: nobody dropped it.
