@@ -5,7 +5,7 @@ KEYS[3] refunds to void      ts:{bN}:refv (zset: ID hash -> when last asked, ms)
 ARGV[1] now (ms)   ARGV[2] reason   ARGV[3] operator
 Returns {'ok', value taken back, recordId, the card company's payment reference ('' for a sale by hand:
 nothing to void), duplicate(0|1)} or {'err', reason}:
-unknown_id, not_sold, already_used (a call or a redemption happened: refuse, nothing changes), recharged
+unknown_id, not_sold, already_used (a call or a redemption happened, or it expired: refuse, nothing changes), recharged
 (topped up since the sale: refuse, nothing changes).
 The ID is blocked with its value at zero, and a refund record holds the value taken back, so
 value sold = balance + call, redemption and refund records still holds.
@@ -17,8 +17,9 @@ if not f[1] then return { 'err', 'unknown_id' } end
 if f[7] then return { 'ok', tonumber(f[3]), f[7], f[6] or '', 1 } end
 -- A blocked ID (lost, stolen) is judged by the state it was blocked in.
 local st = f[1] == 'blocked' and f[12] or f[1]
--- Spent to zero (calls, redemptions, a voucher's transfer): sold and used, not unsold.
-if st == 'exhausted' then return { 'err', 'already_used' } end
+-- Spent to zero (calls, redemptions, a voucher's transfer), or past its expiry (counted from its
+-- first use, and what it had left forfeited): sold and used, not unsold.
+if st == 'exhausted' or st == 'expired' then return { 'err', 'already_used' } end
 if st ~= 'sold' then return { 'err', 'not_sold' } end
 local bal, face = tonumber(f[2]), tonumber(f[3])
 -- `first` is set by a call only when the product counts validity days; `free` by every call (its first

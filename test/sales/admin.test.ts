@@ -16,7 +16,7 @@ import { runCliIn } from '../support/cli';
 import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
 import { http } from '../support/http';
 import { keys } from '../../src/redis/keys';
-import { bucketOf, hashOf, idFields, streamFields } from '../support/redis';
+import { bucketOf, hashOf, idFields, idKeyOf, streamFields } from '../support/redis';
 import { sleep } from '../support/wait';
 import { Client } from '../support/ws-client';
 import {
@@ -217,6 +217,21 @@ describe('refund', () => {
     expect(await recordsOf(h, hashOf(h, b.id))).toHaveLength(1);
     expect(await payment(h, b.ref)).toMatchObject({ status: 200, body: { state: 'captured' } });
     expect(await usedCredit(h, b.buyer.card)).toBe(PRICE);
+  });
+
+  it('a used ID past its expiry, its value forfeited, is refused already_used, not not_sold', async () => {
+    // Found by the redemption model fuzzer (a forfeited ticket): its state, expired, read as unsold.
+    const b = await buyOne();
+    await callWith(h, gw, b.id, 10);
+    await h.r.hset(idKeyOf(h, b.id), 'exp', Date.now() - 2 * 86_400_000);
+    await gw.expiry.sweep();
+    const before = await idFields(h, b.id);
+    expect(before).toMatchObject({ st: 'expired', bal: '0' });
+
+    const r = await refund(b.id, 'too late');
+    expect([r.status, r.json.error.reason]).toEqual([409, 'already_used']);
+    expect(await idFields(h, b.id)).toEqual(before);
+    expect(await payment(h, b.ref)).toMatchObject({ status: 200, body: { state: 'captured' } });
   });
 
   it('a call that never got billed still counts as use', async () => {
