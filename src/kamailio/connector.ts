@@ -89,6 +89,13 @@ const DONE_TTL_MS = 120_000;
  * cut-off must not look early from its side.
  */
 const CUT_MARGIN_MS = 5;
+/**
+ * The longest a cut's stop waits for dlg.end_dlg's answer (an end event on its
+ * way meanwhile bills the call, see cut()). An answer comes in a few ms; a
+ * stalled Kamailio answers none, and the RPC's 2 s timeout, for each 16 cuts
+ * at once (its sockets), would keep each call's ID busy and its record open.
+ */
+const CUT_STOP_WAIT_MS = 500;
 /** How long before the end of its last paid second a call's final tick is sent. */
 const TICK_LEAD_MS = 200;
 /**
@@ -478,7 +485,11 @@ export class KamailioConnector {
     // The stop waits for dlg.end_dlg: a BYE that beat the cut (the caller hung up as a blocked
     // ID's tick brought its cut-off) ended the dialog first, and its end event, on its way
     // meanwhile, bills the seconds Kamailio timed, not the ones the cut would have added.
+    // Not longer than CUT_STOP_WAIT_MS: a Kamailio that does not answer has sent no such event.
+    const wait = setTimeout(() => stop(), CUT_STOP_WAIT_MS);
     const stop = (): void => {
+      clearTimeout(wait);
+      if (!c.cutting) return;
       c.cutting = false;
       this.stop(c, Math.min(sec, c.endedSec ?? sec), cause);
     };

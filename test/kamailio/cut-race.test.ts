@@ -35,8 +35,13 @@ const replies: Record<string, unknown>[] = [];
 let acks = 0;
 /** What Kamailio does with a dlg.end_dlg before it answers (success, as for a dialog already ended too). */
 let onEndDialog: (() => Promise<void>) | undefined;
+/** dlg.end_dlg requests the connector gave up on (closed before their answer: its RPC timeout). */
+let abandoned = 0;
 const rpc = createHttpServer((req: IncomingMessage, res: ServerResponse) => {
   req.resume();
+  res.on('close', () => {
+    if (!res.writableFinished) abandoned++;
+  });
   req.on('end', () => {
     void (onEndDialog?.() ?? Promise.resolve()).then(() =>
       res
@@ -79,6 +84,7 @@ beforeAll(async () => {
 afterAll(async () => {
   connector?.close();
   await new Promise((r) => server?.close(r));
+  rpc.closeAllConnections();
   await new Promise((r) => rpc.close(r));
   await gw?.close();
   await h?.stop();
@@ -130,5 +136,33 @@ describe("a hang-up racing a blocked ID's cut-off", () => {
     const rec = await recordOf(h, 'block-race');
     onEndDialog = undefined;
     expect([rec.sec, rec.cost, rec.cause]).toEqual(['1', '100', 'cutoff']);
+  });
+});
+
+describe('a cut whose dlg.end_dlg hangs (Kamailio stalled, its RPC socket gone)', () => {
+  it('is stopped without waiting for the RPC to time out, billed the same', async () => {
+    const [id] = await soldIds(h, talkProduct({ name: 'talk-2s', face: 250, price: 250 }), 1);
+    const call = { ci: 'hung-cut', he: 9, hi: 9, id, dest: '33612345678' };
+    send({ ev: 'invite', ti: 3, tl: 3, ...call, ts: Date.now() / 1000 });
+    await until(() => replies.some((r) => r.ti === 3 && r.sec !== undefined), 5000);
+    // Kamailio never answers: the connector's RPC gives up after its timeout (2 s).
+    let release = (): void => undefined;
+    onEndDialog = () => new Promise<void>((r) => (release = r));
+    const ats = Date.now() / 1000;
+    send({ ev: 'answer', ...call, ts: ats });
+    await until(async () => {
+      const [session] = await h.r.keys('ts:*:call:kam-cut:hung-cut:9.9');
+      return session !== undefined && Boolean(await h.r.hget(session, 'ans'));
+    }, 5000);
+    const before = abandoned;
+    await setIdState(h.ctx, id!, 'block');
+    const rec = await recordOf(h, 'hung-cut');
+    // Stopped while dlg.end_dlg still waited: until 2026-12-07 the stop waited for the RPC's
+    // timeout, 2 s for each 16 cuts at once (the RPC's sockets), the ID busy meanwhile.
+    expect(abandoned).toBe(before);
+    // Cut at its first second's tick: two seconds started, as before.
+    expect([rec.sec, rec.cost, rec.cause]).toEqual(['2', '200', 'cutoff']);
+    onEndDialog = undefined;
+    release();
   });
 });
