@@ -65,8 +65,8 @@ interface Call {
   cutAt: number;
   /** The paid seconds it is cut at, once `cutAt` is set. */
   cutSec: number;
-  /** dlg.end_dlg is under way: the cut's stop waits for it. */
-  cutting?: boolean;
+  /** The cut's stop, while it waits for dlg.end_dlg's answer or an end event (cut()). */
+  cutting?: () => void;
   /** An end event that came meanwhile: the seconds Kamailio timed (its BYE may have beaten the cut). */
   endedSec?: number;
   /** The call ended before its `started` arrived: stop it then. */
@@ -96,6 +96,12 @@ const CUT_MARGIN_MS = 5;
  * at once (its sockets), would keep each call's ID busy and its record open.
  */
 const CUT_STOP_WAIT_MS = 500;
+/**
+ * How long after dlg.end_dlg's answer a cut's stop still waits for an end event:
+ * a caller's BYE handled before the RPC may have its event relayed after the
+ * answer (evapi's own process sends it), 0.5-4 ms after when probed.
+ */
+const END_EVENT_LAG_MS = 100;
 /** How long before the end of its last paid second a call's final tick is sent. */
 const TICK_LEAD_MS = 200;
 /**
@@ -417,6 +423,8 @@ export class KamailioConnector {
     if (c.ending) {
       // (Only a duration Kamailio timed: an end without the answer's time says nothing of it.)
       if (answerUs) c.endedSec = sec;
+      // The dialog is over: the cut's stop waits no longer.
+      c.cutting?.();
       return;
     }
     // Hung up past its paid seconds, before the cut ordered at their end reached it (the
@@ -480,23 +488,30 @@ export class KamailioConnector {
    */
   private cut(c: Call, sec: number, cause: string): void {
     c.ending = true;
-    c.cutting = true;
     clearTimeout(c.timer);
-    // The stop waits for dlg.end_dlg: a BYE that beat the cut (the caller hung up as a blocked
-    // ID's tick brought its cut-off) ended the dialog first, and its end event, on its way
-    // meanwhile, bills the seconds Kamailio timed, not the ones the cut would have added.
-    // Not longer than CUT_STOP_WAIT_MS: a Kamailio that does not answer has sent no such event.
-    const wait = setTimeout(() => stop(), CUT_STOP_WAIT_MS);
+    // The stop waits for the dialog's end event, or for dlg.end_dlg's answer and END_EVENT_LAG_MS
+    // more: a BYE that beat the cut (the caller hung up as a blocked ID's tick brought its
+    // cut-off) ended the dialog first, and its end event, on its way meanwhile, bills the seconds
+    // Kamailio timed, not the ones the cut would have added. Not longer than CUT_STOP_WAIT_MS: a
+    // Kamailio that does not answer has sent no such event. (stop() clears c.timer.)
     const stop = (): void => {
-      clearTimeout(wait);
-      if (!c.cutting) return;
-      c.cutting = false;
+      if (c.cutting !== stop) return;
+      c.cutting = undefined;
       this.stop(c, Math.min(sec, c.endedSec ?? sec), cause);
     };
-    this.rpc.endDialog(c.he, c.hi).then(stop, (err: Error) => {
-      this.log.warn({ call: c.call, err: err.message }, 'dlg.end_dlg failed');
-      stop();
-    });
+    c.cutting = stop;
+    c.timer = setTimeout(stop, CUT_STOP_WAIT_MS);
+    this.rpc.endDialog(c.he, c.hi).then(
+      () => {
+        if (c.cutting !== stop) return;
+        clearTimeout(c.timer);
+        c.timer = setTimeout(stop, END_EVENT_LAG_MS);
+      },
+      (err: Error) => {
+        this.log.warn({ call: c.call, err: err.message }, 'dlg.end_dlg failed');
+        stop();
+      },
+    );
   }
 
   private stop(c: Call, sec: number, cause: string): void {
