@@ -187,6 +187,10 @@ export class KamailioConnector {
 
   close(): void {
     clearInterval(this.sweep);
+    // A cut waiting for dlg.end_dlg is stopped now, with what it has: its Kamailio is ending the
+    // dialog, and no connector would stop it after (a connector started again does not take up
+    // an ended dialog). Dropped, the call was reaped `stale`, billed to its last tick.
+    for (const c of [...this.calls.values()]) c.cutting?.();
     for (const c of this.calls.values()) clearTimeout(c.timer);
     this.evapi.close();
     this.link.close();

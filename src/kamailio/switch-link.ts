@@ -70,6 +70,8 @@ export class SwitchLink {
   close(): void {
     this.closed = true;
     clearTimeout(this.retry);
+    // What was said in this turn still goes (a closing connector's last stops).
+    this.flush();
     this.ws?.terminate();
     this.ws = undefined;
     this.open_ = false;

@@ -194,3 +194,39 @@ describe('a cut whose dlg.end_dlg hangs (Kamailio stalled, its RPC socket gone)'
     release();
   });
 });
+
+describe('a connector stopped while its cut waits for dlg.end_dlg', () => {
+  it('still sends the stop: the call is not left to the reaper', async () => {
+    // A connector of its own (the stand-in sends events to the last one attached), stopped
+    // (SIGTERM: close()) once Kamailio has its dlg.end_dlg. Until 2026-12-07 the stop was
+    // dropped: the call was reaped `stale` 10-15 s later, billed to its last tick.
+    const attached = kamailio;
+    const second = new KamailioConnector({
+      evapiHost: '127.0.0.1',
+      evapiPort: (server.address() as AddressInfo).port,
+      rpcUrl: `http://127.0.0.1:${(rpc.address() as AddressInfo).port}/RPC`,
+      gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
+      token: await token(h, 'switch', 'kam-cut'),
+      log: createLogger('silent'),
+    });
+    second.start();
+    await until(() => kamailio !== attached);
+    const [id] = await soldIds(h, talkProduct({ name: 'talk-2s', face: 250, price: 250 }), 1);
+    const call = { ci: 'closed-cut', he: 11, hi: 9, id, dest: '33612345678' };
+    send({ ev: 'invite', ti: 5, tl: 5, ...call, ts: Date.now() / 1000 });
+    await until(() => replies.some((r) => r.ti === 5 && r.sec !== undefined), 5000);
+    onEndDialog = () => {
+      onEndDialog = undefined;
+      second.close();
+      return Promise.resolve();
+    };
+    send({ ev: 'answer', ...call, ts: Date.now() / 1000 });
+    await until(async () => {
+      const [session] = await h.r.keys('ts:*:call:kam-cut:closed-cut:11.9');
+      return session !== undefined && Boolean(await h.r.hget(session, 'ans'));
+    }, 5000);
+    await setIdState(h.ctx, id!, 'block');
+    const rec = await recordOf(h, 'closed-cut', 5000);
+    expect([rec.sec, rec.cost, rec.cause]).toEqual(['2', '200', 'cutoff']);
+  });
+});
