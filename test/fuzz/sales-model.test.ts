@@ -430,6 +430,34 @@ describe('sales model fuzzer', () => {
         fail(`${where}: unexpected`, r);
       };
 
+      /** A voucher redeemed on the target's check page, its page answered as the voucher API's. */
+      const voucherOnPage = async (t: ModelId, v: ModelId): Promise<Res> => {
+        const g = gw();
+        const s = await formSession(g, t.checkPath);
+        const page = await postPageForm(g, t.checkPath!, { pin: t.pin! }, s);
+        if (page.status !== 200) fail('check page for a voucher', page);
+        const r = await postPageForm(
+          g,
+          `${t.checkPath}/voucher`,
+          { grant: fieldOf(page.text, 'grant'), voucher: v.id },
+          s,
+        );
+        const alert = /role="alert">([^<]*)</.exec(r.text)?.[1] ?? '';
+        const reason =
+          r.status === 403
+            ? 'blocked'
+            : r.status === 422
+              ? 'topup_limit'
+              : r.status === 409
+                ? /already been used/.test(alert)
+                  ? 'already_redeemed'
+                  : 'refunded'
+                : `page ${r.status}: ${alert}`;
+        if (r.status !== 200) return { ...r, json: { error: { reason } } };
+        const again = /Already redeemed/.test(r.text);
+        return { ...r, json: { duplicate: again, amount: v.face, balance: again ? undefined : t.bal + v.face } };
+      };
+
       const newKey = (): ModelKey => {
         const member = chance(0.25) ? 'poor' : 'rich';
         const m = members[member];
@@ -471,7 +499,7 @@ describe('sales model fuzzer', () => {
               pick(
                 kind === 'authorize'
                   ? (['hang', 'fail', 'slow', 'late', 'queued'] as const)
-                  : (['hang', 'fail', 'slow', 'late'] as const),
+                  : (['hang', 'fail', 'slow', 'late', 'garble', 'overcharge'] as const),
               ),
             );
             book(k, await purchase(gw(), k), 'buy-fault');
@@ -485,7 +513,10 @@ describe('sales model fuzzer', () => {
             const k = chance(0.7) && openKeys().length ? pick(openKeys()) : anyKey();
             if (!k) return;
             if (chance(0.3))
-              proxy.add(pick(['payments', 'authorize', 'capture', 'void']), pick(['hang', 'fail', 'late'] as const));
+              proxy.add(
+                pick(['payments', 'authorize', 'capture', 'void']),
+                pick(['hang', 'fail', 'late', 'garble'] as const),
+              );
             book(k, await purchase(gw(), k), 'retry');
             proxy.clear();
           },
@@ -1023,9 +1054,15 @@ describe('sales model fuzzer', () => {
             if (!vs.length || !ts.length) return;
             const v = pick(vs);
             const t = pick(ts);
-            const r = await http(gw(), 'POST', '/v1/topups', { token: salesTok, body: { id: t.id, voucher: v.id } });
+            // Through the API (a till), or by the ID's owner on its check page.
+            const onPage = t.checkPath && t.state === 'sold' && t.pinFails < 5 && chance(0.4);
+            if (onPage && (wrongFromAddress >= ADDRESS_BUDGET || netTries >= NET_BUDGET)) return;
+            const r = onPage
+              ? await voucherOnPage(t, v)
+              : await http(gw(), 'POST', '/v1/topups', { token: salesTok, body: { id: t.id, voucher: v.id } });
+            if (onPage) t.pinFails = 0;
             note(
-              `voucher ${v.id} (${v.state} into ${v.into ?? '-'}) -> ${t.id} (${t.state} ${t.bal}) -> ${r.status} ${JSON.stringify(r.json)}`,
+              `voucher${onPage ? ' on page' : ''} ${v.id} (${v.state} into ${v.into ?? '-'}) -> ${t.id} (${t.state} ${t.bal}) -> ${r.status} ${JSON.stringify(r.json)}`,
             );
             const can: string[] = [];
             if (v.state === 'refunded') can.push('refunded');

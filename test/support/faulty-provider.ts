@@ -10,9 +10,12 @@ import type { AddressInfo } from 'node:net';
 /**
  * `hang`: passed on (the work is done), never answered; `fail`: 503, not passed on; `slow`: answered
  * after a third of the gateways' timeout; `late`: passed on, answered after twice the timeout;
- * `queued`: waits in the card company's queue for `queuedMs`, is passed on then, and never answered.
+ * `queued`: waits in the card company's queue for `queuedMs`, is passed on then, and never answered;
+ * `garble`: passed on, its answer made one Tessera cannot book (a commission of 1.5 micro-units, a
+ * payment state outside the five); `overcharge`: passed on, a capture's commission answered larger
+ * than any amount.
  */
-export type Fault = 'hang' | 'fail' | 'slow' | 'late' | 'queued';
+export type Fault = 'hang' | 'fail' | 'slow' | 'late' | 'queued' | 'garble' | 'overcharge';
 export type CallKind = 'authorize' | 'capture' | 'void' | 'payments';
 
 export class FaultyProvider {
@@ -89,10 +92,21 @@ export class FaultyProvider {
       // Hung and queued calls did their work; their answers never come (closed at close()).
       if (f === 'hang' || f === 'queued') return undefined;
       if (f === 'late') await sleep(this.timeoutMs * 2);
+      if (f === 'garble' || f === 'overcharge') return { status: up.status, text: this.rewrite(f, text) };
       return { status: up.status, text };
     } finally {
       if (f === 'queued') this.queued--;
     }
+  }
+
+  /** What `garble` and `overcharge` make of an answer. */
+  private rewrite(f: 'garble' | 'overcharge', text: string): string {
+    const body = JSON.parse(text) as Record<string, unknown>;
+    if (f === 'overcharge') {
+      if (body.status === 'captured') body.commission = Number.MAX_SAFE_INTEGER;
+    } else if (body.status === 'captured' || body.state === 'captured') body.commission = 1.5;
+    else if (typeof body.state === 'string') body.state = 'pending_review';
+    return JSON.stringify(body);
   }
 
   close(): Promise<void> {
