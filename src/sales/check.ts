@@ -113,7 +113,7 @@ export class CheckLinks {
     const { cfg, ids, redis, scripts } = this.ctx;
     const now = Date.now();
     // Counted before the (slow) PIN check, so a burst of parallel guesses cannot slip past the limit;
-    // a right PIN gives its counts back. The network first: its many addresses are cheap to an attacker
+    // a right PIN gives its address's count back. The network first: its many addresses are cheap to an attacker
     // (an IPv6 /48 holds 65,536 /64s), and each try costs a scrypt on a thread pool every buyer shares.
     const count = async (key: string): Promise<{ n: number; ttl: number }> => {
       const c = await redis.multi().incr(key).expire(key, cfg.pin.lockSec, 'NX').pttl(key).exec();
@@ -179,7 +179,10 @@ export class CheckLinks {
         ? { ok: false, reason: 'wrong_pin', triesLeft: linkLeft }
         : { ok: false, reason: 'wrong_pin', triesLeft: clientLeft, client: true };
     }
-    await Promise.all([giveBack(clientKey), giveBack(netKey)]);
+    // A right PIN gives back its address's count, which counts wrong PINs, but not its network's: that
+    // one bounds the scrypts a network costs, and a known link and PIN sent again and again would
+    // otherwise keep the thread pool busy for every buyer, unbounded.
+    await giveBack(clientKey);
     // The link may have locked while this PIN was being verified (wrong PINs sent at the same time).
     const done = logged(await pinAttempt(scripts, idKey, 'ok', limits));
     if (done.state === 'locked') return { ok: false, reason: 'locked', until: done.until };

@@ -459,6 +459,15 @@ describe('lockout', () => {
     });
   });
 
+  it('per network: right PINs count too, so a known link and PIN sent again and again costs a bounded number of scrypts', async () => {
+    await behindProxy({ maxTriesPerClient: 1000, maxTriesPerNetwork: 3 }, async (target, from) => {
+      for (let i = 1; i <= 3; i++) expect((await from(`192.0.2.${i}`, target.path, target.pin)).status).toBe(200);
+      const refused = await from('192.0.2.9', target.path, target.pin);
+      expect(refused.status).toBe(429);
+      expectNothingOf(refused, target.id);
+    });
+  });
+
   it('an address locked out for its own tries spends none of its network’s: its neighbours still get theirs', async () => {
     await behindProxy({ maxTriesPerClient: 2, maxTriesPerNetwork: 4 }, async (target, from) => {
       for (let i = 0; i < 2; i++) expect((await from('203.0.113.7', nowhere(), '1234')).status).toBe(403);
