@@ -20,6 +20,7 @@ import { callQuote, callStart, callStop } from '../../src/metering/scripts';
 import { keys } from '../../src/redis/keys';
 import { soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
 import { cdrsOf, tickAt } from '../metering/fixtures';
+import { random, type Random } from '../support/random';
 import * as M from './tariff-model';
 
 let h: Harness;
@@ -29,25 +30,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await h?.stop();
 });
-
-/** xorshift32: the same plans and calls for a seed on every machine. */
-function random(seed: number) {
-  let s = seed >>> 0 || 1;
-  const next = (): number => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
-  const int = (a: number, b: number): number => a + Math.floor(next() * (b - a + 1));
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!;
-  const log = (a: number, b: number): number =>
-    Math.floor(Math.exp(Math.log(a) + next() * (Math.log(b) - Math.log(a))));
-  return { next, int, pick, log };
-}
-type Random = ReturnType<typeof random>;
 
 const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'] as const;
 const ZONES = ['UTC', 'Etc/GMT-3', 'Asia/Kolkata', 'Europe/Paris', 'America/New_York', 'Australia/Lord_Howe'];
