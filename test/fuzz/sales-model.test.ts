@@ -36,6 +36,7 @@ import { hashOf } from '../support/redis';
 import { Receiver } from '../support/receiver';
 import { FaultyProvider } from '../support/faulty-provider';
 import { until } from '../support/wait';
+import { random } from '../support/random';
 import { addMember, fieldOf, inventoryHashes, purchaseRef, reservations, type Buyer } from '../sales/fixtures';
 
 const SEEDS = (process.env.SALES_FUZZ_SEEDS ?? '1,2,3').split(',').map(Number);
@@ -77,18 +78,6 @@ function parseCsv(text: string): string[][] {
   }
   if (f !== '' || row.length) rows.push([...row, f]);
   return rows;
-}
-
-/** mulberry32: a small seeded PRNG, so a seed replays its operations. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 interface ModelId {
@@ -137,7 +126,7 @@ describe('sales model fuzzer', () => {
 
   for (const seed of SEEDS) {
     it(`seed ${seed}`, { timeout: 240_000 }, async () => {
-      const rand = rng(seed);
+      const rand = random(seed).next;
       const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
       const chance = (p: number): boolean => rand() < p;
       const log: string[] = [];
