@@ -19,7 +19,7 @@ ARGV[12] note: the voucher's ID hash, the operator's note, the recharge's key ha
 ARGV[13] price paid, ARGV[14] card company commission (micro-units; online, else 0)
 Returns {'ok', amount, balance, expiry (ms, 0 none), recordId, duplicate(0|1)} or {'err', reason}:
 unknown_id, wrong_kind, wrong_product, topup_forbidden, wrong_currency, not_active, blocked, refunded,
-expired (past its expiry by ARGV[1] or by Redis' clock, which lua/expire.lua judges it by), bad_value,
+expired (past its expiry by Redis' clock, which lua/expire.lua judges it by), bad_value,
 topup_limit; idempotency_conflict: the reference was applied with another amount.
 Under 'apply' the first answer, a refusal too, is kept under the
 reference: a retry gets it again, and a reference refused once never credits later (a voucher whose
@@ -58,9 +58,10 @@ local function decide()
   if st == 'minted' then return 'not_active' end
   if st == 'blocked' then return f[7] and 'refunded' or 'blocked' end
   local exp = tonumber(f[6]) or 0
-  -- Past its expiry by the gateway's clock or by Redis' (lua/expire.lua's, which forfeits what is
-  -- left): a gateway whose clock is behind must not credit value the next sweep books as breakage.
-  if st == 'expired' or (exp > 0 and math.max(now, redis_ms()) >= exp) then return 'expired' end
+  -- Past its expiry by Redis' clock, as lua/expire.lua forfeits what is left and calls and scans
+  -- are judged: a gateway whose clock is behind must not credit value the next sweep books as
+  -- breakage, nor one ahead refuse money for an ID calls may still use.
+  if st == 'expired' or (exp > 0 and redis_ms() >= exp) then return 'expired' end
   if st ~= 'sold' and st ~= 'exhausted' then return 'not_active' end
   local amount = tonumber(ARGV[5])
   if not amount or amount < 1 then return 'bad_value' end

@@ -495,6 +495,37 @@ describe("a gateway whose clock is off judges expiry by Redis' clock, as the swe
     expect(await idFields(h, id)).toMatchObject({ st: 'sold', bal: '999700' });
   });
 
+  it("credits a top-up on an ID still valid by Redis' clock from a gateway 15 minutes ahead", async () => {
+    const [id] = (await soldIds(h, TALK)) as [string];
+    await callOn(id, 1);
+    await expiresIn(id, SKEW_MS / 3);
+    const ref = uniq('ahead');
+    const r = await skewed(SKEW_MS, () =>
+      topupId(
+        h.ctx.scripts,
+        {
+          loc: { key: idKeyOf(h, id), bucket: bucketOf(h, id) },
+          source: 'operator',
+          ref,
+          amount: 5000,
+          currency: 'EUR',
+          product: TALK.name,
+          allowed: true,
+          extendsDays: 0,
+          maxBalance: 10 * TALK.face,
+          into: '',
+          note: '',
+        },
+        'apply',
+        Date.now(),
+      ),
+    );
+    // Calls and scans may still use the ID (Redis' clock says so): so may the money that tops it up.
+    expect(r).toMatchObject({ ok: true });
+    expect(await idFields(h, id)).toMatchObject({ st: 'sold', bal: '1004900' });
+    await expectBalanced();
+  });
+
   it("redeems by Redis' clock: past the expiry or window refused behind it, inside them granted ahead of it", async () => {
     const [late, valid] = (await soldIds(h, cat.wallet, 2)) as [string, string];
     const [ticket, open] = (await soldIds(h, cat.ticket, 2)) as [string, string];
