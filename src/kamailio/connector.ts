@@ -65,6 +65,8 @@ interface Call {
   cutAt: number;
   /** The paid seconds it is cut at, once `cutAt` is set. */
   cutSec: number;
+  /** The cut's cause (`cutoff`, `max_sec`), once `cutAt` is set. */
+  cutCause: string;
   /** The cut's stop, while it waits for dlg.end_dlg's answer or an end event (cut()). */
   cutting?: () => void;
   /** An end event that came meanwhile: the seconds Kamailio timed (its BYE may have beaten the cut). */
@@ -231,6 +233,7 @@ export class KamailioConnector {
       ending: false,
       cutAt: 0,
       cutSec: 0,
+      cutCause: '',
     };
     this.calls.set(c.call, c);
     return c;
@@ -410,6 +413,7 @@ export class KamailioConnector {
   private cutWhenPaidUp(c: Call, sec: number, cause: string): void {
     clearTimeout(c.timer);
     c.cutSec = sec;
+    c.cutCause = cause;
     c.cutAt = c.answerAt + sec * 1000 + CUT_MARGIN_MS;
     const wait = c.cutAt - steadyNow();
     if (wait <= 0) this.cut(c, sec, cause);
@@ -431,17 +435,23 @@ export class KamailioConnector {
       c.cutting?.();
       return;
     }
-    // Hung up past its paid seconds, before the cut ordered at their end reached it (the
-    // caller's BYE a few ms ahead of the connector's): those milliseconds are not billed,
-    // as for a call the cut reaches. Billed as a started second, the second was unpaid:
-    // what was left on the ID taken, the rest recorded short.
-    if (c.cutAt) sec = Math.min(sec, c.cutSec);
+    let cause = 'hangup';
+    if (c.cutAt) {
+      // Ended at or past its paid seconds, before the cut ordered at their end went out: cut by
+      // another connector on this Kamailio (evapi tells both; each times its own cut), or the
+      // caller's BYE a few ms ahead of this one's. Either way the money ran out: the cut's cause,
+      // whichever connector's stop lands first. Those milliseconds are not billed, as for a call
+      // the cut reaches: billed as a started second, the second was unpaid, what was left on the
+      // ID taken and the rest recorded short.
+      if (answerUs && kamailioUs(e.ts) >= answerUs + c.cutSec * 1_000_000) cause = c.cutCause;
+      sec = Math.min(sec, c.cutSec);
+    }
     if (!c.started) {
       clearTimeout(c.timer);
-      c.endAfterStart = { sec, cause: 'hangup' };
+      c.endAfterStart = { sec, cause };
       return;
     }
-    this.stop(c, sec, 'hangup');
+    this.stop(c, sec, cause);
   }
 
   private onFailed(e: DialogEvent): void {

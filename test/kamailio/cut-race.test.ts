@@ -109,7 +109,8 @@ describe('a hang-up racing the cut-off at the end of the paid seconds', () => {
     // The caller's BYE, 2 ms past the 2 paid seconds by Kamailio's clock, reaches the connector first.
     send({ ev: 'end', ...call, ats, ts: ats + 2.002 });
     const rec = await recordOf(h, 'cut-race');
-    expect([rec.sec, rec.cost, rec.short]).toEqual(['2', '200', '0']);
+    // Ended past its paid seconds, as another connector's cut on this Kamailio would end it: a cut-off.
+    expect([rec.cause, rec.sec, rec.cost, rec.short]).toEqual(['cutoff', '2', '200', '0']);
     expect((await idFields(h, id!)).bal).toBe('50');
   });
 });
