@@ -55,6 +55,41 @@ const rpc = createHttpServer((req: IncomingMessage, res: ServerResponse) => {
 });
 const send = (e: Record<string, unknown>): boolean => kamailio!.write(encodeNetstring(JSON.stringify(e)));
 
+/** A connector on the stand-in Kamailio and the test's gateway, started. */
+async function attach(): Promise<KamailioConnector> {
+  const c = new KamailioConnector({
+    evapiHost: '127.0.0.1',
+    evapiPort: (server.address() as AddressInfo).port,
+    // The cut's BYE goes nowhere: only the caller's BYE ends the dialog.
+    rpcUrl: `http://127.0.0.1:${(rpc.address() as AddressInfo).port}/RPC`,
+    gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
+    token: await token(h, 'switch', 'kam-cut'),
+    log: createLogger('silent'),
+  });
+  c.start();
+  return c;
+}
+
+interface StandInCall {
+  ci: string;
+  he: number;
+  hi: number;
+}
+
+/** Sends the call's INVITE as transaction `ti` and waits for the connector's admission. */
+async function admit(call: StandInCall & { id: string | undefined; dest: string }, ti: number): Promise<void> {
+  send({ ev: 'invite', ti, tl: ti, ...call, ts: Date.now() / 1000 });
+  await until(() => replies.some((r) => r.ti === ti && r.sec !== undefined), 5000);
+}
+
+/** Waits until Tessera's session of the call has `field` (`ans`: answered; `cut`: cut off). */
+async function sessionHas(call: StandInCall, field: string): Promise<void> {
+  await until(async () => {
+    const [session] = await h.r.keys(`ts:*:call:kam-cut:${call.ci}:${call.he}.${call.hi}`);
+    return session !== undefined && Boolean(await h.r.hget(session, field));
+  }, 5000);
+}
+
 beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h, [SHORT]);
@@ -71,16 +106,7 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   await new Promise<void>((r) => rpc.listen(0, '127.0.0.1', r));
-  connector = new KamailioConnector({
-    evapiHost: '127.0.0.1',
-    evapiPort: (server.address() as AddressInfo).port,
-    // The cut's BYE goes nowhere: only the caller's BYE ends the dialog.
-    rpcUrl: `http://127.0.0.1:${(rpc.address() as AddressInfo).port}/RPC`,
-    gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
-    token: await token(h, 'switch', 'kam-cut'),
-    log: createLogger('silent'),
-  });
-  connector.start();
+  connector = await attach();
   await until(() => kamailio !== undefined);
 });
 
@@ -97,15 +123,11 @@ describe('a hang-up racing the cut-off at the end of the paid seconds', () => {
   it('is billed the paid seconds, nothing short', async () => {
     const [id] = await soldIds(h, SHORT, 1);
     const call = { ci: 'cut-race', he: 7, hi: 9, id, dest: '33612345678' };
-    send({ ev: 'invite', ti: 1, tl: 1, ...call, ts: Date.now() / 1000 });
-    await until(() => replies.some((r) => r.ti === 1 && r.sec !== undefined), 5000);
+    await admit(call, 1);
     const ats = Date.now() / 1000;
     send({ ev: 'answer', ...call, ts: ats });
     // The tick of the last paid second (sent early) brought the cut-off: the cut is on its way.
-    await until(async () => {
-      const [session] = await h.r.keys('ts:*:call:kam-cut:cut-race:7.9');
-      return session !== undefined && Boolean(await h.r.hget(session, 'cut'));
-    }, 5000);
+    await sessionHas(call, 'cut');
     // The caller's BYE, 2 ms past the 2 paid seconds by Kamailio's clock, reaches the connector first.
     send({ ev: 'end', ...call, ats, ts: ats + 2.002 });
     const rec = await recordOf(h, 'cut-race');
@@ -117,10 +139,9 @@ describe('a hang-up racing the cut-off at the end of the paid seconds', () => {
 
 describe("a hang-up racing a blocked ID's cut-off", () => {
   it('is billed the seconds Kamailio timed', async () => {
-    const [id] = await soldIds(h, talkProduct({ name: 'talk-2s', face: 250, price: 250 }), 1);
+    const [id] = await soldIds(h, SHORT, 1);
     const call = { ci: 'block-race', he: 8, hi: 9, id, dest: '33612345678' };
-    send({ ev: 'invite', ti: 2, tl: 2, ...call, ts: Date.now() / 1000 });
-    await until(() => replies.some((r) => r.ti === 2 && r.sec !== undefined), 5000);
+    await admit(call, 2);
     // The caller's BYE reached Kamailio 1 ms before the second the cut comes at ended: its end
     // event left before Kamailio handled dlg.end_dlg, and the answer comes once the connector read it.
     let ats = 0;
@@ -132,10 +153,7 @@ describe("a hang-up racing a blocked ID's cut-off", () => {
     ats = Date.now() / 1000;
     send({ ev: 'answer', ...call, ts: ats });
     // Blocked once it talks: the tick of its first second brings the cut-off, and the cut.
-    await until(async () => {
-      const [session] = await h.r.keys('ts:*:call:kam-cut:block-race:8.9');
-      return session !== undefined && Boolean(await h.r.hget(session, 'ans'));
-    }, 5000);
+    await sessionHas(call, 'ans');
     await setIdState(h.ctx, id!, 'block');
     const rec = await recordOf(h, 'block-race');
     onEndDialog = undefined;
@@ -143,10 +161,9 @@ describe("a hang-up racing a blocked ID's cut-off", () => {
   });
 
   it("is billed the seconds Kamailio timed when its end event trails dlg.end_dlg's answer", async () => {
-    const [id] = await soldIds(h, talkProduct({ name: 'talk-2s', face: 250, price: 250 }), 1);
+    const [id] = await soldIds(h, SHORT, 1);
     const call = { ci: 'block-trail', he: 10, hi: 9, id, dest: '33612345678' };
-    send({ ev: 'invite', ti: 4, tl: 4, ...call, ts: Date.now() / 1000 });
-    await until(() => replies.some((r) => r.ti === 4 && r.sec !== undefined), 5000);
+    await admit(call, 4);
     // The BYE ended the dialog before Kamailio handled dlg.end_dlg, but evapi's process relayed
     // its event after the RPC's answer: through real Kamailio, 19 of 300 BYEs handled up to 3 ms
     // before the RPC was sent had their end events read 0.5-4 ms after its answer.
@@ -157,10 +174,7 @@ describe("a hang-up racing a blocked ID's cut-off", () => {
     };
     ats = Date.now() / 1000;
     send({ ev: 'answer', ...call, ts: ats });
-    await until(async () => {
-      const [session] = await h.r.keys('ts:*:call:kam-cut:block-trail:10.9');
-      return session !== undefined && Boolean(await h.r.hget(session, 'ans'));
-    }, 5000);
+    await sessionHas(call, 'ans');
     await setIdState(h.ctx, id!, 'block');
     const rec = await recordOf(h, 'block-trail');
     afterEndDialog = undefined;
@@ -170,19 +184,15 @@ describe("a hang-up racing a blocked ID's cut-off", () => {
 
 describe('a cut whose dlg.end_dlg hangs (Kamailio stalled, its RPC socket gone)', () => {
   it('is stopped without waiting for the RPC to time out, billed the same', async () => {
-    const [id] = await soldIds(h, talkProduct({ name: 'talk-2s', face: 250, price: 250 }), 1);
+    const [id] = await soldIds(h, SHORT, 1);
     const call = { ci: 'hung-cut', he: 9, hi: 9, id, dest: '33612345678' };
-    send({ ev: 'invite', ti: 3, tl: 3, ...call, ts: Date.now() / 1000 });
-    await until(() => replies.some((r) => r.ti === 3 && r.sec !== undefined), 5000);
+    await admit(call, 3);
     // Kamailio never answers: the connector's RPC gives up after its timeout (2 s).
     let release = (): void => undefined;
     onEndDialog = () => new Promise<void>((r) => (release = r));
     const ats = Date.now() / 1000;
     send({ ev: 'answer', ...call, ts: ats });
-    await until(async () => {
-      const [session] = await h.r.keys('ts:*:call:kam-cut:hung-cut:9.9');
-      return session !== undefined && Boolean(await h.r.hget(session, 'ans'));
-    }, 5000);
+    await sessionHas(call, 'ans');
     const before = abandoned;
     await setIdState(h.ctx, id!, 'block');
     const rec = await recordOf(h, 'hung-cut');
@@ -202,30 +212,18 @@ describe('a connector stopped while its cut waits for dlg.end_dlg', () => {
     // (SIGTERM: close()) once Kamailio has its dlg.end_dlg. Until 2026-12-07 the stop was
     // dropped: the call was reaped `stale` 10-15 s later, billed to its last tick.
     const attached = kamailio;
-    const second = new KamailioConnector({
-      evapiHost: '127.0.0.1',
-      evapiPort: (server.address() as AddressInfo).port,
-      rpcUrl: `http://127.0.0.1:${(rpc.address() as AddressInfo).port}/RPC`,
-      gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
-      token: await token(h, 'switch', 'kam-cut'),
-      log: createLogger('silent'),
-    });
-    second.start();
+    const second = await attach();
     await until(() => kamailio !== attached);
-    const [id] = await soldIds(h, talkProduct({ name: 'talk-2s', face: 250, price: 250 }), 1);
+    const [id] = await soldIds(h, SHORT, 1);
     const call = { ci: 'closed-cut', he: 11, hi: 9, id, dest: '33612345678' };
-    send({ ev: 'invite', ti: 5, tl: 5, ...call, ts: Date.now() / 1000 });
-    await until(() => replies.some((r) => r.ti === 5 && r.sec !== undefined), 5000);
+    await admit(call, 5);
     onEndDialog = () => {
       onEndDialog = undefined;
       second.close();
       return Promise.resolve();
     };
     send({ ev: 'answer', ...call, ts: Date.now() / 1000 });
-    await until(async () => {
-      const [session] = await h.r.keys('ts:*:call:kam-cut:closed-cut:11.9');
-      return session !== undefined && Boolean(await h.r.hget(session, 'ans'));
-    }, 5000);
+    await sessionHas(call, 'ans');
     await setIdState(h.ctx, id!, 'block');
     const rec = await recordOf(h, 'closed-cut', 5000);
     expect([rec.sec, rec.cost, rec.cause]).toEqual(['2', '200', 'cutoff']);

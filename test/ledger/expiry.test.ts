@@ -78,6 +78,28 @@ async function expiryRecords(id: string): Promise<Record<string, string>[]> {
     .filter((r) => r.type === 'expiry' && r.id === hashOf(h, id));
 }
 
+/** An operator's top-up of 5,000 that does not move the expiry, applied as a gateway at `now` sends it. */
+function operatorTopup(id: string, now: number): ReturnType<typeof topupId> {
+  return topupId(
+    h.ctx.scripts,
+    {
+      loc: { key: idKeyOf(h, id), bucket: bucketOf(h, id) },
+      source: 'operator',
+      ref: uniq('topup'),
+      amount: 5000,
+      currency: 'EUR',
+      product: TALK.name,
+      allowed: true,
+      extendsDays: 0,
+      maxBalance: 10 * TALK.face,
+      into: '',
+      note: '',
+    },
+    'apply',
+    now,
+  );
+}
+
 async function expectBalanced(): Promise<Awaited<ReturnType<typeof audit>>> {
   const r = await audit(h.ctx);
   expect(r.problems).toEqual([]);
@@ -367,24 +389,7 @@ describe('expiry sweep', () => {
     // A gateway whose clock runs a second behind Redis' still reads the ID as valid. Accepted, the
     // top-up (one that does not move the expiry) would be forfeited by the next sweep: the buyer's
     // money booked as breakage moments after it was paid.
-    const r = await topupId(
-      h.ctx.scripts,
-      {
-        loc: { key: idKeyOf(h, id), bucket: bucketOf(h, id) },
-        source: 'operator',
-        ref: uniq('late'),
-        amount: 5000,
-        currency: 'EUR',
-        product: TALK.name,
-        allowed: true,
-        extendsDays: 0,
-        maxBalance: 10 * TALK.face,
-        into: '',
-        note: '',
-      },
-      'apply',
-      exp - 500,
-    );
+    const r = await operatorTopup(id, exp - 500);
     expect(r).toEqual({ ok: false, reason: 'expired' });
     expect(await idFields(h, id)).toMatchObject({ bal: '999900' });
     expect(await sweeper().sweep()).toMatchObject({ expired: 1, amount: 999_900 });
@@ -499,27 +504,7 @@ describe("a gateway whose clock is off judges expiry by Redis' clock, as the swe
     const [id] = (await soldIds(h, TALK)) as [string];
     await callOn(id, 1);
     await expiresIn(id, SKEW_MS / 3);
-    const ref = uniq('ahead');
-    const r = await skewed(SKEW_MS, () =>
-      topupId(
-        h.ctx.scripts,
-        {
-          loc: { key: idKeyOf(h, id), bucket: bucketOf(h, id) },
-          source: 'operator',
-          ref,
-          amount: 5000,
-          currency: 'EUR',
-          product: TALK.name,
-          allowed: true,
-          extendsDays: 0,
-          maxBalance: 10 * TALK.face,
-          into: '',
-          note: '',
-        },
-        'apply',
-        Date.now(),
-      ),
-    );
+    const r = await skewed(SKEW_MS, () => operatorTopup(id, Date.now()));
     // Calls and scans may still use the ID (Redis' clock says so): so may the money that tops it up.
     expect(r).toMatchObject({ ok: true });
     expect(await idFields(h, id)).toMatchObject({ st: 'sold', bal: '1004900' });

@@ -10,7 +10,7 @@ import { generateId } from '../../src/ids/idnum';
 import { gateway, sameBucketIds, seedCatalog, soldIds, startHarness, uniq, type Harness } from '../support/harness';
 import { jsonCall } from '../support/http';
 import { balanceOf, hashOf, idFields, idKeyOf } from '../support/redis';
-import { Scanner, type Msg } from '../support/ws-client';
+import { Scanner, type Msg, type Reply } from '../support/ws-client';
 import {
   claimsNow,
   loadRedemptionCatalog,
@@ -46,6 +46,13 @@ afterAll(async () => {
 
 const sold = async (p: Parameters<typeof soldIds>[1]): Promise<string> => (await soldIds(h, p, 1))[0]!;
 const CONFLICT = { op: 'refused', reason: 'scan_conflict', message: 'this scan id was used for another ID or item' };
+
+/** Sends a journal in one frame (or, `oneByOne`, each message in a frame of its own back to back) and gathers its answers, by ref. */
+async function answersTo(frame: Msg[], oneByOne = false): Promise<Reply[]> {
+  if (oneByOne) for (const m of frame) s.send(m);
+  else s.send(frame);
+  return Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+}
 
 describe('idempotent retries', () => {
   it('entry: a retry returns the first answer with duplicate:true and lets nobody else in', async () => {
@@ -300,8 +307,7 @@ describe('a journal in one frame is applied in the order it was rung up', () => 
         { op: 'reverse', ref: `${k1}-v`, scan: k1, id },
         { op: 'redeem', ref: `${kB}-r`, scan: kB, id, item: 'beer' },
       ];
-      s.send(frame);
-      const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+      const got = await answersTo(frame);
       expect(got.map((g) => [g.msg.op, g.msg.reason ?? g.msg.valueLeft])).toEqual([
         ['refused', 'insufficient_value'],
         ['reversed', 5_500_000],
@@ -323,8 +329,7 @@ describe('a journal in one frame is applied in the order it was rung up', () => 
         { op: 'reverse', ref: `${k0}-v`, scan: k0, id },
         { op: 'redeem', ref: `${k1}-b`, scan: k1, id, item: 'beer', qty: 2 },
       ];
-      s.send(frame);
-      const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+      const got = await answersTo(frame);
       expect(got.map((g) => [g.msg.op, g.msg.reason ?? g.msg.valueLeft])).toEqual([
         ['refused', 'insufficient_value'],
         ['reversed', WALLET_FACE],
@@ -341,8 +346,7 @@ describe('a journal in one frame is applied in the order it was rung up', () => 
     const id = await sold(cat.wallet);
     const k = uniq('rr');
     const frame = [1, 2].map((n) => ({ op: 'redeem', ref: `${k}-${n}`, scan: k, id, item: 'beer', qty: 3 }));
-    s.send(frame);
-    const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+    const got = await answersTo(frame);
     expect(got.map((g) => g.msg.reason)).toEqual(['insufficient_value', 'insufficient_value']);
     expect(await s.redeem({ scan: k, id, item: 'water' })).toMatchObject({ op: 'redeemed' });
     expect([gw.redemption.arrivals.size, gw.redemption.underWay.size]).toEqual([0, 0]);
@@ -386,9 +390,7 @@ describe('a journal in one frame is applied in the order it was rung up', () => 
         { op: 'redeem', ref: `${k5}-a`, scan: k5, id: card2, item: 'beer', qty: 2 },
       ];
       // In one frame, and in one frame each sent back to back.
-      if (round === 1) for (const m of frame) s.send(m);
-      else s.send(frame);
-      const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+      const got = await answersTo(frame, round === 1);
       expect(got.map((g) => [g.msg.op, g.msg.reason ?? g.msg.action])).toEqual([
         ['refused', 'not_yet_valid'],
         ['redeemed', 'entry'],
@@ -426,9 +428,7 @@ describe('a journal in one frame is applied in the order it was rung up', () => 
         { op: 'reverse', ref: `${k}-v`, scan: k, id: notYet },
         { op: 'reverse', ref: `${k}-w`, scan: k, id: ticket },
       ];
-      if (round === 1) for (const m of frame) s.send(m);
-      else s.send(frame);
-      const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+      const got = await answersTo(frame, round === 1);
       expect(got.map((g) => [g.msg.op, g.msg.reason ?? g.msg.action])).toEqual([
         ['refused', 'not_yet_valid'],
         ['redeemed', 'entry'],
@@ -486,8 +486,7 @@ describe('a journal in one frame is applied in the order it was rung up', () => 
         // A retry of the reversed sale after its reversal says so.
         { op: 'redeem', ref: `${k1}-again`, scan: k1, id, item: 'beer' },
       ];
-      s.send(frame);
-      const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+      const got = await answersTo(frame);
       expect(got.map((g) => [g.msg.op, g.msg.valueLeft])).toEqual([
         ['redeemed', 5_500_000],
         ['redeemed', 1_000_000],
@@ -512,8 +511,7 @@ describe('a journal longer than the lookups a scanner may have in flight keeps i
     const scans = Array.from({ length: over() }, () => uniq('lj'));
     const frame: Msg[] = scans.map((scan) => ({ op: 'redeem', ref: `${scan}-r`, scan, id, item: 'water' }));
     frame.push({ op: 'reverse', ref: `${scans[0]}-v`, scan: scans[0], id });
-    s.send(frame);
-    const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+    const got = await answersTo(frame);
     // 10 waters fit on the 10 EUR card, the rest are refused; then the first is given back.
     const granted = got.filter((g) => g.msg.op === 'redeemed').length;
     expect([granted, got.at(-1)!.msg.op, await balanceOf(h, id)]).toEqual([10, 'reversed', PRICE.water]);
@@ -526,8 +524,7 @@ describe('a journal longer than the lookups a scanner may have in flight keeps i
     const last = scans.at(-1)!;
     const frame: Msg[] = ids.map((id, i) => ({ op: 'redeem', ref: `${scans[i]}-r`, scan: scans[i], id, item: 'beer' }));
     frame.push({ op: 'reverse', ref: `${last}-v`, scan: last });
-    s.send(frame);
-    const got = await Promise.all(frame.map((m) => s.waitFor((x) => x.ref === m.ref)));
+    const got = await answersTo(frame);
     expect(got.at(-1)!.msg).toMatchObject({ op: 'reversed', amount: PRICE.beer });
     expect(await balanceOf(h, ids.at(-1)!)).toBe(WALLET_FACE);
   });
