@@ -80,6 +80,30 @@ afterAll(async () => {
 const stop = (m: Record<string, unknown>): Promise<Record<string, unknown>> =>
   c.request({ op: 'stop', ref: ++refs, ...m });
 
+/**
+ * Runs `fn` with two gateways on this Redis for one switch name: `a`'s through a proxy that can hold
+ * a script's answer back (as under load), `b`'s the file's gateway. Closes what it opened.
+ */
+async function racingGateways(
+  fn: (g: { proxy: HoldProxy; a: Client; b: Client; name: string }) => Promise<void>,
+): Promise<void> {
+  const proxy = new HoldProxy(Number(new URL(h.redis.url).port));
+  const gwA = await startGateway(h.cfg, createLogger('silent'), await proxy.listen());
+  const name = newCall('sw');
+  const tok = await token(h, 'switch', name);
+  const a = await Client.connect(gwA.port, tok);
+  const b = await Client.connect(gw.port, tok);
+  try {
+    await fn({ proxy, a, b, name });
+  } finally {
+    proxy.release();
+    await a.close();
+    await b.close();
+    await gwA.close();
+    await proxy.close();
+  }
+}
+
 describe('a stop for a call whose session is gone', () => {
   it('with its ID and destination: rated from the stop, recorded as recovered, answered stopped; a repeat answers the same', async () => {
     const [id] = await soldIds(h, TALK);
@@ -180,13 +204,7 @@ describe('a stop for a call whose session is gone', () => {
     const ids = await soldIds(h, TALK, 8);
     const id = ids[0]!;
     const other = ids.find((x) => h.ctx.ids.hash(x).bucket !== h.ctx.ids.hash(id).bucket)!;
-    const proxy = new HoldProxy(Number(new URL(h.redis.url).port));
-    const gwA = await startGateway(h.cfg, createLogger('silent'), await proxy.listen());
-    const name = newCall('sw');
-    const tok = await token(h, 'switch', name);
-    const a = await Client.connect(gwA.port, tok);
-    const b = await Client.connect(gw.port, tok);
-    try {
+    await racingGateways(async ({ proxy, a, b }) => {
       const call = newCall();
       proxy.holdAfter('call_recover_');
       const first = a.request({ op: 'stop', ref: 1, call, sec: 30, id, dest: DEST449 });
@@ -199,13 +217,7 @@ describe('a stop for a call whose session is gone', () => {
       expect(await first).toMatchObject({ op: 'stopped', billedSec: 30, cost: 35_000 });
       expect(await balanceOf(h, other)).toBe(TALK.face);
       expect(await cdrsOf(h, other, call)).toEqual([]);
-    } finally {
-      proxy.release();
-      await a.close();
-      await b.close();
-      await gwA.close();
-      await proxy.close();
-    }
+    });
   });
 
   it("racing one naming an unsold ID on another gateway: the call's own stop is billed, not call_conflict", async () => {
@@ -214,13 +226,7 @@ describe('a stop for a call whose session is gone', () => {
     // it will refuse, or B answers call_conflict and the call is billed to nobody.
     const [unsold] = (await mint(h, TALK)) as [string];
     const [id] = (await soldIds(h, TALK)) as [string];
-    const proxy = new HoldProxy(Number(new URL(h.redis.url).port));
-    const gwA = await startGateway(h.cfg, createLogger('silent'), await proxy.listen());
-    const name = newCall('sw');
-    const tok = await token(h, 'switch', name);
-    const a = await Client.connect(gwA.port, tok);
-    const b = await Client.connect(gw.port, tok);
-    try {
+    await racingGateways(async ({ proxy, a, b, name }) => {
       const call = newCall();
       const callKey = callKeyOf(name, call);
       const index = keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey);
@@ -240,13 +246,7 @@ describe('a stop for a call whose session is gone', () => {
       expect(await first).toMatchObject({ op: 'error', reason: 'not_active' });
       expect(await h.r.get(index)).toBe(idKeyOf(h, id));
       expect(await cdrsOf(h, id, call)).toHaveLength(1);
-    } finally {
-      proxy.release();
-      await a.close();
-      await b.close();
-      await gwA.close();
-      await proxy.close();
-    }
+    });
   });
 
   it('its destination read as a start reads it: +449… and 00449… are rated as 449…, a trunk 0 is refused', async () => {
