@@ -31,13 +31,13 @@ ensure_chromium() {
 }
 
 ensure_kamailio() {
-  # evapi is in kamailio-extra-modules, jansson in kamailio-json-modules; sip-tester is sipp.
+  # evapi and jansson are both in kamailio-extra-modules; sip-tester is sipp.
   # Tests and benchmarks run their own Kamailio on loopback ports; a system-wide one the
   # package may start is left be.
   if ! command -v kamailio >/dev/null 2>&1 || ! command -v sipp >/dev/null 2>&1 \
     || ! ls /usr/lib/*/kamailio/modules/evapi.so /usr/lib/*/kamailio/modules/jansson.so >/dev/null 2>&1; then
     echo "tessera: installing Debian's kamailio and sipp (Kamailio connector tests)" >&2
-    apt_install kamailio kamailio-extra-modules kamailio-json-modules sip-tester
+    apt_install kamailio kamailio-extra-modules sip-tester
   fi
 }
 
