@@ -177,7 +177,7 @@ export class Metering {
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
     const dest = destDigits(dialled);
     if (dest === undefined) return { ok: false, reason: 'bad_value' };
-    const caller = await this.caller(sw, origin, idInput, ani);
+    const caller = await this.caller(sw, origin, idInput, ani, call);
     if (!caller.ok) return caller;
     const { hash, bucket, aniHash } = caller;
     const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));
@@ -198,7 +198,7 @@ export class Metering {
     // A refused call leaves no index behind (guessed IDs must not fill Redis).
     if (!r.ok && claim === 'new' && r.reason !== 'call_conflict' && r.reason !== 'call_ended')
       await this.locator.release(sw, call);
-    if (!r.ok) return this.guessed(sw, origin, r);
+    if (!r.ok) return this.guessed(sw, origin, r, call);
     // `started` is said once a replica has the session and its index: a failover must not lose the call.
     // A retry may find them written by its first try, elsewhere: then what it saw must be replicated.
     await this.acked(sw, call, ck.session, r.duplicate, claim !== 'new');
@@ -242,13 +242,14 @@ export class Metering {
    * Who pays: the ID the switch sent, or the one its `ani` (caller number) is
    * registered to, found by one read in the number's slot; `aniHash` is then
    * the number's hash, which call_start checks the ID still lists. An unknown
-   * number counts as a guess, like an unknown ID.
+   * number counts as a guess, like an unknown ID (once per call, for a start).
    */
   private async caller(
     sw: string,
     origin: string | undefined,
     idInput: unknown,
     ani: unknown,
+    call?: string,
   ): Promise<
     | { ok: true; hash: string; bucket: number; aniHash: string; idText: string }
     | { ok: false; reason: string; retryAfter?: number }
@@ -259,23 +260,25 @@ export class Metering {
       return { ok: true, ...this.ids.hash(checked.id), aniHash: '', idText: checked.id };
     }
     const found = await resolveAni(this.redis, this.ids, ani);
-    if (!found.ok) return this.guessed(sw, origin, found);
+    if (!found.ok) return this.guessed(sw, origin, found, call);
     return { ok: true, hash: found.idHash, bucket: found.bucket, aniHash: found.aniHash, idText: '' };
   }
 
   /**
    * An unknown_id (or unknown_ani) answer to a switch is a guess: counted in
    * /metrics and against its guess limit, and answered `throttled` instead when
-   * another answer already went over the limit (GuessThrottle.miss).
+   * another answer already went over the limit (GuessThrottle.miss). A
+   * start's `call`: counted once however often it is sent (missOnce).
    */
   private async guessed<R extends { ok: false; reason: string }>(
     sw: string,
     origin: string | undefined,
     r: R,
+    call?: string,
   ): Promise<R | { ok: false; reason: 'throttled'; retryAfter: number }> {
     if (r.reason !== 'unknown_id' && r.reason !== 'unknown_ani') return r;
     this.metrics.unknownIdStarts.inc();
-    const wait = await this.guesses.miss(sw, origin);
+    const wait = await (call === undefined ? this.guesses.miss(sw, origin) : this.guesses.missOnce(sw, origin, call));
     return wait > 0 ? { ok: false, reason: 'throttled', retryAfter: wait } : r;
   }
 

@@ -1,6 +1,7 @@
 import type { IdKeys } from '../ids/secrets';
 import { GuessThrottle } from '../ledger/guess-throttle';
 import type { RedisClient } from '../redis/connect';
+import { keys } from '../redis/keys';
 
 /**
  * Who an unknown ID counts against when a switch asks (docs/protocol.md,
@@ -19,14 +20,16 @@ export class SwitchGuesses {
   private readonly byOrigin: GuessThrottle;
   /** All origins of a switch together, `SWITCH_GUESS_LIMIT`. */
   private readonly allOrigins: GuessThrottle;
+  private readonly windowSec: number;
 
   constructor(
-    redis: RedisClient,
-    ids: IdKeys,
+    private readonly redis: RedisClient,
+    private readonly ids: IdKeys,
     limits: { guessLimit: number; switchGuessLimit: number; guessWindowSec: number },
     onThrottled: () => void,
   ) {
     const { guessLimit, switchGuessLimit, guessWindowSec: window } = limits;
+    this.windowSec = window;
     this.bySwitch = new GuessThrottle(redis, ids, { limit: guessLimit, windowSec: window, scope: 'sw', onThrottled });
     this.byOrigin = new GuessThrottle(redis, ids, { limit: guessLimit, windowSec: window, scope: 'swo', onThrottled });
     this.allOrigins = new GuessThrottle(redis, ids, {
@@ -48,6 +51,19 @@ export class SwitchGuesses {
     if (origin === undefined) return this.bySwitch.miss(sw);
     const [one, all] = await Promise.all([this.byOrigin.miss(originKey(sw, origin)), this.allOrigins.miss(sw)]);
     return Math.max(one, all);
+  }
+
+  /**
+   * Counts the unknown ID of a start once per call: the same start sent again
+   * (both connectors of a Kamailio send every start; a switch resends the
+   * unanswered ones after a reconnect) is one guess, not one per copy, which
+   * halved GUESS_LIMIT for two connectors. A copy is answered as the
+   * switch's count stands: `throttled` past the limit, else not.
+   */
+  async missOnce(sw: string, origin: string | undefined, call: string): Promise<number> {
+    const key = keys.guessedCall(this.ids.bucketOf(`sw:${sw}`), sw, call);
+    const first = await this.redis.set(key, '1', 'EX', this.windowSec, 'NX');
+    return first === null ? this.retryAfter(sw, origin) : this.miss(sw, origin);
   }
 
   /**

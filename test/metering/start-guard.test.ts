@@ -8,11 +8,11 @@
  * apart, and all of them together against SWITCH_GUESS_LIMIT.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { seedCatalog, soldIds, startHarness, talkProduct, withGateway, type Harness } from '../support/harness';
+import { seedCatalog, soldIds, startHarness, talkProduct, token, withGateway, type Harness } from '../support/harness';
 import { metricsText, sample } from '../support/metrics';
 import { guessCount, idFields } from '../support/redis';
 import { sleep, until } from '../support/wait';
-import { type Msg } from '../support/ws-client';
+import { Client, type Msg } from '../support/ws-client';
 import { connectSwitch, newCall } from './fixtures';
 import { generateId } from '../../src/ids/idnum';
 
@@ -127,6 +127,35 @@ describe('unknown IDs on start', () => {
       expect(g.metering.guesses.tracked).toBeGreaterThan(0);
       await until(() => g.metering.guesses.tracked === 0, (WINDOW + 2) * 1000);
       await a.c.close();
+    }));
+
+  it('a start sent again for its call is one guess: the two connectors of a switch, a resend', () =>
+    withGateway(h, LIMITS, async (g) => {
+      // Two connections of one token name, as a Kamailio's two connectors: both send every start.
+      const a = await connectSwitch(h, g.port);
+      const b = await Client.connect(g.port, await token(h, 'switch', a.name));
+      const twice = async (id: string, origin?: string): Promise<string[]> => {
+        const call = newCall();
+        const m = { op: 'start', ref: call, call, id, dest: '4912345', ...(origin && { origin }) };
+        const first = await a.c.request(m);
+        return [String(first.reason), String((await b.request(m)).reason)];
+      };
+      const answers: string[][] = [];
+      for (let i = 0; i < LIMIT + 2; i++) answers.push(await twice(generateId(h.cfg.idLength)));
+      // Counted per copy, the second copies took the limit at half the calls. The copy of the
+      // start that went over it finds the switch throttled already, as any later start does.
+      expect(answers).toEqual([
+        ...Array<string[]>(LIMIT).fill(['unknown_id', 'unknown_id']),
+        ['unknown_id', 'throttled'],
+        ['throttled', 'throttled'],
+      ]);
+      expect(await guessCount(h, `sw:${a.name}`)).toBe(LIMIT + 1);
+
+      // Counted per origin as well: a caller's guesses, sent by both connectors, count once each.
+      for (let i = 0; i < LIMIT; i++) await twice(generateId(h.cfg.idLength), '192.0.2.9');
+      expect(await guessCount(h, `swo:${a.name}/192.0.2.9`)).toBe(LIMIT);
+      expect(await guessCount(h, `swa:${a.name}`)).toBe(LIMIT);
+      await Promise.all([a.c.close(), b.close()]);
     }));
 
   it('starts in flight at once are not held back, but past the limit their misses answer throttled, counted once', () =>
