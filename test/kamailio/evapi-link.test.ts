@@ -21,7 +21,7 @@ interface Peer {
   got: string[];
 }
 
-async function evapiPeer(): Promise<Peer> {
+async function evapiPeer(port = 0): Promise<Peer> {
   const got: string[] = [];
   let sock: Socket | undefined;
   const server = createServer((s) => {
@@ -29,7 +29,7 @@ async function evapiPeer(): Promise<Peer> {
     const reader = new NetstringReader();
     s.on('data', (chunk: Buffer) => got.push(...reader.push(chunk)));
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
   return { server, port: (server.address() as AddressInfo).port, sock: () => sock, got };
 }
 
@@ -78,6 +78,24 @@ describe('evapi link', () => {
     await until(() => peer.got.length >= 4);
     await sleep(50);
     expect(peer.got).toEqual(['{"a":1}', '{"b":1}', '{"a":2}', '{"b":2}']);
+  });
+
+  it('is back within a fraction of a second once Kamailio is, after a restart of seconds', async () => {
+    const peer = await connected(() => undefined);
+    const { port } = peer;
+    // Kamailio stops (its evapi socket closes) and is down for a while, as a restart that takes
+    // 1.8 s: INVITEs meanwhile and until the connector is back get 503.
+    await new Promise((r) => {
+      peer.server.close(r);
+      peer.sock()!.destroy();
+    });
+    await sleep(1600);
+    const back = await evapiPeer(port);
+    peers.push(back);
+    const t0 = Date.now();
+    await until(() => back.sock() !== undefined, 5000);
+    // A back-off doubling to 2 s came back up to 1.5 s after Kamailio did.
+    expect(Date.now() - t0).toBeLessThan(1000);
   });
 
   it('frames by bytes, not characters', async () => {
