@@ -227,6 +227,49 @@ describe('Redis slow to answer', () => {
   }, 30_000);
 });
 
+describe('Redis slow to answer readiness probes', () => {
+  it('probes past the in-flight bound are refused overloaded at once, and those admitted share one PING a connection', async () => {
+    const small = await startGateway(
+      { ...cfg, maxInflightTotal: 5, redis: { ...cfg.redis, timeoutMs: 3000 } },
+      createLogger('silent'),
+      redis.url,
+    );
+    const probe = new Redis(redis.url);
+    const pings = async (): Promise<number> =>
+      Number(/cmdstat_ping:calls=(\d+)/.exec(await probe.info('commandstats'))?.[1] ?? 0);
+    try {
+      const pingsBefore = await pings();
+      const pid = await redisPid();
+      const answered: { status: number; reason: unknown }[] = [];
+      process.kill(pid, 'SIGSTOP');
+      let all: Promise<unknown>;
+      try {
+        // Anyone may send these: 50 at once, ten times the bound.
+        all = Promise.all(
+          Array.from({ length: 50 }, async () => {
+            const r = await fetch(`http://127.0.0.1:${small.port}/readyz`);
+            const body = (await r.json()) as { reason?: unknown };
+            answered.push({ status: r.status, reason: body.reason });
+          }),
+        );
+        // The 45 past the bound are answered while Redis still sleeps, not queued until its timeout.
+        await until(() => answered.length >= 45, 2500, 20, '45 probes answered while Redis sleeps');
+        expect(answered).toHaveLength(45);
+        expect(new Set(answered.map((a) => `${a.status} ${String(a.reason)}`))).toEqual(new Set(['503 overloaded']));
+      } finally {
+        process.kill(pid, 'SIGCONT');
+      }
+      await all;
+      expect(answered.slice(45).map((a) => a.status)).toEqual([200, 200, 200, 200, 200]);
+      // The five admitted shared one PING on each of the two command connections.
+      expect((await pings()) - pingsBefore).toBe(2);
+    } finally {
+      probe.disconnect();
+      await small.close();
+    }
+  }, 30_000);
+});
+
 describe('Redis killed with SIGKILL and started again on its AOF', () => {
   it('everything acknowledged more than a second before the kill is back, the gateway reconnects, the audit balances', async () => {
     const ids = await sold(50);

@@ -10,6 +10,8 @@ import type { Context } from '../../app/context';
 import type { CatalogCache } from '../../catalog/cache';
 import type { Metrics } from '../../observability/metrics';
 import type { RedisClient } from '../../redis/connect';
+import { statusOf } from '../../protocol/reasons';
+import type { Load } from '../dispatch';
 import { bearer, clientAddress, replyFor } from '../http';
 import type { ProxyTrust } from '../../protocol/client-address';
 import type { Router } from '../router';
@@ -22,6 +24,8 @@ export interface OpsDeps {
   metrics: Metrics;
   /** Whose X-Forwarded-For names the client (TRUST_PROXY): who is on this machine. */
   trust: ProxyTrust;
+  /** MAX_INFLIGHT_TOTAL, which readiness probes count against like any request. */
+  load: Load;
 }
 
 export function opsRoutes(app: Router, d: OpsDeps): void {
@@ -29,15 +33,24 @@ export function opsRoutes(app: Router, d: OpsDeps): void {
     replyFor(res).send(200, '{"ok":true}');
   });
 
+  // Anyone who reaches the port may ask, and each probe waits on Redis: probes asked together share
+  // one PING a connection, and each is counted in flight like any request, so a flood while Redis
+  // is slow is refused at once rather than queued until REDIS_TIMEOUT_MS.
+  let pinging: Promise<unknown> | undefined;
+  const ping = (): Promise<unknown> =>
+    (pinging ??= Promise.all([d.ctx.redis.ping(), d.claimRedis.ping()]).finally(() => (pinging = undefined)));
   app.get('/readyz', (res) => {
     const reply = replyFor(res);
-    Promise.all([d.ctx.redis.ping(), d.claimRedis.ping()]).then(
-      () =>
-        d.ctx.scripts.loaded
-          ? reply.json(200, { ok: true, catalogVersion: d.catalog.version })
-          : reply.json(503, { ok: false, reason: 'scripts_not_loaded' }),
-      () => reply.json(503, { ok: false, reason: 'redis_unreachable' }),
-    );
+    if (!d.load.enter()) return reply.json(statusOf('overloaded'), { ok: false, reason: 'overloaded' });
+    ping()
+      .then(
+        () =>
+          d.ctx.scripts.loaded
+            ? reply.json(200, { ok: true, catalogVersion: d.catalog.version })
+            : reply.json(503, { ok: false, reason: 'scripts_not_loaded' }),
+        () => reply.json(503, { ok: false, reason: 'redis_unreachable' }),
+      )
+      .finally(() => d.load.leave());
   });
 
   const { cfg } = d.ctx;
