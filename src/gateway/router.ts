@@ -21,8 +21,12 @@ export interface Router {
   post(pattern: string, handler: Handler): void;
 }
 
-export function methodRouter(app: TemplatedApp, output: OutputBudget): Router & { fallbacks(): void } {
+export function methodRouter(
+  app: TemplatedApp,
+  output: OutputBudget,
+): Router & { webSockets(patterns: readonly string[]): void; fallbacks(): void } {
   const allowed = new Map<string, string[]>();
+  const upgrades: string[] = [];
   // Every answer through replyFor counts what the client has not read against the gateway's total.
   const bounded =
     (handler: Handler): Handler =>
@@ -38,8 +42,19 @@ export function methodRouter(app: TemplatedApp, output: OutputBudget): Router & 
   return {
     get: (pattern, handler) => add('GET', pattern, handler),
     post: (pattern, handler) => add('POST', pattern, handler),
+    /**
+     * WebSocket endpoints: uWS passes on a request to them that is no upgrade (no `Upgrade` or no
+     * valid `Sec-WebSocket-Key`), which `/*` would answer "no such endpoint" about a path that exists.
+     */
+    webSockets(patterns) {
+      upgrades.push(...patterns);
+    },
     /** Registered last: uWS tries a pattern's own methods before its `any`, and `/*` after every pattern. */
     fallbacks() {
+      // RFC 9110 §15.5.22: a 426 says which protocol to switch to.
+      const upgrade = { Upgrade: 'websocket', 'Sec-WebSocket-Version': '13' };
+      for (const pattern of upgrades)
+        app.any(pattern, bounded(oneLength((res, req) => refuse(res, req, 'upgrade_required', upgrade))));
       for (const [pattern, methods] of allowed)
         app.any(
           pattern,

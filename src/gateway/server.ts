@@ -116,6 +116,7 @@ export async function startGateway(
   ws.serve('/v1/switch', 'switch', switchRoutes(s.metering, s.metrics));
   ws.serve('/v1/scanner', 'scanner', scannerRoutes(s.redemption, s.metrics));
   const router = methodRouter(app, output);
+  router.webSockets(ws.paths);
   opsRoutes(router, { ...s, trust, load });
   const api = new HttpApi(router, (tok, roles) => authorizeFresh(s.catalog, tok, roles), log, load, s.metrics);
   adminRoutes(api, s.ctx, s.redemption);

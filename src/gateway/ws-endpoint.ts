@@ -69,8 +69,12 @@ export class WsEndpoints {
     d.catalog.onTokenChange((changes) => this.tokensChanged(changes));
   }
 
+  /** The paths served, for the HTTP fallback that answers requests to them that are no upgrade. */
+  readonly paths: string[] = [];
+
   /** Serves `routes` at `path` to tokens of `role`. */
   serve(path: string, role: Role, routes: Routes): void {
+    this.paths.push(path);
     const { cfg } = this.d;
     const dispatcher = new Dispatcher(routes, cfg, this.d.metrics, this.d.log, this.d.load);
     this.app.ws<ConnData>(path, {

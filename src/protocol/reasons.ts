@@ -29,6 +29,7 @@ export const REASONS = {
   body_incomplete: reason(400, 'the connection closed before the body was complete'),
   not_found: reason(404, 'no such endpoint'),
   method_not_allowed: reason(405, 'this endpoint does not take this method (Allow lists those it takes)'),
+  upgrade_required: reason(426, 'this endpoint takes WebSocket upgrades only (Upgrade: websocket)'),
 
   // Clients and capacity
   unauthorized: reason(401, 'bearer token required'),

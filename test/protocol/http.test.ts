@@ -75,6 +75,26 @@ describe('health', () => {
     }
   });
 
+  it('a request to a WebSocket endpoint that is no upgrade → 426 upgrade_required, naming the protocol', async () => {
+    for (const [method, path, tok] of [
+      ['GET', '/v1/switch', sw],
+      ['POST', '/v1/switch', undefined],
+      ['GET', '/v1/scanner?token=x', undefined],
+    ] as const) {
+      const r = await call(method, path, tok);
+      expect(r.status, `${method} ${path}`).toBe(426);
+      expect(r.json).toEqual({ error: { reason: 'upgrade_required', message: messageOf('upgrade_required') } });
+      expect(r.headers.get('upgrade')).toBe('websocket');
+    }
+    // An upgrade without a Sec-WebSocket-Key is none either.
+    const { text } = await rawExchange(
+      gw.port,
+      'GET /v1/scanner HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: close\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    expect(text).toMatch(/^HTTP\/1\.1 426 /);
+    expect(text).toContain('"reason":"upgrade_required"');
+  });
+
   it('HEAD answers every GET route with its status, headers and length, and no body', async () => {
     // Same length as GET's body: pages whose bytes do not change between two requests.
     for (const path of ['/healthz', '/access', '/access/nowhere', '/pages.css', '/v1/products', '/v1/access-numbers']) {
