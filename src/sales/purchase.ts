@@ -17,7 +17,7 @@ import { replicated, replicatedSeen } from '../redis/replication';
 import { declinedAnswer, PaymentRecords } from './payment-record';
 import type { Inventory } from './inventory';
 import { hashPin } from './pin';
-import { settled } from './settle';
+import { Settler } from './settle';
 import { checkLink } from './check';
 import { bindPurchase, sellId } from './scripts';
 import type { PaymentProvider } from './provider';
@@ -93,6 +93,8 @@ export function malformedPurchase(req: PurchaseRequest): PurchaseResult | undefi
 
 export class Purchases {
   private readonly records: PaymentRecords<PurchaseRecord>;
+  /** Copies of one buy form waiting for its attempt at work: ./settle.ts. */
+  private readonly settler = new Settler<PurchaseResult>();
 
   constructor(
     private readonly ctx: Context,
@@ -125,7 +127,8 @@ export class Purchases {
     client?: string,
     waitMs = 0,
   ): Promise<PurchaseResult> {
-    const r = await settled(waitMs, () => this.attempt(channel, idemKey, req, client));
+    const same = JSON.stringify([channel, idemKey, req.product, req.pin, req.card, req.cardPin]);
+    const r = await this.settler.settled(waitMs, same, () => this.attempt(channel, idemKey, req, client));
     this.metrics?.purchases.inc({ outcome: r.ok ? 'sold' : r.reason });
     return r;
   }

@@ -18,7 +18,7 @@ import type { PaymentProvider } from './provider';
 import { CARD_PIN } from './purchase';
 import { admitAnonymous, cardNumberValid } from './anonymous';
 import { declinedAnswer, PaymentRecords } from './payment-record';
-import { settled } from './settle';
+import { Settler } from './settle';
 import type { IdLoc, TopupAnswer, Topups } from './topup';
 import { idFields } from '../ledger/id-fields';
 
@@ -55,6 +55,8 @@ const fail = (reason: Reason, message = messageOf(reason)): RechargeResult => ({
 
 export class Recharges {
   private readonly records: PaymentRecords<RechargeRecord>;
+  /** Copies of one recharge form waiting for its attempt at work: ./settle.ts. */
+  private readonly settler = new Settler<RechargeResult>();
 
   constructor(
     private readonly ctx: Context,
@@ -92,7 +94,8 @@ export class Recharges {
    * rather than answer `in_progress` (the check page: ./settle.ts).
    */
   recharge(target: IdLoc, idemKey: string, req: RechargeRequest, client?: string, waitMs = 0): Promise<RechargeResult> {
-    return settled(waitMs, () => this.attempt(target, idemKey, req, client));
+    const same = JSON.stringify([target.key, idemKey, req.amount, req.card, req.cardPin]);
+    return this.settler.settled(waitMs, same, () => this.attempt(target, idemKey, req, client));
   }
 
   private async attempt(

@@ -13,6 +13,7 @@ import { messageOf } from '../../src/protocol/reasons';
 import { keys } from '../../src/redis/keys';
 import { gateway, mint, seedCatalog, startHarness, token, withGateway, type Harness } from '../support/harness';
 import { formSession, http, jsonCall, postPageForm } from '../support/http';
+import { metricsText, sample } from '../support/metrics';
 import { hashOf, idFields } from '../support/redis';
 import { sleep, until } from '../support/wait';
 import {
@@ -93,7 +94,7 @@ beforeAll(async () => {
   await mint(h, TALK, 7);
   await mint(h, SOLD, 3);
   await mint(h, DECL, 5);
-  await mint(h, IDEM, 15);
+  await mint(h, IDEM, 16);
   await mint(h, GOODS, 2);
   await mint(h, SAUNA, 1);
   gw = await gateway(h);
@@ -643,6 +644,33 @@ describe('idempotent retries', () => {
         const pages = await Promise.all(copies);
         expect(pages.map((p) => p.status)).toEqual([200, 200, 200]);
         expect(new Set(pages.map((p) => p.text)).size).toBe(1);
+      });
+    } finally {
+      await setFaults(h, NO_FAULTS);
+    }
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
+  });
+
+  it('copies of one buy form waiting on its slow card company share one poll: twenty copies ask Redis about as often as two', async () => {
+    const m = await addMember(h, 100_000_000);
+    const fields = buyForm('talk-i', m);
+    // The card company answers authorize and capture 800 ms late each: each copy waits about 1.6 s.
+    await setFaults(h, { latencyMs: 800 });
+    try {
+      await withGateway(h, {}, async (g) => {
+        const claims = async (): Promise<number> =>
+          sample(await metricsText(g.port), 'tessera_script_duration_seconds_count', { script: 'purchase_claim' }) ?? 0;
+        const session = await formSession(g);
+        const first = postPageForm(g, '/buy', fields, session);
+        // The first copy holds the purchase (it is with the card company) before the others come.
+        await until(async () => (await claims()) >= 1, 5000, 20, 'the first copy claimed its purchase');
+        const copies = await Promise.all(Array.from({ length: 20 }, () => postPageForm(g, '/buy', fields, session)));
+        const done = await first;
+        expect(done.status).toBe(200);
+        expect(new Set(copies.map((c) => c.text))).toEqual(new Set([done.text]));
+        // Each copy asks once, and one of them again every 150 ms for them all (about 11 times in 1.6 s).
+        // Polling each on its own, the twenty asked over two hundred times.
+        expect(await claims()).toBeLessThanOrEqual(1 + 20 + 20);
       });
     } finally {
       await setFaults(h, NO_FAULTS);
