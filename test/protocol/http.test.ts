@@ -91,7 +91,7 @@ describe('health', () => {
       gw.port,
       'GET /v1/scanner HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: close\r\nSec-WebSocket-Version: 13\r\n\r\n',
     );
-    expect(text).toMatch(/^HTTP\/1\.1 426 /);
+    expect(text).toMatch(/^HTTP\/1\.1 426 Upgrade Required\r\n/);
     expect(text).toContain('"reason":"upgrade_required"');
   });
 
