@@ -437,9 +437,15 @@ export class Metering {
     const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));
     // The index names another ID: this call id is not the one the stop describes.
     if (indexed && indexed.id !== ck.id) return { ok: false, reason: 'call_conflict' };
-    // An ID no recovery bills is refused before the claim below: claimed for it until its refusal,
+    // Rated as a call that started `sec` seconds before this stop: its tariff is the one in force
+    // at its answer, with the rate changes from then on, so each second is priced by its own time.
+    // A plan whose versions of that time are gone (replaced and pruned) rates it as it stands now.
+    const now = Date.now();
+    const rates = this.catalog.tariffArgs(dest, now - sec * 1000, now);
+    // A stop no recovery bills is refused before the claim below: claimed for it until its refusal,
     // the call id would answer the call's own stop racing this one call_conflict (src/metering/recoverable.ts).
-    const unfit = indexed ? undefined : await unrecoverable(this.redis, ck.id);
+    const idCall = keys.idCall(bucket, hash, call);
+    const unfit = indexed ? undefined : await unrecoverable(this.redis, ck.id, { aniHash, rates, idCall });
     if (unfit) return { ok: false, reason: unfit };
     // Claimed before it is billed, as a start claims it: a stop of the same call naming another
     // ID, racing this one on another gateway, finds the call id taken (call_conflict) instead of
@@ -447,10 +453,6 @@ export class Metering {
     // out of its script's sight.
     const claim = indexed ? 'same' : await this.locator.claim(sw, call, ck);
     if (claim === 'taken') return { ok: false, reason: 'call_conflict' };
-    // Rated as a call that started `sec` seconds before this stop: its tariff is the one in force
-    // at its answer, with the rate changes from then on, so each second is priced by its own time.
-    // A plan whose versions of that time are gone (replaced and pruned) rates it as it stands now.
-    const now = Date.now();
     const r = await callRecover(this.scripts, ck, {
       now,
       sec,
@@ -462,7 +464,7 @@ export class Metering {
       idHash: hash,
       aniHash,
       dest,
-      rates: this.catalog.tariffArgs(dest, now - sec * 1000, now),
+      rates,
     });
     if (!r.ok) {
       // A refused stop leaves no index behind, as a refused start does (guessed IDs must not fill

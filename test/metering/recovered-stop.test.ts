@@ -32,6 +32,7 @@ import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
 import { HoldProxy } from '../support/hold-proxy';
 import { until } from '../support/wait';
+import { aniPlace } from '../../src/ledger/anis';
 
 let h: Harness;
 let gw: Gateway;
@@ -44,6 +45,8 @@ const TALK = talkProduct();
 const SMALL = talkProduct({ name: 'talk-small', face: 1000, price: 1000 });
 /** Two calls at once: a call holds a slice of the balance, so a second charge would find money free. */
 const DUO = talkProduct({ name: 'talk-duo', maxCalls: 2 });
+/** plan nowhere: rates only 999…, so no call to DEST or DEST449 */
+const NOWHERE = talkProduct({ name: 'talk-nowhere', plan: 'nowhere' });
 /** plan dated: 100 micro/s everywhere, 300 from `changeAt` on (a version in force since just before the suite) */
 const DATED = talkProduct({ name: 'talk-dated', plan: 'dated' });
 /** plan young: 200 micro/s, its only version in force since `changeAt` (what came before is gone) */
@@ -56,7 +59,7 @@ const DEST = '4912345';
 
 beforeAll(async () => {
   h = await startHarness();
-  await seedCatalog(h, [TALK, SMALL, DATED, YOUNG, DUO]);
+  await seedCatalog(h, [TALK, SMALL, DATED, YOUNG, DUO, NOWHERE]);
   changeAt = Date.now() - 1000;
   // Loaded as it was before the change, so the version it supersedes is still kept.
   await putPlans(
@@ -220,34 +223,57 @@ describe('a stop for a call whose session is gone', () => {
     });
   });
 
-  it("racing one naming an unsold ID on another gateway: the call's own stop is billed, not call_conflict", async () => {
-    // Gateway A's stop names an ID no recovery bills; its answer is held back (as under load). The
-    // call's own stop, naming its sold ID, reaches B meanwhile: A must not hold the call id for an ID
-    // it will refuse, or B answers call_conflict and the call is billed to nobody.
-    const [unsold] = (await mint(h, TALK)) as [string];
-    const [id] = (await soldIds(h, TALK)) as [string];
-    await racingGateways(async ({ proxy, a, b, name }) => {
-      const call = newCall();
-      const callKey = callKeyOf(name, call);
-      const index = keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey);
-      proxy.holdAfter('call_recover_');
-      let answered = false;
-      const first = a.request({ op: 'stop', ref: 1, call, sec: 30, id: unsold, dest: DEST449 }).finally(() => {
-        answered = true;
+  /** Bogus stops of a call, each naming what no recovery bills: refused with `reason`. */
+  const bogus: { what: string; reason: string; lost: () => Promise<Record<string, unknown>> }[] = [
+    { what: 'an unsold ID', reason: 'not_active', lost: async () => ({ id: (await mint(h, TALK))[0] }) },
+    {
+      what: 'an ID whose plan has no rate there',
+      reason: 'no_rate',
+      lost: async () => ({ id: (await soldIds(h, NOWHERE))[0] }),
+    },
+    {
+      what: 'a caller number its ID no longer lists',
+      reason: 'unknown_ani',
+      lost: async () => {
+        // The number's index still names the ID, which dropped it just now (moved, removed).
+        const ani = `+4915${String(Date.now()).slice(-8)}`;
+        const [id] = (await soldIds(h, TALK)) as [string];
+        await h.r.set(aniPlace(h.ctx.ids, ani)!.key, idKeyOf(h, id));
+        return { ani };
+      },
+    },
+  ];
+  it.each(bogus)(
+    "racing one naming $what on another gateway: the call's own stop is billed, not call_conflict",
+    async ({ reason, lost }) => {
+      // Gateway A's stop names what no recovery bills; its answer is held back (as under load). The
+      // call's own stop, naming its sold ID, reaches B meanwhile: A must not hold the call id for a
+      // stop it will refuse, or B answers call_conflict and the call is billed to nobody.
+      const named = await lost();
+      const [id] = (await soldIds(h, TALK)) as [string];
+      await racingGateways(async ({ proxy, a, b, name }) => {
+        const call = newCall();
+        const callKey = callKeyOf(name, call);
+        const index = keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey);
+        proxy.holdAfter('call_recover_');
+        let answered = false;
+        const first = a.request({ op: 'stop', ref: 1, call, sec: 30, ...named, dest: DEST449 }).finally(() => {
+          answered = true;
+        });
+        // A has claimed the call id (and its recovery is held), or has answered without claiming it.
+        await until(async () => answered || (await h.r.exists(index)) === 1, 10_000, 10, 'A judged its stop');
+        expect(await b.request({ op: 'stop', ref: 2, call, sec: 30, id, dest: DEST449 })).toMatchObject({
+          op: 'stopped',
+          billedSec: 30,
+          cost: 35_000,
+        });
+        proxy.release();
+        expect(await first).toMatchObject({ op: 'error', reason });
+        expect(await h.r.get(index)).toBe(idKeyOf(h, id));
+        expect(await cdrsOf(h, id, call)).toHaveLength(1);
       });
-      // A has claimed the call id (and its recovery is held), or has answered without claiming it.
-      await until(async () => answered || (await h.r.exists(index)) === 1, 10_000, 10, 'A judged its stop');
-      expect(await b.request({ op: 'stop', ref: 2, call, sec: 30, id, dest: DEST449 })).toMatchObject({
-        op: 'stopped',
-        billedSec: 30,
-        cost: 35_000,
-      });
-      proxy.release();
-      expect(await first).toMatchObject({ op: 'error', reason: 'not_active' });
-      expect(await h.r.get(index)).toBe(idKeyOf(h, id));
-      expect(await cdrsOf(h, id, call)).toHaveLength(1);
-    });
-  });
+    },
+  );
 
   it('its destination read as a start reads it: +449… and 00449… are rated as 449…, a trunk 0 is refused', async () => {
     for (const dest of ['+' + DEST449, '00' + DEST449]) {
@@ -412,6 +438,18 @@ describe('a stop under another token name than its start (a switch back under a 
     expect(await cdrsOf(h, id!, call)).toHaveLength(1);
     expect(await balanceOf(h, id!)).toBe(DUO.face - 10_000);
     expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+
+  it('naming a caller number its ID dropped since the call started: that call is stopped all the same', async () => {
+    // The old name started it by ID; the new name's stop names the caller number, which the ID no
+    // longer lists (its index not yet cleared). The call was admitted: it is found, not refused.
+    const [id] = (await soldIds(h, DUO)) as [string];
+    const ani = `+4916${String(Date.now()).slice(-8)}`;
+    await h.r.set(aniPlace(h.ctx.ids, ani)!.key, idKeyOf(h, id));
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ++refs, call, id, dest: DEST449 })).toMatchObject({ op: 'started' });
+    expect(await stopB({ call, sec: 5, ani, dest: DEST449 })).toMatchObject({ op: 'stopped', billedSec: 5 });
+    expect(await cdrsOf(h, id, call)).toEqual([expect.objectContaining({ cause: 'normal', sec: '5' })]);
   });
 
   it("tells the old name's switch to hang up: its ticks without ref get cutoff stopped, not silence", async () => {
