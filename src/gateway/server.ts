@@ -150,6 +150,8 @@ export async function startGateway(
     s.expiry.stop();
     s.catalog.stop();
     s.scanClock.stop();
+    s.purchases.stop();
+    s.recharges.stop();
     s.subscriber.disconnect();
     s.claimRedis.disconnect();
     await s.ctx.close();

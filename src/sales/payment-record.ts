@@ -12,28 +12,8 @@ import { isReason, messageOf, type Reason } from '../protocol/reasons';
 import { bucketOfKey, keys } from '../redis/keys';
 import { replicated } from '../redis/replication';
 import type { PaymentProvider } from './provider';
+import { HandBacks } from './hand-backs';
 import { claimLate, claimPurchase, setLease, type ClaimTerms, type LateWatch, type PurchaseClaim } from './scripts';
-
-/** How often a lease Redis refused to take back is offered again (handBackLater). */
-const HAND_BACK_RETRY_MS = 250;
-
-/**
- * Hands an ended attempt's lease back once Redis takes the write. Refused at the attempt's end
- * (Redis failing over, the record's slot being moved, memory full), the lease would keep every
- * retry at 409 `in_progress` for the rest of PURCHASE_LEASE_MS although nothing runs any more.
- * Offered again until it is taken or the lease is over anyway; a lease another attempt has
- * taken since is not this one's to touch (setLease answers false and changes nothing).
- */
-function handBackLater(scripts: Context['scripts'], key: string, owner: string, leaseEnd: number): void {
-  const again = (): void => {
-    if (Date.now() >= leaseEnd) return;
-    void setLease(scripts, key, owner, 0).then(
-      () => undefined,
-      () => void setTimeout(again, HAND_BACK_RETRY_MS).unref(),
-    );
-  };
-  setTimeout(again, HAND_BACK_RETRY_MS).unref();
-}
 
 /** A record's fields every kind has: its state, the request's fingerprint, its terms and payment, the refusal. */
 export interface PaymentRecord {
@@ -103,6 +83,9 @@ const LATE_WATCH_MS = 86_400_000;
 const LATE_RECORD_SEC = LATE_WATCH_MS / 1000 + 3600;
 
 export class PaymentRecords<R extends PaymentRecord> {
+  /** Leases ended attempts could not hand back at their end, offered again (cleared by stop()). */
+  private readonly handBacks: HandBacks;
+
   constructor(
     private readonly ctx: Context,
     /** The open set of a bucket's attempts of this kind. */
@@ -111,7 +94,14 @@ export class PaymentRecords<R extends PaymentRecord> {
     private readonly doneTtlSec: number,
     /** What goes in front of a record key's hash to make its card company reference (`tsp_`, `tsr_`). */
     private readonly refPrefix: string,
-  ) {}
+  ) {
+    this.handBacks = new HandBacks(ctx.scripts);
+  }
+
+  /** Drops the hand-backs still pending: the gateway is closing, its Redis connection with it. */
+  stop(): void {
+    this.handBacks.stop();
+  }
 
   /** An unfinished attempt lives a day past ABANDON_AFTER_MS, by when the sweep has settled it. */
   get openTtlSec(): number {
@@ -161,7 +151,7 @@ export class PaymentRecords<R extends PaymentRecord> {
       } finally {
         clearInterval(renew);
         await setLease(scripts, key, owner, 0).catch((err: unknown) => {
-          handBackLater(scripts, key, owner, Date.now() + leaseMs);
+          this.handBacks.later(key, owner, Date.now() + leaseMs);
           throw err;
         });
       }

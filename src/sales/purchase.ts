@@ -108,6 +108,11 @@ export class Purchases {
     this.records = new PaymentRecords(ctx, keys.openPurchases, SOLD_TTL_SEC, 'tsp_');
   }
 
+  /** Stops what outlives a request (a lease handed back later): the gateway is closing. */
+  stop(): void {
+    this.records.stop();
+  }
+
   private recordKey(idemKey: string): { key: string; ref: string } {
     const h = this.ctx.ids.mac(`purchase:${idemKey}`).slice(0, 32);
     const key = keys.purchase(this.ctx.ids.bucketOf(h), h);

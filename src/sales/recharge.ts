@@ -68,6 +68,11 @@ export class Recharges {
     this.records = new PaymentRecords(ctx, keys.openRecharges, DONE_TTL_SEC, 'tsr_');
   }
 
+  /** Stops what outlives a request (a lease handed back later): the gateway is closing. */
+  stop(): void {
+    this.records.stop();
+  }
+
   private recordKey(idemKey: string): { key: string; ref: string; hash: string } {
     const h = this.ctx.ids.mac(`recharge:${idemKey}`).slice(0, 32);
     const key = keys.recharge(this.ctx.ids.bucketOf(h), h);

@@ -4,13 +4,14 @@
  * and who may call.
  */
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { tokenHash } from '../../src/catalog/store';
 import type { EntryProduct, GoodsProduct, ServiceProduct } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { luhnValid } from '../../src/ids/luhn';
 import { messageOf } from '../../src/protocol/reasons';
 import { keys } from '../../src/redis/keys';
+import { HAND_BACK_RETRY_MS } from '../../src/sales/hand-backs';
 import { gateway, mint, seedCatalog, startHarness, token, withGateway, type Harness } from '../support/harness';
 import { formSession, http, jsonCall, postPageForm } from '../support/http';
 import { metricsText, sample } from '../support/metrics';
@@ -497,6 +498,41 @@ describe('idempotent retries', () => {
       await setFaults(h, NO_FAULTS);
     }
     expect(await usedCredit(h, m.card)).toBe(1_000_000);
+  });
+
+  it('a closed gateway offers a lease it could not hand back no more: no timer of it touches Redis after close', async () => {
+    const m = await addMember(h, 100_000_000);
+    const key = newKey('handback-close');
+    await setFaults(h, { latencyMs: 1500 });
+    const g = await gateway(h, { purchaseLeaseMs: 600_000 });
+    let closed = false;
+    try {
+      const record = purchaseRecord(key);
+      const first = buy(g, salesTok, key, 'talk-i', m);
+      await until(async () => (await h.r.hget(record, 'st')) === 'authorizing');
+      await h.r.config('SET', 'maxmemory', '1');
+      let leaseCalls = 0;
+      const run = g.ctx.scripts.run.bind(g.ctx.scripts);
+      vi.spyOn(g.ctx.scripts, 'run').mockImplementation((name, k, a) => {
+        if (name === 'purchase_lease') leaseCalls++;
+        return run(name, k, a);
+      });
+      expect((await first).status).toBe(503);
+      // Its hand-back is being offered again, and refused while memory is full.
+      const offered = leaseCalls;
+      await until(() => Promise.resolve(leaseCalls > offered), 10_000, 10, 'the hand-back offered again');
+      await g.close();
+      closed = true;
+      const atClose = leaseCalls;
+      // Timers fire in the order they are due: any hand-back due within two retry intervals of the
+      // close (each is set one interval ahead) has run before this one.
+      await new Promise((resolve) => setTimeout(resolve, 2 * HAND_BACK_RETRY_MS));
+      expect(leaseCalls).toBe(atClose);
+    } finally {
+      await h.r.config('SET', 'maxmemory', '0');
+      await setFaults(h, NO_FAULTS);
+      if (!closed) await g.close();
+    }
   });
 
   /**
