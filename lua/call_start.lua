@@ -36,6 +36,7 @@ answered (give or take ID_CALL_SKEW_MS) is that call's, landing late: call_ended
 -- @include "terms"
 -- @include "charge"
 -- @include "id_calls"
+-- @include "id_live"
 -- @include "clock"
 local now = tonumber(ARGV[1])
 local ringGrace = tonumber(ARGV[2])
@@ -94,7 +95,17 @@ local function start(ikey, skey, ickey, a, last)
   local desc = rate_of(ARGV, f[4], a + 6, last)
   if not desc then return { 'err', 'no_rate' } end
   local maxc = tonumber(f[5]) or 1
-  if (tonumber(f[6]) or 0) >= maxc then return { 'err', 'concurrent_limit' } end
+  local act = tonumber(f[6]) or 0
+  if act >= maxc then
+    -- Counted full: before refusing, count the calls themselves. A lost session leaves its count
+    -- and its hold behind for good (no stop or reap gives them back): they are put right here.
+    local n, held = id_live(KEYS[1], ikey)
+    if n ~= act then
+      f[10] = int(math.max(0, bal - held))
+      redis.call('HSET', ikey, 'act', int(n), 'free', f[10])
+    end
+    if n >= maxc then return { 'err', 'concurrent_limit' } end
+  end
 
   -- What the other live calls hold is not free: a call is admitted only if what is
   -- free pays its first charged block (and the disconnect charge).

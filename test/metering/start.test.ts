@@ -217,6 +217,41 @@ describe('call_start refusals', () => {
     expect((await idFields(h, id!)).act).toBe('0');
   });
 
+  it("concurrent_limit counts the calls themselves: a lost call's count and hold are given back at once", async () => {
+    const [id] = await soldIds(h, talkProduct({ maxCalls: 1 }));
+    const lost = newCall();
+    expect(await start(id!, lost)).toMatchObject({ op: 'started', maxSec: 10000 });
+    // Its session lost (a failover's lost write): the ID's count and hold stay, and no stop or reap
+    // gives them back (the live set still names the session, the reaper finds nothing to close).
+    await h.r.del(sessionKey(h, id!, sw, lost));
+    expect(await idFields(h, id!)).toMatchObject({ act: '1', free: '0' });
+    const next = newCall();
+    expect(await start(id!, next)).toMatchObject({ op: 'started', maxSec: 10000, balance: 1_000_000 });
+    expect(await idFields(h, id!)).toMatchObject({ act: '1' });
+    // Counted right now: a further call is refused as the limit says, its count untouched.
+    expect(await start(id!)).toMatchObject({ op: 'error', reason: 'concurrent_limit' });
+    expect(await stop(next, 3)).toMatchObject({ op: 'stopped', billedSec: 3, cost: 300, balance: 999_700 });
+    expect(await idFields(h, id!)).toMatchObject({ act: '0', free: '999700' });
+  });
+
+  it('concurrent_limit with maxCalls 2 and one call lost: the live one keeps its hold, the lost one gives its back', async () => {
+    const [id] = await soldIds(h, talkProduct({ maxCalls: 2 }));
+    const [live, lost] = [newCall(), newCall()];
+    expect(await start(id!, live)).toMatchObject({ op: 'started' });
+    const held = 1_000_000 - Number((await idFields(h, id!)).free);
+    expect(held).toBeGreaterThan(0);
+    expect(await start(id!, lost)).toMatchObject({ op: 'started' });
+    await h.r.del(sessionKey(h, id!, sw, lost));
+    const third = newCall();
+    expect(await start(id!, third)).toMatchObject({ op: 'started' });
+    expect((await idFields(h, id!)).act).toBe('2');
+    // What the two live calls hold, and nothing for the lost one: each holds its first grant.
+    expect(1_000_000 - Number((await idFields(h, id!)).free)).toBe(2 * held);
+    await stop(live, 0);
+    await stop(third, 0);
+    expect(await idFields(h, id!)).toMatchObject({ act: '0', free: '1000000' });
+  });
+
   it('no_rate: the ID plan has no rate for the destination', async () => {
     const [id] = await soldIds(h, talkProduct({ plan: 'nowhere' }));
     expect(await start(id!, newCall(), '4912345')).toMatchObject({ op: 'error', reason: 'no_rate' });
