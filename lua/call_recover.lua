@@ -33,7 +33,9 @@ a call of them whose destination agrees and that started no later than the stop 
 it was answered (the latest started, if several do) is that call, stopped as its own
 stop would (live), or as a stop after the reaper's (closed): billed once, never again
 as a lost call. A lost call is listed there too, so its stop resent under any other
-name is a repeat.
+name is a repeat. A call listed there as closed whose session has gone since (its
+SESSION_TTL_SEC over; the list keeps it longer, includes/id_calls.lua) may be the one
+this stop names, resent: nothing tells, so nothing is billed (unknown_call).
 ]]
 -- @include "id_fields"
 -- @include "num"
@@ -57,9 +59,13 @@ end
 local ttl = tonumber(ARGV[4])
 -- A call id reused under another name is another call, started after this one was answered:
 -- of the calls that fit, the latest started is the one this stop names.
-local other, otherStart
+local other, otherStart, forgotten
 for k in string.gmatch(redis.call('GET', KEYS[6]) or '', '%S+') do
-  if k ~= KEYS[1] then
+  local closed = id_call_closed_of(k)
+  if closed then
+    -- Closed, billed, and its session gone since (SESSION_TTL_SEC): this stop may be its repeat.
+    if redis.call('EXISTS', closed) == 0 then forgotten = true end
+  elseif k ~= KEYS[1] then
     local m = redis.call('HMGET', k, 'id', 'dest', 'start')
     local st = tonumber(m[3])
     if m[1] == KEYS[2] and m[2] == ARGV[8] and st and st <= now - sec * 1000 + ID_CALL_SKEW_MS
@@ -68,6 +74,8 @@ for k in string.gmatch(redis.call('GET', KEYS[6]) or '', '%S+') do
     end
   end
 end
+-- Nothing tells that call from this one: billed again, it might be billed twice. Not billed.
+if forgotten and not other then return { 'err', 'unknown_call' } end
 if other then
   local o = read_session(other)
   local r
@@ -127,4 +135,4 @@ end
 local upd = {}
 charge(read_session(KEYS[1]), KEYS[1], KEYS[2], sec, now, upd, KEYS[5])
 if #upd > 0 then redis.call('HSET', KEYS[1], unpack(upd)) end
-return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, 'recovered', tonumber(ARGV[4]), KEYS[5])
+return close(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, 'recovered', tonumber(ARGV[4]), KEYS[5], KEYS[6])

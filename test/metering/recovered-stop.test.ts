@@ -408,6 +408,127 @@ describe('a stop for a call whose session is gone', () => {
   });
 });
 
+/** Lets the keys go as their TTL would have them go: each must have one, of at most `ttlSec`. */
+async function expireNow(ttlSec: number, ...gone: string[]): Promise<void> {
+  for (const key of gone) {
+    const ttl = await h.r.ttl(key);
+    expect(ttl, key).toBeGreaterThan(0);
+    expect(ttl, key).toBeLessThanOrEqual(ttlSec);
+    await h.r.pexpire(key, 1);
+  }
+  await until(async () => (await h.r.exists(...gone)) === 0, 5000, 5, 'keys expired');
+}
+
+describe('a stop resent after its closed session has gone (a short SESSION_TTL_SEC)', () => {
+  const TTL = 60;
+  /** Runs `fn` on a gateway keeping closed sessions TTL s, with two switches of their own names. */
+  const shortLived = (fn: (s: { g: Gateway; a: Client; aName: string; b: Client }) => Promise<void>): Promise<void> =>
+    withGateway(h, { sessionTtlSec: TTL }, async (g) => {
+      const { c: a, name: aName } = await connectSwitch(h, g.port);
+      const { c: b } = await connectSwitch(h, g.port);
+      try {
+        await fn({ g, a, aName, b });
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+  /** The call's session and index under `name`: what SESSION_TTL_SEC lets go. */
+  const closedKeys = (id: string, name: string, call: string): string[] => {
+    const callKey = callKeyOf(name, call);
+    return [sessionKey(h, id, name, call), keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey)];
+  };
+  const byId = (id: string, call: string): string => keys.idCall(bucketOf(h, id), h.ctx.ids.hash(id).hash, call);
+
+  it('of a call stopped: not billed again as a lost call, under its name or another', async () => {
+    const [id] = (await soldIds(h, TALK)) as [string];
+    await shortLived(async ({ a, aName, b }) => {
+      const call = newCall();
+      expect(await a.request({ op: 'start', ref: ++refs, call, id, dest: DEST449 })).toMatchObject({ op: 'started' });
+      expect(await a.request({ op: 'stop', ref: ++refs, call, sec: 30, id, dest: DEST449 })).toMatchObject({
+        op: 'stopped',
+        billedSec: 30,
+        cost: 35_000,
+      });
+      // The record that it was stopped outlives the session: a week after the stop.
+      expect(await h.r.ttl(byId(id, call))).toBeGreaterThanOrEqual(MAX_CALL_SEC - 60);
+      await expireNow(TTL, ...closedKeys(id, aName, call));
+      for (const on of [a, b])
+        expect(await on.request({ op: 'stop', ref: ++refs, call, sec: 30, id, dest: DEST449 })).toMatchObject({
+          op: 'error',
+          reason: 'unknown_call',
+        });
+      expect(await cdrsOf(h, id, call)).toHaveLength(1);
+      expect(await balanceOf(h, id)).toBe(TALK.face - 35_000);
+      // Nothing is left claimed for the refused stops: the call id is free for a new call of the ID.
+      const callKey = callKeyOf(aName, call);
+      expect(await h.r.exists(keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey))).toBe(0);
+    });
+  });
+
+  it('of a call recovered from its stop: a repeat, however late, bills nothing', async () => {
+    const [id] = (await soldIds(h, TALK)) as [string];
+    await shortLived(async ({ a, aName, b }) => {
+      const call = newCall();
+      expect(await a.request({ op: 'stop', ref: ++refs, call, sec: 30, id, dest: DEST449 })).toMatchObject({
+        op: 'stopped',
+        billedSec: 30,
+        cost: 35_000,
+      });
+      expect(await h.r.ttl(byId(id, call))).toBeGreaterThanOrEqual(MAX_CALL_SEC - 60);
+      await expireNow(TTL, ...closedKeys(id, aName, call));
+      for (const on of [a, b])
+        expect(await on.request({ op: 'stop', ref: ++refs, call, sec: 30, id, dest: DEST449 })).toMatchObject({
+          op: 'error',
+          reason: 'unknown_call',
+        });
+      expect((await cdrsOf(h, id, call)).map((r) => r.cause)).toEqual(['recovered']);
+      expect(await balanceOf(h, id)).toBe(TALK.face - 35_000);
+    });
+  });
+
+  it('of a call lost while live (its session gone, never closed): billed from the stop, as ever', async () => {
+    const [id] = (await soldIds(h, TALK)) as [string];
+    await shortLived(async ({ a, aName }) => {
+      const call = newCall();
+      expect(await a.request({ op: 'start', ref: ++refs, call, id, dest: DEST449 })).toMatchObject({ op: 'started' });
+      // Its start's writes lost but for its listing by ID and call id: its session never closed.
+      const session = sessionKey(h, id, aName, call);
+      await h.r.del(session);
+      await h.r.zrem(keys.live(bucketOf(h, id)), session);
+      await h.r.hset(idKeyOf(h, id), 'act', '0', 'free', String(TALK.face));
+      expect(await a.request({ op: 'stop', ref: ++refs, call, sec: 30, id, dest: DEST449 })).toMatchObject({
+        op: 'stopped',
+        billedSec: 30,
+        cost: 35_000,
+      });
+      expect((await cdrsOf(h, id, call)).map((r) => r.cause)).toEqual(['recovered']);
+    });
+  });
+
+  it('is judged per ID: a lost call of another ID under that call id is still billed from its stop', async () => {
+    const [id] = (await soldIds(h, TALK)) as [string];
+    await shortLived(async ({ a, aName }) => {
+      const call = newCall();
+      expect(await a.request({ op: 'start', ref: ++refs, call, id, dest: DEST })).toMatchObject({ op: 'started' });
+      expect(await a.request({ op: 'stop', ref: ++refs, call, sec: 5 })).toMatchObject({ op: 'stopped', cost: 500 });
+      await expireNow(TTL, ...closedKeys(id, aName, call));
+      // Another ID's call under the same call id is another call: recovered as ever.
+      const [other] = (await soldIds(h, TALK)) as [string];
+      const { c: fresh } = await connectSwitch(h, gw.port);
+      expect(await fresh.request({ op: 'stop', ref: ++refs, call, sec: 5, id: other, dest: DEST })).toMatchObject({
+        op: 'stopped',
+        billedSec: 5,
+      });
+      await fresh.close();
+      expect(await a.request({ op: 'stop', ref: ++refs, call, sec: 5, id, dest: DEST })).toMatchObject({
+        reason: 'unknown_call',
+      });
+      expect(await balanceOf(h, id)).toBe(TALK.face - 500);
+    });
+  });
+});
+
 describe('a stop under another token name than its start (a switch back under a new name)', () => {
   let b: Client;
   beforeAll(async () => {
