@@ -9,8 +9,11 @@
  *   `rate fee initial next minSec minCost disconnect [from rate]...`
  * `rate` is the rate (micro-units a second) in force at the call's start; each
  * `from rate` pair is a later change at wall time `from` (ms since 1970), in
- * ascending order, for the next TARIFF_HORIZON_MS at least and at most
- * MAX_RATE_CHANGES of them (the last rate listed holds after). The terms (fee,
+ * ascending order: every change at an instant up to TARIFF_HORIZON_MS after the
+ * call's start, that instant included, but at most the first MAX_RATE_CHANGES of
+ * them (the last rate listed holds after). Exactly those, however the descriptor
+ * was cached: one built for an earlier start is reused only while it lists the
+ * same changes a fresh one would. The terms (fee,
  * blocks, minimums, disconnect charge) are those of the plan version in force
  * at the start; only the per-second rate changes during a call.
  *
@@ -25,7 +28,7 @@ import { WEEKDAYS } from './schema';
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 86_400_000;
-/** A descriptor lists the rate changes of at least this long after its call's start. */
+/** A descriptor lists the rate changes of this long after its call's start, and no later one. */
 export const TARIFF_HORIZON_MS = 7 * DAY_MS;
 /** At most this many rate changes in one descriptor (a week of four changes a day is 28). */
 export const MAX_RATE_CHANGES = 64;
@@ -228,17 +231,27 @@ export class PlanTariff {
     if (!hit) return undefined;
     const rate = rateIn(hit, first.period);
     const changes: number[] = [];
+    const horizon = now + TARIFF_HORIZON_MS;
     let until = now + REUSE_MS;
     let last = rate;
     for (let j = i + 1; j < slices.length; j++) {
       const s = slices[j]!;
-      if (s.from > now + TARIFF_HORIZON_MS + REUSE_MS || changes.length >= 2 * MAX_RATE_CHANGES) break;
-      // The terms are the start's version's: a call starting after the next activation needs its own.
-      if (s.v !== first.v) until = Math.min(until, s.from);
+      if (s.from > horizon + REUSE_MS) break;
       // A later version without this destination leaves the rate as it was: a call is not cut for it.
       const h = hits[s.v];
-      if (!h) continue;
-      const r = rateIn(h, s.period);
+      const r = h ? rateIn(h, s.period) : last;
+      if (s.from > horizon) {
+        // Past this call's horizon, but within that of a call starting later: such a call, starting
+        // at or after s.from - TARIFF_HORIZON_MS, needs a descriptor that lists it.
+        if (r !== last) {
+          until = Math.min(until, s.from - TARIFF_HORIZON_MS);
+          break;
+        }
+        continue;
+      }
+      if (changes.length >= 2 * MAX_RATE_CHANGES) break;
+      // The terms are the start's version's: a call starting after the next activation needs its own.
+      if (s.v !== first.v) until = Math.min(until, s.from);
       if (r === last) continue;
       until = Math.min(until, s.from);
       changes.push(s.from, r);

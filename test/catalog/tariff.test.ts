@@ -1,7 +1,7 @@
 /** The tariff descriptors the gateway builds from rate plans (src/catalog/tariff.ts). */
 import { describe, expect, it } from 'vitest';
 import type { RatePlan } from '../../src/catalog/schema';
-import { MAX_RATE_CHANGES, PlanTariff } from '../../src/catalog/tariff';
+import { MAX_RATE_CHANGES, PlanTariff, TARIFF_HORIZON_MS } from '../../src/catalog/tariff';
 
 const NO_PERIODS: RatePlan['periods'] = [];
 const EVERY_DAY = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'] as const;
@@ -64,7 +64,7 @@ describe('tariff descriptors', () => {
       [utc(2027, 1, 18, 19), 100],
       [utc(2027, 1, 19, 7), 300],
       [utc(2027, 1, 19, 19), 100],
-      [utc(2027, 1, 20, 7), 300],
+      // Not the peak of Wednesday 20th at 08:00 in Paris: 7 days and an hour after the start.
     ]);
     // A prefix without period rates pays its rate in every period: no changes at all.
     expect(plan.descriptor('33', now)).toBe('400 0');
@@ -178,6 +178,27 @@ describe('tariff descriptors', () => {
     expect(plan.descriptor('1', utc(2027, 1, 13, 22))).toMatch(/^100 0 1 1 0 0 0 \d+ 300( \d+)*$/);
     expect(plan.rateAt('33', utc(2027, 1, 13, 13))).toEqual({ rate: 70, fee: 0 });
     expect(plan.rateAt('33', utc(2027, 1, 13, 19))).toEqual({ rate: 50, fee: 0 });
+  });
+
+  it('lists the changes up to 7 days after the start, that instant included, however the descriptor was cached', () => {
+    const start = utc(2027, 1, 13, 6);
+    const edge = start + TARIFF_HORIZON_MS;
+    const versions: RatePlan[] = [
+      { name: 'w', rates: [{ prefix: '', rate: 100, fee: 0 }] },
+      { name: 'w', activeFrom: start + 1000, rates: [{ prefix: '', rate: 150, fee: 0 }] },
+      { name: 'w', activeFrom: edge, rates: [{ prefix: '', rate: 200, fee: 0 }] },
+      { name: 'w', activeFrom: edge + 1000, rates: [{ prefix: '', rate: 300, fee: 0 }] },
+    ];
+    const plan = new PlanTariff(versions);
+    const exact = `100 0 1 1 0 0 0 ${start + 1000} 150 ${edge} 200`;
+    // Built half an hour before: the change at start + 7 days lies past that call's horizon.
+    expect(plan.descriptor('1', start - 1_800_000)).toBe(`100 0 1 1 0 0 0 ${start + 1000} 150`);
+    // A call starting at `start` gets its own 7 days, not the cached descriptor's, nor a second more.
+    expect(plan.descriptor('1', start)).toBe(exact);
+    expect(plan.descriptor('1', start + 999)).toBe(exact);
+    expect(plan.descriptor('1', start + 1000)).toBe(`150 0 1 1 0 0 0 ${edge} 200 ${edge + 1000} 300`);
+    // Built fresh, the same: no second past the 7 days.
+    expect(new PlanTariff(versions).descriptor('1', start)).toBe(exact);
   });
 
   it('lists at most MAX_RATE_CHANGES changes', () => {
