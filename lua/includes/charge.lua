@@ -137,6 +137,7 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
     res = cov0 - cost
   end
   local regrant, answered, ranShort = false, false, false
+  local res0 = res
   if advanced then
     upd[#upd + 1] = 'used'
     upd[#upd + 1] = int(sec)
@@ -190,8 +191,14 @@ local function charge(s, skey, ikey, sec, now, upd, evkey, idf)
     local final
     gnt, final = grant_of(t, a, billed, res, avail)
     -- A call that ran short has talked past all it could pay: the block it started unpaid
-    -- carries it no further, else a skipped tick mid-block would put off its cut-off.
-    if ranShort then gnt = math.min(gnt, was, sec) end
+    -- carries it no further, else a skipped tick mid-block would put off its cut-off. On the
+    -- tick that answers it the grant it had is the start's, priced as if answered then: priced
+    -- again from the answer, as the switch is told from now on (0 when it does not pay the first block).
+    if ranShort then
+      local had = was
+      if answered then had = grant_of(t, a, 0, res0, avail0) end
+      gnt = math.min(gnt, had, sec)
+    end
     if gnt ~= was then
       upd[#upd + 1] = 'gnt'
       upd[#upd + 1] = int(gnt)

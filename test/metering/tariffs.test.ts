@@ -196,6 +196,44 @@ describe('a rate change while the call rings', () => {
   });
 });
 
+describe('a rate rise while the call rings leaves its first block short', () => {
+  const rising = (name: string, t0: number, terms: { initial?: number; next?: number }): RatePlan[] => [
+    { name, rates: [{ prefix: '', rate: 100, fee: 0, ...terms }] },
+    { name, activeFrom: t0 + 10_000, rates: [{ prefix: '', rate: 300, fee: 0, ...terms }] },
+  ];
+
+  it('per second: the first report, at the start grant, is answered the grant priced from the answer', async () => {
+    const t0 = Date.now();
+    const { id, call, ck, started } = await startAt(rising('short-first-s', t0, {}), 10_000, t0);
+    expect(started).toMatchObject({ ok: true, grant: 40, final: true });
+    // A switch that ran to its first grant (a quota update, or ticks lost) reports 40 s, answered
+    // at t0 + 12 s: 10 000 at 300 a second carried it 33 s, not the start's 40.
+    expect(await tickAt(h, ck, 40, t0 + 52_000)).toMatchObject({
+      grant: 33,
+      isFinal: true,
+      secLeft: 0,
+      cut: 'exhausted',
+    });
+    expect(await callStop(h.ctx.scripts, ck, t0 + 53_000, 40, 'normal', 60)).toMatchObject({
+      billedSec: 40,
+      cost: 10_000,
+      short: 2000,
+    });
+    expect(await cdrsOf(h, id, call)).toMatchObject([{ short: '2000' }]);
+  });
+
+  it('10/10 blocks: a reservation that does not pay the first block at the answer carries the call 0 s', async () => {
+    const t0 = Date.now();
+    const { ck, started } = await startAt(rising('short-first-b', t0, { initial: 10, next: 10 }), 2000, t0);
+    // Priced at the start, the first block costs 1000 and the next, after the rise, 3000: 10 s.
+    expect(started).toMatchObject({ ok: true, grant: 10, final: true });
+    // Answered at t0 + 12 s, the first block costs 3000: the 2000 held pays no block at all.
+    expect(await tickAt(h, ck, 10, t0 + 22_000)).toMatchObject({ grant: 0, isFinal: true, cut: 'exhausted' });
+    // Later reports answer the same grant.
+    expect(await tickAt(h, ck, 11, t0 + 23_000)).toMatchObject({ grant: 0, cut: 'exhausted' });
+  });
+});
+
 describe('time of day across a daylight-saving change', () => {
   it('the hour that happens twice in Europe/Paris is peak twice: a call crossing its end pays each second its rate', async () => {
     // Peak (300 a second) from 02:00 to 03:00 Paris time, 100 otherwise. On Sunday 2027-10-31 the clocks
