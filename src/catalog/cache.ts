@@ -124,6 +124,11 @@ export class CatalogCache {
     return out;
   }
 
+  /** The tariff descriptor of a call to `dest` starting at `now` in one plan; undefined when it has no rate then. */
+  tariffFor(plan: string, dest: string, now: number): string | undefined {
+    return this.tables.get(plan)?.descriptor(dest, now);
+  }
+
   /**
    * (plan name, tariff descriptor) pairs for a call to `dest` starting at `now`,
    * for every plan that rates the destination then (see tariff.ts). `orFrom`: for

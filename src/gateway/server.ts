@@ -126,6 +126,7 @@ export async function startGateway(
   pageRoutes(router, {
     catalog: s.catalog,
     inventory: s.inventory,
+    scripts: s.ctx.scripts,
     purchases: s.purchases,
     topups: s.topups,
     recharges: s.recharges,

@@ -268,6 +268,22 @@ export async function callQuote(
   };
 }
 
+/**
+ * Keyless and read-only (call_talk_time): the seconds each balance buys at its tariff
+ * descriptor, for a call starting at `now`: what call_start would answer as maxSec.
+ */
+export async function callTalkTime(
+  scripts: Scripts,
+  now: number,
+  asks: readonly { amount: number; descriptor: string }[],
+): Promise<number[]> {
+  if (!asks.length) return [];
+  const r = await scripts.run('call_talk_time', [], [now, ...asks.flatMap((a) => [a.amount, a.descriptor])]);
+  if (!Array.isArray(r) || r.length !== asks.length || !r.every((s) => typeof s === 'number'))
+    throw replyError('call_talk_time', r);
+  return r;
+}
+
 const TICK_CODES: readonly TickCode[] = ['ok', 'dup', 'unknown_call', 'call_ended', 'call_conflict'];
 /** call_tick's code for a call that failed in the script; its reason field holds the error. */
 const TICK_FAILED = 5;

@@ -5,14 +5,24 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { tokenHash } from '../../src/catalog/store';
+import { putPlans, tokenHash } from '../../src/catalog/store';
 import type { EntryProduct, GoodsProduct, ServiceProduct } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { luhnValid } from '../../src/ids/luhn';
 import { messageOf } from '../../src/protocol/reasons';
 import { keys } from '../../src/redis/keys';
 import { HAND_BACK_RETRY_MS } from '../../src/sales/hand-backs';
-import { gateway, mint, seedCatalog, startHarness, token, withGateway, type Harness } from '../support/harness';
+import {
+  gateway,
+  mint,
+  seedCatalog,
+  soldIds,
+  startHarness,
+  token,
+  withGateway,
+  type Harness,
+} from '../support/harness';
+import { Client } from '../support/ws-client';
 import { formSession, http, jsonCall, postPageForm } from '../support/http';
 import { metricsText, sample } from '../support/metrics';
 import { hashOf, idFields } from '../support/redis';
@@ -164,6 +174,36 @@ describe('GET /v1/products', () => {
       currency: 'USD',
       available: 1,
     });
+  });
+
+  it("talkTimeSec is what a call at the plan's catch-all rate is granted: fee, blocks and disconnect charge included", async () => {
+    await putPlans(h.ctx.redis, [
+      {
+        name: 'card-blocks',
+        rates: [
+          { prefix: '', rate: 100, fee: 5000, initial: 60, next: 60, disconnect: 1000 },
+          { prefix: '44', rate: 1, fee: 0 },
+        ],
+      },
+    ]);
+    const card = product('talk-blocks', { face: 1_000_000, plan: 'card-blocks' });
+    await addProducts(h, gw, [card]);
+    await mint(h, card, 1);
+    const listed = (await http(gw, 'GET', '/v1/products')).json.products.find(
+      (p: { name: string }) => p.name === 'talk-blocks',
+    );
+    // 1 000 000 less the 1000 disconnect charge and the 5000 fee pays 9940 s at 100 a second: in
+    // 60-second blocks, 9900 (the face over the rate alone would say 10 000).
+    expect(listed).toMatchObject({ face: 1_000_000, talkTimeSec: 9900 });
+    // What the buyer then gets: a call to a destination at the catch-all rate is granted as much.
+    const [id] = await soldIds(h, card);
+    const c = await Client.connect(gw.port, await token(h, 'switch'));
+    try {
+      const started = await c.request({ op: 'start', ref: 1, call: newKey('c'), id, dest: '4912345' });
+      expect(started).toMatchObject({ op: 'started', maxSec: 9900 });
+    } finally {
+      await c.close();
+    }
   });
 
   it('available follows the stock: a sale takes one off', async () => {

@@ -10,7 +10,7 @@ import type { Inventory } from '../../sales/inventory';
 import type { PaymentProvider } from '../../sales/provider';
 import type { PurchaseResult, Purchases } from '../../sales/purchase';
 import type { ApiResult, HttpApi } from '../http-api';
-import { productView } from './product-view';
+import { productViews } from './product-view';
 
 export function purchaseResult(r: PurchaseResult): ApiResult {
   if (r.ok) {
@@ -34,7 +34,7 @@ export function salesRoutes(
   // What anonymous buyers may buy (the buy page lists the same); a sales token may sell any product.
   api.get('/v1/products', [], async () => ({
     ok: true,
-    products: await Promise.all(catalog.products.filter(isOnPublicSale).map((p) => productView(p, catalog, inventory))),
+    products: await productViews(catalog.products.filter(isOnPublicSale), { catalog, inventory, scripts: ctx.scripts }),
   }));
 
   api.post('/v1/purchases', ['sales'], compile(PurchaseBody), async ({ body, idempotencyKey, token }) => {

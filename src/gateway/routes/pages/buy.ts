@@ -5,7 +5,7 @@ import { BUY_PAGE_NAME, BuyForm } from '../../../protocol/sales';
 import { statusOf } from '../../../protocol/reasons';
 import { clientAddress, readForm, replyFor, type Reply } from '../../http';
 import type { Router } from '../../router';
-import { productView } from '../product-view';
+import { productViews } from '../product-view';
 import type { Html } from './html';
 import {
   CARD_NUMBER_PLEASE,
@@ -39,7 +39,7 @@ async function buyPage(
   const onSale = d.catalog.products
     .filter(isOnPublicSale)
     .sort((a, b) => a.price - b.price || a.name.localeCompare(b.name));
-  const products = await Promise.all(onSale.map((p) => productView(p, d.catalog, d.inventory)));
+  const products = await productViews(onSale, d);
   // One nonce per form: a double submit or a reload of the POST is the same purchase.
   const chosen = keep && { product: keep.product, held: keep.nonce !== undefined };
   return buyForm(products, keep?.nonce ?? randomBytes(16).toString('hex'), d.formMac(fc.cookie), error, chosen, focus);

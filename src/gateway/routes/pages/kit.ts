@@ -12,6 +12,7 @@ import type { Inventory } from '../../../sales/inventory';
 import type { Purchases } from '../../../sales/purchase';
 import type { Recharges } from '../../../sales/recharge';
 import type { Topups } from '../../../sales/topup';
+import type { Scripts } from '../../../redis/scripts';
 import { failureReason } from '../../../redis/failure';
 import { statusOf } from '../../../protocol/reasons';
 import { BuyForm } from '../../../protocol/sales';
@@ -24,6 +25,8 @@ import { busyPage, failedPage, formRefusedPage } from './views';
 export interface PageDeps {
   catalog: CatalogCache;
   inventory: Inventory;
+  /** The scripts: the tariff engine prices the talk time the buy page shows. */
+  scripts: Scripts;
   purchases: Purchases;
   topups: Topups;
   recharges: Recharges;
