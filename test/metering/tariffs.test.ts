@@ -35,6 +35,7 @@ beforeAll(async () => {
   rateChangeAt = Date.now() + 120_000;
   await putPlans(h.ctx.redis, [
     { name: 'blocks', rates: [{ prefix: '', rate: 100, fee: 0, initial: 60, next: 6 }] },
+    { name: 'blocks-10', rates: [{ prefix: '', rate: 100, fee: 0, initial: 10, next: 10 }] },
     { name: 'minimums', rates: [{ prefix: '', rate: 100, fee: 200, minCost: 5000, disconnect: 300 }] },
     { name: 'dated', rates: [{ prefix: '', rate: 100, fee: 0 }] },
     { name: 'dated', activeFrom: rateChangeAt, rates: [{ prefix: '', rate: 300, fee: 0 }] },
@@ -115,6 +116,34 @@ describe('billing increments (60/6 at 100 a second)', () => {
     expect(msgs(c, call, 'cutoff')).toEqual([{ op: 'cutoff', call, reason: 'exhausted', action: 'terminate' }]);
     expect(await stop(call, 69)).toMatchObject({ billedSec: 72, cost: 7000, balance: 0 });
     expect(await cdrsOf(h, id, call)).toMatchObject([{ short: '200' }]);
+  });
+});
+
+describe('low-balance alerts on a block tariff (10/10 at 100 a second)', () => {
+  it('each threshold fires once, at the tick where secLeft first falls to it, inside a paid block or not', async () => {
+    const [id] = await soldIds(
+      h,
+      talkProduct({ name: 'alerts-10', plan: 'blocks-10', face: 10_000, thresholds: [50, 20, 5] }),
+    );
+    const call = newCall('alerts');
+    expect(await c.request({ op: 'start', ref: ref(), call, id, dest: '4912345' })).toMatchObject({ maxSec: 100 });
+    const fired: { sec: number; level: unknown; secLeft: unknown }[] = [];
+    for (let sec = 1; sec <= 100; sec++) {
+      const before = msgs(c, call, 'alert').length;
+      const ticked = await tick(call, sec);
+      // Every tick is sent twice, the repeat after the first was answered: a repeat fires nothing.
+      expect(await tick(call, sec)).toMatchObject({ secLeft: ticked.secLeft });
+      for (const a of msgs(c, call, 'alert').slice(before)) fired.push({ sec, level: a.level, secLeft: a.secLeft });
+    }
+    // Seconds 50, 80 and 95 lie inside blocks already paid (blocks start at 0, 10, … 90): each
+    // alert comes at its tick all the same, not at the next block's start, and never again.
+    expect(fired).toEqual([
+      { sec: 50, level: 50, secLeft: 50 },
+      { sec: 80, level: 20, secLeft: 20 },
+      { sec: 95, level: 5, secLeft: 5 },
+    ]);
+    expect(msgs(c, call, 'cutoff')[0]).toMatchObject({ reason: 'exhausted' });
+    await stop(call, 100);
   });
 });
 
