@@ -17,25 +17,42 @@ import { readFileSync } from 'node:fs';
 import { parse } from 'csv-parse/sync';
 import { visit } from 'jsonc-parser';
 import type { TSchema } from '@sinclair/typebox';
+import { CatalogRefusal } from './refusal';
 import { Item, PRODUCT_SCHEMAS, Rate, RatePlan, WEEKDAYS, type Weekday } from './schema';
 
 type Row = Record<string, string>;
 
 function readRows(file: string): { json?: unknown; rows?: Row[] } {
-  // A byte order mark (as some editors save UTF-8) is no part of the text.
-  const text = readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
+  let text: string;
+  try {
+    // A byte order mark (as some editors save UTF-8) is no part of the text.
+    text = readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
+  } catch (err) {
+    throw new CatalogRefusal('file_unreadable', (err as Error).message, { cause: err });
+  }
   if (/\.json$/i.test(file) || /^\s*[[{]/.test(text)) {
     let json: unknown;
     try {
       json = JSON.parse(text);
     } catch (err) {
-      throw new Error(`${file} is not valid JSON: ${(err as Error).message}`, { cause: err });
+      throw new CatalogRefusal('bad_catalog_file', `${file} is not valid JSON: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     const twice = nameGivenTwice(text);
-    if (twice) throw new Error(`${file} line ${twice.line}: "${twice.name}" is given twice in one object`);
+    if (twice)
+      throw new CatalogRefusal(
+        'duplicate_entry',
+        `${file} line ${twice.line}: "${twice.name}" is given twice in one object`,
+      );
     return { json };
   }
-  return { rows: parse<Row>(text, { columns: headerOf, skip_empty_lines: true, trim: true, comment: '#' }) };
+  try {
+    return { rows: parse<Row>(text, { columns: headerOf, skip_empty_lines: true, trim: true, comment: '#' }) };
+  } catch (err) {
+    if (err instanceof CatalogRefusal) throw err;
+    throw new CatalogRefusal('bad_catalog_file', (err as Error).message, { cause: err });
+  }
 }
 
 /**
@@ -61,7 +78,8 @@ function nameGivenTwice(text: string): { name: string; line: number } | undefine
 /** The header row's names: a name given twice would have its first column silently dropped. */
 function headerOf(names: string[]): string[] {
   const twice = names.find((n, i) => names.indexOf(n) !== i);
-  if (twice !== undefined) throw new Error(`the header row names the column "${twice}" twice`);
+  if (twice !== undefined)
+    throw new CatalogRefusal('duplicate_entry', `the header row names the column "${twice}" twice`);
   return names;
 }
 
@@ -69,7 +87,7 @@ const arrayIn = (json: unknown, field: string): unknown[] => {
   if (Array.isArray(json)) return json;
   const inner = (json as Record<string, unknown> | null)?.[field];
   if (Array.isArray(inner)) return inner;
-  throw new Error(`expected an array or {"${field}": [...]}`);
+  throw new CatalogRefusal('bad_catalog_file', `expected an array or {"${field}": [...]}`);
 };
 
 /**
@@ -143,13 +161,18 @@ export function parsePeriods(cell: string): { name: string; days: string[]; from
     .filter(Boolean)
     .map((spec) => {
       const m = /^([^=\s]+)\s*=\s*([a-z+,-]+)(?:\s+(\d\d:\d\d)-(\d\d:\d\d))?$/i.exec(spec);
-      if (!m) throw new Error(`period '${spec}': write name=days [HH:MM-HH:MM], e.g. peak=mon-fri 08:00-20:00`);
+      if (!m)
+        throw new CatalogRefusal(
+          'bad_catalog_file',
+          `period '${spec}': write name=days [HH:MM-HH:MM], e.g. peak=mon-fri 08:00-20:00`,
+        );
       const days = new Set<string>();
       for (const part of m[2]!.toLowerCase().split(/[+,]/)) {
         const [a, b = a] = part.split('-');
         let i = WEEKDAYS.indexOf(a as Weekday);
         const j = WEEKDAYS.indexOf(b as Weekday);
-        if (i < 0 || j < 0) throw new Error(`period '${spec}': days are sun, mon, tue, wed, thu, fri, sat`);
+        if (i < 0 || j < 0)
+          throw new CatalogRefusal('bad_catalog_file', `period '${spec}': days are sun, mon, tue, wed, thu, fri, sat`);
         for (days.add(WEEKDAYS[i]!); i !== j;) days.add(WEEKDAYS[(i = (i + 1) % 7)]!);
       }
       return defined({ name: m[1], days: [...days], from: m[3], to: m[4] }) as { name: string; days: string[] };
@@ -164,7 +187,7 @@ export function readPlansFile(file: string): unknown[] {
   rows!.forEach((r, i) => {
     const where = `rates file ${file} row ${i + 1}`;
     const { plan, ...cells } = blankToUndefined(r);
-    if (!plan) throw new Error(`rates file ${file}: a row without a plan`);
+    if (!plan) throw new CatalogRefusal('bad_catalog_file', `rates file ${file}: a row without a plan`);
     const key = `${plan}@${cells.activeFrom ?? ''}`;
     let v = versions.get(key);
     if (!v) versions.set(key, (v = { name: plan, rates: [] }));
@@ -178,7 +201,7 @@ export function readPlansFile(file: string): unknown[] {
         const parsed = col === 'periods' ? parsePeriods(value) : PLAN_NUMBERS.has(col) ? num(value) : value;
         // A plan's own columns may be repeated on its rows, or given once; never two different values.
         if (v[col] !== undefined && JSON.stringify(v[col]) !== JSON.stringify(parsed))
-          throw new Error(`${where}: plan ${plan} has two different values of ${col}`);
+          throw new CatalogRefusal('bad_catalog_entry', `${where}: plan ${plan} has two different values of ${col}`);
         v[col] = parsed;
       } else if (col.startsWith('rate.')) periodCells.push([col.slice(5), num(value)]);
       else rateCells.push([col, RATE_NUMBERS.has(col) ? num(value) : value]);
@@ -203,14 +226,17 @@ export function readAccessFile(file: string): unknown[] {
   const areas = new Map<string, Record<string, unknown> & { numbers: Record<string, unknown>[] }>();
   rows!.forEach((r, i) => {
     const { area, number, label, ...own } = blankToUndefined(r);
-    if (!area) throw new Error(`access file ${file}: a row without an area`);
+    if (!area) throw new CatalogRefusal('bad_catalog_file', `access file ${file}: a row without an area`);
     let a = areas.get(area);
     if (!a) areas.set(area, (a = { area, numbers: [] }));
     // An area's own columns may be repeated on its rows, or given once; never two different values.
     for (const [col, value] of Object.entries(own)) {
       if (value === undefined) continue;
       if (a[col] !== undefined && a[col] !== value)
-        throw new Error(`access file ${file} row ${i + 1}: area ${area} has two different values of ${col}`);
+        throw new CatalogRefusal(
+          'bad_catalog_entry',
+          `access file ${file} row ${i + 1}: area ${area} has two different values of ${col}`,
+        );
       a[col] = value;
     }
     a.numbers.push(defined({ number, label }));

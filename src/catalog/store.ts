@@ -21,6 +21,7 @@ import {
   type Product,
   type Role,
 } from './schema';
+import { CatalogRefusal, type CatalogReason } from './refusal';
 import { isTimeZone } from './tariff';
 
 export interface CatalogData {
@@ -203,7 +204,8 @@ async function bump(redis: RedisClient): Promise<number> {
 
 function validated<T>(items: unknown[], check: Checked<T>, what: string): T[] {
   return items.map((item, i) => {
-    if (!check(item)) throw new Error(`${what} #${i + 1}: ${describeErrors(check.errors)}`);
+    if (!check(item))
+      throw new CatalogRefusal('bad_catalog_entry', `${what} #${i + 1}: ${describeErrors(check.errors)}`);
     return item;
   });
 }
@@ -217,7 +219,8 @@ function once<T>(records: T[], what: string, keyOf: (r: T) => string): void {
   records.forEach((r, i) => {
     const key = keyOf(r);
     const j = first.get(key);
-    if (j !== undefined) throw new Error(`${what} #${i + 1}: ${key} is given twice (also ${what} #${j + 1})`);
+    if (j !== undefined)
+      throw new CatalogRefusal('duplicate_entry', `${what} #${i + 1}: ${key} is given twice (also ${what} #${j + 1})`);
     first.set(key, i);
   });
 }
@@ -227,10 +230,16 @@ export async function putProducts(redis: RedisClient, items: unknown[]): Promise
   once(products, 'product', (p) => `the product ${p.name}`);
   products.forEach((p, i) => {
     if (p.kind === 'talk' && p.finalAction === 'redirect' && !p.redirectTo)
-      throw new Error(`product #${i + 1}: finalAction redirect needs redirectTo (the number to send the caller to)`);
+      throw new CatalogRefusal(
+        'bad_catalog_entry',
+        `product #${i + 1}: finalAction redirect needs redirectTo (the number to send the caller to)`,
+      );
     // A balance cap below the value sold would refuse every top-up of every ID of the product.
     if (p.kind === 'talk' && p.topupMaxBalance !== undefined && p.topupMaxBalance < p.face)
-      throw new Error(`product #${i + 1}: topupMaxBalance ${p.topupMaxBalance} is below face ${p.face}`);
+      throw new CatalogRefusal(
+        'bad_catalog_entry',
+        `product #${i + 1}: topupMaxBalance ${p.topupMaxBalance} is below face ${p.face}`,
+      );
   });
   if (products.length) await redis.hset(keys.products, ...products.flatMap((p) => [p.name, JSON.stringify(p)]));
   await bump(redis);
@@ -251,8 +260,8 @@ const fieldActivation = (field: string): number => Number(field.split('@')[1] ??
  * `activeFrom` milliseconds (an undated plan has none).
  */
 function checkPlanRules(p: RatePlan): void {
-  const fail = (msg: string): never => {
-    throw new Error(`rate plan ${p.name}: ${msg}`);
+  const fail = (msg: string, reason: CatalogReason = 'bad_catalog_entry'): never => {
+    throw new CatalogRefusal(reason, `rate plan ${p.name}: ${msg}`);
   };
   if (p.tz !== undefined && !isTimeZone(p.tz)) fail(`unknown time zone '${p.tz}'`);
   if (p.activeFrom !== undefined) {
@@ -270,7 +279,7 @@ function checkPlanRules(p: RatePlan): void {
   }
   const seen = new Set<string>();
   for (const r of p.rates) {
-    if (seen.has(r.prefix)) fail(`prefix '${r.prefix}' appears twice`);
+    if (seen.has(r.prefix)) fail(`prefix '${r.prefix}' appears twice`, 'duplicate_entry');
     seen.add(r.prefix);
     // Destinations are rated after their + or 00 is taken off and never start with 0: such a
     // prefix would never match, and its calls would go to a shorter prefix or the catch-all.
@@ -306,7 +315,8 @@ export async function putPlans(redis: RedisClient, items: unknown[], now = Date.
   for (const name of new Set(plans.map((p) => p.name))) {
     const mine = plans.filter((p) => p.name === name);
     const fields = new Set(mine.map(planField));
-    if (fields.size < mine.length) throw new Error(`rate plan ${name}: two versions with the same activeFrom`);
+    if (fields.size < mine.length)
+      throw new CatalogRefusal('duplicate_entry', `rate plan ${name}: two versions with the same activeFrom`);
     const old = stored.filter((f) => f === name || f.startsWith(`${name}@`));
     const replaceAll = mine.some((p) => p.activeFrom === undefined);
     const all = new Set([...(replaceAll ? [] : old), ...fields]);
@@ -315,7 +325,10 @@ export async function putPlans(redis: RedisClient, items: unknown[], now = Date.
     const keep = [...all].filter((f) => fieldActivation(f) >= inForce);
     // The one in force is not "to come": docs/operations.md promises 16 versions beside it.
     if (keep.filter((f) => fieldActivation(f) > now).length > MAX_PLAN_VERSIONS)
-      throw new Error(`rate plan ${name}: more than ${MAX_PLAN_VERSIONS} versions to come`);
+      throw new CatalogRefusal(
+        'too_many_versions',
+        `rate plan ${name}: more than ${MAX_PLAN_VERSIONS} versions to come`,
+      );
     del.push(...old.filter((f) => !keep.includes(f)));
     for (const p of mine) if (keep.includes(planField(p))) set.push(planField(p), JSON.stringify(p));
   }

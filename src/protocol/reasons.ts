@@ -110,6 +110,11 @@ export const REASONS = {
   wrong_currency: reason(422, 'the voucher is in another currency than the ID'),
   not_voucher: reason(422, 'this is not a recharge voucher'),
   // Operator commands
+  file_unreadable: reason(400, 'the file cannot be read'),
+  bad_catalog_file: reason(400, 'not a catalog file: not valid JSON or CSV, or not laid out as one'),
+  bad_catalog_entry: reason(422, 'an entry of the file breaks a catalog rule'),
+  duplicate_entry: reason(409, 'the file gives one entry, or one field of an entry, twice'),
+  too_many_versions: reason(409, 'a rate plan may have at most 16 versions to come'),
   archive_running: reason(409, 'another tessera archive is at work on this Redis; run again once it has ended'),
   name_taken: reason(409, 'a token of another role has this name: give each role names of its own'),
   name_elsewhere: reason(

@@ -226,7 +226,7 @@ describe('catalog-load', () => {
     const r = await cli('catalog-load', '--products', capped);
     expect(r).toMatchObject({
       code: 1,
-      err: 'tessera catalog-load: product #1: topupMaxBalance 4000 is below face 5000\n',
+      err: 'refused: bad_catalog_entry: product #1: topupMaxBalance 4000 is below face 5000\n',
     });
     expect(await h.r.hget(keys.products, 'c-capped')).toBeNull();
   });
@@ -236,14 +236,92 @@ describe('catalog-load', () => {
     const dup = file('dup.csv', 'plan,prefix,rate,fee\nbad,44,200,0\nbad,44,300,0\n');
     const r = await cli('catalog-load', '--plans', dup);
     expect(r.code).toBe(1);
-    expect(r.err).toBe("tessera catalog-load: rate plan bad: prefix '44' appears twice\n");
+    expect(r.err).toBe("refused: duplicate_entry: rate plan bad: prefix '44' appears twice\n");
     const neg = file('neg.json', JSON.stringify([{ name: 'neg', rates: [{ prefix: '1', rate: -3 }] }]));
     const r2 = await cli('catalog-load', '--plans', neg);
     expect(r2.code).toBe(1);
-    expect(r2.err).toMatch(/rate plan #1: rates\.0\.rate must be >= 1/);
+    expect(r2.err).toMatch(/^refused: bad_catalog_entry: rate plan #1: rates\.0\.rate must be >= 1/);
     expect(await h.r.hget(keys.plans, 'bad')).toBeNull();
     expect(await h.r.hget(keys.plans, 'neg')).toBeNull();
     expect(await h.r.get(keys.catalogVersion)).toBe(before);
+  });
+
+  it('names each refusal by its reason, on stderr and with --json on stdout, beside the exact problem', async () => {
+    const refusal = async (
+      args: string[],
+    ): Promise<{ code: number; err: string; json: { ok: boolean; reason: string; message: string } }> => {
+      const r = await cli('catalog-load', ...args, '--json');
+      return { code: r.code, err: r.err, json: JSON.parse(r.out) as { ok: boolean; reason: string; message: string } };
+    };
+    const at = Date.now() + 86_400_000;
+    const versions = Array.from({ length: 17 }, (_, i) => ({
+      name: 'c-many',
+      activeFrom: at + i * 1000,
+      rates: [{ prefix: '', rate: 1, fee: 0 }],
+    }));
+    const cases: [string[], string, RegExp][] = [
+      [['--plans', join(h.dir, 'absent.csv')], 'file_unreadable', /^ENOENT: .*absent\.csv/],
+      [['--plans', file('broken.json', '[{"name": "x",')], 'bad_catalog_file', /is not valid JSON/],
+      [['--plans', file('noplan.csv', 'plan,prefix,rate\n,33,5\n')], 'bad_catalog_file', /a row without a plan$/],
+      [
+        ['--plans', file('neg2.json', JSON.stringify([{ name: 'c-neg', rates: [{ prefix: '1', rate: -3 }] }]))],
+        'bad_catalog_entry',
+        /^rate plan #1: rates\.0\.rate must be >= 1/,
+      ],
+      [
+        [
+          '--plans',
+          file(
+            'tz.json',
+            JSON.stringify([{ name: 'c-tz', tz: 'Mars/Base', rates: [{ prefix: '', rate: 1, fee: 0 }] }]),
+          ),
+        ],
+        'bad_catalog_entry',
+        /unknown time zone 'Mars\/Base'/,
+      ],
+      [
+        ['--plans', file('dup2.csv', 'plan,prefix,rate,fee\nc-dup,44,200,0\nc-dup,44,300,0\n')],
+        'duplicate_entry',
+        /prefix '44' appears twice$/,
+      ],
+      [
+        [
+          '--products',
+          file('twice.json', JSON.stringify([talkProduct({ name: 'c-twice' }), talkProduct({ name: 'c-twice' })])),
+        ],
+        'duplicate_entry',
+        /the product c-twice is given twice/,
+      ],
+      [
+        ['--plans', file('many.json', JSON.stringify(versions))],
+        'too_many_versions',
+        /^rate plan c-many: more than 16 versions to come$/,
+      ],
+    ];
+    for (const [args, reason, message] of cases) {
+      const r = await refusal(args);
+      expect(r.code, reason).toBe(1);
+      expect(r.json).toMatchObject({ ok: false, reason, loaded: {}, warnings: [] });
+      expect(r.json.message).toMatch(message);
+      // The human line keeps the exact problem, after the reason as every command says one.
+      expect(r.err).toBe(`refused: ${reason}: ${r.json.message}\n`);
+    }
+    expect((await readCatalog(h.r)).plans.has('c-many')).toBe(false);
+    // Loaded: what was loaded, by kind, and the warnings, in one line of JSON.
+    const ok = await cli(
+      'catalog-load',
+      '--plans',
+      file('ok.csv', 'plan,prefix,rate,fee\nc-json,,5,0\n'),
+      '--products',
+      file('ok.json', JSON.stringify([talkProduct({ name: 'c-json', plan: 'c-json-none' })])),
+      '--json',
+    );
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.out)).toEqual({
+      ok: true,
+      loaded: { plans: 1, products: 1 },
+      warnings: ['product c-json: rate plan c-json-none is not loaded; its calls are refused no_rate until it is'],
+    });
   });
 
   it('without --products, --plans or --items: usage error, exit 2', async () => {

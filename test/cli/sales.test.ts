@@ -173,11 +173,12 @@ describe('catalog-load --access and catalog-show', () => {
     );
     const r = await cli('catalog-load', '--access', bad);
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/^tessera catalog-load: access area #2: numbers\.0\.number /);
+    expect(r.err).toMatch(/^refused: bad_catalog_entry: access area #2: numbers\.0\.number /);
     expect((await readCatalog(h.r)).access.has('fr-lyon')).toBe(false);
     expect(await h.r.get(keys.catalogVersion)).toBe(before);
     const noArea = await cli('catalog-load', '--access', file('no-area.csv', 'area,name,number\n,Nowhere,123456\n'));
     expect(noArea.code).toBe(1);
+    expect(noArea.err).toContain('refused: bad_catalog_file: access file ');
     expect(noArea.err).toContain('a row without an area');
     // A missing file is reported before anything else is written.
     const missing = await cli(
@@ -188,7 +189,7 @@ describe('catalog-load --access and catalog-show', () => {
       join(h.dir, 'nope.csv'),
     );
     expect(missing.code).toBe(1);
-    expect(missing.err).toContain('nope.csv');
+    expect(missing.err).toMatch(/^refused: file_unreadable: ENOENT: .*nope\.csv/);
     expect((await readCatalog(h.r)).products.has('never-loaded')).toBe(false);
   });
 
