@@ -6,7 +6,7 @@
  * members) loaded through the catalog, and calls started near period edges,
  * activations and midnights, lasting 0, 1, a block ±1 s or up to a week, on
  * balances that run out mid-block. Each call goes through the real
- * call_quote, call_start, call_tick and call_stop scripts, with descriptors
+ * call_quote, call_talk_time, call_start, call_tick and call_stop scripts, with descriptors
  * from the real PlanTariff, at chosen clocks; its quote, admission, grant,
  * stop and call record must be the model's to the micro-unit. Seeded, so a
  * failure names the seed and case that reproduce it.
@@ -16,7 +16,7 @@ import type { RatePlan } from '../../src/catalog/schema';
 import { putPlans } from '../../src/catalog/store';
 import { PlanTariff } from '../../src/catalog/tariff';
 import { callKeyOf, callKeysFor } from '../../src/metering/call-keys';
-import { callQuote, callStart, callStop } from '../../src/metering/scripts';
+import { callQuote, callStart, callStop, callTalkTime } from '../../src/metering/scripts';
 import { keys } from '../../src/redis/keys';
 import { soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
 import { cdrsOf, tickAt } from '../metering/fixtures';
@@ -176,6 +176,9 @@ async function runSeed(seed: number, cases: number): Promise<{ bad: string[]; bi
       if (!q.ok) bad.push(where('quote refused', q.reason, 'quoted'));
       else if (!sameSeconds(q.maxSec, buys, t, start) || q.rate !== t.rate || BigInt(q.fee) !== t.fee)
         bad.push(where('quote', JSON.stringify(q), JSON.stringify({ maxSec: buys, rate: t.rate, fee: String(t.fee) })));
+      // The talk time a buyer is shown for this balance is what the call is granted.
+      const [talk] = await callTalkTime(h.ctx.scripts, start, [{ amount: Number(balance), descriptor: desc }]);
+      if (!sameSeconds(talk!, buys, t, start)) bad.push(where('talk time', talk, buys));
 
       const call = `tm-${seed}-${k}-${j}-${start}`;
       const ck = callKeysFor(idKey, callKeyOf('tm', call));
