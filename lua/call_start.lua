@@ -42,6 +42,8 @@ local now = tonumber(ARGV[1])
 local ringGrace = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
 local redis_now = redis_clock()
+-- How often a refusal may count an ID's calls again (ms).
+local ACT_RECOUNT_MS = 60000
 
 -- One call's start: ikey, skey its keys; its arguments are ARGV[a..last] (see above).
 local function start(ikey, skey, ickey, a, last)
@@ -99,7 +101,12 @@ local function start(ikey, skey, ickey, a, last)
   if act >= maxc then
     -- Counted full: before refusing, count the calls themselves. A lost session leaves its count
     -- and its hold behind for good (no stop or reap gives them back): they are put right here.
+    -- The count reads every call of the bucket, so an ID gets it at most once a minute (`actchk`,
+    -- by Redis' clock): a switch retrying a busy ID's calls must not make each refusal that dear.
+    local checked = tonumber(redis.call('HGET', ikey, 'actchk')) or 0
+    if redis_now() - checked < ACT_RECOUNT_MS then return { 'err', 'concurrent_limit' } end
     local n, held = id_live(KEYS[1], ikey)
+    redis.call('HSET', ikey, 'actchk', int(redis_now()))
     if n ~= act then
       f[10] = int(math.max(0, bal - held))
       redis.call('HSET', ikey, 'act', int(n), 'free', f[10])

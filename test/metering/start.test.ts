@@ -234,6 +234,25 @@ describe('call_start refusals', () => {
     expect(await idFields(h, id!)).toMatchObject({ act: '0', free: '999700' });
   });
 
+  it("a refusal counts an ID's calls at most once a minute: each would read the whole bucket", async () => {
+    const [id] = await soldIds(h, talkProduct({ maxCalls: 1 }));
+    const lost = newCall();
+    expect(await start(id!, lost)).toMatchObject({ op: 'started' });
+    // Refused while the call is live: its calls were counted just now.
+    expect(await start(id!)).toMatchObject({ op: 'error', reason: 'concurrent_limit' });
+    const checked = Number((await idFields(h, id!)).actchk);
+    expect(checked).toBeGreaterThan(0);
+    await h.r.del(sessionKey(h, id!, sw, lost));
+    // Within the minute a refusal takes the count as it stands, without reading the bucket again.
+    expect(await start(id!)).toMatchObject({ op: 'error', reason: 'concurrent_limit' });
+    expect(Number((await idFields(h, id!)).actchk)).toBe(checked);
+    // A minute on, the next start counts again and finds the lost call gone.
+    await h.r.hset(idKeyOf(h, id!), 'actchk', String(checked - 60_000));
+    const next = newCall();
+    expect(await start(id!, next)).toMatchObject({ op: 'started', balance: 1_000_000 });
+    expect(await stop(next, 0)).toMatchObject({ op: 'stopped' });
+  });
+
   it('concurrent_limit with maxCalls 2 and one call lost: the live one keeps its hold, the lost one gives its back', async () => {
     const [id] = await soldIds(h, talkProduct({ maxCalls: 2 }));
     const [live, lost] = [newCall(), newCall()];
