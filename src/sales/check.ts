@@ -77,7 +77,9 @@ export type CheckResult =
    * PIN: how many more wrong ones the link (or the address) takes before it locks; the one that locks
    * it is among them. An unknown link has only its address's count.
    */
-  | { ok: false; reason: 'wrong_pin' | 'locked'; triesLeft?: number; until?: number; client?: true };
+  | { ok: false; reason: 'wrong_pin' | 'locked'; triesLeft?: number; until?: number; client?: true }
+  /** No link is written so (cut short, mistyped): nothing counted, no PIN compared. */
+  | { ok: false; reason: 'bad_link' };
 
 export class CheckLinks {
   /** A hash no PIN is checked against for real: unknown links pay for a verification too. */
@@ -109,8 +111,18 @@ export class CheckLinks {
     return idHash ? { key: keys.id(bucket, idHash), bucket } : undefined;
   }
 
+  /**
+   * Whether a link is written as links are: a bucket as links write it and a token of a link's
+   * shape. One that is not was cut short or mistyped (a mail program breaking it, say), never sold:
+   * its owner is told so, and it costs them no try. Its shape is public, so telling says nothing.
+   */
+  wellFormed(bucketText: string, token: string): boolean {
+    return bucketOf(bucketText, this.ctx.cfg.buckets) !== undefined && (LINK.test(token) || OLD_LINK.test(token));
+  }
+
   async check(bucketText: string, token: string, pin: string, client: string): Promise<CheckResult> {
     const { cfg, ids, redis, scripts } = this.ctx;
+    if (!this.wellFormed(bucketText, token)) return { ok: false, reason: 'bad_link' };
     const now = Date.now();
     // Counted before the (slow) PIN check, so a burst of parallel guesses cannot slip past the limit;
     // a right PIN gives its address's count back. The network first: its many addresses are cheap to an attacker

@@ -32,6 +32,7 @@ import {
   waitFor,
 } from './kit';
 import {
+  badLinkPage,
   checkedPage,
   checkForm,
   notRechargedPage,
@@ -190,7 +191,8 @@ interface Refused {
 
 export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   app.get('/check/:bucket/:token', (res, req) => {
-    const { reply, action, fc } = linkRequest(res, req);
+    const { reply, bucket, token, action, fc } = linkRequest(res, req);
+    if (!d.checks.wellFormed(bucket, token)) return kit.send(reply, 404, 'Incomplete link', badLinkPage());
     kit.send(reply, 200, 'Find your number', checkForm(action, d.formMac(fc.cookie)), fc);
   });
 
@@ -205,6 +207,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
         if (!kit.fromOurPage(fc, f)) return again(403, NOT_OUR_FORM);
         const r = await d.checks.check(bucket, token, digitsField(f, 'pin'), client);
         if (!r.ok) {
+          if (r.reason === 'bad_link') return kit.send(reply, 404, 'Incomplete link', badLinkPage());
           if (r.reason !== 'locked')
             return again(
               403,

@@ -25,6 +25,14 @@ export const failedPage = (): Html =>
 export const busyPage = (): Html =>
   html`<h1>Busy</h1><p class="error">Too many requests right now: nothing was done. Please try again in a moment.</p>`;
 
+/** A check link no link is written as: cut short or mistyped. */
+export const badLinkPage = (): Html =>
+  html`<h1>This link is incomplete</h1>
+    <p class="error">
+      This check link was cut short or changed on its way to you. Open the whole link from your receipt
+      (copy it in one piece if it breaks over two lines) and try again. No PIN was tried.
+    </p>`;
+
 /** A form the gateway would not read: too large (or otherwise malformed). */
 export const formRefusedPage = (reason: string): Html =>
   html`<h1>Form not accepted</h1>
