@@ -73,6 +73,8 @@ interface Call {
   endedSec?: number;
   /** The call ended before its `started` arrived: stop it then. */
   endAfterStart?: { sec: number; cause: string };
+  /** The stop sent and not yet answered (retried while Tessera is unavailable): what close() waits for. */
+  stopping?: { sec: number; cause: string };
   /**
    * A call that failed before this connector saw it start or answer: its stop
    * carries no ID or destination, so that one Tessera never started answers
@@ -83,6 +85,12 @@ interface Call {
 
 /** Stop retries while Tessera answers `unavailable`: a stop is never given up. */
 const STOP_RETRY_MS = 500;
+/**
+ * How long close() waits for the stops it owes (no gateway up, or one that
+ * answers `unavailable`): under the reaper's STALE_AFTER_MS, so a stop
+ * delivered then bills the call, and under the systemd unit's TimeoutStopSec.
+ */
+export const CLOSE_WAIT_MS = 10_000;
 /** How long an ended call's dialog is remembered, so its late events are ignored. */
 const DONE_TTL_MS = 120_000;
 /**
@@ -150,6 +158,9 @@ export class KamailioConnector {
   private sweep: NodeJS.Timeout | undefined;
   /** When evapi was last lost, on the steady clock (as `answerAt`). */
   private lostAt = 0;
+  /** close() under way: resolved once every stop owed is answered, or its time is up. */
+  private closing: Promise<void> | undefined;
+  private settled: (() => void) | undefined;
   private readonly log: Logger;
 
   constructor(o: ConnectorOptions) {
@@ -187,16 +198,49 @@ export class KamailioConnector {
     return this.calls.size;
   }
 
-  close(): void {
+  /**
+   * Closes gracefully: what the connector owes Tessera, the stops of calls
+   * that ended (a stop retried while Tessera is unavailable or no gateway is
+   * up, a cut under way, a call that ended before its start was answered),
+   * is delivered first, for up to `waitMs`; what is left then is logged, as
+   * the reaper will bill it to its last tick. evapi goes first: Kamailio
+   * stops sending this connector calls (another one, or 503, takes them).
+   * Calls still talking are left to the next connector (it takes them up)
+   * and to Kamailio's fail-safe.
+   */
+  close(waitMs = CLOSE_WAIT_MS): Promise<void> {
+    this.closing ??= this.drain(waitMs);
+    return this.closing;
+  }
+
+  private async drain(waitMs: number): Promise<void> {
     clearInterval(this.sweep);
+    this.evapi.close();
     // A cut waiting for dlg.end_dlg is stopped now, with what it has: its Kamailio is ending the
     // dialog, and no connector would stop it after (a connector started again does not take up
     // an ended dialog). Dropped, the call was reaped `stale`, billed to its last tick.
     for (const c of [...this.calls.values()]) c.cutting?.();
+    for (const c of this.calls.values()) if (!c.stopping) clearTimeout(c.timer);
+    if (this.owed().length > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.settled = resolve;
+        timer = setTimeout(resolve, waitMs);
+      });
+      clearTimeout(timer);
+      for (const c of this.owed()) {
+        const { sec, cause } = c.stopping ?? c.endAfterStart!;
+        this.log.error({ call: c.call, sec, cause }, 'stop not delivered before closing; the reaper bills the call');
+      }
+    }
     for (const c of this.calls.values()) clearTimeout(c.timer);
-    this.evapi.close();
     this.link.close();
     this.rpc.close();
+  }
+
+  /** The calls whose stop Tessera has not answered yet, sent or waiting for their start's answer. */
+  private owed(): Call[] {
+    return [...this.calls.values()].filter((c) => c.stopping ?? (c.endAfterStart && !c.ending));
   }
 
   private onEvent(payload: string): void {
@@ -243,6 +287,7 @@ export class KamailioConnector {
     clearTimeout(c.timer);
     this.calls.delete(c.call);
     this.done.set(c.call, Date.now() + DONE_TTL_MS);
+    if (this.settled && this.owed().length === 0) this.settled();
   }
 
   private onInvite(e: InviteEvent): void {
@@ -533,10 +578,12 @@ export class KamailioConnector {
     clearTimeout(c.timer);
     // id and dest travel with the stop too: a gateway that lost the session bills the call
     // from them (a recovered stop), so not for a call that may never have started.
+    c.stopping = { sec, cause };
     const stop = { op: 'stop', call: c.call, sec, cause, ...(!c.unseen && { id: c.id, dest: c.dest }) };
     void this.link.request(stop).then((r) => {
       if (r.op === 'error' && RETRYABLE.has(String(r.reason))) {
-        setTimeout(() => this.stop(c, sec, cause), STOP_RETRY_MS);
+        // In c.timer: close() keeps it while it waits for what it owes, and clears it after.
+        c.timer = setTimeout(() => this.stop(c, sec, cause), STOP_RETRY_MS);
         return;
       }
       if (r.op === 'error' && c.unseen && r.reason === 'unknown_call')

@@ -70,8 +70,8 @@ beforeAll(async () => {
 }, 30_000);
 
 afterAll(async () => {
-  connector?.close();
-  other?.close();
+  await connector?.close(0);
+  await other?.close(0);
   await new Promise((r) => server?.close(r));
   await gw?.close();
   await gwB?.close();

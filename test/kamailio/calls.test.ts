@@ -74,7 +74,7 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
   });
 
   afterAll(async () => {
-    connector?.close();
+    await connector?.close(0);
     await gw?.close();
     await stopAll();
     await h?.stop();
@@ -433,7 +433,7 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
       expect(listener.events.filter((e) => e.ev === 'invite').map((e) => e.id)).toEqual([before, next]);
       expect(listener.events.filter((e) => e.id === before).map((e) => e.ev)).toEqual(['invite', 'answer', 'end']);
     } finally {
-      c?.close();
+      void c?.close();
       listener.close();
       await single.stop();
     }
@@ -520,7 +520,7 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
   });
 
   it('refuses prepaid calls with 503 while no connector is attached', async () => {
-    connector.close();
+    void connector.close();
     await until('the connector to detach', async () => (await connectorsAttached(k)) === 0);
     const [id] = await soldIds(h, TALK, 1);
     const run = await runUac({

@@ -49,7 +49,7 @@ describe.skipIf(!haveKamailio())('kamailio: the host clock stepped mid-call', ()
 
   afterAll(async () => {
     vi.restoreAllMocks();
-    connector?.close();
+    await connector?.close(0);
     await gw?.close();
     await stopAll();
     await h?.stop();

@@ -6,6 +6,7 @@
  */
 import { createServer as httpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { Logger } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { callIdOf } from '../../src/kamailio/call-id';
@@ -13,9 +14,11 @@ import { KamailioConnector } from '../../src/kamailio/connector';
 import { encodeNetstring, NetstringReader } from '../../src/kamailio/netstring';
 import { idStatus } from '../../src/ledger/ids';
 import { createLogger } from '../../src/observability/log';
+import { captureLog } from '../support/log';
+import { LinkGate } from '../support/link-gate';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
-import { callRecords } from './records';
-import { until } from './stack';
+import { callRecords, recordOf } from './records';
+import { spawnConnector, until } from './stack';
 
 const TALK = talkProduct({ name: 'talk-r', face: 1_000_000, price: 1_000_000 });
 
@@ -25,6 +28,8 @@ interface FakeEvapi {
   port: number;
   socks: Set<Socket>;
   answers: Record<string, unknown>[];
+  /** The connectors' `.`: each has read an event it did not answer. */
+  acks: number;
   send(event: object): void;
 }
 
@@ -35,7 +40,9 @@ async function fakeEvapi(): Promise<FakeEvapi> {
     socks.add(s);
     const reader = new NetstringReader();
     s.on('data', (d: Buffer) => {
-      for (const p of reader.push(d)) if (p !== '.') answers.push(JSON.parse(p) as Record<string, unknown>);
+      for (const p of reader.push(d))
+        if (p !== '.') answers.push(JSON.parse(p) as Record<string, unknown>);
+        else self.acks++;
     });
     s.on('error', () => undefined);
     s.on('close', () => socks.delete(s));
@@ -44,7 +51,8 @@ async function fakeEvapi(): Promise<FakeEvapi> {
   const send = (event: object): void => {
     for (const s of socks) s.write(encodeNetstring(JSON.stringify(event)));
   };
-  return { server, port: (server.address() as AddressInfo).port, socks, answers, send };
+  const self: FakeEvapi = { server, port: (server.address() as AddressInfo).port, socks, answers, acks: 0, send };
+  return self;
 }
 
 /** Kamailio's JSON-RPC: dlg.list lists `dialogs` (none by default: what a started connector lists to take calls up). */
@@ -70,14 +78,14 @@ describe('kamailio connector: calls it did not see start', () => {
   let tok: string;
   const connectors: KamailioConnector[] = [];
 
-  const attach = async (): Promise<KamailioConnector> => {
+  const attach = async (o: { gateway?: string; log?: Logger } = {}): Promise<KamailioConnector> => {
     const c = new KamailioConnector({
       evapiHost: '127.0.0.1',
       evapiPort: evapi.port,
       rpcUrl: rpc.url,
-      gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
+      gateways: [o.gateway ?? `ws://127.0.0.1:${gw.port}/v1/switch`],
       token: tok,
-      log: createLogger('silent'),
+      log: o.log ?? createLogger('silent'),
     });
     connectors.push(c);
     const before = evapi.socks.size;
@@ -100,7 +108,7 @@ describe('kamailio connector: calls it did not see start', () => {
   });
 
   afterAll(async () => {
-    for (const c of connectors) c.close();
+    await Promise.all(connectors.map((c) => c.close(0)));
     await new Promise((r) => evapi?.server.close(r));
     await new Promise((r) => rpc?.server.close(r));
     await gw?.close();
@@ -115,7 +123,7 @@ describe('kamailio connector: calls it did not see start', () => {
     await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === 1 && a.sec !== undefined));
     expect(await activeCalls(id!)).toBe(1);
     // The connector process goes; another one takes over while the call rings.
-    first.close();
+    void first.close();
     await until('the first connector to detach', () => evapi.socks.size === 0);
     await attach();
     // A dialog Tessera never heard of fails first, then the ringing one (the callee was busy).
@@ -165,5 +173,74 @@ describe('kamailio connector: calls it did not see start', () => {
       { cause: 'lost', sec: String(Math.ceil(endTs - answered)) },
     ]);
     rpc.dialogs.length = 0;
+  });
+  it('delivers on SIGTERM the stop of a call that ended while no gateway was up', async () => {
+    // systemd stops the connector (`tessera kamailio`, SIGTERM) while the gateways are out of
+    // reach: until 2026-12-07 the stop it was holding for them went with the process, and the
+    // call was reaped `stale` 10-15 s on, billed to its last tick.
+    // The only connector: the earlier tests' would stop the call themselves (each gets every event).
+    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
+    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    const [id] = await soldIds(h, TALK, 1);
+    const dialog = { ci: 'closed-while-away@probe', he: 10, hi: 1004, id: id!, dest: '33612345678' };
+    const gate = new LinkGate(gw.port);
+    const before = evapi.socks.size;
+    const proc = spawnConnector({
+      kamailio: { evapiPort: evapi.port, rpcUrl: rpc.url },
+      gateways: [await gate.listen()],
+      token: tok,
+    });
+    const exited = new Promise((r) => proc.once('exit', (code) => r(code)));
+    try {
+      await until('the connector process to attach', () => evapi.socks.size > before, 20_000);
+      evapi.send({ ev: 'invite', ...dialog, ti: 5, tl: 6, si: '127.0.0.9', ts: Date.now() / 1000 });
+      await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === 5 && a.sec !== undefined));
+      const answered = Date.now() / 1000;
+      evapi.send({ ev: 'answer', ...dialog, ts: answered });
+      await until('Tessera to count the call answered', async () => {
+        const [session] = await h.r.keys(`ts:*:call:kamailio-restart:${callIdOf(dialog.ci, dialog.he, dialog.hi)}`);
+        return session !== undefined && Boolean(await h.r.hget(session, 'ans'));
+      });
+      gate.shut();
+      await until('the connector to try the gateway again', () => gate.waiting > 0);
+      const acks = evapi.acks;
+      evapi.send({ ev: 'end', ...dialog, ats: answered, ts: answered + 1.5 });
+      await until('the connector to read the end', () => evapi.acks > acks);
+      proc.kill('SIGTERM');
+      await until('the connector to leave Kamailio', () => evapi.socks.size === before);
+      gate.open();
+      const rec = await recordOf(h, dialog.ci, 5000);
+      expect([rec.sec, rec.cause]).toEqual(['2', 'hangup']);
+      expect(await exited).toBe(0);
+    } finally {
+      proc.kill('SIGKILL');
+      await gate.close();
+    }
+  });
+
+  it('logs, when its time to close is up, each stop it could not deliver', async () => {
+    const [id] = await soldIds(h, TALK, 1);
+    const dialog = { ci: 'undelivered@probe', he: 11, hi: 1005, id: id!, dest: '33612345678' };
+    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    const gate = new LinkGate(gw.port);
+    const { log, lines } = captureLog();
+    const c = await attach({ gateway: await gate.listen(), log });
+    try {
+      evapi.send({ ev: 'invite', ...dialog, ti: 7, tl: 8, si: '127.0.0.9', ts: Date.now() / 1000 });
+      await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === 7 && a.sec !== undefined));
+      const answered = Date.now() / 1000;
+      evapi.send({ ev: 'answer', ...dialog, ts: answered });
+      gate.shut();
+      await until('the connector to try the gateway again', () => gate.waiting > 0);
+      const acks = evapi.acks;
+      evapi.send({ ev: 'end', ...dialog, ats: answered, ts: answered + 0.5 });
+      await until('the connector to read the end', () => evapi.acks > acks);
+      await c.close(300);
+      expect(lines.filter((l) => l.level >= 50)).toMatchObject([
+        { call: callIdOf(dialog.ci, dialog.he, dialog.hi), sec: 1, cause: 'hangup' },
+      ]);
+    } finally {
+      await gate.close();
+    }
   });
 });

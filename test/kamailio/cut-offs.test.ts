@@ -64,7 +64,7 @@ describe.skipIf(!haveKamailio())('kamailio: cut-offs in bulk', () => {
   });
 
   afterAll(async () => {
-    connector?.close();
+    await connector?.close(0);
     await gw?.close();
     await stopAll();
     await h?.stop();
@@ -126,7 +126,7 @@ describe.skipIf(!haveKamailio())('kamailio: cut-offs in bulk', () => {
       });
       expect((await uacTransactions(k)) - sent).toBe(2 * calls);
     } finally {
-      second.close();
+      void second.close();
       await until('the second connector to detach', async () => (await connectorsAttached(k)) === 1);
     }
   }, 60_000);
@@ -142,7 +142,7 @@ describe.skipIf(!haveKamailio())('kamailio: cut-offs in bulk', () => {
     });
     await until('every call to be answered', async () => (await answeredDialogs(k)).length === CALLS, 20_000);
     // No connector, no dlg.end_dlg: each dialog ends at its timeout (8 s + grace), in the same second or two.
-    connector.close();
+    void connector.close();
     await until('the connector to detach', async () => (await connectorsAttached(k)) === 0);
     const run = await call;
     expect(run.code, run.stdout).toBe(0);

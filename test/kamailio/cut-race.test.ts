@@ -111,7 +111,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  connector?.close();
+  await connector?.close(0);
   await new Promise((r) => server?.close(r));
   rpc.closeAllConnections();
   await new Promise((r) => rpc.close(r));
@@ -219,7 +219,7 @@ describe('a connector stopped while its cut waits for dlg.end_dlg', () => {
     await admit(call, 5);
     onEndDialog = () => {
       onEndDialog = undefined;
-      second.close();
+      void second.close();
       return Promise.resolve();
     };
     send({ ev: 'answer', ...call, ts: Date.now() / 1000 });

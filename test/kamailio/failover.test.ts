@@ -80,7 +80,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     return child;
   };
   const detachAll = async (): Promise<void> => {
-    for (const c of connectors.splice(0)) c.close();
+    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
     await until('every connector to detach', async () => (await connectorsAttached(k)) === 0);
   };
   const admitted = (id: string): Promise<boolean> =>
@@ -115,7 +115,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
   });
 
   afterAll(async () => {
-    for (const c of connectors) c.close();
+    await Promise.all(connectors.map((c) => c.close(0)));
     await gw1?.close();
     await gw2?.close();
     await stopAll();

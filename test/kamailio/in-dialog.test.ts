@@ -193,7 +193,7 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
   });
 
   afterAll(async () => {
-    connector?.close();
+    await connector?.close(0);
     for (const s of [pstn, elsewhere, caller]) s?.close();
     await gw?.close();
     await stopAll();
@@ -434,7 +434,7 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     // timeout: an OPTIONS a second, and the call talked on unmetered, never cut.
     const d = await dial(false, SHORT);
     await sleep(300);
-    connector.close();
+    void connector.close();
     try {
       const deadline = Date.now() + 8000;
       while (Date.now() < deadline && !pstn.received.some((m) => m.method === 'BYE' && m.get('call-id') === d.callId)) {

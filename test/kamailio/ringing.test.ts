@@ -82,7 +82,7 @@ describe.skipIf(!haveKamailio())('kamailio: ringing', () => {
   });
 
   afterAll(async () => {
-    connector?.close();
+    await connector?.close(0);
     for (const timers of ringing.values()) for (const t of timers) clearTimeout(t);
     pstn?.close();
     await gw?.close();

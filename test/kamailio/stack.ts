@@ -642,7 +642,7 @@ export async function runUac(o: {
 
 /** The connector as its own process (`tessera kamailio`), so a test can SIGKILL it. */
 export function spawnConnector(o: {
-  kamailio: KamailioChild;
+  kamailio: Pick<KamailioChild, 'evapiPort' | 'rpcUrl'>;
   gateways: string[];
   token: string;
   env?: Record<string, string>;

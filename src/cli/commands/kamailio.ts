@@ -1,5 +1,5 @@
 /** `tessera kamailio`: the Kamailio connector (src/kamailio), a switch of Tessera's like any other. */
-import { KamailioConnector } from '../../kamailio/connector';
+import { CLOSE_WAIT_MS, KamailioConnector } from '../../kamailio/connector';
 import { createLogger } from '../../observability/log';
 import { parseOptions, usageError, type Command } from '../command';
 
@@ -42,10 +42,12 @@ export const kamailioCommands: Record<string, Command> = {
       });
       connector.start();
       log.info({ evapi: values.evapi, rpc: values.rpc, gateways }, 'kamailio connector running');
+      // SIGTERM (systemd's stop) or SIGINT: the stops owed are delivered first (close()), within
+      // CLOSE_WAIT_MS. The same signal again ends the process at once (its handler is gone).
       await new Promise<void>((resolve) => {
-        const bye = (): void => {
-          connector.close();
-          resolve();
+        const bye = (signal: NodeJS.Signals): void => {
+          log.info({ signal, waitMs: CLOSE_WAIT_MS }, 'closing: delivering the stops owed');
+          void connector.close().then(resolve);
         };
         process.once('SIGINT', bye);
         process.once('SIGTERM', bye);
