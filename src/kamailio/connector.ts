@@ -439,6 +439,13 @@ export class KamailioConnector {
       const end = paidEnd(c.maxSec, c.horizon);
       c.heard = sec;
       c.horizon = horizon;
+      // A cut the connector ordered for want of word at the paid end (no gateway up at its tick)
+      // yields to word of more, come before it: the link came back, a top-up re-granted the call.
+      // A cut-off Tessera sent never does, and with no more paid the cut stays where it is.
+      if (c.cutAt && c.cutCause === 'max_sec' && !c.ending && horizon > c.cutSec) {
+        this.log.info({ call: c.call, sec: c.cutSec, horizon }, 'the paid end moved on: cut called off');
+        c.cutAt = 0;
+      }
       if (paidEnd(c.maxSec, horizon) !== end && c.timer && !c.ending && !c.cutAt) {
         clearTimeout(c.timer);
         this.scheduleTick(c);

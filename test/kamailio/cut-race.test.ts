@@ -18,9 +18,11 @@ import { KamailioConnector } from '../../src/kamailio/connector';
 import { encodeNetstring, NetstringReader } from '../../src/kamailio/netstring';
 import { createLogger } from '../../src/observability/log';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { jsonCall } from '../support/http';
+import { LinkGate } from '../support/link-gate';
 import { idFields } from '../support/redis';
-import { until } from '../support/wait';
-import { recordOf } from './records';
+import { sleep, until } from '../support/wait';
+import { callRecords, recordOf } from './records';
 
 /** 250 micro-units at 100 a second: 2 paid seconds, 50 left over. */
 const SHORT = talkProduct({ name: 'talk-2s', face: 250, price: 250 });
@@ -56,13 +58,13 @@ const rpc = createHttpServer((req: IncomingMessage, res: ServerResponse) => {
 const send = (e: Record<string, unknown>): boolean => kamailio!.write(encodeNetstring(JSON.stringify(e)));
 
 /** A connector on the stand-in Kamailio and the test's gateway, started. */
-async function attach(): Promise<KamailioConnector> {
+async function attach(gateway = `ws://127.0.0.1:${gw.port}/v1/switch`): Promise<KamailioConnector> {
   const c = new KamailioConnector({
     evapiHost: '127.0.0.1',
     evapiPort: (server.address() as AddressInfo).port,
     // The cut's BYE goes nowhere: only the caller's BYE ends the dialog.
     rpcUrl: `http://127.0.0.1:${(rpc.address() as AddressInfo).port}/RPC`,
-    gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
+    gateways: [gateway],
     token: await token(h, 'switch', 'kam-cut'),
     log: createLogger('silent'),
   });
@@ -227,5 +229,49 @@ describe('a connector stopped while its cut waits for dlg.end_dlg', () => {
     await setIdState(h.ctx, id!, 'block');
     const rec = await recordOf(h, 'closed-cut', 5000);
     expect([rec.sec, rec.cost, rec.cause]).toEqual(['2', '200', 'cutoff']);
+  });
+});
+
+describe('a call whose gateway is out of reach at its paid end', () => {
+  it('talks on when the link comes back before that end with a top-up', async () => {
+    // No gateway to ask at the last paid second's tick (200 ms before its end): the connector
+    // orders its own cut at the paid end. The link comes back 100 ms before it, and the tick's
+    // answer re-grants the call (topped up meanwhile). Until 2026-12-07 the cut went all the
+    // same: the caller was cut off with money on the ID.
+    const gate = new LinkGate(gw.port);
+    const attached = kamailio;
+    const gated = await attach(await gate.listen());
+    await until(() => kamailio !== attached);
+    try {
+      const [id] = await soldIds(h, SHORT, 1);
+      const call = { ci: 'back-in-time', he: 12, hi: 9, id, dest: '33612345678' };
+      await admit(call, 6);
+      const ats = Date.now() / 1000;
+      send({ ev: 'answer', ...call, ts: ats });
+      await sessionHas(call, 'ans');
+      gate.shut();
+      await until(() => gate.waiting > 0, 5000);
+      const topup = await jsonCall(gw, 'POST', `/v1/admin/ids/${id}/topup`, {
+        token: await token(h, 'admin', 'kam-cut-topup'),
+        idem: `back-in-time-${id}`,
+        body: { amount: 1000 },
+      });
+      expect(topup.status).toBe(200);
+      // The scenario's clock, as a caller's talk time: the link is back 1.9 s after the answer.
+      await sleep(ats * 1000 + 1900 - Date.now());
+      gate.open();
+      // Ticked on past its first 2 paid seconds (or stopped, cut at them).
+      await until(async () => {
+        if ((await callRecords(h, call.ci)).length > 0) return true;
+        const [session] = await h.r.keys(`ts:*:call:kam-cut:${call.ci}:${call.he}.${call.hi}`);
+        return Number(await h.r.hget(session!, 'used')) >= 3;
+      }, 5000);
+      send({ ev: 'end', ...call, ats, ts: ats + 3.4 });
+      const rec = await recordOf(h, 'back-in-time', 5000);
+      expect([rec.sec, rec.cost, rec.cause]).toEqual(['4', '400', 'hangup']);
+    } finally {
+      await gated.close(0);
+      await gate.close();
+    }
   });
 });
