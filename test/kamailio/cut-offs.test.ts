@@ -15,6 +15,7 @@ import type { Gateway } from '../../src/gateway/server';
 import { sipCallIdOf } from '../../src/kamailio/call-id';
 import { KamailioConnector } from '../../src/kamailio/connector';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { jsonCall } from '../support/http';
 import { callRecords } from './records';
 import {
   answeredDialogs,
@@ -22,6 +23,7 @@ import {
   connectorsAttached,
   haveKamailio,
   runUac,
+  sipInvite,
   startKamailio,
   startUas,
   stopAll,
@@ -129,6 +131,37 @@ describe.skipIf(!haveKamailio())('kamailio: cut-offs in bulk', () => {
       void second.close();
       await until('the second connector to detach', async () => (await connectorsAttached(k)) === 1);
     }
+  }, 60_000);
+
+  it('admits at once a redial on a maxCalls-1 ID whose call was cut off', async () => {
+    // A caller whose balance runs out tops up (Tessera's cut-off already sent: the call is cut
+    // all the same) and dials again the moment the BYE comes: the ID's one call must be free by
+    // then, not refused `486` concurrent_limit. The cut's stop waits for the dialog's end event
+    // (docs/switches.md#events), 15-50 ms after the caller's BYE here; evapi relays it ahead of
+    // the redial's INVITE, so the stop reaches Tessera first (60 of 60 redials admitted when measured).
+    const calls = 20;
+    const ids = await soldIds(h, SHORT, calls);
+    const admin = await token(h, 'admin', 'kamailio-redial');
+    const redials = await Promise.all(
+      ids.map(async (id, i) => {
+        const ci = `redial-${i}@probe`;
+        const cut = sipInvite(k, `${id}*33612345678`, { callId: ci, awaitBye: true, talkMs: 10_000 });
+        await until(`the cut-off of ${ci}`, async () => {
+          const [session] = await h.r.keys(`ts:*:call:kamailio-test:${ci}:*`);
+          return session !== undefined && (await h.r.hget(session, 'cut'));
+        });
+        const topup = await jsonCall(gw, 'POST', `/v1/admin/ids/${id}/topup`, {
+          token: admin,
+          idem: `redial-${id}`,
+          body: { amount: 300 },
+        });
+        expect(topup.status).toBe(200);
+        expect((await cut).byeUs).toBeDefined();
+        const again = await sipInvite(k, `${id}*33612345678`);
+        return [again.code, again.headers.get('x-prepaid-reason')];
+      }),
+    );
+    expect(redials).toEqual(ids.map(() => [200, undefined]));
   }, 60_000);
 
   // Last: it takes the connector away.

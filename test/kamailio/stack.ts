@@ -124,6 +124,8 @@ export interface SipAnswer {
   /** An answered call: when its 200 OK came and when its BYE left (gettimeofday, µs). */
   answerUs?: number;
   hangupUs?: number;
+  /** When the network's BYE came (`awaitBye`). */
+  byeUs?: number;
 }
 
 export interface SipInviteOptions {
@@ -137,6 +139,8 @@ export interface SipInviteOptions {
   cancel?: boolean;
   /** An answered call talks this long, then hangs up (BYE). */
   talkMs?: number;
+  /** An answered call waits for the network's BYE (a cut-off) instead, up to `talkMs`, and answers it. */
+  awaitBye?: boolean;
   /** How the requests' text becomes bytes: `latin1` writes each character as one byte, for bytes that are no UTF-8. */
   encoding?: 'utf8' | 'latin1';
   /** Sends the INVITE again, as a UAC over UDP does (RFC 3261 timer A: 500 ms, doubling), until any answer comes. */
@@ -200,6 +204,16 @@ export async function sipInvite(k: { sipPort: number }, ruser: string, o: SipInv
         const msg = parseSip(buf.toString());
         const { code, method } = msg;
         if (method === 'INVITE') clearTimeout(resend);
+        if (method === 'BYE' && code === 0 && o.awaitBye && answer) {
+          answer.byeUs = nowUs();
+          sock.send(
+            Buffer.from([...responseTo(msg, '200 OK'), 'Content-Length: 0', '', ''].join('\r\n')),
+            k.sipPort,
+            '127.0.0.1',
+          );
+          clearTimeout(timer);
+          resolve(answer);
+        }
         if (method === 'BYE' && code >= 200 && answer) {
           clearTimeout(timer);
           resolve(answer);
@@ -241,6 +255,7 @@ export async function sipInvite(k: { sipPort: number }, ruser: string, o: SipInv
         void send(inDialog('ACK', `${n}-ack`, cseq));
         if (answer) return;
         answer = { code, headers: msg, answerUs: nowUs() };
+        if (o.awaitBye) return;
         setTimeout(() => {
           answer!.hangupUs = nowUs();
           void send(inDialog('BYE', `${n}-bye`, cseq + 1));
