@@ -503,6 +503,29 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     expect([rec.dest, rec.cause]).toEqual(['33612345678', 'hangup']);
   });
 
+  it('reads a dial string escaped, E.164 or with parameters, as a phone sends it', async () => {
+    // RFC 3261 lets the user part be escaped: a phone dialling +33... sends %2B or '+', a '*' may
+    // come as %2A, and ;user=phone names the user a telephone number (a URI parameter, some put
+    // it in the user too). Until 2026-12-07 these were refused 484, the %2A one 403 (no ID).
+    const forms: [string, string?][] = [
+      ['*%2B33612345678'],
+      ['*+33612345678', ';user=phone'],
+      ['%2A33612345678'],
+      ['%2a%2B33612345678', ';user=phone'],
+      ['*33612345678;user=phone'],
+    ];
+    const ids = await soldIds(h, TALK, forms.length);
+    const answers = await Promise.all(
+      forms.map(([dial, uriParams], i) => sipInvite(k, `${ids[i]}${dial}`, { uriParams, talkMs: 200 })),
+    );
+    expect(answers.map((a) => [a.code, a.headers.get('x-prepaid-reason')])).toEqual(forms.map(() => [200, undefined]));
+    for (const id of ids) {
+      const { hash } = h.ctx.ids.hash(id);
+      const rec = await until(`the record of ${id}`, async () => (await callRecords(h)).find((r) => r.id === hash));
+      expect([rec.dest, rec.cause]).toEqual(['33612345678', 'hangup']);
+    }
+  });
+
   it('refuses a dial string whose destination is no number 484, with RELAY_UNMETERED too: never relayed unmetered', async () => {
     const [id] = await soldIds(h, TALK, 1);
     const unmetered = await startKamailio({ dir, pstnPort: uas.port, defines: ['RELAY_UNMETERED'] });

@@ -131,6 +131,8 @@ export interface SipAnswer {
 export interface SipInviteOptions {
   /** More header lines. */
   extra?: string[];
+  /** The request URI's parameters, after its host and port (`;user=phone`). */
+  uriParams?: string;
   /** The INVITE's Call-ID, From-tag and CSeq number: fresh ones (and 1) by default. */
   callId?: string;
   fromTag?: string;
@@ -162,7 +164,7 @@ export async function sipInvite(k: { sipPort: number }, ruser: string, o: SipInv
   const port = sock.address().port;
   const n = Math.random().toString(36).slice(2);
   const cseq = o.cseq ?? 1;
-  const ruri = `sip:${ruser}@127.0.0.1:${k.sipPort}`;
+  const ruri = `sip:${ruser}@127.0.0.1:${k.sipPort}${o.uriParams ?? ''}`;
   const via = (branch: string): string => `Via: SIP/2.0/UDP 127.0.0.1:${port};branch=z9hG4bK-${branch}`;
   const common = [
     `From: <sip:caller@127.0.0.1:${port}>;tag=${o.fromTag ?? n}`,
