@@ -468,8 +468,8 @@ export class KamailioConnector {
     c.cutCause = cause;
     c.cutAt = c.answerAt + sec * 1000 + CUT_MARGIN_MS;
     const wait = c.cutAt - steadyNow();
-    if (wait <= 0) this.cut(c, sec, cause);
-    else c.timer = setTimeout(() => this.cut(c, sec, cause), wait);
+    if (wait <= 0) this.cut(c, sec, cause, true);
+    else c.timer = setTimeout(() => this.cut(c, sec, cause, true), wait);
   }
 
   private onEnd(e: DialogEvent): void {
@@ -550,9 +550,21 @@ export class KamailioConnector {
   /**
    * Ends the dialog through Kamailio's RPC (BYE to both sides) and stops the
    * call once Kamailio answered: its end event is not reliably sent for a
-   * dialog ended by dlg.end_dlg, and billing must not wait for it.
+   * dialog ended by dlg.end_dlg, and billing must not wait for it. `paidUp`:
+   * cut at the end of its `sec` paid seconds, stopped at once.
    */
-  private cut(c: Call, sec: number, cause: string): void {
+  private cut(c: Call, sec: number, cause: string, paidUp = false): void {
+    if (paidUp) {
+      // At the end of its paid seconds the call's end is known: it is stopped with them at once,
+      // its ID free by the time the caller has the BYE (an immediate redial on a maxCalls-1 ID is
+      // no concurrent_limit). An end event on its way changes nothing: a BYE the cut overtook
+      // came in its last paid second, billed the same, and the event is ignored (27d99ec's cause).
+      this.stop(c, sec, cause);
+      this.rpc.endDialog(c.he, c.hi).catch((err: Error) => {
+        this.log.warn({ call: c.call, err: err.message }, 'dlg.end_dlg failed');
+      });
+      return;
+    }
     c.ending = true;
     clearTimeout(c.timer);
     // The stop waits for the dialog's end event, or for dlg.end_dlg's answer and END_EVENT_LAG_MS

@@ -136,9 +136,10 @@ describe.skipIf(!haveKamailio())('kamailio: cut-offs in bulk', () => {
   it('admits at once a redial on a maxCalls-1 ID whose call was cut off', async () => {
     // A caller whose balance runs out tops up (Tessera's cut-off already sent: the call is cut
     // all the same) and dials again the moment the BYE comes: the ID's one call must be free by
-    // then, not refused `486` concurrent_limit. The cut's stop waits for the dialog's end event
-    // (docs/switches.md#events), 15-50 ms after the caller's BYE here; evapi relays it ahead of
-    // the redial's INVITE, so the stop reaches Tessera first (60 of 60 redials admitted when measured).
+    // then, not refused `486` concurrent_limit. The cut's stop is sent as the cut is ordered; until
+    // 2026-12-07 it waited for the dialog's end event, 15-50 ms after the caller's BYE here, which
+    // evapi relayed ahead of the redial's INVITE (60 of 60 redials admitted when measured): only
+    // an end event Kamailio lost kept the ID busy (test/kamailio/cut-race.test.ts).
     const calls = 20;
     const ids = await soldIds(h, SHORT, calls);
     const admin = await token(h, 'admin', 'kamailio-redial');

@@ -275,3 +275,50 @@ describe('a call whose gateway is out of reach at its paid end', () => {
     }
   });
 });
+
+describe('a redial on a maxCalls-1 ID cut off at its paid end', () => {
+  it('is admitted at once, though Kamailio sends no end event for the cut', async () => {
+    // Kamailio loses the end event of about one dialog in ten ended by dlg.end_dlg. The cut's
+    // stop waited 100 ms after the RPC's answer for it, its ID busy: a caller topped up who
+    // redialled the moment the BYE came was refused 486 concurrent_limit until 2026-12-07.
+    const attached = kamailio;
+    const own = await attach();
+    await until(() => kamailio !== attached);
+    try {
+      const [id] = await soldIds(h, SHORT, 1);
+      const call = { ci: 'cut-redial', he: 13, hi: 9, id, dest: '33612345678' };
+      await admit(call, 7);
+      send({ ev: 'answer', ...call, ts: Date.now() / 1000 });
+      // Tessera's cut-off came at the last paid second's early tick: a top-up now goes to the redial.
+      await sessionHas(call, 'cut');
+      const topup = await jsonCall(gw, 'POST', `/v1/admin/ids/${id}/topup`, {
+        token: await token(h, 'admin', 'kam-cut-topup'),
+        idem: `cut-redial-${id}`,
+        body: { amount: 250 },
+      });
+      expect(topup.status).toBe(200);
+      // The caller has its BYE once dlg.end_dlg is answered, and dials again.
+      afterEndDialog = () => {
+        afterEndDialog = undefined;
+        send({
+          ev: 'invite',
+          ti: 8,
+          tl: 8,
+          ci: 'cut-redial-2',
+          he: 14,
+          hi: 9,
+          id,
+          dest: '33612345678',
+          ts: Date.now() / 1000,
+        });
+      };
+      await until(() => replies.some((r) => r.ti === 8), 5000);
+      // Admitted: 50 left over and 250 topped up, 3 seconds.
+      expect(replies.find((r) => r.ti === 8)).toMatchObject({ sec: 3 });
+      const rec = await recordOf(h, 'cut-redial', 5000);
+      expect([rec.sec, rec.cost, rec.cause]).toEqual(['2', '200', 'cutoff']);
+    } finally {
+      await own.close(0);
+    }
+  });
+});
