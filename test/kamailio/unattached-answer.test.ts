@@ -77,7 +77,7 @@ describe.skipIf(!haveKamailio())('kamailio: a call answered with no connector at
     const invite = await pstn.next('the admitted INVITE', (m) => m.method === 'INVITE' && m.get('call-id') === callId);
 
     // The only connector goes while the call rings; then the callee answers.
-    connector.close();
+    void connector.close(0);
     await until('the connector to detach', async () => (await connectorsAttached(k)) === 0);
     reply(invite, '200 OK');
     const answeredAt = Date.now();
