@@ -9,6 +9,16 @@ import type { Logger } from 'pino';
 
 export type Msg = Record<string, unknown>;
 
+/**
+ * Reconnection once every gateway failed in a row: soon, then at most every RETRY_MAX_MS. With no
+ * gateway a new call's start waits and is refused, so every moment after a gateway is back is
+ * refusals: doubling to 2 s came back up to 2 s after a gateway restart. A gateway that answers
+ * and refuses (a revoked token, a wrong path) is not restarting: it is asked less often.
+ */
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 250;
+const REFUSED_MAX_MS = 2000;
+
 export interface SwitchLinkOptions {
   urls: string[];
   token: string;
@@ -28,7 +38,11 @@ export class SwitchLink {
   private ws: WebSocket | undefined;
   private open_ = false;
   private urlIndex = 0;
-  private backoffMs = 100;
+  private backoffMs = RETRY_FIRST_MS;
+  /** Every gateway failed since the last connection: the loss was said at warn, the tries since at debug. */
+  private down = false;
+  /** The latest try was answered and refused, not unreachable. */
+  private refused = false;
   private retry: NodeJS.Timeout | undefined;
   private closed = false;
   private nextRef = 1;
@@ -102,7 +116,9 @@ export class SwitchLink {
     this.ws = ws;
     ws.on('open', () => {
       this.open_ = true;
-      this.backoffMs = 100;
+      this.backoffMs = RETRY_FIRST_MS;
+      this.down = false;
+      this.refused = false;
       this.o.log.info({ url }, 'tessera: connected');
       for (const p of this.pending.values()) this.queue(p.msg);
       this.o.onConnect?.();
@@ -119,6 +135,7 @@ export class SwitchLink {
     });
     ws.on('unexpected-response', (_req, res) => {
       this.o.log.error({ url, status: res.statusCode }, 'tessera: connection refused');
+      this.refused = true;
       ws.terminate();
     });
     ws.on('error', (err) => this.o.log.debug({ url, err: err.message }, 'tessera: socket error'));
@@ -132,8 +149,12 @@ export class SwitchLink {
       // The next gateway in the list; a pause only once every one has failed in a row.
       this.urlIndex++;
       const delay = was ? 0 : this.urlIndex % this.o.urls.length === 0 ? this.backoffMs : 0;
-      if (!was) this.backoffMs = Math.min(this.backoffMs * 2, 2000);
-      this.o.log.warn({ url, retryMs: delay }, 'tessera: connection lost; trying the next gateway');
+      if (!was) this.backoffMs = Math.min(this.backoffMs * 2, this.refused ? REFUSED_MAX_MS : RETRY_MAX_MS);
+      this.refused = false;
+      const lost = { url, retryMs: delay };
+      if (was || !this.down) this.o.log.warn(lost, 'tessera: connection lost; trying the next gateway');
+      else this.o.log.debug(lost, 'tessera: gateway unreachable; trying again');
+      this.down = true;
       this.retry = setTimeout(() => this.connect(), delay);
     });
   }
