@@ -16,6 +16,7 @@ import { recordOf } from './records';
 import {
   attachConnector,
   haveKamailio,
+  replyAsGateway,
   responseTo,
   sipInvite,
   sipSocket,
@@ -42,16 +43,7 @@ describe.skipIf(!haveKamailio())('kamailio: ringing', () => {
 
   /** Rings (180 every second), answers after ANSWER_AFTER_MS; a CANCEL ends the ringing with 487. */
   const ringing = new Map<string, NodeJS.Timeout[]>();
-  const reply = (m: SipMessage, status: string): void =>
-    pstn.send(
-      responseTo(
-        m,
-        status,
-        [...m.all('record-route').map((r) => `Record-Route: ${r}`), `Contact: <sip:gw@127.0.0.1:${pstn.port}>`],
-        'gw',
-      ),
-      k.sipPort,
-    );
+  const reply = (m: SipMessage, status: string): void => replyAsGateway(pstn, k.sipPort, m, status);
   const answer = (m: SipMessage): void => {
     const ci = m.get('call-id') ?? '';
     if (m.method === 'ACK') return;

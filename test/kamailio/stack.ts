@@ -346,6 +346,15 @@ export function responseTo(req: SipMessage, status: string, extra: string[] = []
   ];
 }
 
+/**
+ * The PSTN gateway's (`pstn`'s) response to a request Kamailio relayed to it: its Record-Route
+ * kept and a Contact of its own, so the dialog's later requests find their way back through Kamailio.
+ */
+export function replyAsGateway(pstn: SipSocket, sipPort: number, m: SipMessage, status: string): void {
+  const extra = [...m.all('record-route').map((r) => `Record-Route: ${r}`), `Contact: <sip:gw@127.0.0.1:${pstn.port}>`];
+  pstn.send(responseTo(m, status, extra, 'gw'), sipPort);
+}
+
 export const kamailioPorts = async (): Promise<KamailioPorts> => ({
   sipPort: await freeSipPort(),
   evapiPort: await freePort(),

@@ -14,7 +14,7 @@ import {
   attachConnector,
   connectorsAttached,
   haveKamailio,
-  responseTo,
+  replyAsGateway,
   sipInvite,
   sipSocket,
   startKamailio,
@@ -37,16 +37,7 @@ describe.skipIf(!haveKamailio())('kamailio: a call answered with no connector at
   let tok: string;
 
   /** The PSTN gateway: an INVITE waits for the test to answer it; anything in a dialog gets 200. */
-  const reply = (m: SipMessage, status: string): void =>
-    pstn.send(
-      responseTo(
-        m,
-        status,
-        [...m.all('record-route').map((r) => `Record-Route: ${r}`), `Contact: <sip:gw@127.0.0.1:${pstn.port}>`],
-        'gw',
-      ),
-      k.sipPort,
-    );
+  const reply = (m: SipMessage, status: string): void => replyAsGateway(pstn, k.sipPort, m, status);
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tessera-unattached-'));

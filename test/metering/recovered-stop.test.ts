@@ -440,6 +440,20 @@ describe('a stop resent after its closed session has gone (a short SESSION_TTL_S
   };
   const byId = (id: string, call: string): string => keys.idCall(bucketOf(h, id), h.ctx.ids.hash(id).hash, call);
 
+  /**
+   * The closed call's record by ID and call id outlives its session by a week; once the session and
+   * index are gone (SESSION_TTL_SEC), its stop resent under each of `on` names finds nothing to bill.
+   */
+  const resentAfterTtl = async (id: string, call: string, name: string, on: Client[]): Promise<void> => {
+    expect(await h.r.ttl(byId(id, call))).toBeGreaterThanOrEqual(MAX_CALL_SEC - 60);
+    await expireNow(TTL, ...closedKeys(id, name, call));
+    for (const c of on)
+      expect(await c.request({ op: 'stop', ref: ++refs, call, sec: 30, id, dest: DEST449 })).toMatchObject({
+        op: 'error',
+        reason: 'unknown_call',
+      });
+  };
+
   it('of a call stopped: not billed again as a lost call, under its name or another', async () => {
     const [id] = (await soldIds(h, TALK)) as [string];
     await shortLived(async ({ a, aName, b }) => {
@@ -451,13 +465,7 @@ describe('a stop resent after its closed session has gone (a short SESSION_TTL_S
         cost: 35_000,
       });
       // The record that it was stopped outlives the session: a week after the stop.
-      expect(await h.r.ttl(byId(id, call))).toBeGreaterThanOrEqual(MAX_CALL_SEC - 60);
-      await expireNow(TTL, ...closedKeys(id, aName, call));
-      for (const on of [a, b])
-        expect(await on.request({ op: 'stop', ref: ++refs, call, sec: 30, id, dest: DEST449 })).toMatchObject({
-          op: 'error',
-          reason: 'unknown_call',
-        });
+      await resentAfterTtl(id, call, aName, [a, b]);
       expect(await cdrsOf(h, id, call)).toHaveLength(1);
       expect(await balanceOf(h, id)).toBe(TALK.face - 35_000);
       // Nothing is left claimed for the refused stops: the call id is free for a new call of the ID.
@@ -475,13 +483,7 @@ describe('a stop resent after its closed session has gone (a short SESSION_TTL_S
         billedSec: 30,
         cost: 35_000,
       });
-      expect(await h.r.ttl(byId(id, call))).toBeGreaterThanOrEqual(MAX_CALL_SEC - 60);
-      await expireNow(TTL, ...closedKeys(id, aName, call));
-      for (const on of [a, b])
-        expect(await on.request({ op: 'stop', ref: ++refs, call, sec: 30, id, dest: DEST449 })).toMatchObject({
-          op: 'error',
-          reason: 'unknown_call',
-        });
+      await resentAfterTtl(id, call, aName, [a, b]);
       expect((await cdrsOf(h, id, call)).map((r) => r.cause)).toEqual(['recovered']);
       expect(await balanceOf(h, id)).toBe(TALK.face - 35_000);
     });

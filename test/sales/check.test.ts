@@ -234,18 +234,23 @@ describe('check link', () => {
   });
 });
 
+/** Check links whose PIN verifications are counted. */
+function countingLinks(): { links: CheckLinks; verified: () => number } {
+  let n = 0;
+  const counting = (pin: string, encoded: string): Promise<boolean> => {
+    n++;
+    return verifyPin(pin, encoded);
+  };
+  return { links: new CheckLinks(h.ctx, counting), verified: () => n };
+}
+
 describe('unknown links', () => {
   it('an unknown link costs a PIN verification, like a real link with a wrong PIN', async () => {
-    let verified = 0;
-    const counting = (pin: string, encoded: string): Promise<boolean> => {
-      verified++;
-      return verifyPin(pin, encoded);
-    };
-    const links = new CheckLinks(h.ctx, counting);
+    const { links, verified } = countingLinks();
     const b = await buyOne();
     const [, , bucket, tok] = b.path.split('/');
     expect(await links.check(bucket!, tok!, wrongPin(b), 'client-a')).toMatchObject({ ok: false, reason: 'wrong_pin' });
-    expect(verified).toBe(1);
+    expect(verified()).toBe(1);
     for (const [bk, t] of [
       [bucket!, randomBytes(16).toString('hex')],
       [bucket!, randomBytes(32).toString('hex')],
@@ -256,16 +261,11 @@ describe('unknown links', () => {
         client: true,
       });
     }
-    expect(verified).toBe(3);
+    expect(verified()).toBe(3);
   });
 
   it('a link cut short or mistyped is told so: no try counted, no PIN compared', async () => {
-    let verified = 0;
-    const counting = (pin: string, encoded: string): Promise<boolean> => {
-      verified++;
-      return verifyPin(pin, encoded);
-    };
-    const links = new CheckLinks(h.ctx, counting);
+    const { links, verified } = countingLinks();
     const target = await buyOne();
     const [, , bucket, tok] = target.path.split('/');
     const broken = [
@@ -277,7 +277,7 @@ describe('unknown links', () => {
     ];
     for (const [bk, t] of broken)
       expect(await links.check(bk!, t!, target.pin, 'client-c')).toEqual({ ok: false, reason: 'bad_link' });
-    expect(verified).toBe(0);
+    expect(verified()).toBe(0);
     // Through the page, more of them than the address may send wrong PINs (3 here): none counted.
     for (const [bk, t] of [...broken, ...broken]) {
       const path = `/check/${bk!}/${t!}`;
