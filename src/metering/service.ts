@@ -70,6 +70,8 @@ type StartCall = [
 type StopCall = [sw: string, call: string, sec: number, cause: string, lost?: LostCall];
 /** What a stop may say of its call: its ID, or the caller number it was started by, and its destination. */
 type LostCall = { id?: unknown; ani?: unknown; dest: string };
+/** A start's call id and what it names (its `id` and `ani` as sent): its copies name the same. */
+type StartCopy = { call: string; named: string };
 
 /** Keeps `p` in `map` under `key` until it settles (unless a later one took its place); returns it. */
 function underWay<T>(map: Map<string, Promise<T>>, key: string, p: Promise<T>): Promise<T> {
@@ -177,7 +179,9 @@ export class Metering {
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
     const dest = destDigits(dialled);
     if (dest === undefined) return { ok: false, reason: 'bad_value' };
-    const caller = await this.caller(sw, origin, idInput, ani, call);
+    // What the start names: its copies are one guess, another ID under its call id another (missOnce).
+    const copy = { call, named: JSON.stringify([idInput ?? null, ani ?? null]) };
+    const caller = await this.caller(sw, origin, idInput, ani, copy);
     if (!caller.ok) return caller;
     const { hash, bucket, aniHash } = caller;
     const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));
@@ -198,7 +202,7 @@ export class Metering {
     // A refused call leaves no index behind (guessed IDs must not fill Redis).
     if (!r.ok && claim === 'new' && r.reason !== 'call_conflict' && r.reason !== 'call_ended')
       await this.locator.release(sw, call);
-    if (!r.ok) return this.guessed(sw, origin, r, call);
+    if (!r.ok) return this.guessed(sw, origin, r, copy);
     // `started` is said once a replica has the session and its index: a failover must not lose the call.
     // A retry may find them written by its first try, elsewhere: then what it saw must be replicated.
     await this.acked(sw, call, ck.session, r.duplicate, claim !== 'new');
@@ -242,14 +246,14 @@ export class Metering {
    * Who pays: the ID the switch sent, or the one its `ani` (caller number) is
    * registered to, found by one read in the number's slot; `aniHash` is then
    * the number's hash, which call_start checks the ID still lists. An unknown
-   * number counts as a guess, like an unknown ID (once per call, for a start).
+   * number counts as a guess, like an unknown ID (once per copy of a start).
    */
   private async caller(
     sw: string,
     origin: string | undefined,
     idInput: unknown,
     ani: unknown,
-    call?: string,
+    copy?: StartCopy,
   ): Promise<
     | { ok: true; hash: string; bucket: number; aniHash: string; idText: string }
     | { ok: false; reason: string; retryAfter?: number }
@@ -260,7 +264,7 @@ export class Metering {
       return { ok: true, ...this.ids.hash(checked.id), aniHash: '', idText: checked.id };
     }
     const found = await resolveAni(this.redis, this.ids, ani);
-    if (!found.ok) return this.guessed(sw, origin, found, call);
+    if (!found.ok) return this.guessed(sw, origin, found, copy);
     return { ok: true, hash: found.idHash, bucket: found.bucket, aniHash: found.aniHash, idText: '' };
   }
 
@@ -268,17 +272,19 @@ export class Metering {
    * An unknown_id (or unknown_ani) answer to a switch is a guess: counted in
    * /metrics and against its guess limit, and answered `throttled` instead when
    * another answer already went over the limit (GuessThrottle.miss). A
-   * start's `call`: counted once however often it is sent (missOnce).
+   * start's `copy`: counted once however often it is sent (missOnce).
    */
   private async guessed<R extends { ok: false; reason: string }>(
     sw: string,
     origin: string | undefined,
     r: R,
-    call?: string,
+    copy?: StartCopy,
   ): Promise<R | { ok: false; reason: 'throttled'; retryAfter: number }> {
     if (r.reason !== 'unknown_id' && r.reason !== 'unknown_ani') return r;
     this.metrics.unknownIdStarts.inc();
-    const wait = await (call === undefined ? this.guesses.miss(sw, origin) : this.guesses.missOnce(sw, origin, call));
+    const wait = await (copy === undefined
+      ? this.guesses.miss(sw, origin)
+      : this.guesses.missOnce(sw, origin, copy.call, copy.named));
     return wait > 0 ? { ok: false, reason: 'throttled', retryAfter: wait } : r;
   }
 

@@ -58,10 +58,13 @@ export class SwitchGuesses {
    * (both connectors of a Kamailio send every start; a switch resends the
    * unanswered ones after a reconnect) is one guess, not one per copy, which
    * halved GUESS_LIMIT for two connectors. A copy is answered as the
-   * switch's count stands: `throttled` past the limit, else not.
+   * switch's count stands: `throttled` past the limit, else not. `named`: the
+   * ID (or caller number) the start names. A copy names what its start named;
+   * another ID under the call id (an IVR's caller keying again, a token
+   * reusing one call id) is another guess, else one call would try IDs unlimited.
    */
-  async missOnce(sw: string, origin: string | undefined, call: string): Promise<number> {
-    const key = keys.guessedCall(this.ids.bucketOf(`sw:${sw}`), sw, call);
+  async missOnce(sw: string, origin: string | undefined, call: string, named: string): Promise<number> {
+    const key = keys.guessedCall(this.ids.bucketOf(`sw:${sw}`), sw, call, this.ids.mac(named).slice(0, 32));
     const first = await this.redis.set(key, '1', 'EX', this.windowSec, 'NX');
     return first === null ? this.retryAfter(sw, origin) : this.miss(sw, origin);
   }

@@ -49,8 +49,9 @@ export const keys = {
   scanIndex: (bucket: number, scanKey: string) => `${tag(bucket)}sx:${scanKey}`,
   /** unknown_id answers to one client in the current window: a scanner's token name, or `sw:<name>` for a switch. */
   guesses: (bucket: number, client: string) => `${tag(bucket)}guess:${client}`,
-  /** A switch's call whose unknown ID was counted in the current window (SwitchGuesses.missOnce). */
-  guessedCall: (bucket: number, sw: string, call: string) => `${tag(bucket)}guess:call:${sw}:${call}`,
+  /** A switch's call whose unknown ID (`named`: its MAC) was counted in the current window (SwitchGuesses.missOnce). */
+  guessedCall: (bucket: number, sw: string, call: string, named: string) =>
+    `${tag(bucket)}guess:call:${sw}:${named}:${call}`,
   /** IDs held for purchases in progress: ID hash -> held until (ms). */
   reservations: (bucket: number) => `${tag(bucket)}resv`,
   /**

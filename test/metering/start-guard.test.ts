@@ -7,6 +7,7 @@
  * unknown_id. A switch that names each call's origin gets its origins counted
  * apart, and all of them together against SWITCH_GUESS_LIMIT.
  */
+import { randomInt } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedCatalog, soldIds, startHarness, talkProduct, token, withGateway, type Harness } from '../support/harness';
 import { metricsText, sample } from '../support/metrics';
@@ -156,6 +157,30 @@ describe('unknown IDs on start', () => {
       expect(await guessCount(h, `swo:${a.name}/192.0.2.9`)).toBe(LIMIT);
       expect(await guessCount(h, `swa:${a.name}`)).toBe(LIMIT);
       await Promise.all([a.c.close(), b.close()]);
+    }));
+
+  it('each ID (or number) a call tries is a guess of its own: one call id is no way around the limit', () =>
+    withGateway(h, LIMITS, async (g) => {
+      const a = await connectSwitch(h, g.port);
+      // An IVR that lets its caller key the ID again after "invalid card" starts one call id
+      // with one ID after another; a compromised token may reuse a call id on purpose.
+      const call = newCall();
+      const tries = async (named: () => Record<string, string>, origin?: string): Promise<string[]> => {
+        const answers: string[] = [];
+        for (let i = 0; i < LIMIT + 2; i++) {
+          const m = { op: 'start', ref: i, call, dest: '4912345', ...named(), ...(origin && { origin }) };
+          answers.push(String((await a.c.request(m)).reason));
+        }
+        return answers;
+      };
+      const over = [...Array<string>(LIMIT + 1).fill('unknown_id'), 'throttled'];
+      expect(await tries(() => ({ id: generateId(h.cfg.idLength) }))).toEqual(over);
+      expect(await guessCount(h, `sw:${a.name}`)).toBe(LIMIT + 1);
+      const unknownAni = over.map((r) => (r === 'unknown_id' ? 'unknown_ani' : r));
+      const ani = (): Record<string, string> => ({ ani: `+4915${randomInt(10_000_000, 99_999_999)}` });
+      expect(await tries(ani, '192.0.2.10')).toEqual(unknownAni);
+      expect(await guessCount(h, `swo:${a.name}/192.0.2.10`)).toBe(LIMIT + 1);
+      await a.c.close();
     }));
 
   it('starts in flight at once are not held back, but past the limit their misses answer throttled, counted once', () =>
