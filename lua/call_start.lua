@@ -45,6 +45,24 @@ local redis_now = redis_clock()
 -- How often a refusal may count an ID's calls again (ms).
 local ACT_RECOUNT_MS = 60000
 
+-- Before a refusal the ID's count (`act`) or hold may cause (concurrent_limit, insufficient_balance),
+-- its calls themselves are counted. A lost session leaves its count and its hold behind for good (no
+-- stop or reap gives them back): they are put right here, in the ID and in `f` (its fields as read).
+-- The count reads every call of the bucket, so an ID gets it at most once a minute (`actchk`, by
+-- Redis' clock): a switch retrying a busy ID's calls must not make each refusal that dear.
+-- Returns the count, as it stands when it is not counted.
+local function recount(ikey, bal, act, f)
+  local checked = tonumber(redis.call('HGET', ikey, 'actchk')) or 0
+  if redis_now() - checked < ACT_RECOUNT_MS then return act end
+  local n, held = id_live(KEYS[1], ikey)
+  redis.call('HSET', ikey, 'actchk', int(redis_now()))
+  if n ~= act then
+    f[10] = int(math.max(0, bal - held))
+    redis.call('HSET', ikey, 'act', int(n), 'free', f[10])
+  end
+  return n
+end
+
 -- One call's start: ikey, skey its keys; its arguments are ARGV[a..last] (see above).
 local function start(ikey, skey, ickey, a, last)
   local dest, sw, call, idh, mode, ani = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
@@ -99,19 +117,8 @@ local function start(ikey, skey, ickey, a, last)
   local maxc = tonumber(f[5]) or 1
   local act = tonumber(f[6]) or 0
   if act >= maxc then
-    -- Counted full: before refusing, count the calls themselves. A lost session leaves its count
-    -- and its hold behind for good (no stop or reap gives them back): they are put right here.
-    -- The count reads every call of the bucket, so an ID gets it at most once a minute (`actchk`,
-    -- by Redis' clock): a switch retrying a busy ID's calls must not make each refusal that dear.
-    local checked = tonumber(redis.call('HGET', ikey, 'actchk')) or 0
-    if redis_now() - checked < ACT_RECOUNT_MS then return { 'err', 'concurrent_limit' } end
-    local n, held = id_live(KEYS[1], ikey)
-    redis.call('HSET', ikey, 'actchk', int(redis_now()))
-    if n ~= act then
-      f[10] = int(math.max(0, bal - held))
-      redis.call('HSET', ikey, 'act', int(n), 'free', f[10])
-    end
-    if n >= maxc then return { 'err', 'concurrent_limit' } end
+    act = recount(ikey, bal, act, f)
+    if act >= maxc then return { 'err', 'concurrent_limit' } end
   end
 
   -- What the other live calls hold is not free: a call is admitted only if what is
@@ -120,6 +127,12 @@ local function start(ikey, skey, ickey, a, last)
   if not t then return { 'err', 'no_rate' } end
   local avail = free_of(bal, f[10])
   local first = tariff_cost(t, now, tariff_charged(t, 1)) + t.disc
+  -- Short while calls are counted: a lost one's hold, under the limit, would refuse every call
+  -- of the ID this way until it expired, balance and all.
+  if avail < first and act > 0 then
+    act = recount(ikey, bal, act, f)
+    avail = free_of(bal, f[10])
+  end
   if avail < first then return { 'err', 'insufficient_balance' } end
   local maxs = tariff_afford(t, now, 0, avail - t.disc)
 

@@ -271,6 +271,25 @@ describe('call_start refusals', () => {
     expect(await idFields(h, id!)).toMatchObject({ act: '0', free: '1000000' });
   });
 
+  it("insufficient_balance with calls counted counts them too: a lost call's hold is given back", async () => {
+    // 70 s at 100/s, two calls at a time: each call holds a 60 s grant slice.
+    const [id] = await soldIds(h, talkProduct({ name: 'talk-2x70s', face: 7000, price: 7000, maxCalls: 2 }));
+    const lost = newCall();
+    expect(await start(id!, lost)).toMatchObject({ op: 'started', maxSec: 70 });
+    expect(await idFields(h, id!)).toMatchObject({ act: '1', free: '1000' });
+    // Its session lost (a failover's lost write): its count and its 6,000 held stay behind.
+    await h.r.del(sessionKey(h, id!, sw, lost));
+    const next = newCall();
+    expect(await start(id!, next)).toMatchObject({ op: 'started', maxSec: 10 });
+    expect(await stop(next, 10)).toMatchObject({ op: 'stopped', billedSec: 10, cost: 1000, balance: 6000 });
+    // Nothing else is free, and the ID is under its limit: counted as it stands, it was refused
+    // every call, its 6,000 held by a call that no longer exists, until it expired.
+    const after = newCall();
+    expect(await start(id!, after)).toMatchObject({ op: 'started', maxSec: 60, balance: 6000 });
+    expect(await stop(after, 0)).toMatchObject({ op: 'stopped' });
+    expect(await idFields(h, id!)).toMatchObject({ act: '0', free: '6000' });
+  });
+
   it('no_rate: the ID plan has no rate for the destination', async () => {
     const [id] = await soldIds(h, talkProduct({ plan: 'nowhere' }));
     expect(await start(id!, newCall(), '4912345')).toMatchObject({ op: 'error', reason: 'no_rate' });
