@@ -206,6 +206,23 @@ describe('GET /v1/products', () => {
     }
   });
 
+  it('the product list and the buy page price talk times in Redis at most once a while, not per request', async () => {
+    await withGateway(h, {}, async (g) => {
+      let priced = 0;
+      const run = g.ctx.scripts.run.bind(g.ctx.scripts);
+      vi.spyOn(g.ctx.scripts, 'run').mockImplementation((name, k, a) => {
+        if (name === 'call_talk_time') priced++;
+        return run(name, k, a);
+      });
+      const first = (await http(g, 'GET', '/v1/products')).json.products;
+      expect(first.some((p: { talkTimeSec?: number }) => p.talkTimeSec !== undefined)).toBe(true);
+      // Anyone may ask, as often as they like: Redis prices once in TALK_TIME_MAX_AGE_MS.
+      for (let i = 0; i < 4; i++) expect((await http(g, 'GET', '/v1/products')).json.products).toEqual(first);
+      expect((await http(g, 'GET', '/buy')).status).toBe(200);
+      expect(priced).toBe(1);
+    });
+  });
+
   it('available follows the stock: a sale takes one off', async () => {
     const buyer = await addMember(h, 100_000_000);
     const before = (await http(gw, 'GET', '/v1/products')).json.products.find(

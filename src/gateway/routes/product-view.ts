@@ -29,9 +29,39 @@ export async function productViews(
     const descriptor = d.catalog.tariffFor(p.plan, '', now);
     if (descriptor !== undefined) asks.push({ name: p.name, amount: p.face, descriptor });
   }
-  const secs = await callTalkTime(d.scripts, now, asks);
+  const secs = await talkTimes(d.scripts, now, asks);
   const talkTime = new Map(asks.map((a, i) => [a.name, secs[i]!]));
   return Promise.all(products.map((p) => productView(p, d.inventory, talkTime.get(p.name))));
+}
+
+/**
+ * How long a talk time priced by Redis stands. The buy page and the product list are anyone's to
+ * ask: each asking Redis would let any client make Redis work per request, where the stock they
+ * show is a picture too (Inventory). A rate change shows on the page at most this late.
+ */
+export const TALK_TIME_MAX_AGE_MS = 10_000;
+
+/** Talk times priced lately, per Redis (its Scripts), by face and descriptor: bounded by the catalog. */
+const priced = new WeakMap<Scripts, Map<string, { sec: Promise<number>; at: number }>>();
+
+/** The talk time of each ask, from what was priced in the last TALK_TIME_MAX_AGE_MS, the rest in one script call. */
+async function talkTimes(
+  scripts: Scripts,
+  now: number,
+  asks: readonly { amount: number; descriptor: string }[],
+): Promise<number[]> {
+  let known = priced.get(scripts);
+  if (!known) priced.set(scripts, (known = new Map<string, { sec: Promise<number>; at: number }>()));
+  for (const [k, v] of known) if (now - v.at >= TALK_TIME_MAX_AGE_MS) known.delete(k);
+  const keyOf = (a: { amount: number; descriptor: string }): string => `${a.amount} ${a.descriptor}`;
+  const missing = asks.filter((a) => !known.has(keyOf(a)));
+  if (missing.length > 0) {
+    const all = callTalkTime(scripts, now, missing);
+    // A failed pricing is not kept: the next request asks again.
+    all.catch(() => missing.forEach((a) => known.delete(keyOf(a))));
+    missing.forEach((a, i) => known.set(keyOf(a), { sec: all.then((secs) => secs[i]!), at: now }));
+  }
+  return Promise.all(asks.map((a) => known.get(keyOf(a))!.sec));
 }
 
 async function productView(
