@@ -34,6 +34,7 @@ value sold + top-ups = balance + calls + redemptions + refunds + vouchers + expi
 -- @include "emit"
 -- @include "clock"
 -- @include "free"
+-- @include "id_live"
 local f = id_fields(KEYS[1],
   { 'st', 'kind', 'bal', 'exp', 'act', 'free', 'xrec', 'prod', 'cur', 'face', 'xamt', 'until' })
 local st = f[1]
@@ -63,10 +64,7 @@ if act > 0 or free_of(bal, f[6]) < bal then
   -- No call starts past the expiry (call_start judges it by this clock), and none admitted before it
   -- bills seconds beyond ARGV[2]: until then the count is taken at its word.
   if now < exp + tonumber(ARGV[2]) then return { 'no', 'in_use' } end
-  for _, skey in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-    local s = redis.call('HMGET', skey, 'st', 'id')
-    if s[1] == 'live' and s[2] == KEYS[1] then return { 'no', 'in_use' } end
-  end
+  if id_live(KEYS[4], KEYS[1]) > 0 then return { 'no', 'in_use' } end
 end
 if bal <= 0 then return { 'no', 'empty' } end
 
