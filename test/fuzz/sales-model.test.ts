@@ -51,6 +51,19 @@ const ABANDON_MS = 1_800_000;
 const NET_BUDGET = Number(process.env.SALES_FUZZ_NET_BUDGET ?? 40);
 
 /** RFC 4180 CSV: quoted fields may hold commas, quotes (doubled) and line ends. */
+/** `amount` credited to `m`: its balance, and the top-up its records will show. */
+function credit(m: ModelId, amount: number): void {
+  m.bal += amount;
+  m.topups.push(amount);
+}
+
+/** Voucher `v` spent into `t`: all of its face goes to `t`. */
+function spend(v: ModelId, t: ModelId): void {
+  v.into = t.id;
+  v.bal = 0;
+  credit(t, v.face);
+}
+
 function parseCsv(text: string): string[][] {
   const rows: string[][] = [];
   let row: string[] = [];
@@ -399,8 +412,7 @@ describe('sales model fuzzer', () => {
           if (m.state !== 'sold') fail('recharge credited a blocked or refunded ID', r);
           rc.st = 'done';
           openRecharges.splice(openRecharges.indexOf(rc), 1);
-          m.bal += amount;
-          m.topups.push(amount);
+          credit(m, amount);
           used[rc.member] += amount;
           return;
         }
@@ -642,8 +654,7 @@ describe('sales model fuzzer', () => {
               return;
             }
             if (r.status !== 200 || r.json.balance !== m.bal + amount) fail('topup', r);
-            m.bal += amount;
-            m.topups.push(amount);
+            credit(m, amount);
             if (chance(0.3)) {
               const again = await http(gw(), 'POST', `/v1/admin/ids/${m.id}/topup`, {
                 token: adminTok,
@@ -873,8 +884,7 @@ describe('sales model fuzzer', () => {
                 if (r.status !== 200 && !(r.status === 409 && r.json.error.reason === 'in_progress'))
                   fail('concurrent topup', r);
               if (ok.some((r) => r.json.balance !== m.bal + 1_000_000)) fail('concurrent topups: balance', y);
-              m.bal += 1_000_000;
-              m.topups.push(1_000_000);
+              credit(m, 1_000_000);
             } else if (kind === 'voucher-two') {
               const v = vouchers.length ? pick(vouchers) : undefined;
               if (!v) return;
@@ -891,10 +901,7 @@ describe('sales model fuzzer', () => {
               if (!['already_redeemed', 'in_progress'].includes(lost.json?.error?.reason))
                 fail('the other redemption', lost);
               const t = x.status === 200 ? t1 : t2;
-              v.into = t.id;
-              v.bal = 0;
-              t.bal += v.face;
-              t.topups.push(v.face);
+              spend(v, t);
             } else if (kind === 'refund-topup') {
               const m = fresh.length ? pick(fresh) : undefined;
               if (!m) return;
@@ -909,8 +916,7 @@ describe('sales model fuzzer', () => {
                 refunded(m, x);
               } else {
                 if (x.json?.error?.reason !== 'recharged' || y.status !== 200) fail('refund after a top-up', x);
-                m.bal += 1_000_000;
-                m.topups.push(1_000_000);
+                credit(m, 1_000_000);
               }
             } else {
               const m = fresh.length ? pick(fresh) : undefined;
@@ -925,10 +931,7 @@ describe('sales model fuzzer', () => {
                 refunded(m, x);
               } else {
                 if (x.json?.error?.reason !== 'recharged' || y.status !== 200) fail('refund after a voucher', x);
-                v.into = m.id;
-                v.bal = 0;
-                m.bal += v.face;
-                m.topups.push(v.face);
+                spend(v, m);
               }
             }
           },
@@ -1071,10 +1074,7 @@ describe('sales model fuzzer', () => {
             }
             if (r.status !== 200 || r.json.duplicate || r.json.amount !== v.face || r.json.balance !== t.bal + v.face)
               fail('voucher', r);
-            v.into = t.id;
-            v.bal = 0;
-            t.bal += v.face;
-            t.topups.push(v.face);
+            spend(v, t);
           },
         ],
         [
