@@ -90,11 +90,13 @@ export class Load {
    * Runs `run` (which takes its place with enter()) once `body`, a request's body on its way, is in
    * or has failed. A body waits on nothing of ours, and anyone may send one a byte at a time:
    * counted from its first byte, a few hundred slow clients would hold every place and refuse all
-   * traffic. Failed (over the limit, cut off), the request still runs and answers why.
+   * traffic. Failed (over the limit, cut off), the request still runs and answers why. The promise
+   * is `run`'s (without a body `run` runs at once, and a throw is thrown), for the router to answer
+   * its failure.
    */
-  afterBody(body: Promise<unknown> | undefined, run: () => void): void {
-    if (!body) return run();
-    void body.then(run, run);
+  afterBody(body: Promise<unknown> | undefined, run: () => void | Promise<void>): Promise<void> {
+    if (!body) return Promise.resolve(run());
+    return body.then(run, run);
   }
 }
 

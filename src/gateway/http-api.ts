@@ -94,11 +94,11 @@ export class HttpApi {
       const body = method === 'post' ? readJson(res, reply, this.bodyLimit) : undefined;
       body?.catch(() => undefined); // reported below, once authorized
       // Counted once its body is in, as forms are: a token holder's slow bodies hold no place.
-      this.load.afterBody(body, () => {
+      return this.load.afterBody(body, () => {
         if (!this.load.enter()) return (refused('overloaded'), reply.error('overloaded'));
         // A route open to admin and scanner tokens (an ID's status) counts the admin's refusals only.
         let admin = true;
-        void (async () => {
+        return (async () => {
           try {
             const auth = roles.length === 0 ? ({ ok: true, token: PUBLIC } as const) : await this.authorize(tok, roles);
             if (!auth.ok) return (refused(auth.reason), reply.error(auth.reason, auth.message));

@@ -29,6 +29,8 @@ export const STATUS: Record<number, string> = {
 
 export interface Reply {
   aborted: boolean;
+  /** An answer has been written (or begun): any later send is dropped, as one to an aborted request is. */
+  answered: boolean;
   /** Runs `fn` when the client goes away before it is answered (at once if it has). */
   onAbort(fn: () => void): void;
   send(status: number, body: string, contentType?: string, headers?: Record<string, string>): void;
@@ -47,18 +49,31 @@ export function withBudget(res: HttpResponse, output: OutputBudget | undefined):
 
 export const budgetOf = (res: HttpResponse): OutputBudget | undefined => budgets.get(res);
 
-/** Must be called synchronously in the route handler: uWS requires onAborted before any await. */
+/** Each request's one Reply: the router answers a failed handler through the handler's own. */
+const replies = new WeakMap<HttpResponse, Reply>();
+
+/**
+ * Must be called synchronously in the route handler: uWS requires onAborted before any await.
+ * Called again for the same response, it gives the same Reply (uWS keeps one abort handler).
+ */
 export function replyFor(res: HttpResponse): Reply {
+  return replies.get(res) ?? newReply(res);
+}
+
+function newReply(res: HttpResponse): Reply {
   // Only a request with a body listens: no array for the others.
   let onAbort: (() => void)[] | undefined;
   const r: Reply = {
     aborted: false,
+    answered: false,
     onAbort(fn) {
       if (r.aborted) fn();
       else (onAbort ??= []).push(fn);
     },
     send(status, body, contentType = 'application/json', headers) {
-      if (r.aborted) return;
+      // uWS throws at a write to a response that has ended or gone.
+      if (r.aborted || r.answered) return;
+      r.answered = true;
       const output = budgetOf(res);
       if (!output)
         return void res.cork(() => {
@@ -101,6 +116,7 @@ export function replyFor(res: HttpResponse): Reply {
     r.aborted = true;
     for (const fn of onAbort ?? []) fn();
   });
+  replies.set(res, r);
   return r;
 }
 

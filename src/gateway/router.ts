@@ -6,24 +6,37 @@
  * Every GET route answers HEAD too (RFC 9110 §9.3.2: monitors and link
  * checkers use it), with the GET's status and headers and no body.
  * A request with more than one Content-Length is not served (oneLength).
+ * A handler that throws, or whose promise fails, is answered 500 `internal`
+ * here, once (answerFailure).
  */
+import type { Logger } from 'pino';
 import type { HttpRequest, HttpResponse, RecognizedString, TemplatedApp } from 'uWebSockets.js';
 import { messageOf, statusOf, type Reason } from '../protocol/reasons';
-import { budgetOf, replyFor, withBudget } from './http';
+import { budgetOf, replyFor, withBudget, type Reply } from './http';
 import type { OutputBudget } from './output-budget';
 import { PAGE_HEADERS } from './routes/pages/kit';
 
 type Handler = Parameters<TemplatedApp['get']>[1];
 
-/** What route modules register with: GET and POST handlers by uWS pattern. */
+/** What a route answers when its handler failed: by default the JSON API's 500 `internal`. */
+export type FailedAnswer = (reply: Reply) => void;
+
+const failedJson: FailedAnswer = (reply) => reply.error('internal');
+
+/**
+ * What route modules register with: GET and POST handlers by uWS pattern. A
+ * handler that does its work after it returns returns that work's promise, so
+ * that a failure in it is answered too; `failed` says how (buyer pages: a page).
+ */
 export interface Router {
-  get(pattern: string, handler: Handler): void;
-  post(pattern: string, handler: Handler): void;
+  get(pattern: string, handler: Handler, failed?: FailedAnswer): void;
+  post(pattern: string, handler: Handler, failed?: FailedAnswer): void;
 }
 
 export function methodRouter(
   app: TemplatedApp,
   output: OutputBudget,
+  log: Logger,
 ): Router & { webSockets(patterns: readonly string[]): void; fallbacks(): void } {
   const allowed = new Map<string, string[]>();
   const upgrades: string[] = [];
@@ -32,16 +45,16 @@ export function methodRouter(
     (handler: Handler): Handler =>
     (res, req) =>
       handler(withBudget(res, output), req);
-  const add = (method: 'GET' | 'POST', pattern: string, given: Handler): void => {
+  const add = (method: 'GET' | 'POST', pattern: string, given: Handler, failed = failedJson): void => {
     allowed.set(pattern, [...(allowed.get(pattern) ?? []), ...(method === 'GET' ? ['GET', 'HEAD'] : [method])]);
-    const handler = oneLength(given);
+    const handler = oneLength(answerFailure(given, failed, log));
     if (method === 'POST') return void app.post(pattern, bounded(handler));
     app.get(pattern, bounded(handler));
     app.head(pattern, (res, req) => handler(withBudget(headOnly(res), output), req));
   };
   return {
-    get: (pattern, handler) => add('GET', pattern, handler),
-    post: (pattern, handler) => add('POST', pattern, handler),
+    get: (pattern, handler, failed) => add('GET', pattern, handler, failed),
+    post: (pattern, handler, failed) => add('POST', pattern, handler, failed),
     /**
      * WebSocket endpoints: uWS passes on a request to them that is no upgrade (no `Upgrade` or no
      * valid `Sec-WebSocket-Key`), which `/*` would answer "no such endpoint" about a path that exists.
@@ -53,15 +66,40 @@ export function methodRouter(
     fallbacks() {
       // RFC 9110 §15.5.22: a 426 says which protocol to switch to.
       const upgrade = { Upgrade: 'websocket', 'Sec-WebSocket-Version': '13' };
-      for (const pattern of upgrades)
-        app.any(pattern, bounded(oneLength((res, req) => refuse(res, req, 'upgrade_required', upgrade))));
+      const any = (pattern: string, handler: Handler): void =>
+        void app.any(pattern, bounded(oneLength(answerFailure(handler, failedJson, log))));
+      for (const pattern of upgrades) any(pattern, (res, req) => refuse(res, req, 'upgrade_required', upgrade));
       for (const [pattern, methods] of allowed)
-        app.any(
-          pattern,
-          bounded(oneLength((res, req) => refuse(res, req, 'method_not_allowed', { Allow: methods.join(', ') }))),
-        );
-      app.any('/*', bounded(oneLength((res, req) => refuse(res, req, 'not_found'))));
+        any(pattern, (res, req) => refuse(res, req, 'method_not_allowed', { Allow: methods.join(', ') }));
+      any('/*', (res, req) => refuse(res, req, 'not_found'));
     },
+  };
+}
+
+/**
+ * A handler's failure, thrown or its promise's, is a bug: logged at error once
+ * and answered `failed` (500 `internal`) unless the request was answered or
+ * has gone. Left to uWS, a throw would end the process (uncaught) and a failed
+ * promise leave the request unanswered. Places in flight (MAX_INFLIGHT_TOTAL)
+ * are the handler's own to give back, in a finally.
+ */
+function answerFailure(handler: Handler, failed: FailedAnswer, log: Logger): Handler {
+  return (res, req) => {
+    const fail = (err: unknown): void => {
+      log.error({ err }, 'http handler failed');
+      try {
+        const reply = replyFor(res);
+        if (!reply.answered && !reply.aborted) failed(reply);
+      } catch (again) {
+        log.error({ err: again }, 'http handler failed: no answer could be sent');
+      }
+    };
+    try {
+      const work = handler(res, req);
+      if (work) work.catch(fail);
+    } catch (err) {
+      fail(err);
+    }
   };
 }
 

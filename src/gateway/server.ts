@@ -115,7 +115,7 @@ export async function startGateway(
   const ws = new WsEndpoints(app, { cfg, catalog: s.catalog, metrics: s.metrics, log, load, trust, output });
   ws.serve('/v1/switch', 'switch', switchRoutes(s.metering, s.metrics));
   ws.serve('/v1/scanner', 'scanner', scannerRoutes(s.redemption, s.metrics));
-  const router = methodRouter(app, output);
+  const router = methodRouter(app, output, log);
   router.webSockets(ws.paths);
   opsRoutes(router, { ...s, trust, load });
   const api = new HttpApi(router, (tok, roles) => authorizeFresh(s.catalog, tok, roles), log, load, s.metrics);

@@ -42,7 +42,9 @@ export function opsRoutes(app: Router, d: OpsDeps): void {
   app.get('/readyz', (res) => {
     const reply = replyFor(res);
     if (!d.load.enter()) return reply.json(statusOf('overloaded'), { ok: false, reason: 'overloaded' });
-    ping()
+    // Everything after enter() is in the promise, so that its place is given back however it ends.
+    return Promise.resolve()
+      .then(ping)
       .then(
         () =>
           d.ctx.scripts.loaded
@@ -61,10 +63,8 @@ export function opsRoutes(app: Router, d: OpsDeps): void {
   app.get('/metrics', (res, req) => {
     const reply = replyFor(res);
     if (!allowed(bearer(req), clientAddress(res, req, d.trust))) return reply.error(refusal, why);
-    d.metrics.registry.metrics().then(
-      (text) => reply.send(200, text, d.metrics.registry.contentType),
-      (err: unknown) => reply.error('internal', String(err)),
-    );
+    // A failure is the router's to answer (500 internal) and log.
+    return d.metrics.registry.metrics().then((text) => reply.send(200, text, d.metrics.registry.contentType));
   });
 }
 

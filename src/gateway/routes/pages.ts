@@ -19,8 +19,13 @@ import { areaPage, areasPage, unknownAreaPage } from './pages/views';
 
 export { PAGE_HEADERS, type PageDeps } from './pages/kit';
 
-export function pageRoutes(app: Router, d: PageDeps): void {
+export function pageRoutes(router: Router, d: PageDeps): void {
   const kit = pageKit(d);
+  // A page whose handler failed is answered with a page too.
+  const app: Router = {
+    get: (pattern, handler) => router.get(pattern, handler, kit.failed),
+    post: (pattern, handler) => router.post(pattern, handler, kit.failed),
+  };
   staticRoutes(app);
   buyRoutes(app, d, kit);
   checkRoutes(app, d, kit);

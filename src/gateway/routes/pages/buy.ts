@@ -152,7 +152,7 @@ export function buyRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   app.get('/buy', (res, req) => {
     const reply = replyFor(res);
     const fc = formClient(req);
-    kit.guard(reply, async () => kit.send(reply, 200, 'Buy', await buyPage(d, fc), fc));
+    return kit.guard(reply, async () => kit.send(reply, 200, 'Buy', await buyPage(d, fc), fc));
   });
 
   app.post('/buy', (res, req) => {
@@ -160,7 +160,7 @@ export function buyRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     const fc = formClient(req);
     const client = clientAddress(res, req, d.trust);
     const form = readForm(res, reply, FORM_LIMIT);
-    kit.guard(
+    return kit.guard(
       reply,
       async () => {
         const f = await form;

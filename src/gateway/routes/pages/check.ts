@@ -198,7 +198,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
 
   app.post('/check/:bucket/:token', (res, req) => {
     const { reply, bucket, token, action, fc, form, client } = linkPost(res, req, d.trust);
-    kit.guard(
+    return kit.guard(
       reply,
       async () => {
         const f = await form;
@@ -256,7 +256,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   ): void => {
     app.post(`/check/:bucket/:token/${suffix}`, (res, req) => {
       const { reply, bucket, token, action, fc, form, client } = linkPost(res, req, d.trust);
-      kit.guard(
+      return kit.guard(
         reply,
         async () => {
           const f = await form;

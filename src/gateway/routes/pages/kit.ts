@@ -117,11 +117,20 @@ export interface PageKit {
   fromOurPage(fc: FormClient, form: URLSearchParams): boolean;
   /**
    * Runs a page's work, counted in flight like any request (past MAX_INFLIGHT_TOTAL: a 503 page at
-   * once, no Redis asked); whatever it throws becomes a page saying so. `body`: the form on its way,
-   * which the work waits for before it is counted. `share`: what names the payment the form makes
-   * (from the form, once in): copies of one form share one place (Load.enterShared).
+   * once, no Redis asked). A form the client spoilt and storage down are pages saying so; anything
+   * else it throws fails the promise, which the handler returns for the router to answer (`failed`).
+   * `body`: the form on its way, which the work waits for before it is counted. `share`: what names
+   * the payment the form makes (from the form, once in): copies of one form share one place
+   * (Load.enterShared).
    */
-  guard(reply: Reply, fn: () => Promise<void>, body?: Promise<unknown>, share?: Promise<string | undefined>): void;
+  guard(
+    reply: Reply,
+    fn: () => Promise<void>,
+    body?: Promise<unknown>,
+    share?: Promise<string | undefined>,
+  ): Promise<void>;
+  /** The page a failed handler is answered with (500 `internal`): the router's FailedAnswer for pages. */
+  failed: (reply: Reply) => void;
 }
 
 export function pageKit(d: PageDeps): PageKit {
@@ -136,31 +145,31 @@ export function pageKit(d: PageDeps): PageKit {
   const fromOurPage: PageKit['fromOurPage'] = (fc, form) =>
     !fc.fresh && (fc.site === '' || fc.site === 'same-origin') && form.get('form') === d.formMac(fc.cookie);
   const { load } = d;
-  const guard: PageKit['guard'] = (reply, fn, body, share) => {
+  const guard: PageKit['guard'] = (reply, fn, body, share) =>
     // A form on its way is counted once it is in (Load.afterBody).
-    if (body)
-      return load.afterBody(body, () => void (share ?? Promise.resolve(undefined)).then((k) => run(reply, fn, k)));
-    run(reply, fn);
-  };
-  const run = (reply: Reply, fn: () => Promise<void>, key?: string): void => {
+    body
+      ? load.afterBody(body, () => (share ?? Promise.resolve(undefined)).then((k) => run(reply, fn, k)))
+      : run(reply, fn);
+  const run = async (reply: Reply, fn: () => Promise<void>, key?: string): Promise<void> => {
     // Anyone may ask for pages, and each waits on Redis: when Redis is slow they must be refused, not queued.
     // A form sent again while its first copy is at work waits for that one's answer (up to settleMs): in its place.
     if (!(key === undefined ? load.enter() : load.enterShared(key)))
       return send(reply, statusOf('overloaded'), 'Sorry', busyPage(), undefined, { 'Retry-After': '1' });
-    fn()
-      .catch((err: unknown) => {
-        // A form over the limit is the client's doing: a 413 page, nothing logged.
-        if (err instanceof BodyError) return send(reply, statusOf(err.reason), 'Sorry', formRefusedPage(err.reason));
-        if (failureReason(err) === 'unavailable') {
-          d.log.warn({ err }, 'page failed: storage unavailable');
-          return send(reply, statusOf('unavailable'), 'Sorry', failedPage());
-        }
-        d.log.error({ err }, 'page failed');
-        send(reply, 500, 'Sorry', failedPage());
-      })
-      .finally(() => (key === undefined ? load.leave() : load.leaveShared(key)));
+    try {
+      await fn();
+    } catch (err) {
+      // A form over the limit is the client's doing: a 413 page, nothing logged.
+      if (err instanceof BodyError) return send(reply, statusOf(err.reason), 'Sorry', formRefusedPage(err.reason));
+      if (failureReason(err) !== 'unavailable') throw err;
+      d.log.warn({ err }, 'page failed: storage unavailable');
+      send(reply, statusOf('unavailable'), 'Sorry', failedPage());
+    } finally {
+      if (key === undefined) load.leave();
+      else load.leaveShared(key);
+    }
   };
-  return { send, fromOurPage, guard };
+  const failed: PageKit['failed'] = (reply) => send(reply, statusOf('internal'), 'Sorry', failedPage());
+  return { send, fromOurPage, guard, failed };
 }
 
 /** The payment a card form makes (its nonce), which copies of the form share: Load.enterShared. */
