@@ -10,7 +10,7 @@ import type { Metrics } from '../observability/metrics';
 import { schemaReason, type Checked } from '../protocol/validator';
 import { failureReason } from '../redis/failure';
 import type { Load } from './dispatch';
-import { BodyError, bearer, pathParam, readJson, replyFor, type AuthResult } from './http';
+import { BodyError, bearer, pathParam, readJson, replyFor, type AuthResult, type Reply } from './http';
 import type { Router } from './router';
 import { isReason, messageOf, statusOf } from '../protocol/reasons';
 
@@ -29,6 +29,9 @@ export interface ApiArgs<B> {
   token: TokenInfo;
   idempotencyKey: string;
 }
+
+/** What a route's handler gets from the request line and headers. */
+type RequestArgs = Pick<ApiArgs<unknown>, 'params' | 'idempotencyKey'>;
 
 /** Stands in for a token on open endpoints; their handlers must not look at it. */
 const PUBLIC: TokenInfo = { name: 'public', role: 'sales', created: 0 };
@@ -85,6 +88,58 @@ export class HttpApi {
       if (family !== undefined)
         this.metrics.adminRefusals.inc({ route: family, reason: isReason(reason) ? reason : 'other' });
     };
+    /** A request whose token passed, once its body is in (or failed). */
+    const serve = (
+      reply: Reply,
+      token: TokenInfo,
+      body: Promise<unknown> | undefined,
+      args: RequestArgs,
+    ): void | Promise<void> => {
+      if (!this.load.enter()) return (refused('overloaded'), reply.error('overloaded'));
+      // A route open to admin and scanner tokens (an ID's status) counts the admin's refusals only.
+      const admin = token.role === 'admin';
+      return (async () => {
+        try {
+          const b = (await body) ?? {};
+          if (schema && !schema(b)) {
+            const { reason, message } = schemaReason(schema.errors);
+            if (admin) refused(reason);
+            return reply.error(reason, message);
+          }
+          const r = await fn({ body: b as B, ...args, token });
+          if (r.ok) {
+            const { ok: _ok, ...rest } = r;
+            return reply.json(200, rest);
+          }
+          const {
+            ok: _ok,
+            reason,
+            message,
+            httpStatus,
+            ...details
+          } = r as { ok: false; reason: string; message?: string; retryAfter?: number; httpStatus?: number };
+          if (admin) refused(reason);
+          const status = httpStatus ?? statusOf(reason);
+          const headers: Record<string, string> = details.retryAfter
+            ? { 'Retry-After': String(details.retryAfter) }
+            : {};
+          reply.send(
+            status,
+            JSON.stringify({ error: { reason, message: message ?? messageOf(reason), ...details } }),
+            'application/json',
+            headers,
+          );
+        } catch (err) {
+          const reason = err instanceof BodyError ? err.reason : failureReason(err);
+          if (admin) refused(reason);
+          if (err instanceof BodyError) return reply.error(err.reason, err.message);
+          if (reason === 'internal') this.log.error({ err }, 'http handler failed');
+          reply.error(reason);
+        } finally {
+          this.load.leave();
+        }
+      })();
+    };
     this.app[method](pattern, (res: HttpResponse, req) => {
       // uWS: everything from req is read now, and onAborted is set before any await.
       const reply = replyFor(res);
@@ -92,57 +147,32 @@ export class HttpApi {
       const idempotencyKey = req.getHeader('idempotency-key');
       const params = nParams === 0 ? [] : Array.from({ length: nParams }, (_, i) => pathParam(req, i));
       const body = method === 'post' ? readJson(res, reply, this.bodyLimit) : undefined;
-      body?.catch(() => undefined); // reported below, once authorized
-      // Counted once its body is in, as forms are: a token holder's slow bodies hold no place.
-      return this.load.afterBody(body, () => {
-        if (!this.load.enter()) return (refused('overloaded'), reply.error('overloaded'));
-        // A route open to admin and scanner tokens (an ID's status) counts the admin's refusals only.
-        let admin = true;
-        return (async () => {
-          try {
-            const auth = roles.length === 0 ? ({ ok: true, token: PUBLIC } as const) : await this.authorize(tok, roles);
-            if (!auth.ok) return (refused(auth.reason), reply.error(auth.reason, auth.message));
-            admin = auth.token.role === 'admin';
-            const b = (await body) ?? {};
-            if (schema && !schema(b)) {
-              const { reason, message } = schemaReason(schema.errors);
-              if (admin) refused(reason);
-              return reply.error(reason, message);
-            }
-            const r = await fn({ body: b as B, params, token: auth.token, idempotencyKey });
-            if (r.ok) {
-              const { ok: _ok, ...rest } = r;
-              return reply.json(200, rest);
-            }
-            const {
-              ok: _ok,
-              reason,
-              message,
-              httpStatus,
-              ...details
-            } = r as { ok: false; reason: string; message?: string; retryAfter?: number; httpStatus?: number };
-            if (admin) refused(reason);
-            const status = httpStatus ?? statusOf(reason);
-            const headers: Record<string, string> = details.retryAfter
-              ? { 'Retry-After': String(details.retryAfter) }
-              : {};
-            reply.send(
-              status,
-              JSON.stringify({ error: { reason, message: message ?? messageOf(reason), ...details } }),
-              'application/json',
-              headers,
-            );
-          } catch (err) {
-            const reason = err instanceof BodyError ? err.reason : failureReason(err);
-            if (admin) refused(reason);
-            if (err instanceof BodyError) return reply.error(err.reason, err.message);
-            if (reason === 'internal') this.log.error({ err }, 'http handler failed');
-            reply.error(reason);
-          } finally {
-            this.load.leave();
-          }
-        })();
+      body?.catch(() => undefined); // reported in serve, once authorized
+      // The token is checked before the body is waited for: a client without a good one is refused at
+      // once, not after a body it may never send (uWS reads what it does send as this request's body).
+      const checked =
+        roles.length === 0 ? Promise.resolve({ ok: true, token: PUBLIC } as const) : this.check(tok, roles);
+      return checked.then((auth) => {
+        if (!auth.ok) return (refused(auth.reason), reply.error(auth.reason, auth.message));
+        // Counted once its body is in, as forms are: a token holder's slow bodies hold no place.
+        return this.load.afterBody(body, () => serve(reply, auth.token, body, { params, idempotencyKey }));
       });
     });
+  }
+
+  /**
+   * A token's verdict, before its request's body is in. A token the cache does not know costs a
+   * Redis lookup, counted in flight like any request (past MAX_INFLIGHT_TOTAL: `overloaded` at once).
+   */
+  private async check(
+    tok: string,
+    roles: Role[],
+  ): Promise<AuthResult | { ok: false; reason: 'overloaded'; message: string }> {
+    if (!this.load.enter()) return { ok: false, reason: 'overloaded', message: messageOf('overloaded') };
+    try {
+      return await this.authorize(tok, roles);
+    } finally {
+      this.load.leave();
+    }
   }
 }

@@ -10,7 +10,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, type Gateway } from '../../src/gateway/server';
 import { gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
-import { baseOf, http, jsonCall, rawExchange } from '../support/http';
+import { baseOf, http, jsonCall, rawConnection, rawExchange } from '../support/http';
 import { upgrade, Wire } from '../support/ws-client';
 import { until } from '../support/wait';
 
@@ -72,6 +72,37 @@ describe('two Content-Length headers', () => {
     // One length is served as ever, on the same kind of connection.
     const one = await rawExchange(gw.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
     expect(one.text).toMatch(/^HTTP\/1\.1 200 OK/);
+  });
+});
+
+describe('a JSON request without a good token, its body not sent', () => {
+  it('is refused at once with its reason; a body sent after that is read as its body, never as a request', async () => {
+    const scanner = await token(h, 'scanner');
+    const cases = [
+      ['', 401, 'unauthorized'],
+      ['Authorization: Bearer not-a-token\r\n', 401, 'unauthorized'],
+      [`Authorization: Bearer ${scanner}\r\n`, 403, 'forbidden'],
+    ] as const;
+    for (const [auth, status, reason] of cases) {
+      const c = await rawConnection(gw.port);
+      c.write(
+        `POST /v1/purchases HTTP/1.1\r\nHost: x\r\n${auth}Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n`,
+      );
+      // Before the body: a server that waits for it answers nothing until its idle timeout closes the connection.
+      const answer = await c.waitFor(/\r\n\r\n\{.*\}\}/);
+      expect(answer, reason).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toEqual({
+        error: { reason, message: expect.any(String) },
+      });
+      // The body, a request in its bytes, then a request of its own.
+      const inside = 'GET /inside-the-body HTTP/1.1\r\nHost: x\r\n\r\n';
+      c.write(inside + ' '.repeat(100_000 - inside.length));
+      c.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      await c.closed;
+      const answers = c.text.match(/HTTP\/1\.1 \d+/g);
+      expect(answers, reason).toEqual([`HTTP/1.1 ${status}`, 'HTTP/1.1 200']);
+    }
+    expect(errorLines()).toEqual([]);
   });
 });
 

@@ -112,3 +112,57 @@ export function rawExchange(port: number, request: string): Promise<{ text: stri
     });
   });
 }
+
+/** A TCP connection to speak HTTP on by hand, a piece at a time: what came back, and whether it closed. */
+export interface RawConnection {
+  write(data: string): void;
+  /** Everything received so far. */
+  readonly text: string;
+  /** Resolves with everything received once it matches `pattern`; rejects if the server closes first. */
+  waitFor(pattern: RegExp): Promise<string>;
+  /** Resolves when the server has closed the connection. */
+  readonly closed: Promise<void>;
+  destroy(): void;
+}
+
+export function rawConnection(port: number): Promise<RawConnection> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    let ended = false;
+    const waiters = new Set<() => void>();
+    const s = connect(port, '127.0.0.1');
+    const closed = new Promise<void>((done) =>
+      s.on('close', () => {
+        ended = true;
+        for (const w of waiters) w();
+        done();
+      }),
+    );
+    s.on('data', (d) => {
+      text += d.toString('latin1');
+      for (const w of waiters) w();
+    });
+    s.on('error', reject);
+    s.on('connect', () =>
+      resolve({
+        write: (data) => void s.write(data),
+        get text() {
+          return text;
+        },
+        waitFor: (pattern) =>
+          new Promise((found, failed) => {
+            const check = (): void => {
+              if (pattern.test(text)) found(text);
+              else if (ended) failed(new Error(`closed before ${String(pattern)}; received: ${JSON.stringify(text)}`));
+              else return;
+              waiters.delete(check);
+            };
+            waiters.add(check);
+            check();
+          }),
+        closed,
+        destroy: () => s.destroy(),
+      }),
+    );
+  });
+}
