@@ -96,6 +96,17 @@ export const REASONS = {
   wrong_card_pin: reason(402, 'the card PIN is wrong'),
   wrong_pin: reason(403, 'wrong PIN'),
   locked: reason(429, 'too many wrong PINs; locked for a while'),
+  bad_link: reason(404, 'no check link is written so: cut short or mistyped'),
+  // Buyer pages
+  foreign_form: reason(
+    403,
+    "the form was not posted from this site's page in this browser (no form cookie, or a token of another)",
+  ),
+  pin_required: reason(
+    403,
+    'enter the PIN on the check page again: the recharge form carries no live grant of it (15 minutes, this browser)',
+  ),
+  unknown_area: reason(404, 'no such access number area'),
 
   // Caller numbers (ANI login)
   bad_ani: reason(400, 'not a caller number: international format, 7 to 15 digits, country code first'),

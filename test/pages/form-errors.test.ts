@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Product, RechargeProduct } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
-import { formSession, postPageForm, type Res } from '../support/http';
+import { REASONS, type Reason } from '../../src/protocol/reasons';
+import { formSession, http, postPageForm, type Res } from '../support/http';
 import { idKeyOf } from '../support/redis';
 import {
   addMember,
@@ -298,5 +299,39 @@ describe('what the check page says in words a buyer reads', () => {
     expect(alertOf((await postPageForm(gw, `${o.path}/recharge`, poorCard, o.session)).text)).toBe(
       'Not enough credit on the card.',
     );
+  });
+});
+
+describe('the reason a refused page carries', () => {
+  /** The page's status and its Tessera-Reason header: the catalogue's reason, with that reason's status. */
+  const refusal = (r: Res): [number, string | null] => [r.status, r.headers.get('tessera-reason')];
+  const of = (reason: Reason): [number, string] => [REASONS[reason].status, reason];
+
+  it('on the buy, access and check pages, as the API would give it; none on a page that is no refusal', async () => {
+    const session = await formSession(gw, '/buy');
+    const buyPage = (form: Record<string, string>, s = session): Promise<Res> => postPageForm(gw, '/buy', form, s);
+    expect(refusal(await buyPage({ ...buyForm(TALK.name, rich), pin: '12' }))).toEqual(of('bad_value'));
+    expect(refusal(await buyPage({ ...buyForm(TALK.name, rich), product: 'nothing-such' }))).toEqual(
+      of('unknown_product'),
+    );
+    expect(refusal(await buyPage(buyForm(TALK.name, poor)))).toEqual(of('insufficient_funds'));
+    expect(refusal(await buyPage(buyForm(TALK.name, rich), { ...session, cookie: '' }))).toEqual(of('foreign_form'));
+    expect(refusal(await buyPage(buyForm(TALK.name, rich)))).toEqual([200, null]);
+    expect(refusal(await http(gw, 'GET', '/buy'))).toEqual([200, null]);
+
+    expect(refusal(await http(gw, 'GET', '/access/nowhere'))).toEqual(of('unknown_area'));
+    expect(refusal(await http(gw, 'GET', '/check/1/short'))).toEqual(of('bad_link'));
+
+    const o = await owned();
+    expect(refusal(o.page)).toEqual([200, null]);
+    expect(refusal(await postPageForm(gw, o.path, { pin: '0000' }, o.session))).toEqual(of('wrong_pin'));
+    expect(refusal(await postPageForm(gw, o.path, { pin: PIN, op: 'ani_add', ani: '020' }, o.session))).toEqual(
+      of('bad_ani'),
+    );
+    const voucher = { grant: fieldOf(o.page.text, 'grant'), voucher: '1234567890123' };
+    expect(refusal(await postPageForm(gw, `${o.path}/voucher`, { ...voucher, grant: '' }, o.session))).toEqual(
+      of('pin_required'),
+    );
+    expect(refusal(await postPageForm(gw, `${o.path}/voucher`, voucher, o.session))[1]).toMatch(/^[a-z_]+$/);
   });
 });

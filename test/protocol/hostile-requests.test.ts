@@ -44,6 +44,7 @@ describe('bodies over the limit', () => {
       const r = await http(gw, 'POST', path, { form: big });
       expect(r.status, path).toBe(413);
       expect(r.type).toBe('text/html; charset=utf-8');
+      expect(r.headers.get('tessera-reason')).toBe('body_too_large');
     }
     const sales = await token(h, 'sales');
     expect(

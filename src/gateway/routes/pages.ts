@@ -55,7 +55,7 @@ function accessRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   app.get('/access/:area', (res, req) => {
     const reply = replyFor(res);
     const a = d.catalog.area(pathParam(req, 0));
-    if (!a) return kit.send(reply, 404, 'Access numbers', unknownAreaPage());
+    if (!a) return kit.send(reply, { reason: 'unknown_area' }, 'Access numbers', unknownAreaPage());
     kit.send(reply, 200, a.name, areaPage(a));
   });
 }

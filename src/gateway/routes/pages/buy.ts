@@ -54,7 +54,7 @@ interface BuyRequest {
 }
 
 interface BuyFormError {
-  status: number;
+  reason: 'unknown_product' | 'bad_value';
   error: string;
   /** The field to fix (the form expired: the first one to fill in again). */
   field: BuyField;
@@ -67,7 +67,7 @@ function readBuyForm(d: PageDeps, f: URLSearchParams): BuyRequest | BuyFormError
   const product = d.catalog.product(f.get('product') ?? '');
   if (!product || !isOnPublicSale(product))
     return {
-      status: 404,
+      reason: 'unknown_product',
       error: 'That product is not on sale here; please choose one from the list.',
       field: 'product',
     };
@@ -75,7 +75,7 @@ function readBuyForm(d: PageDeps, f: URLSearchParams): BuyRequest | BuyFormError
   const card = digitsField(f, 'card').replace(/-/g, '');
   const nonce = f.get('nonce') ?? '';
   const refused = (error: string, field: BuyField): BuyFormError => ({
-    status: 400,
+    reason: 'bad_value',
     error,
     field,
     product: product.name,
@@ -116,7 +116,7 @@ async function sell(
   if (!r.ok) {
     // Not "nothing was sold": this form's first purchase stands, and the buyer must not pay again for it.
     if (r.reason === 'idempotency_conflict')
-      return kit.send(reply, statusOf(r.reason), 'Already used', formUsedPage(), fc);
+      return kit.send(reply, { reason: r.reason }, 'Already used', formUsedPage(), fc);
     // Outcome unknown (card company silent, or still working): the form keeps this purchase's
     // nonce, so submitting the same details again finishes it and never charges twice.
     const pending = r.reason === 'payment_pending' || r.reason === 'in_progress';
@@ -127,7 +127,7 @@ async function sell(
         : sentence(r.message);
     return kit.send(
       reply,
-      r.httpStatus ?? statusOf(r.reason, 402),
+      { reason: r.reason, status: r.httpStatus ?? statusOf(r.reason, 402) },
       'Not sold',
       notSoldPage(
         text,
@@ -165,11 +165,17 @@ export function buyRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       async () => {
         const f = await form;
         if (!kit.fromOurPage(fc, f))
-          return kit.send(reply, 403, 'Buy', await buyPage(d, fc, NOT_OUR_FORM, undefined, 'product'), fc);
+          return kit.send(
+            reply,
+            { reason: 'foreign_form' },
+            'Buy',
+            await buyPage(d, fc, NOT_OUR_FORM, undefined, 'product'),
+            fc,
+          );
         const b = readBuyForm(d, f);
         if ('error' in b) {
           const keep = b.product === undefined ? undefined : { product: b.product };
-          return kit.send(reply, b.status, 'Buy', await buyPage(d, fc, b.error, keep, b.field), fc);
+          return kit.send(reply, { reason: b.reason }, 'Buy', await buyPage(d, fc, b.error, keep, b.field), fc);
         }
         await sell(d, kit, reply, fc, b, client);
       },

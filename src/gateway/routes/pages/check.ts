@@ -29,6 +29,7 @@ import {
   type FormClient,
   type PageDeps,
   type PageKit,
+  type PageStatus,
   waitFor,
 } from './kit';
 import {
@@ -103,13 +104,13 @@ async function aniSection(
   d: PageDeps,
   r: Extract<CheckResult, { ok: true }>,
   form: URLSearchParams,
-): Promise<{ section?: AniSection; status: number }> {
+): Promise<{ section?: AniSection; status: PageStatus }> {
   const max = aniTermsOf(d.catalog.product(r.product))?.maxAnis ?? 0;
   if (r.kind !== 'talk' || max === 0) return { status: 200 };
   const idKey = d.anis.idKeyOf(r.id);
   const op = form.get('op');
   let note: AniSection['note'];
-  let status = 200;
+  let status: PageStatus = 200;
   if (op === 'ani_add' || op === 'ani_remove') {
     const ani = digitsField(form, 'ani').replace(ANI_DASHES, '');
     const c =
@@ -121,7 +122,7 @@ async function aniSection(
       // The number typed is what to fix when it is malformed or another ID's (the add form is still shown).
       const focus = op === 'ani_add' && (c.reason === 'bad_ani' || c.reason === 'ani_taken');
       note = { ok: false, text: aniRefusal(c.reason, max, /[()]/.test(ani)), focus };
-      status = statusOf(c.reason);
+      status = { reason: c.reason };
     }
   }
   return { section: { numbers: await d.anis.list(idKey), max, note }, status };
@@ -192,7 +193,8 @@ interface Refused {
 export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   app.get('/check/:bucket/:token', (res, req) => {
     const { reply, bucket, token, action, fc } = linkRequest(res, req);
-    if (!d.checks.wellFormed(bucket, token)) return kit.send(reply, 404, 'Incomplete link', badLinkPage());
+    if (!d.checks.wellFormed(bucket, token))
+      return kit.send(reply, { reason: 'bad_link' }, 'Incomplete link', badLinkPage());
     kit.send(reply, 200, 'Find your number', checkForm(action, d.formMac(fc.cookie)), fc);
   });
 
@@ -202,22 +204,22 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       reply,
       async () => {
         const f = await form;
-        const again = (status: number, msg: string): void =>
-          kit.send(reply, status, 'Find your number', checkForm(action, d.formMac(fc.cookie), msg), fc);
-        if (!kit.fromOurPage(fc, f)) return again(403, NOT_OUR_FORM);
+        const again = (reason: string, msg: string): void =>
+          kit.send(reply, { reason }, 'Find your number', checkForm(action, d.formMac(fc.cookie), msg), fc);
+        if (!kit.fromOurPage(fc, f)) return again('foreign_form', NOT_OUR_FORM);
         const r = await d.checks.check(bucket, token, digitsField(f, 'pin'), client);
         if (!r.ok) {
-          if (r.reason === 'bad_link') return kit.send(reply, 404, 'Incomplete link', badLinkPage());
+          if (r.reason === 'bad_link') return kit.send(reply, { reason: r.reason }, 'Incomplete link', badLinkPage());
           if (r.reason !== 'locked')
             return again(
-              403,
+              r.reason,
               r.triesLeft === undefined
                 ? 'That PIN does not match this link.'
                 : wrongPinMessage(r.triesLeft, Boolean(r.client), d.checks.firstLockSec),
             );
           const { retry, message } = lockedMessage(r.until ?? Date.now(), Boolean(r.client));
           const body = checkForm(action, d.formMac(fc.cookie), message, false);
-          return kit.send(reply, 429, 'Find your number', body, undefined, { 'Retry-After': retry });
+          return kit.send(reply, { reason: r.reason }, 'Find your number', body, undefined, { 'Retry-After': retry });
         }
         const { section, status } = await aniSection(d, r, f);
         const product = d.catalog.product(r.product);
@@ -260,13 +262,13 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
         reply,
         async () => {
           const f = await form;
-          const pinAgain = (status: number, msg: string): void =>
-            kit.send(reply, status, 'Find your number', checkForm(action, d.formMac(fc.cookie), msg), fc);
-          if (!kit.fromOurPage(fc, f)) return pinAgain(403, NOT_OUR_FORM);
+          const pinAgain = (reason: string, msg: string): void =>
+            kit.send(reply, { reason }, 'Find your number', checkForm(action, d.formMac(fc.cookie), msg), fc);
+          if (!kit.fromOurPage(fc, f)) return pinAgain('foreign_form', NOT_OUR_FORM);
           const loc = grantValid(d, action, fc.cookie, f.get('grant') ?? '')
             ? await d.checks.linked(bucket, token)
             : undefined;
-          if (!loc) return pinAgain(403, 'Please enter your PIN again to recharge.');
+          if (!loc) return pinAgain('pin_required', 'Please enter your PIN again to recharge.');
           const r = await run(loc, f, token, client);
           // A voucher already redeemed into this ID answers its first redemption: nothing was added now,
           // and that answer's balance is as it stood then. (A card recharge's repeat is its own form again.)
@@ -306,7 +308,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     const extra: Record<string, string> = r.retryAfter ? { 'Retry-After': String(r.retryAfter) } : {};
     kit.send(
       reply,
-      r.httpStatus ?? statusOf(r.reason, 402),
+      { reason: r.reason, status: r.httpStatus ?? statusOf(r.reason, 402) },
       'Not recharged',
       notRechargedPage(r.message, forms, action),
       fc,

@@ -109,10 +109,26 @@ export const CARD_NUMBER_PLEASE = 'Please enter the card number: 12 to 19 digits
 export const cardFieldOf = (reason: string): 'card' | 'cardPin' =>
   reason === 'wrong_card_pin' || reason === 'bad_value' ? 'cardPin' : 'card';
 
+/**
+ * What a page answers: 200, or a refusal by its reason from the catalogue (protocol/reasons.ts), with
+ * the reason's status unless `status` says otherwise (a card company's own decline reason: 402).
+ */
+export type PageStatus = 200 | { reason: string; status?: number };
+
+/** The header that carries a refused page's reason, for clients that read more than the status. */
+export const REASON_HEADER = 'Tessera-Reason';
+
 /** The page helpers, bound to one gateway's dependencies. */
 export interface PageKit {
-  /** Sends a page; `fc` sets the form cookie when the browser had none. */
-  send(reply: Reply, status: number, title: string, body: Html, fc?: FormClient, extra?: Record<string, string>): void;
+  /** Sends a page; `fc` sets the form cookie when the browser had none. A refusal carries its reason (REASON_HEADER). */
+  send(
+    reply: Reply,
+    status: PageStatus,
+    title: string,
+    body: Html,
+    fc?: FormClient,
+    extra?: Record<string, string>,
+  ): void;
   /** A form came from one of our pages in this browser: its token matches the cookie, and the browser does not say otherwise. */
   fromOurPage(fc: FormClient, form: URLSearchParams): boolean;
   /**
@@ -140,7 +156,8 @@ export function pageKit(d: PageDeps): PageKit {
     if (fc?.fresh)
       headers['Set-Cookie'] =
         `${FORM_COOKIE}=${fc.cookie}; Path=/; HttpOnly; SameSite=Strict${secure() ? '; Secure' : ''}`;
-    reply.send(status, page(title, body), HTML, headers);
+    if (status !== 200) headers[REASON_HEADER] = status.reason;
+    reply.send(status === 200 ? 200 : (status.status ?? statusOf(status.reason)), page(title, body), HTML, headers);
   };
   const fromOurPage: PageKit['fromOurPage'] = (fc, form) =>
     !fc.fresh && (fc.site === '' || fc.site === 'same-origin') && form.get('form') === d.formMac(fc.cookie);
@@ -154,21 +171,21 @@ export function pageKit(d: PageDeps): PageKit {
     // Anyone may ask for pages, and each waits on Redis: when Redis is slow they must be refused, not queued.
     // A form sent again while its first copy is at work waits for that one's answer (up to settleMs): in its place.
     if (!(key === undefined ? load.enter() : load.enterShared(key)))
-      return send(reply, statusOf('overloaded'), 'Sorry', busyPage(), undefined, { 'Retry-After': '1' });
+      return send(reply, { reason: 'overloaded' }, 'Sorry', busyPage(), undefined, { 'Retry-After': '1' });
     try {
       await fn();
     } catch (err) {
       // A form over the limit is the client's doing: a 413 page, nothing logged.
-      if (err instanceof BodyError) return send(reply, statusOf(err.reason), 'Sorry', formRefusedPage(err.reason));
+      if (err instanceof BodyError) return send(reply, { reason: err.reason }, 'Sorry', formRefusedPage(err.reason));
       if (failureReason(err) !== 'unavailable') throw err;
       d.log.warn({ err }, 'page failed: storage unavailable');
-      send(reply, statusOf('unavailable'), 'Sorry', failedPage());
+      send(reply, { reason: 'unavailable' }, 'Sorry', failedPage());
     } finally {
       if (key === undefined) load.leave();
       else load.leaveShared(key);
     }
   };
-  const failed: PageKit['failed'] = (reply) => send(reply, statusOf('internal'), 'Sorry', failedPage());
+  const failed: PageKit['failed'] = (reply) => send(reply, { reason: 'internal' }, 'Sorry', failedPage());
   return { send, fromOurPage, guard, failed };
 }
 
