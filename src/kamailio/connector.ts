@@ -409,6 +409,11 @@ export class KamailioConnector {
       // word of more (a top-up), or with no gateway to answer, the connector cuts it itself
       // (the protocol's "never past maxSec").
       if (sec > end || (sec >= end && !this.link.connected)) {
+        const gatewayUp = this.link.connected;
+        this.log.warn(
+          { call: c.call, sec: Math.min(end, sec), gatewayUp },
+          'no word of more at the paid end: cut ordered',
+        );
         this.cutWhenPaidUp(c, Math.min(end, sec), 'max_sec');
         return;
       }

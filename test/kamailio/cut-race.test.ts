@@ -20,8 +20,9 @@ import { createLogger } from '../../src/observability/log';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { jsonCall } from '../support/http';
 import { LinkGate } from '../support/link-gate';
+import { captureLog, type LogLine } from '../support/log';
 import { idFields } from '../support/redis';
-import { sleep, until } from '../support/wait';
+import { until } from '../support/wait';
 import { callRecords, recordOf } from './records';
 
 /** 250 micro-units at 100 a second: 2 paid seconds, 50 left over. */
@@ -58,7 +59,10 @@ const rpc = createHttpServer((req: IncomingMessage, res: ServerResponse) => {
 const send = (e: Record<string, unknown>): boolean => kamailio!.write(encodeNetstring(JSON.stringify(e)));
 
 /** A connector on the stand-in Kamailio and the test's gateway, started. */
-async function attach(gateway = `ws://127.0.0.1:${gw.port}/v1/switch`): Promise<KamailioConnector> {
+async function attach(
+  gateway = `ws://127.0.0.1:${gw.port}/v1/switch`,
+  log = createLogger('silent'),
+): Promise<KamailioConnector> {
   const c = new KamailioConnector({
     evapiHost: '127.0.0.1',
     evapiPort: (server.address() as AddressInfo).port,
@@ -66,7 +70,7 @@ async function attach(gateway = `ws://127.0.0.1:${gw.port}/v1/switch`): Promise<
     rpcUrl: `http://127.0.0.1:${(rpc.address() as AddressInfo).port}/RPC`,
     gateways: [gateway],
     token: await token(h, 'switch', 'kam-cut'),
-    log: createLogger('silent'),
+    log,
   });
   c.start();
   return c;
@@ -235,16 +239,24 @@ describe('a connector stopped while its cut waits for dlg.end_dlg', () => {
 describe('a call whose gateway is out of reach at its paid end', () => {
   it('talks on when the link comes back before that end with a top-up', async () => {
     // No gateway to ask at the last paid second's tick (200 ms before its end): the connector
-    // orders its own cut at the paid end. The link comes back 100 ms before it, and the tick's
-    // answer re-grants the call (topped up meanwhile). Until 2026-12-07 the cut went all the
-    // same: the caller was cut off with money on the ID.
+    // orders its own cut at the paid end. The link comes back the moment it has (not at a time
+    // of the test's clock: a tick stalled past it found the link back, ordered no cut, and the
+    // test passed with nothing to call off), and the tick's answer re-grants the call (topped up
+    // meanwhile). Until 2026-12-07 the cut went all the same: the caller was cut off with money
+    // on the ID.
     const gate = new LinkGate(gw.port);
+    const call = { ci: 'back-in-time', he: 12, hi: 9, id: '', dest: '33612345678' };
+    const ordered = (l: LogLine): boolean =>
+      l.msg === 'no word of more at the paid end: cut ordered' && l.call === `${call.ci}:${call.he}.${call.hi}`;
+    const { log, lines } = captureLog('info', (l) => {
+      if (ordered(l)) gate.open();
+    });
     const attached = kamailio;
-    const gated = await attach(await gate.listen());
+    const gated = await attach(await gate.listen(), log);
     await until(() => kamailio !== attached);
     try {
-      const [id] = await soldIds(h, SHORT, 1);
-      const call = { ci: 'back-in-time', he: 12, hi: 9, id, dest: '33612345678' };
+      [call.id] = (await soldIds(h, SHORT, 1)) as [string];
+      const id = call.id;
       await admit(call, 6);
       const ats = Date.now() / 1000;
       send({ ev: 'answer', ...call, ts: ats });
@@ -257,9 +269,6 @@ describe('a call whose gateway is out of reach at its paid end', () => {
         body: { amount: 1000 },
       });
       expect(topup.status).toBe(200);
-      // The scenario's clock, as a caller's talk time: the link is back 1.9 s after the answer.
-      await sleep(ats * 1000 + 1900 - Date.now());
-      gate.open();
       // Ticked on past its first 2 paid seconds (or stopped, cut at them).
       await until(async () => {
         if ((await callRecords(h, call.ci)).length > 0) return true;
@@ -268,6 +277,8 @@ describe('a call whose gateway is out of reach at its paid end', () => {
       }, 5000);
       send({ ev: 'end', ...call, ats, ts: ats + 3.4 });
       const rec = await recordOf(h, 'back-in-time', 5000);
+      // The case tested happened: a cut ordered at the 2 paid seconds, the link down then.
+      expect(lines.filter(ordered).map((l) => [l.sec, l.gatewayUp])).toEqual([[2, false]]);
       expect([rec.sec, rec.cost, rec.cause]).toEqual(['4', '400', 'hangup']);
     } finally {
       await gated.close(0);

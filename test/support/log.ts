@@ -10,8 +10,14 @@ export interface LogCapture {
   lines: LogLine[];
 }
 
-export function captureLog(level = 'info'): LogCapture {
+/** `onLine`: called with each line as it is logged, for a test that must act at that moment. */
+export function captureLog(level = 'info', onLine?: (line: LogLine) => void): LogCapture {
   const lines: LogLine[] = [];
-  const log = pino({ level }, { write: (line: string) => lines.push(JSON.parse(line) as LogLine) });
+  const write = (text: string): void => {
+    const line = JSON.parse(text) as LogLine;
+    lines.push(line);
+    onLine?.(line);
+  };
+  const log = pino({ level }, { write });
   return { log, lines };
 }
