@@ -23,7 +23,8 @@ to convert, in Redis or in the gateway), packed (src/redis/scripts.ts):
     with an exhausted cut-off and in every quota-mode answer once final, else '',
     quota validity (s; 0 for a call in tick mode)
     For call_ended the reason holds the stop cause ('stale' when the reaper closed it), or
-    '!stopped' when a stop under another token name closed it while it was live.
+    '!stopped' when a stop under another token name closed it while it was live; for those two,
+    new cut-off is 1 at the first tick or update that finds the call closed (session field `told`).
 ]]
 -- @reply msgpack
 -- @include "num"
@@ -54,7 +55,12 @@ local function bill(i)
   elseif s[S_ST] ~= 'live' then
     -- '!stopped' (no stop cause has a '!'): a stop under another token name closed it live.
     local m = redis.call('HMGET', skey, 'cause', 'stopby')
-    put(i, 3, 0, 0, 0, '', m[2] and '!stopped' or m[1] or '', 0, '', 0)
+    local why = m[2] and '!stopped' or m[1] or ''
+    -- Closed under its switch, which talks on: the first tick to find it so is told to hang up as a
+    -- new cut-off, its repeats are not (`told`), so the cut-off is counted once per call.
+    local fresh = 0
+    if why == '!stopped' or why == 'stale' then fresh = redis.call('HSETNX', skey, 'told', '1') end
+    put(i, 3, 0, 0, 0, '', why, fresh, '', 0)
   else
     local used = tonumber(s[S_USED])
     local terms = terms_of(s[S_TRM])

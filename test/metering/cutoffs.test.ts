@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
 import { metricsText, sample } from '../support/metrics';
 import { idFields } from '../support/redis';
+import { until } from '../support/wait';
 import type { Client, Msg } from '../support/ws-client';
 import { cdrsOf, connectSwitch, msgs, newCall, range } from './fixtures';
 import type { Gateway } from '../../src/gateway/server';
@@ -209,5 +210,75 @@ describe('cut as soon as a second can no longer be paid', () => {
       op: 'error',
       reason: 'exhausted',
     });
+  });
+});
+
+describe('a call closed under its switch that still ticks is counted once', () => {
+  // Reaped 300 ms after its last tick (a sweep every 100 ms).
+  let rg: Gateway;
+  let a: Client;
+  let b: Client;
+  beforeAll(async () => {
+    rg = await gateway(h, { staleAfterMs: 300, ringTimeoutMs: 300, reapIntervalMs: 100 });
+    ({ c: a } = await connectSwitch(h, rg.port));
+    ({ c: b } = await connectSwitch(h, rg.port));
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await rg?.close();
+  });
+  const cutoffs = async (reason: string): Promise<number> =>
+    sample(await metricsText(rg.port), 'tessera_cutoffs_total', { reason }) ?? 0;
+  /** Ticks without ref, then one with: the cut-offs they brought have come by its answer. */
+  const tickOn = async (call: string, secs: number[]): Promise<Msg> => {
+    const barrier = ref();
+    a.send([...secs.map((sec) => ({ op: 'tick', call, sec })), { op: 'tick', call, sec: 99, ref: barrier }]);
+    return a.waitFor((m) => m.ref === barrier);
+  };
+  const startOn = async (): Promise<{ id: string; call: string }> => {
+    const [id] = await soldIds(h, P_STD);
+    const call = newCall();
+    expect(await a.request({ op: 'start', ref: ref(), call, id: id!, dest: DEST })).toMatchObject({ op: 'started' });
+    expect(await a.request({ op: 'tick', ref: ref(), call, sec: 2 })).toMatchObject({ op: 'ticked' });
+    return { id: id!, call };
+  };
+
+  it('reaped: every tick without ref is told to cut, the cut-off counted once', async () => {
+    const before = await cutoffs('stale');
+    const { id, call } = await startOn();
+    await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000, 20);
+    expect(await tickOn(call, [3, 4, 4, 5])).toMatchObject({ op: 'error', reason: 'call_ended' });
+    expect(msgs(a, call, 'cutoff')).toEqual(
+      Array.from({ length: 4 }, () => ({ op: 'cutoff', call, reason: 'stale', action: 'terminate' })),
+    );
+    expect(await tickOn(call, [6])).toMatchObject({ reason: 'call_ended' });
+    expect(msgs(a, call, 'cutoff')).toHaveLength(5);
+    expect(await cutoffs('stale')).toBe(before + 1);
+  });
+
+  it('reaped, first ticked with a ref: that error ends the call for its switch, and counts it', async () => {
+    const before = await cutoffs('stale');
+    const { id, call } = await startOn();
+    await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000, 20);
+    expect(await a.request({ op: 'tick', ref: ref(), call, sec: 3 })).toMatchObject({ reason: 'call_ended' });
+    expect(await cutoffs('stale')).toBe(before + 1);
+    expect(await tickOn(call, [4, 5])).toMatchObject({ reason: 'call_ended' });
+    expect(msgs(a, call, 'cutoff')).toHaveLength(2);
+    expect(await cutoffs('stale')).toBe(before + 1);
+  });
+
+  it('stopped under another token name: every tick without ref is told to cut, counted once', async () => {
+    const before = await cutoffs('stopped');
+    const { id, call } = await startOn();
+    expect(await b.request({ op: 'stop', ref: ref(), call, sec: 3, id, dest: DEST })).toMatchObject({
+      op: 'stopped',
+      billedSec: 3,
+    });
+    expect(await tickOn(call, [3, 4, 4])).toMatchObject({ reason: 'call_ended' });
+    expect(msgs(a, call, 'cutoff')).toEqual(
+      Array.from({ length: 3 }, () => ({ op: 'cutoff', call, reason: 'stopped', action: 'terminate' })),
+    );
+    expect(await cutoffs('stopped')).toBe(before + 1);
   });
 });

@@ -46,18 +46,17 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
   const answerTick = (m: TickMsg | UpdateMsg, r: TickResult, reply: (msg: object) => void): boolean => {
     // Counted under its own op: an update is one event, not a tick as well.
     metrics.event(m.op, r.code);
-    if (r.code === 'unknown_call' || r.code === 'call_conflict' || (r.code === 'call_ended' && m.ref !== undefined)) {
-      reply({ op: 'error', ref: m.ref, call: m.call, reason: r.code, message: `${m.op} refused: ${r.code}` });
-      return false;
-    }
     if (r.code === 'call_ended') {
       // Closed by the reaper, or by a stop under another token name, while the switch still talks:
-      // tell it to hang up, or the call runs unmetered.
+      // tell it to hang up, or the call runs unmetered. Counted once per call, at the first tick or
+      // update that finds it closed, told so either way (this cutoff, or call_ended for a ref).
       const reason = r.cut === 'stale' ? 'stale' : r.cut === STOPPED_ELSEWHERE ? 'stopped' : undefined;
-      if (reason) {
-        metrics.cutoffs.inc({ reason });
-        reply({ op: 'cutoff', call: m.call, reason, action: 'terminate' });
-      }
+      if (reason && r.freshCut) metrics.cutoffs.inc({ reason });
+      if (reason && m.ref === undefined) reply({ op: 'cutoff', call: m.call, reason, action: 'terminate' });
+      if (m.ref === undefined) return false;
+    }
+    if (r.code === 'unknown_call' || r.code === 'call_conflict' || r.code === 'call_ended') {
+      reply({ op: 'error', ref: m.ref, call: m.call, reason: r.code, message: `${m.op} refused: ${r.code}` });
       return false;
     }
     for (const level of r.alerts) {
