@@ -87,10 +87,15 @@ interface Call {
 const STOP_RETRY_MS = 500;
 /**
  * How long close() waits for the stops it owes (no gateway up, or one that
- * answers `unavailable`): under the reaper's STALE_AFTER_MS, so a stop
- * delivered then bills the call, and under the systemd unit's TimeoutStopSec.
+ * answers `unavailable`). Its calls still talking are not ticked meanwhile: a
+ * lone connector restarted after the whole wait must take them up well before
+ * the reaper finds them silent (STALE_AFTER_MS, 10 s at least by default, from
+ * a last tick up to a second before the close), or the reaper closes them and
+ * the next connector cuts them. A stop delivered at any time bills its call (a
+ * `late` record after a reap), so a longer wait buys no more than a shorter
+ * one loses. Under the systemd unit's TimeoutStopSec too.
  */
-export const CLOSE_WAIT_MS = 10_000;
+export const CLOSE_WAIT_MS = 5_000;
 /** How long an ended call's dialog is remembered, so its late events are ignored. */
 const DONE_TTL_MS = 120_000;
 /**

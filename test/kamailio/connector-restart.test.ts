@@ -16,6 +16,7 @@ import { idStatus } from '../../src/ledger/ids';
 import { createLogger } from '../../src/observability/log';
 import { captureLog } from '../support/log';
 import { LinkGate } from '../support/link-gate';
+import { SwitchProxy } from '../support/switch-proxy';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { callRecords, recordOf } from './records';
 import { spawnConnector, until } from './stack';
@@ -241,6 +242,64 @@ describe('kamailio connector: calls it did not see start', () => {
       ]);
     } finally {
       await gate.close();
+    }
+  });
+
+  it('restarted alone after its whole wait to close, takes up the calls still talking: none is reaped', async () => {
+    // A lone connector is restarted while one call's stop gets `unavailable` (its bucket's Redis
+    // away) and the other calls tick on. It ticks none of them while it waits to deliver that stop;
+    // the next connector takes them up once it is gone. Until 2026-12-07 the wait (10 s) was as
+    // long as the reaper's default STALE_AFTER_MS: every call still talking was reaped meanwhile,
+    // and the next connector cut it (its start answered call_ended).
+    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    // The reaper's default stale time, swept every 100 ms: reaped as soon as it is due.
+    const reaping = await gateway(h, { staleAfterMs: 10_000, reapIntervalMs: 100 });
+    const [id, other] = (await soldIds(h, TALK, 2)) as [string, string];
+    const talking = { ci: 'talking@probe', he: 12, hi: 1006, id, dest: '33612345678' };
+    const owed = { ci: 'owed@probe', he: 13, hi: 1007, id: other, dest: '33612345678' };
+    const owedCall = callIdOf(owed.ci, owed.he, owed.hi);
+    const proxy = new SwitchProxy(reaping.port, (m) =>
+      m.op === 'stop' && m.call === owedCall ? 'unavailable' : undefined,
+    );
+    try {
+      const first = await attach({ gateway: await proxy.listen() });
+      for (const [d, ti] of [
+        [talking, 9],
+        [owed, 11],
+      ] as const) {
+        evapi.send({ ev: 'invite', ...d, ti, tl: ti + 1, si: '127.0.0.9', ts: Date.now() / 1000 });
+        await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === ti && a.sec !== undefined));
+      }
+      const answered = Date.now() / 1000;
+      for (const d of [talking, owed]) evapi.send({ ev: 'answer', ...d, ts: answered });
+      const [session] = await until('the talking call to be ticked', async () => {
+        const keys = await h.r.keys(`ts:*:call:kamailio-restart:${callIdOf(talking.ci, talking.he, talking.hi)}`);
+        return keys.length > 0 && Number(await h.r.hget(keys[0]!, 'used')) >= 1 ? keys : undefined;
+      });
+      evapi.send({ ev: 'end', ...owed, ats: answered, ts: answered + 1.5 });
+      await until('the owed stop to be answered unavailable', () => proxy.refused.length > 0);
+      // Its whole wait: the owed stop is never delivered.
+      await first.close();
+      rpc.dialogs.push({
+        'call-id': talking.ci,
+        h_entry: talking.he,
+        h_id: talking.hi,
+        state: 4,
+        variables: [{ tessera: '1' }, { pid: id }, { dest: talking.dest }, { ats: String(answered) }],
+      });
+      await attach({ gateway: `ws://127.0.0.1:${reaping.port}/v1/switch` });
+      const since = Math.floor(Date.now() / 1000 - answered);
+      await until('the taken-up call to be ticked on, or recorded', async () => {
+        if ((await callRecords(h, talking.ci)).length > 0) return true;
+        return Number(await h.r.hget(session!, 'used')) > since;
+      });
+      evapi.send({ ev: 'end', ...talking, ats: answered, ts: Date.now() / 1000 });
+      await recordOf(h, talking.ci, 5000);
+      expect((await callRecords(h, talking.ci)).map((r) => r.cause)).toEqual(['hangup']);
+    } finally {
+      rpc.dialogs.length = 0;
+      await proxy.close();
+      await reaping.close();
     }
   });
 });

@@ -1,0 +1,69 @@
+/**
+ * A WebSocket relay in front of a gateway's switch endpoint that answers the
+ * requests a test picks with an error of its own (`unavailable`: what a
+ * gateway answers for a bucket whose Redis is away) and relays the rest, both
+ * ways, as they are. For a switch that must meet one call's trouble while its
+ * other calls go on.
+ */
+import type { AddressInfo } from 'node:net';
+import WebSocket, { WebSocketServer } from 'ws';
+
+type Msg = Record<string, unknown>;
+
+export class SwitchProxy {
+  private readonly wss: WebSocketServer;
+  /** Requests answered by the proxy so far. */
+  readonly refused: Msg[] = [];
+
+  /** `refuse`: the reason to answer a request with, or undefined to relay it. */
+  constructor(
+    private readonly gatewayPort: number,
+    private readonly refuse: (m: Msg) => string | undefined,
+  ) {
+    this.wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    this.wss.on('connection', (client, req) => this.relay(client, req.headers.authorization ?? ''));
+  }
+
+  /** The switch URL to give the client. */
+  async listen(): Promise<string> {
+    if (!this.wss.address()) await new Promise((r) => this.wss.once('listening', r));
+    return `ws://127.0.0.1:${(this.wss.address() as AddressInfo).port}/v1/switch`;
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.wss.clients) c.terminate();
+    await new Promise((r) => this.wss.close(r));
+  }
+
+  private relay(client: WebSocket, authorization: string): void {
+    const up = new WebSocket(`ws://127.0.0.1:${this.gatewayPort}/v1/switch`, { headers: { authorization } });
+    const early: string[] = [];
+    up.on('open', () => early.splice(0).forEach((f) => up.send(f)));
+    up.on('message', (data: Buffer, isBinary) => client.send(data, { binary: isBinary }));
+    client.on('message', (data: Buffer) => {
+      const body = JSON.parse(data.toString('utf8')) as Msg | Msg[];
+      const passed: Msg[] = [];
+      for (const m of Array.isArray(body) ? body : [body]) {
+        const reason = this.refuse(m);
+        if (reason === undefined) passed.push(m);
+        else {
+          this.refused.push(m);
+          client.send(
+            JSON.stringify({ op: 'error', ref: m.ref, call: m.call, reason, message: `${String(m.op)}: ${reason}` }),
+          );
+        }
+      }
+      if (passed.length === 0) return;
+      const frame = JSON.stringify(passed.length === 1 ? passed[0] : passed);
+      if (up.readyState === WebSocket.OPEN) up.send(frame);
+      else early.push(frame);
+    });
+    for (const [a, b] of [
+      [client, up],
+      [up, client],
+    ] as const) {
+      a.on('close', () => b.terminate());
+      a.on('error', () => undefined);
+    }
+  }
+}
