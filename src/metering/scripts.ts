@@ -81,7 +81,7 @@ export type StopResult =
       /** What the record written now was charged and could not pay (0 for a repeat): not sent to the switch. */
       short: number;
     }
-  | { ok: false; reason: string };
+  | { ok: false; reason: string; retryAfter?: number };
 
 /** call_reap closed the call, or skipped it (no longer stale, or already closed). */
 export type ReapResult =

@@ -437,7 +437,15 @@ export class Metering {
     // Rated as its start would have been: the same rule for the dialled number, the same caller.
     const dest = destDigits(lost.dest);
     if (dest === undefined) return { ok: false, reason: 'bad_value' };
-    const caller = await this.caller(sw, undefined, lost.id, lost.ani);
+    // A stop that finds no call of its own looks the ID up, as a start does: its unknown IDs are
+    // guesses, and past the limit it is refused before the lookup, or a stop of `sec` 0 would try
+    // IDs unthrottled and tell each hit's balance. Its copies (resent stops) count once.
+    if (!indexed) {
+      const wait = this.guesses.retryAfter(sw, undefined);
+      if (wait > 0) return { ok: false, reason: 'throttled', retryAfter: wait };
+    }
+    const copy = { call, named: JSON.stringify([lost.id ?? null, lost.ani ?? null]) };
+    const caller = await this.caller(sw, undefined, lost.id, lost.ani, copy);
     if (!caller.ok) return caller;
     const { hash, bucket, aniHash } = caller;
     const ck = callKeysFor(keys.id(bucket, hash), callKeyOf(sw, call));
@@ -452,7 +460,7 @@ export class Metering {
     // the call id would answer the call's own stop racing this one call_conflict (src/metering/recoverable.ts).
     const idCall = keys.idCall(bucket, hash, call);
     const unfit = indexed ? undefined : await unrecoverable(this.redis, ck.id, { aniHash, rates, idCall });
-    if (unfit) return { ok: false, reason: unfit };
+    if (unfit) return this.guessed(sw, undefined, { ok: false, reason: unfit }, copy);
     // Claimed before it is billed, as a start claims it: a stop of the same call naming another
     // ID, racing this one on another gateway, finds the call id taken (call_conflict) instead of
     // billing its own ID for the same lost call in another bucket, where this one's session is

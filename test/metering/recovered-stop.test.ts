@@ -33,6 +33,7 @@ import { keys } from '../../src/redis/keys';
 import { HoldProxy } from '../support/hold-proxy';
 import { until } from '../support/wait';
 import { aniPlace } from '../../src/ledger/anis';
+import { generateId } from '../../src/ids/idnum';
 
 let h: Harness;
 let gw: Gateway;
@@ -796,5 +797,58 @@ describe('a stop under another token name than its start (a switch back under a 
     expect(await startAt(h, gw.catalog, other, Date.now())).toMatchObject({ ok: true, duplicate: false });
     expect(await idFields(h, id!)).toMatchObject({ act: '1' });
     expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+});
+
+describe('stops that name an ID Tessera does not know', () => {
+  it('count as guesses, once per call: past the limit a recovered stop is throttled before its ID is looked up, and billed once the window is over', async () => {
+    const LIMIT = 2;
+    const g = await gateway(h, { guessLimit: LIMIT, guessWindowSec: 2 });
+    try {
+      const [id] = await soldIds(h, TALK);
+      const { c: s } = await connectSwitch(h, g.port);
+      const guess = (call: string): Promise<Record<string, unknown>> =>
+        s.request({ op: 'stop', ref: ++refs, call, sec: 0, id: generateId(h.cfg.idLength), dest: DEST });
+      const first = newCall();
+      const firstId = generateId(h.cfg.idLength);
+      expect(await s.request({ op: 'stop', ref: ++refs, call: first, sec: 0, id: firstId, dest: DEST })).toMatchObject({
+        reason: 'unknown_id',
+      });
+      // Resent: the same guess, not another one.
+      expect(await s.request({ op: 'stop', ref: ++refs, call: first, sec: 0, id: firstId, dest: DEST })).toMatchObject({
+        reason: 'unknown_id',
+      });
+      for (let i = 1; i <= LIMIT; i++) expect(await guess(newCall())).toMatchObject({ reason: 'unknown_id' });
+      // A stop of sec 0 for a real ID would bill nothing and tell its balance: a guess that hit.
+      const call = newCall();
+      const hit = await s.request({ op: 'stop', ref: ++refs, call, sec: 7, id, dest: DEST });
+      expect(hit).toEqual({
+        op: 'error',
+        ref: refs,
+        call,
+        reason: 'throttled',
+        message: 'stop refused: throttled',
+        retryAfter: expect.any(Number),
+      });
+      expect(await cdrsOf(h, id!, call)).toEqual([]);
+      expect(await balanceOf(h, id!)).toBe(TALK.face);
+      // The metric counts answers: the resent copy's too.
+      expect(sample(await metricsText(g.port), 'tessera_unknown_id_starts_total')).toBe(LIMIT + 2);
+      // Starts of the token name are throttled alike: one count.
+      expect(await s.request({ op: 'start', ref: ++refs, call: newCall(), id, dest: DEST })).toMatchObject({
+        reason: 'throttled',
+      });
+      // Nothing is lost: the stop, retried once the window is over, bills the call.
+      await until(
+        async () => (await s.request({ op: 'stop', ref: ++refs, call, sec: 7, id, dest: DEST })).op === 'stopped',
+        5000,
+        200,
+      );
+      expect(await balanceOf(h, id!)).toBe(TALK.face - 700);
+      expect(await cdrsOf(h, id!, call)).toHaveLength(1);
+      await s.close();
+    } finally {
+      await g.close();
+    }
   });
 });

@@ -151,7 +151,14 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
       const r = await metering.stop(conn.token.name, m.call, m.sec, m.cause ?? 'normal', lost);
       metrics.event('stop', r.ok ? 'ok' : r.reason);
       if (!r.ok)
-        return reply({ op: 'error', ref: m.ref, call: m.call, reason: r.reason, message: `stop refused: ${r.reason}` });
+        return reply({
+          op: 'error',
+          ref: m.ref,
+          call: m.call,
+          reason: r.reason,
+          message: `stop refused: ${r.reason}`,
+          ...(r.retryAfter ? { retryAfter: r.retryAfter } : {}),
+        });
       reply({ op: 'stopped', ref: m.ref, call: m.call, billedSec: r.billedSec, cost: r.cost, balance: r.balance });
     },
   };
