@@ -44,12 +44,16 @@ export interface GatewayChildOptions {
 /**
  * Connection limits that admit `conns` connections of one token name and a few
  * more (the bench's own probes), where the defaults would not; nothing otherwise.
+ * Each connection may have MAX_INFLIGHT (5000) requests in flight, as it would
+ * alone: max mode's setup keeps 1,000 starts in flight per connection.
  */
 export function connLimits(conns: number): Record<string, string> {
   const need = conns + 8;
+  const inflight = need * 5000;
   return {
     ...(need > 100 ? { MAX_CONNECTIONS_PER_TOKEN: String(need) } : {}),
     ...(need > 4000 ? { MAX_CONNECTIONS: String(need) } : {}),
+    ...(inflight > 10_000 ? { MAX_INFLIGHT_PER_TOKEN: String(inflight) } : {}),
   };
 }
 

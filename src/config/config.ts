@@ -35,6 +35,7 @@ const EnvSchema = Type.Object({
   MAX_BATCH: Int(1, 100_000, 2000),
   MAX_INFLIGHT: Int(1, 1_000_000, 5_000),
   MAX_INFLIGHT_TOTAL: Int(1, 10_000_000, 50_000),
+  MAX_INFLIGHT_PER_TOKEN: Int(1, 10_000_000, 10_000),
   MAX_CONNECTIONS: Int(1, 1_000_000, 4_000),
   MAX_CONNECTIONS_PER_CLIENT: Int(1, 1_000_000, 1_000),
   MAX_CONNECTIONS_PER_TOKEN: Int(1, 1_000_000, 100),
@@ -143,6 +144,11 @@ export interface Config {
   maxFrameBytes: number;
   maxBatch: number;
   maxInflight: number;
+  /**
+   * WebSocket requests in flight of one token name, all its connections together: one stolen
+   * token may not take every place of maxInflightTotal.
+   */
+  maxInflightPerToken: number;
   /** Requests in flight in the whole gateway before new ones are refused `overloaded`. */
   /**
    * WebSocket connections one gateway holds, from one client address (an IPv6 client by
@@ -294,6 +300,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxBatch: e.MAX_BATCH,
     maxInflight: e.MAX_INFLIGHT,
     maxInflightTotal: e.MAX_INFLIGHT_TOTAL,
+    maxInflightPerToken: e.MAX_INFLIGHT_PER_TOKEN,
     maxConnections: e.MAX_CONNECTIONS,
     maxConnectionsPerClient: e.MAX_CONNECTIONS_PER_CLIENT,
     maxConnectionsPerToken: e.MAX_CONNECTIONS_PER_TOKEN,

@@ -107,6 +107,12 @@ export class Load {
  * except frames past the hard size limit, which uWS enforces.
  */
 export class Dispatcher {
+  /**
+   * Requests in flight by token name, over all its connections (MAX_INFLIGHT_PER_TOKEN): a
+   * token's hundred connections at MAX_INFLIGHT each would hold every place of the gateway.
+   */
+  private readonly perToken = new Map<string, number>();
+
   constructor(
     private readonly routes: Routes,
     private readonly cfg: Config,
@@ -155,8 +161,13 @@ export class Dispatcher {
     }
     if (conn.inflight >= this.cfg.maxInflight)
       return this.reject(reply, op, 'overloaded', 'too many requests in flight on this connection', m);
+    const name = conn.token.name;
+    const ofName = this.perToken.get(name) ?? 0;
+    if (ofName >= this.cfg.maxInflightPerToken)
+      return this.reject(reply, op, 'overloaded', 'too many requests in flight for this token', m);
     if (!this.load.enter()) return this.reject(reply, op, 'overloaded', 'the gateway is at capacity, retry shortly', m);
     conn.inflight++;
+    this.perToken.set(name, ofName + 1);
     if ('handleCb' in route) {
       let finished = false;
       const done = (err?: unknown): void => {
@@ -180,6 +191,9 @@ export class Dispatcher {
 
   private finish(conn: Conn, reply: (m: object) => void, op: string, m: Record<string, unknown>, err: unknown): void {
     conn.inflight--;
+    const left = (this.perToken.get(conn.token.name) ?? 1) - 1;
+    if (left > 0) this.perToken.set(conn.token.name, left);
+    else this.perToken.delete(conn.token.name);
     this.load.leave();
     if (err === undefined || err === null) return;
     const reason = failureReason(err);

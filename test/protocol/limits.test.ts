@@ -12,7 +12,10 @@ import WebSocket from 'ws';
 import { gateway, seedCatalog, startHarness, token, withGateway, type Harness } from '../support/harness';
 import { metricsText, sample } from '../support/metrics';
 import { sleep, until } from '../support/wait';
-import { WsClient, type UpgradeRefused } from '../support/ws-client';
+import { Client, WsClient, type Msg, type UpgradeRefused } from '../support/ws-client';
+import { HoldProxy } from '../support/hold-proxy';
+import { startGateway } from '../../src/gateway/server';
+import { createLogger } from '../../src/observability/log';
 
 let h: Harness;
 let tok: string;
@@ -131,6 +134,51 @@ describe('WebSocket connection limits', () => {
     } finally {
       await closeAll(opened);
       await gw.close();
+    }
+  });
+});
+
+describe('WebSocket requests in flight', () => {
+  it('past MAX_INFLIGHT_PER_TOKEN a token name is answered overloaded on any of its connections; other names are still served', async () => {
+    // Redis answers held back: whatever reaches it stays in flight until released.
+    const proxy = new HoldProxy(Number(new URL(h.redis.url).port));
+    const gw = await startGateway(
+      { ...h.cfg, maxInflight: 100, maxInflightPerToken: 100, redis: { ...h.cfg.redis, timeoutMs: 10_000 } },
+      createLogger('silent'),
+      await proxy.listen(),
+    );
+    const name = `sw-busy-${Math.random().toString(36).slice(2, 8)}`;
+    const busy = await token(h, 'switch', name);
+    const [a, b] = [await Client.connect(gw.port, busy), await Client.connect(gw.port, busy)];
+    const other = await Client.connect(gw.port, tok);
+    try {
+      const ticks = (tag: string): Msg[] =>
+        Array.from({ length: 60 }, (_, i) => ({ op: 'tick', ref: `${tag}${i}`, call: `${tag}-${i}`, sec: 1 }));
+      proxy.holdAfter(name);
+      a.send(ticks('a'));
+      b.send(ticks('b'));
+      // 100 of the name's 120 wait on Redis; the 20 past the bound are refused at once, whichever connection sent them.
+      const refused = (): Msg[] => [...a.received, ...b.received].filter((m) => m.reason === 'overloaded');
+      await until(() => refused().length >= 20, 5000, 20, '20 refused overloaded');
+      expect(refused()[0]).toMatchObject({
+        op: 'error',
+        reason: 'overloaded',
+        message: 'too many requests in flight for this token',
+      });
+      // Another token name is not held back by this one's load.
+      expect(await other.request({ op: 'ping', ref: 'p' })).toMatchObject({ op: 'pong' });
+      proxy.release();
+      await until(() => a.received.length + b.received.length >= 120, 5000, 20, 'all 120 answered');
+      expect(refused()).toHaveLength(20);
+      // Their places are given back: the name is served again.
+      expect(await a.request({ op: 'tick', ref: 'again', call: 'again', sec: 1 })).toMatchObject({
+        reason: 'unknown_call',
+      });
+    } finally {
+      proxy.release();
+      await Promise.all([a.close(), b.close(), other.close()]);
+      await gw.close();
+      await proxy.close();
     }
   });
 });
