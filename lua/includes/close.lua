@@ -13,8 +13,10 @@ local function close(skey, ikey, live, cdr, now, cause, ttl, evkey, ickey)
   local t = terms_of(s[8]).t
   local used, ans = tonumber(s[7]), tonumber(s[6])
   local billed, charged, res = money_of(t, used, ans, tonumber(s[9]))
-  local disc = 0
-  if billed > 0 then disc = t.disc end
+  -- The fee and the disconnect charge come with an answered call: a record says what it took,
+  -- so a call never answered records neither (nor, reaped so, does it again with its late stop).
+  local disc, fee = 0, 0
+  if billed > 0 then disc, fee = t.disc, t.fee end
   local took, discShort, bal = release(ikey, res, disc)
   -- What the call paid: its charges but what it ran short of, and the disconnect charge.
   local cost = charged - tonumber(s[10]) + took
@@ -33,7 +35,7 @@ local function close(skey, ikey, live, cdr, now, cause, ttl, evkey, ickey)
     'switch', s[1], 'call', s[2], 'id', s[3], 'dest', s[4],
     'start', s[5], 'answer', s[6] or '', 'end', int(now),
     'sec', int(billed), 'used', int(used), 'blocks', tariff_blocks(t, billed),
-    'rate', int(tariff_rate(t, ans or 0, 0)), 'fee', int(t.fee), 'disc', int(took),
+    'rate', int(tariff_rate(t, ans or 0, 0)), 'fee', int(fee), 'disc', int(took),
     'cost', int(cost), 'short', int(short), 'bal', int(bal), 'cause', cause)
   redis.call('HSET', skey, 'st', 'closed', 'end', int(now), 'cause', cause, 'bal1', int(bal), 'rec', rec, 'cost',
     int(cost), 'short', int(short), 'cov', int(charged))

@@ -155,7 +155,7 @@ describe('per-second debit', () => {
     expect(await stop(call, 0)).toMatchObject({ billedSec: 0, cost: 0, balance: 1_000_000 });
     expect(await idFields(h, id)).toMatchObject({ bal: '1000000', act: '0' });
     expect(await cdrsOf(h, id, call)).toMatchObject([
-      { sec: '0', cost: '0', fee: '5000', short: '0', bal: '1000000', answer: '' },
+      { sec: '0', cost: '0', fee: '0', disc: '0', short: '0', bal: '1000000', answer: '' },
     ]);
   });
 });

@@ -228,8 +228,10 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
     expect(await cdrsOf(h, id, call)).toMatchObject([{ cause: 'stale', sec: '0', cost: '0', disc: '0' }]);
     const { ref: _r, call: _c, ...same } = stopped;
     expect(await c.request({ op: 'stop', ref: ref(), call, sec: 10 })).toMatchObject(same);
+    // The fee is in the record that takes it, as the disconnect charge is: the two records'
+    // fees add up to the one fee charged, not two.
     expect(await cdrsOf(h, id, call)).toMatchObject([
-      { cause: 'stale', cost: '0' },
+      { cause: 'stale', cost: '0', fee: '0', disc: '0' },
       { cause: 'late', sec: '60', fee: '20000', disc: '10000', cost: '60000', short: '0' },
     ]);
     // A repeat takes nothing more.
@@ -311,7 +313,7 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
     const { id, call } = await begin(c, DEST449);
     await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000);
     expect(await cdrsOf(h, id, call)).toMatchObject([
-      { sec: '0', cost: '0', fee: '5000', bal: '1000000', answer: '', cause: 'stale' },
+      { sec: '0', cost: '0', fee: '0', disc: '0', bal: '1000000', answer: '', cause: 'stale' },
     ]);
     expect(await idFields(h, id)).toMatchObject({ act: '0', bal: '1000000' });
   });
