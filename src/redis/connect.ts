@@ -1,6 +1,6 @@
 import Redis, { Cluster, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Config } from '../config/config';
+import { ConfigError, type Config } from '../config/config';
 import { coalesceWrites } from './coalesce';
 import { logConnection } from './connection-log';
 import { requireReplicas } from './replication';
@@ -79,20 +79,57 @@ function settleAsking(node: Redis): void {
   };
 }
 
-/** Connect and wait until Redis answers, with the offline queue off this needs an explicit wait. */
+/**
+ * Redis' answers that say the credentials are wrong (`requirepass`, an ACL user): no retry
+ * mends them, so a start waiting for Redis gives up at once rather than after its timeout.
+ */
+const CREDENTIALS = /\b(WRONGPASS|NOAUTH)\b/;
+
+/** The credentials refusal in a connection error (a Cluster's carries its last node's), if it is one. */
+function credentialsRefusal(err: unknown): string | undefined {
+  for (let e = err as { message?: unknown; lastNodeError?: unknown } | undefined; e; e = e.lastNodeError as typeof e) {
+    if (typeof e.message === 'string' && CREDENTIALS.test(e.message)) return e.message;
+  }
+  return undefined;
+}
+
+/**
+ * Connect and wait until Redis answers, with the offline queue off this needs an explicit wait.
+ * Credentials Redis refuses are a configuration error (exit code 2: a restart only repeats it);
+ * a Redis still away after `timeoutMs` is an error naming the last reason the connection gave.
+ */
 export async function waitReady(client: RedisClient, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  if (client.status === 'wait') await client.connect().catch(() => undefined);
-  for (;;) {
-    try {
-      if (client.status === 'ready') {
-        await client.ping();
-        return;
+  let last: unknown;
+  const seen = (err: unknown): void => {
+    last = err;
+  };
+  client.on('error', seen);
+  try {
+    if (client.status === 'wait') await client.connect().catch(seen);
+    for (;;) {
+      try {
+        if (client.status === 'ready') {
+          await client.ping();
+          return;
+        }
+      } catch (err) {
+        seen(err);
       }
-    } catch {
-      /* not yet */
+      const refused = credentialsRefusal(last);
+      if (refused !== undefined) {
+        client.disconnect();
+        throw new ConfigError(
+          `Redis refused the credentials (${refused}): check the password in REDIS_URL (REDIS_USERNAME and REDIS_PASSWORD with REDIS_CLUSTER)`,
+        );
+      }
+      if (Date.now() > deadline) {
+        const why = last instanceof Error ? `: ${last.message}` : '';
+        throw new Error(`Redis not ready after ${timeoutMs} ms (status ${client.status})${why}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
     }
-    if (Date.now() > deadline) throw new Error(`Redis not ready after ${timeoutMs} ms (status ${client.status})`);
-    await new Promise((r) => setTimeout(r, 50));
+  } finally {
+    client.off('error', seen);
   }
 }
