@@ -105,7 +105,7 @@ beforeAll(async () => {
   await mint(h, TALK, 7);
   await mint(h, SOLD, 3);
   await mint(h, DECL, 5);
-  await mint(h, IDEM, 16);
+  await mint(h, IDEM, 17);
   await mint(h, GOODS, 2);
   await mint(h, SAUNA, 1);
   gw = await gateway(h);
@@ -764,6 +764,33 @@ describe('idempotent retries', () => {
         // Each copy asks once, and one of them again every 150 ms for them all (about 11 times in 1.6 s).
         // Polling each on its own, the twenty asked over two hundred times.
         expect(await claims()).toBeLessThanOrEqual(1 + 20 + 20);
+      });
+    } finally {
+      await setFaults(h, NO_FAULTS);
+    }
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
+  });
+
+  it('copies sharing one poll each wait up to their own deadline: a short one gives up, a long one gets the ID', async () => {
+    const m = await addMember(h, 100_000_000);
+    const req = { product: 'talk-i', pin: '2468', card: m.card, cardPin: m.cardPin };
+    // The card company answers authorize and capture 800 ms late each: the first copy ends after about 1.6 s.
+    await setFaults(h, { latencyMs: 800 });
+    try {
+      await withGateway(h, {}, async (g) => {
+        const claims = async (): Promise<number> =>
+          sample(await metricsText(g.port), 'tessera_script_duration_seconds_count', { script: 'purchase_claim' }) ?? 0;
+        const key = newKey();
+        const copy = (waitMs: number): ReturnType<Gateway['purchases']['purchase']> =>
+          g.purchases.purchase('test', key, req, undefined, waitMs);
+        const first = copy(0);
+        await until(async () => (await claims()) >= 1, 5000, 20, 'the first copy claimed its purchase');
+        // Whichever of the two starts the poll, the other joins it.
+        const [short, long] = await Promise.all([copy(300), copy(10_000)]);
+        const done = await first;
+        expect(done).toMatchObject({ ok: true });
+        expect(short).toMatchObject({ ok: false, reason: 'in_progress' });
+        expect(long).toEqual(done);
       });
     } finally {
       await setFaults(h, NO_FAULTS);
