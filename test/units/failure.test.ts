@@ -164,6 +164,7 @@ describe('Dispatcher', () => {
     const replies: object[] = [];
     const conn = {
       inflight: 0,
+      token: { name: 'sw' },
       reply: { json: (m: object) => replies.push(m), msgpack: (m: object) => replies.push(m) },
       send: (m: object) => replies.push(m),
     } as unknown as Conn;
@@ -184,7 +185,7 @@ describe('Dispatcher', () => {
         },
       },
     };
-    const cfg = { maxFrameBytes: 1 << 20, maxBatch: 10, maxInflight: 10 } as Config;
+    const cfg = { maxFrameBytes: 1 << 20, maxBatch: 10, maxInflight: 10, maxInflightPerToken: 10 } as Config;
     const metrics = { event: () => undefined } as unknown as Metrics;
     const log = { error: () => undefined } as unknown as Logger;
     const frame = new TextEncoder().encode(
