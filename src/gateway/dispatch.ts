@@ -23,7 +23,12 @@ export type Route<T = unknown> =
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each op's route checks its own message type
 export type Routes = Record<string, Route<any>>;
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+/**
+ * A map as the decoders give one: a plain object. A MessagePack `bin` (a Uint8Array) or timestamp
+ * (a Date) is an object too, but no map: it is `bad_message`, not a map without `op`.
+ */
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype;
 
 /** Copies of one request that share one in-flight place (Load.enterShared). */
 export const SHARED_COPIES = 4;

@@ -102,6 +102,26 @@ describe('bad_frame', () => {
     await w.close();
   });
 
+  it('a MessagePack bin or timestamp where a message belongs is bad_message: neither is a map', async () => {
+    const w = await Wire.connect(gw.port, tok);
+    // bin 8 of 3 bytes; a timestamp 32 (ext -1); each alone, and in an array.
+    for (const raw of [
+      [0xc4, 0x03, 1, 2, 3],
+      [0xd6, 0xff, 0, 0, 0, 1],
+      [0x91, 0xc4, 0x01, 0x07],
+      [0x91, 0xd6, 0xff, 0, 0, 0, 1],
+    ]) {
+      const e = await provoke(
+        w,
+        () => w.raw(Buffer.from(raw), true),
+        () => true,
+      );
+      expect(e.msg).toEqual({ op: 'error', reason: 'bad_message', message: 'a message is a map with an op' });
+    }
+    await alive(w, true);
+    await w.close();
+  });
+
   it('a binary frame holding 0xC1, the byte MessagePack never uses', async () => {
     const w = await Wire.connect(gw.port, tok);
     const e = await provoke(
