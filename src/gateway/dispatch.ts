@@ -3,7 +3,7 @@ import type { Config } from '../config/config';
 import type { Metrics } from '../observability/metrics';
 import { decodeFrame, type Encoding } from '../protocol/codec';
 import { schemaReason, type Checked } from '../protocol/validator';
-import { failureReason } from '../redis/failure';
+import { failureReason, type FailureReason } from '../redis/failure';
 import type { Conn } from './connection';
 
 /** A request handler: gets a schema-checked message, sends what it has to say through `reply`. */
@@ -29,6 +29,12 @@ export type Routes = Record<string, Route<any>>;
  */
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype;
+
+const FAILURE_MESSAGES: Record<FailureReason, string> = {
+  unavailable: 'storage unavailable, try again',
+  overloaded: 'too many requests of this token waiting their turn, slow down',
+  internal: 'internal error',
+};
 
 /** Copies of one request that share one in-flight place (Load.enterShared). */
 export const SHARED_COPIES = 4;
@@ -203,7 +209,7 @@ export class Dispatcher {
     if (err === undefined || err === null) return;
     const reason = failureReason(err);
     if (reason === 'internal') this.log.error({ err, op }, 'handler failed');
-    this.reject(reply, op, reason, reason === 'unavailable' ? 'storage unavailable, try again' : 'internal error', m);
+    this.reject(reply, op, reason, FAILURE_MESSAGES[reason], m);
   }
 
   /** `m` is the offending message: its ref and call are echoed when they are of a sane type. */

@@ -6,12 +6,22 @@ import { keys } from '../redis/keys';
 /** `enter`'s answer when the client's lookups are at their bound: `queue` the lookup for its turn. */
 export const WAIT = -1;
 
-/** A queued lookup's answer when it waited longer than the throttle's `turnTimeoutMs`: fail it `unavailable`. */
+/**
+ * A queued lookup's answer when it waited longer than the throttle's `turnTimeoutMs` and none of
+ * its client's lookups was answered meanwhile (Redis stalled): fail it `unavailable`.
+ */
 export const GAVE_UP = -2;
 
 /**
+ * A queued lookup's answer when it waited longer than `turnTimeoutMs` although its client's
+ * lookups were being answered: its client has more waiting than Redis answers in that time
+ * (a burst, not Redis trouble): fail it `overloaded`.
+ */
+export const TOO_MANY_WAITING = -3;
+
+/**
  * A queued lookup's turn: 0 holding a slot (give it back with `release`), or
- * holding none, seconds to wait (throttled) or GAVE_UP.
+ * holding none, seconds to wait (throttled), GAVE_UP or TOO_MANY_WAITING.
  */
 export type Turn = (retryAfter: number) => void;
 
@@ -24,6 +34,8 @@ class ClientState {
   blockedUntil = 0;
   /** Lookups holding a slot: waiting on Redis. */
   inFlight = 0;
+  /** Lookups Redis answered so far: a queued lookup that saw none while it waited saw Redis stalled. */
+  answered = 0;
   /** Lookups waiting for a slot, in arrival order from `head` (no queue until one waits). */
   waiting: (Turn | undefined)[] | undefined = undefined;
   head = 0;
@@ -127,11 +139,12 @@ export class GuessThrottle {
     const at = q.push(turn) - 1;
     if (this.turnTimeoutMs !== Infinity) {
       const state = c;
+      const answeredBefore = c.answered;
       setTimeout(() => {
         // Had its turn already (its place emptied, or the queue drained and gone).
         if (state.waiting !== q || q[at] !== turn) return;
         q[at] = undefined;
-        turn(GAVE_UP);
+        turn(state.answered > answeredBefore ? TOO_MANY_WAITING : GAVE_UP);
       }, this.turnTimeoutMs).unref();
     }
     if (!c.pumping) this.pump(client, c);
@@ -146,7 +159,7 @@ export class GuessThrottle {
   after(client: string, go: () => void): void {
     if (!this.clients.get(client)?.waiting) return go();
     this.queue(client, (wait) => {
-      if (wait === 0) this.release(client);
+      if (wait === 0) this.release(client, false);
       go();
     });
   }
@@ -164,20 +177,24 @@ export class GuessThrottle {
    */
   async withSlot<T>(client: string, refuse: (retryAfter: number) => T, lookUp: () => Promise<T>): Promise<T> {
     const wait = await this.turn(client);
-    if (wait === GAVE_UP) throw new TurnTimeout();
+    if (wait === GAVE_UP || wait === TOO_MANY_WAITING) throw new TurnTimeout(wait === TOO_MANY_WAITING);
     if (wait > 0) return refuse(wait);
+    let answered = false;
     try {
-      return await lookUp();
+      const r = await lookUp();
+      answered = true;
+      return r;
     } finally {
-      this.release(client);
+      this.release(client, answered);
     }
   }
 
-  /** Gives back a slot that enter or a turn gave. */
-  release(client: string): void {
+  /** Gives back a slot that enter or a turn gave; `answered`: Redis answered its lookup (not an error). */
+  release(client: string, answered = true): void {
     const c = this.clients.get(client);
     if (!c) return;
     c.inFlight--;
+    if (answered) c.answered++;
     if (c.pumping) return;
     if (c.waiting) this.pump(client, c);
     else this.dropIfIdle(client, c);

@@ -25,7 +25,7 @@ import {
   type Refusal,
   type ScanTerms,
 } from './scripts';
-import { GAVE_UP, GuessThrottle, WAIT } from '../ledger/guess-throttle';
+import { GAVE_UP, GuessThrottle, TOO_MANY_WAITING, WAIT } from '../ledger/guess-throttle';
 import { TurnTimeout } from '../redis/failure';
 import { idField } from '../ledger/id-fields';
 
@@ -214,7 +214,7 @@ export class Redemption {
     if (slot !== WAIT) return done(undefined, throttled(slot));
     this.throttle.queue(token.name, (wait) => {
       if (wait === 0) return this.lookUp(token, req, done);
-      if (wait === GAVE_UP) return done(new TurnTimeout());
+      if (wait === GAVE_UP || wait === TOO_MANY_WAITING) return done(new TurnTimeout(wait === TOO_MANY_WAITING));
       done(undefined, throttled(wait));
     });
   }
@@ -321,7 +321,8 @@ export class Redemption {
     try {
       done(err, a);
     } finally {
-      this.throttle.release(scanner);
+      // Failed (Redis trouble) it is no sign that Redis answers: the lookups queued behind wait on.
+      this.throttle.release(scanner, err === undefined || err === null);
     }
   }
 

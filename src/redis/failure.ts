@@ -8,7 +8,7 @@ import ClusterAllFailedError from 'ioredis/built/errors/ClusterAllFailedError';
 import MaxRetriesPerRequestError from 'ioredis/built/errors/MaxRetriesPerRequestError';
 import { ReplicationTimeout } from './replication';
 
-export type FailureReason = 'unavailable' | 'internal';
+export type FailureReason = 'unavailable' | 'overloaded' | 'internal';
 
 /**
  * Error replies (a ReplyError's first word) of a server that cannot serve now but
@@ -57,7 +57,8 @@ const RELAYED_CODE = new RegExp(`\\b(?:${UNAVAILABLE_CODES.join('|')})\\b`);
  * and the client is told so as for any request that waited that long on it.
  */
 export class TurnTimeout extends Error {
-  constructor() {
+  /** `busy`: the client's other lookups were answered meanwhile; it has more waiting than Redis answers in time. */
+  constructor(readonly busy = false) {
     super('waited its turn at Redis for longer than REDIS_TIMEOUT_MS');
   }
 }
@@ -78,9 +79,13 @@ export function failureCode(err: unknown): string {
   return failureReason(err) === 'unavailable' ? 'unreachable' : 'other';
 }
 
-/** Maps a thrown error to the reason a client sees: Redis trouble is `unavailable`, anything else `internal`. */
+/**
+ * Maps a thrown error to the reason a client sees: Redis trouble is `unavailable`, a client's own
+ * queue too long to be served in time `overloaded`, anything else `internal`.
+ */
 export function failureReason(err: unknown): FailureReason {
   if (!(err instanceof Error)) return 'internal';
+  if (err instanceof TurnTimeout && err.busy) return 'overloaded';
   if (err instanceof ReplyError)
     return unavailableCode.has(err.message.split(' ', 1)[0] ?? '') ? 'unavailable' : 'internal';
   // A write no replica confirmed in time may yet be lost: never a success, and the client may retry.

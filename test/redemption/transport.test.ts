@@ -481,6 +481,34 @@ describe('wrong_kind on the switch socket', () => {
   });
 });
 
+describe('a burst of lookups longer than Redis answers within REDIS_TIMEOUT_MS', () => {
+  it('those that waited their turn too long, while Redis answered the others, are overloaded, not unavailable', () =>
+    // Two lookups at a time (GUESS_LIMIT + 1): 4,000 take longer than the timeout however fast Redis is.
+    withGateway(h, { guessLimit: 1, redis: { ...h.cfg.redis, timeoutMs: 500 } }, async (g) => {
+      const id = await sold(cat.ticket);
+      const s = await Scanner.connect(g.port, (await scannerToken(h)).tok);
+      try {
+        const asks = (from: number): Msg[] =>
+          Array.from({ length: 2000 }, (_, i) => ({ op: 'validate', ref: `v${from + i}`, id }));
+        s.send(asks(0));
+        s.send(asks(2000));
+        await until(() => s.received.length >= 4000, 20_000, 50, '4000 answers');
+        const reasons = new Map<string, number>();
+        for (const m of s.received) reasons.set(`${m.op} ${m.reason}`, (reasons.get(`${m.op} ${m.reason}`) ?? 0) + 1);
+        expect(reasons.get('error unavailable')).toBeUndefined();
+        expect(reasons.get('error overloaded')).toBeGreaterThan(0);
+        expect([...reasons.keys()].sort()).toEqual(['error overloaded', 'valid undefined']);
+        expect(s.received.find((m) => m.reason === 'overloaded')).toMatchObject({
+          op: 'error',
+          reason: 'overloaded',
+          message: 'too many requests of this token waiting their turn, slow down',
+        });
+      } finally {
+        await s.close();
+      }
+    }));
+});
+
 describe('throttling guessed IDs', () => {
   const LIMIT = 3;
   const WINDOW = 2;

@@ -177,7 +177,11 @@ export function pageKit(d: PageDeps): PageKit {
     } catch (err) {
       // A form over the limit is the client's doing: a 413 page, nothing logged.
       if (err instanceof BodyError) return send(reply, { reason: err.reason }, 'Sorry', formRefusedPage(err.reason));
-      if (failureReason(err) !== 'unavailable') throw err;
+      const reason = failureReason(err);
+      // Its client's lookups queued longer than Redis answers them in time (a burst): busy, not broken.
+      if (reason === 'overloaded')
+        return send(reply, { reason: 'overloaded' }, 'Sorry', busyPage(), undefined, { 'Retry-After': '1' });
+      if (reason !== 'unavailable') throw err;
       d.log.warn({ err }, 'page failed: storage unavailable');
       send(reply, { reason: 'unavailable' }, 'Sorry', failedPage());
     } finally {
