@@ -42,6 +42,8 @@ export const eventCommands: Record<'events', Command> = {
         `${c.total}${
           c.total
             ? ` (${Object.entries(c.byType)
+                // Most first, then by name: the streams' order is the order deliveries failed in.
+                .sort(([a, m], [b, n]) => n - m || a.localeCompare(b))
                 .map(([t, n]) => `${t} ${n}`)
                 .join(', ')}; oldest ${Math.round(c.oldestAgeMs / 1000)} s)`
             : ''
