@@ -20,6 +20,7 @@ import { resolveSecret } from './app/secret';
 import { ConfigError, loadConfig, paymentSetup, type Config } from './config/config';
 import { startGateway } from './gateway/server';
 import { createLogger } from './observability/log';
+import { gatherForWorker, workerScrape } from './observability/worker-metrics';
 import { startEmbeddedRedis } from './redis/embedded';
 import { DEMO_MEMBERS, Sandbox } from './dev/sandbox';
 
@@ -132,6 +133,8 @@ async function runGateway(
   stopper: Stopper,
 ): Promise<() => Promise<void>> {
   const gw = await startGateway(cfg, log, redisUrl, { sharedPort: process.env[WORKER_ENV] === '1' });
+  // A worker's scrape is answered with every worker's metrics, added up by the primary.
+  if (process.env[WORKER_ENV] === '1') gw.metrics.scrape = workerScrape(gw.metrics.registry);
   // The demo is worth a word only to a gateway with nothing to sell yet.
   const empty = gw.catalog.products.length === 0;
   log.info(
@@ -179,6 +182,7 @@ function runWorkers(
   const startWorker = (n: number): void => {
     const child = fork(__filename, [], { env });
     running.add(child);
+    gatherForWorker(child, () => running);
     child.once('exit', (code, signal) => {
       running.delete(child);
       if (stopper.stopping()) return;

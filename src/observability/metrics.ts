@@ -95,6 +95,8 @@ export class Metrics {
     name: 'tessera_webhook_pending_events',
     help: 'Balance events not yet delivered, in every bucket (as this gateway last counted them)',
     registers: [this.registry],
+    // Each gateway counts what Redis holds: workers summed would count it once each (worker-metrics.ts).
+    aggregator: 'max',
   });
   readonly webhookReceiversOpen = new Gauge({
     name: 'tessera_webhook_receivers_open',
@@ -105,8 +107,11 @@ export class Metrics {
     name: 'tessera_webhook_failed_deliveries',
     help: 'Deliveries parked as failed, waiting for the operator (as this gateway last counted them)',
     registers: [this.registry],
+    aggregator: 'max',
   });
   readonly activeCalls: Gauge;
+  /** What GET /metrics answers: this registry; under --workers, every worker's (src/observability/worker-metrics.ts). */
+  scrape: () => Promise<string> = () => this.registry.metrics();
   /** The gateway's count of unsent output (OutputBudget), read when scraped. */
   unsentBytes: () => number = () => 0;
 
@@ -161,6 +166,7 @@ export class Metrics {
       name: 'tessera_active_calls',
       help: 'Live call sessions in Redis (all gateways)',
       registers: [this.registry],
+      aggregator: 'max',
       async collect() {
         this.set(await countActiveCalls());
       },

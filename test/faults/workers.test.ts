@@ -7,6 +7,7 @@
  * alone: a gateway or another set of workers started on it is refused.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -205,6 +206,42 @@ describe('--workers 2, one of them killed with SIGKILL mid-traffic', () => {
       err: expect.stringContaining(`cannot listen on 127.0.0.1:${port}`),
     });
     expect(await healthy()).toBe(true);
+  }, 60_000);
+
+  it('/metrics, whichever worker the kernel gives the scrape, counts what every worker did', async () => {
+    // Both workers listening (the one the first test started too), so that the requests below
+    // are spread over the two of them.
+    await waitUntil('both workers listening', () => {
+      const pids = workerPids();
+      return (
+        pids.length === 2 &&
+        pids.every(
+          (pid) => log.includes(`"pid":${pid},`) && new RegExp(`"pid":${pid},.*"msg":"gateway listening"`).test(log),
+        )
+      );
+    });
+    const onNewConnection = (method: string, path: string): Promise<{ status: number; body: string }> =>
+      new Promise((resolve, reject) => {
+        // agent: false: a connection of its own each, for the kernel to hand to either worker.
+        const req = request({ host: '127.0.0.1', port, method, path, agent: false }, (res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const REFUSALS = 40;
+    for (let i = 0; i < REFUSALS; i++)
+      expect((await onNewConnection('POST', '/v1/admin/ids/1/block')).status).toBe(401);
+    const counted = /^tessera_admin_refusals_total\{route="ids\/block",reason="unauthorized"\} (\d+)$/m;
+    for (let i = 0; i < 10; i++) {
+      const scrape = await onNewConnection('GET', '/metrics');
+      expect(scrape.status).toBe(200);
+      expect(Number(counted.exec(scrape.body)?.[1])).toBe(REFUSALS);
+      // A count of what Redis holds is each worker's alike: taken once, not once per worker.
+      expect(scrape.body).toMatch(/^tessera_active_calls 0$/m);
+    }
   }, 60_000);
 
   it('SIGTERM stops the primary and every worker', async () => {

@@ -64,7 +64,7 @@ export function opsRoutes(app: Router, d: OpsDeps): void {
     const reply = replyFor(res);
     if (!allowed(bearer(req), clientAddress(res, req, d.trust))) return reply.error(refusal, why);
     // A failure is the router's to answer (500 internal) and log.
-    return d.metrics.registry.metrics().then((text) => reply.send(200, text, d.metrics.registry.contentType));
+    return d.metrics.scrape().then((text) => reply.send(200, text, d.metrics.registry.contentType));
   });
 }
 

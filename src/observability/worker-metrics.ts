@@ -1,0 +1,101 @@
+/**
+ * /metrics under `--workers`: the workers share one port and the kernel hands
+ * each scrape to any one of them, so a worker answering with its own registry
+ * showed Prometheus each worker's counters in turns: counts that fell back at
+ * every other scrape (read as counter resets) and events a scrape never saw.
+ * So a worker asks the process that started it, which gathers every worker's
+ * metrics over the fork's IPC channel and adds them up with prom-client's
+ * aggregators: counters and histograms summed, a gauge of what Redis holds
+ * (`aggregator: 'max'` where it is defined) taken once, not once per worker.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { AggregatorRegistry, type Registry } from 'prom-client';
+
+/** How long the gathering waits for a worker (one that is starting or dying is left out). */
+const GATHER_MS = 2000;
+
+type Msg =
+  | { t: 'tessera:metrics?'; n: number } // worker -> primary: a scrape came in
+  | { t: 'tessera:metrics'; n: number; text?: string; error?: string } // primary -> worker: the sum
+  | { t: 'tessera:metrics-json?'; n: number } // primary -> each worker: your metrics
+  | { t: 'tessera:metrics-json'; n: number; json: unknown[] }; // each worker -> primary
+
+const isMsg = (m: unknown): m is Msg =>
+  typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
+
+/**
+ * In a worker: answers the primary's requests for this registry's metrics, and
+ * returns the scrape a /metrics request makes, the sum over every worker.
+ */
+export function workerScrape(registry: Registry, proc: NodeJS.Process = process): () => Promise<string> {
+  let seq = 0;
+  const waiting = new Map<number, { ok: (text: string) => void; fail: (err: Error) => void }>();
+  proc.on('message', (m: unknown) => {
+    if (!isMsg(m)) return;
+    if (m.t === 'tessera:metrics-json?') {
+      void registry.getMetricsAsJSON().then((json) => proc.send?.({ t: 'tessera:metrics-json', n: m.n, json }));
+    } else if (m.t === 'tessera:metrics') {
+      const w = waiting.get(m.n);
+      waiting.delete(m.n);
+      if (m.text !== undefined) w?.ok(m.text);
+      else w?.fail(new Error(m.error ?? 'no metrics'));
+    }
+  });
+  return () =>
+    new Promise<string>((ok, fail) => {
+      const n = ++seq;
+      const timer = setTimeout(() => {
+        waiting.delete(n);
+        fail(new Error('the primary process did not gather the workers’ metrics in time'));
+      }, 2 * GATHER_MS);
+      waiting.set(n, {
+        ok: (t) => (clearTimeout(timer), ok(t)),
+        fail: (e) => (clearTimeout(timer), fail(e)),
+      });
+      proc.send?.({ t: 'tessera:metrics?', n });
+    });
+}
+
+/** Numbers the primary's requests to the workers, whichever worker's scrape they serve. */
+let gathers = 0;
+
+/** One worker's metrics as JSON, or undefined when it does not answer in time. */
+function metricsOf(child: ChildProcess, n: number): Promise<unknown[] | undefined> {
+  return new Promise((resolve) => {
+    const done = (json: unknown[] | undefined): void => {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+      resolve(json);
+    };
+    const onMessage = (m: unknown): void => {
+      if (isMsg(m) && m.t === 'tessera:metrics-json' && m.n === n) done(m.json);
+    };
+    const onExit = (): void => done(undefined);
+    const timer = setTimeout(() => done(undefined), GATHER_MS);
+    child.on('message', onMessage);
+    child.once('exit', onExit);
+    if (!child.connected) return done(undefined);
+    child.send({ t: 'tessera:metrics-json?', n }, (err) => err && done(undefined));
+  });
+}
+
+/**
+ * In the primary: serves the scrapes `child` asks for with the sum of the
+ * metrics of every worker `workers()` lists at that moment.
+ */
+export function gatherForWorker(child: ChildProcess, workers: () => Iterable<ChildProcess>): void {
+  child.on('message', (m: unknown) => {
+    if (!isMsg(m) || m.t !== 'tessera:metrics?') return;
+    void Promise.all([...workers()].map((w) => metricsOf(w, ++gathers)))
+      .then(async (all) => {
+        const got = all.filter((j): j is unknown[] => j !== undefined);
+        if (got.length === 0) throw new Error('no worker answered');
+        return AggregatorRegistry.aggregate(got).metrics();
+      })
+      .then(
+        (text) => child.connected && child.send({ t: 'tessera:metrics', n: m.n, text }),
+        (err: unknown) => child.connected && child.send({ t: 'tessera:metrics', n: m.n, error: String(err) }),
+      );
+  });
+}
