@@ -191,7 +191,7 @@ function runWorkers(
         log.fatal({ worker: n }, 'gateway worker refused its configuration; stopping');
         return void stopper.shutdown('worker configuration error', 2);
       }
-      log.error({ worker: n, pid: child.pid, code, signal }, 'gateway worker exited; starting another');
+      log.error({ worker: n, workerPid: child.pid, code, signal }, 'gateway worker exited; starting another');
       setTimeout(() => startWorker(n), 500).unref();
     });
   };

@@ -188,7 +188,11 @@ describe('--workers 2, one of them killed with SIGKILL mid-traffic', () => {
     // The primary replaced the dead worker.
     await waitUntil('a new worker', () => workerPids().length === 2 && !workerPids().includes(victim!));
     expect(workerPids()).toContain(survivor);
-    expect(log).toContain('gateway worker exited; starting another');
+    // The line names the worker that died, in a field of its own: the line's `pid` is the
+    // primary's (pino's base), and a second `pid` would make it JSON with a key twice.
+    const exitLine = log.split('\n').find((l) => l.includes('gateway worker exited; starting another'));
+    expect(exitLine?.match(/"pid":/g)).toHaveLength(1);
+    expect(JSON.parse(exitLine!)).toMatchObject({ pid: primary.pid, workerPid: victim, signal: 'SIGKILL' });
 
     const audit = await runCliIn(h, 'audit', '--json');
     expect(JSON.parse(audit.out)).toMatchObject({ ok: true, problems: [] });
