@@ -359,6 +359,19 @@ describe('sale-refund', () => {
     expect(h.sandbox.payments.get(reference)?.state).toBe('voided');
   });
 
+  it('card company refuses the void: exit 1 says the buyer is not paid back and to ask it, not to run it again', async () => {
+    const { id, reference } = await buy();
+    h.sandbox.payments.delete(reference); // a payment the card company does not know: it refuses the void
+    const r = await cli('sale-refund', id, '--reason', 'lost card');
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.out)).toMatchObject({ provider: 'void_refused: unknown_payment', duplicate: false });
+    expect(r.err).toContain(
+      'the card company refused the void (void_refused: unknown_payment): the buyer is not paid back; settle it with the card company',
+    );
+    expect(r.err).not.toContain('run the same refund again');
+    expect(await idState(id)).toBe('blocked');
+  });
+
   it('a manually activated ID is refunded without asking the card company', async () => {
     const [id] = (await mint(h, PRODUCT, 1)) as [string];
     expect((await cli('activate', id, '--price', '500000')).code).toBe(0);

@@ -53,9 +53,12 @@ export const saleCommands: Record<string, Command> = {
       );
       const code = outcome(cli, r);
       if (r.ok && r.provider !== 'voided' && r.provider !== 'not_paid_through_a_provider') {
-        // The ID is blocked and the refund recorded either way; only the money is in doubt.
+        // The ID is blocked and the refund recorded either way; only the money is in doubt. A void
+        // the card company refused is its answer, not a lost one: asking again does not change it.
         process.stderr.write(
-          `the card company did not confirm the void (${r.provider}): run the same refund again, it only repeats the void\n`,
+          r.provider.startsWith('void_refused')
+            ? `the card company refused the void (${r.provider}): the buyer is not paid back; settle it with the card company (the ID is blocked and the refund recorded)\n`
+            : `the card company did not confirm the void (${r.provider}): run the same refund again, it only repeats the void\n`,
         );
         return 1;
       }
