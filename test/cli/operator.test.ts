@@ -388,6 +388,12 @@ describe('mint', () => {
     expect((await idsInRedis('nope')).size).toBe(0);
     const opt = await cli('mint', '--product', 'talk', '--count', '1', '--colour', 'red');
     expect(opt.code).toBe(2);
+    // --product left out is a usage error, said as such, not a product named '' refused.
+    for (const args of [['--count', '5'], []]) {
+      const missing = await cli('mint', ...args);
+      expect(missing, args.join(' ')).toMatchObject({ code: 2, out: '' });
+      expect(missing.err).toBe('tessera mint: --product is required\n');
+    }
   });
 
   it('--out onto an existing file is refused cleanly: no crash, the file kept, nothing minted', async () => {

@@ -2,7 +2,7 @@
 import { readCatalog } from '../../catalog/store';
 import { activateId, idStatus, setIdState } from '../../ledger/ids';
 import { mintBatches } from '../../ledger/mint';
-import { intArg, openOut, outcome, parseOptions, textArg, type Command } from '../command';
+import { intArg, openOut, outcome, parseOptions, textArg, usageError, type Command } from '../command';
 
 /** The most IDs one `tessera mint` makes. */
 const MAX_MINT = 10_000_000;
@@ -17,10 +17,11 @@ export const idCommands: Record<string, Command> = {
         count: { type: 'string' },
         out: { type: 'string' },
       });
+      if (!values.product) throw usageError('--product is required');
       // A typo of a few digits would mint billions; larger runs are several runs.
       const count = intArg(values.count, '--count', { min: 1, max: MAX_MINT });
       const ctx = await cli.ctx();
-      const product = (await readCatalog(ctx.redis)).products.get(values.product ?? '');
+      const product = (await readCatalog(ctx.redis)).products.get(values.product);
       // A refusal like any other, reason first, for the scripts that mint from a timer.
       if (!product) return outcome(cli, { ok: false, reason: 'unknown_product' });
       const out = openOut(values.out);
