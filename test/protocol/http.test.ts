@@ -125,7 +125,7 @@ describe('health', () => {
       ['PATCH', '/buy', 'GET, HEAD, POST'],
       ['OPTIONS', '/buy', 'GET, HEAD, POST'],
       ['DELETE', `/check/0/${'0'.repeat(64)}`, 'GET, HEAD, POST'],
-      ['PUT', `/check/0/${'0'.repeat(64)}/voucher`, 'POST'],
+      ['PUT', `/check/0/${'0'.repeat(64)}/voucher`, 'GET, HEAD, POST'],
       ['POST', '/access', 'GET, HEAD'],
       ['HEAD', '/v1/purchases', 'POST'],
     ];

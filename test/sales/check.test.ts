@@ -294,6 +294,39 @@ describe('unknown links', () => {
   });
 });
 
+describe('a check link opened with more or less than the link', () => {
+  it('cut short at a slash, or with a slash or a segment added, is a page saying so, not the API 404', async () => {
+    const b = await buyOne();
+    const [, , bucket] = b.path.split('/');
+    for (const path of ['/check', '/check/', `/check/${bucket!}`, `/check/${bucket!}/`, `${b.path}/`, `${b.path}/x`]) {
+      const r = await http(gw, 'GET', path);
+      expect(r.status, path).toBe(404);
+      expect(r.headers.get('tessera-reason'), path).toBe('bad_link');
+      expect(r.type, path).toMatch(/^text\/html/);
+      expect(r.text, path).toContain('This link is incomplete');
+      expectNothingOf(r, b.id);
+    }
+    expect((await idFields(h, b.id)).pinfail).toBe('0');
+  });
+
+  it("a recharge page's address opened again (bookmark, other device) leads to the link's PIN form", async () => {
+    const b = await buyOne();
+    for (const suffix of ['voucher', 'recharge']) {
+      const r = await fetch(`http://127.0.0.1:${gw.port}${b.path}/${suffix}`, { redirect: 'manual' });
+      expect(r.status, suffix).toBe(303);
+      expect(r.headers.get('location'), suffix).toBe(b.path);
+      expect(r.headers.get('cache-control'), suffix).toBe('no-store');
+      const followed = await http(gw, 'GET', `${b.path}/${suffix}`);
+      expect(followed.status, suffix).toBe(200);
+      expect(followed.text, suffix).toContain('name="pin"');
+      expectNothingOf(followed, b.id);
+    }
+    const cut = await fetch(`http://127.0.0.1:${gw.port}${b.path.slice(0, -4)}/voucher`, { redirect: 'manual' });
+    expect(cut.status).toBe(404);
+    expect(cut.headers.get('tessera-reason')).toBe('bad_link');
+  });
+});
+
 describe('the bucket of a link', () => {
   it('is its decimal number as the link writes it: any other spelling is no link, even with the right PIN', async () => {
     const b = await buyOne();

@@ -24,6 +24,7 @@ import {
   FORM_LIMIT,
   formClient,
   NOT_OUR_FORM,
+  PAGE_HEADERS,
   paymentOf,
   sentence,
   type FormClient,
@@ -197,6 +198,21 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
       return kit.send(reply, { reason: 'bad_link' }, 'Incomplete link', badLinkPage());
     kit.send(reply, 200, 'Find your number', checkForm(action, d.formMac(fc.cookie)), fc);
   });
+
+  // A recharge page's address opened again (a bookmark, the address sent to another device, a reload the
+  // browser would not post again) has nothing to recharge: it leads to the link's PIN form.
+  for (const suffix of ['voucher', 'recharge'])
+    app.get(`/check/:bucket/:token/${suffix}`, (res, req) => {
+      const { reply, bucket, token, action } = linkRequest(res, req);
+      if (!d.checks.wellFormed(bucket, token))
+        return kit.send(reply, { reason: 'bad_link' }, 'Incomplete link', badLinkPage());
+      reply.send(303, '', 'text/plain; charset=utf-8', { Location: action, ...PAGE_HEADERS });
+    });
+
+  // Any other address under /check/ is a link cut short at a slash or with something added to it: a buyer
+  // who opened it is told so, as for any other broken link, not given the API's JSON 404.
+  for (const pattern of ['/check', '/check/*'])
+    app.get(pattern, (res) => kit.send(replyFor(res), { reason: 'bad_link' }, 'Incomplete link', badLinkPage()));
 
   app.post('/check/:bucket/:token', (res, req) => {
     const { reply, bucket, token, action, fc, form, client } = linkPost(res, req, d.trust);
