@@ -541,6 +541,29 @@ describe('access numbers', () => {
     }
   });
 
+  it('an address with a slash added leads to its area or the list; any other under /access/ is an unknown area', async () => {
+    await putAccess(h.ctx.redis, [TOKYO, PARIS]);
+    const end = Date.now() + 5000;
+    while (!gw.catalog.area('fr-paris') && Date.now() < end) await sleep(20);
+    for (const [path, to] of [
+      ['/access/', '/access'],
+      ['/access/fr-paris/', '/access/fr-paris'],
+      ['/access/fr%2Dparis/', '/access/fr-paris'],
+    ]) {
+      const r = await fetch(`http://127.0.0.1:${gw.port}${path!}`, { redirect: 'manual' });
+      expect(r.status, path).toBe(302);
+      expect(r.headers.get('location'), path).toBe(to);
+      expect(r.headers.get('cache-control'), path).toBe('no-store');
+    }
+    for (const path of ['/access/mars-base/', '/access/fr-paris/x', '/access//fr-paris', '/access/%ZZ/']) {
+      const r = await http(gw, 'GET', path);
+      expect(r.status, path).toBe(404);
+      expect(r.headers.get('tessera-reason'), path).toBe('unknown_area');
+      expect(r.type, path).toBe('text/html; charset=utf-8');
+      expect(r.text, path).toContain('href="/access"');
+    }
+  });
+
   it('a changed area shows its new number without a restart', async () => {
     await putAccess(h.ctx.redis, [{ ...PARIS, numbers: [{ number: '+33 9 99 99 99 99', label: 'new' }] }]);
     const end = Date.now() + 5000;

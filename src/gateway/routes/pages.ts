@@ -58,4 +58,27 @@ function accessRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     if (!a) return kit.send(reply, { reason: 'unknown_area' }, 'Access numbers', unknownAreaPage());
     kit.send(reply, 200, a.name, areaPage(a));
   });
+
+  // An address with a slash added (typed, or by a messenger) leads to its area, or to the list; any
+  // other address under /access/ is an unknown area: a page with the way back, never the API's JSON 404.
+  app.get('/access/*', (res, req) => {
+    const reply = replyFor(res);
+    const rest = req.getUrl().slice('/access/'.length);
+    const cut = rest.indexOf('/');
+    const to = (path: string): void =>
+      reply.send(302, '', 'text/plain; charset=utf-8', { Location: path, ...PAGE_HEADERS });
+    if (rest === '') return to('/access');
+    const a = cut === rest.length - 1 ? d.catalog.area(decodedOrNone(rest.slice(0, cut))) : undefined;
+    if (a) return to(`/access/${encodeURIComponent(a.area)}`);
+    kit.send(reply, { reason: 'unknown_area' }, 'Access numbers', unknownAreaPage());
+  });
+}
+
+/** A path segment decoded as pathParam decodes it: a malformed escape becomes a name no lookup takes. */
+function decodedOrNone(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return '\u0000';
+  }
 }
