@@ -288,6 +288,32 @@ describe.skipIf(!chromium.ok)('buyer pages in Chromium, phone-sized, without Jav
     expect(digits(await page.innerText('#id-number'))).toBe(bought!.id);
   });
 
+  it('a buy form filled in one tab still pays after the check link is opened from a mail in another', async () => {
+    // The mail (another site) in a second tab: following its link is a cross-site navigation, which must not
+    // cost this browser its form cookie and so the form the first tab holds.
+    const before = { stock: await stock('talk'), sales: await sales() };
+    await openBuy();
+    await page.selectOption('#product', 'talk');
+    await page.fill('#pin', '1357');
+    await page.fill('#card', ALICE.card);
+    await page.fill('#cardPin', ALICE.cardPin);
+    const mail = await phone.context.newPage();
+    try {
+      await mail.route('http://mail.example/', (r) =>
+        r.fulfill({ contentType: 'text/html', body: `<p><a id="link" href="${bought!.checkUrl}">your check link</a>` }),
+      );
+      await mail.goto('http://mail.example/');
+      expect(await follow(mail, '#link')).toBe(200);
+      expect(await text(mail)).toContain('Find your ID number');
+    } finally {
+      await mail.close();
+    }
+    expect(await submit(page)).toBe(200);
+    expect(await text(page)).toContain('The ID number you purchased is');
+    expect(await stock('talk')).toBe(before.stock - 1);
+    expect(await sales()).toBe(before.sales + 1);
+  });
+
   it('finds the access number for an area', async () => {
     expect((await page.goto(`${base}/buy`))?.status()).toBe(200);
     expect(await follow(page, 'nav >> text=Access numbers')).toBe(200);

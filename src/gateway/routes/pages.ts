@@ -6,8 +6,8 @@
  * Every page forbids scripts, inline style, framing and caching
  * (PAGE_HEADERS). A form that changes state (buy, check) is accepted only
  * with the form token of the page that showed it: a keyed hash of a random
- * value the browser keeps in a SameSite=Strict cookie, so another site can
- * neither send that cookie along nor forge the token.
+ * value the browser keeps in a SameSite=Lax cookie, so another site can
+ * neither have that cookie sent with its post nor forge the token.
  */
 import { pathParam, replyFor } from '../http';
 import type { Router } from '../router';

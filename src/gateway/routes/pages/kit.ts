@@ -153,9 +153,12 @@ export function pageKit(d: PageDeps): PageKit {
   const secure = (): boolean => d.publicUrl().startsWith('https:');
   const send: PageKit['send'] = (reply, status, title, body, fc, extra = {}) => {
     const headers = { ...PAGE_HEADERS, ...extra };
+    // Lax, not Strict: a check link followed from a mail (another site) must bring the cookie, or the
+    // page would set a new one and spoil the forms of this site open in the browser's other tabs. No
+    // browser sends a Lax cookie with another site's post, so the forms stay ours alone.
     if (fc?.fresh)
       headers['Set-Cookie'] =
-        `${FORM_COOKIE}=${fc.cookie}; Path=/; HttpOnly; SameSite=Strict${secure() ? '; Secure' : ''}`;
+        `${FORM_COOKIE}=${fc.cookie}; Path=/; HttpOnly; SameSite=Lax${secure() ? '; Secure' : ''}`;
     if (status !== 200) headers[REASON_HEADER] = status.reason;
     reply.send(status === 200 ? 200 : (status.status ?? statusOf(status.reason)), page(title, body), HTML, headers);
   };
