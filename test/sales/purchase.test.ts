@@ -828,7 +828,9 @@ describe('idempotent retries', () => {
     expect(changed.text).toContain('This form was already used');
     expect(changed.text).toContain('That purchase is the one that counts, and nothing more was charged now');
     // A buyer whose first page said the payment was not completed learns how to finish it.
-    expect(changed.text).toContain('send the form again with the details you gave that time to finish it');
+    expect(changed.text).toContain('fill in the form below with the details you gave that time');
+    // That form is this one again (its nonce): sent with the first details, it finishes the first purchase.
+    expect(changed.text).toContain(`name="nonce" value="${fields.nonce}"`);
     expect(changed.text).toContain('<a href="/buy">Buy another</a>: start again from the product page.');
     for (const misleading of ['Nothing was sold', 'Payment not completed', 'Idempotency-Key'])
       expect(changed.text).not.toContain(misleading);

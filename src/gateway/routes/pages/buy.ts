@@ -115,8 +115,10 @@ async function sell(
   );
   if (!r.ok) {
     // Not "nothing was sold": this form's first purchase stands, and the buyer must not pay again for it.
-    if (r.reason === 'idempotency_conflict')
-      return kit.send(reply, { reason: r.reason }, 'Already used', formUsedPage(), fc);
+    if (r.reason === 'idempotency_conflict') {
+      const held = await buyPage(d, fc, undefined, { nonce: b.nonce, product: b.product.name });
+      return kit.send(reply, { reason: r.reason }, 'Already used', formUsedPage(held), fc);
+    }
     // Outcome unknown (card company silent, or still working): the form keeps this purchase's
     // nonce, so submitting the same details again finishes it and never charges twice.
     const pending = r.reason === 'payment_pending' || r.reason === 'in_progress';

@@ -92,11 +92,13 @@ export const notSoldPage = (text: string, pending: boolean, form: Html): Html =>
 
 /**
  * The form's nonce was used before with other details (a form sent again after changing a field). Its
- * first purchase is the one that counts, whatever became of it; this one charged nothing.
+ * first purchase is the one that counts, whatever became of it; this one charged nothing. `form`: the
+ * same form again (its nonce), the one way to finish a first purchase the card company left unanswered.
  */
-export const formUsedPage = (): Html => html`<h1>This form was already used</h1>
-<p class="error" role="alert">This form was already sent, with other details, for a purchase of its own. That purchase is the one that counts, and nothing more was charged now. If it went through, its page showed your ID number, and its check link shows the number again with your PIN. If its page said the card company had not answered yet, send the form again with the details you gave that time to finish it; a payment never finished is given back to your card.</p>
-<p><a href="/buy">Buy another</a>: start again from the product page.</p>`;
+export const formUsedPage = (form: Html): Html => html`<h1>This form was already used</h1>
+<p class="error" role="alert">This form was already sent, with other details, for a purchase of its own. That purchase is the one that counts, and nothing more was charged now. If it went through, its page showed your ID number, and its check link shows the number again with your PIN. If its page said the card company had not answered yet, fill in the form below with the details you gave that time and send it to finish that purchase; a payment never finished is given back to your card.</p>
+<p><a href="/buy">Buy another</a>: start again from the product page.</p>
+${form}`;
 
 export const soldPage = (r: Sold, productTitle: string): Html => html`<h1>Thank you</h1>
 <p class="ok">The ID number you purchased is</p>
