@@ -150,6 +150,19 @@ const steadyNow = (): number => performance.timeOrigin + performance.now();
 /** A dialog's state in dlg.list once it has ended (Kamailio's DLG_STATE_DELETED). */
 const DELETED = 5;
 const RETRYABLE = new Set(['unavailable', 'overloaded', 'internal']);
+
+/**
+ * When a refused stop is sent again, or undefined when its refusal is final. A lost call's stop
+ * (billed as a recovered stop) is refused `throttled` while the token name is past its guess
+ * limit: billed when sent again after `retryAfter`, dropped it would be billed nothing.
+ */
+function stopRetryMs(r: Msg): number | undefined {
+  if (r.op !== 'error') return undefined;
+  if (RETRYABLE.has(String(r.reason))) return STOP_RETRY_MS;
+  if (r.reason !== 'throttled') return undefined;
+  const after = Number(r.retryAfter);
+  return Number.isFinite(after) && after > 0 ? after * 1000 : STOP_RETRY_MS;
+}
 /** A start refused for these may have been applied all the same (`overloaded` was not handled at all). */
 const IN_DOUBT = new Set(['unavailable', 'internal']);
 
@@ -610,9 +623,10 @@ export class KamailioConnector {
     c.stopping = { sec, cause };
     const stop = { op: 'stop', call: c.call, sec, cause, ...(!c.unseen && { id: c.id, dest: c.dest }) };
     void this.link.request(stop).then((r) => {
-      if (r.op === 'error' && RETRYABLE.has(String(r.reason))) {
+      const again = stopRetryMs(r);
+      if (again !== undefined) {
         // In c.timer: close() keeps it while it waits for what it owes, and clears it after.
-        c.timer = setTimeout(() => this.stop(c, sec, cause), STOP_RETRY_MS);
+        c.timer = setTimeout(() => this.stop(c, sec, cause), again);
         return;
       }
       if (r.op === 'error' && c.unseen && r.reason === 'unknown_call')

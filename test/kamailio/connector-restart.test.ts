@@ -16,6 +16,8 @@ import { idStatus } from '../../src/ledger/ids';
 import { createLogger } from '../../src/observability/log';
 import { captureLog } from '../support/log';
 import { LinkGate } from '../support/link-gate';
+import { Client } from '../support/ws-client';
+import { generateId } from '../../src/ids/idnum';
 import { SwitchProxy } from '../support/switch-proxy';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { callRecords, recordOf } from './records';
@@ -300,6 +302,61 @@ describe('kamailio connector: calls it did not see start', () => {
       rpc.dialogs.length = 0;
       await proxy.close();
       await reaping.close();
+    }
+  });
+
+  it("sends a lost call's stop refused `throttled` again after retryAfter: the call is billed", async () => {
+    // Redis lost the call's writes and the connector came back on a gateway that never saw it: its
+    // stop is billed as a recovered stop, which is refused `throttled` while the token name is past
+    // its guess limit. Until 2026-12-07 the connector took that answer as final and dropped the stop:
+    // the call was billed nothing.
+    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
+    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    const fresh = await gateway(h, { guessLimit: 1, guessWindowSec: 2 });
+    const [id] = await soldIds(h, TALK, 1);
+    const dialog = { ci: 'lost-throttled@probe', he: 14, hi: 1008, id: id!, dest: '33612345678' };
+    const call = callIdOf(dialog.ci, dialog.he, dialog.hi);
+    const gate = new LinkGate(gw.port);
+    const guesser = await Client.connect(fresh.port, tok);
+    try {
+      await attach({ gateway: await gate.listen() });
+      evapi.send({ ev: 'invite', ...dialog, ti: 15, tl: 16, si: '127.0.0.9', ts: Date.now() / 1000 });
+      await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === 15 && a.sec !== undefined));
+      evapi.send({ ev: 'answer', ...dialog, ts: Date.now() / 1000 });
+      await until('the call to be ticked', async () => {
+        const [session] = await h.r.keys(`ts:*:call:kamailio-restart:${call}`);
+        return session !== undefined && Number(await h.r.hget(session, 'used')) >= 1;
+      });
+      // The gateway goes, and with it what Redis held of the call (a restore from before it).
+      gate.shut();
+      await until('the connector to try the gateway again', () => gate.waiting > 0);
+      for (const key of await h.r.keys(`*${call}*`)) {
+        await h.r.del(key);
+        for (const live of await h.r.keys('ts:*:live')) await h.r.zrem(live, key);
+      }
+      // Meanwhile the token name went past its guess limit on the gateway the connector comes back to.
+      const guess = (): Promise<Record<string, unknown>> =>
+        guesser.request({
+          op: 'stop',
+          ref: `g${Math.random()}`,
+          call: `guess-${Math.random()}`,
+          sec: 0,
+          id: generateId(h.cfg.idLength),
+          dest: dialog.dest,
+        });
+      await guess();
+      await guess();
+      expect(await guess()).toMatchObject({ reason: 'throttled' });
+      gate.retarget(fresh.port);
+      gate.open();
+      // Its ticks find no call: it is cut, and its stop names the ID and destination.
+      const rec = await recordOf(h, dialog.ci, 10_000);
+      expect(rec).toMatchObject({ cause: 'recovered' });
+      expect(Number(rec.sec)).toBeGreaterThanOrEqual(1);
+    } finally {
+      await guesser.close();
+      await gate.close();
+      await fresh.close();
     }
   });
 });

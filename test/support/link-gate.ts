@@ -13,7 +13,7 @@ export class LinkGate {
   private held: { client: Socket; data: Buffer[] }[] = [];
   private shut_ = false;
 
-  constructor(private readonly target: number) {
+  constructor(private target: number) {
     this.server = createServer((client) => {
       client.on('error', () => undefined);
       if (!this.shut_) return this.pipe(client, []);
@@ -38,6 +38,11 @@ export class LinkGate {
   shut(): void {
     this.shut_ = true;
     for (const s of this.piped) s.destroy();
+  }
+
+  /** Pipes the connections made from now on to another port: a gateway restarted elsewhere. */
+  retarget(port: number): void {
+    this.target = port;
   }
 
   open(): void {
