@@ -4,12 +4,14 @@
  * script needed).
  */
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Product, RechargeProduct } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
 import { REASONS, type Reason } from '../../src/protocol/reasons';
-import { formSession, http, postPageForm, type Res } from '../support/http';
+import { formSession, http, postPageForm, rawExchange, type Res } from '../support/http';
 import { idKeyOf } from '../support/redis';
 import {
   addMember,
@@ -333,5 +335,38 @@ describe('the reason a refused page carries', () => {
       of('pin_required'),
     );
     expect(refusal(await postPageForm(gw, `${o.path}/voucher`, voucher, o.session))[1]).toMatch(/^[a-z_]+$/);
+  });
+
+  it("a card company's own decline reason: passed on, never as header lines of its own", async () => {
+    // A card company answers what it likes; its reason reaches the page's header, where a line
+    // break would end the header and start another (a cookie set for the buyer's browser).
+    const declines = createServer((req, res) => {
+      req.resume();
+      res.writeHead(402, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ status: 'declined', reason: 'do_not_honor\r\nSet-Cookie: hijack=1\r\nX: é' }));
+    });
+    await new Promise<void>((r) => declines.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(declines.address() as AddressInfo).port}`;
+    // One on sale: the card company is asked only about a product in stock.
+    await mint(h, TALK, 1);
+    const g = await gateway(h, { provider: { ...h.cfg.provider, url } });
+    try {
+      const session = await formSession(g, '/buy');
+      const form = new URLSearchParams({ form: session.token, ...buyForm(TALK.name, rich) }).toString();
+      const { text } = await rawExchange(
+        g.port,
+        `POST /buy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: ${session.cookie}\r\n` +
+          `Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ${form.length}\r\n\r\n${form}`,
+      );
+      const head = text.slice(0, text.indexOf('\r\n\r\n')).split('\r\n');
+      expect(head[0]).toBe('HTTP/1.1 402 Payment Required');
+      expect(head.filter((l) => /^set-cookie:/i.test(l))).toEqual([]);
+      expect(head.filter((l) => /^tessera-reason:/i.test(l))).toEqual([
+        'Tessera-Reason: do_not_honor%0D%0ASet-Cookie: hijack=1%0D%0AX: %C3%A9',
+      ]);
+    } finally {
+      await g.close();
+      await new Promise((r) => declines.close(r));
+    }
   });
 });

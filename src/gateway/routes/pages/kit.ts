@@ -118,6 +118,20 @@ export type PageStatus = 200 | { reason: string; status?: number };
 /** The header that carries a refused page's reason, for clients that read more than the status. */
 export const REASON_HEADER = 'Tessera-Reason';
 
+/**
+ * A reason as a header value. The catalogue's are plain words, but a card company's own decline
+ * reason is whatever it answered: a line break in it would end the header and begin another (a
+ * cookie set in the buyer's browser), so every byte outside printable ASCII, and `%`, is
+ * percent-encoded (its UTF-8 bytes), and the value is cut at 200 characters.
+ */
+export function reasonHeader(reason: string): string {
+  return reason
+    .slice(0, 200)
+    .replace(/[^\x20-\x24\x26-\x7e]+/g, (run) =>
+      Array.from(Buffer.from(run, 'utf8'), (b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''),
+    );
+}
+
 /** The page helpers, bound to one gateway's dependencies. */
 export interface PageKit {
   /** Sends a page; `fc` sets the form cookie when the browser had none. A refusal carries its reason (REASON_HEADER). */
@@ -159,7 +173,7 @@ export function pageKit(d: PageDeps): PageKit {
     if (fc?.fresh)
       headers['Set-Cookie'] =
         `${FORM_COOKIE}=${fc.cookie}; Path=/; HttpOnly; SameSite=Lax${secure() ? '; Secure' : ''}`;
-    if (status !== 200) headers[REASON_HEADER] = status.reason;
+    if (status !== 200) headers[REASON_HEADER] = reasonHeader(status.reason);
     reply.send(status === 200 ? 200 : (status.status ?? statusOf(status.reason)), page(title, body), HTML, headers);
   };
   const fromOurPage: PageKit['fromOurPage'] = (fc, form) =>
