@@ -35,7 +35,7 @@ const EnvSchema = Type.Object({
   MAX_BATCH: Int(1, 100_000, 2000),
   MAX_INFLIGHT: Int(1, 1_000_000, 5_000),
   MAX_INFLIGHT_TOTAL: Int(1, 10_000_000, 50_000),
-  MAX_INFLIGHT_PER_TOKEN: Int(1, 10_000_000, 10_000),
+  MAX_INFLIGHT_PER_TOKEN: Int(1, 10_000_000, 25_000),
   MAX_CONNECTIONS: Int(1, 1_000_000, 4_000),
   MAX_CONNECTIONS_PER_CLIENT: Int(1, 1_000_000, 1_000),
   MAX_CONNECTIONS_PER_TOKEN: Int(1, 1_000_000, 100),
@@ -146,10 +146,10 @@ export interface Config {
   maxInflight: number;
   /**
    * WebSocket requests in flight of one token name, all its connections together: one stolen
-   * token may not take every place of maxInflightTotal.
+   * token may not take every place of maxInflightTotal. Half of it by default: a Kamailio's two
+   * connectors share a token and both send every request.
    */
   maxInflightPerToken: number;
-  /** Requests in flight in the whole gateway before new ones are refused `overloaded`. */
   /**
    * WebSocket connections one gateway holds, from one client address (an IPv6 client by
    * its /64) and of one token name; past them an upgrade is refused 503.
@@ -157,6 +157,7 @@ export interface Config {
   maxConnections: number;
   maxConnectionsPerClient: number;
   maxConnectionsPerToken: number;
+  /** Requests in flight in the whole gateway before new ones are refused `overloaded`. */
   maxInflightTotal: number;
   maxBackpressureBytes: number;
   /** Unsent output WebSocket connections and HTTP answers together may hold; past it the largest holders are closed. */

@@ -39,7 +39,7 @@ describe('loadConfig', () => {
       maxFrameBytes: 256 * 1024,
       maxBatch: 2000,
       maxInflight: 5_000,
-      maxInflightPerToken: 10_000,
+      maxInflightPerToken: 25_000,
       maxInflightTotal: 50_000,
       offlineMaxAgeMs: 86_400_000,
       expirySweepMs: 3_600_000,
