@@ -402,17 +402,21 @@ export class Metering {
   private async disagrees(sw: string, ck: CallKeys, lost: LostCall): Promise<StopResult | undefined> {
     if (destDigits(lost.dest) === undefined) return { ok: false, reason: 'bad_value' };
     if (lost.id === undefined && lost.ani === undefined) return undefined;
+    const conflict = { ok: false as const, reason: 'call_conflict' };
     if (lost.ani === undefined) {
       const checked = checkId(lost.id, this.cfg.idLength);
       if (!checked.ok) return checked;
       // The ID its start named, read the same: the same key, without another HMAC.
       if (checked.id === ck.idText) return undefined;
+      const named = this.ids.hash(checked.id);
+      return keys.id(named.bucket, named.hash) === ck.id ? undefined : conflict;
     }
-    const caller = await this.caller(sw, undefined, lost.id, lost.ani);
-    if (!caller.ok && caller.reason !== 'unknown_ani') return caller;
-    return caller.ok && keys.id(caller.bucket, caller.hash) === ck.id
-      ? undefined
-      : { ok: false, reason: 'call_conflict' };
+    // The call is this switch's own, found by its call id: its number is looked up, not guessed (no
+    // count, no throttle). One taken off the ID since the start proves nothing against the call
+    // (call_stop still checks the destination); one that now leads to another ID does.
+    const found = await resolveAni(this.redis, this.ids, lost.ani);
+    if (!found.ok) return found.reason === 'unknown_ani' ? undefined : found;
+    return keys.id(found.bucket, found.idHash) === ck.id ? undefined : conflict;
   }
 
   private close(ck: CallKeys, sec: number, cause: string, dest: string): Promise<StopResult> {

@@ -151,6 +151,20 @@ describe('a number moved or removed after the gateway read its index', () => {
 });
 
 describe('a stop that names the caller number of a call Tessera lost', () => {
+  it('a live call started by number is stopped and billed after the number moved away, counting no guess', async () => {
+    const { id, ani } = await registered();
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ref(), call, ani, dest: DEST })).toMatchObject({ op: 'started' });
+    // The owner takes the number off the ID while the call talks.
+    expect(await anis.remove(idKeyOf(h, id), ani, { role: 'owner' })).toMatchObject({ ok: true, change: 'gone' });
+    const guesses = await h.r.keys('*guess*');
+    // The connector's stop names what its start named: the call is the switch's own, known by its id.
+    const r = await c.request({ op: 'stop', ref: ref(), call, sec: 30, ani, dest: DEST });
+    expect(r).toMatchObject({ op: 'stopped', call, billedSec: 30, cost: 3000, balance: 997_000 });
+    expect(await cdrsOf(h, id, call)).toEqual([expect.objectContaining({ cause: 'normal', sec: '30' })]);
+    expect(await h.r.keys('*guess*')).toEqual(guesses);
+  });
+
   it('is billed to the ID the number is registered to, recorded as recovered', async () => {
     const { id, ani } = await registered();
     const call = newCall();
