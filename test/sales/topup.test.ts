@@ -74,6 +74,10 @@ beforeAll(async () => {
   await mint(h, FIXED, 2);
   await mint(h, TALK_MAX, 1);
   gw = await gateway(h);
+  // Tests here read the balance events from the bucket's stream (topupEvents). A running webhook
+  // worker deletes each event no webhook takes at its next poll (docs/operations.md, Webhooks),
+  // so whether a test still found its event depended on how long the test took: stopped instead.
+  await gw.hooks.stop();
   till = await token(h, 'sales', 'till-1');
   salesTok = await token(h, 'sales', 'shop-t');
   buyer = await addMember(h, 100_000_000);
