@@ -89,7 +89,14 @@ export class WsEndpoints {
       idleTimeout: cfg.wsIdleTimeoutSec,
       sendPingsAutomatically: true,
       drain: (ws) => this.wrote(ws.getUserData().conn!),
-      upgrade: (res, req, context) => this.upgrade(res, req, context, path, role),
+      upgrade: (res, req, context) => {
+        // Left to uWS, a throw here would end the process: answered 500 `internal` instead.
+        try {
+          this.upgrade(res, req, context, path, role);
+        } catch (err) {
+          this.failed(res, err);
+        }
+      },
       open: (ws) => this.opened(ws, path),
       message: (ws, message, isBinary) => dispatcher.onFrame(ws.getUserData().conn!, message, isBinary),
       close: (ws) => this.closed(ws, path),
@@ -159,12 +166,35 @@ export class WsEndpoints {
     if (!load.enter()) return this.refuse(res, 'overloaded');
     let aborted = false;
     res.onAborted(() => (aborted = true));
-    void authorizeFresh(catalog, tok, [role]).then((auth) => {
-      load.leave();
-      if (aborted) return;
-      if (auth.ok && !this.tokenFull(auth.token.name)) finish(auth);
-      else res.cork(() => finish(auth));
-    });
+    // The place is given back however the lookup ends; a failure of it or of the upgrade after
+    // it is answered (failed), not left an unhandled rejection with the client waiting for ever.
+    void authorizeFresh(catalog, tok, [role])
+      .finally(() => load.leave())
+      .then((auth) => {
+        if (aborted) return;
+        if (auth.ok && !this.tokenFull(auth.token.name)) finish(auth);
+        else res.cork(() => finish(auth));
+      })
+      .catch((err: unknown) => this.failed(res, err, aborted));
+  }
+
+  /**
+   * An upgrade that failed is a bug: logged at error once and answered 500 `internal`, unless the
+   * client has gone (`gone`) or the response was already answered or upgraded, when nothing can be sent.
+   */
+  private failed(res: HttpResponse, err: unknown, gone = false): void {
+    let answered = false;
+    if (!gone)
+      try {
+        const reply = replyFor(res);
+        if (!reply.answered && !reply.aborted) {
+          this.refuse(res, 'internal');
+          answered = true;
+        }
+      } catch {
+        // The response is gone (upgraded, or closed): uWS throws at any use of it.
+      }
+    this.d.log.error({ err, answered }, 'websocket upgrade failed');
   }
 
   /**

@@ -3,12 +3,14 @@
  * kind of route: one answer, 500 `internal` (a page on the buyer pages, JSON
  * elsewhere), one line at error level, and the request's place in flight
  * (MAX_INFLIGHT_TOTAL, here 1) given back, so the next request is served.
+ * The same of a WebSocket upgrade, which the HTTP router does not handle.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { formSession, http, jsonCall, postPageForm } from '../support/http';
 import { captureLog, type LogCapture } from '../support/log';
+import { Client, upgrade } from '../support/ws-client';
 
 let h: Harness;
 let gw: Gateway;
@@ -114,5 +116,39 @@ describe('a handler whose promise fails', () => {
     const scanner = await token(h, 'scanner');
     failOnce(gw.redemption, 'status', 'reject');
     await failsOnce(() => http(gw, 'GET', '/v1/ids/4111111111111111/status', { token: scanner }), 'json');
+  });
+});
+
+describe('a WebSocket upgrade that fails', () => {
+  /** Upgrading with `tok` answers 500 internal, logs once and gives its place back; `good` then opens a connection. */
+  async function upgradeFailsOnce(tok: string, good: string): Promise<void> {
+    const from = logs.lines.length;
+    const r = await upgrade(gw.port, { Authorization: `Bearer ${tok}` });
+    expect(r.status).toBe(500);
+    expect(JSON.parse(r.body)).toEqual({ error: { reason: 'internal', message: 'internal error' } });
+    expect(errorsSince(from)).toEqual(['websocket upgrade failed']);
+    // MAX_INFLIGHT_TOTAL is 1: a place not given back would make this 503 overloaded.
+    expect(await jsonCall(gw, 'GET', '/readyz')).toMatchObject({ status: 200, json: { ok: true } });
+    const c = await Client.connect(gw.port, good);
+    try {
+      expect(await c.request({ op: 'ping', ref: 1 })).toMatchObject({ op: 'pong', ref: 1 });
+    } finally {
+      c.ws.close();
+    }
+  }
+
+  it('thrown at once (the token lookup) is answered, and the gateway serves on', async () => {
+    const tok = await token(h, 'switch');
+    // Known to the cache (it served this connection): its upgrade is decided at once.
+    const known = await Client.connect(gw.port, tok);
+    known.ws.close();
+    failOnce(gw.catalog, 'token');
+    await upgradeFailsOnce(tok, tok);
+  });
+
+  it('failing its promise (the Redis lookup of a token the cache does not know) is answered', async () => {
+    const good = await token(h, 'switch');
+    failOnce(gw.catalog, 'refreshIfTokenKnown');
+    await upgradeFailsOnce(`made-up-${PLANTED.length}`, good);
   });
 });
