@@ -88,7 +88,7 @@ export class WsEndpoints {
       closeOnBackpressureLimit: 1,
       idleTimeout: cfg.wsIdleTimeoutSec,
       sendPingsAutomatically: true,
-      drain: (ws) => this.wrote(ws.getUserData().conn!),
+      drain: this.guarded('drain', (ws) => this.wrote(ws.getUserData().conn!)),
       upgrade: (res, req, context) => {
         // Left to uWS, a throw here would end the process: answered 500 `internal` instead.
         try {
@@ -97,10 +97,43 @@ export class WsEndpoints {
           this.failed(res, err);
         }
       },
-      open: (ws) => this.opened(ws, path),
-      message: (ws, message, isBinary) => dispatcher.onFrame(ws.getUserData().conn!, message, isBinary),
-      close: (ws) => this.closed(ws, path),
+      open: this.guarded('open', (ws) => this.opened(ws, path)),
+      // Not through guarded(): no array of arguments made per frame on the hot path.
+      message: (ws, message, isBinary) => {
+        try {
+          dispatcher.onFrame(ws.getUserData().conn!, message, isBinary);
+        } catch (err) {
+          this.handlerFailed(ws, 'message', err);
+        }
+      },
+      close: this.guarded('close', (ws) => this.closed(ws, path)),
     });
+  }
+
+  /**
+   * A uWS handler that cannot end the process: left to uWS, a throw would (as at the upgrade).
+   * One is a bug, logged at error once; the connection, whose state it may have left half
+   * done, is closed 1011 `internal`, and the client reconnects as after any failure.
+   */
+  private guarded(
+    what: 'open' | 'drain' | 'close',
+    handler: (ws: WebSocket<ConnData>) => void,
+  ): (ws: WebSocket<ConnData>) => void {
+    return (ws) => {
+      try {
+        handler(ws);
+      } catch (err) {
+        this.handlerFailed(ws, what, err);
+      }
+    };
+  }
+
+  private handlerFailed(ws: WebSocket<ConnData>, what: string, err: unknown): void {
+    this.d.log.error({ err }, `websocket ${what} failed`);
+    if (what === 'close') return; // uWS has closed it already
+    const conn = ws.getUserData().conn;
+    if (conn) conn.end(1011, 'internal');
+    else ws.end(1011, 'internal');
   }
 
   /** Ends every open connection: the gateway is going away (1001). */
@@ -241,9 +274,9 @@ export class WsEndpoints {
   }
 
   private closed(ws: WebSocket<ConnData>, path: string): void {
-    const conn = ws.getUserData().conn!;
+    const conn = ws.getUserData().conn;
+    if (!conn) return; // its open failed before it counted anything
     conn.closed = true;
-    this.d.output.set(conn, 0, conn.drop, 'connection');
     this.conns.delete(conn);
     const same = this.byToken.get(conn.tokenHash);
     same?.delete(conn);
@@ -255,6 +288,8 @@ export class WsEndpoints {
     const ofName = (this.perToken.get(conn.token.name) ?? 1) - 1;
     if (ofName > 0) this.perToken.set(conn.token.name, ofName);
     else this.perToken.delete(conn.token.name);
+    // Last: the counts that limit connections are given back even if these fail.
+    this.d.output.set(conn, 0, conn.drop, 'connection');
     this.d.metrics.connections.dec({ path });
   }
 }

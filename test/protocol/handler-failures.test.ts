@@ -10,6 +10,7 @@ import type { Gateway } from '../../src/gateway/server';
 import { gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { formSession, http, jsonCall, postPageForm } from '../support/http';
 import { captureLog, type LogCapture } from '../support/log';
+import { until } from '../support/wait';
 import { Client, upgrade } from '../support/ws-client';
 
 let h: Harness;
@@ -150,5 +151,59 @@ describe('a WebSocket upgrade that fails', () => {
     const good = await token(h, 'switch');
     failOnce(gw.catalog, 'refreshIfTokenKnown');
     await upgradeFailsOnce(`made-up-${PLANTED.length}`, good);
+  });
+});
+
+describe('a WebSocket handler that throws', () => {
+  /** Connections the gateway counts as open (MAX_CONNECTIONS), read from /metrics. */
+  async function openConnections(): Promise<number> {
+    const text = (await http(gw, 'GET', '/metrics')).text;
+    return text
+      .split('\n')
+      .filter((l) => l.startsWith('tessera_ws_connections{'))
+      .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+  }
+
+  it('on open: the connection is closed 1011 internal, logged once, and no count is left behind', async () => {
+    const tok = await token(h, 'switch');
+    const before = await openConnections();
+    const from = logs.lines.length;
+    failOnce(gw.catalog, 'tokenByHash');
+    const c = await Client.connect(gw.port, tok);
+    expect(await c.closed).toEqual({ code: 1011, reason: 'internal' });
+    expect(errorsSince(from)).toEqual(['websocket open failed']);
+    expect(await openConnections()).toBe(before);
+    const again = await Client.connect(gw.port, tok);
+    expect(await again.request({ op: 'ping', ref: 1 })).toMatchObject({ op: 'pong', ref: 1 });
+    again.ws.close();
+  });
+
+  it('on a message: the connection is closed 1011 internal, logged once, and the gateway serves on', async () => {
+    const tok = await token(h, 'switch');
+    const c = await Client.connect(gw.port, tok);
+    const from = logs.lines.length;
+    failOnce(gw.metrics, 'event');
+    c.ws.send('not json');
+    expect(await c.closed).toEqual({ code: 1011, reason: 'internal' });
+    expect(errorsSince(from)).toEqual(['websocket message failed']);
+    const again = await Client.connect(gw.port, tok);
+    expect(await again.request({ op: 'ping', ref: 1 })).toMatchObject({ op: 'pong', ref: 1 });
+    again.ws.close();
+  });
+
+  it('on close: logged once, and the gateway serves on', async () => {
+    const tok = await token(h, 'switch');
+    const before = await openConnections();
+    const c = await Client.connect(gw.port, tok);
+    expect(await openConnections()).toBe(before + 1);
+    const from = logs.lines.length;
+    failOnce(gw.metrics.connections, 'dec');
+    c.ws.close();
+    await c.closed;
+    await until(() => errorsSince(from).length > 0);
+    expect(errorsSince(from)).toEqual(['websocket close failed']);
+    const again = await Client.connect(gw.port, tok);
+    expect(await again.request({ op: 'ping', ref: 1 })).toMatchObject({ op: 'pong', ref: 1 });
+    again.ws.close();
   });
 });
