@@ -200,7 +200,22 @@ export class Dispatcher {
     );
   }
 
+  /**
+   * A failure here, past the handler (its error answer, its metrics), would be an unhandled
+   * rejection that ends the process, or be lost in a callback handler's `done`: it is logged at
+   * error and the connection closed 1011 `internal`, as a throw in the frame handler is
+   * (ws-endpoint.ts). The counts below are given back first, before anything that can throw.
+   */
   private finish(conn: Conn, reply: (m: object) => void, op: string, m: Record<string, unknown>, err: unknown): void {
+    try {
+      this.settle(conn, reply, op, m, err);
+    } catch (again) {
+      this.log.error({ err: again, op }, 'websocket message failed');
+      conn.end(1011, 'internal');
+    }
+  }
+
+  private settle(conn: Conn, reply: (m: object) => void, op: string, m: Record<string, unknown>, err: unknown): void {
     conn.inflight--;
     const left = (this.perToken.get(conn.token.name) ?? 1) - 1;
     if (left > 0) this.perToken.set(conn.token.name, left);

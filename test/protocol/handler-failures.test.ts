@@ -5,7 +5,7 @@
  * (MAX_INFLIGHT_TOTAL, here 1) given back, so the next request is served.
  * The same of a WebSocket upgrade, which the HTTP router does not handle.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { gateway, seedCatalog, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { formSession, http, jsonCall, postPageForm } from '../support/http';
@@ -186,6 +186,28 @@ describe('a WebSocket handler that throws', () => {
     c.ws.send('not json');
     expect(await c.closed).toEqual({ code: 1011, reason: 'internal' });
     expect(errorsSince(from)).toEqual(['websocket message failed']);
+    const again = await Client.connect(gw.port, tok);
+    expect(await again.request({ op: 'ping', ref: 1 })).toMatchObject({ op: 'pong', ref: 1 });
+    again.ws.close();
+  });
+
+  it('answering a request whose handler failed: the connection is closed 1011 internal, its place given back', async () => {
+    const tok = await token(h, 'switch');
+    const c = await Client.connect(gw.port, tok);
+    const from = logs.lines.length;
+    // The quote handler fails at its metrics, and so does the error answer the dispatcher gives it.
+    const planted = vi.spyOn(gw.metrics, 'event').mockImplementation(() => {
+      throw new Error(PLANTED);
+    });
+    try {
+      c.send({ op: 'quote', ref: 1, id: '4111111111111111', dest: '4420' });
+      expect(await c.closed).toEqual({ code: 1011, reason: 'internal' });
+    } finally {
+      planted.mockRestore();
+    }
+    expect(errorsSince(from)).toEqual(['handler failed', 'websocket message failed']);
+    // MAX_INFLIGHT_TOTAL is 1: a place not given back would make this 503 overloaded.
+    expect(await jsonCall(gw, 'GET', '/readyz')).toMatchObject({ status: 200, json: { ok: true } });
     const again = await Client.connect(gw.port, tok);
     expect(await again.request({ op: 'ping', ref: 1 })).toMatchObject({ op: 'pong', ref: 1 });
     again.ws.close();
