@@ -22,7 +22,16 @@ import { startGateway, type Gateway } from '../../src/gateway/server';
 import { runCliIn } from '../support/cli';
 import { captureLog } from '../support/log';
 import { until } from '../support/wait';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, uniq, type Harness } from '../support/harness';
+import {
+  gateway,
+  keepEvents,
+  seedCatalog,
+  soldIds,
+  startHarness,
+  talkProduct,
+  uniq,
+  type Harness,
+} from '../support/harness';
 import { jsonCall, type JsonAnswer } from '../support/http';
 import { bucketOf, hashOf, idFields, idKeyOf, streamFields } from '../support/redis';
 import type { Client } from '../support/ws-client';
@@ -43,7 +52,7 @@ beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h, [TALK]);
   cat = await loadRedemptionCatalog(h);
-  gw = await gateway(h);
+  gw = await keepEvents(await gateway(h)); // a test reads its `expired` event from the stream
   ({ c: sw, name: swName } = await connectSwitch(h, gw.port));
 });
 afterAll(async () => {

@@ -19,7 +19,7 @@ import { setIdState } from '../../src/ledger/ids';
 import { claimPurchase, takeVoucher } from '../../src/sales/scripts';
 import { runCliIn } from '../support/cli';
 import { Client } from '../support/ws-client';
-import { gateway, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
+import { gateway, keepEvents, mint, seedCatalog, soldIds, startHarness, token, type Harness } from '../support/harness';
 import { formSession, jsonCall, postPageForm, type Res } from '../support/http';
 import { balanceOf, bucketOf, hashOf, idFields, idKeyOf, streamFields } from '../support/redis';
 import {
@@ -73,11 +73,7 @@ beforeAll(async () => {
   await mint(h, TALK, 13);
   await mint(h, FIXED, 2);
   await mint(h, TALK_MAX, 1);
-  gw = await gateway(h);
-  // Tests here read the balance events from the bucket's stream (topupEvents). A running webhook
-  // worker deletes each event no webhook takes at its next poll (docs/operations.md, Webhooks),
-  // so whether a test still found its event depended on how long the test took: stopped instead.
-  await gw.hooks.stop();
+  gw = await keepEvents(await gateway(h)); // topupEvents reads them
   till = await token(h, 'sales', 'till-1');
   salesTok = await token(h, 'sales', 'shop-t');
   buyer = await addMember(h, 100_000_000);

@@ -85,6 +85,16 @@ export async function gateway(
   return g;
 }
 
+/**
+ * Stops the gateway's webhook worker, for a file that reads balance events from their stream: the
+ * worker deletes each event no webhook takes at its next poll (docs/operations.md, Webhooks), so
+ * whether a test still found its event would depend on how long the test took.
+ */
+export async function keepEvents(g: Gateway): Promise<Gateway> {
+  await g.hooks.stop();
+  return g;
+}
+
 /** Runs `fn` against a gateway of its own with these settings, closed after it however it ends. */
 export async function withGateway<T>(
   h: Harness,
