@@ -3,7 +3,7 @@ import type { CatalogCache } from '../catalog/cache';
 import type { Config } from '../config/config';
 import { checkId } from '../ids/idnum';
 import type { IdKeys } from '../ids/secrets';
-import { resolveAni } from '../ledger/anis';
+import { aniPlace, resolveAni } from '../ledger/anis';
 import { MAX_CALL_SEC } from '../protocol/switch';
 import type { Metrics } from '../observability/metrics';
 import { keys } from '../redis/keys';
@@ -377,7 +377,7 @@ export class Metering {
   private async stopNow(...[sw, call, sec, cause, lost]: StopCall): Promise<StopResult> {
     const ck = await this.locator.find(sw, call);
     if (ck) {
-      const refused = lost && (await this.disagrees(sw, ck, lost));
+      const refused = lost && this.disagrees(ck, lost);
       if (refused) return refused;
       // A stop sent behind a tick must not overtake it.
       await this.ticks.sent(ck.bucket);
@@ -399,24 +399,20 @@ export class Metering {
    * `ck` names, or undefined when they may: the ID is checked here, the
    * destination by call_stop against the session's.
    */
-  private async disagrees(sw: string, ck: CallKeys, lost: LostCall): Promise<StopResult | undefined> {
+  private disagrees(ck: CallKeys, lost: LostCall): StopResult | undefined {
     if (destDigits(lost.dest) === undefined) return { ok: false, reason: 'bad_value' };
-    if (lost.id === undefined && lost.ani === undefined) return undefined;
-    const conflict = { ok: false as const, reason: 'call_conflict' };
-    if (lost.ani === undefined) {
-      const checked = checkId(lost.id, this.cfg.idLength);
-      if (!checked.ok) return checked;
-      // The ID its start named, read the same: the same key, without another HMAC.
-      if (checked.id === ck.idText) return undefined;
-      const named = this.ids.hash(checked.id);
-      return keys.id(named.bucket, named.hash) === ck.id ? undefined : conflict;
-    }
-    // The call is this switch's own, found by its call id: its number is looked up, not guessed (no
-    // count, no throttle). One taken off the ID since the start proves nothing against the call
-    // (call_stop still checks the destination); one that now leads to another ID does.
-    const found = await resolveAni(this.redis, this.ids, lost.ani);
-    if (!found.ok) return found.reason === 'unknown_ani' ? undefined : found;
-    return keys.id(found.bucket, found.idHash) === ck.id ? undefined : conflict;
+    // The call is this switch's own, found by its call id. Its number is not looked up: where the
+    // number leads now (nowhere, or to another ID its owner moved it to while the call talked) says
+    // nothing of the ID the call began on, and refused, the stop would leave the call to the reaper,
+    // billed to its last tick.
+    if (lost.ani !== undefined) return aniPlace(this.ids, lost.ani) ? undefined : { ok: false, reason: 'bad_ani' };
+    if (lost.id === undefined) return undefined;
+    const checked = checkId(lost.id, this.cfg.idLength);
+    if (!checked.ok) return checked;
+    // The ID its start named, read the same: the same key, without another HMAC.
+    if (checked.id === ck.idText) return undefined;
+    const named = this.ids.hash(checked.id);
+    return keys.id(named.bucket, named.hash) === ck.id ? undefined : { ok: false, reason: 'call_conflict' };
   }
 
   private close(ck: CallKeys, sec: number, cause: string, dest: string): Promise<StopResult> {

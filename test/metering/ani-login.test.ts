@@ -165,6 +165,21 @@ describe('a stop that names the caller number of a call Tessera lost', () => {
     expect(await h.r.keys('*guess*')).toEqual(guesses);
   });
 
+  it('a live call started by number is stopped and billed after its owner moved the number to another ID', async () => {
+    const { id, ani } = await registered();
+    const [next] = await soldIds(h, P);
+    const call = newCall();
+    expect(await c.request({ op: 'start', ref: ref(), call, ani, dest: DEST })).toMatchObject({ op: 'started' });
+    // While the call talks, the owner moves the number to a new ID (off the old one, onto the new one).
+    expect(await anis.remove(idKeyOf(h, id), ani, { role: 'owner' })).toMatchObject({ ok: true });
+    expect(await anis.add(idKeyOf(h, next!), ani, { role: 'owner' })).toMatchObject({ ok: true });
+    // The stop names the number its start named: the call it ends was begun on the old ID, billed there.
+    const r = await c.request({ op: 'stop', ref: ref(), call, sec: 30, ani, dest: DEST });
+    expect(r).toMatchObject({ op: 'stopped', call, billedSec: 30, cost: 3000, balance: 997_000 });
+    expect(await cdrsOf(h, id, call)).toEqual([expect.objectContaining({ cause: 'normal', sec: '30' })]);
+    expect(await balanceOf(h, next!)).toBe(1_000_000);
+  });
+
   it('is billed to the ID the number is registered to, recorded as recovered', async () => {
     const { id, ani } = await registered();
     const call = newCall();
