@@ -35,7 +35,8 @@ const EnvSchema = Type.Object({
   MAX_BATCH: Int(1, 100_000, 2000),
   MAX_INFLIGHT: Int(1, 1_000_000, 5_000),
   MAX_INFLIGHT_TOTAL: Int(1, 10_000_000, 50_000),
-  MAX_INFLIGHT_PER_TOKEN: Int(1, 10_000_000, 25_000),
+  // Unset: half of MAX_INFLIGHT_TOTAL, whatever that is set to (loadConfig).
+  MAX_INFLIGHT_PER_TOKEN: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000_000 })),
   MAX_CONNECTIONS: Int(1, 1_000_000, 4_000),
   MAX_CONNECTIONS_PER_CLIENT: Int(1, 1_000_000, 1_000),
   MAX_CONNECTIONS_PER_TOKEN: Int(1, 1_000_000, 100),
@@ -301,7 +302,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxBatch: e.MAX_BATCH,
     maxInflight: e.MAX_INFLIGHT,
     maxInflightTotal: e.MAX_INFLIGHT_TOTAL,
-    maxInflightPerToken: e.MAX_INFLIGHT_PER_TOKEN,
+    maxInflightPerToken: e.MAX_INFLIGHT_PER_TOKEN ?? Math.max(1, Math.floor(e.MAX_INFLIGHT_TOTAL / 2)),
     maxConnections: e.MAX_CONNECTIONS,
     maxConnectionsPerClient: e.MAX_CONNECTIONS_PER_CLIENT,
     maxConnectionsPerToken: e.MAX_CONNECTIONS_PER_TOKEN,

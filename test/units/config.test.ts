@@ -120,6 +120,14 @@ describe('loadConfig', () => {
     expect(typeof c.port).toBe('number');
   });
 
+  it("a token name may hold half the gateway's places in flight, unless set", () => {
+    // A smaller gateway keeps the bound below its own: else one stolen token could take every place.
+    expect(loadConfig({ MAX_INFLIGHT_TOTAL: '8000' }).maxInflightPerToken).toBe(4000);
+    expect(loadConfig({ MAX_INFLIGHT_TOTAL: '200000' }).maxInflightPerToken).toBe(100_000);
+    expect(loadConfig({ MAX_INFLIGHT_TOTAL: '1' }).maxInflightPerToken).toBe(1);
+    expect(loadConfig({ MAX_INFLIGHT_TOTAL: '8000', MAX_INFLIGHT_PER_TOKEN: '6000' }).maxInflightPerToken).toBe(6000);
+  });
+
   it('stale-after is three tick intervals, at least 10 s, unless set', () => {
     expect(loadConfig({ TICK_INTERVAL_MS: '1000' }).staleAfterMs).toBe(10_000);
     expect(loadConfig({ TICK_INTERVAL_MS: '5000' }).staleAfterMs).toBe(15_000);
