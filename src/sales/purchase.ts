@@ -120,6 +120,14 @@ export class Purchases {
   }
 
   /**
+   * The product of the purchase an idempotency key started, if any: a form sent again with another
+   * product is refused idempotency_conflict, and its page offers the first purchase's to finish it.
+   */
+  async productOf(idemKey: string): Promise<string | undefined> {
+    return (await this.ctx.redis.hget(this.recordKey(idemKey).key, 'product')) ?? undefined;
+  }
+
+  /**
    * `client`: the address of an anonymous buyer (the buy page), whose new
    * purchases count against BUY_LIMIT_PER_CLIENT and BUY_LIMIT_TOTAL.
    * `waitMs`: how long to wait for another attempt at work on the same key

@@ -105,7 +105,7 @@ beforeAll(async () => {
   await mint(h, TALK, 7);
   await mint(h, SOLD, 3);
   await mint(h, DECL, 5);
-  await mint(h, IDEM, 17);
+  await mint(h, IDEM, 18);
   await mint(h, GOODS, 2);
   await mint(h, SAUNA, 1);
   gw = await gateway(h);
@@ -839,6 +839,19 @@ describe('idempotent retries', () => {
     const again = await postPageForm(gw, '/buy', fields, session);
     expect(again.status).toBe(200);
     expect(again.text).toBe(first.text);
+  });
+
+  it("the form sent again for another product: the form-used page holds the first purchase's product", async () => {
+    const m = await addMember(h, 100_000_000);
+    const fields = buyForm('talk-i', m);
+    const session = await formSession(gw);
+    expect((await postPageForm(gw, '/buy', fields, session)).status).toBe(200);
+    const changed = await postPageForm(gw, '/buy', { ...fields, product: 'wallet' }, session);
+    expect(changed.status).toBe(422);
+    // The page asks for the details given that time: its form must not offer the product changed since.
+    expect(changed.text).toMatch(/<option value="talk-i" selected>/);
+    expect(changed.text).not.toMatch(/<option value="wallet" selected>/);
+    expect(await usedCredit(h, m.card)).toBe(1_000_000);
   });
 
   it('a sales token named web, made before that name was refused, never gets or makes a buy-page purchase', async () => {

@@ -106,9 +106,10 @@ async function sell(
   client: string,
 ): Promise<void> {
   // The same checks as the sales API's (product on sale, card and PIN well-formed), before anything is written.
+  const idemKey = `${BUY_PAGE_NAME}/${b.nonce}`;
   const r = await d.purchases.purchase(
     BUY_PAGE_NAME,
-    `${BUY_PAGE_NAME}/${b.nonce}`,
+    idemKey,
     { product: b.product.name, pin: b.pin, card: b.card, cardPin: b.cardPin },
     client,
     d.settleMs,
@@ -116,7 +117,9 @@ async function sell(
   if (!r.ok) {
     // Not "nothing was sold": this form's first purchase stands, and the buyer must not pay again for it.
     if (r.reason === 'idempotency_conflict') {
-      const held = await buyPage(d, fc, undefined, { nonce: b.nonce, product: b.product.name });
+      // Its form holds the first purchase's product, not the one changed since: that is what finishes it.
+      const first = (await d.purchases.productOf(idemKey)) ?? b.product.name;
+      const held = await buyPage(d, fc, undefined, { nonce: b.nonce, product: first });
       return kit.send(reply, { reason: r.reason }, 'Already used', formUsedPage(held), fc);
     }
     // Outcome unknown (card company silent, or still working): the form keeps this purchase's
