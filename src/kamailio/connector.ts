@@ -161,7 +161,8 @@ function stopRetryMs(r: Msg): number | undefined {
   if (RETRYABLE.has(String(r.reason))) return STOP_RETRY_MS;
   if (r.reason !== 'throttled') return undefined;
   const after = Number(r.retryAfter);
-  return Number.isFinite(after) && after > 0 ? after * 1000 : STOP_RETRY_MS;
+  // At most a minute: a window far longer must not overflow setTimeout (a resend every ms).
+  return Number.isFinite(after) && after > 0 ? Math.min(after, 60) * 1000 : STOP_RETRY_MS;
 }
 /** A start refused for these may have been applied all the same (`overloaded` was not handled at all). */
 const IN_DOUBT = new Set(['unavailable', 'internal']);

@@ -16,6 +16,7 @@ import { idStatus } from '../../src/ledger/ids';
 import { createLogger } from '../../src/observability/log';
 import { captureLog } from '../support/log';
 import { LinkGate } from '../support/link-gate';
+import { metricsText, sample } from '../support/metrics';
 import { Client } from '../support/ws-client';
 import { generateId } from '../../src/ids/idnum';
 import { SwitchProxy } from '../support/switch-proxy';
@@ -312,7 +313,8 @@ describe('kamailio connector: calls it did not see start', () => {
     // the call was billed nothing.
     await Promise.all(connectors.splice(0).map((c) => c.close(0)));
     await until('the other connectors to leave', () => evapi.socks.size === 0);
-    const fresh = await gateway(h, { guessLimit: 1, guessWindowSec: 2 });
+    // A window longer than the connector takes to come back: its stop meets the throttle.
+    const fresh = await gateway(h, { guessLimit: 1, guessWindowSec: 5 });
     const [id] = await soldIds(h, TALK, 1);
     const dialog = { ci: 'lost-throttled@probe', he: 14, hi: 1008, id: id!, dest: '33612345678' };
     const call = callIdOf(dialog.ci, dialog.he, dialog.hi);
@@ -353,6 +355,12 @@ describe('kamailio connector: calls it did not see start', () => {
       const rec = await recordOf(h, dialog.ci, 10_000);
       expect(rec).toMatchObject({ cause: 'recovered' });
       expect(Number(rec.sec)).toBeGreaterThanOrEqual(1);
+      // Billed after a refusal, not instead of one: the guesser's third stop and the connector's.
+      const refused = sample(await metricsText(fresh.port), 'tessera_events_total', {
+        op: 'stop',
+        outcome: 'throttled',
+      });
+      expect(refused).toBeGreaterThanOrEqual(2);
     } finally {
       await guesser.close();
       await gate.close();
