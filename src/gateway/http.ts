@@ -190,8 +190,13 @@ export async function readForm(res: HttpResponse, reply: Reply, limit: number): 
  * a value no lookup accepts.
  */
 export function pathParam(req: HttpRequest, i: number): string {
+  return decodedSegment(req.getParameter(i) ?? '');
+}
+
+/** A path segment percent-decoded as pathParam decodes it: a malformed escape becomes a name no lookup takes. */
+export function decodedSegment(segment: string): string {
   try {
-    return decodeURIComponent(req.getParameter(i) ?? '');
+    return decodeURIComponent(segment);
   } catch {
     return '\u0000';
   }

@@ -9,12 +9,12 @@
  * value the browser keeps in a SameSite=Lax cookie, so another site can
  * neither have that cookie sent with its post nor forge the token.
  */
-import { pathParam, replyFor } from '../http';
+import { decodedSegment, pathParam, replyFor } from '../http';
 import type { Router } from '../router';
 import { buyRoutes } from './pages/buy';
 import { checkRoutes } from './pages/check';
 import { STYLE } from './pages/html';
-import { PAGE_HEADERS, pageKit, type PageDeps, type PageKit } from './pages/kit';
+import { pageKit, redirect, type PageDeps, type PageKit } from './pages/kit';
 import { areaPage, areasPage, unknownAreaPage } from './pages/views';
 
 export { PAGE_HEADERS, type PageDeps } from './pages/kit';
@@ -35,7 +35,7 @@ export function pageRoutes(router: Router, d: PageDeps): void {
 /** `/` leads to the buy page; the one stylesheet every page uses. */
 function staticRoutes(app: Router): void {
   app.get('/', (res) => {
-    replyFor(res).send(302, '', 'text/plain; charset=utf-8', { Location: '/buy', ...PAGE_HEADERS });
+    redirect(replyFor(res), 302, '/buy');
   });
 
   app.get('/pages.css', (res) => {
@@ -65,20 +65,10 @@ function accessRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     const reply = replyFor(res);
     const rest = req.getUrl().slice('/access/'.length);
     const cut = rest.indexOf('/');
-    const to = (path: string): void =>
-      reply.send(302, '', 'text/plain; charset=utf-8', { Location: path, ...PAGE_HEADERS });
+    const to = (path: string): void => redirect(reply, 302, path);
     if (rest === '') return to('/access');
-    const a = cut === rest.length - 1 ? d.catalog.area(decodedOrNone(rest.slice(0, cut))) : undefined;
+    const a = cut === rest.length - 1 ? d.catalog.area(decodedSegment(rest.slice(0, cut))) : undefined;
     if (a) return to(`/access/${encodeURIComponent(a.area)}`);
     kit.send(reply, { reason: 'unknown_area' }, 'Access numbers', unknownAreaPage());
   });
-}
-
-/** A path segment decoded as pathParam decodes it: a malformed escape becomes a name no lookup takes. */
-function decodedOrNone(segment: string): string {
-  try {
-    return decodeURIComponent(segment);
-  } catch {
-    return '\u0000';
-  }
 }

@@ -24,8 +24,8 @@ import {
   FORM_LIMIT,
   formClient,
   NOT_OUR_FORM,
-  PAGE_HEADERS,
   paymentOf,
+  redirect,
   sentence,
   type FormClient,
   type PageDeps,
@@ -192,10 +192,11 @@ interface Refused {
 }
 
 export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
+  // A link written as no link is (cut short, mistyped): said so, no PIN compared, no try counted.
+  const badLink = (reply: Reply): void => kit.send(reply, { reason: 'bad_link' }, 'Incomplete link', badLinkPage());
   app.get('/check/:bucket/:token', (res, req) => {
     const { reply, bucket, token, action, fc } = linkRequest(res, req);
-    if (!d.checks.wellFormed(bucket, token))
-      return kit.send(reply, { reason: 'bad_link' }, 'Incomplete link', badLinkPage());
+    if (!d.checks.wellFormed(bucket, token)) return badLink(reply);
     kit.send(reply, 200, 'Find your number', checkForm(action, d.formMac(fc.cookie)), fc);
   });
 
@@ -204,15 +205,13 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
   for (const suffix of ['voucher', 'recharge'])
     app.get(`/check/:bucket/:token/${suffix}`, (res, req) => {
       const { reply, bucket, token, action } = linkRequest(res, req);
-      if (!d.checks.wellFormed(bucket, token))
-        return kit.send(reply, { reason: 'bad_link' }, 'Incomplete link', badLinkPage());
-      reply.send(303, '', 'text/plain; charset=utf-8', { Location: action, ...PAGE_HEADERS });
+      if (!d.checks.wellFormed(bucket, token)) return badLink(reply);
+      redirect(reply, 303, action);
     });
 
   // Any other address under /check/ is a link cut short at a slash or with something added to it: a buyer
   // who opened it is told so, as for any other broken link, not given the API's JSON 404.
-  for (const pattern of ['/check', '/check/*'])
-    app.get(pattern, (res) => kit.send(replyFor(res), { reason: 'bad_link' }, 'Incomplete link', badLinkPage()));
+  for (const pattern of ['/check', '/check/*']) app.get(pattern, (res) => badLink(replyFor(res)));
 
   app.post('/check/:bucket/:token', (res, req) => {
     const { reply, bucket, token, action, fc, form, client } = linkPost(res, req, d.trust);
@@ -225,7 +224,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
         if (!kit.fromOurPage(fc, f)) return again('foreign_form', NOT_OUR_FORM);
         const r = await d.checks.check(bucket, token, digitsField(f, 'pin'), client);
         if (!r.ok) {
-          if (r.reason === 'bad_link') return kit.send(reply, { reason: r.reason }, 'Incomplete link', badLinkPage());
+          if (r.reason === 'bad_link') return badLink(reply);
           if (r.reason !== 'locked')
             return again(
               r.reason,

@@ -132,6 +132,11 @@ export function reasonHeader(reason: string): string {
     );
 }
 
+/** Sends the browser on to `location` (a page's own address, as the page headers say). */
+export function redirect(reply: Reply, status: 302 | 303, location: string): void {
+  reply.send(status, '', 'text/plain; charset=utf-8', { Location: location, ...PAGE_HEADERS });
+}
+
 /** The page helpers, bound to one gateway's dependencies. */
 export interface PageKit {
   /** Sends a page; `fc` sets the form cookie when the browser had none. A refusal carries its reason (REASON_HEADER). */
@@ -187,8 +192,9 @@ export function pageKit(d: PageDeps): PageKit {
   const run = async (reply: Reply, fn: () => Promise<void>, key?: string): Promise<void> => {
     // Anyone may ask for pages, and each waits on Redis: when Redis is slow they must be refused, not queued.
     // A form sent again while its first copy is at work waits for that one's answer (up to settleMs): in its place.
-    if (!(key === undefined ? load.enter() : load.enterShared(key)))
-      return send(reply, { reason: 'overloaded' }, 'Sorry', busyPage(), undefined, { 'Retry-After': '1' });
+    const busy = (): void =>
+      send(reply, { reason: 'overloaded' }, 'Sorry', busyPage(), undefined, { 'Retry-After': '1' });
+    if (!(key === undefined ? load.enter() : load.enterShared(key))) return busy();
     try {
       await fn();
     } catch (err) {
@@ -196,8 +202,7 @@ export function pageKit(d: PageDeps): PageKit {
       if (err instanceof BodyError) return send(reply, { reason: err.reason }, 'Sorry', formRefusedPage(err.reason));
       const reason = failureReason(err);
       // Its client's lookups queued longer than Redis answers them in time (a burst): busy, not broken.
-      if (reason === 'overloaded')
-        return send(reply, { reason: 'overloaded' }, 'Sorry', busyPage(), undefined, { 'Retry-After': '1' });
+      if (reason === 'overloaded') return busy();
       if (reason !== 'unavailable') throw err;
       d.log.warn({ err }, 'page failed: storage unavailable');
       send(reply, { reason: 'unavailable' }, 'Sorry', failedPage());
