@@ -8,6 +8,21 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 
+/**
+ * A proxied connection's two sockets, kept in `open` while they are: either one closing closes the
+ * other, and their errors are only that (a test's proxy outlives what it carries).
+ */
+export function paired(client: Socket, up: Socket, open: Set<Socket>): void {
+  open.add(client).add(up);
+  for (const [a, b] of [
+    [client, up],
+    [up, client],
+  ] as const) {
+    a.on('close', () => (b.destroy(), open.delete(a)));
+    a.on('error', () => undefined);
+  }
+}
+
 export class HoldProxy {
   private readonly server: Server;
   private readonly socks = new Set<Socket>();
@@ -18,19 +33,12 @@ export class HoldProxy {
   constructor(private readonly target: number) {
     this.server = createServer((client) => {
       const up = connect(this.target, '127.0.0.1');
-      this.socks.add(client).add(up);
+      paired(client, up, this.socks);
       client.on('data', (d: Buffer) => {
         if (this.armed !== undefined && d.includes(this.armed)) this.holding = true;
         up.write(d);
       });
       up.on('data', (d: Buffer) => (this.holding ? this.held.push({ to: client, data: d }) : client.write(d)));
-      for (const [a, b] of [
-        [client, up],
-        [up, client],
-      ] as const) {
-        a.on('close', () => (b.destroy(), this.socks.delete(a)));
-        a.on('error', () => undefined);
-      }
     });
   }
 

@@ -6,6 +6,7 @@
  * its handshake); opened again, the held ones go through at once.
  */
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { paired } from './hold-proxy';
 
 export class LinkGate {
   private readonly server: Server;
@@ -62,15 +63,8 @@ export class LinkGate {
   private pipe(client: Socket, early: Buffer[]): void {
     const up = connect(this.target, '127.0.0.1');
     for (const d of early) up.write(d);
-    this.piped.add(client).add(up);
+    paired(client, up, this.piped);
     client.on('data', (d: Buffer) => up.write(d));
     up.on('data', (d: Buffer) => client.write(d));
-    for (const [a, b] of [
-      [client, up],
-      [up, client],
-    ] as const) {
-      a.on('close', () => (b.destroy(), this.piped.delete(a)));
-      a.on('error', () => undefined);
-    }
   }
 }
