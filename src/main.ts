@@ -69,8 +69,8 @@ function readCommandLine(): { cfg: Config; workers: number; sandboxed: boolean }
 /** Our own Redis child process when none is configured; its exit ends this process, unless we stop it. */
 async function startOwnRedis(cfg: Config, log: Logger): Promise<{ url: string; stop(): Promise<void> } | undefined> {
   if (cfg.redis.url || cfg.redis.cluster) return undefined;
-  const onRedisExit = (code: number | null): void => {
-    log.fatal({ code }, 'embedded Redis exited');
+  const onRedisExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+    log.fatal({ code, signal }, 'embedded Redis exited');
     process.exit(1);
   };
   const embedded = await startEmbeddedRedis({

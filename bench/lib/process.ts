@@ -7,7 +7,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { EmbeddedRedis } from '../../src/redis/embedded';
 
 /** The repository's root (bench/lib/../..): where dist/, lua/ and deploy/ are. */
 export const ROOT = join(__dirname, '..', '..');
@@ -19,15 +18,13 @@ export const children = new Set<ChildProcess>();
 export const cleanup: {
   tmp: string;
   keepTmp: boolean;
-  redis?: EmbeddedRedis;
-  /** redis-server's own pid (startEmbeddedRedis may run it under a wrapper shell). */
+  /** The bench's redis-server, from the moment it is spawned (it writes into the temp dir). */
   redisPid?: number;
 } = { tmp: '', keepTmp: false };
 
 export function killChildren(): void {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  const { redis, redisPid } = cleanup;
-  if (redis && redis.process.exitCode === null) redis.process.kill('SIGKILL');
+  const { redisPid } = cleanup;
   if (redisPid) {
     try {
       process.kill(redisPid, 'SIGKILL');

@@ -9,15 +9,9 @@ import { loadConfig } from '../../src/config/config';
 import { mintIds } from '../../src/ledger/mint';
 import { activate } from '../../src/ledger/scripts';
 import { createLogger } from '../../src/observability/log';
-import type { RedisClient } from '../../src/redis/connect';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/redis/embedded';
 import { keys } from '../../src/redis/keys';
 import { cleanup, watchdog } from './process';
-
-/** redis-server's own pid, from INFO server (it may run under a wrapper shell). */
-export async function redisServerPid(r: RedisClient, redis: EmbeddedRedis): Promise<number | undefined> {
-  return Number(/^process_id:(\d+)/m.exec(await r.info('server'))?.[1]) || redis.process.pid;
-}
 
 export interface BenchRedis {
   redis: EmbeddedRedis;
@@ -35,11 +29,14 @@ export interface BenchRedis {
  * The context logs at logLevel (silent unless told).
  */
 export async function startBenchRedis(env: Record<string, string>, logLevel = 'silent'): Promise<BenchRedis> {
-  const redis = await startEmbeddedRedis({ dir: join(cleanup.tmp, 'redis'), persist: true });
-  cleanup.redis = redis;
+  // Known from its spawn: an interrupt while Redis boots kills it and waits for it too.
+  const redis = await startEmbeddedRedis({
+    dir: join(cleanup.tmp, 'redis'),
+    persist: true,
+    onSpawn: (p) => (cleanup.redisPid = p.pid),
+  });
+  const pid = redis.process.pid;
   const ctx = await openContext(loadConfig({ REDIS_URL: redis.url, ...env }), createLogger(logLevel), redis.url);
-  const pid = await redisServerPid(ctx.redis, redis);
-  cleanup.redisPid = pid;
   const dog = watchdog(pid);
   return {
     redis,
@@ -48,7 +45,6 @@ export async function startBenchRedis(env: Record<string, string>, logLevel = 's
     async stop() {
       await ctx.close();
       await redis.stop();
-      cleanup.redis = undefined;
       cleanup.redisPid = undefined;
       dog?.kill('SIGKILL');
     },

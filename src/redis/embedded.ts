@@ -1,8 +1,8 @@
 /**
  * A redis-server child process for development and tests: persistence on
  * (AOF, fsync every second), data in its own directory, bound to loopback.
- * It runs under a small sh watchdog that stops it when our stdin pipe closes,
- * so it ends with the gateway even when the gateway is killed with SIGKILL.
+ * A small sh watchdog stops it when our stdin pipe closes, so it ends with the
+ * gateway even when the gateway is killed with SIGKILL.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -56,6 +56,11 @@ export interface EmbeddedOptions {
   /** false for throwaway test instances: no AOF, no RDB. */
   persist?: boolean;
   extraArgs?: string[];
+  /**
+   * Called with redis-server's process as soon as it is spawned, before it answers: a caller
+   * interrupted while Redis boots (a benchmark's Ctrl-C) can kill it and wait for its end.
+   */
+  onSpawn?: (process: ChildProcess) => void;
 }
 
 export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<EmbeddedRedis> {
@@ -92,10 +97,12 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
     'warning',
     ...(opts.extraArgs ?? []),
   ];
-  // sh waits for redis-server and exits with its code; a reader kills it on EOF from us.
-  // (A background job's stdin is /dev/null, hence our pipe kept on fd 3 for the reader.)
-  const watchdog = 'exec 3<&0; redis-server "$@" & r=$!; (read _ <&3; kill -TERM $r 2>/dev/null) & wait $r';
+  // A reader kills redis-server on EOF from us; sh then becomes redis-server (exec, same pid), so
+  // our child process is the server itself: killing it, or waiting for it, is killing or waiting
+  // for Redis. (A background job's stdin is /dev/null, hence our pipe kept on fd 3 for the reader.)
+  const watchdog = 'exec 3<&0; (read _ <&3; kill -TERM $$ 2>/dev/null) & exec redis-server "$@"';
   const child = spawn('sh', ['-c', watchdog, 'tessera-redis', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  opts.onSpawn?.(child);
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   child.stdout?.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -109,7 +116,8 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
   const deadline = Date.now() + 10_000;
   try {
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`redis-server exited (${child.exitCode}): ${stderr.trim()}`);
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new Error(`redis-server exited (${child.exitCode ?? child.signalCode}): ${stderr.trim()}`);
       try {
         if (probe.status !== 'ready') await probe.connect();
         // LOADING while the AOF replays: wait for it.

@@ -1,10 +1,11 @@
 /** The embedded redis-server does not outlive the process that started it, even one killed with SIGKILL. */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { startEmbeddedRedis } from '../../src/redis/embedded';
 import { until } from '../support/wait';
 
 describe('embedded Redis ends with its parent', () => {
@@ -77,6 +78,24 @@ describe('embedded Redis ends with its parent', () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       // Should the watchdog have failed, do not leave the orphan running.
       if (port && (await ping(port))) await ping(port, 'SHUTDOWN NOSAVE');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('its child process is redis-server itself: killing it stops Redis, from the moment it is spawned', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-emb-'));
+    let spawned: ChildProcess | undefined;
+    const redis = await startEmbeddedRedis({ dir: join(dir, 'redis'), persist: false, onSpawn: (p) => (spawned = p) });
+    try {
+      // A bench interrupted while Redis boots kills what it was handed and waits for it before
+      // removing Redis' directory: that must be the server, not a shell that leaves it running.
+      const exited = new Promise<void>((r) => redis.process.once('exit', () => r()));
+      redis.process.kill('SIGKILL');
+      await exited;
+      expect(await ping(redis.port)).toBe(false);
+      expect(spawned).toBe(redis.process);
+    } finally {
+      if (await ping(redis.port)) await ping(redis.port, 'SHUTDOWN NOSAVE');
       rmSync(dir, { recursive: true, force: true });
     }
   });
