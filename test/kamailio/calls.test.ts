@@ -110,6 +110,25 @@ describe.skipIf(!haveKamailio())('kamailio: metered calls', () => {
     expect(Number(byId['4420123456']!.cost)).toBe(3 * 200);
   });
 
+  it('bills a caller that ignores Record-Route to its hang-up: its BYE without Route reaches the callee', async () => {
+    // Until 2026-12-07 its ACK was dropped and its BYE answered 404 Not Here: the call stayed up,
+    // billed on to its paid end, and the callee never heard the BYE.
+    const [id] = await soldIds(h, TALK, 1);
+    const run = await runUac({
+      dir,
+      kamailio: k,
+      scenario: 'uac-norr',
+      rows: [[`${id}*33612345678`, 'X-Test: no-route']],
+      talkMs: 1300,
+    });
+    expect(run.code, run.stdout).toBe(0);
+    const [call] = [...run.calls.values()];
+    const rec = await recordOf(h, call!.ci);
+    expect(rec.cause).toBe('hangup');
+    expect(Number(rec.sec)).toBe(billedSeconds(call!.answerUs!, call!.hangupUs!));
+    await until('the callee to log the BYE', () => uas.calls().get(call!.ci)?.byeUs);
+  });
+
   it('cuts a call when its balance runs out: BYE to both sides, the call stopped', async () => {
     const [id] = await soldIds(h, SHORT, 1);
     const run = await runUac({

@@ -624,13 +624,13 @@ export interface UacRun {
 
 /**
  * Runs the sipp caller: one call per row (R-URI user, extra header line),
- * `scenario` uac-hangup (talks `talkMs`, then BYE) or uac-wait (waits for
- * the network's BYE).
+ * `scenario` uac-hangup (talks `talkMs`, then BYE), uac-norr (the same,
+ * ignoring Record-Route) or uac-wait (waits for the network's BYE).
  */
 export async function runUac(o: {
   dir: string;
   kamailio: { sipPort: number };
-  scenario: 'uac-hangup' | 'uac-wait' | 'uac-forged' | 'uac-elsewhere';
+  scenario: 'uac-hangup' | 'uac-norr' | 'uac-wait' | 'uac-forged' | 'uac-elsewhere';
   rows: [string, string][];
   talkMs?: number;
   rate?: number;
