@@ -4,14 +4,11 @@
  * that is gone, and failed while it rang, is stopped by the one that took
  * over, and a failed call Tessera never started is billed nothing.
  */
-import { createServer as httpServer, type Server as HttpServer } from 'node:http';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { callIdOf } from '../../src/kamailio/call-id';
 import { KamailioConnector } from '../../src/kamailio/connector';
-import { encodeNetstring, NetstringReader } from '../../src/kamailio/netstring';
 import { idStatus } from '../../src/ledger/ids';
 import { createLogger } from '../../src/observability/log';
 import { captureLog } from '../support/log';
@@ -22,63 +19,16 @@ import { generateId } from '../../src/ids/idnum';
 import { SwitchProxy } from '../support/switch-proxy';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { callRecords, recordOf } from './records';
+import { fakeEvapi, fakeRpc, type FakeEvapi, type FakeRpc } from './fake-kamailio';
 import { spawnConnector, until } from './stack';
 
 const TALK = talkProduct({ name: 'talk-r', face: 1_000_000, price: 1_000_000 });
-
-/** Kamailio's evapi as the connectors see it: every connection gets the events, every answer is kept. */
-interface FakeEvapi {
-  server: Server;
-  port: number;
-  socks: Set<Socket>;
-  answers: Record<string, unknown>[];
-  /** The connectors' `.`: each has read an event it did not answer. */
-  acks: number;
-  send(event: object): void;
-}
-
-async function fakeEvapi(): Promise<FakeEvapi> {
-  const socks = new Set<Socket>();
-  const answers: Record<string, unknown>[] = [];
-  const server = createServer((s) => {
-    socks.add(s);
-    const reader = new NetstringReader();
-    s.on('data', (d: Buffer) => {
-      for (const p of reader.push(d))
-        if (p !== '.') answers.push(JSON.parse(p) as Record<string, unknown>);
-        else self.acks++;
-    });
-    s.on('error', () => undefined);
-    s.on('close', () => socks.delete(s));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const send = (event: object): void => {
-    for (const s of socks) s.write(encodeNetstring(JSON.stringify(event)));
-  };
-  const self: FakeEvapi = { server, port: (server.address() as AddressInfo).port, socks, answers, acks: 0, send };
-  return self;
-}
-
-/** Kamailio's JSON-RPC: dlg.list lists `dialogs` (none by default: what a started connector lists to take calls up). */
-async function fakeRpc(): Promise<{ server: HttpServer; url: string; dialogs: object[] }> {
-  const dialogs: object[] = [];
-  const server = httpServer((req, res) => {
-    let body = '';
-    req.on('data', (d: Buffer) => (body += d.toString()));
-    req.on('end', () => {
-      const { id, method } = JSON.parse(body) as { id: number; method: string };
-      res.end(JSON.stringify({ jsonrpc: '2.0', id, result: method === 'dlg.list' ? dialogs : [] }));
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/RPC`, dialogs };
-}
 
 describe('kamailio connector: calls it did not see start', () => {
   let h: Harness;
   let gw: Gateway;
   let evapi: FakeEvapi;
-  let rpc: { server: HttpServer; url: string; dialogs: object[] };
+  let rpc: FakeRpc;
   let tok: string;
   const connectors: KamailioConnector[] = [];
 

@@ -1,0 +1,67 @@
+/**
+ * Stand-ins for Kamailio as the connector sees it, for tests of the connector
+ * alone: an evapi peer that sends the events a test writes and keeps every
+ * answer, and a JSON-RPC stub whose dlg.list lists the dialogs a test puts in.
+ */
+import { createServer as httpServer, type Server as HttpServer } from 'node:http';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { encodeNetstring, NetstringReader } from '../../src/kamailio/netstring';
+
+/** Kamailio's evapi as the connectors see it: every connection gets the events, every answer is kept. */
+export interface FakeEvapi {
+  server: Server;
+  port: number;
+  socks: Set<Socket>;
+  answers: Record<string, unknown>[];
+  /** The connectors' `.`: each has read an event it did not answer. */
+  acks: number;
+  send(event: object): void;
+}
+
+export async function fakeEvapi(): Promise<FakeEvapi> {
+  const socks = new Set<Socket>();
+  const answers: Record<string, unknown>[] = [];
+  const server = createServer((s) => {
+    socks.add(s);
+    const reader = new NetstringReader();
+    s.on('data', (d: Buffer) => {
+      for (const p of reader.push(d))
+        if (p !== '.') answers.push(JSON.parse(p) as Record<string, unknown>);
+        else self.acks++;
+    });
+    s.on('error', () => undefined);
+    s.on('close', () => socks.delete(s));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const send = (event: object): void => {
+    for (const s of socks) s.write(encodeNetstring(JSON.stringify(event)));
+  };
+  const self: FakeEvapi = { server, port: (server.address() as AddressInfo).port, socks, answers, acks: 0, send };
+  return self;
+}
+
+/** Kamailio's JSON-RPC stub: its address, what dlg.list lists and the methods called so far. */
+export interface FakeRpc {
+  server: HttpServer;
+  url: string;
+  /** What dlg.list lists (none by default: what a started connector lists to take calls up). */
+  dialogs: object[];
+  /** Every method called, with its parameters (dlg.end_dlg: a cut). */
+  calls: { method: string; params: unknown[] }[];
+}
+
+export async function fakeRpc(): Promise<FakeRpc> {
+  const dialogs: object[] = [];
+  const calls: FakeRpc['calls'] = [];
+  const server = httpServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => {
+      const { id, method, params } = JSON.parse(body) as { id: number; method: string; params: unknown[] };
+      calls.push({ method, params });
+      res.end(JSON.stringify({ jsonrpc: '2.0', id, result: method === 'dlg.list' ? dialogs : [] }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/RPC`, dialogs, calls };
+}
