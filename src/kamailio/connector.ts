@@ -73,6 +73,9 @@ interface Call {
   endedSec?: number;
   /** The call ended before its `started` arrived: stop it then. */
   endAfterStart?: { sec: number; cause: string };
+  /** A re-grant tick refused `overloaded` (or failed): its resend, and how many went for its sec (askAgain()). */
+  askAgain?: NodeJS.Timeout;
+  askedAgain?: { sec: number; times: number };
   /** The stop sent and not yet answered (retried while Tessera is unavailable): what close() waits for. */
   stopping?: { sec: number; cause: string };
   /**
@@ -140,6 +143,7 @@ function originOf(e: InviteEvent): string | undefined {
  * comes back to onTessera as any message without a pending request does.
  */
 const GRANT_REF = 'g';
+const isGrantRef = (ref: unknown): ref is string => typeof ref === 'string' && ref.startsWith(GRANT_REF);
 /**
  * This process's clock for ticks and cuts: wall time at start carried on by the
  * monotonic clock. An NTP step of the wall clock mid-call would otherwise stop
@@ -164,6 +168,13 @@ function stopRetryMs(r: Msg): number | undefined {
   // At most a minute: a window far longer must not overflow setTimeout (a resend every ms).
   return Number.isFinite(after) && after > 0 ? Math.min(after, 60) * 1000 : STOP_RETRY_MS;
 }
+/**
+ * When a tick asking for its re-grant is refused `overloaded` (or `unavailable`, `internal`) it is
+ * sent again after each of these delays while it is the call's latest: at the paid end the next
+ * tick, a second on, cuts the call with no word of more, so the resends fit in well before it
+ * (their sum under a second less TICK_LEAD_MS). Few and spaced: `overloaded` asks to slow down.
+ */
+const ASK_AGAIN_MS = [100, 200, 400];
 /** A start refused for these may have been applied all the same (`overloaded` was not handled at all). */
 const IN_DOUBT = new Set(['unavailable', 'internal']);
 
@@ -239,7 +250,10 @@ export class KamailioConnector {
     // dialog, and no connector would stop it after (a connector started again does not take up
     // an ended dialog). Dropped, the call was reaped `stale`, billed to its last tick.
     for (const c of [...this.calls.values()]) c.cutting?.();
-    for (const c of this.calls.values()) if (!c.stopping) clearTimeout(c.timer);
+    for (const c of this.calls.values()) {
+      clearTimeout(c.askAgain);
+      if (!c.stopping) clearTimeout(c.timer);
+    }
     if (this.owed().length > 0) {
       let timer: NodeJS.Timeout | undefined;
       await new Promise<void>((resolve) => {
@@ -304,6 +318,7 @@ export class KamailioConnector {
 
   private forget(c: Call): void {
     clearTimeout(c.timer);
+    clearTimeout(c.askAgain);
     this.calls.delete(c.call);
     this.done.set(c.call, Date.now() + DONE_TTL_MS);
     if (this.settled && this.owed().length === 0) this.settled();
@@ -559,12 +574,35 @@ export class KamailioConnector {
       // `exhausted`: the ticks paid up to the second that brought this, which may still be running.
       if (m.reason === 'exhausted' && c.answerAt) this.cutWhenPaidUp(c, c.ticked, 'cutoff');
       else this.cut(c, this.elapsedSeconds(c), 'cutoff');
+    } else if (m.op === 'error' && c && !c.ending && RETRYABLE.has(String(m.reason)) && isGrantRef(m.ref)) {
+      this.askAgain(c, Number(m.ref.slice(GRANT_REF.length)));
     } else if (m.op === 'error' && c && !c.ending && (m.reason === 'unknown_call' || m.reason === 'call_ended')) {
       this.log.warn({ call: c.call, reason: m.reason }, 'call not metered; ending it');
       this.cut(c, this.elapsedSeconds(c), 'unmetered');
     } else if (m.op === 'alert' && c) {
       this.log.info({ call: c.call, secLeft: m.secLeft, level: m.level }, 'low balance');
     }
+  }
+
+  /**
+   * Sends again a tick of `sec` that asked for its re-grant and was refused for now. Dropped, the
+   * re-grant (a top-up's, at the paid end) went unheard: the next tick found no word of more and
+   * the call was cut `max_sec` though the balance would pay. Only while it is the call's latest
+   * tick (a later one asks for itself) and at most ASK_AGAIN_MS.length times for its sec: with no
+   * answer of more by the next tick, metering is taken as lost and the call cut as before.
+   */
+  private askAgain(c: Call, sec: number): void {
+    if (sec !== c.ticked || c.cutAt || c.askAgain) return;
+    const asked = c.askedAgain?.sec === sec ? c.askedAgain : (c.askedAgain = { sec, times: 0 });
+    const wait = ASK_AGAIN_MS[asked.times];
+    if (wait === undefined) return;
+    asked.times++;
+    c.askAgain = setTimeout(() => {
+      c.askAgain = undefined;
+      if (c.ending || c.cutAt || sec !== c.ticked || !this.link.connected) return;
+      this.log.debug({ call: c.call, sec }, 're-grant tick sent again');
+      this.link.send({ op: 'tick', call: c.call, sec, ref: GRANT_REF + String(sec) });
+    }, wait);
   }
 
   private elapsedSeconds(c: Call): number {
