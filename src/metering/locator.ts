@@ -94,9 +94,24 @@ export class CallLocator {
     return prev === '' ? 'new' : 'same';
   }
 
-  async release(sw: string, call: string): Promise<void> {
+  /**
+   * Gives back the claim of a start (or recovered stop) that was refused: guessed IDs must not fill
+   * Redis. But another gateway's start or recovered stop of the call may have found the claim and
+   * written the call's session meanwhile (no script sees both keys: they live in different slots),
+   * so the index is put back when the session is there once it is gone; and whoever writes a session
+   * under a claim it did not make sees to the index after it (`kept`). Each writes before it reads:
+   * one of the two always sees the other's write, and the call never loses its index.
+   */
+  async release(sw: string, call: string, ck: CallKeys): Promise<void> {
     this.forget(sw, call);
-    await this.redis.del(this.indexKey(callKeyOf(sw, call)));
+    const index = this.indexKey(callKeyOf(sw, call));
+    await this.redis.del(index);
+    if ((await this.redis.exists(ck.session)) === 1) await this.redis.set(index, ck.id, 'EX', this.ttlSec, 'NX');
+  }
+
+  /** A session written under a claim this start or stop found ('same'): its index, put back if given back since. */
+  async kept(sw: string, call: string, ck: CallKeys): Promise<void> {
+    await this.redis.set(this.indexKey(callKeyOf(sw, call)), ck.id, 'EX', this.ttlSec, 'NX');
   }
 
   cached(sw: string, call: string): CallKeys | undefined {

@@ -201,8 +201,10 @@ export class Metering {
     });
     // A refused call leaves no index behind (guessed IDs must not fill Redis).
     if (!r.ok && claim === 'new' && r.reason !== 'call_conflict' && r.reason !== 'call_ended')
-      await this.locator.release(sw, call);
+      await this.locator.release(sw, call, ck);
     if (!r.ok) return this.guessed(sw, origin, r, copy);
+    // Opened under another try's claim, which its refusal may be giving back (CallLocator.release).
+    if (!r.duplicate && claim === 'same') await this.locator.kept(sw, call, ck);
     // `started` is said once a replica has the session and its index: a failover must not lose the call.
     // A retry may find them written by its first try, elsewhere: then what it saw must be replicated.
     await this.acked(sw, call, ck.session, r.duplicate, claim !== 'new');
@@ -483,9 +485,11 @@ export class Metering {
     if (!r.ok) {
       // A refused stop leaves no index behind, as a refused start does (guessed IDs must not fill
       // Redis), but for a session of this ID found after all: the index now names it rightly.
-      if (claim === 'new' && r.reason !== 'call_conflict') await this.locator.release(sw, call);
+      if (claim === 'new' && r.reason !== 'call_conflict') await this.locator.release(sw, call, ck);
       return r;
     }
+    // Billed under a start's claim, which that start's refusal may be giving back (CallLocator.release).
+    if (!r.duplicate && claim === 'same') await this.locator.kept(sw, call, ck);
     // Each one is a call Tessera lost, or one a switch stopped under another token name than it
     // started it with (billed as that call's own stop, once): someone should look, so it is counted.
     if (!r.duplicate) this.metrics.recovered.inc();

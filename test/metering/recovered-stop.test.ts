@@ -85,26 +85,31 @@ const stop = (m: Record<string, unknown>): Promise<Record<string, unknown>> =>
   c.request({ op: 'stop', ref: ++refs, ...m });
 
 /**
- * Runs `fn` with two gateways on this Redis for one switch name: `a`'s through a proxy that can hold
- * a script's answer back (as under load), `b`'s the file's gateway. Closes what it opened.
+ * Runs `fn` with two gateways on this Redis for one switch name, each through a proxy that can hold
+ * a script's answer back (as under load). Closes what it opened.
  */
 async function racingGateways(
-  fn: (g: { proxy: HoldProxy; a: Client; b: Client; name: string }) => Promise<void>,
+  fn: (g: { proxy: HoldProxy; proxyB: HoldProxy; a: Client; b: Client; name: string }) => Promise<void>,
 ): Promise<void> {
   const proxy = new HoldProxy(Number(new URL(h.redis.url).port));
+  const proxyB = new HoldProxy(Number(new URL(h.redis.url).port));
   const gwA = await startGateway(h.cfg, createLogger('silent'), await proxy.listen());
+  const gwB = await startGateway(h.cfg, createLogger('silent'), await proxyB.listen());
   const name = newCall('sw');
   const tok = await token(h, 'switch', name);
   const a = await Client.connect(gwA.port, tok);
-  const b = await Client.connect(gw.port, tok);
+  const b = await Client.connect(gwB.port, tok);
   try {
-    await fn({ proxy, a, b, name });
+    await fn({ proxy, proxyB, a, b, name });
   } finally {
     proxy.release();
+    proxyB.release();
     await a.close();
     await b.close();
     await gwA.close();
+    await gwB.close();
     await proxy.close();
+    await proxyB.close();
   }
 }
 
@@ -221,6 +226,55 @@ describe('a stop for a call whose session is gone', () => {
       expect(await first).toMatchObject({ op: 'stopped', billedSec: 30, cost: 35_000 });
       expect(await balanceOf(h, other)).toBe(TALK.face);
       expect(await cdrsOf(h, other, call)).toEqual([]);
+    });
+  });
+
+  // A start refused on gateway A (its answer held back, as under load) claimed the call id first: the
+  // call's recovered stop on B found that claim and billed the call under it. A's refusal must not
+  // then give the call id back, or the stop repeated without its ID finds no call (unknown_call).
+  it('racing a refused start of the call on another gateway: billed, and a repeat without the ID answers the same', async () => {
+    // Its balance pays no first second to DEST449 (fee and all): the start is refused.
+    const [id] = (await soldIds(h, SMALL)) as [string];
+    await racingGateways(async ({ proxy, a, b }) => {
+      const call = newCall();
+      proxy.holdAfter('call_start_');
+      const start = a.request({ op: 'start', ref: 1, call, id, dest: DEST449 });
+      await until(async () => proxy.holds, 10_000, 10, "A's start ran in Redis");
+      const first = await b.request({ op: 'stop', ref: 2, call, sec: 30, id, dest: DEST449 });
+      expect(first).toMatchObject({ op: 'stopped', billedSec: 30, cost: SMALL.face, balance: 0 });
+      proxy.release();
+      expect(await start).toMatchObject({ op: 'error', reason: 'insufficient_balance' });
+      const { ref: _r, ...same } = first;
+      expect(await b.request({ op: 'stop', ref: 3, call, sec: 30 })).toMatchObject(same);
+      expect(await a.request({ op: 'stop', ref: 4, call, sec: 30 })).toMatchObject(same);
+      expect(await cdrsOf(h, id, call)).toHaveLength(1);
+    });
+  });
+
+  it('racing a refused start that gives the call id back before the stop bills under it: the same', async () => {
+    // B's stop found A's claim and missed the session (its answer held); A's refusal gave the
+    // claim back before B's recovery wrote the call: B must put the call id's index back itself.
+    const [id] = (await soldIds(h, SMALL)) as [string];
+    await racingGateways(async ({ proxy, proxyB, a, b, name }) => {
+      const call = newCall();
+      const callKey = callKeyOf(name, call);
+      const index = keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey);
+      proxy.holdAfter('call_start_');
+      const start = a.request({ op: 'start', ref: 1, call, id, dest: DEST449 });
+      await until(async () => proxy.holds, 10_000, 10, "A's start ran in Redis");
+      proxyB.holdAfter('call_stop_');
+      const stopped = b.request({ op: 'stop', ref: 2, call, sec: 30, id, dest: DEST449 });
+      await until(async () => proxyB.holds, 10_000, 10, "B's stop missed the session");
+      proxy.release();
+      expect(await start).toMatchObject({ op: 'error', reason: 'insufficient_balance' });
+      expect(await h.r.exists(index)).toBe(0);
+      proxyB.release();
+      const first = await stopped;
+      expect(first).toMatchObject({ op: 'stopped', billedSec: 30, cost: SMALL.face, balance: 0 });
+      const { ref: _r, ...same } = first;
+      expect(await b.request({ op: 'stop', ref: 3, call, sec: 30 })).toMatchObject(same);
+      expect(await a.request({ op: 'stop', ref: 4, call, sec: 30 })).toMatchObject(same);
+      expect(await cdrsOf(h, id, call)).toHaveLength(1);
     });
   });
 

@@ -53,6 +53,11 @@ export class HoldProxy {
     this.armed = marker;
   }
 
+  /** Whether a reply is held back: the command that armed the hold has run in Redis. */
+  get holds(): boolean {
+    return this.held.length > 0;
+  }
+
   /** Lets the held replies (and all later ones) through. */
   release(): void {
     this.holding = false;
