@@ -7,11 +7,15 @@
  * metrics over the fork's IPC channel and adds them up with prom-client's
  * aggregators: counters and histograms summed, a gauge of what Redis holds
  * (`aggregator: 'max'` where it is defined) taken once, not once per worker.
+ * A worker that misses the gathering (busy, stalled) is summed as it last
+ * answered: left out, it would make every counter fall for that scrape, which
+ * Prometheus reads as a reset (and a wrong rate). Only one that has exited is
+ * left out.
  */
 import type { ChildProcess } from 'node:child_process';
 import { AggregatorRegistry, type Registry } from 'prom-client';
 
-/** How long the gathering waits for a worker (one that is starting or dying is left out). */
+/** How long the gathering waits for a worker before it takes the worker's last answer. */
 const GATHER_MS = 2000;
 
 type Msg =
@@ -59,9 +63,16 @@ export function workerScrape(registry: Registry, proc: NodeJS.Process = process)
 /** Numbers the primary's requests to the workers, whichever worker's scrape they serve. */
 let gathers = 0;
 
-/** One worker's metrics as JSON, or undefined when it does not answer in time. */
+/** Each worker's latest answer (of the latest request: a late answer counts too). */
+const lastOf = new WeakMap<ChildProcess, { n: number; json: unknown[] }>();
+
+/**
+ * One worker's metrics as JSON: its answer, its last answer when it does not answer in time, or
+ * undefined when it has exited (or never answered).
+ */
 function metricsOf(child: ChildProcess, n: number): Promise<unknown[] | undefined> {
   return new Promise((resolve) => {
+    const last = (): unknown[] | undefined => lastOf.get(child)?.json;
     const done = (json: unknown[] | undefined): void => {
       clearTimeout(timer);
       child.off('message', onMessage);
@@ -72,11 +83,12 @@ function metricsOf(child: ChildProcess, n: number): Promise<unknown[] | undefine
       if (isMsg(m) && m.t === 'tessera:metrics-json' && m.n === n) done(m.json);
     };
     const onExit = (): void => done(undefined);
-    const timer = setTimeout(() => done(undefined), GATHER_MS);
+    const timer = setTimeout(() => done(last()), GATHER_MS);
     child.on('message', onMessage);
     child.once('exit', onExit);
-    if (!child.connected) return done(undefined);
-    child.send({ t: 'tessera:metrics-json?', n }, (err) => err && done(undefined));
+    if (child.exitCode !== null || child.signalCode !== null) return done(undefined);
+    if (!child.connected) return done(last());
+    child.send({ t: 'tessera:metrics-json?', n }, (err) => err && done(last()));
   });
 }
 
@@ -86,6 +98,8 @@ function metricsOf(child: ChildProcess, n: number): Promise<unknown[] | undefine
  */
 export function gatherForWorker(child: ChildProcess, workers: () => Iterable<ChildProcess>): void {
   child.on('message', (m: unknown) => {
+    if (isMsg(m) && m.t === 'tessera:metrics-json' && m.n > (lastOf.get(child)?.n ?? 0))
+      lastOf.set(child, { n: m.n, json: m.json });
     if (!isMsg(m) || m.t !== 'tessera:metrics?') return;
     void Promise.all([...workers()].map((w) => metricsOf(w, ++gathers)))
       .then(async (all) => {
