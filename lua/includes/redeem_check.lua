@@ -57,6 +57,9 @@ local function decide(ikey, f, when, clock, venue, gate, item, amount, qty, dir)
     if bal < amount then return { 'no', 'insufficient_value', bal } end
     return { 'ok', kind, 'spend', amount, bal - amount }
   elseif kind == 'service' then
+    -- At a gate a scan without the service's name is somebody coming in: a service ID shown
+    -- there is no ticket, and must not lose a use to it. A desk at a gate names its service.
+    if item == '' and gate ~= '' then return { 'no', 'wrong_kind' } end
     if item ~= '' and item ~= id_fields(ikey, { 'svc' })[1] then return { 'no', 'unknown_item' } end
     if bal < 1 then return used_up(ikey, f) end
     if bal < qty then return { 'no', 'insufficient_value', bal } end

@@ -457,6 +457,8 @@ export class RedemptionModel {
       if (price * qty > m.bal) return refuse('insufficient_value', { valueLeft: m.bal });
       return grant('spend', price * qty, m.bal - price * qty, () => {});
     }
+    // At a gate a service ID without its service's name is no ticket: nothing is used.
+    if (item === undefined && gate !== '') return refuse('wrong_kind');
     if (item !== undefined && item !== m.p.service) return refuse('unknown_item');
     if (m.bal === 0) return refuse('already_redeemed', { firstUsed: m.first });
     if (qty > m.bal) return refuse('insufficient_value', { valueLeft: m.bal });

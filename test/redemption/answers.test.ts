@@ -532,6 +532,19 @@ describe('what a scan is for', () => {
     expect(await balanceOf(h, spa)).toBe(2);
     for (const id of [gated, wallet, spa]) expect(await recordsOf(h, id)).toEqual([]);
   });
+
+  it('wrong_kind: a service ID scanned in at a gate without its service, and no use is lost', async () => {
+    const spa = await sold(cat.spa);
+    // A gate-bound token, and a handheld that names the gate it stands at.
+    expect(await north.redeem({ scan: uniq(), id: spa })).toMatchObject(WRONG_KIND);
+    expect(await arena.redeem({ scan: uniq(), id: spa, gate: 'east' })).toMatchObject(WRONG_KIND);
+    expect(await north.validate({ id: spa })).toMatchObject(WRONG_KIND);
+    expect(await balanceOf(h, spa)).toBe(2);
+    expect(await recordsOf(h, spa)).toEqual([]);
+    // At a gate the desk names its service; without a gate the name stays optional.
+    expect(await north.redeem({ scan: uniq(), id: spa, item: 'massage' })).toMatchObject({ usesLeft: 1 });
+    expect(await arena.redeem({ scan: uniq(), id: spa })).toMatchObject({ action: 'use', usesLeft: 0 });
+  });
 });
 
 describe('re-entry', () => {
