@@ -31,6 +31,9 @@ import { idField } from '../ledger/id-fields';
 
 export type { Answer, Granted, Refusal } from './scripts';
 
+/** The product kinds a scanner redeems (and may read the status of). */
+const SCANNED_KINDS: ReadonlySet<string> = new Set(['entry', 'goods', 'service']);
+
 /** Scans per script call: Redis runs nothing else meanwhile, so a batch stays short. */
 const MAX_SCANS_PER_SCRIPT = 32;
 /**
@@ -491,9 +494,10 @@ export class Redemption {
 
   /**
    * A scanner's look at an ID: throttled and counted like a scan, so it is no way
-   * around the guess limit. Only IDs it could redeem are shown (not talk time, and
-   * for its venue, or every venue): any other ID answers `unknown_id`, counted as a
-   * guess too, exactly as an ID that does not exist, so the answer tells nothing.
+   * around the guess limit. Only IDs it could redeem are shown (tickets, goods and
+   * services, for its venue or every venue; not talk time nor recharge vouchers):
+   * any other ID answers `unknown_id`, counted as a guess too, exactly as an ID
+   * that does not exist, so the answer tells nothing.
    */
   status(token: TokenInfo, id: unknown): Promise<Refusable<IdStatus> | Refused> {
     return this.throttle.withSlot<Refusable<IdStatus> | Refused>(token.name, throttled, async () => {
@@ -508,7 +512,9 @@ export class Redemption {
 
   /** Whether a scanner of this venue could redeem the ID: a ticket, goods or service ID valid at the venue. */
   private async redeemableAt(venue: string, id: unknown, s: IdStatus): Promise<boolean> {
-    if (s.kind === 'talk' || s.kind === '') return false;
+    // The kinds a scanner redeems, named: a kind added later (recharge vouchers, bearer value
+    // for talk IDs) stays out of a scanner's sight until it is one of them.
+    if (!SCANNED_KINDS.has(s.kind)) return false;
     const loc = locate(this.ctx, id);
     if (!loc.ok) return false;
     // As the redeem script reads it: the venues of the ID's product terms, empty for every venue.

@@ -1,12 +1,12 @@
 /**
  * A scanner reads the status of the IDs it could redeem only: ticket, goods and
- * service IDs valid at its venue (or at every venue). A talk ID or another
- * venue's ticket answers exactly as an ID that does not exist, over WebSocket and
- * HTTP, and counts against the guess limit like one.
+ * service IDs valid at its venue (or at every venue). A talk ID, a recharge
+ * voucher or another venue's ticket answers exactly as an ID that does not exist,
+ * over WebSocket and HTTP, and counts against the guess limit like one.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { putProducts } from '../../src/catalog/store';
-import type { EntryProduct } from '../../src/catalog/schema';
+import type { EntryProduct, RechargeProduct } from '../../src/catalog/schema';
 import type { Gateway } from '../../src/gateway/server';
 import { generateId } from '../../src/ids/idnum';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
@@ -18,14 +18,17 @@ let h: Harness;
 let gw: Gateway;
 let cat: Catalog;
 let clubTicket: EntryProduct;
+let voucher: RechargeProduct;
 
 beforeAll(async () => {
   h = await startHarness({ GUESS_LIMIT: '8' });
   await seedCatalog(h, [talkProduct()]);
   cat = await loadRedemptionCatalog(h);
-  [clubTicket] = (await putProducts(h.ctx.redis, [
+  [clubTicket, voucher] = (await putProducts(h.ctx.redis, [
     { name: 'clubTicket', kind: 'entry', currency: 'EUR', price: 1, venues: [OTHER_VENUE] },
-  ])) as [EntryProduct];
+    // A recharge voucher is bearer value for talk IDs: no scanner redeems it, none may read it.
+    { name: 'voucher', kind: 'recharge', currency: 'EUR', face: 5_000_000, price: 5_000_000 },
+  ])) as [EntryProduct, RechargeProduct];
   gw = await gateway(h);
 });
 afterAll(async () => {
@@ -36,15 +39,16 @@ afterAll(async () => {
 const UNKNOWN = { reason: 'unknown_id', message: 'no such ID' };
 
 describe('a scanner reads the status of IDs it could redeem only', () => {
-  it('its venue’s tickets, every-venue goods and its services: shown; talk time and another venue’s ticket: as unknown', async () => {
+  it('its venue’s tickets, every-venue goods and its services: shown; talk time, vouchers and another venue’s ticket: as unknown', async () => {
     const tok = await token(h, 'scanner');
     const s = await Scanner.connect(gw.port, tok);
-    const [ticket, wallet, spa, talk, club] = [
+    const [ticket, wallet, spa, talk, club, recharge] = [
       ...(await soldIds(h, cat.ticket)),
       ...(await soldIds(h, cat.wallet)),
       ...(await soldIds(h, cat.spa)),
       ...(await soldIds(h, talkProduct())),
       ...(await soldIds(h, clubTicket)),
+      ...(await soldIds(h, voucher)),
     ] as string[];
     for (const [id, product] of [
       [ticket, 'ticket'],
@@ -57,7 +61,7 @@ describe('a scanner reads the status of IDs it could redeem only', () => {
         json: { product },
       });
     }
-    for (const id of [talk!, club!, generateId(16)]) {
+    for (const id of [talk!, club!, recharge!, generateId(16)]) {
       expect(await s.request({ op: 'status', ref: 'x', id })).toEqual({ op: 'refused', ref: 'x', ...UNKNOWN });
       expect(await jsonCall(gw, 'GET', `/v1/ids/${id}/status`, { token: tok })).toEqual({
         status: 404,
