@@ -24,6 +24,8 @@ export class Receiver {
   fallback: Behaviour = 'ok';
   /** Answers (other than `hang`) wait this long: a slow receiver. */
   delayMs = 0;
+  /** Called for each request it leaves unanswered (`hang`), once it has recorded it. */
+  onHang?: () => void;
   /** The most requests it held unanswered at once (hanging ones included). */
   maxOpen = 0;
   private open = 0;
@@ -48,8 +50,10 @@ export class Receiver {
       const how = this.script.shift() ?? this.fallback;
       const status = how === 'ok' ? 204 : how === 'hang' ? 0 : how;
       this.received.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), status });
-      if (how === 'hang') this.hanging.push(res);
-      else if (this.delayMs > 0) setTimeout(() => res.writeHead(status).end(), this.delayMs);
+      if (how === 'hang') {
+        this.hanging.push(res);
+        this.onHang?.();
+      } else if (this.delayMs > 0) setTimeout(() => res.writeHead(status).end(), this.delayMs);
       else res.writeHead(status).end();
     });
   }
