@@ -50,8 +50,11 @@ export class Reaper {
   /**
    * One pass over every bucket; returns how many calls it closed. `now` (this gateway's clock)
    * only dates the records: staleness is judged by Redis' clock, which scored the live set.
+   * Unless given, each record is dated as its call is closed, after Redis' clock found it stale:
+   * a time read as the pass began could come before that (a slow Redis, a busy event loop), and
+   * date a call reaped at its ring timeout as rung for less.
    */
-  async sweep(now = Date.now()): Promise<number> {
+  async sweep(now?: number): Promise<number> {
     if (this.running) return 0;
     this.running = true;
     let closed = 0;
@@ -75,7 +78,7 @@ export class Reaper {
               const r = await callReap(
                 this.scripts,
                 { session, id: idKey, live: keys.live(bucket), cdr: keys.cdr(bucket), events: keys.events(bucket) },
-                now,
+                now ?? Date.now(),
                 this.cfg.staleAfterMs,
                 this.closedTtlSec,
               );

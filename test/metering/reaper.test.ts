@@ -650,6 +650,26 @@ describe('ring grace and reaped calls (stale after 300 ms, ring timeout 1500 ms,
     expect(await idFields(h, ringing.id)).toMatchObject({ act: '0', bal: '1000000', st: 'sold' });
   });
 
+  it('a call reaped at its ring timeout by a sweep that began before it is dated when it was reaped', async () => {
+    // Sweeps only when told, and a ring timeout of 1 s.
+    await withGateway(h, { staleAfterMs: 300, ringTimeoutMs: 1000, reapIntervalMs: 3_600_000 }, async (g) => {
+      const { c: sc } = await connectSwitch(h, g.port);
+      try {
+        const { id, call } = await startedCall(sc);
+        // Redis answers nothing for 1.3 s (less than REDIS_TIMEOUT_MS): the sweep begins now, and
+        // finds the call stale only then (it, or that of another gateway of this file).
+        await h.r.call('CLIENT', 'PAUSE', '1300', 'ALL');
+        await g.reaper.sweep();
+        await until(async () => (await cdrsOf(h, id, call)).length > 0, 5000, 20, 'the call reaped');
+        const [rec] = await cdrsOf(h, id, call);
+        expect(rec).toMatchObject({ sec: '0', cost: '0', cause: 'stale' });
+        expect(Number(rec!.end) - Number(rec!.start)).toBeGreaterThanOrEqual(1000);
+      } finally {
+        await sc.close();
+      }
+    });
+  });
+
   it('a tick of 0 at answer ends the ring grace: a switch gone right after it is reaped after staleAfterMs', async () => {
     const { id, call } = await startedCall(c);
     const tickAt = Date.now();
