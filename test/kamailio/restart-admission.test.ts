@@ -64,12 +64,21 @@ describe.skipIf(!haveKamailio())('kamailio: a restart during admission', () => {
   /**
    * An INVITE suspended in Kamailio (its connector frozen: the event waits unread), then
    * Kamailio restarted on its ports and directory, and the connector let go `thawAfterMs`
-   * after. The caller retransmits its INVITE as a UAC over UDP does.
+   * after. The caller retransmits its INVITE as a UAC over UDP does; with `resendOnceBack`, its
+   * retransmissions start once the connector is attached again (on a loaded machine the
+   * connector can be back after the retransmissions of the first seconds, each refused 503).
    */
-  const inviteAcrossRestart = async (id: string, callId: string, thawAfterMs: number) => {
+  const inviteAcrossRestart = async (id: string, callId: string, thawAfterMs: number, resendOnceBack = false) => {
     const child = await attached();
     child.kill('SIGSTOP');
-    const answer = sipInvite(k, `${id}*33612345678`, { callId, retransmit: true, talkMs: 1200 });
+    let back = (): void => undefined;
+    const isBack = new Promise<void>((resolve) => (back = resolve));
+    const answer = sipInvite(k, `${id}*33612345678`, {
+      callId,
+      retransmit: true,
+      retransmitAfter: resendOnceBack ? isBack : undefined,
+      talkMs: 1200,
+    });
     // Kamailio's admission timeout (3 s) is far: the INVITE waits, suspended.
     await sleep(100);
     const ports = { sipPort: k.sipPort, evapiPort: k.evapiPort, httpPort: k.httpPort };
@@ -78,6 +87,10 @@ describe.skipIf(!haveKamailio())('kamailio: a restart during admission', () => {
     await sleep(thawAfterMs);
     child.kill('SIGCONT');
     try {
+      if (resendOnceBack) {
+        await until('the connector to attach again', async () => (await connectorsAttached(k)) === 1, 20_000);
+        back();
+      }
       return await answer;
     } finally {
       await until('the connector to attach again', async () => (await connectorsAttached(k)) === 1, 20_000);
@@ -112,7 +125,7 @@ describe.skipIf(!haveKamailio())('kamailio: a restart during admission', () => {
   it('admits it anew once the connector is back: the call is metered, the lost admission billed nothing', async () => {
     const [id] = await soldIds(h, TALK, 1);
     const callId = `mid-admission-200-${Date.now()}@127.0.0.1`;
-    const answer = await inviteAcrossRestart(id!, callId, 0);
+    const answer = await inviteAcrossRestart(id!, callId, 0, true);
     expect(answer.code).toBe(200);
     const recs = await until('both dialogs stopped', async () => {
       const r = await callRecords(h, callId);

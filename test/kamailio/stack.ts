@@ -147,6 +147,11 @@ export interface SipInviteOptions {
   encoding?: 'utf8' | 'latin1';
   /** Sends the INVITE again, as a UAC over UDP does (RFC 3261 timer A: 500 ms, doubling), until any answer comes. */
   retransmit?: boolean;
+  /**
+   * With `retransmit`: the first one goes 500 ms after this settles, not after the INVITE, so that
+   * it comes after an event of the test's, however loaded the machine is.
+   */
+  retransmitAfter?: Promise<unknown>;
 }
 
 const nowUs = (): number => Math.round((performance.timeOrigin + performance.now()) * 1000);
@@ -190,22 +195,28 @@ export async function sipInvite(k: { sipPort: number }, ruser: string, o: SipInv
     ...(o.extra ?? []),
   ];
   let resend: NodeJS.Timeout | undefined;
+  // An answer to the INVITE (or the end of this call) stops the retransmissions, even those to come.
+  let heard = false;
   try {
     return await new Promise<SipAnswer>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no final answer to INVITE ${ruser}`)), 10_000 + (o.talkMs ?? 0));
       let answer: SipAnswer | undefined;
       let cancelled = false;
       const again = (ms: number): void => {
+        if (heard) return;
         resend = setTimeout(() => {
           void send(invite);
           again(ms * 2);
         }, ms);
       };
-      if (o.retransmit) again(500);
+      if (o.retransmit) void (o.retransmitAfter ?? Promise.resolve()).then(() => again(500));
       sock.on('message', (buf) => {
         const msg = parseSip(buf.toString());
         const { code, method } = msg;
-        if (method === 'INVITE') clearTimeout(resend);
+        if (method === 'INVITE') {
+          heard = true;
+          clearTimeout(resend);
+        }
         if (method === 'BYE' && code === 0 && o.awaitBye && answer) {
           answer.byeUs = nowUs();
           sock.send(
@@ -266,6 +277,7 @@ export async function sipInvite(k: { sipPort: number }, ruser: string, o: SipInv
       void send(invite);
     });
   } finally {
+    heard = true;
     clearTimeout(resend);
     sock.close();
   }
