@@ -612,24 +612,26 @@ describe('sandbox-provider (its own process)', () => {
     expect(await s.exited).toBe(0);
   });
 
+  // Run in this process, as the command's refusals come before it listens (a command that listened
+  // would wait for Ctrl-C and never return): three cold starts of tsx took over 30 s under load.
   it('refuses a bad members file (exit 1) and bad flags (exit 2) before listening', async () => {
     const dir = testDir('tessera-sbx-b-');
     const bad = join(dir, 'bad.json');
     writeFileSync(bad, JSON.stringify([{ name: 'Eve', card: '4000000000000003', pin: '1234', limit: 1 }]));
-    const r = await start(['--members', bad]);
-    expect(await r.exited).toBe(1);
-    expect(r.err()).toContain('member #1: card must be 12 to 19 digits (a string) with a valid Luhn check digit');
-    expect(r.url).toBeUndefined();
+    const r = await cli('sandbox-provider', '--port', '0', '--members', bad);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('member #1: card must be 12 to 19 digits (a string) with a valid Luhn check digit');
+    expect(r.out).not.toContain('sandbox payment provider on');
     const numericPin = join(dir, 'pin.json');
     writeFileSync(
       numericPin,
       JSON.stringify({ members: [{ name: 'Eve', card: '4000000000000002', pin: 1234, limit: 1 }] }),
     );
-    const p = await start(['--members', numericPin]);
-    expect(await p.exited).toBe(1);
-    expect(p.err()).toContain('pin must be a string');
-    const f = await start(['--fail-rate', '2']);
-    expect(await f.exited).toBe(2);
-    expect(f.err()).toContain('--fail-rate must be between 0 and 1');
+    const p = await cli('sandbox-provider', '--port', '0', '--members', numericPin);
+    expect(p.code).toBe(1);
+    expect(p.err).toContain('pin must be a string');
+    const f = await cli('sandbox-provider', '--port', '0', '--fail-rate', '2');
+    expect(f.code).toBe(2);
+    expect(f.err).toContain('--fail-rate must be between 0 and 1');
   });
 });

@@ -46,7 +46,7 @@ beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h, [ONE, NONE, RUSH, BLOCKED, BY_HAND, LAPSED, OWNED, LEGACY]);
   await mint(h, ONE, 1);
-  await mint(h, RUSH, 103);
+  await mint(h, RUSH, 43);
   // In a rush every buyer is authorized before an ID is taken: on a loaded test machine the in-process
   // card company may take longer than the default timeout to answer them all.
   const patient = { provider: { ...h.cfg.provider, timeoutMs: 30_000 } };
@@ -220,47 +220,49 @@ describe('holds belong to their purchase', () => {
   });
 });
 
-describe('a rush on the last 100 IDs', () => {
-  it('200 concurrent purchases over two gateways: exactly 100 sold, 100 out_of_stock, no ID twice', async () => {
+// 40, not more: each sale hashes its PIN (a scrypt of about 50 ms of CPU, several times that on a
+// loaded machine), and the race is the same at 80 purchases at once as at 200.
+describe('a rush on the last 40 IDs', () => {
+  it('80 concurrent purchases over two gateways: exactly 40 sold, 40 out_of_stock, no ID twice', async () => {
     const m = await addMember(h, 1_000_000_000_000);
-    // Three sold first: what is left are the last 100.
+    // Three sold first: what is left are the last 40.
     for (let i = 0; i < 3; i++) expect((await buy(gw, salesTok, newKey(), 'talk-rush', m)).status).toBe(200);
-    expect(await stock(h, 'talk-rush')).toBe(100);
+    expect(await stock(h, 'talk-rush')).toBe(40);
     const before = (await saleRecords(h)).filter((r) => r.product === 'talk-rush').length;
     expect(before).toBe(3);
 
-    const keysUsed = Array.from({ length: 200 }, (_, i) => newKey(`rush${i}`));
+    const keysUsed = Array.from({ length: 80 }, (_, i) => newKey(`rush${i}`));
     const results = await Promise.all(keysUsed.map((k, i) => buy(i % 2 ? gw2 : gw, salesTok, k, 'talk-rush', m)));
 
     const ok = results.filter((r) => r.status === 200);
     const refused = results.filter((r) => r.status !== 200);
-    expect(ok).toHaveLength(100);
-    expect(refused).toHaveLength(100);
+    expect(ok).toHaveLength(40);
+    expect(refused).toHaveLength(40);
     for (const r of refused) expect(r.json).toEqual(SOLD_OUT);
     const ids = ok.map((r) => r.json.id as string);
-    expect(new Set(ids).size).toBe(100);
-    expect(new Set(ok.map((r) => r.json.checkUrl as string)).size).toBe(100);
+    expect(new Set(ids).size).toBe(40);
+    expect(new Set(ok.map((r) => r.json.checkUrl as string)).size).toBe(40);
 
     expect(await stock(h, 'talk-rush')).toBe(0);
     expect((await reservations(h)).size).toBe(0);
     const recs = (await saleRecords(h)).filter((r) => r.product === 'talk-rush');
-    expect(recs).toHaveLength(103);
+    expect(recs).toHaveLength(43);
     const soldHashes = recs.slice().map((r) => r.id);
-    expect(new Set(soldHashes).size).toBe(103);
+    expect(new Set(soldHashes).size).toBe(43);
     for (const id of ids) {
       expect(soldHashes).toContain(hashOf(h, id));
       expect((await idFields(h, id)).st).toBe('sold');
     }
     // Charged exactly for what was sold. A refused buyer either found it sold out before the card company
     // was asked, or was authorized first (stock is taken only then) and that authorization was voided.
-    expect(await usedCredit(h, m.card)).toBe(103 * 1_100_000);
+    expect(await usedCredit(h, m.card)).toBe(43 * 1_100_000);
     const refusedKeys = keysUsed.filter((_, i) => results[i]!.status !== 200);
     for (const k of refusedKeys) {
       const p = await payment(h, refOf(k));
       expect(p.status === 404 || p.body.state === 'voided').toBe(true);
     }
     expect([...h.sandbox.payments.values()].filter((p) => p.card === m.card && p.state === 'captured')).toHaveLength(
-      103,
+      43,
     );
   });
 });
