@@ -36,6 +36,9 @@ const FAILURE_MESSAGES: Record<FailureReason, string> = {
   internal: 'internal error',
 };
 
+/** Why a request of a token name past MAX_INFLIGHT_PER_TOKEN is refused `overloaded`, on either transport. */
+export const TOKEN_BUSY = 'too many requests in flight for this token';
+
 /** Copies of one request that share one in-flight place (Load.enterShared). */
 export const SHARED_COPIES = 4;
 
@@ -49,8 +52,36 @@ export class Load {
   inflight = 0;
   /** Places held by copies of one request (a form sent twice), and how many copies share each. */
   private readonly shared = new Map<string, { copies: number }>();
+  /**
+   * Requests in flight by token name, WebSocket messages and HTTP API requests together, over all
+   * its connections (MAX_INFLIGHT_PER_TOKEN): one token name may not take every place.
+   */
+  private readonly perToken = new Map<string, number>();
 
-  constructor(readonly max: number) {}
+  constructor(
+    readonly max: number,
+    readonly maxPerToken = max,
+  ) {}
+
+  /**
+   * Takes a place for a request of token name `name`; when none is left, says whose places are all
+   * taken: the name's (`token`) or the gateway's (`gateway`). Give it back with leaveAs(name).
+   */
+  enterAs(name: string): 'token' | 'gateway' | undefined {
+    const ofName = this.perToken.get(name) ?? 0;
+    if (ofName >= this.maxPerToken) return 'token';
+    if (!this.enter()) return 'gateway';
+    this.perToken.set(name, ofName + 1);
+    return undefined;
+  }
+
+  /** Gives back what enterAs(name) took. */
+  leaveAs(name: string): void {
+    const left = (this.perToken.get(name) ?? 1) - 1;
+    if (left > 0) this.perToken.set(name, left);
+    else this.perToken.delete(name);
+    this.leave();
+  }
 
   /**
    * Like enter(), for a request that may be one of several copies (`key`: the form's payment): a
@@ -118,12 +149,6 @@ export class Load {
  * except frames past the hard size limit, which uWS enforces.
  */
 export class Dispatcher {
-  /**
-   * Requests in flight by token name, over all its connections (MAX_INFLIGHT_PER_TOKEN): a
-   * token's hundred connections at MAX_INFLIGHT each would hold every place of the gateway.
-   */
-  private readonly perToken = new Map<string, number>();
-
   constructor(
     private readonly routes: Routes,
     private readonly cfg: Config,
@@ -172,13 +197,11 @@ export class Dispatcher {
     }
     if (conn.inflight >= this.cfg.maxInflight)
       return this.reject(reply, op, 'overloaded', 'too many requests in flight on this connection', m);
-    const name = conn.token.name;
-    const ofName = this.perToken.get(name) ?? 0;
-    if (ofName >= this.cfg.maxInflightPerToken)
-      return this.reject(reply, op, 'overloaded', 'too many requests in flight for this token', m);
-    if (!this.load.enter()) return this.reject(reply, op, 'overloaded', 'the gateway is at capacity, retry shortly', m);
+    // A token's hundred connections at MAX_INFLIGHT each would hold every place of the gateway.
+    const full = this.load.enterAs(conn.token.name);
+    if (full === 'token') return this.reject(reply, op, 'overloaded', TOKEN_BUSY, m);
+    if (full) return this.reject(reply, op, 'overloaded', 'the gateway is at capacity, retry shortly', m);
     conn.inflight++;
-    this.perToken.set(name, ofName + 1);
     if ('handleCb' in route) {
       let finished = false;
       const done = (err?: unknown): void => {
@@ -217,10 +240,7 @@ export class Dispatcher {
 
   private settle(conn: Conn, reply: (m: object) => void, op: string, m: Record<string, unknown>, err: unknown): void {
     conn.inflight--;
-    const left = (this.perToken.get(conn.token.name) ?? 1) - 1;
-    if (left > 0) this.perToken.set(conn.token.name, left);
-    else this.perToken.delete(conn.token.name);
-    this.load.leave();
+    this.load.leaveAs(conn.token.name);
     if (err === undefined || err === null) return;
     const reason = failureReason(err);
     if (reason === 'internal') this.log.error({ err, op }, 'handler failed');

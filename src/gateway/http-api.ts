@@ -9,7 +9,7 @@ import type { Role, TokenInfo } from '../catalog/schema';
 import type { Metrics } from '../observability/metrics';
 import { schemaReason, type Checked } from '../protocol/validator';
 import { failureReason } from '../redis/failure';
-import type { Load } from './dispatch';
+import { TOKEN_BUSY, type Load } from './dispatch';
 import { BodyError, bearer, pathParam, readJson, replyFor, type AuthResult, type Reply } from './http';
 import type { Router } from './router';
 import { isReason, messageOf, statusOf } from '../protocol/reasons';
@@ -54,7 +54,7 @@ export class HttpApi {
     private readonly app: Router,
     private readonly authorize: (token: string, roles: Role[]) => Promise<AuthResult>,
     private readonly log: Logger,
-    /** Shared with the WebSocket endpoints: MAX_INFLIGHT_TOTAL bounds HTTP requests too. */
+    /** Shared with the WebSocket endpoints: MAX_INFLIGHT_TOTAL and MAX_INFLIGHT_PER_TOKEN bound HTTP requests too. */
     private readonly load: Load,
     private readonly metrics: Metrics,
     private readonly bodyLimit = 64 * 1024,
@@ -95,7 +95,11 @@ export class HttpApi {
       body: Promise<unknown> | undefined,
       args: RequestArgs,
     ): void | Promise<void> => {
-      if (!this.load.enter()) return (refused('overloaded'), reply.error('overloaded'));
+      // A token's requests count by its name with its WebSocket messages (MAX_INFLIGHT_PER_TOKEN); an
+      // open endpoint's placeholder is no name: its requests are everyone's.
+      const open = token === PUBLIC;
+      const full = open ? (this.load.enter() ? undefined : 'gateway') : this.load.enterAs(token.name);
+      if (full) return (refused('overloaded'), reply.error('overloaded', full === 'token' ? TOKEN_BUSY : undefined));
       // A route open to admin and scanner tokens (an ID's status) counts the admin's refusals only.
       const admin = token.role === 'admin';
       return (async () => {
@@ -136,7 +140,8 @@ export class HttpApi {
           if (reason === 'internal') this.log.error({ err }, 'http handler failed');
           reply.error(reason);
         } finally {
-          this.load.leave();
+          if (open) this.load.leave();
+          else this.load.leaveAs(token.name);
         }
       })();
     };

@@ -106,7 +106,7 @@ export async function startGateway(
   const holdSweep = startHoldSweep(cfg, log, s);
 
   const app = uWS.App();
-  const load = new Load(cfg.maxInflightTotal);
+  const load = new Load(cfg.maxInflightTotal, cfg.maxInflightPerToken);
   // Whose X-Forwarded-For names the client, for every endpoint that reads a client address.
   const trust = proxyTrust(cfg.trustProxy);
   // Unsent output of WebSocket connections and HTTP answers together (MAX_BACKPRESSURE_TOTAL_BYTES).

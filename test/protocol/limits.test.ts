@@ -214,6 +214,57 @@ describe('HTTP requests in flight', () => {
       await gw.close();
     }
   });
+  it('past MAX_INFLIGHT_PER_TOKEN the HTTP requests of a token name are answered 503 overloaded at once; other names still wait their turn', async () => {
+    // Redis answers held back: whatever reaches it stays in flight until released.
+    const proxy = new HoldProxy(Number(new URL(h.redis.url).port));
+    const gw = await startGateway(
+      { ...h.cfg, maxInflightPerToken: 4, redis: { ...h.cfg.redis, timeoutMs: 10_000 } },
+      createLogger('silent'),
+      await proxy.listen(),
+    );
+    const busy = await token(h, 'scanner', `sc-busy-${Math.random().toString(36).slice(2, 8)}`);
+    const other = await token(h, 'scanner');
+    const validate = (as: string, scan: string): Promise<{ status: number; body: unknown }> =>
+      fetch(`http://127.0.0.1:${gw.port}/v1/validate`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${as}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ scan, id: '4000000000000002' }),
+      }).then(async (r) => ({ status: r.status, body: await r.json() }));
+    try {
+      // Both tokens known to the gateway's cache first: a token it does not know is looked up in Redis.
+      await validate(busy, 'warm');
+      await validate(other, 'warm');
+      proxy.holdAfter('');
+      // 4 of the name's 6 wait on Redis; the 2 past the bound are refused at once.
+      const answers: { status: number; body: unknown }[] = [];
+      const six = Array.from({ length: 6 }, (_, i) => validate(busy, `s${i}`).then((a) => (answers.push(a), a)));
+      await until(() => answers.length >= 2, 5000, 20, '2 refused overloaded');
+      await sleep(200);
+      expect(answers).toEqual([
+        {
+          status: 503,
+          body: { error: { reason: 'overloaded', message: 'too many requests in flight for this token' } },
+        },
+        {
+          status: 503,
+          body: { error: { reason: 'overloaded', message: 'too many requests in flight for this token' } },
+        },
+      ]);
+      // Another token name is not held back by this one's load: its request waits on Redis with the others.
+      const others = validate(other, 'o1');
+      await sleep(200);
+      proxy.release();
+      const all = await Promise.all(six);
+      expect(all.filter((a) => a.status === 503)).toHaveLength(2);
+      expect((await others).status).not.toBe(503);
+      // Their places are given back: the name is served again.
+      expect((await validate(busy, 'again')).status).not.toBe(503);
+    } finally {
+      proxy.release();
+      await gw.close();
+      await proxy.close();
+    }
+  });
 });
 
 describe('slow clients (slow-loris)', () => {
