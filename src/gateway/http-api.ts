@@ -10,7 +10,17 @@ import type { Metrics } from '../observability/metrics';
 import { schemaReason, type Checked } from '../protocol/validator';
 import { failureReason } from '../redis/failure';
 import { TOKEN_BUSY, type Load } from './dispatch';
-import { BodyError, bearer, pathParam, readJson, replyFor, type AuthResult, type Reply } from './http';
+import {
+  BodyError,
+  REASON_HEADER,
+  bearer,
+  pathParam,
+  readJson,
+  reasonHeader,
+  replyFor,
+  type AuthResult,
+  type Reply,
+} from './http';
 import type { Router } from './router';
 import { isReason, messageOf, statusOf } from '../protocol/reasons';
 
@@ -124,9 +134,8 @@ export class HttpApi {
           } = r as { ok: false; reason: string; message?: string; retryAfter?: number; httpStatus?: number };
           if (admin) refused(reason);
           const status = httpStatus ?? statusOf(reason);
-          const headers: Record<string, string> = details.retryAfter
-            ? { 'Retry-After': String(details.retryAfter) }
-            : {};
+          const headers: Record<string, string> = { [REASON_HEADER]: reasonHeader(reason) };
+          if (details.retryAfter) headers['Retry-After'] = String(details.retryAfter);
           reply.send(
             status,
             JSON.stringify({ error: { reason, message: message ?? messageOf(reason), ...details } }),

@@ -27,6 +27,26 @@ export const STATUS: Record<number, string> = {
   503: '503 Service Unavailable',
 };
 
+/**
+ * The header that carries a refusal's reason, a page's or the JSON API's, for clients that read more
+ * than the status, and for HEAD, whose answer has no body.
+ */
+export const REASON_HEADER = 'Tessera-Reason';
+
+/**
+ * A reason as a header value. The catalogue's are plain words, but a card company's own decline
+ * reason is whatever it answered: a line break in it would end the header and begin another (a
+ * cookie set in the buyer's browser), so every byte outside printable ASCII, and `%`, is
+ * percent-encoded (its UTF-8 bytes), and the value is cut at 200 characters.
+ */
+export function reasonHeader(reason: string): string {
+  return reason
+    .slice(0, 200)
+    .replace(/[^\x20-\x24\x26-\x7e]+/g, (run) =>
+      Array.from(Buffer.from(run, 'utf8'), (b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''),
+    );
+}
+
 export interface Reply {
   aborted: boolean;
   /** An answer has been written (or begun): any later send is dropped, as one to an aborted request is. */
@@ -109,7 +129,9 @@ function newReply(res: HttpResponse): Reply {
       r.send(status, JSON.stringify(body));
     },
     error(reason, message = messageOf(reason)) {
-      r.json(statusOf(reason), { error: { reason, message } });
+      r.send(statusOf(reason), JSON.stringify({ error: { reason, message } }), 'application/json', {
+        [REASON_HEADER]: reason,
+      });
     },
   };
   res.onAborted(() => {

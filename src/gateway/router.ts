@@ -12,7 +12,7 @@
 import type { Logger } from 'pino';
 import type { HttpRequest, HttpResponse, RecognizedString, TemplatedApp } from 'uWebSockets.js';
 import { messageOf, statusOf, type Reason } from '../protocol/reasons';
-import { budgetOf, replyFor, withBudget, type Reply } from './http';
+import { REASON_HEADER, budgetOf, replyFor, withBudget, type Reply } from './http';
 import type { OutputBudget } from './output-budget';
 import { PAGE_HEADERS } from './routes/pages/kit';
 
@@ -165,6 +165,7 @@ function refuse(res: HttpResponse, req: HttpRequest, reason: Reason, headers: Re
   const reply = replyFor(head ? withBudget(headOnly(res), budgetOf(res)) : res);
   reply.send(statusOf(reason), JSON.stringify({ error: { reason, message: messageOf(reason) } }), 'application/json', {
     ...PAGE_HEADERS,
+    [REASON_HEADER]: reason,
     ...headers,
   });
 }

@@ -117,6 +117,30 @@ describe('health', () => {
     expect(await ready.json()).toMatchObject({ ok: true });
   });
 
+  it('every JSON refusal carries its reason in Tessera-Reason: a HEAD, which has no body, still says why', async () => {
+    const status = `/v1/ids/${unminted()}/status`;
+    const cases: [string, string, Record<string, string>, number, string][] = [
+      ['HEAD', '/v1/purchases', {}, 405, 'method_not_allowed'],
+      ['HEAD', '/nope', {}, 404, 'not_found'],
+      ['HEAD', '/v1/switch', {}, 426, 'upgrade_required'],
+      ['HEAD', status, {}, 401, 'unauthorized'],
+      ['HEAD', status, { authorization: `Bearer ${sw}` }, 403, 'forbidden'],
+      ['HEAD', status, { authorization: `Bearer ${admin}` }, 404, 'unknown_id'],
+      ['GET', status, { authorization: `Bearer ${admin}` }, 404, 'unknown_id'],
+      ['POST', '/v1/purchases', { 'content-type': 'application/json' }, 401, 'unauthorized'],
+    ];
+    for (const [method, path, headers, code, reason] of cases) {
+      const r = await fetch(`${base}${path}`, { method, headers });
+      const what = `${method} ${path}`;
+      expect(r.status, what).toBe(code);
+      expect(r.headers.get('tessera-reason'), what).toBe(reason);
+      if (method !== 'HEAD')
+        expect(((await r.json()) as { error: { reason: string } }).error.reason, what).toBe(reason);
+    }
+    // An answer that refuses nothing has no such header.
+    expect((await fetch(`${base}/v1/products`, { method: 'HEAD' })).headers.get('tessera-reason')).toBeNull();
+  });
+
   it('a known path asked with another method → 405 method_not_allowed with Allow; both refusals carry the page headers', async () => {
     const cases: [string, string, string][] = [
       ['PUT', '/v1/purchases', 'POST'],

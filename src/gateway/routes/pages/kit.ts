@@ -18,7 +18,7 @@ import { statusOf } from '../../../protocol/reasons';
 import { BuyForm } from '../../../protocol/sales';
 import type { ProxyTrust } from '../../../protocol/client-address';
 import type { Load } from '../../dispatch';
-import { BodyError, type Reply } from '../../http';
+import { BodyError, REASON_HEADER, reasonHeader, type Reply } from '../../http';
 import { page, type Html } from './html';
 import { busyPage, failedPage, formRefusedPage } from './views';
 
@@ -114,23 +114,6 @@ export const cardFieldOf = (reason: string): 'card' | 'cardPin' =>
  * the reason's status unless `status` says otherwise (a card company's own decline reason: 402).
  */
 export type PageStatus = 200 | { reason: string; status?: number };
-
-/** The header that carries a refused page's reason, for clients that read more than the status. */
-export const REASON_HEADER = 'Tessera-Reason';
-
-/**
- * A reason as a header value. The catalogue's are plain words, but a card company's own decline
- * reason is whatever it answered: a line break in it would end the header and begin another (a
- * cookie set in the buyer's browser), so every byte outside printable ASCII, and `%`, is
- * percent-encoded (its UTF-8 bytes), and the value is cut at 200 characters.
- */
-export function reasonHeader(reason: string): string {
-  return reason
-    .slice(0, 200)
-    .replace(/[^\x20-\x24\x26-\x7e]+/g, (run) =>
-      Array.from(Buffer.from(run, 'utf8'), (b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''),
-    );
-}
 
 /** Sends the browser on to `location` (a page's own address, as the page headers say). */
 export function redirect(reply: Reply, status: 302 | 303, location: string): void {
