@@ -12,7 +12,7 @@ import WebSocket from 'ws';
 import { gateway, seedCatalog, startHarness, token, withGateway, type Harness } from '../support/harness';
 import { metricsText, sample } from '../support/metrics';
 import { sleep, until } from '../support/wait';
-import { Client, WsClient, type Msg, type UpgradeRefused } from '../support/ws-client';
+import { Client, Scanner, WsClient, type Msg, type UpgradeRefused } from '../support/ws-client';
 import { HoldProxy } from '../support/hold-proxy';
 import { startGateway } from '../../src/gateway/server';
 import { createLogger } from '../../src/observability/log';
@@ -261,6 +261,44 @@ describe('HTTP requests in flight', () => {
       expect((await validate(busy, 'again')).status).not.toBe(503);
     } finally {
       proxy.release();
+      await gw.close();
+      await proxy.close();
+    }
+  });
+
+  it('the WebSocket messages and HTTP requests of a token name count together against MAX_INFLIGHT_PER_TOKEN', async () => {
+    const proxy = new HoldProxy(Number(new URL(h.redis.url).port));
+    const gw = await startGateway(
+      { ...h.cfg, maxInflightPerToken: 4, redis: { ...h.cfg.redis, timeoutMs: 10_000 } },
+      createLogger('silent'),
+      await proxy.listen(),
+    );
+    const both = await token(h, 'scanner', `sc-both-${Math.random().toString(36).slice(2, 8)}`);
+    const validate = (scan: string): Promise<{ status: number; body: unknown }> =>
+      fetch(`http://127.0.0.1:${gw.port}/v1/validate`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${both}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ scan, id: '4000000000000002' }),
+      }).then(async (r) => ({ status: r.status, body: await r.json() }));
+    const ws = await Scanner.connect(gw.port, both);
+    try {
+      await validate('warm'); // the token in the gateway's cache: no lookup to wait on Redis below
+      proxy.holdAfter('');
+      // The name's 4 places taken by WebSocket messages waiting on Redis...
+      ws.send(Array.from({ length: 4 }, (_, i) => ({ op: 'validate', ref: i, id: '4000000000000002' })));
+      await sleep(300);
+      // ...leave none for its HTTP requests, refused at once.
+      expect(await validate('h1')).toEqual({
+        status: 503,
+        body: { error: { reason: 'overloaded', message: 'too many requests in flight for this token' } },
+      });
+      proxy.release();
+      await until(() => ws.received.length >= 4, 5000, 20, 'the 4 WebSocket validates answered');
+      expect(ws.received.filter((m) => m.reason === 'overloaded')).toHaveLength(0);
+      expect((await validate('h2')).status).not.toBe(503);
+    } finally {
+      proxy.release();
+      await ws.close();
       await gw.close();
       await proxy.close();
     }
