@@ -78,6 +78,8 @@ interface Call {
   askedAgain?: { sec: number; times: number };
   /** The stop sent and not yet answered (retried while Tessera is unavailable): what close() waits for. */
   stopping?: { sec: number; cause: string };
+  /** A stop a connector gone handed on (htable `owed`): its entry goes once the stop is answered. */
+  handedOn?: boolean;
   /**
    * A call that failed before this connector saw it start or answer: its stop
    * carries no ID or destination, so that one Tessera never started answers
@@ -208,7 +210,10 @@ export class KamailioConnector {
       port: o.evapiPort,
       log: o.log,
       onMessage: (p) => this.onEvent(p),
-      onConnect: (again) => void this.takeUpDialogs(again),
+      onConnect: (again) => {
+        void this.takeUpDialogs(again);
+        void this.sendHandedOn();
+      },
       onDisconnect: () => (this.lostAt = steadyNow()),
     });
   }
@@ -231,9 +236,11 @@ export class KamailioConnector {
   /**
    * Closes gracefully: what the connector owes Tessera, the stops of calls
    * that ended (a stop retried while Tessera is unavailable or no gateway is
-   * up, a cut under way, a call that ended before its start was answered),
-   * is delivered first, for up to `waitMs`; what is left then is logged, as
-   * the reaper will bill it to its last tick. evapi goes first: Kamailio
+   * up, or refused `throttled` until a retryAfter, a cut under way, a call
+   * that ended before its start was answered), is delivered first, for up to
+   * `waitMs`; what is left then is handed on to the next connector through
+   * Kamailio (htable `owed`: any connector may send a stop, and a repeated one
+   * bills nothing twice). evapi goes first: Kamailio
    * stops sending this connector calls (another one, or 503, takes them).
    * Calls still talking are left to the next connector (it takes them up)
    * and to Kamailio's fail-safe.
@@ -261,14 +268,66 @@ export class KamailioConnector {
         timer = setTimeout(resolve, waitMs);
       });
       clearTimeout(timer);
-      for (const c of this.owed()) {
-        const { sec, cause } = c.stopping ?? c.endAfterStart!;
-        this.log.error({ call: c.call, sec, cause }, 'stop not delivered before closing; the reaper bills the call');
-      }
+      await Promise.all(this.owed().map((c) => this.handOn(c)));
     }
     for (const c of this.calls.values()) clearTimeout(c.timer);
     this.link.close();
     this.rpc.close();
+  }
+
+  /**
+   * A stop still owed at the end of the close's wait, kept in Kamailio for the next connector to
+   * attach (sendHandedOn). Dropped, a lost call's stop waiting out a `throttled` (up to a minute)
+   * billed nothing, and any other was billed by the reaper to the call's last tick.
+   */
+  private async handOn(c: Call): Promise<void> {
+    const { sec, cause } = c.stopping ?? c.endAfterStart!;
+    // A call whose start was never answered: its stop as onInvite would send it, in doubt.
+    const stop = this.stopOf(c.stopping || c.started || sec > 0 ? c : { ...c, unseen: true }, sec, cause);
+    try {
+      await this.rpc.handOn(c.call, JSON.stringify(stop));
+      this.log.warn({ call: c.call, sec, cause }, 'stop not delivered before closing; handed on to the next connector');
+    } catch (err) {
+      this.log.error(
+        { call: c.call, sec, cause, err: (err as Error).message },
+        'stop not delivered before closing; the reaper bills the call',
+      );
+    }
+  }
+
+  /**
+   * On evapi: the stops connectors that closed handed on (handOn), sent as
+   * this connector's own, each dropped from Kamailio once answered.
+   */
+  private async sendHandedOn(): Promise<void> {
+    let owed;
+    try {
+      owed = await this.rpc.handedOn();
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'rpc: cannot read the stops handed on');
+      return;
+    }
+    for (const { call, stop } of owed) {
+      if (this.calls.has(call) || this.done.has(call) || this.closing) continue;
+      let m: Msg;
+      try {
+        m = JSON.parse(stop) as Msg;
+      } catch {
+        m = {};
+      }
+      const { sec, cause, id, dest } = m;
+      if (m.call !== call || !Number.isSafeInteger(sec) || typeof cause !== 'string') {
+        this.log.warn({ call }, 'not a stop handed on; dropped');
+        void this.rpc.dropHandedOn(call).catch(() => undefined);
+        continue;
+      }
+      // No dialog: its stop is all that is left of the call.
+      const seen = typeof id === 'string' && typeof dest === 'string';
+      const c = this.track({ ci: '', he: 0, hi: 0, id: seen ? id : '', dest: seen ? dest : '' }, call);
+      Object.assign(c, { started: true, handedOn: true, unseen: !seen });
+      this.log.info({ call, sec, cause }, 'sending a stop handed on');
+      this.stop(c, sec as number, cause);
+    }
   }
 
   /** The calls whose stop Tessera has not answered yet, sent or waiting for their start's answer. */
@@ -288,9 +347,9 @@ export class KamailioConnector {
     else this.onFailed(e);
   }
 
-  private track(e: InviteEvent | DialogEvent): Call {
+  private track(e: Pick<DialogEvent, 'ci' | 'he' | 'hi' | 'id' | 'dest'>, call = callIdOf(e.ci, e.he, e.hi)): Call {
     const c: Call = {
-      call: callIdOf(e.ci, e.he, e.hi),
+      call,
       id: e.id,
       dest: e.dest,
       he: e.he,
@@ -319,6 +378,13 @@ export class KamailioConnector {
   private forget(c: Call): void {
     clearTimeout(c.timer);
     clearTimeout(c.askAgain);
+    if (c.handedOn)
+      this.rpc.dropHandedOn(c.call).catch((err: Error) => {
+        this.log.warn(
+          { call: c.call, err: err.message },
+          'rpc: cannot drop a stop handed on (sent again, billed once)',
+        );
+      });
     this.calls.delete(c.call);
     this.done.set(c.call, Date.now() + DONE_TTL_MS);
     if (this.settled && this.owed().length === 0) this.settled();
@@ -654,14 +720,19 @@ export class KamailioConnector {
     );
   }
 
+  /**
+   * A call's stop. id and dest travel with it: a gateway that lost the session bills the call
+   * from them (a recovered stop), so not for a call that may never have started.
+   */
+  private stopOf(c: Pick<Call, 'call' | 'id' | 'dest' | 'unseen'>, sec: number, cause: string): Msg {
+    return { op: 'stop', call: c.call, sec, cause, ...(!c.unseen && { id: c.id, dest: c.dest }) };
+  }
+
   private stop(c: Call, sec: number, cause: string): void {
     c.ending = true;
     clearTimeout(c.timer);
-    // id and dest travel with the stop too: a gateway that lost the session bills the call
-    // from them (a recovered stop), so not for a call that may never have started.
     c.stopping = { sec, cause };
-    const stop = { op: 'stop', call: c.call, sec, cause, ...(!c.unseen && { id: c.id, dest: c.dest }) };
-    void this.link.request(stop).then((r) => {
+    void this.link.request(this.stopOf(c, sec, cause)).then((r) => {
       const again = stopRetryMs(r);
       if (again !== undefined) {
         // In c.timer: close() keeps it while it waits for what it owes, and clears it after.

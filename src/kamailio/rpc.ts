@@ -1,9 +1,13 @@
 /**
  * Kamailio's RPC over JSON-RPC on its HTTP port (jsonrpcs + xhttp, POST /RPC):
- * how the connector ends a dialog (BYE to both sides) and lists the dialogs
- * that still exist.
+ * how the connector ends a dialog (BYE to both sides), lists the dialogs
+ * that still exist, and hands the stops it could not deliver on to the next
+ * connector (kamailio.cfg's htable `owed`).
  */
 import { Agent, request } from 'node:http';
+
+/** kamailio.cfg's htable of the stops closing connectors could not deliver. */
+const OWED = 'owed';
 
 export class KamailioRpc {
   private readonly agent = new Agent({ keepAlive: true, maxSockets: 16 });
@@ -85,6 +89,27 @@ export class KamailioRpc {
         string
       >,
     }));
+  }
+
+  /** Keeps a stop (its JSON) for the next connector to send: `call`'s entry in htable `owed`. */
+  handOn(call: string, stop: string): Promise<unknown> {
+    return this.call('htable.sets', [OWED, call, stop]);
+  }
+
+  /** The stops connectors handed on (htable `owed`): each call's JSON as it was kept. */
+  async handedOn(): Promise<{ call: string; stop: string }[]> {
+    const r = await this.call('htable.dump', [OWED]);
+    if (!Array.isArray(r)) return [];
+    return (r as { slot?: { name?: unknown; value?: unknown }[] }[]).flatMap((e) =>
+      (e.slot ?? []).map((x) => ({ call: String(x.name), stop: String(x.value) })),
+    );
+  }
+
+  /** A handed-on stop was answered: its entry goes (one another connector removed first is no failure). */
+  async dropHandedOn(call: string): Promise<void> {
+    await this.call('htable.delete', [OWED, call]).catch((err: { rpcCode?: number }) => {
+      if (err.rpcCode !== 404) throw err;
+    });
   }
 
   close(): void {

@@ -172,7 +172,7 @@ describe('kamailio connector: calls it did not see start', () => {
     }
   });
 
-  it('logs, when its time to close is up, each stop it could not deliver', async () => {
+  it('hands on through Kamailio, when its time to close is up, each stop it could not deliver', async () => {
     const [id] = await soldIds(h, TALK, 1);
     const dialog = { ci: 'undelivered@probe', he: 11, hi: 1005, id: id!, dest: '33612345678' };
     await until('the other connectors to leave', () => evapi.socks.size === 0);
@@ -190,11 +190,84 @@ describe('kamailio connector: calls it did not see start', () => {
       evapi.send({ ev: 'end', ...dialog, ats: answered, ts: answered + 0.5 });
       await until('the connector to read the end', () => evapi.acks > acks);
       await c.close(300);
-      expect(lines.filter((l) => l.level >= 50)).toMatchObject([
-        { call: callIdOf(dialog.ci, dialog.he, dialog.hi), sec: 1, cause: 'hangup' },
-      ]);
+      const call = callIdOf(dialog.ci, dialog.he, dialog.hi);
+      expect(lines.filter((l) => l.level >= 40 && l.call === call)).toMatchObject([{ sec: 1, cause: 'hangup' }]);
+      expect(JSON.parse(rpc.owed.get(call) ?? '{}')).toEqual({
+        op: 'stop',
+        call,
+        sec: 1,
+        cause: 'hangup',
+        id,
+        dest: dialog.dest,
+      });
     } finally {
+      rpc.owed.clear();
       await gate.close();
+    }
+  });
+
+  it("hands on a lost call's stop still waiting out `throttled` at its close: the next connector bills it", async () => {
+    // As below, but the connector is stopped while the stop waits out its retryAfter (up to a minute):
+    // past its 5 s wait to close, until 2026-12-07 the stop was dropped, and nothing billed the call.
+    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
+    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    const fresh = await gateway(h, { guessLimit: 1, guessWindowSec: 5 });
+    const [id] = await soldIds(h, TALK, 1);
+    const dialog = { ci: 'handed-on@probe', he: 15, hi: 1009, id: id!, dest: '33612345678' };
+    const call = callIdOf(dialog.ci, dialog.he, dialog.hi);
+    const gate = new LinkGate(gw.port);
+    const guesser = await Client.connect(fresh.port, tok);
+    try {
+      const first = await attach({ gateway: await gate.listen() });
+      evapi.send({ ev: 'invite', ...dialog, ti: 17, tl: 18, si: '127.0.0.9', ts: Date.now() / 1000 });
+      await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === 17 && a.sec !== undefined));
+      const answered = Date.now() / 1000;
+      evapi.send({ ev: 'answer', ...dialog, ts: answered });
+      await until('the call to be ticked', async () => {
+        const [session] = await h.r.keys(`ts:*:call:kamailio-restart:${call}`);
+        return session !== undefined && Number(await h.r.hget(session, 'used')) >= 1;
+      });
+      gate.shut();
+      await until('the connector to try the gateway again', () => gate.waiting > 0);
+      for (const key of await h.r.keys(`*${call}*`)) {
+        await h.r.del(key);
+        for (const live of await h.r.keys('ts:*:live')) await h.r.zrem(live, key);
+      }
+      const guess = (): Promise<Record<string, unknown>> =>
+        guesser.request({
+          op: 'stop',
+          ref: `g${Math.random()}`,
+          call: `guess-${Math.random()}`,
+          sec: 0,
+          id: generateId(h.cfg.idLength),
+          dest: dialog.dest,
+        });
+      await guess();
+      await guess();
+      expect(await guess()).toMatchObject({ reason: 'throttled' });
+      // The caller hangs up; the stop goes to the throttled gateway, refused until retryAfter.
+      const acks = evapi.acks;
+      evapi.send({ ev: 'end', ...dialog, ats: answered, ts: answered + 1.5 });
+      await until('the connector to read the end', () => evapi.acks > acks);
+      gate.retarget(fresh.port);
+      gate.open();
+      const refusedStops = async (): Promise<number> =>
+        sample(await metricsText(fresh.port), 'tessera_events_total', { op: 'stop', outcome: 'throttled' }) ?? 0;
+      await until('the stop to be refused `throttled`', async () => (await refusedStops()) >= 2, 5000);
+      await first.close(300);
+      expect(await callRecords(h, dialog.ci)).toEqual([]);
+      expect(JSON.parse(rpc.owed.get(call) ?? '{}')).toMatchObject({ call, sec: 2, id });
+      // The next connector sends it (again after retryAfter): billed, and gone from Kamailio.
+      await attach({ gateway: `ws://127.0.0.1:${fresh.port}/v1/switch` });
+      const rec = await recordOf(h, dialog.ci, 10_000);
+      expect([rec.cause, rec.sec]).toEqual(['recovered', '2']);
+      await until('the stop handed on to be dropped', () => !rpc.owed.has(call));
+    } finally {
+      await Promise.all(connectors.splice(0).map((c) => c.close(0)));
+      rpc.owed.clear();
+      await guesser.close();
+      await gate.close();
+      await fresh.close();
     }
   });
 
@@ -251,6 +324,7 @@ describe('kamailio connector: calls it did not see start', () => {
       expect((await callRecords(h, talking.ci)).map((r) => r.cause)).toEqual(['hangup']);
     } finally {
       rpc.dialogs.length = 0;
+      rpc.owed.clear();
       await proxy.close();
       await reaping.close();
     }

@@ -1,7 +1,8 @@
 /**
  * Stand-ins for Kamailio as the connector sees it, for tests of the connector
  * alone: an evapi peer that sends the events a test writes and keeps every
- * answer, and a JSON-RPC stub whose dlg.list lists the dialogs a test puts in.
+ * answer, and a JSON-RPC stub whose dlg.list lists the dialogs a test puts in
+ * and which keeps htable `owed` as Kamailio does.
  */
 import { createServer as httpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
@@ -48,20 +49,34 @@ export interface FakeRpc {
   dialogs: object[];
   /** Every method called, with its parameters (dlg.end_dlg: a cut). */
   calls: { method: string; params: unknown[] }[];
+  /** htable `owed` (htable.sets, htable.dump, htable.delete): the stops connectors handed on. */
+  owed: Map<string, string>;
 }
 
 export async function fakeRpc(): Promise<FakeRpc> {
   const dialogs: object[] = [];
   const calls: FakeRpc['calls'] = [];
+  const owed = new Map<string, string>();
+  const answer = (method: string, params: unknown[]): { result?: unknown; error?: object } => {
+    const [table, key, value] = params.map(String);
+    if (method === 'dlg.list') return { result: dialogs };
+    if (!method.startsWith('htable.') || table !== 'owed') return { result: [] };
+    if (method === 'htable.sets') owed.set(key!, value!);
+    else if (method === 'htable.dump')
+      return { result: [...owed].map(([name, v]) => ({ entry: 0, size: 1, slot: [{ name, value: v, type: 'str' }] })) };
+    else if (method === 'htable.delete' && !owed.delete(key!))
+      return { error: { code: 404, message: 'Key not found in htable.' } };
+    return { result: 'Ok.' };
+  };
   const server = httpServer((req, res) => {
     let body = '';
     req.on('data', (d: Buffer) => (body += d.toString()));
     req.on('end', () => {
       const { id, method, params } = JSON.parse(body) as { id: number; method: string; params: unknown[] };
       calls.push({ method, params });
-      res.end(JSON.stringify({ jsonrpc: '2.0', id, result: method === 'dlg.list' ? dialogs : [] }));
+      res.end(JSON.stringify({ jsonrpc: '2.0', id, ...answer(method, params ?? []) }));
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/RPC`, dialogs, calls };
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/RPC`, dialogs, calls, owed };
 }
