@@ -101,6 +101,11 @@ const STOP_RETRY_MS = 500;
  * one loses. Under the systemd unit's TimeoutStopSec too.
  */
 export const CLOSE_WAIT_MS = 5_000;
+/**
+ * How often close(), while it waits, lists Kamailio's dialogs for the calls that ended meanwhile:
+ * an ended dialog stays listed a few seconds.
+ */
+const ENDED_POLL_MS = 250;
 /** How long an ended call's dialog is remembered, so its late events are ignored. */
 const DONE_TTL_MS = 120_000;
 /**
@@ -193,6 +198,8 @@ export class KamailioConnector {
   /** close() under way: resolved once every stop owed is answered, or its time is up. */
   private closing: Promise<void> | undefined;
   private settled: (() => void) | undefined;
+  /** stopEnded() is listing dialogs. */
+  private polling = false;
   private readonly log: Logger;
 
   constructor(o: ConnectorOptions) {
@@ -263,10 +270,13 @@ export class KamailioConnector {
     }
     if (this.owed().length > 0) {
       let timer: NodeJS.Timeout | undefined;
+      // Off evapi, the calls that end meanwhile are told by dlg.list alone.
+      const poll = setInterval(() => void this.stopEnded(), ENDED_POLL_MS);
       await new Promise<void>((resolve) => {
         this.settled = resolve;
         timer = setTimeout(resolve, waitMs);
       });
+      clearInterval(poll);
       clearTimeout(timer);
       await Promise.all(this.owed().map((c) => this.handOn(c)));
     }
@@ -327,6 +337,32 @@ export class KamailioConnector {
       Object.assign(c, { started: true, handedOn: true, unseen: !seen });
       this.log.info({ call, sec, cause }, 'sending a stop handed on');
       this.stop(c, sec as number, cause);
+    }
+  }
+
+  /**
+   * While close() waits: the calls whose dialog ended since evapi was left (their end events
+   * went to no connector, or to none at all with a lone one) are stopped as their end event
+   * would have stopped them, with the end time kamailio.cfg keeps for them (htable `ends`).
+   * Unstopped, each was reaped `stale`, billed to its last tick.
+   */
+  private async stopEnded(): Promise<void> {
+    if (this.polling || ![...this.calls.values()].some((c) => c.answerUs && !c.ending)) return;
+    this.polling = true;
+    try {
+      for (const d of await this.rpc.listDialogs()) {
+        const c = d.state === DELETED ? this.calls.get(callIdOf(d.ci, d.he, d.hi)) : undefined;
+        if (!c || c.ending || !c.answerUs) continue;
+        // An ended dialog is listed without its variables, its end in whole seconds.
+        const ts = await this.rpc.endOf(d.he, d.hi);
+        if (ts === undefined || c.ending) continue;
+        this.log.info({ call: c.call }, 'call ended while closing');
+        this.onEnd({ ev: 'end', ci: d.ci, he: d.he, hi: d.hi, id: c.id, dest: c.dest, ts });
+      }
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'rpc: cannot list dialogs while closing');
+    } finally {
+      this.polling = false;
     }
   }
 

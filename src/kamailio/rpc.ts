@@ -91,6 +91,19 @@ export class KamailioRpc {
     }));
   }
 
+  /** When a prepaid dialog ended, as event_route[dialog:end] keeps it (htable `ends`): its $TV(Sn), or undefined. */
+  async endOf(he: number, hi: number): Promise<number | undefined> {
+    try {
+      const r = (await this.call('htable.get', ['ends', `${he}:${hi}`])) as { item?: { value?: unknown } };
+      const ts = Number(r.item?.value);
+      return ts > 0 ? ts : undefined;
+    } catch (err) {
+      // Not there (expired, or no prepaid dialog): Kamailio answers 500 "doesn't exist".
+      if ((err as { rpcCode?: number }).rpcCode === 500) return undefined;
+      throw err;
+    }
+  }
+
   /** Keeps a stop (its JSON) for the next connector to send: `call`'s entry in htable `owed`. */
   handOn(call: string, stop: string): Promise<unknown> {
     return this.call('htable.sets', [OWED, call, stop]);
