@@ -100,13 +100,17 @@ export class CallLocator {
    * written the call's session meanwhile (no script sees both keys: they live in different slots),
    * so the index is put back when the session is there once it is gone; and whoever writes a session
    * under a claim it did not make sees to the index after it (`kept`). Each writes before it reads:
-   * one of the two always sees the other's write, and the call never loses its index.
+   * one of the two always sees the other's write, and the call never loses its index. Put back, it
+   * lasts as the session does: a live one has no TTL (a live call's index), a closed one's is what
+   * is left of it (as ended() cuts it), or the call id would stay taken for a week.
    */
   async release(sw: string, call: string, ck: CallKeys): Promise<void> {
     this.forget(sw, call);
     const index = this.indexKey(callKeyOf(sw, call));
     await this.redis.del(index);
-    if ((await this.redis.exists(ck.session)) === 1) await this.redis.set(index, ck.id, 'EX', this.ttlSec, 'NX');
+    const left = await this.redis.pttl(ck.session);
+    if (left === -2) return; // no session: nothing was written under the claim
+    await this.redis.set(index, ck.id, 'PX', left === -1 ? this.ttlSec * 1000 : Math.max(left, 1), 'NX');
   }
 
   /** A session written under a claim this start or stop found ('same'): its index, put back if given back since. */

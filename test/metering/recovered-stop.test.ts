@@ -7,6 +7,7 @@
  * `recovered`, and `stopped`. A stop without them is `unknown_call`.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Config } from '../../src/config/config';
 import { startGateway, type Gateway } from '../../src/gateway/server';
 import {
   gateway,
@@ -90,11 +91,12 @@ const stop = (m: Record<string, unknown>): Promise<Record<string, unknown>> =>
  */
 async function racingGateways(
   fn: (g: { proxy: HoldProxy; proxyB: HoldProxy; a: Client; b: Client; name: string }) => Promise<void>,
+  cfg: Config = h.cfg,
 ): Promise<void> {
   const proxy = new HoldProxy(Number(new URL(h.redis.url).port));
   const proxyB = new HoldProxy(Number(new URL(h.redis.url).port));
-  const gwA = await startGateway(h.cfg, createLogger('silent'), await proxy.listen());
-  const gwB = await startGateway(h.cfg, createLogger('silent'), await proxyB.listen());
+  const gwA = await startGateway(cfg, createLogger('silent'), await proxy.listen());
+  const gwB = await startGateway(cfg, createLogger('silent'), await proxyB.listen());
   const name = newCall('sw');
   const tok = await token(h, 'switch', name);
   const a = await Client.connect(gwA.port, tok);
@@ -249,6 +251,34 @@ describe('a stop for a call whose session is gone', () => {
       expect(await a.request({ op: 'stop', ref: 4, call, sec: 30 })).toMatchObject(same);
       expect(await cdrsOf(h, id, call)).toHaveLength(1);
     });
+  });
+
+  it('racing a refused start, with a short SESSION_TTL_SEC: the call id is kept no longer than its closed session', async () => {
+    // B's recovered stop closed the call (its index cut to the closed session's time) before A's
+    // refusal gave the claim back and, finding the session, put the index back: for as long.
+    const [id] = (await soldIds(h, SMALL)) as [string];
+    await racingGateways(
+      async ({ proxy, a, b, name }) => {
+        const call = newCall();
+        const callKey = callKeyOf(name, call);
+        const index = keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey);
+        proxy.holdAfter('call_start_');
+        const start = a.request({ op: 'start', ref: 1, call, id, dest: DEST449 });
+        await until(async () => proxy.holds, 10_000, 10, "A's start ran in Redis");
+        expect(await b.request({ op: 'stop', ref: 2, call, sec: 30, id, dest: DEST449 })).toMatchObject({
+          op: 'stopped',
+        });
+        proxy.release();
+        expect(await start).toMatchObject({ op: 'error', reason: 'insufficient_balance' });
+        const sessionTtl = await h.r.ttl(sessionKey(h, id, name, call));
+        expect(sessionTtl).toBeGreaterThan(0);
+        expect(sessionTtl).toBeLessThanOrEqual(600);
+        const indexTtl = await h.r.ttl(index);
+        expect(indexTtl).toBeGreaterThan(0);
+        expect(indexTtl).toBeLessThanOrEqual(sessionTtl + 1);
+      },
+      { ...h.cfg, sessionTtlSec: 600 },
+    );
   });
 
   it('racing a refused start that gives the call id back before the stop bills under it: the same', async () => {
