@@ -286,7 +286,8 @@ describe('HTTP requests in flight', () => {
       proxy.holdAfter('');
       // The name's 4 places taken by WebSocket messages waiting on Redis...
       ws.send(Array.from({ length: 4 }, (_, i) => ({ op: 'validate', ref: i, id: '4000000000000002' })));
-      await sleep(300);
+      // (one frame: all four take their places before the first of them reaches Redis)
+      await until(() => proxy.holds, 5000, 10, 'a reply held');
       // ...leave none for its HTTP requests, refused at once.
       expect(await validate('h1')).toEqual({
         status: 503,
