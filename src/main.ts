@@ -20,7 +20,7 @@ import { resolveSecret } from './app/secret';
 import { ConfigError, loadConfig, paymentSetup, type Config } from './config/config';
 import { startGateway } from './gateway/server';
 import { createLogger } from './observability/log';
-import { gatherForWorker, workerScrape } from './observability/worker-metrics';
+import { WorkerMetrics, workerScrape } from './observability/worker-metrics';
 import { startEmbeddedRedis } from './redis/embedded';
 import { DEMO_MEMBERS, Sandbox } from './dev/sandbox';
 
@@ -179,10 +179,11 @@ function runWorkers(
     [WORKER_ENV]: '1',
   };
   const running = new Set<ChildProcess>();
+  const metrics = new WorkerMetrics();
   const startWorker = (n: number): void => {
     const child = fork(__filename, [], { env });
     running.add(child);
-    gatherForWorker(child, () => running);
+    metrics.add(child);
     child.once('exit', (code, signal) => {
       running.delete(child);
       if (stopper.stopping()) return;

@@ -9,8 +9,8 @@
  * (`aggregator: 'max'` where it is defined) taken once, not once per worker.
  * A worker that misses the gathering (busy, stalled) is summed as it last
  * answered: left out, it would make every counter fall for that scrape, which
- * Prometheus reads as a reset (and a wrong rate). Only one that has exited is
- * left out.
+ * Prometheus reads as a reset (and a wrong rate). One that has exited keeps
+ * its counts in the sum, for the same reason (WorkerMetrics).
  */
 import type { ChildProcess } from 'node:child_process';
 import { AggregatorRegistry, type Registry } from 'prom-client';
@@ -60,6 +60,10 @@ export function workerScrape(registry: Registry, proc: NodeJS.Process = process)
     });
 }
 
+/** What of a worker's metrics outlives it: its counts (counters, histograms), not its gauges. */
+const counts = (json: unknown[]): unknown[] =>
+  json.filter((m) => ['counter', 'histogram'].includes(String((m as { type?: unknown }).type)));
+
 /** Numbers the primary's requests to the workers, whichever worker's scrape they serve. */
 let gathers = 0;
 
@@ -67,8 +71,9 @@ let gathers = 0;
 const lastOf = new WeakMap<ChildProcess, { n: number; json: unknown[] }>();
 
 /**
- * One worker's metrics as JSON: its answer, its last answer when it does not answer in time, or
- * undefined when it has exited (or never answered).
+ * One worker's metrics as JSON: its answer, its last answer when it does not answer in time, the
+ * counts of its last answer when it exits meanwhile (as WorkerMetrics keeps them), or undefined
+ * when it has exited (or never answered).
  */
 function metricsOf(child: ChildProcess, n: number): Promise<unknown[] | undefined> {
   return new Promise((resolve) => {
@@ -82,7 +87,10 @@ function metricsOf(child: ChildProcess, n: number): Promise<unknown[] | undefine
     const onMessage = (m: unknown): void => {
       if (isMsg(m) && m.t === 'tessera:metrics-json' && m.n === n) done(m.json);
     };
-    const onExit = (): void => done(undefined);
+    const onExit = (): void => {
+      const json = last();
+      done(json && counts(json));
+    };
     const timer = setTimeout(() => done(last()), GATHER_MS);
     child.on('message', onMessage);
     child.once('exit', onExit);
@@ -93,23 +101,47 @@ function metricsOf(child: ChildProcess, n: number): Promise<unknown[] | undefine
 }
 
 /**
- * In the primary: serves the scrapes `child` asks for with the sum of the
- * metrics of every worker `workers()` lists at that moment.
+ * In the primary: the workers' metrics, summed for whichever worker a scrape reaches. A worker
+ * that exits (and the one started in its place, from zero) would make every counter fall by its
+ * counts: its last answer's counters and histograms stay in the sum, folded into one set however
+ * many workers have come and gone; its gauges go with it.
  */
-export function gatherForWorker(child: ChildProcess, workers: () => Iterable<ChildProcess>): void {
-  child.on('message', (m: unknown) => {
-    if (isMsg(m) && m.t === 'tessera:metrics-json' && m.n > (lastOf.get(child)?.n ?? 0))
-      lastOf.set(child, { n: m.n, json: m.json });
-    if (!isMsg(m) || m.t !== 'tessera:metrics?') return;
-    void Promise.all([...workers()].map((w) => metricsOf(w, ++gathers)))
+export class WorkerMetrics {
+  private readonly live = new Set<ChildProcess>();
+  /** The counts of the workers that have exited, summed. */
+  private retired: Promise<unknown[] | undefined> = Promise.resolve(undefined);
+
+  /** Serves the scrapes `child` asks for; counts it in every sum until it exits. */
+  add(child: ChildProcess): void {
+    this.live.add(child);
+    child.once('exit', () => {
+      this.live.delete(child);
+      const last = lastOf.get(child)?.json;
+      if (!last) return;
+      this.retired = this.retired.then((before) =>
+        AggregatorRegistry.aggregate([...(before ? [before] : []), counts(last)]).getMetricsAsJSON(),
+      );
+    });
+    child.on('message', (m: unknown) => {
+      if (isMsg(m) && m.t === 'tessera:metrics-json' && m.n > (lastOf.get(child)?.n ?? 0))
+        lastOf.set(child, { n: m.n, json: m.json });
+      if (isMsg(m) && m.t === 'tessera:metrics?') this.serve(child, m.n);
+    });
+  }
+
+  private serve(child: ChildProcess, n: number): void {
+    // The workers that exit from here on are summed by what metricsOf gives for them, not as retired.
+    const retiring = this.retired;
+    void Promise.all([...this.live].map((w) => metricsOf(w, ++gathers)))
       .then(async (all) => {
         const got = all.filter((j): j is unknown[] => j !== undefined);
         if (got.length === 0) throw new Error('no worker answered');
-        return AggregatorRegistry.aggregate(got).metrics();
+        const retired = await retiring;
+        return AggregatorRegistry.aggregate(retired ? [...got, retired] : got).metrics();
       })
       .then(
-        (text) => child.connected && child.send({ t: 'tessera:metrics', n: m.n, text }),
-        (err: unknown) => child.connected && child.send({ t: 'tessera:metrics', n: m.n, error: String(err) }),
+        (text) => child.connected && child.send({ t: 'tessera:metrics', n, text }),
+        (err: unknown) => child.connected && child.send({ t: 'tessera:metrics', n, error: String(err) }),
       );
-  });
+  }
 }

@@ -3,15 +3,15 @@
  * worker that misses that wait (stalled: here stopped with SIGSTOP, as a busy or swapping process
  * is) is counted as it last answered, so no summed counter ever goes down while every worker
  * lives: Prometheus reads a counter that falls as a reset and computes a wrong rate. A worker
- * that has exited is left out. Real worker processes, forked, talking over their IPC channel.
+ * that has exited keeps its counts in the sum for the same reason. Real worker processes, forked,
+ * talking over their IPC channel.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { gatherForWorker } from '../../src/observability/worker-metrics';
+import { WorkerMetrics } from '../../src/observability/worker-metrics';
 
 const WORKER = resolve(__dirname, '../support/metrics-worker.ts');
-const running = new Set<ChildProcess>();
 const started: ChildProcess[] = [];
 
 /** The next message of type `t` from `child`. */
@@ -27,13 +27,11 @@ function next(child: ChildProcess, t: string): Promise<Record<string, unknown>> 
 }
 
 /** A worker, served by this process as the primary of --workers serves its workers. */
-async function worker(): Promise<ChildProcess> {
+async function worker(primary: WorkerMetrics): Promise<ChildProcess> {
   const child = fork(WORKER, [], { execArgv: ['--import', 'tsx'], stdio: 'ignore' });
   started.push(child);
   const ready = next(child, 'test:ready');
-  running.add(child);
-  child.once('exit', () => running.delete(child));
-  gatherForWorker(child, () => running);
+  primary.add(child);
   await ready;
   return child;
 }
@@ -66,7 +64,8 @@ afterEach(async () => {
 
 describe('summed worker metrics', () => {
   it('a worker that misses the gathering counts as it last answered: the sum never goes down', async () => {
-    const [a, b] = [await worker(), await worker()];
+    const primary = new WorkerMetrics();
+    const [a, b] = [await worker(primary), await worker(primary)];
     await count(a, 5);
     await count(b, 7);
     expect(await scrape(a)).toBe(12);
@@ -84,14 +83,24 @@ describe('summed worker metrics', () => {
     expect(await scrape(a)).toBe(15);
   }, 30_000);
 
-  it('a worker that has exited is left out', async () => {
-    const [a, b] = [await worker(), await worker()];
+  it('a worker that has exited keeps its counts in the sum, and so does each worker in its place', async () => {
+    const primary = new WorkerMetrics();
+    const [a, b] = [await worker(primary), await worker(primary)];
     await count(a, 5);
     await count(b, 7);
     expect(await scrape(a)).toBe(12);
     const exited = new Promise((r) => b.once('exit', r));
     b.kill('SIGKILL');
     await exited;
-    expect(await scrape(a)).toBe(5);
+    // Left out, the sum would fall to 5: Prometheus would read a reset and count 5 as new events.
+    expect(await scrape(a)).toBe(12);
+    // Its replacement counts from zero, on top.
+    const c = await worker(primary);
+    await count(c, 3);
+    expect(await scrape(c)).toBe(15);
+    const gone = new Promise((r) => c.once('exit', r));
+    c.kill('SIGKILL');
+    await gone;
+    expect(await scrape(a)).toBe(15);
   }, 30_000);
 });
