@@ -198,8 +198,8 @@ export class KamailioConnector {
   /** close() under way: resolved once every stop owed is answered, or its time is up. */
   private closing: Promise<void> | undefined;
   private settled: (() => void) | undefined;
-  /** stopEnded() is listing dialogs. */
-  private polling = false;
+  /** stopEnded() listing dialogs, while it does: close() awaits it before it hands stops on. */
+  private polling: Promise<void> | undefined;
   private readonly log: Logger;
 
   constructor(o: ConnectorOptions) {
@@ -278,6 +278,9 @@ export class KamailioConnector {
       });
       clearInterval(poll);
       clearTimeout(timer);
+      // A listing still under way may find a call that ended: its stop, made after the hand-on,
+      // went out on a closed link and no connector had it. It is owed, and handed on, with the rest.
+      await this.polling;
       await Promise.all(this.owed().map((c) => this.handOn(c)));
     }
     for (const c of this.calls.values()) clearTimeout(c.timer);
@@ -346,9 +349,13 @@ export class KamailioConnector {
    * would have stopped them, with the end time kamailio.cfg keeps for them (htable `ends`).
    * Unstopped, each was reaped `stale`, billed to its last tick.
    */
-  private async stopEnded(): Promise<void> {
-    if (this.polling || ![...this.calls.values()].some((c) => c.answerUs && !c.ending)) return;
-    this.polling = true;
+  private stopEnded(): Promise<void> {
+    if (this.polling || ![...this.calls.values()].some((c) => c.answerUs && !c.ending)) return Promise.resolve();
+    this.polling = this.listEnded().finally(() => (this.polling = undefined));
+    return this.polling;
+  }
+
+  private async listEnded(): Promise<void> {
     try {
       for (const d of await this.rpc.listDialogs()) {
         const c = d.state === DELETED ? this.calls.get(callIdOf(d.ci, d.he, d.hi)) : undefined;
@@ -361,8 +368,6 @@ export class KamailioConnector {
       }
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'rpc: cannot list dialogs while closing');
-    } finally {
-      this.polling = false;
     }
   }
 

@@ -51,15 +51,24 @@ export interface FakeRpc {
   calls: { method: string; params: unknown[] }[];
   /** htable `owed` (htable.sets, htable.dump, htable.delete): the stops connectors handed on. */
   owed: Map<string, string>;
+  /** htable `ends` (htable.get): each prepaid dialog's end, by `h_entry:h_id`, as event_route[dialog:end] keeps it. */
+  ends: Map<string, string>;
+  /** How long dlg.list takes to answer (ms): a Kamailio busy, or a slow link. */
+  listDelayMs: number;
 }
 
 export async function fakeRpc(): Promise<FakeRpc> {
   const dialogs: object[] = [];
   const calls: FakeRpc['calls'] = [];
   const owed = new Map<string, string>();
+  const ends = new Map<string, string>();
   const answer = (method: string, params: unknown[]): { result?: unknown; error?: object } => {
     const [table, key, value] = params.map(String);
     if (method === 'dlg.list') return { result: dialogs };
+    if (method === 'htable.get' && table === 'ends')
+      return ends.has(key!)
+        ? { result: { item: { name: key, value: ends.get(key!) } } }
+        : { error: { code: 500, message: "Key name doesn't exist in htable." } };
     if (!method.startsWith('htable.') || table !== 'owed') return { result: [] };
     if (method === 'htable.sets') owed.set(key!, value!);
     else if (method === 'htable.dump')
@@ -74,9 +83,13 @@ export async function fakeRpc(): Promise<FakeRpc> {
     req.on('end', () => {
       const { id, method, params } = JSON.parse(body) as { id: number; method: string; params: unknown[] };
       calls.push({ method, params });
-      res.end(JSON.stringify({ jsonrpc: '2.0', id, ...answer(method, params ?? []) }));
+      const reply = JSON.stringify({ jsonrpc: '2.0', id, ...answer(method, params ?? []) });
+      if (method === 'dlg.list' && self.listDelayMs > 0) setTimeout(() => res.end(reply), self.listDelayMs);
+      else res.end(reply);
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/RPC`, dialogs, calls, owed };
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/RPC`;
+  const self: FakeRpc = { server, url, dialogs, calls, owed, ends, listDelayMs: 0 };
+  return self;
 }

@@ -1,0 +1,102 @@
+/**
+ * A closing connector against a stand-in for Kamailio (an evapi peer and a
+ * JSON-RPC stub) and a real gateway: a call whose end its last dlg.list of
+ * the close's wait finds is not lost when that answer comes after the wait.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/server';
+import { callIdOf } from '../../src/kamailio/call-id';
+import { KamailioConnector } from '../../src/kamailio/connector';
+import { createLogger } from '../../src/observability/log';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { SwitchProxy } from '../support/switch-proxy';
+import { fakeEvapi, fakeRpc, type FakeEvapi, type FakeRpc } from './fake-kamailio';
+import { recordOf } from './records';
+import { until } from './stack';
+
+const TALK = talkProduct({ name: 'talk-close-poll', face: 1_000_000, price: 1_000_000 });
+
+describe('kamailio connector: the close wait polling dialogs', () => {
+  let h: Harness;
+  let gw: Gateway;
+  let evapi: FakeEvapi;
+  let rpc: FakeRpc;
+  let tok: string;
+
+  beforeAll(async () => {
+    h = await startHarness();
+    await seedCatalog(h, [TALK]);
+    tok = await token(h, 'switch', 'kamailio-close-poll');
+    gw = await gateway(h);
+    evapi = await fakeEvapi();
+    rpc = await fakeRpc();
+  });
+
+  afterAll(async () => {
+    await new Promise((r) => evapi?.server.close(r));
+    await new Promise((r) => rpc?.server.close(r));
+    await gw?.close();
+    await h?.stop();
+  });
+
+  it('stops, or hands on, a call whose end a dlg.list answered after the wait found', async () => {
+    // One call's stop is refused `unavailable`, so the connector waits to close; another call hangs
+    // up meanwhile, and the dlg.list that finds its end answers after the wait is over. Until
+    // 2026-12-07 the wait's end handed on only what was owed before that answer: the call's stop,
+    // made after, went out on a closed link, lost, and no connector had it to send.
+    const [owedId, endedId] = (await soldIds(h, TALK, 2)) as [string, string];
+    const owedDlg = { ci: 'owed@close-poll', he: 31, hi: 3001, id: owedId, dest: '33612345678' };
+    const endedDlg = { ci: 'ended@close-poll', he: 32, hi: 3002, id: endedId, dest: '33612345678' };
+    const owedCall = callIdOf(owedDlg.ci, owedDlg.he, owedDlg.hi);
+    let refuseOwed = true;
+    const proxy = new SwitchProxy(gw.port, (m) =>
+      refuseOwed && m.op === 'stop' && m.call === owedCall ? 'unavailable' : undefined,
+    );
+    const url = await proxy.listen();
+    const connector = (): KamailioConnector =>
+      new KamailioConnector({
+        evapiHost: '127.0.0.1',
+        evapiPort: evapi.port,
+        rpcUrl: rpc.url,
+        gateways: [url],
+        token: tok,
+        log: createLogger('silent'),
+      });
+    const c = connector();
+    c.start();
+    let next: KamailioConnector | undefined;
+    try {
+      await until('the connector to attach', () => evapi.socks.size > 0);
+      for (const [ti, d] of [owedDlg, endedDlg].entries()) {
+        evapi.send({ ev: 'invite', ...d, ti, tl: 7, si: '127.0.0.9', ts: Date.now() / 1000 });
+        await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === ti && a.sec !== undefined));
+      }
+      const answered = Date.now() / 1000;
+      for (const d of [owedDlg, endedDlg]) evapi.send({ ev: 'answer', ...d, ts: answered });
+      await until('both calls to be answered', () => c.liveCalls === 2);
+      evapi.send({ ev: 'end', ...owedDlg, ats: answered, ts: answered + 0.4 });
+      await until('the owed stop to be refused', () => proxy.refused.length > 0);
+      // The other call hangs up as the connector closes; dlg.list lists its dialog deleted, and
+      // takes longer to answer than the rest of the wait.
+      const endTs = answered + 1.3;
+      rpc.dialogs.push({ 'call-id': endedDlg.ci, h_entry: endedDlg.he, h_id: endedDlg.hi, state: 5, variables: [] });
+      rpc.ends.set(`${endedDlg.he}:${endedDlg.hi}`, endTs.toFixed(6));
+      rpc.listDelayMs = 900;
+      await c.close(1000);
+      rpc.listDelayMs = 0;
+      rpc.dialogs.length = 0;
+      // The next connector sends what was handed on; nothing is refused now.
+      refuseOwed = false;
+      next = connector();
+      next.start();
+      const rec = await recordOf(h, endedDlg.ci, 5000);
+      expect([rec.cause, rec.sec]).toEqual(['hangup', String(Math.ceil(endTs - answered))]);
+      expect(await recordOf(h, owedDlg.ci, 5000)).toMatchObject({ cause: 'hangup', sec: '1' });
+      await until('the stops handed on to be dropped once answered', () => rpc.owed.size === 0, 5000);
+    } finally {
+      await c.close(0);
+      await next?.close(0);
+      await proxy.close();
+    }
+  });
+});
