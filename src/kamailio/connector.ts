@@ -321,7 +321,16 @@ export class KamailioConnector {
       return;
     }
     for (const { call, stop } of owed) {
-      if (this.calls.has(call) || this.done.has(call) || this.closing) continue;
+      if (this.closing) return;
+      // A call of its own (evapi tells every connector its end): the entry goes with its stop's
+      // answer. One it stopped already gets this stop too (a repeat gets the first answer), so
+      // the entry goes once answered. Skipped, either one stayed a day, sent again by every
+      // connector that attached.
+      const own = this.calls.get(call);
+      if (own) {
+        own.handedOn = true;
+        continue;
+      }
       let m: Msg;
       try {
         m = JSON.parse(stop) as Msg;

@@ -99,4 +99,44 @@ describe('kamailio connector: the close wait polling dialogs', () => {
       await proxy.close();
     }
   });
+  it('drops a stop handed on for a call it stopped itself, once it reads it', async () => {
+    // Two connectors on one Kamailio: both hear the call end; the one closing could not deliver its
+    // stop and handed it on, the other's was answered. Reading `owed` again (evapi back after a
+    // loss), the survivor skipped the call it had stopped and left its entry: until 2026-12-07 it
+    // stayed a day, sent again by every connector that attached, though the stop was answered.
+    const [id] = await soldIds(h, TALK, 1);
+    const d = { ci: 'stopped@close-poll', he: 33, hi: 3003, id: id!, dest: '33612345678' };
+    const call = callIdOf(d.ci, d.he, d.hi);
+    const proxy = new SwitchProxy(gw.port, () => undefined);
+    const c = new KamailioConnector({
+      evapiHost: '127.0.0.1',
+      evapiPort: evapi.port,
+      rpcUrl: rpc.url,
+      gateways: [await proxy.listen()],
+      token: tok,
+      log: createLogger('silent'),
+    });
+    c.start();
+    try {
+      await until('the connector to attach', () => evapi.socks.size > 0);
+      evapi.send({ ev: 'invite', ...d, ti: 9, tl: 9, si: '127.0.0.9', ts: Date.now() / 1000 });
+      await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === 9 && a.sec !== undefined));
+      const answered = Date.now() / 1000;
+      evapi.send({ ev: 'answer', ...d, ts: answered });
+      evapi.send({ ev: 'end', ...d, ats: answered, ts: answered + 0.5 });
+      expect(await recordOf(h, d.ci, 5000)).toMatchObject({ cause: 'hangup', sec: '1' });
+      await until('its stop to be answered', () => c.liveCalls === 0);
+      // The other connector's stop of it, handed on as it closed.
+      rpc.owed.set(call, JSON.stringify({ op: 'stop', call, sec: 1, cause: 'hangup', id, dest: d.dest }));
+      const dumps = (): number => rpc.calls.filter((r) => r.method === 'htable.dump').length;
+      const before = dumps();
+      for (const sock of evapi.socks) sock.destroy();
+      await until('the connector to read the stops handed on again', () => dumps() > before);
+      await until('the answered stop to be dropped from `owed`', () => rpc.owed.size === 0, 3000);
+    } finally {
+      rpc.owed.clear();
+      await c.close(0);
+      await proxy.close();
+    }
+  });
 });
