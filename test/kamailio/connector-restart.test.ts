@@ -47,6 +47,48 @@ describe('kamailio connector: calls it did not see start', () => {
     await until('the connector to attach', () => evapi.socks.size > before);
     return c;
   };
+  /**
+   * A call admitted (transaction index `ti`), answered and ticked through `gate`; then the gateway
+   * goes, and with it what Redis held of the call (a restore from before it); meanwhile the token
+   * name went past its guess limit on `guesser`'s gateway, which the connector comes back to.
+   * Returns the answer's time (s).
+   */
+  const lostAndThrottled = async (
+    dialog: { ci: string; he: number; hi: number; id: string; dest: string },
+    ti: number,
+    gate: LinkGate,
+    guesser: Client,
+  ): Promise<number> => {
+    const call = callIdOf(dialog.ci, dialog.he, dialog.hi);
+    evapi.send({ ev: 'invite', ...dialog, ti, tl: ti + 1, si: '127.0.0.9', ts: Date.now() / 1000 });
+    await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === ti && a.sec !== undefined));
+    const answered = Date.now() / 1000;
+    evapi.send({ ev: 'answer', ...dialog, ts: answered });
+    await until('the call to be ticked', async () => {
+      const [session] = await h.r.keys(`ts:*:call:kamailio-restart:${call}`);
+      return session !== undefined && Number(await h.r.hget(session, 'used')) >= 1;
+    });
+    gate.shut();
+    await until('the connector to try the gateway again', () => gate.waiting > 0);
+    for (const key of await h.r.keys(`*${call}*`)) {
+      await h.r.del(key);
+      for (const live of await h.r.keys('ts:*:live')) await h.r.zrem(live, key);
+    }
+    const guess = (): Promise<Record<string, unknown>> =>
+      guesser.request({
+        op: 'stop',
+        ref: `g${Math.random()}`,
+        call: `guess-${Math.random()}`,
+        sec: 0,
+        id: generateId(h.cfg.idLength),
+        dest: dialog.dest,
+      });
+    await guess();
+    await guess();
+    expect(await guess()).toMatchObject({ reason: 'throttled' });
+    return answered;
+  };
+
   const activeCalls = async (id: string): Promise<number> => {
     const s = await idStatus(h.ctx, id);
     return s.ok ? s.activeCalls : -1;
@@ -219,32 +261,7 @@ describe('kamailio connector: calls it did not see start', () => {
     const guesser = await Client.connect(fresh.port, tok);
     try {
       const first = await attach({ gateway: await gate.listen() });
-      evapi.send({ ev: 'invite', ...dialog, ti: 17, tl: 18, si: '127.0.0.9', ts: Date.now() / 1000 });
-      await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === 17 && a.sec !== undefined));
-      const answered = Date.now() / 1000;
-      evapi.send({ ev: 'answer', ...dialog, ts: answered });
-      await until('the call to be ticked', async () => {
-        const [session] = await h.r.keys(`ts:*:call:kamailio-restart:${call}`);
-        return session !== undefined && Number(await h.r.hget(session, 'used')) >= 1;
-      });
-      gate.shut();
-      await until('the connector to try the gateway again', () => gate.waiting > 0);
-      for (const key of await h.r.keys(`*${call}*`)) {
-        await h.r.del(key);
-        for (const live of await h.r.keys('ts:*:live')) await h.r.zrem(live, key);
-      }
-      const guess = (): Promise<Record<string, unknown>> =>
-        guesser.request({
-          op: 'stop',
-          ref: `g${Math.random()}`,
-          call: `guess-${Math.random()}`,
-          sec: 0,
-          id: generateId(h.cfg.idLength),
-          dest: dialog.dest,
-        });
-      await guess();
-      await guess();
-      expect(await guess()).toMatchObject({ reason: 'throttled' });
+      const answered = await lostAndThrottled(dialog, 17, gate, guesser);
       // The caller hangs up; the stop goes to the throttled gateway, refused until retryAfter.
       const acks = evapi.acks;
       evapi.send({ ev: 'end', ...dialog, ats: answered, ts: answered + 1.5 });
@@ -341,38 +358,11 @@ describe('kamailio connector: calls it did not see start', () => {
     const fresh = await gateway(h, { guessLimit: 1, guessWindowSec: 5 });
     const [id] = await soldIds(h, TALK, 1);
     const dialog = { ci: 'lost-throttled@probe', he: 14, hi: 1008, id: id!, dest: '33612345678' };
-    const call = callIdOf(dialog.ci, dialog.he, dialog.hi);
     const gate = new LinkGate(gw.port);
     const guesser = await Client.connect(fresh.port, tok);
     try {
       await attach({ gateway: await gate.listen() });
-      evapi.send({ ev: 'invite', ...dialog, ti: 15, tl: 16, si: '127.0.0.9', ts: Date.now() / 1000 });
-      await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === 15 && a.sec !== undefined));
-      evapi.send({ ev: 'answer', ...dialog, ts: Date.now() / 1000 });
-      await until('the call to be ticked', async () => {
-        const [session] = await h.r.keys(`ts:*:call:kamailio-restart:${call}`);
-        return session !== undefined && Number(await h.r.hget(session, 'used')) >= 1;
-      });
-      // The gateway goes, and with it what Redis held of the call (a restore from before it).
-      gate.shut();
-      await until('the connector to try the gateway again', () => gate.waiting > 0);
-      for (const key of await h.r.keys(`*${call}*`)) {
-        await h.r.del(key);
-        for (const live of await h.r.keys('ts:*:live')) await h.r.zrem(live, key);
-      }
-      // Meanwhile the token name went past its guess limit on the gateway the connector comes back to.
-      const guess = (): Promise<Record<string, unknown>> =>
-        guesser.request({
-          op: 'stop',
-          ref: `g${Math.random()}`,
-          call: `guess-${Math.random()}`,
-          sec: 0,
-          id: generateId(h.cfg.idLength),
-          dest: dialog.dest,
-        });
-      await guess();
-      await guess();
-      expect(await guess()).toMatchObject({ reason: 'throttled' });
+      await lostAndThrottled(dialog, 15, gate, guesser);
       gate.retarget(fresh.port);
       gate.open();
       // Its ticks find no call: it is cut, and its stop names the ID and destination.
