@@ -201,15 +201,18 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** The gateway's request `method` in `d`, along the Record-Route, to the caller's contact: its Via branch. */
-  const fromGateway = (d: Dialog, method: string, cseq: number, extra: string[] = []): string => {
+  /**
+   * The gateway's request `method` in `d`, along the Record-Route (or, not `routed`, with no Route:
+   * a gateway that sends everything to Kamailio), to the caller's contact: its Via branch.
+   */
+  const fromGateway = (d: Dialog, method: string, cseq: number, extra: string[] = [], routed = true): string => {
     const branch = `z9hG4bK-${++n}-gw-${method.toLowerCase()}`;
     pstn.send(
       [
         `${method} sip:caller@127.0.0.1:${caller.port} SIP/2.0`,
         `Via: SIP/2.0/UDP 127.0.0.1:${pstn.port};branch=${branch}`,
         'Max-Forwards: 70',
-        ...[...d.routes].reverse().map((r) => `Route: ${r}`),
+        ...(routed ? [...d.routes].reverse().map((r) => `Route: ${r}`) : []),
         `From: <sip:callee@127.0.0.1>;tag=${d.toTag}`,
         `To: <sip:caller@127.0.0.1:${caller.port}>;tag=${d.fromTag}`,
         `Call-ID: ${d.callId}`,
@@ -222,8 +225,8 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
   };
 
   /** The gateway's BYE in `d`: once it reached the caller, its final answer's code. */
-  const gatewayHangsUp = async (d: Dialog): Promise<number> => {
-    const branch = fromGateway(d, 'BYE', 1);
+  const gatewayHangsUp = async (d: Dialog, routed = true): Promise<number> => {
+    const branch = fromGateway(d, 'BYE', 1, [], routed);
     await caller.next(
       'the BYE at the caller',
       (m) => m.method === 'BYE' && m.code === 0 && m.get('call-id') === d.callId,
@@ -246,6 +249,15 @@ describe.skipIf(!haveKamailio())('kamailio: requests inside a dialog', () => {
     );
     // The gateway hangs up: its BYE, along the Record-Route, reaches the caller's contact.
     expect(await gatewayHangsUp(d)).toBe(200);
+  });
+
+  it("sends the gateway's BYE that carries no Route to the caller, as a routed one", async () => {
+    // A gateway that sends its requests to Kamailio as its outbound proxy, Record-Route ignored: the
+    // request is matched to its dialog by Call-ID and tags. Until 2026-12-07 it was taken as the
+    // caller's (rr's is_direction says downstream without a Route's ftag) and sent back to the
+    // gateway: the dialog ended, billing stopped, and the caller's leg stayed up in silence.
+    const d = await dial();
+    expect(await gatewayHangsUp(d, false)).toBe(200);
   });
 
   it('refuses a request of a live call to any other host, from either end of its dialog: 403, never relayed', async () => {
