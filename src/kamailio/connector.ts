@@ -151,6 +151,9 @@ function originOf(e: InviteEvent): string | undefined {
  */
 const GRANT_REF = 'g';
 const isGrantRef = (ref: unknown): ref is string => typeof ref === 'string' && ref.startsWith(GRANT_REF);
+/** A tick of `sec` that asks for its answer, with any re-grant: its ref names its sec (grantSecOf). */
+const grantTick = (call: string, sec: number): Msg => ({ op: 'tick', call, sec, ref: GRANT_REF + String(sec) });
+const grantSecOf = (ref: unknown): number => Number(String(ref).slice(GRANT_REF.length));
 /**
  * This process's clock for ticks and cuts: wall time at start carried on by the
  * monotonic clock. An NTP step of the wall clock mid-call would otherwise stop
@@ -574,7 +577,7 @@ export class KamailioConnector {
   /** A tick, with a ref when its answer may carry a re-grant (fail-safe.ts). */
   private tickOf(c: Call, sec: number): Msg {
     if (!asksForGrant(c, c.firstGrant, sec, paidEnd(c.maxSec, c.horizon))) return { op: 'tick', call: c.call, sec };
-    return { op: 'tick', call: c.call, sec, ref: GRANT_REF + String(sec) };
+    return grantTick(c.call, sec);
   }
 
   /**
@@ -584,7 +587,7 @@ export class KamailioConnector {
    */
   private onTicked(c: Call, m: Msg): void {
     const grant = m.grant;
-    const sec = Number(String(m.ref).slice(GRANT_REF.length));
+    const sec = grantSecOf(m.ref);
     // Where the money ends, as this answer tells it (its sec and the seconds left then).
     const horizon = Number.isSafeInteger(sec) && typeof m.secLeft === 'number' ? sec + m.secLeft : undefined;
     if (horizon !== undefined && sec >= c.heard) {
@@ -691,7 +694,7 @@ export class KamailioConnector {
       if (m.reason === 'exhausted' && c.answerAt) this.cutWhenPaidUp(c, c.ticked, 'cutoff');
       else this.cut(c, this.elapsedSeconds(c), 'cutoff');
     } else if (m.op === 'error' && c && !c.ending && RETRYABLE.has(String(m.reason)) && isGrantRef(m.ref)) {
-      this.askAgain(c, Number(m.ref.slice(GRANT_REF.length)));
+      this.askAgain(c, grantSecOf(m.ref));
     } else if (m.op === 'error' && c && !c.ending && (m.reason === 'unknown_call' || m.reason === 'call_ended')) {
       this.log.warn({ call: c.call, reason: m.reason }, 'call not metered; ending it');
       this.cut(c, this.elapsedSeconds(c), 'unmetered');
@@ -717,7 +720,7 @@ export class KamailioConnector {
       c.askAgain = undefined;
       if (c.ending || c.cutAt || sec !== c.ticked || !this.link.connected) return;
       this.log.debug({ call: c.call, sec }, 're-grant tick sent again');
-      this.link.send({ op: 'tick', call: c.call, sec, ref: GRANT_REF + String(sec) });
+      this.link.send(grantTick(c.call, sec));
     }, wait);
   }
 
