@@ -13,6 +13,12 @@ export function sessionKey(h: Harness, id: string, switchName: string, call: str
   return keys.call(bucketOf(h, id), `${switchName}:${call}`);
 }
 
+/** The key of a call's index (its call id's claim) under switch token name `switchName`. */
+export function callIndexKey(h: Harness, switchName: string, call: string): string {
+  const callKey = callKeyOf(switchName, call);
+  return keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey);
+}
+
 /** Every call detail record of one call, read from its ID's bucket stream. */
 export async function cdrsOf(h: Harness, id: string, call: string): Promise<Record<string, string>[]> {
   const rows = await h.r.xrange(keys.cdr(bucketOf(h, id)), '-', '+');

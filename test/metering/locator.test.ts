@@ -8,7 +8,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { MAX_CALL_SEC } from '../../src/protocol/switch';
-import { keys } from '../../src/redis/keys';
 import {
   gateway,
   seedCatalog,
@@ -20,7 +19,7 @@ import {
 } from '../support/harness';
 import { until } from '../support/wait';
 import type { Client } from '../support/ws-client';
-import { connectSwitch, newCall } from './fixtures';
+import { callIndexKey, connectSwitch, newCall } from './fixtures';
 
 const DEST = '4912345';
 const P = talkProduct({ maxCalls: 5 });
@@ -74,7 +73,7 @@ describe('call locator', () => {
         const call = newCall();
         expect((await c2.request({ op: 'start', ref: call, call, id, dest: DEST, mode: 'quota' })).op).toBe('started');
         await until(() => g.metering.locator.size === 0, 10_000, 20, 'the quiet call forgotten');
-        const index = keys.callIndex(h.ctx.ids.bucketOf(`${name}:${call}`), `${name}:${call}`);
+        const index = callIndexKey(h, name, call);
         expect(await h.r.ttl(index)).toBeGreaterThanOrEqual(MAX_CALL_SEC);
         expect((await c2.request({ op: 'update', ref: 'u', call, sec: 1 })).op).toBe('granted');
         expect(await c2.request({ op: 'stop', ref: 's', call, sec: 1 })).toMatchObject({ op: 'stopped', billedSec: 1 });
@@ -90,7 +89,7 @@ describe('call locator', () => {
         const lost = newCall();
         const recovered = await c2.request({ op: 'stop', ref: 'r', call: lost, sec: 2, id, dest: DEST });
         expect(recovered).toMatchObject({ op: 'stopped', billedSec: 2 });
-        const lostIndex = keys.callIndex(h.ctx.ids.bucketOf(`${name}:${lost}`), `${name}:${lost}`);
+        const lostIndex = callIndexKey(h, name, lost);
         expect(await h.r.ttl(lostIndex)).toBeGreaterThan(0);
         expect(await h.r.ttl(lostIndex)).toBeLessThanOrEqual(60);
       } finally {
@@ -108,7 +107,7 @@ describe('call locator', () => {
     expect((await c.request({ op: 'start', ref: call, call, id, dest: DEST })).op).toBe('started');
     expect(await c.request({ op: 'stop', ref: 's', call, sec: 1 })).toMatchObject({ op: 'stopped', billedSec: 1 });
     // As its claim left it: a week plus the ring timeout, less the call's few seconds.
-    const index = keys.callIndex(h.ctx.ids.bucketOf(`${sw}:${call}`), `${sw}:${call}`);
+    const index = callIndexKey(h, sw, call);
     expect(await h.r.ttl(index)).toBeGreaterThan(MAX_CALL_SEC);
   });
 });

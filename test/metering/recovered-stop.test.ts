@@ -25,7 +25,7 @@ import { putPlans } from '../../src/catalog/store';
 import { Client } from '../support/ws-client';
 import { metricsText, sample } from '../support/metrics';
 import { audit } from '../../src/ledger/audit';
-import { cdrsOf, connectSwitch, newCall, sessionKey, startAt } from './fixtures';
+import { callIndexKey, cdrsOf, connectSwitch, newCall, sessionKey, startAt } from './fixtures';
 import { MAX_CALL_SEC } from '../../src/protocol/switch';
 import { callKeyOf, callKeysFor } from '../../src/metering/call-keys';
 import { callRecover } from '../../src/metering/scripts';
@@ -113,6 +113,21 @@ async function racingGateways(
     await proxy.close();
     await proxyB.close();
   }
+}
+
+/**
+ * A's start of `call` on `id` to DEST449, held once it has run in Redis: `answer` comes when
+ * `proxy` lets it through (refused: the IDs of these races pay no first second there).
+ */
+async function startHeldOnA(
+  g: { proxy: HoldProxy; a: Client },
+  call: string,
+  id: string,
+): Promise<{ answer: Promise<Record<string, unknown>> }> {
+  g.proxy.holdAfter('call_start_');
+  const answer = g.a.request({ op: 'start', ref: 1, call, id, dest: DEST449 });
+  await until(async () => g.proxy.holds, 10_000, 10, "A's start ran in Redis");
+  return { answer };
 }
 
 describe('a stop for a call whose session is gone', () => {
@@ -237,11 +252,10 @@ describe('a stop for a call whose session is gone', () => {
   it('racing a refused start of the call on another gateway: billed, and a repeat without the ID answers the same', async () => {
     // Its balance pays no first second to DEST449 (fee and all): the start is refused.
     const [id] = (await soldIds(h, SMALL)) as [string];
-    await racingGateways(async ({ proxy, a, b }) => {
+    await racingGateways(async (g) => {
+      const { proxy, a, b } = g;
       const call = newCall();
-      proxy.holdAfter('call_start_');
-      const start = a.request({ op: 'start', ref: 1, call, id, dest: DEST449 });
-      await until(async () => proxy.holds, 10_000, 10, "A's start ran in Redis");
+      const start = (await startHeldOnA(g, call, id)).answer;
       const first = await b.request({ op: 'stop', ref: 2, call, sec: 30, id, dest: DEST449 });
       expect(first).toMatchObject({ op: 'stopped', billedSec: 30, cost: SMALL.face, balance: 0 });
       proxy.release();
@@ -258,13 +272,11 @@ describe('a stop for a call whose session is gone', () => {
     // refusal gave the claim back and, finding the session, put the index back: for as long.
     const [id] = (await soldIds(h, SMALL)) as [string];
     await racingGateways(
-      async ({ proxy, a, b, name }) => {
+      async (g) => {
+        const { proxy, b, name } = g;
         const call = newCall();
-        const callKey = callKeyOf(name, call);
-        const index = keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey);
-        proxy.holdAfter('call_start_');
-        const start = a.request({ op: 'start', ref: 1, call, id, dest: DEST449 });
-        await until(async () => proxy.holds, 10_000, 10, "A's start ran in Redis");
+        const index = callIndexKey(h, name, call);
+        const start = (await startHeldOnA(g, call, id)).answer;
         expect(await b.request({ op: 'stop', ref: 2, call, sec: 30, id, dest: DEST449 })).toMatchObject({
           op: 'stopped',
         });
@@ -285,13 +297,11 @@ describe('a stop for a call whose session is gone', () => {
     // B's stop found A's claim and missed the session (its answer held); A's refusal gave the
     // claim back before B's recovery wrote the call: B must put the call id's index back itself.
     const [id] = (await soldIds(h, SMALL)) as [string];
-    await racingGateways(async ({ proxy, proxyB, a, b, name }) => {
+    await racingGateways(async (g) => {
+      const { proxy, proxyB, a, b, name } = g;
       const call = newCall();
-      const callKey = callKeyOf(name, call);
-      const index = keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey);
-      proxy.holdAfter('call_start_');
-      const start = a.request({ op: 'start', ref: 1, call, id, dest: DEST449 });
-      await until(async () => proxy.holds, 10_000, 10, "A's start ran in Redis");
+      const index = callIndexKey(h, name, call);
+      const start = (await startHeldOnA(g, call, id)).answer;
       proxyB.holdAfter('call_stop_');
       const stopped = b.request({ op: 'stop', ref: 2, call, sec: 30, id, dest: DEST449 });
       await until(async () => proxyB.holds, 10_000, 10, "B's stop missed the session");
@@ -338,8 +348,7 @@ describe('a stop for a call whose session is gone', () => {
       const [id] = (await soldIds(h, TALK)) as [string];
       await racingGateways(async ({ proxy, a, b, name }) => {
         const call = newCall();
-        const callKey = callKeyOf(name, call);
-        const index = keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey);
+        const index = callIndexKey(h, name, call);
         proxy.holdAfter('call_recover_');
         let answered = false;
         const first = a.request({ op: 'stop', ref: 1, call, sec: 30, ...named, dest: DEST449 }).finally(() => {
@@ -454,8 +463,7 @@ describe('a stop for a call whose session is gone', () => {
     const [unsold] = await mint(h, TALK);
     expect(await stop({ call, sec: 5, id: unsold, dest: DEST })).toMatchObject({ op: 'error', reason: 'not_active' });
     // Nor is the call id kept for that ID: the call's stop naming its own ID is billed.
-    const callKey = callKeyOf(swName, call);
-    expect(await h.r.exists(keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey))).toBe(0);
+    expect(await h.r.exists(callIndexKey(h, swName, call))).toBe(0);
     const [id] = await soldIds(h, TALK);
     expect(await stop({ call, sec: 5, id, dest: DEST })).toMatchObject({ op: 'stopped', billedSec: 5 });
   });
@@ -519,10 +527,10 @@ describe('a stop resent after its closed session has gone (a short SESSION_TTL_S
       }
     });
   /** The call's session and index under `name`: what SESSION_TTL_SEC lets go. */
-  const closedKeys = (id: string, name: string, call: string): string[] => {
-    const callKey = callKeyOf(name, call);
-    return [sessionKey(h, id, name, call), keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey)];
-  };
+  const closedKeys = (id: string, name: string, call: string): string[] => [
+    sessionKey(h, id, name, call),
+    callIndexKey(h, name, call),
+  ];
   const byId = (id: string, call: string): string => keys.idCall(bucketOf(h, id), h.ctx.ids.hash(id).hash, call);
 
   /**
@@ -554,8 +562,7 @@ describe('a stop resent after its closed session has gone (a short SESSION_TTL_S
       expect(await cdrsOf(h, id, call)).toHaveLength(1);
       expect(await balanceOf(h, id)).toBe(TALK.face - 35_000);
       // Nothing is left claimed for the refused stops: the call id is free for a new call of the ID.
-      const callKey = callKeyOf(aName, call);
-      expect(await h.r.exists(keys.callIndex(h.ctx.ids.bucketOf(callKey), callKey))).toBe(0);
+      expect(await h.r.exists(callIndexKey(h, aName, call))).toBe(0);
     });
   });
 
