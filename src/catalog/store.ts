@@ -300,6 +300,33 @@ function checkPlanRules(p: RatePlan): void {
 }
 
 /**
+ * A plan the schema refuses, named by its name and the prefix at fault, as the rules
+ * below name them: `rate plan #2: rates.3.rate` sent an operator counting the rows of a
+ * CSV price list's second plan, from 0. A name or prefix that is itself at fault (or no
+ * string) is not quoted: its place names it.
+ */
+function validPlans(items: unknown[]): RatePlan[] {
+  return items.map((item, i) => {
+    if (checkPlan(item)) return item;
+    const errors = checkPlan.errors ?? [];
+    const about = (path: string, field: string): boolean =>
+      errors.some(
+        (e) =>
+          e.instancePath.startsWith(`${path}/${field}`) ||
+          (e.instancePath === path && (e.params as { missingProperty?: string }).missingProperty === field),
+      );
+    const plan = item as { name?: unknown; rates?: unknown } | null;
+    const name = typeof plan?.name === 'string' && !about('', 'name') ? plan.name : `#${i + 1}`;
+    const rates: unknown[] = Array.isArray(plan?.rates) ? plan.rates : [];
+    const said = describeErrors(errors).replace(/(^|; )rates\.(\d+)(?:\.| )/g, (all, sep: string, n: string) => {
+      const prefix = (rates[Number(n)] as { prefix?: unknown } | null | undefined)?.prefix;
+      return typeof prefix === 'string' && !about(`/rates/${n}`, 'prefix') ? `${sep}prefix '${prefix}': ` : all;
+    });
+    throw new CatalogRefusal('bad_catalog_entry', `rate plan ${name}: ${said}`);
+  });
+}
+
+/**
  * Loads rate plans. An undated plan replaces every stored version of its name
  * (the file is the whole plan, as before dated versions existed); a dated one
  * (`activeFrom`) is added beside them, replacing only a version of the same
@@ -307,7 +334,7 @@ function checkPlanRules(p: RatePlan): void {
  * removed. Written in one transaction, so a gateway never reads half a plan.
  */
 export async function putPlans(redis: RedisClient, items: unknown[], now = Date.now()): Promise<RatePlan[]> {
-  const plans = validated(items, checkPlan, 'rate plan');
+  const plans = validPlans(items);
   plans.forEach(checkPlanRules);
   const stored = await redis.hkeys(keys.plans);
   const del: string[] = [];

@@ -98,7 +98,7 @@ describe('rate plan files', () => {
     // plan loaded without it, where a column the schema does not take, or a rate for a period the
     // plan does not define, is refused.
     const refused: [string, RegExp][] = [
-      ['__proto__', /rate plan #1: rates\.0 has a field it does not take: "__proto__"/],
+      ['__proto__', /rate plan pz: prefix '': has a field it does not take: "__proto__"/],
       ['rate.__proto__', /rate plan pz: prefix '' has a rate for period '__proto__', which the plan does not define/],
     ];
     for (const [col, why] of refused) {

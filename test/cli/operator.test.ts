@@ -240,10 +240,33 @@ describe('catalog-load', () => {
     const neg = file('neg.json', JSON.stringify([{ name: 'neg', rates: [{ prefix: '1', rate: -3 }] }]));
     const r2 = await cli('catalog-load', '--plans', neg);
     expect(r2.code).toBe(1);
-    expect(r2.err).toMatch(/^refused: bad_catalog_entry: rate plan #1: rates\.0\.rate must be >= 1/);
+    expect(r2.err).toMatch(/^refused: bad_catalog_entry: rate plan neg: prefix '1': rate must be >= 1/);
     expect(await h.r.hget(keys.plans, 'bad')).toBeNull();
     expect(await h.r.hget(keys.plans, 'neg')).toBeNull();
     expect(await h.r.get(keys.catalogVersion)).toBe(before);
+  });
+
+  it('a bad cell of a long CSV price list is named by its plan and prefix, not by its place in the plan', async () => {
+    // 'rates.3' of 'rate plan #2' sent the operator counting rows of the second plan, from 0.
+    const rows = ['plan,prefix,rate,fee', 'cc-a,33,40,0', 'cc-b,33,40,0', 'cc-b,34,50,0', 'cc-b,351,80,0'];
+    const csv = file('list.csv', [...rows, 'cc-b,44,0.019,0', 'cc-b,49,40,0'].join('\n'));
+    const r = await cli('catalog-load', '--plans', csv);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe("refused: bad_catalog_entry: rate plan cc-b: prefix '44': rate must be integer\n");
+    const missing = file('missing.csv', [...rows, 'cc-b,44,,0'].join('\n'));
+    expect((await cli('catalog-load', '--plans', missing)).err).toBe(
+      "refused: bad_catalog_entry: rate plan cc-b: prefix '44': must have required property 'rate'\n",
+    );
+    // Neither a plan's name nor a prefix is trusted before it is valid: the place names it then.
+    const badName = file('name.json', JSON.stringify([{ name: 'X 1', rates: [{ prefix: '+33', rate: 40 }] }]));
+    expect((await cli('catalog-load', '--plans', badName)).err).toMatch(
+      /^refused: bad_catalog_entry: rate plan #1: name /,
+    );
+    const badPrefix = file('prefix.csv', 'plan,prefix,rate\ncc-c,+33,40\n');
+    expect((await cli('catalog-load', '--plans', badPrefix)).err).toMatch(
+      /^refused: bad_catalog_entry: rate plan cc-c: rates\.0\.prefix must match pattern/,
+    );
+    expect(await h.r.hget(keys.plans, 'cc-b')).toBeNull();
   });
 
   it('names each refusal by its reason, on stderr and with --json on stdout, beside the exact problem', async () => {
@@ -266,7 +289,7 @@ describe('catalog-load', () => {
       [
         ['--plans', file('neg2.json', JSON.stringify([{ name: 'c-neg', rates: [{ prefix: '1', rate: -3 }] }]))],
         'bad_catalog_entry',
-        /^rate plan #1: rates\.0\.rate must be >= 1/,
+        /^rate plan c-neg: prefix '1': rate must be >= 1/,
       ],
       [
         [

@@ -199,20 +199,28 @@ describe('putProducts / putPlans refuse invalid records with a message', () => {
     [
       'a negative rate',
       { name: 'neg', rates: [{ prefix: '44', rate: -5 }] },
-      /rate plan #1: rates\.0\.rate must be >= 1/,
+      /^rate plan neg: prefix '44': rate must be >= 1$/,
     ],
-    ['a zero rate', { name: 'zero', rates: [{ prefix: '44', rate: 0 }] }, /rates\.0\.rate must be >= 1/],
+    [
+      'a zero rate',
+      { name: 'zero', rates: [{ prefix: '44', rate: 0 }] },
+      /^rate plan zero: prefix '44': rate must be >= 1$/,
+    ],
     [
       'a prefix with letters',
       { name: 'abc', rates: [{ prefix: '44a', rate: 5 }] },
-      /rates\.0\.prefix must match pattern/,
+      /^rate plan abc: rates\.0\.prefix must match pattern/,
     ],
-    ['a negative fee', { name: 'fee', rates: [{ prefix: '44', rate: 5, fee: -1 }] }, /rates\.0\.fee must be >= 0/],
-    ['no rates', { name: 'empty', rates: [] }, /rates must NOT have fewer than 1 items/],
+    [
+      'a negative fee',
+      { name: 'fee', rates: [{ prefix: '44', rate: 5, fee: -1 }] },
+      /^rate plan fee: prefix '44': fee must be >= 0$/,
+    ],
+    ['no rates', { name: 'empty', rates: [] }, /^rate plan empty: rates must NOT have fewer than 1 items$/],
     [
       'an unknown field',
       { name: 'x', rates: [{ prefix: '1', rate: 5, cost: 3 }] },
-      /rates.0 has a field it does not take: "cost"/,
+      /^rate plan x: prefix '1': has a field it does not take: "cost"$/,
     ],
   ])('a plan with %s', async (_what, plan, message) => {
     const v0 = await version();
