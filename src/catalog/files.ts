@@ -179,15 +179,29 @@ export function parsePeriods(cell: string): { name: string; days: string[]; from
     });
 }
 
+/**
+ * A CSV whose header lacks the column that groups its rows is said so: each row
+ * was refused for having no plan (or area) when the header spelt it `Plan`.
+ */
+function needColumn(rows: Row[], col: string, what: string): void {
+  const first = rows[0];
+  if (first && !Object.hasOwn(first, col))
+    throw new CatalogRefusal(
+      'bad_catalog_file',
+      `${what}: the header row has no column "${col}" (it has ${Object.keys(first).join(', ')}; names are case-sensitive)`,
+    );
+}
+
 export function readPlansFile(file: string): unknown[] {
   const { json, rows } = readRows(file);
   if (json !== undefined) return arrayIn(json, 'plans');
   type Version = { name: string; rates: Record<string, unknown>[] } & Record<string, unknown>;
   const versions = new Map<string, Version>();
+  needColumn(rows!, 'plan', `rates file ${file}`);
   rows!.forEach((r, i) => {
     const where = `rates file ${file} row ${i + 1}`;
     const { plan, ...cells } = blankToUndefined(r);
-    if (!plan) throw new CatalogRefusal('bad_catalog_file', `rates file ${file}: a row without a plan`);
+    if (!plan) throw new CatalogRefusal('bad_catalog_file', `${where}: a row without a plan`);
     const key = `${plan}@${cells.activeFrom ?? ''}`;
     let v = versions.get(key);
     if (!v) versions.set(key, (v = { name: plan, rates: [] }));
@@ -224,9 +238,10 @@ export function readAccessFile(file: string): unknown[] {
   const { json, rows } = readRows(file);
   if (json !== undefined) return arrayIn(json, 'areas');
   const areas = new Map<string, Record<string, unknown> & { numbers: Record<string, unknown>[] }>();
+  needColumn(rows!, 'area', `access file ${file}`);
   rows!.forEach((r, i) => {
     const { area, number, label, ...own } = blankToUndefined(r);
-    if (!area) throw new CatalogRefusal('bad_catalog_file', `access file ${file}: a row without an area`);
+    if (!area) throw new CatalogRefusal('bad_catalog_file', `access file ${file} row ${i + 1}: a row without an area`);
     let a = areas.get(area);
     if (!a) areas.set(area, (a = { area, numbers: [] }));
     // An area's own columns may be repeated on its rows, or given once; never two different values.

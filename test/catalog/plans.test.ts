@@ -88,6 +88,16 @@ describe('rate plan files', () => {
     expect((await fields()).filter((f) => f.startsWith('dated'))).toEqual(['dated', `dated@${at}`]);
   });
 
+  it('CSV: a header without its plan column is said so, not blamed on the rows; a row without a plan is named', () => {
+    // A spreadsheet's header (Plan, Prefix, Rate) was refused as 'a row without a plan': every row has one.
+    const caps = file('caps.csv', ['Plan,Prefix,Rate', 'cc,33,40'].join('\n'));
+    expect(() => readPlansFile(caps)).toThrow(
+      `rates file ${caps}: the header row has no column "plan" (it has Plan, Prefix, Rate; names are case-sensitive)`,
+    );
+    const gap = file('gap.csv', ['plan,prefix,rate', 'cc,33,40', ',34,50'].join('\n'));
+    expect(() => readPlansFile(gap)).toThrow(`rates file ${gap} row 2: a row without a plan`);
+  });
+
   it('CSV: two different values of a plan column in one version are refused, naming the row', () => {
     const csv = ['plan,prefix,rate,tz', 'z,,10,Europe/Paris', 'z,33,10,Europe/Berlin'].join('\n');
     expect(() => readPlansFile(file('tz.csv', csv))).toThrow(/row 2: plan z has two different values of tz/);
