@@ -497,6 +497,29 @@ describe('call', () => {
     expect(cut.out).not.toContain('connection closed');
   });
 
+  it('says the connection fee with the rate: a price list is checked by the first second it charges', async () => {
+    // "rate 1000/s" and a first second costing 6000 left the 5000 fee to be guessed.
+    const [id] = await soldIds(h, talkProduct());
+    const tok = await token(h, 'switch', `cli-call-fee-${Date.now()}`);
+    const url = `ws://127.0.0.1:${gw.port}/v1/switch`;
+    const r = await spawnCli([
+      'call',
+      '--id',
+      id!,
+      '--dest',
+      '4491234',
+      '--token',
+      tok,
+      '--url',
+      url,
+      '--seconds',
+      '1',
+    ]);
+    expect(r.code).toBe(0);
+    expect(lines(r.out)[0]).toBe('started: may talk 995 s, balance 1000000, rate 1000/s, fee 5000');
+    expect(r.out).toContain('stopped: billed 1 s, cost 6000, balance 994000');
+  });
+
   it('a stop refused for good (its session gone) ends the command with exit 1, not a wait for ever', async () => {
     const [id] = await soldIds(h, talkProduct());
     const name = `cli-call-lost-${Date.now()}`;
