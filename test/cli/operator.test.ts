@@ -190,6 +190,27 @@ describe('catalog-load', () => {
     });
   });
 
+  it('warns when a card of several lines reserves all that is free per call: its second line never gets a start', async () => {
+    // maxCalls 2 with grantSec 0 loaded silently; every second call was then refused insufficient_balance.
+    const talk = { kind: 'talk', currency: 'EUR', face: 5000, price: 5000, plan: 'std' };
+    const products = file(
+      'lines.json',
+      JSON.stringify([
+        { ...talk, name: 'c-duo-all', maxCalls: 2, grantSec: 0 },
+        { ...talk, name: 'c-duo', maxCalls: 2 },
+        { ...talk, name: 'c-one-all', maxCalls: 1, grantSec: 0 },
+      ]),
+    );
+    const r = await cli('catalog-load', '--products', products);
+    expect(r).toEqual({
+      code: 0,
+      out: 'loaded 3 product(s)\n',
+      err:
+        'warning: product c-duo-all: maxCalls 2 with grantSec 0: a call reserves all that is free, so while one' +
+        ' is live every other start is refused insufficient_balance; give grantSec (seconds a call reserves at a time)\n',
+    });
+  });
+
   it('warns when every top-up would send expiring again: expiringDays not below the days a top-up extends to', async () => {
     const talk = { kind: 'talk', currency: 'EUR', face: 5000, price: 5000, plan: 'std', expiryDays: 30 };
     const products = file(

@@ -45,6 +45,12 @@ async function load(
     for (const p of done) {
       if (p.kind === 'talk' && !planNames.has(p.plan))
         warn(`product ${p.name}: rate plan ${p.plan} is not loaded; its calls are refused no_rate until it is`);
+      // Each call reserves all that is free (grantSec 0): a second line never has anything free to start on.
+      if (p.kind === 'talk' && (p.maxCalls ?? 1) > 1 && p.grantSec === 0)
+        warn(
+          `product ${p.name}: maxCalls ${p.maxCalls} with grantSec 0: a call reserves all that is free, so while one ` +
+            'is live every other start is refused insufficient_balance; give grantSec (seconds a call reserves at a time)',
+        );
       // `expiring` counts down to the expiry first use starts: without one it never comes.
       if (p.expiringDays !== undefined && !('expiryDays' in p && p.expiryDays))
         warn(
