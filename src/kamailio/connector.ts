@@ -164,6 +164,8 @@ const steadyNow = (): number => performance.timeOrigin + performance.now();
 /** A dialog's state in dlg.list once it has ended (Kamailio's DLG_STATE_DELETED). */
 const DELETED = 5;
 const RETRYABLE = new Set(['unavailable', 'overloaded', 'internal']);
+/** A cut ordered at the call's paid end (cutWhenPaidUp) and not made yet. */
+const cutPending = (c: Call): boolean => c.cutAt > 0 && !c.ending;
 
 /**
  * When a refused stop is sent again, or undefined when its refusal is final. A lost call's stop
@@ -201,6 +203,8 @@ export class KamailioConnector {
   /** close() under way: resolved once every stop owed is answered, or its time is up. */
   private closing: Promise<void> | undefined;
   private settled: (() => void) | undefined;
+  /** The cuts' dlg.end_dlg requests under way: close() lets them finish before it closes the RPC. */
+  private readonly endingDialogs = new Set<Promise<unknown>>();
   /** stopEnded() listing dialogs, while it does: close() awaits it before it hands stops on. */
   private polling: Promise<void> | undefined;
   private readonly log: Logger;
@@ -267,9 +271,11 @@ export class KamailioConnector {
     // dialog, and no connector would stop it after (a connector started again does not take up
     // an ended dialog). Dropped, the call was reaped `stale`, billed to its last tick.
     for (const c of [...this.calls.values()]) c.cutting?.();
+    // A cut ordered at the paid end keeps its timer (it is owed, as a stop is): cleared, the call
+    // was cut by no connector and talked on to Kamailio's fail-safe, past what it paid.
     for (const c of this.calls.values()) {
       clearTimeout(c.askAgain);
-      if (!c.stopping) clearTimeout(c.timer);
+      if (!c.stopping && !cutPending(c)) clearTimeout(c.timer);
     }
     if (this.owed().length > 0) {
       let timer: NodeJS.Timeout | undefined;
@@ -284,11 +290,31 @@ export class KamailioConnector {
       // A listing still under way may find a call that ended: its stop, made after the hand-on,
       // went out on a closed link and no connector had it. It is owed, and handed on, with the rest.
       await this.polling;
+      // A cut still to come (a wait shorter than its margin) is made at its time, never early: it
+      // is due within TICK_LEAD_MS + CUT_MARGIN_MS of its order. Its stop is then handed on.
+      await Promise.all([...this.calls.values()].filter(cutPending).map((c) => this.cutAtItsTime(c)));
       await Promise.all(this.owed().map((c) => this.handOn(c)));
     }
     for (const c of this.calls.values()) clearTimeout(c.timer);
     this.link.close();
+    // The cuts' dlg.end_dlg still under way: closed now, their BYEs might not leave.
+    await Promise.allSettled(this.endingDialogs);
     this.rpc.close();
+  }
+
+  private async cutAtItsTime(c: Call): Promise<void> {
+    clearTimeout(c.timer);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, c.cutAt - steadyNow())));
+    if (cutPending(c)) this.cut(c, c.cutSec, c.cutCause, true);
+  }
+
+  /** dlg.end_dlg, kept while under way (close() waits for it). */
+  private endDialog(c: Call): Promise<unknown> {
+    const p = this.rpc.endDialog(c.he, c.hi);
+    this.endingDialogs.add(p);
+    const done = (): boolean => this.endingDialogs.delete(p);
+    p.then(done, done);
+    return p;
   }
 
   /**
@@ -383,9 +409,14 @@ export class KamailioConnector {
     }
   }
 
-  /** The calls whose stop Tessera has not answered yet, sent or waiting for their start's answer. */
+  /**
+   * The calls whose stop Tessera has not answered yet, sent or waiting for their start's answer,
+   * and those with a cut ordered at their paid end, not made yet.
+   */
   private owed(): Call[] {
-    return [...this.calls.values()].filter((c) => c.stopping ?? (c.endAfterStart && !c.ending));
+    return [...this.calls.values()].filter(
+      (c) => c.stopping !== undefined || (c.endAfterStart !== undefined && !c.ending) || cutPending(c),
+    );
   }
 
   private onEvent(payload: string): void {
@@ -741,7 +772,7 @@ export class KamailioConnector {
       // no concurrent_limit). An end event on its way changes nothing: a BYE the cut overtook
       // came in its last paid second, billed the same, and the event is ignored (27d99ec's cause).
       this.stop(c, sec, cause);
-      this.rpc.endDialog(c.he, c.hi).catch((err: Error) => {
+      this.endDialog(c).catch((err: Error) => {
         this.log.warn({ call: c.call, err: err.message }, 'dlg.end_dlg failed');
       });
       return;
@@ -760,7 +791,7 @@ export class KamailioConnector {
     };
     c.cutting = stop;
     c.timer = setTimeout(stop, CUT_STOP_WAIT_MS);
-    this.rpc.endDialog(c.he, c.hi).then(
+    this.endDialog(c).then(
       () => {
         if (c.cutting !== stop) return;
         clearTimeout(c.timer);
