@@ -43,6 +43,8 @@ describe.skipIf(!haveKamailio())('kamailio: ringing', () => {
 
   /** Rings (180 every second), answers after ANSWER_AFTER_MS; a CANCEL ends the ringing with 487. */
   const ringing = new Map<string, NodeJS.Timeout[]>();
+  /** The Call-IDs it refuses busy (486) after a first 180. */
+  const busy = new Set<string>();
   const reply = (m: SipMessage, status: string): void => replyAsGateway(pstn, k.sipPort, m, status);
   const answer = (m: SipMessage): void => {
     const ci = m.get('call-id') ?? '';
@@ -57,6 +59,11 @@ describe.skipIf(!haveKamailio())('kamailio: ringing', () => {
     if (m.method !== 'INVITE' || /;tag=/.test(m.get('to') ?? '')) return reply(m, '200 OK');
     const timers: NodeJS.Timeout[] = [];
     ringing.set(ci, timers);
+    if (busy.has(ci)) {
+      reply(m, '180 Ringing');
+      timers.push(setTimeout(() => reply(m, '486 Busy Here'), 300));
+      return;
+    }
     for (let at = 0; at < ANSWER_AFTER_MS; at += 1000) timers.push(setTimeout(() => reply(m, '180 Ringing'), at));
     timers.push(setTimeout(() => reply(m, '200 OK'), ANSWER_AFTER_MS));
   };
@@ -95,5 +102,15 @@ describe.skipIf(!haveKamailio())('kamailio: ringing', () => {
     const rec = await recordOf(h, callId);
     expect([rec.sec, rec.cost]).toEqual(['0', '0']);
     expect((await audit(h.ctx)).problems).toEqual([]);
+  });
+
+  it('records a call the callee refuses with its reply code: failed-486', async () => {
+    // Until 2026-12-08 kamailio.cfg sent $T_reply_code, 0 in event_route[dialog:failed]: every
+    // failed call was recorded `failed`, whatever the callee answered.
+    const [id] = await soldIds(h, TALK, 1);
+    const callId = `busy-${Math.random().toString(36).slice(2)}@127.0.0.1`;
+    busy.add(callId);
+    expect((await sipInvite(k, `${id}*33612345678`, { callId })).code).toBe(486);
+    expect(await recordOf(h, callId)).toMatchObject({ cause: 'failed-486', sec: '0', cost: '0' });
   });
 });
