@@ -80,6 +80,8 @@ interface Call {
   stopping?: { sec: number; cause: string };
   /** A stop a connector gone handed on (htable `owed`): its entry goes once the stop is answered. */
   handedOn?: boolean;
+  /** The key of the event no connector heard that stopped it (htable `ends`): it goes once the stop is answered. */
+  unheard?: string;
   /**
    * A call that failed before this connector saw it start or answer: its stop
    * carries no ID or destination, so that one Tessera never started answers
@@ -224,12 +226,19 @@ export class KamailioConnector {
       port: o.evapiPort,
       log: o.log,
       onMessage: (p) => this.onEvent(p),
-      onConnect: (again) => {
-        void this.takeUpDialogs(again);
-        void this.sendHandedOn();
-      },
+      onConnect: (again) => void this.attached(again),
       onDisconnect: () => (this.lostAt = steadyNow()),
     });
+  }
+
+  /**
+   * On evapi: the stops handed on first (the closing connector's word on its calls: a cut's cause
+   * and seconds), then the events no connector heard, then the dialogs still up.
+   */
+  private async attached(again: boolean): Promise<void> {
+    await this.sendHandedOn();
+    await this.stopUnheard();
+    await this.takeUpDialogs(again);
   }
 
   start(): void {
@@ -382,27 +391,63 @@ export class KamailioConnector {
   }
 
   /**
-   * While close() waits: the calls whose dialog ended since evapi was left (their end events
-   * went to no connector, or to none at all with a lone one) are stopped as their end event
-   * would have stopped them, with the end time kamailio.cfg keeps for them (htable `ends`).
-   * Unstopped, each was reaped `stale`, billed to its last tick.
+   * On evapi: the calls whose dialog ended or failed while no connector was attached (their events
+   * went to no one; kamailio.cfg keeps them in htable `ends`) are stopped as those events would
+   * have stopped them. Unstopped, one that ended was reaped `stale`, billed to its last tick, and
+   * one that failed while it rang held its ID's call slot until Tessera's RING_TIMEOUT_MS.
+   */
+  private async stopUnheard(): Promise<void> {
+    let kept;
+    try {
+      kept = await this.rpc.unheard();
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'rpc: cannot read the dialog events no connector heard');
+      return;
+    }
+    if (kept.length > 0)
+      this.log.info({ events: kept.length }, 'stopping the calls of dialog events no connector heard');
+    for (const { key, event } of kept) {
+      if (this.closing) return;
+      this.onUnheard(key, event);
+    }
+  }
+
+  /** One event htable `ends` kept, under `key`: handled as heard, its entry dropped once its stop is answered. */
+  private onUnheard(key: string, payload: string): void {
+    const e = parseEvent(payload);
+    if (e?.ev === 'end') this.onEnd(e);
+    else if (e?.ev === 'failed') this.onFailed(e);
+    const c = e && this.calls.get(callIdOf(e.ci, e.he, e.hi));
+    // Stopped already (or nothing to stop): nothing is left to answer.
+    if (c?.ending) c.unheard = key;
+    else void this.rpc.dropUnheard(key).catch(() => undefined);
+  }
+
+  /**
+   * While close() waits: the calls whose dialog ended or failed since evapi was left (their events
+   * went to no connector, or to none at all with a lone one) are stopped as those events would have
+   * stopped them, from what kamailio.cfg keeps of them (htable `ends`). Unstopped, a call that
+   * ended was reaped `stale`, billed to its last tick, and one that failed while it rang held its
+   * ID's call slot until Tessera's RING_TIMEOUT_MS.
    */
   private stopEnded(): Promise<void> {
-    if (this.polling || ![...this.calls.values()].some((c) => c.answerUs && !c.ending)) return Promise.resolve();
+    if (this.polling || ![...this.calls.values()].some((c) => c.started && !c.ending)) return Promise.resolve();
     this.polling = this.listEnded().finally(() => (this.polling = undefined));
     return this.polling;
   }
 
   private async listEnded(): Promise<void> {
     try {
-      for (const d of await this.rpc.listDialogs()) {
-        const c = d.state === DELETED ? this.calls.get(callIdOf(d.ci, d.he, d.hi)) : undefined;
-        if (!c || c.ending || !c.answerUs) continue;
-        // An ended dialog is listed without its variables, its end in whole seconds.
-        const ts = await this.rpc.endOf(d.he, d.hi);
-        if (ts === undefined || c.ending) continue;
+      const up = new Set<string>();
+      for (const d of await this.rpc.listDialogs()) if (d.state !== DELETED) up.add(callIdOf(d.ci, d.he, d.hi));
+      for (const c of [...this.calls.values()]) {
+        // A dialog listed deleted, or not at all (a failed one goes at once): over, if kept as unheard.
+        if (!c.started || c.ending || up.has(c.call)) continue;
+        const key = `${c.he}:${c.hi}`;
+        const event = await this.rpc.unheardOf(c.he, c.hi);
+        if (event === undefined || c.ending) continue;
         this.log.info({ call: c.call }, 'call ended while closing');
-        this.onEnd({ ev: 'end', ci: d.ci, he: d.he, hi: d.hi, id: c.id, dest: c.dest, ts });
+        this.onUnheard(key, event);
       }
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'rpc: cannot list dialogs while closing');
@@ -467,6 +512,13 @@ export class KamailioConnector {
         this.log.warn(
           { call: c.call, err: err.message },
           'rpc: cannot drop a stop handed on (sent again, billed once)',
+        );
+      });
+    if (c.unheard !== undefined)
+      this.rpc.dropUnheard(c.unheard).catch((err: Error) => {
+        this.log.warn(
+          { call: c.call, err: err.message },
+          'rpc: cannot drop an unheard event (sent again, billed once)',
         );
       });
     this.calls.delete(c.call);

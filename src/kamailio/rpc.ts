@@ -1,13 +1,16 @@
 /**
  * Kamailio's RPC over JSON-RPC on its HTTP port (jsonrpcs + xhttp, POST /RPC):
  * how the connector ends a dialog (BYE to both sides), lists the dialogs
- * that still exist, and hands the stops it could not deliver on to the next
- * connector (kamailio.cfg's htable `owed`).
+ * that still exist, hands the stops it could not deliver on to the next
+ * connector (kamailio.cfg's htable `owed`) and reads the dialog events no
+ * connector heard (htable `ends`).
  */
 import { Agent, request } from 'node:http';
 
 /** kamailio.cfg's htable of the stops closing connectors could not deliver. */
 const OWED = 'owed';
+/** kamailio.cfg's htable of the dialogs' end and failure events that no connector heard. */
+const ENDS = 'ends';
 
 export class KamailioRpc {
   private readonly agent = new Agent({ keepAlive: true, maxSockets: 16 });
@@ -91,17 +94,29 @@ export class KamailioRpc {
     }));
   }
 
-  /** When a prepaid dialog ended, as event_route[dialog:end] keeps it (htable `ends`): its $TV(Sn), or undefined. */
-  async endOf(he: number, hi: number): Promise<number | undefined> {
+  /**
+   * A prepaid dialog's end or failure event that no connector heard (kamailio.cfg's htable `ends`,
+   * written while none is attached), as evapi would have relayed it; undefined if none is kept.
+   */
+  async unheardOf(he: number, hi: number): Promise<string | undefined> {
     try {
-      const r = (await this.call('htable.get', ['ends', `${he}:${hi}`])) as { item?: { value?: unknown } };
-      const ts = Number(r.item?.value);
-      return ts > 0 ? ts : undefined;
+      const r = (await this.call('htable.get', [ENDS, `${he}:${hi}`])) as { item?: { value?: unknown } };
+      return typeof r.item?.value === 'string' ? r.item.value : undefined;
     } catch (err) {
-      // Not there (expired, or no prepaid dialog): Kamailio answers 500 "doesn't exist".
+      // Not there (expired, heard, or no prepaid dialog): Kamailio answers 500 "doesn't exist".
       if ((err as { rpcCode?: number }).rpcCode === 500) return undefined;
       throw err;
     }
+  }
+
+  /** Every event htable `ends` keeps (unheardOf), by its dialog's `h_entry:h_id`. */
+  async unheard(): Promise<{ key: string; event: string }[]> {
+    return (await this.dump(ENDS)).map(({ name, value }) => ({ key: name, event: value }));
+  }
+
+  /** An unheard event's call was stopped: its entry goes (one another connector removed first is no failure). */
+  dropUnheard(key: string): Promise<void> {
+    return this.drop(ENDS, key);
   }
 
   /** Keeps a stop (its JSON) for the next connector to send: `call`'s entry in htable `owed`. */
@@ -111,16 +126,24 @@ export class KamailioRpc {
 
   /** The stops connectors handed on (htable `owed`): each call's JSON as it was kept. */
   async handedOn(): Promise<{ call: string; stop: string }[]> {
-    const r = await this.call('htable.dump', [OWED]);
-    if (!Array.isArray(r)) return [];
-    return (r as { slot?: { name?: unknown; value?: unknown }[] }[]).flatMap((e) =>
-      (e.slot ?? []).map((x) => ({ call: String(x.name), stop: String(x.value) })),
-    );
+    return (await this.dump(OWED)).map(({ name, value }) => ({ call: name, stop: value }));
   }
 
   /** A handed-on stop was answered: its entry goes (one another connector removed first is no failure). */
-  async dropHandedOn(call: string): Promise<void> {
-    await this.call('htable.delete', [OWED, call]).catch((err: { rpcCode?: number }) => {
+  dropHandedOn(call: string): Promise<void> {
+    return this.drop(OWED, call);
+  }
+
+  private async dump(table: string): Promise<{ name: string; value: string }[]> {
+    const r = await this.call('htable.dump', [table]);
+    if (!Array.isArray(r)) return [];
+    return (r as { slot?: { name?: unknown; value?: unknown }[] }[]).flatMap((e) =>
+      (e.slot ?? []).map((x) => ({ name: String(x.name), value: String(x.value) })),
+    );
+  }
+
+  private async drop(table: string, key: string): Promise<void> {
+    await this.call('htable.delete', [table, key]).catch((err: { rpcCode?: number }) => {
       if (err.rpcCode !== 404) throw err;
     });
   }

@@ -80,7 +80,10 @@ describe('kamailio connector: the close wait polling dialogs', () => {
       // takes longer to answer than the rest of the wait.
       const endTs = answered + 1.3;
       rpc.dialogs.push({ 'call-id': endedDlg.ci, h_entry: endedDlg.he, h_id: endedDlg.hi, state: 5, variables: [] });
-      rpc.ends.set(`${endedDlg.he}:${endedDlg.hi}`, endTs.toFixed(6));
+      rpc.ends.set(
+        `${endedDlg.he}:${endedDlg.hi}`,
+        JSON.stringify({ ev: 'end', ats: answered, ts: Number(endTs.toFixed(6)), ...endedDlg }),
+      );
       rpc.listDelayMs = 900;
       await c.close(1000);
       rpc.listDelayMs = 0;

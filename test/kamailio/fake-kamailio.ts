@@ -2,7 +2,7 @@
  * Stand-ins for Kamailio as the connector sees it, for tests of the connector
  * alone: an evapi peer that sends the events a test writes and keeps every
  * answer, and a JSON-RPC stub whose dlg.list lists the dialogs a test puts in
- * and which keeps htable `owed` as Kamailio does.
+ * and which keeps htables `owed` and `ends` as Kamailio does.
  */
 import { createServer as httpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
@@ -51,7 +51,7 @@ export interface FakeRpc {
   calls: { method: string; params: unknown[] }[];
   /** htable `owed` (htable.sets, htable.dump, htable.delete): the stops connectors handed on. */
   owed: Map<string, string>;
-  /** htable `ends` (htable.get): each prepaid dialog's end, by `h_entry:h_id`, as event_route[dialog:end] keeps it. */
+  /** htable `ends` (htable.get, htable.dump, htable.delete): the dialog events no connector heard, by `h_entry:h_id`. */
   ends: Map<string, string>;
   /** How long dlg.list takes to answer (ms): a Kamailio busy, or a slow link. */
   listDelayMs: number;
@@ -62,18 +62,25 @@ export async function fakeRpc(): Promise<FakeRpc> {
   const calls: FakeRpc['calls'] = [];
   const owed = new Map<string, string>();
   const ends = new Map<string, string>();
+  const tables = new Map([
+    ['owed', owed],
+    ['ends', ends],
+  ]);
   const answer = (method: string, params: unknown[]): { result?: unknown; error?: object } => {
-    const [table, key, value] = params.map(String);
+    const [name, key, value] = params.map(String);
     if (method === 'dlg.list') return { result: dialogs };
-    if (method === 'htable.get' && table === 'ends')
-      return ends.has(key!)
-        ? { result: { item: { name: key, value: ends.get(key!) } } }
+    const table = tables.get(name!);
+    if (!method.startsWith('htable.') || !table) return { result: [] };
+    if (method === 'htable.get')
+      return table.has(key!)
+        ? { result: { item: { name: key, value: table.get(key!) } } }
         : { error: { code: 500, message: "Key name doesn't exist in htable." } };
-    if (!method.startsWith('htable.') || table !== 'owed') return { result: [] };
-    if (method === 'htable.sets') owed.set(key!, value!);
+    if (method === 'htable.sets') table.set(key!, value!);
     else if (method === 'htable.dump')
-      return { result: [...owed].map(([name, v]) => ({ entry: 0, size: 1, slot: [{ name, value: v, type: 'str' }] })) };
-    else if (method === 'htable.delete' && !owed.delete(key!))
+      return {
+        result: [...table].map(([n, v]) => ({ entry: 0, size: 1, slot: [{ name: n, value: v, type: 'str' }] })),
+      };
+    else if (method === 'htable.delete' && !table.delete(key!))
       return { error: { code: 404, message: 'Key not found in htable.' } };
     return { result: 'Ok.' };
   };
