@@ -275,7 +275,8 @@ export class KamailioConnector {
 
   private async drain(waitMs: number): Promise<void> {
     clearInterval(this.sweep);
-    this.evapi.close();
+    // The events Kamailio sent until it saw this connector go are handled (onEvent: no new calls).
+    await this.evapi.close();
     // A cut waiting for dlg.end_dlg is stopped now, with what it has: its Kamailio is ending the
     // dialog, and no connector would stop it after (a connector started again does not take up
     // an ended dialog). Dropped, the call was reaped `stale`, billed to its last tick.
@@ -470,8 +471,10 @@ export class KamailioConnector {
       this.log.warn({ payload: payload.slice(0, 200) }, 'evapi: not an event of deploy/kamailio/kamailio.cfg');
       return;
     }
-    if (e.ev === 'invite') this.onInvite(e);
-    else if (e.ev === 'answer') this.onAnswer(e);
+    // Leaving (close()), it can admit no call: Kamailio answers the INVITE (or another connector does).
+    if (e.ev === 'invite') {
+      if (!this.closing) this.onInvite(e);
+    } else if (e.ev === 'answer') this.onAnswer(e);
     else if (e.ev === 'end') this.onEnd(e);
     else this.onFailed(e);
   }

@@ -32,6 +32,11 @@ const ACK_DELAY_MS = 1;
  */
 const RETRY_FIRST_MS = 100;
 const RETRY_MAX_MS = 250;
+/**
+ * The longest close() waits for Kamailio to close its side after ours: it does
+ * so as soon as its evapi process reads our end, a few ms.
+ */
+const LEAVE_MS = 1000;
 
 export interface EvapiOptions {
   host: string;
@@ -59,7 +64,7 @@ export class EvapiLink {
   constructor(private readonly o: EvapiOptions) {}
 
   get connected(): boolean {
-    return this.sock !== undefined && !this.sock.connecting && !this.sock.destroyed;
+    return !this.closed && this.sock !== undefined && !this.sock.connecting && !this.sock.destroyed;
   }
 
   start(): void {
@@ -75,12 +80,31 @@ export class EvapiLink {
     return true;
   }
 
-  close(): void {
+  /**
+   * Leaves Kamailio: our side is closed, and the events Kamailio relays until it reads that are
+   * still read and handled; resolved once it has closed its side (it then counts this connector
+   * gone, and keeps what no connector hears), LEAVE_MS at most. Destroyed at once, the socket
+   * dropped the events of that instant: sent to a connector Kamailio still counted, they were
+   * neither heard nor kept.
+   */
+  close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.retry);
     clearTimeout(this.ack);
-    this.sock?.destroy();
-    this.sock = undefined;
+    const s = this.sock;
+    if (!s || s.connecting || s.destroyed) {
+      s?.destroy();
+      this.sock = undefined;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => s.destroy(), LEAVE_MS);
+      s.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      s.end();
+    });
   }
 
   private open(): void {

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { callIdOf } from '../../src/kamailio/call-id';
 import { KamailioConnector } from '../../src/kamailio/connector';
+import { encodeNetstring } from '../../src/kamailio/netstring';
 import { createLogger } from '../../src/observability/log';
 import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { SwitchProxy } from '../support/switch-proxy';
@@ -140,6 +141,39 @@ describe('kamailio connector: the close wait polling dialogs', () => {
       rpc.owed.clear();
       await c.close(0);
       await proxy.close();
+    }
+  });
+
+  it('stops a call whose end Kamailio relayed as the connector left', async () => {
+    // Kamailio counts a connector attached until its evapi process reads the connector's end, and
+    // relays it every event until then. Until 2026-12-08 the connector destroyed its socket: an end
+    // relayed in that instant was dropped, neither heard nor kept (htable `ends` is written only
+    // while no connector is attached), and the call billed by the reaper to its last tick.
+    const [id] = await soldIds(h, TALK, 1);
+    const d = { ci: 'leaving@close-poll', he: 34, hi: 3004, id: id!, dest: '33612345678' };
+    const c = new KamailioConnector({
+      evapiHost: '127.0.0.1',
+      evapiPort: evapi.port,
+      rpcUrl: rpc.url,
+      gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
+      token: tok,
+      log: createLogger('silent'),
+    });
+    c.start();
+    try {
+      await until('the connector to attach', () => evapi.socks.size > 0);
+      evapi.send({ ev: 'invite', ...d, ti: 11, tl: 11, si: '127.0.0.9', ts: Date.now() / 1000 });
+      await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === 11 && a.sec !== undefined));
+      const answered = Date.now() / 1000;
+      evapi.send({ ev: 'answer', ...d, ts: answered });
+      await until('the call to be answered', () => c.liveCalls === 1);
+      evapi.onLeave = (sock) =>
+        sock.write(encodeNetstring(JSON.stringify({ ev: 'end', ...d, ats: answered, ts: answered + 0.6 })));
+      await c.close();
+      expect(await recordOf(h, d.ci, 3000)).toMatchObject({ cause: 'hangup', sec: '1' });
+    } finally {
+      evapi.onLeave = undefined;
+      await c.close(0);
     }
   });
 });

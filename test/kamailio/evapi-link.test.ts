@@ -36,7 +36,7 @@ async function evapiPeer(port = 0): Promise<Peer> {
 const links: EvapiLink[] = [];
 const peers: Peer[] = [];
 afterEach(async () => {
-  for (const l of links.splice(0)) l.close();
+  await Promise.all(links.splice(0).map((l) => l.close()));
   for (const p of peers.splice(0)) await new Promise((r) => p.server.close(r));
 });
 

@@ -17,13 +17,22 @@ export interface FakeEvapi {
   /** The connectors' `.`: each has read an event it did not answer. */
   acks: number;
   send(event: object): void;
+  /**
+   * Called when a connector closes its side, before this one closes its own: what Kamailio
+   * relays until its evapi process reads that end (it counts the connector attached until then).
+   */
+  onLeave?: (sock: Socket) => void;
 }
 
 export async function fakeEvapi(): Promise<FakeEvapi> {
   const socks = new Set<Socket>();
   const answers: Record<string, unknown>[] = [];
-  const server = createServer((s) => {
+  const server = createServer({ allowHalfOpen: true }, (s) => {
     socks.add(s);
+    s.on('end', () => {
+      self.onLeave?.(s);
+      s.end();
+    });
     const reader = new NetstringReader();
     s.on('data', (d: Buffer) => {
       for (const p of reader.push(d))
