@@ -129,12 +129,23 @@ export class Topups {
     return this.voucherInto(target, voucherInput, channel, client);
   }
 
-  /** voucher() into an ID already located (the check page's). */
-  voucherInto(target: IdLoc, voucherInput: unknown, channel: string, client: string): Promise<TopupResult> {
+  /**
+   * voucher() into an ID already located (the check page's). `anonymous`: whoever bought one ID may
+   * type any number there, so a number that is some other kind of ID (another buyer's talk ID, whose
+   * number is all a call needs) is answered as unknown and counted as a guess, never `not_voucher`.
+   */
+  voucherInto(
+    target: IdLoc,
+    voucherInput: unknown,
+    channel: string,
+    client: string,
+    anonymous = false,
+  ): Promise<TopupResult> {
     // A slot per lookup, as scanners take (GuessThrottle): a burst of guessed voucher numbers
     // waits its turn instead of reaching Redis before any of its misses is counted.
     return this.guesses.withSlot<TopupResult>(client, throttled, async () => {
-      const r = await this.redeemVoucher(target, voucherInput, channel);
+      let r = await this.redeemVoucher(target, voucherInput, channel);
+      if (anonymous && !r.ok && r.reason === 'not_voucher') r = { ok: false, reason: 'unknown_id' };
       if (!r.ok && r.reason === 'unknown_id') {
         await this.guesses.miss(client);
         // Stricter than scanners and switches: the miss that goes over the limit is refused as well.

@@ -70,7 +70,7 @@ let buyer: Buyer;
 beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h, [TALK, FIXED, TALK_MAX, VOUCHER, VOUCHER_USD, BIG_VOUCHER] as Product[]);
-  await mint(h, TALK, 13);
+  await mint(h, TALK, 15);
   await mint(h, FIXED, 2);
   await mint(h, TALK_MAX, 1);
   gw = await keepEvents(await gateway(h)); // topupEvents reads them
@@ -749,6 +749,29 @@ describe('the check page', () => {
     const tag = o.path.split('/').pop()!.slice(32);
     expect(tag).toMatch(/^[0-9a-f]{32}$/);
     expect((await h.r.keys('*')).filter((k) => k.includes(tag))).toEqual([]);
+  });
+
+  it("tells nobody that a number is another buyer's ID: it answers as an unknown voucher, counted as a guess", async () => {
+    const o = await owned();
+    const grant = fieldOf(o.page.text, 'grant');
+    const [other] = await soldIds(h, TALK);
+    const client = `vch:chk:${hashOf(h, o.id)}`;
+    const misses = async (): Promise<number> => Number(await h.r.get(keys.guesses(h.ctx.ids.bucketOf(client), client)));
+    const unknown = await postPageForm(
+      gw,
+      `${o.path}/voucher`,
+      { grant, voucher: generateId(h.cfg.idLength) },
+      o.session,
+    );
+    expect(await misses()).toBe(1);
+    const talk = await postPageForm(gw, `${o.path}/voucher`, { grant, voucher: other! }, o.session);
+    // The same page as for a number nobody has, and one more guess towards the throttle.
+    expect([talk.status, talk.headers.get('tessera-reason')]).toEqual([404, 'unknown_id']);
+    expect(talk.text.replace(/value="[0-9a-f]{32}"/g, '')).toBe(unknown.text.replace(/value="[0-9a-f]{32}"/g, ''));
+    expect(await misses()).toBe(2);
+    expect(await balanceOf(h, other!)).toBe(1_000_000);
+    // A till (a sales token) is told what the number is: it holds the card in its hand.
+    expect((await redeem(o.id, other!)).json.error.reason).toBe('not_voucher');
   });
 
   it('offers no recharge for a product that forbids it', async () => {
