@@ -70,6 +70,7 @@ const EnvSchema = Type.Object({
   PIN_LOCK_MAX_SEC: Int(1, 30 * 86400, 86400),
   PIN_MAX_TRIES_PER_CLIENT: Int(1, 100_000, 20),
   PIN_MAX_TRIES_PER_NETWORK: Int(1, 10_000_000, 100),
+  PIN_MAX_CHECKS: Int(1, 100_000, 64),
   SCAN_TTL_SEC: Int(60, 366 * 86400, 30 * 86400),
   // Unset: 24 h, or SCAN_TTL_SEC when that is shorter (below).
   OFFLINE_MAX_AGE_MS: Type.Optional(Type.Integer({ minimum: 0, maximum: 30 * 86_400_000 })),
@@ -194,6 +195,11 @@ export interface Config {
    * lock doubles it, up to lockMaxSec), and per client address.
    */
   pin: { maxTries: number; lockSec: number; lockMaxSec: number; maxTriesPerClient: number; maxTriesPerNetwork: number };
+  /**
+   * Check-link PIN tries one gateway works on at once (each a scrypt on the thread pool every check
+   * and sale shares); past it a try is refused `overloaded`, nothing counted.
+   */
+  pinMaxChecks: number;
   /** Webhook delivery of balance events (docs/operations.md, Webhooks). */
   hooks: HookSettings;
   /** How long a scan's first answer is kept for retries and reversal. */
@@ -335,6 +341,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       maxTriesPerClient: e.PIN_MAX_TRIES_PER_CLIENT,
       maxTriesPerNetwork: e.PIN_MAX_TRIES_PER_NETWORK,
     },
+    pinMaxChecks: e.PIN_MAX_CHECKS,
     scanTtlSec: e.SCAN_TTL_SEC,
     offlineMaxAgeMs: e.OFFLINE_MAX_AGE_MS ?? Math.min(86_400_000, e.SCAN_TTL_SEC * 1000),
     expirySweepMs: e.EXPIRY_SWEEP_MS,

@@ -53,6 +53,8 @@ export interface Gateway {
   purchases: Purchases;
   topups: Topups;
   recharges: Recharges;
+  /** The check links' PIN checks. */
+  checks: CheckLinks;
   inventory: Inventory;
   reaper: Reaper;
   metrics: Metrics;
@@ -172,6 +174,7 @@ export async function startGateway(
     purchases,
     topups,
     recharges,
+    checks,
     inventory,
     reaper,
     metrics,
@@ -188,6 +191,7 @@ export async function startGateway(
     purchases,
     topups,
     recharges,
+    checks,
     inventory,
     reaper,
     metrics,

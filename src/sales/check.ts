@@ -79,11 +79,15 @@ export type CheckResult =
    */
   | { ok: false; reason: 'wrong_pin' | 'locked'; triesLeft?: number; until?: number; client?: true }
   /** No link is written so (cut short, mistyped): nothing counted, no PIN compared. */
-  | { ok: false; reason: 'bad_link' };
+  | { ok: false; reason: 'bad_link' }
+  /** PIN_MAX_CHECKS tries are being worked on in this gateway: nothing counted, no PIN compared. */
+  | { ok: false; reason: 'overloaded' };
 
 export class CheckLinks {
   /** A hash no PIN is checked against for real: unknown links pay for a verification too. */
   private dummy?: Promise<string>;
+  /** Tries being worked on (PIN_MAX_CHECKS). */
+  private checking = 0;
 
   constructor(
     private readonly ctx: Context,
@@ -121,8 +125,21 @@ export class CheckLinks {
   }
 
   async check(bucketText: string, token: string, pin: string, client: string): Promise<CheckResult> {
-    const { cfg, ids, redis, scripts } = this.ctx;
     if (!this.wellFormed(bucketText, token)) return { ok: false, reason: 'bad_link' };
+    // Each try costs a scrypt on the thread pool every check and sale shares. Tries spread over more
+    // networks than their limits see would queue there without end, each holding a place of
+    // MAX_INFLIGHT_TOTAL that switches need: past the bound they are refused before anything is counted.
+    if (this.checking >= this.ctx.cfg.pinMaxChecks) return { ok: false, reason: 'overloaded' };
+    this.checking++;
+    try {
+      return await this.checkNow(bucketText, token, pin, client);
+    } finally {
+      this.checking--;
+    }
+  }
+
+  private async checkNow(bucketText: string, token: string, pin: string, client: string): Promise<CheckResult> {
+    const { cfg, ids, redis, scripts } = this.ctx;
     const now = Date.now();
     // Counted before the (slow) PIN check, so a burst of parallel guesses cannot slip past the limit;
     // a right PIN gives its address's count back. The network first: its many addresses are cheap to an attacker

@@ -14,7 +14,8 @@ import { CheckLinks } from '../../src/sales/check';
 import { verifyPin } from '../../src/sales/pin';
 import { keys } from '../../src/redis/keys';
 import { idFields, idKeyOf } from '../support/redis';
-import { sleep } from '../support/wait';
+import { sleep, until } from '../support/wait';
+import { Client } from '../support/ws-client';
 import { addMember, buy, callWith, newKey, product, type Buyer } from './fixtures';
 
 let h: Harness;
@@ -553,6 +554,64 @@ describe('lockout', () => {
       for (let i = 0; i < 3; i++) expect((await from('198.18.3.7', nowhere(), '1234')).status).toBe(403);
       expect((await from('198.18.3.7', target.path, target.pin)).status).toBe(429);
     });
+  });
+});
+
+describe('PIN checks in flight', () => {
+  /**
+   * A gateway behind a trusted proxy whose PIN verifications wait until released: tries from many
+   * networks (no address or network near its limit) pile up as a spray from a botnet's addresses
+   * would, each waiting for a scrypt on the thread pool.
+   */
+  async function heldVerifications(over: Partial<Config>) {
+    const g = await gateway(h, { trustProxy: true, maxInflightTotal: 30, ...over });
+    let held = 0;
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const links = (g as unknown as { checks: { verify: (pin: string, encoded: string) => Promise<boolean> } }).checks;
+    links.verify = async (pin, encoded) => {
+      held++;
+      await released;
+      return verifyPin(pin, encoded);
+    };
+    return { g, held: () => held, release };
+  }
+
+  it('are bounded (PIN_MAX_CHECKS): a spray over many networks is refused busy, and takes no place a switch needs', async () => {
+    const [switchTok, b] = await Promise.all([token(h, 'switch'), buyOne()]);
+    const { g, held, release } = await heldVerifications({ pinMaxChecks: 8 });
+    const c = await Client.connect(g.port, switchTok);
+    try {
+      const session = await formSession(g, b.path);
+      let answered = 0;
+      const tries = Array.from({ length: 40 }, (_, i) =>
+        postPageForm(g, `/check/0/${randomBytes(16).toString('hex')}`, { pin: '0000' }, session, {
+          'X-Forwarded-For': `198.19.${i}.9`,
+        }).finally(() => answered++),
+      );
+      // Every try is either waiting for its verification or answered (a loaded runner may take a while).
+      await until(() => held() + answered === 40, 20_000, 10, 'every try held or answered');
+      expect(held()).toBe(8);
+      // The metering still has its places: a call starts.
+      const started = await c.request({ op: 'start', ref: 1, call: newKey('c'), id: b.id, dest: '4912345' });
+      expect(started.op).toBe('started');
+      release();
+      const pages = await Promise.all(tries);
+      const refused = pages.filter((r) => r.status === 503);
+      expect(refused).toHaveLength(32);
+      for (const r of refused) {
+        expect(r.headers.get('tessera-reason')).toBe('overloaded');
+        expect(r.headers.get('retry-after')).toBe('1');
+      }
+      expect(pages.filter((r) => r.status === 403)).toHaveLength(8);
+      // A try refused busy counted nothing: one key per address and per network of the eight checked.
+      expect((await h.r.keys('ts:{b*}:pinip:*')).length).toBe(8);
+      expect((await h.r.keys('ts:{b*}:pinnet:*')).length).toBe(8);
+    } finally {
+      release();
+      await c.close();
+      await g.close();
+    }
   });
 });
 

@@ -58,6 +58,7 @@ describe('loadConfig', () => {
       purchaseDeclinedTtlSec: 3600,
       buyLimit: { windowSec: 3600, perClient: 20, perNetwork: 100, total: 5000 },
       pin: { maxTries: 5, lockSec: 900, lockMaxSec: 86400, maxTriesPerClient: 20, maxTriesPerNetwork: 100 },
+      pinMaxChecks: 64,
       scanTtlSec: 30 * 86400,
       guessLimit: 20,
       guessWindowSec: 60,

@@ -225,6 +225,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
         const r = await d.checks.check(bucket, token, digitsField(f, 'pin'), client);
         if (!r.ok) {
           if (r.reason === 'bad_link') return badLink(reply);
+          if (r.reason === 'overloaded') return kit.busy(reply);
           if (r.reason !== 'locked')
             return again(
               r.reason,

@@ -149,6 +149,8 @@ export interface PageKit {
   ): Promise<void>;
   /** The page a failed handler is answered with (500 `internal`): the router's FailedAnswer for pages. */
   failed: (reply: Reply) => void;
+  /** The page of a request refused for want of room (503 `overloaded`, `Retry-After: 1`). */
+  busy: (reply: Reply) => void;
 }
 
 export function pageKit(d: PageDeps): PageKit {
@@ -167,6 +169,8 @@ export function pageKit(d: PageDeps): PageKit {
   const fromOurPage: PageKit['fromOurPage'] = (fc, form) =>
     !fc.fresh && (fc.site === '' || fc.site === 'same-origin') && form.get('form') === d.formMac(fc.cookie);
   const { load } = d;
+  const busyReply: PageKit['busy'] = (reply) =>
+    send(reply, { reason: 'overloaded' }, 'Sorry', busyPage(), undefined, { 'Retry-After': '1' });
   const guard: PageKit['guard'] = (reply, fn, body, share) =>
     // A form on its way is counted once it is in (Load.afterBody).
     body
@@ -175,8 +179,7 @@ export function pageKit(d: PageDeps): PageKit {
   const run = async (reply: Reply, fn: () => Promise<void>, key?: string): Promise<void> => {
     // Anyone may ask for pages, and each waits on Redis: when Redis is slow they must be refused, not queued.
     // A form sent again while its first copy is at work waits for that one's answer (up to settleMs): in its place.
-    const busy = (): void =>
-      send(reply, { reason: 'overloaded' }, 'Sorry', busyPage(), undefined, { 'Retry-After': '1' });
+    const busy = (): void => busyReply(reply);
     if (!(key === undefined ? load.enter() : load.enterShared(key))) return busy();
     try {
       await fn();
@@ -195,7 +198,7 @@ export function pageKit(d: PageDeps): PageKit {
     }
   };
   const failed: PageKit['failed'] = (reply) => send(reply, { reason: 'internal' }, 'Sorry', failedPage());
-  return { send, fromOurPage, guard, failed };
+  return { send, fromOurPage, guard, failed, busy: busyReply };
 }
 
 /** The payment a card form makes (its nonce), which copies of the form share: Load.enterShared. */
