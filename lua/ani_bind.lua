@@ -1,13 +1,14 @@
 --[[ ani_bind: add a caller number (ANI) to a talk ID's list, or take it off.
 KEYS[1] ID hash            ts:{bN}:id:<idHash>
 ARGV[1] now (ms)
-ARGV[2] 'add' or 'remove'
+ARGV[2] 'add', 'remove', or 'spend': count one change and nothing else (an owner's add of a number
+        another ID has: were it free, owners could test numbers for registrations without end)
 ARGV[3] ANI hash (keyed hash of the normalised number)
 ARGV[4] for 'add': the number, sealed
 ARGV[5] for 'add': caller numbers the ID may have (its product's maxAnis)
 ARGV[6] changes (adds and removals) allowed per window; 0: no limit (the operator, a repair)
 ARGV[7] the window (ms)
-Returns {'ok', 'new'|'same'|'gone', numbers listed now} or {'err', reason}.
+Returns {'ok', 'new'|'same'|'gone'|'spent', numbers listed now} or {'err', reason}.
 An add of a number already listed, or a removal, changes nothing but what it says.
 Fields: anis (ANI hashes, comma-separated), ani:<hash> (the sealed number),
 anich (changes in the window), aniwin (when the window ends, ms).
@@ -29,7 +30,7 @@ if op == 'add' then
   if f[1] == 'blocked' then return { 'err', 'blocked' } end
   if f[1] ~= 'sold' and f[1] ~= 'exhausted' and f[1] ~= 'expired' then return { 'err', 'not_active' } end
   if #list >= tonumber(ARGV[5]) then return { 'err', 'too_many_anis' } end
-elseif not at then
+elseif op == 'remove' and not at then
   return { 'err', 'unknown_ani' }
 end
 
@@ -40,6 +41,7 @@ if limit > 0 then
   if n >= limit then return { 'err', 'too_many_changes' } end
   redis.call('HSET', KEYS[1], 'anich', int(n + 1), 'aniwin', int(win))
 end
+if op == 'spend' then return { 'ok', 'spent', #list } end
 
 if op == 'add' then
   list[#list + 1] = h

@@ -27,7 +27,7 @@ import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
 import { replicated } from '../redis/replication';
 import type { Refusable } from './ids';
-import { aniBind, aniIndex, type AniBindReply } from './scripts';
+import { aniBind, aniIndex, aniSpend, type AniBindReply } from './scripts';
 import { idFields } from './id-fields';
 
 /** E.164: a country code (1-9 first) and the subscriber number, at most 15 digits in all. */
@@ -134,21 +134,28 @@ export class AniRegistry {
     if (!p) return { ok: false, reason: 'bad_ani' };
     const t = await this.terms(idKey);
     if (!t.ok) return t;
-    if (t.maxAnis === 0) return { ok: false, reason: 'too_many_anis' };
+    // A full list is refused before the number is looked up, whatever it is: else the answer would tell
+    // anyone with an ID and its PIN whether another ID has the number (whose caller ID a forger would send).
+    const listed = ((await redis.hget(idKey, 'anis')) ?? '').split(',').filter(Boolean);
+    if (listed.length >= t.maxAnis && !listed.includes(p.hash)) return { ok: false, reason: 'too_many_anis' };
+    // Another ID's number costs an owner a change of the day, as an add would: a bounded number of tests.
+    const taken = async (): Promise<AniChange> => {
+      if (actor.role !== 'owner') return { ok: false, reason: 'ani_taken' };
+      const spent = await aniSpend(scripts, idKey, t.aniChangesPerDay, ANI_WINDOW_MS);
+      return spent.ok ? { ok: false, reason: 'ani_taken' } : spent;
+    };
 
     let claim = await aniIndex(scripts, p.key, 'claim', idKey);
     if (claim.state === 'taken') {
       const other = claim.idKey;
       // The index may be stale (a crash, a number removed there): only a number the other ID lists is taken.
       if (await redis.hexists(other, `ani:${p.hash}`)) {
-        if (actor.role !== 'operator' || !actor.move) return { ok: false, reason: 'ani_taken' };
-        const listed = (await redis.hget(idKey, 'anis')) ?? '';
-        if (listed.split(',').filter(Boolean).length >= t.maxAnis) return { ok: false, reason: 'too_many_anis' };
+        if (actor.role !== 'operator' || !actor.move) return taken();
         // Off the old list first: a call that found the old ID by the index is refused from here on.
         await aniBind(scripts, other, { op: 'remove', aniHash: p.hash, changes: 0, windowMs: ANI_WINDOW_MS });
       }
       claim = await aniIndex(scripts, p.key, 'claim', idKey, other);
-      if (claim.state === 'taken') return { ok: false, reason: 'ani_taken' };
+      if (claim.state === 'taken') return taken();
     }
     const r = await aniBind(scripts, idKey, {
       op: 'add',

@@ -160,6 +160,23 @@ export async function aniBind(scripts: Scripts, idKey: string, b: AniBinding, no
   throw replyError('ani_bind', r);
 }
 
+/**
+ * Counts one change of the ID's caller numbers and changes nothing else (lua/ani_bind.lua's `spend`):
+ * an owner's add of a number another ID has; too_many_changes once the day's are spent.
+ */
+export async function aniSpend(
+  scripts: Scripts,
+  idKey: string,
+  changes: number,
+  windowMs: number,
+  now = Date.now(),
+): Promise<{ ok: true } | { ok: false; reason: string }> {
+  const r = tagged('ani_bind', await scripts.run('ani_bind', [idKey], [now, 'spend', '', '', 0, changes, windowMs]));
+  if (r[0] === 'ok' && r[1] === 'spent') return { ok: true };
+  if (r[0] === 'err') return { ok: false, reason: str('ani_bind', r, 1) };
+  throw replyError('ani_bind', r);
+}
+
 /** Why lua/expire forfeited nothing (its header says what each means). */
 export type ExpireSkip = 'unknown_id' | 'not_sold' | 'blocked' | 'not_due' | 'in_use' | 'empty' | 'done';
 const EXPIRE_SKIPS: readonly string[] = ['unknown_id', 'not_sold', 'blocked', 'not_due', 'in_use', 'empty', 'done'];

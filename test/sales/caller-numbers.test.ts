@@ -175,6 +175,34 @@ describe('caller numbers on the check page', () => {
     expect(listed(await show(first))).toEqual([`+${ani}`]);
   });
 
+  it("no owner can test which numbers are registered: a full ID is refused first, another ID's number counts as a change", async () => {
+    const victim = await buyOne();
+    const registered = newAni();
+    expect((await addAni(victim, registered)).status).toBe(200);
+    // An ID whose list is full: a registered number and a free one get the same answer.
+    const full = await buyOne();
+    for (const a of [newAni(), newAni()]) expect((await addAni(full, a)).status).toBe(200);
+    const reasons = async (b: Bought, anis: string[]): Promise<string[]> => {
+      const out: string[] = [];
+      for (const a of anis) out.push((await addAni(b, a)).headers.get('tessera-reason') ?? 'ok');
+      return out;
+    };
+    expect(await reasons(full, [newAni(), registered, newAni()])).toEqual(
+      Array.from({ length: 3 }, () => 'too_many_anis'),
+    );
+    // Room on its list: each number found registered costs a change (3 a day), then nothing is said.
+    const prober = await buyOne();
+    expect(await reasons(prober, [registered, registered, registered, registered, newAni()])).toEqual([
+      'ani_taken',
+      'ani_taken',
+      'ani_taken',
+      'too_many_changes',
+      'too_many_changes',
+    ]);
+    expect(listed(await show(prober))).toEqual([]);
+    expect(listed(await show(victim))).toEqual([`+${registered}`]);
+  });
+
   it('changes per day are limited: the one past aniChangesPerDay is refused', async () => {
     const b = await buyOne();
     const [a1, a2] = [newAni(), newAni()];
