@@ -104,6 +104,23 @@ describe('buyer page headers', () => {
     }
   });
 
+  it('behind TLS (an https PUBLIC_URL) pages ask browsers to come back over https only, and the cookie is Secure', async () => {
+    const tls = await gateway(h, { publicUrl: 'https://tessera.example' });
+    try {
+      for (const path of ['/buy', '/access', '/check/0/' + '0'.repeat(64)]) {
+        const r = await http(tls, 'GET', path);
+        expect(r.headers.get('strict-transport-security'), path).toBe('max-age=31536000');
+      }
+      expect((await http(tls, 'GET', '/buy')).headers.get('set-cookie')).toMatch(/; Secure$/);
+    } finally {
+      await tls.close();
+    }
+    // Over plain HTTP the header would mean nothing, and a gateway without TLS in front must not send it.
+    const plain = await http(gw, 'GET', '/buy');
+    expect(plain.headers.get('strict-transport-security')).toBeNull();
+    expect(plain.headers.get('set-cookie')).not.toMatch(/Secure/);
+  });
+
   it('the style sheet is a file of its own, labelled CSS', async () => {
     const r = await http(gw, 'GET', '/pages.css');
     expect(r.status).toBe(200);

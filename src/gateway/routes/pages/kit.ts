@@ -59,6 +59,9 @@ export const PAGE_HEADERS: Readonly<Record<string, string>> = {
   'Cache-Control': 'no-store',
 };
 
+/** What pages behind TLS tell browsers (an https PUBLIC_URL): https only, for a year. */
+const HSTS = 'max-age=31536000';
+
 /** The cookie holding the random value a browser's form tokens are made from. */
 const FORM_COOKIE = 'tessera_form';
 const FORM_COOKIE_VALUE = /^[0-9a-f]{32}$/;
@@ -156,7 +159,11 @@ export interface PageKit {
 export function pageKit(d: PageDeps): PageKit {
   const secure = (): boolean => d.publicUrl().startsWith('https:');
   const send: PageKit['send'] = (reply, status, title, body, fc, extra = {}) => {
-    const headers = { ...PAGE_HEADERS, ...extra };
+    const headers: Record<string, string> = { ...PAGE_HEADERS, ...extra };
+    // Behind TLS (the links buyers keep are https): browsers come back over https only, for a year, so
+    // a check link typed or followed as http:// never sends its PIN in clear. Over plain HTTP it would
+    // mean nothing, and a gateway with no TLS in front must not promise it.
+    if (secure()) headers['Strict-Transport-Security'] = HSTS;
     // Lax, not Strict: a check link followed from a mail (another site) must bring the cookie, or the
     // page would set a new one and spoil the forms of this site open in the browser's other tabs. No
     // browser sends a Lax cookie with another site's post, so the forms stay ours alone.
