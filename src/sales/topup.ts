@@ -48,6 +48,9 @@ export interface IdLoc {
   bucket: number;
 }
 
+/** What the check page's anonymous voucher field answers as an unknown number (Topups.voucherInto). */
+const HIDDEN_FROM_ANYONE: ReadonlySet<string> = new Set(['not_voucher', 'not_active']);
+
 /** A sweep leaves a voucher transfer to the request that started it for this long. */
 export const TRANSFER_GRACE_MS = 30_000;
 
@@ -132,7 +135,9 @@ export class Topups {
   /**
    * voucher() into an ID already located (the check page's). `anonymous`: whoever bought one ID may
    * type any number there, so a number that is some other kind of ID (another buyer's talk ID, whose
-   * number is all a call needs) is answered as unknown and counted as a guess, never `not_voucher`.
+   * number is all a call needs) or a voucher not sold yet (still in stock: a guesser who found one
+   * would watch it until it is sold, and redeem it first) is answered as unknown and counted as a
+   * guess, never `not_voucher` or `not_active`.
    */
   voucherInto(
     target: IdLoc,
@@ -145,7 +150,7 @@ export class Topups {
     // waits its turn instead of reaching Redis before any of its misses is counted.
     return this.guesses.withSlot<TopupResult>(client, throttled, async () => {
       let r = await this.redeemVoucher(target, voucherInput, channel);
-      if (anonymous && !r.ok && r.reason === 'not_voucher') r = { ok: false, reason: 'unknown_id' };
+      if (anonymous && !r.ok && HIDDEN_FROM_ANYONE.has(r.reason)) r = { ok: false, reason: 'unknown_id' };
       if (!r.ok && r.reason === 'unknown_id') {
         await this.guesses.miss(client);
         // Stricter than scanners and switches: the miss that goes over the limit is refused as well.

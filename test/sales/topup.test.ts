@@ -70,7 +70,7 @@ let buyer: Buyer;
 beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h, [TALK, FIXED, TALK_MAX, VOUCHER, VOUCHER_USD, BIG_VOUCHER] as Product[]);
-  await mint(h, TALK, 15);
+  await mint(h, TALK, 16);
   await mint(h, FIXED, 2);
   await mint(h, TALK_MAX, 1);
   gw = await keepEvents(await gateway(h)); // topupEvents reads them
@@ -772,6 +772,21 @@ describe('the check page', () => {
     expect(await balanceOf(h, other!)).toBe(1_000_000);
     // A till (a sales token) is told what the number is: it holds the card in its hand.
     expect((await redeem(o.id, other!)).json.error.reason).toBe('not_voucher');
+  });
+
+  it('tells nobody of a voucher still in stock, which a guesser would watch until it is sold', async () => {
+    const o = await owned();
+    const grant = fieldOf(o.page.text, 'grant');
+    const [unsold] = await mint(h, VOUCHER, 1);
+    const client = `vch:chk:${hashOf(h, o.id)}`;
+    const misses = async (): Promise<number> => Number(await h.r.get(keys.guesses(h.ctx.ids.bucketOf(client), client)));
+    const r = await postPageForm(gw, `${o.path}/voucher`, { grant, voucher: unsold! }, o.session);
+    expect([r.status, r.headers.get('tessera-reason')]).toEqual([404, 'unknown_id']);
+    expect(r.text).toContain('not a valid voucher number');
+    expect(await misses()).toBe(1);
+    expect(await idFields(h, unsold!)).toMatchObject({ st: 'minted' });
+    // The till that sells it is told: it may activate it.
+    expect((await redeem(o.id, unsold!)).json.error.reason).toBe('not_active');
   });
 
   it('offers no recharge for a product that forbids it', async () => {

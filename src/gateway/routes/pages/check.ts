@@ -336,7 +336,7 @@ export function checkRoutes(app: Router, d: PageDeps, kit: PageKit): void {
     const voucher = digitsField(f, 'voucher').replace(/-/g, '');
     // Counted by the link's ID, not by the link: its counter is a key in Redis, and the link's tag is a
     // secret Redis keeps only a keyed hash of.
-    // Anonymous: the page must not tell which numbers are other people's IDs.
+    // Anonymous: the page must not tell which numbers are other people's IDs, or vouchers still in stock.
     const r = await d.topups.voucherInto(loc, voucher, 'web', `chk:${idHashOfKey(loc.key)}`, true);
     if (r.ok) return r;
     return { ...r, message: voucherRefusal(r.reason), focus: 'voucher' };
