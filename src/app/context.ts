@@ -30,16 +30,21 @@ export function redisUrlFor(cfg: Config): string | undefined {
 
 export async function openContext(cfg: Config, log: Logger, url = redisUrlFor(cfg)): Promise<Context> {
   const redis = connectRedis(cfg, url, { log });
-  await waitReady(redis);
   const scripts = new Scripts(redis);
-  // A process starting clears the libraries earlier versions left (Scripts.load).
-  await scripts.load({ prune: true });
-  const ids = new IdKeys(
-    resolveSecret(cfg, (msg) => log.warn(msg)),
-    cfg.buckets,
-  );
-  try {
+  let ids: IdKeys | undefined;
+  // Ready means the library and the layout are in place, not only a PING: a cluster primary
+  // just lost fails them until its replica takes over, and the start waits for that (waitReady).
+  const firstLook = async (): Promise<void> => {
+    // A process starting clears the libraries earlier versions left (Scripts.load).
+    await scripts.load({ prune: true });
+    ids ??= new IdKeys(
+      resolveSecret(cfg, (msg) => log.warn(msg)),
+      cfg.buckets,
+    );
     await pinLayout(redis, cfg, ids);
+  };
+  try {
+    await waitReady(redis, undefined, firstLook);
   } catch (err) {
     redis.disconnect();
     throw err;
@@ -49,7 +54,7 @@ export async function openContext(cfg: Config, log: Logger, url = redisUrlFor(cf
     log,
     redis,
     scripts,
-    ids,
+    ids: ids!,
     async close() {
       redis.disconnect();
     },

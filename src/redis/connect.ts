@@ -95,10 +95,17 @@ function credentialsRefusal(err: unknown): string | undefined {
 
 /**
  * Connect and wait until Redis answers, with the offline queue off this needs an explicit wait.
- * Credentials Redis refuses are a configuration error (exit code 2: a restart only repeats it);
- * a Redis still away after `timeoutMs` is an error naming the last reason the connection gave.
+ * `check` (a PING unless given) is what answering means: openContext passes its whole first
+ * look (script library, layout pin), so a cluster whose slot table still names a primary that
+ * is down is waited for until a replica has taken over. A ConfigError from `check` stops the
+ * wait at once, as do credentials Redis refuses (exit code 2: a restart only repeats it);
+ * a Redis still away after `timeoutMs` is an error naming the last reason it gave.
  */
-export async function waitReady(client: RedisClient, timeoutMs = 10_000): Promise<void> {
+export async function waitReady(
+  client: RedisClient,
+  timeoutMs = 10_000,
+  check: () => Promise<unknown> = () => client.ping(),
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   const seen = (err: unknown): void => {
@@ -106,14 +113,17 @@ export async function waitReady(client: RedisClient, timeoutMs = 10_000): Promis
   };
   client.on('error', seen);
   try {
-    if (client.status === 'wait') await client.connect().catch(seen);
+    // Not awaited: a Cluster whose ready check fails (cluster_state:fail, a primary just lost)
+    // reconnects on its own and never settles this first connect's promise.
+    if (client.status === 'wait') client.connect().catch(seen);
     for (;;) {
       try {
         if (client.status === 'ready') {
-          await client.ping();
+          await check();
           return;
         }
       } catch (err) {
+        if (err instanceof ConfigError) throw err;
         seen(err);
       }
       const refused = credentialsRefusal(last);
