@@ -12,14 +12,16 @@ ARGV[4] keys per scan (1 | 2), plus 10 when the scans carry the time they were m
 ARGV[5+9(i-1)..13+9(i-1)] scan i: venue, gate ('' if none), item ('' if none),
         amount (micro-units, goods only; -1 the venue does not sell the item), quantity,
         direction ('in' | 'out'), scanner (token name), scan id, ID hash (for the record)
-With ARGV[4] > 10: ARGV[5], ARGV[6] the earliest and latest time (ms) a scan may say it was made, and from
-        ARGV[7] ten values per scan, the tenth when the scan was made by the scanner's clock (ms; '' for now): an
+With ARGV[4] > 10: ARGV[5], ARGV[6] how long before and after it reached the gateway a scan may say it was
+        made (ms), and from ARGV[7] eleven values per scan, the tenth when the scan was made by the scanner's
+        clock (ms; '' for now), the eleventh when it reached the gateway (ms: its time is bounded from then, not
+        from its turn, which a slow Redis may delay): an
         offline scan is judged at that time (expiry, validity window; never before the ID's sale) but applied in
         arrival order, and its record keeps it as `at`. Without it, a call is what it was before offline scans.
 Returns one flat array, eight entries per scan:
   'ok', kind, action, amount, left, recordId, duplicate (0|1), reversed since (0|1)
   'no', reason, detail, detail, detail, 0, 0, 0   (nothing changed, nothing stored; bad_scan_time: the time
-                                                  the scan says it was made is outside ARGV[5..6])
+                                                  the scan says it was made is outside its bounds)
   'err', message, 0, 0, 0, 0, 0, 0                (the scan failed in the script; the others went on)
 A retry of a scan returns the first answer; the same scan id with other terms is scan_conflict.
 ]]
@@ -44,7 +46,8 @@ local function put(i, r)
 end
 
 -- at: an offline scan's time as the scanner sent it (nil: made now).
-local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, scanner, scan, idh, at)
+-- arrived: when it reached the gateway (its time's bounds are counted from it).
+local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, scanner, scan, idh, at, arrived)
   -- Looked up even when the claim is new: a refused scan's claim is deleted, and a retry racing
   -- that delete may have been granted meanwhile. The record, not the claim, says what happened.
   local field = scanner .. ':' .. scan
@@ -60,8 +63,8 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
   -- `judged`: an offline scan's time it is judged at (nil: a scan made now, judged by Redis' clock).
   local when, whens, judged = now, nows, nil
   if at then
-    local t = tonumber(at)
-    if t < tonumber(ARGV[5]) or t > tonumber(ARGV[6]) then return { 'no', 'bad_scan_time' } end
+    local t, came = tonumber(at), tonumber(arrived)
+    if t < came - tonumber(ARGV[5]) or t > came + tonumber(ARGV[6]) then return { 'no', 'bad_scan_time' } end
     if t < now then
       -- Never before the ID was sold (as call_recover never moves a use before the sale): a scan dated
       -- before the sale would judge a ticket sold after its window in it, and count validity from then.
@@ -124,16 +127,16 @@ local function redeem_one(ikey, legacy, venue, gate, item, amount, qty, dir, sca
 end
 
 -- Scans that carry their time are flagged in ARGV[4] (+10): the bounds come first (ARGV[5..6]) and each
--- scan has a tenth value. A call without any has no argument more.
+-- scan has a tenth and an eleventh value. A call without any has no argument more.
 local timed = stride > 10
 if timed then stride = stride - 10 end
-local first, width = timed and 7 or 5, timed and 10 or 9
+local first, width = timed and 7 or 5, timed and 11 or 9
 -- One scan's failure (a damaged ID hash, say) is that scan's alone, not its batch's.
 for i = 1, (#ARGV - first + 1) / width do
   local a, k = first + width * (i - 1), 2 + m + stride * (i - 1)
   local ok, r = pcall(redeem_one, KEYS[k], stride == 2 and KEYS[k + 1] or nil, ARGV[a], ARGV[a + 1], ARGV[a + 2],
     ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8],
-    timed and ARGV[a + 9] ~= '' and ARGV[a + 9] or nil)
+    timed and ARGV[a + 9] ~= '' and ARGV[a + 9] or nil, timed and ARGV[a + 10] or nil)
   put(i, ok and r or { 'err', tostring(type(r) == 'table' and r.err or r) })
 end
 if recorded then scan_window_expire(KEYS[2], ARGV[3]) end

@@ -63,9 +63,11 @@ export interface RedeemItem {
   readonly scanKey: string;
   /** When the scan was made, by the scanner's clock (ms): an offline scan; undefined for now. */
   readonly at: number | undefined;
+  /** When an offline scan reached the gateway (ms): its time is bounded from then, not from its turn. */
+  readonly arrived: number;
 }
 
-/** How far from now the time an offline scan says it was made may be (ms). */
+/** How far from its arrival the time an offline scan says it was made may be (ms). */
 export interface ScanTimeBounds {
   /** How long ago, at most. */
   readonly maxAgeMs: number;
@@ -152,9 +154,9 @@ export function scanClaim<T extends ClaimItem>(
  * Applies one bucket's claimed scans in one redeem and hands each scan its
  * answer, in order, after `settled`. The call is one array (key count, keys,
  * arguments) and the reply, eight entries per scan, is read in place. Only a
- * batch holding an offline scan says so (keys per scan + 10) and carries the
- * bounds of scan times and a tenth value per scan: any other call is the same
- * as before offline scans.
+ * batch holding an offline scan says so (keys per scan + 10) and carries how
+ * far from its arrival a scan time may be, and per scan its time and when it
+ * arrived: any other call is the same as before offline scans.
  */
 export function redeem<T extends RedeemItem>(
   scripts: Scripts,
@@ -172,7 +174,7 @@ export function redeem<T extends RedeemItem>(
   let timed = false;
   for (let i = 0; i < n; i++) if (batch[i]!.at !== undefined) timed = true;
   const nKeys = 1 + m + stride * n;
-  const call = new Array<string | number>(1 + nKeys + (timed ? 6 + 10 * n : 4 + 9 * n));
+  const call = new Array<string | number>(1 + nKeys + (timed ? 6 + 11 * n : 4 + 9 * n));
   call[0] = nKeys;
   call[1] = keys.redemptions(bucket);
   for (let k = 0; k < m; k++) call[2 + k] = at.windows[k]!;
@@ -182,8 +184,8 @@ export function redeem<T extends RedeemItem>(
   call[a++] = at.expiresAt;
   call[a++] = timed ? stride + 10 : stride;
   if (timed) {
-    call[a++] = now - bounds.maxAgeMs;
-    call[a++] = now + bounds.skewMs;
+    call[a++] = bounds.maxAgeMs;
+    call[a++] = bounds.skewMs;
   }
   for (let i = 0; i < n; i++) {
     const p = batch[i]!;
@@ -200,7 +202,10 @@ export function redeem<T extends RedeemItem>(
     call[a++] = p.scanner;
     call[a++] = p.scan;
     call[a++] = t.idHash;
-    if (timed) call[a++] = p.at ?? '';
+    if (timed) {
+      call[a++] = p.at ?? '';
+      call[a++] = p.arrived;
+    }
   }
   scripts.runFlat('redeem', call).then(
     (reply) => {
@@ -247,7 +252,8 @@ export async function validate(scripts: Scripts, t: ScanTerms, now: number): Pro
  * Undoes the redemption recorded under scanKey ('<scanner>:<scan id>') on the
  * ID at idKey, looked up in the windows of its bucket's scan records (and in
  * the scan's own key, as earlier versions kept it). `made`: when the void was
- * made (an offline one), by the scanner's clock, and how far from now it may be.
+ * made (an offline one), by the scanner's clock, when it reached the gateway, and how far from
+ * that it may be.
  */
 export async function reverse(
   scripts: Scripts,
@@ -257,7 +263,7 @@ export async function reverse(
   now: number,
   scanner: string,
   reason: string,
-  made?: { at: number; bounds: ScanTimeBounds },
+  made?: { at: number; arrived: number; bounds: ScanTimeBounds },
 ): Promise<Answer> {
   const bucket = bucketOfKey(idKey);
   const places = windows.map((w) => keys.scans(bucket, w));
@@ -267,7 +273,16 @@ export async function reverse(
       'reverse',
       [idKey, keys.redemptions(bucket), ...places, keys.scan(bucket, scanKey)],
       made
-        ? [now, scanner, reason, scanKey, places.length, made.at, now - made.bounds.maxAgeMs, now + made.bounds.skewMs]
+        ? [
+            now,
+            scanner,
+            reason,
+            scanKey,
+            places.length,
+            made.at,
+            made.arrived - made.bounds.maxAgeMs,
+            made.arrived + made.bounds.skewMs,
+          ]
         : [now, scanner, reason, scanKey, places.length],
     ),
   );

@@ -105,6 +105,12 @@ type Refused = { ok: false } & Refusal;
 const throttled = (retryAfter: number): Refused => ({ ok: false, reason: 'throttled', retryAfter });
 
 /** A redeem on its way through the claim and redeem rounds (a class: one shape, no map changes on the hot path). */
+/** A void made offline: when, by the scanner's clock, and when it reached this gateway (ms). */
+interface OfflineVoid {
+  at: number;
+  arrived: number;
+}
+
 class PendingScan implements ClaimItem, RedeemItem {
   /** scan_claim's answer: claimed by this scan, a retry of a claimed one, or taken by other terms. */
   claim: ClaimCode = CLAIMED;
@@ -121,6 +127,8 @@ class PendingScan implements ClaimItem, RedeemItem {
     readonly done: AnswerCallback,
     /** When the scan was made (an offline scan), by the scanner's clock; undefined for now. */
     readonly at: number | undefined,
+    /** When it reached this gateway (ms; an offline scan's): its age is judged then, not at its turn. */
+    readonly arrived: number,
   ) {}
 
   /** The window hash a claim made now went into. */
@@ -212,11 +220,12 @@ export class Redemption {
    * holds one of its scanner's lookup slots (GuessThrottle) until answered.
    */
   redeemCb(token: TokenInfo, req: ScanRequest, done: AnswerCallback): void {
+    const arrived = req.at === undefined ? 0 : Date.now();
     const slot = this.throttle.enter(token.name);
-    if (slot === 0) return this.lookUp(token, req, done);
+    if (slot === 0) return this.lookUp(token, req, arrived, done);
     if (slot !== WAIT) return done(undefined, throttled(slot));
     this.throttle.queue(token.name, (wait) => {
-      if (wait === 0) return this.lookUp(token, req, done);
+      if (wait === 0) return this.lookUp(token, req, arrived, done);
       if (wait === GAVE_UP || wait === TOO_MANY_WAITING) return done(new TurnTimeout(wait === TOO_MANY_WAITING));
       done(undefined, throttled(wait));
     });
@@ -227,7 +236,7 @@ export class Redemption {
    * which gives it back. A queued one runs within another's release: what the
    * request holds must not throw out of here.
    */
-  private lookUp(token: TokenInfo, req: ScanRequest, done: AnswerCallback): void {
+  private lookUp(token: TokenInfo, req: ScanRequest, arrived: number, done: AnswerCallback): void {
     let t: Terms | Refused;
     try {
       t = this.prepare(token, req);
@@ -237,7 +246,7 @@ export class Redemption {
     if (!(t instanceof Terms)) return this.answered(token.name, done, undefined, t);
     const scanKey = `${token.name}:${req.scan}`;
     const claimTerms = `${t.idKey}|${t.item}|${t.qty}|${t.dir}`;
-    const p = new PendingScan(t, token.name, req.scan, scanKey, claimTerms, done, req.at);
+    const p = new PendingScan(t, token.name, req.scan, scanKey, claimTerms, done, req.at, arrived);
     // Behind a redeem of this scan id with other terms (a journal that used it again after a
     // refusal): judged once that one is answered, as if sent after its answer.
     const waiting = this.behind.size > 0 ? this.behind.get(scanKey) : undefined;
@@ -549,9 +558,11 @@ export class Redemption {
    * (a journal longer than GUESS_LIMIT + 1): they are not in their ID's line yet.
    */
   reverse(token: TokenInfo, scan: string, reason: string, id?: string, at?: number): Promise<Answer> {
+    // An offline void's age is judged when it came, not when its turn in the ID's line came.
+    const made = at === undefined ? undefined : { at, arrived: Date.now() };
     return new Promise((resolve, reject) =>
       this.throttle.after(token.name, () => {
-        this.reverseInLine(token, scan, reason, id, at).then(resolve, reject);
+        this.reverseInLine(token, scan, reason, id, made).then(resolve, reject);
       }),
     );
   }
@@ -562,7 +573,7 @@ export class Redemption {
     scan: string,
     reason: string,
     id?: string,
-    at?: number,
+    made?: OfflineVoid,
   ): Promise<Answer> {
     const scanKey = `${token.name}:${scan}`;
     let named: string | undefined;
@@ -582,7 +593,7 @@ export class Redemption {
       if (w instanceof PendingScan && (named === undefined || w.t.idKey === named)) last = w.t.idKey;
     }
     const idKey = last ?? this.underWay.idOf(scanKey) ?? named;
-    if (idKey === undefined) return this.reverseNow(token, scanKey, reason, undefined, at);
+    if (idKey === undefined) return this.reverseNow(token, scanKey, reason, undefined, made);
     const behind = this.reverseBehind(scanKey);
     // Sent behind its redeem (a journal uploaded in one frame), or naming its ID: it takes its
     // place in the ID's line, after what came before it and before what came after it.
@@ -593,7 +604,7 @@ export class Redemption {
           behind?.release();
         };
         const run = (): void =>
-          void this.reverseNow(token, scanKey, reason, named, at).then(
+          void this.reverseNow(token, scanKey, reason, named, made).then(
             (a) => {
               over();
               resolve(a);
@@ -612,14 +623,14 @@ export class Redemption {
 
   /**
    * `named`: the ID key of the ID the reverse named; the scan must be that ID's.
-   * `at`: when the void was made (offline), by the scanner's clock.
+   * `made`: when the void was made (offline), by the scanner's clock, and when it came here.
    */
   private async reverseNow(
     token: TokenInfo,
     scanKey: string,
     reason: string,
     named?: string,
-    at?: number,
+    made?: OfflineVoid,
   ): Promise<Answer> {
     const now = Date.now();
     const windows = this.windows.at(this.windowClock());
@@ -627,8 +638,8 @@ export class Redemption {
     if (!terms) return { ok: false, reason: 'unknown_scan' };
     const idKey = terms.slice(0, terms.indexOf('|'));
     if (named !== undefined && named !== idKey) return { ok: false, reason: 'scan_conflict' };
-    const made = at === undefined ? undefined : { at, bounds: this.scanTimes };
-    const answer = await script.reverse(this.scripts, scanKey, idKey, windows, now, token.name, reason, made);
+    const offline = made && { ...made, bounds: this.scanTimes };
+    const answer = await script.reverse(this.scripts, scanKey, idKey, windows, now, token.name, reason, offline);
     // A second reverse answers the first: that one must be on a replica, whoever wrote it.
     if (answer.ok) await (answer.duplicate ? replicatedSeen : replicated)(this.redis, idKey);
     return answer;
