@@ -108,6 +108,11 @@ export const CLOSE_WAIT_MS = 5_000;
  * an ended dialog stays listed a few seconds.
  */
 const ENDED_POLL_MS = 250;
+/**
+ * How soon a listing of Kamailio's dialogs that failed at attach (takeUpDialogs) goes again: a
+ * taken-up call Tessera still meters must be ticked before the reaper's STALE_AFTER_MS.
+ */
+const TAKE_UP_RETRY_MS = 500;
 /** How long an ended call's dialog is remembered, so its late events are ignored. */
 const DONE_TTL_MS = 120_000;
 /**
@@ -209,6 +214,9 @@ export class KamailioConnector {
   private readonly endingDialogs = new Set<Promise<unknown>>();
   /** stopEnded() listing dialogs, while it does: close() awaits it before it hands stops on. */
   private polling: Promise<void> | undefined;
+  /** takeUpDialogs() again, after a listing that failed; and whether that was said (once per streak). */
+  private takeUpAgain: NodeJS.Timeout | undefined;
+  private takeUpFailing = false;
   private readonly log: Logger;
 
   constructor(o: ConnectorOptions) {
@@ -275,6 +283,7 @@ export class KamailioConnector {
 
   private async drain(waitMs: number): Promise<void> {
     clearInterval(this.sweep);
+    clearTimeout(this.takeUpAgain);
     // The events Kamailio sent until it saw this connector go are handled (onEvent: no new calls).
     await this.evapi.close();
     // A cut waiting for dlg.end_dlg is stopped now, with what it has: its Kamailio is ending the
@@ -904,14 +913,19 @@ export class KamailioConnector {
    * (billed as `late`).
    */
   private async takeUpDialogs(again: boolean): Promise<void> {
-    if (again) await this.recheckDialogs();
+    clearTimeout(this.takeUpAgain);
+    if (again && !(await this.recheckDialogs())) return this.takeUpLater(again);
     let dialogs;
     try {
       dialogs = await this.rpc.listDialogs();
     } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'rpc: cannot list dialogs to take up calls already up');
-      return;
+      this.log[this.takeUpFailing ? 'debug' : 'warn'](
+        { err: (err as Error).message },
+        'rpc: cannot list dialogs to take up calls already up; trying again',
+      );
+      return this.takeUpLater(false);
     }
+    this.takeUpFailing = false;
     for (const d of dialogs) {
       const ats = Number(d.vars.ats);
       if (d.vars.tessera !== '1' || d.state !== 4 || !(ats > 0) || !d.vars.pid) continue;
@@ -936,11 +950,23 @@ export class KamailioConnector {
   }
 
   /**
+   * A listing that failed (a Kamailio too busy to answer within the RPC's timeout) goes again while
+   * evapi is up; once it is lost, its next connection takes up anew. Given up, the calls talking
+   * went unmetered to their fail-safe (on most IDs the whole balance), and one the reaper had
+   * closed was never cut.
+   */
+  private takeUpLater(again: boolean): void {
+    this.takeUpFailing = true;
+    if (this.closing || !this.evapi.connected) return;
+    this.takeUpAgain = setTimeout(() => void this.takeUpDialogs(again), TAKE_UP_RETRY_MS);
+  }
+
+  /**
    * Back on evapi after a loss: Kamailio may have restarted, and its dialogs
    * with it. A call whose dialog is gone is stopped at the moment evapi was
-   * lost (it ended no later than that).
+   * lost (it ended no later than that). False when Kamailio could not be asked.
    */
-  private async recheckDialogs(): Promise<void> {
+  private async recheckDialogs(): Promise<boolean> {
     const lostAt = this.lostAt;
     const alive = new Set<string>();
     /** Deleted dialogs' ends (ms): a call may have talked on past lostAt to them. */
@@ -956,7 +982,7 @@ export class KamailioConnector {
       }
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'rpc: cannot check dialogs after reconnecting');
-      return;
+      return false;
     }
     for (const c of [...this.calls.values()]) {
       if (alive.has(c.call) || c.ending) continue;
@@ -976,5 +1002,6 @@ export class KamailioConnector {
       if (c.started) this.stop(c, sec, 'lost');
       else c.endAfterStart = { sec, cause: 'lost' };
     }
+    return true;
   }
 }

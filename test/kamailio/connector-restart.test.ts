@@ -347,6 +347,38 @@ describe('kamailio connector: calls it did not see start', () => {
     }
   });
 
+  it('takes up a call Kamailio holds though its first listing of them timed out', async () => {
+    // Kamailio too busy, as the connector attaches, to list its dialogs within the RPC's 2 s.
+    // Until 2026-12-08 the listing was not tried again: the call talked on unmetered to its
+    // fail-safe (here the ID's whole balance), and one the reaper had closed was never cut.
+    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
+    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    const [id] = await soldIds(h, TALK, 1);
+    const dialog = { ci: 'slow-list@probe', he: 16, hi: 1010, id: id!, dest: '33612345678' };
+    const answered = Date.now() / 1000;
+    const lists = (): number => rpc.calls.filter((c) => c.method === 'dlg.list').length;
+    const listed = lists();
+    rpc.dialogs.push({
+      'call-id': dialog.ci,
+      h_entry: dialog.he,
+      h_id: dialog.hi,
+      state: 4,
+      variables: [{ tessera: '1' }, { pid: id }, { dest: dialog.dest }, { ats: String(answered) }],
+    });
+    rpc.listDelayMs = 2500;
+    try {
+      await attach();
+      await until('the connector to list the dialogs', () => lists() > listed);
+      rpc.listDelayMs = 0;
+      await until('the call to be taken up', async () => (await activeCalls(id!)) === 1, 10_000);
+      evapi.send({ ev: 'end', ...dialog, ats: answered, ts: Date.now() / 1000 });
+      expect((await recordOf(h, dialog.ci, 5000)).cause).toBe('hangup');
+    } finally {
+      rpc.listDelayMs = 0;
+      rpc.dialogs.length = 0;
+    }
+  });
+
   it("sends a lost call's stop refused `throttled` again after retryAfter: the call is billed", async () => {
     // Redis lost the call's writes and the connector came back on a gateway that never saw it: its
     // stop is billed as a recovered stop, which is refused `throttled` while the token name is past
