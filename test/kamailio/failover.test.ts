@@ -9,7 +9,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/server';
 import { billedSeconds } from '../../src/kamailio/billing';
 import { KamailioConnector } from '../../src/kamailio/connector';
@@ -22,6 +22,7 @@ import { callRecords, recordOf } from './records';
 import {
   answeredDialogs,
   connectorsAttached,
+  endDialogs,
   haveKamailio,
   runUac,
   sleep,
@@ -51,6 +52,8 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
   let tok: string;
   let uasPort: number;
   const connectors: KamailioConnector[] = [];
+  /** The connector processes and sipp callers a test started: afterEach ends them, passed or failed. */
+  const started: ChildProcess[] = [];
 
   const url = (port: number): string => `ws://127.0.0.1:${port}/v1/switch`;
   // The reaper closes a call 2 s after its last tick (or its start, if it was never ticked),
@@ -76,6 +79,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
   /** The connector as its own process, on gw1, so that it can be killed; the only one attached. */
   const spawnAttached = async (): Promise<ChildProcess> => {
     const child = spawnConnector({ kamailio: k, gateways: [url(gw1.port)], token: tok });
+    started.push(child);
     await until('the connector process to attach', async () => (await connectorsAttached(k)) === 1, 20_000);
     return child;
   };
@@ -83,6 +87,9 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     await Promise.all(connectors.splice(0).map((c) => c.close(0)));
     await until('every connector to detach', async () => (await connectorsAttached(k)) === 0);
   };
+  /** runUac, its sipp ended by afterEach if the test leaves it running. */
+  const caller = (o: Omit<Parameters<typeof runUac>[0], 'dir' | 'kamailio' | 'onStart'>): Promise<UacRun> =>
+    runUac({ ...o, dir, kamailio: k, onStart: (p) => started.push(p) });
   const admitted = (id: string): Promise<boolean> =>
     until(`a live call on ${id}`, async () => {
       const s = await idStatus(h.ctx, id);
@@ -114,6 +121,14 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     k = await startKamailio({ dir, pstnPort: uasPort, defines: [`GRACE_SEC=${GRACE_SEC}`] });
   });
 
+  // What a test started ends with it, even when it fails: a connector it left attached made each
+  // next spawnAttached wait for a count it never saw, and a call it left talking was the next one's.
+  afterEach(async () => {
+    for (const p of started.splice(0)) p.kill('SIGKILL');
+    await detachAll();
+    await endDialogs(k);
+  });
+
   afterAll(async () => {
     await Promise.all(connectors.map((c) => c.close(0)));
     await gw1?.close();
@@ -127,7 +142,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     const child = await spawnAttached();
     const [id] = await soldIds(h, TWO_SEC, 1);
     const dialogs = (await answeredDialogs(k)).length;
-    const call = runUac({ dir, kamailio: k, scenario: 'uac-wait', rows: [[`${id}*33612345678`, 'X-Test: killed']] });
+    const call = caller({ scenario: 'uac-wait', rows: [[`${id}*33612345678`, 'X-Test: killed']] });
     await admitted(id!);
     // Killed once Kamailio has the call answered: a kill between Tessera's start and the
     // connector's answer to the suspended INVITE would leave the call refused, not cut.
@@ -148,9 +163,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
   it('cuts a call at its current grant, not its maxSec, when its only connector is killed', async () => {
     const child = await spawnAttached();
     const [id] = await soldIds(h, SLICES, 1);
-    const call = runUac({
-      dir,
-      kamailio: k,
+    const call = caller({
       scenario: 'uac-wait',
       rows: [[`${id}*33612345678`, 'X-Test: killed-slices']],
       timeoutSec: 20,
@@ -179,17 +192,20 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     expect((await audit(h.ctx)).problems).toEqual([]);
   });
 
+  // Each wait bounded on its own (the cut's well inside sipp's timeout, which only ends a call
+  // nothing cut), and the test's budget over their sum: with the call's sipp given vitest's 30 s,
+  // a take-up that failed timed out the test with nothing said of what was not met.
   it('a connector started after its call was answered takes it up: the reaped call is cut and billed its seconds', async () => {
     const child = await spawnAttached();
     const [id] = await soldIds(h, TALK, 1);
     const dialogs = (await answeredDialogs(k)).length;
-    const call = runUac({
-      dir,
-      kamailio: k,
+    const call = caller({
       scenario: 'uac-wait',
       rows: [[`${id}*33612345678`, 'X-Test: taken-up']],
-      timeoutSec: 30,
+      timeoutSec: 60,
     });
+    let cut = false;
+    void call.then(() => (cut = true));
     await admitted(id!);
     await until('Kamailio to answer the call', async () => (await answeredDialogs(k)).length > dialogs);
     child.kill('SIGKILL');
@@ -200,6 +216,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
       return s.ok && s.activeCalls === 0;
     });
     await attach([url(gw1.port)]);
+    await until('the connector that took the call up to cut it', () => cut, 10_000);
     const run = await call;
     expect(run.code, run.stdout).toBe(0);
     const [c] = [...run.calls.values()];
@@ -216,16 +233,13 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     expect(billed).toBeGreaterThanOrEqual(Math.floor(talkedSec));
     expect(billed).toBeLessThanOrEqual(Math.ceil(talkedSec) + 1);
     expect((await audit(h.ctx)).problems).toEqual([]);
-    await detachAll();
-  });
+  }, 90_000);
 
   it('bills exactly when one of two connectors is killed mid-call', async () => {
     const child = await spawnAttached();
     await attach([url(gw2.port)]);
     const [id] = await soldIds(h, TALK, 1);
-    const call = runUac({
-      dir,
-      kamailio: k,
+    const call = caller({
       scenario: 'uac-hangup',
       rows: [[`${id}*33612345678`, 'X-Test: two-connectors']],
       talkMs: 2600,
@@ -234,16 +248,13 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     await sleep(1200);
     child.kill('SIGKILL');
     await expectBilledItsTalk(await call);
-    await detachAll();
   });
 
   it('fails over to another gateway mid-call and comes back to a restarted one', async () => {
     await attach([url(gw1Port), url(gw2.port)]);
     const [a, b] = await soldIds(h, TALK, 2);
     // The connector is on gw1 (first in its list): gw1 goes away mid-call.
-    const first = runUac({
-      dir,
-      kamailio: k,
+    const first = caller({
       scenario: 'uac-hangup',
       rows: [[`${a}*33612345678`, 'X-Test: failover']],
       talkMs: 2600,
@@ -257,9 +268,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     expect(Number((await recordOfRun(run1)).sec)).toBe(billedSeconds(c1!.answerUs!, c1!.hangupUs!));
     // gw1 restarts on its port, gw2 goes away mid-call: the connector is back on gw1.
     gw1 = await startGw(gw1Port);
-    const second = runUac({
-      dir,
-      kamailio: k,
+    const second = caller({
       scenario: 'uac-hangup',
       rows: [[`${b}*33612345678`, 'X-Test: restart']],
       talkMs: 2600,
@@ -274,7 +283,6 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     expect(Number(rec2.sec)).toBe(billedSeconds(c2!.answerUs!, c2!.hangupUs!));
     expect((await audit(h.ctx)).problems).toEqual([]);
     gw2 = await startGw();
-    await detachAll();
   });
 
   /** Kamailio down by `down` (a stop or a crash) and started again on its ports and directory. */
@@ -289,9 +297,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     // talked on, unmetered, until one hung up.
     await attach([url(gw1.port)]);
     const [a] = await soldIds(h, TALK, 1);
-    const run = runUac({
-      dir,
-      kamailio: k,
+    const run = caller({
       scenario: 'uac-hangup',
       rows: [[`${a}*33612345678`, 'X-Test: kept']],
       talkMs: 3600,
@@ -302,15 +308,12 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     await restartKamailio(() => k.stop());
     await until('the connector to attach again', async () => (await connectorsAttached(k)) === 1);
     await expectBilledItsTalk(await run);
-    await detachAll();
   });
 
   it('stops the calls Kamailio lost in a crash and meters new ones once it is back', async () => {
     await attach([url(gw1.port)]);
     const [a, b] = await soldIds(h, TALK, 2);
-    const lost = runUac({
-      dir,
-      kamailio: k,
+    const lost = caller({
       scenario: 'uac-hangup',
       rows: [[`${a}*33612345678`, 'X-Test: lost']],
       talkMs: 2600,
@@ -326,9 +329,7 @@ describe.skipIf(!haveKamailio())('kamailio: failures', () => {
     expect(Number(rec1.sec)).toBeGreaterThanOrEqual(1);
     expect(Number(rec1.sec)).toBeLessThanOrEqual(billedSeconds(c1!.answerUs!, c1!.hangupUs ?? c1!.answerUs! + 2.6e6));
     await until('the connector to attach again', async () => (await connectorsAttached(k)) === 1);
-    const run2 = await runUac({
-      dir,
-      kamailio: k,
+    const run2 = await caller({
       scenario: 'uac-hangup',
       rows: [[`${b}*33612345678`, 'X-Test: after-restart']],
       talkMs: 1300,

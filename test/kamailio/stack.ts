@@ -545,6 +545,13 @@ export async function answeredDialogs(k: KamailioChild): Promise<DialogTimes[]> 
     .filter((d) => d.startTs > 0 && d.timeout > 0);
 }
 
+/** Ends every dialog Kamailio holds confirmed (what a failed test left talking): BYE to both sides. */
+export async function endDialogs(k: KamailioChild): Promise<void> {
+  const r = await k.rpc('dlg.list');
+  const all = (Array.isArray(r.result) ? r.result : []) as Record<string, unknown>[];
+  for (const d of all.filter((x) => Number(x.state) === 4)) await k.rpc('dlg.end_dlg', [d.h_entry, d.h_id]);
+}
+
 /** What the scenarios log, per Call-ID. */
 export interface SippCall {
   ci: string;
