@@ -134,6 +134,11 @@ const CUT_STOP_WAIT_MS = 500;
  * answer (evapi's own process sends it), 0.5-4 ms after when probed.
  */
 const END_EVENT_LAG_MS = 100;
+/**
+ * A cut's dlg.end_dlg that failed for want of an answer (timed out, refused, reset) goes again
+ * after each of these delays: Kamailio's own answer, an error too, is final.
+ */
+const END_DIALOG_RETRY_MS = [500, 1000, 2000, 4000, 8000];
 /** How long before the end of its last paid second a call's final tick is sent. */
 const TICK_LEAD_MS = 200;
 /**
@@ -325,15 +330,6 @@ export class KamailioConnector {
     clearTimeout(c.timer);
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, c.cutAt - steadyNow())));
     if (cutPending(c)) this.cut(c, c.cutSec, c.cutCause, true);
-  }
-
-  /** dlg.end_dlg, kept while under way (close() waits for it). */
-  private endDialog(c: Call): Promise<unknown> {
-    const p = this.rpc.endDialog(c.he, c.hi);
-    this.endingDialogs.add(p);
-    const done = (): boolean => this.endingDialogs.delete(p);
-    p.then(done, done);
-    return p;
   }
 
   /**
@@ -836,9 +832,7 @@ export class KamailioConnector {
       // no concurrent_limit). An end event on its way changes nothing: a BYE the cut overtook
       // came in its last paid second, billed the same, and the event is ignored (27d99ec's cause).
       this.stop(c, sec, cause);
-      this.endDialog(c).catch((err: Error) => {
-        this.log.warn({ call: c.call, err: err.message }, 'dlg.end_dlg failed');
-      });
+      this.endDialog(c).catch(() => undefined);
       return;
     }
     c.ending = true;
@@ -861,11 +855,31 @@ export class KamailioConnector {
         clearTimeout(c.timer);
         c.timer = setTimeout(stop, END_EVENT_LAG_MS);
       },
-      (err: Error) => {
-        this.log.warn({ call: c.call, err: err.message }, 'dlg.end_dlg failed');
-        stop();
-      },
+      () => stop(),
     );
+  }
+
+  /**
+   * dlg.end_dlg; one that failed for want of an answer (a Kamailio too busy to answer within the
+   * RPC's timeout, or restarting) goes again in the background (END_DIALOG_RETRY_MS), the promise
+   * settled by the first. Given up at the first failure, the call talked on unmetered to its
+   * fail-safe: for a taken-up call the reaper had closed (any call cut `unmetered`), on most IDs
+   * the whole balance. A repeated dlg.end_dlg sends no BYE twice (kamailio.cfg); a closing
+   * connector leaves the dialog to the next one, which takes it up. Each request is kept while
+   * under way: close() lets it finish before it closes the RPC agent.
+   */
+  private endDialog(c: Call, tries = 0): Promise<unknown> {
+    const sent = this.rpc.endDialog(c.he, c.hi);
+    this.endingDialogs.add(sent);
+    const done = (): boolean => this.endingDialogs.delete(sent);
+    sent.then(done, (err: Error & { rpcCode?: number }) => {
+      done();
+      const wait = END_DIALOG_RETRY_MS[tries];
+      const again = err.rpcCode === undefined && wait !== undefined && !this.closing;
+      this.log.warn({ call: c.call, err: err.message, again }, 'dlg.end_dlg failed');
+      if (again) setTimeout(() => void this.endDialog(c, tries + 1).catch(() => undefined), wait).unref();
+    });
+    return sent;
   }
 
   /**

@@ -42,13 +42,17 @@ let onEndDialog: (() => Promise<void>) | undefined;
 let afterEndDialog: (() => void) | undefined;
 /** dlg.end_dlg requests the connector gave up on (closed before their answer: its RPC timeout). */
 let abandoned = 0;
+/** The method of every RPC request, in order. */
+const rpcMethods: string[] = [];
 const rpc = createHttpServer((req: IncomingMessage, res: ServerResponse) => {
-  req.resume();
+  let body = '';
+  req.on('data', (d: Buffer) => (body += d.toString()));
   res.on('close', () => {
     if (!res.writableFinished) abandoned++;
   });
   res.on('finish', () => afterEndDialog?.());
   req.on('end', () => {
+    rpcMethods.push(String((JSON.parse(body) as { method?: unknown }).method));
     void (onEndDialog?.() ?? Promise.resolve()).then(() =>
       res
         .writeHead(200, { 'content-type': 'application/json' })
@@ -209,6 +213,36 @@ describe('a cut whose dlg.end_dlg hangs (Kamailio stalled, its RPC socket gone)'
     expect([rec.sec, rec.cost, rec.cause]).toEqual(['2', '200', 'cutoff']);
     onEndDialog = undefined;
     release();
+  });
+});
+
+describe('a cut whose dlg.end_dlg gets no answer (Kamailio too busy for the RPC)', () => {
+  it('sends it again until Kamailio answers: the call does not talk on to its fail-safe', async () => {
+    // Until 2026-12-08 the cut was given up when its dlg.end_dlg failed: the call was stopped, and
+    // its dialog talked on, unmetered, to Kamailio's fail-safe (for a taken-up call the reaper had
+    // closed, the ID's whole balance).
+    const [id] = await soldIds(h, SHORT, 1);
+    const call = { ci: 'unanswered-cut', he: 15, hi: 9, id, dest: '33612345678' };
+    await admit(call, 15);
+    // The first one only: Kamailio never answers it, and the connector's RPC gives up after 2 s.
+    let release = (): void => undefined;
+    onEndDialog = () => {
+      onEndDialog = undefined;
+      return new Promise<void>((r) => (release = r));
+    };
+    const ends = (): number => rpcMethods.filter((m) => m === 'dlg.end_dlg').length;
+    const before = { ends: ends(), abandoned };
+    send({ ev: 'answer', ...call, ts: Date.now() / 1000 });
+    await sessionHas(call, 'ans');
+    await setIdState(h.ctx, id!, 'block');
+    expect((await recordOf(h, 'unanswered-cut')).cause).toBe('cutoff');
+    try {
+      await until(() => ends() === before.ends + 2, 10_000);
+      expect(abandoned).toBe(before.abandoned + 1);
+    } finally {
+      onEndDialog = undefined;
+      release();
+    }
   });
 });
 
