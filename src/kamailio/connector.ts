@@ -109,8 +109,9 @@ export const CLOSE_WAIT_MS = 5_000;
  */
 const ENDED_POLL_MS = 250;
 /**
- * How soon a listing of Kamailio's dialogs that failed at attach (takeUpDialogs) goes again: a
- * taken-up call Tessera still meters must be ticked before the reaper's STALE_AFTER_MS.
+ * How soon a read at attach that failed (the stops handed on, the events no connector heard, the
+ * listing of dialogs to take up) goes again: a taken-up call Tessera still meters must be ticked
+ * before the reaper's STALE_AFTER_MS.
  */
 const TAKE_UP_RETRY_MS = 500;
 /** How long an ended call's dialog is remembered, so its late events are ignored. */
@@ -221,6 +222,8 @@ export class KamailioConnector {
   private polling: Promise<void> | undefined;
   /** takeUpDialogs() again, after a listing that failed; and whether that was said (once per streak). */
   private takeUpAgain: NodeJS.Timeout | undefined;
+  /** The reads of what Kamailio kept (readKept) going again after a failure. */
+  private readonly readsAgain = new Set<NodeJS.Timeout>();
   private takeUpFailing = false;
   private readonly log: Logger;
 
@@ -249,9 +252,34 @@ export class KamailioConnector {
    * and seconds), then the events no connector heard, then the dialogs still up.
    */
   private async attached(again: boolean): Promise<void> {
-    await this.sendHandedOn();
-    await this.stopUnheard();
+    this.stopReadsAgain();
+    await this.readKept((first) => this.sendHandedOn(first));
+    await this.readKept((first) => this.stopUnheard(first));
     await this.takeUpDialogs(again);
+  }
+
+  /**
+   * A read of what Kamailio keeps for the next connector; one that failed (a Kamailio too busy to
+   * answer within the RPC's timeout) goes again while evapi is up, the steps after it going on
+   * meanwhile. Given up, the stops and events it holds waited for the next connector to attach:
+   * their calls reaped, billed to their last tick.
+   */
+  private async readKept(read: (first: boolean) => Promise<boolean>): Promise<void> {
+    if (await read(true)) return;
+    const later = (): void => {
+      if (this.closing || !this.evapi.connected) return;
+      const timer = setTimeout(() => {
+        this.readsAgain.delete(timer);
+        void read(false).then((ok) => ok || later());
+      }, TAKE_UP_RETRY_MS);
+      this.readsAgain.add(timer);
+    };
+    later();
+  }
+
+  private stopReadsAgain(): void {
+    for (const t of this.readsAgain) clearTimeout(t);
+    this.readsAgain.clear();
   }
 
   start(): void {
@@ -289,6 +317,7 @@ export class KamailioConnector {
   private async drain(waitMs: number): Promise<void> {
     clearInterval(this.sweep);
     clearTimeout(this.takeUpAgain);
+    this.stopReadsAgain();
     // The events Kamailio sent until it saw this connector go are handled (onEvent: no new calls).
     await this.evapi.close();
     // A cut waiting for dlg.end_dlg is stopped now, with what it has: its Kamailio is ending the
@@ -356,16 +385,16 @@ export class KamailioConnector {
    * On evapi: the stops connectors that closed handed on (handOn), sent as
    * this connector's own, each dropped from Kamailio once answered.
    */
-  private async sendHandedOn(): Promise<void> {
+  private async sendHandedOn(first: boolean): Promise<boolean> {
     let owed;
     try {
       owed = await this.rpc.handedOn();
     } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'rpc: cannot read the stops handed on');
-      return;
+      this.log[first ? 'warn' : 'debug']({ err: (err as Error).message }, 'rpc: cannot read the stops handed on');
+      return false;
     }
     for (const { call, stop } of owed) {
-      if (this.closing) return;
+      if (this.closing) break;
       // A call of its own (evapi tells every connector its end): the entry goes with its stop's
       // answer. One it stopped already gets this stop too (a repeat gets the first answer), so
       // the entry goes once answered. Skipped, either one stayed a day, sent again by every
@@ -394,6 +423,7 @@ export class KamailioConnector {
       this.log.info({ call, sec, cause }, 'sending a stop handed on');
       this.stop(c, sec as number, cause);
     }
+    return true;
   }
 
   /**
@@ -402,20 +432,24 @@ export class KamailioConnector {
    * have stopped them. Unstopped, one that ended was reaped `stale`, billed to its last tick, and
    * one that failed while it rang held its ID's call slot until Tessera's RING_TIMEOUT_MS.
    */
-  private async stopUnheard(): Promise<void> {
+  private async stopUnheard(first: boolean): Promise<boolean> {
     let kept;
     try {
       kept = await this.rpc.unheard();
     } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'rpc: cannot read the dialog events no connector heard');
-      return;
+      this.log[first ? 'warn' : 'debug'](
+        { err: (err as Error).message },
+        'rpc: cannot read the dialog events no connector heard',
+      );
+      return false;
     }
     if (kept.length > 0)
       this.log.info({ events: kept.length }, 'stopping the calls of dialog events no connector heard');
     for (const { key, event } of kept) {
-      if (this.closing) return;
+      if (this.closing) break;
       this.onUnheard(key, event);
     }
+    return true;
   }
 
   /** One event htable `ends` kept, under `key`: handled as heard, its entry dropped once its stop is answered. */

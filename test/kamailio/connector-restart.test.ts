@@ -379,6 +379,34 @@ describe('kamailio connector: calls it did not see start', () => {
     }
   });
 
+  it('reads again what Kamailio kept for it when its first read failed', async () => {
+    // Kamailio too busy, as the connector attaches, to dump htables `owed` (a stop a closing
+    // connector handed on) and `ends` (an end no connector heard). Until 2026-12-08 each read was
+    // tried once: the stop waited for the next connector to attach, and the call that ended held
+    // its ID, reaped in the end and billed to its last tick.
+    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
+    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    const [handedId, endedId] = (await soldIds(h, TALK, 2)) as [string, string];
+    const handed = { ci: 'handed-busy@probe', he: 17, hi: 1011, id: handedId, dest: '33612345678' };
+    const ended = { ci: 'ended-busy@probe', he: 18, hi: 1012, id: endedId, dest: '33612345678' };
+    const call = callIdOf(handed.ci, handed.he, handed.hi);
+    const stop = { op: 'stop', call, sec: 2, cause: 'hangup', id: handedId, dest: handed.dest };
+    const at = Date.now() / 1000;
+    rpc.owed.set(call, JSON.stringify(stop));
+    rpc.ends.set(`${ended.he}:${ended.hi}`, JSON.stringify({ ev: 'end', ats: at - 3, ts: at, ...ended }));
+    rpc.busy.set('htable.dump owed', 2).set('htable.dump ends', 2);
+    try {
+      await attach();
+      expect((await recordOf(h, handed.ci, 10_000)).cause).toBe('recovered');
+      expect((await recordOf(h, ended.ci, 10_000)).cause).toBe('recovered');
+      await until('both entries to be dropped once answered', () => rpc.owed.size + rpc.ends.size === 0, 5000);
+    } finally {
+      rpc.busy.clear();
+      rpc.owed.clear();
+      rpc.ends.clear();
+    }
+  });
+
   it("sends a lost call's stop refused `throttled` again after retryAfter: the call is billed", async () => {
     // Redis lost the call's writes and the connector came back on a gateway that never saw it: its
     // stop is billed as a recovered stop, which is refused `throttled` while the token name is past

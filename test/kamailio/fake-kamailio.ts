@@ -64,6 +64,11 @@ export interface FakeRpc {
   ends: Map<string, string>;
   /** How long dlg.list takes to answer (ms): a Kamailio busy, or a slow link. */
   listDelayMs: number;
+  /**
+   * How many of the next requests of a method on a table (`htable.dump owed`) are answered as by a
+   * Kamailio too busy to (HTTP 503, no JSON-RPC answer).
+   */
+  busy: Map<string, number>;
 }
 
 export async function fakeRpc(): Promise<FakeRpc> {
@@ -99,6 +104,13 @@ export async function fakeRpc(): Promise<FakeRpc> {
     req.on('end', () => {
       const { id, method, params } = JSON.parse(body) as { id: number; method: string; params: unknown[] };
       calls.push({ method, params });
+      const what = `${method} ${String(params?.[0])}`;
+      const busy = self.busy.get(what) ?? 0;
+      if (busy > 0) {
+        self.busy.set(what, busy - 1);
+        res.statusCode = 503;
+        return res.end('busy');
+      }
       const reply = JSON.stringify({ jsonrpc: '2.0', id, ...answer(method, params ?? []) });
       if (method === 'dlg.list' && self.listDelayMs > 0) setTimeout(() => res.end(reply), self.listDelayMs);
       else res.end(reply);
@@ -106,6 +118,6 @@ export async function fakeRpc(): Promise<FakeRpc> {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/RPC`;
-  const self: FakeRpc = { server, url, dialogs, calls, owed, ends, listDelayMs: 0 };
+  const self: FakeRpc = { server, url, dialogs, calls, owed, ends, listDelayMs: 0, busy: new Map() };
   return self;
 }
