@@ -4,12 +4,10 @@
  * for the end of its last paid second, is still cut when the close begins
  * before that.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Gateway } from '../../src/gateway/server';
-import { KamailioConnector } from '../../src/kamailio/connector';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { describe, expect, it } from 'vitest';
+import { soldIds, talkProduct } from '../support/harness';
 import { captureLog } from '../support/log';
-import { fakeEvapi, fakeRpc, type FakeEvapi, type FakeRpc } from './fake-kamailio';
+import { useFakeStack } from './fake-kamailio';
 import { recordOf } from './records';
 import { until } from './stack';
 
@@ -17,33 +15,13 @@ import { until } from './stack';
 const SHORT = talkProduct({ name: 'talk-close-cut', face: 200, price: 200 });
 
 describe('kamailio connector: a cut due as it closes', () => {
-  let h: Harness;
-  let gw: Gateway;
-  let evapi: FakeEvapi;
-  let rpc: FakeRpc;
-  let tok: string;
-
-  beforeAll(async () => {
-    h = await startHarness();
-    await seedCatalog(h, [SHORT]);
-    tok = await token(h, 'switch', 'kamailio-close-cut');
-    gw = await gateway(h);
-    evapi = await fakeEvapi();
-    rpc = await fakeRpc();
-  });
-
-  afterAll(async () => {
-    await new Promise((r) => evapi?.server.close(r));
-    await new Promise((r) => rpc?.server.close(r));
-    await gw?.close();
-    await h?.stop();
-  });
+  const s = useFakeStack([SHORT], 'kamailio-close-cut');
 
   it('cuts a call whose cut at its paid end was ordered before the close began', async () => {
     // The last paid second's tick goes 200 ms before its end, and its cut-off orders the cut for
     // that end. The close begins in between: until 2026-12-08 it cleared the cut's timer, no
     // connector cut the call, and it talked on to Kamailio's fail-safe, past what it paid.
-    const [id] = await soldIds(h, SHORT, 1);
+    const [id] = await soldIds(s.h, SHORT, 1);
     const d = { ci: 'paid-up@close-cut', he: 41, hi: 4001, id: id!, dest: '33612345678' };
     let closed: Promise<void> | undefined;
     // The close begins right after the cut-off is handled (setImmediate: once its handler returns).
@@ -53,24 +31,17 @@ describe('kamailio connector: a cut due as it closes', () => {
         closed = c.close();
       });
     });
-    const c = new KamailioConnector({
-      evapiHost: '127.0.0.1',
-      evapiPort: evapi.port,
-      rpcUrl: rpc.url,
-      gateways: [`ws://127.0.0.1:${gw.port}/v1/switch`],
-      token: tok,
-      log,
-    });
+    const c = s.connector({ log });
     c.start();
     try {
-      await until('the connector to attach', () => evapi.socks.size > 0);
-      evapi.send({ ev: 'invite', ...d, ti: 1, tl: 1, si: '127.0.0.9', ts: Date.now() / 1000 });
-      await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === 1 && a.sec !== undefined));
-      evapi.send({ ev: 'answer', ...d, ts: Date.now() / 1000 });
+      await until('the connector to attach', () => s.evapi.socks.size > 0);
+      s.evapi.send({ ev: 'invite', ...d, ti: 1, tl: 1, si: '127.0.0.9', ts: Date.now() / 1000 });
+      await until('the call to be admitted', () => s.evapi.answers.find((a) => a.ti === 1 && a.sec !== undefined));
+      s.evapi.send({ ev: 'answer', ...d, ts: Date.now() / 1000 });
       await until('the close to begin', () => closed !== undefined);
       await closed;
-      expect(rpc.calls.filter((r) => r.method === 'dlg.end_dlg').map((r) => r.params)).toEqual([[d.he, d.hi]]);
-      expect(await recordOf(h, d.ci, 5000)).toMatchObject({ cause: 'cutoff', sec: '2' });
+      expect(s.rpc.calls.filter((r) => r.method === 'dlg.end_dlg').map((r) => r.params)).toEqual([[d.he, d.hi]]);
+      expect(await recordOf(s.h, d.ci, 5000)).toMatchObject({ cause: 'cutoff', sec: '2' });
     } finally {
       await c.close(0);
     }

@@ -6,7 +6,14 @@
  */
 import { createServer as httpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { afterAll, beforeAll } from 'vitest';
+import type { Product } from '../../src/catalog/schema';
+import type { Gateway } from '../../src/gateway/server';
+import { KamailioConnector } from '../../src/kamailio/connector';
 import { encodeNetstring, NetstringReader } from '../../src/kamailio/netstring';
+import { createLogger } from '../../src/observability/log';
+import { gateway, seedCatalog, startHarness, token, type Harness } from '../support/harness';
 
 /** Kamailio's evapi as the connectors see it: every connection gets the events, every answer is kept. */
 export interface FakeEvapi {
@@ -120,4 +127,46 @@ export async function fakeRpc(): Promise<FakeRpc> {
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/RPC`;
   const self: FakeRpc = { server, url, dialogs, calls, owed, ends, listDelayMs: 0, busy: new Map() };
   return self;
+}
+
+/** A real Redis and gateway with a stand-in Kamailio, for the tests of one file. */
+export interface FakeStack {
+  h: Harness;
+  gw: Gateway;
+  evapi: FakeEvapi;
+  rpc: FakeRpc;
+  /** A switch token, under the name the stack was given. */
+  tok: string;
+  /** A connector on the stand-in Kamailio, not started yet: on the stack's gateway unless told another. */
+  connector(o?: { gateway?: string; log?: Logger }): KamailioConnector;
+}
+
+/** The stack, set up before the file's tests (vitest's beforeAll) and torn down after them. */
+export function useFakeStack(products: Product[], tokenName: string): FakeStack {
+  const s = {
+    connector: (o: { gateway?: string; log?: Logger } = {}) =>
+      new KamailioConnector({
+        evapiHost: '127.0.0.1',
+        evapiPort: s.evapi.port,
+        rpcUrl: s.rpc.url,
+        gateways: [o.gateway ?? `ws://127.0.0.1:${s.gw.port}/v1/switch`],
+        token: s.tok,
+        log: o.log ?? createLogger('silent'),
+      }),
+  } as FakeStack;
+  beforeAll(async () => {
+    s.h = await startHarness();
+    await seedCatalog(s.h, products);
+    s.tok = await token(s.h, 'switch', tokenName);
+    s.gw = await gateway(s.h);
+    s.evapi = await fakeEvapi();
+    s.rpc = await fakeRpc();
+  });
+  afterAll(async () => {
+    await new Promise((r) => s.evapi?.server.close(r));
+    await new Promise((r) => s.rpc?.server.close(r));
+    await s.gw?.close();
+    await s.h?.stop();
+  });
+  return s;
 }

@@ -4,15 +4,12 @@
  * picks: a tick asking for its re-grant that is refused for now is sent
  * again, and the call goes on as far as its money does.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Gateway } from '../../src/gateway/server';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { callIdOf } from '../../src/kamailio/call-id';
-import { KamailioConnector } from '../../src/kamailio/connector';
-import { createLogger } from '../../src/observability/log';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
+import { soldIds, talkProduct, token } from '../support/harness';
 import { jsonCall } from '../support/http';
 import { SwitchProxy } from '../support/switch-proxy';
-import { fakeEvapi, fakeRpc, type FakeEvapi, type FakeRpc } from './fake-kamailio';
+import { useFakeStack } from './fake-kamailio';
 import { callRecords, recordOf } from './records';
 import { sleep, until } from './stack';
 
@@ -20,57 +17,33 @@ import { sleep, until } from './stack';
 const SHORT = talkProduct({ name: 'talk-ask-3s', face: 300, price: 300 });
 
 describe('kamailio connector: re-grants asked again', () => {
-  let h: Harness;
-  let gw: Gateway;
-  let evapi: FakeEvapi;
-  let rpc: FakeRpc;
-  let tok: string;
+  const s = useFakeStack([SHORT], 'kamailio-ask');
   let admin: string;
 
   beforeAll(async () => {
-    h = await startHarness();
-    await seedCatalog(h, [SHORT]);
-    tok = await token(h, 'switch', 'kamailio-ask');
-    admin = await token(h, 'admin', 'kamailio-ask-topup');
-    gw = await gateway(h);
-    evapi = await fakeEvapi();
-    rpc = await fakeRpc();
-  });
-
-  afterAll(async () => {
-    await new Promise((r) => evapi?.server.close(r));
-    await new Promise((r) => rpc?.server.close(r));
-    await gw?.close();
-    await h?.stop();
+    admin = await token(s.h, 'admin', 'kamailio-ask-topup');
   });
 
   it("sends again the paid end's tick refused `overloaded`: a call topped up talks on, billed to its end", async () => {
     // A 3-second ID topped up while it talks: the tick of its third second asks for its answer,
     // which carries the top-up. Refused `overloaded` (the gateway's in-flight bound, a burst), it was
     // not sent again: the next tick found no word of more and the call was cut `max_sec` at 3 s.
-    const [id] = await soldIds(h, SHORT, 1);
+    const [id] = await soldIds(s.h, SHORT, 1);
     const dialog = { ci: 'asked-again@probe', he: 21, hi: 2001, id: id!, dest: '33612345678' };
     const call = callIdOf(dialog.ci, dialog.he, dialog.hi);
     // The paid end's tick asks (ref g3): refused twice, then let through.
-    const proxy = new SwitchProxy(gw.port, (m) =>
+    const proxy = new SwitchProxy(s.gw.port, (m) =>
       m.op === 'tick' && m.call === call && m.ref === 'g3' && proxy.refused.length < 2 ? 'overloaded' : undefined,
     );
-    const c = new KamailioConnector({
-      evapiHost: '127.0.0.1',
-      evapiPort: evapi.port,
-      rpcUrl: rpc.url,
-      gateways: [await proxy.listen()],
-      token: tok,
-      log: createLogger('silent'),
-    });
+    const c = s.connector({ gateway: await proxy.listen() });
     c.start();
     try {
-      await until('the connector to attach', () => evapi.socks.size > 0);
-      evapi.send({ ev: 'invite', ...dialog, ti: 1, tl: 2, si: '127.0.0.9', ts: Date.now() / 1000 });
-      await until('the call to be admitted', () => evapi.answers.find((a) => a.ti === 1 && a.sec !== undefined));
+      await until('the connector to attach', () => s.evapi.socks.size > 0);
+      s.evapi.send({ ev: 'invite', ...dialog, ti: 1, tl: 2, si: '127.0.0.9', ts: Date.now() / 1000 });
+      await until('the call to be admitted', () => s.evapi.answers.find((a) => a.ti === 1 && a.sec !== undefined));
       const answered = Date.now() / 1000;
-      evapi.send({ ev: 'answer', ...dialog, ts: answered });
-      const topup = await jsonCall(gw, 'POST', `/v1/admin/ids/${id}/topup`, {
+      s.evapi.send({ ev: 'answer', ...dialog, ts: answered });
+      const topup = await jsonCall(s.gw, 'POST', `/v1/admin/ids/${id}/topup`, {
         token: admin,
         idem: `ask-${id}`,
         body: { amount: 1000 },
@@ -79,11 +52,11 @@ describe('kamailio connector: re-grants asked again', () => {
       await until("the paid end's tick to be refused", () => proxy.refused.length > 0, 5000);
       // Past its first maxSec and the tick after it: not cut, and its tick was asked again.
       await sleep(Math.max(0, (answered + 5) * 1000 - Date.now()));
-      expect(rpc.calls.filter((r) => r.method === 'dlg.end_dlg')).toEqual([]);
-      expect(await callRecords(h, dialog.ci)).toEqual([]);
+      expect(s.rpc.calls.filter((r) => r.method === 'dlg.end_dlg')).toEqual([]);
+      expect(await callRecords(s.h, dialog.ci)).toEqual([]);
       expect(proxy.refused).toHaveLength(2);
-      evapi.send({ ev: 'end', ...dialog, ats: answered, ts: answered + 5.5 });
-      const rec = await recordOf(h, dialog.ci, 5000);
+      s.evapi.send({ ev: 'end', ...dialog, ats: answered, ts: answered + 5.5 });
+      const rec = await recordOf(s.h, dialog.ci, 5000);
       expect([rec.sec, rec.cause, rec.cost]).toEqual(['6', 'hangup', '600']);
     } finally {
       await c.close(0);
