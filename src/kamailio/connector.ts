@@ -253,8 +253,12 @@ export class KamailioConnector {
    */
   private async attached(again: boolean): Promise<void> {
     this.stopReadsAgain();
-    await this.readKept((first) => this.sendHandedOn(first));
-    await this.readKept((first) => this.stopUnheard(first));
+    // The events no connector heard only once the stops handed on are read, also after a failed read:
+    // handled first, a cut call's end event billed it to Kamailio's end, past the seconds it paid.
+    await this.readKept(
+      (first) => this.sendHandedOn(first),
+      () => this.readKept((first) => this.stopUnheard(first)),
+    );
     await this.takeUpDialogs(again);
   }
 
@@ -262,15 +266,15 @@ export class KamailioConnector {
    * A read of what Kamailio keeps for the next connector; one that failed (a Kamailio too busy to
    * answer within the RPC's timeout) goes again while evapi is up, the steps after it going on
    * meanwhile. Given up, the stops and events it holds waited for the next connector to attach:
-   * their calls reaped, billed to their last tick.
+   * their calls reaped, billed to their last tick. `next` runs once the read succeeded.
    */
-  private async readKept(read: (first: boolean) => Promise<boolean>): Promise<void> {
-    if (await read(true)) return;
+  private async readKept(read: (first: boolean) => Promise<boolean>, next?: () => Promise<void>): Promise<void> {
+    if (await read(true)) return next?.();
     const later = (): void => {
       if (this.closing || !this.evapi.connected) return;
       const timer = setTimeout(() => {
         this.readsAgain.delete(timer);
-        void read(false).then((ok) => ok || later());
+        void read(false).then((ok) => (ok ? void next?.() : later()));
       }, TAKE_UP_RETRY_MS);
       this.readsAgain.add(timer);
     };

@@ -407,6 +407,31 @@ describe('kamailio connector: calls it did not see start', () => {
     }
   });
 
+  it("bills a handed-on stop's seconds when its call's end was kept too and the first read failed", async () => {
+    // A closing connector cut a call at its paid end and handed its stop on; the dialog's end came
+    // after it left evapi (htable `ends`), a second later than the cut's paid seconds. The next
+    // connector's read of `owed` failed once: until 2026-12-08 the end event was then handled
+    // first, and the call billed to Kamailio's end, a second past what it paid, not as cut.
+    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
+    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    const [id] = (await soldIds(h, TALK, 1)) as [string];
+    const dialog = { ci: 'cut-handed@probe', he: 19, hi: 1013, id, dest: '33612345678' };
+    const call = callIdOf(dialog.ci, dialog.he, dialog.hi);
+    const at = Date.now() / 1000;
+    rpc.owed.set(call, JSON.stringify({ op: 'stop', call, sec: 2, cause: 'cutoff', id, dest: dialog.dest }));
+    rpc.ends.set(`${dialog.he}:${dialog.hi}`, JSON.stringify({ ev: 'end', ats: at - 2.5, ts: at, ...dialog }));
+    rpc.busy.set('htable.dump owed', 1);
+    try {
+      await attach();
+      expect(await recordOf(h, dialog.ci, 10_000)).toMatchObject({ sec: '2' });
+      await until('both entries to be dropped once answered', () => rpc.owed.size + rpc.ends.size === 0, 5000);
+    } finally {
+      rpc.busy.clear();
+      rpc.owed.clear();
+      rpc.ends.clear();
+    }
+  });
+
   it("sends a lost call's stop refused `throttled` again after retryAfter: the call is billed", async () => {
     // Redis lost the call's writes and the connector came back on a gateway that never saw it: its
     // stop is billed as a recovered stop, which is refused `throttled` while the token name is past
