@@ -978,6 +978,9 @@ export class KamailioConnector {
       return this.takeUpLater(false);
     }
     this.takeUpFailing = false;
+    // Closed meanwhile (a slow listing): a call taken up now had its start on a link closed, never
+    // answered, and its tick timer running on. The next connector takes it up.
+    if (this.closing) return;
     for (const d of dialogs) {
       const ats = Number(d.vars.ats);
       if (d.vars.tessera !== '1' || d.state !== 4 || !(ats > 0) || !d.vars.pid) continue;

@@ -432,6 +432,39 @@ describe('kamailio connector: calls it did not see start', () => {
     }
   });
 
+  it('takes up no call once closed, when its listing of dialogs is answered after the close', async () => {
+    // The connector closes while its listing of the dialogs to take up is still under way (a Kamailio
+    // slow to answer). Until 2026-12-08 the listing's answer, after the close, took the call up: its
+    // start went on a link closed, its tick timer ran on in a connector no one would close again.
+    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
+    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    const [id] = (await soldIds(h, TALK, 1)) as [string];
+    const dialog = { ci: 'closed-list@probe', he: 20, hi: 1014, id, dest: '33612345678' };
+    const lists = (): number => rpc.calls.filter((c) => c.method === 'dlg.list').length;
+    const listed = lists();
+    rpc.dialogs.push({
+      'call-id': dialog.ci,
+      h_entry: dialog.he,
+      h_id: dialog.hi,
+      state: 4,
+      variables: [{ tessera: '1' }, { pid: id }, { dest: dialog.dest }, { ats: String(Date.now() / 1000) }],
+    });
+    rpc.listDelayMs = 600;
+    const { log, lines } = captureLog('info');
+    try {
+      const c = await attach({ log });
+      await until('the connector to list the dialogs', () => lists() > listed);
+      await c.close(0);
+      const closed = lines.length;
+      // The listing's answer, and a tick's time after it.
+      await new Promise((r) => setTimeout(r, 1600));
+      expect(lines.slice(closed).map((l) => l.msg)).not.toContain('took up a call already answered');
+    } finally {
+      rpc.listDelayMs = 0;
+      rpc.dialogs.length = 0;
+    }
+  });
+
   it("sends a lost call's stop refused `throttled` again after retryAfter: the call is billed", async () => {
     // Redis lost the call's writes and the connector came back on a gateway that never saw it: its
     // stop is billed as a recovered stop, which is refused `throttled` while the token name is past
