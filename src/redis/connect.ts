@@ -85,6 +85,12 @@ function settleAsking(node: Redis): void {
  */
 const CREDENTIALS = /\b(WRONGPASS|NOAUTH)\b/;
 
+/**
+ * Redis' answers that say the user may not run a command Tessera needs (ACL) or that this Redis has
+ * no such command (FUNCTION: before Redis 7): waiting mends neither, as for credentials.
+ */
+const NOT_ALLOWED = /\bNOPERM\b|^ERR unknown command/;
+
 /** The credentials refusal in a connection error (a Cluster's carries its last node's), if it is one. */
 function credentialsRefusal(err: unknown): string | undefined {
   for (let e = err as { message?: unknown; lastNodeError?: unknown } | undefined; e; e = e.lastNodeError as typeof e) {
@@ -98,7 +104,8 @@ function credentialsRefusal(err: unknown): string | undefined {
  * `check` (a PING unless given) is what answering means: openContext passes its whole first
  * look (script library, layout pin), so a cluster whose slot table still names a primary that
  * is down is waited for until a replica has taken over. A ConfigError from `check` stops the
- * wait at once, as do credentials Redis refuses (exit code 2: a restart only repeats it);
+ * wait at once, as do credentials Redis refuses and a command it refuses the user or does not
+ * know (exit code 2: a restart only repeats it);
  * a Redis still away after `timeoutMs` is an error naming the last reason it gave.
  */
 export async function waitReady(
@@ -124,6 +131,11 @@ export async function waitReady(
         }
       } catch (err) {
         if (err instanceof ConfigError) throw err;
+        const msg = (err as { message?: unknown }).message;
+        if (typeof msg === 'string' && NOT_ALLOWED.test(msg))
+          throw new ConfigError(
+            `Redis refused a command Tessera needs (${msg}): use Redis 7 or later, and a REDIS_URL user allowed every command (ACL +@all)`,
+          );
         seen(err);
       }
       const refused = credentialsRefusal(last);

@@ -68,4 +68,25 @@ describe('Redis credentials', () => {
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toMatch(/^Redis refused the credentials \(WRONGPASS/);
   });
+
+  it('a gateway whose Redis user may not run a command it needs refuses to start with a configuration error', async () => {
+    // An ACL user without FUNCTION. Until 2026-12-08 (ffbeeed) the start took it for a Redis not
+    // ready yet: it waited out its 10 s and failed as if Redis were away (exit 1, restarted for ever).
+    await h.r.acl('SETUSER', 'nofunc', 'on', '>nofunc-pw', '~*', '&*', '+@all', '-function');
+    try {
+      const u = new URL(h.redis.url);
+      u.username = 'nofunc';
+      u.password = 'nofunc-pw';
+      const url = u.toString();
+      const start = startGateway({ ...h.cfg, redis: { ...h.cfg.redis, url } }, createLogger('silent'), url);
+      const err = await start.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as Error).message).toMatch(/^Redis refused a command Tessera needs \(NOPERM/);
+    } finally {
+      await h.r.acl('DELUSER', 'nofunc');
+    }
+  });
 });
