@@ -224,6 +224,8 @@ export class KamailioConnector {
   private takeUpAgain: NodeJS.Timeout | undefined;
   /** The reads of what Kamailio kept (readKept) going again after a failure. */
   private readonly readsAgain = new Set<NodeJS.Timeout>();
+  /** The cuts' dlg.end_dlg waiting to go again (endDialog): a closed connector sends none. */
+  private readonly endsAgain = new Set<NodeJS.Timeout>();
   private takeUpFailing = false;
   private readonly log: Logger;
 
@@ -354,7 +356,9 @@ export class KamailioConnector {
     }
     for (const c of this.calls.values()) clearTimeout(c.timer);
     this.link.close();
-    // The cuts' dlg.end_dlg still under way: closed now, their BYEs might not leave.
+    // A cut's dlg.end_dlg to go again is left to the next connector (it takes the dialog up); one
+    // still under way is let finish: closed now, its BYE might not leave.
+    for (const t of this.endsAgain) clearTimeout(t);
     await Promise.allSettled(this.endingDialogs);
     this.rpc.close();
   }
@@ -915,7 +919,12 @@ export class KamailioConnector {
       const wait = END_DIALOG_RETRY_MS[tries];
       const again = err.rpcCode === undefined && wait !== undefined && !this.closing;
       this.log.warn({ call: c.call, err: err.message, again }, 'dlg.end_dlg failed');
-      if (again) setTimeout(() => void this.endDialog(c, tries + 1).catch(() => undefined), wait).unref();
+      if (!again) return;
+      const timer = setTimeout(() => {
+        this.endsAgain.delete(timer);
+        this.endDialog(c, tries + 1).catch(() => undefined);
+      }, wait).unref();
+      this.endsAgain.add(timer);
     });
     return sent;
   }

@@ -22,7 +22,7 @@ import { jsonCall } from '../support/http';
 import { LinkGate } from '../support/link-gate';
 import { captureLog, type LogLine } from '../support/log';
 import { idFields } from '../support/redis';
-import { until } from '../support/wait';
+import { sleep, until } from '../support/wait';
 import { callRecords, recordOf } from './records';
 
 /** 250 micro-units at 100 a second: 2 paid seconds, 50 left over. */
@@ -239,6 +239,39 @@ describe('a cut whose dlg.end_dlg gets no answer (Kamailio too busy for the RPC)
     try {
       await until(() => ends() === before.ends + 2, 10_000);
       expect(abandoned).toBe(before.abandoned + 1);
+    } finally {
+      onEndDialog = undefined;
+      release();
+    }
+  });
+});
+
+describe('a connector closed while its cut waits to send dlg.end_dlg again', () => {
+  it('sends it no more once closed', async () => {
+    // Until 2026-12-08 the retry's timer outlived the close: a dlg.end_dlg left the closed
+    // connector 0.5-8 s later, on an RPC agent already closed (the dialog is the next one's).
+    const attached = kamailio;
+    const own = await attach();
+    await until(() => kamailio !== attached);
+    const [id] = await soldIds(h, SHORT, 1);
+    const call = { ci: 'closed-retry', he: 16, hi: 9, id, dest: '33612345678' };
+    await admit(call, 16);
+    let release = (): void => undefined;
+    onEndDialog = () => {
+      onEndDialog = undefined;
+      return new Promise<void>((r) => (release = r));
+    };
+    const ends = (): number => rpcMethods.filter((m) => m === 'dlg.end_dlg').length;
+    const before = { ends: ends(), abandoned };
+    try {
+      send({ ev: 'answer', ...call, ts: Date.now() / 1000 });
+      await sessionHas(call, 'ans');
+      await setIdState(h.ctx, id!, 'block');
+      // The first dlg.end_dlg timed out (the RPC's 2 s): its retry is due 500 ms on.
+      await until(() => abandoned > before.abandoned, 10_000);
+      await own.close(0);
+      await sleep(1500);
+      expect(ends()).toBe(before.ends + 1);
     } finally {
       onEndDialog = undefined;
       release();
