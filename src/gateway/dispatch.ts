@@ -39,6 +39,13 @@ const FAILURE_MESSAGES: Record<FailureReason, string> = {
 /** Why a request of a token name past MAX_INFLIGHT_PER_TOKEN is refused `overloaded`, on either transport. */
 export const TOKEN_BUSY = 'too many requests in flight for this token';
 
+/**
+ * The name the requests of no token count under (MAX_INFLIGHT_PER_TOKEN), all together: pages, open
+ * endpoints, and the Redis lookups of tokens the cache does not know. No token has it (names are
+ * letters, digits, `._-`): what anyone may send cannot take the places switches and scanners need.
+ */
+export const ANONYMOUS = '(anonymous)';
+
 /** Copies of one request that share one in-flight place (Load.enterShared). */
 export const SHARED_COPIES = 4;
 
@@ -95,7 +102,7 @@ export class Load {
       place.copies++;
       return true;
     }
-    if (!this.enter()) return false;
+    if (this.enterAs(ANONYMOUS)) return false;
     if (place) place.copies++;
     else this.shared.set(key, { copies: 1 });
     return true;
@@ -108,12 +115,12 @@ export class Load {
     if (place.copies > SHARED_COPIES) {
       // A copy past the sharing holds a place of its own.
       place.copies--;
-      this.leave();
+      this.leaveAs(ANONYMOUS);
       return;
     }
     if (--place.copies > 0) return;
     this.shared.delete(key);
-    this.leave();
+    this.leaveAs(ANONYMOUS);
   }
 
   /** Takes a place for a request; false when none is left (answer `overloaded`). */

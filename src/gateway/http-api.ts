@@ -9,7 +9,7 @@ import type { Role, TokenInfo } from '../catalog/schema';
 import type { Metrics } from '../observability/metrics';
 import { schemaReason, type Checked } from '../protocol/validator';
 import { failureReason } from '../redis/failure';
-import { TOKEN_BUSY, type Load } from './dispatch';
+import { ANONYMOUS, TOKEN_BUSY, type Load } from './dispatch';
 import {
   BodyError,
   REASON_HEADER,
@@ -106,10 +106,12 @@ export class HttpApi {
       args: RequestArgs,
     ): void | Promise<void> => {
       // A token's requests count by its name with its WebSocket messages (MAX_INFLIGHT_PER_TOKEN); an
-      // open endpoint's placeholder is no name: its requests are everyone's.
+      // open endpoint's placeholder is no name: its requests are everyone's, counted as ANONYMOUS.
       const open = token === PUBLIC;
-      const full = open ? (this.load.enter() ? undefined : 'gateway') : this.load.enterAs(token.name);
-      if (full) return (refused('overloaded'), reply.error('overloaded', full === 'token' ? TOKEN_BUSY : undefined));
+      const name = open ? ANONYMOUS : token.name;
+      const full = this.load.enterAs(name);
+      if (full)
+        return (refused('overloaded'), reply.error('overloaded', full === 'token' && !open ? TOKEN_BUSY : undefined));
       // A route open to admin and scanner tokens (an ID's status) counts the admin's refusals only.
       const admin = token.role === 'admin';
       return (async () => {
@@ -149,8 +151,7 @@ export class HttpApi {
           if (reason === 'internal') this.log.error({ err }, 'http handler failed');
           reply.error(reason);
         } finally {
-          if (open) this.load.leave();
-          else this.load.leaveAs(token.name);
+          this.load.leaveAs(name);
         }
       })();
     };
@@ -182,11 +183,12 @@ export class HttpApi {
     tok: string,
     roles: Role[],
   ): Promise<AuthResult | { ok: false; reason: 'overloaded'; message: string }> {
-    if (!this.load.enter()) return { ok: false, reason: 'overloaded', message: messageOf('overloaded') };
+    // Anyone may send a made-up token: its lookup counts as ANONYMOUS, not as the name it claims.
+    if (this.load.enterAs(ANONYMOUS)) return { ok: false, reason: 'overloaded', message: messageOf('overloaded') };
     try {
       return await this.authorize(tok, roles);
     } finally {
-      this.load.leave();
+      this.load.leaveAs(ANONYMOUS);
     }
   }
 }

@@ -19,7 +19,7 @@ import type { Config } from '../config/config';
 import type { Metrics } from '../observability/metrics';
 import { Conn, type ConnData } from './connection';
 import type { OutputBudget } from './output-budget';
-import { Dispatcher, type Load, type Routes } from './dispatch';
+import { ANONYMOUS, Dispatcher, type Load, type Routes } from './dispatch';
 import { authorize, authorizeFresh, bearer, clientAddress, replyFor, withBudget, type AuthResult } from './http';
 import type { Reason } from '../protocol/reasons';
 import { clientGroup, type ProxyTrust } from '../protocol/client-address';
@@ -196,13 +196,13 @@ export class WsEndpoints {
     // A token the cache does not know costs a Redis lookup: counted in flight like any
     // request, so a flood of made-up tokens is refused rather than queued.
     const { load } = this.d;
-    if (!load.enter()) return this.refuse(res, 'overloaded');
+    if (load.enterAs(ANONYMOUS)) return this.refuse(res, 'overloaded');
     let aborted = false;
     res.onAborted(() => (aborted = true));
     // The place is given back however the lookup ends; a failure of it or of the upgrade after
     // it is answered (failed), not left an unhandled rejection with the client waiting for ever.
     void authorizeFresh(catalog, tok, [role])
-      .finally(() => load.leave())
+      .finally(() => load.leaveAs(ANONYMOUS))
       .then((auth) => {
         if (aborted) return;
         if (auth.ok && !this.tokenFull(auth.token.name)) finish(auth);

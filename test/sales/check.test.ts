@@ -613,6 +613,34 @@ describe('PIN checks in flight', () => {
       await g.close();
     }
   });
+  it('held past PIN_MAX_CHECKS take no more than the share of no token (MAX_INFLIGHT_PER_TOKEN)', async () => {
+    // Every request of no token (pages, open endpoints, lookups of made-up tokens) counts under
+    // one name: until 2026-12-08 they could take every place of the gateway, and a switch's
+    // start was refused `overloaded` while PIN tries waited for their hashes.
+    const [switchTok, b] = await Promise.all([token(h, 'switch'), buyOne()]);
+    const { g, held, release } = await heldVerifications({ pinMaxChecks: 100, maxInflightPerToken: 15 });
+    const c = await Client.connect(g.port, switchTok);
+    try {
+      const session = await formSession(g, b.path);
+      let answered = 0;
+      const tries = Array.from({ length: 40 }, (_, i) =>
+        postPageForm(g, `/check/0/${randomBytes(16).toString('hex')}`, { pin: '0000' }, session, {
+          'X-Forwarded-For': `198.19.${i}.9`,
+        }).finally(() => answered++),
+      );
+      await until(() => held() + answered === 40, 20_000, 10, 'every try held or answered');
+      expect(held()).toBe(15);
+      const started = await c.request({ op: 'start', ref: 1, call: newKey('c'), id: b.id, dest: '4912345' });
+      expect(started.op).toBe('started');
+      release();
+      const pages = await Promise.all(tries);
+      expect(pages.filter((r) => r.status === 503)).toHaveLength(25);
+    } finally {
+      release();
+      await c.close();
+      await g.close();
+    }
+  });
 });
 
 describe('lock logging', () => {

@@ -17,7 +17,7 @@ import { failureReason } from '../../../redis/failure';
 import { statusOf } from '../../../protocol/reasons';
 import { BuyForm } from '../../../protocol/sales';
 import type { ProxyTrust } from '../../../protocol/client-address';
-import type { Load } from '../../dispatch';
+import { ANONYMOUS, type Load } from '../../dispatch';
 import { BodyError, REASON_HEADER, reasonHeader, type Reply } from '../../http';
 import { page, type Html } from './html';
 import { busyPage, failedPage, formRefusedPage } from './views';
@@ -187,7 +187,7 @@ export function pageKit(d: PageDeps): PageKit {
     // Anyone may ask for pages, and each waits on Redis: when Redis is slow they must be refused, not queued.
     // A form sent again while its first copy is at work waits for that one's answer (up to settleMs): in its place.
     const busy = (): void => busyReply(reply);
-    if (!(key === undefined ? load.enter() : load.enterShared(key))) return busy();
+    if (key === undefined ? load.enterAs(ANONYMOUS) : !load.enterShared(key)) return busy();
     try {
       await fn();
     } catch (err) {
@@ -200,7 +200,7 @@ export function pageKit(d: PageDeps): PageKit {
       d.log.warn({ err }, 'page failed: storage unavailable');
       send(reply, { reason: 'unavailable' }, 'Sorry', failedPage());
     } finally {
-      if (key === undefined) load.leave();
+      if (key === undefined) load.leaveAs(ANONYMOUS);
       else load.leaveShared(key);
     }
   };
