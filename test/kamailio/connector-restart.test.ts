@@ -32,6 +32,17 @@ describe('kamailio connector: calls it did not see start', () => {
   let tok: string;
   const connectors: KamailioConnector[] = [];
 
+  /** Every connector of the earlier tests closed and gone from the stand-in Kamailio. */
+  const detachAll = async (): Promise<void> => {
+    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
+    await until('the other connectors to leave', () => evapi.socks.size === 0);
+  };
+  /** The stand-in Kamailio's htables emptied, and its RPC answering again. */
+  const forgetKept = (): void => {
+    rpc.busy.clear();
+    rpc.owed.clear();
+    rpc.ends.clear();
+  };
   const attach = async (o: { gateway?: string; log?: Logger } = {}): Promise<KamailioConnector> => {
     const c = new KamailioConnector({
       evapiHost: '127.0.0.1',
@@ -175,8 +186,7 @@ describe('kamailio connector: calls it did not see start', () => {
     // reach: until 2026-12-07 the stop it was holding for them went with the process, and the
     // call was reaped `stale` 10-15 s on, billed to its last tick.
     // The only connector: the earlier tests' would stop the call themselves (each gets every event).
-    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
-    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    await detachAll();
     const [id] = await soldIds(h, TALK, 1);
     const dialog = { ci: 'closed-while-away@probe', he: 10, hi: 1004, id: id!, dest: '33612345678' };
     const gate = new LinkGate(gw.port);
@@ -251,8 +261,7 @@ describe('kamailio connector: calls it did not see start', () => {
   it("hands on a lost call's stop still waiting out `throttled` at its close: the next connector bills it", async () => {
     // As below, but the connector is stopped while the stop waits out its retryAfter (up to a minute):
     // past its 5 s wait to close, until 2026-12-07 the stop was dropped, and nothing billed the call.
-    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
-    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    await detachAll();
     const fresh = await gateway(h, { guessLimit: 1, guessWindowSec: 5 });
     const [id] = await soldIds(h, TALK, 1);
     const dialog = { ci: 'handed-on@probe', he: 15, hi: 1009, id: id!, dest: '33612345678' };
@@ -351,8 +360,7 @@ describe('kamailio connector: calls it did not see start', () => {
     // Kamailio too busy, as the connector attaches, to list its dialogs within the RPC's 2 s.
     // Until 2026-12-08 the listing was not tried again: the call talked on unmetered to its
     // fail-safe (here the ID's whole balance), and one the reaper had closed was never cut.
-    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
-    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    await detachAll();
     const [id] = await soldIds(h, TALK, 1);
     const dialog = { ci: 'slow-list@probe', he: 16, hi: 1010, id: id!, dest: '33612345678' };
     const answered = Date.now() / 1000;
@@ -384,8 +392,7 @@ describe('kamailio connector: calls it did not see start', () => {
     // connector handed on) and `ends` (an end no connector heard). Until 2026-12-08 each read was
     // tried once: the stop waited for the next connector to attach, and the call that ended held
     // its ID, reaped in the end and billed to its last tick.
-    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
-    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    await detachAll();
     const [handedId, endedId] = (await soldIds(h, TALK, 2)) as [string, string];
     const handed = { ci: 'handed-busy@probe', he: 17, hi: 1011, id: handedId, dest: '33612345678' };
     const ended = { ci: 'ended-busy@probe', he: 18, hi: 1012, id: endedId, dest: '33612345678' };
@@ -401,9 +408,7 @@ describe('kamailio connector: calls it did not see start', () => {
       expect((await recordOf(h, ended.ci, 10_000)).cause).toBe('recovered');
       await until('both entries to be dropped once answered', () => rpc.owed.size + rpc.ends.size === 0, 5000);
     } finally {
-      rpc.busy.clear();
-      rpc.owed.clear();
-      rpc.ends.clear();
+      forgetKept();
     }
   });
 
@@ -412,8 +417,7 @@ describe('kamailio connector: calls it did not see start', () => {
     // after it left evapi (htable `ends`), a second later than the cut's paid seconds. The next
     // connector's read of `owed` failed once: until 2026-12-08 the end event was then handled
     // first, and the call billed to Kamailio's end, a second past what it paid, not as cut.
-    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
-    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    await detachAll();
     const [id] = (await soldIds(h, TALK, 1)) as [string];
     const dialog = { ci: 'cut-handed@probe', he: 19, hi: 1013, id, dest: '33612345678' };
     const call = callIdOf(dialog.ci, dialog.he, dialog.hi);
@@ -426,9 +430,7 @@ describe('kamailio connector: calls it did not see start', () => {
       expect(await recordOf(h, dialog.ci, 10_000)).toMatchObject({ sec: '2' });
       await until('both entries to be dropped once answered', () => rpc.owed.size + rpc.ends.size === 0, 5000);
     } finally {
-      rpc.busy.clear();
-      rpc.owed.clear();
-      rpc.ends.clear();
+      forgetKept();
     }
   });
 
@@ -436,8 +438,7 @@ describe('kamailio connector: calls it did not see start', () => {
     // The connector closes while its listing of the dialogs to take up is still under way (a Kamailio
     // slow to answer). Until 2026-12-08 the listing's answer, after the close, took the call up: its
     // start went on a link closed, its tick timer ran on in a connector no one would close again.
-    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
-    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    await detachAll();
     const [id] = (await soldIds(h, TALK, 1)) as [string];
     const dialog = { ci: 'closed-list@probe', he: 20, hi: 1014, id, dest: '33612345678' };
     const lists = (): number => rpc.calls.filter((c) => c.method === 'dlg.list').length;
@@ -470,8 +471,7 @@ describe('kamailio connector: calls it did not see start', () => {
     // stop is billed as a recovered stop, which is refused `throttled` while the token name is past
     // its guess limit. Until 2026-12-07 the connector took that answer as final and dropped the stop:
     // the call was billed nothing.
-    await Promise.all(connectors.splice(0).map((c) => c.close(0)));
-    await until('the other connectors to leave', () => evapi.socks.size === 0);
+    await detachAll();
     // A window longer than the connector takes to come back: its stop meets the throttle.
     const fresh = await gateway(h, { guessLimit: 1, guessWindowSec: 5 });
     const [id] = await soldIds(h, TALK, 1);

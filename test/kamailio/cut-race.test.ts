@@ -216,32 +216,48 @@ describe('a cut whose dlg.end_dlg hangs (Kamailio stalled, its RPC socket gone)'
   });
 });
 
+/**
+ * A call cut off (its ID blocked once it is answered) whose first dlg.end_dlg Kamailio never
+ * answers: the connector's RPC gives up on it after 2 s. `release` lets that answer go.
+ */
+async function cutUnanswered(ci: string, he: number, ti: number) {
+  const [id] = await soldIds(h, SHORT, 1);
+  const call = { ci, he, hi: 9, id, dest: '33612345678' };
+  await admit(call, ti);
+  let answer = (): void => undefined;
+  onEndDialog = () => {
+    onEndDialog = undefined;
+    return new Promise<void>((r) => (answer = r));
+  };
+  const release = (): void => {
+    onEndDialog = undefined;
+    answer();
+  };
+  const ends = (): number => rpcMethods.filter((m) => m === 'dlg.end_dlg').length;
+  const before = { ends: ends(), abandoned };
+  try {
+    send({ ev: 'answer', ...call, ts: Date.now() / 1000 });
+    await sessionHas(call, 'ans');
+    await setIdState(h.ctx, id!, 'block');
+  } catch (err) {
+    release();
+    throw err;
+  }
+  return { ends, before, release };
+}
+
 describe('a cut whose dlg.end_dlg gets no answer (Kamailio too busy for the RPC)', () => {
   it('sends it again until Kamailio answers: the call does not talk on to its fail-safe', async () => {
     // Until 2026-12-08 the cut was given up when its dlg.end_dlg failed: the call was stopped, and
     // its dialog talked on, unmetered, to Kamailio's fail-safe (for a taken-up call the reaper had
     // closed, the ID's whole balance).
-    const [id] = await soldIds(h, SHORT, 1);
-    const call = { ci: 'unanswered-cut', he: 15, hi: 9, id, dest: '33612345678' };
-    await admit(call, 15);
-    // The first one only: Kamailio never answers it, and the connector's RPC gives up after 2 s.
-    let release = (): void => undefined;
-    onEndDialog = () => {
-      onEndDialog = undefined;
-      return new Promise<void>((r) => (release = r));
-    };
-    const ends = (): number => rpcMethods.filter((m) => m === 'dlg.end_dlg').length;
-    const before = { ends: ends(), abandoned };
-    send({ ev: 'answer', ...call, ts: Date.now() / 1000 });
-    await sessionHas(call, 'ans');
-    await setIdState(h.ctx, id!, 'block');
-    expect((await recordOf(h, 'unanswered-cut')).cause).toBe('cutoff');
+    const cut = await cutUnanswered('unanswered-cut', 15, 15);
     try {
-      await until(() => ends() === before.ends + 2, 10_000);
-      expect(abandoned).toBe(before.abandoned + 1);
+      expect((await recordOf(h, 'unanswered-cut')).cause).toBe('cutoff');
+      await until(() => cut.ends() === cut.before.ends + 2, 10_000);
+      expect(abandoned).toBe(cut.before.abandoned + 1);
     } finally {
-      onEndDialog = undefined;
-      release();
+      cut.release();
     }
   });
 });
@@ -253,28 +269,15 @@ describe('a connector closed while its cut waits to send dlg.end_dlg again', () 
     const attached = kamailio;
     const own = await attach();
     await until(() => kamailio !== attached);
-    const [id] = await soldIds(h, SHORT, 1);
-    const call = { ci: 'closed-retry', he: 16, hi: 9, id, dest: '33612345678' };
-    await admit(call, 16);
-    let release = (): void => undefined;
-    onEndDialog = () => {
-      onEndDialog = undefined;
-      return new Promise<void>((r) => (release = r));
-    };
-    const ends = (): number => rpcMethods.filter((m) => m === 'dlg.end_dlg').length;
-    const before = { ends: ends(), abandoned };
+    const cut = await cutUnanswered('closed-retry', 16, 16);
     try {
-      send({ ev: 'answer', ...call, ts: Date.now() / 1000 });
-      await sessionHas(call, 'ans');
-      await setIdState(h.ctx, id!, 'block');
       // The first dlg.end_dlg timed out (the RPC's 2 s): its retry is due 500 ms on.
-      await until(() => abandoned > before.abandoned, 10_000);
+      await until(() => abandoned > cut.before.abandoned, 10_000);
       await own.close(0);
       await sleep(1500);
-      expect(ends()).toBe(before.ends + 1);
+      expect(cut.ends()).toBe(cut.before.ends + 1);
     } finally {
-      onEndDialog = undefined;
-      release();
+      cut.release();
     }
   });
 });

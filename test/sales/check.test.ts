@@ -577,26 +577,45 @@ describe('PIN checks in flight', () => {
     return { g, held: () => held, release };
   }
 
-  it('are bounded (PIN_MAX_CHECKS): a spray over many networks is refused busy, and takes no place a switch needs', async () => {
+  /**
+   * 40 PIN tries from 40 networks on made-up links of a gateway whose verifications are held, a
+   * switch connected beside them: resolved once every try is held or answered.
+   */
+  async function spray(over: Partial<Config>) {
     const [switchTok, b] = await Promise.all([token(h, 'switch'), buyOne()]);
-    const { g, held, release } = await heldVerifications({ pinMaxChecks: 8 });
-    const c = await Client.connect(g.port, switchTok);
+    const v = await heldVerifications(over);
+    const c = await Client.connect(v.g.port, switchTok);
+    const close = async (): Promise<void> => {
+      v.release();
+      await c.close();
+      await v.g.close();
+    };
     try {
-      const session = await formSession(g, b.path);
+      const session = await formSession(v.g, b.path);
       let answered = 0;
       const tries = Array.from({ length: 40 }, (_, i) =>
-        postPageForm(g, `/check/0/${randomBytes(16).toString('hex')}`, { pin: '0000' }, session, {
+        postPageForm(v.g, `/check/0/${randomBytes(16).toString('hex')}`, { pin: '0000' }, session, {
           'X-Forwarded-For': `198.19.${i}.9`,
         }).finally(() => answered++),
       );
       // Every try is either waiting for its verification or answered (a loaded runner may take a while).
-      await until(() => held() + answered === 40, 20_000, 10, 'every try held or answered');
-      expect(held()).toBe(8);
+      await until(() => v.held() + answered === 40, 20_000, 10, 'every try held or answered');
+      const start = () => c.request({ op: 'start', ref: 1, call: newKey('c'), id: b.id, dest: '4912345' });
+      return { ...v, tries, start, close };
+    } catch (err) {
+      await close();
+      throw err;
+    }
+  }
+
+  it('are bounded (PIN_MAX_CHECKS): a spray over many networks is refused busy, and takes no place a switch needs', async () => {
+    const s = await spray({ pinMaxChecks: 8 });
+    try {
+      expect(s.held()).toBe(8);
       // The metering still has its places: a call starts.
-      const started = await c.request({ op: 'start', ref: 1, call: newKey('c'), id: b.id, dest: '4912345' });
-      expect(started.op).toBe('started');
-      release();
-      const pages = await Promise.all(tries);
+      expect((await s.start()).op).toBe('started');
+      s.release();
+      const pages = await Promise.all(s.tries);
       const refused = pages.filter((r) => r.status === 503);
       expect(refused).toHaveLength(32);
       for (const r of refused) {
@@ -608,37 +627,22 @@ describe('PIN checks in flight', () => {
       expect((await h.r.keys('ts:{b*}:pinip:*')).length).toBe(8);
       expect((await h.r.keys('ts:{b*}:pinnet:*')).length).toBe(8);
     } finally {
-      release();
-      await c.close();
-      await g.close();
+      await s.close();
     }
   });
+
   it('held past PIN_MAX_CHECKS take no more than the share of no token (MAX_INFLIGHT_PER_TOKEN)', async () => {
     // Every request of no token (pages, open endpoints, lookups of made-up tokens) counts under
     // one name: until 2026-12-08 they could take every place of the gateway, and a switch's
     // start was refused `overloaded` while PIN tries waited for their hashes.
-    const [switchTok, b] = await Promise.all([token(h, 'switch'), buyOne()]);
-    const { g, held, release } = await heldVerifications({ pinMaxChecks: 100, maxInflightPerToken: 15 });
-    const c = await Client.connect(g.port, switchTok);
+    const s = await spray({ pinMaxChecks: 100, maxInflightPerToken: 15 });
     try {
-      const session = await formSession(g, b.path);
-      let answered = 0;
-      const tries = Array.from({ length: 40 }, (_, i) =>
-        postPageForm(g, `/check/0/${randomBytes(16).toString('hex')}`, { pin: '0000' }, session, {
-          'X-Forwarded-For': `198.19.${i}.9`,
-        }).finally(() => answered++),
-      );
-      await until(() => held() + answered === 40, 20_000, 10, 'every try held or answered');
-      expect(held()).toBe(15);
-      const started = await c.request({ op: 'start', ref: 1, call: newKey('c'), id: b.id, dest: '4912345' });
-      expect(started.op).toBe('started');
-      release();
-      const pages = await Promise.all(tries);
-      expect(pages.filter((r) => r.status === 503)).toHaveLength(25);
+      expect(s.held()).toBe(15);
+      expect((await s.start()).op).toBe('started');
+      s.release();
+      expect((await Promise.all(s.tries)).filter((r) => r.status === 503)).toHaveLength(25);
     } finally {
-      release();
-      await c.close();
-      await g.close();
+      await s.close();
     }
   });
 });
