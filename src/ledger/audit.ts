@@ -12,7 +12,9 @@
  * takes its quantity. Any ID for which this does not hold is reported, as is
  * an ID sold twice, a record for an ID that does not exist, and value on an ID
  * that was never sold. Records archived and trimmed count through their IDs'
- * checkpoint, which holds the same sums over them.
+ * checkpoint, which holds the same sums over them. A charge or credit
+ * recorded twice balances on its ID; the doubles and voucher transfers that
+ * do not match are reported too (src/ledger/doubles.ts).
  *
  * The check reads one bucket at a time; on a system taking traffic a call or
  * redemption that completes between two reads can show as a difference that
@@ -21,6 +23,7 @@
 import type { Context } from '../app/context';
 import { keys } from '../redis/keys';
 import { scanIdKeys } from '../redis/scan';
+import { BucketDoubles, VoucherTransfers } from './doubles';
 import { redemptionFields } from './redemption-record';
 import { readStream } from './records';
 import { noneCarried, readCheckpoint, salesSumOf } from './retention';
@@ -90,7 +93,9 @@ export async function audit(ctx: Context): Promise<AuditReport> {
     if (list) list.push(hash);
     else idsByBucket.set(bucket, [hash]);
   }
+  const transfers = new VoucherTransfers();
   for (let b = 0; b < ctx.cfg.buckets; b++) {
+    const doubles = new BucketDoubles();
     const sums = new Map<string, Sums>();
     const of = (id: string): Sums => {
       let s = sums.get(id);
@@ -98,7 +103,9 @@ export async function audit(ctx: Context): Promise<AuditReport> {
       return s;
     };
     // Records archived and trimmed count through their checkpoint (src/ledger/retention.ts).
-    for (const [id, c] of await readCheckpoint(ctx, keys.checkpoint(b))) {
+    const checkpoint = await readCheckpoint(ctx, keys.checkpoint(b));
+    for (const [id, c] of checkpoint) {
+      if (c.vouchers !== 0 || c.topups !== 0) transfers.carried(id);
       const s = of(id);
       s.sold += c.sold;
       s.sales += c.sales;
@@ -114,10 +121,20 @@ export async function audit(ctx: Context): Promise<AuditReport> {
       const s = of(r.id!);
       s[sum] += Number(r[field]);
       if (sum === 'sold') s.sales++;
+      if (r.type === 'topup') {
+        doubles.topup(r);
+        if (r.source === 'voucher') transfers.credited(r);
+      } else if (r.type === 'voucher') transfers.taken(b, r);
     }
-    for await (const { fields: r } of readStream(ctx, keys.cdr(b))) of(r.id!).calls += Number(r.cost);
-    for await (const { fields: r } of readStream(ctx, keys.redemptions(b), '-', '+', redemptionFields))
+    for await (const { fields: r } of readStream(ctx, keys.cdr(b))) {
+      of(r.id!).calls += Number(r.cost);
+      doubles.call(r);
+    }
+    for await (const { fields: r } of readStream(ctx, keys.redemptions(b), '-', '+', redemptionFields)) {
       of(r.id!).redeemed += Number(r.amount);
+      doubles.redemption(r);
+    }
+    const doubled = doubles.problems(checkpoint);
     // Live calls have taken what they paid so far from the balance but have no record yet,
     // and hold reservations: what the ID does not have free must be their sum.
     for (const session of await ctx.redis.zrange(keys.live(b), '0', '-1')) {
@@ -137,11 +154,14 @@ export async function audit(ctx: Context): Promise<AuditReport> {
     for (let i = 0; i < ids.length; i += 500) {
       const chunk = ids.slice(i, i + 500);
       const pipe = ctx.redis.pipeline();
-      for (const id of chunk) pipe.hmget(keys.id(b, id), 'st', 'bal', 'free');
+      for (const id of chunk) pipe.hmget(keys.id(b, id), 'st', 'bal', 'free', 'tst', 'tn');
       const rows = (await pipe.exec()) ?? [];
       chunk.forEach((id, j) => {
-        const [st, bal, free] = (rows[j]?.[1] ?? []) as (string | null)[];
+        const [st, bal, free, tst, tn] = (rows[j]?.[1] ?? []) as (string | null)[];
         seen.add(id);
+        transfers.voucherState(id, tst ?? null, tn ?? null);
+        for (const problem of doubled.get(id) ?? [])
+          report.problems.push(row(b, id, st ?? '', Number(bal ?? 0), sums.get(id), problem));
         // A balance that is no whole number (a damaged hash) is a problem of its own: as a number
         // it would be NaN, and every total it went into would be NaN too.
         if (bal != null && !WHOLE.test(bal)) {
@@ -164,6 +184,8 @@ export async function audit(ctx: Context): Promise<AuditReport> {
     for (const [id, s] of sums)
       if (!seen.has(id)) report.problems.push(row(b, id, '', 0, s, 'records for an ID that does not exist'));
   }
+  for (const [voucher, bucket, problem] of transfers.problems())
+    report.problems.push(row(bucket, voucher, '', 0, undefined, problem));
   return report;
 }
 
