@@ -5,7 +5,8 @@
  * call of its own:
  *  - call records per call (switch + call id): one, or one and a `late` one
  *    (a late stop after the reaper's `stale` record or after a stop under
- *    another token name; lua/includes/late.lua writes at most one);
+ *    another token name; lua/includes/late.lua writes at most one, and
+ *    only after the call's record);
  *  - redemption records per scan (scanner + scan id): one redemption, and at
  *    most one reversal, only of a redemption (lua/reverse.lua);
  *  - top-up records per ID and reference (source + ref, as lua/topup.lua
@@ -14,9 +15,10 @@
  *    voucher's records took out (a return counts negative) equals what the
  *    `voucher` top-ups of that ref credited.
  * A record archived and trimmed is gone: its twin still in Redis is not seen
- * as a double, a reversal on an ID with trimmed records may have had its
- * redemption trimmed, and a transfer with one side trimmed (the voucher's or the
- * target's checkpoint carries such sums) is not checked.
+ * as a double, a late record or a reversal on an ID with trimmed records may
+ * have had its call record or redemption trimmed, and a transfer with one
+ * side trimmed (the voucher's or the target's checkpoint carries such sums)
+ * is not checked.
  */
 
 /** Problems found on one ID of a bucket, by ID hash. */
@@ -62,6 +64,10 @@ export class BucketDoubles {
       const [sw, call] = k.split('\n') as [string, string];
       if (c.closed > 1 || c.late > 1)
         add(out, c.id, `call ${sw}/${call} billed twice: ${c.closed} call records and ${c.late} late`);
+      // A late stop bills past the record that closed the call, in the same stream: alone, its
+      // record was forged, or the one before it was trimmed (an ID with a checkpoint).
+      else if (c.late > 0 && c.closed === 0 && !carried.has(c.id))
+        add(out, c.id, `call ${sw}/${call} has a late record but no call record`);
     }
     for (const [k, s] of this.scans) {
       const [scanner, scan] = k.split('\n') as [string, string];

@@ -120,6 +120,13 @@ describe('audit: charges and credits recorded twice', () => {
     expect(await problemsOf(id)).toEqual([`call sw-a/${call} billed twice: 1 call records and 2 late`]);
   });
 
+  it('reports a late record with no call record before it', async () => {
+    const id = await freshId();
+    const call = uniq('c');
+    await callRecord(id, 'sw-a', call, 'late', -3_000); // a give-back of a charge never made
+    expect(await problemsOf(id)).toEqual([`call sw-a/${call} has a late record but no call record`]);
+  });
+
   it('reports a top-up reference applied twice to one ID', async () => {
     const id = await freshId();
     await topupRecord(id, 'operator', 'ref-1', 300_000);
