@@ -59,6 +59,8 @@ export interface Reply {
   error(reason: Reason, message?: string): void;
 }
 
+const JSON_TYPE = 'application/json';
+
 /** The gateway's bound on unsent output, for the answers to a request (the router sets it). */
 const budgets = new WeakMap<HttpResponse, OutputBudget>();
 
@@ -90,15 +92,21 @@ function newReply(res: HttpResponse): Reply {
       if (r.aborted) fn();
       else (onAbort ??= []).push(fn);
     },
-    send(status, body, contentType = 'application/json', headers) {
+    send(status, body, contentType = JSON_TYPE, headers) {
       // uWS throws at a write to a response that has ended or gone.
       if (r.aborted || r.answered) return;
       r.answered = true;
       const output = budgetOf(res);
+      // Every JSON answer is of this moment and may name an ID, a balance or a purchase: no cache
+      // (a proxy's, a client library's) may keep it. Pages and assets say their own.
+      const head = (): void => {
+        res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType);
+        if (contentType === JSON_TYPE && !headers?.['Cache-Control']) res.writeHeader('Cache-Control', 'no-store');
+        for (const k in headers) res.writeHeader(k, headers[k]!);
+      };
       if (!output)
         return void res.cork(() => {
-          res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType);
-          for (const k in headers) res.writeHeader(k, headers[k]!);
+          head();
           res.end(body);
         });
       // What the kernel does not take now is not handed to uWS, which would keep it for a client
@@ -108,8 +116,7 @@ function newReply(res: HttpResponse): Reply {
       const size = Buffer.byteLength(body);
       let done = false;
       res.cork(() => {
-        res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType);
-        for (const k in headers) res.writeHeader(k, headers[k]!);
+        head();
         done = res.tryEnd(body, size)[1];
       });
       // Almost every answer is taken whole: only one that is not is copied, to be written on from its offset.
@@ -129,7 +136,7 @@ function newReply(res: HttpResponse): Reply {
       r.send(status, JSON.stringify(body));
     },
     error(reason, message = messageOf(reason)) {
-      r.send(statusOf(reason), JSON.stringify({ error: { reason, message } }), 'application/json', {
+      r.send(statusOf(reason), JSON.stringify({ error: { reason, message } }), JSON_TYPE, {
         [REASON_HEADER]: reason,
       });
     },

@@ -141,6 +141,25 @@ describe('health', () => {
     expect((await fetch(`${base}/v1/products`, { method: 'HEAD' })).headers.get('tessera-reason')).toBeNull();
   });
 
+  it('no JSON answer may be stored by a cache; the stylesheet may', async () => {
+    // A purchase's answer holds its ID number, a status its balance: until 2026-12-08 the JSON
+    // answers said nothing of caching, and a proxy or client library on the way could keep them.
+    const status = `/v1/ids/${unminted()}/status`;
+    const answers: [string, RequestInit, number][] = [
+      ['/v1/products', {}, 200],
+      ['/readyz', {}, 200],
+      [status, { headers: { authorization: `Bearer ${admin}` } }, 404],
+      ['/v1/purchases', { method: 'POST', headers: { 'content-type': 'application/json' } }, 401],
+      ['/nope', {}, 404],
+    ];
+    for (const [path, init, code] of answers) {
+      const r = await fetch(`${base}${path}`, init);
+      expect(r.status, path).toBe(code);
+      expect(r.headers.get('cache-control'), path).toBe('no-store');
+    }
+    expect((await fetch(`${base}/pages.css`)).headers.get('cache-control')).toBe('public, max-age=3600');
+  });
+
   it('a known path asked with another method → 405 method_not_allowed with Allow; both refusals carry the page headers', async () => {
     const cases: [string, string, string][] = [
       ['PUT', '/v1/purchases', 'POST'],
