@@ -104,13 +104,13 @@ type Refused = { ok: false } & Refusal;
 
 const throttled = (retryAfter: number): Refused => ({ ok: false, reason: 'throttled', retryAfter });
 
-/** A redeem on its way through the claim and redeem rounds (a class: one shape, no map changes on the hot path). */
 /** A void made offline: when, by the scanner's clock, and when it reached this gateway (ms). */
 interface OfflineVoid {
   at: number;
   arrived: number;
 }
 
+/** A redeem on its way through the claim and redeem rounds (a class: one shape, no map changes on the hot path). */
 class PendingScan implements ClaimItem, RedeemItem {
   /** scan_claim's answer: claimed by this scan, a retry of a claimed one, or taken by other terms. */
   claim: ClaimCode = CLAIMED;
