@@ -220,13 +220,10 @@ export class KamailioConnector {
   private readonly endingDialogs = new Set<Promise<unknown>>();
   /** stopEnded() listing dialogs, while it does: close() awaits it before it hands stops on. */
   private polling: Promise<void> | undefined;
-  /** takeUpDialogs() again, after a listing that failed; and whether that was said (once per streak). */
-  private takeUpAgain: NodeJS.Timeout | undefined;
   /** The reads of what Kamailio kept (readKept) going again after a failure. */
   private readonly readsAgain = new Set<NodeJS.Timeout>();
   /** The cuts' dlg.end_dlg waiting to go again (endDialog): a closed connector sends none. */
   private readonly endsAgain = new Set<NodeJS.Timeout>();
-  private takeUpFailing = false;
   private readonly log: Logger;
 
   constructor(o: ConnectorOptions) {
@@ -261,14 +258,17 @@ export class KamailioConnector {
       (first) => this.sendHandedOn(first),
       () => this.readKept((first) => this.stopUnheard(first)),
     );
-    await this.takeUpDialogs(again);
+    // After a loss, the calls whose dialogs are gone are stopped before those still up are taken up.
+    let rechecked = !again;
+    await this.readKept(async (first) => (rechecked ||= await this.recheckDialogs()) && this.takeUpDialogs(first));
   }
 
   /**
-   * A read of what Kamailio keeps for the next connector; one that failed (a Kamailio too busy to
-   * answer within the RPC's timeout) goes again while evapi is up, the steps after it going on
-   * meanwhile. Given up, the stops and events it holds waited for the next connector to attach:
-   * their calls reaped, billed to their last tick. `next` runs once the read succeeded.
+   * A read at attach of what Kamailio holds (the stops handed on, the events no connector heard, the
+   * dialogs up); one that failed (a Kamailio too busy to answer within the RPC's timeout) goes again
+   * while evapi is up, the steps after it going on meanwhile. Given up, the stops and events waited
+   * for the next connector to attach, their calls reaped and billed to their last tick, and the calls
+   * up talked on unmetered to their fail-safe. `next` runs once the read succeeded.
    */
   private async readKept(read: (first: boolean) => Promise<boolean>, next?: () => Promise<void>): Promise<void> {
     if (await read(true)) return next?.();
@@ -322,7 +322,6 @@ export class KamailioConnector {
 
   private async drain(waitMs: number): Promise<void> {
     clearInterval(this.sweep);
-    clearTimeout(this.takeUpAgain);
     this.stopReadsAgain();
     // The events Kamailio sent until it saw this connector go are handled (onEvent: no new calls).
     await this.evapi.close();
@@ -971,25 +970,22 @@ export class KamailioConnector {
    * their last tick, and, once the reaper closed them, beside the calls their
    * freed slot lets in. A call Tessera still meters is ticked on from its
    * answer; one the reaper closed is cut now and stopped with its seconds
-   * (billed as `late`).
+   * (billed as `late`). False when Kamailio could not list them (readKept).
    */
-  private async takeUpDialogs(again: boolean): Promise<void> {
-    clearTimeout(this.takeUpAgain);
-    if (again && !(await this.recheckDialogs())) return this.takeUpLater(again);
+  private async takeUpDialogs(first: boolean): Promise<boolean> {
     let dialogs;
     try {
       dialogs = await this.rpc.listDialogs();
     } catch (err) {
-      this.log[this.takeUpFailing ? 'debug' : 'warn'](
+      this.log[first ? 'warn' : 'debug'](
         { err: (err as Error).message },
         'rpc: cannot list dialogs to take up calls already up; trying again',
       );
-      return this.takeUpLater(false);
+      return false;
     }
-    this.takeUpFailing = false;
     // Closed meanwhile (a slow listing): a call taken up now had its start on a link closed, never
     // answered, and its tick timer running on. The next connector takes it up.
-    if (this.closing) return;
+    if (this.closing) return true;
     for (const d of dialogs) {
       const ats = Number(d.vars.ats);
       if (d.vars.tessera !== '1' || d.state !== 4 || !(ats > 0) || !d.vars.pid) continue;
@@ -1011,18 +1007,7 @@ export class KamailioConnector {
       this.log.info({ call: c.call }, 'took up a call already answered');
       this.scheduleTick(c);
     }
-  }
-
-  /**
-   * A listing that failed (a Kamailio too busy to answer within the RPC's timeout) goes again while
-   * evapi is up; once it is lost, its next connection takes up anew. Given up, the calls talking
-   * went unmetered to their fail-safe (on most IDs the whole balance), and one the reaper had
-   * closed was never cut.
-   */
-  private takeUpLater(again: boolean): void {
-    this.takeUpFailing = true;
-    if (this.closing || !this.evapi.connected) return;
-    this.takeUpAgain = setTimeout(() => void this.takeUpDialogs(again), TAKE_UP_RETRY_MS);
+    return true;
   }
 
   /**
