@@ -55,11 +55,21 @@ export interface Reply {
   onAbort(fn: () => void): void;
   send(status: number, body: string, contentType?: string, headers?: Record<string, string>): void;
   json(status: number, body: unknown): void;
-  /** `{error: {reason, message}}` with the reason's status from the catalogue. */
-  error(reason: Reason, message?: string): void;
+  /** `{error: {reason, message}}` with the reason's status from the catalogue, its reason in REASON_HEADER, and `headers`. */
+  error(reason: Reason, message?: string, headers?: Record<string, string>): void;
 }
 
 const JSON_TYPE = 'application/json';
+
+/**
+ * An answer's status and headers. Every JSON answer is of this moment and may name an ID, a balance
+ * or a purchase: no cache (a proxy's, a client library's) may keep it. Pages and assets say their own.
+ */
+function writeHead(res: HttpResponse, status: number, contentType: string, headers?: Record<string, string>): void {
+  res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType);
+  if (contentType === JSON_TYPE && !headers?.['Cache-Control']) res.writeHeader('Cache-Control', 'no-store');
+  for (const k in headers) res.writeHeader(k, headers[k]!);
+}
 
 /** The gateway's bound on unsent output, for the answers to a request (the router sets it). */
 const budgets = new WeakMap<HttpResponse, OutputBudget>();
@@ -97,16 +107,9 @@ function newReply(res: HttpResponse): Reply {
       if (r.aborted || r.answered) return;
       r.answered = true;
       const output = budgetOf(res);
-      // Every JSON answer is of this moment and may name an ID, a balance or a purchase: no cache
-      // (a proxy's, a client library's) may keep it. Pages and assets say their own.
-      const head = (): void => {
-        res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType);
-        if (contentType === JSON_TYPE && !headers?.['Cache-Control']) res.writeHeader('Cache-Control', 'no-store');
-        for (const k in headers) res.writeHeader(k, headers[k]!);
-      };
       if (!output)
         return void res.cork(() => {
-          head();
+          writeHead(res, status, contentType, headers);
           res.end(body);
         });
       // What the kernel does not take now is not handed to uWS, which would keep it for a client
@@ -116,7 +119,7 @@ function newReply(res: HttpResponse): Reply {
       const size = Buffer.byteLength(body);
       let done = false;
       res.cork(() => {
-        head();
+        writeHead(res, status, contentType, headers);
         done = res.tryEnd(body, size)[1];
       });
       // Almost every answer is taken whole: only one that is not is copied, to be written on from its offset.
@@ -135,9 +138,10 @@ function newReply(res: HttpResponse): Reply {
     json(status, body) {
       r.send(status, JSON.stringify(body));
     },
-    error(reason, message = messageOf(reason)) {
+    error(reason, message = messageOf(reason), headers) {
       r.send(statusOf(reason), JSON.stringify({ error: { reason, message } }), JSON_TYPE, {
         [REASON_HEADER]: reason,
+        ...headers,
       });
     },
   };

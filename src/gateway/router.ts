@@ -11,8 +11,8 @@
  */
 import type { Logger } from 'pino';
 import type { HttpRequest, HttpResponse, RecognizedString, TemplatedApp } from 'uWebSockets.js';
-import { messageOf, statusOf, type Reason } from '../protocol/reasons';
-import { REASON_HEADER, budgetOf, replyFor, withBudget, type Reply } from './http';
+import { messageOf, type Reason } from '../protocol/reasons';
+import { budgetOf, replyFor, withBudget, type Reply } from './http';
 import type { OutputBudget } from './output-budget';
 import { PAGE_HEADERS } from './routes/pages/kit';
 
@@ -163,9 +163,5 @@ function refuse(res: HttpResponse, req: HttpRequest, reason: Reason, headers: Re
   // An answer to HEAD has no body (one would be read as the start of the next answer).
   const head = req.getMethod() === 'head';
   const reply = replyFor(head ? withBudget(headOnly(res), budgetOf(res)) : res);
-  reply.send(statusOf(reason), JSON.stringify({ error: { reason, message: messageOf(reason) } }), 'application/json', {
-    ...PAGE_HEADERS,
-    [REASON_HEADER]: reason,
-    ...headers,
-  });
+  reply.error(reason, messageOf(reason), { ...PAGE_HEADERS, ...headers });
 }
