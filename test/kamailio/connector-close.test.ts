@@ -59,11 +59,7 @@ describe.skipIf(!haveKamailio())('kamailio: a lone connector closing', () => {
     // deliver it. It has left evapi first, so the end event of another call that hangs up meanwhile
     // goes to no one: until 2026-12-07 that call was reaped `stale`, billed to its last tick.
     const [owedId, talkingId] = (await soldIds(h, TALK, 2)) as [string, string];
-    const owedCalls = new Set<string>();
-    const proxy = new SwitchProxy(gw.port, (m) => {
-      if (m.op === 'start' && m.id === owedId && typeof m.call === 'string') owedCalls.add(m.call);
-      return m.op === 'stop' && owedCalls.has(String(m.call)) ? 'unavailable' : undefined;
-    });
+    const proxy = SwitchProxy.refusingStopsOf(gw.port, owedId);
     const c = await attachConnector(k, [await proxy.listen()], tok);
     try {
       const owedRun = runUac({
@@ -94,7 +90,7 @@ describe.skipIf(!haveKamailio())('kamailio: a lone connector closing', () => {
       // The stop it could not deliver is kept in Kamailio for the next connector (its other test: connector-restart).
       const owed = (await k.rpc('htable.dump', ['owed'])) as { result: { slot: { value: string }[] }[] };
       expect(owed.result.flatMap((e) => e.slot.map((x) => JSON.parse(x.value) as object))).toMatchObject([
-        { op: 'stop', call: [...owedCalls][0], cause: 'hangup', id: owedId },
+        { op: 'stop', call: proxy.refused[0]!.call, cause: 'hangup', id: owedId },
       ]);
     } finally {
       await c.close(0);

@@ -77,11 +77,7 @@ describe.skipIf(!haveKamailio())('kamailio: events no connector hears', () => {
     // ringing then is refused busy: until 2026-12-08 the closing connector looked for ended
     // dialogs of answered calls only, and the call held its ID until Tessera's RING_TIMEOUT_MS.
     const [owedId, ringId] = (await soldIds(h, TALK, 2)) as [string, string];
-    const owedCalls = new Set<string>();
-    const proxy = new SwitchProxy(gw.port, (m) => {
-      if (m.op === 'start' && m.id === owedId && typeof m.call === 'string') owedCalls.add(m.call);
-      return m.op === 'stop' && owedCalls.has(String(m.call)) ? 'unavailable' : undefined;
-    });
+    const proxy = SwitchProxy.refusingStopsOf(gw.port, owedId);
     const c = await attachConnector(k, [await proxy.listen()], tok);
     try {
       const ringCi = `ring-close-${Math.random().toString(36).slice(2)}@127.0.0.1`;

@@ -24,6 +24,18 @@ export class SwitchProxy {
     this.wss.on('connection', (client, req) => this.relay(client, req.headers.authorization ?? ''));
   }
 
+  /**
+   * A proxy that refuses `unavailable` every stop of the calls started on `id` (their bucket's Redis
+   * away): a connector closing then owes those stops, and waits for them.
+   */
+  static refusingStopsOf(gatewayPort: number, id: string): SwitchProxy {
+    const calls = new Set<string>();
+    return new SwitchProxy(gatewayPort, (m) => {
+      if (m.op === 'start' && m.id === id && typeof m.call === 'string') calls.add(m.call);
+      return m.op === 'stop' && calls.has(String(m.call)) ? 'unavailable' : undefined;
+    });
+  }
+
   /** The switch URL to give the client. */
   async listen(): Promise<string> {
     if (!this.wss.address()) await new Promise((r) => this.wss.once('listening', r));
