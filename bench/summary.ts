@@ -134,6 +134,18 @@ function switchMaxRows(f: Figures | undefined): Row[] {
   const starts = num(f, 'startsPerSec');
   return [
     judged("call_tick's Redis time ÷ reference debit's", fixed(cost, 2, '×'), TARGETS.tickCostRatio, cost),
+    {
+      what: '  the same, steady ticks only',
+      value: fixed(num(f, 'ceiling.reference.steadyTickCostRatio'), 2, '×'),
+      target: '(figure)',
+      met: undefined,
+    },
+    {
+      what: '  all / steady ticks ÷ the debit of one of as many IDs at random',
+      value: `${fixed(num(f, 'ceiling.reference.spreadTickCostRatio'), 2, '×')} / ${fixed(num(f, 'ceiling.reference.spreadSteadyTickCostRatio'), 2, '×')}`,
+      target: '(figure)',
+      met: undefined,
+    },
     judged('ticks/s ÷ batched ceiling (max mode)', fixed(batched, 2), TARGETS.maxTicksPerCeiling, batched),
     judged('tick→ticked p99 (max mode)', fixed(p99, 1, ' ms'), TARGETS.maxTickP99Ms, p99),
     judged(

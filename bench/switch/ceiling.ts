@@ -47,6 +47,22 @@ export interface Ceiling {
     batched: RbRun & { batch: number };
     tickCostRatio: number;
     tickCostRatioBatched: number;
+    /**
+     * The batch again on sessions already answered and billed, with a grant and a reservation
+     * that carry them further than any sec the run sends: every debit is a steady tick (the
+     * short path of lua/includes/charge.lua), as nearly all of a call's ticks are. The
+     * batched run above is mostly calls' first ticks, each priced by the general path.
+     */
+    steady: RbRun & { batch: number };
+    steadyTickCostRatio: number;
+    /**
+     * The reference debit once per FCALL on one of K copies of the ID hash at random: the
+     * keyspace and cache misses of reaching K keys, which every tick above has and the
+     * reference on one hot key has not. The two ratios divide the batched and steady ticks by it.
+     */
+    spread: RbRun;
+    spreadTickCostRatio: number;
+    spreadSteadyTickCostRatio: number;
   };
 }
 
@@ -331,6 +347,15 @@ redis.register_function('${REFERENCE_FN}', function(KEYS, ARGV)
   return #KEYS
 end)`;
 
+/**
+ * The session a few seconds into its talk: answered, billed to sec 1, with a reservation and a
+ * grant beyond any sec the runs send (the bench ID's balance covers them), so that every tick
+ * above what a session has billed is a steady one.
+ */
+function steadyTemplate(template: Record<string, string>): Record<string, string> {
+  return { ...template, used: '1', ans: String(Date.now()), cov: String(1e14), gnt: String(1e9) };
+}
+
 /** The single-tick rate had every tick debited, solved from the dup-path and mixed runs; prints a line. */
 function solveDebitPath(dupPath: RbRun, mixed: RbRun): { debitPathPerSec: number; derived: boolean } {
   const f = mixed.debitShare;
@@ -462,6 +487,18 @@ export async function measureCeiling(
     // The reference debit on the same ID hash: once per FCALL, then B per FCALL as the batch.
     await ctx.redis.call('FUNCTION', 'LOAD', 'REPLACE', REFERENCE_LIBRARY);
     const single = await run('reference', opts.rbRequests, undefined, ['FCALL', REFERENCE_FN, '1', idKey], 1, 1);
+    // And on K copies of that ID hash at random, as the ticks above reach K sessions: the same
+    // debit with the keyspace and CPU cache misses a tick meets, to tell those from the script's work.
+    const idPrefix = `${keys.id(bucket, 'bench-rb-')}`;
+    await cloneSessions(ctx, await ctx.redis.hgetall(idKey), idPrefix, K);
+    const spread = await run(
+      'reference, K IDs',
+      opts.rbRequests,
+      K,
+      ['FCALL', REFERENCE_FN, '1', `${idPrefix}__rand_int__`],
+      1,
+      1,
+    );
     const refBatch = await run(
       `reference ×${B}`,
       n,
@@ -470,17 +507,27 @@ export async function measureCeiling(
       B,
       1,
     );
+    await cloneSessions(ctx, steadyTemplate(template), clonePrefix, K);
+    const steady = await run(`steady ×${B}`, n, K, cmd, B);
     const perTick = r.serverUsecPerCall / B;
-    const ratio = (x: number): number => Math.round((perTick / x) * 100) / 100;
+    const perSteadyTick = steady.serverUsecPerCall / B;
+    const ratio = (x: number, per = perTick): number => Math.round((per / x) * 100) / 100;
     reference = {
       single,
       batched: { ...refBatch, batch: B },
       tickCostRatio: ratio(single.serverUsecPerCall),
       tickCostRatioBatched: ratio(refBatch.serverUsecPerCall / B),
+      steady: { ...steady, batch: B },
+      steadyTickCostRatio: ratio(single.serverUsecPerCall, perSteadyTick),
+      spread,
+      spreadTickCostRatio: ratio(spread.serverUsecPerCall, perTick),
+      spreadSteadyTickCostRatio: ratio(spread.serverUsecPerCall, perSteadyTick),
     };
     console.log(
       `  ${'tick cost'.padEnd(12)} call_tick ${perTick.toFixed(1)} µs/tick = ${reference.tickCostRatio} × the reference debit ` +
-        `once per FCALL (${single.serverUsecPerCall.toFixed(1)} µs), ${reference.tickCostRatioBatched} × it ${B} per FCALL`,
+        `once per FCALL (${single.serverUsecPerCall.toFixed(1)} µs), ${reference.tickCostRatioBatched} × it ${B} per FCALL; ` +
+        `a steady tick ${perSteadyTick.toFixed(1)} µs = ${reference.steadyTickCostRatio} ×; against the debit of one of ` +
+        `K IDs at random (${spread.serverUsecPerCall.toFixed(1)} µs) ${reference.spreadTickCostRatio} and ${reference.spreadSteadyTickCostRatio} ×`,
     );
   }
   return { fn, dupPath, mixed, debitPathPerSec, debitPathDerived: derived, batched, reference };

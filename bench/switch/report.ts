@@ -158,7 +158,7 @@ function printCeiling(r: SwitchRun): void {
       );
     if (ceiling.reference)
       console.log(
-        `  tick cost        call_tick's Redis time per tick = ${ceiling.reference.tickCostRatio} × a reference debit's, once per FCALL (target ${TARGETS.tickCostRatio.text}); ${ceiling.reference.tickCostRatioBatched} × batched alike`,
+        `  tick cost        call_tick's Redis time per tick = ${ceiling.reference.tickCostRatio} × a reference debit's, once per FCALL (target ${TARGETS.tickCostRatio.text}); ${ceiling.reference.tickCostRatioBatched} × batched alike; a steady tick ${ceiling.reference.steadyTickCostRatio} ×`,
       );
   }
 }
