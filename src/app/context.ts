@@ -4,6 +4,8 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config';
 import { IdKeys } from '../ids/secrets';
 import { connectRedis, waitReady, type RedisClient } from '../redis/connect';
+import { keys } from '../redis/keys';
+import { replicated } from '../redis/replication';
 import { Scripts } from '../redis/scripts';
 import { pinLayout } from './layout';
 import { resolveSecret } from './secret';
@@ -32,16 +34,22 @@ export async function openContext(cfg: Config, log: Logger, url = redisUrlFor(cf
   const redis = connectRedis(cfg, url, { log });
   const scripts = new Scripts(redis);
   let ids: IdKeys | undefined;
+  let pinOwed = false;
   // Ready means the library and the layout are in place, not only a PING: a cluster primary
   // just lost fails them until its replica takes over, and the start waits for that (waitReady).
+  // What this start wrote (on a new Redis) is also on a replica, with replicated acknowledgements
+  // on: lost in a failover, every later start would write it again on a primary that, short of its
+  // replica, refuses writes (NOREPLICAS). A look that could not confirm it confirms it the next time.
   const firstLook = async (): Promise<void> => {
     // A process starting clears the libraries earlier versions left (Scripts.load).
-    await scripts.load({ prune: true });
+    await scripts.load({ prune: true, confirm: true });
     ids ??= new IdKeys(
       resolveSecret(cfg, (msg) => log.warn(msg)),
       cfg.buckets,
     );
-    await pinLayout(redis, cfg, ids);
+    if (await pinLayout(redis, cfg, ids)) pinOwed = true;
+    if (pinOwed) await replicated(redis, keys.layout);
+    pinOwed = false;
   };
   try {
     await waitReady(redis, undefined, firstLook);

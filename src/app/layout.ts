@@ -8,9 +8,10 @@ import { scanIdKeys } from '../redis/scan';
  * BUCKETS, ID_LENGTH and the secret decide where every ID lives and how it is
  * found. The first process to open a Redis writes them down (the secret as a
  * keyed fingerprint); any later one configured otherwise refuses to start,
- * instead of answering unknown_id for every ID already sold.
+ * instead of answering unknown_id for every ID already sold. True when this
+ * process wrote the pin (it is then confirmed on a replica: openContext).
  */
-export async function pinLayout(redis: RedisClient, cfg: Config, ids: IdKeys): Promise<void> {
+export async function pinLayout(redis: RedisClient, cfg: Config, ids: IdKeys): Promise<boolean> {
   const mine = { buckets: cfg.buckets, idLength: cfg.idLength, secret: ids.mac('tessera:layout').slice(0, 16) };
   // Read first: a start must not need a write where the pin is already (a primary that has lost its
   // replica refuses every write, NOREPLICAS, and would keep every process from starting).
@@ -18,7 +19,7 @@ export async function pinLayout(redis: RedisClient, cfg: Config, ids: IdKeys): P
   if (prev === null) {
     await refuseOlderLayout(redis, cfg);
     prev = await redis.set(keys.layout, JSON.stringify(mine), 'NX', 'GET');
-    if (prev === null) return;
+    if (prev === null) return true;
   }
   const theirs = JSON.parse(prev) as typeof mine;
   if (theirs.buckets !== mine.buckets)
@@ -31,6 +32,7 @@ export async function pinLayout(redis: RedisClient, cfg: Config, ids: IdKeys): P
     );
   if (theirs.secret !== mine.secret)
     throw new ConfigError("TESSERA_SECRET differs from the one this Redis's IDs were minted with: set that secret");
+  return false;
 }
 
 /**

@@ -10,6 +10,7 @@
 import type { Config } from '../config/config';
 import type { RedisClient } from '../redis/connect';
 import { keys } from '../redis/keys';
+import { replicatedAtStart } from '../redis/replication';
 
 /** Windows per SCAN_TTL_SEC: more keep scans closer to the TTL, but every scan reads one hash per window. */
 const WINDOWS_PER_TTL = 2;
@@ -109,6 +110,9 @@ export async function openScanWindows(redis: RedisClient, cfg: Config, now = Dat
       await redis.hsetnx(key, 'legacyUntil', until);
     }
     await redis.hsetnx(key, 'windowMs', windowMsFor(cfg.scanTtlSec));
+    // On a replica before the gateway serves (with replicated acknowledgements on): lost in a failover,
+    // a later start would decide them again, perhaps otherwise, and could not write them (NOREPLICAS).
+    await replicatedAtStart(redis, key);
     [legacyUntil, windowMs] = await redis.hmget(key, 'legacyUntil', 'windowMs');
   }
   return new ScanWindows(cfg.scanTtlSec, Number(legacyUntil) || 0, Number(windowMs) || windowMsFor(cfg.scanTtlSec));

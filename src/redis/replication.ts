@@ -173,12 +173,21 @@ class Acks {
     const writer = this.writers[slot];
     const node = writer?.node ?? this.nodeOf(slot);
     if (!node) return done(new ReplicationTimeout(`no primary known for ${key}`));
-    const closes = writer ? writer.closes : closesOf(node).n;
+    this.addOn(
+      node,
+      writer ? writer.closes : closesOf(node).n,
+      done,
+      fenced ? keys.fence(bucketOfKey(key)) : undefined,
+    );
+  }
+
+  /** Waits on `node`'s own connection, which had closed `closes` times when the writes to cover were sent. */
+  addOn(node: Redis, closes: number, done: Done, fence?: string): void {
     if (closesOf(node).n !== closes) return done(new ReplicationTimeout('the connection to the primary closed'));
     let q = this.queues.get(node);
     if (!q) this.queues.set(node, (q = { waiting: [] }));
-    q.waiting.push({ done, closes, fenced });
-    if (fenced) q.fence ??= keys.fence(bucketOfKey(key));
+    q.waiting.push({ done, closes, fenced: fence !== undefined });
+    if (fence !== undefined) q.fence ??= fence;
     if (this.scheduled) return;
     this.scheduled = true;
     setImmediate(this.flush);
@@ -281,6 +290,42 @@ export function replicated(client: RedisClient, ...keysToCover: string[]): Promi
  */
 export function replicatedSeen(client: RedisClient, ...keysToCover: string[]): Promise<void> | undefined {
   return waitFor(client, true, keysToCover);
+}
+
+/**
+ * replicated() for a process starting, which waits for a replica a while
+ * behind as it waits for Redis itself (waitReady): asked again while it fails,
+ * until `timeoutMs` has passed. A failed WAIT leaves the writes it was to cover
+ * owed; the next WAIT on their connection covers them.
+ */
+export async function replicatedAtStart(client: RedisClient, key: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await replicated(client, key);
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/** How often `node`'s connection has closed: taken before writes sent on it directly, for replicatedOn. */
+export function closeCount(node: Redis): number {
+  return closesOf(node).n;
+}
+
+/**
+ * replicated() for writes sent on one node's connection itself rather than
+ * through the client by key (FUNCTION LOAD on each primary): resolves once a
+ * replica has every write answered on that connection. `closes` is its
+ * closeCount() from before the writes: a connection that closed since fails,
+ * as for replicated().
+ */
+export function replicatedOn(client: RedisClient, node: Redis, closes: number): Promise<void> | undefined {
+  const acks = acksOf.get(client);
+  if (!acks) return undefined;
+  return new Promise<void>((resolve, reject) => acks.addOn(node, closes, (err) => (err ? reject(err) : resolve())));
 }
 
 function waitFor(client: RedisClient, fenced: boolean, keysToCover: string[]): Promise<void> | undefined {

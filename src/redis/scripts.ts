@@ -16,6 +16,7 @@ import { dirname, join } from 'node:path';
 import Redis, { Cluster } from 'ioredis';
 import { Unpackr } from 'msgpackr';
 import type { RedisClient } from './connect';
+import { closeCount, replicatedOn } from './replication';
 
 export interface Script {
   name: string;
@@ -214,26 +215,46 @@ export class Scripts {
    * other versions, or every deploy would leave one behind for good. A process
    * of another version still running finds its own gone at its next call and
    * loads it again, without pruning: one reload per start, no back and forth.
+   *
+   * `confirm` (a process starting): with replicated acknowledgements on, every
+   * library this process loaded is on a replica before load returns. At run
+   * time the calls that follow a reload confirm it with their own WAIT on the
+   * same connection; a start has nothing to follow, and a library lost in a
+   * failover right after a first start must be loaded again by every later
+   * start, on a primary that, short of its replica, refuses it (NOREPLICAS).
+   * One not yet confirmed stays owed: the next load confirms it, though it
+   * finds the library there and loads nothing.
    */
-  async load({ prune = false } = {}): Promise<void> {
+  async load({ prune = false, confirm = false } = {}): Promise<void> {
     const client = this.client;
     // After a failover the cached node list may still name the failed primary.
     if (client instanceof Cluster)
       await new Promise<void>((ok, no) => client.refreshSlotsCache((err) => (err ? no(err) : ok())));
     const nodes = client instanceof Cluster ? client.nodes('master') : [client];
-    for (const node of nodes) await this.loadOn(node, prune);
+    for (const node of nodes) await this.loadOn(node, prune, confirm);
     if (client instanceof Cluster) await this.loadOnSlotless(client, nodes, prune);
+    if (confirm)
+      for (const [node, closes] of this.unconfirmed) {
+        await replicatedOn(client, node, closes);
+        this.unconfirmed.delete(node);
+      }
     this.loaded = true;
   }
 
-  private async loadOn(node: Redis, prune: boolean): Promise<void> {
+  /** The connections this process loaded the library on, and their closeCount() before, until a replica has it. */
+  private readonly unconfirmed = new Map<Redis, number>();
+
+  private async loadOn(node: Redis, prune: boolean, confirm: boolean): Promise<void> {
     // Look before loading: FUNCTION LOAD is a write, refused (NOREPLICAS) by a primary
     // that has lost its replica, which must not stop a process whose library is there.
     const present = await node.function('LIST', 'LIBRARYNAME', this.library.name);
-    if (!present.length)
+    if (!present.length) {
+      const closes = closeCount(node);
       await node.function('LOAD', this.library.code).catch((err: unknown) => {
         if (!(err instanceof Error && / already exists/.test(err.message))) throw err;
       });
+      if (confirm) this.unconfirmed.set(node, closes);
+    }
     if (prune) for (const name of await otherVersions(node, this.library.name)) await node.function('DELETE', name);
   }
 
@@ -265,7 +286,7 @@ export class Scripts {
       });
       try {
         await node.connect();
-        await this.loadOn(node, prune);
+        await this.loadOn(node, prune, false);
       } catch {
         // Told by the call sent there again, if any is.
       } finally {

@@ -1,0 +1,105 @@
+/**
+ * The first start on a new cluster writes what every later start reads: the
+ * script library on each primary, the layout pin and (a gateway) the scan
+ * windows. It goes on only once a replica has them: a failover right after it
+ * loses none, and a later start finds them on the promoted replica, which,
+ * with no replica of its own, refuses every write (NOREPLICAS) until the old
+ * primary is back.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openContext } from '../../src/app/context';
+import { loadConfig, type Config } from '../../src/config/config';
+import { createLogger } from '../../src/observability/log';
+import { keys } from '../../src/redis/keys';
+import { openScanWindows, windowMsFor } from '../../src/redemption/scan-windows';
+import { holdBackReplication, onNode, roleOf, startCluster, writable, type LocalCluster } from '../support/cluster';
+import { TEST_SECRET } from '../support/harness';
+import { sleep, until } from '../support/wait';
+
+/** How long the replica stays frozen: a start that waits for it is done only after. */
+const FROZEN_MS = 3_000;
+let cluster: LocalCluster;
+let cfg: Config;
+
+beforeAll(async () => {
+  cluster = await startCluster('tessera-first-start-');
+  cfg = loadConfig({
+    REDIS_CLUSTER: cluster.nodes,
+    TESSERA_SECRET: TEST_SECRET,
+    DATA_DIR: cluster.dir,
+    LOG_LEVEL: 'silent',
+  });
+  expect(cfg.redis.acks.replicated).toBe(true);
+}, 60_000);
+
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+/**
+ * Runs `first` while the replica of `key`'s primary lags behind a write it
+ * cannot take, kills that primary the moment `first` is done (a failover right
+ * after it) and thaws the replica FROZEN_MS after `first` began; returns once
+ * the replica has taken over (`promoted`). `restore` starts the old primary again.
+ */
+async function failoverRightAfter(
+  key: string,
+  first: () => Promise<void>,
+): Promise<{ promoted: number; restore: () => Promise<void> }> {
+  const { primary, replica } = await cluster.shardOf(key);
+  process.kill(cluster.pidOf(replica), 'SIGSTOP');
+  try {
+    await holdBackReplication(primary);
+    const done = first().then(() => process.kill(cluster.pidOf(primary), 'SIGKILL'));
+    await sleep(FROZEN_MS);
+    process.kill(cluster.pidOf(replica), 'SIGCONT');
+    await done;
+  } finally {
+    process.kill(cluster.pidOf(replica), 'SIGCONT');
+  }
+  await until(async () => (await roleOf(replica)).master, 20_000, 100, 'replica promoted');
+  return {
+    promoted: replica,
+    restore: async () => {
+      await cluster.restart(primary);
+      await writable(replica);
+    },
+  };
+}
+
+describe('the first start on a new cluster, then a failover', () => {
+  it('the library and the layout pin are on the replica that takes over: a later start reads them', async () => {
+    const { promoted, restore } = await failoverRightAfter(keys.layout, async () => {
+      await (await openContext(cfg, createLogger('silent'))).close();
+    });
+    try {
+      const ctx = await openContext(cfg, createLogger('silent'));
+      try {
+        expect(await ctx.redis.get(keys.layout)).toContain('"buckets"');
+        const libs = await onNode(promoted, (r) => r.function('LIST', 'LIBRARYNAME', ctx.scripts.library.name));
+        expect(libs).toHaveLength(1);
+      } finally {
+        await ctx.close();
+      }
+    } finally {
+      await restore();
+    }
+  }, 60_000);
+
+  it('the scan windows are on the replica that takes over: a later gateway reads them', async () => {
+    const windows = async (): Promise<number> => {
+      const ctx = await openContext(cfg, createLogger('silent'));
+      try {
+        return (await openScanWindows(ctx.redis, cfg)).windowMs;
+      } finally {
+        await ctx.close();
+      }
+    };
+    const { restore } = await failoverRightAfter(keys.scanWindows, async () => void (await windows()));
+    try {
+      expect(await windows()).toBe(windowMsFor(cfg.scanTtlSec));
+    } finally {
+      await restore();
+    }
+  }, 60_000);
+});
