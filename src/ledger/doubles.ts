@@ -4,9 +4,10 @@
  * the audit also gathers, from the records it reads anyway, without a Redis
  * call of its own:
  *  - call records per call (switch + call id): one, or one and a `late` one
- *    (a late stop after the reaper's `stale` record or after a stop under
- *    another token name; lua/includes/late.lua writes at most one, and
- *    only after the call's record);
+ *    after it (a late stop after the reaper's `stale` record or after a stop
+ *    under another token name; lua/includes/late.lua writes at most one, only
+ *    after the call's record, and never after a `recovered` one: a stop of a
+ *    recovered call is a repeat);
  *  - redemption records per scan (scanner + scan id): one redemption, and at
  *    most one reversal, only of a redemption (lua/reverse.lua);
  *  - top-up records per ID and reference (source + ref, as lua/topup.lua
@@ -30,18 +31,37 @@ const add = (out: IdProblems, id: string, problem: string): void => {
   else out.set(id, [problem]);
 };
 
+/** One call's records, in stream order. */
+interface CallRecords {
+  id: string;
+  closed: number;
+  late: number;
+  /** The cause of the latest record. */
+  last: string | undefined;
+  /** Where a late record stands that no late stop writes: before its call's record, or after a recovered one. */
+  misplaced: string | undefined;
+}
+
 /** One bucket's records, counted per call, scan and top-up reference. */
 export class BucketDoubles {
-  private readonly calls = new Map<string, { id: string; closed: number; late: number }>();
+  private readonly calls = new Map<string, CallRecords>();
   private readonly scans = new Map<string, { id: string; redeemed: number; reversed: number }>();
   private readonly topups = new Map<string, number>();
 
   call(r: Record<string, string | undefined>): void {
     const k = `${r.switch ?? ''}\n${r.call ?? ''}`;
     let c = this.calls.get(k);
-    if (!c) this.calls.set(k, (c = { id: r.id ?? '', closed: 0, late: 0 }));
-    if (r.cause === 'late') c.late++;
-    else c.closed++;
+    if (!c) this.calls.set(k, (c = { id: r.id ?? '', closed: 0, late: 0, last: undefined, misplaced: undefined }));
+    const cause = r.cause ?? '';
+    // Records come in stream order: a late one follows the record that closed its call.
+    if (cause === 'late') {
+      c.late++;
+      if (c.last === 'recovered') c.misplaced ??= 'after its recovered record';
+    } else {
+      c.closed++;
+      if (c.last === 'late') c.misplaced ??= `before its ${cause} record`;
+    }
+    c.last = cause;
   }
 
   redemption(r: Record<string, string | undefined>): void {
@@ -68,6 +88,7 @@ export class BucketDoubles {
       // record was forged, or the one before it was trimmed (an ID with a checkpoint).
       else if (c.late > 0 && c.closed === 0 && !carried.has(c.id))
         add(out, c.id, `call ${sw}/${call} has a late record but no call record`);
+      else if (c.misplaced !== undefined) add(out, c.id, `call ${sw}/${call} has a late record ${c.misplaced}`);
     }
     for (const [k, s] of this.scans) {
       const [scanner, scan] = k.split('\n') as [string, string];

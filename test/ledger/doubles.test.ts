@@ -130,6 +130,22 @@ describe('audit: charges and credits recorded twice', () => {
     expect(await problemsOf(id)).toEqual([`call sw-a/${call} has a late record but no call record`]);
   });
 
+  it('reports a late record before its call record, or after a recovered one; passes one after a stop', async () => {
+    const [before, recovered, stopped] = [await freshId(), await freshId(), await freshId()];
+    const call = uniq('c');
+    // A late stop is written only after the record that closed its call, and never of a recovered call.
+    await callRecord(before, 'sw-a', call, 'late', 2_000);
+    await callRecord(before, 'sw-a', call, 'stale', 5_000);
+    await callRecord(recovered, 'sw-a', call, 'recovered', 5_000);
+    await callRecord(recovered, 'sw-a', call, 'late', 2_000);
+    // A stop under another token name closed the call live; its own switch's stop billed what it talked past it.
+    await callRecord(stopped, 'sw-a', call, 'no-answer', 5_000);
+    await callRecord(stopped, 'sw-a', call, 'late', 2_000);
+    expect(await problemsOf(before)).toEqual([`call sw-a/${call} has a late record before its stale record`]);
+    expect(await problemsOf(recovered)).toEqual([`call sw-a/${call} has a late record after its recovered record`]);
+    expect(await problemsOf(stopped)).toEqual([]);
+  });
+
   it('reports a top-up reference applied twice to one ID', async () => {
     const id = await freshId();
     await topupRecord(id, 'operator', 'ref-1', 300_000);
