@@ -261,6 +261,26 @@ function lastForwarded(req: HttpRequest): string {
   return last.split(',').pop() ?? '';
 }
 
+/** The request's Host and Content-Length lines, counted by headerLines. */
+let hosts = 0;
+let lengths = 0;
+const countLine = (name: string): void => {
+  if (name === 'host') hosts++;
+  else if (name === 'content-length') lengths++;
+};
+
+/**
+ * How many Host and Content-Length lines a request has, in one pass over its
+ * headers: uWS' getHeader gives the first line of a name, and a proxy in
+ * front may read the last (request smuggling, a request for another site).
+ */
+export function headerLines(req: HttpRequest): { hosts: number; lengths: number } {
+  hosts = 0;
+  lengths = 0;
+  req.forEach(countLine);
+  return { hosts, lengths };
+}
+
 /** The token of an `Authorization: Bearer` header; the scheme is case-insensitive (RFC 9110 §11.1). */
 export function bearer(req: HttpRequest): string {
   const m = /^bearer[ \t]+(\S+)[ \t]*$/i.exec(req.getHeader('authorization'));

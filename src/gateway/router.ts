@@ -5,14 +5,14 @@
  * both with the buyer pages' security headers, since a browser may see them.
  * Every GET route answers HEAD too (RFC 9110 §9.3.2: monitors and link
  * checkers use it), with the GET's status and headers and no body.
- * A request with more than one Content-Length is not served (oneLength).
+ * A request with more than one Content-Length or Host is not served (framed).
  * A handler that throws, or whose promise fails, is answered 500 `internal`
  * here, once (answerFailure).
  */
 import type { Logger } from 'pino';
 import type { HttpRequest, HttpResponse, RecognizedString, TemplatedApp } from 'uWebSockets.js';
 import { messageOf, type Reason } from '../protocol/reasons';
-import { budgetOf, replyFor, withBudget, type Reply } from './http';
+import { budgetOf, headerLines, replyFor, withBudget, type Reply } from './http';
 import type { OutputBudget } from './output-budget';
 import { PAGE_HEADERS } from './routes/pages/kit';
 
@@ -47,7 +47,7 @@ export function methodRouter(
       handler(withBudget(res, output), req);
   const add = (method: 'GET' | 'POST', pattern: string, given: Handler, failed = failedJson): void => {
     allowed.set(pattern, [...(allowed.get(pattern) ?? []), ...(method === 'GET' ? ['GET', 'HEAD'] : [method])]);
-    const handler = oneLength(answerFailure(given, failed, log));
+    const handler = framed(answerFailure(given, failed, log));
     if (method === 'POST') return void app.post(pattern, bounded(handler));
     app.get(pattern, bounded(handler));
     app.head(pattern, (res, req) => handler(withBudget(headOnly(res), output), req));
@@ -67,7 +67,7 @@ export function methodRouter(
       // RFC 9110 §15.5.22: a 426 says which protocol to switch to.
       const upgrade = { Upgrade: 'websocket', 'Sec-WebSocket-Version': '13' };
       const any = (pattern: string, handler: Handler): void =>
-        void app.any(pattern, bounded(oneLength(answerFailure(handler, failedJson, log))));
+        void app.any(pattern, bounded(framed(answerFailure(handler, failedJson, log))));
       for (const pattern of upgrades) any(pattern, (res, req) => refuse(res, req, 'upgrade_required', upgrade));
       for (const [pattern, methods] of allowed)
         any(pattern, (res, req) => refuse(res, req, 'method_not_allowed', { Allow: methods.join(', ') }));
@@ -110,16 +110,15 @@ function answerFailure(handler: Handler, failed: FailedAnswer, log: Logger): Han
  * RFC 9112 §6.3 calls it an unrecoverable error, to answer 400 and close. This
  * uWS build reads on after a response that asks to close, so the connection is
  * closed at once, unanswered: nothing after the first length is read.
+ * Two Host headers make the site asked for one (RFC 9112 §3.2: answered 400,
+ * `bad_host`); the body's end is not in doubt, so the connection goes on. (A
+ * request of HTTP/1.1 with none uWS closes itself.)
  */
-function oneLength(handler: Handler): Handler {
+function framed(handler: Handler): Handler {
   return (res, req) => {
-    if (req.getHeader('content-length') !== '') {
-      let lengths = 0;
-      req.forEach((name) => {
-        if (name === 'content-length') lengths++;
-      });
-      if (lengths > 1) return void res.close();
-    }
+    const lines = headerLines(req);
+    if (lines.lengths > 1) return void res.close();
+    if (lines.hosts > 1) return refuse(res, req, 'bad_host');
     return handler(res, req);
   };
 }

@@ -20,7 +20,16 @@ import type { Metrics } from '../observability/metrics';
 import { Conn, type ConnData } from './connection';
 import type { OutputBudget } from './output-budget';
 import { ANONYMOUS, Dispatcher, type Load, type Routes } from './dispatch';
-import { authorize, authorizeFresh, bearer, clientAddress, replyFor, withBudget, type AuthResult } from './http';
+import {
+  authorize,
+  authorizeFresh,
+  bearer,
+  clientAddress,
+  headerLines,
+  replyFor,
+  withBudget,
+  type AuthResult,
+} from './http';
 import type { Reason } from '../protocol/reasons';
 import { clientGroup, type ProxyTrust } from '../protocol/client-address';
 
@@ -160,6 +169,8 @@ export class WsEndpoints {
 
   private upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t, path: string, role: Role): void {
     const { cfg, catalog } = this.d;
+    // As for any request (router.ts, framed): which site it is for is in doubt.
+    if (headerLines(req).hosts > 1) return this.refuse(res, 'bad_host');
     // Headers must be read before any await: uWS reuses req afterwards.
     const tok = bearer(req) || new URLSearchParams(req.getQuery() ?? '').get('token') || '';
     // By its group, as the buy and PIN limits count it: one subscriber's /64 holds more addresses than any limit.

@@ -30,6 +30,7 @@ export const REASONS = {
   not_found: reason(404, 'no such endpoint'),
   method_not_allowed: reason(405, 'this endpoint does not take this method (Allow lists those it takes)'),
   upgrade_required: reason(426, 'this endpoint takes WebSocket upgrades only (Upgrade: websocket)'),
+  bad_host: reason(400, 'a request carries one Host header, not several (RFC 9112 §3.2)'),
 
   // Clients and capacity
   unauthorized: reason(401, 'bearer token required'),

@@ -76,6 +76,28 @@ describe('two Content-Length headers', () => {
   });
 });
 
+describe('two Host headers', () => {
+  it('are answered 400 bad_host (RFC 9112 §3.2), over HTTP and at a WebSocket upgrade; one is served', async () => {
+    const hosts = 'Host: a.example\r\nHost: b.example\r\n';
+    const refused = async (request: string): Promise<void> => {
+      const r = await rawExchange(gw.port, request);
+      expect(r.text, request).toMatch(/^HTTP\/1\.1 400 /);
+      expect(r.text).toMatch(/\r\nTessera-Reason: bad_host\r\n/i);
+    };
+    await refused(`GET /healthz HTTP/1.1\r\n${hosts}Connection: close\r\n\r\n`);
+    await refused(`GET /buy HTTP/1.1\r\n${hosts}Connection: close\r\n\r\n`);
+    await refused(
+      `POST /v1/validate HTTP/1.1\r\n${hosts}Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`,
+    );
+    await refused(
+      `GET /v1/switch HTTP/1.1\r\n${hosts}Upgrade: websocket\r\nConnection: Upgrade\r\n` +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    const one = await rawExchange(gw.port, 'GET /healthz HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n');
+    expect(one.text).toMatch(/^HTTP\/1\.1 200 OK/);
+  });
+});
+
 describe('a JSON request without a good token, its body not sent', () => {
   it('is refused at once with its reason; a body sent after that is read as its body, never as a request', async () => {
     const scanner = await token(h, 'scanner');
