@@ -179,6 +179,15 @@ const DELETED = 5;
 const RETRYABLE = new Set(['unavailable', 'overloaded', 'internal']);
 /** A cut ordered at the call's paid end (cutWhenPaidUp) and not made yet. */
 const cutPending = (c: Call): boolean => c.cutAt > 0 && !c.ending;
+/**
+ * The tick of the call's last paid second went, and no word has come of what follows: Tessera's
+ * cut-off (a cut at that end) or more paid (a re-grant moves the end on), or the connector's own
+ * cut there, at the next tick, for want of either.
+ */
+const atPaidEnd = (c: Call): boolean => {
+  const end = paidEnd(c.maxSec, c.horizon);
+  return c.started && !c.ending && !c.cutAt && c.answerAt > 0 && end > 0 && c.ticked >= end;
+};
 
 /**
  * When a refused stop is sent again, or undefined when its refusal is final. A lost call's stop
@@ -330,10 +339,12 @@ export class KamailioConnector {
     // an ended dialog). Dropped, the call was reaped `stale`, billed to its last tick.
     for (const c of [...this.calls.values()]) c.cutting?.();
     // A cut ordered at the paid end keeps its timer (it is owed, as a stop is): cleared, the call
-    // was cut by no connector and talked on to Kamailio's fail-safe, past what it paid.
+    // was cut by no connector and talked on to Kamailio's fail-safe, past what it paid. So does a
+    // call whose last paid second's tick waits for its word (awaitWord).
     for (const c of this.calls.values()) {
       clearTimeout(c.askAgain);
-      if (!c.stopping && !cutPending(c)) clearTimeout(c.timer);
+      if (atPaidEnd(c)) this.awaitWord(c);
+      else if (!c.stopping && !cutPending(c)) clearTimeout(c.timer);
     }
     if (this.owed().length > 0) {
       let timer: NodeJS.Timeout | undefined;
@@ -348,6 +359,8 @@ export class KamailioConnector {
       // A listing still under way may find a call that ended: its stop, made after the hand-on,
       // went out on a closed link and no connector had it. It is owed, and handed on, with the rest.
       await this.polling;
+      // A call still waiting for word at its paid end is cut there, as its next tick would.
+      for (const c of this.calls.values()) if (atPaidEnd(c)) this.cutForWantOfWord(c);
       // A cut still to come (a wait shorter than its margin) is made at its time, never early: it
       // is due within TICK_LEAD_MS + CUT_MARGIN_MS of its order. Its stop is then handed on.
       await Promise.all([...this.calls.values()].filter(cutPending).map((c) => this.cutAtItsTime(c)));
@@ -360,6 +373,27 @@ export class KamailioConnector {
     for (const t of this.endsAgain) clearTimeout(t);
     await Promise.allSettled(this.endingDialogs);
     this.rpc.close();
+  }
+
+  /**
+   * While close() waits: a call whose last paid second's tick went and has had no word yet. Left
+   * (the connector off evapi ticks no call), the cut-off on its way found the link closed, no
+   * connector cut the call, and it talked on past what it paid to Kamailio's fail-safe, its grant
+   * plus grace, unbilled. Its cut-off orders the cut (onTessera), a re-grant lets it go to the next
+   * connector (onTicked), and with no word by its next tick it is cut at its paid end, as tick()
+   * would.
+   */
+  private awaitWord(c: Call): void {
+    clearTimeout(c.timer);
+    const nextTick = c.answerAt + (paidEnd(c.maxSec, c.horizon) + 1) * 1000;
+    c.timer = setTimeout(() => this.cutForWantOfWord(c), Math.max(0, nextTick - steadyNow()));
+  }
+
+  private cutForWantOfWord(c: Call): void {
+    if (!atPaidEnd(c)) return;
+    const sec = paidEnd(c.maxSec, c.horizon);
+    this.log.warn({ call: c.call, sec, closing: true }, 'no word of more at the paid end: cut ordered');
+    this.cutWhenPaidUp(c, sec, 'max_sec');
   }
 
   private async cutAtItsTime(c: Call): Promise<void> {
@@ -503,12 +537,17 @@ export class KamailioConnector {
 
   /**
    * The calls whose stop Tessera has not answered yet, sent or waiting for their start's answer,
-   * and those with a cut ordered at their paid end, not made yet.
+   * those with a cut ordered at their paid end, not made yet, and those waiting for word there.
    */
   private owed(): Call[] {
     return [...this.calls.values()].filter(
-      (c) => c.stopping !== undefined || (c.endAfterStart !== undefined && !c.ending) || cutPending(c),
+      (c) => c.stopping !== undefined || (c.endAfterStart !== undefined && !c.ending) || cutPending(c) || atPaidEnd(c),
     );
+  }
+
+  /** While close() waits: once nothing is owed, it waits no more. */
+  private settleIfPaid(): void {
+    if (this.settled && this.owed().length === 0) this.settled();
   }
 
   private onEvent(payload: string): void {
@@ -572,7 +611,7 @@ export class KamailioConnector {
       });
     this.calls.delete(c.call);
     this.done.set(c.call, Date.now() + DONE_TTL_MS);
-    if (this.settled && this.owed().length === 0) this.settled();
+    this.settleIfPaid();
   }
 
   private onInvite(e: InviteEvent): void {
@@ -738,7 +777,9 @@ export class KamailioConnector {
       }
       if (paidEnd(c.maxSec, horizon) !== end && c.timer && !c.ending && !c.cutAt) {
         clearTimeout(c.timer);
-        this.scheduleTick(c);
+        // Closing, a call paid on is the next connector's to tick (it takes it up).
+        if (this.closing) this.settleIfPaid();
+        else this.scheduleTick(c);
       }
     }
     if (typeof grant !== 'number' || grant < c.grant) return;

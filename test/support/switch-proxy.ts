@@ -14,6 +14,8 @@ export class SwitchProxy {
   private readonly wss: WebSocketServer;
   /** Requests answered by the proxy so far. */
   readonly refused: Msg[] = [];
+  /** The gateway's frames held back (holdAnswers), in order, while they are. */
+  private held: (() => void)[] | undefined;
 
   /** `refuse`: the reason to answer a request with, or undefined to relay it. */
   constructor(
@@ -42,6 +44,18 @@ export class SwitchProxy {
     return `ws://127.0.0.1:${(this.wss.address() as AddressInfo).port}/v1/switch`;
   }
 
+  /** Holds back whatever the gateway sends from now on (its answers, cut-offs) until releaseAnswers(). */
+  holdAnswers(): void {
+    this.held ??= [];
+  }
+
+  /** Lets the frames held back go, in order, and the next ones through as they come. */
+  releaseAnswers(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const go of held) go();
+  }
+
   async close(): Promise<void> {
     for (const c of this.wss.clients) c.terminate();
     await new Promise((r) => this.wss.close(r));
@@ -51,7 +65,11 @@ export class SwitchProxy {
     const up = new WebSocket(`ws://127.0.0.1:${this.gatewayPort}/v1/switch`, { headers: { authorization } });
     const early: string[] = [];
     up.on('open', () => early.splice(0).forEach((f) => up.send(f)));
-    up.on('message', (data: Buffer, isBinary) => client.send(data, { binary: isBinary }));
+    up.on('message', (data: Buffer, isBinary) => {
+      const go = (): void => client.send(data, { binary: isBinary });
+      if (this.held) this.held.push(go);
+      else go();
+    });
     client.on('message', (data: Buffer) => {
       const body = JSON.parse(data.toString('utf8')) as Msg | Msg[];
       const passed: Msg[] = [];
