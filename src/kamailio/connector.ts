@@ -71,6 +71,8 @@ interface Call {
   cutting?: () => void;
   /** An end event that came meanwhile: the seconds Kamailio timed (its BYE may have beaten the cut). */
   endedSec?: number;
+  /** When this connector began to track it, in order (`tracked`): a listing asked for before knows nothing of it. */
+  seq: number;
   /** The call ended before its `started` arrived: stop it then. */
   endAfterStart?: { sec: number; cause: string };
   /** A re-grant tick refused `overloaded` (or failed): its resend, and how many went for its sec (askAgain()). */
@@ -220,6 +222,8 @@ export class KamailioConnector {
   private readonly rpc: KamailioRpc;
   private readonly link: SwitchLink;
   private sweep: NodeJS.Timeout | undefined;
+  /** How many calls this connector has tracked: the latest one's `seq`. */
+  private tracked = 0;
   /** When evapi was last lost, on the steady clock (as `answerAt`). */
   private lostAt = 0;
   /** close() under way: resolved once every stop owed is answered, or its time is up. */
@@ -587,6 +591,7 @@ export class KamailioConnector {
       cutAt: 0,
       cutSec: 0,
       cutCause: '',
+      seq: ++this.tracked,
     };
     this.calls.set(c.call, c);
     return c;
@@ -1058,6 +1063,9 @@ export class KamailioConnector {
    */
   private async recheckDialogs(): Promise<boolean> {
     const lostAt = this.lostAt;
+    // A call tracked from now on (admitted, adopted) may have no dialog in the listing yet: taken
+    // for gone, it was stopped `lost` (0 s) while it talked, and its next tick had it cut.
+    const known = this.tracked;
     const alive = new Set<string>();
     /** Deleted dialogs' ends (ms): a call may have talked on past lostAt to them. */
     const endedAt = new Map<string, number>();
@@ -1074,8 +1082,12 @@ export class KamailioConnector {
       this.log.warn({ err: (err as Error).message }, 'rpc: cannot check dialogs after reconnecting');
       return false;
     }
+    // Closing meanwhile: its calls are the next connector's (it takes them up), and one whose
+    // dialog ended while it closes is stopped by the close's poll (stopEnded). A `lost` stop now
+    // was sent during its wait on a listing already old, or after it on a link closed.
+    if (this.closing) return true;
     for (const c of [...this.calls.values()]) {
-      if (alive.has(c.call) || c.ending) continue;
+      if (alive.has(c.call) || c.ending || c.seq > known) continue;
       // Billed to its dialog's end when Kamailio knows it (whole seconds: never past the real end),
       // else to the moment evapi was lost, when it had ended at the latest. Each span on one
       // clock: the dialog's end from the answer by Kamailio's, the loss from it by this
