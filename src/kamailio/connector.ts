@@ -111,11 +111,18 @@ export const CLOSE_WAIT_MS = 5_000;
  */
 const ENDED_POLL_MS = 250;
 /**
- * How soon a read at attach that failed (the stops handed on, the events no connector heard, the
- * listing of dialogs to take up) goes again: a taken-up call Tessera still meters must be ticked
+ * How soon a read at attach that got no answer (the stops handed on, the events no connector heard,
+ * the listing of dialogs to take up) goes again: a taken-up call Tessera still meters must be ticked
  * before the reaper's STALE_AFTER_MS.
  */
 const TAKE_UP_RETRY_MS = 500;
+/**
+ * A read Kamailio answered with an error (a kamailio.cfg without the htable it reads: one from
+ * before `ends` existed answers "No such htable") goes again after these, doubling: asked again
+ * every 500 ms, it failed the same way for as long as evapi stayed up, and logged every time.
+ */
+const READ_REFUSED_FIRST_MS = 500;
+const READ_REFUSED_MAX_MS = 30_000;
 /** How long an ended call's dialog is remembered, so its late events are ignored. */
 const DONE_TTL_MS = 120_000;
 /**
@@ -268,32 +275,64 @@ export class KamailioConnector {
     // The events no connector heard only once the stops handed on are read, also after a failed read:
     // handled first, a cut call's end event billed it to Kamailio's end, past the seconds it paid.
     await this.readKept(
-      (first) => this.sendHandedOn(first),
-      () => this.readKept((first) => this.stopUnheard(first)),
+      'read the stops handed on',
+      () => this.sendHandedOn(),
+      () => this.readKept('read the dialog events no connector heard', () => this.stopUnheard()),
     );
     // After a loss, the calls whose dialogs are gone are stopped before those still up are taken up.
     let rechecked = !again;
-    await this.readKept(async (first) => (rechecked ||= await this.recheckDialogs()) && this.takeUpDialogs(first));
+    await this.readKept('list dialogs to take up calls already up', async () => {
+      if (!rechecked) await this.recheckDialogs();
+      rechecked = true;
+      await this.takeUpDialogs();
+    });
   }
 
   /**
    * A read at attach of what Kamailio holds (the stops handed on, the events no connector heard, the
-   * dialogs up); one that failed (a Kamailio too busy to answer within the RPC's timeout) goes again
-   * while evapi is up, the steps after it going on meanwhile. Given up, the stops and events waited
-   * for the next connector to attach, their calls reaped and billed to their last tick, and the calls
-   * up talked on unmetered to their fail-safe. `next` runs once the read succeeded.
+   * dialogs up); one that failed goes again while evapi is up, the steps after it going on meanwhile.
+   * Given up, the stops and events waited for the next connector to attach, their calls reaped and
+   * billed to their last tick, and the calls up talked on unmetered to their fail-safe. Unanswered (a
+   * Kamailio too busy to answer within the RPC's timeout) it goes again soon; answered with an error
+   * (a kamailio.cfg that lacks what it reads) it backs off, said once at `error` with what to do.
+   * `next` runs once the read succeeded.
    */
-  private async readKept(read: (first: boolean) => Promise<boolean>, next?: () => Promise<void>): Promise<void> {
-    if (await read(true)) return next?.();
-    const later = (): void => {
+  private async readKept(what: string, read: () => Promise<void>, next?: () => Promise<void>): Promise<void> {
+    let tries = 0;
+    let refusedMs = 0;
+    const attempt = async (): Promise<number | undefined> => {
+      try {
+        await read();
+        return undefined;
+      } catch (err) {
+        const { message, rpcCode } = err as Error & { rpcCode?: number };
+        const first = tries++ === 0;
+        if (rpcCode === undefined) {
+          this.log[first ? 'warn' : 'debug']({ err: message }, `rpc: cannot ${what}; trying again`);
+          return TAKE_UP_RETRY_MS;
+        }
+        refusedMs = Math.min(refusedMs ? refusedMs * 2 : READ_REFUSED_FIRST_MS, READ_REFUSED_MAX_MS);
+        if (refusedMs === READ_REFUSED_FIRST_MS)
+          this.log.error(
+            { err: message, retryMaxMs: READ_REFUSED_MAX_MS },
+            `rpc: Kamailio refuses to ${what}; run deploy/kamailio/kamailio.cfg of this release (its htables owed and ends) and restart Kamailio; asked again less and less often`,
+          );
+        else this.log.debug({ err: message, retryMs: refusedMs }, `rpc: Kamailio refuses to ${what}; trying again`);
+        return refusedMs;
+      }
+    };
+    const later = (wait: number | undefined): void => {
+      if (wait === undefined) return void next?.();
       if (this.closing || !this.evapi.connected) return;
       const timer = setTimeout(() => {
         this.readsAgain.delete(timer);
-        void read(false).then((ok) => (ok ? void next?.() : later()));
-      }, TAKE_UP_RETRY_MS);
+        void attempt().then(later);
+      }, wait);
       this.readsAgain.add(timer);
     };
-    later();
+    const wait = await attempt();
+    if (wait === undefined) return next?.();
+    later(wait);
   }
 
   private stopReadsAgain(): void {
@@ -430,14 +469,8 @@ export class KamailioConnector {
    * On evapi: the stops connectors that closed handed on (handOn), sent as
    * this connector's own, each dropped from Kamailio once answered.
    */
-  private async sendHandedOn(first: boolean): Promise<boolean> {
-    let owed;
-    try {
-      owed = await this.rpc.handedOn();
-    } catch (err) {
-      this.log[first ? 'warn' : 'debug']({ err: (err as Error).message }, 'rpc: cannot read the stops handed on');
-      return false;
-    }
+  private async sendHandedOn(): Promise<void> {
+    const owed = await this.rpc.handedOn();
     for (const { call, stop } of owed) {
       if (this.closing) break;
       // A call of its own (evapi tells every connector its end): the entry goes with its stop's
@@ -468,7 +501,6 @@ export class KamailioConnector {
       this.log.info({ call, sec, cause }, 'sending a stop handed on');
       this.stop(c, sec as number, cause);
     }
-    return true;
   }
 
   /**
@@ -477,24 +509,14 @@ export class KamailioConnector {
    * have stopped them. Unstopped, one that ended was reaped `stale`, billed to its last tick, and
    * one that failed while it rang held its ID's call slot until Tessera's RING_TIMEOUT_MS.
    */
-  private async stopUnheard(first: boolean): Promise<boolean> {
-    let kept;
-    try {
-      kept = await this.rpc.unheard();
-    } catch (err) {
-      this.log[first ? 'warn' : 'debug'](
-        { err: (err as Error).message },
-        'rpc: cannot read the dialog events no connector heard',
-      );
-      return false;
-    }
+  private async stopUnheard(): Promise<void> {
+    const kept = await this.rpc.unheard();
     if (kept.length > 0)
       this.log.info({ events: kept.length }, 'stopping the calls of dialog events no connector heard');
     for (const { key, event } of kept) {
       if (this.closing) break;
       this.onUnheard(key, event);
     }
-    return true;
   }
 
   /** One event htable `ends` kept, under `key`: handled as heard, its entry dropped once its stop is answered. */
@@ -1016,22 +1038,13 @@ export class KamailioConnector {
    * their last tick, and, once the reaper closed them, beside the calls their
    * freed slot lets in. A call Tessera still meters is ticked on from its
    * answer; one the reaper closed is cut now and stopped with its seconds
-   * (billed as `late`). False when Kamailio could not list them (readKept).
+   * (billed as `late`). Throws when Kamailio could not list them (readKept).
    */
-  private async takeUpDialogs(first: boolean): Promise<boolean> {
-    let dialogs;
-    try {
-      dialogs = await this.rpc.listDialogs();
-    } catch (err) {
-      this.log[first ? 'warn' : 'debug'](
-        { err: (err as Error).message },
-        'rpc: cannot list dialogs to take up calls already up; trying again',
-      );
-      return false;
-    }
+  private async takeUpDialogs(): Promise<void> {
+    const dialogs = await this.rpc.listDialogs();
     // Closed meanwhile (a slow listing): a call taken up now had its start on a link closed, never
     // answered, and its tick timer running on. The next connector takes it up.
-    if (this.closing) return true;
+    if (this.closing) return;
     for (const d of dialogs) {
       const ats = Number(d.vars.ats);
       if (d.vars.tessera !== '1' || d.state !== 4 || !(ats > 0) || !d.vars.pid) continue;
@@ -1053,15 +1066,14 @@ export class KamailioConnector {
       this.log.info({ call: c.call }, 'took up a call already answered');
       this.scheduleTick(c);
     }
-    return true;
   }
 
   /**
    * Back on evapi after a loss: Kamailio may have restarted, and its dialogs
    * with it. A call whose dialog is gone is stopped at the moment evapi was
-   * lost (it ended no later than that). False when Kamailio could not be asked.
+   * lost (it ended no later than that). Throws when Kamailio could not be asked (readKept).
    */
-  private async recheckDialogs(): Promise<boolean> {
+  private async recheckDialogs(): Promise<void> {
     const lostAt = this.lostAt;
     // A call tracked from now on (admitted, adopted) may have no dialog in the listing yet: taken
     // for gone, it was stopped `lost` (0 s) while it talked, and its next tick had it cut.
@@ -1069,23 +1081,18 @@ export class KamailioConnector {
     const alive = new Set<string>();
     /** Deleted dialogs' ends (ms): a call may have talked on past lostAt to them. */
     const endedAt = new Map<string, number>();
-    try {
-      // A deleted dialog (state 5) stays listed a few seconds: one that ended while no connector
-      // was attached (a BYE during Kamailio's restart) sent its end event to no one, and taken
-      // for alive its call was ticked on, its ID busy, until its paid end.
-      for (const d of await this.rpc.listDialogs()) {
-        const call = callIdOf(d.ci, d.he, d.hi);
-        if (d.state !== DELETED) alive.add(call);
-        else if (d.endTs > 0) endedAt.set(call, d.endTs * 1000);
-      }
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'rpc: cannot check dialogs after reconnecting');
-      return false;
+    // A deleted dialog (state 5) stays listed a few seconds: one that ended while no connector
+    // was attached (a BYE during Kamailio's restart) sent its end event to no one, and taken
+    // for alive its call was ticked on, its ID busy, until its paid end.
+    for (const d of await this.rpc.listDialogs()) {
+      const call = callIdOf(d.ci, d.he, d.hi);
+      if (d.state !== DELETED) alive.add(call);
+      else if (d.endTs > 0) endedAt.set(call, d.endTs * 1000);
     }
     // Closing meanwhile: its calls are the next connector's (it takes them up), and one whose
     // dialog ended while it closes is stopped by the close's poll (stopEnded). A `lost` stop now
     // was sent during its wait on a listing already old, or after it on a link closed.
-    if (this.closing) return true;
+    if (this.closing) return;
     for (const c of [...this.calls.values()]) {
       if (alive.has(c.call) || c.ending || c.seq > known) continue;
       // Billed to its dialog's end when Kamailio knows it (whole seconds: never past the real end),
@@ -1104,6 +1111,5 @@ export class KamailioConnector {
       if (c.started) this.stop(c, sec, 'lost');
       else c.endAfterStart = { sec, cause: 'lost' };
     }
-    return true;
   }
 }

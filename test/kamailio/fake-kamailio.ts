@@ -63,8 +63,8 @@ export interface FakeRpc {
   url: string;
   /** What dlg.list lists (none by default: what a started connector lists to take calls up). */
   dialogs: object[];
-  /** Every method called, with its parameters (dlg.end_dlg: a cut). */
-  calls: { method: string; params: unknown[] }[];
+  /** Every method called, with its parameters (dlg.end_dlg: a cut), and when (performance.now()). */
+  calls: { method: string; params: unknown[]; at: number }[];
   /** htable `owed` (htable.sets, htable.dump, htable.delete): the stops connectors handed on. */
   owed: Map<string, string>;
   /** htable `ends` (htable.get, htable.dump, htable.delete): the dialog events no connector heard, by `h_entry:h_id`. */
@@ -76,6 +76,11 @@ export interface FakeRpc {
    * Kamailio too busy to (HTTP 503, no JSON-RPC answer).
    */
   busy: Map<string, number>;
+  /**
+   * The htables this Kamailio lacks (a kamailio.cfg from before one existed): each htable request
+   * on one is answered with Kamailio's error, 500 "No such htable".
+   */
+  missing: Set<string>;
 }
 
 export async function fakeRpc(): Promise<FakeRpc> {
@@ -90,6 +95,8 @@ export async function fakeRpc(): Promise<FakeRpc> {
   const answer = (method: string, params: unknown[]): { result?: unknown; error?: object } => {
     const [name, key, value] = params.map(String);
     if (method === 'dlg.list') return { result: dialogs };
+    if (method.startsWith('htable.') && self.missing.has(name!))
+      return { error: { code: 500, message: 'No such htable' } };
     const table = tables.get(name!);
     if (!method.startsWith('htable.') || !table) return { result: [] };
     if (method === 'htable.get')
@@ -110,7 +117,7 @@ export async function fakeRpc(): Promise<FakeRpc> {
     req.on('data', (d: Buffer) => (body += d.toString()));
     req.on('end', () => {
       const { id, method, params } = JSON.parse(body) as { id: number; method: string; params: unknown[] };
-      calls.push({ method, params });
+      calls.push({ method, params, at: performance.now() });
       const what = `${method} ${String(params?.[0])}`;
       const busy = self.busy.get(what) ?? 0;
       if (busy > 0) {
@@ -125,7 +132,17 @@ export async function fakeRpc(): Promise<FakeRpc> {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/RPC`;
-  const self: FakeRpc = { server, url, dialogs, calls, owed, ends, listDelayMs: 0, busy: new Map() };
+  const self: FakeRpc = {
+    server,
+    url,
+    dialogs,
+    calls,
+    owed,
+    ends,
+    listDelayMs: 0,
+    busy: new Map(),
+    missing: new Set(),
+  };
   return self;
 }
 
