@@ -4,9 +4,10 @@ KEYS[2i]     call session hash ts:{bN}:call:<switch>:<call>   (i = 1..n)
 KEYS[2i+1]   its ID hash       ts:{bN}:id:<idHash>
 KEYS[2n+2]   balance events    ts:{bN}:ev (stream): thresholds fired and exhaustion, for the webhooks
 ARGV[1]      now (ms)
-ARGV[2]      which calls' place in the live set to refresh: one character per call, '1' or '0'
-             (the gateway asks once its refresh interval has passed for the call; the reaper
-             allows for the interval)
+ARGV[2]      one digit per call, '0' to '3': 1 to refresh its place in the live set (the gateway
+             asks once its refresh interval has passed for the call; the reaper allows for the
+             interval), plus 2 when its answer is heard (a tick with a ref, an update) and the
+             gateway does not know the call's final action yet; a call with no digit: '0'
 ARGV[2+i]    seconds since answer for call i (monotonic; a repeat or a step back changes nothing)
 A quota-mode `update` is billed here too: the same seconds, the same rules.
 Returns one flat array of integers but for the rare extras (no Lua table or string per tick
@@ -19,8 +20,9 @@ to convert, in Redis or in the gateway), packed (src/redis/scripts.ts):
     grant: how far (seconds since answer) its reservation carries it
   then, for the calls that have any (every quota-mode call), in order, six entries:
     i, fired thresholds ('300,60' or ''), cut-off reason or '', new cut-off (0|1),
-    final action ('terminate', 'redirect:<number>') in the answer whose grant became final,
-    with an exhausted cut-off and in every quota-mode answer once final, else '',
+    final action ('terminate', 'redirect:<number>') once the grant is final, in the answer
+    whose grant became final, with an exhausted cut-off, in every quota-mode answer and in
+    every answer heard (ARGV[2]), else '',
     quota validity (s; 0 for a call in tick mode)
     For call_ended the reason holds the stop cause ('stale' when the reaper closed it), or
     '!stopped' when a stop under another token name closed it while it was live; for those two,
@@ -31,7 +33,7 @@ to convert, in Redis or in the gateway), packed (src/redis/scripts.ts):
 -- @include "charge"
 -- @include "clock"
 local now = tonumber(ARGV[1])
-local refreshes = ARGV[2]
+local flags = ARGV[2]
 local redis_now = redis_clock()
 local n = #ARGV - 2
 local evkey = KEYS[2 * n + 2]
@@ -70,11 +72,12 @@ local function bill(i)
     -- asked (ARGV[2]), and always for a call's first report to it (a tick of 0 at answer
     -- included), which ends the ring grace given at start. A quota-mode call's score is its
     -- next report's deadline: the validity time from now. Both by Redis' clock, as the reaper judges.
-    local refresh = string.byte(refreshes, i) == 49
+    local f = (string.byte(flags, i) or 48) - 48
+    local refresh, heard = f % 2 == 1, f >= 2
     local idf, bal, left, gnt = charge_steady(s, terms.t, terms.gs, ikey, sec, used)
     local code = 0
     if sec <= used then code = 1 end
-    if bal and not refresh and val == 0 then
+    if bal and not refresh and val == 0 and not (heard and s[S_FIN] == '1') then
       -- Most ticks: `used` is all the session learns, and the answer has no extras.
       if code == 0 then redis.call('HSET', skey, 'used', int(sec)) end
       if s[S_FIN] == '1' then code = code + 8 end
@@ -92,10 +95,11 @@ local function bill(i)
     if refresh or val > 0 then redis.call('ZADD', KEYS[1], int(redis_now() + val * 1000), skey) end
     if #upd > 0 then redis.call('HSET', skey, unpack(upd)) end
     -- The final action goes with the answer that made the grant final, with an
-    -- exhausted cut-off, and with every quota-mode answer: not with every tick.
+    -- exhausted cut-off, with every quota-mode answer and with every answer heard: a grant
+    -- made final by a tick without ref is told at the next answer. Not with every tick.
     -- A blocked ID's call is ended, never redirected.
     local fa = ''
-    if final == 1 and (finNow == 1 or val > 0 or cut == 'exhausted') then
+    if final == 1 and (finNow == 1 or val > 0 or heard or cut == 'exhausted') then
       fa = cut == 'blocked' and 'terminate' or redis.call('HGET', skey, 'fa')
     end
     put(i, code + 8 * final, bal, left, gnt, alerts, cut, fresh, fa, val)

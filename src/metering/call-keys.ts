@@ -1,5 +1,11 @@
 import { bucketOfKey, idHashOfKey, keys } from '../redis/keys';
 
+/** What a switch is told to do when a final grant runs out: cut, or send the caller to `redirect`. */
+export interface FinalAction {
+  action: 'terminate' | 'redirect';
+  redirect?: string;
+}
+
 /** The keys of one call: its session, its ID and its bucket's live set and streams. */
 export interface CallKeys {
   session: string;
@@ -17,6 +23,11 @@ export interface CallKeys {
   refreshedAt: number;
   /** The ID as this gateway read it from the call's start ('' if none): a stop that names it needs no HMAC. */
   idText: string;
+  /**
+   * What the call does when its final grant runs out, once this gateway has learnt it (its start,
+   * or call_tick's answer): a heard tick of a final grant is told it without call_tick reading it.
+   */
+  finalAction?: FinalAction;
 }
 
 /** A bucket's live set, CDR and events key names, made once: every call of the bucket shares them. */

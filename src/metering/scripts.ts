@@ -6,14 +6,8 @@
  */
 import { keys as redisKeys } from '../redis/keys';
 import type { Scripts } from '../redis/scripts';
-import { idCallKeyOf, type CallKeys } from './call-keys';
+import { idCallKeyOf, type CallKeys, type FinalAction } from './call-keys';
 import { asError, num, replyError, str, tagged } from '../redis/reply';
-
-/** What a switch is told to do when a final grant runs out: cut, or send the caller to `redirect`. */
-export interface FinalAction {
-  action: 'terminate' | 'redirect';
-  redirect?: string;
-}
 
 /** What a switch does when it cannot reach Tessera: cut at the grant's end, or go on up to `sec` more seconds. */
 export interface FailurePolicy {
@@ -58,7 +52,7 @@ export interface TickResult {
   grant: number;
   /** The call's grant is final: the switch ends or redirects the call when it runs out. */
   isFinal: boolean;
-  /** What it does then: in the answer that made the grant final, with a cut-off, and in every quota-mode answer. */
+  /** What it does then: in the answer that made the grant final, with a cut-off, in every quota-mode answer and every answer heard. */
   final?: FinalAction;
   /** A quota-mode call's grant is valid this long (s); 0 in tick mode. */
   validitySec: number;
@@ -94,6 +88,8 @@ export type TickCallback = (err: unknown, r?: TickResult) => void;
 export interface TickItem {
   readonly ck: CallKeys;
   readonly sec: number;
+  /** Its answer is sent (a tick with a ref, an update): a final grant's action goes with it (CallKeys.finalAction). */
+  readonly heard: boolean;
   readonly done: TickCallback;
 }
 
@@ -290,6 +286,7 @@ const TICK_FAILED = 5;
 /** Added to call_tick's code when the call's grant is final. */
 const FINAL_BIT = 8;
 const NO_ALERTS: readonly number[] = Object.freeze([]);
+const DIGITS = ['0', '1', '2', '3'] as const;
 
 /**
  * Bills one bucket's ticks in one call_tick and answers each tick's callback,
@@ -310,22 +307,25 @@ export function callTick(
   call[2 + 2 * n] = batch[0]!.ck.events;
   const argAt = 3 + 2 * n;
   call[argAt] = now;
-  // Which calls' place in the live set to refresh: those this gateway has not refreshed
-  // for refreshMs (or ever, or with a clock since stepped back). Wall time, not reported
-  // seconds: a switch catching up on seconds must not buy a ZADD with every few ticks.
-  let refresh = '';
+  // Per call one digit, 0-3: 1 to refresh its place in the live set, those this gateway has
+  // not refreshed for refreshMs (or ever, or with a clock since stepped back; wall time, not
+  // reported seconds: a switch catching up on seconds must not buy a ZADD with every few
+  // ticks), plus 2 when its answer is heard and the call's final action is not known here.
+  let flags = '';
   for (let i = 0; i < n; i++) {
     const t = batch[i]!;
     const ck = t.ck;
     call[2 + 2 * i] = ck.session;
     call[3 + 2 * i] = ck.id;
     call[argAt + 2 + i] = t.sec;
+    let f = t.heard && ck.finalAction === undefined ? 2 : 0;
     if (now - ck.refreshedAt >= refreshMs || ck.refreshedAt > now) {
       ck.refreshedAt = now;
-      refresh += '1';
-    } else refresh += '0';
+      f += 1;
+    }
+    flags += DIGITS[f];
   }
-  call[argAt + 1] = refresh;
+  call[argAt + 1] = flags;
   scripts.runFlat('call_tick', call).then(
     (rows) => {
       settled();
@@ -388,7 +388,11 @@ function answerTicks(batch: readonly TickItem[], reply: unknown): void {
       batch[i]!.done(replyError('call_tick', rows));
     else {
       const isFinal = ((code as number) & FINAL_BIT) !== 0;
-      batch[i]!.done(null, { code: name, balance, secLeft, grant, isFinal, final, validitySec, alerts, cut, freshCut });
+      const t = batch[i]!;
+      // A blocked ID's call is cut, never redirected: that 'terminate' is no call's own action.
+      if (final !== undefined && cut !== 'blocked') t.ck.finalAction ??= final;
+      else if (final === undefined && isFinal && t.heard) final = cut === 'blocked' ? TERMINATE : t.ck.finalAction;
+      t.done(null, { code: name, balance, secLeft, grant, isFinal, final, validitySec, alerts, cut, freshCut });
     }
   }
 }

@@ -33,9 +33,9 @@ import {
   type TickResult,
 } from './scripts';
 
+export type { FinalAction } from './call-keys';
 export type {
   FailurePolicy,
-  FinalAction,
   QuoteResult,
   StartResult,
   StopResult,
@@ -203,6 +203,8 @@ export class Metering {
     if (!r.ok && claim === 'new' && r.reason !== 'call_conflict' && r.reason !== 'call_ended')
       await this.locator.release(sw, call, ck);
     if (!r.ok) return this.guessed(sw, origin, r, copy);
+    // Told with its ticks' answers once the grant is final (callTick): no Redis read for it.
+    (this.locator.cached(sw, call) ?? ck).finalAction = r.finalAction;
     // Opened under another try's claim, which its refusal may be giving back (CallLocator.release).
     if (!r.duplicate && claim === 'same') await this.locator.kept(sw, call, ck);
     // `started` is said once a replica has the session and its index: a failover must not lose the call.
@@ -321,7 +323,8 @@ export class Metering {
     callStarts(this.scripts, batch, { now: Date.now(), ringGraceMs: this.ringGraceMs, keepSec: this.keepSec }, settled);
   };
 
-  tick(sw: string, call: string, sec: number, done: TickCallback): void {
+  /** `heard`: its answer is sent (a tick with a ref, an update), so a final grant's action goes with it. */
+  tick(sw: string, call: string, sec: number, heard: boolean, done: TickCallback): void {
     if (this.stopping.size > 0 || this.starting.size > 0) {
       const key = callKeyOf(sw, call);
       // A tick sent after its call's stop waits for it, then finds the call ended: billed
@@ -330,24 +333,24 @@ export class Metering {
       // that; a stop sent after the tick then waits for the tick (stopNow).
       const before = this.stopping.get(key) ?? this.starting.get(key);
       if (before) {
-        const go = (): void => this.tickNow(sw, call, sec, done);
+        const go = (): void => this.tickNow(sw, call, sec, heard, done);
         return void before.then(go, go);
       }
     }
-    this.tickNow(sw, call, sec, done);
+    this.tickNow(sw, call, sec, heard, done);
   }
 
-  private tickNow(sw: string, call: string, sec: number, done: TickCallback): void {
+  private tickNow(sw: string, call: string, sec: number, heard: boolean, done: TickCallback): void {
     // The hot path: a call this gateway already knows is queued at once.
     const ck = this.locator.cached(sw, call);
-    if (ck) return this.enqueue(ck, sec, done);
+    if (ck) return this.enqueue(ck, sec, heard, done);
     this.locator
       .find(sw, call)
-      .then((found) => (found ? this.enqueue(found, sec, done) : done(null, UNKNOWN_CALL)), done);
+      .then((found) => (found ? this.enqueue(found, sec, heard, done) : done(null, UNKNOWN_CALL)), done);
   }
 
-  private enqueue(ck: CallKeys, sec: number, done: TickCallback): void {
-    this.ticks.add(ck.bucket, { ck, sec, done });
+  private enqueue(ck: CallKeys, sec: number, heard: boolean, done: TickCallback): void {
+    this.ticks.add(ck.bucket, { ck, sec, heard, done });
   }
 
   /** Ticks are grouped by bucket and billed by one call_tick per bucket and round (GroupCommit). */

@@ -5,7 +5,7 @@
  * reservations.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gateway, seedCatalog, soldIds, startHarness, talkProduct, type Harness } from '../support/harness';
+import { gateway, seedCatalog, soldIds, startHarness, talkProduct, token, type Harness } from '../support/harness';
 import { metricsText, sample } from '../support/metrics';
 import { idFields, idKeyOf } from '../support/redis';
 import { Client, type Msg } from '../support/ws-client';
@@ -19,6 +19,8 @@ import { putProducts } from '../../src/catalog/store';
 let h: Harness;
 let gw: Gateway;
 let c: Client;
+/** The token name of `c`. */
+let sw: string;
 let refs = 0;
 const ref = (): number => ++refs;
 /** plan std: 100 micro-units a second. */
@@ -28,7 +30,7 @@ beforeAll(async () => {
   h = await startHarness();
   await seedCatalog(h);
   gw = await gateway(h);
-  ({ c } = await connectSwitch(h, gw.port));
+  ({ c, name: sw } = await connectSwitch(h, gw.port));
 });
 afterAll(async () => {
   await c?.close();
@@ -203,11 +205,14 @@ describe('final unit and redirect', () => {
       action: 'redirect',
       redirect: '+18005550100',
     });
-    // Every later answer says the grant is final; the action is said once, in the answer that
-    // made it final (and again with the cut-off).
-    const later = await tick(call, 49);
-    expect(later).toMatchObject({ op: 'ticked', grant: 50, final: true });
-    expect(later.action).toBeUndefined();
+    // Every later answer says the grant is final, and what to do at its end.
+    expect(await tick(call, 49)).toMatchObject({
+      op: 'ticked',
+      grant: 50,
+      final: true,
+      action: 'redirect',
+      redirect: '+18005550100',
+    });
     expect(msgs(c, call, 'cutoff')).toEqual([]);
     expect(await tick(call, 50)).toMatchObject({ balance: 0, secLeft: 0 });
     expect(msgs(c, call, 'cutoff')).toEqual([
@@ -229,13 +234,57 @@ describe('final unit and redirect', () => {
         secLeft: 50 - sec,
         grant: 50,
         final: true,
+        action: 'terminate',
       });
     expect(await c.request({ op: 'update', ref: ref(), call, sec: 3 })).toMatchObject({
       op: 'granted',
       grant: 50,
       final: true,
+      action: 'terminate',
     });
     expect(await stop(call, 3)).toMatchObject({ billedSec: 3 });
+  });
+
+  it('a grant made final by a tick without ref says its action in the next answer a switch hears', async () => {
+    // 40 s of balance, 20 s slices: the second call takes all that the first leaves free.
+    const product = talkProduct({
+      name: 'redir-unheard',
+      face: 4000,
+      maxCalls: 2,
+      grantSec: 20,
+      thresholds: [],
+      finalAction: 'redirect',
+      redirectTo: '+18005550100',
+    });
+    const [id] = await soldIds(h, product);
+    const [a, b] = [newCall(), newCall()];
+    expect(await start(id!, a)).toMatchObject({ op: 'started', grant: 20, final: false });
+    expect(await start(id!, b)).toMatchObject({ op: 'started', grant: 20, final: true, action: 'redirect' });
+    // Nothing is free: a's next tick makes its grant final, and has no ref, so no answer.
+    c.send({ op: 'tick', call: a, sec: 1 });
+    // The first answer the switch hears tells it what to do at the grant's end: until
+    // 2026-12-08 it said `final` only, and a switch learnt to redirect from the cut-off alone.
+    const heard = { op: 'ticked', grant: 20, final: true, action: 'redirect', redirect: '+18005550100' };
+    expect(await tick(a, 2)).toMatchObject(heard);
+    expect(await tick(a, 12)).toMatchObject(heard);
+    // A gateway that did not start the call (a reconnect elsewhere) asks call_tick for the action.
+    const other = await gateway(h);
+    const o = await Client.connect(other.port, await token(h, 'switch', sw));
+    try {
+      expect(await o.request({ op: 'tick', ref: ref(), call: a, sec: 12 })).toMatchObject(heard);
+    } finally {
+      await o.close();
+      await other.close();
+    }
+    expect(await c.request({ op: 'update', ref: ref(), call: a, sec: 13 })).toMatchObject({
+      op: 'granted',
+      validity: 0,
+      final: true,
+      action: 'redirect',
+      redirect: '+18005550100',
+    });
+    expect(await stop(a, 13)).toMatchObject({ billedSec: 13, cost: 1300 });
+    expect(await stop(b, 0)).toMatchObject({ billedSec: 0, cost: 0 });
   });
 
   it('a final grant is final no longer once a top-up frees money: the next answer re-grants', async () => {

@@ -55,7 +55,7 @@ export async function connectSwitch(
 export function tickAt(h: Harness, ck: CallKeys, sec: number, now: number, refreshMs = 60_000): Promise<TickResult> {
   return new Promise((resolve, reject) => {
     const done: TickCallback = (err, r) => (err ? reject(new Error('call_tick', { cause: err })) : resolve(r!));
-    callTick(h.ctx.scripts, [{ ck, sec, done }], now, refreshMs, () => {});
+    callTick(h.ctx.scripts, [{ ck, sec, heard: true, done }], now, refreshMs, () => {});
   });
 }
 

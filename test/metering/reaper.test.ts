@@ -426,6 +426,7 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
       const items = calls.map((call, i) => ({
         ck: callKeysFor(idKeyOf(h, ids[i]!), callKeyOf(sw, call)),
         sec: 1,
+        heard: false,
         done: (err: unknown) => got.push(err),
       }));
       callTick(h.ctx.scripts, items, Date.now(), 0, () => setImmediate(() => resolve(got)));

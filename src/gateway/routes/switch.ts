@@ -110,7 +110,7 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
   const tick: Route<TickMsg> = {
     check: compile(TickMsg),
     handleCb(m, conn, reply, done) {
-      metering.tick(conn.token.name, m.call, m.sec, (err, r) => {
+      metering.tick(conn.token.name, m.call, m.sec, m.ref !== undefined, (err, r) => {
         if (err || !r) return done(err ?? new Error('no tick result'));
         if (answerTick(m, r, reply) && m.ref !== undefined) reply(ticked(m.ref, m.call, r));
         done();
@@ -122,7 +122,7 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
   const update: Route<UpdateMsg> = {
     check: compile(UpdateMsg),
     handleCb(m, conn, reply, done) {
-      metering.tick(conn.token.name, m.call, m.sec, (err, r) => {
+      metering.tick(conn.token.name, m.call, m.sec, true, (err, r) => {
         if (err || !r) return done(err ?? new Error('no update result'));
         if (answerTick(m, r, reply))
           reply({
