@@ -5,10 +5,10 @@ KEYS[1] ID hash            ts:{bN}:id:<idHash>
 ARGV[1] now (ms): the rate in force; the expiry is judged by Redis' clock (includes/clock.lua)
 ARGV[2..] pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
           tariff in every plan that has one; the ID's plan picks.
-Returns {'ok', maxSec, balance, rate, fee, currency} or {'err', reason}.
+Returns {'ok', maxSec, balance, rate, fee, currency, per} or {'err', reason}.
 maxSec is what call_start would answer now: the seconds what is free of the balance
 (not held by the ID's live calls) buys at the tariff, or 0 when it buys none (an
-exhausted ID included). rate is the rate in force now.
+exhausted ID included). rate is the rate in force now: micro-units per `per` seconds.
 ]]
 -- @include "id_fields"
 -- @include "rate_of"
@@ -35,4 +35,5 @@ local bal = tonumber(f[3]) or 0
 local free = free_of(bal, f[7]) - t.disc
 local maxs = 0
 if free > 0 then maxs = tariff_afford(t, now, 0, free) end
-return { 'ok', maxs, bal, tariff_rate(t, now, 0), t.fee, f[6] or '' }
+local rate, per = tariff_rate(t, now, 0)
+return { 'ok', maxs, bal, rate, t.fee, f[6] or '', per }

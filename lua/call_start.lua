@@ -20,8 +20,9 @@ then, for each call i in order, a count k of the call's own arguments and those 
   7.. pairs: rate plan name, tariff descriptor (includes/tariff.lua): the destination's
       tariff in every plan that has one; the ID's plan picks.
 Returns one answer per call, in order: {'ok', maxSec, balance, rate, fee, duplicate(0|1), grant,
-final(0|1), finalAction, onFailure, failureSec, validitySec}, {'err', reason}, or {'failed', error}
+final(0|1), finalAction, onFailure, failureSec, validitySec, per}, {'err', reason}, or {'failed', error}
 when the script failed on that call (a damaged hash; the other calls went on).
+rate is micro-units per `per` seconds (1 but for a price per minute or so, includes/tariff.lua).
 maxSec is how long the call could last on all that is free of the ID's balance; grant is
 how far its reservation carries it. A repeated start of a live call returns the first
 answer (with the grant as it is now) and changes nothing; a start repeated within one batch
@@ -76,8 +77,9 @@ local function start(ikey, skey, ickey, a, last)
     local t = terms.t
     local fail, fsec = string.match(s[10], '^(%a+):(%d+)$')
     -- The rate as admission answered it: in force at the start, not now (a rate change since is no news).
-    return { 'ok', tonumber(s[4]), tonumber(s[5]), tariff_rate(t, tonumber(s[11]), 0), t.fee, 1, tonumber(s[7]),
-      s[8] == '1' and 1 or 0, s[9], fail, tonumber(fsec), terms.val }
+    local rate, per = tariff_rate(t, tonumber(s[11]), 0)
+    return { 'ok', tonumber(s[4]), tonumber(s[5]), rate, t.fee, 1, tonumber(s[7]),
+      s[8] == '1' and 1 or 0, s[9], fail, tonumber(fsec), terms.val, per }
   end
   -- This call recovered from its stop under another token name (includes/id_calls.lua) when that
   -- stop says it was answered no earlier than this start was sent: the call's own start, held
@@ -167,7 +169,8 @@ local function start(ikey, skey, ickey, a, last)
   end
   -- Until its first tick a call may ring: the reaper gives it the ring grace on top.
   redis.call('ZADD', KEYS[1], int(redis_now() + ringGrace + val * 1000), skey)
-  return { 'ok', maxs, bal, tariff_rate(t, now, 0), t.fee, 0, gnt, final and 1 or 0, fa, cc.fail, cc.fsec, cc.val }
+  local rate, per = tariff_rate(t, now, 0)
+  return { 'ok', maxs, bal, rate, t.fee, 0, gnt, final and 1 or 0, fa, cc.fail, cc.fsec, cc.val, per }
 end
 
 local out = {}

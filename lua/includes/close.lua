@@ -8,6 +8,13 @@
 -- with its event on `evkey` (the bucket's events stream) as a tick's would be.
 -- Returns billed seconds, cost, balance after, record id, and what the call ran
 -- short of (the record's `short`: charged, and not paid).
+-- Appends a call record to `cdr`: its fields, and `per` (the seconds its `rate` pays) first when
+-- the rate is not per second; records of per-second rates are as they always were.
+local function cdr_add(cdr, per, ...)
+  if per == 1 then return redis.call('XADD', cdr, '*', ...) end
+  return redis.call('XADD', cdr, '*', 'per', int(per), ...)
+end
+
 local function close(skey, ikey, live, cdr, now, cause, ttl, evkey, ickey)
   local s = redis.call('HMGET', skey, 'sw', 'call', 'idh', 'dest', 'start', 'ans', 'used', 'trm', 'cov', 'short')
   local t = terms_of(s[8]).t
@@ -31,11 +38,12 @@ local function close(skey, ikey, live, cdr, now, cause, ttl, evkey, ickey)
   local act = tonumber(redis.call('HINCRBY', ikey, 'act', -1))
   if act < 0 then redis.call('HSET', ikey, 'act', '0') end
   redis.call('ZREM', live, skey)
-  local rec = redis.call('XADD', cdr, '*',
+  local rate, per = tariff_rate(t, ans or 0, 0)
+  local rec = cdr_add(cdr, per,
     'switch', s[1], 'call', s[2], 'id', s[3], 'dest', s[4],
     'start', s[5], 'answer', s[6] or '', 'end', int(now),
     'sec', int(billed), 'used', int(used), 'blocks', tariff_blocks(t, billed),
-    'rate', int(tariff_rate(t, ans or 0, 0)), 'fee', int(fee), 'disc', int(took),
+    'rate', int(rate), 'fee', int(fee), 'disc', int(took),
     'cost', int(cost), 'short', int(short), 'bal', int(bal), 'cause', cause)
   redis.call('HSET', skey, 'st', 'closed', 'end', int(now), 'cause', cause, 'bal1', int(bal), 'rec', rec, 'cost',
     int(cost), 'short', int(short), 'cov', int(charged))

@@ -35,11 +35,12 @@ local function late_credit(skey, ikey, cdr, now, sec, c, t, used, billed)
   -- another call or a stop under another name may have moved it since).
   local bal = after or tonumber(redis.call('HGET', ikey, 'bal')) or 0
   local m = redis.call('HMGET', skey, 'sw', 'call', 'idh', 'dest')
-  local rec = redis.call('XADD', cdr, '*',
+  local rate, per = tariff_rate(t, ans, n)
+  local rec = cdr_add(cdr, per,
     'switch', m[1], 'call', m[2], 'id', m[3], 'dest', m[4],
     'start', c[7], 'answer', c[6] or '', 'end', int(now),
     'sec', int(n - billed), 'used', int(sec - used), 'blocks', '',
-    'rate', int(tariff_rate(t, ans, n)), 'fee', int(n == 0 and -t.fee or 0), 'disc', int(-disc),
+    'rate', int(rate), 'fee', int(n == 0 and -t.fee or 0), 'disc', int(-disc),
     'cost', int(-back), 'short', int(-forgiven), 'bal', int(bal), 'cause', 'late')
   local cost = tonumber(c[1]) - back
   redis.call('HSET', skey, 'used', int(sec), 'cost', int(cost), 'bal1', int(bal), 'rec', rec,
@@ -85,12 +86,13 @@ local function late_stop(s, skey, ikey, cdr, now, sec, evkey, elsewhere)
     charge_events(evkey, ikey, skey, now, 0, 0, '', true)
   end
   local m = redis.call('HMGET', skey, 'sw', 'call', 'idh', 'dest')
-  local rec = redis.call('XADD', cdr, '*',
+  local rate, per = tariff_rate(t, ans, used)
+  local rec = cdr_add(cdr, per,
     'switch', m[1], 'call', m[2], 'id', m[3], 'dest', m[4],
     'start', c[7], 'answer', int(ans), 'end', int(now),
     'sec', int(n - billed), 'used', int(sec - used), 'blocks', '',
     -- The connection fee comes with the first billed second: here, when the reaper billed none.
-    'rate', int(tariff_rate(t, ans, used)), 'fee', int((billed == 0 and n > 0) and t.fee or 0), 'disc', int(took),
+    'rate', int(rate), 'fee', int((billed == 0 and n > 0) and t.fee or 0), 'disc', int(took),
     'cost', int(take), 'short', int(owed - take), 'bal', int(idBal), 'cause', 'late')
   cost = cost + take
   redis.call('HSET', skey, 'used', int(sec), 'cost', int(cost), 'bal1', int(idBal), 'rec', rec,

@@ -3,7 +3,9 @@
 --   "rate fee"                                              flat (today's billing)
 --   "rate fee initial next minSec minCost disc [from rate]..."
 -- integers separated by single spaces; each (from, rate) pair is a later change
--- of the per-second rate at wall time `from` (ms), ascending. The gateway turns
+-- of the rate at wall time `from` (ms), ascending. A rate is micro-units a second,
+-- or "R/P": R micro-units per P seconds (a per-minute price: "100000/60"), which
+-- no whole per-second rate can say exactly. The gateway turns
 -- time zones, daylight saving and dated plan versions into these instants, so
 -- nothing here knows about calendars.
 --
@@ -12,6 +14,10 @@
 --     next-blocks, each charged as soon as it starts; then at least minSec;
 --   * charged second i (0-based) costs the rate in force at ans + i * 1000,
 --     so a call crossing a rate change pays each second at its own rate;
+--   * at a rate R/P the seconds a rate is in force for cost floor(S * R / P),
+--     S counted from the first of them: rounding never adds up from tick to
+--     tick, and P seconds cost exactly R (a call crossing a rate change costs
+--     each rate's run of seconds so, each rounded down on its own);
 --   * an answered call costs the fee plus its seconds, but at least minCost;
 --   * the disconnect charge (t.disc) is the caller's to add when the call ends.
 -- Money stays integral: every value is an integer below 2^53, and divisions are
@@ -28,13 +34,27 @@
 -- plan and prefix), and building the table is most of a parse. Dated rate changes
 -- make a descriptor per call, so the cache is emptied when it grows past 1,000.
 local tariff_parsed, tariff_cached = {}, 0
+
+-- A rate token's micro-units and the seconds they pay ("1666" or "100000/60"); nil when it is
+-- neither, or either is 0. At most 3600 seconds, as the catalog takes: see tariff_span.
+local function tariff_ratio(tok)
+  local r, p = string.match(tok, '^(%d+)/(%d+)$')
+  if not r then r, p = tok, '1' end
+  r, p = tonumber(r), tonumber(p)
+  if not r or r < 1 or p < 1 or p > 3600 then return nil end
+  return r, p
+end
+
 local function tariff_parse(s)
   local cached = tariff_parsed[s]
   if cached then return cached end
-  local rate, fee, pos = string.match(s, '^(%d+) (%d+)()')
-  if not rate or tonumber(rate) < 1 then return nil end
-  local t = { rate = tonumber(rate), fee = tonumber(fee), ini = 1, nxt = 1, mins = 0, minc = 0, disc = 0,
-    flat = true, s = s, pos = pos, n = 0 }
+  local tok, fee, pos = string.match(s, '^([%d/]+) (%d+)()')
+  if not tok then return nil end
+  local rate, per = tariff_ratio(tok)
+  if not rate then return nil end
+  -- Only a per-second rate is flat: a steady tick bills its new seconds times the rate.
+  local t = { rate = rate, per = per, fee = tonumber(fee), ini = 1, nxt = 1, mins = 0, minc = 0, disc = 0,
+    flat = per == 1, s = s, pos = pos, n = 0 }
   if pos <= #s then
     local ini, nxt, mins, minc, disc, rest = string.match(s, '^ (%d+) (%d+) (%d+) (%d+) (%d+)()', pos)
     -- The changes are checked as they are read: scanning them all here would cost every tick.
@@ -42,7 +62,7 @@ local function tariff_parse(s)
     t.ini, t.nxt, t.mins, t.minc, t.disc = tonumber(ini), tonumber(nxt), tonumber(mins), tonumber(minc), tonumber(disc)
     if t.ini < 1 or t.nxt < 1 then return nil end
     t.pos = rest
-    t.flat = t.ini == 1 and t.nxt == 1 and t.mins == 0 and t.minc == 0 and rest > #s
+    t.flat = per == 1 and t.ini == 1 and t.nxt == 1 and t.mins == 0 and t.minc == 0 and rest > #s
   end
   if tariff_cached >= 1000 then tariff_parsed, tariff_cached = {}, 0 end
   tariff_parsed[s], tariff_cached = t, tariff_cached + 1
@@ -53,12 +73,33 @@ end
 -- never needs them); false when there is none.
 local function tariff_more(t)
   if t.pos > #t.s then return false end
-  local at, rate, pos = string.match(t.s, '^ (%d+) (%d+)()', t.pos)
-  if not at or tonumber(rate) < 1 then error('tariff: bad rate change at ' .. t.pos .. ' in "' .. t.s .. '"') end
-  if t.n == 0 then t.at, t.rt = {}, {} end
+  local at, tok, pos = string.match(t.s, '^ (%d+) ([%d/]+)()', t.pos)
+  local rate, per
+  if at then rate, per = tariff_ratio(tok) end
+  if not rate then error('tariff: bad rate change at ' .. t.pos .. ' in "' .. t.s .. '"') end
+  if t.n == 0 then t.at, t.rt, t.rp = {}, {}, {} end
   local n = t.n + 1
-  t.at[n], t.rt[n], t.pos, t.n = tonumber(at), tonumber(rate), pos, n
+  t.at[n], t.rt[n], t.rp[n], t.pos, t.n = tonumber(at), rate, per, pos, n
   return true
+end
+
+-- What `len` seconds cost at r micro-units per p seconds, counted from the first of them:
+-- floor(len * r / p), taken as whole runs of p seconds (r each) and what remains, so that no
+-- product passes 2^53 (len * r may: a budget that buys years at a low rate; s * r < 3600 * 10^10).
+local function tariff_span(len, r, p)
+  if p == 1 then return len * r end
+  local s = len % p
+  local sr = s * r
+  return (len - s) / p * r + (sr - sr % p) / p
+end
+
+-- The most seconds whose tariff_span fits in `left` (>= 0): whole runs of p seconds first,
+-- then the s < p more with floor(s * r / p) <= rest, that is s * r < (rest + 1) * p.
+local function tariff_most(left, r, p)
+  local q = (left - left % r) / r
+  if p == 1 then return q end
+  local x = (left - q * r + 1) * p - 1
+  return q * p + (x - x % r) / r
 end
 
 -- The first second (0-based) of a call answered at `ans` that a change at wall
@@ -82,25 +123,26 @@ local function tariff_charged(t, sec)
   return n
 end
 
+-- The rate in force at second `sec`: its micro-units, and the seconds they pay (1 but for "R/P").
 local function tariff_rate(t, ans, sec)
-  local rate, j, wall = t.rate, 1, ans + sec * 1000
+  local rate, per, j, wall = t.rate, t.per, 1, ans + sec * 1000
   while (j <= t.n or tariff_more(t)) and t.at[j] <= wall do
-    rate = t.rt[j]
+    rate, per = t.rt[j], t.rp[j]
     j = j + 1
   end
-  return rate
+  return rate, per
 end
 
 -- What the first n seconds cost at their rates, fee and minimum excluded.
 local function tariff_sum(t, ans, n)
-  local rate, k, j, sum = t.rate, 0, 1, 0
+  local rate, per, k, j, sum = t.rate, t.per, 0, 1, 0
   while j <= t.n or tariff_more(t) do
     local kc = tariff_second(ans, t.at[j])
     if kc >= n then break end
-    sum = sum + (kc - k) * rate
-    k, rate, j = kc, t.rt[j], j + 1
+    sum = sum + tariff_span(kc - k, rate, per)
+    k, rate, per, j = kc, t.rt[j], t.rp[j], j + 1
   end
-  return sum + (n - k) * rate
+  return sum + tariff_span(n - k, rate, per)
 end
 
 local function tariff_cost(t, ans, n)
@@ -114,15 +156,15 @@ end
 -- The most seconds from the answer whose per-second charges fit in `budget`.
 local function tariff_fit(t, ans, budget)
   if budget <= 0 then return 0 end
-  local rate, k, j, left = t.rate, 0, 1, budget
+  local rate, per, k, j, left = t.rate, t.per, 0, 1, budget
   while j <= t.n or tariff_more(t) do
     local kc = tariff_second(ans, t.at[j])
-    local span = (kc - k) * rate
+    local span = tariff_span(kc - k, rate, per)
     if span > left then break end
     left = left - span
-    k, rate, j = kc, t.rt[j], j + 1
+    k, rate, per, j = kc, t.rt[j], t.rp[j], j + 1
   end
-  return k + (left - left % rate) / rate
+  return k + tariff_most(left, rate, per)
 end
 
 -- Costs only grow with n (every rate is at least 1), so the answer is the

@@ -5,9 +5,11 @@
  * products.csv: name,kind,currency,face,price,plan,thresholds,expiryDays,maxCalls,maxAnis,aniChangesPerDay,title,webShop
  *               (thresholds separated by spaces or semicolons, e.g. "300;60;10"; webShop 1/true/yes
  *               puts the product on public sale)
- * rates.csv:    plan,prefix,rate,fee, and optionally initial,next,minSec,minCost,disconnect (billing
- *               terms), rate.<period> (the rate in a named period), and the plan's own tz, activeFrom
- *               and periods (`peak=mon-fri 08:00-20:00|weekend=sat-sun`), on any of its rows.
+ * rates.csv:    plan,prefix,rate,fee, and optionally per (the seconds `rate` pays), initial,next,
+ *               minSec,minCost,disconnect (billing terms), rate.<period> (the rate in a named period),
+ *               and the plan's own tz, activeFrom and periods (`peak=mon-fri 08:00-20:00|weekend=sat-sun`),
+ *               on any of its rows. Instead of rate and per, a price list's price per minute in units
+ *               of the currency: perMinute (and perMinute.<period>), e.g. 0.10 (rate 100000, per 60).
  *               Rows are grouped into one plan version per (plan, activeFrom).
  * items.csv:    venue,item,price,title
  * Entry products in CSV list venues and gates separated like thresholds; talk products their
@@ -150,6 +152,27 @@ export function readProductsFile(file: string): unknown[] {
 /** Columns that describe a plan version rather than one of its prefixes. */
 const PLAN_COLUMNS = ['tz', 'activeFrom', 'periods'] as const;
 
+/** A price in units of a currency with at most six decimals (micro-units), as price lists print it. */
+const UNIT_PRICE = /^([0-9]{1,10})(?:\.([0-9]{1,6}))?$/;
+
+/**
+ * A price-list row's price per minute (`perMinute`, `perMinute.<period>`: units of the currency,
+ * e.g. 0.10) as the rate plan holds it: micro-units per 60 seconds, exact. `where` names the plan
+ * and prefix in a refusal.
+ */
+function perMinuteRate(col: string, cell: string, where: string): number {
+  const m = UNIT_PRICE.exec(cell);
+  if (!m) {
+    const why = /^[0-9]+,[0-9]+$/.test(cell)
+      ? 'write the decimal point as "."'
+      : /^[0-9]*\.[0-9]{7,}$/.test(cell)
+        ? 'a price has at most 6 decimals (micro-units); round it as the price list means it'
+        : 'write a price in units of the currency, e.g. 0.10';
+    throw new CatalogRefusal('bad_catalog_entry', `${where}: ${col} '${cell}' is no price per minute: ${why}`);
+  }
+  return Number(m[1]) * 1_000_000 + Number((m[2] ?? '').padEnd(6, '0'));
+}
+
 /**
  * The compact periods of a CSV cell: `name=days [HH:MM-HH:MM]` separated by `|`,
  * days as `mon-fri`, `sat+sun` or `fri-mon` (wrapping). The schema checks the rest.
@@ -209,9 +232,11 @@ export function readPlansFile(file: string): unknown[] {
     // prototype (or nothing) and vanished, where the schema refuses any column it does not take.
     const rateCells: [string, unknown][] = [];
     const periodCells: [string, number | string][] = [];
+    const perMinute: [string, string][] = [];
     for (const [col, value] of Object.entries(cells)) {
       if (value === undefined) continue;
-      if ((PLAN_COLUMNS as readonly string[]).includes(col)) {
+      if (col === 'perMinute' || col.startsWith('perMinute.')) perMinute.push([col, value]);
+      else if ((PLAN_COLUMNS as readonly string[]).includes(col)) {
         const parsed = col === 'periods' ? parsePeriods(value) : PLAN_NUMBERS.has(col) ? num(value) : value;
         // A plan's own columns may be repeated on its rows, or given once; never two different values.
         if (v[col] !== undefined && JSON.stringify(v[col]) !== JSON.stringify(parsed))
@@ -222,6 +247,26 @@ export function readPlansFile(file: string): unknown[] {
     }
     const rate: Record<string, unknown> = Object.fromEntries(rateCells);
     if (periodCells.length) rate.periodRates = Object.fromEntries(periodCells);
+    if (perMinute.length) {
+      const at = `rate plan ${plan}: prefix '${typeof rate.prefix === 'string' ? rate.prefix : ''}' (row ${i + 1})`;
+      // One unit per row: a per-second rate.peak beside a perMinute would be read per minute.
+      const other = ['rate', 'per', ...periodCells.map(([p]) => `rate.${p}`)].filter((c) => Object.hasOwn(cells, c));
+      if (other.length)
+        throw new CatalogRefusal(
+          'bad_catalog_entry',
+          `${at}: has both a price per minute and ${other.join(', ')}: give its prices one way, perMinute (and perMinute.<period>) or rate and per`,
+        );
+      const periods: [string, number][] = [];
+      for (const [col, value] of perMinute) {
+        const micro = perMinuteRate(col, value, at);
+        if (col === 'perMinute') rate.rate = micro;
+        else periods.push([col.slice(10), micro]);
+      }
+      if (rate.rate === undefined)
+        throw new CatalogRefusal('bad_catalog_entry', `${at}: has perMinute.<period> prices but no perMinute`);
+      rate.per = 60;
+      if (periods.length) rate.periodRates = Object.fromEntries(periods);
+    }
     v.rates.push({ ...rate, prefix: rate.prefix ?? '' });
   });
   return [...versions.values()];

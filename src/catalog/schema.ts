@@ -1,7 +1,8 @@
 /**
  * Catalog records as the CLI loads them and Redis stores them (JSON values).
  * Amounts are integer micro-units of the product's currency; rates are
- * micro-units per second; durations are whole seconds or days.
+ * micro-units per second, or per a plan row's `per` seconds; durations are
+ * whole seconds or days.
  */
 import { Type, type Static } from '@sinclair/typebox';
 
@@ -224,11 +225,14 @@ export type Item = Static<typeof Item>;
 /** A charge of a rate plan, micro-units. */
 const PlanMicro = (minimum: number) => Type.Integer({ minimum, maximum: 1e12 });
 /**
- * A rate, micro-units per second: up to 10^10, so that the longest call a tick
- * can report (604,800 s) costs less than 2^53, the integers Lua's numbers carry
- * exactly, with room for its fee and for what it ran short added to its cost.
+ * A rate, micro-units per second (or per the row's `per` seconds): up to 10^10,
+ * so that the longest call a tick can report (604,800 s) costs less than 2^53,
+ * the integers Lua's numbers carry exactly, with room for its fee and for what
+ * it ran short added to its cost.
  */
 const PlanRate = Type.Integer({ minimum: 1, maximum: 1e10 });
+/** The most seconds a rate may be the price of: an hour (a price per hour). */
+export const MAX_RATE_PER = 3600;
 /** A billing block, seconds: up to an hour. */
 const BlockSec = Type.Integer({ minimum: 1, maximum: 3600 });
 /** A time-of-day period's name, as rate columns name it (`rate.peak` in CSV). */
@@ -264,8 +268,14 @@ export const Rate = Type.Object(
   {
     /** Destination prefix in international format, digits only ('' matches everything). */
     prefix: Type.String({ pattern: '^[0-9]{0,20}$' }),
-    /** Micro-units per second outside every period (or always, in a plan without periods). */
+    /** Micro-units per second (per `per` seconds) outside every period (or always, in a plan without periods). */
     rate: PlanRate,
+    /**
+     * The seconds `rate` and every `periodRates` are the price of (default 1): 60 for a
+     * price per minute, which no whole per-second rate can say (0.10 EUR/min is 100000
+     * per 60). S seconds at a rate then cost floor(S × rate / per) (lua/includes/tariff.lua).
+     */
+    per: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_RATE_PER })),
     /** Connection fee, charged with the first charged second. */
     fee: Type.Integer({ minimum: 0, maximum: 1e12, default: 0 }),
     /** The first billing block, seconds (default 1). */
@@ -278,7 +288,7 @@ export const Rate = Type.Object(
     minCost: Type.Optional(PlanMicro(0)),
     /** Charged once when an answered call ends, micro-units (default 0). */
     disconnect: Type.Optional(PlanMicro(0)),
-    /** Rate per second during a named period of the plan; a period not listed charges `rate`. */
+    /** Rate per second (per `per` seconds) during a named period of the plan; a period not listed charges `rate`. */
     periodRates: Type.Optional(Type.Record(PeriodName, PlanRate, { maxProperties: 32 })),
   },
   { additionalProperties: false },

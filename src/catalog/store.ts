@@ -296,6 +296,14 @@ function checkPlanRules(p: RatePlan): void {
     for (const name of Object.keys(r.periodRates ?? {}))
       if (!periods.has(name))
         fail(`prefix '${r.prefix}' has a rate for period '${name}', which the plan does not define`);
+    // At least a micro-unit a second, as a per-second rate is: a call no dearer than that could
+    // last longer than any duration the scripts count exactly, and cost nothing for seconds.
+    const per = r.per ?? 1;
+    for (const [name, rate] of [['rate', r.rate] as const, ...Object.entries(r.periodRates ?? {})])
+      if (rate < per)
+        fail(
+          `prefix '${r.prefix}': ${name === 'rate' ? 'rate' : `rate.${name}`} ${rate} per ${per} s is less than a micro-unit a second`,
+        );
   }
 }
 

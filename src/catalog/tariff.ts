@@ -7,7 +7,9 @@
  *   `rate fee`                                             flat: 1/1 blocks, no minimums,
  *                                                          no disconnect charge, one rate
  *   `rate fee initial next minSec minCost disconnect [from rate]...`
- * `rate` is the rate (micro-units a second) in force at the call's start; each
+ * `rate` is the rate (micro-units a second) in force at the call's start, or
+ * `R/P` (R micro-units per P seconds) for a plan row priced per `per` seconds
+ * (reduced: 120000/60 is 2000, a per-second rate, whose calls tick as always); each
  * `from rate` pair is a later change at wall time `from` (ms since 1970), in
  * ascending order: every change at an instant up to TARIFF_HORIZON_MS after the
  * call's start, that instant included, but at most the first MAX_RATE_CHANGES of
@@ -15,7 +17,7 @@
  * was cached: one built for an earlier start is reused only while it lists the
  * same changes a fresh one would. The terms (fee,
  * blocks, minimums, disconnect charge) are those of the plan version in force
- * at the start; only the per-second rate changes during a call.
+ * at the start; only the rate changes during a call.
  *
  * Rate changes come from a plan's time-of-day periods, read in its time zone
  * (daylight saving included, through Intl), and from the activation of a dated
@@ -187,6 +189,24 @@ const rateIn = (hit: Rate, period: string | undefined): number =>
     : undefined) ?? hit.rate;
 
 /**
+ * A rate and the seconds it pays, per second when it divides (0.072 EUR a minute is 1200 a
+ * second, whose calls tick as per-second calls always have), else as written (100000 per 60,
+ * as the price list prints it): S seconds cost floor(S × rate / per) either way.
+ */
+const perSecondIfExact = (rate: number, per: number): { rate: number; per: number } =>
+  rate % per === 0 ? { rate: rate / per, per: 1 } : { rate, per };
+
+/** A rate as a descriptor writes it: `R`, or `R/P` when it is not per second. */
+const tokenOf = (r: { rate: number; per: number }): string => (r.per === 1 ? String(r.rate) : `${r.rate}/${r.per}`);
+
+/**
+ * Whether two rates are one price (100000 per 60 and 5000 per 3): no rate change between them,
+ * as the seconds of one run at one price are costed together (products below 2^53: 10^10 × 3600).
+ */
+const samePrice = (a: { rate: number; per: number }, b: { rate: number; per: number }): boolean =>
+  a.rate * b.per === b.rate * a.per;
+
+/**
  * The versions of one rate plan (an undated plan and/or versions with
  * `activeFrom`), and the descriptors of its destinations. The version in force
  * at an instant is the one with the latest activation at or before it.
@@ -208,11 +228,16 @@ export class PlanTariff {
       .sort((a, b) => a.from - b.from);
   }
 
-  /** The rate in force at `now` for the destination, and its connection fee: what a price enquiry shows. */
-  rateAt(dest: string, now: number): { rate: number; fee: number } | undefined {
+  /**
+   * The rate in force at `now` for the destination, the seconds it pays when not 1, and its
+   * connection fee: what a price enquiry shows.
+   */
+  rateAt(dest: string, now: number): { rate: number; per?: number; fee: number } | undefined {
     const slice = this.sliceAt(now);
     const hit = slice.v < 0 ? undefined : this.versions[slice.v]!.table.lookup(dest);
-    return hit && { rate: rateIn(hit, slice.period), fee: hit.fee };
+    if (!hit) return undefined;
+    const { rate, per } = perSecondIfExact(rateIn(hit, slice.period), hit.per ?? 1);
+    return per === 1 ? { rate, fee: hit.fee } : { rate, per, fee: hit.fee };
   }
 
   /** The descriptor of a call to `dest` starting at `now`; undefined when the plan has no rate for it then. */
@@ -229,8 +254,8 @@ export class PlanTariff {
     const first = slices[i]!;
     const hit = first.v < 0 ? undefined : hits[first.v];
     if (!hit) return undefined;
-    const rate = rateIn(hit, first.period);
-    const changes: number[] = [];
+    const rate = perSecondIfExact(rateIn(hit, first.period), hit.per ?? 1);
+    const changes: (number | string)[] = [];
     const horizon = now + TARIFF_HORIZON_MS;
     let until = now + REUSE_MS;
     let last = rate;
@@ -239,11 +264,11 @@ export class PlanTariff {
       if (s.from > horizon + REUSE_MS) break;
       // A later version without this destination leaves the rate as it was: a call is not cut for it.
       const h = hits[s.v];
-      const r = h ? rateIn(h, s.period) : last;
+      const r = h ? perSecondIfExact(rateIn(h, s.period), h.per ?? 1) : last;
       if (s.from > horizon) {
         // Past this call's horizon, but within that of a call starting later: such a call, starting
         // at or after s.from - TARIFF_HORIZON_MS, needs a descriptor that lists it.
-        if (r !== last) {
+        if (!samePrice(r, last)) {
           until = Math.min(until, s.from - TARIFF_HORIZON_MS);
           break;
         }
@@ -252,14 +277,14 @@ export class PlanTariff {
       if (changes.length >= 2 * MAX_RATE_CHANGES) break;
       // The terms are the start's version's: a call starting after the next activation needs its own.
       if (s.v !== first.v) until = Math.min(until, s.from);
-      if (r === last) continue;
+      if (samePrice(r, last)) continue;
       until = Math.min(until, s.from);
-      changes.push(s.from, r);
+      changes.push(s.from, tokenOf(r));
       last = r;
     }
     const terms = [hit.initial ?? 1, hit.next ?? 1, hit.minSec ?? 0, hit.minCost ?? 0, hit.disconnect ?? 0];
-    const flat = changes.length === 0 && terms.join(' ') === '1 1 0 0 0';
-    const text = flat ? `${rate} ${hit.fee}` : [rate, hit.fee, ...terms, ...changes].join(' ');
+    const flat = changes.length === 0 && terms.join(' ') === '1 1 0 0 0' && rate.per === 1;
+    const text = flat ? `${rate.rate} ${hit.fee}` : [tokenOf(rate), hit.fee, ...terms, ...changes].join(' ');
     this.built.set(key, { from: now, until, text });
     return text;
   }

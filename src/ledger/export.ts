@@ -25,6 +25,8 @@ const FIELDS = {
     'short',
     'bal',
     'cause',
+    // Last, so that the columns before stay where they were: the seconds `rate` pays, empty for 1.
+    'per',
   ],
   // Sales, refunds and top-ups share the stream: `type` is empty for a sale, `refund` for a refund, `topup`
   // for a top-up (`amount` in, `source`, `note`, `bal`, `exp` after) and `voucher` for a recharge voucher's

@@ -28,7 +28,10 @@ export type StartResult =
       ok: true;
       maxSec: number;
       balance: number;
+      /** Micro-units per `per` seconds, in force at the start. */
       rate: number;
+      /** The seconds `rate` pays: 1 but for a price per minute or the like. */
+      per: number;
       fee: number;
       duplicate: boolean;
       onFailure: FailurePolicy;
@@ -187,6 +190,7 @@ function startAnswer(r: readonly unknown[]): StartResult {
     maxSec: num('call_start', r, 1),
     balance: num('call_start', r, 2),
     rate: num('call_start', r, 3),
+    per: num('call_start', r, 12),
     fee: num('call_start', r, 4),
     duplicate: r[5] === 1,
     grant: num('call_start', r, 6),
@@ -241,7 +245,7 @@ function answerEach<T>(
 
 /** What a call to a destination would cost an ID now, and how long its balance lasts there. */
 export type QuoteResult =
-  | { ok: true; maxSec: number; balance: number; rate: number; fee: number; currency: string }
+  | { ok: true; maxSec: number; balance: number; rate: number; per: number; fee: number; currency: string }
   | { ok: false; reason: string; retryAfter?: number };
 
 /** Read-only: call_quote writes nothing. `rates` as for call_start (CatalogCache.tariffArgs). */
@@ -259,6 +263,7 @@ export async function callQuote(
     maxSec: num('call_quote', r, 1),
     balance: num('call_quote', r, 2),
     rate: num('call_quote', r, 3),
+    per: num('call_quote', r, 6),
     fee: num('call_quote', r, 4),
     currency: str('call_quote', r, 5),
   };

@@ -65,6 +65,74 @@ describe('rate plan files', () => {
     expect((await readCatalog(h.r)).plans.get('eu')).toEqual(stored);
   });
 
+  it("CSV: a price list's price per minute, exact: perMinute 0.10 is rate 100000 per 60 s", async () => {
+    const csv = [
+      'plan,prefix,perMinute,perMinute.peak,fee,initial,next,periods',
+      'cc,,0.10,0.0125,0,60,60,peak=mon-fri 08:00-20:00',
+      'cc,33,0.072,,,,,',
+      'cc,44,1,,,,,',
+    ].join('\n');
+    const [stored] = await putPlans(h.ctx.redis, readPlansFile(file('per-minute.csv', csv)));
+    expect(stored!.rates).toEqual([
+      { prefix: '', rate: 100_000, per: 60, fee: 0, initial: 60, next: 60, periodRates: { peak: 12_500 } },
+      { prefix: '33', rate: 72_000, per: 60, fee: 0 },
+      { prefix: '44', rate: 1_000_000, per: 60, fee: 0 },
+    ]);
+    // The `per` column as the JSON field, and a descriptor per second where the price divides.
+    const [json] = await putPlans(h.ctx.redis, readPlansFile(file('per.csv', 'plan,prefix,rate,per\ncp,,100000,60')));
+    expect(json!.rates).toEqual([{ prefix: '', rate: 100_000, per: 60, fee: 0 }]);
+    const t = new PlanTariff([stored!]);
+    const sunday = Date.UTC(2027, 0, 17, 12);
+    // Monday's peak: the rate per 60 s from 08:00 UTC, back to the base rate at 20:00.
+    const monday = Date.UTC(2027, 0, 18);
+    expect(t.descriptor('1', sunday)!.split(' ').slice(0, 11)).toEqual(
+      `100000/60 0 60 60 0 0 0 ${monday + 8 * 3_600_000} 12500/60 ${monday + 20 * 3_600_000} 100000/60`.split(' '),
+    );
+    expect([t.descriptor('33', sunday), t.rateAt('1', sunday)]).toEqual(['1200 0', { rate: 100_000, per: 60, fee: 0 }]);
+  });
+
+  it('CSV: a price per minute it cannot take is refused, naming the plan and the prefix', async () => {
+    const cases: [string, string, RegExp][] = [
+      [
+        'perMinute',
+        '0.1234567',
+        /rate plan cc: prefix '33' \(row 1\): perMinute '0.1234567' is no price per minute: a price has at most 6 decimals/,
+      ],
+      [
+        'perMinute',
+        '"0,10"',
+        /rate plan cc: prefix '33' \(row 1\): perMinute '0,10' is no price per minute: write the decimal point as "."/,
+      ],
+      [
+        'perMinute',
+        '-0.10',
+        /prefix '33' \(row 1\): perMinute '-0.10' is no price per minute: write a price in units of the currency/,
+      ],
+      ['perMinute', '1e-1', /prefix '33' \(row 1\): perMinute '1e-1' is no price per minute/],
+    ];
+    for (const [col, cell, message] of cases)
+      expect(() => readPlansFile(file('bad-min.csv', `plan,prefix,${col}\ncc,33,${cell}`))).toThrow(message);
+    // Both ways in one row: a per-second rate.peak beside a price per minute would be read per minute.
+    expect(() =>
+      readPlansFile(file('both.csv', 'plan,prefix,perMinute,rate.peak,periods\ncc,33,0.10,2000,peak=mon')),
+    ).toThrow(
+      /rate plan cc: prefix '33' \(row 1\): has both a price per minute and rate.peak: give its prices one way/,
+    );
+    expect(() =>
+      readPlansFile(file('only-peak.csv', 'plan,prefix,perMinute.peak,periods\ncc,33,0.10,peak=mon')),
+    ).toThrow(/rate plan cc: prefix '33' \(row 1\): has perMinute.<period> prices but no perMinute/);
+    // Free, or less than a micro-unit a second: refused by the plan's rules, naming the prefix.
+    await expect(
+      putPlans(h.ctx.redis, readPlansFile(file('zero.csv', 'plan,prefix,perMinute\ncc,33,0'))),
+    ).rejects.toThrow(/rate plan cc: prefix '33': rate must be >= 1/);
+    await expect(
+      putPlans(h.ctx.redis, readPlansFile(file('tiny.csv', 'plan,prefix,perMinute\ncc,33,0.000059'))),
+    ).rejects.toThrow(/rate plan cc: prefix '33': rate 59 per 60 s is less than a micro-unit a second/);
+    await expect(
+      putPlans(h.ctx.redis, [{ name: 'cc', rates: [{ prefix: '1', rate: 100_000, per: 3601 }] }]),
+    ).rejects.toThrow(/rate plan cc: prefix '1': per must be <= 3600/);
+  });
+
   it('CSV: one version per (plan, activeFrom), stored beside the plan in force', async () => {
     const csv = [
       'plan,prefix,rate,fee,activeFrom',

@@ -214,6 +214,11 @@ describe('tariff.lua: rate changes during a call', () => {
       `5 20 4 3 10 100 9 ${ans + 2500} 11 ${ans + 9000} 2`,
       `3 0 1 1 0 0 0 ${ans - 5000} 4 ${ans + 1} 2 ${ans + 1000} 9`,
       `4 7 2 5 0 60 0 ${ans + 12_000} 2`,
+      // Rates per P seconds: each rate's run of seconds costed from its own count, rounded down.
+      '7/3 3',
+      '5/2 0 60 60 0 0 0',
+      `13/6 20 4 3 10 100 9 ${ans + 2500} 11/4 ${ans + 9000} 5/2`,
+      `5/3 0 30 6 0 0 4 ${ans + 31_000} 2`,
     ];
     const N = 200;
     for (const d of descriptors) {
@@ -243,5 +248,83 @@ describe('tariff.lua: rate changes during a call', () => {
         expect(got[i], `${d}: afford(${n0}, ${amount})`).toBe(fits.length ? Math.max(...fits) : n0);
       });
     }
+  });
+});
+
+describe('tariff.lua: a price per minute (rate R/P)', () => {
+  /** Seconds charged for a call of `sec` on initial/next blocks. */
+  const charged = (sec: number, ini: number, nxt: number): number =>
+    sec <= 0 ? 0 : sec <= ini ? ini : ini + Math.ceil((sec - ini) / nxt) * nxt;
+  const LENGTHS = [...Array.from({ length: 61 }, (_, i) => i + 1), 600];
+
+  it('0.10 EUR a minute on 60/60, 30/6 and 1/1: charged S seconds cost floor(S × 100000 / 60)', async () => {
+    for (const [ini, nxt] of [
+      [60, 60],
+      [30, 6],
+      [1, 1],
+    ] as const) {
+      const d = `100000/60 0 ${ini} ${nxt} 0 0 0`;
+      const got = await bill(d, T0, LENGTHS);
+      LENGTHS.forEach((sec, i) => {
+        const n = charged(sec, ini, nxt);
+        expect(got[i]!.slice(0, 2), `${ini}/${nxt}, ${sec} s`).toEqual([n, Math.floor((n * 100_000) / 60)]);
+      });
+    }
+    // A minute costs exactly the printed price, ten of them ten times it; the short form bills per second.
+    expect(await bill('100000/60 0', T0, [7, 60, 600])).toEqual([
+      [7, 11_666, '1x7'],
+      [60, 100_000, '1x60'],
+      [600, 1_000_000, '1x600'],
+    ]);
+    expect(await run('100000/60 0', T0, [['flat'], ['rate', 0]])).toEqual([0, 100_000]);
+  });
+
+  it('what a balance buys is the most charged seconds whose cost fits it', async () => {
+    expect(
+      await run('100000/60 0 60 60 0 0 0', T0, [
+        ['afford', 0, 1_000_000],
+        ['afford', 0, 999_999],
+        ['afford', 0, 99_999],
+      ]),
+    ).toEqual([600, 540, 0]);
+    expect(
+      await run('100000/60 0', T0, [
+        ['afford', 0, 1_000_000],
+        ['afford', 0, 999_999],
+        ['afford', 0, 1666],
+        ['afford', 0, 1665],
+        // A balance of 10^15 micro-units: no product of it with the seconds goes past 2^53.
+        ['afford', 0, 1e15],
+        ['cost', 600_000_000_000],
+      ]),
+    ).toEqual([600, 599, 1, 0, 600_000_000_000, 1e15]);
+  });
+
+  it('a rate change mid-call: each rate costs its own run of seconds, rounded down on its own', async () => {
+    const B = Date.UTC(2027, 0, 13, 19);
+    const d = `100000/60 0 1 1 0 0 0 ${B} 50000/60`;
+    const ans = B - 30_500; // seconds 0..30 start before the change, 31.. after
+    const cost = (n: number): number =>
+      Math.floor((Math.min(n, 31) * 100_000) / 60) + Math.floor((Math.max(0, n - 31) * 50_000) / 60);
+    const secs = [1, 30, 31, 32, 33, 61, 91, 600];
+    expect(
+      await run(
+        d,
+        ans,
+        secs.map((n): Op => ['cost', n]),
+      ),
+    ).toEqual(secs.map(cost));
+    expect(
+      await run(d, ans, [
+        ['rate', 30],
+        ['rate', 31],
+      ]),
+    ).toEqual([100_000, 50_000]);
+  });
+
+  it('refuses a rate per no second, or per more than an hour', async () => {
+    for (const bad of ['100000/0 0', '100000/3601 0', '100000/ 0', '/60 0', '0/60 0', '100000/60/2 0'])
+      expect(await run(bad, T0, [['flat']]), bad).toEqual(['bad']);
+    await expect(run(`100 5 1 1 0 0 0 ${T0 + 5000} 4/0`, T0, [['cost', 6]])).rejects.toThrow(/bad rate change/);
   });
 });

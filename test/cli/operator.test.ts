@@ -8,7 +8,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readCatalog } from '../../src/catalog/store';
+import { putPlans, readCatalog } from '../../src/catalog/store';
 import type { Gateway } from '../../src/gateway/server';
 import { checkId, generateId } from '../../src/ids/idnum';
 import { keys } from '../../src/redis/keys';
@@ -541,6 +541,21 @@ describe('call', () => {
     expect(r.out).toContain('stopped: billed 1 s, cost 6000, balance 994000');
   });
 
+  it('says a price per minute as the plan holds it, and what its first second costs', async () => {
+    await putPlans(h.ctx.redis, [{ name: 'cli-min', rates: [{ prefix: '', rate: 100_000, per: 60, fee: 0 }] }]);
+    const [id] = await soldIds(h, talkProduct({ name: 'cli-min', plan: 'cli-min' }));
+    const tok = await token(h, 'switch', `cli-call-min-${Date.now()}`);
+    const url = `ws://127.0.0.1:${gw.port}/v1/switch`;
+    const args = ['call', '--id', id!, '--dest', '4491234', '--token', tok, '--url', url, '--seconds', '1'];
+    // The gateway has the plan once it rates the destination (it refreshes on the load's announcement).
+    await until(async () => gw.catalog.tariffFor('cli-min', '4491234', Date.now()) !== undefined, 5000);
+    const r = await spawnCli(args);
+    expect(r.code).toBe(0);
+    expect(lines(r.out)[0]).toBe('started: may talk 600 s, balance 1000000, rate 100000/60 s, fee 0');
+    // floor(100000 / 60): the second's share of the minute, rounded down.
+    expect(r.out).toContain('stopped: billed 1 s, cost 1666, balance 998334');
+  });
+
   it('a stop refused for good (its session gone) ends the command with exit 1, not a wait for ever', async () => {
     const [id] = await soldIds(h, talkProduct());
     const name = `cli-call-lost-${Date.now()}`;
@@ -961,11 +976,12 @@ describe('export', () => {
     const csv = await cli('export', 'calls', '--format', 'csv');
     expect(csv.code).toBe(0);
     expect(lines(csv.out)[0]).toBe(
-      'record,time,switch,call,id,dest,start,answer,end,sec,used,blocks,rate,fee,disc,cost,short,bal,cause',
+      'record,time,switch,call,id,dest,start,answer,end,sec,used,blocks,rate,fee,disc,cost,short,bal,cause,per',
     );
     const rows = parse<Record<string, string>>(csv.out, { columns: true });
     expect(rows).toHaveLength(recs.length);
-    expect(rows.filter((r) => r.switch === swName)).toEqual([rec]);
+    // A per-second call's record has no `per`: its CSV column is empty.
+    expect(rows.filter((r) => r.switch === swName)).toEqual([{ ...rec, per: '' }]);
 
     // Default format is CSV; --out writes a 0600 file.
     const outFile = join(h.dir, 'calls.csv');

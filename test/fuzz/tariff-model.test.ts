@@ -1,7 +1,8 @@
 /**
  * The tariff engine against a model written from the docs (tariff-model.ts):
  * random rate plans (nested prefixes, blocks, minimums, fees, disconnect
- * charges, time-of-day periods in zones with and without daylight saving,
+ * charges, prices per second or per minute (or any `per`), time-of-day
+ * periods in zones with and without daylight saving,
  * dated versions that drop prefixes, periods named like Object.prototype's
  * members) loaded through the catalog, and calls started near period edges,
  * activations and midnights, lasting 0, 1, a block ±1 s or up to a week, on
@@ -78,6 +79,10 @@ function randomPlan(rnd: Random, name: string): Case {
     for (const prefix of prefixes) {
       if (v > 0 && rnd.next() < 0.15) continue; // a later version may stop rating a prefix
       const r: M.ModelRate = { prefix, rate: rate(), fee: rnd.pick([0, 1, rnd.log(1, 1e12), 1e12]) };
+      // A price per P seconds: at least a micro-unit a second, as the catalog takes it.
+      const per = rnd.next() < 0.35 ? rnd.pick([60, 60, 6, 3600, rnd.int(2, 3600)]) : 1;
+      const atLeast = (x: number): number => Math.max(x, per, rnd.next() < 0.3 ? per * rnd.int(1, 9) : 0);
+      if (per > 1) [r.per, r.rate] = [per, atLeast(r.rate)];
       if (rnd.next() < 0.6) {
         r.initial = rnd.pick([1, 6, 30, 60, 3600, rnd.int(1, 120)]);
         r.next = rnd.pick([1, 6, 60, 3600, rnd.int(1, 90)]);
@@ -86,7 +91,9 @@ function randomPlan(rnd: Random, name: string): Case {
       if (rnd.next() < 0.3) r.minCost = rnd.pick([1, rnd.log(1, 1e12), 1e12]);
       if (rnd.next() < 0.3) r.disconnect = rnd.pick([1, rnd.log(1, 1e12), 1e12]);
       if (periods.length)
-        r.periodRates = Object.fromEntries(periods.filter(() => rnd.next() < 0.7).map((p) => [p.name, rate()]));
+        r.periodRates = Object.fromEntries(
+          periods.filter(() => rnd.next() < 0.7).map((p) => [p.name, Math.max(rate(), r.per ?? 1)]),
+        );
       rates.push(r);
     }
     if (!rates.length) rates.push({ prefix: '', rate: 1, fee: 0 });
@@ -174,8 +181,13 @@ async function runSeed(seed: number, cases: number): Promise<{ bad: string[]; bi
       const buys = M.affordable(t, start, balance);
       const q = await callQuote(h.ctx.scripts, idKey, start, [c.name, desc]);
       if (!q.ok) bad.push(where('quote refused', q.reason, 'quoted'));
-      else if (!sameSeconds(q.maxSec, buys, t, start) || q.rate !== t.rate || BigInt(q.fee) !== t.fee)
-        bad.push(where('quote', JSON.stringify(q), JSON.stringify({ maxSec: buys, rate: t.rate, fee: String(t.fee) })));
+      else if (
+        !sameSeconds(q.maxSec, buys, t, start) ||
+        q.rate !== t.rate.rate ||
+        q.per !== t.rate.per ||
+        BigInt(q.fee) !== t.fee
+      )
+        bad.push(where('quote', JSON.stringify(q), JSON.stringify({ maxSec: buys, ...t.rate, fee: String(t.fee) })));
       // The talk time a buyer is shown for this balance is what the call is granted.
       const [talk] = await callTalkTime(h.ctx.scripts, start, [{ amount: Number(balance), descriptor: desc }]);
       if (!sameSeconds(talk!, buys, t, start)) bad.push(where('talk time', talk, buys));
@@ -203,8 +215,13 @@ async function runSeed(seed: number, cases: number): Promise<{ bad: string[]; bi
         bad.push(where('start refused', st.reason, 'started'));
         continue;
       }
-      if (!sameSeconds(st.maxSec, buys, t, start) || !sameSeconds(st.grant, buys, t, start) || st.rate !== t.rate)
-        bad.push(where('started', JSON.stringify(st), JSON.stringify({ maxSec: buys, rate: t.rate })));
+      if (
+        !sameSeconds(st.maxSec, buys, t, start) ||
+        !sameSeconds(st.grant, buys, t, start) ||
+        st.rate !== t.rate.rate ||
+        st.per !== t.rate.per
+      )
+        bad.push(where('started', JSON.stringify(st), JSON.stringify({ maxSec: buys, ...t.rate })));
 
       // Ticks up to the hang-up, sometimes one that raced it (its seconds are given back).
       const ticks =
@@ -225,7 +242,7 @@ async function runSeed(seed: number, cases: number): Promise<{ bad: string[]; bi
               balance: String(stop.balance),
               recorded: String(BigInt(rec.cost!) + BigInt(rec.short!)),
               answer: sec > 0 ? Number(rec.answer) : answer,
-              rate: sec > 0 ? Number(rec.rate) : t.rate,
+              rate: sec > 0 ? { rate: Number(rec.rate), per: Number(rec.per ?? 1) } : t.rate,
               fee: sec > 0 ? rec.fee : String(t.fee),
             }
           : stop;

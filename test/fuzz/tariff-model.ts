@@ -6,6 +6,8 @@
  * lua/includes/tariff.lua: rates are looked up minute by minute (every period
  * edge is on a whole UTC minute, zone offsets being whole minutes), prefixes by
  * scanning them all, and money is BigInt, so that a precision loss shows.
+ * A row's `per` (operations.md "Per-minute prices"): a run of seconds at one
+ * price costs floor(seconds × rate / per), each run rounded on its own.
  */
 export interface ModelPeriod {
   name: string;
@@ -18,6 +20,8 @@ export interface ModelPeriod {
 export interface ModelRate {
   prefix: string;
   rate: number;
+  /** The seconds `rate` and the period rates pay (1 when absent). */
+  per?: number;
   fee: number;
   initial?: number;
   next?: number;
@@ -93,29 +97,40 @@ function periodAt(v: ModelVersion, t: number): string | undefined {
   return v.periods.find((p) => p.days.includes(weekday) && p.from * MINUTE <= ms && ms < p.to * MINUTE)?.name;
 }
 
-/** The rate for dest at t, by the version and period then; undefined when that version does not rate it. */
-function rateAt(plan: readonly ModelVersion[], dest: string, t: number): number | undefined {
+/** A price: `rate` micro-units per `per` seconds. */
+export interface Price {
+  rate: number;
+  per: number;
+}
+const samePrice = (a: Price, b: Price): boolean => BigInt(a.rate) * BigInt(b.per) === BigInt(b.rate) * BigInt(a.per);
+
+/**
+ * The rate for dest at t, by the version and period then; undefined when that version does not rate
+ * it. As the gateway answers it: per second when the price divides (7200 per 60 is 120 a second).
+ */
+function rateAt(plan: readonly ModelVersion[], dest: string, t: number): Price | undefined {
   const v = versionAt(plan, t);
   const hit = v && lookup(v, dest);
   if (!v || !hit) return undefined;
   const p = periodAt(v, t);
-  return (
+  const rate =
     (p !== undefined && hit.periodRates && Object.hasOwn(hit.periodRates, p) ? hit.periodRates[p] : undefined) ??
-    hit.rate
-  );
+    hit.rate;
+  const per = hit.per ?? 1;
+  return rate % per === 0 ? { rate: rate / per, per: 1 } : { rate, per };
 }
 
 /** A call's frozen tariff: the start's version's terms, and the rate at each instant of its first 7 days. */
 export interface ModelTerms {
-  rate: number;
+  rate: Price;
   fee: bigint;
   initial: number;
   next: number;
   minSec: number;
   minCost: bigint;
   disconnect: bigint;
-  /** Later rate changes, [instant, rate], ascending. */
-  changes: [number, number][];
+  /** Later rate changes, [instant, price], ascending. */
+  changes: [number, Price][];
   /** Past this instant the model claims nothing (the horizon, or a 65th change). */
   knownUntil: number;
 }
@@ -131,13 +146,13 @@ export function termsAt(plan: readonly ModelVersion[], dest: string, start: numb
   for (const x of plan)
     if (x.activeFrom !== undefined && x.activeFrom > start && x.activeFrom <= start + HORIZON_MS)
       instants.add(x.activeFrom);
-  const changes: [number, number][] = [];
+  const changes: [number, Price][] = [];
   let last = first;
   let knownUntil = start + HORIZON_MS;
   for (const t of [...instants].sort((a, b) => a - b)) {
     // A version that no longer rates the destination leaves a running call at the rate it had.
     const r = rateAt(plan, dest, t);
-    if (r === undefined || r === last) continue;
+    if (r === undefined || samePrice(r, last)) continue;
     if (changes.length === MAX_CHANGES) {
       knownUntil = t;
       break;
@@ -166,11 +181,14 @@ export function charged(t: ModelTerms, sec: number): number {
 }
 
 /** The rate of second i of a call answered at `answer`: the one in force at answer + i s. */
-export function rateOfSecond(t: ModelTerms, answer: number, i: number): number {
+export function rateOfSecond(t: ModelTerms, answer: number, i: number): Price {
   let r = t.rate;
   for (const [at, rate] of t.changes) if (at <= answer + i * 1000) r = rate;
   return r;
 }
+
+/** A run of `len` seconds at one price: floor(len × rate / per). */
+const runCost = (len: number, p: Price): bigint => (BigInt(len) * BigInt(p.rate)) / BigInt(p.per);
 
 /** The fee and the first n charged seconds at their rates, raised to minCost; no disconnect charge. */
 export function costOf(t: ModelTerms, answer: number, n: number): bigint {
@@ -181,11 +199,11 @@ export function costOf(t: ModelTerms, answer: number, n: number): bigint {
   for (const [at, next] of t.changes) {
     const from = Math.max(0, Math.ceil((at - answer) / 1000));
     if (from >= n) break;
-    if (from > i) sum += BigInt(from - i) * BigInt(rate);
+    if (from > i) sum += runCost(from - i, rate);
     i = Math.max(i, from);
     rate = next;
   }
-  sum += BigInt(n - i) * BigInt(rate);
+  sum += runCost(n - i, rate);
   return sum < t.minCost ? t.minCost : sum;
 }
 

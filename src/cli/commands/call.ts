@@ -155,7 +155,7 @@ function describe(msg: Record<string, unknown>): string {
   const m = msg as Record<string, string | number>;
   switch (m.op) {
     case 'started':
-      return `started: may talk ${m.maxSec} s, balance ${m.balance}, rate ${m.rate}/s, fee ${m.fee}`;
+      return `started: may talk ${m.maxSec} s, balance ${m.balance}, rate ${m.rate}/${m.per === undefined ? '' : `${m.per} `}s, fee ${m.fee}`;
     case 'ticked':
       return `  ${String(m.ref).padStart(4)} s  balance ${m.balance}  (${m.secLeft} s left)`;
     case 'alert':

@@ -97,6 +97,8 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
         grant: r.grant,
         balance: r.balance,
         rate: r.rate,
+        // Per-second rates, most of them, keep the answer as it always was.
+        ...(r.per !== 1 ? { per: r.per } : {}),
         fee: r.fee,
         final: r.final,
         ...(r.final ? finalFields(r.finalAction) : {}),
@@ -182,6 +184,7 @@ export function switchRoutes(metering: Metering, metrics: Metrics): Routes {
         op: 'quoted',
         ref: m.ref,
         rate: r.rate,
+        ...(r.per !== 1 ? { per: r.per } : {}),
         fee: r.fee,
         maxSec: r.maxSec,
         balance: r.balance,
