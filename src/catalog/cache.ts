@@ -109,19 +109,9 @@ export class CatalogCache {
     if (!this.token(token)) await this.refresh();
   }
 
-  /** The destination's rate in force at `now` in the plan, and its connection fee. */
-  rateFor(plan: string, dest: string, now = Date.now()): { rate: number; fee: number } | undefined {
+  /** The destination's rate in force at `now` in the plan (micro-units per `per` seconds, 1 if absent), and its fee. */
+  rateFor(plan: string, dest: string, now = Date.now()): { rate: number; per?: number; fee: number } | undefined {
     return this.tables.get(plan)?.rateAt(dest, now);
-  }
-
-  /** The destination's rate in force at `now` in every plan that has one, flat as call_start wants it. */
-  rateArgs(dest: string, now = Date.now()): (string | number)[] {
-    const out: (string | number)[] = [];
-    for (const [name, table] of this.tables) {
-      const hit = table.rateAt(dest, now);
-      if (hit) out.push(name, hit.rate, hit.fee);
-    }
-    return out;
   }
 
   /** The tariff descriptor of a call to `dest` starting at `now` in one plan; undefined when it has no rate then. */
