@@ -243,6 +243,28 @@ describe.each(ENCODINGS)('message errors in $enc', ({ binary }) => {
     await alive(w, binary);
   });
 
+  it('bad_type: a listed field sent as null is not left out, and bills nothing', async () => {
+    const call = `nulls-${++seq}-${binary ? 'b' : 'j'}`;
+    const o = await provoke(
+      w,
+      () => w.send({ op: 'start', ref: 'n1', call, id: ID, dest: '4912345', origin: null }, binary),
+      (m) => m.ref === 'n1',
+    );
+    expect(o.msg).toMatchObject({ ref: 'n1', call, reason: 'bad_type', message: expect.stringContaining('origin') });
+    expect((await w.request({ op: 'start', ref: 'n2', call, id: ID, dest: '4912345' }, binary)).msg.op).toBe('started');
+    // Go and Java encoders write unset fields as null unless told not to: a tick so sent is refused whole.
+    const t = await provoke(
+      w,
+      () => w.send({ op: 'tick', call, sec: 5, ref: null }, binary),
+      (m) => m.call === call,
+    );
+    expect(t.msg).toEqual({ op: 'error', call, reason: 'bad_type', message: expect.stringContaining('ref') });
+    const now = await w.request({ op: 'tick', ref: 'n3', call, sec: 0 }, binary);
+    expect(now.msg).toMatchObject({ op: 'ticked', balance: 1_000_000 });
+    expect((await w.request({ op: 'stop', ref: 'n4', call, sec: 0 }, binary)).msg).toMatchObject({ cost: 0 });
+    await alive(w, binary);
+  });
+
   it('bad_type: sec as a string, id as a number, a fractional sec', async () => {
     const a = await provoke(
       w,
