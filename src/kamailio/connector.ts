@@ -30,6 +30,12 @@ export interface ConnectorOptions {
   gateways: string[];
   token: string;
   log: Logger;
+  /**
+   * How long before the end of its last paid second a call's final tick goes (TICK_LEAD_MS by
+   * default, under a second): the time Tessera has to answer it, with a cut-off or more paid,
+   * before the money ends. A gateway farther than a few ms away needs more.
+   */
+  tickLeadMs?: number;
 }
 
 interface Call {
@@ -149,8 +155,8 @@ const END_EVENT_LAG_MS = 100;
  * after each of these delays: Kamailio's own answer, an error too, is final.
  */
 const END_DIALOG_RETRY_MS = [500, 1000, 2000, 4000, 8000];
-/** How long before the end of its last paid second a call's final tick is sent. */
-const TICK_LEAD_MS = 200;
+/** How long before the end of its last paid second a call's final tick is sent, by default. */
+export const TICK_LEAD_MS = 200;
 /**
  * Why Tessera refused a start, as the SIP refusal table reads it. The protocol
  * refuses an ID too long for its schema as `bad_value`, the reason of a bad
@@ -215,7 +221,7 @@ function stopRetryMs(r: Msg): number | undefined {
  * When a tick asking for its re-grant is refused `overloaded` (or `unavailable`, `internal`) it is
  * sent again after each of these delays while it is the call's latest: at the paid end the next
  * tick, a second on, cuts the call with no word of more, so the resends fit in well before it
- * (their sum under a second less TICK_LEAD_MS). Few and spaced: `overloaded` asks to slow down.
+ * (their sum under a second less the default TICK_LEAD_MS). Few and spaced: `overloaded` asks to slow down.
  */
 const ASK_AGAIN_MS = [100, 200, 400];
 /** A start refused for these may have been applied all the same (`overloaded` was not handled at all). */
@@ -245,9 +251,15 @@ export class KamailioConnector {
   /** The cuts' dlg.end_dlg waiting to go again (endDialog): a closed connector sends none. */
   private readonly endsAgain = new Set<NodeJS.Timeout>();
   private readonly log: Logger;
+  /** ConnectorOptions.tickLeadMs. */
+  private readonly tickLeadMs: number;
 
   constructor(o: ConnectorOptions) {
     this.log = o.log;
+    this.tickLeadMs = o.tickLeadMs ?? TICK_LEAD_MS;
+    // Not a second or more: the tick would claim the last paid second before it has begun.
+    if (!(this.tickLeadMs >= 0 && this.tickLeadMs < 1000))
+      throw new RangeError(`tickLeadMs must be 0 to 999 ms, not ${this.tickLeadMs}`);
     this.rpc = new KamailioRpc(new URL(o.rpcUrl));
     this.link = new SwitchLink({
       urls: o.gateways,
@@ -405,7 +417,7 @@ export class KamailioConnector {
       // A call still waiting for word at its paid end is cut there, as its next tick would.
       for (const c of this.calls.values()) if (atPaidEnd(c)) this.cutForWantOfWord(c);
       // A cut still to come (a wait shorter than its margin) is made at its time, never early: it
-      // is due within TICK_LEAD_MS + CUT_MARGIN_MS of its order. Its stop is then handed on.
+      // is due within tickLeadMs + CUT_MARGIN_MS of its order. Its stop is then handed on.
       await Promise.all([...this.calls.values()].filter(cutPending).map((c) => this.cutAtItsTime(c)));
       await Promise.all(this.owed().map((c) => this.handOn(c)));
     }
@@ -722,11 +734,11 @@ export class KamailioConnector {
     this.scheduleTick(c);
   }
 
-  /** The next tick: at the end of each second, the last paid one TICK_LEAD_MS before its end. */
+  /** The next tick: at the end of each second, the last paid one tickLeadMs before its end. */
   private scheduleTick(c: Call): void {
     const next = c.ticked + 1;
     const end = paidEnd(c.maxSec, c.horizon);
-    const due = c.answerAt + next * 1000 - (end > 0 && next >= end ? TICK_LEAD_MS : 0);
+    const due = c.answerAt + next * 1000 - (end > 0 && next >= end ? this.tickLeadMs : 0);
     // Timers run before I/O in an event-loop turn: the tick waits for the I/O of this turn
     // (setImmediate), so an end event that arrived during a stall is seen before it. A
     // timer replaced meanwhile (a final grant moved the tick earlier) ticks nothing.
@@ -743,7 +755,7 @@ export class KamailioConnector {
   /**
    * Ticks the completed seconds, so a hang-up racing a tick never adds a
    * second unless its event comes more than a second late. The last paid
-   * second is ticked TICK_LEAD_MS before it ends (it has started, so the
+   * second is ticked tickLeadMs before it ends (it has started, so the
    * started-second rule bills it anyway): its cutoff is then known before
    * the balance runs out, and the BYE leaves on the dot.
    */
@@ -752,7 +764,7 @@ export class KamailioConnector {
     const now = steadyNow();
     const end = paidEnd(c.maxSec, c.horizon);
     let sec = Math.floor((now - c.answerAt) / 1000);
-    if (end > 0 && sec < end && now >= c.answerAt + end * 1000 - TICK_LEAD_MS) sec = end;
+    if (end > 0 && sec < end && now >= c.answerAt + end * 1000 - this.tickLeadMs) sec = end;
     if (c.started && this.evapi.connected && sec > c.ticked) {
       c.ticked = sec;
       this.link.send(this.tickOf(c, sec));

@@ -1,5 +1,5 @@
 /** `tessera kamailio`: the Kamailio connector (src/kamailio), a switch of Tessera's like any other. */
-import { CLOSE_WAIT_MS, KamailioConnector } from '../../kamailio/connector';
+import { CLOSE_WAIT_MS, KamailioConnector, TICK_LEAD_MS } from '../../kamailio/connector';
 import { createLogger } from '../../observability/log';
 import { parseOptions, usageError, type Command } from '../command';
 
@@ -8,13 +8,15 @@ export const kamailioCommands: Record<string, Command> = {
     summary: "meter Kamailio's prepaid calls: connect its evapi to Tessera's switch protocol",
     usage:
       '[--evapi 127.0.0.1:8448] [--rpc http://127.0.0.1:5071/RPC] [--gateway ws://localhost:$PORT/v1/switch]... [--token SWITCH_TOKEN]' +
-      ' (or KAMAILIO_EVAPI, KAMAILIO_RPC, TESSERA_GATEWAYS comma-separated, TESSERA_SWITCH_TOKEN)',
+      ` [--tick-lead-ms ${TICK_LEAD_MS}]` +
+      ' (or KAMAILIO_EVAPI, KAMAILIO_RPC, TESSERA_GATEWAYS comma-separated, TESSERA_SWITCH_TOKEN, KAMAILIO_TICK_LEAD_MS)',
     async run(cli) {
       const { values } = parseOptions(cli, {
         evapi: { type: 'string', default: process.env.KAMAILIO_EVAPI ?? '127.0.0.1:8448' },
         rpc: { type: 'string', default: process.env.KAMAILIO_RPC ?? 'http://127.0.0.1:5071/RPC' },
         gateway: { type: 'string', multiple: true },
         token: { type: 'string', default: process.env.TESSERA_SWITCH_TOKEN },
+        'tick-lead-ms': { type: 'string', default: process.env.KAMAILIO_TICK_LEAD_MS ?? String(TICK_LEAD_MS) },
       });
       const [host, port] = splitHostPort(values.evapi);
       const gateways = (
@@ -31,6 +33,9 @@ export const kamailioCommands: Record<string, Command> = {
       } catch {
         throw usageError(`--rpc is not a URL: ${values.rpc}`);
       }
+      const tickLeadMs = Number(values['tick-lead-ms']);
+      if (!Number.isInteger(tickLeadMs) || tickLeadMs < 0 || tickLeadMs > 999)
+        throw usageError(`--tick-lead-ms must be 0 to 999, not ${values['tick-lead-ms']}`);
       const log = createLogger(process.env.LOG_LEVEL ?? 'info', 'tessera-kamailio');
       const connector = new KamailioConnector({
         evapiHost: host,
@@ -39,6 +44,7 @@ export const kamailioCommands: Record<string, Command> = {
         gateways,
         token: values.token,
         log,
+        tickLeadMs,
       });
       connector.start();
       log.info({ evapi: values.evapi, rpc: values.rpc, gateways }, 'kamailio connector running');
