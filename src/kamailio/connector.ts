@@ -764,7 +764,10 @@ export class KamailioConnector {
     const now = steadyNow();
     const end = paidEnd(c.maxSec, c.horizon);
     let sec = Math.floor((now - c.answerAt) / 1000);
-    if (end > 0 && sec < end && now >= c.answerAt + end * 1000 - this.tickLeadMs) sec = end;
+    // From the last paid second on, each second is ticked tickLeadMs before it ends, as
+    // scheduleTick made it due: counting whole seconds only, the tick after the paid end's
+    // would find nothing new and be due again at once until its second ended.
+    if (end > 0 && sec + 1 >= end && now >= c.answerAt + (sec + 1) * 1000 - this.tickLeadMs) sec += 1;
     if (c.started && this.evapi.connected && sec > c.ticked) {
       c.ticked = sec;
       this.link.send(this.tickOf(c, sec));

@@ -4,8 +4,9 @@
  * picks: a tick asking for its re-grant that is refused for now is sent
  * again, and the call goes on as far as its money does.
  */
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { callIdOf } from '../../src/kamailio/call-id';
+import { KamailioConnector } from '../../src/kamailio/connector';
 import { soldIds, talkProduct, token } from '../support/harness';
 import { jsonCall } from '../support/http';
 import { SwitchProxy } from '../support/switch-proxy';
@@ -59,6 +60,39 @@ describe('kamailio connector: re-grants asked again', () => {
       const rec = await recordOf(s.h, dialog.ci, 5000);
       expect([rec.sec, rec.cause, rec.cost]).toEqual(['6', 'hangup', '600']);
     } finally {
+      await c.close(0);
+      await proxy.close();
+    }
+  });
+
+  it('with no word of more at the paid end, the next tick is due tickLeadMs early too, not spun for', async () => {
+    // The paid end's tick, sent tickLeadMs before the end, gets no answer (refused every time). The
+    // next was scheduled tickLeadMs before its second too, but counted only whole seconds when it
+    // ran: it found nothing new to send and rescheduled itself at once, about once a millisecond,
+    // until its second began (some 200 wake-ups a call, the cut 1000 ms past the end, not 800).
+    const [id] = await soldIds(s.h, SHORT, 1);
+    const dialog = { ci: 'no-word@probe', he: 22, hi: 2002, id: id!, dest: '33612345678' };
+    const call = callIdOf(dialog.ci, dialog.he, dialog.hi);
+    const proxy = new SwitchProxy(s.gw.port, (m) =>
+      m.op === 'tick' && m.call === call && m.ref ? 'overloaded' : undefined,
+    );
+    const ticks = vi.spyOn(KamailioConnector.prototype as unknown as { tick(c: unknown): void }, 'tick');
+    const c = s.connector({ gateway: await proxy.listen() });
+    c.start();
+    try {
+      await until('the connector to attach', () => s.evapi.socks.size > 0);
+      s.evapi.send({ ev: 'invite', ...dialog, ti: 3, tl: 2, si: '127.0.0.9', ts: Date.now() / 1000 });
+      await until('the call to be admitted', () => s.evapi.answers.find((a) => a.ti === 3 && a.sec !== undefined));
+      s.evapi.send({ ev: 'answer', ...dialog, ts: Date.now() / 1000 });
+      await until('the cut at the paid end', () => s.rpc.calls.some((r) => r.method === 'dlg.end_dlg'), 8000);
+      // Seconds 1, 2, 3 (early), then 4 (early), which finds no word and orders the cut; a few
+      // more where a timer fires a millisecond before its due time. Spinning, it was 150-200.
+      expect(ticks.mock.calls.length).toBeLessThanOrEqual(12);
+      s.evapi.send({ ev: 'end', ...dialog, ts: Date.now() / 1000 });
+      const rec = await recordOf(s.h, dialog.ci, 5000);
+      expect([rec.sec, rec.cause]).toEqual(['3', 'max_sec']);
+    } finally {
+      ticks.mockRestore();
       await c.close(0);
       await proxy.close();
     }
