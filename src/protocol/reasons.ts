@@ -101,7 +101,7 @@ export const REASONS = {
   // Buyer pages
   foreign_form: reason(
     403,
-    "the form was not posted from this site's page in this browser (no form cookie, or a token of another)",
+    "the form was not posted from this site's page in this browser (no form cookie, a token of another, or no Sec-Fetch-Site or Origin of this site)",
   ),
   pin_required: reason(
     403,

@@ -355,7 +355,7 @@ describe('the reason a refused page carries', () => {
       const form = new URLSearchParams({ form: session.token, ...buyForm(TALK.name, rich) }).toString();
       const { text } = await rawExchange(
         g.port,
-        `POST /buy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: ${session.cookie}\r\n` +
+        `POST /buy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: ${session.cookie}\r\nSec-Fetch-Site: same-origin\r\n` +
           `Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ${form.length}\r\n\r\n${form}`,
       );
       const head = text.slice(0, text.indexOf('\r\n\r\n')).split('\r\n');

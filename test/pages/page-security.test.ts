@@ -191,6 +191,47 @@ describe('forms are taken only from our own pages in the same browser', () => {
   });
 });
 
+describe('a browser must say a form came from this site', () => {
+  it('a good cookie and token with neither Sec-Fetch-Site same-origin nor this site’s Origin are refused', async () => {
+    const before = await stock(h, WEB.name);
+    const s = await formSession(gw);
+    const post = (headers: Record<string, string>): Promise<Res> =>
+      http(gw, 'POST', '/buy', { form: { ...buyFields(WEB.name, nonce()), form: s.token }, headers });
+    // A browser that says nothing, one that hides the page's origin, one from a sibling subdomain that
+    // set this site's cookie (same-site), and an older one without Sec-Fetch-Site posting from elsewhere.
+    const elsewhere: Record<string, string>[] = [
+      {},
+      { Origin: 'null' },
+      { 'Sec-Fetch-Site': 'same-site', Origin: 'http://evil.localhost' },
+      { Origin: 'http://evil.localhost' },
+    ];
+    for (const headers of elsewhere) {
+      const r = await post({ ...headers, Cookie: s.cookie });
+      expect(r.status, JSON.stringify(headers)).toBe(403);
+      expect(r.headers.get('tessera-reason')).toBe('foreign_form');
+    }
+    expect(await stock(h, WEB.name)).toBe(before);
+    // An older browser, without Sec-Fetch-Site, posting from the page at PUBLIC_URL (here its default).
+    const older = await post({ Origin: `http://localhost:${gw.port}`, Cookie: s.cookie });
+    expect(older.status).toBe(200);
+    expect(await stock(h, WEB.name)).toBe(before - 1);
+  });
+
+  it('so does a check link’s PIN form: refused before any PIN is tried', async () => {
+    const s: FormSession = await formSession(gw);
+    const sold = await postPageForm(gw, '/buy', buyFields(WEB.name, nonce()), s);
+    const checkPath = new URL(/id="check-url" class="url" href="([^"]+)"/.exec(sold.text)![1]!).pathname;
+    const id = /id="id-number">([0-9 ]+)</.exec(sold.text)![1]!.replace(/ /g, '');
+    const bare = await http(gw, 'POST', checkPath, {
+      form: { pin: '4711', form: s.token },
+      headers: { Cookie: s.cookie },
+    });
+    expect(bare.status).toBe(403);
+    expect(bare.text).not.toContain('id="id-number"');
+    expect((await idFields(h, id)).pinfail).toBe('0');
+  });
+});
+
 describe('anonymous buyers buy only what is on public sale', () => {
   it('the product list and the buy form list only products flagged webShop', async () => {
     const list = await http(gw, 'GET', '/v1/products');

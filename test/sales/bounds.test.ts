@@ -68,6 +68,7 @@ async function buyPage(
     method: 'POST',
     headers: {
       'content-type': 'application/x-www-form-urlencoded',
+      'sec-fetch-site': 'same-origin',
       cookie: session.cookie,
       ...(opts.from ? { 'x-forwarded-for': opts.from } : {}),
     },

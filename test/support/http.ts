@@ -83,7 +83,10 @@ export async function formSession(at: { port: number }, path = '/buy'): Promise<
   return { cookie, token };
 }
 
-/** Posts a buyer page's form (`/buy`, a check link) as the browser holding `session` would. */
+/**
+ * Posts a buyer page's form (`/buy`, a check link) as the browser holding `session` would, saying
+ * it comes from the site's own page (`Sec-Fetch-Site: same-origin`, unless `headers` say otherwise).
+ */
 export async function postPageForm(
   at: { port: number },
   path: string,
@@ -92,7 +95,10 @@ export async function postPageForm(
   headers: Record<string, string> = {},
 ): Promise<Res> {
   const s = session ?? (await formSession(at, path));
-  return http(at, 'POST', path, { form: { form: s.token, ...form }, headers: { ...headers, Cookie: s.cookie } });
+  return http(at, 'POST', path, {
+    form: { form: s.token, ...form },
+    headers: { 'Sec-Fetch-Site': 'same-origin', ...headers, Cookie: s.cookie },
+  });
 }
 
 /** Writes `request` on a new TCP connection; what came back until the server closed it (or 2 s passed). */

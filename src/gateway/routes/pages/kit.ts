@@ -73,6 +73,8 @@ export interface FormClient {
   fresh: boolean;
   /** Sec-Fetch-Site: where the browser says the request came from ('' from clients that do not say). */
   site: string;
+  /** Origin: the site of the page that posted ('' when not sent, `null` when the browser hides it). */
+  origin: string;
 }
 
 export function formClient(req: HttpRequest): FormClient {
@@ -85,6 +87,7 @@ export function formClient(req: HttpRequest): FormClient {
     cookie: sent ?? randomBytes(16).toString('hex'),
     fresh: !sent,
     site: req.getHeader('sec-fetch-site'),
+    origin: req.getHeader('origin'),
   };
 }
 
@@ -134,7 +137,7 @@ export interface PageKit {
     fc?: FormClient,
     extra?: Record<string, string>,
   ): void;
-  /** A form came from one of our pages in this browser: its token matches the cookie, and the browser does not say otherwise. */
+  /** A form came from one of our pages in this browser: its token matches the cookie, and the browser says it came from this site. */
   fromOurPage(fc: FormClient, form: URLSearchParams): boolean;
   /**
    * Runs a page's work, counted in flight like any request (past MAX_INFLIGHT_TOTAL: a 503 page at
@@ -173,8 +176,16 @@ export function pageKit(d: PageDeps): PageKit {
     if (status !== 200) headers[REASON_HEADER] = reasonHeader(status.reason);
     reply.send(status === 200 ? 200 : (status.status ?? statusOf(status.reason)), page(title, body), HTML, headers);
   };
+  // The browser must say the post came from this site: Sec-Fetch-Site `same-origin` (every browser since
+  // 2023), or, from one that does not send it, an Origin of PUBLIC_URL (under our pages' no-referrer
+  // policy the Fetch standard has a browser send `null` there, so the first is the one that counts). A
+  // post that says neither is not taken: a sibling subdomain can set this site a form cookie whose token
+  // it knows (the cookie is `Lax`, and a sibling is the same site), so the pair alone does not prove the
+  // page was ours.
+  const fromThisSite = (fc: FormClient): boolean =>
+    fc.site === 'same-origin' || (fc.site === '' && fc.origin !== '' && fc.origin === new URL(d.publicUrl()).origin);
   const fromOurPage: PageKit['fromOurPage'] = (fc, form) =>
-    !fc.fresh && (fc.site === '' || fc.site === 'same-origin') && form.get('form') === d.formMac(fc.cookie);
+    !fc.fresh && fromThisSite(fc) && form.get('form') === d.formMac(fc.cookie);
   const { load } = d;
   const busyReply: PageKit['busy'] = (reply) =>
     send(reply, { reason: 'overloaded' }, 'Sorry', busyPage(), undefined, { 'Retry-After': '1' });
