@@ -47,6 +47,7 @@ const EnvSchema = Type.Object({
   REDIS_REPLICATED_ACKS: Type.Optional(Type.Union([Type.Literal('on'), Type.Literal('off')])),
   REDIS_ACK_TIMEOUT_MS: Type.Optional(Type.Integer({ minimum: 10, maximum: 60_000 })),
   PUBLIC_URL: Type.Optional(Type.String({ pattern: '^https?://[^\\s]+$' })),
+  HSTS_MAX_AGE_SEC: Int(0, 2 * 365 * 86400, 365 * 86400),
   PROVIDER_URL: Type.Optional(Type.String({ pattern: '^https?://[^\\s]+$' })),
   PROVIDER_KEY: Type.Optional(Type.String({ maxLength: 200 })),
   PROVIDER_TIMEOUT_MS: Int(50, 120_000, 5000),
@@ -167,6 +168,8 @@ export interface Config {
   wsIdleTimeoutSec: number;
   /** Where buyers reach us: check and access-number links are built on it. */
   publicUrl?: string;
+  /** How long browsers come back to an https PUBLIC_URL over https only (Strict-Transport-Security); 0: not sent. */
+  hstsMaxAgeSec: number;
   /** The card company; unset: the gateway refuses to start unless the sandbox is asked for (`--sandbox`). */
   provider: { url?: string; key?: string; timeoutMs: number; sandboxPort: number };
   /** How long an ID stays reserved for a purchase in progress. */
@@ -316,6 +319,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxBackpressureTotalBytes: e.MAX_BACKPRESSURE_TOTAL_BYTES,
     wsIdleTimeoutSec: e.WS_IDLE_TIMEOUT_SEC,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
+    hstsMaxAgeSec: e.HSTS_MAX_AGE_SEC,
     provider: {
       url: e.PROVIDER_URL,
       key: e.PROVIDER_KEY,

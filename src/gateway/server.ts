@@ -135,6 +135,7 @@ export async function startGateway(
     checks: s.checks,
     anis: new AniRegistry(s.ctx, (product) => aniTermsOf(s.catalog.product(product))),
     publicUrl,
+    hstsMaxAgeSec: cfg.hstsMaxAgeSec,
     trust,
     log,
     formMac: (cookie) => s.ctx.ids.mac(`form:${cookie}`).slice(0, 32),

@@ -115,6 +115,18 @@ describe('buyer page headers', () => {
     } finally {
       await tls.close();
     }
+    // HSTS_MAX_AGE_SEC sets how long; 0 sends none (a proxy in front that sends its own).
+    for (const [hstsMaxAgeSec, sent] of [
+      [600, 'max-age=600'],
+      [0, null],
+    ] as const) {
+      const g = await gateway(h, { publicUrl: 'https://tessera.example', hstsMaxAgeSec });
+      try {
+        expect((await http(g, 'GET', '/buy')).headers.get('strict-transport-security')).toBe(sent);
+      } finally {
+        await g.close();
+      }
+    }
     // Over plain HTTP the header would mean nothing, and a gateway without TLS in front must not send it.
     const plain = await http(gw, 'GET', '/buy');
     expect(plain.headers.get('strict-transport-security')).toBeNull();

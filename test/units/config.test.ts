@@ -50,6 +50,7 @@ describe('loadConfig', () => {
       maxBackpressureTotalBytes: 256 * 1024 * 1024,
       wsIdleTimeoutSec: 120,
       publicUrl: undefined,
+      hstsMaxAgeSec: 31_536_000,
       provider: { url: undefined, key: undefined, timeoutMs: 5000, sandboxPort: 0 },
       holdMs: 600_000,
       abandonAfterMs: 1_800_000,
@@ -119,6 +120,13 @@ describe('loadConfig', () => {
     });
     expect(c.redis.timeoutMs).toBe(750);
     expect(typeof c.port).toBe('number');
+  });
+
+  it('HSTS_MAX_AGE_SEC: a year unless set, 0 (not sent) to two years', () => {
+    expect(loadConfig({ HSTS_MAX_AGE_SEC: '0' }).hstsMaxAgeSec).toBe(0);
+    expect(loadConfig({ HSTS_MAX_AGE_SEC: '63072000' }).hstsMaxAgeSec).toBe(63_072_000);
+    expect(() => loadConfig({ HSTS_MAX_AGE_SEC: '63072001' })).toThrow(/HSTS_MAX_AGE_SEC/);
+    expect(() => loadConfig({ HSTS_MAX_AGE_SEC: '-1' })).toThrow(/HSTS_MAX_AGE_SEC/);
   });
 
   it("a token name may hold half the gateway's places in flight, unless set", () => {

@@ -34,6 +34,8 @@ export interface PageDeps {
   /** Caller numbers, which the check page lets an owner register. */
   anis: AniRegistry;
   publicUrl: () => string;
+  /** Strict-Transport-Security's max-age behind TLS (HSTS_MAX_AGE_SEC); 0: not sent. */
+  hstsMaxAgeSec: number;
   /** Whose X-Forwarded-For names the client (per-client limits of payments and PIN tries). */
   trust: ProxyTrust;
   log: Logger;
@@ -58,9 +60,6 @@ export const PAGE_HEADERS: Readonly<Record<string, string>> = {
   // Pages show ID numbers and carry form tokens: no browser or proxy keeps them.
   'Cache-Control': 'no-store',
 };
-
-/** What pages behind TLS tell browsers (an https PUBLIC_URL): https only, for a year. */
-const HSTS = 'max-age=31536000';
 
 /** The cookie holding the random value a browser's form tokens are made from. */
 const FORM_COOKIE = 'tessera_form';
@@ -161,12 +160,14 @@ export interface PageKit {
 
 export function pageKit(d: PageDeps): PageKit {
   const secure = (): boolean => d.publicUrl().startsWith('https:');
+  const hsts = `max-age=${d.hstsMaxAgeSec}`;
   const send: PageKit['send'] = (reply, status, title, body, fc, extra = {}) => {
     const headers: Record<string, string> = { ...PAGE_HEADERS, ...extra };
-    // Behind TLS (the links buyers keep are https): browsers come back over https only, for a year, so
-    // a check link typed or followed as http:// never sends its PIN in clear. Over plain HTTP it would
-    // mean nothing, and a gateway with no TLS in front must not promise it.
-    if (secure()) headers['Strict-Transport-Security'] = HSTS;
+    // Behind TLS (the links buyers keep are https): browsers come back over https only, for
+    // HSTS_MAX_AGE_SEC, so a check link typed or followed as http:// never sends its PIN in clear.
+    // Over plain HTTP it would mean nothing, and a gateway with no TLS in front must not promise it.
+    // 0 sends nothing: a proxy in front that sends its own would otherwise see two.
+    if (secure() && d.hstsMaxAgeSec > 0) headers['Strict-Transport-Security'] = hsts;
     // Lax, not Strict: a check link followed from a mail (another site) must bring the cookie, or the
     // page would set a new one and spoil the forms of this site open in the browser's other tabs. No
     // browser sends a Lax cookie with another site's post, so the forms stay ours alone.
