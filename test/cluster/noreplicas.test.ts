@@ -5,11 +5,6 @@
  * it, so starting (every CLI command: lookup, export, audit; a gateway) must
  * not need a write there.
  */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
 import Redis from 'ioredis';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { openContext } from '../../src/app/context';
@@ -17,28 +12,21 @@ import { Sandbox } from '../../src/dev/sandbox';
 import { startGateway } from '../../src/gateway/server';
 import { loadConfig, type Config } from '../../src/config/config';
 import { createLogger } from '../../src/observability/log';
-import { freeClusterBase } from '../../src/redis/embedded';
 import { keys } from '../../src/redis/keys';
 import { openScanWindows } from '../../src/redemption/scan-windows';
+import { startCluster, type LocalCluster } from '../support/cluster';
 import { TEST_SECRET } from '../support/harness';
 import { until } from '../support/wait';
 
-const SCRIPT = resolve(__dirname, '../../deploy/cluster/local-cluster.sh');
-const run = promisify(execFile);
-let dir: string;
+let cluster: LocalCluster;
 let cfg: Config;
-let base: number;
-const nodesDir = (): string => join(dir, 'nodes');
-const pidOf = (port: number): number => Number(readFileSync(join(nodesDir(), String(port), 'redis.pid'), 'utf8'));
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'tessera-noreplicas-'));
-  base = await freeClusterBase();
-  const { stdout } = await run('sh', [SCRIPT, 'start', nodesDir(), String(base)]);
+  cluster = await startCluster('tessera-noreplicas-');
   cfg = loadConfig({
-    REDIS_CLUSTER: /REDIS_CLUSTER=(\S+)/.exec(stdout)![1]!,
+    REDIS_CLUSTER: cluster.nodes,
     TESSERA_SECRET: TEST_SECRET,
-    DATA_DIR: dir,
+    DATA_DIR: cluster.dir,
     LOG_LEVEL: 'silent',
   });
   // The first process loads the library everywhere, pins the layout and decides the scan windows.
@@ -48,39 +36,15 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  if (dir) {
-    await run('sh', [SCRIPT, 'stop', nodesDir()]).catch(() => undefined);
-    rmSync(dir, { recursive: true, force: true });
-  }
+  await cluster?.stop();
 });
-
-/** The primary serving `key`'s slot, and its replica. */
-async function shardOf(key: string): Promise<{ replica: number; primary: number }> {
-  const r = new Redis({ port: base, lazyConnect: true, maxRetriesPerRequest: 1 });
-  await r.connect();
-  const slot = Number(await r.call('CLUSTER', 'KEYSLOT', key));
-  const nodes = ((await r.call('CLUSTER', 'NODES')) as string)
-    .trim()
-    .split('\n')
-    .map((l) => l.split(' '));
-  r.disconnect();
-  const port = (n: string[]): number => Number(/:(\d+)@/.exec(n[1]!)![1]);
-  const serves = (n: string[]): boolean =>
-    n.slice(8).some((range) => {
-      const [from, to = from] = range.split('-').map(Number);
-      return slot >= from! && slot <= to!;
-    });
-  const primary = nodes.find((n) => n[2]!.includes('master') && serves(n))!;
-  const replica = nodes.find((n) => n[3] === primary[0])!;
-  return { replica: port(replica), primary: port(primary) };
-}
 
 describe('a primary without its replica', () => {
   it('does not stop a process from starting: a CLI command’s context (lookup, export, audit), a gateway', async () => {
     // The shards of what every start reads: the layout pin and the scan windows.
-    const shards = await Promise.all([keys.layout, keys.scanWindows].map(shardOf));
+    const shards = await Promise.all([keys.layout, keys.scanWindows].map((k) => cluster.shardOf(k)));
     const paused = [...new Set(shards.map((s) => s.replica))];
-    for (const replica of paused) process.kill(pidOf(replica), 'SIGSTOP');
+    for (const replica of paused) process.kill(cluster.pidOf(replica), 'SIGSTOP');
     try {
       // Past min-replicas-max-lag each of those primaries refuses every write to the key's slot.
       for (const [i, key] of [keys.layout, keys.scanWindows].entries()) {
@@ -109,7 +73,7 @@ describe('a primary without its replica', () => {
         await sandbox.close();
       }
     } finally {
-      for (const replica of paused) process.kill(pidOf(replica), 'SIGCONT');
+      for (const replica of paused) process.kill(cluster.pidOf(replica), 'SIGCONT');
     }
   }, 30_000);
 });
