@@ -10,11 +10,6 @@
  * runs, so the primary has writes its replica has not when it is killed; an
  * acknowledgement that did not wait for the replica would be a lost write.
  */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
 import Redis from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openContext, type Context } from '../../src/app/context';
@@ -27,16 +22,14 @@ import { audit } from '../../src/ledger/audit';
 import { activateId } from '../../src/ledger/ids';
 import { mintIds } from '../../src/ledger/mint';
 import { createLogger } from '../../src/observability/log';
-import { freeClusterBase } from '../../src/redis/embedded';
 import { keys } from '../../src/redis/keys';
+import { holdBackReplication, roleOf, startCluster, writable, type LocalCluster } from '../support/cluster';
 import { STD_RATES, talkProduct, TEST_SECRET } from '../support/harness';
 import { http, jsonCall } from '../support/http';
 import { sleep, until } from '../support/wait';
 import { Client } from '../support/ws-client';
 import { newKey } from '../sales/fixtures';
 
-const SCRIPT = resolve(__dirname, '../../deploy/cluster/local-cluster.sh');
-const run = promisify(execFile);
 const TALK = talkProduct({ name: 'talk-f', face: 1_000_000, price: 1_000_000 });
 const FOR_SALE = talkProduct({ name: 'talk-sale', face: 1000, price: 1000 });
 const WALLET: GoodsProduct = {
@@ -52,7 +45,7 @@ const BEER = 4_500_000;
 /** How long a retried operation may take to be acknowledged once the fault is over. */
 const SETTLE_MS = 30_000;
 
-let dir: string;
+let cluster: LocalCluster;
 let cfg: Config;
 let ctx: Context;
 let sandbox: Sandbox;
@@ -65,17 +58,13 @@ let salesTok: string;
 /** Every answer the load got, by reason: none may be `internal`. */
 const reasons = new Map<string, number>();
 
-const nodesDir = (): string => join(dir, 'nodes');
-const pidOf = (port: number): number => Number(readFileSync(join(nodesDir(), String(port), 'redis.pid'), 'utf8'));
-
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'tessera-failover-'));
-  const { stdout } = await run('sh', [SCRIPT, 'start', nodesDir(), String(await freeClusterBase())]);
+  cluster = await startCluster('tessera-failover-');
   sandbox = new Sandbox();
   const env = {
-    REDIS_CLUSTER: /REDIS_CLUSTER=(\S+)/.exec(stdout)![1]!,
+    REDIS_CLUSTER: cluster.nodes,
     TESSERA_SECRET: TEST_SECRET,
-    DATA_DIR: dir,
+    DATA_DIR: cluster.dir,
     PORT: '0',
     HOST: '127.0.0.1',
     LOG_LEVEL: 'silent',
@@ -103,10 +92,7 @@ afterAll(async () => {
   await gw?.close();
   await ctx?.close();
   await sandbox?.close();
-  if (dir) {
-    await run('sh', [SCRIPT, 'stop', nodesDir()]).catch(() => undefined);
-    rmSync(dir, { recursive: true, force: true });
-  }
+  await cluster?.stop();
 });
 
 async function sold(product: typeof TALK | typeof WALLET, n: number): Promise<string[]> {
@@ -118,7 +104,7 @@ async function sold(product: typeof TALK | typeof WALLET, n: number): Promise<st
 
 /** A primary and its replica, as the cluster itself says now. */
 async function pair(avoid: number[] = []): Promise<{ primary: number; replica: number }> {
-  const base = Number(readFileSync(join(nodesDir(), 'ports'), 'utf8').split('\n')[0]);
+  const base = Number(cluster.nodes.split(',')[0]!.split(':')[1]);
   const probe = new Redis({ port: base, lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
     await probe.connect();
@@ -133,57 +119,6 @@ async function pair(avoid: number[] = []): Promise<{ primary: number; replica: n
       if (r) return { primary: p.port, replica: r.port };
     }
     throw new Error('no primary with a replica');
-  } finally {
-    probe.disconnect();
-  }
-}
-
-async function role(port: number): Promise<{ master: boolean; replicasOnline: number }> {
-  const r = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 500 });
-  try {
-    await r.connect();
-    const info = await r.info('replication');
-    return { master: /role:master/.test(info), replicasOnline: (info.match(/state=online/g) ?? []).length };
-  } catch {
-    return { master: false, replicasOnline: 0 };
-  } finally {
-    r.disconnect();
-  }
-}
-
-/** Until `port` is a primary with a replica in sync: its slots take writes again. */
-const writable = (port: number): Promise<void> =>
-  until(
-    async () => {
-      const r = await role(port);
-      return r.master && r.replicasOnline > 0;
-    },
-    20_000,
-    100,
-    `node ${port} a primary with a replica`,
-  );
-
-/**
- * Fills the primary's replication stream with a 32 MB write its frozen replica
- * cannot take (the socket buffers hold a few MB): later writes wait behind it
- * in the primary's memory and die with it. The lag the primary tolerates is
- * raised so that it keeps taking writes meanwhile, as it does for any replica
- * a little behind.
- */
-async function holdBackReplication(port: number): Promise<void> {
-  const probe = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0 });
-  try {
-    await probe.connect();
-    await probe.config('SET', 'min-replicas-max-lag', '30');
-    const blob = Buffer.alloc(32 * 1024 * 1024, 120);
-    for (let i = 0; ; i++) {
-      // A key in one of this primary's slots: the others answer MOVED.
-      const ok = await probe.set(`blob{${i}}`, blob).then(
-        () => true,
-        () => false,
-      );
-      if (ok) return;
-    }
   } finally {
     probe.disconnect();
   }
@@ -308,17 +243,17 @@ describe('a primary fails under load, with replicated acknowledgements', () => {
     await underFault('k', async (load) => {
       // The replica falls behind, within the lag the primary tolerates: what the
       // primary takes now queues behind a large write it has not passed on yet.
-      process.kill(pidOf(replica), 'SIGSTOP');
+      process.kill(cluster.pidOf(replica), 'SIGSTOP');
       try {
         await holdBackReplication(primary);
         await load();
       } finally {
-        process.kill(pidOf(primary), 'SIGKILL');
-        process.kill(pidOf(replica), 'SIGCONT');
+        process.kill(cluster.pidOf(primary), 'SIGKILL');
+        process.kill(cluster.pidOf(replica), 'SIGCONT');
       }
       // The replica is promoted; the old primary comes back as its replica and writes resume.
-      await until(async () => (await role(replica)).master, 20_000, 100, 'replica promoted');
-      await run('sh', [SCRIPT, 'node', nodesDir(), String(primary)]);
+      await until(async () => (await roleOf(replica)).master, 20_000, 100, 'replica promoted');
+      await cluster.restart(primary);
       await writable(replica);
     });
   }, 60_000);
@@ -326,11 +261,11 @@ describe('a primary fails under load, with replicated acknowledgements', () => {
   it('frozen with SIGSTOP until its replica took over: every acknowledged operation is there after it wakes', async () => {
     const { primary, replica } = await pair();
     await underFault('f', async (load) => {
-      process.kill(pidOf(primary), 'SIGSTOP');
+      process.kill(cluster.pidOf(primary), 'SIGSTOP');
       try {
-        await Promise.all([load(), until(async () => (await role(replica)).master, 20_000, 100, 'replica promoted')]);
+        await Promise.all([load(), until(async () => (await roleOf(replica)).master, 20_000, 100, 'replica promoted')]);
       } finally {
-        process.kill(pidOf(primary), 'SIGCONT');
+        process.kill(cluster.pidOf(primary), 'SIGCONT');
       }
       // It wakes as a primary that lost its slots, and rejoins as the new primary's replica.
       await writable(replica);
@@ -406,7 +341,7 @@ describe("a retry answered from the first try's write, made by another gateway",
       const retries = [startOp('dup-started', talk[0]!), stopOp('dup-stopped', 5), redeemOp('dup-scan', wallets[0]!)];
       // The replica stops taking the primary's writes; the primary keeps taking them meanwhile.
       await setMaxLag(primary, 60);
-      process.kill(pidOf(replica), 'SIGSTOP');
+      process.kill(cluster.pidOf(replica), 'SIGSTOP');
       try {
         // The first tries are written on the primary, and their WAITs time out on the other gateway.
         const first = [];
@@ -417,7 +352,7 @@ describe("a retry answered from the first try's write, made by another gateway",
         for (const op of retries) retried.push(`${op.what}: ${(await op.send()).reason}`);
         expect(retried).toEqual(retries.map((op) => `${op.what}: unavailable`));
       } finally {
-        process.kill(pidOf(replica), 'SIGCONT');
+        process.kill(cluster.pidOf(replica), 'SIGCONT');
         await setMaxLag(primary, 2);
       }
       // Once the replica has caught up, the retries answer what the first tries did.
