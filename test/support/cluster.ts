@@ -28,8 +28,30 @@ export interface LocalCluster {
   stop(): Promise<void>;
 }
 
+/**
+ * Starts the cluster on free ports. Another process may take one of them
+ * between the look and the bind (every session of this machine runs
+ * clusters): the nodes already started are stopped and the start tried again
+ * on other ports, twice; what a failed start left is never left running.
+ */
 export async function startCluster(prefix: string): Promise<LocalCluster> {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
+  for (let attempt = 1; ; attempt++) {
+    const dir = mkdtempSync(join(tmpdir(), prefix));
+    try {
+      return await startIn(dir);
+    } catch (err) {
+      await stopIn(dir);
+      if (attempt === 3) throw err;
+    }
+  }
+}
+
+async function stopIn(dir: string): Promise<void> {
+  await run('sh', [SCRIPT, 'stop', join(dir, 'nodes')]).catch(() => undefined);
+  rmSync(dir, { recursive: true, force: true });
+}
+
+async function startIn(dir: string): Promise<LocalCluster> {
   const nodesDir = join(dir, 'nodes');
   const base = await freeClusterBase();
   const { stdout } = await run('sh', [SCRIPT, 'start', nodesDir, String(base)]);
@@ -58,10 +80,7 @@ export async function startCluster(prefix: string): Promise<LocalCluster> {
         const replica = nodes.find((n) => n[3] === primary[0] && !n[2]!.includes('fail'))!;
         return { primary: port(primary), replica: port(replica) };
       }),
-    stop: async () => {
-      await run('sh', [SCRIPT, 'stop', nodesDir]).catch(() => undefined);
-      rmSync(dir, { recursive: true, force: true });
-    },
+    stop: () => stopIn(dir),
   };
 }
 
