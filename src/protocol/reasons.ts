@@ -101,7 +101,7 @@ export const REASONS = {
   // Buyer pages
   foreign_form: reason(
     403,
-    "the form was not posted from this site's page in this browser (no form cookie, a token of another, or no Sec-Fetch-Site or Origin of this site)",
+    "the form was not posted from this site's page in this browser (no form cookie, a token of another, or the browser says it came from elsewhere)",
   ),
   pin_required: reason(
     403,

@@ -177,14 +177,14 @@ export function pageKit(d: PageDeps): PageKit {
     if (status !== 200) headers[REASON_HEADER] = reasonHeader(status.reason);
     reply.send(status === 200 ? 200 : (status.status ?? statusOf(status.reason)), page(title, body), HTML, headers);
   };
-  // The browser must say the post came from this site: Sec-Fetch-Site `same-origin` (every browser since
-  // 2023), or, from one that does not send it, an Origin of PUBLIC_URL (under our pages' no-referrer
-  // policy the Fetch standard has a browser send `null` there, so the first is the one that counts). A
-  // post that says neither is not taken: a sibling subdomain can set this site a form cookie whose token
-  // it knows (the cookie is `Lax`, and a sibling is the same site), so the pair alone does not prove the
-  // page was ours.
+  // The browser must not say the post came from elsewhere: Sec-Fetch-Site `same-origin` (every browser
+  // since 2023), or, from one that does not send it, no Origin of another site. Such a browser hides
+  // the origin of our own pages' posts (`null` under their no-referrer policy: iOS 15's Safari, still
+  // on phones that take no later one), and a buyer on it must be able to buy; the cookie and token pair
+  // is then all the proof, which a sibling subdomain able to set this site's cookie could forge.
   const fromThisSite = (fc: FormClient): boolean =>
-    fc.site === 'same-origin' || (fc.site === '' && fc.origin !== '' && fc.origin === new URL(d.publicUrl()).origin);
+    fc.site === 'same-origin' ||
+    (fc.site === '' && (fc.origin === '' || fc.origin === 'null' || fc.origin === new URL(d.publicUrl()).origin));
   const fromOurPage: PageKit['fromOurPage'] = (fc, form) =>
     !fc.fresh && fromThisSite(fc) && form.get('form') === d.formMac(fc.cookie);
   const { load } = d;
