@@ -28,6 +28,7 @@ import { keys } from '../../src/redis/keys';
 import { MAX_CALL_SEC } from '../../src/protocol/switch';
 import { putPlans } from '../../src/catalog/store';
 import { audit } from '../../src/ledger/audit';
+import { redisTimeMs } from '../../src/redis/clock';
 
 let h: Harness;
 const DEST = '4912345'; // 100 micro/s, no fee
@@ -277,38 +278,6 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
     }
   });
 
-  it('leaves a call that keeps ticking alone', async () => {
-    const quiet = await begin(c);
-    const busy = await begin(c);
-    let sec = 0;
-    const deadline = Date.now() + 3000;
-    while ((await cdrsOf(h, quiet.id, quiet.call)).length === 0) {
-      if (Date.now() > deadline) throw new Error('quiet call never reaped');
-      sec++;
-      expect(await c.request({ op: 'tick', ref: ref(), call: busy.call, sec })).toMatchObject({
-        op: 'ticked',
-        balance: 1_000_000 - sec * 100,
-      });
-      await sleep(50);
-    }
-    // Keep ticking a while longer: still live.
-    for (let i = 0; i < 8; i++) {
-      sec++;
-      expect(await c.request({ op: 'tick', ref: ref(), call: busy.call, sec })).toMatchObject({ op: 'ticked' });
-      await sleep(50);
-    }
-    expect(await liveScore(busy.id, sw, busy.call)).not.toBeNull();
-    expect(await h.r.hget(sessionKey(h, busy.id, sw, busy.call), 'st')).toBe('live');
-    expect(await cdrsOf(h, busy.id, busy.call)).toEqual([]);
-    expect(await c.request({ op: 'stop', ref: ref(), call: busy.call, sec })).toMatchObject({
-      billedSec: sec,
-      cost: sec * 100,
-      balance: 1_000_000 - sec * 100,
-    });
-    expect(await cdrsOf(h, busy.id, busy.call)).toMatchObject([{ cause: 'normal', sec: String(sec) }]);
-    expect(await cdrsOf(h, quiet.id, quiet.call)).toMatchObject([{ cause: 'stale', sec: '0', cost: '0' }]);
-  });
-
   it('a call never ticked is closed at zero cost, connection fee not charged', async () => {
     const { id, call } = await begin(c, DEST449);
     await until(async () => (await cdrsOf(h, id, call)).length > 0, 3000);
@@ -319,12 +288,15 @@ describe('the reaper on its timer (stale after 300 ms, sweep every 100 ms)', () 
   });
 });
 
-describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
+describe('the reaper swept by hand (stale after 1.5 s, timer idle)', () => {
+  // A sweep that must find a call still live comes within STALE_MS of its last tick, however slow
+  // the machine; one that must find it silent waits for Redis' clock to pass its place.
+  const STALE_MS = 1500;
   let gw: Gateway;
   let c: Client;
   let sw: string;
   beforeAll(async () => {
-    gw = await gateway(h, { staleAfterMs: 300, ringTimeoutMs: 300, reapIntervalMs: 600_000 });
+    gw = await gateway(h, { staleAfterMs: STALE_MS, ringTimeoutMs: 300, reapIntervalMs: 600_000 });
     ({ c, name: sw } = await connectSwitch(h, gw.port));
   });
   afterAll(async () => {
@@ -332,13 +304,19 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
     await gw?.close();
   });
 
+  /** Waits until Redis' clock is `ms` past the call's place in the live set (STALE_MS: the sweep's stale). */
+  async function quietFor(id: string, name: string, call: string, ms = STALE_MS): Promise<void> {
+    const score = Number(await liveScore(id, name, call));
+    await until(async () => (await redisTimeMs(h.r)) > score + ms, 10_000, 20, 'the call quiet long enough');
+  }
+
   it('sweep closes exactly the stale call, once', async () => {
     const { id, call } = await begin(c);
     expect(await c.request({ op: 'tick', ref: ref(), call, sec: 2 })).toMatchObject({ balance: 999_800 });
     expect(await gw.reaper.sweep()).toBe(0);
     expect(await liveScore(id, sw, call)).not.toBeNull();
 
-    await sleep(350);
+    await quietFor(id, sw, call);
     expect(await gw.reaper.sweep()).toBe(1);
     expect(await gw.reaper.sweep()).toBe(0);
     expect(await liveScore(id, sw, call)).toBeNull();
@@ -386,7 +364,7 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
     const { id, call } = await begin(c);
     // Past its final grant: the 10,000 s paid, 200 short.
     expect(await c.request({ op: 'tick', ref: ref(), call, sec: 10_002 })).toMatchObject({ balance: 0 });
-    await until(async () => (await gw.reaper.sweep()) === 1, 3000);
+    await until(async () => (await gw.reaper.sweep()) === 1, 10_000);
     expect(await gw.topups.operator(id, 500, 'goodwill')).toMatchObject({ ok: true, balance: 500 });
     // Its last tick raced the hang-up by a second: the 100 given back is forgiven, the top-up untouched.
     const first = { op: 'stopped', call, billedSec: 10_001, cost: 1_000_000, balance: 500 };
@@ -410,7 +388,7 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
     expect(await gw.reaper.sweep(Date.now() + 60_000)).toBe(0);
     expect(await h.r.hget(sessionKey(h, id, sw, call), 'st')).toBe('live');
     // Silent for STALE_AFTER_MS by any clock: a minute-slow reaper closes it all the same.
-    await sleep(350);
+    await quietFor(id, sw, call);
     expect(await gw.reaper.sweep(Date.now() - 60_000)).toBe(1);
     expect(await cdrsOf(h, id, call)).toMatchObject([{ sec: '1', cost: '100', cause: 'stale' }]);
   });
@@ -441,14 +419,18 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
   it('a tick that arrives before the sweep keeps the call alive', async () => {
     const { id, call } = await begin(c);
     expect(await c.request({ op: 'tick', ref: ref(), call, sec: 1 })).toMatchObject({ balance: 999_900 });
-    await sleep(350);
+    await quietFor(id, sw, call);
     expect(await c.request({ op: 'tick', ref: ref(), call, sec: 2 })).toMatchObject({ balance: 999_800 });
     expect(await gw.reaper.sweep()).toBe(0);
     expect(await h.r.hget(sessionKey(h, id, sw, call), 'st')).toBe('live');
-    // A repeated tick (nothing new to bill) is still a sign of life.
-    await sleep(200);
+    // A repeated tick (nothing new to bill) is still a sign of life: half the stale time after the
+    // last (past the gateway's refresh interval, a third of it), it moves the call's place on…
+    const ticked = Number(await liveScore(id, sw, call));
+    await quietFor(id, sw, call, STALE_MS / 2);
     expect(await c.request({ op: 'tick', ref: ref(), call, sec: 2 })).toMatchObject({ balance: 999_800 });
-    await sleep(200);
+    expect(Number(await liveScore(id, sw, call))).toBeGreaterThan(ticked);
+    // …so a sweep once the call would be stale by the tick before it leaves it alone.
+    await until(async () => (await redisTimeMs(h.r)) > ticked + STALE_MS, 10_000, 20, 'the tick before it stale');
     expect(await gw.reaper.sweep()).toBe(0);
     expect(await c.request({ op: 'stop', ref: ref(), call, sec: 4 })).toMatchObject({
       billedSec: 4,
@@ -470,7 +452,7 @@ describe('the reaper swept by hand (stale after 300 ms, timer idle)', () => {
     await oc.close();
     await other.close();
 
-    await sleep(350);
+    await quietFor(id!, name, call);
     expect(await gw.reaper.sweep()).toBe(1);
     expect(await cdrsOf(h, id!, call)).toMatchObject([
       { switch: name, sec: '7', cost: '700', bal: '999300', cause: 'stale' },
@@ -553,6 +535,42 @@ describe('a call ticked through another gateway (stale after 1.5 s, sweep every 
   afterAll(async () => {
     await Promise.all([c1?.close(), c2?.close()]);
     await Promise.all([gw1?.close(), gw2?.close()]);
+  });
+
+  it('leaves a call that keeps ticking alone', async () => {
+    // Stale after 1.5 s, not 300 ms: a tick every 50 ms keeps a call live however slow the
+    // machine, where a pause of 300 ms between two (a busy 2-core box) had it reaped.
+    const quiet = await begin(c1);
+    const busy = await begin(c1);
+    // Answered (a tick of 0 ends its ring grace, RING_TIMEOUT_MS here), then silent.
+    expect(await c1.request({ op: 'tick', ref: ref(), call: quiet.call, sec: 0 })).toMatchObject({ op: 'ticked' });
+    let sec = 0;
+    const deadline = Date.now() + 10_000;
+    while ((await cdrsOf(h, quiet.id, quiet.call)).length === 0) {
+      if (Date.now() > deadline) throw new Error('quiet call never reaped');
+      sec++;
+      expect(await c1.request({ op: 'tick', ref: ref(), call: busy.call, sec })).toMatchObject({
+        op: 'ticked',
+        balance: 1_000_000 - sec * 100,
+      });
+      await sleep(50);
+    }
+    // Keep ticking a while longer: still live.
+    for (let i = 0; i < 8; i++) {
+      sec++;
+      expect(await c1.request({ op: 'tick', ref: ref(), call: busy.call, sec })).toMatchObject({ op: 'ticked' });
+      await sleep(50);
+    }
+    expect(await liveScore(busy.id, sw, busy.call)).not.toBeNull();
+    expect(await h.r.hget(sessionKey(h, busy.id, sw, busy.call), 'st')).toBe('live');
+    expect(await cdrsOf(h, busy.id, busy.call)).toEqual([]);
+    expect(await c1.request({ op: 'stop', ref: ref(), call: busy.call, sec })).toMatchObject({
+      billedSec: sec,
+      cost: sec * 100,
+      balance: 1_000_000 - sec * 100,
+    });
+    expect(await cdrsOf(h, busy.id, busy.call)).toMatchObject([{ cause: 'normal', sec: String(sec) }]);
+    expect(await cdrsOf(h, quiet.id, quiet.call)).toMatchObject([{ cause: 'stale', sec: '0', cost: '0' }]);
   });
 
   it('is kept live by the gateway its ticks now reach, which refreshes its place itself', async () => {
