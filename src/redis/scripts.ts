@@ -223,7 +223,9 @@ export class Scripts {
    * failover right after a first start must be loaded again by every later
    * start, on a primary that, short of its replica, refuses it (NOREPLICAS).
    * One not yet confirmed stays owed: the next load confirms it, though it
-   * finds the library there and loads nothing.
+   * finds the library there and loads nothing; on a connection that closed
+   * since, which no WAIT covers, by loading it again (REPLACE), and on a
+   * primary no longer one (a failover) by the look at its successor.
    */
   async load({ prune = false, confirm = false } = {}): Promise<void> {
     const client = this.client;
@@ -231,6 +233,14 @@ export class Scripts {
     if (client instanceof Cluster)
       await new Promise<void>((ok, no) => client.refreshSlotsCache((err) => (err ? no(err) : ok())));
     const nodes = client instanceof Cluster ? client.nodes('master') : [client];
+    // A node's connection the client has replaced (a Cluster's, once closed) is owed on its successor at
+    // the same address, which loads it again (-1: no close count matches); one no longer a primary is not.
+    for (const node of [...this.unconfirmed.keys()]) {
+      if (nodes.includes(node)) continue;
+      this.unconfirmed.delete(node);
+      const same = nodes.find((n) => n.options.host === node.options.host && n.options.port === node.options.port);
+      if (same && !this.unconfirmed.has(same)) this.unconfirmed.set(same, -1);
+    }
     for (const node of nodes) await this.loadOn(node, prune, confirm);
     if (client instanceof Cluster) await this.loadOnSlotless(client, nodes, prune);
     if (confirm)
@@ -248,7 +258,15 @@ export class Scripts {
     // Look before loading: FUNCTION LOAD is a write, refused (NOREPLICAS) by a primary
     // that has lost its replica, which must not stop a process whose library is there.
     const present = await node.function('LIST', 'LIBRARYNAME', this.library.name);
-    if (!present.length) {
+    const owed = this.unconfirmed.get(node);
+    // Loaded by this start on a connection that closed before a replica confirmed it: that WAIT
+    // can never succeed (it failed every later look until the start gave up), a write on the
+    // connection now can, and replication in order brings the library with it.
+    if (owed !== undefined && owed !== closeCount(node)) {
+      const closes = closeCount(node);
+      await node.function('LOAD', 'REPLACE', this.library.code);
+      this.unconfirmed.set(node, closes);
+    } else if (!present.length) {
       const closes = closeCount(node);
       await node.function('LOAD', this.library.code).catch((err: unknown) => {
         if (!(err instanceof Error && / already exists/.test(err.message))) throw err;

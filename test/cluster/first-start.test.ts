@@ -7,10 +7,11 @@
  * primary is back.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openContext } from '../../src/app/context';
+import { openContext, type Context } from '../../src/app/context';
 import { loadConfig, type Config } from '../../src/config/config';
 import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
+import { readLibrary } from '../../src/redis/scripts';
 import { openScanWindows, windowMsFor } from '../../src/redemption/scan-windows';
 import { holdBackReplication, onNode, roleOf, startCluster, writable, type LocalCluster } from '../support/cluster';
 import { TEST_SECRET } from '../support/harness';
@@ -100,6 +101,42 @@ describe('the first start on a new cluster, then a failover', () => {
       expect(await windows()).toBe(windowMsFor(cfg.scanTtlSec));
     } finally {
       await restore();
+    }
+  }, 60_000);
+});
+
+describe('the first start, its connection to a primary broken before a replica confirmed the library', () => {
+  it('confirms it again on the connection made since, once the replica is back, and starts', async () => {
+    const library = readLibrary().name;
+    const { primary, replica } = await cluster.shardOf(keys.layout);
+    // A new Redis as far as the library goes: every primary loads it at this start (a replica
+    // refuses the DELETE, and has the primary's).
+    for (const port of [...cluster.nodes.matchAll(/:(\d+)/g)].map((m) => Number(m[1])))
+      await onNode(port, async (r) => void (await r.function('DELETE', library).catch(() => undefined)));
+    process.kill(cluster.pidOf(replica), 'SIGSTOP');
+    let opened: Promise<Context> | undefined;
+    try {
+      opened = openContext(cfg, createLogger('silent'));
+      opened.catch(() => undefined);
+      // Its WAIT for the library, on the primary whose replica is frozen: the connection breaks meanwhile.
+      await until(
+        () =>
+          onNode(primary, async (r) => /cmd=wait\b/.test((await r.call('CLIENT', 'LIST', 'TYPE', 'normal')) as string)),
+        10_000,
+        5,
+        'the start waiting for a replica',
+      );
+      await onNode(primary, (r) => r.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes'));
+      await sleep(500);
+    } finally {
+      process.kill(cluster.pidOf(replica), 'SIGCONT');
+    }
+    const ctx = await opened;
+    try {
+      const libs = await onNode(replica, (r) => r.function('LIST', 'LIBRARYNAME', library));
+      expect(libs).toHaveLength(1);
+    } finally {
+      await ctx.close();
     }
   }, 60_000);
 });
