@@ -293,11 +293,18 @@ export class KamailioConnector {
     );
     // After a loss, the calls whose dialogs are gone are stopped before those still up are taken up.
     let rechecked = !again;
-    await this.readKept('list dialogs to take up calls already up', async () => {
-      if (!rechecked) await this.recheckDialogs();
-      rechecked = true;
-      await this.takeUpDialogs();
-    });
+    // Every kamailio.cfg lists dialogs: an error is passing (short of memory for a long list), and the
+    // calls to take up must be ticked within STALE_AFTER_MS, so it goes again as soon as no answer does.
+    await this.readKept(
+      'list dialogs to take up calls already up',
+      async () => {
+        if (!rechecked) await this.recheckDialogs();
+        rechecked = true;
+        await this.takeUpDialogs();
+      },
+      undefined,
+      true,
+    );
   }
 
   /**
@@ -306,10 +313,16 @@ export class KamailioConnector {
    * Given up, the stops and events waited for the next connector to attach, their calls reaped and
    * billed to their last tick, and the calls up talked on unmetered to their fail-safe. Unanswered (a
    * Kamailio too busy to answer within the RPC's timeout) it goes again soon; answered with an error
-   * (a kamailio.cfg that lacks what it reads) it backs off, said once at `error` with what to do.
-   * `next` runs once the read succeeded.
+   * (a kamailio.cfg that lacks what it reads) it backs off, said once at `error` with what to do,
+   * unless `errorsPass` (a read every cfg has: its errors are answered as no answer is). `next` runs
+   * once the read succeeded.
    */
-  private async readKept(what: string, read: () => Promise<void>, next?: () => Promise<void>): Promise<void> {
+  private async readKept(
+    what: string,
+    read: () => Promise<void>,
+    next?: () => Promise<void>,
+    errorsPass = false,
+  ): Promise<void> {
     let tries = 0;
     let refusedMs = 0;
     const attempt = async (): Promise<number | undefined> => {
@@ -319,7 +332,7 @@ export class KamailioConnector {
       } catch (err) {
         const { message, rpcCode } = err as Error & { rpcCode?: number };
         const first = tries++ === 0;
-        if (rpcCode === undefined) {
+        if (rpcCode === undefined || errorsPass) {
           this.log[first ? 'warn' : 'debug']({ err: message }, `rpc: cannot ${what}; trying again`);
           return TAKE_UP_RETRY_MS;
         }

@@ -45,4 +45,32 @@ describe('kamailio connector: reads at attach that Kamailio refuses', () => {
       await c.close(0);
     }
   });
+
+  it('lists the dialogs up again soon after an error answer: the calls to take up must be ticked in time', async () => {
+    // The listing exists in every kamailio.cfg: its error is passing (a Kamailio short of memory for a
+    // long list), not a cfg to replace. Backed off like the htable reads, the fifth refusal put the
+    // listing 15 s off, past the reaper's STALE_AFTER_MS for every call to take up.
+    s.rpc.refused.set('dlg.list undefined', 5);
+    const { log, lines } = captureLog('debug');
+    const c = s.connector({ log });
+    const from = s.rpc.calls.length;
+    const lists = (): number[] =>
+      s.rpc.calls
+        .slice(from)
+        .filter((r) => r.method === 'dlg.list')
+        .map((r) => r.at);
+    c.start();
+    try {
+      await until('six listings', () => lists().length >= 6, 20_000);
+      const at = lists();
+      // 0.5 s apart (2.5 s in all; a busy machine makes it longer): backing off, 15.5 s.
+      expect(at[5]! - at[0]!).toBeLessThan(8000);
+      expect(lines.filter((l) => l.level >= 40).map((l) => [l.level, l.msg])).toEqual([
+        [40, 'rpc: cannot list dialogs to take up calls already up; trying again'],
+      ]);
+    } finally {
+      s.rpc.refused.clear();
+      await c.close(0);
+    }
+  });
 });

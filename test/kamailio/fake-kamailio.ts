@@ -81,6 +81,8 @@ export interface FakeRpc {
    * on one is answered with Kamailio's error, 500 "No such htable".
    */
   missing: Set<string>;
+  /** How many of the next requests of a method on a table (`dlg.list undefined`) are answered with an error. */
+  refused: Map<string, number>;
 }
 
 export async function fakeRpc(): Promise<FakeRpc> {
@@ -125,6 +127,11 @@ export async function fakeRpc(): Promise<FakeRpc> {
         res.statusCode = 503;
         return res.end('busy');
       }
+      const refused = self.refused.get(what) ?? 0;
+      if (refused > 0) {
+        self.refused.set(what, refused - 1);
+        return res.end(JSON.stringify({ jsonrpc: '2.0', id, error: { code: 500, message: 'Internal error' } }));
+      }
       const reply = JSON.stringify({ jsonrpc: '2.0', id, ...answer(method, params ?? []) });
       if (method === 'dlg.list' && self.listDelayMs > 0) setTimeout(() => res.end(reply), self.listDelayMs);
       else res.end(reply);
@@ -142,6 +149,7 @@ export async function fakeRpc(): Promise<FakeRpc> {
     listDelayMs: 0,
     busy: new Map(),
     missing: new Set(),
+    refused: new Map(),
   };
   return self;
 }
