@@ -245,8 +245,10 @@ it('a receiver alone has every slot but one: a burst goes out at the pace it ans
   r.delayMs = 50;
   const EVENTS = 500;
   // No timed pass after the first, started by hand: the burst can only all go out if it is read
-  // as the deliveries finish (a pass at a time would send one batch and wait ten minutes).
-  const g = await gwWith([['iso-burst', r]], { pollMs: 600_000 });
+  // as the deliveries finish (a pass at a time would send one batch and wait ten minutes). And no
+  // POST timed out by a stalled machine: failures open the receiver's breaker, whose deferred
+  // events only a takeover brings back, which without timed passes never comes.
+  const g = await gwWith([['iso-burst', r]], { pollMs: 600_000, timeoutMs: 10_000 });
   try {
     await topups('iso-burst', EVENTS);
     void g.hooks.pass();
