@@ -59,7 +59,7 @@ export class BucketDoubles {
       if (c.last === 'recovered') c.misplaced ??= 'after its recovered record';
     } else {
       c.closed++;
-      if (c.last === 'late') c.misplaced ??= `before its ${cause} record`;
+      if (c.last === 'late') c.misplaced ??= cause ? `before its ${cause} record` : 'before its call record';
     }
     c.last = cause;
   }

@@ -144,6 +144,11 @@ describe('audit: charges and credits recorded twice', () => {
     expect(await problemsOf(before)).toEqual([`call sw-a/${call} has a late record before its stale record`]);
     expect(await problemsOf(recovered)).toEqual([`call sw-a/${call} has a late record after its recovered record`]);
     expect(await problemsOf(stopped)).toEqual([]);
+    // A call record that says no cause (damaged, or from a bug) is named as the call's record.
+    const [causeless, call2] = [await freshId(), uniq('c')];
+    await callRecord(causeless, 'sw-a', call2, 'late', 2_000);
+    await callRecord(causeless, 'sw-a', call2, '', 5_000);
+    expect(await problemsOf(causeless)).toEqual([`call sw-a/${call2} has a late record before its call record`]);
   });
 
   it('reports a top-up reference applied twice to one ID', async () => {
