@@ -187,6 +187,15 @@ describe('check link', () => {
     expect(/<td id="expires">([^<]*)<\/td>/.exec(r.text)?.[1]).toBe(new Date(exp).toISOString().slice(0, 10));
   });
 
+  it('the balance is shown to the micro-unit, never rounded up to the cent', async () => {
+    const b = await buyOne();
+    // 7 s at 100 micro/s: 0.9993 EUR left, which "1.00 EUR" would overstate.
+    await callWith(h, gw, b.id, 7);
+    expect((await idFields(h, b.id)).bal).toBe('999300');
+    const r = await check(gw, b.path, b.pin);
+    expect(/<td id="balance">([^<]*)<\/td>/.exec(r.text)?.[1]).toBe('0.9993 EUR');
+  });
+
   it('a wrong PIN: 403, the form again, nothing of the ID', async () => {
     const b = await buyOne('2580');
     for (const pin of ['2581', '', '25800', '<script>']) {

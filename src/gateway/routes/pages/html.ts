@@ -58,10 +58,16 @@ ${body}
 </html>`.text;
 }
 
-/** Micro-units to a decimal amount for people: 10000000 EUR -> "10.00 EUR". */
+/**
+ * Micro-units to a decimal amount for people, exact: 10000000 EUR -> "10.00 EUR", 998333 ->
+ * "0.998333 EUR". Rounded to the cent, a balance left by per-minute prices showed more than it holds.
+ */
 export function money(micro: number, currency: string): string {
-  const cents = Math.round(micro / 10_000);
-  return `${Math.floor(cents / 100)}.${String(cents % 100).padStart(2, '0')} ${currency}`;
+  const fraction = String(micro % 1_000_000)
+    .padStart(6, '0')
+    .replace(/0+$/, '')
+    .padEnd(2, '0');
+  return `${Math.floor(micro / 1_000_000)}.${fraction} ${currency}`;
 }
 
 export function duration(sec: number): string {
