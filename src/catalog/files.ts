@@ -20,7 +20,7 @@ import { parse } from 'csv-parse/sync';
 import { visit } from 'jsonc-parser';
 import type { TSchema } from '@sinclair/typebox';
 import { CatalogRefusal } from './refusal';
-import { Item, PRODUCT_SCHEMAS, Rate, RatePlan, WEEKDAYS, type Weekday } from './schema';
+import { Item, MAX_RATE, PRODUCT_SCHEMAS, Rate, RatePlan, WEEKDAYS, type Weekday } from './schema';
 
 type Row = Record<string, string>;
 
@@ -170,7 +170,19 @@ function perMinuteRate(col: string, cell: string, where: string): number {
         : 'write a price in units of the currency, e.g. 0.10';
     throw new CatalogRefusal('bad_catalog_entry', `${where}: ${col} '${cell}' is no price per minute: ${why}`);
   }
-  return Number(m[1]) * 1_000_000 + Number((m[2] ?? '').padEnd(6, '0'));
+  const micro = Number(m[1]) * 1_000_000 + Number((m[2] ?? '').padEnd(6, '0'));
+  // Said here in the price list's own terms: the plan's checks would name `rate` and no row.
+  if (micro < 60)
+    throw new CatalogRefusal(
+      'bad_catalog_entry',
+      `${where}: ${col} '${cell}' is below the least price per minute, 0.00006 (a micro-unit a second): a destination cannot be free`,
+    );
+  if (micro > MAX_RATE)
+    throw new CatalogRefusal(
+      'bad_catalog_entry',
+      `${where}: ${col} '${cell}' is above the most a minute may cost, ${MAX_RATE / 1_000_000}`,
+    );
+  return micro;
 }
 
 /**

@@ -230,7 +230,8 @@ const PlanMicro = (minimum: number) => Type.Integer({ minimum, maximum: 1e12 });
  * the integers Lua's numbers carry exactly, with room for its fee and for what
  * it ran short added to its cost.
  */
-const PlanRate = Type.Integer({ minimum: 1, maximum: 1e10 });
+export const MAX_RATE = 1e10;
+const PlanRate = Type.Integer({ minimum: 1, maximum: MAX_RATE });
 /** The most seconds a rate may be the price of: an hour (a price per hour). */
 export const MAX_RATE_PER = 3600;
 /** A billing block, seconds: up to an hour. */

@@ -121,13 +121,17 @@ describe('rate plan files', () => {
     expect(() =>
       readPlansFile(file('only-peak.csv', 'plan,prefix,perMinute.peak,periods\ncc,33,0.10,peak=mon')),
     ).toThrow(/rate plan cc: prefix '33' \(row 1\): has perMinute.<period> prices but no perMinute/);
-    // Free, or less than a micro-unit a second: refused by the plan's rules, naming the prefix.
-    await expect(
-      putPlans(h.ctx.redis, readPlansFile(file('zero.csv', 'plan,prefix,perMinute\ncc,33,0'))),
-    ).rejects.toThrow(/rate plan cc: prefix '33': rate must be >= 1/);
-    await expect(
-      putPlans(h.ctx.redis, readPlansFile(file('tiny.csv', 'plan,prefix,perMinute\ncc,33,0.000059'))),
-    ).rejects.toThrow(/rate plan cc: prefix '33': rate 59 per 60 s is less than a micro-unit a second/);
+    // Free, less than a micro-unit a second, or past the highest rate: said in the price list's
+    // terms, naming the row (a price list's free destination, 0.00, read "rate must be >= 1").
+    for (const [cols, cells, message] of [
+      ['perMinute', '0', /prefix '33' \(row 1\): perMinute '0' is below the least price per minute, 0\.00006/],
+      ['perMinute', '0.00', /perMinute '0.00' is below the least price per minute, 0\.00006 .*cannot be free/],
+      ['perMinute', '0.000059', /prefix '33' \(row 1\): perMinute '0.000059' is below the least price per minute/],
+      ['perMinute,perMinute.peak,periods', '0.10,0.000001,peak=mon', /perMinute.peak '0.000001' is below/],
+      ['perMinute', '10000.000001', /prefix '33' \(row 1\): perMinute '10000.000001' is above the most a minute/],
+    ] as const)
+      expect(() => readPlansFile(file('price.csv', `plan,prefix,${cols}\ncc,33,${cells}`))).toThrow(message);
+    await putPlans(h.ctx.redis, readPlansFile(file('edges.csv', 'plan,prefix,perMinute\ncc,33,0.00006\ncc,1,10000')));
     await expect(
       putPlans(h.ctx.redis, [{ name: 'cc', rates: [{ prefix: '1', rate: 100_000, per: 3601 }] }]),
     ).rejects.toThrow(/rate plan cc: prefix '1': per must be <= 3600/);
