@@ -178,16 +178,20 @@ describe('reservations: parallel calls on one ID never overdraw it', () => {
 });
 
 describe('final unit and redirect', () => {
-  it('a product that redirects at zero says so in started, in ticks once final, and in the cut-off', async () => {
-    const product = talkProduct({
-      name: 'redir',
-      face: 5000,
+  /** Two calls at most, 20 s grant slices, sent to a top-up line at zero. */
+  const redirecting = (name: string, face: number): TalkProduct =>
+    talkProduct({
+      name,
+      face,
       maxCalls: 2,
       grantSec: 20,
       thresholds: [],
       finalAction: 'redirect',
       redirectTo: '+18005550100',
     });
+
+  it('a product that redirects at zero says so in started, in ticks once final, and in the cut-off', async () => {
+    const product = redirecting('redir', 5000);
     const [id] = await soldIds(h, product);
     const call = newCall();
     // 50 s of balance, 20 s grants: the first grant is not the last.
@@ -247,15 +251,7 @@ describe('final unit and redirect', () => {
 
   it('a grant made final by a tick without ref says its action in the next answer a switch hears', async () => {
     // 40 s of balance, 20 s slices: the second call takes all that the first leaves free.
-    const product = talkProduct({
-      name: 'redir-unheard',
-      face: 4000,
-      maxCalls: 2,
-      grantSec: 20,
-      thresholds: [],
-      finalAction: 'redirect',
-      redirectTo: '+18005550100',
-    });
+    const product = redirecting('redir-unheard', 4000);
     const [id] = await soldIds(h, product);
     const [a, b] = [newCall(), newCall()];
     expect(await start(id!, a)).toMatchObject({ op: 'started', grant: 20, final: false });
