@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openContext, type Context } from '../../src/app/context';
 import type { GoodsProduct } from '../../src/catalog/schema';
 import { createToken, putItems, putPlans, putProducts } from '../../src/catalog/store';
-import { loadConfig, type Config } from '../../src/config/config';
+import { type Config } from '../../src/config/config';
 import { DEMO_MEMBERS, Sandbox } from '../../src/dev/sandbox';
 import { startGateway, type Gateway } from '../../src/gateway/server';
 import { audit } from '../../src/ledger/audit';
@@ -23,8 +23,15 @@ import { activateId } from '../../src/ledger/ids';
 import { mintIds } from '../../src/ledger/mint';
 import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
-import { holdBackReplication, roleOf, startCluster, writable, type LocalCluster } from '../support/cluster';
-import { STD_RATES, talkProduct, TEST_SECRET } from '../support/harness';
+import {
+  clusterConfig,
+  holdBackReplication,
+  roleOf,
+  startCluster,
+  writable,
+  type LocalCluster,
+} from '../support/cluster';
+import { STD_RATES, talkProduct } from '../support/harness';
 import { http, jsonCall } from '../support/http';
 import { sleep, until } from '../support/wait';
 import { Client } from '../support/ws-client';
@@ -61,18 +68,13 @@ const reasons = new Map<string, number>();
 beforeAll(async () => {
   cluster = await startCluster('tessera-failover-');
   sandbox = new Sandbox();
-  const env = {
-    REDIS_CLUSTER: cluster.nodes,
-    TESSERA_SECRET: TEST_SECRET,
-    DATA_DIR: cluster.dir,
+  cfg = clusterConfig(cluster, {
     PORT: '0',
     HOST: '127.0.0.1',
-    LOG_LEVEL: 'silent',
     PROVIDER_URL: `http://127.0.0.1:${await sandbox.listen()}`,
     // A purchase whose gateway lost Redis midway may be taken over soon.
     PURCHASE_LEASE_MS: '500',
-  };
-  cfg = loadConfig(env);
+  });
   expect(cfg.redis.acks.replicated).toBe(true);
   ctx = await openContext(cfg, createLogger('silent'));
   await putPlans(ctx.redis, [{ name: 'std', rates: STD_RATES }]);

@@ -8,13 +8,20 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openContext, type Context } from '../../src/app/context';
-import { loadConfig, type Config } from '../../src/config/config';
+import { type Config } from '../../src/config/config';
 import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
 import { readLibrary } from '../../src/redis/scripts';
 import { openScanWindows, windowMsFor } from '../../src/redemption/scan-windows';
-import { holdBackReplication, onNode, roleOf, startCluster, writable, type LocalCluster } from '../support/cluster';
-import { TEST_SECRET } from '../support/harness';
+import {
+  clusterConfig,
+  holdBackReplication,
+  onNode,
+  roleOf,
+  startCluster,
+  writable,
+  type LocalCluster,
+} from '../support/cluster';
 import { sleep, until } from '../support/wait';
 
 /** How long the replica stays frozen: a start that waits for it is done only after. */
@@ -24,12 +31,7 @@ let cfg: Config;
 
 beforeAll(async () => {
   cluster = await startCluster('tessera-first-start-');
-  cfg = loadConfig({
-    REDIS_CLUSTER: cluster.nodes,
-    TESSERA_SECRET: TEST_SECRET,
-    DATA_DIR: cluster.dir,
-    LOG_LEVEL: 'silent',
-  });
+  cfg = clusterConfig(cluster);
   expect(cfg.redis.acks.replicated).toBe(true);
 }, 60_000);
 

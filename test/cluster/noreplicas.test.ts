@@ -10,12 +10,11 @@ import { afterAll, beforeAll, describe, it } from 'vitest';
 import { openContext } from '../../src/app/context';
 import { Sandbox } from '../../src/dev/sandbox';
 import { startGateway } from '../../src/gateway/server';
-import { loadConfig, type Config } from '../../src/config/config';
+import { type Config } from '../../src/config/config';
 import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
 import { openScanWindows } from '../../src/redemption/scan-windows';
-import { startCluster, type LocalCluster } from '../support/cluster';
-import { TEST_SECRET } from '../support/harness';
+import { clusterConfig, startCluster, startedOnce, type LocalCluster } from '../support/cluster';
 import { until } from '../support/wait';
 
 let cluster: LocalCluster;
@@ -23,16 +22,9 @@ let cfg: Config;
 
 beforeAll(async () => {
   cluster = await startCluster('tessera-noreplicas-');
-  cfg = loadConfig({
-    REDIS_CLUSTER: cluster.nodes,
-    TESSERA_SECRET: TEST_SECRET,
-    DATA_DIR: cluster.dir,
-    LOG_LEVEL: 'silent',
-  });
+  cfg = clusterConfig(cluster);
   // The first process loads the library everywhere, pins the layout and decides the scan windows.
-  const ctx = await openContext(cfg, createLogger('silent'));
-  await openScanWindows(ctx.redis, cfg);
-  await ctx.close();
+  await startedOnce(cfg);
 }, 60_000);
 
 afterAll(async () => {

@@ -6,15 +6,12 @@
  * (docs/operations.md, Configuration), and then serves.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openContext } from '../../src/app/context';
-import { loadConfig, type Config } from '../../src/config/config';
+import { type Config } from '../../src/config/config';
 import { Sandbox } from '../../src/dev/sandbox';
 import { startGateway } from '../../src/gateway/server';
 import { createLogger } from '../../src/observability/log';
 import { keys } from '../../src/redis/keys';
-import { openScanWindows } from '../../src/redemption/scan-windows';
-import { onNode, startCluster, type LocalCluster } from '../support/cluster';
-import { TEST_SECRET } from '../support/harness';
+import { clusterConfig, onNode, startCluster, startedOnce, type LocalCluster } from '../support/cluster';
 import { http } from '../support/http';
 import { until } from '../support/wait';
 
@@ -23,16 +20,9 @@ let cfg: Config;
 
 beforeAll(async () => {
   cluster = await startCluster('tessera-start-failover-');
-  cfg = loadConfig({
-    REDIS_CLUSTER: cluster.nodes,
-    TESSERA_SECRET: TEST_SECRET,
-    DATA_DIR: cluster.dir,
-    LOG_LEVEL: 'silent',
-  });
+  cfg = clusterConfig(cluster);
   // An earlier process loaded the library, pinned the layout and decided the scan windows.
-  const ctx = await openContext(cfg, createLogger('silent'));
-  await openScanWindows(ctx.redis, cfg);
-  await ctx.close();
+  await startedOnce(cfg);
 }, 60_000);
 
 afterAll(async () => {

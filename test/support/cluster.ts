@@ -9,7 +9,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import Redis from 'ioredis';
+import { openContext } from '../../src/app/context';
+import { loadConfig, type Config } from '../../src/config/config';
+import { createLogger } from '../../src/observability/log';
 import { freeClusterBase } from '../../src/redis/embedded';
+import { openScanWindows } from '../../src/redemption/scan-windows';
+import { TEST_SECRET } from './harness';
 import { until } from './wait';
 
 const SCRIPT = resolve(__dirname, '../../deploy/cluster/local-cluster.sh');
@@ -26,6 +31,24 @@ export interface LocalCluster {
   /** The primary serving `key`'s slot now, and its replica. */
   shardOf(key: string): Promise<{ primary: number; replica: number }>;
   stop(): Promise<void>;
+}
+
+/** A process's configuration on the cluster (its DATA_DIR, the test secret, silent), with `extra` on top. */
+export function clusterConfig(cluster: LocalCluster, extra: Record<string, string> = {}): Config {
+  return loadConfig({
+    REDIS_CLUSTER: cluster.nodes,
+    TESSERA_SECRET: TEST_SECRET,
+    DATA_DIR: cluster.dir,
+    LOG_LEVEL: 'silent',
+    ...extra,
+  });
+}
+
+/** What a first gateway leaves: the script library loaded, the layout pinned, the scan windows decided. */
+export async function startedOnce(cfg: Config): Promise<void> {
+  const ctx = await openContext(cfg, createLogger('silent'));
+  await openScanWindows(ctx.redis, cfg);
+  await ctx.close();
 }
 
 /**
