@@ -286,11 +286,9 @@ export class KamailioConnector {
     this.stopReadsAgain();
     // The events no connector heard only once the stops handed on are read, also after a failed read:
     // handled first, a cut call's end event billed it to Kamailio's end, past the seconds it paid.
-    await this.readKept(
-      'read the stops handed on',
-      () => this.sendHandedOn(),
-      () => this.readKept('read the dialog events no connector heard', () => this.stopUnheard()),
-    );
+    await this.readKept('read the stops handed on', () => this.sendHandedOn(), {
+      next: () => this.readKept('read the dialog events no connector heard', () => this.stopUnheard()),
+    });
     // After a loss, the calls whose dialogs are gone are stopped before those still up are taken up.
     let rechecked = !again;
     // Every kamailio.cfg lists dialogs: an error is passing (short of memory for a long list), and the
@@ -302,8 +300,7 @@ export class KamailioConnector {
         rechecked = true;
         await this.takeUpDialogs();
       },
-      undefined,
-      true,
+      { errorsPass: true },
     );
   }
 
@@ -320,8 +317,7 @@ export class KamailioConnector {
   private async readKept(
     what: string,
     read: () => Promise<void>,
-    next?: () => Promise<void>,
-    errorsPass = false,
+    { next, errorsPass = false }: { next?: () => Promise<void>; errorsPass?: boolean } = {},
   ): Promise<void> {
     let tries = 0;
     let refusedMs = 0;
@@ -748,10 +744,14 @@ export class KamailioConnector {
   }
 
   /** The next tick: at the end of each second, the last paid one tickLeadMs before its end. */
-  private scheduleTick(c: Call): void {
-    const next = c.ticked + 1;
+  /** When the tick of second `sec` is due: at its end, from the last paid second on tickLeadMs before. */
+  private tickDue(c: Call, sec: number): number {
     const end = paidEnd(c.maxSec, c.horizon);
-    const due = c.answerAt + next * 1000 - (end > 0 && next >= end ? this.tickLeadMs : 0);
+    return c.answerAt + sec * 1000 - (end > 0 && sec >= end ? this.tickLeadMs : 0);
+  }
+
+  private scheduleTick(c: Call): void {
+    const due = this.tickDue(c, c.ticked + 1);
     // Timers run before I/O in an event-loop turn: the tick waits for the I/O of this turn
     // (setImmediate), so an end event that arrived during a stall is seen before it. A
     // timer replaced meanwhile (a final grant moved the tick earlier) ticks nothing.
@@ -777,10 +777,10 @@ export class KamailioConnector {
     const now = steadyNow();
     const end = paidEnd(c.maxSec, c.horizon);
     let sec = Math.floor((now - c.answerAt) / 1000);
-    // From the last paid second on, each second is ticked tickLeadMs before it ends, as
-    // scheduleTick made it due: counting whole seconds only, the tick after the paid end's
-    // would find nothing new and be due again at once until its second ended.
-    if (end > 0 && sec + 1 >= end && now >= c.answerAt + (sec + 1) * 1000 - this.tickLeadMs) sec += 1;
+    // The second under way counts once its tick is due (from the last paid second on, tickLeadMs
+    // before its end), as scheduleTick made it due: counting whole seconds only, the tick after the
+    // paid end's would find nothing new and be due again at once until its second ended.
+    if (now >= this.tickDue(c, sec + 1)) sec += 1;
     if (c.started && this.evapi.connected && sec > c.ticked) {
       c.ticked = sec;
       this.link.send(this.tickOf(c, sec));
